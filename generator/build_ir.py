@@ -1,0 +1,308 @@
+"""Turn a validated spec into the IR."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from generator import ir
+from generator.load import LoadedSpec, SpecFile, to_plain
+from generator.naming import pascal, slug, snake
+from generator.validate.openapi import HTTP_METHODS
+
+DEFAULT_RESOURCES = ir.Resources(vcpus=8, memory_mb=16384, local_gb=200)
+
+
+def build_ir(spec: LoadedSpec) -> ir.IR:
+    """Build the IR of a spec that has passed validation."""
+    comps_file = _one(spec, "components")
+    components = _components(comps_file)
+    return ir.IR(
+        format=ir.IR_FORMAT,
+        stack=_stack(_one(spec, "stack")),
+        components=components,
+        apis=tuple(_api(f, components) for f in spec.of_kind("openapi")),
+        messages=_messages(_one(spec, "messages"), components),
+        topology=_topology(_one(spec, "topology"), components),
+        hypervisors=_hypervisors(_one(spec, "hypervisors")),
+        sequences=tuple(_sequence(f) for f in spec.of_kind("sequence")),
+        sources=tuple(
+            ir.SpecSource(file=f.rel, sha256=hashlib.sha256(f.raw).hexdigest())
+            for f in sorted(spec.files, key=lambda f: f.rel)
+        ),
+    )
+
+
+def _one(spec: LoadedSpec, kind: str) -> SpecFile:
+    f = spec.one(kind)
+    if f is None:  # validation guarantees it; this guards direct callers
+        raise ValueError(f"spec has no {kind} file")
+    return f
+
+
+def _src(f: SpecFile, path: list[str | int]) -> ir.Source:
+    return ir.Source(file=f.rel, line=f.locate(path).line)
+
+
+def _stack(f: SpecFile) -> ir.Stack:
+    s = to_plain(f.data)["stack"]
+    return ir.Stack(
+        name=s["name"],
+        title=s["title"],
+        version=s["version"],
+        region=s["region"],
+        description=s.get("description", ""),
+    )
+
+
+def _components(f: SpecFile) -> tuple[ir.Component, ...]:
+    out = []
+    for name, c in to_plain(f.data)["components"].items():
+        cat = c.get("catalog")
+        out.append(
+            ir.Component(
+                name=name,
+                kind=c["kind"],
+                project=c["project"],
+                title=c["title"],
+                nodes=tuple(c.get("nodes", [])),
+                port=c.get("port"),
+                api=c.get("api"),
+                catalog=ir.Catalog(type=cat["type"], name=cat["name"]) if cat else None,
+                database=c.get("database"),
+                consumes=tuple(c.get("consumes", [])),
+                module=snake(name),
+                class_name=pascal(name),
+                source=_src(f, ["components", name]),
+            )
+        )
+    return tuple(out)
+
+
+def _ref_name(schema: Any) -> str | None:
+    if isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    return None
+
+
+def _resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow a `#/components/...` reference (parameters, responses, request bodies)."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = doc
+        for part in str(node["$ref"])[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def _content(doc: dict[str, Any], body: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    if not body:
+        return None, None
+    content = _resolve(doc, body).get("content") or {}
+    if not content:
+        return None, None
+    ctype = sorted(content)[0]
+    if "application/json" in content:
+        ctype = "application/json"
+    return ctype, _ref_name(content[ctype].get("schema"))
+
+
+def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
+    doc = to_plain(f.data)
+    served_by = next(c.name for c in components if c.api == f.stem)
+    global_security = doc.get("security", [])
+    ops = []
+    for path, item in doc["paths"].items():
+        shared = item.get("parameters", [])
+        for method in HTTP_METHODS:
+            op = item.get(method)
+            if not isinstance(op, dict):
+                continue
+            params = [_resolve(doc, p) for p in [*shared, *op.get("parameters", [])]]
+            req_ctype, req_model = _content(doc, op.get("requestBody"))
+            responses = []
+            for status, resp in sorted(op.get("responses", {}).items()):
+                r = _resolve(doc, resp)
+                ctype, model = _content(doc, r)
+                responses.append(
+                    ir.Response(
+                        status=str(status),
+                        description=r.get("description", ""),
+                        content_type=ctype,
+                        model=model,
+                    )
+                )
+            oid = op["operationId"]
+            ops.append(
+                ir.Operation(
+                    operation_id=oid,
+                    method=method.upper(),
+                    path=path,
+                    summary=op.get("summary", ""),
+                    tags=tuple(op.get("tags", [])),
+                    function_name=snake(oid),
+                    parameters=tuple(
+                        ir.Parameter(
+                            name=p["name"],
+                            location=p["in"],
+                            required=bool(p.get("required", p["in"] == "path")),
+                            python_name=snake(p["name"]),
+                            json_schema=p.get("schema", {}),
+                        )
+                        for p in params
+                    ),
+                    request_content_type=req_ctype,
+                    request_model=req_model,
+                    responses=tuple(responses),
+                    requires_token=bool(op.get("security", global_security)),
+                    source=_src(f, ["paths", path, method]),
+                )
+            )
+    return ir.Api(
+        name=f.stem,
+        title=doc["info"]["title"],
+        version=str(doc["info"]["version"]),
+        component=served_by,
+        module=snake(f.stem),
+        operations=tuple(ops),
+        models=tuple(sorted((doc.get("components") or {}).get("schemas", {}))),
+        source=_src(f, []),
+    )
+
+
+def _messages(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.Message, ...]:
+    out = []
+    for name, m in to_plain(f.data)["messages"].items():
+        consumers = tuple(c.name for c in components if name in c.consumes)
+        project = next(c.project for c in components if c.name == consumers[0])
+        out.append(
+            ir.Message(
+                name=name,
+                title=m["title"],
+                topic=m["topic"],
+                method=m["method"],
+                pattern=m["pattern"],
+                per_host=bool(m.get("per_host", False)),
+                project=project,
+                consumers=consumers,
+                payload_model=f"{pascal(name)}Payload",
+                reply_model=f"{pascal(name)}Reply" if "reply" in m else None,
+                payload_schema=m["payload"],
+                reply_schema=m.get("reply"),
+                source=_src(f, ["messages", name]),
+            )
+        )
+    return tuple(out)
+
+
+def _topology(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.TopologyNode, ...]:
+    out = []
+    for name, n in to_plain(f.data)["topology"]["nodes"].items():
+        res = n.get("resources")
+        count = n.get("count", 1)
+        out.append(
+            ir.TopologyNode(
+                name=name,
+                role=n["role"],
+                title=n["title"],
+                count=count,
+                min=n.get("min", 1),
+                max=n.get("max", count),
+                driver=n.get("driver"),
+                availability_zone=n.get("availability_zone"),
+                resources=ir.Resources(**res) if res else (
+                    DEFAULT_RESOURCES if n["role"] == "compute" else None
+                ),
+                components=tuple(c.name for c in components if name in c.nodes),
+            )
+        )
+    return tuple(out)
+
+
+_PRIMITIVES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool"}
+
+
+def python_type(use: Any) -> str:
+    """The Python annotation for a driver parameter or result."""
+    if use is None:
+        return "None"
+    if isinstance(use, str):
+        return use
+    t = use.get("type")
+    if t == "array":
+        return f"list[{python_type(use.get('items', {'type': 'object'}))}]"
+    if t == "object":
+        return "dict[str, Any]"
+    return _PRIMITIVES.get(str(t), "Any")
+
+
+def _hypervisors(f: SpecFile) -> ir.Hypervisors:
+    data = to_plain(f.data)
+    h = data["hypervisors"]
+    return ir.Hypervisors(
+        interface=h["interface"]["name"],
+        methods=tuple(
+            ir.DriverMethod(
+                name=name,
+                summary=m["summary"],
+                params=tuple(
+                    ir.DriverParam(name=p, python_type=python_type(t)) for p, t in m["params"].items()
+                ),
+                returns=python_type(m["returns"]),
+            )
+            for name, m in h["interface"]["methods"].items()
+        ),
+        drivers=tuple(
+            ir.Driver(
+                name=name,
+                title=d["title"],
+                summary=d.get("summary", ""),
+                virt_types=tuple(d["virt_types"]),
+                requires=tuple(d.get("requires", [])),
+                module=snake(name),
+                class_name=f"{pascal(name)}Driver",
+            )
+            for name, d in h["drivers"].items()
+        ),
+        types=tuple(sorted(data.get("types") or {})),
+    )
+
+
+def _interaction(it: dict[str, Any]) -> ir.Interaction:
+    return ir.Interaction(
+        source_component=it["from"],
+        target_component=it["to"],
+        via=it["via"],
+        operation=it.get("operation"),
+        message=it.get("message"),
+        call=it.get("call"),
+        tables=tuple(it.get("tables", [])),
+        summary=it.get("summary", ""),
+    )
+
+
+def _sequence(f: SpecFile) -> ir.Sequence:
+    s = to_plain(f.data)["sequence"]
+    steps = []
+    for i, st in enumerate(s["steps"]):
+        n = st["number"]
+        steps.append(
+            ir.Step(
+                number=n,
+                title=st["title"],
+                slug=slug(st["title"]),
+                test_id=f"step{n:02d}-{slug(st['title'])}",
+                main=_interaction(st),
+                then=tuple(_interaction(t) for t in st.get("then", [])),
+                source=_src(f, ["sequence", "steps", i]),
+            )
+        )
+    return ir.Sequence(
+        name=s["name"],
+        title=s["title"],
+        origin=s.get("source", ""),
+        final=s.get("final", ""),
+        module=snake(s["name"]),
+        steps=tuple(steps),
+        source=_src(f, ["sequence"]),
+    )

@@ -1,0 +1,118 @@
+"""The `specstack` command line (also `python -m generator`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_DRIFT, EXIT_INVALID, EXIT_FAILED = 0, 1, 2, 3
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from generator.build_ir import build_ir
+    from generator.validate import load_and_validate
+
+    spec_dir = Path(args.spec_dir)
+    spec, diags = load_and_validate(spec_dir)
+    if diags:
+        for d in diags:
+            _err(str(d))
+        _err(f"{len(diags)} problem{'s' if len(diags) != 1 else ''} in {spec_dir}/")
+        return EXIT_INVALID
+    ir = build_ir(spec)
+    ops = sum(len(a.operations) for a in ir.apis)
+    steps = sum(len(s.steps) for s in ir.sequences)
+    print(
+        f"{spec_dir}/ is valid: {len(ir.components)} components, {ops} operations in "
+        f"{len(ir.apis)} APIs, {len(ir.messages)} messages, {steps} steps in "
+        f"{len(ir.sequences)} sequences"
+    )
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from generator.pipeline import DEFAULT_TEMPLATES, generate
+
+    started = time.perf_counter()
+    out = Path(args.output)
+    result = generate(
+        Path(args.spec),
+        out,
+        templates=Path(args.templates) if args.templates else DEFAULT_TEMPLATES,
+        check=args.check,
+        force=args.force,
+        spec_label=Path(args.spec).as_posix().rstrip("/") or ".",
+    )
+    took = time.perf_counter() - started
+    if result.status == "invalid":
+        for d in result.diagnostics:
+            _err(str(d))
+        _err(f"{len(result.diagnostics)} problem(s); nothing written to {out}/")
+        return EXIT_INVALID
+    if result.status == "drift":
+        _err(f"{out}/ is out of date with {args.spec}/ ({len(result.drift)} files):")
+        for line in result.drift:
+            _err(f"  {line}")
+        _err("run `specstack generate` and commit the result")
+        return EXIT_DRIFT
+    verb = {
+        "clean": "is up to date",
+        "unchanged": "is up to date; nothing to do",
+        "written": "written",
+    }[result.status]
+    print(f"{out}/ {verb} ({result.files} files, {took:.2f} s)")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from generator.bench import run_bench
+
+    return run_bench(as_json=args.json, runs=args.runs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="specstack",
+        description="Validate the stack spec and render it into a runnable stack.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="check the spec and report every problem")
+    v.add_argument("spec_dir", nargs="?", default="spec", help="spec directory (default: spec)")
+    v.set_defaults(func=cmd_validate)
+
+    g = sub.add_parser("generate", help="render the spec into generated/")
+    g.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 and list files that differ, are missing or extra")
+    g.add_argument("--spec", default="spec", help="spec directory (default: spec)")
+    g.add_argument("--output", default="generated", help="output directory (default: generated)")
+    g.add_argument("--templates", default=None, help="templates directory (default: templates/)")
+    g.add_argument("--force", action="store_true", help="render even if nothing changed")
+    g.set_defaults(func=cmd_generate)
+
+    b = sub.add_parser("bench", help="measure generation (and, later, the running stack)")
+    b.add_argument("--json", action="store_true", help="print one JSON object of figures")
+    b.add_argument("--runs", type=int, default=5, help="repetitions per figure (default: 5)")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

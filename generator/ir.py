@@ -1,0 +1,218 @@
+"""The intermediate representation: typed, immutable, and written to `generated/ir.json`.
+
+Every name a template needs (modules, classes, functions, test ids) is computed
+here once, so templates only place values.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+IR_FORMAT = 1
+
+Via = Literal["user", "http", "amqp-cast", "amqp-call", "sql", "native"]
+Kind = Literal["api", "worker", "agent", "database", "queue", "client", "hypervisor", "actor"]
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Source(Node):
+    """Where a declaration lives in the spec (path inside the spec directory)."""
+
+    file: str
+    line: int
+
+
+class Catalog(Node):
+    type: str
+    name: str
+
+
+class Component(Node):
+    name: str
+    kind: Kind
+    project: str
+    title: str
+    nodes: tuple[str, ...]
+    port: int | None
+    api: str | None
+    catalog: Catalog | None
+    database: str | None
+    consumes: tuple[str, ...]
+    module: str
+    class_name: str
+    source: Source
+
+
+class Parameter(Node):
+    name: str
+    location: Literal["path", "query", "header", "cookie"]
+    required: bool
+    python_name: str
+    json_schema: dict[str, Any]
+
+
+class Response(Node):
+    status: str
+    description: str
+    content_type: str | None
+    model: str | None
+
+
+class Operation(Node):
+    operation_id: str
+    method: str
+    path: str
+    summary: str
+    tags: tuple[str, ...]
+    function_name: str
+    parameters: tuple[Parameter, ...]
+    request_content_type: str | None
+    request_model: str | None
+    responses: tuple[Response, ...]
+    requires_token: bool
+    source: Source
+
+
+class Api(Node):
+    name: str
+    title: str
+    version: str
+    component: str
+    module: str
+    operations: tuple[Operation, ...]
+    models: tuple[str, ...]
+    source: Source
+
+
+class Message(Node):
+    name: str
+    title: str
+    topic: str
+    method: str
+    pattern: Literal["cast", "call", "fanout"]
+    per_host: bool
+    project: str
+    consumers: tuple[str, ...]
+    payload_model: str
+    reply_model: str | None
+    payload_schema: dict[str, Any]
+    reply_schema: dict[str, Any] | None
+    source: Source
+
+
+class Interaction(Node):
+    source_component: str
+    target_component: str
+    via: Via
+    operation: str | None
+    message: str | None
+    call: str | None
+    tables: tuple[str, ...]
+    summary: str
+
+
+class Step(Node):
+    number: int
+    title: str
+    slug: str
+    test_id: str
+    main: Interaction
+    then: tuple[Interaction, ...]
+    source: Source
+
+
+class Sequence(Node):
+    name: str
+    title: str
+    origin: str
+    final: str
+    module: str
+    steps: tuple[Step, ...]
+    source: Source
+
+
+class Resources(Node):
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+
+
+class TopologyNode(Node):
+    name: str
+    role: Literal["controller", "network", "storage", "compute"]
+    title: str
+    count: int
+    min: int
+    max: int
+    driver: str | None
+    availability_zone: str | None
+    resources: Resources | None
+    components: tuple[str, ...]
+
+
+class DriverParam(Node):
+    name: str
+    python_type: str
+
+
+class DriverMethod(Node):
+    name: str
+    summary: str
+    params: tuple[DriverParam, ...]
+    returns: str
+
+
+class Driver(Node):
+    name: str
+    title: str
+    summary: str
+    virt_types: tuple[str, ...]
+    requires: tuple[str, ...]
+    module: str
+    class_name: str
+
+
+class Hypervisors(Node):
+    interface: str
+    methods: tuple[DriverMethod, ...]
+    drivers: tuple[Driver, ...]
+    types: tuple[str, ...]
+
+
+class Stack(Node):
+    name: str
+    title: str
+    version: str
+    region: str
+    description: str
+
+
+class SpecSource(Node):
+    file: str
+    sha256: str
+
+
+class IR(Node):
+    format: int
+    stack: Stack
+    components: tuple[Component, ...]
+    apis: tuple[Api, ...]
+    messages: tuple[Message, ...]
+    topology: tuple[TopologyNode, ...]
+    hypervisors: Hypervisors
+    sequences: tuple[Sequence, ...]
+    sources: tuple[SpecSource, ...]
+
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+    def api(self, name: str) -> Api:
+        return next(a for a in self.apis if a.name == name)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2, by_alias=True) + "\n"

@@ -1,0 +1,115 @@
+"""load -> validate -> IR -> render -> write: the `generate` and `validate` commands' core."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import generator
+from generator.diagnostics import Diagnostic
+
+REPO_ROOT = Path(generator.__file__).resolve().parent.parent
+DEFAULT_TEMPLATES = REPO_ROOT / "templates"
+
+
+@dataclass
+class GenerateResult:
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    status: str = "written"  # written | unchanged | invalid | drift | clean
+    files: int = 0
+    drift: list[str] = field(default_factory=list)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def generator_id() -> str:
+    return f"specstack {generator.__version__}"
+
+
+def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
+    """A hash of everything the output depends on: spec, templates, generator, tool versions."""
+    h = hashlib.sha256()
+    h.update(generator_id().encode())
+    h.update(spec_label.encode())
+    for dist in ("datamodel-code-generator", "ruff", "pydantic"):
+        h.update(f"{dist}={_version(dist)}".encode())
+    pkg = Path(generator.__file__).resolve().parent
+    groups = (
+        ("spec", spec_dir, ("*.yaml",)),
+        ("templates", templates, ("*",)),
+        ("generator", pkg, ("*.py", "*.json")),
+    )
+    for label, base, patterns in groups:
+        paths = sorted({p for pat in patterns for p in base.rglob(pat) if p.is_file()})
+        for p in paths:
+            rel = p.relative_to(base).as_posix()
+            if label == "generator" and (rel.startswith("runtime/") or "__pycache__" in rel):
+                continue
+            h.update(f"\0{label}/{rel}\0".encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def render_all(spec_dir: Path, templates: Path, spec_label: str) -> tuple[list[object], list[Diagnostic]]:
+    from generator.build_ir import build_ir
+    from generator.render import TARGETS, RenderContext, template_env
+    from generator.validate import load_and_validate
+
+    spec, diags = load_and_validate(spec_dir)
+    if diags:
+        return [], diags
+    ir = build_ir(spec)
+    ctx = RenderContext(spec=spec, spec_label=spec_label, templates=template_env(templates))
+    files: list[object] = []
+    seen: set[str] = set()
+    for target in TARGETS:
+        for f in target.render(ir, ctx):
+            if f.path in seen:
+                raise RuntimeError(f"two targets write {f.path}")
+            seen.add(f.path)
+            files.append(f)
+    return files, []
+
+
+def generate(
+    spec_dir: Path,
+    out: Path,
+    *,
+    templates: Path = DEFAULT_TEMPLATES,
+    check: bool = False,
+    force: bool = False,
+    spec_label: str = "spec",
+) -> GenerateResult:
+    """Generate `out` from `spec_dir`, or with `check` report how `out` differs."""
+    from generator import output
+
+    output.recover(out)
+    inputs = fingerprint(spec_dir, templates, spec_label)
+    if not force and output.up_to_date(out, inputs):
+        return GenerateResult(status="clean" if check else "unchanged",
+                              files=len(output.tree_files(out)))
+    files, diags = render_all(spec_dir, templates, spec_label)
+    if diags:
+        return GenerateResult(diagnostics=diags, status="invalid")
+    staging = output.staging_dir(out)
+    try:
+        output.stage(files, staging, inputs, generator_id())  # type: ignore[arg-type]
+        count = len(output.tree_files(staging))
+        if check:
+            drift = output.compare_trees(staging, out)
+            return GenerateResult(
+                status="clean" if drift.clean else "drift", files=count, drift=drift.lines()
+            )
+        output.swap_in(staging, out)
+        return GenerateResult(status="written", files=count)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

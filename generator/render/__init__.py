@@ -1,0 +1,13 @@
+"""Render targets. Adding an output kind means adding a module here and listing it."""
+
+from __future__ import annotations
+
+from generator.render.base import OutputFile, RenderContext, Target, template_env
+from generator.render.ir_json import IrTarget
+from generator.render.models import ModelsTarget
+from generator.render.openapi_bundle import OpenApiTarget
+from generator.render.package import PackageTarget
+
+TARGETS: tuple[Target, ...] = (PackageTarget(), IrTarget(), OpenApiTarget(), ModelsTarget())
+
+__all__ = ["TARGETS", "OutputFile", "RenderContext", "Target", "template_env"]

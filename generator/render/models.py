@@ -1,0 +1,136 @@
+"""Target `models`: pydantic v2 models, made by datamodel-code-generator.
+
+One module per API (its `components/schemas`), one for queue messages
+(payloads, replies and their shared types) and one for the driver types.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from generator.ir import IR
+from generator.load import to_plain
+from generator.render.base import OutputFile, RenderContext, py_header
+
+
+class ModelGenerationError(Exception):
+    pass
+
+
+def generate_models(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
+    """Pydantic v2 source for every schema in `schema`, deterministic and unformatted."""
+    from datamodel_code_generator import (
+        DataModelType,
+        InputFileType,
+        LiteralType,
+        PythonVersion,
+        generate,
+    )
+
+    result = generate(
+        json.dumps(schema, sort_keys=False),
+        input_file_type=InputFileType.OpenAPI if openapi else InputFileType.JsonSchema,
+        output_model_type=DataModelType.PydanticV2BaseModel,
+        target_python_version=PythonVersion.PY_311,
+        disable_timestamp=True,
+        formatters=[],
+        custom_file_header=header.rstrip("\n"),
+        use_standard_collections=True,
+        use_union_operator=True,
+        enum_field_as_literal=LiteralType.All,
+        allow_population_by_field_name=True,
+        use_schema_description=False,
+        use_field_description=False,
+    )
+    if not isinstance(result, str):
+        raise ModelGenerationError("datamodel-code-generator returned no single module")
+    return result
+
+
+def _check_classes(text: str, names: tuple[str, ...], origin: str) -> None:
+    defined = set(re.findall(r"^class (\w+)\(", text, flags=re.M))
+    missing = [n for n in names if n not in defined]
+    if missing:
+        raise ModelGenerationError(f"{origin}: no model class for {', '.join(missing)}")
+
+
+def _retarget_refs(node: Any) -> Any:
+    """`#/types/X` (a pointer into the spec file) becomes `#/$defs/X` in the bundle."""
+    if isinstance(node, dict):
+        return {
+            k: (v.replace("#/types/", "#/$defs/") if k == "$ref" and isinstance(v, str) else
+                _retarget_refs(v))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_retarget_refs(v) for v in node]
+    return node
+
+
+def _defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
+    # A root that references every definition, so each becomes a class.
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "type": "object",
+        "properties": {name: {"$ref": f"#/$defs/{name}"} for name in defs},
+        "$defs": _retarget_refs(defs),
+    }
+
+
+class ModelsTarget:
+    name = "models"
+
+    def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
+        out: list[OutputFile] = []
+        docs = {f.stem: f for f in ctx.spec.of_kind("openapi")}
+        for api in ir.apis:
+            f = docs[api.name]
+            text = generate_models(
+                to_plain(f.data), openapi=True, header=py_header(ctx.source(f.rel))
+            )
+            _check_classes(text, api.models, ctx.source(f.rel))
+            out.append(OutputFile(f"models/{api.module}.py", text))
+
+        msgs_file = ctx.spec.one("messages")
+        assert msgs_file is not None
+        msg_data = to_plain(msgs_file.data)
+        defs: dict[str, Any] = dict(msg_data.get("types") or {})
+        for m in ir.messages:
+            defs[m.payload_model] = m.payload_schema
+            if m.reply_model and m.reply_schema is not None:
+                defs[m.reply_model] = m.reply_schema
+        text = generate_models(
+            _defs_bundle("MessagesRoot", defs),
+            openapi=False,
+            header=py_header(ctx.source(msgs_file.rel)),
+        )
+        text = _drop_class(text, "MessagesRoot")
+        _check_classes(text, tuple(defs), ctx.source(msgs_file.rel))
+        out.append(OutputFile("models/messages.py", text))
+
+        hyp_file = ctx.spec.one("hypervisors")
+        assert hyp_file is not None
+        types = dict(to_plain(hyp_file.data).get("types") or {})
+        text = generate_models(
+            _defs_bundle("DriverTypesRoot", types),
+            openapi=False,
+            header=py_header(ctx.source(hyp_file.rel)),
+        )
+        text = _drop_class(text, "DriverTypesRoot")
+        _check_classes(text, tuple(types), ctx.source(hyp_file.rel))
+        out.append(OutputFile("models/drivers.py", text))
+
+        init = ctx.templates.get_template("models/__init__.py.j2").render(
+            ir=ir, header=py_header(f"{ctx.spec_label}/")
+        )
+        out.append(OutputFile("models/__init__.py", init))
+        return out
+
+
+def _drop_class(text: str, name: str) -> str:
+    """Remove the helper root class (it only exists to make every definition a class)."""
+    pattern = re.compile(rf"^class {name}\(.*?(?=^class |\Z)", flags=re.M | re.S)
+    return pattern.sub("", text).rstrip() + "\n"

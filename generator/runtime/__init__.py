@@ -1,0 +1,1 @@
+"""Hand-written runtime library imported by generated services."""

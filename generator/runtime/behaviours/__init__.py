@@ -1,0 +1,1 @@
+"""Reusable behaviours that generated services call by the names the spec gives."""

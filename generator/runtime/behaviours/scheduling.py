@@ -1,0 +1,316 @@
+"""Filter-and-weigh host selection in the manner of nova's FilterScheduler.
+
+Pure functions over data: callers load host states, pick filters and weighers
+by name (the spec names them), and persist the claims they make.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """What the scheduler knows about one compute host."""
+
+    host: str
+    availability_zone: str = "nova"
+    total_ram_mb: int = 0
+    used_ram_mb: int = 0
+    total_disk_gb: int = 0
+    used_disk_gb: int = 0
+    total_vcpus: int = 0
+    used_vcpus: int = 0
+    ram_allocation_ratio: float = 1.5
+    cpu_allocation_ratio: float = 16.0
+    disk_allocation_ratio: float = 1.0
+    enabled: bool = True
+    # Epoch seconds of the last heartbeat; None means liveness is not tracked.
+    updated_at: float | None = None
+    num_instances: int = 0
+
+    @property
+    def free_ram_mb(self) -> int:
+        return self.total_ram_mb - self.used_ram_mb
+
+    @property
+    def free_disk_gb(self) -> int:
+        return self.total_disk_gb - self.used_disk_gb
+
+    @property
+    def usable_ram_mb(self) -> float:
+        """RAM still available once overcommit is applied."""
+        return self.total_ram_mb * self.ram_allocation_ratio - self.used_ram_mb
+
+    @property
+    def usable_disk_gb(self) -> float:
+        return self.total_disk_gb * self.disk_allocation_ratio - self.used_disk_gb
+
+    @property
+    def usable_vcpus(self) -> float:
+        return self.total_vcpus * self.cpu_allocation_ratio - self.used_vcpus
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """The resources one instance asks for, and where it may go."""
+
+    memory_mb: int
+    vcpus: int
+    root_gb: int
+    ephemeral_gb: int = 0
+    availability_zone: str | None = None
+    ignore_hosts: Collection[str] = ()
+    num_instances: int = 1
+
+    @property
+    def disk_gb(self) -> int:
+        return self.root_gb + self.ephemeral_gb
+
+
+@dataclass(frozen=True, slots=True)
+class FilterContext:
+    """Inputs a filter may need besides host and request, passed in to keep filters pure."""
+
+    now: float
+    service_down_time: float = 60.0
+
+
+HostFilter = Callable[[HostState, RequestSpec, FilterContext], bool]
+Weigher = Callable[[HostState, RequestSpec], float]
+
+FILTERS: dict[str, HostFilter] = {}
+WEIGHERS: dict[str, Weigher] = {}
+
+NOT_ENOUGH_HOSTS = "There are not enough hosts available."
+
+
+class NoValidHost(Exception):
+    """No host passed the filters; the message matches nova's fault message."""
+
+    def __init__(
+        self, reason: str = NOT_ENOUGH_HOSTS, eliminated: Mapping[str, int] | None = None
+    ) -> None:
+        super().__init__(f"No valid host was found. {reason}")
+        # Which filter removed how many hosts, for logs (nova logs the same per filter).
+        self.eliminated: dict[str, int] = dict(eliminated or {})
+
+
+class UnknownPlugin(KeyError):
+    """A filter or weigher name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.message = f"unknown scheduler {kind} {name!r}; known: {', '.join(sorted(known))}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        # KeyError would otherwise print the message quoted.
+        return self.message
+
+
+_F = TypeVar("_F", bound=HostFilter)
+_W = TypeVar("_W", bound=Weigher)
+
+
+def register_filter(name: str) -> Callable[[_F], _F]:
+    """Register a host filter under the name a spec uses for it."""
+
+    def decorate(func: _F) -> _F:
+        FILTERS[name] = func
+        return func
+
+    return decorate
+
+
+def register_weigher(name: str) -> Callable[[_W], _W]:
+    """Register a weigher under the name a spec uses for it."""
+
+    def decorate(func: _W) -> _W:
+        WEIGHERS[name] = func
+        return func
+
+    return decorate
+
+
+# -- filters -------------------------------------------------------------------
+
+
+@register_filter("ComputeFilter")
+def compute_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
+    """Host service enabled and heard from recently."""
+    if not host.enabled:
+        return False
+    if host.updated_at is None:
+        return True
+    return abs(ctx.now - host.updated_at) <= ctx.service_down_time
+
+
+@register_filter("AvailabilityZoneFilter")
+def availability_zone_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
+    return spec.availability_zone is None or host.availability_zone == spec.availability_zone
+
+
+@register_filter("RamFilter")
+def ram_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
+    return host.usable_ram_mb >= spec.memory_mb
+
+
+@register_filter("DiskFilter")
+def disk_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
+    return host.usable_disk_gb >= spec.disk_gb
+
+
+@register_filter("CoreFilter")
+def core_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
+    if host.total_vcpus <= 0:
+        return True  # nova's fail-safe: an unreported vCPU count does not block scheduling
+    if spec.vcpus > host.total_vcpus:
+        return False  # an instance may not overcommit against itself
+    return host.usable_vcpus >= spec.vcpus
+
+
+# -- weighers ------------------------------------------------------------------
+
+
+@register_weigher("RAMWeigher")
+def ram_weigher(host: HostState, spec: RequestSpec) -> float:
+    return float(host.free_ram_mb)
+
+
+@register_weigher("DiskWeigher")
+def disk_weigher(host: HostState, spec: RequestSpec) -> float:
+    return float(host.free_disk_gb)
+
+
+@register_weigher("CPUWeigher")
+def cpu_weigher(host: HostState, spec: RequestSpec) -> float:
+    return host.usable_vcpus
+
+
+@register_weigher("NumInstancesWeigher")
+def num_instances_weigher(host: HostState, spec: RequestSpec) -> float:
+    # Use a negative multiplier to prefer emptier hosts, as in nova.
+    return float(host.num_instances)
+
+
+# -- selection -----------------------------------------------------------------
+
+
+def normalize(values: Sequence[float]) -> list[float]:
+    """Min-max scale to 0..1; all-equal values all become 0 (nova's weights.normalize)."""
+    if not values:
+        return []
+    low, high = min(values), max(values)
+    if low == high:
+        return [0.0] * len(values)
+    span = high - low
+    return [(v - low) / span for v in values]
+
+
+def resolve_filters(names: Sequence[str]) -> list[tuple[str, HostFilter]]:
+    try:
+        return [(name, FILTERS[name]) for name in names]
+    except KeyError as exc:
+        raise UnknownPlugin("filter", str(exc.args[0]), FILTERS) from None
+
+
+def resolve_weighers(pairs: Sequence[tuple[str, float]]) -> list[tuple[Weigher, float]]:
+    try:
+        return [(WEIGHERS[name], multiplier) for name, multiplier in pairs]
+    except KeyError as exc:
+        raise UnknownPlugin("weigher", str(exc.args[0]), WEIGHERS) from None
+
+
+def weigh(
+    hosts: Sequence[HostState], spec: RequestSpec, weighers: Sequence[tuple[str, float]]
+) -> list[HostState]:
+    """Order hosts best first; ties keep input order, so results are deterministic."""
+    totals = [0.0] * len(hosts)
+    for weigher, multiplier in resolve_weighers(weighers):
+        raw = [weigher(host, spec) for host in hosts]
+        for i, value in enumerate(normalize(raw)):
+            totals[i] += multiplier * value
+    order = sorted(range(len(hosts)), key=lambda i: -totals[i])
+    return [hosts[i] for i in order]
+
+
+def select_destinations(
+    hosts: Iterable[HostState],
+    spec: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+    *,
+    now: float | None = None,
+    service_down_time: float = 60.0,
+) -> list[HostState]:
+    """Hosts that pass every filter, best first; NoValidHost when none does."""
+    resolved = resolve_filters(filters)
+    resolve_weighers(weighers)  # fail on a bad name even when no host survives
+    ctx = FilterContext(now=time.time() if now is None else now, service_down_time=service_down_time)
+    candidates = list(hosts)
+    eliminated: dict[str, int] = {}
+    ignored = set(spec.ignore_hosts)
+    if ignored:
+        kept = [h for h in candidates if h.host not in ignored]
+        eliminated["ignore_hosts"] = len(candidates) - len(kept)
+        candidates = kept
+    for name, host_filter in resolved:
+        if not candidates:
+            break
+        kept = [h for h in candidates if host_filter(h, spec, ctx)]
+        eliminated[name] = len(candidates) - len(kept)
+        candidates = kept
+    if not candidates:
+        raise NoValidHost(eliminated=eliminated)
+    return weigh(candidates, spec, weighers)
+
+
+def claim(host: HostState, spec: RequestSpec) -> HostState:
+    """The host with one instance of spec added, so the next decision sees the usage."""
+    return dataclasses.replace(
+        host,
+        used_ram_mb=host.used_ram_mb + spec.memory_mb,
+        used_disk_gb=host.used_disk_gb + spec.disk_gb,
+        used_vcpus=host.used_vcpus + spec.vcpus,
+        num_instances=host.num_instances + 1,
+    )
+
+
+def release(host: HostState, spec: RequestSpec) -> HostState:
+    """Undo claim(), never going below zero (a double release must not corrupt usage)."""
+    return dataclasses.replace(
+        host,
+        used_ram_mb=max(0, host.used_ram_mb - spec.memory_mb),
+        used_disk_gb=max(0, host.used_disk_gb - spec.disk_gb),
+        used_vcpus=max(0, host.used_vcpus - spec.vcpus),
+        num_instances=max(0, host.num_instances - 1),
+    )
+
+
+def schedule(
+    hosts: Iterable[HostState],
+    spec: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+    *,
+    now: float | None = None,
+    service_down_time: float = 60.0,
+) -> list[HostState]:
+    """Place spec.num_instances instances one by one, claiming as it goes.
+
+    Returns the claimed state of the host chosen for each instance, in order;
+    all-or-nothing like nova: NoValidHost if any instance cannot be placed.
+    """
+    current = {h.host: h for h in hosts}
+    chosen: list[HostState] = []
+    for _ in range(spec.num_instances):
+        best = select_destinations(
+            current.values(), spec, filters, weighers, now=now, service_down_time=service_down_time
+        )[0]
+        claimed = current[best.host] = claim(best, spec)
+        chosen.append(claimed)
+    return chosen

@@ -1,0 +1,257 @@
+"""The message bus contract shared by every bus implementation.
+
+Semantics follow oslo.messaging over RabbitMQ so that an AMQP bus can be added
+behind the same interface: casts and calls go to durable, competing-consumer
+queues; fanouts go to every live subscriber; calls get exactly one reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+Pattern = Literal["cast", "call", "fanout"]
+
+# Kept bounded so a misbehaving consumer cannot grow memory without limit.
+MAX_RECORDED_FAILURES = 1000
+
+
+class BusError(Exception):
+    """Base class of every bus failure."""
+
+
+class MessagingTimeout(BusError, TimeoutError):
+    """No reply arrived for a call within its timeout."""
+
+
+class RemoteError(BusError):
+    """The consumer of a call raised; carries the remote exception's type and text."""
+
+    def __init__(self, exc_type: str, message: str) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.message = message
+
+
+class Envelope(BaseModel):
+    """One message on the bus; everything in it must be JSON-serialisable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    msg_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    topic: str
+    method: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    pattern: Pattern
+    host: str | None = None
+    reply_to: str | None = None
+    # request_id, global_request_id and trace ids travel here, never in payload.
+    context: dict[str, str] = Field(default_factory=dict)
+    sent_at: float = Field(default_factory=time.time)
+
+    @property
+    def queue(self) -> str:
+        """Name of the queue this envelope is delivered to."""
+        return qualified_topic(self.topic, self.host)
+
+
+class Failure(BaseModel):
+    """What a failed handler reports back to a caller."""
+
+    model_config = ConfigDict(frozen=True)
+
+    exc_type: str
+    message: str
+
+
+class Reply(BaseModel):
+    """The answer to a call, correlated by the call's msg_id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    msg_id: str
+    result: dict[str, Any] | None = None
+    failure: Failure | None = None
+
+    def unwrap(self) -> dict[str, Any]:
+        """Return the result or raise the remote failure as RemoteError."""
+        if self.failure is not None:
+            raise RemoteError(self.failure.exc_type, self.failure.message)
+        return self.result or {}
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailure:
+    """A handler failure kept for observability (casts would otherwise vanish)."""
+
+    msg_id: str
+    queue: str
+    method: str
+    pattern: Pattern
+    exc_type: str
+    message: str
+    at: float
+
+
+Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
+
+
+def qualified_topic(topic: str, host: str | None) -> str:
+    """Queue name for host-qualified delivery: nova's ``<topic>.<host>`` convention."""
+    return topic if host is None else f"{topic}.{host}"
+
+
+class Subscription(ABC):
+    """A live consumer; cancel() stops it after its in-flight message."""
+
+    queue: str
+    fanout: bool
+
+    @abstractmethod
+    async def cancel(self) -> None: ...
+
+
+class Bus(ABC):
+    """Abstract bus. Implementations must pass tests/runtime/test_bus_contract.py."""
+
+    def __init__(self) -> None:
+        self._failures: deque[DeliveryFailure] = deque(maxlen=MAX_RECORDED_FAILURES)
+        self._failure_count = 0
+
+    # -- lifecycle -------------------------------------------------------
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- messaging -------------------------------------------------------
+
+    @abstractmethod
+    async def cast(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        host: str | None = None,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        """Deliver to exactly one consumer of the (host-qualified) topic; no reply."""
+
+    @abstractmethod
+    async def call(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        host: str | None = None,
+        context: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """Deliver to one consumer and wait for its reply.
+
+        Raises MessagingTimeout when no reply arrives in time and RemoteError
+        when the consumer's handler raised.
+        """
+
+    @abstractmethod
+    async def fanout(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        """Deliver to every fanout subscriber of topic; dropped if there are none."""
+
+    @abstractmethod
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        host: str | None = None,
+        fanout: bool = False,
+    ) -> Subscription:
+        """Consume the (host-qualified) topic queue, or the topic's fanout."""
+
+    # -- observability ---------------------------------------------------
+
+    @property
+    def failed_deliveries(self) -> tuple[DeliveryFailure, ...]:
+        """The most recent handler failures, oldest first."""
+        return tuple(self._failures)
+
+    @property
+    def failure_count(self) -> int:
+        """How many handler failures happened since the bus was created."""
+        return self._failure_count
+
+    # -- helpers for implementations -------------------------------------
+
+    async def _invoke(self, handler: Handler, envelope: Envelope) -> Reply:
+        """Run a handler, turning any exception into a recorded Failure reply.
+
+        Shared so every implementation has the same failure semantics; it never
+        raises (except cancellation), which keeps consumer loops alive.
+        """
+        try:
+            result = await handler(envelope)
+            if result is not None and not isinstance(result, dict):
+                raise TypeError(f"handler returned {type(result).__name__}, expected dict or None")
+        except Exception as exc:
+            self._record_failure(envelope, exc)
+            return Reply(
+                msg_id=envelope.msg_id,
+                failure=Failure(exc_type=type(exc).__name__, message=str(exc)),
+            )
+        return Reply(msg_id=envelope.msg_id, result=result or {})
+
+    def _record_failure(self, envelope: Envelope, exc: BaseException) -> None:
+        self._failure_count += 1
+        self._failures.append(
+            DeliveryFailure(
+                msg_id=envelope.msg_id,
+                queue=envelope.queue,
+                method=envelope.method,
+                pattern=envelope.pattern,
+                exc_type=type(exc).__name__,
+                message=str(exc),
+                at=time.time(),
+            )
+        )
+        logger.error(
+            "handler for %s %s on %s failed (msg_id=%s)",
+            envelope.pattern,
+            envelope.method,
+            envelope.queue,
+            envelope.msg_id,
+            exc_info=exc,
+        )

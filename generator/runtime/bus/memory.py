@@ -1,0 +1,274 @@
+"""In-process bus on asyncio queues: the embedded-mode binding of the Bus contract."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any, Literal
+
+from generator.runtime.bus.base import (
+    Bus,
+    BusError,
+    Envelope,
+    Failure,
+    Handler,
+    MessagingTimeout,
+    Pattern,
+    Reply,
+    Subscription,
+    qualified_topic,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _wire(obj: dict[str, Any]) -> dict[str, Any]:
+    """Copy through JSON, as a network bus would, so non-serialisable payloads fail here too."""
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as exc:
+        raise BusError(f"payload is not JSON-serialisable: {exc}") from exc
+    return copied
+
+
+class _Consumer(Subscription):
+    """One consumer task reading one queue (shared for direct topics, private for fanout)."""
+
+    def __init__(
+        self,
+        bus: InProcessBus,
+        queue_name: str,
+        queue: asyncio.Queue[Envelope],
+        handler: Handler,
+        *,
+        fanout: bool,
+    ) -> None:
+        self.queue = queue_name
+        self.fanout = fanout
+        self.inbox = queue
+        self._bus = bus
+        self._handler = handler
+        self._busy = False
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=f"bus-consumer:{queue_name}")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            envelope = await self.inbox.get()
+            self._busy = True
+            try:
+                await self._bus._handle(envelope, self._handler)
+            except Exception:
+                # _handle never raises by design; this guard keeps the consumer alive regardless.
+                logger.exception("bus internal error while handling %s", envelope.msg_id)
+            finally:
+                self._busy = False
+            # Yield so competing consumers of one queue take turns (round robin).
+            await asyncio.sleep(0)
+
+    async def cancel(self) -> None:
+        self._bus._forget(self)
+        task = self._task
+        if task.done():
+            return
+        self._stopping = True
+        if task is asyncio.current_task():
+            return  # a handler cancelling its own subscription: the loop ends after it
+        if not self._busy:
+            # Waiting in get(): cancelling there leaves any message in the queue.
+            task.cancel()
+        _, pending = await asyncio.wait({task}, timeout=self._bus.drain_timeout)
+        if pending:
+            logger.warning("abandoning in-flight message on %s at shutdown", self.queue)
+            task.cancel()
+            await asyncio.wait({task})
+
+
+class InProcessBus(Bus):
+    """A Bus for one event loop; queues are durable for the lifetime of the bus."""
+
+    def __init__(self, *, drain_timeout: float = 5.0) -> None:
+        super().__init__()
+        self.drain_timeout = drain_timeout
+        self._state: Literal["new", "started", "closed"] = "new"
+        self._queues: dict[str, asyncio.Queue[Envelope]] = {}
+        self._fanout: dict[str, set[_Consumer]] = {}
+        self._consumers: set[_Consumer] = set()
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        # Only informative here (replies are matched in memory); an AMQP bus routes by it.
+        self._reply_queue = f"reply_{uuid.uuid4().hex}"
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._state == "closed":
+            raise BusError("a closed bus cannot be restarted")
+        self._state = "started"
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BusError("bus closed before the reply arrived"))
+        self._pending.clear()
+        undelivered = sum(q.qsize() for q in self._queues.values())
+        if undelivered:
+            logger.warning("in-process bus closed with %d undelivered messages", undelivered)
+        self._queues.clear()
+
+    # -- messaging -------------------------------------------------------
+
+    async def cast(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        host: str | None = None,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        envelope = self._envelope("cast", topic, method, payload, host, context)
+        self._queue(envelope.queue).put_nowait(envelope)
+
+    async def call(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        host: str | None = None,
+        context: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        envelope = self._envelope(
+            "call", topic, method, payload, host, context, reply_to=self._reply_queue
+        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[envelope.msg_id] = future
+        self._queue(envelope.queue).put_nowait(envelope)
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise MessagingTimeout(
+                f"timed out after {timeout}s waiting for a reply to {method!r} "
+                f"on {envelope.queue!r} (msg_id {envelope.msg_id})"
+            ) from None
+        finally:
+            self._pending.pop(envelope.msg_id, None)
+        return reply.unwrap()
+
+    async def fanout(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        envelope = self._envelope("fanout", topic, method, payload, None, context)
+        for consumer in list(self._fanout.get(topic, ())):
+            # Each subscriber owns its copy, as each would get its own AMQP message.
+            consumer.inbox.put_nowait(envelope.model_copy(deep=True))
+
+    async def subscribe(
+        self,
+        topic: str,
+        handler: Handler,
+        *,
+        host: str | None = None,
+        fanout: bool = False,
+    ) -> Subscription:
+        self._check_open()
+        if fanout and host is not None:
+            raise ValueError("fanout subscriptions are not host-qualified")
+        consumer: _Consumer
+        if fanout:
+            consumer = _Consumer(self, topic, asyncio.Queue(), handler, fanout=True)
+            self._fanout.setdefault(topic, set()).add(consumer)
+        else:
+            name = qualified_topic(topic, host)
+            consumer = _Consumer(self, name, self._queue(name), handler, fanout=False)
+        self._consumers.add(consumer)
+        return consumer
+
+    # -- observability ---------------------------------------------------
+
+    def queue_depth(self, topic: str, *, host: str | None = None) -> int:
+        """Messages waiting in a direct queue (not yet taken by a consumer)."""
+        queue = self._queues.get(qualified_topic(topic, host))
+        return 0 if queue is None else queue.qsize()
+
+    # -- internals -------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._state == "new":
+            raise BusError("bus is not started")
+        if self._state == "closed":
+            raise BusError("bus is closed")
+
+    def _queue(self, name: str) -> asyncio.Queue[Envelope]:
+        # Created on first use by either side, so casts before any subscriber are kept.
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = asyncio.Queue()
+        return queue
+
+    def _envelope(
+        self,
+        pattern: Pattern,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        host: str | None,
+        context: dict[str, str] | None,
+        *,
+        reply_to: str | None = None,
+    ) -> Envelope:
+        self._check_open()
+        if not topic or not method:
+            raise ValueError("topic and method must be non-empty")
+        return Envelope(
+            topic=topic,
+            method=method,
+            payload=_wire(payload),
+            pattern=pattern,
+            host=host,
+            reply_to=reply_to,
+            context=dict(context or {}),
+        )
+
+    def _forget(self, consumer: _Consumer) -> None:
+        self._consumers.discard(consumer)
+        if consumer.fanout:
+            subscribers = self._fanout.get(consumer.queue)
+            if subscribers is not None:
+                subscribers.discard(consumer)
+
+    async def _handle(self, envelope: Envelope, handler: Handler) -> None:
+        if envelope.pattern == "call":
+            waiting = self._pending.get(envelope.msg_id)
+            if waiting is None or waiting.done():
+                # The caller gave up; like an expired AMQP call message, skip it.
+                logger.warning("dropping call %s: its caller stopped waiting", envelope.msg_id)
+                return
+        reply = await self._invoke(handler, envelope)
+        if envelope.pattern == "call":
+            self._resolve(reply)
+
+    def _resolve(self, reply: Reply) -> None:
+        if reply.result is not None:
+            try:
+                reply = Reply(msg_id=reply.msg_id, result=_wire(reply.result))
+            except BusError as exc:
+                failure = Failure(exc_type="TypeError", message=str(exc))
+                reply = Reply(msg_id=reply.msg_id, failure=failure)
+        future = self._pending.get(reply.msg_id)
+        if future is not None and not future.done():
+            future.set_result(reply)

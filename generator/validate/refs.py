@@ -1,0 +1,55 @@
+"""Local `$ref` pointers: find them and report the ones that lead nowhere."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from generator.diagnostics import Diagnostic
+from generator.load import PathElem, SpecFile
+from generator.validate.paths import dotted
+
+
+def iter_refs(node: Any, path: list[PathElem] | None = None) -> Iterator[tuple[list[PathElem], Any]]:
+    """(path of the `$ref` key's mapping, the ref value) for every `$ref` under `node`."""
+    path = path or []
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield path, node["$ref"]
+        for k, v in node.items():
+            yield from iter_refs(v, [*path, k])
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from iter_refs(v, [*path, i])
+
+
+def resolve_pointer(doc: Any, pointer: str) -> tuple[bool, Any]:
+    """Follow a JSON pointer such as `#/components/schemas/Server` inside `doc`."""
+    if not pointer.startswith("#"):
+        return False, None
+    node = doc
+    for raw in pointer[1:].split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False, None
+    return True, node
+
+
+def check_refs(f: SpecFile, doc: Any) -> list[Diagnostic]:
+    """Every `$ref` must be a local pointer that resolves inside the same file."""
+    diags: list[Diagnostic] = []
+    for path, ref in iter_refs(doc):
+        where = [*path, "$ref"]
+        if not isinstance(ref, str):
+            diags.append(f.at(where, f"{dotted(where)}: $ref must be a string"))
+        elif not ref.startswith("#/"):
+            diags.append(
+                f.at(where, f"{dotted(where)}: $ref '{ref}' must point inside this file ('#/...')")
+            )
+        elif not resolve_pointer(doc, ref)[0]:
+            diags.append(f.at(where, f"{dotted(where)}: $ref '{ref}' does not resolve"))
+    return diags

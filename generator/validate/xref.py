@@ -1,0 +1,360 @@
+"""Cross-references between spec files, and the deck's rules on communication types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from generator.diagnostics import Diagnostic
+from generator.load import LoadedSpec, PathElem, SpecFile, to_plain
+from generator.validate.openapi import HTTP_METHODS
+
+# Which fields each communication type takes (beyond from/to/via/summary).
+VIA_FIELDS = {
+    "user": set(),
+    "http": {"operation"},
+    "amqp-cast": {"message"},
+    "amqp-call": {"message"},
+    "sql": {"tables"},
+    "native": {"call"},
+}
+STEP_ONLY_FIELDS = {"from", "to", "via", "summary", "number", "title", "then"}
+NOT_PLACED = {"actor"}
+NO_CONSUMERS = {"actor", "client", "database", "queue", "hypervisor"}
+
+
+@dataclass
+class Index:
+    """Everything declared, with the file each declaration came from."""
+
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    components_file: SpecFile | None = None
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    topology_file: SpecFile | None = None
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    messages_file: SpecFile | None = None
+    drivers: dict[str, Any] = field(default_factory=dict)
+    methods: dict[str, Any] = field(default_factory=dict)
+    driver_types: dict[str, Any] = field(default_factory=dict)
+    hypervisors_file: SpecFile | None = None
+    operations: dict[str, set[str]] = field(default_factory=dict)  # api name -> operationIds
+    api_files: dict[str, SpecFile] = field(default_factory=dict)
+
+
+def build_index(spec: LoadedSpec) -> Index:
+    ix = Index()
+    if f := spec.one("components"):
+        ix.components_file, ix.components = f, to_plain(f.data)["components"]
+    if f := spec.one("topology"):
+        ix.topology_file, ix.nodes = f, to_plain(f.data)["topology"]["nodes"]
+    if f := spec.one("messages"):
+        ix.messages_file, ix.messages = f, to_plain(f.data)["messages"]
+    if f := spec.one("hypervisors"):
+        data = to_plain(f.data)
+        ix.hypervisors_file = f
+        ix.drivers = data["hypervisors"]["drivers"]
+        ix.methods = data["hypervisors"]["interface"]["methods"]
+        ix.driver_types = data.get("types") or {}
+    for f in spec.of_kind("openapi"):
+        doc = to_plain(f.data)
+        ix.api_files[f.stem] = f
+        ix.operations[f.stem] = {
+            op["operationId"]
+            for item in (doc.get("paths") or {}).values()
+            for m in HTTP_METHODS
+            if isinstance(op := item.get(m), dict) and "operationId" in op
+        }
+    return ix
+
+
+def check_xrefs(spec: LoadedSpec) -> list[Diagnostic]:
+    ix = build_index(spec)
+    diags = _components(ix) + _topology(ix) + _messages(ix) + _hypervisors(ix)
+    diags += _apis(ix)
+    seen_names: dict[str, SpecFile] = {}
+    for f in spec.of_kind("sequence"):
+        diags += _sequence(ix, f, seen_names)
+    return diags
+
+
+def _components(ix: Index) -> list[Diagnostic]:
+    f = ix.components_file
+    if f is None:
+        return []
+    diags: list[Diagnostic] = []
+    catalog_types: dict[str, str] = {}
+    for name, c in ix.components.items():
+        base: list[PathElem] = ["components", name]
+        if c["kind"] not in NOT_PLACED and not c.get("nodes"):
+            diags.append(f.at(base, f"component '{name}' is not placed on any topology node"))
+        for i, node in enumerate(c.get("nodes", [])):
+            if node not in ix.nodes:
+                diags.append(f.at([*base, "nodes", i], f"component '{name}': unknown node '{node}'"))
+        if (api := c.get("api")) and api not in ix.api_files:
+            diags.append(f.at([*base, "api"], f"component '{name}': no API document apis/{api}.yaml"))
+        if cat := c.get("catalog"):
+            if cat["type"] in catalog_types:
+                diags.append(
+                    f.at(
+                        [*base, "catalog", "type"],
+                        f"catalog type '{cat['type']}' is already used by "
+                        f"'{catalog_types[cat['type']]}'",
+                    )
+                )
+            catalog_types[cat["type"]] = name
+        if db := c.get("database"):
+            target = ix.components.get(db)
+            if target is None:
+                diags.append(f.at([*base, "database"], f"component '{name}': unknown database '{db}'"))
+            elif target["kind"] != "database":
+                diags.append(f.at([*base, "database"], f"'{db}' is a {target['kind']}, not a database"))
+            elif target["project"] != c["project"]:
+                diags.append(
+                    f.at(
+                        [*base, "database"],
+                        f"component '{name}' (project {c['project']}) cannot own '{db}' "
+                        f"(project {target['project']}): each project has its own database",
+                    )
+                )
+        for i, msg in enumerate(c.get("consumes", [])):
+            if msg not in ix.messages:
+                diags.append(f.at([*base, "consumes", i], f"component '{name}': unknown message '{msg}'"))
+            elif c["kind"] in NO_CONSUMERS:
+                diags.append(
+                    f.at([*base, "consumes", i], f"a {c['kind']} cannot consume queue messages")
+                )
+    return diags
+
+
+def _topology(ix: Index) -> list[Diagnostic]:
+    f = ix.topology_file
+    if f is None:
+        return []
+    diags: list[Diagnostic] = []
+    for name, node in ix.nodes.items():
+        base: list[PathElem] = ["topology", "nodes", name]
+        if (drv := node.get("driver")) and drv not in ix.drivers:
+            diags.append(f.at([*base, "driver"], f"node '{name}': unknown hypervisor driver '{drv}'"))
+        lo, hi, count = node.get("min", 1), node.get("max"), node.get("count", 1)
+        if count < lo or (hi is not None and (count > hi or lo > hi)):
+            diags.append(
+                f.at([*base, "count"], f"node '{name}': count {count} is outside min..max {lo}..{hi}")
+            )
+    return diags
+
+
+def _messages(ix: Index) -> list[Diagnostic]:
+    f = ix.messages_file
+    if f is None:
+        return []
+    diags: list[Diagnostic] = []
+    for name in ix.messages:
+        consumers = [c for c, comp in ix.components.items() if name in comp.get("consumes", [])]
+        if not consumers:
+            diags.append(f.at(["messages", name], f"message '{name}' is not consumed by any component"))
+            continue
+        projects = sorted({ix.components[c]["project"] for c in consumers})
+        if len(projects) > 1:
+            diags.append(
+                f.at(
+                    ["messages", name],
+                    f"message '{name}' is consumed in several projects ({', '.join(projects)}): "
+                    "AMQP stays within a project",
+                )
+            )
+    return diags
+
+
+def _hypervisors(ix: Index) -> list[Diagnostic]:
+    f = ix.hypervisors_file
+    if f is None:
+        return []
+    diags: list[Diagnostic] = []
+    for mname, method in ix.methods.items():
+        base: list[PathElem] = ["hypervisors", "interface", "methods", mname]
+        uses: list[tuple[list[PathElem], Any]] = [
+            ([*base, "params", p], t) for p, t in method["params"].items()
+        ]
+        uses.append(([*base, "returns"], method["returns"]))
+        for path, use in uses:
+            for tname in _type_names(use):
+                if tname not in ix.driver_types:
+                    diags.append(f.at(path, f"driver method '{mname}': unknown type '{tname}'"))
+    return diags
+
+
+def _type_names(use: Any) -> list[str]:
+    if isinstance(use, str):
+        return [use]
+    if isinstance(use, dict) and isinstance(use.get("items"), str | dict):
+        return _type_names(use["items"])
+    return []
+
+
+def _apis(ix: Index) -> list[Diagnostic]:
+    used = {c.get("api") for c in ix.components.values()}
+    users: dict[str, str] = {}
+    diags: list[Diagnostic] = []
+    for cname, c in ix.components.items():
+        api = c.get("api")
+        if api and api in users and ix.components_file:
+            diags.append(
+                ix.components_file.at(
+                    ["components", cname, "api"],
+                    f"API '{api}' is already served by '{users[api]}'",
+                )
+            )
+        if api:
+            users.setdefault(api, cname)
+    for name, f in ix.api_files.items():
+        if name not in used:
+            diags.append(f.at([], f"API document '{name}' is not served by any component"))
+    return diags
+
+
+def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnostic]:
+    seq = to_plain(f.data)["sequence"]
+    diags: list[Diagnostic] = []
+    if seq["name"] != f.stem:
+        diags.append(
+            f.at(["sequence", "name"], f"sequence '{seq['name']}' must be named after its file '{f.stem}'")
+        )
+    if seq["name"] in seen:
+        diags.append(f.at(["sequence", "name"], f"sequence '{seq['name']}' is declared twice"))
+    seen[seq["name"]] = f
+    diags += _numbering(f, seq["steps"])
+    for i, step in enumerate(seq["steps"]):
+        path: list[PathElem] = ["sequence", "steps", i]
+        label = f"step {step['number']}"
+        diags += _interaction(ix, f, path, step, label)
+        for j, sub in enumerate(step.get("then", [])):
+            diags += _interaction(ix, f, [*path, "then", j], sub, f"{label}.{j + 1}")
+    return diags
+
+
+def _numbering(f: SpecFile, steps: list[dict[str, Any]]) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    first_at: dict[int, int] = {}
+    prev = 0
+    for i, step in enumerate(steps):
+        n = step["number"]
+        where: list[PathElem] = ["sequence", "steps", i, "number"]
+        if n in first_at:
+            line = f.locate(["sequence", "steps", first_at[n], "number"]).line
+            diags.append(f.at(where, f"duplicate step number {n} (first used on line {line})"))
+        elif n != prev + 1:
+            if n > prev + 1:
+                diags.append(f.at(where, f"gap in step numbering: expected step {prev + 1}, found {n}"))
+            else:
+                diags.append(f.at(where, f"steps out of order: step {n} comes after step {prev}"))
+        first_at.setdefault(n, i)
+        prev = max(prev, n)
+    return diags
+
+
+def _interaction(
+    ix: Index, f: SpecFile, path: list[PathElem], it: dict[str, Any], label: str
+) -> list[Diagnostic]:
+    diags: list[Diagnostic] = []
+    ends: dict[str, dict[str, Any]] = {}
+    for end in ("from", "to"):
+        name = it[end]
+        if name not in ix.components:
+            diags.append(f.at([*path, end], f"{label}: unknown component '{name}'"))
+        else:
+            ends[end] = ix.components[name]
+    via = it["via"]
+    for key in sorted(set(it) - STEP_ONLY_FIELDS - VIA_FIELDS[via]):
+        diags.append(f.at([*path, key], f"{label}: '{key}' does not apply to a {via} step", key=True))
+    if len(ends) < 2:
+        return diags
+    src, dst = ends["from"], ends["to"]
+    rule = _RULES[via]
+    diags += [f.at([*path, where], f"{label}: {msg}") for where, msg in rule(ix, it, src, dst)]
+    return diags
+
+
+Problem = tuple[str, str]  # (field to point at, message)
+
+
+def _user(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+    out: list[Problem] = []
+    if src["kind"] != "actor":
+        out.append(("from", f"a user step starts from an actor, not a {src['kind']} ('{it['from']}')"))
+    if dst["kind"] != "client":
+        out.append(("to", f"a user step goes to a client, not a {dst['kind']} ('{it['to']}')"))
+    return out
+
+
+def _http(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+    api = dst.get("api")
+    if api is None:
+        return [("to", f"'{it['to']}' has no HTTP API (it is a {dst['kind']})")]
+    out: list[Problem] = []
+    if it["operation"] not in ix.operations.get(api, set()):
+        out.append(("operation", f"operation '{it['operation']}' is not in the {api} API of '{it['to']}'"))
+    if src["project"] == dst["project"]:
+        out.append(
+            (
+                "via",
+                f"HTTP goes between projects, but '{it['from']}' and '{it['to']}' are both in "
+                f"project {src['project']}: use amqp-cast or amqp-call",
+            )
+        )
+    return out
+
+
+def _amqp(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+    out: list[Problem] = []
+    if src["project"] != dst["project"]:
+        out.append(
+            (
+                "via",
+                f"AMQP stays within a project, but '{it['from']}' is in {src['project']} and "
+                f"'{it['to']}' is in {dst['project']}: use http",
+            )
+        )
+    name = it["message"]
+    msg = ix.messages.get(name)
+    if msg is None:
+        out.append(("message", f"unknown message '{name}'"))
+        return out
+    if name not in dst.get("consumes", []):
+        out.append(("message", f"message '{name}' is not consumed by '{it['to']}'"))
+    want = {"amqp-call": ("call",), "amqp-cast": ("cast", "fanout")}[it["via"]]
+    if msg["pattern"] not in want:
+        out.append(("via", f"message '{name}' is a {msg['pattern']}, but the step says {it['via']}"))
+    return out
+
+
+def _sql(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+    if dst["kind"] != "database":
+        return [("to", f"an sql step goes to a database, not a {dst['kind']} ('{it['to']}')")]
+    if src["project"] != dst["project"]:
+        return [
+            (
+                "to",
+                f"SQL goes only to the project's own database: '{it['from']}' ({src['project']}) "
+                f"cannot use '{it['to']}' ({dst['project']})",
+            )
+        ]
+    return []
+
+
+def _native(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+    out: list[Problem] = []
+    if dst["kind"] != "hypervisor":
+        out.append(("to", f"a native step goes to a hypervisor, not a {dst['kind']} ('{it['to']}')"))
+    if it["call"] not in ix.methods:
+        out.append(("call", f"'{it['call']}' is not a method of the hypervisor driver interface"))
+    return out
+
+
+_RULES = {
+    "user": _user,
+    "http": _http,
+    "amqp-cast": _amqp,
+    "amqp-call": _amqp,
+    "sql": _sql,
+    "native": _native,
+}
