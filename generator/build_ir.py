@@ -23,6 +23,7 @@ def build_ir(spec: LoadedSpec) -> ir.IR:
         components=components,
         apis=tuple(_api(f, components) for f in spec.of_kind("openapi")),
         messages=_messages(_one(spec, "messages"), components),
+        message_types=to_plain(_one(spec, "messages").data).get("types") or {},
         topology=_topology(_one(spec, "topology"), components),
         hypervisors=_hypervisors(_one(spec, "hypervisors")),
         sequences=tuple(_sequence(f) for f in spec.of_kind("sequence")),
@@ -68,9 +69,19 @@ def _components(f: SpecFile) -> tuple[ir.Component, ...]:
                 nodes=tuple(c.get("nodes", [])),
                 port=c.get("port"),
                 api=c.get("api"),
-                catalog=ir.Catalog(type=cat["type"], name=cat["name"]) if cat else None,
+                catalog=ir.Catalog(type=cat["type"], name=cat["name"], path=cat.get("path", ""))
+                if cat
+                else None,
                 database=c.get("database"),
-                consumes=tuple(c.get("consumes", [])),
+                consumes=tuple(
+                    ir.MessageHandler(message=m, behaviour=h["behaviour"], on_error=h.get("on_error"))
+                    for m, h in c.get("consumes", {}).items()
+                ),
+                tables=tuple(
+                    ir.Table(name=t, indexes=tuple(spec.get("indexes", [])))
+                    for t, spec in c.get("tables", {}).items()
+                ),
+                startup=tuple(c.get("behaviours", {}).get("startup", [])),
                 module=snake(name),
                 class_name=pascal(name),
                 source=_src(f, ["components", name]),
@@ -155,6 +166,9 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
                     request_model=req_model,
                     responses=tuple(responses),
                     requires_token=bool(op.get("security", global_security)),
+                    behaviour=op.get("x-specstack-behaviour"),
+                    behaviour_args=op.get("x-specstack-args", {}),
+                    on_error=op.get("x-specstack-on-error"),
                     source=_src(f, ["paths", path, method]),
                 )
             )
@@ -173,7 +187,9 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
 def _messages(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.Message, ...]:
     out = []
     for name, m in to_plain(f.data)["messages"].items():
-        consumers = tuple(c.name for c in components if name in c.consumes)
+        consumers = tuple(
+            c.name for c in components if any(h.message == name for h in c.consumes)
+        )
         project = next(c.project for c in components if c.name == consumers[0])
         out.append(
             ir.Message(
@@ -278,6 +294,9 @@ def _interaction(it: dict[str, Any]) -> ir.Interaction:
         call=it.get("call"),
         tables=tuple(it.get("tables", [])),
         summary=it.get("summary", ""),
+        behaviour=it.get("behaviour"),
+        bindings=it.get("with", {}),
+        save_as=it.get("as"),
     )
 
 

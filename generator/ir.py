@@ -30,6 +30,18 @@ class Source(Node):
 class Catalog(Node):
     type: str
     name: str
+    path: str
+
+
+class MessageHandler(Node):
+    message: str
+    behaviour: str
+    on_error: str | None
+
+
+class Table(Node):
+    name: str
+    indexes: tuple[str, ...]
 
 
 class Component(Node):
@@ -42,7 +54,9 @@ class Component(Node):
     api: str | None
     catalog: Catalog | None
     database: str | None
-    consumes: tuple[str, ...]
+    consumes: tuple[MessageHandler, ...]
+    tables: tuple[Table, ...]
+    startup: tuple[str, ...]
     module: str
     class_name: str
     source: Source
@@ -75,6 +89,9 @@ class Operation(Node):
     request_model: str | None
     responses: tuple[Response, ...]
     requires_token: bool
+    behaviour: str | None
+    behaviour_args: dict[str, Any]
+    on_error: str | None
     source: Source
 
 
@@ -114,6 +131,9 @@ class Interaction(Node):
     call: str | None
     tables: tuple[str, ...]
     summary: str
+    behaviour: str | None
+    bindings: dict[str, Any]
+    save_as: str | None
 
 
 class Step(Node):
@@ -203,6 +223,7 @@ class IR(Node):
     components: tuple[Component, ...]
     apis: tuple[Api, ...]
     messages: tuple[Message, ...]
+    message_types: dict[str, Any]
     topology: tuple[TopologyNode, ...]
     hypervisors: Hypervisors
     sequences: tuple[Sequence, ...]

@@ -18,7 +18,7 @@ VIA_FIELDS = {
     "sql": {"tables"},
     "native": {"call"},
 }
-STEP_ONLY_FIELDS = {"from", "to", "via", "summary", "number", "title", "then"}
+STEP_ONLY_FIELDS = {"from", "to", "via", "summary", "number", "title", "then", "behaviour", "with", "as"}
 NOT_PLACED = {"actor"}
 NO_CONSUMERS = {"actor", "client", "database", "queue", "hypervisor"}
 
@@ -116,13 +116,14 @@ def _components(ix: Index) -> list[Diagnostic]:
                         f"(project {target['project']}): each project has its own database",
                     )
                 )
-        for i, msg in enumerate(c.get("consumes", [])):
+        for msg in c.get("consumes", {}):
+            where: list[PathElem] = [*base, "consumes", msg]
             if msg not in ix.messages:
-                diags.append(f.at([*base, "consumes", i], f"component '{name}': unknown message '{msg}'"))
-            elif c["kind"] in NO_CONSUMERS:
                 diags.append(
-                    f.at([*base, "consumes", i], f"a {c['kind']} cannot consume queue messages")
+                    f.at(where, f"component '{name}': unknown message '{msg}'", key=True)
                 )
+            elif c["kind"] in NO_CONSUMERS:
+                diags.append(f.at(where, f"a {c['kind']} cannot consume queue messages", key=True))
     return diags
 
 

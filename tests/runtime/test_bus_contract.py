@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.bus import Bus, BusError, Envelope, InProcessBus, MessagingTimeout, RemoteError
+from generator.runtime.bus import (
+    Bus,
+    BusError,
+    Envelope,
+    InProcessBus,
+    MessagingTimeout,
+    RemoteError,
+)
 
 BusFactory = Callable[[], Bus]
 Scenario = Callable[[Bus], Awaitable[None]]
@@ -159,7 +166,11 @@ def test_failed_cast_is_recorded_and_consumer_survives(factory: BusFactory) -> N
         await bus.cast("svc", "store", {})
         await eventually(lambda: len(handled) == 1 and bus.failure_count == 1)
         (failure,) = bus.failed_deliveries
-        assert (failure.method, failure.pattern, failure.exc_type) == ("store", "cast", "RuntimeError")
+        assert (failure.method, failure.pattern, failure.exc_type) == (
+            "store",
+            "cast",
+            "RuntimeError",
+        )
         assert failure.message == "disk full"
         assert failure.queue == "svc"
 

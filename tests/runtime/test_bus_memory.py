@@ -21,7 +21,7 @@ def test_make_bus_amqp_is_not_available_yet(url: str) -> None:
 
 
 def test_make_bus_unknown_scheme() -> None:
-    with pytest.raises(ValueError, match="unknown scheme 'kafka'.*memory://"):
+    with pytest.raises(ValueError, match=r"unknown scheme 'kafka'.*memory://"):
         make_bus("kafka://broker")
 
 

@@ -12,13 +12,16 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+# The zone name OpenStack clients expect when none is configured (a value, not a component).
+DEFAULT_AVAILABILITY_ZONE = "nova"
+
 
 @dataclass(frozen=True, slots=True)
 class HostState:
     """What the scheduler knows about one compute host."""
 
     host: str
-    availability_zone: str = "nova"
+    availability_zone: str = DEFAULT_AVAILABILITY_ZONE
     total_ram_mb: int = 0
     used_ram_mb: int = 0
     total_disk_gb: int = 0
@@ -250,7 +253,7 @@ def select_destinations(
     """Hosts that pass every filter, best first; NoValidHost when none does."""
     resolved = resolve_filters(filters)
     resolve_weighers(weighers)  # fail on a bad name even when no host survives
-    ctx = FilterContext(now=time.time() if now is None else now, service_down_time=service_down_time)
+    ctx = FilterContext(time.time() if now is None else now, service_down_time)
     candidates = list(hosts)
     eliminated: dict[str, int] = {}
     ignored = set(spec.ignore_hosts)

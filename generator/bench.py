@@ -1,0 +1,56 @@
+"""`specstack bench`: measured figures, each named with its unit."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _time_generate(spec: Path, out: Path, *, force: bool) -> float:
+    cmd = [sys.executable, "-m", "generator", "generate", "--spec", str(spec), "--output", str(out)]
+    if force:
+        cmd.append("--force")
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"generate failed:\n{proc.stderr}")
+    return took
+
+
+def generation_figures(spec: Path, runs: int) -> dict[str, float]:
+    """Full generation (a new output directory each run) and a no-op re-run, as a user runs them."""
+    full: list[float] = []
+    noop: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
+        for i in range(runs):
+            out = Path(tmp) / f"out{i}"
+            full.append(_time_generate(spec, out, force=True))
+            noop.append(_time_generate(spec, out, force=False))
+    return {
+        "generate_s": round(statistics.median(full), 3),
+        "noop_generate_s": round(statistics.median(noop), 3),
+    }
+
+
+def run_bench(*, as_json: bool, runs: int, spec: Path = Path("spec")) -> int:
+    figures: dict[str, float] = {}
+    figures.update(generation_figures(spec, runs))
+    if as_json:
+        print(json.dumps(figures, sort_keys=True))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"specstack bench (median of {runs} runs)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, f"{value}")
+    Console().print(table)
+    return 0

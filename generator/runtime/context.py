@@ -1,0 +1,140 @@
+"""What a behaviour is given: the call it serves, the runtime of its component, its step."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from generator.runtime.errors import Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from generator.runtime.services import ServiceRuntime
+
+
+def new_request_id() -> str:
+    return f"req-{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """A validated keystone token: who is calling, in which project, with which roles."""
+
+    token: str
+    user_id: str
+    user_name: str
+    project_id: str | None
+    project_name: str | None
+    domain_id: str
+    roles: tuple[str, ...]
+    expires_at: str
+    catalog: tuple[dict[str, Any], ...] = ()
+    body: Mapping[str, Any] = field(default_factory=dict)  # the token body as keystone returned it
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    def has_role(self, *roles: str) -> bool:
+        return any(r in self.roles for r in roles)
+
+
+@dataclass
+class Reply:
+    """An HTTP answer from an operation behaviour. `body` is JSON-able data, bytes, or None."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None  # default: application/json for data, octet-stream for bytes
+
+
+@dataclass
+class Call:
+    """One handling of a trigger (an HTTP operation or a queue message) by a component.
+
+    `vars` is the flow's working memory: what earlier steps of this handler stored
+    for later ones. `args` are the static arguments the spec gives the behaviour.
+    """
+
+    rt: ServiceRuntime
+    trigger: str  # operationId or message name
+    kind: str  # "operation" | "message" | "flow"
+    request_id: str
+    global_request_id: str
+    sequence: str | None = None
+    trigger_label: str | None = None  # the step that triggered this handler, e.g. "10"
+    vars: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    auth: AuthContext | None = None
+    # HTTP operations
+    method: str = ""
+    path: str = ""
+    path_params: dict[str, str] = field(default_factory=dict)
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    raw_body: bytes = b""
+    # queue messages
+    payload: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # the user token the flow carries (HTTP header or bus context)
+
+    def q(self, name: str, default: str | None = None) -> str | None:
+        """The first value of a query parameter."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def require_auth(self) -> AuthContext:
+        if self.auth is None:
+            raise Unauthorized("The request you have made requires authentication.")
+        return self.auth
+
+    def require_admin(self) -> AuthContext:
+        auth = self.require_auth()
+        if not auth.is_admin:
+            raise Forbidden("Policy does not allow this operation; the admin role is needed.")
+        return auth
+
+    def flow_context(self, label: str | None = None) -> dict[str, str]:
+        """What travels with outgoing calls and messages so the callee joins this flow."""
+        ctx = {"request_id": self.request_id, "global_request_id": self.global_request_id}
+        if self.sequence:
+            ctx["sequence"] = self.sequence
+        if label:
+            ctx["step"] = label
+        if self.token:
+            ctx["auth_token"] = self.token
+        return ctx
+
+
+Invoke = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class Interaction:
+    """One interaction a step behaviour carries out, with its transport already bound.
+
+    `invoke` performs the interaction itself (an HTTP call to the operation, a cast or
+    call of the message, a driver method, or the trigger's own behaviour for sql);
+    the behaviour prepares its arguments and keeps what it needs of the result.
+    """
+
+    call: Call
+    label: str | None  # step label in the current flow, None outside a flow
+    source: str
+    target: str
+    via: str
+    name: str | None  # operation, message or driver method
+    invoke: Invoke
+    bindings: dict[str, Any] = field(default_factory=dict)  # the spec's `with:`
+    save_as: str | None = None  # the spec's `as:`
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        return self.call.vars
+
+    @property
+    def rt(self) -> ServiceRuntime:
+        return self.call.rt

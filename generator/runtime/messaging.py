@@ -1,0 +1,70 @@
+"""Send a spec-declared message: look it up in the IR, check its payload, route it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from generator.runtime.context import Call
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+
+
+class InvalidMessage(ValueError):
+    """A payload or reply that does not match the message's schema in the spec."""
+
+
+@lru_cache(maxsize=512)
+def _validator(info_id: int, name: str, part: str, info: StackInfo) -> Draft202012Validator | None:
+    msg = info.messages[name]
+    schema = msg["payload_schema"] if part == "payload" else msg["reply_schema"]
+    if schema is None:
+        return None
+    # `#/types/...` pointers resolve against this document's root.
+    return Draft202012Validator({**schema, "types": info.ir.get("message_types", {})})
+
+
+def check(info: StackInfo, name: str, part: str, data: Any) -> None:
+    """Raise InvalidMessage if `data` is not a valid `part` ("payload"/"reply") of `name`."""
+    v = _validator(id(info), name, part, info)
+    if v is None:
+        return
+    error: ValidationError | None = next(iter(v.iter_errors(data)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise InvalidMessage(f"{name} {part} at {where}: {error.message}")
+
+
+async def send(
+    source: Call | ServiceRuntime,
+    message: str,
+    payload: dict[str, Any],
+    *,
+    host: str | None = None,
+    context: dict[str, str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any] | None:
+    """Cast, call or fan out `message` as the spec declares it; calls return the reply."""
+    rt = source.rt if isinstance(source, Call) else source
+    if context is None and isinstance(source, Call):
+        context = source.flow_context()
+    msg = rt.info.messages[message]
+    check(rt.info, message, "payload", payload)
+    if msg["per_host"] and not host:
+        raise ValueError(f"message {message} goes to one host's topic: give host=")
+    topic, method = msg["topic"], msg["method"]
+    if msg["pattern"] == "fanout":
+        await rt.bus.fanout(topic, method, payload, context=context)
+        return None
+    if msg["pattern"] == "cast":
+        await rt.bus.cast(topic, method, payload, host=host, context=context)
+        return None
+    reply = await rt.bus.call(
+        topic, method, payload, host=host, context=context,
+        timeout=timeout or rt.config.call_timeout_s,
+    )
+    check(rt.info, message, "reply", reply)
+    return reply

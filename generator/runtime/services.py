@@ -1,0 +1,52 @@
+"""The runtime of one component instance: what its behaviours can reach."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from generator.runtime.auth import TokenValidator
+    from generator.runtime.bus import Bus
+    from generator.runtime.config import StackConfig
+    from generator.runtime.http import ClientSet
+    from generator.runtime.stackinfo import StackInfo
+    from generator.runtime.store import Store
+    from generator.runtime.trace import TraceRecorder
+
+
+@dataclass
+class ServiceRuntime:
+    """Everything a component's behaviours may use.
+
+    `shared` holds per-stack state that several components of one process share
+    (the object store of the swift proxy, agent state); `local` holds state of this
+    component instance only (a compute node's image cache, a driver's guests).
+    """
+
+    component: str
+    project: str
+    host: str  # the topology node instance, e.g. "controller" or "compute-2"
+    info: StackInfo
+    config: StackConfig
+    bus: Bus
+    trace: TraceRecorder
+    clients: ClientSet
+    store: Store | None = None
+    auth: TokenValidator | None = None
+    driver: Any = None
+    data_dir: Path = Path(".specstack")
+    shared: dict[str, Any] = field(default_factory=dict)
+    local: dict[str, Any] = field(default_factory=dict)
+
+    def require_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError(f"component {self.component} has no database in the spec")
+        return self.store
+
+    async def service_token(self) -> str:
+        """A token for this service's own user (to call other services as itself)."""
+        if self.auth is None:
+            raise RuntimeError(f"component {self.component} has no identity client")
+        return await self.auth.service_token()

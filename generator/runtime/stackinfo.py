@@ -1,0 +1,117 @@
+"""The runtime's view of the stack, read from `generated/ir.json`.
+
+The IR is the contract between the generator and the runtime: components,
+topology, catalog types, messages and sequences come from here, never from code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from generator.runtime.config import StackConfig
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running copy of a component on one node instance (compute nodes repeat)."""
+
+    component: str
+    host: str  # node instance name: "controller", "compute-1", ...
+    node: str  # topology node name: "controller", "compute", ...
+
+
+class StackInfo:
+    def __init__(self, ir: dict[str, Any]) -> None:
+        self.ir = ir
+
+    @classmethod
+    def load(cls, path: Path) -> StackInfo:
+        return cls(json.loads(path.read_text("utf-8")))
+
+    @cached_property
+    def components(self) -> dict[str, dict[str, Any]]:
+        return {c["name"]: c for c in self.ir["components"]}
+
+    @cached_property
+    def apis(self) -> dict[str, dict[str, Any]]:
+        return {a["name"]: a for a in self.ir["apis"]}
+
+    @cached_property
+    def messages(self) -> dict[str, dict[str, Any]]:
+        return {m["name"]: m for m in self.ir["messages"]}
+
+    @cached_property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return {n["name"]: n for n in self.ir["topology"]}
+
+    @cached_property
+    def sequences(self) -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in self.ir["sequences"]}
+
+    def api_component(self, api: str) -> dict[str, Any]:
+        return self.components[self.apis[api]["component"]]
+
+    def api_of_type(self, catalog_type: str) -> str:
+        for c in self.components.values():
+            if c.get("catalog") and c["catalog"]["type"] == catalog_type and c.get("api"):
+                return str(c["api"])
+        raise KeyError(f"no API with catalog type {catalog_type!r}")
+
+    def node_hosts(self, node: str, config: StackConfig) -> list[str]:
+        """Host names of a topology node's instances: `compute-1..N`, or the node's name."""
+        n = self.nodes[node]
+        count = n["count"]
+        if n["role"] == "compute" and config.computes is not None:
+            count = config.computes
+        if count == 1 and n["role"] != "compute":
+            return [node]
+        return [f"{node}-{i}" for i in range(1, count + 1)]
+
+    def instances(self, config: StackConfig) -> list[Instance]:
+        out: list[Instance] = []
+        for c in self.components.values():
+            for node in c["nodes"]:
+                out += [Instance(c["name"], host, node) for host in self.node_hosts(node, config)]
+        return out
+
+    def port(self, component: str, config: StackConfig) -> int:
+        """The listening port: the spec's, or `base_port` plus the API's index."""
+        comp = self.components[component]
+        if config.base_port is None:
+            return int(comp["port"])
+        api_components = [c["name"] for c in self.components.values() if c.get("api")]
+        return config.base_port + api_components.index(component)
+
+    def endpoint(self, api: str, config: StackConfig) -> str:
+        """Base URL of an API, without the catalog path."""
+        comp = self.api_component(api)
+        return f"http://{config.host_address}:{self.port(comp['name'], config)}"
+
+    def catalog(self, config: StackConfig, project_id: str) -> list[dict[str, Any]]:
+        """The service catalog, in keystone's v3 format, for a token scoped to `project_id`."""
+        entries = []
+        for c in self.components.values():
+            cat = c.get("catalog")
+            if not cat or not c.get("api"):
+                continue
+            url = self.endpoint(c["api"], config) + cat.get("path", "").format(
+                project_id=project_id
+            )
+            endpoints = [
+                {
+                    "id": f"{c['name']}-{iface}",
+                    "interface": iface,
+                    "region": config.region,
+                    "region_id": config.region,
+                    "url": url,
+                }
+                for iface in ("public", "internal", "admin")
+            ]
+            entries.append(
+                {"type": cat["type"], "name": cat["name"], "id": c["name"], "endpoints": endpoints}
+            )
+        return entries

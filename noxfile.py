@@ -1,0 +1,53 @@
+"""Every entry point a person uses: `nox -s generate|check|run|tests|conformance|lint|bench`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["check", "lint", "tests"]
+
+PYTHON = "3.11"
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session(python=PYTHON)
+def generate(session: nox.Session) -> None:
+    """Validate spec/ and render it into generated/."""
+    _install(session)
+    session.run("specstack", "generate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def check(session: nox.Session) -> None:
+    """Fail if generated/ differs from what spec/ and templates/ produce."""
+    _install(session)
+    session.run("specstack", "validate")
+    session.run("specstack", "generate", "--check")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict over generator/."""
+    _install(session, "dev")
+    session.run("ruff", "check", "generator", "tests", "noxfile.py")
+    session.run("ruff", "format", "--check", "generator", "tests", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite."""
+    _install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Measured figures (`specstack bench`); pass `-- --json` for one JSON object."""
+    _install(session)
+    session.run("specstack", "bench", *session.posargs)

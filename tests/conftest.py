@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "spec"
+MINI = Path(__file__).resolve().parent / "fixtures" / "mini-spec"
+
+
+@pytest.fixture
+def mini_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of the mini spec at tmp_path/spec, with tmp_path as the working dir."""
+    dest = tmp_path / "spec"
+    shutil.copytree(MINI, dest)
+    monkeypatch.chdir(tmp_path)
+    return dest
+
+
+@pytest.fixture
+def repo_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of the real spec and templates under tmp_path."""
+    shutil.copytree(SPEC, tmp_path / "spec")
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "spec"

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from generator.load import load_spec, parse_file, to_plain
+
+
+def test_positions_are_one_based_and_point_at_values(mini_spec: Path) -> None:
+    spec, diags = load_spec(Path("spec"))
+    assert diags == []
+    comps = spec.one("components")
+    assert comps is not None
+    text = (mini_spec / "components.yaml").read_text().splitlines()
+    loc = comps.locate(["components", "keystone", "port"])
+    assert loc.file == "spec/components.yaml"
+    assert text[loc.line - 1][loc.col - 1 :] == "5000"
+    key = comps.locate(["components", "keystone"], key=True)
+    assert text[key.line - 1][key.col - 1 :] == "keystone:"
+
+
+def test_absent_path_points_at_deepest_existing_ancestor(mini_spec: Path) -> None:
+    spec, _ = load_spec(Path("spec"))
+    comps = spec.one("components")
+    assert comps is not None
+    assert comps.locate(["components", "keystone", "missing"]) == comps.locate(
+        ["components", "keystone"]
+    )
+
+
+def test_duplicate_key_is_reported_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text("a: 1\nb: 2\na: 3\n")
+    parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
+    assert parsed is None
+    assert [str(d) for d in diags] == [f'{tmp_path.as_posix()}/x.yaml:3:1: YAML: duplicate key "a"']
+
+
+def test_empty_and_non_mapping_files(tmp_path: Path) -> None:
+    (tmp_path / "e.yaml").write_text("# only a comment\n")
+    (tmp_path / "l.yaml").write_text("- 1\n- 2\n")
+    assert [d.message for d in parse_file(tmp_path, "e.yaml", "stack")[1]] == ["file is empty"]
+    assert [d.message for d in parse_file(tmp_path, "l.yaml", "stack")[1]] == [
+        "expected a mapping at the top of the file"
+    ]
+
+
+def test_to_plain_gives_builtin_types(mini_spec: Path) -> None:
+    spec, _ = load_spec(Path("spec"))
+    comps = spec.one("components")
+    assert comps is not None
+    plain = to_plain(comps.data)
+    assert type(plain) is dict
+    assert type(plain["components"]["keystone"]["port"]) is int
+    assert type(plain["components"]["keystone"]["nodes"]) is list

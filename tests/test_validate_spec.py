@@ -1,0 +1,99 @@
+"""The real spec is valid and says what the issue requires of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from generator.cli import main
+from generator.validate import load_and_validate
+
+from .conftest import REPO, SPEC
+
+
+def test_real_spec_is_valid(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["validate"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    assert out[0].startswith("spec/ is valid: ")
+    for word in ("components", "operations", "messages", "steps"):
+        assert word in out[0]
+
+
+def _index() -> tuple[object, list[object]]:
+    spec, diags = load_and_validate(SPEC)
+    return spec, list(diags)
+
+
+def test_no_diagnostics_on_real_spec() -> None:
+    _, diags = _index()
+    assert diags == []
+
+
+REQUIRED_COMPONENTS = {
+    "keystone", "nova-api", "nova-scheduler", "nova-conductor", "nova-compute", "glance-api",
+    "swift-proxy", "neutron-server", "neutron-dhcp-agent", "neutron-l2-agent", "cinder-api",
+    "cinder-scheduler", "cinder-volume", "dashboard", "cli", "queue",
+    "keystone-db", "nova-db", "glance-db", "neutron-db", "cinder-db",
+}
+
+
+def test_spec_declares_every_component_the_deck_has() -> None:
+    from generator.build_ir import build_ir
+    from generator.load import load_spec
+
+    spec, _ = load_spec(Path(SPEC))
+    ir = build_ir(spec)
+    names = {c.name for c in ir.components}
+    assert REQUIRED_COMPONENTS <= names
+    for c in ir.components:
+        if c.kind != "actor":
+            assert c.nodes, c.name
+    apis = {a.name for a in ir.apis}
+    assert apis == {"identity", "compute", "image", "object-store", "network", "block-storage"}
+    drivers = {d.name: d for d in ir.hypervisors.drivers}
+    assert set(drivers) >= {"fake", "libvirt", "qemu"}
+    assert set(drivers["libvirt"].virt_types) == {"kvm", "qemu", "xen", "lxc"}
+    methods = {m.name for m in ir.hypervisors.methods}
+    assert methods >= {
+        "spawn", "destroy", "get_power_state", "get_console_output", "attach_volume",
+        "detach_volume", "plug_vifs", "get_available_resource", "list_instances",
+    }
+    roles = {n.role for n in ir.topology}
+    assert roles == {"controller", "network", "storage", "compute"}
+
+
+DECK_TITLES = [
+    "Request VM provisioning via UI/CLI",
+    "Validate auth data",
+    "Send API request to nova-api",
+    "Validate API token",
+    "Process API request",
+    "Publish provisioning request to queue; pick up provisioning request",
+    "Schedule provisioning",
+    "Start VM provisioning on compute node",
+    "Start VM rendering via hypervisor",
+    "Request VM image from Glance",
+    "Get image URI from Glance",
+    "Download image from Swift",
+    "Configure network",
+    "Allocate and associate network",
+    "Request volume attachment",
+]
+
+
+def test_boot_vm_has_the_decks_fifteen_steps() -> None:
+    from generator.build_ir import build_ir
+    from generator.load import load_spec
+
+    spec, _ = load_spec(Path(SPEC))
+    ir = build_ir(spec)
+    boot = next(s for s in ir.sequences if s.name == "boot-vm")
+    assert [s.number for s in boot.steps] == list(range(1, 16))
+    assert [s.title for s in boot.steps] == DECK_TITLES
+    via = {s.number: s.main.via for s in boot.steps}
+    assert via[1] == "user" and via[2] == "http" and via[5] == "sql"
+    assert via[6] == "amqp-cast" and via[8] == "amqp-call" and via[9] == "native"
+    assert {s.name for s in ir.sequences} >= {"boot-vm", "delete-vm"}
