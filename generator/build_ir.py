@@ -74,7 +74,9 @@ def _components(f: SpecFile) -> tuple[ir.Component, ...]:
                 else None,
                 database=c.get("database"),
                 consumes=tuple(
-                    ir.MessageHandler(message=m, behaviour=h["behaviour"], on_error=h.get("on_error"))
+                    ir.MessageHandler(
+                        message=m, behaviour=h["behaviour"], on_error=h.get("on_error")
+                    )
                     for m, h in c.get("consumes", {}).items()
                 ),
                 tables=tuple(
@@ -187,9 +189,7 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
 def _messages(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.Message, ...]:
     out = []
     for name, m in to_plain(f.data)["messages"].items():
-        consumers = tuple(
-            c.name for c in components if any(h.message == name for h in c.consumes)
-        )
+        consumers = tuple(c.name for c in components if any(h.message == name for h in c.consumes))
         project = next(c.project for c in components if c.name == consumers[0])
         out.append(
             ir.Message(
@@ -226,9 +226,9 @@ def _topology(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.Top
                 max=n.get("max", count),
                 driver=n.get("driver"),
                 availability_zone=n.get("availability_zone"),
-                resources=ir.Resources(**res) if res else (
-                    DEFAULT_RESOURCES if n["role"] == "compute" else None
-                ),
+                resources=ir.Resources(**res)
+                if res
+                else (DEFAULT_RESOURCES if n["role"] == "compute" else None),
                 components=tuple(c.name for c in components if name in c.nodes),
             )
         )
@@ -262,7 +262,8 @@ def _hypervisors(f: SpecFile) -> ir.Hypervisors:
                 name=name,
                 summary=m["summary"],
                 params=tuple(
-                    ir.DriverParam(name=p, python_type=python_type(t)) for p, t in m["params"].items()
+                    ir.DriverParam(name=p, python_type=python_type(t))
+                    for p, t in m["params"].items()
                 ),
                 returns=python_type(m["returns"]),
             )

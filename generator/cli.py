@@ -89,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     g = sub.add_parser("generate", help="render the spec into generated/")
-    g.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 and list files that differ, are missing or extra")
+    g.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 and list files that differ, are missing or extra",
+    )
     g.add_argument("--spec", default="spec", help="spec directory (default: spec)")
     g.add_argument("--output", default="generated", help="output directory (default: generated)")
     g.add_argument("--templates", default=None, help="templates directory (default: templates/)")

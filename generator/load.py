@@ -1,15 +1,19 @@
-"""Read the spec's YAML files, keeping the line and column of every node."""
+"""Read the spec's YAML files, keeping the line and column of every node.
+
+libyaml (through PyYAML's C composer) parses; scalars are resolved here with the
+YAML 1.2 core schema, as ruamel.yaml would, and positions come from node marks.
+The C parser is what keeps a full generation within its time budget.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+import yaml
 
 from generator.diagnostics import Diagnostic, Location
 
@@ -24,17 +28,25 @@ SINGLE_FILES: dict[str, str] = {
 GROUP_DIRS: dict[str, str] = {"sequences": "sequence", "apis": "openapi"}
 
 PathElem = str | int
+Position = tuple[int, int]  # 0-based line, column
 
 
 @dataclass(frozen=True)
 class SpecFile:
-    """One parsed file: `rel` is its path inside the spec, `shown` as reported."""
+    """One parsed file: `rel` is its path inside the spec, `shown` as reported.
+
+    `data` is plain JSON-like Python data; `values` and `keys` map the path of
+    every node (a tuple of keys and indexes) to where its value, and for mapping
+    entries its key, starts in the file.
+    """
 
     rel: str
     shown: str
     kind: str
     data: Any
     raw: bytes
+    values: dict[tuple[PathElem, ...], Position]
+    keys: dict[tuple[PathElem, ...], Position]
 
     @property
     def stem(self) -> str:
@@ -46,30 +58,18 @@ class SpecFile:
         With `key=True` and a mapping key as the last element, point at the key
         rather than its value (used for "unknown property" style problems).
         """
-        line, col = _position(self.data, path, key=key)
-        return Location(self.shown, line + 1, col + 1)
+        full = tuple(path)
+        if key and full in self.keys:
+            line, col = self.keys[full]
+            return Location(self.shown, line + 1, col + 1)
+        for n in range(len(full), -1, -1):
+            pos = self.values.get(full[:n])
+            if pos is not None:
+                return Location(self.shown, pos[0] + 1, pos[1] + 1)
+        return Location(self.shown)
 
     def at(self, path: Sequence[PathElem], message: str, *, key: bool = False) -> Diagnostic:
         return Diagnostic(self.locate(path, key=key), message)
-
-
-def _position(node: Any, path: Sequence[PathElem], *, key: bool) -> tuple[int, int]:
-    pos = (getattr(node.lc, "line", 0), getattr(node.lc, "col", 0)) if _has_lc(node) else (0, 0)
-    for i, elem in enumerate(path):
-        last = i == len(path) - 1
-        if isinstance(node, CommentedMap) and elem in node:
-            pos = node.lc.key(elem) if (last and key) else node.lc.value(elem)
-            node = node[elem]
-        elif isinstance(node, CommentedSeq) and isinstance(elem, int) and 0 <= elem < len(node):
-            pos = node.lc.item(elem)
-            node = node[elem]
-        else:
-            break
-    return int(pos[0]), int(pos[1])
-
-
-def _has_lc(node: Any) -> bool:
-    return isinstance(node, CommentedMap | CommentedSeq)
 
 
 @dataclass(frozen=True)
@@ -84,15 +84,88 @@ class LoadedSpec:
         return next(self.of_kind(kind), None)
 
 
-def _yaml() -> YAML:
-    y = YAML(typ="rt")
-    y.allow_duplicate_keys = False
-    return y
-
-
 def shown_path(root: Path, rel: str) -> str:
     """How a spec file is named in messages: the spec directory as given, then the file."""
     return (root / rel).as_posix()
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class DuplicateKey(Exception):
+    def __init__(self, key: str, mark: Any) -> None:
+        super().__init__(key)
+        self.key = key
+        self.mark = mark
+
+
+# YAML 1.2 core schema: only these plain scalars are not strings (so `on`, `yes`,
+# `no`, `0755` and `1_000` stay strings, unlike YAML 1.1).
+_NULL = re.compile(r"~|null|Null|NULL|")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_INT = re.compile(r"[-+]?[0-9]+")
+_OCT = re.compile(r"0o[0-7]+")
+_HEX = re.compile(r"0x[0-9a-fA-F]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
+_NAN = re.compile(r"\.(nan|NaN|NAN)")
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    text: str = node.value
+    if node.style:  # quoted or block scalars are strings (plain is None or "")
+        return text
+    if _NULL.fullmatch(text):
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _INT.fullmatch(text):
+        return int(text)
+    if _OCT.fullmatch(text):
+        return int(text[2:], 8)
+    if _HEX.fullmatch(text):
+        return int(text[2:], 16)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if _INF.fullmatch(text):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if _NAN.fullmatch(text):
+        return float("nan")
+    return text
+
+
+def _build(
+    node: yaml.Node,
+    path: tuple[PathElem, ...],
+    values: dict[tuple[PathElem, ...], Position],
+    keys: dict[tuple[PathElem, ...], Position],
+) -> Any:
+    values[path] = (node.start_mark.line, node.start_mark.column)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            k = _scalar(knode) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
+            key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
+            if key in out:
+                raise DuplicateKey(key, knode.start_mark)
+            keys[(*path, key)] = (knode.start_mark.line, knode.start_mark.column)
+            out[key] = _build(vnode, (*path, key), values, keys)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*path, i), values, keys) for i, item in enumerate(node.value)]
+    return _scalar(node)  # type: ignore[arg-type]
+
+
+def parse_text(
+    text: str,
+) -> tuple[Any, dict[tuple[PathElem, ...], Position], dict[tuple[PathElem, ...], Position]]:
+    """YAML text to plain data plus node positions. Raises yaml.MarkedYAMLError, DuplicateKey."""
+    root = yaml.compose(text, Loader=_Loader)
+    values: dict[tuple[PathElem, ...], Position] = {}
+    keys: dict[tuple[PathElem, ...], Position] = {}
+    if root is None:
+        return None, values, keys
+    return _build(root, (), values, keys), values, keys
 
 
 def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[Diagnostic]]:
@@ -103,33 +176,39 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     except UnicodeDecodeError as exc:
         return None, [Diagnostic(Location(shown), f"not UTF-8 text: {exc.reason}")]
     try:
-        data = _yaml().load(text)
-    except MarkedYAMLError as exc:
-        return None, [_yaml_problem(shown, exc)]
+        data, values, keys = parse_text(text)
+    except DuplicateKey as exc:
+        loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
+        return None, [Diagnostic(loc, f'YAML: duplicate key "{exc.key}"')]
+    except yaml.MarkedYAMLError as exc:
+        return None, [_yaml_problem(shown, exc, text)]
     if data is None:
         return None, [Diagnostic(Location(shown), "file is empty")]
-    if not isinstance(data, CommentedMap):
+    if not isinstance(data, dict):
         return None, [Diagnostic(Location(shown), "expected a mapping at the top of the file")]
-    return SpecFile(rel=rel, shown=shown, kind=kind, data=data, raw=raw), []
+    return SpecFile(rel, shown, kind, data, raw, values, keys), []
 
 
-def _yaml_problem(shown: str, exc: MarkedYAMLError) -> Diagnostic:
+def _yaml_problem(shown: str, exc: yaml.MarkedYAMLError, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = (exc.problem or "invalid YAML").strip()
-    if "duplicate key" in (exc.problem or "") or type(exc).__name__ == "DuplicateKeyError":
-        problem = _duplicate_key_message(exc)
+    if mark is not None and "cannot start any token" in problem:
+        lines = text.splitlines()
+        row = lines[mark.line] if mark.line < len(lines) else ""
+        char = row[mark.column] if mark.column < len(row) else ""
+        if char == "\t":
+            problem = "found a tab; YAML indents with spaces only"
+        elif char:
+            problem = f"found {char!r}, which cannot start any token"
+    if (
+        exc.context
+        and exc.context_mark is not None
+        and exc.problem_mark is not None
+        and exc.context_mark.line != exc.problem_mark.line
+    ):
+        problem += f" ({exc.context.strip()} started on line {exc.context_mark.line + 1})"
     return Diagnostic(Location(shown, line, col), f"YAML: {problem}")
-
-
-def _duplicate_key_message(exc: MarkedYAMLError) -> str:
-    # ruamel phrases it as 'found duplicate key "x" with value ...'; keep the key only.
-    text = exc.problem or ""
-    start = text.find('"')
-    end = text.find('"', start + 1)
-    if start >= 0 and end > start:
-        return f"duplicate key {text[start : end + 1]}"
-    return "duplicate key"
 
 
 def discover(root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
@@ -147,7 +226,9 @@ def discover(root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
         files = sorted((root / dirname).glob("*.yaml")) if (root / dirname).is_dir() else []
         if not files:
             diags.append(
-                Diagnostic(Location(shown_path(root, dirname)), f"no {dirname}: add {dirname}/*.yaml")
+                Diagnostic(
+                    Location(shown_path(root, dirname)), f"no {dirname}: add {dirname}/*.yaml"
+                )
             )
         found.extend((f"{dirname}/{f.name}", kind) for f in files)
     known = {rel for rel, _ in found}
@@ -177,17 +258,5 @@ def load_spec(root: Path) -> tuple[LoadedSpec, list[Diagnostic]]:
 
 
 def to_plain(node: Any) -> Any:
-    """ruamel's round-trip types as plain JSON-compatible Python values."""
-    if isinstance(node, dict):
-        return {str(k): to_plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [to_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
+    """Spec data is already plain JSON-like data; kept as the one place to convert if that changes."""
     return node

@@ -75,7 +75,9 @@ class Drift:
 
 def compare_trees(expected: Path, actual: Path) -> Drift:
     want, have = tree_files(expected), tree_files(actual)
-    changed = [p for p in sorted(want) if p in have and want[p].read_bytes() != have[p].read_bytes()]
+    changed = [
+        p for p in sorted(want) if p in have and want[p].read_bytes() != have[p].read_bytes()
+    ]
     return Drift(
         changed=tuple(changed),
         missing=tuple(sorted(set(want) - set(have))),

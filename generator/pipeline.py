@@ -58,14 +58,24 @@ def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
     return h.hexdigest()
 
 
-def render_all(spec_dir: Path, templates: Path, spec_label: str) -> tuple[list[object], list[Diagnostic]]:
+def render_all(
+    spec_dir: Path, templates: Path, spec_label: str
+) -> tuple[list[object], list[Diagnostic]]:
     from generator.build_ir import build_ir
     from generator.render import TARGETS, RenderContext, template_env
-    from generator.validate import load_and_validate
 
-    spec, diags = load_and_validate(spec_dir)
+    from generator.diagnostics import sort_diagnostics
+    from generator.load import load_spec
+    from generator.validate import start_document_checks, validate
+
+    # The API documents are checked in a worker while this process renders;
+    # nothing is written unless both come back clean.
+    checks = start_document_checks(spec_dir)
+    spec, diags = load_spec(spec_dir)
+    if not diags:
+        diags = validate(spec, documents=False)
     if diags:
-        return [], diags
+        return [], sort_diagnostics(diags + checks.result())
     ir = build_ir(spec)
     ctx = RenderContext(spec=spec, spec_label=spec_label, templates=template_env(templates))
     files: list[object] = []
@@ -76,6 +86,9 @@ def render_all(spec_dir: Path, templates: Path, spec_label: str) -> tuple[list[o
                 raise RuntimeError(f"two targets write {f.path}")
             seen.add(f.path)
             files.append(f)
+    doc_diags = checks.result()
+    if doc_diags:
+        return [], sort_diagnostics(doc_diags)
     return files, []
 
 
@@ -94,8 +107,9 @@ def generate(
     output.recover(out)
     inputs = fingerprint(spec_dir, templates, spec_label)
     if not force and output.up_to_date(out, inputs):
-        return GenerateResult(status="clean" if check else "unchanged",
-                              files=len(output.tree_files(out)))
+        return GenerateResult(
+            status="clean" if check else "unchanged", files=len(output.tree_files(out))
+        )
     files, diags = render_all(spec_dir, templates, spec_label)
     if diags:
         return GenerateResult(diagnostics=diags, status="invalid")

@@ -60,8 +60,11 @@ def _retarget_refs(node: Any) -> Any:
     """`#/types/X` (a pointer into the spec file) becomes `#/$defs/X` in the bundle."""
     if isinstance(node, dict):
         return {
-            k: (v.replace("#/types/", "#/$defs/") if k == "$ref" and isinstance(v, str) else
-                _retarget_refs(v))
+            k: (
+                v.replace("#/types/", "#/$defs/")
+                if k == "$ref" and isinstance(v, str)
+                else _retarget_refs(v)
+            )
             for k, v in node.items()
         }
     if isinstance(node, list):

@@ -11,8 +11,15 @@ class ApiError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
 
-    def __init__(self, message: str, *, status: int | None = None, kind: str | None = None,
-                 headers: dict[str, str] | None = None, detail: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+        detail: Any = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:

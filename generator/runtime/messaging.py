@@ -63,7 +63,11 @@ async def send(
         await rt.bus.cast(topic, method, payload, host=host, context=context)
         return None
     reply = await rt.bus.call(
-        topic, method, payload, host=host, context=context,
+        topic,
+        method,
+        payload,
+        host=host,
+        context=context,
         timeout=timeout or rt.config.call_timeout_s,
     )
     check(rt.info, message, "reply", reply)

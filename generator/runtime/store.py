@@ -88,7 +88,9 @@ class Store:
         try:
             return self.metadata.tables[name]
         except KeyError:
-            raise KeyError(f"no table {name!r} in {self.url}; declared: {sorted(self.specs)}") from None
+            raise KeyError(
+                f"no table {name!r} in {self.url}; declared: {sorted(self.specs)}"
+            ) from None
 
     def _row(self, name: str, doc: Doc) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -127,7 +129,12 @@ class Store:
         return doc
 
     async def update(
-        self, table: str, id_: str, changes: Mapping[str, Any], *, expect: Mapping[str, Any] | None = None
+        self,
+        table: str,
+        id_: str,
+        changes: Mapping[str, Any],
+        *,
+        expect: Mapping[str, Any] | None = None,
     ) -> Doc | None:
         """Apply `changes`; with `expect`, only if those fields still hold those values.
 
@@ -186,7 +193,7 @@ class Store:
                     stmt = stmt.where(col == _column_value(value))
             else:
                 rest[key] = value
-        order_col = t.c[sort_key] if sort_key in t.c else t.c.created_at
+        order_col = t.c.get(sort_key, t.c.created_at)
         stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()

@@ -5,27 +5,42 @@ from __future__ import annotations
 from pathlib import Path
 
 from generator.diagnostics import Diagnostic, sort_diagnostics
-from generator.load import LoadedSpec, load_spec
-from generator.validate.openapi import check_openapi
+from generator.load import GROUP_DIRS, LoadedSpec, load_spec
+from generator.validate.openapi import DocumentChecks, check_openapi
 from generator.validate.schema import check_schema
 from generator.validate.xref import check_xrefs
 
 
-def validate(spec: LoadedSpec) -> list[Diagnostic]:
+def validate(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
     """Every problem in the spec, in file order.
 
     Cross-references are checked only once every file has the right shape, so
     one structural slip does not turn into a cascade of follow-on messages.
+    With `documents=False` the API documents themselves are left to the caller
+    (see `start_document_checks`).
     """
-    diags = check_schema(spec) + check_openapi(spec)
+    diags = check_schema(spec) + check_openapi(spec, documents=documents)
     if not diags:
         diags = check_xrefs(spec)
     return sort_diagnostics(diags)
 
 
+def start_document_checks(root: Path) -> DocumentChecks:
+    apis = sorted((root / "apis").glob("*.yaml")) if (root / "apis").is_dir() else []
+    api_dir = next(d for d, kind in GROUP_DIRS.items() if kind == "openapi")
+    return DocumentChecks(root, [f"{api_dir}/{p.name}" for p in apis])
+
+
 def load_and_validate(root: Path) -> tuple[LoadedSpec, list[Diagnostic]]:
-    """Load the spec at `root` and validate it; files that fail to parse stop the checks there."""
-    spec, diags = load_spec(root)
-    if diags:
-        return spec, sort_diagnostics(diags)
-    return spec, validate(spec)
+    """Load the spec at `root` and validate it.
+
+    Files that fail to parse are reported, the others still get their schema
+    checks; cross-references wait until every file is well-formed.
+    """
+    checks = start_document_checks(root)
+    spec, load_diags = load_spec(root)
+    diags = load_diags + check_schema(spec) + check_openapi(spec, documents=False)
+    doc_diags = checks.result()
+    if not diags and not doc_diags:
+        diags = check_xrefs(spec)
+    return spec, sort_diagnostics(diags + doc_diags)

@@ -10,7 +10,9 @@ from generator.load import PathElem, SpecFile
 from generator.validate.paths import dotted
 
 
-def iter_refs(node: Any, path: list[PathElem] | None = None) -> Iterator[tuple[list[PathElem], Any]]:
+def iter_refs(
+    node: Any, path: list[PathElem] | None = None
+) -> Iterator[tuple[list[PathElem], Any]]:
     """(path of the `$ref` key's mapping, the ref value) for every `$ref` under `node`."""
     path = path or []
     if isinstance(node, dict):

@@ -9,6 +9,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.validators import extend
 
 from generator.diagnostics import Diagnostic
 from generator.load import LoadedSpec, SpecFile, to_plain
@@ -32,11 +33,22 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
+def _is_integer(_checker: Any, instance: Any) -> bool:
+    # YAML `3.0` is a float: a step number or a port must be written as an integer.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+StrictValidator = extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 @cache
-def _validator(kind: str) -> Draft202012Validator:
+def _validator(kind: str) -> Any:
     schema = dict(spec_schema())
     schema["$ref"] = f"#/$defs/{FILE_DEFS[kind]}"
-    return Draft202012Validator(schema)
+    return StrictValidator(schema)
 
 
 def check_schema(spec: LoadedSpec) -> list[Diagnostic]:
@@ -65,17 +77,17 @@ def _diagnostic(f: SpecFile, e: ValidationError) -> Diagnostic:
     path = list(e.absolute_path)
     where = dotted(path)
     v = e.validator
+    if "propertyNames" in e.absolute_schema_path:
+        name = e.instance
+        return f.at([*path, name], f"{where}: invalid name '{name}': {_name_rule(e)}", key=True)
     if v == "required":
         missing = _quoted_between(e.message)
-        return f.at(path, f"{where}: missing required property {missing}")
+        return f.at(path, f"{where}: missing required property {missing}", key=bool(path))
     if v in ("additionalProperties", "unevaluatedProperties"):
         extra = _unexpected(e)
         if extra is not None:
             return f.at([*path, extra], f"{where}: unknown property '{extra}'", key=True)
         return f.at(path, f"{where}: {e.message}")
-    if v == "propertyNames":
-        name = e.instance
-        return f.at([*path, name], f"{where}: invalid name '{name}'", key=True)
     if v == "type":
         want = e.validator_value
         want_s = " or ".join(want) if isinstance(want, list) else str(want)
@@ -99,6 +111,12 @@ def _diagnostic(f: SpecFile, e: ValidationError) -> Diagnostic:
         key = e.validator_value["required"][0]
         return f.at([*path, key], f"{where}: '{key}' is not allowed here", key=True)
     return f.at(path, f"{where}: {e.message}")
+
+
+def _name_rule(e: ValidationError) -> str:
+    if e.validator == "pattern":
+        return f"names must match {e.validator_value}"
+    return e.message
 
 
 def _quoted_between(message: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,18 @@ VIA_FIELDS = {
     "sql": {"tables"},
     "native": {"call"},
 }
-STEP_ONLY_FIELDS = {"from", "to", "via", "summary", "number", "title", "then", "behaviour", "with", "as"}
+STEP_ONLY_FIELDS = {
+    "from",
+    "to",
+    "via",
+    "summary",
+    "number",
+    "title",
+    "then",
+    "behaviour",
+    "with",
+    "as",
+}
 NOT_PLACED = {"actor"}
 NO_CONSUMERS = {"actor", "client", "database", "queue", "hypervisor"}
 
@@ -83,15 +95,42 @@ def _components(ix: Index) -> list[Diagnostic]:
         return []
     diags: list[Diagnostic] = []
     catalog_types: dict[str, str] = {}
+    ports_used: dict[tuple[str, int], str] = {}
     for name, c in ix.components.items():
         base: list[PathElem] = ["components", name]
         if c["kind"] not in NOT_PLACED and not c.get("nodes"):
-            diags.append(f.at(base, f"component '{name}' is not placed on any topology node"))
+            diags.append(
+                f.at(base, f"component '{name}' is not placed on any topology node", key=True)
+            )
+        if c["kind"] == "hypervisor":
+            for i, node in enumerate(c.get("nodes", [])):
+                if node in ix.nodes and not ix.nodes[node].get("driver"):
+                    diags.append(
+                        f.at(
+                            [*base, "nodes", i],
+                            f"hypervisor '{name}' is placed on node '{node}', which has no driver",
+                        )
+                    )
+        if c.get("port") and c["kind"] == "api":
+            for node in c.get("nodes", []):
+                other = ports_used.get((node, c["port"]))
+                if other:
+                    diags.append(
+                        f.at(
+                            [*base, "port"],
+                            f"port {c['port']} on node '{node}' is already used by '{other}'",
+                        )
+                    )
+                ports_used[(node, c["port"])] = name
         for i, node in enumerate(c.get("nodes", [])):
             if node not in ix.nodes:
-                diags.append(f.at([*base, "nodes", i], f"component '{name}': unknown node '{node}'"))
+                diags.append(
+                    f.at([*base, "nodes", i], f"component '{name}': unknown node '{node}'")
+                )
         if (api := c.get("api")) and api not in ix.api_files:
-            diags.append(f.at([*base, "api"], f"component '{name}': no API document apis/{api}.yaml"))
+            diags.append(
+                f.at([*base, "api"], f"component '{name}': no API document apis/{api}.yaml")
+            )
         if cat := c.get("catalog"):
             if cat["type"] in catalog_types:
                 diags.append(
@@ -105,9 +144,13 @@ def _components(ix: Index) -> list[Diagnostic]:
         if db := c.get("database"):
             target = ix.components.get(db)
             if target is None:
-                diags.append(f.at([*base, "database"], f"component '{name}': unknown database '{db}'"))
+                diags.append(
+                    f.at([*base, "database"], f"component '{name}': unknown database '{db}'")
+                )
             elif target["kind"] != "database":
-                diags.append(f.at([*base, "database"], f"'{db}' is a {target['kind']}, not a database"))
+                diags.append(
+                    f.at([*base, "database"], f"'{db}' is a {target['kind']}, not a database")
+                )
             elif target["project"] != c["project"]:
                 diags.append(
                     f.at(
@@ -119,9 +162,7 @@ def _components(ix: Index) -> list[Diagnostic]:
         for msg in c.get("consumes", {}):
             where: list[PathElem] = [*base, "consumes", msg]
             if msg not in ix.messages:
-                diags.append(
-                    f.at(where, f"component '{name}': unknown message '{msg}'", key=True)
-                )
+                diags.append(f.at(where, f"component '{name}': unknown message '{msg}'", key=True))
             elif c["kind"] in NO_CONSUMERS:
                 diags.append(f.at(where, f"a {c['kind']} cannot consume queue messages", key=True))
     return diags
@@ -135,11 +176,15 @@ def _topology(ix: Index) -> list[Diagnostic]:
     for name, node in ix.nodes.items():
         base: list[PathElem] = ["topology", "nodes", name]
         if (drv := node.get("driver")) and drv not in ix.drivers:
-            diags.append(f.at([*base, "driver"], f"node '{name}': unknown hypervisor driver '{drv}'"))
+            diags.append(
+                f.at([*base, "driver"], f"node '{name}': unknown hypervisor driver '{drv}'")
+            )
         lo, hi, count = node.get("min", 1), node.get("max"), node.get("count", 1)
         if count < lo or (hi is not None and (count > hi or lo > hi)):
             diags.append(
-                f.at([*base, "count"], f"node '{name}': count {count} is outside min..max {lo}..{hi}")
+                f.at(
+                    [*base, "count"], f"node '{name}': count {count} is outside min..max {lo}..{hi}"
+                )
             )
     return diags
 
@@ -152,7 +197,13 @@ def _messages(ix: Index) -> list[Diagnostic]:
     for name in ix.messages:
         consumers = [c for c, comp in ix.components.items() if name in comp.get("consumes", [])]
         if not consumers:
-            diags.append(f.at(["messages", name], f"message '{name}' is not consumed by any component"))
+            diags.append(
+                f.at(
+                    ["messages", name],
+                    f"message '{name}' is not consumed by any component",
+                    key=True,
+                )
+            )
             continue
         projects = sorted({ix.components[c]["project"] for c in consumers})
         if len(projects) > 1:
@@ -161,6 +212,7 @@ def _messages(ix: Index) -> list[Diagnostic]:
                     ["messages", name],
                     f"message '{name}' is consumed in several projects ({', '.join(projects)}): "
                     "AMQP stays within a project",
+                    key=True,
                 )
             )
     return diags
@@ -218,7 +270,10 @@ def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnos
     diags: list[Diagnostic] = []
     if seq["name"] != f.stem:
         diags.append(
-            f.at(["sequence", "name"], f"sequence '{seq['name']}' must be named after its file '{f.stem}'")
+            f.at(
+                ["sequence", "name"],
+                f"sequence '{seq['name']}' must be named after its file '{f.stem}'",
+            )
         )
     if seq["name"] in seen:
         diags.append(f.at(["sequence", "name"], f"sequence '{seq['name']}' is declared twice"))
@@ -234,22 +289,35 @@ def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnos
 
 
 def _numbering(f: SpecFile, steps: list[dict[str, Any]]) -> list[Diagnostic]:
+    """Steps are numbered 1..N, each once, in order; one message per real problem."""
     diags: list[Diagnostic] = []
     first_at: dict[int, int] = {}
-    prev = 0
-    for i, step in enumerate(steps):
-        n = step["number"]
-        where: list[PathElem] = ["sequence", "steps", i, "number"]
+    numbers = [s["number"] for s in steps]
+
+    def at(i: int) -> list[PathElem]:
+        return ["sequence", "steps", i, "number"]
+
+    for i, n in enumerate(numbers):
         if n in first_at:
-            line = f.locate(["sequence", "steps", first_at[n], "number"]).line
-            diags.append(f.at(where, f"duplicate step number {n} (first used on line {line})"))
-        elif n != prev + 1:
-            if n > prev + 1:
-                diags.append(f.at(where, f"gap in step numbering: expected step {prev + 1}, found {n}"))
-            else:
-                diags.append(f.at(where, f"steps out of order: step {n} comes after step {prev}"))
+            line = f.locate(at(first_at[n])).line
+            diags.append(f.at(at(i), f"duplicate step number {n} (first used on line {line})"))
         first_at.setdefault(n, i)
-        prev = max(prev, n)
+    if numbers and numbers[0] != 1 and 1 not in first_at:
+        diags.append(f.at(at(0), f"steps must start at 1, but the first is {numbers[0]}"))
+    present = sorted(first_at)
+    for missing in range(2, (present[-1] if present else 0) + 1):
+        if missing not in first_at:
+            after = min(n for n in present if n > missing)
+            diags.append(
+                f.at(at(first_at[after]), f"gap in step numbering: step {missing} is missing")
+            )
+    unique = [n for i, n in enumerate(numbers) if first_at[n] == i]
+    for a, b in itertools.pairwise(unique):
+        if b < a:
+            diags.append(
+                f.at(at(first_at[b]), f"steps out of order: step {b} comes after step {a}")
+            )
+            break
     return diags
 
 
@@ -266,12 +334,17 @@ def _interaction(
             ends[end] = ix.components[name]
     via = it["via"]
     for key in sorted(set(it) - STEP_ONLY_FIELDS - VIA_FIELDS[via]):
-        diags.append(f.at([*path, key], f"{label}: '{key}' does not apply to a {via} step", key=True))
+        diags.append(
+            f.at([*path, key], f"{label}: '{key}' does not apply to a {via} step", key=True)
+        )
     if len(ends) < 2:
         return diags
     src, dst = ends["from"], ends["to"]
     rule = _RULES[via]
-    diags += [f.at([*path, where], f"{label}: {msg}") for where, msg in rule(ix, it, src, dst)]
+    problems = rule(ix, it, src, dst)
+    if not problems and it["from"] == it["to"]:
+        problems = [("to", f"a step cannot go from '{it['to']}' to itself")]
+    diags += [f.at([*path, where], f"{label}: {msg}") for where, msg in problems]
     return diags
 
 
@@ -281,7 +354,9 @@ Problem = tuple[str, str]  # (field to point at, message)
 def _user(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
     out: list[Problem] = []
     if src["kind"] != "actor":
-        out.append(("from", f"a user step starts from an actor, not a {src['kind']} ('{it['from']}')"))
+        out.append(
+            ("from", f"a user step starts from an actor, not a {src['kind']} ('{it['from']}')")
+        )
     if dst["kind"] != "client":
         out.append(("to", f"a user step goes to a client, not a {dst['kind']} ('{it['to']}')"))
     return out
@@ -292,8 +367,10 @@ def _http(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any
     if api is None:
         return [("to", f"'{it['to']}' has no HTTP API (it is a {dst['kind']})")]
     out: list[Problem] = []
-    if it["operation"] not in ix.operations.get(api, set()):
-        out.append(("operation", f"operation '{it['operation']}' is not in the {api} API of '{it['to']}'"))
+    if api in ix.operations and it["operation"] not in ix.operations[api]:
+        out.append(
+            ("operation", f"operation '{it['operation']}' is not in the {api} API of '{it['to']}'")
+        )
     if src["project"] == dst["project"]:
         out.append(
             (
@@ -324,7 +401,9 @@ def _amqp(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any
         out.append(("message", f"message '{name}' is not consumed by '{it['to']}'"))
     want = {"amqp-call": ("call",), "amqp-cast": ("cast", "fanout")}[it["via"]]
     if msg["pattern"] not in want:
-        out.append(("via", f"message '{name}' is a {msg['pattern']}, but the step says {it['via']}"))
+        out.append(
+            ("via", f"message '{name}' is a {msg['pattern']}, but the step says {it['via']}")
+        )
     return out
 
 
@@ -342,10 +421,26 @@ def _sql(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]
     return []
 
 
-def _native(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]) -> list[Problem]:
+def _native(
+    ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any]
+) -> list[Problem]:
     out: list[Problem] = []
     if dst["kind"] != "hypervisor":
-        out.append(("to", f"a native step goes to a hypervisor, not a {dst['kind']} ('{it['to']}')"))
+        out.append(
+            ("to", f"a native step goes to a hypervisor, not a {dst['kind']} ('{it['to']}')")
+        )
+    if (
+        dst["kind"] == "hypervisor"
+        and src.get("nodes")
+        and not set(src["nodes"]) & set(dst.get("nodes", []))
+    ):
+        out.append(
+            (
+                "from",
+                f"'{it['from']}' does not run on a node of the hypervisor '{it['to']}' "
+                "(the native API is local to a node)",
+            )
+        )
     if it["call"] not in ix.methods:
         out.append(("call", f"'{it['call']}' is not a method of the hypervisor driver interface"))
     return out

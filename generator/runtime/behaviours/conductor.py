@@ -1,0 +1,290 @@
+"""nova-conductor: the compute nodes' access to the nova database, over the bus.
+
+Also the shapes of nova's database documents that the other nova behaviours
+share (instance, flavor and compute-node documents, claims on a compute node),
+so that they are written in one place.
+
+Documents
+- `instances`: one per server (see compute.create_server for the fields); the
+  `id` is the server uuid; `flavor` is a copy of the flavor at boot time.
+- `flavors`: {id, name, ram, vcpus, disk, swap, ephemeral, rxtx_factor,
+  is_public, disabled} (the API's `OS-FLV-EXT-DATA:ephemeral` and
+  `os-flavor-access:is_public` names are accepted too when reading).
+- `compute_nodes`: one per compute host, `id` = host: the totals its driver
+  reports, the claims the scheduler made (`claims`: instance uuid ->
+  {memory_mb, vcpus, disk_gb}) and the used amounts summed from them, a
+  `generation` bumped on every write (compare-and-set), and `heartbeat`, the
+  epoch seconds of the last report.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from generator.runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from generator.runtime.context import Call
+from generator.runtime.errors import Conflict, NotFound
+from generator.runtime.registry import behaviour
+from generator.runtime.store import Doc, Store, utcnow
+
+logger = logging.getLogger(__name__)
+
+INSTANCES = "instances"
+FLAVORS = "flavors"
+COMPUTE_NODES = "compute_nodes"
+KEYPAIRS = "keypairs"
+
+#: Seconds without a report after which a compute service counts as down (nova's default).
+SERVICE_DOWN_TIME_S = 60.0
+#: Compare-and-set attempts before giving up on a hot document.
+CAS_ATTEMPTS = 50
+
+# Fields of an instance that an update may never change.
+_PROTECTED = frozenset({"id", "project_id", "user_id", "created_at"})
+
+
+def naive_now() -> str:
+    """nova's naive UTC timestamp with microseconds (launched_at, deleted_at...)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def make_fault(code: int, message: str, details: str = "") -> dict[str, Any]:
+    """An instance fault as nova stores it."""
+    return {"code": int(code), "message": message, "details": details, "created": utcnow()}
+
+
+# -- flavors -------------------------------------------------------------------------
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def flavor_info(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A flavor document as the message type `Flavor`."""
+    ephemeral = doc.get("ephemeral", doc.get("OS-FLV-EXT-DATA:ephemeral", 0))
+    return {
+        "id": str(doc["id"]),
+        "name": str(doc.get("name", doc["id"])),
+        "vcpus": max(1, _int(doc.get("vcpus"), 1)),
+        "ram": max(1, _int(doc.get("ram", doc.get("memory_mb")), 1)),
+        "disk": max(0, _int(doc.get("disk", doc.get("root_gb")))),
+        "ephemeral": max(0, _int(ephemeral)),
+        "swap": max(0, _int(doc.get("swap"))),
+    }
+
+
+def flavor_is_public(doc: Mapping[str, Any]) -> bool:
+    return bool(doc.get("is_public", doc.get("os-flavor-access:is_public", True)))
+
+
+def flavor_is_disabled(doc: Mapping[str, Any]) -> bool:
+    return bool(doc.get("disabled", doc.get("OS-FLV-DISABLED:disabled", False)))
+
+
+# -- instances -----------------------------------------------------------------------
+
+
+def instance_ref(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The message type `InstanceRef` of an instance row."""
+    return {"uuid": row["id"], "project_id": row["project_id"], "user_id": row["user_id"]}
+
+
+def instance_info(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The message type `Instance` of an instance row.
+
+    Besides the type's fields it carries what nova-compute needs to act on the
+    instance later (its ports, attachments and interfaces); the type allows it.
+    """
+    return {
+        "uuid": row["id"],
+        "name": row.get("name") or "",
+        "project_id": row["project_id"],
+        "user_id": row["user_id"],
+        "image_id": row.get("image_ref") or None,
+        "flavor_id": str(row.get("flavor_id") or (row.get("flavor") or {}).get("id", "")),
+        "host": row.get("host"),
+        "node": row.get("node"),
+        "availability_zone": row.get("availability_zone"),
+        "vm_state": row["vm_state"],
+        "task_state": row.get("task_state"),
+        "power_state": int(row.get("power_state") or 0),
+        "ports": list(row.get("ports") or []),
+        "vifs": list(row.get("vifs") or []),
+        "attachments": list(row.get("attachments") or []),
+    }
+
+
+async def require_instance(store: Store, uuid: str) -> Doc:
+    row = await store.get(INSTANCES, uuid)
+    if row is None:
+        raise NotFound(f"Instance {uuid} could not be found.")
+    return row
+
+
+# -- compute nodes and claims ----------------------------------------------------------
+
+
+def usage_of(claims: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """The used amounts of a compute node: the sums of its claims."""
+    return {
+        "vcpus_used": sum(_int(c.get("vcpus")) for c in claims.values()),
+        "memory_mb_used": sum(_int(c.get("memory_mb")) for c in claims.values()),
+        "local_gb_used": sum(_int(c.get("disk_gb")) for c in claims.values()),
+        "running_vms": len(claims),
+    }
+
+
+def node_is_up(doc: Mapping[str, Any], now: float | None = None) -> bool:
+    beat = doc.get("heartbeat")
+    if not isinstance(beat, int | float):
+        return False
+    return abs((time.time() if now is None else now) - beat) <= SERVICE_DOWN_TIME_S
+
+
+async def mutate_node(
+    store: Store, host: str, change: Callable[[Doc], dict[str, Any] | None]
+) -> Doc | None:
+    """Apply `change(doc)` to a compute node with compare-and-set on its generation.
+
+    `change` returns the fields to set, or None for "nothing to do". Returns the
+    new document (the unchanged one when there was nothing to do), or None when
+    the node is not known.
+    """
+    for _ in range(CAS_ATTEMPTS):
+        doc = await store.get(COMPUTE_NODES, host)
+        if doc is None:
+            return None
+        changes = change(doc)
+        if changes is None:
+            return doc
+        generation = _int(doc.get("generation"))
+        new = await store.update(
+            COMPUTE_NODES,
+            host,
+            {**changes, "generation": generation + 1},
+            expect={"generation": doc.get("generation")},
+        )
+        if new is not None:
+            return new
+    raise Conflict(f"compute node {host} is updated too often to be changed; try again")
+
+
+async def release_claim(store: Store, row: Mapping[str, Any]) -> None:
+    """Give back what the scheduler claimed for this instance on its host (idempotent)."""
+    host = row.get("host")
+    if not host:
+        return
+    uuid = str(row["id"])
+
+    def drop(doc: Doc) -> dict[str, Any] | None:
+        claims = dict(doc.get("claims") or {})
+        if claims.pop(uuid, None) is None:
+            return None
+        return {"claims": claims, **usage_of(claims)}
+
+    await mutate_node(store, str(host), drop)
+
+
+# -- the conductor's message handlers -----------------------------------------------------
+
+
+@behaviour("conductor.instance_get")
+async def instance_get(call: Call) -> dict[str, Any]:
+    """Reply {"instance": Instance, "flavor": Flavor} for payload {"instance_uuid"}."""
+    store = call.rt.require_store()
+    row = await require_instance(store, str(call.payload["instance_uuid"]))
+    flavor = row.get("flavor")
+    if not flavor:
+        flavor_doc = await store.get(FLAVORS, str(row.get("flavor_id")))
+        if flavor_doc is None:
+            raise NotFound(f"Flavor {row.get('flavor_id')} could not be found.")
+        flavor = flavor_info(flavor_doc)
+    return {"instance": instance_info(row), "flavor": flavor_info(flavor)}
+
+
+@behaviour("conductor.instance_update")
+async def instance_update(call: Call) -> dict[str, Any]:
+    """Apply `updates` to an instance, compare-and-set on `expected_task_state` if given.
+
+    Extra keys (addresses, launched_at, ports, attachments...) are stored as they
+    come. Deleted or errored instances give their claim on the host back.
+    """
+    store = call.rt.require_store()
+    payload = call.payload
+    uuid = str(payload["instance_uuid"])
+    updates = {k: v for k, v in dict(payload.get("updates") or {}).items() if k not in _PROTECTED}
+    vm_state = updates.get("vm_state")
+    if vm_state == "deleted":
+        now = naive_now()
+        updates.setdefault("deleted_at", now)
+        updates.setdefault("terminated_at", now)
+    if isinstance(updates.get("fault"), dict):
+        fault = dict(updates["fault"])
+        fault.setdefault("details", "")
+        fault.setdefault("created", utcnow())
+        updates["fault"] = fault
+    expect = None
+    if "expected_task_state" in payload:
+        expect = {"task_state": payload["expected_task_state"]}
+    row = await store.update(INSTANCES, uuid, updates, expect=expect)
+    if row is None:
+        current = await require_instance(store, uuid)
+        raise Conflict(
+            f"Unexpected task state: expecting {payload.get('expected_task_state')!r} "
+            f"but the actual state is {current.get('task_state')!r} "
+            f"(instance {uuid}, vm_state {current.get('vm_state')})"
+        )
+    if vm_state in ("deleted", "error"):
+        await release_claim(store, row)
+    return {"instance": instance_info(row)}
+
+
+_RESOURCE_KEYS = ("vcpus", "memory_mb", "local_gb", "hypervisor_type", "hypervisor_hostname")
+
+
+@behaviour("conductor.compute_node_update")
+async def compute_node_update(call: Call) -> dict[str, Any]:
+    """Upsert the host's compute node: totals from the report, claims kept as they are."""
+    store = call.rt.require_store()
+    payload = call.payload
+    host = str(payload["host"])
+    res = dict(payload["resources"])
+    report = {
+        "host": host,
+        "availability_zone": payload.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE,
+        "vcpus": _int(res.get("vcpus")),
+        "memory_mb": _int(res.get("memory_mb")),
+        "local_gb": _int(res.get("local_gb")),
+        "hypervisor_type": str(res.get("hypervisor_type") or "fake"),
+        "hypervisor_hostname": str(res.get("hypervisor_hostname") or host),
+        "reported": res,
+        "heartbeat": time.time(),
+    }
+    for _ in range(CAS_ATTEMPTS):
+        if await store.get(COMPUTE_NODES, host) is None:
+            others = await store.list(COMPUTE_NODES)
+            doc = {
+                "id": host,
+                **report,
+                "hypervisor_id": max((_int(d.get("hypervisor_id")) for d in others), default=0) + 1,
+                "enabled": True,
+                "claims": {},
+                **usage_of({}),
+                "generation": 1,
+            }
+            try:
+                await store.create(COMPUTE_NODES, doc)
+            except Conflict:
+                continue  # created meanwhile by another report: update it instead
+            return {"host": host}
+        if await mutate_node(store, host, lambda _doc: report) is not None:
+            return {"host": host}
+    raise Conflict(f"compute node {host} could not be recorded; try again")

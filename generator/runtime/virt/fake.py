@@ -1,0 +1,278 @@
+"""The fake hypervisor: guests that exist only as records, the embedded default.
+
+It implements every method of the driver interface in spec/hypervisors.yaml
+(async, plain dicts in and out) and behaves like a real hypervisor as far as a
+caller can tell: guests are keyed by instance uuid, have a power state, virtual
+interfaces, disks (vda for the root disk, vdb... for volumes) and a serial
+console whose lines record what happened to them. Capacity comes from the
+constructor; usage is the sum of the guests'. The guests are kept as JSON in the
+state file given to the constructor, rewritten atomically after every change,
+so they survive a restart of the compute service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from generator.runtime.virt import (
+    DeviceBusy,
+    DiskNotFound,
+    InstanceExists,
+    InstanceNotFound,
+    VirtError,
+)
+
+# nova power_state codes.
+NOSTATE = 0
+RUNNING = 1
+SHUTDOWN = 4
+
+STATE_FORMAT = 1
+MAX_CONSOLE_LINES = 1000
+_MOUNTPOINT = re.compile(r"^/dev/((?:x?v|s|h)d[a-z]{1,2})$")
+
+
+def _disk_name(mountpoint: str) -> str:
+    """`/dev/vdb` -> `vdb`; anything else is refused."""
+    match = _MOUNTPOINT.match(str(mountpoint))
+    if match is None:
+        raise VirtError(f"The supplied device path ({mountpoint}) is invalid.")
+    return match.group(1)
+
+
+def _uuid_of(instance: Any) -> str:
+    if not isinstance(instance, dict) or not instance.get("uuid"):
+        raise VirtError("instance must be a dict with a uuid")
+    return str(instance["uuid"])
+
+
+class FakeHypervisor:
+    """Guests as JSON records; see the module docstring.
+
+    `state_file` None keeps the guests in memory only.
+    """
+
+    hypervisor_type = "fake"
+
+    def __init__(
+        self,
+        state_file: Path | str | None = None,
+        *,
+        vcpus: int = 8,
+        memory_mb: int = 16384,
+        local_gb: int = 200,
+        hostname: str = "fake-hypervisor",
+    ) -> None:
+        if min(vcpus, memory_mb, local_gb) < 0:
+            raise ValueError("resources must not be negative")
+        self.state_file = Path(state_file) if state_file is not None else None
+        self.vcpus = int(vcpus)
+        self.memory_mb = int(memory_mb)
+        self.local_gb = int(local_gb)
+        self.hostname = hostname
+        self.guests: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    # -- persistence -----------------------------------------------------------
+
+    def _load(self) -> None:
+        if self.state_file is None or not self.state_file.exists():
+            return
+        try:
+            data = json.loads(self.state_file.read_text("utf-8"))
+            guests = data["guests"]
+            if not isinstance(guests, dict):
+                raise TypeError("guests is not an object")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise VirtError(
+                f"fake hypervisor state file {self.state_file} is unreadable: {exc}"
+            ) from exc
+        self.guests = guests
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.state_file.name}.", dir=self.state_file.parent, text=True
+        )
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _guest(self, instance: Any) -> dict[str, Any]:
+        uuid = _uuid_of(instance)
+        guest = self.guests.get(uuid)
+        if guest is None:
+            raise InstanceNotFound(uuid)
+        return guest
+
+    def _log(self, guest: dict[str, Any], text: str) -> None:
+        lines: list[str] = guest.setdefault("console", [])
+        lines.append(f"fake-guest {guest['name']}: {text}")
+        del lines[:-MAX_CONSOLE_LINES]
+
+    @staticmethod
+    def _disks_line(guest: dict[str, Any]) -> str:
+        return "disks: " + " ".join(sorted(guest["disks"])) if guest["disks"] else "disks: none"
+
+    # -- the driver interface --------------------------------------------------
+
+    async def spawn(
+        self,
+        instance: dict[str, Any],
+        image: dict[str, Any],
+        network_info: list[dict[str, Any]],
+        block_device_info: list[dict[str, Any]],
+    ) -> None:
+        uuid = _uuid_of(instance)
+        if uuid in self.guests:
+            raise InstanceExists(uuid)
+        disks: dict[str, dict[str, Any]] = {}
+        image_id = (image or {}).get("id") or instance.get("image_id")
+        for bdev in block_device_info or []:
+            name = _disk_name(bdev["mountpoint"])
+            if name in disks:
+                raise DeviceBusy(f"device {bdev['mountpoint']} is given twice")
+            disks[name] = {
+                "kind": "volume",
+                "serial": bdev.get("serial"),
+                "connection_info": bdev.get("connection_info"),
+            }
+        if image_id and "vda" not in disks:
+            disks["vda"] = {
+                "kind": "image",
+                "image_id": image_id,
+                "size_gb": instance.get("root_gb", 0),
+            }
+        guest: dict[str, Any] = {
+            "uuid": uuid,
+            "name": str(instance.get("name") or uuid),
+            "vcpus": int(instance.get("vcpus") or 1),
+            "memory_mb": int(instance.get("memory_mb") or 0),
+            "root_gb": int(instance.get("root_gb") or 0),
+            "image_id": image_id or None,
+            "power_state": RUNNING,
+            "vifs": [],
+            "disks": disks,
+            "console": [],
+            "created_at": time.time(),
+        }
+        self.guests[uuid] = guest
+        self._plug(guest, network_info or [])
+        self._log(guest, f"booted; {self._disks_line(guest)}")
+        self._save()
+
+    async def destroy(self, instance: dict[str, Any]) -> None:
+        guest = self._guest(instance)
+        del self.guests[guest["uuid"]]
+        self._save()
+
+    async def get_power_state(self, instance: dict[str, Any]) -> int:
+        return int(self._guest(instance)["power_state"])
+
+    async def get_console_output(self, instance: dict[str, Any]) -> str:
+        lines = self._guest(instance).get("console", [])
+        return "".join(f"{line}\n" for line in lines)
+
+    async def attach_volume(
+        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+    ) -> None:
+        guest = self._guest(instance)
+        name = _disk_name(mountpoint)
+        if name in guest["disks"]:
+            raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
+        if not isinstance(connection_info, dict) or "driver_volume_type" not in connection_info:
+            raise VirtError("connection_info must have a driver_volume_type")
+        data = connection_info.get("data") or {}
+        guest["disks"][name] = {
+            "kind": "volume",
+            "serial": data.get("volume_id"),
+            "connection_info": connection_info,
+        }
+        self._log(guest, f"attached {name}; {self._disks_line(guest)}")
+        self._save()
+
+    async def detach_volume(
+        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+    ) -> None:
+        guest = self._guest(instance)
+        name = _disk_name(mountpoint)
+        disk = guest["disks"].get(name)
+        if disk is None or disk.get("kind") != "volume":
+            raise DiskNotFound(
+                f"No volume is attached to instance {guest['uuid']} at {mountpoint}."
+            )
+        del guest["disks"][name]
+        self._log(guest, f"detached {name}; {self._disks_line(guest)}")
+        self._save()
+
+    async def plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+        guest = self._guest(instance)
+        self._plug(guest, network_info or [])
+        self._save()
+
+    def _plug(self, guest: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+        known = {v["id"] for v in guest["vifs"]}
+        for vif in network_info:
+            if not isinstance(vif, dict) or not vif.get("id") or not vif.get("address"):
+                raise VirtError("each vif needs an id and an address")
+            if vif["id"] in known:
+                continue
+            guest["vifs"].append(dict(vif))
+            known.add(vif["id"])
+            ips = ", ".join(vif.get("ip_addresses") or []) or "no address"
+            self._log(guest, f"link up {vif['address']} ({ips})")
+
+    async def get_available_resource(self) -> dict[str, Any]:
+        guests = list(self.guests.values())
+        return {
+            "vcpus": self.vcpus,
+            "vcpus_used": sum(int(g["vcpus"]) for g in guests),
+            "memory_mb": self.memory_mb,
+            "memory_mb_used": sum(int(g["memory_mb"]) for g in guests),
+            "local_gb": self.local_gb,
+            "local_gb_used": sum(int(g["root_gb"]) for g in guests),
+            "running_vms": len(guests),
+            "hypervisor_type": self.hypervisor_type,
+            "hypervisor_hostname": self.hostname,
+        }
+
+    async def list_instances(self) -> list[str]:
+        return [str(g["name"]) for g in self.guests.values()]
+
+    # -- beyond the interface (power control; not yet in spec/hypervisors.yaml) ---
+
+    async def power_off(self, instance: dict[str, Any]) -> None:
+        guest = self._guest(instance)
+        guest["power_state"] = SHUTDOWN
+        self._log(guest, "powered off")
+        self._save()
+
+    async def power_on(self, instance: dict[str, Any]) -> None:
+        guest = self._guest(instance)
+        guest["power_state"] = RUNNING
+        self._log(guest, f"booted; {self._disks_line(guest)}")
+        self._save()
+
+    async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+        guest = self._guest(instance)
+        guest["power_state"] = RUNNING
+        self._log(guest, f"{reboot_type.lower()} reboot")
+        self._log(guest, f"booted; {self._disks_line(guest)}")
+        self._save()
