@@ -27,6 +27,7 @@ def build_ir(spec: LoadedSpec) -> ir.IR:
         topology=_topology(_one(spec, "topology"), components),
         hypervisors=_hypervisors(_one(spec, "hypervisors")),
         sequences=tuple(_sequence(f) for f in spec.of_kind("sequence")),
+        handlers=_handlers(spec, components),
         sources=tuple(
             ir.SpecSource(file=f.rel, sha256=hashlib.sha256(f.raw).hexdigest())
             for f in sorted(spec.files, key=lambda f: f.rel)
@@ -159,6 +160,7 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
                             name=p["name"],
                             location=p["in"],
                             required=bool(p.get("required", p["in"] == "path")),
+                            match_path=bool(p.get("x-specstack-match-path", False)),
                             python_name=snake(p["name"]),
                             json_schema=p.get("schema", {}),
                         )
@@ -180,6 +182,8 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
         version=str(doc["info"]["version"]),
         component=served_by,
         module=snake(f.stem),
+        client_class=f"{pascal(f.stem)}Client",
+        error_format=str(doc["info"].get("x-specstack-error-format", "plain")),
         operations=tuple(ops),
         models=tuple(sorted((doc.get("components") or {}).get("schemas", {}))),
         source=_src(f, []),
@@ -194,6 +198,7 @@ def _messages(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.Mes
         out.append(
             ir.Message(
                 name=name,
+                function_name=snake(name),
                 title=m["title"],
                 topic=m["topic"],
                 method=m["method"],
@@ -252,6 +257,14 @@ def python_type(use: Any) -> str:
     return _PRIMITIVES.get(str(t), "Any")
 
 
+def _model_of(use: Any) -> str | None:
+    if isinstance(use, str):
+        return use
+    if isinstance(use, dict) and use.get("type") == "array":
+        return _model_of(use.get("items"))
+    return None
+
+
 def _hypervisors(f: SpecFile) -> ir.Hypervisors:
     data = to_plain(f.data)
     h = data["hypervisors"]
@@ -262,7 +275,7 @@ def _hypervisors(f: SpecFile) -> ir.Hypervisors:
                 name=name,
                 summary=m["summary"],
                 params=tuple(
-                    ir.DriverParam(name=p, python_type=python_type(t))
+                    ir.DriverParam(name=p, python_type=python_type(t), model=_model_of(t))
                     for p, t in m["params"].items()
                 ),
                 returns=python_type(m["returns"]),
@@ -278,6 +291,7 @@ def _hypervisors(f: SpecFile) -> ir.Hypervisors:
                 requires=tuple(d.get("requires", [])),
                 module=snake(name),
                 class_name=f"{pascal(name)}Driver",
+                implementation=f"generator.runtime.virt.{snake(name)}:{pascal(name)}Hypervisor",
             )
             for name, d in h["drivers"].items()
         ),
@@ -326,3 +340,136 @@ def _sequence(f: SpecFile) -> ir.Sequence:
         steps=tuple(steps),
         source=_src(f, ["sequence"]),
     )
+
+
+def _handlers(spec: LoadedSpec, components: tuple[ir.Component, ...]) -> tuple[ir.Handler, ...]:
+    """One handler per (component, trigger): from the sequences' segments, else a default."""
+    from generator import segments as sg
+
+    by_name = {c.name: c for c in components}
+    apis = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
+    ops: dict[str, dict[str, Any]] = {}
+    for api_name, doc in apis.items():
+        for item in doc["paths"].values():
+            for method in HTTP_METHODS:
+                op = item.get(method)
+                if isinstance(op, dict):
+                    ops[f"{api_name}:{op['operationId']}"] = op
+    found: dict[tuple[str, str, str], list[sg.Segment]] = {}
+    titles: dict[tuple[str, str], str] = {}
+    for f in spec.of_kind("sequence"):
+        seq = to_plain(f.data)["sequence"]
+        for st in seq["steps"]:
+            titles[(seq["name"], str(st["number"]))] = st["title"]
+        for seg in sg.segments(seq["name"], seq["steps"]):
+            found.setdefault((seg.component, seg.kind, seg.trigger), []).append(seg)
+
+    out: list[ir.Handler] = []
+    for c in components:
+        triggers: list[tuple[str, str]] = []
+        if c.api:
+            doc = apis[c.api]
+            triggers += [
+                ("operation", op["operationId"])
+                for item in doc["paths"].values()
+                for m in HTTP_METHODS
+                if isinstance(op := item.get(m), dict)
+            ]
+        triggers += [("message", h.message) for h in c.consumes]
+        triggers += [(k, t) for (comp, k, t) in found if comp == c.name and k == "user"]
+        for kind, trigger in triggers:
+            segs = found.get((c.name, kind, trigger), [])
+            canonical = next((s for s in segs if s.items), segs[0] if segs else None)
+            args: dict[str, Any] = {}
+            if kind == "operation":
+                op = ops[f"{c.api}:{trigger}"]
+                behaviour, on_error = op.get("x-specstack-behaviour"), op.get("x-specstack-on-error")
+                args = op.get("x-specstack-args", {})
+            elif kind == "message":
+                h = next(h for h in c.consumes if h.message == trigger)
+                behaviour, on_error = h.behaviour, h.on_error
+            else:
+                behaviour, on_error = None, None
+            steps = _handler_steps(canonical, c, by_name, titles) if canonical else ()
+            sql_at = next((s.index for s in steps if s.runs_trigger), None)
+            auth = [s.index for s in steps if s.behaviour == "auth.validate"]
+            lead = 0
+            while lead < len(steps) and steps[lead].behaviour == "auth.validate":
+                lead += 1
+            out.append(
+                ir.Handler(
+                    component=c.name,
+                    kind=kind,  # type: ignore[arg-type]
+                    trigger=trigger,
+                    function_name=snake(trigger),
+                    behaviour=behaviour,
+                    on_error=on_error,
+                    args=args,
+                    steps=steps,
+                    trigger_at=sql_at if sql_at is not None else lead,
+                    trigger_in_step=sql_at is not None,
+                    auth_in_steps=bool(auth),
+                    occurrences=tuple(
+                        ir.Occurrence(
+                            sequence=s.sequence,
+                            trigger_label=s.trigger_label,
+                            labels=tuple(i.label for i in s.items),
+                            from_client=by_name[s.source].kind == "client",
+                        )
+                        for s in segs
+                        if s.items or len(segs) == 1
+                    ),
+                )
+            )
+    return tuple(out)
+
+
+def _handler_steps(
+    seg: Any, comp: ir.Component, by_name: dict[str, ir.Component], titles: dict[tuple[str, str], str]
+) -> tuple[ir.HandlerStep, ...]:
+    steps: list[ir.HandlerStep] = []
+    ran_trigger = False
+    for i, item in enumerate(seg.items):
+        it = item.it
+        target = by_name[it["to"]]
+        runs = (
+            it["via"] == "sql"
+            and not it.get("behaviour")
+            and not ran_trigger
+            and target.name == comp.database
+            and seg.kind != "user"
+        )
+        ran_trigger = ran_trigger or runs
+        api = target.api if it["via"] == "http" else None
+        via = it["via"]
+        transport = (
+            "authenticate"
+            if it.get("behaviour") == "auth.validate"
+            else "client"
+            if via == "http"
+            else "message"
+            if via.startswith("amqp")
+            else "driver"
+            if via == "native"
+            else "noop"
+        )
+        steps.append(
+            ir.HandlerStep(
+                index=i,
+                title=titles[(seg.sequence, item.label.split(".")[0])],
+                target=target.name,
+                via=it["via"],
+                name=it.get("operation") or it.get("message") or it.get("call"),
+                behaviour=it.get("behaviour"),
+                runs_trigger=runs,
+                bindings=it.get("with", {}),
+                save_as=it.get("as"),
+                api=api,
+                transport=transport,  # type: ignore[arg-type]
+                client_module=snake(api) if api else None,
+                client_class=f"{pascal(api)}Client" if api else None,
+                client_method=snake(it["operation"]) if api else None,
+                message_function=snake(it["message"]) if it.get("message") else None,
+            )
+        )
+    return tuple(steps)

@@ -66,6 +66,7 @@ class Parameter(Node):
     name: str
     location: Literal["path", "query", "header", "cookie"]
     required: bool
+    match_path: bool  # a path parameter that may contain "/" (swift object names)
     python_name: str
     json_schema: dict[str, Any]
 
@@ -101,6 +102,8 @@ class Api(Node):
     version: str
     component: str
     module: str
+    client_class: str
+    error_format: str
     operations: tuple[Operation, ...]
     models: tuple[str, ...]
     source: Source
@@ -108,6 +111,7 @@ class Api(Node):
 
 class Message(Node):
     name: str
+    function_name: str
     title: str
     topic: str
     method: str
@@ -156,6 +160,52 @@ class Sequence(Node):
     source: Source
 
 
+class HandlerStep(Node):
+    """One interaction a handler carries out, in order."""
+
+    index: int
+    title: str  # the title of the sequence step it belongs to
+    target: str
+    via: Via
+    name: str | None  # operation, message or driver method
+    behaviour: str | None
+    runs_trigger: bool  # an sql step that runs the trigger's own behaviour
+    bindings: dict[str, Any]
+    save_as: str | None
+    api: str | None  # http: the target's API
+    transport: Literal["noop", "authenticate", "client", "message", "driver"]
+    client_module: str | None
+    client_class: str | None
+    client_method: str | None
+    message_function: str | None  # amqp: the generated sender
+
+
+class Occurrence(Node):
+    """Where in a sequence the handler runs, and the labels its steps carry there."""
+
+    sequence: str
+    trigger_label: str
+    labels: tuple[str, ...]
+    from_client: bool  # triggered by a client: requests from outside start this flow
+
+
+class Handler(Node):
+    """What a component does for one trigger: an operation, a message, or a user request."""
+
+    component: str
+    kind: Literal["operation", "message", "user"]
+    trigger: str
+    function_name: str
+    behaviour: str | None
+    on_error: str | None
+    args: dict[str, Any]
+    steps: tuple[HandlerStep, ...]
+    trigger_at: int  # index of the sql step running the behaviour, or of the step it precedes
+    trigger_in_step: bool
+    auth_in_steps: bool
+    occurrences: tuple[Occurrence, ...]
+
+
 class Resources(Node):
     vcpus: int
     memory_mb: int
@@ -178,6 +228,7 @@ class TopologyNode(Node):
 class DriverParam(Node):
     name: str
     python_type: str
+    model: str | None  # the driver type its values are checked against
 
 
 class DriverMethod(Node):
@@ -195,6 +246,7 @@ class Driver(Node):
     requires: tuple[str, ...]
     module: str
     class_name: str
+    implementation: str  # "module:Class" of the runtime hypervisor it adapts
 
 
 class Hypervisors(Node):
@@ -227,6 +279,7 @@ class IR(Node):
     topology: tuple[TopologyNode, ...]
     hypervisors: Hypervisors
     sequences: tuple[Sequence, ...]
+    handlers: tuple[Handler, ...]
     sources: tuple[SpecSource, ...]
 
     def component(self, name: str) -> Component:

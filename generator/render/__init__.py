@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from generator.render.base import OutputFile, RenderContext, Target, template_env
+from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget, ServicesTarget
 from generator.render.ir_json import IrTarget
 from generator.render.models import ModelsTarget
 from generator.render.openapi_bundle import OpenApiTarget
 from generator.render.package import PackageTarget
 
-TARGETS: tuple[Target, ...] = (PackageTarget(), IrTarget(), OpenApiTarget(), ModelsTarget())
+TARGETS: tuple[Target, ...] = (
+    PackageTarget(),
+    IrTarget(),
+    OpenApiTarget(),
+    ModelsTarget(),
+    ClientsTarget(),
+    MessagingTarget(),
+    ServicesTarget(),
+    DriversTarget(),
+)
 
 __all__ = ["TARGETS", "OutputFile", "RenderContext", "Target", "template_env"]

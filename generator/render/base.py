@@ -48,6 +48,7 @@ def template_env(templates_dir: Path) -> Environment:
         autoescape=False,
     )
     env.globals["py_header"] = py_header
+    env.filters["py"] = repr  # a Python literal (ruff normalises the quotes)
     return env
 
 

@@ -80,6 +80,8 @@ class Call:
     payload: dict[str, Any] = field(default_factory=dict)
     context: dict[str, str] = field(default_factory=dict)
     token: str | None = None  # the user token the flow carries (HTTP header or bus context)
+    reply: Reply | None = None  # an operation's answer, once its behaviour has run
+    result: Any = None  # a message handler's reply (calls)
 
     def q(self, name: str, default: str | None = None) -> str | None:
         """The first value of a query parameter."""

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 _BEHAVIOURS: dict[str, Callable[..., Any]] = {}
+_loaded = False
 
 #: Modules whose import registers the library's behaviours.
 LIBRARY_MODULES = (
     "generator.runtime.behaviours.flowsteps",
-    "generator.runtime.behaviours.crud",
     "generator.runtime.behaviours.identity",
     "generator.runtime.behaviours.compute",
     "generator.runtime.behaviours.image",
@@ -40,12 +40,14 @@ def behaviour(name: str) -> Callable[[F], F]:
 
 
 def load_library() -> None:
+    global _loaded
     for module in LIBRARY_MODULES:
         importlib.import_module(module)
+    _loaded = True
 
 
 def get(name: str) -> Callable[..., Any]:
-    if not _BEHAVIOURS:
+    if name not in _BEHAVIOURS and not _loaded:
         load_library()
     try:
         return _BEHAVIOURS[name]
@@ -56,6 +58,6 @@ def get(name: str) -> Callable[..., Any]:
 
 
 def names() -> list[str]:
-    if not _BEHAVIOURS:
+    if not _loaded:
         load_library()
     return sorted(_BEHAVIOURS)

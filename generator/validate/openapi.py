@@ -19,14 +19,20 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 def check_openapi(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
-    """Local `$ref`s of the schema-bearing files, and (with `documents`) every API document."""
+    """Local `$ref`s and the structural rules of every schema-bearing file.
+
+    With `documents`, each API document also goes through openapi-spec-validator
+    here; without, the caller runs that part (see `DocumentChecks`).
+    """
     diags: list[Diagnostic] = []
     for f in spec.files:
         data = to_plain(f.data)
         if f.kind in ("messages", "hypervisors"):
             diags.extend(check_refs(f, data))
-        elif f.kind == "openapi" and documents:
-            diags.extend(check_document(f, data))
+        elif f.kind == "openapi":
+            diags.extend(check_structure(f, data))
+            if documents:
+                diags.extend(check_document(f, data))
     return diags
 
 
@@ -98,22 +104,28 @@ class DocumentChecks:
             self._pool.shutdown()
 
 
-def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """What must hold before the document can be validated or used: version, refs, ids."""
     version = doc.get("openapi")
     if not (isinstance(version, str) and version.startswith("3.1.")):
         return [f.at(["openapi"], f"openapi: expected an OpenAPI 3.1 document, got {version!r}")]
-    # The validator cannot report anything useful past an unresolvable pointer.
     diags = check_refs(f, doc)
-    if diags:
-        return diags
     diags.extend(_duplicate_operation_ids(f, doc))
+    diags.extend(_operations_without_ids(f, doc))
+    return diags
+
+
+def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """openapi-spec-validator's verdict on a structurally sound document."""
+    if check_structure(f, doc):
+        return []  # reported by check_structure; the validator cannot get past it
+    diags: list[Diagnostic] = []
     for err in _validator_class()(doc).iter_errors():
         if type(err).__name__ == "DuplicateOperationIDError":
-            continue  # reported above, at the second use
+            continue  # reported by check_structure, at the second use
         message = getattr(err, "message", str(err)).splitlines()[0]
         path = list(getattr(err, "absolute_path", []) or []) or _path_in_message(message)
         diags.append(f.at(path, f"{dotted(path)}: {message}"))
-    diags.extend(_operations_without_ids(f, doc))
     return diags
 
 

@@ -86,6 +86,38 @@ def check_xrefs(spec: LoadedSpec) -> list[Diagnostic]:
     seen_names: dict[str, SpecFile] = {}
     for f in spec.of_kind("sequence"):
         diags += _sequence(ix, f, seen_names)
+    if not diags:
+        diags += _segments_agree(spec)
+    return diags
+
+
+def _segments_agree(spec: LoadedSpec) -> list[Diagnostic]:
+    """One trigger, one handler: where a trigger recurs, its component must do the same."""
+    from generator import segments as sg
+
+    first: dict[tuple[str, str, str], tuple[sg.Segment, SpecFile]] = {}
+    diags: list[Diagnostic] = []
+    for f in spec.of_kind("sequence"):
+        seq = to_plain(f.data)["sequence"]
+        for seg in sg.segments(seq["name"], seq["steps"]):
+            if not seg.items or seg.kind == "user":
+                continue
+            key = (seg.component, seg.kind, seg.trigger)
+            if key not in first:
+                first[key] = (seg, f)
+                continue
+            other, _ = first[key]
+            if sg.shape(other) != sg.shape(seg):
+                trig = next(i for i in sg.linearize(seq["steps"]) if i.label == seg.trigger_label)
+                diags.append(
+                    f.at(
+                        trig.path,
+                        f"step {seg.trigger_label}: '{seg.component}' handles {seg.trigger} with "
+                        f"other steps here than at step {other.trigger_label} of {other.sequence} "
+                        f"({', '.join(i.label for i in seg.items)} vs "
+                        f"{', '.join(i.label for i in other.items)}); one trigger, one handler",
+                    )
+                )
     return diags
 
 

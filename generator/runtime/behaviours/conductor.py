@@ -10,6 +10,9 @@ Documents
 - `flavors`: {id, name, ram, vcpus, disk, swap, ephemeral, rxtx_factor,
   is_public, disabled} (the API's `OS-FLV-EXT-DATA:ephemeral` and
   `os-flavor-access:is_public` names are accepted too when reading).
+- `block_device_mappings`: one per volume attachment of an instance, `id` = the
+  cinder attachment id: {instance_uuid, volume_id, device, attachment_id}; kept
+  in step with the instance's `attachments` by conductor.instance_update.
 - `compute_nodes`: one per compute host, `id` = host: the totals its driver
   reports, the claims the scheduler made (`claims`: instance uuid ->
   {memory_mb, vcpus, disk_gb}) and the used amounts summed from them, a
@@ -37,6 +40,7 @@ INSTANCES = "instances"
 FLAVORS = "flavors"
 COMPUTE_NODES = "compute_nodes"
 KEYPAIRS = "keypairs"
+BLOCK_DEVICE_MAPPINGS = "block_device_mappings"
 
 #: Seconds without a report after which a compute service counts as down (nova's default).
 SERVICE_DOWN_TIME_S = 60.0
@@ -244,7 +248,39 @@ async def instance_update(call: Call) -> dict[str, Any]:
         )
     if vm_state in ("deleted", "error"):
         await release_claim(store, row)
+    if "attachments" in updates or vm_state == "deleted":
+        await sync_block_device_mappings(store, row)
     return {"instance": instance_info(row)}
+
+
+async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> None:
+    """Make the instance's block_device_mappings documents match its attachments."""
+    if BLOCK_DEVICE_MAPPINGS not in store.specs:
+        return
+    uuid = str(row["id"])
+    existing = {
+        str(d["id"]): d for d in await store.list(BLOCK_DEVICE_MAPPINGS, {"instance_uuid": uuid})
+    }
+    wanted: dict[str, dict[str, Any]] = {}
+    if row.get("vm_state") != "deleted":
+        for att in row.get("attachments") or []:
+            wanted[str(att["attachment_id"])] = {
+                "id": str(att["attachment_id"]),
+                "attachment_id": str(att["attachment_id"]),
+                "instance_uuid": uuid,
+                "volume_id": str(att["volume_id"]),
+                "device": att.get("device"),
+            }
+    for id_ in existing.keys() - wanted.keys():
+        await store.delete(BLOCK_DEVICE_MAPPINGS, id_)
+    for id_, doc in wanted.items():
+        if id_ not in existing:
+            try:
+                await store.create(BLOCK_DEVICE_MAPPINGS, doc)
+            except Conflict:
+                await store.update(BLOCK_DEVICE_MAPPINGS, id_, doc)
+        elif existing[id_].get("device") != doc["device"]:
+            await store.update(BLOCK_DEVICE_MAPPINGS, id_, doc)
 
 
 _RESOURCE_KEYS = ("vcpus", "memory_mb", "local_gb", "hypervisor_type", "hypervisor_hostname")

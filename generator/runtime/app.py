@@ -1,0 +1,216 @@
+"""The ASGI app factory: one FastAPI app per API component, routes from generated code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from generator.runtime import registry
+from generator.runtime.context import Call, Reply, new_request_id
+from generator.runtime.errorformat import render
+from generator.runtime.errors import ApiError, BadRequest, Forbidden, StepFailed, Unauthorized
+from generator.runtime.flow import Flow, HandlerSpec
+from generator.runtime.services import ServiceRuntime
+
+log = logging.getLogger("specstack.api")
+
+_REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_JSON_TYPES = ("application/json", "application/openstack-images-v2.1-json-patch")
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    operation_id: str
+    handler: HandlerSpec
+    request_model: type[BaseModel] | None = None
+    request_content_type: str | None = None
+    requires_token: bool = True
+    match_path: tuple[str, ...] = ()
+
+
+def _route_path(route: Route) -> str:
+    path = route.path
+    for name in route.match_path:
+        path = path.replace("{" + name + "}", "{" + name + ":path}")
+    return path
+
+
+def _order(route: Route) -> tuple[int, int, str, int]:
+    # Literal segments before parameters (/servers/detail before /servers/{id}),
+    # path-matching parameters last, HEAD before GET on one path.
+    return (
+        len(route.match_path),
+        route.path.count("{"),
+        route.path,
+        0 if route.method == "HEAD" else 1,
+    )
+
+
+class ApiApp:
+    """Turns HTTP requests into calls of generated handlers, and replies into responses."""
+
+    def __init__(self, rt: ServiceRuntime, *, error_format: str, identity_url: str) -> None:
+        self.rt = rt
+        self.error_format = error_format
+        self.identity_url = identity_url
+
+    def build(self, routes: Sequence[Route], *, title: str) -> FastAPI:
+        app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
+        for route in sorted(routes, key=_order):
+            app.add_api_route(
+                _route_path(route),
+                self._endpoint(route),
+                methods=[route.method],
+                name=route.operation_id,
+                include_in_schema=False,
+            )
+        app.add_api_route("/specstack/health", self._health, methods=["GET"])
+        app.add_api_route("/specstack/trace/{flow_id}", self._trace, methods=["GET"])
+        return app
+
+    def _endpoint(self, route: Route) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await self.handle(route, request)
+
+        endpoint.__name__ = route.operation_id
+        return endpoint
+
+    async def handle(self, route: Route, request: Request) -> Response:
+        call = self._call(route, request, await request.body())
+        try:
+            self._parse_body(route, call)
+            flow = Flow(call, route.handler)
+            if route.requires_token and not route.handler.auth_in_steps:
+                await flow.authenticate()
+            if route.handler.entry and (call.sequence, call.trigger_label) == route.handler.entry:
+                self.rt.trace.alias(call.request_id, call.global_request_id)
+            await route.handler.run(flow)
+            reply = call.reply or Reply(status=204)
+        except ApiError as err:
+            return self._error(call, err)
+        except StepFailed as err:
+            status = err.code if 400 <= err.code < 500 else 500
+            return self._error(call, ApiError(err.message, status=status))
+        except Exception as err:
+            reply = await self._on_error(route, call, err)
+            if reply is None:
+                log.exception("%s %s failed [%s]", route.method, route.path, call.request_id)
+                return self._error(call, ApiError("The server has either erred or is incapable "
+                                                  "of performing the requested operation."))
+        return self._response(call, reply)
+
+    def _call(self, route: Route, request: Request, raw: bytes) -> Call:
+        headers = request.headers
+        request_id = new_request_id()
+        inbound = headers.get("x-openstack-request-id", "")
+        sequence = headers.get("x-specstack-sequence") or None
+        return Call(
+            rt=self.rt,
+            trigger=route.operation_id,
+            kind="operation",
+            request_id=request_id,
+            global_request_id=inbound if _REQUEST_ID.fullmatch(inbound) else request_id,
+            sequence=sequence,
+            trigger_label=headers.get("x-specstack-step") if sequence else None,
+            method=route.method,
+            path=request.url.path,
+            path_params={k: str(v) for k, v in request.path_params.items()},
+            query=_multi(request),
+            headers=headers,
+            raw_body=raw,
+            token=headers.get("x-auth-token"),
+        )
+
+    def _parse_body(self, route: Route, call: Call) -> None:
+        ctype = (call.headers.get("content-type") or "").split(";")[0].strip().lower()
+        raw = call.raw_body
+        if not raw:
+            if route.request_model is not None and route.request_content_type in _JSON_TYPES:
+                raise BadRequest("The request body is missing.")
+            return
+        if route.request_content_type == "application/octet-stream":
+            return
+        if ctype and ctype not in _JSON_TYPES and not ctype.endswith("+json"):
+            if route.request_content_type in _JSON_TYPES:
+                raise ApiError(f"Unsupported Content-Type {ctype}", status=415)
+            return
+        try:
+            call.body = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequest(f"Malformed request body: {exc}") from None
+        if route.request_model is not None:
+            try:
+                route.request_model.model_validate(call.body)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = "/".join(str(p) for p in err.get("loc", ())) or "body"
+                raise BadRequest(f"Invalid input for field/attribute {where}: "
+                                 f"{err.get('msg', 'invalid')}") from None
+
+    async def _on_error(self, route: Route, call: Call, err: BaseException) -> Reply | None:
+        name = route.handler.on_error
+        if not name:
+            return None
+        result = await registry.get(name)(call, err)
+        return result if isinstance(result, Reply) else None
+
+    def _headers(self, call: Call) -> dict[str, str]:
+        return {"x-openstack-request-id": call.request_id}
+
+    def _response(self, call: Call, reply: Reply) -> Response:
+        headers = {**self._headers(call), **reply.headers}
+        body = reply.body
+        if body is None:
+            return Response(status_code=reply.status, headers=headers, media_type=reply.content_type)
+        if isinstance(body, bytes | bytearray):
+            return Response(bytes(body), reply.status, headers,
+                            reply.content_type or "application/octet-stream")
+        if isinstance(body, str):
+            return Response(body, reply.status, headers, reply.content_type or "text/plain")
+        content = json.dumps(body, separators=(",", ":")).encode()
+        return Response(content, reply.status, headers, reply.content_type or "application/json")
+
+    def _error(self, call: Call, err: ApiError) -> Response:
+        content, ctype = render(self.error_format, err)
+        headers = {**self._headers(call), **err.headers}
+        if err.status == 401:
+            headers.setdefault("WWW-Authenticate", f'Keystone uri="{self.identity_url}"')
+        return Response(content, err.status, headers, ctype)
+
+    async def _health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', 200, media_type="application/json")
+
+    async def _trace(self, request: Request) -> Response:
+        """Admin only: the recorded steps of one flow (by flow id or nova's request id)."""
+        call = Call(rt=self.rt, trigger="trace", kind="operation", request_id=new_request_id(),
+                    global_request_id="", token=request.headers.get("x-auth-token"))
+        try:
+            if not call.token or self.rt.auth is None:
+                raise Unauthorized("The request you have made requires authentication.")
+            auth = await self.rt.auth.validate(call.token)
+            if not auth.is_admin:
+                raise Forbidden("Reading traces needs the admin role.")
+        except ApiError as err:
+            return self._error(call, err)
+        flow_id = request.path_params["flow_id"]
+        events = self.rt.trace.events(flow_id)
+        body = {"flow_id": self.rt.trace.resolve(flow_id), "events": events}
+        return Response(json.dumps(body).encode(), 200, media_type="application/json")
+
+
+def _multi(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for k, v in request.query_params.multi_items():
+        out.setdefault(k, []).append(v)
+    return out

@@ -1,0 +1,2741 @@
+"""The compute family (nova): nova-api's operations and steps, and nova-compute's part.
+
+nova-api (operation behaviours, one per operation of spec/apis/compute.yaml,
+and the api-side steps of boot-vm/delete-vm):
+- `compute.check_image` (boot-vm 4.1) keeps `vars["image"]`;
+- `compute.create_server` (step 5) writes the instance row and keeps
+  `vars["instance"]`, `vars["flavor"]` and `vars["request_spec"]`;
+- `compute.schedule_request` (step 6) casts schedule_and_build_instances;
+- `compute.delete_server` (delete-vm 5) keeps `vars["instance"]` and
+  `vars["terminate"]`; `compute.terminate_request` (6) casts terminate_instance.
+
+nova-compute (one per compute host; `rt.driver` is the host's hypervisor driver):
+- startup `compute.report_resources`, then a heartbeat every REPORT_INTERVAL_S;
+- build_and_run_instance: `compute.begin_build` then the step behaviours of
+  boot-vm 8-15.4 in order, `compute.build_failed` on error;
+- terminate_instance: `compute.begin_terminate` then delete-vm 7-11,
+  `compute.terminate_failed` on error;
+- the RPC handlers of the server actions (`compute.rpc_*`).
+
+The instance row (table `instances`, id = server uuid) holds: name, project_id,
+user_id, image_ref ("" when booted from a volume), flavor_id, flavor (a copy,
+message type Flavor), vm_state, task_state, power_state, host, node,
+availability_zone, key_name, metadata, requested_networks (RequestedNetwork
+items), block_device_mapping (BlockDeviceMapping items), security_groups,
+addresses (nova's format), fault, launched_at, terminated_at, deleted_at, ports
+(ids of the ports nova created), vifs (the guest's interfaces), attachments
+(VolumeAttachment items), progress, access_ip_v4/v6, config_drive, disk_config,
+instance_name, user_data, reservation_id, created_at, updated_at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import secrets
+import string
+import tempfile
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from generator.runtime.behaviours.conductor import (
+    CAS_ATTEMPTS,
+    COMPUTE_NODES,
+    FLAVORS,
+    INSTANCES,
+    KEYPAIRS,
+    flavor_info,
+    flavor_is_disabled,
+    flavor_is_public,
+    instance_ref,
+    make_fault,
+    naive_now,
+    node_is_up,
+    release_claim,
+)
+from generator.runtime.behaviours.instance_state import (
+    Event,
+    InstanceState,
+    InvalidTransition,
+    api_status,
+    transition,
+)
+from generator.runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from generator.runtime.bus import BusError, RemoteError
+from generator.runtime.context import AuthContext, Call, Interaction, Reply
+from generator.runtime.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    StepFailed,
+)
+from generator.runtime.http import error_message, expect
+from generator.runtime.messaging import send
+from generator.runtime.registry import behaviour
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.store import Doc, Store, utcnow
+from generator.runtime.virt import DiskNotFound, InstanceNotFound
+
+logger = logging.getLogger(__name__)
+
+#: Instances a project may have (nova's quota; nova's default is 10).
+QUOTA_INSTANCES = 100
+#: Metadata items a server may have (nova's default quota).
+QUOTA_METADATA_ITEMS = 128
+#: The largest page nova answers (osapi_max_limit).
+MAX_LIMIT = 1000
+#: Seconds between two resource reports (heartbeats) of a compute node (nova: 10).
+REPORT_INTERVAL_S = 10.0
+#: What nova-compute tells cinder about its host when it attaches a volume.
+CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
+
+_PROGRESS_STATUSES = frozenset(
+    {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
+)
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+_KEYPAIR_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "-_ .@")
+_DEVICE = re.compile(r"^/dev/[a-z]+[a-z0-9]*$")
+_RESOURCE_KEYS = (
+    "vcpus",
+    "vcpus_used",
+    "memory_mb",
+    "memory_mb_used",
+    "local_gb",
+    "local_gb_used",
+    "running_vms",
+    "hypervisor_type",
+    "hypervisor_hostname",
+)
+
+
+# =====================================================================================
+# helpers
+# =====================================================================================
+
+
+def _header(call: Call, name: str) -> str | None:
+    headers = call.headers
+    value = headers.get(name) or headers.get(name.lower())
+    if value is not None:
+        return str(value)
+    lname = name.lower()
+    for key, val in headers.items():
+        if key.lower() == lname:
+            return str(val)
+    return None
+
+
+def _compute_api(rt: ServiceRuntime) -> str:
+    comp = rt.info.components.get(rt.component) or {}
+    return str(comp.get("api") or rt.info.api_of_type("compute"))
+
+
+def _base_url(call: Call) -> str:
+    """The URL clients reached nova-api at (links point back to it)."""
+    host = _header(call, "host")
+    if host:
+        proto = _header(call, "x-forwarded-proto") or "http"
+        return f"{proto}://{host}"
+    return call.rt.info.endpoint(_compute_api(call.rt), call.rt.config)
+
+
+def _links(base: str, collection: str, id_: str) -> list[dict[str, str]]:
+    return [
+        {"rel": "self", "href": f"{base}/v2.1/{collection}/{id_}"},
+        {"rel": "bookmark", "href": f"{base}/{collection}/{id_}"},
+    ]
+
+
+def _bookmark(base: str, collection: str, id_: str) -> list[dict[str, str]]:
+    return [{"rel": "bookmark", "href": f"{base}/{collection}/{id_}"}]
+
+
+def _ref_id(ref: Any) -> str:
+    """An id given directly or as the URL of the resource (imageRef, flavorRef)."""
+    text = str(ref).strip()
+    if "/" in text:
+        text = text.rstrip("/").rsplit("/", 1)[-1]
+    return text
+
+
+def _bool(value: str, what: str) -> bool:
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise BadRequest(f"Invalid {what} value '{value}'; a boolean is expected.")
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuidlib.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _int_param(call: Call, name: str, *, minimum: int = 0) -> int | None:
+    raw = call.q(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} param must be an integer") from None
+    if value < minimum:
+        raise BadRequest(f"{name} param must be {'positive' if minimum else 'non-negative'}")
+    return value
+
+
+def _store(call: Call | Interaction) -> Store:
+    return call.rt.require_store()
+
+
+def _project_auth(call: Call) -> AuthContext:
+    auth = call.require_auth()
+    if not auth.project_id:
+        raise Forbidden("A project-scoped token is needed for the compute API.")
+    return auth
+
+
+def _api_error_from_remote(exc: BaseException) -> ApiError:
+    """Turn what a compute node answered into an error for the API's caller."""
+    if isinstance(exc, RemoteError):
+        kinds: dict[str, type[ApiError]] = {
+            "BadRequest": BadRequest,
+            "NotFound": NotFound,
+            "InstanceNotFound": NotFound,
+            "Conflict": Conflict,
+            "Forbidden": Forbidden,
+        }
+        cls = kinds.get(exc.exc_type)
+        if cls is not None:
+            return cls(exc.message)
+        return ApiError(f"The compute host failed: {exc.exc_type}: {exc.message}")
+    return ApiError(f"The compute host could not be reached: {exc}", status=503)
+
+
+async def _token(call: Call) -> str:
+    """The user token the flow carries, or this service's own."""
+    if call.token:
+        return call.token
+    return await call.rt.service_token()
+
+
+def _is_gone(exc: BaseException) -> bool:
+    """A driver error that means the guest or disk is already gone."""
+    return isinstance(exc, InstanceNotFound | DiskNotFound) or type(exc).__name__ in (
+        "InstanceNotFound",
+        "DiskNotFound",
+    )
+
+
+def _conflict(action: str, row: Mapping[str, Any]) -> Conflict:
+    return Conflict(
+        f"Cannot '{action}' instance {row['id']} while it is in vm_state {row.get('vm_state')}"
+        + (f", task_state {row['task_state']}" if row.get("task_state") else "")
+    )
+
+
+def _state(row: Mapping[str, Any]) -> InstanceState | None:
+    try:
+        return InstanceState.parse(
+            str(row.get("vm_state")), row.get("task_state"), int(row.get("power_state") or 0)
+        )
+    except ValueError:
+        return None
+
+
+async def _instance_for(call: Call, server_id: str) -> Doc:
+    """The caller's (or, for admins, any) live instance; 404 otherwise."""
+    auth = _project_auth(call)
+    row = await _store(call).get(INSTANCES, server_id)
+    if (
+        row is None
+        or row.get("vm_state") == "deleted"
+        or (row.get("project_id") != auth.project_id and not auth.is_admin)
+    ):
+        raise NotFound(f"Instance {server_id} could not be found.")
+    return row
+
+
+# =====================================================================================
+# views
+# =====================================================================================
+
+
+def _host_id(row: Mapping[str, Any]) -> str:
+    host = row.get("host")
+    if not host:
+        return ""
+    return hashlib.sha224(f"{row['project_id']}{host}".encode()).hexdigest()
+
+
+def _addresses(row: Mapping[str, Any], *, extended: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for net, addrs in (row.get("addresses") or {}).items():
+        items = []
+        for a in addrs:
+            item = {"version": a.get("version", 4), "addr": a.get("addr")}
+            if extended:
+                item["OS-EXT-IPS:type"] = a.get("OS-EXT-IPS:type", "fixed")
+                item["OS-EXT-IPS-MAC:mac_addr"] = a.get("OS-EXT-IPS-MAC:mac_addr", "")
+            items.append(item)
+        out[net] = items
+    return out
+
+
+def _volumes_attached(row: Mapping[str, Any]) -> list[str]:
+    if row.get("launched_at"):
+        ids = [a["volume_id"] for a in row.get("attachments") or []]
+    else:
+        ids = [
+            b["uuid"]
+            for b in row.get("block_device_mapping") or []
+            if b.get("source_type") == "volume" and b.get("uuid")
+        ]
+    return list(dict.fromkeys(ids))
+
+
+def _server_common(call: Call, row: Mapping[str, Any], *, extended: bool) -> dict[str, Any]:
+    base = _base_url(call)
+    status = api_status(str(row.get("vm_state")), row.get("task_state"))
+    image_ref = row.get("image_ref") or ""
+    flavor_id = str(row.get("flavor_id") or (row.get("flavor") or {}).get("id", ""))
+    server: dict[str, Any] = {
+        "id": row["id"],
+        "name": row.get("name"),
+        "status": status,
+        "tenant_id": row["project_id"],
+        "user_id": row["user_id"],
+        "metadata": dict(row.get("metadata") or {}),
+        "hostId": _host_id(row),
+        "image": {"id": image_ref, "links": _bookmark(base, "images", image_ref)}
+        if image_ref
+        else "",
+        "flavor": {"id": flavor_id, "links": _bookmark(base, "flavors", flavor_id)},
+        "created": row["created_at"],
+        "updated": row["updated_at"],
+        "addresses": _addresses(row, extended=extended),
+        "accessIPv4": row.get("access_ip_v4") or "",
+        "accessIPv6": row.get("access_ip_v6") or "",
+        "links": _links(base, "servers", row["id"]),
+        "OS-DCF:diskConfig": row.get("disk_config") or "MANUAL",
+    }
+    if status in _PROGRESS_STATUSES:
+        server["progress"] = int(row.get("progress") or 0)
+    fault = row.get("fault")
+    if status in ("ERROR", "DELETED") and isinstance(fault, dict):
+        view = {
+            "code": int(fault.get("code", 500)),
+            "created": fault.get("created") or row["updated_at"],
+            "message": str(fault.get("message", "")),
+        }
+        admin = call.auth is not None and call.auth.is_admin
+        if fault.get("details") and (admin or view["code"] != 500):
+            view["details"] = str(fault["details"])
+        server["fault"] = view
+    return server
+
+
+def server_view(call: Call, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A server as nova shows it at microversion 2.1 (show and detailed list)."""
+    server = _server_common(call, row, extended=True)
+    server.update(
+        {
+            "key_name": row.get("key_name"),
+            "config_drive": row.get("config_drive") or "",
+            "OS-EXT-AZ:availability_zone": row.get("availability_zone") or "",
+            "OS-EXT-STS:task_state": row.get("task_state"),
+            "OS-EXT-STS:vm_state": row.get("vm_state"),
+            "OS-EXT-STS:power_state": int(row.get("power_state") or 0),
+            "OS-SRV-USG:launched_at": row.get("launched_at"),
+            "OS-SRV-USG:terminated_at": row.get("terminated_at"),
+            "os-extended-volumes:volumes_attached": [{"id": v} for v in _volumes_attached(row)],
+        }
+    )
+    groups = row.get("security_groups") or []
+    if groups and (row.get("requested_networks") or row.get("ports")):
+        server["security_groups"] = [{"name": g} for g in groups]
+    if call.auth is not None and call.auth.is_admin:
+        server["OS-EXT-SRV-ATTR:host"] = row.get("host")
+        server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = row.get("node")
+        server["OS-EXT-SRV-ATTR:instance_name"] = row.get("instance_name") or ""
+    return server
+
+
+def server_summary(call: Call, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "links": _links(_base_url(call), "servers", row["id"]),
+        "name": row.get("name"),
+    }
+
+
+# =====================================================================================
+# versions
+# =====================================================================================
+
+_V20_UPDATED = "2011-01-21T11:33:21Z"
+_V21_UPDATED = "2013-07-23T11:33:21Z"
+
+
+def _v21(base: str) -> dict[str, Any]:
+    return {
+        "id": "v2.1",
+        "status": "CURRENT",
+        "version": "2.1",
+        "min_version": "2.1",
+        "updated": _V21_UPDATED,
+        "links": [{"rel": "self", "href": f"{base}/v2.1/"}],
+    }
+
+
+@behaviour("compute.get_compute_versions")
+async def get_compute_versions(call: Call) -> Reply:
+    base = _base_url(call)
+    v20 = {
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": _V20_UPDATED,
+        "links": [{"rel": "self", "href": f"{base}/v2/"}],
+    }
+    return Reply(200, {"versions": [v20, _v21(base)]})
+
+
+@behaviour("compute.get_compute_v21")
+async def get_compute_v21(call: Call) -> Reply:
+    base = _base_url(call)
+    version = _v21(base)
+    version["links"] = [
+        {"rel": "self", "href": f"{base}/v2.1/"},
+        {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
+    ]
+    version["media-types"] = [
+        {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
+    ]
+    return Reply(200, {"version": version})
+
+
+# =====================================================================================
+# servers: create (boot-vm 4.1, 5, 6)
+# =====================================================================================
+
+
+def _server_of(body: Any) -> dict[str, Any]:
+    server = body.get("server") if isinstance(body, dict) else None
+    if not isinstance(server, dict):
+        raise BadRequest("Invalid input for field/attribute server: a server object is required.")
+    return server
+
+
+def _boot_index(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(
+            f"Invalid input for field/attribute boot_index. Value: {value}. "
+            "It must be an integer or null."
+        ) from None
+
+
+def boot_image_id(server: Mapping[str, Any]) -> str | None:
+    """The image a create request boots from: imageRef, or the bdm's boot image."""
+    ref = server.get("imageRef")
+    if ref not in (None, ""):
+        return _ref_id(ref)
+    for bdm in server.get("block_device_mapping_v2") or []:
+        if (
+            isinstance(bdm, dict)
+            and bdm.get("source_type") == "image"
+            and bdm.get("destination_type", "local") == "local"
+            and str(bdm.get("boot_index")) == "0"
+            and bdm.get("uuid")
+        ):
+            return str(bdm["uuid"])
+    return None
+
+
+def _block_devices(server: Mapping[str, Any], image_id: str | None) -> list[dict[str, Any]]:
+    """block_device_mapping_v2 checked and normalised to the message type."""
+    out: list[dict[str, Any]] = []
+    boot_seen = False
+    volumes: set[str] = set()
+    for raw in server.get("block_device_mapping_v2") or []:
+        if not isinstance(raw, dict):
+            raise BadRequest("Block Device Mapping is Invalid: each mapping must be an object.")
+        source = raw.get("source_type", "image" if raw.get("image_id") else "volume")
+        dest = raw.get("destination_type", "local" if source == "image" else "volume")
+        uuid = (
+            raw.get("uuid") or raw.get("volume_id") or raw.get("image_id") or raw.get("snapshot_id")
+        )
+        index = _boot_index(raw.get("boot_index"))
+        if index is not None and index < 0:
+            index = -1
+        if index == 0:
+            if boot_seen:
+                raise BadRequest(
+                    "Block Device Mapping is Invalid: Boot sequence for the instance and "
+                    "image/block device mapping combination is not valid."
+                )
+            boot_seen = True
+        if source == "image" and dest == "local":
+            if index != 0:
+                raise BadRequest(
+                    "Block Device Mapping is Invalid: an image mapped to a local disk must "
+                    "be the boot device (boot_index 0)."
+                )
+            if not uuid:
+                raise BadRequest("Block Device Mapping is Invalid: the image has no uuid.")
+            if image_id and _ref_id(uuid) != image_id:
+                raise BadRequest(
+                    f"Block Device Mapping is Invalid: image {uuid} differs from imageRef {image_id}."
+                )
+        elif source == "volume" and dest == "volume":
+            if not uuid or not isinstance(uuid, str):
+                raise BadRequest("Block Device Mapping is Invalid: a volume mapping needs a uuid.")
+            if uuid in volumes:
+                raise BadRequest(f"Block Device Mapping is Invalid: volume {uuid} is given twice.")
+            volumes.add(uuid)
+        elif source == "blank" and dest == "local":
+            raise BadRequest(
+                "Block Device Mapping is Invalid: ephemeral and swap disks are not supported "
+                "by this cloud."
+            )
+        else:
+            raise BadRequest(
+                f"Block Device Mapping is Invalid: source_type {source} with destination_type "
+                f"{dest} (creating volumes at boot) is not supported by this cloud."
+            )
+        item: dict[str, Any] = {
+            "source_type": source,
+            "destination_type": dest,
+            "uuid": str(uuid),
+            "boot_index": index,
+            "delete_on_termination": bool(raw.get("delete_on_termination", source == "image")),
+        }
+        size = raw.get("volume_size")
+        if size not in (None, ""):
+            try:
+                item["volume_size"] = int(size)
+            except (TypeError, ValueError):
+                raise BadRequest(f"Invalid volume_size {size!r}: an integer is expected.") from None
+        out.append(item)
+    return out
+
+
+def _requested_networks(networks: Any) -> list[dict[str, Any]]:
+    if networks is None:
+        return []
+    if not isinstance(networks, list):
+        raise BadRequest("Bad networks format")
+    out: list[dict[str, Any]] = []
+    for net in networks:
+        if not isinstance(net, dict):
+            raise BadRequest("Bad networks format")
+        item: dict[str, Any] = {}
+        port = net.get("port")
+        if port:
+            if not _is_uuid(port):
+                raise BadRequest(f"Bad networks format: port uuid is not in proper format ({port})")
+            item["port_id"] = str(port)
+        else:
+            uuid = net.get("uuid")
+            if not uuid or not _is_uuid(uuid):
+                raise BadRequest(
+                    f"Bad networks format: network uuid is not in proper format ({uuid})"
+                )
+            item["network_id"] = str(uuid)
+        fixed = net.get("fixed_ip")
+        if fixed is not None:
+            try:
+                ipaddress.ip_address(str(fixed))
+            except ValueError:
+                raise BadRequest(f"Invalid fixed IP address ({fixed})") from None
+            item["fixed_ip"] = str(fixed)
+        out.append(item)
+    ports = [n["port_id"] for n in out if "port_id" in n]
+    if len(ports) != len(set(ports)):
+        raise BadRequest("Bad networks format: a port is requested twice.")
+    return out
+
+
+def _access_ip(server: Mapping[str, Any], key: str, version: int) -> str:
+    value = server.get(key)
+    if value in (None, ""):
+        return ""
+    try:
+        addr = ipaddress.ip_address(str(value))
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != version:
+        raise BadRequest(
+            f"Invalid input for field/attribute {key}. Value: {value}. Not an IPv{version} address."
+        )
+    return str(addr)
+
+
+async def _flavor_for(store: Store, ref: Any) -> Doc:
+    flavor_id = _ref_id(ref)
+    doc = await store.get(FLAVORS, flavor_id) if flavor_id else None
+    if doc is None or flavor_is_disabled(doc):
+        raise BadRequest(f"Flavor {flavor_id} could not be found.")
+    return doc
+
+
+async def _availability_zone(call: Call, store: Store, value: Any) -> tuple[str | None, list[str]]:
+    """The requested zone, and the hosts to ignore when a host is forced ("zone:host")."""
+    if value in (None, ""):
+        return None, []
+    zone, _, rest = str(value).partition(":")
+    host = rest.split(":", 1)[0] if rest else ""
+    nodes = await store.list(COMPUTE_NODES)
+    zones = {str(n.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE) for n in nodes}
+    if zone and zone not in zones:
+        raise BadRequest("The requested availability zone is not available")
+    if not host:
+        return zone or None, []
+    if call.auth is None or not call.auth.is_admin:
+        raise Forbidden(
+            "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed."
+        )
+    hosts = {str(n["host"]) for n in nodes}
+    if host not in hosts:
+        raise BadRequest(f"Compute host {host} could not be found.")
+    return zone or None, sorted(hosts - {host})
+
+
+def _check_image(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
+    image_id = image.get("id")
+    if image.get("status") != "active":
+        raise BadRequest(f"Image {image_id} is not active.")
+    if int(image.get("min_ram") or 0) > flavor["ram"]:
+        raise BadRequest("Flavor's memory is too small for requested image.")
+    disk_bytes = flavor["disk"] * 1024**3
+    if flavor["disk"] and int(image.get("min_disk") or 0) > flavor["disk"]:
+        raise BadRequest(
+            "Flavor's disk is too small for requested image. Flavor disk is "
+            f"{disk_bytes} bytes, minimum requested disk is "
+            f"{int(image.get('min_disk') or 0) * 1024**3} bytes."
+        )
+    size = int(image.get("size") or 0)
+    if flavor["disk"] and size > disk_bytes:
+        raise BadRequest(
+            "Flavor's disk is too small for requested image. Flavor disk is "
+            f"{disk_bytes} bytes, image is {size} bytes."
+        )
+
+
+@behaviour("compute.check_image")
+async def check_image(ix: Interaction) -> None:
+    """boot-vm 4.1: the image to boot from must exist in glance; keeps `vars["image"]`."""
+    body = ix.call.body
+    server = body.get("server") if isinstance(body, dict) else None
+    image_id = boot_image_id(server) if isinstance(server, dict) else None
+    if not image_id:
+        return  # booting from a volume: no image to check
+    resp = await ix.invoke(image_id=image_id, token=ix.call.token)
+    if resp.status_code in (400, 403, 404):
+        raise BadRequest(f"Image {image_id} could not be found.")
+    expect(resp, 200)
+    ix.vars["image"] = resp.json()
+
+
+@behaviour("compute.create_server")
+async def create_server(call: Call) -> Reply:
+    """boot-vm step 5: validate, check quota, record the instance (BUILD); 202."""
+    auth = _project_auth(call)
+    store = _store(call)
+    server = _server_of(call.body)
+
+    name = server.get("name")
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
+        raise BadRequest(
+            f"Invalid input for field/attribute name. Value: {name}. "
+            "The name must be 1 to 255 characters without leading or trailing whitespace."
+        )
+    for key in ("min_count", "max_count"):
+        count = server.get(key, 1)
+        if count != 1:
+            raise BadRequest(
+                f"Invalid {key} {count}: this cloud creates one server per request "
+                "(min_count and max_count must be 1)."
+            )
+    flavor_doc = await _flavor_for(store, server.get("flavorRef"))
+    flavor = flavor_info(flavor_doc)
+
+    image_id = boot_image_id(server)
+    bdms = _block_devices(server, image_id if server.get("imageRef") else None)
+    boot_volume = next(
+        (b for b in bdms if b["source_type"] == "volume" and b["boot_index"] == 0), None
+    )
+    if image_id and boot_volume is not None:
+        raise BadRequest(
+            "Block Device Mapping is Invalid: Boot sequence for the instance and "
+            "image/block device mapping combination is not valid."
+        )
+    if not image_id and boot_volume is None:
+        raise BadRequest("Missing imageRef attribute")
+    if image_id and not any(b["source_type"] == "image" for b in bdms):
+        bdms.insert(
+            0,
+            {
+                "source_type": "image",
+                "destination_type": "local",
+                "uuid": image_id,
+                "boot_index": 0,
+                "delete_on_termination": True,
+            },
+        )
+    image = call.vars.get("image")
+    if image_id and isinstance(image, dict) and str(image.get("id")) == image_id:
+        _check_image(image, flavor)
+
+    networks = _requested_networks(server.get("networks"))
+
+    key_name = server.get("key_name")
+    if key_name is not None:
+        found = await store.list(KEYPAIRS, {"user_id": auth.user_id, "name": key_name})
+        if not found:
+            raise BadRequest(f"Keypair {key_name} not found for user {auth.user_id}")
+
+    zone, ignore_hosts = await _availability_zone(call, store, server.get("availability_zone"))
+
+    metadata = server.get("metadata") or {}
+    if not isinstance(metadata, dict) or any(
+        not isinstance(k, str) or not 0 < len(k) <= 255 or not isinstance(v, str) or len(v) > 255
+        for k, v in metadata.items()
+    ):
+        raise BadRequest(
+            "Invalid input for field/attribute metadata: keys and values are "
+            "strings of 1 to 255 (keys) and at most 255 (values) characters."
+        )
+    if len(metadata) > QUOTA_METADATA_ITEMS:
+        raise Forbidden(
+            f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
+            f"but the limit is {QUOTA_METADATA_ITEMS}"
+        )
+    user_data = server.get("user_data")
+    if user_data is not None:
+        try:
+            base64.b64decode(str(user_data), validate=True)
+        except ValueError:
+            raise BadRequest("User data needs to be valid base 64.") from None
+    access_v4 = _access_ip(server, "accessIPv4", 4)
+    access_v6 = _access_ip(server, "accessIPv6", 6)
+    groups = [
+        str(g.get("name"))
+        for g in server.get("security_groups") or [{"name": "default"}]
+        if isinstance(g, dict) and g.get("name")
+    ] or ["default"]
+    disk_config = server.get("OS-DCF:diskConfig") or "MANUAL"
+    if disk_config not in ("AUTO", "MANUAL"):
+        raise BadRequest(
+            f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {disk_config}."
+        )
+
+    used = await store.count(INSTANCES, {"project_id": auth.project_id})
+    deleted = await store.count(INSTANCES, {"project_id": auth.project_id, "vm_state": "deleted"})
+    if used - deleted >= QUOTA_INSTANCES:
+        raise Forbidden(
+            f"Quota exceeded for instances: Requested 1, but already used {used - deleted} "
+            f"of {QUOTA_INSTANCES} instances"
+        )
+
+    uuid = str(uuidlib.uuid4())
+    admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
+    now = utcnow()
+    row: Doc = {
+        "id": uuid,
+        "name": name,
+        "project_id": auth.project_id,
+        "user_id": auth.user_id,
+        "image_ref": image_id or "",
+        "flavor_id": flavor["id"],
+        "flavor": flavor,
+        "vm_state": "building",
+        "task_state": "scheduling",
+        "power_state": 0,
+        "host": None,
+        "node": None,
+        "availability_zone": zone,
+        "key_name": key_name,
+        "metadata": dict(metadata),
+        "requested_networks": networks,
+        "block_device_mapping": bdms,
+        "security_groups": groups,
+        "addresses": {},
+        "fault": None,
+        "launched_at": None,
+        "terminated_at": None,
+        "deleted_at": None,
+        "ports": [],
+        "vifs": [],
+        "attachments": [],
+        "progress": 0,
+        "access_ip_v4": access_v4,
+        "access_ip_v6": access_v6,
+        "config_drive": "True" if server.get("config_drive") else "",
+        "disk_config": disk_config,
+        "instance_name": f"instance-{uuid[:8]}",
+        "user_data": user_data,
+        "reservation_id": f"r-{secrets.token_hex(4)}",
+        "created_at": now,
+        "updated_at": now,
+    }
+    await store.create(INSTANCES, row)
+    call.vars["instance"] = row
+    call.vars["flavor"] = flavor
+    call.vars["request_spec"] = {
+        "flavor": flavor,
+        "image_id": image_id,
+        "availability_zone": zone,
+        "num_instances": 1,
+        "ignore_hosts": ignore_hosts,
+    }
+    links = _links(_base_url(call), "servers", uuid)
+    return Reply(
+        202,
+        {
+            "server": {
+                "id": uuid,
+                "links": links,
+                "adminPass": admin_pass,
+                "OS-DCF:diskConfig": disk_config,
+                "security_groups": [{"name": g} for g in groups],
+            }
+        },
+        headers={"Location": links[0]["href"]},
+    )
+
+
+def schedule_payload(
+    row: Mapping[str, Any], spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The schedule_and_build_instances payload for an instance row."""
+    flavor = flavor_info(row.get("flavor") or {"id": row["flavor_id"]})
+    request_spec: dict[str, Any] = {
+        "flavor": flavor,
+        "image_id": row.get("image_ref") or None,
+        "availability_zone": row.get("availability_zone"),
+        "num_instances": 1,
+    }
+    if spec and spec.get("ignore_hosts"):
+        request_spec["ignore_hosts"] = list(spec["ignore_hosts"])
+    return {
+        "instance": instance_ref(row),
+        "request_spec": request_spec,
+        "requested_networks": list(row.get("requested_networks") or []),
+        "block_device_mapping": list(row.get("block_device_mapping") or []),
+    }
+
+
+@behaviour("compute.schedule_request")
+async def schedule_request(ix: Interaction) -> None:
+    """boot-vm step 6: cast the provisioning request to the scheduler."""
+    row = ix.vars.get("instance")
+    if not row:
+        return
+    try:
+        await ix.invoke(schedule_payload(row, ix.vars.get("request_spec")))
+    except Exception as exc:
+        fault = make_fault(500, f"The build request could not be sent: {exc}")
+        await _store(ix).update(
+            INSTANCES,
+            row["id"],
+            {"vm_state": "error", "task_state": None, "fault": fault},
+            expect={"task_state": "scheduling"},
+        )
+        raise StepFailed(f"the build request for {row['id']} could not be sent: {exc}") from exc
+
+
+# =====================================================================================
+# servers: list, show, update
+# =====================================================================================
+
+_SORT_KEYS = {
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "display_name": "name",
+    "name": "name",
+    "hostname": "name",
+    "uuid": "id",
+    "id": "id",
+    "vm_state": "vm_state",
+    "task_state": "task_state",
+    "power_state": "power_state",
+    "host": "host",
+    "node": "node",
+    "launched_at": "launched_at",
+    "terminated_at": "terminated_at",
+    "key_name": "key_name",
+    "availability_zone": "availability_zone",
+    "project_id": "project_id",
+    "user_id": "user_id",
+    "image_ref": "image_ref",
+    "instance_type_id": "flavor_id",
+}
+
+
+def _regex(pattern: str, what: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        raise BadRequest(
+            f"Invalid filter {what}: {pattern!r} is not a valid regular expression."
+        ) from None
+
+
+def _parse_time(value: str, what: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"Invalid filter field: {what}.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _ips(row: Mapping[str, Any], version: int) -> list[str]:
+    return [
+        str(a.get("addr"))
+        for addrs in (row.get("addresses") or {}).values()
+        for a in addrs
+        if a.get("version", 4) == version
+    ]
+
+
+def _sort(rows: list[Doc], keys: list[str], dirs: list[str]) -> list[Doc]:
+    pairs = list(zip(keys, dirs + ["desc"] * (len(keys) - len(dirs)), strict=False))
+    pairs.append(("id", pairs[0][1] if pairs else "desc"))
+    for key, direction in reversed(pairs):
+        field = _SORT_KEYS.get(key, key)
+
+        def sort_key(doc: Doc, field: str = field) -> tuple[bool, Any]:
+            value = doc.get(field)
+            return (value is None, value if value is not None else "")
+
+        rows.sort(key=sort_key, reverse=direction == "desc")
+    return rows
+
+
+async def _list_servers(call: Call) -> tuple[list[Doc], dict[str, str] | None]:
+    """The rows a server list shows, and the query of the next page if there is one."""
+    auth = _project_auth(call)
+    admin = auth.is_admin
+    q = call.query
+
+    def first(name: str) -> str | None:
+        return call.q(name)
+
+    all_tenants = False
+    if "all_tenants" in q:
+        all_tenants = _bool(first("all_tenants") or "", "all_tenants")
+        if all_tenants and not admin:
+            raise Forbidden(
+                "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed."
+            )
+    where: dict[str, Any] = {}
+    if not all_tenants:
+        where["project_id"] = auth.project_id
+    elif first("project_id") or first("tenant_id"):
+        where["project_id"] = first("project_id") or first("tenant_id")
+
+    show_deleted = False
+    if admin and first("deleted") is not None:
+        show_deleted = _bool(first("deleted") or "", "deleted")
+    changes_since = first("changes-since")
+    since = _parse_time(changes_since, "changes-since") if changes_since else None
+
+    rows = await _store(call).list(INSTANCES, where)
+    if show_deleted:
+        rows = [r for r in rows if r.get("vm_state") == "deleted"]
+    elif since is None:
+        rows = [r for r in rows if r.get("vm_state") != "deleted"]
+    if since is not None:
+        rows = [r for r in rows if _parse_time(str(r["updated_at"]), "updated_at") >= since]
+
+    if first("name"):
+        rx = _regex(first("name") or "", "name")
+        rows = [r for r in rows if rx.search(str(r.get("name") or ""))]
+    statuses = [s.upper() for s in q.get("status", []) if s]
+    if statuses:
+        rows = [
+            r for r in rows if api_status(str(r.get("vm_state")), r.get("task_state")) in statuses
+        ]
+    if first("image"):
+        image = _ref_id(first("image"))
+        rows = [r for r in rows if r.get("image_ref") == image]
+    if first("flavor"):
+        flavor = _ref_id(first("flavor"))
+        rows = [r for r in rows if str(r.get("flavor_id")) == flavor]
+    for param, version in (("ip", 4), ("ip6", 6)):
+        if first(param):
+            rx = _regex(first(param) or "", param)
+            rows = [r for r in rows if any(rx.search(ip) for ip in _ips(r, version))]
+    if first("reservation_id"):
+        rows = [r for r in rows if r.get("reservation_id") == first("reservation_id")]
+    if admin:
+        for param, field in (
+            ("host", "host"),
+            ("node", "node"),
+            ("vm_state", "vm_state"),
+            ("task_state", "task_state"),
+            ("key_name", "key_name"),
+            ("user_id", "user_id"),
+            ("uuid", "id"),
+        ):
+            values = [v for v in q.get(param, []) if v]
+            if values:
+                rows = [r for r in rows if str(r.get(field)) in values]
+        if first("power_state"):
+            rows = [r for r in rows if str(r.get("power_state")) in q["power_state"]]
+        if first("availability_zone"):
+            rx = _regex(first("availability_zone") or "", "availability_zone")
+            rows = [r for r in rows if rx.search(str(r.get("availability_zone") or ""))]
+
+    sort_keys = [k for k in q.get("sort_key", []) if k]
+    sort_dirs = [d.lower() for d in q.get("sort_dir", []) if d]
+    for key in sort_keys:
+        if key not in _SORT_KEYS:
+            raise BadRequest(f"Invalid sort_key {key}")
+    for direction in sort_dirs:
+        if direction not in ("asc", "desc"):
+            raise BadRequest(f"Invalid sort_dir {direction}: asc or desc is expected.")
+    rows = _sort(rows, sort_keys or ["created_at"], sort_dirs or ["desc"])
+
+    marker = first("marker")
+    if marker:
+        ids = [r["id"] for r in rows]
+        if marker not in ids:
+            raise BadRequest(f"marker [{marker}] not found")
+        rows = rows[ids.index(marker) + 1 :]
+    requested = _int_param(call, "limit")
+    limit = MAX_LIMIT if requested is None else min(requested, MAX_LIMIT)
+    rows = rows[:limit]
+    next_query = None
+    if rows and len(rows) == limit:
+        next_query = {k: v[0] for k, v in q.items() if v and k != "marker"}
+        next_query["marker"] = rows[-1]["id"]
+    return rows, next_query
+
+
+def _next_links(call: Call, path: str, next_query: dict[str, str] | None) -> dict[str, Any]:
+    if not next_query:
+        return {}
+    href = f"{_base_url(call)}/v2.1/{path}?{urlencode(next_query)}"
+    return {f"{path.split('/')[0]}_links": [{"rel": "next", "href": href}]}
+
+
+@behaviour("compute.list_servers")
+async def list_servers(call: Call) -> Reply:
+    rows, next_query = await _list_servers(call)
+    body: dict[str, Any] = {"servers": [server_summary(call, r) for r in rows]}
+    body.update(_next_links(call, "servers", next_query))
+    return Reply(200, body)
+
+
+@behaviour("compute.list_servers_detailed")
+async def list_servers_detailed(call: Call) -> Reply:
+    rows, next_query = await _list_servers(call)
+    body: dict[str, Any] = {"servers": [server_view(call, r) for r in rows]}
+    body.update(_next_links(call, "servers/detail", next_query))
+    return Reply(200, body)
+
+
+@behaviour("compute.show_server")
+async def show_server(call: Call) -> Reply:
+    row = await _instance_for(call, call.path_params["server_id"])
+    return Reply(200, {"server": server_view(call, row)})
+
+
+@behaviour("compute.update_server")
+async def update_server(call: Call) -> Reply:
+    row = await _instance_for(call, call.path_params["server_id"])
+    server = _server_of(call.body)
+    changes: dict[str, Any] = {}
+    if "name" in server:
+        name = server["name"]
+        if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
+            raise BadRequest(f"Invalid input for field/attribute name. Value: {name}.")
+        changes["name"] = name
+    if "accessIPv4" in server:
+        changes["access_ip_v4"] = _access_ip(server, "accessIPv4", 4)
+    if "accessIPv6" in server:
+        changes["access_ip_v6"] = _access_ip(server, "accessIPv6", 6)
+    if "OS-DCF:diskConfig" in server:
+        if server["OS-DCF:diskConfig"] not in ("AUTO", "MANUAL"):
+            raise BadRequest("Invalid input for field/attribute OS-DCF:diskConfig.")
+        changes["disk_config"] = server["OS-DCF:diskConfig"]
+    if changes:
+        updated = await _store(call).update(
+            INSTANCES, row["id"], changes, expect={"vm_state": row.get("vm_state")}
+        )
+        if updated is None:
+            raise Conflict(f"Instance {row['id']} changed while it was updated; try again.")
+        row = updated
+    return Reply(200, {"server": _server_common(call, row, extended=False)})
+
+
+# =====================================================================================
+# servers: delete (delete-vm 5, 6)
+# =====================================================================================
+
+
+async def _compute_is_up(store: Store, host: str) -> bool:
+    doc = await store.get(COMPUTE_NODES, host)
+    return doc is not None and node_is_up(doc)
+
+
+async def _local_delete(call: Call, row: Doc) -> Doc:
+    """Delete an instance that no compute host will clean up (never scheduled, or host down)."""
+    store = _store(call)
+    token = call.token
+    if token:
+        net_api = call.rt.info.api_of_type("network")
+        for port in row.get("ports") or []:
+            try:
+                await call.rt.clients.call(net_api, "deletePort", {"port_id": port}, token=token)
+            except Exception:
+                logger.warning("local delete of %s: port %s not deleted", row["id"], port)
+        vol_api = call.rt.info.api_of_type("block-storage")
+        for att in row.get("attachments") or []:
+            try:
+                await call.rt.clients.call(
+                    vol_api,
+                    "deleteAttachment",
+                    {"project_id": row["project_id"], "attachment_id": att["attachment_id"]},
+                    token=token,
+                )
+            except Exception:
+                logger.warning("local delete of %s: attachment not deleted", row["id"])
+    now = naive_now()
+    updated = await store.update(
+        INSTANCES,
+        row["id"],
+        {
+            "vm_state": "deleted",
+            "task_state": None,
+            "power_state": 0,
+            "deleted_at": now,
+            "terminated_at": now,
+        },
+        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
+    )
+    if updated is None:
+        raise Conflict(f"Instance {row['id']} changed while it was deleted; try again.")
+    await release_claim(store, updated)
+    return updated
+
+
+@behaviour("compute.delete_server")
+async def delete_server(call: Call) -> Reply:
+    """delete-vm step 5: mark the instance deleting (or delete it at once); 204.
+
+    Leaves `vars["instance"]` (the row) and `vars["terminate"]` (whether step 6
+    must cast terminate_instance to the instance's host).
+    """
+    store = _store(call)
+    server_id = call.path_params["server_id"]
+    call.vars["terminate"] = False
+    for _ in range(CAS_ATTEMPTS):
+        row = await _instance_for(call, server_id)
+        call.vars["instance"] = row
+        if row.get("task_state") == "deleting":
+            return Reply(204)  # already being deleted: nova ignores the repeat
+        state = _state(row)
+        if state is not None:
+            try:
+                transition(state, Event.DELETE)
+            except InvalidTransition:
+                raise _conflict("delete", row) from None
+        host = row.get("host")
+        if not host or not await _compute_is_up(store, str(host)):
+            call.vars["instance"] = await _local_delete(call, row)
+            return Reply(204)
+        updated = await store.update(
+            INSTANCES,
+            server_id,
+            {"task_state": "deleting"},
+            expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
+        )
+        if updated is not None:
+            call.vars["instance"] = updated
+            call.vars["terminate"] = True
+            return Reply(204)
+    raise Conflict(f"Instance {server_id} is changing too often to be deleted; try again.")
+
+
+def _attachment_item(att: Mapping[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "attachment_id": str(att["attachment_id"]),
+        "volume_id": str(att["volume_id"]),
+        "device": att.get("device"),
+    }
+    if isinstance(att.get("connection_info"), dict):
+        item["connection_info"] = att["connection_info"]
+    return item
+
+
+@behaviour("compute.terminate_request")
+async def terminate_request(ix: Interaction) -> None:
+    """delete-vm step 6: cast terminate_instance to the instance's host."""
+    row = ix.vars.get("instance")
+    if not row or not ix.vars.get("terminate") or not row.get("host"):
+        return
+    payload = {
+        "instance": instance_ref(row),
+        "ports": [str(p) for p in row.get("ports") or []],
+        "attachments": [_attachment_item(a) for a in row.get("attachments") or []],
+    }
+    await ix.invoke(payload, host=row["host"])
+
+
+# =====================================================================================
+# server actions
+# =====================================================================================
+
+
+async def _set_task(call: Call, row: Doc, event: Event, action: str) -> Doc:
+    """Move the instance to the task state of `event` (409 when its state forbids it)."""
+    state = _state(row)
+    if state is None:
+        raise _conflict(action, row)
+    try:
+        new_task = transition(state, event).task_state
+    except InvalidTransition:
+        raise _conflict(action, row) from None
+    if not row.get("host"):
+        raise Conflict(f"Instance {row['id']} is not ready: it has no compute host.")
+    updated = await _store(call).update(
+        INSTANCES,
+        row["id"],
+        {"task_state": new_task},
+        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
+    )
+    if updated is None:
+        raise _conflict(action, row)
+    return updated
+
+
+async def _revert_task(call: Call, row: Doc) -> None:
+    await _store(call).update(INSTANCES, row["id"], {"task_state": None})
+
+
+def _console_length(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise BadRequest("Invalid input for field/attribute length.")
+    try:
+        length = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid input for field/attribute length. Value: {value}.") from None
+    if length == -1:
+        return None
+    if length < 0:
+        raise BadRequest(f"Invalid input for field/attribute length. Value: {value}.")
+    return length
+
+
+@behaviour("compute.server_action")
+async def server_action(call: Call) -> Reply:
+    """os-start, os-stop, reboot (202) and os-getConsoleOutput (200 {"output"})."""
+    row = await _instance_for(call, call.path_params["server_id"])
+    body = call.body if isinstance(call.body, dict) else {}
+    if len(body) != 1:
+        raise BadRequest("Exactly one action is expected in the request body.")
+    action, args = next(iter(body.items()))
+    if action == "os-stop":
+        row = await _set_task(call, row, Event.STOP, "stop")
+        await _cast_action(call, row, "stop_instance", {"instance": instance_ref(row)})
+        return Reply(202)
+    if action == "os-start":
+        row = await _set_task(call, row, Event.START, "start")
+        await _cast_action(call, row, "start_instance", {"instance": instance_ref(row)})
+        return Reply(202)
+    if action == "reboot":
+        kind = str((args or {}).get("type", "")).upper() if isinstance(args, dict) else ""
+        if kind not in ("SOFT", "HARD"):
+            raise BadRequest("Argument 'type' for reboot must be a string with value SOFT or HARD.")
+        allowed = (
+            {"active"} if kind == "SOFT" else {"active", "stopped", "error", "paused", "suspended"}
+        )
+        if row.get("vm_state") not in allowed or row.get("task_state") is not None:
+            raise _conflict("reboot", row)
+        row = await _force_task(call, row, "rebooting", "reboot")
+        await _cast_action(
+            call, row, "reboot_instance", {"instance": instance_ref(row), "reboot_type": kind}
+        )
+        return Reply(202)
+    if action == "os-getConsoleOutput":
+        length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)
+        if not row.get("host"):
+            raise Conflict(f"Instance {row['id']} is not ready: it has no compute host.")
+        try:
+            reply = await send(
+                call,
+                "get_console_output",
+                {"instance": instance_ref(row), "length": length},
+                host=row["host"],
+            )
+        except (BusError, TimeoutError) as exc:
+            raise _api_error_from_remote(exc) from exc
+        return Reply(200, {"output": str((reply or {}).get("output", ""))})
+    raise BadRequest(f"There is no such action: {action}")
+
+
+async def _force_task(call: Call, row: Doc, task: str, action: str) -> Doc:
+    if not row.get("host"):
+        raise Conflict(f"Instance {row['id']} is not ready: it has no compute host.")
+    updated = await _store(call).update(
+        INSTANCES,
+        row["id"],
+        {"task_state": task},
+        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
+    )
+    if updated is None:
+        raise _conflict(action, row)
+    return updated
+
+
+async def _cast_action(call: Call, row: Doc, message: str, payload: dict[str, Any]) -> None:
+    try:
+        await send(call, message, payload, host=row["host"])
+    except Exception as exc:
+        await _revert_task(call, row)
+        raise _api_error_from_remote(exc) from exc
+
+
+# =====================================================================================
+# flavors
+# =====================================================================================
+
+_FLAVOR_SORT = {
+    "flavorid": "id",
+    "id": "id",
+    "name": "name",
+    "memory_mb": "ram",
+    "ram": "ram",
+    "vcpus": "vcpus",
+    "root_gb": "disk",
+    "disk": "disk",
+    "swap": "swap",
+    "ephemeral_gb": "ephemeral",
+    "rxtx_factor": "rxtx_factor",
+    "created_at": "created_at",
+}
+
+
+def flavor_view(call: Call, doc: Mapping[str, Any], *, detailed: bool = True) -> dict[str, Any]:
+    info = flavor_info(doc)
+    links = _links(_base_url(call), "flavors", info["id"])
+    if not detailed:
+        return {"id": info["id"], "links": links, "name": info["name"]}
+    return {
+        "id": info["id"],
+        "name": info["name"],
+        "ram": info["ram"],
+        "vcpus": info["vcpus"],
+        "disk": info["disk"],
+        "swap": info["swap"] or "",
+        "rxtx_factor": float(doc.get("rxtx_factor") or 1.0),
+        "OS-FLV-EXT-DATA:ephemeral": info["ephemeral"],
+        "OS-FLV-DISABLED:disabled": flavor_is_disabled(doc),
+        "os-flavor-access:is_public": flavor_is_public(doc),
+        "links": links,
+    }
+
+
+async def _list_flavors(call: Call) -> tuple[list[Doc], dict[str, str] | None]:
+    auth = call.require_auth()
+    raw_public = call.q("is_public")
+    is_public: bool | None = True
+    if raw_public is not None:
+        if raw_public.strip().lower() == "none":
+            is_public = None
+        else:
+            try:
+                is_public = _bool(raw_public, "is_public")
+            except BadRequest:
+                raise BadRequest(f"Invalid is_public filter [{raw_public}]") from None
+    if not auth.is_admin:
+        is_public = True
+    docs = await _store(call).list(FLAVORS)
+    docs = [d for d in docs if not flavor_is_disabled(d)]
+    if is_public is not None:
+        docs = [d for d in docs if flavor_is_public(d) == is_public]
+    for param, field in (("minRam", "ram"), ("minDisk", "disk")):
+        raw = call.q(param)
+        if raw not in (None, ""):
+            try:
+                minimum = int(str(raw))
+            except ValueError:
+                raise BadRequest(f"Invalid {param} filter [{raw}]") from None
+            docs = [d for d in docs if flavor_info(d)[field] >= minimum]
+    sort_key = call.q("sort_key") or "flavorid"
+    sort_dir = (call.q("sort_dir") or "asc").lower()
+    if sort_key not in _FLAVOR_SORT:
+        raise BadRequest(f"Invalid sort_key {sort_key}")
+    if sort_dir not in ("asc", "desc"):
+        raise BadRequest(f"Invalid sort_dir {sort_dir}")
+    field = _FLAVOR_SORT[sort_key]
+
+    def key(doc: Doc) -> tuple[Any, str]:
+        info = {**doc, **flavor_info(doc)}
+        value = info.get(field)
+        return (value if value is not None else "", str(doc["id"]))
+
+    docs.sort(key=key, reverse=sort_dir == "desc")
+    marker = call.q("marker")
+    if marker:
+        ids = [str(d["id"]) for d in docs]
+        if marker not in ids:
+            raise BadRequest(f"marker [{marker}] not found")
+        docs = docs[ids.index(marker) + 1 :]
+    limit = _int_param(call, "limit")
+    next_query = None
+    if limit is not None and len(docs) >= limit:
+        docs = docs[:limit]
+        if docs:
+            next_query = {k: v[0] for k, v in call.query.items() if v and k != "marker"}
+            next_query["marker"] = str(docs[-1]["id"])
+    return docs[:MAX_LIMIT], next_query
+
+
+@behaviour("compute.list_flavors")
+async def list_flavors(call: Call) -> Reply:
+    docs, next_query = await _list_flavors(call)
+    body: dict[str, Any] = {"flavors": [flavor_view(call, d, detailed=False) for d in docs]}
+    body.update(_next_links(call, "flavors", next_query))
+    return Reply(200, body)
+
+
+@behaviour("compute.list_flavors_detailed")
+async def list_flavors_detailed(call: Call) -> Reply:
+    docs, next_query = await _list_flavors(call)
+    body: dict[str, Any] = {"flavors": [flavor_view(call, d) for d in docs]}
+    body.update(_next_links(call, "flavors/detail", next_query))
+    return Reply(200, body)
+
+
+@behaviour("compute.show_flavor")
+async def show_flavor(call: Call) -> Reply:
+    call.require_auth()
+    flavor_id = call.path_params["flavor_id"]
+    doc = await _store(call).get(FLAVORS, flavor_id)
+    if doc is None:
+        raise NotFound(f"Flavor {flavor_id} could not be found.")
+    return Reply(200, {"flavor": flavor_view(call, doc)})
+
+
+_FLAVOR_ID = re.compile(r"^(?! )[a-zA-Z0-9. _-]+(?<! )$")
+
+
+@behaviour("compute.create_flavor")
+async def create_flavor(call: Call) -> Reply:
+    call.require_admin()
+    store = _store(call)
+    body = call.body if isinstance(call.body, dict) else {}
+    spec = body.get("flavor")
+    if not isinstance(spec, dict):
+        raise BadRequest("Invalid input for field/attribute flavor.")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
+        raise BadRequest(f"Invalid input for field/attribute name. Value: {name}.")
+    raw_id = spec.get("id")
+    flavor_id = str(uuidlib.uuid4()) if raw_id in (None, "") else str(raw_id)
+    if not _FLAVOR_ID.match(flavor_id) or len(flavor_id) > 255:
+        raise BadRequest(f"Invalid input for field/attribute id. Value: {raw_id}.")
+    numbers: dict[str, int] = {}
+    for key, minimum in (
+        ("ram", 1),
+        ("vcpus", 1),
+        ("disk", 0),
+        ("swap", 0),
+        ("OS-FLV-EXT-DATA:ephemeral", 0),
+    ):
+        value = spec.get(key, 0 if minimum == 0 else None)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
+        try:
+            number = int(value)
+        except ValueError:
+            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.") from None
+        if number < minimum:
+            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
+        numbers[key] = number
+    rxtx = spec.get("rxtx_factor", 1.0)
+    if isinstance(rxtx, bool) or not isinstance(rxtx, int | float) or rxtx <= 0:
+        raise BadRequest(f"Invalid input for field/attribute rxtx_factor. Value: {rxtx}.")
+    is_public = spec.get("os-flavor-access:is_public", True)
+    if not isinstance(is_public, bool):
+        raise BadRequest(
+            f"Invalid input for field/attribute os-flavor-access:is_public. Value: {is_public}."
+        )
+    if await store.list(FLAVORS, {"name": name}):
+        raise Conflict(f"Flavor with name {name} already exists.")
+    doc: Doc = {
+        "id": flavor_id,
+        "name": name,
+        "ram": numbers["ram"],
+        "vcpus": numbers["vcpus"],
+        "disk": numbers["disk"],
+        "swap": numbers["swap"],
+        "ephemeral": numbers["OS-FLV-EXT-DATA:ephemeral"],
+        "rxtx_factor": float(rxtx),
+        "is_public": is_public,
+        "disabled": False,
+    }
+    try:
+        doc = await store.create(FLAVORS, doc)
+    except Conflict:
+        raise Conflict(f"Flavor with ID {flavor_id} already exists.") from None
+    return Reply(200, {"flavor": flavor_view(call, doc)})
+
+
+@behaviour("compute.delete_flavor")
+async def delete_flavor(call: Call) -> Reply:
+    call.require_admin()
+    flavor_id = call.path_params["flavor_id"]
+    if not await _store(call).delete(FLAVORS, flavor_id):
+        raise NotFound(f"Flavor {flavor_id} could not be found.")
+    return Reply(202)
+
+
+# =====================================================================================
+# key pairs
+# =====================================================================================
+
+
+def _fingerprint(public_key: str) -> str:
+    try:
+        from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+        load_ssh_public_key(public_key.strip().encode())
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except Exception:
+        raise BadRequest("Keypair data is invalid: failed to generate fingerprint") from None
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _generate_keypair() -> tuple[str, str]:
+    """(private key PEM, public key in OpenSSH format), as nova generates them."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+    except ImportError:
+        raise ApiError(
+            "This cloud cannot generate key pairs (the cryptography package is missing); "
+            "import a public key instead.",
+            status=501,
+        ) from None
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return private, f"{public} Generated-by-Nova"
+
+
+def _keypair_id(user_id: str, name: str) -> str:
+    return f"{user_id}/{name}"
+
+
+@behaviour("compute.list_keypairs")
+async def list_keypairs(call: Call) -> Reply:
+    auth = call.require_auth()
+    docs = await _store(call).list(KEYPAIRS, {"user_id": auth.user_id}, sort_key="name")
+    return Reply(
+        200,
+        {
+            "keypairs": [
+                {
+                    "keypair": {
+                        "name": d["name"],
+                        "public_key": d["public_key"],
+                        "fingerprint": d["fingerprint"],
+                    }
+                }
+                for d in docs
+            ]
+        },
+    )
+
+
+@behaviour("compute.create_keypair")
+async def create_keypair(call: Call) -> Reply:
+    auth = call.require_auth()
+    store = _store(call)
+    body = call.body if isinstance(call.body, dict) else {}
+    spec = body.get("keypair")
+    if not isinstance(spec, dict):
+        raise BadRequest("Invalid input for field/attribute keypair.")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name or len(name) > 255:
+        raise BadRequest(
+            "Keypair data is invalid: Keypair name must be string and between 1 and 255 characters long"
+        )
+    if any(c not in _KEYPAIR_NAME_CHARS for c in name) or name != name.strip():
+        raise BadRequest("Keypair data is invalid: Keypair name contains unsafe characters")
+    public_key = spec.get("public_key")
+    private_key = None
+    if public_key is None:
+        private_key, public_key = _generate_keypair()
+    elif not isinstance(public_key, str):
+        raise BadRequest("Keypair data is invalid: failed to generate fingerprint")
+    fingerprint = _fingerprint(public_key)
+    existing = await store.list(KEYPAIRS)
+    doc: Doc = {
+        "id": _keypair_id(auth.user_id, name),
+        "seq": max((int(d.get("seq") or 0) for d in existing), default=0) + 1,
+        "name": name,
+        "user_id": auth.user_id,
+        "public_key": public_key.strip(),
+        "fingerprint": fingerprint,
+        "type": "ssh",
+        "created": naive_now(),
+    }
+    try:
+        await store.create(KEYPAIRS, doc)
+    except Conflict:
+        raise Conflict(f"Key pair '{name}' already exists.") from None
+    out: dict[str, Any] = {
+        "name": name,
+        "public_key": doc["public_key"],
+        "fingerprint": fingerprint,
+        "user_id": auth.user_id,
+    }
+    if private_key is not None:
+        out["private_key"] = private_key
+    return Reply(200, {"keypair": out})
+
+
+async def _keypair(call: Call) -> Doc:
+    auth = call.require_auth()
+    name = call.path_params["keypair_name"]
+    doc = await _store(call).get(KEYPAIRS, _keypair_id(auth.user_id, name))
+    if doc is None:
+        raise NotFound(f"Keypair {name} not found for user {auth.user_id}")
+    return doc
+
+
+@behaviour("compute.show_keypair")
+async def show_keypair(call: Call) -> Reply:
+    doc = await _keypair(call)
+    return Reply(
+        200,
+        {
+            "keypair": {
+                "id": int(doc.get("seq") or 0),
+                "name": doc["name"],
+                "fingerprint": doc["fingerprint"],
+                "public_key": doc["public_key"],
+                "user_id": doc["user_id"],
+                "created_at": doc.get("created") or naive_now(),
+                "updated_at": None,
+                "deleted": False,
+                "deleted_at": None,
+            }
+        },
+    )
+
+
+@behaviour("compute.delete_keypair")
+async def delete_keypair(call: Call) -> Reply:
+    doc = await _keypair(call)
+    await _store(call).delete(KEYPAIRS, doc["id"])
+    return Reply(202)
+
+
+# =====================================================================================
+# availability zones, hypervisors
+# =====================================================================================
+
+
+@behaviour("compute.list_availability_zones")
+async def list_availability_zones(call: Call) -> Reply:
+    call.require_auth()
+    zones: dict[str, bool] = {}
+    for doc in await _store(call).list(COMPUTE_NODES):
+        zone = str(doc.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
+        up = bool(doc.get("enabled", True)) and node_is_up(doc)
+        zones[zone] = zones.get(zone, False) or up
+    return Reply(
+        200,
+        {
+            "availabilityZoneInfo": [
+                {"zoneName": z, "zoneState": {"available": up}, "hosts": None}
+                for z, up in sorted(zones.items())
+            ]
+        },
+    )
+
+
+@behaviour("compute.list_hypervisors")
+async def list_hypervisors(call: Call) -> Reply:
+    call.require_admin()
+    docs = await _store(call).list(COMPUTE_NODES)
+    docs.sort(key=lambda d: int(d.get("hypervisor_id") or 0))
+    return Reply(
+        200,
+        {
+            "hypervisors": [
+                {
+                    "id": int(d.get("hypervisor_id") or 0),
+                    "hypervisor_hostname": str(d.get("hypervisor_hostname") or d["host"]),
+                    "state": "up" if node_is_up(d) else "down",
+                    "status": "enabled" if d.get("enabled", True) else "disabled",
+                }
+                for d in docs
+            ]
+        },
+    )
+
+
+# =====================================================================================
+# volume attachments, interfaces
+# =====================================================================================
+
+
+def _attachment_view(row: Mapping[str, Any], volume_id: str, device: Any) -> dict[str, Any]:
+    return {"id": volume_id, "serverId": row["id"], "volumeId": volume_id, "device": device}
+
+
+def _attached(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """(volume id, device) of every volume attached to or mapped for the server."""
+    seen: dict[str, dict[str, Any]] = {}
+    for att in row.get("attachments") or []:
+        seen.setdefault(
+            str(att["volume_id"]), {"volume_id": str(att["volume_id"]), "device": att.get("device")}
+        )
+    if not row.get("launched_at"):
+        for b in row.get("block_device_mapping") or []:
+            if b.get("source_type") == "volume" and b.get("uuid"):
+                seen.setdefault(str(b["uuid"]), {"volume_id": str(b["uuid"]), "device": None})
+    return list(seen.values())
+
+
+@behaviour("compute.list_volume_attachments")
+async def list_volume_attachments(call: Call) -> Reply:
+    row = await _instance_for(call, call.path_params["server_id"])
+    items = [_attachment_view(row, a["volume_id"], a["device"]) for a in _attached(row)]
+    offset = _int_param(call, "offset") or 0
+    limit = _int_param(call, "limit")
+    items = items[offset:]
+    if limit is not None:
+        items = items[:limit]
+    return Reply(200, {"volumeAttachments": items})
+
+
+@behaviour("compute.show_volume_attachment")
+async def show_volume_attachment(call: Call) -> Reply:
+    row = await _instance_for(call, call.path_params["server_id"])
+    volume_id = call.path_params["volume_id"]
+    for att in _attached(row):
+        if att["volume_id"] == volume_id:
+            return Reply(200, {"volumeAttachment": _attachment_view(row, volume_id, att["device"])})
+    raise NotFound(f"volume_id not found: {volume_id}")
+
+
+_ATTACHABLE = frozenset({"active", "stopped", "paused", "suspended"})
+
+
+@behaviour("compute.attach_volume")
+async def attach_volume(call: Call) -> Reply:
+    """Attach a volume through the server's compute host; 200 with the attachment."""
+    row = await _instance_for(call, call.path_params["server_id"])
+    body = call.body if isinstance(call.body, dict) else {}
+    spec = body.get("volumeAttachment")
+    if not isinstance(spec, dict) or not isinstance(spec.get("volumeId"), str):
+        raise BadRequest(
+            "Invalid input for field/attribute volumeAttachment: volumeId is required."
+        )
+    volume_id = spec["volumeId"]
+    device = spec.get("device")
+    if device is not None and (not isinstance(device, str) or not _DEVICE.match(device)):
+        raise BadRequest(f"The supplied device path ({device}) is invalid.")
+    if (
+        row.get("vm_state") not in _ATTACHABLE
+        or row.get("task_state") is not None
+        or not row.get("host")
+    ):
+        raise _conflict("attach_volume", row)
+    if any(a["volume_id"] == volume_id for a in _attached(row)):
+        raise Conflict(
+            f"Invalid volume: volume {volume_id} is already attached to instance {row['id']}."
+        )
+    if call.token:
+        try:
+            resp = await call.rt.clients.call(
+                call.rt.info.api_of_type("block-storage"),
+                "showVolume",
+                {"project_id": row["project_id"], "volume_id": volume_id},
+                token=call.token,
+            )
+        except Exception:
+            resp = None
+        if resp is not None and resp.status_code == 404:
+            raise NotFound(f"Volume {volume_id} could not be found.")
+        if resp is not None and resp.status_code == 200:
+            volume = (resp.json() or {}).get("volume") or {}
+            if volume.get("status") != "available" and not volume.get("multiattach"):
+                raise Conflict(
+                    f"Invalid volume: volume {volume_id} status must be 'available' "
+                    f"(it is '{volume.get('status')}')."
+                )
+    try:
+        reply = await send(
+            call,
+            "attach_volume",
+            {"instance": instance_ref(row), "volume_id": volume_id, "device": device},
+            host=row["host"],
+        )
+    except (BusError, TimeoutError) as exc:
+        raise _api_error_from_remote(exc) from exc
+    att = (reply or {}).get("attachment") or {}
+    return Reply(200, {"volumeAttachment": _attachment_view(row, volume_id, att.get("device"))})
+
+
+@behaviour("compute.detach_volume")
+async def detach_volume(call: Call) -> Reply:
+    row = await _instance_for(call, call.path_params["server_id"])
+    volume_id = call.path_params["volume_id"]
+    if not any(a["volume_id"] == volume_id for a in _attached(row)):
+        raise NotFound(f"volume_id not found: {volume_id}")
+    for b in row.get("block_device_mapping") or []:
+        if (
+            b.get("uuid") == volume_id
+            and b.get("source_type") == "volume"
+            and b.get("boot_index") == 0
+        ):
+            raise BadRequest("Can't detach root device volume")
+    if (
+        row.get("vm_state") not in _ATTACHABLE
+        or row.get("task_state") is not None
+        or not row.get("host")
+    ):
+        raise _conflict("detach_volume", row)
+    try:
+        await send(
+            call,
+            "detach_volume",
+            {"instance": instance_ref(row), "volume_id": volume_id},
+            host=row["host"],
+        )
+    except (BusError, TimeoutError) as exc:
+        raise _api_error_from_remote(exc) from exc
+    return Reply(202)
+
+
+def _interface_of_port(port: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "port_id": port.get("id"),
+        "net_id": port.get("network_id"),
+        "mac_addr": port.get("mac_address") or port.get("address"),
+        "port_state": port.get("status", "ACTIVE"),
+        "fixed_ips": [
+            {"ip_address": ip.get("ip_address"), "subnet_id": ip.get("subnet_id")}
+            for ip in port.get("fixed_ips") or []
+        ],
+    }
+
+
+@behaviour("compute.list_server_interfaces")
+async def list_server_interfaces(call: Call) -> Reply:
+    """The server's ports as neutron reports them (the recorded ones if neutron is away)."""
+    row = await _instance_for(call, call.path_params["server_id"])
+    ports: list[Mapping[str, Any]] | None = None
+    if call.token:
+        try:
+            resp = await call.rt.clients.call(
+                call.rt.info.api_of_type("network"),
+                "listPorts",
+                query={"device_id": row["id"]},
+                token=call.token,
+            )
+            if resp.status_code == 200:
+                ports = list((resp.json() or {}).get("ports") or [])
+        except Exception:
+            logger.warning("neutron could not be asked for the ports of %s", row["id"])
+    if ports is None:
+        ports = list(row.get("vifs") or [])
+    return Reply(200, {"interfaceAttachments": [_interface_of_port(p) for p in ports]})
+
+
+# =====================================================================================
+# nova-compute: resources
+# =====================================================================================
+
+
+def host_availability_zone(rt: ServiceRuntime) -> str:
+    """The availability zone of the topology node this compute host belongs to."""
+    for node in rt.info.nodes.values():
+        try:
+            hosts = rt.info.node_hosts(node["name"], rt.config)
+        except (KeyError, TypeError):
+            continue
+        if rt.host in hosts or rt.host == node["name"]:
+            return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
+    return DEFAULT_AVAILABILITY_ZONE
+
+
+async def report_once(rt: ServiceRuntime) -> None:
+    if rt.driver is None:
+        raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
+    resources = await rt.driver.get_available_resource()
+    await send(
+        rt,
+        "compute_node_update",
+        {
+            "host": rt.host,
+            "availability_zone": host_availability_zone(rt),
+            "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
+        },
+    )
+
+
+async def _heartbeat(rt: ServiceRuntime) -> None:
+    while True:
+        await asyncio.sleep(REPORT_INTERVAL_S)
+        try:
+            await report_once(rt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("compute %s could not report its resources: %s", rt.host, exc)
+
+
+@behaviour("compute.report_resources")
+async def report_resources(rt: ServiceRuntime) -> None:
+    """Startup: report the host's capacity to the conductor, then every REPORT_INTERVAL_S.
+
+    The reports are the heartbeat the scheduler's ComputeFilter checks.
+    """
+    await report_once(rt)
+    task = rt.local.get("compute.heartbeat")
+    if task is None or task.done():
+        rt.local["compute.heartbeat"] = asyncio.create_task(
+            _heartbeat(rt), name=f"compute-heartbeat:{rt.host}"
+        )
+
+
+# =====================================================================================
+# nova-compute: build (boot-vm 8-15.4)
+# =====================================================================================
+
+
+@behaviour("compute.begin_build")
+async def begin_build(call: Call) -> None:
+    """build_and_run_instance: keep the request's facts for the steps that follow."""
+    p = call.payload
+    call.vars.update(
+        instance_uuid=str(p["instance"]["uuid"]),
+        instance_ref=dict(p["instance"]),
+        image_id=p.get("image_id") or None,
+        flavor_id=p.get("flavor_id"),
+        requested_networks=list(p.get("requested_networks") or []),
+        block_device_mapping=list(p.get("block_device_mapping") or []),
+        ports=[],
+        bound_ports=[],
+        attachments=[],
+        attached=[],
+        spawned=False,
+    )
+
+
+def _driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:
+    di = vars_.get("driver_instance")
+    if di:
+        return dict(di)
+    uuid = str(vars_.get("instance_uuid"))
+    return {"uuid": uuid, "name": str((vars_.get("instance") or {}).get("name") or uuid)}
+
+
+@behaviour("compute.fetch_instance")
+async def fetch_instance(ix: Interaction) -> None:
+    """boot-vm 8: instance and flavor through the conductor; the instance must be building."""
+    uuid = ix.vars["instance_uuid"]
+    reply = await ix.invoke({"instance_uuid": uuid})
+    instance, flavor = reply["instance"], reply["flavor"]
+    if instance.get("vm_state") != "building" or instance.get("task_state") == "deleting":
+        raise StepFailed(
+            f"Instance {uuid} is no longer to be built (vm_state {instance.get('vm_state')}, "
+            f"task_state {instance.get('task_state')})",
+            code=409,
+        )
+    ix.vars["instance"] = instance
+    ix.vars["flavor"] = flavor
+    ix.vars["driver_instance"] = {
+        "uuid": uuid,
+        "name": instance.get("name") or uuid,
+        "vcpus": int(flavor["vcpus"]),
+        "memory_mb": int(flavor["ram"]),
+        "root_gb": int(flavor["disk"]),
+        "image_id": ix.vars.get("image_id") or instance.get("image_id"),
+    }
+
+
+@behaviour("compute.spawn")
+async def spawn(ix: Interaction) -> None:
+    """boot-vm 9: the driver starts building the guest."""
+    instance = _driver_instance(ix.vars)
+    await ix.invoke(
+        instance=instance,
+        image={"id": instance.get("image_id") or ""},
+        network_info=[],
+        block_device_info=[],
+    )
+    ix.vars["spawned"] = True
+
+
+@behaviour("compute.get_image")
+async def get_image(ix: Interaction) -> None:
+    """boot-vm 10: the image's metadata from glance (nothing to do when booting from a volume)."""
+    image_id = ix.vars.get("image_id")
+    if not image_id:
+        return
+    resp = expect(await ix.invoke(image_id=image_id, token=await _token(ix.call)), 200)
+    image = resp.json()
+    if image.get("status") != "active":
+        raise StepFailed(f"Image {image_id} is not active (status {image.get('status')})", code=400)
+    ix.vars["image"] = image
+
+
+def swift_location(image: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(account, container, object) of an image's data, from direct_url or locations."""
+    urls = [image.get("direct_url")] + [
+        loc.get("url") for loc in image.get("locations") or [] if isinstance(loc, dict)
+    ]
+    for url in urls:
+        if isinstance(url, str) and url.startswith("swift://"):
+            parts = url[len("swift://") :].split("/", 2)
+            if len(parts) == 3 and all(parts):
+                return parts[0], parts[1], parts[2]
+    raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def image_cache_path(rt: ServiceRuntime, image_id: str) -> Path:
+    return Path(rt.data_dir) / "image-cache" / rt.host / image_id
+
+
+@behaviour("compute.download_image")
+async def download_image(ix: Interaction) -> None:
+    """boot-vm 12: the image's data from swift into this host's image cache (md5 checked).
+
+    An image already in the cache with the right checksum is not downloaded again.
+    """
+    image = ix.vars.get("image")
+    if not image:
+        return
+    image_id = str(image["id"])
+    checksum = image.get("checksum")
+    if not checksum:
+        raise StepFailed(f"Image {image_id} has no data to boot from", code=400)
+    path = image_cache_path(ix.rt, image_id)
+    ix.vars["image_path"] = str(path)
+    if path.exists() and _md5_file(path) == checksum:
+        return
+    account, container, obj = swift_location(image)
+    resp = expect(
+        await ix.invoke(
+            account=account, container=container, object=obj, token=await ix.rt.service_token()
+        ),
+        200,
+    )
+    data = resp.content
+    got = hashlib.md5(data).hexdigest()
+    if got != checksum:
+        raise StepFailed(
+            f"Image {image_id} is corrupt: its data has md5 {got}, glance says {checksum}"
+        )
+    _write_atomically(path, data)
+
+
+def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(port["id"]),
+        "address": str(port.get("mac_address") or ""),
+        "network_id": str(port.get("network_id") or ""),
+        "ip_addresses": [str(ip["ip_address"]) for ip in port.get("fixed_ips") or []],
+    }
+
+
+@behaviour("compute.create_ports")
+async def create_ports(ix: Interaction) -> None:
+    """boot-vm 13: one port per requested network, bound to this host (or bind a given port)."""
+    networks = ix.vars.get("requested_networks") or []
+    if not networks:
+        return
+    uuid = ix.vars["instance_uuid"]
+    instance = ix.vars.get("instance") or {}
+    zone = instance.get("availability_zone") or host_availability_zone(ix.rt)
+    token = await _token(ix.call)
+    binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
+    for net in networks:
+        if net.get("port_id"):
+            resp = await ix.rt.clients.call(
+                ix.rt.info.api_of_type("network"),
+                "updatePort",
+                {"port_id": net["port_id"]},
+                body={"port": binding},
+                token=token,
+                context=ix.call.flow_context(ix.label),
+            )
+            port = expect(resp, 200).json()["port"]
+            ix.vars["bound_ports"].append(port)
+            continue
+        body: dict[str, Any] = {"port": {"network_id": net["network_id"], **binding}}
+        if net.get("fixed_ip"):
+            body["port"]["fixed_ips"] = [{"ip_address": net["fixed_ip"]}]
+        resp = expect(await ix.invoke(body=body, token=token), 201)
+        ix.vars["ports"].append(resp.json()["port"])
+
+
+@behaviour("compute.plug_vifs")
+async def plug_vifs(ix: Interaction) -> None:
+    """boot-vm 14.3: the guest's interfaces plugged into their networks."""
+    ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
+    if not ports:
+        return
+    await ix.invoke(instance=_driver_instance(ix.vars), network_info=[_vif(p) for p in ports])
+
+
+def _device_names(skip: Iterable[str]) -> Iterator[str]:
+    taken = set(skip)
+    for letter in string.ascii_lowercase[1:]:
+        device = f"/dev/vd{letter}"
+        if device not in taken:
+            yield device
+
+
+@behaviour("compute.create_attachments")
+async def create_attachments(ix: Interaction) -> None:
+    """boot-vm 15: a cinder attachment, with this host's connector, per volume to attach."""
+    volumes = [
+        b
+        for b in ix.vars.get("block_device_mapping") or []
+        if b.get("source_type") == "volume" and b.get("uuid")
+    ]
+    if not volumes:
+        return
+    uuid = ix.vars["instance_uuid"]
+    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
+    token = await _token(ix.call)
+    names = _device_names(["/dev/vda"])
+    for bdm in volumes:
+        body = {
+            "attachment": {
+                "volume_uuid": bdm["uuid"],
+                "instance_uuid": uuid,
+                "connector": {"host": ix.rt.host, **CONNECTOR_BASE},
+                "mode": "rw",
+            }
+        }
+        resp = expect(await ix.invoke(project_id=project_id, body=body, token=token), 200)
+        att = resp.json()["attachment"]
+        device = "/dev/vda" if bdm.get("boot_index") == 0 else next(names)
+        ix.vars["attachments"].append(
+            {
+                "attachment_id": str(att["id"]),
+                "volume_id": str(bdm["uuid"]),
+                "device": device,
+                "connection_info": att.get("connection_info"),
+            }
+        )
+        if not isinstance(att.get("connection_info"), dict):
+            raise StepFailed(f"cinder gave no connection_info for volume {bdm['uuid']}")
+
+
+@behaviour("compute.attach_volumes")
+async def attach_volumes(ix: Interaction) -> None:
+    """boot-vm 15.2: the volumes' disks attached to the guest (/dev/vdb, /dev/vdc...)."""
+    attachments = ix.vars.get("attachments") or []
+    if not attachments:
+        return
+    instance = _driver_instance(ix.vars)
+    for att in attachments:
+        await ix.invoke(
+            instance=instance, connection_info=att["connection_info"], mountpoint=att["device"]
+        )
+        ix.vars["attached"].append(att)
+
+
+@behaviour("compute.complete_attachments")
+async def complete_attachments(ix: Interaction) -> None:
+    """boot-vm 15.3: tell cinder the attachments are complete (volumes in-use)."""
+    attachments = ix.vars.get("attachments") or []
+    if not attachments:
+        return
+    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
+    token = await _token(ix.call)
+    for att in attachments:
+        expect(
+            await ix.invoke(
+                project_id=project_id,
+                attachment_id=att["attachment_id"],
+                body={"os-complete": None},
+                token=token,
+            ),
+            204,
+        )
+
+
+async def _network_names(
+    call: Call, network_ids: Iterable[str], token: str | None
+) -> dict[str, str]:
+    """Network id -> name, asked of neutron (the id itself when neutron cannot say)."""
+    names: dict[str, str] = {}
+    api: str | None = None
+    with contextlib.suppress(KeyError):
+        api = call.rt.info.api_of_type("network")
+    for net_id in dict.fromkeys(network_ids):
+        name = net_id
+        if api is not None and token:
+            try:
+                resp = await call.rt.clients.call(
+                    api, "showNetwork", {"network_id": net_id}, token=token
+                )
+                if resp.status_code == 200:
+                    name = str(resp.json()["network"].get("name") or net_id)
+            except Exception:
+                logger.debug("could not look network %s up", net_id)
+        names[net_id] = name
+    return names
+
+
+def nova_addresses(ports: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
+    """nova's `addresses`: {network name: [{version, addr, OS-EXT-IPS:type, ...mac_addr}]}."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for port in ports:
+        net = names.get(str(port.get("network_id")), str(port.get("network_id")))
+        for ip in port.get("fixed_ips") or []:
+            addr = str(ip["ip_address"])
+            try:
+                version = ipaddress.ip_address(addr).version
+            except ValueError:
+                version = 4
+            out.setdefault(net, []).append(
+                {
+                    "version": version,
+                    "addr": addr,
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": str(port.get("mac_address") or ""),
+                }
+            )
+    return out
+
+
+@behaviour("compute.mark_active")
+async def mark_active(ix: Interaction) -> None:
+    """boot-vm 15.4: the instance becomes ACTIVE with its addresses, ports and volumes."""
+    uuid = ix.vars["instance_uuid"]
+    ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
+    token = await _token(ix.call) if ports else None
+    names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)
+    updates = {
+        "vm_state": "active",
+        "task_state": None,
+        "power_state": 1,
+        "launched_at": naive_now(),
+        "addresses": nova_addresses(ports, names),
+        "ports": [str(p["id"]) for p in ix.vars.get("ports", [])],
+        "vifs": [
+            {
+                **_vif(p),
+                "mac_address": p.get("mac_address"),
+                "fixed_ips": p.get("fixed_ips") or [],
+                "status": p.get("status", "ACTIVE"),
+            }
+            for p in ports
+        ],
+        "attachments": [_attachment_item(a) for a in ix.vars.get("attachments", [])],
+    }
+    reply = await ix.invoke(
+        {"instance_uuid": uuid, "expected_task_state": "scheduling", "updates": updates}
+    )
+    ix.vars["instance"] = reply["instance"]
+    ix.vars["built"] = True
+
+
+def _fault_code(error: BaseException) -> int:
+    code = getattr(error, "code", None)
+    if not isinstance(code, int):
+        code = getattr(error, "status", None)
+    return code if isinstance(code, int) and 400 <= code <= 599 else 500
+
+
+async def _cleanup_build(call: Call) -> None:
+    """Best effort: undo what a failed build made (guest, disks, attachments, ports)."""
+    rt = call.rt
+    vars_ = call.vars
+    instance = _driver_instance(vars_)
+    for att in reversed(vars_.get("attached") or []):
+        try:
+            await rt.driver.detach_volume(instance, att["connection_info"], att["device"])
+        except Exception as exc:
+            logger.debug("cleanup: detach %s: %s", att.get("device"), exc)
+    if vars_.get("spawned") and rt.driver is not None:
+        try:
+            await rt.driver.destroy(instance)
+        except Exception as exc:
+            if not _is_gone(exc):
+                logger.warning("cleanup: guest of %s not destroyed: %s", instance["uuid"], exc)
+    attachments = vars_.get("attachments") or []
+    ports = vars_.get("ports") or []
+    if not attachments and not ports:
+        return
+    try:
+        token = await _token(call)
+    except Exception:
+        logger.warning("cleanup of %s: no token to release ports and volumes", instance["uuid"])
+        return
+    project_id = (vars_.get("instance") or vars_.get("instance_ref") or {}).get("project_id")
+    for att in attachments:
+        try:
+            await rt.clients.call(
+                rt.info.api_of_type("block-storage"),
+                "deleteAttachment",
+                {"project_id": project_id, "attachment_id": att["attachment_id"]},
+                token=token,
+            )
+        except Exception as exc:
+            logger.warning("cleanup: attachment %s not deleted: %s", att["attachment_id"], exc)
+    for port in ports:
+        try:
+            await rt.clients.call(
+                rt.info.api_of_type("network"), "deletePort", {"port_id": port["id"]}, token=token
+            )
+        except Exception as exc:
+            logger.warning("cleanup: port %s not deleted: %s", port.get("id"), exc)
+
+
+@behaviour("compute.build_failed")
+async def build_failed(call: Call, error: BaseException) -> None:
+    """The build failed: undo what was made, the instance goes to ERROR; never raises.
+
+    An instance that is being deleted meanwhile is left to its delete.
+    """
+    try:
+        uuid = str(call.payload["instance"]["uuid"])
+        try:
+            await _cleanup_build(call)
+        except Exception:
+            logger.exception("cleanup after the failed build of %s", uuid)
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        fault = make_fault(_fault_code(error), str(message), f"{type(error).__name__}: {error}")
+        try:
+            await send(
+                call,
+                "instance_update",
+                {
+                    "instance_uuid": uuid,
+                    "expected_task_state": "scheduling",
+                    "updates": {
+                        "vm_state": "error",
+                        "task_state": None,
+                        "power_state": 0,
+                        "fault": fault,
+                    },
+                },
+            )
+        except RemoteError as exc:
+            logger.info("instance %s not put into ERROR (%s): it is being deleted", uuid, exc)
+    except Exception:
+        logger.exception("could not handle the failed build")
+
+
+# =====================================================================================
+# nova-compute: terminate (delete-vm 7-11)
+# =====================================================================================
+
+
+@behaviour("compute.begin_terminate")
+async def begin_terminate(call: Call) -> None:
+    """terminate_instance: keep the request's facts for the steps that follow."""
+    p = call.payload
+    uuid = str(p["instance"]["uuid"])
+    call.vars.update(
+        instance_uuid=uuid,
+        instance_ref=dict(p["instance"]),
+        ports=[str(x) for x in p.get("ports") or []],
+        attachments=[dict(a) for a in p.get("attachments") or []],
+        driver_instance={"uuid": uuid, "name": uuid},
+    )
+
+
+@behaviour("compute.detach_volumes")
+async def detach_volumes(ix: Interaction) -> None:
+    """delete-vm 7: the volumes' disks detached from the guest."""
+    attachments = [
+        a
+        for a in ix.vars.get("attachments") or []
+        if a.get("device") and isinstance(a.get("connection_info"), dict)
+    ]
+    if not attachments:
+        return
+    for att in attachments:
+        try:
+            await ix.invoke(
+                instance=_driver_instance(ix.vars),
+                connection_info=att["connection_info"],
+                mountpoint=att["device"],
+            )
+        except Exception as exc:
+            if not _is_gone(exc):
+                raise
+            logger.info("detach %s of %s: already gone", att["device"], ix.vars["instance_uuid"])
+
+
+@behaviour("compute.delete_attachments")
+async def delete_attachments(ix: Interaction) -> None:
+    """delete-vm 7.1: the cinder attachments deleted (the volumes become available)."""
+    attachments = ix.vars.get("attachments") or []
+    if not attachments:
+        return
+    project_id = (ix.vars.get("instance_ref") or {}).get("project_id")
+    token = await _token(ix.call)
+    for att in attachments:
+        expect(
+            await ix.invoke(project_id=project_id, attachment_id=att["attachment_id"], token=token),
+            200,
+            204,
+            404,
+        )
+
+
+@behaviour("compute.delete_ports")
+async def delete_ports(ix: Interaction) -> None:
+    """delete-vm 8: the ports nova created released."""
+    ports = ix.vars.get("ports") or []
+    if not ports:
+        return
+    token = await _token(ix.call)
+    for port_id in ports:
+        expect(await ix.invoke(port_id=port_id, token=token), 204, 404)
+
+
+@behaviour("compute.destroy")
+async def destroy(ix: Interaction) -> None:
+    """delete-vm 10: the guest and its local disks removed (already gone is fine)."""
+    try:
+        await ix.invoke(instance=_driver_instance(ix.vars))
+    except Exception as exc:
+        if not _is_gone(exc):
+            raise
+
+
+@behaviour("compute.mark_deleted")
+async def mark_deleted(ix: Interaction) -> None:
+    """delete-vm 11: the conductor records the instance as deleted."""
+    now = naive_now()
+    reply = await ix.invoke(
+        {
+            "instance_uuid": ix.vars["instance_uuid"],
+            "expected_task_state": "deleting",
+            "updates": {
+                "vm_state": "deleted",
+                "task_state": None,
+                "power_state": 0,
+                "deleted_at": now,
+                "terminated_at": now,
+                "ports": [],
+                "vifs": [],
+                "attachments": [],
+                "addresses": {},
+            },
+        }
+    )
+    ix.vars["instance"] = reply["instance"]
+
+
+@behaviour("compute.terminate_failed")
+async def terminate_failed(call: Call, error: BaseException) -> None:
+    """The delete failed: the instance goes to ERROR with the fault; never raises."""
+    try:
+        uuid = str(call.payload["instance"]["uuid"])
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        fault = make_fault(
+            _fault_code(error),
+            f"Deleting the instance failed: {message}",
+            f"{type(error).__name__}: {error}",
+        )
+        await send(
+            call,
+            "instance_update",
+            {
+                "instance_uuid": uuid,
+                "updates": {"vm_state": "error", "task_state": None, "fault": fault},
+            },
+        )
+    except Exception:
+        logger.exception("could not record the failed delete")
+
+
+# =====================================================================================
+# nova-compute: RPC handlers of the server actions
+# =====================================================================================
+
+
+async def _fetch(call: Call) -> dict[str, Any]:
+    reply = await send(call, "instance_get", {"instance_uuid": call.payload["instance"]["uuid"]})
+    assert reply is not None
+    instance: dict[str, Any] = reply["instance"]
+    return instance
+
+
+def _guest(instance: Mapping[str, Any]) -> dict[str, Any]:
+    return {"uuid": instance["uuid"], "name": instance.get("name") or instance["uuid"]}
+
+
+async def _power(call: Call, method: str, *args: Any) -> None:
+    """A power operation of the driver, when it has one (the spec's interface has none yet)."""
+    fn = getattr(call.rt.driver, method, None)
+    if fn is None:
+        logger.info("driver of %s has no %s: only the recorded state changes", call.rt.host, method)
+        return
+    await fn(*args)
+
+
+async def _power_action(
+    call: Call, method: str, expected: str, updates: dict[str, Any], *args: Any
+) -> None:
+    uuid = str(call.payload["instance"]["uuid"])
+    instance = {"uuid": uuid, "name": uuid}
+    try:
+        await _power(call, method, instance, *args)
+    except Exception as exc:
+        fault = make_fault(_fault_code(exc), f"{method} failed: {exc}")
+        await send(
+            call,
+            "instance_update",
+            {
+                "instance_uuid": uuid,
+                "expected_task_state": expected,
+                "updates": {"task_state": None, "fault": fault},
+            },
+        )
+        raise
+    await send(
+        call,
+        "instance_update",
+        {"instance_uuid": uuid, "expected_task_state": expected, "updates": updates},
+    )
+
+
+@behaviour("compute.rpc_stop_instance")
+async def rpc_stop_instance(call: Call) -> None:
+    await _power_action(
+        call,
+        "power_off",
+        "powering-off",
+        {"vm_state": "stopped", "task_state": None, "power_state": 4},
+    )
+
+
+@behaviour("compute.rpc_start_instance")
+async def rpc_start_instance(call: Call) -> None:
+    await _power_action(
+        call,
+        "power_on",
+        "powering-on",
+        {"vm_state": "active", "task_state": None, "power_state": 1},
+    )
+
+
+@behaviour("compute.rpc_reboot_instance")
+async def rpc_reboot_instance(call: Call) -> None:
+    await _power_action(
+        call,
+        "reboot",
+        "rebooting",
+        {"vm_state": "active", "task_state": None, "power_state": 1},
+        call.payload.get("reboot_type", "SOFT"),
+    )
+
+
+@behaviour("compute.rpc_get_console_output")
+async def rpc_get_console_output(call: Call) -> dict[str, Any]:
+    uuid = str(call.payload["instance"]["uuid"])
+    try:
+        output = await call.rt.driver.get_console_output({"uuid": uuid, "name": uuid})
+    except Exception as exc:
+        if _is_gone(exc):
+            raise NotFound("Guest does not have a console available.") from exc
+        raise
+    length = call.payload.get("length")
+    if isinstance(length, int) and length >= 0:
+        lines = str(output).splitlines(keepends=True)
+        output = "".join(lines[-length:]) if length else ""
+    return {"output": str(output)}
+
+
+@behaviour("compute.rpc_attach_volume")
+async def rpc_attach_volume(call: Call) -> dict[str, Any]:
+    """Attach a volume: cinder attachment with this host's connector, disk, complete."""
+    rt = call.rt
+    instance = await _fetch(call)
+    uuid = instance["uuid"]
+    volume_id = str(call.payload["volume_id"])
+    attachments = list(instance.get("attachments") or [])
+    used = {a.get("device") for a in attachments} | {"/dev/vda"}
+    device = call.payload.get("device")
+    if device and device in used:
+        raise BadRequest(f"The supplied device path ({device}) is in use.")
+    device = device or next(iter(_device_names(d for d in used if d)))
+    token = await _token(call)
+    api = rt.info.api_of_type("block-storage")
+    project_id = instance["project_id"]
+    resp = await rt.clients.call(
+        api,
+        "createAttachment",
+        {"project_id": project_id},
+        body={
+            "attachment": {
+                "volume_uuid": volume_id,
+                "instance_uuid": uuid,
+                "connector": {"host": rt.host, **CONNECTOR_BASE},
+                "mode": "rw",
+            }
+        },
+        token=token,
+        context=call.flow_context(),
+    )
+    if resp.status_code == 404:
+        raise NotFound(f"Volume {volume_id} could not be found.")
+    if resp.status_code in (400, 409):
+        raise Conflict(f"Invalid volume: {error_message(resp)}")
+    att = expect(resp, 200).json()["attachment"]
+    attachment_id = str(att["id"])
+    connection_info = att.get("connection_info")
+    try:
+        if not isinstance(connection_info, dict):
+            raise StepFailed(f"cinder gave no connection_info for volume {volume_id}")
+        await rt.driver.attach_volume(_guest(instance), connection_info, device)
+    except Exception:
+        await rt.clients.call(
+            api,
+            "deleteAttachment",
+            {"project_id": project_id, "attachment_id": attachment_id},
+            token=token,
+        )
+        raise
+    expect(
+        await rt.clients.call(
+            api,
+            "completeAttachment",
+            {"project_id": project_id, "attachment_id": attachment_id},
+            body={"os-complete": None},
+            token=token,
+            context=call.flow_context(),
+        ),
+        204,
+    )
+    item = {
+        "attachment_id": attachment_id,
+        "volume_id": volume_id,
+        "device": device,
+        "connection_info": connection_info,
+    }
+    await send(
+        call,
+        "instance_update",
+        {"instance_uuid": uuid, "updates": {"attachments": [*attachments, item]}},
+    )
+    return {"attachment": item}
+
+
+@behaviour("compute.rpc_detach_volume")
+async def rpc_detach_volume(call: Call) -> dict[str, Any]:
+    """Detach a volume: disk off the guest, cinder attachment deleted."""
+    rt = call.rt
+    instance = await _fetch(call)
+    volume_id = str(call.payload["volume_id"])
+    attachments = list(instance.get("attachments") or [])
+    att = next((a for a in attachments if a.get("volume_id") == volume_id), None)
+    if att is None:
+        raise NotFound(f"volume_id not found: {volume_id}")
+    if att.get("device") and isinstance(att.get("connection_info"), dict):
+        try:
+            await rt.driver.detach_volume(_guest(instance), att["connection_info"], att["device"])
+        except Exception as exc:
+            if not _is_gone(exc):
+                raise
+    token = await _token(call)
+    expect(
+        await rt.clients.call(
+            rt.info.api_of_type("block-storage"),
+            "deleteAttachment",
+            {"project_id": instance["project_id"], "attachment_id": att["attachment_id"]},
+            token=token,
+            context=call.flow_context(),
+        ),
+        200,
+        204,
+        404,
+    )
+    await send(
+        call,
+        "instance_update",
+        {
+            "instance_uuid": instance["uuid"],
+            "updates": {"attachments": [a for a in attachments if a is not att]},
+        },
+    )
+    return {"volume_id": volume_id}
+
+
+# The other nova behaviours register when this module is imported, so that listing
+# `compute` in the registry's LIBRARY_MODULES is enough.
+from generator.runtime.behaviours import cli as _cli  # noqa: E402
+from generator.runtime.behaviours import conductor as _conductor  # noqa: E402
+from generator.runtime.behaviours import scheduler as _scheduler  # noqa: E402
+
+__all__ = ["_cli", "_conductor", "_scheduler", "boot_image_id", "server_view"]

@@ -1,0 +1,100 @@
+"""Behaviours for steps the spec gives no behaviour of their own: do the interaction as bound.
+
+`with:` in the spec gives the arguments, with `{name.path}` placeholders read from
+the flow's variables (plus `payload`, `body` and `path` of the triggering call);
+`as:` names the variable the result is kept in.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from generator.runtime.context import Interaction
+from generator.runtime.errors import StepFailed
+from generator.runtime.registry import behaviour
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
+
+
+def _lookup(scope: dict[str, Any], path: str) -> Any:
+    node: Any = scope
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise StepFailed(f"flow variable {{{path}}} is not set")
+    return node
+
+
+def bind(value: Any, scope: dict[str, Any]) -> Any:
+    """Fill `{var.path}` placeholders; a value that is one placeholder keeps its type."""
+    if isinstance(value, str):
+        whole = _PLACEHOLDER.fullmatch(value)
+        if whole:
+            return _lookup(scope, whole.group(1))
+        return _PLACEHOLDER.sub(lambda m: str(_lookup(scope, m.group(1))), value)
+    if isinstance(value, dict):
+        return {k: bind(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [bind(v, scope) for v in value]
+    return value
+
+
+def _scope(ix: Interaction) -> dict[str, Any]:
+    call = ix.call
+    return {**ix.vars, "payload": call.payload, "body": call.body, "path": call.path_params}
+
+
+def _keep(ix: Interaction, result: Any) -> None:
+    if ix.save_as:
+        ix.vars[ix.save_as] = result
+
+
+@behaviour("auth.validate")
+async def validate_token(ix: Interaction) -> None:
+    """Step 4 and its kind: the caller's token checked with the identity service."""
+    ix.call.auth = await ix.invoke()
+
+
+@behaviour("flow.user")
+async def user(ix: Interaction) -> None:
+    await ix.invoke()
+
+
+@behaviour("flow.sql")
+async def sql(ix: Interaction) -> None:
+    await ix.invoke()
+
+
+@behaviour("flow.http")
+async def http(ix: Interaction) -> None:
+    args = bind(ix.bindings, _scope(ix))
+    resp = await ix.invoke(**args)
+    if resp.status_code >= 400:
+        raise StepFailed(
+            f"{ix.name} answered {resp.status_code}: {resp.text[:200]}", code=resp.status_code
+        )
+    try:
+        result: Any = resp.json() if resp.content else None
+    except ValueError:
+        result = resp.content
+    _keep(ix, result)
+
+
+async def _send(ix: Interaction) -> None:
+    args = bind(ix.bindings, _scope(ix))
+    payload = args.get("payload", {k: v for k, v in args.items() if k != "host"})
+    reply = await ix.invoke(payload, host=args.get("host"))
+    _keep(ix, reply)
+
+
+behaviour("flow.amqp-cast")(_send)
+behaviour("flow.amqp-call")(_send)
+
+
+@behaviour("flow.native")
+async def native(ix: Interaction) -> None:
+    _keep(ix, await ix.invoke(**bind(ix.bindings, _scope(ix))))

@@ -1,0 +1,1606 @@
+"""Block storage (cinder v3, microversion 3.0) behaviours: API, scheduler and file back end.
+
+Rows (tables `volumes`, `attachments`, `volume_types` of the cinder database,
+which cinder-api, cinder-scheduler and cinder-volume share) keep cinder's
+internal fields; the API renders them at microversion 3.0.
+
+A volume's life: createVolume records it `creating` and casts `create_volume`
+to the scheduler; the scheduler picks a back-end host among the instances of the
+component that consumes `volume_create` (least allocated GiB first), records it
+in the `host` column and casts `volume_create` to it; that back end makes a
+sparse raw file `<data_dir>/volumes/<host>/volume-<id>.img` and marks the volume
+`available`. Attaching: createAttachment reserves the volume (`reserved`, or
+`attaching` with a connector), the back end exports it (`attachment_update`
+call → connection_info), completeAttachment marks it `in-use`, deleteAttachment
+unexports it and makes it `available` again once no attachment is left.
+
+Flow variables:
+- createVolume and deleteVolume leave `call.vars["volume"]`;
+- createAttachment, updateAttachment and deleteAttachment leave
+  `call.vars["attachment"]` and `call.vars["volume"]` (rows as stored; for
+  delete, as they were before the attachment row went away).
+
+Inside a flow the exports are the steps `volume.export_attachment` and
+`volume.unexport_attachment`; an attachment created or deleted outside any flow
+(no sequence) is exported or unexported by the operation itself, so the API
+behaves the same for any client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from generator.runtime.bus import BusError, MessagingTimeout, RemoteError
+from generator.runtime.context import AuthContext, Call, Interaction, Reply
+from generator.runtime.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    StepFailed,
+)
+from generator.runtime.messaging import InvalidMessage, check, send
+from generator.runtime.registry import behaviour
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.store import Store, utcnow
+
+logger = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+GIB = 1024**3
+API_MICROVERSION = "3.0"
+VERSION_HEADERS = {
+    "OpenStack-API-Version": f"volume {API_MICROVERSION}",
+    "Vary": "OpenStack-API-Version",
+}
+VERSION_UPDATED = "2023-05-01T00:00:00Z"
+DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
+DEFAULT_TYPE_NAME = "__DEFAULT__"
+DEFAULT_TYPE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "specstack:volume-type:__DEFAULT__"))
+GIGABYTES_QUOTA = 1000  # cinder's default per-project gigabytes quota
+BACKEND_NAME = "file"  # shown in os-vol-host-attr:host as host@backend#pool
+DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
+VOLUME_STATUSES = (
+    "creating",
+    "available",
+    "reserved",
+    "attaching",
+    "detaching",
+    "in-use",
+    "maintenance",
+    "deleting",
+    "awaiting-transfer",
+    "error",
+    "error_deleting",
+    "backing-up",
+    "restoring-backup",
+    "error_backing-up",
+    "error_restoring",
+    "error_extending",
+    "downloading",
+    "uploading",
+    "retyping",
+    "extending",
+)
+VOLUME_SORT_KEYS = (
+    "id",
+    "name",
+    "status",
+    "size",
+    "created_at",
+    "updated_at",
+    "availability_zone",
+    "bootable",
+    "display_name",
+)
+CREATE_MESSAGE = "create_volume"
+BACKEND_MESSAGE = "volume_create"
+EXPORT_MESSAGE = "attachment_update"
+UNEXPORT_MESSAGE = "attachment_delete"
+DELETE_MESSAGE = "volume_delete"
+
+_TRUE = ("true", "1", "yes", "on", "t", "y")
+_FALSE = ("false", "0", "no", "off", "f", "n")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@#-]{0,127}$")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _store(source: Call | ServiceRuntime) -> Store:
+    rt = source.rt if isinstance(source, Call) else source
+    return rt.require_store()
+
+
+def _privileged(auth: AuthContext) -> bool:
+    """Administrators and service users (nova) act on every project's volumes."""
+    return auth.is_admin or auth.has_role("service")
+
+
+def _auth(call: Call) -> AuthContext:
+    """The caller, after checking that the path's project is theirs (or they are privileged)."""
+    auth = call.require_auth()
+    project = call.path_params.get("project_id")
+    if project is not None and project != auth.project_id and not _privileged(auth):
+        raise Forbidden(
+            f"Policy doesn't allow access to the resources of project {project}.",
+            kind="PolicyNotAuthorized",
+        )
+    return auth
+
+
+def _header(call: Call, name: str) -> str | None:
+    value = call.headers.get(name)
+    if value is not None:
+        return value
+    low = name.lower()
+    return next((v for k, v in call.headers.items() if k.lower() == low), None)
+
+
+def _base_url(call: Call) -> str:
+    host = _header(call, "host")
+    if host:
+        return f"{_header(call, 'x-forwarded-proto') or 'http'}://{host}"
+    api = call.rt.info.components.get(call.rt.component, {}).get("api")
+    return call.rt.info.endpoint(api, call.rt.config) if api else ""
+
+
+def _project(call: Call, auth: AuthContext) -> str:
+    project = call.path_params.get("project_id") or auth.project_id
+    if not project:
+        raise BadRequest("A project-scoped token is required.", kind="InvalidInput")
+    return project
+
+
+def _reply(status: int, body: Any) -> Reply:
+    return Reply(status, body, dict(VERSION_HEADERS))
+
+
+def _naive(ts: Any) -> Any:
+    """Cinder shows naive UTC timestamps with microseconds: 2024-01-02T03:04:05.000000."""
+    if isinstance(ts, str) and ts.endswith("Z"):
+        return ts[:-1] + ".000000"
+    return ts
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE:
+        return True
+    if isinstance(value, str) and value.strip().lower() in _FALSE:
+        return False
+    raise BadRequest(
+        f"Invalid value '{value}' for {name}: it must be a boolean.", kind="InvalidParameterValue"
+    )
+
+
+def _string(name: str, value: Any, max_len: int = 255) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(
+            f"Invalid input for field/attribute {name}. Value: {value}. {value!r} is not a string.",
+            kind="ValidationError",
+        )
+    if len(value) > max_len:
+        raise BadRequest(
+            f"Invalid input for field/attribute {name}. Value: {value[:40]}... "
+            f"is longer than {max_len} characters.",
+            kind="ValidationError",
+        )
+    return value
+
+
+def _metadata(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(
+            "Invalid input for field/attribute metadata: it must be an object.",
+            kind="InvalidVolumeMetadata",
+        )
+    for key, val in value.items():
+        if not isinstance(key, str) or not key or len(key) > 255:
+            raise BadRequest(
+                f"Invalid metadata key {key!r}: 1 to 255 characters.",
+                kind="InvalidVolumeMetadataSize",
+            )
+        if not isinstance(val, str) or len(val) > 255:
+            raise BadRequest(
+                f"Invalid metadata value for {key!r}: a string of at most 255 characters.",
+                kind="InvalidVolumeMetadataSize",
+            )
+    return dict(value)
+
+
+def _body_of(call: Call, key: str) -> Doc:
+    body = call.body
+    if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+        raise BadRequest(f"Missing required element '{key}' in request body.", kind="BadRequest")
+    return dict(body[key])
+
+
+def _volume_not_found(volume_id: str) -> NotFound:
+    return NotFound(f"Volume {volume_id} could not be found.", kind="VolumeNotFound")
+
+
+def _invalid_volume(reason: str) -> BadRequest:
+    return BadRequest(f"Invalid volume: {reason}", kind="InvalidVolume")
+
+
+async def _update_cas(
+    store: Store,
+    table: str,
+    id_: str,
+    change: Callable[[Doc], Doc | None],
+) -> Doc | None:
+    """Apply `change(doc)` with compare-and-set on the fields it changes (retried)."""
+    for _ in range(50):
+        doc = await store.get(table, id_)
+        if doc is None:
+            return None
+        changes = change(doc)
+        if not changes:
+            return doc
+        expect = {k: doc.get(k) for k in changes}
+        expect["updated_at"] = doc.get("updated_at")
+        expect["_rev"] = doc.get("_rev")
+        new = await store.update(
+            table, id_, {**changes, "_rev": int(doc.get("_rev") or 0) + 1}, expect=expect
+        )
+        if new is not None:
+            return new
+    raise ApiError(
+        f"{table} {id_} is being changed concurrently; try again.",
+        status=409,
+        kind="ConflictingRequest",
+    )
+
+
+async def _set_status(
+    store: Store, volume_id: str, status: str, *, expect: tuple[str, ...] | None = None, **more: Any
+) -> Doc | None:
+    """Set the status (and more fields) if the current status is one of `expect`."""
+
+    def change(doc: Doc) -> Doc | None:
+        if expect is not None and doc.get("status") not in expect:
+            raise _StatusChanged(str(doc.get("status")))
+        return {"status": status, **more}
+
+    try:
+        return await _update_cas(store, "volumes", volume_id, change)
+    except _StatusChanged:
+        return None
+
+
+class _StatusChanged(Exception):
+    pass
+
+
+async def _visible_volume(call: Call, auth: AuthContext, volume_id: str) -> Doc:
+    volume = await _store(call).get("volumes", volume_id)
+    if volume is None or (not _privileged(auth) and volume.get("project_id") != auth.project_id):
+        raise _volume_not_found(volume_id)
+    return volume
+
+
+# -- views -----------------------------------------------------------------------------------
+
+
+def _links(call: Call, project: str, kind: str, id_: str) -> list[Doc]:
+    base = _base_url(call)
+    return [
+        {"href": f"{base}/v3/{project}/{kind}/{id_}", "rel": "self"},
+        {"href": f"{base}/{project}/{kind}/{id_}", "rel": "bookmark"},
+    ]
+
+
+def _attachment_info(entry: Doc, auth: AuthContext | None) -> Doc:
+    shown = dict(entry)
+    if auth is not None and not _privileged(auth):
+        shown["host_name"] = None
+    return shown
+
+
+def _volume_view(call: Call, volume: Doc, auth: AuthContext) -> Doc:
+    view: Doc = {
+        "id": volume["id"],
+        "name": volume.get("name"),
+        "description": volume.get("description"),
+        "status": volume["status"],
+        "size": volume["size"],
+        "availability_zone": volume.get("availability_zone"),
+        "bootable": "true" if volume.get("bootable") else "false",
+        "encrypted": bool(volume.get("encrypted")),
+        "multiattach": bool(volume.get("multiattach")),
+        "volume_type": volume.get("volume_type"),
+        "snapshot_id": volume.get("snapshot_id"),
+        "source_volid": volume.get("source_volid"),
+        "consistencygroup_id": volume.get("consistencygroup_id"),
+        "replication_status": volume.get("replication_status"),
+        "user_id": volume.get("user_id"),
+        "metadata": dict(volume.get("metadata") or {}),
+        "attachments": [_attachment_info(a, auth) for a in volume.get("attachments") or []],
+        "links": _links(call, volume["project_id"], "volumes", volume["id"]),
+        "created_at": _naive(volume.get("created_at")),
+        "updated_at": _naive(volume.get("updated_at")),
+    }
+    if auth.is_admin:
+        host = volume.get("host")
+        view["os-vol-host-attr:host"] = f"{host}@{BACKEND_NAME}#{BACKEND_NAME}" if host else None
+        view["os-vol-tenant-attr:tenant_id"] = volume["project_id"]
+        view["os-vol-mig-status-attr:migstat"] = volume.get("migration_status")
+        view["os-vol-mig-status-attr:name_id"] = None
+        view["migration_status"] = volume.get("migration_status")
+    return view
+
+
+def _summary_view(call: Call, volume: Doc) -> Doc:
+    return {
+        "id": volume["id"],
+        "name": volume.get("name"),
+        "links": _links(call, volume["project_id"], "volumes", volume["id"]),
+    }
+
+
+def _attachment_view(att: Doc) -> Doc:
+    return {
+        "id": att["id"],
+        "status": att["attach_status"],
+        "instance": att.get("instance_uuid"),
+        "volume_id": att["volume_id"],
+        "attach_mode": att.get("attach_mode"),
+        "connection_info": att.get("connection_info"),
+        "attached_at": _naive(att.get("attached_at") or "") or "",
+        "detached_at": _naive(att.get("detached_at") or "") or "",
+    }
+
+
+# -- versions --------------------------------------------------------------------------------
+
+
+def _version_doc(call: Call) -> Doc:
+    return {
+        "id": "v3.0",
+        "status": "CURRENT",
+        "version": API_MICROVERSION,
+        "min_version": API_MICROVERSION,
+        "updated": VERSION_UPDATED,
+        "links": [
+            {"href": f"{_base_url(call)}/v3/", "rel": "self"},
+            {"href": "https://docs.openstack.org/", "type": "text/html", "rel": "describedby"},
+        ],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}
+        ],
+    }
+
+
+@behaviour("volume.get_volume_versions")
+async def get_volume_versions(call: Call) -> Reply:
+    """GET /: 300 Multiple Choices with the one version, v3.0."""
+    return Reply(300, {"versions": [_version_doc(call)]})
+
+
+@behaviour("volume.get_volume_v3")
+async def get_volume_v3(call: Call) -> Reply:
+    """GET /v3/: the versions list restricted to v3."""
+    return Reply(200, {"versions": [_version_doc(call)]})
+
+
+# -- volume types ----------------------------------------------------------------------------
+
+
+async def _ensure_default_type(store: Store) -> Doc:
+    existing = await store.get("volume_types", DEFAULT_TYPE_ID)
+    if existing is not None:
+        return existing
+    doc: Doc = {
+        "id": DEFAULT_TYPE_ID,
+        "name": DEFAULT_TYPE_NAME,
+        "description": "Default Volume Type",
+        "is_public": True,
+        "extra_specs": {},
+        "qos_specs_id": None,
+    }
+    try:
+        return await store.create("volume_types", doc)
+    except ApiError:  # created meanwhile by another service of the project
+        return await store.require("volume_types", DEFAULT_TYPE_ID, "Volume type")
+
+
+def _type_view(vtype: Doc, auth: AuthContext) -> Doc:
+    view: Doc = {
+        "id": vtype["id"],
+        "name": vtype["name"],
+        "description": vtype.get("description"),
+        "is_public": bool(vtype.get("is_public", True)),
+        "os-volume-type-access:is_public": bool(vtype.get("is_public", True)),
+    }
+    if auth.is_admin:
+        view["extra_specs"] = dict(vtype.get("extra_specs") or {})
+        view["qos_specs_id"] = vtype.get("qos_specs_id")
+    return view
+
+
+async def _find_type(store: Store, ref: str) -> Doc | None:
+    await _ensure_default_type(store)
+    if ref == "default":
+        return await store.get("volume_types", DEFAULT_TYPE_ID)
+    found = await store.get("volume_types", ref)
+    if found is None:
+        named = await store.list("volume_types", {"name": ref})
+        found = named[0] if named else None
+    return found
+
+
+@behaviour("volume.list_volume_types")
+async def list_volume_types(call: Call) -> Reply:
+    auth = _auth(call)
+    store = _store(call)
+    await _ensure_default_type(store)
+    types = await store.list("volume_types")
+    wanted = call.q("is_public")
+    if wanted is None or wanted.lower() != "none":
+        public = True if wanted is None else _parse_bool("is_public", wanted)
+        types = [t for t in types if bool(t.get("is_public", True)) == public]
+    elif not auth.is_admin:
+        types = [t for t in types if t.get("is_public", True)]
+    items, _more = _sort_page(call, types, ("id", "name", "description", "created_at"), "name")
+    return _reply(200, {"volume_types": [_type_view(t, auth) for t in items]})
+
+
+@behaviour("volume.show_volume_type")
+async def show_volume_type(call: Call) -> Reply:
+    auth = _auth(call)
+    ref = call.path_params.get("volume_type_id", "")
+    vtype = await _find_type(_store(call), ref)
+    if vtype is None or (not vtype.get("is_public", True) and not auth.is_admin):
+        raise NotFound(f"Volume type {ref} could not be found.", kind="VolumeTypeNotFound")
+    return _reply(200, {"volume_type": _type_view(vtype, auth)})
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+
+def _int_param(call: Call, name: str) -> int | None:
+    text = call.q(name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise BadRequest(
+            f"Invalid value '{text}' for {name}: it must be an integer 0 or greater.",
+            kind="InvalidInput",
+        )
+    return value
+
+
+def _sort_spec(call: Call, keys: tuple[str, ...], default: str) -> list[tuple[str, str]]:
+    spec: list[tuple[str, str]] = []
+    sort = call.q("sort")
+    if sort:
+        if call.q("sort_key") or call.q("sort_dir"):
+            raise BadRequest(
+                "The 'sort_key' and 'sort_dir' parameters are deprecated and "
+                "cannot be used with the 'sort' parameter.",
+                kind="InvalidInput",
+            )
+        for part in sort.split(","):
+            key, _, direction = part.strip().partition(":")
+            spec.append((key, direction or "desc"))
+    elif call.q("sort_key") or call.q("sort_dir"):
+        spec.append((call.q("sort_key") or "created_at", call.q("sort_dir") or "desc"))
+    else:
+        spec = [(default, "desc" if default == "created_at" else "asc")]
+    for key, direction in spec:
+        if key not in keys:
+            raise BadRequest(
+                f"Invalid sort key {key!r}; allowed: {', '.join(keys)}.", kind="InvalidInput"
+            )
+        if direction not in ("asc", "desc"):
+            raise BadRequest(
+                f"Invalid sort direction {direction!r}: asc or desc.", kind="InvalidInput"
+            )
+    return spec
+
+
+def _sort_key(key: str) -> Callable[[Doc], tuple[bool, str]]:
+    field = "name" if key == "display_name" else key
+
+    def get(doc: Doc) -> tuple[bool, str]:
+        value = doc.get(field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (False, f"{value:020d}")
+        return (value is None, str(value))
+
+    return get
+
+
+def _sort_page(
+    call: Call, items: list[Doc], keys: tuple[str, ...], default: str
+) -> tuple[list[Doc], bool]:
+    """Sorted, then paged by marker, offset and limit; and whether more items remain."""
+    spec = _sort_spec(call, keys, default)
+    out = list(items)
+    for key, direction in reversed(spec):
+        out.sort(key=_sort_key(key), reverse=direction == "desc")
+    marker = call.q("marker")
+    if marker is not None:
+        ids = [d["id"] for d in out]
+        if marker not in ids:
+            raise NotFound(f"Marker {marker} could not be found.", kind="MarkerNotFound")
+        out = out[ids.index(marker) + 1 :]
+    offset = _int_param(call, "offset")
+    if offset:
+        out = out[offset:]
+    limit = _int_param(call, "limit")
+    if limit is not None and limit < len(out):
+        return out[:limit], True
+    return out, False
+
+
+async def _listed_volumes(call: Call, auth: AuthContext) -> tuple[list[Doc], bool]:
+    store = _store(call)
+    where: Doc = {}
+    all_tenants = call.q("all_tenants")
+    if all_tenants is not None and auth.is_admin and all_tenants.lower() not in _FALSE:
+        if call.q("project_id"):
+            where["project_id"] = call.q("project_id")
+    else:
+        where["project_id"] = _project(call, auth)
+    for key in ("name", "status"):
+        if call.q(key) is not None:
+            where[key] = call.q(key)
+    volumes = await store.list("volumes", where)
+    zone = call.q("availability_zone")
+    if zone is not None:
+        volumes = [v for v in volumes if v.get("availability_zone") == zone]
+    bootable = call.q("bootable")
+    if bootable is not None:
+        wanted = _parse_bool("bootable", bootable)
+        volumes = [v for v in volumes if bool(v.get("bootable")) == wanted]
+    size = call.q("size")
+    if size is not None:
+        volumes = [v for v in volumes if str(v.get("size")) == size]
+    meta_text = call.q("metadata")
+    if meta_text is not None:
+        try:
+            meta = json.loads(meta_text)
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise BadRequest(
+                f"Invalid metadata filter {meta_text!r}: a JSON object is expected.",
+                kind="InvalidInput",
+            )
+        volumes = [
+            v
+            for v in volumes
+            if all((v.get("metadata") or {}).get(k) == str(val) for k, val in meta.items())
+        ]
+    return _sort_page(call, volumes, VOLUME_SORT_KEYS, "created_at")
+
+
+def _next_links(call: Call, items: list[Doc], more: bool, path: str) -> list[Doc]:
+    if not more or not items:
+        return []
+    query = [(k, v) for k, vs in call.query.items() if k not in ("marker", "offset") for v in vs]
+    query.append(("marker", items[-1]["id"]))
+    return [{"rel": "next", "href": f"{_base_url(call)}{path}?{urlencode(query)}"}]
+
+
+@behaviour("volume.list_volumes")
+async def list_volumes(call: Call) -> Reply:
+    auth = _auth(call)
+    items, more = await _listed_volumes(call, auth)
+    body: Doc = {"volumes": [_summary_view(call, v) for v in items]}
+    links = _next_links(call, items, more, f"/v3/{_project(call, auth)}/volumes")
+    if links:
+        body["volumes_links"] = links
+    return _reply(200, body)
+
+
+@behaviour("volume.list_volumes_detailed")
+async def list_volumes_detailed(call: Call) -> Reply:
+    auth = _auth(call)
+    items, more = await _listed_volumes(call, auth)
+    body: Doc = {"volumes": [_volume_view(call, v, auth) for v in items]}
+    links = _next_links(call, items, more, f"/v3/{_project(call, auth)}/volumes/detail")
+    if links:
+        body["volumes_links"] = links
+    return _reply(200, body)
+
+
+# -- volumes ---------------------------------------------------------------------------------
+
+
+@behaviour("volume.show_volume")
+async def show_volume(call: Call) -> Reply:
+    auth = _auth(call)
+    volume = await _visible_volume(call, auth, call.path_params.get("volume_id", ""))
+    return _reply(200, {"volume": _volume_view(call, volume, auth)})
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadRequest(
+            f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
+            kind="InvalidInput",
+        )
+    try:
+        size = int(value)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise BadRequest(
+            f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
+            kind="InvalidInput",
+        )
+    return size
+
+
+@behaviour("volume.create_volume")
+async def create_volume(call: Call) -> Reply:
+    """POST /v3/{project_id}/volumes → 202 `creating`; casts create_volume to the scheduler."""
+    auth = _auth(call)
+    store = _store(call)
+    project = _project(call, auth)
+    req = _body_of(call, "volume")
+    hints = (call.body or {}).get("OS-SCH-HNT:scheduler_hints")
+    if hints is not None and not isinstance(hints, dict):
+        raise BadRequest("Invalid scheduler hints: an object is expected.", kind="InvalidInput")
+    name = _string("display_name", req.get("display_name"))
+    if req.get("name") is not None:
+        name = _string("name", req["name"])
+    description = _string("display_description", req.get("display_description"))
+    if req.get("description") is not None:
+        description = _string("description", req["description"])
+    metadata = _metadata(req.get("metadata"))
+    for key, what in (
+        ("backup_id", "Backup"),
+        ("snapshot_id", "Snapshot"),
+        ("consistencygroup_id", "ConsistencyGroup"),
+        ("group_id", "Group"),
+    ):
+        ref = req.get(key)
+        if ref is not None:
+            raise NotFound(f"{what} {ref} could not be found.", kind=f"{what}NotFound")
+    image = req.get("imageRef") or req.get("image_id")
+    if image is not None:
+        raise BadRequest(
+            f"Invalid image {image}: creating a volume from an image is not "
+            "supported by this back end.",
+            kind="InvalidInput",
+        )
+    if req.get("multiattach") is not None and _parse_bool("multiattach", req["multiattach"]):
+        raise BadRequest(
+            "multiattach is not supported as a volume option; use a multiattach volume type.",
+            kind="InvalidInput",
+        )
+    source: Doc | None = None
+    if req.get("source_volid") is not None:
+        source_id = _string("source_volid", req["source_volid"]) or ""
+        source = await store.get("volumes", source_id)
+        if source is None or (not _privileged(auth) and source["project_id"] != auth.project_id):
+            raise NotFound(f"Source volume {source_id} could not be found.", kind="VolumeNotFound")
+        if source["status"] not in ("available", "in-use"):
+            raise _invalid_volume(
+                f"Source volume {source_id} status must be available or in-use "
+                f"to clone, but the current status is {source['status']}."
+            )
+    if req.get("size") is None:
+        if source is None:
+            raise BadRequest(
+                "Invalid input received: Volume size '' must be an integer and greater than 0.",
+                kind="InvalidInput",
+            )
+        size = int(source["size"])
+    else:
+        size = _size(req["size"])
+        if source is not None and size < int(source["size"]):
+            raise BadRequest(
+                f"Invalid input received: Volume size {size}GB cannot be smaller "
+                f"than the source volume size {source['size']}GB.",
+                kind="InvalidInput",
+            )
+    zone = _string("availability_zone", req.get("availability_zone")) or DEFAULT_AVAILABILITY_ZONE
+    zones = _availability_zones(call.rt)
+    if zone not in zones:
+        raise BadRequest(
+            f"Invalid input received: Availability zone '{zone}' is invalid.",
+            kind="InvalidAvailabilityZone",
+        )
+    type_ref = _string("volume_type", req.get("volume_type"))
+    vtype = await _find_type(store, type_ref) if type_ref else await _ensure_default_type(store)
+    if vtype is None:
+        raise NotFound(
+            f"Volume type with name {type_ref} could not be found.", kind="VolumeTypeNotFoundByName"
+        )
+    used = sum(
+        int(v.get("size") or 0) for v in await store.list("volumes", {"project_id": project})
+    )
+    if used + size > GIGABYTES_QUOTA:
+        raise PayloadTooLarge(
+            f"VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed "
+            f"gigabytes quota. Requested {size}G, quota is {GIGABYTES_QUOTA}G and {used}G has "
+            "been consumed.",
+            kind="VolumeSizeExceedsAvailableQuota",
+        )
+    volume: Doc = {
+        "id": str(uuid.uuid4()),
+        "project_id": project,
+        "user_id": auth.user_id,
+        "name": name,
+        "description": description,
+        "size": size,
+        "status": "creating",
+        "attach_status": "detached",
+        "availability_zone": zone,
+        "bootable": bool(source.get("bootable")) if source else False,
+        "encrypted": False,
+        "multiattach": False,
+        "volume_type": vtype["name"],
+        "volume_type_id": vtype["id"],
+        "snapshot_id": None,
+        "source_volid": source["id"] if source else None,
+        "consistencygroup_id": None,
+        "replication_status": None,
+        "metadata": metadata,
+        "attachments": [],
+        "host": None,
+        "migration_status": None,
+        "scheduler_hints": hints or {},
+        "_rev": 0,
+    }
+    volume = await store.create("volumes", volume)
+    try:
+        await send(
+            call,
+            CREATE_MESSAGE,
+            {
+                "volume_id": volume["id"],
+                "size": size,
+                "availability_zone": zone,
+                "volume_type": vtype["name"],
+            },
+        )
+    except (BusError, InvalidMessage) as exc:
+        logger.error("could not ask the scheduler to create volume %s: %s", volume["id"], exc)
+        volume = await _set_status(store, volume["id"], "error") or volume
+    call.vars["volume"] = volume
+    return _reply(202, {"volume": _volume_view(call, volume, auth)})
+
+
+@behaviour("volume.update_volume")
+async def update_volume(call: Call) -> Reply:
+    auth = _auth(call)
+    volume_id = call.path_params.get("volume_id", "")
+    await _visible_volume(call, auth, volume_id)
+    req = _body_of(call, "volume")
+    changes: Doc = {}
+    for key, alias in (("name", "display_name"), ("description", "display_description")):
+        for field in (alias, key):  # the new name wins over the old alias
+            if field in req:
+                changes[key] = _string(field, req[field])
+    if "metadata" in req:
+        changes["metadata"] = _metadata(req["metadata"])
+    new = await _update_cas(_store(call), "volumes", volume_id, lambda _d: changes)
+    if new is None:
+        raise _volume_not_found(volume_id)
+    return _reply(200, {"volume": _volume_view(call, new, auth)})
+
+
+@behaviour("volume.delete_volume")
+async def delete_volume(call: Call) -> Reply:
+    """202; the back end removes the file and the row (at once when the volume has no host)."""
+    auth = _auth(call)
+    store = _store(call)
+    volume_id = call.path_params.get("volume_id", "")
+    volume = await _visible_volume(call, auth, volume_id)
+    force = call.q("force") is not None and _parse_bool("force", call.q("force"))
+    if call.q("cascade") is not None:
+        _parse_bool("cascade", call.q("cascade"))  # no snapshots exist: nothing to cascade
+    if force and not auth.is_admin:
+        raise Forbidden(
+            "Policy doesn't allow volume:force_delete to be performed.", kind="PolicyNotAuthorized"
+        )
+    attachments = await store.list("attachments", {"volume_id": volume_id})
+    if not force and (volume["status"] not in DELETABLE or attachments):
+        raise _invalid_volume(
+            "Volume status must be available or error or error_restoring or error_extending or "
+            "error_managing and must not be migrating, attached, belong to a group, have "
+            f"snapshots or be disassociated from snapshots after volume transfer. (volume "
+            f"{volume_id} is {volume['status']})"
+        )
+    allowed = None if force else DELETABLE
+    deleting = await _set_status(store, volume_id, "deleting", expect=allowed)
+    if deleting is None:
+        raise _invalid_volume(f"Volume {volume_id} changed state meanwhile; it cannot be deleted.")
+    call.vars["volume"] = deleting
+    host = deleting.get("host")
+    if not host:
+        await _remove_volume_rows(store, volume_id)
+        return _reply(202, None)
+    try:
+        await send(call, DELETE_MESSAGE, {"volume_id": volume_id}, host=host)
+    except (BusError, InvalidMessage) as exc:
+        logger.error("could not ask %s to delete volume %s: %s", host, volume_id, exc)
+        await _set_status(store, volume_id, "error_deleting")
+    return _reply(202, None)
+
+
+async def _remove_volume_rows(store: Store, volume_id: str) -> None:
+    for att in await store.list("attachments", {"volume_id": volume_id}):
+        await store.delete("attachments", att["id"])
+    await store.delete("volumes", volume_id)
+
+
+# -- volume actions --------------------------------------------------------------------------
+
+
+def _detach_entry(volume: Doc, attachment_id: str) -> Doc:
+    remaining = [a for a in volume.get("attachments") or [] if a["attachment_id"] != attachment_id]
+    if remaining:
+        return {"attachments": remaining}
+    return {"attachments": [], "status": "available", "attach_status": "detached"}
+
+
+async def _action_reserve(call: Call, volume: Doc, _arg: Any) -> Reply:
+    if await _set_status(_store(call), volume["id"], "attaching", expect=("available",)) is None:
+        raise _invalid_volume(
+            f"Volume status must be available to reserve, but the status is {volume['status']}."
+        )
+    return _reply(202, None)
+
+
+async def _action_unreserve(call: Call, volume: Doc, _arg: Any) -> Reply:
+    target = "in-use" if volume.get("attachments") else "available"
+    await _set_status(_store(call), volume["id"], target, expect=("attaching", "reserved"))
+    return _reply(202, None)
+
+
+async def _action_begin_detaching(call: Call, volume: Doc, _arg: Any) -> Reply:
+    if await _set_status(_store(call), volume["id"], "detaching", expect=("in-use",)) is None:
+        raise _invalid_volume(
+            "Unable to detach volume. Volume status must be 'in-use' and "
+            "attach_status must be 'attached' to detach."
+        )
+    return _reply(202, None)
+
+
+async def _action_roll_detaching(call: Call, volume: Doc, _arg: Any) -> Reply:
+    await _set_status(_store(call), volume["id"], "in-use", expect=("detaching",))
+    return _reply(202, None)
+
+
+async def _action_attach(call: Call, volume: Doc, arg: Any) -> Reply:
+    if not isinstance(arg, dict) or not isinstance(arg.get("mountpoint"), str):
+        raise BadRequest(
+            "Invalid request to attach volume: mountpoint is required.", kind="InvalidInput"
+        )
+    instance = _string("instance_uuid", arg.get("instance_uuid"))
+    host_name = _string("host_name", arg.get("host_name"))
+    if not instance and not host_name:
+        raise BadRequest(
+            "Invalid request to attach volume to an invalid target: give "
+            "instance_uuid or host_name.",
+            kind="InvalidInput",
+        )
+    mode = arg.get("mode", "rw")
+    if mode not in ("rw", "ro"):
+        raise BadRequest(
+            "Invalid request to attach volume with an invalid mode. Attaching "
+            "mode should be 'rw' or 'ro'.",
+            kind="InvalidInput",
+        )
+    store = _store(call)
+    now = utcnow()
+    att: Doc = {
+        "id": str(uuid.uuid4()),
+        "volume_id": volume["id"],
+        "project_id": volume["project_id"],
+        "instance_uuid": instance,
+        "attach_status": "attached",
+        "attach_mode": mode,
+        "connector": None,
+        "connection_info": None,
+        "attached_at": now,
+        "detached_at": "",
+        "attached_host": host_name,
+        "mountpoint": arg["mountpoint"],
+    }
+    entry = {
+        "id": volume["id"],
+        "attachment_id": att["id"],
+        "volume_id": volume["id"],
+        "server_id": instance,
+        "host_name": host_name,
+        "device": arg["mountpoint"],
+        "attached_at": _naive(now),
+    }
+
+    def change(doc: Doc) -> Doc:
+        if doc["status"] not in ("available", "attaching", "reserved"):
+            raise _invalid_volume(
+                f"Volume {doc['id']} status must be available or attaching "
+                f"to attach, but the current status is {doc['status']}."
+            )
+        return {
+            "status": "in-use",
+            "attach_status": "attached",
+            "attachments": [*(doc.get("attachments") or []), entry],
+        }
+
+    await store.create("attachments", att)
+    try:
+        await _update_cas(store, "volumes", volume["id"], change)
+    except BaseException:
+        await store.delete("attachments", att["id"])
+        raise
+    return _reply(202, None)
+
+
+async def _action_detach(call: Call, volume: Doc, arg: Any) -> Reply:
+    store = _store(call)
+    wanted = arg.get("attachment_id") if isinstance(arg, dict) else None
+    rows = await store.list("attachments", {"volume_id": volume["id"]})
+    if wanted is not None:
+        rows = [r for r in rows if r["id"] == wanted]
+        if not rows:
+            raise NotFound(
+                f"VolumeAttachment {wanted} could not be found.", kind="VolumeAttachmentNotFound"
+            )
+    if not rows:
+        raise _invalid_volume(f"Volume {volume['id']} is not attached to anything.")
+    if len(rows) > 1:
+        raise _invalid_volume(f"Volume {volume['id']} has several attachments; give attachment_id.")
+    att = rows[0]
+    await _unexport(call, volume, att)
+    await store.delete("attachments", att["id"])
+    await _update_cas(store, "volumes", volume["id"], lambda d: _detach_entry(d, att["id"]))
+    return _reply(202, None)
+
+
+async def _action_extend(call: Call, volume: Doc, arg: Any) -> Reply:
+    if not isinstance(arg, dict) or "new_size" not in arg:
+        raise BadRequest("Invalid input: os-extend needs new_size.", kind="InvalidInput")
+    new_size = _size(arg["new_size"])
+    if volume["status"] != "available":
+        raise _invalid_volume(
+            f"Volume status must be 'available' to extend, but the current "
+            f"status is: {volume['status']}."
+        )
+    if new_size <= int(volume["size"]):
+        raise BadRequest(
+            f"Invalid input received: New size for extend must be greater than "
+            f"current size. (current: {volume['size']}, extended: {new_size}).",
+            kind="InvalidInput",
+        )
+    store = _store(call)
+    used = sum(
+        int(v.get("size") or 0)
+        for v in await store.list("volumes", {"project_id": volume["project_id"]})
+    )
+    if used + new_size - int(volume["size"]) > GIGABYTES_QUOTA:
+        raise PayloadTooLarge(
+            f"Requested volume or snapshot exceeds allowed gigabytes quota. "
+            f"Requested {new_size - int(volume['size'])}G, quota is "
+            f"{GIGABYTES_QUOTA}G and {used}G has been consumed.",
+            kind="VolumeSizeExceedsAvailableQuota",
+        )
+    size_before = volume["size"]
+
+    def change(doc: Doc) -> Doc:
+        if doc["status"] != "available" or doc["size"] != size_before:
+            raise _invalid_volume(f"Volume {doc['id']} changed meanwhile; extend it again.")
+        return {"size": new_size}
+
+    await _update_cas(store, "volumes", volume["id"], change)
+    return _reply(202, None)
+
+
+async def _action_set_bootable(call: Call, volume: Doc, arg: Any) -> Reply:
+    if not isinstance(arg, dict) or "bootable" not in arg:
+        raise BadRequest("Must specify bootable in request.", kind="InvalidInput")
+    bootable = _parse_bool("bootable", arg["bootable"])
+    await _update_cas(_store(call), "volumes", volume["id"], lambda _d: {"bootable": bootable})
+    return _reply(202, None)
+
+
+def _connector(value: Any) -> Doc:
+    if not isinstance(value, dict):
+        raise BadRequest(
+            "Invalid connector: an object with at least 'host' is expected.", kind="InvalidInput"
+        )
+    if not isinstance(value.get("host"), str) or not value["host"]:
+        raise BadRequest(
+            "Invalid connector: 'host' (the compute host's name) is required.", kind="InvalidInput"
+        )
+    return dict(value)
+
+
+def _check_export_payload(rt: ServiceRuntime, payload: Doc) -> None:
+    """The export message's schema, checked before anything changes: a bad connector is a 400."""
+    try:
+        check(rt.info, EXPORT_MESSAGE, "payload", payload)
+    except InvalidMessage as exc:
+        raise BadRequest(f"Invalid connector: {exc}", kind="InvalidInput") from None
+
+
+async def _action_initialize_connection(call: Call, volume: Doc, arg: Any) -> Reply:
+    if not isinstance(arg, dict):
+        raise BadRequest("Must specify 'connector'.", kind="InvalidInput")
+    connector = _connector(arg.get("connector"))
+    if volume["status"] not in ("available", "attaching", "reserved", "in-use") or not volume.get(
+        "host"
+    ):
+        raise _invalid_volume(
+            f"Volume {volume['id']} in status {volume['status']} cannot be connected."
+        )
+    payload = {
+        "volume_id": volume["id"],
+        "attachment_id": str(uuid.uuid4()),
+        "connector": connector,
+    }
+    _check_export_payload(call.rt, payload)
+    reply = await _backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
+    return _reply(200, {"connection_info": reply["connection_info"]})
+
+
+async def _action_terminate_connection(call: Call, volume: Doc, arg: Any) -> Reply:
+    if not isinstance(arg, dict):
+        raise BadRequest("Must specify 'connector'.", kind="InvalidInput")
+    _connector(arg.get("connector"))
+    return _reply(202, None)  # the file back end keeps no per-connector state
+
+
+async def _action_reset_status(call: Call, volume: Doc, arg: Any) -> Reply:
+    auth = call.require_auth()
+    if not auth.is_admin:
+        raise Forbidden(
+            "Policy doesn't allow volume_extension:volume_admin_actions:reset_status "
+            "to be performed.",
+            kind="PolicyNotAuthorized",
+        )
+    if not isinstance(arg, dict) or not arg:
+        raise BadRequest(
+            "Must specify 'status', 'attach_status' or 'migration_status' for update.",
+            kind="InvalidInput",
+        )
+    changes: Doc = {}
+    if "status" in arg:
+        if arg["status"] not in VOLUME_STATUSES:
+            raise BadRequest(
+                f"Invalid input received: Status {arg['status']!r} is not a volume status.",
+                kind="InvalidInput",
+            )
+        changes["status"] = arg["status"]
+    if "attach_status" in arg:
+        if arg["attach_status"] not in ("attached", "detached"):
+            raise BadRequest(
+                f"Invalid input received: Attach status {arg['attach_status']!r} "
+                "must be attached or detached.",
+                kind="InvalidInput",
+            )
+        changes["attach_status"] = arg["attach_status"]
+    if "migration_status" in arg:
+        changes["migration_status"] = _string("migration_status", arg["migration_status"])
+    await _update_cas(_store(call), "volumes", volume["id"], lambda _d: changes)
+    return _reply(202, None)
+
+
+Action = Callable[[Call, Doc, Any], Awaitable[Reply]]
+ACTIONS: Mapping[str, Action] = {
+    "os-reserve": _action_reserve,
+    "os-unreserve": _action_unreserve,
+    "os-begin_detaching": _action_begin_detaching,
+    "os-roll_detaching": _action_roll_detaching,
+    "os-attach": _action_attach,
+    "os-detach": _action_detach,
+    "os-extend": _action_extend,
+    "os-set_bootable": _action_set_bootable,
+    "os-initialize_connection": _action_initialize_connection,
+    "os-terminate_connection": _action_terminate_connection,
+    "os-reset_status": _action_reset_status,
+}
+
+
+@behaviour("volume.volume_action")
+async def volume_action(call: Call) -> Reply:
+    """POST .../volumes/{id}/action with exactly one action key."""
+    auth = _auth(call)
+    volume = await _visible_volume(call, auth, call.path_params.get("volume_id", ""))
+    body = call.body
+    if not isinstance(body, dict) or len(body) != 1:
+        raise BadRequest("The request body must hold exactly one action.", kind="InvalidInput")
+    ((name, arg),) = body.items()
+    handler = ACTIONS.get(name)
+    if handler is None:
+        raise BadRequest(f"There is no such action: {name}", kind="InvalidInput")
+    return await handler(call, volume, arg)
+
+
+# -- attachments -----------------------------------------------------------------------------
+
+
+async def _visible_attachment(call: Call, auth: AuthContext, attachment_id: str) -> Doc:
+    att = await _store(call).get("attachments", attachment_id)
+    if att is None or (not _privileged(auth) and att.get("project_id") != auth.project_id):
+        raise NotFound(
+            f"VolumeAttachment {attachment_id} could not be found.", kind="VolumeAttachmentNotFound"
+        )
+    return att
+
+
+async def _backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc:
+    """A call to the back end on `host`; its failures become API errors."""
+    try:
+        reply = await send(call, message, payload, host=host)
+    except MessagingTimeout as exc:
+        raise ServiceUnavailable(
+            f"The volume back end on {host} did not answer: {exc}", kind="VolumeBackendAPIException"
+        ) from None
+    except RemoteError as exc:
+        raise ApiError(
+            f"The volume back end on {host} failed: {exc.message}", kind="VolumeBackendAPIException"
+        ) from None
+    except (BusError, InvalidMessage) as exc:
+        raise ApiError(
+            f"Could not reach the volume back end on {host}: {exc}",
+            kind="VolumeBackendAPIException",
+        ) from None
+    return reply or {}
+
+
+def _export_payload(att: Doc) -> Doc:
+    return {
+        "volume_id": att["volume_id"],
+        "attachment_id": att["id"],
+        "connector": att["connector"],
+    }
+
+
+async def _record_export(store: Store, att: Doc, connection_info: Doc) -> Doc:
+    new = await _update_cas(
+        store,
+        "attachments",
+        att["id"],
+        lambda _d: {"connection_info": connection_info, "attach_status": "attaching"},
+    )
+    if new is None:
+        raise NotFound(
+            f"VolumeAttachment {att['id']} could not be found.", kind="VolumeAttachmentNotFound"
+        )
+
+    def attaching(doc: Doc) -> Doc | None:
+        return {"status": "attaching"} if doc.get("status") == "reserved" else None
+
+    await _update_cas(store, "volumes", att["volume_id"], attaching)
+    return new
+
+
+@behaviour("volume.create_attachment")
+async def create_attachment(call: Call) -> Reply:
+    """POST .../attachments: reserves the volume; leaves vars attachment and volume."""
+    auth = _auth(call)
+    store = _store(call)
+    req = _body_of(call, "attachment")
+    volume_id = req.get("volume_uuid")
+    if not isinstance(volume_id, str) or not volume_id:
+        raise BadRequest("Must specify 'volume_uuid' to create attachment.", kind="InvalidInput")
+    instance = req.get("instance_uuid")
+    if not isinstance(instance, str) or not instance:
+        raise BadRequest("Must specify 'instance_uuid' to create attachment.", kind="InvalidInput")
+    mode = req.get("mode", "rw")
+    if mode not in ("rw", "ro"):
+        raise BadRequest(f"Invalid attach mode {mode!r}: rw or ro.", kind="InvalidInput")
+    connector = _connector(req["connector"]) if req.get("connector") is not None else None
+    volume = await _visible_volume(call, auth, volume_id)
+    if connector and not volume.get("host"):
+        raise _invalid_volume(
+            f"Volume {volume_id} has no back-end host yet (status "
+            f"{volume['status']}); it cannot be exported."
+        )
+    att: Doc = {
+        "id": str(uuid.uuid4()),
+        "volume_id": volume_id,
+        "project_id": volume["project_id"],
+        "instance_uuid": instance,
+        "attach_status": "attaching" if connector else "reserved",
+        "attach_mode": mode,
+        "connector": connector,
+        "connection_info": None,
+        "attached_at": "",
+        "detached_at": "",
+        "attached_host": connector.get("host") if connector else None,
+        "mountpoint": connector.get("mountpoint") if connector else None,
+        "_rev": 0,
+    }
+    if connector:
+        _check_export_payload(call.rt, _export_payload(att))
+    status = "attaching" if connector else "reserved"
+    reserved = await _set_status(store, volume_id, status, expect=("available",))
+    if reserved is None:
+        raise _invalid_volume(
+            f"Volume {volume_id} status must be available to reserve, but "
+            f"the current status is {volume['status']}."
+        )
+    try:
+        att = await store.create("attachments", att)
+    except BaseException:
+        await _set_status(store, volume_id, "available", expect=(status,))
+        raise
+    call.vars["attachment"] = att
+    call.vars["volume"] = reserved
+    if connector and call.sequence is None:  # outside a flow no step exports it: do it here
+        try:
+            reply = await _backend_call(call, EXPORT_MESSAGE, _export_payload(att), volume["host"])
+        except ApiError:
+            await _update_cas(
+                store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
+            )
+            raise
+        att = await _record_export(store, att, reply["connection_info"])
+        call.vars["attachment"] = att
+    return _reply(200, {"attachment": _attachment_view(att)})
+
+
+@behaviour("volume.export_attachment")
+async def export_attachment(ix: Interaction) -> None:
+    """Step: the back end exports the attachment's volume to its connector's host."""
+    att = ix.vars.get("attachment")
+    if not isinstance(att, dict) or "id" not in att:
+        raise StepFailed("no attachment in this flow: createAttachment did not leave one")
+    if not att.get("connector") or att.get("connection_info"):
+        return  # nothing to export yet (no connector), or already exported
+    store = ix.rt.require_store()
+    volume = await store.get("volumes", att["volume_id"])
+    if volume is None or not volume.get("host"):
+        raise StepFailed(f"volume {att['volume_id']} has no back-end host to export it from")
+    try:
+        reply = await ix.invoke(_export_payload(att), host=volume["host"])
+    except (BusError, InvalidMessage) as exc:
+        await _update_cas(
+            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
+        )
+        raise StepFailed(f"exporting volume {att['volume_id']} failed: {exc}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("connection_info"), dict):
+        raise StepFailed(f"the back end answered no connection_info for volume {att['volume_id']}")
+    try:
+        att = await _record_export(store, att, reply["connection_info"])
+    except ApiError as exc:
+        raise StepFailed(exc.message, code=exc.status) from None
+    ix.vars["attachment"] = att
+    http_reply = getattr(ix.call, "reply", None)
+    if isinstance(http_reply, Reply):
+        http_reply.body = {"attachment": _attachment_view(att)}
+
+
+@behaviour("volume.show_attachment")
+async def show_attachment(call: Call) -> Reply:
+    auth = _auth(call)
+    att = await _visible_attachment(call, auth, call.path_params.get("attachment_id", ""))
+    return _reply(200, {"attachment": _attachment_view(att)})
+
+
+@behaviour("volume.update_attachment")
+async def update_attachment(call: Call) -> Reply:
+    """PUT .../attachments/{id} with the connector: the back end exports the volume."""
+    auth = _auth(call)
+    store = _store(call)
+    req = _body_of(call, "attachment")
+    att = await _visible_attachment(call, auth, call.path_params.get("attachment_id", ""))
+    connector = _connector(req.get("connector"))
+    if att["attach_status"] not in ("reserved", "attaching", "error_attaching"):
+        raise ApiError(
+            f"Invalid attachment {att['id']}: its status {att['attach_status']} does "
+            "not allow an update.",
+            status=409,
+            kind="ConflictingRequest",
+        )
+    volume = await store.get("volumes", att["volume_id"])
+    if volume is None:
+        raise _volume_not_found(att["volume_id"])
+    if not volume.get("host"):
+        raise _invalid_volume(
+            f"Volume {volume['id']} has no back-end host yet (status {volume['status']})."
+        )
+    payload = {"volume_id": att["volume_id"], "attachment_id": att["id"], "connector": connector}
+    _check_export_payload(call.rt, payload)
+    reply = await _backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
+    new = await _update_cas(
+        store,
+        "attachments",
+        att["id"],
+        lambda _d: {
+            "connector": connector,
+            "attached_host": connector["host"],
+            "mountpoint": connector.get("mountpoint"),
+            "connection_info": reply["connection_info"],
+            "attach_status": "attaching",
+        },
+    )
+    if new is None:
+        raise NotFound(
+            f"VolumeAttachment {att['id']} could not be found.", kind="VolumeAttachmentNotFound"
+        )
+
+    def attaching(doc: Doc) -> Doc | None:
+        return {"status": "attaching"} if doc.get("status") == "reserved" else None
+
+    call.vars["volume"] = await _update_cas(store, "volumes", volume["id"], attaching)
+    call.vars["attachment"] = new
+    return _reply(200, {"attachment": _attachment_view(new)})
+
+
+@behaviour("volume.complete_attachment")
+async def complete_attachment(call: Call) -> Reply:
+    """POST .../attachments/{id}/action {"os-complete": null}: attached, volume in-use."""
+    auth = _auth(call)
+    store = _store(call)
+    body = call.body
+    if not isinstance(body, dict) or "os-complete" not in body:
+        raise BadRequest(
+            'Invalid request: the body must be {"os-complete": null}.', kind="InvalidInput"
+        )
+    if len(body) != 1:
+        extra = ", ".join(sorted(k for k in body if k != "os-complete"))
+        raise BadRequest(f"There is no such action: {extra}", kind="InvalidInput")
+    att = await _visible_attachment(call, auth, call.path_params.get("attachment_id", ""))
+    if att["attach_status"] == "attached":
+        return _reply(204, None)
+    if att["attach_status"] != "attaching":
+        raise _invalid_volume(
+            f"Attachment {att['id']} is {att['attach_status']}; only an "
+            "exported (attaching) attachment can be completed."
+        )
+    now = utcnow()
+    new = await _update_cas(
+        store,
+        "attachments",
+        att["id"],
+        lambda _d: {"attach_status": "attached", "attached_at": now},
+    )
+    if new is None:
+        raise NotFound(
+            f"VolumeAttachment {att['id']} could not be found.", kind="VolumeAttachmentNotFound"
+        )
+    connector = att.get("connector") or {}
+    entry = {
+        "id": att["volume_id"],
+        "attachment_id": att["id"],
+        "volume_id": att["volume_id"],
+        "server_id": att.get("instance_uuid"),
+        "host_name": connector.get("host"),
+        "device": att.get("mountpoint") or connector.get("mountpoint"),
+        "attached_at": _naive(now),
+    }
+
+    def in_use(doc: Doc) -> Doc:
+        others = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
+        return {"status": "in-use", "attach_status": "attached", "attachments": [*others, entry]}
+
+    if await _update_cas(store, "volumes", att["volume_id"], in_use) is None:
+        raise _volume_not_found(att["volume_id"])
+    return _reply(204, None)
+
+
+async def _unexport(call: Call, volume: Doc, att: Doc) -> None:
+    if (att.get("connector") or att.get("connection_info")) and volume.get("host"):
+        payload = {"volume_id": att["volume_id"], "attachment_id": att["id"]}
+        await _backend_call(call, UNEXPORT_MESSAGE, payload, volume["host"])
+
+
+@behaviour("volume.delete_attachment")
+async def delete_attachment(call: Call) -> Reply:
+    """DELETE .../attachments/{id}: 200 {"attachments": [what remains]}; leaves vars."""
+    auth = _auth(call)
+    store = _store(call)
+    att = await _visible_attachment(call, auth, call.path_params.get("attachment_id", ""))
+    volume = await store.get("volumes", att["volume_id"])
+    if volume is None:
+        raise _volume_not_found(att["volume_id"])
+    if volume["status"] == "deleting":
+        raise ApiError(
+            f"Volume {volume['id']} is being deleted.", status=409, kind="ConflictingRequest"
+        )
+    if call.sequence is None:  # outside a flow no step unexports it: do it here
+        await _unexport(call, volume, att)
+    await store.delete("attachments", att["id"])
+    remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
+
+    def detach(doc: Doc) -> Doc:
+        entries = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
+        if remaining:
+            attached = any(r["attach_status"] == "attached" for r in remaining)
+            status = "in-use" if attached else doc["status"]
+            return {"attachments": entries, "status": status}
+        return {"attachments": [], "status": "available", "attach_status": "detached"}
+
+    new_volume = await _update_cas(store, "volumes", att["volume_id"], detach)
+    call.vars["attachment"] = {**att, "attach_status": "detached", "detached_at": utcnow()}
+    call.vars["volume"] = volume
+    call.vars["volume_after"] = new_volume
+    summaries = [
+        {
+            "id": r["id"],
+            "status": r["attach_status"],
+            "instance": r.get("instance_uuid"),
+            "volume_id": r["volume_id"],
+        }
+        for r in remaining
+    ]
+    return _reply(200, {"attachments": summaries})
+
+
+@behaviour("volume.unexport_attachment")
+async def unexport_attachment(ix: Interaction) -> None:
+    """Step: the back end removes the export of a deleted attachment."""
+    att = ix.vars.get("attachment")
+    volume = ix.vars.get("volume")
+    if not isinstance(att, dict) or not isinstance(volume, dict):
+        raise StepFailed("no attachment in this flow: deleteAttachment did not leave one")
+    if not (att.get("connector") or att.get("connection_info")) or not volume.get("host"):
+        return  # never exported: nothing to undo
+    try:
+        await ix.invoke(
+            {"volume_id": att["volume_id"], "attachment_id": att["id"]}, host=volume["host"]
+        )
+    except (BusError, InvalidMessage) as exc:
+        raise StepFailed(f"unexporting volume {att['volume_id']} failed: {exc}") from None
+
+
+# -- cinder-scheduler ------------------------------------------------------------------------
+
+
+def _backend_hosts(rt: ServiceRuntime) -> list[tuple[str, str]]:
+    """(host, availability zone) of every instance of the components that create volumes."""
+    hosts: list[tuple[str, str]] = []
+    for comp in rt.info.components.values():
+        if not any(c.get("message") == BACKEND_MESSAGE for c in comp.get("consumes") or []):
+            continue
+        for node in comp.get("nodes") or []:
+            zone = rt.info.nodes[node].get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
+            hosts += [
+                (h, zone) for h in rt.info.node_hosts(node, rt.config) if (h, zone) not in hosts
+            ]
+    return hosts
+
+
+def _availability_zones(rt: ServiceRuntime) -> set[str]:
+    return {zone for _host, zone in _backend_hosts(rt)} or {DEFAULT_AVAILABILITY_ZONE}
+
+
+@behaviour("volume.schedule_create")
+async def schedule_create(call: Call) -> None:
+    """cinder-scheduler: pick the back end with the fewest allocated GiB; cast volume_create."""
+    rt = call.rt
+    store = _store(call)
+    volume_id = call.payload["volume_id"]
+    volume = await store.get("volumes", volume_id)
+    if volume is None or volume.get("status") != "creating":
+        logger.info("volume %s is gone or no longer creating; not scheduling it", volume_id)
+        return
+    zone = call.payload.get("availability_zone")
+    candidates = [h for h, z in _backend_hosts(rt) if zone is None or z == zone]
+    if not candidates:
+        logger.error("no volume back end for volume %s (zone %s)", volume_id, zone)
+        await _set_status(store, volume_id, "error", expect=("creating",))
+        return
+    allocated: dict[str, int] = {}
+    for host in candidates:
+        rows = await store.list("volumes", {"host": host})
+        allocated[host] = sum(int(v.get("size") or 0) for v in rows)
+    chosen = min(candidates, key=lambda h: allocated[h])
+    placed = await _set_status(store, volume_id, "creating", expect=("creating",), host=chosen)
+    if placed is None:
+        return
+    await send(
+        call, BACKEND_MESSAGE, {"volume_id": volume_id, "size": int(volume["size"])}, host=chosen
+    )
+
+
+# -- cinder-volume (file back end) -----------------------------------------------------------
+
+
+def volume_path(rt: ServiceRuntime, volume_id: str) -> Path:
+    """The back end's file for a volume: <data_dir>/volumes/<host>/volume-<id>.img."""
+    for part, what in ((rt.host, "host"), (volume_id, "volume id")):
+        if not _SAFE_NAME.match(part) or part in (".", ".."):
+            raise ValueError(f"{what} {part!r} cannot name a file")
+    return rt.data_dir / "volumes" / rt.host / f"volume-{volume_id}.img"
+
+
+@behaviour("volume.backend_create")
+async def backend_create(call: Call) -> None:
+    """cinder-volume on rt.host: a sparse raw file of `size` GiB; the volume becomes available."""
+    store = _store(call)
+    volume_id = call.payload["volume_id"]
+    size = int(call.payload["size"])
+    volume = await store.get("volumes", volume_id)
+    if volume is None:
+        logger.info("volume %s was deleted before its back end created it", volume_id)
+        return
+    path = volume_path(call.rt, volume_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source_id = volume.get("source_volid")
+        source = volume_path(call.rt, source_id) if source_id else None
+        if source is not None and source.exists():
+            shutil.copyfile(source, path)
+        else:
+            with open(path, "wb"):
+                pass
+        os.truncate(path, size * GIB)
+    except OSError as exc:
+        logger.error("creating the file of volume %s failed: %s", volume_id, exc)
+        await _set_status(store, volume_id, "error", expect=("creating",))
+        return
+    if await _set_status(store, volume_id, "available", expect=("creating",)) is None:
+        current = await store.get("volumes", volume_id)
+        if current is None:  # deleted meanwhile: do not leave the file behind
+            path.unlink(missing_ok=True)
+
+
+@behaviour("volume.backend_export")
+async def backend_export(call: Call) -> Doc:
+    """The connection info of a volume file for an attachment (grown first if extended)."""
+    store = _store(call)
+    volume_id = call.payload["volume_id"]
+    volume = await store.get("volumes", volume_id)
+    if volume is None:
+        raise _volume_not_found(volume_id)
+    path = volume_path(call.rt, volume_id)
+    if not path.exists():
+        raise NotFound(
+            f"Volume {volume_id} has no data file on {call.rt.host}.",
+            kind="VolumeBackendAPIException",
+        )
+    wanted = int(volume["size"]) * GIB
+    if path.stat().st_size < wanted:  # os-extend changed the size: grow the sparse file
+        os.truncate(path, wanted)
+    att = await store.get("attachments", call.payload["attachment_id"])
+    mode = (att or {}).get("attach_mode") or "rw"
+    return {
+        "connection_info": {
+            "driver_volume_type": "file",
+            "data": {
+                "device_path": str(path.resolve()),
+                "volume_id": volume_id,
+                "serial": volume_id,
+                "access_mode": mode,
+                "format": "raw",
+            },
+        }
+    }
+
+
+@behaviour("volume.backend_unexport")
+async def backend_unexport(call: Call) -> Doc:
+    """The file back end keeps no export state: acknowledge."""
+    return {"volume_id": call.payload["volume_id"]}
+
+
+@behaviour("volume.backend_delete")
+async def backend_delete(call: Call) -> None:
+    """Remove the volume's file and its rows."""
+    volume_id = call.payload["volume_id"]
+    volume_path(call.rt, volume_id).unlink(missing_ok=True)
+    await _remove_volume_rows(_store(call), volume_id)

@@ -1,0 +1,236 @@
+"""Carrying out a handler's steps: each one traced, each through its bound transport.
+
+Generated handlers are straight-line code: one `await flow.step(...)` per
+interaction the spec gives the component, in the spec's order. This module is
+what each of those lines does: pick the behaviour the spec names, bind the
+transport, time it, and record the trace event under the flow's step label.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from generator.runtime import registry
+from generator.runtime.context import AuthContext, Call, Interaction, Invoke, Reply
+from generator.runtime.errors import StepFailed, Unauthorized
+from generator.runtime.messaging import send
+from generator.runtime.trace import TraceEvent
+
+log = logging.getLogger("specstack.flow")
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """A generated handler and what the spec says about it."""
+
+    component: str
+    kind: str  # operation | message | user
+    trigger: str
+    behaviour: str | None
+    on_error: str | None
+    run: Callable[[Flow], Awaitable[None]]
+    occurrences: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
+    entry: tuple[str, str] | None = None  # (sequence, label) a request from outside starts
+    auth_in_steps: bool = False
+    args: Mapping[str, Any] = field(default_factory=dict)  # the spec's x-specstack-args
+
+
+@dataclass
+class _Capture:
+    """What a step's transport was given and gave back, for the trace."""
+
+    calls: int = 0
+    sent: Any = None
+    status: int | None = None
+
+
+class Flow:
+    """One handler run: the call it serves and the step labels it carries in its flow."""
+
+    def __init__(self, call: Call, spec: HandlerSpec) -> None:
+        self.call = call
+        self.spec = spec
+        self.rt = call.rt
+        if spec.args and not call.args:
+            call.args = dict(spec.args)
+        key = (call.sequence or "", call.trigger_label or "")
+        labels = spec.occurrences.get(key) if call.sequence else None
+        if labels is None and call.sequence is None and spec.entry is not None:
+            # A request from outside (e.g. the openstack CLI) starts the flow here.
+            call.sequence, call.trigger_label = spec.entry
+            labels = spec.occurrences.get(spec.entry)
+        self.labels: tuple[str, ...] | None = labels
+        self.current_label: str | None = None
+
+    # what generated code calls ---------------------------------------------
+    async def step(
+        self,
+        index: int,
+        title: str,
+        target: str,
+        via: str,
+        name: str | None,
+        behaviour: str | None,
+        invoke: Invoke,
+        *,
+        bindings: dict[str, Any] | None = None,
+        save_as: str | None = None,
+    ) -> None:
+        label = self.labels[index] if self.labels and index < len(self.labels) else None
+        capture = _Capture()
+        wrapped = self._capturing(invoke, capture)
+        ix = Interaction(
+            call=self.call,
+            label=label,
+            source=self.spec.component,
+            target=target,
+            via=via,
+            name=name,
+            invoke=wrapped,
+            bindings=bindings or {},
+            save_as=save_as,
+        )
+        fn = registry.get(behaviour or f"flow.{via}")
+        await self._traced(label, title, target, via, name, capture, fn(ix))
+
+    async def trigger(self, index: int | None, title: str = "", target: str = "") -> None:
+        """Run the trigger's own behaviour (as the sql step `index`, if the spec has one)."""
+        label = (
+            self.labels[index]
+            if index is not None and self.labels and index < len(self.labels)
+            else None
+        )
+        capture = _Capture(calls=1)
+        await self._traced(label, title, target, "sql", None, capture, self._run_behaviour())
+
+    async def authenticate(self) -> AuthContext:
+        """Validate the caller's token with the identity service (cached)."""
+        call = self.call
+        if call.auth is not None:
+            return call.auth
+        token = call.token
+        if not token:
+            raise Unauthorized("The request you have made requires authentication.")
+        if self.rt.auth is None:
+            raise RuntimeError(f"{self.rt.component} has no token validator")
+        call.auth = await self.rt.auth.validate(token)
+        return call.auth
+
+    def context(self) -> dict[str, str]:
+        """Flow context for the interaction being carried out now."""
+        return self.call.flow_context(self.current_label)
+
+    def sender(
+        self, message: str, payload_model: type[BaseModel], reply_model: type[BaseModel] | None
+    ) -> Invoke:
+        """The transport of an amqp step: check the payload against its model, then send."""
+
+        async def invoke(payload: dict[str, Any], host: str | None = None) -> Any:
+            try:
+                payload_model.model_validate(payload)
+            except ValidationError as exc:
+                raise StepFailed(f"{message} payload does not match the spec: {_first(exc)}") from exc
+            reply = await send(self.call, message, payload, host=host, context=self.context())
+            if reply is not None and reply_model is not None:
+                try:
+                    reply_model.model_validate(reply)
+                except ValidationError as exc:
+                    raise StepFailed(f"{message} reply does not match the spec: {_first(exc)}") from exc
+            return reply
+
+        return invoke
+
+    async def noop(self) -> None:
+        return None
+
+    # internals -------------------------------------------------------------
+    async def _run_behaviour(self) -> None:
+        if not self.spec.behaviour:
+            return
+        result = await registry.get(self.spec.behaviour)(self.call)
+        if isinstance(result, Reply):
+            self.call.reply = result
+        else:
+            self.call.result = result
+
+    def _capturing(self, invoke: Invoke, capture: _Capture) -> Invoke:
+        async def wrapped(*args: Any, **kwargs: Any) -> Any:
+            capture.calls += 1
+            if capture.sent is None:
+                capture.sent = args[0] if args else kwargs.get("body", kwargs or None)
+            result = await invoke(*args, **kwargs)
+            status = getattr(result, "status_code", None)
+            if isinstance(status, int):
+                capture.status = status
+            return result
+
+        return wrapped
+
+    async def _traced(
+        self,
+        label: str | None,
+        title: str,
+        target: str,
+        via: str,
+        name: str | None,
+        capture: _Capture,
+        work: Awaitable[Any],
+    ) -> None:
+        previous, self.current_label = self.current_label, label
+        started = time.time()
+        status, detail = "ok", {}
+        try:
+            await work
+        except BaseException as exc:
+            status, detail = "error", {"error": f"{type(exc).__name__}: {exc}"}
+            raise
+        finally:
+            self.current_label = previous
+            if label is not None and self.call.sequence:
+                if status == "ok" and capture.calls == 0:
+                    status = "skipped"
+                if capture.sent is not None and _small(capture.sent):
+                    detail["sent"] = capture.sent
+                if capture.status is not None:
+                    detail["http_status"] = capture.status
+                self.rt.trace.record(
+                    TraceEvent(
+                        flow_id=self.call.global_request_id,
+                        sequence=self.call.sequence,
+                        step=label,
+                        title=title,
+                        source=self.spec.component,
+                        target=target,
+                        via=via,
+                        name=name,
+                        status=status,
+                        started_at=started,
+                        ended_at=time.time(),
+                        request_id=self.call.request_id,
+                        host=self.rt.host,
+                        detail=detail,
+                    )
+                )
+
+
+def _small(value: Any) -> bool:
+    if isinstance(value, bytes | bytearray):
+        return False
+    try:
+        import json
+
+        return len(json.dumps(value, default=str)) <= 16384
+    except (TypeError, ValueError):
+        return False
+
+
+def _first(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = "/".join(str(p) for p in err.get("loc", ())) or "(top level)"
+    return f"{where}: {err.get('msg', 'invalid')}"

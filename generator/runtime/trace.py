@@ -1,0 +1,165 @@
+"""The trace recorder: one event per step a component carries out, kept per flow.
+
+A flow is one run of a sequence, identified by its global request id. Events are
+held in memory for live listeners (the `run` command prints steps as they end)
+and written to a SQLite file in the data directory in small batches, so a trace
+survives the process and `specstack trace` can read it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_FLOWS_IN_MEMORY = 2000
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    flow_id: str  # the global request id of the flow
+    sequence: str
+    step: str  # label: "7" or "7.1"
+    title: str
+    source: str
+    target: str
+    via: str
+    name: str | None  # operation, message or driver method
+    status: str  # ok | error | skipped
+    started_at: float
+    ended_at: float
+    request_id: str  # the request id of the handling component's call
+    host: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.ended_at - self.started_at) * 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["duration_ms"] = round(self.duration_ms, 3)
+        return d
+
+
+Listener = Callable[[TraceEvent], None]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+  flow_id TEXT NOT NULL, sequence TEXT NOT NULL, step TEXT NOT NULL, body TEXT NOT NULL,
+  started_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_events_flow ON events (flow_id);
+CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, flow_id TEXT NOT NULL);
+"""
+
+
+class TraceRecorder:
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._flows: OrderedDict[str, list[TraceEvent]] = OrderedDict()
+        self._aliases: dict[str, str] = {}
+        self._pending: list[TraceEvent] = []
+        self._pending_aliases: list[tuple[str, str]] = []
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    # recording -------------------------------------------------------------
+    def record(self, event: TraceEvent) -> None:
+        with self._lock:
+            self._flows.setdefault(event.flow_id, []).append(event)
+            self._flows.move_to_end(event.flow_id)
+            while len(self._flows) > MAX_FLOWS_IN_MEMORY:
+                self._flows.popitem(last=False)
+            if self.path is not None:
+                self._pending.append(event)
+        for listener in list(self._listeners):
+            listener(event)
+
+    def alias(self, alias: str, flow_id: str) -> None:
+        """Let `alias` (e.g. the request id nova-api answered with) name the flow too."""
+        if alias == flow_id:
+            return
+        with self._lock:
+            self._aliases[alias] = flow_id
+            if self.path is not None:
+                self._pending_aliases.append((alias, flow_id))
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # persistence -----------------------------------------------------------
+    def flush(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+            aliases, self._pending_aliases = self._pending_aliases, []
+        if self.path is None or not (events or aliases):
+            return
+        with self._connect() as db:
+            db.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                [
+                    (e.flow_id, e.sequence, e.step, json.dumps(e.as_dict()), e.started_at)
+                    for e in events
+                ],
+            )
+            db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", aliases)
+
+    async def run_flusher(self, interval: float = 0.2) -> None:
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await asyncio.to_thread(self.flush)
+        finally:
+            self.flush()
+
+    # reading ---------------------------------------------------------------
+    def resolve(self, some_id: str) -> str:
+        if some_id in self._aliases:
+            return self._aliases[some_id]
+        if self.path is not None and self.path.exists():
+            with self._connect() as db:
+                row = db.execute(
+                    "SELECT flow_id FROM aliases WHERE alias = ?", (some_id,)
+                ).fetchone()
+            if row:
+                return str(row[0])
+        return some_id
+
+    def events(self, some_id: str) -> list[dict[str, Any]]:
+        """Every event of the flow that `some_id` names (flow id or alias), in start order."""
+        flow_id = self.resolve(some_id)
+        with self._lock:
+            live = [e.as_dict() for e in self._flows.get(flow_id, [])]
+        if live:
+            return sorted(live, key=lambda e: e["started_at"])
+        if self.path is None or not self.path.exists():
+            return []
+        self.flush()
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT body FROM events WHERE flow_id = ? ORDER BY started_at", (flow_id,)
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+
+def now() -> float:
+    return time.time()

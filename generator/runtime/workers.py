@@ -1,0 +1,103 @@
+"""Queue consumers: each message a component consumes runs its generated handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from generator.runtime import registry
+from generator.runtime.bus import Envelope, Subscription
+from generator.runtime.context import Call, new_request_id
+from generator.runtime.flow import Flow, HandlerSpec
+from generator.runtime.messaging import InvalidMessage
+from generator.runtime.services import ServiceRuntime
+
+log = logging.getLogger("specstack.worker")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A message a component consumes, with its generated handler and payload model."""
+
+    message: str
+    topic: str
+    method: str
+    pattern: str  # cast | call | fanout
+    per_host: bool
+    handler: HandlerSpec
+    payload_model: type[BaseModel]
+    reply_model: type[BaseModel] | None = None
+
+
+class Dispatcher:
+    """One queue (topic, maybe host-qualified) and the handlers of the methods sent on it."""
+
+    def __init__(self, rt: ServiceRuntime, consumers: Sequence[Consumer]) -> None:
+        self.rt = rt
+        self.by_method = {c.method: c for c in consumers}
+        self.rejected = 0
+
+    async def __call__(self, env: Envelope) -> dict[str, Any] | None:
+        consumer = self.by_method.get(env.method)
+        if consumer is None:
+            self.rejected += 1
+            raise InvalidMessage(f"{self.rt.component} does not handle {env.topic}.{env.method}")
+        try:
+            consumer.payload_model.model_validate(env.payload)
+        except ValidationError as exc:
+            self.rejected += 1
+            err = exc.errors()[0]
+            where = "/".join(str(p) for p in err.get("loc", ())) or "(top level)"
+            log.error("%s rejected %s: payload at %s: %s", self.rt.component, env.method, where,
+                      err.get("msg"))
+            raise InvalidMessage(f"{env.method} payload at {where}: {err.get('msg')}") from None
+        ctx = env.context
+        sequence = ctx.get("sequence") or None
+        call = Call(
+            rt=self.rt,
+            trigger=consumer.message,
+            kind="message",
+            request_id=new_request_id(),
+            global_request_id=ctx.get("global_request_id") or ctx.get("request_id") or env.msg_id,
+            sequence=sequence,
+            trigger_label=ctx.get("step") if sequence else None,
+            payload=env.payload,
+            context=dict(ctx),
+            token=ctx.get("auth_token"),
+        )
+        try:
+            await consumer.handler.run(Flow(call, consumer.handler))
+        except Exception as exc:
+            if consumer.handler.on_error:
+                result = await registry.get(consumer.handler.on_error)(call, exc)
+                if consumer.pattern == "call" and isinstance(result, dict):
+                    return result
+            raise
+        if consumer.pattern != "call":
+            return None
+        reply = call.result if isinstance(call.result, dict) else {}
+        if consumer.reply_model is not None:
+            consumer.reply_model.model_validate(reply)
+        return reply
+
+
+async def start_consumers(
+    rt: ServiceRuntime, consumers: Sequence[Consumer]
+) -> list[Subscription]:
+    """Subscribe the component instance `rt` to every queue its consumers listen on."""
+    groups: dict[tuple[str, bool, bool], list[Consumer]] = {}
+    for c in consumers:
+        groups.setdefault((c.topic, c.per_host, c.pattern == "fanout"), []).append(c)
+    subs: list[Subscription] = []
+    for (topic, per_host, fanout), group in sorted(groups.items()):
+        dispatcher = Dispatcher(rt, group)
+        subs.append(
+            await rt.bus.subscribe(
+                topic, dispatcher, host=rt.host if per_host else None, fanout=fanout
+            )
+        )
+    return subs

@@ -1,0 +1,748 @@
+"""Helpers for the compute-family tests (no tests here).
+
+`NovaCell` wires nova-api, -scheduler, -conductor and N nova-computes of the real
+spec onto one real `InProcessBus` and one in-memory nova database, with
+`FakeHypervisor`s as drivers and `FakeServices` standing in for glance, swift,
+neutron and cinder. Messages are handled the way the generated services will
+handle them: the consumer's behaviour runs, then the steps that the sequence
+gives to that component, in the spec's order, each with its transport bound
+(`invoke`); `on_error` runs when one fails. Every step run is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from jsonschema import Draft202012Validator
+
+from generator.build_ir import build_ir
+from generator.load import load_spec
+from generator.runtime import registry
+from generator.runtime.behaviours import compute  # noqa: F401  (registers the nova behaviours)
+from generator.runtime.bus import Envelope, InProcessBus
+from generator.runtime.config import StackConfig
+from generator.runtime.context import AuthContext, Call, Interaction, Reply
+from generator.runtime.messaging import send
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.store import Store, TableSpec
+from generator.runtime.virt.fake import FakeHypervisor
+
+REPO = Path(__file__).resolve().parents[2]
+SPEC = REPO / "spec"
+T = TypeVar("T")
+
+PROJECT = "a" * 32
+USER = "b" * 32
+OTHER_PROJECT = "c" * 32
+IMAGE_ID = "11111111-1111-4111-8111-111111111111"
+NETWORK_ID = "22222222-2222-4222-8222-222222222222"
+VOLUME_ID = "33333333-3333-4333-8333-333333333333"
+IMAGE_DATA = b"fake qcow2 image " * 64
+
+
+def arun(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        return asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=1)
+def ir_json() -> str:
+    spec, problems = load_spec(SPEC)
+    assert not problems, problems
+    return build_ir(spec).to_json()
+
+
+def stack_info() -> StackInfo:
+    return StackInfo(json.loads(ir_json()))
+
+
+def nova_store(info: StackInfo) -> Store:
+    db = info.components["nova-api"]["database"]
+    tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in info.components[db]["tables"]]
+    store = Store("sqlite://", tables=tables)
+    store.create_schema()
+    return store
+
+
+@functools.lru_cache(maxsize=1)
+def compute_openapi() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((REPO / "generated" / "openapi" / "compute.json").read_text())
+    return doc
+
+
+def check_response(operation_id: str, reply: Reply) -> None:
+    """The reply's status is declared for the operation and its body matches the schema."""
+    doc = compute_openapi()
+    op = next(
+        o
+        for item in doc["paths"].values()
+        for o in item.values()
+        if isinstance(o, dict) and o.get("operationId") == operation_id
+    )
+    assert str(reply.status) in op["responses"], f"{operation_id} may not answer {reply.status}"
+    content = op["responses"][str(reply.status)].get("content") or {}
+    schema = (content.get("application/json") or {}).get("schema")
+    if schema is None or reply.body is None:
+        return
+    root = {**schema, "components": doc["components"]}
+    errors = sorted(Draft202012Validator(root).iter_errors(reply.body), key=str)
+    assert not errors, f"{operation_id}: {errors[0].message} at {list(errors[0].absolute_path)}"
+
+
+def auth_ctx(
+    *, project: str = PROJECT, user: str = USER, admin: bool = False, token: str = "user-token"
+) -> AuthContext:
+    return AuthContext(
+        token=token,
+        user_id=user,
+        user_name="demo",
+        project_id=project,
+        project_name="demo",
+        domain_id="default",
+        roles=("admin", "member") if admin else ("member",),
+        expires_at="2099-01-01T00:00:00Z",
+    )
+
+
+def response(
+    status: int, body: Any = None, headers: Mapping[str, str] | None = None
+) -> httpx.Response:
+    hdrs = dict(headers or {})
+    if isinstance(body, bytes):
+        content = body
+    elif body is None:
+        content = b""
+    else:
+        content = json.dumps(body).encode()
+        hdrs.setdefault("Content-Type", "application/json")
+    return httpx.Response(
+        status, headers=hdrs, content=content, request=httpx.Request("GET", "http://fake/")
+    )
+
+
+class Recorder:
+    """An `invoke` that records its arguments and answers from a list (or a function)."""
+
+    def __init__(self, *answers: Any, fn: Callable[..., Any] | None = None) -> None:
+        self.answers = list(answers)
+        self.fn = fn
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((args, kwargs))
+        if self.fn is not None:
+            result = self.fn(*args, **kwargs)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+        return self.answers.pop(0) if self.answers else None
+
+
+class NullTrace:
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class FakeAuth:
+    async def service_token(self) -> str:
+        return "service-token"
+
+    async def validate(self, token: str) -> AuthContext:
+        return auth_ctx(token=token)
+
+
+class FakeServices:
+    """glance, swift, neutron and cinder as far as nova uses them; a ClientSet look-alike."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any], Any, str | None]] = []
+        self.image = {
+            "id": IMAGE_ID,
+            "name": "cirros",
+            "status": "active",
+            "checksum": hashlib.md5(IMAGE_DATA).hexdigest(),
+            "size": len(IMAGE_DATA),
+            "min_disk": 0,
+            "min_ram": 0,
+            "direct_url": f"swift://AUTH_{'d' * 32}/glance/{IMAGE_ID}",
+        }
+        self.image_data = IMAGE_DATA
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.attachments: dict[str, dict[str, Any]] = {}
+        self.volume_status = "available"
+        self.fail: dict[str, int] = {}  # operation id -> status to answer instead
+        self._ip = 10
+
+    async def call(
+        self,
+        api: str,
+        operation_id: str,
+        path_params: Mapping[str, Any] | None = None,
+        *,
+        body: Any = None,
+        query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        token: str | None = None,
+        context: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        params = dict(path_params or {})
+        self.calls.append((api, operation_id, params, body, token))
+        if operation_id in self.fail:
+            status = self.fail[operation_id]
+            return response(
+                status, {"error": {"message": f"{operation_id} failed", "code": status}}
+            )
+        handler = getattr(self, f"_{operation_id}", None)
+        assert handler is not None, f"FakeServices has no {api} {operation_id}"
+        result: httpx.Response = handler(params, body, query or {})
+        return result
+
+    def ops(self) -> list[str]:
+        return [c[1] for c in self.calls]
+
+    def _showImage(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        if p["image_id"] != self.image["id"]:
+            return response(404, {"message": "not found"})
+        return response(200, self.image)
+
+    def _getObject(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        return response(200, self.image_data)
+
+    def _createPort(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        self._ip += 1
+        port_id = str(uuid.uuid4())
+        port = {
+            "id": port_id,
+            **body["port"],
+            "mac_address": f"fa:16:3e:00:00:{self._ip:02x}",
+            "fixed_ips": [{"subnet_id": "s1", "ip_address": f"10.0.0.{self._ip}"}],
+            "status": "ACTIVE",
+        }
+        self.ports[port_id] = port
+        return response(201, {"port": port})
+
+    def _updatePort(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        port = self.ports[p["port_id"]]
+        port.update(body["port"])
+        return response(200, {"port": port})
+
+    def _deletePort(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        if self.ports.pop(p["port_id"], None) is None:
+            return response(404, {"NeutronError": {"message": "Port not found"}})
+        return response(204)
+
+    def _listPorts(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        ports = [x for x in self.ports.values() if x.get("device_id") == q.get("device_id")]
+        return response(200, {"ports": ports})
+
+    def _showNetwork(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        return response(200, {"network": {"id": p["network_id"], "name": "private"}})
+
+    def _showVolume(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        if p["volume_id"] != VOLUME_ID:
+            return response(404, {"itemNotFound": {"message": "no", "code": 404}})
+        return response(200, {"volume": {"id": VOLUME_ID, "status": self.volume_status}})
+
+    def _createAttachment(
+        self, p: dict[str, Any], body: Any, q: Mapping[str, Any]
+    ) -> httpx.Response:
+        att_id = str(uuid.uuid4())
+        spec = body["attachment"]
+        att = {
+            "id": att_id,
+            "status": "attaching",
+            "instance": spec["instance_uuid"],
+            "volume_id": spec["volume_uuid"],
+            "attach_mode": "rw",
+            "attached_at": "",
+            "detached_at": "",
+            "connection_info": {
+                "driver_volume_type": "iscsi",
+                "data": {"volume_id": spec["volume_uuid"], "target_lun": 1},
+            },
+        }
+        self.attachments[att_id] = att
+        self.volume_status = "attaching"
+        return response(200, {"attachment": att})
+
+    def _completeAttachment(
+        self, p: dict[str, Any], body: Any, q: Mapping[str, Any]
+    ) -> httpx.Response:
+        assert body == {"os-complete": None}
+        self.attachments[p["attachment_id"]]["status"] = "attached"
+        self.volume_status = "in-use"
+        return response(204)
+
+    def _deleteAttachment(
+        self, p: dict[str, Any], body: Any, q: Mapping[str, Any]
+    ) -> httpx.Response:
+        if self.attachments.pop(p["attachment_id"], None) is None:
+            return response(404, {"itemNotFound": {"message": "no", "code": 404}})
+        self.volume_status = "available"
+        return response(200, {"attachments": []})
+
+
+def make_runtime(
+    info: StackInfo,
+    component: str,
+    *,
+    host: str = "controller",
+    bus: Any = None,
+    clients: Any = None,
+    store: Store | None = None,
+    driver: Any = None,
+    data_dir: Path = Path("."),
+    config: StackConfig | None = None,
+) -> ServiceRuntime:
+    return ServiceRuntime(
+        component=component,
+        project=info.components[component]["project"],
+        host=host,
+        info=info,
+        config=config or StackConfig(data_dir=data_dir),
+        bus=bus,
+        trace=NullTrace(),  # type: ignore[arg-type]
+        clients=clients if clients is not None else FakeServices(),
+        store=store,
+        auth=FakeAuth(),  # type: ignore[arg-type]
+        driver=driver,
+        data_dir=data_dir,
+    )
+
+
+def op_call(
+    rt: ServiceRuntime,
+    operation_id: str,
+    *,
+    body: Any = None,
+    path_params: Mapping[str, str] | None = None,
+    query: Mapping[str, Any] | None = None,
+    auth: AuthContext | None = None,
+    headers: Mapping[str, str] | None = None,
+    sequence: str | None = None,
+) -> Call:
+    q: dict[str, list[str]] = {}
+    for k, v in (query or {}).items():
+        q[k] = [str(x) for x in v] if isinstance(v, list) else [str(v)]
+    auth = auth if auth is not None else auth_ctx()
+    return Call(
+        rt=rt,
+        trigger=operation_id,
+        kind="operation",
+        request_id="req-test",
+        global_request_id="req-test",
+        sequence=sequence,
+        path_params=dict(path_params or {}),
+        query=q,
+        headers=dict(headers or {"host": "nova.test:8774"}),
+        body=body,
+        auth=auth,
+        token=auth.token,
+    )
+
+
+def msg_call(
+    rt: ServiceRuntime, message: str, payload: dict[str, Any], *, token: str | None = "user-token"
+) -> Call:
+    return Call(
+        rt=rt,
+        trigger=message,
+        kind="message",
+        request_id="req-test",
+        global_request_id="req-test",
+        payload=payload,
+        token=token,
+    )
+
+
+def interaction(
+    call: Call, invoke: Any, *, label: str = "1", name: str | None = None
+) -> Interaction:
+    return Interaction(
+        call=call,
+        label=label,
+        source=call.rt.component,
+        target="x",
+        via="test",
+        name=name,
+        invoke=invoke,
+    )
+
+
+# -- the nova cell: generated services' handling, emulated from the IR --------------------------
+
+
+def _steps_of(info: StackInfo, sequence: str, component: str) -> list[tuple[str, dict[str, Any]]]:
+    """(label, interaction) of every interaction `component` performs in `sequence`."""
+    out = []
+    for step in info.sequences[sequence]["steps"]:
+        items = [(str(step["number"]), step["main"])]
+        items += [(f"{step['number']}.{i}", it) for i, it in enumerate(step["then"], 1)]
+        out += [(label, it) for label, it in items if it["source_component"] == component]
+    return out
+
+
+class NovaCell:
+    """nova-api, scheduler, conductor and computes on one InProcessBus (see module doc)."""
+
+    def __init__(self, tmp_path: Path, computes: int = 2, **config: Any) -> None:
+        self.info = stack_info()
+        self.bus = InProcessBus()
+        self.services = FakeServices()
+        self.store = nova_store(self.info)
+        self.config = StackConfig(data_dir=tmp_path, computes=computes, **config)
+        self.steps: list[tuple[str, str, str]] = []  # (component, sequence step label, behaviour)
+        self.errors: list[tuple[str, BaseException]] = []
+
+        def rt(component: str, host: str = "controller", driver: Any = None) -> ServiceRuntime:
+            return make_runtime(
+                self.info,
+                component,
+                host=host,
+                bus=self.bus,
+                clients=self.services,
+                store=self.store,
+                driver=driver,
+                data_dir=tmp_path,
+                config=self.config,
+            )
+
+        self.api = rt("nova-api")
+        self.scheduler = rt("nova-scheduler")
+        self.conductor = rt("nova-conductor")
+        self.computes = {
+            f"compute-{i}": rt(
+                "nova-compute",
+                f"compute-{i}",
+                FakeHypervisor(tmp_path / f"fake-compute-{i}.json", hostname=f"compute-{i}"),
+            )
+            for i in range(1, computes + 1)
+        }
+
+    async def start(self) -> NovaCell:
+        await self.bus.start()
+        for rt in [self.scheduler, self.conductor, *self.computes.values()]:
+            comp = self.info.components[rt.component]
+            topics = {self.info.messages[h["message"]]["topic"] for h in comp["consumes"]}
+            for topic in topics:
+                per_host = any(
+                    self.info.messages[h["message"]]["per_host"]
+                    for h in comp["consumes"]
+                    if self.info.messages[h["message"]]["topic"] == topic
+                )
+                await self.bus.subscribe(
+                    topic, self._handler(rt), host=rt.host if per_host else None
+                )
+        for rt in self.computes.values():
+            await registry.get("compute.report_resources")(rt)
+        return self
+
+    async def stop(self) -> None:
+        for rt in self.computes.values():
+            task = rt.local.get("compute.heartbeat")
+            if task is not None:
+                task.cancel()
+        await self.bus.close()
+
+    def _handler(
+        self, rt: ServiceRuntime
+    ) -> Callable[[Envelope], Awaitable[dict[str, Any] | None]]:
+        comp = self.info.components[rt.component]
+        by_method = {self.info.messages[h["message"]]["method"]: h for h in comp["consumes"]}
+
+        async def handle(env: Envelope) -> dict[str, Any] | None:
+            h = by_method[env.method]
+            call = Call(
+                rt=rt,
+                trigger=h["message"],
+                kind="message",
+                request_id=env.context.get("request_id", "req-x"),
+                global_request_id=env.context.get("global_request_id", "req-x"),
+                sequence=env.context.get("sequence"),
+                payload=env.payload,
+                context=dict(env.context),
+                token=env.context.get("auth_token"),
+            )
+            try:
+                result = await registry.get(h["behaviour"])(call)
+                await self.run_steps(call, h["message"])
+            except Exception as exc:
+                self.errors.append((h["message"], exc))
+                if h["on_error"]:
+                    await registry.get(h["on_error"])(call, exc)
+                    return None
+                raise
+            return result  # type: ignore[no-any-return]
+
+        return handle
+
+    def _flow_steps(
+        self, call: Call, trigger_message: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The interactions the component performs after the one that triggered it."""
+        for name in self.info.sequences:
+            steps = _steps_of(self.info, name, call.rt.component)
+            seq = self.info.sequences[name]
+            all_items = [it for st in seq["steps"] for it in [st["main"], *st["then"]]]
+            if trigger_message is None:
+                if any(
+                    it.get("operation") == call.trigger
+                    and it["target_component"] == call.rt.component
+                    for it in all_items
+                ):
+                    return steps
+            elif any(
+                it.get("message") == trigger_message and it["target_component"] == call.rt.component
+                for it in all_items
+            ):
+                return steps
+        return []
+
+    async def run_steps(self, call: Call, trigger_message: str | None) -> None:
+        for label, it in self._flow_steps(call, trigger_message):
+            behaviour = it.get("behaviour")
+            if it["via"] == "sql" or behaviour in (None, "auth.validate"):
+                continue
+            self.steps.append((call.rt.component, label, behaviour))
+            ix = Interaction(
+                call=call,
+                label=label,
+                source=it["source_component"],
+                target=it["target_component"],
+                via=it["via"],
+                name=it.get("operation") or it.get("message") or it.get("call"),
+                invoke=self._invoke(call, it),
+            )
+            await registry.get(behaviour)(ix)
+
+    def _invoke(self, call: Call, it: dict[str, Any]) -> Callable[..., Awaitable[Any]]:
+        via = it["via"]
+        if via == "http":
+            api = self.info.components[it["target_component"]]["api"]
+
+            async def http(**kw: Any) -> Any:
+                token = kw.pop("token", None)
+                body = kw.pop("body", None)
+                query = kw.pop("query", None)
+                headers = kw.pop("headers", None)
+                return await call.rt.clients.call(
+                    api, it["operation"], kw, body=body, query=query, headers=headers, token=token
+                )
+
+            return http
+        if via in ("amqp-cast", "amqp-call"):
+
+            async def amqp(payload: dict[str, Any], host: str | None = None) -> Any:
+                return await send(call, it["message"], payload, host=host)
+
+            return amqp
+        if via == "native":
+
+            async def native(**kw: Any) -> Any:
+                return await getattr(call.rt.driver, it["call"])(**kw)
+
+            return native
+        raise AssertionError(via)
+
+    async def operation(
+        self, operation_id: str, *, sequence: str | None = None, **kwargs: Any
+    ) -> tuple[Reply, Call]:
+        """Run an operation of nova-api the way the generated app will (steps around it)."""
+        call = op_call(self.api, operation_id, sequence=sequence, **kwargs)
+        before: list[tuple[str, dict[str, Any]]] = []
+        after: list[tuple[str, dict[str, Any]]] = []
+        if sequence:
+            seen_sql = False
+            for label, it in _steps_of(self.info, sequence, "nova-api"):
+                if it["via"] == "sql":
+                    seen_sql = True
+                    continue
+                (after if seen_sql else before).append((label, it))
+        for label, it in before:
+            await self._step(call, label, it)
+        op = next(
+            o for o in self.info.apis["compute"]["operations"] if o["operation_id"] == operation_id
+        )
+        reply: Reply = await registry.get(op["behaviour"])(call)
+        check_response(operation_id, reply)
+        for label, it in after:
+            await self._step(call, label, it)
+        return reply, call
+
+    async def _step(self, call: Call, label: str, it: dict[str, Any]) -> None:
+        behaviour = it.get("behaviour")
+        if behaviour in (None, "auth.validate"):
+            return
+        self.steps.append((call.rt.component, label, behaviour))
+        ix = Interaction(
+            call=call,
+            label=label,
+            source=it["source_component"],
+            target=it["target_component"],
+            via=it["via"],
+            name=it.get("operation") or it.get("message") or it.get("call"),
+            invoke=self._invoke(call, it),
+        )
+        await registry.get(behaviour)(ix)
+
+    async def wait_for(
+        self, server_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            row = await self.store.get("instances", server_id)
+            if row is not None and predicate(row):
+                return row
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"timed out; instance is {row and (row['vm_state'], row['task_state'])}; errors {self.errors}"
+                )
+            await asyncio.sleep(0.005)
+
+
+async def seed_flavors(store: Store) -> None:
+    for fid, name, ram, vcpus, disk in (
+        ("1", "m1.tiny", 512, 1, 1),
+        ("2", "m1.small", 2048, 1, 20),
+        ("3", "m1.medium", 4096, 2, 40),
+        ("4", "m1.large", 8192, 4, 80),
+        ("5", "m1.huge", 65536, 8, 100),
+    ):
+        await store.create(
+            "flavors",
+            {
+                "id": fid,
+                "name": name,
+                "ram": ram,
+                "vcpus": vcpus,
+                "disk": disk,
+                "swap": 0,
+                "ephemeral": 0,
+                "rxtx_factor": 1.0,
+                "is_public": True,
+                "disabled": False,
+            },
+        )
+
+
+def boot_body(**server: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "vm1",
+        "imageRef": IMAGE_ID,
+        "flavorRef": "1",
+        "min_count": 1,
+        "max_count": 1,
+        "networks": [{"uuid": NETWORK_ID}],
+        "block_device_mapping_v2": [
+            {
+                "uuid": IMAGE_ID,
+                "boot_index": 0,
+                "source_type": "image",
+                "destination_type": "local",
+                "delete_on_termination": True,
+            }
+        ],
+    }
+    body.update(server)
+    return {"server": body}
+
+
+class RecordingBus:
+    """A bus that records what is sent; calls are answered by `replies[method]`."""
+
+    def __init__(self, replies: Mapping[str, Any] | None = None) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any], str | None]] = []
+        self.replies = dict(replies or {})
+
+    async def cast(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        host: str | None = None,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        self.sent.append(("cast", method, payload, host))
+
+    async def call(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        host: str | None = None,
+        context: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        self.sent.append(("call", method, payload, host))
+        reply = self.replies[method]
+        if callable(reply):
+            reply = reply(payload)
+            if asyncio.iscoroutine(reply):
+                reply = await reply
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply  # type: ignore[no-any-return]
+
+    async def fanout(
+        self,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        *,
+        context: dict[str, str] | None = None,
+    ) -> None:
+        self.sent.append(("fanout", method, payload, None))
+
+
+async def add_compute_node(
+    store: Store,
+    host: str,
+    *,
+    memory_mb: int = 16384,
+    vcpus: int = 8,
+    local_gb: int = 200,
+    zone: str = "nova",
+    heartbeat: float | None = None,
+) -> None:
+    """A compute node as conductor.compute_node_update records it."""
+    import time
+
+    from generator.runtime.behaviours import conductor
+
+    info = stack_info()
+    rt = make_runtime(info, "nova-conductor", store=store)
+    await conductor.compute_node_update(
+        msg_call(
+            rt,
+            "compute_node_update",
+            {
+                "host": host,
+                "availability_zone": zone,
+                "resources": {
+                    "vcpus": vcpus,
+                    "memory_mb": memory_mb,
+                    "local_gb": local_gb,
+                    "hypervisor_type": "fake",
+                    "hypervisor_hostname": host,
+                },
+            },
+        )
+    )
+    if heartbeat is not None:
+        await store.update("compute_nodes", host, {"heartbeat": heartbeat})
+    else:
+        await store.update("compute_nodes", host, {"heartbeat": time.time()})

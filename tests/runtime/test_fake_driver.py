@@ -1,0 +1,158 @@
+"""The fake hypervisor honours the driver interface of spec/hypervisors.yaml."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from generator.runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
+from generator.runtime.virt.fake import FakeHypervisor
+from tests.runtime.test_compute_kit import arun, ir_json
+
+CONN = {"driver_volume_type": "iscsi", "data": {"volume_id": "vol-1"}}
+
+
+def guest(uuid: str = "u1", name: str = "vm1") -> dict[str, Any]:
+    return {
+        "uuid": uuid,
+        "name": name,
+        "vcpus": 2,
+        "memory_mb": 1024,
+        "root_gb": 10,
+        "image_id": "img",
+    }
+
+
+def _types_schema() -> dict[str, Any]:
+    from ruamel.yaml import YAML
+
+    data = YAML(typ="safe").load(
+        (Path(__file__).resolve().parents[2] / "spec" / "hypervisors.yaml").read_text()
+    )
+    return {"types": data["types"]}
+
+
+def _check(type_name: str, value: Any) -> None:
+    schema = {"$ref": f"#/types/{type_name}", **_types_schema()}
+    errors = list(Draft202012Validator(schema).iter_errors(value))
+    assert not errors, errors[0].message
+
+
+def test_every_interface_method_is_async_with_the_spec_parameters() -> None:
+    methods = json.loads(ir_json())["hypervisors"]["methods"]
+    assert methods
+    for method in methods:
+        fn = getattr(FakeHypervisor, method["name"])
+        assert inspect.iscoroutinefunction(fn), method["name"]
+        params = [p for p in inspect.signature(fn).parameters if p != "self"]
+        assert params == [p["name"] for p in method["params"]], method["name"]
+
+
+@arun
+async def test_spawn_power_console_destroy(tmp_path: Path) -> None:
+    hv = FakeHypervisor(
+        tmp_path / "state.json", vcpus=4, memory_mb=4096, local_gb=50, hostname="c1"
+    )
+    await hv.spawn(guest(), {"id": "img"}, [], [])
+    assert await hv.get_power_state(guest()) == 1
+    _check("PowerState", await hv.get_power_state(guest()))
+    assert await hv.list_instances() == ["vm1"]
+    assert "fake-guest vm1: booted; disks: vda" in await hv.get_console_output(guest())
+    with pytest.raises(InstanceExists):
+        await hv.spawn(guest(), {"id": "img"}, [], [])
+    await hv.destroy(guest())
+    assert await hv.list_instances() == []
+    with pytest.raises(InstanceNotFound, match="Instance u1 could not be found"):
+        await hv.destroy(guest())
+    with pytest.raises(InstanceNotFound):
+        await hv.get_console_output(guest())
+
+
+@arun
+async def test_resources_follow_the_guests(tmp_path: Path) -> None:
+    hv = FakeHypervisor(None, vcpus=4, memory_mb=4096, local_gb=50, hostname="c1")
+    res = await hv.get_available_resource()
+    _check("Resources", res)
+    assert res["vcpus_used"] == res["memory_mb_used"] == res["running_vms"] == 0
+    await hv.spawn(guest("a"), {"id": "img"}, [], [])
+    await hv.spawn(guest("b"), {"id": "img"}, [], [])
+    res = await hv.get_available_resource()
+    assert (res["vcpus"], res["vcpus_used"], res["memory_mb_used"], res["local_gb_used"]) == (
+        4,
+        4,
+        2048,
+        20,
+    )
+    assert res["running_vms"] == 2 and res["hypervisor_hostname"] == "c1"
+    assert res["hypervisor_type"] == "fake"
+
+
+@arun
+async def test_volumes_and_vifs_show_on_the_console(tmp_path: Path) -> None:
+    hv = FakeHypervisor(None)
+    await hv.spawn(guest(), {"id": "img"}, [], [])
+    await hv.attach_volume(guest(), CONN, "/dev/vdb")
+    assert "disks: vda vdb" in (await hv.get_console_output(guest())).splitlines()[-1]
+    with pytest.raises(DeviceBusy):
+        await hv.attach_volume(guest(), CONN, "/dev/vdb")
+    await hv.detach_volume(guest(), CONN, "/dev/vdb")
+    assert (await hv.get_console_output(guest())).splitlines()[-1].endswith("disks: vda")
+    with pytest.raises(DiskNotFound):
+        await hv.detach_volume(guest(), CONN, "/dev/vdb")
+    vif = {
+        "id": "p1",
+        "address": "fa:16:3e:00:00:01",
+        "network_id": "n1",
+        "ip_addresses": ["10.0.0.5"],
+    }
+    _check("Vif", vif)
+    await hv.plug_vifs(guest(), [vif])
+    await hv.plug_vifs(guest(), [vif])  # plugging twice is harmless
+    assert hv.guests["u1"]["vifs"] == [vif]
+    assert "link up fa:16:3e:00:00:01 (10.0.0.5)" in await hv.get_console_output(guest())
+
+
+@arun
+async def test_boot_from_volume_has_the_volume_as_vda(tmp_path: Path) -> None:
+    hv = FakeHypervisor(None)
+    bdev = {"mountpoint": "/dev/vda", "connection_info": CONN, "serial": "vol-1"}
+    _check("BlockDevice", bdev)
+    await hv.spawn({"uuid": "u1", "name": "bfv"}, {"id": ""}, [], [bdev])
+    assert hv.guests["u1"]["disks"]["vda"]["kind"] == "volume"
+
+
+@arun
+async def test_state_survives_a_restart_and_is_written_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "hv" / "state.json"
+    hv = FakeHypervisor(path)
+    await hv.spawn(guest(), {"id": "img"}, [], [])
+    await hv.power_off(guest())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]  # no temp files left
+    again = FakeHypervisor(path)
+    assert await again.list_instances() == ["vm1"]
+    assert await again.get_power_state(guest()) == 4
+    await again.power_on(guest())
+    await again.reboot(guest(), "HARD")
+    assert await FakeHypervisor(path).get_power_state(guest()) == 1
+
+
+def test_an_unreadable_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text("{not json")
+    with pytest.raises(Exception, match="unreadable"):
+        FakeHypervisor(path)
+
+
+@arun
+async def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    hv = FakeHypervisor(None)
+    with pytest.raises(Exception, match="uuid"):
+        await hv.spawn({"name": "x"}, {"id": "img"}, [], [])
+    await hv.spawn(guest(), {"id": "img"}, [], [])
+    with pytest.raises(Exception, match="device path"):
+        await hv.attach_volume(guest(), CONN, "vdb")

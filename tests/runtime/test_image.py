@@ -1,0 +1,355 @@
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from generator.runtime import registry
+from generator.runtime.behaviours.image import Gone, RangeNotSatisfiable
+from generator.runtime.behaviours.objects import object_store
+from generator.runtime.context import AuthContext, Reply
+from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound
+from tests.runtime.fakes import Stack, arun, openapi
+
+DATA = b"\x00cirros-disk-image\xff" * 4096
+
+
+async def started(tmp_path: Path) -> tuple[Stack, AuthContext, AuthContext]:
+    stack = await Stack(tmp_path).start()
+    return stack, await stack.login(), await stack.login("demo", project="demo")
+
+
+async def create(stack: Stack, auth: AuthContext, **fields: Any) -> dict[str, Any]:
+    body = {"name": "cirros", "disk_format": "qcow2", "container_format": "bare", **fields}
+    reply = await stack.invoke("image", "createImage", auth=auth, body=body)
+    assert reply.status == 201
+    return reply.body  # type: ignore[no-any-return]
+
+
+async def op(stack: Stack, name: str, auth: AuthContext, image_id: str, **kw: Any) -> Reply:
+    return await stack.invoke("image", name, auth=auth, path_params={"image_id": image_id}, **kw)
+
+
+async def listing(stack: Stack, auth: AuthContext, **query: Any) -> dict[str, Any]:
+    reply = await stack.invoke("image", "listImages", auth=auth, query=query)
+    assert reply.status == 200
+    return reply.body  # type: ignore[no-any-return]
+
+
+def test_every_image_operation_has_its_behaviour() -> None:
+    ops = [o["operationId"] for item in openapi("image")["paths"].values() for o in item.values()
+           if isinstance(o, dict) and "operationId" in o]
+    assert len(ops) == 8
+    for name in ops:
+        assert registry.get("image." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+
+
+@arun
+async def test_versions(tmp_path: Path) -> None:
+    stack = await Stack(tmp_path).start()
+    reply = await stack.invoke("image", "getImageVersions")
+    assert reply.status == 300
+    versions = reply.body["versions"]
+    assert versions[0] == {"id": "v2.16", "status": "CURRENT",
+                           "links": [{"rel": "self", "href": stack.info.endpoint("image", stack.config) + "/v2/"}]}
+    assert versions[-1]["id"] == "v2.0" and all(v["status"] == "SUPPORTED" for v in versions[1:])
+
+
+@arun
+async def test_create_with_glance_defaults(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    reply = await stack.invoke("image", "createImage", auth=demo, body={"name": "x", "hw_disk_bus": "virtio"})
+    image = reply.body
+    assert uuid.UUID(image["id"])
+    assert reply.headers["Location"].endswith(f"/v2/images/{image['id']}")
+    assert image["status"] == "queued" and image["visibility"] == "shared"
+    assert image["owner"] == demo.project_id and image["protected"] is False
+    assert image["size"] is None and image["checksum"] is None and image["tags"] == []
+    assert image["hw_disk_bus"] == "virtio"
+    assert image["self"] == f"/v2/images/{image['id']}" and image["file"].endswith("/file")
+    assert "direct_url" not in image
+    fixed = str(uuid.uuid4())
+    assert (await create(stack, demo, id=fixed))["id"] == fixed
+    with pytest.raises(Conflict):
+        await create(stack, demo, id=fixed)
+
+
+@arun
+async def test_create_rejects_bad_input(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    for body, error in (
+        ({"id": "not-a-uuid"}, BadRequest),
+        ({"disk_format": "floppy"}, BadRequest),
+        ({"container_format": "zip"}, BadRequest),
+        ({"min_disk": -1}, BadRequest),
+        ({"min_ram": True}, BadRequest),
+        ({"protected": "yes"}, BadRequest),
+        ({"tags": "a"}, BadRequest),
+        ({"name": "n" * 256}, BadRequest),
+        ({"custom": 5}, BadRequest),
+        ({"status": "active"}, Forbidden),
+        ({"size": 5}, Forbidden),
+        ({"locations": []}, Forbidden),
+        ({"visibility": "public"}, Forbidden),  # publicizing needs admin
+        ({"owner": "someone"}, Forbidden),
+    ):
+        with pytest.raises(error):
+            await stack.invoke("image", "createImage", auth=demo, body=body)
+    with pytest.raises(BadRequest):
+        await stack.invoke("image", "createImage", auth=demo, body=["x"])
+    assert (await create(stack, admin, visibility="public"))["visibility"] == "public"
+
+
+@arun
+async def test_upload_lands_in_swift_and_download_reads_it(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    image = await create(stack, demo)
+    iid = image["id"]
+    assert (await op(stack, "downloadImageData", demo, iid)).status == 204  # queued: no data yet
+    reply = await op(stack, "uploadImageData", demo, iid, raw_body=DATA,
+                     headers={"Content-Type": "application/octet-stream"})
+    assert reply.status == 204
+    shown = (await op(stack, "showImage", demo, iid)).body
+    service = await stack.glance.auth.service_auth()  # type: ignore[union-attr]
+    account = f"AUTH_{service.project_id}"
+    assert shown["status"] == "active" and shown["size"] == len(DATA)
+    assert shown["checksum"] == hashlib.md5(DATA).hexdigest()
+    assert shown["os_hash_algo"] == "sha512" and shown["os_hash_value"] == hashlib.sha512(DATA).hexdigest()
+    assert shown["direct_url"] == f"swift://{account}/glance/{iid}"
+    # The bytes are in the object store, in the service project's account.
+    info, stored = await object_store(stack.swift).get_object(account, "glance", iid)
+    assert stored == DATA and info.etag == shown["checksum"]
+    calls = [(o, p.get("container")) for api, o, p in stack.clients.calls if api == "object-store"]
+    assert calls == [("createContainer", "glance"), ("putObject", "glance")]
+    # Download through glance.
+    got = await op(stack, "downloadImageData", admin, iid)
+    assert got.status == 200 and got.body == DATA and got.headers["Content-MD5"] == shown["checksum"]
+    part = await op(stack, "downloadImageData", demo, iid, headers={"Range": "bytes=1-6"})
+    assert part.status == 206 and part.body == DATA[1:7]
+    assert part.headers["Content-Range"] == f"bytes 1-6/{len(DATA)}"
+    with pytest.raises(RangeNotSatisfiable):
+        await op(stack, "downloadImageData", demo, iid, headers={"Range": f"bytes={len(DATA)}-"})
+    # Data is uploaded once only.
+    with pytest.raises(Conflict):
+        await op(stack, "uploadImageData", demo, iid, raw_body=b"again")
+    # A second upload reuses the container.
+    other = await create(stack, demo)
+    await op(stack, "uploadImageData", demo, other["id"], raw_body=b"")
+    calls = [o for api, o, _ in stack.clients.calls if api == "object-store"]
+    assert calls.count("createContainer") == 1
+    assert (await op(stack, "showImage", demo, other["id"])).body["size"] == 0
+
+
+@arun
+async def test_upload_rules(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    bare = (await stack.invoke("image", "createImage", auth=demo, body={"name": "noformat"})).body
+    with pytest.raises(BadRequest, match="disk_format"):
+        await op(stack, "uploadImageData", demo, bare["id"], raw_body=b"x")
+    assert (await op(stack, "showImage", demo, bare["id"])).body["status"] == "queued"
+    theirs = await create(stack, admin)
+    with pytest.raises(Forbidden):
+        await op(stack, "uploadImageData", demo, theirs["id"], raw_body=b"x")
+    from generator.runtime.behaviours.image import UnsupportedMediaType
+
+    with pytest.raises(UnsupportedMediaType):
+        await op(stack, "uploadImageData", admin, theirs["id"], raw_body=b"x", headers={"content-type": "text/plain"})
+
+
+@arun
+async def test_store_failure_puts_the_image_back_in_queued(tmp_path: Path) -> None:
+    stack, _, demo = await started(tmp_path)
+    image = await create(stack, demo)
+    object_store(stack.swift)  # the store exists, but the glance container cannot be created:
+    stack.swift.shared["objectstore"].create_container = _refuse  # type: ignore[method-assign]
+    from generator.runtime.errors import ServiceUnavailable
+
+    with pytest.raises(ServiceUnavailable):
+        await op(stack, "uploadImageData", demo, image["id"], raw_body=b"data")
+    assert (await op(stack, "showImage", demo, image["id"])).body["status"] == "queued"
+
+
+async def _refuse(*args: Any, **kwargs: Any) -> bool:
+    from generator.runtime.behaviours.objectstore import InvalidName
+
+    raise InvalidName("refused")
+
+
+@arun
+async def test_image_deleted_during_upload_is_gone(tmp_path: Path) -> None:
+    stack, _, demo = await started(tmp_path)
+    image = await create(stack, demo)
+    original = stack.clients.call
+
+    async def delete_while_storing(api: str, operation_id: str, *args: Any, **kwargs: Any) -> Any:
+        if operation_id == "putObject":
+            await stack.glance.require_store().delete("images", image["id"])
+        return await original(api, operation_id, *args, **kwargs)
+
+    stack.clients.call = delete_while_storing  # type: ignore[method-assign]
+    with pytest.raises(Gone):
+        await op(stack, "uploadImageData", demo, image["id"], raw_body=b"data")
+    assert [o for _, o, _ in stack.clients.calls][-1] == "deleteObject"
+
+
+@arun
+async def test_visibility_rules(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    private = await create(stack, admin, name="private", visibility="private")
+    shared = await create(stack, admin, name="shared")
+    public = await create(stack, admin, name="public", visibility="public")
+    community = await create(stack, admin, name="community", visibility="community")
+    mine = await create(stack, demo, name="mine", visibility="private")
+    with pytest.raises(NotFound):
+        await op(stack, "showImage", demo, private["id"])
+    for image in (shared, public, community, mine):
+        assert (await op(stack, "showImage", demo, image["id"])).status == 200
+    assert (await op(stack, "showImage", admin, mine["id"])).status == 200  # admins see everything
+    names = {i["name"] for i in (await listing(stack, demo))["images"]}
+    assert names == {"shared", "public", "mine"}
+    assert {i["name"] for i in (await listing(stack, demo, visibility="community"))["images"]} == {"community"}
+    assert {i["name"] for i in (await listing(stack, demo, visibility="all"))["images"]} == {"shared", "public", "community", "mine"}
+    assert {i["name"] for i in (await listing(stack, admin))["images"]} == {"private", "shared", "public", "community", "mine"}
+    for name, kw in (("updateImage", {"body": [{"op": "replace", "path": "/name", "value": "x"}]}),
+                     ("deleteImage", {})):
+        with pytest.raises(Forbidden):
+            await op(stack, name, demo, shared["id"], **kw)
+        with pytest.raises(NotFound):
+            await op(stack, name, demo, private["id"], **kw)
+
+
+@arun
+async def test_show_and_name_lookup(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    image = await create(stack, admin)
+    reply = await op(stack, "showImage", demo, image["id"])
+    assert reply.body == image
+    # The CLI tries a name first and expects 404, then lists by name.
+    with pytest.raises(NotFound):
+        await op(stack, "showImage", demo, "cirros")
+    assert [i["id"] for i in (await listing(stack, demo, name="cirros"))["images"]] == [image["id"]]
+
+
+@arun
+async def test_list_filters_and_paging(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    made = [await create(stack, demo, name=f"img{i}", tags=["even"] if i % 2 == 0 else []) for i in range(5)]
+    await op(stack, "uploadImageData", demo, made[0]["id"], raw_body=b"12345")
+    ids = [m["id"] for m in made]
+    assert (await listing(stack, demo, id=f"in:{ids[1]},{ids[3]}"))["images"].__len__() == 2
+    assert {i["id"] for i in (await listing(stack, demo, id=f'in:"{ids[1]}",{ids[3]}'))["images"]} == {ids[1], ids[3]}
+    assert [i["name"] for i in (await listing(stack, demo, name="in:img2,img4", sort="name:asc"))["images"]] == ["img2", "img4"]
+    assert [i["id"] for i in (await listing(stack, demo, status="active"))["images"]] == [ids[0]]
+    assert len((await listing(stack, demo, status="in:queued,saving"))["images"]) == 4
+    assert len((await listing(stack, demo, owner=demo.project_id))["images"]) == 5
+    assert (await listing(stack, demo, owner="someone-else"))["images"] == []
+    assert len((await listing(stack, demo, tag="even"))["images"]) == 3
+    assert [i["id"] for i in (await listing(stack, demo, size_min="1"))["images"]] == [ids[0]]
+    assert len((await listing(stack, demo, visibility="shared"))["images"]) == 5
+    assert (await listing(stack, demo, visibility="private"))["images"] == []
+    assert len((await listing(stack, demo, created_at="lte:2999-01-01T00:00:00Z"))["images"]) == 5
+    # Paging: a next link only while more remain, never to the same page.
+    seen: list[str] = []
+    query: dict[str, Any] = {"limit": "2", "sort_key": "name", "sort_dir": "asc"}
+    pages = 0
+    while True:
+        body = await listing(stack, demo, **query)
+        pages += 1
+        seen += [i["name"] for i in body["images"]]
+        assert body["first"] == "/v2/images" and body["schema"] == "/v2/schemas/images"
+        if "next" not in body:
+            break
+        nxt = parse_qs(urlsplit(body["next"]).query)
+        assert nxt["marker"] == [body["images"][-1]["id"]] and nxt["sort_key"] == ["name"]
+        query = {k: v[0] for k, v in nxt.items()}
+    assert seen == [f"img{i}" for i in range(5)] and pages == 3
+    # Exactly one page: no next link.
+    assert "next" not in await listing(stack, demo, limit="5")
+    for bad in ({"marker": str(uuid.uuid4())}, {"limit": "-1"}, {"limit": "x"}, {"sort_key": "bogus"},
+                {"sort_dir": "up"}, {"sort": "name:asc", "sort_key": "name"}, {"visibility": "secret"},
+                {"protected": "maybe"}, {"created_at": "soon:2020-01-01"}, {"created_at": "gt:yesterday"},
+                {"size_max": "big"}, {"member_status": "odd"}):
+        with pytest.raises(BadRequest):
+            await stack.invoke("image", "listImages", auth=demo, query=bad)
+
+
+@arun
+async def test_patch(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    image = await create(stack, demo, os_distro="cirros")
+    iid = image["id"]
+
+    async def patch(*ops: dict[str, Any], auth: AuthContext = demo) -> dict[str, Any]:
+        reply = await op(stack, "updateImage", auth, iid, body=list(ops))
+        assert reply.status == 200
+        return reply.body  # type: ignore[no-any-return]
+
+    out = await patch(
+        {"op": "replace", "path": "/name", "value": "renamed"},
+        {"op": "add", "path": "/hw_qemu_guest_agent", "value": "yes"},
+        {"op": "remove", "path": "/os_distro"},
+        {"op": "add", "path": "/tags", "value": ["a", "b"]},
+        {"op": "add", "path": "/tags/-", "value": "c"},
+        {"op": "replace", "path": "/min_disk", "value": 2},
+        {"op": "replace", "path": "/min_ram", "value": 512},
+        {"op": "replace", "path": "/visibility", "value": "private"},
+        {"op": "replace", "path": "/protected", "value": True},
+    )
+    assert out["name"] == "renamed" and out["hw_qemu_guest_agent"] == "yes" and "os_distro" not in out
+    assert out["tags"] == ["a", "b", "c"] and out["min_disk"] == 2 and out["min_ram"] == 512
+    assert out["visibility"] == "private" and out["protected"] is True
+    out = await patch({"op": "remove", "path": "/tags/0"}, {"op": "replace", "path": "/hw_qemu_guest_agent", "value": "no"})
+    assert out["tags"] == ["b", "c"] and out["hw_qemu_guest_agent"] == "no"
+    assert (await patch()) == out  # an empty patch changes nothing
+    for ops, error in (
+        ([{"op": "replace", "path": "/missing", "value": "x"}], Conflict),
+        ([{"op": "remove", "path": "/missing"}], Conflict),
+        ([{"op": "replace", "path": "/status", "value": "active"}], Forbidden),
+        ([{"op": "replace", "path": "/checksum", "value": "x"}], Forbidden),
+        ([{"op": "remove", "path": "/name"}], Forbidden),
+        ([{"op": "replace", "path": "/visibility", "value": "public"}], Forbidden),
+        ([{"op": "replace", "path": "/min_disk", "value": "big"}], BadRequest),
+        ([{"op": "replace", "path": "/visibility", "value": "everyone"}], BadRequest),
+        ([{"op": "replace", "path": "/name"}], BadRequest),
+        ([{"op": "move", "path": "/name", "value": "x"}], BadRequest),
+        ([{"op": "replace", "path": "name", "value": "x"}], BadRequest),
+        ([{"op": "replace", "path": "/a/b", "value": "x"}], BadRequest),
+        ([{"op": "add", "path": "/prop", "value": 5}], BadRequest),
+        ([{"op": "remove", "path": "/tags/9"}], Conflict),
+        ({"op": "replace"}, BadRequest),
+    ):
+        with pytest.raises(error):
+            await op(stack, "updateImage", demo, iid, body=ops)
+    await op(stack, "uploadImageData", demo, iid, raw_body=b"x")
+    with pytest.raises(Forbidden):
+        await patch({"op": "replace", "path": "/disk_format", "value": "raw"})
+    # The patch may also arrive unparsed.
+    reply = await op(stack, "updateImage", demo, iid, raw_body=b'[{"op": "replace", "path": "/name", "value": "raw"}]')
+    assert reply.body["name"] == "raw"
+    assert (await patch({"op": "replace", "path": "/visibility", "value": "public"}, auth=admin))["visibility"] == "public"
+
+
+@arun
+async def test_delete(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    image = await create(stack, demo, protected=True)
+    iid = image["id"]
+    await op(stack, "uploadImageData", demo, iid, raw_body=b"bytes")
+    with pytest.raises(Forbidden, match="protected"):
+        await op(stack, "deleteImage", demo, iid)
+    await op(stack, "updateImage", demo, iid, body=[{"op": "replace", "path": "/protected", "value": False}])
+    assert (await op(stack, "deleteImage", demo, iid)).status == 204
+    with pytest.raises(NotFound):
+        await op(stack, "showImage", demo, iid)
+    with pytest.raises(NotFound):
+        await op(stack, "deleteImage", demo, iid)
+    service = await stack.glance.auth.service_auth()  # type: ignore[union-attr]
+    names = [o.name for o in await object_store(stack.swift).list_objects(f"AUTH_{service.project_id}", "glance")]  # type: ignore[union-attr]
+    assert iid not in names
+    queued = await create(stack, demo)
+    assert (await op(stack, "deleteImage", admin, queued["id"])).status == 204

@@ -1,0 +1,942 @@
+"""Cinder behaviours: volumes through the scheduler to a file back end, actions, attachments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.runtime.behaviours import volume as vol
+from generator.runtime.bus import InProcessBus
+from generator.runtime.context import AuthContext, Call, Reply
+from generator.runtime.errors import ApiError, StepFailed
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.store import Store
+from tests.runtime.netvol_fakes import (
+    ADMIN,
+    OTHER,
+    PROJECT,
+    USER,
+    check_reply,
+    expect_error,
+    interaction,
+    make_call,
+    make_rt,
+    make_store,
+    settle,
+    stack_info,
+    wire,
+)
+
+API = "block-storage"
+GIB = 1024**3
+SERVER = "0c4e3f6a-1d2b-4c5d-8e9f-a0b1c2d3e4f5"
+CONNECTOR = {
+    "host": "compute-1",
+    "ip": "192.0.2.11",
+    "initiator": "iqn.x",
+    "platform": "x86_64",
+    "os_type": "linux",
+    "multipath": False,
+    "mountpoint": "/dev/vdb",
+}
+# What `openstack volume create --size 1 v21` sends.
+CLI_CREATE = {
+    "volume": {
+        "description": None,
+        "backup_id": None,
+        "metadata": None,
+        "imageRef": None,
+        "size": 1,
+        "consistencygroup_id": None,
+        "source_volid": None,
+        "name": "v21",
+        "availability_zone": None,
+        "snapshot_id": None,
+        "volume_type": None,
+    }
+}
+
+
+@dataclass
+class Cinder:
+    api: ServiceRuntime
+    scheduler: ServiceRuntime
+    backends: list[ServiceRuntime]
+    store: Store
+    bus: InProcessBus
+    data_dir: Path
+
+    def pp(self, **more: str) -> dict[str, str]:
+        return {"project_id": PROJECT, **more}
+
+    async def op(
+        self,
+        fn: Callable[[Call], Awaitable[Reply]],
+        operation_id: str,
+        status: int,
+        *,
+        who: AuthContext = USER,
+        sequence: str | None = None,
+        **kwargs: Any,
+    ) -> tuple[Any, Call]:
+        kwargs.setdefault("path_params", self.pp())
+        call = make_call(self.api, operation_id, who=who, sequence=sequence, **kwargs)
+        reply = await fn(call)
+        return check_reply(API, operation_id, reply, status), call
+
+    async def row(self, volume_id: str) -> dict[str, Any] | None:
+        return await self.store.get("volumes", volume_id)
+
+    async def wait_status(self, volume_id: str, status: str) -> dict[str, Any]:
+        async def reached() -> bool:
+            row = await self.row(volume_id)
+            return row is not None and row["status"] == status
+
+        await settle(reached)
+        row = await self.row(volume_id)
+        assert row is not None
+        return row
+
+    async def wait_gone(self, volume_id: str) -> None:
+        async def gone() -> bool:
+            return await self.row(volume_id) is None
+
+        await settle(gone)
+
+    async def available(self, size: int = 1, who: AuthContext = USER, **attrs: Any) -> str:
+        body, _ = await self.op(
+            vol.create_volume,
+            "createVolume",
+            202,
+            who=who,
+            body={"volume": {"size": size, **attrs}},
+        )
+        await self.wait_status(body["volume"]["id"], "available")
+        return str(body["volume"]["id"])
+
+    def volume_file(self, volume_id: str, host: str = "storage") -> Path:
+        return self.data_dir / "volumes" / host / f"volume-{volume_id}.img"
+
+
+@asynccontextmanager
+async def cinder(tmp_path: Path, info: StackInfo | None = None) -> AsyncIterator[Cinder]:
+    info = info or stack_info()
+    store = make_store(info, "cinder")
+    async with InProcessBus() as bus:
+        api = make_rt(info, "cinder-api", tmp_path, store=store, bus=bus)
+        scheduler = make_rt(info, "cinder-scheduler", tmp_path, store=store, bus=bus)
+        await wire(bus, scheduler)
+        backends = []
+        for node in info.components["cinder-volume"]["nodes"]:
+            for host in info.node_hosts(node, api.config):
+                backend = make_rt(info, "cinder-volume", tmp_path, store=store, bus=bus, host=host)
+                await wire(bus, backend)
+                backends.append(backend)
+        yield Cinder(api, scheduler, backends, store, bus, tmp_path)
+        assert bus.failure_count == 0, bus.failed_deliveries
+    store.close()
+
+
+def run(tmp_path: Path, scenario: Callable[[Cinder], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with cinder(tmp_path) as c:
+            await scenario(c)
+
+    asyncio.run(main())
+
+
+# -- versions ----------------------------------------------------------------------------------
+
+
+def test_version_documents(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        body, _ = await c.op(vol.get_volume_versions, "getVolumeVersions", 300, who=None)
+        version = body["versions"][0]
+        assert (version["id"], version["status"], version["version"]) == ("v3.0", "CURRENT", "3.0")
+        assert version["min_version"] == "3.0"
+        assert {"href": "http://cloud.example:1234/v3/", "rel": "self"} in version["links"]
+        body, _ = await c.op(vol.get_volume_v3, "getVolumeV3", 200, who=None)
+        assert body["versions"][0]["version"].startswith("3.")
+
+    run(tmp_path, scenario)
+
+
+# -- volumes -----------------------------------------------------------------------------------
+
+
+def test_create_with_cli_nulls_is_scheduled_and_backed_by_a_sparse_file(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        body, call = await c.op(vol.create_volume, "createVolume", 202, body=CLI_CREATE)
+        created = body["volume"]
+        assert created["status"] == "creating" and created["bootable"] == "false"
+        assert created["name"] == "v21" and created["size"] == 1
+        assert created["volume_type"] == "__DEFAULT__" and created["availability_zone"] == "nova"
+        assert call.vars["volume"]["id"] == created["id"]
+        row = await c.wait_status(created["id"], "available")
+        assert row["host"] == "storage"
+        path = c.volume_file(created["id"])
+        assert path.stat().st_size == GIB
+        assert path.stat().st_blocks * 512 < 1024 * 1024  # sparse: no data written
+
+        shown, _ = await c.op(
+            vol.show_volume, "showVolume", 200, path_params=c.pp(volume_id=created["id"])
+        )
+        assert shown["volume"]["status"] == "available"
+        assert "os-vol-host-attr:host" not in shown["volume"]
+        as_admin, _ = await c.op(
+            vol.show_volume,
+            "showVolume",
+            200,
+            who=ADMIN,
+            path_params=c.pp(volume_id=created["id"]),
+        )
+        assert as_admin["volume"]["os-vol-host-attr:host"] == "storage@file#file"
+
+        # the CLI's find: GET /volumes/v21 is a 404, then detail?name=v21
+        await expect_error(
+            vol.show_volume(make_call(c.api, "showVolume", path_params=c.pp(volume_id="v21"))),
+            404,
+            "VolumeNotFound",
+        )
+        found, _ = await c.op(
+            vol.list_volumes_detailed, "listVolumesDetailed", 200, query={"name": ["v21"]}
+        )
+        assert [v["id"] for v in found["volumes"]] == [created["id"]]
+        listed, _ = await c.op(vol.list_volumes, "listVolumes", 200)
+        assert listed["volumes"][0].keys() == {"id", "name", "links"}
+
+    run(tmp_path, scenario)
+
+
+def test_project_scoping_and_listing(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        mine = await c.available(name="a", metadata={"k": "v"})
+        await c.available(name="b")
+        theirs_body, _ = await c.op(
+            vol.create_volume,
+            "createVolume",
+            202,
+            who=OTHER,
+            path_params={"project_id": OTHER.project_id or ""},
+            body={"volume": {"size": 1}},
+        )
+        theirs = theirs_body["volume"]["id"]
+        await expect_error(
+            vol.show_volume(make_call(c.api, "showVolume", path_params=c.pp(volume_id=theirs))),
+            404,
+        )
+        await expect_error(
+            vol.list_volumes(make_call(c.api, "listVolumes", who=OTHER, path_params=c.pp())), 403
+        )
+        listed, _ = await c.op(vol.list_volumes, "listVolumes", 200)
+        assert len(listed["volumes"]) == 2
+        everything, _ = await c.op(
+            vol.list_volumes_detailed,
+            "listVolumesDetailed",
+            200,
+            who=ADMIN,
+            query={"all_tenants": ["1"]},
+        )
+        assert len(everything["volumes"]) == 3
+        ignored, _ = await c.op(
+            vol.list_volumes, "listVolumes", 200, query={"all_tenants": ["1"]}
+        )  # a user's all_tenants is ignored
+        assert len(ignored["volumes"]) == 2
+        by_meta, _ = await c.op(
+            vol.list_volumes, "listVolumes", 200, query={"metadata": ['{"k": "v"}']}
+        )
+        assert [v["id"] for v in by_meta["volumes"]] == [mine]
+        page, _ = await c.op(
+            vol.list_volumes, "listVolumes", 200, query={"limit": ["1"], "sort": ["name:asc"]}
+        )
+        assert [v["name"] for v in page["volumes"]] == ["a"]
+        assert page["volumes_links"][0]["rel"] == "next"
+        rest, _ = await c.op(
+            vol.list_volumes,
+            "listVolumes",
+            200,
+            query={"sort": ["name:asc"], "marker": [page["volumes"][0]["id"]]},
+        )
+        assert [v["name"] for v in rest["volumes"]] == ["b"]
+        for query in (
+            {"limit": ["-1"]},
+            {"sort": ["colour:asc"]},
+            {"sort": ["name:up"]},
+            {"metadata": ["nope"]},
+            {"bootable": ["perhaps"]},
+        ):
+            await expect_error(
+                vol.list_volumes(make_call(c.api, "listVolumes", path_params=c.pp(), query=query)),
+                400,
+            )
+
+    run(tmp_path, scenario)
+
+
+def test_create_volume_rejects_bad_input(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        cases: list[tuple[Any, int]] = [
+            (None, 400),
+            ({}, 400),
+            ({"volume": None}, 400),
+            ({"volume": {}}, 400),
+            ({"volume": {"size": 0}}, 400),
+            ({"volume": {"size": -3}}, 400),
+            ({"volume": {"size": "big"}}, 400),
+            ({"volume": {"size": True}}, 400),
+            ({"volume": {"size": 1.5}}, 400),
+            ({"volume": {"size": 1, "name": 7}}, 400),
+            ({"volume": {"size": 1, "metadata": {"k": 1}}}, 400),
+            ({"volume": {"size": 1, "metadata": []}}, 400),
+            ({"volume": {"size": 1, "availability_zone": "mars"}}, 400),
+            ({"volume": {"size": 1, "volume_type": "gold"}}, 404),
+            ({"volume": {"size": 1, "snapshot_id": "s"}}, 404),
+            ({"volume": {"size": 1, "source_volid": "missing"}}, 404),
+            ({"volume": {"size": 1, "imageRef": "cirros"}}, 400),
+            ({"volume": {"size": 1, "multiattach": True}}, 400),
+            ({"volume": {"size": 5000}}, 413),
+        ]
+        for body, status in cases:
+            await expect_error(
+                vol.create_volume(make_call(c.api, "createVolume", body=body, path_params=c.pp())),
+                status,
+            )
+        assert await c.store.count("volumes") == 0
+
+    run(tmp_path, scenario)
+
+
+def test_update_and_delete_rules(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available(name="old")
+        updated, _ = await c.op(
+            vol.update_volume,
+            "updateVolume",
+            200,
+            path_params=c.pp(volume_id=vid),
+            body={"volume": {"name": "new", "description": "d", "metadata": {"a": "b"}}},
+        )
+        assert updated["volume"]["name"] == "new" and updated["volume"]["metadata"] == {"a": "b"}
+
+        # in-use and creating volumes cannot be deleted; available ones can
+        await c.store.update("volumes", vid, {"status": "in-use"})
+        await expect_error(
+            vol.delete_volume(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
+            400,
+            "InvalidVolume",
+        )
+        await expect_error(
+            vol.delete_volume(
+                make_call(
+                    c.api,
+                    "deleteVolume",
+                    path_params=c.pp(volume_id=vid),
+                    query={"force": ["true"]},
+                )
+            ),
+            403,
+        )
+        await c.store.update("volumes", vid, {"status": "available"})
+        path = c.volume_file(vid)
+        assert path.exists()
+        _, call = await c.op(
+            vol.delete_volume, "deleteVolume", 202, path_params=c.pp(volume_id=vid)
+        )
+        assert call.vars["volume"]["status"] == "deleting"
+        await c.wait_gone(vid)
+        assert not path.exists()
+        await expect_error(
+            vol.delete_volume(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
+            404,
+        )
+
+        # a volume that never got a host goes at once
+        await c.store.create(
+            "volumes",
+            {
+                "id": "4b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77",
+                "project_id": PROJECT,
+                "size": 1,
+                "status": "error",
+                "host": None,
+                "attachments": [],
+            },
+        )
+        await c.op(
+            vol.delete_volume,
+            "deleteVolume",
+            202,
+            path_params=c.pp(volume_id="4b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77"),
+        )
+        assert await c.row("4b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77") is None
+
+        creating = {
+            "id": "5b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77",
+            "project_id": PROJECT,
+            "size": 1,
+            "status": "creating",
+            "host": None,
+            "attachments": [],
+        }
+        await c.store.create("volumes", creating)
+        await expect_error(
+            vol.delete_volume(
+                make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=creating["id"]))
+            ),
+            400,
+        )
+
+    run(tmp_path, scenario)
+
+
+def test_volume_actions(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+
+        async def action(body: Any, status: int = 202, who: AuthContext = USER) -> Any:
+            result, _ = await c.op(
+                vol.volume_action,
+                "volumeAction",
+                status,
+                who=who,
+                path_params=c.pp(volume_id=vid),
+                body=body,
+            )
+            return result
+
+        async def refused(body: Any, status: int = 400) -> None:
+            await expect_error(
+                vol.volume_action(
+                    make_call(c.api, "volumeAction", body=body, path_params=c.pp(volume_id=vid))
+                ),
+                status,
+            )
+
+        await action({"os-reserve": None})
+        assert (await c.row(vid) or {})["status"] == "attaching"
+        await refused({"os-reserve": {}})
+        await action({"os-unreserve": {}})
+        assert (await c.row(vid) or {})["status"] == "available"
+        await refused({"os-begin_detaching": None})
+
+        await action({"os-set_bootable": {"bootable": True}})
+        shown, _ = await c.op(vol.show_volume, "showVolume", 200, path_params=c.pp(volume_id=vid))
+        assert shown["volume"]["bootable"] == "true"
+        await refused({"os-set_bootable": {"bootable": "maybe"}})
+
+        await refused({"os-extend": {"new_size": 1}})
+        await refused({"os-extend": {"new_size": "x"}})
+        await action({"os-extend": {"new_size": 3}})
+        assert (await c.row(vid) or {})["size"] == 3
+
+        connection = await action({"os-initialize_connection": {"connector": CONNECTOR}}, 200)
+        assert connection["connection_info"]["driver_volume_type"] == "file"
+        assert c.volume_file(vid).stat().st_size == 3 * GIB  # grown on export
+        await refused({"os-initialize_connection": {"connector": {"ip": "x"}}})
+
+        await action({"os-attach": {"instance_uuid": SERVER, "mountpoint": "/dev/vdc"}})
+        row = await c.row(vid) or {}
+        assert row["status"] == "in-use" and row["attachments"][0]["server_id"] == SERVER
+        await refused({"os-extend": {"new_size": 4}})
+        await action({"os-begin_detaching": {}})
+        assert (await c.row(vid) or {})["status"] == "detaching"
+        await action({"os-roll_detaching": {}})
+        assert (await c.row(vid) or {})["status"] == "in-use"
+        await action({"os-detach": {}})
+        row = await c.row(vid) or {}
+        assert row["status"] == "available" and row["attachments"] == []
+
+        await refused({"os-frobnicate": {}})
+        await refused({})
+        await refused({"os-reserve": None, "os-unreserve": None})
+        await refused({"os-reset_status": {"status": "available"}}, 403)
+        await action({"os-reset_status": {"status": "error"}}, who=ADMIN)
+        assert (await c.row(vid) or {})["status"] == "error"
+        await expect_error(
+            vol.volume_action(
+                make_call(
+                    c.api,
+                    "volumeAction",
+                    who=ADMIN,
+                    body={"os-reset_status": {"status": "sleepy"}},
+                    path_params=c.pp(volume_id=vid),
+                )
+            ),
+            400,
+        )
+
+    run(tmp_path, scenario)
+
+
+def test_volume_types(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        listed, _ = await c.op(vol.list_volume_types, "listVolumeTypes", 200)
+        assert [t["name"] for t in listed["volume_types"]] == ["__DEFAULT__"]
+        type_id = listed["volume_types"][0]["id"]
+        for ref in (type_id, "__DEFAULT__", "default"):
+            shown, _ = await c.op(
+                vol.show_volume_type,
+                "showVolumeType",
+                200,
+                path_params=c.pp(volume_type_id=ref),
+            )
+            assert shown["volume_type"]["id"] == type_id
+        await expect_error(
+            vol.show_volume_type(
+                make_call(c.api, "showVolumeType", path_params=c.pp(volume_type_id="gold"))
+            ),
+            404,
+            "VolumeTypeNotFound",
+        )
+        private, _ = await c.op(
+            vol.list_volume_types, "listVolumeTypes", 200, query={"is_public": ["false"]}
+        )
+        assert private["volume_types"] == []
+
+    run(tmp_path, scenario)
+
+
+# -- attachments ---------------------------------------------------------------------------------
+
+
+def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None:
+    """Step 15 (create with a connector, export step, complete) and delete-vm step 7."""
+
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        body = {
+            "attachment": {
+                "volume_uuid": vid,
+                "instance_uuid": SERVER,
+                "connector": CONNECTOR,
+                "mode": "rw",
+            }
+        }
+        created, call = await c.op(
+            vol.create_attachment, "createAttachment", 200, body=body, sequence="boot-vm"
+        )
+        att = created["attachment"]
+        assert att["status"] == "attaching" and att["connection_info"] is None
+        assert call.vars["attachment"]["id"] == att["id"] and call.vars["volume"]["id"] == vid
+        assert (await c.row(vid) or {})["status"] == "attaching"
+
+        # 15.2: the export step; it rewrites the HTTP answer the trigger returned
+        call.reply = Reply(200, created)  # type: ignore[attr-defined]
+        await vol.export_attachment(interaction(call, "attachment_update", "15.2"))
+        info = call.reply.body["attachment"]["connection_info"]  # type: ignore[attr-defined]
+        path = c.volume_file(vid)
+        assert info == {
+            "driver_volume_type": "file",
+            "data": {
+                "device_path": str(path.resolve()),
+                "volume_id": vid,
+                "serial": vid,
+                "access_mode": "rw",
+                "format": "raw",
+            },
+        }
+        check_reply(API, "createAttachment", call.reply, 200)  # type: ignore[attr-defined]
+        await vol.export_attachment(interaction(call, "attachment_update"))  # idempotent
+
+        shown, _ = await c.op(
+            vol.show_attachment, "showAttachment", 200, path_params=c.pp(attachment_id=att["id"])
+        )
+        assert shown["attachment"]["connection_info"] == info
+
+        # 15.4: complete → attached, volume in-use with its attachment entry
+        await c.op(
+            vol.complete_attachment,
+            "completeAttachment",
+            204,
+            path_params=c.pp(attachment_id=att["id"]),
+            body={"os-complete": None},
+        )
+        shown_volume, _ = await c.op(
+            vol.show_volume, "showVolume", 200, path_params=c.pp(volume_id=vid)
+        )
+        volume = shown_volume["volume"]
+        assert volume["status"] == "in-use"
+        entry = volume["attachments"][0]
+        assert entry["id"] == vid and entry["attachment_id"] == att["id"]
+        assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdb"
+        assert entry["host_name"] is None  # administrators and services only
+        admin_view, _ = await c.op(
+            vol.show_volume, "showVolume", 200, who=ADMIN, path_params=c.pp(volume_id=vid)
+        )
+        assert admin_view["volume"]["attachments"][0]["host_name"] == "compute-1"
+        shown, _ = await c.op(
+            vol.show_attachment, "showAttachment", 200, path_params=c.pp(attachment_id=att["id"])
+        )
+        assert shown["attachment"]["status"] == "attached"
+        assert shown["attachment"]["attached_at"] != ""
+
+        # an in-use volume is neither deletable nor attachable again
+        await expect_error(
+            vol.delete_volume(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
+            400,
+        )
+        await expect_error(
+            vol.create_attachment(
+                make_call(c.api, "createAttachment", body=body, path_params=c.pp())
+            ),
+            400,
+            "InvalidVolume",
+        )
+
+        # delete-vm 7.1/7.3: delete the attachment, then the unexport step
+        deleted, dcall = await c.op(
+            vol.delete_attachment,
+            "deleteAttachment",
+            200,
+            sequence="delete-vm",
+            path_params=c.pp(attachment_id=att["id"]),
+        )
+        assert deleted == {"attachments": []}
+        assert dcall.vars["attachment"]["id"] == att["id"]
+        await vol.unexport_attachment(interaction(dcall, "attachment_delete", "7.3"))
+        row = await c.row(vid) or {}
+        assert row["status"] == "available" and row["attachments"] == []
+        await expect_error(
+            vol.show_attachment(
+                make_call(c.api, "showAttachment", path_params=c.pp(attachment_id=att["id"]))
+            ),
+            404,
+            "VolumeAttachmentNotFound",
+        )
+        await c.op(vol.delete_volume, "deleteVolume", 202, path_params=c.pp(volume_id=vid))
+        await c.wait_gone(vid)
+
+    run(tmp_path, scenario)
+
+
+def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
+    """POST without connector → reserved; PUT with it → exported; complete; DELETE."""
+
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        created, _ = await c.op(
+            vol.create_attachment,
+            "createAttachment",
+            200,
+            body={"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}},
+        )
+        att_id = created["attachment"]["id"]
+        assert created["attachment"]["status"] == "reserved"
+        assert (await c.row(vid) or {})["status"] == "reserved"
+        # not exported yet: cannot complete
+        await expect_error(
+            vol.complete_attachment(
+                make_call(
+                    c.api,
+                    "completeAttachment",
+                    body={"os-complete": None},
+                    path_params=c.pp(attachment_id=att_id),
+                )
+            ),
+            400,
+        )
+        for bad in (
+            {"attachment": {}},
+            {"attachment": {"connector": "x"}},
+            {},
+            {"attachment": {"connector": {"ip": "1.2.3.4"}}},
+            {"attachment": {"connector": {"host": "h", "multipath": "yes"}}},
+        ):
+            await expect_error(
+                vol.update_attachment(
+                    make_call(
+                        c.api, "updateAttachment", body=bad, path_params=c.pp(attachment_id=att_id)
+                    )
+                ),
+                400,
+            )
+        updated, ucall = await c.op(
+            vol.update_attachment,
+            "updateAttachment",
+            200,
+            path_params=c.pp(attachment_id=att_id),
+            body={"attachment": {"connector": CONNECTOR}},
+        )
+        assert updated["attachment"]["connection_info"]["data"]["volume_id"] == vid
+        assert ucall.vars["attachment"]["id"] == att_id
+        assert (await c.row(vid) or {})["status"] == "attaching"
+        await expect_error(
+            vol.complete_attachment(
+                make_call(
+                    c.api,
+                    "completeAttachment",
+                    body={"nope": None},
+                    path_params=c.pp(attachment_id=att_id),
+                )
+            ),
+            400,
+        )
+        await c.op(
+            vol.complete_attachment,
+            "completeAttachment",
+            204,
+            path_params=c.pp(attachment_id=att_id),
+            body={"os-complete": None},
+        )
+        assert (await c.row(vid) or {})["status"] == "in-use"
+        await expect_error(
+            vol.update_attachment(
+                make_call(
+                    c.api,
+                    "updateAttachment",
+                    body={"attachment": {"connector": CONNECTOR}},
+                    path_params=c.pp(attachment_id=att_id),
+                )
+            ),
+            409,
+        )
+        # another project cannot see or delete it
+        await expect_error(
+            vol.delete_attachment(
+                make_call(
+                    c.api,
+                    "deleteAttachment",
+                    who=OTHER,
+                    path_params={"project_id": OTHER.project_id or "", "attachment_id": att_id},
+                )
+            ),
+            404,
+        )
+        deleted, _ = await c.op(
+            vol.delete_attachment,
+            "deleteAttachment",
+            200,
+            path_params=c.pp(attachment_id=att_id),
+        )
+        assert deleted == {"attachments": []}
+        assert (await c.row(vid) or {})["status"] == "available"
+
+        # a connector on create outside a flow: exported by the operation itself
+        created, _ = await c.op(
+            vol.create_attachment,
+            "createAttachment",
+            200,
+            body={
+                "attachment": {
+                    "volume_uuid": vid,
+                    "instance_uuid": SERVER,
+                    "connector": CONNECTOR,
+                    "mode": "ro",
+                }
+            },
+        )
+        assert created["attachment"]["connection_info"]["data"]["access_mode"] == "ro"
+
+    run(tmp_path, scenario)
+
+
+def test_attachment_create_rejects_bad_input(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        creating = "6b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77"
+        await c.store.create(
+            "volumes",
+            {
+                "id": creating,
+                "project_id": PROJECT,
+                "size": 1,
+                "status": "creating",
+                "host": None,
+                "attachments": [],
+            },
+        )
+        cases: list[tuple[Any, int]] = [
+            (None, 400),
+            ({"attachment": {}}, 400),
+            ({"attachment": {"volume_uuid": vid}}, 400),  # no instance_uuid
+            ({"attachment": {"volume_uuid": vid, "instance_uuid": SERVER, "mode": "rx"}}, 400),
+            ({"attachment": {"volume_uuid": vid, "instance_uuid": SERVER, "connector": 3}}, 400),
+            ({"attachment": {"volume_uuid": "nope", "instance_uuid": SERVER}}, 404),
+            ({"attachment": {"volume_uuid": creating, "instance_uuid": SERVER}}, 400),
+        ]
+        for body, status in cases:
+            await expect_error(
+                vol.create_attachment(
+                    make_call(c.api, "createAttachment", body=body, path_params=c.pp())
+                ),
+                status,
+            )
+        assert (await c.row(vid) or {})["status"] == "available"
+        assert await c.store.count("attachments") == 0
+
+        # two racing reservations of one volume: one wins, the other is refused
+        body = {"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}}
+        results = await asyncio.gather(
+            *(
+                vol.create_attachment(
+                    make_call(c.api, "createAttachment", body=body, path_params=c.pp())
+                )
+                for _ in range(2)
+            ),
+            return_exceptions=True,
+        )
+        assert sorted(type(r).__name__ for r in results) == ["BadRequest", "Reply"]
+
+    run(tmp_path, scenario)
+
+
+def test_export_step_without_attachment_fails_cleanly(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        call = make_call(c.api, "createAttachment", path_params=c.pp())
+        with pytest.raises(StepFailed):
+            await vol.export_attachment(interaction(call, "attachment_update"))
+        call.vars["attachment"] = {"id": "a", "volume_id": "v", "connector": None}
+        await vol.export_attachment(interaction(call, "attachment_update"))  # nothing to export
+
+    run(tmp_path, scenario)
+
+
+# -- scheduler ---------------------------------------------------------------------------------
+
+
+def test_scheduler_spreads_volumes_over_backends_by_allocated_size(tmp_path: Path) -> None:
+    def two_storage_nodes(ir: dict[str, Any]) -> None:
+        for node in ir["topology"]:
+            if node["name"] == "storage":
+                node["count"] = 2
+
+    async def main() -> None:
+        async with cinder(tmp_path, stack_info(two_storage_nodes)) as c:
+            assert [b.host for b in c.backends] == ["storage-1", "storage-2"]
+            big = await c.available(size=5)
+            small = await c.available(size=1)
+            third = await c.available(size=1)
+            hosts = [(await c.row(v) or {})["host"] for v in (big, small, third)]
+            assert hosts[0] != hosts[1] and hosts[2] == hosts[1]
+            for vid, host in zip((big, small, third), hosts, strict=True):
+                assert (
+                    c.volume_file(vid, host).stat().st_size
+                    == (await c.row(vid) or {})["size"] * GIB
+                )
+
+    asyncio.run(main())
+
+
+def test_scheduler_without_backends_marks_the_volume_error(tmp_path: Path) -> None:
+    def no_backend(ir: dict[str, Any]) -> None:
+        for comp in ir["components"]:
+            if comp["name"] == "cinder-volume":
+                comp["consumes"] = []
+
+    async def main() -> None:
+        async with cinder(tmp_path, stack_info(no_backend)) as c:
+            body, _ = await c.op(
+                vol.create_volume, "createVolume", 202, body={"volume": {"size": 1}}
+            )
+            await c.wait_status(body["volume"]["id"], "error")
+            # an errored volume without a host is deleted at once
+            await c.op(
+                vol.delete_volume,
+                "deleteVolume",
+                202,
+                path_params=c.pp(volume_id=body["volume"]["id"]),
+            )
+            assert await c.row(body["volume"]["id"]) is None
+
+    asyncio.run(main())
+
+
+def test_backend_handlers_directly(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        backend = c.backends[0]
+        vid = await c.available(size=2)
+        call = make_call(backend, "m", who=None)
+        call.payload = {"volume_id": vid, "attachment_id": "a1", "connector": CONNECTOR}
+        reply = await vol.backend_export(call)
+        assert reply["connection_info"]["data"]["device_path"].endswith(f"volume-{vid}.img")
+        assert await vol.backend_unexport(call) == {"volume_id": vid}
+        call.payload = {
+            "volume_id": "7b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77",
+            "attachment_id": "a",
+            "connector": CONNECTOR,
+        }
+        with pytest.raises(ApiError):
+            await vol.backend_export(call)
+        call.payload = {"volume_id": vid}
+        await vol.backend_delete(call)
+        assert not c.volume_file(vid).exists() and await c.row(vid) is None
+        call.payload = {"volume_id": "../../etc", "size": 1}
+        with pytest.raises(ValueError):
+            vol.volume_path(backend, "../../etc")
+        await vol.backend_create(call)  # no such row: nothing happens
+        assert os.listdir(tmp_path / "volumes" / "storage") == []
+
+    run(tmp_path, scenario)
+
+
+# -- no client input gives a 500 -----------------------------------------------------------------
+
+JUNK: list[Any] = [None, 0, "x", [], {}, {"a": None}, [{}], True, -1, 10**9, {"host": 5}]
+
+
+def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        created, _ = await c.op(
+            vol.create_attachment,
+            "createAttachment",
+            200,
+            body={"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}},
+        )
+        att = created["attachment"]["id"]
+        targets: list[
+            tuple[Callable[[Call], Awaitable[Reply]], str, Callable[[Any], Any], dict[str, str]]
+        ] = [
+            (vol.create_volume, "createVolume", lambda v: {"volume": {"size": 1, "name": v}}, {}),
+            (vol.create_volume, "createVolume", lambda v: {"volume": {"size": v}}, {}),
+            (vol.create_volume, "createVolume", lambda v: {"volume": v}, {}),
+            (
+                vol.update_volume,
+                "updateVolume",
+                lambda v: {"volume": {"metadata": v}},
+                {"volume_id": vid},
+            ),
+            (vol.volume_action, "volumeAction", lambda v: {"os-extend": v}, {"volume_id": vid}),
+            (vol.volume_action, "volumeAction", lambda v: {"os-attach": v}, {"volume_id": vid}),
+            (vol.volume_action, "volumeAction", lambda v: {"os-detach": v}, {"volume_id": vid}),
+            (
+                vol.volume_action,
+                "volumeAction",
+                lambda v: {"os-initialize_connection": v},
+                {"volume_id": vid},
+            ),
+            (
+                vol.create_attachment,
+                "createAttachment",
+                lambda v: {"attachment": {"volume_uuid": v, "instance_uuid": v}},
+                {},
+            ),
+            (
+                vol.update_attachment,
+                "updateAttachment",
+                lambda v: {"attachment": {"connector": v}},
+                {"attachment_id": att},
+            ),
+            (vol.complete_attachment, "completeAttachment", lambda v: v, {"attachment_id": att}),
+        ]
+        for fn, op, make_body, params in targets:
+            for value in JUNK:
+                call = make_call(c.api, op, body=make_body(value), path_params=c.pp(**params))
+                try:
+                    reply = await fn(call)
+                except ApiError as exc:
+                    assert 400 <= exc.status < 500, (op, value, exc.message)
+                else:
+                    assert reply.status < 300, (op, value)
+                    if op == "createVolume":
+                        await c.wait_status(reply.body["volume"]["id"], "available")
+
+    run(tmp_path, scenario)
