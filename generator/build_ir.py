@@ -457,6 +457,7 @@ def _handler_steps(
             ir.HandlerStep(
                 index=i,
                 title=titles[(seg.sequence, item.label.split(".")[0])],
+                source=it["from"],
                 target=target.name,
                 via=it["via"],
                 name=it.get("operation") or it.get("message") or it.get("call"),

@@ -71,10 +71,30 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from generator.run_cmd import main as run_main
+
+    return run_main(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
     return run_bench(as_json=args.json, runs=args.runs)
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1024 <= value <= 65000:
+        raise argparse.ArgumentTypeError(f"{value} is not a port in 1024..65000")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--templates", default=None, help="templates directory (default: templates/)")
     g.add_argument("--force", action="store_true", help="render even if nothing changed")
     g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("run", help="regenerate, start the stack, seed it and boot a demo VM")
+    r.add_argument("--mode", choices=["embedded", "distributed"], default="embedded",
+                   help="embedded: one process (default)")
+    r.add_argument("--once", action="store_true",
+                   help="exit after the demo boot: 0 if every step passed")
+    r.add_argument("--data-dir", default=".specstack", help="state directory (default .specstack)")
+    r.add_argument("--port", type=_port, default=None,
+                   help="first API port; the APIs take N, N+1, ... (default: the spec's ports)")
+    r.add_argument("--computes", type=_positive, default=None,
+                   help="number of compute nodes (default: the topology's count)")
+    r.add_argument("--driver", default=None, help="hypervisor driver (default: the topology's)")
+    r.add_argument("--no-generate", action="store_true", help="use generated/ as it is")
+    r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="measure generation (and, later, the running stack)")
     b.add_argument("--json", action="store_true", help="print one JSON object of figures")

@@ -165,6 +165,7 @@ class HandlerStep(Node):
 
     index: int
     title: str  # the title of the sequence step it belongs to
+    source: str  # who the spec says performs it (the component, or the actor it acts for)
     target: str
     via: Via
     name: str | None  # operation, message or driver method

@@ -25,6 +25,7 @@ async def boot_vm(flow: Flow) -> None:
         None,
         "cli.accept_request",
         flow.noop,
+        source="user",
     )
     await flow.step(
         1,
@@ -56,6 +57,7 @@ async def delete_vm(flow: Flow) -> None:
         None,
         "cli.accept_request",
         flow.noop,
+        source="user",
     )
     await flow.step(
         1,

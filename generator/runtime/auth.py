@@ -14,6 +14,7 @@ validation that reads its own database) and, for its own token, a local issuer
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -146,7 +147,7 @@ class TokenValidator:
             fut = asyncio.ensure_future(self._validate_uncached(token))
             self._inflight[token] = fut
             fut.add_done_callback(_consume)
-            fut.add_done_callback(lambda f, t=token: self._forget_inflight(t, f))
+            fut.add_done_callback(functools.partial(self._forget_inflight, token))
         return await asyncio.shield(fut)
 
     def invalidate(self, token: str) -> None:

@@ -39,7 +39,9 @@ class StackConfig:
     def database_url(self, database: str) -> str:
         if database in self.database_urls:
             return self.database_urls[database]
-        return f"sqlite:///{(self.data_dir / 'db' / f'{database}.sqlite').as_posix()}"
+        path = self.data_dir / "db" / f"{database}.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path.as_posix()}"
 
     def ensure_secrets(self) -> None:
         """Generate the service users' password once and keep it in the data directory."""

@@ -81,6 +81,7 @@ class Flow:
         *,
         bindings: dict[str, Any] | None = None,
         save_as: str | None = None,
+        source: str | None = None,
     ) -> None:
         label = self.labels[index] if self.labels and index < len(self.labels) else None
         capture = _Capture()
@@ -88,7 +89,7 @@ class Flow:
         ix = Interaction(
             call=self.call,
             label=label,
-            source=self.spec.component,
+            source=source or self.spec.component,
             target=target,
             via=via,
             name=name,
@@ -97,7 +98,7 @@ class Flow:
             save_as=save_as,
         )
         fn = registry.get(behaviour or f"flow.{via}")
-        await self._traced(label, title, target, via, name, capture, fn(ix))
+        await self._traced(label, title, target, via, name, capture, fn(ix), source=ix.source)
 
     async def trigger(self, index: int | None, title: str = "", target: str = "") -> None:
         """Run the trigger's own behaviour (as the sql step `index`, if the spec has one)."""
@@ -181,6 +182,7 @@ class Flow:
         name: str | None,
         capture: _Capture,
         work: Awaitable[Any],
+        source: str | None = None,
     ) -> None:
         previous, self.current_label = self.current_label, label
         started = time.time()
@@ -205,7 +207,7 @@ class Flow:
                         sequence=self.call.sequence,
                         step=label,
                         title=title,
-                        source=self.spec.component,
+                        source=source or self.spec.component,
                         target=target,
                         via=via,
                         name=name,

@@ -86,7 +86,9 @@ def check_response(api: str, operation_id: str, reply: Reply) -> None:
         return
     root = {**schema, "components": openapi(api)["components"]}
     errors = sorted(Draft202012Validator(root).iter_errors(reply.body), key=str)
-    assert not errors, f"{operation_id} {reply.status}: {errors[0].message} at {list(errors[0].absolute_path)}"
+    assert not errors, (
+        f"{operation_id} {reply.status}: {errors[0].message} at {list(errors[0].absolute_path)}"
+    )
 
 
 def tables_of(info: StackInfo, component: str) -> list[TableSpec]:
@@ -110,7 +112,9 @@ class NullTrace:
         return None
 
 
-def _response(method: str, status: int, body: Any, headers: Mapping[str, str], ctype: str | None) -> httpx.Response:
+def _response(
+    method: str, status: int, body: Any, headers: Mapping[str, str], ctype: str | None
+) -> httpx.Response:
     hdrs = dict(headers)
     if isinstance(body, bytes | bytearray):
         content = bytes(body)
@@ -120,7 +124,9 @@ def _response(method: str, status: int, body: Any, headers: Mapping[str, str], c
     else:
         content = json.dumps(body).encode()
         hdrs.setdefault("Content-Type", ctype or "application/json")
-    return httpx.Response(status, headers=hdrs, content=content, request=httpx.Request(method, "http://in-process/"))
+    return httpx.Response(
+        status, headers=hdrs, content=content, request=httpx.Request(method, "http://in-process/")
+    )
 
 
 class InProcessClients:
@@ -142,7 +148,9 @@ class InProcessClients:
         token: str | None = None,
         context: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        op = next(o for o in self.stack.info.apis[api]["operations"] if o["operation_id"] == operation_id)
+        op = next(
+            o for o in self.stack.info.apis[api]["operations"] if o["operation_id"] == operation_id
+        )
         params = {k: str(v) for k, v in (path_params or {}).items()}
         self.calls.append((api, operation_id, params))
         rt = self.stack.runtimes[api]
@@ -152,7 +160,13 @@ class InProcessClients:
                 assert rt.auth is not None
                 auth = await rt.auth.validate(token or "")
             except Unauthorized as exc:
-                return _response(op["method"], 401, {"error": {"code": 401, "message": exc.message, "title": "Unauthorized"}}, {}, None)
+                return _response(
+                    op["method"],
+                    401,
+                    {"error": {"code": 401, "message": exc.message, "title": "Unauthorized"}},
+                    {},
+                    None,
+                )
         call = Call(
             rt=rt,
             trigger=operation_id,
@@ -182,7 +196,9 @@ class Stack:
 
     def __init__(self, tmp_path: Path, *, info: StackInfo | None = None, **config: Any) -> None:
         self.info = info or stack_info()
-        self.config = StackConfig(data_dir=tmp_path, bcrypt_rounds=4, service_password="x", **config)
+        self.config = StackConfig(
+            data_dir=tmp_path, bcrypt_rounds=4, service_password="x", **config
+        )
         self.clients = InProcessClients(self)
         self.shared: dict[str, Any] = {}
         self.runtimes: dict[str, ServiceRuntime] = {}
@@ -204,7 +220,9 @@ class Stack:
             self.runtimes[api] = rt
         krt = self.keystone
         self.keystone.auth = TokenValidator(
-            self.info, self.config, self.clients,  # type: ignore[arg-type]
+            self.info,
+            self.config,
+            self.clients,  # type: ignore[arg-type]
             service_user=krt.project,
             local=lambda token: identity.token_context(krt, token),
         )
@@ -228,7 +246,9 @@ class Stack:
         await identity.bootstrap(self.keystone)
         return self
 
-    async def login(self, user: str = "admin", password: str | None = None, project: str = "admin") -> AuthContext:
+    async def login(
+        self, user: str = "admin", password: str | None = None, project: str = "admin"
+    ) -> AuthContext:
         if password is None:
             password = {"admin": self.config.admin_password, "demo": self.config.demo_password}.get(
                 user, self.config.service_password
@@ -269,7 +289,9 @@ class Stack:
             token=auth.token if auth else None,
         )
 
-    async def invoke(self, api: str, operation_id: str, *, check: bool = True, **kwargs: Any) -> Reply:
+    async def invoke(
+        self, api: str, operation_id: str, *, check: bool = True, **kwargs: Any
+    ) -> Reply:
         """Run the operation's behaviour; check a JSON answer against the spec's schema."""
         op = next(o for o in self.info.apis[api]["operations"] if o["operation_id"] == operation_id)
         reply: Reply = await registry.get(op["behaviour"])(self.call(api, operation_id, **kwargs))

@@ -21,17 +21,27 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def token_body(user: str = "u1", project: str | None = "p1", *, expires_in: float = 3600) -> dict[str, Any]:
+def token_body(
+    user: str = "u1", project: str | None = "p1", *, expires_in: float = 3600
+) -> dict[str, Any]:
     t: dict[str, Any] = {
         "methods": ["password"],
-        "user": {"id": user, "name": f"name-{user}", "domain": {"id": "default", "name": "Default"},
-                 "password_expires_at": None},
+        "user": {
+            "id": user,
+            "name": f"name-{user}",
+            "domain": {"id": "default", "name": "Default"},
+            "password_expires_at": None,
+        },
         "audit_ids": ["a"],
         "issued_at": _iso(time.time()),
         "expires_at": _iso(time.time() + expires_in),
     }
     if project:
-        t["project"] = {"id": project, "name": f"name-{project}", "domain": {"id": "dom", "name": "Dom"}}
+        t["project"] = {
+            "id": project,
+            "name": f"name-{project}",
+            "domain": {"id": "dom", "name": "Dom"},
+        }
         t["roles"] = [{"id": "r1", "name": "member"}, {"id": "r2", "name": "reader"}]
         t["catalog"] = [{"id": "x", "type": "compute", "name": "nova", "endpoints": []}]
     return {"token": t}
@@ -47,7 +57,9 @@ class ScriptedClients:
         self.handler = handler
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def call(self, api: str, operation_id: str, path_params: Any = None, **kw: Any) -> httpx.Response:
+    async def call(
+        self, api: str, operation_id: str, path_params: Any = None, **kw: Any
+    ) -> httpx.Response:
         assert api == "identity"
         self.calls.append((operation_id, kw))
         return await self.handler(operation_id, kw)
@@ -56,11 +68,17 @@ class ScriptedClients:
         return sum(1 for op, _ in self.calls if op == operation_id)
 
 
-def response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.Response(status, json=body, headers=headers or {}, request=httpx.Request("GET", "http://x/"))
+def response(
+    status: int, body: Any = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.Response(
+        status, json=body, headers=headers or {}, request=httpx.Request("GET", "http://x/")
+    )
 
 
-def keystone(valid: dict[str, dict[str, Any]], *, delay: float = 0.0, service_expires_in: float = 3600) -> Handler:
+def keystone(
+    valid: dict[str, dict[str, Any]], *, delay: float = 0.0, service_expires_in: float = 3600
+) -> Handler:
     """A fake identity service: `valid` maps user tokens to their bodies."""
     issued = {"n": 0}
 
@@ -268,7 +286,9 @@ async def test_local_validation_makes_no_http_call(tmp_path: Path) -> None:
         raise AssertionError("the identity service must not call itself")
 
     cfg = StackConfig(data_dir=tmp_path, service_password="pw")
-    v = TokenValidator(stack_info(), cfg, ScriptedClients(no_http), service_user="nova", local=local)  # type: ignore[arg-type]
+    v = TokenValidator(
+        stack_info(), cfg, ScriptedClients(no_http), service_user="nova", local=local
+    )  # type: ignore[arg-type]
     assert (await v.validate("good")).user_id == "u1"
     await v.validate("good")
     with pytest.raises(Unauthorized):
@@ -306,7 +326,9 @@ async def test_services_validate_real_tokens_through_identity(tmp_path: Path) ->
     assert ops == ["issueToken", "validateToken"]  # glance's own token, then the check
     # Revoke it; glance notices once its cache time has passed.
     admin = await stack.login()
-    await stack.invoke("identity", "revokeToken", auth=admin, headers={"X-Subject-Token": demo.token})
+    await stack.invoke(
+        "identity", "revokeToken", auth=admin, headers={"X-Subject-Token": demo.token}
+    )
     await asyncio.sleep(0.06)
     with pytest.raises(Unauthorized):
         await stack.glance.auth.validate(demo.token)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,13 @@ async def test_create_server_writes_the_row_and_answers_202(api: Api) -> None:
     assert row["project_id"] == PROJECT and row["user_id"] == USER
     assert row["image_ref"] == IMAGE_ID and row["flavor_id"] == "1"
     assert row["flavor"] == {
-        "id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0
+        "id": "1",
+        "name": "m1.tiny",
+        "vcpus": 1,
+        "ram": 512,
+        "disk": 1,
+        "ephemeral": 0,
+        "swap": 0,
     }
     assert row["requested_networks"] == [{"network_id": NETWORK_ID}]
     assert row["block_device_mapping"][0]["source_type"] == "image"
@@ -187,7 +194,7 @@ async def test_schedule_request_casts_a_valid_payload(api: Api) -> None:
     await compute.create_server(call)
     invoke = Recorder()
     await compute.schedule_request(interaction(call, invoke, label="6"))
-    ((payload,), _), = invoke.calls
+    (((payload,), _),) = invoke.calls
     from generator.runtime.messaging import check
 
     check(api.info, "schedule_and_build_instances", "payload", payload)
@@ -229,17 +236,33 @@ async def test_schedule_request_failure_puts_the_instance_in_error(api: Api) -> 
         (
             {
                 "block_device_mapping_v2": [
-                    {"uuid": IMAGE_ID, "boot_index": 0, "source_type": "image",
-                     "destination_type": "local"},
-                    {"uuid": VOLUME_ID, "boot_index": 0, "source_type": "volume",
-                     "destination_type": "volume"},
+                    {
+                        "uuid": IMAGE_ID,
+                        "boot_index": 0,
+                        "source_type": "image",
+                        "destination_type": "local",
+                    },
+                    {
+                        "uuid": VOLUME_ID,
+                        "boot_index": 0,
+                        "source_type": "volume",
+                        "destination_type": "volume",
+                    },
                 ]
             },
             "Boot sequence",
         ),
         (
-            {"block_device_mapping_v2": [{"source_type": "blank", "destination_type": "volume",
-                                          "volume_size": 1, "boot_index": -1}]},
+            {
+                "block_device_mapping_v2": [
+                    {
+                        "source_type": "blank",
+                        "destination_type": "volume",
+                        "volume_size": 1,
+                        "boot_index": -1,
+                    }
+                ]
+            },
             "not supported",
         ),
     ],
@@ -279,12 +302,20 @@ async def test_check_image_step(api: Api) -> None:
     assert invoke.calls == [((), {"image_id": IMAGE_ID, "token": "user-token"})]
     assert call.vars["image"]["id"] == IMAGE_ID
     call = op_call(api.rt, "createServer", body=boot_body(imageRef="cirros"))
-    with pytest.raises(BadRequest, match="Image cirros could not be found."):
+    with pytest.raises(BadRequest, match=re.escape("Image cirros could not be found.")):
         await compute.check_image(interaction(call, Recorder(response(404, {"message": "no"}))))
     # Booting from a volume: nothing to check, nothing invoked.
-    body = boot_body(imageRef="", block_device_mapping_v2=[
-        {"uuid": VOLUME_ID, "boot_index": 0, "source_type": "volume", "destination_type": "volume"}
-    ])
+    body = boot_body(
+        imageRef="",
+        block_device_mapping_v2=[
+            {
+                "uuid": VOLUME_ID,
+                "boot_index": 0,
+                "source_type": "volume",
+                "destination_type": "volume",
+            }
+        ],
+    )
     invoke = Recorder()
     await compute.check_image(interaction(op_call(api.rt, "createServer", body=body), invoke))
     assert invoke.calls == []
@@ -293,9 +324,17 @@ async def test_check_image_step(api: Api) -> None:
 @arun
 async def test_boot_from_volume_row(api: Api) -> None:
     await seed_flavors(api.store)
-    body = boot_body(imageRef="", block_device_mapping_v2=[
-        {"uuid": VOLUME_ID, "boot_index": "0", "source_type": "volume", "destination_type": "volume"}
-    ])
+    body = boot_body(
+        imageRef="",
+        block_device_mapping_v2=[
+            {
+                "uuid": VOLUME_ID,
+                "boot_index": "0",
+                "source_type": "volume",
+                "destination_type": "volume",
+            }
+        ],
+    )
     reply = await compute.create_server(op_call(api.rt, "createServer", body=body))
     row = await api.store.get("instances", reply.body["server"]["id"])
     assert row is not None and row["image_ref"] == ""
@@ -325,7 +364,9 @@ async def test_forced_host_is_admin_only_and_ignores_the_other_hosts(api: Api) -
     with pytest.raises(Forbidden):
         await compute.create_server(call)
     call = op_call(
-        api.rt, "createServer", body=boot_body(availability_zone="nova:compute-2"),
+        api.rt,
+        "createServer",
+        body=boot_body(availability_zone="nova:compute-2"),
         auth=auth_ctx(admin=True),
     )
     await compute.create_server(call)
@@ -343,7 +384,8 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     assert set(body) == SERVER_KEYS_21 | {"progress", "security_groups"}
     assert body["status"] == "BUILD" and body["OS-EXT-STS:task_state"] == "scheduling"
     assert body["flavor"] == {
-        "id": "1", "links": [{"rel": "bookmark", "href": "http://nova.test:8774/flavors/1"}]
+        "id": "1",
+        "links": [{"rel": "bookmark", "href": "http://nova.test:8774/flavors/1"}],
     }
     assert body["image"]["id"] == IMAGE_ID
     assert body["hostId"] == "" and body["tenant_id"] == PROJECT
@@ -351,10 +393,23 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
         assert absent not in body
 
     row = await api.set(
-        row, vm_state="active", task_state=None, power_state=1, host="compute-1", node="compute-1",
+        row,
+        vm_state="active",
+        task_state=None,
+        power_state=1,
+        host="compute-1",
+        node="compute-1",
         launched_at="2026-01-01T00:00:00.000000",
-        addresses={"private": [{"version": 4, "addr": "10.0.0.5", "OS-EXT-IPS:type": "fixed",
-                                "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"}]},
+        addresses={
+            "private": [
+                {
+                    "version": 4,
+                    "addr": "10.0.0.5",
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01",
+                }
+            ]
+        },
     )
     body = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
     assert body["status"] == "ACTIVE"
@@ -362,13 +417,20 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     assert body["addresses"]["private"][0]["OS-EXT-IPS-MAC:mac_addr"] == "fa:16:3e:00:00:01"
     assert not ADMIN_KEYS & set(body)
     admin = (
-        await api.run("showServer", path_params={"server_id": row["id"]}, auth=auth_ctx(admin=True,
-                      project=OTHER_PROJECT))
+        await api.run(
+            "showServer",
+            path_params={"server_id": row["id"]},
+            auth=auth_ctx(admin=True, project=OTHER_PROJECT),
+        )
     ).body["server"]
-    assert ADMIN_KEYS <= set(admin) and admin["OS-EXT-SRV-ATTR:host"] == "compute-1"
+    assert set(admin) >= ADMIN_KEYS and admin["OS-EXT-SRV-ATTR:host"] == "compute-1"
 
-    fault = {"code": 500, "message": "No valid host was found. There are not enough hosts "
-             "available.", "details": "RamFilter eliminated 2", "created": "2026-01-01T00:00:00Z"}
+    fault = {
+        "code": 500,
+        "message": "No valid host was found. There are not enough hosts available.",
+        "details": "RamFilter eliminated 2",
+        "created": "2026-01-01T00:00:00Z",
+    }
     row = await api.set(row, vm_state="error", task_state=None, fault=fault)
     body = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
     assert body["status"] == "ERROR"
@@ -422,8 +484,9 @@ async def test_list_servers_filters_and_pages(api: Api) -> None:
 async def test_list_servers_tenancy(api: Api) -> None:
     await seed_flavors(api.store)
     await api.boot(name="mine")
-    other = op_call(api.rt, "createServer", body=boot_body(name="theirs"),
-                    auth=auth_ctx(project=OTHER_PROJECT))
+    other = op_call(
+        api.rt, "createServer", body=boot_body(name="theirs"), auth=auth_ctx(project=OTHER_PROJECT)
+    )
     await compute.create_server(other)
     names = [s["name"] for s in (await api.run("listServers")).body["servers"]]
     assert names == ["mine"]
@@ -432,8 +495,12 @@ async def test_list_servers_tenancy(api: Api) -> None:
     with pytest.raises(BadRequest):
         await api.run("listServers", query={"all_tenants": "maybe"}, auth=auth_ctx(admin=True))
     admin = auth_ctx(admin=True)
-    names = [s["name"] for s in (await api.run("listServers", query={"all_tenants": "1"},
-                                               auth=admin)).body["servers"]]
+    names = [
+        s["name"]
+        for s in (await api.run("listServers", query={"all_tenants": "1"}, auth=admin)).body[
+            "servers"
+        ]
+    ]
     assert sorted(names) == ["mine", "theirs"]
     # host is an admin filter; members' unknown filters are ignored, as in nova.
     assert len((await api.run("listServers", query={"host": "x"})).body["servers"]) == 1
@@ -450,8 +517,9 @@ async def test_update_server_name(api: Api) -> None:
     assert reply.body["server"]["name"] == "renamed"
     assert "OS-EXT-STS:vm_state" not in reply.body["server"]
     with pytest.raises(BadRequest):
-        await api.run("updateServer", path_params={"server_id": row["id"]},
-                      body={"server": {"name": " x"}})
+        await api.run(
+            "updateServer", path_params={"server_id": row["id"]}, body={"server": {"name": " x"}}
+        )
 
 
 # -- delete ----------------------------------------------------------------------------
@@ -477,16 +545,21 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
     await seed_flavors(api.store)
     await add_compute_node(api.store, "compute-1")
     row = await api.boot()
-    att = {"attachment_id": "a1", "volume_id": VOLUME_ID, "device": "/dev/vdb",
-           "connection_info": {"driver_volume_type": "iscsi", "data": {}}}
-    row = await api.set(row, vm_state="active", task_state=None, host="compute-1",
-                        ports=["p1"], attachments=[att])
+    att = {
+        "attachment_id": "a1",
+        "volume_id": VOLUME_ID,
+        "device": "/dev/vdb",
+        "connection_info": {"driver_volume_type": "iscsi", "data": {}},
+    }
+    row = await api.set(
+        row, vm_state="active", task_state=None, host="compute-1", ports=["p1"], attachments=[att]
+    )
     call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
     assert (await compute.delete_server(call)).status == 204
     assert call.vars["instance"]["task_state"] == "deleting"
     invoke = Recorder()
     await compute.terminate_request(interaction(call, invoke, label="6"))
-    ((payload,), kwargs), = invoke.calls
+    (((payload,), kwargs),) = invoke.calls
     assert kwargs == {"host": "compute-1"}
     from generator.runtime.messaging import check
 
@@ -502,12 +575,20 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
 async def test_delete_is_for_the_owner_or_admin(api: Api) -> None:
     await seed_flavors(api.store)
     row = await api.boot()
-    call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]},
-                   auth=auth_ctx(project=OTHER_PROJECT))
+    call = op_call(
+        api.rt,
+        "deleteServer",
+        path_params={"server_id": row["id"]},
+        auth=auth_ctx(project=OTHER_PROJECT),
+    )
     with pytest.raises(NotFound):
         await compute.delete_server(call)
-    call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]},
-                   auth=auth_ctx(project=OTHER_PROJECT, admin=True))
+    call = op_call(
+        api.rt,
+        "deleteServer",
+        path_params={"server_id": row["id"]},
+        auth=auth_ctx(project=OTHER_PROJECT, admin=True),
+    )
     assert (await compute.delete_server(call)).status == 204
 
 
@@ -558,19 +639,31 @@ async def test_console_output(api: Api) -> None:
     row = await api.boot()
     row = await api.set(row, vm_state="active", task_state=None, host="compute-1")
     api.bus.replies["get_console_output"] = lambda p: {"output": f"len={p['length']}\n"}
-    reply = await api.run("serverAction", path_params={"server_id": row["id"]},
-                          body={"os-getConsoleOutput": {"length": "5"}})
+    reply = await api.run(
+        "serverAction",
+        path_params={"server_id": row["id"]},
+        body={"os-getConsoleOutput": {"length": "5"}},
+    )
     assert reply.status == 200 and reply.body == {"output": "len=5\n"}
-    reply = await api.run("serverAction", path_params={"server_id": row["id"]},
-                          body={"os-getConsoleOutput": {"length": -1}})
+    reply = await api.run(
+        "serverAction",
+        path_params={"server_id": row["id"]},
+        body={"os-getConsoleOutput": {"length": -1}},
+    )
     assert reply.body == {"output": "len=None\n"}
     with pytest.raises(BadRequest):
-        await api.run("serverAction", path_params={"server_id": row["id"]},
-                      body={"os-getConsoleOutput": {"length": "x"}})
-    api.bus.replies["get_console_output"] = RemoteError("NotFound", "Guest does not have a console available.")
+        await api.run(
+            "serverAction",
+            path_params={"server_id": row["id"]},
+            body={"os-getConsoleOutput": {"length": "x"}},
+        )
+    api.bus.replies["get_console_output"] = RemoteError(
+        "NotFound", "Guest does not have a console available."
+    )
     with pytest.raises(NotFound):
-        await api.run("serverAction", path_params={"server_id": row["id"]},
-                      body={"os-getConsoleOutput": {}})
+        await api.run(
+            "serverAction", path_params={"server_id": row["id"]}, body={"os-getConsoleOutput": {}}
+        )
 
 
 # -- flavors ---------------------------------------------------------------------------
@@ -590,8 +683,10 @@ async def test_flavors(api: Api) -> None:
         await api.run("listFlavors", query={"minRam": "lots"})
     with pytest.raises(BadRequest, match="is_public"):
         await api.run("listFlavors", query={"is_public": "perhaps"})
-    assert (await api.run("showFlavor", path_params={"flavor_id": "1"})).body["flavor"]["ram"] == 512
-    with pytest.raises(NotFound, match="Flavor m1.tiny could not be found."):
+    assert (await api.run("showFlavor", path_params={"flavor_id": "1"})).body["flavor"][
+        "ram"
+    ] == 512
+    with pytest.raises(NotFound, match=re.escape("Flavor m1.tiny could not be found.")):
         await api.run("showFlavor", path_params={"flavor_id": "m1.tiny"})
 
     new = {"flavor": {"name": "m1.nano", "ram": 64, "vcpus": 1, "disk": 0, "id": 42}}
@@ -600,14 +695,18 @@ async def test_flavors(api: Api) -> None:
     admin = auth_ctx(admin=True)
     created = (await api.run("createFlavor", body=new, auth=admin)).body["flavor"]
     assert created["id"] == "42" and created["OS-FLV-EXT-DATA:ephemeral"] == 0
-    with pytest.raises(Conflict, match="Flavor with name m1.nano already exists."):
+    with pytest.raises(Conflict, match=re.escape("Flavor with name m1.nano already exists.")):
         await api.run("createFlavor", body=new, auth=admin)
     dup_id = {"flavor": {**new["flavor"], "name": "other"}}
-    with pytest.raises(Conflict, match="Flavor with ID 42 already exists."):
+    with pytest.raises(Conflict, match=re.escape("Flavor with ID 42 already exists.")):
         await api.run("createFlavor", body=dup_id, auth=admin)
     generated = {"flavor": {"name": "auto", "ram": 64, "vcpus": 1, "disk": 0}}
-    assert len((await api.run("createFlavor", body=generated, auth=admin)).body["flavor"]["id"]) == 36
-    assert (await api.run("deleteFlavor", path_params={"flavor_id": "42"}, auth=admin)).status == 202
+    assert (
+        len((await api.run("createFlavor", body=generated, auth=admin)).body["flavor"]["id"]) == 36
+    )
+    assert (
+        await api.run("deleteFlavor", path_params={"flavor_id": "42"}, auth=admin)
+    ).status == 202
     with pytest.raises(NotFound):
         await api.run("deleteFlavor", path_params={"flavor_id": "42"}, auth=admin)
 
@@ -628,7 +727,7 @@ async def test_keypairs_generate_import_show_delete(api: Api) -> None:
         )
     ).body["keypair"]
     assert "private_key" not in imported and imported["fingerprint"] == generated["fingerprint"]
-    with pytest.raises(Conflict, match="Key pair 'k1' already exists."):
+    with pytest.raises(Conflict, match=re.escape("Key pair 'k1' already exists.")):
         await api.run("createKeypair", body={"keypair": {"name": "k1"}})
     with pytest.raises(BadRequest, match="unsafe characters"):
         await api.run("createKeypair", body={"keypair": {"name": "bad/name"}})
@@ -679,22 +778,43 @@ async def test_volume_attachments(api: Api) -> None:
     body = {"volumeAttachment": {"volumeId": VOLUME_ID, "device": None}}
     with pytest.raises(Conflict, match="attach_volume"):
         await api.run("attachVolume", path_params=sid, body=body)
-    row = await api.set(row, vm_state="active", task_state=None, host="compute-1",
-                        launched_at="2026-01-01T00:00:00.000000")
-    att = {"attachment_id": "a1", "volume_id": VOLUME_ID, "device": "/dev/vdb",
-           "connection_info": {"driver_volume_type": "iscsi", "data": {}}}
+    row = await api.set(
+        row,
+        vm_state="active",
+        task_state=None,
+        host="compute-1",
+        launched_at="2026-01-01T00:00:00.000000",
+    )
+    att = {
+        "attachment_id": "a1",
+        "volume_id": VOLUME_ID,
+        "device": "/dev/vdb",
+        "connection_info": {"driver_volume_type": "iscsi", "data": {}},
+    }
     api.bus.replies["attach_volume"] = {"attachment": att}
     reply = await api.run("attachVolume", path_params=sid, body=body)
-    assert reply.body == {"volumeAttachment": {"id": VOLUME_ID, "serverId": row["id"],
-                                               "volumeId": VOLUME_ID, "device": "/dev/vdb"}}
+    assert reply.body == {
+        "volumeAttachment": {
+            "id": VOLUME_ID,
+            "serverId": row["id"],
+            "volumeId": VOLUME_ID,
+            "device": "/dev/vdb",
+        }
+    }
     sent = api.bus.sent[-1]
     assert sent[:2] == ("call", "attach_volume") and sent[3] == "compute-1"
     with pytest.raises(NotFound, match="could not be found"):
-        await api.run("attachVolume", path_params=sid,
-                      body={"volumeAttachment": {"volumeId": "44444444-4444-4444-8444-444444444444"}})
+        await api.run(
+            "attachVolume",
+            path_params=sid,
+            body={"volumeAttachment": {"volumeId": "44444444-4444-4444-8444-444444444444"}},
+        )
     with pytest.raises(BadRequest, match="device path"):
-        await api.run("attachVolume", path_params=sid,
-                      body={"volumeAttachment": {"volumeId": VOLUME_ID, "device": "vdb"}})
+        await api.run(
+            "attachVolume",
+            path_params=sid,
+            body={"volumeAttachment": {"volumeId": VOLUME_ID, "device": "vdb"}},
+        )
     await api.set(row, attachments=[att])
     listing = (await api.run("listVolumeAttachments", path_params=sid)).body
     assert listing["volumeAttachments"][0]["device"] == "/dev/vdb"
@@ -716,11 +836,19 @@ async def test_interfaces_come_from_neutron(api: Api) -> None:
     await seed_flavors(api.store)
     row = await api.boot()
     api.services.ports["p1"] = {
-        "id": "p1", "network_id": NETWORK_ID, "mac_address": "fa:16:3e:00:00:09",
-        "device_id": row["id"], "status": "ACTIVE",
-        "fixed_ips": [{"subnet_id": "55555555-5555-4555-8555-555555555555", "ip_address": "10.0.0.9"}],
+        "id": "p1",
+        "network_id": NETWORK_ID,
+        "mac_address": "fa:16:3e:00:00:09",
+        "device_id": row["id"],
+        "status": "ACTIVE",
+        "fixed_ips": [
+            {"subnet_id": "55555555-5555-4555-8555-555555555555", "ip_address": "10.0.0.9"}
+        ],
     }
     reply = await api.run("listServerInterfaces", path_params={"server_id": row["id"]}, check=False)
     (iface,) = reply.body["interfaceAttachments"]
     assert iface["port_id"] == "p1" and iface["net_id"] == NETWORK_ID
-    assert iface["mac_addr"] == "fa:16:3e:00:00:09" and iface["fixed_ips"][0]["ip_address"] == "10.0.0.9"
+    assert (
+        iface["mac_addr"] == "fa:16:3e:00:00:09"
+        and iface["fixed_ips"][0]["ip_address"] == "10.0.0.9"
+    )

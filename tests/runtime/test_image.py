@@ -42,8 +42,12 @@ async def listing(stack: Stack, auth: AuthContext, **query: Any) -> dict[str, An
 
 
 def test_every_image_operation_has_its_behaviour() -> None:
-    ops = [o["operationId"] for item in openapi("image")["paths"].values() for o in item.values()
-           if isinstance(o, dict) and "operationId" in o]
+    ops = [
+        o["operationId"]
+        for item in openapi("image")["paths"].values()
+        for o in item.values()
+        if isinstance(o, dict) and "operationId" in o
+    ]
     assert len(ops) == 8
     for name in ops:
         assert registry.get("image." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
@@ -55,15 +59,20 @@ async def test_versions(tmp_path: Path) -> None:
     reply = await stack.invoke("image", "getImageVersions")
     assert reply.status == 300
     versions = reply.body["versions"]
-    assert versions[0] == {"id": "v2.16", "status": "CURRENT",
-                           "links": [{"rel": "self", "href": stack.info.endpoint("image", stack.config) + "/v2/"}]}
+    assert versions[0] == {
+        "id": "v2.16",
+        "status": "CURRENT",
+        "links": [{"rel": "self", "href": stack.info.endpoint("image", stack.config) + "/v2/"}],
+    }
     assert versions[-1]["id"] == "v2.0" and all(v["status"] == "SUPPORTED" for v in versions[1:])
 
 
 @arun
 async def test_create_with_glance_defaults(tmp_path: Path) -> None:
-    stack, admin, demo = await started(tmp_path)
-    reply = await stack.invoke("image", "createImage", auth=demo, body={"name": "x", "hw_disk_bus": "virtio"})
+    stack, _admin, demo = await started(tmp_path)
+    reply = await stack.invoke(
+        "image", "createImage", auth=demo, body={"name": "x", "hw_disk_bus": "virtio"}
+    )
     image = reply.body
     assert uuid.UUID(image["id"])
     assert reply.headers["Location"].endswith(f"/v2/images/{image['id']}")
@@ -111,15 +120,24 @@ async def test_upload_lands_in_swift_and_download_reads_it(tmp_path: Path) -> No
     image = await create(stack, demo)
     iid = image["id"]
     assert (await op(stack, "downloadImageData", demo, iid)).status == 204  # queued: no data yet
-    reply = await op(stack, "uploadImageData", demo, iid, raw_body=DATA,
-                     headers={"Content-Type": "application/octet-stream"})
+    reply = await op(
+        stack,
+        "uploadImageData",
+        demo,
+        iid,
+        raw_body=DATA,
+        headers={"Content-Type": "application/octet-stream"},
+    )
     assert reply.status == 204
     shown = (await op(stack, "showImage", demo, iid)).body
     service = await stack.glance.auth.service_auth()  # type: ignore[union-attr]
     account = f"AUTH_{service.project_id}"
     assert shown["status"] == "active" and shown["size"] == len(DATA)
     assert shown["checksum"] == hashlib.md5(DATA).hexdigest()
-    assert shown["os_hash_algo"] == "sha512" and shown["os_hash_value"] == hashlib.sha512(DATA).hexdigest()
+    assert (
+        shown["os_hash_algo"] == "sha512"
+        and shown["os_hash_value"] == hashlib.sha512(DATA).hexdigest()
+    )
     assert shown["direct_url"] == f"swift://{account}/glance/{iid}"
     # The bytes are in the object store, in the service project's account.
     info, stored = await object_store(stack.swift).get_object(account, "glance", iid)
@@ -128,7 +146,9 @@ async def test_upload_lands_in_swift_and_download_reads_it(tmp_path: Path) -> No
     assert calls == [("createContainer", "glance"), ("putObject", "glance")]
     # Download through glance.
     got = await op(stack, "downloadImageData", admin, iid)
-    assert got.status == 200 and got.body == DATA and got.headers["Content-MD5"] == shown["checksum"]
+    assert (
+        got.status == 200 and got.body == DATA and got.headers["Content-MD5"] == shown["checksum"]
+    )
     part = await op(stack, "downloadImageData", demo, iid, headers={"Range": "bytes=1-6"})
     assert part.status == 206 and part.body == DATA[1:7]
     assert part.headers["Content-Range"] == f"bytes 1-6/{len(DATA)}"
@@ -158,7 +178,14 @@ async def test_upload_rules(tmp_path: Path) -> None:
     from generator.runtime.behaviours.image import UnsupportedMediaType
 
     with pytest.raises(UnsupportedMediaType):
-        await op(stack, "uploadImageData", admin, theirs["id"], raw_body=b"x", headers={"content-type": "text/plain"})
+        await op(
+            stack,
+            "uploadImageData",
+            admin,
+            theirs["id"],
+            raw_body=b"x",
+            headers={"content-type": "text/plain"},
+        )
 
 
 @arun
@@ -212,11 +239,26 @@ async def test_visibility_rules(tmp_path: Path) -> None:
     assert (await op(stack, "showImage", admin, mine["id"])).status == 200  # admins see everything
     names = {i["name"] for i in (await listing(stack, demo))["images"]}
     assert names == {"shared", "public", "mine"}
-    assert {i["name"] for i in (await listing(stack, demo, visibility="community"))["images"]} == {"community"}
-    assert {i["name"] for i in (await listing(stack, demo, visibility="all"))["images"]} == {"shared", "public", "community", "mine"}
-    assert {i["name"] for i in (await listing(stack, admin))["images"]} == {"private", "shared", "public", "community", "mine"}
-    for name, kw in (("updateImage", {"body": [{"op": "replace", "path": "/name", "value": "x"}]}),
-                     ("deleteImage", {})):
+    assert {i["name"] for i in (await listing(stack, demo, visibility="community"))["images"]} == {
+        "community"
+    }
+    assert {i["name"] for i in (await listing(stack, demo, visibility="all"))["images"]} == {
+        "shared",
+        "public",
+        "community",
+        "mine",
+    }
+    assert {i["name"] for i in (await listing(stack, admin))["images"]} == {
+        "private",
+        "shared",
+        "public",
+        "community",
+        "mine",
+    }
+    for name, kw in (
+        ("updateImage", {"body": [{"op": "replace", "path": "/name", "value": "x"}]}),
+        ("deleteImage", {}),
+    ):
         with pytest.raises(Forbidden):
             await op(stack, name, demo, shared["id"], **kw)
         with pytest.raises(NotFound):
@@ -237,13 +279,21 @@ async def test_show_and_name_lookup(tmp_path: Path) -> None:
 
 @arun
 async def test_list_filters_and_paging(tmp_path: Path) -> None:
-    stack, admin, demo = await started(tmp_path)
-    made = [await create(stack, demo, name=f"img{i}", tags=["even"] if i % 2 == 0 else []) for i in range(5)]
+    stack, _admin, demo = await started(tmp_path)
+    made = [
+        await create(stack, demo, name=f"img{i}", tags=["even"] if i % 2 == 0 else [])
+        for i in range(5)
+    ]
     await op(stack, "uploadImageData", demo, made[0]["id"], raw_body=b"12345")
     ids = [m["id"] for m in made]
     assert (await listing(stack, demo, id=f"in:{ids[1]},{ids[3]}"))["images"].__len__() == 2
-    assert {i["id"] for i in (await listing(stack, demo, id=f'in:"{ids[1]}",{ids[3]}'))["images"]} == {ids[1], ids[3]}
-    assert [i["name"] for i in (await listing(stack, demo, name="in:img2,img4", sort="name:asc"))["images"]] == ["img2", "img4"]
+    assert {
+        i["id"] for i in (await listing(stack, demo, id=f'in:"{ids[1]}",{ids[3]}'))["images"]
+    } == {ids[1], ids[3]}
+    assert [
+        i["name"]
+        for i in (await listing(stack, demo, name="in:img2,img4", sort="name:asc"))["images"]
+    ] == ["img2", "img4"]
     assert [i["id"] for i in (await listing(stack, demo, status="active"))["images"]] == [ids[0]]
     assert len((await listing(stack, demo, status="in:queued,saving"))["images"]) == 4
     assert len((await listing(stack, demo, owner=demo.project_id))["images"]) == 5
@@ -270,10 +320,20 @@ async def test_list_filters_and_paging(tmp_path: Path) -> None:
     assert seen == [f"img{i}" for i in range(5)] and pages == 3
     # Exactly one page: no next link.
     assert "next" not in await listing(stack, demo, limit="5")
-    for bad in ({"marker": str(uuid.uuid4())}, {"limit": "-1"}, {"limit": "x"}, {"sort_key": "bogus"},
-                {"sort_dir": "up"}, {"sort": "name:asc", "sort_key": "name"}, {"visibility": "secret"},
-                {"protected": "maybe"}, {"created_at": "soon:2020-01-01"}, {"created_at": "gt:yesterday"},
-                {"size_max": "big"}, {"member_status": "odd"}):
+    for bad in (
+        {"marker": str(uuid.uuid4())},
+        {"limit": "-1"},
+        {"limit": "x"},
+        {"sort_key": "bogus"},
+        {"sort_dir": "up"},
+        {"sort": "name:asc", "sort_key": "name"},
+        {"visibility": "secret"},
+        {"protected": "maybe"},
+        {"created_at": "soon:2020-01-01"},
+        {"created_at": "gt:yesterday"},
+        {"size_max": "big"},
+        {"member_status": "odd"},
+    ):
         with pytest.raises(BadRequest):
             await stack.invoke("image", "listImages", auth=demo, query=bad)
 
@@ -300,10 +360,15 @@ async def test_patch(tmp_path: Path) -> None:
         {"op": "replace", "path": "/visibility", "value": "private"},
         {"op": "replace", "path": "/protected", "value": True},
     )
-    assert out["name"] == "renamed" and out["hw_qemu_guest_agent"] == "yes" and "os_distro" not in out
+    assert (
+        out["name"] == "renamed" and out["hw_qemu_guest_agent"] == "yes" and "os_distro" not in out
+    )
     assert out["tags"] == ["a", "b", "c"] and out["min_disk"] == 2 and out["min_ram"] == 512
     assert out["visibility"] == "private" and out["protected"] is True
-    out = await patch({"op": "remove", "path": "/tags/0"}, {"op": "replace", "path": "/hw_qemu_guest_agent", "value": "no"})
+    out = await patch(
+        {"op": "remove", "path": "/tags/0"},
+        {"op": "replace", "path": "/hw_qemu_guest_agent", "value": "no"},
+    )
     assert out["tags"] == ["b", "c"] and out["hw_qemu_guest_agent"] == "no"
     assert (await patch()) == out  # an empty patch changes nothing
     for ops, error in (
@@ -329,9 +394,17 @@ async def test_patch(tmp_path: Path) -> None:
     with pytest.raises(Forbidden):
         await patch({"op": "replace", "path": "/disk_format", "value": "raw"})
     # The patch may also arrive unparsed.
-    reply = await op(stack, "updateImage", demo, iid, raw_body=b'[{"op": "replace", "path": "/name", "value": "raw"}]')
+    reply = await op(
+        stack,
+        "updateImage",
+        demo,
+        iid,
+        raw_body=b'[{"op": "replace", "path": "/name", "value": "raw"}]',
+    )
     assert reply.body["name"] == "raw"
-    assert (await patch({"op": "replace", "path": "/visibility", "value": "public"}, auth=admin))["visibility"] == "public"
+    assert (await patch({"op": "replace", "path": "/visibility", "value": "public"}, auth=admin))[
+        "visibility"
+    ] == "public"
 
 
 @arun
@@ -342,14 +415,25 @@ async def test_delete(tmp_path: Path) -> None:
     await op(stack, "uploadImageData", demo, iid, raw_body=b"bytes")
     with pytest.raises(Forbidden, match="protected"):
         await op(stack, "deleteImage", demo, iid)
-    await op(stack, "updateImage", demo, iid, body=[{"op": "replace", "path": "/protected", "value": False}])
+    await op(
+        stack,
+        "updateImage",
+        demo,
+        iid,
+        body=[{"op": "replace", "path": "/protected", "value": False}],
+    )
     assert (await op(stack, "deleteImage", demo, iid)).status == 204
     with pytest.raises(NotFound):
         await op(stack, "showImage", demo, iid)
     with pytest.raises(NotFound):
         await op(stack, "deleteImage", demo, iid)
     service = await stack.glance.auth.service_auth()  # type: ignore[union-attr]
-    names = [o.name for o in await object_store(stack.swift).list_objects(f"AUTH_{service.project_id}", "glance")]  # type: ignore[union-attr]
+    names = [
+        o.name
+        for o in await object_store(stack.swift).list_objects(
+            f"AUTH_{service.project_id}", "glance"
+        )
+    ]  # type: ignore[union-attr]
     assert iid not in names
     queued = await create(stack, demo)
     assert (await op(stack, "deleteImage", admin, queued["id"])).status == 204

@@ -22,6 +22,7 @@ Tables (the identity component's database, declared in the spec): `domains`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
@@ -1035,11 +1036,12 @@ async def create_user(call: Call) -> Reply:
     if await store.get("domains", domain_id) is None:
         raise BadRequest(f"Invalid domain_id: could not find domain {domain_id}.")
     default_project_id = body.get("default_project_id")
-    if default_project_id is not None:
-        if await store.get("projects", _text(default_project_id, "default_project_id")) is None:
-            raise BadRequest(
-                f"Invalid default_project_id: could not find project {default_project_id}."
-            )
+    if default_project_id is not None and (
+        await store.get("projects", _text(default_project_id, "default_project_id")) is None
+    ):
+        raise BadRequest(
+            f"Invalid default_project_id: could not find project {default_project_id}."
+        )
     password = body.get("password")
     if password is not None:
         password = _text(password, "password", max_length=4096, empty=True)
@@ -1202,10 +1204,8 @@ async def _grant(store: Store, user_id: str, project_id: str, role_id: str) -> N
         "project_id": project_id,
         "role_id": role_id,
     }
-    try:
+    with contextlib.suppress(Conflict):  # granting again is not an error
         await store.create("role_assignments", doc)
-    except Conflict:
-        pass  # granting again is not an error
 
 
 async def _grant_target(call: Call) -> tuple[Doc, Doc, Doc]:

@@ -17,9 +17,11 @@ public needs the admin role (glance's publicize_image rule).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import json
+import operator
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -50,17 +52,55 @@ DISK_FORMATS = ("ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi
 CONTAINER_FORMATS = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed")
 VISIBILITIES = ("public", "private", "shared", "community")
 DEFAULT_VISIBILITY = "shared"
-READ_ONLY = frozenset({
-    "id", "status", "checksum", "size", "virtual_size", "os_hash_algo", "os_hash_value",
-    "created_at", "updated_at", "self", "file", "schema", "direct_url",
-})
+READ_ONLY = frozenset(
+    {
+        "id",
+        "status",
+        "checksum",
+        "size",
+        "virtual_size",
+        "os_hash_algo",
+        "os_hash_value",
+        "created_at",
+        "updated_at",
+        "self",
+        "file",
+        "schema",
+        "direct_url",
+    }
+)
 RESERVED = frozenset({"location", "locations", "deleted", "deleted_at", "stores"})
-MUTABLE = ("name", "visibility", "protected", "os_hidden", "container_format", "disk_format",
-           "min_disk", "min_ram", "tags", "owner")
-SORT_KEYS = frozenset({
-    "name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at",
-    "visibility", "owner", "min_disk", "min_ram", "virtual_size", "protected", "os_hidden",
-})
+MUTABLE = (
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "container_format",
+    "disk_format",
+    "min_disk",
+    "min_ram",
+    "tags",
+    "owner",
+)
+SORT_KEYS = frozenset(
+    {
+        "name",
+        "status",
+        "container_format",
+        "disk_format",
+        "size",
+        "id",
+        "created_at",
+        "updated_at",
+        "visibility",
+        "owner",
+        "min_disk",
+        "min_ram",
+        "virtual_size",
+        "protected",
+        "os_hidden",
+    }
+)
 LIST_LIMIT_DEFAULT = 25
 LIST_LIMIT_MAX = 1000
 PROPERTY_KEY_MAX = 255
@@ -141,30 +181,32 @@ def render(image: Doc) -> Doc:
     """The image as glance shows it: every base property, then custom ones."""
     iid = image["id"]
     out: Doc = {k: v for k, v in (image.get("properties") or {}).items()}
-    out.update({
-        "id": iid,
-        "name": image.get("name"),
-        "status": image["status"],
-        "visibility": image["visibility"],
-        "protected": bool(image.get("protected", False)),
-        "os_hidden": bool(image.get("os_hidden", False)),
-        "checksum": image.get("checksum"),
-        "os_hash_algo": image.get("os_hash_algo"),
-        "os_hash_value": image.get("os_hash_value"),
-        "owner": image.get("owner"),
-        "size": image.get("size"),
-        "virtual_size": image.get("virtual_size"),
-        "container_format": image.get("container_format"),
-        "disk_format": image.get("disk_format"),
-        "min_disk": int(image.get("min_disk") or 0),
-        "min_ram": int(image.get("min_ram") or 0),
-        "tags": list(image.get("tags") or []),
-        "created_at": image["created_at"],
-        "updated_at": image["updated_at"],
-        "self": f"/v2/images/{iid}",
-        "file": f"/v2/images/{iid}/file",
-        "schema": "/v2/schemas/image",
-    })
+    out.update(
+        {
+            "id": iid,
+            "name": image.get("name"),
+            "status": image["status"],
+            "visibility": image["visibility"],
+            "protected": bool(image.get("protected", False)),
+            "os_hidden": bool(image.get("os_hidden", False)),
+            "checksum": image.get("checksum"),
+            "os_hash_algo": image.get("os_hash_algo"),
+            "os_hash_value": image.get("os_hash_value"),
+            "owner": image.get("owner"),
+            "size": image.get("size"),
+            "virtual_size": image.get("virtual_size"),
+            "container_format": image.get("container_format"),
+            "disk_format": image.get("disk_format"),
+            "min_disk": int(image.get("min_disk") or 0),
+            "min_ram": int(image.get("min_ram") or 0),
+            "tags": list(image.get("tags") or []),
+            "created_at": image["created_at"],
+            "updated_at": image["updated_at"],
+            "self": f"/v2/images/{iid}",
+            "file": f"/v2/images/{iid}/file",
+            "schema": "/v2/schemas/image",
+        }
+    )
     loc = image.get("location")
     if image["status"] == "active" and isinstance(loc, dict):
         out["direct_url"] = f"swift://{loc['account']}/{loc['container']}/{loc['object']}"
@@ -202,7 +244,9 @@ def _v_name(value: Any) -> Any:
 
 def _v_visibility(value: Any) -> Any:
     if value not in VISIBILITIES:
-        raise BadRequest(f"Invalid visibility value: {value!r}; expected one of {', '.join(VISIBILITIES)}.")
+        raise BadRequest(
+            f"Invalid visibility value: {value!r}; expected one of {', '.join(VISIBILITIES)}."
+        )
     return value
 
 
@@ -227,7 +271,9 @@ def _v_size(what: str) -> Callable[[Any], Any]:
 def _v_format(what: str, allowed: tuple[str, ...]) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if value is not None and value not in allowed:
-            raise BadRequest(f"Invalid value {value!r} for {what}: expected one of {', '.join(allowed)}.")
+            raise BadRequest(
+                f"Invalid value {value!r} for {what}: expected one of {', '.join(allowed)}."
+            )
         return value
 
     return check
@@ -241,7 +287,9 @@ def _v_tags(value: Any) -> Any:
 
 def _v_tag(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > TAG_MAX:
-        raise BadRequest(f"Invalid tag: expected a non-empty string of at most {TAG_MAX} characters.")
+        raise BadRequest(
+            f"Invalid tag: expected a non-empty string of at most {TAG_MAX} characters."
+        )
     return _utf8(value, "tags")
 
 
@@ -279,7 +327,9 @@ def _check_key(key: Any) -> str:
 
 def _custom_value(key: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > PROPERTY_VALUE_MAX:
-        raise BadRequest(f"Invalid value for property {key}: expected a string of at most {PROPERTY_VALUE_MAX} characters.")
+        raise BadRequest(
+            f"Invalid value for property {key}: expected a string of at most {PROPERTY_VALUE_MAX} characters."
+        )
     return _utf8(value, key)
 
 
@@ -306,8 +356,11 @@ async def get_image_versions(call: Call) -> Reply:
     except ValueError:
         top = 0
     versions = [
-        {"id": f"v{major}.{m}", "status": "CURRENT" if m == top else "SUPPORTED",
-         "links": [{"rel": "self", "href": href}]}
+        {
+            "id": f"v{major}.{m}",
+            "status": "CURRENT" if m == top else "SUPPORTED",
+            "links": [{"rel": "self", "href": href}],
+        }
         for m in range(top, -1, -1)
     ]
     return Reply(300, {"versions": versions})
@@ -323,10 +376,23 @@ async def create_image(call: Call) -> Reply:
     if not isinstance(body, dict):
         raise BadRequest("The image to create must be a JSON object.")
     doc: Doc = {
-        "name": None, "status": "queued", "visibility": DEFAULT_VISIBILITY, "protected": False,
-        "os_hidden": False, "checksum": None, "os_hash_algo": None, "os_hash_value": None,
-        "owner": auth.project_id, "size": None, "virtual_size": None, "container_format": None,
-        "disk_format": None, "min_disk": 0, "min_ram": 0, "tags": [], "properties": {},
+        "name": None,
+        "status": "queued",
+        "visibility": DEFAULT_VISIBILITY,
+        "protected": False,
+        "os_hidden": False,
+        "checksum": None,
+        "os_hash_algo": None,
+        "os_hash_value": None,
+        "owner": auth.project_id,
+        "size": None,
+        "virtual_size": None,
+        "container_format": None,
+        "disk_format": None,
+        "min_disk": 0,
+        "min_ram": 0,
+        "tags": [],
+        "properties": {},
         "location": None,
     }
     image_id: str | None = None
@@ -398,8 +464,12 @@ def _q_bool(call: Call, name: str) -> bool | None:
 
 
 _TIME_OPS: dict[str, Callable[[datetime, datetime], bool]] = {
-    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b,
-    "neq": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
 }
 
 
@@ -416,7 +486,9 @@ def _time_filter(call: Call, name: str) -> Callable[[Doc], bool] | None:
     if not sep:
         op, stamp = "eq", raw
     if op not in _TIME_OPS:
-        raise BadRequest(f"Invalid operator {op!r} for {name}: expected one of {', '.join(_TIME_OPS)}.")
+        raise BadRequest(
+            f"Invalid operator {op!r} for {name}: expected one of {', '.join(_TIME_OPS)}."
+        )
     try:
         wanted = _when(stamp)
     except ValueError:
@@ -451,7 +523,9 @@ def _sort_spec(call: Call) -> list[tuple[str, bool]]:
             spec.append((key, direction == "desc"))
     for key, _ in spec:
         if key not in SORT_KEYS:
-            raise BadRequest(f"Invalid sort key {key!r}: expected one of {', '.join(sorted(SORT_KEYS))}.")
+            raise BadRequest(
+                f"Invalid sort key {key!r}: expected one of {', '.join(sorted(SORT_KEYS))}."
+            )
     first_desc = spec[0][1]
     for tie in ("created_at", "id"):
         if tie not in [k for k, _ in spec]:
@@ -464,9 +538,17 @@ def _sorted(images: list[Doc], spec: list[tuple[str, bool]]) -> list[Doc]:
     for key, desc in reversed(spec):
         present = [i for i in out if i.get(key) is not None]
         missing = [i for i in out if i.get(key) is None]
-        present.sort(key=lambda i, k=key: i[k], reverse=desc)
+        present.sort(key=operator.itemgetter(key), reverse=desc)
         out = missing + present if desc else present + missing
     return out
+
+
+def _one_of(key: str, values: list[str]) -> Callable[[Doc], bool]:
+    return lambda image: image.get(key) in values
+
+
+def _tagged(tag: str) -> Callable[[Doc], bool]:
+    return lambda image: tag in (image.get("tags") or [])
 
 
 @behaviour("image.list_images")
@@ -485,7 +567,7 @@ async def list_images(call: Call) -> Reply:
         if key in ("name", "status"):
             where[key] = values
         else:
-            filters.append(lambda i, k=key, vs=values: i.get(k) in vs)
+            filters.append(_one_of(key, values))
     if (owner := call.q("owner")) is not None:
         where["owner"] = _utf8(owner, "owner")
     visibility = call.q("visibility")
@@ -494,14 +576,21 @@ async def list_images(call: Call) -> Reply:
     if visibility in VISIBILITIES:
         where["visibility"] = visibility
     member_status = call.q("member_status")
-    if member_status is not None and member_status not in ("accepted", "pending", "rejected", "all"):
-        raise BadRequest(f"Invalid member_status {member_status!r}: expected accepted, pending, rejected or all.")
+    if member_status is not None and member_status not in (
+        "accepted",
+        "pending",
+        "rejected",
+        "all",
+    ):
+        raise BadRequest(
+            f"Invalid member_status {member_status!r}: expected accepted, pending, rejected or all."
+        )
     if (protected := _q_bool(call, "protected")) is not None:
         filters.append(lambda i: bool(i.get("protected")) == protected)
     hidden = bool(_q_bool(call, "os_hidden"))
     filters.append(lambda i: bool(i.get("os_hidden")) == hidden)
     for tag in call.query.get("tag") or []:
-        filters.append(lambda i, t=tag: t in (i.get("tags") or []))
+        filters.append(_tagged(tag))
     size_min, size_max = _q_int(call, "size_min"), _q_int(call, "size_max")
     if size_min is not None:
         filters.append(lambda i: i.get("size") is not None and i["size"] >= size_min)
@@ -526,7 +615,11 @@ async def list_images(call: Call) -> Reply:
             raise BadRequest(f"Invalid marker. Image {marker} could not be found.")
         images = images[ids.index(marker) + 1 :]
     page = images[:limit]
-    body: Doc = {"images": [render(i) for i in page], "first": "/v2/images", "schema": "/v2/schemas/images"}
+    body: Doc = {
+        "images": [render(i) for i in page],
+        "first": "/v2/images",
+        "schema": "/v2/schemas/images",
+    }
     if len(images) > len(page) and page:
         query = [(k, v) for k, vs in call.query.items() if k not in ("marker", "limit") for v in vs]
         query += [("limit", str(limit)), ("marker", page[-1]["id"])]
@@ -588,7 +681,9 @@ async def update_image(call: Call) -> Reply:
         value = op.get("value")
         key = _check_key(parts[0])
         if len(parts) == 2 and key == "tags":
-            current["tags"] = changes["tags"] = _patch_tags(current["tags"] or [], kind, parts[1], value)
+            current["tags"] = changes["tags"] = _patch_tags(
+                current["tags"] or [], kind, parts[1], value
+            )
             continue
         if len(parts) != 1:
             raise BadRequest(f"Invalid JSON pointer for this resource: {op['path']!r}.")
@@ -609,7 +704,11 @@ async def update_image(call: Call) -> Reply:
     if props != (image.get("properties") or {}):
         changes["properties"] = props
     expect = {"status": "queued"} if {"container_format", "disk_format"} & set(changes) else None
-    updated = await _store(call.rt).update(TABLE, image["id"], changes, expect=expect) if changes else image
+    updated = (
+        await _store(call.rt).update(TABLE, image["id"], changes, expect=expect)
+        if changes
+        else image
+    )
     if updated is None:
         if await _store(call.rt).get(TABLE, image["id"]) is None:
             raise NotFound(f"No image found with ID {image['id']}")
@@ -624,27 +723,37 @@ async def _object_store(call: Call) -> tuple[str, str, str]:
     """(object-store API, account of this service's project, this service's token)."""
     rt = call.rt
     if rt.auth is None:
-        raise ServiceUnavailable("The image service has no identity client to reach the object store.")
+        raise ServiceUnavailable(
+            "The image service has no identity client to reach the object store."
+        )
     auth = await rt.auth.service_auth()
     if not auth.project_id:
         raise ServiceUnavailable("The image service's own token has no project.")
     return rt.info.api_of_type("object-store"), f"AUTH_{auth.project_id}", await rt.service_token()
 
 
-async def _swift(call: Call, operation: str, params: dict[str, str], **kwargs: Any) -> httpx.Response:
+async def _swift(
+    call: Call, operation: str, params: dict[str, str], **kwargs: Any
+) -> httpx.Response:
     api = call.rt.info.api_of_type("object-store")
     try:
-        return await call.rt.clients.call(api, operation, params, context=call.flow_context(), **kwargs)
+        return await call.rt.clients.call(
+            api, operation, params, context=call.flow_context(), **kwargs
+        )
     except httpx.HTTPError as exc:
         raise ServiceUnavailable(f"The object store is unreachable: {exc}") from exc
 
 
 def _store_failed(resp: httpx.Response, what: str) -> ServiceUnavailable:
-    return ServiceUnavailable(f"The object store could not {what} ({resp.status_code}: {error_message(resp)}).")
+    return ServiceUnavailable(
+        f"The object store could not {what} ({resp.status_code}: {error_message(resp)})."
+    )
 
 
 async def _ensure_container(call: Call, account: str, token: str) -> None:
-    resp = await _swift(call, "createContainer", {"account": account, "container": CONTAINER}, token=token)
+    resp = await _swift(
+        call, "createContainer", {"account": account, "container": CONTAINER}, token=token
+    )
     if resp.status_code not in (201, 202, 204):
         raise _store_failed(resp, f"create container {CONTAINER}")
     call.rt.local.setdefault("image.containers", set()).add(account)
@@ -682,15 +791,21 @@ async def upload_image_data(call: Call) -> Reply:
     _, image = await _modifiable(call, "upload data to")
     content_type = _header(call, "Content-Type")
     if content_type and content_type.split(";")[0].strip().lower() != "application/octet-stream":
-        raise UnsupportedMediaType(f"Content-Type {content_type!r} is not supported: use application/octet-stream.")
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported: use application/octet-stream."
+        )
     if image["status"] != "queued":
         raise Conflict(f"Image status transition from {image['status']} to saving is not allowed")
     if image.get("disk_format") is None or image.get("container_format") is None:
-        raise BadRequest("Properties disk_format, container_format must be set prior to saving data.")
+        raise BadRequest(
+            "Properties disk_format, container_format must be set prior to saving data."
+        )
     store = _store(call.rt)
     iid = image["id"]
     if await store.update(TABLE, iid, {"status": "saving"}, expect={"status": "queued"}) is None:
-        raise Conflict(f"Image {iid} is not queued any more: its data is being or has been uploaded.")
+        raise Conflict(
+            f"Image {iid} is not queued any more: its data is being or has been uploaded."
+        )
     data = bytes(call.raw_body or b"")
     try:
         if len(data) > THREAD_HASH_BYTES:
@@ -704,16 +819,22 @@ async def upload_image_data(call: Call) -> Reply:
     done = await store.update(
         TABLE,
         iid,
-        {"status": "active", "size": len(data), "checksum": md5, "os_hash_algo": HASH_ALGO,
-         "os_hash_value": sha, "location": location},
+        {
+            "status": "active",
+            "size": len(data),
+            "checksum": md5,
+            "os_hash_algo": HASH_ALGO,
+            "os_hash_value": sha,
+            "location": location,
+        },
         expect={"status": "saving"},
     )
     if done is None:
-        try:
+        with contextlib.suppress(ServiceUnavailable):  # else the object stays behind
             await _delete_data(call, location)
-        except ServiceUnavailable:
-            pass  # the object stays behind; the image itself is gone either way
-        raise Gone(f"Image {iid} could not be found after upload. The image may have been deleted during the upload.")
+        raise Gone(
+            f"Image {iid} could not be found after upload. The image may have been deleted during the upload."
+        )
     return Reply(204)
 
 
@@ -746,7 +867,9 @@ def _byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
 async def download_image_data(call: Call) -> Reply:
     auth, image = await _find(call)
     if image["status"] == "deactivated" and not auth.is_admin:
-        raise Forbidden("The requested image has been deactivated. Image data download is forbidden.")
+        raise Forbidden(
+            "The requested image has been deactivated. Image data download is forbidden."
+        )
     location = image.get("location")
     if image["status"] != "active" or not isinstance(location, dict):
         return Reply(204)

@@ -9,7 +9,9 @@ time collide on the primary key and the loser takes the next one.
 
 Flow variables:
 - `createPort`, `updatePort` and `deletePort` leave `call.vars["port"]` (the port
-  as stored) for the steps that tell the agents about it.
+  as stored) for the steps that tell the agents about it. updatePort, which no
+  sequence gives agent steps, fans out `port_update` itself (as neutron does on
+  every port update), so a port bound by PUT is wired too.
 
 Agents (fanout and casts reach them; they keep their state in files):
 - the DHCP agent keeps, per network, a dnsmasq hosts file
@@ -36,8 +38,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from generator.runtime.behaviours import ipam
+from generator.runtime.bus import BusError
 from generator.runtime.context import AuthContext, Call, Interaction, Reply
 from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
+from generator.runtime.messaging import InvalidMessage, send
 from generator.runtime.registry import behaviour
 from generator.runtime.store import Store, utcnow
 
@@ -1510,6 +1514,12 @@ async def update_port(call: Call) -> Reply:
         raise NotFound(f"Port {port_id} could not be found.", kind="PortNotFound")
     await _release(store, port_id, removed)
     call.vars["port"] = new
+    # No sequence gives updatePort agent steps, but agents must hear of a (re)binding, as
+    # neutron's notifier tells them of every port update.
+    try:
+        await send(call, "port_update", await _port_update_payload(store, new))
+    except (BusError, InvalidMessage) as exc:
+        logger.error("could not tell the L2 agents about port %s: %s", port_id, exc)
     return Reply(200, {"port": new})
 
 
@@ -1560,18 +1570,19 @@ async def notify_dhcp_port_create(ix: Interaction) -> None:
     await ix.invoke({"port": _port_payload(_flow_port(ix))})
 
 
+async def _port_update_payload(store: Store, port: Doc) -> Doc:
+    net = await store.get("networks", port["network_id"]) or {}
+    segment = net.get("provider:segmentation_id")
+    return {
+        "port": _port_payload(port),
+        "network_type": str(net.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
+        "segmentation_id": segment if isinstance(segment, int) else None,
+    }
+
+
 @behaviour("network.notify_port_update")
 async def notify_port_update(ix: Interaction) -> None:
-    port = _flow_port(ix)
-    net = await ix.rt.require_store().get("networks", port["network_id"]) or {}
-    segment = net.get("provider:segmentation_id")
-    await ix.invoke(
-        {
-            "port": _port_payload(port),
-            "network_type": str(net.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
-            "segmentation_id": segment if isinstance(segment, int) else None,
-        }
-    )
+    await ix.invoke(await _port_update_payload(ix.rt.require_store(), _flow_port(ix)))
 
 
 @behaviour("network.notify_dhcp_port_delete")

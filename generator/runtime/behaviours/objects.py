@@ -15,6 +15,7 @@ Container and object metadata are kept under their lower-cased header names
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import math
@@ -47,7 +48,12 @@ from generator.runtime.services import ServiceRuntime
 ACCOUNT_PREFIX = "AUTH_"
 STORAGE_POLICY = "Policy-0"
 HTML = "text/html; charset=UTF-8"
-CONTAINER_META = ("x-container-meta-", "x-container-read", "x-container-write", "x-versions-location")
+CONTAINER_META = (
+    "x-container-meta-",
+    "x-container-read",
+    "x-container-write",
+    "x-versions-location",
+)
 OBJECT_META = ("x-object-meta-", "content-disposition", "content-encoding", "x-delete-at")
 THREAD_HASH_BYTES = 1 << 20
 
@@ -83,7 +89,8 @@ def object_store(rt: ServiceRuntime) -> ObjectStore:
 
 
 def _trans(call: Call) -> dict[str, str]:
-    return {"X-Trans-Id": call.request_id, "X-Openstack-Request-Id": call.request_id}
+    # The app adds X-Openstack-Request-Id (the same id) to every answer.
+    return {"X-Trans-Id": call.request_id}
 
 
 def _page(call: Call, status: int, detail: str | None, *, head: bool) -> Reply:
@@ -106,8 +113,13 @@ def _swift_op(*, head: bool = False) -> Callable[[Op], Op]:
             except _Page as page:
                 return _page(call, page.status, page.detail, head=head)
             except ContainerNotEmpty:
-                return _page(call, 409, "There was a conflict when trying to complete your "
-                             "request: the container is not empty.", head=head)
+                return _page(
+                    call,
+                    409,
+                    "There was a conflict when trying to complete your "
+                    "request: the container is not empty.",
+                    head=head,
+                )
             except StoreConflict as exc:
                 return _page(call, 409, str(exc), head=head)
             except StoreNotFound:
@@ -230,7 +242,11 @@ def _rollup(names: list[str], prefix: str, delimiter: str | None) -> list[tuple[
 
 
 def _listing_reply(
-    call: Call, fmt: str, names: list[str], json_items: list[dict[str, Any]], xml_root: str,
+    call: Call,
+    fmt: str,
+    names: list[str],
+    json_items: list[dict[str, Any]],
+    xml_root: str,
     headers: dict[str, str],
 ) -> Reply:
     headers = {**headers, **_trans(call)}
@@ -241,14 +257,20 @@ def _listing_reply(
         kind = "container" if xml_root.startswith("account") else "object"
         for item in json_items:
             if "subdir" in item:
-                parts.append(f'<subdir name="{xml_escape(item["subdir"], {chr(34): "&quot;"})}">'
-                             f"<name>{xml_escape(item['subdir'])}</name></subdir>")
+                parts.append(
+                    f'<subdir name="{xml_escape(item["subdir"], {chr(34): "&quot;"})}">'
+                    f"<name>{xml_escape(item['subdir'])}</name></subdir>"
+                )
                 continue
             fields = "".join(f"<{k}>{xml_escape(str(v))}</{k}>" for k, v in item.items())
             parts.append(f"<{kind}>{fields}</{kind}>")
         parts.append(f"</{xml_root.split(' ')[0]}>")
-        return Reply(200, "".join(parts).encode("utf-8"), headers,
-                     content_type="application/xml; charset=utf-8")
+        return Reply(
+            200,
+            "".join(parts).encode("utf-8"),
+            headers,
+            content_type="application/xml; charset=utf-8",
+        )
     if not names:
         return Reply(204, None, headers)
     text = "".join(f"{n}\n" for n in names)
@@ -293,10 +315,22 @@ async def get_account(call: Call) -> Reply:
             items.append({"subdir": name})
         else:
             c = by_name[name]
-            items.append({"name": c.name, "count": c.object_count, "bytes": c.bytes_used,
-                          "last_modified": _naive(c.created_at)})
-    return _listing_reply(call, listing.format, [n for n, _ in shown], items,
-                          f'account name="{xml_escape(account)}"', _account_headers(containers))
+            items.append(
+                {
+                    "name": c.name,
+                    "count": c.object_count,
+                    "bytes": c.bytes_used,
+                    "last_modified": _naive(c.created_at),
+                }
+            )
+    return _listing_reply(
+        call,
+        listing.format,
+        [n for n, _ in shown],
+        items,
+        f'account name="{xml_escape(account)}"',
+        _account_headers(containers),
+    )
 
 
 @behaviour("objects.head_account")
@@ -330,7 +364,7 @@ async def create_container(call: Call) -> Reply:
     store = object_store(call.rt)
     given = _metadata_headers(call, CONTAINER_META)
     removed = {
-        "x-container-meta-" + k.lower()[len("x-remove-container-meta-"):]
+        "x-container-meta-" + k.lower()[len("x-remove-container-meta-") :]
         for k in call.headers
         if k.lower().startswith("x-remove-container-meta-")
     }
@@ -350,7 +384,9 @@ async def create_container(call: Call) -> Reply:
 @_swift_op(head=True)
 async def head_container(call: Call) -> Reply:
     account = _account(call)
-    info = await object_store(call.rt).head_container(account, call.path_params.get("container", ""))
+    info = await object_store(call.rt).head_container(
+        account, call.path_params.get("container", "")
+    )
     return Reply(204, None, {**_container_headers(info), **_trans(call)})
 
 
@@ -367,14 +403,21 @@ async def list_objects(call: Call) -> Reply:
     if path is not None:
         prefix, delimiter = (path.rstrip("/") + "/" if path else ""), "/"
     if listing.reverse:
-        entries = await store.list_objects(account, container, prefix=prefix, limit=LISTING_LIMIT * 10,
-                                           delimiter=delimiter)
+        entries = await store.list_objects(
+            account, container, prefix=prefix, limit=LISTING_LIMIT * 10, delimiter=delimiter
+        )
         names = [e.subdir if isinstance(e, Subdir) else e.name for e in entries]
         entries = [entries[i] for i in listing.window(names)]
     else:
-        entries = await store.list_objects(account, container, prefix=prefix, marker=listing.marker,
-                                           end_marker=listing.end_marker, limit=listing.limit,
-                                           delimiter=delimiter)
+        entries = await store.list_objects(
+            account,
+            container,
+            prefix=prefix,
+            marker=listing.marker,
+            end_marker=listing.end_marker,
+            limit=listing.limit,
+            delimiter=delimiter,
+        )
     if path is not None:
         entries = [e for e in entries if isinstance(e, ObjectInfo)]
     items: list[dict[str, Any]] = []
@@ -384,11 +427,24 @@ async def list_objects(call: Call) -> Reply:
             items.append({"subdir": e.subdir})
             names.append(e.subdir)
         else:
-            items.append({"name": e.name, "hash": e.etag, "bytes": e.size,
-                          "content_type": e.content_type, "last_modified": _naive(e.last_modified)})
+            items.append(
+                {
+                    "name": e.name,
+                    "hash": e.etag,
+                    "bytes": e.size,
+                    "content_type": e.content_type,
+                    "last_modified": _naive(e.last_modified),
+                }
+            )
             names.append(e.name)
-    return _listing_reply(call, listing.format, names, items,
-                          f'container name="{xml_escape(container)}"', _container_headers(info))
+    return _listing_reply(
+        call,
+        listing.format,
+        names,
+        items,
+        f'container name="{xml_escape(container)}"',
+        _container_headers(info),
+    )
 
 
 @behaviour("objects.delete_container")
@@ -418,10 +474,8 @@ def _expired(info: ObjectInfo) -> bool:
 async def _live_object(store: ObjectStore, account: str, container: str, name: str) -> ObjectInfo:
     info = await store.head_object(account, container, name)
     if _expired(info):
-        try:
+        with contextlib.suppress(StoreNotFound):
             await store.delete_object(account, container, name)
-        except StoreNotFound:
-            pass
         raise StoreNotFound(f"object {name!r} has expired")
     return info
 
@@ -564,9 +618,7 @@ async def put_object(call: Call) -> Reply:
             raise _Page(412)
     expected = _header(call, "ETag")
     if expected:
-        md5 = (
-            await asyncio.to_thread(_md5, data) if len(data) > THREAD_HASH_BYTES else _md5(data)
-        )
+        md5 = await asyncio.to_thread(_md5, data) if len(data) > THREAD_HASH_BYTES else _md5(data)
         if expected.strip().strip('"').lower() != md5:
             raise _Page(422)
     metadata = {k: v for k, v in _metadata_headers(call, OBJECT_META).items() if k != "x-delete-at"}

@@ -21,9 +21,11 @@ Flow variables:
   delete, as they were before the attachment row went away).
 
 Inside a flow the exports are the steps `volume.export_attachment` and
-`volume.unexport_attachment`; an attachment created or deleted outside any flow
-(no sequence) is exported or unexported by the operation itself, so the API
-behaves the same for any client.
+`volume.unexport_attachment`. A request outside any flow (no sequence, e.g.
+nova's `server add volume` path) is exported or unexported by the operation
+itself, so the API answers the same whoever calls it and whatever steps run
+after it; the steps then find nothing left to do (connection_info already set,
+or the attachment var marked `unexported`).
 """
 
 from __future__ import annotations
@@ -1288,9 +1290,8 @@ async def export_attachment(ix: Interaction) -> None:
     except ApiError as exc:
         raise StepFailed(exc.message, code=exc.status) from None
     ix.vars["attachment"] = att
-    http_reply = getattr(ix.call, "reply", None)
-    if isinstance(http_reply, Reply):
-        http_reply.body = {"attachment": _attachment_view(att)}
+    if ix.call.reply is not None:  # the createAttachment answer carries the connection info
+        ix.call.reply.body = {"attachment": _attachment_view(att)}
 
 
 @behaviour("volume.show_attachment")
@@ -1421,8 +1422,10 @@ async def delete_attachment(call: Call) -> Reply:
         raise ApiError(
             f"Volume {volume['id']} is being deleted.", status=409, kind="ConflictingRequest"
         )
-    if call.sequence is None:  # outside a flow no step unexports it: do it here
+    unexported = False
+    if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
         await _unexport(call, volume, att)
+        unexported = True
     await store.delete("attachments", att["id"])
     remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
 
@@ -1435,7 +1438,12 @@ async def delete_attachment(call: Call) -> Reply:
         return {"attachments": [], "status": "available", "attach_status": "detached"}
 
     new_volume = await _update_cas(store, "volumes", att["volume_id"], detach)
-    call.vars["attachment"] = {**att, "attach_status": "detached", "detached_at": utcnow()}
+    call.vars["attachment"] = {
+        **att,
+        "attach_status": "detached",
+        "detached_at": utcnow(),
+        "unexported": unexported,
+    }
     call.vars["volume"] = volume
     call.vars["volume_after"] = new_volume
     summaries = [
@@ -1457,8 +1465,9 @@ async def unexport_attachment(ix: Interaction) -> None:
     volume = ix.vars.get("volume")
     if not isinstance(att, dict) or not isinstance(volume, dict):
         raise StepFailed("no attachment in this flow: deleteAttachment did not leave one")
-    if not (att.get("connector") or att.get("connection_info")) or not volume.get("host"):
-        return  # never exported: nothing to undo
+    exported = att.get("connector") or att.get("connection_info")
+    if not exported or att.get("unexported") or not volume.get("host"):
+        return  # never exported, or already unexported by the operation: nothing to undo
     try:
         await ix.invoke(
             {"volume_id": att["volume_id"], "attachment_id": att["id"]}, host=volume["host"]

@@ -1,0 +1,227 @@
+"""The whole stack in one process: every component instance, its runtime, its servers.
+
+The same generated code runs here as in any other mode; what this module chooses
+are the bindings: an in-process bus, SQLite stores, one HTTP server per API on
+127.0.0.1, the hypervisor driver of each compute node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import uvicorn
+
+from generator.runtime import registry
+from generator.runtime.app import ApiApp
+from generator.runtime.auth import TokenValidator
+from generator.runtime.bus import Bus, Subscription, make_bus
+from generator.runtime.config import StackConfig
+from generator.runtime.http import ClientSet
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.store import Store, TableSpec
+from generator.runtime.trace import TraceRecorder
+from generator.runtime.workers import start_consumers
+
+log = logging.getLogger("specstack.stack")
+
+CODED_KINDS = ("api", "worker", "agent", "client")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Running:
+    rt: ServiceRuntime
+    module: ModuleType
+    server: uvicorn.Server | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+
+def load_generated(package: str = "generated") -> tuple[StackInfo, dict[str, ModuleType], Any]:
+    """The generated code of the working directory (commands run from the repository root)."""
+    import sys
+
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    pkg = importlib.import_module(package)
+    info = StackInfo.load(Path(pkg.__file__ or "").parent / "ir.json")
+    services = importlib.import_module(f"{package}.services").SERVICES
+    drivers = importlib.import_module(f"{package}.drivers").DRIVERS
+    return info, services, drivers
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class EmbeddedStack:
+    def __init__(self, config: StackConfig, package: str = "generated") -> None:
+        self.config = config
+        self.info, self.services, self.drivers = load_generated(package)
+        self.bus: Bus = make_bus(config.bus_url)
+        self.trace = TraceRecorder(config.data_dir / "trace.sqlite")
+        self.clients = ClientSet(self.info, config)
+        self.stores: dict[str, Store] = {}
+        self.shared: dict[str, Any] = {}
+        self.running: list[Running] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.started_at = 0.0
+
+    # assembly --------------------------------------------------------------
+    def _store(self, database: str | None) -> Store | None:
+        if not database:
+            return None
+        if database not in self.stores:
+            comp = self.info.components[database]
+            tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in comp["tables"]]
+            store = Store(self.config.database_url(database), tables)
+            store.create_schema()
+            self.stores[database] = store
+        return self.stores[database]
+
+    def _driver(self, node: str, host: str) -> Any:
+        name = self.config.driver or self.info.nodes[node].get("driver")
+        if not name:
+            return None
+        if name not in self.drivers:
+            raise StackError(f"unknown driver {name!r}; the spec has {', '.join(self.drivers)}")
+        res = self.info.nodes[node].get("resources") or {}
+        state = self.config.data_dir / "hypervisors" / f"{host}.json"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        return self.drivers[name].create(
+            state_file=state,
+            vcpus=res.get("vcpus", 8),
+            memory_mb=res.get("memory_mb", 16384),
+            local_gb=res.get("local_gb", 200),
+            hostname=host,
+        )
+
+    def _validator(self, rt: ServiceRuntime, comp: dict[str, Any]) -> TokenValidator:
+        catalog = comp.get("catalog") or {}
+        if catalog.get("type") == "identity":
+
+            async def local(token: str) -> Any:
+                return await registry.get("identity.token_context")(rt, token)
+
+            async def issue(user: str, password: str, project: str) -> Any:
+                return await registry.get("identity.issue_service_token")(rt, user, password, project)
+
+            return TokenValidator(
+                self.info, self.config, self.clients, service_user=comp["project"],
+                local=local, local_issue=issue,
+            )
+        return TokenValidator(self.info, self.config, self.clients, service_user=comp["project"])
+
+    def build(self) -> None:
+        self.config.ensure_secrets()
+        for inst in self.info.instances(self.config):
+            comp = self.info.components[inst.component]
+            module = self.services.get(inst.component)
+            if module is None or comp["kind"] not in CODED_KINDS:
+                continue
+            rt = ServiceRuntime(
+                component=inst.component,
+                project=comp["project"],
+                host=inst.host,
+                info=self.info,
+                config=self.config,
+                bus=self.bus,
+                trace=self.trace,
+                clients=self.clients,
+                store=self._store(comp.get("database")),
+                data_dir=self.config.data_dir,
+                shared=self.shared,
+            )
+            rt.auth = self._validator(rt, comp)
+            if comp["kind"] == "worker":
+                rt.driver = self._driver(inst.node, inst.host)
+            self.running.append(Running(rt, module))
+
+    async def start(self, on_progress: Callable[[str], None] | None = None) -> None:
+        self.started_at = time.perf_counter()
+        say = on_progress or (lambda _m: None)
+        self.build()
+        await self.bus.start()
+        self._tasks.append(asyncio.create_task(self.trace.run_flusher()))
+        identity_url = self.info.endpoint(self.info.api_of_type("identity"), self.config)
+        for r in self.running:
+            if r.module.ROUTES:
+                comp = self.info.components[r.rt.component]
+                port = self.info.port(r.rt.component, self.config)
+                if not port_free(self.config.host_address, port):
+                    raise StackError(
+                        f"{r.rt.component}: port {port} on {self.config.host_address} is in use "
+                        "(another stack?); pick free ports with --port N"
+                    )
+                app = ApiApp(
+                    r.rt, error_format=r.module.ERROR_FORMAT, identity_url=identity_url + "/v3"
+                ).build(r.module.ROUTES, title=comp["title"])
+                server = uvicorn.Server(
+                    uvicorn.Config(
+                        app,
+                        host=self.config.host_address,
+                        port=port,
+                        log_level="warning",
+                        access_log=False,
+                        lifespan="off",
+                        date_header=False,
+                    )
+                )
+                config = server.config
+                if not config.loaded:
+                    config.load()
+                server.lifespan = config.lifespan_class(config)
+                await server.startup()
+                if not server.started:
+                    raise StackError(f"{r.rt.component} could not listen on port {port}")
+                r.server = server
+                say(f"{r.rt.component:<16} http://{self.config.host_address}:{port}")
+            if r.module.CONSUMERS:
+                r.subscriptions = await start_consumers(r.rt, r.module.CONSUMERS)
+        # Startup behaviours run once every server listens (keystone's bootstrap first).
+        ordered = sorted(
+            self.running,
+            key=lambda r: 0 if (self.info.components[r.rt.component].get("catalog") or {})
+            .get("type") == "identity" else 1,
+        )
+        for r in ordered:
+            for name in self.info.components[r.rt.component]["startup"]:
+                await registry.get(name)(r.rt)
+
+    async def stop(self) -> None:
+        for r in self.running:
+            if r.server is not None:
+                r.server.should_exit = True
+                await r.server.shutdown()
+        await self.bus.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.trace.flush()
+        await self.clients.aclose()
+        for store in self.stores.values():
+            store.close()
+
+    def runtime_of(self, component: str, host: str | None = None) -> ServiceRuntime:
+        for r in self.running:
+            if r.rt.component == component and (host is None or r.rt.host == host):
+                return r.rt
+        raise KeyError(component)

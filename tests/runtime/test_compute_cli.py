@@ -1,0 +1,186 @@
+"""The CLI's steps (1-3 of boot-vm and delete-vm) send what python-openstackclient sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.runtime.behaviours import cli
+from generator.runtime.context import Call
+from generator.runtime.errors import StepFailed
+from tests.runtime.test_compute_kit import (
+    IMAGE_ID,
+    NETWORK_ID,
+    VOLUME_ID,
+    Recorder,
+    arun,
+    interaction,
+    make_runtime,
+    response,
+    stack_info,
+)
+
+CREDENTIALS = {
+    "username": "demo",
+    "password": "secret",
+    "project_name": "demo",
+    "user_domain_name": "Default",
+    "project_domain_name": "Default",
+}
+BOOT = {
+    "name": "vm1",
+    "image_id": IMAGE_ID,
+    "flavor_id": "1",
+    "network_id": NETWORK_ID,
+    "volume_id": None,
+    "key_name": None,
+    "availability_zone": None,
+}
+
+
+def cli_call(tmp_path: Path, request: dict[str, Any], sequence: str = "boot-vm") -> Call:
+    rt = make_runtime(stack_info(), "cli", data_dir=tmp_path)
+    call = Call(
+        rt=rt,
+        trigger=sequence,
+        kind="flow",
+        request_id="r",
+        global_request_id="r",
+        sequence=sequence,
+    )
+    call.vars["request"] = dict(request)
+    call.vars["credentials"] = dict(CREDENTIALS)
+    return call
+
+
+@arun
+async def test_accept_request(tmp_path: Path) -> None:
+    invoke = Recorder()
+    await cli.accept_request(interaction(cli_call(tmp_path, BOOT), invoke, label="1"))
+    assert invoke.calls == [((), {})]
+    await cli.accept_request(
+        interaction(cli_call(tmp_path, {"server_id": "x"}, "delete-vm"), invoke)
+    )
+    for bad in (
+        {**BOOT, "image_id": ""},
+        {k: v for k, v in BOOT.items() if k != "network_id"},
+        {**BOOT, "key_name": ""},
+    ):
+        with pytest.raises(StepFailed):
+            await cli.accept_request(interaction(cli_call(tmp_path, bad), invoke))
+    call = cli_call(tmp_path, BOOT)
+    call.vars["credentials"].pop("password")
+    with pytest.raises(StepFailed, match="password"):
+        await cli.accept_request(interaction(call, invoke))
+    with pytest.raises(StepFailed, match="server_id"):
+        await cli.accept_request(interaction(cli_call(tmp_path, {}, "delete-vm"), invoke))
+
+
+@arun
+async def test_authenticate(tmp_path: Path) -> None:
+    call = cli_call(tmp_path, BOOT)
+    token_body = {
+        "token": {
+            "project": {"id": "p" * 32},
+            "user": {"id": "u" * 32},
+            "catalog": [{"type": "compute"}],
+            "expires_at": "2099-01-01T00:00:00Z",
+        }
+    }
+    invoke = Recorder(response(201, token_body, {"X-Subject-Token": "tok"}))
+    await cli.authenticate(interaction(call, invoke, label="2"))
+    (((), kw),) = invoke.calls
+    assert kw == {
+        "body": {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {
+                            "name": "demo",
+                            "domain": {"name": "Default"},
+                            "password": "secret",
+                        }
+                    },
+                },
+                "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
+            }
+        }
+    }
+    assert call.token == "tok" and call.vars["token"] == "tok"
+    assert call.vars["project_id"] == "p" * 32 and call.vars["user_id"] == "u" * 32
+    assert call.vars["catalog"] == [{"type": "compute"}]
+    with pytest.raises(StepFailed, match="401"):
+        await cli.authenticate(
+            interaction(call, Recorder(response(401, {"error": {"message": "no"}})))
+        )
+    with pytest.raises(StepFailed, match="X-Subject-Token"):
+        await cli.authenticate(interaction(call, Recorder(response(201, token_body))))
+
+
+@arun
+async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
+    call = cli_call(tmp_path, {**BOOT, "volume_id": VOLUME_ID, "key_name": "k1"})
+    call.token = "tok"
+    answer = response(
+        202, {"server": {"id": "s1", "links": []}}, {"x-openstack-request-id": "req-abc"}
+    )
+    invoke = Recorder(answer)
+    await cli.create_server(interaction(call, invoke, label="3"))
+    (((), kw),) = invoke.calls
+    assert kw["token"] == "tok"
+    assert kw["headers"]["X-OpenStack-Nova-API-Version"] == "2.1"
+    assert kw["body"] == {
+        "server": {
+            "name": "vm1",
+            "imageRef": IMAGE_ID,
+            "flavorRef": "1",
+            "min_count": 1,
+            "max_count": 1,
+            "networks": [{"uuid": NETWORK_ID}],
+            "block_device_mapping_v2": [
+                {
+                    "uuid": IMAGE_ID,
+                    "boot_index": 0,
+                    "source_type": "image",
+                    "destination_type": "local",
+                    "delete_on_termination": True,
+                },
+                {
+                    "uuid": VOLUME_ID,
+                    "boot_index": -1,
+                    "source_type": "volume",
+                    "destination_type": "volume",
+                    "delete_on_termination": False,
+                },
+            ],
+            "key_name": "k1",
+        }
+    }
+    assert call.vars["server"] == {"id": "s1", "links": []}
+    assert call.vars["nova_request_id"] == "req-abc"
+    with pytest.raises(StepFailed, match="400"):
+        await cli.create_server(
+            interaction(
+                call,
+                Recorder(
+                    response(
+                        400,
+                        {"badRequest": {"message": "Flavor 1 could not be found.", "code": 400}},
+                    )
+                ),
+            )
+        )
+
+
+@arun
+async def test_delete_server(tmp_path: Path) -> None:
+    call = cli_call(tmp_path, {"server_id": "s1"}, "delete-vm")
+    call.token = "tok"
+    invoke = Recorder(response(204))
+    await cli.delete_server(interaction(call, invoke, label="3"))
+    assert invoke.calls[0][1]["server_id"] == "s1" and invoke.calls[0][1]["token"] == "tok"
+    with pytest.raises(StepFailed, match="404"):
+        await cli.delete_server(interaction(call, Recorder(response(404, {}))))

@@ -1,0 +1,860 @@
+"""nova-scheduler, nova-conductor and nova-compute: the boot and delete flows."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.runtime.behaviours import compute, conductor, scheduler
+from generator.runtime.behaviours.scheduling import NoValidHost
+from generator.runtime.errors import Conflict, NotFound, StepFailed
+from generator.runtime.messaging import check
+from generator.runtime.virt.fake import FakeHypervisor
+from tests.runtime.test_compute_kit import (
+    IMAGE_DATA,
+    IMAGE_ID,
+    NETWORK_ID,
+    VOLUME_ID,
+    FakeServices,
+    NovaCell,
+    Recorder,
+    RecordingBus,
+    add_compute_node,
+    arun,
+    boot_body,
+    interaction,
+    make_runtime,
+    msg_call,
+    nova_store,
+    op_call,
+    response,
+    seed_flavors,
+    stack_info,
+)
+
+FLAVOR = {
+    "id": "1",
+    "name": "m1.tiny",
+    "vcpus": 1,
+    "ram": 512,
+    "disk": 1,
+    "ephemeral": 0,
+    "swap": 0,
+}
+
+
+async def new_instance(store: Any, **changes: Any) -> dict[str, Any]:
+    """An instance row as nova-api writes it (through compute.create_server)."""
+    info = stack_info()
+    rt = make_runtime(info, "nova-api", store=store, bus=RecordingBus())
+    if await store.get("flavors", "1") is None:
+        await seed_flavors(store)
+    call = op_call(rt, "createServer", body=boot_body())
+    await compute.create_server(call)
+    row: dict[str, Any] = call.vars["instance"]
+    if changes:
+        row = await store.update("instances", row["id"], changes)
+    return row
+
+
+def schedule_payload(row: dict[str, Any], flavor: dict[str, Any] | None = None) -> dict[str, Any]:
+    payload = compute.schedule_payload(row)
+    if flavor is not None:
+        payload["request_spec"]["flavor"] = flavor
+    return payload
+
+
+# -- scheduler -------------------------------------------------------------------------------
+
+
+@arun
+async def test_scheduler_picks_the_host_with_most_free_ram(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    for host, ram in (("compute-1", 8192), ("compute-2", 16384), ("compute-3", 12288)):
+        await add_compute_node(store, host, memory_mb=ram)
+    row = await new_instance(store)
+    rt = make_runtime(info, "nova-scheduler", store=store, data_dir=tmp_path)
+    call = msg_call(rt, "schedule_and_build_instances", schedule_payload(row))
+    await scheduler.schedule_and_build(call)
+    assert call.vars["host"] == "compute-2"
+    saved = await store.get("instances", row["id"])
+    assert saved is not None and saved["host"] == "compute-2" and saved["node"] == "compute-2"
+    assert saved["task_state"] == "scheduling" and saved["availability_zone"] == "nova"
+    node = await store.get("compute_nodes", "compute-2")
+    assert node is not None and node["memory_mb_used"] == 512 and node["running_vms"] == 1
+    assert row["id"] in node["claims"]
+
+    invoke = Recorder()
+    await scheduler.build_request(interaction(call, invoke, label="7.1"))
+    (((payload,), kwargs),) = invoke.calls
+    assert kwargs == {"host": "compute-2"}
+    check(info, "build_and_run_instance", "payload", payload)
+    assert payload["host"] == "compute-2" and payload["image_id"] == IMAGE_ID
+    assert payload["requested_networks"] == [{"network_id": NETWORK_ID}]
+
+
+@arun
+async def test_claims_spread_nine_boots_three_per_host(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    for i in (1, 2, 3):
+        await add_compute_node(store, f"compute-{i}")
+    rt = make_runtime(info, "nova-scheduler", store=store, data_dir=tmp_path)
+    hosts = []
+    for _ in range(9):
+        row = await new_instance(store)
+        call = msg_call(rt, "schedule_and_build_instances", schedule_payload(row))
+        await scheduler.schedule_and_build(call)
+        hosts.append(call.vars["host"])
+    assert Counter(hosts) == {"compute-1": 3, "compute-2": 3, "compute-3": 3}
+    for i in (1, 2, 3):
+        node = await store.get("compute_nodes", f"compute-{i}")
+        assert node is not None and node["memory_mb_used"] == 3 * 512 and len(node["claims"]) == 3
+
+
+@arun
+async def test_no_valid_host_puts_the_instance_in_error(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1", memory_mb=1024)
+    row = await new_instance(store)
+    rt = make_runtime(info, "nova-scheduler", store=store, data_dir=tmp_path)
+    huge = {**FLAVOR, "id": "5", "ram": 65536}
+    call = msg_call(rt, "schedule_and_build_instances", schedule_payload(row, huge))
+    with pytest.raises(NoValidHost) as err:
+        await scheduler.schedule_and_build(call)
+    await scheduler.set_instance_error(call, err.value)
+    saved = await store.get("instances", row["id"])
+    assert saved is not None
+    assert (saved["vm_state"], saved["task_state"]) == ("error", None)
+    assert saved["fault"]["code"] == 500
+    assert saved["fault"]["message"].startswith("No valid host was found")
+    assert "RamFilter" in saved["fault"]["details"] and saved["fault"]["created"]
+    node = await store.get("compute_nodes", "compute-1")
+    assert node is not None and node["claims"] == {}
+    # The API shows it as ERROR with the fault.
+    api = make_runtime(info, "nova-api", store=store)
+    view = (
+        await compute.show_server(op_call(api, "showServer", path_params={"server_id": row["id"]}))
+    ).body["server"]
+    assert view["status"] == "ERROR" and view["fault"]["message"].startswith(
+        "No valid host was found"
+    )
+
+
+@arun
+async def test_dead_hosts_are_not_chosen(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1", heartbeat=1.0)
+    row = await new_instance(store)
+    call = msg_call(
+        make_runtime(info, "nova-scheduler", store=store),
+        "schedule_and_build_instances",
+        schedule_payload(row),
+    )
+    with pytest.raises(NoValidHost):
+        await scheduler.schedule_and_build(call)
+
+
+@arun
+async def test_set_instance_error_never_raises_and_releases_the_claim(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1")
+    row = await new_instance(store)
+    rt = make_runtime(info, "nova-scheduler", store=store)
+    call = msg_call(rt, "schedule_and_build_instances", schedule_payload(row))
+    await scheduler.schedule_and_build(call)
+    # 7.1 fails after the claim: the claim is given back, the instance is in ERROR.
+    await scheduler.set_instance_error(call, ConnectionError("compute queue unreachable"))
+    saved = await store.get("instances", row["id"])
+    assert saved is not None and saved["vm_state"] == "error"
+    assert saved["fault"]["message"].startswith("No valid host was found")
+    node = await store.get("compute_nodes", "compute-1")
+    assert node is not None and node["claims"] == {} and node["memory_mb_used"] == 0
+    broken = msg_call(rt, "schedule_and_build_instances", {"instance": {}})
+    await scheduler.set_instance_error(broken, RuntimeError("x"))  # no exception
+
+
+@arun
+async def test_a_lost_claim_race_chooses_again(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1")
+    await add_compute_node(store, "compute-2", memory_mb=8192)
+    row = await new_instance(store)
+    original = store.update
+    raced = {"done": False}
+
+    async def racing_update(table: str, id_: str, changes: Any, *, expect: Any = None) -> Any:
+        if table == "compute_nodes" and not raced["done"]:
+            raced["done"] = True  # another scheduler claims 12 GB on compute-1 first
+            claims = {"other": {"memory_mb": 12288, "vcpus": 1, "disk_gb": 1}}
+            doc = await store.get("compute_nodes", id_)
+            assert doc is not None
+            await original(
+                table,
+                id_,
+                {
+                    "claims": claims,
+                    **conductor.usage_of(claims),
+                    "generation": doc["generation"] + 1,
+                },
+            )
+        return await original(table, id_, changes, expect=expect)
+
+    store.update = racing_update  # type: ignore[method-assign]
+    call = msg_call(
+        make_runtime(info, "nova-scheduler", store=store),
+        "schedule_and_build_instances",
+        schedule_payload(row),
+    )
+    await scheduler.schedule_and_build(call)
+    assert call.vars["host"] == "compute-2"  # compute-1 has less free RAM after the race
+    node1 = await store.get("compute_nodes", "compute-1")
+    assert node1 is not None and set(node1["claims"]) == {"other"}
+
+
+@arun
+async def test_an_instance_deleted_while_scheduling_is_not_built(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1")
+    row = await new_instance(store, vm_state="deleted", task_state=None)
+    call = msg_call(
+        make_runtime(info, "nova-scheduler", store=store),
+        "schedule_and_build_instances",
+        schedule_payload(row),
+    )
+    await scheduler.schedule_and_build(call)
+    assert call.vars["host"] is None
+    invoke = Recorder()
+    await scheduler.build_request(interaction(call, invoke))
+    assert invoke.calls == []
+    node = await store.get("compute_nodes", "compute-1")
+    assert node is not None and node["claims"] == {}
+
+
+# -- conductor -------------------------------------------------------------------------------
+
+
+@arun
+async def test_conductor_instance_get_and_cas_update(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1")
+    row = await new_instance(store)
+    rt = make_runtime(info, "nova-conductor", store=store)
+    reply = await conductor.instance_get(msg_call(rt, "instance_get", {"instance_uuid": row["id"]}))
+    check(info, "instance_get", "reply", reply)
+    assert reply["instance"]["vm_state"] == "building" and reply["flavor"]["ram"] == 512
+    with pytest.raises(NotFound, match="could not be found"):
+        await conductor.instance_get(msg_call(rt, "instance_get", {"instance_uuid": "nope"}))
+
+    # claim, then update with the right and the wrong expected task state
+    sched = make_runtime(info, "nova-scheduler", store=store)
+    await scheduler.schedule_and_build(
+        msg_call(sched, "schedule_and_build_instances", schedule_payload(row))
+    )
+    with pytest.raises(Conflict, match="Unexpected task state"):
+        await conductor.instance_update(
+            msg_call(
+                rt,
+                "instance_update",
+                {
+                    "instance_uuid": row["id"],
+                    "expected_task_state": "spawning",
+                    "updates": {"vm_state": "active"},
+                },
+            )
+        )
+    reply = await conductor.instance_update(
+        msg_call(
+            rt,
+            "instance_update",
+            {
+                "instance_uuid": row["id"],
+                "expected_task_state": "scheduling",
+                "updates": {
+                    "vm_state": "active",
+                    "task_state": None,
+                    "power_state": 1,
+                    "addresses": {"private": []},
+                    "id": "hijack",
+                    "project_id": "x",
+                },
+            },
+        )
+    )
+    check(info, "instance_update", "reply", reply)
+    saved = await store.get("instances", row["id"])
+    assert (
+        saved is not None
+        and saved["vm_state"] == "active"
+        and saved["addresses"] == {"private": []}
+    )
+    assert saved["project_id"] == row["project_id"]  # protected fields stay
+    node = await store.get("compute_nodes", "compute-1")
+    assert node is not None and row["id"] in node["claims"]
+    # Deleting releases the claim and stamps deleted_at.
+    await conductor.instance_update(
+        msg_call(
+            rt,
+            "instance_update",
+            {"instance_uuid": row["id"], "updates": {"vm_state": "deleted", "task_state": None}},
+        )
+    )
+    saved = await store.get("instances", row["id"])
+    assert saved is not None and saved["deleted_at"]
+    node = await store.get("compute_nodes", "compute-1")
+    assert node is not None and node["claims"] == {} and node["memory_mb_used"] == 0
+
+
+@arun
+async def test_compute_node_update_keeps_the_claims(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1", memory_mb=4096)
+    row = await new_instance(store)
+    sched = make_runtime(info, "nova-scheduler", store=store)
+    await scheduler.schedule_and_build(
+        msg_call(sched, "schedule_and_build_instances", schedule_payload(row))
+    )
+    rt = make_runtime(info, "nova-conductor", store=store)
+    reply = await conductor.compute_node_update(
+        msg_call(
+            rt,
+            "compute_node_update",
+            {"host": "compute-1", "resources": {"vcpus": 16, "memory_mb": 32768, "local_gb": 400}},
+        )
+    )
+    assert reply == {"host": "compute-1"}
+    node = await store.get("compute_nodes", "compute-1")
+    assert node is not None
+    assert (node["memory_mb"], node["vcpus"], node["memory_mb_used"]) == (32768, 16, 512)
+    assert node["hypervisor_id"] == 1 and node["availability_zone"] == "nova"
+
+
+@arun
+async def test_block_device_mappings_follow_the_attachments(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    row = await new_instance(store)
+    rt = make_runtime(info, "nova-conductor", store=store)
+    att = {"attachment_id": "a1", "volume_id": VOLUME_ID, "device": "/dev/vdb"}
+    await conductor.instance_update(
+        msg_call(
+            rt, "instance_update", {"instance_uuid": row["id"], "updates": {"attachments": [att]}}
+        )
+    )
+    bdms = await store.list("block_device_mappings", {"instance_uuid": row["id"]})
+    assert [(b["id"], b["volume_id"], b["device"]) for b in bdms] == [("a1", VOLUME_ID, "/dev/vdb")]
+    await conductor.instance_update(
+        msg_call(
+            rt, "instance_update", {"instance_uuid": row["id"], "updates": {"attachments": []}}
+        )
+    )
+    assert await store.list("block_device_mappings", {"instance_uuid": row["id"]}) == []
+
+
+# -- nova-compute: the build steps with canned invokes ----------------------------------------
+
+
+def build_payload(
+    row: dict[str, Any], *, volume: bool = True, network: bool = True
+) -> dict[str, Any]:
+    bdm = [
+        {
+            "source_type": "image",
+            "destination_type": "local",
+            "uuid": IMAGE_ID,
+            "boot_index": 0,
+            "delete_on_termination": True,
+        }
+    ]
+    if volume:
+        bdm.append(
+            {
+                "source_type": "volume",
+                "destination_type": "volume",
+                "uuid": VOLUME_ID,
+                "boot_index": -1,
+                "delete_on_termination": False,
+            }
+        )
+    return {
+        "instance": {"uuid": row["id"], "project_id": row["project_id"], "user_id": row["user_id"]},
+        "host": "compute-1",
+        "node": "compute-1",
+        "image_id": IMAGE_ID,
+        "flavor_id": "1",
+        "requested_networks": [{"network_id": NETWORK_ID}] if network else [],
+        "block_device_mapping": bdm,
+    }
+
+
+@arun
+async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    row = await new_instance(store)
+    services = FakeServices()
+    rt = make_runtime(
+        info,
+        "nova-compute",
+        host="compute-1",
+        clients=services,
+        data_dir=tmp_path,
+        driver=FakeHypervisor(None),
+    )
+    payload = build_payload(row)
+    check(info, "build_and_run_instance", "payload", payload)
+    call = msg_call(rt, "build_and_run_instance", payload)
+    assert await compute.begin_build(call) is None
+    instance_msg = conductor.instance_info({**row, "host": "compute-1"})
+
+    fetch = Recorder({"instance": instance_msg, "flavor": FLAVOR})
+    await compute.fetch_instance(interaction(call, fetch, label="8"))
+    assert fetch.calls == [(({"instance_uuid": row["id"]},), {})]
+
+    spawn = Recorder()
+    await compute.spawn(interaction(call, spawn, label="9"))
+    (((), kw),) = spawn.calls
+    assert kw == {
+        "instance": {
+            "uuid": row["id"],
+            "name": "vm1",
+            "vcpus": 1,
+            "memory_mb": 512,
+            "root_gb": 1,
+            "image_id": IMAGE_ID,
+        },
+        "image": {"id": IMAGE_ID},
+        "network_info": [],
+        "block_device_info": [],
+    }
+
+    get_image = Recorder(response(200, services.image))
+    await compute.get_image(interaction(call, get_image, label="10"))
+    assert get_image.calls == [((), {"image_id": IMAGE_ID, "token": "user-token"})]
+
+    download = Recorder(response(200, IMAGE_DATA))
+    await compute.download_image(interaction(call, download, label="12"))
+    assert download.calls == [
+        (
+            (),
+            {
+                "account": "AUTH_" + "d" * 32,
+                "container": "glance",
+                "object": IMAGE_ID,
+                "token": "service-token",
+            },
+        )
+    ]
+    cached = tmp_path / "image-cache" / "compute-1" / IMAGE_ID
+    assert cached.read_bytes() == IMAGE_DATA
+    again = Recorder()
+    await compute.download_image(interaction(call, again, label="12"))
+    assert again.calls == []  # in the image cache already
+
+    port = {
+        "id": "p1",
+        "network_id": NETWORK_ID,
+        "mac_address": "fa:16:3e:00:00:01",
+        "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.5"}],
+    }
+    create_port = Recorder(response(201, {"port": port}))
+    await compute.create_ports(interaction(call, create_port, label="13"))
+    (((), kw),) = create_port.calls
+    assert kw == {
+        "body": {
+            "port": {
+                "network_id": NETWORK_ID,
+                "device_id": row["id"],
+                "device_owner": "compute:nova",
+                "binding:host_id": "compute-1",
+            }
+        },
+        "token": "user-token",
+    }
+
+    plug = Recorder()
+    await compute.plug_vifs(interaction(call, plug, label="14.3"))
+    assert plug.calls[0][1]["network_info"] == [
+        {
+            "id": "p1",
+            "address": "fa:16:3e:00:00:01",
+            "network_id": NETWORK_ID,
+            "ip_addresses": ["10.0.0.5"],
+        }
+    ]
+
+    conn = {"driver_volume_type": "iscsi", "data": {"volume_id": VOLUME_ID}}
+    create_att = Recorder(response(200, {"attachment": {"id": "a1", "connection_info": conn}}))
+    await compute.create_attachments(interaction(call, create_att, label="15"))
+    (((), kw),) = create_att.calls
+    assert kw["project_id"] == row["project_id"] and kw["token"] == "user-token"
+    assert kw["body"] == {
+        "attachment": {
+            "volume_uuid": VOLUME_ID,
+            "instance_uuid": row["id"],
+            "connector": {
+                "host": "compute-1",
+                "ip": "127.0.0.1",
+                "platform": "x86_64",
+                "os_type": "linux",
+                "multipath": False,
+            },
+            "mode": "rw",
+        }
+    }
+
+    attach = Recorder()
+    await compute.attach_volumes(interaction(call, attach, label="15.2"))
+    assert (
+        attach.calls[0][1]["mountpoint"] == "/dev/vdb"
+        and attach.calls[0][1]["connection_info"] == conn
+    )
+
+    complete = Recorder(response(204))
+    await compute.complete_attachments(interaction(call, complete, label="15.3"))
+    assert complete.calls == [
+        (
+            (),
+            {
+                "project_id": row["project_id"],
+                "attachment_id": "a1",
+                "body": {"os-complete": None},
+                "token": "user-token",
+            },
+        )
+    ]
+
+    update = Recorder(fn=lambda p: {"instance": {**instance_msg, "vm_state": "active"}})
+    await compute.mark_active(interaction(call, update, label="15.4"))
+    (((sent,), _),) = update.calls
+    check(info, "instance_update", "payload", sent)
+    assert sent["expected_task_state"] == "scheduling"
+    u = sent["updates"]
+    assert (u["vm_state"], u["task_state"], u["power_state"]) == ("active", None, 1)
+    assert u["addresses"] == {
+        "private": [
+            {
+                "version": 4,
+                "addr": "10.0.0.5",
+                "OS-EXT-IPS:type": "fixed",
+                "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01",
+            }
+        ]
+    }
+    assert u["ports"] == ["p1"] and u["launched_at"]
+    assert u["attachments"] == [
+        {
+            "attachment_id": "a1",
+            "volume_id": VOLUME_ID,
+            "device": "/dev/vdb",
+            "connection_info": conn,
+        }
+    ]
+
+
+@arun
+async def test_steps_with_nothing_to_do_do_not_invoke(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    row = await new_instance(store)
+    rt = make_runtime(
+        info, "nova-compute", host="compute-1", data_dir=tmp_path, driver=FakeHypervisor(None)
+    )
+    call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
+    await compute.begin_build(call)
+    invoke = Recorder()
+    for step in (
+        compute.create_ports,
+        compute.plug_vifs,
+        compute.create_attachments,
+        compute.attach_volumes,
+        compute.complete_attachments,
+    ):
+        await step(interaction(call, invoke))
+    assert invoke.calls == []
+
+
+@arun
+async def test_a_corrupt_image_fails_the_step(tmp_path: Path) -> None:
+    info = stack_info()
+    rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
+    call = msg_call(rt, "build_and_run_instance", {})
+    call.vars["image"] = FakeServices().image
+    with pytest.raises(StepFailed, match="corrupt"):
+        await compute.download_image(interaction(call, Recorder(response(200, b"other bytes"))))
+    assert not (tmp_path / "image-cache" / "compute-1" / IMAGE_ID).exists()
+    call.vars["image"] = {**FakeServices().image, "direct_url": None}
+    with pytest.raises(StepFailed, match="no location"):
+        await compute.download_image(interaction(call, Recorder()))
+
+
+@arun
+async def test_fetch_refuses_an_instance_that_is_no_longer_building(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    row = await new_instance(store)
+    rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
+    call = msg_call(rt, "build_and_run_instance", build_payload(row))
+    await compute.begin_build(call)
+    msg = {**conductor.instance_info(row), "task_state": "deleting"}
+    with pytest.raises(StepFailed, match="no longer"):
+        await compute.fetch_instance(
+            interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
+        )
+
+
+# -- the whole cell: boot, actions, delete ------------------------------------------------------
+
+
+async def boot_through_the_cell(cell: NovaCell, **server: Any) -> dict[str, Any]:
+    reply, _ = await cell.operation("createServer", sequence="boot-vm", body=boot_body(**server))
+    assert reply.status == 202
+    server_id = reply.body["server"]["id"]
+    return await cell.wait_for(server_id, lambda r: r["vm_state"] in ("active", "error"))
+
+
+@arun
+async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        nodes = await cell.store.list("compute_nodes")
+        assert sorted(n["host"] for n in nodes) == ["compute-1", "compute-2"]
+        block = [
+            {
+                "uuid": IMAGE_ID,
+                "boot_index": 0,
+                "source_type": "image",
+                "destination_type": "local",
+                "delete_on_termination": True,
+            },
+            {
+                "uuid": VOLUME_ID,
+                "boot_index": -1,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "delete_on_termination": False,
+            },
+        ]
+        row = await boot_through_the_cell(cell, block_device_mapping_v2=block)
+        assert row["vm_state"] == "active", (row["fault"], cell.errors)
+        assert row["power_state"] == 1 and row["task_state"] is None
+        assert list(row["addresses"]) == ["private"]
+        assert row["attachments"][0]["device"] == "/dev/vdb"
+        declared = [label for comp, label, _ in cell.steps]
+        # The labels of boot-vm.yaml: 15.1/15.2 are cinder's, so nova's are 15.3-15.5.
+        assert declared == [
+            "4.1",
+            "6",
+            "7.1",
+            "8",
+            "9",
+            "10",
+            "12",
+            "13",
+            "14.3",
+            "15",
+            "15.3",
+            "15.4",
+            "15.5",
+        ]
+        host = row["host"]
+        driver: FakeHypervisor = cell.computes[host].driver
+        assert "disks: vda vdb" in await driver.get_console_output(
+            {"uuid": row["id"], "name": "vm1"}
+        )
+        assert cell.services.volume_status == "in-use" and len(cell.services.ports) == 1
+        view = (await cell.operation("showServer", path_params={"server_id": row["id"]}))[0].body[
+            "server"
+        ]
+        assert view["status"] == "ACTIVE"
+        assert view["os-extended-volumes:volumes_attached"] == [{"id": VOLUME_ID}]
+
+        cell.steps.clear()
+        reply, _ = await cell.operation(
+            "deleteServer", sequence="delete-vm", path_params={"server_id": row["id"]}
+        )
+        assert reply.status == 204
+        gone = await cell.wait_for(row["id"], lambda r: r["vm_state"] == "deleted")
+        assert gone["task_state"] is None and gone["deleted_at"]
+        assert [label for _, label, _ in cell.steps] == ["6", "7", "7.1", "8", "10", "11"]
+        assert driver.guests == {} and cell.services.ports == {}
+        assert cell.services.volume_status == "available"
+        node = await cell.store.get("compute_nodes", host)
+        assert node is not None and node["claims"] == {} and node["memory_mb_used"] == 0
+        assert await cell.store.list("block_device_mappings") == []
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_build_failure_cleans_up_and_sets_error(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        cell.services.image_data = b"corrupted"
+        row = await boot_through_the_cell(cell)
+        assert row["vm_state"] == "error"
+        assert "corrupt" in row["fault"]["message"]
+        driver: FakeHypervisor = cell.computes["compute-1"].driver
+        assert driver.guests == {}
+        node = await cell.store.get("compute_nodes", "compute-1")
+        assert node is not None and node["claims"] == {}
+        # An instance in ERROR can still be deleted.
+        await cell.operation(
+            "deleteServer", sequence="delete-vm", path_params={"server_id": row["id"]}
+        )
+        await cell.wait_for(row["id"], lambda r: r["vm_state"] == "deleted")
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_no_valid_host_through_the_cell(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        row = await boot_through_the_cell(cell, flavorRef="5")  # 64 GB: fits nowhere
+        assert row["vm_state"] == "error" and row["host"] is None
+        assert row["fault"]["message"].startswith("No valid host was found")
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_server_actions_through_the_cell(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        row = await boot_through_the_cell(cell)
+        sid = {"server_id": row["id"]}
+        driver: FakeHypervisor = cell.computes["compute-1"].driver
+        guest = {"uuid": row["id"], "name": "vm1"}
+
+        await cell.operation("serverAction", path_params=sid, body={"os-stop": None})
+        stopped = await cell.wait_for(row["id"], lambda r: r["vm_state"] == "stopped")
+        assert stopped["power_state"] == 4 and await driver.get_power_state(guest) == 4
+        await cell.operation("serverAction", path_params=sid, body={"os-start": None})
+        await cell.wait_for(
+            row["id"], lambda r: r["vm_state"] == "active" and r["task_state"] is None
+        )
+        assert await driver.get_power_state(guest) == 1
+        await cell.operation("serverAction", path_params=sid, body={"reboot": {"type": "SOFT"}})
+        await cell.wait_for(row["id"], lambda r: r["task_state"] is None)
+
+        reply, _ = await cell.operation(
+            "serverAction", path_params=sid, body={"os-getConsoleOutput": {"length": 1}}
+        )
+        assert reply.body["output"].startswith("fake-guest vm1: booted")
+        assert len(reply.body["output"].splitlines()) == 1
+
+        body = {"volumeAttachment": {"volumeId": VOLUME_ID, "device": None}}
+        reply, _ = await cell.operation("attachVolume", path_params=sid, body=body)
+        assert reply.body["volumeAttachment"]["device"] == "/dev/vdb"
+        assert cell.services.volume_status == "in-use"
+        assert "disks: vda vdb" in await driver.get_console_output(guest)
+        listing = (await cell.operation("listVolumeAttachments", path_params=sid))[0].body
+        assert [a["volumeId"] for a in listing["volumeAttachments"]] == [VOLUME_ID]
+        reply, _ = await cell.operation("detachVolume", path_params={**sid, "volume_id": VOLUME_ID})
+        assert reply.status == 202 and cell.services.volume_status == "available"
+        assert (await driver.get_console_output(guest)).splitlines()[-1].endswith("disks: vda")
+        saved = await cell.store.get("instances", row["id"])
+        assert saved is not None and saved["attachments"] == []
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_report_resources_records_the_node(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    conductor_rt = make_runtime(info, "nova-conductor", store=store)
+
+    async def record(payload: dict[str, Any]) -> dict[str, Any]:
+        return await conductor.compute_node_update(
+            msg_call(conductor_rt, "compute_node_update", payload)
+        )
+
+    bus = RecordingBus({"compute_node_update": record})
+    rt = make_runtime(
+        info,
+        "nova-compute",
+        host="compute-2",
+        bus=bus,
+        data_dir=tmp_path,
+        driver=FakeHypervisor(None, vcpus=4, memory_mb=2048, local_gb=20, hostname="compute-2"),
+    )
+    await compute.report_resources(rt)
+    try:
+        ((_, _, payload, _),) = bus.sent
+        check(info, "compute_node_update", "payload", payload)
+        assert payload["availability_zone"] == "nova"
+        node = await store.get("compute_nodes", "compute-2")
+        assert node is not None and node["memory_mb"] == 2048 and node["heartbeat"]
+        assert rt.local["compute.heartbeat"] is not None
+    finally:
+        rt.local["compute.heartbeat"].cancel()
+
+
+def test_the_image_checksum_is_md5() -> None:
+    assert FakeServices().image["checksum"] == hashlib.md5(IMAGE_DATA).hexdigest()
+
+
+@arun
+async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> None:
+    info = stack_info()
+    rt = make_runtime(
+        info, "nova-compute", host="compute-1", data_dir=tmp_path, driver=FakeHypervisor(None)
+    )
+    call = msg_call(
+        rt,
+        "terminate_instance",
+        {
+            "instance": {"uuid": "66666666-6666-4666-8666-666666666666", "project_id": "p"},
+            "ports": ["p1"],
+            "attachments": [
+                {
+                    "attachment_id": "a1",
+                    "volume_id": VOLUME_ID,
+                    "device": "/dev/vdb",
+                    "connection_info": {"driver_volume_type": "iscsi", "data": {}},
+                }
+            ],
+        },
+    )
+    await compute.begin_terminate(call)
+
+    async def native_gone(**kw: Any) -> None:
+        from generator.runtime.virt import InstanceNotFound
+
+        raise InstanceNotFound(kw["instance"]["uuid"])
+
+    await compute.detach_volumes(interaction(call, native_gone))
+    await compute.delete_attachments(interaction(call, Recorder(response(404, {}))))
+    await compute.delete_ports(interaction(call, Recorder(response(404, {}))))
+    await compute.destroy(interaction(call, native_gone))
+    update = Recorder({"instance": {}})
+    await compute.mark_deleted(interaction(call, update))
+    (((sent,), _),) = update.calls
+    check(info, "instance_update", "payload", sent)
+    assert sent["expected_task_state"] == "deleting" and sent["updates"]["vm_state"] == "deleted"
+    with pytest.raises(StepFailed):
+        await compute.delete_ports(interaction(call, Recorder(response(500, {}))))
+    bus = RecordingBus({"instance_update": {"instance": {}}})
+    rt.bus = bus
+    await compute.terminate_failed(call, StepFailed("neutron is down", code=503))
+    ((_, method, payload, _),) = bus.sent
+    assert method == "instance_update" and payload["updates"]["vm_state"] == "error"
+    assert payload["updates"]["fault"]["code"] == 503
