@@ -338,6 +338,17 @@ def _sequence(f: SpecFile) -> ir.Sequence:
         final=s.get("final", ""),
         module=snake(s["name"]),
         steps=tuple(steps),
+        errors=tuple(
+            ir.ErrorPath(
+                name=e["name"],
+                step=e["step"],
+                provoke=e["provoke"],
+                summary=e["summary"],
+                expect=e["expect"],
+                function_name=f"test_{snake(s['name'])}_{snake(e['name'])}",
+            )
+            for e in s.get("errors", [])
+        ),
         source=_src(f, ["sequence"]),
     )
 

@@ -77,6 +77,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args)
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from generator.trace_cmd import main as trace_main
+
+    return trace_main(args.request_id, Path(args.data_dir), args.format)
+
+
+def cmd_conform(args: argparse.Namespace) -> int:
+    from generator.conform_cmd import main as conform_main
+
+    return conform_main(args.target, args.pytest_args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
@@ -133,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--driver", default=None, help="hypervisor driver (default: the topology's)")
     r.add_argument("--no-generate", action="store_true", help="use generated/ as it is")
     r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("trace", help="print the observed steps of one flow")
+    t.add_argument("request_id", metavar="REQUEST_ID",
+                   help="the flow's id, or the x-openstack-request-id nova-api answered with")
+    t.add_argument("--format", choices=["table", "json"], default="table")
+    t.add_argument("--data-dir", default=".specstack",
+                   help="the running stack's data directory (for its clouds.yaml)")
+    t.set_defaults(func=cmd_trace)
+
+    k = sub.add_parser("conform", help="run the generated conformance suite")
+    k.add_argument("--target", default=None,
+                   help="identity URL of a running stack (default: start an embedded one)")
+    k.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    k.set_defaults(func=cmd_conform)
 
     b = sub.add_parser("bench", help="measure generation (and, later, the running stack)")
     b.add_argument("--json", action="store_true", help="print one JSON object of figures")

@@ -150,6 +150,15 @@ class Step(Node):
     source: Source
 
 
+class ErrorPath(Node):
+    name: str
+    step: int
+    provoke: str
+    summary: str
+    expect: dict[str, Any]
+    function_name: str
+
+
 class Sequence(Node):
     name: str
     title: str
@@ -157,6 +166,7 @@ class Sequence(Node):
     final: str
     module: str
     steps: tuple[Step, ...]
+    errors: tuple[ErrorPath, ...]
     source: Source
 
 

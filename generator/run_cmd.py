@@ -102,7 +102,7 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     clouds = write_clouds(config, identity_url)
     code = 0
     try:
-        demo = Demo(stack)
+        demo = Demo.of(stack)
         ids = await demo.seed()
         console.print("demo data ready: flavors m1.tiny/small/medium, image, network "
                       "'private', volume; booting a VM through boot-vm:")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from generator.render.base import OutputFile, RenderContext, Target, template_env
 from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget, ServicesTarget
+from generator.render.conformance import ConformanceTarget
 from generator.render.ir_json import IrTarget
 from generator.render.models import ModelsTarget
 from generator.render.openapi_bundle import OpenApiTarget
@@ -18,6 +19,7 @@ TARGETS: tuple[Target, ...] = (
     MessagingTarget(),
     ServicesTarget(),
     DriversTarget(),
+    ConformanceTarget(),
 )
 
 __all__ = ["TARGETS", "OutputFile", "RenderContext", "Target", "template_env"]

@@ -256,7 +256,13 @@ class TokenValidator:
                     "The identity service has no local token issuer bound "
                     "(TokenValidator.bind_local_issuer)."
                 )
-            _, ctx = await self.local_issue(self.service_user, password, SERVICE_PROJECT)
+            try:
+                _, ctx = await self.local_issue(self.service_user, password, SERVICE_PROJECT)
+            except ApiError as exc:
+                raise ServiceUnavailable(
+                    f"Service user {self.service_user!r} could not obtain a token "
+                    f"({exc.status}: {exc.message})"
+                ) from None
         else:
             ctx = await self._issue_over_http(password)
         self._service = (ctx, self._renew_at(ctx))

@@ -14,8 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from generator.runtime.config import StackConfig
 from generator.runtime.context import Call
 from generator.runtime.embedded import EmbeddedStack
+from generator.runtime.http import ClientSet
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
 from generator.runtime.errors import StepFailed
 from generator.runtime.flow import Flow
 from generator.runtime.http import error_message
@@ -51,11 +55,29 @@ class DemoIds:
 
 
 class Demo:
-    def __init__(self, stack: EmbeddedStack) -> None:
-        self.stack = stack
-        self.cfg = stack.config
-        self.info = stack.info
-        self.clients = stack.clients
+    """Seeds and boots through any reachable stack: embedded here, or a target under test."""
+
+    def __init__(
+        self,
+        clients: ClientSet,
+        info: StackInfo,
+        config: StackConfig,
+        services: dict[str, Any],
+        cli: ServiceRuntime,
+    ) -> None:
+        self.cfg = config
+        self.info = info
+        self.clients = clients
+        self.services = services
+        self.cli = cli
+
+    @classmethod
+    def of(cls, stack: EmbeddedStack) -> Demo:
+        cli = next(
+            r.rt for r in stack.running
+            if "boot-vm" in getattr(r.module, "HANDLERS", {}) and r.module.KIND == "client"
+        )
+        return cls(stack.clients, stack.info, stack.config, stack.services, cli)
 
     def api(self, catalog_type: str) -> str:
         return self.info.api_of_type(catalog_type)
@@ -191,9 +213,8 @@ class Demo:
         on_event: Callable[[TraceEvent], None] | None = None, timeout: float = 60.0,
     ) -> tuple[str, str, dict[str, Any]]:
         """Run boot-vm from the client's side; (flow id, server id, final server body)."""
-        cli = self.stack.runtime_of(self.client_component())
-        module = self.stack.services[cli.component]
-        spec = module.HANDLERS["boot-vm"]
+        cli = self.cli
+        spec = self.services[cli.component].HANDLERS["boot-vm"]
         flow_id = f"req-{uuid.uuid4()}"
         call = Call(
             rt=cli, trigger="boot-vm", kind="user", request_id=flow_id, global_request_id=flow_id,
@@ -206,14 +227,10 @@ class Demo:
                     "volume_id": ids.volume_id if volume else None,
                     "key_name": None, "availability_zone": None,
                 },
-                "credentials": {
-                    "username": "demo", "password": self.cfg.demo_password,
-                    "project_name": "demo", "user_domain_name": "Default",
-                    "project_domain_name": "Default",
-                },
+                "credentials": self.credentials(),
             },
         )
-        unlisten = self.stack.trace.listen(
+        unlisten = cli.trace.listen(
             lambda e: on_event(e) if on_event and e.flow_id == flow_id else None
         )
         try:
@@ -224,11 +241,47 @@ class Demo:
             unlisten()
         return flow_id, server_id, server
 
-    def client_component(self) -> str:
-        for name, module in self.stack.services.items():
-            if "boot-vm" in getattr(module, "HANDLERS", {}) and module.KIND == "client":
-                return name
-        raise DemoError("no client component runs boot-vm in this spec")
+    async def delete(
+        self, server_id: str, *, on_event: Callable[[TraceEvent], None] | None = None,
+        timeout: float = 30.0,
+    ) -> str:
+        """Run delete-vm from the client's side; the flow id. Waits until the server is gone."""
+        cli = self.cli
+        spec = self.services[cli.component].HANDLERS["delete-vm"]
+        flow_id = f"req-{uuid.uuid4()}"
+        call = Call(
+            rt=cli, trigger="delete-vm", kind="user", request_id=flow_id, global_request_id=flow_id,
+            sequence=spec.entry[0] if spec.entry else "delete-vm",
+            trigger_label=spec.entry[1] if spec.entry else "1",
+            vars={"request": {"server_id": server_id}, "credentials": self.credentials()},
+        )
+        unlisten = cli.trace.listen(
+            lambda e: on_event(e) if on_event and e.flow_id == flow_id else None
+        )
+        try:
+            await spec.run(Flow(call, spec))
+            await self.wait_gone(server_id, call.vars["token"], timeout=timeout)
+        finally:
+            unlisten()
+        return flow_id
+
+    def credentials(self) -> dict[str, str]:
+        return {
+            "username": "demo", "password": self.cfg.demo_password, "project_name": "demo",
+            "user_domain_name": "Default", "project_domain_name": "Default",
+        }
+
+    async def wait_gone(self, server_id: str, token: str, *, timeout: float) -> None:
+        compute = self.api("compute")
+        deadline = time.monotonic() + timeout
+        while True:
+            resp = await self.clients.call(compute, "showServer", {"server_id": server_id},
+                                           token=token)
+            if resp.status_code == 404:
+                return
+            if time.monotonic() > deadline:
+                raise StepFailed(f"server {server_id} still there after {timeout} s")
+            await asyncio.sleep(0.01)
 
     async def wait_server(self, server_id: str, token: str, *, timeout: float) -> dict[str, Any]:
         compute = self.api("compute")

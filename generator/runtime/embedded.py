@@ -207,6 +207,13 @@ class EmbeddedStack:
                 await registry.get(name)(r.rt)
 
     async def stop(self) -> None:
+        # Background work a behaviour started for its component (e.g. heartbeats).
+        local_tasks = [
+            v for r in self.running for v in r.rt.local.values() if isinstance(v, asyncio.Task)
+        ]
+        for task in local_tasks:
+            task.cancel()
+        await asyncio.gather(*local_tasks, return_exceptions=True)
         for r in self.running:
             if r.server is not None:
                 r.server.should_exit = True

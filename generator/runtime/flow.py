@@ -48,6 +48,7 @@ class _Capture:
     calls: int = 0
     sent: Any = None
     status: int | None = None
+    received: Any = None
 
 
 class Flow:
@@ -169,6 +170,14 @@ class Flow:
             status = getattr(result, "status_code", None)
             if isinstance(status, int):
                 capture.status = status
+                ctype = result.headers.get("content-type", "")
+                if ctype.startswith("application/json") and len(result.content) <= 16384:
+                    try:
+                        capture.received = result.json()
+                    except ValueError:
+                        pass
+            elif isinstance(result, dict):
+                capture.received = result
             return result
 
         return wrapped
@@ -201,6 +210,8 @@ class Flow:
                     detail["sent"] = capture.sent
                 if capture.status is not None:
                     detail["http_status"] = capture.status
+                if capture.received is not None and _small(capture.received):
+                    detail["received"] = capture.received
                 self.rt.trace.record(
                     TraceEvent(
                         flow_id=self.call.global_request_id,

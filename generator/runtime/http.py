@@ -62,9 +62,12 @@ class ClientSet:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
+        endpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.info = info
         self.config = config
+        # Base URLs by API name, for a stack found through its catalog instead of the config.
+        self.endpoints = dict(endpoints or {})
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
@@ -80,6 +83,8 @@ class ClientSet:
         }
 
     def base_url(self, api: str) -> str:
+        if api in self.endpoints:
+            return self.endpoints[api]
         return self.info.endpoint(api, self.config)
 
     async def call(

@@ -14,6 +14,7 @@ _loaded = False
 #: Modules whose import registers the library's behaviours.
 LIBRARY_MODULES = (
     "generator.runtime.behaviours.flowsteps",
+    "generator.runtime.behaviours.crud",
     "generator.runtime.behaviours.identity",
     "generator.runtime.behaviours.compute",
     "generator.runtime.behaviours.image",

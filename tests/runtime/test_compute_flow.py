@@ -416,7 +416,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     payload = build_payload(row)
     check(info, "build_and_run_instance", "payload", payload)
     call = msg_call(rt, "build_and_run_instance", payload)
-    assert await compute.begin_build(call) is None
+    await compute.begin_build(call)
     instance_msg = conductor.instance_info({**row, "host": "compute-1"})
 
     fetch = Recorder({"instance": instance_msg, "flavor": FLAVOR})
@@ -853,8 +853,50 @@ async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> 
     with pytest.raises(StepFailed):
         await compute.delete_ports(interaction(call, Recorder(response(500, {}))))
     bus = RecordingBus({"instance_update": {"instance": {}}})
-    rt.bus = bus
+    rt.bus = bus  # type: ignore[assignment]
     await compute.terminate_failed(call, StepFailed("neutron is down", code=503))
     ((_, method, payload, _),) = bus.sent
     assert method == "instance_update" and payload["updates"]["vm_state"] == "error"
     assert payload["updates"]["fault"]["code"] == 503
+
+
+class BrokenHypervisor(FakeHypervisor):
+    async def spawn(
+        self, instance: Any, image: Any, network_info: Any, block_device_info: Any
+    ) -> None:
+        raise RuntimeError("libvirt said no")
+
+
+@arun
+async def test_a_hypervisor_failure_reschedules_to_another_host(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        cell.computes["compute-1"].driver = BrokenHypervisor(None, hostname="compute-1")
+        row = await boot_through_the_cell(cell)
+        assert row["vm_state"] == "active" and row["host"] == "compute-2", row["fault"]
+        node1 = await cell.store.get("compute_nodes", "compute-1")
+        node2 = await cell.store.get("compute_nodes", "compute-2")
+        assert node1 is not None and node1["claims"] == {}
+        assert node2 is not None and list(node2["claims"]) == [row["id"]]
+        assert len(cell.services.ports) == 1  # only the port of the build that worked
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_when_every_host_fails_the_instance_goes_to_error(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        for host, rt in cell.computes.items():
+            rt.driver = BrokenHypervisor(None, hostname=host)
+        row = await boot_through_the_cell(cell)
+        assert row["vm_state"] == "error"
+        assert row["fault"]["message"].startswith("No valid host was found")
+        for host in cell.computes:
+            node = await cell.store.get("compute_nodes", host)
+            assert node is not None and node["claims"] == {}
+        assert cell.services.ports == {}
+    finally:
+        await cell.stop()

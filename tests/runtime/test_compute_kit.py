@@ -314,7 +314,7 @@ def make_runtime(
         config=config or StackConfig(data_dir=data_dir),
         bus=bus,
         trace=NullTrace(),  # type: ignore[arg-type]
-        clients=clients if clients is not None else FakeServices(),
+        clients=clients if clients is not None else FakeServices(),  # type: ignore[arg-type]
         store=store,
         auth=FakeAuth(),  # type: ignore[arg-type]
         driver=driver,

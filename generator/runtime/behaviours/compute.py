@@ -67,6 +67,7 @@ from generator.runtime.behaviours.instance_state import (
     Event,
     InstanceState,
     InvalidTransition,
+    VmState,
     api_status,
     transition,
 )
@@ -101,6 +102,8 @@ REPORT_INTERVAL_S = 10.0
 #: What nova-compute tells cinder about its host when it attaches a volume.
 CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
 
+#: Every vm_state but deleted (an indexed filter for "the instances that exist").
+LIVE_STATES = [s.value for s in VmState if s is not VmState.DELETED]
 _PROGRESS_STATUSES = frozenset(
     {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
 )
@@ -752,11 +755,10 @@ async def create_server(call: Call) -> Reply:
             f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {disk_config}."
         )
 
-    used = await store.count(INSTANCES, {"project_id": auth.project_id})
-    deleted = await store.count(INSTANCES, {"project_id": auth.project_id, "vm_state": "deleted"})
-    if used - deleted >= QUOTA_INSTANCES:
+    used = await store.count(INSTANCES, {"project_id": auth.project_id, "vm_state": LIVE_STATES})
+    if used >= QUOTA_INSTANCES:
         raise Forbidden(
-            f"Quota exceeded for instances: Requested 1, but already used {used - deleted} "
+            f"Quota exceeded for instances: Requested 1, but already used {used} "
             f"of {QUOTA_INSTANCES} instances"
         )
 
@@ -965,6 +967,10 @@ async def _list_servers(call: Call) -> tuple[list[Doc], dict[str, str] | None]:
     changes_since = first("changes-since")
     since = _parse_time(changes_since, "changes-since") if changes_since else None
 
+    if show_deleted:
+        where["vm_state"] = "deleted"
+    elif since is None:
+        where["vm_state"] = LIVE_STATES
     rows = await _store(call).list(INSTANCES, where)
     if show_deleted:
         rows = [r for r in rows if r.get("vm_state") == "deleted"]
@@ -1777,6 +1783,8 @@ async def attach_volume(call: Call) -> Reply:
             "Invalid input for field/attribute volumeAttachment: volumeId is required."
         )
     volume_id = spec["volumeId"]
+    if not _is_uuid(volume_id):
+        raise NotFound(f"Volume {volume_id} could not be found.")
     device = spec.get("device")
     if device is not None and (not isinstance(device, str) or not _DEVICE.match(device)):
         raise BadRequest(f"The supplied device path ({device}) is invalid.")
@@ -1920,9 +1928,11 @@ async def report_once(rt: ServiceRuntime) -> None:
     )
 
 
-async def _heartbeat(rt: ServiceRuntime) -> None:
+async def _heartbeat(rt: ServiceRuntime, first_delay: float = REPORT_INTERVAL_S) -> None:
+    delay = first_delay
     while True:
-        await asyncio.sleep(REPORT_INTERVAL_S)
+        await asyncio.sleep(delay)
+        delay = REPORT_INTERVAL_S
         try:
             await report_once(rt)
         except asyncio.CancelledError:
@@ -1935,13 +1945,22 @@ async def _heartbeat(rt: ServiceRuntime) -> None:
 async def report_resources(rt: ServiceRuntime) -> None:
     """Startup: report the host's capacity to the conductor, then every REPORT_INTERVAL_S.
 
-    The reports are the heartbeat the scheduler's ComputeFilter checks.
+    The reports are the heartbeat the scheduler's ComputeFilter checks. A first
+    report that fails (the conductor not consuming yet) is retried a second later
+    rather than failing the start; a compute without a driver does fail it.
     """
-    await report_once(rt)
+    if rt.driver is None:
+        raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
+    first_delay = REPORT_INTERVAL_S
+    try:
+        await report_once(rt)
+    except Exception as exc:
+        logger.warning("compute %s: first resource report failed (%s); retrying", rt.host, exc)
+        first_delay = 1.0
     task = rt.local.get("compute.heartbeat")
     if task is None or task.done():
         rt.local["compute.heartbeat"] = asyncio.create_task(
-            _heartbeat(rt), name=f"compute-heartbeat:{rt.host}"
+            _heartbeat(rt, first_delay), name=f"compute-heartbeat:{rt.host}"
         )
 
 
@@ -2001,17 +2020,31 @@ async def fetch_instance(ix: Interaction) -> None:
     }
 
 
+class RescheduleBuild(StepFailed):
+    """The hypervisor failed to build the guest: another host may succeed (nova reschedules)."""
+
+
 @behaviour("compute.spawn")
 async def spawn(ix: Interaction) -> None:
-    """boot-vm 9: the driver starts building the guest."""
+    """boot-vm 9: the driver starts building the guest.
+
+    A driver failure raises RescheduleBuild, so that compute.build_failed tries
+    another host (up to config.max_build_attempts hosts in all).
+    """
     instance = _driver_instance(ix.vars)
-    await ix.invoke(
-        instance=instance,
-        image={"id": instance.get("image_id") or ""},
-        network_info=[],
-        block_device_info=[],
-    )
-    ix.vars["spawned"] = True
+    ix.vars["spawned"] = True  # a failed spawn may leave a half-made guest to clean up
+    try:
+        await ix.invoke(
+            instance=instance,
+            image={"id": instance.get("image_id") or ""},
+            network_info=[],
+            block_device_info=[],
+        )
+    except Exception as exc:
+        raise RescheduleBuild(
+            f"Build of instance {instance['uuid']} on host {ix.rt.host} failed in the "
+            f"hypervisor: {exc}"
+        ) from exc
 
 
 @behaviour("compute.get_image")
@@ -2357,11 +2390,66 @@ async def _cleanup_build(call: Call) -> None:
             logger.warning("cleanup: port %s not deleted: %s", port.get("id"), exc)
 
 
+def _reschedulable(error: BaseException | None) -> bool:
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, RescheduleBuild):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+async def _reschedule(call: Call) -> bool:
+    """Send the instance back to the scheduler, this host excluded; False when it may not."""
+    payload = call.payload
+    uuid = str(payload["instance"]["uuid"])
+    retry = payload.get("retry") or {"num_attempts": 1, "hosts": [call.rt.host]}
+    if int(retry.get("num_attempts") or 1) >= call.rt.config.max_build_attempts:
+        return False
+    flavor = call.vars.get("flavor")
+    if not flavor:
+        return False
+    try:
+        await send(
+            call,
+            "instance_update",
+            {
+                "instance_uuid": uuid,
+                "expected_task_state": "scheduling",
+                "updates": {"host": None, "node": None},
+            },
+        )
+    except RemoteError:
+        return False  # deleted meanwhile
+    instance = call.vars.get("instance") or {}
+    await send(
+        call,
+        "schedule_and_build_instances",
+        {
+            "instance": dict(payload["instance"]),
+            "request_spec": {
+                "flavor": flavor_info(flavor),
+                "image_id": payload.get("image_id") or None,
+                "availability_zone": instance.get("availability_zone"),
+                "num_instances": 1,
+                "ignore_hosts": list(dict.fromkeys([*retry.get("hosts", []), call.rt.host])),
+            },
+            "requested_networks": list(payload.get("requested_networks") or []),
+            "block_device_mapping": list(payload.get("block_device_mapping") or []),
+        },
+    )
+    logger.info("instance %s rescheduled away from %s", uuid, call.rt.host)
+    return True
+
+
 @behaviour("compute.build_failed")
 async def build_failed(call: Call, error: BaseException) -> None:
     """The build failed: undo what was made, the instance goes to ERROR; never raises.
 
-    An instance that is being deleted meanwhile is left to its delete.
+    A hypervisor failure (RescheduleBuild) sends the instance back to the
+    scheduler instead while attempts remain. An instance that is being deleted
+    meanwhile is left to its delete.
     """
     try:
         uuid = str(call.payload["instance"]["uuid"])
@@ -2369,6 +2457,8 @@ async def build_failed(call: Call, error: BaseException) -> None:
             await _cleanup_build(call)
         except Exception:
             logger.exception("cleanup after the failed build of %s", uuid)
+        if _reschedulable(error) and await _reschedule(call):
+            return
         message = getattr(error, "message", None) or str(error) or type(error).__name__
         fault = make_fault(_fault_code(error), str(message), f"{type(error).__name__}: {error}")
         try:

@@ -219,7 +219,8 @@ async def instance_update(call: Call) -> dict[str, Any]:
     """Apply `updates` to an instance, compare-and-set on `expected_task_state` if given.
 
     Extra keys (addresses, launched_at, ports, attachments...) are stored as they
-    come. Deleted or errored instances give their claim on the host back.
+    come. Deleted or errored instances give their claim on the host back, and so
+    does an instance that leaves its host (a reschedule sets host to None).
     """
     store = call.rt.require_store()
     payload = call.payload
@@ -238,6 +239,7 @@ async def instance_update(call: Call) -> dict[str, Any]:
     expect = None
     if "expected_task_state" in payload:
         expect = {"task_state": payload["expected_task_state"]}
+    before = await store.get(INSTANCES, uuid) if "host" in updates else None
     row = await store.update(INSTANCES, uuid, updates, expect=expect)
     if row is None:
         current = await require_instance(store, uuid)
@@ -248,6 +250,8 @@ async def instance_update(call: Call) -> dict[str, Any]:
         )
     if vm_state in ("deleted", "error"):
         await release_claim(store, row)
+    if before is not None and before.get("host") and before.get("host") != row.get("host"):
+        await release_claim(store, before)  # moved (rescheduled): the old host's claim goes
     if "attachments" in updates or vm_state == "deleted":
         await sync_block_device_mappings(store, row)
     return {"instance": instance_info(row)}

@@ -1648,7 +1648,7 @@ async def bootstrap(rt: ServiceRuntime) -> None:
         roles[name] = await _ensure(
             store,
             "roles",
-            {"name": name},
+            {"name": name, "domain_id": None},  # the global role, not a domain's
             {
                 "id": _stable_id("role", name),
                 "name": name,

@@ -126,7 +126,13 @@ async def schedule_and_build(call: Call) -> None:
     call.vars["instance_uuid"] = uuid
     call.vars["host"] = None
     row = await store.get(INSTANCES, uuid)
-    if row is None or row.get("vm_state") != "building" or row.get("task_state") != "scheduling":
+    if (
+        row is None
+        or row.get("vm_state") != "building"
+        or row.get("task_state") != "scheduling"
+        or row.get("host")
+    ):
+        # Deleted meanwhile, or scheduled already (a redelivered request): build nothing.
         logger.info("instance %s is no longer waiting to be scheduled; skipping", uuid)
         return
     request = request_spec_of(payload)
@@ -145,7 +151,7 @@ async def schedule_and_build(call: Call) -> None:
         INSTANCES,
         uuid,
         changes,
-        expect={"vm_state": "building", "task_state": "scheduling", "host": row.get("host")},
+        expect={"vm_state": "building", "task_state": "scheduling", "host": None},
     )
     if updated is None:
         # Deleted (or otherwise moved on) while we chose: give the claim back, build nothing.

@@ -1,0 +1,215 @@
+"""Targets under test, and the flows the suite runs against them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import threading
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from generator.runtime.config import StackConfig
+from generator.runtime.demo import Demo, DemoIds
+from generator.runtime.embedded import EmbeddedStack, load_generated
+from generator.runtime.http import ClientSet
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.trace import TraceRecorder
+
+T = TypeVar("T")
+TARGET_ENV = "SPECSTACK_TARGET"
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """A base port with `count` free ports after it (checked, not reserved)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            base = s.getsockname()[1]
+        if base + count >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + count):
+            with socket.socket() as s:
+                try:
+                    s.bind((host, p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+@dataclass
+class FlowRecord:
+    """One run of a sequence: its id, the server it concerned, and the observed events."""
+
+    sequence: str
+    flow_id: str
+    server_id: str
+    server: dict[str, Any]
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Target:
+    """A stack under test and a private event loop to talk to it from synchronous tests."""
+
+    def __init__(self, config: StackConfig, identity_url: str) -> None:
+        self.config = config
+        self.identity_url = identity_url.rstrip("/")
+        self.info, self.services, _ = load_generated()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.stack: EmbeddedStack | None = None
+        self.clients: ClientSet | None = None
+        self.recorder = TraceRecorder(None)
+        self.demo: Demo | None = None
+        self.ids: DemoIds | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    # starting ---------------------------------------------------------------
+    @classmethod
+    def embedded(cls) -> Target:
+        data = Path(tempfile.mkdtemp(prefix="specstack-conform-"))
+        apis = sum(1 for c in load_generated()[0].components.values() if c.get("api"))
+        config = StackConfig(data_dir=data, base_port=free_port_block(apis), bcrypt_rounds=4)
+        info = load_generated()[0]
+        target = cls(config, info.endpoint(info.api_of_type("identity"), config))
+        target.stack = EmbeddedStack(config)
+        target.run(target.stack.start())
+        target.clients = target.stack.clients
+        target._attach()
+        return target
+
+    @classmethod
+    def remote(cls, identity_url: str) -> Target:
+        target = cls(StackConfig(data_dir=Path(tempfile.mkdtemp(prefix="specstack-conform-"))),
+                     identity_url)
+        target.clients = target.run(target._clients_from_catalog())
+        target._attach()
+        return target
+
+    @classmethod
+    def from_environment(cls) -> Target:
+        url = os.environ.get(TARGET_ENV)
+        return cls.remote(url) if url else cls.embedded()
+
+    async def _clients_from_catalog(self) -> ClientSet:
+        body = _password_auth("admin", self.config.admin_password, "admin")
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.post(f"{self.identity_url}/v3/auth/tokens", json=body)
+        if resp.status_code != 201:
+            raise RuntimeError(f"cannot log in to {self.identity_url}: {resp.status_code}")
+        endpoints: dict[str, str] = {}
+        for entry in resp.json()["token"]["catalog"]:
+            try:
+                api = self.info.api_of_type(entry["type"])
+            except KeyError:
+                continue
+            url = next(e["url"] for e in entry["endpoints"] if e["interface"] == "public")
+            parsed = httpx.URL(url)
+            endpoints[api] = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+        return ClientSet(self.info, self.config, endpoints=endpoints)
+
+    def _attach(self) -> None:
+        assert self.clients is not None
+        cli_name = next(
+            name for name, m in self.services.items()
+            if getattr(m, "KIND", "") == "client" and "boot-vm" in m.HANDLERS
+        )
+        comp = self.info.components[cli_name]
+        cli = ServiceRuntime(
+            component=cli_name, project=comp["project"], host="conformance",
+            info=self.info, config=self.config, bus=None,  # type: ignore[arg-type]
+            trace=self.recorder, clients=self.clients, data_dir=self.config.data_dir,
+        )
+        self.demo = Demo(self.clients, self.info, self.config, self.services, cli)
+        self.ids = self.run(self.demo.seed())
+
+    def close(self) -> None:
+        if self.stack is not None:
+            self.run(self.stack.stop())
+        elif self.clients is not None:
+            self.run(self.clients.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    # flows --------------------------------------------------------------------
+    async def admin_token(self) -> str:
+        assert self.demo is not None
+        return (await self.demo.token("admin", self.config.admin_password, "admin"))[0]
+
+    async def demo_token(self) -> tuple[str, str]:
+        assert self.demo is not None
+        return await self.demo.token("demo", self.config.demo_password, "demo")
+
+    async def events(self, flow_id: str) -> list[dict[str, Any]]:
+        """The flow's events: the client's own (steps it ran here) and the stack's."""
+        token = await self.admin_token()
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.get(f"{self.identity_url}/specstack/trace/{flow_id}",
+                                  headers={"X-Auth-Token": token})
+        resp.raise_for_status()
+        remote = resp.json()["events"]
+        local = self.recorder.events(flow_id)
+        seen = {(e["step"], e["started_at"]) for e in remote}
+        merged = remote + [e for e in local if (e["step"], e["started_at"]) not in seen]
+        return sorted(merged, key=lambda e: e["started_at"])
+
+    async def _settled_events(self, flow_id: str, labels: int) -> list[dict[str, Any]]:
+        # The last events of a flow are recorded just after the client sees its result.
+        events: list[dict[str, Any]] = []
+        for _ in range(50):
+            events = await self.events(flow_id)
+            if len({e["step"] for e in events}) >= labels:
+                break
+            await asyncio.sleep(0.05)
+        return events
+
+    def drive(self, sequence: str) -> FlowRecord:
+        """Run a sequence from its start; boot-vm here, delete-vm needs the server (`delete`)."""
+        if sequence == "boot-vm":
+            return self.boot()
+        raise NotImplementedError(f"the conformance library cannot start {sequence!r} on its own")
+
+    def boot(self, *, volume: bool = True) -> FlowRecord:
+        assert self.demo is not None and self.ids is not None
+        name = f"conform-{uuid.uuid4().hex[:8]}"
+        flow_id, server_id, server = self.run(self.demo.boot(self.ids, name, volume=volume))
+        events = self.run(self._settled_events(flow_id, self._labels("boot-vm")))
+        return FlowRecord("boot-vm", flow_id, server_id, server, events)
+
+    def delete(self, server_id: str) -> FlowRecord:
+        assert self.demo is not None
+        flow_id = self.run(self.demo.delete(server_id))
+        events = self.run(self._settled_events(flow_id, self._labels("delete-vm")))
+        return FlowRecord("delete-vm", flow_id, server_id, {}, events)
+
+    def _labels(self, sequence: str) -> int:
+        seq = self.info.sequences[sequence]
+        return sum(1 + len(s["then"]) for s in seq["steps"])
+
+
+def _password_auth(user: str, password: str, project: str) -> dict[str, Any]:
+    return {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
+                },
+            },
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
+        }
+    }
