@@ -1,0 +1,86 @@
+"""`specstack run` as a user runs it: the demo boot through every step, state kept on restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from generator.conformance.harness import free_port_block
+
+from ..conftest import REPO
+
+STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] (.+?)\s{2,}(\S+) -> (\S+)\s+(\S+)\s+([\d.]+) ms", re.M)
+
+
+def _run(data_dir: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "generator", "run", "--once", "--no-generate",
+         "--data-dir", str(data_dir), "--port", str(port), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> None:
+    port = free_port_block(8)
+    proc = _run(tmp_path / "data", port)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = STEP_LINE.findall(proc.stdout)
+    assert [int(s[0]) for s in steps] == list(range(1, 16)), proc.stdout
+    assert ("7", "Schedule provisioning", "nova-scheduler", "nova-db", "sql") == steps[6][:5]
+    assert "is ACTIVE" in proc.stdout
+    clouds = tmp_path / "data" / "clouds.yaml"
+    assert f"export OS_CLIENT_CONFIG_FILE={clouds.resolve()}" in proc.stdout
+    assert "export OS_CLOUD=specstack" in proc.stdout
+    cloud = yaml.safe_load(clouds.read_text())["clouds"]["specstack"]
+    assert cloud["auth"]["auth_url"] == f"http://127.0.0.1:{port}/v3"
+
+
+def test_state_survives_a_restart(tmp_path: Path) -> None:
+    port = free_port_block(8)
+    first = _run(tmp_path / "data", port)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = _run(tmp_path / "data", port)
+    assert second.returncode == 0, second.stdout + second.stderr
+    # The second run finds the first run's data: same demo image, and the first VM.
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "data" / "db" / "nova-db.sqlite")
+    names = [r[0] for r in db.execute("SELECT name FROM instances")]
+    assert len(names) == 2 and len(set(names)) == 2
+    images = sqlite3.connect(tmp_path / "data" / "db" / "glance-db.sqlite")
+    assert images.execute("SELECT count(*) FROM images").fetchone()[0] == 1
+
+
+def test_two_stacks_side_by_side(tmp_path: Path) -> None:
+    a, b = free_port_block(8), None
+    b = free_port_block(8)
+    while abs(b - a) < 8:
+        b = free_port_block(8)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "generator", "run", "--once", "--no-generate",
+             "--data-dir", str(tmp_path / name), "--port", str(port)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for name, port in (("a", a), ("b", b))
+    ]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    port = free_port_block(8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        proc = _run(tmp_path / "data", port)
+    assert proc.returncode == 2
+    assert f"port {port}" in proc.stdout and "in use" in proc.stdout
