@@ -149,12 +149,16 @@ def main(args: Any) -> int:
     if args.mode != "embedded":
         console.print(f"[red]mode {args.mode!r} is not available yet; use --mode embedded[/red]")
         return 2
-    config = StackConfig(
-        data_dir=Path(args.data_dir),
-        base_port=args.port,
-        computes=args.computes,
-        driver=args.driver,
-    )
+    try:
+        config = StackConfig(
+            data_dir=Path(args.data_dir),
+            base_port=args.port,
+            computes=args.computes,
+            driver=args.driver,
+        ).apply_environment()
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
     try:
         import uvloop
 

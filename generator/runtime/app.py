@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route as StarletteRoute
 
 from generator.runtime import registry
 from generator.runtime.context import Call, Reply, new_request_id
@@ -67,16 +68,20 @@ class ApiApp:
 
     def build(self, routes: Sequence[Route], *, title: str) -> FastAPI:
         app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
+        # Plain Starlette routes: requests are parsed and checked against the spec's
+        # models here, so FastAPI's per-request dependency solving would only cost time.
         for route in sorted(routes, key=_order):
-            app.add_api_route(
-                _route_path(route),
-                self._endpoint(route),
-                methods=[route.method],
-                name=route.operation_id,
-                include_in_schema=False,
+            app.router.routes.append(
+                StarletteRoute(
+                    _route_path(route),
+                    self._endpoint(route),
+                    methods=[route.method],
+                    name=route.operation_id,
+                    include_in_schema=False,
+                )
             )
-        app.add_api_route("/specstack/health", self._health, methods=["GET"])
-        app.add_api_route("/specstack/trace/{flow_id}", self._trace, methods=["GET"])
+        app.router.routes.append(StarletteRoute("/specstack/health", self._health))
+        app.router.routes.append(StarletteRoute("/specstack/trace/{flow_id}", self._trace))
         return app
 
     def _endpoint(self, route: Route) -> Any:

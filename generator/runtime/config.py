@@ -17,6 +17,9 @@ class StackConfig:
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
     bus_url: str = "memory://"
+    # "local": calls between this process's own APIs skip the socket (embedded);
+    # "tcp": every call goes over the network, as between processes.
+    internal_http: str = "local"
     database_urls: dict[str, str] = field(default_factory=dict)  # database component -> URL
     token_ttl_s: int = 3600
     token_cache_s: float = 5.0  # how long services trust a validated token
@@ -35,6 +38,34 @@ class StackConfig:
     )
     scheduler_weighers: tuple[tuple[str, float], ...] = (("RAMWeigher", 1.0),)
     max_build_attempts: int = 3
+    quota_instances: int = 100  # instances a project may have (nova's default is 10)
+
+    def apply_environment(self, environ: dict[str, str] | None = None) -> StackConfig:
+        """Override numeric and text settings from SPECSTACK_<NAME> variables."""
+        import os
+        from dataclasses import fields
+
+        env = os.environ if environ is None else environ
+        for f in fields(self):
+            raw = env.get(f"SPECSTACK_{f.name.upper()}")
+            if raw is None:
+                continue
+            current = getattr(self, f.name)
+            try:
+                if isinstance(current, bool):
+                    value: object = raw.lower() in ("1", "true", "yes", "on")
+                elif isinstance(current, int) or f.type in ("int", "int | None"):
+                    value = int(raw)
+                elif isinstance(current, float):
+                    value = float(raw)
+                elif isinstance(current, str) or f.type in ("str", "str | None"):
+                    value = raw
+                else:
+                    continue
+            except ValueError:
+                raise ValueError(f"SPECSTACK_{f.name.upper()}={raw!r} is not a valid {f.type}") from None
+            setattr(self, f.name, value)
+        return self
 
     def database_url(self, database: str) -> str:
         if database in self.database_urls:

@@ -26,8 +26,10 @@ from generator.runtime.auth import TokenValidator
 from generator.runtime.bus import Bus, Subscription, make_bus
 from generator.runtime.config import StackConfig
 from generator.runtime.http import ClientSet
+from generator.runtime.localhttp import LocalTransport
 from generator.runtime.services import ServiceRuntime
 from generator.runtime.stackinfo import StackInfo
+from generator.runtime.statefile import flush_all
 from generator.runtime.store import Store, TableSpec
 from generator.runtime.trace import TraceRecorder
 from generator.runtime.workers import start_consumers
@@ -78,7 +80,8 @@ class EmbeddedStack:
         self.info, self.services, self.drivers = load_generated(package)
         self.bus: Bus = make_bus(config.bus_url)
         self.trace = TraceRecorder(config.data_dir / "trace.sqlite")
-        self.clients = ClientSet(self.info, config)
+        self.local_http = LocalTransport() if config.internal_http == "local" else None
+        self.clients = ClientSet(self.info, config, transport=self.local_http)
         self.stores: dict[str, Store] = {}
         self.shared: dict[str, Any] = {}
         self.running: list[Running] = []
@@ -193,6 +196,8 @@ class EmbeddedStack:
                 if not server.started:
                     raise StackError(f"{r.rt.component} could not listen on port {port}")
                 r.server = server
+                if self.local_http is not None:
+                    self.local_http.mount(self.config.host_address, port, app)
                 say(f"{r.rt.component:<16} http://{self.config.host_address}:{port}")
             if r.module.CONSUMERS:
                 r.subscriptions = await start_consumers(r.rt, r.module.CONSUMERS)
@@ -219,6 +224,11 @@ class EmbeddedStack:
                 r.server.should_exit = True
                 await r.server.shutdown()
         await self.bus.close()
+        for r in self.running:
+            close = getattr(getattr(r.rt.driver, "impl", None), "close", None)
+            if callable(close):
+                close()
+        flush_all(self.shared)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -138,7 +138,9 @@ class Flow:
                 payload_model.model_validate(payload)
             except ValidationError as exc:
                 raise StepFailed(f"{message} payload does not match the spec: {_first(exc)}") from exc
-            reply = await send(self.call, message, payload, host=host, context=self.context())
+            reply = await send(
+                self.call, message, payload, host=host, context=self.context(), checked=True
+            )
             if reply is not None and reply_model is not None:
                 try:
                     reply_model.model_validate(reply)

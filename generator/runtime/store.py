@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    func,
     select,
 )
 from sqlalchemy.pool import StaticPool
@@ -209,8 +210,40 @@ class Store:
             docs = docs[: max(limit, 0)]
         return docs
 
+    async def ids(self, table: str, where: Mapping[str, Any]) -> list[str]:
+        """Ids of the rows matching `where` on indexed fields only (no documents decoded)."""
+        return [v or "" for v in await self.column(table, "id", where)]
+
+    async def column(self, table: str, column: str, where: Mapping[str, Any]) -> list[str | None]:
+        """One indexed field of the rows matching `where` on indexed fields (no JSON decoded)."""
+        t = self._table(table)
+        if column != "id" and column not in self.specs[table].indexes:
+            raise KeyError(f"{table}.{column} is not indexed")
+        stmt = select(t.c[column])
+        for key, value in where.items():
+            if key not in self.specs[table].indexes and key != "id":
+                raise KeyError(f"{table}.{key} is not indexed")
+            stmt = stmt.where(t.c[key] == _column_value(value))
+        with self.engine.connect() as conn:
+            return [None if r[0] is None else str(r[0]) for r in conn.execute(stmt)]
+
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
-        return len(await self.list(table, where))
+        where = dict(where or {})
+        indexed = set(self.specs[table].indexes) | {"id"}
+        if not set(where) <= indexed:
+            return len(await self.list(table, where))
+        t = self._table(table)
+        stmt = select(func.count()).select_from(t)
+        for key, value in where.items():
+            col = t.c[key]
+            if isinstance(value, list | tuple | set):
+                stmt = stmt.where(col.in_([_column_value(v) for v in value]))
+            elif value is None:
+                stmt = stmt.where(col.is_(None))
+            else:
+                stmt = stmt.where(col == _column_value(value))
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
 
 
 def _matches(actual: Any, wanted: Any) -> bool:

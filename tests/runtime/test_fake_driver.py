@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import inspect
 import json
 from pathlib import Path
@@ -132,12 +134,14 @@ async def test_state_survives_a_restart_and_is_written_atomically(tmp_path: Path
     hv = FakeHypervisor(path)
     await hv.spawn(guest(), {"id": "img"}, [], [])
     await hv.power_off(guest())
+    hv.close()  # changes are written in bursts; close writes what is pending
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]  # no temp files left
     again = FakeHypervisor(path)
     assert await again.list_instances() == ["vm1"]
     assert await again.get_power_state(guest()) == 4
     await again.power_on(guest())
     await again.reboot(guest(), "HARD")
+    await asyncio.sleep(0.3)  # the burst's write lands without a close
     assert await FakeHypervisor(path).get_power_state(guest()) == 1
 
 

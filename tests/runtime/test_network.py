@@ -17,6 +17,7 @@ from generator.runtime.context import AuthContext, Reply
 from generator.runtime.errors import ApiError
 from generator.runtime.messaging import InvalidMessage, check
 from generator.runtime.services import ServiceRuntime
+from generator.runtime.statefile import flush_all
 from generator.runtime.store import Store
 from tests.runtime.netvol_fakes import (
     ADMIN,
@@ -765,6 +766,11 @@ def test_agent_handlers_directly(tmp_path: Path) -> None:
         dhcp = make_rt(info, "neutron-dhcp-agent", tmp_path)
         l2 = make_rt(info, "neutron-l2-agent", tmp_path, host="compute-2")
 
+        def settled(path: Path) -> Path:
+            flush_all(dhcp.shared)  # agents write their files behind; flush before reading
+            flush_all(l2.shared)
+            return path
+
         def call(rt: ServiceRuntime, payload: dict[str, Any]) -> Any:
             c = make_call(rt, "m", who=None)
             c.payload = payload
@@ -782,27 +788,27 @@ def test_agent_handlers_directly(tmp_path: Path) -> None:
         await net.dhcp_port_create(call(dhcp, {"port": port}))
         await net.dhcp_port_create(call(dhcp, {"port": port}))  # idempotent
         host = tmp_path / "dhcp" / "n1" / "host"
-        assert host.read_text().splitlines() == [
+        assert settled(host).read_text().splitlines() == [
             "fa:16:3e:00:00:01,host-10-0-0-5,10.0.0.5",
             "fa:16:3e:00:00:01,host-fd00--5,[fd00::5]",
         ]
         await net.dhcp_port_delete(call(dhcp, {"port_id": "p1", "network_id": "n1"}))
         await net.dhcp_port_delete(call(dhcp, {"port_id": "p1", "network_id": "n1"}))
-        assert host.read_text() == ""
+        assert settled(host).read_text() == ""
         with pytest.raises(ValueError):
             await net.dhcp_port_delete(call(dhcp, {"port_id": "p1", "network_id": "../x"}))
 
         bound_here = {**port, "binding:host_id": "compute-2"}
         await net.l2_port_update(call(l2, {"port": bound_here}))
         state = tmp_path / "l2" / "compute-2.json"
-        assert "p1" in json.loads(state.read_text())["ports"]
+        assert "p1" in json.loads(settled(state).read_text())["ports"]
         # the port moved to another host: this agent unwires it
         await net.l2_port_update(call(l2, {"port": {**port, "binding:host_id": "compute-1"}}))
-        assert json.loads(state.read_text())["ports"] == {}
+        assert json.loads(settled(state).read_text())["ports"] == {}
         await net.l2_port_update(call(l2, {"port": bound_here}))
         await net.l2_port_delete(call(l2, {"port_id": "p1"}))
         await net.l2_port_delete(call(l2, {"port_id": "unknown"}))
-        assert json.loads(state.read_text())["ports"] == {}
+        assert json.loads(settled(state).read_text())["ports"] == {}
 
     asyncio.run(main())
 

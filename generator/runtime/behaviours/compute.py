@@ -756,10 +756,11 @@ async def create_server(call: Call) -> Reply:
         )
 
     used = await store.count(INSTANCES, {"project_id": auth.project_id, "vm_state": LIVE_STATES})
-    if used >= QUOTA_INSTANCES:
+    quota = getattr(call.rt.config, "quota_instances", QUOTA_INSTANCES)
+    if used >= quota:
         raise Forbidden(
             f"Quota exceeded for instances: Requested 1, but already used {used} "
-            f"of {QUOTA_INSTANCES} instances"
+            f"of {quota} instances"
         )
 
     uuid = str(uuidlib.uuid4())

@@ -43,6 +43,7 @@ from generator.runtime.context import AuthContext, Call, Interaction, Reply
 from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
 from generator.runtime.messaging import InvalidMessage, send
 from generator.runtime.registry import behaviour
+from generator.runtime.statefile import StateFile, state_file
 from generator.runtime.store import Store, utcnow
 
 logger = logging.getLogger(__name__)
@@ -1227,7 +1228,8 @@ async def _allocate_one(
 ) -> str:
     """One address on `subnet` for `port_id`, claimed by inserting its ipallocations row."""
     sid = subnet["id"]
-    in_use = {a["ip_address"] for a in await store.list("ipallocations", {"subnet_id": sid})}
+    # Allocation ids are "<subnet>:<ip>": read them without decoding every row.
+    in_use = {i.split(":", 1)[1] for i in await store.ids("ipallocations", {"subnet_id": sid})}
     while True:
         try:
             ip = ipam.allocate_ip(
@@ -1402,7 +1404,9 @@ async def create_port(call: Call) -> Reply:
         mac = attrs.pop("mac_address")
         await _check_mac(store, network["id"], mac, None)
     else:
-        used = [p["mac_address"] for p in await store.list("ports", {"network_id": network["id"]})]
+        used = [
+            m for m in await store.column("ports", "mac_address", {"network_id": network["id"]}) if m
+        ]
         try:
             mac = ipam.generate_mac(in_use=used)
         except ipam.MacExhausted:
@@ -1638,51 +1642,61 @@ def _dhcp_dir(call: Call, network_id: Any) -> Path:
     return call.rt.data_dir / "dhcp" / _safe_component(network_id, "network id")
 
 
-def _write_dhcp(directory: Path, ports: Doc) -> None:
+def _hosts_text(ports: Doc) -> str:
     lines = [
         dhcp_host_line(p["mac_address"], f["ip_address"])
         for p in ports.values()
         for f in p.get("fixed_ips", [])
     ]
-    _atomic_write(directory / "ports.json", json.dumps(ports, indent=1, sort_keys=True))
-    _atomic_write(directory / "host", "".join(line + "\n" for line in lines))
+    return "".join(line + "\n" for line in lines)
+
+
+def _dhcp_state(call: Call, network_id: Any) -> StateFile:
+    directory = _dhcp_dir(call, network_id)
+    state = state_file(call.rt.shared, directory / "ports.json")
+    state.also_write(directory / "host", _hosts_text)
+    return state
 
 
 @behaviour("network.dhcp_port_create")
 async def dhcp_port_create(call: Call) -> None:
     port = call.payload["port"]
-    directory = _dhcp_dir(call, port["network_id"])
-    ports = _read_json(directory / "ports.json")
-    ports[port["id"]] = {
+    state = _dhcp_state(call, port["network_id"])
+    state.data[port["id"]] = {
         "mac_address": port["mac_address"],
         "fixed_ips": list(port.get("fixed_ips") or []),
     }
-    _write_dhcp(directory, ports)
+    state.changed()
 
 
 @behaviour("network.dhcp_port_delete")
 async def dhcp_port_delete(call: Call) -> None:
-    directory = _dhcp_dir(call, call.payload["network_id"])
-    ports = _read_json(directory / "ports.json")
-    if ports.pop(call.payload["port_id"], None) is not None or not (directory / "host").exists():
-        _write_dhcp(directory, ports)
+    state = _dhcp_state(call, call.payload["network_id"])
+    state.data.pop(call.payload["port_id"], None)
+    state.changed()
 
 
 def _l2_file(call: Call) -> Path:
     return call.rt.data_dir / "l2" / f"{_safe_component(call.rt.host, 'host')}.json"
 
 
+def _l2_state(call: Call) -> tuple[StateFile, Doc]:
+    state = state_file(call.rt.shared, _l2_file(call))
+    state.data["host"] = call.rt.host
+    ports = state.data.get("ports")
+    if not isinstance(ports, dict):
+        ports = state.data["ports"] = {}
+    return state, ports
+
+
 @behaviour("network.l2_port_update")
 async def l2_port_update(call: Call) -> None:
     port = call.payload["port"]
-    path = _l2_file(call)
-    state = _read_json(path)
-    known = state.get("ports")
-    ports: Doc = known if isinstance(known, dict) else {}
+    state, ports = _l2_state(call)
     if port.get("binding:host_id") != call.rt.host:
         if port["id"] in ports:  # bound elsewhere now: unwire it here
             del ports[port["id"]]
-            _atomic_write(path, json.dumps({"host": call.rt.host, "ports": ports}, indent=1))
+            state.changed()
         return
     ports[port["id"]] = {
         "network_id": port["network_id"],
@@ -1694,13 +1708,11 @@ async def l2_port_update(call: Call) -> None:
         "status": "wired",
         "wired_at": utcnow(),
     }
-    _atomic_write(path, json.dumps({"host": call.rt.host, "ports": ports}, indent=1))
+    state.changed()
 
 
 @behaviour("network.l2_port_delete")
 async def l2_port_delete(call: Call) -> None:
-    path = _l2_file(call)
-    state = _read_json(path)
-    ports = state.get("ports")
-    if isinstance(ports, dict) and ports.pop(call.payload["port_id"], None) is not None:
-        _atomic_write(path, json.dumps({"host": call.rt.host, "ports": ports}, indent=1))
+    state, ports = _l2_state(call)
+    if ports.pop(call.payload["port_id"], None) is not None:
+        state.changed()

@@ -12,6 +12,7 @@ so they survive a restart of the compute service.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -96,8 +97,24 @@ class FakeHypervisor:
         self.guests = guests
 
     def _save(self) -> None:
+        """Note a change; the state file is rewritten shortly after, once per burst."""
         if self.state_file is None:
             return
+        self._dirty = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if getattr(self, "_flush_handle", None) is None:
+            self._flush_handle = loop.call_later(0.2, self.flush)
+
+    def flush(self) -> None:
+        """Write the guests to the state file now (atomically: temp file, then rename)."""
+        self._flush_handle = None
+        if self.state_file is None or not getattr(self, "_dirty", False):
+            return
+        self._dirty = False
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
         fd, tmp = tempfile.mkstemp(
@@ -105,13 +122,17 @@ class FakeHypervisor:
         )
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, indent=1, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
+                json.dump(data, fh, separators=(",", ":"), sort_keys=True)
             os.replace(tmp, self.state_file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def close(self) -> None:
+        handle = getattr(self, "_flush_handle", None)
+        if handle is not None:
+            handle.cancel()
+        self.flush()
 
     # -- helpers -----------------------------------------------------------------
 

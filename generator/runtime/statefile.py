@@ -1,0 +1,85 @@
+"""Small JSON state files an agent keeps (DHCP hosts, wired ports), written behind.
+
+The document lives in memory; changes are written to disk atomically a moment
+later, once per burst, so a busy agent does not rewrite its file per message.
+`flush_all` writes everything pending (the stack calls it when it stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("specstack.statefile")
+DELAY_S = 0.1
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text, "utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class StateFile:
+    def __init__(self, path: Path, render: Callable[[dict[str, Any]], str] | None = None) -> None:
+        self.path = path
+        self.render = render or (lambda d: json.dumps(d, indent=1, sort_keys=True))
+        self.data: dict[str, Any] = self._read()
+        self._handle: asyncio.TimerHandle | None = None
+        self.extra: list[tuple[Path, Callable[[dict[str, Any]], str]]] = []
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text("utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            log.warning("ignoring unreadable state file %s", self.path)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def also_write(self, path: Path, render: Callable[[dict[str, Any]], str]) -> None:
+        """Another file derived from the same state (e.g. a dnsmasq hosts file)."""
+        if all(p != path for p, _ in self.extra):
+            self.extra.append((path, render))
+
+    def changed(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._handle is None:
+            self._handle = loop.call_later(DELAY_S, self.flush)
+
+    def flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        atomic_write(self.path, self.render(self.data))
+        for path, render in self.extra:
+            atomic_write(path, render(self.data))
+
+
+def state_file(shared: dict[str, Any], path: Path) -> StateFile:
+    """The one StateFile of `path` in this process."""
+    files: dict[Path, StateFile] = shared.setdefault("statefiles", {})
+    if path not in files:
+        files[path] = StateFile(path)
+    return files[path]
+
+
+def flush_all(shared: dict[str, Any]) -> None:
+    for f in shared.get("statefiles", {}).values():
+        if f._handle is not None:
+            f.flush()

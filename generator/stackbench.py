@@ -1,0 +1,194 @@
+"""Figures of the running embedded stack: boot latency, throughput, startup, memory.
+
+The stack runs in its own process (as `specstack run` starts it); the clients
+run here, on the other core, and use the HTTP API as any user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from generator.conformance.harness import free_port_block
+from generator.runtime.config import StackConfig
+from generator.runtime.embedded import load_generated
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+class StackClient:
+    def __init__(self, http: httpx.AsyncClient, urls: dict[str, str], token: str) -> None:
+        self.http, self.urls, self.token = http, urls, token
+
+    async def boot(
+        self, body: dict[str, Any], timeout: float = 120.0, max_poll: float = 0.05
+    ) -> tuple[float, str, str]:
+        """(seconds from POST to ACTIVE, server id, final status)."""
+        h = {"X-Auth-Token": self.token}
+        start = time.perf_counter()
+        resp = await self.http.post(f"{self.urls['compute']}/servers", json=body, headers=h)
+        if resp.status_code != 202:
+            return time.perf_counter() - start, "", f"HTTP {resp.status_code}"
+        sid = resp.json()["server"]["id"]
+        delay = 0.001
+        while True:
+            got = await self.http.get(f"{self.urls['compute']}/servers/{sid}", headers=h)
+            status = got.json()["server"]["status"] if got.status_code == 200 else "GONE"
+            if status in ("ACTIVE", "ERROR", "GONE"):
+                return time.perf_counter() - start, sid, status
+            if time.perf_counter() - start > timeout:
+                return time.perf_counter() - start, sid, "TIMEOUT"
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, max_poll)
+
+    async def delete(self, sid: str) -> None:
+        h = {"X-Auth-Token": self.token}
+        await self.http.delete(f"{self.urls['compute']}/servers/{sid}", headers=h)
+        for _ in range(2000):
+            got = await self.http.get(f"{self.urls['compute']}/servers/{sid}", headers=h)
+            if got.status_code == 404:
+                return
+            await asyncio.sleep(0.005)
+
+
+async def _login(http: httpx.AsyncClient, identity: str, config: StackConfig) -> tuple[str, dict[str, str]]:
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "demo", "domain": {"name": "Default"}, "password": config.demo_password}}},
+        "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}}
+    resp = await http.post(f"{identity}/v3/auth/tokens", json=body)
+    resp.raise_for_status()
+    urls = {
+        e["type"]: next(x["url"] for x in e["endpoints"] if x["interface"] == "public")
+        for e in resp.json()["token"]["catalog"]
+    }
+    return resp.headers["X-Subject-Token"], urls
+
+
+async def _measure(identity: str, config: StackConfig, sequential: int, clients: int,
+                   per_client: int) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        token, urls = await _login(http, identity, config)
+        h = {"X-Auth-Token": token}
+        images = (await http.get(f"{urls['image']}/v2/images?name=demo-image", headers=h)).json()
+        nets = (await http.get(f"{urls['network']}/v2.0/networks?name=private", headers=h)).json()
+        image_id = images["images"][0]["id"]
+        net_id = nets["networks"][0]["id"]
+        client = StackClient(http, urls, token)
+
+        def body(name: str) -> dict[str, Any]:
+            return {"server": {"name": name, "imageRef": image_id, "flavorRef": "1",
+                               "networks": [{"uuid": net_id}]}}
+
+        # Warm up (connection pools, caches), not counted.
+        for i in range(5):
+            _, sid, _ = await client.boot(body(f"warm-{i}"))
+            await client.delete(sid)
+
+        latencies: list[float] = []
+        lost = 0
+        for i in range(sequential):
+            took, sid, status = await client.boot(body(f"seq-{i}"))
+            if status != "ACTIVE":
+                lost += 1
+            else:
+                latencies.append(took)
+            if sid:
+                await client.delete(sid)
+
+        async def worker(n: int) -> list[tuple[float, str, str]]:
+            # Many clients poll gently, as real ones do (the CLI waits 5 s between polls).
+            return [await client.boot(body(f"par-{n}-{j}"), max_poll=0.25) for j in range(per_client)]
+
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(worker(n) for n in range(clients)))
+        wall = time.perf_counter() - t0
+        flat = [r for group in results for r in group]
+        par_lost = sum(1 for r in flat if r[2] != "ACTIVE")
+        if os.environ.get("SPECSTACK_BENCH_DEBUG"):
+            print("lost:", [r for r in flat if r[2] != "ACTIVE"], "seq lost:", lost)
+        for _, sid, _ in flat:
+            if sid:
+                await client.delete(sid)
+    qs = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
+    return {
+        "boot_p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else -1.0,
+        "boot_p95_ms": round(qs[94] * 1000, 2),
+        "boots_per_s": round((len(flat) - par_lost) / wall, 1),
+        "boots_lost": float(lost + par_lost),
+        "boots_measured": float(len(latencies) + len(flat)),
+    }
+
+
+def stack_figures(*, sequential: int = 200, clients: int = 50, per_client: int = 2,
+                  computes: int = 4) -> dict[str, float]:
+    info, _, _ = load_generated()
+    apis = sum(1 for c in info.components.values() if c.get("api"))
+    base = free_port_block(apis)
+    config = StackConfig(base_port=base)
+    identity = info.endpoint(info.api_of_type("identity"), config)
+    with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "generator", "run", "--no-generate", "--data-dir", tmp,
+             "--port", str(base), "--computes", str(computes)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "SPECSTACK_QUOTA_INSTANCES": "100000"},
+        )
+        try:
+            startup = _wait_ready(info, config, t0, proc)
+            _wait_for_line(proc, "serving;")
+            figures = asyncio.run(_measure(identity, config, sequential, clients, per_client))
+            figures["rss_mb"] = round(_rss_mb(proc.pid), 1)
+            figures["startup_s"] = round(startup, 3)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return figures
+
+
+def _wait_ready(info: Any, config: StackConfig, t0: float, proc: subprocess.Popen[str]) -> float:
+    urls = [
+        info.endpoint(c["api"], config) + "/specstack/health"
+        for c in info.components.values() if c.get("api")
+    ]
+    with httpx.Client(timeout=1) as http:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the stack exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if all(http.get(u).status_code == 200 for u in urls):
+                    return time.perf_counter() - t0
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() - t0 > 60:
+                raise RuntimeError("the stack did not answer within 60 s")
+            time.sleep(0.01)
+
+
+def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return
+    raise RuntimeError("the stack stopped before serving:\n" + "".join(seen))
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(stack_figures(sequential=int(os.environ.get("N", "20"))))
