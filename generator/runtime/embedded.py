@@ -81,7 +81,9 @@ class EmbeddedStack:
         self.bus: Bus = make_bus(config.bus_url)
         self.trace = TraceRecorder(config.data_dir / "trace.sqlite")
         self.local_http = LocalTransport() if config.internal_http == "local" else None
-        self.clients = ClientSet(self.info, config, transport=self.local_http)
+        self.clients = ClientSet(
+            self.info, config, transport=self.local_http, local=self.local_http
+        )
         self.stores: dict[str, Store] = {}
         self.shared: dict[str, Any] = {}
         self.running: list[Running] = []

@@ -174,10 +174,7 @@ class Flow:
                 capture.status = status
                 ctype = result.headers.get("content-type", "")
                 if ctype.startswith("application/json") and len(result.content) <= 16384:
-                    try:
-                        capture.received = result.json()
-                    except ValueError:
-                        pass
+                    capture.received = result.content  # decoded only if the trace is read
             elif isinstance(result, dict):
                 capture.received = result
             return result
@@ -208,11 +205,11 @@ class Flow:
             if label is not None and self.call.sequence:
                 if status == "ok" and capture.calls == 0:
                     status = "skipped"
-                if capture.sent is not None and _small(capture.sent):
+                if capture.sent is not None and not isinstance(capture.sent, bytes | bytearray):
                     detail["sent"] = capture.sent
                 if capture.status is not None:
                     detail["http_status"] = capture.status
-                if capture.received is not None and _small(capture.received):
+                if capture.received is not None:
                     detail["received"] = capture.received
                 self.rt.trace.record(
                     TraceEvent(
@@ -232,17 +229,6 @@ class Flow:
                         detail=detail,
                     )
                 )
-
-
-def _small(value: Any) -> bool:
-    if isinstance(value, bytes | bytearray):
-        return False
-    try:
-        import json
-
-        return len(json.dumps(value, default=str)) <= 16384
-    except (TypeError, ValueError):
-        return False
 
 
 def _first(exc: ValidationError) -> str:

@@ -6,12 +6,13 @@ import json
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from generator.runtime.config import StackConfig
 from generator.runtime.errors import StepFailed
+from generator.runtime.localhttp import LocalTransport, call_app
 from generator.runtime.stackinfo import StackInfo
 
 FLOW_HEADERS = {
@@ -63,11 +64,15 @@ class ClientSet:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 30.0,
         endpoints: Mapping[str, str] | None = None,
+        local: LocalTransport | None = None,
     ) -> None:
         self.info = info
         self.config = config
         # Base URLs by API name, for a stack found through its catalog instead of the config.
         self.endpoints = dict(endpoints or {})
+        # This process's own APIs, answered without a socket (embedded mode).
+        self.local = local
+        self._hosts: dict[str, tuple[str, int]] = {}
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout,
@@ -135,9 +140,45 @@ class ClientSet:
             kwargs["content"] = json.dumps(body, separators=(",", ":")).encode()
             hdrs.setdefault("Content-Type", "application/json")
         params = {k: v for k, v in (query or {}).items() if v is not None}
-        return await self._http.request(
-            method, self.base_url(api) + path, params=params, headers=hdrs, **kwargs
+        base = self.base_url(api)
+        app = self._local_app(base)
+        if app is not None:
+            return await self._local(app, base, method, path, params, hdrs, kwargs.get("content"))
+        return await self._http.request(method, base + path, params=params, headers=hdrs, **kwargs)
+
+    def _local_app(self, base: str) -> Any:
+        if self.local is None:
+            return None
+        host_port = self._hosts.get(base)
+        if host_port is None:
+            url = httpx.URL(base)
+            host_port = self._hosts[base] = (url.host, url.port or 80)
+        return self.local.app_at(*host_port)
+
+    async def _local(
+        self, app: Any, base: str, method: str, path: str, params: Mapping[str, Any],
+        headers: dict[str, str], content: bytes | None,
+    ) -> httpx.Response:
+        """A call to an API of this process: straight into its ASGI app (see localhttp)."""
+        host, port = self._hosts[base]
+        query = urlencode(_flatten(params)).encode() if params else b""
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        body = content or b""
+        if body:
+            raw.append((b"content-length", str(len(body)).encode()))
+        status, out_headers, out = await call_app(
+            app, method, "http", host, port, path, query, raw, body
         )
+        request = httpx.Request(method, f"{base}{path}")
+        return httpx.Response(status, headers=out_headers, content=out, request=request)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _flatten(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for k, v in params.items():
+        for item in v if isinstance(v, list | tuple) else [v]:
+            out.append((k, "true" if item is True else "false" if item is False else str(item)))
+    return out

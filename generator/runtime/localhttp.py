@@ -15,19 +15,78 @@ import httpx
 
 class LocalTransport(httpx.AsyncBaseTransport):
     def __init__(self, fallback: httpx.AsyncBaseTransport | None = None) -> None:
-        self._apps: dict[tuple[str, int], httpx.ASGITransport] = {}
+        self._apps: dict[tuple[str, int], Any] = {}
         self._fallback = fallback or httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
         )
 
     def mount(self, host: str, port: int, app: Any) -> None:
-        self._apps[(host, port)] = httpx.ASGITransport(app=app, client=(host, 0))
+        self._apps[(host, port)] = app
+
+    def app_at(self, host: str, port: int) -> Any:
+        return self._apps.get((host, port))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        local = self._apps.get((request.url.host, request.url.port or 80))
-        if local is not None:
-            return await local.handle_async_request(request)
-        return await self._fallback.handle_async_request(request)
+        url = request.url
+        app = self._apps.get((url.host, url.port or 80))
+        if app is None:
+            return await self._fallback.handle_async_request(request)
+        body = await request.aread()
+        status, headers, content = await call_app(
+            app, request.method, url.scheme, url.host, url.port or 80, url.path,
+            url.query, [(k.lower(), v) for k, v in request.headers.raw], body,
+        )
+        return httpx.Response(status, headers=headers, content=content, request=request)
 
     async def aclose(self) -> None:
         await self._fallback.aclose()
+
+
+async def call_app(
+    app: Any,
+    method: str,
+    scheme: str,
+    host: str,
+    port: int,
+    path: str,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One HTTP exchange with an ASGI app, without sockets: (status, headers, body)."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": (host, port),
+    }
+    delivered = False
+    status = 500
+    out_headers: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, out_headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            out_headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status, out_headers, b"".join(chunks)

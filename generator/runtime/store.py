@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    bindparam,
     event,
     func,
     select,
@@ -78,6 +79,28 @@ class Store:
         self.specs = {t.name: t for t in tables}
         self.metadata = build_metadata(tables)
         self.engine: Engine = _engine(url)
+        # Statements built once per table (building them per call costs more than running them).
+        self._stmts: dict[tuple[str, str], Any] = {}
+
+    def _stmt(self, table: str, kind: str) -> Any:
+        key = (table, kind)
+        stmt = self._stmts.get(key)
+        if stmt is None:
+            t = self._table(table)
+            if kind == "get":
+                stmt = select(t.c.data).where(t.c.id == bindparam("id_"))
+            elif kind == "exists":
+                stmt = select(t.c.id).where(t.c.id == bindparam("id_"))
+            elif kind == "insert":
+                stmt = t.insert()
+            elif kind == "update":
+                stmt = t.update().where(t.c.id == bindparam("id_"))
+            elif kind == "delete":
+                stmt = t.delete().where(t.c.id == bindparam("id_"))
+            else:
+                raise KeyError(kind)
+            self._stmts[key] = stmt
+        return stmt
 
     def create_schema(self) -> None:
         self.metadata.create_all(self.engine)
@@ -110,17 +133,15 @@ class Store:
         now = utcnow()
         doc.setdefault("created_at", now)
         doc.setdefault("updated_at", doc["created_at"])
-        t = self._table(table)
         with self.engine.begin() as conn:
-            if conn.execute(select(t.c.id).where(t.c.id == str(doc["id"]))).first():
+            if conn.execute(self._stmt(table, "exists"), {"id_": str(doc["id"])}).first():
                 raise Conflict(f"{table} {doc['id']} already exists")
-            conn.execute(t.insert().values(**self._row(table, doc)))
+            conn.execute(self._stmt(table, "insert"), self._row(table, doc))
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
-        t = self._table(table)
         with self.engine.connect() as conn:
-            row = conn.execute(select(t.c.data).where(t.c.id == str(id_))).first()
+            row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
         return json.loads(row[0]) if row else None
 
     async def require(self, table: str, id_: str, what: str | None = None) -> Doc:
@@ -141,9 +162,8 @@ class Store:
 
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
-        t = self._table(table)
         with self.engine.begin() as conn:
-            row = conn.execute(select(t.c.data).where(t.c.id == str(id_))).first()
+            row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
             if row is None:
                 return None
             doc: Doc = json.loads(row[0])
@@ -154,13 +174,12 @@ class Store:
                 doc["updated_at"] = utcnow()
             values = self._row(table, doc)
             values.pop("id")
-            conn.execute(t.update().where(t.c.id == str(id_)).values(**values))
+            conn.execute(self._stmt(table, "update").values(**values), {"id_": str(id_)})
         return doc
 
     async def delete(self, table: str, id_: str) -> bool:
-        t = self._table(table)
         with self.engine.begin() as conn:
-            result = conn.execute(t.delete().where(t.c.id == str(id_)))
+            result = conn.execute(self._stmt(table, "delete"), {"id_": str(id_)})
         return bool(result.rowcount)
 
     async def list(

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-MAX_FLOWS_IN_MEMORY = 2000
+MAX_FLOWS_IN_MEMORY = 300  # older flows are read back from the trace file
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class TraceEvent:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["duration_ms"] = round(self.duration_ms, 3)
+        received = d["detail"].get("received")
+        if isinstance(received, bytes | bytearray):  # a JSON answer kept as it came
+            try:
+                d["detail"]["received"] = json.loads(received)
+            except ValueError:
+                d["detail"].pop("received")
         return d
 
 
@@ -117,7 +123,8 @@ class TraceRecorder:
             db.executemany(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                 [
-                    (e.flow_id, e.sequence, e.step, json.dumps(e.as_dict()), e.started_at)
+                    (e.flow_id, e.sequence, e.step, json.dumps(e.as_dict(), default=str),
+                     e.started_at)
                     for e in events
                 ],
             )

@@ -346,7 +346,7 @@ async def test_boot_from_volume_row(api: Api) -> None:
 @arun
 async def test_quota_of_instances(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     await seed_flavors(api.store)
-    monkeypatch.setattr(compute, "QUOTA_INSTANCES", 2)
+    api.rt.config.quota_instances = 2
     first = await api.boot()
     await api.boot()
     with pytest.raises(Forbidden, match="Quota exceeded for instances"):

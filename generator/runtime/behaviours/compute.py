@@ -756,7 +756,7 @@ async def create_server(call: Call) -> Reply:
         )
 
     used = await store.count(INSTANCES, {"project_id": auth.project_id, "vm_state": LIVE_STATES})
-    quota = getattr(call.rt.config, "quota_instances", QUOTA_INSTANCES)
+    quota = call.rt.config.quota_instances
     if used >= quota:
         raise Forbidden(
             f"Quota exceeded for instances: Requested 1, but already used {used} "

@@ -8,6 +8,7 @@ enumerated.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import itertools
 import random
 from collections.abc import Collection, Iterable, Iterator
@@ -165,7 +166,14 @@ def allocate_ip(
 
 def _used_set(net: IPNetwork, in_use: Iterable[str]) -> set[int]:
     used: set[int] = set()
+    family = socket.AF_INET if net.version == 4 else socket.AF_INET6
     for text in in_use:
+        # inet_pton is the fast path (allocation reads every address in use).
+        try:
+            used.add(int.from_bytes(socket.inet_pton(family, text), "big"))
+            continue
+        except (OSError, ValueError, TypeError):
+            pass
         try:
             address = ipaddress.ip_address(text)
         except ValueError:

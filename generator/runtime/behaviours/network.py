@@ -1404,16 +1404,16 @@ async def create_port(call: Call) -> Reply:
         mac = attrs.pop("mac_address")
         await _check_mac(store, network["id"], mac, None)
     else:
-        used = [
-            m for m in await store.column("ports", "mac_address", {"network_id": network["id"]}) if m
-        ]
-        try:
-            mac = ipam.generate_mac(in_use=used)
-        except ipam.MacExhausted:
+        # A random MAC rarely collides; the indexed lookup confirms it (neutron retries too).
+        for _ in range(16):
+            mac = ipam.generate_mac()
+            if not await store.ids("ports", {"network_id": network["id"], "mac_address": mac}):
+                break
+        else:
             raise Conflict(
                 f"Unable to generate a unique mac on network {network['id']}.",
                 kind="MacAddressGenerationFailure",
-            ) from None
+            )
     subnets = await store.list("subnets", {"network_id": network["id"]})
     requests = _resolve_fixed_ips(network, subnets, attrs.pop("fixed_ips", None))
     fixed_ips = await _allocate_all(store, network, port_id, requests)
