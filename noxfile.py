@@ -24,10 +24,25 @@ def generate(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def check(session: nox.Session) -> None:
-    """Fail if generated/ differs from what spec/ and templates/ produce."""
+    """Fail if the spec is invalid or generated/ differs from what spec/ and templates/ give."""
     _install(session)
     session.run("specstack", "validate")
     session.run("specstack", "generate", "--check")
+
+
+@nox.session(python=PYTHON)
+def run(session: nox.Session) -> None:
+    """Regenerate, start the embedded stack, seed it and boot the demo VM (`-- --once` to exit)."""
+    _install(session)
+    session.run("specstack", "run", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """The generated conformance suite (`-- --target URL` for a running stack)."""
+    _install(session)
+    session.run("specstack", "generate")
+    session.run("specstack", "conform", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -41,13 +56,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite."""
+    """The whole test suite (toolkit, runtime, running stack, generated conformance)."""
     _install(session)
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Measured figures (`specstack bench`); pass `-- --json` for one JSON object."""
+    """Measured figures (`specstack bench`); `-- --json` prints one JSON object."""
     _install(session)
     session.run("specstack", "bench", *session.posargs)

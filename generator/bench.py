@@ -38,9 +38,23 @@ def generation_figures(spec: Path, runs: int) -> dict[str, float]:
     }
 
 
-def run_bench(*, as_json: bool, runs: int, spec: Path = Path("spec")) -> int:
+def run_bench(
+    *, as_json: bool, runs: int, spec: Path = Path("spec"), boots: int = 200, stack: bool = True
+) -> int:
     figures: dict[str, float] = {}
+    if not as_json:
+        print(f"measuring generation ({runs} runs)...", file=sys.stderr, flush=True)
     figures.update(generation_figures(spec, runs))
+    if stack:
+        from generator.stackbench import stack_figures
+
+        if not as_json:
+            print(
+                f"measuring the embedded stack ({boots} sequential boots, 50 clients)...",
+                file=sys.stderr,
+                flush=True,
+            )
+        figures.update(stack_figures(sequential=boots))
     if as_json:
         print(json.dumps(figures, sort_keys=True))
         return 0

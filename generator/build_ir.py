@@ -394,7 +394,10 @@ def _handlers(spec: LoadedSpec, components: tuple[ir.Component, ...]) -> tuple[i
             args: dict[str, Any] = {}
             if kind == "operation":
                 op = ops[f"{c.api}:{trigger}"]
-                behaviour, on_error = op.get("x-specstack-behaviour"), op.get("x-specstack-on-error")
+                behaviour, on_error = (
+                    op.get("x-specstack-behaviour"),
+                    op.get("x-specstack-on-error"),
+                )
                 args = op.get("x-specstack-args", {})
             elif kind == "message":
                 h = next(h for h in c.consumes if h.message == trigger)
@@ -436,7 +439,10 @@ def _handlers(spec: LoadedSpec, components: tuple[ir.Component, ...]) -> tuple[i
 
 
 def _handler_steps(
-    seg: Any, comp: ir.Component, by_name: dict[str, ir.Component], titles: dict[tuple[str, str], str]
+    seg: Any,
+    comp: ir.Component,
+    by_name: dict[str, ir.Component],
+    titles: dict[tuple[str, str], str],
 ) -> tuple[ir.HandlerStep, ...]:
     steps: list[ir.HandlerStep] = []
     ran_trigger = False

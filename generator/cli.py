@@ -92,7 +92,9 @@ def cmd_conform(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
-    return run_bench(as_json=args.json, runs=args.runs)
+    return run_bench(
+        as_json=args.json, runs=args.runs, boots=args.boots, stack=not args.generation_only
+    )
 
 
 def _port(text: str) -> int:
@@ -133,36 +135,71 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     r = sub.add_parser("run", help="regenerate, start the stack, seed it and boot a demo VM")
-    r.add_argument("--mode", choices=["embedded", "distributed"], default="embedded",
-                   help="embedded: one process (default)")
-    r.add_argument("--once", action="store_true",
-                   help="exit after the demo boot: 0 if every step passed")
+    r.add_argument(
+        "--mode",
+        choices=["embedded", "distributed"],
+        default="embedded",
+        help="embedded: one process (default)",
+    )
+    r.add_argument(
+        "--once", action="store_true", help="exit after the demo boot: 0 if every step passed"
+    )
     r.add_argument("--data-dir", default=".specstack", help="state directory (default .specstack)")
-    r.add_argument("--port", type=_port, default=None,
-                   help="first API port; the APIs take N, N+1, ... (default: the spec's ports)")
-    r.add_argument("--computes", type=_positive, default=None,
-                   help="number of compute nodes (default: the topology's count)")
+    r.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="first API port; the APIs take N, N+1, ... (default: the spec's ports)",
+    )
+    r.add_argument(
+        "--computes",
+        type=_positive,
+        default=None,
+        help="number of compute nodes (default: the topology's count)",
+    )
     r.add_argument("--driver", default=None, help="hypervisor driver (default: the topology's)")
     r.add_argument("--no-generate", action="store_true", help="use generated/ as it is")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("trace", help="print the observed steps of one flow")
-    t.add_argument("request_id", metavar="REQUEST_ID",
-                   help="the flow's id, or the x-openstack-request-id nova-api answered with")
+    t.add_argument(
+        "request_id",
+        metavar="REQUEST_ID",
+        help="the flow's id, or the x-openstack-request-id nova-api answered with",
+    )
     t.add_argument("--format", choices=["table", "json"], default="table")
-    t.add_argument("--data-dir", default=".specstack",
-                   help="the running stack's data directory (for its clouds.yaml)")
+    t.add_argument(
+        "--data-dir",
+        default=".specstack",
+        help="the running stack's data directory (for its clouds.yaml)",
+    )
     t.set_defaults(func=cmd_trace)
 
     k = sub.add_parser("conform", help="run the generated conformance suite")
-    k.add_argument("--target", default=None,
-                   help="identity URL of a running stack (default: start an embedded one)")
+    k.add_argument(
+        "--target",
+        default=None,
+        help="identity URL of a running stack (default: start an embedded one)",
+    )
     k.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     k.set_defaults(func=cmd_conform)
 
-    b = sub.add_parser("bench", help="measure generation (and, later, the running stack)")
+    b = sub.add_parser("bench", help="measure generation and the running embedded stack")
     b.add_argument("--json", action="store_true", help="print one JSON object of figures")
-    b.add_argument("--runs", type=int, default=5, help="repetitions per figure (default: 5)")
+    b.add_argument(
+        "--runs", type=_positive, default=5, help="generation runs per figure (default: 5)"
+    )
+    b.add_argument(
+        "--boots",
+        type=_positive,
+        default=200,
+        help="sequential boots for boot_p50_ms/boot_p95_ms (default: 200)",
+    )
+    b.add_argument(
+        "--generation-only",
+        action="store_true",
+        help="measure generation only, not the running stack",
+    )
     b.set_defaults(func=cmd_bench)
     return p
 

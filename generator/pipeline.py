@@ -62,10 +62,9 @@ def render_all(
     spec_dir: Path, templates: Path, spec_label: str
 ) -> tuple[list[object], list[Diagnostic]]:
     from generator.build_ir import build_ir
-    from generator.render import TARGETS, RenderContext, template_env
-
     from generator.diagnostics import sort_diagnostics
     from generator.load import load_spec
+    from generator.render import TARGETS, RenderContext, template_env
     from generator.validate import start_document_checks, validate
 
     # The API documents are checked in a worker while this process renders;

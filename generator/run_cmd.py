@@ -42,8 +42,9 @@ class StepPrinter:
             if label not in self.events:
                 if not final:
                     return
-                self.console.print(f"[red][{label:>2}/{self.total}] {step['title']:<{width}}  "
-                                   "not observed[/red]")
+                self.console.print(
+                    f"[red][{label:>2}/{self.total}] {step['title']:<{width}}  not observed[/red]"
+                )
                 self.printed += 1
                 continue
             e = self.events[label][0]
@@ -64,6 +65,7 @@ class StepPrinter:
 
 def write_clouds(config: StackConfig, identity_url: str) -> Path:
     path = (config.data_dir / "clouds.yaml").resolve()
+
     def cloud(user: str, password: str, project: str) -> str:
         return (
             f"    auth:\n      auth_url: {identity_url}/v3\n      username: {user}\n"
@@ -72,10 +74,13 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
             f"    region_name: {config.region}\n    interface: public\n"
             "    identity_api_version: 3\n"
         )
+
     text = (
         "# Written by `specstack run`: clouds for the openstack CLI and openstacksdk.\n"
-        "clouds:\n  specstack:\n" + cloud("demo", config.demo_password, "demo")
-        + "  specstack-admin:\n" + cloud("admin", config.admin_password, "admin")
+        "clouds:\n  specstack:\n"
+        + cloud("demo", config.demo_password, "demo")
+        + "  specstack-admin:\n"
+        + cloud("admin", config.admin_password, "admin")
     )
     path.write_text(text)
     return path
@@ -104,8 +109,10 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     try:
         demo = Demo.of(stack)
         ids = await demo.seed()
-        console.print("demo data ready: flavors m1.tiny/small/medium, image, network "
-                      "'private', volume; booting a VM through boot-vm:")
+        console.print(
+            "demo data ready: flavors m1.tiny/small/medium, image, network "
+            "'private', volume; booting a VM through boot-vm:"
+        )
         printer = StepPrinter(console, stack.info.sequences["boot-vm"])
         name = f"demo-vm-{int(time.time())}"
         flow_id, server_id, server = await demo.boot(ids, name, on_event=printer)

@@ -65,10 +65,24 @@ class StackClient:
             await asyncio.sleep(0.005)
 
 
-async def _login(http: httpx.AsyncClient, identity: str, config: StackConfig) -> tuple[str, dict[str, str]]:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "demo", "domain": {"name": "Default"}, "password": config.demo_password}}},
-        "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}}}}
+async def _login(
+    http: httpx.AsyncClient, identity: str, config: StackConfig
+) -> tuple[str, dict[str, str]]:
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": "demo",
+                        "domain": {"name": "Default"},
+                        "password": config.demo_password,
+                    }
+                },
+            },
+            "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
+        }
+    }
     resp = await http.post(f"{identity}/v3/auth/tokens", json=body)
     resp.raise_for_status()
     urls = {
@@ -78,8 +92,9 @@ async def _login(http: httpx.AsyncClient, identity: str, config: StackConfig) ->
     return resp.headers["X-Subject-Token"], urls
 
 
-async def _measure(identity: str, config: StackConfig, sequential: int, clients: int,
-                   per_client: int) -> dict[str, float]:
+async def _measure(
+    identity: str, config: StackConfig, sequential: int, clients: int, per_client: int
+) -> dict[str, float]:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         token, urls = await _login(http, identity, config)
@@ -91,8 +106,14 @@ async def _measure(identity: str, config: StackConfig, sequential: int, clients:
         client = StackClient(http, urls, token)
 
         def body(name: str) -> dict[str, Any]:
-            return {"server": {"name": name, "imageRef": image_id, "flavorRef": "1",
-                               "networks": [{"uuid": net_id}]}}
+            return {
+                "server": {
+                    "name": name,
+                    "imageRef": image_id,
+                    "flavorRef": "1",
+                    "networks": [{"uuid": net_id}],
+                }
+            }
 
         # Warm up (connection pools, caches), not counted.
         for i in range(5):
@@ -112,7 +133,9 @@ async def _measure(identity: str, config: StackConfig, sequential: int, clients:
 
         async def worker(n: int) -> list[tuple[float, str, str]]:
             # Many clients poll gently, as real ones do (the CLI waits 5 s between polls).
-            return [await client.boot(body(f"par-{n}-{j}"), max_poll=0.25) for j in range(per_client)]
+            return [
+                await client.boot(body(f"par-{n}-{j}"), max_poll=0.25) for j in range(per_client)
+            ]
 
         t0 = time.perf_counter()
         results = await asyncio.gather(*(worker(n) for n in range(clients)))
@@ -134,8 +157,9 @@ async def _measure(identity: str, config: StackConfig, sequential: int, clients:
     }
 
 
-def stack_figures(*, sequential: int = 200, clients: int = 50, per_client: int = 2,
-                  computes: int = 4) -> dict[str, float]:
+def stack_figures(
+    *, sequential: int = 200, clients: int = 50, per_client: int = 2, computes: int = 4
+) -> dict[str, float]:
     info, _, _ = load_generated()
     apis = sum(1 for c in info.components.values() if c.get("api"))
     base = free_port_block(apis)
@@ -144,9 +168,22 @@ def stack_figures(*, sequential: int = 200, clients: int = 50, per_client: int =
     with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "generator", "run", "--no-generate", "--data-dir", tmp,
-             "--port", str(base), "--computes", str(computes)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "generator",
+                "run",
+                "--no-generate",
+                "--data-dir",
+                tmp,
+                "--port",
+                str(base),
+                "--computes",
+                str(computes),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "SPECSTACK_QUOTA_INSTANCES": "100000"},
         )
         try:
@@ -164,7 +201,8 @@ def stack_figures(*, sequential: int = 200, clients: int = 50, per_client: int =
 def _wait_ready(info: Any, config: StackConfig, t0: float, proc: subprocess.Popen[str]) -> float:
     urls = [
         info.endpoint(c["api"], config) + "/specstack/health"
-        for c in info.components.values() if c.get("api")
+        for c in info.components.values()
+        if c.get("api")
     ]
     with httpx.Client(timeout=1) as http:
         while True:

@@ -53,11 +53,15 @@ def fetch_events(data_dir: Path, flow_id: str, timeout: float = 10.0) -> dict[st
         with httpx.Client(timeout=timeout) as http:
             resp = http.post(f"{base}/auth/tokens", json=body)
             if resp.status_code != 201:
-                raise TraceError(f"login as {auth['username']} failed: {resp.status_code} {resp.text[:200]}")
+                raise TraceError(
+                    f"login as {auth['username']} failed: {resp.status_code} {resp.text[:200]}"
+                )
             token = resp.headers["X-Subject-Token"]
             got = http.get(f"{root}/specstack/trace/{flow_id}", headers={"X-Auth-Token": token})
     except httpx.TransportError as exc:
-        raise TraceError(f"no stack answers at {root} ({exc}); is `specstack run` running?") from exc
+        raise TraceError(
+            f"no stack answers at {root} ({exc}); is `specstack run` running?"
+        ) from exc
     if got.status_code != 200:
         raise TraceError(f"trace endpoint answered {got.status_code}: {got.text[:200]}")
     result: dict[str, Any] = got.json()
@@ -77,8 +81,15 @@ def render_table(events: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="right" if col in ("step", "ms") else "left")
     for e in sorted(events, key=lambda e: (_order(e["step"]), e["started_at"])):
         table.add_row(
-            e["step"], e["title"] if "." not in e["step"] else "", e["source"], e["target"],
-            e["via"], e.get("name") or "", e["status"], f"{e['duration_ms']:.1f}", e["host"],
+            e["step"],
+            e["title"] if "." not in e["step"] else "",
+            e["source"],
+            e["target"],
+            e["via"],
+            e.get("name") or "",
+            e["status"],
+            f"{e['duration_ms']:.1f}",
+            e["host"],
         )
     Console(soft_wrap=True).print(table)
 

@@ -12,7 +12,9 @@ from generator.validate import load_and_validate
 from .conftest import REPO, SPEC
 
 
-def test_real_spec_is_valid(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_spec_is_valid(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(REPO)
     assert main(["validate"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -33,10 +35,27 @@ def test_no_diagnostics_on_real_spec() -> None:
 
 
 REQUIRED_COMPONENTS = {
-    "keystone", "nova-api", "nova-scheduler", "nova-conductor", "nova-compute", "glance-api",
-    "swift-proxy", "neutron-server", "neutron-dhcp-agent", "neutron-l2-agent", "cinder-api",
-    "cinder-scheduler", "cinder-volume", "dashboard", "cli", "queue",
-    "keystone-db", "nova-db", "glance-db", "neutron-db", "cinder-db",
+    "keystone",
+    "nova-api",
+    "nova-scheduler",
+    "nova-conductor",
+    "nova-compute",
+    "glance-api",
+    "swift-proxy",
+    "neutron-server",
+    "neutron-dhcp-agent",
+    "neutron-l2-agent",
+    "cinder-api",
+    "cinder-scheduler",
+    "cinder-volume",
+    "dashboard",
+    "cli",
+    "queue",
+    "keystone-db",
+    "nova-db",
+    "glance-db",
+    "neutron-db",
+    "cinder-db",
 }
 
 
@@ -47,7 +66,7 @@ def test_spec_declares_every_component_the_deck_has() -> None:
     spec, _ = load_spec(Path(SPEC))
     ir = build_ir(spec)
     names = {c.name for c in ir.components}
-    assert REQUIRED_COMPONENTS <= names
+    assert names >= REQUIRED_COMPONENTS
     for c in ir.components:
         if c.kind != "actor":
             assert c.nodes, c.name
@@ -58,8 +77,15 @@ def test_spec_declares_every_component_the_deck_has() -> None:
     assert set(drivers["libvirt"].virt_types) == {"kvm", "qemu", "xen", "lxc"}
     methods = {m.name for m in ir.hypervisors.methods}
     assert methods >= {
-        "spawn", "destroy", "get_power_state", "get_console_output", "attach_volume",
-        "detach_volume", "plug_vifs", "get_available_resource", "list_instances",
+        "spawn",
+        "destroy",
+        "get_power_state",
+        "get_console_output",
+        "attach_volume",
+        "detach_volume",
+        "plug_vifs",
+        "get_available_resource",
+        "list_instances",
     }
     roles = {n.role for n in ir.topology}
     assert roles == {"controller", "network", "storage", "compute"}

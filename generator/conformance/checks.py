@@ -73,11 +73,21 @@ def _payloads(
     via = it["via"]
     if via.startswith("amqp") and it.get("message"):
         msg = info.messages[it["message"]]
-        _check(record, label, "payload", _message_validator(info, msg["name"], "payload"),
-               detail.get("sent"))
+        _check(
+            record,
+            label,
+            "payload",
+            _message_validator(info, msg["name"], "payload"),
+            detail.get("sent"),
+        )
         if msg["reply_schema"] is not None and "received" in detail:
-            _check(record, label, "reply", _message_validator(info, msg["name"], "reply"),
-                   detail["received"])
+            _check(
+                record,
+                label,
+                "reply",
+                _message_validator(info, msg["name"], "reply"),
+                detail["received"],
+            )
     elif via == "http" and it.get("operation"):
         api = info.components[it["target_component"]]["api"]
         status = detail.get("http_status")
@@ -120,7 +130,7 @@ def _document(api: str) -> dict[str, Any]:
 
 def _operation(api: str, operation_id: str) -> dict[str, Any]:
     for item in _document(api)["paths"].values():
-        for method, op in item.items():
+        for op in item.values():
             if isinstance(op, dict) and op.get("operationId") == operation_id:
                 return op
     raise KeyError(f"{api} has no operation {operation_id}")
@@ -158,11 +168,13 @@ def request_validator(api: str, operation_id: str) -> Draft202012Validator | Non
 @cache
 def response_validator(api: str, operation_id: str, status: int) -> Draft202012Validator | None:
     responses = _operation(api, operation_id).get("responses", {})
-    resp = responses.get(str(status)) or responses.get(f"{str(status)[0]}XX") or responses.get(
-        "default"
+    resp = (
+        responses.get(str(status))
+        or responses.get(f"{str(status)[0]}XX")
+        or responses.get("default")
     )
     if resp is None:
-        return _Undeclared(status)  # type: ignore[return-value]
+        return _Undeclared(status)  # type: ignore[return-value,unused-ignore]
     content = _resolve(api, resp).get("content", {})
     media = content.get("application/json")
     return _schema_validator(api, media["schema"]) if media and "schema" in media else None

@@ -20,7 +20,6 @@ from generator.runtime.demo import Demo, DemoIds
 from generator.runtime.embedded import EmbeddedStack, load_generated
 from generator.runtime.http import ClientSet
 from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
 from generator.runtime.trace import TraceRecorder
 
 T = TypeVar("T")
@@ -32,7 +31,7 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     for _ in range(200):
         with socket.socket() as s:
             s.bind((host, 0))
-            base = s.getsockname()[1]
+            base = int(s.getsockname()[1])
         if base + count >= 65000:
             continue
         ok = True
@@ -94,8 +93,9 @@ class Target:
 
     @classmethod
     def remote(cls, identity_url: str) -> Target:
-        target = cls(StackConfig(data_dir=Path(tempfile.mkdtemp(prefix="specstack-conform-"))),
-                     identity_url)
+        target = cls(
+            StackConfig(data_dir=Path(tempfile.mkdtemp(prefix="specstack-conform-"))), identity_url
+        )
         target.clients = target.run(target._clients_from_catalog())
         target._attach()
         return target
@@ -125,14 +125,21 @@ class Target:
     def _attach(self) -> None:
         assert self.clients is not None
         cli_name = next(
-            name for name, m in self.services.items()
+            name
+            for name, m in self.services.items()
             if getattr(m, "KIND", "") == "client" and "boot-vm" in m.HANDLERS
         )
         comp = self.info.components[cli_name]
         cli = ServiceRuntime(
-            component=cli_name, project=comp["project"], host="conformance",
-            info=self.info, config=self.config, bus=None,  # type: ignore[arg-type]
-            trace=self.recorder, clients=self.clients, data_dir=self.config.data_dir,
+            component=cli_name,
+            project=comp["project"],
+            host="conformance",
+            info=self.info,
+            config=self.config,
+            bus=None,  # type: ignore[arg-type]
+            trace=self.recorder,
+            clients=self.clients,
+            data_dir=self.config.data_dir,
         )
         self.demo = Demo(self.clients, self.info, self.config, self.services, cli)
         self.ids = self.run(self.demo.seed())
@@ -158,8 +165,9 @@ class Target:
         """The flow's events: the client's own (steps it ran here) and the stack's."""
         token = await self.admin_token()
         async with httpx.AsyncClient(timeout=30) as http:
-            resp = await http.get(f"{self.identity_url}/specstack/trace/{flow_id}",
-                                  headers={"X-Auth-Token": token})
+            resp = await http.get(
+                f"{self.identity_url}/specstack/trace/{flow_id}", headers={"X-Auth-Token": token}
+            )
         resp.raise_for_status()
         remote = resp.json()["events"]
         local = self.recorder.events(flow_id)

@@ -32,15 +32,21 @@ async def _create(target: Target, token: str, **overrides: Any) -> tuple[Any, st
 
 async def invalid_token(target: Target) -> dict[str, Any]:
     resp, name = await _create(target, f"invalid-{uuid.uuid4().hex}")
-    return {"status": resp.status_code, "request_id": resp.headers.get("x-openstack-request-id"),
-            "name": name}
+    return {
+        "status": resp.status_code,
+        "request_id": resp.headers.get("x-openstack-request-id"),
+        "name": name,
+    }
 
 
 async def unknown_image(target: Target) -> dict[str, Any]:
     token, _ = await target.demo_token()
     resp, name = await _create(target, token, imageRef=str(uuid.uuid4()))
-    return {"status": resp.status_code, "request_id": resp.headers.get("x-openstack-request-id"),
-            "name": name}
+    return {
+        "status": resp.status_code,
+        "request_id": resp.headers.get("x-openstack-request-id"),
+        "name": name,
+    }
 
 
 async def oversized_flavor(target: Target) -> dict[str, Any]:
@@ -52,18 +58,21 @@ async def oversized_flavor(target: Target) -> dict[str, Any]:
     if found:
         flavor_id = found[0]["id"]
     else:
-        made = await target.clients.call(compute, "createFlavor",
-                                         body={"flavor": dict(HUGE_FLAVOR)}, token=admin)
+        made = await target.clients.call(
+            compute, "createFlavor", body={"flavor": dict(HUGE_FLAVOR)}, token=admin
+        )
         flavor_id = made.json()["flavor"]["id"]
     token, _ = await target.demo_token()
     resp, name = await _create(target, token, flavorRef=flavor_id)
     out: dict[str, Any] = {
-        "status": resp.status_code, "request_id": resp.headers.get("x-openstack-request-id"),
+        "status": resp.status_code,
+        "request_id": resp.headers.get("x-openstack-request-id"),
         "name": name,
     }
     if resp.status_code == 202:
-        out["server"] = await target.demo.wait_server(resp.json()["server"]["id"], token,
-                                                      timeout=30)
+        out["server"] = await target.demo.wait_server(
+            resp.json()["server"]["id"], token, timeout=30
+        )
     return out
 
 
@@ -74,12 +83,18 @@ PROVOCATIONS: dict[str, Callable[[Target], Awaitable[dict[str, Any]]]] = {
 }
 
 
+async def _await(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    return await work
+
+
 async def _exists(target: Target, name: str) -> bool:
     assert target.clients is not None
     admin = await target.admin_token()
     resp = await target.clients.call(
-        target.info.api_of_type("compute"), "listServersDetailed",
-        query={"all_tenants": "1", "name": f"^{name}$"}, token=admin,
+        target.info.api_of_type("compute"),
+        "listServersDetailed",
+        query={"all_tenants": "1", "name": f"^{name}$"},
+        token=admin,
     )
     return bool(resp.json().get("servers"))
 
@@ -89,18 +104,23 @@ def error_path(
 ) -> None:
     """Provoke the declared failure and check every declared consequence of it."""
     if provocation not in PROVOCATIONS:
-        raise ConformanceError(f"{sequence} error {name}: no provocation {provocation!r} in "
-                               f"the conformance library ({', '.join(PROVOCATIONS)})")
-    outcome = target.run(PROVOCATIONS[provocation](target))
+        raise ConformanceError(
+            f"{sequence} error {name}: no provocation {provocation!r} in "
+            f"the conformance library ({', '.join(PROVOCATIONS)})"
+        )
+    outcome: dict[str, Any] = target.run(_await(PROVOCATIONS[provocation](target)))
     where = f"{sequence} error path {name} (step {step})"
     if "status" in expect and outcome["status"] != expect["status"]:
-        raise ConformanceError(f"{where}: answered {outcome['status']}, declared {expect['status']}")
+        raise ConformanceError(
+            f"{where}: answered {outcome['status']}, declared {expect['status']}"
+        )
     if expect.get("created") is False and target.run(_exists(target, outcome["name"])):
         raise ConformanceError(f"{where}: an instance named {outcome['name']} was written")
     server = outcome.get("server") or {}
     if "server_status" in expect and server.get("status") != expect["server_status"]:
-        raise ConformanceError(f"{where}: server is {server.get('status')}, declared "
-                               f"{expect['server_status']}")
+        raise ConformanceError(
+            f"{where}: server is {server.get('status')}, declared {expect['server_status']}"
+        )
     if "fault" in expect:
         message = (server.get("fault") or {}).get("message", "")
         if not message.startswith(expect["fault"]):
@@ -125,8 +145,13 @@ def _stopped_at(target: Target, where: str, request_id: str | None, step: int) -
     failed = int(errors[0]["step"].split(".")[0])
     if failed not in (step, step + 1):
         raise ConformanceError(f"{where}: failed at step {errors[0]['step']}, declared {step}")
-    later = [e for e in events if int(e["step"].split(".")[0]) > failed + 0 and e["status"] == "ok"
-             and int(e["step"].split(".")[0]) > step + 1]
+    later = [
+        e
+        for e in events
+        if int(e["step"].split(".")[0]) > failed + 0
+        and e["status"] == "ok"
+        and int(e["step"].split(".")[0]) > step + 1
+    ]
     if later:
         raise ConformanceError(f"{where}: the flow went on to step {later[0]['step']}")
 
@@ -140,13 +165,19 @@ def call_and_check(target: Target, api: str, operation_id: str) -> None:
         info = await _project(target, token)
         params = {"project_id": info, "account": f"AUTH_{info}"}
         path = next(
-            op["path"] for a in target.info.ir["apis"] if a["name"] == api
-            for op in a["operations"] if op["operation_id"] == operation_id
+            op["path"]
+            for a in target.info.ir["apis"]
+            if a["name"] == api
+            for op in a["operations"]
+            if op["operation_id"] == operation_id
         )
         needed = {k: v for k, v in params.items() if "{" + k + "}" in path}
         resp = await target.clients.call(api, operation_id, needed, token=token)
-        body = resp.json() if resp.headers.get("content-type", "").startswith(
-            "application/json") and resp.content else None
+        body = (
+            resp.json()
+            if resp.headers.get("content-type", "").startswith("application/json") and resp.content
+            else None
+        )
         return resp.status_code, body
 
     status, body = target.run(go())
@@ -159,7 +190,9 @@ def call_and_check(target: Target, api: str, operation_id: str) -> None:
 async def _project(target: Target, token: str) -> str:
     assert target.clients is not None
     resp = await target.clients.call(
-        target.info.api_of_type("identity"), "validateToken",
-        headers={"X-Subject-Token": token}, token=token,
+        target.info.api_of_type("identity"),
+        "validateToken",
+        headers={"X-Subject-Token": token},
+        token=token,
     )
     return str(resp.json()["token"]["project"]["id"])

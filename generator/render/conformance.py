@@ -33,12 +33,12 @@ class ConformanceTarget:
                     for o in h.occurrences:
                         used.setdefault((st.api, st.name), set()).add(o.sequence)
         for seq in ir.sequences:
-            for st in seq.steps:
-                for it in (st.main, *st.then):
+            for step in seq.steps:
+                for it in (step.main, *step.then):
                     if it.via == "http" and it.operation and it.behaviour != "auth.validate":
-                        api = ir.component(it.target_component).api
-                        if api:
-                            used.setdefault((api, it.operation), set()).add(seq.name)
+                        served = ir.component(it.target_component).api
+                        if served:
+                            used.setdefault((served, it.operation), set()).add(seq.name)
         modules = {s.name: s.module for s in ir.sequences}
         for api in ir.apis:
             exercised = [op for op in api.operations if (api.name, op.operation_id) in used]

@@ -101,7 +101,7 @@ class ApiApp:
             if route.handler.entry and (call.sequence, call.trigger_label) == route.handler.entry:
                 self.rt.trace.alias(call.request_id, call.global_request_id)
             await route.handler.run(flow)
-            reply = call.reply or Reply(status=204)
+            reply: Reply | None = call.reply or Reply(status=204)
         except ApiError as err:
             return self._error(call, err)
         except StepFailed as err:
@@ -111,9 +111,14 @@ class ApiApp:
             reply = await self._on_error(route, call, err)
             if reply is None:
                 log.exception("%s %s failed [%s]", route.method, route.path, call.request_id)
-                return self._error(call, ApiError("The server has either erred or is incapable "
-                                                  "of performing the requested operation."))
-        return self._response(call, reply)
+                return self._error(
+                    call,
+                    ApiError(
+                        "The server has either erred or is incapable "
+                        "of performing the requested operation."
+                    ),
+                )
+        return self._response(call, reply or Reply(status=204))
 
     def _call(self, route: Route, request: Request, raw: bytes) -> Call:
         headers = request.headers
@@ -160,8 +165,9 @@ class ApiApp:
             except ValidationError as exc:
                 err = exc.errors()[0]
                 where = "/".join(str(p) for p in err.get("loc", ())) or "body"
-                raise BadRequest(f"Invalid input for field/attribute {where}: "
-                                 f"{err.get('msg', 'invalid')}") from None
+                raise BadRequest(
+                    f"Invalid input for field/attribute {where}: {err.get('msg', 'invalid')}"
+                ) from None
 
     async def _on_error(self, route: Route, call: Call, err: BaseException) -> Reply | None:
         name = route.handler.on_error
@@ -177,10 +183,13 @@ class ApiApp:
         headers = {**self._headers(call), **reply.headers}
         body = reply.body
         if body is None:
-            return Response(status_code=reply.status, headers=headers, media_type=reply.content_type)
+            return Response(
+                status_code=reply.status, headers=headers, media_type=reply.content_type
+            )
         if isinstance(body, bytes | bytearray):
-            return Response(bytes(body), reply.status, headers,
-                            reply.content_type or "application/octet-stream")
+            return Response(
+                bytes(body), reply.status, headers, reply.content_type or "application/octet-stream"
+            )
         if isinstance(body, str):
             return Response(body, reply.status, headers, reply.content_type or "text/plain")
         content = json.dumps(body, separators=(",", ":")).encode()
@@ -198,8 +207,14 @@ class ApiApp:
 
     async def _trace(self, request: Request) -> Response:
         """Admin only: the recorded steps of one flow (by flow id or nova's request id)."""
-        call = Call(rt=self.rt, trigger="trace", kind="operation", request_id=new_request_id(),
-                    global_request_id="", token=request.headers.get("x-auth-token"))
+        call = Call(
+            rt=self.rt,
+            trigger="trace",
+            kind="operation",
+            request_id=new_request_id(),
+            global_request_id="",
+            token=request.headers.get("x-auth-token"),
+        )
         try:
             if not call.token or self.rt.auth is None:
                 raise Unauthorized("The request you have made requires authentication.")

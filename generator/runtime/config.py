@@ -63,7 +63,9 @@ class StackConfig:
                 else:
                     continue
             except ValueError:
-                raise ValueError(f"SPECSTACK_{f.name.upper()}={raw!r} is not a valid {f.type}") from None
+                raise ValueError(
+                    f"SPECSTACK_{f.name.upper()}={raw!r} is not a valid {f.type}"
+                ) from None
             setattr(self, f.name, value)
         return self
 

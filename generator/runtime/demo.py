@@ -17,12 +17,11 @@ from typing import Any
 from generator.runtime.config import StackConfig
 from generator.runtime.context import Call
 from generator.runtime.embedded import EmbeddedStack
-from generator.runtime.http import ClientSet
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
 from generator.runtime.errors import StepFailed
 from generator.runtime.flow import Flow
-from generator.runtime.http import error_message
+from generator.runtime.http import ClientSet, error_message
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
 from generator.runtime.trace import TraceEvent
 
 FLAVORS = (
@@ -74,7 +73,8 @@ class Demo:
     @classmethod
     def of(cls, stack: EmbeddedStack) -> Demo:
         cli = next(
-            r.rt for r in stack.running
+            r.rt
+            for r in stack.running
             if "boot-vm" in getattr(r.module, "HANDLERS", {}) and r.module.KIND == "client"
         )
         return cls(stack.clients, stack.info, stack.config, stack.services, cli)
@@ -147,8 +147,11 @@ class Demo:
             image_id = created["id"]
             await self._ok(
                 await c.call(
-                    image, "uploadImageData", {"image_id": image_id},
-                    body=demo_image_bytes(), token=admin,
+                    image,
+                    "uploadImageData",
+                    {"image_id": image_id},
+                    body=demo_image_bytes(),
+                    token=admin,
                 ),
                 204,
             )
@@ -159,8 +162,9 @@ class Demo:
             network_id = nets["networks"][0]["id"]
         else:
             net = await self._ok(
-                await c.call(network, "createNetwork", body={"network": {"name": NETWORK_NAME}},
-                             token=demo),
+                await c.call(
+                    network, "createNetwork", body={"network": {"name": NETWORK_NAME}}, token=demo
+                ),
                 201,
             )
             network_id = net["network"]["id"]
@@ -170,14 +174,21 @@ class Demo:
         if not subnets["subnets"]:
             await self._ok(
                 await c.call(
-                    network, "createSubnet",
-                    body={"subnet": {**SUBNET, "network_id": network_id}}, token=demo,
+                    network,
+                    "createSubnet",
+                    body={"subnet": {**SUBNET, "network_id": network_id}},
+                    token=demo,
                 ),
                 201,
             )
         vols = await self._ok(
-            await c.call(volume, "listVolumesDetailed", {"project_id": demo_project},
-                         query={"name": VOLUME_NAME}, token=demo),
+            await c.call(
+                volume,
+                "listVolumesDetailed",
+                {"project_id": demo_project},
+                query={"name": VOLUME_NAME},
+                token=demo,
+            ),
             200,
         )
         usable = [v for v in vols["volumes"] if v["status"] == "available"]
@@ -185,20 +196,26 @@ class Demo:
             volume_id = usable[0]["id"]
         else:
             made = await self._ok(
-                await c.call(volume, "createVolume", {"project_id": demo_project},
-                             body={"volume": {"name": VOLUME_NAME, "size": 1}}, token=demo),
+                await c.call(
+                    volume,
+                    "createVolume",
+                    {"project_id": demo_project},
+                    body={"volume": {"name": VOLUME_NAME, "size": 1}},
+                    token=demo,
+                ),
                 202,
             )
             volume_id = made["volume"]["id"]
             await self._wait_volume(volume, demo_project, volume_id, demo)
-        return DemoIds(image_id, FLAVORS[0]["id"], network_id, volume_id)
+        return DemoIds(image_id, str(FLAVORS[0]["id"]), network_id, volume_id)
 
     async def _wait_volume(self, api: str, project: str, volume_id: str, token: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             vol = await self._ok(
-                await self.clients.call(api, "showVolume", {"project_id": project,
-                                                            "volume_id": volume_id}, token=token),
+                await self.clients.call(
+                    api, "showVolume", {"project_id": project, "volume_id": volume_id}, token=token
+                ),
                 200,
             )
             if vol["volume"]["status"] == "available":
@@ -209,23 +226,35 @@ class Demo:
         raise DemoError(f"volume {volume_id} did not become available")
 
     async def boot(
-        self, ids: DemoIds, name: str, *, volume: bool = True,
-        on_event: Callable[[TraceEvent], None] | None = None, timeout: float = 60.0,
+        self,
+        ids: DemoIds,
+        name: str,
+        *,
+        volume: bool = True,
+        on_event: Callable[[TraceEvent], None] | None = None,
+        timeout: float = 60.0,
     ) -> tuple[str, str, dict[str, Any]]:
         """Run boot-vm from the client's side; (flow id, server id, final server body)."""
         cli = self.cli
         spec = self.services[cli.component].HANDLERS["boot-vm"]
         flow_id = f"req-{uuid.uuid4()}"
         call = Call(
-            rt=cli, trigger="boot-vm", kind="user", request_id=flow_id, global_request_id=flow_id,
+            rt=cli,
+            trigger="boot-vm",
+            kind="user",
+            request_id=flow_id,
+            global_request_id=flow_id,
             sequence=spec.entry[0] if spec.entry else "boot-vm",
             trigger_label=spec.entry[1] if spec.entry else "1",
             vars={
                 "request": {
-                    "name": name, "image_id": ids.image_id, "flavor_id": ids.flavor_id,
+                    "name": name,
+                    "image_id": ids.image_id,
+                    "flavor_id": ids.flavor_id,
                     "network_id": ids.network_id,
                     "volume_id": ids.volume_id if volume else None,
-                    "key_name": None, "availability_zone": None,
+                    "key_name": None,
+                    "availability_zone": None,
                 },
                 "credentials": self.credentials(),
             },
@@ -242,7 +271,10 @@ class Demo:
         return flow_id, server_id, server
 
     async def delete(
-        self, server_id: str, *, on_event: Callable[[TraceEvent], None] | None = None,
+        self,
+        server_id: str,
+        *,
+        on_event: Callable[[TraceEvent], None] | None = None,
         timeout: float = 30.0,
     ) -> str:
         """Run delete-vm from the client's side; the flow id. Waits until the server is gone."""
@@ -250,7 +282,11 @@ class Demo:
         spec = self.services[cli.component].HANDLERS["delete-vm"]
         flow_id = f"req-{uuid.uuid4()}"
         call = Call(
-            rt=cli, trigger="delete-vm", kind="user", request_id=flow_id, global_request_id=flow_id,
+            rt=cli,
+            trigger="delete-vm",
+            kind="user",
+            request_id=flow_id,
+            global_request_id=flow_id,
             sequence=spec.entry[0] if spec.entry else "delete-vm",
             trigger_label=spec.entry[1] if spec.entry else "1",
             vars={"request": {"server_id": server_id}, "credentials": self.credentials()},
@@ -267,16 +303,20 @@ class Demo:
 
     def credentials(self) -> dict[str, str]:
         return {
-            "username": "demo", "password": self.cfg.demo_password, "project_name": "demo",
-            "user_domain_name": "Default", "project_domain_name": "Default",
+            "username": "demo",
+            "password": self.cfg.demo_password,
+            "project_name": "demo",
+            "user_domain_name": "Default",
+            "project_domain_name": "Default",
         }
 
     async def wait_gone(self, server_id: str, token: str, *, timeout: float) -> None:
         compute = self.api("compute")
         deadline = time.monotonic() + timeout
         while True:
-            resp = await self.clients.call(compute, "showServer", {"server_id": server_id},
-                                           token=token)
+            resp = await self.clients.call(
+                compute, "showServer", {"server_id": server_id}, token=token
+            )
             if resp.status_code == 404:
                 return
             if time.monotonic() > deadline:
@@ -288,8 +328,9 @@ class Demo:
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:
-            resp = await self.clients.call(compute, "showServer", {"server_id": server_id},
-                                           token=token)
+            resp = await self.clients.call(
+                compute, "showServer", {"server_id": server_id}, token=token
+            )
             body = await self._ok(resp, 200)
             server: dict[str, Any] = body["server"]
             if server["status"] in ("ACTIVE", "ERROR"):

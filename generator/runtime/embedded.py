@@ -127,11 +127,17 @@ class EmbeddedStack:
                 return await registry.get("identity.token_context")(rt, token)
 
             async def issue(user: str, password: str, project: str) -> Any:
-                return await registry.get("identity.issue_service_token")(rt, user, password, project)
+                return await registry.get("identity.issue_service_token")(
+                    rt, user, password, project
+                )
 
             return TokenValidator(
-                self.info, self.config, self.clients, service_user=comp["project"],
-                local=local, local_issue=issue,
+                self.info,
+                self.config,
+                self.clients,
+                service_user=comp["project"],
+                local=local,
+                local_issue=issue,
             )
         return TokenValidator(self.info, self.config, self.clients, service_user=comp["project"])
 
@@ -206,8 +212,12 @@ class EmbeddedStack:
         # Startup behaviours run once every server listens (keystone's bootstrap first).
         ordered = sorted(
             self.running,
-            key=lambda r: 0 if (self.info.components[r.rt.component].get("catalog") or {})
-            .get("type") == "identity" else 1,
+            key=lambda r: (
+                0
+                if (self.info.components[r.rt.component].get("catalog") or {}).get("type")
+                == "identity"
+                else 1
+            ),
         )
         for r in ordered:
             for name in self.info.components[r.rt.component]["startup"]:

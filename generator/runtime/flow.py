@@ -137,7 +137,9 @@ class Flow:
             try:
                 payload_model.model_validate(payload)
             except ValidationError as exc:
-                raise StepFailed(f"{message} payload does not match the spec: {_first(exc)}") from exc
+                raise StepFailed(
+                    f"{message} payload does not match the spec: {_first(exc)}"
+                ) from exc
             reply = await send(
                 self.call, message, payload, host=host, context=self.context(), checked=True
             )
@@ -145,7 +147,9 @@ class Flow:
                 try:
                     reply_model.model_validate(reply)
                 except ValidationError as exc:
-                    raise StepFailed(f"{message} reply does not match the spec: {_first(exc)}") from exc
+                    raise StepFailed(
+                        f"{message} reply does not match the spec: {_first(exc)}"
+                    ) from exc
             return reply
 
         return invoke
@@ -194,7 +198,8 @@ class Flow:
     ) -> None:
         previous, self.current_label = self.current_label, label
         started = time.time()
-        status, detail = "ok", {}
+        status: str = "ok"
+        detail: dict[str, Any] = {}
         try:
             await work
         except BaseException as exc:

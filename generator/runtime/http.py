@@ -156,8 +156,14 @@ class ClientSet:
         return self.local.app_at(*host_port)
 
     async def _local(
-        self, app: Any, base: str, method: str, path: str, params: Mapping[str, Any],
-        headers: dict[str, str], content: bytes | None,
+        self,
+        app: Any,
+        base: str,
+        method: str,
+        path: str,
+        params: Mapping[str, Any],
+        headers: dict[str, str],
+        content: bytes | None,
     ) -> httpx.Response:
         """A call to an API of this process: straight into its ASGI app (see localhttp)."""
         host, port = self._hosts[base]

@@ -33,8 +33,15 @@ class LocalTransport(httpx.AsyncBaseTransport):
             return await self._fallback.handle_async_request(request)
         body = await request.aread()
         status, headers, content = await call_app(
-            app, request.method, url.scheme, url.host, url.port or 80, url.path,
-            url.query, [(k.lower(), v) for k, v in request.headers.raw], body,
+            app,
+            request.method,
+            url.scheme,
+            url.host,
+            url.port or 80,
+            url.path,
+            url.query,
+            [(k.lower(), v) for k, v in request.headers.raw],
+            body,
         )
         return httpx.Response(status, headers=headers, content=content, request=request)
 

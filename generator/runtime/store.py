@@ -8,6 +8,7 @@ URL (PostgreSQL, MariaDB) works the same way.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     bindparam,
+    create_engine,
     event,
     func,
     select,
@@ -229,11 +230,13 @@ class Store:
             docs = docs[: max(limit, 0)]
         return docs
 
-    async def ids(self, table: str, where: Mapping[str, Any]) -> list[str]:
+    async def ids(self, table: str, where: Mapping[str, Any]) -> builtins.list[str]:
         """Ids of the rows matching `where` on indexed fields only (no documents decoded)."""
         return [v or "" for v in await self.column(table, "id", where)]
 
-    async def column(self, table: str, column: str, where: Mapping[str, Any]) -> list[str | None]:
+    async def column(
+        self, table: str, column: str, where: Mapping[str, Any]
+    ) -> builtins.list[str | None]:
         """One indexed field of the rows matching `where` on indexed fields (no JSON decoded)."""
         t = self._table(table)
         if column != "id" and column not in self.specs[table].indexes:

@@ -123,8 +123,13 @@ class TraceRecorder:
             db.executemany(
                 "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                 [
-                    (e.flow_id, e.sequence, e.step, json.dumps(e.as_dict(), default=str),
-                     e.started_at)
+                    (
+                        e.flow_id,
+                        e.sequence,
+                        e.step,
+                        json.dumps(e.as_dict(), default=str),
+                        e.started_at,
+                    )
                     for e in events
                 ],
             )

@@ -52,8 +52,13 @@ class Dispatcher:
             self.rejected += 1
             err = exc.errors()[0]
             where = "/".join(str(p) for p in err.get("loc", ())) or "(top level)"
-            log.error("%s rejected %s: payload at %s: %s", self.rt.component, env.method, where,
-                      err.get("msg"))
+            log.error(
+                "%s rejected %s: payload at %s: %s",
+                self.rt.component,
+                env.method,
+                where,
+                err.get("msg"),
+            )
             raise InvalidMessage(f"{env.method} payload at {where}: {err.get('msg')}") from None
         ctx = env.context
         sequence = ctx.get("sequence") or None
@@ -85,9 +90,7 @@ class Dispatcher:
         return reply
 
 
-async def start_consumers(
-    rt: ServiceRuntime, consumers: Sequence[Consumer]
-) -> list[Subscription]:
+async def start_consumers(rt: ServiceRuntime, consumers: Sequence[Consumer]) -> list[Subscription]:
     """Subscribe the component instance `rt` to every queue its consumers listen on."""
     groups: dict[tuple[str, bool, bool], list[Consumer]] = {}
     for c in consumers:

@@ -63,7 +63,7 @@ def _validator_class() -> type[Any]:
             return [static(v) for v in node]
         return node
 
-    class StaticOpenAPIV31SpecValidator(OpenAPIV31SpecValidator):  # type: ignore[misc]
+    class StaticOpenAPIV31SpecValidator(OpenAPIV31SpecValidator):  # type: ignore[misc,unused-ignore]
         schema_validator = Draft202012Validator(static(schema_v31))
 
     return StaticOpenAPIV31SpecValidator

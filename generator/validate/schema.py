@@ -116,12 +116,12 @@ def _diagnostic(f: SpecFile, e: ValidationError) -> Diagnostic:
 def _name_rule(e: ValidationError) -> str:
     if e.validator == "pattern":
         return f"names must match {e.validator_value}"
-    return e.message
+    return str(e.message)
 
 
 def _quoted_between(message: str) -> str:
     # jsonschema says "'port' is a required property"; keep the quoted name.
-    return message.split(" is a required property")[0]
+    return str(message.split(" is a required property")[0])
 
 
 def _unexpected(e: ValidationError) -> str | None:

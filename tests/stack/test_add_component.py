@@ -126,7 +126,10 @@ def test_new_component_and_step_from_the_spec_alone(tmp_path: Path) -> None:
 
     gen = subprocess.run(
         [sys.executable, "-m", "generator", "generate", "--templates", "templates"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert gen.returncode == 0, gen.stderr
     service = tmp_path / "generated" / "services" / "inventory_api.py"
@@ -137,7 +140,10 @@ def test_new_component_and_step_from_the_spec_alone(tmp_path: Path) -> None:
 
     proc = subprocess.run(
         [sys.executable, "-m", "generator", "conform", "--", "-v"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out

@@ -19,9 +19,23 @@ STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] (.+?)\s{2,}(\S+) -> (\S+)\s+(\S+)\s+([
 
 def _run(data_dir: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "generator", "run", "--once", "--no-generate",
-         "--data-dir", str(data_dir), "--port", str(port), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "run",
+            "--once",
+            "--no-generate",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            *extra,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={**os.environ, "COLUMNS": "200"},
     )
 
@@ -32,7 +46,7 @@ def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = STEP_LINE.findall(proc.stdout)
     assert [int(s[0]) for s in steps] == list(range(1, 16)), proc.stdout
-    assert ("7", "Schedule provisioning", "nova-scheduler", "nova-db", "sql") == steps[6][:5]
+    assert steps[6][:5] == ("7", "Schedule provisioning", "nova-scheduler", "nova-db", "sql")
     assert "is ACTIVE" in proc.stdout
     clouds = tmp_path / "data" / "clouds.yaml"
     assert f"export OS_CLIENT_CONFIG_FILE={clouds.resolve()}" in proc.stdout
@@ -64,9 +78,22 @@ def test_two_stacks_side_by_side(tmp_path: Path) -> None:
         b = free_port_block(8)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "generator", "run", "--once", "--no-generate",
-             "--data-dir", str(tmp_path / name), "--port", str(port)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "generator",
+                "run",
+                "--once",
+                "--no-generate",
+                "--data-dir",
+                str(tmp_path / name),
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for name, port in (("a", a), ("b", b))
     ]

@@ -8,9 +8,9 @@ enumerated.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import itertools
 import random
+import socket
 from collections.abc import Collection, Iterable, Iterator
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

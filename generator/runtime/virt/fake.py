@@ -107,7 +107,7 @@ class FakeHypervisor:
             self.flush()
             return
         if getattr(self, "_flush_handle", None) is None:
-            self._flush_handle = loop.call_later(0.2, self.flush)
+            self._flush_handle: asyncio.TimerHandle | None = loop.call_later(0.2, self.flush)
 
     def flush(self) -> None:
         """Write the guests to the state file now (atomically: temp file, then rename)."""
