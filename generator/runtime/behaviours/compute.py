@@ -41,6 +41,7 @@ import re
 import secrets
 import string
 import tempfile
+import time
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -91,6 +92,8 @@ from generator.runtime.virt import DiskNotFound, InstanceNotFound
 
 logger = logging.getLogger(__name__)
 
+#: How long a compute node trusts a network name it looked up.
+NETWORK_NAME_TTL_S = 30.0
 #: Instances a project may have (nova's quota; nova's default is 10).
 QUOTA_INSTANCES = 100
 #: Metadata items a server may have (nova's default quota).
@@ -2270,7 +2273,14 @@ async def _network_names(
     api: str | None = None
     with contextlib.suppress(KeyError):
         api = call.rt.info.api_of_type("network")
+    # Names change rarely: each compute node remembers them for a short while.
+    cache: dict[str, tuple[float, str]] = call.rt.local.setdefault("network_names", {})
+    now = time.monotonic()
     for net_id in dict.fromkeys(network_ids):
+        hit = cache.get(net_id)
+        if hit is not None and now - hit[0] < NETWORK_NAME_TTL_S:
+            names[net_id] = hit[1]
+            continue
         name = net_id
         if api is not None and token:
             try:
@@ -2282,6 +2292,8 @@ async def _network_names(
             except Exception:
                 logger.debug("could not look network %s up", net_id)
         names[net_id] = name
+        if name != net_id:
+            cache[net_id] = (now, name)
     return names
 
 
