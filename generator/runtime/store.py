@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Index,
     MetaData,
@@ -82,6 +84,25 @@ class Store:
         self.engine: Engine = _engine(url)
         # Statements built once per table (building them per call costs more than running them).
         self._stmts: dict[tuple[str, str], Any] = {}
+        # SQLite in embedded mode: one event loop, and no store method awaits while it
+        # holds a connection, so one connection serves them all (no pool round trip).
+        self._conn: Connection | None = None
+        if url.startswith("sqlite"):
+            self._conn = self.engine.connect()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """A connection in a transaction that commits on success and rolls back on error."""
+        if self._conn is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        try:
+            yield self._conn
+            self._conn.commit()
+        except BaseException:
+            self._conn.rollback()
+            raise
 
     def _stmt(self, table: str, kind: str) -> Any:
         key = (table, kind)
@@ -107,6 +128,9 @@ class Store:
         self.metadata.create_all(self.engine)
 
     def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         self.engine.dispose()
 
     def _table(self, name: str) -> Table:
@@ -134,14 +158,14 @@ class Store:
         now = utcnow()
         doc.setdefault("created_at", now)
         doc.setdefault("updated_at", doc["created_at"])
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             if conn.execute(self._stmt(table, "exists"), {"id_": str(doc["id"])}).first():
                 raise Conflict(f"{table} {doc['id']} already exists")
             conn.execute(self._stmt(table, "insert"), self._row(table, doc))
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
         return json.loads(row[0]) if row else None
 
@@ -163,7 +187,7 @@ class Store:
 
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
             if row is None:
                 return None
@@ -179,7 +203,7 @@ class Store:
         return doc
 
     async def delete(self, table: str, id_: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._tx() as conn:
             result = conn.execute(self._stmt(table, "delete"), {"id_": str(id_)})
         return bool(result.rowcount)
 
@@ -216,7 +240,7 @@ class Store:
                 rest[key] = value
         order_col = t.c.get(sort_key, t.c.created_at)
         stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             rows = conn.execute(stmt).all()
         docs = [json.loads(data) for _, data in rows]
         if rest:
@@ -246,7 +270,7 @@ class Store:
             if key not in self.specs[table].indexes and key != "id":
                 raise KeyError(f"{table}.{key} is not indexed")
             stmt = stmt.where(t.c[key] == _column_value(value))
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return [None if r[0] is None else str(r[0]) for r in conn.execute(stmt)]
 
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
@@ -264,7 +288,7 @@ class Store:
                 stmt = stmt.where(col.is_(None))
             else:
                 stmt = stmt.where(col == _column_value(value))
-        with self.engine.connect() as conn:
+        with self._tx() as conn:
             return int(conn.execute(stmt).scalar_one())
 
 
