@@ -9,7 +9,6 @@ URL (PostgreSQL, MariaDB) works the same way.
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import StaticPool
 
+from generator.runtime import jsonfast
 from generator.runtime.errors import Conflict, NotFound
 
 Doc = dict[str, Any]
@@ -149,7 +149,7 @@ class Store:
         }
         for ix in self.specs[name].indexes:
             row[ix] = _column_value(doc.get(ix))
-        row["data"] = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        row["data"] = jsonfast.dumps(doc, sort_keys=True).decode()
         return row
 
     async def create(self, table: str, doc: Doc) -> Doc:
@@ -167,7 +167,7 @@ class Store:
     async def get(self, table: str, id_: str) -> Doc | None:
         with self._tx() as conn:
             row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
-        return json.loads(row[0]) if row else None
+        return jsonfast.loads(row[0]) if row else None
 
     async def require(self, table: str, id_: str, what: str | None = None) -> Doc:
         doc = await self.get(table, id_)
@@ -191,7 +191,7 @@ class Store:
             row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
             if row is None:
                 return None
-            doc: Doc = json.loads(row[0])
+            doc: Doc = jsonfast.loads(row[0])
             if expect and any(doc.get(k) != v for k, v in expect.items()):
                 return None
             doc.update(changes)
@@ -242,7 +242,7 @@ class Store:
         stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
         with self._tx() as conn:
             rows = conn.execute(stmt).all()
-        docs = [json.loads(data) for _, data in rows]
+        docs = [jsonfast.loads(data) for _, data in rows]
         if rest:
             docs = [d for d in docs if all(_matches(d.get(k), v) for k, v in rest.items())]
         if marker is not None:
