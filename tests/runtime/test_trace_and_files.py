@@ -1,0 +1,79 @@
+"""Trace recording and reading back; write-behind state files; `with:` bindings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from generator.runtime.behaviours.flowsteps import bind
+from generator.runtime.errors import StepFailed
+from generator.runtime.statefile import flush_all, state_file
+from generator.runtime.trace import TraceEvent, TraceRecorder
+
+
+def event(flow: str, step: str, t: float, **detail: object) -> TraceEvent:
+    return TraceEvent(
+        flow,
+        "boot-vm",
+        step,
+        "T",
+        "a",
+        "b",
+        "http",
+        "op",
+        "ok",
+        t,
+        t + 0.001,
+        "req-x",
+        "controller",
+        dict(detail),
+    )
+
+
+def test_events_are_read_back_from_memory_and_from_the_file(tmp_path: Path) -> None:
+    rec = TraceRecorder(tmp_path / "trace.sqlite")
+    seen: list[str] = []
+    stop = rec.listen(lambda e: seen.append(e.step))
+    rec.record(event("f1", "2", 2.0))
+    rec.record(event("f1", "1", 1.0, received=b'{"a": 1}'))
+    rec.alias("req-nova", "f1")
+    stop()
+    rec.record(event("f1", "3", 3.0))
+    assert seen == ["2", "1"]
+    assert [e["step"] for e in rec.events("f1")] == ["1", "2", "3"]
+    assert rec.events("req-nova")[0]["detail"]["received"] == {"a": 1}
+    rec.flush()
+    again = TraceRecorder(tmp_path / "trace.sqlite")  # another process reading the file
+    assert [e["step"] for e in again.events("req-nova")] == ["1", "2", "3"]
+    assert again.events("unknown") == []
+
+
+def test_state_files_are_written_behind_and_flushed(tmp_path: Path) -> None:
+    async def go() -> None:
+        shared: dict[str, object] = {}
+        f = state_file(shared, tmp_path / "ports.json")
+        f.also_write(tmp_path / "host", lambda d: "".join(f"{k}\n" for k in sorted(d)))
+        f.data["p1"] = {"mac": "x"}
+        f.changed()
+        assert not (tmp_path / "ports.json").exists()  # not yet: one write per burst
+        await asyncio.sleep(0.2)
+        assert json.loads((tmp_path / "ports.json").read_text()) == {"p1": {"mac": "x"}}
+        f.data["p2"] = {}
+        f.changed()
+        flush_all(shared)
+        assert (tmp_path / "host").read_text() == "p1\np2\n"
+        assert state_file(shared, tmp_path / "ports.json") is f
+
+    asyncio.run(go())
+
+
+def test_bindings_fill_placeholders_and_keep_types() -> None:
+    scope = {"instance": {"uuid": "u1", "ports": [{"id": "p"}], "n": 3}, "host": "compute-1"}
+    assert bind({"id": "{instance.uuid}", "n": "{instance.n}"}, scope) == {"id": "u1", "n": 3}
+    assert bind("AUTH_{host}/{instance.ports.0.id}", scope) == "AUTH_compute-1/p"
+    assert bind(["{host}", 1, None], scope) == ["compute-1", 1, None]
+    with pytest.raises(StepFailed, match=r"\{instance.missing\} is not set"):
+        bind("{instance.missing}", scope)
