@@ -1,0 +1,60 @@
+"""Queue consumers: a bad message gets a clear error and the consumer keeps working."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from generator.runtime.bus import InProcessBus, RemoteError
+from generator.runtime.config import StackConfig
+from generator.runtime.flow import Flow, HandlerSpec
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.trace import TraceRecorder
+from generator.runtime.workers import Consumer, start_consumers
+
+from ..conftest import REPO
+
+
+class Payload(BaseModel):
+    n: int
+
+
+class ReplyModel(BaseModel):
+    doubled: int
+
+
+async def double(flow: Flow) -> None:
+    flow.call.result = {"doubled": flow.call.payload["n"] * 2}
+
+
+def test_invalid_payloads_are_refused_and_the_consumer_survives(tmp_path: Path) -> None:
+    async def go() -> None:
+        info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
+        bus = InProcessBus()
+        await bus.start()
+        rt = ServiceRuntime(
+            component="worker", project="p", host="h", info=info,
+            config=StackConfig(data_dir=tmp_path), bus=bus, trace=TraceRecorder(None),
+            clients=None,  # type: ignore[arg-type]
+        )
+        spec = HandlerSpec(component="worker", kind="message", trigger="double",
+                           behaviour=None, on_error=None, run=double)
+        consumer = Consumer(message="double", topic="t", method="double", pattern="call",
+                            per_host=False, handler=spec, payload_model=Payload,
+                            reply_model=ReplyModel)
+        await start_consumers(rt, [consumer])
+        with pytest.raises(RemoteError, match="double payload at n"):
+            await bus.call("t", "double", {"n": "not a number"}, timeout=2)
+        with pytest.raises(RemoteError, match="does not handle t.other"):
+            await bus.call("t", "other", {"n": 1}, timeout=2)
+        reply: dict[str, Any] = await bus.call("t", "double", {"n": 21}, timeout=2)
+        assert reply == {"doubled": 42}
+        await bus.close()
+
+    asyncio.run(go())
