@@ -141,7 +141,32 @@ class EmbeddedStack:
             )
         return TokenValidator(self.info, self.config, self.clients, service_user=comp["project"])
 
+    def check_behaviours(self) -> None:
+        """Every behaviour the spec names must be registered before anything starts."""
+        known = set(registry.names())
+        missing: dict[str, list[str]] = {}
+        for h in self.info.ir["handlers"]:
+            where = f"{h['component']} {h['kind']} {h['trigger']}"
+            for name in (h["behaviour"], h["on_error"]):
+                if name and name not in known:
+                    missing.setdefault(name, []).append(where)
+            for st in h["steps"]:
+                if st["behaviour"] and st["behaviour"] not in known:
+                    missing.setdefault(st["behaviour"], []).append(
+                        f"{where}, step to {st['target']}"
+                    )
+        for c in self.info.components.values():
+            for name in c["startup"]:
+                if name not in known:
+                    missing.setdefault(name, []).append(f"{c['name']} startup")
+        if missing:
+            lines = "; ".join(
+                f"{n} (used by {', '.join(w[:3])})" for n, w in sorted(missing.items())
+            )
+            raise StackError(f"the spec names behaviours the library does not have: {lines}")
+
     def build(self) -> None:
+        self.check_behaviours()
         self.config.ensure_secrets()
         for inst in self.info.instances(self.config):
             comp = self.info.components[inst.component]

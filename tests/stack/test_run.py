@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from generator.conformance.harness import free_port_block
@@ -111,3 +112,22 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         proc = _run(tmp_path / "data", port)
     assert proc.returncode == 2
     assert f"port {port}" in proc.stdout and "in use" in proc.stdout
+
+
+def test_an_unknown_behaviour_stops_the_start_with_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from generator.runtime.config import StackConfig
+    from generator.runtime.embedded import EmbeddedStack, StackError
+
+    monkeypatch.chdir(REPO)
+    stack = EmbeddedStack(StackConfig(data_dir=tmp_path))
+    handler = next(h for h in stack.info.ir["handlers"] if h["trigger"] == "createServer")
+    handler["behaviour"] = "compute.no_such_thing"
+    with pytest.raises(
+        StackError, match=r"compute\.no_such_thing \(used by nova-api operation createServer\)"
+    ):
+        stack.build()
+    json.dumps(stack.info.ir)  # the IR is still plain data
