@@ -93,7 +93,9 @@ def compare_trees(expected: Path, actual: Path) -> Drift:
     )
 
 
-def stage(files: Iterable[OutputFile], staging: Path, inputs: str, generator: str) -> None:
+def stage(
+    files: Iterable[OutputFile], staging: Path, inputs: str, generator: str, source: str = "spec/"
+) -> None:
     """Write `files` into a fresh `staging` directory, formatted, with the manifest."""
     if staging.exists():
         shutil.rmtree(staging)
@@ -104,7 +106,7 @@ def stage(files: Iterable[OutputFile], staging: Path, inputs: str, generator: st
         target.write_text(f.content, encoding="utf-8", newline="\n")
     format_python(staging)
     hashes = {rel: sha256(p.read_bytes()) for rel, p in sorted(tree_files(staging).items())}
-    manifest = {"generator": generator, "inputs": inputs, "files": hashes}
+    manifest = {"generator": generator, "from": source, "inputs": inputs, "files": hashes}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 

@@ -114,7 +114,7 @@ def generate(
         return GenerateResult(diagnostics=diags, status="invalid")
     staging = output.staging_dir(out)
     try:
-        output.stage(files, staging, inputs, generator_id())  # type: ignore[arg-type]
+        output.stage(files, staging, inputs, generator_id(), f"{spec_label}/")  # type: ignore[arg-type]
         count = len(output.tree_files(staging))
         if check:
             drift = output.compare_trees(staging, out)
