@@ -184,9 +184,24 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
         module=snake(f.stem),
         client_class=f"{pascal(f.stem)}Client",
         error_format=str(doc["info"].get("x-specstack-error-format", "plain")),
+        microversion=_microversion(doc["info"]),
+        request_id_headers=tuple(
+            str(h) for h in doc["info"].get("x-specstack-request-id-headers", ())
+        ),
         operations=tuple(ops),
         models=tuple(sorted((doc.get("components") or {}).get("schemas", {}))),
         source=_src(f, []),
+    )
+
+
+def _microversion(info: dict[str, Any]) -> ir.Microversion | None:
+    mv = info.get("x-specstack-microversion")
+    if not isinstance(mv, dict):
+        return None
+    return ir.Microversion(
+        service=str(mv["service"]),
+        version=str(mv.get("version", info["version"])),
+        headers=tuple(str(h) for h in mv.get("headers", ("OpenStack-API-Version",))),
     )
 
 

@@ -96,6 +96,14 @@ class Operation(Node):
     source: Source
 
 
+class Microversion(Node):
+    """The microversion an API advertises (`x-specstack-microversion` of its document)."""
+
+    service: str  # the service name in `OpenStack-API-Version: <service> <version>`
+    version: str
+    headers: tuple[str, ...]  # response headers that carry it
+
+
 class Api(Node):
     name: str
     title: str
@@ -104,6 +112,8 @@ class Api(Node):
     module: str
     client_class: str
     error_format: str
+    microversion: Microversion | None = None
+    request_id_headers: tuple[str, ...] = ()  # more headers echoing the request id
     operations: tuple[Operation, ...]
     models: tuple[str, ...]
     source: Source

@@ -393,6 +393,27 @@ class ComputeClient(BoundClient):
             token=token,
         )
 
+    async def list_flavor_extra_specs(
+        self,
+        flavor_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """GET /v2.1/flavors/{flavor_id}/os-extra_specs: List a flavor's extra specs"""
+        return await self._call(
+            "listFlavorExtraSpecs",
+            {
+                "flavor_id": flavor_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
     async def list_keypairs(
         self,
         *,

@@ -548,6 +548,13 @@ class FlavorResponse(BaseModel):
     flavor: Flavor
 
 
+class FlavorExtraSpecs(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    extra_specs: dict[str, str]
+
+
 class FlavorCreate(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (25 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (26 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from generator/runtime.
 """
 
@@ -156,6 +156,11 @@ async def show_flavor(flow: Flow) -> None:
 
 async def delete_flavor(flow: Flow) -> None:
     """operation deleteFlavor: behaviour compute.delete_flavor."""
+    await flow.trigger(None)
+
+
+async def list_flavor_extra_specs(flow: Flow) -> None:
+    """operation listFlavorExtraSpecs: behaviour compute.list_flavor_extra_specs."""
     await flow.trigger(None)
 
 
@@ -408,6 +413,17 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="compute.delete_flavor",
         on_error=None,
         run=delete_flavor,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "listFlavorExtraSpecs": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listFlavorExtraSpecs",
+        behaviour="compute.list_flavor_extra_specs",
+        on_error=None,
+        run=list_flavor_extra_specs,
         occurrences={},
         entry=None,
         auth_in_steps=False,
@@ -666,6 +682,16 @@ ROUTES: tuple[Route, ...] = (
         "/v2.1/flavors/{flavor_id}",
         "deleteFlavor",
         HANDLERS["deleteFlavor"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+    ),
+    Route(
+        "GET",
+        "/v2.1/flavors/{flavor_id}/os-extra_specs",
+        "listFlavorExtraSpecs",
+        HANDLERS["listFlavorExtraSpecs"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

@@ -11,14 +11,22 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from generator.runtime import registry
+from generator.runtime import jsonfast, registry
 from generator.runtime.context import Call, Reply, new_request_id
 from generator.runtime.errorformat import render
-from generator.runtime.errors import ApiError, BadRequest, Forbidden, StepFailed, Unauthorized
+from generator.runtime.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    NotFound,
+    StepFailed,
+    Unauthorized,
+)
 from generator.runtime.flow import Flow, HandlerSpec
 from generator.runtime.services import ServiceRuntime
 
@@ -26,6 +34,8 @@ log = logging.getLogger("specstack.api")
 
 _REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JSON_TYPES = ("application/json", "application/openstack-images-v2.1-json-patch")
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+_GENERIC_VERSION_HEADER = "openstack-api-version"
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,19 @@ class ApiApp:
         self.rt = rt
         self.error_format = error_format
         self.identity_url = identity_url
+        api = _api_of(rt)
+        mv = api.get("microversion") if api else None
+        self.microversion: dict[str, Any] | None = mv if isinstance(mv, dict) else None
+        self.request_id_headers: tuple[str, ...] = tuple(
+            (api or {}).get("request_id_headers") or ()
+        )
+        self.version_headers: dict[str, str] = {}
+        if self.microversion is not None:
+            service, version = self.microversion["service"], self.microversion["version"]
+            for name in self.microversion["headers"]:
+                generic = name.lower() == _GENERIC_VERSION_HEADER
+                self.version_headers[name] = f"{service} {version}" if generic else version
+            self.version_headers["Vary"] = ", ".join(self.microversion["headers"])
 
     def build(self, routes: Sequence[Route], *, title: str) -> FastAPI:
         app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
@@ -82,7 +105,33 @@ class ApiApp:
             )
         app.router.routes.append(StarletteRoute("/specstack/health", self._health))
         app.router.routes.append(StarletteRoute("/specstack/trace/{flow_id}", self._trace))
+        app.add_exception_handler(StarletteHTTPException, self._unrouted)
         return app
+
+    async def _unrouted(self, request: Request, exc: Exception) -> Response:
+        """No route for the path (404) or the method (405): in the service's error format."""
+        status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+        headers = dict(exc.headers or {}) if isinstance(exc, StarletteHTTPException) else {}
+        if status == 404:
+            err: ApiError = NotFound("The resource could not be found.", kind="HTTPNotFound")
+        elif status == 405:
+            err = ApiError(
+                f"The method {request.method} is not allowed for this resource.",
+                status=405,
+                kind="HTTPMethodNotAllowed",
+            )
+            err.title = "Method Not Allowed"
+        else:
+            err = ApiError(str(getattr(exc, "detail", "") or "Error"), status=status)
+        err.headers.update(headers)
+        call = Call(
+            rt=self.rt,
+            trigger="unrouted",
+            kind="operation",
+            request_id=new_request_id(),
+            global_request_id="",
+        )
+        return self._error(call, err)
 
     def _endpoint(self, route: Route) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -98,6 +147,8 @@ class ApiApp:
             flow = Flow(call, route.handler)
             if route.requires_token and not route.handler.auth_in_steps:
                 await flow.authenticate()
+            if route.requires_token:
+                self._check_microversion(call)
             if route.handler.entry and (call.sequence, call.trigger_label) == route.handler.entry:
                 self.rt.trace.alias(call.request_id, call.global_request_id)
             await route.handler.run(flow)
@@ -156,7 +207,7 @@ class ApiApp:
                 raise ApiError(f"Unsupported Content-Type {ctype}", status=415)
             return
         try:
-            call.body = json.loads(raw)
+            call.body = jsonfast.loads(raw)
         except ValueError as exc:
             raise BadRequest(f"Malformed request body: {exc}") from None
         if route.request_model is not None:
@@ -169,6 +220,37 @@ class ApiApp:
                     f"Invalid input for field/attribute {where}: {err.get('msg', 'invalid')}"
                 ) from None
 
+    def _check_microversion(self, call: Call) -> None:
+        """A requested microversion other than the one the API has: 406 (nova, cinder do so)."""
+        mv = self.microversion
+        if mv is None:
+            return
+        service, version = str(mv["service"]), str(mv["version"])
+        requested: str | None = None
+        for part in (call.headers.get(_GENERIC_VERSION_HEADER) or "").split(","):
+            name, _, value = part.strip().partition(" ")
+            if name.lower() == service.lower():
+                requested = value.strip()
+        if requested is None:
+            for header in mv["headers"]:
+                if header.lower() != _GENERIC_VERSION_HEADER and call.headers.get(header):
+                    requested = str(call.headers.get(header)).strip()
+        if requested is None or requested.lower() == "latest":
+            return
+        got = _VERSION.fullmatch(requested)
+        if got is None:
+            raise BadRequest(
+                f"API Version String {requested} is of invalid format. "
+                "Must be of format MajorNum.MinorNum."
+            )
+        have = _VERSION.fullmatch(version)
+        if have is None or (int(got[1]), int(got[2])) != (int(have[1]), int(have[2])):
+            raise ApiError(
+                f"Version {requested} is not supported by the API. "
+                f"Minimum is {version} and maximum is {version}.",
+                status=406,
+            )
+
     async def _on_error(self, route: Route, call: Call, err: BaseException) -> Reply | None:
         name = route.handler.on_error
         if not name:
@@ -177,7 +259,11 @@ class ApiApp:
         return result if isinstance(result, Reply) else None
 
     def _headers(self, call: Call) -> dict[str, str]:
-        return {"x-openstack-request-id": call.request_id}
+        headers = {"x-openstack-request-id": call.request_id}
+        for name in self.request_id_headers:
+            headers[name] = call.request_id
+        headers.update(self.version_headers)
+        return headers
 
     def _response(self, call: Call, reply: Reply) -> Response:
         headers = {**self._headers(call), **reply.headers}
@@ -192,7 +278,7 @@ class ApiApp:
             )
         if isinstance(body, str):
             return Response(body, reply.status, headers, reply.content_type or "text/plain")
-        content = json.dumps(body, separators=(",", ":")).encode()
+        content = jsonfast.dumps(body)
         return Response(content, reply.status, headers, reply.content_type or "application/json")
 
     def _error(self, call: Call, err: ApiError) -> Response:
@@ -227,6 +313,16 @@ class ApiApp:
         events = self.rt.trace.events(flow_id)
         body = {"flow_id": self.rt.trace.resolve(flow_id), "events": events}
         return Response(json.dumps(body).encode(), 200, media_type="application/json")
+
+
+def _api_of(rt: ServiceRuntime) -> dict[str, Any] | None:
+    """The IR entry of the API this component serves (None when it serves none)."""
+    try:
+        name = rt.info.components[rt.component].get("api")
+        api = rt.info.apis.get(name) if name else None
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return api if isinstance(api, dict) else None
 
 
 def _multi(request: Request) -> dict[str, list[str]]:

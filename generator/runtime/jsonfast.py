@@ -11,7 +11,9 @@ _SORTED = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
     """Compact JSON bytes; values JSON cannot hold are written as their str()."""
-    return orjson.dumps(value, default=str, option=_SORTED if sort_keys else orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(
+        value, default=str, option=_SORTED if sort_keys else orjson.OPT_NON_STR_KEYS
+    )
 
 
 def loads(data: bytes | bytearray | str) -> Any:

@@ -112,6 +112,35 @@ def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     diags = check_refs(f, doc)
     diags.extend(_duplicate_operation_ids(f, doc))
     diags.extend(_operations_without_ids(f, doc))
+    diags.extend(_info_extensions(f, doc))
+    return diags
+
+
+def _info_extensions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """`x-specstack-microversion` and `x-specstack-request-id-headers` of `info`."""
+    info = doc.get("info")
+    if not isinstance(info, dict):
+        return []
+    diags: list[Diagnostic] = []
+    mv = info.get("x-specstack-microversion")
+    where: list[str | int] = ["info", "x-specstack-microversion"]
+    if mv is not None:
+        if not isinstance(mv, dict) or not isinstance(mv.get("service"), str):
+            diags.append(f.at(where, "x-specstack-microversion: needs a service name"))
+        else:
+            headers = mv.get("headers", [])
+            if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
+                diags.append(f.at([*where, "headers"], "headers: expected a list of names"))
+            if not isinstance(mv.get("version", info.get("version")), str):
+                diags.append(f.at([*where, "version"], "version: expected a string like '2.1'"))
+    ids = info.get("x-specstack-request-id-headers")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(h, str) for h in ids)):
+        diags.append(
+            f.at(
+                ["info", "x-specstack-request-id-headers"],
+                "x-specstack-request-id-headers: expected a list of header names",
+            )
+        )
     return diags
 
 

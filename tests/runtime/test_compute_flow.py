@@ -510,6 +510,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
                 "platform": "x86_64",
                 "os_type": "linux",
                 "multipath": False,
+                "mountpoint": "/dev/vdb",  # cinder shows it as the attachment's device
             },
             "mode": "rw",
         }

@@ -39,15 +39,33 @@ def test_invalid_payloads_are_refused_and_the_consumer_survives(tmp_path: Path) 
         bus = InProcessBus()
         await bus.start()
         rt = ServiceRuntime(
-            component="worker", project="p", host="h", info=info,
-            config=StackConfig(data_dir=tmp_path), bus=bus, trace=TraceRecorder(None),
+            component="worker",
+            project="p",
+            host="h",
+            info=info,
+            config=StackConfig(data_dir=tmp_path),
+            bus=bus,
+            trace=TraceRecorder(None),
             clients=None,  # type: ignore[arg-type]
         )
-        spec = HandlerSpec(component="worker", kind="message", trigger="double",
-                           behaviour=None, on_error=None, run=double)
-        consumer = Consumer(message="double", topic="t", method="double", pattern="call",
-                            per_host=False, handler=spec, payload_model=Payload,
-                            reply_model=ReplyModel)
+        spec = HandlerSpec(
+            component="worker",
+            kind="message",
+            trigger="double",
+            behaviour=None,
+            on_error=None,
+            run=double,
+        )
+        consumer = Consumer(
+            message="double",
+            topic="t",
+            method="double",
+            pattern="call",
+            per_host=False,
+            handler=spec,
+            payload_model=Payload,
+            reply_model=ReplyModel,
+        )
         await start_consumers(rt, [consumer])
         with pytest.raises(RemoteError, match="double payload at n"):
             await bus.call("t", "double", {"n": "not a number"}, timeout=2)

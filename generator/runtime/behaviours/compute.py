@@ -1457,6 +1457,18 @@ async def show_flavor(call: Call) -> Reply:
     return Reply(200, {"flavor": flavor_view(call, doc)})
 
 
+@behaviour("compute.list_flavor_extra_specs")
+async def list_flavor_extra_specs(call: Call) -> Reply:
+    call.require_auth()
+    flavor_id = call.path_params["flavor_id"]
+    doc = await _store(call).get(FLAVORS, flavor_id)
+    if doc is None:
+        raise NotFound(f"Flavor {flavor_id} could not be found.")
+    specs = doc.get("extra_specs")
+    extra = {str(k): str(v) for k, v in specs.items()} if isinstance(specs, dict) else {}
+    return Reply(200, {"extra_specs": extra})
+
+
 _FLAVOR_ID = re.compile(r"^(?! )[a-zA-Z0-9. _-]+(?<! )$")
 
 
@@ -2208,17 +2220,18 @@ async def create_attachments(ix: Interaction) -> None:
     token = await _token(ix.call)
     names = _device_names(["/dev/vda"])
     for bdm in volumes:
+        device = "/dev/vda" if bdm.get("boot_index") == 0 else next(names)
         body = {
             "attachment": {
                 "volume_uuid": bdm["uuid"],
                 "instance_uuid": uuid,
-                "connector": {"host": ix.rt.host, **CONNECTOR_BASE},
+                # nova's connector names the disk: cinder shows it as the attachment's device.
+                "connector": {"host": ix.rt.host, **CONNECTOR_BASE, "mountpoint": device},
                 "mode": "rw",
             }
         }
         resp = expect(await ix.invoke(project_id=project_id, body=body, token=token), 200)
         att = resp.json()["attachment"]
-        device = "/dev/vda" if bdm.get("boot_index") == 0 else next(names)
         ix.vars["attachments"].append(
             {
                 "attachment_id": str(att["id"]),
@@ -2744,7 +2757,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
             "attachment": {
                 "volume_uuid": volume_id,
                 "instance_uuid": uuid,
-                "connector": {"host": rt.host, **CONNECTOR_BASE},
+                "connector": {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device},
                 "mode": "rw",
             }
         },

@@ -1,0 +1,153 @@
+"""A running stack (`specstack run`, kept serving) and the real `openstack` CLI pointed at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.conformance.harness import free_port_block
+
+from ..conftest import REPO
+
+START_TIMEOUT_S = 120.0
+CLI_TIMEOUT_S = 180.0
+
+
+def openstack_executable() -> str:
+    """The `openstack` of this interpreter's environment (the nox venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "openstack"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("openstack")
+    if found is None:
+        pytest.fail(
+            "the openstack CLI is not installed: `pip install -e .[test]` "
+            "(python-openstackclient and openstacksdk are in the test extra)"
+        )
+    return found
+
+
+class CliError(AssertionError):
+    pass
+
+
+@dataclass
+class Stack:
+    """A stack serving on `port`.. with its clouds.yaml, and the CLI to talk to it."""
+
+    port: int
+    data_dir: Path
+    clouds: Path
+    output: list[str] = field(default_factory=list)
+    exe: str = field(default_factory=openstack_executable)
+
+    @property
+    def identity_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v3"
+
+    def env(self, cloud: str = "specstack") -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.update(OS_CLIENT_CONFIG_FILE=str(self.clouds), OS_CLOUD=cloud, COLUMNS="200")
+        return env
+
+    def run(
+        self, *args: str, cloud: str = "specstack", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.exe, *args],
+            env=self.env(cloud),
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+        )
+        if check and proc.returncode != 0:
+            raise CliError(
+                f"openstack {' '.join(args)} exited {proc.returncode}:\n"
+                f"{proc.stdout}\n{proc.stderr}\n--- stack output (tail) ---\n"
+                + "".join(self.output[-40:])
+            )
+        return proc
+
+    def json(self, *args: str, cloud: str = "specstack") -> Any:
+        """`openstack ARGS -f json`, parsed."""
+        return json.loads(self.run(*args, "-f", "json", cloud=cloud).stdout)
+
+    def wait_for(
+        self, kind: str, name: str, column: str, value: str, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """`openstack KIND show NAME` until COLUMN is VALUE."""
+        deadline = time.monotonic() + timeout
+        while True:
+            shown: dict[str, Any] = self.json(kind, "show", name)
+            if shown.get(column) == value or time.monotonic() > deadline:
+                return shown
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("wire") / "data"
+    port = free_port_block(8)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "generator",
+            "run",
+            "--no-generate",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:  # keep reading, so the stack never blocks on a full pipe
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("the stack did not start in time:\n" + "".join(output))
+            if line is None:
+                pytest.fail(f"the stack exited ({proc.wait()}):\n" + "".join(output))
+            if "serving;" in line:
+                break
+        yield Stack(port=port, data_dir=data_dir, clouds=data_dir / "clouds.yaml", output=output)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
