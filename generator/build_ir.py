@@ -163,6 +163,7 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
                             match_path=bool(p.get("x-specstack-match-path", False)),
                             python_name=snake(p["name"]),
                             json_schema=p.get("schema", {}),
+                            policy_target=p.get("x-specstack-policy-target"),
                         )
                         for p in params
                     ),
@@ -173,6 +174,7 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
                     behaviour=op.get("x-specstack-behaviour"),
                     behaviour_args=op.get("x-specstack-args", {}),
                     on_error=op.get("x-specstack-on-error"),
+                    policy=op.get("x-specstack-policy"),
                     source=_src(f, ["paths", path, method]),
                 )
             )

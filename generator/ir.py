@@ -69,6 +69,7 @@ class Parameter(Node):
     match_path: bool  # a path parameter that may contain "/" (swift object names)
     python_name: str
     json_schema: dict[str, Any]
+    policy_target: str | None = None  # x-specstack-policy-target, e.g. "AUTH_%(project_id)s"
 
 
 class Response(Node):
@@ -94,6 +95,7 @@ class Operation(Node):
     behaviour_args: dict[str, Any]
     on_error: str | None
     source: Source
+    policy: str | None = None  # the spec's x-specstack-policy (oslo.policy rule language)
 
 
 class Microversion(Node):

@@ -338,6 +338,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -348,6 +349,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -358,6 +360,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -368,6 +371,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -378,6 +382,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -388,6 +393,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -398,6 +404,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -408,6 +415,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -418,6 +426,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -428,6 +437,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -438,6 +448,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -448,6 +459,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -458,6 +470,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -468,6 +481,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
     ),
 )
 

@@ -184,6 +184,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -194,6 +195,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -204,6 +206,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -214,6 +217,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "PATCH",
@@ -224,6 +228,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/openstack-images-v2.1-json-patch",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -234,6 +239,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -244,6 +250,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/octet-stream",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
 )
 

@@ -631,6 +631,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "POST",
@@ -651,6 +652,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "HEAD",
@@ -661,6 +663,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -671,6 +674,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -681,6 +685,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -691,6 +696,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "POST",
@@ -701,6 +707,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -711,6 +718,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or project_id:%(project_id)s",
     ),
     Route(
         "DELETE",
@@ -721,6 +729,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "PATCH",
@@ -731,6 +740,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -741,6 +751,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "PUT",
@@ -751,6 +762,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "DELETE",
@@ -761,6 +773,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "HEAD",
@@ -771,6 +784,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "GET",
@@ -781,6 +795,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "POST",
@@ -791,6 +806,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -801,6 +817,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "DELETE",
@@ -811,6 +828,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -821,6 +839,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "GET",
@@ -831,6 +850,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "POST",
@@ -841,6 +861,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -851,6 +872,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "DELETE",
@@ -861,6 +883,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -871,6 +894,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -881,6 +905,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "POST",
@@ -891,6 +916,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -901,6 +927,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -911,6 +938,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "POST",
@@ -921,6 +949,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -931,6 +960,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -941,6 +971,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "POST",
@@ -951,6 +982,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -961,6 +993,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or domain_id:%(domain_id)s",
     ),
 )
 

@@ -388,6 +388,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -398,6 +399,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -408,6 +410,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -418,6 +421,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -428,6 +432,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -438,6 +443,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -448,6 +454,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -458,6 +465,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -468,6 +476,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -478,6 +487,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -488,6 +498,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -498,6 +509,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -508,6 +520,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -518,6 +531,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -528,6 +542,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -538,6 +553,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -548,6 +564,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
 )
 

@@ -526,6 +526,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -536,6 +537,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -546,6 +548,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -556,6 +559,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "PUT",
@@ -566,6 +570,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -576,6 +581,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -586,6 +592,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -596,6 +603,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "POST",
@@ -606,6 +614,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -616,6 +625,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "DELETE",
@@ -626,6 +636,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -636,6 +647,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -646,6 +658,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "POST",
@@ -656,6 +669,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -666,6 +680,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "GET",
@@ -676,6 +691,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="@",
     ),
     Route(
         "DELETE",
@@ -686,6 +702,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
     Route(
         "GET",
@@ -696,6 +713,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:reader and project_id:%(project_id)s)",
     ),
     Route(
         "GET",
@@ -706,6 +724,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "POST",
@@ -716,6 +735,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "GET",
@@ -726,6 +746,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "DELETE",
@@ -736,6 +757,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or user_id:%(user_id)s",
     ),
     Route(
         "GET",
@@ -746,6 +768,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:reader",
     ),
     Route(
         "GET",
@@ -756,6 +779,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin",
     ),
 )
 

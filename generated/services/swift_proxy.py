@@ -194,6 +194,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "HEAD",
@@ -204,6 +208,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "GET",
@@ -214,6 +222,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "PUT",
@@ -224,6 +236,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "DELETE",
@@ -234,6 +250,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "HEAD",
@@ -244,6 +264,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "GET",
@@ -254,6 +278,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=("object",),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "PUT",
@@ -264,6 +292,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/octet-stream",
         requires_token=True,
         match_path=("object",),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "DELETE",
@@ -274,6 +306,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=("object",),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
     Route(
         "HEAD",
@@ -284,6 +320,10 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=("object",),
+        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy_target={
+            "account": "AUTH_%(project_id)s",
+        },
     ),
 )
 

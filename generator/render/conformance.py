@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from generator.ir import IR
+from typing import Any
+
+from generator.conformance.matrix import RESOURCE_PARAMS
+from generator.ir import IR, Api, Operation
 from generator.render.base import OutputFile, RenderContext, py_header
+from generator.runtime import policy
+from generator.runtime.context import AuthContext
 
 
 class ConformanceTarget:
@@ -66,4 +71,64 @@ class ConformanceTarget:
                 header=py_header(ctx.source(f"apis/{api.name}.yaml")),
             )
             out.append(OutputFile(f"conformance/test_api_{api.module}.py", text))
+            matrix = auth_matrix(api)
+            if matrix["protected"]:
+                text = t.get_template("conformance/auth.py.j2").render(
+                    api=api, header=py_header(ctx.source(f"apis/{api.name}.yaml")), **matrix
+                )
+                out.append(OutputFile(f"conformance/test_auth_{api.module}.py", text))
         return out
+
+
+#: Who the auth matrix's "insufficient role" caller is: the demo user (member, and reader).
+_DEMO = AuthContext(
+    token="",
+    user_id="demo-user",
+    user_name="demo",
+    project_id="demo-project",
+    project_name="demo",
+    domain_id="default",
+    roles=("member", "reader"),
+    expires_at="",
+)
+
+
+def _project_params(op: Operation) -> list[str]:
+    return [
+        p.name
+        for p in op.parameters
+        if p.location == "path"
+        and (p.name == "project_id" or "%(project_id)s" in (p.policy_target or ""))
+    ]
+
+
+def auth_matrix(api: Api) -> dict[str, Any]:
+    """Which checks of the auth matrix each protected operation gets (from its policy)."""
+    protected = [op for op in api.operations if op.requires_token]
+    role_ops, path_ops, resource_ops = [], [], []
+    for op in protected:
+        rule = policy.parse(op.policy or "@")
+        own = {"project_id": "demo-project", "user_id": "demo-user", "domain_id": "default"}
+        if not rule.evaluate(_DEMO, own):
+            role_ops.append(op)
+            continue
+        if "project_id" in rule.refs() and _project_params(op):
+            path_ops.append(op)
+        ids = [
+            p.name
+            for p in op.parameters
+            if p.location == "path" and p.name not in _project_params(op)
+        ]
+        if (
+            op.method == "GET"
+            and len(ids) == 1
+            and ids[0] in RESOURCE_PARAMS
+            and op.path.endswith("{" + ids[0] + "}")
+        ):
+            resource_ops.append((op, ids[0]))
+    return {
+        "protected": protected,
+        "role_ops": role_ops,
+        "path_ops": path_ops,
+        "resource_ops": resource_ops,
+    }

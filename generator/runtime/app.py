@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from generator.runtime import jsonfast, registry
-from generator.runtime.context import Call, Reply, new_request_id
+from generator.runtime import jsonfast, policy, registry
+from generator.runtime.context import AuthContext, Call, Reply, new_request_id
 from generator.runtime.errorformat import render
 from generator.runtime.errors import (
     ApiError,
@@ -48,6 +48,8 @@ class Route:
     request_content_type: str | None = None
     requires_token: bool = True
     match_path: tuple[str, ...] = ()
+    policy: str | None = None  # the spec's rule (oslo.policy language); None: any valid token
+    policy_target: Mapping[str, str] = field(default_factory=dict)  # path param -> template
 
 
 def _route_path(route: Route) -> str:
@@ -143,12 +145,17 @@ class ApiApp:
     async def handle(self, route: Route, request: Request) -> Response:
         call = self._call(route, request, await request.body())
         try:
-            self._parse_body(route, call)
             flow = Flow(call, route.handler)
-            if route.requires_token and not route.handler.auth_in_steps:
-                await flow.authenticate()
+            # The token and the policy come first: a caller without them is refused
+            # before the request's body is parsed (or its resources looked up).
+            flow.prepare = lambda: self._parse_body(route, call)
             if route.requires_token:
+                flow.authorize = lambda auth: self._authorize(route, call, auth)
+                if not route.handler.auth_in_steps:
+                    await flow.authenticate()
                 self._check_microversion(call)
+            else:
+                flow.ready()
             if route.handler.entry and (call.sequence, call.trigger_label) == route.handler.entry:
                 self.rt.trace.alias(call.request_id, call.global_request_id)
             await route.handler.run(flow)
@@ -219,6 +226,16 @@ class ApiApp:
                 raise BadRequest(
                     f"Invalid input for field/attribute {where}: {err.get('msg', 'invalid')}"
                 ) from None
+
+    def _authorize(self, route: Route, call: Call, auth: AuthContext) -> None:
+        """The operation's policy rule (from the spec) against the caller and the path."""
+        if route.policy is None:
+            return
+        if not policy.allows(route.policy, auth, call.path_params, route.policy_target):
+            raise Forbidden(
+                f"Policy doesn't allow {route.operation_id} to be performed.",
+                kind="PolicyNotAuthorized",
+            )
 
     def _check_microversion(self, call: Call) -> None:
         """A requested microversion other than the one the API has: 406 (nova, cinder do so)."""

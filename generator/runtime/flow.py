@@ -68,6 +68,13 @@ class Flow:
             labels = spec.occurrences.get(spec.entry)
         self.labels: tuple[str, ...] | None = labels
         self.current_label: str | None = None
+        # Set by the HTTP app: the policy check (after the token is validated) and the
+        # request's parsing (after that, or before the first step that is not the
+        # token's validation), so that a caller without a valid token or the role the
+        # operation needs is refused before its body is looked at.
+        self.authorize: Callable[[AuthContext], None] | None = None
+        self.prepare: Callable[[], None] | None = None
+        self._prepared = False
 
     # what generated code calls ---------------------------------------------
     async def step(
@@ -84,6 +91,8 @@ class Flow:
         save_as: str | None = None,
         source: str | None = None,
     ) -> None:
+        if invoke != self.authenticate:
+            self.ready()
         label = self.labels[index] if self.labels and index < len(self.labels) else None
         capture = _Capture()
         wrapped = self._capturing(invoke, capture)
@@ -103,6 +112,7 @@ class Flow:
 
     async def trigger(self, index: int | None, title: str = "", target: str = "") -> None:
         """Run the trigger's own behaviour (as the sql step `index`, if the spec has one)."""
+        self.ready()
         label = (
             self.labels[index]
             if index is not None and self.labels and index < len(self.labels)
@@ -121,8 +131,19 @@ class Flow:
             raise Unauthorized("The request you have made requires authentication.")
         if self.rt.auth is None:
             raise RuntimeError(f"{self.rt.component} has no token validator")
-        call.auth = await self.rt.auth.validate(token)
-        return call.auth
+        auth = await self.rt.auth.validate(token)
+        call.auth = auth
+        if self.authorize is not None:
+            self.authorize(auth)
+        self.ready()
+        return auth
+
+    def ready(self) -> None:
+        """Parse the request (once), if the app asked for that to wait until now."""
+        if not self._prepared:
+            self._prepared = True
+            if self.prepare is not None:
+                self.prepare()
 
     def context(self) -> dict[str, str]:
         """Flow context for the interaction being carried out now."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from generator.diagnostics import Diagnostic
 from generator.load import LoadedSpec, SpecFile, parse_file, to_plain
+from generator.runtime import policy
 from generator.validate.paths import dotted
 from generator.validate.refs import check_refs
 
@@ -113,7 +114,41 @@ def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     diags.extend(_duplicate_operation_ids(f, doc))
     diags.extend(_operations_without_ids(f, doc))
     diags.extend(_info_extensions(f, doc))
+    diags.extend(_policies(f, doc))
     return diags
+
+
+def _policies(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """Each operation's `x-specstack-policy` is a rule in oslo.policy's language."""
+    diags: list[Diagnostic] = []
+    for path, item in (doc.get("paths") or {}).items():
+        for method in HTTP_METHODS:
+            op = item.get(method) if isinstance(item, dict) else None
+            if not isinstance(op, dict):
+                continue
+            where: list[str | int] = ["paths", path, method, "x-specstack-policy"]
+            what = f"{method.upper()} {path}: x-specstack-policy"
+            if "x-specstack-policy" in op:
+                rule = op["x-specstack-policy"]
+                problem = policy.check(rule) if isinstance(rule, str) else "expected a string rule"
+                if problem is not None:
+                    diags.append(f.at(where, f"{what}: {problem}"))
+            for i, param in enumerate(op.get("parameters") or ()):
+                if not isinstance(param, dict) or "x-specstack-policy-target" not in param:
+                    continue
+                template = param["x-specstack-policy-target"]
+                if not (isinstance(template, str) and _TEMPLATE_REF.search(template)):
+                    diags.append(
+                        f.at(
+                            ["paths", path, method, "parameters", i, "x-specstack-policy-target"],
+                            f"{method.upper()} {path}: x-specstack-policy-target must be a "
+                            "template naming target attributes, like 'AUTH_%(project_id)s'",
+                        )
+                    )
+    return diags
+
+
+_TEMPLATE_REF = re.compile(r"%\([A-Za-z_][A-Za-z0-9_.]*\)s")
 
 
 def _info_extensions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:

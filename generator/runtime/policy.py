@@ -1,0 +1,236 @@
+"""Policy rules in oslo.policy's language (the subset the spec uses), parsed once and evaluated.
+
+A rule is the spec's `x-specstack-policy` of an operation, for example
+`role:admin or (role:member and project_id:%(project_id)s)`. Grammar:
+
+    rule  := or
+    or    := and ("or" and)*
+    and   := not ("and" not)*
+    not   := "not" not | atom
+    atom  := "(" or ")" | "@" | "!" | check
+    check := role:NAME | KEY:%(TARGET)s | KEY:LITERAL     KEY: project_id, user_id, domain_id
+
+`@` always allows (so does an empty rule, as in oslo.policy), `!` never does.
+`role:` compares case-insensitively with the roles
+of the token (keystone's implied roles are already in it). `KEY:%(name)s`
+compares the caller's KEY with the target's `name`; neither may be empty.
+
+The target of an operation is made of its path parameters (a parameter named
+like a target attribute gives it; a parameter with a `x-specstack-policy-target`
+template such as `AUTH_%(project_id)s` gives the attributes the template
+captures); attributes the path does not name are the caller's own (the request
+concerns the caller's project, as nova's and neutron's targets do for
+collections). Resources looked up by id are checked by their behaviours.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from generator.runtime.context import AuthContext
+
+#: The caller's attributes a check may compare (besides `role`).
+CREDENTIAL_KEYS = ("project_id", "user_id", "domain_id")
+_TARGET_REF = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_.]*)\)s")
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class PolicyError(ValueError):
+    """A rule that cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A parsed rule; `evaluate(creds, target)` says whether it allows the call."""
+
+    kind: str  # "@", "!", "role", "match", "not", "and", "or"
+    value: str = ""  # role name, credential key
+    ref: str | None = None  # target attribute (for %(name)s), else None
+    literal: str = ""  # the literal to compare with (match without ref)
+    parts: tuple[Rule, ...] = ()
+
+    def evaluate(self, creds: AuthContext, target: Mapping[str, str | None]) -> bool:
+        k = self.kind
+        if k == "@":
+            return True
+        if k == "!":
+            return False
+        if k == "role":
+            wanted = self.value.lower()
+            return any(r.lower() == wanted for r in creds.roles)
+        if k == "match":
+            mine = getattr(creds, self.value, None)
+            other = target.get(self.ref) if self.ref is not None else self.literal
+            return bool(mine) and bool(other) and str(mine) == str(other)
+        if k == "not":
+            return not self.parts[0].evaluate(creds, target)
+        if k == "and":
+            return all(p.evaluate(creds, target) for p in self.parts)
+        return any(p.evaluate(creds, target) for p in self.parts)
+
+    def refs(self) -> set[str]:
+        """The target attributes the rule reads."""
+        out = {self.ref} if self.ref else set()
+        for p in self.parts:
+            out |= p.refs()
+        return out
+
+
+def _tokens(text: str) -> list[str]:
+    out: list[str] = []
+    for chunk in text.split():
+        lead = len(chunk) - len(chunk.lstrip("("))
+        out.extend("(" * lead)
+        chunk = chunk[lead:]
+        trail = 0
+        while chunk.endswith(")"):  # `%(name)s` ends with "s": a final ")" closes a group
+            chunk = chunk[:-1]
+            trail += 1
+        if chunk:
+            out.append(chunk)
+        out.extend(")" * trail)
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.toks = _tokens(text)
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def take(self) -> str:
+        tok = self.toks[self.pos]
+        self.pos += 1
+        return tok
+
+    def parse(self) -> Rule:
+        if not self.toks:
+            return Rule("@")
+        rule = self.or_()
+        if self.peek() is not None:
+            raise PolicyError(f"unexpected {self.peek()!r}")
+        return rule
+
+    def or_(self) -> Rule:
+        parts = [self.and_()]
+        while self.peek() == "or":
+            self.take()
+            parts.append(self.and_())
+        return parts[0] if len(parts) == 1 else Rule("or", parts=tuple(parts))
+
+    def and_(self) -> Rule:
+        parts = [self.not_()]
+        while self.peek() == "and":
+            self.take()
+            parts.append(self.not_())
+        return parts[0] if len(parts) == 1 else Rule("and", parts=tuple(parts))
+
+    def not_(self) -> Rule:
+        if self.peek() == "not":
+            self.take()
+            return Rule("not", parts=(self.not_(),))
+        return self.atom()
+
+    def atom(self) -> Rule:
+        tok = self.peek()
+        if tok is None:
+            prev = self.toks[self.pos - 1] if self.pos else "the start"
+            raise PolicyError(f"expected a check after {prev!r}")
+        self.take()
+        if tok == "(":
+            inner = self.or_()
+            if self.peek() != ")":
+                raise PolicyError("unbalanced parentheses: ')' expected")
+            self.take()
+            return inner
+        if tok in ("@", "!"):
+            return Rule(tok)
+        if tok in (")", "and", "or", "not"):
+            raise PolicyError(f"expected a check, got {tok!r}")
+        return _check(tok)
+
+
+def _check(tok: str) -> Rule:
+    key, sep, match = tok.partition(":")
+    if not sep or not match:
+        raise PolicyError(f"{tok!r} is not a check like 'role:NAME' or 'project_id:%(project_id)s'")
+    if key == "role":
+        if not _NAME.fullmatch(match):
+            raise PolicyError(f"{tok!r}: a role name is letters, digits, '_', '.' or '-'")
+        return Rule("role", value=match)
+    if key not in CREDENTIAL_KEYS:
+        raise PolicyError(
+            f"{tok!r}: unknown check {key!r} (use role, {', '.join(CREDENTIAL_KEYS)}, @ or !)"
+        )
+    if "%" in match or "(" in match:
+        ref = _TARGET_REF.fullmatch(match)
+        if ref is None:
+            raise PolicyError(f"{tok!r}: a target reference is written %(name)s")
+        return Rule("match", value=key, ref=ref.group(1))
+    return Rule("match", value=key, literal=match)
+
+
+@lru_cache(maxsize=1024)
+def parse(text: str) -> Rule:
+    """The parsed rule (cached); PolicyError if it is malformed."""
+    return _Parser(text).parse()
+
+
+def check(text: str) -> str | None:
+    """None if the rule parses, else what is wrong with it."""
+    try:
+        parse(text)
+    except PolicyError as exc:
+        return str(exc)
+    return None
+
+
+def _template(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    names: list[str] = []
+    pattern = ""
+    last = 0
+    for m in _TARGET_REF.finditer(template):
+        pattern += re.escape(template[last : m.start()]) + "(.+)"
+        names.append(m.group(1))
+        last = m.end()
+    pattern += re.escape(template[last:])
+    return re.compile(pattern), tuple(names)
+
+
+@lru_cache(maxsize=256)
+def _compiled_template(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    return _template(template)
+
+
+def target(
+    auth: AuthContext,
+    path_params: Mapping[str, str],
+    templates: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
+    """The target of a call: the caller's own attributes, overridden by what the path names."""
+    out: dict[str, str | None] = {k: getattr(auth, k, None) for k in CREDENTIAL_KEYS}
+    for name, value in path_params.items():
+        template = (templates or {}).get(name)
+        if template is None:
+            out[name] = value
+            continue
+        pattern, names = _compiled_template(template)
+        m = pattern.fullmatch(value)
+        for i, attr in enumerate(names):
+            # A value the template does not fit names no project the caller can have.
+            out[attr] = m.group(i + 1) if m else f"\x00{value}"
+    return out
+
+
+def allows(
+    rule: str,
+    auth: AuthContext,
+    path_params: Mapping[str, str],
+    templates: Mapping[str, str] | None = None,
+) -> bool:
+    return parse(rule).evaluate(auth, target(auth, path_params, templates))
