@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -97,9 +98,10 @@ class Stack:
             time.sleep(0.5)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("wire") / "data"
+@contextlib.contextmanager
+def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str = "wire") -> Iterator[Stack]:
+    """`specstack run --no-generate` on a free block of ports, until the block exits."""
+    data_dir = tmp_path_factory.mktemp(name) / "data"
     port = free_port_block(8)
     proc = subprocess.Popen(
         [
@@ -151,3 +153,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory) as running:
+        yield running
