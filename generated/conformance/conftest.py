@@ -35,6 +35,6 @@ def boot_vm(target: Target) -> FlowRecord:
 
 
 @pytest.fixture(scope="session")
-def delete_vm(target: Target, boot_vm: FlowRecord) -> FlowRecord:
+def delete_vm(target: Target) -> FlowRecord:
     """One run of delete-vm through the generated client flow."""
-    return target.delete(boot_vm.server_id)
+    return target.drive("delete-vm")

@@ -10,9 +10,9 @@ import asyncio
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from generator.runtime.config import StackConfig
 from generator.runtime.context import Call
@@ -39,6 +39,9 @@ def demo_image_bytes(size: int = 64 * 1024) -> bytes:
     """A small deterministic image payload (the fake hypervisor boots anything)."""
     seed = hashlib.sha256(b"specstack demo image").digest()
     return (seed * (size // len(seed) + 1))[:size]
+
+
+T = TypeVar("T")
 
 
 class DemoError(RuntimeError):
@@ -225,6 +228,41 @@ class Demo:
             await asyncio.sleep(0.02)
         raise DemoError(f"volume {volume_id} did not become available")
 
+    async def run_client_flow(
+        self,
+        sequence: str,
+        request: dict[str, Any],
+        on_event: Callable[[TraceEvent], None] | None,
+        then: Callable[[dict[str, Any]], Awaitable[T]],
+    ) -> tuple[str, T]:
+        """Run `sequence` from the client's side, as the user asks, then `then(flow vars)`.
+
+        `on_event` sees the flow's steps until `then` is done (the steps after the
+        client's own ones happen while it waits for the result).
+        """
+        cli = self.cli
+        spec = self.services[cli.component].HANDLERS[sequence]
+        flow_id = f"req-{uuid.uuid4()}"
+        start = spec.entry or (sequence, "1")
+        call = Call(
+            rt=cli,
+            trigger=sequence,
+            kind="user",
+            request_id=flow_id,
+            global_request_id=flow_id,
+            sequence=start[0],
+            trigger_label=start[1],
+            vars={"request": request, "credentials": self.credentials()},
+        )
+        unlisten = cli.trace.listen(
+            lambda e: on_event(e) if on_event and e.flow_id == flow_id else None
+        )
+        try:
+            await spec.run(Flow(call, spec))
+            return flow_id, await then(call.vars)
+        finally:
+            unlisten()
+
     async def boot(
         self,
         ids: DemoIds,
@@ -235,40 +273,21 @@ class Demo:
         timeout: float = 60.0,
     ) -> tuple[str, str, dict[str, Any]]:
         """Run boot-vm from the client's side; (flow id, server id, final server body)."""
-        cli = self.cli
-        spec = self.services[cli.component].HANDLERS["boot-vm"]
-        flow_id = f"req-{uuid.uuid4()}"
-        call = Call(
-            rt=cli,
-            trigger="boot-vm",
-            kind="user",
-            request_id=flow_id,
-            global_request_id=flow_id,
-            sequence=spec.entry[0] if spec.entry else "boot-vm",
-            trigger_label=spec.entry[1] if spec.entry else "1",
-            vars={
-                "request": {
-                    "name": name,
-                    "image_id": ids.image_id,
-                    "flavor_id": ids.flavor_id,
-                    "network_id": ids.network_id,
-                    "volume_id": ids.volume_id if volume else None,
-                    "key_name": None,
-                    "availability_zone": None,
-                },
-                "credentials": self.credentials(),
-            },
-        )
-        unlisten = cli.trace.listen(
-            lambda e: on_event(e) if on_event and e.flow_id == flow_id else None
-        )
-        try:
-            await spec.run(Flow(call, spec))
-            server_id = call.vars["server"]["id"]
-            server = await self.wait_server(server_id, call.vars["token"], timeout=timeout)
-        finally:
-            unlisten()
-        return flow_id, server_id, server
+        request = {
+            "name": name,
+            "image_id": ids.image_id,
+            "flavor_id": ids.flavor_id,
+            "network_id": ids.network_id,
+            "volume_id": ids.volume_id if volume else None,
+            "key_name": None,
+            "availability_zone": None,
+        }
+
+        async def active(fvars: dict[str, Any]) -> dict[str, Any]:
+            return await self.wait_server(fvars["server"]["id"], fvars["token"], timeout=timeout)
+
+        flow_id, server = await self.run_client_flow("boot-vm", request, on_event, active)
+        return flow_id, str(server["id"]), server
 
     async def delete(
         self,
@@ -278,27 +297,13 @@ class Demo:
         timeout: float = 30.0,
     ) -> str:
         """Run delete-vm from the client's side; the flow id. Waits until the server is gone."""
-        cli = self.cli
-        spec = self.services[cli.component].HANDLERS["delete-vm"]
-        flow_id = f"req-{uuid.uuid4()}"
-        call = Call(
-            rt=cli,
-            trigger="delete-vm",
-            kind="user",
-            request_id=flow_id,
-            global_request_id=flow_id,
-            sequence=spec.entry[0] if spec.entry else "delete-vm",
-            trigger_label=spec.entry[1] if spec.entry else "1",
-            vars={"request": {"server_id": server_id}, "credentials": self.credentials()},
+
+        async def gone(fvars: dict[str, Any]) -> None:
+            await self.wait_gone(server_id, fvars["token"], timeout=timeout)
+
+        flow_id, _ = await self.run_client_flow(
+            "delete-vm", {"server_id": server_id}, on_event, gone
         )
-        unlisten = cli.trace.listen(
-            lambda e: on_event(e) if on_event and e.flow_id == flow_id else None
-        )
-        try:
-            await spec.run(Flow(call, spec))
-            await self.wait_gone(server_id, call.vars["token"], timeout=timeout)
-        finally:
-            unlisten()
         return flow_id
 
     def credentials(self) -> dict[str, str]:
