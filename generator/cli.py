@@ -138,13 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--mode",
         choices=["embedded", "distributed"],
-        default="embedded",
-        help="embedded: one process (default)",
+        default=None,
+        help="embedded: one process (default); distributed: a process per component per node",
+    )
+    r.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="TOML config file (default: $SPECSTACK_CONFIG, else ./specstack.toml if present)",
     )
     r.add_argument(
         "--once", action="store_true", help="exit after the demo boot: 0 if every step passed"
     )
-    r.add_argument("--data-dir", default=".specstack", help="state directory (default .specstack)")
+    r.add_argument("--data-dir", default=None, help="state directory (default .specstack)")
     r.add_argument(
         "--port",
         type=_port,

@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from generator.runtime.config import StackConfig
-from generator.runtime.trace import TraceEvent
+from generator.runtime.config import ConfigError, StackConfig, config_file, load_config
+from generator.runtime.trace import TraceEvent, TraceRecorder
 
 
 @dataclass
@@ -142,6 +142,153 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     return code
 
 
+class SharedTraceFeed:
+    """Feeds a StepPrinter the flow's events from the shared trace store, as processes write them.
+
+    The client's own steps arrive through the listener; the first one names the
+    flow, and from then on the store is read until every step is seen.
+    """
+
+    def __init__(self, recorder: TraceRecorder, printer: StepPrinter) -> None:
+        self.recorder = recorder
+        self.printer = printer
+        self.flow_id: str | None = None
+        self.seen: set[tuple[str, float, str]] = set()
+
+    def __call__(self, event: TraceEvent) -> None:
+        self.flow_id = self.flow_id or event.flow_id
+
+    def poll(self) -> None:
+        if self.flow_id is None:
+            return
+        for d in self.recorder.events(self.flow_id):
+            key = (d["step"], d["started_at"], d["source"])
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            d.pop("duration_ms", None)
+            self.printer(TraceEvent(**d))
+
+    async def follow(self) -> None:
+        while True:
+            await asyncio.to_thread(self.poll)
+            await asyncio.sleep(0.1)
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Read until every step showed up (the last ones land just after the server is ACTIVE)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.to_thread(self.poll)
+            if self.printer.complete():
+                return
+            await asyncio.sleep(0.1)
+
+
+async def run_distributed(
+    config: StackConfig, config_path: Path | None, *, once: bool, console: Console
+) -> int:
+    """A supervisor starts the layout's processes; the demo then runs from here, as a client."""
+    from generator.runtime.demo import Demo
+    from generator.runtime.embedded import load_generated
+    from generator.runtime.http import ClientSet
+    from generator.runtime.services import ServiceRuntime
+    from generator.runtime.supervisor import Supervisor, SupervisorError
+
+    try:
+        sup = Supervisor(config, config_path, say=console.print)
+    except Exception as exc:  # a broken generated/
+        console.print(f"[red]cannot lay out the stack: {exc}[/red]")
+        return 2
+    console.print(
+        f"distributed stack: {len(sup.procs)} processes, logs in {config.data_dir / 'logs'}/"
+    )
+    t0 = time.perf_counter()
+    try:
+        await sup.start()
+    except (SupervisorError, OSError, ValueError, RuntimeError) as exc:
+        console.print(f"[red]the stack did not start: {exc}[/red]")
+        await sup.stop()
+        return 2
+    except Exception as exc:  # the database or bus server refused us
+        console.print(f"[red]the stack did not start: {type(exc).__name__}: {exc}[/red]")
+        await sup.stop()
+        return 2
+    console.print(f"stack up in {time.perf_counter() - t0:.2f} s (data in {config.data_dir}/)")
+    info = sup.info
+    clouds = write_clouds(config, info.endpoint(info.api_of_type("identity"), config))
+    services = load_generated()[1]
+    recorder = TraceRecorder(config.data_dir / "trace.sqlite", shared=True)
+    clients = ClientSet(info, config)
+    cli_name = next(
+        name
+        for name, m in services.items()
+        if getattr(m, "KIND", "") == "client" and "boot-vm" in getattr(m, "HANDLERS", {})
+    )
+    cli = ServiceRuntime(
+        component=cli_name,
+        project=info.components[cli_name]["project"],
+        host=info.components[cli_name]["nodes"][0],
+        info=info,
+        config=config,
+        bus=None,  # type: ignore[arg-type]  # the client casts nothing
+        trace=recorder,
+        clients=clients,
+        data_dir=config.data_dir,
+    )
+    demo = Demo(clients, info, config, services, cli)
+    code = 0
+    try:
+        ids = await demo.seed()
+        console.print(
+            "demo data ready: flavors m1.tiny/small/medium, image, network "
+            "'private', volume; booting a VM through boot-vm:"
+        )
+        printer = StepPrinter(console, info.sequences["boot-vm"])
+        feed = SharedTraceFeed(recorder, printer)
+        follower = asyncio.create_task(feed.follow())
+        name = f"demo-vm-{int(time.time())}"
+        try:
+            flow_id, server_id, server = await demo.boot(ids, name, on_event=feed)
+            recorder.flush()
+            await feed.settle()
+        finally:
+            follower.cancel()
+        printer.flush(final=True)
+        ok = server["status"] == "ACTIVE" and printer.complete()
+        fault = server.get("fault", {}).get("message", "")
+        console.print(
+            f"{'[green]' if ok else '[red]'}server {name} ({server_id}) is {server['status']}"
+            f"{'[/green]' if ok else '[/red]'}{': ' + fault if fault else ''}"
+        )
+        console.print(f"trace: specstack trace {flow_id} --data-dir {config.data_dir}")
+        code = 0 if ok else 1
+    except Exception as exc:
+        console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/red]")
+        code = 1
+    finally:
+        recorder.flush()
+    console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
+    if not once:
+        console.print("serving; Ctrl-C stops the stack")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        failed = asyncio.create_task(sup.failure.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        failed.cancel()
+        stopped.cancel()
+        if sup.failure.is_set():
+            console.print("[red]a process failed for good; stopping the stack[/red]")
+            code = code or 1
+        console.print("stopping")
+    await clients.aclose()
+    await sup.stop()
+    console.print("stopped")
+    return code
+
+
 def main(args: Any) -> int:
     console = Console(highlight=False, file=sys.stdout, soft_wrap=True)
     if not args.no_generate:
@@ -153,17 +300,18 @@ def main(args: Any) -> int:
                 print(d, file=sys.stderr)
             return 2
         console.print(f"generated/ {'regenerated' if result.status == 'written' else 'up to date'}")
-    if args.mode != "embedded":
-        console.print(f"[red]mode {args.mode!r} is not available yet; use --mode embedded[/red]")
-        return 2
     try:
-        config = StackConfig(
-            data_dir=Path(args.data_dir),
+        config = load_config(
+            getattr(args, "config", None),
+            data_dir=Path(args.data_dir) if args.data_dir else None,
             base_port=args.port,
             computes=args.computes,
             driver=args.driver,
-        ).apply_environment()
-    except ValueError as exc:
+            mode=args.mode,
+        )
+        config.ensure_secrets()
+        config.for_mode()
+    except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
     try:
@@ -172,5 +320,10 @@ def main(args: Any) -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    code: int = runner(run_stack(config, once=args.once, console=console))
+    if config.mode == "distributed":
+        found = config_file(getattr(args, "config", None))
+        path = found.resolve() if found else None
+        code: int = runner(run_distributed(config, path, once=args.once, console=console))
+        return code
+    code = runner(run_stack(config, once=args.once, console=console))
     return code

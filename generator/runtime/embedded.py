@@ -1,8 +1,10 @@
-"""The whole stack in one process: every component instance, its runtime, its servers.
+"""Component instances with their runtimes and servers: the whole stack, or part of it.
 
 The same generated code runs here as in any other mode; what this module chooses
-are the bindings: an in-process bus, SQLite stores, one HTTP server per API on
-127.0.0.1, the hypervisor driver of each compute node.
+are the bindings that the configuration names. Embedded mode runs every instance
+in one process (in-process bus, SQLite stores, calls between own APIs without a
+socket); in distributed mode each process builds only its own instance
+(`select`), with the RabbitMQ bus, server databases and HTTP over TCP.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from generator.runtime.config import StackConfig
 from generator.runtime.http import ClientSet
 from generator.runtime.localhttp import LocalTransport
 from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
+from generator.runtime.stackinfo import Instance, StackInfo
 from generator.runtime.statefile import flush_all
 from generator.runtime.store import Store, TableSpec
 from generator.runtime.trace import TraceRecorder
@@ -74,12 +76,34 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def coded_instances(info: StackInfo, services: dict[str, Any], config: StackConfig) -> list[Instance]:
+    """The component instances that run code (APIs, workers, agents, clients), spec order."""
+    return [
+        inst
+        for inst in info.instances(config)
+        if inst.component in services
+        and info.components[inst.component]["kind"] in CODED_KINDS
+    ]
+
+
 class EmbeddedStack:
-    def __init__(self, config: StackConfig, package: str = "generated") -> None:
+    """Component instances of the stack in this process: all of them, or those `select` keeps."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        package: str = "generated",
+        *,
+        select: Callable[[Instance], bool] | None = None,
+    ) -> None:
         self.config = config
+        self.select = select
         self.info, self.services, self.drivers = load_generated(package)
         self.bus: Bus = make_bus(config.bus_url)
-        self.trace = TraceRecorder(config.data_dir / "trace.sqlite")
+        # Every process of a distributed stack writes to (and reads) the one trace store.
+        self.trace = TraceRecorder(
+            config.data_dir / "trace.sqlite", shared=config.mode == "distributed"
+        )
         self.local_http = LocalTransport() if config.internal_http == "local" else None
         self.clients = ClientSet(
             self.info, config, transport=self.local_http, local=self.local_http
@@ -168,11 +192,11 @@ class EmbeddedStack:
     def build(self) -> None:
         self.check_behaviours()
         self.config.ensure_secrets()
-        for inst in self.info.instances(self.config):
-            comp = self.info.components[inst.component]
-            module = self.services.get(inst.component)
-            if module is None or comp["kind"] not in CODED_KINDS:
+        for inst in coded_instances(self.info, self.services, self.config):
+            if self.select is not None and not self.select(inst):
                 continue
+            comp = self.info.components[inst.component]
+            module = self.services[inst.component]
             rt = ServiceRuntime(
                 component=inst.component,
                 project=comp["project"],

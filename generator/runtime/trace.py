@@ -4,6 +4,10 @@ A flow is one run of a sequence, identified by its global request id. Events are
 held in memory for live listeners (the `run` command prints steps as they end)
 and written to a SQLite file in the data directory in small batches, so a trace
 survives the process and `specstack trace` can read it later.
+
+In distributed mode (`shared=True`) every process of the stack writes its events
+to that one file (SQLite in WAL mode takes writers from many processes), and
+reading a flow always reads the file, so it gathers the steps of every process.
 """
 
 from __future__ import annotations
@@ -67,8 +71,9 @@ CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, flow_id TEXT NOT NUL
 
 
 class TraceRecorder:
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, shared: bool = False) -> None:
         self.path = path
+        self.shared = shared and path is not None
         self._flows: OrderedDict[str, list[TraceEvent]] = OrderedDict()
         self._aliases: dict[str, str] = {}
         self._pending: list[TraceEvent] = []
@@ -159,10 +164,11 @@ class TraceRecorder:
     def events(self, some_id: str) -> list[dict[str, Any]]:
         """Every event of the flow that `some_id` names (flow id or alias), in start order."""
         flow_id = self.resolve(some_id)
-        with self._lock:
-            live = [e.as_dict() for e in self._flows.get(flow_id, [])]
-        if live:
-            return sorted(live, key=lambda e: e["started_at"])
+        if not self.shared:
+            with self._lock:
+                live = [e.as_dict() for e in self._flows.get(flow_id, [])]
+            if live:
+                return sorted(live, key=lambda e: e["started_at"])
         if self.path is None or not self.path.exists():
             return []
         self.flush()

@@ -1,0 +1,142 @@
+"""One process of a distributed stack: one component instance on one topology node.
+
+    python -m generator.runtime.process --component nova-compute --node compute-2 \\
+        [--config FILE] [--data-dir DIR] [--port N] [--computes N] [--driver NAME]
+
+It reads the same configuration as every other process (config file, then
+SPECSTACK_* variables, then these options), builds only its own component
+instance from the generated package (the code embedded mode runs), starts it,
+and then tells the supervisor it is ready by writing its ready file. SIGTERM or
+SIGINT stops it cleanly; so does the death of its supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from generator.runtime.config import ConfigError, StackConfig, load_config
+
+log = logging.getLogger("specstack.process")
+
+#: Exit codes the supervisor tells apart.
+EXIT_CONFIG = 2  # bad configuration or layout: restarting will not help
+EXIT_START = 3  # the component did not start
+
+
+def process_name(component: str, host: str) -> str:
+    return f"{component}.{host}"
+
+
+def ready_file(data_dir: Path, component: str, host: str) -> Path:
+    """Written once the instance serves (servers listen, consumers subscribed, startup done)."""
+    return data_dir / "run" / f"{process_name(component, host)}.ready"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m generator.runtime.process")
+    p.add_argument("--component", required=True, help="the component to run, e.g. nova-compute")
+    p.add_argument("--node", required=True, help="the node instance it runs on, e.g. compute-2")
+    p.add_argument("--config", default=None, help="config file (default: SPECSTACK_CONFIG)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--port", type=int, default=None, help="first API port")
+    p.add_argument("--computes", type=int, default=None)
+    p.add_argument("--driver", default=None)
+    return p.parse_args(argv)
+
+
+def process_config(args: argparse.Namespace) -> StackConfig:
+    config = load_config(
+        args.config,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        base_port=args.port,
+        computes=args.computes,
+        driver=args.driver,
+        mode="distributed",
+    )
+    config.ensure_secrets()
+    return config.for_mode()
+
+
+async def serve(config: StackConfig, component: str, host: str) -> int:
+    from generator.runtime.embedded import EmbeddedStack, StackError, coded_instances
+
+    stack = EmbeddedStack(config, select=lambda i: i.component == component and i.host == host)
+    mine = [
+        i
+        for i in coded_instances(stack.info, stack.services, config)
+        if i.component == component
+    ]
+    if not any(i.host == host for i in mine):
+        hosts = sorted(i.host for i in mine)
+        log.error(
+            "the layout has no instance of %s on %s (it runs on: %s)",
+            component,
+            host,
+            ", ".join(hosts) or "nothing; not a component with code",
+        )
+        return EXIT_CONFIG
+    ready = ready_file(config.data_dir, component, host)
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    ready.unlink(missing_ok=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def orphaned() -> None:  # the supervisor died without stopping us
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        log.warning("the supervisor (pid %d) is gone; stopping", parent)
+        stop.set()
+
+    watch = asyncio.create_task(orphaned())
+    try:
+        await stack.start(on_progress=lambda m: log.info("%s", m))
+    except (StackError, OSError, RuntimeError, ValueError, ImportError) as exc:
+        log.error("%s on %s did not start: %s: %s", component, host, type(exc).__name__, exc)
+        watch.cancel()
+        await stack.stop()
+        return EXIT_START
+    ready.write_text(f"{os.getpid()}\n")
+    log.info("%s on %s is ready (pid %d)", component, host, os.getpid())
+    await stop.wait()
+    log.info("%s on %s stopping", component, host)
+    ready.unlink(missing_ok=True)
+    watch.cancel()
+    await stack.stop()
+    log.info("%s on %s stopped", component, host)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s {args.component}@{args.node} %(name)s: %(message)s",
+    )
+    try:
+        config = process_config(args)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    code: int = runner(serve(config, args.component, args.node))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,431 @@
+"""The supervisor of a distributed stack: one OS process per component per topology node.
+
+The layout comes from the spec: every component instance with code to run (an
+API's routes, a worker's or agent's consumers, startup behaviours) on every node
+instance the topology places it on (`--computes N` compute nodes). Each runs
+`python -m generator.runtime.process` with its own log file under
+`<data-dir>/logs/`. The supervisor prepares what the processes share (the
+databases on their server, the RabbitMQ vhost), starts the identity API first
+(the others log in to it), waits until each process is ready (its ready file,
+and for an API its `/specstack/health`), restarts a process that dies (up to
+`restart_limit` times, reporting each death with the tail of its log) and stops
+them all with SIGTERM, then SIGKILL after `stop_grace_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from generator.runtime.config import StackConfig
+from generator.runtime.embedded import coded_instances, load_generated
+from generator.runtime.process import EXIT_CONFIG, process_name, ready_file
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.store import Store, TableSpec
+
+log = logging.getLogger("specstack.supervisor")
+
+LOG_TAIL_LINES = 25
+POLL_S = 0.1
+
+
+class SupervisorError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the layout."""
+
+    component: str
+    host: str  # node instance: controller, compute-2, ...
+    node: str  # topology node: controller, compute, ...
+    port: int | None  # an API's port (health-checked), else None
+
+    @property
+    def name(self) -> str:
+        return process_name(self.component, self.host)
+
+
+@dataclass
+class Managed:
+    spec: ProcessSpec
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    ready: bool = False
+    failed: str = ""  # why it was given up on
+
+
+def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> list[ProcessSpec]:
+    """Every process the spec's topology and components call for, identity API first."""
+    out: list[ProcessSpec] = []
+    for inst in coded_instances(info, services, config):
+        module = services[inst.component]
+        comp = info.components[inst.component]
+        if not (getattr(module, "ROUTES", None) or getattr(module, "CONSUMERS", None)):
+            if not comp.get("startup"):
+                continue  # a client: nothing to serve (the CLI runs on the user's side)
+        port = info.port(inst.component, config) if module.ROUTES else None
+        out.append(ProcessSpec(inst.component, inst.host, inst.node, port))
+
+    def first(spec: ProcessSpec) -> int:
+        cat = info.components[spec.component].get("catalog") or {}
+        return 0 if cat.get("type") == "identity" else 1
+
+    return sorted(out, key=first)
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# -- shared resources: databases and the bus vhost ---------------------------------
+def _is_server_url(url: str) -> bool:
+    return not url.startswith("sqlite")
+
+
+def ensure_database(url: str) -> bool:
+    """Create the database that `url` names on its server if it is missing; True if created."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    name = target.database
+    if not name:
+        raise SupervisorError(f"database URL {url!r} names no database")
+    backend = target.get_backend_name()
+    if backend == "postgresql":
+        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return not exists
+    if backend in ("mysql", "mariadb"):
+        admin = create_engine(target.set(database=""), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            found = conn.execute(text("SHOW DATABASES LIKE :n"), {"n": name}).first()
+            if not found:
+                conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+        admin.dispose()
+        return not found
+    raise SupervisorError(f"database URL {url!r}: cannot create databases on {backend}")
+
+
+def drop_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    target = make_url(url)
+    backend = target.get_backend_name()
+    if backend == "postgresql":
+        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+        admin.dispose()
+    elif backend in ("mysql", "mariadb"):
+        admin = create_engine(target.set(database=""), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{target.database}`"))
+        admin.dispose()
+
+
+def project_databases(info: StackInfo) -> list[str]:
+    return [c["name"] for c in info.components.values() if c["kind"] == "database"]
+
+
+def prepare_databases(info: StackInfo, config: StackConfig) -> list[str]:
+    """Each project database exists on its server with its schema; the names created."""
+    created = []
+    for db in project_databases(info):
+        url = config.database_url(db)
+        if _is_server_url(url) and ensure_database(url):
+            created.append(db)
+        tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in info.components[db]["tables"]]
+        store = Store(url, tables)
+        try:
+            migrate = _migrations()
+            if migrate is not None:
+                migrate(url, tables)
+            else:
+                store.create_schema()
+        finally:
+            store.close()
+    return created
+
+
+def _migrations() -> Callable[[str, list[TableSpec]], None] | None:
+    """The alembic migrations of generator.runtime.migrate, when that module is present."""
+    try:
+        from generator.runtime import migrate  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(migrate, "upgrade_store", None)
+    return fn if callable(fn) else None
+
+
+def bus_vhost(url: str) -> str | None:
+    """The vhost an amqp URL names, or None for the default vhost or another bus."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        return None
+    vhost = unquote(parts.path[1:]) if parts.path.startswith("/") else ""
+    return vhost if vhost and vhost != "/" else None
+
+
+def _rabbitmqctl(*args: str) -> None:
+    exe = shutil.which("rabbitmqctl")
+    if exe is None:
+        raise SupervisorError(
+            "rabbitmqctl is not on PATH: create the bus vhost yourself, or name an "
+            "existing one in bus_url"
+        )
+    proc = subprocess.run([exe, "-q", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SupervisorError(
+            f"rabbitmqctl {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}"
+        )
+
+
+def ensure_vhost(config: StackConfig) -> str | None:
+    """Create the stack's own RabbitMQ vhost (isolation from other stacks) if it names one."""
+    vhost = bus_vhost(config.bus_url)
+    if vhost is None:
+        return None
+    user = urlsplit(config.bus_url).username or "guest"
+    _rabbitmqctl("add_vhost", vhost)
+    _rabbitmqctl("set_permissions", "-p", vhost, unquote(user), ".*", ".*", ".*")
+    return vhost
+
+
+def drop_stack_resources(config: StackConfig, info: StackInfo | None = None) -> None:
+    """Drop the stack's server databases and its vhost (tests clean up after themselves)."""
+    info = info or load_generated()[0]
+    for db in project_databases(info):
+        url = config.database_url(db)
+        if _is_server_url(url) and db not in config.database_urls:
+            with contextlib.suppress(Exception):
+                drop_database(url)
+    vhost = bus_vhost(config.bus_url)
+    if vhost is not None:
+        with contextlib.suppress(SupervisorError):
+            _rabbitmqctl("delete_vhost", vhost)
+
+
+# -- the supervisor -------------------------------------------------------------
+@dataclass
+class Supervisor:
+    config: StackConfig
+    config_file: Path | None = None
+    say: Callable[[str], None] = print
+    info: StackInfo = field(init=False)
+    procs: list[Managed] = field(default_factory=list)
+    failure: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
+    _monitor: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.info, services, _ = load_generated()
+        logs = self.config.data_dir / "logs"
+        self.procs = [
+            Managed(spec, logs / f"{spec.name}.log")
+            for spec in layout(self.info, services, self.config)
+        ]
+
+    # preparing ------------------------------------------------------------------
+    async def prepare(self) -> None:
+        created = await asyncio.to_thread(prepare_databases, self.info, self.config)
+        if created:
+            self.say(f"databases created: {', '.join(created)}")
+        vhost = await asyncio.to_thread(ensure_vhost, self.config)
+        if vhost:
+            self.say(f"bus: {self.config.bus_url.split('@')[-1]} (vhost {vhost})")
+
+    # starting -------------------------------------------------------------------
+    def _argv(self, spec: ProcessSpec) -> list[str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "generator.runtime.process",
+            "--component",
+            spec.component,
+            "--node",
+            spec.host,
+            "--data-dir",
+            str(self.config.data_dir),
+        ]
+        if self.config_file is not None:
+            argv += ["--config", str(self.config_file)]
+        if self.config.base_port is not None:
+            argv += ["--port", str(self.config.base_port)]
+        if self.config.computes is not None:
+            argv += ["--computes", str(self.config.computes)]
+        if self.config.driver is not None:
+            argv += ["--driver", self.config.driver]
+        return argv
+
+    def _spawn(self, m: Managed) -> None:
+        m.log_path.parent.mkdir(parents=True, exist_ok=True)
+        ready_file(self.config.data_dir, m.spec.component, m.spec.host).unlink(missing_ok=True)
+        m.ready = False
+        with m.log_path.open("ab") as fh:
+            fh.write(
+                f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {m.spec.name}"
+                f" (start {m.restarts + 1}) ---\n".encode()
+            )
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            m.popen = subprocess.Popen(
+                self._argv(m.spec),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # the supervisor alone decides when it stops
+            )
+
+    async def _is_ready(self, m: Managed, http: httpx.AsyncClient) -> bool:
+        if not ready_file(self.config.data_dir, m.spec.component, m.spec.host).exists():
+            return False
+        if m.spec.port is None:
+            return True
+        url = f"http://{self.config.host_address}:{m.spec.port}/specstack/health"
+        try:
+            return (await http.get(url)).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    async def _wait_ready(self, group: list[Managed]) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            while True:
+                for m in group:
+                    if m.ready:
+                        continue
+                    assert m.popen is not None
+                    code = m.popen.poll()
+                    if code is not None:
+                        raise SupervisorError(self._death(m, code, "while starting"))
+                    if await self._is_ready(m, http):
+                        m.ready = True
+                        pid = m.popen.pid
+                        where = f" :{m.spec.port}" if m.spec.port else ""
+                        self.say(f"{m.spec.component:<20} {m.spec.host:<11} pid {pid}{where}")
+                if all(m.ready for m in group):
+                    return
+                if time.monotonic() > deadline:
+                    late = [m for m in group if not m.ready]
+                    raise SupervisorError(
+                        f"not ready after {self.config.start_timeout_s:.0f} s: "
+                        + ", ".join(m.spec.name for m in late)
+                        + "".join(
+                            f"\n--- {m.log_path} (tail) ---\n{tail(m.log_path)}" for m in late
+                        )
+                    )
+                await asyncio.sleep(POLL_S)
+
+    async def start(self) -> None:
+        """Prepare, then start the identity API, then every other process; wait for all."""
+        if not self.procs:
+            raise SupervisorError("the spec's layout has no process to run")
+        await self.prepare()
+        first = [m for m in self.procs if m is self.procs[0]]
+        rest = [m for m in self.procs if m is not self.procs[0]]
+        for group in (first, rest):
+            for m in group:
+                self._spawn(m)
+            await self._wait_ready(group)
+        self._monitor = asyncio.create_task(self._watch())
+
+    def _death(self, m: Managed, code: int, when: str = "") -> str:
+        how = f"signal {-code}" if code < 0 else f"code {code}"
+        return (
+            f"{m.spec.name} (pid {m.popen.pid if m.popen else '?'}) exited with {how}"
+            f"{' ' + when if when else ''}; last lines of {m.log_path}:\n{tail(m.log_path)}"
+        )
+
+    async def _watch(self) -> None:
+        """Report and restart processes that die; give up on one after restart_limit restarts."""
+        while not self._stopping:
+            for m in self.procs:
+                if m.failed or m.popen is None or self._stopping:
+                    continue
+                code = m.popen.poll()
+                if code is None:
+                    continue
+                self.say(f"[red]{self._death(m, code)}[/red]")
+                if code == EXIT_CONFIG or m.restarts >= self.config.restart_limit:
+                    m.failed = f"exited with {code}"
+                    self.say(f"[red]{m.spec.name}: not restarted ({m.restarts} restarts)[/red]")
+                    self.failure.set()
+                    continue
+                m.restarts += 1
+                self.say(f"restarting {m.spec.name} ({m.restarts}/{self.config.restart_limit})")
+                self._spawn(m)
+            await asyncio.sleep(POLL_S)
+
+    # looking at it ------------------------------------------------------------
+    def find(self, component: str, host: str | None = None) -> Managed:
+        for m in self.procs:
+            if m.spec.component == component and (host is None or m.spec.host == host):
+                return m
+        raise KeyError(f"{component} on {host}")
+
+    def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "process": m.spec.name,
+                "pid": m.popen.pid if m.popen else None,
+                "alive": m.popen is not None and m.popen.poll() is None,
+                "restarts": m.restarts,
+                "log": str(m.log_path),
+            }
+            for m in self.procs
+        ]
+
+    # stopping -------------------------------------------------------------------
+    async def stop(self) -> None:
+        """SIGTERM every process (dependants first), SIGKILL what is left after the grace."""
+        self._stopping = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        alive = [m for m in reversed(self.procs) if m.popen and m.popen.poll() is None]
+        for m in alive:
+            assert m.popen is not None
+            with contextlib.suppress(ProcessLookupError):
+                m.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_grace_s
+        while time.monotonic() < deadline and any(
+            m.popen is not None and m.popen.poll() is None for m in alive
+        ):
+            await asyncio.sleep(POLL_S)
+        for m in alive:
+            assert m.popen is not None
+            if m.popen.poll() is None:
+                self.say(f"[yellow]{m.spec.name} ignored SIGTERM; killing it[/yellow]")
+                with contextlib.suppress(ProcessLookupError):
+                    m.popen.kill()
+                m.popen.wait()
