@@ -206,9 +206,7 @@ def _from_text(type_name: str, raw: str) -> Any:
         if "dict" in type_name and "tuple[tuple" not in type_name:
             return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
         if "tuple[tuple" in type_name:
-            return {
-                k: v for k, _, v in (p.partition("=") for p in text.split(",") if p.strip())
-            }
+            return {k: v for k, _, v in (p.partition("=") for p in text.split(",") if p.strip())}
         return [p.strip() for p in text.split(",") if p.strip()]
     return raw
 
@@ -252,7 +250,7 @@ def _coerce(name: str, type_name: str, raw: Any, where: str) -> Any:
         if not isinstance(raw, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
         ):
-            raise bad("a table of name = \"URL\"")
+            raise bad('a table of name = "URL"')
         return dict(raw)
     if type_name.startswith("tuple[tuple"):  # weighers: name = multiplier
         if not isinstance(raw, dict):

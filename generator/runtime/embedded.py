@@ -76,13 +76,14 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def coded_instances(info: StackInfo, services: dict[str, Any], config: StackConfig) -> list[Instance]:
+def coded_instances(
+    info: StackInfo, services: dict[str, Any], config: StackConfig
+) -> list[Instance]:
     """The component instances that run code (APIs, workers, agents, clients), spec order."""
     return [
         inst
         for inst in info.instances(config)
-        if inst.component in services
-        and info.components[inst.component]["kind"] in CODED_KINDS
+        if inst.component in services and info.components[inst.component]["kind"] in CODED_KINDS
     ]
 
 

@@ -67,11 +67,13 @@ def process_config(args: argparse.Namespace) -> StackConfig:
 async def serve(config: StackConfig, component: str, host: str) -> int:
     from generator.runtime.embedded import EmbeddedStack, StackError, coded_instances
 
-    stack = EmbeddedStack(config, select=lambda i: i.component == component and i.host == host)
+    try:
+        stack = EmbeddedStack(config, select=lambda i: i.component == component and i.host == host)
+    except (StackError, ValueError, ImportError, OSError) as exc:
+        log.error("cannot assemble %s on %s: %s: %s", component, host, type(exc).__name__, exc)
+        return EXIT_CONFIG
     mine = [
-        i
-        for i in coded_instances(stack.info, stack.services, config)
-        if i.component == component
+        i for i in coded_instances(stack.info, stack.services, config) if i.component == component
     ]
     if not any(i.host == host for i in mine):
         hosts = sorted(i.host for i in mine)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -77,9 +78,9 @@ def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> li
     for inst in coded_instances(info, services, config):
         module = services[inst.component]
         comp = info.components[inst.component]
-        if not (getattr(module, "ROUTES", None) or getattr(module, "CONSUMERS", None)):
-            if not comp.get("startup"):
-                continue  # a client: nothing to serve (the CLI runs on the user's side)
+        serves = getattr(module, "ROUTES", None) or getattr(module, "CONSUMERS", None)
+        if not serves and not comp.get("startup"):
+            continue  # a client: nothing to serve (the CLI runs on the user's side)
         port = info.port(inst.component, config) if module.ROUTES else None
         out.append(ProcessSpec(inst.component, inst.host, inst.node, port))
 
@@ -286,6 +287,24 @@ class Supervisor:
             argv += ["--driver", self.config.driver]
         return argv
 
+    def _settings_env(self) -> dict[str, str]:
+        """Settings given to the supervisor other than by the file, as SPECSTACK_* variables.
+
+        The processes read the same file and environment; this carries what the
+        command line (or a caller) set on top, so every process sees one configuration.
+        """
+        out = {}
+        for name in sorted(self.config.explicit - {"data_dir", "base_port", "computes", "driver"}):
+            value = getattr(self.config, name)
+            if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+                text = json.dumps(dict(value))
+            elif isinstance(value, tuple | list | dict):
+                text = json.dumps(value)
+            else:
+                text = "" if value is None else str(value)
+            out[f"SPECSTACK_{name.upper()}"] = text
+        return out
+
     def _spawn(self, m: Managed) -> None:
         m.log_path.parent.mkdir(parents=True, exist_ok=True)
         ready_file(self.config.data_dir, m.spec.component, m.spec.host).unlink(missing_ok=True)
@@ -295,7 +314,7 @@ class Supervisor:
                 f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {m.spec.name}"
                 f" (start {m.restarts + 1}) ---\n".encode()
             )
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            env = {**os.environ, **self._settings_env(), "PYTHONUNBUFFERED": "1"}
             m.popen = subprocess.Popen(
                 self._argv(m.spec),
                 stdout=fh,

@@ -1,21 +1,38 @@
-"""The generated conformance suite passes against the embedded stack, one item per step."""
+"""The generated conformance suite passes, one item per step: against the embedded stack it
+starts itself, or (SPECSTACK_TEST_MODE=distributed) against a distributed stack as a target."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
+
+import pytest
 
 from ..conftest import REPO
+from ..wire.conftest import running_stack, stack_mode
 
 
-def test_generated_suite_passes_against_the_embedded_stack() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "generator", "conform", "--", "-v"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+@contextlib.contextmanager
+def _target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """`conform` arguments: none (it starts an embedded stack), or --target a running stack."""
+    if stack_mode() == "embedded":
+        yield []
+        return
+    with running_stack(tmp_path_factory, "conform") as stack:
+        yield ["--target", f"http://127.0.0.1:{stack.port}"]
+
+
+def test_generated_suite_passes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with _target(tmp_path_factory) as target:
+        proc = subprocess.run(
+            [sys.executable, "-m", "generator", "conform", *target, "--", "-v"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     for n, title in (

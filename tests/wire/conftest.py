@@ -1,4 +1,9 @@
-"""A running stack (`specstack run`, kept serving) and the real `openstack` CLI pointed at it."""
+"""A running stack (`specstack run`, kept serving) and the real `openstack` CLI pointed at it.
+
+The stack runs in the mode that SPECSTACK_TEST_MODE names: `embedded` (the default)
+or `distributed` (a process per component per node, RabbitMQ, PostgreSQL, with
+DISTRIBUTED_COMPUTES compute nodes). The same tests run against either.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,17 @@ from generator.conformance.harness import free_port_block
 
 from ..conftest import REPO
 
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 180.0
 CLI_TIMEOUT_S = 180.0
+MODE_ENV = "SPECSTACK_TEST_MODE"
+DISTRIBUTED_COMPUTES = 3
+
+
+def stack_mode() -> str:
+    mode = os.environ.get(MODE_ENV, "embedded")
+    if mode not in ("embedded", "distributed"):
+        pytest.fail(f"{MODE_ENV}={mode!r}: expected embedded or distributed")
+    return mode
 
 
 def openstack_executable() -> str:
@@ -54,6 +68,8 @@ class Stack:
     clouds: Path
     output: list[str] = field(default_factory=list)
     exe: str = field(default_factory=openstack_executable)
+    mode: str = "embedded"
+    process: subprocess.Popen[str] | None = None
 
     @property
     def identity_url(self) -> str:
@@ -98,11 +114,35 @@ class Stack:
             time.sleep(0.5)
 
 
+def drop_distributed(data_dir: Path) -> None:
+    """Drop what a distributed stack made outside its data directory (databases, vhost)."""
+    from generator.runtime.config import load_config
+    from generator.runtime.supervisor import drop_stack_resources
+
+    if not (data_dir / "secrets.json").exists():
+        return
+    config = load_config(data_dir=data_dir, mode="distributed", environ={})
+    config.ensure_secrets()
+    drop_stack_resources(config.for_mode())
+
+
 @contextlib.contextmanager
-def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str = "wire") -> Iterator[Stack]:
+def running_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str = "wire",
+    *,
+    mode: str | None = None,
+    extra: tuple[str, ...] = (),
+    data_dir: Path | None = None,
+    drop: bool = True,
+) -> Iterator[Stack]:
     """`specstack run --no-generate` on a free block of ports, until the block exits."""
-    data_dir = tmp_path_factory.mktemp(name) / "data"
+    mode = mode or stack_mode()
+    data_dir = data_dir or tmp_path_factory.mktemp(name) / "data"
     port = free_port_block(8)
+    args = ["--mode", mode]
+    if mode == "distributed":
+        args += ["--computes", str(DISTRIBUTED_COMPUTES)]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -114,6 +154,8 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str = "wire") 
             str(data_dir),
             "--port",
             str(port),
+            *args,
+            *extra,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -144,15 +186,24 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str = "wire") 
                 pytest.fail(f"the stack exited ({proc.wait()}):\n" + "".join(output))
             if "serving;" in line:
                 break
-        yield Stack(port=port, data_dir=data_dir, clouds=data_dir / "clouds.yaml", output=output)
+        yield Stack(
+            port=port,
+            data_dir=data_dir,
+            clouds=data_dir / "clouds.yaml",
+            output=output,
+            mode=mode,
+            process=proc,
+        )
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+        if mode == "distributed" and drop:
+            drop_distributed(data_dir)
 
 
 @pytest.fixture(scope="session")

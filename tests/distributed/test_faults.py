@@ -1,0 +1,112 @@
+"""Faults in a distributed stack: a compute process killed mid-boot, RabbitMQ restarted
+during a burst of boots. Nothing stays in BUILD, nothing is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from generator.runtime.process import ready_file
+
+from ..wire.conftest import DISTRIBUTED_COMPUTES, Stack
+from .conftest import Cloud
+
+RABBIT_RESTART_ENV = "SPECSTACK_TEST_RABBIT_RESTART"
+
+
+def _compute_pids(stack: Stack) -> dict[str, int]:
+    """Host -> pid of its running nova-compute (from the ready files the processes write)."""
+    out = {}
+    for i in range(1, DISTRIBUTED_COMPUTES + 1):
+        host = f"compute-{i}"
+        path = ready_file(stack.data_dir, "nova-compute", host)
+        out[host] = int(path.read_text().split()[0])
+    return out
+
+
+@contextlib.contextmanager
+def _paused(pids: dict[str, int]) -> Iterator[None]:
+    """SIGSTOP the processes (each holds what is sent to it), SIGCONT those still there after."""
+    for pid in pids.values():
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+def _wait_output(stack: Stack, text: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in stack.output):
+        assert time.monotonic() < deadline, f"{text!r} not in the stack's output:\n" + "".join(
+            stack.output[-40:]
+        )
+        time.sleep(0.1)
+
+
+def test_a_compute_killed_during_a_boot_leaves_nothing_in_build(
+    dstack: Stack, admin: Cloud, demo: Cloud
+) -> None:
+    """The build reaches its compute host, whose process is then killed (SIGKILL).
+
+    The supervisor reports the death with the tail of the log and restarts the
+    process; RabbitMQ redelivers the unacknowledged build request. The instance
+    ends ACTIVE (built on restart, or rescheduled to another host) or ERROR with a
+    fault; it never stays in BUILD.
+    """
+    pids = _compute_pids(dstack)
+    body = demo.boot_body("killed-mid-boot", flavor="1")
+    with _paused(pids):
+        server_id = demo.post_server(body)
+        # The scheduler chose a host and cast the build to it; that host's compute holds it.
+        deadline = time.monotonic() + 60
+        host = None
+        while host is None:
+            shown = admin.server(server_id)
+            host = shown.get("OS-EXT-SRV-ATTR:host")
+            assert shown["status"] == "BUILD", shown
+            assert time.monotonic() < deadline, "the scheduler never chose a host"
+            time.sleep(0.05)
+        os.kill(pids[host], signal.SIGKILL)
+    _wait_output(dstack, f"nova-compute.{host} (pid {pids[host]}) exited with signal 9")
+    _wait_output(dstack, f"restarting nova-compute.{host}")
+    server = demo.wait_settled(server_id)
+    assert server["status"] in ("ACTIVE", "ERROR"), server
+    if server["status"] == "ERROR":
+        assert server["fault"]["message"], server
+    # The stack goes on: the restarted compute serves again.
+    again = demo.wait_settled(demo.post_server(demo.boot_body("after-kill", flavor="1")))
+    assert again["status"] == "ACTIVE", again
+
+
+@pytest.mark.rabbitmq_restart
+@pytest.mark.skipif(
+    not os.environ.get(RABBIT_RESTART_ENV),
+    reason=f"restarts the machine's shared RabbitMQ: set {RABBIT_RESTART_ENV}=1 "
+    "(nox -s tests_distributed does)",
+)
+def test_rabbitmq_restart_during_a_burst_of_50_boots_loses_none(dstack: Stack, demo: Cloud) -> None:
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    assert rabbitmqctl, "rabbitmqctl is not installed"
+    body = demo.boot_body("burst", flavor="1")
+
+    def post(i: int) -> str:
+        return demo.post_server({"server": {**body["server"], "name": f"burst-{i}"}})
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        ids = list(pool.map(post, range(50)))
+    for action in ("stop_app", "start_app"):
+        subprocess.run([rabbitmqctl, "-q", action], check=True, timeout=120)
+    statuses = {sid: demo.wait_settled(sid, timeout=300)["status"] for sid in ids}
+    lost = {sid: s for sid, s in statuses.items() if s != "ACTIVE"}
+    assert not lost, f"{len(lost)} of 50 boots did not reach ACTIVE: {lost}"

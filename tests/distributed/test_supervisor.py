@@ -1,0 +1,79 @@
+"""The supervisor's layout comes from the spec's topology; a process that cannot start is
+reported with the tail of its log, and nothing is left running."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from generator.conformance.harness import free_port_block
+from generator.runtime.config import load_config
+from generator.runtime.embedded import load_generated
+from generator.runtime.supervisor import Supervisor, SupervisorError, drop_stack_resources, layout
+
+from ..conftest import REPO
+
+
+@pytest.fixture(autouse=True)
+def _repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # the generated package is imported from the working directory
+
+
+def test_the_layout_is_the_topology() -> None:
+    info, services, _ = load_generated()
+    for computes in (1, 3):
+        config = load_config(environ={}, computes=computes, mode="distributed")
+        procs = layout(info, services, config)
+        assert procs[0].component == "keystone"  # the others log in to it
+        where = {(p.component, p.host) for p in procs}
+        for comp in info.components.values():
+            if comp["kind"] in ("api", "worker", "agent"):
+                for node in comp["nodes"]:
+                    for host in info.node_hosts(node, config):
+                        assert (comp["name"], host) in where
+        assert len(procs) == len(where)
+        assert sum(p.component == "nova-compute" for p in procs) == computes
+        assert all(
+            (p.port is not None) == bool(info.components[p.component].get("api")) for p in procs
+        )
+
+
+def test_a_process_that_cannot_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    config = load_config(
+        environ={},
+        data_dir=tmp_path / "data",
+        mode="distributed",
+        driver="no-such-driver",
+        computes=1,
+        base_port=free_port_block(8),
+        bus_url="memory://",  # no process here talks to another: no RabbitMQ needed
+    )
+    config.ensure_secrets()
+    config.for_mode()
+    said: list[str] = []
+    sup = Supervisor(config, None, say=said.append)
+
+    async def attempt() -> str:
+        try:
+            await sup.start()
+        except SupervisorError as exc:
+            return str(exc)
+        finally:
+            await sup.stop()
+        return ""
+
+    try:
+        message = asyncio.run(attempt())
+    finally:
+        drop_stack_resources(config)
+    assert "nova-compute.compute-1" in message and "exited with code 3" in message
+    assert "unknown driver 'no-such-driver'" in message  # the tail of its log
+    assert (config.data_dir / "logs" / "nova-compute.compute-1.log").is_file()
+    for m in sup.procs:  # everything it started is stopped
+        if m.popen is not None:
+            assert m.popen.poll() is not None
+            with pytest.raises(ProcessLookupError):
+                os.kill(m.popen.pid, 0)
