@@ -58,7 +58,22 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (toolkit, runtime, running stack, generated conformance)."""
     _install(session)
-    session.run("pytest", *session.posargs)
+    # tests/distributed runs in tests_distributed (it restarts the shared RabbitMQ once).
+    session.run("pytest", "--ignore=tests/distributed", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tests_distributed(session: nox.Session) -> None:
+    """The distributed stack (RabbitMQ, PostgreSQL, 3 computes): its own tests, then the
+    conformance suite and the real openstack CLI tests against it."""
+    _install(session)
+    env = {"SPECSTACK_TEST_MODE": "distributed", "SPECSTACK_TEST_RABBIT_RESTART": "1"}
+    paths = session.posargs or [
+        "tests/distributed",
+        "tests/stack/test_conformance.py",
+        "tests/wire/test_openstack_cli.py",
+    ]
+    session.run("pytest", *paths, env=env)
 
 
 @nox.session(python=PYTHON)
