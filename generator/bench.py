@@ -55,6 +55,12 @@ def run_bench(
                 flush=True,
             )
         figures.update(stack_figures(sequential=boots))
+        # The distributed stack (RabbitMQ, PostgreSQL, 3 computes), in the same run.
+        from generator.distbench import dist_figures
+
+        if not as_json:
+            print("measuring the distributed stack...", file=sys.stderr, flush=True)
+        figures.update(dist_figures(sequential=min(boots, 100)))
     if as_json:
         print(json.dumps(figures, sort_keys=True))
         return 0

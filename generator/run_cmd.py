@@ -92,7 +92,12 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
 
     try:
         stack = EmbeddedStack(config)
-    except Exception as exc:  # a broken generated/ or driver choice
+        if config.database_server or config.database_urls:
+            # Server databases (e.g. PostgreSQL in embedded mode): created if missing.
+            from generator.runtime.supervisor import prepare_databases
+
+            await asyncio.to_thread(prepare_databases, stack.info, config)
+    except Exception as exc:  # a broken generated/, driver choice or database server
         console.print(f"[red]cannot assemble the stack: {exc}[/red]")
         return 2
     t0 = time.perf_counter()

@@ -1,0 +1,79 @@
+"""Figures of the distributed stack: boot latency and throughput over RabbitMQ and PostgreSQL.
+
+`specstack run --mode distributed` starts the stack in its own processes (3 compute
+nodes); the clients run here and use the HTTP API, as for the embedded figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from generator.conformance.harness import free_port_block
+from generator.runtime.config import load_config
+from generator.runtime.embedded import load_generated
+from generator.stackbench import _measure, _wait_for_line
+
+START_TIMEOUT_S = 180
+
+
+def dist_figures(
+    *, sequential: int = 100, clients: int = 50, per_client: int = 1, computes: int = 3
+) -> dict[str, float]:
+    from generator.runtime.supervisor import drop_stack_resources
+
+    info, _, _ = load_generated()
+    apis = sum(1 for c in info.components.values() if c.get("api"))
+    base = free_port_block(apis)
+    with tempfile.TemporaryDirectory(prefix="specstack-distbench-") as tmp:
+        data = Path(tmp) / "data"
+        config = load_config(data_dir=data, base_port=base, mode="distributed")
+        identity = info.endpoint(info.api_of_type("identity"), config)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "generator",
+                "run",
+                "--mode",
+                "distributed",
+                "--no-generate",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(base),
+                "--computes",
+                str(computes),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "SPECSTACK_QUOTA_INSTANCES": "100000"},
+        )
+        try:
+            _wait_for_line(proc, "serving;")
+            figures = asyncio.run(_measure(identity, config, sequential, clients, per_client))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            config.ensure_secrets()
+            drop_stack_resources(config.for_mode(), info)
+    return {
+        "dist_boot_p50_ms": figures["boot_p50_ms"],
+        "dist_boot_p95_ms": figures["boot_p95_ms"],
+        "dist_boots_per_s": figures["boots_per_s"],
+        "dist_boots_lost": figures["boots_lost"],
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use
+    print(dist_figures(sequential=int(os.environ.get("N", "20"))))
