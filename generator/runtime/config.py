@@ -66,7 +66,7 @@ class StackConfig:
     max_build_attempts: int = 3
     quota_instances: int = 100  # instances a project may have (nova's default is 10)
     # distributed mode: the supervisor
-    start_timeout_s: float = 60.0  # for every process to answer its health check
+    start_timeout_s: float = 120.0  # for every process to answer its health check
     stop_grace_s: float = 10.0  # between SIGTERM and SIGKILL
     restart_limit: int = 3  # restarts of one crashed process before the stack gives up
     # Which settings were set explicitly (file, environment, command line), not defaulted.
