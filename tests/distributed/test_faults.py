@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -99,14 +100,27 @@ def test_rabbitmq_restart_during_a_burst_of_50_boots_loses_none(dstack: Stack, d
     rabbitmqctl = shutil.which("rabbitmqctl")
     assert rabbitmqctl, "rabbitmqctl is not installed"
     body = demo.boot_body("burst", flavor="1")
+    accepted = threading.Semaphore(0)
 
     def post(i: int) -> str:
-        return demo.post_server({"server": {**body["server"], "name": f"burst-{i}"}})
+        sid = demo.post_server({"server": {**body["server"], "name": f"burst-{i}"}})
+        accepted.release()
+        return sid
 
-    with ThreadPoolExecutor(max_workers=10) as pool:
+    def restart() -> None:
+        for _ in range(10):  # the broker goes down once 10 boots are under way
+            accepted.acquire()
+        for action in ("stop_app", "start_app"):
+            subprocess.run([rabbitmqctl, "-q", action], check=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=11) as pool:
+        restarted = pool.submit(restart)
         ids = list(pool.map(post, range(50)))
-    for action in ("stop_app", "start_app"):
-        subprocess.run([rabbitmqctl, "-q", action], check=True, timeout=120)
-    statuses = {sid: demo.wait_settled(sid, timeout=300)["status"] for sid in ids}
-    lost = {sid: s for sid, s in statuses.items() if s != "ACTIVE"}
+        restarted.result()
+    settled = {sid: demo.wait_settled(sid, timeout=300) for sid in ids}
+    lost = {
+        sid: (s["status"], (s.get("fault") or {}).get("message"))
+        for sid, s in settled.items()
+        if s["status"] != "ACTIVE"
+    }
     assert not lost, f"{len(lost)} of 50 boots did not reach ACTIVE: {lost}"
