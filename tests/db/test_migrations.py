@@ -56,7 +56,9 @@ def test_migrations_create_the_schema_the_store_expects(db_url: str) -> None:
                 for table in build_metadata(tables(database)).tables.values():
                     columns = [c["name"] for c in inspector.get_columns(table.name)]
                     assert columns == [c.name for c in table.columns]
-                    indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes(table.name)}
+                    indexes = {
+                        i["name"]: i["column_names"] for i in inspector.get_indexes(table.name)
+                    }
                     assert indexes == {i.name: [c.name for c in i.columns] for i in table.indexes}
                     assert inspector.get_pk_constraint(table.name)["constrained_columns"] == ["id"]
     finally:
