@@ -605,20 +605,18 @@ def _deadline(raw: object) -> float | None:
 
 
 async def _library_tasks_done(timeout: float = 2.0) -> None:
-    """Wait for the close callbacks aio-pika runs as tasks, so close() leaves nothing behind."""
+    """Wait for the close callbacks aio-pika runs as tasks, so close() leaves nothing behind.
+
+    Only those one-shot callbacks: other buses of this loop keep their own tasks.
+    """
     me = asyncio.current_task()
     stray = {
         t
         for t in asyncio.all_tasks()
-        if t is not me and any(lib in _task_file(t) for lib in ("/aio_pika/", "/aiormq/"))
+        if t is not me and "OneShotCallback" in getattr(t.get_coro(), "__qualname__", "")
     }
     if stray:
         await asyncio.wait(stray, timeout=timeout)
-
-
-def _task_file(task: asyncio.Task[Any]) -> str:
-    code = getattr(task.get_coro(), "cr_code", None)
-    return str(getattr(code, "co_filename", ""))
 
 
 async def _settle(outcome: Awaitable[None], queue: str) -> None:
