@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from generator.runtime.store import engine_url
+from generator.runtime.store import TableSpec, engine_url
 
 
 class MigrationError(RuntimeError):
@@ -98,6 +98,11 @@ def upgrade(
     finally:
         if not isinstance(url, Engine):
             engine.dispose()
+
+
+def upgrade_store(url: str, tables: Iterable[TableSpec], *, package: str = "generated") -> None:
+    """Upgrade the database whose migrations create exactly `tables` (as a Store lists them)."""
+    upgrade(url, database_for_tables((t.name for t in tables), package), package=package)
 
 
 def current(url: str | Engine, database: str, *, package: str = "generated") -> str | None:

@@ -83,3 +83,9 @@ def test_unknown_database_and_ambiguous_tables_are_clear_errors() -> None:
     with pytest.raises(migrate.MigrationError, match="no single database"):
         migrate.database_for_tables(["images", "instances"])
     assert migrate.database_for_tables([t.name for t in tables("nova-db")]) == "nova-db"
+
+
+def test_upgrade_store_finds_the_database_by_its_tables(db_url: str) -> None:
+    migrate.upgrade_store(db_url, tables("neutron-db"))
+    assert migrate.current(db_url, "neutron-db") == "neutron_db_0001"
+    assert migrate.current(db_url, "nova-db") is None
