@@ -19,6 +19,8 @@ from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -92,8 +94,18 @@ def upgrade(
             EnvironmentContext(config, script, fn=steps, destination_rev=revision) as env,
         ):
             env.configure(connection=connection, version_table=table)
-            with env.begin_transaction():
-                env.run_migrations()
+            try:
+                with env.begin_transaction():
+                    env.run_migrations()
+            except (RevisionError, CommandError) as exc:
+                at = MigrationContext.configure(
+                    connection, opts={"version_table": table}
+                ).get_current_revision()
+                raise MigrationError(
+                    f"database {database} at {_redact(url)} is at revision {at!r}, which the "
+                    f"migrations of this spec do not know (newest: {script.get_current_head()!r}): "
+                    "it was made from another spec; recreate it, or keep that spec"
+                ) from exc
             connection.commit()
     finally:
         if not isinstance(url, Engine):
@@ -103,6 +115,11 @@ def upgrade(
 def upgrade_store(url: str, tables: Iterable[TableSpec], *, package: str = "generated") -> None:
     """Upgrade the database whose migrations create exactly `tables` (as a Store lists them)."""
     upgrade(url, database_for_tables((t.name for t in tables), package), package=package)
+
+
+def head(database: str, package: str = "generated") -> str | None:
+    """The newest revision of `database`'s migrations."""
+    return script_directory(database, package).get_current_head()
 
 
 def current(url: str | Engine, database: str, *, package: str = "generated") -> str | None:
@@ -187,6 +204,12 @@ def drop_database(url: str) -> None:
                 conn.execute(text(f"DROP DATABASE IF EXISTS `{_identifier(name)}`"))
         finally:
             admin.dispose()
+
+
+def _redact(url: str | Engine) -> str:
+    if isinstance(url, Engine):
+        return url.url.render_as_string(hide_password=True)
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _identifier(name: str) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import MetaData, create_engine, inspect
+from sqlalchemy import MetaData, create_engine, inspect, text
 
 from generator.runtime import migrate
 from generator.runtime.store import Store, build_metadata, engine_url
@@ -41,7 +42,9 @@ def test_migrations_create_the_schema_the_store_expects(db_url: str) -> None:
         assert migrate.current(db_url, database) is None
         migrate.upgrade(db_url, database)
         module = migrate.databases()[database][0]
-        assert migrate.current(db_url, database) == f"{module}_0001"
+        head = migrate.head(database)
+        assert head is not None and head.startswith(f"{module}_0001_")
+        assert migrate.current(db_url, database) == head
     migrate.upgrade(db_url, DATABASES[0])  # already at head: nothing happens
     engine = create_engine(engine_url(db_url))
     try:
@@ -71,7 +74,7 @@ def test_store_create_schema_uses_the_migrations_on_servers(db_url: str) -> None
         store.create_schema()
         store.create_schema()  # idempotent
         asyncio.run(store.create("images", {"id": "i1", "name": "cirros"}))
-        expected = None if store.sqlite else "glance_db_0001"
+        expected = None if store.sqlite else migrate.head("glance-db")
         assert migrate.current(db_url, "glance-db") == expected
     finally:
         store.close()
@@ -87,5 +90,18 @@ def test_unknown_database_and_ambiguous_tables_are_clear_errors() -> None:
 
 def test_upgrade_store_finds_the_database_by_its_tables(db_url: str) -> None:
     migrate.upgrade_store(db_url, tables("neutron-db"))
-    assert migrate.current(db_url, "neutron-db") == "neutron_db_0001"
+    assert migrate.current(db_url, "neutron-db") == migrate.head("neutron-db")
     assert migrate.current(db_url, "nova-db") is None
+
+
+def test_a_database_from_another_spec_is_refused_clearly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version_glance_db (version_num VARCHAR(32))"))
+        conn.execute(text("INSERT INTO alembic_version_glance_db VALUES ('glance_db_0001_0ld')"))
+    engine.dispose()
+    with pytest.raises(
+        migrate.MigrationError, match=r"glance-db .* 'glance_db_0001_0ld'.*another spec"
+    ):
+        migrate.upgrade(url, "glance-db")
