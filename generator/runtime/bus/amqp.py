@@ -175,7 +175,8 @@ class _AmqpConsumer(Subscription):
         self._bus._forget(self)
         if self._tag is not None:
             try:
-                await self._amqp_queue.cancel(self._tag)
+                # Bounded: with the broker away the cancel would wait for it to come back.
+                await asyncio.wait_for(self._amqp_queue.cancel(self._tag), self._bus.drain_timeout)
             except _RETRYABLE as exc:
                 logger.debug("cancel of %s: %s (the channel close ends it anyway)", self.queue, exc)
         me = asyncio.current_task()
@@ -196,7 +197,7 @@ class _AmqpConsumer(Subscription):
     async def _close_channel(self) -> None:
         if not self._channel.is_closed:
             try:
-                await self._channel.close()
+                await asyncio.wait_for(self._channel.close(), self._bus.drain_timeout)
             except _RETRYABLE as exc:
                 logger.debug("closing the channel of %s: %s", self.queue, exc)
 
@@ -253,6 +254,7 @@ class AmqpBus(Bus):
             connection = await aio_pika.connect_robust(
                 self.options.broker_url,
                 reconnect_interval=self.options.reconnect_interval,
+                timeout=self.options.publish_timeout,
                 client_properties={"connection_name": f"specstack {self._reply_queue}"},
             )
         except _RETRYABLE as exc:
@@ -357,6 +359,18 @@ class AmqpBus(Bus):
             raise ValueError("fanout subscriptions are not host-qualified")
         if not topic:
             raise ValueError("topic must be non-empty")
+        try:
+            return await asyncio.wait_for(
+                self._subscribe(topic, handler, host, fanout), self.options.publish_timeout
+            )
+        except _RETRYABLE as exc:
+            raise BusError(
+                f"could not subscribe to {topic!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _subscribe(
+        self, topic: str, handler: Handler, host: str | None, fanout: bool
+    ) -> Subscription:
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.options.prefetch)
