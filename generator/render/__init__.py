@@ -6,6 +6,7 @@ from generator.render.base import OutputFile, RenderContext, Target, template_en
 from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget, ServicesTarget
 from generator.render.conformance import ConformanceTarget
 from generator.render.ir_json import IrTarget
+from generator.render.migrations import MigrationsTarget
 from generator.render.models import ModelsTarget
 from generator.render.openapi_bundle import OpenApiTarget
 from generator.render.package import PackageTarget
@@ -20,6 +21,7 @@ TARGETS: tuple[Target, ...] = (
     ServicesTarget(),
     DriversTarget(),
     ConformanceTarget(),
+    MigrationsTarget(),
 )
 
 __all__ = ["TARGETS", "OutputFile", "RenderContext", "Target", "template_env"]

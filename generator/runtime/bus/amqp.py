@@ -175,7 +175,8 @@ class _AmqpConsumer(Subscription):
         self._bus._forget(self)
         if self._tag is not None:
             try:
-                await self._amqp_queue.cancel(self._tag)
+                # Bounded: with the broker away the cancel would wait for it to come back.
+                await asyncio.wait_for(self._amqp_queue.cancel(self._tag), self._bus.drain_timeout)
             except _RETRYABLE as exc:
                 logger.debug("cancel of %s: %s (the channel close ends it anyway)", self.queue, exc)
         me = asyncio.current_task()
@@ -196,7 +197,7 @@ class _AmqpConsumer(Subscription):
     async def _close_channel(self) -> None:
         if not self._channel.is_closed:
             try:
-                await self._channel.close()
+                await asyncio.wait_for(self._channel.close(), self._bus.drain_timeout)
             except _RETRYABLE as exc:
                 logger.debug("closing the channel of %s: %s", self.queue, exc)
 
@@ -253,6 +254,7 @@ class AmqpBus(Bus):
             connection = await aio_pika.connect_robust(
                 self.options.broker_url,
                 reconnect_interval=self.options.reconnect_interval,
+                timeout=self.options.publish_timeout,
                 client_properties={"connection_name": f"specstack {self._reply_queue}"},
             )
         except _RETRYABLE as exc:
@@ -357,6 +359,18 @@ class AmqpBus(Bus):
             raise ValueError("fanout subscriptions are not host-qualified")
         if not topic:
             raise ValueError("topic must be non-empty")
+        try:
+            return await asyncio.wait_for(
+                self._subscribe(topic, handler, host, fanout), self.options.publish_timeout
+            )
+        except _RETRYABLE as exc:
+            raise BusError(
+                f"could not subscribe to {topic!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _subscribe(
+        self, topic: str, handler: Handler, host: str | None, fanout: bool
+    ) -> Subscription:
         assert self._connection is not None
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.options.prefetch)
@@ -605,20 +619,18 @@ def _deadline(raw: object) -> float | None:
 
 
 async def _library_tasks_done(timeout: float = 2.0) -> None:
-    """Wait for the close callbacks aio-pika runs as tasks, so close() leaves nothing behind."""
+    """Wait for the close callbacks aio-pika runs as tasks, so close() leaves nothing behind.
+
+    Only those one-shot callbacks: other buses of this loop keep their own tasks.
+    """
     me = asyncio.current_task()
     stray = {
         t
         for t in asyncio.all_tasks()
-        if t is not me and any(lib in _task_file(t) for lib in ("/aio_pika/", "/aiormq/"))
+        if t is not me and "OneShotCallback" in getattr(t.get_coro(), "__qualname__", "")
     }
     if stray:
         await asyncio.wait(stray, timeout=timeout)
-
-
-def _task_file(task: asyncio.Task[Any]) -> str:
-    code = getattr(task.get_coro(), "cr_code", None)
-    return str(getattr(code, "co_filename", ""))
 
 
 async def _settle(outcome: Awaitable[None], queue: str) -> None:
