@@ -122,7 +122,7 @@ class EmbeddedStack:
         if database not in self.stores:
             comp = self.info.components[database]
             tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in comp["tables"]]
-            store = Store(self.config.database_url(database), tables)
+            store = Store(self.config.database_url(database), tables, database=database)
             store.create_schema()
             self.stores[database] = store
         return self.stores[database]

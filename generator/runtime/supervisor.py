@@ -104,87 +104,29 @@ def _is_server_url(url: str) -> bool:
     return not url.startswith("sqlite")
 
 
-def ensure_database(url: str) -> bool:
-    """Create the database that `url` names on its server if it is missing; True if created."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    name = target.database
-    if not name:
-        raise SupervisorError(f"database URL {url!r} names no database")
-    backend = target.get_backend_name()
-    if backend == "postgresql":
-        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            exists = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            ).first()
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        return not exists
-    if backend in ("mysql", "mariadb"):
-        admin = create_engine(target.set(database=""), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            found = conn.execute(text("SHOW DATABASES LIKE :n"), {"n": name}).first()
-            if not found:
-                conn.execute(text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
-        admin.dispose()
-        return not found
-    raise SupervisorError(f"database URL {url!r}: cannot create databases on {backend}")
-
-
-def drop_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    target = make_url(url)
-    backend = target.get_backend_name()
-    if backend == "postgresql":
-        admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
-        admin.dispose()
-    elif backend in ("mysql", "mariadb"):
-        admin = create_engine(target.set(database=""), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{target.database}`"))
-        admin.dispose()
-
-
 def project_databases(info: StackInfo) -> list[str]:
     return [c["name"] for c in info.components.values() if c["kind"] == "database"]
 
 
 def prepare_databases(info: StackInfo, config: StackConfig) -> list[str]:
-    """Each project database exists on its server with its schema; the names created."""
+    """Each project database exists on its server, migrated to the spec's schema; those created.
+
+    Done once here, before the processes start, so that they do not race to create them.
+    """
+    from generator.runtime import migrate
+
     created = []
     for db in project_databases(info):
         url = config.database_url(db)
-        if _is_server_url(url) and ensure_database(url):
+        if _is_server_url(url) and migrate.ensure_database(url):
             created.append(db)
         tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in info.components[db]["tables"]]
-        store = Store(url, tables)
+        store = Store(url, tables, database=db)
         try:
-            migrate = _migrations()
-            if migrate is not None:
-                migrate(url, tables)
-            else:
-                store.create_schema()
+            store.create_schema()
         finally:
             store.close()
     return created
-
-
-def _migrations() -> Callable[[str, list[TableSpec]], None] | None:
-    """The alembic migrations of generator.runtime.migrate, when that module is present."""
-    try:
-        from generator.runtime import migrate  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    fn = getattr(migrate, "upgrade_store", None)
-    return fn if callable(fn) else None
 
 
 def bus_vhost(url: str) -> str | None:
@@ -223,12 +165,14 @@ def ensure_vhost(config: StackConfig) -> str | None:
 
 def drop_stack_resources(config: StackConfig, info: StackInfo | None = None) -> None:
     """Drop the stack's server databases and its vhost (tests clean up after themselves)."""
+    from generator.runtime import migrate
+
     info = info or load_generated()[0]
     for db in project_databases(info):
         url = config.database_url(db)
         if _is_server_url(url) and db not in config.database_urls:
             with contextlib.suppress(Exception):
-                drop_database(url)
+                migrate.drop_database(url)
     vhost = bus_vhost(config.bus_url)
     if vhost is not None:
         with contextlib.suppress(SupervisorError):
