@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,9 @@ from generator.runtime.messaging import InvalidMessage
 from generator.runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.worker")
+
+#: Cast ids a dispatcher remembers to recognise a redelivered duplicate (at-least-once bus).
+SEEN_CASTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,26 @@ class Dispatcher:
         self.rt = rt
         self.by_method = {c.method: c for c in consumers}
         self.rejected = 0
+        self.duplicates = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     async def __call__(self, env: Envelope) -> dict[str, Any] | None:
+        if env.pattern != "call":
+            # A broker that lost our ack (e.g. restarted mid-handling) delivers the cast
+            # again; handling it twice would build the same instance twice. Like
+            # oslo.messaging's duplicate-message check, drop a cast already taken here.
+            if env.msg_id in self._seen:
+                self.duplicates += 1
+                log.warning(
+                    "%s dropped a duplicate delivery of %s (msg_id %s): already handled here",
+                    self.rt.component,
+                    env.method,
+                    env.msg_id,
+                )
+                return None
+            self._seen[env.msg_id] = None
+            if len(self._seen) > SEEN_CASTS:
+                self._seen.popitem(last=False)
         consumer = self.by_method.get(env.method)
         if consumer is None:
             self.rejected += 1
