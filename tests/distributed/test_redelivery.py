@@ -1,0 +1,64 @@
+"""At-least-once delivery: a cast the broker delivers again (its ack was lost in a broker
+restart) is not handled twice by the worker that took it; a new cast is."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from generator.runtime.bus import Envelope
+from generator.runtime.config import StackConfig
+from generator.runtime.flow import Flow, HandlerSpec
+from generator.runtime.services import ServiceRuntime
+from generator.runtime.stackinfo import StackInfo
+from generator.runtime.trace import TraceRecorder
+from generator.runtime.workers import Consumer, Dispatcher
+
+from ..conftest import REPO
+
+
+class Payload(BaseModel):
+    n: int
+
+
+def test_a_redelivered_cast_is_handled_once(tmp_path: Path) -> None:
+    handled: list[int] = []
+
+    async def count(flow: Flow) -> None:
+        handled.append(flow.call.payload["n"])
+
+    info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
+    rt = ServiceRuntime(
+        component="worker",
+        project="p",
+        host="h",
+        info=info,
+        config=StackConfig(data_dir=tmp_path),
+        bus=None,  # type: ignore[arg-type]
+        trace=TraceRecorder(None),
+        clients=None,  # type: ignore[arg-type]
+    )
+    spec = HandlerSpec(
+        component="worker",
+        kind="message",
+        trigger="build",
+        behaviour=None,
+        on_error=None,
+        run=count,
+    )
+    consumer = Consumer("build", "t", "build", "cast", True, spec, Payload)
+    dispatch = Dispatcher(rt, [consumer])
+    first = Envelope(topic="t", method="build", payload={"n": 1}, pattern="cast", host="h")
+    again = first.model_copy()  # what the broker redelivers: the same message id
+    other = Envelope(topic="t", method="build", payload={"n": 2}, pattern="cast", host="h")
+
+    async def go() -> None:
+        for env in (first, again, other):
+            await dispatch(env)
+
+    asyncio.run(go())
+    assert handled == [1, 2]
+    assert dispatch.duplicates == 1
