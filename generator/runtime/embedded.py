@@ -128,7 +128,10 @@ class EmbeddedStack:
         return self.stores[database]
 
     def _driver(self, node: str, host: str) -> Any:
-        name = self.config.driver or self.info.nodes[node].get("driver")
+        spec = self.info.nodes[node]
+        # --driver chooses the hypervisor of compute nodes, not of other nodes' workers.
+        override = self.config.driver if spec.get("role") == "compute" else None
+        name = override or spec.get("driver")
         if not name:
             return None
         if name not in self.drivers:

@@ -69,7 +69,8 @@ def test_a_process_that_cannot_start_is_reported_with_its_log(tmp_path: Path) ->
         message = asyncio.run(attempt())
     finally:
         drop_stack_resources(config)
-    assert "nova-compute.compute-1" in message and "exited with code 3" in message
+    assert message.startswith("nova-compute.compute-1 (pid "), message
+    assert "exited with code 3 while starting" in message
     assert "unknown driver 'no-such-driver'" in message  # the tail of its log
     assert (config.data_dir / "logs" / "nova-compute.compute-1.log").is_file()
     for m in sup.procs:  # everything it started is stopped
