@@ -10,8 +10,10 @@ several projects may even share one physical database.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from generator.runtime.store import TableSpec, engine_url
@@ -91,6 +93,7 @@ def upgrade(
     try:
         with (
             engine.connect() as connection,
+            _migration_lock(connection, table),
             EnvironmentContext(config, script, fn=steps, destination_rev=revision) as env,
         ):
             env.configure(connection=connection, version_table=table)
@@ -110,6 +113,35 @@ def upgrade(
     finally:
         if not isinstance(url, Engine):
             engine.dispose()
+
+
+@contextmanager
+def _migration_lock(connection: Connection, name: str) -> Iterator[None]:
+    """One migrator at a time per database: processes that start together wait their turn
+    (and then find the schema at its head) instead of racing to create the same tables."""
+    backend = connection.dialect.name
+    if backend == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            connection.commit()
+    elif backend in ("mysql", "mariadb"):
+        lock = f"specstack:{name}"
+        got = connection.execute(text("SELECT GET_LOCK(:n, 300)"), {"n": lock}).scalar()
+        connection.commit()
+        if got != 1:
+            raise MigrationError(f"timed out waiting for another migration of {name}")
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": lock})
+            connection.commit()
+    else:
+        yield  # SQLite: its own write lock serialises the migrations
 
 
 def upgrade_store(url: str, tables: Iterable[TableSpec], *, package: str = "generated") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,26 @@ def test_a_database_from_another_spec_is_refused_clearly(tmp_path: Path) -> None
         migrate.MigrationError, match=r"glance-db .* 'glance_db_0001_0ld'.*another spec"
     ):
         migrate.upgrade(url, "glance-db")
+
+
+def test_processes_migrating_at_once_all_succeed(server_url: str) -> None:
+    """Processes of a distributed stack may start together: one migrates, the rest wait."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def process() -> None:
+        barrier.wait()
+        try:
+            migrate.upgrade(server_url, "nova-db")
+        except BaseException as exc:
+            errors.append(exc)
+
+    # daemon threads with a bound: without the lock, migrations can block each other for good
+    threads = [threading.Thread(target=process, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "migrations blocked each other"
+    assert errors == []
+    assert migrate.current(server_url, "nova-db") == migrate.head("nova-db")
