@@ -83,6 +83,8 @@ def test_a_compute_killed_during_a_boot_leaves_nothing_in_build(
     _wait_output(dstack, f"restarting nova-compute.{host}")
     server = demo.wait_settled(server_id)
     assert server["status"] in ("ACTIVE", "ERROR"), server
+    built_on = admin.server(server_id).get("OS-EXT-SRV-ATTR:host")
+    print(f"killed nova-compute on {host}: the instance is {server['status']} on {built_on}")
     if server["status"] == "ERROR":
         assert server["fault"]["message"], server
     # The stack goes on: the restarted compute serves again.
