@@ -95,6 +95,9 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     except Exception as exc:  # a broken generated/ or driver choice
         console.print(f"[red]cannot assemble the stack: {exc}[/red]")
         return 2
+    from generator.runtime import logs
+
+    logs.configure(directory=config.data_dir / "logs", level=logs.level_from_env())
     t0 = time.perf_counter()
     try:
         await stack.start(on_progress=lambda m: console.print(f"  [dim]{m}[/dim]"))
@@ -102,7 +105,10 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         console.print(f"[red]the stack did not start: {type(exc).__name__}: {exc}[/red]")
         await stack.stop()
         return 2
-    console.print(f"stack up in {time.perf_counter() - t0:.2f} s (data in {config.data_dir}/)")
+    console.print(
+        f"stack up in {time.perf_counter() - t0:.2f} s "
+        f"(data in {config.data_dir}/, one log per service in {config.data_dir}/logs/)"
+    )
     identity_url = stack.info.endpoint(stack.info.api_of_type("identity"), config)
     clouds = write_clouds(config, identity_url)
     code = 0
