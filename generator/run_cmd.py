@@ -81,6 +81,8 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
         + cloud("demo", config.demo_password, "demo")
         + "  specstack-admin:\n"
         + cloud("admin", config.admin_password, "admin")
+        + "  specstack-service:\n"
+        + cloud("admin", config.admin_password, "service")
     )
     path.write_text(text)
     return path

@@ -1682,16 +1682,20 @@ async def bootstrap(rt: ServiceRuntime) -> None:
         )
     wanted: list[tuple[str, str, list[str], str]] = [
         ("admin", cfg.admin_password, ["admin"], "admin"),
+        # the operator also administers the service project, where glance keeps image data
+        ("admin", cfg.admin_password, ["admin"], SERVICE_PROJECT),
         ("demo", cfg.demo_password, ["member"], "demo"),
     ]
     wanted += [
         (name, cfg.service_password, ["admin", "service"], SERVICE_PROJECT)
         for name in service_projects(rt)
     ]
-    users = await asyncio.gather(*(_ensure_user(rt, name, pw) for name, pw, _, _ in wanted))
-    for user, (_, _, role_names, project) in zip(users, wanted, strict=True):
+    passwords = {name: pw for name, pw, _, _ in wanted}
+    found = await asyncio.gather(*(_ensure_user(rt, n, pw) for n, pw in passwords.items()))
+    users = dict(zip(passwords, found, strict=True))
+    for name, _, role_names, project in wanted:
         for role in role_names:
-            await _grant(store, user["id"], projects[project]["id"], roles[role]["id"])
+            await _grant(store, users[name]["id"], projects[project]["id"], roles[role]["id"])
     if rt.auth is not None and rt.auth.local is not None and rt.auth.local_issue is None:
         # The identity service obtains its own token without calling itself over HTTP.
         async def issue(user: str, password: str, project: str) -> tuple[str, AuthContext]:
