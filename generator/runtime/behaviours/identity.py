@@ -398,6 +398,20 @@ async def _active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None
     return user, domain
 
 
+async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -> None:
+    """End a token's lifetime now, as if its TTL had passed (tests of expiry use it).
+
+    Keystone offers no API that issues a token shorter-lived than its TTL, so a
+    test that needs an expired token asks the identity service's store directly.
+    """
+    store = _store(rt)
+    doc = await store.get("tokens", _token_key(token))
+    if doc is None:
+        raise KeyError("no such token")
+    expires = time.time() - ago_s
+    await store.update("tokens", doc["id"], {"expires_ts": expires, "expires_at": _iso(expires)})
+
+
 async def _load_token(
     rt: ServiceRuntime, token: str, *, allow_expired: bool = False
 ) -> tuple[Doc, _Scope]:
