@@ -99,16 +99,6 @@ def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _header(call: Call, name: str) -> str | None:
-    value = call.headers.get(name)
-    if value is None:
-        lname = name.lower()
-        for key, val in call.headers.items():
-            if key.lower() == lname:
-                return val
-    return value
-
-
 def _text(value: Any, what: str, *, max_length: int | None = None, empty: bool = False) -> str:
     """A string from client input that the database can hold, or BadRequest naming `what`."""
     if not isinstance(value, str):
@@ -646,7 +636,7 @@ async def issue_service_token(
 
 
 def _subject(call: Call) -> str:
-    subject = _header(call, "X-Subject-Token")
+    subject = call.header("X-Subject-Token")
     if not subject:
         raise BadRequest("The X-Subject-Token header is required: it names the token to check.")
     return subject
