@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from generator.runtime import jsonfast
+
 log = logging.getLogger("specstack.statefile")
 DELAY_S = 0.1
 
@@ -33,7 +35,7 @@ def atomic_write(path: Path, text: str) -> None:
 class StateFile:
     def __init__(self, path: Path, render: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.path = path
-        self.render = render or (lambda d: json.dumps(d, indent=1, sort_keys=True))
+        self.render = render or (lambda d: jsonfast.dumps_text(d, indent=True))
         self.data: dict[str, Any] = self._read()
         self._handle: asyncio.TimerHandle | None = None
         self.extra: list[tuple[Path, Callable[[dict[str, Any]], str]]] = []

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from generator.runtime import jsonfast
 from generator.runtime.virt import (
     DeviceBusy,
     DiskNotFound,
@@ -121,8 +122,8 @@ class FakeHypervisor:
             prefix=f".{self.state_file.name}.", dir=self.state_file.parent, text=True
         )
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, separators=(",", ":"), sort_keys=True)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(jsonfast.dumps(data, sort_keys=True))
             os.replace(tmp, self.state_file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
