@@ -19,7 +19,9 @@ from typing import Any
 from generator.runtime import jsonfast
 
 log = logging.getLogger("specstack.statefile")
-DELAY_S = 0.1
+# ext4 flushes a file's data when a rename replaces it (auto_da_alloc): 1-2 ms a write,
+# so a busy agent writes at most twice a second.
+DELAY_S = 0.5
 
 
 def atomic_write(path: Path, text: str) -> None:

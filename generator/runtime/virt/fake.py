@@ -37,6 +37,8 @@ SHUTDOWN = 4
 
 STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
+# write-behind: at most two rewrites a second (each rename costs ext4 a data flush)
+FLUSH_DELAY_S = 0.5
 _MOUNTPOINT = re.compile(r"^/dev/((?:x?v|s|h)d[a-z]{1,2})$")
 
 
@@ -108,7 +110,9 @@ class FakeHypervisor:
             self.flush()
             return
         if getattr(self, "_flush_handle", None) is None:
-            self._flush_handle: asyncio.TimerHandle | None = loop.call_later(0.2, self.flush)
+            self._flush_handle: asyncio.TimerHandle | None = loop.call_later(
+                FLUSH_DELAY_S, self.flush
+            )
 
     def flush(self) -> None:
         """Write the guests to the state file now (atomically: temp file, then rename)."""
