@@ -51,6 +51,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         spec_label=Path(args.spec).as_posix().rstrip("/") or ".",
     )
     took = time.perf_counter() - started
+    for w in result.warnings:
+        _err(f"warning: {w}")
     if result.status == "invalid":
         for d in result.diagnostics:
             _err(str(d))
