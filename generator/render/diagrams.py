@@ -9,6 +9,8 @@ SVGs are rendered from the PlantUML sources by `generator.render.plantuml`.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -55,7 +57,13 @@ VIA: dict[str, ViaStyle] = {
 
 #: Arrows of steps a comparison found wrong.
 MARK_MMD = {"missing": "--x", "failed": "-x"}
-MARK_PUML = {"missing": "-[#e00000]->x", "failed": "-[#e00000]>x"}
+MARK_PUML = {
+    "missing": "-[#e00000]->x",
+    "failed": "-[#e00000]>x",
+    "extra": "-[#e00000]>",
+    "out-of-order": "-[#e00000]>",
+    "mismatch": "-[#e00000]>",
+}
 MARK_TEXT = {
     "missing": "MISSING",
     "extra": "EXTRA",
@@ -182,11 +190,13 @@ class SequenceDiagram:
 # escaping
 
 
+_MMD_ENTITY = {"#": "#35;", ";": "#59;", "<": "#lt;", ">": "#gt;"}
+_MMD_SPECIAL = re.compile(r"<br/>|[#;<>]")
+
+
 def mmd_escape(text: str) -> str:
     """Mermaid message text: `;` ends a statement and `<>` would be read as HTML."""
-    keep = text.replace("<br/>", "\0")
-    out = keep.replace("#", "#35;").replace(";", "#59;").replace("<", "#lt;").replace(">", "#gt;")
-    return out.replace("\0", "<br/>")
+    return _MMD_SPECIAL.sub(lambda m: _MMD_ENTITY.get(m.group(0), m.group(0)), text)
 
 
 def puml_escape(text: str) -> str:
