@@ -10,7 +10,6 @@ SVGs are rendered from the PlantUML sources by `generator.render.plantuml`.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal

@@ -52,7 +52,7 @@ def test_every_declared_step_is_in_both_languages_and_the_svg() -> None:
                 )
             ]
             if used:
-                assert f"box rgb(" in mmd and f" {node.title}\n" in mmd
+                assert "box rgb(" in mmd and f" {node.title}\n" in mmd
                 assert f'box "{node.title}"' in puml
 
 
