@@ -116,7 +116,7 @@ def generate(
     from generator.render.plantuml import svg_outputs
 
     # SVGs are rendered only when their PlantUML source changed (and compared by source).
-    svgs = svg_outputs(files, out, check=check)  # type: ignore[arg-type]
+    svgs = svg_outputs(files, out, check=check, source=f"{spec_label}/")  # type: ignore[arg-type]
     files += svgs.files
     if svgs.stale:  # not rendered: the next run must not take the no-op path
         inputs += ":svgs-stale"
