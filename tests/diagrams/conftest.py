@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,43 @@ def write_trace(data_dir: Path, events: list[dict[str, Any]]) -> None:
         fields = {k: v for k, v in e.items() if k != "duration_ms"}
         recorder.record(TraceEvent(**fields))
     recorder.flush()
+
+
+CHROMIUM = "/usr/bin/chromium"
+#: Flags for chromium as root in a container: no sandbox, nothing fetched in the background.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Where .ci/diagrams.sh puts Mermaid's browser bundle (from the npm package `mermaid`).
+MERMAID_JS = Path(os.environ.get("SPECSTACK_MERMAID_JS", "/opt/specstack/mermaid/mermaid.min.js"))
+
+
+@contextmanager
+def browser(profile: Path) -> Iterator[Any]:
+    """Debian's headless chromium driven by Playwright (no browser is downloaded)."""
+    need("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        need("playwright", False, "pip install -e '.[test]'")
+        raise
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(
+            str(profile),  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            headless=True,
+            chromium_sandbox=False,
+            args=CHROMIUM_FLAGS,
+            viewport={"width": 1600, "height": 1200},
+        )
+        try:
+            yield ctx
+        finally:
+            ctx.close()

@@ -15,20 +15,7 @@ from generator import report
 from generator.diagram_cmd import load_ir
 
 from ..conftest import REPO
-from .conftest import Run, need, need_plantuml, specstack
-
-CHROMIUM = "/usr/bin/chromium"
-#: Flags for chromium as root in a container: no sandbox, nothing fetched in the background.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from .conftest import Run, browser, need_plantuml, specstack
 
 
 @pytest.fixture(scope="module")
@@ -46,52 +33,33 @@ def conform_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _open(path: Path, tmp_path: Path, screenshot: Path | None = None) -> dict[str, Any]:
     """Open `path` in headless chromium; what the page showed, said and asked for."""
-    need("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        need("playwright", False, "pip install -e '.[test]'")
-        raise
     errors: list[str] = []
     requests: list[str] = []
-    with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
-            executable_path=CHROMIUM,
-            headless=True,
-            chromium_sandbox=False,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1600, "height": 1200},
-        )
-        try:
-            page = ctx.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(path.as_uri(), wait_until="load")
-            seq = page.locator("section.sequence[data-sequence='boot-vm']")
-            rows = seq.locator("tr.step")
-            shown = {
-                "errors": errors,
-                "requests": requests,
-                "rows": rows.count(),
-                "titles": [
-                    rows.nth(i).locator("td.title").inner_text() for i in range(rows.count())
-                ],
-                "outcomes": [
-                    rows.nth(i).locator("td.outcome").inner_text() for i in range(rows.count())
-                ],
-                "visible": all(rows.nth(i).is_visible() for i in range(rows.count())),
-                "declared_svg": seq.locator(".panel.declared svg").count(),
-                "observed_svg": seq.locator(".panel.observed svg").count(),
-                "svg_box": seq.locator(".panel.observed svg").first.bounding_box(),
-                "text": page.locator("body").inner_text(),
-            }
-            if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=True)
-            return shown
-        finally:
-            ctx.close()
+    with browser(tmp_path / "chromium-profile") as ctx:
+        page = ctx.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(path.as_uri(), wait_until="load")
+        seq = page.locator("section.sequence[data-sequence='boot-vm']")
+        rows = seq.locator("tr.step")
+        shown = {
+            "errors": errors,
+            "requests": requests,
+            "rows": rows.count(),
+            "titles": [rows.nth(i).locator("td.title").inner_text() for i in range(rows.count())],
+            "outcomes": [
+                rows.nth(i).locator("td.outcome").inner_text() for i in range(rows.count())
+            ],
+            "visible": all(rows.nth(i).is_visible() for i in range(rows.count())),
+            "declared_svg": seq.locator(".panel.declared svg").count(),
+            "observed_svg": seq.locator(".panel.observed svg").count(),
+            "svg_box": seq.locator(".panel.observed svg").first.bounding_box(),
+            "text": page.locator("body").inner_text(),
+        }
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
+        return shown
 
 
 def test_the_report_shows_all_15_steps_in_chromium_without_errors(
