@@ -64,6 +64,10 @@ def _write_report(data_path: Path, report: Path, where: str) -> None:
     except (OSError, ValueError):
         print("specstack conform: the suite left no results; no report written", file=sys.stderr)
         return
-    html = html_report.build(data, load_ir(), Path("generated"), where)
-    html_report.write(report, html)
+    try:
+        html = html_report.build(data, load_ir(), Path("generated"), where)
+        html_report.write(report, html)
+    except (OSError, ValueError, LookupError) as exc:  # the suite's verdict stands regardless
+        print(f"specstack conform: no report written: {exc}", file=sys.stderr)
+        return
     print(f"report: {report}", flush=True)
