@@ -20,6 +20,7 @@ from jinja2 import Environment
 from generator.ir import IR, Interaction, Sequence
 from generator.render.diagrams import (
     MARK_TEXT,
+    VIA,
     Arrow,
     Mark,
     SequenceDiagram,
@@ -79,18 +80,17 @@ def _event_arrow(
 ) -> Arrow:
     label = str(event["step"])
     tables = declared_it.tables if declared_it is not None else ()
-    via = (
-        event["via"]
-        if event["via"] in ("user", "http", "amqp-cast", "amqp-call", "sql", "native")
-        else "http"
-    )
+    known = event["via"] in VIA
+    via = event["via"] if known else "http"  # drawn as a plain request, named as it was seen
     return Arrow(
         label=label,
         title=str(event.get("title") or "") if "." not in label else "",
         source=ident(event["source"]),
         target=ident(event["target"]),
         via=via,
-        what=what(via, event.get("name"), tables),
+        what=what(via, event.get("name"), tables)
+        if known
+        else f"{event['via']} {event.get('name') or ''}".strip(),
         band=_order(label)[0] if _order(label) else 0,
         timing=_ms(event),
         mark=mark if mark else ("failed" if event.get("status") == "error" else ""),
