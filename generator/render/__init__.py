@@ -7,6 +7,7 @@ from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget,
 from generator.render.conformance import ConformanceTarget
 from generator.render.diagrams import DiagramsTarget
 from generator.render.ir_json import IrTarget
+from generator.render.migrations import MigrationsTarget
 from generator.render.models import ModelsTarget
 from generator.render.openapi_bundle import OpenApiTarget
 from generator.render.package import PackageTarget
@@ -22,6 +23,7 @@ TARGETS: tuple[Target, ...] = (
     DriversTarget(),
     ConformanceTarget(),
     DiagramsTarget(),
+    MigrationsTarget(),
 )
 
 __all__ = ["TARGETS", "OutputFile", "RenderContext", "Target", "template_env"]

@@ -1,19 +1,31 @@
 """Resource persistence with SQLAlchemy 2: one database per project, one table per resource.
 
-Each resource row keeps its whole document as JSON, and copies the fields the spec
+Each resource row keeps its whole document as JSON text, and copies the fields the spec
 lists as indexes into real, indexed columns so that OpenStack's list filters stay
-cheap. SQLite (the embedded default) runs with WAL and normal sync; any SQLAlchemy
-URL (PostgreSQL, MariaDB) works the same way.
+cheap. The backend is chosen by SQLAlchemy URL:
+
+- SQLite (the embedded default): WAL, normal sync, one connection, schema by create_all;
+- PostgreSQL (``postgresql://``, driven by psycopg 3) and MariaDB (``mysql://`` or
+  ``mariadb://``, driven by PyMySQL): a connection pool, schema by the alembic
+  migrations rendered from the spec (generated/migrations), row locks for
+  compare-and-set, and deadlocks retried.
+
+Only portable SQL is used: text columns with explicit lengths (MariaDB indexes need
+them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
+datetime precision differences), ids chosen by the behaviours (no autoincrement).
+Store methods are async for their callers but run their (short) statements inline:
+no other coroutine of the process runs while one of them holds a connection.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Column,
@@ -30,13 +42,22 @@ from sqlalchemy import (
     func,
     select,
 )
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from generator.runtime import jsonfast
 from generator.runtime.errors import Conflict, NotFound
 
+logger = logging.getLogger(__name__)
+
 Doc = dict[str, Any]
+T = TypeVar("T")
 BASE_COLUMNS = ("id", "created_at", "updated_at")
+# MariaDB's TEXT stops at 64 KiB; documents may be larger (the migrations agree).
+DOC_TYPE = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+DEADLOCK_RETRIES = 5
 
 
 def utcnow() -> str:
@@ -59,7 +80,7 @@ def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
             Column("updated_at", String(32), nullable=False),
         ]
         cols += [Column(ix, String(255), nullable=True) for ix in spec.indexes]
-        cols.append(Column("data", Text, nullable=False))
+        cols.append(Column("data", DOC_TYPE, nullable=False))
         table = Table(spec.name, md, *cols)
         for ix in spec.indexes:
             Index(f"ix_{spec.name}_{ix}", table.c[ix])
@@ -77,17 +98,28 @@ def _column_value(value: Any) -> str | None:
 class Store:
     """The database of one project."""
 
-    def __init__(self, url: str, tables: Sequence[TableSpec]) -> None:
+    def __init__(
+        self,
+        url: str,
+        tables: Sequence[TableSpec],
+        *,
+        database: str | None = None,
+        package: str = "generated",
+    ) -> None:
         self.url = url
         self.specs = {t.name: t for t in tables}
         self.metadata = build_metadata(tables)
         self.engine: Engine = _engine(url)
+        self.sqlite = self.engine.dialect.name == "sqlite"
+        # The database component (e.g. "nova-db") whose migrations create the schema.
+        self.database = database
+        self.package = package
         # Statements built once per table (building them per call costs more than running them).
         self._stmts: dict[tuple[str, str], Any] = {}
         # SQLite in embedded mode: one event loop, and no store method awaits while it
         # holds a connection, so one connection serves them all (no pool round trip).
         self._conn: Connection | None = None
-        if url.startswith("sqlite"):
+        if self.sqlite:
             self._conn = self.engine.connect()
 
     @contextmanager
@@ -104,6 +136,21 @@ class Store:
             self._conn.rollback()
             raise
 
+    def _run(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction; on PostgreSQL/MariaDB, retry it after a deadlock."""
+        if self._conn is not None:
+            with self._tx() as conn:
+                return work(conn)
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if attempt == DEADLOCK_RETRIES or not _is_deadlock(exc):
+                    raise
+                logger.info("deadlock in %s (attempt %d); retrying", self.url, attempt)
+        raise AssertionError("unreachable")
+
     def _stmt(self, table: str, kind: str) -> Any:
         key = (table, kind)
         stmt = self._stmts.get(key)
@@ -111,6 +158,12 @@ class Store:
             t = self._table(table)
             if kind == "get":
                 stmt = select(t.c.data).where(t.c.id == bindparam("id_"))
+            elif kind == "get_for_update":
+                # SQLite has one writer at a time anyway; elsewhere the row lock makes
+                # read-compare-write atomic across processes.
+                stmt = select(t.c.data).where(t.c.id == bindparam("id_"))
+                if not self.sqlite:
+                    stmt = stmt.with_for_update()
             elif kind == "exists":
                 stmt = select(t.c.id).where(t.c.id == bindparam("id_"))
             elif kind == "insert":
@@ -125,7 +178,16 @@ class Store:
         return stmt
 
     def create_schema(self) -> None:
-        self.metadata.create_all(self.engine)
+        """SQLite: create the tables directly (fast; the same schema the migrations make).
+        PostgreSQL/MariaDB: create the database if missing and run its migrations."""
+        if self.sqlite:
+            self.metadata.create_all(self.engine)
+            return
+        from generator.runtime import migrate
+
+        database = self.database or migrate.database_for_tables(self.specs, self.package)
+        migrate.ensure_database(self.url)
+        migrate.upgrade(self.engine, database, package=self.package)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -158,10 +220,13 @@ class Store:
         now = utcnow()
         doc.setdefault("created_at", now)
         doc.setdefault("updated_at", doc["created_at"])
-        with self._tx() as conn:
-            if conn.execute(self._stmt(table, "exists"), {"id_": str(doc["id"])}).first():
-                raise Conflict(f"{table} {doc['id']} already exists")
-            conn.execute(self._stmt(table, "insert"), self._row(table, doc))
+        row = self._row(table, doc)
+        insert = self._stmt(table, "insert")
+        try:
+            # The primary key decides: concurrent creates of one id leave exactly one row.
+            self._run(lambda conn: conn.execute(insert, row))
+        except IntegrityError:
+            raise Conflict(f"{table} {doc['id']} already exists") from None
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
@@ -187,8 +252,11 @@ class Store:
 
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
-        with self._tx() as conn:
-            row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
+        get = self._stmt(table, "get_for_update")
+        update = self._stmt(table, "update")
+
+        def work(conn: Connection) -> Doc | None:
+            row = conn.execute(get, {"id_": str(id_)}).first()
             if row is None:
                 return None
             doc: Doc = jsonfast.loads(row[0])
@@ -199,8 +267,10 @@ class Store:
                 doc["updated_at"] = utcnow()
             values = self._row(table, doc)
             values.pop("id")
-            conn.execute(self._stmt(table, "update").values(**values), {"id_": str(id_)})
-        return doc
+            conn.execute(update.values(**values), {"id_": str(id_)})
+            return doc
+
+        return self._run(work)
 
     async def delete(self, table: str, id_: str) -> bool:
         with self._tx() as conn:
@@ -300,6 +370,32 @@ def _matches(actual: Any, wanted: Any) -> bool:
     return actual == wanted or (actual is not None and str(actual) == str(wanted))
 
 
+def _is_deadlock(exc: DBAPIError) -> bool:
+    """PostgreSQL deadlock/serialization failure, or MariaDB deadlock/lock wait timeout."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in ("40P01", "40001"):
+        return True
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in (1213, 1205)
+
+
+def engine_url(url: str) -> str:
+    """The URL with the driver this project installs, when the URL names none.
+
+    postgresql:// -> postgresql+psycopg:// (psycopg 3); mysql:// and mariadb:// ->
+    +pymysql with utf8mb4. Explicit drivers are kept.
+    """
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    elif u.drivername in ("mysql", "mariadb"):
+        u = u.set(drivername=f"{u.drivername}+pymysql")
+    if u.get_backend_name() in ("mysql", "mariadb") and "charset" not in u.query:
+        u = u.update_query_dict({"charset": "utf8mb4"})
+    return u.render_as_string(hide_password=False)
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
@@ -316,4 +412,10 @@ def _engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    full = engine_url(url)
+    pooled: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 3600}
+    if make_url(full).get_backend_name() in ("mysql", "mariadb"):
+        # InnoDB's default (REPEATABLE READ) takes gap locks; READ COMMITTED matches
+        # PostgreSQL's default and keeps concurrent inserts from deadlocking.
+        pooled["isolation_level"] = "READ COMMITTED"
+    return create_engine(full, **pooled)

@@ -1,4 +1,7 @@
-"""Behaviour every Bus implementation must have. Add a factory to BUS_FACTORIES to cover it."""
+"""Behaviour every Bus implementation must have: each test runs on every bus in `factory`.
+
+The RabbitMQ bus runs on a throwaway vhost of this session, with a fresh name prefix per test.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 import pytest
 
 from generator.runtime.bus import (
+    AmqpBus,
     Bus,
     BusError,
     Envelope,
@@ -16,12 +20,20 @@ from generator.runtime.bus import (
     MessagingTimeout,
     RemoteError,
 )
+from tests.runtime import rabbit
 
 BusFactory = Callable[[], Bus]
 Scenario = Callable[[Bus], Awaitable[None]]
 
-# A RabbitMQ factory (skipped when no broker is reachable) belongs in this list too.
-BUS_FACTORIES = [pytest.param(lambda: InProcessBus(drain_timeout=1.0), id="memory")]
+
+@pytest.fixture(params=["memory", "amqp"])
+def factory(request: pytest.FixtureRequest) -> BusFactory:
+    """Makes unstarted buses; every bus it makes within one test shares one namespace."""
+    if request.param == "memory":
+        return lambda: InProcessBus(drain_timeout=1.0)
+    url = rabbit.session_url()
+    prefix = rabbit.unique_prefix()
+    return lambda: AmqpBus(url, prefix=prefix, drain_timeout=1.0)
 
 
 def run(factory: BusFactory, scenario: Scenario) -> None:
@@ -60,9 +72,6 @@ def recorder(sink: list[Envelope], reply: dict[str, Any] | None = None) -> Any:
         return reply
 
     return handler
-
-
-pytestmark = pytest.mark.parametrize("factory", BUS_FACTORIES)
 
 
 def test_cast_is_delivered_exactly_once(factory: BusFactory) -> None:

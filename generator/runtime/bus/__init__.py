@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from generator.runtime.bus.base import (
@@ -20,7 +21,11 @@ from generator.runtime.bus.base import (
 )
 from generator.runtime.bus.memory import InProcessBus
 
+if TYPE_CHECKING:
+    from generator.runtime.bus.amqp import AmqpBus
+
 __all__ = [
+    "AmqpBus",
     "Bus",
     "BusError",
     "DeliveryFailure",
@@ -37,16 +42,31 @@ __all__ = [
     "qualified_topic",
 ]
 
-_SUPPORTED = ("memory://",)
+_SUPPORTED = ("memory://", "amqp://", "amqps://")
 
 
 def make_bus(url: str) -> Bus:
-    """Return an unstarted bus for url; "memory://" is the in-process bus."""
+    """Return an unstarted bus for url.
+
+    "memory://" is the in-process bus; "amqp://user:pass@host:port/vhost?prefix=P"
+    is RabbitMQ, with every queue and exchange name prefixed by P (see bus.amqp).
+    """
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return InProcessBus()
     if scheme in ("amqp", "amqps"):
-        raise ValueError(f"bus URL {url!r}: the RabbitMQ (amqp) bus is not available yet")
+        # Imported here so that embedded mode never loads aio-pika.
+        from generator.runtime.bus.amqp import AmqpBus
+
+        return AmqpBus(url)
     raise ValueError(
         f"bus URL {url!r}: unknown scheme {scheme!r}; supported: {', '.join(_SUPPORTED)}"
     )
+
+
+def __getattr__(name: str) -> object:
+    if name == "AmqpBus":
+        from generator.runtime.bus.amqp import AmqpBus
+
+        return AmqpBus
+    raise AttributeError(name)

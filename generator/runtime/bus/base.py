@@ -7,6 +7,7 @@ queues; fanouts go to every live subscriber; calls get exactly one reply.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -105,6 +106,15 @@ class DeliveryFailure:
 
 
 Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
+
+
+def wire_copy(obj: dict[str, Any]) -> dict[str, Any]:
+    """Copy through JSON, as a network bus would, so non-serialisable payloads fail at the sender."""
+    try:
+        copied: dict[str, Any] = json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as exc:
+        raise BusError(f"payload is not JSON-serialisable: {exc}") from exc
+    return copied
 
 
 def qualified_topic(topic: str, host: str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from typing import Any, Literal
@@ -19,18 +18,10 @@ from generator.runtime.bus.base import (
     Reply,
     Subscription,
     qualified_topic,
+    wire_copy,
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _wire(obj: dict[str, Any]) -> dict[str, Any]:
-    """Copy through JSON, as a network bus would, so non-serialisable payloads fail here too."""
-    try:
-        copied: dict[str, Any] = json.loads(json.dumps(obj))
-    except (TypeError, ValueError) as exc:
-        raise BusError(f"payload is not JSON-serialisable: {exc}") from exc
-    return copied
 
 
 class _Consumer(Subscription):
@@ -237,7 +228,7 @@ class InProcessBus(Bus):
         return Envelope(
             topic=topic,
             method=method,
-            payload=_wire(payload),
+            payload=wire_copy(payload),
             pattern=pattern,
             host=host,
             reply_to=reply_to,
@@ -265,7 +256,7 @@ class InProcessBus(Bus):
     def _resolve(self, reply: Reply) -> None:
         if reply.result is not None:
             try:
-                reply = Reply(msg_id=reply.msg_id, result=_wire(reply.result))
+                reply = Reply(msg_id=reply.msg_id, result=wire_copy(reply.result))
             except BusError as exc:
                 failure = Failure(exc_type="TypeError", message=str(exc))
                 reply = Reply(msg_id=reply.msg_id, failure=failure)

@@ -1,0 +1,311 @@
+"""The store behaves the same on SQLite, PostgreSQL and MariaDB.
+
+`db_url` runs each test on every backend; `server_url` (PostgreSQL and MariaDB) runs
+the tests where several processes share one database, each process modelled as a
+thread with its own Store (its own connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from generator.runtime.behaviours.network import _allocate_one
+from generator.runtime.errors import Conflict, NotFound
+from generator.runtime.store import Store, TableSpec, engine_url
+from tests.db.spec_tables import tables
+
+T = TypeVar("T")
+THINGS = [TableSpec("things", ("project_id", "name", "state"))]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store(db_url, THINGS, database=None)
+    if s.sqlite:
+        s.create_schema()
+    else:
+        # "things" is no table of the spec, so there is no migration for it: create it
+        # the way the migrations would (their equality is checked in test_migrations).
+        s.metadata.create_all(s.engine)
+    yield s
+    s.close()
+
+
+def spec_store(url: str, database: str) -> Store:
+    s = Store(url, tables(database), database=database)
+    s.create_schema()
+    return s
+
+
+def in_threads(count: int, work: Callable[[int], T]) -> list[T | BaseException]:
+    """Run work(0..count-1) at once in threads, as if in separate processes."""
+    results: list[T | BaseException] = [RuntimeError("not run")] * count
+    barrier = threading.Barrier(count)
+
+    def body(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+# -- one connection's view ---------------------------------------------------
+
+
+def test_crud_and_conflict(store: Store) -> None:
+    async def go() -> None:
+        doc = await store.create("things", {"id": "a", "project_id": "p", "name": "x", "n": 1})
+        assert doc["created_at"].endswith("Z") and doc["updated_at"] == doc["created_at"]
+        assert (await store.get("things", "a")) == doc
+        with pytest.raises(Conflict, match="things a already exists"):
+            await store.create("things", {"id": "a", "n": 2})
+        assert (await store.require("things", "a"))["n"] == 1
+        updated = await store.update("things", "a", {"n": 2, "state": "on"})
+        assert updated is not None and updated["n"] == 2
+        assert await store.ids("things", {"state": "on"}) == ["a"]
+        assert await store.delete("things", "a") is True
+        assert await store.delete("things", "a") is False
+        assert await store.get("things", "a") is None
+        with pytest.raises(NotFound, match="thing a could not be found"):
+            await store.require("things", "a", "thing")
+        # the connection is usable after the failed insert
+        await store.create("things", {"id": "b"})
+        assert await store.count("things") == 1
+
+    run(go())
+
+
+def test_compare_and_set(store: Store) -> None:
+    async def go() -> None:
+        await store.create("things", {"id": "a", "state": "building"})
+        assert await store.update("things", "a", {"state": "active"}, expect={"state": "x"}) is None
+        done = await store.update("things", "a", {"state": "active"}, expect={"state": "building"})
+        assert done is not None and done["state"] == "active"
+        assert (await store.get("things", "a"))["state"] == "active"  # type: ignore[index]
+        assert await store.update("things", "missing", {"state": "x"}) is None
+
+    run(go())
+
+
+def test_filters_sorting_and_paging(store: Store) -> None:
+    async def go() -> None:
+        rows = [
+            ("p1", "on", "red"),
+            ("p1", "off", "blue"),
+            ("p2", "on", "red"),
+            ("p1", "on", "blue"),
+        ]
+        for i, (project, state, colour) in enumerate(rows):
+            await store.create(
+                "things",
+                {
+                    "id": f"t{i}",
+                    "project_id": project,
+                    "state": state,
+                    "colour": colour,
+                    "flag": i % 2 == 0,
+                    "size": i,
+                    "name": None if i == 3 else f"n{i}",
+                    "created_at": f"2026-01-0{i + 1}T00:00:00Z",
+                },
+            )
+
+        async def ids(where: dict[str, Any] | None = None, **kw: Any) -> list[str]:
+            return [d["id"] for d in await store.list("things", where, **kw)]
+
+        assert await ids({"project_id": "p1"}) == ["t0", "t1", "t3"]
+        assert await ids({"state": ["off", "x"]}) == ["t1"]
+        assert await ids({"name": None}) == ["t3"]
+        assert await ids({"colour": "red"}) == ["t0", "t2"]  # not indexed: matched on documents
+        assert await ids({"flag": "true"}) == ["t0", "t2"]
+        assert await ids({"size": "2"}) == ["t2"]
+        assert await ids(reverse=True) == ["t3", "t2", "t1", "t0"]
+        by_name = await ids(sort_key="name")
+        # NULLs sort first on SQLite and MariaDB, last on PostgreSQL; the rest agree.
+        assert [i for i in by_name if i != "t3"] == ["t0", "t1", "t2"]
+        assert by_name[0] == "t3" or by_name[-1] == "t3"
+        assert await ids(limit=2) == ["t0", "t1"]
+        assert await ids(marker="t1", limit=1) == ["t2"]
+        assert await ids(marker="t3") == []
+        assert await ids(limit=0) == []
+        with pytest.raises(NotFound, match="marker nope"):
+            await store.list("things", {}, marker="nope")
+        assert await store.count("things", {"project_id": "p1", "state": "on"}) == 2
+        assert await store.count("things", {"state": ["on", "off"], "project_id": "p1"}) == 3
+        assert await store.count("things", {"state": []}) == 0
+        assert await store.count("things", {"colour": "blue"}) == 2
+        assert sorted(await store.ids("things", {"project_id": "p1"})) == ["t0", "t1", "t3"]
+        assert await store.column("things", "state", {"project_id": "p2"}) == ["on"]
+        with pytest.raises(KeyError, match="not indexed"):
+            await store.column("things", "colour", {})
+
+    run(go())
+
+
+def test_text_compares_exactly_on_every_backend(store: Store) -> None:
+    """No case folding, no trailing-space padding, full Unicode (MariaDB: utf8mb4, binary)."""
+
+    async def go() -> None:
+        for id_, name in [("a", "Web"), ("A", "web"), ("a ", "web "), ("ü", "🚀 émoji")]:
+            await store.create("things", {"id": id_, "name": name})
+        assert await store.count("things") == 4
+        assert [d["id"] for d in await store.list("things", {"name": "web"})] == ["A"]
+        assert [d["id"] for d in await store.list("things", {"name": "web "})] == ["a "]
+        assert (await store.get("things", "ü"))["name"] == "🚀 émoji"  # type: ignore[index]
+        assert (await store.get("things", "a"))["name"] == "Web"  # type: ignore[index]
+
+    if store.url.startswith("sqlite"):
+        run(go())
+        return
+    # On the servers the binary collation comes from the migrations; make the table with them.
+    store.metadata.drop_all(store.engine)
+    nova = spec_store(store.url, "nova-db")
+    try:
+
+        async def go_nova() -> None:
+            for id_, name in [("a", "Web"), ("A", "web"), ("a ", "web "), ("ü", "🚀 émoji")]:
+                await nova.create("flavors", {"id": id_, "name": name})
+            assert await nova.count("flavors") == 4
+            assert [d["id"] for d in await nova.list("flavors", {"name": "web"})] == ["A"]
+            assert [d["id"] for d in await nova.list("flavors", {"name": "web "})] == ["a "]
+            assert (await nova.get("flavors", "ü"))["name"] == "🚀 émoji"  # type: ignore[index]
+
+        run(go_nova())
+    finally:
+        nova.close()
+
+
+def test_large_documents_round_trip(store: Store) -> None:
+    big = {"id": "big", "blob": "x" * 200_000, "items": list(range(5000))}
+    run(store.create("things", big))
+    got = run(store.get("things", "big"))
+    assert got["blob"] == big["blob"] and got["items"] == big["items"]
+
+
+def test_state_persists_across_store_instances(db_url: str) -> None:
+    first = spec_store(db_url, "glance-db")
+    run(first.create("images", {"id": "kept", "name": "cirros", "owner": "p"}))
+    first.close()
+    second = spec_store(db_url, "glance-db")
+    try:
+        assert run(second.get("images", "kept"))["name"] == "cirros"
+        assert run(second.count("images", {"owner": "p"})) == 1
+    finally:
+        second.close()
+
+
+def test_engine_url_picks_the_installed_drivers() -> None:
+    assert engine_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert engine_url("mysql://root@h/db") == "mysql+pymysql://root@h/db?charset=utf8mb4"
+    assert engine_url("mariadb://root@h/db") == "mariadb+pymysql://root@h/db?charset=utf8mb4"
+    assert engine_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert engine_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+# -- several processes on one database (PostgreSQL, MariaDB) -----------------
+
+
+def test_concurrent_creates_of_one_id_leave_exactly_one(server_url: str) -> None:
+    stores = [spec_store(server_url, "nova-db") for _ in range(6)]
+    try:
+        results = in_threads(6, lambda i: run(stores[i].create("flavors", {"id": "f1", "n": i})))
+        won = [r for r in results if isinstance(r, dict)]
+        lost = [r for r in results if isinstance(r, Conflict)]
+        assert len(won) == 1 and len(lost) == 5, results
+        assert run(stores[0].get("flavors", "f1"))["n"] == won[0]["n"]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_compare_and_set_has_one_winner_across_connections(server_url: str) -> None:
+    """The conductor's "only if still BUILD" update, raced by several processes."""
+    stores = [spec_store(server_url, "nova-db") for _ in range(6)]
+    try:
+        run(stores[0].create("instances", {"id": "i1", "vm_state": "building", "host": None}))
+        results = in_threads(
+            6,
+            lambda i: run(
+                stores[i].update(
+                    "instances",
+                    "i1",
+                    {"vm_state": "active", "host": f"node{i}"},
+                    expect={"vm_state": "building"},
+                )
+            ),
+        )
+        winners = [r for r in results if isinstance(r, dict)]
+        assert len(winners) == 1 and results.count(None) == 5, results
+        final = run(stores[0].get("instances", "i1"))
+        assert final["host"] == winners[0]["host"]
+        assert run(stores[0].ids("instances", {"host": final["host"]})) == ["i1"]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
+    """neutron's allocation (insert decides, retry the next address) with 4 servers at once."""
+    stores = [spec_store(server_url, "neutron-db") for _ in range(4)]
+    subnet = {
+        "id": "s1",
+        "cidr": "10.9.0.0/26",
+        "gateway_ip": "10.9.0.1",
+        "allocation_pools": [{"start": "10.9.0.2", "end": "10.9.0.62"}],
+    }
+    try:
+
+        def server(i: int) -> list[str]:
+            async def allocate() -> list[str]:
+                return [
+                    await _allocate_one(stores[i], "n1", subnet, f"port-{i}-{k}", None)
+                    for k in range(10)
+                ]
+
+            return run(allocate())
+
+        results = in_threads(4, server)
+        ips = [ip for r in results for ip in (r if isinstance(r, list) else [])]
+        assert all(isinstance(r, list) for r in results), results
+        assert len(ips) == 40 and len(set(ips)) == 40
+        assert run(stores[0].count("ipallocations", {"subnet_id": "s1"})) == 40
+        # asking for a taken address is a conflict, not a second allocation
+        with pytest.raises(Conflict, match="already allocated"):
+            run(_allocate_one(stores[1], "n1", subnet, "port-x", ips[0]))
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_quota_count_sees_other_processes_rows(server_url: str) -> None:
+    """The quota check counts live instances of a project, whoever wrote them."""
+    writer = spec_store(server_url, "nova-db")
+    reader = spec_store(server_url, "nova-db")
+    live = ["building", "active", "stopped"]
+    try:
+        for i, state in enumerate(["building", "active", "deleted", "stopped", "error"]):
+            run(writer.create("instances", {"id": f"i{i}", "project_id": "p", "vm_state": state}))
+        run(writer.create("instances", {"id": "other", "project_id": "q", "vm_state": "active"}))
+        assert run(reader.count("instances", {"project_id": "p", "vm_state": live})) == 3
+        run(writer.update("instances", "i0", {"vm_state": "deleted"}))
+        assert run(reader.count("instances", {"project_id": "p", "vm_state": live})) == 2
+    finally:
+        writer.close()
+        reader.close()
