@@ -51,6 +51,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         spec_label=Path(args.spec).as_posix().rstrip("/") or ".",
     )
     took = time.perf_counter() - started
+    for w in result.warnings:
+        _err(f"warning: {w}")
     if result.status == "invalid":
         for d in result.diagnostics:
             _err(str(d))
@@ -86,7 +88,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_conform(args: argparse.Namespace) -> int:
     from generator.conform_cmd import main as conform_main
 
-    return conform_main(args.target, args.pytest_args)
+    return conform_main(
+        args.target, args.pytest_args, None if args.no_report else Path(args.report)
+    )
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from generator.diagram_cmd import main as diagram_main
+
+    return diagram_main(args.sequence, args.format, args.diff, Path(args.data_dir))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -173,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REQUEST_ID",
         help="the flow's id, or the x-openstack-request-id nova-api answered with",
     )
-    t.add_argument("--format", choices=["table", "json"], default="table")
+    t.add_argument(
+        "--format",
+        choices=["table", "json", "mermaid", "plantuml"],
+        default="table",
+        help="mermaid/plantuml: the observed sequence diagram, with the time each step took",
+    )
     t.add_argument(
         "--data-dir",
         default=".specstack",
@@ -187,8 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="identity URL of a running stack (default: start an embedded one)",
     )
+    k.add_argument(
+        "--report",
+        default=".specstack/conform-report.html",
+        help="where to write the HTML report (default: .specstack/conform-report.html)",
+    )
+    k.add_argument("--no-report", action="store_true", help="write no HTML report")
     k.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     k.set_defaults(func=cmd_conform)
+
+    d = sub.add_parser(
+        "diagram",
+        help="print a declared sequence diagram, or compare an observed flow with it (--diff)",
+    )
+    d.add_argument(
+        "sequence",
+        nargs="?",
+        default="boot-vm",
+        metavar="SEQUENCE",
+        help="a sequence of the spec, or `topology` (default: boot-vm)",
+    )
+    d.add_argument("--format", choices=["mermaid", "plantuml"], default="mermaid")
+    d.add_argument(
+        "--diff",
+        metavar="REQUEST_ID",
+        default=None,
+        help="mark the steps of this observed flow that are missing, extra, out of order "
+        "or not as declared; exit 1 if any",
+    )
+    d.add_argument(
+        "--data-dir",
+        default=".specstack",
+        help="the stack's data directory (its clouds.yaml, or trace.sqlite when it is stopped)",
+    )
+    d.set_defaults(func=cmd_diagram)
 
     b = sub.add_parser("bench", help="measure generation and the running embedded stack")
     b.add_argument("--json", action="store_true", help="print one JSON object of figures")

@@ -21,6 +21,7 @@ class GenerateResult:
     status: str = "written"  # written | unchanged | invalid | drift | clean
     files: int = 0
     drift: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _version(dist: str) -> str:
@@ -112,6 +113,13 @@ def generate(
     files, diags = render_all(spec_dir, templates, spec_label)
     if diags:
         return GenerateResult(diagnostics=diags, status="invalid")
+    from generator.render.plantuml import svg_outputs
+
+    # SVGs are rendered only when their PlantUML source changed (and compared by source).
+    svgs = svg_outputs(files, out, check=check, source=f"{spec_label}/")  # type: ignore[arg-type]
+    files += svgs.files
+    if svgs.stale:  # not rendered: the next run must not take the no-op path
+        inputs += ":svgs-stale"
     staging = output.staging_dir(out)
     try:
         output.stage(files, staging, inputs, generator_id(), f"{spec_label}/")  # type: ignore[arg-type]
@@ -122,7 +130,7 @@ def generate(
                 status="clean" if drift.clean else "drift", files=count, drift=drift.lines()
             )
         output.swap_in(staging, out)
-        return GenerateResult(status="written", files=count)
+        return GenerateResult(status="written", files=count, warnings=svgs.warnings)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

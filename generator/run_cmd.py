@@ -81,6 +81,8 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
         + cloud("demo", config.demo_password, "demo")
         + "  specstack-admin:\n"
         + cloud("admin", config.admin_password, "admin")
+        + "  specstack-service:\n"
+        + cloud("admin", config.admin_password, "service")
     )
     path.write_text(text)
     return path
@@ -100,6 +102,9 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     except Exception as exc:  # a broken generated/, driver choice or database server
         console.print(f"[red]cannot assemble the stack: {exc}[/red]")
         return 2
+    from generator.runtime import logs
+
+    logs.configure(directory=config.data_dir / "logs", level=logs.level_from_env())
     t0 = time.perf_counter()
     try:
         await stack.start(on_progress=lambda m: console.print(f"  [dim]{m}[/dim]"))
@@ -107,7 +112,10 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         console.print(f"[red]the stack did not start: {type(exc).__name__}: {exc}[/red]")
         await stack.stop()
         return 2
-    console.print(f"stack up in {time.perf_counter() - t0:.2f} s (data in {config.data_dir}/)")
+    console.print(
+        f"stack up in {time.perf_counter() - t0:.2f} s "
+        f"(data in {config.data_dir}/, one log per service in {config.data_dir}/logs/)"
+    )
     identity_url = stack.info.endpoint(stack.info.api_of_type("identity"), config)
     clouds = write_clouds(config, identity_url)
     code = 0

@@ -68,6 +68,24 @@ def fetch_events(data_dir: Path, flow_id: str, timeout: float = 10.0) -> dict[st
     return result
 
 
+def load_events(data_dir: Path, flow_id: str) -> dict[str, Any]:
+    """The flow's events from the running stack, or, when none answers, from the trace
+    file the stack left in its data directory."""
+    try:
+        return fetch_events(data_dir, flow_id)
+    except TraceError:
+        stored = data_dir / "trace.sqlite"
+        if not stored.is_file():
+            raise
+        from generator.runtime.trace import TraceRecorder
+
+        recorder = TraceRecorder(stored)
+        events = recorder.events(flow_id)
+        if not events:
+            raise
+        return {"flow_id": recorder.resolve(flow_id), "events": events, "source": str(stored)}
+
+
 def _order(label: str) -> tuple[int, ...]:
     return tuple(int(p) for p in label.split("."))
 
@@ -96,7 +114,7 @@ def render_table(events: list[dict[str, Any]]) -> None:
 
 def main(flow_id: str, data_dir: Path, fmt: str) -> int:
     try:
-        result = fetch_events(data_dir, flow_id)
+        result = load_events(data_dir, flow_id)
     except TraceError as exc:
         print(f"specstack trace: {exc}", file=sys.stderr)
         return 2
@@ -106,6 +124,16 @@ def main(flow_id: str, data_dir: Path, fmt: str) -> int:
         return 1
     if fmt == "json":
         print(json.dumps(result, indent=2))
+    elif fmt in ("mermaid", "plantuml"):
+        from generator.diagram_cmd import env, load_ir, observed
+        from generator.render.diagrams import render_sequence
+
+        try:
+            diagram = observed(load_ir(), events)
+        except (LookupError, OSError, ValueError) as exc:
+            print(f"specstack trace: {exc}", file=sys.stderr)
+            return 2
+        print(render_sequence(env(), diagram, fmt), end="")
     else:
         render_table(events)
     return 0

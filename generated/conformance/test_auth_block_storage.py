@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-14 operations need a token: without one, with a bogus one and with a
-revoked one they answer 401;
+14 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401;
 14 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
@@ -63,6 +63,11 @@ def test_no_token(target: Target, operation_id: str) -> None:
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
 def test_bogus_token(target: Target, operation_id: str) -> None:
     auth.bogus_token(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
+def test_expired_token(target: Target, operation_id: str) -> None:
+    auth.expired_token(target, API, operation_id)
 
 
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)

@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Identity API (keystone): each operation's token and policy (x-specstack-policy).
 
-33 operations need a token: without one, with a bogus one and with a
-revoked one they answer 401; 21 need a role the demo user lacks (403);
+33 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 21 need a role the demo user lacks (403);
 1 refuse a path naming another project (403).
 """
 
@@ -90,6 +90,11 @@ def test_no_token(target: Target, operation_id: str) -> None:
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
 def test_bogus_token(target: Target, operation_id: str) -> None:
     auth.bogus_token(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
+def test_expired_token(target: Target, operation_id: str) -> None:
+    auth.expired_token(target, API, operation_id)
 
 
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)

@@ -66,18 +66,18 @@ class ExtensionList(BaseModel):
     extensions: list[Extension]
 
 
-class Network(BaseModel):
+class NetworkAttributes(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: UUID
-    name: str
-    admin_state_up: bool
-    status: str = Field(..., description="ACTIVE, DOWN, BUILD or ERROR.")
-    subnets: list[UUID] = Field(..., description="Ids of the network's subnets.")
-    shared: bool
-    tenant_id: str
-    project_id: str
+    id: UUID | None = None
+    name: str | None = None
+    admin_state_up: bool | None = None
+    status: str | None = Field(None, description="ACTIVE, DOWN, BUILD or ERROR.")
+    subnets: list[UUID] | None = Field(None, description="Ids of the network's subnets.")
+    shared: bool | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
     description: str | None = None
     mtu: int | None = None
     router_external: bool | None = Field(None, alias="router:external")
@@ -102,6 +102,20 @@ class Network(BaseModel):
     revision_number: int | None = None
     created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
     updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class Network(NetworkAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str
+    admin_state_up: bool
+    status: str = Field(..., description="ACTIVE, DOWN, BUILD or ERROR.")
+    subnets: list[UUID] = Field(..., description="Ids of the network's subnets.")
+    shared: bool
+    tenant_id: str
+    project_id: str
 
 
 class NetworkCreate(BaseModel):
@@ -166,11 +180,18 @@ class NetworkResponse(BaseModel):
     network: Network
 
 
+class NetworkShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    network: NetworkAttributes
+
+
 class NetworkList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    networks: list[Network]
+    networks: list[NetworkAttributes]
     networks_links: list[Link] | None = Field(
         None, description="next and previous links when paging."
     )
@@ -198,7 +219,37 @@ class Ipv6Mode(RootModel[Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"]
     )
 
 
-class Subnet(BaseModel):
+class SubnetAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    name: str | None = None
+    network_id: UUID | None = None
+    ip_version: Literal[4, 6] | None = None
+    cidr: str | None = None
+    gateway_ip: str | None = None
+    allocation_pools: list[AllocationPool] | None = None
+    dns_nameservers: list[str] | None = None
+    host_routes: list[HostRoute] | None = None
+    enable_dhcp: bool | None = None
+    ipv6_ra_mode: Ipv6Mode | None = None
+    ipv6_address_mode: Ipv6Mode | None = None
+    subnetpool_id: str | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    description: str | None = None
+    segment_id: str | None = None
+    service_types: list[str] | None = None
+    dns_publish_fixed_ip: bool | None = None
+    router_external: bool | None = Field(None, alias="router:external")
+    tags: list[str] | None = None
+    revision_number: int | None = None
+    created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
+    updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class Subnet(SubnetAttributes):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -217,15 +268,6 @@ class Subnet(BaseModel):
     subnetpool_id: str | None
     tenant_id: str
     project_id: str
-    description: str | None = None
-    segment_id: str | None = None
-    service_types: list[str] | None = None
-    dns_publish_fixed_ip: bool | None = None
-    router_external: bool | None = Field(None, alias="router:external")
-    tags: list[str] | None = None
-    revision_number: int | None = None
-    created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
-    updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
 
 
 class SubnetCreate(BaseModel):
@@ -295,11 +337,18 @@ class SubnetResponse(BaseModel):
     subnet: Subnet
 
 
+class SubnetShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    subnet: SubnetAttributes
+
+
 class SubnetList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    subnets: list[Subnet]
+    subnets: list[SubnetAttributes]
     subnets_links: list[Link] | None = None
 
 
@@ -345,22 +394,24 @@ class DnsAssignment(BaseModel):
     fqdn: str
 
 
-class Port(BaseModel):
+class PortAttributes(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: UUID
-    name: str
-    network_id: UUID
-    tenant_id: str
-    project_id: str
-    mac_address: str
-    admin_state_up: bool
-    status: str = Field(..., description="ACTIVE, DOWN, BUILD, ERROR or N/A.")
-    fixed_ips: list[PortFixedIp]
-    device_id: str = Field(..., description='The device using the port (a server id), or "".')
-    device_owner: str = Field(
-        ..., description='compute:<zone>, network:dhcp, network:router_interface... or "".'
+    id: UUID | None = None
+    name: str | None = None
+    network_id: UUID | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    mac_address: str | None = None
+    admin_state_up: bool | None = None
+    status: str | None = Field(None, description="ACTIVE, DOWN, BUILD, ERROR or N/A.")
+    fixed_ips: list[PortFixedIp] | None = None
+    device_id: str | None = Field(
+        None, description='The device using the port (a server id), or "".'
+    )
+    device_owner: str | None = Field(
+        None, description='compute:<zone>, network:dhcp, network:router_interface... or "".'
     )
     binding_host_id: str | None = Field(
         None, alias="binding:host_id", description='Host the port is bound to, or "".'
@@ -391,6 +442,25 @@ class Port(BaseModel):
     revision_number: int | None = None
     created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
     updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class Port(PortAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str
+    network_id: UUID
+    tenant_id: str
+    project_id: str
+    mac_address: str
+    admin_state_up: bool
+    status: str = Field(..., description="ACTIVE, DOWN, BUILD, ERROR or N/A.")
+    fixed_ips: list[PortFixedIp]
+    device_id: str = Field(..., description='The device using the port (a server id), or "".')
+    device_owner: str = Field(
+        ..., description='compute:<zone>, network:dhcp, network:router_interface... or "".'
+    )
 
 
 class PortCreate(BaseModel):
@@ -465,11 +535,18 @@ class PortResponse(BaseModel):
     port: Port
 
 
+class PortShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    port: PortAttributes
+
+
 class PortList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    ports: list[Port]
+    ports: list[PortAttributes]
     ports_links: list[Link] | None = None
 
 

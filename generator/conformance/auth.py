@@ -1,7 +1,7 @@
 """The auth matrix: every protected operation refuses callers without a valid token or role.
 
 The generated `test_auth_<api>.py` modules call these checks for each operation
-the spec protects: no token, a bogus token and a revoked token give 401; a
+the spec protects: no token, a bogus, an expired and a revoked token give 401; a
 token without the role the operation's `x-specstack-policy` needs gives 403; a
 path naming another project gives 403; another project's resource gives 404.
 Path parameters are dummies where the check comes before any lookup.
@@ -16,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from generator.conformance.checks import ConformanceError
-from generator.conformance.harness import Target
+from generator.conformance.harness import CannotExpireTokens, Target
 from generator.conformance.matrix import RESOURCE_PARAMS
 
 #: How long a service may keep answering for a revoked token (its cache: 5 s).
@@ -184,6 +185,32 @@ def revoked_token(target: Target, api: str, operation_id: str) -> None:
                 break
             await asyncio.sleep(0.25)
         _expect(resp, 401, f"{api} {operation_id} with a revoked token")
+
+    _run(target, work)
+
+
+async def _expired(target: Target) -> tuple[str, str]:
+    """A demo token whose lifetime has ended, never used before (so no service caches it)."""
+    st = _state(target)
+    if "expired" not in st:
+        assert target.demo is not None
+        token, project = await target.demo.token("demo", target.config.demo_password, "demo")
+        await target.expire_token(token)
+        st["expired"] = (token, project)
+    return tuple(st["expired"])
+
+
+def expired_token(target: Target, api: str, operation_id: str) -> None:
+    """A token past its expiry: 401."""
+    op = _operation(target, api, operation_id)
+
+    async def work() -> None:
+        try:
+            token, project = await _expired(target)
+        except CannotExpireTokens as exc:
+            pytest.skip(str(exc))
+        resp = await _call(target, api, op, _path_params(op, project), token)
+        _expect(resp, 401, f"{api} {operation_id} with an expired token")
 
     _run(target, work)
 

@@ -58,6 +58,10 @@ class FlowRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+class CannotExpireTokens(RuntimeError):
+    """The target cannot make a token expire before its lifetime ends (a remote stack)."""
+
+
 class Target:
     """A stack under test and a private event loop to talk to it from synchronous tests."""
 
@@ -77,6 +81,17 @@ class Target:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def expire_token(self, token: str) -> None:
+        """End a token's lifetime now. Only a stack this process runs can do it."""
+        if self.stack is None:
+            raise CannotExpireTokens(
+                "a remote stack's tokens cannot be expired from outside before their TTL ends"
+            )
+        from generator.runtime.behaviours.identity import expire_token
+
+        component = self.info.apis[self.info.api_of_type("identity")]["component"]
+        await expire_token(self.stack.runtime_of(component), token)
 
     # starting ---------------------------------------------------------------
     @classmethod

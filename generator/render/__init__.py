@@ -5,6 +5,7 @@ from __future__ import annotations
 from generator.render.base import OutputFile, RenderContext, Target, template_env
 from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget, ServicesTarget
 from generator.render.conformance import ConformanceTarget
+from generator.render.diagrams import DiagramsTarget
 from generator.render.ir_json import IrTarget
 from generator.render.migrations import MigrationsTarget
 from generator.render.models import ModelsTarget
@@ -21,6 +22,7 @@ TARGETS: tuple[Target, ...] = (
     ServicesTarget(),
     DriversTarget(),
     ConformanceTarget(),
+    DiagramsTarget(),
     MigrationsTarget(),
 )
 

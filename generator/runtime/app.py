@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from generator.runtime import jsonfast, policy, registry
+from generator.runtime import jsonfast, logs, policy, registry
 from generator.runtime.context import AuthContext, Call, Reply, new_request_id
 from generator.runtime.errorformat import render
 from generator.runtime.errors import (
@@ -28,6 +29,7 @@ from generator.runtime.errors import (
     Unauthorized,
 )
 from generator.runtime.flow import Flow, HandlerSpec
+from generator.runtime.logs import LogContext
 from generator.runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.api")
@@ -144,6 +146,39 @@ class ApiApp:
 
     async def handle(self, route: Route, request: Request) -> Response:
         call = self._call(route, request, await request.body())
+        bound = logs.bind(LogContext(self.rt.component, call.request_id, call.global_request_id))
+        started = time.perf_counter()
+        response: Response | None = None
+        try:
+            response = await self._serve(route, call)
+            return response
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                self._access_log(call, response, time.perf_counter() - started)
+            logs.unbind(bound)
+
+    def _access_log(self, call: Call, response: Response | None, elapsed: float) -> None:
+        auth = call.auth
+        ctx = LogContext(
+            self.rt.component,
+            call.request_id,
+            call.global_request_id,
+            auth.user_id if auth else "-",
+            (auth.project_id or "-") if auth else "-",
+        )
+        status = response.status_code if response is not None else 500
+        length = response.headers.get("content-length", "0") if response is not None else "0"
+        with logs.bound(ctx):
+            log.info(
+                '"%s %s" status: %s len: %s time: %.7f',
+                call.method,
+                call.path,
+                status,
+                length,
+                elapsed,
+            )
+
+    async def _serve(self, route: Route, call: Call) -> Response:
         try:
             flow = Flow(call, route.handler)
             # The token and the policy come first: a caller without them is refused

@@ -83,6 +83,14 @@ class Call:
     reply: Reply | None = None  # an operation's answer, once its behaviour has run
     result: Any = None  # a message handler's reply (calls)
 
+    def header(self, name: str) -> str | None:
+        """A request header, whatever the case of its name (test calls pass plain dicts)."""
+        value = self.headers.get(name)
+        if value is not None:
+            return str(value)
+        low = name.lower()
+        return next((str(v) for k, v in self.headers.items() if k.lower() == low), None)
+
     def q(self, name: str, default: str | None = None) -> str | None:
         """The first value of a query parameter."""
         values = self.query.get(name)

@@ -228,6 +228,18 @@ class Flow:
             raise
         finally:
             self.current_label = previous
+            if label is not None and log.isEnabledFor(logging.INFO):
+                log.info(
+                    "step %s %s -> %s via %s %s: %s%s in %.1f ms",
+                    label,
+                    source or self.spec.component,
+                    target,
+                    via,
+                    name or "-",
+                    status,
+                    f" ({capture.status})" if capture.status is not None else "",
+                    (time.time() - started) * 1000,
+                )
             if label is not None and self.call.sequence:
                 if status == "ok" and capture.calls == 0:
                     status = "skipped"

@@ -18,3 +18,9 @@ def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
 
 def loads(data: bytes | bytearray | str) -> Any:
     return orjson.loads(data)
+
+
+def dumps_text(value: Any, *, indent: bool = False) -> str:
+    """Sorted JSON text for files a person may read (state files), `indent` by two spaces."""
+    option = _SORTED | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(value, default=str, option=option).decode("utf-8")

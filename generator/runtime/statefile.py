@@ -16,8 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from generator.runtime import jsonfast
+
 log = logging.getLogger("specstack.statefile")
-DELAY_S = 0.1
+# ext4 flushes a file's data when a rename replaces it (auto_da_alloc): 1-2 ms a write,
+# so a busy agent writes at most twice a second.
+DELAY_S = 0.5
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -33,7 +37,7 @@ def atomic_write(path: Path, text: str) -> None:
 class StateFile:
     def __init__(self, path: Path, render: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.path = path
-        self.render = render or (lambda d: json.dumps(d, indent=1, sort_keys=True))
+        self.render = render or (lambda d: jsonfast.dumps_text(d, indent=True))
         self.data: dict[str, Any] = self._read()
         self._handle: asyncio.TimerHandle | None = None
         self.extra: list[tuple[Path, Callable[[dict[str, Any]], str]]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,10 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from generator.runtime import registry
+from generator.runtime import logs, registry
 from generator.runtime.bus import Envelope, Subscription
 from generator.runtime.context import Call, new_request_id
 from generator.runtime.flow import Flow, HandlerSpec
+from generator.runtime.logs import LogContext
 from generator.runtime.messaging import InvalidMessage
 from generator.runtime.services import ServiceRuntime
 
@@ -96,14 +98,34 @@ class Dispatcher:
             context=dict(ctx),
             token=ctx.get("auth_token"),
         )
+        bound = logs.bind(LogContext(self.rt.component, call.request_id, call.global_request_id))
+        started = time.perf_counter()
         try:
             await consumer.handler.run(Flow(call, consumer.handler))
+            log.info(
+                "handled %s %s.%s in %.1f ms",
+                consumer.pattern,
+                env.topic,
+                env.method,
+                (time.perf_counter() - started) * 1000,
+            )
         except Exception as exc:
+            log.warning(
+                "%s %s.%s failed after %.1f ms: %s: %s",
+                consumer.pattern,
+                env.topic,
+                env.method,
+                (time.perf_counter() - started) * 1000,
+                type(exc).__name__,
+                exc,
+            )
             if consumer.handler.on_error:
                 result = await registry.get(consumer.handler.on_error)(call, exc)
                 if consumer.pattern == "call" and isinstance(result, dict):
                     return result
             raise
+        finally:
+            logs.unbind(bound)
         if consumer.pattern != "call":
             return None
         reply = call.result if isinstance(call.result, dict) else {}

@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from generator.runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
-from generator.runtime.virt.fake import FakeHypervisor
+from generator.runtime.virt.fake import FLUSH_DELAY_S, FakeHypervisor
 from tests.runtime.test_compute_kit import arun, ir_json
 
 CONN = {"driver_volume_type": "iscsi", "data": {"volume_id": "vol-1"}}
@@ -140,7 +140,7 @@ async def test_state_survives_a_restart_and_is_written_atomically(tmp_path: Path
     assert await again.get_power_state(guest()) == 4
     await again.power_on(guest())
     await again.reboot(guest(), "HARD")
-    await asyncio.sleep(0.3)  # the burst's write lands without a close
+    await asyncio.sleep(FLUSH_DELAY_S + 0.2)  # the burst's write lands without a close
     assert await FakeHypervisor(path).get_power_state(guest()) == 1
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from generator.runtime.behaviours.flowsteps import bind
 from generator.runtime.errors import StepFailed
-from generator.runtime.statefile import flush_all, state_file
+from generator.runtime.statefile import DELAY_S, flush_all, state_file
 from generator.runtime.trace import TraceEvent, TraceRecorder
 
 
@@ -59,7 +59,7 @@ def test_state_files_are_written_behind_and_flushed(tmp_path: Path) -> None:
         f.data["p1"] = {"mac": "x"}
         f.changed()
         assert not (tmp_path / "ports.json").exists()  # not yet: one write per burst
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(DELAY_S + 0.2)
         assert json.loads((tmp_path / "ports.json").read_text()) == {"p1": {"mac": "x"}}
         f.data["p2"] = {}
         f.changed()

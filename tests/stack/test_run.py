@@ -55,6 +55,36 @@ def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> Non
     cloud = yaml.safe_load(clouds.read_text())["clouds"]["specstack"]
     assert cloud["auth"]["auth_url"] == f"http://127.0.0.1:{port}/v3"
 
+    # The flow's global request id is in the log of every service the boot went through.
+    flow_id = re.search(r"trace: specstack trace (req-[0-9a-f-]{36})", proc.stdout)
+    assert flow_id is not None, proc.stdout
+    logs = tmp_path / "data" / "logs"
+    for name in _services_in("boot-vm"):
+        text = (logs / f"{name}.log").read_text()
+        lines = [line for line in text.splitlines() if flow_id[1] in line]
+        assert lines, f"{name}.log has no line of flow {flow_id[1]}"
+        assert all(f" INFO {name} [req-" in line for line in lines), lines[0]
+
+
+def _services_in(sequence: str) -> set[str]:
+    """The running services (api, worker, agent) a sequence's steps go from or to."""
+    components = yaml.safe_load((REPO / "spec" / "components.yaml").read_text())["components"]
+    seq = yaml.safe_load((REPO / "spec" / "sequences" / f"{sequence}.yaml").read_text())
+
+    def walk(node: object) -> set[str]:
+        found: set[str] = set()
+        if isinstance(node, dict):
+            found |= {str(node[k]) for k in ("from", "to") if isinstance(node.get(k), str)}
+            for value in node.values():
+                found |= walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                found |= walk(value)
+        return found
+
+    names = walk(seq)
+    return {n for n in names if components.get(n, {}).get("kind") in ("api", "worker", "agent")}
+
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     port = free_port_block(8)

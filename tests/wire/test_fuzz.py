@@ -43,10 +43,8 @@ MICROVERSION = {
 
 # Operations not fuzzed, with why. Everything else runs; DELETEs run last.
 EXCLUDED: dict[str, str] = {}
-# known failures, see report: `fields` selects attributes, so items of a list answer lack the
-# attributes the spec's Subnet schema requires (`fields=<unknown>` gives `{}` items, as in neutron);
-# the spec's list schemas need a partial item shape for `fields`.
-KNOWN_FAILURES = {"listSubnets"}
+# Operations that fail today, each with why; the test fails when one of them starts passing.
+KNOWN_FAILURES: set[str] = set()
 
 # glance's JSON-patch media type is JSON
 schemathesis.serializer.alias("application/openstack-images-v2.1-json-patch", "application/json")

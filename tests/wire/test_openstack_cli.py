@@ -432,24 +432,26 @@ def test_volume_delete(volume: dict[str, Any], stack: Stack) -> None:
 # -- object storage ------------------------------------------------------------------------
 
 
-def test_object_list_glance_as_admin(stack: Stack) -> None:
-    """Glance keeps images in the `glance` container of the service project's account.
+def test_object_list_glance(stack: Stack) -> None:
+    """Glance keeps image data in the `glance` container of the service project's account.
 
-    The admin cloud's object-store endpoint is the admin project's own account
-    (AUTH_<admin project>), so the CLI sees no `glance` container there, exactly as
-    with a real swift-backed glance; the image says where its data is.
+    `clouds.yaml` has a `specstack-service` cloud (the operator scoped to the service
+    project), whose object-store endpoint is that account: `object list glance` there
+    lists every image's data, named by image id, with the image's size. The admin
+    project's own account has no such container, as with a real swift-backed glance.
     """
-    admin_project = stack.json("token", "issue", cloud="specstack-admin")["project_id"]
-    admin_catalog = stack.json("catalog", "list", cloud="specstack-admin")
-    assert _endpoint(admin_catalog, "object-store").endswith(f"/v1/AUTH_{admin_project}")
-    containers = stack.json("container", "list", cloud="specstack-admin")
-    assert "glance" not in {c["Name"] for c in containers}
+    image = stack.json("image", "show", "demo-image", cloud="specstack-admin")
+    service_project = stack.json("token", "issue", cloud="specstack-service")["project_id"]
+    location = image["properties"]["direct_url"]
+    assert location == f"swift://AUTH_{service_project}/glance/{image['id']}"
+    objects = {
+        o["Name"]: o
+        for o in stack.json("object", "list", "glance", "--long", cloud="specstack-service")
+    }
+    assert image["id"] in objects
+    assert objects[image["id"]]["Bytes"] == image["size"]
     listed = stack.run("object", "list", "glance", cloud="specstack-admin", check=False)
     assert listed.returncode != 0 and "Not Found" in listed.stderr
-    demo_image = stack.json("image", "show", "demo-image", cloud="specstack-admin")
-    location = demo_image["properties"]["direct_url"]
-    assert location.startswith("swift://AUTH_") and location.endswith(f"/glance/{demo_image['id']}")
-    assert f"AUTH_{admin_project}/" not in location
 
 
 # -- openstacksdk --------------------------------------------------------------------------

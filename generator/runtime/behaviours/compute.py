@@ -132,18 +132,6 @@ _RESOURCE_KEYS = (
 # =====================================================================================
 
 
-def _header(call: Call, name: str) -> str | None:
-    headers = call.headers
-    value = headers.get(name) or headers.get(name.lower())
-    if value is not None:
-        return str(value)
-    lname = name.lower()
-    for key, val in headers.items():
-        if key.lower() == lname:
-            return str(val)
-    return None
-
-
 def _compute_api(rt: ServiceRuntime) -> str:
     comp = rt.info.components.get(rt.component) or {}
     return str(comp.get("api") or rt.info.api_of_type("compute"))
@@ -151,9 +139,9 @@ def _compute_api(rt: ServiceRuntime) -> str:
 
 def _base_url(call: Call) -> str:
     """The URL clients reached nova-api at (links point back to it)."""
-    host = _header(call, "host")
+    host = call.header("host")
     if host:
-        proto = _header(call, "x-forwarded-proto") or "http"
+        proto = call.header("x-forwarded-proto") or "http"
         return f"{proto}://{host}"
     return call.rt.info.endpoint(_compute_api(call.rt), call.rt.config)
 

@@ -99,16 +99,6 @@ def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _header(call: Call, name: str) -> str | None:
-    value = call.headers.get(name)
-    if value is None:
-        lname = name.lower()
-        for key, val in call.headers.items():
-            if key.lower() == lname:
-                return val
-    return value
-
-
 def _text(value: Any, what: str, *, max_length: int | None = None, empty: bool = False) -> str:
     """A string from client input that the database can hold, or BadRequest naming `what`."""
     if not isinstance(value, str):
@@ -398,6 +388,20 @@ async def _active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None
     return user, domain
 
 
+async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -> None:
+    """End a token's lifetime now, as if its TTL had passed (tests of expiry use it).
+
+    Keystone offers no API that issues a token shorter-lived than its TTL, so a
+    test that needs an expired token asks the identity service's store directly.
+    """
+    store = _store(rt)
+    doc = await store.get("tokens", _token_key(token))
+    if doc is None:
+        raise KeyError("no such token")
+    expires = time.time() - ago_s
+    await store.update("tokens", doc["id"], {"expires_ts": expires, "expires_at": _iso(expires)})
+
+
 async def _load_token(
     rt: ServiceRuntime, token: str, *, allow_expired: bool = False
 ) -> tuple[Doc, _Scope]:
@@ -632,7 +636,7 @@ async def issue_service_token(
 
 
 def _subject(call: Call) -> str:
-    subject = _header(call, "X-Subject-Token")
+    subject = call.header("X-Subject-Token")
     if not subject:
         raise BadRequest("The X-Subject-Token header is required: it names the token to check.")
     return subject
@@ -1682,16 +1686,20 @@ async def bootstrap(rt: ServiceRuntime) -> None:
         )
     wanted: list[tuple[str, str, list[str], str]] = [
         ("admin", cfg.admin_password, ["admin"], "admin"),
+        # the operator also administers the service project, where glance keeps image data
+        ("admin", cfg.admin_password, ["admin"], SERVICE_PROJECT),
         ("demo", cfg.demo_password, ["member"], "demo"),
     ]
     wanted += [
         (name, cfg.service_password, ["admin", "service"], SERVICE_PROJECT)
         for name in service_projects(rt)
     ]
-    users = await asyncio.gather(*(_ensure_user(rt, name, pw) for name, pw, _, _ in wanted))
-    for user, (_, _, role_names, project) in zip(users, wanted, strict=True):
+    passwords = {name: pw for name, pw, _, _ in wanted}
+    found = await asyncio.gather(*(_ensure_user(rt, n, pw) for n, pw in passwords.items()))
+    users = dict(zip(passwords, found, strict=True))
+    for name, _, role_names, project in wanted:
         for role in role_names:
-            await _grant(store, user["id"], projects[project]["id"], roles[role]["id"])
+            await _grant(store, users[name]["id"], projects[project]["id"], roles[role]["id"])
     if rt.auth is not None and rt.auth.local is not None and rt.auth.local_issue is None:
         # The identity service obtains its own token without calling itself over HTTP.
         async def issue(user: str, password: str, project: str) -> tuple[str, AuthContext]:

@@ -137,16 +137,6 @@ def _api(rt: ServiceRuntime) -> str:
     return str(comp.get("api") or rt.info.api_of_type("image"))
 
 
-def _header(call: Call, name: str) -> str | None:
-    value = call.headers.get(name)
-    if value is None:
-        lname = name.lower()
-        for key, val in call.headers.items():
-            if key.lower() == lname:
-                return val
-    return value
-
-
 def _utf8(value: str, what: str) -> str:
     try:
         value.encode("utf-8")
@@ -789,7 +779,7 @@ def _digests(data: bytes) -> tuple[str, str]:
 @behaviour("image.upload_image_data")
 async def upload_image_data(call: Call) -> Reply:
     _, image = await _modifiable(call, "upload data to")
-    content_type = _header(call, "Content-Type")
+    content_type = call.header("Content-Type")
     if content_type and content_type.split(";")[0].strip().lower() != "application/octet-stream":
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported: use application/octet-stream."
@@ -882,7 +872,7 @@ async def download_image_data(call: Call) -> Reply:
         raise _store_failed(resp, "read the image data")
     data = resp.content
     headers = {"Content-MD5": str(image.get("checksum") or "")}
-    if data and (rng := _byte_range(_header(call, "Range"), len(data))) is not None:
+    if data and (rng := _byte_range(call.header("Range"), len(data))) is not None:
         first, last = rng
         headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
         return Reply(206, data[first : last + 1], headers, content_type="application/octet-stream")

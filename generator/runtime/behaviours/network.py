@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from generator.runtime.behaviours import ipam
+from generator.runtime.behaviours.cas import update_cas
 from generator.runtime.bus import BusError
 from generator.runtime.context import AuthContext, Call, Interaction, Reply
 from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
@@ -467,22 +468,11 @@ def _privileged(auth: AuthContext) -> bool:
     return auth.is_admin or auth.has_role("service")
 
 
-def _header(call: Call, name: str) -> str | None:
-    value = call.headers.get(name)
-    if value is not None:
-        return value
-    low = name.lower()
-    for key, val in call.headers.items():
-        if key.lower() == low:
-            return val
-    return None
-
-
 def _base_url(call: Call) -> str:
     """Where the caller reached this API (links are built from it)."""
-    host = _header(call, "host")
+    host = call.header("host")
     if host:
-        return f"{_header(call, 'x-forwarded-proto') or 'http'}://{host}"
+        return f"{call.header('x-forwarded-proto') or 'http'}://{host}"
     api = call.rt.info.components.get(call.rt.component, {}).get("api")
     return call.rt.info.endpoint(api, call.rt.config) if api else ""
 
@@ -531,21 +521,9 @@ async def _update_cas(
     change: Callable[[Doc], Doc | None],
 ) -> Doc | None:
     """Apply `change(doc)` (the changes, or None for none) with compare-and-set retries."""
-    for _ in range(50):
-        doc = await store.get(table, id_)
-        if doc is None:
-            return None
-        changes = change(doc)
-        if not changes:
-            return doc
-        expect = {k: doc.get(k) for k in changes}
-        expect["updated_at"] = doc.get("updated_at")
-        expect["revision_number"] = doc.get("revision_number")
-        changes = {**changes, "revision_number": int(doc.get("revision_number") or 0) + 1}
-        new = await store.update(table, id_, changes, expect=expect)
-        if new is not None:
-            return new
-    raise Conflict(f"{table} {id_} is being changed concurrently; try again.")
+    return await update_cas(
+        store, table, id_, change, revision="revision_number", conflict=Conflict
+    )
 
 
 # -- listing: filters, sorting, paging, fields --------------------------------------------------

@@ -134,16 +134,6 @@ def _swift_op(*, head: bool = False) -> Callable[[Op], Op]:
     return wrap
 
 
-def _header(call: Call, name: str) -> str | None:
-    value = call.headers.get(name)
-    if value is None:
-        lname = name.lower()
-        for key, val in call.headers.items():
-            if key.lower() == lname:
-                return val
-    return value
-
-
 def _account(call: Call) -> str:
     """The account of the path, if the caller's token may use it (else 401/403)."""
     auth = call.require_auth()
@@ -181,7 +171,7 @@ def _format(call: Call) -> str:
         if fmt not in ("json", "xml", "plain"):
             raise _Page(400, f"Invalid format {fmt!r}: expected json, xml or plain.")
         return fmt
-    accept = (_header(call, "Accept") or "").lower()
+    accept = (call.header("Accept") or "").lower()
     if "application/json" in accept:
         return "json"
     if "application/xml" in accept or "text/xml" in accept:
@@ -358,7 +348,7 @@ def _metadata_headers(call: Call, prefixes: tuple[str, ...]) -> dict[str, str]:
 async def create_container(call: Call) -> Reply:
     account = _account(call)
     container = call.path_params.get("container", "")
-    policy = _header(call, "X-Storage-Policy")
+    policy = call.header("X-Storage-Policy")
     if policy and policy != STORAGE_POLICY:
         raise _Page(400, f'Invalid X-Storage-Policy "{policy}"')
     store = object_store(call.rt)
@@ -507,20 +497,20 @@ def _when(raw: str | None) -> float | None:
 def _preconditions(call: Call, info: ObjectInfo) -> Reply | None:
     """304 for a satisfied If-None-Match/If-Modified-Since; 412 for a failed If-Match/..."""
     modified = math.ceil(info.last_modified)
-    if_match = _header(call, "If-Match")
+    if_match = call.header("If-Match")
     if if_match is not None:
         tags = _etags(if_match)
         if "*" not in tags and info.etag not in tags:
             raise _Page(412)
-    since = _when(_header(call, "If-Unmodified-Since"))
+    since = _when(call.header("If-Unmodified-Since"))
     if since is not None and modified > since:
         raise _Page(412)
-    if_none = _header(call, "If-None-Match")
+    if_none = call.header("If-None-Match")
     if if_none is not None:
         tags = _etags(if_none)
         if "*" in tags or info.etag in tags:
             return Reply(304, None, {**_object_headers(info), **_trans(call)})
-    elif (since := _when(_header(call, "If-Modified-Since"))) is not None and modified <= since:
+    elif (since := _when(call.header("If-Modified-Since"))) is not None and modified <= since:
         return Reply(304, None, {**_object_headers(info), **_trans(call)})
     return None
 
@@ -559,7 +549,7 @@ async def get_object(call: Call) -> Reply:
         return early
     info, data = await store.get_object(account, container, name)
     headers = {**_object_headers(info), **_trans(call)}
-    rng = _byte_range(_header(call, "Range"), len(data))
+    rng = _byte_range(call.header("Range"), len(data))
     if rng is not None:
         first, last = rng
         headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
@@ -580,7 +570,7 @@ async def head_object(call: Call) -> Reply:
 
 def _delete_at(call: Call) -> str | None:
     now = time.time()
-    at, after = _header(call, "X-Delete-At"), _header(call, "X-Delete-After")
+    at, after = call.header("X-Delete-At"), call.header("X-Delete-After")
     if at is not None:
         try:
             when = int(at)
@@ -606,7 +596,7 @@ async def put_object(call: Call) -> Reply:
     account, container, name = _object_path(call)
     store = object_store(call.rt)
     data = bytes(call.raw_body or b"")
-    if_none = _header(call, "If-None-Match")
+    if_none = call.header("If-None-Match")
     if if_none is not None:
         if if_none.strip() != "*":
             raise _Page(400, "If-None-Match only supports *")
@@ -616,7 +606,7 @@ async def put_object(call: Call) -> Reply:
             pass
         else:
             raise _Page(412)
-    expected = _header(call, "ETag")
+    expected = call.header("ETag")
     if expected:
         md5 = await asyncio.to_thread(_md5, data) if len(data) > THREAD_HASH_BYTES else _md5(data)
         if expected.strip().strip('"').lower() != md5:
@@ -624,7 +614,7 @@ async def put_object(call: Call) -> Reply:
     metadata = {k: v for k, v in _metadata_headers(call, OBJECT_META).items() if k != "x-delete-at"}
     if (delete_at := _delete_at(call)) is not None:
         metadata["x-delete-at"] = delete_at
-    content_type = _header(call, "Content-Type") or mimetypes.guess_type(name)[0]
+    content_type = call.header("Content-Type") or mimetypes.guess_type(name)[0]
     info = await store.put_object(account, container, name, data, content_type, metadata)
     headers = {"ETag": info.etag, "Last-Modified": _http_date(info.last_modified), **_trans(call)}
     return Reply(201, None, headers)

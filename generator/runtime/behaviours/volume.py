@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from generator.runtime.behaviours.cas import update_cas
 from generator.runtime.bus import BusError, MessagingTimeout, RemoteError
 from generator.runtime.context import AuthContext, Call, Interaction, Reply
 from generator.runtime.errors import (
@@ -139,18 +140,10 @@ def _auth(call: Call) -> AuthContext:
     return auth
 
 
-def _header(call: Call, name: str) -> str | None:
-    value = call.headers.get(name)
-    if value is not None:
-        return value
-    low = name.lower()
-    return next((v for k, v in call.headers.items() if k.lower() == low), None)
-
-
 def _base_url(call: Call) -> str:
-    host = _header(call, "host")
+    host = call.header("host")
     if host:
-        return f"{_header(call, 'x-forwarded-proto') or 'http'}://{host}"
+        return f"{call.header('x-forwarded-proto') or 'http'}://{host}"
     api = call.rt.info.components.get(call.rt.component, {}).get("api")
     return call.rt.info.endpoint(api, call.rt.config) if api else ""
 
@@ -247,26 +240,11 @@ async def _update_cas(
     change: Callable[[Doc], Doc | None],
 ) -> Doc | None:
     """Apply `change(doc)` with compare-and-set on the fields it changes (retried)."""
-    for _ in range(50):
-        doc = await store.get(table, id_)
-        if doc is None:
-            return None
-        changes = change(doc)
-        if not changes:
-            return doc
-        expect = {k: doc.get(k) for k in changes}
-        expect["updated_at"] = doc.get("updated_at")
-        expect["_rev"] = doc.get("_rev")
-        new = await store.update(
-            table, id_, {**changes, "_rev": int(doc.get("_rev") or 0) + 1}, expect=expect
-        )
-        if new is not None:
-            return new
-    raise ApiError(
-        f"{table} {id_} is being changed concurrently; try again.",
-        status=409,
-        kind="ConflictingRequest",
-    )
+    return await update_cas(store, table, id_, change, revision="_rev", conflict=_conflicting)
+
+
+def _conflicting(message: str) -> ApiError:
+    return ApiError(message, status=409, kind="ConflictingRequest")
 
 
 async def _set_status(

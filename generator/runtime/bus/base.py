@@ -7,7 +7,6 @@ queues; fanouts go to every live subscriber; calls get exactly one reply.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ Handler = Callable[[Envelope], Awaitable[dict[str, Any] | None]]
 def wire_copy(obj: dict[str, Any]) -> dict[str, Any]:
     """Copy through JSON, as a network bus would, so non-serialisable payloads fail at the sender."""
     try:
-        copied: dict[str, Any] = json.loads(json.dumps(obj))
+        copied: dict[str, Any] = orjson.loads(orjson.dumps(obj))
     except (TypeError, ValueError) as exc:
         raise BusError(f"payload is not JSON-serialisable: {exc}") from exc
     return copied

@@ -166,7 +166,8 @@ class InProcessBus(Bus):
         envelope = self._envelope("fanout", topic, method, payload, None, context)
         for consumer in list(self._fanout.get(topic, ())):
             # Each subscriber owns its copy, as each would get its own AMQP message.
-            consumer.inbox.put_nowait(envelope.model_copy(deep=True))
+            copy = {"payload": wire_copy(envelope.payload), "context": dict(envelope.context)}
+            consumer.inbox.put_nowait(envelope.model_copy(update=copy))
 
     async def subscribe(
         self,

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from generator.runtime import jsonfast
 from generator.runtime.virt import (
     DeviceBusy,
     DiskNotFound,
@@ -36,6 +37,8 @@ SHUTDOWN = 4
 
 STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
+# write-behind: at most two rewrites a second (each rename costs ext4 a data flush)
+FLUSH_DELAY_S = 0.5
 _MOUNTPOINT = re.compile(r"^/dev/((?:x?v|s|h)d[a-z]{1,2})$")
 
 
@@ -107,7 +110,9 @@ class FakeHypervisor:
             self.flush()
             return
         if getattr(self, "_flush_handle", None) is None:
-            self._flush_handle: asyncio.TimerHandle | None = loop.call_later(0.2, self.flush)
+            self._flush_handle: asyncio.TimerHandle | None = loop.call_later(
+                FLUSH_DELAY_S, self.flush
+            )
 
     def flush(self) -> None:
         """Write the guests to the state file now (atomically: temp file, then rename)."""
@@ -121,8 +126,8 @@ class FakeHypervisor:
             prefix=f".{self.state_file.name}.", dir=self.state_file.parent, text=True
         )
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, separators=(",", ":"), sort_keys=True)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(jsonfast.dumps(data, sort_keys=True))
             os.replace(tmp, self.state_file)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
