@@ -120,11 +120,18 @@ async def serve(config: StackConfig, component: str, host: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from generator.runtime import logs
+
+    # Libraries' records (aio-pika, httpx, uvicorn) as plain lines; the stack's own in
+    # oslo.log's context format with request ids. Both go to stderr: the supervisor
+    # keeps it as this process's log file.
     logging.basicConfig(
-        level=logging.INFO,
+        level=logging.WARNING,
         stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s {args.component}@{args.node} %(name)s: %(message)s",
+        format=f"%(asctime)s %(process)d %(levelname)s {args.component}@{args.node} "
+        "%(name)s: %(message)s",
     )
+    logs.configure(stream=sys.stderr, level=logs.level_from_env(), component=args.component)
     try:
         config = process_config(args)
     except ConfigError as exc:
