@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from generator.conformance.harness import free_port_block
 from generator.runtime.config import load_config
 from generator.runtime.embedded import load_generated
 from generator.stackbench import _measure, _wait_for_line
@@ -25,11 +24,14 @@ START_TIMEOUT_S = 180
 def dist_figures(
     *, sequential: int = 100, clients: int = 50, per_client: int = 1, computes: int = 3
 ) -> dict[str, float]:
-    from generator.runtime.supervisor import drop_stack_resources
+    from generator.runtime.supervisor import (
+        drop_stack_resources,
+        free_port_block_outside_ephemeral,
+    )
 
     info, _, _ = load_generated()
     apis = sum(1 for c in info.components.values() if c.get("api"))
-    base = free_port_block(apis)
+    base = free_port_block_outside_ephemeral(apis)
     with tempfile.TemporaryDirectory(prefix="specstack-distbench-") as tmp:
         data = Path(tmp) / "data"
         config = load_config(data_dir=data, base_port=base, mode="distributed")

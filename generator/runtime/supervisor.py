@@ -91,6 +91,42 @@ def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> li
     return sorted(out, key=first)
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port_block_outside_ephemeral(count: int, host: str = "127.0.0.1") -> int:
+    """A base port with `count` free ports after it, below the ephemeral range.
+
+    A distributed stack's processes open many outgoing connections (to PostgreSQL,
+    RabbitMQ, each other) while its APIs are still starting; a port picked inside
+    the ephemeral range can be taken by one of them before its API binds it.
+    """
+    import random
+    import socket
+
+    low, _ = ephemeral_range()
+    top = min(low, 65000) - count
+    for _ in range(500):
+        base = random.randint(10000, max(10001, top))
+        ok = True
+        for port in range(base, base + count):
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise SupervisorError(f"no block of {count} free ports below {low}")
+
+
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from generator.conformance.harness import free_port_block
 from generator.runtime.config import load_config
 from generator.runtime.embedded import load_generated
-from generator.runtime.supervisor import layout
+from generator.runtime.supervisor import free_port_block_outside_ephemeral, layout
 
 from ..conftest import REPO
 from ..wire.conftest import DISTRIBUTED_COMPUTES, drop_distributed, running_stack
@@ -61,7 +60,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 def test_run_once_boots_through_every_process_and_keeps_state(
     data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    port = free_port_block(8)
+    port = free_port_block_outside_ephemeral(8)
     first = _run_once(data_dir, port)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out

@@ -9,10 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from generator.conformance.harness import free_port_block
 from generator.runtime.config import load_config
 from generator.runtime.embedded import load_generated
-from generator.runtime.supervisor import Supervisor, SupervisorError, drop_stack_resources, layout
+from generator.runtime.supervisor import (
+    Supervisor,
+    SupervisorError,
+    drop_stack_resources,
+    free_port_block_outside_ephemeral,
+    layout,
+)
 
 from ..conftest import REPO
 
@@ -48,7 +53,7 @@ def test_a_process_that_cannot_start_is_reported_with_its_log(tmp_path: Path) ->
         mode="distributed",
         driver="no-such-driver",
         computes=1,
-        base_port=free_port_block(8),
+        base_port=free_port_block_outside_ephemeral(8),
         bus_url="memory://",  # no process here talks to another: no RabbitMQ needed
     )
     config.ensure_secrets()

@@ -139,7 +139,12 @@ def running_stack(
     """`specstack run --no-generate` on a free block of ports, until the block exits."""
     mode = mode or stack_mode()
     data_dir = data_dir or tmp_path_factory.mktemp(name) / "data"
-    port = free_port_block(8)
+    if mode == "distributed":
+        from generator.runtime.supervisor import free_port_block_outside_ephemeral
+
+        port = free_port_block_outside_ephemeral(8)
+    else:
+        port = free_port_block(8)
     args = ["--mode", mode]
     if mode == "distributed":
         args += ["--computes", str(DISTRIBUTED_COMPUTES)]
