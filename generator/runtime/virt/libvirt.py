@@ -549,24 +549,32 @@ class LibvirtHypervisor:
         if disk is None or disk.find("serial") is None:  # the root disk is no volume
             raise DiskNotFound(f"No volume is attached to instance {uuid} at {mountpoint}.")
         xml = ET.tostring(disk, encoding="unicode")
-        flags = self._live_flags(dom)
         try:
-            dom.detachDeviceFlags(xml, flags)
+            if dom.isActive():
+                # The running guest must release the disk (ACPI/PCI unplug) first; until it
+                # has, the persistent definition keeps it, so a failed detach changes nothing.
+                dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                self._wait_released(dom, uuid, dev, mountpoint)
+            if dom.isPersistent():
+                stored = self._disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get(dev)
+                if stored is not None:
+                    dom.detachDeviceFlags(
+                        ET.tostring(stored, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                    )
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                 raise
             self._cold_plug(dom, xml, dev)
-            return
-        if flags & libvirt.VIR_DOMAIN_AFFECT_LIVE:
-            # The guest must release a hot-plugged disk (ACPI/PCI unplug): wait until it has.
-            deadline = time.monotonic() + self.detach_timeout_s
-            while dev in self._disks(dom.XMLDesc(0)):
-                if time.monotonic() > deadline:
-                    raise VirtError(
-                        f"Instance {uuid} did not release {mountpoint} within "
-                        f"{self.detach_timeout_s:g} s (the guest OS must acknowledge the unplug)."
-                    )
-                time.sleep(0.1)
+
+    def _wait_released(self, dom: libvirt.virDomain, uuid: str, dev: str, mountpoint: str) -> None:
+        deadline = time.monotonic() + self.detach_timeout_s
+        while dev in self._disks(dom.XMLDesc(0)):
+            if time.monotonic() > deadline:
+                raise VirtError(
+                    f"Instance {uuid} did not release {mountpoint} within "
+                    f"{self.detach_timeout_s:g} s (the guest OS must acknowledge the unplug)."
+                )
+            time.sleep(0.1)
 
     async def detach_volume(
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
