@@ -135,6 +135,59 @@ def test_boot_from_volume_and_kernel_boot(test_driver: Any, tmp_path: Path) -> N
     assert len(disks) == 1 and disks[0].findtext("serial") == ci["data"]["volume_id"]
 
 
+def test_spawn_before_the_image_arrives_boots_when_it_does(
+    test_driver: Any, tmp_path: Path
+) -> None:
+    """nova's step 9 (spawn) comes before step 12 (the image download)."""
+    h = test_driver
+    inst = new_instance()
+    image_file = tmp_path / "cache" / "img"
+    ci = file_volume(tmp_path / "v.raw")
+
+    async def scenario() -> None:
+        await h.spawn(inst, {"id": "img", "path": str(image_file)}, [], [])
+        assert await h.get_power_state(inst) == 0  # NOSTATE: defined, waiting for the image
+        assert not h._domain(inst["uuid"]).isActive()
+        await h.attach_volume(inst, ci, "/dev/vdb")  # step 15 may come first too
+        image_file.parent.mkdir()
+        blank_disk(image_file)
+        for _ in range(200):  # a bound on waiting, not a speed check
+            if await h.get_power_state(inst) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await h.get_power_state(inst) == 1
+
+    run(scenario())
+    assert (h.instance_dir(inst["uuid"]) / "disk").is_file()
+    disks = domain_xml(h, inst["uuid"]).findall("devices/disk")
+    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]  # type: ignore[union-attr]
+
+
+def test_an_image_that_never_arrives_fails_the_guest(tmp_path: Path) -> None:
+    from generator.runtime.virt.libvirt import LibvirtHypervisor
+
+    h = LibvirtHypervisor(
+        uri="test:///default",
+        hostname=f"t-{tmp_path.name}",
+        instances_path=tmp_path,
+        image_wait_s=0.1,
+    )
+    inst = new_instance()
+
+    async def scenario() -> None:
+        await h.spawn(inst, {"id": "img", "path": str(tmp_path / "never")}, [], [])
+        for _ in range(200):
+            if await h.get_power_state(inst) != 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await h.get_power_state(inst) == 6  # CRASHED: it could not start
+        await h.destroy(inst)
+
+    run(scenario())
+    assert run(h.list_instances()) == []
+    assert not (tmp_path / inst["uuid"]).exists()
+
+
 def test_power_off_and_on(test_driver: Any) -> None:
     h = test_driver
     inst = new_instance()
@@ -148,7 +201,6 @@ def test_power_off_and_on(test_driver: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"image": {"id": "i", "path": "/nonexistent/img"}}, "has no file"),
         ({"network_info": [{"id": "p", "address": "not-a-mac"}]}, "invalid MAC"),
         ({"network_info": [{"id": "p"}]}, "needs an id and an address"),
         (

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -66,6 +67,7 @@ from generator.runtime.virt.domain_xml import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # nova power_state codes, from libvirt domain states (as nova's libvirt driver maps them).
 NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
@@ -167,6 +169,7 @@ class LibvirtHypervisor:
         guest_user: str | None = None,
         machine: str = "pc",
         detach_timeout_s: float = 20.0,
+        image_wait_s: float = 600.0,
     ) -> None:
         del vcpus, memory_mb, local_gb  # the host's own figures are reported
         self.uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
@@ -189,6 +192,9 @@ class LibvirtHypervisor:
         self.vif_source = vif_source
         self.machine = machine
         self.detach_timeout_s = float(detach_timeout_s)
+        self.image_wait_s = float(image_wait_s)
+        self._pending: dict[str, asyncio.Task[None]] = {}  # guests waiting for their image
+        self._failed: dict[str, str] = {}  # guests whose deferred start failed: why
         if instances_path is not None:
             base = Path(instances_path)
         elif state_file is not None:
@@ -220,6 +226,8 @@ class LibvirtHypervisor:
         return self._conn
 
     def close(self) -> None:
+        for task in self._pending.values():
+            task.cancel()
         if self._conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
@@ -273,24 +281,30 @@ class LibvirtHypervisor:
 
     # -- spawn ------------------------------------------------------------------------
 
-    def _root_disk(self, image: dict[str, Any], root_gb: int, inst_dir: Path) -> Disk | None:
-        """A disk of the instance's own on the image file: a qcow2 overlay, or a raw copy."""
-        src = image.get("path")
-        if not src:
+    @staticmethod
+    def _root_plan(image: dict[str, Any], inst_dir: Path) -> Disk | None:
+        """The instance's own root disk on the image file: a qcow2 overlay (or a raw copy)."""
+        if not image.get("path"):
             return None
-        base = Path(str(src)).resolve()
-        if not base.is_file():
-            raise VirtError(f"image {image.get('id')} has no file at {base}")
-        fmt = _image_format(base)
+        if shutil.which("qemu-img") is not None:
+            return Disk(path=str(inst_dir / "disk"), dev="vda", format="qcow2")
+        fmt = str(image.get("disk_format") or "raw")
         if fmt not in ("raw", "qcow2"):
             raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
-        disk = inst_dir / "disk"
-        if shutil.which("qemu-img") is not None:
+        return Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
+
+    def _make_root(self, image: dict[str, Any], root_gb: int, disk: Disk) -> None:
+        base = Path(str(image["path"])).resolve()
+        if not base.is_file():
+            raise VirtError(f"image {image.get('id')} has no file at {base}")
+        if disk.format == "qcow2" and shutil.which("qemu-img") is not None:
+            fmt = _image_format(base)
+            if fmt not in ("raw", "qcow2"):
+                raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
             size = [f"{root_gb}G"] if root_gb * GIB > self._virtual_size(base) else []
-            _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(disk), *size)
-            return Disk(path=str(disk), dev="vda", format="qcow2")
-        shutil.copyfile(base, disk)
-        return Disk(path=str(disk), dev="vda", format=fmt)
+            _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), disk.path, *size)
+        else:
+            shutil.copyfile(base, disk.path)
 
     @staticmethod
     def _virtual_size(path: Path) -> int:
@@ -335,30 +349,44 @@ class LibvirtHypervisor:
             mac=mac.lower(), vif_id=str(vif["id"]), kind=self.vif_type, source=self.vif_source
         )
 
-    def _kernel_boot(self, image: dict[str, Any], inst_dir: Path) -> tuple[str | None, str | None]:
-        """Copies of the image's kernel and ramdisk in the instance directory (as nova makes)."""
-        paths: list[str | None] = []
-        for key, name in (("kernel_path", "kernel"), ("ramdisk_path", "ramdisk")):
-            src = image.get(key)
-            if not src:
-                paths.append(None)
-                continue
-            if not Path(str(src)).is_file():
-                raise VirtError(f"image {image.get('id')}: {key} {src} is not a file")
-            dst = inst_dir / name
-            shutil.copyfile(str(src), dst)
-            paths.append(str(dst))
-        if paths[1] and not paths[0]:
+    @staticmethod
+    def _boot_files(image: dict[str, Any], inst_dir: Path) -> dict[str, tuple[str, str]]:
+        """Direct kernel boot: {"kernel"|"ramdisk": (image file, its copy in the instance dir)}."""
+        files = {
+            name: (str(image[key]), str(inst_dir / name))
+            for key, name in (("kernel_path", "kernel"), ("ramdisk_path", "ramdisk"))
+            if image.get(key)
+        }
+        if "ramdisk" in files and "kernel" not in files:
             raise VirtError(f"image {image.get('id')} has a ramdisk but no kernel")
-        return paths[0], paths[1]
+        return files
 
-    def _spawn(
+    @staticmethod
+    def _image_files(image: dict[str, Any]) -> list[Path]:
+        """The files of the image a guest boots from (they may still be downloading)."""
+        keys = ("path", "kernel_path", "ramdisk_path")
+        return [Path(str(image[k])) for k in keys if image.get(k)]
+
+    def _materialize(
+        self, image: dict[str, Any], root_gb: int, root: Disk | None, inst_dir: Path
+    ) -> None:
+        """The instance's own files made from the image's: root disk, kernel, ramdisk."""
+        if root is not None:
+            self._make_root(image, root_gb, root)
+        for name, (src, dst) in self._boot_files(image, inst_dir).items():
+            if not Path(src).is_file():
+                raise VirtError(f"image {image.get('id')}: its {name} {src} is not a file")
+            shutil.copyfile(src, dst)
+
+    def _define(
         self,
         instance: dict[str, Any],
         image: dict[str, Any],
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
+        now: bool,
     ) -> None:
+        """Define the guest's domain; with `now`, make its files and start it too."""
         uuid = _uuid_of(instance)
         conn = self._connect()
         try:
@@ -367,7 +395,6 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
-        image = image or {}
         # Check everything that can be checked before anything is made.
         volumes = [
             self._volume_disk(b.get("connection_info"), b.get("mountpoint"), b.get("serial"))
@@ -379,42 +406,74 @@ class LibvirtHypervisor:
         interfaces = [self._interface(v) for v in network_info or []]
         root_gb = int(instance.get("root_gb") or 0)
         inst_dir = self.instance_dir(uuid)
+        boot = self._boot_files(image, inst_dir)
+        root = None if "vda" in devs else self._root_plan(image, inst_dir)
+        props = image.get("properties") or {}
+        guest = Guest(
+            name=self.domain_name(uuid),
+            uuid=uuid,
+            title=str(instance.get("name") or uuid),
+            host=self.hostname,
+            domain_type=self.domain_type,
+            memory_mb=int(instance.get("memory_mb") or 512),
+            vcpus=int(instance.get("vcpus") or 1),
+            console_log=str(inst_dir / "console.log"),
+            root_gb=root_gb,
+            image_id=str(image.get("id") or instance.get("image_id") or ""),
+            machine=self.machine,
+            kernel=boot["kernel"][1] if "kernel" in boot else None,
+            initrd=boot["ramdisk"][1] if "ramdisk" in boot else None,
+            cmdline=str(props.get("os_command_line") or "console=ttyS0"),
+            disks=[root, *volumes] if root is not None else volumes,
+            interfaces=interfaces,
+            dac_label=self.dac_label,
+        )
         inst_dir.mkdir(parents=True, exist_ok=True)
         dom: libvirt.virDomain | None = None
         try:
-            kernel, initrd = self._kernel_boot(image, inst_dir)
-            disks = list(volumes)
-            if "vda" not in devs:
-                root = self._root_disk(image, root_gb, inst_dir)
-                if root is not None:
-                    disks.insert(0, root)
-            props = image.get("properties") or {}
-            guest = Guest(
-                name=self.domain_name(uuid),
-                uuid=uuid,
-                title=str(instance.get("name") or uuid),
-                host=self.hostname,
-                domain_type=self.domain_type,
-                memory_mb=int(instance.get("memory_mb") or 512),
-                vcpus=int(instance.get("vcpus") or 1),
-                console_log=str(inst_dir / "console.log"),
-                root_gb=root_gb,
-                image_id=str(image.get("id") or instance.get("image_id") or ""),
-                machine=self.machine,
-                kernel=kernel,
-                initrd=initrd,
-                cmdline=str(props.get("os_command_line") or "console=ttyS0"),
-                disks=disks,
-                interfaces=interfaces,
-                dac_label=self.dac_label,
-            )
+            if now:
+                self._materialize(image, root_gb, root, inst_dir)
             dom = conn.defineXML(render_domain(self.virt_type, guest))
-            dom.create()
+            if now:
+                dom.create()
         except BaseException:
             if dom is not None:
                 self._remove(dom)
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
+
+    def _start_defined(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+        """Make the files of a guest defined before its image arrived, and start it."""
+        dom = self._domain(uuid)
+        inst_dir = self.instance_dir(uuid)
+        stored = self._disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get("vda")
+        root = None
+        if stored is not None and stored.find("serial") is None and image.get("path"):
+            driver = stored.find("driver")
+            fmt = driver.get("type", "raw") if driver is not None else "raw"
+            root = Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
+        self._materialize(image, root_gb, root, inst_dir)
+        if not dom.isActive():
+            dom.create()
+
+    async def _boot_when_ready(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+        """Wait for the image's files (boot-vm step 12 downloads them after step 9), then boot."""
+        try:
+            files = self._image_files(image)
+            deadline = time.monotonic() + self.image_wait_s
+            while not all(f.is_file() for f in files):
+                if time.monotonic() > deadline:
+                    missing = ", ".join(str(f) for f in files if not f.is_file())
+                    raise VirtError(f"image {image.get('id')} never arrived at {missing}")
+                await asyncio.sleep(0.05)
+            await self._run(self._start_defined, uuid, image, root_gb)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("guest of instance %s did not start: %s", uuid, exc)
+            self._failed[uuid] = str(exc)
+        finally:
+            self._pending.pop(uuid, None)
 
     async def spawn(
         self,
@@ -423,7 +482,18 @@ class LibvirtHypervisor:
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
     ) -> None:
-        await self._run(self._spawn, instance, image, network_info, block_device_info)
+        """Define and start the guest. When the image's files are still being downloaded
+        (nova's step 9 comes before step 12), the guest is defined now and started once
+        they are there; until then its power state is NOSTATE."""
+        image = dict(image or {})
+        ready = all(f.is_file() for f in self._image_files(image))
+        await self._run(self._define, instance, image, network_info, block_device_info, ready)
+        if not ready:
+            uuid = _uuid_of(instance)
+            root_gb = int(instance.get("root_gb") or 0)
+            self._pending[uuid] = asyncio.create_task(
+                self._boot_when_ready(uuid, image, root_gb), name=f"libvirt-boot-{uuid}"
+            )
 
     # -- destroy ------------------------------------------------------------------------
 
@@ -444,7 +514,14 @@ class LibvirtHypervisor:
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
 
     async def destroy(self, instance: dict[str, Any]) -> None:
+        uuid = _uuid_of(instance)
+        task = self._pending.pop(uuid, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._run(self._destroy, instance)
+        self._failed.pop(uuid, None)
 
     # -- state and console ------------------------------------------------------------------
 
@@ -453,7 +530,13 @@ class LibvirtHypervisor:
         return _POWER_STATE.get(state, NOSTATE)
 
     async def get_power_state(self, instance: dict[str, Any]) -> int:
-        return await self._run(self._power_state, instance)
+        uuid = _uuid_of(instance)
+        state = await self._run(self._power_state, instance)
+        if uuid in self._pending:
+            return NOSTATE  # defined, waiting for its image to start
+        if uuid in self._failed and state != RUNNING:
+            return CRASHED
+        return state
 
     def _console(self, instance: dict[str, Any]) -> str:
         dom = self._domain(_uuid_of(instance))
