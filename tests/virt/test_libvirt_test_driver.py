@@ -58,6 +58,11 @@ def test_spawn_lists_and_destroys_only_its_own_guests(test_driver: Any, tmp_path
     assert run(other.list_instances()) == []
     with pytest.raises(InstanceNotFound):
         run(other.destroy(inst))
+    # nor does the same host name of another stack (another instance directory)
+    twin = LibvirtHypervisor(
+        uri="test:///default", hostname=h.hostname, instances_path=tmp_path / "other-stack"
+    )
+    assert run(twin.list_instances()) == []
     run(h.destroy(inst))
     assert run(h.list_instances()) == []
     assert not h.instance_dir(inst["uuid"]).exists()

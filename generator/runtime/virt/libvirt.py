@@ -246,13 +246,17 @@ class LibvirtHypervisor:
         return f"instance-{uuid}"
 
     def _meta(self, dom: libvirt.virDomain) -> dict[str, str] | None:
-        """The domain's specstack metadata, or None when it is not this host's guest."""
+        """The domain's specstack metadata, or None when it is not this host's guest: made
+        by a driver of another host name or instance directory (another stack, another test)."""
         root = ET.fromstring(dom.XMLDesc(0))
         inst = root.find("metadata/s:instance", _NS)
         if inst is None:
             return None
         meta = {el.tag.split("}", 1)[-1]: (el.text or "") for el in inst}
-        return meta if meta.get("host") == self.hostname else None
+        mine = meta.get("host") == self.hostname and meta.get("instances") == str(
+            self.instances_path
+        )
+        return meta if mine else None
 
     def _domain(self, uuid: str) -> libvirt.virDomain:
         try:
@@ -414,6 +418,7 @@ class LibvirtHypervisor:
             uuid=uuid,
             title=str(instance.get("name") or uuid),
             host=self.hostname,
+            instances_path=str(self.instances_path),
             domain_type=self.domain_type,
             memory_mb=int(instance.get("memory_mb") or 512),
             vcpus=int(instance.get("vcpus") or 1),
