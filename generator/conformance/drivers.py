@@ -218,7 +218,7 @@ class ContractWorld:
         if method == "detach_volume" and not self.variant.live_detach and power_off is None:
             # No guest OS to acknowledge a hot-unplug and no way to stop the guest: the
             # volume comes off a guest that has not started yet (its image is on its way).
-            arriving = dict(self.image, path=str(self.dir / "arriving.raw"))
+            arriving = dict(self.image, path=str(self.dir / "arriving.raw"), pending=True)
             await self.adapter.spawn(
                 instance=self.instance, image=arriving, network_info=[], block_device_info=[]
             )

@@ -150,7 +150,7 @@ def test_spawn_before_the_image_arrives_boots_when_it_does(
     ci = file_volume(tmp_path / "v.raw")
 
     async def scenario() -> None:
-        await h.spawn(inst, {"id": "img", "path": str(image_file)}, [], [])
+        await h.spawn(inst, {"id": "img", "path": str(image_file), "pending": True}, [], [])
         assert await h.get_power_state(inst) == 0  # NOSTATE: defined, waiting for the image
         assert not h._domain(inst["uuid"]).isActive()
         await h.attach_volume(inst, ci, "/dev/vdb")  # step 15 may come first too
@@ -180,12 +180,13 @@ def test_an_image_that_never_arrives_fails_the_guest(tmp_path: Path) -> None:
     inst = new_instance()
 
     async def scenario() -> None:
-        await h.spawn(inst, {"id": "img", "path": str(tmp_path / "never")}, [], [])
+        await h.spawn(inst, {"id": "img", "path": str(tmp_path / "never"), "pending": True}, [], [])
         for _ in range(200):
             if await h.get_power_state(inst) != 0:
                 break
             await asyncio.sleep(0.05)
         assert await h.get_power_state(inst) == 6  # CRASHED: it could not start
+        assert "never arrived" in await h.get_console_output(inst)
         await h.destroy(inst)
 
     run(scenario())
@@ -206,6 +207,7 @@ def test_power_off_and_on(test_driver: Any) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        ({"image": {"id": "i", "path": "/nonexistent/img"}}, "has no file"),
         ({"network_info": [{"id": "p", "address": "not-a-mac"}]}, "invalid MAC"),
         ({"network_info": [{"id": "p"}]}, "needs an id and an address"),
         (

@@ -477,6 +477,9 @@ class LibvirtHypervisor:
         except Exception as exc:
             logger.warning("guest of instance %s did not start: %s", uuid, exc)
             self._failed[uuid] = str(exc)
+            console = self.instance_dir(uuid) / "console.log"  # where nova-compute looks
+            with contextlib.suppress(OSError), open(console, "a", encoding="utf-8") as fh:
+                fh.write(f"[libvirt driver] guest did not start: {exc}\n")
         finally:
             self._pending.pop(uuid, None)
 
@@ -487,11 +490,12 @@ class LibvirtHypervisor:
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
     ) -> None:
-        """Define and start the guest. When the image's files are still being downloaded
-        (nova's step 9 comes before step 12), the guest is defined now and started once
-        they are there; until then its power state is NOSTATE."""
+        """Define and start the guest. An image marked `pending` is still on its way to its
+        path (nova spawns at step 9 and downloads the image at step 12): the guest is defined
+        now and started once the files are there; until then its power state is NOSTATE."""
         image = dict(image or {})
-        ready = all(f.is_file() for f in self._image_files(image))
+        # Only an image marked pending may be missing: otherwise spawn fails at once.
+        ready = not image.get("pending") or all(f.is_file() for f in self._image_files(image))
         await self._run(self._define, instance, image, network_info, block_device_info, ready)
         if not ready:
             uuid = _uuid_of(instance)
