@@ -16,8 +16,12 @@ blocks. Domain XML comes from the templates of ./templates, one per virt type
   runs) can share one libvirtd.
 - Files live in `instances_path/<uuid>/`: the root disk (a qcow2 overlay on the
   image file made with qemu-img, or a raw copy), the kernel and ramdisk for
-  direct kernel boot, and `console.log`, where the guest's serial console is
-  written and `get_console_output` reads it.
+  direct kernel boot (the image's `kernel_path`/`ramdisk_path`), and
+  `console.log`, where the guest's serial console is written (appended) and
+  `get_console_output` reads it.
+- An image marked `pending` is still being downloaded (nova spawns at step 9,
+  downloads at step 12): the domain is defined at once and started when the
+  files are there; its power state is NOSTATE until then, CRASHED if that fails.
 - Volumes: connection_info of type `file` or `local` whose data gives the path
   of a raw (or qcow2) file in `device_path` (or `path`); they become virtio
   disks whose serial is the volume id, hot-plugged into a running guest.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -138,8 +143,6 @@ def _image_format(path: Path) -> str:
     """The format of an image file as qemu-img sees it (raw when qemu-img is absent)."""
     if shutil.which("qemu-img") is None:
         return "raw"
-    import json
-
     info = json.loads(_qemu_img("info", "--output=json", str(path)))
     return str(info.get("format") or "raw")
 
@@ -312,8 +315,6 @@ class LibvirtHypervisor:
 
     @staticmethod
     def _virtual_size(path: Path) -> int:
-        import json
-
         return int(json.loads(_qemu_img("info", "--output=json", str(path)))["virtual-size"])
 
     @staticmethod
