@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from generator.runtime.config import ConfigError, StackConfig, config_file, load_config
+from generator.runtime.config import StackConfig, config_file, load_config
 from generator.runtime.trace import TraceEvent, TraceRecorder
 
 
@@ -302,6 +302,18 @@ async def run_distributed(
     return code
 
 
+def driver_options(items: list[str]) -> dict[str, dict[str, str]]:
+    """`--driver-option libvirt.uri=qemu:///session` ... -> {"libvirt": {"uri": ...}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        driver, dot, option = key.partition(".")
+        if not sep or not dot or not driver or not option.isidentifier():
+            raise ValueError(f"--driver-option {item!r} is not DRIVER.KEY=VALUE")
+        out.setdefault(driver, {})[option] = value
+    return out
+
+
 def main(args: Any) -> int:
     console = Console(highlight=False, file=sys.stdout, soft_wrap=True)
     if not args.no_generate:
@@ -320,11 +332,12 @@ def main(args: Any) -> int:
             base_port=args.port,
             computes=args.computes,
             driver=args.driver,
+            driver_options=driver_options(getattr(args, "driver_option", None) or []) or None,
             mode=args.mode,
         )
         config.ensure_secrets()
         config.for_mode()
-    except ConfigError as exc:
+    except ValueError as exc:  # ConfigError, or a bad --driver-option
         console.print(f"[red]{exc}[/red]")
         return 2
     try:

@@ -38,6 +38,8 @@ class StackConfig:
     base_port: int | None = None  # None: each API listens on the port the spec gives it
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
+    # driver name -> extra keyword arguments of its hypervisor (e.g. libvirt: uri, virt_type)
+    driver_options: dict[str, dict[str, str]] = field(default_factory=dict)
     bus_url: str = "memory://"  # distributed mode's default: DEFAULT_AMQP_SERVER/<stack_name>
     # "local": calls between this process's own APIs skip the socket (embedded);
     # "tcp": every call goes over the network, as between processes.
@@ -246,6 +248,15 @@ def _coerce(name: str, type_name: str, raw: Any, where: str) -> Any:
         if not isinstance(raw, str):
             raise bad("a string")
         return raw
+    if type_name.startswith("dict[str, dict"):  # driver_options: [driver_options.libvirt]
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str)
+            and isinstance(v, dict)
+            and all(isinstance(x, str) and isinstance(y, str) for x, y in v.items())
+            for k, v in raw.items()
+        ):
+            raise bad('a table of driver tables of key = "value"')
+        return {k: dict(v) for k, v in raw.items()}
     if type_name.startswith("dict"):  # database_urls
         if not isinstance(raw, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in raw.items()

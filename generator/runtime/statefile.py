@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.runtime import jsonfast
+from generator.runtime import filewriter, jsonfast
 
 log = logging.getLogger("specstack.statefile")
 # ext4 flushes a file's data when a rename replaces it (auto_da_alloc): 1-2 ms a write,
@@ -25,13 +23,17 @@ DELAY_S = 0.5
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    filewriter.atomic_write(path, text.encode("utf-8"))
+
+
+def _write(path: Path, text: str) -> None:
+    """Behind, on the writer thread, when an event loop runs; at once otherwise."""
     try:
-        tmp.write_text(text, "utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        asyncio.get_running_loop()
+    except RuntimeError:
+        atomic_write(path, text)
+        return
+    filewriter.write_later(path, text.encode("utf-8"))
 
 
 class StateFile:
@@ -70,9 +72,9 @@ class StateFile:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        atomic_write(self.path, self.render(self.data))
+        _write(self.path, self.render(self.data))
         for path, render in self.extra:
-            atomic_write(path, render(self.data))
+            _write(path, render(self.data))
 
 
 def state_file(shared: dict[str, Any], path: Path) -> StateFile:
@@ -84,6 +86,8 @@ def state_file(shared: dict[str, Any], path: Path) -> StateFile:
 
 
 def flush_all(shared: dict[str, Any]) -> None:
+    """Write every pending state file and wait until all of them are on disk."""
     for f in shared.get("statefiles", {}).values():
         if f._handle is not None:
             f.flush()
+    filewriter.drain()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from sqlalchemy.pool import StaticPool
 
 from generator.runtime import jsonfast
 from generator.runtime.errors import Conflict, NotFound
+from generator.runtime.sqlitefast import SqliteStatements
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +121,16 @@ class Store:
         # SQLite in embedded mode: one event loop, and no store method awaits while it
         # holds a connection, so one connection serves them all (no pool round trip).
         self._conn: Connection | None = None
+        # ... and its statements go to the driver directly (see sqlitefast).
+        self._fast: SqliteStatements | None = None
         if self.sqlite:
             self._conn = self.engine.connect()
+            columns = {
+                name: [c.name for c in t.columns] for name, t in self.metadata.tables.items()
+            }
+            raw = self._conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            self._fast = SqliteStatements(raw, columns, _column_value)
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -190,6 +200,7 @@ class Store:
         migrate.upgrade(self.engine, database, package=self.package)
 
     def close(self) -> None:
+        self._fast = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -221,6 +232,12 @@ class Store:
         doc.setdefault("created_at", now)
         doc.setdefault("updated_at", doc["created_at"])
         row = self._row(table, doc)
+        if self._fast is not None:
+            try:
+                self._fast.insert(table, row)
+            except sqlite3.IntegrityError:
+                raise Conflict(f"{table} {doc['id']} already exists") from None
+            return doc
         insert = self._stmt(table, "insert")
         try:
             # The primary key decides: concurrent creates of one id leave exactly one row.
@@ -230,6 +247,10 @@ class Store:
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
+        if self._fast is not None:
+            self._table(table)
+            data = self._fast.get(table, str(id_))
+            return jsonfast.loads(data) if data is not None else None
         with self._tx() as conn:
             row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
         return jsonfast.loads(row[0]) if row else None
@@ -252,6 +273,30 @@ class Store:
 
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
+
+        def changed(data: str) -> Doc | None:
+            doc: Doc = jsonfast.loads(data)
+            if expect and any(doc.get(k) != v for k, v in expect.items()):
+                return None
+            doc.update(changes)
+            if "updated_at" not in changes:
+                doc["updated_at"] = utcnow()
+            return doc
+
+        if self._fast is not None:
+            self._table(table)
+            result: list[Doc] = []
+
+            def values(data: str) -> dict[str, Any] | None:
+                doc = changed(data)
+                if doc is None:
+                    return None
+                result.append(doc)
+                return self._row(table, doc)
+
+            self._fast.update(table, str(id_), values)
+            return result[0] if result else None
+
         get = self._stmt(table, "get_for_update")
         update = self._stmt(table, "update")
 
@@ -259,12 +304,9 @@ class Store:
             row = conn.execute(get, {"id_": str(id_)}).first()
             if row is None:
                 return None
-            doc: Doc = jsonfast.loads(row[0])
-            if expect and any(doc.get(k) != v for k, v in expect.items()):
+            doc = changed(row[0])
+            if doc is None:
                 return None
-            doc.update(changes)
-            if "updated_at" not in changes:
-                doc["updated_at"] = utcnow()
             values = self._row(table, doc)
             values.pop("id")
             conn.execute(update.values(**values), {"id_": str(id_)})
@@ -273,6 +315,9 @@ class Store:
         return self._run(work)
 
     async def delete(self, table: str, id_: str) -> bool:
+        if self._fast is not None:
+            self._table(table)
+            return self._fast.delete(table, str(id_))
         with self._tx() as conn:
             result = conn.execute(self._stmt(table, "delete"), {"id_": str(id_)})
         return bool(result.rowcount)
@@ -293,26 +338,20 @@ class Store:
         `marker` is the id of the last item of the previous page.
         """
         t = self._table(table)
-        where = dict(where or {})
-        stmt = select(t.c.id, t.c.data)
         indexed = set(self.specs[table].indexes) | {"id"}
+        in_sql: dict[str, Any] = {}
         rest: dict[str, Any] = {}
-        for key, value in where.items():
-            if key in indexed:
-                col = t.c[key]
-                if isinstance(value, list | tuple | set):
-                    stmt = stmt.where(col.in_([_column_value(v) for v in value]))
-                elif value is None:
-                    stmt = stmt.where(col.is_(None))
-                else:
-                    stmt = stmt.where(col == _column_value(value))
-            else:
-                rest[key] = value
+        for key, value in (where or {}).items():
+            (in_sql if key in indexed else rest)[key] = value
         order_col = t.c.get(sort_key, t.c.created_at)
-        stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
-        with self._tx() as conn:
-            rows = conn.execute(stmt).all()
-        docs = [jsonfast.loads(data) for _, data in rows]
+        if self._fast is not None:
+            found = self._fast.select_data(table, in_sql, order_col.name, reverse)
+        else:
+            stmt = _filtered(select(t.c.data), t, in_sql)
+            stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
+            with self._tx() as conn:
+                found = [row[0] for row in conn.execute(stmt)]
+        docs = [jsonfast.loads(data) for data in found]
         if rest:
             docs = [d for d in docs if all(_matches(d.get(k), v) for k, v in rest.items())]
         if marker is not None:
@@ -335,11 +374,15 @@ class Store:
         t = self._table(table)
         if column != "id" and column not in self.specs[table].indexes:
             raise KeyError(f"{table}.{column} is not indexed")
-        stmt = select(t.c[column])
-        for key, value in where.items():
+        for key in where:
             if key not in self.specs[table].indexes and key != "id":
                 raise KeyError(f"{table}.{key} is not indexed")
-            stmt = stmt.where(t.c[key] == _column_value(value))
+        if self._fast is not None:
+            return [
+                None if v is None else str(v)
+                for v in self._fast.select_column(table, column, dict(where))
+            ]
+        stmt = _filtered(select(t.c[column]), t, where)
         with self._tx() as conn:
             return [None if r[0] is None else str(r[0]) for r in conn.execute(stmt)]
 
@@ -349,17 +392,24 @@ class Store:
         if not set(where) <= indexed:
             return len(await self.list(table, where))
         t = self._table(table)
-        stmt = select(func.count()).select_from(t)
-        for key, value in where.items():
-            col = t.c[key]
-            if isinstance(value, list | tuple | set):
-                stmt = stmt.where(col.in_([_column_value(v) for v in value]))
-            elif value is None:
-                stmt = stmt.where(col.is_(None))
-            else:
-                stmt = stmt.where(col == _column_value(value))
+        if self._fast is not None:
+            return self._fast.count(table, where)
+        stmt = _filtered(select(func.count()).select_from(t), t, where)
         with self._tx() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+
+def _filtered(stmt: Any, t: Table, where: Mapping[str, Any]) -> Any:
+    """`stmt` restricted to rows whose columns hold `where` (a list value: any of them)."""
+    for key, value in where.items():
+        col = t.c[key]
+        if isinstance(value, list | tuple | set):
+            stmt = stmt.where(col.in_([_column_value(v) for v in value]))
+        elif value is None:
+            stmt = stmt.where(col.is_(None))
+        else:
+            stmt = stmt.where(col == _column_value(value))
+    return stmt
 
 
 def _matches(actual: Any, wanted: Any) -> bool:

@@ -91,3 +91,13 @@ def test_bad_settings_are_named_with_where_they_came_from(
 def test_a_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.toml: no such config file"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_driver_options_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[driver_options.libvirt]\nuri = "qemu:///session"\n')
+    assert load_config(path, environ={}).driver_options == {"libvirt": {"uri": "qemu:///session"}}
+    env = {"SPECSTACK_DRIVER_OPTIONS": '{"libvirt": {"uri": "test:///default"}}'}
+    assert load_config(path, environ=env).driver_options == {"libvirt": {"uri": "test:///default"}}
+    bad = _write(tmp_path, "[driver_options]\nlibvirt = 3\n")
+    with pytest.raises(ConfigError, match=r"specstack.toml:driver_options: .* is not a table"):
+        load_config(bad, environ={})

@@ -29,7 +29,6 @@ import ipaddress
 import itertools
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -1579,16 +1578,6 @@ async def notify_port_delete(ix: Interaction) -> None:
 
 
 # -- agents ----------------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, "utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> Doc:

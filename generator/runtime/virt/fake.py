@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from generator.runtime import jsonfast
+from generator.runtime import filewriter, jsonfast
 from generator.runtime.virt import (
     DeviceBusy,
     DiskNotFound,
@@ -120,24 +118,21 @@ class FakeHypervisor:
         if self.state_file is None or not getattr(self, "_dirty", False):
             return
         self._dirty = False
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
         data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.state_file.name}.", dir=self.state_file.parent, text=True
-        )
+        encoded = jsonfast.dumps(data, sort_keys=True)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(jsonfast.dumps(data, sort_keys=True))
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            asyncio.get_running_loop()
+        except RuntimeError:
+            filewriter.atomic_write(self.state_file, encoded)
+            return
+        filewriter.write_later(self.state_file, encoded)
 
     def close(self) -> None:
         handle = getattr(self, "_flush_handle", None)
         if handle is not None:
             handle.cancel()
         self.flush()
+        filewriter.drain()
 
     # -- helpers -----------------------------------------------------------------
 
