@@ -55,6 +55,11 @@ def run_bench(
                 flush=True,
             )
         figures.update(stack_figures(sequential=boots))
+        from generator.guestbench import guest_figures  # real guests: guest_boot_s_<driver>
+
+        if not as_json:
+            print("measuring real guests (server create to console marker)...", file=sys.stderr)
+        figures.update(guest_figures(lambda m: print(m, file=sys.stderr, flush=True)))
     if as_json:
         print(json.dumps(figures, sort_keys=True))
         return 0

@@ -53,7 +53,7 @@ MODULES = (
 )
 BOOT_PACKAGES = ("busybox-static", "syslinux", "syslinux-common", "mtools")
 PART_OFFSET = 1 << 20  # the FAT partition starts at 1 MiB, as partitioning tools do
-PART_SIZE = 48 << 20
+PART_SIZE = 24 << 20
 CMDLINE = "console=ttyS0 quiet panic=-1"
 
 INIT = f"""#!/bin/busybox sh

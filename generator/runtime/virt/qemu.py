@@ -234,10 +234,21 @@ class QemuHypervisor:
             raise
 
     def close(self) -> None:
-        """Stop waiting for images; the guests themselves keep running (like libvirt's)."""
+        """Stop waiting for images, let go of QMP; the guests keep running (like libvirt's)."""
         for task in self._tasks.values():
             task.cancel()
+        for client in self._qmp.values():
+            # QMP takes one client at a time: the next service must be able to connect
+            writer = getattr(client, "_writer", None)
+            if writer is not None:
+                writer.close()
+        self._qmp.clear()
         self._save()
+
+    async def aclose(self) -> None:
+        for uuid in list(self._qmp):
+            await self._disconnect(uuid)
+        self.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
