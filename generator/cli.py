@@ -158,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="number of compute nodes (default: the topology's count)",
     )
     r.add_argument("--driver", default=None, help="hypervisor driver (default: the topology's)")
+    r.add_argument(
+        "--driver-option",
+        action="append",
+        default=[],
+        metavar="DRIVER.KEY=VALUE",
+        help="keyword argument of a driver, e.g. libvirt.uri=qemu:///session (repeatable)",
+    )
     r.add_argument("--no-generate", action="store_true", help="use generated/ as it is")
     r.set_defaults(func=cmd_run)
 

@@ -142,6 +142,18 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     return code
 
 
+def driver_options(items: list[str]) -> dict[str, dict[str, str]]:
+    """`--driver-option libvirt.uri=qemu:///session` ... -> {"libvirt": {"uri": ...}}."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        driver, dot, option = key.partition(".")
+        if not sep or not dot or not driver or not option.isidentifier():
+            raise ValueError(f"--driver-option {item!r} is not DRIVER.KEY=VALUE")
+        out.setdefault(driver, {})[option] = value
+    return out
+
+
 def main(args: Any) -> int:
     console = Console(highlight=False, file=sys.stdout, soft_wrap=True)
     if not args.no_generate:
@@ -162,6 +174,7 @@ def main(args: Any) -> int:
             base_port=args.port,
             computes=args.computes,
             driver=args.driver,
+            driver_options=driver_options(getattr(args, "driver_option", None) or []),
         ).apply_environment()
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")

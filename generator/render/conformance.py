@@ -24,6 +24,12 @@ class ConformanceTarget:
                 ),
             ),
             OutputFile("conformance/__init__.py", py_header(ctx.source("sequences/*.yaml"))),
+            OutputFile(
+                "conformance/test_drivers.py",
+                t.get_template("conformance/drivers.py.j2").render(
+                    h=ir.hypervisors, header=py_header(ctx.source("hypervisors.yaml"))
+                ),
+            ),
         ]
         for seq in ir.sequences:
             text = t.get_template("conformance/sequence.py.j2").render(

@@ -16,6 +16,8 @@ class StackConfig:
     base_port: int | None = None  # None: each API listens on the port the spec gives it
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
+    # driver name -> extra keyword arguments of its hypervisor (e.g. libvirt: uri, virt_type)
+    driver_options: dict[str, dict[str, str]] = field(default_factory=dict)
     bus_url: str = "memory://"
     # "local": calls between this process's own APIs skip the socket (embedded);
     # "tcp": every call goes over the network, as between processes.

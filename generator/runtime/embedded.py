@@ -32,6 +32,7 @@ from generator.runtime.stackinfo import StackInfo
 from generator.runtime.statefile import flush_all
 from generator.runtime.store import Store, TableSpec
 from generator.runtime.trace import TraceRecorder
+from generator.runtime.virt import VirtError
 from generator.runtime.workers import start_consumers
 
 log = logging.getLogger("specstack.stack")
@@ -111,13 +112,17 @@ class EmbeddedStack:
         res = self.info.nodes[node].get("resources") or {}
         state = self.config.data_dir / "hypervisors" / f"{host}.json"
         state.parent.mkdir(parents=True, exist_ok=True)
-        return self.drivers[name].create(
-            state_file=state,
-            vcpus=res.get("vcpus", 8),
-            memory_mb=res.get("memory_mb", 16384),
-            local_gb=res.get("local_gb", 200),
-            hostname=host,
-        )
+        try:
+            return self.drivers[name].create(
+                state_file=state,
+                vcpus=res.get("vcpus", 8),
+                memory_mb=res.get("memory_mb", 16384),
+                local_gb=res.get("local_gb", 200),
+                hostname=host,
+                **self.config.driver_options.get(name, {}),
+            )
+        except (TypeError, ValueError, RuntimeError, VirtError) as exc:  # bad option, no libvirtd
+            raise StackError(f"driver {name} for compute host {host}: {exc}") from exc
 
     def _validator(self, rt: ServiceRuntime, comp: dict[str, Any]) -> TokenValidator:
         catalog = comp.get("catalog") or {}

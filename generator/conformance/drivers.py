@@ -1,0 +1,296 @@
+"""What the generated driver contract tests (generated/conformance/test_drivers.py) run on.
+
+The template renders one test per method of the spec's driver interface; this
+module knows the rest: which adapters this machine can run (each driver of the
+spec in one or more variants, e.g. libvirt on its test driver and on a real
+libvirtd with QEMU), and a `ContractWorld` per test: one adapter, a guest, and
+the image and volume files its methods are exercised with, plus what must hold
+after each method.
+
+A variant whose requirement is absent is skipped with the reason, unless
+SPECSTACK_REQUIRE_VIRT=1 (CI, which installs them): then it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import shutil
+import uuid
+from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from generator.runtime.virt import DeviceBusy, DiskNotFound, InstanceNotFound, VirtError
+
+REQUIRE_ENV = "SPECSTACK_REQUIRE_VIRT"
+RUNNING = 1
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run a driver's adapter here."""
+
+    driver: str
+    label: str  # the pytest id
+    options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of create()
+    # Whether a running guest acknowledges a disk's hot-unplug. A blank-disk guest under
+    # real QEMU has no OS to do so: there the contract is checked on a stopped guest.
+    live_detach: bool = True
+    missing: str | None = None  # why it cannot run here, or None
+
+
+def _module_missing(module: str, package: str) -> str | None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    return None if found else f"Python package {package} is not installed"
+
+
+def requirement_missing(requirement: str) -> str | None:
+    """Why a driver requirement of spec/hypervisors.yaml is not met here, or None."""
+    if requirement == "libvirt-python":
+        return _module_missing("libvirt", requirement)
+    if requirement == "qemu.qmp":
+        return _module_missing("qemu.qmp", requirement)
+    if requirement == "qemu-system-x86":
+        return None if shutil.which("qemu-system-x86_64") else "qemu-system-x86_64 is not installed"
+    return f"no check is known for requirement {requirement!r}"
+
+
+def libvirtd_missing(uri: str) -> str | None:
+    """Why libvirt at `uri` cannot be reached, or None."""
+    try:
+        import libvirt
+    except ImportError:
+        return "Python package libvirt-python is not installed"
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        return f"libvirtd is not running or not reachable at {uri}: {exc}"
+    conn.close()
+    return None
+
+
+def variants(driver: str, requires: Sequence[str]) -> list[Variant]:
+    """The variants of one driver of the spec, with what is missing for each."""
+    missing = next((m for m in map(requirement_missing, requires) if m), None)
+    if driver == "libvirt":
+        return [
+            Variant(driver, "libvirt-test", {"uri": "test:///default"}, True, missing),
+            Variant(
+                driver,
+                "libvirt-qemu",
+                {"uri": "qemu:///system", "detach_timeout_s": "5"},
+                False,
+                missing or libvirtd_missing("qemu:///system"),
+            ),
+        ]
+    return [Variant(driver, driver, {}, driver == "fake", missing)]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=1: every driver must run)")
+    pytest.skip(reason)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class ContractWorld:
+    """One adapter, one guest and its files (see the module docstring)."""
+
+    def __init__(self, variant: Variant, adapter: Any, directory: Path) -> None:
+        self.variant = variant
+        self.adapter = adapter
+        self.dir = directory
+        self.host = adapter_host(adapter)
+        image = directory / "image.raw"
+        with image.open("wb") as fh:  # a blank raw disk: enough for a guest to run
+            fh.truncate(1 << 20)
+        volume = directory / "volume.raw"
+        with volume.open("wb") as fh:
+            fh.truncate(1 << 20)
+        volume_id = str(uuid.uuid4())
+        uid = str(uuid.uuid4())
+        self.instance: dict[str, Any] = {
+            "uuid": uid,
+            "name": f"contract-{uid[:8]}",
+            "vcpus": 1,
+            "memory_mb": 64,
+            "root_gb": 0,
+            "image_id": "contract-image",
+        }
+        self.image: dict[str, Any] = {
+            "id": "contract-image",
+            "name": "blank",
+            "disk_format": "raw",
+            "container_format": "bare",
+            "size": 1 << 20,
+            "path": str(image),
+            "properties": {},
+        }
+        self.vifs: list[dict[str, Any]] = [
+            {
+                "id": str(uuid.uuid4()),
+                "address": "fa:16:3e:" + ":".join(f"{b:02x}" for b in os.urandom(3)),
+                "network_id": str(uuid.uuid4()),
+                "ip_addresses": ["10.0.0.5"],
+            }
+        ]
+        self.connection_info: dict[str, Any] = {
+            "driver_volume_type": "file",
+            "data": {
+                "device_path": str(volume),
+                "volume_id": volume_id,
+                "serial": volume_id,
+                "access_mode": "rw",
+                "format": "raw",
+            },
+        }
+        self.mountpoint = "/dev/vdb"
+        self.spawned = False
+
+    # -- arguments -------------------------------------------------------------------
+
+    def arg(self, name: str) -> Any:
+        """The value for a parameter of the interface, by its name in the spec."""
+        values: dict[str, Any] = {
+            "instance": self.instance,
+            "image": self.image,
+            "network_info": self.vifs,
+            "block_device_info": [],
+            "connection_info": self.connection_info,
+            "mountpoint": self.mountpoint,
+        }
+        if name not in values:
+            raise KeyError(f"the driver contract tests have no value for parameter {name!r}")
+        return values[name]
+
+    def unknown_instance(self) -> dict[str, Any]:
+        uid = str(uuid.uuid4())
+        return {"uuid": uid, "name": f"nobody-{uid[:8]}"}
+
+    # -- before and after a method ------------------------------------------------------
+
+    async def spawn(self) -> None:
+        await self.adapter.spawn(
+            instance=self.instance, image=self.image, network_info=self.vifs, block_device_info=[]
+        )
+        self.spawned = True
+
+    async def prepare(self, method: str, params: Sequence[str]) -> None:
+        """What must exist before `method` runs: a guest, an attached volume."""
+        if method != "spawn" and ("instance" in params or method in ("list_instances",)):
+            await self.spawn()
+        if method == "get_available_resource":
+            await self.spawn()
+        if method == "detach_volume":
+            power_off = getattr(self.adapter.impl, "power_off", None)
+            if not self.variant.live_detach and power_off is not None:
+                await power_off(self.instance)
+            await self.adapter.attach_volume(
+                instance=self.instance,
+                connection_info=self.connection_info,
+                mountpoint=self.mountpoint,
+            )
+
+    async def verify(self, method: str, result: Any) -> None:
+        """What must hold after `method` returned `result`."""
+        a, inst = self.adapter, self.instance
+        if method == "spawn":
+            self.spawned = True
+            assert inst["name"] in await a.list_instances()
+            assert await a.get_power_state(instance=inst) == RUNNING
+        elif method == "destroy":
+            self.spawned = False
+            assert inst["name"] not in await a.list_instances()
+            await expect(InstanceNotFound, a.get_power_state(instance=inst))
+        elif method == "get_power_state":
+            assert result == RUNNING
+        elif method == "attach_volume":
+            await expect(
+                DeviceBusy,
+                a.attach_volume(
+                    instance=inst, connection_info=self.connection_info, mountpoint=self.mountpoint
+                ),
+            )
+        elif method == "detach_volume":
+            await expect(
+                DiskNotFound,
+                a.detach_volume(
+                    instance=inst, connection_info=self.connection_info, mountpoint=self.mountpoint
+                ),
+            )
+        elif method == "plug_vifs":  # plugging the same ports again changes nothing
+            await a.plug_vifs(instance=inst, network_info=self.vifs)
+        elif method == "get_available_resource":
+            assert result["vcpus"] >= 1 and result["memory_mb"] >= 1
+            assert result["hypervisor_hostname"] == self.host
+            assert result.get("running_vms", 1) >= 1
+            assert result.get("vcpus_used", 1) >= 1
+        elif method == "list_instances":
+            assert inst["name"] in result
+
+    async def close(self) -> None:
+        if self.spawned:
+            with contextlib.suppress(InstanceNotFound):
+                await self.adapter.destroy(instance=self.instance)
+        close = getattr(self.adapter.impl, "close", None)
+        if close is not None:
+            close()
+
+
+async def expect(error: type[VirtError], call: Awaitable[Any]) -> VirtError:
+    """`call` must raise `error` (a driver error of generator.runtime.virt)."""
+    try:
+        await call
+    except error as exc:
+        return exc
+    raise AssertionError(f"expected {error.__name__}, the call succeeded")
+
+
+def adapter_host(adapter: Any) -> str:
+    return str(getattr(adapter.impl, "hostname", ""))
+
+
+def open_world(variant: Variant, adapter_cls: Any, directory: Path) -> ContractWorld:
+    """An adapter of `variant` with its own host name and files, or skip (fail in CI)."""
+    # A driver the spec names but this branch does not implement yet is absent, not broken.
+    implementation = str(importlib.import_module(adapter_cls.__module__).IMPLEMENTATION)
+    if _module_missing(implementation.split(":")[0], implementation):
+        pytest.skip(f"{variant.label}: this installation has no {implementation}")
+    if variant.missing:
+        _unavailable(f"{variant.label}: {variant.missing}")
+    host = f"contract-{uuid.uuid4().hex[:8]}"  # its own host: it sees only its own guests
+    adapter = adapter_cls.create(
+        state_file=directory / f"{host}.json",
+        vcpus=4,
+        memory_mb=4096,
+        local_gb=20,
+        hostname=host,
+        **variant.options,
+    )
+    return ContractWorld(variant, adapter, directory)
+
+
+__all__ = [
+    "REQUIRE_ENV",
+    "ContractWorld",
+    "Variant",
+    "expect",
+    "libvirtd_missing",
+    "open_world",
+    "requirement_missing",
+    "run",
+    "variants",
+]

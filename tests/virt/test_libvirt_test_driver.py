@@ -1,0 +1,238 @@
+"""The libvirt driver against libvirt's built-in test:///default driver (no daemon needed).
+
+The test driver keeps its state per process and already holds a domain named
+`test`: every test uses its own host name, so it sees only its own domains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generator.runtime.virt import (
+    DeviceBusy,
+    DiskNotFound,
+    InstanceExists,
+    InstanceNotFound,
+    VirtError,
+)
+
+from .conftest import blank_disk, file_volume, new_instance
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def domain_xml(h: Any, uuid: str) -> ET.Element:
+    return ET.fromstring(h._domain(uuid).XMLDesc(0))
+
+
+def test_spawn_lists_and_destroys_only_its_own_guests(test_driver: Any, tmp_path: Path) -> None:
+    h = test_driver
+    assert "test" in [d.name() for d in h._connect().listAllDomains(0)]  # the driver's own
+    assert run(h.list_instances()) == []
+    inst = new_instance()
+    image = {"id": "img", "path": str(blank_disk(tmp_path / "img.raw"))}
+    vif = {"id": "p1", "address": "FA:16:3E:00:00:01", "ip_addresses": ["10.0.0.3"]}
+    run(h.spawn(inst, image, [vif], []))
+    assert run(h.list_instances()) == [inst["name"]]
+    assert run(h.get_power_state(inst)) == 1
+    root = domain_xml(h, inst["uuid"])
+    assert root.findtext("name") == f"instance-{inst['uuid']}"
+    assert root.get("type") == "test"
+    assert root.find("devices/interface/mac").get("address") == "fa:16:3e:00:00:01"  # type: ignore[union-attr]
+    disk = root.find("devices/disk")
+    assert disk is not None and disk.find("target").get("dev") == "vda"  # type: ignore[union-attr]
+    # the root disk is the instance's own overlay on the image, in its directory
+    assert disk.find("source").get("file") == str(h.instance_dir(inst["uuid"]) / "disk")  # type: ignore[union-attr]
+    assert (h.instance_dir(inst["uuid"]) / "disk").is_file()
+    # another compute host on the same libvirt does not see it
+    from generator.runtime.virt.libvirt import LibvirtHypervisor
+
+    other = LibvirtHypervisor(uri="test:///default", hostname=h.hostname + "-other")
+    assert run(other.list_instances()) == []
+    with pytest.raises(InstanceNotFound):
+        run(other.destroy(inst))
+    run(h.destroy(inst))
+    assert run(h.list_instances()) == []
+    assert not h.instance_dir(inst["uuid"]).exists()
+    with pytest.raises(InstanceNotFound):
+        run(h.get_power_state(inst))
+
+
+def test_resources_count_the_guests(test_driver: Any, tmp_path: Path) -> None:
+    h = test_driver
+    before = run(h.get_available_resource())
+    assert before["running_vms"] == 0 and before["vcpus_used"] == 0
+    assert before["vcpus"] >= 1 and before["memory_mb"] >= 1 and before["local_gb"] >= 1
+    assert before["hypervisor_hostname"] == h.hostname
+    run(h.spawn(new_instance(vcpus=2, memory_mb=128, root_gb=3), {"id": "none"}, [], []))
+    after = run(h.get_available_resource())
+    assert after["running_vms"] == 1
+    assert after["vcpus_used"] == 2
+    assert after["memory_mb_used"] == 128
+    assert after["local_gb_used"] == 3
+
+
+def test_volume_attach_and_detach(test_driver: Any, tmp_path: Path) -> None:
+    h = test_driver
+    inst = new_instance()
+    run(h.spawn(inst, {"id": "none"}, [], []))
+    ci = file_volume(tmp_path / "v.raw")
+    run(h.attach_volume(inst, ci, "/dev/vdb"))
+    disk = domain_xml(h, inst["uuid"]).find("devices/disk")
+    assert disk is not None
+    assert disk.find("source").get("file") == ci["data"]["device_path"]  # type: ignore[union-attr]
+    assert disk.findtext("serial") == ci["data"]["volume_id"]
+    with pytest.raises(DeviceBusy):
+        run(h.attach_volume(inst, file_volume(tmp_path / "w.raw"), "/dev/vdb"))
+    run(h.detach_volume(inst, ci, "/dev/vdb"))
+    assert domain_xml(h, inst["uuid"]).find("devices/disk") is None
+    assert run(h.get_power_state(inst)) == 1
+    with pytest.raises(DiskNotFound):
+        run(h.detach_volume(inst, ci, "/dev/vdb"))
+
+
+def test_plug_vifs_adds_only_new_ports(test_driver: Any) -> None:
+    h = test_driver
+    inst = new_instance()
+    a = {"id": "a", "address": "fa:16:3e:00:00:0a"}
+    b = {"id": "b", "address": "fa:16:3e:00:00:0b"}
+    run(h.spawn(inst, {"id": "none"}, [a], []))
+    run(h.plug_vifs(inst, [a, b]))
+    run(h.plug_vifs(inst, [a, b]))
+    macs = [m.get("address") for m in domain_xml(h, inst["uuid"]).findall("devices/interface/mac")]
+    assert macs == [a["address"], b["address"]]
+
+
+def test_boot_from_volume_and_kernel_boot(test_driver: Any, tmp_path: Path) -> None:
+    h = test_driver
+    inst = new_instance()
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    ramdisk = tmp_path / "initrd"
+    ramdisk.write_bytes(b"initrd")
+    image = {
+        "id": "aki",
+        "kernel_path": str(kernel),
+        "ramdisk_path": str(ramdisk),
+        "properties": {"os_command_line": "console=ttyS0 quiet"},
+    }
+    ci = file_volume(tmp_path / "root.raw")
+    run(h.spawn(inst, image, [], [{"mountpoint": "/dev/vda", "connection_info": ci}]))
+    root = domain_xml(h, inst["uuid"])
+    d = h.instance_dir(inst["uuid"])
+    assert root.findtext("os/kernel") == str(d / "kernel")
+    assert root.findtext("os/initrd") == str(d / "ramdisk")
+    assert root.findtext("os/cmdline") == "console=ttyS0 quiet"
+    assert (d / "kernel").read_bytes() == b"kernel"
+    disks = root.findall("devices/disk")
+    assert len(disks) == 1 and disks[0].findtext("serial") == ci["data"]["volume_id"]
+
+
+def test_power_off_and_on(test_driver: Any) -> None:
+    h = test_driver
+    inst = new_instance()
+    run(h.spawn(inst, {"id": "none"}, [], []))
+    run(h.power_off(inst))
+    assert run(h.get_power_state(inst)) == 4
+    run(h.power_on(inst))
+    assert run(h.get_power_state(inst)) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"image": {"id": "i", "path": "/nonexistent/img"}}, "has no file"),
+        ({"network_info": [{"id": "p", "address": "not-a-mac"}]}, "invalid MAC"),
+        ({"network_info": [{"id": "p"}]}, "needs an id and an address"),
+        (
+            {
+                "block_device_info": [
+                    {
+                        "mountpoint": "/dev/vdb",
+                        "connection_info": {"driver_volume_type": "iscsi", "data": {}},
+                    }
+                ]
+            },
+            "volume type 'iscsi' is not supported",
+        ),
+        (
+            {
+                "block_device_info": [
+                    {
+                        "mountpoint": "/dev/vdb",
+                        "connection_info": {
+                            "driver_volume_type": "file",
+                            "data": {"device_path": "/nonexistent"},
+                        },
+                    }
+                ]
+            },
+            "does not exist",
+        ),
+        (
+            {
+                "block_device_info": [
+                    {
+                        "mountpoint": "/dev/nope",
+                        "connection_info": {
+                            "driver_volume_type": "file",
+                            "data": {"device_path": "/"},
+                        },
+                    }
+                ]
+            },
+            "device path",
+        ),
+    ],
+)
+def test_bad_spawn_input_is_refused_and_leaves_nothing(
+    test_driver: Any, args: dict[str, Any], message: str
+) -> None:
+    h = test_driver
+    inst = new_instance()
+    call = {"image": {"id": "none"}, "network_info": [], "block_device_info": [], **args}
+    with pytest.raises(VirtError, match=message):
+        run(h.spawn(inst, call["image"], call["network_info"], call["block_device_info"]))
+    assert run(h.list_instances()) == []
+    assert not h.instance_dir(inst["uuid"]).exists()
+    with pytest.raises(InstanceNotFound):
+        run(h.get_power_state(inst))
+
+
+def test_spawn_twice_and_unknown_instances(test_driver: Any) -> None:
+    h = test_driver
+    inst = new_instance()
+    run(h.spawn(inst, {"id": "none"}, [], []))
+    with pytest.raises(InstanceExists):
+        run(h.spawn(inst, {"id": "none"}, [], []))
+    nobody = new_instance()
+    for call in (
+        h.destroy(nobody),
+        h.get_console_output(nobody),
+        h.plug_vifs(nobody, []),
+        h.attach_volume(
+            nobody, {"driver_volume_type": "file", "data": {"device_path": "/"}}, "/dev/vdb"
+        ),
+    ):
+        with pytest.raises(InstanceNotFound):
+            run(call)
+    with pytest.raises(VirtError, match="must be a dict with a uuid"):
+        run(h.destroy({"name": "x"}))
+
+
+def test_bad_configuration_is_refused() -> None:
+    from generator.runtime.virt.libvirt import LibvirtHypervisor
+
+    with pytest.raises(VirtError, match="unknown libvirt virt type 'vmware'"):
+        LibvirtHypervisor(uri="test:///default", virt_type="vmware")
+    with pytest.raises(VirtError, match="needs vif_source"):
+        LibvirtHypervisor(uri="test:///default", vif_type="bridge")
+    with pytest.raises(VirtError, match="cannot connect to libvirt at test:///nonexistent-file"):
+        LibvirtHypervisor(uri="test:///nonexistent-file")
