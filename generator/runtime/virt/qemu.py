@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -193,9 +194,9 @@ class QemuHypervisor:
             self.guests_dir = Path(tempfile.mkdtemp(prefix="specstack-qemu-"))
         self.guests: dict[str, dict[str, Any]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._qmp: dict[str, QMPClient] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        # per guest and event loop: callers may come from more than one loop (tests do)
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._load()
 
     # -- persistence -----------------------------------------------------------------------
@@ -234,21 +235,10 @@ class QemuHypervisor:
             raise
 
     def close(self) -> None:
-        """Stop waiting for images, let go of QMP; the guests keep running (like libvirt's)."""
+        """Stop waiting for images; the guests keep running (like libvirt's)."""
         for task in self._tasks.values():
             task.cancel()
-        for client in self._qmp.values():
-            # QMP takes one client at a time: the next service must be able to connect
-            writer = getattr(client, "_writer", None)
-            if writer is not None:
-                writer.close()
-        self._qmp.clear()
         self._save()
-
-    async def aclose(self) -> None:
-        for uuid in list(self._qmp):
-            await self._disconnect(uuid)
-        self.close()
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -260,7 +250,8 @@ class QemuHypervisor:
         return guest
 
     def _lock(self, uuid: str) -> asyncio.Lock:
-        return self._locks.setdefault(uuid, asyncio.Lock())
+        key = (id(asyncio.get_running_loop()), uuid)
+        return self._locks.setdefault(key, asyncio.Lock())
 
     def _dir(self, uuid: str) -> Path:
         return self.guests_dir / uuid
@@ -272,31 +263,25 @@ class QemuHypervisor:
         with path.open("a", encoding="utf-8") as fh:
             fh.write(f"[qemu driver] {text}\n")
 
-    async def _client(self, guest: dict[str, Any]) -> QMPClient:
+    async def _execute(self, guest: dict[str, Any], cmd: str, **args: Any) -> Any:
+        """One QMP command on a connection of its own.
+
+        QEMU's QMP socket serves one client at a time; a short connection per command
+        keeps it free for a restarted service and works from any event loop.
+        """
         uuid = guest["uuid"]
         if not _alive(guest.get("pid"), uuid):
             raise VirtError(f"the QEMU process of instance {uuid} is not running")
-        client = self._qmp.get(uuid)
-        if client is not None and client.runstate.name == "RUNNING":
-            return client
         client = QMPClient(f"guest-{uuid[:8]}")
         try:
             await asyncio.wait_for(client.connect(guest["qmp"]), 10)
         except (TimeoutError, QMPError, OSError) as exc:
             raise VirtError(f"cannot reach the QMP socket of instance {uuid}: {exc}") from exc
-        self._qmp[uuid] = client
-        return client
-
-    async def _execute(self, guest: dict[str, Any], cmd: str, **args: Any) -> Any:
-        client = await self._client(guest)
         try:
             return await client.execute(cmd, args or None)
         except QMPError as exc:
-            raise VirtError(f"QMP {cmd} on instance {guest['uuid']} failed: {exc}") from exc
-
-    async def _disconnect(self, uuid: str) -> None:
-        client = self._qmp.pop(uuid, None)
-        if client is not None:
+            raise VirtError(f"QMP {cmd} on instance {uuid} failed: {exc}") from exc
+        finally:
             with contextlib.suppress(Exception):
                 await client.disconnect()
 
@@ -380,26 +365,23 @@ class QemuHypervisor:
     async def _start(self, guest: dict[str, Any]) -> None:
         uuid = guest["uuid"]
         Path(guest["qmp"]).unlink(missing_ok=True)
-        log = open(self._dir(uuid) / "qemu.log", "ab")  # noqa: SIM115 (QEMU keeps it)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._command(guest),
-                stdin=asyncio.subprocess.DEVNULL,
+        with open(self._dir(uuid) / "qemu.log", "ab") as log:
+            proc = subprocess.Popen(
+                self._command(guest),
+                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,  # the guest outlives a restart of the compute service
             )
-        finally:
-            log.close()
         self._procs[uuid] = proc
         guest["pid"] = proc.pid
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
-            if proc.returncode is not None:
+            if proc.poll() is not None:
                 raise VirtError(f"qemu exited with {proc.returncode}: {self._qemu_log(uuid)}")
             if Path(guest["qmp"]).exists():
                 try:
-                    await self._client(guest)
+                    await self._execute(guest, "query-status")
                     break
                 except VirtError:
                     pass
@@ -459,6 +441,22 @@ class QemuHypervisor:
         guest_dir.mkdir(parents=True, exist_ok=True)
         self.guests[uuid] = guest
         self._save()
+        path = guest["image_path"]
+        if path is None or Path(path).is_file():
+            # everything is there: the guest runs when spawn returns, or spawn fails cleanly
+            try:
+                await self._prepare_root(guest)
+                async with self._lock(uuid):
+                    await self._start(guest)
+            except BaseException:
+                await self._kill(guest)
+                self.guests.pop(uuid, None)
+                self._save()
+                Path(guest["qmp"]).unlink(missing_ok=True)
+                shutil.rmtree(guest_dir, ignore_errors=True)
+                raise
+            return
+        # the image is still on its way (boot-vm step 12): the guest starts when it lands
         self._tasks[uuid] = asyncio.create_task(self._boot(uuid), name=f"qemu-boot-{uuid}")
 
     async def destroy(self, instance: dict[str, Any]) -> None:
@@ -470,11 +468,11 @@ class QemuHypervisor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         async with self._lock(uuid):
-            await self._disconnect(uuid)
             await self._kill(guest)
             self.guests.pop(uuid, None)
             self._save()
-        self._locks.pop(uuid, None)
+        for key in [k for k in self._locks if k[1] == uuid]:
+            del self._locks[key]
         Path(guest["qmp"]).unlink(missing_ok=True)
         await asyncio.to_thread(shutil.rmtree, self._dir(uuid), True)
 
@@ -485,7 +483,7 @@ class QemuHypervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
         if proc is not None:
-            await proc.wait()  # reap our own child at once
+            await asyncio.to_thread(proc.wait, 10)  # reap our own child at once
             return
         deadline = time.monotonic() + 10
         while _alive(pid, uuid) and time.monotonic() < deadline:
@@ -529,9 +527,9 @@ class QemuHypervisor:
                 raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
             if guest.get("state") == "started":
                 await self._hotplug_disk(guest, name, path, serial)
-            elif guest.get("state") != "building":
-                raise VirtError(f"instance {guest['uuid']} is not running; cannot attach")
-            # building: the disk goes on QEMU's command line when the guest starts
+            elif guest.get("state") not in ("building", "stopped"):
+                raise VirtError(f"the guest of instance {guest['uuid']} failed; cannot attach")
+            # building or stopped: the disk goes on QEMU's command line when the guest starts
             guest["disks"][name] = {"path": path, "serial": serial}
             self._save()
 
@@ -615,6 +613,33 @@ class QemuHypervisor:
                 guest["vifs"].append(dict(vif))
                 known.add(vif["id"])
             self._save()
+
+    # -- beyond the interface (power control; not yet in spec/hypervisors.yaml) ------------
+
+    async def power_off(self, instance: dict[str, Any]) -> None:
+        """Stop the guest's QEMU; its disks and devices stay for power_on."""
+        guest = self._guest(instance)
+        async with self._lock(guest["uuid"]):
+            if guest.get("state") != "started":
+                raise VirtError(f"the guest of instance {guest['uuid']} is not running")
+            await self._kill(guest)
+            guest["state"], guest["pid"] = "stopped", None
+            self._note(guest, "powered off")
+            self._save()
+
+    async def power_on(self, instance: dict[str, Any]) -> None:
+        guest = self._guest(instance)
+        async with self._lock(guest["uuid"]):
+            if guest.get("state") == "started" and _alive(guest.get("pid"), guest["uuid"]):
+                return
+            if guest.get("state") not in ("started", "stopped"):
+                raise VirtError(f"the guest of instance {guest['uuid']} cannot be started")
+            await self._start(guest)
+
+    async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+        guest = self._guest(instance)
+        await self._execute(guest, "system_reset")
+        self._note(guest, f"{reboot_type.lower()} reboot")
 
     async def get_available_resource(self) -> dict[str, Any]:
         guests = list(self.guests.values())
