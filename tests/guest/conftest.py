@@ -16,16 +16,29 @@ from pathlib import Path
 import pytest
 
 from generator import guestimage
+from generator.conformance.drivers import libvirtd_missing, requirement_missing
 from generator.conformance.harness import free_port_block
 from generator.runtime.virt.qemu import qemu_binary
 
 from ..conftest import REPO
+from ..virt.conftest import unavailable
 from ..wire.conftest import START_TIMEOUT_S, Stack
+
+LIBVIRT_URI = "qemu:///system"
 
 
 def require_qemu() -> None:
     if qemu_binary() is None:
-        pytest.skip("qemu-system-x86_64 is not installed (CI installs it: .ci/virt.sh)")
+        unavailable("qemu-system-x86_64 is not installed (CI installs it: .ci/virt.sh)")
+
+
+def require_driver(driver: str) -> None:
+    """Skip (fail under SPECSTACK_REQUIRE_VIRT=1, as in CI) when the hypervisor is absent."""
+    require_qemu()
+    if driver == "libvirt":
+        missing = requirement_missing("libvirt-python") or libvirtd_missing(LIBVIRT_URI)
+        if missing:
+            unavailable(missing)
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +81,8 @@ def driver_stack(tmp_path: Path, driver: str) -> Iterator[Stack]:
     data_dir = tmp_path / "data"
     port = free_port_block(8)
     args = ["run", "--no-generate", "--data-dir", str(data_dir), "--port", str(port)]
+    if driver == "libvirt":
+        args += ["--driver-option", f"libvirt.uri={LIBVIRT_URI}"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "generator", *args, "--driver", driver],
         cwd=REPO,
@@ -109,6 +124,25 @@ def driver_stack(tmp_path: Path, driver: str) -> Iterator[Stack]:
                 proc.kill()
                 proc.wait(timeout=10)
         # guests outlive the stack by design: end the ones this stack started (a failed test's)
+        if driver == "libvirt":
+            _remove_libvirt_domains(data_dir)
         for pid in qemu_pids_under(data_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _remove_libvirt_domains(data_dir: Path) -> None:
+    """Domains whose files are in this data directory: destroyed and undefined."""
+    import libvirt
+
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        for dom in conn.listAllDomains(0):
+            with contextlib.suppress(libvirt.libvirtError):
+                if str(data_dir) not in dom.XMLDesc(0):
+                    continue
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+    finally:
+        conn.close()

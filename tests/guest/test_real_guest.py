@@ -20,9 +20,9 @@ import pytest
 from generator.guestimage import MARKER, GuestImage
 
 from ..wire.conftest import Stack
-from .conftest import driver_stack, guest_pids
+from .conftest import driver_stack, guest_pids, require_driver
 
-DRIVERS = ["qemu"]
+DRIVERS = ["qemu", "libvirt"]
 CONSOLE_WAIT_S = 300.0  # a bound on waiting, not a speed check: TCG on a busy host is slow
 
 
@@ -46,6 +46,7 @@ def _wait_console(stack: Stack, server: str, wanted: str) -> str:
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
+    require_driver(request.param)
     with driver_stack(tmp_path_factory.mktemp(f"guest-{request.param}"), request.param) as s:
         yield s
 

@@ -81,6 +81,7 @@ _POWER_STATE = {
 }
 MAX_CONSOLE_BYTES = 100 * 1024  # nova's limit for console output
 GIB = 1024**3
+IMAGE_WAIT_S = 600.0  # how long a deferred spawn waits for the image cache
 VOLUME_TYPES = ("file", "local")
 VIF_TYPES = ("user", "bridge", "network")
 _MOUNTPOINT = re.compile(r"^/dev/(?:x?v|s|h)d([a-z]{1,2})$")
@@ -201,6 +202,9 @@ class LibvirtHypervisor:
             guest_user = f"+{os.getuid()}:{os.getgid()}" if system else ""
         self.dac_label = guest_user or None
         self._conn: libvirt.virConnect | None = None
+        # guests whose spawn came before their image (see spawn), and those that then failed
+        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._failed: dict[str, str] = {}
         self._connect()
 
     # -- connection ---------------------------------------------------------------
@@ -368,6 +372,8 @@ class LibvirtHypervisor:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
         image = image or {}
+        src = image.get("path")
+        deferred = bool(src) and not Path(str(src)).is_file()  # the image is on its way
         # Check everything that can be checked before anything is made.
         volumes = [
             self._volume_disk(b.get("connection_info"), b.get("mountpoint"), b.get("serial"))
@@ -385,7 +391,11 @@ class LibvirtHypervisor:
             kernel, initrd = self._kernel_boot(image, inst_dir)
             disks = list(volumes)
             if "vda" not in devs:
-                root = self._root_disk(image, root_gb, inst_dir)
+                root = (
+                    self._future_root_disk(inst_dir)
+                    if deferred
+                    else self._root_disk(image, root_gb, inst_dir)
+                )
                 if root is not None:
                     disks.insert(0, root)
             props = image.get("properties") or {}
@@ -409,12 +419,19 @@ class LibvirtHypervisor:
                 dac_label=self.dac_label,
             )
             dom = conn.defineXML(render_domain(self.virt_type, guest))
-            dom.create()
+            if not deferred:
+                dom.create()
         except BaseException:
             if dom is not None:
                 self._remove(dom)
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
+
+    @staticmethod
+    def _future_root_disk(inst_dir: Path) -> Disk:
+        """The root disk that _root_disk will make once the image file is there."""
+        fmt = "qcow2" if shutil.which("qemu-img") is not None else "raw"
+        return Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
 
     async def spawn(
         self,
@@ -423,7 +440,38 @@ class LibvirtHypervisor:
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
     ) -> None:
+        """Define and start the domain; if the image is not yet at image["path"] (nova-compute's
+        spawn, step 9, comes before the image download, step 12), define it now and start it
+        when the image lands: until then the power state is NOSTATE."""
         await self._run(self._spawn, instance, image, network_info, block_device_info)
+        src = (image or {}).get("path")
+        if src and not Path(str(src)).is_file():
+            uuid = _uuid_of(instance)
+            root_gb = int(instance.get("root_gb") or 0)
+            self._pending[uuid] = asyncio.create_task(self._start_later(uuid, image, root_gb))
+
+    async def _start_later(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+        deadline = time.monotonic() + IMAGE_WAIT_S
+        try:
+            while not Path(str(image["path"])).is_file():
+                if time.monotonic() > deadline:
+                    raise VirtError(f"image {image.get('id')} never arrived at {image['path']}")
+                await asyncio.sleep(0.05)
+
+            def start() -> None:
+                self._root_disk(image, root_gb, self.instance_dir(uuid))
+                self._domain(uuid).create()
+
+            await self._run(start)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed[uuid] = str(exc)
+            console = self.instance_dir(uuid) / "console.log"
+            with contextlib.suppress(OSError), open(console, "a", encoding="utf-8") as fh:
+                fh.write(f"[libvirt driver] guest did not start: {exc}\n")
+        finally:
+            self._pending.pop(uuid, None)
 
     # -- destroy ------------------------------------------------------------------------
 
@@ -444,11 +492,22 @@ class LibvirtHypervisor:
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
 
     async def destroy(self, instance: dict[str, Any]) -> None:
+        task = self._pending.pop(_uuid_of(instance), None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._failed.pop(_uuid_of(instance), None)
         await self._run(self._destroy, instance)
 
     # -- state and console ------------------------------------------------------------------
 
     def _power_state(self, instance: dict[str, Any]) -> int:
+        if _uuid_of(instance) in self._pending:
+            self._domain(_uuid_of(instance))  # InstanceNotFound as for any guest
+            return NOSTATE
+        if _uuid_of(instance) in self._failed:
+            return CRASHED
         state = self._domain(_uuid_of(instance)).state()[0]
         return _POWER_STATE.get(state, NOSTATE)
 
