@@ -29,6 +29,7 @@ class ImageMeta(BaseModel):
     container_format: str | None = None
     size: int | None = None
     path: str | None = None
+    pending: bool | None = None
     kernel_path: str | None = None
     ramdisk_path: str | None = None
     properties: dict[str, str] | None = None

@@ -89,7 +89,7 @@ def test_spawn_waits_for_the_image_then_runs(
     vif = {"id": "port-0001", "address": "fa:16:3e:00:00:01", "ip_addresses": ["10.0.0.5"]}
 
     async def scenario() -> None:
-        await hv.spawn(INSTANCE, {"id": "img-1", "path": str(cache)}, [], [])
+        await hv.spawn(INSTANCE, {"id": "img-1", "path": str(cache), "pending": True}, [], [])
         assert await hv.get_power_state(INSTANCE) == NOSTATE
         await hv.plug_vifs(INSTANCE, [vif])  # before the start: on QEMU's command line
         cache.parent.mkdir(parents=True)
@@ -200,6 +200,13 @@ def test_guest_that_cannot_start_fails_spawn_and_leaves_nothing(
     assert not (tmp_path / "c-guests" / huge["uuid"]).exists()
 
 
+def test_missing_image_not_pending_is_refused(loop: asyncio.Runner, tmp_path: Path) -> None:
+    driver = QemuHypervisor(tmp_path / "e.json", hostname="e")
+    with pytest.raises(VirtError, match="has no file"):
+        run(loop, driver.spawn(INSTANCE, {"id": "i", "path": str(tmp_path / "none")}, [], []))
+    assert run(loop, driver.list_instances()) == []
+
+
 def test_image_that_never_arrives_fails_the_guest(
     loop: asyncio.Runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,7 +215,8 @@ def test_image_that_never_arrives_fails_the_guest(
     inst = {**INSTANCE, "uuid": "9b0c0d1e-0000-4000-8000-00000000a003"}
 
     async def scenario() -> tuple[int, str]:
-        await driver.spawn(inst, {"id": "img-x", "path": str(tmp_path / "never")}, [], [])
+        never = {"id": "img-x", "path": str(tmp_path / "never"), "pending": True}
+        await driver.spawn(inst, never, [], [])
 
         async def settled() -> bool:
             return await driver.get_power_state(inst) != NOSTATE

@@ -2052,7 +2052,8 @@ async def spawn(ix: Interaction) -> None:
     image_id = instance.get("image_id") or ""
     image: dict[str, Any] = {"id": image_id}
     if image_id:  # where step 12 puts the image's data: a real hypervisor boots from it
-        image["path"] = str(image_cache_path(ix.rt, image_id))
+        path = image_cache_path(ix.rt, image_id)
+        image.update(path=str(path), pending=not path.is_file())
     try:
         await ix.invoke(
             instance=instance,

@@ -373,7 +373,7 @@ class LibvirtHypervisor:
                 raise
         image = image or {}
         src = image.get("path")
-        deferred = bool(src) and not Path(str(src)).is_file()  # the image is on its way
+        deferred = bool(image.get("pending")) and not Path(str(src)).is_file()  # on its way
         # Check everything that can be checked before anything is made.
         volumes = [
             self._volume_disk(b.get("connection_info"), b.get("mountpoint"), b.get("serial"))
@@ -440,12 +440,12 @@ class LibvirtHypervisor:
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
     ) -> None:
-        """Define and start the domain; if the image is not yet at image["path"] (nova-compute's
-        spawn, step 9, comes before the image download, step 12), define it now and start it
-        when the image lands: until then the power state is NOSTATE."""
+        """Define and start the domain. An image marked `pending` is not yet at its path
+        (nova-compute spawns at step 9 and downloads the image at step 12): the domain is
+        defined now and started when the image lands; until then the power state is NOSTATE."""
         await self._run(self._spawn, instance, image, network_info, block_device_info)
         src = (image or {}).get("path")
-        if src and not Path(str(src)).is_file():
+        if src and (image or {}).get("pending") and not Path(str(src)).is_file():
             uuid = _uuid_of(instance)
             root_gb = int(instance.get("root_gb") or 0)
             self._pending[uuid] = asyncio.create_task(self._start_later(uuid, image, root_gb))

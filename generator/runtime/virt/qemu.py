@@ -7,9 +7,9 @@ JSON in the state file, rewritten atomically after every change, and QEMU runs
 in its own session, so a restarted compute service finds its guests running.
 
 Booting follows the order of nova's build steps: `spawn` (step 9) is called
-before the image has been downloaded (step 12), so it records the guest and
-starts a task that waits for the image file named by `image["path"]` to appear
-in the image cache, copies it as the guest's root disk and starts QEMU with the
+before the image has been downloaded (step 12), with the image marked
+`pending`; then it records the guest and starts a task that waits for the
+image file named by `image["path"]` to appear in the image cache, copies it as the guest's root disk and starts QEMU with the
 interfaces and volumes known by then. Interfaces and volumes that come later are
 hot-plugged over QMP (netdev_add/blockdev-add + device_add). Until QEMU runs,
 `get_power_state` says NOSTATE; nova-compute waits for RUNNING before it makes
@@ -412,6 +412,10 @@ class QemuHypervisor:
         if uuid in self.guests:
             raise InstanceExists(uuid)
         image = image or {}
+        path = image.get("path") or None
+        pending = bool(image.get("pending")) and path is not None and not Path(path).is_file()
+        if path is not None and not pending and not Path(path).is_file():
+            raise VirtError(f"image {image.get('id')} has no file at {path}")
         guest_dir = self._dir(uuid)
         guest: dict[str, Any] = {
             "uuid": uuid,
@@ -442,7 +446,7 @@ class QemuHypervisor:
         self.guests[uuid] = guest
         self._save()
         path = guest["image_path"]
-        if path is None or Path(path).is_file():
+        if not pending:
             # everything is there: the guest runs when spawn returns, or spawn fails cleanly
             try:
                 await self._prepare_root(guest)
