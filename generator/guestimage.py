@@ -148,8 +148,9 @@ def _download(package: str, debs: Path) -> Path:
     have = sorted(p for p in debs.glob("*.deb") if p.name.startswith(stem))
     if have:
         return have[-1]
-    # As root apt would try to drop to the _apt user, who cannot write to the cache.
-    _run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package], cwd=debs)
+    # As root apt would drop to the _apt user, who cannot write to the cache directory.
+    sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+    _run(["apt-get", "download", "-q", *sandbox, package], cwd=debs)
     have = sorted(p for p in debs.glob("*.deb") if p.name.startswith(stem))
     if not have:
         raise GuestImageError(f"apt-get download {package} left no .deb in {debs}")

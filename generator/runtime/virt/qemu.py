@@ -302,7 +302,7 @@ class QemuHypervisor:
             "-chardev", f"file,id=console,path={guest['console']},append=on",
             "-serial", "chardev:console",
             "-qmp", f"unix:{guest['qmp']},server=on,wait=off",
-            "-drive", f"file={guest['root_disk']},if=none,id=drive-root,format=raw,cache=none,aio=threads",
+            "-drive", f"file={guest['root_disk']},if=none,id=drive-root,format=raw",
             "-device", "virtio-blk-pci,drive=drive-root,id=disk-root,bootindex=1",
         ]  # fmt: skip
         for name, disk in sorted(guest["disks"].items()):
