@@ -76,7 +76,7 @@ def _qemu_pids(needle: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def driver_stack(tmp_path: Path, driver: str) -> Iterator[Stack]:
+def driver_stack(tmp_path: Path, driver: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
     """`specstack run --driver DRIVER` on a free block of ports (as tests/wire's stack)."""
     data_dir = tmp_path / "data"
     port = free_port_block(8)
@@ -89,7 +89,7 @@ def driver_stack(tmp_path: Path, driver: str) -> Iterator[Stack]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
