@@ -58,6 +58,11 @@ def test_spawn_lists_and_destroys_only_its_own_guests(test_driver: Any, tmp_path
     assert run(other.list_instances()) == []
     with pytest.raises(InstanceNotFound):
         run(other.destroy(inst))
+    # nor does the same host name of another stack (another instance directory)
+    twin = LibvirtHypervisor(
+        uri="test:///default", hostname=h.hostname, instances_path=tmp_path / "other-stack"
+    )
+    assert run(twin.list_instances()) == []
     run(h.destroy(inst))
     assert run(h.list_instances()) == []
     assert not h.instance_dir(inst["uuid"]).exists()
@@ -133,6 +138,60 @@ def test_boot_from_volume_and_kernel_boot(test_driver: Any, tmp_path: Path) -> N
     assert (d / "kernel").read_bytes() == b"kernel"
     disks = root.findall("devices/disk")
     assert len(disks) == 1 and disks[0].findtext("serial") == ci["data"]["volume_id"]
+
+
+def test_spawn_before_the_image_arrives_boots_when_it_does(
+    test_driver: Any, tmp_path: Path
+) -> None:
+    """nova's step 9 (spawn) comes before step 12 (the image download)."""
+    h = test_driver
+    inst = new_instance()
+    image_file = tmp_path / "cache" / "img"
+    ci = file_volume(tmp_path / "v.raw")
+
+    async def scenario() -> None:
+        await h.spawn(inst, {"id": "img", "path": str(image_file), "pending": True}, [], [])
+        assert await h.get_power_state(inst) == 0  # NOSTATE: defined, waiting for the image
+        assert not h._domain(inst["uuid"]).isActive()
+        await h.attach_volume(inst, ci, "/dev/vdb")  # step 15 may come first too
+        image_file.parent.mkdir()
+        blank_disk(image_file)
+        for _ in range(200):  # a bound on waiting, not a speed check
+            if await h.get_power_state(inst) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await h.get_power_state(inst) == 1
+
+    run(scenario())
+    assert (h.instance_dir(inst["uuid"]) / "disk").is_file()
+    disks = domain_xml(h, inst["uuid"]).findall("devices/disk")
+    assert [d.find("target").get("dev") for d in disks] == ["vda", "vdb"]  # type: ignore[union-attr]
+
+
+def test_an_image_that_never_arrives_fails_the_guest(tmp_path: Path) -> None:
+    from generator.runtime.virt.libvirt import LibvirtHypervisor
+
+    h = LibvirtHypervisor(
+        uri="test:///default",
+        hostname=f"t-{tmp_path.name}",
+        instances_path=tmp_path,
+        image_wait_s=0.1,
+    )
+    inst = new_instance()
+
+    async def scenario() -> None:
+        await h.spawn(inst, {"id": "img", "path": str(tmp_path / "never"), "pending": True}, [], [])
+        for _ in range(200):
+            if await h.get_power_state(inst) != 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await h.get_power_state(inst) == 6  # CRASHED: it could not start
+        assert "never arrived" in await h.get_console_output(inst)
+        await h.destroy(inst)
+
+    run(scenario())
+    assert run(h.list_instances()) == []
+    assert not (tmp_path / inst["uuid"]).exists()
 
 
 def test_power_off_and_on(test_driver: Any) -> None:

@@ -67,6 +67,7 @@ class Guest:
     disks: list[Disk] = field(default_factory=list)
     interfaces: list[Interface] = field(default_factory=list)
     dac_label: str | None = None
+    instances_path: str = ""  # the directory of its host's guests: which stack it belongs to
     metadata_ns: str = METADATA_NS
 
 

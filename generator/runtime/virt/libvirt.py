@@ -16,8 +16,12 @@ blocks. Domain XML comes from the templates of ./templates, one per virt type
   runs) can share one libvirtd.
 - Files live in `instances_path/<uuid>/`: the root disk (a qcow2 overlay on the
   image file made with qemu-img, or a raw copy), the kernel and ramdisk for
-  direct kernel boot, and `console.log`, where the guest's serial console is
-  written and `get_console_output` reads it.
+  direct kernel boot (the image's `kernel_path`/`ramdisk_path`), and
+  `console.log`, where the guest's serial console is written (appended) and
+  `get_console_output` reads it.
+- An image marked `pending` is still being downloaded (nova spawns at step 9,
+  downloads at step 12): the domain is defined at once and started when the
+  files are there; its power state is NOSTATE until then, CRASHED if that fails.
 - Volumes: connection_info of type `file` or `local` whose data gives the path
   of a raw (or qcow2) file in `device_path` (or `path`); they become virtio
   disks whose serial is the volume id, hot-plugged into a running guest.
@@ -32,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import re
 import shutil
@@ -66,6 +72,7 @@ from generator.runtime.virt.domain_xml import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # nova power_state codes, from libvirt domain states (as nova's libvirt driver maps them).
 NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
@@ -81,7 +88,6 @@ _POWER_STATE = {
 }
 MAX_CONSOLE_BYTES = 100 * 1024  # nova's limit for console output
 GIB = 1024**3
-IMAGE_WAIT_S = 600.0  # how long a deferred spawn waits for the image cache
 VOLUME_TYPES = ("file", "local")
 VIF_TYPES = ("user", "bridge", "network")
 _MOUNTPOINT = re.compile(r"^/dev/(?:x?v|s|h)d([a-z]{1,2})$")
@@ -137,8 +143,6 @@ def _image_format(path: Path) -> str:
     """The format of an image file as qemu-img sees it (raw when qemu-img is absent)."""
     if shutil.which("qemu-img") is None:
         return "raw"
-    import json
-
     info = json.loads(_qemu_img("info", "--output=json", str(path)))
     return str(info.get("format") or "raw")
 
@@ -168,6 +172,7 @@ class LibvirtHypervisor:
         guest_user: str | None = None,
         machine: str = "pc",
         detach_timeout_s: float = 20.0,
+        image_wait_s: float = 600.0,
     ) -> None:
         del vcpus, memory_mb, local_gb  # the host's own figures are reported
         self.uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
@@ -190,6 +195,9 @@ class LibvirtHypervisor:
         self.vif_source = vif_source
         self.machine = machine
         self.detach_timeout_s = float(detach_timeout_s)
+        self.image_wait_s = float(image_wait_s)
+        self._pending: dict[str, asyncio.Task[None]] = {}  # guests waiting for their image
+        self._failed: dict[str, str] = {}  # guests whose deferred start failed: why
         if instances_path is not None:
             base = Path(instances_path)
         elif state_file is not None:
@@ -202,9 +210,6 @@ class LibvirtHypervisor:
             guest_user = f"+{os.getuid()}:{os.getgid()}" if system else ""
         self.dac_label = guest_user or None
         self._conn: libvirt.virConnect | None = None
-        # guests whose spawn came before their image (see spawn), and those that then failed
-        self._pending: dict[str, asyncio.Task[None]] = {}
-        self._failed: dict[str, str] = {}
         self._connect()
 
     # -- connection ---------------------------------------------------------------
@@ -224,6 +229,8 @@ class LibvirtHypervisor:
         return self._conn
 
     def close(self) -> None:
+        for task in self._pending.values():
+            task.cancel()
         if self._conn is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
@@ -242,13 +249,17 @@ class LibvirtHypervisor:
         return f"instance-{uuid}"
 
     def _meta(self, dom: libvirt.virDomain) -> dict[str, str] | None:
-        """The domain's specstack metadata, or None when it is not this host's guest."""
+        """The domain's specstack metadata, or None when it is not this host's guest: made
+        by a driver of another host name or instance directory (another stack, another test)."""
         root = ET.fromstring(dom.XMLDesc(0))
         inst = root.find("metadata/s:instance", _NS)
         if inst is None:
             return None
         meta = {el.tag.split("}", 1)[-1]: (el.text or "") for el in inst}
-        return meta if meta.get("host") == self.hostname else None
+        mine = meta.get("host") == self.hostname and meta.get("instances") == str(
+            self.instances_path
+        )
+        return meta if mine else None
 
     def _domain(self, uuid: str) -> libvirt.virDomain:
         try:
@@ -277,29 +288,33 @@ class LibvirtHypervisor:
 
     # -- spawn ------------------------------------------------------------------------
 
-    def _root_disk(self, image: dict[str, Any], root_gb: int, inst_dir: Path) -> Disk | None:
-        """A disk of the instance's own on the image file: a qcow2 overlay, or a raw copy."""
-        src = image.get("path")
-        if not src:
+    @staticmethod
+    def _root_plan(image: dict[str, Any], inst_dir: Path) -> Disk | None:
+        """The instance's own root disk on the image file: a qcow2 overlay (or a raw copy)."""
+        if not image.get("path"):
             return None
-        base = Path(str(src)).resolve()
-        if not base.is_file():
-            raise VirtError(f"image {image.get('id')} has no file at {base}")
-        fmt = _image_format(base)
+        if shutil.which("qemu-img") is not None:
+            return Disk(path=str(inst_dir / "disk"), dev="vda", format="qcow2")
+        fmt = str(image.get("disk_format") or "raw")
         if fmt not in ("raw", "qcow2"):
             raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
-        disk = inst_dir / "disk"
-        if shutil.which("qemu-img") is not None:
+        return Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
+
+    def _make_root(self, image: dict[str, Any], root_gb: int, disk: Disk) -> None:
+        base = Path(str(image["path"])).resolve()
+        if not base.is_file():
+            raise VirtError(f"image {image.get('id')} has no file at {base}")
+        if disk.format == "qcow2" and shutil.which("qemu-img") is not None:
+            fmt = _image_format(base)
+            if fmt not in ("raw", "qcow2"):
+                raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
             size = [f"{root_gb}G"] if root_gb * GIB > self._virtual_size(base) else []
-            _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), str(disk), *size)
-            return Disk(path=str(disk), dev="vda", format="qcow2")
-        shutil.copyfile(base, disk)
-        return Disk(path=str(disk), dev="vda", format=fmt)
+            _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), disk.path, *size)
+        else:
+            shutil.copyfile(base, disk.path)
 
     @staticmethod
     def _virtual_size(path: Path) -> int:
-        import json
-
         return int(json.loads(_qemu_img("info", "--output=json", str(path)))["virtual-size"])
 
     @staticmethod
@@ -339,30 +354,44 @@ class LibvirtHypervisor:
             mac=mac.lower(), vif_id=str(vif["id"]), kind=self.vif_type, source=self.vif_source
         )
 
-    def _kernel_boot(self, image: dict[str, Any], inst_dir: Path) -> tuple[str | None, str | None]:
-        """Copies of the image's kernel and ramdisk in the instance directory (as nova makes)."""
-        paths: list[str | None] = []
-        for key, name in (("kernel_path", "kernel"), ("ramdisk_path", "ramdisk")):
-            src = image.get(key)
-            if not src:
-                paths.append(None)
-                continue
-            if not Path(str(src)).is_file():
-                raise VirtError(f"image {image.get('id')}: {key} {src} is not a file")
-            dst = inst_dir / name
-            shutil.copyfile(str(src), dst)
-            paths.append(str(dst))
-        if paths[1] and not paths[0]:
+    @staticmethod
+    def _boot_files(image: dict[str, Any], inst_dir: Path) -> dict[str, tuple[str, str]]:
+        """Direct kernel boot: {"kernel"|"ramdisk": (image file, its copy in the instance dir)}."""
+        files = {
+            name: (str(image[key]), str(inst_dir / name))
+            for key, name in (("kernel_path", "kernel"), ("ramdisk_path", "ramdisk"))
+            if image.get(key)
+        }
+        if "ramdisk" in files and "kernel" not in files:
             raise VirtError(f"image {image.get('id')} has a ramdisk but no kernel")
-        return paths[0], paths[1]
+        return files
 
-    def _spawn(
+    @staticmethod
+    def _image_files(image: dict[str, Any]) -> list[Path]:
+        """The files of the image a guest boots from (they may still be downloading)."""
+        keys = ("path", "kernel_path", "ramdisk_path")
+        return [Path(str(image[k])) for k in keys if image.get(k)]
+
+    def _materialize(
+        self, image: dict[str, Any], root_gb: int, root: Disk | None, inst_dir: Path
+    ) -> None:
+        """The instance's own files made from the image's: root disk, kernel, ramdisk."""
+        if root is not None:
+            self._make_root(image, root_gb, root)
+        for name, (src, dst) in self._boot_files(image, inst_dir).items():
+            if not Path(src).is_file():
+                raise VirtError(f"image {image.get('id')}: its {name} {src} is not a file")
+            shutil.copyfile(src, dst)
+
+    def _define(
         self,
         instance: dict[str, Any],
         image: dict[str, Any],
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
+        now: bool,
     ) -> None:
+        """Define the guest's domain; with `now`, make its files and start it too."""
         uuid = _uuid_of(instance)
         conn = self._connect()
         try:
@@ -371,9 +400,6 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
-        image = image or {}
-        src = image.get("path")
-        deferred = bool(image.get("pending")) and not Path(str(src)).is_file()  # on its way
         # Check everything that can be checked before anything is made.
         volumes = [
             self._volume_disk(b.get("connection_info"), b.get("mountpoint"), b.get("serial"))
@@ -385,41 +411,36 @@ class LibvirtHypervisor:
         interfaces = [self._interface(v) for v in network_info or []]
         root_gb = int(instance.get("root_gb") or 0)
         inst_dir = self.instance_dir(uuid)
+        boot = self._boot_files(image, inst_dir)
+        root = None if "vda" in devs else self._root_plan(image, inst_dir)
+        props = image.get("properties") or {}
+        guest = Guest(
+            name=self.domain_name(uuid),
+            uuid=uuid,
+            title=str(instance.get("name") or uuid),
+            host=self.hostname,
+            instances_path=str(self.instances_path),
+            domain_type=self.domain_type,
+            memory_mb=int(instance.get("memory_mb") or 512),
+            vcpus=int(instance.get("vcpus") or 1),
+            console_log=str(inst_dir / "console.log"),
+            root_gb=root_gb,
+            image_id=str(image.get("id") or instance.get("image_id") or ""),
+            machine=self.machine,
+            kernel=boot["kernel"][1] if "kernel" in boot else None,
+            initrd=boot["ramdisk"][1] if "ramdisk" in boot else None,
+            cmdline=str(props.get("os_command_line") or "console=ttyS0"),
+            disks=[root, *volumes] if root is not None else volumes,
+            interfaces=interfaces,
+            dac_label=self.dac_label,
+        )
         inst_dir.mkdir(parents=True, exist_ok=True)
         dom: libvirt.virDomain | None = None
         try:
-            kernel, initrd = self._kernel_boot(image, inst_dir)
-            disks = list(volumes)
-            if "vda" not in devs:
-                root = (
-                    self._future_root_disk(inst_dir)
-                    if deferred
-                    else self._root_disk(image, root_gb, inst_dir)
-                )
-                if root is not None:
-                    disks.insert(0, root)
-            props = image.get("properties") or {}
-            guest = Guest(
-                name=self.domain_name(uuid),
-                uuid=uuid,
-                title=str(instance.get("name") or uuid),
-                host=self.hostname,
-                domain_type=self.domain_type,
-                memory_mb=int(instance.get("memory_mb") or 512),
-                vcpus=int(instance.get("vcpus") or 1),
-                console_log=str(inst_dir / "console.log"),
-                root_gb=root_gb,
-                image_id=str(image.get("id") or instance.get("image_id") or ""),
-                machine=self.machine,
-                kernel=kernel,
-                initrd=initrd,
-                cmdline=str(props.get("os_command_line") or "console=ttyS0"),
-                disks=disks,
-                interfaces=interfaces,
-                dac_label=self.dac_label,
-            )
+            if now:
+                self._materialize(image, root_gb, root, inst_dir)
             dom = conn.defineXML(render_domain(self.virt_type, guest))
-            if not deferred:
+            if now:
                 dom.create()
         except BaseException:
             if dom is not None:
@@ -427,11 +448,41 @@ class LibvirtHypervisor:
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
 
-    @staticmethod
-    def _future_root_disk(inst_dir: Path) -> Disk:
-        """The root disk that _root_disk will make once the image file is there."""
-        fmt = "qcow2" if shutil.which("qemu-img") is not None else "raw"
-        return Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
+    def _start_defined(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+        """Make the files of a guest defined before its image arrived, and start it."""
+        dom = self._domain(uuid)
+        inst_dir = self.instance_dir(uuid)
+        stored = self._disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get("vda")
+        root = None
+        if stored is not None and stored.find("serial") is None and image.get("path"):
+            driver = stored.find("driver")
+            fmt = driver.get("type", "raw") if driver is not None else "raw"
+            root = Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
+        self._materialize(image, root_gb, root, inst_dir)
+        if not dom.isActive():
+            dom.create()
+
+    async def _boot_when_ready(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+        """Wait for the image's files (boot-vm step 12 downloads them after step 9), then boot."""
+        try:
+            files = self._image_files(image)
+            deadline = time.monotonic() + self.image_wait_s
+            while not all(f.is_file() for f in files):
+                if time.monotonic() > deadline:
+                    missing = ", ".join(str(f) for f in files if not f.is_file())
+                    raise VirtError(f"image {image.get('id')} never arrived at {missing}")
+                await asyncio.sleep(0.05)
+            await self._run(self._start_defined, uuid, image, root_gb)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("guest of instance %s did not start: %s", uuid, exc)
+            self._failed[uuid] = str(exc)
+            console = self.instance_dir(uuid) / "console.log"  # where nova-compute looks
+            with contextlib.suppress(OSError), open(console, "a", encoding="utf-8") as fh:
+                fh.write(f"[libvirt driver] guest did not start: {exc}\n")
+        finally:
+            self._pending.pop(uuid, None)
 
     async def spawn(
         self,
@@ -440,38 +491,19 @@ class LibvirtHypervisor:
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
     ) -> None:
-        """Define and start the domain. An image marked `pending` is not yet at its path
-        (nova-compute spawns at step 9 and downloads the image at step 12): the domain is
-        defined now and started when the image lands; until then the power state is NOSTATE."""
-        await self._run(self._spawn, instance, image, network_info, block_device_info)
-        src = (image or {}).get("path")
-        if src and (image or {}).get("pending") and not Path(str(src)).is_file():
+        """Define and start the guest. An image marked `pending` is still on its way to its
+        path (nova spawns at step 9 and downloads the image at step 12): the guest is defined
+        now and started once the files are there; until then its power state is NOSTATE."""
+        image = dict(image or {})
+        # Only an image marked pending may be missing: otherwise spawn fails at once.
+        ready = not image.get("pending") or all(f.is_file() for f in self._image_files(image))
+        await self._run(self._define, instance, image, network_info, block_device_info, ready)
+        if not ready:
             uuid = _uuid_of(instance)
             root_gb = int(instance.get("root_gb") or 0)
-            self._pending[uuid] = asyncio.create_task(self._start_later(uuid, image, root_gb))
-
-    async def _start_later(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
-        deadline = time.monotonic() + IMAGE_WAIT_S
-        try:
-            while not Path(str(image["path"])).is_file():
-                if time.monotonic() > deadline:
-                    raise VirtError(f"image {image.get('id')} never arrived at {image['path']}")
-                await asyncio.sleep(0.05)
-
-            def start() -> None:
-                self._root_disk(image, root_gb, self.instance_dir(uuid))
-                self._domain(uuid).create()
-
-            await self._run(start)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._failed[uuid] = str(exc)
-            console = self.instance_dir(uuid) / "console.log"
-            with contextlib.suppress(OSError), open(console, "a", encoding="utf-8") as fh:
-                fh.write(f"[libvirt driver] guest did not start: {exc}\n")
-        finally:
-            self._pending.pop(uuid, None)
+            self._pending[uuid] = asyncio.create_task(
+                self._boot_when_ready(uuid, image, root_gb), name=f"libvirt-boot-{uuid}"
+            )
 
     # -- destroy ------------------------------------------------------------------------
 
@@ -492,27 +524,29 @@ class LibvirtHypervisor:
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
 
     async def destroy(self, instance: dict[str, Any]) -> None:
-        task = self._pending.pop(_uuid_of(instance), None)
+        uuid = _uuid_of(instance)
+        task = self._pending.pop(uuid, None)
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._failed.pop(_uuid_of(instance), None)
         await self._run(self._destroy, instance)
+        self._failed.pop(uuid, None)
 
     # -- state and console ------------------------------------------------------------------
 
     def _power_state(self, instance: dict[str, Any]) -> int:
-        if _uuid_of(instance) in self._pending:
-            self._domain(_uuid_of(instance))  # InstanceNotFound as for any guest
-            return NOSTATE
-        if _uuid_of(instance) in self._failed:
-            return CRASHED
         state = self._domain(_uuid_of(instance)).state()[0]
         return _POWER_STATE.get(state, NOSTATE)
 
     async def get_power_state(self, instance: dict[str, Any]) -> int:
-        return await self._run(self._power_state, instance)
+        uuid = _uuid_of(instance)
+        state = await self._run(self._power_state, instance)
+        if uuid in self._pending:
+            return NOSTATE  # defined, waiting for its image to start
+        if uuid in self._failed and state != RUNNING:
+            return CRASHED
+        return state
 
     def _console(self, instance: dict[str, Any]) -> str:
         dom = self._domain(_uuid_of(instance))
