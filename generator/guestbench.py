@@ -40,8 +40,13 @@ def _absent(driver: str) -> str | None:
     if driver == "libvirt":
         if importlib.util.find_spec("libvirt") is None:
             return "libvirt-python is not installed"
-        if not any(Path(p).exists() for p in ("/run/libvirt/libvirt-sock", "/var/run/libvirt")):
-            return "libvirtd is not running"
+        import libvirt
+
+        uri = os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"  # the driver's default
+        try:
+            libvirt.open(uri).close()
+        except libvirt.libvirtError as exc:
+            return f"libvirtd is not reachable at {uri}: {exc}"
     return None
 
 

@@ -294,7 +294,7 @@ class QemuHypervisor:
             "-name", f"guest={guest['name']},debug-threads=off",
             "-uuid", guest["uuid"],
             "-machine", f"pc,accel={accel}",
-            "-cpu", "host" if accel == "kvm" else "max",
+            "-cpu", "host" if accel == "kvm" else "qemu64",  # TCG: emulate no more than needed
             "-smp", str(guest["vcpus"]),
             "-m", str(max(guest["memory_mb"], 64)),
             "-nodefaults", "-no-user-config",
