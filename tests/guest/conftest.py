@@ -76,7 +76,9 @@ def _qemu_pids(needle: str) -> list[int]:
 
 
 @contextlib.contextmanager
-def driver_stack(tmp_path: Path, driver: str, env: dict[str, str] | None = None) -> Iterator[Stack]:
+def driver_stack(
+    tmp_path: Path, driver: str, env: dict[str, str] | None = None, keep_guests: bool = False
+) -> Iterator[Stack]:
     """`specstack run --driver DRIVER` on a free block of ports (as tests/wire's stack)."""
     data_dir = tmp_path / "data"
     port = free_port_block(8)
@@ -123,12 +125,19 @@ def driver_stack(tmp_path: Path, driver: str, env: dict[str, str] | None = None)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        # guests outlive the stack by design: end the ones this stack started (a failed test's)
-        if driver == "libvirt":
-            _remove_libvirt_domains(data_dir)
-        for pid in qemu_pids_under(data_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # guests outlive the stack by design: end the ones this stack started (a failed test's),
+        # unless the test restarts the stack on them (and ends them itself with end_guests)
+        if not keep_guests:
+            end_guests(data_dir, driver)
+
+
+def end_guests(data_dir: Path, driver: str) -> None:
+    """End the guests whose files are in this data directory."""
+    if driver == "libvirt":
+        _remove_libvirt_domains(data_dir)
+    for pid in qemu_pids_under(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _remove_libvirt_domains(data_dir: Path) -> None:
