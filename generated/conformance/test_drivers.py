@@ -299,6 +299,92 @@ def test_plug_vifs_unknown_instance(world: ContractWorld) -> None:
     run(world, scenario)
 
 
+def test_power_off(world: ContractWorld) -> None:
+    """Stop the guest; it keeps its disks and devices for power_on."""
+
+    async def scenario() -> None:
+        await world.prepare("power_off", ["instance"])
+        result = await world.adapter.power_off(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("power_off", result)
+
+    run(world, scenario)
+
+
+def test_power_off_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.power_off(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_power_on(world: ContractWorld) -> None:
+    """Start a stopped guest again."""
+
+    async def scenario() -> None:
+        await world.prepare("power_on", ["instance"])
+        result = await world.adapter.power_on(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("power_on", result)
+
+    run(world, scenario)
+
+
+def test_power_on_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.power_on(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_reboot(world: ContractWorld) -> None:
+    """Restart the guest (SOFT asks the guest OS first, HARD resets it)."""
+
+    async def scenario() -> None:
+        await world.prepare("reboot", ["instance", "reboot_type"])
+        result = await world.adapter.reboot(
+            instance=world.arg("instance"),
+            reboot_type=world.arg("reboot_type"),
+        )
+        conforms(result, None)
+        await world.verify("reboot", result)
+
+    run(world, scenario)
+
+
+def test_reboot_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.reboot(
+                instance=world.unknown_instance(),
+                reboot_type=world.arg("reboot_type"),
+            ),
+        )
+
+    run(world, scenario)
+
+
 def test_get_available_resource(world: ContractWorld) -> None:
     """The host's capacity and usage, reported to the scheduler."""
 

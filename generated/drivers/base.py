@@ -73,6 +73,20 @@ class ComputeDriver(ABC):
         """Connect the guest's virtual interfaces to their networks."""
 
     @abstractmethod
+    async def power_off(self, instance: Instance | dict[str, Any]) -> None:
+        """Stop the guest; it keeps its disks and devices for power_on."""
+
+    @abstractmethod
+    async def power_on(self, instance: Instance | dict[str, Any]) -> None:
+        """Start a stopped guest again."""
+
+    @abstractmethod
+    async def reboot(
+        self, instance: Instance | dict[str, Any], reboot_type: str | dict[str, Any]
+    ) -> None:
+        """Restart the guest (SOFT asks the guest OS first, HARD resets it)."""
+
+    @abstractmethod
     async def get_available_resource(self) -> Resources:
         """The host's capacity and usage, reported to the scheduler."""
 

@@ -110,6 +110,25 @@ class FakeDriver(ComputeDriver):
             network_info=_plain(network_info, types.Vif),
         )
 
+    async def power_off(self, instance: Any) -> Any:
+        """Stop the guest; it keeps its disks and devices for power_on."""
+        return await self.impl.power_off(
+            instance=_plain(instance, types.Instance),
+        )
+
+    async def power_on(self, instance: Any) -> Any:
+        """Start a stopped guest again."""
+        return await self.impl.power_on(
+            instance=_plain(instance, types.Instance),
+        )
+
+    async def reboot(self, instance: Any, reboot_type: Any) -> Any:
+        """Restart the guest (SOFT asks the guest OS first, HARD resets it)."""
+        return await self.impl.reboot(
+            instance=_plain(instance, types.Instance),
+            reboot_type=_plain(reboot_type, None),
+        )
+
     async def get_available_resource(self) -> Any:
         """The host's capacity and usage, reported to the scheduler."""
         return await self.impl.get_available_resource()

@@ -30,7 +30,7 @@ import pytest
 from generator.runtime.virt import DeviceBusy, DiskNotFound, InstanceNotFound, VirtError
 
 REQUIRE_ENV = "SPECSTACK_REQUIRE_VIRT"
-NOSTATE, RUNNING = 0, 1
+NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
 START_WAIT_S = 120.0
 
 
@@ -182,6 +182,7 @@ class ContractWorld:
             "block_device_info": [],
             "connection_info": self.connection_info,
             "mountpoint": self.mountpoint,
+            "reboot_type": "HARD",  # SOFT needs a guest OS that acts on ACPI
         }
         if name not in values:
             raise KeyError(f"the driver contract tests have no value for parameter {name!r}")
@@ -225,6 +226,8 @@ class ContractWorld:
             self.spawned = True
         elif "instance" in params or method in ("list_instances", "get_available_resource"):
             await self.spawn()
+        if method == "power_on":
+            await self.adapter.power_off(instance=self.instance)
         if method == "detach_volume":
             if not self.variant.live_detach and power_off is not None:
                 await power_off(self.instance)  # no guest OS to acknowledge a hot-unplug
@@ -247,6 +250,10 @@ class ContractWorld:
             await expect(InstanceNotFound, a.get_power_state(instance=inst))
         elif method == "get_power_state":
             assert result == RUNNING
+        elif method == "power_off":
+            assert await a.get_power_state(instance=inst) == SHUTDOWN
+        elif method in ("power_on", "reboot"):
+            assert await self.running() == RUNNING
         elif method == "attach_volume":
             await expect(
                 DeviceBusy,

@@ -727,7 +727,7 @@ class LibvirtHypervisor:
     async def list_instances(self) -> list[str]:
         return await self._run(self._list)
 
-    # -- beyond the interface (power control, as the fake driver has) -------------------------
+    # -- power control -----------------------------------------------------------------------
 
     def _power_off(self, instance: dict[str, Any]) -> None:
         dom = self._domain(_uuid_of(instance))
@@ -758,6 +758,8 @@ class LibvirtHypervisor:
                 dom.reset(0)
 
     async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+        if str(reboot_type).upper() not in ("SOFT", "HARD"):
+            raise VirtError(f"reboot_type must be SOFT or HARD, not {reboot_type!r}")
         await self._run(self._reboot, instance, reboot_type)
 
 
