@@ -101,6 +101,28 @@ def test_volume_hot_plugged_into_running_guest(booted: dict[str, Any], stack: St
     assert guest_pids(booted["server"]["id"]) == pids  # the same process: hot-plugged
 
 
+def test_stop_and_start_keep_the_disks(booted: dict[str, Any], stack: Stack) -> None:
+    uuid = booted["server"]["id"]
+    hot = stack.json("volume", "show", "hot-vol")
+    before = guest_pids(uuid)
+    stack.run("server", "stop", "guest")
+    assert stack.wait_for("server", "guest", "status", "SHUTOFF")["status"] == "SHUTOFF"
+    assert guest_pids(uuid) == []  # stopped: no QEMU
+    log_lines = len(stack.run("console", "log", "show", "guest").stdout.splitlines())
+    stack.run("server", "start", "guest")
+    assert stack.wait_for("server", "guest", "status", "ACTIVE")["status"] == "ACTIVE"
+    assert len(guest_pids(uuid)) == 1 and guest_pids(uuid) != before
+    deadline = time.monotonic() + CONSOLE_WAIT_S
+    wanted = (_serial(booted["volume"]["id"]), _serial(hot["id"]))
+    while True:  # a new boot's marker lists the boot volume and the hot-plugged one
+        new = stack.run("console", "log", "show", "guest").stdout.splitlines()[log_lines:]
+        if any(MARKER in x and all(w in x for w in wanted) for x in new):
+            break
+        if time.monotonic() > deadline:
+            pytest.fail("no marker with both volumes after start:\n" + "\n".join(new))
+        time.sleep(1.0)
+
+
 def test_delete_ends_the_guest(booted: dict[str, Any], stack: Stack) -> None:
     uuid = booted["server"]["id"]
     assert guest_pids(uuid)

@@ -618,7 +618,7 @@ class QemuHypervisor:
                 known.add(vif["id"])
             self._save()
 
-    # -- beyond the interface (power control; not yet in spec/hypervisors.yaml) ------------
+    # -- power control ---------------------------------------------------------------------
 
     async def power_off(self, instance: dict[str, Any]) -> None:
         """Stop the guest's QEMU; its disks and devices stay for power_on."""
@@ -642,6 +642,10 @@ class QemuHypervisor:
 
     async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
         guest = self._guest(instance)
+        if reboot_type not in ("SOFT", "HARD"):
+            raise VirtError(f"reboot type must be SOFT or HARD, not {reboot_type!r}")
+        # both reset the machine: a SOFT reboot asking the guest OS first needs an OS that
+        # answers ACPI power buttons, which the tiny test guest does not
         await self._execute(guest, "system_reset")
         self._note(guest, f"{reboot_type.lower()} reboot")
 
