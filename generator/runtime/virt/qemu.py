@@ -584,7 +584,14 @@ class QemuHypervisor:
                     f"within {DETACH_TIMEOUT_S:.0f} s"
                 )
             await asyncio.sleep(0.1)
-        await self._execute(guest, "blockdev-del", **{"node-name": f"vol-{name}"})
+        while True:  # the device is gone; QEMU may release its block node a moment later
+            try:
+                await self._execute(guest, "blockdev-del", **{"node-name": f"vol-{name}"})
+                break
+            except VirtError as exc:
+                if "in use" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
         self._note(guest, f"unplugged disk-{name}")
 
     @staticmethod
