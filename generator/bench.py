@@ -61,6 +61,12 @@ def run_bench(
         if not as_json:
             print("measuring the distributed stack...", file=sys.stderr, flush=True)
         figures.update(dist_figures(sequential=min(boots, 100)))
+
+        from generator.guestbench import guest_figures  # real guests: guest_boot_s_<driver>
+
+        if not as_json:
+            print("measuring real guests (server create to console marker)...", file=sys.stderr)
+        figures.update(guest_figures(lambda m: print(m, file=sys.stderr, flush=True)))
     if as_json:
         print(json.dumps(figures, sort_keys=True))
         return 0

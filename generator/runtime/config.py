@@ -66,6 +66,7 @@ class StackConfig:
     )
     scheduler_weighers: tuple[tuple[str, float], ...] = (("RAMWeigher", 1.0),)
     max_build_attempts: int = 3
+    guest_boot_timeout_s: float = 300.0  # a real guest must run by then, or its build fails
     quota_instances: int = 100  # instances a project may have (nova's default is 10)
     # distributed mode: the supervisor
     start_timeout_s: float = 120.0  # for every process to answer its health check

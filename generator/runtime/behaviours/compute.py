@@ -2037,10 +2037,15 @@ async def spawn(ix: Interaction) -> None:
     """
     instance = _driver_instance(ix.vars)
     ix.vars["spawned"] = True  # a failed spawn may leave a half-made guest to clean up
+    image_id = instance.get("image_id") or ""
+    image: dict[str, Any] = {"id": image_id}
+    if image_id:  # where step 12 puts the image's data: a real hypervisor boots from it
+        path = image_cache_path(ix.rt, image_id)
+        image.update(path=str(path), pending=not path.is_file())
     try:
         await ix.invoke(
             instance=instance,
-            image={"id": instance.get("image_id") or ""},
+            image=image,
             network_info=[],
             block_device_info=[],
         )
@@ -2320,10 +2325,51 @@ def nova_addresses(ports: Iterable[Mapping[str, Any]], names: Mapping[str, str])
     return out
 
 
+async def _wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> None:
+    """ACTIVE only once the guest runs: a real hypervisor boots it after the build's steps.
+
+    NOSTATE means still starting; any other state than RUNNING, or no RUNNING within
+    config.guest_boot_timeout_s, fails the build on this host (and may reschedule it).
+    """
+    if rt.driver is None:
+        return
+    deadline = time.monotonic() + rt.config.guest_boot_timeout_s
+    delay = 0.02
+    while True:
+        state = int(await rt.driver.get_power_state(instance))
+        if state == 1:
+            return
+        if state != 0:
+            raise RescheduleBuild(
+                f"The guest of instance {instance['uuid']} on host {rt.host} did not start "
+                f"(power state {state}): {_console_tail(await _console_or_empty(rt, instance))}"
+            )
+        if time.monotonic() > deadline:
+            raise RescheduleBuild(
+                f"The guest of instance {instance['uuid']} on host {rt.host} was not running "
+                f"after {rt.config.guest_boot_timeout_s:g} s"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+async def _console_or_empty(rt: ServiceRuntime, instance: dict[str, Any]) -> str:
+    try:
+        return str(await rt.driver.get_console_output(instance))
+    except Exception:
+        return ""
+
+
+def _console_tail(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no console output"
+
+
 @behaviour("compute.mark_active")
 async def mark_active(ix: Interaction) -> None:
     """boot-vm 15.4: the instance becomes ACTIVE with its addresses, ports and volumes."""
     uuid = ix.vars["instance_uuid"]
+    await _wait_until_running(ix.rt, _driver_instance(ix.vars))
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await _token(ix.call) if ports else None
     names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)

@@ -1,0 +1,157 @@
+"""A real guest (built from Debian packages) booted through the running stack's 15 steps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from generator import guestimage
+from generator.conformance.drivers import libvirtd_missing, requirement_missing
+from generator.conformance.harness import free_port_block
+from generator.runtime.virt.qemu import qemu_binary
+
+from ..conftest import REPO
+from ..virt.conftest import unavailable
+from ..wire.conftest import START_TIMEOUT_S, Stack
+
+LIBVIRT_URI = "qemu:///system"
+
+
+def require_qemu() -> None:
+    if qemu_binary() is None:
+        unavailable("qemu-system-x86_64 is not installed (CI installs it: .ci/virt.sh)")
+
+
+def require_driver(driver: str) -> None:
+    """Skip (fail under SPECSTACK_REQUIRE_VIRT=1, as in CI) when the hypervisor is absent."""
+    require_qemu()
+    if driver == "libvirt":
+        missing = requirement_missing("libvirt-python") or libvirtd_missing(LIBVIRT_URI)
+        if missing:
+            unavailable(missing)
+
+
+@pytest.fixture(scope="session")
+def guest_image(tmp_path_factory: pytest.TempPathFactory) -> guestimage.GuestImage:
+    """The tiny guest; its packages and build are cached (SPECSTACK_GUEST_CACHE) across runs."""
+    require_qemu()
+    return guestimage.build(tmp_path_factory.mktemp("guest-image"))
+
+
+def guest_pids(instance_uuid: str) -> list[int]:
+    """Live QEMU processes running this instance (QEMU is given the instance's uuid)."""
+    return _qemu_pids(instance_uuid)
+
+
+def qemu_pids_under(data_dir: Path) -> list[int]:
+    """Live QEMU processes whose files are in this data directory."""
+    return _qemu_pids(str(data_dir))
+
+
+def _qemu_pids(needle: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if state in ("Z", "X") or not cmdline or b"qemu-system" not in cmdline[0]:
+            continue
+        if any(needle.encode() in arg for arg in cmdline):
+            pids.append(int(proc.name))
+    return pids
+
+
+@contextlib.contextmanager
+def driver_stack(
+    tmp_path: Path, driver: str, env: dict[str, str] | None = None, keep_guests: bool = False
+) -> Iterator[Stack]:
+    """`specstack run --driver DRIVER` on a free block of ports (as tests/wire's stack)."""
+    data_dir = tmp_path / "data"
+    port = free_port_block(8)
+    args = ["run", "--no-generate", "--data-dir", str(data_dir), "--port", str(port)]
+    if driver == "libvirt":
+        args += ["--driver-option", f"libvirt.uri={LIBVIRT_URI}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator", *args, "--driver", driver],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail("the stack did not start in time:\n" + "".join(output))
+            if line is None:
+                pytest.fail(f"the stack exited ({proc.wait()}):\n" + "".join(output))
+            if "serving;" in line:
+                break
+        yield Stack(port=port, data_dir=data_dir, clouds=data_dir / "clouds.yaml", output=output)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        # guests outlive the stack by design: end the ones this stack started (a failed test's),
+        # unless the test restarts the stack on them (and ends them itself with end_guests)
+        if not keep_guests:
+            end_guests(data_dir, driver)
+
+
+def end_guests(data_dir: Path, driver: str) -> None:
+    """End the guests whose files are in this data directory."""
+    if driver == "libvirt":
+        _remove_libvirt_domains(data_dir)
+    for pid in qemu_pids_under(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _remove_libvirt_domains(data_dir: Path) -> None:
+    """Domains whose files are in this data directory: destroyed and undefined."""
+    import libvirt
+
+    conn = libvirt.open(LIBVIRT_URI)
+    try:
+        for dom in conn.listAllDomains(0):
+            with contextlib.suppress(libvirt.libvirtError):
+                if str(data_dir) not in dom.XMLDesc(0):
+                    continue
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+    finally:
+        conn.close()
