@@ -435,7 +435,13 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
             "root_gb": 1,
             "image_id": IMAGE_ID,
         },
-        "image": {"id": IMAGE_ID},
+        # spawn comes (step 9) before the download (step 12): the driver is told where the
+        # image will be and that it is still pending
+        "image": {
+            "id": IMAGE_ID,
+            "path": str(tmp_path / "image-cache" / "compute-1" / IMAGE_ID),
+            "pending": True,
+        },
         "network_info": [],
         "block_device_info": [],
     }
