@@ -426,6 +426,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     spawn = Recorder()
     await compute.spawn(interaction(call, spawn, label="9"))
     (((), kw),) = spawn.calls
+    kw_spawn = kw
     assert kw == {
         "instance": {
             "uuid": row["id"],
@@ -543,6 +544,8 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
         )
     ]
 
+    # ACTIVE waits for the guest to run; the canned spawn above never reached the driver
+    await rt.driver.spawn(kw_spawn["instance"], kw_spawn["image"], [], [])
     update = Recorder(fn=lambda p: {"instance": {**instance_msg, "vm_state": "active"}})
     await compute.mark_active(interaction(call, update, label="15.4"))
     (((sent,), _),) = update.calls
