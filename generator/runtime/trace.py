@@ -13,15 +13,16 @@ reading a flow always reads the file, so it gathers the steps of every process.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from generator.runtime import jsonfast
 
 MAX_FLOWS_IN_MEMORY = 300  # older flows are read back from the trace file
 
@@ -48,15 +49,20 @@ class TraceEvent:
         return (self.ended_at - self.started_at) * 1000.0
 
     def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Shallow: the bodies in `detail` are only read (asdict deep-copied them per event).
+        d = {name: getattr(self, name) for name in _FIELDS}
+        detail = d["detail"] = dict(self.detail)
         d["duration_ms"] = round(self.duration_ms, 3)
-        received = d["detail"].get("received")
+        received = detail.get("received")
         if isinstance(received, bytes | bytearray):  # a JSON answer kept as it came
             try:
-                d["detail"]["received"] = json.loads(received)
+                detail["received"] = jsonfast.loads(received)
             except ValueError:
-                d["detail"].pop("received")
+                detail.pop("received")
         return d
+
+
+_FIELDS = tuple(f.name for f in fields(TraceEvent))
 
 
 Listener = Callable[[TraceEvent], None]
@@ -132,7 +138,7 @@ class TraceRecorder:
                         e.flow_id,
                         e.sequence,
                         e.step,
-                        json.dumps(e.as_dict(), default=str),
+                        jsonfast.dumps(e.as_dict()).decode(),
                         e.started_at,
                     )
                     for e in events
@@ -176,7 +182,7 @@ class TraceRecorder:
             rows = db.execute(
                 "SELECT body FROM events WHERE flow_id = ? ORDER BY started_at", (flow_id,)
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonfast.loads(r[0]) for r in rows]
 
 
 def now() -> float:
