@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_diagram)
 
-    b = sub.add_parser("bench", help="measure generation and the running embedded stack")
+    b = sub.add_parser(
+        "bench", help="measure generation, the embedded and distributed stacks, and real guests"
+    )
     b.add_argument("--json", action="store_true", help="print one JSON object of figures")
     b.add_argument(
         "--runs", type=_positive, default=5, help="generation runs per figure (default: 5)"
