@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
@@ -50,7 +50,6 @@ from generator.runtime.bus.base import (
     Failure,
     Handler,
     MessagingTimeout,
-    Pattern,
     Reply,
     Subscription,
     qualified_topic,
@@ -228,7 +227,6 @@ class AmqpBus(Bus):
             opts.check()
         self.options = opts
         self.drain_timeout = drain_timeout
-        self._state: Literal["new", "started", "closed"] = "new"
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._reply_channel: AbstractRobustChannel | None = None
@@ -392,36 +390,6 @@ class AmqpBus(Bus):
         return consumer
 
     # -- internals: sending ----------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._state == "new":
-            raise BusError("bus is not started")
-        if self._state == "closed":
-            raise BusError("bus is closed")
-
-    def _envelope(
-        self,
-        pattern: Pattern,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        host: str | None,
-        context: dict[str, str] | None,
-        *,
-        reply_to: str | None = None,
-    ) -> Envelope:
-        self._check_open()
-        if not topic or not method:
-            raise ValueError("topic and method must be non-empty")
-        return Envelope(
-            topic=topic,
-            method=method,
-            payload=wire_copy(payload),
-            pattern=pattern,
-            host=host,
-            reply_to=reply_to,
-            context=dict(context or {}),
-        )
 
     @staticmethod
     def _message(

@@ -138,6 +138,38 @@ class Bus(ABC):
     def __init__(self) -> None:
         self._failures: deque[DeliveryFailure] = deque(maxlen=MAX_RECORDED_FAILURES)
         self._failure_count = 0
+        self._state: Literal["new", "started", "closed"] = "new"
+
+    def _check_open(self) -> None:
+        if self._state == "new":
+            raise BusError("bus is not started")
+        if self._state == "closed":
+            raise BusError("bus is closed")
+
+    def _envelope(
+        self,
+        pattern: Pattern,
+        topic: str,
+        method: str,
+        payload: dict[str, Any],
+        host: str | None,
+        context: dict[str, str] | None,
+        *,
+        reply_to: str | None = None,
+    ) -> Envelope:
+        """An outgoing message, its payload copied as a network bus would carry it."""
+        self._check_open()
+        if not topic or not method:
+            raise ValueError("topic and method must be non-empty")
+        return Envelope(
+            topic=topic,
+            method=method,
+            payload=wire_copy(payload),
+            pattern=pattern,
+            host=host,
+            reply_to=reply_to,
+            context=dict(context or {}),
+        )
 
     # -- lifecycle -------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from generator.runtime.bus.base import (
     Bus,
@@ -14,7 +14,6 @@ from generator.runtime.bus.base import (
     Failure,
     Handler,
     MessagingTimeout,
-    Pattern,
     Reply,
     Subscription,
     qualified_topic,
@@ -83,7 +82,6 @@ class InProcessBus(Bus):
     def __init__(self, *, drain_timeout: float = 5.0) -> None:
         super().__init__()
         self.drain_timeout = drain_timeout
-        self._state: Literal["new", "started", "closed"] = "new"
         self._queues: dict[str, asyncio.Queue[Envelope]] = {}
         self._fanout: dict[str, set[_Consumer]] = {}
         self._consumers: set[_Consumer] = set()
@@ -199,42 +197,12 @@ class InProcessBus(Bus):
 
     # -- internals -------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._state == "new":
-            raise BusError("bus is not started")
-        if self._state == "closed":
-            raise BusError("bus is closed")
-
     def _queue(self, name: str) -> asyncio.Queue[Envelope]:
         # Created on first use by either side, so casts before any subscriber are kept.
         queue = self._queues.get(name)
         if queue is None:
             queue = self._queues[name] = asyncio.Queue()
         return queue
-
-    def _envelope(
-        self,
-        pattern: Pattern,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        host: str | None,
-        context: dict[str, str] | None,
-        *,
-        reply_to: str | None = None,
-    ) -> Envelope:
-        self._check_open()
-        if not topic or not method:
-            raise ValueError("topic and method must be non-empty")
-        return Envelope(
-            topic=topic,
-            method=method,
-            payload=wire_copy(payload),
-            pattern=pattern,
-            host=host,
-            reply_to=reply_to,
-            context=dict(context or {}),
-        )
 
     def _forget(self, consumer: _Consumer) -> None:
         self._consumers.discard(consumer)
