@@ -11,8 +11,10 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from generator.render.base import OutputFile
+if TYPE_CHECKING:  # importing render would pull in jinja2 and pydantic for a no-op run
+    from generator.render.base import OutputFile
 
 MANIFEST = "manifest.json"
 #: Left alone by the drift check and by the swap (caches that tools write inside).

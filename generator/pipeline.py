@@ -7,9 +7,13 @@ import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import generator
 from generator.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from generator.workers import Worker
 
 REPO_ROOT = Path(generator.__file__).resolve().parent.parent
 DEFAULT_TEMPLATES = REPO_ROOT / "templates"
@@ -62,34 +66,62 @@ def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
 def render_all(
     spec_dir: Path, templates: Path, spec_label: str
 ) -> tuple[list[object], list[Diagnostic]]:
+    from generator.workers import Worker
+
+    # Two forked workers overlap this process: one runs the offloaded targets' jobs
+    # (forked first, before this process's imports: its own take longest), the
+    # other checks the API documents. Nothing is written unless all come back clean.
+    worker = Worker(warm=_warm_offloaded)
+    try:
+        return _render_all(spec_dir, templates, spec_label, worker)
+    finally:
+        worker.close()
+
+
+def _render_all(
+    spec_dir: Path, templates: Path, spec_label: str, worker: Worker
+) -> tuple[list[object], list[Diagnostic]]:
     from generator.build_ir import build_ir
     from generator.diagnostics import sort_diagnostics
     from generator.load import load_spec
-    from generator.render import TARGETS, RenderContext, template_env
+    from generator.render import TARGETS, OffloadedTarget, RenderContext, template_env
     from generator.validate import start_document_checks, validate
 
-    # The API documents are checked in a worker while this process renders;
-    # nothing is written unless both come back clean.
     checks = start_document_checks(spec_dir)
     spec, diags = load_spec(spec_dir)
+    ctx = RenderContext(
+        spec=spec, spec_label=spec_label, templates=template_env(templates), worker=worker
+    )
+    # Offloaded jobs start on what was loaded; their results are used only once
+    # the spec is known to be valid.
+    offloaded = [t for t in TARGETS if isinstance(t, OffloadedTarget)]
+    pending = [] if diags else [t.start(ctx) for t in offloaded]
     if not diags:
         diags = validate(spec, documents=False)
     if diags:
         return [], sort_diagnostics(diags + checks.result())
     ir = build_ir(spec)
-    ctx = RenderContext(spec=spec, spec_label=spec_label, templates=template_env(templates))
-    files: list[object] = []
-    seen: set[str] = set()
-    for target in TARGETS:
-        for f in target.render(ir, ctx):
-            if f.path in seen:
-                raise RuntimeError(f"two targets write {f.path}")
-            seen.add(f.path)
-            files.append(f)
+    rendered = [t.render(ir, ctx) for t in TARGETS if not isinstance(t, OffloadedTarget)]
     doc_diags = checks.result()
     if doc_diags:
         return [], sort_diagnostics(doc_diags)
+    rendered += [finish(ir) for finish in pending]
+    files: list[object] = []
+    seen: set[str] = set()
+    for f in (f for batch in rendered for f in batch):
+        if f.path in seen:
+            raise RuntimeError(f"two targets write {f.path}")
+        seen.add(f.path)
+        files.append(f)
     return files, []
+
+
+def _warm_offloaded() -> None:
+    from generator.render import TARGETS, OffloadedTarget
+
+    for target in TARGETS:
+        if isinstance(target, OffloadedTarget):
+            target.warm()
 
 
 def generate(

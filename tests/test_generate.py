@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from generator import output, pipeline
+from generator import output, pipeline, workers
 from generator.cli import main
 
 from .conftest import REPO, SPEC
@@ -33,6 +34,36 @@ def test_two_runs_are_byte_identical(mini_spec: Path, tmp_path: Path) -> None:
     drift = output.compare_trees(tmp_path / "a", tmp_path / "b")
     assert drift.clean, drift.lines()
     assert len(output.tree_files(tmp_path / "a")) >= 8
+
+
+def test_without_fork_the_output_is_the_same(
+    mini_spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where processes cannot be forked, every job runs in this process, to the same bytes."""
+    assert _gen(Path("spec"), tmp_path / "forked") == 0
+    monkeypatch.setattr(workers.mp, "get_all_start_methods", lambda: ["spawn"])
+    assert _gen(Path("spec"), tmp_path / "inline") == 0
+    drift = output.compare_trees(tmp_path / "forked", tmp_path / "inline")
+    assert drift.clean, drift.lines()
+
+
+def test_a_failure_in_the_models_worker_is_raised_and_writes_nothing(
+    mini_spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error raised in the forked worker reaches the command, and nothing is written."""
+    from generator.render import models
+
+    def broken(text: str, name: str) -> str:
+        raise models.ModelGenerationError(f"cannot drop {name} in worker {os.getpid()}")
+
+    monkeypatch.setattr(models, "_drop_class", broken)  # runs in the worker, forked after this
+    out = tmp_path / "o"
+    with pytest.raises(
+        models.ModelGenerationError, match=r"cannot drop (MessagesRoot|DriverTypesRoot)"
+    ) as err:
+        _gen(Path("spec"), out)
+    assert f"worker {os.getpid()}" not in str(err.value)
+    assert not out.exists()
 
 
 def test_every_file_names_its_source(mini_spec: Path, tmp_path: Path) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from generator.render.base import OutputFile, RenderContext, Target, template_env
+from generator.render.base import (
+    OffloadedTarget,
+    OutputFile,
+    RenderContext,
+    Target,
+    template_env,
+)
 from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget, ServicesTarget
 from generator.render.conformance import ConformanceTarget
 from generator.render.diagrams import DiagramsTarget
@@ -12,7 +18,7 @@ from generator.render.models import ModelsTarget
 from generator.render.openapi_bundle import OpenApiTarget
 from generator.render.package import PackageTarget
 
-TARGETS: tuple[Target, ...] = (
+TARGETS: tuple[Target | OffloadedTarget, ...] = (
     PackageTarget(),
     IrTarget(),
     OpenApiTarget(),
@@ -26,4 +32,11 @@ TARGETS: tuple[Target, ...] = (
     MigrationsTarget(),
 )
 
-__all__ = ["TARGETS", "OutputFile", "RenderContext", "Target", "template_env"]
+__all__ = [
+    "TARGETS",
+    "OffloadedTarget",
+    "OutputFile",
+    "RenderContext",
+    "Target",
+    "template_env",
+]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from generator.ir import IR
 from generator.load import LoadedSpec
+from generator.workers import Worker
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class RenderContext:
     spec: LoadedSpec
     spec_label: str  # how generated headers name the spec directory, e.g. "spec"
     templates: Environment
+    # where offloaded targets run their jobs (a forked process during `generate`)
+    worker: Worker = field(default_factory=Worker.inline)
 
     def source(self, rel: str) -> str:
         return f"{self.spec_label}/{rel}"
@@ -36,6 +40,24 @@ class Target(Protocol):
     name: str
 
     def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]: ...
+
+
+@runtime_checkable
+class OffloadedTarget(Protocol):
+    """An output kind whose slow work runs on `ctx.worker` while the other targets render."""
+
+    name: str
+
+    def warm(self) -> None:
+        """Runs first in the worker process: the imports its jobs need."""
+
+    def start(self, ctx: RenderContext) -> Callable[[IR], list[OutputFile]]:
+        """Submit the jobs the loaded spec allows, before it is validated.
+
+        The returned callable submits the jobs that need the IR, waits for all
+        of them and gives the files. It is not called when the spec is invalid.
+        """
+        ...
 
 
 def template_env(templates_dir: Path) -> Environment:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from generator.ir import IR
@@ -83,54 +85,76 @@ def _defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def model_module(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
+    """One module of models (runs in the worker).
+
+    Without `openapi`, `schema` is a `_defs_bundle`, whose helper root class is dropped.
+    """
+    text = generate_models(schema, openapi=openapi, header=header)
+    return text if openapi else _drop_class(text, schema["title"])
+
+
 class ModelsTarget:
+    """Offloaded: datamodel-code-generator is the slowest part of rendering.
+
+    The API documents and the driver types need only the loaded spec, so their
+    modules are generated while the main process validates and builds the IR;
+    the messages' module waits for the IR's model names.
+    """
+
     name = "models"
 
-    def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
-        out: list[OutputFile] = []
-        docs = {f.stem: f for f in ctx.spec.of_kind("openapi")}
-        for api in ir.apis:
-            f = docs[api.name]
-            text = generate_models(
-                to_plain(f.data), openapi=True, header=py_header(ctx.source(f.rel))
-            )
-            _check_classes(text, api.models, ctx.source(f.rel))
-            out.append(OutputFile(f"models/{api.module}.py", text))
+    def warm(self) -> None:
+        # datamodel-code-generator imports most of itself on its first run
+        tiny = {"type": "object", "properties": {"a": {"type": "string"}}}
+        api = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}
+        generate_models({**api, "components": {"schemas": {"A": tiny}}}, openapi=True, header="")
+        generate_models(_defs_bundle("Root", {"A": tiny}), openapi=False, header="")
 
-        msgs_file = ctx.spec.one("messages")
-        assert msgs_file is not None
-        msg_data = to_plain(msgs_file.data)
-        defs: dict[str, Any] = dict(msg_data.get("types") or {})
-        for m in ir.messages:
-            defs[m.payload_model] = m.payload_schema
-            if m.reply_model and m.reply_schema is not None:
-                defs[m.reply_model] = m.reply_schema
-        text = generate_models(
-            _defs_bundle("MessagesRoot", defs),
-            openapi=False,
-            header=py_header(ctx.source(msgs_file.rel)),
-        )
-        text = _drop_class(text, "MessagesRoot")
-        _check_classes(text, tuple(defs), ctx.source(msgs_file.rel))
-        out.append(OutputFile("models/messages.py", text))
+    def start(self, ctx: RenderContext) -> Callable[[IR], list[OutputFile]]:
+        def submit(schema: dict[str, Any], openapi: bool, rel: str) -> Callable[[], str]:
+            header = py_header(ctx.source(rel))
+            return ctx.worker.submit(partial(model_module, openapi=openapi, header=header), schema)
 
+        apis = {
+            f.stem: (f.rel, submit(to_plain(f.data), True, f.rel))
+            for f in ctx.spec.of_kind("openapi")
+        }
         hyp_file = ctx.spec.one("hypervisors")
         assert hyp_file is not None
         types = dict(to_plain(hyp_file.data).get("types") or {})
-        text = generate_models(
-            _defs_bundle("DriverTypesRoot", types),
-            openapi=False,
-            header=py_header(ctx.source(hyp_file.rel)),
-        )
-        text = _drop_class(text, "DriverTypesRoot")
-        _check_classes(text, tuple(types), ctx.source(hyp_file.rel))
-        out.append(OutputFile("models/drivers.py", text))
+        drivers = submit(_defs_bundle("DriverTypesRoot", types), False, hyp_file.rel)
 
-        init = ctx.templates.get_template("models/__init__.py.j2").render(
-            ir=ir, header=py_header(f"{ctx.spec_label}/")
-        )
-        out.append(OutputFile("models/__init__.py", init))
-        return out
+        def finish(ir: IR) -> list[OutputFile]:
+            msgs_file = ctx.spec.one("messages")
+            assert msgs_file is not None
+            defs: dict[str, Any] = dict(to_plain(msgs_file.data).get("types") or {})
+            for m in ir.messages:
+                defs[m.payload_model] = m.payload_schema
+                if m.reply_model and m.reply_schema is not None:
+                    defs[m.reply_model] = m.reply_schema
+            messages = submit(_defs_bundle("MessagesRoot", defs), False, msgs_file.rel)
+
+            out: list[OutputFile] = []
+            for api in ir.apis:
+                rel, job = apis[api.name]
+                out.append(_checked(f"models/{api.module}.py", job(), api.models, ctx.source(rel)))
+            out.append(_checked("models/messages.py", messages(), defs, ctx.source(msgs_file.rel)))
+            out.append(_checked("models/drivers.py", drivers(), types, ctx.source(hyp_file.rel)))
+            init = ctx.templates.get_template("models/__init__.py.j2").render(
+                ir=ir, header=py_header(f"{ctx.spec_label}/")
+            )
+            return [*out, OutputFile("models/__init__.py", init)]
+
+        return finish
+
+    def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
+        return self.start(ctx)(ir)
+
+
+def _checked(path: str, text: str, names: Iterable[str], origin: str) -> OutputFile:
+    _check_classes(text, tuple(names), origin)
+    return OutputFile(path, text)
 
 
 def _drop_class(text: str, name: str) -> str:

@@ -55,3 +55,34 @@ def check_refs(f: SpecFile, doc: Any) -> list[Diagnostic]:
         elif not resolve_pointer(doc, ref)[0]:
             diags.append(f.at(where, f"{dotted(where)}: $ref '{ref}' does not resolve"))
     return diags
+
+
+def canonical_path(doc: Any, path: list[PathElem]) -> list[PathElem]:
+    """`path` with every `$ref` it passes through replaced by the place it points to.
+
+    Validators that follow references report paths through them; the author
+    wants the line where the referenced schema is written.
+    """
+    out: list[PathElem] = []
+    node = doc
+    for elem in path:
+        seen: set[str] = set()
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+            ref = node["$ref"]
+            found, target = resolve_pointer(doc, ref)
+            if not found or ref in seen:
+                return path
+            seen.add(ref)
+            out = [_pointer_elem(raw) for raw in ref[2:].split("/")] if ref != "#" else []
+            node = target
+        in_dict = isinstance(node, dict) and elem in node
+        in_list = isinstance(node, list) and isinstance(elem, int) and elem < len(node)
+        if not (in_dict or in_list):
+            return path  # not in the document as written: keep the validator's own path
+        node = node[elem]
+        out.append(elem)
+    return out
+
+
+def _pointer_elem(raw: str) -> PathElem:
+    return raw.replace("~1", "/").replace("~0", "~")
