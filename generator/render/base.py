@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-from generator.ir import IR
-from generator.load import LoadedSpec
 from generator.workers import Worker
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+    from generator.ir import IR
+    from generator.load import LoadedSpec
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class OffloadedTarget(Protocol):
 
 
 def template_env(templates_dir: Path) -> Environment:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
     env = Environment(
         loader=FileSystemLoader(str(templates_dir)),
         undefined=StrictUndefined,

@@ -5,8 +5,12 @@ Each renders one template folder; the IR gives every name, the templates place t
 
 from __future__ import annotations
 
-from generator.ir import IR
+from typing import TYPE_CHECKING
+
 from generator.render.base import OutputFile, RenderContext, py_header
+
+if TYPE_CHECKING:
+    from generator.ir import IR
 
 
 class ClientsTarget:

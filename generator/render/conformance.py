@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from generator.conformance.matrix import RESOURCE_PARAMS
-from generator.ir import IR, Api, Operation
 from generator.render.base import OutputFile, RenderContext, py_header
 from generator.runtime import policy
 from generator.runtime.context import AuthContext
+
+if TYPE_CHECKING:
+    from generator.ir import IR, Api, Operation
 
 
 class ConformanceTarget:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from jinja2 import Environment
-
-from generator.ir import IR, Component, Interaction
 from generator.render.base import OutputFile, RenderContext, md_header
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
+
+    from generator.ir import IR, Component, Interaction
 
 Mark = Literal["", "missing", "extra", "out-of-order", "failed", "mismatch"]
 

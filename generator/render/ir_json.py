@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from generator.ir import IR
 from generator.render.base import OutputFile, RenderContext
+
+if TYPE_CHECKING:
+    from generator.ir import IR
 
 
 class IrTarget:

@@ -9,9 +9,12 @@ indexes of its `tables` (the same shape `generator.runtime.store` expects).
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-from generator.ir import IR
 from generator.render.base import OutputFile, RenderContext, py_header
+
+if TYPE_CHECKING:
+    from generator.ir import IR
 
 
 def revision_id(module: str, number: int, body: str) -> str:

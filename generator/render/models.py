@@ -10,11 +10,13 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from generator.ir import IR
 from generator.load import to_plain
 from generator.render.base import OutputFile, RenderContext, py_header
+
+if TYPE_CHECKING:
+    from generator.ir import IR
 
 
 class ModelGenerationError(Exception):

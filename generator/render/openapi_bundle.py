@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from generator.ir import IR
 from generator.load import to_plain
 from generator.render.base import OutputFile, RenderContext, md_header
+
+if TYPE_CHECKING:
+    from generator.ir import IR
 
 
 class OpenApiTarget:

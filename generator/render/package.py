@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from generator.ir import IR
+from typing import TYPE_CHECKING
+
 from generator.render.base import OutputFile, RenderContext, py_header
+
+if TYPE_CHECKING:
+    from generator.ir import IR
 
 
 class PackageTarget:
