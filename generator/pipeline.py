@@ -73,9 +73,10 @@ def render_all(
     # collector's default pace costs about a tenth of the CPU (as mypy found too).
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 30, 30)
-    # Two forked workers overlap this process: one runs the offloaded targets' jobs
-    # (forked first, before this process's imports: its own take longest), the
-    # other checks the API documents. Nothing is written unless all come back clean.
+    # A forked worker runs the offloaded targets' jobs (datamodel-code-generator)
+    # while this process loads, validates and renders the rest, then checks the
+    # API documents. It is forked before this process's imports: its own take longest.
+    # Nothing is written unless everything comes back clean.
     worker = Worker(warm=_warm_offloaded)
     try:
         return _render_all(spec_dir, templates, spec_label, worker)
@@ -91,9 +92,8 @@ def _render_all(
     from generator.diagnostics import sort_diagnostics
     from generator.load import load_spec
     from generator.render import TARGETS, OffloadedTarget, RenderContext, template_env
-    from generator.validate import start_document_checks, validate
+    from generator.validate import check_documents, validate
 
-    checks = start_document_checks(spec_dir)
     spec, diags = load_spec(spec_dir)
     ctx = RenderContext(
         spec=spec, spec_label=spec_label, templates=template_env(templates), worker=worker
@@ -105,10 +105,10 @@ def _render_all(
     if not diags:
         diags = validate(spec, documents=False)
     if diags:
-        return [], sort_diagnostics(diags + checks.result())
+        return [], sort_diagnostics(diags + check_documents(spec))
     ir = build_ir(spec)
     rendered = [t.render(ir, ctx) for t in TARGETS if not isinstance(t, OffloadedTarget)]
-    doc_diags = checks.result()
+    doc_diags = check_documents(spec)
     if doc_diags:
         return [], sort_diagnostics(doc_diags)
     rendered += [finish(ir) for finish in pending]

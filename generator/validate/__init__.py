@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from generator.diagnostics import Diagnostic, sort_diagnostics
-from generator.load import GROUP_DIRS, LoadedSpec, load_spec
-from generator.validate.openapi import DocumentChecks, check_openapi
+from generator.load import GROUP_DIRS, LoadedSpec, load_spec, to_plain
+from generator.validate.openapi import DocumentChecks, check_document, check_openapi
 from generator.validate.schema import check_schema
 from generator.validate.xref import check_xrefs
 
@@ -17,12 +17,17 @@ def validate(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
     Cross-references are checked only once every file has the right shape, so
     one structural slip does not turn into a cascade of follow-on messages.
     With `documents=False` the API documents themselves are left to the caller
-    (see `start_document_checks`).
+    (see `check_documents` and `start_document_checks`).
     """
     diags = check_schema(spec) + check_openapi(spec, documents=documents)
     if not diags:
         diags = check_xrefs(spec)
     return sort_diagnostics(diags)
+
+
+def check_documents(spec: LoadedSpec) -> list[Diagnostic]:
+    """openapi-spec-validator's verdict on every API document that loaded."""
+    return [d for f in spec.of_kind("openapi") for d in check_document(f, to_plain(f.data))]
 
 
 def start_document_checks(root: Path) -> DocumentChecks:
