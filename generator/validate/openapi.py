@@ -163,9 +163,14 @@ class DocumentChecks:
 
 def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """What must hold before the document can be validated or used: version, refs, ids."""
+    if not isinstance(doc, dict):
+        return [f.at([], f"expected an OpenAPI 3.1 document (a mapping), got {_kind(doc)}")]
     version = doc.get("openapi")
     if not (isinstance(version, str) and version.startswith("3.1.")):
         return [f.at(["openapi"], f"openapi: expected an OpenAPI 3.1 document, got {version!r}")]
+    paths = doc.get("paths")
+    if paths is not None and not isinstance(paths, dict):
+        return [f.at(["paths"], f"paths: expected a mapping of path templates, got {_kind(paths)}")]
     diags = check_refs(f, doc)
     diags.extend(_duplicate_operation_ids(f, doc))
     diags.extend(_operations_without_ids(f, doc))
@@ -239,8 +244,15 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """openapi-spec-validator's verdict on a structurally sound document."""
     if check_structure(f, doc):
         return []  # reported by check_structure; the validator cannot get past it
+    from jsonschema.exceptions import ValidationError
+
     diags: list[Diagnostic] = []
-    for err in _validator_class()(doc).iter_errors():
+    for err in _errors(_validator_class()(doc)):
+        if isinstance(err, Exception) and not isinstance(err, ValidationError):
+            # its checks past the schema assume a document the schema accepted
+            if not diags:
+                diags.append(f.at([], f"openapi-spec-validator failed on this document: {err!r}"))
+            break
         if type(err).__name__ == "DuplicateOperationIDError":
             continue  # reported by check_structure, at the second use
         message = getattr(err, "message", str(err)).splitlines()[0]
@@ -248,6 +260,25 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
         path = canonical_path(doc, path)
         diags.append(f.at(path, f"{dotted(path)}: {message}"))
     return diags
+
+
+def _errors(validator: Any) -> Iterator[Any]:
+    """The validator's errors, then the exception it stopped with, if it did."""
+    errors = validator.iter_errors()
+    while True:
+        try:
+            yield next(errors)
+        except StopIteration:
+            return
+        except Exception as exc:  # reported as a problem of the document
+            yield exc
+            return
+
+
+def _kind(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
 
 
 _OPERATION_IN = re.compile(r"for '(\w+)' operation in '([^']+)'")
