@@ -119,7 +119,7 @@ class ModelsTarget:
             return ctx.worker.submit(partial(model_module, openapi=openapi, header=header), schema)
 
         apis = {
-            f.stem: (f.rel, submit(to_plain(f.data), True, f.rel))
+            f.stem: (f.rel, submit(_schemas_part(to_plain(f.data)), True, f.rel))
             for f in ctx.spec.of_kind("openapi")
         }
         hyp_file = ctx.spec.one("hypervisors")
@@ -152,6 +152,12 @@ class ModelsTarget:
 
     def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
         return self.start(ctx)(ir)
+
+
+def _schemas_part(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document without its operations: models come from `components` alone
+    (datamodel-code-generator's default scope), and it walks less, pickled smaller."""
+    return {k: v for k, v in doc.items() if k not in ("paths", "webhooks")} | {"paths": {}}
 
 
 def _checked(path: str, text: str, names: Iterable[str], origin: str) -> OutputFile:
