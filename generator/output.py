@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,15 @@ if TYPE_CHECKING:  # importing render would pull in jinja2 and pydantic for a no
 MANIFEST = "manifest.json"
 #: Left alone by the drift check and by the swap (caches that tools write inside).
 IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
-RUFF_ARGS = ("--isolated", "--line-length", "100", "--target-version", "py311", "--quiet")
+RUFF_ARGS = (
+    "--isolated",
+    "--no-cache",
+    "--line-length",
+    "100",
+    "--target-version",
+    "py311",
+    "--quiet",
+)
 
 
 def sha256(data: bytes) -> str:
@@ -32,16 +41,23 @@ def ruff_binary() -> str:
     return str(find_ruff_bin())
 
 
-def format_python(directory: Path) -> None:
-    """Format every Python file under `directory` with ruff, as one process."""
-    proc = subprocess.run(
-        [ruff_binary(), "format", *RUFF_ARGS, str(directory)],
-        capture_output=True,
+def format_python(paths: Sequence[Path]) -> Callable[[], None]:
+    """Start formatting `paths` with ruff, as one process; the callable waits for it."""
+    if not paths:
+        return lambda: None
+    proc = subprocess.Popen(
+        [ruff_binary(), "format", *RUFF_ARGS, *map(str, paths)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"ruff format failed:\n{proc.stderr or proc.stdout}")
+
+    def wait() -> None:
+        stdout, stderr = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ruff format failed:\n{stderr or stdout}")
+
+    return wait
 
 
 def tree_files(root: Path) -> dict[str, Path]:
@@ -95,21 +111,54 @@ def compare_trees(expected: Path, actual: Path) -> Drift:
     )
 
 
-def stage(
-    files: Iterable[OutputFile], staging: Path, inputs: str, generator: str, source: str = "spec/"
-) -> None:
-    """Write `files` into a fresh `staging` directory, formatted, with the manifest."""
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    for f in files:
-        target = staging / f.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f.content, encoding="utf-8", newline="\n")
-    format_python(staging)
-    hashes = {rel: sha256(p.read_bytes()) for rel, p in sorted(tree_files(staging).items())}
-    manifest = {"generator": generator, "from": source, "inputs": inputs, "files": hashes}
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+class Staging:
+    """The next `generated/`, built in a fresh directory beside it, in batches.
+
+    Each batch is written as soon as it is rendered and its Python is formatted
+    in the background, so the files rendered first are on disk while later ones
+    are still being made. Nothing reaches `out` until `swap_in`.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.dir = staging_dir(out)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True)
+        self.files: list[OutputFile] = []
+        self._paths: set[str] = set()
+        self._formatting: list[Callable[[], None]] = []
+
+    def add(self, files: Iterable[OutputFile]) -> None:
+        python: list[Path] = []
+        for f in files:
+            if f.path in self._paths:
+                raise RuntimeError(f"two targets write {f.path}")
+            self._paths.add(f.path)
+            self.files.append(f)
+            target = self.dir / f.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(f.content, encoding="utf-8", newline="\n")
+            if target.suffix == ".py":
+                python.append(target)
+        self._formatting.append(format_python(python))
+
+    def seal(self, inputs: str, generator: str, source: str = "spec/") -> int:
+        """Wait for the formatting, write the manifest; the number of files."""
+        for wait in self._formatting:
+            wait()
+        self._formatting.clear()
+        tree = tree_files(self.dir)
+        hashes = {rel: sha256(p.read_bytes()) for rel, p in sorted(tree.items())}
+        manifest = {"generator": generator, "from": source, "inputs": inputs, "files": hashes}
+        (self.dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        return len(tree) + 1
+
+    def discard(self) -> None:
+        for wait in self._formatting:
+            with contextlib.suppress(RuntimeError):
+                wait()
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
 
 
 def swap_in(staging: Path, out: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +13,9 @@ import generator
 from generator.diagnostics import Diagnostic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from generator.render.base import OutputFile
     from generator.workers import Worker
 
 REPO_ROOT = Path(generator.__file__).resolve().parent.parent
@@ -65,14 +67,17 @@ def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
 
 
 def render_all(
-    spec_dir: Path, templates: Path, spec_label: str
-) -> tuple[list[object], list[Diagnostic]]:
+    spec_dir: Path, templates: Path, spec_label: str, emit: Callable[[list[OutputFile]], None]
+) -> list[Diagnostic]:
+    """Validate and render the spec, handing `emit` each batch of files as it is ready.
+
+    The files are only meant to be used when no diagnostics come back.
+    """
     from generator.workers import Worker
 
     # A forked worker runs the offloaded targets' jobs (datamodel-code-generator)
     # while this process loads, validates and renders the rest, then checks the
     # API documents. It is forked before this process's imports: its own take longest.
-    # Nothing is written unless everything comes back clean.
     worker = Worker(warm=_warm_offloaded)
     # This process allocates many short-lived objects and few cycles: at the
     # collector's default pace it spends about a fifth of its CPU collecting
@@ -80,15 +85,19 @@ def render_all(
     thresholds = gc.get_threshold()
     gc.set_threshold(200_000, 30, 30)
     try:
-        return _render_all(spec_dir, templates, spec_label, worker)
+        return _render_all(spec_dir, templates, spec_label, worker, emit)
     finally:
         worker.close()
         gc.set_threshold(*thresholds)
 
 
 def _render_all(
-    spec_dir: Path, templates: Path, spec_label: str, worker: Worker
-) -> tuple[list[object], list[Diagnostic]]:
+    spec_dir: Path,
+    templates: Path,
+    spec_label: str,
+    worker: Worker,
+    emit: Callable[[list[OutputFile]], None],
+) -> list[Diagnostic]:
     from generator.build_ir import build_ir
     from generator.diagnostics import sort_diagnostics
     from generator.load import load_spec
@@ -106,21 +115,15 @@ def _render_all(
     if not diags:
         diags = validate(spec, documents=False)
     if diags:
-        return [], sort_diagnostics(diags + check_documents(spec))
+        return sort_diagnostics(diags + check_documents(spec))
     ir = build_ir(spec)
-    rendered = [t.render(ir, ctx) for t in TARGETS if not isinstance(t, OffloadedTarget)]
+    emit([f for t in TARGETS if not isinstance(t, OffloadedTarget) for f in t.render(ir, ctx)])
     doc_diags = check_documents(spec)
     if doc_diags:
-        return [], sort_diagnostics(doc_diags)
-    rendered += [finish(ir) for finish in pending]
-    files: list[object] = []
-    seen: set[str] = set()
-    for f in (f for batch in rendered for f in batch):
-        if f.path in seen:
-            raise RuntimeError(f"two targets write {f.path}")
-        seen.add(f.path)
-        files.append(f)
-    return files, []
+        return sort_diagnostics(doc_diags)
+    for finish in pending:
+        emit(finish(ir))
+    return []
 
 
 def _warm_offloaded() -> None:
@@ -149,27 +152,25 @@ def generate(
         return GenerateResult(
             status="clean" if check else "unchanged", files=len(output.tree_files(out))
         )
-    files, diags = render_all(spec_dir, templates, spec_label)
-    if diags:
-        return GenerateResult(diagnostics=diags, status="invalid")
-    from generator.render.plantuml import svg_outputs
-
-    # SVGs are rendered only when their PlantUML source changed (and compared by source).
-    svgs = svg_outputs(files, out, check=check, source=f"{spec_label}/")  # type: ignore[arg-type]
-    files += svgs.files
-    if svgs.stale:  # not rendered: the next run must not take the no-op path
-        inputs += ":svgs-stale"
-    staging = output.staging_dir(out)
+    staging = output.Staging(out)
     try:
-        output.stage(files, staging, inputs, generator_id(), f"{spec_label}/")  # type: ignore[arg-type]
-        count = len(output.tree_files(staging))
+        diags = render_all(spec_dir, templates, spec_label, staging.add)
+        if diags:
+            return GenerateResult(diagnostics=diags, status="invalid")
+        from generator.render.plantuml import svg_outputs
+
+        # SVGs are rendered only when their PlantUML source changed (and compared by source).
+        svgs = svg_outputs(staging.files, out, check=check, source=f"{spec_label}/")
+        staging.add(svgs.files)
+        if svgs.stale:  # not rendered: the next run must not take the no-op path
+            inputs += ":svgs-stale"
+        count = staging.seal(inputs, generator_id(), f"{spec_label}/")
         if check:
-            drift = output.compare_trees(staging, out)
+            drift = output.compare_trees(staging.dir, out)
             return GenerateResult(
                 status="clean" if drift.clean else "drift", files=count, drift=drift.lines()
             )
-        output.swap_in(staging, out)
+        output.swap_in(staging.dir, out)
         return GenerateResult(status="written", files=count, warnings=svgs.warnings)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        staging.discard()

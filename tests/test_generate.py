@@ -159,7 +159,7 @@ def test_failed_render_leaves_output_as_it_was(
     assert _gen(Path("spec"), out) == 0
     before = {rel: p.read_bytes() for rel, p in output.tree_files(out).items()}
 
-    def broken_format(directory: Path) -> None:
+    def broken_format(paths: list[Path]) -> None:
         raise RuntimeError("formatter crashed")
 
     monkeypatch.setattr(output, "format_python", broken_format)
