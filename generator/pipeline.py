@@ -117,12 +117,13 @@ def _render_all(
     if diags:
         return sort_diagnostics(diags + check_documents(spec))
     ir = build_ir(spec)
+    collect = [with_ir(ir) for with_ir in pending]  # submits the jobs that need the IR
     emit([f for t in TARGETS if not isinstance(t, OffloadedTarget) for f in t.render(ir, ctx)])
     doc_diags = check_documents(spec)
     if doc_diags:
         return sort_diagnostics(doc_diags)
-    for finish in pending:
-        emit(finish(ir))
+    for files in collect:
+        emit(files())
     return []
 
 

@@ -53,11 +53,12 @@ class OffloadedTarget(Protocol):
     def warm(self) -> None:
         """Runs first in the worker process: the imports its jobs need."""
 
-    def start(self, ctx: RenderContext) -> Callable[[IR], list[OutputFile]]:
+    def start(self, ctx: RenderContext) -> Callable[[IR], Callable[[], list[OutputFile]]]:
         """Submit the jobs the loaded spec allows, before it is validated.
 
-        The returned callable submits the jobs that need the IR, waits for all
-        of them and gives the files. It is not called when the spec is invalid.
+        Called with the IR (only when the spec is valid), the returned callable
+        submits the jobs that need it and gives a last one, which waits for
+        all of them and returns the files.
         """
         ...
 

@@ -113,7 +113,7 @@ class ModelsTarget:
         generate_models({**api, "components": {"schemas": {"A": tiny}}}, openapi=True, header="")
         generate_models(_defs_bundle("Root", {"A": tiny}), openapi=False, header="")
 
-    def start(self, ctx: RenderContext) -> Callable[[IR], list[OutputFile]]:
+    def start(self, ctx: RenderContext) -> Callable[[IR], Callable[[], list[OutputFile]]]:
         def submit(schema: dict[str, Any], openapi: bool, rel: str) -> Callable[[], str]:
             header = py_header(ctx.source(rel))
             return ctx.worker.submit(partial(model_module, openapi=openapi, header=header), schema)
@@ -127,7 +127,7 @@ class ModelsTarget:
         types = dict(to_plain(hyp_file.data).get("types") or {})
         drivers = submit(_defs_bundle("DriverTypesRoot", types), False, hyp_file.rel)
 
-        def finish(ir: IR) -> list[OutputFile]:
+        def with_ir(ir: IR) -> Callable[[], list[OutputFile]]:
             msgs_file = ctx.spec.one("messages")
             assert msgs_file is not None
             defs: dict[str, Any] = dict(to_plain(msgs_file.data).get("types") or {})
@@ -136,22 +136,29 @@ class ModelsTarget:
                 if m.reply_model and m.reply_schema is not None:
                     defs[m.reply_model] = m.reply_schema
             messages = submit(_defs_bundle("MessagesRoot", defs), False, msgs_file.rel)
+            msgs_source = ctx.source(msgs_file.rel)
 
-            out: list[OutputFile] = []
-            for api in ir.apis:
-                rel, job = apis[api.name]
-                out.append(_checked(f"models/{api.module}.py", job(), api.models, ctx.source(rel)))
-            out.append(_checked("models/messages.py", messages(), defs, ctx.source(msgs_file.rel)))
-            out.append(_checked("models/drivers.py", drivers(), types, ctx.source(hyp_file.rel)))
-            init = ctx.templates.get_template("models/__init__.py.j2").render(
-                ir=ir, header=py_header(f"{ctx.spec_label}/")
-            )
-            return [*out, OutputFile("models/__init__.py", init)]
+            def collect() -> list[OutputFile]:
+                out: list[OutputFile] = []
+                for api in ir.apis:
+                    rel, job = apis[api.name]
+                    path = f"models/{api.module}.py"
+                    out.append(_checked(path, job(), api.models, ctx.source(rel)))
+                out.append(_checked("models/messages.py", messages(), defs, msgs_source))
+                out.append(
+                    _checked("models/drivers.py", drivers(), types, ctx.source(hyp_file.rel))
+                )
+                init = ctx.templates.get_template("models/__init__.py.j2").render(
+                    ir=ir, header=py_header(f"{ctx.spec_label}/")
+                )
+                return [*out, OutputFile("models/__init__.py", init)]
 
-        return finish
+            return collect
+
+        return with_ir
 
     def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
-        return self.start(ctx)(ir)
+        return self.start(ctx)(ir)()
 
 
 def _schemas_part(doc: dict[str, Any]) -> dict[str, Any]:
