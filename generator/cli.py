@@ -43,14 +43,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.output)
-    result = generate(
-        Path(args.spec),
-        out,
-        templates=Path(args.templates) if args.templates else DEFAULT_TEMPLATES,
-        check=args.check,
-        force=args.force,
-        spec_label=Path(args.spec).as_posix().rstrip("/") or ".",
-    )
+    try:
+        result = generate(
+            Path(args.spec),
+            out,
+            templates=Path(args.templates) if args.templates else DEFAULT_TEMPLATES,
+            check=args.check,
+            force=args.force,
+            spec_label=Path(args.spec).as_posix().rstrip("/") or ".",
+        )
+    except Exception as exc:
+        from generator.render.models import ModelGenerationError
+        from generator.render.plantuml import RenderError
+
+        if not isinstance(exc, ModelGenerationError | RenderError | RuntimeError):
+            raise
+        # a tool failed on a valid spec (model generator, PlantUML, ruff, the worker)
+        _err(f"generate failed: {exc}")
+        _err(f"nothing written to {out}/")
+        return EXIT_FAILED
     took = time.perf_counter() - started
     for w in result.warnings:
         _err(f"warning: {w}")

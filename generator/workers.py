@@ -5,9 +5,14 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class WorkerDied(RuntimeError):
+    """The worker process ended while it still had calls to answer."""
 
 
 class Worker:
@@ -36,7 +41,16 @@ class Worker:
         if self._pool is None:
             return lambda: fn(*args)
         future: Future[T] = self._pool.submit(fn, *args)
-        return future.result
+
+        def result() -> T:
+            try:
+                return future.result()
+            except BrokenProcessPool as exc:
+                raise WorkerDied(
+                    "the worker process ended before it finished (killed, or out of memory?)"
+                ) from exc
+
+        return result
 
     def close(self) -> None:
         """Stop the worker; calls not started yet are dropped."""

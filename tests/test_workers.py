@@ -65,3 +65,18 @@ def _mark_warm() -> None:
 
 def _is_warm() -> bool:
     return bool(_WARM)
+
+
+def _die() -> None:
+    os._exit(9)
+
+
+def test_a_worker_that_dies_is_reported_as_such() -> None:
+    from generator.workers import WorkerDied
+
+    worker = Worker()
+    try:
+        with pytest.raises(WorkerDied, match="ended before it finished"):
+            worker.submit(_die)()
+    finally:
+        worker.close()
