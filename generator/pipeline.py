@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import hashlib
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +31,8 @@ class GenerateResult:
 
 
 def _version(dist: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -67,18 +68,19 @@ def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
 
 
 def render_all(
-    spec_dir: Path, templates: Path, spec_label: str, emit: Callable[[list[OutputFile]], None]
+    spec_dir: Path,
+    templates: Path,
+    spec_label: str,
+    emit: Callable[[list[OutputFile]], None],
+    worker: Worker | None = None,
 ) -> list[Diagnostic]:
     """Validate and render the spec, handing `emit` each batch of files as it is ready.
 
-    The files are only meant to be used when no diagnostics come back.
+    The files are only meant to be used when no diagnostics come back. `worker`
+    is the offloaded targets' worker if the caller started it (see `start_worker`).
     """
-    from generator.workers import Worker
-
-    # A forked worker runs the offloaded targets' jobs (datamodel-code-generator)
-    # while this process loads, validates and renders the rest, then checks the
-    # API documents. It is forked before this process's imports: its own take longest.
-    worker = Worker(warm=_warm_offloaded)
+    own = worker is None
+    worker = worker or start_worker()
     # This process allocates many short-lived objects and few cycles: at the
     # collector's default pace it spends about a fifth of its CPU collecting
     # (measured). The worker keeps the default: its jobs ran slower without it.
@@ -87,8 +89,21 @@ def render_all(
     try:
         return _render_all(spec_dir, templates, spec_label, worker, emit)
     finally:
-        worker.close()
+        if own:
+            worker.close()
         gc.set_threshold(*thresholds)
+
+
+def start_worker() -> Worker:
+    """Fork the worker that runs the offloaded targets' jobs (datamodel-code-generator).
+
+    It runs while this process loads, validates and renders the rest, then checks
+    the API documents; it is forked before this process's own imports, because
+    its imports take longest.
+    """
+    from generator.workers import Worker
+
+    return Worker(warm=_warm_offloaded)
 
 
 def _render_all(
@@ -147,15 +162,36 @@ def generate(
     """Generate `out` from `spec_dir`, or with `check` report how `out` differs."""
     from generator import output
 
-    output.recover(out)
-    inputs = fingerprint(spec_dir, templates, spec_label)
-    if not force and output.up_to_date(out, inputs):
-        return GenerateResult(
-            status="clean" if check else "unchanged", files=len(output.tree_files(out))
-        )
+    # With --force everything is rendered: the worker need not wait for the
+    # up-to-date check.
+    worker = start_worker() if force else None
+    try:
+        output.recover(out)
+        inputs = fingerprint(spec_dir, templates, spec_label)
+        if not force and output.up_to_date(out, inputs):
+            return GenerateResult(
+                status="clean" if check else "unchanged", files=len(output.tree_files(out))
+            )
+        return _generate(spec_dir, out, templates, check, spec_label, inputs, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _generate(
+    spec_dir: Path,
+    out: Path,
+    templates: Path,
+    check: bool,
+    spec_label: str,
+    inputs: str,
+    worker: Worker | None,
+) -> GenerateResult:
+    from generator import output
+
     staging = output.Staging(out)
     try:
-        diags = render_all(spec_dir, templates, spec_label, staging.add)
+        diags = render_all(spec_dir, templates, spec_label, staging.add, worker)
         if diags:
             return GenerateResult(diagnostics=diags, status="invalid")
         from generator.render.plantuml import svg_outputs
