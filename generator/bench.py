@@ -38,10 +38,21 @@ def generation_figures(spec: Path, runs: int) -> dict[str, float]:
     }
 
 
+def python_loop_s() -> float:
+    """Seconds for a 10M-iteration Python loop: how fast the machine is just now.
+
+    Shared machines change speed over a day; figures are comparable only with this.
+    """
+    started = time.perf_counter()
+    for _ in range(10_000_000):
+        pass
+    return round(time.perf_counter() - started, 3)
+
+
 def run_bench(
     *, as_json: bool, runs: int, spec: Path = Path("spec"), boots: int = 200, stack: bool = True
 ) -> int:
-    figures: dict[str, float] = {}
+    figures: dict[str, float] = {"python_loop_s": python_loop_s()}
     if not as_json:
         print(f"measuring generation ({runs} runs)...", file=sys.stderr, flush=True)
     figures.update(generation_figures(spec, runs))

@@ -114,9 +114,13 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
-    return run_bench(
-        as_json=args.json, runs=args.runs, boots=args.boots, stack=not args.generation_only
-    )
+    try:
+        return run_bench(
+            as_json=args.json, runs=args.runs, boots=args.boots, stack=not args.generation_only
+        )
+    except RuntimeError as exc:  # a measured run failed: say which and why
+        _err(f"bench failed: {exc}")
+        return EXIT_FAILED
 
 
 def _port(text: str) -> int:

@@ -1,0 +1,33 @@
+"""`specstack bench`: the figures it prints (generation only; the stack figures have their
+own modules and are measured by `nox -s bench`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from generator.cli import main
+
+
+def test_generation_only_prints_one_json_object_of_named_figures(
+    mini_spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--json", "--runs", "1", "--generation-only"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert set(figures) == {"python_loop_s", "generate_s", "noop_generate_s"}
+    assert all(isinstance(v, float) and v > 0 for v in figures.values())
+    # a no-op run reads hashes; a full run renders everything
+    assert figures["noop_generate_s"] < figures["generate_s"]
+
+
+def test_a_failing_generation_is_reported(
+    mini_spec: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (mini_spec / "stack.yaml").write_text("name: [\n")
+    assert main(["bench", "--json", "--runs", "1", "--generation-only"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("bench failed: generate failed:\n")
+    assert "spec/stack.yaml:" in captured.err
