@@ -25,11 +25,13 @@ class Worker:
 
     def __init__(self, warm: Callable[[], None] | None = None, *, fork: bool = True) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Future[Any]] = []
         if fork and "fork" in mp.get_all_start_methods():
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=mp.get_context("fork"), initializer=warm
             )
-            self._pool.submit(int)  # the pool forks on its first call: fork (and warm) now
+            # the pool forks on its first call: fork (and warm) now
+            self._futures.append(self._pool.submit(int))
 
     @classmethod
     def inline(cls) -> Worker:
@@ -41,6 +43,7 @@ class Worker:
         if self._pool is None:
             return lambda: fn(*args)
         future: Future[T] = self._pool.submit(fn, *args)
+        self._futures.append(future)
 
         def result() -> T:
             try:
@@ -53,6 +56,16 @@ class Worker:
         return result
 
     def close(self) -> None:
-        """Stop the worker; calls not started yet are dropped."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the worker and wait for it to exit; calls not started yet are dropped.
+
+        Not waiting leaves the pool's wake-up pipe closed under its exit handler,
+        which then fails at interpreter exit ("Bad file descriptor").
+        """
+        if self._pool is None:
+            return
+        if not all(f.done() for f in self._futures):
+            # given up on (an invalid spec): end it now rather than after its imports;
+            # the executor has no public way to, hence its process table
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -80,3 +80,18 @@ def test_a_worker_that_dies_is_reported_as_such() -> None:
             worker.submit(_die)()
     finally:
         worker.close()
+
+
+def _slow_warm() -> None:
+    import time
+
+    time.sleep(60)
+
+
+def test_closing_a_worker_given_up_on_ends_it_instead_of_waiting() -> None:
+    """An invalid spec ends the run while the worker still imports: it is terminated."""
+    worker = Worker(warm=_slow_warm)
+    processes = list(worker._pool._processes.values())  # type: ignore[union-attr]
+    worker.submit(_pid_and_double, 1)  # never asked for
+    worker.close()
+    assert processes and all(p.exitcode is not None and p.exitcode < 0 for p in processes)
