@@ -16,7 +16,7 @@ def test_generation_only_prints_one_json_object_of_named_figures(
 ) -> None:
     assert main(["bench", "--json", "--runs", "1", "--generation-only"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert set(figures) == {"python_loop_s", "generate_s", "noop_generate_s"}
+    assert set(figures) == {"python_loop_s", "generate_s", "generate_cpu_s", "noop_generate_s"}
     assert all(isinstance(v, float) and v > 0 for v in figures.values())
     # a no-op run reads hashes; a full run renders everything
     assert figures["noop_generate_s"] < figures["generate_s"]
