@@ -20,6 +20,7 @@ from generator.runtime.demo import Demo, DemoIds
 from generator.runtime.embedded import EmbeddedStack, load_generated
 from generator.runtime.http import ClientSet
 from generator.runtime.services import ServiceRuntime
+from generator.runtime.supervisor import ports_free
 from generator.runtime.trace import TraceRecorder
 
 T = TypeVar("T")
@@ -32,17 +33,7 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
         with socket.socket() as s:
             s.bind((host, 0))
             base = int(s.getsockname()[1])
-        if base + count >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + count):
-            with socket.socket() as s:
-                try:
-                    s.bind((host, p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        if base + count < 65000 and ports_free(base, count, host):
             return base
     raise RuntimeError("no block of free ports found")
 

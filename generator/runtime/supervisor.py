@@ -100,6 +100,19 @@ def ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def ports_free(base: int, count: int, host: str = "127.0.0.1") -> bool:
+    """Every port of base..base+count-1 can be bound just now (checked, not reserved)."""
+    import socket
+
+    for port in range(base, base + count):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port_block_outside_ephemeral(count: int, host: str = "127.0.0.1") -> int:
     """A base port with `count` free ports after it, below the ephemeral range.
 
@@ -108,21 +121,12 @@ def free_port_block_outside_ephemeral(count: int, host: str = "127.0.0.1") -> in
     the ephemeral range can be taken by one of them before its API binds it.
     """
     import random
-    import socket
 
     low, _ = ephemeral_range()
     top = min(low, 65000) - count
     for _ in range(500):
         base = random.randint(10000, max(10001, top))
-        ok = True
-        for port in range(base, base + count):
-            with socket.socket() as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+        if ports_free(base, count, host):
             return base
     raise SupervisorError(f"no block of {count} free ports below {low}")
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from generator.runtime.virt.qemu import qemu_binary
 
 from ..conftest import REPO
 from ..virt.conftest import unavailable
-from ..wire.conftest import START_TIMEOUT_S, Stack
+from ..wire.conftest import Stack, stop_stack, wait_until_serving
 
 LIBVIRT_URI = "qemu:///system"
 
@@ -93,38 +90,11 @@ def driver_stack(
         text=True,
         env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
     )
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    output: list[str] = []
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail("the stack did not start in time:\n" + "".join(output))
-            if line is None:
-                pytest.fail(f"the stack exited ({proc.wait()}):\n" + "".join(output))
-            if "serving;" in line:
-                break
+        output = wait_until_serving(proc)
         yield Stack(port=port, data_dir=data_dir, clouds=data_dir / "clouds.yaml", output=output)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_stack(proc, timeout_s=30)
         # guests outlive the stack by design: end the ones this stack started (a failed test's),
         # unless the test restarts the stack on them (and ends them itself with end_guests)
         if not keep_guests:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from generator.conformance.harness import free_port_block
 
-from ..conftest import REPO
+from ..stack.test_run import _run as run_once
 from .conftest import unavailable
 
 STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] ", re.M)
@@ -18,26 +16,8 @@ SERVER = re.compile(r"^server \S+ \(([0-9a-f-]{36})\) is ACTIVE$", re.M)
 
 
 def _run(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "run",
-            "--once",
-            "--no-generate",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(free_port_block(8)),
-            *extra,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """`specstack run --once` (as tests/stack runs it) on a free block of ports."""
+    return run_once(data_dir, free_port_block(8), *extra)
 
 
 def test_demo_boot_through_libvirt(tmp_path: Path) -> None:

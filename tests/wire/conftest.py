@@ -168,29 +168,8 @@ def running_stack(
         text=True,
         env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    output: list[str] = []
-
-    def pump() -> None:  # keep reading, so the stack never blocks on a full pipe
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            output.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail("the stack did not start in time:\n" + "".join(output))
-            if line is None:
-                pytest.fail(f"the stack exited ({proc.wait()}):\n" + "".join(output))
-            if "serving;" in line:
-                break
+        output = wait_until_serving(proc)
         yield Stack(
             port=port,
             data_dir=data_dir,
@@ -200,13 +179,7 @@ def running_stack(
             process=proc,
         )
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_stack(proc, timeout_s=60)
         if mode == "distributed" and drop:
             drop_distributed(data_dir)
 
@@ -215,3 +188,44 @@ def running_stack(
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory) as running:
         yield running
+
+
+def wait_until_serving(proc: subprocess.Popen[str]) -> list[str]:
+    """The stack's output until it says it is serving, and on after (a list that grows).
+
+    Its output is read all the while, so that it never blocks on a full pipe; a stack
+    that exits or is not serving within START_TIMEOUT_S fails the test with its output.
+    """
+    assert proc.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail("the stack did not start in time:\n" + "".join(output))
+        if line is None:
+            pytest.fail(f"the stack exited ({proc.wait()}):\n" + "".join(output))
+        if "serving;" in line:
+            return output
+
+
+def stop_stack(proc: subprocess.Popen[str], *, timeout_s: float) -> None:
+    """Ctrl-C, as a user stops it; killed if it has not ended within `timeout_s`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

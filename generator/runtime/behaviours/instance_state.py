@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
+
+from generator.runtime.virt import PowerState
 
 
 class VmState(StrEnum):
@@ -41,15 +43,6 @@ class TaskState(StrEnum):
     REBUILDING = "rebuilding"
     MIGRATING = "migrating"
     RESIZE_PREP = "resize_prep"
-
-
-class PowerState(IntEnum):
-    NOSTATE = 0
-    RUNNING = 1
-    PAUSED = 3
-    SHUTDOWN = 4
-    CRASHED = 6
-    SUSPENDED = 7
 
 
 class Event(StrEnum):

@@ -7,6 +7,23 @@ behaviours) can tell "no such guest" from a real failure whatever the driver.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class PowerState(IntEnum):
+    """nova's power_state codes, as every driver reports a guest's state."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+# the same as plain ints, for the drivers' records and replies
+NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = (int(state) for state in PowerState)
+
 
 class VirtError(Exception):
     """A hypervisor driver could not do what it was asked."""
@@ -40,4 +57,17 @@ class DiskNotFound(VirtError):
     """No disk of the guest is attached at the given mountpoint."""
 
 
-__all__ = ["DeviceBusy", "DiskNotFound", "InstanceExists", "InstanceNotFound", "VirtError"]
+__all__ = [
+    "CRASHED",
+    "NOSTATE",
+    "PAUSED",
+    "RUNNING",
+    "SHUTDOWN",
+    "SUSPENDED",
+    "DeviceBusy",
+    "DiskNotFound",
+    "InstanceExists",
+    "InstanceNotFound",
+    "PowerState",
+    "VirtError",
+]

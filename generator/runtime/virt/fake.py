@@ -13,45 +13,32 @@ so they survive a restart of the compute service.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from generator.runtime import filewriter, jsonfast
 from generator.runtime.virt import (
+    RUNNING,
+    SHUTDOWN,
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
     InstanceNotFound,
     VirtError,
 )
-
-# nova power_state codes.
-NOSTATE = 0
-RUNNING = 1
-SHUTDOWN = 4
+from generator.runtime.virt.common import (
+    check_capacity,
+    disk_name,
+    instance_uuid,
+    read_guests,
+    resource_report,
+)
 
 STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
 # write-behind: at most two rewrites a second (each rename costs ext4 a data flush)
 FLUSH_DELAY_S = 0.5
-_MOUNTPOINT = re.compile(r"^/dev/((?:x?v|s|h)d[a-z]{1,2})$")
-
-
-def _disk_name(mountpoint: str) -> str:
-    """`/dev/vdb` -> `vdb`; anything else is refused."""
-    match = _MOUNTPOINT.match(str(mountpoint))
-    if match is None:
-        raise VirtError(f"The supplied device path ({mountpoint}) is invalid.")
-    return match.group(1)
-
-
-def _uuid_of(instance: Any) -> str:
-    if not isinstance(instance, dict) or not instance.get("uuid"):
-        raise VirtError("instance must be a dict with a uuid")
-    return str(instance["uuid"])
 
 
 class FakeHypervisor:
@@ -71,12 +58,8 @@ class FakeHypervisor:
         local_gb: int = 200,
         hostname: str = "fake-hypervisor",
     ) -> None:
-        if min(vcpus, memory_mb, local_gb) < 0:
-            raise ValueError("resources must not be negative")
+        self.vcpus, self.memory_mb, self.local_gb = check_capacity(vcpus, memory_mb, local_gb)
         self.state_file = Path(state_file) if state_file is not None else None
-        self.vcpus = int(vcpus)
-        self.memory_mb = int(memory_mb)
-        self.local_gb = int(local_gb)
         self.hostname = hostname
         self.guests: dict[str, dict[str, Any]] = {}
         self._load()
@@ -86,16 +69,7 @@ class FakeHypervisor:
     def _load(self) -> None:
         if self.state_file is None or not self.state_file.exists():
             return
-        try:
-            data = json.loads(self.state_file.read_text("utf-8"))
-            guests = data["guests"]
-            if not isinstance(guests, dict):
-                raise TypeError("guests is not an object")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise VirtError(
-                f"fake hypervisor state file {self.state_file} is unreadable: {exc}"
-            ) from exc
-        self.guests = guests
+        self.guests = read_guests(self.state_file, "fake hypervisor")
 
     def _save(self) -> None:
         """Note a change; the state file is rewritten shortly after, once per burst."""
@@ -137,7 +111,7 @@ class FakeHypervisor:
     # -- helpers -----------------------------------------------------------------
 
     def _guest(self, instance: Any) -> dict[str, Any]:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         guest = self.guests.get(uuid)
         if guest is None:
             raise InstanceNotFound(uuid)
@@ -161,13 +135,13 @@ class FakeHypervisor:
         network_info: list[dict[str, Any]],
         block_device_info: list[dict[str, Any]],
     ) -> None:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         if uuid in self.guests:
             raise InstanceExists(uuid)
         disks: dict[str, dict[str, Any]] = {}
         image_id = (image or {}).get("id") or instance.get("image_id")
         for bdev in block_device_info or []:
-            name = _disk_name(bdev["mountpoint"])
+            name = disk_name(bdev["mountpoint"])
             if name in disks:
                 raise DeviceBusy(f"device {bdev['mountpoint']} is given twice")
             disks[name] = {
@@ -215,7 +189,7 @@ class FakeHypervisor:
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
     ) -> None:
         guest = self._guest(instance)
-        name = _disk_name(mountpoint)
+        name = disk_name(mountpoint)
         if name in guest["disks"]:
             raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
         if not isinstance(connection_info, dict) or "driver_volume_type" not in connection_info:
@@ -233,7 +207,7 @@ class FakeHypervisor:
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
     ) -> None:
         guest = self._guest(instance)
-        name = _disk_name(mountpoint)
+        name = disk_name(mountpoint)
         disk = guest["disks"].get(name)
         if disk is None or disk.get("kind") != "volume":
             raise DiskNotFound(
@@ -261,18 +235,7 @@ class FakeHypervisor:
             self._log(guest, f"link up {vif['address']} ({ips})")
 
     async def get_available_resource(self) -> dict[str, Any]:
-        guests = list(self.guests.values())
-        return {
-            "vcpus": self.vcpus,
-            "vcpus_used": sum(int(g["vcpus"]) for g in guests),
-            "memory_mb": self.memory_mb,
-            "memory_mb_used": sum(int(g["memory_mb"]) for g in guests),
-            "local_gb": self.local_gb,
-            "local_gb_used": sum(int(g["root_gb"]) for g in guests),
-            "running_vms": len(guests),
-            "hypervisor_type": self.hypervisor_type,
-            "hypervisor_hostname": self.hostname,
-        }
+        return resource_report(self, self.guests.values(), running=len(self.guests))
 
     async def list_instances(self) -> list[str]:
         return [str(g["name"]) for g in self.guests.values()]

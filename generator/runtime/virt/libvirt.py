@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -53,6 +52,12 @@ from urllib.parse import urlsplit
 import libvirt
 
 from generator.runtime.virt import (
+    CRASHED,
+    NOSTATE,
+    PAUSED,
+    RUNNING,
+    SHUTDOWN,
+    SUSPENDED,
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
@@ -60,6 +65,7 @@ from generator.runtime.virt import (
     VirtError,
 )
 from generator.runtime.virt.accel import libvirt_virt_type
+from generator.runtime.virt.common import disk_name, instance_uuid, vif_mac
 from generator.runtime.virt.domain_xml import (
     METADATA_NS,
     VIRT_TYPES,
@@ -74,8 +80,7 @@ from generator.runtime.virt.domain_xml import (
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-# nova power_state codes, from libvirt domain states (as nova's libvirt driver maps them).
-NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = 0, 1, 3, 4, 6, 7
+# nova power_state codes from libvirt domain states (as nova's libvirt driver maps them)
 _POWER_STATE = {
     libvirt.VIR_DOMAIN_NOSTATE: NOSTATE,
     libvirt.VIR_DOMAIN_RUNNING: RUNNING,
@@ -90,8 +95,6 @@ MAX_CONSOLE_BYTES = 100 * 1024  # nova's limit for console output
 GIB = 1024**3
 VOLUME_TYPES = ("file", "local")
 VIF_TYPES = ("user", "bridge", "network")
-_MOUNTPOINT = re.compile(r"^/dev/(?:x?v|s|h)d([a-z]{1,2})$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _NS = {"s": METADATA_NS}
 
 
@@ -103,17 +106,9 @@ libvirt.registerErrorHandler(_quiet, None)
 
 
 def _disk_name(mountpoint: Any) -> str:
-    """`/dev/vdb` (or sdb, xvdb) -> `vdb`; anything else is refused."""
-    match = _MOUNTPOINT.match(str(mountpoint))
-    if match is None:
-        raise VirtError(f"The supplied device path ({mountpoint}) is invalid.")
-    return f"vd{match.group(1)}"
-
-
-def _uuid_of(instance: Any) -> str:
-    if not isinstance(instance, dict) or not instance.get("uuid"):
-        raise VirtError("instance must be a dict with a uuid")
-    return str(instance["uuid"])
+    """`/dev/vdb` (or sdb, xvdb) -> `vdb`: every disk is a virtio disk here."""
+    name = disk_name(mountpoint)
+    return "vd" + name[name.index("d") + 1 :]
 
 
 def _virt_type_of(uri: str) -> tuple[str, str]:
@@ -345,11 +340,7 @@ class LibvirtHypervisor:
         )
 
     def _interface(self, vif: Any) -> Interface:
-        if not isinstance(vif, dict) or not vif.get("id") or not vif.get("address"):
-            raise VirtError("each vif needs an id and an address")
-        mac = str(vif["address"])
-        if not _MAC.match(mac):
-            raise VirtError(f"vif {vif['id']} has an invalid MAC address {mac!r}")
+        mac = vif_mac(vif)
         return Interface(
             mac=mac.lower(), vif_id=str(vif["id"]), kind=self.vif_type, source=self.vif_source
         )
@@ -392,7 +383,7 @@ class LibvirtHypervisor:
         now: bool,
     ) -> None:
         """Define the guest's domain; with `now`, make its files and start it too."""
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         conn = self._connect()
         try:
             conn.lookupByUUIDString(uuid)
@@ -499,7 +490,7 @@ class LibvirtHypervisor:
         ready = not image.get("pending") or all(f.is_file() for f in self._image_files(image))
         await self._run(self._define, instance, image, network_info, block_device_info, ready)
         if not ready:
-            uuid = _uuid_of(instance)
+            uuid = instance_uuid(instance)
             root_gb = int(instance.get("root_gb") or 0)
             self._pending[uuid] = asyncio.create_task(
                 self._boot_when_ready(uuid, image, root_gb), name=f"libvirt-boot-{uuid}"
@@ -519,12 +510,12 @@ class LibvirtHypervisor:
             dom.undefine()
 
     def _destroy(self, instance: dict[str, Any]) -> None:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         self._remove(self._domain(uuid))
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
 
     async def destroy(self, instance: dict[str, Any]) -> None:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         task = self._pending.pop(uuid, None)
         if task is not None:
             task.cancel()
@@ -536,11 +527,11 @@ class LibvirtHypervisor:
     # -- state and console ------------------------------------------------------------------
 
     def _power_state(self, instance: dict[str, Any]) -> int:
-        state = self._domain(_uuid_of(instance)).state()[0]
+        state = self._domain(instance_uuid(instance)).state()[0]
         return _POWER_STATE.get(state, NOSTATE)
 
     async def get_power_state(self, instance: dict[str, Any]) -> int:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         state = await self._run(self._power_state, instance)
         if uuid in self._pending:
             return NOSTATE  # defined, waiting for its image to start
@@ -549,7 +540,7 @@ class LibvirtHypervisor:
         return state
 
     def _console(self, instance: dict[str, Any]) -> str:
-        dom = self._domain(_uuid_of(instance))
+        dom = self._domain(instance_uuid(instance))
         root = ET.fromstring(dom.XMLDesc(0))
         paths = [
             el.get("path")
@@ -617,7 +608,7 @@ class LibvirtHypervisor:
     def _attach_volume(
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
     ) -> None:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         disk = self._volume_disk(connection_info, mountpoint)
         dom = self._domain(uuid)
         dev = disk.dev.replace("vd", "xvd", 1) if self.virt_type == "xen" else disk.dev
@@ -633,7 +624,7 @@ class LibvirtHypervisor:
     def _detach_volume(
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
     ) -> None:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         dev = _disk_name(mountpoint)
         if self.virt_type == "xen":
             dev = dev.replace("vd", "xvd", 1)
@@ -675,7 +666,7 @@ class LibvirtHypervisor:
         await self._run(self._detach_volume, instance, connection_info, mountpoint)
 
     def _plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
-        uuid = _uuid_of(instance)
+        uuid = instance_uuid(instance)
         wanted = [self._interface(v) for v in network_info or []]
         dom = self._domain(uuid)
         present = {
@@ -730,7 +721,7 @@ class LibvirtHypervisor:
     # -- power control -----------------------------------------------------------------------
 
     def _power_off(self, instance: dict[str, Any]) -> None:
-        dom = self._domain(_uuid_of(instance))
+        dom = self._domain(instance_uuid(instance))
         if dom.isActive():
             dom.destroy()
 
@@ -738,7 +729,7 @@ class LibvirtHypervisor:
         await self._run(self._power_off, instance)
 
     def _power_on(self, instance: dict[str, Any]) -> None:
-        dom = self._domain(_uuid_of(instance))
+        dom = self._domain(instance_uuid(instance))
         if not dom.isActive():
             dom.create()
 
@@ -746,7 +737,7 @@ class LibvirtHypervisor:
         await self._run(self._power_on, instance)
 
     def _reboot(self, instance: dict[str, Any], reboot_type: str) -> None:
-        dom = self._domain(_uuid_of(instance))
+        dom = self._domain(instance_uuid(instance))
         if not dom.isActive():
             dom.create()
         elif reboot_type.upper() == "HARD":

@@ -39,22 +39,28 @@ from typing import Any
 from qemu.qmp import QMPClient, QMPError
 
 from generator.runtime.virt import (
+    CRASHED,
+    NOSTATE,
+    PAUSED,
+    RUNNING,
+    SHUTDOWN,
+    SUSPENDED,
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
     InstanceNotFound,
     VirtError,
 )
+from generator.runtime.virt.common import (
+    check_capacity,
+    disk_name,
+    instance_uuid,
+    read_guests,
+    resource_report,
+    vif_mac,
+)
 
 logger = logging.getLogger(__name__)
-
-# nova power_state codes.
-NOSTATE = 0
-RUNNING = 1
-PAUSED = 3
-SHUTDOWN = 4
-CRASHED = 6
-SUSPENDED = 7
 
 STATE_FORMAT = 1
 CONSOLE_TAIL = 256 * 1024  # nova too returns only the end of a long console log
@@ -79,8 +85,6 @@ QMP_STATES = {
     "colo": RUNNING,
     "watchdog": CRASHED,
 }
-_MOUNTPOINT = re.compile(r"^/dev/((?:x?v|s|h)d[a-z]{1,2})$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -108,17 +112,9 @@ def accelerator() -> str:
     return "kvm" if kvm_usable() else "tcg"
 
 
-def _disk_name(mountpoint: str) -> str:
-    match = _MOUNTPOINT.match(str(mountpoint))
-    if match is None:
-        raise VirtError(f"The supplied device path ({mountpoint}) is invalid.")
-    return match.group(1)
-
-
 def _uuid_of(instance: Any) -> str:
-    if not isinstance(instance, dict) or not instance.get("uuid"):
-        raise VirtError("instance must be a dict with a uuid")
-    uuid = str(instance["uuid"])
+    """The instance's uuid, which also names the guest's files and QMP socket."""
+    uuid = instance_uuid(instance)
     if not _SAFE.match(uuid):
         raise VirtError(f"instance uuid {uuid!r} cannot name a guest")
     return uuid
@@ -178,14 +174,12 @@ class QemuHypervisor:
         local_gb: int = 200,
         hostname: str = "qemu-hypervisor",
     ) -> None:
-        if min(vcpus, memory_mb, local_gb) < 0:
-            raise ValueError("resources must not be negative")
+        self.vcpus, self.memory_mb, self.local_gb = check_capacity(vcpus, memory_mb, local_gb)
         binary = qemu_binary()
         if binary is None:
             raise VirtError("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")
         self.binary = binary
         self.accel = accelerator()
-        self.vcpus, self.memory_mb, self.local_gb = int(vcpus), int(memory_mb), int(local_gb)
         self.hostname = hostname
         self.state_file = Path(state_file) if state_file is not None else None
         if self.state_file is not None:
@@ -204,14 +198,7 @@ class QemuHypervisor:
     def _load(self) -> None:
         if self.state_file is None or not self.state_file.exists():
             return
-        try:
-            data = json.loads(self.state_file.read_text("utf-8"))
-            guests = data["guests"]
-            if not isinstance(guests, dict):
-                raise TypeError("guests is not an object")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise VirtError(f"qemu state file {self.state_file} is unreadable: {exc}") from exc
-        self.guests = guests
+        self.guests = guests = read_guests(self.state_file, "qemu")
         for guest in guests.values():
             # a build interrupted by the restart cannot go on: its boot task is gone
             if guest.get("state") == "building":
@@ -435,7 +422,7 @@ class QemuHypervisor:
             "created_at": time.time(),
         }
         for bdev in block_device_info or []:
-            name = _disk_name(bdev["mountpoint"])
+            name = disk_name(bdev["mountpoint"])
             if name in guest["disks"] or name == "vda":
                 raise DeviceBusy(f"device {bdev['mountpoint']} is given twice")
             path, serial = _volume_file(bdev.get("connection_info"))
@@ -524,7 +511,7 @@ class QemuHypervisor:
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
     ) -> None:
         guest = self._guest(instance)
-        name = _disk_name(mountpoint)
+        name = disk_name(mountpoint)
         path, serial = _volume_file(connection_info)
         async with self._lock(guest["uuid"]):
             if name in guest["disks"] or name == "vda":
@@ -558,7 +545,7 @@ class QemuHypervisor:
         self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
     ) -> None:
         guest = self._guest(instance)
-        name = _disk_name(mountpoint)
+        name = disk_name(mountpoint)
         async with self._lock(guest["uuid"]):
             if name not in guest["disks"]:
                 raise DiskNotFound(
@@ -597,10 +584,7 @@ class QemuHypervisor:
     @staticmethod
     def _check_vifs(network_info: list[dict[str, Any]]) -> None:
         for vif in network_info:
-            if not isinstance(vif, dict) or not vif.get("id") or not vif.get("address"):
-                raise VirtError("each vif needs an id and an address")
-            if not _MAC.match(str(vif["address"])):
-                raise VirtError(f"vif {vif['id']} has an invalid MAC address {vif['address']!r}")
+            vif_mac(vif)
 
     async def plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
         guest = self._guest(instance)
@@ -657,18 +641,9 @@ class QemuHypervisor:
         self._note(guest, f"{reboot_type.lower()} reboot")
 
     async def get_available_resource(self) -> dict[str, Any]:
-        guests = list(self.guests.values())
-        return {
-            "vcpus": self.vcpus,
-            "vcpus_used": sum(int(g["vcpus"]) for g in guests),
-            "memory_mb": self.memory_mb,
-            "memory_mb_used": sum(int(g["memory_mb"]) for g in guests),
-            "local_gb": self.local_gb,
-            "local_gb_used": sum(int(g["root_gb"]) for g in guests),
-            "running_vms": sum(1 for g in guests if _alive(g.get("pid"), g["uuid"])),
-            "hypervisor_type": self.hypervisor_type,
-            "hypervisor_hostname": self.hostname,
-        }
+        guests = self.guests.values()
+        running = sum(1 for g in guests if _alive(g.get("pid"), g["uuid"]))
+        return resource_report(self, guests, running)
 
     async def list_instances(self) -> list[str]:
         return [str(g["name"]) for g in self.guests.values()]
