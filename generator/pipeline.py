@@ -72,15 +72,13 @@ def render_all(
     templates: Path,
     spec_label: str,
     emit: Callable[[list[OutputFile]], None],
-    worker: Worker | None = None,
+    worker: Worker,
 ) -> list[Diagnostic]:
     """Validate and render the spec, handing `emit` each batch of files as it is ready.
 
-    The files are only meant to be used when no diagnostics come back. `worker`
-    is the offloaded targets' worker if the caller started it (see `start_worker`).
+    The files are only meant to be used when no diagnostics come back; `worker`
+    (see `start_worker`) runs the offloaded targets' jobs.
     """
-    own = worker is None
-    worker = worker or start_worker()
     # This process allocates many short-lived objects and few cycles: at the
     # collector's default pace it spends about a fifth of its CPU collecting
     # (measured). The worker keeps the default: its jobs ran slower without it.
@@ -89,8 +87,6 @@ def render_all(
     try:
         return _render_all(spec_dir, templates, spec_label, worker, emit)
     finally:
-        if own:
-            worker.close()
         gc.set_threshold(*thresholds)
 
 
@@ -172,6 +168,7 @@ def generate(
             return GenerateResult(
                 status="clean" if check else "unchanged", files=len(output.tree_files(out))
             )
+        worker = worker or start_worker()
         return _generate(spec_dir, out, templates, check, spec_label, inputs, worker)
     finally:
         if worker is not None:
@@ -185,7 +182,7 @@ def _generate(
     check: bool,
     spec_label: str,
     inputs: str,
-    worker: Worker | None,
+    worker: Worker,
 ) -> GenerateResult:
     from generator import output
 
