@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-guest tests (tests/guest, tests/virt/test_qemu.py, guest bench figures), idempotent:
 # qemu-system-x86_64 (.ci/virt.sh installs it too), and apt's package lists, which
-# `apt-get download` needs to fetch the guest's Debian packages (generator/guestimage.py).
+# `apt-get download` needs to fetch the guest's Debian packages (generator/tools/guestimage.py).
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from generator.runtime.context import Invoke
-from generator.runtime.flow import Flow
+from specstack_runtime.context import Invoke
+from specstack_runtime.flow import Flow
 from generated.models import messages as models
 
 

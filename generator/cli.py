@@ -17,8 +17,8 @@ def _err(msg: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from generator.build_ir import build_ir
-    from generator.validate import load_and_validate
+    from generator.pipeline.build_ir import build_ir
+    from generator.pipeline.validate import load_and_validate
 
     spec_dir = Path(args.spec_dir)
     spec, diags = load_and_validate(spec_dir)
@@ -53,8 +53,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             spec_label=Path(args.spec).as_posix().rstrip("/") or ".",
         )
     except Exception as exc:
-        from generator.render.models import ModelGenerationError
-        from generator.render.plantuml import RenderError
+        from generator.pipeline.render.models import ModelGenerationError
+        from generator.pipeline.render.plantuml import RenderError
 
         if not isinstance(exc, ModelGenerationError | RenderError | RuntimeError):
             raise
@@ -86,19 +86,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from generator.run_cmd import main as run_main
+    from generator.commands.run import main as run_main
 
     return run_main(args)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from generator.trace_cmd import main as trace_main
+    from generator.commands.trace import main as trace_main
 
     return trace_main(args.request_id, Path(args.data_dir), args.format)
 
 
 def cmd_conform(args: argparse.Namespace) -> int:
-    from generator.conform_cmd import main as conform_main
+    from generator.commands.conform import main as conform_main
 
     return conform_main(
         args.target, args.pytest_args, None if args.no_report else Path(args.report)
@@ -106,7 +106,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    from generator.diagram_cmd import main as diagram_main
+    from generator.commands.diagram import main as diagram_main
 
     return diagram_main(args.sequence, args.format, args.diff, Path(args.data_dir))
 

@@ -1,4 +1,6 @@
-"""The conformance library: what the generated conformance suite calls.
+"""The conformance library: what the generated conformance suite calls, and the HTML
+report of a run (`report_plugin` collects, `report` renders). It imports the runtime,
+never `generator`.
 
 A *target* is a running stack: one this library starts in-process (embedded, on
 free ports, in a temporary data directory), or one named by its identity URL.

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from generator.conformance.checks import ConformanceError
-from generator.conformance.harness import CannotExpireTokens, Target
-from generator.conformance.matrix import RESOURCE_PARAMS
+from specstack_conformance.checks import ConformanceError
+from specstack_conformance.harness import CannotExpireTokens, Target
+from specstack_conformance.matrix import RESOURCE_PARAMS
 
 #: How long a service may keep answering for a revoked token (its cache: 5 s).
 REVOCATION_WAIT_S = 6.0

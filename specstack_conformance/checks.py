@@ -11,8 +11,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from generator.conformance.harness import FlowRecord
-from generator.runtime.stackinfo import StackInfo
+from specstack_conformance.harness import FlowRecord
+from specstack_runtime.stackinfo import StackInfo
 
 
 class ConformanceError(AssertionError):

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.virt import DeviceBusy, DiskNotFound, InstanceNotFound, VirtError
+from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceNotFound, VirtError
 
 REQUIRE_ENV = "SPECSTACK_REQUIRE_VIRT"
 NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
@@ -291,7 +291,7 @@ class ContractWorld:
 
 
 async def expect(error: type[VirtError], call: Awaitable[Any]) -> VirtError:
-    """`call` must raise `error` (a driver error of generator.runtime.virt)."""
+    """`call` must raise `error` (a driver error of specstack_runtime.virt)."""
     try:
         await call
     except error as exc:

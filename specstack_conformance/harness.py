@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 
 import httpx
 
-from generator.runtime.config import StackConfig
-from generator.runtime.demo import Demo, DemoIds
-from generator.runtime.embedded import EmbeddedStack, load_generated
-from generator.runtime.http import ClientSet
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.supervisor import ports_free
-from generator.runtime.trace import TraceRecorder
+from specstack_runtime.config import StackConfig
+from specstack_runtime.demo import Demo, DemoIds
+from specstack_runtime.embedded import EmbeddedStack, load_generated
+from specstack_runtime.http import ClientSet
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.supervisor import ports_free
+from specstack_runtime.trace import TraceRecorder
 
 T = TypeVar("T")
 TARGET_ENV = "SPECSTACK_TARGET"
@@ -79,7 +79,7 @@ class Target:
             raise CannotExpireTokens(
                 "a remote stack's tokens cannot be expired from outside before their TTL ends"
             )
-        from generator.runtime.behaviours.identity import expire_token
+        from specstack_runtime.behaviours.identity import expire_token
 
         component = self.info.apis[self.info.api_of_type("identity")]["component"]
         await expire_token(self.stack.runtime_of(component), token)

@@ -8,8 +8,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from generator.conformance.checks import ConformanceError, response_conforms
-from generator.conformance.harness import Target
+from specstack_conformance.checks import ConformanceError, response_conforms
+from specstack_conformance.harness import Target
 
 HUGE_FLAVOR = {"name": "conform.huge", "ram": 10_000_000, "vcpus": 1, "disk": 1}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,17 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from generator.ir import IR, Sequence
+from specstack_runtime.ir import IR, Sequence
 
 _ID = re.compile(r'\bid="([^"]+)"')
+
+#: Draws the flows a run observed, each compared with its sequence: (SVGs, Mermaid
+#: sources, summaries, notes), each by sequence name. `specstack conform` passes
+#: `generator.commands.flow_diagrams.observed_diagrams`.
+ObservedDiagrams = Callable[
+    [IR, dict[str, dict[str, Any]]],
+    tuple[dict[str, str], dict[str, str], dict[str, str], list[str]],
+]
 
 
 def inline_svg(svg: str, prefix: str) -> Markup:
@@ -128,37 +137,16 @@ def _section(
     )
 
 
-def observed_diagrams(
-    ir: IR, flows: dict[str, dict[str, Any]]
-) -> tuple[dict[str, str], dict[str, str], dict[str, str], list[str]]:
-    """Each flow compared with its sequence: SVGs (one PlantUML run), sources, summaries."""
-    from generator.diagram_cmd import compare, env
-    from generator.render.diagrams import render_sequence
-    from generator.render.plantuml import RenderError, render
-
-    sources: dict[str, str] = {}
-    mermaid: dict[str, str] = {}
-    summaries: dict[str, str] = {}
-    for name, flow in flows.items():
-        if not flow.get("events"):
-            continue
-        cmp = compare(ir, flow["events"])
-        sources[name] = render_sequence(env(), cmp.diagram, "plantuml")
-        mermaid[name] = render_sequence(env(), cmp.diagram, "mermaid")
-        summaries[name] = cmp.summary()
-    notes: list[str] = []
-    try:
-        svgs = render(sources) if sources else {}
-    except RenderError as exc:
-        svgs = {}
-        notes.append(f"observed diagrams shown as Mermaid source: {exc}")
-    return svgs, mermaid, summaries, notes
-
-
 def build(
-    data: dict[str, Any], ir: IR, generated: Path, target: str, templates: Path | None = None
+    data: dict[str, Any],
+    ir: IR,
+    generated: Path,
+    target: str,
+    templates: Path,
+    observed_diagrams: ObservedDiagrams,
 ) -> str:
-    """The report's HTML from the plugin's data, the IR and the committed declared SVGs."""
+    """The report's HTML from the plugin's data, the IR and the committed declared SVGs;
+    `templates` holds `report/`."""
     tests: list[dict[str, Any]] = data.get("tests", [])
     flows: dict[str, dict[str, Any]] = data.get("flows", {})
     observed_svgs, observed_src, summaries, notes = observed_diagrams(ir, flows)
@@ -224,17 +212,15 @@ def build(
     return render_html(report, templates)
 
 
-def render_html(report: Report, templates: Path | None = None) -> str:
-    from generator.pipeline import DEFAULT_TEMPLATES
-
+def render_html(report: Report, templates: Path) -> str:
     env = Environment(
-        loader=FileSystemLoader(str(templates or DEFAULT_TEMPLATES)),
+        loader=FileSystemLoader(str(templates)),
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.filters["json"] = lambda v: json.dumps(v, indent=2, default=str)
-    css = (Path(templates or DEFAULT_TEMPLATES) / "report" / "report.css").read_text("utf-8")
+    css = (templates / "report" / "report.css").read_text("utf-8")
     return env.get_template("report/report.html.j2").render(r=report, css=Markup(css))
 
 

@@ -1,6 +1,6 @@
 """A pytest plugin that keeps what the conformance report needs.
 
-`specstack conform` loads it into the suite's pytest run (`-p generator.report_plugin`)
+`specstack conform` loads it into the suite's pytest run (`-p specstack_conformance.report_plugin`)
 and names a file in SPECSTACK_REPORT_DATA; at the end of the session the plugin writes
 there, as JSON, every test's outcome, duration and failure text, and the trace events
 of each flow the suite drove.

@@ -17,10 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from generator.runtime import jsonfast, logs, policy, registry
-from generator.runtime.context import AuthContext, Call, Reply, new_request_id
-from generator.runtime.errorformat import render
-from generator.runtime.errors import (
+from specstack_runtime import jsoncodec, logs, policy, registry
+from specstack_runtime.context import AuthContext, Call, Reply, new_request_id
+from specstack_runtime.errorformat import render
+from specstack_runtime.errors import (
     ApiError,
     BadRequest,
     Forbidden,
@@ -28,9 +28,9 @@ from generator.runtime.errors import (
     StepFailed,
     Unauthorized,
 )
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.logs import LogContext
-from generator.runtime.services import ServiceRuntime
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.logs import LogContext
+from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.api")
 
@@ -249,7 +249,7 @@ class ApiApp:
                 raise ApiError(f"Unsupported Content-Type {ctype}", status=415)
             return
         try:
-            call.body = jsonfast.loads(raw)
+            call.body = jsoncodec.loads(raw)
         except ValueError as exc:
             raise BadRequest(f"Malformed request body: {exc}") from None
         if route.request_model is not None:
@@ -330,7 +330,7 @@ class ApiApp:
             )
         if isinstance(body, str):
             return Response(body, reply.status, headers, reply.content_type or "text/plain")
-        content = jsonfast.dumps(body)
+        content = jsoncodec.dumps(body)
         return Response(content, reply.status, headers, reply.content_type or "application/json")
 
     def _error(self, call: Call, err: ApiError) -> Response:

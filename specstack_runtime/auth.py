@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 
 import httpx
 
-from generator.runtime.config import StackConfig
-from generator.runtime.context import AuthContext
-from generator.runtime.errors import ApiError, ServiceUnavailable, Unauthorized
-from generator.runtime.http import ClientSet, error_message
-from generator.runtime.stackinfo import StackInfo
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import AuthContext
+from specstack_runtime.errors import ApiError, ServiceUnavailable, Unauthorized
+from specstack_runtime.http import ClientSet, error_message
+from specstack_runtime.stackinfo import StackInfo
 
 UNAUTHORIZED = "The request you have made requires authentication."
 SERVICE_PROJECT = "service"

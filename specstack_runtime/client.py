@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 
 if TYPE_CHECKING:
-    from generator.runtime.flow import Flow
-    from generator.runtime.services import ServiceRuntime
+    from specstack_runtime.flow import Flow
+    from specstack_runtime.services import ServiceRuntime
 
 
 class BoundClient:
@@ -18,7 +18,7 @@ class BoundClient:
     API: ClassVar[str] = ""
 
     def __init__(self, source: Flow | ServiceRuntime) -> None:
-        from generator.runtime.flow import Flow
+        from specstack_runtime.flow import Flow
 
         self._flow = source if isinstance(source, Flow) else None
         self._rt = source.rt if isinstance(source, Flow) else source

@@ -11,13 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from generator.runtime import logs, registry
-from generator.runtime.bus import Envelope, Subscription
-from generator.runtime.context import Call, new_request_id
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.logs import LogContext
-from generator.runtime.messaging import InvalidMessage
-from generator.runtime.services import ServiceRuntime
+from specstack_runtime import logs, registry
+from specstack_runtime.bus import Envelope, Subscription
+from specstack_runtime.context import Call, new_request_id
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.logs import LogContext
+from specstack_runtime.messaging import InvalidMessage
+from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.worker")
 

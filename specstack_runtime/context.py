@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from generator.runtime.errors import Forbidden, Unauthorized
+from specstack_runtime.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
-    from generator.runtime.services import ServiceRuntime
+    from specstack_runtime.services import ServiceRuntime
 
 
 def new_request_id() -> str:

@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from generator.runtime.config import StackConfig
-from generator.runtime.context import Call
-from generator.runtime.embedded import EmbeddedStack
-from generator.runtime.errors import StepFailed
-from generator.runtime.flow import Flow
-from generator.runtime.http import ClientSet, error_message
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.trace import TraceEvent
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import Call
+from specstack_runtime.embedded import EmbeddedStack
+from specstack_runtime.errors import StepFailed
+from specstack_runtime.flow import Flow
+from specstack_runtime.http import ClientSet, error_message
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.trace import TraceEvent
 
 FLAVORS = (
     {"id": "1", "name": "m1.tiny", "ram": 512, "vcpus": 1, "disk": 1},

@@ -22,20 +22,20 @@ from typing import Any
 
 import uvicorn
 
-from generator.runtime import registry
-from generator.runtime.app import ApiApp
-from generator.runtime.auth import TokenValidator
-from generator.runtime.bus import Bus, Subscription, make_bus
-from generator.runtime.config import StackConfig
-from generator.runtime.http import ClientSet
-from generator.runtime.localhttp import LocalTransport
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import Instance, StackInfo
-from generator.runtime.statefile import flush_all
-from generator.runtime.store import Store, TableSpec
-from generator.runtime.trace import TraceRecorder
-from generator.runtime.virt import VirtError
-from generator.runtime.workers import start_consumers
+from specstack_runtime import registry
+from specstack_runtime.app import ApiApp
+from specstack_runtime.auth import TokenValidator
+from specstack_runtime.bus import Bus, Subscription, make_bus
+from specstack_runtime.config import StackConfig
+from specstack_runtime.consumers import start_consumers
+from specstack_runtime.http import ClientSet
+from specstack_runtime.localhttp import LocalTransport
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import Instance, StackInfo
+from specstack_runtime.statefile import flush_all
+from specstack_runtime.store import Store, TableSpec
+from specstack_runtime.trace import TraceRecorder
+from specstack_runtime.virt import VirtError
 
 log = logging.getLogger("specstack.stack")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from generator.runtime.errors import ApiError
+from specstack_runtime.errors import ApiError
 
 # nova and cinder name the error by its kind of failure.
 _NOVA_KEYS = {

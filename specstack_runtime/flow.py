@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from generator.runtime import registry
-from generator.runtime.context import AuthContext, Call, Interaction, Invoke, Reply
-from generator.runtime.errors import StepFailed, Unauthorized
-from generator.runtime.messaging import send
-from generator.runtime.trace import TraceEvent
+from specstack_runtime import registry
+from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
+from specstack_runtime.errors import StepFailed, Unauthorized
+from specstack_runtime.messaging import send
+from specstack_runtime.trace import TraceEvent
 
 log = logging.getLogger("specstack.flow")
 

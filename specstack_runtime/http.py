@@ -10,10 +10,10 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from generator.runtime.config import StackConfig
-from generator.runtime.errors import StepFailed
-from generator.runtime.localhttp import LocalTransport, call_app
-from generator.runtime.stackinfo import StackInfo
+from specstack_runtime.config import StackConfig
+from specstack_runtime.errors import StepFailed
+from specstack_runtime.localhttp import LocalTransport, call_app
+from specstack_runtime.stackinfo import StackInfo
 
 FLOW_HEADERS = {
     "global_request_id": "X-OpenStack-Request-ID",

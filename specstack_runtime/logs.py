@@ -119,7 +119,7 @@ class PerComponentFileHandler(logging.Handler):
 
 _installed: list[logging.Handler] = []
 # The runtime's own loggers ("specstack.api", ...) and the behaviours' module loggers.
-_ROOTS = ("specstack", "generator")
+_ROOTS = ("specstack", "specstack_runtime")
 
 
 def configure(
@@ -129,7 +129,7 @@ def configure(
     level: int | str = logging.INFO,
     component: str = "specstack",
 ) -> None:
-    """Send the stack's logs (loggers `specstack.*`, `generator.*`) to files and/or a stream.
+    """Send the stack's logs (loggers `specstack.*`, `specstack_runtime.*`) to files and/or a stream.
 
     directory: one file per component in it; stream: every line also there.
     Calling it again replaces what an earlier call installed.

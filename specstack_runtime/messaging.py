@@ -8,9 +8,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from generator.runtime.context import Call
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
+from specstack_runtime.context import Call
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
 
 
 class InvalidMessage(ValueError):

@@ -26,7 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from generator.runtime.store import TableSpec, engine_url
+from specstack_runtime.database import TableSpec, engine_url
 
 
 class MigrationError(RuntimeError):

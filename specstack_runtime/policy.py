@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from generator.runtime.context import AuthContext
+from specstack_runtime.context import AuthContext
 
 #: The caller's attributes a check may compare (besides `role`).
 CREDENTIAL_KEYS = ("project_id", "user_id", "domain_id")

@@ -1,6 +1,6 @@
 """One process of a distributed stack: one component instance on one topology node.
 
-    python -m generator.runtime.process --component nova-compute --node compute-2 \\
+    python -m specstack_runtime.process --component nova-compute --node compute-2 \\
         [--config FILE] [--data-dir DIR] [--port N] [--computes N] [--driver NAME]
 
 It reads the same configuration as every other process (config file, then
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from generator.runtime.config import ConfigError, StackConfig, load_config
+from specstack_runtime.config import ConfigError, StackConfig, load_config
 
 log = logging.getLogger("specstack.process")
 
@@ -40,7 +40,7 @@ def ready_file(data_dir: Path, component: str, host: str) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m generator.runtime.process")
+    p = argparse.ArgumentParser(prog="python -m specstack_runtime.process")
     p.add_argument("--component", required=True, help="the component to run, e.g. nova-compute")
     p.add_argument("--node", required=True, help="the node instance it runs on, e.g. compute-2")
     p.add_argument("--config", default=None, help="config file (default: SPECSTACK_CONFIG)")
@@ -65,7 +65,7 @@ def process_config(args: argparse.Namespace) -> StackConfig:
 
 
 async def serve(config: StackConfig, component: str, host: str) -> int:
-    from generator.runtime.embedded import EmbeddedStack, StackError, coded_instances
+    from specstack_runtime.embedded import EmbeddedStack, StackError, coded_instances
 
     try:
         stack = EmbeddedStack(config, select=lambda i: i.component == component and i.host == host)
@@ -120,7 +120,7 @@ async def serve(config: StackConfig, component: str, host: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from generator.runtime import logs
+    from specstack_runtime import logs
 
     # Libraries' records (aio-pika, httpx, uvicorn) as plain lines; the stack's own in
     # oslo.log's context format with request ids. Both go to stderr: the supervisor

@@ -13,14 +13,14 @@ _loaded = False
 
 #: Modules whose import registers the library's behaviours.
 LIBRARY_MODULES = (
-    "generator.runtime.behaviours.flowsteps",
-    "generator.runtime.behaviours.crud",
-    "generator.runtime.behaviours.identity",
-    "generator.runtime.behaviours.compute",
-    "generator.runtime.behaviours.image",
-    "generator.runtime.behaviours.objects",
-    "generator.runtime.behaviours.network",
-    "generator.runtime.behaviours.volume",
+    "specstack_runtime.behaviours.flowsteps",
+    "specstack_runtime.behaviours.crud",
+    "specstack_runtime.behaviours.identity",
+    "specstack_runtime.behaviours.compute",
+    "specstack_runtime.behaviours.image",
+    "specstack_runtime.behaviours.objects",
+    "specstack_runtime.behaviours.network",
+    "specstack_runtime.behaviours.volume",
 )
 
 

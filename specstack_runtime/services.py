@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from generator.runtime.auth import TokenValidator
-    from generator.runtime.bus import Bus
-    from generator.runtime.config import StackConfig
-    from generator.runtime.http import ClientSet
-    from generator.runtime.stackinfo import StackInfo
-    from generator.runtime.store import Store
-    from generator.runtime.trace import TraceRecorder
+    from specstack_runtime.auth import TokenValidator
+    from specstack_runtime.bus import Bus
+    from specstack_runtime.config import StackConfig
+    from specstack_runtime.http import ClientSet
+    from specstack_runtime.stackinfo import StackInfo
+    from specstack_runtime.store import Store
+    from specstack_runtime.trace import TraceRecorder
 
 
 @dataclass

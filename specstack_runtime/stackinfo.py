@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from generator.runtime.config import StackConfig
+from specstack_runtime.config import StackConfig
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from generator.runtime import filewriter, jsonfast
+from specstack_runtime import filewriter, jsoncodec
 
 log = logging.getLogger("specstack.statefile")
 # ext4 flushes a file's data when a rename replaces it (auto_da_alloc): 1-2 ms a write,
@@ -39,7 +39,7 @@ def _write(path: Path, text: str) -> None:
 class StateFile:
     def __init__(self, path: Path, render: Callable[[dict[str, Any]], str] | None = None) -> None:
         self.path = path
-        self.render = render or (lambda d: jsonfast.dumps_text(d, indent=True))
+        self.render = render or (lambda d: jsoncodec.dumps_text(d, indent=True))
         self.data: dict[str, Any] = self._read()
         self._handle: asyncio.TimerHandle | None = None
         self.extra: list[tuple[Path, Callable[[dict[str, Any]], str]]] = []

@@ -24,7 +24,6 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -48,9 +47,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
 
-from generator.runtime import jsonfast
-from generator.runtime.errors import Conflict, NotFound
-from generator.runtime.sqlitefast import SqliteStatements
+from specstack_runtime import jsoncodec
+from specstack_runtime.database import TableSpec, engine_url
+from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.sqlitefast import SqliteStatements
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +65,6 @@ DEADLOCK_RETRIES = 5
 def utcnow() -> str:
     """OpenStack's timestamp format: ISO 8601, seconds, with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    name: str
-    indexes: tuple[str, ...] = ()
 
 
 def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
@@ -193,7 +187,7 @@ class Store:
         if self.sqlite:
             self.metadata.create_all(self.engine)
             return
-        from generator.runtime import migrate
+        from specstack_runtime import migrate
 
         database = self.database or migrate.database_for_tables(self.specs, self.package)
         migrate.ensure_database(self.url)
@@ -222,7 +216,7 @@ class Store:
         }
         for ix in self.specs[name].indexes:
             row[ix] = _column_value(doc.get(ix))
-        row["data"] = jsonfast.dumps(doc, sort_keys=True).decode()
+        row["data"] = jsoncodec.dumps(doc, sort_keys=True).decode()
         return row
 
     async def create(self, table: str, doc: Doc) -> Doc:
@@ -250,10 +244,10 @@ class Store:
         if self._fast is not None:
             self._table(table)
             data = self._fast.get(table, str(id_))
-            return jsonfast.loads(data) if data is not None else None
+            return jsoncodec.loads(data) if data is not None else None
         with self._tx() as conn:
             row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
-        return jsonfast.loads(row[0]) if row else None
+        return jsoncodec.loads(row[0]) if row else None
 
     async def require(self, table: str, id_: str, what: str | None = None) -> Doc:
         doc = await self.get(table, id_)
@@ -275,7 +269,7 @@ class Store:
         """
 
         def changed(data: str) -> Doc | None:
-            doc: Doc = jsonfast.loads(data)
+            doc: Doc = jsoncodec.loads(data)
             if expect and any(doc.get(k) != v for k, v in expect.items()):
                 return None
             doc.update(changes)
@@ -351,7 +345,7 @@ class Store:
             stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
             with self._tx() as conn:
                 found = [row[0] for row in conn.execute(stmt)]
-        docs = [jsonfast.loads(data) for data in found]
+        docs = [jsoncodec.loads(data) for data in found]
         if rest:
             docs = [d for d in docs if all(_matches(d.get(k), v) for k, v in rest.items())]
         if marker is not None:
@@ -428,22 +422,6 @@ def _is_deadlock(exc: DBAPIError) -> bool:
         return True
     args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     return bool(args) and args[0] in (1213, 1205)
-
-
-def engine_url(url: str) -> str:
-    """The URL with the driver this project installs, when the URL names none.
-
-    postgresql:// -> postgresql+psycopg:// (psycopg 3); mysql:// and mariadb:// ->
-    +pymysql with utf8mb4. Explicit drivers are kept.
-    """
-    u = make_url(url)
-    if u.drivername in ("postgresql", "postgres"):
-        u = u.set(drivername="postgresql+psycopg")
-    elif u.drivername in ("mysql", "mariadb"):
-        u = u.set(drivername=f"{u.drivername}+pymysql")
-    if u.get_backend_name() in ("mysql", "mariadb") and "charset" not in u.query:
-        u = u.update_query_dict({"charset": "utf8mb4"})
-    return u.render_as_string(hide_password=False)
 
 
 def _engine(url: str) -> Engine:

@@ -3,7 +3,7 @@
 The layout comes from the spec: every component instance with code to run (an
 API's routes, a worker's or agent's consumers, startup behaviours) on every node
 instance the topology places it on (`--computes N` compute nodes). Each runs
-`python -m generator.runtime.process` with its own log file under
+`python -m specstack_runtime.process` with its own log file under
 `<data-dir>/logs/`. The supervisor prepares what the processes share (the
 databases on their server, the RabbitMQ vhost), starts the identity API first
 (the others log in to it), waits until each process is ready (its ready file,
@@ -32,11 +32,11 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from generator.runtime.config import StackConfig
-from generator.runtime.embedded import coded_instances, load_generated
-from generator.runtime.process import EXIT_CONFIG, process_name, ready_file
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.store import Store, TableSpec
+from specstack_runtime.config import StackConfig
+from specstack_runtime.embedded import coded_instances, load_generated
+from specstack_runtime.process import EXIT_CONFIG, process_name, ready_file
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.store import Store, TableSpec
 
 log = logging.getLogger("specstack.supervisor")
 
@@ -153,7 +153,7 @@ def prepare_databases(info: StackInfo, config: StackConfig) -> list[str]:
 
     Done once here, before the processes start, so that they do not race to create them.
     """
-    from generator.runtime import migrate
+    from specstack_runtime import migrate
 
     created = []
     for db in project_databases(info):
@@ -205,7 +205,7 @@ def ensure_vhost(config: StackConfig) -> str | None:
 
 def drop_stack_resources(config: StackConfig, info: StackInfo | None = None) -> None:
     """Drop the stack's server databases and its vhost (tests clean up after themselves)."""
-    from generator.runtime import migrate
+    from specstack_runtime import migrate
 
     info = info or load_generated()[0]
     for db in project_databases(info):
@@ -253,7 +253,7 @@ class Supervisor:
         argv = [
             sys.executable,
             "-m",
-            "generator.runtime.process",
+            "specstack_runtime.process",
             "--component",
             spec.component,
             "--node",

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from generator.runtime import jsonfast
+from specstack_runtime import jsoncodec
 
 MAX_FLOWS_IN_MEMORY = 300  # older flows are read back from the trace file
 
@@ -56,7 +56,7 @@ class TraceEvent:
         received = detail.get("received")
         if isinstance(received, bytes | bytearray):  # a JSON answer kept as it came
             try:
-                detail["received"] = jsonfast.loads(received)
+                detail["received"] = jsoncodec.loads(received)
             except ValueError:
                 detail.pop("received")
         return d
@@ -138,7 +138,7 @@ class TraceRecorder:
                         e.flow_id,
                         e.sequence,
                         e.step,
-                        jsonfast.dumps(e.as_dict()).decode(),
+                        jsoncodec.dumps(e.as_dict()).decode(),
                         e.started_at,
                     )
                     for e in events
@@ -182,7 +182,7 @@ class TraceRecorder:
             rows = db.execute(
                 "SELECT body FROM events WHERE flow_id = ? ORDER BY started_at", (flow_id,)
             ).fetchall()
-        return [jsonfast.loads(r[0]) for r in rows]
+        return [jsoncodec.loads(r[0]) for r in rows]
 
 
 def now() -> float:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from generator.workers import Worker
+from generator.pipeline.forkpool import Worker
 
 
 def _pid_and_double(x: int) -> tuple[int, int]:
@@ -72,7 +72,7 @@ def _die() -> None:
 
 
 def test_a_worker_that_dies_is_reported_as_such() -> None:
-    from generator.workers import WorkerDied
+    from generator.pipeline.forkpool import WorkerDied
 
     worker = Worker()
     try:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from generator import output, pipeline, workers
+from generator import pipeline
 from generator.cli import main
+from generator.pipeline import forkpool, output
 
 from .conftest import REPO, SPEC
 
@@ -42,7 +43,7 @@ def test_without_fork_the_output_is_the_same(
 ) -> None:
     """Where processes cannot be forked, every job runs in this process, to the same bytes."""
     assert _gen(Path("spec"), tmp_path / "forked") == 0
-    monkeypatch.setattr(workers.mp, "get_all_start_methods", lambda: ["spawn"])
+    monkeypatch.setattr(forkpool.mp, "get_all_start_methods", lambda: ["spawn"])
     assert _gen(Path("spec"), tmp_path / "inline") == 0
     drift = output.compare_trees(tmp_path / "forked", tmp_path / "inline")
     assert drift.clean, drift.lines()
@@ -55,7 +56,7 @@ def test_a_failure_in_the_models_worker_is_reported_and_writes_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An error raised in the forked worker reaches the command, and nothing is written."""
-    from generator.render import models
+    from generator.pipeline.render import models
 
     def broken(text: str, name: str) -> str:
         raise models.ModelGenerationError(f"cannot drop {name} in worker {os.getpid()}")
@@ -218,7 +219,7 @@ def test_generated_models_import_and_validate(mini_spec: Path, tmp_path: Path) -
 
 
 def test_ir_round_trips_through_json(mini_spec: Path, tmp_path: Path) -> None:
-    from generator.ir import IR
+    from specstack_runtime.ir import IR
 
     out = tmp_path / "o"
     assert _gen(Path("spec"), out) == 0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.load import load_spec, parse_file, to_plain
+from generator.pipeline.load import load_spec, parse_file, to_plain
 
 
 def test_positions_are_one_based_and_point_at_values(mini_spec: Path) -> None:

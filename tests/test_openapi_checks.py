@@ -1,6 +1,6 @@
 """The API documents' checks give openapi-spec-validator's own verdicts and messages.
 
-`generator.validate.openapi` asks jsonschema-rs first and lets jsonschema explain
+`generator.pipeline.validate.openapi` asks jsonschema-rs first and lets jsonschema explain
 only what it rejects; these tests hold it to the plain validator's answers.
 """
 
@@ -14,8 +14,13 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from openapi_spec_validator.schemas import schema_v31
 from openapi_spec_validator.schemas.backend.jsonschema import create_validator
 
-from generator.load import parse_file, to_plain
-from generator.validate.openapi import _errors, _validator_class, check_document, check_structure
+from generator.pipeline.load import parse_file, to_plain
+from generator.pipeline.validate.openapi import (
+    _errors,
+    _validator_class,
+    check_document,
+    check_structure,
+)
 
 from .conftest import SPEC
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.segments import linearize, segments, shape
+from generator.pipeline.segments import linearize, segments, shape
 
 STEPS = [
     {"number": 1, "title": "a", "from": "user", "to": "cli", "via": "user"},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from generator.cli import main
-from generator.validate import load_and_validate
+from generator.pipeline.validate import load_and_validate
 
 from .conftest import REPO, SPEC
 
@@ -60,8 +60,8 @@ REQUIRED_COMPONENTS = {
 
 
 def test_spec_declares_every_component_the_deck_has() -> None:
-    from generator.build_ir import build_ir
-    from generator.load import load_spec
+    from generator.pipeline.build_ir import build_ir
+    from generator.pipeline.load import load_spec
 
     spec, _ = load_spec(Path(SPEC))
     ir = build_ir(spec)
@@ -111,8 +111,8 @@ DECK_TITLES = [
 
 
 def test_boot_vm_has_the_decks_fifteen_steps() -> None:
-    from generator.build_ir import build_ir
-    from generator.load import load_spec
+    from generator.pipeline.build_ir import build_ir
+    from generator.pipeline.load import load_spec
 
     spec, _ = load_spec(Path(SPEC))
     ir = build_ir(spec)

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from generator.runtime.client import BoundClient
+from specstack_runtime.client import BoundClient
 
 
 class IdentityClient(BoundClient):

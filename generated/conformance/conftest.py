@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from generator.conformance.harness import FlowRecord, Target
-from generator.runtime.stackinfo import StackInfo
+from specstack_conformance.harness import FlowRecord, Target
+from specstack_runtime.stackinfo import StackInfo
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from generator.conformance import checks, provoke
-from generator.conformance.harness import FlowRecord, Target
+from specstack_conformance import checks, provoke
+from specstack_conformance.harness import FlowRecord, Target
 
 
 def test_network_create_port(boot_vm: FlowRecord) -> None:

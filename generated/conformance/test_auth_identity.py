@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from generator.conformance import auth
-from generator.conformance.harness import Target
+from specstack_conformance import auth
+from specstack_conformance.harness import Target
 
 API = "identity"
 PROTECTED = (

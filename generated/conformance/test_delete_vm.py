@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator.conformance import checks, provoke
-from generator.conformance.harness import FlowRecord, Target
-from generator.runtime.stackinfo import StackInfo
+from specstack_conformance import checks, provoke
+from specstack_conformance.harness import FlowRecord, Target
+from specstack_runtime.stackinfo import StackInfo
 
 SEQUENCE = "delete-vm"
 

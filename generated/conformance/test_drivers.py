@@ -4,7 +4,7 @@
 adapter this machine can run (fake, libvirt, qemu).
 
 Each result is checked against the interface's declared type, then against what
-must hold afterwards (generator/conformance/drivers.py). An adapter whose
+must hold afterwards (specstack_conformance/drivers.py). An adapter whose
 requirements are absent is skipped with the reason (with SPECSTACK_REQUIRE_VIRT=1, it fails).
 """
 
@@ -28,8 +28,8 @@ from generated.models.drivers import (
     Resources,
     Vif,
 )  # noqa: F401
-from generator.conformance.drivers import ContractWorld, Variant, expect, open_world, run, variants
-from generator.runtime.virt import InstanceExists, InstanceNotFound, VirtError
+from specstack_conformance.drivers import ContractWorld, Variant, expect, open_world, run, variants
+from specstack_runtime.virt import InstanceExists, InstanceNotFound, VirtError
 
 VARIANTS: list[Variant] = [
     *variants("fake", []),

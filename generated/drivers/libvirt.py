@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """libvirt driver: Guests through libvirt-python, domain XML per virt type.
 
-Adapts the runtime hypervisor `generator.runtime.virt.libvirt:LibvirtHypervisor` to the ComputeDriver contract:
+Adapts the runtime hypervisor `specstack_runtime.virt.libvirt:LibvirtHypervisor` to the ComputeDriver contract:
 arguments are checked against the spec's driver types, then passed on as plain data.
 """
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from generated.drivers.base import ComputeDriver
 from generated.models import drivers as types
 
-IMPLEMENTATION = "generator.runtime.virt.libvirt:LibvirtHypervisor"
+IMPLEMENTATION = "specstack_runtime.virt.libvirt:LibvirtHypervisor"
 
 
 class DriverUnavailable(RuntimeError):

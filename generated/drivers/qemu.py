@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """QEMU driver: qemu-system-x86_64 run directly and controlled over QMP.
 
-Adapts the runtime hypervisor `generator.runtime.virt.qemu:QemuHypervisor` to the ComputeDriver contract:
+Adapts the runtime hypervisor `specstack_runtime.virt.qemu:QemuHypervisor` to the ComputeDriver contract:
 arguments are checked against the spec's driver types, then passed on as plain data.
 """
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from generated.drivers.base import ComputeDriver
 from generated.models import drivers as types
 
-IMPLEMENTATION = "generator.runtime.virt.qemu:QemuHypervisor"
+IMPLEMENTATION = "specstack_runtime.virt.qemu:QemuHypervisor"
 
 
 class DriverUnavailable(RuntimeError):

@@ -3,7 +3,7 @@
 
 """Alembic script directories, one per database: `<module>/versions/`.
 
-Run them with `generator.runtime.migrate.upgrade(url, database)`.
+Run them with `specstack_runtime.migrate.upgrade(url, database)`.
 """
 
 # database component -> (script directory, tables its migrations create)

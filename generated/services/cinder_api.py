@@ -3,13 +3,13 @@
 """cinder-api (api, project cinder): generated from the spec.
 
 Serves the Block Storage API (cinder) (16 operations). Each handler carries out, in order, the interactions the spec's sequences give
-this component for its trigger; behaviours come from generator/runtime.
+this component for its trigger; behaviours come from specstack_runtime.
 """
 
 from __future__ import annotations
 
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.app import Route
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.app import Route
 from generated import clients, messaging  # noqa: F401
 from generated.models import block_storage as models
 

@@ -3,13 +3,13 @@
 """cinder-scheduler (worker, project cinder): generated from the spec.
 
 Consumes create_volume. Each handler carries out, in order, the interactions the spec's sequences give
-this component for its trigger; behaviours come from generator/runtime.
+this component for its trigger; behaviours come from specstack_runtime.
 """
 
 from __future__ import annotations
 
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.workers import Consumer
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.consumers import Consumer
 from generated import clients, messaging  # noqa: F401
 from generated.models import messages
 

@@ -3,12 +3,12 @@
 """openstack CLI (client, project openstackclient): generated from the spec.
 
 Each handler carries out, in order, the interactions the spec's sequences give
-this component for its trigger; behaviours come from generator/runtime.
+this component for its trigger; behaviours come from specstack_runtime.
 """
 
 from __future__ import annotations
 
-from generator.runtime.flow import Flow, HandlerSpec
+from specstack_runtime.flow import Flow, HandlerSpec
 from generated import clients, messaging  # noqa: F401
 
 COMPONENT = "cli"

@@ -3,13 +3,13 @@
 """neutron L2 agent (agent, project neutron): generated from the spec.
 
 Consumes port_update, port_delete. Each handler carries out, in order, the interactions the spec's sequences give
-this component for its trigger; behaviours come from generator/runtime.
+this component for its trigger; behaviours come from specstack_runtime.
 """
 
 from __future__ import annotations
 
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.workers import Consumer
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.consumers import Consumer
 from generated import clients, messaging  # noqa: F401
 from generated.models import messages
 

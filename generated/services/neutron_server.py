@@ -3,13 +3,13 @@
 """neutron-server (api, project neutron): generated from the spec.
 
 Serves the Networking API (neutron) (18 operations). Each handler carries out, in order, the interactions the spec's sequences give
-this component for its trigger; behaviours come from generator/runtime.
+this component for its trigger; behaviours come from specstack_runtime.
 """
 
 from __future__ import annotations
 
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.app import Route
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.app import Route
 from generated import clients, messaging  # noqa: F401
 from generated.models import network as models
 

@@ -73,7 +73,7 @@ def run_bench(
         print(f"measuring generation ({runs} runs)...", file=sys.stderr, flush=True)
     figures.update(generation_figures(spec, runs))
     if stack:
-        from generator.stackbench import stack_figures
+        from generator.bench.stack import stack_figures
 
         if not as_json:
             print(
@@ -83,13 +83,13 @@ def run_bench(
             )
         figures.update(stack_figures(sequential=boots))
         # The distributed stack (RabbitMQ, PostgreSQL, 3 computes), in the same run.
-        from generator.distbench import dist_figures
+        from generator.bench.distributed import dist_figures
 
         if not as_json:
             print("measuring the distributed stack...", file=sys.stderr, flush=True)
         figures.update(dist_figures(sequential=min(boots, 100)))
 
-        from generator.guestbench import guest_figures  # real guests: guest_boot_s_<driver>
+        from generator.bench.guest import guest_figures  # real guests: guest_boot_s_<driver>
 
         if not as_json:
             print("measuring real guests (server create to console marker)...", file=sys.stderr)

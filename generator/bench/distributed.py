@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from generator.runtime.config import load_config
-from generator.runtime.embedded import load_generated
-from generator.stackbench import _measure, _wait_for_line
+from generator.bench.stack import _measure, _wait_for_line
+from specstack_runtime.config import load_config
+from specstack_runtime.embedded import load_generated
 
 START_TIMEOUT_S = 180
 
@@ -24,7 +24,7 @@ START_TIMEOUT_S = 180
 def dist_figures(
     *, sequential: int = 100, clients: int = 50, per_client: int = 1, computes: int = 3
 ) -> dict[str, float]:
-    from generator.runtime.supervisor import (
+    from specstack_runtime.supervisor import (
         drop_stack_resources,
         free_port_block_outside_ephemeral,
     )

@@ -2,7 +2,7 @@
 
 Each is the time from `POST /servers` to the guest's marker line on its serial
 console (read through `os-getConsoleOutput`, as `openstack console log show`
-does), for the tiny Debian guest of generator.guestimage uploaded to glance, on
+does), for the tiny Debian guest of generator.tools.guestimage uploaded to glance, on
 a stack started with `specstack run --driver <driver>`. A driver whose
 hypervisor is absent is skipped with a note instead of a figure.
 """
@@ -25,11 +25,11 @@ from typing import Any
 
 import httpx
 
-from generator import guestimage
-from generator.conformance.harness import free_port_block
-from generator.runtime.config import StackConfig
-from generator.runtime.embedded import load_generated
-from generator.runtime.virt.qemu import qemu_binary
+from generator.tools import guestimage
+from specstack_conformance.harness import free_port_block
+from specstack_runtime.config import StackConfig
+from specstack_runtime.embedded import load_generated
+from specstack_runtime.virt.qemu import qemu_binary
 
 DRIVERS = ("libvirt", "qemu")
 MARKER_TIMEOUT_S = 300.0
@@ -54,7 +54,7 @@ def _absent(driver: str) -> str | None:
 
 async def _boot_to_marker(identity: str, config: StackConfig, disk: Path) -> float:
     async with httpx.AsyncClient(timeout=120) as http:
-        from generator.stackbench import _login
+        from generator.bench.stack import _login
 
         token, urls = await _login(http, identity, config)
         h = {"X-Auth-Token": token}
@@ -118,7 +118,7 @@ def _one(driver: str, disk: Path) -> float:
             env=dict(os.environ),
         )
         try:
-            from generator.stackbench import _wait_for_line
+            from generator.bench.stack import _wait_for_line
 
             _wait_for_line(proc, "serving;")
             assert proc.stdout is not None

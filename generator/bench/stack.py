@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 
-from generator.conformance.harness import free_port_block
-from generator.runtime.config import StackConfig
-from generator.runtime.embedded import load_generated
+from specstack_conformance.harness import free_port_block
+from specstack_runtime.config import StackConfig
+from specstack_runtime.embedded import load_generated
 
 
 def _rss_mb(pid: int) -> float:

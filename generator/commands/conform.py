@@ -10,13 +10,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from generator.conformance.harness import TARGET_ENV
+from specstack_conformance.harness import TARGET_ENV
 
 DEFAULT_REPORT = Path(".specstack/conform-report.html")
 
 
 def main(target: str | None, pytest_args: list[str], report: Path | None = DEFAULT_REPORT) -> int:
-    from generator.report_plugin import DATA_ENV
+    from specstack_conformance.report_plugin import DATA_ENV
 
     suite = Path("generated/conformance")
     if not suite.is_dir():
@@ -39,7 +39,7 @@ def main(target: str | None, pytest_args: list[str], report: Path | None = DEFAU
         "-p",
         "no:cacheprovider",
         "-p",
-        "generator.report_plugin",
+        "specstack_conformance.report_plugin",
         "--rootdir",
         ".",
         *pytest_args,
@@ -56,8 +56,9 @@ def main(target: str | None, pytest_args: list[str], report: Path | None = DEFAU
 
 
 def _write_report(data_path: Path, report: Path, where: str) -> None:
-    from generator import report as html_report
-    from generator.diagram_cmd import load_ir
+    from generator.commands.flow_diagrams import load_ir, observed_diagrams
+    from generator.pipeline import DEFAULT_TEMPLATES
+    from specstack_conformance import report as html_report
 
     try:
         data = json.loads(data_path.read_text("utf-8"))
@@ -65,7 +66,9 @@ def _write_report(data_path: Path, report: Path, where: str) -> None:
         print("specstack conform: the suite left no results; no report written", file=sys.stderr)
         return
     try:
-        html = html_report.build(data, load_ir(), Path("generated"), where)
+        html = html_report.build(
+            data, load_ir(), Path("generated"), where, DEFAULT_TEMPLATES, observed_diagrams
+        )
         html_report.write(report, html)
     except (OSError, ValueError, LookupError) as exc:  # the suite's verdict stands regardless
         print(f"specstack conform: no report written: {exc}", file=sys.stderr)

@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-from generator.runtime.config import StackConfig, config_file, load_config
-from generator.runtime.trace import TraceEvent, TraceRecorder
+from specstack_runtime.config import StackConfig, config_file, load_config
+from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 
 @dataclass
@@ -89,20 +89,20 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
 
 
 async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int:
-    from generator.runtime.demo import Demo, DemoError
-    from generator.runtime.embedded import EmbeddedStack, StackError
+    from specstack_runtime.demo import Demo, DemoError
+    from specstack_runtime.embedded import EmbeddedStack, StackError
 
     try:
         stack = EmbeddedStack(config)
         if config.database_server or config.database_urls:
             # Server databases (e.g. PostgreSQL in embedded mode): created if missing.
-            from generator.runtime.supervisor import prepare_databases
+            from specstack_runtime.supervisor import prepare_databases
 
             await asyncio.to_thread(prepare_databases, stack.info, config)
     except Exception as exc:  # a broken generated/, driver choice or database server
         console.print(f"[red]cannot assemble the stack: {exc}[/red]")
         return 2
-    from generator.runtime import logs
+    from specstack_runtime import logs
 
     logs.configure(directory=config.data_dir / "logs", level=logs.level_from_env())
     t0 = time.perf_counter()
@@ -201,11 +201,11 @@ async def run_distributed(
     config: StackConfig, config_path: Path | None, *, once: bool, console: Console
 ) -> int:
     """A supervisor starts the layout's processes; the demo then runs from here, as a client."""
-    from generator.runtime.demo import Demo
-    from generator.runtime.embedded import load_generated
-    from generator.runtime.http import ClientSet
-    from generator.runtime.services import ServiceRuntime
-    from generator.runtime.supervisor import Supervisor, SupervisorError
+    from specstack_runtime.demo import Demo
+    from specstack_runtime.embedded import load_generated
+    from specstack_runtime.http import ClientSet
+    from specstack_runtime.services import ServiceRuntime
+    from specstack_runtime.supervisor import Supervisor, SupervisorError
 
     try:
         sup = Supervisor(config, config_path, say=console.print)

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import generator
-from generator.diagnostics import Diagnostic
+import specstack_runtime
+from generator.pipeline.diagnostics import Diagnostic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from generator.render.base import OutputFile
-    from generator.workers import Worker
+    from generator.pipeline.forkpool import Worker
+    from generator.pipeline.render.base import OutputFile
 
 REPO_ROOT = Path(generator.__file__).resolve().parent.parent
 DEFAULT_TEMPLATES = REPO_ROOT / "templates"
@@ -51,16 +52,18 @@ def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
     for dist in ("datamodel-code-generator", "ruff", "pydantic"):
         h.update(f"{dist}={_version(dist)}".encode())
     pkg = Path(generator.__file__).resolve().parent
+    runtime = Path(specstack_runtime.__file__).resolve().parent
     groups = (
         ("spec", spec_dir, ("*.yaml",)),
         ("templates", templates, ("*",)),
         ("generator", pkg, ("*.py", "*.json")),
+        ("specstack_runtime", runtime, ("ir.py",)),  # the IR's models; not the rest of the runtime
     )
     for label, base, patterns in groups:
         paths = sorted({p for pat in patterns for p in base.rglob(pat) if p.is_file()})
         for p in paths:
             rel = p.relative_to(base).as_posix()
-            if label == "generator" and (rel.startswith("runtime/") or "__pycache__" in rel):
+            if "__pycache__" in rel or (label == "specstack_runtime" and rel != "ir.py"):
                 continue
             h.update(f"\0{label}/{rel}\0".encode())
             h.update(p.read_bytes())
@@ -97,7 +100,7 @@ def start_worker() -> Worker:
     the API documents; it is forked before this process's own imports, because
     its imports take longest.
     """
-    from generator.workers import Worker
+    from generator.pipeline.forkpool import Worker
 
     return Worker(warm=_warm_offloaded)
 
@@ -109,11 +112,11 @@ def _render_all(
     worker: Worker,
     emit: Callable[[list[OutputFile]], None],
 ) -> list[Diagnostic]:
-    from generator.build_ir import build_ir
-    from generator.diagnostics import sort_diagnostics
-    from generator.load import load_spec
-    from generator.render import TARGETS, OffloadedTarget, RenderContext, template_env
-    from generator.validate import check_documents, validate
+    from generator.pipeline.build_ir import build_ir
+    from generator.pipeline.diagnostics import sort_diagnostics
+    from generator.pipeline.load import load_spec
+    from generator.pipeline.render import TARGETS, OffloadedTarget, RenderContext, template_env
+    from generator.pipeline.validate import check_documents, validate
 
     spec, diags = load_spec(spec_dir)
     ctx = RenderContext(
@@ -139,7 +142,7 @@ def _render_all(
 
 
 def _warm_offloaded() -> None:
-    from generator.render import TARGETS, OffloadedTarget
+    from generator.pipeline.render import TARGETS, OffloadedTarget
 
     for target in TARGETS:
         if isinstance(target, OffloadedTarget):
@@ -156,7 +159,7 @@ def generate(
     spec_label: str = "spec",
 ) -> GenerateResult:
     """Generate `out` from `spec_dir`, or with `check` report how `out` differs."""
-    from generator import output
+    from generator.pipeline import output
 
     # With --force everything is rendered: the worker need not wait for the
     # up-to-date check.
@@ -184,14 +187,14 @@ def _generate(
     inputs: str,
     worker: Worker,
 ) -> GenerateResult:
-    from generator import output
+    from generator.pipeline import output
 
     staging = output.Staging(out)
     try:
         diags = render_all(spec_dir, templates, spec_label, staging.add, worker)
         if diags:
             return GenerateResult(diagnostics=diags, status="invalid")
-        from generator.render.plantuml import svg_outputs
+        from generator.pipeline.render.plantuml import svg_outputs
 
         # SVGs are rendered only when their PlantUML source changed (and compared by source).
         svgs = svg_outputs(staging.files, out, check=check, source=f"{spec_label}/")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from generator import ir
-from generator.load import LoadedSpec, SpecFile, to_plain
-from generator.naming import pascal, slug, snake
-from generator.validate.openapi import HTTP_METHODS
+from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
+from generator.pipeline.naming import pascal, slug, snake
+from generator.pipeline.validate.openapi import HTTP_METHODS
+from specstack_runtime import ir
 
 DEFAULT_RESOURCES = ir.Resources(vcpus=8, memory_mb=16384, local_gb=200)
 
@@ -308,7 +308,7 @@ def _hypervisors(f: SpecFile) -> ir.Hypervisors:
                 requires=tuple(d.get("requires", [])),
                 module=snake(name),
                 class_name=f"{pascal(name)}Driver",
-                implementation=f"generator.runtime.virt.{snake(name)}:{pascal(name)}Hypervisor",
+                implementation=f"specstack_runtime.virt.{snake(name)}:{pascal(name)}Hypervisor",
             )
             for name, d in h["drivers"].items()
         ),
@@ -372,7 +372,7 @@ def _sequence(f: SpecFile) -> ir.Sequence:
 
 def _handlers(spec: LoadedSpec, components: tuple[ir.Component, ...]) -> tuple[ir.Handler, ...]:
     """One handler per (component, trigger): from the sequences' segments, else a default."""
-    from generator import segments as sg
+    from generator.pipeline import segments as sg
 
     by_name = {c.name: c for c in components}
     apis = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from generator.diagnostics import Diagnostic, Location
+from generator.pipeline.diagnostics import Diagnostic, Location
 
 #: File kinds by their place in the spec directory.
 SINGLE_FILES: dict[str, str] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # importing render would pull in jinja2 and pydantic for a no-op run
-    from generator.render.base import OutputFile
+    from generator.pipeline.render.base import OutputFile
 
 MANIFEST = "manifest.json"
 #: Left alone by the drift check and by the swap (caches that tools write inside).

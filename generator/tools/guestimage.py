@@ -1,4 +1,4 @@
-"""A tiny bootable guest, built from Debian packages only: `python -m generator.guestimage OUT_DIR`.
+"""A tiny bootable guest, built from Debian packages only: `python -m generator.tools.guestimage OUT_DIR`.
 
 The packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`
 (nothing is installed, nothing runs as a privileged step, no loop device):
@@ -336,7 +336,7 @@ def build(out_dir: Path | str, cache_dir: Path | str | None = None) -> GuestImag
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m generator.guestimage",
+        prog="python -m generator.tools.guestimage",
         description="Build the tiny test guest (raw disk, kernel, initramfs) from Debian packages.",
     )
     parser.add_argument("out_dir", type=Path)

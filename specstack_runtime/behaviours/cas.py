@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from generator.runtime.store import Doc, Store
+from specstack_runtime.store import Doc, Store
 
 MAX_ATTEMPTS = 50
 

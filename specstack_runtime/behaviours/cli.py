@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from generator.runtime.context import Interaction
-from generator.runtime.errors import StepFailed
-from generator.runtime.http import expect
-from generator.runtime.registry import behaviour
+from specstack_runtime.context import Interaction
+from specstack_runtime.errors import StepFailed
+from specstack_runtime.http import expect
+from specstack_runtime.registry import behaviour
 
 BOOT_FIELDS = ("name", "image_id", "flavor_id", "network_id")
 DELETE_FIELDS = ("server_id",)

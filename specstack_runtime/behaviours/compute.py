@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from generator.runtime.behaviours.conductor import (
+from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
     COMPUTE_NODES,
     FLAVORS,
@@ -64,7 +64,7 @@ from generator.runtime.behaviours.conductor import (
     node_is_up,
     release_claim,
 )
-from generator.runtime.behaviours.instance_state import (
+from specstack_runtime.behaviours.instance_state import (
     Event,
     InstanceState,
     InvalidTransition,
@@ -72,10 +72,10 @@ from generator.runtime.behaviours.instance_state import (
     api_status,
     transition,
 )
-from generator.runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
-from generator.runtime.bus import BusError, RemoteError
-from generator.runtime.context import AuthContext, Call, Interaction, Reply
-from generator.runtime.errors import (
+from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.bus import BusError, RemoteError
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.errors import (
     ApiError,
     BadRequest,
     Conflict,
@@ -83,12 +83,12 @@ from generator.runtime.errors import (
     NotFound,
     StepFailed,
 )
-from generator.runtime.http import error_message, expect
-from generator.runtime.messaging import send
-from generator.runtime.registry import behaviour
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.store import Doc, Store, utcnow
-from generator.runtime.virt import DiskNotFound, InstanceNotFound
+from specstack_runtime.http import error_message, expect
+from specstack_runtime.messaging import send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Doc, Store, utcnow
+from specstack_runtime.virt import DiskNotFound, InstanceNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -2884,8 +2884,8 @@ async def rpc_detach_volume(call: Call) -> dict[str, Any]:
 
 # The other nova behaviours register when this module is imported, so that listing
 # `compute` in the registry's LIBRARY_MODULES is enough.
-from generator.runtime.behaviours import cli as _cli  # noqa: E402
-from generator.runtime.behaviours import conductor as _conductor  # noqa: E402
-from generator.runtime.behaviours import scheduler as _scheduler  # noqa: E402
+from specstack_runtime.behaviours import cli as _cli  # noqa: E402
+from specstack_runtime.behaviours import conductor as _conductor  # noqa: E402
+from specstack_runtime.behaviours import scheduler as _scheduler  # noqa: E402
 
 __all__ = ["_cli", "_conductor", "_scheduler", "boot_image_id", "server_view"]

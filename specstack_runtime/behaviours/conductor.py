@@ -28,11 +28,11 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from generator.runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
-from generator.runtime.context import Call
-from generator.runtime.errors import Conflict, NotFound
-from generator.runtime.registry import behaviour
-from generator.runtime.store import Doc, Store, utcnow
+from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.context import Call
+from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.registry import behaviour
+from specstack_runtime.store import Doc, Store, utcnow
 
 logger = logging.getLogger(__name__)
 

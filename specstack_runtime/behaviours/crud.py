@@ -16,10 +16,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from generator.runtime.context import Call, Reply
-from generator.runtime.errors import BadRequest, NotFound
-from generator.runtime.registry import behaviour
-from generator.runtime.store import Store
+from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import BadRequest, NotFound
+from specstack_runtime.registry import behaviour
+from specstack_runtime.store import Store
 
 PAGING = {"limit", "marker", "sort_key", "sort_dir", "fields", "all_tenants"}
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from generator.runtime.context import Interaction
-from generator.runtime.errors import StepFailed
-from generator.runtime.registry import behaviour
+from specstack_runtime.context import Interaction
+from specstack_runtime.errors import StepFailed
+from specstack_runtime.registry import behaviour
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 

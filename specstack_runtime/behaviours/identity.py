@@ -35,12 +35,12 @@ from typing import Any
 
 import bcrypt
 
-from generator.runtime.auth import UNAUTHORIZED, auth_context
-from generator.runtime.context import AuthContext, Call, Reply
-from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from generator.runtime.registry import behaviour
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.store import Store
+from specstack_runtime.auth import UNAUTHORIZED, auth_context
+from specstack_runtime.context import AuthContext, Call, Reply
+from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store
 
 Doc = dict[str, Any]
 

@@ -30,8 +30,8 @@ from urllib.parse import urlencode
 
 import httpx
 
-from generator.runtime.context import AuthContext, Call, Reply
-from generator.runtime.errors import (
+from specstack_runtime.context import AuthContext, Call, Reply
+from specstack_runtime.errors import (
     ApiError,
     BadRequest,
     Conflict,
@@ -39,10 +39,10 @@ from generator.runtime.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from generator.runtime.http import error_message
-from generator.runtime.registry import behaviour
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.store import Store
+from specstack_runtime.http import error_message
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store
 
 Doc = dict[str, Any]
 

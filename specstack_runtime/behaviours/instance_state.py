@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from generator.runtime.virt import PowerState
+from specstack_runtime.virt import PowerState
 
 
 class VmState(StrEnum):

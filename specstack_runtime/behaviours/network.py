@@ -36,15 +36,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from generator.runtime.behaviours import ipam
-from generator.runtime.behaviours.cas import update_cas
-from generator.runtime.bus import BusError
-from generator.runtime.context import AuthContext, Call, Interaction, Reply
-from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
-from generator.runtime.messaging import InvalidMessage, send
-from generator.runtime.registry import behaviour
-from generator.runtime.statefile import StateFile, state_file
-from generator.runtime.store import Store, utcnow
+from specstack_runtime.behaviours import ipam
+from specstack_runtime.behaviours.cas import update_cas
+from specstack_runtime.bus import BusError
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
+from specstack_runtime.messaging import InvalidMessage, send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.statefile import StateFile, state_file
+from specstack_runtime.store import Store, utcnow
 
 logger = logging.getLogger(__name__)
 

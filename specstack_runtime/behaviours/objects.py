@@ -28,7 +28,7 @@ from html import escape
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
-from generator.runtime.behaviours.objectstore import (
+from specstack_runtime.behaviours.objectstore import (
     LISTING_LIMIT,
     ContainerInfo,
     ContainerNotEmpty,
@@ -39,11 +39,11 @@ from generator.runtime.behaviours.objectstore import (
     ObjectStoreError,
     Subdir,
 )
-from generator.runtime.behaviours.objectstore import Conflict as StoreConflict
-from generator.runtime.behaviours.objectstore import NotFound as StoreNotFound
-from generator.runtime.context import Call, Reply
-from generator.runtime.registry import behaviour
-from generator.runtime.services import ServiceRuntime
+from specstack_runtime.behaviours.objectstore import Conflict as StoreConflict
+from specstack_runtime.behaviours.objectstore import NotFound as StoreNotFound
+from specstack_runtime.context import Call, Reply
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
 
 ACCOUNT_PREFIX = "AUTH_"
 STORAGE_POLICY = "Policy-0"

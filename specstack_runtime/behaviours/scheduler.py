@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from generator.runtime.behaviours.conductor import (
+from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
     COMPUTE_NODES,
     INSTANCES,
@@ -23,16 +23,16 @@ from generator.runtime.behaviours.conductor import (
     release_claim,
     usage_of,
 )
-from generator.runtime.behaviours.scheduling import (
+from specstack_runtime.behaviours.scheduling import (
     DEFAULT_AVAILABILITY_ZONE,
     HostState,
     NoValidHost,
     RequestSpec,
     select_destinations,
 )
-from generator.runtime.context import Call, Interaction
-from generator.runtime.registry import behaviour
-from generator.runtime.store import Doc, Store
+from specstack_runtime.context import Call, Interaction
+from specstack_runtime.registry import behaviour
+from specstack_runtime.store import Doc, Store
 
 logger = logging.getLogger(__name__)
 

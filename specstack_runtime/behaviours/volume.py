@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from generator.runtime.behaviours.cas import update_cas
-from generator.runtime.bus import BusError, MessagingTimeout, RemoteError
-from generator.runtime.context import AuthContext, Call, Interaction, Reply
-from generator.runtime.errors import (
+from specstack_runtime.behaviours.cas import update_cas
+from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.errors import (
     ApiError,
     BadRequest,
     Forbidden,
@@ -53,10 +53,10 @@ from generator.runtime.errors import (
     ServiceUnavailable,
     StepFailed,
 )
-from generator.runtime.messaging import InvalidMessage, check, send
-from generator.runtime.registry import behaviour
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.store import Store, utcnow
+from specstack_runtime.messaging import InvalidMessage, check, send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store, utcnow
 
 logger = logging.getLogger(__name__)
 

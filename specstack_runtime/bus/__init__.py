@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from generator.runtime.bus.base import (
+from specstack_runtime.bus.base import (
     Bus,
     BusError,
     DeliveryFailure,
@@ -19,10 +19,10 @@ from generator.runtime.bus.base import (
     Subscription,
     qualified_topic,
 )
-from generator.runtime.bus.memory import InProcessBus
+from specstack_runtime.bus.memory import InProcessBus
 
 if TYPE_CHECKING:
-    from generator.runtime.bus.amqp import AmqpBus
+    from specstack_runtime.bus.amqp import AmqpBus
 
 __all__ = [
     "AmqpBus",
@@ -56,7 +56,7 @@ def make_bus(url: str) -> Bus:
         return InProcessBus()
     if scheme in ("amqp", "amqps"):
         # Imported here so that embedded mode never loads aio-pika.
-        from generator.runtime.bus.amqp import AmqpBus
+        from specstack_runtime.bus.amqp import AmqpBus
 
         return AmqpBus(url)
     raise ValueError(
@@ -66,7 +66,7 @@ def make_bus(url: str) -> Bus:
 
 def __getattr__(name: str) -> object:
     if name == "AmqpBus":
-        from generator.runtime.bus.amqp import AmqpBus
+        from specstack_runtime.bus.amqp import AmqpBus
 
         return AmqpBus
     raise AttributeError(name)

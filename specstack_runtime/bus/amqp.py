@@ -42,7 +42,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, PublishError
 from pydantic import ValidationError
 
-from generator.runtime.bus.base import (
+from specstack_runtime.bus.base import (
     Bus,
     BusError,
     DeliveryFailure,

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any
 
-from generator.runtime.bus.base import (
+from specstack_runtime.bus.base import (
     Bus,
     BusError,
     Envelope,

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from generator.runtime import filewriter, jsonfast
-from generator.runtime.virt import (
+from specstack_runtime import filewriter, jsoncodec
+from specstack_runtime.virt import (
     RUNNING,
     SHUTDOWN,
     DeviceBusy,
@@ -27,7 +27,7 @@ from generator.runtime.virt import (
     InstanceNotFound,
     VirtError,
 )
-from generator.runtime.virt.common import (
+from specstack_runtime.virt.common import (
     check_capacity,
     disk_name,
     instance_uuid,
@@ -93,7 +93,7 @@ class FakeHypervisor:
             return
         self._dirty = False
         data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
-        encoded = jsonfast.dumps(data, sort_keys=True)
+        encoded = jsoncodec.dumps(data, sort_keys=True)
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -51,7 +51,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from generator.runtime.virt import (
+from specstack_runtime.virt import (
     CRASHED,
     NOSTATE,
     PAUSED,
@@ -64,9 +64,9 @@ from generator.runtime.virt import (
     InstanceNotFound,
     VirtError,
 )
-from generator.runtime.virt.accel import libvirt_virt_type
-from generator.runtime.virt.common import disk_name, instance_uuid, vif_mac
-from generator.runtime.virt.domain_xml import (
+from specstack_runtime.virt.accel import libvirt_virt_type
+from specstack_runtime.virt.common import disk_name, instance_uuid, vif_mac
+from specstack_runtime.virt.domain_xml import (
     METADATA_NS,
     VIRT_TYPES,
     Disk,

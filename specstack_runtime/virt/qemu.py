@@ -38,7 +38,7 @@ from typing import Any
 
 from qemu.qmp import QMPClient, QMPError
 
-from generator.runtime.virt import (
+from specstack_runtime.virt import (
     CRASHED,
     NOSTATE,
     PAUSED,
@@ -51,7 +51,7 @@ from generator.runtime.virt import (
     InstanceNotFound,
     VirtError,
 )
-from generator.runtime.virt.common import (
+from specstack_runtime.virt.common import (
     check_capacity,
     disk_name,
     instance_uuid,

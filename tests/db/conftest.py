@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from generator.runtime import migrate
+from specstack_runtime import migrate
 
 SERVERS = {
     "postgresql": os.environ.get("SPECSTACK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/"),

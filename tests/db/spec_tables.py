@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.store import TableSpec
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.store import TableSpec
 
 REPO = Path(__file__).resolve().parents[2]
 INFO = StackInfo.load(REPO / "generated" / "ir.json")

@@ -12,8 +12,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, create_engine, inspect, text
 
-from generator.runtime import migrate
-from generator.runtime.store import Store, build_metadata, engine_url
+from specstack_runtime import migrate
+from specstack_runtime.store import Store, build_metadata, engine_url
 from tests.db.spec_tables import DATABASES, INFO, tables
 
 

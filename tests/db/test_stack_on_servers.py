@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from generator.conformance.harness import free_port_block
-from generator.run_cmd import run_stack
-from generator.runtime import migrate
-from generator.runtime.config import StackConfig
-from generator.runtime.store import Store
+from generator.commands.run import run_stack
+from specstack_conformance.harness import free_port_block
+from specstack_runtime import migrate
+from specstack_runtime.config import StackConfig
+from specstack_runtime.store import Store
 from tests.db.conftest import server_database
 from tests.db.spec_tables import DATABASES, REPO, tables
 from tests.runtime import rabbit

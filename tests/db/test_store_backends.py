@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from generator.runtime.behaviours.network import _allocate_one
-from generator.runtime.errors import Conflict, NotFound
-from generator.runtime.store import Store, TableSpec, engine_url
+from specstack_runtime.behaviours.network import _allocate_one
+from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.store import Store, TableSpec, engine_url
 from tests.db.spec_tables import tables
 
 T = TypeVar("T")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from generator.conformance.harness import free_port_block
-from generator.runtime.trace import TraceEvent, TraceRecorder
+from specstack_conformance.harness import free_port_block
+from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 from ..conftest import REPO
 

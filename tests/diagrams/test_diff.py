@@ -7,7 +7,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from generator.diagram_cmd import compare, load_ir
+from generator.commands.flow_diagrams import compare, load_ir
 
 from ..conftest import REPO
 from .conftest import Run, specstack, write_trace

@@ -7,9 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-from generator.diagram_cmd import load_ir
-from generator.render.diagrams import mmd_escape
-from generator.render.plantuml import source_digest
+from generator.commands.flow_diagrams import load_ir
+from generator.pipeline.render.diagrams import mmd_escape
+from generator.pipeline.render.plantuml import source_digest
 
 from ..conftest import REPO
 from .conftest import need_plantuml, specstack

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from generator.diagram_cmd import compare, env, load_ir, observed
-from generator.render.diagrams import render_sequence
+from generator.commands.flow_diagrams import compare, env, load_ir, observed
+from generator.pipeline.render.diagrams import render_sequence
 
 from ..conftest import REPO
 from .conftest import MERMAID_JS, Run, browser, need

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from generator import report
-from generator.diagram_cmd import load_ir
+from generator.commands.flow_diagrams import load_ir, observed_diagrams
+from generator.pipeline import DEFAULT_TEMPLATES
+from specstack_conformance import report
 
 from ..conftest import REPO
 from .conftest import Run, browser, need_plantuml, specstack
@@ -112,7 +113,9 @@ def test_a_failure_is_shown_with_its_evidence(stack_run: Run, tmp_path: Path) ->
         "tests": tests,
         "flows": {"boot-vm": {"flow_id": stack_run.flow_id, "server_id": "x", "events": events}},
     }
-    html = report.build(data, ir, REPO / "generated", "a test")
+    html = report.build(
+        data, ir, REPO / "generated", "a test", DEFAULT_TEMPLATES, observed_diagrams
+    )
     path = tmp_path / "failed.html"
     report.write(path, html)
     keep = os.environ.get("SPECSTACK_REPORT_SCREENSHOT")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.runtime.config import (
+from specstack_runtime.config import (
     DEFAULT_DATABASE_SERVER,
     ConfigError,
     StackConfig,

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from generator.runtime.process import ready_file
+from specstack_runtime.process import ready_file
 
 from ..wire.conftest import DISTRIBUTED_COMPUTES, Stack
 from .conftest import Cloud

@@ -13,7 +13,7 @@ from collections import Counter
 from ..wire.conftest import DISTRIBUTED_COMPUTES, Stack
 from .conftest import Cloud
 
-FLAVOR_RAM = {"1": 512, "2": 2048, "3": 4096}  # the demo flavors (generator.runtime.demo)
+FLAVOR_RAM = {"1": 512, "2": 2048, "3": 4096}  # the demo flavors (specstack_runtime.demo)
 NODE_RAM_MB = 16384  # spec/topology.yaml: compute resources
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from generator.runtime.bus import Envelope
-from generator.runtime.config import StackConfig
-from generator.runtime.flow import Flow, HandlerSpec
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.trace import TraceRecorder
-from generator.runtime.workers import Consumer, Dispatcher
+from specstack_runtime.bus import Envelope
+from specstack_runtime.config import StackConfig
+from specstack_runtime.consumers import Consumer, Dispatcher
+from specstack_runtime.flow import Flow, HandlerSpec
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.trace import TraceRecorder
 
 from ..conftest import REPO
 

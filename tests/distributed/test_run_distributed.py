@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from generator.runtime.config import load_config
-from generator.runtime.embedded import load_generated
-from generator.runtime.supervisor import free_port_block_outside_ephemeral, layout
+from specstack_runtime.config import load_config
+from specstack_runtime.embedded import load_generated
+from specstack_runtime.supervisor import free_port_block_outside_ephemeral, layout
 
 from ..conftest import REPO
 from ..wire.conftest import DISTRIBUTED_COMPUTES, drop_distributed, running_stack

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.runtime.config import load_config
-from generator.runtime.embedded import load_generated
-from generator.runtime.supervisor import (
+from specstack_runtime.config import load_config
+from specstack_runtime.embedded import load_generated
+from specstack_runtime.supervisor import (
     Supervisor,
     SupervisorError,
     drop_stack_resources,

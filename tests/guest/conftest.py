@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from generator import guestimage
-from generator.conformance.drivers import libvirtd_missing, requirement_missing
-from generator.conformance.harness import free_port_block
-from generator.runtime.virt.qemu import qemu_binary
+from generator.tools import guestimage
+from specstack_conformance.drivers import libvirtd_missing, requirement_missing
+from specstack_conformance.harness import free_port_block
+from specstack_runtime.virt.qemu import qemu_binary
 
 from ..conftest import REPO
 from ..virt.conftest import unavailable

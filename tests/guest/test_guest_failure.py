@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.guestimage import GuestImage
+from generator.tools.guestimage import GuestImage
 
 from .conftest import driver_stack, require_driver
 

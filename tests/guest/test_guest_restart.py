@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.guestimage import MARKER, GuestImage
+from generator.tools.guestimage import MARKER, GuestImage
 
 from .conftest import driver_stack, end_guests, guest_pids, require_driver
 from .test_real_guest import _wait_console

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from generator.guestimage import MARKER, GuestImage
+from generator.tools.guestimage import MARKER, GuestImage
 
 from ..wire.conftest import Stack
 from .conftest import driver_stack, guest_pids, require_driver

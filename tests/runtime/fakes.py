@@ -20,17 +20,17 @@ from typing import Any, TypeVar
 import httpx
 from jsonschema import Draft202012Validator
 
-from generator.build_ir import build_ir
-from generator.load import load_spec, to_plain
-from generator.runtime import registry
-from generator.runtime.auth import TokenValidator
-from generator.runtime.behaviours import identity, image, objects  # noqa: F401  (registers them)
-from generator.runtime.config import StackConfig
-from generator.runtime.context import AuthContext, Call, Reply
-from generator.runtime.errors import ApiError, Unauthorized
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.store import Store, TableSpec
+from generator.pipeline.build_ir import build_ir
+from generator.pipeline.load import load_spec, to_plain
+from specstack_runtime import registry
+from specstack_runtime.auth import TokenValidator
+from specstack_runtime.behaviours import identity, image, objects  # noqa: F401  (registers them)
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import AuthContext, Call, Reply
+from specstack_runtime.errors import ApiError, Unauthorized
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.store import Store, TableSpec
 
 SPEC = Path(__file__).resolve().parents[2] / "spec"
 

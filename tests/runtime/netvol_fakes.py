@@ -19,17 +19,17 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
 
-from generator.build_ir import build_ir
-from generator.load import load_spec
-from generator.runtime import registry
-from generator.runtime.bus import Envelope, InProcessBus
-from generator.runtime.config import StackConfig
-from generator.runtime.context import AuthContext, Call, Interaction, Reply
-from generator.runtime.errors import ApiError
-from generator.runtime.messaging import send
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.store import Store, TableSpec
+from generator.pipeline.build_ir import build_ir
+from generator.pipeline.load import load_spec
+from specstack_runtime import registry
+from specstack_runtime.bus import Envelope, InProcessBus
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.errors import ApiError
+from specstack_runtime.messaging import send
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.store import Store, TableSpec
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "spec"

@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from generator.runtime.auth import TokenValidator, auth_context
-from generator.runtime.config import StackConfig
-from generator.runtime.context import AuthContext
-from generator.runtime.errors import ServiceUnavailable, Unauthorized
+from specstack_runtime.auth import TokenValidator, auth_context
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import AuthContext
+from specstack_runtime.errors import ServiceUnavailable, Unauthorized
 from tests.runtime.fakes import Stack, arun, stack_info
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import aio_pika
 import pytest
 
-from generator.runtime.bus import AmqpBus, BusError, Envelope, make_bus
-from generator.runtime.bus.amqp import AmqpOptions, redact
+from specstack_runtime.bus import AmqpBus, BusError, Envelope, make_bus
+from specstack_runtime.bus.amqp import AmqpOptions, redact
 from tests.runtime import rabbit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_password_is_redacted() -> None:
 
 def test_unreachable_broker_is_a_bus_error() -> None:
     async def main() -> None:
-        from generator.conformance.harness import free_port_block
+        from specstack_conformance.harness import free_port_block
 
         port = free_port_block(1)
         bus = AmqpBus(f"amqp://guest:secretpw@127.0.0.1:{port}/")
@@ -184,7 +184,7 @@ def test_malformed_message_is_rejected_recorded_and_consumer_survives(url: str) 
 CONSUMER = textwrap.dedent(
     """
     import asyncio, sys
-    from generator.runtime.bus import AmqpBus
+    from specstack_runtime.bus import AmqpBus
 
     async def main(url, prefix):
         async with AmqpBus(url, prefix=prefix) as bus:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.bus import (
+from specstack_runtime.bus import (
     AmqpBus,
     Bus,
     BusError,

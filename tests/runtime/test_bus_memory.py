@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.bus import Envelope, InProcessBus, MessagingTimeout, RemoteError, make_bus
+from specstack_runtime.bus import Envelope, InProcessBus, MessagingTimeout, RemoteError, make_bus
 
 
 def test_make_bus_memory_returns_in_process_bus() -> None:

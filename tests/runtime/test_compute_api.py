@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.behaviours import compute
-from generator.runtime.bus import RemoteError
-from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.store import Store
+from specstack_runtime.behaviours import compute
+from specstack_runtime.bus import RemoteError
+from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
     NETWORK_ID,
@@ -102,7 +102,7 @@ class Api:
             o for o in self.info.apis["compute"]["operations"] if o["operation_id"] == operation_id
         )
         call = op_call(self.rt, operation_id, **kwargs)
-        from generator.runtime import registry
+        from specstack_runtime import registry
 
         reply = await registry.get(op["behaviour"])(call)
         if check:
@@ -195,7 +195,7 @@ async def test_schedule_request_casts_a_valid_payload(api: Api) -> None:
     invoke = Recorder()
     await compute.schedule_request(interaction(call, invoke, label="6"))
     (((payload,), _),) = invoke.calls
-    from generator.runtime.messaging import check
+    from specstack_runtime.messaging import check
 
     check(api.info, "schedule_and_build_instances", "payload", payload)
     assert payload["instance"]["uuid"] == call.vars["instance"]["id"]
@@ -561,7 +561,7 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
     await compute.terminate_request(interaction(call, invoke, label="6"))
     (((payload,), kwargs),) = invoke.calls
     assert kwargs == {"host": "compute-1"}
-    from generator.runtime.messaging import check
+    from specstack_runtime.messaging import check
 
     check(api.info, "terminate_instance", "payload", payload)
     assert payload["ports"] == ["p1"] and payload["attachments"] == [att]

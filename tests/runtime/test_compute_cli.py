@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.behaviours import cli
-from generator.runtime.context import Call
-from generator.runtime.errors import StepFailed
+from specstack_runtime.behaviours import cli
+from specstack_runtime.context import Call
+from specstack_runtime.errors import StepFailed
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
     NETWORK_ID,

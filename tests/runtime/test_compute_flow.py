@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.behaviours import compute, conductor, scheduler
-from generator.runtime.behaviours.scheduling import NoValidHost
-from generator.runtime.errors import Conflict, NotFound, StepFailed
-from generator.runtime.messaging import check
-from generator.runtime.virt.fake import FakeHypervisor
+from specstack_runtime.behaviours import compute, conductor, scheduler
+from specstack_runtime.behaviours.scheduling import NoValidHost
+from specstack_runtime.errors import Conflict, NotFound, StepFailed
+from specstack_runtime.messaging import check
+from specstack_runtime.virt.fake import FakeHypervisor
 from tests.runtime.test_compute_kit import (
     IMAGE_DATA,
     IMAGE_ID,
@@ -847,7 +847,7 @@ async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> 
     await compute.begin_terminate(call)
 
     async def native_gone(**kw: Any) -> None:
-        from generator.runtime.virt import InstanceNotFound
+        from specstack_runtime.virt import InstanceNotFound
 
         raise InstanceNotFound(kw["instance"]["uuid"])
 

@@ -23,18 +23,18 @@ from typing import Any, TypeVar
 import httpx
 from jsonschema import Draft202012Validator
 
-from generator.build_ir import build_ir
-from generator.load import load_spec
-from generator.runtime import registry
-from generator.runtime.behaviours import compute  # noqa: F401  (registers the nova behaviours)
-from generator.runtime.bus import Envelope, InProcessBus
-from generator.runtime.config import StackConfig
-from generator.runtime.context import AuthContext, Call, Interaction, Reply
-from generator.runtime.messaging import send
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.store import Store, TableSpec
-from generator.runtime.virt.fake import FakeHypervisor
+from generator.pipeline.build_ir import build_ir
+from generator.pipeline.load import load_spec
+from specstack_runtime import registry
+from specstack_runtime.behaviours import compute  # noqa: F401  (registers the nova behaviours)
+from specstack_runtime.bus import Envelope, InProcessBus
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.messaging import send
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.store import Store, TableSpec
+from specstack_runtime.virt.fake import FakeHypervisor
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "spec"
@@ -721,7 +721,7 @@ async def add_compute_node(
     """A compute node as conductor.compute_node_update records it."""
     import time
 
-    from generator.runtime.behaviours import conductor
+    from specstack_runtime.behaviours import conductor
 
     info = stack_info()
     rt = make_runtime(info, "nova-conductor", store=store)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from generator.runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
-from generator.runtime.virt.fake import FLUSH_DELAY_S, FakeHypervisor
+from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
+from specstack_runtime.virt.fake import FLUSH_DELAY_S, FakeHypervisor
 from tests.runtime.test_compute_kit import arun, ir_json
 
 CONN = {"driver_volume_type": "iscsi", "data": {"volume_id": "vol-1"}}

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from generator.runtime import registry
-from generator.runtime.behaviours import identity
-from generator.runtime.context import AuthContext
-from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from generator.runtime.stackinfo import StackInfo
+from specstack_runtime import registry
+from specstack_runtime.behaviours import identity
+from specstack_runtime.context import AuthContext
+from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
+from specstack_runtime.stackinfo import StackInfo
 from tests.runtime.fakes import Stack, arun, ir_json, openapi
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")

@@ -9,11 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from generator.runtime import registry
-from generator.runtime.behaviours.image import Gone, RangeNotSatisfiable
-from generator.runtime.behaviours.objects import object_store
-from generator.runtime.context import AuthContext, Reply
-from generator.runtime.errors import BadRequest, Conflict, Forbidden, NotFound
+from specstack_runtime import registry
+from specstack_runtime.behaviours.image import Gone, RangeNotSatisfiable
+from specstack_runtime.behaviours.objects import object_store
+from specstack_runtime.context import AuthContext, Reply
+from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from tests.runtime.fakes import Stack, arun, openapi
 
 DATA = b"\x00cirros-disk-image\xff" * 4096
@@ -175,7 +175,7 @@ async def test_upload_rules(tmp_path: Path) -> None:
     theirs = await create(stack, admin)
     with pytest.raises(Forbidden):
         await op(stack, "uploadImageData", demo, theirs["id"], raw_body=b"x")
-    from generator.runtime.behaviours.image import UnsupportedMediaType
+    from specstack_runtime.behaviours.image import UnsupportedMediaType
 
     with pytest.raises(UnsupportedMediaType):
         await op(
@@ -194,7 +194,7 @@ async def test_store_failure_puts_the_image_back_in_queued(tmp_path: Path) -> No
     image = await create(stack, demo)
     object_store(stack.swift)  # the store exists, but the glance container cannot be created:
     stack.swift.shared["objectstore"].create_container = _refuse  # type: ignore[method-assign]
-    from generator.runtime.errors import ServiceUnavailable
+    from specstack_runtime.errors import ServiceUnavailable
 
     with pytest.raises(ServiceUnavailable):
         await op(stack, "uploadImageData", demo, image["id"], raw_body=b"data")
@@ -202,7 +202,7 @@ async def test_store_failure_puts_the_image_back_in_queued(tmp_path: Path) -> No
 
 
 async def _refuse(*args: Any, **kwargs: Any) -> bool:
-    from generator.runtime.behaviours.objectstore import InvalidName
+    from specstack_runtime.behaviours.objectstore import InvalidName
 
     raise InvalidName("refused")
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.runtime.behaviours.instance_state import (
+from specstack_runtime.behaviours.instance_state import (
     Event,
     InstanceState,
     InvalidTransition,

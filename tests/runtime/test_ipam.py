@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from generator.runtime.behaviours.ipam import (
+from specstack_runtime.behaviours.ipam import (
     InvalidAllocationPool,
     InvalidIpRequest,
     IpAddressInUse,

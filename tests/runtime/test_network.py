@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.behaviours import network as net
-from generator.runtime.bus import InProcessBus
-from generator.runtime.context import AuthContext, Reply
-from generator.runtime.errors import ApiError
-from generator.runtime.messaging import InvalidMessage, check
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.statefile import flush_all
-from generator.runtime.store import Store
+from specstack_runtime.behaviours import network as net
+from specstack_runtime.bus import InProcessBus
+from specstack_runtime.context import AuthContext, Reply
+from specstack_runtime.errors import ApiError
+from specstack_runtime.messaging import InvalidMessage, check
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.statefile import flush_all
+from specstack_runtime.store import Store
 from tests.runtime.netvol_fakes import (
     ADMIN,
     OTHER,
@@ -820,7 +820,7 @@ def test_agent_handlers_directly(tmp_path: Path) -> None:
 
 
 def test_steps_without_a_port_fail_cleanly(tmp_path: Path) -> None:
-    from generator.runtime.errors import StepFailed
+    from specstack_runtime.errors import StepFailed
 
     async def scenario(n: Neutron) -> None:
         call = make_call(n.rt, "createPort")

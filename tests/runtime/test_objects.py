@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from generator.runtime import registry
-from generator.runtime.behaviours.objects import object_store
-from generator.runtime.context import AuthContext, Reply
-from generator.runtime.errors import Unauthorized
+from specstack_runtime import registry
+from specstack_runtime.behaviours.objects import object_store
+from specstack_runtime.context import AuthContext, Reply
+from specstack_runtime.errors import Unauthorized
 from tests.runtime.fakes import Stack, arun, openapi
 
 DATA = b"swift object data " * 100

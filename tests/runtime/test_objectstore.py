@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.runtime.behaviours.objectstore import (
+from specstack_runtime.behaviours.objectstore import (
     Conflict,
     ContainerNotEmpty,
     InvalidMetadata,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from generator.runtime import policy
-from generator.runtime.context import AuthContext
+from specstack_runtime import policy
+from specstack_runtime.context import AuthContext
 
 
 def _ctx(*roles: str, project: str | None = "p1", user: str = "u1") -> AuthContext:

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from generator.runtime.behaviours.scheduling import (
+from specstack_runtime.behaviours.scheduling import (
     FILTERS,
     WEIGHERS,
     FilterContext,

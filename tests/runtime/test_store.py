@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from generator.runtime.errors import Conflict, NotFound
-from generator.runtime.store import Store, TableSpec
+from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.store import Store, TableSpec
 
 TABLES = [TableSpec("things", ("project_id", "name", "state"))]
 

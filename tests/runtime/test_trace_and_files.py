@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from generator.runtime.behaviours.flowsteps import bind
-from generator.runtime.errors import StepFailed
-from generator.runtime.statefile import DELAY_S, flush_all, state_file
-from generator.runtime.trace import TraceEvent, TraceRecorder
+from specstack_runtime.behaviours.flowsteps import bind
+from specstack_runtime.errors import StepFailed
+from specstack_runtime.statefile import DELAY_S, flush_all, state_file
+from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 
 def event(flow: str, step: str, t: float, **detail: object) -> TraceEvent:

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.behaviours import volume as vol
-from generator.runtime.bus import InProcessBus
-from generator.runtime.context import AuthContext, Call, Interaction, Reply
-from generator.runtime.errors import ApiError, StepFailed
-from generator.runtime.services import ServiceRuntime
-from generator.runtime.stackinfo import StackInfo
-from generator.runtime.store import Store
+from specstack_runtime.behaviours import volume as vol
+from specstack_runtime.bus import InProcessBus
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.errors import ApiError, StepFailed
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.store import Store
 from tests.runtime.netvol_fakes import (
     ADMIN,
     OTHER,

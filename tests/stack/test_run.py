@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from generator.conformance.harness import free_port_block
+from specstack_conformance.harness import free_port_block
 
 from ..conftest import REPO
 
@@ -149,8 +149,8 @@ def test_an_unknown_behaviour_stops_the_start_with_its_name(
 ) -> None:
     import json
 
-    from generator.runtime.config import StackConfig
-    from generator.runtime.embedded import EmbeddedStack, StackError
+    from specstack_runtime.config import StackConfig
+    from specstack_runtime.embedded import EmbeddedStack, StackError
 
     monkeypatch.chdir(REPO)
     stack = EmbeddedStack(StackConfig(data_dir=tmp_path))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from generator.conformance.drivers import REQUIRE_ENV, libvirtd_missing, requirement_missing
+from specstack_conformance.drivers import REQUIRE_ENV, libvirtd_missing, requirement_missing
 
 
 def unavailable(reason: str) -> None:
@@ -27,7 +27,7 @@ def _hypervisor(tmp_path: Path, **options: Any) -> Iterator[Any]:
     missing = requirement_missing("libvirt-python")
     if missing:
         unavailable(missing)
-    from generator.runtime.virt.libvirt import LibvirtHypervisor
+    from specstack_runtime.virt.libvirt import LibvirtHypervisor
 
     host = f"test-{uuid.uuid4().hex[:8]}"  # its own host: it sees only its own domains
     h = LibvirtHypervisor(tmp_path / f"{host}.json", hostname=host, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.runtime.virt.accel import cpu_has_virtualization, kvm_usable
+from specstack_runtime.virt.accel import cpu_has_virtualization, kvm_usable
 
 INTEL = "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse2\n"
 NO_VIRT = "processor\t: 0\nflags\t\t: fpu vme de pse sse2 hypervisor\n"

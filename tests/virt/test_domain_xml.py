@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.runtime.virt.domain_xml import (
+from specstack_runtime.virt.domain_xml import (
     VIRT_TYPES,
     Disk,
     Guest,

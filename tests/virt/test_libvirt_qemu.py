@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.virt import VirtError
-from generator.runtime.virt.accel import libvirt_virt_type
+from specstack_runtime.virt import VirtError
+from specstack_runtime.virt.accel import libvirt_virt_type
 
 from .conftest import blank_disk, file_volume, new_instance
 

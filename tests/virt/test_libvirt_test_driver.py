@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from generator.runtime.virt import (
+from specstack_runtime.virt import (
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
@@ -52,7 +52,7 @@ def test_spawn_lists_and_destroys_only_its_own_guests(test_driver: Any, tmp_path
     assert disk.find("source").get("file") == str(h.instance_dir(inst["uuid"]) / "disk")  # type: ignore[union-attr]
     assert (h.instance_dir(inst["uuid"]) / "disk").is_file()
     # another compute host on the same libvirt does not see it
-    from generator.runtime.virt.libvirt import LibvirtHypervisor
+    from specstack_runtime.virt.libvirt import LibvirtHypervisor
 
     other = LibvirtHypervisor(uri="test:///default", hostname=h.hostname + "-other")
     assert run(other.list_instances()) == []
@@ -169,7 +169,7 @@ def test_spawn_before_the_image_arrives_boots_when_it_does(
 
 
 def test_an_image_that_never_arrives_fails_the_guest(tmp_path: Path) -> None:
-    from generator.runtime.virt.libvirt import LibvirtHypervisor
+    from specstack_runtime.virt.libvirt import LibvirtHypervisor
 
     h = LibvirtHypervisor(
         uri="test:///default",
@@ -287,7 +287,7 @@ def test_spawn_twice_and_unknown_instances(test_driver: Any) -> None:
 
 
 def test_bad_configuration_is_refused() -> None:
-    from generator.runtime.virt.libvirt import LibvirtHypervisor
+    from specstack_runtime.virt.libvirt import LibvirtHypervisor
 
     with pytest.raises(VirtError, match="unknown libvirt virt type 'vmware'"):
         LibvirtHypervisor(uri="test:///default", virt_type="vmware")

@@ -16,16 +16,16 @@ from typing import Any, TypeVar
 
 import pytest
 
-from generator.guestimage import MARKER, GuestImage
-from generator.runtime.virt import (
+from generator.tools.guestimage import MARKER, GuestImage
+from specstack_runtime.virt import (
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
     InstanceNotFound,
     VirtError,
 )
-from generator.runtime.virt import qemu as qemu_mod
-from generator.runtime.virt.qemu import CRASHED, NOSTATE, RUNNING, QemuHypervisor, qemu_binary
+from specstack_runtime.virt import qemu as qemu_mod
+from specstack_runtime.virt.qemu import CRASHED, NOSTATE, RUNNING, QemuHypervisor, qemu_binary
 
 from ..guest.conftest import guest_image as guest_image  # the fixture
 from ..guest.conftest import guest_pids

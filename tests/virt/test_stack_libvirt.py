@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from generator.conformance.harness import free_port_block
+from specstack_conformance.harness import free_port_block
 
 from ..stack.test_run import _run as run_once
 from .conftest import unavailable

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from generator.conformance.harness import free_port_block
+from specstack_conformance.harness import free_port_block
 
 from ..conftest import REPO
 
@@ -116,8 +116,8 @@ class Stack:
 
 def drop_distributed(data_dir: Path) -> None:
     """Drop what a distributed stack made outside its data directory (databases, vhost)."""
-    from generator.runtime.config import load_config
-    from generator.runtime.supervisor import drop_stack_resources
+    from specstack_runtime.config import load_config
+    from specstack_runtime.supervisor import drop_stack_resources
 
     if not (data_dir / "secrets.json").exists():
         return
@@ -140,7 +140,7 @@ def running_stack(
     mode = mode or stack_mode()
     data_dir = data_dir or tmp_path_factory.mktemp(name) / "data"
     if mode == "distributed":
-        from generator.runtime.supervisor import free_port_block_outside_ephemeral
+        from specstack_runtime.supervisor import free_port_block_outside_ephemeral
 
         port = free_port_block_outside_ephemeral(8)
     else:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from generator.render.base import (
+from generator.pipeline.render.base import (
     OffloadedTarget,
     OutputFile,
     RenderContext,
     Target,
     template_env,
 )
-from generator.render.code import ClientsTarget, DriversTarget, MessagingTarget, ServicesTarget
-from generator.render.conformance import ConformanceTarget
-from generator.render.diagrams import DiagramsTarget
-from generator.render.ir_json import IrTarget
-from generator.render.migrations import MigrationsTarget
-from generator.render.models import ModelsTarget
-from generator.render.openapi_bundle import OpenApiTarget
-from generator.render.package import PackageTarget
+from generator.pipeline.render.code import (
+    ClientsTarget,
+    DriversTarget,
+    MessagingTarget,
+    ServicesTarget,
+)
+from generator.pipeline.render.conformance import ConformanceTarget
+from generator.pipeline.render.diagrams import DiagramsTarget
+from generator.pipeline.render.ir_json import IrTarget
+from generator.pipeline.render.migrations import MigrationsTarget
+from generator.pipeline.render.models import ModelsTarget
+from generator.pipeline.render.openapi_bundle import OpenApiTarget
+from generator.pipeline.render.package import PackageTarget
 
 TARGETS: tuple[Target | OffloadedTarget, ...] = (
     PackageTarget(),

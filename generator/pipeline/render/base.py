@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from generator.workers import Worker
+from generator.pipeline.forkpool import Worker
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from generator.ir import IR
-    from generator.load import LoadedSpec
+    from generator.pipeline.load import LoadedSpec
+    from specstack_runtime.ir import IR
 
 
 @dataclass(frozen=True)

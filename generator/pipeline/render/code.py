@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from generator.render.base import OutputFile, RenderContext, py_header
+from generator.pipeline.render.base import OutputFile, RenderContext, py_header
 
 if TYPE_CHECKING:
-    from generator.ir import IR
+    from specstack_runtime.ir import IR
 
 
 class ClientsTarget:

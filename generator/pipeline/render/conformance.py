@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from generator.conformance.matrix import RESOURCE_PARAMS
-from generator.render.base import OutputFile, RenderContext, py_header
-from generator.runtime import policy
-from generator.runtime.context import AuthContext
+from generator.pipeline.render.base import OutputFile, RenderContext, py_header
+from specstack_conformance.matrix import RESOURCE_PARAMS
+from specstack_runtime import policy
+from specstack_runtime.context import AuthContext
 
 if TYPE_CHECKING:
-    from generator.ir import IR, Api, Operation
+    from specstack_runtime.ir import IR, Api, Operation
 
 
 class ConformanceTarget:

@@ -4,7 +4,7 @@ The same diagram model serves three uses: the declared sequences rendered into
 `generated/diagrams/`, an observed flow drawn from its trace (`specstack trace
 --format mermaid`), and the comparison of the two (`specstack diagram --diff`).
 Templates only place values; every label, id and style is computed here.
-SVGs are rendered from the PlantUML sources by `generator.render.plantuml`.
+SVGs are rendered from the PlantUML sources by `generator.pipeline.render.plantuml`.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from generator.render.base import OutputFile, RenderContext, md_header
+from generator.pipeline.render.base import OutputFile, RenderContext, md_header
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from generator.ir import IR, Component, Interaction
+    from specstack_runtime.ir import IR, Component, Interaction
 
 Mark = Literal["", "missing", "extra", "out-of-order", "failed", "mismatch"]
 

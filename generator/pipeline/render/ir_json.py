@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from generator.render.base import OutputFile, RenderContext
+from generator.pipeline.render.base import OutputFile, RenderContext
 
 if TYPE_CHECKING:
-    from generator.ir import IR
+    from specstack_runtime.ir import IR
 
 
 class IrTarget:

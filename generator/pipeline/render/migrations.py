@@ -2,8 +2,8 @@
 
 Each database component gets its own alembic script directory,
 `migrations/<module>/versions/`, whose revisions create the resource tables and
-indexes of its `tables` (the same shape `generator.runtime.store` expects).
-`generator.runtime.migrate.upgrade(url, database)` runs them; no alembic.ini needed.
+indexes of its `tables` (the same shape `specstack_runtime.store` expects).
+`specstack_runtime.migrate.upgrade(url, database)` runs them; no alembic.ini needed.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from generator.render.base import OutputFile, RenderContext, py_header
+from generator.pipeline.render.base import OutputFile, RenderContext, py_header
 
 if TYPE_CHECKING:
-    from generator.ir import IR
+    from specstack_runtime.ir import IR
 
 
 def revision_id(module: str, number: int, body: str) -> str:

@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from generator.load import to_plain
-from generator.render.base import OutputFile, RenderContext, py_header
+from generator.pipeline.load import to_plain
+from generator.pipeline.render.base import OutputFile, RenderContext, py_header
 
 if TYPE_CHECKING:
-    from generator.ir import IR
+    from specstack_runtime.ir import IR
 
 
 class ModelGenerationError(Exception):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from generator.load import to_plain
-from generator.render.base import OutputFile, RenderContext, md_header
+from generator.pipeline.load import to_plain
+from generator.pipeline.render.base import OutputFile, RenderContext, md_header
 
 if TYPE_CHECKING:
-    from generator.ir import IR
+    from specstack_runtime.ir import IR
 
 
 class OpenApiTarget:

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.render.base import OutputFile
-from generator.render.diagrams import sources_of
+from generator.pipeline.render.base import OutputFile
+from generator.pipeline.render.diagrams import sources_of
 
 RECORD = "diagrams/svg-sources.json"
 PLANTUML_ENV = "SPECSTACK_PLANTUML"  # the command to run PlantUML, e.g. "java -jar plantuml.jar"
@@ -148,7 +148,7 @@ def _recorded(out: Path) -> dict[str, str]:
 
 def _untouched(out: Path, rel: str, manifest: dict[str, object] | None) -> str | None:
     """The SVG as `generate` last wrote it, or None if it is gone or was edited since."""
-    from generator.output import sha256
+    from generator.pipeline.output import sha256
 
     files = manifest.get("files") if manifest else None
     try:
@@ -171,7 +171,7 @@ def svg_outputs(
     With `check`, nothing is rendered: an SVG whose source changed stands in as a
     placeholder, so the comparison reports it.
     """
-    from generator.output import read_manifest
+    from generator.pipeline.output import read_manifest
 
     sources = sources_of(files)
     want = {svg: source_digest(text) for svg, text in sources.items()}
@@ -220,7 +220,7 @@ def svg_outputs(
     body = {
         "$generated": {"by": "specstack", "from": source},
         "about": "the digest of the PlantUML source each SVG was rendered from "
-        "(generator.render.plantuml.source_digest); the drift check compares SVGs by these",
+        "(generator.pipeline.render.plantuml.source_digest); the drift check compares SVGs by these",
         "svgs": dict(sorted(record.items())),
     }
     result.files.append(OutputFile(RECORD, json.dumps(body, indent=2) + "\n"))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.diagnostics import Diagnostic, sort_diagnostics
-from generator.load import GROUP_DIRS, LoadedSpec, load_spec, to_plain
-from generator.validate.openapi import DocumentChecks, check_document, check_openapi
-from generator.validate.schema import check_schema
-from generator.validate.xref import check_xrefs
+from generator.pipeline.diagnostics import Diagnostic, sort_diagnostics
+from generator.pipeline.load import GROUP_DIRS, LoadedSpec, load_spec, to_plain
+from generator.pipeline.validate.openapi import DocumentChecks, check_document, check_openapi
+from generator.pipeline.validate.schema import check_schema
+from generator.pipeline.validate.xref import check_xrefs
 
 
 def validate(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:

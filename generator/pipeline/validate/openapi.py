@@ -8,12 +8,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from generator.diagnostics import Diagnostic
-from generator.load import LoadedSpec, SpecFile, parse_file, to_plain
-from generator.runtime import policy
-from generator.validate.paths import dotted
-from generator.validate.refs import canonical_path, check_refs
-from generator.workers import Worker
+from generator.pipeline.diagnostics import Diagnostic
+from generator.pipeline.forkpool import Worker
+from generator.pipeline.load import LoadedSpec, SpecFile, parse_file, to_plain
+from generator.pipeline.validate.paths import dotted
+from generator.pipeline.validate.refs import canonical_path, check_refs
+from specstack_runtime import policy
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from generator.load import PathElem
+from generator.pipeline.load import PathElem
 
 
 def dotted(path: Sequence[PathElem]) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from generator.diagnostics import Diagnostic
-from generator.load import PathElem, SpecFile
-from generator.validate.paths import dotted
+from generator.pipeline.diagnostics import Diagnostic
+from generator.pipeline.load import PathElem, SpecFile
+from generator.pipeline.validate.paths import dotted
 
 
 def iter_refs(

@@ -11,9 +11,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 from jsonschema.validators import extend
 
-from generator.diagnostics import Diagnostic
-from generator.load import LoadedSpec, SpecFile, to_plain
-from generator.validate.paths import dotted
+from generator.pipeline.diagnostics import Diagnostic
+from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
+from generator.pipeline.validate.paths import dotted
 
 #: The `$defs` entry each kind of file must match.
 FILE_DEFS = {
@@ -28,7 +28,9 @@ FILE_DEFS = {
 
 @cache
 def spec_schema() -> dict[str, Any]:
-    text = resources.files("generator").joinpath("schema/spec.schema.json").read_text("utf-8")
+    text = (
+        resources.files("generator.pipeline").joinpath("schema/spec.schema.json").read_text("utf-8")
+    )
     schema: dict[str, Any] = json.loads(text)
     return schema
 

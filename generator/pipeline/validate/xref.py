@@ -6,9 +6,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator.diagnostics import Diagnostic
-from generator.load import LoadedSpec, PathElem, SpecFile, to_plain
-from generator.validate.openapi import HTTP_METHODS
+from generator.pipeline.diagnostics import Diagnostic
+from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
+from generator.pipeline.validate.openapi import HTTP_METHODS
 
 # Which fields each communication type takes (beyond from/to/via/summary).
 VIA_FIELDS = {
@@ -93,7 +93,7 @@ def check_xrefs(spec: LoadedSpec) -> list[Diagnostic]:
 
 def _segments_agree(spec: LoadedSpec) -> list[Diagnostic]:
     """One trigger, one handler: where a trigger recurs, its component must do the same."""
-    from generator import segments as sg
+    from generator.pipeline import segments as sg
 
     first: dict[tuple[str, str, str], tuple[sg.Segment, SpecFile]] = {}
     diags: list[Diagnostic] = []

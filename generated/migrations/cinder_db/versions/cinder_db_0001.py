@@ -4,9 +4,9 @@
 """Create the tables of cinder DB (cinder-db).
 
 Every resource table keeps its document as JSON text in `data`, with the fields the
-spec indexes copied into indexed columns (see generator.runtime.store).
+spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: cinder_db_0001_6ac04240dc
+Revision ID: cinder_db_0001_c7e8defd1f
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "cinder_db_0001_6ac04240dc"
+revision = "cinder_db_0001_c7e8defd1f"
 down_revision = None
 branch_labels = None
 depends_on = None

@@ -4,9 +4,9 @@
 """Create the tables of glance DB (glance-db).
 
 Every resource table keeps its document as JSON text in `data`, with the fields the
-spec indexes copied into indexed columns (see generator.runtime.store).
+spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: glance_db_0001_616a7b1557
+Revision ID: glance_db_0001_d042faa9f2
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "glance_db_0001_616a7b1557"
+revision = "glance_db_0001_d042faa9f2"
 down_revision = None
 branch_labels = None
 depends_on = None

@@ -4,9 +4,9 @@
 """Create the tables of keystone DB (keystone-db).
 
 Every resource table keeps its document as JSON text in `data`, with the fields the
-spec indexes copied into indexed columns (see generator.runtime.store).
+spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: keystone_db_0001_382fdc7968
+Revision ID: keystone_db_0001_9d9358c36a
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "keystone_db_0001_382fdc7968"
+revision = "keystone_db_0001_9d9358c36a"
 down_revision = None
 branch_labels = None
 depends_on = None

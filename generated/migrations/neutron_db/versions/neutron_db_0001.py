@@ -4,9 +4,9 @@
 """Create the tables of neutron DB (neutron-db).
 
 Every resource table keeps its document as JSON text in `data`, with the fields the
-spec indexes copied into indexed columns (see generator.runtime.store).
+spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: neutron_db_0001_49a619bdb4
+Revision ID: neutron_db_0001_41cddb3aa3
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "neutron_db_0001_49a619bdb4"
+revision = "neutron_db_0001_41cddb3aa3"
 down_revision = None
 branch_labels = None
 depends_on = None

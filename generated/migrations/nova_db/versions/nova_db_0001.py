@@ -4,9 +4,9 @@
 """Create the tables of nova DB (nova-db).
 
 Every resource table keeps its document as JSON text in `data`, with the fields the
-spec indexes copied into indexed columns (see generator.runtime.store).
+spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: nova_db_0001_4b6b61df75
+Revision ID: nova_db_0001_2cf292b47d
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "nova_db_0001_4b6b61df75"
+revision = "nova_db_0001_2cf292b47d"
 down_revision = None
 branch_labels = None
 depends_on = None

@@ -1,0 +1,86 @@
+"""The observed events of one flow: from the running stack's admin-only trace endpoint
+(logging in with the admin cloud of the `clouds.yaml` that `specstack run` wrote), or from
+the trace file a stopped stack left in its data directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+
+class TraceError(Exception):
+    pass
+
+
+def admin_cloud(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "clouds.yaml"
+    if not path.is_file():
+        raise TraceError(f"no {path}: start the stack with `specstack run --data-dir {data_dir}`")
+    clouds = yaml.safe_load(path.read_text())["clouds"]
+    cloud: dict[str, Any] = clouds.get("specstack-admin") or next(iter(clouds.values()))
+    return cloud
+
+
+def fetch_events(data_dir: Path, flow_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Log in as the admin of the cloud `run` wrote, then ask the admin-only trace endpoint."""
+    auth = admin_cloud(data_dir)["auth"]
+    base = auth["auth_url"].rstrip("/")
+    root = base[: -len("/v3")] if base.endswith("/v3") else base
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": auth["username"],
+                        "domain": {"name": auth.get("user_domain_name", "Default")},
+                        "password": auth["password"],
+                    }
+                },
+            },
+            "scope": {
+                "project": {
+                    "name": auth["project_name"],
+                    "domain": {"name": auth.get("project_domain_name", "Default")},
+                }
+            },
+        }
+    }
+    try:
+        with httpx.Client(timeout=timeout) as http:
+            resp = http.post(f"{base}/auth/tokens", json=body)
+            if resp.status_code != 201:
+                raise TraceError(
+                    f"login as {auth['username']} failed: {resp.status_code} {resp.text[:200]}"
+                )
+            token = resp.headers["X-Subject-Token"]
+            got = http.get(f"{root}/specstack/trace/{flow_id}", headers={"X-Auth-Token": token})
+    except httpx.TransportError as exc:
+        raise TraceError(
+            f"no stack answers at {root} ({exc}); is `specstack run` running?"
+        ) from exc
+    if got.status_code != 200:
+        raise TraceError(f"trace endpoint answered {got.status_code}: {got.text[:200]}")
+    result: dict[str, Any] = got.json()
+    return result
+
+
+def load_events(data_dir: Path, flow_id: str) -> dict[str, Any]:
+    """The flow's events from the running stack, or, when none answers, from the trace
+    file the stack left in its data directory."""
+    try:
+        return fetch_events(data_dir, flow_id)
+    except TraceError:
+        stored = data_dir / "trace.sqlite"
+        if not stored.is_file():
+            raise
+        from specstack_runtime.trace import TraceRecorder
+
+        recorder = TraceRecorder(stored)
+        events = recorder.events(flow_id)
+        if not events:
+            raise
+        return {"flow_id": recorder.resolve(flow_id), "events": events, "source": str(stored)}

@@ -1,0 +1,1 @@
+"""Tools beside the pipeline: `python -m generator.tools.guestimage` builds the tiny test guest."""
