@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
-from specstack_runtime import jsoncodec, logs, policy, registry
+from specstack_runtime import jsoncodec, logs, registry
 from specstack_runtime.context import AuthContext, Call, Reply, new_request_id
 from specstack_runtime.errorformat import render
 from specstack_runtime.errors import (
@@ -233,6 +233,7 @@ class ApiApp:
             headers=headers,
             raw_body=raw,
             token=headers.get("x-auth-token"),
+            policy=route.policy,
         )
 
     def _parse_body(self, route: Route, call: Call) -> None:
@@ -264,13 +265,9 @@ class ApiApp:
 
     def _authorize(self, route: Route, call: Call, auth: AuthContext) -> None:
         """The operation's policy rule (from the spec) against the caller and the path."""
-        if route.policy is None:
-            return
-        if not policy.allows(route.policy, auth, call.path_params, route.policy_target):
-            raise Forbidden(
-                f"Policy doesn't allow {route.operation_id} to be performed.",
-                kind="PolicyNotAuthorized",
-            )
+        self.rt.info.policy.authorize(
+            route.operation_id, route.policy, auth, call.path_params, route.policy_target
+        )
 
     def _check_microversion(self, call: Call) -> None:
         """A requested microversion other than the one the API has: 406 (nova, cinder do so)."""

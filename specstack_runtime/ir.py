@@ -96,6 +96,183 @@ class Operation(Node):
     on_error: str | None
     source: Source
     policy: str | None = None  # the spec's x-specstack-policy (oslo.policy rule language)
+    resource: str | None = None  # the resource (spec/resources) whose engine serves it
+    action: str | None = None  # list, show, create, update, patch, upsert, delete, action, query
+    success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
+
+
+class FieldRef(Node):
+    """A field naming a row of another resource of the same API."""
+
+    resource: str
+    status: int = 400
+    message: str | None = None
+    when: str | None = None  # CEL: checked only when this holds
+
+
+class ResourceField(Node):
+    """One field of a resource: its shape from the API's schema, its meaning from the spec."""
+
+    name: str
+    types: tuple[str, ...]  # JSON types the schema allows ("null" included); () for any
+    max_length: int | None = None
+    enum: tuple[Any, ...] | None = None
+    has_default: bool = False
+    default: Any = None
+    default_expr: str | None = None  # CEL
+    required: bool = False
+    always: bool = False  # the answer's schema requires it: rendered (as null) even when unset
+    write: Literal["always", "create", "never"] = "always"
+    unique: tuple[str, ...] | None = None  # unique together with these fields
+    ref: FieldRef | None = None
+    computed: str | None = None  # CEL, rendered, never stored
+    hidden: bool = False
+    visible: str | None = None  # a policy rule
+    hash: str | None = None
+    store_as: str | None = None
+    merge: bool = False
+    in_schema: bool = True
+
+
+class ResourceFilter(Node):
+    param: str
+    field: str
+    op: Literal[
+        "eq", "in", "prefix", "regex", "bool", "all", "any", "gte", "lte", "changes_since", "ignore"
+    ]
+    visible: str | None = None  # a policy rule: the filter applies only to callers it allows
+
+
+class DeleteRule(Node):
+    """What deleting a row does to the rows of `resource` whose `field` names it."""
+
+    action: Literal["refuse", "cascade", "clear"]
+    resource: str
+    field: str
+    status: int | None = None
+    message: str | None = None
+    where: str | None = None  # CEL over the referring row: only those rows count
+
+
+class ResourceAction(Node):
+    """An action (`POST .../action {"name": ...}`) as a transition of the state machine."""
+
+    name: str
+    from_states: tuple[str | None, ...] = ()  # () means from any state
+    to: str | None = None
+    has_to: bool = False
+    set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}
+    send: str | None = None  # a queue message
+    host: str | None = None  # CEL: the host a per-host message goes to
+    payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
+    hook: str | None = None
+    when: str | None = None  # CEL: the action applies only if this holds
+    status: int = 202
+
+
+class StateMachine(Node):
+    field: str
+    actions: tuple[ResourceAction, ...]
+    conflict: str
+
+
+class ErrorText(Node):
+    message: str
+    kind: str | None = None
+    status: int | None = None
+
+
+class Resource(Node):
+    """A resource of an API, as its spec/resources file declares it."""
+
+    name: str
+    title: str
+    api: str
+    component: str  # the API's component: its database holds the table
+    table: str
+    schema_name: str
+    envelope_one: str | None
+    envelope_many: str
+    id_style: str
+    owner: Literal["project", "user", "none"]
+    extra: bool
+    shared: str | None
+    see_all: str | None
+    modify: str | None
+    operations: dict[str, str]  # action -> operationId
+    fields: tuple[ResourceField, ...]
+    deletes: tuple[DeleteRule, ...]
+    filters: tuple[ResourceFilter, ...]
+    sort_keys: tuple[str, ...]
+    default_sort: tuple[str, ...]
+    list_where: str | None
+    list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
+    states: StateMachine | None
+    hooks: dict[str, str]
+    errors: dict[str, ErrorText]
+    quota: str | None
+    source: Source
+
+
+class Quota(Node):
+    name: str
+    api: str
+    resource: str
+    default: int
+    count: str | None  # CEL over the row: how much one row uses (default 1)
+
+
+class QueryParam(Node):
+    name: str
+    parse: Literal["string", "int", "bool", "pairs", "list"]
+    required: bool
+    default: Any = None
+
+
+class QueryJoin(Node):
+    name: str
+    resource: str
+    on: str
+    key: str | None
+    sum: str | None
+    value: str | None
+
+
+class QueryRequire(Node):
+    resource: str
+    id: str  # CEL
+
+
+class Query(Node):
+    """A computed query: the rows of `source` for which `where` holds, shaped by `answer`."""
+
+    name: str
+    api: str
+    operation: str
+    source: str  # the resource queried
+    params: tuple[QueryParam, ...]
+    joins: tuple[QueryJoin, ...]
+    require: tuple[QueryRequire, ...] = ()
+    filters: bool = True
+    where: str | None
+    answer: str
+    status: int
+
+
+class Conventions(Node):
+    """How an API lists, pages and reports, shared by its resources."""
+
+    pagination: Literal["none", "keystone", "nova", "neutron", "glance", "cinder"] = "none"
+    max_limit: int = 1000
+    over_quota: ErrorText = ErrorText(message="Quota exceeded for {quota}.", status=403)
+    unknown_filters: Literal["ignore", "reject"] = "ignore"
+    fields_param: str | None = None
+    errors: dict[str, ErrorText] = {}
+
+
+class PolicyRule(Node):
+    name: str
+    rule: str
 
 
 class Microversion(Node):
@@ -116,6 +293,7 @@ class Api(Node):
     error_format: str
     microversion: Microversion | None = None
     request_id_headers: tuple[str, ...] = ()  # more headers echoing the request id
+    conventions: Conventions = Conventions()
     operations: tuple[Operation, ...]
     models: tuple[str, ...]
     source: Source
@@ -229,7 +407,7 @@ class Handler(Node):
     occurrences: tuple[Occurrence, ...]
 
 
-class Resources(Node):
+class NodeCapacity(Node):
     vcpus: int
     memory_mb: int
     local_gb: int
@@ -244,7 +422,7 @@ class TopologyNode(Node):
     max: int
     driver: str | None
     availability_zone: str | None
-    resources: Resources | None
+    resources: NodeCapacity | None
     components: tuple[str, ...]
 
 
@@ -303,6 +481,10 @@ class IR(Node):
     hypervisors: Hypervisors
     sequences: tuple[Sequence, ...]
     handlers: tuple[Handler, ...]
+    resources: tuple[Resource, ...] = ()
+    quotas: tuple[Quota, ...] = ()
+    queries: tuple[Query, ...] = ()
+    policy: tuple[PolicyRule, ...] = ()
     sources: tuple[SpecSource, ...]
 
     def component(self, name: str) -> Component:

@@ -8,7 +8,11 @@ A rule is the spec's `x-specstack-policy` of an operation, for example
     and   := not ("and" not)*
     not   := "not" not | atom
     atom  := "(" or ")" | "@" | "!" | check
-    check := role:NAME | KEY:%(TARGET)s | KEY:LITERAL     KEY: project_id, user_id, domain_id
+    check := role:NAME | rule:NAME | KEY:%(TARGET)s | KEY:LITERAL
+             KEY: project_id, user_id, domain_id
+
+`rule:NAME` is one of the spec's named rules (`spec/policy.yaml`); an `Enforcer`
+holds them, and every authorization decision of the stack goes through one.
 
 `@` always allows (so does an empty rule, as in oslo.policy), `!` never does.
 `role:` compares case-insensitively with the roles
@@ -29,8 +33,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from specstack_runtime.context import AuthContext
+from specstack_runtime.errors import Forbidden
 
 #: The caller's attributes a check may compare (besides `role`).
 CREDENTIAL_KEYS = ("project_id", "user_id", "domain_id")
@@ -52,12 +58,22 @@ class Rule:
     literal: str = ""  # the literal to compare with (match without ref)
     parts: tuple[Rule, ...] = ()
 
-    def evaluate(self, creds: AuthContext, target: Mapping[str, str | None]) -> bool:
+    def evaluate(
+        self,
+        creds: AuthContext,
+        target: Mapping[str, str | None],
+        rules: Mapping[str, Rule] | None = None,
+    ) -> bool:
         k = self.kind
         if k == "@":
             return True
         if k == "!":
             return False
+        if k == "rule":
+            named = (rules or {}).get(self.value)
+            if named is None:
+                raise PolicyError(f"rule:{self.value} is not a named rule of the spec")
+            return named.evaluate(creds, target, rules)
         if k == "role":
             wanted = self.value.lower()
             return any(r.lower() == wanted for r in creds.roles)
@@ -66,16 +82,23 @@ class Rule:
             other = target.get(self.ref) if self.ref is not None else self.literal
             return bool(mine) and bool(other) and str(mine) == str(other)
         if k == "not":
-            return not self.parts[0].evaluate(creds, target)
+            return not self.parts[0].evaluate(creds, target, rules)
         if k == "and":
-            return all(p.evaluate(creds, target) for p in self.parts)
-        return any(p.evaluate(creds, target) for p in self.parts)
+            return all(p.evaluate(creds, target, rules) for p in self.parts)
+        return any(p.evaluate(creds, target, rules) for p in self.parts)
 
     def refs(self) -> set[str]:
-        """The target attributes the rule reads."""
+        """The target attributes the rule reads (named rules not followed)."""
         out = {self.ref} if self.ref else set()
         for p in self.parts:
             out |= p.refs()
+        return out
+
+    def named(self) -> set[str]:
+        """The named rules it refers to directly."""
+        out = {self.value} if self.kind == "rule" else set()
+        for p in self.parts:
+            out |= p.named()
         return out
 
 
@@ -159,13 +182,13 @@ def _check(tok: str) -> Rule:
     key, sep, match = tok.partition(":")
     if not sep or not match:
         raise PolicyError(f"{tok!r} is not a check like 'role:NAME' or 'project_id:%(project_id)s'")
-    if key == "role":
-        if not _NAME.fullmatch(match):
-            raise PolicyError(f"{tok!r}: a role name is letters, digits, '_', '.' or '-'")
-        return Rule("role", value=match)
+    if key in ("role", "rule"):
+        if not _NAME.fullmatch(match.replace(":", "")):
+            raise PolicyError(f"{tok!r}: a {key} name is letters, digits, '_', '.', ':' or '-'")
+        return Rule(key, value=match)
     if key not in CREDENTIAL_KEYS:
         raise PolicyError(
-            f"{tok!r}: unknown check {key!r} (use role, {', '.join(CREDENTIAL_KEYS)}, @ or !)"
+            f"{tok!r}: unknown check {key!r} (use role, rule, {', '.join(CREDENTIAL_KEYS)}, @ or !)"
         )
     if "%" in match or "(" in match:
         ref = _TARGET_REF.fullmatch(match)
@@ -232,5 +255,103 @@ def allows(
     auth: AuthContext,
     path_params: Mapping[str, str],
     templates: Mapping[str, str] | None = None,
+    rules: Mapping[str, Rule] | None = None,
 ) -> bool:
-    return parse(rule).evaluate(auth, target(auth, path_params, templates))
+    return parse(rule).evaluate(auth, target(auth, path_params, templates), rules)
+
+
+def problems(rules: Mapping[str, str]) -> dict[str, str]:
+    """Named rules that do not parse, name unknown rules or refer to themselves."""
+    parsed: dict[str, Rule] = {}
+    out: dict[str, str] = {}
+    for name, text in rules.items():
+        try:
+            parsed[name] = parse(text)
+        except PolicyError as exc:
+            out[name] = str(exc)
+    for name, rule in parsed.items():
+        unknown = sorted(rule.named() - set(rules))
+        if unknown:
+            out[name] = f"rule:{unknown[0]} is not a named rule"
+    for name in parsed:
+        if name not in out and _cycles(name, parsed, ()):
+            out[name] = "refers to itself through its named rules"
+    return out
+
+
+def _cycles(name: str, parsed: Mapping[str, Rule], seen: tuple[str, ...]) -> bool:
+    if name in seen:
+        return True
+    rule = parsed.get(name)
+    return rule is not None and any(_cycles(n, parsed, (*seen, name)) for n in rule.named())
+
+
+class Enforcer:
+    """The stack's one policy enforcer: the spec's named rules, and rules that use them."""
+
+    def __init__(self, rules: Mapping[str, str]) -> None:
+        bad = problems(rules)
+        if bad:
+            name, why = next(iter(bad.items()))
+            raise PolicyError(f"policy rule {name}: {why}")
+        self.rules: dict[str, Rule] = {name: parse(text) for name, text in rules.items()}
+
+    def allows(self, rule: str, auth: AuthContext, target: Mapping[str, Any]) -> bool:
+        """Whether `rule` (a rule text, e.g. `rule:admin` or `role:member`) allows `auth` on
+        `target` (a resource's fields, or the attributes a path names)."""
+        return parse(rule).evaluate(auth, _as_target(auth, target), self.rules)
+
+    def refs(self, rule: str) -> set[str]:
+        """The target attributes `rule` reads, through the named rules it uses."""
+        seen: set[str] = set()
+        out: set[str] = set()
+        todo = [parse(rule)]
+        while todo:
+            r = todo.pop()
+            out |= r.refs()
+            for name in r.named() - seen:
+                seen.add(name)
+                if name in self.rules:
+                    todo.append(self.rules[name])
+        return out
+
+    def allows_call(
+        self,
+        rule: str,
+        auth: AuthContext,
+        path_params: Mapping[str, str],
+        templates: Mapping[str, str] | None = None,
+    ) -> bool:
+        return allows(rule, auth, path_params, templates, self.rules)
+
+    def authorize(
+        self,
+        operation_id: str,
+        rule: str | None,
+        auth: AuthContext,
+        path_params: Mapping[str, str],
+        templates: Mapping[str, str] | None = None,
+        *,
+        target: Mapping[str, Any] | None = None,
+    ) -> None:
+        """An operation's rule against the caller and the path (or `target`, an object the
+        operation found): Forbidden if it does not allow."""
+        if rule is None:
+            return
+        if target is not None:
+            allowed = self.allows(rule, auth, target)
+        else:
+            allowed = self.allows_call(rule, auth, path_params, templates)
+        if not allowed:
+            raise Forbidden(
+                f"Policy doesn't allow {operation_id} to be performed.",
+                kind="PolicyNotAuthorized",
+            )
+
+
+def _as_target(auth: AuthContext, doc: Mapping[str, Any]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {k: getattr(auth, k, None) for k in CREDENTIAL_KEYS}
+    for key, value in doc.items():
+        if value is None or isinstance(value, str | int | bool):
+            out[key] = None if value is None else str(value)
+    return out

@@ -14,6 +14,7 @@ _loaded = False
 #: Modules whose import registers the library's behaviours.
 LIBRARY_MODULES = (
     "specstack_runtime.behaviours.flowsteps",
+    "specstack_runtime.resources.serve",
     "specstack_runtime.behaviours.crud",
     "specstack_runtime.behaviours.identity",
     "specstack_runtime.behaviours.compute",

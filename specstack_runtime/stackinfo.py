@@ -12,7 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from specstack_runtime import ir
 from specstack_runtime.config import StackConfig
+from specstack_runtime.policy import Enforcer
+from specstack_runtime.resources.compiled import Catalog, build_catalog
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,21 @@ class StackInfo:
     @classmethod
     def load(cls, path: Path) -> StackInfo:
         return cls(json.loads(path.read_text("utf-8")))
+
+    @cached_property
+    def model(self) -> ir.IR:
+        """The IR as its typed model."""
+        return ir.IR.model_validate(self.ir)
+
+    @cached_property
+    def resources(self) -> Catalog:
+        """The resource model (spec/resources), compiled for serving."""
+        return build_catalog(self.model)
+
+    @cached_property
+    def policy(self) -> Enforcer:
+        """The stack's one policy enforcer, holding the spec's named rules."""
+        return Enforcer({p["name"]: p["rule"] for p in self.ir.get("policy", ())})
 
     @cached_property
     def components(self) -> dict[str, dict[str, Any]]:

@@ -33,20 +33,20 @@ PROTECTED = (
     "completeAttachment",
 )
 PROJECT_IN_PATH = (
-    "listVolumes",  # role:admin or role:service or (role:reader and project_id:%(project_id)s)
-    "createVolume",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "listVolumesDetailed",  # role:admin or role:service or (role:reader and project_id:%(project_id)s)
-    "showVolume",  # role:admin or role:service or (role:reader and project_id:%(project_id)s)
-    "updateVolume",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "deleteVolume",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "volumeAction",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "listVolumeTypes",  # role:admin or role:service or (role:reader and project_id:%(project_id)s)
-    "showVolumeType",  # role:admin or role:service or (role:reader and project_id:%(project_id)s)
-    "createAttachment",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "showAttachment",  # role:admin or role:service or (role:reader and project_id:%(project_id)s)
-    "updateAttachment",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "deleteAttachment",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
-    "completeAttachment",  # role:admin or role:service or (role:member and project_id:%(project_id)s)
+    "listVolumes",  # rule:admin_service_or_reader
+    "createVolume",  # rule:admin_service_or_member
+    "listVolumesDetailed",  # rule:admin_service_or_reader
+    "showVolume",  # rule:admin_service_or_reader
+    "updateVolume",  # rule:admin_service_or_member
+    "deleteVolume",  # rule:admin_service_or_member
+    "volumeAction",  # rule:admin_service_or_member
+    "listVolumeTypes",  # rule:admin_service_or_reader
+    "showVolumeType",  # rule:admin_service_or_reader
+    "createAttachment",  # rule:admin_service_or_member
+    "showAttachment",  # rule:admin_service_or_reader
+    "updateAttachment",  # rule:admin_service_or_member
+    "deleteAttachment",  # rule:admin_service_or_member
+    "completeAttachment",  # rule:admin_service_or_member
 )
 OTHER_PROJECTS_RESOURCE = (("showVolume", "volume_id"),)
 

@@ -42,9 +42,9 @@ PROTECTED = (
     "listHypervisors",
 )
 NEEDS_ROLE = (
-    "createFlavor",  # role:admin
-    "deleteFlavor",  # role:admin
-    "listHypervisors",  # role:admin
+    "createFlavor",  # rule:admin
+    "deleteFlavor",  # rule:admin
+    "listHypervisors",  # rule:admin
 )
 OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)
 

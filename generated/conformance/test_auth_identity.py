@@ -51,30 +51,30 @@ PROTECTED = (
     "showDomain",
 )
 NEEDS_ROLE = (
-    "listProjects",  # role:admin
-    "createProject",  # role:admin
-    "deleteProject",  # role:admin
-    "updateProject",  # role:admin
-    "assignProjectUserRole",  # role:admin
-    "unassignProjectUserRole",  # role:admin
-    "listUsers",  # role:admin
-    "createUser",  # role:admin
-    "deleteUser",  # role:admin
-    "listRoles",  # role:admin
-    "createRole",  # role:admin
-    "showRole",  # role:admin
-    "deleteRole",  # role:admin
-    "listServices",  # role:admin
-    "createService",  # role:admin
-    "showService",  # role:admin
-    "listEndpoints",  # role:admin
-    "createEndpoint",  # role:admin
-    "showEndpoint",  # role:admin
-    "listDomains",  # role:admin
-    "createDomain",  # role:admin
+    "listProjects",  # rule:admin
+    "createProject",  # rule:admin
+    "deleteProject",  # rule:admin
+    "updateProject",  # rule:admin
+    "assignProjectUserRole",  # rule:admin
+    "unassignProjectUserRole",  # rule:admin
+    "listUsers",  # rule:admin
+    "createUser",  # rule:admin
+    "deleteUser",  # rule:admin
+    "listRoles",  # rule:admin
+    "createRole",  # rule:admin
+    "showRole",  # rule:admin
+    "deleteRole",  # rule:admin
+    "listServices",  # rule:admin
+    "createService",  # rule:admin
+    "showService",  # rule:admin
+    "listEndpoints",  # rule:admin
+    "createEndpoint",  # rule:admin
+    "showEndpoint",  # rule:admin
+    "listDomains",  # rule:admin
+    "createDomain",  # rule:admin
 )
 PROJECT_IN_PATH = (
-    "showProject",  # role:admin or project_id:%(project_id)s
+    "showProject",  # rule:admin_or_owner
 )
 
 

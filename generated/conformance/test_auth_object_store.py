@@ -28,16 +28,16 @@ PROTECTED = (
     "headObject",
 )
 PROJECT_IN_PATH = (
-    "getAccount",  # role:admin or (role:member and project_id:%(project_id)s)
-    "headAccount",  # role:admin or (role:member and project_id:%(project_id)s)
-    "listObjects",  # role:admin or (role:member and project_id:%(project_id)s)
-    "createContainer",  # role:admin or (role:member and project_id:%(project_id)s)
-    "deleteContainer",  # role:admin or (role:member and project_id:%(project_id)s)
-    "headContainer",  # role:admin or (role:member and project_id:%(project_id)s)
-    "getObject",  # role:admin or (role:member and project_id:%(project_id)s)
-    "putObject",  # role:admin or (role:member and project_id:%(project_id)s)
-    "deleteObject",  # role:admin or (role:member and project_id:%(project_id)s)
-    "headObject",  # role:admin or (role:member and project_id:%(project_id)s)
+    "getAccount",  # rule:admin_or_member
+    "headAccount",  # rule:admin_or_member
+    "listObjects",  # rule:admin_or_member
+    "createContainer",  # rule:admin_or_member
+    "deleteContainer",  # rule:admin_or_member
+    "headContainer",  # rule:admin_or_member
+    "getObject",  # rule:admin_or_member
+    "putObject",  # rule:admin_or_member
+    "deleteObject",  # rule:admin_or_member
+    "headObject",  # rule:admin_or_member
 )
 
 

@@ -442,6 +442,16 @@ class RoleList(BaseModel):
     truncated: bool | None = None
 
 
+class RoleGrant(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    user_id: str
+    project_id: str
+    role_id: str
+
+
 class AssignmentDomain(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

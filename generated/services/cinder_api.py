@@ -338,7 +338,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_reader",
     ),
     Route(
         "POST",
@@ -349,7 +349,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "GET",
@@ -360,7 +360,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_reader",
     ),
     Route(
         "GET",
@@ -371,7 +371,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_reader",
     ),
     Route(
         "PUT",
@@ -382,7 +382,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "DELETE",
@@ -393,7 +393,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "POST",
@@ -404,7 +404,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "GET",
@@ -415,7 +415,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_reader",
     ),
     Route(
         "GET",
@@ -426,7 +426,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_reader",
     ),
     Route(
         "POST",
@@ -437,7 +437,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "GET",
@@ -448,7 +448,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_reader",
     ),
     Route(
         "PUT",
@@ -459,7 +459,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "DELETE",
@@ -470,7 +470,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
     Route(
         "POST",
@@ -481,7 +481,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or role:service or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_service_or_member",
     ),
 )
 

@@ -184,7 +184,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",
@@ -195,7 +195,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -206,7 +206,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "DELETE",
@@ -217,7 +217,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "PATCH",
@@ -228,7 +228,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/openstack-images-v2.1-json-patch",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -239,7 +239,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "PUT",
@@ -250,7 +250,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/octet-stream",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
 )
 

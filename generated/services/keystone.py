@@ -55,97 +55,97 @@ async def get_auth_catalog(flow: Flow) -> None:
 
 
 async def get_auth_projects(flow: Flow) -> None:
-    """operation getAuthProjects: behaviour identity.get_auth_projects."""
+    """operation getAuthProjects: behaviour resource.query."""
     await flow.trigger(None)
 
 
 async def list_projects(flow: Flow) -> None:
-    """operation listProjects: behaviour identity.list_projects."""
+    """operation listProjects: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_project(flow: Flow) -> None:
-    """operation createProject: behaviour identity.create_project."""
+    """operation createProject: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_project(flow: Flow) -> None:
-    """operation showProject: behaviour identity.show_project."""
+    """operation showProject: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_project(flow: Flow) -> None:
-    """operation deleteProject: behaviour identity.delete_project."""
+    """operation deleteProject: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_project(flow: Flow) -> None:
-    """operation updateProject: behaviour identity.update_project."""
+    """operation updateProject: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_project_user_roles(flow: Flow) -> None:
-    """operation listProjectUserRoles: behaviour identity.list_project_user_roles."""
+    """operation listProjectUserRoles: behaviour resource.query."""
     await flow.trigger(None)
 
 
 async def assign_project_user_role(flow: Flow) -> None:
-    """operation assignProjectUserRole: behaviour identity.assign_project_user_role."""
+    """operation assignProjectUserRole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def unassign_project_user_role(flow: Flow) -> None:
-    """operation unassignProjectUserRole: behaviour identity.unassign_project_user_role."""
+    """operation unassignProjectUserRole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def check_project_user_role(flow: Flow) -> None:
-    """operation checkProjectUserRole: behaviour identity.check_project_user_role."""
+    """operation checkProjectUserRole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_users(flow: Flow) -> None:
-    """operation listUsers: behaviour identity.list_users."""
+    """operation listUsers: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_user(flow: Flow) -> None:
-    """operation createUser: behaviour identity.create_user."""
+    """operation createUser: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_user(flow: Flow) -> None:
-    """operation showUser: behaviour identity.show_user."""
+    """operation showUser: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_user(flow: Flow) -> None:
-    """operation deleteUser: behaviour identity.delete_user."""
+    """operation deleteUser: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_user_projects(flow: Flow) -> None:
-    """operation listUserProjects: behaviour identity.list_user_projects."""
+    """operation listUserProjects: behaviour resource.query."""
     await flow.trigger(None)
 
 
 async def list_roles(flow: Flow) -> None:
-    """operation listRoles: behaviour identity.list_roles."""
+    """operation listRoles: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_role(flow: Flow) -> None:
-    """operation createRole: behaviour identity.create_role."""
+    """operation createRole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_role(flow: Flow) -> None:
-    """operation showRole: behaviour identity.show_role."""
+    """operation showRole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_role(flow: Flow) -> None:
-    """operation deleteRole: behaviour identity.delete_role."""
+    """operation deleteRole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -185,17 +185,17 @@ async def show_endpoint(flow: Flow) -> None:
 
 
 async def list_domains(flow: Flow) -> None:
-    """operation listDomains: behaviour identity.list_domains."""
+    """operation listDomains: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_domain(flow: Flow) -> None:
-    """operation createDomain: behaviour identity.create_domain."""
+    """operation createDomain: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_domain(flow: Flow) -> None:
-    """operation showDomain: behaviour identity.show_domain."""
+    """operation showDomain: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -284,210 +284,229 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getAuthProjects",
-        behaviour="identity.get_auth_projects",
+        behaviour="resource.query",
         on_error=None,
         run=get_auth_projects,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "auth_projects"},
     ),
     "listProjects": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listProjects",
-        behaviour="identity.list_projects",
+        behaviour="resource.serve",
         on_error=None,
         run=list_projects,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "project", "action": "list"},
     ),
     "createProject": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createProject",
-        behaviour="identity.create_project",
+        behaviour="resource.serve",
         on_error=None,
         run=create_project,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "project", "action": "create"},
     ),
     "showProject": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showProject",
-        behaviour="identity.show_project",
+        behaviour="resource.serve",
         on_error=None,
         run=show_project,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "project", "action": "show"},
     ),
     "deleteProject": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteProject",
-        behaviour="identity.delete_project",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_project,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "project", "action": "delete"},
     ),
     "updateProject": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateProject",
-        behaviour="identity.update_project",
+        behaviour="resource.serve",
         on_error=None,
         run=update_project,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "project", "action": "update"},
     ),
     "listProjectUserRoles": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listProjectUserRoles",
-        behaviour="identity.list_project_user_roles",
+        behaviour="resource.query",
         on_error=None,
         run=list_project_user_roles,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "project_user_roles"},
     ),
     "assignProjectUserRole": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="assignProjectUserRole",
-        behaviour="identity.assign_project_user_role",
+        behaviour="resource.serve",
         on_error=None,
         run=assign_project_user_role,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role_grant", "action": "upsert"},
     ),
     "unassignProjectUserRole": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="unassignProjectUserRole",
-        behaviour="identity.unassign_project_user_role",
+        behaviour="resource.serve",
         on_error=None,
         run=unassign_project_user_role,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role_grant", "action": "delete"},
     ),
     "checkProjectUserRole": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="checkProjectUserRole",
-        behaviour="identity.check_project_user_role",
+        behaviour="resource.serve",
         on_error=None,
         run=check_project_user_role,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role_grant", "action": "show"},
     ),
     "listUsers": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listUsers",
-        behaviour="identity.list_users",
+        behaviour="resource.serve",
         on_error=None,
         run=list_users,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "user", "action": "list"},
     ),
     "createUser": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createUser",
-        behaviour="identity.create_user",
+        behaviour="resource.serve",
         on_error=None,
         run=create_user,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "user", "action": "create"},
     ),
     "showUser": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showUser",
-        behaviour="identity.show_user",
+        behaviour="resource.serve",
         on_error=None,
         run=show_user,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "user", "action": "show"},
     ),
     "deleteUser": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteUser",
-        behaviour="identity.delete_user",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_user,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "user", "action": "delete"},
     ),
     "listUserProjects": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listUserProjects",
-        behaviour="identity.list_user_projects",
+        behaviour="resource.query",
         on_error=None,
         run=list_user_projects,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "user_projects"},
     ),
     "listRoles": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listRoles",
-        behaviour="identity.list_roles",
+        behaviour="resource.serve",
         on_error=None,
         run=list_roles,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role", "action": "list"},
     ),
     "createRole": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createRole",
-        behaviour="identity.create_role",
+        behaviour="resource.serve",
         on_error=None,
         run=create_role,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role", "action": "create"},
     ),
     "showRole": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showRole",
-        behaviour="identity.show_role",
+        behaviour="resource.serve",
         on_error=None,
         run=show_role,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role", "action": "show"},
     ),
     "deleteRole": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteRole",
-        behaviour="identity.delete_role",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_role,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "role", "action": "delete"},
     ),
     "listRoleAssignments": HandlerSpec(
         component=COMPONENT,
@@ -570,34 +589,37 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listDomains",
-        behaviour="identity.list_domains",
+        behaviour="resource.serve",
         on_error=None,
         run=list_domains,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "domain", "action": "list"},
     ),
     "createDomain": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createDomain",
-        behaviour="identity.create_domain",
+        behaviour="resource.serve",
         on_error=None,
         run=create_domain,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "domain", "action": "create"},
     ),
     "showDomain": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showDomain",
-        behaviour="identity.show_domain",
+        behaviour="resource.serve",
         on_error=None,
         run=show_domain,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "domain", "action": "show"},
     ),
 }
 
@@ -631,7 +653,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:token_subject",
     ),
     Route(
         "POST",
@@ -652,7 +674,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:token_subject",
     ),
     Route(
         "HEAD",
@@ -663,7 +685,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:token_subject",
     ),
     Route(
         "GET",
@@ -674,7 +696,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "GET",
@@ -685,7 +707,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "GET",
@@ -696,7 +718,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "POST",
@@ -707,7 +729,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -718,7 +740,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or project_id:%(project_id)s",
+        policy="rule:admin_or_owner",
     ),
     Route(
         "DELETE",
@@ -729,7 +751,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "PATCH",
@@ -740,7 +762,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -751,7 +773,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "PUT",
@@ -762,7 +784,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "DELETE",
@@ -773,7 +795,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "HEAD",
@@ -784,7 +806,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",
@@ -795,7 +817,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "POST",
@@ -806,7 +828,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -817,7 +839,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "DELETE",
@@ -828,7 +850,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -839,7 +861,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",
@@ -850,7 +872,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "POST",
@@ -861,7 +883,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -872,7 +894,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "DELETE",
@@ -883,7 +905,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -894,7 +916,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",
@@ -905,7 +927,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "POST",
@@ -916,7 +938,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -927,7 +949,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -938,7 +960,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "POST",
@@ -949,7 +971,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -960,7 +982,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -971,7 +993,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "POST",
@@ -982,7 +1004,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -993,7 +1015,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or domain_id:%(domain_id)s",
+        policy="rule:admin_or_domain",
     ),
 )
 

@@ -388,7 +388,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "GET",
@@ -399,7 +399,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "GET",
@@ -410,7 +410,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",
@@ -421,7 +421,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -432,7 +432,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "PUT",
@@ -443,7 +443,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "DELETE",
@@ -454,7 +454,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -465,7 +465,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",
@@ -476,7 +476,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -487,7 +487,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "PUT",
@@ -498,7 +498,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "DELETE",
@@ -509,7 +509,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -520,7 +520,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",
@@ -531,7 +531,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -542,7 +542,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "PUT",
@@ -553,7 +553,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "DELETE",
@@ -564,7 +564,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
 )
 

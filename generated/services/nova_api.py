@@ -526,7 +526,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",
@@ -537,7 +537,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -548,7 +548,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "GET",
@@ -559,7 +559,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "PUT",
@@ -570,7 +570,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "DELETE",
@@ -581,7 +581,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "POST",
@@ -592,7 +592,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -603,7 +603,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",
@@ -614,7 +614,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -625,7 +625,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "DELETE",
@@ -636,7 +636,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",
@@ -647,7 +647,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "GET",
@@ -658,7 +658,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "POST",
@@ -669,7 +669,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -680,7 +680,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "GET",
@@ -691,7 +691,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="@",
+        policy="rule:anyone",
     ),
     Route(
         "DELETE",
@@ -702,7 +702,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
     Route(
         "GET",
@@ -713,7 +713,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:reader and project_id:%(project_id)s)",
+        policy="rule:admin_or_reader",
     ),
     Route(
         "GET",
@@ -724,7 +724,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "POST",
@@ -735,7 +735,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/json",
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",
@@ -746,7 +746,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "DELETE",
@@ -757,7 +757,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or user_id:%(user_id)s",
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",
@@ -768,7 +768,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:reader",
+        policy="rule:reader",
     ),
     Route(
         "GET",
@@ -779,7 +779,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin",
+        policy="rule:admin",
     ),
 )
 

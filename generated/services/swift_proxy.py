@@ -194,7 +194,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -208,7 +208,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -222,7 +222,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -236,7 +236,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -250,7 +250,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -264,7 +264,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=(),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -278,7 +278,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=("object",),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -292,7 +292,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type="application/octet-stream",
         requires_token=True,
         match_path=("object",),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -306,7 +306,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=("object",),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },
@@ -320,7 +320,7 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=True,
         match_path=("object",),
-        policy="role:admin or (role:member and project_id:%(project_id)s)",
+        policy="rule:admin_or_member",
         policy_target={
             "account": "AUTH_%(project_id)s",
         },

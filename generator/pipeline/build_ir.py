@@ -5,29 +5,43 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from generator.pipeline.build_resources import (
+    Binding,
+    bindings,
+    build_resources,
+    conventions,
+    policy_rules,
+)
 from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
 from generator.pipeline.naming import pascal, slug, snake
 from generator.pipeline.validate.openapi import HTTP_METHODS
 from specstack_runtime import ir
 
-DEFAULT_RESOURCES = ir.Resources(vcpus=8, memory_mb=16384, local_gb=200)
+DEFAULT_RESOURCES = ir.NodeCapacity(vcpus=8, memory_mb=16384, local_gb=200)
 
 
 def build_ir(spec: LoadedSpec) -> ir.IR:
     """Build the IR of a spec that has passed validation."""
     comps_file = _one(spec, "components")
     components = _components(comps_file)
+    binds = bindings(spec)
+    conv = conventions(spec)
+    resources, quotas, queries = build_resources(spec, components)
     return ir.IR(
         format=ir.IR_FORMAT,
         stack=_stack(_one(spec, "stack")),
         components=components,
-        apis=tuple(_api(f, components) for f in spec.of_kind("openapi")),
+        apis=tuple(_api(f, components, binds, conv.get(f.stem)) for f in spec.of_kind("openapi")),
         messages=_messages(_one(spec, "messages"), components),
         message_types=to_plain(_one(spec, "messages").data).get("types") or {},
         topology=_topology(_one(spec, "topology"), components),
         hypervisors=_hypervisors(_one(spec, "hypervisors")),
         sequences=tuple(_sequence(f) for f in spec.of_kind("sequence")),
-        handlers=_handlers(spec, components),
+        handlers=_handlers(spec, components, binds),
+        resources=resources,
+        quotas=quotas,
+        queries=queries,
+        policy=policy_rules(spec),
         sources=tuple(
             ir.SpecSource(file=f.rel, sha256=hashlib.sha256(f.raw).hexdigest())
             for f in sorted(spec.files, key=lambda f: f.rel)
@@ -121,7 +135,12 @@ def _content(doc: dict[str, Any], body: dict[str, Any] | None) -> tuple[str | No
     return ctype, _ref_name(content[ctype].get("schema"))
 
 
-def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
+def _api(
+    f: SpecFile,
+    components: tuple[ir.Component, ...],
+    binds: dict[tuple[str, str], Binding],
+    conv: ir.Conventions | None,
+) -> ir.Api:
     doc = to_plain(f.data)
     served_by = next(c.name for c in components if c.api == f.stem)
     global_security = doc.get("security", [])
@@ -147,6 +166,7 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
                     )
                 )
             oid = op["operationId"]
+            bound = binds.get((f.stem, oid))
             ops.append(
                 ir.Operation(
                     operation_id=oid,
@@ -175,6 +195,11 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
                     behaviour_args=op.get("x-specstack-args", {}),
                     on_error=op.get("x-specstack-on-error"),
                     policy=op.get("x-specstack-policy"),
+                    resource=bound.resource if bound else None,
+                    action=bound.action if bound else None,
+                    success=tuple(
+                        int(r.status) for r in responses if r.status.isdigit() and r.status < "300"
+                    ),
                     source=_src(f, ["paths", path, method]),
                 )
             )
@@ -190,6 +215,7 @@ def _api(f: SpecFile, components: tuple[ir.Component, ...]) -> ir.Api:
         request_id_headers=tuple(
             str(h) for h in doc["info"].get("x-specstack-request-id-headers", ())
         ),
+        conventions=conv or ir.Conventions(),
         operations=tuple(ops),
         models=tuple(sorted((doc.get("components") or {}).get("schemas", {}))),
         source=_src(f, []),
@@ -248,7 +274,7 @@ def _topology(f: SpecFile, components: tuple[ir.Component, ...]) -> tuple[ir.Top
                 max=n.get("max", count),
                 driver=n.get("driver"),
                 availability_zone=n.get("availability_zone"),
-                resources=ir.Resources(**res)
+                resources=ir.NodeCapacity(**res)
                 if res
                 else (DEFAULT_RESOURCES if n["role"] == "compute" else None),
                 components=tuple(c.name for c in components if name in c.nodes),
@@ -370,7 +396,11 @@ def _sequence(f: SpecFile) -> ir.Sequence:
     )
 
 
-def _handlers(spec: LoadedSpec, components: tuple[ir.Component, ...]) -> tuple[ir.Handler, ...]:
+def _handlers(
+    spec: LoadedSpec,
+    components: tuple[ir.Component, ...],
+    binds: dict[tuple[str, str], Binding],
+) -> tuple[ir.Handler, ...]:
     """One handler per (component, trigger): from the sequences' segments, else a default."""
     from generator.pipeline import segments as sg
 
@@ -416,6 +446,9 @@ def _handlers(spec: LoadedSpec, components: tuple[ir.Component, ...]) -> tuple[i
                     op.get("x-specstack-on-error"),
                 )
                 args = op.get("x-specstack-args", {})
+                bound = binds.get((c.api or "", trigger))
+                if bound is not None:
+                    behaviour, args = bound.behaviour, bound.args
             elif kind == "message":
                 h = next(h for h in c.consumes if h.message == trigger)
                 behaviour, on_error = h.behaviour, h.on_error

@@ -25,7 +25,11 @@ SINGLE_FILES: dict[str, str] = {
     "messages.yaml": "messages",
     "hypervisors.yaml": "hypervisors",
 }
+#: Files a spec may have; without them the stack has no named policy rules.
+OPTIONAL_FILES: dict[str, str] = {"policy.yaml": "policy"}
 GROUP_DIRS: dict[str, str] = {"sequences": "sequence", "apis": "openapi"}
+#: Directories a spec may have: the resource model of each API (see docs/resources.md).
+OPTIONAL_GROUP_DIRS: dict[str, str] = {"resources": "resources"}
 
 PathElem = str | int
 Position = tuple[int, int]  # 0-based line, column
@@ -222,9 +226,10 @@ def discover(root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
             found.append((name, kind))
         else:
             diags.append(Diagnostic(Location(shown_path(root, name)), "required file is missing"))
-    for dirname, kind in GROUP_DIRS.items():
+    found.extend((name, kind) for name, kind in OPTIONAL_FILES.items() if (root / name).is_file())
+    for dirname, kind in {**GROUP_DIRS, **OPTIONAL_GROUP_DIRS}.items():
         files = sorted((root / dirname).glob("*.yaml")) if (root / dirname).is_dir() else []
-        if not files:
+        if not files and dirname in GROUP_DIRS:
             diags.append(
                 Diagnostic(
                     Location(shown_path(root, dirname)), f"no {dirname}: add {dirname}/*.yaml"
@@ -239,7 +244,8 @@ def discover(root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
                 Diagnostic(
                     Location(shown_path(root, rel)),
                     "unexpected file: spec files are stack, components, topology, messages, "
-                    "hypervisors (.yaml), sequences/*.yaml and apis/*.yaml",
+                    "hypervisors, policy (.yaml), sequences/*.yaml, apis/*.yaml and "
+                    "resources/*.yaml",
                 )
             )
     return found, diags

@@ -129,6 +129,33 @@ def _response(
     )
 
 
+def _authorize(
+    info: StackInfo, op: Mapping[str, Any], auth: AuthContext, path_params: Mapping[str, str]
+) -> None:
+    """The operation's policy rule, as the HTTP app checks it before the behaviour runs."""
+    templates = {p["name"]: p["policy_target"] for p in op["parameters"] if p.get("policy_target")}
+    info.policy.authorize(op["operation_id"], op.get("policy"), auth, path_params, templates)
+
+
+def _behaviour(info: StackInfo, api: str, op: Mapping[str, Any]) -> Callable[..., Any]:
+    """What serves the operation (its handler's behaviour and arguments, as generated code
+    runs it): a behaviour of the library, or the resource engine."""
+    component = info.apis[api]["component"]
+    handler = next(
+        h
+        for h in info.ir["handlers"]
+        if h["component"] == component and h["trigger"] == op["operation_id"]
+    )
+    fn = registry.get(handler["behaviour"])
+    args = dict(handler.get("args") or {})
+
+    async def serve(call: Call) -> Any:
+        call.args = {**args, **call.args}
+        return await fn(call)
+
+    return serve
+
+
 class InProcessClients:
     """A ClientSet look-alike that runs the callee's behaviour in this process."""
 
@@ -182,9 +209,12 @@ class InProcessClients:
             raw_body=bytes(body) if isinstance(body, bytes | bytearray) else b"",
             auth=auth,
             token=token,
+            policy=op.get("policy"),
         )
         try:
-            reply = await registry.get(op["behaviour"])(call)
+            if auth is not None:
+                _authorize(self.stack.info, op, auth, params)
+            reply = await _behaviour(self.stack.info, api, op)(call)
         except ApiError as exc:
             err = {"error": {"code": exc.status, "message": exc.message, "title": exc.title}}
             return _response(op["method"], exc.status, err, exc.headers, None)
@@ -287,6 +317,7 @@ class Stack:
             raw_body=raw_body,
             auth=auth,
             token=auth.token if auth else None,
+            policy=op.get("policy"),
         )
 
     async def invoke(
@@ -294,7 +325,10 @@ class Stack:
     ) -> Reply:
         """Run the operation's behaviour; check a JSON answer against the spec's schema."""
         op = next(o for o in self.info.apis[api]["operations"] if o["operation_id"] == operation_id)
-        reply: Reply = await registry.get(op["behaviour"])(self.call(api, operation_id, **kwargs))
+        call = self.call(api, operation_id, **kwargs)
+        if call.auth is not None:
+            _authorize(self.info, op, call.auth, call.path_params)
+        reply: Reply = await _behaviour(self.info, api, op)(call)
         if check:
             check_response(api, operation_id, reply)
         return reply

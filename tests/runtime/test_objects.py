@@ -12,7 +12,8 @@ import pytest
 from specstack_runtime import registry
 from specstack_runtime.behaviours.objects import object_store
 from specstack_runtime.context import AuthContext, Reply
-from specstack_runtime.errors import Unauthorized
+from specstack_runtime.errorformat import render
+from specstack_runtime.errors import Forbidden, Unauthorized
 from tests.runtime.fakes import Stack, arun, openapi
 
 DATA = b"swift object data " * 100
@@ -33,9 +34,13 @@ class Swift:
             params["container"] = container
         if obj is not None:
             params["object"] = obj
-        return await self.stack.invoke(
-            "object-store", operation, auth=self.auth, path_params=params, **kw
-        )
+        try:
+            return await self.stack.invoke(
+                "object-store", operation, auth=self.auth, path_params=params, **kw
+            )
+        except Forbidden as exc:  # the policy's refusal, as the app renders it for swift
+            body, ctype = render("swift", exc)
+            return Reply(exc.status, body, content_type=ctype)
 
 
 async def started(tmp_path: Path) -> tuple[Stack, Swift, Swift, AuthContext, AuthContext]:

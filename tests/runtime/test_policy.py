@@ -67,7 +67,7 @@ def test_parsed_once() -> None:
         ("role:admin)", "unexpected ')'"),
         ("role:admin role:member", "unexpected 'role:member'"),
         ("and role:admin", "expected a check, got 'and'"),
-        ("rule:admin_api", "'rule:admin_api': unknown check 'rule'"),
+        ("group:admins", "'group:admins': unknown check 'group'"),
         ("admin", "'admin' is not a check"),
         ("project_id:%(project_id", "a target reference is written %(name)s"),
     ],

@@ -53,6 +53,7 @@ class ConformanceTarget:
                         if served:
                             used.setdefault((served, it.operation), set()).add(seq.name)
         modules = {s.name: s.module for s in ir.sequences}
+        enforcer = policy.Enforcer({r.name: r.rule for r in ir.policy})
         for api in ir.apis:
             exercised = [op for op in api.operations if (api.name, op.operation_id) in used]
             direct = [
@@ -79,7 +80,7 @@ class ConformanceTarget:
                 header=py_header(ctx.source(f"apis/{api.name}.yaml")),
             )
             out.append(OutputFile(f"conformance/test_api_{api.module}.py", text))
-            matrix = auth_matrix(api)
+            matrix = auth_matrix(api, enforcer)
             if matrix["protected"]:
                 text = t.get_template("conformance/auth.py.j2").render(
                     api=api, header=py_header(ctx.source(f"apis/{api.name}.yaml")), **matrix
@@ -110,17 +111,17 @@ def _project_params(op: Operation) -> list[str]:
     ]
 
 
-def auth_matrix(api: Api) -> dict[str, Any]:
+def auth_matrix(api: Api, enforcer: policy.Enforcer) -> dict[str, Any]:
     """Which checks of the auth matrix each protected operation gets (from its policy)."""
     protected = [op for op in api.operations if op.requires_token]
     role_ops, path_ops, resource_ops = [], [], []
     for op in protected:
-        rule = policy.parse(op.policy or "@")
+        rule = op.policy or "@"
         own = {"project_id": "demo-project", "user_id": "demo-user", "domain_id": "default"}
-        if not rule.evaluate(_DEMO, own):
+        if not enforcer.allows(rule, _DEMO, own):
             role_ops.append(op)
             continue
-        if "project_id" in rule.refs() and _project_params(op):
+        if "project_id" in enforcer.refs(rule) and _project_params(op):
             path_ops.append(op)
         ids = [
             p.name

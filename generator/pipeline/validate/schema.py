@@ -23,6 +23,8 @@ FILE_DEFS = {
     "messages": "messagesFile",
     "hypervisors": "hypervisorsFile",
     "sequence": "sequenceFile",
+    "policy": "policyFile",
+    "resources": "resourcesFile",
 }
 
 

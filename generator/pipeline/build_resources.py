@@ -1,0 +1,382 @@
+"""The resource model's part of the IR: spec/resources/*.yaml read against the API documents.
+
+A resource's fields are its schema's properties (type, maxLength, enum, default,
+readOnly from the OpenAPI document) with what the resource file adds; which
+operations the generic engine serves comes from each resource's `operations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
+from specstack_runtime import ir
+
+#: The engine behaviour serving each kind of bound operation.
+ENGINE_BEHAVIOUR = "resource.serve"
+QUERY_BEHAVIOUR = "resource.query"
+
+_DEFAULT_ERRORS: dict[str, str] = {
+    "not_found": "{title} {id} could not be found.",
+    "conflict": "A {resource} with {field} {value} already exists.",
+    "forbidden": "Policy does not allow this {resource} to be changed.",
+    "bad_request": "Invalid input: {detail}",
+    "immutable": "The {field} of a {resource} cannot be changed.",
+    "ref_missing": "Invalid {field}: {ref} {value} could not be found.",
+    "required": "The {field} of a {resource} is required.",
+    "read_only": "The {field} of a {resource} is set by the server.",
+    "unknown_field": "Unrecognized attribute(s) '{field}'",
+}
+
+
+@dataclass(frozen=True)
+class Binding:
+    """An operation the engine serves: `resource` and `action`, or the query it answers."""
+
+    resource: str | None
+    action: str
+    query: str | None = None
+
+    @property
+    def behaviour(self) -> str:
+        return QUERY_BEHAVIOUR if self.query else ENGINE_BEHAVIOUR
+
+    @property
+    def args(self) -> dict[str, Any]:
+        if self.query:
+            return {"query": self.query}
+        return {"resource": self.resource, "action": self.action}
+
+
+def resource_files(spec: LoadedSpec) -> Iterator[tuple[SpecFile, dict[str, Any]]]:
+    for f in spec.of_kind("resources"):
+        yield f, to_plain(f.data)
+
+
+def bindings(spec: LoadedSpec) -> dict[tuple[str, str], Binding]:
+    """(api, operationId) -> what serves it, for every operation a resource file binds."""
+    out: dict[tuple[str, str], Binding] = {}
+    for _, data in resource_files(spec):
+        api = data["api"]
+        for name, res in data["resources"].items():
+            for action, op in res["operations"].items():
+                out[(api, op)] = Binding(name, action)
+        for qname, q in (data.get("queries") or {}).items():
+            out[(api, q["operation"])] = Binding(q["from"], "query", qname)
+    return out
+
+
+def schema_of(doc: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    schemas = (doc.get("components") or {}).get("schemas") or {}
+    found = schemas.get(name)
+    return found if isinstance(found, dict) else None
+
+
+def properties(doc: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """A schema's properties, through `$ref` and `allOf` (the shapes the spec uses)."""
+    if "$ref" in schema:
+        target = schema_of(doc, str(schema["$ref"]).rsplit("/", 1)[-1])
+        return properties(doc, target) if target else {}
+    out: dict[str, dict[str, Any]] = {}
+    for part in schema.get("allOf", []):
+        if isinstance(part, dict):
+            out.update(properties(doc, part))
+    for key, prop in (schema.get("properties") or {}).items():
+        if isinstance(prop, dict):
+            out[str(key)] = _deref(doc, prop)
+    return out
+
+
+def _deref(doc: Mapping[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in prop:
+        target = schema_of(doc, str(prop["$ref"]).rsplit("/", 1)[-1])
+        if target is not None:
+            return {**target, **{k: v for k, v in prop.items() if k != "$ref"}}
+    return prop
+
+
+def _types(prop: Mapping[str, Any]) -> tuple[str, ...]:
+    t = prop.get("type")
+    if isinstance(t, str):
+        return (t,)
+    if isinstance(t, list):
+        return tuple(str(x) for x in t)
+    for key in ("anyOf", "oneOf"):
+        if isinstance(prop.get(key), list):
+            found: list[str] = []
+            for alt in prop[key]:
+                for x in _types(alt if isinstance(alt, dict) else {}):
+                    if x not in found:
+                        found.append(x)
+            return tuple(found)
+    return ()
+
+
+def _request_schema(
+    doc: Mapping[str, Any], operation: str | None, envelope: str | None
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The properties and required names of an operation's JSON request (inside `envelope`)."""
+    if not operation:
+        return {}, set()
+    for item in (doc.get("paths") or {}).values():
+        for op in item.values():
+            if not isinstance(op, dict) or op.get("operationId") != operation:
+                continue
+            body = op.get("requestBody") or {}
+            while "$ref" in body:
+                body = (
+                    (doc.get("components") or {})
+                    .get("requestBodies", {})
+                    .get(str(body["$ref"]).rsplit("/", 1)[-1], {})
+                )
+            content = (body.get("content") or {}).get("application/json") or {}
+            schema = _deref(doc, content.get("schema") or {})
+            if envelope:
+                schema = properties(doc, schema).get(envelope) or {}
+            schema = _deref(doc, schema)
+            return properties(doc, schema), set(schema.get("required") or ())
+    return {}, set()
+
+
+def _field(
+    name: str,
+    prop: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    request: Mapping[str, Any] | None = None,
+    *,
+    always: bool = False,
+    required: bool = False,
+) -> ir.ResourceField:
+    request = request or {}
+    shape = prop or request
+    default = extra.get("default", prop.get("default", request.get("default")))
+    has_default = "default" in extra or "default" in prop or "default" in request
+    default_expr = None
+    if isinstance(default, dict) and set(default) == {"expr"}:
+        default_expr, default = str(default["expr"]), None
+    ref = extra.get("ref")
+    write = extra.get("write") or ("never" if prop.get("readOnly") else "always")
+    return ir.ResourceField(
+        name=name,
+        types=_types(shape),
+        max_length=extra.get("max_length", prop.get("maxLength", request.get("maxLength"))),
+        enum=(
+            tuple(prop["enum"])
+            if isinstance(prop.get("enum"), list)
+            else tuple(request["enum"])
+            if isinstance(request.get("enum"), list)
+            else None
+        ),
+        has_default=has_default and default_expr is None,
+        default=default,
+        default_expr=default_expr,
+        required=bool(extra.get("required", required)),
+        always=always,
+        write=write,
+        unique=tuple(extra["unique"]) if "unique" in extra else None,
+        ref=(
+            ir.FieldRef(resource=ref)
+            if isinstance(ref, str)
+            else ir.FieldRef(**ref)
+            if isinstance(ref, dict)
+            else None
+        ),
+        computed=extra.get("computed"),
+        hidden=bool(extra.get("hidden", False) or prop.get("writeOnly", False)),
+        visible=extra.get("visible"),
+        hash=extra.get("hash"),
+        store_as=extra.get("store_as"),
+        merge=bool(extra.get("merge", False)),
+        in_schema=bool(prop),
+    )
+
+
+def _errors(raw: Mapping[str, Any] | None) -> dict[str, ir.ErrorText]:
+    out: dict[str, ir.ErrorText] = {}
+    for key, value in (raw or {}).items():
+        out[key] = ir.ErrorText(message=value) if isinstance(value, str) else ir.ErrorText(**value)
+    return out
+
+
+def _resource(
+    f: SpecFile, api: str, component: str, doc: Mapping[str, Any], name: str, r: dict[str, Any]
+) -> ir.Resource:
+    schema = schema_of(doc, r["schema"]) or {}
+    props = properties(doc, schema)
+    always = set(schema.get("required") or ())
+    envelope = r.get("envelope") or {}
+    one = envelope.get("one", name) if "one" in envelope or not envelope else None
+    request, needed = _request_schema(doc, (r.get("operations") or {}).get("create"), one)
+    extras: dict[str, Any] = r.get("fields") or {}
+    fields = [
+        _field(
+            k,
+            p,
+            extras.get(k, {}),
+            request.get(k),
+            always=k in always,
+            required=k in needed,
+        )
+        for k, p in props.items()
+    ]
+    fields += [_field(k, {}, e, request.get(k)) for k, e in extras.items() if k not in props]
+    listing = r.get("list") or {}
+    filters = []
+    for param, spec in (listing.get("filters") or {}).items():
+        if isinstance(spec, str):
+            spec = {"op": spec}
+        filters.append(
+            ir.ResourceFilter(
+                param=param,
+                field=spec.get("field", param),
+                op=spec.get("op", "eq"),
+                visible=spec.get("visible"),
+            )
+        )
+    deletes = [
+        ir.DeleteRule(action=action, **rule)
+        for action in ("refuse", "cascade", "clear")
+        for rule in (r.get("delete") or {}).get(action, [])
+    ]
+    states = None
+    if r.get("states"):
+        st = r["states"]
+        actions = []
+        for aname, a in (st.get("actions") or {}).items():
+            actions.append(
+                ir.ResourceAction(
+                    name=aname,
+                    from_states=tuple(a.get("from", ())),
+                    to=a.get("to"),
+                    has_to="to" in a,
+                    set=a.get("set", {}),
+                    send=a.get("send"),
+                    host=a.get("host"),
+                    payload=a.get("payload", {}),
+                    hook=a.get("hook"),
+                    when=a.get("when"),
+                    status=a.get("status", 202),
+                )
+            )
+        states = ir.StateMachine(
+            field=st["field"],
+            actions=tuple(actions),
+            conflict=st.get(
+                "conflict", "Cannot '{action}' {resource} {id} while it is in {field} {state}."
+            ),
+        )
+    title = r.get("title") or name.replace("_", " ").capitalize()
+    return ir.Resource(
+        name=name,
+        title=title,
+        api=api,
+        component=component,
+        table=r["table"],
+        schema_name=r["schema"],
+        envelope_one=one,
+        envelope_many=envelope.get("many", f"{name}s"),
+        id_style=r.get("id", "uuid"),
+        owner=r.get("owner", "project"),
+        extra=bool(r.get("extra", False)),
+        shared=r.get("shared"),
+        see_all=r.get("see_all"),
+        modify=r.get("modify"),
+        operations=dict(r["operations"]),
+        fields=tuple(fields),
+        deletes=tuple(deletes),
+        filters=tuple(filters),
+        sort_keys=tuple(listing.get("sort", ())),
+        default_sort=tuple(listing.get("default_sort", ())),
+        list_where=listing.get("where"),
+        list_all=listing.get("all"),
+        states=states,
+        hooks=dict(r.get("hooks") or {}),
+        errors=_errors(r.get("errors")),
+        quota=r.get("quota"),
+        source=ir.Source(file=f.rel, line=f.locate(["resources", name]).line),
+    )
+
+
+def build_resources(
+    spec: LoadedSpec, components: tuple[ir.Component, ...]
+) -> tuple[tuple[ir.Resource, ...], tuple[ir.Quota, ...], tuple[ir.Query, ...]]:
+    docs = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
+    served = {c.api: c.name for c in components if c.api}
+    resources: list[ir.Resource] = []
+    quotas: list[ir.Quota] = []
+    queries: list[ir.Query] = []
+    for f, data in resource_files(spec):
+        api = data["api"]
+        doc = docs[api]
+        for name, r in data["resources"].items():
+            resources.append(_resource(f, api, served[api], doc, name, r))
+        for qname, q in (data.get("quotas") or {}).items():
+            quotas.append(
+                ir.Quota(
+                    name=qname,
+                    api=api,
+                    resource=q["resource"],
+                    default=q["default"],
+                    count=q.get("count"),
+                )
+            )
+        for qname, q in (data.get("queries") or {}).items():
+            queries.append(
+                ir.Query(
+                    name=qname,
+                    api=api,
+                    operation=q["operation"],
+                    source=q["from"],
+                    params=tuple(
+                        ir.QueryParam(
+                            name=p,
+                            parse=spec_.get("parse", "string"),
+                            required=bool(spec_.get("required", False)),
+                            default=spec_.get("default"),
+                        )
+                        for p, spec_ in (q.get("params") or {}).items()
+                    ),
+                    joins=tuple(
+                        ir.QueryJoin(
+                            name=j,
+                            resource=js["resource"],
+                            on=js["on"],
+                            key=js.get("key"),
+                            sum=js.get("sum"),
+                            value=js.get("value"),
+                        )
+                        for j, js in (q.get("join") or {}).items()
+                    ),
+                    require=tuple(ir.QueryRequire(**r) for r in q.get("require", ())),
+                    filters=bool(q.get("filters", True)),
+                    where=q.get("where"),
+                    answer=q["answer"],
+                    status=q.get("status", 200),
+                )
+            )
+    return tuple(resources), tuple(quotas), tuple(queries)
+
+
+def conventions(spec: LoadedSpec) -> dict[str, ir.Conventions]:
+    out: dict[str, ir.Conventions] = {}
+    for _, data in resource_files(spec):
+        raw = dict(data.get("conventions") or {})
+        if "over_quota" in raw:
+            raw["over_quota"] = ir.ErrorText(**raw["over_quota"])
+        raw["errors"] = _errors(raw.get("errors"))
+        out[data["api"]] = ir.Conventions(**raw)
+    return out
+
+
+def default_errors() -> dict[str, str]:
+    return dict(_DEFAULT_ERRORS)
+
+
+def policy_rules(spec: LoadedSpec) -> tuple[ir.PolicyRule, ...]:
+    f = spec.one("policy")
+    if f is None:
+        return ()
+    rules = to_plain(f.data)["policy"]["rules"]
+    return tuple(ir.PolicyRule(name=k, rule=v) for k, v in rules.items())

@@ -1,0 +1,1 @@
+"""The resource engine: serves every operation spec/resources binds (see docs/resources.md)."""

@@ -1,0 +1,88 @@
+"""Who owns, sees and may change a row, as the resource's scope and the spec's rules say.
+
+A caller sees its own rows (its project's or its own, by `owner`), the rows the
+resource's `shared` expression makes visible, and every row if `see_all` allows;
+any other row is as good as missing (404). Changing a row it sees needs `modify`
+(default: owning it, or `see_all`): 403 otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+
+def sees_all(rc: ResourceCall) -> bool:
+    return rc.allows(rc.res.res.see_all)
+
+
+def owns(rc: ResourceCall, doc: Doc) -> bool:
+    field = rc.res.owner_field
+    if field is None:
+        return True
+    auth = rc.optional_auth
+    if auth is None:
+        return False
+    mine = auth.project_id if field == "project_id" else auth.user_id
+    return bool(mine) and doc.get(field) == mine
+
+
+def shared(rc: ResourceCall, doc: Doc) -> bool:
+    expr = rc.res.shared
+    return expr is not None and bool(expr.evaluate(**rc.variables(doc=doc)))
+
+
+def visible(rc: ResourceCall, doc: Doc) -> bool:
+    return owns(rc, doc) or sees_all(rc) or shared(rc, doc)
+
+
+def may_modify(rc: ResourceCall, doc: Doc) -> bool:
+    rule = rc.res.res.modify
+    if rule:
+        return rc.allows(rule, doc)
+    return owns(rc, doc) or sees_all(rc)
+
+
+async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
+    """The row the path names, if the caller may see it; 404 otherwise."""
+    row_id = rc.row_id() if id_ is None else id_
+    doc = await rc.store.get(rc.res.res.table, row_id) if row_id else None
+    if doc is not None:
+        for name, value in rc.parents().items():
+            if str(doc.get(name)) != value:
+                doc = None
+                break
+    if doc is None or not visible(rc, doc):
+        raise rc.res.fail("not_found", **{**rc.call.path_params, "id": row_id})
+    return doc
+
+
+async def modifiable(rc: ResourceCall) -> Doc:
+    doc = await lookup(rc)
+    if not may_modify(rc, doc):
+        raise rc.res.fail("forbidden", id=doc.get("id"))
+    return doc
+
+
+def stamp_owner(rc: ResourceCall, attrs: dict[str, Any]) -> None:
+    """Set the owner fields of a new row from the token (another owner needs `see_all`)."""
+    field = rc.res.owner_field
+    if field is None:
+        return
+    auth = rc.auth
+    mine = auth.project_id if field == "project_id" else auth.user_id
+    alias = "tenant_id" if field == "project_id" else None
+    wanted = attrs.get(field)
+    if alias and attrs.get(alias) is not None:
+        if wanted is not None and attrs[alias] != wanted:
+            raise rc.res.fail("bad_request", reason=f"'{field}' and '{alias}' do not match")
+        wanted = attrs[alias]
+    if wanted is not None and wanted != mine and not sees_all(rc):
+        raise rc.res.fail("owner", value=wanted)
+    owner = wanted or mine
+    if not owner:
+        raise rc.res.fail("bad_request", reason=f"a token scoped to a {field[:-3]} is required")
+    attrs[field] = owner
+    if alias and alias in rc.res.fields:
+        attrs[alias] = owner

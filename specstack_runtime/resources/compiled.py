@@ -1,0 +1,194 @@
+"""The resource model of the IR, made ready to serve: expressions compiled, lookups indexed.
+
+Built once per stack (the first request of a process pays for it, or start-up does
+through `catalog(info)`), so that serving a request does no parsing.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from specstack_runtime import ir
+from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
+from specstack_runtime.expr import Expr, compile_expr
+
+Doc = dict[str, Any]
+
+#: What each kind of failure answers unless the spec says otherwise.
+DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
+    "not_found": (404, "{title} {id} could not be found."),
+    "conflict": (409, "A {resource} with {field} {value} already exists."),
+    "forbidden": (403, "Policy doesn't allow this operation on {resource} {id}."),
+    "invalid": (400, "Invalid input for {field}: {reason}."),
+    "bad_request": (400, "Invalid input: {reason}."),
+    "immutable": (400, "The {field} of a {resource} cannot be changed."),
+    "ref_missing": (400, "Invalid {field}: {ref} {value} could not be found."),
+    "required": (400, "The {field} of a {resource} is required."),
+    "read_only": (400, "Cannot set read-only attribute {field}."),
+    "unknown_field": (400, "Unrecognized attribute(s) '{field}'"),
+    "body": (400, "The request body must be an object with a '{envelope}' object."),
+    "owner": (403, "Only an administrator may create a {resource} for another project."),
+    "in_use": (409, "{title} {id} is in use."),
+    "state": (409, "Cannot '{action}' {resource} {id} while it is in {field} {state}."),
+    "action": (400, "Unknown action {action}."),
+    "bad_limit": (400, "Invalid limit {value}: it must be a non-negative integer."),
+    "bad_marker": (404, "Marker {value} could not be found."),
+    "bad_sort": (400, "Invalid sort key {value}."),
+    "bad_filter": (400, "Invalid value {value} for the filter {field}: {reason}."),
+    "over_quota": (
+        403,
+        "Quota exceeded for {quota}: requested {requested}, used {used} of {limit}.",
+    ),
+}
+
+_CLASSES: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+class _Keep(dict[str, Any]):
+    """format_map values: a name the message does not get stays as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+_FORMATTER = string.Formatter()
+
+
+def fill(template: str, values: Mapping[str, Any]) -> str:
+    try:
+        return _FORMATTER.vformat(template, (), _Keep(values))
+    except (ValueError, IndexError, AttributeError, KeyError):
+        return template
+
+
+def error(status: int, message: str, kind: str | None = None) -> ApiError:
+    cls = _CLASSES.get(status)
+    if cls is not None:
+        return cls(message, kind=kind)
+    return ApiError(message, status=status, kind=kind)
+
+
+@dataclass
+class Compiled:
+    """One resource, ready to serve."""
+
+    res: ir.Resource
+    conventions: ir.Conventions
+    indexes: frozenset[str]
+    fields: dict[str, ir.ResourceField] = field(default_factory=dict)
+    computed: list[tuple[str, Expr]] = field(default_factory=list)
+    default_exprs: list[tuple[str, Expr]] = field(default_factory=list)
+    filters: dict[str, ir.ResourceFilter] = field(default_factory=dict)
+    shared: Expr | None = None
+    list_where: Expr | None = None
+
+    def __post_init__(self) -> None:
+        self.fields = {f.name: f for f in self.res.fields}
+        self.computed = [(f.name, compile_expr(f.computed)) for f in self.res.fields if f.computed]
+        self.default_exprs = [
+            (f.name, compile_expr(f.default_expr)) for f in self.res.fields if f.default_expr
+        ]
+        self.filters = {f.param: f for f in self.res.filters}
+        self.shared = compile_expr(self.res.shared) if self.res.shared else None
+        self.list_where = compile_expr(self.res.list_where) if self.res.list_where else None
+
+    @property
+    def name(self) -> str:
+        return self.res.name
+
+    @cached_property
+    def stored(self) -> tuple[str, ...]:
+        """Fields kept in the row (computed ones are not)."""
+        return tuple(f.name for f in self.res.fields if not f.computed)
+
+    @cached_property
+    def hidden(self) -> frozenset[str]:
+        out = {f.name for f in self.res.fields if f.hidden}
+        out |= {f.store_as for f in self.res.fields if f.store_as}
+        return frozenset(out)
+
+    @cached_property
+    def guarded(self) -> tuple[tuple[str, str], ...]:
+        """(field, rule): fields shown only to callers the rule allows."""
+        return tuple((f.name, f.visible) for f in self.res.fields if f.visible)
+
+    @cached_property
+    def unique_sets(self) -> tuple[tuple[str, ...], ...]:
+        return tuple((f.name, *f.unique) for f in self.res.fields if f.unique is not None)
+
+    @cached_property
+    def owner_field(self) -> str | None:
+        return {"project": "project_id", "user": "user_id"}.get(self.res.owner)
+
+    def fail(self, kind: str, **values: Any) -> ApiError:
+        """The error of `kind`, in this resource's words (or its API's, or the default)."""
+        status, template = DEFAULT_ERRORS.get(kind, (400, "{reason}"))
+        err_kind: str | None = None
+        spec = self.res.errors.get(kind) or self.conventions.errors.get(kind)
+        if kind == "over_quota":
+            spec = self.conventions.over_quota
+        if spec is not None:
+            template = spec.message
+            status = spec.status or status
+            err_kind = spec.kind
+        context = {"resource": self.res.name.replace("_", " "), "title": self.res.title, **values}
+        return error(status, fill(template, context), err_kind)
+
+
+@dataclass
+class Catalog:
+    """Every resource, quota and query of the stack, by name."""
+
+    resources: dict[str, Compiled]
+    quotas: dict[str, ir.Quota]
+    queries: dict[str, ir.Query]
+    policy: dict[str, str]
+    operations: dict[tuple[str, str], ir.Operation]
+
+    def resource(self, name: str) -> Compiled:
+        try:
+            return self.resources[name]
+        except KeyError:
+            raise KeyError(f"no resource {name!r} in the spec") from None
+
+    def referring(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
+        """(resource, field) pairs whose field refers to rows of `name`."""
+        return [
+            (c, f)
+            for c in self.resources.values()
+            for f in c.res.fields
+            if f.ref is not None and f.ref.resource == name
+        ]
+
+
+def build_catalog(model: ir.IR) -> Catalog:
+    """The stack's compiled resource model (StackInfo.resources keeps one per stack)."""
+    apis = {a.name: a for a in model.apis}
+    tables = {c.name: c for c in model.components}
+    out: dict[str, Compiled] = {}
+    for res in model.resources:
+        api = apis[res.api]
+        comp = tables[api.component]
+        db = tables.get(comp.database or "")
+        table = next((t for t in (db.tables if db else ()) if t.name == res.table), None)
+        out[res.name] = Compiled(
+            res=res,
+            conventions=api.conventions,
+            indexes=frozenset(table.indexes if table else ()) | {"id"},
+        )
+    return Catalog(
+        resources=out,
+        quotas={q.name: q for q in model.quotas},
+        queries={q.name: q for q in model.queries},
+        policy={p.name: p.rule for p in model.policy},
+        operations={(a.name, o.operation_id): o for a in model.apis for o in a.operations},
+    )

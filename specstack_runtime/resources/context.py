@@ -1,0 +1,135 @@
+"""What one request to the resource engine works with: the call, the resource, the store."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from specstack_runtime.context import AuthContext, Call
+from specstack_runtime.errors import Unauthorized
+from specstack_runtime.expr import auth_vars
+from specstack_runtime.policy import Enforcer
+from specstack_runtime.resources.compiled import Catalog, Compiled
+from specstack_runtime.store import Store
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class ResourceCall:
+    """One operation the engine serves, on one resource."""
+
+    call: Call
+    res: Compiled
+    catalog: Catalog
+    policy: Enforcer
+    _vars: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store(self) -> Store:
+        return self.call.rt.require_store()
+
+    @property
+    def auth(self) -> AuthContext:
+        if self.call.auth is None:
+            raise Unauthorized("The request you have made requires authentication.")
+        return self.call.auth
+
+    @property
+    def optional_auth(self) -> AuthContext | None:
+        return self.call.auth
+
+    def of(self, name: str) -> ResourceCall:
+        """The same call, working on another resource (deleting related rows, joins)."""
+        return ResourceCall(self.call, self.catalog.resource(name), self.catalog, self.policy)
+
+    def allows(self, rule: str | None, target: Mapping[str, Any] | None = None) -> bool:
+        if not rule:
+            return False
+        auth = self.optional_auth
+        if auth is None:
+            return False
+        return self.policy.allows(rule, auth, target or {})
+
+    # -- what the request names --------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The operation's path template."""
+        op = self.catalog.operations.get((self.res.res.api, self.call.trigger))
+        return op.path if op is not None else self.call.path
+
+    @property
+    def id_param(self) -> str | None:
+        """The path parameter naming the row: the resource's `id: path:NAME`, else the
+        operation path's last parameter (none when ids are computed from the path)."""
+        style = self.res.res.id_style
+        if style.startswith("path:"):
+            return style[5:]
+        if style.startswith("expr:"):
+            return None
+        names = _path_params(self.path)
+        return names[-1] if names else None
+
+    def row_id(self) -> str:
+        style = self.res.res.id_style
+        if style.startswith("expr:"):
+            from specstack_runtime.expr import compile_expr
+
+            return str(compile_expr(style[5:]).evaluate(**self.variables()))
+        name = self.id_param
+        value = self.call.path_params.get(name or "", "") if name else ""
+        return str(value)
+
+    def parents(self) -> dict[str, str]:
+        """Path parameters (besides the id and the owner) that name fields of the resource:
+        a nested collection's rows belong to the parent the path names."""
+        out: dict[str, str] = {}
+        skip = {self.res.owner_field, self.id_param}
+        for name in _path_params(self.path):
+            if name in skip or name not in self.res.fields:
+                continue
+            value = self.call.path_params.get(name)
+            if value is not None:
+                out[name] = str(value)
+        return out
+
+    def success(self, *preferred: int) -> int:
+        """The operation's declared 2xx status: the first of `preferred` it declares, else its first."""
+        op = self.catalog.operations.get((self.res.res.api, self.call.trigger))
+        declared = op.success if op is not None else ()
+        for status in preferred:
+            if status in declared:
+                return status
+        return declared[0] if declared else preferred[0]
+
+    @property
+    def base(self) -> str:
+        """Where the caller reached this API: links in answers are built from it."""
+        host = self.call.header("host")
+        if host:
+            return f"{self.call.header('x-forwarded-proto') or 'http'}://{host}"
+        rt = self.call.rt
+        return rt.info.endpoint(self.res.res.api, rt.config)
+
+    def variables(self, **more: Any) -> dict[str, Any]:
+        """The variables an expression of this call sees."""
+        if not self._vars:
+            self._vars = {
+                "auth": dict(auth_vars(self.optional_auth)),
+                "path": dict(self.call.path_params),
+                "params": {k: v[0] for k, v in self.call.query.items() if v},
+                "base": self.base,
+                "config": {"region": self.call.rt.config.region},
+            }
+        return {**self._vars, **more}
+
+
+def _path_params(path: str) -> list[str]:
+    out: list[str] = []
+    for part in path.split("{")[1:]:
+        name = part.split("}", 1)[0]
+        if name:
+            out.append(name)
+    return out

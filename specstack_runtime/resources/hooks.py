@@ -1,0 +1,38 @@
+"""Where algorithms plug into the engine: a resource's `hooks` name library behaviours.
+
+A hook is `async def hook(event: ResourceEvent) -> None`; it may change
+`event.doc` (before a write: what will be stored) or raise an ApiError. IP
+allocation, segment ids, key-pair generation are hooks: the engine does the
+bookkeeping, the hook the algorithm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from specstack_runtime import registry
+
+if TYPE_CHECKING:
+    from specstack_runtime.context import Call
+    from specstack_runtime.resources.context import ResourceCall
+
+
+@dataclass
+class ResourceEvent:
+    """A write the engine is about to make (before_*) or has made (after_*)."""
+
+    call: Call
+    resource: str
+    point: str  # before_create, after_create, before_update, ...
+    doc: dict[str, Any]  # the row (before_create: the new row; before_update: the changes)
+    old: dict[str, Any] | None  # the row as it was (updates and deletes)
+    engine: ResourceCall
+
+
+async def run(
+    rc: ResourceCall, point: str, doc: dict[str, Any], old: dict[str, Any] | None
+) -> None:
+    name = rc.res.res.hooks.get(point)
+    if name:
+        await registry.get(name)(ResourceEvent(rc.call, rc.res.name, point, doc, old, rc))

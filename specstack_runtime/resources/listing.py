@@ -1,0 +1,242 @@
+"""Lists: the spec's filters, sort keys and the API's pagination style.
+
+Equality filters on indexed columns go to SQL; the others (RE2 regular
+expressions, prefixes, list membership, time ranges) are applied to the rows
+the database returned. Then the rows the caller may not see are dropped,
+sorted, and a page is cut by `marker` and `limit` as the API pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import re2
+
+from specstack_runtime import ir
+from specstack_runtime.resources import access
+from specstack_runtime.resources.context import Doc, ResourceCall
+from specstack_runtime.resources.views import only, render, requested_fields
+
+Predicate = Callable[[Doc], bool]
+PAGING = frozenset({"limit", "marker", "sort_key", "sort_dir", "sort", "page_reverse"})
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+#: The most a regular-expression filter may be (RE2 runs in linear time; this bounds memory).
+MAX_PATTERN = 1024
+
+
+def _bool(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise rc.res.fail("bad_filter", field=f.param, value=raw, reason="expected true or false")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Predicate | None:
+    name, op = f.field, f.op
+    if op == "ignore":
+        return None
+    if op == "eq":
+        wanted = set(values)
+        return lambda d: (
+            _text(d.get(name)) in wanted
+            or (d.get(name) is None and bool(wanted & {"None", "null"}))
+        )
+    if op == "in":
+        wanted = {v for raw in values for v in raw.split(",") if v}
+        return lambda d: _text(d.get(name)) in wanted
+    if op == "bool":
+        flag = _bool(rc, f, values[-1])
+        return lambda d: bool(d.get(name)) == flag
+    if op == "prefix":
+        return lambda d: any(_text(d.get(name)).startswith(v) for v in values)
+    if op in ("all", "any"):
+        wanted_l = [v for raw in values for v in raw.split(",") if v]
+        test = all if op == "all" else any
+
+        def members(d: Doc) -> bool:
+            have = d.get(name)
+            have_set = {_text(x) for x in have} if isinstance(have, list) else {_text(have)}
+            return test(w in have_set for w in wanted_l)
+
+        return members
+    if op == "regex":
+        pattern = values[-1]
+        if len(pattern) > MAX_PATTERN:
+            raise rc.res.fail(
+                "bad_filter", field=f.param, value=pattern[:32], reason="the pattern is too long"
+            )
+        try:
+            compiled = re2.compile(pattern)
+        except re2.error as exc:
+            raise rc.res.fail(
+                "bad_filter", field=f.param, value=pattern[:32], reason=str(exc)
+            ) from None
+        return lambda d: compiled.search(_text(d.get(name))) is not None
+    stamp = _time(rc, f, values[-1])
+    if op in ("gte", "changes_since"):
+        return lambda d: _text(d.get(name)) >= stamp
+    return lambda d: _text(d.get(name)) <= stamp
+
+
+def _time(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> str:
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        if raw.lstrip("-").isdigit():
+            return raw
+        raise rc.res.fail(
+            "bad_filter", field=f.param, value=raw, reason="expected an ISO 8601 time"
+        ) from None
+    return parsed.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
+    """(equality conditions for SQL, predicates on the rows) from the query string."""
+    res = rc.res
+    sql: dict[str, Any] = dict(rc.parents())
+    preds: list[Predicate] = []
+    for param, values in rc.call.query.items():
+        f = res.filters.get(param)
+        if f is None or not values:
+            continue
+        if f.visible and not rc.allows(f.visible):
+            continue
+        if any("\x00" in v for v in values):
+            raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
+        pushed = f.op == "eq" and f.field in res.indexes and len(values) == 1
+        if pushed and values[0] not in ("None", "null"):
+            sql[f.field] = values[0]
+            continue
+        pred = _predicate(rc, f, values)
+        if pred is not None:
+            preds.append(pred)
+    return sql, preds
+
+
+def _limit(rc: ResourceCall) -> int | None:
+    raw = rc.call.q("limit")
+    if raw is None:
+        return None
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = -1
+    if limit < 0 or len(raw) > 12:
+        raise rc.res.fail("bad_limit", value=raw)
+    return min(limit, rc.res.conventions.max_limit) if limit else None
+
+
+def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
+    keys = list(rc.call.query.get("sort_key", []))
+    dirs = list(rc.call.query.get("sort_dir", []))
+    for part in ",".join(rc.call.query.get("sort", [])).split(","):
+        if part:
+            key, _, direction = part.partition(":")
+            keys.append(key)
+            dirs.append(direction or "asc")
+    allowed = set(rc.res.res.sort_keys) or set(rc.res.fields) | {"created_at", "updated_at"}
+    for key in keys:
+        if key not in allowed:
+            raise rc.res.fail("bad_sort", value=key, field="sort_key")
+    for direction in dirs:
+        if direction not in ("asc", "desc"):
+            raise rc.res.fail("bad_sort", value=direction, field="sort_dir")
+    if not keys:
+        for spec in rc.res.res.default_sort:
+            key, _, direction = spec.partition(":")
+            keys.append(key)
+            dirs.append(direction or "asc")
+    dirs += [dirs[-1] if dirs else "asc"] * (len(keys) - len(dirs))
+    return [(k, d == "desc") for k, d in zip(keys, dirs, strict=False)]
+
+
+def _sorted(rows: list[Doc], order: list[tuple[str, bool]]) -> list[Doc]:
+    out = list(rows)
+    for key, reverse in reversed(order):
+        out.sort(key=lambda d, k=key: (d.get(k) is None, _text(d.get(k))), reverse=reverse)
+    return out
+
+
+async def visible_rows(rc: ResourceCall) -> list[Doc]:
+    """Every row the caller may list, filtered and sorted (before paging)."""
+    res = rc.res
+    sql, preds = filters(rc)
+    rows = await rc.store.list(res.res.table, sql)
+    every = access.sees_all(rc)
+    if every and res.res.list_all and rc.call.q(res.res.list_all) is None:
+        every = False
+    out: list[Doc] = []
+    for d in rows:
+        if not (every or access.owns(rc, d) or access.shared(rc, d)):
+            continue
+        if preds and not all(p(d) for p in preds):
+            continue
+        if res.list_where is not None and not res.list_where.evaluate(**rc.variables(doc=d)):
+            continue
+        out.append(d)
+    return _sorted(out, _sort_order(rc))
+
+
+def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
+    marker = rc.call.q("marker")
+    reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
+    if marker is not None:
+        ids = [r["id"] for r in rows]
+        if marker not in ids:
+            raise rc.res.fail("bad_marker", value=marker)
+        at = ids.index(marker)
+        rows = rows[:at] if reverse else rows[at + 1 :]
+    limit = _limit(rc)
+    more = limit is not None and len(rows) > limit
+    if limit is not None:
+        rows = rows[-limit:] if reverse else rows[:limit]
+    return rows, more
+
+
+def _next_href(rc: ResourceCall, marker: str) -> str:
+    query = [(k, v) for k, vs in rc.call.query.items() if k != "marker" for v in vs]
+    query.append(("marker", marker))
+    return f"{rc.base}{rc.call.path}?{urlencode(query)}"
+
+
+async def answer(rc: ResourceCall) -> Any:
+    """The list operation's body, in the API's pagination style."""
+    res = rc.res
+    rows, more = _page(rc, await visible_rows(rc))
+    wanted = requested_fields(rc)
+    items = [only(render(rc, d), wanted) for d in rows]
+    many = res.res.envelope_many
+    style = res.conventions.pagination
+    body: dict[str, Any] = {many: items}
+    last = rows[-1]["id"] if rows else None
+    if style == "keystone":
+        body["links"] = {"self": f"{rc.base}{rc.call.path}", "previous": None, "next": None}
+        if more:
+            body["truncated"] = True
+    elif style in ("nova", "cinder", "neutron"):
+        limit = _limit(rc)
+        full_page = style != "neutron" and limit is not None and len(rows) == limit
+        if (more or full_page) and last is not None:
+            reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
+            edge = rows[0]["id"] if reverse else last
+            rel = "previous" if reverse else "next"
+            body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, edge)}]
+    elif style == "glance":
+        body["first"] = rc.call.path
+        body["schema"] = f"/v2/schemas/{many}"
+        if more and last is not None:
+            query = urlencode([("marker", last), ("limit", rc.call.q("limit") or "")])
+            body["next"] = f"{rc.call.path}?{query}"
+    return body

@@ -1,0 +1,115 @@
+"""Computed queries: an answer derived from rows of several resources by CEL expressions.
+
+`from` names the rows (those the caller may see, filtered by the resource's list
+filters); each `join` finds, for every row, the rows of another resource whose
+`on` field holds the row's id: a map by their `key` field (of their `value`
+field, or the sum of `sum` per key, or the whole row), or without `key` a list
+of them. `where` (with `row` and `join`) keeps the rows it holds for; `answer`
+shapes the body from the rendered `rows` and `params`. `require` names rows that
+must exist for the query to answer (404 otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime import ir
+from specstack_runtime.context import Reply
+from specstack_runtime.expr import ExprError, compile_expr
+from specstack_runtime.resources import access, listing
+from specstack_runtime.resources.context import Doc, ResourceCall
+from specstack_runtime.resources.views import render
+
+
+def _params(rc: ResourceCall, query: ir.Query) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in query.params:
+        raw = rc.call.q(p.name)
+        if raw is None:
+            if p.required:
+                raise rc.res.fail("bad_filter", field=p.name, value="", reason="it is required")
+            out[p.name] = p.default
+            continue
+        try:
+            out[p.name] = _parse(p.parse, raw)
+        except ValueError as exc:
+            raise rc.res.fail("bad_filter", field=p.name, value=raw[:64], reason=str(exc)) from None
+    return out
+
+
+def _parse(kind: str, raw: str) -> Any:
+    if kind == "int":
+        if len(raw) > 18:
+            raise ValueError("the number is too large")
+        return int(raw)
+    if kind == "bool":
+        low = raw.lower()
+        if low not in ("true", "false", "1", "0"):
+            raise ValueError("expected true or false")
+        return low in ("true", "1")
+    if kind == "list":
+        return [v for v in raw.split(",") if v]
+    if kind == "pairs":
+        out: dict[str, int] = {}
+        for part in raw.split(","):
+            key, sep, value = part.partition(":")
+            if not key or not sep or not value.strip().lstrip("-").isdigit() or len(value) > 18:
+                raise ValueError(f"{part!r} is not NAME:AMOUNT")
+            out[key.strip()] = int(value)
+        return out
+    return raw
+
+
+async def _join(rc: ResourceCall, join: ir.QueryJoin) -> dict[str, Any]:
+    """Row id -> what the join attaches to it."""
+    other = rc.of(join.resource)
+    out: dict[str, Any] = {}
+    for r in await other.store.list(other.res.res.table):
+        owner = str(r.get(join.on))
+        if join.key is None:
+            out.setdefault(owner, []).append(r)
+            continue
+        slot = out.setdefault(owner, {})
+        key = str(r.get(join.key))
+        if join.sum:
+            slot[key] = slot.get(key, 0) + (r.get(join.sum) or 0)
+        elif join.value:
+            slot[key] = r.get(join.value)
+        else:
+            slot[key] = r
+    return out
+
+
+async def _require(rc: ResourceCall, query: ir.Query) -> None:
+    for need in query.require:
+        other = rc.of(need.resource)
+        row_id = str(compile_expr(need.id).evaluate(**rc.variables()))
+        await access.lookup(other, row_id)
+
+
+async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
+    await _require(rc, query)
+    params = _params(rc, query)
+    joined = {j.name: await _join(rc, j) for j in query.joins}
+    source = await listing.visible_rows(rc) if query.filters else await _all_visible(rc)
+    rows: list[Doc] = []
+    where = compile_expr(query.where) if query.where else None
+    for doc in source:
+        row = render(rc, doc)
+        if where is not None:
+            join = {
+                j.name: joined[j.name].get(str(doc["id"]), {} if j.key else []) for j in query.joins
+            }
+            try:
+                keep = bool(where.evaluate(**rc.variables(row=row, join=join, params=params)))
+            except ExprError:
+                keep = False  # a row the expression cannot judge (a missing key) is no match
+            if not keep:
+                continue
+        rows.append(row)
+    body = compile_expr(query.answer).evaluate(**rc.variables(rows=rows, params=params))
+    return Reply(query.status, body)
+
+
+async def _all_visible(rc: ResourceCall) -> list[Doc]:
+    return [d for d in await rc.store.list(rc.res.res.table) if access.visible(rc, d)]

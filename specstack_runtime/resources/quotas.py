@@ -1,0 +1,67 @@
+"""Quotas: what a project's rows of a resource use, and the limit a create must stay within.
+
+A create counts the owner's rows (or sums the quota's `count` expression over
+them) and refuses when the new row would exceed the limit. Counting and
+inserting run under one lock per quota and project in this process, and the
+count is taken again after the insert, so concurrent creates anywhere cannot
+overrun it: the later row goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from specstack_runtime import ir
+from specstack_runtime.expr import compile_expr
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+_LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
+
+
+def limit_of(rc: ResourceCall, quota: ir.Quota) -> int:
+    """The project's limit: the configured one (SPECSTACK_QUOTAS) or the spec's default."""
+    configured: dict[str, Any] = dict(getattr(rc.call.rt.config, "quotas", {}) or {})
+    value = configured.get(quota.name, quota.default)
+    return int(value)
+
+
+def _amount(quota: ir.Quota, rc: ResourceCall, doc: Doc) -> int:
+    if not quota.count:
+        return 1
+    return int(compile_expr(quota.count).evaluate(**rc.variables(doc=doc)))
+
+
+async def usage(rc: ResourceCall, quota: ir.Quota, owner: str) -> int:
+    field = rc.res.owner_field or "project_id"
+    rows = await rc.store.list(rc.res.res.table, {field: owner})
+    return sum(_amount(quota, rc, r) for r in rows)
+
+
+def lock(quota: ir.Quota, owner: str) -> asyncio.Lock:
+    key = (quota.name, owner)
+    found = _LOCKS.get(key)
+    if found is None:
+        found = _LOCKS[key] = asyncio.Lock()
+    return found
+
+
+def quota_of(rc: ResourceCall) -> ir.Quota | None:
+    name = rc.res.res.quota
+    return rc.catalog.quotas.get(name) if name else None
+
+
+async def check(rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool) -> None:
+    """Refuse `doc` if the owner's usage (with it) exceeds the limit."""
+    limit = limit_of(rc, quota)
+    if limit < 0:
+        return
+    owner = str(doc.get(rc.res.owner_field or "project_id") or "")
+    used = await usage(rc, quota, owner)
+    wanted = _amount(quota, rc, doc)
+    total = used if inserted else used + wanted
+    if total > limit:
+        if inserted:
+            await rc.store.delete(rc.res.res.table, doc["id"])
+            used -= wanted
+        raise rc.res.fail("over_quota", quota=quota.name, requested=wanted, used=used, limit=limit)

@@ -1,0 +1,163 @@
+"""The engine's two behaviours: `resource.serve` (every bound operation) and `resource.query`.
+
+The spec binds operations to a resource (`operations: {list: ..., create: ...}`
+in spec/resources); build_ir turns that into these behaviours with the resource
+and the action as arguments. Each action is a few lines here; the work is in
+the modules named for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime.context import Call, Reply
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import (
+    access,
+    actions,
+    deleting,
+    hooks,
+    listing,
+    quotas,
+    views,
+    writes,
+)
+from specstack_runtime.resources import queries as computed
+from specstack_runtime.resources.context import ResourceCall
+
+
+def engine_call(call: Call, resource: str | None = None) -> ResourceCall:
+    info = call.rt.info
+    cat = info.resources
+    name = resource or call.args.get("resource")
+    if not name:
+        raise RuntimeError(f"{call.trigger}: no resource named for the engine")
+    return ResourceCall(call, cat.resource(str(name)), cat, info.policy)
+
+
+async def list_(rc: ResourceCall) -> Reply:
+    return Reply(rc.success(200), await listing.answer(rc))
+
+
+async def show(rc: ResourceCall) -> Reply:
+    doc = await access.lookup(rc)
+    status = rc.success(200)
+    return Reply(status, None if status == 204 else views.one(rc, doc))
+
+
+async def create(
+    rc: ResourceCall, attrs: dict[str, Any] | None = None, id_: str | None = None
+) -> Reply:
+    doc = await writes.for_create(rc, writes.attributes(rc) if attrs is None else attrs, id_)
+    await hooks.run(rc, "before_create", doc, None)
+    quota = quotas.quota_of(rc)
+    if quota is None:
+        created = await rc.store.create(rc.res.res.table, doc)
+        await writes.settle_unique(rc, created)
+    else:
+        async with quotas.lock(quota, str(doc.get(rc.res.owner_field or "project_id"))):
+            await quotas.check(rc, quota, doc, inserted=False)
+            created = await rc.store.create(rc.res.res.table, doc)
+            await quotas.check(rc, quota, created, inserted=True)
+            await writes.settle_unique(rc, created)
+    await hooks.run(rc, "after_create", created, None)
+    rc.call.vars[rc.res.name] = created
+    status = rc.success(201, 200, 202)
+    return Reply(status, None if status == 204 else views.one(rc, created))
+
+
+async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply:
+    old = await access.modifiable(rc)
+    changes = await writes.for_update(rc, old, writes.attributes(rc) if attrs is None else attrs)
+    await hooks.run(rc, "before_update", changes, old)
+    doc = old
+    if changes:
+        updated = await rc.store.update(rc.res.res.table, old["id"], changes)
+        if updated is None:
+            raise rc.res.fail("not_found", id=old["id"])
+        doc = updated
+        await hooks.run(rc, "after_update", doc, old)
+    rc.call.vars[rc.res.name] = doc
+    status = rc.success(200, 202, 204)
+    return Reply(status, None if status == 204 else views.one(rc, doc))
+
+
+async def patch(rc: ResourceCall) -> Reply:
+    """JSON Patch (RFC 6902) on the answer's representation; the result is checked as an
+    update would be."""
+    import jsonpatch
+
+    old = await access.modifiable(rc)
+    rep = views.render(rc, old)
+    ops = rc.call.body
+    if not isinstance(ops, list):
+        raise rc.res.fail("bad_request", reason="a JSON Patch is a list of operations")
+    try:
+        patched = jsonpatch.JsonPatch(ops).apply(rep)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+        raise rc.res.fail("bad_request", reason=str(exc)) from None
+    attrs = {k: v for k, v in patched.items() if rep.get(k, _MISSING) != v}
+    removed = [k for k in rep if k not in patched]
+    for key in removed:
+        attrs[key] = None
+    return await update(rc, attrs)
+
+
+_MISSING = object()
+
+
+async def upsert(rc: ResourceCall) -> Reply:
+    """PUT on a member: create it with the path's id, or replace what it holds."""
+    row_id = rc.row_id()
+    existing = await rc.store.get(rc.res.res.table, row_id) if row_id else None
+    attrs = writes.attributes(rc) if rc.call.body is not None else {}
+    if existing is None:
+        reply = await create(rc, attrs, row_id)
+        reply.status = rc.success(201, 204, 200)
+        if reply.status == 204:
+            reply.body = None
+        return reply
+    if not access.visible(rc, existing):
+        raise rc.res.fail("not_found", id=row_id)
+    reply = await update(rc, attrs)
+    reply.status = rc.success(200, 204, 201)
+    if reply.status == 204:
+        reply.body = None
+    return reply
+
+
+async def delete(rc: ResourceCall) -> Reply:
+    doc = await access.modifiable(rc)
+    await deleting.delete(rc, doc)
+    rc.call.vars[rc.res.name] = doc
+    return Reply(rc.success(204, 202, 200))
+
+
+ACTIONS = {
+    "list": list_,
+    "show": show,
+    "create": create,
+    "update": update,
+    "patch": patch,
+    "upsert": upsert,
+    "delete": delete,
+    "action": actions.run,
+}
+
+
+@behaviour("resource.serve")
+async def serve(call: Call) -> Reply:
+    """Serve the operation as the spec's resource model declares it."""
+    rc = engine_call(call)
+    handler = ACTIONS.get(str(call.args.get("action")))
+    if handler is None:
+        raise RuntimeError(f"{call.trigger}: the engine has no action {call.args.get('action')!r}")
+    return await handler(rc)
+
+
+@behaviour("resource.query")
+async def query(call: Call) -> Reply:
+    """Answer a computed query of the spec (spec/resources `queries`)."""
+    name = str(call.args.get("query"))
+    q = call.rt.info.resources.queries[name]
+    return await computed.answer(engine_call(call, q.source), q)

@@ -1,0 +1,243 @@
+"""Writing rows: the request's attributes checked against the resource's fields.
+
+Create: unknown and server-set attributes refused, values checked against their
+schema (type, length, enum), defaults filled in (literals, then expressions),
+required fields demanded, the owner stamped, references and uniqueness checked,
+passwords hashed. Update: the same for what changes, immutable fields refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import bcrypt
+
+from specstack_runtime import ir
+from specstack_runtime.expr import compile_expr
+from specstack_runtime.resources import access
+from specstack_runtime.resources.compiled import error, fill
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+_PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list,),
+    "object": (dict,),
+}
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object",
+    "null": "null",
+}
+
+
+def attributes(rc: ResourceCall) -> Doc:
+    """The resource's attributes in the request body (inside its envelope, if it has one)."""
+    body = rc.call.body
+    key = rc.res.res.envelope_one
+    if key:
+        if not isinstance(body, dict) or not isinstance(body.get(key), dict):
+            raise rc.res.fail("body", envelope=key)
+        return dict(body[key])
+    if not isinstance(body, dict):
+        raise rc.res.fail("body", envelope=rc.res.name)
+    return dict(body)
+
+
+def check_value(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
+    if value is None:
+        if f.types and "null" not in f.types:
+            raise rc.res.fail("invalid", field=f.name, value=value, reason="it may not be null")
+        return None
+    if f.types and not any(_is_type(value, t) for t in f.types):
+        wanted = " or ".join(_TYPE_NAMES.get(t, t) for t in f.types if t != "null")
+        raise rc.res.fail("invalid", field=f.name, value=value, reason=f"expected {wanted}")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise rc.res.fail("invalid", field=f.name, value="", reason="it contains a NUL")
+        if f.max_length is not None and len(value) > f.max_length:
+            raise rc.res.fail(
+                "invalid",
+                field=f.name,
+                value=value[:32],
+                reason=f"it is longer than {f.max_length} characters",
+            )
+    if f.enum is not None and value not in f.enum:
+        allowed = ", ".join(str(v) for v in f.enum)
+        raise rc.res.fail(
+            "invalid", field=f.name, value=value, reason=f"'{value}' is not one of {allowed}"
+        )
+    return value
+
+
+def _is_type(value: Any, json_type: str) -> bool:
+    if json_type == "null":
+        return value is None
+    if isinstance(value, bool):
+        return json_type == "boolean"
+    return isinstance(value, _PYTHON_TYPES.get(json_type, (object,)))
+
+
+def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
+    """Every attribute checked: known, writable now, of the right shape."""
+    res = rc.res
+    out: Doc = {}
+    unknown: list[str] = []
+    for key, value in attrs.items():
+        f = res.fields.get(key)
+        if f is None or (f.computed and not f.in_schema):
+            if res.res.extra and f is None:
+                out[key] = value
+            else:
+                unknown.append(key)
+            continue
+        if f.computed:
+            continue  # a computed field sent back (a client's round trip): nothing to store
+        if old is not None and key in old and old.get(key) == value and f.write != "always":
+            continue  # unchanged: clients send back what they read
+        if f.write == "never" or (f.hidden and f.write == "never"):
+            raise res.fail("read_only", field=key, value=value)
+        if f.write == "create" and old is not None:
+            raise res.fail("immutable", field=key, value=value)
+        out[key] = check_value(rc, f, value)
+    if unknown:
+        raise res.fail("unknown_field", field=", ".join(sorted(unknown)))
+    return out
+
+
+def new_id(rc: ResourceCall, doc: Doc) -> str:
+    style = rc.res.res.id_style
+    if style == "hex":
+        return uuid.uuid4().hex
+    if style.startswith("path:"):
+        return str(rc.call.path_params.get(style[5:], ""))
+    if style.startswith("expr:"):
+        return str(compile_expr(style[5:]).evaluate(**rc.variables(doc=doc)))
+    return str(uuid.uuid4())
+
+
+async def for_create(rc: ResourceCall, attrs: Doc, id_: str | None = None) -> Doc:
+    """The new row, from the request's attributes (not yet stored); `id_` when the path
+    names it (an upsert)."""
+    res = rc.res
+    doc = _checked(rc, attrs, old=None)
+    doc.update(rc.parents())
+    access.stamp_owner(rc, doc)
+    for f in res.res.fields:
+        if f.name not in doc and f.has_default and not f.computed:
+            doc[f.name] = _copy(f.default)
+    for name, expr in res.default_exprs:
+        if doc.get(name) is None:
+            doc[name] = expr.evaluate(**rc.variables(doc=doc))
+    for f in res.res.fields:
+        if f.required and doc.get(f.name) is None:
+            raise res.fail("required", field=f.name)
+    doc["id"] = str(id_ or new_id(rc, doc))
+    await check_refs(rc, doc, doc.keys())
+    await check_unique(rc, doc, None)
+    await _hash(rc, doc)
+    return doc
+
+
+async def for_update(rc: ResourceCall, old: Doc, attrs: Doc) -> Doc:
+    """The changes to `old` the request asks for, checked."""
+    res = rc.res
+    changes = _checked(rc, attrs, old=old)
+    for f in res.res.fields:
+        if f.required and f.name in changes and changes[f.name] is None:
+            raise res.fail("required", field=f.name)
+        if f.merge and isinstance(changes.get(f.name), dict):
+            changes[f.name] = {**(old.get(f.name) or {}), **changes[f.name]}
+    await check_refs(rc, changes, changes.keys())
+    await check_unique(rc, {**old, **changes}, old, changed=set(changes))
+    await _hash(rc, changes)
+    return changes
+
+
+async def check_refs(rc: ResourceCall, doc: Doc, names: Iterable[str]) -> None:
+    for name in list(names):
+        f = rc.res.fields.get(name)
+        value = doc.get(name)
+        if f is None or f.ref is None or value is None:
+            continue
+        if f.ref.when and not compile_expr(f.ref.when).evaluate(**rc.variables(doc=doc)):
+            continue
+        target = rc.of(f.ref.resource)
+        row = await target.store.get(target.res.res.table, str(value))
+        if row is None or not access.visible(target, row):
+            ref = f.ref
+            err = rc.res.fail(
+                "ref_missing", field=name, value=value, ref=target.res.res.title.lower()
+            )
+            if ref.status != 400 or ref.message:
+                values = {"field": name, "value": value}
+                err = error(ref.status, fill(ref.message or err.message, values), err.kind)
+            raise err
+
+
+async def check_unique(
+    rc: ResourceCall, doc: Doc, old: Doc | None, *, changed: set[str] | None = None
+) -> None:
+    """409 when another row has the same values of a unique field set."""
+    for names in rc.res.unique_sets:
+        if changed is not None and not changed & set(names):
+            continue
+        if doc.get(names[0]) is None:
+            continue
+        where = {n: doc.get(n) for n in names}
+        rivals = [r for r in await rc.store.list(rc.res.res.table, where) if r["id"] != doc["id"]]
+        if rivals:
+            raise rc.res.fail("conflict", field=names[0], value=doc.get(names[0]), **_plain(doc))
+
+
+async def settle_unique(rc: ResourceCall, doc: Doc) -> None:
+    """After an insert: if a concurrent create took the same unique values, the later row
+    goes (the primary key cannot guard a field set; this keeps exactly one)."""
+    for names in rc.res.unique_sets:
+        if doc.get(names[0]) is None:
+            continue
+        rivals = await rc.store.list(rc.res.res.table, {n: doc.get(n) for n in names})
+        if len(rivals) > 1:
+            winner = min(rivals, key=lambda d: (d.get("created_at", ""), d["id"]))
+            if winner["id"] != doc["id"]:
+                await rc.store.delete(rc.res.res.table, doc["id"])
+                raise rc.res.fail(
+                    "conflict", field=names[0], value=doc.get(names[0]), **_plain(doc)
+                )
+
+
+async def _hash(rc: ResourceCall, doc: Doc) -> None:
+    for f in rc.res.res.fields:
+        if f.hash and f.name in doc:
+            secret = doc.pop(f.name)
+            target = f.store_as or f"{f.name}_hash"
+            doc[target] = None if secret is None else await hash_secret(rc, str(secret))
+
+
+async def hash_secret(rc: ResourceCall, secret: str) -> str:
+    rounds = max(4, min(31, int(rc.call.rt.config.bcrypt_rounds)))
+    # bcrypt reads at most 72 bytes (keystone's passlib truncates the same way).
+    data = secret.encode("utf-8", "surrogatepass")[:72]
+    hashed: bytes = await asyncio.to_thread(bcrypt.hashpw, data, bcrypt.gensalt(rounds))
+    return hashed.decode("ascii")
+
+
+def _plain(doc: Doc) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if isinstance(v, str | int | float) and k != "id"}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
