@@ -40,6 +40,7 @@ from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.resources.writes import stable_id
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 
@@ -664,8 +665,8 @@ async def get_auth_catalog(call: Call) -> Reply:
 
 
 def _assignment_id(user_id: str, project_id: str, role_id: str) -> str:
-    # as spec/resources/identity.yaml names a grant's row (role_grant's `id`)
-    return f"{user_id}:{project_id}:{role_id}"
+    # the id spec/resources/identity.yaml gives a grant's row (role_grant: fields:...)
+    return stable_id("role_grant", (user_id, project_id, role_id))
 
 
 async def _grant(store: Store, user_id: str, project_id: str, role_id: str) -> None:

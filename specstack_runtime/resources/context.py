@@ -67,13 +67,19 @@ class ResourceCall:
         style = self.res.res.id_style
         if style.startswith("path:"):
             return style[5:]
-        if style.startswith("expr:"):
+        if style.startswith(("expr:", "fields:")):
             return None
         names = _path_params(self.path)
         return names[-1] if names else None
 
     def row_id(self) -> str:
         style = self.res.res.id_style
+        if style.startswith("fields:"):
+            from specstack_runtime.resources.writes import stable_id
+
+            names = style[7:].split(",")
+            values = {**self.parents(), **self.call.path_params}
+            return stable_id(self.res.name, (values.get(n, "") for n in names))
         if style.startswith("expr:"):
             from specstack_runtime.expr import compile_expr
 

@@ -114,10 +114,21 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
     return out
 
 
+#: Namespace of the stable ids of `id: fields:...` resources (uuid5 of the field values).
+STABLE_IDS = uuid.UUID("6f1c2b9e-4d3a-5b7c-8e9f-0a1b2c3d4e60")
+
+
+def stable_id(resource: str, values: Iterable[Any]) -> str:
+    """The id a `fields:` resource gives a row with these field values (32 hex digits)."""
+    return uuid.uuid5(STABLE_IDS, "|".join([resource, *map(str, values)])).hex
+
+
 def new_id(rc: ResourceCall, doc: Doc) -> str:
     style = rc.res.res.id_style
     if style == "hex":
         return uuid.uuid4().hex
+    if style.startswith("fields:"):
+        return stable_id(rc.res.name, (doc.get(f) for f in style[7:].split(",")))
     if style.startswith("path:"):
         return str(rc.call.path_params.get(style[5:], ""))
     if style.startswith("expr:"):
