@@ -47,7 +47,7 @@ def _missing(data: Any, fields: tuple[str, ...]) -> list[str]:
     return [f for f in fields if not isinstance(data.get(f), str) or not data[f].strip()]
 
 
-@behaviour("cli.accept_request")
+@behaviour("cli.accept_request", via=("user",))
 async def accept_request(ix: Interaction) -> None:
     """Step 1: the request must name everything the command needs."""
     await ix.invoke()
@@ -91,7 +91,7 @@ def password_auth(credentials: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@behaviour("cli.authenticate")
+@behaviour("cli.authenticate", via=("http",))
 async def authenticate(ix: Interaction) -> None:
     """Step 2: password login; keeps token, project_id, user_id and catalog."""
     credentials = ix.vars.get("credentials")
@@ -151,7 +151,7 @@ def server_body(request: dict[str, Any]) -> dict[str, Any]:
     return {"server": server}
 
 
-@behaviour("cli.create_server")
+@behaviour("cli.create_server", via=("http",))
 async def create_server(ix: Interaction) -> None:
     """Step 3 (boot-vm): POST /v2.1/servers; keeps `server` and `nova_request_id`."""
     resp = expect(
@@ -169,7 +169,7 @@ async def create_server(ix: Interaction) -> None:
     ix.vars["nova_request_id"] = resp.headers.get("x-openstack-request-id")
 
 
-@behaviour("cli.delete_server")
+@behaviour("cli.delete_server", via=("http",))
 async def delete_server(ix: Interaction) -> None:
     """Step 3 (delete-vm): DELETE /v2.1/servers/{id}, 204."""
     server_id = ix.vars["request"]["server_id"]

@@ -399,7 +399,7 @@ def _v21(base: str) -> dict[str, Any]:
     }
 
 
-@behaviour("compute.get_compute_versions")
+@behaviour("compute.get_compute_versions", needs=("compute",))
 async def get_compute_versions(call: Call) -> Reply:
     base = _base_url(call)
     v20 = {
@@ -413,7 +413,7 @@ async def get_compute_versions(call: Call) -> Reply:
     return Reply(200, {"versions": [v20, _v21(base)]})
 
 
-@behaviour("compute.get_compute_v21")
+@behaviour("compute.get_compute_v21", needs=("compute",))
 async def get_compute_v21(call: Call) -> Reply:
     base = _base_url(call)
     version = _v21(base)
@@ -638,7 +638,7 @@ def _check_image(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
         )
 
 
-@behaviour("compute.check_image")
+@behaviour("compute.check_image", via=("http",))
 async def check_image(ix: Interaction) -> None:
     """boot-vm 4.1: the image to boot from must exist in glance; keeps `vars["image"]`."""
     body = ix.call.body
@@ -653,7 +653,7 @@ async def check_image(ix: Interaction) -> None:
     ix.vars["image"] = resp.json()
 
 
-@behaviour("compute.create_server")
+@behaviour("compute.create_server", needs=("compute",))
 async def create_server(call: Call) -> Reply:
     """boot-vm step 5: validate, check quota, record the instance (BUILD); 202."""
     auth = _project_auth(call)
@@ -842,7 +842,7 @@ def schedule_payload(
     }
 
 
-@behaviour("compute.schedule_request")
+@behaviour("compute.schedule_request", via=("amqp-cast",))
 async def schedule_request(ix: Interaction) -> None:
     """boot-vm step 6: cast the provisioning request to the scheduler."""
     row = ix.vars.get("instance")
@@ -1043,7 +1043,7 @@ def _next_links(call: Call, path: str, next_query: dict[str, str] | None) -> dic
     return {f"{path.split('/')[0]}_links": [{"rel": "next", "href": href}]}
 
 
-@behaviour("compute.list_servers")
+@behaviour("compute.list_servers", needs=("compute",))
 async def list_servers(call: Call) -> Reply:
     rows, next_query = await _list_servers(call)
     body: dict[str, Any] = {"servers": [server_summary(call, r) for r in rows]}
@@ -1051,7 +1051,7 @@ async def list_servers(call: Call) -> Reply:
     return Reply(200, body)
 
 
-@behaviour("compute.list_servers_detailed")
+@behaviour("compute.list_servers_detailed", needs=("compute",))
 async def list_servers_detailed(call: Call) -> Reply:
     rows, next_query = await _list_servers(call)
     body: dict[str, Any] = {"servers": [server_view(call, r) for r in rows]}
@@ -1059,13 +1059,13 @@ async def list_servers_detailed(call: Call) -> Reply:
     return Reply(200, body)
 
 
-@behaviour("compute.show_server")
+@behaviour("compute.show_server", needs=("compute",))
 async def show_server(call: Call) -> Reply:
     row = await _instance_for(call, call.path_params["server_id"])
     return Reply(200, {"server": server_view(call, row)})
 
 
-@behaviour("compute.update_server")
+@behaviour("compute.update_server", needs=("compute",))
 async def update_server(call: Call) -> Reply:
     row = await _instance_for(call, call.path_params["server_id"])
     server = _server_of(call.body)
@@ -1144,7 +1144,13 @@ async def _local_delete(call: Call, row: Doc) -> Doc:
     return updated
 
 
-@behaviour("compute.delete_server")
+@behaviour(
+    "compute.delete_server",
+    needs=(
+        "block-storage",
+        "network",
+    ),
+)
 async def delete_server(call: Call) -> Reply:
     """delete-vm step 5: mark the instance deleting (or delete it at once); 204.
 
@@ -1193,7 +1199,7 @@ def _attachment_item(att: Mapping[str, Any]) -> dict[str, Any]:
     return item
 
 
-@behaviour("compute.terminate_request")
+@behaviour("compute.terminate_request", via=("amqp-cast",))
 async def terminate_request(ix: Interaction) -> None:
     """delete-vm step 6: cast terminate_instance to the instance's host."""
     row = ix.vars.get("instance")
@@ -1419,7 +1425,7 @@ async def _list_flavors(call: Call) -> tuple[list[Doc], dict[str, str] | None]:
     return docs[:MAX_LIMIT], next_query
 
 
-@behaviour("compute.list_flavors")
+@behaviour("compute.list_flavors", needs=("compute",))
 async def list_flavors(call: Call) -> Reply:
     docs, next_query = await _list_flavors(call)
     body: dict[str, Any] = {"flavors": [flavor_view(call, d, detailed=False) for d in docs]}
@@ -1427,7 +1433,7 @@ async def list_flavors(call: Call) -> Reply:
     return Reply(200, body)
 
 
-@behaviour("compute.list_flavors_detailed")
+@behaviour("compute.list_flavors_detailed", needs=("compute",))
 async def list_flavors_detailed(call: Call) -> Reply:
     docs, next_query = await _list_flavors(call)
     body: dict[str, Any] = {"flavors": [flavor_view(call, d) for d in docs]}
@@ -1435,7 +1441,7 @@ async def list_flavors_detailed(call: Call) -> Reply:
     return Reply(200, body)
 
 
-@behaviour("compute.show_flavor")
+@behaviour("compute.show_flavor", needs=("compute",))
 async def show_flavor(call: Call) -> Reply:
     call.require_auth()
     flavor_id = call.path_params["flavor_id"]
@@ -1460,7 +1466,7 @@ async def list_flavor_extra_specs(call: Call) -> Reply:
 _FLAVOR_ID = re.compile(r"^(?! )[a-zA-Z0-9. _-]+(?<! )$")
 
 
-@behaviour("compute.create_flavor")
+@behaviour("compute.create_flavor", needs=("compute",))
 async def create_flavor(call: Call) -> Reply:
     call.require_admin()
     store = _store(call)
@@ -1776,7 +1782,7 @@ async def show_volume_attachment(call: Call) -> Reply:
 _ATTACHABLE = frozenset({"active", "stopped", "paused", "suspended"})
 
 
-@behaviour("compute.attach_volume")
+@behaviour("compute.attach_volume", needs=("block-storage",))
 async def attach_volume(call: Call) -> Reply:
     """Attach a volume through the server's compute host; 200 with the attachment."""
     row = await _instance_for(call, call.path_params["server_id"])
@@ -1878,7 +1884,7 @@ def _interface_of_port(port: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@behaviour("compute.list_server_interfaces")
+@behaviour("compute.list_server_interfaces", needs=("network",))
 async def list_server_interfaces(call: Call) -> Reply:
     """The server's ports as neutron reports them (the recorded ones if neutron is away)."""
     row = await _instance_for(call, call.path_params["server_id"])
@@ -2000,7 +2006,7 @@ def _driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:
     return {"uuid": uuid, "name": str((vars_.get("instance") or {}).get("name") or uuid)}
 
 
-@behaviour("compute.fetch_instance")
+@behaviour("compute.fetch_instance", via=("amqp-call",))
 async def fetch_instance(ix: Interaction) -> None:
     """boot-vm 8: instance and flavor through the conductor; the instance must be building."""
     uuid = ix.vars["instance_uuid"]
@@ -2028,7 +2034,7 @@ class RescheduleBuild(StepFailed):
     """The hypervisor failed to build the guest: another host may succeed (nova reschedules)."""
 
 
-@behaviour("compute.spawn")
+@behaviour("compute.spawn", via=("native",))
 async def spawn(ix: Interaction) -> None:
     """boot-vm 9: the driver starts building the guest.
 
@@ -2056,7 +2062,7 @@ async def spawn(ix: Interaction) -> None:
         ) from exc
 
 
-@behaviour("compute.get_image")
+@behaviour("compute.get_image", via=("http",))
 async def get_image(ix: Interaction) -> None:
     """boot-vm 10: the image's metadata from glance (nothing to do when booting from a volume)."""
     image_id = ix.vars.get("image_id")
@@ -2108,7 +2114,7 @@ def image_cache_path(rt: ServiceRuntime, image_id: str) -> Path:
     return Path(rt.data_dir) / "image-cache" / rt.host / image_id
 
 
-@behaviour("compute.download_image")
+@behaviour("compute.download_image", via=("http",))
 async def download_image(ix: Interaction) -> None:
     """boot-vm 12: the image's data from swift into this host's image cache (md5 checked).
 
@@ -2150,7 +2156,7 @@ def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@behaviour("compute.create_ports")
+@behaviour("compute.create_ports", needs=("network",), via=("http",))
 async def create_ports(ix: Interaction) -> None:
     """boot-vm 13: one port per requested network, bound to this host (or bind a given port)."""
     networks = ix.vars.get("requested_networks") or []
@@ -2181,7 +2187,7 @@ async def create_ports(ix: Interaction) -> None:
         ix.vars["ports"].append(resp.json()["port"])
 
 
-@behaviour("compute.plug_vifs")
+@behaviour("compute.plug_vifs", via=("native",))
 async def plug_vifs(ix: Interaction) -> None:
     """boot-vm 14.3: the guest's interfaces plugged into their networks."""
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
@@ -2198,7 +2204,7 @@ def _device_names(skip: Iterable[str]) -> Iterator[str]:
             yield device
 
 
-@behaviour("compute.create_attachments")
+@behaviour("compute.create_attachments", via=("http",))
 async def create_attachments(ix: Interaction) -> None:
     """boot-vm 15: a cinder attachment, with this host's connector, per volume to attach."""
     volumes = [
@@ -2237,7 +2243,7 @@ async def create_attachments(ix: Interaction) -> None:
             raise StepFailed(f"cinder gave no connection_info for volume {bdm['uuid']}")
 
 
-@behaviour("compute.attach_volumes")
+@behaviour("compute.attach_volumes", via=("native",))
 async def attach_volumes(ix: Interaction) -> None:
     """boot-vm 15.2: the volumes' disks attached to the guest (/dev/vdb, /dev/vdc...)."""
     attachments = ix.vars.get("attachments") or []
@@ -2251,7 +2257,7 @@ async def attach_volumes(ix: Interaction) -> None:
         ix.vars["attached"].append(att)
 
 
-@behaviour("compute.complete_attachments")
+@behaviour("compute.complete_attachments", via=("http",))
 async def complete_attachments(ix: Interaction) -> None:
     """boot-vm 15.3: tell cinder the attachments are complete (volumes in-use)."""
     attachments = ix.vars.get("attachments") or []
@@ -2365,7 +2371,7 @@ def _console_tail(text: str) -> str:
     return lines[-1][-300:] if lines else "no console output"
 
 
-@behaviour("compute.mark_active")
+@behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
 async def mark_active(ix: Interaction) -> None:
     """boot-vm 15.4: the instance becomes ACTIVE with its addresses, ports and volumes."""
     uuid = ix.vars["instance_uuid"]
@@ -2503,7 +2509,13 @@ async def _reschedule(call: Call) -> bool:
     return True
 
 
-@behaviour("compute.build_failed")
+@behaviour(
+    "compute.build_failed",
+    needs=(
+        "block-storage",
+        "network",
+    ),
+)
 async def build_failed(call: Call, error: BaseException) -> None:
     """The build failed: undo what was made, the instance goes to ERROR; never raises.
 
@@ -2561,7 +2573,7 @@ async def begin_terminate(call: Call) -> None:
     )
 
 
-@behaviour("compute.detach_volumes")
+@behaviour("compute.detach_volumes", via=("native",))
 async def detach_volumes(ix: Interaction) -> None:
     """delete-vm 7: the volumes' disks detached from the guest."""
     attachments = [
@@ -2584,7 +2596,7 @@ async def detach_volumes(ix: Interaction) -> None:
             logger.info("detach %s of %s: already gone", att["device"], ix.vars["instance_uuid"])
 
 
-@behaviour("compute.delete_attachments")
+@behaviour("compute.delete_attachments", via=("http",))
 async def delete_attachments(ix: Interaction) -> None:
     """delete-vm 7.1: the cinder attachments deleted (the volumes become available)."""
     attachments = ix.vars.get("attachments") or []
@@ -2601,7 +2613,7 @@ async def delete_attachments(ix: Interaction) -> None:
         )
 
 
-@behaviour("compute.delete_ports")
+@behaviour("compute.delete_ports", via=("http",))
 async def delete_ports(ix: Interaction) -> None:
     """delete-vm 8: the ports nova created released."""
     ports = ix.vars.get("ports") or []
@@ -2612,7 +2624,7 @@ async def delete_ports(ix: Interaction) -> None:
         expect(await ix.invoke(port_id=port_id, token=token), 204, 404)
 
 
-@behaviour("compute.destroy")
+@behaviour("compute.destroy", via=("native",))
 async def destroy(ix: Interaction) -> None:
     """delete-vm 10: the guest and its local disks removed (already gone is fine)."""
     try:
@@ -2622,7 +2634,7 @@ async def destroy(ix: Interaction) -> None:
             raise
 
 
-@behaviour("compute.mark_deleted")
+@behaviour("compute.mark_deleted", via=("amqp-call",))
 async def mark_deleted(ix: Interaction) -> None:
     """delete-vm 11: the conductor records the instance as deleted."""
     now = naive_now()
@@ -2767,7 +2779,7 @@ async def rpc_get_console_output(call: Call) -> dict[str, Any]:
     return {"output": str(output)}
 
 
-@behaviour("compute.rpc_attach_volume")
+@behaviour("compute.rpc_attach_volume", needs=("block-storage",))
 async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     """Attach a volume: cinder attachment with this host's connector, disk, complete."""
     rt = call.rt
@@ -2842,7 +2854,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     return {"attachment": item}
 
 
-@behaviour("compute.rpc_detach_volume")
+@behaviour("compute.rpc_detach_volume", needs=("block-storage",))
 async def rpc_detach_volume(call: Call) -> dict[str, Any]:
     """Detach a volume: disk off the guest, cinder attachment deleted."""
     rt = call.rt

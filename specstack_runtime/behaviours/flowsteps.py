@@ -53,24 +53,27 @@ def _keep(ix: Interaction, result: Any) -> None:
         ix.vars[ix.save_as] = result
 
 
-@behaviour("auth.validate")
+@behaviour("auth.validate", via=("http",))
 async def validate_token(ix: Interaction) -> None:
     """Step 4 and its kind: the caller's token checked with the identity service."""
     ix.call.auth = await ix.invoke()
 
 
-@behaviour("flow.user")
+@behaviour("flow.user", via=("user",))
 async def user(ix: Interaction) -> None:
+    """A user's request: the actor acts (nothing more to do than carry it)."""
     await ix.invoke()
 
 
-@behaviour("flow.sql")
+@behaviour("flow.sql", via=("sql",))
 async def sql(ix: Interaction) -> None:
+    """A database interaction: runs the behaviour of the trigger it belongs to."""
     await ix.invoke()
 
 
-@behaviour("flow.http")
+@behaviour("flow.http", via=("http",))
 async def http(ix: Interaction) -> None:
+    """Call the operation with the step's `with:` arguments; keep the answer `as:` a variable."""
     args = bind(ix.bindings, _scope(ix))
     resp = await ix.invoke(**args)
     if resp.status_code >= 400:
@@ -85,16 +88,18 @@ async def http(ix: Interaction) -> None:
 
 
 async def _send(ix: Interaction) -> None:
+    """Send the message with the step's `with:` payload; keep a call's reply `as:` a variable."""
     args = bind(ix.bindings, _scope(ix))
     payload = args.get("payload", {k: v for k, v in args.items() if k != "host"})
     reply = await ix.invoke(payload, host=args.get("host"))
     _keep(ix, reply)
 
 
-behaviour("flow.amqp-cast")(_send)
-behaviour("flow.amqp-call")(_send)
+behaviour("flow.amqp-cast", via=("amqp-cast",))(_send)
+behaviour("flow.amqp-call", via=("amqp-call",))(_send)
 
 
-@behaviour("flow.native")
+@behaviour("flow.native", via=("native",))
 async def native(ix: Interaction) -> None:
+    """Call the driver method with the step's `with:` arguments; keep its result `as:`."""
     _keep(ix, await ix.invoke(**bind(ix.bindings, _scope(ix))))

@@ -593,7 +593,7 @@ def _version(rt: ServiceRuntime) -> Doc:
     }
 
 
-@behaviour("identity.get_identity_versions")
+@behaviour("identity.get_identity_versions", needs=("identity",))
 async def get_identity_versions(call: Call) -> Reply:
     return Reply(
         300,
@@ -602,7 +602,7 @@ async def get_identity_versions(call: Call) -> Reply:
     )
 
 
-@behaviour("identity.get_identity_v3")
+@behaviour("identity.get_identity_v3", needs=("identity",))
 async def get_identity_v3(call: Call) -> Reply:
     return Reply(200, {"version": _version(call.rt)})
 
@@ -643,7 +643,7 @@ async def revoke_token(call: Call) -> Reply:
     return Reply(204)
 
 
-@behaviour("identity.get_auth_catalog")
+@behaviour("identity.get_auth_catalog", needs=("identity",))
 async def get_auth_catalog(call: Call) -> Reply:
     auth = call.require_auth()
     if not auth.project_id:
@@ -690,7 +690,7 @@ async def _subtree(store: Store, project_id: str) -> list[str]:
     return ids
 
 
-@behaviour("identity.list_role_assignments")
+@behaviour("identity.list_role_assignments", needs=("identity",))
 async def list_role_assignments(call: Call) -> Reply:
     user_id = _q_text(call, "user.id")
     call.authorize({"user_id": user_id})
@@ -830,7 +830,7 @@ def _endpoints(rt: ServiceRuntime) -> list[Doc]:
     return out
 
 
-@behaviour("identity.list_services")
+@behaviour("identity.list_services", needs=("identity",))
 async def list_services(call: Call) -> Reply:
     services = _services(call.rt)
     if (kind := _q_text(call, "type")) is not None:
@@ -843,7 +843,7 @@ async def create_service(call: Call) -> Reply:
     raise Forbidden(READ_ONLY_CATALOG)
 
 
-@behaviour("identity.show_service")
+@behaviour("identity.show_service", needs=("identity",))
 async def show_service(call: Call) -> Reply:
     service_id = call.path_params.get("service_id", "")
     for s in _services(call.rt):
@@ -852,7 +852,7 @@ async def show_service(call: Call) -> Reply:
     raise NotFound(f"Could not find service: {service_id}.")
 
 
-@behaviour("identity.list_endpoints")
+@behaviour("identity.list_endpoints", needs=("identity",))
 async def list_endpoints(call: Call) -> Reply:
     endpoints = _endpoints(call.rt)
     for key in ("interface", "service_id", "region_id"):
@@ -861,7 +861,7 @@ async def list_endpoints(call: Call) -> Reply:
     return Reply(200, _collection(call.rt, "endpoints", endpoints, "/v3/endpoints"))
 
 
-@behaviour("identity.create_endpoint")
+@behaviour("identity.create_endpoint", needs=("identity",))
 async def create_endpoint(call: Call) -> Reply:
     body = call.body.get("endpoint") if isinstance(call.body, dict) else None
     if not isinstance(body, dict):
@@ -874,7 +874,7 @@ async def create_endpoint(call: Call) -> Reply:
     raise Forbidden(READ_ONLY_CATALOG)
 
 
-@behaviour("identity.show_endpoint")
+@behaviour("identity.show_endpoint", needs=("identity",))
 async def show_endpoint(call: Call) -> Reply:
     endpoint_id = call.path_params.get("endpoint_id", "")
     for e in _endpoints(call.rt):
@@ -950,7 +950,7 @@ async def forget_user(event: ResourceEvent) -> None:
         await store.delete("tokens", t["id"])
 
 
-@behaviour("identity.bootstrap")
+@behaviour("identity.bootstrap", needs=("identity",))
 async def bootstrap(rt: ServiceRuntime) -> None:
     """Seed the identity database like keystone-manage bootstrap; safe to run again."""
     store = _store(rt)

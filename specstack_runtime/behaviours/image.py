@@ -335,7 +335,7 @@ def _check_base(auth: AuthContext, key: str, value: Any) -> Any:
 # -- versions ------------------------------------------------------------------------
 
 
-@behaviour("image.get_image_versions")
+@behaviour("image.get_image_versions", needs=("image",))
 async def get_image_versions(call: Call) -> Reply:
     rt = call.rt
     version = str(rt.info.apis[_api(rt)].get("version") or "2.0")
@@ -359,7 +359,7 @@ async def get_image_versions(call: Call) -> Reply:
 # -- records -------------------------------------------------------------------------
 
 
-@behaviour("image.create_image")
+@behaviour("image.create_image", needs=("image",))
 async def create_image(call: Call) -> Reply:
     auth = call.require_auth()
     body = call.body
@@ -776,7 +776,7 @@ def _digests(data: bytes) -> tuple[str, str]:
     return hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.sha512(data).hexdigest()
 
 
-@behaviour("image.upload_image_data")
+@behaviour("image.upload_image_data", needs=("object-store",))
 async def upload_image_data(call: Call) -> Reply:
     _, image = await _modifiable(call, "upload data to")
     content_type = call.header("Content-Type")
@@ -853,7 +853,7 @@ def _byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-@behaviour("image.download_image_data")
+@behaviour("image.download_image_data", needs=("object-store",))
 async def download_image_data(call: Call) -> Reply:
     auth, image = await _find(call)
     if image["status"] == "deactivated" and not auth.is_admin:
@@ -879,7 +879,7 @@ async def download_image_data(call: Call) -> Reply:
     return Reply(200, data, headers, content_type="application/octet-stream")
 
 
-@behaviour("image.delete_image")
+@behaviour("image.delete_image", needs=("object-store",))
 async def delete_image(call: Call) -> Reply:
     _, image = await _modifiable(call, "delete")
     if image.get("protected"):

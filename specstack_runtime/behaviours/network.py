@@ -1546,7 +1546,7 @@ def _flow_port(ix: Interaction) -> Doc:
     return port
 
 
-@behaviour("network.notify_dhcp_port_create")
+@behaviour("network.notify_dhcp_port_create", via=("amqp-cast",))
 async def notify_dhcp_port_create(ix: Interaction) -> None:
     await ix.invoke({"port": _port_payload(_flow_port(ix))})
 
@@ -1561,18 +1561,18 @@ async def _port_update_payload(store: Store, port: Doc) -> Doc:
     }
 
 
-@behaviour("network.notify_port_update")
+@behaviour("network.notify_port_update", via=("amqp-cast",))
 async def notify_port_update(ix: Interaction) -> None:
     await ix.invoke(await _port_update_payload(ix.rt.require_store(), _flow_port(ix)))
 
 
-@behaviour("network.notify_dhcp_port_delete")
+@behaviour("network.notify_dhcp_port_delete", via=("amqp-cast",))
 async def notify_dhcp_port_delete(ix: Interaction) -> None:
     port = _flow_port(ix)
     await ix.invoke({"port_id": port["id"], "network_id": port["network_id"]})
 
 
-@behaviour("network.notify_port_delete")
+@behaviour("network.notify_port_delete", via=("amqp-cast",))
 async def notify_port_delete(ix: Interaction) -> None:
     await ix.invoke({"port_id": _flow_port(ix)["id"]})
 

@@ -177,7 +177,7 @@ async def schedule_and_build(call: Call) -> None:
     )
 
 
-@behaviour("scheduler.build_request")
+@behaviour("scheduler.build_request", via=("amqp-cast",))
 async def build_request(ix: Interaction) -> None:
     """Step 7.1: cast build_and_run_instance to the chosen host's compute."""
     host = ix.vars.get("host")

@@ -1239,7 +1239,7 @@ async def create_attachment(call: Call) -> Reply:
     return _reply(200, {"attachment": _attachment_view(att)})
 
 
-@behaviour("volume.export_attachment")
+@behaviour("volume.export_attachment", via=("amqp-call",))
 async def export_attachment(ix: Interaction) -> None:
     """Step: the back end exports the attachment's volume to its connector's host."""
     att = ix.vars.get("attachment")
@@ -1433,7 +1433,7 @@ async def delete_attachment(call: Call) -> Reply:
     return _reply(200, {"attachments": summaries})
 
 
-@behaviour("volume.unexport_attachment")
+@behaviour("volume.unexport_attachment", via=("amqp-call",))
 async def unexport_attachment(ix: Interaction) -> None:
     """Step: the back end removes the export of a deleted attachment."""
     att = ix.vars.get("attachment")

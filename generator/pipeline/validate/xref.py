@@ -88,6 +88,12 @@ def check_xrefs(spec: LoadedSpec) -> list[Diagnostic]:
         diags += _sequence(ix, f, seen_names)
     if not diags:
         diags += _segments_agree(spec)
+    if not diags:
+        # What the library and the resource model need, once the wiring itself holds.
+        from generator.pipeline.validate.behaviours import check_behaviours
+        from generator.pipeline.validate.resources import check_resources
+
+        diags += check_behaviours(spec) + check_resources(spec, ix)
     return diags
 
 

@@ -1,0 +1,316 @@
+"""The resource model (spec/resources) and the policy rules (spec/policy.yaml) against the
+rest of the spec: every name they use is declared, every expression compiles, every
+operation is served by exactly one thing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from generator.pipeline.build_resources import properties, schema_of
+from generator.pipeline.diagnostics import Diagnostic
+from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
+from generator.pipeline.validate.behaviours import suggest
+from generator.pipeline.validate.openapi import HTTP_METHODS
+from generator.pipeline.validate.xref import Index
+from specstack_runtime import policy
+from specstack_runtime.expr import problem
+
+Where = list[PathElem]
+
+
+class _Checker:
+    def __init__(self, spec: LoadedSpec, ix: Index) -> None:
+        self.spec = spec
+        self.ix = ix
+        self.diags: list[Diagnostic] = []
+        pf = spec.one("policy")
+        self.rules: dict[str, str] = to_plain(pf.data)["policy"]["rules"] if pf else {}
+        self.docs = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
+
+    def at(self, f: SpecFile, where: Where, message: str) -> None:
+        self.diags.append(f.at(where, message))
+
+    # -- policy ------------------------------------------------------------------------------
+
+    def rule(self, f: SpecFile, where: Where, text: Any) -> None:
+        if not isinstance(text, str):
+            return
+        why = policy.check(text)
+        if why is not None:
+            self.at(f, where, f"policy rule: {why}")
+            return
+        for name in sorted(policy.parse(text).named()):
+            if name not in self.rules:
+                hint = suggest(name, sorted(self.rules))
+                self.at(f, where, f"rule:{name} is not a rule of spec/policy.yaml{hint}")
+
+    def policy_file(self) -> None:
+        pf = self.spec.one("policy")
+        if pf is None:
+            return
+        for name, why in policy.problems(self.rules).items():
+            self.at(pf, ["policy", "rules", name], f"policy rule {name}: {why}")
+
+    def operations(self) -> None:
+        bound: dict[tuple[str, str], tuple[SpecFile, Where]] = {}
+        for f in self.spec.of_kind("resources"):
+            data = to_plain(f.data)
+            api = data["api"]
+            for rname, r in data["resources"].items():
+                for action, op in (r.get("operations") or {}).items():
+                    where: Where = ["resources", rname, "operations", action]
+                    self._bind(f, where, api, op, bound)
+            for qname, q in (data.get("queries") or {}).items():
+                self._bind(f, ["queries", qname, "operation"], api, q["operation"], bound)
+        for api, f in self.ix.api_files.items():
+            doc = self.docs[api]
+            for path, item in (doc.get("paths") or {}).items():
+                for method in HTTP_METHODS:
+                    op = item.get(method) if isinstance(item, dict) else None
+                    if not isinstance(op, dict) or "operationId" not in op:
+                        continue
+                    where = ["paths", path, method]
+                    if "x-specstack-policy" in op:
+                        self.rule(f, [*where, "x-specstack-policy"], op["x-specstack-policy"])
+                    has = "x-specstack-behaviour" in op
+                    owner = bound.get((api, op["operationId"]))
+                    if has and owner is not None:
+                        self.at(
+                            f,
+                            [*where, "x-specstack-behaviour"],
+                            f"{op['operationId']} is served by the resource model "
+                            f"({owner[0].shown}): it names no behaviour of its own",
+                        )
+                    elif not has and owner is None:
+                        self.at(
+                            f,
+                            [*where, "operationId"],
+                            f"{op['operationId']} has nothing to serve it: bind it to a resource "
+                            f"in spec/resources/{api}.yaml or name x-specstack-behaviour",
+                        )
+
+    def _bind(
+        self,
+        f: SpecFile,
+        where: Where,
+        api: str,
+        op: str,
+        bound: dict[tuple[str, str], tuple[SpecFile, Where]],
+    ) -> None:
+        known = self.ix.operations.get(api, set())
+        if op not in known:
+            self.at(f, where, f"unknown operation '{op}' of API {api}{suggest(op, sorted(known))}")
+            return
+        if (api, op) in bound:
+            self.at(
+                f,
+                where,
+                f"{op} is already bound at {bound[(api, op)][0].locate(bound[(api, op)][1])}",
+            )
+            return
+        bound[(api, op)] = (f, where)
+
+    # -- resources ---------------------------------------------------------------------------
+
+    def expr(self, f: SpecFile, where: Where, text: Any) -> None:
+        if isinstance(text, str):
+            found = problem(text)
+            if found is not None:
+                why, line, col = found
+                self.at(f, where, f"CEL expression (line {line}, column {col}): {why}")
+
+    def resources_file(self, f: SpecFile) -> None:
+        data = to_plain(f.data)
+        api = data["api"]
+        if api not in self.ix.api_files:
+            self.at(f, ["api"], f"unknown API '{api}'{suggest(api, sorted(self.ix.api_files))}")
+            return
+        doc = self.docs[api]
+        server = next((c for c in self.ix.components.values() if c.get("api") == api), None)
+        db = self.ix.components.get(str((server or {}).get("database")), {})
+        tables = set((db.get("tables") or {}).keys())
+        resources: dict[str, dict[str, Any]] = data["resources"]
+        fields: dict[str, set[str]] = {}
+        for rname, r in resources.items():
+            schema = schema_of(doc, r["schema"])
+            props = set(properties(doc, schema)) if schema else set()
+            fields[rname] = props | set((r.get("fields") or {}).keys())
+        for rname, r in resources.items():
+            base: Where = ["resources", rname]
+            if r["table"] not in tables:
+                self.at(
+                    f,
+                    [*base, "table"],
+                    f"table '{r['table']}' is not a table of "
+                    f"{(server or {}).get('database') or 'the API component database'}"
+                    f"{suggest(r['table'], sorted(tables))}",
+                )
+            if schema_of(doc, r["schema"]) is None:
+                known = sorted((doc.get("components") or {}).get("schemas") or {})
+                self.at(
+                    f,
+                    [*base, "schema"],
+                    f"schema '{r['schema']}' is not in spec/apis/{api}.yaml"
+                    f"{suggest(r['schema'], known)}",
+                )
+            self._fields(f, base, r, rname, resources, fields)
+            self._lists(f, base, r, fields[rname])
+            self._deletes(f, base, r, resources, fields)
+            self._states(f, base, r, fields[rname])
+            for key in ("see_all", "modify"):
+                self.rule(f, [*base, key], r.get(key))
+            self.expr(f, [*base, "shared"], r.get("shared"))
+            quota = r.get("quota")
+            if quota and quota not in (data.get("quotas") or {}):
+                self.at(f, [*base, "quota"], f"unknown quota '{quota}'")
+            id_style = str(r.get("id", "uuid"))
+            if id_style.startswith("expr:"):
+                self.expr(f, [*base, "id"], id_style[5:])
+            if id_style.startswith("fields:"):
+                for name in id_style[7:].split(","):
+                    if name not in fields[rname]:
+                        self.at(f, [*base, "id"], f"id: '{name}' is not a field of {rname}")
+        for qname, q in (data.get("quotas") or {}).items():
+            if q["resource"] not in resources:
+                self.at(f, ["quotas", qname, "resource"], self._unknown(q["resource"], resources))
+            self.expr(f, ["quotas", qname, "count"], q.get("count"))
+        for qname, q in (data.get("queries") or {}).items():
+            self._query(f, qname, q, resources, fields)
+
+    def _unknown(self, name: str, resources: dict[str, Any]) -> str:
+        return f"unknown resource '{name}'{suggest(name, sorted(resources))}"
+
+    def _fields(
+        self,
+        f: SpecFile,
+        base: Where,
+        r: dict[str, Any],
+        rname: str,
+        resources: dict[str, Any],
+        fields: dict[str, set[str]],
+    ) -> None:
+        for fname, spec in (r.get("fields") or {}).items():
+            where: Where = [*base, "fields", fname]
+            for other in spec.get("unique") or ():
+                if other not in fields[rname]:
+                    self.at(f, [*where, "unique"], f"unique: '{other}' is not a field of {rname}")
+            ref = spec.get("ref")
+            target = ref if isinstance(ref, str) else (ref or {}).get("resource")
+            if target and target not in resources:
+                self.at(f, [*where, "ref"], self._unknown(target, resources))
+            if isinstance(ref, dict):
+                self.expr(f, [*where, "ref", "when"], ref.get("when"))
+            self.expr(f, [*where, "computed"], spec.get("computed"))
+            default = spec.get("default")
+            if isinstance(default, dict) and set(default) == {"expr"}:
+                self.expr(f, [*where, "default", "expr"], default["expr"])
+            self.rule(f, [*where, "visible"], spec.get("visible"))
+
+    def _lists(self, f: SpecFile, base: Where, r: dict[str, Any], names: set[str]) -> None:
+        listing = r.get("list") or {}
+        for param, spec in (listing.get("filters") or {}).items():
+            spec = {"op": spec} if isinstance(spec, str) else spec
+            field = spec.get("field", param)
+            if spec.get("op") != "ignore" and field not in names and not r.get("extra"):
+                self.at(
+                    f,
+                    [*base, "list", "filters", param],
+                    f"filter '{param}': '{field}' is not a field of the resource"
+                    f"{suggest(field, sorted(names))}",
+                )
+            self.rule(f, [*base, "list", "filters", param, "visible"], spec.get("visible"))
+        for i, key in enumerate(listing.get("sort") or ()):
+            if key not in names | {"created_at", "updated_at"}:
+                self.at(f, [*base, "list", "sort", i], f"sort key '{key}' is not a field")
+        self.expr(f, [*base, "list", "where"], listing.get("where"))
+
+    def _deletes(
+        self,
+        f: SpecFile,
+        base: Where,
+        r: dict[str, Any],
+        resources: dict[str, Any],
+        fields: dict[str, set[str]],
+    ) -> None:
+        for action, rules in (r.get("delete") or {}).items():
+            for i, rule in enumerate(rules):
+                where: Where = [*base, "delete", action, i]
+                other = rule["resource"]
+                if other not in resources:
+                    self.at(f, [*where, "resource"], self._unknown(other, resources))
+                elif rule["field"] not in fields[other]:
+                    self.at(
+                        f,
+                        [*where, "field"],
+                        f"'{rule['field']}' is not a field of {other}"
+                        f"{suggest(rule['field'], sorted(fields[other]))}",
+                    )
+                self.expr(f, [*where, "where"], rule.get("where"))
+
+    def _states(self, f: SpecFile, base: Where, r: dict[str, Any], names: set[str]) -> None:
+        states = r.get("states")
+        if not states:
+            return
+        if states["field"] not in names:
+            self.at(f, [*base, "states", "field"], f"'{states['field']}' is not a field")
+        for aname, a in (states.get("actions") or {}).items():
+            where: Where = [*base, "states", "actions", aname]
+            if a.get("send") and a["send"] not in self.ix.messages:
+                self.at(
+                    f,
+                    [*where, "send"],
+                    f"unknown message '{a['send']}'{suggest(a['send'], sorted(self.ix.messages))}",
+                )
+            for key in ("host", "when"):
+                self.expr(f, [*where, key], a.get(key))
+            for key, value in {**(a.get("set") or {}), **(a.get("payload") or {})}.items():
+                if isinstance(value, dict) and set(value) == {"expr"}:
+                    self.expr(
+                        f,
+                        [*where, "set" if key in (a.get("set") or {}) else "payload", key, "expr"],
+                        value["expr"],
+                    )
+
+    def _query(
+        self,
+        f: SpecFile,
+        qname: str,
+        q: dict[str, Any],
+        resources: dict[str, Any],
+        fields: dict[str, set[str]],
+    ) -> None:
+        base: Where = ["queries", qname]
+        if q["from"] not in resources:
+            self.at(f, [*base, "from"], self._unknown(q["from"], resources))
+        for jname, j in (q.get("join") or {}).items():
+            where: Where = [*base, "join", jname]
+            if j["resource"] not in resources:
+                self.at(f, [*where, "resource"], self._unknown(j["resource"], resources))
+                continue
+            for key in ("on", "key", "sum", "value"):
+                name = j.get(key)
+                if name and name not in fields[j["resource"]]:
+                    self.at(f, [*where, key], f"'{name}' is not a field of {j['resource']}")
+        for i, need in enumerate(q.get("require") or ()):
+            if need["resource"] not in resources:
+                self.at(
+                    f, [*base, "require", i, "resource"], self._unknown(need["resource"], resources)
+                )
+            self.expr(f, [*base, "require", i, "id"], need["id"])
+        self.expr(f, [*base, "where"], q.get("where"))
+        self.expr(f, [*base, "answer"], q["answer"])
+
+
+def check_resources(spec: LoadedSpec, ix: Index) -> list[Diagnostic]:
+    c = _Checker(spec, ix)
+    c.policy_file()
+    c.operations()
+    seen: dict[str, SpecFile] = {}
+    for f in spec.of_kind("resources"):
+        api = to_plain(f.data)["api"]
+        if api in seen:
+            c.at(f, ["api"], f"API {api} already has its resources in {seen[api].shown}")
+            continue
+        seen[api] = f
+        c.resources_file(f)
+    return c.diags

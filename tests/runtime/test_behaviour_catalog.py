@@ -1,0 +1,36 @@
+"""The behaviour library's declarations, as validation reads them, are the code's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from specstack_runtime import registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_recorded_catalog_is_the_code() -> None:
+    recorded = (ROOT / "specstack_runtime" / registry.CATALOG).read_text("utf-8")
+    assert recorded == registry.catalog_text(), (
+        "specstack_runtime/behaviours/catalog.json is stale: "
+        "run python -m specstack_runtime.registry --write"
+    )
+
+
+def test_docs_list_every_behaviour() -> None:
+    doc = (ROOT / "docs" / "behaviours.md").read_text("utf-8")
+    assert registry.doc_table() in doc, "docs/behaviours.md's table is stale: run --write"
+    for d in registry.declarations():
+        assert f"| `{d.name}` | {d.kind} |" in doc
+
+
+def test_kinds_follow_the_signature() -> None:
+    catalog = registry.read_catalog()
+    assert catalog["compute.spawn"]["kind"] == "step"
+    assert catalog["compute.report_resources"]["kind"] == "startup"
+    assert catalog["compute.build_failed"]["kind"] == "error"
+    assert catalog["conductor.instance_get"]["kind"] == "message"
+    assert catalog["identity.issue_token"]["kind"] == "operation"
+    assert catalog["identity.forget_user"]["kind"] == "hook"
+    assert catalog["flow.http"]["via"] == ["http"]
+    assert catalog["image.upload_image_data"]["needs"] == ["object-store"]
