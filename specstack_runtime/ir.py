@@ -132,6 +132,14 @@ class ResourceField(Node):
     store_as: str | None = None
     merge: bool = False
     in_schema: bool = True
+    render: str | None = None  # CEL: how the stored value is shown
+    optional: bool = False  # left out of answers when it has no value
+    conflict: str | None = None  # the 409 message when its value is taken
+    invalid: str | None = None  # the 400 message when a value does not fit
+    minimum: float | None = None
+    maximum: float | None = None
+    coerce: Literal["int", "float", "string", "bool"] | None = None
+    pattern: str | None = None
 
 
 class ResourceFilter(Node):
@@ -193,17 +201,21 @@ class Resource(Node):
     schema_name: str
     envelope_one: str | None
     envelope_many: str
+    envelope_item: str | None = None  # each list item wrapped in this key
+    path_fields: dict[str, str] = {}  # path parameter -> the field it names
     id_style: str
     owner: Literal["project", "user", "none"]
     extra: bool
     shared: str | None
     see_all: str | None
     modify: str | None
-    operations: dict[str, str]  # action -> operationId
+    operations: dict[str, str]  # operationId -> action
+    views: dict[str, tuple[str, ...]] = {}  # view name -> the fields it shows
+    operation_views: dict[str, str] = {}  # operationId -> view
     fields: tuple[ResourceField, ...]
     deletes: tuple[DeleteRule, ...]
     filters: tuple[ResourceFilter, ...]
-    sort_keys: tuple[str, ...]
+    sort_keys: dict[str, str]  # the sort key a client names -> the field
     default_sort: tuple[str, ...]
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it

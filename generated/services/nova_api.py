@@ -135,27 +135,27 @@ async def list_server_interfaces(flow: Flow) -> None:
 
 
 async def list_flavors(flow: Flow) -> None:
-    """operation listFlavors: behaviour compute.list_flavors."""
+    """operation listFlavors: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_flavor(flow: Flow) -> None:
-    """operation createFlavor: behaviour compute.create_flavor."""
+    """operation createFlavor: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_flavors_detailed(flow: Flow) -> None:
-    """operation listFlavorsDetailed: behaviour compute.list_flavors_detailed."""
+    """operation listFlavorsDetailed: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_flavor(flow: Flow) -> None:
-    """operation showFlavor: behaviour compute.show_flavor."""
+    """operation showFlavor: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_flavor(flow: Flow) -> None:
-    """operation deleteFlavor: behaviour compute.delete_flavor."""
+    """operation deleteFlavor: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -165,22 +165,22 @@ async def list_flavor_extra_specs(flow: Flow) -> None:
 
 
 async def list_keypairs(flow: Flow) -> None:
-    """operation listKeypairs: behaviour compute.list_keypairs."""
+    """operation listKeypairs: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_keypair(flow: Flow) -> None:
-    """operation createKeypair: behaviour compute.create_keypair."""
+    """operation createKeypair: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_keypair(flow: Flow) -> None:
-    """operation showKeypair: behaviour compute.show_keypair."""
+    """operation showKeypair: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_keypair(flow: Flow) -> None:
-    """operation deleteKeypair: behaviour compute.delete_keypair."""
+    """operation deleteKeypair: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -366,56 +366,61 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listFlavors",
-        behaviour="compute.list_flavors",
+        behaviour="resource.serve",
         on_error=None,
         run=list_flavors,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "flavor", "action": "list", "view": "summary"},
     ),
     "createFlavor": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createFlavor",
-        behaviour="compute.create_flavor",
+        behaviour="resource.serve",
         on_error=None,
         run=create_flavor,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "flavor", "action": "create"},
     ),
     "listFlavorsDetailed": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listFlavorsDetailed",
-        behaviour="compute.list_flavors_detailed",
+        behaviour="resource.serve",
         on_error=None,
         run=list_flavors_detailed,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "flavor", "action": "list"},
     ),
     "showFlavor": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showFlavor",
-        behaviour="compute.show_flavor",
+        behaviour="resource.serve",
         on_error=None,
         run=show_flavor,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "flavor", "action": "show"},
     ),
     "deleteFlavor": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteFlavor",
-        behaviour="compute.delete_flavor",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_flavor,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "flavor", "action": "delete"},
     ),
     "listFlavorExtraSpecs": HandlerSpec(
         component=COMPONENT,
@@ -432,45 +437,49 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listKeypairs",
-        behaviour="compute.list_keypairs",
+        behaviour="resource.serve",
         on_error=None,
         run=list_keypairs,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "keypair", "action": "list", "view": "summary"},
     ),
     "createKeypair": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createKeypair",
-        behaviour="compute.create_keypair",
+        behaviour="resource.serve",
         on_error=None,
         run=create_keypair,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "keypair", "action": "create", "view": "created"},
     ),
     "showKeypair": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showKeypair",
-        behaviour="compute.show_keypair",
+        behaviour="resource.serve",
         on_error=None,
         run=show_keypair,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "keypair", "action": "show"},
     ),
     "deleteKeypair": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteKeypair",
-        behaviour="compute.delete_keypair",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_keypair,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "keypair", "action": "delete"},
     ),
     "listAvailabilityZones": HandlerSpec(
         component=COMPONENT,

@@ -38,6 +38,7 @@ class Binding:
     resource: str | None
     action: str
     query: str | None = None
+    view: str | None = None
 
     @property
     def behaviour(self) -> str:
@@ -47,7 +48,10 @@ class Binding:
     def args(self) -> dict[str, Any]:
         if self.query:
             return {"query": self.query}
-        return {"resource": self.resource, "action": self.action}
+        args: dict[str, Any] = {"resource": self.resource, "action": self.action}
+        if self.view:
+            args["view"] = self.view
+        return args
 
 
 def resource_files(spec: LoadedSpec) -> Iterator[tuple[SpecFile, dict[str, Any]]]:
@@ -61,10 +65,21 @@ def bindings(spec: LoadedSpec) -> dict[tuple[str, str], Binding]:
     for _, data in resource_files(spec):
         api = data["api"]
         for name, res in data["resources"].items():
-            for action, op in res["operations"].items():
-                out[(api, op)] = Binding(name, action)
+            for op, action in operations(res).items():
+                out[(api, op)] = Binding(name, action[0], view=action[1])
         for qname, q in (data.get("queries") or {}).items():
             out[(api, q["operation"])] = Binding(q["from"], "query", qname)
+    return out
+
+
+def operations(res: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """A resource's bound operations: operationId -> (action, view)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for op, spec in (res.get("operations") or {}).items():
+        if isinstance(spec, dict):
+            out[str(op)] = (str(spec["action"]), spec.get("view"))
+        else:
+            out[str(op)] = (str(spec), None)
     return out
 
 
@@ -190,6 +205,14 @@ def _field(
         store_as=extra.get("store_as"),
         merge=bool(extra.get("merge", False)),
         in_schema=bool(prop),
+        render=extra.get("render"),
+        optional=bool(extra.get("optional", False)),
+        conflict=extra.get("conflict"),
+        invalid=extra.get("invalid"),
+        minimum=extra.get("minimum", request.get("minimum")),
+        maximum=extra.get("maximum", request.get("maximum")),
+        coerce=extra.get("coerce"),
+        pattern=extra.get("pattern", request.get("pattern")),
     )
 
 
@@ -208,7 +231,9 @@ def _resource(
     always = set(schema.get("required") or ())
     envelope = r.get("envelope") or {}
     one = envelope.get("one", name) if "one" in envelope or not envelope else None
-    request, needed = _request_schema(doc, (r.get("operations") or {}).get("create"), one)
+    bound = operations(r)
+    creator = next((op for op, (action, _) in bound.items() if action == "create"), None)
+    request, needed = _request_schema(doc, creator, one)
     extras: dict[str, Any] = r.get("fields") or {}
     fields = [
         _field(
@@ -277,17 +302,25 @@ def _resource(
         schema_name=r["schema"],
         envelope_one=one,
         envelope_many=envelope.get("many", f"{name}s"),
+        envelope_item=envelope.get("item"),
+        path_fields=dict(r.get("path") or {}),
         id_style=r.get("id", "uuid"),
         owner=r.get("owner", "project"),
         extra=bool(r.get("extra", False)),
         shared=r.get("shared"),
         see_all=r.get("see_all"),
         modify=r.get("modify"),
-        operations=dict(r["operations"]),
+        operations={op: action for op, (action, _) in bound.items()},
+        views={k: tuple(v) for k, v in (r.get("views") or {}).items()},
+        operation_views={op: view for op, (_, view) in bound.items() if view},
         fields=tuple(fields),
         deletes=tuple(deletes),
         filters=tuple(filters),
-        sort_keys=tuple(listing.get("sort", ())),
+        sort_keys=(
+            dict(listing["sort"])
+            if isinstance(listing.get("sort"), dict)
+            else {k: k for k in listing.get("sort", ())}
+        ),
         default_sort=tuple(listing.get("default_sort", ())),
         list_where=listing.get("where"),
         list_all=listing.get("all"),

@@ -57,7 +57,6 @@ from specstack_runtime.behaviours.conductor import (
     KEYPAIRS,
     flavor_info,
     flavor_is_disabled,
-    flavor_is_public,
     instance_ref,
     make_fault,
     naive_now,
@@ -86,6 +85,7 @@ from specstack_runtime.errors import (
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Doc, Store, utcnow
 from specstack_runtime.virt import DiskNotFound, InstanceNotFound
@@ -112,7 +112,6 @@ _PROGRESS_STATUSES = frozenset(
 )
 _TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
 _FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
-_KEYPAIR_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "-_ .@")
 _DEVICE = re.compile(r"^/dev/[a-z]+[a-z0-9]*$")
 _RESOURCE_KEYS = (
     "vcpus",
@@ -1333,123 +1332,6 @@ async def _cast_action(call: Call, row: Doc, message: str, payload: dict[str, An
 # flavors
 # =====================================================================================
 
-_FLAVOR_SORT = {
-    "flavorid": "id",
-    "id": "id",
-    "name": "name",
-    "memory_mb": "ram",
-    "ram": "ram",
-    "vcpus": "vcpus",
-    "root_gb": "disk",
-    "disk": "disk",
-    "swap": "swap",
-    "ephemeral_gb": "ephemeral",
-    "rxtx_factor": "rxtx_factor",
-    "created_at": "created_at",
-}
-
-
-def flavor_view(call: Call, doc: Mapping[str, Any], *, detailed: bool = True) -> dict[str, Any]:
-    info = flavor_info(doc)
-    links = _links(_base_url(call), "flavors", info["id"])
-    if not detailed:
-        return {"id": info["id"], "links": links, "name": info["name"]}
-    return {
-        "id": info["id"],
-        "name": info["name"],
-        "ram": info["ram"],
-        "vcpus": info["vcpus"],
-        "disk": info["disk"],
-        "swap": info["swap"] or "",
-        "rxtx_factor": float(doc.get("rxtx_factor") or 1.0),
-        "OS-FLV-EXT-DATA:ephemeral": info["ephemeral"],
-        "OS-FLV-DISABLED:disabled": flavor_is_disabled(doc),
-        "os-flavor-access:is_public": flavor_is_public(doc),
-        "links": links,
-    }
-
-
-async def _list_flavors(call: Call) -> tuple[list[Doc], dict[str, str] | None]:
-    auth = call.require_auth()
-    raw_public = call.q("is_public")
-    is_public: bool | None = True
-    if raw_public is not None:
-        if raw_public.strip().lower() == "none":
-            is_public = None
-        else:
-            try:
-                is_public = _bool(raw_public, "is_public")
-            except BadRequest:
-                raise BadRequest(f"Invalid is_public filter [{raw_public}]") from None
-    if not auth.is_admin:
-        is_public = True
-    docs = await _store(call).list(FLAVORS)
-    docs = [d for d in docs if not flavor_is_disabled(d)]
-    if is_public is not None:
-        docs = [d for d in docs if flavor_is_public(d) == is_public]
-    for param, field in (("minRam", "ram"), ("minDisk", "disk")):
-        raw = call.q(param)
-        if raw not in (None, ""):
-            try:
-                minimum = int(str(raw))
-            except ValueError:
-                raise BadRequest(f"Invalid {param} filter [{raw}]") from None
-            docs = [d for d in docs if flavor_info(d)[field] >= minimum]
-    sort_key = call.q("sort_key") or "flavorid"
-    sort_dir = (call.q("sort_dir") or "asc").lower()
-    if sort_key not in _FLAVOR_SORT:
-        raise BadRequest(f"Invalid sort_key {sort_key}")
-    if sort_dir not in ("asc", "desc"):
-        raise BadRequest(f"Invalid sort_dir {sort_dir}")
-    field = _FLAVOR_SORT[sort_key]
-
-    def key(doc: Doc) -> tuple[Any, str]:
-        info = {**doc, **flavor_info(doc)}
-        value = info.get(field)
-        return (value if value is not None else "", str(doc["id"]))
-
-    docs.sort(key=key, reverse=sort_dir == "desc")
-    marker = call.q("marker")
-    if marker:
-        ids = [str(d["id"]) for d in docs]
-        if marker not in ids:
-            raise BadRequest(f"marker [{marker}] not found")
-        docs = docs[ids.index(marker) + 1 :]
-    limit = _int_param(call, "limit")
-    next_query = None
-    if limit is not None and len(docs) >= limit:
-        docs = docs[:limit]
-        if docs:
-            next_query = {k: v[0] for k, v in call.query.items() if v and k != "marker"}
-            next_query["marker"] = str(docs[-1]["id"])
-    return docs[:MAX_LIMIT], next_query
-
-
-@behaviour("compute.list_flavors", needs=("compute",))
-async def list_flavors(call: Call) -> Reply:
-    docs, next_query = await _list_flavors(call)
-    body: dict[str, Any] = {"flavors": [flavor_view(call, d, detailed=False) for d in docs]}
-    body.update(_next_links(call, "flavors", next_query))
-    return Reply(200, body)
-
-
-@behaviour("compute.list_flavors_detailed", needs=("compute",))
-async def list_flavors_detailed(call: Call) -> Reply:
-    docs, next_query = await _list_flavors(call)
-    body: dict[str, Any] = {"flavors": [flavor_view(call, d) for d in docs]}
-    body.update(_next_links(call, "flavors/detail", next_query))
-    return Reply(200, body)
-
-
-@behaviour("compute.show_flavor", needs=("compute",))
-async def show_flavor(call: Call) -> Reply:
-    call.require_auth()
-    flavor_id = call.path_params["flavor_id"]
-    doc = await _store(call).get(FLAVORS, flavor_id)
-    if doc is None:
-        raise NotFound(f"Flavor {flavor_id} could not be found.")
-    return Reply(200, {"flavor": flavor_view(call, doc)})
-
 
 @behaviour("compute.list_flavor_extra_specs")
 async def list_flavor_extra_specs(call: Call) -> Reply:
@@ -1463,83 +1345,27 @@ async def list_flavor_extra_specs(call: Call) -> Reply:
     return Reply(200, {"extra_specs": extra})
 
 
-_FLAVOR_ID = re.compile(r"^(?! )[a-zA-Z0-9. _-]+(?<! )$")
-
-
-@behaviour("compute.create_flavor", needs=("compute",))
-async def create_flavor(call: Call) -> Reply:
-    call.require_admin()
-    store = _store(call)
-    body = call.body if isinstance(call.body, dict) else {}
-    spec = body.get("flavor")
-    if not isinstance(spec, dict):
-        raise BadRequest("Invalid input for field/attribute flavor.")
-    name = spec.get("name")
-    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
-        raise BadRequest(f"Invalid input for field/attribute name. Value: {name}.")
-    raw_id = spec.get("id")
-    flavor_id = str(uuidlib.uuid4()) if raw_id in (None, "") else str(raw_id)
-    if not _FLAVOR_ID.match(flavor_id) or len(flavor_id) > 255:
-        raise BadRequest(f"Invalid input for field/attribute id. Value: {raw_id}.")
-    numbers: dict[str, int] = {}
-    for key, minimum in (
-        ("ram", 1),
-        ("vcpus", 1),
-        ("disk", 0),
-        ("swap", 0),
-        ("OS-FLV-EXT-DATA:ephemeral", 0),
-    ):
-        value = spec.get(key, 0 if minimum == 0 else None)
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
-        try:
-            number = int(value)
-        except ValueError:
-            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.") from None
-        if number < minimum:
-            raise BadRequest(f"Invalid input for field/attribute {key}. Value: {value}.")
-        numbers[key] = number
-    rxtx = spec.get("rxtx_factor", 1.0)
-    if isinstance(rxtx, bool) or not isinstance(rxtx, int | float) or rxtx <= 0:
-        raise BadRequest(f"Invalid input for field/attribute rxtx_factor. Value: {rxtx}.")
-    is_public = spec.get("os-flavor-access:is_public", True)
-    if not isinstance(is_public, bool):
-        raise BadRequest(
-            f"Invalid input for field/attribute os-flavor-access:is_public. Value: {is_public}."
-        )
-    if await store.list(FLAVORS, {"name": name}):
-        raise Conflict(f"Flavor with name {name} already exists.")
-    doc: Doc = {
-        "id": flavor_id,
-        "name": name,
-        "ram": numbers["ram"],
-        "vcpus": numbers["vcpus"],
-        "disk": numbers["disk"],
-        "swap": numbers["swap"],
-        "ephemeral": numbers["OS-FLV-EXT-DATA:ephemeral"],
-        "rxtx_factor": float(rxtx),
-        "is_public": is_public,
-        "disabled": False,
-    }
-    try:
-        doc = await store.create(FLAVORS, doc)
-    except Conflict:
-        raise Conflict(f"Flavor with ID {flavor_id} already exists.") from None
-    return Reply(200, {"flavor": flavor_view(call, doc)})
-
-
-@behaviour("compute.delete_flavor")
-async def delete_flavor(call: Call) -> Reply:
-    call.require_admin()
-    flavor_id = call.path_params["flavor_id"]
-    if not await _store(call).delete(FLAVORS, flavor_id):
-        raise NotFound(f"Flavor {flavor_id} could not be found.")
-    return Reply(202)
-
-
 # =====================================================================================
 # key pairs
 # =====================================================================================
+
+
+@behaviour("compute.keypair_material")
+async def keypair_material(event: ResourceEvent) -> None:
+    """A new key pair's keys: a generated RSA pair when none is given (the private key goes
+    to the creator's answer only, never to the database), and its MD5 fingerprint."""
+    doc = event.doc
+    public_key = doc.get("public_key")
+    if public_key is None:
+        private_key, public_key = _generate_keypair()
+        event.call.vars["private_key"] = private_key
+    elif not isinstance(public_key, str):
+        raise BadRequest("Keypair data is invalid: failed to generate fingerprint")
+    doc["public_key"] = public_key.strip()
+    doc["fingerprint"] = _fingerprint(public_key)
+    # nova's key pairs have an integer id of their own
+    others = await event.engine.store.list(event.engine.res.res.table)
+    doc["seq"] = max((int(d.get("seq") or 0) for d in others), default=0) + 1
 
 
 def _fingerprint(public_key: str) -> str:
@@ -1577,116 +1403,6 @@ def _generate_keypair() -> tuple[str, str]:
         .decode()
     )
     return private, f"{public} Generated-by-Nova"
-
-
-def _keypair_id(user_id: str, name: str) -> str:
-    return f"{user_id}/{name}"
-
-
-@behaviour("compute.list_keypairs")
-async def list_keypairs(call: Call) -> Reply:
-    auth = call.require_auth()
-    docs = await _store(call).list(KEYPAIRS, {"user_id": auth.user_id}, sort_key="name")
-    return Reply(
-        200,
-        {
-            "keypairs": [
-                {
-                    "keypair": {
-                        "name": d["name"],
-                        "public_key": d["public_key"],
-                        "fingerprint": d["fingerprint"],
-                    }
-                }
-                for d in docs
-            ]
-        },
-    )
-
-
-@behaviour("compute.create_keypair")
-async def create_keypair(call: Call) -> Reply:
-    auth = call.require_auth()
-    store = _store(call)
-    body = call.body if isinstance(call.body, dict) else {}
-    spec = body.get("keypair")
-    if not isinstance(spec, dict):
-        raise BadRequest("Invalid input for field/attribute keypair.")
-    name = spec.get("name")
-    if not isinstance(name, str) or not name or len(name) > 255:
-        raise BadRequest(
-            "Keypair data is invalid: Keypair name must be string and between 1 and 255 characters long"
-        )
-    if any(c not in _KEYPAIR_NAME_CHARS for c in name) or name != name.strip():
-        raise BadRequest("Keypair data is invalid: Keypair name contains unsafe characters")
-    public_key = spec.get("public_key")
-    private_key = None
-    if public_key is None:
-        private_key, public_key = _generate_keypair()
-    elif not isinstance(public_key, str):
-        raise BadRequest("Keypair data is invalid: failed to generate fingerprint")
-    fingerprint = _fingerprint(public_key)
-    existing = await store.list(KEYPAIRS)
-    doc: Doc = {
-        "id": _keypair_id(auth.user_id, name),
-        "seq": max((int(d.get("seq") or 0) for d in existing), default=0) + 1,
-        "name": name,
-        "user_id": auth.user_id,
-        "public_key": public_key.strip(),
-        "fingerprint": fingerprint,
-        "type": "ssh",
-        "created": naive_now(),
-    }
-    try:
-        await store.create(KEYPAIRS, doc)
-    except Conflict:
-        raise Conflict(f"Key pair '{name}' already exists.") from None
-    out: dict[str, Any] = {
-        "name": name,
-        "public_key": doc["public_key"],
-        "fingerprint": fingerprint,
-        "user_id": auth.user_id,
-    }
-    if private_key is not None:
-        out["private_key"] = private_key
-    return Reply(200, {"keypair": out})
-
-
-async def _keypair(call: Call) -> Doc:
-    auth = call.require_auth()
-    name = call.path_params["keypair_name"]
-    doc = await _store(call).get(KEYPAIRS, _keypair_id(auth.user_id, name))
-    if doc is None:
-        raise NotFound(f"Keypair {name} not found for user {auth.user_id}")
-    return doc
-
-
-@behaviour("compute.show_keypair")
-async def show_keypair(call: Call) -> Reply:
-    doc = await _keypair(call)
-    return Reply(
-        200,
-        {
-            "keypair": {
-                "id": int(doc.get("seq") or 0),
-                "name": doc["name"],
-                "fingerprint": doc["fingerprint"],
-                "public_key": doc["public_key"],
-                "user_id": doc["user_id"],
-                "created_at": doc.get("created") or naive_now(),
-                "updated_at": None,
-                "deleted": False,
-                "deleted_at": None,
-            }
-        },
-    )
-
-
-@behaviour("compute.delete_keypair")
-async def delete_keypair(call: Call) -> Reply:
-    doc = await _keypair(call)
-    await _store(call).delete(KEYPAIRS, doc["id"])
-    return Reply(202)
 
 
 # =====================================================================================

@@ -30,7 +30,7 @@ def owns(rc: ResourceCall, doc: Doc) -> bool:
 
 def shared(rc: ResourceCall, doc: Doc) -> bool:
     expr = rc.res.shared
-    return expr is not None and bool(expr.evaluate(**rc.variables(doc=doc)))
+    return expr is not None and bool(expr.evaluate(**rc.variables(doc=rc.res.complete(doc))))
 
 
 def visible(rc: ResourceCall, doc: Doc) -> bool:
@@ -54,7 +54,9 @@ async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
                 doc = None
                 break
     if doc is None or not visible(rc, doc):
-        raise rc.res.fail("not_found", **{**rc.call.path_params, "id": row_id})
+        auth = rc.optional_auth
+        who = {"user_id": auth.user_id, "project_id": auth.project_id} if auth else {}
+        raise rc.res.fail("not_found", **{**who, **rc.call.path_params, "id": row_id})
     return doc
 
 

@@ -86,6 +86,7 @@ class Compiled:
     indexes: frozenset[str]
     fields: dict[str, ir.ResourceField] = field(default_factory=dict)
     computed: list[tuple[str, Expr]] = field(default_factory=list)
+    renders: list[tuple[str, Expr]] = field(default_factory=list)
     default_exprs: list[tuple[str, Expr]] = field(default_factory=list)
     filters: dict[str, ir.ResourceFilter] = field(default_factory=dict)
     shared: Expr | None = None
@@ -94,6 +95,7 @@ class Compiled:
     def __post_init__(self) -> None:
         self.fields = {f.name: f for f in self.res.fields}
         self.computed = [(f.name, compile_expr(f.computed)) for f in self.res.fields if f.computed]
+        self.renders = [(f.name, compile_expr(f.render)) for f in self.res.fields if f.render]
         self.default_exprs = [
             (f.name, compile_expr(f.default_expr)) for f in self.res.fields if f.default_expr
         ]
@@ -117,6 +119,21 @@ class Compiled:
         return frozenset(out)
 
     @cached_property
+    def defaults(self) -> dict[str, Any]:
+        """Literal defaults: what a row stored before a field existed reads as."""
+        return {f.name: f.default for f in self.res.fields if f.has_default and not f.computed}
+
+    def complete(self, doc: Doc) -> Doc:
+        missing = [k for k in self.defaults if k not in doc]
+        if not missing:
+            return doc
+        return {**{k: self.defaults[k] for k in missing}, **doc}
+
+    @cached_property
+    def optional(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.res.fields if f.optional)
+
+    @cached_property
     def guarded(self) -> tuple[tuple[str, str], ...]:
         """(field, rule): fields shown only to callers the rule allows."""
         return tuple((f.name, f.visible) for f in self.res.fields if f.visible)
@@ -134,6 +151,11 @@ class Compiled:
         status, template = DEFAULT_ERRORS.get(kind, (400, "{reason}"))
         err_kind: str | None = None
         spec = self.res.errors.get(kind) or self.conventions.errors.get(kind)
+        field = self.fields.get(str(values.get("field")))
+        if kind == "conflict" and field is not None and field.conflict:
+            spec = ir.ErrorText(message=field.conflict)
+        if kind == "invalid" and field is not None and field.invalid:
+            spec = ir.ErrorText(message=field.invalid)
         if kind == "over_quota":
             spec = self.conventions.over_quota
         if spec is not None:

@@ -78,7 +78,12 @@ class ResourceCall:
             from specstack_runtime.resources.writes import stable_id
 
             names = style[7:].split(",")
-            values = {**self.parents(), **self.call.path_params}
+            values: dict[str, Any] = {**self.call.path_params, **self.parents()}
+            auth = self.optional_auth
+            if self.res.owner_field and auth is not None:
+                values[self.res.owner_field] = (
+                    auth.project_id if self.res.owner_field == "project_id" else auth.user_id
+                )
             return stable_id(self.res.name, (values.get(n, "") for n in names))
         if style.startswith("expr:"):
             from specstack_runtime.expr import compile_expr
@@ -93,12 +98,14 @@ class ResourceCall:
         a nested collection's rows belong to the parent the path names."""
         out: dict[str, str] = {}
         skip = {self.res.owner_field, self.id_param}
+        mapped = self.res.res.path_fields
         for name in _path_params(self.path):
-            if name in skip or name not in self.res.fields:
+            field = mapped.get(name, name)
+            if name in skip or field not in self.res.fields:
                 continue
             value = self.call.path_params.get(name)
             if value is not None:
-                out[name] = str(value)
+                out[field] = str(value)
         return out
 
     def success(self, *preferred: int) -> int:
@@ -128,6 +135,7 @@ class ResourceCall:
                 "params": {k: v[0] for k, v in self.call.query.items() if v},
                 "base": self.base,
                 "config": {"region": self.call.rt.config.region},
+                "vars": self.call.vars,
             }
         return {**self._vars, **more}
 

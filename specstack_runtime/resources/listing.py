@@ -57,6 +57,8 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
         wanted = {v for raw in values for v in raw.split(",") if v}
         return lambda d: _text(d.get(name)) in wanted
     if op == "bool":
+        if values[-1].strip().lower() == "none":  # nova's is_public=None: no filter
+            return None
         flag = _bool(rc, f, values[-1])
         return lambda d: bool(d.get(name)) == flag
     if op == "prefix":
@@ -84,10 +86,24 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
                 "bad_filter", field=f.param, value=pattern[:32], reason=str(exc)
             ) from None
         return lambda d: compiled.search(_text(d.get(name))) is not None
+    if op in ("gte", "lte") and _number(values[-1]) is not None:
+        bound = _number(values[-1]) or 0
+        if op == "gte":
+            return lambda d: isinstance(d.get(name), int | float) and d[name] >= bound
+        return lambda d: isinstance(d.get(name), int | float) and d[name] <= bound
+    if op in ("gte", "lte") and values[-1] in ("", None):
+        return None
     stamp = _time(rc, f, values[-1])
     if op in ("gte", "changes_since"):
         return lambda d: _text(d.get(name)) >= stamp
     return lambda d: _text(d.get(name)) <= stamp
+
+
+def _number(raw: str) -> float | None:
+    try:
+        return float(raw) if len(raw) <= 24 else None
+    except ValueError:
+        return None
 
 
 def _time(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> str:
@@ -111,17 +127,18 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
         f = res.filters.get(param)
         if f is None or not values:
             continue
-        if f.visible and not rc.allows(f.visible):
-            continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
         pushed = f.op == "eq" and f.field in res.indexes and len(values) == 1
+        pred = None if pushed else _predicate(rc, f, values)  # checks the value for everyone
+        if f.visible and not rc.allows(f.visible):
+            continue  # ... but applies only for callers the rule allows
         if pushed and values[0] not in ("None", "null"):
             sql[f.field] = values[0]
-            continue
-        pred = _predicate(rc, f, values)
-        if pred is not None:
+        elif pred is not None:
             preds.append(pred)
+        elif pushed:
+            preds.append(_predicate(rc, f, values) or (lambda d: True))
     return sql, preds
 
 
@@ -146,9 +163,9 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             key, _, direction = part.partition(":")
             keys.append(key)
             dirs.append(direction or "asc")
-    allowed = set(rc.res.res.sort_keys) or set(rc.res.fields) | {"created_at", "updated_at"}
+    named = rc.res.res.sort_keys or {k: k for k in (*rc.res.fields, "created_at", "updated_at")}
     for key in keys:
-        if key not in allowed:
+        if key not in named:
             raise rc.res.fail("bad_sort", value=key, field="sort_key")
     for direction in dirs:
         if direction not in ("asc", "desc"):
@@ -159,7 +176,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             keys.append(key)
             dirs.append(direction or "asc")
     dirs += [dirs[-1] if dirs else "asc"] * (len(keys) - len(dirs))
-    return [(k, d == "desc") for k, d in zip(keys, dirs, strict=False)]
+    return [(named.get(k, k), d == "desc") for k, d in zip(keys, dirs, strict=False)]
 
 
 def _sorted(rows: list[Doc], order: list[tuple[str, bool]]) -> list[Doc]:
@@ -183,7 +200,9 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
             continue
         if preds and not all(p(d) for p in preds):
             continue
-        if res.list_where is not None and not res.list_where.evaluate(**rc.variables(doc=d)):
+        if res.list_where is not None and not res.list_where.evaluate(
+            **rc.variables(doc=res.complete(d))
+        ):
             continue
         out.append(d)
     return _sorted(out, _sort_order(rc))
@@ -216,7 +235,9 @@ async def answer(rc: ResourceCall) -> Any:
     res = rc.res
     rows, more = _page(rc, await visible_rows(rc))
     wanted = requested_fields(rc)
-    items = [only(render(rc, d), wanted) for d in rows]
+    items: list[Any] = [only(render(rc, d), wanted) for d in rows]
+    if res.res.envelope_item:
+        items = [{res.res.envelope_item: item} for item in items]
     many = res.res.envelope_many
     style = res.conventions.pagination
     body: dict[str, Any] = {many: items}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import Conflict
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import (
     access,
@@ -52,18 +53,25 @@ async def create(
     await hooks.run(rc, "before_create", doc, None)
     quota = quotas.quota_of(rc)
     if quota is None:
-        created = await rc.store.create(rc.res.res.table, doc)
+        created = await _insert(rc, doc)
         await writes.settle_unique(rc, created)
     else:
         async with quotas.lock(quota, str(doc.get(rc.res.owner_field or "project_id"))):
             await quotas.check(rc, quota, doc, inserted=False)
-            created = await rc.store.create(rc.res.res.table, doc)
+            created = await _insert(rc, doc)
             await quotas.check(rc, quota, created, inserted=True)
             await writes.settle_unique(rc, created)
     await hooks.run(rc, "after_create", created, None)
     rc.call.vars[rc.res.name] = created
     status = rc.success(201, 200, 202)
     return Reply(status, None if status == 204 else views.one(rc, created))
+
+
+async def _insert(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await rc.store.create(rc.res.res.table, doc)
+    except Conflict:  # the primary key: a row with this id exists
+        raise rc.res.fail("conflict", field="id", value=doc["id"], **writes.plain(doc)) from None
 
 
 async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply:

@@ -10,8 +10,10 @@ from specstack_runtime.resources.context import Doc, ResourceCall
 BOOKKEEPING = frozenset({"created_at", "updated_at"})
 
 
-def render(rc: ResourceCall, doc: Doc) -> Doc:
+def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
+    """`doc` as the API shows it; with `view` (or the operation's), only that view's fields."""
     res = rc.res
+    doc = res.complete(doc)
     fields = res.fields
     hidden = res.hidden
     out: Doc = {}
@@ -30,10 +32,20 @@ def render(rc: ResourceCall, doc: Doc) -> Doc:
     for name, rule in res.guarded:
         if name in out and not rc.allows(rule, doc):
             del out[name]
-    if res.computed:
+    if res.computed or res.renders:
         variables = rc.variables(doc=doc)
+        for name, expr in res.renders:
+            if name in out:
+                out[name] = expr.evaluate(**variables)
         for name, expr in res.computed:
             out[name] = expr.evaluate(**variables)
+    for name in res.optional:
+        if out.get(name) is None:
+            out.pop(name, None)
+    chosen = view or rc.call.args.get("view")
+    if chosen:
+        shown = res.res.views.get(str(chosen), ())
+        out = {k: out[k] for k in shown if k in out}
     return out
 
 

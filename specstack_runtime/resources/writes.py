@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import bcrypt
+import re2
 
 from specstack_runtime import ir
 from specstack_runtime.expr import compile_expr
@@ -53,7 +54,33 @@ def attributes(rc: ResourceCall) -> Doc:
     return dict(body)
 
 
+def _coerce(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
+    kind = f.coerce
+    if kind is None or value is None or isinstance(value, bool):
+        return value
+    try:
+        if kind == "int" and isinstance(value, str | float):
+            if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+                raise ValueError(value)
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind == "float" and isinstance(value, str | int):
+            return float(value)
+        if kind == "string" and isinstance(value, int | float):
+            return str(value)
+    except (ValueError, OverflowError):
+        raise rc.res.fail(
+            "invalid",
+            field=f.name,
+            value=str(value)[:32],
+            reason=f"expected {_TYPE_NAMES.get('integer' if kind == 'int' else 'number')}",
+        ) from None
+    return value
+
+
 def check_value(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
+    value = _coerce(rc, f, value)
     if value is None:
         if f.types and "null" not in f.types:
             raise rc.res.fail("invalid", field=f.name, value=value, reason="it may not be null")
@@ -71,6 +98,21 @@ def check_value(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
                 value=value[:32],
                 reason=f"it is longer than {f.max_length} characters",
             )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if abs(value) > 2**63 - 1:
+            raise rc.res.fail("invalid", field=f.name, value=value, reason="it is too large")
+        if f.minimum is not None and value < f.minimum:
+            raise rc.res.fail(
+                "invalid", field=f.name, value=value, reason=f"it is less than {f.minimum:g}"
+            )
+        if f.maximum is not None and value > f.maximum:
+            raise rc.res.fail(
+                "invalid", field=f.name, value=value, reason=f"it is more than {f.maximum:g}"
+            )
+    if f.pattern and isinstance(value, str) and re2.search(f.pattern, value) is None:
+        raise rc.res.fail(
+            "invalid", field=f.name, value=value[:32], reason=f"it does not match {f.pattern}"
+        )
     if f.enum is not None and value not in f.enum:
         allowed = ", ".join(str(v) for v in f.enum)
         raise rc.res.fail(
@@ -152,7 +194,8 @@ async def for_create(rc: ResourceCall, attrs: Doc, id_: str | None = None) -> Do
     for f in res.res.fields:
         if f.required and doc.get(f.name) is None:
             raise res.fail("required", field=f.name)
-    doc["id"] = str(id_ or new_id(rc, doc))
+    given = doc.get("id") if "id" in res.fields and res.fields["id"].write != "never" else None
+    doc["id"] = str(id_ or (given if given not in (None, "") else None) or new_id(rc, doc))
     await check_refs(rc, doc, doc.keys())
     await check_unique(rc, doc, None)
     await _hash(rc, doc)
@@ -205,9 +248,10 @@ async def check_unique(
         if doc.get(names[0]) is None:
             continue
         where = {n: doc.get(n) for n in names}
-        rivals = [r for r in await rc.store.list(rc.res.res.table, where) if r["id"] != doc["id"]]
+        rows = await rc.store.list(rc.res.res.table, where)
+        rivals = [r for r in rows if old is None or r["id"] != old["id"]]
         if rivals:
-            raise rc.res.fail("conflict", field=names[0], value=doc.get(names[0]), **_plain(doc))
+            raise rc.res.fail("conflict", field=names[0], value=doc.get(names[0]), **plain(doc))
 
 
 async def settle_unique(rc: ResourceCall, doc: Doc) -> None:
@@ -221,9 +265,7 @@ async def settle_unique(rc: ResourceCall, doc: Doc) -> None:
             winner = min(rivals, key=lambda d: (d.get("created_at", ""), d["id"]))
             if winner["id"] != doc["id"]:
                 await rc.store.delete(rc.res.res.table, doc["id"])
-                raise rc.res.fail(
-                    "conflict", field=names[0], value=doc.get(names[0]), **_plain(doc)
-                )
+                raise rc.res.fail("conflict", field=names[0], value=doc.get(names[0]), **plain(doc))
 
 
 async def _hash(rc: ResourceCall, doc: Doc) -> None:
@@ -242,7 +284,7 @@ async def hash_secret(rc: ResourceCall, secret: str) -> str:
     return hashed.decode("ascii")
 
 
-def _plain(doc: Doc) -> dict[str, Any]:
+def plain(doc: Doc) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if isinstance(v, str | int | float) and k != "id"}
 
 

@@ -14,6 +14,7 @@ from specstack_runtime.bus import RemoteError
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
+from tests.runtime.fakes import serve_operation
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
     NETWORK_ID,
@@ -98,13 +99,8 @@ class Api:
         )
 
     async def run(self, operation_id: str, *, check: bool = True, **kwargs: Any) -> Any:
-        op = next(
-            o for o in self.info.apis["compute"]["operations"] if o["operation_id"] == operation_id
-        )
         call = op_call(self.rt, operation_id, **kwargs)
-        from specstack_runtime import registry
-
-        reply = await registry.get(op["behaviour"])(call)
+        reply = await serve_operation(self.info, "compute", call)
         if check:
             check_response(operation_id, reply)
         return reply

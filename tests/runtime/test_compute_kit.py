@@ -35,6 +35,7 @@ from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store, TableSpec
 from specstack_runtime.virt.fake import FakeHypervisor
+from tests.runtime.fakes import serve_operation
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "spec"
@@ -111,7 +112,8 @@ def auth_ctx(
         project_id=project,
         project_name="demo",
         domain_id="default",
-        roles=("admin", "member") if admin else ("member",),
+        # as keystone issues them: member implies reader
+        roles=("admin", "member", "reader") if admin else ("member", "reader"),
         expires_at="2099-01-01T00:00:00Z",
     )
 
@@ -572,10 +574,7 @@ class NovaCell:
                 (after if seen_sql else before).append((label, it))
         for label, it in before:
             await self._step(call, label, it)
-        op = next(
-            o for o in self.info.apis["compute"]["operations"] if o["operation_id"] == operation_id
-        )
-        reply: Reply = await registry.get(op["behaviour"])(call)
+        reply: Reply = await serve_operation(self.info, "compute", call)
         check_response(operation_id, reply)
         for label, it in after:
             await self._step(call, label, it)
@@ -629,10 +628,10 @@ async def seed_flavors(store: Store) -> None:
                 "vcpus": vcpus,
                 "disk": disk,
                 "swap": 0,
-                "ephemeral": 0,
+                "OS-FLV-EXT-DATA:ephemeral": 0,
                 "rxtx_factor": 1.0,
-                "is_public": True,
-                "disabled": False,
+                "os-flavor-access:is_public": True,
+                "OS-FLV-DISABLED:disabled": False,
             },
         )
 

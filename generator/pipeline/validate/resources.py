@@ -57,9 +57,12 @@ class _Checker:
             data = to_plain(f.data)
             api = data["api"]
             for rname, r in data["resources"].items():
-                for action, op in (r.get("operations") or {}).items():
-                    where: Where = ["resources", rname, "operations", action]
+                for op, spec in (r.get("operations") or {}).items():
+                    where: Where = ["resources", rname, "operations", op]
                     self._bind(f, where, api, op, bound)
+                    view = spec.get("view") if isinstance(spec, dict) else None
+                    if view and view not in (r.get("views") or {}):
+                        self.at(f, [*where, "view"], f"unknown view '{view}' of {rname}")
             for qname, q in (data.get("queries") or {}).items():
                 self._bind(f, ["queries", qname, "operation"], api, q["operation"], bound)
         for api, f in self.ix.api_files.items():
@@ -201,6 +204,7 @@ class _Checker:
             if isinstance(ref, dict):
                 self.expr(f, [*where, "ref", "when"], ref.get("when"))
             self.expr(f, [*where, "computed"], spec.get("computed"))
+            self.expr(f, [*where, "render"], spec.get("render"))
             default = spec.get("default")
             if isinstance(default, dict) and set(default) == {"expr"}:
                 self.expr(f, [*where, "default", "expr"], default["expr"])
@@ -219,9 +223,16 @@ class _Checker:
                     f"{suggest(field, sorted(names))}",
                 )
             self.rule(f, [*base, "list", "filters", param, "visible"], spec.get("visible"))
-        for i, key in enumerate(listing.get("sort") or ()):
-            if key not in names | {"created_at", "updated_at"}:
-                self.at(f, [*base, "list", "sort", i], f"sort key '{key}' is not a field")
+        sort = listing.get("sort") or ()
+        pairs = sort.items() if isinstance(sort, dict) else [(k, k) for k in sort]
+        for key, field in pairs:
+            if field not in names | {"created_at", "updated_at"}:
+                where: Where = [*base, "list", "sort"]
+                self.at(
+                    f,
+                    [*where, key] if isinstance(sort, dict) else where,
+                    f"sort key '{key}': '{field}' is not a field",
+                )
         self.expr(f, [*base, "list", "where"], listing.get("where"))
 
     def _deletes(
