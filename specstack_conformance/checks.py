@@ -33,7 +33,7 @@ def _events(record: FlowRecord, label: str) -> list[dict[str, Any]]:
 def step(record: FlowRecord, declared: dict[str, Any], info: StackInfo) -> None:
     """The step happened, in order, between the declared parties, over the declared
     communication type, with payloads valid against the declared schemas."""
-    label = str(declared["number"])
+    label = str(declared.get("label") or declared["number"])
     items = [(label, declared)] + [
         (f"{label}.{i + 1}", sub) for i, sub in enumerate(declared.get("then", []))
     ]

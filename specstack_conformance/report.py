@@ -16,6 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from specstack_runtime.ir import IR, Sequence
+from specstack_runtime.steps import in_step
 
 _ID = re.compile(r'\bid="([^"]+)"')
 
@@ -82,9 +83,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def _step_events(events: list[dict[str, Any]], number: int) -> list[dict[str, Any]]:
-    n = str(number)
-    return [e for e in events if str(e["step"]) == n or str(e["step"]).startswith(n + ".")]
+def _step_events(events: list[dict[str, Any]], label: str) -> list[dict[str, Any]]:
+    return [e for e in events if in_step(e["step"], str(label))]
 
 
 def _section(
@@ -101,13 +101,13 @@ def _section(
     events = flow["events"] if flow else []
     rows = []
     for st in seq.steps:
-        t = by_step.get(st.number, {})
-        mine = _step_events(events, st.number)
-        main = next((e for e in mine if str(e["step"]) == str(st.number)), None)
+        t = by_step.get(st.label, {})
+        mine = _step_events(events, st.label)
+        main = next((e for e in mine if str(e["step"]) == st.label), None)
         via = st.main.via + (f" +{len(st.then)}" if st.then else "")
         rows.append(
             StepRow(
-                number=st.number,
+                number=st.label,
                 title=st.title,
                 route=f"{st.main.source_component} → {st.main.target_component}",
                 via=via,

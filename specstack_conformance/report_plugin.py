@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 DATA_ENV = "SPECSTACK_REPORT_DATA"
-_STEP_TEST = re.compile(r"^test_step(\d+)_")
+_STEP_TEST = re.compile(r"^test_step(\d+)([a-z]*)_")
 
 _tests: dict[str, dict[str, Any]] = {}
 _flows: dict[str, dict[str, Any]] = {}
@@ -35,7 +35,7 @@ def _entry(item: pytest.Item) -> dict[str, Any]:
             "name": item.name,
             "module": item.nodeid.split("::")[0].rsplit("/", 1)[-1],
             "sequence": getattr(module, "SEQUENCE", None),
-            "step": int(m.group(1)) if m else None,
+            "step": f"{int(m.group(1))}{m.group(2)}" if m else None,
             "doc": (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip(),
             "outcome": "not run",
             "duration_s": 0.0,

@@ -32,6 +32,7 @@ from specstack_runtime.http import ClientSet
 from specstack_runtime.localhttp import LocalTransport
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import Instance, StackInfo
+from specstack_runtime.startup import run_startup
 from specstack_runtime.statefile import flush_all
 from specstack_runtime.store import Store, TableSpec
 from specstack_runtime.trace import TraceRecorder
@@ -189,8 +190,9 @@ class EmbeddedStack:
                         f"{where}, step to {st['target']}"
                     )
         for c in self.info.components.values():
-            for name in c["startup"]:
-                if name not in known:
+            for item in c["startup"]:
+                name = item.get("behaviour")
+                if name and name not in known:
                     missing.setdefault(name, []).append(f"{c['name']} startup")
         if missing:
             lines = "; ".join(
@@ -278,8 +280,8 @@ class EmbeddedStack:
             ),
         )
         for r in ordered:
-            for name in self.info.components[r.rt.component]["startup"]:
-                await registry.get(name)(r.rt)
+            for item in self.info.components[r.rt.component]["startup"]:
+                await run_startup(r.rt, item)
 
     async def stop(self) -> None:
         # Background work a behaviour started for its component (e.g. heartbeats).

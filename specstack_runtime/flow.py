@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from specstack_runtime import registry
+from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
 from specstack_runtime.errors import StepFailed, Unauthorized
 from specstack_runtime.messaging import send
@@ -110,9 +111,23 @@ class Flow:
         fn = registry.get(behaviour or f"flow.{via}")
         await self._traced(label, title, target, via, name, capture, fn(ix), source=ix.source)
 
-    async def trigger(self, index: int | None, title: str = "", target: str = "") -> None:
-        """Run the trigger's own behaviour (as the sql step `index`, if the spec has one)."""
+    async def trigger(
+        self,
+        index: int | None,
+        title: str = "",
+        target: str = "",
+        *,
+        bindings: dict[str, Any] | None = None,
+    ) -> None:
+        """Run the trigger's own behaviour (as the sql step `index`, if the spec has one).
+
+        The step's `with:` (its `{var.path}` placeholders filled from the flow's variables,
+        such as what an earlier interaction kept `as:`) reaches the behaviour in `call.args`:
+        that is how a result feeds a later decision (the candidates a scheduler chooses from).
+        """
         self.ready()
+        if bindings:
+            self.call.args = {**self.call.args, **bind(bindings, call_scope(self.call))}
         label = (
             self.labels[index]
             if index is not None and self.labels and index < len(self.labels)

@@ -44,6 +44,18 @@ class Table(Node):
     indexes: tuple[str, ...]
 
 
+class StartupStep(Node):
+    """What a component does once it starts: a behaviour, or a call of another API's operation."""
+
+    behaviour: str | None = None
+    title: str | None = None
+    target: str | None = None  # the component called
+    api: str | None = None
+    operation: str | None = None
+    bindings: dict[str, Any] = {}
+    save_as: str | None = None
+
+
 class Component(Node):
     name: str
     kind: Kind
@@ -56,7 +68,7 @@ class Component(Node):
     database: str | None
     consumes: tuple[MessageHandler, ...]
     tables: tuple[Table, ...]
-    startup: tuple[str, ...]
+    startup: tuple[StartupStep, ...]
     module: str
     class_name: str
     source: Source
@@ -329,6 +341,7 @@ class Message(Node):
 
 
 class Interaction(Node):
+    title: str | None = None  # a `then` interaction's own title
     source_component: str
     target_component: str
     via: Via
@@ -343,7 +356,8 @@ class Interaction(Node):
 
 
 class Step(Node):
-    number: int
+    number: int  # the deck's number (an inserted step has the number it follows)
+    label: str  # as diagrams and traces show it: "7", or "6a" for a step inserted after 6
     title: str
     slug: str
     test_id: str

@@ -19,6 +19,7 @@ SEQUENCE = "boot-vm"
 
 STEP_01: dict[str, Any] = {
     "number": 1,
+    "label": "1",
     "title": "Request VM provisioning via UI/CLI",
     "source_component": "user",
     "target_component": "cli",
@@ -31,6 +32,7 @@ STEP_01: dict[str, Any] = {
 
 STEP_02: dict[str, Any] = {
     "number": 2,
+    "label": "2",
     "title": "Validate auth data",
     "source_component": "cli",
     "target_component": "keystone",
@@ -52,6 +54,7 @@ STEP_02: dict[str, Any] = {
 
 STEP_03: dict[str, Any] = {
     "number": 3,
+    "label": "3",
     "title": "Send API request to nova-api",
     "source_component": "cli",
     "target_component": "nova-api",
@@ -64,6 +67,7 @@ STEP_03: dict[str, Any] = {
 
 STEP_04: dict[str, Any] = {
     "number": 4,
+    "label": "4",
     "title": "Validate API token",
     "source_component": "nova-api",
     "target_component": "keystone",
@@ -85,6 +89,7 @@ STEP_04: dict[str, Any] = {
 
 STEP_05: dict[str, Any] = {
     "number": 5,
+    "label": "5",
     "title": "Process API request",
     "source_component": "nova-api",
     "target_component": "nova-db",
@@ -97,6 +102,7 @@ STEP_05: dict[str, Any] = {
 
 STEP_06: dict[str, Any] = {
     "number": 6,
+    "label": "6",
     "title": "Publish provisioning request to queue; pick up provisioning request",
     "source_component": "nova-api",
     "target_component": "nova-scheduler",
@@ -109,6 +115,7 @@ STEP_06: dict[str, Any] = {
 
 STEP_07: dict[str, Any] = {
     "number": 7,
+    "label": "7",
     "title": "Schedule provisioning",
     "source_component": "nova-scheduler",
     "target_component": "nova-db",
@@ -130,6 +137,7 @@ STEP_07: dict[str, Any] = {
 
 STEP_08: dict[str, Any] = {
     "number": 8,
+    "label": "8",
     "title": "Start VM provisioning on compute node",
     "source_component": "nova-compute",
     "target_component": "nova-conductor",
@@ -151,6 +159,7 @@ STEP_08: dict[str, Any] = {
 
 STEP_09: dict[str, Any] = {
     "number": 9,
+    "label": "9",
     "title": "Start VM rendering via hypervisor",
     "source_component": "nova-compute",
     "target_component": "hypervisor",
@@ -163,6 +172,7 @@ STEP_09: dict[str, Any] = {
 
 STEP_10: dict[str, Any] = {
     "number": 10,
+    "label": "10",
     "title": "Request VM image from Glance",
     "source_component": "nova-compute",
     "target_component": "glance-api",
@@ -184,6 +194,7 @@ STEP_10: dict[str, Any] = {
 
 STEP_11: dict[str, Any] = {
     "number": 11,
+    "label": "11",
     "title": "Get image URI from Glance",
     "source_component": "glance-api",
     "target_component": "glance-db",
@@ -196,6 +207,7 @@ STEP_11: dict[str, Any] = {
 
 STEP_12: dict[str, Any] = {
     "number": 12,
+    "label": "12",
     "title": "Download image from Swift",
     "source_component": "nova-compute",
     "target_component": "swift-proxy",
@@ -208,6 +220,7 @@ STEP_12: dict[str, Any] = {
 
 STEP_13: dict[str, Any] = {
     "number": 13,
+    "label": "13",
     "title": "Configure network",
     "source_component": "nova-compute",
     "target_component": "neutron-server",
@@ -229,6 +242,7 @@ STEP_13: dict[str, Any] = {
 
 STEP_14: dict[str, Any] = {
     "number": 14,
+    "label": "14",
     "title": "Allocate and associate network",
     "source_component": "neutron-server",
     "target_component": "neutron-db",
@@ -266,6 +280,7 @@ STEP_14: dict[str, Any] = {
 
 STEP_15: dict[str, Any] = {
     "number": 15,
+    "label": "15",
     "title": "Request volume attachment",
     "source_component": "nova-compute",
     "target_component": "cinder-api",

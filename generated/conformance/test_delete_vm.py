@@ -19,6 +19,7 @@ SEQUENCE = "delete-vm"
 
 STEP_01: dict[str, Any] = {
     "number": 1,
+    "label": "1",
     "title": "Request VM deletion via UI/CLI",
     "source_component": "user",
     "target_component": "cli",
@@ -31,6 +32,7 @@ STEP_01: dict[str, Any] = {
 
 STEP_02: dict[str, Any] = {
     "number": 2,
+    "label": "2",
     "title": "Validate auth data",
     "source_component": "cli",
     "target_component": "keystone",
@@ -52,6 +54,7 @@ STEP_02: dict[str, Any] = {
 
 STEP_03: dict[str, Any] = {
     "number": 3,
+    "label": "3",
     "title": "Send API request to nova-api",
     "source_component": "cli",
     "target_component": "nova-api",
@@ -64,6 +67,7 @@ STEP_03: dict[str, Any] = {
 
 STEP_04: dict[str, Any] = {
     "number": 4,
+    "label": "4",
     "title": "Validate API token",
     "source_component": "nova-api",
     "target_component": "keystone",
@@ -76,6 +80,7 @@ STEP_04: dict[str, Any] = {
 
 STEP_05: dict[str, Any] = {
     "number": 5,
+    "label": "5",
     "title": "Process API request",
     "source_component": "nova-api",
     "target_component": "nova-db",
@@ -88,6 +93,7 @@ STEP_05: dict[str, Any] = {
 
 STEP_06: dict[str, Any] = {
     "number": 6,
+    "label": "6",
     "title": "Publish terminate request to compute.<host>",
     "source_component": "nova-api",
     "target_component": "nova-compute",
@@ -100,6 +106,7 @@ STEP_06: dict[str, Any] = {
 
 STEP_07: dict[str, Any] = {
     "number": 7,
+    "label": "7",
     "title": "Detach volume",
     "source_component": "nova-compute",
     "target_component": "hypervisor",
@@ -137,6 +144,7 @@ STEP_07: dict[str, Any] = {
 
 STEP_08: dict[str, Any] = {
     "number": 8,
+    "label": "8",
     "title": "Release network",
     "source_component": "nova-compute",
     "target_component": "neutron-server",
@@ -149,6 +157,7 @@ STEP_08: dict[str, Any] = {
 
 STEP_09: dict[str, Any] = {
     "number": 9,
+    "label": "9",
     "title": "Deallocate and disassociate network",
     "source_component": "neutron-server",
     "target_component": "neutron-db",
@@ -178,6 +187,7 @@ STEP_09: dict[str, Any] = {
 
 STEP_10: dict[str, Any] = {
     "number": 10,
+    "label": "10",
     "title": "Destroy VM via hypervisor",
     "source_component": "nova-compute",
     "target_component": "hypervisor",
@@ -190,6 +200,7 @@ STEP_10: dict[str, Any] = {
 
 STEP_11: dict[str, Any] = {
     "number": 11,
+    "label": "11",
     "title": "Mark instance deleted",
     "source_component": "nova-compute",
     "target_component": "nova-conductor",

@@ -29,6 +29,7 @@ from generator.pipeline.render.diagrams import (
     what,
 )
 from specstack_runtime.ir import IR, Interaction, Sequence
+from specstack_runtime.steps import label_key
 
 
 def load_ir(path: Path | None = None) -> IR:
@@ -51,16 +52,16 @@ def env() -> Environment:
     return diagram_env(template_env(DEFAULT_TEMPLATES))
 
 
-def _order(label: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in label.split(".") if p.isdigit())
+def _order(label: str) -> tuple[tuple[int, str], ...]:
+    return label_key(label)
 
 
 def _declared_items(seq: Sequence) -> list[tuple[str, str, Interaction]]:
     """(label, title, interaction) of every declared interaction, in declared order."""
     out: list[tuple[str, str, Interaction]] = []
     for st in seq.steps:
-        out.append((str(st.number), st.title, st.main))
-        out += [(f"{st.number}.{i + 1}", "", it) for i, it in enumerate(st.then)]
+        out.append((st.label, st.title, st.main))
+        out += [(f"{st.label}.{i + 1}", it.title or "", it) for i, it in enumerate(st.then)]
     return out
 
 

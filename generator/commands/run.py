@@ -38,7 +38,7 @@ class StepPrinter:
         width = max(len(s["title"]) for s in steps)
         while self.printed < len(steps):
             step = steps[self.printed]
-            label = str(step["number"])
+            label = str(step["label"])
             if label not in self.events:
                 if not final:
                     return
@@ -58,7 +58,7 @@ class StepPrinter:
 
     def complete(self) -> bool:
         return all(
-            any(e.status in ("ok", "skipped") for e in self.events.get(str(s["number"]), []))
+            any(e.status in ("ok", "skipped") for e in self.events.get(str(s["label"]), []))
             for s in self.sequence["steps"]
         )
 

@@ -71,9 +71,24 @@ def _stack(f: SpecFile) -> ir.Stack:
     )
 
 
+def _startup(item: Any, comps: dict[str, Any]) -> ir.StartupStep:
+    if isinstance(item, str):
+        return ir.StartupStep(behaviour=item)
+    target = comps[item["to"]]
+    return ir.StartupStep(
+        title=item.get("title"),
+        target=item["to"],
+        api=target.get("api"),
+        operation=item["operation"],
+        bindings=item.get("with", {}),
+        save_as=item.get("as"),
+    )
+
+
 def _components(f: SpecFile) -> tuple[ir.Component, ...]:
     out = []
-    for name, c in to_plain(f.data)["components"].items():
+    comps = to_plain(f.data)["components"]
+    for name, c in comps.items():
         cat = c.get("catalog")
         out.append(
             ir.Component(
@@ -98,7 +113,9 @@ def _components(f: SpecFile) -> tuple[ir.Component, ...]:
                     ir.Table(name=t, indexes=tuple(spec.get("indexes", [])))
                     for t, spec in c.get("tables", {}).items()
                 ),
-                startup=tuple(c.get("behaviours", {}).get("startup", [])),
+                startup=tuple(
+                    _startup(item, comps) for item in c.get("behaviours", {}).get("startup", [])
+                ),
                 module=snake(name),
                 class_name=pascal(name),
                 source=_src(f, ["components", name]),
@@ -342,8 +359,9 @@ def _hypervisors(f: SpecFile) -> ir.Hypervisors:
     )
 
 
-def _interaction(it: dict[str, Any]) -> ir.Interaction:
+def _interaction(it: dict[str, Any], *, main: bool = False) -> ir.Interaction:
     return ir.Interaction(
+        title=None if main else it.get("title"),
         source_component=it["from"],
         target_component=it["to"],
         via=it["via"],
@@ -359,17 +377,21 @@ def _interaction(it: dict[str, Any]) -> ir.Interaction:
 
 
 def _sequence(f: SpecFile) -> ir.Sequence:
+    from generator.pipeline.segments import step_labels
+
     s = to_plain(f.data)["sequence"]
     steps = []
-    for i, st in enumerate(s["steps"]):
-        n = st["number"]
+    for i, (st, label) in enumerate(zip(s["steps"], step_labels(s["steps"]), strict=True)):
+        n = int(label.rstrip("abcdefghijklmnopqrstuvwxyz"))
+        suffix = label[len(str(n)) :]
         steps.append(
             ir.Step(
                 number=n,
+                label=label,
                 title=st["title"],
                 slug=slug(st["title"]),
-                test_id=f"step{n:02d}-{slug(st['title'])}",
-                main=_interaction(st),
+                test_id=f"step{n:02d}{suffix}-{slug(st['title'])}",
+                main=_interaction(st, main=True),
                 then=tuple(_interaction(t) for t in st.get("then", [])),
                 source=_src(f, ["sequence", "steps", i]),
             )
@@ -417,8 +439,8 @@ def _handlers(
     titles: dict[tuple[str, str], str] = {}
     for f in spec.of_kind("sequence"):
         seq = to_plain(f.data)["sequence"]
-        for st in seq["steps"]:
-            titles[(seq["name"], str(st["number"]))] = st["title"]
+        for st, label in zip(seq["steps"], sg.step_labels(seq["steps"]), strict=True):
+            titles[(seq["name"], label)] = st["title"]
         for seg in sg.segments(seq["name"], seq["steps"]):
             found.setdefault((seg.component, seg.kind, seg.trigger), []).append(seg)
 
@@ -523,7 +545,8 @@ def _handler_steps(
         steps.append(
             ir.HandlerStep(
                 index=i,
-                title=titles[(seg.sequence, item.label.split(".")[0])],
+                title=(None if "." not in item.label else it.get("title"))
+                or titles[(seg.sequence, item.label.split(".")[0])],
                 source=it["from"],
                 target=target.name,
                 via=it["via"],

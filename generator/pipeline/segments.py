@@ -32,12 +32,33 @@ class Linear:
         return base if self.then_index is None else [*base, "then", self.then_index]
 
 
+def step_labels(steps: list[dict[str, Any]]) -> list[str]:
+    """Each step's label as diagrams and traces show it: its number, or, for a step inserted
+    with `after: N`, N followed by a letter (6a, 6b, ...) so later steps keep their numbers."""
+    labels: list[str] = []
+    taken: set[str] = set()
+    for step in steps:
+        if "number" in step:
+            label = str(step["number"])
+        else:
+            anchor = str(step.get("after"))
+            base = anchor.rstrip("abcdefghijklmnopqrstuvwxyz") or anchor
+            letter = 0
+            label = f"{base}{chr(ord('a') + letter)}"
+            while label in taken:
+                letter += 1
+                label = f"{base}{chr(ord('a') + letter)}"
+        taken.add(label)
+        labels.append(label)
+    return labels
+
+
 def linearize(steps: list[dict[str, Any]]) -> list[Linear]:
     out: list[Linear] = []
-    for i, step in enumerate(steps):
-        out.append(Linear(str(step["number"]), i, None, step))
+    for i, (step, label) in enumerate(zip(steps, step_labels(steps), strict=True)):
+        out.append(Linear(label, i, None, step))
         for j, sub in enumerate(step.get("then", [])):
-            out.append(Linear(f"{step['number']}.{j + 1}", i, j, sub))
+            out.append(Linear(f"{label}.{j + 1}", i, j, sub))
     return out
 
 

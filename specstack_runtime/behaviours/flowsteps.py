@@ -7,45 +7,16 @@ the flow's variables (plus `payload`, `body` and `path` of the triggering call);
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.context import Interaction
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.registry import behaviour
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
-
-
-def _lookup(scope: dict[str, Any], path: str) -> Any:
-    node: Any = scope
-    for part in path.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise StepFailed(f"flow variable {{{path}}} is not set")
-    return node
-
-
-def bind(value: Any, scope: dict[str, Any]) -> Any:
-    """Fill `{var.path}` placeholders; a value that is one placeholder keeps its type."""
-    if isinstance(value, str):
-        whole = _PLACEHOLDER.fullmatch(value)
-        if whole:
-            return _lookup(scope, whole.group(1))
-        return _PLACEHOLDER.sub(lambda m: str(_lookup(scope, m.group(1))), value)
-    if isinstance(value, dict):
-        return {k: bind(v, scope) for k, v in value.items()}
-    if isinstance(value, list):
-        return [bind(v, scope) for v in value]
-    return value
-
 
 def _scope(ix: Interaction) -> dict[str, Any]:
-    call = ix.call
-    return {**ix.vars, "payload": call.payload, "body": call.body, "path": call.path_params}
+    return call_scope(ix.call)
 
 
 def _keep(ix: Interaction, result: Any) -> None:

@@ -40,7 +40,7 @@ from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
-from specstack_runtime.resources.writes import stable_id
+from specstack_runtime.resources.ids import stable_id
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 

@@ -8,9 +8,10 @@ from typing import Any
 
 from specstack_runtime.context import AuthContext, Call
 from specstack_runtime.errors import Unauthorized
-from specstack_runtime.expr import auth_vars
+from specstack_runtime.expr import auth_vars, compile_expr
 from specstack_runtime.policy import Enforcer
 from specstack_runtime.resources.compiled import Catalog, Compiled
+from specstack_runtime.resources.ids import stable_id
 from specstack_runtime.store import Store
 
 Doc = dict[str, Any]
@@ -75,8 +76,6 @@ class ResourceCall:
     def row_id(self) -> str:
         style = self.res.res.id_style
         if style.startswith("fields:"):
-            from specstack_runtime.resources.writes import stable_id
-
             names = style[7:].split(",")
             values: dict[str, Any] = {**self.call.path_params, **self.parents()}
             auth = self.optional_auth
@@ -86,8 +85,6 @@ class ResourceCall:
                 )
             return stable_id(self.res.name, (values.get(n, "") for n in names))
         if style.startswith("expr:"):
-            from specstack_runtime.expr import compile_expr
-
             return str(compile_expr(style[5:]).evaluate(**self.variables()))
         name = self.id_param
         value = self.call.path_params.get(name or "", "") if name else ""

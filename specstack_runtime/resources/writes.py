@@ -21,6 +21,7 @@ from specstack_runtime.expr import compile_expr
 from specstack_runtime.resources import access
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
+from specstack_runtime.resources.ids import stable_id
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -154,15 +155,6 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
     if unknown:
         raise res.fail("unknown_field", field=", ".join(sorted(unknown)))
     return out
-
-
-#: Namespace of the stable ids of `id: fields:...` resources (uuid5 of the field values).
-STABLE_IDS = uuid.UUID("6f1c2b9e-4d3a-5b7c-8e9f-0a1b2c3d4e60")
-
-
-def stable_id(resource: str, values: Iterable[Any]) -> str:
-    """The id a `fields:` resource gives a row with these field values (32 hex digits)."""
-    return uuid.uuid5(STABLE_IDS, "|".join([resource, *map(str, values)])).hex
 
 
 def new_id(rc: ResourceCall, doc: Doc) -> str:

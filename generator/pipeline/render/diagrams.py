@@ -122,7 +122,7 @@ class Arrow:
     target: str
     via: str
     what: str  # "HTTP createServer", "SQL instances, flavors"
-    band: int  # the main step number (steps alternate their background)
+    band: int  # the main step's place (steps alternate their background)
     timing: str = ""  # "12.3 ms" for observed arrows
     mark: Mark = ""
     note: str = ""  # why it is marked
@@ -290,13 +290,13 @@ def declared_arrows(ir: IR, sequence: str) -> list[Arrow]:
         for i, it in enumerate((st.main, *st.then)):
             out.append(
                 Arrow(
-                    label=str(st.number) if i == 0 else f"{st.number}.{i}",
+                    label=st.label if i == 0 else f"{st.label}.{i}",
                     title=st.title if i == 0 else "",
                     source=ident(it.source_component),
                     target=ident(it.target_component),
                     via=it.via,
                     what=interaction_what(it),
-                    band=st.number,
+                    band=seq.steps.index(st),
                 )
             )
     return out

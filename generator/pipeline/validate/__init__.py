@@ -6,9 +6,20 @@ from pathlib import Path
 
 from generator.pipeline.diagnostics import Diagnostic, sort_diagnostics
 from generator.pipeline.load import GROUP_DIRS, LoadedSpec, load_spec, to_plain
+from generator.pipeline.validate.behaviours import check_behaviours
 from generator.pipeline.validate.openapi import DocumentChecks, check_document, check_openapi
+from generator.pipeline.validate.resources import check_resources
 from generator.pipeline.validate.schema import check_schema
-from generator.pipeline.validate.xref import check_xrefs
+from generator.pipeline.validate.xref import build_index, check_xrefs
+
+
+def check_references(spec: LoadedSpec) -> list[Diagnostic]:
+    """Cross-references; then, once the wiring holds, what the behaviour library and the
+    resource model need (so one slip does not cascade)."""
+    diags = check_xrefs(spec)
+    if not diags:
+        diags = check_behaviours(spec) + check_resources(spec, build_index(spec))
+    return diags
 
 
 def validate(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
@@ -21,7 +32,7 @@ def validate(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
     """
     diags = check_schema(spec) + check_openapi(spec, documents=documents)
     if not diags:
-        diags = check_xrefs(spec)
+        diags = check_references(spec)
     return sort_diagnostics(diags)
 
 
@@ -47,5 +58,5 @@ def load_and_validate(root: Path) -> tuple[LoadedSpec, list[Diagnostic]]:
     diags = load_diags + check_schema(spec) + check_openapi(spec, documents=False)
     doc_diags = checks.result()
     if not diags and not doc_diags:
-        diags = check_xrefs(spec)
+        diags = check_references(spec)
     return spec, sort_diagnostics(diags + doc_diags)

@@ -88,7 +88,7 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
 
 
 def suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
@@ -105,10 +105,54 @@ def _provided(spec: LoadedSpec) -> set[str]:
     return out
 
 
+def _startup_calls(spec: LoadedSpec) -> list[Diagnostic]:
+    """A start-up interaction calls an operation of an API some component serves."""
+    comps_file = spec.one("components")
+    if comps_file is None:
+        return []
+    comps = to_plain(comps_file.data)["components"]
+    ops: dict[str, set[str]] = {}
+    for f in spec.of_kind("openapi"):
+        doc = to_plain(f.data)
+        ops[f.stem] = {
+            op["operationId"]
+            for item in (doc.get("paths") or {}).values()
+            for m in HTTP_METHODS
+            if isinstance(op := item.get(m), dict) and "operationId" in op
+        }
+    diags: list[Diagnostic] = []
+    for name, c in comps.items():
+        for i, item in enumerate((c.get("behaviours") or {}).get("startup", [])):
+            if not isinstance(item, dict):
+                continue
+            where: tuple[PathElem, ...] = ("components", name, "behaviours", "startup", i)
+            target = comps.get(item["to"])
+            if target is None or not target.get("api"):
+                apis = sorted(n for n, x in comps.items() if x.get("api"))
+                diags.append(
+                    comps_file.at(
+                        (*where, "to"),
+                        f"start-up call to '{item['to']}': not a component serving an API"
+                        f"{suggest(item['to'], apis)}",
+                    )
+                )
+                continue
+            known = sorted(ops.get(target["api"], set()))
+            if item["operation"] not in known:
+                diags.append(
+                    comps_file.at(
+                        (*where, "operation"),
+                        f"start-up call: '{item['operation']}' is not an operation of API "
+                        f"{target['api']}{suggest(item['operation'], known)}",
+                    )
+                )
+    return diags
+
+
 def check_behaviours(spec: LoadedSpec) -> list[Diagnostic]:
     library = read_catalog()
     provided = _provided(spec)
-    diags: list[Diagnostic] = []
+    diags: list[Diagnostic] = _startup_calls(spec)
     for use in uses(spec):
         declared = library.get(use.name)
         if declared is None:

@@ -20,6 +20,7 @@ VIA_FIELDS = {
     "native": {"call"},
 }
 STEP_ONLY_FIELDS = {
+    "after",
     "from",
     "to",
     "via",
@@ -88,12 +89,6 @@ def check_xrefs(spec: LoadedSpec) -> list[Diagnostic]:
         diags += _sequence(ix, f, seen_names)
     if not diags:
         diags += _segments_agree(spec)
-    if not diags:
-        # What the library and the resource model need, once the wiring itself holds.
-        from generator.pipeline.validate.behaviours import check_behaviours
-        from generator.pipeline.validate.resources import check_resources
-
-        diags += check_behaviours(spec) + check_resources(spec, ix)
     return diags
 
 
@@ -317,9 +312,11 @@ def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnos
         diags.append(f.at(["sequence", "name"], f"sequence '{seq['name']}' is declared twice"))
     seen[seq["name"]] = f
     diags += _numbering(f, seq["steps"])
-    for i, step in enumerate(seq["steps"]):
+    from generator.pipeline.segments import step_labels
+
+    for i, (step, lbl) in enumerate(zip(seq["steps"], step_labels(seq["steps"]), strict=True)):
         path: list[PathElem] = ["sequence", "steps", i]
-        label = f"step {step['number']}"
+        label = f"step {lbl}"
         diags += _interaction(ix, f, path, step, label)
         for j, sub in enumerate(step.get("then", [])):
             diags += _interaction(ix, f, [*path, "then", j], sub, f"{label}.{j + 1}")
@@ -327,21 +324,27 @@ def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnos
 
 
 def _numbering(f: SpecFile, steps: list[dict[str, Any]]) -> list[Diagnostic]:
-    """Steps are numbered 1..N, each once, in order; one message per real problem."""
+    """Numbered steps run 1..N, each once, in order; an inserted step (`after: N`) follows
+    step N (or another step inserted after N) in the file. One message per real problem."""
+    from generator.pipeline.segments import step_labels
+
     diags: list[Diagnostic] = []
     first_at: dict[int, int] = {}
-    numbers = [s["number"] for s in steps]
+    numbered = [(i, s["number"]) for i, s in enumerate(steps) if "number" in s]
 
     def at(i: int) -> list[PathElem]:
         return ["sequence", "steps", i, "number"]
 
-    for i, n in enumerate(numbers):
+    for i, n in numbered:
         if n in first_at:
             line = f.locate(at(first_at[n])).line
             diags.append(f.at(at(i), f"duplicate step number {n} (first used on line {line})"))
         first_at.setdefault(n, i)
+    numbers = [n for _, n in numbered]
     if numbers and numbers[0] != 1 and 1 not in first_at:
-        diags.append(f.at(at(0), f"steps must start at 1, but the first is {numbers[0]}"))
+        diags.append(
+            f.at(at(numbered[0][0]), f"steps must start at 1, but the first is {numbers[0]}")
+        )
     present = sorted(first_at)
     for missing in range(2, (present[-1] if present else 0) + 1):
         if missing not in first_at:
@@ -349,13 +352,39 @@ def _numbering(f: SpecFile, steps: list[dict[str, Any]]) -> list[Diagnostic]:
             diags.append(
                 f.at(at(first_at[after]), f"gap in step numbering: step {missing} is missing")
             )
-    unique = [n for i, n in enumerate(numbers) if first_at[n] == i]
+    unique = [n for i, n in numbered if first_at[n] == i]
     for a, b in itertools.pairwise(unique):
         if b < a:
             diags.append(
                 f.at(at(first_at[b]), f"steps out of order: step {b} comes after step {a}")
             )
             break
+    labels = step_labels(steps)
+    for i, step in enumerate(steps):
+        if "after" not in step:
+            continue
+        anchor = str(step["after"])
+        before = labels[i - 1] if i else None
+        if anchor not in labels[:i]:
+            known = ", ".join(labels[:i]) or "none"
+            diags.append(
+                f.at(
+                    ["sequence", "steps", i, "after"],
+                    f"after: {anchor} is not a step before this one (steps before it: {known})",
+                )
+            )
+        elif before is None or not (
+            before == anchor
+            or before.rstrip("abcdefghijklmnopqrstuvwxyz")
+            == anchor.rstrip("abcdefghijklmnopqrstuvwxyz")
+        ):
+            diags.append(
+                f.at(
+                    ["sequence", "steps", i, "after"],
+                    f"a step inserted after {anchor} must come right after it in the file "
+                    f"(it follows step {before})",
+                )
+            )
     return diags
 
 
