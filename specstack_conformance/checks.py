@@ -52,18 +52,17 @@ def step(record: FlowRecord, declared: dict[str, Any], info: StackInfo) -> None:
         if name and e.get("name") != name:
             raise _fail(record, lbl, f"used {e.get('name')!r}, the spec declares {name!r}")
         _payloads(record, lbl, e, it, info)
-    _in_order(record, label)
+    _in_order(record, label, declared.get("previous"))
 
 
-def _in_order(record: FlowRecord, label: str) -> None:
-    """Each main step starts after the main step before it started."""
-    n = int(label)
-    if n == 1:
+def _in_order(record: FlowRecord, label: str, previous: str | None) -> None:
+    """Each main step starts after the main step declared before it started."""
+    if previous is None:
         return
     this = _events(record, label)[0]
-    before = _events(record, str(n - 1))
+    before = _events(record, previous)
     if before and before[0]["started_at"] > this["started_at"]:
-        raise _fail(record, label, f"started before step {n - 1}")
+        raise _fail(record, label, f"started before step {previous}")
 
 
 def _payloads(

@@ -10,6 +10,7 @@ from typing import Any
 
 from specstack_conformance.checks import ConformanceError, response_conforms
 from specstack_conformance.harness import Target
+from specstack_runtime.steps import label_key
 
 HUGE_FLAVOR = {"name": "conform.huge", "ram": 10_000_000, "vcpus": 1, "disk": 1}
 
@@ -142,18 +143,17 @@ def _stopped_at(target: Target, where: str, request_id: str | None, step: int) -
     errors = [e for e in events if e["status"] == "error"]
     if not errors:
         raise ConformanceError(f"{where}: no failed step in the trace of {request_id}")
-    failed = int(errors[0]["step"].split(".")[0])
+    failed = _number(errors[0]["step"])
     if failed not in (step, step + 1):
         raise ConformanceError(f"{where}: failed at step {errors[0]['step']}, declared {step}")
-    later = [
-        e
-        for e in events
-        if int(e["step"].split(".")[0]) > failed + 0
-        and e["status"] == "ok"
-        and int(e["step"].split(".")[0]) > step + 1
-    ]
+    later = [e for e in events if _number(e["step"]) > step + 1 and e["status"] == "ok"]
     if later:
         raise ConformanceError(f"{where}: the flow went on to step {later[0]['step']}")
+
+
+def _number(label: str) -> int:
+    """The deck's step number of a label: "7.1" and "7a" are step 7's."""
+    return label_key(label)[0][0]
 
 
 def call_and_check(target: Target, api: str, operation_id: str) -> None:

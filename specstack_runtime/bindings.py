@@ -30,8 +30,11 @@ def bind(value: Any, scope: dict[str, Any]) -> Any:
         if whole:
             return _lookup(scope, whole.group(1))
         return _PLACEHOLDER.sub(lambda m: str(_lookup(scope, m.group(1))), value)
-    if isinstance(value, dict):
-        return {k: bind(v, scope) for k, v in value.items()}
+    if isinstance(value, dict):  # keys too: {"{host}": ...} names a map entry by a variable
+        return {
+            (str(bind(k, scope)) if isinstance(k, str) else k): bind(v, scope)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [bind(v, scope) for v in value]
     return value

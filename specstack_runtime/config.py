@@ -68,6 +68,8 @@ class StackConfig:
     max_build_attempts: int = 3
     guest_boot_timeout_s: float = 300.0  # a real guest must run by then, or its build fails
     quota_instances: int = 100  # instances a project may have (nova's default is 10)
+    # per-project limits of the spec's quotas (spec/resources `quotas`), overriding their defaults
+    quotas: dict[str, int] = field(default_factory=dict)
     # distributed mode: the supervisor
     start_timeout_s: float = 120.0  # for every process to answer its health check
     stop_grace_s: float = 10.0  # between SIGTERM and SIGKILL
@@ -258,6 +260,13 @@ def _coerce(name: str, type_name: str, raw: Any, where: str) -> Any:
         ):
             raise bad('a table of driver tables of key = "value"')
         return {k: dict(v) for k, v in raw.items()}
+    if type_name.startswith("dict[str, int]"):  # quotas: name = limit
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in raw.items()
+        ):
+            raise bad("a table of quota = integer limit")
+        return dict(raw)
     if type_name.startswith("dict"):  # database_urls
         if not isinstance(raw, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in raw.items()

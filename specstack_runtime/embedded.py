@@ -202,6 +202,8 @@ class EmbeddedStack:
 
     def build(self) -> None:
         self.check_behaviours()
+        # The resource model and the policy rules, compiled once, before any request.
+        _ = (self.info.resources, self.info.policy)
         self.config.ensure_secrets()
         for inst in coded_instances(self.info, self.services, self.config):
             if self.select is not None and not self.select(inst):

@@ -10,8 +10,11 @@ Variables (all dynamic): `doc` (the row), `old` (the row before a change),
 parameters), `params` (parsed query parameters), `base` (the URL the caller
 used, no trailing slash), `config` (a few stack settings), `rows` (a query's
 rows), `row` (one of them with its joins), `vars` (flow variables).
-Functions besides the standard and strings libraries: `pairs("A:1,B:2")` gives
-`{"A": 1, "B": 2}`; `now()` the current time as OpenStack writes it.
+Functions besides the standard, strings and bindings (`cel.bind`) libraries:
+`pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
+`map_of([[k, v], ...])` builds a map from pairs; `now()` the current time as
+OpenStack writes it. A computed query also sees `tables` (every row of the resources
+its `tables:` names, e.g. `tables.allocations`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 import cel_expr_python.cel as cel
-from cel_expr_python.ext import ext_strings
+from cel_expr_python.ext import ext_bindings, ext_strings
 
 VARIABLES = (
     "doc",
@@ -35,6 +38,7 @@ VARIABLES = (
     "rows",
     "row",
     "join",
+    "tables",
     "vars",
 )
 
@@ -52,6 +56,24 @@ def _pairs(text: str) -> dict[str, Any]:
             raise ValueError(f"{part!r} is not NAME:VALUE")
         value = value.strip()
         out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def _sum(values: list[Any]) -> Any:
+    total: Any = 0
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"sum: {v!r} is not a number")
+        total += v
+    return total
+
+
+def _map_of(items: list[Any]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for item in items:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ValueError(f"map_of: {item!r} is not a [key, value] pair")
+        out[item[0]] = item[1]
     return out
 
 
@@ -74,10 +96,25 @@ def _env() -> Any:
             ],
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
+        cel.FunctionDecl(
+            "sum",
+            [cel.Overload("sum_list", cel.Type.DYN, [cel.Type.List(cel.Type.DYN)], impl=_sum)],
+        ),
+        cel.FunctionDecl(
+            "map_of",
+            [
+                cel.Overload(
+                    "map_of_list",
+                    cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
+                    [cel.Type.List(cel.Type.DYN)],
+                    impl=_map_of,
+                )
+            ],
+        ),
     ]
     return cel.NewEnv(
         variables={name: cel.Type.DYN for name in VARIABLES},
-        extensions=[ext_strings.ExtStrings()],
+        extensions=[ext_strings.ExtStrings(), ext_bindings.ExtBindings()],
         functions=functions,
     )
 

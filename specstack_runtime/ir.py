@@ -277,6 +277,7 @@ class Query(Node):
     params: tuple[QueryParam, ...]
     joins: tuple[QueryJoin, ...]
     require: tuple[QueryRequire, ...] = ()
+    tables: dict[str, str] = {}  # variable -> resource: every row, as tables.NAME
     filters: bool = True
     where: str | None
     answer: str

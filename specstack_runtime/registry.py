@@ -54,7 +54,6 @@ _loaded = False
 LIBRARY_MODULES = (
     "specstack_runtime.behaviours.flowsteps",
     "specstack_runtime.resources.serve",
-    "specstack_runtime.behaviours.crud",
     "specstack_runtime.behaviours.identity",
     "specstack_runtime.behaviours.compute",
     "specstack_runtime.behaviours.image",

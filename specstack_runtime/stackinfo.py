@@ -38,7 +38,7 @@ class StackInfo:
     @cached_property
     def model(self) -> ir.IR:
         """The IR as its typed model."""
-        return ir.IR.model_validate(self.ir)
+        return ir.IR.model_validate({k: v for k, v in self.ir.items() if not k.startswith("$")})
 
     @cached_property
     def resources(self) -> Catalog:

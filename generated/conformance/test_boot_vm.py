@@ -20,6 +20,7 @@ SEQUENCE = "boot-vm"
 STEP_01: dict[str, Any] = {
     "number": 1,
     "label": "1",
+    "previous": None,
     "title": "Request VM provisioning via UI/CLI",
     "source_component": "user",
     "target_component": "cli",
@@ -33,6 +34,7 @@ STEP_01: dict[str, Any] = {
 STEP_02: dict[str, Any] = {
     "number": 2,
     "label": "2",
+    "previous": "1",
     "title": "Validate auth data",
     "source_component": "cli",
     "target_component": "keystone",
@@ -55,6 +57,7 @@ STEP_02: dict[str, Any] = {
 STEP_03: dict[str, Any] = {
     "number": 3,
     "label": "3",
+    "previous": "2",
     "title": "Send API request to nova-api",
     "source_component": "cli",
     "target_component": "nova-api",
@@ -68,6 +71,7 @@ STEP_03: dict[str, Any] = {
 STEP_04: dict[str, Any] = {
     "number": 4,
     "label": "4",
+    "previous": "3",
     "title": "Validate API token",
     "source_component": "nova-api",
     "target_component": "keystone",
@@ -90,6 +94,7 @@ STEP_04: dict[str, Any] = {
 STEP_05: dict[str, Any] = {
     "number": 5,
     "label": "5",
+    "previous": "4",
     "title": "Process API request",
     "source_component": "nova-api",
     "target_component": "nova-db",
@@ -103,6 +108,7 @@ STEP_05: dict[str, Any] = {
 STEP_06: dict[str, Any] = {
     "number": 6,
     "label": "6",
+    "previous": "5",
     "title": "Publish provisioning request to queue; pick up provisioning request",
     "source_component": "nova-api",
     "target_component": "nova-scheduler",
@@ -116,6 +122,7 @@ STEP_06: dict[str, Any] = {
 STEP_07: dict[str, Any] = {
     "number": 7,
     "label": "7",
+    "previous": "6",
     "title": "Schedule provisioning",
     "source_component": "nova-scheduler",
     "target_component": "nova-db",
@@ -138,6 +145,7 @@ STEP_07: dict[str, Any] = {
 STEP_08: dict[str, Any] = {
     "number": 8,
     "label": "8",
+    "previous": "7",
     "title": "Start VM provisioning on compute node",
     "source_component": "nova-compute",
     "target_component": "nova-conductor",
@@ -160,6 +168,7 @@ STEP_08: dict[str, Any] = {
 STEP_09: dict[str, Any] = {
     "number": 9,
     "label": "9",
+    "previous": "8",
     "title": "Start VM rendering via hypervisor",
     "source_component": "nova-compute",
     "target_component": "hypervisor",
@@ -173,6 +182,7 @@ STEP_09: dict[str, Any] = {
 STEP_10: dict[str, Any] = {
     "number": 10,
     "label": "10",
+    "previous": "9",
     "title": "Request VM image from Glance",
     "source_component": "nova-compute",
     "target_component": "glance-api",
@@ -195,6 +205,7 @@ STEP_10: dict[str, Any] = {
 STEP_11: dict[str, Any] = {
     "number": 11,
     "label": "11",
+    "previous": "10",
     "title": "Get image URI from Glance",
     "source_component": "glance-api",
     "target_component": "glance-db",
@@ -208,6 +219,7 @@ STEP_11: dict[str, Any] = {
 STEP_12: dict[str, Any] = {
     "number": 12,
     "label": "12",
+    "previous": "11",
     "title": "Download image from Swift",
     "source_component": "nova-compute",
     "target_component": "swift-proxy",
@@ -221,6 +233,7 @@ STEP_12: dict[str, Any] = {
 STEP_13: dict[str, Any] = {
     "number": 13,
     "label": "13",
+    "previous": "12",
     "title": "Configure network",
     "source_component": "nova-compute",
     "target_component": "neutron-server",
@@ -243,6 +256,7 @@ STEP_13: dict[str, Any] = {
 STEP_14: dict[str, Any] = {
     "number": 14,
     "label": "14",
+    "previous": "13",
     "title": "Allocate and associate network",
     "source_component": "neutron-server",
     "target_component": "neutron-db",
@@ -281,6 +295,7 @@ STEP_14: dict[str, Any] = {
 STEP_15: dict[str, Any] = {
     "number": 15,
     "label": "15",
+    "previous": "14",
     "title": "Request volume attachment",
     "source_component": "nova-compute",
     "target_component": "cinder-api",

@@ -20,6 +20,7 @@ SEQUENCE = "delete-vm"
 STEP_01: dict[str, Any] = {
     "number": 1,
     "label": "1",
+    "previous": None,
     "title": "Request VM deletion via UI/CLI",
     "source_component": "user",
     "target_component": "cli",
@@ -33,6 +34,7 @@ STEP_01: dict[str, Any] = {
 STEP_02: dict[str, Any] = {
     "number": 2,
     "label": "2",
+    "previous": "1",
     "title": "Validate auth data",
     "source_component": "cli",
     "target_component": "keystone",
@@ -55,6 +57,7 @@ STEP_02: dict[str, Any] = {
 STEP_03: dict[str, Any] = {
     "number": 3,
     "label": "3",
+    "previous": "2",
     "title": "Send API request to nova-api",
     "source_component": "cli",
     "target_component": "nova-api",
@@ -68,6 +71,7 @@ STEP_03: dict[str, Any] = {
 STEP_04: dict[str, Any] = {
     "number": 4,
     "label": "4",
+    "previous": "3",
     "title": "Validate API token",
     "source_component": "nova-api",
     "target_component": "keystone",
@@ -81,6 +85,7 @@ STEP_04: dict[str, Any] = {
 STEP_05: dict[str, Any] = {
     "number": 5,
     "label": "5",
+    "previous": "4",
     "title": "Process API request",
     "source_component": "nova-api",
     "target_component": "nova-db",
@@ -94,6 +99,7 @@ STEP_05: dict[str, Any] = {
 STEP_06: dict[str, Any] = {
     "number": 6,
     "label": "6",
+    "previous": "5",
     "title": "Publish terminate request to compute.<host>",
     "source_component": "nova-api",
     "target_component": "nova-compute",
@@ -107,6 +113,7 @@ STEP_06: dict[str, Any] = {
 STEP_07: dict[str, Any] = {
     "number": 7,
     "label": "7",
+    "previous": "6",
     "title": "Detach volume",
     "source_component": "nova-compute",
     "target_component": "hypervisor",
@@ -145,6 +152,7 @@ STEP_07: dict[str, Any] = {
 STEP_08: dict[str, Any] = {
     "number": 8,
     "label": "8",
+    "previous": "7",
     "title": "Release network",
     "source_component": "nova-compute",
     "target_component": "neutron-server",
@@ -158,6 +166,7 @@ STEP_08: dict[str, Any] = {
 STEP_09: dict[str, Any] = {
     "number": 9,
     "label": "9",
+    "previous": "8",
     "title": "Deallocate and disassociate network",
     "source_component": "neutron-server",
     "target_component": "neutron-db",
@@ -188,6 +197,7 @@ STEP_09: dict[str, Any] = {
 STEP_10: dict[str, Any] = {
     "number": 10,
     "label": "10",
+    "previous": "9",
     "title": "Destroy VM via hypervisor",
     "source_component": "nova-compute",
     "target_component": "hypervisor",
@@ -201,6 +211,7 @@ STEP_10: dict[str, Any] = {
 STEP_11: dict[str, Any] = {
     "number": 11,
     "label": "11",
+    "previous": "10",
     "title": "Mark instance deleted",
     "source_component": "nova-compute",
     "target_component": "nova-conductor",

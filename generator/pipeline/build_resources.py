@@ -383,6 +383,7 @@ def build_resources(
                         for j, js in (q.get("join") or {}).items()
                     ),
                     require=tuple(ir.QueryRequire(**r) for r in q.get("require", ())),
+                    tables=dict(q.get("tables") or {}),
                     filters=bool(q.get("filters", True)),
                     where=q.get("where"),
                     answer=q["answer"],

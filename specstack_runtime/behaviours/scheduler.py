@@ -58,10 +58,24 @@ def host_state(doc: Mapping[str, Any]) -> HostState:
     )
 
 
-def request_spec_of(payload: Mapping[str, Any]) -> RequestSpec:
+def _host_names(given: Any) -> tuple[str, ...] | None:
+    """Hosts named by the spec's `with: hosts:` (a list, or a map keyed by host)."""
+    if given is None:
+        return None
+    if isinstance(given, dict):
+        return tuple(str(k) for k in given)
+    if isinstance(given, list | tuple):
+        return tuple(str(h.get("name", h) if isinstance(h, dict) else h) for h in given)
+    return (str(given),)
+
+
+def request_spec_of(
+    payload: Mapping[str, Any], args: Mapping[str, Any] | None = None
+) -> RequestSpec:
     spec = payload["request_spec"]
     flavor = spec["flavor"]
     return RequestSpec(
+        only_hosts=_host_names((args or {}).get("hosts")),
         memory_mb=int(flavor["ram"]),
         vcpus=int(flavor["vcpus"]),
         root_gb=int(flavor["disk"]),
@@ -115,6 +129,9 @@ async def claim_host(
 async def schedule_and_build(call: Call) -> None:
     """Step 7: filter and weigh the hosts, claim the best, record host and node.
 
+    The step's `with: hosts:` (a list or a map keyed by host name), when the spec gives
+    it, restricts the choice to those hosts.
+
     Leaves `vars["host"]`, `vars["node"]` and `vars["build"]` (the
     build_and_run_instance payload) for step 7.1; `vars["host"]` is None when
     there is nothing to build (the instance was deleted meanwhile).
@@ -135,7 +152,7 @@ async def schedule_and_build(call: Call) -> None:
         # Deleted meanwhile, or scheduled already (a redelivered request): build nothing.
         logger.info("instance %s is no longer waiting to be scheduled; skipping", uuid)
         return
-    request = request_spec_of(payload)
+    request = request_spec_of(payload, call.args)
     node_doc = await claim_host(
         store, request, uuid, rt.config.scheduler_filters, rt.config.scheduler_weighers
     )

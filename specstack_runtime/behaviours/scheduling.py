@@ -69,6 +69,9 @@ class RequestSpec:
     availability_zone: str | None = None
     ignore_hosts: Collection[str] = ()
     num_instances: int = 1
+    # The hosts another service found able to take the instance (the spec's `with: hosts:`
+    # of the scheduling step, e.g. a placement service's candidates); None: any host.
+    only_hosts: Collection[str] | None = None
 
     @property
     def disk_gb(self) -> int:
@@ -256,6 +259,11 @@ def select_destinations(
     ctx = FilterContext(time.time() if now is None else now, service_down_time)
     candidates = list(hosts)
     eliminated: dict[str, int] = {}
+    if spec.only_hosts is not None:
+        allowed = set(spec.only_hosts)
+        kept = [h for h in candidates if h.host in allowed]
+        eliminated["candidates"] = len(candidates) - len(kept)
+        candidates = kept
     ignored = set(spec.ignore_hosts)
     if ignored:
         kept = [h for h in candidates if h.host not in ignored]

@@ -91,6 +91,10 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
     await _require(rc, query)
     params = _params(rc, query)
     joined = {j.name: await _join(rc, j) for j in query.joins}
+    tables: dict[str, list[Doc]] = {}
+    for var, name in query.tables.items():
+        other = rc.of(name)
+        tables[var] = [r for r in await other.store.list(other.res.res.table) if access.visible(other, r)]
     source = await listing.visible_rows(rc) if query.filters else await _all_visible(rc)
     rows: list[Doc] = []
     where = compile_expr(query.where) if query.where else None
@@ -101,13 +105,17 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
                 j.name: joined[j.name].get(str(doc["id"]), {} if j.key else []) for j in query.joins
             }
             try:
-                keep = bool(where.evaluate(**rc.variables(row=row, join=join, params=params)))
+                keep = bool(
+                    where.evaluate(**rc.variables(row=row, join=join, params=params, tables=tables))
+                )
             except ExprError:
                 keep = False  # a row the expression cannot judge (a missing key) is no match
             if not keep:
                 continue
         rows.append(row)
-    body = compile_expr(query.answer).evaluate(**rc.variables(rows=rows, params=params))
+    body = compile_expr(query.answer).evaluate(
+        **rc.variables(rows=rows, params=params, tables=tables)
+    )
     return Reply(query.status, body)
 
 

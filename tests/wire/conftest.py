@@ -135,6 +135,8 @@ def running_stack(
     extra: tuple[str, ...] = (),
     data_dir: Path | None = None,
     drop: bool = True,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """`specstack run --no-generate` on a free block of ports, until the block exits."""
     mode = mode or stack_mode()
@@ -162,11 +164,11 @@ def running_stack(
             *args,
             *extra,
         ],
-        cwd=REPO,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         output = wait_until_serving(proc)

@@ -308,6 +308,9 @@ class _Checker:
                     f, [*base, "require", i, "resource"], self._unknown(need["resource"], resources)
                 )
             self.expr(f, [*base, "require", i, "id"], need["id"])
+        for var, other in (q.get("tables") or {}).items():
+            if other not in resources:
+                self.at(f, [*base, "tables", var], self._unknown(other, resources))
         self.expr(f, [*base, "where"], q.get("where"))
         self.expr(f, [*base, "answer"], q["answer"])
 
