@@ -94,7 +94,9 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
     tables: dict[str, list[Doc]] = {}
     for var, name in query.tables.items():
         other = rc.of(name)
-        tables[var] = [r for r in await other.store.list(other.res.res.table) if access.visible(other, r)]
+        tables[var] = [
+            r for r in await other.store.list(other.res.res.table) if access.visible(other, r)
+        ]
     source = await listing.visible_rows(rc) if query.filters else await _all_visible(rc)
     rows: list[Doc] = []
     where = compile_expr(query.where) if query.where else None
