@@ -44,7 +44,7 @@ def inline_svg(svg: str, prefix: str) -> Markup:
 
 @dataclass
 class StepRow:
-    number: int
+    number: str  # the step label: "7", or "6a" for an inserted step
     title: str
     route: str
     via: str

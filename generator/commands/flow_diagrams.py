@@ -56,6 +56,12 @@ def _order(label: str) -> tuple[tuple[int, str], ...]:
     return label_key(label)
 
 
+def _band(label: str) -> int:
+    """One number per main step (6, 6a, 7 differ), for the diagram's alternating bands."""
+    number, letters = label_key(label)[0]
+    return number * 27 + sum(ord(c) - ord("a") + 1 for c in letters[:1])
+
+
 def _declared_items(seq: Sequence) -> list[tuple[str, str, Interaction]]:
     """(label, title, interaction) of every declared interaction, in declared order."""
     out: list[tuple[str, str, Interaction]] = []
@@ -85,7 +91,7 @@ def _event_arrow(
         what=what(via, event.get("name"), tables)
         if known
         else f"{event['via']} {event.get('name') or ''}".strip(),
-        band=_order(label)[0] if _order(label) else 0,
+        band=_band(label),
         timing=_ms(event),
         mark=mark if mark else ("failed" if event.get("status") == "error" else ""),
         note=note
@@ -222,7 +228,7 @@ def compare(ir: IR, events: list[dict[str, Any]]) -> Comparison:
         findings.append(Finding("extra", str(x["step"]), _event_text(x)))
     for label, title, it in items:
         found = first.get(label)
-        band = _order(label)[0]
+        band = _band(label)
         if found is None:
             arrows.append(
                 Arrow(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
 from specstack_runtime import ir
@@ -172,7 +172,9 @@ def _field(
     if isinstance(default, dict) and set(default) == {"expr"}:
         default_expr, default = str(default["expr"]), None
     ref = extra.get("ref")
-    write = extra.get("write") or ("never" if prop.get("readOnly") else "always")
+    write: Literal["always", "create", "never"] = extra.get("write") or (
+        "never" if prop.get("readOnly") else "always"
+    )
     return ir.ResourceField(
         name=name,
         types=_types(shape),

@@ -182,8 +182,12 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
 def _sorted(rows: list[Doc], order: list[tuple[str, bool]]) -> list[Doc]:
     out = list(rows)
     for key, reverse in reversed(order):
-        out.sort(key=lambda d, k=key: (d.get(k) is None, _text(d.get(k))), reverse=reverse)
+        out.sort(key=_sort_key(key), reverse=reverse)
     return out
+
+
+def _sort_key(key: str) -> Callable[[Doc], tuple[bool, str]]:
+    return lambda d: (d.get(key) is None, _text(d.get(key)))
 
 
 async def visible_rows(rc: ResourceCall) -> list[Doc]:

@@ -147,7 +147,7 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
             continue  # a computed field sent back (a client's round trip): nothing to store
         if old is not None and key in old and old.get(key) == value and f.write != "always":
             continue  # unchanged: clients send back what they read
-        if f.write == "never" or (f.hidden and f.write == "never"):
+        if f.write == "never":
             raise res.fail("read_only", field=key, value=value)
         if f.write == "create" and old is not None:
             raise res.fail("immutable", field=key, value=value)

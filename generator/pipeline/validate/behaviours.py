@@ -39,12 +39,12 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
                 op = item.get(method) if isinstance(item, dict) else None
                 if not isinstance(op, dict):
                     continue
-                for key, kind in (("x-specstack-behaviour", "operation"),):
+                for key, kind in (
+                    ("x-specstack-behaviour", "operation"),
+                    ("x-specstack-on-error", "error"),
+                ):
                     if isinstance(op.get(key), str):
                         yield Use(f, ("paths", path, method, key), op[key], kind)
-                if isinstance(op.get("x-specstack-on-error"), str):
-                    where = ("paths", path, method, "x-specstack-on-error")
-                    yield Use(f, where, op["x-specstack-on-error"], "error")
     if comps := spec.one("components"):
         for name, c in to_plain(comps.data)["components"].items():
             for msg, h in (c.get("consumes") or {}).items():
@@ -55,12 +55,18 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
                     "message",
                 )
                 if h.get("on_error"):
-                    where = ("components", name, "consumes", msg, "on_error")
-                    yield Use(comps, where, h["on_error"], "error")
+                    on_error: tuple[PathElem, ...] = (
+                        "components",
+                        name,
+                        "consumes",
+                        msg,
+                        "on_error",
+                    )
+                    yield Use(comps, on_error, h["on_error"], "error")
             for i, b in enumerate((c.get("behaviours") or {}).get("startup", [])):
                 if isinstance(b, str):
-                    where = ("components", name, "behaviours", "startup", i)
-                    yield Use(comps, where, b, "startup")
+                    at: tuple[PathElem, ...] = ("components", name, "behaviours", "startup", i)
+                    yield Use(comps, at, b, "startup")
     for f in spec.of_kind("sequence"):
         steps = to_plain(f.data)["sequence"]["steps"]
         for i, st in enumerate(steps):
@@ -70,8 +76,8 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
                 )
             for j, it in enumerate(st.get("then") or ()):
                 if it.get("behaviour"):
-                    where = ("sequence", "steps", i, "then", j, "behaviour")
-                    yield Use(f, where, it["behaviour"], "step", it.get("via"))
+                    then: tuple[PathElem, ...] = ("sequence", "steps", i, "then", j, "behaviour")
+                    yield Use(f, then, it["behaviour"], "step", it.get("via"))
     for f in spec.of_kind("resources"):
         data = to_plain(f.data)
         for rname, r in data["resources"].items():
