@@ -122,6 +122,13 @@ class FieldRef(Node):
     when: str | None = None  # CEL: checked only when this holds
 
 
+class Collect(Node):
+    """A field listing the ids of the rows of `resource` whose `field` names this row."""
+
+    resource: str
+    field: str
+
+
 class ResourceField(Node):
     """One field of a resource: its shape from the API's schema, its meaning from the spec."""
 
@@ -148,6 +155,9 @@ class ResourceField(Node):
     optional: bool = False  # left out of answers when it has no value
     conflict: str | None = None  # the 409 message when its value is taken
     invalid: str | None = None  # the 400 message when a value does not fit
+    json_schema: dict[str, Any] | None = None  # what a request's value must match (refs inlined)
+    set_by: str | None = None  # a policy rule: who may give or change the field
+    collect: Collect | None = None
     minimum: float | None = None
     maximum: float | None = None
     coerce: Literal["int", "float", "string", "bool"] | None = None
@@ -235,6 +245,7 @@ class Resource(Node):
     hooks: dict[str, str]
     errors: dict[str, ErrorText]
     quota: str | None
+    revision: str | None = None  # a field counting the row's changes
     source: Source
 
 

@@ -155,6 +155,23 @@ def _request_schema(
     return {}, set()
 
 
+def inline(doc: Mapping[str, Any], node: Any, seen: tuple[str, ...] = ()) -> Any:
+    """`node` with its local `$ref`s replaced by what they name (a cycle stays a `$ref`)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+            target: Any = doc
+            for part in ref[2:].split("/"):
+                target = target.get(part, {}) if isinstance(target, dict) else {}
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            merged = {**target, **rest} if isinstance(target, dict) else rest
+            return inline(doc, merged, (*seen, ref))
+        return {k: inline(doc, v, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [inline(doc, v, seen) for v in node]
+    return node
+
+
 def _field(
     name: str,
     prop: Mapping[str, Any],
@@ -210,6 +227,9 @@ def _field(
         render=extra.get("render"),
         optional=bool(extra.get("optional", False)),
         conflict=extra.get("conflict"),
+        json_schema=dict(request) if request else None,
+        set_by=extra.get("set_by"),
+        collect=ir.Collect(**extra["collect"]) if extra.get("collect") else None,
         invalid=extra.get("invalid"),
         minimum=extra.get("minimum", request.get("minimum")),
         maximum=extra.get("maximum", request.get("maximum")),
@@ -236,6 +256,7 @@ def _resource(
     bound = operations(r)
     creator = next((op for op, (action, _) in bound.items() if action == "create"), None)
     request, needed = _request_schema(doc, creator, one)
+    request = {k: inline(doc, v) for k, v in request.items()}
     extras: dict[str, Any] = r.get("fields") or {}
     fields = [
         _field(
@@ -330,6 +351,7 @@ def _resource(
         hooks=dict(r.get("hooks") or {}),
         errors=_errors(r.get("errors")),
         quota=r.get("quota"),
+        revision=r.get("revision"),
         source=ir.Source(file=f.rel, line=f.locate(["resources", name]).line),
     )
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import jsonschema_rs
+
 from specstack_runtime import ir
 from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.expr import Expr, compile_expr
@@ -29,6 +31,8 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "ref_missing": (400, "Invalid {field}: {ref} {value} could not be found."),
     "required": (400, "The {field} of a {resource} is required."),
     "read_only": (400, "Cannot set read-only attribute {field}."),
+    "field_forbidden": (403, "Policy doesn't allow {field} of a {resource} to be set."),
+    "changed": (409, "{title} {id} was changed meanwhile; try again."),
     "unknown_field": (400, "Unrecognized attribute(s) '{field}'"),
     "body": (400, "The request body must be an object with a '{envelope}' object."),
     "owner": (403, "Only an administrator may create a {resource} for another project."),
@@ -89,11 +93,17 @@ class Compiled:
     renders: list[tuple[str, Expr]] = field(default_factory=list)
     default_exprs: list[tuple[str, Expr]] = field(default_factory=list)
     filters: dict[str, ir.ResourceFilter] = field(default_factory=dict)
+    validators: dict[str, Any] = field(default_factory=dict)
     shared: Expr | None = None
     list_where: Expr | None = None
 
     def __post_init__(self) -> None:
         self.fields = {f.name: f for f in self.res.fields}
+        self.validators = {
+            f.name: jsonschema_rs.validator_for(f.json_schema, validate_formats=True)
+            for f in self.res.fields
+            if f.json_schema
+        }
         self.computed = [(f.name, compile_expr(f.computed)) for f in self.res.fields if f.computed]
         self.renders = [(f.name, compile_expr(f.render)) for f in self.res.fields if f.render]
         self.default_exprs = [
@@ -181,6 +191,15 @@ class Catalog:
             return self.resources[name]
         except KeyError:
             raise KeyError(f"no resource {name!r} in the spec") from None
+
+    def collectors(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
+        """(resource, field) pairs whose field lists the ids of rows of `name`."""
+        return [
+            (c, f)
+            for c in self.resources.values()
+            for f in c.res.fields
+            if f.collect is not None and f.collect.resource == name
+        ]
 
     def referring(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
         """(resource, field) pairs whose field refers to rows of `name`."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from specstack_runtime import ir
-from specstack_runtime.resources import hooks
+from specstack_runtime.resources import collects, hooks
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -49,4 +49,5 @@ async def delete(rc: ResourceCall, doc: Doc, depth: int = 0) -> None:
             for row in await _referring(rc, rule, doc):
                 await other.store.update(other.res.res.table, row["id"], {rule.field: None})
     if await rc.store.delete(rc.res.res.table, doc["id"]):
+        await collects.removed(rc, doc)
         await hooks.run(rc, "after_delete", doc, None)

@@ -16,6 +16,7 @@ from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import (
     access,
     actions,
+    collects,
     deleting,
     hooks,
     listing,
@@ -61,6 +62,7 @@ async def create(
             created = await _insert(rc, doc)
             await quotas.check(rc, quota, created, inserted=True)
             await writes.settle_unique(rc, created)
+    await collects.added(rc, created)
     await hooks.run(rc, "after_create", created, None)
     rc.call.vars[rc.res.name] = created
     status = rc.success(201, 200, 202)
@@ -80,9 +82,12 @@ async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply
     await hooks.run(rc, "before_update", changes, old)
     doc = old
     if changes:
-        updated = await rc.store.update(rc.res.res.table, old["id"], changes)
+        rev = rc.res.res.revision
+        expect = {rev: old.get(rev)} if rev else None
+        updated = await rc.store.update(rc.res.res.table, old["id"], changes, expect=expect)
         if updated is None:
-            raise rc.res.fail("not_found", id=old["id"])
+            gone = await rc.store.get(rc.res.res.table, old["id"]) is None
+            raise rc.res.fail("not_found" if gone else "changed", id=old["id"])
         doc = updated
         await hooks.run(rc, "after_update", doc, old)
     rc.call.vars[rc.res.name] = doc

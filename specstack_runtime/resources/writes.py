@@ -114,12 +114,22 @@ def check_value(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
         raise rc.res.fail(
             "invalid", field=f.name, value=value[:32], reason=f"it does not match {f.pattern}"
         )
+    validator = rc.res.validators.get(f.name)
+    if validator is not None:
+        err = next(iter(validator.iter_errors(value)), None)
+        if err is not None:
+            raise rc.res.fail("invalid", field=f.name, value=_short(value), reason=err.message)
     if f.enum is not None and value not in f.enum:
         allowed = ", ".join(str(v) for v in f.enum)
         raise rc.res.fail(
             "invalid", field=f.name, value=value, reason=f"'{value}' is not one of {allowed}"
         )
     return value
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 64 else text[:61] + "..."
 
 
 def _is_type(value: Any, json_type: str) -> bool:
@@ -148,13 +158,23 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
         if old is not None and key in old and old.get(key) == value and f.write != "always":
             continue  # unchanged: clients send back what they read
         if f.write == "never":
-            raise res.fail("read_only", field=key, value=value)
+            raise res.fail("read_only" if old is None else "immutable", field=key, value=value)
         if f.write == "create" and old is not None:
             raise res.fail("immutable", field=key, value=value)
         out[key] = check_value(rc, f, value)
+        if f.set_by and not _may_set(rc, f, out[key], old):
+            raise res.fail(
+                "field_forbidden", field=key, action="create" if old is None else "update"
+            )
     if unknown:
         raise res.fail("unknown_field", field=", ".join(sorted(unknown)))
     return out
+
+
+def _may_set(rc: ResourceCall, f: ir.ResourceField, value: Any, old: Doc | None) -> bool:
+    """Giving a value other than the default (or changing the stored one) needs `set_by`."""
+    unchanged = value == (f.default if old is None else old.get(f.name, f.default))
+    return unchanged or rc.allows(f.set_by)
 
 
 def new_id(rc: ResourceCall, doc: Doc) -> str:
@@ -188,6 +208,8 @@ async def for_create(rc: ResourceCall, attrs: Doc, id_: str | None = None) -> Do
             raise res.fail("required", field=f.name)
     given = doc.get("id") if "id" in res.fields and res.fields["id"].write != "never" else None
     doc["id"] = str(id_ or (given if given not in (None, "") else None) or new_id(rc, doc))
+    if res.res.revision:
+        doc[res.res.revision] = 1
     await check_refs(rc, doc, doc.keys())
     await check_unique(rc, doc, None)
     await _hash(rc, doc)
@@ -206,6 +228,8 @@ async def for_update(rc: ResourceCall, old: Doc, attrs: Doc) -> Doc:
     await check_refs(rc, changes, changes.keys())
     await check_unique(rc, {**old, **changes}, old, changed=set(changes))
     await _hash(rc, changes)
+    if res.res.revision and changes:
+        changes[res.res.revision] = int(old.get(res.res.revision) or 0) + 1
     return changes
 
 
