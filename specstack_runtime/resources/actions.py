@@ -6,9 +6,11 @@ from typing import Any
 
 from specstack_runtime import ir, registry
 from specstack_runtime.context import Reply
+from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import send
 from specstack_runtime.resources import access, hooks, views
+from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 
@@ -33,6 +35,23 @@ def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
     return found, arg
 
 
+def _refused(
+    rc: ResourceCall, states: ir.StateMachine, action: ir.ResourceAction, doc: Doc, state: Any
+) -> ApiError:
+    """409 in the state machine's words (its `conflict`; the resource's `state` error if set)."""
+    values = {
+        **doc,
+        "action": action.name,
+        "id": doc["id"],
+        "field": states.field,
+        "state": state,
+        "resource": rc.res.name.replace("_", " "),
+    }
+    if "state" in rc.res.res.errors:
+        return rc.res.fail("state", **values)
+    return error(409, fill(states.conflict, values))
+
+
 async def run(rc: ResourceCall) -> Reply:
     action, arg = _pick(rc)
     states = rc.res.res.states
@@ -43,9 +62,7 @@ async def run(rc: ResourceCall) -> Reply:
     if allowed and action.when:
         allowed = bool(compile_expr(action.when).evaluate(**rc.variables(doc=doc, params=arg)))
     if not allowed:
-        raise rc.res.fail(
-            "state", action=action.name, id=doc["id"], field=states.field, state=state
-        )
+        raise _refused(rc, states, action, doc, state)
     changes: Doc = {k: _value(rc, v, doc, arg) for k, v in action.set.items()}
     if action.has_to:
         changes[states.field] = action.to
@@ -56,13 +73,7 @@ async def run(rc: ResourceCall) -> Reply:
         )
         if updated is None:  # changed under us: the state it was in is gone
             current = await rc.store.get(rc.res.res.table, doc["id"]) or doc
-            raise rc.res.fail(
-                "state",
-                action=action.name,
-                id=doc["id"],
-                field=states.field,
-                state=current.get(states.field),
-            )
+            raise _refused(rc, states, action, current, current.get(states.field))
         doc = updated
     if action.hook:
         await registry.get(action.hook)(
