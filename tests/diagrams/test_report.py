@@ -98,7 +98,7 @@ def test_a_failure_is_shown_with_its_evidence(stack_run: Run, tmp_path: Path) ->
             "name": st.test_id,
             "module": "test_boot_vm.py",
             "sequence": "boot-vm",
-            "step": st.number,
+            "step": st.label,
             "doc": "",
             "outcome": "failed" if st.number == 9 else "passed",
             "duration_s": 0.001,

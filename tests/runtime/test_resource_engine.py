@@ -138,7 +138,7 @@ def test_upsert_creates_then_replaces_with_the_declared_statuses(
             )
         assert bad.value.status == 400 and "generation" in bad.value.message
         assert await p.store.get("resource_providers", "cn-2") is None  # nothing written
-        with pytest.raises(NotFound, match="No resource provider with uuid nope found."):
+        with pytest.raises(NotFound, match=r"No resource provider with uuid nope found\."):
             await p.op("showResourceProvider", path={"uuid": "nope"})
 
     run(go())
