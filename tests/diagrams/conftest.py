@@ -27,7 +27,7 @@ def need(capability: str, present: bool, why: str) -> None:
         return
     if os.environ.get("CI"):
         pytest.fail(f"{capability} is missing in CI: {why}")
-    pytest.skip(f"{capability} is not installed: {why}")
+    pytest.skip(f"{capability} is not installed ({why})")
 
 
 def need_plantuml() -> None:
