@@ -29,9 +29,10 @@ def require_qemu() -> None:
         unavailable(requirement_missing("qemu-system-x86") or "qemu-system-x86_64 is missing")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def qemu_installed() -> None:
-    """qemu-system-x86_64 (skips without it, fails under SPECSTACK_REQUIRE_VIRT=1)."""
+    """qemu-system-x86_64 (skips without it, fails under SPECSTACK_REQUIRE_VIRT=1); of the
+    session's scope, so that it comes before the module-scoped fixtures that start QEMU."""
     require_qemu()
 
 
