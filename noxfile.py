@@ -16,8 +16,8 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["check", "lint", "tests"]
 
 PYTHON = "3.11"
-#: What the first install took on the 2-core CI machine (README, "Quickstart").
-FIRST_INSTALL = "about 15 s with uv, about 2 minutes with pip"
+#: What the first install takes on the 2-core CI machine (README, "Quickstart").
+FIRST_INSTALL = "10-40 s with uv, 40 s to 3 minutes with pip"
 
 
 def _extras(extras: str) -> str:
