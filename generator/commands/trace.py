@@ -20,8 +20,8 @@ COLUMNS = ("step", "title", "from", "to", "via", "name", "status", "ms", "host")
 
 
 def render_table(events: list[dict[str, Any]], console: Console | None = None) -> None:
-    """The steps as a table: fitted to a terminal (titles wrap, names stay whole), or,
-    piped, as wide as it needs, one line per step."""
+    """The steps as a table: fitted to a terminal (cells wrap where it is too narrow),
+    or, piped, as wide as it needs, one line per step."""
     from rich import box
     from rich.measure import Measurement
     from rich.table import Table
