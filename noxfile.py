@@ -1,26 +1,52 @@
-"""Every entry point a person uses: `nox -s generate|check|run|tests|conformance|lint|bench`."""
+"""Every entry point a person uses: `nox -s generate|check|run|tests|conformance|lint|bench|dev`."""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+# uv where it is installed (`pip install nox uv`): the first install takes seconds, not minutes
+nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["check", "lint", "tests"]
 
 PYTHON = "3.11"
+#: What the first install takes on the 2-core CI machine (README, "Quickstart").
+FIRST_INSTALL = "10-40 s with uv, 40 s to 3 minutes with pip"
 
 
-def _install(session: nox.Session, extras: str = "test") -> None:
+def _extras(extras: str) -> str:
     # libvirt-python builds from source: only where libvirt's headers are (.ci/virt.sh)
     if shutil.which("pkg-config") and not subprocess.call(
         ["pkg-config", "--exists", "libvirt"], stdout=subprocess.DEVNULL
     ):
         extras += ",libvirt"
-    session.install("-e", f".[{extras}]")
+    return extras
+
+
+def _install(session: nox.Session, extras: str = "test") -> None:
+    """The package, editable, with `extras`; the installer's output is shown on the first run."""
+    extras = _extras(extras)
+    first = not (Path(session.virtualenv.location) / "bin" / "specstack").exists()
+    if first:
+        session.log(
+            f"installing specstack[{extras}] and its dependencies into "
+            f"{session.virtualenv.location} (first run only: {FIRST_INSTALL})"
+        )
+    session.install("-e", f".[{extras}]", silent=not first)
+
+
+def _uv() -> str | None:
+    """uv beside nox (`pip install nox uv`) or on PATH."""
+    try:
+        return str(importlib.import_module("uv").find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("uv")
 
 
 @nox.session(python=PYTHON)
@@ -90,3 +116,19 @@ def bench(session: nox.Session) -> None:
     """Measured figures (`specstack bench`); `-- --json` prints one JSON object."""
     _install(session)
     session.run("specstack", "bench", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def dev(session: nox.Session) -> None:
+    """Make `.venv` with the package editable and the test and dev extras; then
+    `. .venv/bin/activate` puts `specstack`, `openstack`, `pytest` and `ruff` on PATH."""
+    extras = _extras("test,dev")
+    uv = _uv()
+    if uv:
+        session.run(uv, "venv", "--allow-existing", "--python", PYTHON, ".venv", external=True)
+        session.run(uv, "pip", "install", "--python", ".venv", "-e", f".[{extras}]", external=True)
+    else:
+        python = shutil.which(f"python{PYTHON}") or sys.executable
+        session.run(python, "-m", "venv", ".venv", external=True)
+        session.run(".venv/bin/pip", "install", "-e", f".[{extras}]", external=True)
+    session.log("done: `. .venv/bin/activate` puts specstack and openstack on PATH")

@@ -47,22 +47,36 @@ class Variant:
     missing: str | None = None  # why it cannot run here, or None
 
 
+#: How to install each requirement on Debian (the README's "Real hypervisors" sections).
+INSTALL = {
+    "libvirt-python": "apt-get install libvirt-dev pkg-config gcc python3-dev, "
+    "then pip install -e '.[libvirt]'",
+    "qemu.qmp": "pip install -e .",
+    "qemu-system-x86": "apt-get install --no-install-recommends qemu-system-x86",
+    "libvirtd": "apt-get install --no-install-recommends libvirt-daemon-system "
+    "qemu-system-x86 qemu-utils, then bash .ci/virt.sh",
+}
+
+
 def _module_missing(module: str, package: str) -> str | None:
     try:
         found = importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:
         found = False
-    return None if found else f"Python package {package} is not installed"
+    return None if found else f"Python package {package} is not installed ({INSTALL[package]})"
 
 
 def requirement_missing(requirement: str) -> str | None:
-    """Why a driver requirement of spec/hypervisors.yaml is not met here, or None."""
+    """Why a driver requirement of spec/hypervisors.yaml is not met here (with how to
+    install it), or None."""
     if requirement == "libvirt-python":
         return _module_missing("libvirt", requirement)
     if requirement == "qemu.qmp":
         return _module_missing("qemu.qmp", requirement)
     if requirement == "qemu-system-x86":
-        return None if shutil.which("qemu-system-x86_64") else "qemu-system-x86_64 is not installed"
+        if shutil.which("qemu-system-x86_64"):
+            return None
+        return f"qemu-system-x86_64 is not installed ({INSTALL[requirement]})"
     return f"no check is known for requirement {requirement!r}"
 
 
@@ -71,11 +85,11 @@ def libvirtd_missing(uri: str) -> str | None:
     try:
         import libvirt
     except ImportError:
-        return "Python package libvirt-python is not installed"
+        return f"Python package libvirt-python is not installed ({INSTALL['libvirt-python']})"
     try:
         conn = libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        return f"libvirtd is not running or not reachable at {uri}: {exc}"
+        return f"libvirtd is not running or not reachable at {uri}: {exc} ({INSTALL['libvirtd']})"
     conn.close()
     return None
 

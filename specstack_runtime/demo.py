@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,10 @@ IMAGE_NAME = "demo-image"
 NETWORK_NAME = "private"
 SUBNET = {"name": "private-subnet", "cidr": "10.0.0.0/24", "ip_version": 4}
 VOLUME_NAME = "demo-volume"
+#: The demo VM each `specstack run` boots, replacing the one the previous run left.
+SERVER_NAME = "demo-vm"
+#: The demo VMs of earlier runs: this name, or demo-vm-<unix time> as runs named them before.
+_EARLIER_DEMO_VM = re.compile(r"demo-vm(-\d{9,})?")
 
 
 def demo_image_bytes(size: int = 64 * 1024) -> bytes:
@@ -211,6 +216,18 @@ class Demo:
             volume_id = made["volume"]["id"]
             await self._wait_volume(volume, demo_project, volume_id, demo)
         return DemoIds(image_id, str(FLAVORS[0]["id"]), network_id, volume_id)
+
+    async def remove_previous(self, timeout: float = 60.0) -> list[str]:
+        """Delete, through delete-vm, the demo VMs earlier runs left (state persists), so
+        that the demo project keeps one however often the stack is run; their ids."""
+        token, _ = await self.token("demo", self.cfg.demo_password, "demo")
+        listed = await self._ok(
+            await self.clients.call(self.api("compute"), "listServers", token=token), 200
+        )
+        earlier = [str(s["id"]) for s in listed["servers"] if _EARLIER_DEMO_VM.fullmatch(s["name"])]
+        for server_id in earlier:
+            await self.delete(server_id, timeout=timeout)
+        return earlier
 
     async def _wait_volume(self, api: str, project: str, volume_id: str, token: str) -> None:
         deadline = time.monotonic() + 30

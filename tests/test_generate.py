@@ -18,6 +18,23 @@ from generator.pipeline import forkpool, output
 
 from .conftest import REPO, SPEC
 
+FAKE_PLANTUML = """\
+import pathlib, sys
+for arg in sys.argv[1:]:
+    if arg.endswith(".puml"):
+        pathlib.Path(arg).with_suffix(".svg").write_text('<?xml version="1.0"?><svg/>')
+"""
+
+
+@pytest.fixture(autouse=True)
+def plantuml_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in for PlantUML that draws an empty SVG per source, so that these tests of
+    generation run on a machine without PlantUML (tests/diagrams tests the real one);
+    its SVGs go to a cache of the test's own, never the user's."""
+    (tmp_path / "plantuml.py").write_text(FAKE_PLANTUML)
+    monkeypatch.setenv("SPECSTACK_PLANTUML", f"{sys.executable} {tmp_path / 'plantuml.py'}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
 
 def _gen(spec: Path, out: Path, *extra: str) -> int:
     return main(["generate", "--spec", str(spec), "--output", str(out), *extra])
@@ -229,3 +246,34 @@ def test_ir_round_trips_through_json(mini_spec: Path, tmp_path: Path) -> None:
     assert [s.number for s in ir.sequences[0].steps] == list(range(1, 8))
     assert ir.component("nova-api").module == "nova_api"
     assert ir.api("compute").operations[0].function_name == "create_server"
+
+
+def test_without_plantuml_the_second_run_writes_nothing(
+    mini_spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The SVGs it cannot draw are reported once; the next run is a no-op until PlantUML is there."""
+    stand_in = os.environ["SPECSTACK_PLANTUML"]
+    monkeypatch.setenv("SPECSTACK_PLANTUML", "")  # as on a machine without PlantUML
+    out = tmp_path / "o"
+    assert _gen(Path("spec"), out) == 0
+    assert "SVG(s) not rendered" in capsys.readouterr().err
+    stamps = {rel: p.stat().st_mtime_ns for rel, p in output.tree_files(out).items()}
+
+    assert _gen(Path("spec"), out) == 0
+    second = capsys.readouterr()
+    assert "nothing to do" in second.out
+    assert "not rendered" not in second.err
+    assert {rel: p.stat().st_mtime_ns for rel, p in output.tree_files(out).items()} == stamps
+
+    assert _gen(Path("spec"), out, "--check") == 1  # --check still reports them
+    assert "diagrams/boot.svg" in capsys.readouterr().err
+
+    # Once PlantUML is installed, the next run draws them.
+    monkeypatch.setenv("SPECSTACK_PLANTUML", stand_in)
+    assert _gen(Path("spec"), out) == 0
+    assert "not rendered" not in capsys.readouterr().err
+    assert (out / "diagrams" / "boot.svg").read_text().endswith("<svg/>")
+    assert _gen(Path("spec"), out, "--check") == 0

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from generator.commands.flow_diagrams import compare, env, load_ir
-from generator.commands.flow_events import TraceError, load_events
+from generator.commands.flow_events import TraceError, load_events, unknown
 from generator.pipeline.render.diagrams import declared, render_sequence, render_topology, topology
 
 EXIT_SAME, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
@@ -55,7 +55,7 @@ def main(
         return EXIT_ERROR
     events = result["events"]
     if not events:
-        print(f"specstack diagram: no steps recorded for {diff}", file=sys.stderr)
+        print(f"specstack diagram: {unknown(diff, result)}", file=sys.stderr)
         return EXIT_ERROR
     try:
         comparison = compare(ir, events)

@@ -70,7 +70,7 @@ def fetch_events(data_dir: Path, flow_id: str, timeout: float = 10.0) -> dict[st
 
 def load_events(data_dir: Path, flow_id: str) -> dict[str, Any]:
     """The flow's events from the running stack, or, when none answers, from the trace
-    file the stack left in its data directory."""
+    file the stack left in its data directory (no events: no flow has that id)."""
     try:
         return fetch_events(data_dir, flow_id)
     except TraceError:
@@ -81,6 +81,11 @@ def load_events(data_dir: Path, flow_id: str) -> dict[str, Any]:
 
         recorder = TraceRecorder(stored)
         events = recorder.events(flow_id)
-        if not events:
-            raise
         return {"flow_id": recorder.resolve(flow_id), "events": events, "source": str(stored)}
+
+
+def unknown(flow_id: str, result: dict[str, Any]) -> str:
+    """What to say when `load_events` found no steps: the id is what is wrong."""
+    source = result.get("source")
+    where = f"in {source}, the trace the stopped stack left" if source else "by the running stack"
+    return f"no steps recorded for {flow_id} {where}: no flow or nova-api request has that id"

@@ -8,12 +8,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from specstack_runtime.config import StackConfig, config_file, load_config
 from specstack_runtime.trace import TraceEvent, TraceRecorder
+
+if TYPE_CHECKING:
+    from specstack_runtime.demo import Demo
 
 
 @dataclass
@@ -63,6 +66,22 @@ class StepPrinter:
         )
 
 
+def _stop_on_signals() -> asyncio.Event:
+    """Set by SIGINT or SIGTERM; installed before "serving" is printed, so that a signal
+    sent as soon as the line shows stops the stack cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _remove_previous(demo: Demo, console: Console) -> None:
+    removed = await demo.remove_previous()
+    if removed:
+        console.print(f"deleted the demo VM of the previous run ({', '.join(removed)})")
+
+
 def write_clouds(config: StackConfig, identity_url: str) -> Path:
     path = (config.data_dir / "clouds.yaml").resolve()
 
@@ -89,7 +108,7 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
 
 
 async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int:
-    from specstack_runtime.demo import Demo, DemoError
+    from specstack_runtime.demo import SERVER_NAME, Demo, DemoError
     from specstack_runtime.embedded import EmbeddedStack, StackError
 
     try:
@@ -121,13 +140,14 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
     code = 0
     try:
         demo = Demo.of(stack)
+        await _remove_previous(demo, console)
         ids = await demo.seed()
         console.print(
             "demo data ready: flavors m1.tiny/small/medium, image, network "
             "'private', volume; booting a VM through boot-vm:"
         )
         printer = StepPrinter(console, stack.info.sequences["boot-vm"])
-        name = f"demo-vm-{int(time.time())}"
+        name = SERVER_NAME
         flow_id, server_id, server = await demo.boot(ids, name, on_event=printer)
         await asyncio.sleep(0.05)  # let the last steps' events land
         printer.flush(final=True)
@@ -144,11 +164,8 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         code = 1
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
     if not once:
+        stop = _stop_on_signals()
         console.print("serving; Ctrl-C stops the stack")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         console.print("stopping")
     await stack.stop()
@@ -201,7 +218,7 @@ async def run_distributed(
     config: StackConfig, config_path: Path | None, *, once: bool, console: Console
 ) -> int:
     """A supervisor starts the layout's processes; the demo then runs from here, as a client."""
-    from specstack_runtime.demo import Demo
+    from specstack_runtime.demo import SERVER_NAME, Demo
     from specstack_runtime.embedded import load_generated
     from specstack_runtime.http import ClientSet
     from specstack_runtime.services import ServiceRuntime
@@ -251,6 +268,7 @@ async def run_distributed(
     demo = Demo(clients, info, config, services, cli)
     code = 0
     try:
+        await _remove_previous(demo, console)
         ids = await demo.seed()
         console.print(
             "demo data ready: flavors m1.tiny/small/medium, image, network "
@@ -259,7 +277,7 @@ async def run_distributed(
         printer = StepPrinter(console, info.sequences["boot-vm"])
         feed = SharedTraceFeed(recorder, printer)
         follower = asyncio.create_task(feed.follow())
-        name = f"demo-vm-{int(time.time())}"
+        name = SERVER_NAME
         try:
             flow_id, server_id, server = await demo.boot(ids, name, on_event=feed)
             recorder.flush()
@@ -282,11 +300,8 @@ async def run_distributed(
         recorder.flush()
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
     if not once:
+        stop = _stop_on_signals()
         console.print("serving; Ctrl-C stops the stack")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         failed = asyncio.create_task(sup.failure.wait())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -7,22 +7,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from generator.commands.flow_events import TraceError, load_events
+from rich.console import Console
+
+from generator.commands.flow_events import TraceError, load_events, unknown
 
 
 def _order(label: str) -> tuple[int, ...]:
     return tuple(int(p) for p in label.split("."))
 
 
-def render_table(events: list[dict[str, Any]]) -> None:
-    from rich.console import Console
+COLUMNS = ("step", "title", "from", "to", "via", "name", "status", "ms", "host")
+
+
+def render_table(events: list[dict[str, Any]], console: Console | None = None) -> None:
+    """The steps as a table: fitted to a terminal (cells wrap where it is too narrow),
+    or, piped, as wide as it needs, one line per step."""
+    from rich import box
+    from rich.measure import Measurement
     from rich.table import Table
 
-    table = Table(show_lines=False)
-    for col in ("step", "title", "from", "to", "via", "name", "status", "ms", "host"):
-        table.add_column(col, justify="right" if col in ("step", "ms") else "left")
-    for e in sorted(events, key=lambda e: (_order(e["step"]), e["started_at"])):
-        table.add_row(
+    rows = [
+        (
             e["step"],
             e["title"] if "." not in e["step"] else "",
             e["source"],
@@ -33,7 +38,21 @@ def render_table(events: list[dict[str, Any]]) -> None:
             f"{e['duration_ms']:.1f}",
             e["host"],
         )
-    Console(soft_wrap=True).print(table)
+        for e in sorted(events, key=lambda e: (_order(e["step"]), e["started_at"]))
+    ]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for col in COLUMNS:
+        if col in ("step", "ms"):
+            table.add_column(col, justify="right", no_wrap=True)
+        else:  # wrapped (at spaces, else anywhere) when the terminal is too narrow
+            table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console = console or Console(highlight=False)
+    if not console.is_terminal:
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        console = Console(file=console.file, width=natural, highlight=False, color_system=None)
+    console.print(table)
 
 
 def main(flow_id: str, data_dir: Path, fmt: str) -> int:
@@ -44,7 +63,7 @@ def main(flow_id: str, data_dir: Path, fmt: str) -> int:
         return 2
     events = result["events"]
     if not events:
-        print(f"specstack trace: no steps recorded for {flow_id}", file=sys.stderr)
+        print(f"specstack trace: {unknown(flow_id, result)}", file=sys.stderr)
         return 1
     if fmt == "json":
         print(json.dumps(result, indent=2))

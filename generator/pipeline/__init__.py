@@ -167,7 +167,7 @@ def generate(
     try:
         output.recover(out)
         inputs = fingerprint(spec_dir, templates, spec_label)
-        if not force and output.up_to_date(out, inputs):
+        if not force and _up_to_date(out, inputs, check):
             return GenerateResult(
                 status="clean" if check else "unchanged", files=len(output.tree_files(out))
             )
@@ -176,6 +176,17 @@ def generate(
     finally:
         if worker is not None:
             worker.close()
+
+
+def _up_to_date(out: Path, inputs: str, check: bool) -> bool:
+    """Nothing to do: `out` was made from these inputs, or from these inputs on a machine
+    without PlantUML, as this one is (`--check` still reports the SVGs it could not draw)."""
+    from generator.pipeline import output
+    from generator.pipeline.render.plantuml import NO_PLANTUML, plantuml_command
+
+    if output.up_to_date(out, inputs):
+        return True
+    return not check and plantuml_command() is None and output.up_to_date(out, inputs + NO_PLANTUML)
 
 
 def _generate(
@@ -194,13 +205,13 @@ def _generate(
         diags = render_all(spec_dir, templates, spec_label, staging.add, worker)
         if diags:
             return GenerateResult(diagnostics=diags, status="invalid")
-        from generator.pipeline.render.plantuml import svg_outputs
+        from generator.pipeline.render.plantuml import NO_PLANTUML, svg_outputs
 
         # SVGs are rendered only when their PlantUML source changed (and compared by source).
         svgs = svg_outputs(staging.files, out, check=check, source=f"{spec_label}/")
         staging.add(svgs.files)
-        if svgs.stale:  # not rendered: the next run must not take the no-op path
-            inputs += ":svgs-stale"
+        if svgs.stale:  # not rendered: the next run draws them, once it can
+            inputs += NO_PLANTUML if svgs.no_plantuml else ":svgs-stale"
         count = staging.seal(inputs, generator_id(), f"{spec_label}/")
         if check:
             drift = output.compare_trees(staging.dir, out)

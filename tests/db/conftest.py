@@ -41,7 +41,8 @@ def server_database(backend: str) -> str:
         message = f"{backend} is not reachable at {make_url(base).host}:{make_url(base).port}"
         if os.environ.get("CI"):
             pytest.fail(f"{message} (CI must start it: .ci/services.sh)")
-        pytest.skip(message)
+        package = {"postgresql": "postgresql", "mariadb": "mariadb-server"}[backend]
+        pytest.skip(f"{message} (apt-get install {package}, then bash .ci/services.sh)")
     name = f"specstack_test_{uuid.uuid4().hex[:12]}"
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
     assert migrate.ensure_database(url)

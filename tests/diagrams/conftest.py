@@ -27,7 +27,7 @@ def need(capability: str, present: bool, why: str) -> None:
         return
     if os.environ.get("CI"):
         pytest.fail(f"{capability} is missing in CI: {why}")
-    pytest.skip(f"{capability} is not installed: {why}")
+    pytest.skip(f"{capability} is not installed ({why})")
 
 
 def need_plantuml() -> None:
@@ -82,7 +82,8 @@ def write_trace(data_dir: Path, events: list[dict[str, Any]]) -> None:
     recorder.flush()
 
 
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's chromium (`apt-get install chromium`), found on PATH.
+CHROMIUM = shutil.which("chromium")
 #: Flags for chromium as root in a container: no sandbox, nothing fetched in the background.
 CHROMIUM_FLAGS = [
     "--headless",
@@ -101,7 +102,7 @@ MERMAID_JS = Path(os.environ.get("SPECSTACK_MERMAID_JS", "/opt/specstack/mermaid
 @contextmanager
 def browser(profile: Path) -> Iterator[Any]:
     """Debian's headless chromium driven by Playwright (no browser is downloaded)."""
-    need("chromium", os.path.exists(CHROMIUM), "apt-get install chromium")
+    need("chromium", CHROMIUM is not None, "apt-get install chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -4,6 +4,9 @@ and on copies of its trace with steps removed, reordered, added, failed or rerou
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +104,42 @@ def test_failed_and_rerouted_steps_are_marked(stack_run: Run) -> None:
 
 
 def test_an_unknown_flow_is_a_clear_error(stack_run: Run) -> None:
-    proc = specstack(
-        "diagram", "--diff", "req-does-not-exist", "--data-dir", str(stack_run.data_dir)
+    """Against a stopped stack, the id is named as what is wrong (not the stack)."""
+    data = str(stack_run.data_dir)
+    diff = specstack("diagram", "--diff", "req-does-not-exist", "--data-dir", data)
+    assert diff.returncode == 2
+    trace = specstack("trace", "req-does-not-exist", "--data-dir", data)
+    assert trace.returncode == 1
+    for proc in (diff, trace):
+        assert "no steps recorded for req-does-not-exist in " in proc.stderr, proc.stderr
+        assert "no flow or nova-api request has that id" in proc.stderr
+        assert "no stack answers" not in proc.stderr
+
+
+def test_trace_table_piped_keeps_each_step_on_one_line(stack_run: Run) -> None:
+    """Piped (no terminal, no COLUMNS), the table is as wide as it needs, not 80 columns."""
+    data = str(stack_run.data_dir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "generator", "trace", stack_run.flow_id, "--data-dir", data],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "COLUMNS"},
     )
-    assert proc.returncode == 2
-    assert "req-does-not-exist" in proc.stderr or "no stack answers" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    by_step = {ln.split()[0]: ln for ln in lines[2:] if ln.strip()}
+    assert len(by_step) == len(lines[2:]) == len(_events(stack_run))  # no wrapped lines
+    step6 = by_step["6"].split()
+    title = "Publish provisioning request to queue; pick up provisioning request"
+    assert " ".join(step6[1:10]) == title
+    assert step6[10:14] == [
+        "nova-api",
+        "nova-scheduler",
+        "amqp-cast",
+        "schedule_and_build_instances",
+    ]
 
 
 def test_declared_diagrams_print() -> None:

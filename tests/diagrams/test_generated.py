@@ -155,7 +155,7 @@ def test_without_plantuml_generate_writes_the_rest_and_says_so(tmp_path: Path) -
     assert (
         "16. Report the new server" in (root / "generated" / "diagrams" / "boot-vm.mmd").read_text()
     )
-    # the stale SVG is not taken for current: the no-op path is off and --check reports it
+    # the stale SVG is not taken for current: --check reports it
     check = specstack("generate", "--templates", "templates", "--check", cwd=root, env=env)
     assert check.returncode == 1
     assert "changed: diagrams/boot-vm.svg" in check.stderr

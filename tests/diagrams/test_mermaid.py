@@ -20,7 +20,7 @@ README_BLOCK = re.compile(
 
 
 def _render_all(sources: dict[str, str], tmp_path: Path) -> dict[str, dict[str, Any]]:
-    need("mermaid.min.js", MERMAID_JS.is_file(), f"{MERMAID_JS} (.ci/diagrams.sh fetches it)")
+    need("mermaid.min.js", MERMAID_JS.is_file(), f"{MERMAID_JS}: bash .ci/diagrams.sh fetches it")
     page_file = tmp_path / "mermaid.html"
     page_file.write_text(
         f'<!DOCTYPE html><html><body><script src="{MERMAID_JS.as_uri()}"></script></body></html>'

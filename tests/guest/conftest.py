@@ -26,7 +26,14 @@ LIBVIRT_URI = "qemu:///system"
 
 def require_qemu() -> None:
     if qemu_binary() is None:
-        unavailable("qemu-system-x86_64 is not installed (CI installs it: .ci/virt.sh)")
+        unavailable(requirement_missing("qemu-system-x86") or "qemu-system-x86_64 is missing")
+
+
+@pytest.fixture(scope="session")
+def qemu_installed() -> None:
+    """qemu-system-x86_64 (skips without it, fails under SPECSTACK_REQUIRE_VIRT=1); of the
+    session's scope, so that it comes before the module-scoped fixtures that start QEMU."""
+    require_qemu()
 
 
 def require_driver(driver: str) -> None:

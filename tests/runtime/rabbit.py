@@ -36,7 +36,7 @@ def require_broker() -> None:
     message = f"RabbitMQ is not reachable at {urlsplit(BASE_URL).netloc.split('@')[-1]}"
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI must start it: .ci/services.sh)")
-    pytest.skip(message)
+    pytest.skip(f"{message} (apt-get install rabbitmq-server, then bash .ci/services.sh)")
 
 
 def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:

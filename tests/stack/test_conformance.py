@@ -25,9 +25,11 @@ def _target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
 
 
 def test_generated_suite_passes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    report = tmp_path_factory.mktemp("conform") / "report.html"  # never the user's .specstack/
     with _target(tmp_path_factory) as target:
+        args = ["conform", *target, "--report", str(report), "--", "-v"]
         proc = subprocess.run(
-            [sys.executable, "-m", "generator", "conform", *target, "--", "-v"],
+            [sys.executable, "-m", "generator", *args],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -35,6 +37,7 @@ def test_generated_suite_passes(tmp_path_factory: pytest.TempPathFactory) -> Non
         )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
+    assert f"report: {report}" in out and report.is_file()
     for n, title in (
         (1, "request_vm_provisioning_via_ui_cli"),
         (7, "schedule_provisioning"),

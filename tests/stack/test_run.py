@@ -86,19 +86,29 @@ def _services_in(sequence: str) -> set[str]:
     return {n for n in names if components.get(n, {}).get("kind") in ("api", "worker", "agent")}
 
 
+SERVER = re.compile(r"^server demo-vm \(([0-9a-f-]{36})\) is ACTIVE$", re.M)
+
+
 def test_state_survives_a_restart(tmp_path: Path) -> None:
+    """The second run finds the first run's data and replaces its demo VM: one VM, one
+    volume and one image however often the stack is run."""
+    import sqlite3
+
     port = free_port_block(8)
     first = _run(tmp_path / "data", port)
     assert first.returncode == 0, first.stdout + first.stderr
     second = _run(tmp_path / "data", port)
     assert second.returncode == 0, second.stdout + second.stderr
-    # The second run finds the first run's data: same demo image, and the first VM.
-    import sqlite3
-
-    db = sqlite3.connect(tmp_path / "data" / "db" / "nova-db.sqlite")
-    names = [r[0] for r in db.execute("SELECT name FROM instances")]
-    assert len(names) == 2 and len(set(names)) == 2
-    images = sqlite3.connect(tmp_path / "data" / "db" / "glance-db.sqlite")
+    old, new = SERVER.search(first.stdout), SERVER.search(second.stdout)
+    assert old and new and old[1] != new[1], second.stdout
+    assert f"deleted the demo VM of the previous run ({old[1]})" in second.stdout
+    db = tmp_path / "data" / "db"
+    nova = sqlite3.connect(db / "nova-db.sqlite")
+    live = "SELECT id, name FROM instances WHERE vm_state != 'deleted'"
+    assert nova.execute(live).fetchall() == [(new[1], "demo-vm")]
+    volumes = sqlite3.connect(db / "cinder-db.sqlite").execute("SELECT name, status FROM volumes")
+    assert volumes.fetchall() == [("demo-volume", "in-use")]
+    images = sqlite3.connect(db / "glance-db.sqlite")
     assert images.execute("SELECT count(*) FROM images").fetchone()[0] == 1
 
 
@@ -161,3 +171,35 @@ def test_an_unknown_behaviour_stops_the_start_with_its_name(
     ):
         stack.build()
     json.dumps(stack.info.ir)  # the IR is still plain data
+
+
+SIGNAL_AT_READY = """\
+import os, signal, sys
+from generator.commands import run
+from generator.cli import main
+
+class Console(run.Console):
+    def print(self, *objects, **kwargs):
+        super().print(*objects, **kwargs)
+        if objects and str(objects[0]).startswith("serving;"):
+            os.kill(os.getpid(), signal.SIGTERM)  # as soon as the line is out
+
+run.Console = Console
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_signal_as_soon_as_it_serves_stops_the_stack_cleanly(tmp_path: Path) -> None:
+    """The handlers are in place before "serving; Ctrl-C stops the stack" is printed."""
+    data = tmp_path / "data"
+    args = ["run", "--no-generate", "--data-dir", str(data), "--port", str(free_port_block(8))]
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGNAL_AT_READY, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.rstrip().endswith("serving; Ctrl-C stops the stack\nstopping")

@@ -23,6 +23,14 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture
+def libvirt_python() -> None:
+    """libvirt's Python binding (`pip install -e '.[libvirt]'`, built against libvirt-dev)."""
+    missing = requirement_missing("libvirt-python")
+    if missing:
+        unavailable(missing)
+
+
 def _hypervisor(tmp_path: Path, **options: Any) -> Iterator[Any]:
     missing = requirement_missing("libvirt-python")
     if missing:

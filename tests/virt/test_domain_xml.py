@@ -51,7 +51,9 @@ def validate(xml: str, tmp_path: Path) -> None:
     """libvirt's own schema check of a domain document."""
     exe = shutil.which("virt-xml-validate")
     if exe is None or shutil.which("xmllint") is None:
-        unavailable("virt-xml-validate or xmllint is missing (libvirt-clients, libxml2-utils)")
+        unavailable(
+            "virt-xml-validate or xmllint is missing (apt-get install libvirt-clients libxml2-utils)"
+        )
     doc = tmp_path / "domain.xml"
     doc.write_text(xml)
     proc = subprocess.run([str(exe), str(doc), "domain"], capture_output=True, text=True)

@@ -23,6 +23,8 @@ from specstack_runtime.virt import (
 
 from .conftest import blank_disk, file_volume, new_instance
 
+pytestmark = pytest.mark.usefixtures("libvirt_python")
+
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)

@@ -25,13 +25,13 @@ from specstack_runtime.virt import (
     VirtError,
 )
 from specstack_runtime.virt import qemu as qemu_mod
-from specstack_runtime.virt.qemu import CRASHED, NOSTATE, RUNNING, QemuHypervisor, qemu_binary
+from specstack_runtime.virt.qemu import CRASHED, NOSTATE, RUNNING, QemuHypervisor
 
 from ..guest.conftest import guest_image as guest_image  # the fixture
 from ..guest.conftest import guest_pids
+from ..guest.conftest import qemu_installed as qemu_installed  # the fixture
 
-if qemu_binary() is None:
-    pytest.skip("qemu-system-x86_64 is not installed (CI installs it)", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("qemu_installed")
 
 T = TypeVar("T")
 WAIT_S = 300.0

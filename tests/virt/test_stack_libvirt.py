@@ -6,6 +6,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from specstack_conformance.drivers import requirement_missing
 from specstack_conformance.harness import free_port_block
 
 from ..stack.test_run import _run as run_once
@@ -20,11 +23,8 @@ def _run(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_once(data_dir, free_port_block(8), *extra)
 
 
+@pytest.mark.usefixtures("libvirt_python")
 def test_demo_boot_through_libvirt(tmp_path: Path) -> None:
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        unavailable("Python package libvirt-python is not installed")
     data = tmp_path / "data"
     proc = _run(data, "--driver", "libvirt", "--driver-option", "libvirt.uri=test:///default")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -40,10 +40,9 @@ def test_bad_driver_options_stop_the_stack_with_a_clear_error(tmp_path: Path) ->
     proc = _run(tmp_path / "a", "--driver-option", "libvirt-uri")
     assert proc.returncode == 2
     assert "--driver-option 'libvirt-uri' is not DRIVER.KEY=VALUE" in proc.stdout + proc.stderr
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        unavailable("Python package libvirt-python is not installed")
+    missing = requirement_missing("libvirt-python")
+    if missing:
+        unavailable(missing)
     proc = _run(tmp_path / "b", "--driver", "libvirt", "--driver-option", "libvirt.bogus=1")
     assert proc.returncode != 0
     assert "unexpected keyword argument 'bogus'" in proc.stdout + proc.stderr

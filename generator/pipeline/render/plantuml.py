@@ -37,6 +37,13 @@ class SvgOutcome:
     rendered: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # kept from before: their source changed
     warnings: list[str] = field(default_factory=list)
+    no_plantuml: bool = False  # the stale ones were not tried: PlantUML is not installed
+
+
+#: Ends the manifest's inputs when SVGs were left stale because PlantUML is not installed:
+#: the next run on a machine still without it is a no-op (it could not draw them either),
+#: while once PlantUML is there the inputs no longer match and the SVGs are drawn.
+NO_PLANTUML = ":svgs-stale:no-plantuml"
 
 
 #: Raised when what is done to PlantUML's output changes, so that every SVG is drawn again.
@@ -196,6 +203,7 @@ def svg_outputs(
             svgs[svg] = f"<!-- {svg}: its source changed; run `specstack generate` -->\n"
             record[svg] = want[svg]
     elif todo:
+        result.no_plantuml = plantuml_command() is None
         try:
             made = render(todo)
         except RenderError as exc:
