@@ -12,13 +12,16 @@ used, no trailing slash), `config` (a few stack settings), `rows` (a query's
 rows), `row` (one of them with its joins), `vars` (flow variables).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
-`map_of([[k, v], ...])` builds a map from pairs; `now()` the current time as
-OpenStack writes it. A computed query also sees `tables` (every row of the resources
+`map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `hexdigest("sha224", s)` a hash;
+`now()` the current time as OpenStack writes it. `data` holds the resource's
+constant tables (its `data:`). A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Mapping
 from functools import lru_cache
@@ -39,6 +42,7 @@ VARIABLES = (
     "row",
     "join",
     "tables",
+    "data",
     "vars",
 )
 
@@ -77,6 +81,19 @@ def _map_of(items: list[Any]) -> dict[Any, Any]:
     return out
 
 
+def _hexdigest(algorithm: str, text: str) -> str:
+    if algorithm not in ("md5", "sha1", "sha224", "sha256", "sha512"):
+        raise ValueError(f"hexdigest: unknown algorithm {algorithm!r}")
+    return hashlib.new(algorithm, text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _flatten(items: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        out.extend(item if isinstance(item, list) else [item])
+    return out
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -96,6 +113,28 @@ def _env() -> Any:
             ],
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
+        cel.FunctionDecl(
+            "flatten",
+            [
+                cel.Overload(
+                    "flatten_list",
+                    cel.Type.List(cel.Type.DYN),
+                    [cel.Type.List(cel.Type.DYN)],
+                    impl=_flatten,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "hexdigest",
+            [
+                cel.Overload(
+                    "hexdigest_string_string",
+                    cel.Type.STRING,
+                    [cel.Type.STRING, cel.Type.STRING],
+                    impl=_hexdigest,
+                )
+            ],
+        ),
         cel.FunctionDecl(
             "sum",
             [cel.Overload("sum_list", cel.Type.DYN, [cel.Type.List(cel.Type.DYN)], impl=_sum)],
@@ -153,23 +192,15 @@ def problem(text: str) -> tuple[str, int, int] | None:
     try:
         compile_expr(text)
     except ExprError as exc:
-        message = str(exc)
-        line, col = 1, 1
-        marker = "<input>:"
-        if marker in message:
-            where = message.split(marker, 1)[1].split(":")
-            if len(where) >= 2 and where[0].isdigit() and where[1].isdigit():
-                line, col = int(where[0]), int(where[1]) + 1
-        return _first_line(message), line, col
+        found = _WHERE.search(str(exc))
+        if found is None:
+            return str(exc).splitlines()[0] if str(exc) else "invalid expression", 1, 1
+        reason = found.group(3).split(" | ", 1)[0].strip()
+        return reason, int(found.group(1)), int(found.group(2)) + 1
     return None
 
 
-def _first_line(message: str) -> str:
-    for line in message.splitlines():
-        if "ERROR:" in line:
-            text = line.split("ERROR:", 1)[1].split(": ", 2)[-1]
-            return text.split(" | ", 1)[0].strip()
-    return message.splitlines()[0] if message else "invalid expression"
+_WHERE = re.compile(r"<input>:(\d+):(\d+): (.*)")
 
 
 def _clean(message: str) -> str:

@@ -156,6 +156,7 @@ class ResourceField(Node):
     conflict: str | None = None  # the 409 message when its value is taken
     invalid: str | None = None  # the 400 message when a value does not fit
     json_schema: dict[str, Any] | None = None  # what a request's value must match (refs inlined)
+    stored: str | None = None  # the row's key holding the value (the API calls it `name`)
     set_by: str | None = None  # a policy rule: who may give or change the field
     collect: Collect | None = None
     minimum: float | None = None
@@ -168,9 +169,21 @@ class ResourceFilter(Node):
     param: str
     field: str
     op: Literal[
-        "eq", "in", "prefix", "regex", "bool", "all", "any", "gte", "lte", "changes_since", "ignore"
+        "eq",
+        "ieq",
+        "in",
+        "prefix",
+        "regex",
+        "bool",
+        "all",
+        "any",
+        "gte",
+        "lte",
+        "changes_since",
+        "ignore",
     ]
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
+    requires: str | None = None  # a policy rule: others get 403 for using the filter
 
 
 class DeleteRule(Node):
@@ -246,6 +259,8 @@ class Resource(Node):
     errors: dict[str, ErrorText]
     quota: str | None
     revision: str | None = None  # a field counting the row's changes
+    data: dict[str, Any] = {}  # constant tables its expressions read as `data`
+    live: str | None = None  # CEL: rows for which it is false are as good as missing
     source: Source
 
 

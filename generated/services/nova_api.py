@@ -30,7 +30,7 @@ async def get_compute_v21(flow: Flow) -> None:
 
 
 async def list_servers(flow: Flow) -> None:
-    """operation listServers: behaviour compute.list_servers."""
+    """operation listServers: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -67,17 +67,17 @@ async def create_server(flow: Flow) -> None:
 
 
 async def list_servers_detailed(flow: Flow) -> None:
-    """operation listServersDetailed: behaviour compute.list_servers_detailed."""
+    """operation listServersDetailed: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_server(flow: Flow) -> None:
-    """operation showServer: behaviour compute.show_server."""
+    """operation showServer: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_server(flow: Flow) -> None:
-    """operation updateServer: behaviour compute.update_server."""
+    """operation updateServer: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -221,12 +221,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listServers",
-        behaviour="compute.list_servers",
+        behaviour="resource.serve",
         on_error=None,
         run=list_servers,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "server", "action": "list", "view": "summary"},
     ),
     "createServer": HandlerSpec(
         component=COMPONENT,
@@ -250,34 +251,37 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listServersDetailed",
-        behaviour="compute.list_servers_detailed",
+        behaviour="resource.serve",
         on_error=None,
         run=list_servers_detailed,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "server", "action": "list"},
     ),
     "showServer": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showServer",
-        behaviour="compute.show_server",
+        behaviour="resource.serve",
         on_error=None,
         run=show_server,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "server", "action": "show"},
     ),
     "updateServer": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateServer",
-        behaviour="compute.update_server",
+        behaviour="resource.serve",
         on_error=None,
         run=update_server,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "server", "action": "update", "view": "updated"},
     ),
     "deleteServer": HandlerSpec(
         component=COMPONENT,

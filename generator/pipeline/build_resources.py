@@ -229,6 +229,7 @@ def _field(
         conflict=extra.get("conflict"),
         json_schema=dict(request) if request else None,
         set_by=extra.get("set_by"),
+        stored=extra.get("stored"),
         collect=ir.Collect(**extra["collect"]) if extra.get("collect") else None,
         invalid=extra.get("invalid"),
         minimum=extra.get("minimum", request.get("minimum")),
@@ -255,8 +256,10 @@ def _resource(
     one = envelope.get("one", name) if "one" in envelope or not envelope else None
     bound = operations(r)
     creator = next((op for op, (action, _) in bound.items() if action == "create"), None)
+    updater = next((op for op, (action, _) in bound.items() if action == "update"), None)
     request, needed = _request_schema(doc, creator, one)
-    request = {k: inline(doc, v) for k, v in request.items()}
+    changes, _ = _request_schema(doc, updater, one)
+    request = {k: inline(doc, v) for k, v in {**changes, **request}.items()}
     extras: dict[str, Any] = r.get("fields") or {}
     fields = [
         _field(
@@ -281,6 +284,7 @@ def _resource(
                 field=spec.get("field", param),
                 op=spec.get("op", "eq"),
                 visible=spec.get("visible"),
+                requires=spec.get("requires"),
             )
         )
     deletes = [
@@ -352,6 +356,8 @@ def _resource(
         errors=_errors(r.get("errors")),
         quota=r.get("quota"),
         revision=r.get("revision"),
+        data=dict(r.get("data") or {}),
+        live=r.get("live"),
         source=ir.Source(file=f.rel, line=f.locate(["resources", name]).line),
     )
 

@@ -44,10 +44,8 @@ import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
@@ -68,7 +66,6 @@ from specstack_runtime.behaviours.instance_state import (
     InstanceState,
     InvalidTransition,
     VmState,
-    api_status,
     transition,
 )
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
@@ -152,25 +149,12 @@ def _links(base: str, collection: str, id_: str) -> list[dict[str, str]]:
     ]
 
 
-def _bookmark(base: str, collection: str, id_: str) -> list[dict[str, str]]:
-    return [{"rel": "bookmark", "href": f"{base}/{collection}/{id_}"}]
-
-
 def _ref_id(ref: Any) -> str:
     """An id given directly or as the URL of the resource (imageRef, flavorRef)."""
     text = str(ref).strip()
     if "/" in text:
         text = text.rstrip("/").rsplit("/", 1)[-1]
     return text
-
-
-def _bool(value: str, what: str) -> bool:
-    low = value.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise BadRequest(f"Invalid {what} value '{value}'; a boolean is expected.")
 
 
 def _is_uuid(value: Any) -> bool:
@@ -269,114 +253,6 @@ async def _instance_for(call: Call, server_id: str) -> Doc:
 # =====================================================================================
 # views
 # =====================================================================================
-
-
-def _host_id(row: Mapping[str, Any]) -> str:
-    host = row.get("host")
-    if not host:
-        return ""
-    return hashlib.sha224(f"{row['project_id']}{host}".encode()).hexdigest()
-
-
-def _addresses(row: Mapping[str, Any], *, extended: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for net, addrs in (row.get("addresses") or {}).items():
-        items = []
-        for a in addrs:
-            item = {"version": a.get("version", 4), "addr": a.get("addr")}
-            if extended:
-                item["OS-EXT-IPS:type"] = a.get("OS-EXT-IPS:type", "fixed")
-                item["OS-EXT-IPS-MAC:mac_addr"] = a.get("OS-EXT-IPS-MAC:mac_addr", "")
-            items.append(item)
-        out[net] = items
-    return out
-
-
-def _volumes_attached(row: Mapping[str, Any]) -> list[str]:
-    if row.get("launched_at"):
-        ids = [a["volume_id"] for a in row.get("attachments") or []]
-    else:
-        ids = [
-            b["uuid"]
-            for b in row.get("block_device_mapping") or []
-            if b.get("source_type") == "volume" and b.get("uuid")
-        ]
-    return list(dict.fromkeys(ids))
-
-
-def _server_common(call: Call, row: Mapping[str, Any], *, extended: bool) -> dict[str, Any]:
-    base = _base_url(call)
-    status = api_status(str(row.get("vm_state")), row.get("task_state"))
-    image_ref = row.get("image_ref") or ""
-    flavor_id = str(row.get("flavor_id") or (row.get("flavor") or {}).get("id", ""))
-    server: dict[str, Any] = {
-        "id": row["id"],
-        "name": row.get("name"),
-        "status": status,
-        "tenant_id": row["project_id"],
-        "user_id": row["user_id"],
-        "metadata": dict(row.get("metadata") or {}),
-        "hostId": _host_id(row),
-        "image": {"id": image_ref, "links": _bookmark(base, "images", image_ref)}
-        if image_ref
-        else "",
-        "flavor": {"id": flavor_id, "links": _bookmark(base, "flavors", flavor_id)},
-        "created": row["created_at"],
-        "updated": row["updated_at"],
-        "addresses": _addresses(row, extended=extended),
-        "accessIPv4": row.get("access_ip_v4") or "",
-        "accessIPv6": row.get("access_ip_v6") or "",
-        "links": _links(base, "servers", row["id"]),
-        "OS-DCF:diskConfig": row.get("disk_config") or "MANUAL",
-    }
-    if status in _PROGRESS_STATUSES:
-        server["progress"] = int(row.get("progress") or 0)
-    fault = row.get("fault")
-    if status in ("ERROR", "DELETED") and isinstance(fault, dict):
-        view = {
-            "code": int(fault.get("code", 500)),
-            "created": fault.get("created") or row["updated_at"],
-            "message": str(fault.get("message", "")),
-        }
-        admin = call.auth is not None and call.auth.is_admin
-        if fault.get("details") and (admin or view["code"] != 500):
-            view["details"] = str(fault["details"])
-        server["fault"] = view
-    return server
-
-
-def server_view(call: Call, row: Mapping[str, Any]) -> dict[str, Any]:
-    """A server as nova shows it at microversion 2.1 (show and detailed list)."""
-    server = _server_common(call, row, extended=True)
-    server.update(
-        {
-            "key_name": row.get("key_name"),
-            "config_drive": row.get("config_drive") or "",
-            "OS-EXT-AZ:availability_zone": row.get("availability_zone") or "",
-            "OS-EXT-STS:task_state": row.get("task_state"),
-            "OS-EXT-STS:vm_state": row.get("vm_state"),
-            "OS-EXT-STS:power_state": int(row.get("power_state") or 0),
-            "OS-SRV-USG:launched_at": row.get("launched_at"),
-            "OS-SRV-USG:terminated_at": row.get("terminated_at"),
-            "os-extended-volumes:volumes_attached": [{"id": v} for v in _volumes_attached(row)],
-        }
-    )
-    groups = row.get("security_groups") or []
-    if groups and (row.get("requested_networks") or row.get("ports")):
-        server["security_groups"] = [{"name": g} for g in groups]
-    if call.auth is not None and call.auth.is_admin:
-        server["OS-EXT-SRV-ATTR:host"] = row.get("host")
-        server["OS-EXT-SRV-ATTR:hypervisor_hostname"] = row.get("node")
-        server["OS-EXT-SRV-ATTR:instance_name"] = row.get("instance_name") or ""
-    return server
-
-
-def server_summary(call: Call, row: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "links": _links(_base_url(call), "servers", row["id"]),
-        "name": row.get("name"),
-    }
 
 
 # =====================================================================================
@@ -863,233 +739,6 @@ async def schedule_request(ix: Interaction) -> None:
 # =====================================================================================
 # servers: list, show, update
 # =====================================================================================
-
-_SORT_KEYS = {
-    "created_at": "created_at",
-    "updated_at": "updated_at",
-    "display_name": "name",
-    "name": "name",
-    "hostname": "name",
-    "uuid": "id",
-    "id": "id",
-    "vm_state": "vm_state",
-    "task_state": "task_state",
-    "power_state": "power_state",
-    "host": "host",
-    "node": "node",
-    "launched_at": "launched_at",
-    "terminated_at": "terminated_at",
-    "key_name": "key_name",
-    "availability_zone": "availability_zone",
-    "project_id": "project_id",
-    "user_id": "user_id",
-    "image_ref": "image_ref",
-    "instance_type_id": "flavor_id",
-}
-
-
-def _regex(pattern: str, what: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error:
-        raise BadRequest(
-            f"Invalid filter {what}: {pattern!r} is not a valid regular expression."
-        ) from None
-
-
-def _parse_time(value: str, what: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"Invalid filter field: {what}.") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
-
-
-def _ips(row: Mapping[str, Any], version: int) -> list[str]:
-    return [
-        str(a.get("addr"))
-        for addrs in (row.get("addresses") or {}).values()
-        for a in addrs
-        if a.get("version", 4) == version
-    ]
-
-
-def _sort(rows: list[Doc], keys: list[str], dirs: list[str]) -> list[Doc]:
-    pairs = list(zip(keys, dirs + ["desc"] * (len(keys) - len(dirs)), strict=False))
-    pairs.append(("id", pairs[0][1] if pairs else "desc"))
-    for key, direction in reversed(pairs):
-        field = _SORT_KEYS.get(key, key)
-
-        def sort_key(doc: Doc, field: str = field) -> tuple[bool, Any]:
-            value = doc.get(field)
-            return (value is None, value if value is not None else "")
-
-        rows.sort(key=sort_key, reverse=direction == "desc")
-    return rows
-
-
-async def _list_servers(call: Call) -> tuple[list[Doc], dict[str, str] | None]:
-    """The rows a server list shows, and the query of the next page if there is one."""
-    auth = _project_auth(call)
-    admin = auth.is_admin
-    q = call.query
-
-    def first(name: str) -> str | None:
-        return call.q(name)
-
-    all_tenants = False
-    if "all_tenants" in q:
-        all_tenants = _bool(first("all_tenants") or "", "all_tenants")
-        if all_tenants and not admin:
-            raise Forbidden(
-                "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed."
-            )
-    where: dict[str, Any] = {}
-    if not all_tenants:
-        where["project_id"] = auth.project_id
-    elif first("project_id") or first("tenant_id"):
-        where["project_id"] = first("project_id") or first("tenant_id")
-
-    show_deleted = False
-    if admin and first("deleted") is not None:
-        show_deleted = _bool(first("deleted") or "", "deleted")
-    changes_since = first("changes-since")
-    since = _parse_time(changes_since, "changes-since") if changes_since else None
-
-    if show_deleted:
-        where["vm_state"] = "deleted"
-    elif since is None:
-        where["vm_state"] = LIVE_STATES
-    rows = await _store(call).list(INSTANCES, where)
-    if show_deleted:
-        rows = [r for r in rows if r.get("vm_state") == "deleted"]
-    elif since is None:
-        rows = [r for r in rows if r.get("vm_state") != "deleted"]
-    if since is not None:
-        rows = [r for r in rows if _parse_time(str(r["updated_at"]), "updated_at") >= since]
-
-    if first("name"):
-        rx = _regex(first("name") or "", "name")
-        rows = [r for r in rows if rx.search(str(r.get("name") or ""))]
-    statuses = [s.upper() for s in q.get("status", []) if s]
-    if statuses:
-        rows = [
-            r for r in rows if api_status(str(r.get("vm_state")), r.get("task_state")) in statuses
-        ]
-    if first("image"):
-        image = _ref_id(first("image"))
-        rows = [r for r in rows if r.get("image_ref") == image]
-    if first("flavor"):
-        flavor = _ref_id(first("flavor"))
-        rows = [r for r in rows if str(r.get("flavor_id")) == flavor]
-    for param, version in (("ip", 4), ("ip6", 6)):
-        if first(param):
-            rx = _regex(first(param) or "", param)
-            rows = [r for r in rows if any(rx.search(ip) for ip in _ips(r, version))]
-    if first("reservation_id"):
-        rows = [r for r in rows if r.get("reservation_id") == first("reservation_id")]
-    if admin:
-        for param, field in (
-            ("host", "host"),
-            ("node", "node"),
-            ("vm_state", "vm_state"),
-            ("task_state", "task_state"),
-            ("key_name", "key_name"),
-            ("user_id", "user_id"),
-            ("uuid", "id"),
-        ):
-            values = [v for v in q.get(param, []) if v]
-            if values:
-                rows = [r for r in rows if str(r.get(field)) in values]
-        if first("power_state"):
-            rows = [r for r in rows if str(r.get("power_state")) in q["power_state"]]
-        if first("availability_zone"):
-            rx = _regex(first("availability_zone") or "", "availability_zone")
-            rows = [r for r in rows if rx.search(str(r.get("availability_zone") or ""))]
-
-    sort_keys = [k for k in q.get("sort_key", []) if k]
-    sort_dirs = [d.lower() for d in q.get("sort_dir", []) if d]
-    for key in sort_keys:
-        if key not in _SORT_KEYS:
-            raise BadRequest(f"Invalid sort_key {key}")
-    for direction in sort_dirs:
-        if direction not in ("asc", "desc"):
-            raise BadRequest(f"Invalid sort_dir {direction}: asc or desc is expected.")
-    rows = _sort(rows, sort_keys or ["created_at"], sort_dirs or ["desc"])
-
-    marker = first("marker")
-    if marker:
-        ids = [r["id"] for r in rows]
-        if marker not in ids:
-            raise BadRequest(f"marker [{marker}] not found")
-        rows = rows[ids.index(marker) + 1 :]
-    requested = _int_param(call, "limit")
-    limit = MAX_LIMIT if requested is None else min(requested, MAX_LIMIT)
-    rows = rows[:limit]
-    next_query = None
-    if rows and len(rows) == limit:
-        next_query = {k: v[0] for k, v in q.items() if v and k != "marker"}
-        next_query["marker"] = rows[-1]["id"]
-    return rows, next_query
-
-
-def _next_links(call: Call, path: str, next_query: dict[str, str] | None) -> dict[str, Any]:
-    if not next_query:
-        return {}
-    href = f"{_base_url(call)}/v2.1/{path}?{urlencode(next_query)}"
-    return {f"{path.split('/')[0]}_links": [{"rel": "next", "href": href}]}
-
-
-@behaviour("compute.list_servers", needs=("compute",))
-async def list_servers(call: Call) -> Reply:
-    rows, next_query = await _list_servers(call)
-    body: dict[str, Any] = {"servers": [server_summary(call, r) for r in rows]}
-    body.update(_next_links(call, "servers", next_query))
-    return Reply(200, body)
-
-
-@behaviour("compute.list_servers_detailed", needs=("compute",))
-async def list_servers_detailed(call: Call) -> Reply:
-    rows, next_query = await _list_servers(call)
-    body: dict[str, Any] = {"servers": [server_view(call, r) for r in rows]}
-    body.update(_next_links(call, "servers/detail", next_query))
-    return Reply(200, body)
-
-
-@behaviour("compute.show_server", needs=("compute",))
-async def show_server(call: Call) -> Reply:
-    row = await _instance_for(call, call.path_params["server_id"])
-    return Reply(200, {"server": server_view(call, row)})
-
-
-@behaviour("compute.update_server", needs=("compute",))
-async def update_server(call: Call) -> Reply:
-    row = await _instance_for(call, call.path_params["server_id"])
-    server = _server_of(call.body)
-    changes: dict[str, Any] = {}
-    if "name" in server:
-        name = server["name"]
-        if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
-            raise BadRequest(f"Invalid input for field/attribute name. Value: {name}.")
-        changes["name"] = name
-    if "accessIPv4" in server:
-        changes["access_ip_v4"] = _access_ip(server, "accessIPv4", 4)
-    if "accessIPv6" in server:
-        changes["access_ip_v6"] = _access_ip(server, "accessIPv6", 6)
-    if "OS-DCF:diskConfig" in server:
-        if server["OS-DCF:diskConfig"] not in ("AUTO", "MANUAL"):
-            raise BadRequest("Invalid input for field/attribute OS-DCF:diskConfig.")
-        changes["disk_config"] = server["OS-DCF:diskConfig"]
-    if changes:
-        updated = await _store(call).update(
-            INSTANCES, row["id"], changes, expect={"vm_state": row.get("vm_state")}
-        )
-        if updated is None:
-            raise Conflict(f"Instance {row['id']} changed while it was updated; try again.")
-        row = updated
-    return Reply(200, {"server": _server_common(call, row, extended=False)})
 
 
 # =====================================================================================
@@ -2616,4 +2265,4 @@ from specstack_runtime.behaviours import cli as _cli  # noqa: E402
 from specstack_runtime.behaviours import conductor as _conductor  # noqa: E402
 from specstack_runtime.behaviours import scheduler as _scheduler  # noqa: E402
 
-__all__ = ["_cli", "_conductor", "_scheduler", "boot_image_id", "server_view"]
+__all__ = ["_cli", "_conductor", "_scheduler", "boot_image_id"]

@@ -48,6 +48,9 @@ async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
     """The row the path names, if the caller may see it; 404 otherwise."""
     row_id = rc.row_id() if id_ is None else id_
     doc = await rc.store.get(rc.res.res.table, row_id) if row_id else None
+    live = rc.res.live
+    if doc is not None and live is not None and not live.evaluate(**rc.variables(doc=doc)):
+        doc = None  # soft-deleted: as good as missing
     if doc is not None:
         for name, value in rc.parents().items():
             if str(doc.get(name)) != value:

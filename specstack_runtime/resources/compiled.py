@@ -33,6 +33,7 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "read_only": (400, "Cannot set read-only attribute {field}."),
     "field_forbidden": (403, "Policy doesn't allow {field} of a {resource} to be set."),
     "changed": (409, "{title} {id} was changed meanwhile; try again."),
+    "filter_forbidden": (403, "Policy doesn't allow the filter {field}."),
     "unknown_field": (400, "Unrecognized attribute(s) '{field}'"),
     "body": (400, "The request body must be an object with a '{envelope}' object."),
     "owner": (403, "Only an administrator may create a {resource} for another project."),
@@ -128,16 +129,37 @@ class Compiled:
         out |= {f.store_as for f in self.res.fields if f.store_as}
         return frozenset(out)
 
+    def key(self, name: str) -> str:
+        """The row's key of field `name` (its `stored` name, if it has one)."""
+        f = self.fields.get(name)
+        return f.stored if f is not None and f.stored else name
+
+    @cached_property
+    def stored_as(self) -> dict[str, str]:
+        """Row key -> field name, for the fields stored under another name."""
+        return {f.stored: f.name for f in self.res.fields if f.stored}
+
+    @cached_property
+    def live(self) -> Expr | None:
+        return compile_expr(self.res.live) if self.res.live else None
+
     @cached_property
     def defaults(self) -> dict[str, Any]:
         """Literal defaults: what a row stored before a field existed reads as."""
-        return {f.name: f.default for f in self.res.fields if f.has_default and not f.computed}
+        return {
+            self.key(f.name): f.default for f in self.res.fields if f.has_default and not f.computed
+        }
 
     def complete(self, doc: Doc) -> Doc:
         missing = [k for k in self.defaults if k not in doc]
         if not missing:
             return doc
         return {**{k: self.defaults[k] for k in missing}, **doc}
+
+    @cached_property
+    def off_schema(self) -> frozenset[str]:
+        """Computed fields the answer's schema lacks: shown only when a view names them."""
+        return frozenset(f.name for f in self.res.fields if f.computed and not f.in_schema)
 
     @cached_property
     def optional(self) -> tuple[str, ...]:

@@ -133,6 +133,7 @@ class ResourceCall:
                 "base": self.base,
                 "config": {"region": self.call.rt.config.region},
                 "vars": self.call.vars,
+                "data": self.res.res.data,
             }
         return {**self._vars, **more}
 

@@ -43,32 +43,49 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _getter(rc: ResourceCall, field: str) -> Callable[[Doc], Any]:
+    """How a filter reads its field from a row: the stored value, or the computed one."""
+    spec = rc.res.fields.get(field)
+    if spec is not None and spec.computed:
+        expr = next(e for n, e in rc.res.computed if n == field)
+        return lambda d: expr.evaluate(**rc.variables(doc=rc.res.complete(d)))
+    key = rc.res.key(field)
+    return lambda d: d.get(key)
+
+
 def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Predicate | None:
-    name, op = f.field, f.op
+    op = f.op
+    get = _getter(rc, f.field)
     if op == "ignore":
         return None
-    if op == "eq":
-        wanted = set(values)
-        return lambda d: (
-            _text(d.get(name)) in wanted
-            or (d.get(name) is None and bool(wanted & {"None", "null"}))
-        )
+    if op in ("eq", "ieq"):
+        fold = str.upper if op == "ieq" else str
+        wanted = {fold(v) for v in values}
+
+        def equal(d: Doc) -> bool:
+            have = get(d)
+            if have is None:
+                return bool(wanted & {"None", "null", "NONE", "NULL"})
+            items = have if isinstance(have, list) else [have]
+            return any(fold(_text(x)) in wanted for x in items)
+
+        return equal
     if op == "in":
         wanted = {v for raw in values for v in raw.split(",") if v}
-        return lambda d: _text(d.get(name)) in wanted
+        return lambda d: _text(get(d)) in wanted
     if op == "bool":
         if values[-1].strip().lower() == "none":  # nova's is_public=None: no filter
             return None
         flag = _bool(rc, f, values[-1])
-        return lambda d: bool(d.get(name)) == flag
+        return lambda d: bool(get(d)) == flag
     if op == "prefix":
-        return lambda d: any(_text(d.get(name)).startswith(v) for v in values)
+        return lambda d: any(_text(get(d)).startswith(v) for v in values)
     if op in ("all", "any"):
         wanted_l = [v for raw in values for v in raw.split(",") if v]
         test = all if op == "all" else any
 
         def members(d: Doc) -> bool:
-            have = d.get(name)
+            have = get(d)
             have_set = {_text(x) for x in have} if isinstance(have, list) else {_text(have)}
             return test(w in have_set for w in wanted_l)
 
@@ -85,18 +102,24 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
             raise rc.res.fail(
                 "bad_filter", field=f.param, value=pattern[:32], reason=str(exc)
             ) from None
-        return lambda d: compiled.search(_text(d.get(name))) is not None
+
+        def matches(d: Doc) -> bool:
+            have = get(d)
+            items = have if isinstance(have, list) else [have]
+            return any(compiled.search(_text(x)) is not None for x in items)
+
+        return matches
     if op in ("gte", "lte") and _number(values[-1]) is not None:
         bound = _number(values[-1]) or 0
         if op == "gte":
-            return lambda d: isinstance(d.get(name), int | float) and d[name] >= bound
-        return lambda d: isinstance(d.get(name), int | float) and d[name] <= bound
+            return lambda d: isinstance(get(d), int | float) and get(d) >= bound
+        return lambda d: isinstance(get(d), int | float) and get(d) <= bound
     if op in ("gte", "lte") and values[-1] in ("", None):
         return None
     stamp = _time(rc, f, values[-1])
     if op in ("gte", "changes_since"):
-        return lambda d: _text(d.get(name)) >= stamp
-    return lambda d: _text(d.get(name)) <= stamp
+        return lambda d: _text(get(d)) >= stamp
+    return lambda d: _text(get(d)) <= stamp
 
 
 def _number(raw: str) -> float | None:
@@ -129,12 +152,14 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
-        pushed = f.op == "eq" and f.field in res.indexes and len(values) == 1
+        pushed = f.op == "eq" and res.key(f.field) in res.indexes and len(values) == 1
         pred = None if pushed else _predicate(rc, f, values)  # checks the value for everyone
+        if f.requires and not rc.allows(f.requires):
+            raise res.fail("filter_forbidden", field=param, rule=f.requires.removeprefix("rule:"))
         if f.visible and not rc.allows(f.visible):
             continue  # ... but applies only for callers the rule allows
         if pushed and values[0] not in ("None", "null"):
-            sql[f.field] = values[0]
+            sql[res.key(f.field)] = values[0]
         elif pred is not None:
             preds.append(pred)
         elif pushed:
@@ -176,7 +201,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             keys.append(key)
             dirs.append(direction or "asc")
     dirs += [dirs[-1] if dirs else "asc"] * (len(keys) - len(dirs))
-    return [(named.get(k, k), d == "desc") for k, d in zip(keys, dirs, strict=False)]
+    return [(rc.res.key(named.get(k, k)), d == "desc") for k, d in zip(keys, dirs, strict=False)]
 
 
 def _sorted(rows: list[Doc], order: list[tuple[str, bool]]) -> list[Doc]:
@@ -196,8 +221,8 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
     sql, preds = filters(rc)
     rows = await rc.store.list(res.res.table, sql)
     every = access.sees_all(rc)
-    if every and res.res.list_all and rc.call.q(res.res.list_all) is None:
-        every = False
+    if every and res.res.list_all:
+        every = _asks_for_all(rc, res.res.list_all)
     out: list[Doc] = []
     for d in rows:
         if not (every or access.owns(rc, d) or access.shared(rc, d)):
@@ -210,6 +235,21 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
             continue
         out.append(d)
     return _sorted(out, _sort_order(rc))
+
+
+def _asks_for_all(rc: ResourceCall, param: str) -> bool:
+    """nova's all_tenants: given (empty, or a true value) lists every owner's rows."""
+    raw = rc.call.q(param)
+    if raw is None:
+        return False
+    if raw.strip() == "":
+        return True
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise rc.res.fail("bad_filter", field=param, value=raw, reason="expected true or false")
 
 
 def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:

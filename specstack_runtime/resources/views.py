@@ -11,14 +11,28 @@ BOOKKEEPING = frozenset({"created_at", "updated_at"})
 
 
 def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
-    """`doc` as the API shows it; with `view` (or the operation's), only that view's fields."""
+    """`doc` as the API shows it; with `view` (or the operation's), only that view's fields.
+
+    Stored fields first (under their API names), then `render` transforms, then computed
+    fields (only those the answer shows), then fields the caller may not see go, then
+    optional ones without a value.
+    """
     res = rc.res
     doc = res.complete(doc)
     fields = res.fields
     hidden = res.hidden
+    chosen = view or rc.call.args.get("view")
+    picks = [entry.partition("=") for entry in res.res.views.get(str(chosen), ())] if chosen else []
+    wanted = {source or name for name, _, source in picks} if chosen else None
+    denied = {name for name, rule in res.guarded if not rc.allows(rule, doc)}
     out: Doc = {}
+    stored_as = res.stored_as
     for key, value in doc.items():
-        f = fields.get(key)
+        f = fields.get(stored_as.get(key, key))
+        if f is not None and f.stored and key != f.stored:
+            continue  # the row's own key of that name is not this field
+        if f is not None and f.stored:
+            key = f.name
         if f is None:
             if res.res.extra and key not in BOOKKEEPING and key not in hidden:
                 out[key] = value
@@ -29,23 +43,23 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     for f in res.res.fields:
         if f.always and f.name not in out and not f.computed and not f.hidden:
             out[f.name] = None
-    for name, rule in res.guarded:
-        if name in out and not rc.allows(rule, doc):
-            del out[name]
     if res.computed or res.renders:
         variables = rc.variables(doc=doc)
         for name, expr in res.renders:
-            if name in out:
+            if name in out and name not in denied and (wanted is None or name in wanted):
                 out[name] = expr.evaluate(**variables)
         for name, expr in res.computed:
-            out[name] = expr.evaluate(**variables)
+            if name in denied or (wanted is None and name in res.off_schema):
+                continue
+            if wanted is None or name in wanted:
+                out[name] = expr.evaluate(**variables)
+    for name in denied:
+        out.pop(name, None)
     for name in res.optional:
         if out.get(name) is None:
             out.pop(name, None)
-    chosen = view or rc.call.args.get("view")
     if chosen:
-        shown = res.res.views.get(str(chosen), ())
-        out = {k: out[k] for k in shown if k in out}
+        return {name: out[source or name] for name, _, source in picks if (source or name) in out}
     return out
 
 

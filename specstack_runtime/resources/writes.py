@@ -155,14 +155,16 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
             continue
         if f.computed:
             continue  # a computed field sent back (a client's round trip): nothing to store
-        if old is not None and key in old and old.get(key) == value and f.write != "always":
+        held = f.stored or key
+        if old is not None and held in old and old.get(held) == value and f.write != "always":
             continue  # unchanged: clients send back what they read
         if f.write == "never":
             raise res.fail("read_only" if old is None else "immutable", field=key, value=value)
         if f.write == "create" and old is not None:
             raise res.fail("immutable", field=key, value=value)
-        out[key] = check_value(rc, f, value)
-        if f.set_by and not _may_set(rc, f, out[key], old):
+        checked = check_value(rc, f, value)
+        out[f.stored or key] = checked
+        if f.set_by and not _may_set(rc, f, checked, old):
             raise res.fail(
                 "field_forbidden", field=key, action="create" if old is None else "update"
             )
@@ -173,7 +175,7 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
 
 def _may_set(rc: ResourceCall, f: ir.ResourceField, value: Any, old: Doc | None) -> bool:
     """Giving a value other than the default (or changing the stored one) needs `set_by`."""
-    unchanged = value == (f.default if old is None else old.get(f.name, f.default))
+    unchanged = value == (f.default if old is None else old.get(f.stored or f.name, f.default))
     return unchanged or rc.allows(f.set_by)
 
 
@@ -198,13 +200,13 @@ async def for_create(rc: ResourceCall, attrs: Doc, id_: str | None = None) -> Do
     doc.update(rc.parents())
     access.stamp_owner(rc, doc)
     for f in res.res.fields:
-        if f.name not in doc and f.has_default and not f.computed:
-            doc[f.name] = _copy(f.default)
+        if res.key(f.name) not in doc and f.has_default and not f.computed:
+            doc[res.key(f.name)] = _copy(f.default)
     for name, expr in res.default_exprs:
-        if doc.get(name) is None:
-            doc[name] = expr.evaluate(**rc.variables(doc=doc))
+        if doc.get(res.key(name)) is None:
+            doc[res.key(name)] = expr.evaluate(**rc.variables(doc=doc))
     for f in res.res.fields:
-        if f.required and doc.get(f.name) is None:
+        if f.required and doc.get(res.key(f.name)) is None:
             raise res.fail("required", field=f.name)
     given = doc.get("id") if "id" in res.fields and res.fields["id"].write != "never" else None
     doc["id"] = str(id_ or (given if given not in (None, "") else None) or new_id(rc, doc))

@@ -14,6 +14,7 @@ from specstack_runtime.behaviours.scheduling import NoValidHost
 from specstack_runtime.errors import Conflict, NotFound, StepFailed
 from specstack_runtime.messaging import check
 from specstack_runtime.virt.fake import FakeHypervisor
+from tests.runtime.fakes import serve_operation
 from tests.runtime.test_compute_kit import (
     IMAGE_DATA,
     IMAGE_ID,
@@ -140,7 +141,9 @@ async def test_no_valid_host_puts_the_instance_in_error(tmp_path: Path) -> None:
     # The API shows it as ERROR with the fault.
     api = make_runtime(info, "nova-api", store=store)
     view = (
-        await compute.show_server(op_call(api, "showServer", path_params={"server_id": row["id"]}))
+        await serve_operation(
+            info, "compute", op_call(api, "showServer", path_params={"server_id": row["id"]})
+        )
     ).body["server"]
     assert view["status"] == "ERROR" and view["fault"]["message"].startswith(
         "No valid host was found"

@@ -163,6 +163,7 @@ class _Checker:
             for key in ("see_all", "modify"):
                 self.rule(f, [*base, key], r.get(key))
             self.expr(f, [*base, "shared"], r.get("shared"))
+            self.expr(f, [*base, "live"], r.get("live"))
             quota = r.get("quota")
             if quota and quota not in (data.get("quotas") or {}):
                 self.at(f, [*base, "quota"], f"unknown quota '{quota}'")
@@ -223,6 +224,7 @@ class _Checker:
                     f"{suggest(field, sorted(names))}",
                 )
             self.rule(f, [*base, "list", "filters", param, "visible"], spec.get("visible"))
+            self.rule(f, [*base, "list", "filters", param, "requires"], spec.get("requires"))
         sort = listing.get("sort") or ()
         pairs = sort.items() if isinstance(sort, dict) else [(k, k) for k in sort]
         for key, field in pairs:
