@@ -23,7 +23,6 @@ from specstack_runtime.errorformat import render
 from specstack_runtime.errors import (
     ApiError,
     BadRequest,
-    Forbidden,
     NotFound,
     StepFailed,
     Unauthorized,
@@ -38,6 +37,7 @@ _REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 _JSON_TYPES = ("application/json", "application/openstack-images-v2.1-json-patch")
 _VERSION = re.compile(r"(\d+)\.(\d+)")
 _GENERIC_VERSION_HEADER = "openstack-api-version"
+TRACE_RULE = "specstack:trace"  # spec/policy.yaml: who may read flows
 
 
 @dataclass(frozen=True)
@@ -354,8 +354,8 @@ class ApiApp:
             if not call.token or self.rt.auth is None:
                 raise Unauthorized("The request you have made requires authentication.")
             auth = await self.rt.auth.validate(call.token)
-            if not auth.is_admin:
-                raise Forbidden("Reading traces needs the admin role.")
+            # the toolkit's own endpoint: its rule is spec/policy.yaml's `specstack:trace`
+            self.rt.info.policy.authorize(TRACE_RULE, f"rule:{TRACE_RULE}", auth, {})
         except ApiError as err:
             return self._error(call, err)
         flow_id = request.path_params["flow_id"]

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from specstack_runtime.errors import Forbidden, Unauthorized
+from specstack_runtime.errors import Unauthorized
 
 if TYPE_CHECKING:
     from specstack_runtime.services import ServiceRuntime
@@ -102,11 +102,15 @@ class Call:
             raise Unauthorized("The request you have made requires authentication.")
         return self.auth
 
-    def require_admin(self) -> AuthContext:
-        # Being removed: behaviours still using it move to the spec's rules (docs/resources.md).
+    def enforce(self, arg: str, target: Mapping[str, Any] | None = None) -> AuthContext:
+        """A further rule the spec gives this operation in `x-specstack-args` under `arg`
+        (e.g. who may force a host): Forbidden if it does not allow the caller."""
         auth = self.require_auth()
-        if not auth.is_admin:
-            raise Forbidden("Policy does not allow this operation; the admin role is needed.")
+        rule = self.args.get(arg)
+        if not isinstance(rule, str):
+            raise RuntimeError(f"{self.trigger}: the spec gives no rule {arg!r} (x-specstack-args)")
+        name = rule.removeprefix("rule:")
+        self.rt.info.policy.authorize(name, rule, auth, {}, None, target=dict(target or {}))
         return auth
 
     def authorize(self, target: Mapping[str, Any]) -> AuthContext:

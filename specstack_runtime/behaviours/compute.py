@@ -82,7 +82,9 @@ from specstack_runtime.errors import (
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Doc, Store, utcnow
 from specstack_runtime.virt import DiskNotFound, InstanceNotFound
@@ -93,6 +95,7 @@ logger = logging.getLogger(__name__)
 NETWORK_NAME_TTL_S = 30.0
 #: Instances a project may have (nova's quota; nova's default is 10).
 QUOTA_INSTANCES = 100
+SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instances
 #: Metadata items a server may have (nova's default quota).
 QUOTA_METADATA_ITEMS = 128
 #: The largest page nova answers (osapi_max_limit).
@@ -238,16 +241,10 @@ def _state(row: Mapping[str, Any]) -> InstanceState | None:
 
 
 async def _instance_for(call: Call, server_id: str) -> Doc:
-    """The caller's (or, for admins, any) live instance; 404 otherwise."""
-    auth = _project_auth(call)
-    row = await _store(call).get(INSTANCES, server_id)
-    if (
-        row is None
-        or row.get("vm_state") == "deleted"
-        or (row.get("project_id") != auth.project_id and not auth.is_admin)
-    ):
-        raise NotFound(f"Instance {server_id} could not be found.")
-    return row
+    """The live instance, if the server resource's scope and rules let the caller see it;
+    404 otherwise (spec/resources/compute.yaml: owner, see_all, live)."""
+    _project_auth(call)
+    return await access.lookup(engine_call(call, SERVER), server_id)
 
 
 # =====================================================================================
@@ -482,10 +479,7 @@ async def _availability_zone(call: Call, store: Store, value: Any) -> tuple[str 
         raise BadRequest("The requested availability zone is not available")
     if not host:
         return zone or None, []
-    if call.auth is None or not call.auth.is_admin:
-        raise Forbidden(
-            "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed."
-        )
+    call.enforce("forced_host")
     hosts = {str(n["host"]) for n in nodes}
     if host not in hosts:
         raise BadRequest(f"Compute host {host} could not be found.")
@@ -1080,7 +1074,6 @@ async def list_availability_zones(call: Call) -> Reply:
 
 @behaviour("compute.list_hypervisors")
 async def list_hypervisors(call: Call) -> Reply:
-    call.require_admin()
     docs = await _store(call).list(COMPUTE_NODES)
     docs.sort(key=lambda d: int(d.get("hypervisor_id") or 0))
     return Reply(

@@ -339,8 +339,11 @@ def op_call(
     for k, v in (query or {}).items():
         q[k] = [str(x) for x in v] if isinstance(v, list) else [str(v)]
     auth = auth if auth is not None else auth_ctx()
+    # the spec's static arguments of the operation (x-specstack-args), as generated code passes
+    handler = next((h for h in rt.info.ir["handlers"] if h["trigger"] == operation_id), {})
     return Call(
         rt=rt,
+        args=dict(handler.get("args") or {}),
         trigger=operation_id,
         kind="operation",
         request_id="req-test",

@@ -75,6 +75,11 @@ class _Checker:
                     where = ["paths", path, method]
                     if "x-specstack-policy" in op:
                         self.rule(f, [*where, "x-specstack-policy"], op["x-specstack-policy"])
+                    args = op.get("x-specstack-args")
+                    for key, value in (args if isinstance(args, dict) else {}).items():
+                        # further rules a behaviour enforces (`call.enforce`) are rule texts
+                        if isinstance(value, str) and value.startswith("rule:"):
+                            self.rule(f, [*where, "x-specstack-args", key], value)
                     has = "x-specstack-behaviour" in op
                     owner = bound.get((api, op["operationId"]))
                     if has and owner is not None:
