@@ -9,7 +9,8 @@ Variables (all dynamic): `doc` (the row), `old` (the row before a change),
 `auth` (user_id, project_id, domain_id, roles, is_admin), `path` (path
 parameters), `params` (parsed query parameters), `base` (the URL the caller
 used, no trailing slash), `config` (a few stack settings), `rows` (a query's
-rows), `row` (one of them with its joins), `vars` (flow variables).
+rows), `row` (one of them with its joins), `vars` (flow variables), `reply` (what
+an action's called message answered).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `hexdigest("sha224", s)` a hash;
@@ -43,6 +44,7 @@ VARIABLES = (
     "join",
     "tables",
     "data",
+    "reply",
     "vars",
 )
 

@@ -197,15 +197,26 @@ class DeleteRule(Node):
     where: str | None = None  # CEL over the referring row: only those rows count
 
 
+class ActionCheck(Node):
+    """A condition an action needs (CEL), and the message when it does not hold."""
+
+    expr: str
+    message: str
+
+
 class ResourceAction(Node):
     """An action (`POST .../action {"name": ...}`) as a transition of the state machine."""
 
     name: str
+    title: str | None = None  # the action's word in messages ("stop" for os-stop)
+    accept: tuple[ActionCheck, ...] = ()  # on the argument (`params`): 400, before the state
+    require: tuple[ActionCheck, ...] = ()  # on the row, once its state allows: 409
     from_states: tuple[str | None, ...] = ()  # () means from any state
     to: str | None = None
     has_to: bool = False
     set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}
-    send: str | None = None  # a queue message
+    send: str | None = None  # a queue message (a call's reply is `reply` to `answer`)
+    answer: dict[str, Any] = {}  # the 200 body: literals or {"expr": CEL}
     host: str | None = None  # CEL: the host a per-host message goes to
     payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
     hook: str | None = None

@@ -8,7 +8,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from specstack_runtime.bus import RemoteError
 from specstack_runtime.context import Call
+from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 
@@ -79,3 +81,16 @@ async def send(
     if not checked:
         check(rt.info, message, "reply", reply)
     return reply
+
+
+def api_error(exc: BaseException, who: str = "The remote service") -> ApiError:
+    """What a called consumer raised (its exception's type and text), or its silence, as an
+    error for the API's caller: a known kind keeps its status (any `*NotFound` is 404)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, RemoteError):
+        for cls in (BadRequest, Forbidden, NotFound, Conflict):
+            if exc.exc_type.endswith(cls.__name__):
+                return cls(exc.message)
+        return ApiError(f"{who} failed: {exc.exc_type}: {exc.message}")
+    return ApiError(f"{who} could not be reached: {exc}", status=503)

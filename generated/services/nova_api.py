@@ -105,7 +105,7 @@ async def delete_server(flow: Flow) -> None:
 
 
 async def server_action(flow: Flow) -> None:
-    """operation serverAction: behaviour compute.server_action."""
+    """operation serverAction: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -305,12 +305,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="serverAction",
-        behaviour="compute.server_action",
+        behaviour="resource.serve",
         on_error=None,
         run=server_action,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "server", "action": "action"},
     ),
     "listVolumeAttachments": HandlerSpec(
         component=COMPONENT,

@@ -300,6 +300,10 @@ def _resource(
             actions.append(
                 ir.ResourceAction(
                     name=aname,
+                    title=a.get("title"),
+                    accept=tuple(ir.ActionCheck(**c) for c in a.get("accept", ())),
+                    require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
+                    answer=a.get("answer", {}),
                     from_states=tuple(a.get("from", ())),
                     to=a.get("to"),
                     has_to="to" in a,

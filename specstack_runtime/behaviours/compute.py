@@ -61,13 +61,6 @@ from specstack_runtime.behaviours.conductor import (
     node_is_up,
     release_claim,
 )
-from specstack_runtime.behaviours.instance_state import (
-    Event,
-    InstanceState,
-    InvalidTransition,
-    VmState,
-    transition,
-)
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.bus import BusError, RemoteError
 from specstack_runtime.context import AuthContext, Call, Interaction, Reply
@@ -80,7 +73,7 @@ from specstack_runtime.errors import (
     StepFailed,
 )
 from specstack_runtime.http import error_message, expect
-from specstack_runtime.messaging import send
+from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
@@ -106,7 +99,6 @@ REPORT_INTERVAL_S = 10.0
 CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
 
 #: Every vm_state but deleted (an indexed filter for "the instances that exist").
-LIVE_STATES = [s.value for s in VmState if s is not VmState.DELETED]
 _PROGRESS_STATUSES = frozenset(
     {"ACTIVE", "BUILD", "REBUILD", "RESIZE", "VERIFY_RESIZE", "MIGRATING"}
 )
@@ -194,19 +186,7 @@ def _project_auth(call: Call) -> AuthContext:
 
 def _api_error_from_remote(exc: BaseException) -> ApiError:
     """Turn what a compute node answered into an error for the API's caller."""
-    if isinstance(exc, RemoteError):
-        kinds: dict[str, type[ApiError]] = {
-            "BadRequest": BadRequest,
-            "NotFound": NotFound,
-            "InstanceNotFound": NotFound,
-            "Conflict": Conflict,
-            "Forbidden": Forbidden,
-        }
-        cls = kinds.get(exc.exc_type)
-        if cls is not None:
-            return cls(exc.message)
-        return ApiError(f"The compute host failed: {exc.exc_type}: {exc.message}")
-    return ApiError(f"The compute host could not be reached: {exc}", status=503)
+    return api_error(exc, "The compute host")
 
 
 async def _token(call: Call) -> str:
@@ -231,13 +211,11 @@ def _conflict(action: str, row: Mapping[str, Any]) -> Conflict:
     )
 
 
-def _state(row: Mapping[str, Any]) -> InstanceState | None:
-    try:
-        return InstanceState.parse(
-            str(row.get("vm_state")), row.get("task_state"), int(row.get("power_state") or 0)
-        )
-    except ValueError:
-        return None
+def _live_states(call: Call) -> list[str]:
+    """The vm_states of instances that count (every one but deleted), from the server
+    resource's status map (spec/resources/compute.yaml)."""
+    statuses = call.rt.info.resources.resource(SERVER).res.data["statuses"]
+    return [vm for vm, status in statuses.items() if status.get("") != "DELETED"]
 
 
 async def _instance_for(call: Call, server_id: str) -> Doc:
@@ -615,7 +593,9 @@ async def create_server(call: Call) -> Reply:
             f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {disk_config}."
         )
 
-    used = await store.count(INSTANCES, {"project_id": auth.project_id, "vm_state": LIVE_STATES})
+    used = await store.count(
+        INSTANCES, {"project_id": auth.project_id, "vm_state": _live_states(call)}
+    )
     quota = call.rt.config.quota_instances
     if used >= quota:
         raise Forbidden(
@@ -807,12 +787,6 @@ async def delete_server(call: Call) -> Reply:
         call.vars["instance"] = row
         if row.get("task_state") == "deleting":
             return Reply(204)  # already being deleted: nova ignores the repeat
-        state = _state(row)
-        if state is not None:
-            try:
-                transition(state, Event.DELETE)
-            except InvalidTransition:
-                raise _conflict("delete", row) from None
         host = row.get("host")
         if not host or not await _compute_is_up(store, str(host)):
             call.vars["instance"] = await _local_delete(call, row)
@@ -858,117 +832,6 @@ async def terminate_request(ix: Interaction) -> None:
 # =====================================================================================
 # server actions
 # =====================================================================================
-
-
-async def _set_task(call: Call, row: Doc, event: Event, action: str) -> Doc:
-    """Move the instance to the task state of `event` (409 when its state forbids it)."""
-    state = _state(row)
-    if state is None:
-        raise _conflict(action, row)
-    try:
-        new_task = transition(state, event).task_state
-    except InvalidTransition:
-        raise _conflict(action, row) from None
-    if not row.get("host"):
-        raise Conflict(f"Instance {row['id']} is not ready: it has no compute host.")
-    updated = await _store(call).update(
-        INSTANCES,
-        row["id"],
-        {"task_state": new_task},
-        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
-    )
-    if updated is None:
-        raise _conflict(action, row)
-    return updated
-
-
-async def _revert_task(call: Call, row: Doc) -> None:
-    await _store(call).update(INSTANCES, row["id"], {"task_state": None})
-
-
-def _console_length(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise BadRequest("Invalid input for field/attribute length.")
-    try:
-        length = int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(f"Invalid input for field/attribute length. Value: {value}.") from None
-    if length == -1:
-        return None
-    if length < 0:
-        raise BadRequest(f"Invalid input for field/attribute length. Value: {value}.")
-    return length
-
-
-@behaviour("compute.server_action")
-async def server_action(call: Call) -> Reply:
-    """os-start, os-stop, reboot (202) and os-getConsoleOutput (200 {"output"})."""
-    row = await _instance_for(call, call.path_params["server_id"])
-    body = call.body if isinstance(call.body, dict) else {}
-    if len(body) != 1:
-        raise BadRequest("Exactly one action is expected in the request body.")
-    action, args = next(iter(body.items()))
-    if action == "os-stop":
-        row = await _set_task(call, row, Event.STOP, "stop")
-        await _cast_action(call, row, "stop_instance", {"instance": instance_ref(row)})
-        return Reply(202)
-    if action == "os-start":
-        row = await _set_task(call, row, Event.START, "start")
-        await _cast_action(call, row, "start_instance", {"instance": instance_ref(row)})
-        return Reply(202)
-    if action == "reboot":
-        kind = str((args or {}).get("type", "")).upper() if isinstance(args, dict) else ""
-        if kind not in ("SOFT", "HARD"):
-            raise BadRequest("Argument 'type' for reboot must be a string with value SOFT or HARD.")
-        allowed = (
-            {"active"} if kind == "SOFT" else {"active", "stopped", "error", "paused", "suspended"}
-        )
-        if row.get("vm_state") not in allowed or row.get("task_state") is not None:
-            raise _conflict("reboot", row)
-        row = await _force_task(call, row, "rebooting", "reboot")
-        await _cast_action(
-            call, row, "reboot_instance", {"instance": instance_ref(row), "reboot_type": kind}
-        )
-        return Reply(202)
-    if action == "os-getConsoleOutput":
-        length = _console_length((args or {}).get("length") if isinstance(args, dict) else None)
-        if not row.get("host"):
-            raise Conflict(f"Instance {row['id']} is not ready: it has no compute host.")
-        try:
-            reply = await send(
-                call,
-                "get_console_output",
-                {"instance": instance_ref(row), "length": length},
-                host=row["host"],
-            )
-        except (BusError, TimeoutError) as exc:
-            raise _api_error_from_remote(exc) from exc
-        return Reply(200, {"output": str((reply or {}).get("output", ""))})
-    raise BadRequest(f"There is no such action: {action}")
-
-
-async def _force_task(call: Call, row: Doc, task: str, action: str) -> Doc:
-    if not row.get("host"):
-        raise Conflict(f"Instance {row['id']} is not ready: it has no compute host.")
-    updated = await _store(call).update(
-        INSTANCES,
-        row["id"],
-        {"task_state": task},
-        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
-    )
-    if updated is None:
-        raise _conflict(action, row)
-    return updated
-
-
-async def _cast_action(call: Call, row: Doc, message: str, payload: dict[str, Any]) -> None:
-    try:
-        await send(call, message, payload, host=row["host"])
-    except Exception as exc:
-        await _revert_task(call, row)
-        raise _api_error_from_remote(exc) from exc
 
 
 # =====================================================================================

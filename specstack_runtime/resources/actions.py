@@ -8,19 +8,31 @@ from specstack_runtime import ir, registry
 from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
-from specstack_runtime.messaging import send
+from specstack_runtime.messaging import api_error, send
 from specstack_runtime.resources import access, hooks, views
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 
-def _value(rc: ResourceCall, spec: Any, doc: Doc, arg: Any) -> Any:
-    """A literal, or {expr: CEL} over the row and the action's argument (`params`)."""
+def _value(rc: ResourceCall, spec: Any, doc: Doc, arg: Any, reply: Any = None) -> Any:
+    """A literal, or {expr: CEL} over the row, the action's argument (`params`) and what a
+    called message answered (`reply`)."""
     if isinstance(spec, dict) and set(spec) == {"expr"}:
-        return compile_expr(str(spec["expr"])).evaluate(**rc.variables(doc=doc, params=arg))
+        names = rc.variables(doc=doc, params=arg, reply=reply)
+        return compile_expr(str(spec["expr"])).evaluate(**names)
     if isinstance(spec, dict):
-        return {k: _value(rc, v, doc, arg) for k, v in spec.items()}
+        return {k: _value(rc, v, doc, arg, reply) for k, v in spec.items()}
     return spec
+
+
+def _check(
+    rc: ResourceCall, checks: tuple[ir.ActionCheck, ...], status: int, doc: Doc, arg: Any
+) -> None:
+    """The first condition that does not hold answers `status` with its message."""
+    for check in checks:
+        if not compile_expr(check.expr).evaluate(**rc.variables(doc=doc, params=arg)):
+            values = {**doc, **(arg if isinstance(arg, dict) else {}), "id": doc["id"]}
+            raise error(status, fill(check.message, values))
 
 
 def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
@@ -32,7 +44,8 @@ def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
     found = next((a for a in (states.actions if states else ()) if a.name == name), None)
     if found is None:
         raise rc.res.fail("action", action=name)
-    return found, arg
+    # `{"os-stop": null}`: no argument reads as an empty one (`has(params.x)` is false)
+    return found, {} if arg is None else arg
 
 
 def _refused(
@@ -41,7 +54,7 @@ def _refused(
     """409 in the state machine's words (its `conflict`; the resource's `state` error if set)."""
     values = {
         **doc,
-        "action": action.name,
+        "action": action.title or action.name,
         "id": doc["id"],
         "field": states.field,
         "state": state,
@@ -57,20 +70,23 @@ async def run(rc: ResourceCall) -> Reply:
     states = rc.res.res.states
     assert states is not None
     doc = await access.modifiable(rc)
+    _check(rc, action.accept, 400, doc, arg)
     state = doc.get(states.field)
     allowed = not action.from_states or state in action.from_states
     if allowed and action.when:
         allowed = bool(compile_expr(action.when).evaluate(**rc.variables(doc=doc, params=arg)))
     if not allowed:
         raise _refused(rc, states, action, doc, state)
+    _check(rc, action.require, 409, doc, arg)
     changes: Doc = {k: _value(rc, v, doc, arg) for k, v in action.set.items()}
     if action.has_to:
         changes[states.field] = action.to
+    before = doc
     if changes:
         await hooks.run(rc, "before_update", changes, doc)
-        updated = await rc.store.update(
-            rc.res.res.table, doc["id"], changes, expect={states.field: state}
-        )
+        # compare-and-set on the state and on what changes: a concurrent action loses
+        expect = {states.field: state, **{k: doc.get(k) for k in changes}}
+        updated = await rc.store.update(rc.res.res.table, doc["id"], changes, expect=expect)
         if updated is None:  # changed under us: the state it was in is gone
             current = await rc.store.get(rc.res.res.table, doc["id"]) or doc
             raise _refused(rc, states, action, current, current.get(states.field))
@@ -79,11 +95,33 @@ async def run(rc: ResourceCall) -> Reply:
         await registry.get(action.hook)(
             hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, None, rc)
         )
-    if action.send:
-        host = None
-        if action.host:
-            host = compile_expr(action.host).evaluate(**rc.variables(doc=doc, params=arg))
-        payload = {k: _value(rc, v, doc, arg) for k, v in action.payload.items()}
-        await send(rc.call, action.send, payload, host=host or None)
+    reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
+    if action.answer:
+        return Reply(status, _value(rc, action.answer, doc, arg, reply or {}))
     return Reply(status, views.one(rc, doc) if status == 200 else None)
+
+
+async def _send(
+    rc: ResourceCall,
+    action: ir.ResourceAction,
+    doc: Doc,
+    before: Doc,
+    changes: Doc,
+    arg: Any,
+) -> dict[str, Any] | None:
+    """The action's message (a cast, or a call whose reply is returned); if it cannot be
+    sent or the callee refuses, the row goes back to what it was and the caller is told."""
+    assert action.send is not None
+    host = None
+    if action.host:
+        host = compile_expr(action.host).evaluate(**rc.variables(doc=doc, params=arg))
+    payload = {k: _value(rc, v, doc, arg) for k, v in action.payload.items()}
+    try:
+        return await send(rc.call, action.send, payload, host=host or None)
+    except Exception as exc:
+        if changes:
+            undo = {k: before.get(k) for k in changes}
+            expect = {k: doc.get(k) for k in changes}
+            await rc.store.update(rc.res.res.table, doc["id"], undo, expect=expect)
+        raise api_error(exc) from exc

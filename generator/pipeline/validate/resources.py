@@ -273,21 +273,25 @@ class _Checker:
             self.at(f, [*base, "states", "field"], f"'{states['field']}' is not a field")
         for aname, a in (states.get("actions") or {}).items():
             where: Where = [*base, "states", "actions", aname]
-            if a.get("send") and a["send"] not in self.ix.messages:
-                self.at(
-                    f,
-                    [*where, "send"],
-                    f"unknown message '{a['send']}'{suggest(a['send'], sorted(self.ix.messages))}",
-                )
+            msg = a.get("send")
+            if msg and msg not in self.ix.messages:
+                known = sorted(self.ix.messages)
+                self.at(f, [*where, "send"], f"unknown message '{msg}'{suggest(msg, known)}")
             for key in ("host", "when"):
                 self.expr(f, [*where, key], a.get(key))
-            for key, value in {**(a.get("set") or {}), **(a.get("payload") or {})}.items():
-                if isinstance(value, dict) and set(value) == {"expr"}:
-                    self.expr(
-                        f,
-                        [*where, "set" if key in (a.get("set") or {}) else "payload", key, "expr"],
-                        value["expr"],
-                    )
+            for key in ("accept", "require"):
+                for i, check in enumerate(a.get(key) or ()):
+                    self.expr(f, [*where, key, i, "expr"], check.get("expr"))
+            for key in ("set", "payload", "answer"):
+                self._exprs(f, [*where, key], a.get(key) or {})
+
+    def _exprs(self, f: SpecFile, where: Where, values: Any) -> None:
+        """The `{expr: CEL}` leaves of a literal (nested maps of literals and expressions)."""
+        if isinstance(values, dict) and set(values) == {"expr"}:
+            self.expr(f, [*where, "expr"], values["expr"])
+        elif isinstance(values, dict):
+            for key, value in values.items():
+                self._exprs(f, [*where, key], value)
 
     def _query(
         self,
