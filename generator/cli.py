@@ -101,7 +101,12 @@ def cmd_conform(args: argparse.Namespace) -> int:
     from generator.commands.conform import main as conform_main
 
     return conform_main(
-        args.target, args.pytest_args, None if args.no_report else Path(args.report)
+        args.target,
+        args.pytest_args,
+        None if args.no_report else Path(args.report),
+        cloud=args.cloud,
+        admin_cloud=args.admin_cloud,
+        timeout=args.timeout,
     )
 
 
@@ -223,7 +228,26 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--target",
         default=None,
-        help="identity URL of a running stack (default: start an embedded one)",
+        help="identity URL of a running stack or cloud, as clients write it (`.../v3` or not); "
+        "default: the --cloud's, else start an embedded stack",
+    )
+    k.add_argument(
+        "--cloud",
+        default=None,
+        help="a cloud of clouds.yaml (OS_CLIENT_CONFIG_FILE, ./, ~/.config/openstack/, "
+        "/etc/openstack/): the member user the suite tests as",
+    )
+    k.add_argument(
+        "--admin-cloud",
+        default=None,
+        help="a cloud of clouds.yaml with an admin user; without it the tests that need an "
+        "admin skip, saying so",
+    )
+    k.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds one test may take before it fails (default 300; 0: no limit)",
     )
     k.add_argument(
         "--report",

@@ -96,10 +96,7 @@ async def _demo(target: Target) -> tuple[str, str]:
 async def _admin_project(target: Target) -> str:
     st = _state(target)
     if "admin_project" not in st:
-        assert target.demo is not None
-        _, st["admin_project"] = await target.demo.token(
-            "admin", target.config.admin_password, "admin"
-        )
+        _, st["admin_project"] = await target.admin_login()
     return str(st["admin_project"])
 
 
@@ -148,7 +145,7 @@ async def _revoked(target: Target) -> tuple[str, str]:
     st = _state(target)
     if "revoked" not in st:
         assert target.demo is not None and target.clients is not None
-        token, project = await target.demo.token("demo", target.config.demo_password, "demo")
+        token, project = await target.demo_token()
         for api in target.info.ir["apis"]:
             op = next(
                 (
@@ -194,7 +191,7 @@ async def _expired(target: Target) -> tuple[str, str]:
     st = _state(target)
     if "expired" not in st:
         assert target.demo is not None
-        token, project = await target.demo.token("demo", target.config.demo_password, "demo")
+        token, project = await target.demo_token()
         await target.expire_token(token)
         st["expired"] = (token, project)
     return tuple(st["expired"])

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
+from specstack_conformance.clouds import CloudError, Credentials, identity_root, load_cloud
 from specstack_runtime.config import StackConfig
 from specstack_runtime.demo import Demo, DemoIds
 from specstack_runtime.embedded import EmbeddedStack, load_generated
@@ -25,6 +27,8 @@ from specstack_runtime.trace import TraceRecorder
 
 T = TypeVar("T")
 TARGET_ENV = "SPECSTACK_TARGET"
+CLOUD_ENV = "SPECSTACK_CLOUD"  # the member's cloud in clouds.yaml
+ADMIN_CLOUD_ENV = "SPECSTACK_ADMIN_CLOUD"  # an admin's cloud (optional)
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
@@ -49,6 +53,10 @@ class FlowRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
+class TargetUnusable(RuntimeError):
+    """The target cannot be tested at all (no login, no catalog): the run stops at once."""
+
+
 class CannotExpireTokens(RuntimeError):
     """The target cannot make a token expire before its lifetime ends (a remote stack)."""
 
@@ -56,9 +64,24 @@ class CannotExpireTokens(RuntimeError):
 class Target:
     """A stack under test and a private event loop to talk to it from synchronous tests."""
 
-    def __init__(self, config: StackConfig, identity_url: str) -> None:
+    def __init__(
+        self,
+        config: StackConfig,
+        identity_url: str,
+        member: Credentials | None = None,
+        admin: Credentials | None = None,
+        *,
+        defaults: bool = True,
+    ) -> None:
         self.config = config
-        self.identity_url = identity_url.rstrip("/")
+        self.identity_url = identity_root(identity_url)
+        # without clouds, specstack's own users (admin/admin, demo/demo unless configured)
+        if defaults:
+            member = member or Credentials(self.identity_url, "demo", config.demo_password, "demo")
+            admin = admin or Credentials(self.identity_url, "admin", config.admin_password, "admin")
+        assert member is not None
+        self.member = member
+        self.admin = admin
         self.info, self.services, _ = load_generated()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -99,25 +122,54 @@ class Target:
         return target
 
     @classmethod
-    def remote(cls, identity_url: str) -> Target:
-        target = cls(
-            StackConfig(data_dir=Path(tempfile.mkdtemp(prefix="specstack-conform-"))), identity_url
-        )
-        target.clients = target.run(target._clients_from_catalog())
+    def remote(
+        cls,
+        identity_url: str,
+        member: Credentials | None = None,
+        admin: Credentials | None = None,
+    ) -> Target:
+        config = StackConfig(data_dir=Path(tempfile.mkdtemp(prefix="specstack-conform-")))
+        target = cls(config, identity_url, member, admin, defaults=member is None)
+        try:
+            target.clients = target.run(target._clients_from_catalog())
+        except BaseException:
+            target.close()
+            raise
         target._attach()
         return target
 
     @classmethod
     def from_environment(cls) -> Target:
+        """SPECSTACK_TARGET (an identity URL) and/or SPECSTACK_CLOUD, SPECSTACK_ADMIN_CLOUD
+        (clouds in clouds.yaml); none of them: the embedded stack."""
         url = os.environ.get(TARGET_ENV)
-        return cls.remote(url) if url else cls.embedded()
+        cloud, admin_cloud = os.environ.get(CLOUD_ENV), os.environ.get(ADMIN_CLOUD_ENV)
+        if not (url or cloud or admin_cloud):
+            return cls.embedded()
+        try:
+            member = load_cloud(cloud) if cloud else None
+            admin = load_cloud(admin_cloud) if admin_cloud else None
+        except CloudError as exc:
+            raise TargetUnusable(str(exc)) from None
+        if member is None and admin is not None:
+            member = admin
+        where = url or (member.identity_url if member else "")
+        return cls.remote(where, member, admin)
 
     async def _clients_from_catalog(self) -> ClientSet:
-        body = _password_auth("admin", self.config.admin_password, "admin")
-        async with httpx.AsyncClient(timeout=30) as http:
-            resp = await http.post(f"{self.identity_url}/v3/auth/tokens", json=body)
+        who = self.admin or self.member
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                resp = await http.post(f"{self.identity_url}/v3/auth/tokens", json=who.auth_body())
+        except httpx.HTTPError as exc:
+            raise TargetUnusable(
+                f"no identity service answers at {self.identity_url} ({exc})"
+            ) from None
         if resp.status_code != 201:
-            raise RuntimeError(f"cannot log in to {self.identity_url}: {resp.status_code}")
+            raise TargetUnusable(
+                f"cannot log in to {self.identity_url}/v3/auth/tokens as {who!r}: "
+                f"{resp.status_code} {resp.text[:200]}"
+            )
         endpoints: dict[str, str] = {}
         for entry in resp.json()["token"]["catalog"]:
             try:
@@ -149,7 +201,11 @@ class Target:
             data_dir=self.config.data_dir,
         )
         self.demo = Demo(self.clients, self.info, self.config, self.services, cli)
-        self.ids = self.run(self.demo.seed())
+        # without an admin, what needs one is looked up with the member's token (a real
+        # cloud has its flavors and images already)
+        member = self.run(self.token(self.member))
+        admin = self.run(self.token(self.admin)) if self.admin else member
+        self.ids = self.run(self.demo.seed(admin, member))
 
     def close(self) -> None:
         if self.stack is not None:
@@ -160,13 +216,26 @@ class Target:
         self._thread.join(timeout=10)
 
     # flows --------------------------------------------------------------------
+    async def token(self, who: Credentials) -> tuple[str, str]:
+        """A token of `who`, and its project's id."""
+        async with httpx.AsyncClient(timeout=30) as http:
+            resp = await http.post(f"{self.identity_url}/v3/auth/tokens", json=who.auth_body())
+        if resp.status_code != 201:
+            raise TargetUnusable(f"cannot log in as {who!r}: {resp.status_code}")
+        return resp.headers["X-Subject-Token"], resp.json()["token"]["project"]["id"]
+
     async def admin_token(self) -> str:
-        assert self.demo is not None
-        return (await self.demo.token("admin", self.config.admin_password, "admin"))[0]
+        return (await self.admin_login())[0]
+
+    async def admin_login(self) -> tuple[str, str]:
+        """An admin's token and project id; the test skips when the target gave no admin."""
+        if self.admin is None:
+            pytest.skip("needs an admin cloud (specstack conform --admin-cloud NAME)")
+        return await self.token(self.admin)
 
     async def demo_token(self) -> tuple[str, str]:
-        assert self.demo is not None
-        return await self.demo.token("demo", self.config.demo_password, "demo")
+        """The member's token and project id."""
+        return await self.token(self.member)
 
     async def events(self, flow_id: str) -> list[dict[str, Any]]:
         """The flow's events: the client's own (steps it ran here) and the stack's."""
@@ -225,17 +294,3 @@ class Target:
     def _labels(self, sequence: str) -> int:
         seq = self.info.sequences[sequence]
         return sum(1 + len(s["then"]) for s in seq["steps"])
-
-
-def _password_auth(user: str, password: str, project: str) -> dict[str, Any]:
-    return {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                },
-            },
-            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
-        }
-    }

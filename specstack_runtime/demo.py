@@ -115,10 +115,14 @@ class Demo:
             )
         return resp.json() if resp.content else None
 
-    async def seed(self) -> DemoIds:
-        """Create what the demo needs, unless a previous run already did (state persists)."""
-        admin, _ = await self.token("admin", self.cfg.admin_password, "admin")
-        demo, demo_project = await self.token("demo", self.cfg.demo_password, "demo")
+    async def seed(
+        self, admin_login: tuple[str, str] | None = None, demo_login: tuple[str, str] | None = None
+    ) -> DemoIds:
+        """Create what the demo needs, unless a previous run already did (state persists).
+        The logins (token, project id) are the stack's admin and demo users unless given."""
+        admin_login = admin_login or await self.token("admin", self.cfg.admin_password, "admin")
+        demo_login = demo_login or await self.token("demo", self.cfg.demo_password, "demo")
+        admin, demo, demo_project = admin_login[0], *demo_login
         compute, image, network, volume = (
             self.api(t) for t in ("compute", "image", "network", "block-storage")
         )

@@ -2,8 +2,10 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Fixtures of the conformance suite: the stack under test and the flows run against it.
 
-Without SPECSTACK_TARGET the suite starts the embedded stack on free ports in a
-temporary directory; with SPECSTACK_TARGET=<identity URL> it tests that stack.
+Without SPECSTACK_TARGET or SPECSTACK_CLOUD the suite starts the embedded stack on free
+ports in a temporary directory; with SPECSTACK_TARGET=<identity URL> (as clients write it,
+`.../v3` or not) and/or SPECSTACK_CLOUD=<cloud in clouds.yaml> (SPECSTACK_ADMIN_CLOUD for
+an admin) it tests that cloud.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from specstack_conformance.harness import FlowRecord, Target
+from specstack_conformance.harness import FlowRecord, Target, TargetUnusable
 from specstack_runtime.stackinfo import StackInfo
 
 
 @pytest.fixture(scope="session")
 def target() -> Iterator[Target]:
-    t = Target.from_environment()
+    try:
+        t = Target.from_environment()
+    except TargetUnusable as exc:  # one clear line, not the same error in every test
+        pytest.exit(f"the target cannot be tested: {exc}", returncode=2)
     yield t
     t.close()
 

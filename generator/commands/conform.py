@@ -3,6 +3,7 @@ its HTML report."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,12 +11,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from specstack_conformance.harness import TARGET_ENV
+from specstack_conformance.harness import ADMIN_CLOUD_ENV, CLOUD_ENV, TARGET_ENV
 
 DEFAULT_REPORT = Path(".specstack/conform-report.html")
 
 
-def main(target: str | None, pytest_args: list[str], report: Path | None = DEFAULT_REPORT) -> int:
+def main(
+    target: str | None,
+    pytest_args: list[str],
+    report: Path | None = DEFAULT_REPORT,
+    *,
+    cloud: str | None = None,
+    admin_cloud: str | None = None,
+    timeout: float = 0.0,
+) -> int:
     from specstack_conformance.report_plugin import DATA_ENV
 
     suite = Path("generated/conformance")
@@ -26,8 +35,9 @@ def main(target: str | None, pytest_args: list[str], report: Path | None = DEFAU
         )
         return 2
     env = dict(os.environ)
-    if target:
-        env[TARGET_ENV] = target
+    for name, value in ((TARGET_ENV, target), (CLOUD_ENV, cloud), (ADMIN_CLOUD_ENV, admin_cloud)):
+        if value:
+            env[name] = value
     fd, data_path = tempfile.mkstemp(prefix="specstack-conform-", suffix=".json")
     os.close(fd)
     env[DATA_ENV] = data_path
@@ -42,9 +52,11 @@ def main(target: str | None, pytest_args: list[str], report: Path | None = DEFAU
         "specstack_conformance.report_plugin",
         "--rootdir",
         ".",
+        *_timeout_args(timeout),
         *pytest_args,
     ]
-    where = target or "an embedded stack it starts"
+    where = target or (f"cloud {cloud or admin_cloud}" if cloud or admin_cloud else "")
+    where = where or "an embedded stack it starts"
     print(f"conformance suite against {where}", flush=True)
     try:
         code = subprocess.run(cmd, env=env, check=False).returncode
@@ -74,3 +86,17 @@ def _write_report(data_path: Path, report: Path, where: str) -> None:
         print(f"specstack conform: no report written: {exc}", file=sys.stderr)
         return
     print(f"report: {report}", flush=True)
+
+
+def _timeout_args(timeout: float) -> list[str]:
+    """pytest-timeout's per-test limit: a test that hangs on a target fails, the run goes on."""
+    if timeout <= 0:
+        return []
+    if importlib.util.find_spec("pytest_timeout") is None:
+        print(
+            "specstack conform: no per-test timeout without pytest-timeout "
+            "(pip install 'pytest-timeout>=2.3,<3')",
+            file=sys.stderr,
+        )
+        return []
+    return [f"--timeout={timeout:g}"]  # the plugin registers itself when installed

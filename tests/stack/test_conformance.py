@@ -4,6 +4,7 @@ starts itself, or (SPECSTACK_TEST_MODE=distributed) against a distributed stack 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,12 +17,17 @@ from ..wire.conftest import running_stack, stack_mode
 
 @contextlib.contextmanager
 def _target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
-    """`conform` arguments: none (it starts an embedded stack), or --target a running stack."""
+    """`conform` arguments: none (it starts an embedded stack), or a running stack known only
+    by the clouds.yaml it wrote (its member and admin clouds; no built-in password)."""
     if stack_mode() == "embedded":
         yield []
         return
     with running_stack(tmp_path_factory, "conform") as stack:
-        yield ["--target", f"http://127.0.0.1:{stack.port}"]
+        os.environ["OS_CLIENT_CONFIG_FILE"] = str(stack.clouds)
+        try:
+            yield ["--cloud", "specstack", "--admin-cloud", "specstack-admin"]
+        finally:
+            del os.environ["OS_CLIENT_CONFIG_FILE"]
 
 
 def test_generated_suite_passes(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -1,0 +1,131 @@
+"""`specstack conform` against clouds that are not an embedded specstack: credentials from a
+clouds.yaml, the identity URL as clients write it, and a target that cannot be tested."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from specstack_conformance.clouds import CloudError, identity_root, load_cloud
+
+from .conftest import REPO
+
+CLOUDS = """clouds:
+  mycloud:
+    auth:
+      auth_url: http://keystone.example:5000/v3/
+      username: alice
+      password: s3cret-pw
+      project_name: web
+      user_domain_id: default
+      project_domain_name: Default
+    region_name: RegionOne
+  broken:
+    auth:
+      auth_url: http://keystone.example:5000
+      username: bob
+"""
+
+
+def test_identity_url_as_clients_write_it() -> None:
+    assert identity_root("http://h:5000/v3") == "http://h:5000"
+    assert identity_root("http://h:5000/v3/") == "http://h:5000"
+    assert identity_root("http://h/identity/v3") == "http://h/identity"
+    assert identity_root("http://h:5000") == "http://h:5000"
+
+
+def test_credentials_from_clouds_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "clouds.yaml"
+    path.write_text(CLOUDS)
+    creds = load_cloud("mycloud", path)
+    assert creds.identity_url == "http://keystone.example:5000"
+    body = creds.auth_body()["auth"]
+    assert body["identity"]["password"]["user"] == {
+        "name": "alice",
+        "domain": {"id": "default"},
+        "password": "s3cret-pw",
+    }
+    assert body["scope"] == {"project": {"name": "web", "domain": {"name": "Default"}}}
+    assert "s3cret-pw" not in repr(creds)  # messages name the user, never the password
+    with pytest.raises(CloudError, match="no cloud 'mycloude'; did you mean 'mycloud'"):
+        load_cloud("mycloude", path)
+    with pytest.raises(CloudError, match="cloud 'broken' lacks password, project_name"):
+        load_cloud("broken", path)
+
+
+def test_clouds_yaml_found_as_the_cli_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "absent.yaml"))
+    with pytest.raises(CloudError, match="no clouds.yaml found .*absent.yaml"):
+        load_cloud("mycloud")
+    (tmp_path / "absent.yaml").write_text(CLOUDS)
+    assert load_cloud("mycloud").username == "alice"
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.send_response(404)
+        self.send_header("Content-Length", "9")
+        self.end_headers()
+        self.wfile.write(b"not here\n")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def answers_404() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_target_answering_nothing_useful_stops_with_one_clear_line(
+    answers_404: int, tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{answers_404}/v3"  # as clouds.yaml writes it
+    proc = subprocess.run(
+        [sys.executable, "-m", "generator", "conform", "--target", url, "--no-report"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    # the harness posts to the identity root's /v3/auth/tokens (never /v3/v3/...)
+    expected = f"cannot log in to http://127.0.0.1:{answers_404}/v3/auth/tokens as "
+    assert f"the target cannot be tested: {expected}" in out, out
+    assert "admin@admin from specstack's defaults" in out and ": 404 not here" in out
+    assert "PASSED" not in out and "ERROR" not in out  # no test ran: one line says why
+
+
+def test_an_unknown_cloud_is_named_before_anything_runs(tmp_path: Path) -> None:
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(CLOUDS)
+    proc = subprocess.run(
+        [sys.executable, "-m", "generator", "conform", "--cloud", "nocloud", "--no-report"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds)},
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "no cloud 'nocloud'" in out and "(clouds: broken, mycloud)" in out
