@@ -64,7 +64,7 @@ def test_clouds_yaml_found_as_the_cli_finds_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "absent.yaml"))
-    with pytest.raises(CloudError, match="no clouds.yaml found .*absent.yaml"):
+    with pytest.raises(CloudError, match=r"no clouds\.yaml found .*absent\.yaml"):
         load_cloud("mycloud")
     (tmp_path / "absent.yaml").write_text(CLOUDS)
     assert load_cloud("mycloud").username == "alice"

@@ -510,6 +510,24 @@ class ComputeClient(BoundClient):
             token=token,
         )
 
+    async def list_availability_zones_detailed(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """GET /v2.1/os-availability-zone/detail: List availability zones with their hosts and services"""
+        return await self._call(
+            "listAvailabilityZonesDetailed",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
     async def list_hypervisors(
         self,
         *,

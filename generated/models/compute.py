@@ -747,6 +747,33 @@ class AvailabilityZoneList(BaseModel):
     availabilityZoneInfo: list[AvailabilityZone]
 
 
+class Hosts(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    available: bool
+    active: bool
+    updated_at: str | None
+
+
+class AvailabilityZoneDetail(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    zoneName: str
+    zoneState: AvailabilityZoneState
+    hosts: dict[str, dict[str, Hosts]] = Field(
+        ..., description="Each compute host of the zone, with its nova-compute service."
+    )
+
+
+class AvailabilityZoneDetailList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    availabilityZoneInfo: list[AvailabilityZoneDetail]
+
+
 class Hypervisor(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (26 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (27 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -186,6 +186,11 @@ async def delete_keypair(flow: Flow) -> None:
 
 async def list_availability_zones(flow: Flow) -> None:
     """operation listAvailabilityZones: behaviour compute.list_availability_zones."""
+    await flow.trigger(None)
+
+
+async def list_availability_zones_detailed(flow: Flow) -> None:
+    """operation listAvailabilityZonesDetailed: behaviour compute.list_availability_zones."""
     await flow.trigger(None)
 
 
@@ -498,6 +503,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "listAvailabilityZonesDetailed": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listAvailabilityZonesDetailed",
+        behaviour="compute.list_availability_zones",
+        on_error=None,
+        run=list_availability_zones_detailed,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"detail": True},
+    ),
     "listHypervisors": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -784,6 +801,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-availability-zone/detail",
+        "listAvailabilityZonesDetailed",
+        HANDLERS["listAvailabilityZonesDetailed"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-availability-zone:detail",
     ),
     Route(
         "GET",

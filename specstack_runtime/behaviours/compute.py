@@ -918,17 +918,27 @@ def _generate_keypair() -> tuple[str, str]:
 
 @behaviour("compute.list_availability_zones")
 async def list_availability_zones(call: Call) -> Reply:
+    """The zones of the compute hosts; with `detail` (args), each zone's hosts and their
+    nova-compute service's state."""
     call.require_auth()
     zones: dict[str, bool] = {}
+    hosts: dict[str, dict[str, Any]] = {}
     for doc in await _store(call).list(COMPUTE_NODES):
         zone = str(doc.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
-        up = bool(doc.get("enabled", True)) and node_is_up(doc)
-        zones[zone] = zones.get(zone, False) or up
+        enabled, alive = bool(doc.get("enabled", True)), node_is_up(doc)
+        zones[zone] = zones.get(zone, False) or (enabled and alive)
+        service = {"available": alive, "active": enabled, "updated_at": doc.get("updated_at")}
+        hosts.setdefault(zone, {})[str(doc["host"])] = {"nova-compute": service}
+    detail = bool(call.args.get("detail"))
     return Reply(
         200,
         {
             "availabilityZoneInfo": [
-                {"zoneName": z, "zoneState": {"available": up}, "hosts": None}
+                {
+                    "zoneName": z,
+                    "zoneState": {"available": up},
+                    "hosts": dict(sorted(hosts[z].items())) if detail else None,
+                }
                 for z, up in sorted(zones.items())
             ]
         },

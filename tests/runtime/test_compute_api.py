@@ -754,6 +754,16 @@ async def test_availability_zones_and_hypervisors(api: Api) -> None:
         {"zoneName": "az2", "zoneState": {"available": False}, "hosts": None},
         {"zoneName": "nova", "zoneState": {"available": True}, "hosts": None},
     ]
+    # the zones' hosts: nova's rule allows administrators only (clients fall back on 403)
+    with pytest.raises(Forbidden, match="listAvailabilityZonesDetailed"):
+        await api.run("listAvailabilityZonesDetailed")
+    admin = auth_ctx(admin=True)
+    detail = (await api.run("listAvailabilityZonesDetailed", auth=admin)).body
+    az2, nova = detail["availabilityZoneInfo"]
+    assert az2["zoneName"] == "az2" and nova["zoneState"] == {"available": True}
+    assert list(nova["hosts"]) == ["compute-1"] and list(az2["hosts"]) == ["compute-2"]
+    assert az2["hosts"]["compute-2"]["nova-compute"]["available"] is False
+    assert nova["hosts"]["compute-1"]["nova-compute"]["active"] is True
     with pytest.raises(Forbidden):
         await api.run("listHypervisors")
     hvs = (await api.run("listHypervisors", auth=auth_ctx(admin=True))).body["hypervisors"]
