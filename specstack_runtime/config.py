@@ -67,7 +67,6 @@ class StackConfig:
     scheduler_weighers: tuple[tuple[str, float], ...] = (("RAMWeigher", 1.0),)
     max_build_attempts: int = 3
     guest_boot_timeout_s: float = 300.0  # a real guest must run by then, or its build fails
-    quota_instances: int = 100  # instances a project may have (nova's default is 10)
     # per-project limits of the spec's quotas (spec/resources `quotas`), overriding their defaults
     quotas: dict[str, int] = field(default_factory=dict)
     # distributed mode: the supervisor
@@ -124,7 +123,7 @@ class StackConfig:
                 f"{where}:internal_http: {self.internal_http!r} is not one of "
                 + ", ".join(INTERNAL_HTTP)
             )
-        for name in ("max_build_attempts", "token_ttl_s", "quota_instances"):
+        for name in ("max_build_attempts", "token_ttl_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}:{name}: must be at least 1")
         for name in ("call_timeout_s", "start_timeout_s", "stop_grace_s"):

@@ -15,7 +15,7 @@ Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `hexdigest("sha224", s)` a hash;
 `now()` the current time as OpenStack writes it. `data` holds the resource's
-constant tables (its `data:`). A computed query also sees `tables` (every row of the resources
+constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
 """
 
@@ -45,6 +45,7 @@ VARIABLES = (
     "tables",
     "data",
     "reply",
+    "quotas",
     "vars",
 )
 

@@ -528,6 +528,24 @@ class ComputeClient(BoundClient):
             token=token,
         )
 
+    async def get_limits(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """GET /v2.1/limits: Show the project's limits"""
+        return await self._call(
+            "getLimits",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
     async def list_hypervisors(
         self,
         *,

@@ -69,6 +69,11 @@ def test_compute_list_availability_zones_detailed_direct(target: Target) -> None
     provoke.call_and_check(target, "compute", "listAvailabilityZonesDetailed")
 
 
+def test_compute_get_limits_direct(target: Target) -> None:
+    """GET /v2.1/limits called directly."""
+    provoke.call_and_check(target, "compute", "getLimits")
+
+
 def test_compute_list_hypervisors_direct(target: Target) -> None:
     """GET /v2.1/os-hypervisors called directly."""
     provoke.call_and_check(target, "compute", "listHypervisors")

@@ -747,6 +747,23 @@ class AvailabilityZoneList(BaseModel):
     availabilityZoneInfo: list[AvailabilityZone]
 
 
+class Limits1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    rate: list[dict[str, Any]]
+    absolute: dict[str, int] = Field(
+        ..., description="maxTotal* are the project's quotas (-1 unlimited); total*Used its usage."
+    )
+
+
+class Limits(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    limits: Limits1
+
+
 class Hosts(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (27 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (28 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -191,6 +191,11 @@ async def list_availability_zones(flow: Flow) -> None:
 
 async def list_availability_zones_detailed(flow: Flow) -> None:
     """operation listAvailabilityZonesDetailed: behaviour compute.list_availability_zones."""
+    await flow.trigger(None)
+
+
+async def get_limits(flow: Flow) -> None:
+    """operation getLimits: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -515,6 +520,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"detail": True},
     ),
+    "getLimits": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="getLimits",
+        behaviour="resource.query",
+        on_error=None,
+        run=get_limits,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "limits"},
+    ),
     "listHypervisors": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -812,6 +829,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:os_compute_api:os-availability-zone:detail",
+    ),
+    Route(
+        "GET",
+        "/v2.1/limits",
+        "getLimits",
+        HANDLERS["getLimits"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:reader",
     ),
     Route(
         "GET",

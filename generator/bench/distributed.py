@@ -55,7 +55,7 @@ def dist_figures(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "SPECSTACK_QUOTA_INSTANCES": "100000"},
+            env={**os.environ, "SPECSTACK_QUOTAS": '{"instances": 100000}'},
         )
         try:
             _wait_for_line(proc, "serving;")

@@ -184,7 +184,7 @@ def stack_figures(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "SPECSTACK_QUOTA_INSTANCES": "100000"},
+            env={**os.environ, "SPECSTACK_QUOTAS": '{"instances": 100000}'},
         )
         try:
             startup = _wait_ready(info, config, t0, proc)

@@ -75,7 +75,7 @@ from specstack_runtime.errors import (
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access
+from specstack_runtime.resources import access, quotas
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
@@ -86,8 +86,6 @@ logger = logging.getLogger(__name__)
 
 #: How long a compute node trusts a network name it looked up.
 NETWORK_NAME_TTL_S = 30.0
-#: Instances a project may have (nova's quota; nova's default is 10).
-QUOTA_INSTANCES = 100
 SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instances
 #: Metadata items a server may have (nova's default quota).
 QUOTA_METADATA_ITEMS = 128
@@ -209,13 +207,6 @@ def _conflict(action: str, row: Mapping[str, Any]) -> Conflict:
         f"Cannot '{action}' instance {row['id']} while it is in vm_state {row.get('vm_state')}"
         + (f", task_state {row['task_state']}" if row.get("task_state") else "")
     )
-
-
-def _live_states(call: Call) -> list[str]:
-    """The vm_states of instances that count (every one but deleted), from the server
-    resource's status map (spec/resources/compute.yaml)."""
-    statuses = call.rt.info.resources.resource(SERVER).res.data["statuses"]
-    return [vm for vm, status in statuses.items() if status.get("") != "DELETED"]
 
 
 async def _instance_for(call: Call, server_id: str) -> Doc:
@@ -593,15 +584,12 @@ async def create_server(call: Call) -> Reply:
             f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {disk_config}."
         )
 
-    used = await store.count(
-        INSTANCES, {"project_id": auth.project_id, "vm_state": _live_states(call)}
-    )
-    quota = call.rt.config.quota_instances
-    if used >= quota:
-        raise Forbidden(
-            f"Quota exceeded for instances: Requested 1, but already used {used} "
-            f"of {quota} instances"
-        )
+    # the spec's quotas on servers (instances, cores, RAM): refused before anything is written
+    server_rc = engine_call(call, SERVER)
+    limits = quotas.of_resource(server_rc)
+    wanted = {"project_id": auth.project_id, "flavor": flavor}
+    for quota in limits:
+        await quotas.check(server_rc, quota, wanted, inserted=False)
 
     uuid = str(uuidlib.uuid4())
     admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
@@ -645,6 +633,8 @@ async def create_server(call: Call) -> Reply:
         "updated_at": now,
     }
     await store.create(INSTANCES, row)
+    for quota in limits:  # counted again with the row in: of racing creates, the later goes
+        await quotas.check(server_rc, quota, row, inserted=True)
     call.vars["instance"] = row
     call.vars["flavor"] = flavor
     call.vars["request_spec"] = {

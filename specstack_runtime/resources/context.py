@@ -41,6 +41,11 @@ class ResourceCall:
     def optional_auth(self) -> AuthContext | None:
         return self.call.auth
 
+    @property
+    def configured_quotas(self) -> dict[str, int]:
+        """The stack's quota limits (SPECSTACK_QUOTAS), overriding the spec's defaults."""
+        return dict(getattr(self.call.rt.config, "quotas", {}) or {})
+
     def of(self, name: str) -> ResourceCall:
         """The same call, working on another resource (deleting related rows, joins)."""
         return ResourceCall(self.call, self.catalog.resource(name), self.catalog, self.policy)
@@ -134,6 +139,11 @@ class ResourceCall:
                 "config": {"region": self.call.rt.config.region},
                 "vars": self.call.vars,
                 "data": self.res.res.data,
+                # the project's limit of each quota of the spec (configured or default)
+                "quotas": {
+                    name: int(self.configured_quotas.get(name, q.default))
+                    for name, q in self.catalog.quotas.items()
+                },
             }
         return {**self._vars, **more}
 

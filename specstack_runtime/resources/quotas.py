@@ -10,7 +10,6 @@ overrun it: the later row goes.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from specstack_runtime import ir
 from specstack_runtime.expr import compile_expr
@@ -21,9 +20,7 @@ _LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 
 def limit_of(rc: ResourceCall, quota: ir.Quota) -> int:
     """The project's limit: the configured one (SPECSTACK_QUOTAS) or the spec's default."""
-    configured: dict[str, Any] = dict(getattr(rc.call.rt.config, "quotas", {}) or {})
-    value = configured.get(quota.name, quota.default)
-    return int(value)
+    return int(rc.configured_quotas.get(quota.name, quota.default))
 
 
 def _amount(quota: ir.Quota, rc: ResourceCall, doc: Doc) -> int:
@@ -33,9 +30,18 @@ def _amount(quota: ir.Quota, rc: ResourceCall, doc: Doc) -> int:
 
 
 async def usage(rc: ResourceCall, quota: ir.Quota, owner: str) -> int:
+    """What the owner's live rows use (soft-deleted ones, by the resource's `live`, do not)."""
     field = rc.res.owner_field or "project_id"
     rows = await rc.store.list(rc.res.res.table, {field: owner})
+    live = rc.res.live
+    if live is not None:
+        rows = [r for r in rows if live.evaluate(**rc.variables(doc=r))]
     return sum(_amount(quota, rc, r) for r in rows)
+
+
+def of_resource(rc: ResourceCall) -> list[ir.Quota]:
+    """Every quota the spec counts on this resource's rows."""
+    return [q for q in rc.catalog.quotas.values() if q.resource == rc.res.name]
 
 
 def lock(quota: ir.Quota, owner: str) -> asyncio.Lock:

@@ -342,13 +342,35 @@ async def test_boot_from_volume_row(api: Api) -> None:
 @arun
 async def test_quota_of_instances(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     await seed_flavors(api.store)
-    api.rt.config.quota_instances = 2
+    api.rt.config.quotas = {"instances": 2}
     first = await api.boot()
     await api.boot()
     with pytest.raises(Forbidden, match="Quota exceeded for instances"):
         await api.boot()
     await api.set(first, vm_state="deleted")
     await api.boot()  # deleted instances do not count
+    limits = (await api.run("getLimits")).body["limits"]
+    assert limits["rate"] == []
+    absolute = limits["absolute"]
+    assert absolute["maxTotalInstances"] == 2 and absolute["totalInstancesUsed"] == 2
+    assert absolute["maxTotalCores"] == -1 and absolute["totalCoresUsed"] == 2
+    assert absolute["totalRAMUsed"] == 1024  # two m1.tiny of 512 MB
+    other = auth_ctx(project="p-other")  # another project uses nothing
+    mine = (await api.run("getLimits", auth=other)).body["limits"]["absolute"]
+    assert mine["totalInstancesUsed"] == 0 and mine["totalCoresUsed"] == 0
+
+
+@arun
+async def test_quota_of_cores_counts_the_flavors(api: Api) -> None:
+    await seed_flavors(api.store)
+    api.rt.config.quotas = {"cores": 3}
+    await api.boot(flavorRef="3")  # 2 vCPUs
+    with pytest.raises(
+        Forbidden, match="Quota exceeded for cores: Requested 2, but already used 2 of 3 cores"
+    ):
+        await api.boot(flavorRef="3")
+    await api.boot(flavorRef="1")  # 1 more fits
+    assert len(await api.store.list("instances")) == 2
 
 
 @arun
