@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,24 @@ def test_boot_vm_has_the_decks_fifteen_steps() -> None:
     assert via[1] == "user" and via[2] == "http" and via[5] == "sql"
     assert via[6] == "amqp-cast" and via[8] == "amqp-call" and via[9] == "native"
     assert {s.name for s in ir.sequences} >= {"boot-vm", "delete-vm"}
+
+
+def test_resource_quota_and_query_names_are_one_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPECSTACK_QUOTAS and the engine name quotas and queries without their API: a name
+    declared by two APIs' resource files is refused where the second one is."""
+    import shutil
+
+    shutil.copytree(SPEC, tmp_path / "spec")
+    volumes = tmp_path / "spec" / "resources" / "block-storage.yaml"
+    volumes.write_text(volumes.read_text().replace("  volume_limits:\n", "  limits:\n"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate"]) == 2
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    lines = volumes.read_text().splitlines()
+    line = next(n for n, t in enumerate(lines, 1) if t == "  limits:") + 1  # its declaration
+    where = f"spec/resources/block-storage.yaml:{line}:5"
+    said = rf"spec/resources/compute\.yaml:\d+:5: query 'limits' is declared at {where} already"
+    assert re.search(said, out), out

@@ -205,6 +205,27 @@ class BlockStorageClient(BoundClient):
             token=token,
         )
 
+    async def get_volume_limits(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """GET /v3/{project_id}/limits: Show the project's limits"""
+        return await self._call(
+            "getVolumeLimits",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
     async def list_volume_types(
         self,
         project_id: str,

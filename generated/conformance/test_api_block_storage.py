@@ -55,6 +55,11 @@ def test_block_storage_list_volumes_detailed_direct(target: Target) -> None:
     provoke.call_and_check(target, "block-storage", "listVolumesDetailed")
 
 
+def test_block_storage_get_volume_limits_direct(target: Target) -> None:
+    """GET /v3/{project_id}/limits called directly."""
+    provoke.call_and_check(target, "block-storage", "getVolumeLimits")
+
+
 def test_block_storage_list_volume_types_direct(target: Target) -> None:
     """GET /v3/{project_id}/types called directly."""
     provoke.call_and_check(target, "block-storage", "listVolumeTypes")

@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-14 operations need a token: without one, with a bogus one, an expired one
+15 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401;
-14 refuse a path naming another project (403); 1 hide
+15 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -24,6 +24,7 @@ PROTECTED = (
     "updateVolume",
     "deleteVolume",
     "volumeAction",
+    "getVolumeLimits",
     "listVolumeTypes",
     "showVolumeType",
     "createAttachment",
@@ -40,6 +41,7 @@ PROJECT_IN_PATH = (
     "updateVolume",  # rule:admin_service_or_member
     "deleteVolume",  # rule:admin_service_or_member
     "volumeAction",  # rule:admin_service_or_member
+    "getVolumeLimits",  # rule:admin_or_reader
     "listVolumeTypes",  # rule:admin_service_or_reader
     "showVolumeType",  # rule:admin_service_or_reader
     "createAttachment",  # rule:admin_service_or_member

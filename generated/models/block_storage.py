@@ -129,6 +129,23 @@ class VolumeStatus(
     ] = Field(..., description="The volume status.")
 
 
+class Limits(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    rate: list[dict[str, Any]]
+    absolute: dict[str, int] = Field(
+        ..., description="maxTotal* are the project's quotas (-1 unlimited); total*Used its usage."
+    )
+
+
+class VolumeLimits(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    limits: Limits
+
+
 class Volume(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

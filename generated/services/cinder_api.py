@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (16 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (17 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -61,6 +61,11 @@ async def delete_volume(flow: Flow) -> None:
 
 async def volume_action(flow: Flow) -> None:
     """operation volumeAction: behaviour volume.volume_action."""
+    await flow.trigger(None)
+
+
+async def get_volume_limits(flow: Flow) -> None:
+    """operation getVolumeLimits: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -216,6 +221,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+    ),
+    "getVolumeLimits": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="getVolumeLimits",
+        behaviour="resource.query",
+        on_error=None,
+        run=get_volume_limits,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "volume_limits"},
     ),
     "listVolumeTypes": HandlerSpec(
         component=COMPONENT,
@@ -405,6 +422,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/limits",
+        "getVolumeLimits",
+        HANDLERS["getVolumeLimits"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
     ),
     Route(
         "GET",

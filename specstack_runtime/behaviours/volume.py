@@ -55,8 +55,13 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.messaging import InvalidMessage, check, send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import quotas
+from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store, utcnow
+
+VOLUME = "volume"  # the resource (spec/resources/block-storage.yaml) of cinder's volumes
+GIGABYTES = "gigabytes"  # its quota of the volumes' sizes
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +73,6 @@ VERSION_UPDATED = "2023-05-01T00:00:00Z"
 DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
 DEFAULT_TYPE_NAME = "__DEFAULT__"
 DEFAULT_TYPE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "specstack:volume-type:__DEFAULT__"))
-GIGABYTES_QUOTA = 1000  # cinder's default per-project gigabytes quota
 BACKEND_NAME = "file"  # shown in os-vol-host-attr:host as host@backend#pool
 DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
 VOLUME_STATUSES = (
@@ -121,6 +125,12 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@#-]{0,127}$")
 def _store(source: Call | ServiceRuntime) -> Store:
     rt = source.rt if isinstance(source, Call) else source
     return rt.require_store()
+
+
+def _gigabytes_limit(call: Call) -> int:
+    """The project's gigabytes quota (spec/resources/block-storage.yaml; -1 unlimited)."""
+    rc = engine_call(call, VOLUME)
+    return quotas.limit_of(rc, rc.catalog.quotas[GIGABYTES])
 
 
 def _privileged(auth: AuthContext) -> bool:
@@ -713,10 +723,11 @@ async def create_volume(call: Call) -> Reply:
     used = sum(
         int(v.get("size") or 0) for v in await store.list("volumes", {"project_id": project})
     )
-    if used + size > GIGABYTES_QUOTA:
+    limit = _gigabytes_limit(call)
+    if 0 <= limit < used + size:
         raise PayloadTooLarge(
             f"VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed "
-            f"gigabytes quota. Requested {size}G, quota is {GIGABYTES_QUOTA}G and {used}G has "
+            f"gigabytes quota. Requested {size}G, quota is {limit}G and {used}G has "
             "been consumed.",
             kind="VolumeSizeExceedsAvailableQuota",
         )
@@ -975,11 +986,12 @@ async def _action_extend(call: Call, volume: Doc, arg: Any) -> Reply:
         int(v.get("size") or 0)
         for v in await store.list("volumes", {"project_id": volume["project_id"]})
     )
-    if used + new_size - int(volume["size"]) > GIGABYTES_QUOTA:
+    limit = _gigabytes_limit(call)
+    if 0 <= limit < used + new_size - int(volume["size"]):
         raise PayloadTooLarge(
             f"Requested volume or snapshot exceeds allowed gigabytes quota. "
             f"Requested {new_size - int(volume['size'])}G, quota is "
-            f"{GIGABYTES_QUOTA}G and {used}G has been consumed.",
+            f"{limit}G and {used}G has been consumed.",
             kind="VolumeSizeExceedsAvailableQuota",
         )
     size_before = volume["size"]

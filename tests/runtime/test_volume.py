@@ -19,6 +19,7 @@ from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store
+from tests.runtime.fakes import serve_operation
 from tests.runtime.netvol_fakes import (
     ADMIN,
     OTHER,
@@ -277,6 +278,30 @@ def test_project_scoping_and_listing(tmp_path: Path) -> None:
                 vol.list_volumes(make_call(c.api, "listVolumes", path_params=c.pp(), query=query)),
                 400,
             )
+
+    run(tmp_path, scenario)
+
+
+def test_gigabytes_quota_from_the_spec_and_the_limits_report(tmp_path: Path) -> None:
+    async def limits(c: Cinder) -> dict[str, Any]:
+        async def serve(call: Call) -> Reply:
+            return await serve_operation(c.api.info, API, call)
+
+        body, _ = await c.op(serve, "getVolumeLimits", 200)
+        absolute: dict[str, Any] = body["limits"]["absolute"]
+        return absolute
+
+    async def scenario(c: Cinder) -> None:
+        c.api.config.quotas = {"gigabytes": 3}  # spec/resources/block-storage.yaml's quota
+        two = {"volume": {**CLI_CREATE["volume"], "size": 2}}
+        body, _ = await c.op(vol.create_volume, "createVolume", 202, body=two)
+        await c.wait_status(body["volume"]["id"], "available")
+        with pytest.raises(ApiError, match="quota is 3G and 2G has been consumed") as refused:
+            await c.op(vol.create_volume, "createVolume", 413, body=two)
+        assert refused.value.status == 413
+        absolute = await limits(c)
+        assert absolute["maxTotalVolumeGigabytes"] == 3 and absolute["totalGigabytesUsed"] == 2
+        assert absolute["totalVolumesUsed"] == 1 and absolute["maxTotalVolumes"] == -1
 
     run(tmp_path, scenario)
 

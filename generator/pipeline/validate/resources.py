@@ -186,6 +186,21 @@ class _Checker:
         for qname, q in (data.get("queries") or {}).items():
             self._query(f, qname, q, resources, fields)
 
+    def names_once(self, files: list[SpecFile]) -> None:
+        """Resources, quotas (SPECSTACK_QUOTAS names them) and queries are one namespace
+        across the APIs: each name is declared once."""
+        for section, one in (("resources", "resource"), ("quotas", "quota"), ("queries", "query")):
+            first: dict[str, SpecFile] = {}
+            for f in files:
+                for name in to_plain(f.data).get(section) or {}:
+                    if name in first:
+                        where = first[name].locate([section, name])
+                        self.at(
+                            f, [section, name], f"{one} '{name}' is declared at {where} already"
+                        )
+                    else:
+                        first[name] = f
+
     def _unknown(self, name: str, resources: dict[str, Any]) -> str:
         return f"unknown resource '{name}'{suggest(name, sorted(resources))}"
 
@@ -338,4 +353,5 @@ def check_resources(spec: LoadedSpec, ix: Index) -> list[Diagnostic]:
             continue
         seen[api] = f
         c.resources_file(f)
+    c.names_once([f for f in spec.of_kind("resources") if seen.get(to_plain(f.data)["api"]) is f])
     return c.diags
