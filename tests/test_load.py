@@ -31,7 +31,19 @@ def test_duplicate_key_is_reported_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("a: 1\nb: 2\na: 3\n")
     parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
     assert parsed is None
-    assert [str(d) for d in diags] == [f'{tmp_path.as_posix()}/x.yaml:3:1: YAML: duplicate key "a"']
+    assert [str(d) for d in diags] == [
+        f'{tmp_path.as_posix()}/x.yaml:3:1: YAML: duplicate key "a" (first at line 1, column 1)'
+    ]
+
+
+def test_a_byte_that_is_not_utf8_is_reported_at_its_line_and_column(tmp_path: Path) -> None:
+    # Latin-1 "café" on line 3, after a UTF-8 "é" earlier on that line (columns count characters)
+    (tmp_path / "x.yaml").write_bytes("a: 1\nb: 2\nc: é caf".encode() + b"\xe9\n")
+    parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
+    assert parsed is None
+    assert [str(d) for d in diags] == [
+        f"{tmp_path.as_posix()}/x.yaml:3:9: not UTF-8 text: byte 0xE9 (invalid continuation byte)"
+    ]
 
 
 def test_empty_and_non_mapping_files(tmp_path: Path) -> None:

@@ -97,10 +97,61 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class DuplicateKey(Exception):
-    def __init__(self, key: str, mark: Any) -> None:
+    def __init__(self, key: str, mark: Any, first: Position) -> None:
         super().__init__(key)
         self.key = key
         self.mark = mark
+        self.first = first  # 0-based line and column of the key's first use
+
+
+#: The most nodes one file may expand to once aliases are followed; the largest
+#: spec file has a few thousand. Past it the file is refused before it is built
+#: (a few hundred bytes of nested aliases can expand to billions of nodes).
+MAX_NODES = 200_000
+
+
+class Unexpandable(Exception):
+    """The file's aliases expand too far, or an anchored node contains itself."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
+def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
+    """Refuse a composed document whose aliases would expand past `limit` nodes,
+    or loop. Each distinct node is sized once, so this is linear in the file."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        nid = id(node)
+        if nid in sizes:
+            return sizes[nid]
+        if nid in open_:
+            raise Unexpandable("an anchored node contains an alias to itself", node.start_mark)
+        open_.add(nid)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise Unexpandable(
+                    f"this node expands through aliases to more than {limit:,} nodes "
+                    "(an alias bomb?)",
+                    node.start_mark,
+                )
+        open_.discard(nid)
+        sizes[nid] = total
+        return total
+
+    size(root)
 
 
 # YAML 1.2 core schema: only these plain scalars are not strings (so `on`, `yes`,
@@ -151,7 +202,7 @@ def _build(
             k = _scalar(knode) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
             key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
             if key in out:
-                raise DuplicateKey(key, knode.start_mark)
+                raise DuplicateKey(key, knode.start_mark, keys[(*path, key)])
             keys[(*path, key)] = (knode.start_mark.line, knode.start_mark.column)
             out[key] = _build(vnode, (*path, key), values, keys)
         return out
@@ -163,12 +214,16 @@ def _build(
 def parse_text(
     text: str,
 ) -> tuple[Any, dict[tuple[PathElem, ...], Position], dict[tuple[PathElem, ...], Position]]:
-    """YAML text to plain data plus node positions. Raises yaml.MarkedYAMLError, DuplicateKey."""
+    """YAML text to plain data plus node positions.
+
+    Raises yaml.MarkedYAMLError, DuplicateKey, Unexpandable.
+    """
     root = yaml.compose(text, Loader=_Loader)
     values: dict[tuple[PathElem, ...], Position] = {}
     keys: dict[tuple[PathElem, ...], Position] = {}
     if root is None:
         return None, values, keys
+    check_expansion(root)
     return _build(root, (), values, keys), values, keys
 
 
@@ -178,12 +233,17 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Diagnostic(Location(shown), f"not UTF-8 text: {exc.reason}")]
+        return None, [_not_utf8(shown, raw, exc)]
     try:
         data, values, keys = parse_text(text)
     except DuplicateKey as exc:
         loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
-        return None, [Diagnostic(loc, f'YAML: duplicate key "{exc.key}"')]
+        line, col = exc.first
+        first = f"first at line {line + 1}, column {col + 1}"
+        return None, [Diagnostic(loc, f'YAML: duplicate key "{exc.key}" ({first})')]
+    except Unexpandable as exc:
+        loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
+        return None, [Diagnostic(loc, f"YAML: {exc.problem}")]
     except yaml.MarkedYAMLError as exc:
         return None, [_yaml_problem(shown, exc, text)]
     if data is None:
@@ -191,6 +251,17 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     if not isinstance(data, dict):
         return None, [Diagnostic(Location(shown), "expected a mapping at the top of the file")]
     return SpecFile(rel, shown, kind, data, raw, values, keys), []
+
+
+def _not_utf8(shown: str, raw: bytes, exc: UnicodeDecodeError) -> Diagnostic:
+    """Where the first byte that is not UTF-8 is: its line, and its column in characters."""
+    start = raw.rfind(b"\n", 0, exc.start) + 1
+    line = raw.count(b"\n", 0, exc.start) + 1
+    col = len(raw[start : exc.start].decode("utf-8", errors="replace")) + 1
+    byte = raw[exc.start]
+    return Diagnostic(
+        Location(shown, line, col), f"not UTF-8 text: byte 0x{byte:02X} ({exc.reason})"
+    )
 
 
 def _yaml_problem(shown: str, exc: yaml.MarkedYAMLError, text: str) -> Diagnostic:

@@ -256,6 +256,10 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
         if type(err).__name__ == "DuplicateOperationIDError":
             continue  # reported by check_structure, at the second use
         message = getattr(err, "message", str(err)).splitlines()[0]
+        stray = _stray_path_parameter(doc, message)
+        if stray is not None:
+            diags.append(stray(f))
+            continue
         path = list(getattr(err, "absolute_path", []) or []) or _path_in_message(message)
         path = canonical_path(doc, path)
         diags.append(f.at(path, f"{dotted(path)}: {message}"))
@@ -288,6 +292,35 @@ def _path_in_message(message: str) -> list[str | int]:
     """Some validator errors carry no path; their text names the operation."""
     m = _OPERATION_IN.search(message)
     return ["paths", m.group(2), m.group(1)] if m else []
+
+
+_UNRESOLVED = re.compile(r"Path parameter '([^']+)' for '(\w+)' operation in '([^']+)' was not")
+
+
+def _stray_path_parameter(
+    doc: dict[str, Any], message: str
+) -> Callable[[SpecFile], Diagnostic] | None:
+    """The validator's "path parameter was not resolved", when the parameter is declared
+    (`in: path`) but the path template has no such `{name}`: point at the declaration."""
+    m = _UNRESOLVED.search(message)
+    if m is None:
+        return None
+    name, method, template = m.groups()
+    item = (doc.get("paths") or {}).get(template)
+    if not isinstance(item, dict):
+        return None
+    for where in (["paths", template, method], ["paths", template]):
+        owner = item.get(method) if len(where) == 3 else item
+        params = owner.get("parameters") if isinstance(owner, dict) else None
+        for i, param in enumerate(params if isinstance(params, list) else []):
+            if isinstance(param, dict) and param.get("name") == name and param.get("in") == "path":
+                at: list[str | int] = [*where, "parameters", i, "name"]
+                text = (
+                    f"{dotted(at)}: path parameter '{name}' is declared, but the path "
+                    f"'{template}' has no {{{name}}}"
+                )
+                return lambda f: f.at(at, text)
+    return None
 
 
 def _operations_without_ids(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
