@@ -1,19 +1,18 @@
 """Read the spec's YAML files, keeping the line and column of every node.
 
-libyaml (through PyYAML's C composer) parses; scalars are resolved here with the
-YAML 1.2 core schema, as ruamel.yaml would, and positions come from node marks.
-The C parser is what keeps a full generation within its time budget.
+libyaml (through PyYAML's C composer) parses; scalars are resolved with the
+YAML 1.2 core schema (yamlcore's resolver), and positions come from node marks.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+import yamlcore
 
 from generator.pipeline.diagnostics import Diagnostic, Location
 
@@ -93,7 +92,8 @@ def shown_path(root: Path, rel: str) -> str:
     return (root / rel).as_posix()
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: libyaml's parser and composer, with the YAML 1.2 core schema's resolver and constructors.
+_Loader: Any = getattr(yamlcore, "CCoreLoader", yamlcore.CoreLoader)
 
 
 class DuplicateKey(Exception):
@@ -154,39 +154,10 @@ def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
     size(root)
 
 
-# YAML 1.2 core schema: only these plain scalars are not strings (so `on`, `yes`,
-# `no`, `0755` and `1_000` stay strings, unlike YAML 1.1).
-_NULL = re.compile(r"~|null|Null|NULL|")
-_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-_INT = re.compile(r"[-+]?[0-9]+")
-_OCT = re.compile(r"0o[0-7]+")
-_HEX = re.compile(r"0x[0-9a-fA-F]+")
-_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-_INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
-_NAN = re.compile(r"\.(nan|NaN|NAN)")
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    text: str = node.value
-    if node.style:  # quoted or block scalars are strings (plain is None or "")
-        return text
-    if _NULL.fullmatch(text):
-        return None
-    if text in _BOOL:
-        return _BOOL[text]
-    if _INT.fullmatch(text):
-        return int(text)
-    if _OCT.fullmatch(text):
-        return int(text[2:], 8)
-    if _HEX.fullmatch(text):
-        return int(text[2:], 16)
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    if _INF.fullmatch(text):
-        return float("-inf") if text.startswith("-") else float("inf")
-    if _NAN.fullmatch(text):
-        return float("nan")
-    return text
+def _scalar(node: yaml.ScalarNode, loader: Any) -> Any:
+    """A scalar's value by the YAML 1.2 core schema (so `on`, `yes`, `no` and
+    `1_000` stay strings, unlike YAML 1.1)."""
+    return loader.construct_object(node)
 
 
 def _build(
@@ -194,21 +165,22 @@ def _build(
     path: tuple[PathElem, ...],
     values: dict[tuple[PathElem, ...], Position],
     keys: dict[tuple[PathElem, ...], Position],
+    loader: Any,
 ) -> Any:
     values[path] = (node.start_mark.line, node.start_mark.column)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for knode, vnode in node.value:
-            k = _scalar(knode) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
+            k = _scalar(knode, loader) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
             key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
             if key in out:
                 raise DuplicateKey(key, knode.start_mark, keys[(*path, key)])
             keys[(*path, key)] = (knode.start_mark.line, knode.start_mark.column)
-            out[key] = _build(vnode, (*path, key), values, keys)
+            out[key] = _build(vnode, (*path, key), values, keys, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), values, keys) for i, item in enumerate(node.value)]
-    return _scalar(node)  # type: ignore[arg-type]
+        return [_build(item, (*path, i), values, keys, loader) for i, item in enumerate(node.value)]
+    return _scalar(node, loader)  # type: ignore[arg-type]
 
 
 def parse_text(
@@ -218,13 +190,17 @@ def parse_text(
 
     Raises yaml.MarkedYAMLError, DuplicateKey, Unexpandable.
     """
-    root = yaml.compose(text, Loader=_Loader)
-    values: dict[tuple[PathElem, ...], Position] = {}
-    keys: dict[tuple[PathElem, ...], Position] = {}
-    if root is None:
-        return None, values, keys
-    check_expansion(root)
-    return _build(root, (), values, keys), values, keys
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        values: dict[tuple[PathElem, ...], Position] = {}
+        keys: dict[tuple[PathElem, ...], Position] = {}
+        if root is None:
+            return None, values, keys
+        check_expansion(root)
+        return _build(root, (), values, keys, loader), values, keys
+    finally:
+        loader.dispose()
 
 
 def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[Diagnostic]]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-from generator.pipeline.forkpool import Worker
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -29,8 +26,6 @@ class RenderContext:
     spec: LoadedSpec
     spec_label: str  # how generated headers name the spec directory, e.g. "spec"
     templates: Environment
-    # where offloaded targets run their jobs (a forked process during `generate`)
-    worker: Worker = field(default_factory=Worker.inline)
 
     def source(self, rel: str) -> str:
         return f"{self.spec_label}/{rel}"
@@ -42,25 +37,6 @@ class Target(Protocol):
     name: str
 
     def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]: ...
-
-
-@runtime_checkable
-class OffloadedTarget(Protocol):
-    """An output kind whose slow work runs on `ctx.worker` while the other targets render."""
-
-    name: str
-
-    def warm(self) -> None:
-        """Runs first in the worker process: the imports its jobs need."""
-
-    def start(self, ctx: RenderContext) -> Callable[[IR], Callable[[], list[OutputFile]]]:
-        """Submit the jobs the loaded spec allows, before it is validated.
-
-        Called with the IR (only when the spec is valid), the returned callable
-        submits the jobs that need it and gives a last one, which waits for
-        all of them and returns the files.
-        """
-        ...
 
 
 def template_env(templates_dir: Path) -> Environment:
