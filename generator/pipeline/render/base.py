@@ -40,10 +40,20 @@ class Target(Protocol):
 
 
 def template_env(templates_dir: Path) -> Environment:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 
+    from generator.pipeline.cache import cache_root
+
+    # Compiled templates are kept by jinja2 itself, keyed by each template's source.
+    jinja_cache = cache_root() / "jinja"
+    try:
+        jinja_cache.mkdir(parents=True, exist_ok=True)
+        bytecode: FileSystemBytecodeCache | None = FileSystemBytecodeCache(str(jinja_cache))
+    except OSError:
+        bytecode = None
     env = Environment(
         loader=FileSystemLoader(str(templates_dir)),
+        bytecode_cache=bytecode,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -123,7 +123,9 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
 
     from generator.pipeline.cache import DigestCache, digest, source_digest
 
-    key = digest(source_digest(__file__), metadata.version("openapi-spec-validator"), doc)
+    # the file's bytes stand for the document it parses to (hashing them is cheaper)
+    document = f.raw if doc is f.data else doc
+    key = digest(source_digest(__file__), metadata.version("openapi-spec-validator"), document)
     cache = DigestCache("openapi-verdicts")
     if cache.get(key) == "sound":
         return []
