@@ -57,7 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         if not isinstance(exc, ModelGenerationError | RenderError | RuntimeError):
             raise
-        # a tool failed on a valid spec (model generator, PlantUML, ruff, the worker)
+        # a tool failed on a valid spec (model generator, PlantUML, ruff)
         _err(f"generate failed: {exc}")
         _err(f"nothing written to {out}/")
         return EXIT_FAILED

@@ -104,7 +104,12 @@ def test_model_modules_come_from_the_cache_until_their_input_changes(
 
 def test_the_cache_is_outside_the_output(mini_spec: Path, tmp_path: Path, _own_cache: Path) -> None:
     assert _gen(Path("spec"), tmp_path / "o") == 0
-    assert sorted(p.name for p in _own_cache.iterdir()) == ["jinja", "models", "openapi-verdicts"]
+    assert sorted(p.name for p in _own_cache.iterdir()) == [
+        "jinja",
+        "models",
+        "openapi-verdicts",
+        "spec-verdicts",
+    ]
     assert len(list((_own_cache / "models").iterdir())) == 4  # two APIs, messages, drivers
 
 

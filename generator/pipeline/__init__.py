@@ -117,10 +117,11 @@ def _up_to_date(out: Path, inputs: str, check: bool) -> bool:
     """Nothing to do: `out` was made from these inputs, or from these inputs on a machine
     without PlantUML, as this one is (`--check` still reports the SVGs it could not draw)."""
     from generator.pipeline import output
-    from generator.pipeline.render.plantuml import NO_PLANTUML, plantuml_command
 
     if output.up_to_date(out, inputs):
         return True
+    from generator.pipeline.render.plantuml import NO_PLANTUML, plantuml_command
+
     return not check and plantuml_command() is None and output.up_to_date(out, inputs + NO_PLANTUML)
 
 

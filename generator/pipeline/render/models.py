@@ -87,7 +87,7 @@ def _defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_module(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
-    """One module of models (runs in the worker).
+    """One module of models.
 
     Without `openapi`, `schema` is a `_defs_bundle`, whose helper root class is dropped.
     """
