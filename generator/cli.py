@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from collections.abc import Sequence
@@ -58,7 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
         if not isinstance(exc, ModelGenerationError | RenderError | RuntimeError):
             raise
-        # a tool failed on a valid spec (model generator, PlantUML, ruff, the worker)
+        # a tool failed on a valid spec (model generator, PlantUML, ruff)
         _err(f"generate failed: {exc}")
         _err(f"nothing written to {out}/")
         return EXIT_FAILED
@@ -317,15 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `specstack` command: `main`, then exit without collecting every object.
-
-    At exit the interpreter runs its collector over everything still alive (the
-    spec, the IR, the libraries); freezing the heap first skips that work, which
-    took about a tenth of a `generate` run. Only for a process that ends here.
-    """
-    code = main()
-    gc.freeze()
-    raise SystemExit(code)
+    """The `specstack` command."""
+    raise SystemExit(main())
 
 
 if __name__ == "__main__":

@@ -189,16 +189,24 @@ class EmbeddedStack:
                     missing.setdefault(st["behaviour"], []).append(
                         f"{where}, step to {st['target']}"
                     )
+        misfits: list[str] = []
         for c in self.info.components.values():
             for item in c["startup"]:
                 name = item.get("behaviour")
                 if name and name not in known:
                     missing.setdefault(name, []).append(f"{c['name']} startup")
+                elif name and (kind := registry.kind_of(registry.get(name))) != "startup":
+                    misfits.append(f"{name} (a {kind} behaviour) as {c['name']}'s start-up")
         if missing:
             lines = "; ".join(
                 f"{n} (used by {', '.join(w[:3])})" for n, w in sorted(missing.items())
             )
             raise StackError(f"the spec names behaviours the library does not have: {lines}")
+        if misfits:
+            raise StackError(
+                "the spec uses behaviours where they cannot run (run `specstack validate`): "
+                + "; ".join(misfits)
+            )
 
     def build(self) -> None:
         self.check_behaviours()

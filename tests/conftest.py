@@ -10,6 +10,16 @@ SPEC = REPO / "spec"
 MINI = Path(__file__).resolve().parent / "fixtures" / "mini-spec"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test starts with an empty generator cache of its own (never the user's)."""
+    from generator.pipeline.cache import ENV
+
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv(ENV, str(path))
+    return path
+
+
 @pytest.fixture
 def mini_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A writable copy of the mini spec at tmp_path/spec, with tmp_path as the working dir."""

@@ -31,7 +31,19 @@ def test_duplicate_key_is_reported_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("a: 1\nb: 2\na: 3\n")
     parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
     assert parsed is None
-    assert [str(d) for d in diags] == [f'{tmp_path.as_posix()}/x.yaml:3:1: YAML: duplicate key "a"']
+    assert [str(d) for d in diags] == [
+        f'{tmp_path.as_posix()}/x.yaml:3:1: YAML: duplicate key "a" (first at line 1, column 1)'
+    ]
+
+
+def test_a_byte_that_is_not_utf8_is_reported_at_its_line_and_column(tmp_path: Path) -> None:
+    # Latin-1 "café" on line 3, after a UTF-8 "é" earlier on that line (columns count characters)
+    (tmp_path / "x.yaml").write_bytes("a: 1\nb: 2\nc: é caf".encode() + b"\xe9\n")
+    parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
+    assert parsed is None
+    assert [str(d) for d in diags] == [
+        f"{tmp_path.as_posix()}/x.yaml:3:9: not UTF-8 text: byte 0xE9 (invalid continuation byte)"
+    ]
 
 
 def test_empty_and_non_mapping_files(tmp_path: Path) -> None:
@@ -51,3 +63,41 @@ def test_to_plain_gives_builtin_types(mini_spec: Path) -> None:
     assert type(plain) is dict
     assert type(plain["components"]["keystone"]["port"]) is int
     assert type(plain["components"]["keystone"]["nodes"]) is list
+
+
+def test_scalars_follow_the_yaml_1_2_core_schema(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_text(
+        "a: on\nb: yes\nc: 1_000\nd: 0o17\ne: 0x1F\nf: -5\ng: 2.5\nh: .inf\n"
+        "i: ~\nj: True\nk: '3'\nl: 2026-12-03\nm: 0755\n"
+    )
+    parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
+    assert diags == [] and parsed is not None
+    assert to_plain(parsed.data) == {
+        "a": "on",
+        "b": "yes",
+        "c": "1_000",
+        "d": 15,
+        "e": 31,
+        "f": -5,
+        "g": 2.5,
+        "h": float("inf"),
+        "i": None,
+        "j": True,
+        "k": "3",
+        "l": "2026-12-03",  # no timestamps in the core schema
+        "m": 755,  # YAML 1.2: decimal, not octal
+    }
+
+
+def test_an_alias_bomb_is_refused_at_the_anchor_that_expands_too_far(tmp_path: Path) -> None:
+    rows = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefg", "bcdefgh", strict=True):
+        rows.append(f"{name}: &{name} [{','.join(['*' + prev] * 10)}]")
+    (tmp_path / "x.yaml").write_text("\n".join(rows) + "\n")
+    parsed, diags = parse_file(tmp_path, "x.yaml", "stack")
+    assert parsed is None
+    # e holds 10^5 + ... nodes: under the limit; f holds over a million
+    assert [str(d) for d in diags] == [
+        f"{tmp_path.as_posix()}/x.yaml:6:4: YAML: this node expands through aliases to more "
+        "than 200,000 nodes (an alias bomb?)"
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,6 @@ from generator.pipeline.diagnostics import Diagnostic
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from generator.pipeline.forkpool import Worker
     from generator.pipeline.render.base import OutputFile
 
 REPO_ROOT = Path(generator.__file__).resolve().parent.parent
@@ -75,78 +73,23 @@ def render_all(
     templates: Path,
     spec_label: str,
     emit: Callable[[list[OutputFile]], None],
-    worker: Worker,
 ) -> list[Diagnostic]:
-    """Validate and render the spec, handing `emit` each batch of files as it is ready.
+    """Validate and render the spec, handing `emit` each target's files.
 
-    The files are only meant to be used when no diagnostics come back; `worker`
-    (see `start_worker`) runs the offloaded targets' jobs.
+    The files are only meant to be used when no diagnostics come back.
     """
-    # This process allocates many short-lived objects and few cycles: at the
-    # collector's default pace it spends about a fifth of its CPU collecting
-    # (measured). The worker keeps the default: its jobs ran slower without it.
-    thresholds = gc.get_threshold()
-    gc.set_threshold(200_000, 30, 30)
-    try:
-        return _render_all(spec_dir, templates, spec_label, worker, emit)
-    finally:
-        gc.set_threshold(*thresholds)
-
-
-def start_worker() -> Worker:
-    """Fork the worker that runs the offloaded targets' jobs (datamodel-code-generator).
-
-    It runs while this process loads, validates and renders the rest, then checks
-    the API documents; it is forked before this process's own imports, because
-    its imports take longest.
-    """
-    from generator.pipeline.forkpool import Worker
-
-    return Worker(warm=_warm_offloaded)
-
-
-def _render_all(
-    spec_dir: Path,
-    templates: Path,
-    spec_label: str,
-    worker: Worker,
-    emit: Callable[[list[OutputFile]], None],
-) -> list[Diagnostic]:
     from generator.pipeline.build_ir import build_ir
-    from generator.pipeline.diagnostics import sort_diagnostics
-    from generator.pipeline.load import load_spec
-    from generator.pipeline.render import TARGETS, OffloadedTarget, RenderContext, template_env
-    from generator.pipeline.validate import check_documents, validate
+    from generator.pipeline.render import TARGETS, RenderContext, template_env
+    from generator.pipeline.validate import load_and_validate
 
-    spec, diags = load_spec(spec_dir)
-    ctx = RenderContext(
-        spec=spec, spec_label=spec_label, templates=template_env(templates), worker=worker
-    )
-    # Offloaded jobs start on what was loaded; their results are used only once
-    # the spec is known to be valid.
-    offloaded = [t for t in TARGETS if isinstance(t, OffloadedTarget)]
-    pending = [] if diags else [t.start(ctx) for t in offloaded]
-    if not diags:
-        diags = validate(spec, documents=False)
+    spec, diags = load_and_validate(spec_dir)
     if diags:
-        return sort_diagnostics(diags + check_documents(spec))
+        return diags
     ir = build_ir(spec)
-    collect = [with_ir(ir) for with_ir in pending]  # submits the jobs that need the IR
-    emit([f for t in TARGETS if not isinstance(t, OffloadedTarget) for f in t.render(ir, ctx)])
-    doc_diags = check_documents(spec)
-    if doc_diags:
-        return sort_diagnostics(doc_diags)
-    for files in collect:
-        emit(files())
-    return []
-
-
-def _warm_offloaded() -> None:
-    from generator.pipeline.render import TARGETS, OffloadedTarget
-
+    ctx = RenderContext(spec=spec, spec_label=spec_label, templates=template_env(templates))
     for target in TARGETS:
-        if isinstance(target, OffloadedTarget):
-            target.warm()
+        emit(target.render(ir, ctx))
+    return []
 
 
 def generate(
@@ -161,31 +104,24 @@ def generate(
     """Generate `out` from `spec_dir`, or with `check` report how `out` differs."""
     from generator.pipeline import output
 
-    # With --force everything is rendered: the worker need not wait for the
-    # up-to-date check.
-    worker = start_worker() if force else None
-    try:
-        output.recover(out)
-        inputs = fingerprint(spec_dir, templates, spec_label)
-        if not force and _up_to_date(out, inputs, check):
-            return GenerateResult(
-                status="clean" if check else "unchanged", files=len(output.tree_files(out))
-            )
-        worker = worker or start_worker()
-        return _generate(spec_dir, out, templates, check, spec_label, inputs, worker)
-    finally:
-        if worker is not None:
-            worker.close()
+    output.recover(out)
+    inputs = fingerprint(spec_dir, templates, spec_label)
+    if not force and _up_to_date(out, inputs, check):
+        return GenerateResult(
+            status="clean" if check else "unchanged", files=len(output.tree_files(out))
+        )
+    return _generate(spec_dir, out, templates, check, spec_label, inputs)
 
 
 def _up_to_date(out: Path, inputs: str, check: bool) -> bool:
     """Nothing to do: `out` was made from these inputs, or from these inputs on a machine
     without PlantUML, as this one is (`--check` still reports the SVGs it could not draw)."""
     from generator.pipeline import output
-    from generator.pipeline.render.plantuml import NO_PLANTUML, plantuml_command
 
     if output.up_to_date(out, inputs):
         return True
+    from generator.pipeline.render.plantuml import NO_PLANTUML, plantuml_command
+
     return not check and plantuml_command() is None and output.up_to_date(out, inputs + NO_PLANTUML)
 
 
@@ -196,13 +132,12 @@ def _generate(
     check: bool,
     spec_label: str,
     inputs: str,
-    worker: Worker,
 ) -> GenerateResult:
     from generator.pipeline import output
 
     staging = output.Staging(out)
     try:
-        diags = render_all(spec_dir, templates, spec_label, staging.add, worker)
+        diags = render_all(spec_dir, templates, spec_label, staging.add)
         if diags:
             return GenerateResult(diagnostics=diags, status="invalid")
         from generator.pipeline.render.plantuml import NO_PLANTUML, svg_outputs

@@ -1,19 +1,18 @@
 """Read the spec's YAML files, keeping the line and column of every node.
 
-libyaml (through PyYAML's C composer) parses; scalars are resolved here with the
-YAML 1.2 core schema, as ruamel.yaml would, and positions come from node marks.
-The C parser is what keeps a full generation within its time budget.
+libyaml (through PyYAML's C composer) parses; scalars are resolved with the
+YAML 1.2 core schema (yamlcore's resolver), and positions come from node marks.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+import yamlcore
 
 from generator.pipeline.diagnostics import Diagnostic, Location
 
@@ -93,49 +92,72 @@ def shown_path(root: Path, rel: str) -> str:
     return (root / rel).as_posix()
 
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: libyaml's parser and composer, with the YAML 1.2 core schema's resolver and constructors.
+_Loader: Any = getattr(yamlcore, "CCoreLoader", yamlcore.CoreLoader)
 
 
 class DuplicateKey(Exception):
-    def __init__(self, key: str, mark: Any) -> None:
+    def __init__(self, key: str, mark: Any, first: Position) -> None:
         super().__init__(key)
         self.key = key
         self.mark = mark
+        self.first = first  # 0-based line and column of the key's first use
 
 
-# YAML 1.2 core schema: only these plain scalars are not strings (so `on`, `yes`,
-# `no`, `0755` and `1_000` stay strings, unlike YAML 1.1).
-_NULL = re.compile(r"~|null|Null|NULL|")
-_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-_INT = re.compile(r"[-+]?[0-9]+")
-_OCT = re.compile(r"0o[0-7]+")
-_HEX = re.compile(r"0x[0-9a-fA-F]+")
-_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-_INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
-_NAN = re.compile(r"\.(nan|NaN|NAN)")
+#: The most nodes one file may expand to once aliases are followed; the largest
+#: spec file has a few thousand. Past it the file is refused before it is built
+#: (a few hundred bytes of nested aliases can expand to billions of nodes).
+MAX_NODES = 200_000
 
 
-def _scalar(node: yaml.ScalarNode) -> Any:
-    text: str = node.value
-    if node.style:  # quoted or block scalars are strings (plain is None or "")
-        return text
-    if _NULL.fullmatch(text):
-        return None
-    if text in _BOOL:
-        return _BOOL[text]
-    if _INT.fullmatch(text):
-        return int(text)
-    if _OCT.fullmatch(text):
-        return int(text[2:], 8)
-    if _HEX.fullmatch(text):
-        return int(text[2:], 16)
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    if _INF.fullmatch(text):
-        return float("-inf") if text.startswith("-") else float("inf")
-    if _NAN.fullmatch(text):
-        return float("nan")
-    return text
+class Unexpandable(Exception):
+    """The file's aliases expand too far, or an anchored node contains itself."""
+
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
+def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
+    """Refuse a composed document whose aliases would expand past `limit` nodes,
+    or loop. Each distinct node is sized once, so this is linear in the file."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        nid = id(node)
+        if nid in sizes:
+            return sizes[nid]
+        if nid in open_:
+            raise Unexpandable("an anchored node contains an alias to itself", node.start_mark)
+        open_.add(nid)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                raise Unexpandable(
+                    f"this node expands through aliases to more than {limit:,} nodes "
+                    "(an alias bomb?)",
+                    node.start_mark,
+                )
+        open_.discard(nid)
+        sizes[nid] = total
+        return total
+
+    size(root)
+
+
+def _scalar(node: yaml.ScalarNode, loader: Any) -> Any:
+    """A scalar's value by the YAML 1.2 core schema (so `on`, `yes`, `no` and
+    `1_000` stay strings, unlike YAML 1.1)."""
+    return loader.construct_object(node)
 
 
 def _build(
@@ -143,33 +165,42 @@ def _build(
     path: tuple[PathElem, ...],
     values: dict[tuple[PathElem, ...], Position],
     keys: dict[tuple[PathElem, ...], Position],
+    loader: Any,
 ) -> Any:
     values[path] = (node.start_mark.line, node.start_mark.column)
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for knode, vnode in node.value:
-            k = _scalar(knode) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
+            k = _scalar(knode, loader) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
             key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
             if key in out:
-                raise DuplicateKey(key, knode.start_mark)
+                raise DuplicateKey(key, knode.start_mark, keys[(*path, key)])
             keys[(*path, key)] = (knode.start_mark.line, knode.start_mark.column)
-            out[key] = _build(vnode, (*path, key), values, keys)
+            out[key] = _build(vnode, (*path, key), values, keys, loader)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), values, keys) for i, item in enumerate(node.value)]
-    return _scalar(node)  # type: ignore[arg-type]
+        return [_build(item, (*path, i), values, keys, loader) for i, item in enumerate(node.value)]
+    return _scalar(node, loader)  # type: ignore[arg-type]
 
 
 def parse_text(
     text: str,
 ) -> tuple[Any, dict[tuple[PathElem, ...], Position], dict[tuple[PathElem, ...], Position]]:
-    """YAML text to plain data plus node positions. Raises yaml.MarkedYAMLError, DuplicateKey."""
-    root = yaml.compose(text, Loader=_Loader)
-    values: dict[tuple[PathElem, ...], Position] = {}
-    keys: dict[tuple[PathElem, ...], Position] = {}
-    if root is None:
-        return None, values, keys
-    return _build(root, (), values, keys), values, keys
+    """YAML text to plain data plus node positions.
+
+    Raises yaml.MarkedYAMLError, DuplicateKey, Unexpandable.
+    """
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        values: dict[tuple[PathElem, ...], Position] = {}
+        keys: dict[tuple[PathElem, ...], Position] = {}
+        if root is None:
+            return None, values, keys
+        check_expansion(root)
+        return _build(root, (), values, keys, loader), values, keys
+    finally:
+        loader.dispose()
 
 
 def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[Diagnostic]]:
@@ -178,12 +209,17 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Diagnostic(Location(shown), f"not UTF-8 text: {exc.reason}")]
+        return None, [_not_utf8(shown, raw, exc)]
     try:
         data, values, keys = parse_text(text)
     except DuplicateKey as exc:
         loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
-        return None, [Diagnostic(loc, f'YAML: duplicate key "{exc.key}"')]
+        line, col = exc.first
+        first = f"first at line {line + 1}, column {col + 1}"
+        return None, [Diagnostic(loc, f'YAML: duplicate key "{exc.key}" ({first})')]
+    except Unexpandable as exc:
+        loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
+        return None, [Diagnostic(loc, f"YAML: {exc.problem}")]
     except yaml.MarkedYAMLError as exc:
         return None, [_yaml_problem(shown, exc, text)]
     if data is None:
@@ -191,6 +227,17 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     if not isinstance(data, dict):
         return None, [Diagnostic(Location(shown), "expected a mapping at the top of the file")]
     return SpecFile(rel, shown, kind, data, raw, values, keys), []
+
+
+def _not_utf8(shown: str, raw: bytes, exc: UnicodeDecodeError) -> Diagnostic:
+    """Where the first byte that is not UTF-8 is: its line, and its column in characters."""
+    start = raw.rfind(b"\n", 0, exc.start) + 1
+    line = raw.count(b"\n", 0, exc.start) + 1
+    col = len(raw[start : exc.start].decode("utf-8", errors="replace")) + 1
+    byte = raw[exc.start]
+    return Diagnostic(
+        Location(shown, line, col), f"not UTF-8 text: byte 0x{byte:02X} ({exc.reason})"
+    )
 
 
 def _yaml_problem(shown: str, exc: yaml.MarkedYAMLError, text: str) -> Diagnostic:

@@ -34,3 +34,21 @@ def test_kinds_follow_the_signature() -> None:
     assert catalog["identity.forget_user"]["kind"] == "hook"
     assert catalog["flow.http"]["via"] == ["http"]
     assert catalog["image.upload_image_data"]["needs"] == ["object-store"]
+
+
+def test_a_step_behaviour_as_start_up_is_refused_before_the_stack_starts() -> None:
+    # An IR that slipped past `validate` (written by hand, or stale) must not reach
+    # run_startup, which would call flow.http with a ServiceRuntime (AttributeError).
+    import types
+
+    import pytest
+
+    from specstack_runtime.embedded import EmbeddedStack, StackError
+
+    info = types.SimpleNamespace(
+        ir={"handlers": []},
+        components={"keystone": {"name": "keystone", "startup": [{"behaviour": "flow.http"}]}},
+    )
+    stack = types.SimpleNamespace(info=info)
+    with pytest.raises(StackError, match=r"flow\.http \(a step behaviour\) as keystone's start-up"):
+        EmbeddedStack.check_behaviours(stack)  # type: ignore[arg-type]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from generator.pipeline.render.base import (
-    OffloadedTarget,
     OutputFile,
     RenderContext,
     Target,
@@ -23,7 +22,7 @@ from generator.pipeline.render.models import ModelsTarget
 from generator.pipeline.render.openapi_bundle import OpenApiTarget
 from generator.pipeline.render.package import PackageTarget
 
-TARGETS: tuple[Target | OffloadedTarget, ...] = (
+TARGETS: tuple[Target, ...] = (
     PackageTarget(),
     IrTarget(),
     OpenApiTarget(),
@@ -39,7 +38,6 @@ TARGETS: tuple[Target | OffloadedTarget, ...] = (
 
 __all__ = [
     "TARGETS",
-    "OffloadedTarget",
     "OutputFile",
     "RenderContext",
     "Target",

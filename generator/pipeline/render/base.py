@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
-
-from generator.pipeline.forkpool import Worker
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -29,8 +26,6 @@ class RenderContext:
     spec: LoadedSpec
     spec_label: str  # how generated headers name the spec directory, e.g. "spec"
     templates: Environment
-    # where offloaded targets run their jobs (a forked process during `generate`)
-    worker: Worker = field(default_factory=Worker.inline)
 
     def source(self, rel: str) -> str:
         return f"{self.spec_label}/{rel}"
@@ -44,30 +39,21 @@ class Target(Protocol):
     def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]: ...
 
 
-@runtime_checkable
-class OffloadedTarget(Protocol):
-    """An output kind whose slow work runs on `ctx.worker` while the other targets render."""
-
-    name: str
-
-    def warm(self) -> None:
-        """Runs first in the worker process: the imports its jobs need."""
-
-    def start(self, ctx: RenderContext) -> Callable[[IR], Callable[[], list[OutputFile]]]:
-        """Submit the jobs the loaded spec allows, before it is validated.
-
-        Called with the IR (only when the spec is valid), the returned callable
-        submits the jobs that need it and gives a last one, which waits for
-        all of them and returns the files.
-        """
-        ...
-
-
 def template_env(templates_dir: Path) -> Environment:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from jinja2 import Environment, FileSystemBytecodeCache, FileSystemLoader, StrictUndefined
 
+    from generator.pipeline.cache import cache_root
+
+    # Compiled templates are kept by jinja2 itself, keyed by each template's source.
+    jinja_cache = cache_root() / "jinja"
+    try:
+        jinja_cache.mkdir(parents=True, exist_ok=True)
+        bytecode: FileSystemBytecodeCache | None = FileSystemBytecodeCache(str(jinja_cache))
+    except OSError:
+        bytecode = None
     env = Environment(
         loader=FileSystemLoader(str(templates_dir)),
+        bytecode_cache=bytecode,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

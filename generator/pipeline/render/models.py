@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
-from functools import partial
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from generator.pipeline.load import to_plain
@@ -88,7 +87,7 @@ def _defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_module(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
-    """One module of models (runs in the worker).
+    """One module of models.
 
     Without `openapi`, `schema` is a `_defs_bundle`, whose helper root class is dropped.
     """
@@ -97,68 +96,61 @@ def model_module(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
 
 
 class ModelsTarget:
-    """Offloaded: datamodel-code-generator is the slowest part of rendering.
-
-    The API documents and the driver types need only the loaded spec, so their
-    modules are generated while the main process validates and builds the IR;
-    the messages' module waits for the IR's model names.
-    """
+    """datamodel-code-generator is the slowest part of rendering: each module it makes
+    is cached by the digest of its input (see `generator.pipeline.cache`), so only a
+    module whose schemas changed is made again."""
 
     name = "models"
 
-    def warm(self) -> None:
-        # datamodel-code-generator imports most of itself on its first run
-        tiny = {"type": "object", "properties": {"a": {"type": "string"}}}
-        api = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": {}}
-        generate_models({**api, "components": {"schemas": {"A": tiny}}}, openapi=True, header="")
-        generate_models(_defs_bundle("Root", {"A": tiny}), openapi=False, header="")
-
-    def start(self, ctx: RenderContext) -> Callable[[IR], Callable[[], list[OutputFile]]]:
-        def submit(schema: dict[str, Any], openapi: bool, rel: str) -> Callable[[], str]:
-            header = py_header(ctx.source(rel))
-            return ctx.worker.submit(partial(model_module, openapi=openapi, header=header), schema)
-
-        apis = {
-            f.stem: (f.rel, submit(_schemas_part(to_plain(f.data)), True, f.rel))
-            for f in ctx.spec.of_kind("openapi")
-        }
+    def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
+        out: list[OutputFile] = []
+        for api in ir.apis:
+            f = next(f for f in ctx.spec.of_kind("openapi") if f.stem == api.name)
+            text = cached_module(
+                _schemas_part(to_plain(f.data)), True, py_header(ctx.source(f.rel))
+            )
+            out.append(_checked(f"models/{api.module}.py", text, api.models, ctx.source(f.rel)))
+        msgs_file = ctx.spec.one("messages")
+        assert msgs_file is not None
+        defs: dict[str, Any] = dict(to_plain(msgs_file.data).get("types") or {})
+        for m in ir.messages:
+            defs[m.payload_model] = m.payload_schema
+            if m.reply_model and m.reply_schema is not None:
+                defs[m.reply_model] = m.reply_schema
+        source = ctx.source(msgs_file.rel)
+        text = cached_module(_defs_bundle("MessagesRoot", defs), False, py_header(source))
+        out.append(_checked("models/messages.py", text, defs, source))
         hyp_file = ctx.spec.one("hypervisors")
         assert hyp_file is not None
         types = dict(to_plain(hyp_file.data).get("types") or {})
-        drivers = submit(_defs_bundle("DriverTypesRoot", types), False, hyp_file.rel)
+        source = ctx.source(hyp_file.rel)
+        text = cached_module(_defs_bundle("DriverTypesRoot", types), False, py_header(source))
+        out.append(_checked("models/drivers.py", text, types, source))
+        init = ctx.templates.get_template("models/__init__.py.j2").render(
+            ir=ir, header=py_header(f"{ctx.spec_label}/")
+        )
+        return [*out, OutputFile("models/__init__.py", init)]
 
-        def with_ir(ir: IR) -> Callable[[], list[OutputFile]]:
-            msgs_file = ctx.spec.one("messages")
-            assert msgs_file is not None
-            defs: dict[str, Any] = dict(to_plain(msgs_file.data).get("types") or {})
-            for m in ir.messages:
-                defs[m.payload_model] = m.payload_schema
-                if m.reply_model and m.reply_schema is not None:
-                    defs[m.reply_model] = m.reply_schema
-            messages = submit(_defs_bundle("MessagesRoot", defs), False, msgs_file.rel)
-            msgs_source = ctx.source(msgs_file.rel)
 
-            def collect() -> list[OutputFile]:
-                out: list[OutputFile] = []
-                for api in ir.apis:
-                    rel, job = apis[api.name]
-                    path = f"models/{api.module}.py"
-                    out.append(_checked(path, job(), api.models, ctx.source(rel)))
-                out.append(_checked("models/messages.py", messages(), defs, msgs_source))
-                out.append(
-                    _checked("models/drivers.py", drivers(), types, ctx.source(hyp_file.rel))
-                )
-                init = ctx.templates.get_template("models/__init__.py.j2").render(
-                    ir=ir, header=py_header(f"{ctx.spec_label}/")
-                )
-                return [*out, OutputFile("models/__init__.py", init)]
+def cached_module(schema: dict[str, Any], openapi: bool, header: str) -> str:
+    """`model_module`'s text, from the cache when this input was seen before."""
+    from generator.pipeline.cache import DigestCache, digest, source_digest
 
-            return collect
+    key = digest(
+        source_digest(__file__), _version("datamodel-code-generator"), openapi, header, schema
+    )
+    cache = DigestCache("models")
+    text = cache.get(key)
+    if text is None:
+        text = model_module(schema, openapi=openapi, header=header)
+        cache.put(key, text)
+    return text
 
-        return with_ir
 
-    def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
-        return self.start(ctx)(ir)()
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    return metadata.version(dist)
 
 
 def _schemas_part(doc: dict[str, Any]) -> dict[str, Any]:

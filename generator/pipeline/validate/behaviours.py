@@ -8,13 +8,13 @@ check imports none of the runtime.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
+from generator.pipeline.validate.names import suggest
 from generator.pipeline.validate.openapi import HTTP_METHODS
 from specstack_runtime.registry import KINDS, read_catalog
 
@@ -91,11 +91,6 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
                         a["hook"],
                         "hook",
                     )
-
-
-def suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
 def _provided(spec: LoadedSpec) -> set[str]:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
-from functools import cache
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from generator.pipeline.diagnostics import Diagnostic
-from generator.pipeline.forkpool import Worker
-from generator.pipeline.load import LoadedSpec, SpecFile, parse_file, to_plain
+from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
 from generator.pipeline.validate.paths import dotted
 from generator.pipeline.validate.refs import canonical_path, check_refs
 from specstack_runtime import policy
@@ -21,8 +18,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 def check_openapi(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
     """Local `$ref`s and the structural rules of every schema-bearing file.
 
-    With `documents`, each API document also goes through openapi-spec-validator
-    here; without, the caller runs that part (see `DocumentChecks`).
+    With `documents`, each API document also goes through openapi-spec-validator.
     """
     diags: list[Diagnostic] = []
     for f in spec.files:
@@ -34,131 +30,6 @@ def check_openapi(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnosti
             if documents:
                 diags.extend(check_document(f, data))
     return diags
-
-
-@cache
-def _validator_class() -> type[Any]:
-    """openapi-spec-validator's 3.1 validator, its two JSON Schema checks answered fast.
-
-    Most of its time goes to two JSON Schema validations in pure Python: the
-    whole document against the OAS 3.1 schema, and every Schema Object against
-    the OAS 3.1 dialect. jsonschema-rs gives the same verdict in a fraction of
-    the time; only when it finds a problem does jsonschema run, so the error
-    reported (message and path) is the one openapi-spec-validator always gave.
-    """
-    import jsonschema_rs
-    from jsonschema import Draft202012Validator
-    from openapi_schema_validator import OAS31_BASE_DIALECT_ID
-    from openapi_spec_validator import OpenAPIV31SpecValidator
-    from openapi_spec_validator.schemas import schema_v31
-    from openapi_spec_validator.validation.keywords import OpenAPIV31SchemaValidator
-
-    dialect = _rs_dialect_validator(jsonschema_rs, OAS31_BASE_DIALECT_ID)
-
-    class FastSchemaValidator(OpenAPIV31SchemaValidator):  # type: ignore[misc,unused-ignore]
-        def _get_schema_checker(self, schema: Any, schema_value: Any) -> Callable[[Any], None]:
-            check: Callable[[Any], None] = super()._get_schema_checker(schema, schema_value)
-            if self._get_schema_dialect_id(schema, schema_value) != OAS31_BASE_DIALECT_ID:
-                return check
-
-            def fast_check(value: Any) -> None:
-                if not dialect.is_valid(value):
-                    check(value)
-
-            return fast_check
-
-        def _validate_schema_meta(self, schema: Any, schema_value: Any) -> Any:
-            # The error's path starts at the Schema Object; make it the document's.
-            err = super()._validate_schema_meta(schema, schema_value)
-            if err is not None and getattr(err, "parent", None) is None:
-                err.path.extendleft(reversed(schema.parts))
-            return err
-
-    document = _FastVerdict(
-        jsonschema_rs.validator_for(dict(schema_v31)),
-        Draft202012Validator(_static_meta(schema_v31)),
-    )
-
-    class FastOpenAPIV31SpecValidator(OpenAPIV31SpecValidator):  # type: ignore[misc,unused-ignore]
-        schema_validator = document
-        keyword_validators = {  # noqa: RUF012 (as the base class declares it)
-            **OpenAPIV31SpecValidator.keyword_validators,
-            "schema": FastSchemaValidator,
-        }
-
-    return FastOpenAPIV31SpecValidator
-
-
-class _FastVerdict:
-    """A JSON Schema validator whose verdict comes from jsonschema-rs, its errors from jsonschema."""
-
-    def __init__(self, fast: Any, explain: Any) -> None:
-        self._fast, self._explain = fast, explain
-
-    def iter_errors(self, instance: Any) -> Iterator[Any]:
-        if self._fast.is_valid(instance):
-            return iter(())
-        return iter(self._explain.iter_errors(instance))
-
-
-def _rs_dialect_validator(jsonschema_rs: Any, dialect_id: str) -> Any:
-    """jsonschema-rs's validator for the OAS 3.1 Schema Object dialect (formats checked)."""
-    from openapi_schema_validator._specifications import REGISTRY
-
-    oas = [uri for uri in REGISTRY if uri.startswith("https://spec.openapis.org/oas/3.1/")]
-    resources = jsonschema_rs.Registry([(uri, REGISTRY.contents(uri)) for uri in oas])
-    return jsonschema_rs.validator_for(
-        REGISTRY.contents(dialect_id), registry=resources, validate_formats=True
-    )
-
-
-def _static_meta(schema: Any) -> Any:
-    """The OAS 3.1 schema with its `$dynamicRef`s to the Schema Object dialect made static.
-
-    The schema reaches the dialect through `$dynamicRef: "#meta"`, which jsonschema
-    resolves by crawling the registry on every use. Documents that declare no
-    `jsonSchemaDialect` always use the default dialect, so pointing those
-    references at it directly validates the same thing, about five times faster.
-    """
-    if isinstance(schema, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in schema.items():
-            if key == "$dynamicRef" and value == "#meta":
-                out["$ref"] = "#/$defs/schema"
-            elif key != "$dynamicAnchor":
-                out[key] = _static_meta(value)
-        return out
-    if isinstance(schema, list | tuple):
-        return [_static_meta(v) for v in schema]
-    return schema
-
-
-def _check_files(root: Path, rels: list[str]) -> list[Diagnostic]:
-    """Parse and check API documents (runs in a worker process)."""
-    diags: list[Diagnostic] = []
-    for rel in rels:
-        f, _ = parse_file(root, rel, "openapi")
-        if f is not None:
-            diags.extend(check_document(f, to_plain(f.data)))
-    return diags
-
-
-class DocumentChecks:
-    """The API documents' checks, started in a forked worker so they overlap other work.
-
-    Checking the six API documents is the slowest part of validation; on a machine
-    with two cores it runs beside loading, cross-referencing and rendering.
-    """
-
-    def __init__(self, root: Path, rels: list[str]) -> None:
-        self._worker = Worker() if len(rels) > 1 else Worker.inline()
-        self._result = self._worker.submit(_check_files, root, rels)
-
-    def result(self) -> list[Diagnostic]:
-        try:
-            return self._result()
-        finally:
-            self._worker.close()
 
 
 def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
@@ -241,13 +112,35 @@ def _info_extensions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
 
 
 def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
-    """openapi-spec-validator's verdict on a structurally sound document."""
+    """openapi-spec-validator's verdict on a structurally sound document.
+
+    The validator takes about a second per large document, so a document it found
+    sound is remembered by its digest: an unchanged document is not checked again.
+    """
     if check_structure(f, doc):
         return []  # reported by check_structure; the validator cannot get past it
+    from importlib import metadata
+
+    from generator.pipeline.cache import DigestCache, digest, source_digest
+
+    # the file's bytes stand for the document it parses to (hashing them is cheaper)
+    document = f.raw if doc is f.data else doc
+    key = digest(source_digest(__file__), metadata.version("openapi-spec-validator"), document)
+    cache = DigestCache("openapi-verdicts")
+    if cache.get(key) == "sound":
+        return []
+    diags = _validator_problems(f, doc)
+    if not diags:
+        cache.put(key, "sound")
+    return diags
+
+
+def _validator_problems(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     from jsonschema.exceptions import ValidationError
+    from openapi_spec_validator import OpenAPIV31SpecValidator
 
     diags: list[Diagnostic] = []
-    for err in _errors(_validator_class()(doc)):
+    for err in _errors(OpenAPIV31SpecValidator(doc)):
         if isinstance(err, Exception) and not isinstance(err, ValidationError):
             # its checks past the schema assume a document the schema accepted
             if not diags:
@@ -256,10 +149,55 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
         if type(err).__name__ == "DuplicateOperationIDError":
             continue  # reported by check_structure, at the second use
         message = getattr(err, "message", str(err)).splitlines()[0]
+        stray = _stray_path_parameter(doc, message)
+        if stray is not None:
+            diags.append(stray(f))
+            continue
         path = list(getattr(err, "absolute_path", []) or []) or _path_in_message(message)
-        path = canonical_path(doc, path)
+        path = canonical_path(doc, _in_document(doc, path, getattr(err, "instance", None)))
         diags.append(f.at(path, f"{dotted(path)}: {message}"))
     return diags
+
+
+_MISSING = object()
+
+
+def _walk(node: Any, path: list[PathElem]) -> Any:
+    """The node at `path`, where a number may also name a mapping's key ("201")."""
+    for elem in path:
+        if isinstance(node, dict):
+            node = node.get(elem, node.get(str(elem), _MISSING))
+        elif isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node):
+            node = node[elem]
+        else:
+            return _MISSING
+    return node
+
+
+def _containers(node: Any, path: list[PathElem]) -> Iterator[tuple[list[PathElem], Any]]:
+    yield path, node
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    for key, value in items:
+        if isinstance(value, dict | list):
+            yield from _containers(value, [*path, key])
+
+
+def _in_document(doc: dict[str, Any], path: list[PathElem], instance: Any) -> list[PathElem]:
+    """The error's path from the document's root.
+
+    Errors about a Schema Object carry a path from that Schema Object; it is found as
+    the first place in the document from which the path leads to the offending value.
+    """
+    if _walk(doc, path) is not _MISSING:  # a path from the root already
+        return [str(e) if isinstance(_walk(doc, path[:i]), dict) else e for i, e in enumerate(path)]
+    if instance is None or not path:
+        return path
+    for same in (lambda a, b: a is b, lambda a, b: a == b):
+        for base, node in _containers(doc, []):
+            value = _walk(node, path)
+            if value is not _MISSING and same(value, instance):
+                return [*base, *path]
+    return path
 
 
 def _errors(validator: Any) -> Iterator[Any]:
@@ -288,6 +226,35 @@ def _path_in_message(message: str) -> list[str | int]:
     """Some validator errors carry no path; their text names the operation."""
     m = _OPERATION_IN.search(message)
     return ["paths", m.group(2), m.group(1)] if m else []
+
+
+_UNRESOLVED = re.compile(r"Path parameter '([^']+)' for '(\w+)' operation in '([^']+)' was not")
+
+
+def _stray_path_parameter(
+    doc: dict[str, Any], message: str
+) -> Callable[[SpecFile], Diagnostic] | None:
+    """The validator's "path parameter was not resolved", when the parameter is declared
+    (`in: path`) but the path template has no such `{name}`: point at the declaration."""
+    m = _UNRESOLVED.search(message)
+    if m is None:
+        return None
+    name, method, template = m.groups()
+    item = (doc.get("paths") or {}).get(template)
+    if not isinstance(item, dict):
+        return None
+    for where in (["paths", template, method], ["paths", template]):
+        owner = item.get(method) if len(where) == 3 else item
+        params = owner.get("parameters") if isinstance(owner, dict) else None
+        for i, param in enumerate(params if isinstance(params, list) else []):
+            if isinstance(param, dict) and param.get("name") == name and param.get("in") == "path":
+                at: list[str | int] = [*where, "parameters", i, "name"]
+                text = (
+                    f"{dotted(at)}: path parameter '{name}' is declared, but the path "
+                    f"'{template}' has no {{{name}}}"
+                )
+                return lambda f: f.at(at, text)
+    return None
 
 
 def _operations_without_ids(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:

@@ -54,6 +54,94 @@ def check_refs(f: SpecFile, doc: Any) -> list[Diagnostic]:
             )
         elif not resolve_pointer(doc, ref)[0]:
             diags.append(f.at(where, f"{dotted(where)}: $ref '{ref}' does not resolve"))
+    if not diags:
+        diags = _type_cycles(f, doc) if f.kind in TYPE_FILES else _bare_ref_cycles(f, doc)
+    return diags
+
+
+#: Files whose `types` become model classes, one per type: types must not contain each other.
+TYPE_FILES = ("messages", "hypervisors")
+_TYPE_PREFIX = "#/types/"
+
+
+def _type_cycles(f: SpecFile, doc: Any) -> list[Diagnostic]:
+    """Types that refer to each other (`A` has a `B` that has an `A`), each cycle once.
+
+    Their models would need each other to be defined first; the cycle is reported
+    at the `$ref` that closes it from the first type (by name) on it.
+    """
+    types = doc.get("types") if isinstance(doc, dict) else None
+    if not isinstance(types, dict):
+        return []
+    edges: dict[str, list[tuple[str, list[PathElem]]]] = {}
+    for name, schema in types.items():
+        for path, ref in iter_refs(schema, ["types", name]):
+            if isinstance(ref, str) and ref.startswith(_TYPE_PREFIX):
+                target = _pointer_elem(ref[len(_TYPE_PREFIX) :].split("/")[0])
+                edges.setdefault(str(name), []).append((str(target), [*path, "$ref"]))
+    diags: list[Diagnostic] = []
+    reported: set[frozenset[str]] = set()
+    for start in sorted(edges):
+        cycle = _cycle_from(start, edges)
+        if cycle is None or frozenset(n for n, _ in cycle) in reported:
+            continue
+        reported.add(frozenset(n for n, _ in cycle))
+        names = " -> ".join([*(n for n, _ in cycle), cycle[0][0]])
+        where = cycle[0][1]
+        diags.append(
+            f.at(
+                where,
+                f"{dotted(where)}: $ref cycle {names}: types that contain each other "
+                "cannot become models",
+            )
+        )
+    return diags
+
+
+def _cycle_from(
+    start: str, edges: dict[str, list[tuple[str, list[PathElem]]]]
+) -> list[tuple[str, list[PathElem]]] | None:
+    """A cycle through `start` as (type, the `$ref` it leaves by) pairs, if there is one."""
+    trail: list[tuple[str, list[PathElem]]] = []
+    seen: set[str] = set()
+
+    def walk(node: str) -> bool:
+        for target, where in edges.get(node, []):
+            trail.append((node, where))
+            if target == start:
+                return True
+            if target not in seen:
+                seen.add(target)
+                if walk(target):
+                    return True
+            trail.pop()
+        return False
+
+    return trail if walk(start) else None
+
+
+def _bare_ref_cycles(f: SpecFile, doc: Any) -> list[Diagnostic]:
+    """Schemas that are only a `$ref` to one another, round to the first: no schema at all.
+
+    (A schema that contains itself through a property is a recursive type, and allowed.)
+    """
+    diags: list[Diagnostic] = []
+    reported: set[frozenset[str]] = set()
+    for path, ref in iter_refs(doc):
+        here = "#/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
+        chain = [here]
+        while isinstance(ref, str) and ref not in chain:
+            chain.append(ref)
+            found, node = resolve_pointer(doc, ref)
+            ref = node.get("$ref") if found and isinstance(node, dict) else None
+        if ref != here or frozenset(chain) in reported:
+            continue
+        reported.add(frozenset(chain))
+        where = [*path, "$ref"]
+        names = " -> ".join([*chain, here])
+        diags.append(
+            f.at(where, f"{dotted(where)}: $ref cycle {names}: these schemas are only references")
+        )
     return diags
 
 

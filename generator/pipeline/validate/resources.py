@@ -9,7 +9,7 @@ from typing import Any
 from generator.pipeline.build_resources import properties, schema_of
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
-from generator.pipeline.validate.behaviours import suggest
+from generator.pipeline.validate.names import suggest
 from generator.pipeline.validate.openapi import HTTP_METHODS
 from generator.pipeline.validate.xref import Index
 from specstack_runtime import policy

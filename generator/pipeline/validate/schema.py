@@ -29,11 +29,14 @@ FILE_DEFS = {
 
 
 @cache
+def _schema_text() -> str:
+    path = resources.files("generator.pipeline").joinpath("schema/spec.schema.json")
+    return path.read_text("utf-8")
+
+
+@cache
 def spec_schema() -> dict[str, Any]:
-    text = (
-        resources.files("generator.pipeline").joinpath("schema/spec.schema.json").read_text("utf-8")
-    )
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = json.loads(_schema_text())
     return schema
 
 
@@ -64,9 +67,19 @@ def check_schema(spec: LoadedSpec) -> list[Diagnostic]:
 
 
 def check_file(f: SpecFile) -> list[Diagnostic]:
+    """The file against its part of the spec's schema; a file found sound is remembered
+    by the digest of its bytes (see `generator.pipeline.cache`) and not checked again."""
+    from generator.pipeline.cache import DigestCache, digest, source_digest
+
+    key = digest(source_digest(__file__), _schema_text().encode(), f.kind, f.raw)
+    cache = DigestCache("spec-verdicts")
+    if cache.get(key) == "sound":
+        return []
     data = to_plain(f.data)
     diags = [_diagnostic(f, _leaf(e)) for e in _validator(f.kind).iter_errors(data)]
     diags.extend(_embedded_schemas(f, data))
+    if not diags:
+        cache.put(key, "sound")
     return diags
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
+from generator.pipeline.validate.names import hint
 from generator.pipeline.validate.openapi import HTTP_METHODS
 
 # Which fields each communication type takes (beyond from/to/via/summary).
@@ -158,7 +159,10 @@ def _components(ix: Index) -> list[Diagnostic]:
         for i, node in enumerate(c.get("nodes", [])):
             if node not in ix.nodes:
                 diags.append(
-                    f.at([*base, "nodes", i], f"component '{name}': unknown node '{node}'")
+                    f.at(
+                        [*base, "nodes", i],
+                        f"component '{name}': unknown node '{node}'{hint(node, ix.nodes, 'nodes')}",
+                    )
                 )
         if (api := c.get("api")) and api not in ix.api_files:
             diags.append(
@@ -178,7 +182,11 @@ def _components(ix: Index) -> list[Diagnostic]:
             target = ix.components.get(db)
             if target is None:
                 diags.append(
-                    f.at([*base, "database"], f"component '{name}': unknown database '{db}'")
+                    f.at(
+                        [*base, "database"],
+                        f"component '{name}': unknown database '{db}'"
+                        f"{hint(db, _of_kind(ix, 'database'), 'databases')}",
+                    )
                 )
             elif target["kind"] != "database":
                 diags.append(
@@ -195,10 +203,17 @@ def _components(ix: Index) -> list[Diagnostic]:
         for msg in c.get("consumes", {}):
             where: list[PathElem] = [*base, "consumes", msg]
             if msg not in ix.messages:
-                diags.append(f.at(where, f"component '{name}': unknown message '{msg}'", key=True))
+                known = hint(msg, ix.messages, "messages")
+                diags.append(
+                    f.at(where, f"component '{name}': unknown message '{msg}'{known}", key=True)
+                )
             elif c["kind"] in NO_CONSUMERS:
                 diags.append(f.at(where, f"a {c['kind']} cannot consume queue messages", key=True))
     return diags
+
+
+def _of_kind(ix: Index, kind: str) -> list[str]:
+    return [n for n, c in ix.components.items() if c.get("kind") == kind]
 
 
 def _topology(ix: Index) -> list[Diagnostic]:
@@ -210,7 +225,11 @@ def _topology(ix: Index) -> list[Diagnostic]:
         base: list[PathElem] = ["topology", "nodes", name]
         if (drv := node.get("driver")) and drv not in ix.drivers:
             diags.append(
-                f.at([*base, "driver"], f"node '{name}': unknown hypervisor driver '{drv}'")
+                f.at(
+                    [*base, "driver"],
+                    f"node '{name}': unknown hypervisor driver '{drv}'"
+                    f"{hint(drv, ix.drivers, 'drivers')}",
+                )
             )
         lo, hi, count = node.get("min", 1), node.get("max"), node.get("count", 1)
         if count < lo or (hi is not None and (count > hi or lo > hi)):
@@ -265,7 +284,10 @@ def _hypervisors(ix: Index) -> list[Diagnostic]:
         for path, use in uses:
             for tname in _type_names(use):
                 if tname not in ix.driver_types:
-                    diags.append(f.at(path, f"driver method '{mname}': unknown type '{tname}'"))
+                    known = hint(tname, ix.driver_types, "types")
+                    diags.append(
+                        f.at(path, f"driver method '{mname}': unknown type '{tname}'{known}")
+                    )
     return diags
 
 
@@ -312,6 +334,7 @@ def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnos
         diags.append(f.at(["sequence", "name"], f"sequence '{seq['name']}' is declared twice"))
     seen[seq["name"]] = f
     diags += _numbering(f, seq["steps"])
+    diags += _error_steps(f, seq)
     from generator.pipeline.segments import step_labels
 
     for i, (step, lbl) in enumerate(zip(seq["steps"], step_labels(seq["steps"]), strict=True)):
@@ -320,6 +343,23 @@ def _sequence(ix: Index, f: SpecFile, seen: dict[str, SpecFile]) -> list[Diagnos
         diags += _interaction(ix, f, path, step, label)
         for j, sub in enumerate(step.get("then", [])):
             diags += _interaction(ix, f, [*path, "then", j], sub, f"{label}.{j + 1}")
+    return diags
+
+
+def _error_steps(f: SpecFile, seq: dict[str, Any]) -> list[Diagnostic]:
+    """Each error path provokes a failure at a step the sequence has."""
+    numbers = sorted({s["number"] for s in seq["steps"] if "number" in s})
+    diags: list[Diagnostic] = []
+    for i, err in enumerate(seq.get("errors", [])):
+        if err["step"] not in numbers:
+            steps = f"{numbers[0]} to {numbers[-1]}" if numbers else "none"
+            diags.append(
+                f.at(
+                    ["sequence", "errors", i, "step"],
+                    f"error path '{err['name']}': no step {err['step']} in this sequence "
+                    f"(its steps are {steps})",
+                )
+            )
     return diags
 
 
@@ -396,7 +436,8 @@ def _interaction(
     for end in ("from", "to"):
         name = it[end]
         if name not in ix.components:
-            diags.append(f.at([*path, end], f"{label}: unknown component '{name}'"))
+            known = hint(name, ix.components, "components")
+            diags.append(f.at([*path, end], f"{label}: unknown component '{name}'{known}"))
         else:
             ends[end] = ix.components[name]
     via = it["via"]
@@ -436,7 +477,11 @@ def _http(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any
     out: list[Problem] = []
     if api in ix.operations and it["operation"] not in ix.operations[api]:
         out.append(
-            ("operation", f"operation '{it['operation']}' is not in the {api} API of '{it['to']}'")
+            (
+                "operation",
+                f"operation '{it['operation']}' is not in the {api} API of '{it['to']}'"
+                f"{hint(it['operation'], ix.operations[api], 'operations')}",
+            )
         )
     if src["project"] == dst["project"]:
         out.append(
@@ -462,7 +507,7 @@ def _amqp(ix: Index, it: dict[str, Any], src: dict[str, Any], dst: dict[str, Any
     name = it["message"]
     msg = ix.messages.get(name)
     if msg is None:
-        out.append(("message", f"unknown message '{name}'"))
+        out.append(("message", f"unknown message '{name}'{hint(name, ix.messages, 'messages')}"))
         return out
     if name not in dst.get("consumes", []):
         out.append(("message", f"message '{name}' is not consumed by '{it['to']}'"))
@@ -509,7 +554,13 @@ def _native(
             )
         )
     if it["call"] not in ix.methods:
-        out.append(("call", f"'{it['call']}' is not a method of the hypervisor driver interface"))
+        out.append(
+            (
+                "call",
+                f"'{it['call']}' is not a method of the hypervisor driver interface"
+                f"{hint(it['call'], ix.methods, 'methods')}",
+            )
+        )
     return out
 
 
