@@ -191,9 +191,22 @@ class ApiApp:
                 self._check_microversion(call)
             else:
                 flow.ready()
-            if route.handler.entry and (call.sequence, call.trigger_label) == route.handler.entry:
+            entry = (
+                bool(route.handler.entry)
+                and (
+                    call.sequence,
+                    call.trigger_label,
+                )
+                == route.handler.entry
+            )
+            if entry:
                 self.rt.trace.alias(call.request_id, call.global_request_id)
-            await route.handler.run(flow)
+            try:
+                await route.handler.run(flow)
+            finally:
+                if entry and call.auth is not None and call.auth.project_id:
+                    # whose flow it is: that project may read its trace (the dashboard's view)
+                    self.rt.trace.own(call.global_request_id, call.auth.project_id)
             reply: Reply | None = call.reply or Reply(status=204)
         except ApiError as err:
             return self._error(call, err)
@@ -341,7 +354,8 @@ class ApiApp:
         return Response(b'{"status":"ok"}', 200, media_type="application/json")
 
     async def _trace(self, request: Request) -> Response:
-        """Admin only: the recorded steps of one flow (by flow id or nova's request id)."""
+        """The recorded steps of one flow (by flow id or nova's request id): for an admin,
+        or for the project whose token started it."""
         call = Call(
             rt=self.rt,
             trigger="trace",
@@ -354,11 +368,18 @@ class ApiApp:
             if not call.token or self.rt.auth is None:
                 raise Unauthorized("The request you have made requires authentication.")
             auth = await self.rt.auth.validate(call.token)
-            # the toolkit's own endpoint: its rule is spec/policy.yaml's `specstack:trace`
-            self.rt.info.policy.authorize(TRACE_RULE, f"rule:{TRACE_RULE}", auth, {})
+            flow_id = request.path_params["flow_id"]
+            # the toolkit's own endpoint: its rule is spec/policy.yaml's `specstack:trace`,
+            # its target the flow's owner (the project whose token started it, if known)
+            self.rt.info.policy.authorize(
+                TRACE_RULE,
+                f"rule:{TRACE_RULE}",
+                auth,
+                {},
+                target={"project_id": self.rt.trace.owner(flow_id)},
+            )
         except ApiError as err:
             return self._error(call, err)
-        flow_id = request.path_params["flow_id"]
         events = self.rt.trace.events(flow_id)
         body = {"flow_id": self.rt.trace.resolve(flow_id), "events": events}
         return Response(json.dumps(body).encode(), 200, media_type="application/json")

@@ -68,6 +68,11 @@ def load_generated(package: str = "generated") -> tuple[StackInfo, dict[str, Mod
     return info, services, drivers
 
 
+def generated_dir(package: str = "generated") -> Path:
+    """The folder of the generated package (its `ir.json`, `openapi/`)."""
+    return Path(importlib.import_module(package).__file__ or "").parent
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,6 +107,9 @@ class EmbeddedStack:
         self.config = config
         self.select = select
         self.info, self.services, self.drivers = load_generated(package)
+        self.generated_dir = generated_dir(package)
+        self.web_servers: list[uvicorn.Server] = []
+        self._closers: list[Callable[[], Any]] = []
         self.bus: Bus = make_bus(config.bus_url)
         # Every process of a distributed stack writes to (and reads) the one trace store.
         self.trace = TraceRecorder(
@@ -255,30 +263,14 @@ class EmbeddedStack:
                 app = ApiApp(
                     r.rt, error_format=r.module.ERROR_FORMAT, identity_url=identity_url + "/v3"
                 ).build(r.module.ROUTES, title=comp["title"])
-                server = uvicorn.Server(
-                    uvicorn.Config(
-                        app,
-                        host=self.config.host_address,
-                        port=port,
-                        log_level="warning",
-                        access_log=False,
-                        lifespan="off",
-                        date_header=False,
-                    )
-                )
-                config = server.config
-                if not config.loaded:
-                    config.load()
-                server.lifespan = config.lifespan_class(config)
-                await server.startup()
-                if not server.started:
-                    raise StackError(f"{r.rt.component} could not listen on port {port}")
-                r.server = server
+                r.server = await self._listen(r.rt.component, app, port)
                 if self.local_http is not None:
                     self.local_http.mount(self.config.host_address, port, app)
                 say(f"{r.rt.component:<16} http://{self.config.host_address}:{port}")
             if r.module.CONSUMERS:
                 r.subscriptions = await start_consumers(r.rt, r.module.CONSUMERS)
+        if self.select is None:
+            await self._start_dashboards(say)
         # Startup behaviours run once every server listens (keystone's bootstrap first).
         ordered = sorted(
             self.running,
@@ -293,6 +285,43 @@ class EmbeddedStack:
             for item in self.info.components[r.rt.component]["startup"]:
                 await run_startup(r.rt, item)
 
+    async def _listen(self, component: str, app: Any, port: int) -> uvicorn.Server:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=self.config.host_address,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                date_header=False,
+            )
+        )
+        config = server.config
+        if not config.loaded:
+            config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup()
+        if not server.started:
+            raise StackError(f"{component} could not listen on port {port}")
+        return server
+
+    async def _start_dashboards(self, say: Callable[[str], None]) -> None:
+        """The spec's web clients (the dashboard), each on its port, on real sockets."""
+        from specstack_runtime.dashboard import build_app
+
+        for comp in self.info.web_clients:
+            port = self.info.port(comp["name"], self.config)
+            if not port_free(self.config.host_address, port):
+                raise StackError(
+                    f"{comp['name']}: port {port} on {self.config.host_address} is in use "
+                    "(another stack?); pick free ports with --port N"
+                )
+            app = build_app(self.info, self.config, comp["name"], self.generated_dir / "openapi")
+            self.web_servers.append(await self._listen(comp["name"], app, port))
+            self._closers.append(app.state.close)
+            say(f"{comp['name']:<16} http://{self.config.host_address}:{port}/")
+
     async def stop(self) -> None:
         # Background work a behaviour started for its component (e.g. heartbeats).
         local_tasks = [
@@ -301,10 +330,11 @@ class EmbeddedStack:
         for task in local_tasks:
             task.cancel()
         await asyncio.gather(*local_tasks, return_exceptions=True)
-        for r in self.running:
-            if r.server is not None:
-                r.server.should_exit = True
-                await r.server.shutdown()
+        for server in [*self.web_servers, *(r.server for r in self.running if r.server)]:
+            server.should_exit = True
+            await server.shutdown()
+        for closer in self._closers:
+            await closer()
         await self.bus.close()
         for r in self.running:
             close = getattr(getattr(r.rt.driver, "impl", None), "close", None)

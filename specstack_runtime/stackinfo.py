@@ -96,13 +96,20 @@ class StackInfo:
                 out += [Instance(c["name"], host, node) for host in self.node_hosts(node, config)]
         return out
 
+    @cached_property
+    def web_clients(self) -> list[dict[str, Any]]:
+        """Clients that listen on a port: web dashboards, served by `specstack_runtime.dashboard`."""
+        return [c for c in self.components.values() if c["kind"] == "client" and c.get("port")]
+
     def port(self, component: str, config: StackConfig) -> int:
-        """The listening port: the spec's, or `base_port` plus the API's index."""
+        """The listening port: the spec's, or `base_port` plus the index among the APIs and
+        then the web clients."""
         comp = self.components[component]
         if config.base_port is None:
             return int(comp["port"])
-        api_components = [c["name"] for c in self.components.values() if c.get("api")]
-        return config.base_port + api_components.index(component)
+        listening = [c["name"] for c in self.components.values() if c.get("api")]
+        listening += [c["name"] for c in self.web_clients]
+        return config.base_port + listening.index(component)
 
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""

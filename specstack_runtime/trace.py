@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS events (
   started_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS ix_events_flow ON events (flow_id);
 CREATE TABLE IF NOT EXISTS aliases (alias TEXT PRIMARY KEY, flow_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS owners (flow_id TEXT PRIMARY KEY, project_id TEXT NOT NULL);
 """
 
 
@@ -84,6 +85,8 @@ class TraceRecorder:
         self._aliases: dict[str, str] = {}
         self._pending: list[TraceEvent] = []
         self._pending_aliases: list[tuple[str, str]] = []
+        self._owners: dict[str, str] = {}
+        self._pending_owners: list[tuple[str, str]] = []
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._flusher: asyncio.Task[None] | None = None
@@ -119,6 +122,29 @@ class TraceRecorder:
             if self.path is not None:
                 self._pending_aliases.append((alias, flow_id))
 
+    def own(self, flow_id: str, project_id: str) -> None:
+        """The project whose token started the flow at its entry (the first one to)."""
+        with self._lock:
+            if flow_id in self._owners:
+                return
+            self._owners[flow_id] = project_id
+            if self.path is not None:
+                self._pending_owners.append((flow_id, project_id))
+
+    def owner(self, some_id: str) -> str | None:
+        """The project that started the flow `some_id` names, if one is known."""
+        flow_id = self.resolve(some_id)
+        if flow_id in self._owners and not self.shared:
+            return self._owners[flow_id]
+        if self.path is None or not self.path.exists():
+            return self._owners.get(flow_id)
+        self.flush()
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT project_id FROM owners WHERE flow_id = ?", (flow_id,)
+            ).fetchone()
+        return str(row[0]) if row else self._owners.get(flow_id)
+
     def listen(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
@@ -128,7 +154,8 @@ class TraceRecorder:
         with self._lock:
             events, self._pending = self._pending, []
             aliases, self._pending_aliases = self._pending_aliases, []
-        if self.path is None or not (events or aliases):
+            owners, self._pending_owners = self._pending_owners, []
+        if self.path is None or not (events or aliases or owners):
             return
         with self._connect() as db:
             db.executemany(
@@ -145,6 +172,7 @@ class TraceRecorder:
                 ],
             )
             db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", aliases)
+            db.executemany("INSERT OR IGNORE INTO owners VALUES (?, ?)", owners)
 
     async def run_flusher(self, interval: float = 0.2) -> None:
         try:

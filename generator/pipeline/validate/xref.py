@@ -145,7 +145,7 @@ def _components(ix: Index) -> list[Diagnostic]:
                             f"hypervisor '{name}' is placed on node '{node}', which has no driver",
                         )
                     )
-        if c.get("port") and c["kind"] == "api":
+        if c.get("port") and c["kind"] in ("api", "client"):
             for node in c.get("nodes", []):
                 other = ports_used.get((node, c["port"]))
                 if other:

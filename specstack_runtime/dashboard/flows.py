@@ -1,0 +1,164 @@
+"""A flow as the dashboard shows it: the declared steps of its sequence, each lit by its
+trace events as they arrive.
+
+The dashboard carries out the client's own steps (the user's request, the token, the
+API request) and records them here; every later step comes from the stack's trace
+endpoint (`/specstack/trace/{id}`), read with the user's token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from specstack_runtime.steps import in_step, label_key
+
+
+@dataclass(frozen=True)
+class Row:
+    """One declared interaction of a sequence: a step, or one of its sub-steps."""
+
+    label: str
+    title: str
+    source: str
+    target: str
+    via: str
+    name: str | None
+    main: bool
+
+    @property
+    def anchor(self) -> str:
+        return "step-" + self.label.replace(".", "-")
+
+
+@dataclass
+class Shown:
+    """A row with what the trace says about it."""
+
+    row: Row
+    status: str = "pending"  # pending | ok | error | skipped
+    duration_ms: float | None = None
+    offset_ms: float | None = None  # since the flow's first event
+    error: str | None = None
+    host: str | None = None
+
+    def key(self) -> tuple[str, float | None, str | None]:
+        return (self.status, self.duration_ms, self.error)
+
+
+@dataclass
+class Watch:
+    """A flow the dashboard started (or was asked to show) for one session."""
+
+    flow_id: str
+    sequence: str
+    local: list[dict[str, Any]] = field(default_factory=list)
+    server_id: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def record(
+        self,
+        row: Row,
+        started: float,
+        status: str = "ok",
+        error: str | None = None,
+        host: str = "dashboard",
+    ) -> None:
+        self.local.append(
+            {
+                "flow_id": self.flow_id,
+                "sequence": self.sequence,
+                "step": row.label,
+                "title": row.title,
+                "source": row.source,
+                "target": row.target,
+                "via": row.via,
+                "name": row.name,
+                "status": status,
+                "started_at": started,
+                "ended_at": time.time(),
+                "host": host,
+                "detail": {"error": error} if error else {},
+            }
+        )
+
+
+def rows(sequence: dict[str, Any], client: str) -> list[Row]:
+    """The declared rows of a sequence; steps the spec gives to a client are the
+    dashboard's when it runs them (`client` replaces the declared client)."""
+    out: list[Row] = []
+    for step in sequence["steps"]:
+        parts = [(step["label"], step["main"], step["title"])]
+        parts += [
+            (f"{step['label']}.{i}", sub, sub.get("title") or step["title"])
+            for i, sub in enumerate(step.get("then") or (), start=1)
+        ]
+        for label, part, title in parts:
+            out.append(
+                Row(
+                    label=str(label),
+                    title=str(title),
+                    source=part["source_component"],
+                    target=part["target_component"],
+                    via=part["via"],
+                    name=part.get("operation") or part.get("message") or part.get("call"),
+                    main="." not in str(label),
+                )
+            )
+    return out
+
+
+def client_rows(declared: list[Row], kinds: dict[str, str]) -> list[Row]:
+    """The rows a client carries out: those from the user or from a client component
+    (the user's request, the token, the API request)."""
+    return [r for r in declared if kinds.get(r.source) in ("actor", "client")]
+
+
+def show(declared: list[Row], events: list[dict[str, Any]]) -> list[Shown]:
+    """Each declared row with its first event (sorted by the flow's order)."""
+    first = min((float(e["started_at"]) for e in events), default=0.0)
+    by_step: dict[str, dict[str, Any]] = {}
+    for e in sorted(events, key=lambda e: float(e["started_at"])):
+        by_step.setdefault(str(e["step"]), e)
+    out: list[Shown] = []
+    for row in declared:
+        found = by_step.get(row.label)
+        if found is None:
+            out.append(Shown(row))
+            continue
+        e = found
+        started, ended = float(e["started_at"]), float(e["ended_at"])
+        detail = e.get("detail") or {}
+        out.append(
+            Shown(
+                row,
+                status=str(e["status"]),
+                duration_ms=round((ended - started) * 1000.0, 1),
+                offset_ms=round((started - first) * 1000.0, 1),
+                error=str(detail["error"])
+                if e["status"] == "error" and "error" in detail
+                else None,
+                host=str(e.get("host") or ""),
+            )
+        )
+    return out
+
+
+def finished(shown: list[Shown]) -> bool:
+    """Every main step has been seen, or one failed (nothing later will come)."""
+    if any(s.status == "error" for s in shown):
+        return True
+    mains = [s for s in shown if s.row.main]
+    return bool(mains) and all(s.status != "pending" for s in mains)
+
+
+def extra(declared: list[Row], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Observed events no declared row names (the declared-versus-observed difference)."""
+    labels = {r.label for r in declared}
+    out = [e for e in events if str(e["step"]) not in labels]
+    return sorted(out, key=lambda e: label_key(str(e["step"])))
+
+
+def of_step(label: str, shown: list[Shown]) -> list[Shown]:
+    return [s for s in shown if in_step(s.row.label, label)]

@@ -1,0 +1,241 @@
+"""What the dashboard lists, read from the spec: every API's collection operations.
+
+A listing is a GET operation of an API document whose 200 answer holds one array of
+objects (nova's `{"servers": [...]}`, glance's `{"images": [...]}`) and whose path
+needs nothing but the caller's project. Where an API has a detailed variant of a
+collection (`/servers/detail`) the table uses it. A listing's columns are the item
+schema's scalar properties; the show, delete and action operations of one item are
+the operations on `{collection}/{id}` and `{collection}/{id}/action`. A new API or
+collection in the spec appears here with no dashboard code.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from specstack_runtime.stackinfo import StackInfo
+
+#: Path parameters the dashboard fills from the token itself.
+TOKEN_PARAMS = ("project_id", "tenant_id")
+#: Columns shown first when an item has them; then the other scalar properties.
+FIRST_COLUMNS = ("name", "status")
+MAX_COLUMNS = 7
+_PARAM = re.compile(r"\{([^}]+)\}")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One key of an item's action operation (`{"os-stop": null}`), with the body it sends."""
+
+    key: str
+    description: str
+    body: Any
+
+
+@dataclass(frozen=True)
+class Listing:
+    api: str  # the API document's name
+    title: str  # the API's title
+    catalog_type: str
+    collection: str  # the array's property: "servers"
+    path: str  # the list operation's path template
+    item_path: str  # the collection's path without /detail
+    operation_id: str
+    policy: str | None
+    columns: tuple[str, ...]
+    unwrap: str | None = None  # each item's one property holding the resource (keypairs)
+    show: str | None = None  # path template of one item, its id parameter last
+    delete: str | None = None
+    action: str | None = None
+    actions: tuple[Action, ...] = field(default_factory=tuple)
+
+    @property
+    def label(self) -> str:
+        return self.collection.replace("os-", "").replace("_", " ")
+
+    @property
+    def href(self) -> str:
+        return f"/r/{self.api}/{self.collection}"
+
+
+class Catalogue:
+    """Every listing of the stack, from the IR and the bundled API documents."""
+
+    def __init__(self, info: StackInfo, openapi_dir: Path) -> None:
+        self.info = info
+        self.openapi_dir = openapi_dir
+
+    def document(self, api: str) -> dict[str, Any]:
+        path = self.openapi_dir / f"{api}.json"
+        doc: dict[str, Any] = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+        return doc
+
+    @cached_property
+    def listings(self) -> list[Listing]:
+        out: list[Listing] = []
+        for comp in self.info.components.values():
+            if not comp.get("api") or not comp.get("catalog"):
+                continue
+            api = self.info.apis[comp["api"]]
+            out += self._of_api(api, comp["catalog"]["type"], self.document(api["name"]))
+        return out
+
+    def find(self, api: str, collection: str) -> Listing | None:
+        return next((x for x in self.listings if x.api == api and x.collection == collection), None)
+
+    def _of_api(self, api: dict[str, Any], catalog_type: str, doc: dict[str, Any]) -> list[Listing]:
+        schemas = doc.get("components", {}).get("schemas", {})
+        ops = {(o["method"], o["path"]): o for o in api["operations"]}
+        found: dict[str, Listing] = {}
+        for op in api["operations"]:
+            if op["method"] != "GET":
+                continue
+            if not op.get("requires_token") or not op.get("policy"):
+                continue  # version documents: not the cloud's resources
+            params = _PARAM.findall(op["path"])
+            if any(p not in TOKEN_PARAMS for p in params):
+                continue
+            ok = next((r for r in op["responses"] if r["status"] == "200"), None)
+            model = schemas.get(ok["model"]) if ok and ok.get("model") else None
+            array = _one_array(model or {}, schemas)
+            if array is None:
+                continue
+            collection, item, unwrap = array
+            if "id" not in item["properties"] and unwrap is None:
+                continue  # not resources with an identity (extensions, assignments)
+            base = op["path"].removesuffix("/detail")
+            detailed = op["path"].endswith("/detail")
+            if collection in found and not detailed:
+                continue
+            one = _item_path(ops, base)
+            action = (
+                f"{one}/action" if one is not None and ("POST", f"{one}/action") in ops else None
+            )
+            found[collection] = Listing(
+                api=api["name"],
+                title=api["title"],
+                catalog_type=catalog_type,
+                collection=collection,
+                path=op["path"],
+                item_path=base,
+                operation_id=op["operation_id"],
+                policy=op.get("policy"),
+                columns=_columns(item),
+                unwrap=unwrap,
+                show=one if one is not None and ("GET", one) in ops else None,
+                delete=one if one is not None and ("DELETE", one) in ops else None,
+                action=action,
+                actions=_actions(ops.get(("POST", action)) if action else None, schemas),
+            )
+        return list(found.values())
+
+
+def _deref(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    seen = 0
+    while "$ref" in schema and seen < 10:
+        schema = schemas.get(schema["$ref"].rsplit("/", 1)[-1], {})
+        seen += 1
+    return schema
+
+
+def _one_array(
+    model: dict[str, Any], schemas: dict[str, Any]
+) -> tuple[str, dict[str, Any], str | None] | None:
+    """The (property, item schema, wrapping key) of the one array of objects an answer
+    holds; nova wraps each key pair as `{"keypair": {...}}`."""
+    arrays = []
+    for name, prop in (model.get("properties") or {}).items():
+        prop = _deref(prop, schemas)
+        if prop.get("type") != "array" or name.endswith("_links"):
+            continue
+        item = _deref(prop.get("items") or {}, schemas)
+        if item.get("type") == "object" and item.get("properties"):
+            arrays.append((name, item))
+    if len(arrays) != 1:
+        return None
+    name, item = arrays[0]
+    props = {k: _deref(v, schemas) for k, v in item["properties"].items()}
+    unwrap = None
+    if len(props) == 1:
+        ((key, inner),) = props.items()
+        if inner.get("type") == "object" and inner.get("properties"):
+            unwrap = key
+            props = {k: _deref(v, schemas) for k, v in inner["properties"].items()}
+    return name, {**item, "properties": props}, unwrap
+
+
+def _columns(item: dict[str, Any]) -> tuple[str, ...]:
+    props: dict[str, Any] = item.get("properties") or {}
+    scalar = [
+        k
+        for k, v in props.items()
+        if v.get("type") in ("string", "integer", "number", "boolean")
+        or (isinstance(v.get("type"), list) and "object" not in v["type"])
+    ]
+    first = [c for c in FIRST_COLUMNS if c in scalar]
+    rest = [c for c in scalar if c not in first and c != "id"]
+    cols = first + rest[: MAX_COLUMNS - len(first) - 1]
+    return (*cols, "id") if "id" in props else tuple(cols)
+
+
+def _item_path(ops: dict[tuple[str, str], dict[str, Any]], base: str) -> str | None:
+    """The path of one item of the collection at `base`: `{base}/{some_id}`."""
+    for _method, path in ops:
+        rest = path.removeprefix(base + "/")
+        if path.startswith(base + "/") and re.fullmatch(r"\{[^}/]+\}", rest):
+            return path
+    return None
+
+
+def _actions(op: dict[str, Any] | None, schemas: dict[str, Any]) -> tuple[Action, ...]:
+    """Each key of an action operation's body, with the body a button sends: null, or
+    each required field at its first allowed value (reboot: `{"type": "SOFT"}`)."""
+    if op is None or not op.get("request_model"):
+        return ()
+    body = _deref(schemas.get(op["request_model"], {}), schemas)
+    out = []
+    for key, prop in (body.get("properties") or {}).items():
+        target = _deref(prop, schemas)
+        value: Any = None
+        if target.get("type") == "object":
+            value = {}
+            for req in target.get("required") or ():
+                field_schema = _deref((target.get("properties") or {}).get(req, {}), schemas)
+                if "default" in field_schema:
+                    value[req] = field_schema["default"]
+                elif field_schema.get("enum"):
+                    value[req] = field_schema["enum"][0]
+                else:
+                    break  # a value only a person can give: no one-click button
+            else:
+                value = value or None if not target.get("properties") else value
+            if len(value or {}) < len(target.get("required") or ()):
+                continue
+        description = prop.get("description") or target.get("description") or key
+        out.append(Action(key, str(description), value))
+    return tuple(out)
+
+
+def fill(path: str, project_id: str | None, **params: str) -> str:
+    """A path template with the token's project and the given parameters filled in."""
+
+    def one(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in params:
+            return params[name]
+        if name in TOKEN_PARAMS and project_id:
+            return project_id
+        raise KeyError(name)
+
+    return _PARAM.sub(one, path)
+
+
+def last_param(path: str) -> str:
+    """The name of the last parameter of a path template (an item's id)."""
+    names = _PARAM.findall(path)
+    return names[-1] if names else ""
