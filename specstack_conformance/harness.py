@@ -111,9 +111,9 @@ class Target:
     @classmethod
     def embedded(cls) -> Target:
         data = Path(tempfile.mkdtemp(prefix="specstack-conform-"))
-        apis = sum(1 for c in load_generated()[0].components.values() if c.get("api"))
-        config = StackConfig(data_dir=data, base_port=free_port_block(apis), bcrypt_rounds=4)
         info = load_generated()[0]
+        ports = len(info.listening)  # the APIs and the dashboard
+        config = StackConfig(data_dir=data, base_port=free_port_block(ports), bcrypt_rounds=4)
         target = cls(config, info.endpoint(info.api_of_type("identity"), config))
         target.stack = EmbeddedStack(config)
         target.run(target.stack.start())

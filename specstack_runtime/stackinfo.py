@@ -107,9 +107,14 @@ class StackInfo:
         comp = self.components[component]
         if config.base_port is None:
             return int(comp["port"])
-        listening = [c["name"] for c in self.components.values() if c.get("api")]
-        listening += [c["name"] for c in self.web_clients]
-        return config.base_port + listening.index(component)
+        return config.base_port + self.listening.index(component)
+
+    @cached_property
+    def listening(self) -> list[str]:
+        """The components that listen, in the order `base_port` numbers them: the APIs,
+        then the web clients."""
+        apis = [c["name"] for c in self.components.values() if c.get("api")]
+        return apis + [c["name"] for c in self.web_clients]
 
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""

@@ -104,8 +104,7 @@ async def _boot_to_marker(identity: str, config: StackConfig, disk: Path) -> flo
 
 def _one(driver: str, disk: Path) -> float:
     info, _, _ = load_generated()
-    apis = sum(1 for c in info.components.values() if c.get("api"))
-    base = free_port_block(apis)
+    base = free_port_block(len(info.listening))  # the APIs and the dashboard
     config = StackConfig(base_port=base)
     identity = info.endpoint(info.api_of_type("identity"), config)
     with tempfile.TemporaryDirectory(prefix="specstack-guestbench-") as tmp:

@@ -161,8 +161,7 @@ def stack_figures(
     *, sequential: int = 200, clients: int = 50, per_client: int = 2, computes: int = 4
 ) -> dict[str, float]:
     info, _, _ = load_generated()
-    apis = sum(1 for c in info.components.values() if c.get("api"))
-    base = free_port_block(apis)
+    base = free_port_block(len(info.listening))  # the APIs and the dashboard
     config = StackConfig(base_port=base)
     identity = info.endpoint(info.api_of_type("identity"), config)
     with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:

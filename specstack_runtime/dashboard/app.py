@@ -10,7 +10,6 @@ as their trace events arrive (`flows.py`).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -149,7 +148,10 @@ class Dashboard:
             )
         except identity.LoginFailed as exc:
             status = exc.status if 400 <= exc.status < 500 else 502
-            return self.render(request, "login.html", status, form=shown, error=exc.message)
+            why = "Wrong user name, password or project" if status == 401 else "Cannot log in"
+            return self.render(
+                request, "login.html", status, form=shown, error=f"{why}: {exc.message}"
+            )
         session = Session(token, body)
         session.projects = await self.projects(session)
         sid = self.sessions.add(session)
@@ -382,8 +384,7 @@ class Dashboard:
                         html = row_template.render(s=s).replace("\n", "")
                         yield f"event: {s.row.anchor}\ndata: {html}\n\n"
                 if not shown or flows.finished(shown) or time.monotonic() > deadline:
-                    summary = json.dumps({"finished": bool(shown) and flows.finished(shown)})
-                    yield f"event: done\ndata: {summary}\n\n"
+                    yield f"event: done\ndata: {flows.summary(shown)}\n\n"
                     return
                 await asyncio.sleep(POLL_S)
 

@@ -42,6 +42,8 @@ class Shown:
     offset_ms: float | None = None  # since the flow's first event
     error: str | None = None
     host: str | None = None
+    source: str | None = None  # who carried it out, as observed
+    target: str | None = None
 
     def key(self) -> tuple[str, float | None, str | None]:
         return (self.status, self.duration_ms, self.error)
@@ -140,6 +142,8 @@ def show(declared: list[Row], events: list[dict[str, Any]]) -> list[Shown]:
                 if e["status"] == "error" and "error" in detail
                 else None,
                 host=str(e.get("host") or ""),
+                source=str(e.get("source") or row.source),
+                target=str(e.get("target") or row.target),
             )
         )
     return out
@@ -151,6 +155,18 @@ def finished(shown: list[Shown]) -> bool:
         return True
     mains = [s for s in shown if s.row.main]
     return bool(mains) and all(s.status != "pending" for s in mains)
+
+
+def summary(shown: list[Shown]) -> str:
+    """What the live view says when the flow has ended (or the watch gave up)."""
+    failed = [s for s in shown if s.status == "error"]
+    if failed:
+        return f"Failed at step {failed[0].row.label}: {failed[0].error or 'error'}"
+    mains = [s for s in shown if s.row.main]
+    seen = sum(1 for s in mains if s.status != "pending")
+    if mains and seen == len(mains):
+        return f"Finished: all {len(mains)} steps recorded."
+    return f"Stopped watching: {seen} of {len(mains)} steps recorded so far; reload to look again."
 
 
 def extra(declared: list[Row], events: list[dict[str, Any]]) -> list[dict[str, Any]]:

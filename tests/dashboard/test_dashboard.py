@@ -1,0 +1,222 @@
+"""The dashboard in Debian's headless chromium against a served embedded stack: log in
+(and a wrong password), the tables the spec's list operations give, an API error on the
+launch form, a launch whose boot-vm steps light up in the declared order, the server's
+console log, its deletion, a past request id, logging out. Screenshots go to the test's
+temporary directory (and to SPECSTACK_DASHBOARD_SHOTS when set)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from specstack_runtime.dashboard.listings import Catalogue
+from specstack_runtime.stackinfo import StackInfo
+
+from ..conftest import REPO
+from .conftest import Served, browser, screenshot
+
+#: What chromium logs when a page answers with an error status (a form refused: 4xx).
+FAILED = "Failed to load resource: the server responded with a status of {} ({})"
+INFO = StackInfo.load(REPO / "generated" / "ir.json")
+BOOT = INFO.sequences["boot-vm"]
+
+
+@dataclass
+class Tab:
+    page: Any
+    context: Any
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def tab(tmp_path: Path, served: Served) -> Iterator[Tab]:
+    """A fresh chromium profile at 1280 x 800, recording console errors and requests."""
+    with browser(tmp_path / "profile") as ctx:
+        page = ctx.new_page()
+        page.set_viewport_size({"width": 1280, "height": 800})
+        t = Tab(page, ctx)
+        page.on("console", lambda m: t.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda exc: t.errors.append(str(exc)))
+        page.on("request", lambda r: t.requests.append(r.url))
+        yield t
+
+
+def log_in(t: Tab, served: Served, password: str | None = None) -> None:
+    t.page.goto(f"{served.dashboard}/login")
+    t.page.get_by_label("User name").fill("demo")
+    t.page.get_by_label("Password").fill(password or served.password())
+    t.page.get_by_label("Project").fill("demo")
+    t.page.get_by_role("button", name="Log in").click()
+    t.page.wait_for_load_state()
+
+
+def test_a_wrong_password_is_refused_with_keystones_answer(tab: Tab, served: Served) -> None:
+    log_in(tab, served, password="not-the-password")
+    alert = tab.page.get_by_role("alert")
+    assert alert.inner_text() == (
+        "Wrong user name, password or project: The request you have made requires authentication."
+    )
+    assert tab.page.url == f"{served.dashboard}/login"
+    assert tab.page.get_by_label("User name").input_value() == "demo"
+    assert tab.context.cookies() == []  # no session
+    # the page itself answered 401 (chromium logs that), and nothing else went wrong
+    assert tab.errors == [FAILED.format(401, "Unauthorized")]
+
+
+def test_keyboard_log_in_then_the_spec_s_tables(tab: Tab, served: Served, shots: Path) -> None:
+    page = tab.page
+    page.goto(f"{served.dashboard}/login")
+    # by keyboard alone: the skip link, then the three labelled fields, then Enter
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "username"
+    page.keyboard.type("demo")
+    page.keyboard.press("Tab")
+    page.keyboard.type(served.password())
+    page.keyboard.press("Tab")
+    page.keyboard.type("demo")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/r/compute/servers$"))
+
+    (cookie,) = tab.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert len(cookie["value"]) >= 40  # an opaque random id, not the token
+    assert cookie["value"] != served.token()[0]
+
+    # every collection the spec's APIs list for a member, linked from the navigation
+    catalogue = Catalogue(INFO, REPO / "generated" / "openapi")
+    nav = page.get_by_role("navigation", name="Resources")
+    hrefs = {a.get_attribute("href") for a in nav.get_by_role("link").all()}
+    for collection in ("servers", "images", "flavors", "networks", "subnets", "ports", "volumes"):
+        listing = next(x for x in catalogue.listings if x.collection == collection)
+        assert listing.href in hrefs, collection
+    assert "/r/identity/users" not in hrefs  # admin only: policy hides it from a member
+
+    # the demo VM `specstack run` booted, with its status; the table refreshes itself
+    row = page.locator("table.listing tbody tr", has_text="demo-vm")
+    assert row.locator("td[data-column=status]").inner_text() == "ACTIVE"
+    assert page.locator("table.listing tbody[hx-trigger^=every]").count() == 1
+    screenshot(page, shots, "dashboard-servers")
+
+    page.get_by_role("link", name="flavors").click()
+    page.wait_for_url(re.compile(r".*/r/compute/flavors$"))
+    names = page.locator("td[data-column=name]").all_inner_texts()
+    assert {"m1.tiny", "m1.small", "m1.medium"} <= set(names)
+
+    # a phone-sized viewport: no sideways scrolling of the page itself
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, shots, "dashboard-phone")
+    assert tab.errors == []
+
+
+def _volume(served: Served, name: str) -> str:
+    """A new available volume of the demo project, through cinder's API."""
+    token, body = served.token()
+    cinder = next(e for e in body["catalog"] if e["type"] == "block-storage")
+    url = next(ep["url"] for ep in cinder["endpoints"] if ep["interface"] == "public")
+    headers = {"X-Auth-Token": token}
+    resp = httpx.post(f"{url}/volumes", json={"volume": {"size": 1, "name": name}}, headers=headers)
+    assert resp.status_code == 202, resp.text
+    volume_id = str(resp.json()["volume"]["id"])
+    for _ in range(500):
+        got = httpx.get(f"{url}/volumes/{volume_id}", headers=headers).json()["volume"]
+        if got["status"] == "available":
+            return volume_id
+        time.sleep(0.05)
+    raise AssertionError(f"volume {volume_id} stayed {got['status']}")
+
+
+def test_launch_watch_the_boot_open_the_console_delete(
+    tab: Tab, served: Served, shots: Path
+) -> None:
+    page = tab.page
+    _volume(served, "dash-vol")
+    log_in(tab, served)
+    page.get_by_role("link", name="Launch instance").click()
+
+    # the API's own validation error, shown on the form, the choices kept
+    page.get_by_label("Name").fill("x" * 300)
+    page.get_by_label("Image").select_option(label="demo-image")
+    page.get_by_label("Flavor").select_option(label="m1.tiny")
+    page.get_by_label("Network").select_option(label="private")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_load_state()
+    alert = page.get_by_role("alert").inner_text()
+    assert alert == (  # nova's message, as the API answered it
+        "Invalid input for field/attribute server/name: String should have at most 255 characters"
+    )
+    assert page.get_by_label("Flavor").evaluate("s => s.selectedOptions[0].text") == "m1.tiny"
+    assert tab.errors == [FAILED.format(400, "Bad Request")]
+    tab.errors.clear()
+
+    page.get_by_label("Name").fill("web-1")
+    page.get_by_label("Volume to attach (optional)").select_option(label="dash-vol")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
+    flow_id = page.url.rsplit("/", 1)[1]
+
+    mains = page.locator("table.flow tr.step:not(.sub)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('table.flow tr.step:not(.sub)')]"
+        ".every(r => r.dataset.status !== 'pending')",
+        timeout=120_000,
+    )
+    assert any(u.endswith(f"/flows/{flow_id}/events") for u in tab.requests)  # live, by SSE
+    page.locator("#flow-state", has_text="Finished: all 15 steps recorded.").wait_for()
+    labels = mains.evaluate_all("rows => rows.map(r => r.dataset.label)")
+    assert labels == [str(s["label"]) for s in BOOT["steps"]] and len(labels) == 15
+    assert mains.locator("td.title").all_inner_texts() == [s["title"] for s in BOOT["steps"]]
+    assert mains.evaluate_all("rows => rows.map(r => r.dataset.status)") == ["ok"] * 15
+    # in the declared order: each step started no earlier than the one before it
+    offsets = [float(t.strip("+ ms")) for t in mains.locator("td.offset").all_inner_texts()]
+    assert offsets == sorted(offsets) and offsets[0] == 0.0
+    assert all(t.endswith(" ms") for t in mains.locator("td.time").all_inner_texts())
+    assert page.locator("tr.step.sub[data-label='15.3']").get_attribute("data-status") == "ok"
+    screenshot(page, shots, "dashboard-flow")
+
+    # the server: its detail, console log, deletion
+    page.get_by_role("link", name="servers").click()
+    page.get_by_role("link", name="web-1").click()
+    page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=60_000)
+    page.get_by_role("button", name="os-getConsoleOutput").click()
+    output = page.locator("#result pre.output[data-key=output]")
+    output.wait_for()
+    console = output.inner_text()  # the guest's console, as nova's API gave it
+    assert "fake-guest web-1: booted" in console and "attached vdb" in console, console
+    screenshot(page, shots, "dashboard-server")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_url(re.compile(r".*/r/compute/servers$"))
+    page.locator("table.listing tbody tr", has_text="web-1").wait_for(
+        state="detached", timeout=60_000
+    )
+    assert tab.errors == []
+
+
+def test_a_past_request_id_and_logging_out(tab: Tab, served: Served) -> None:
+    page = tab.page
+    m = re.search(r"specstack trace (\S+)", (served.data_dir / "run.out").read_text())
+    assert m
+    log_in(tab, served)
+    page.get_by_label("Request id").fill(m.group(1))
+    page.get_by_label("Request id").press("Enter")
+    page.wait_for_url(re.compile(rf".*/flows/{m.group(1)}$"))
+    mains = page.locator("table.flow tr.step:not(.sub)")
+    assert mains.evaluate_all("rows => rows.map(r => r.dataset.status)") == ["ok"] * 15
+    assert page.locator("#flow-state").inner_text() == "Recorded steps."
+
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url(re.compile(r".*/login$"))
+    assert tab.context.cookies() == []
+    page.goto(f"{served.dashboard}/r/compute/servers")
+    assert page.url == f"{served.dashboard}/login"
+    assert tab.errors == []

@@ -1,0 +1,84 @@
+"""The dashboard's tables come from the spec: each API's collection operations, their
+columns from the answer's schema, their item and action operations; a collection added
+to the spec appears with no dashboard code."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+from specstack_runtime.dashboard.listings import Catalogue, fill
+from specstack_runtime.stackinfo import StackInfo
+
+from ..conftest import REPO
+
+GENERATED = REPO / "generated"
+
+
+def catalogue() -> Catalogue:
+    return Catalogue(StackInfo.load(GENERATED / "ir.json"), GENERATED / "openapi")
+
+
+def test_the_cloud_s_collections_with_their_operations() -> None:
+    found = {x.collection: x for x in catalogue().listings}
+    for name in ("servers", "images", "flavors", "networks", "subnets", "ports", "volumes"):
+        assert name in found, name
+    servers = found["servers"]
+    assert (servers.api, servers.catalog_type) == ("compute", "compute")
+    assert servers.path == "/v2.1/servers/detail"  # the detailed variant
+    assert servers.columns[:2] == ("name", "status") and servers.columns[-1] == "id"
+    assert servers.show == servers.delete == "/v2.1/servers/{server_id}"
+    assert [a.key for a in servers.actions] == [
+        "os-start",
+        "os-stop",
+        "reboot",
+        "os-getConsoleOutput",
+    ]
+    assert next(a for a in servers.actions if a.key == "os-stop").body is None
+    volumes = found["volumes"]
+    assert fill(volumes.path, "p1") == "/v3/p1/volumes/detail"
+    assert found["keypairs"].unwrap == "keypair"  # nova wraps each key pair
+    assert "versions" not in found and "extensions" not in found  # not the cloud's resources
+
+
+def test_a_collection_added_to_the_spec_appears(tmp_path: Path) -> None:
+    ir = json.loads((GENERATED / "ir.json").read_text())
+    shutil.copytree(GENERATED / "openapi", tmp_path / "openapi")
+    doc_path = tmp_path / "openapi" / "compute.json"
+    doc = json.loads(doc_path.read_text())
+    doc["components"]["schemas"]["Widget"] = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "size": {"type": "integer"},
+        },
+    }
+    doc["components"]["schemas"]["WidgetList"] = {
+        "type": "object",
+        "properties": {
+            "widgets": {"type": "array", "items": {"$ref": "#/components/schemas/Widget"}}
+        },
+    }
+    doc_path.write_text(json.dumps(doc))
+    compute = next(a for a in ir["apis"] if a["name"] == "compute")
+    op = copy.deepcopy(next(o for o in compute["operations"] if o["operation_id"] == "listFlavors"))
+    op.update(operation_id="listWidgets", path="/v2.1/widgets", resource=None)
+    op["responses"] = [
+        {
+            "status": "200",
+            "description": "",
+            "content_type": "application/json",
+            "model": "WidgetList",
+        }
+    ]
+    compute["operations"].append(op)
+    (tmp_path / "ir.json").write_text(json.dumps(ir))
+
+    found = Catalogue(StackInfo.load(tmp_path / "ir.json"), tmp_path / "openapi")
+    widgets = next(x for x in found.listings if x.collection == "widgets")
+    assert widgets.href == "/r/compute/widgets"
+    assert widgets.columns == ("name", "size", "id")
+    assert widgets.show is None and widgets.actions == ()
