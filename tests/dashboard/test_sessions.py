@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 
 from specstack_runtime.dashboard.app import Dashboard
-from specstack_runtime.dashboard.sessions import COOKIE
 from specstack_runtime.stackinfo import StackInfo
 
 from ..conftest import REPO
