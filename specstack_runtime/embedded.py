@@ -94,6 +94,12 @@ def coded_instances(
     ]
 
 
+def web_instances(info: StackInfo, config: StackConfig) -> list[Instance]:
+    """The instances of the web clients (the dashboard): one per node they are placed on."""
+    names = {c["name"] for c in info.web_clients}
+    return [inst for inst in info.instances(config) if inst.component in names]
+
+
 class EmbeddedStack:
     """Component instances of the stack in this process: all of them, or those `select` keeps."""
 
@@ -269,8 +275,7 @@ class EmbeddedStack:
                 say(f"{r.rt.component:<16} http://{self.config.host_address}:{port}")
             if r.module.CONSUMERS:
                 r.subscriptions = await start_consumers(r.rt, r.module.CONSUMERS)
-        if self.select is None:
-            await self._start_dashboards(say)
+        await self._start_dashboards(say)
         # Startup behaviours run once every server listens (keystone's bootstrap first).
         ordered = sorted(
             self.running,
@@ -310,17 +315,20 @@ class EmbeddedStack:
         """The spec's web clients (the dashboard), each on its port, on real sockets."""
         from specstack_runtime.dashboard import build_app
 
-        for comp in self.info.web_clients:
-            port = self.info.port(comp["name"], self.config)
+        for inst in web_instances(self.info, self.config):
+            if self.select is not None and not self.select(inst):
+                continue
+            name = inst.component
+            port = self.info.port(name, self.config)
             if not port_free(self.config.host_address, port):
                 raise StackError(
-                    f"{comp['name']}: port {port} on {self.config.host_address} is in use "
+                    f"{name}: port {port} on {self.config.host_address} is in use "
                     "(another stack?); pick free ports with --port N"
                 )
-            app = build_app(self.info, self.config, comp["name"], self.generated_dir / "openapi")
-            self.web_servers.append(await self._listen(comp["name"], app, port))
+            app = build_app(self.info, self.config, name, self.generated_dir / "openapi")
+            self.web_servers.append(await self._listen(name, app, port))
             self._closers.append(app.state.close)
-            say(f"{comp['name']:<16} http://{self.config.host_address}:{port}/")
+            say(f"{name:<16} http://{self.config.host_address}:{port}/")
 
     async def stop(self) -> None:
         # Background work a behaviour started for its component (e.g. heartbeats).

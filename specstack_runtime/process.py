@@ -65,16 +65,21 @@ def process_config(args: argparse.Namespace) -> StackConfig:
 
 
 async def serve(config: StackConfig, component: str, host: str) -> int:
-    from specstack_runtime.embedded import EmbeddedStack, StackError, coded_instances
+    from specstack_runtime.embedded import (
+        EmbeddedStack,
+        StackError,
+        coded_instances,
+        web_instances,
+    )
 
     try:
         stack = EmbeddedStack(config, select=lambda i: i.component == component and i.host == host)
     except (StackError, ValueError, ImportError, OSError) as exc:
         log.error("cannot assemble %s on %s: %s: %s", component, host, type(exc).__name__, exc)
         return EXIT_CONFIG
-    mine = [
-        i for i in coded_instances(stack.info, stack.services, config) if i.component == component
-    ]
+    instances = coded_instances(stack.info, stack.services, config)
+    instances += web_instances(stack.info, config)
+    mine = [i for i in instances if i.component == component]
     if not any(i.host == host for i in mine):
         hosts = sorted(i.host for i in mine)
         log.error(

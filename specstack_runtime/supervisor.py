@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from specstack_runtime.config import StackConfig
-from specstack_runtime.embedded import coded_instances, load_generated
+from specstack_runtime.embedded import coded_instances, load_generated, web_instances
 from specstack_runtime.process import EXIT_CONFIG, process_name, ready_file
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store, TableSpec
@@ -83,6 +83,10 @@ def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> li
             continue  # a client: nothing to serve (the CLI runs on the user's side)
         port = info.port(inst.component, config) if module.ROUTES else None
         out.append(ProcessSpec(inst.component, inst.host, inst.node, port))
+    for inst in web_instances(info, config):  # the dashboard: a web client of its own
+        out.append(
+            ProcessSpec(inst.component, inst.host, inst.node, info.port(inst.component, config))
+        )
 
     def first(spec: ProcessSpec) -> int:
         cat = info.components[spec.component].get("catalog") or {}

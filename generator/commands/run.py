@@ -163,6 +163,7 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/red]")
         code = 1
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
+    _print_dashboards(console, stack.info, config)
     if not once:
         stop = _stop_on_signals()
         console.print("serving; Ctrl-C stops the stack")
@@ -299,6 +300,7 @@ async def run_distributed(
     finally:
         recorder.flush()
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
+    _print_dashboards(console, info, config)
     if not once:
         stop = _stop_on_signals()
         console.print("serving; Ctrl-C stops the stack")
@@ -315,6 +317,13 @@ async def run_distributed(
     await sup.stop()
     console.print("stopped")
     return code
+
+
+def _print_dashboards(console: Console, info: Any, config: StackConfig) -> None:
+    """The web dashboard's URL, beside the API endpoints (log in as the clouds.yaml users)."""
+    for comp in info.web_clients:
+        url = f"http://{config.host_address}:{info.port(comp['name'], config)}/"
+        console.print(f"{comp['name']}: {url} (log in as a user of clouds.yaml)")
 
 
 def driver_options(items: list[str]) -> dict[str, dict[str, str]]:

@@ -78,11 +78,15 @@ class Dashboard:
             Route("/r/{api}/{collection}/{item_id}", self.detail, methods=["GET"]),
             Route("/r/{api}/{collection}/{item_id}/action", self.action, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}/delete", self.delete, methods=["POST"]),
+            Route("/specstack/health", self.health, methods=["GET"]),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
         app = Starlette(routes=routes)
         app.state.close = self.http.aclose  # the stack calls it when it stops
         return app
+
+    async def health(self, request: Request) -> Response:
+        return Response(b'{"status":"ok"}', 200, media_type="application/json")
 
     # sessions ---------------------------------------------------------------
     def session(self, request: Request) -> Session | None:
@@ -363,6 +367,7 @@ class Dashboard:
             sequence=declared,
             error=error,
             live=bool(shown) and not flows.finished(shown),
+            summary=flows.summary(shown) if shown else "",
         )
 
     async def flow_events(self, request: Request) -> Response:

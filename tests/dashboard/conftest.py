@@ -80,7 +80,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 pytest.fail(f"specstack run exited {proc.returncode}:\n{out.read_text()}")
             time.sleep(0.2)
         text = out.read_text()
-        m = re.search(r"dashboard\s+(http://\S+)", text)
+        m = re.search(r"^dashboard: (http://\S+)", text, re.M)
         assert m, f"specstack run printed no dashboard URL:\n{text}"
         clouds = yaml.safe_load((data / "clouds.yaml").read_text())["clouds"]
         yield Served(data, m.group(1).rstrip("/"), clouds["specstack"]["auth"]["auth_url"], clouds)

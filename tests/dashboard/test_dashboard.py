@@ -50,12 +50,43 @@ def tab(tmp_path: Path, served: Served) -> Iterator[Tab]:
 
 
 def log_in(t: Tab, served: Served, password: str | None = None) -> None:
-    t.page.goto(f"{served.dashboard}/login")
-    t.page.get_by_label("User name").fill("demo")
-    t.page.get_by_label("Password").fill(password or served.password())
-    t.page.get_by_label("Project").fill("demo")
-    t.page.get_by_role("button", name="Log in").click()
-    t.page.wait_for_load_state()
+    log_in_as(t.page, served, password)
+
+
+def log_in_as(page: Any, served: Served, password: str | None = None) -> None:
+    page.goto(f"{served.dashboard}/login")
+    page.get_by_label("User name").fill("demo")
+    page.get_by_label("Password").fill(password or served.password())
+    page.get_by_label("Project").fill("demo")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_load_state()
+
+
+def watch_launch(page: Any, name: str, volume: str | None) -> list[str]:
+    """Launch `name` from the form; when the live view says the flow ended, the main
+    steps' statuses (after checking their labels, titles and order)."""
+    page.get_by_role("link", name="Launch instance").click()
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Image").select_option(label="demo-image")
+    page.get_by_label("Flavor").select_option(label="m1.tiny")
+    page.get_by_label("Network").select_option(label="private")
+    if volume:
+        page.get_by_label("Volume to attach (optional)").select_option(label=volume)
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
+    page.locator("#flow-state", has_text="Finished: all 15 steps recorded.").wait_for(
+        timeout=120_000
+    )
+    mains = page.locator("table.flow tr.step:not(.sub)")
+    labels = mains.evaluate_all("rows => rows.map(r => r.dataset.label)")
+    assert labels == [str(s["label"]) for s in BOOT["steps"]] and len(labels) == 15
+    assert mains.locator("td.title").all_inner_texts() == [s["title"] for s in BOOT["steps"]]
+    # in the declared order: each step started no earlier than the one before it
+    offsets = [float(t.strip("+ ms")) for t in mains.locator("td.offset").all_inner_texts()]
+    assert offsets == sorted(offsets) and offsets[0] == 0.0
+    assert all(t.endswith(" ms") for t in mains.locator("td.time").all_inner_texts())
+    statuses: list[str] = mains.evaluate_all("rows => rows.map(r => r.dataset.status)")
+    return statuses
 
 
 def test_a_wrong_password_is_refused_with_keystones_answer(tab: Tab, served: Served) -> None:
@@ -158,28 +189,10 @@ def test_launch_watch_the_boot_open_the_console_delete(
     assert tab.errors == [FAILED.format(400, "Bad Request")]
     tab.errors.clear()
 
-    page.get_by_label("Name").fill("web-1")
-    page.get_by_label("Volume to attach (optional)").select_option(label="dash-vol")
-    page.get_by_role("button", name="Create").click()
-    page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
+    statuses = watch_launch(page, "web-1", volume="dash-vol")
+    assert statuses == ["ok"] * 15
     flow_id = page.url.rsplit("/", 1)[1]
-
-    mains = page.locator("table.flow tr.step:not(.sub)")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('table.flow tr.step:not(.sub)')]"
-        ".every(r => r.dataset.status !== 'pending')",
-        timeout=120_000,
-    )
     assert any(u.endswith(f"/flows/{flow_id}/events") for u in tab.requests)  # live, by SSE
-    page.locator("#flow-state", has_text="Finished: all 15 steps recorded.").wait_for()
-    labels = mains.evaluate_all("rows => rows.map(r => r.dataset.label)")
-    assert labels == [str(s["label"]) for s in BOOT["steps"]] and len(labels) == 15
-    assert mains.locator("td.title").all_inner_texts() == [s["title"] for s in BOOT["steps"]]
-    assert mains.evaluate_all("rows => rows.map(r => r.dataset.status)") == ["ok"] * 15
-    # in the declared order: each step started no earlier than the one before it
-    offsets = [float(t.strip("+ ms")) for t in mains.locator("td.offset").all_inner_texts()]
-    assert offsets == sorted(offsets) and offsets[0] == 0.0
-    assert all(t.endswith(" ms") for t in mains.locator("td.time").all_inner_texts())
     assert page.locator("tr.step.sub[data-label='15.3']").get_attribute("data-status") == "ok"
     screenshot(page, shots, "dashboard-flow")
 
@@ -212,7 +225,7 @@ def test_a_past_request_id_and_logging_out(tab: Tab, served: Served) -> None:
     page.wait_for_url(re.compile(rf".*/flows/{m.group(1)}$"))
     mains = page.locator("table.flow tr.step:not(.sub)")
     assert mains.evaluate_all("rows => rows.map(r => r.dataset.status)") == ["ok"] * 15
-    assert page.locator("#flow-state").inner_text() == "Recorded steps."
+    assert page.locator("#flow-state").inner_text() == "Finished: all 15 steps recorded."
 
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(re.compile(r".*/login$"))
