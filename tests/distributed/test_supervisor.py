@@ -41,8 +41,14 @@ def test_the_layout_is_the_topology() -> None:
                         assert (comp["name"], host) in where
         assert len(procs) == len(where)
         assert sum(p.component == "nova-compute" for p in procs) == computes
+        web = {c["name"] for c in info.web_clients}  # the dashboard: a process with a port
+        assert web == {"dashboard"} and {
+            (p.component, p.host) for p in procs if p.component in web
+        } == {("dashboard", "controller")}
         assert all(
-            (p.port is not None) == bool(info.components[p.component].get("api")) for p in procs
+            (p.port is not None)
+            == bool(info.components[p.component].get("api") or p.component in web)
+            for p in procs
         )
 
 
