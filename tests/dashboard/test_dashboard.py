@@ -233,3 +233,36 @@ def test_a_past_request_id_and_logging_out(tab: Tab, served: Served) -> None:
     page.goto(f"{served.dashboard}/r/compute/servers")
     assert page.url == f"{served.dashboard}/login"
     assert tab.errors == []
+
+
+def test_a_failing_step_is_shown_red_with_its_error(tab: Tab, served: Served, shots: Path) -> None:
+    """A flavor no compute host can hold: scheduling (step 7) fails, and the view says so."""
+    admin, body = served.token("specstack-admin")
+    nova = next(e for e in body["catalog"] if e["type"] == "compute")
+    url = next(ep["url"] for ep in nova["endpoints"] if ep["interface"] == "public")
+    flavor = {"flavor": {"name": "m1.enormous", "ram": 64 * 1024 * 1024, "vcpus": 1, "disk": 1}}
+    made = httpx.post(f"{url}/flavors", json=flavor, headers={"X-Auth-Token": admin})
+    assert made.status_code == 200, made.text
+
+    page = tab.page
+    log_in(tab, served)
+    page.get_by_role("link", name="Launch instance").click()
+    page.get_by_label("Name").fill("too-big")
+    page.get_by_label("Image").select_option(label="demo-image")
+    page.get_by_label("Flavor").select_option(label="m1.enormous")
+    page.get_by_label("Network").select_option(label="private")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
+    state = page.locator("#flow-state", has_text="Failed at step")
+    state.wait_for(timeout=120_000)
+    failed = page.locator("table.flow tr.step.error")
+    label = failed.first.get_attribute("data-label")
+    assert label is not None and label.split(".")[0] == "7"  # scheduling
+    error = failed.first.locator("td.err").inner_text()
+    assert error and error in state.inner_text()
+    # red: the row's colour is the failure's, not the pending or done one
+    colour = failed.first.evaluate("r => getComputedStyle(r).backgroundColor")
+    assert colour == "rgb(251, 228, 226)"
+    assert page.locator("tr.step[data-label='8']").get_attribute("data-status") == "pending"
+    screenshot(page, shots, "dashboard-failed")
+    assert tab.errors == []
