@@ -269,14 +269,24 @@ class Dashboard:
             return self.render(request, "error.html", resp.status_code, message=error_message(resp))
         body = resp.json()
         item = next((v for v in body.values() if isinstance(v, dict)), body)
-        partial = request.headers.get("hx-request") == "true"
+        if request.headers.get("hx-request") == "true":
+            return self.render(request, "fields.html", listing=listing, item=item, item_id=item_id)
+        parts = []
+        for part in listing.parts:  # the item's own collections: attachments, interfaces
+            got = await self.call(
+                session,
+                "GET",
+                self.url(session, listing, part.path, **{last_param(listing.show): item_id}),
+            )
+            if got.status_code != 200:
+                parts.append((part, [], f"{got.status_code}: {error_message(got)}"))
+                continue
+            rows = got.json().get(part.collection) or []
+            if part.unwrap:
+                rows = [x.get(part.unwrap) or {} for x in rows]
+            parts.append((part, [x for x in rows if isinstance(x, dict)], None))
         return self.render(
-            request,
-            "fields.html" if partial else "detail.html",
-            listing=listing,
-            item=item,
-            item_id=item_id,
-            result=None,
+            request, "detail.html", listing=listing, item=item, item_id=item_id, parts=parts
         )
 
     async def action(self, request: Request) -> Response:

@@ -38,6 +38,20 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A collection inside one item (a server's volume attachments, its interfaces)."""
+
+    collection: str
+    path: str  # its path template, the item's id parameter in it
+    columns: tuple[str, ...]
+    unwrap: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.collection.replace("_", " ")
+
+
+@dataclass(frozen=True)
 class Listing:
     api: str  # the API document's name
     title: str  # the API's title
@@ -53,6 +67,7 @@ class Listing:
     delete: str | None = None
     action: str | None = None
     actions: tuple[Action, ...] = field(default_factory=tuple)
+    parts: tuple[Part, ...] = field(default_factory=tuple)
 
     @property
     def label(self) -> str:
@@ -131,8 +146,29 @@ class Catalogue:
                 delete=one if one is not None and ("DELETE", one) in ops else None,
                 action=action,
                 actions=_actions(ops.get(("POST", action)) if action else None, schemas),
+                parts=_parts(api["operations"], one, schemas) if one else (),
             )
         return list(found.values())
+
+
+def _parts(operations: list[dict[str, Any]], one: str, schemas: dict[str, Any]) -> tuple[Part, ...]:
+    """The GET operations on `{one}/NAME` answering one array: an item's own collections."""
+    out = []
+    for op in operations:
+        rest = op["path"].removeprefix(one + "/")
+        if (
+            op["method"] != "GET"
+            or rest == op["path"]
+            or not re.fullmatch(r"[A-Za-z0-9_.-]+", rest)
+        ):
+            continue
+        ok = next((r for r in op["responses"] if r["status"] == "200"), None)
+        model = schemas.get(ok["model"]) if ok and ok.get("model") else None
+        array = _one_array(model or {}, schemas)
+        if array is not None:
+            collection, item, unwrap = array
+            out.append(Part(collection, op["path"], _columns(item), unwrap))
+    return tuple(out)
 
 
 def _deref(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:

@@ -170,7 +170,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     tab: Tab, served: Served, shots: Path
 ) -> None:
     page = tab.page
-    _volume(served, "dash-vol")
+    volume_id = _volume(served, "dash-vol")
     log_in(tab, served)
     page.get_by_role("link", name="Launch instance").click()
 
@@ -200,6 +200,14 @@ def test_launch_watch_the_boot_open_the_console_delete(
     page.get_by_role("link", name="servers").click()
     page.get_by_role("link", name="web-1").click()
     page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=60_000)
+    # the server's own collections, from the compute API: its volume and its port
+    volumes = page.locator("section[data-part=volumeAttachments] tbody tr")
+    assert volumes.locator("td[data-column=volumeId]").all_inner_texts() == [volume_id]
+    assert volumes.locator("td[data-column=device]").all_inner_texts() == ["/dev/vdb"]
+    ports = page.locator("section[data-part=interfaceAttachments] tbody tr")
+    assert (
+        ports.count() == 1 and ports.locator("td[data-column=port_state]").inner_text() == "ACTIVE"
+    )
     page.get_by_role("button", name="os-getConsoleOutput").click()
     output = page.locator("#result pre.output[data-key=output]")
     output.wait_for()

@@ -37,6 +37,11 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "os-getConsoleOutput",
     ]
     assert next(a for a in servers.actions if a.key == "os-stop").body is None
+    # a server's own collections: its volume attachments and its interfaces (ports)
+    assert [(p.collection, p.path) for p in servers.parts] == [
+        ("volumeAttachments", "/v2.1/servers/{server_id}/os-volume_attachments"),
+        ("interfaceAttachments", "/v2.1/servers/{server_id}/os-interface"),
+    ]
     volumes = found["volumes"]
     assert fill(volumes.path, "p1") == "/v3/p1/volumes/detail"
     assert found["keypairs"].unwrap == "keypair"  # nova wraps each key pair
