@@ -27,7 +27,7 @@ from starlette.templating import Jinja2Templates
 from specstack_runtime.dashboard import flows, identity
 from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.launch import Launcher
-from specstack_runtime.dashboard.listings import Catalogue, Listing, fill, last_param
+from specstack_runtime.dashboard.listings import Catalogue, Listing, Part, fill, last_param
 from specstack_runtime.dashboard.sessions import COOKIE, Session, Sessions
 from specstack_runtime.http import error_message
 from specstack_runtime.stackinfo import StackInfo
@@ -271,7 +271,7 @@ class Dashboard:
         item = next((v for v in body.values() if isinstance(v, dict)), body)
         if request.headers.get("hx-request") == "true":
             return self.render(request, "fields.html", listing=listing, item=item, item_id=item_id)
-        parts = []
+        parts: list[tuple[Part, list[dict[str, Any]], str | None]] = []
         for part in listing.parts:  # the item's own collections: attachments, interfaces
             got = await self.call(
                 session,
