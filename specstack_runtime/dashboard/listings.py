@@ -35,6 +35,11 @@ class Action:
     key: str
     description: str
     body: Any
+    title: str = ""  # the resource model's name for it (spec/resources), else the key
+
+    @property
+    def label(self) -> str:
+        return self.title.capitalize() if self.title else self.key
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,16 @@ class Catalogue:
     def find(self, api: str, collection: str) -> Listing | None:
         return next((x for x in self.listings if x.api == api and x.collection == collection), None)
 
+    def _titles(self, api: str, op: dict[str, Any] | None) -> dict[str, str]:
+        """The titles the resource model gives the actions of `op` (its state machine)."""
+        if op is None:
+            return {}
+        for res in self.info.ir.get("resources") or ():
+            ops = res.get("operations") or {}
+            if res.get("api") == api and op["operation_id"] in ops and res.get("states"):
+                return {a["name"]: a["title"] for a in res["states"]["actions"] if a.get("title")}
+        return {}
+
     def _of_api(self, api: dict[str, Any], catalog_type: str, doc: dict[str, Any]) -> list[Listing]:
         schemas = doc.get("components", {}).get("schemas", {})
         ops = {(o["method"], o["path"]): o for o in api["operations"]}
@@ -145,10 +160,17 @@ class Catalogue:
                 show=one if one is not None and ("GET", one) in ops else None,
                 delete=one if one is not None and ("DELETE", one) in ops else None,
                 action=action,
-                actions=_actions(ops.get(("POST", action)) if action else None, schemas),
+                actions=_titled(
+                    _actions(ops.get(("POST", action)) if action else None, schemas),
+                    self._titles(api["name"], ops.get(("POST", action)) if action else None),
+                ),
                 parts=_parts(api["operations"], one, schemas) if one else (),
             )
         return list(found.values())
+
+
+def _titled(actions: tuple[Action, ...], titles: dict[str, str]) -> tuple[Action, ...]:
+    return tuple(Action(a.key, a.description, a.body, titles.get(a.key, "")) for a in actions)
 
 
 def _parts(operations: list[dict[str, Any]], one: str, schemas: dict[str, Any]) -> tuple[Part, ...]:

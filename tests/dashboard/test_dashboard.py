@@ -208,7 +208,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     assert (
         ports.count() == 1 and ports.locator("td[data-column=port_state]").inner_text() == "ACTIVE"
     )
-    page.get_by_role("button", name="os-getConsoleOutput").click()
+    page.get_by_role("button", name="Get console output").click()
     output = page.locator("#result pre.output[data-key=output]")
     output.wait_for()
     console = output.inner_text()  # the guest's console, as nova's API gave it
