@@ -21,4 +21,5 @@ def build_app(info: StackInfo, config: StackConfig, component: str, openapi_dir:
     identity = info.api_of_type("identity")
     comp = info.api_component(identity)
     url = info.endpoint(identity, config) + (comp.get("catalog") or {}).get("path", "")
-    return Dashboard(info, url, openapi_dir, component=component).build()
+    report = config.data_dir / "conform-report.html"  # `specstack conform`'s default
+    return Dashboard(info, url, openapi_dir, component=component, report=report).build()

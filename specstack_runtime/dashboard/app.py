@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -49,12 +49,15 @@ class Dashboard:
         *,
         component: str,
         secure_cookie: bool = False,
+        report: Path | None = None,
     ) -> None:
         self.info = info
         self.identity_url = identity_url.rstrip("/")
         self.component = component
         self.title = str(info.components[component].get("title") or component)
         self.catalogue = Catalogue(info, openapi_dir)
+        self.diagrams_dir = openapi_dir.parent / "diagrams"
+        self.report = report
         self.sessions = Sessions()
         self.secure_cookie = secure_cookie
         self.http = httpx.AsyncClient(timeout=30.0)
@@ -78,12 +81,48 @@ class Dashboard:
             Route("/r/{api}/{collection}/{item_id}", self.detail, methods=["GET"]),
             Route("/r/{api}/{collection}/{item_id}/action", self.action, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}/delete", self.delete, methods=["POST"]),
+            Route("/diagrams", self.diagrams, methods=["GET"]),
+            Route("/diagrams/{name}.svg", self.diagram, methods=["GET"]),
+            Route("/report", self.conformance_report, methods=["GET"]),
             Route("/specstack/health", self.health, methods=["GET"]),
             Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
         app = Starlette(routes=routes)
         app.state.close = self.http.aclose  # the stack calls it when it stops
         return app
+
+    # diagrams and the conformance report ------------------------------------
+    def diagram_names(self) -> list[tuple[str, str]]:
+        """(file name, title) of the drawn diagrams: the topology, then each sequence."""
+        names = [("topology", "Deployment topology")]
+        names += [(n, f"{n}: {s['title']}") for n, s in self.info.sequences.items()]
+        return [(n, t) for n, t in names if (self.diagrams_dir / f"{n}.svg").is_file()]
+
+    async def diagrams(self, request: Request) -> Response:
+        if self.session(request) is None:
+            return self._login_redirect()
+        report = self.report is not None and self.report.is_file()
+        return self.render(request, "diagrams.html", diagrams=self.diagram_names(), report=report)
+
+    async def diagram(self, request: Request) -> Response:
+        if self.session(request) is None:
+            return Response("not logged in", 401)
+        name = request.path_params["name"]
+        if name not in dict(self.diagram_names()):  # only the spec's own, by name
+            return Response("no such diagram", 404)
+        return FileResponse(self.diagrams_dir / f"{name}.svg", media_type="image/svg+xml")
+
+    async def conformance_report(self, request: Request) -> Response:
+        if self.session(request) is None:
+            return self._login_redirect()
+        if self.report is None or not self.report.is_file():
+            return self.render(
+                request,
+                "error.html",
+                404,
+                message="No conformance report yet: run `specstack conform` with this data directory.",
+            )
+        return FileResponse(self.report, media_type="text/html")
 
     async def health(self, request: Request) -> Response:
         return Response(b'{"status":"ok"}', 200, media_type="application/json")
@@ -354,6 +393,7 @@ class Dashboard:
             return [], {}, body.get("error") or "No steps recorded for this request id."
         watch.sequence = sequence
         rows = flows.rows(declared, self.component)
+        watch.extra = flows.extra(rows, events)  # observed, not declared
         return flows.show(rows, events), declared, body.get("error") if status != 200 else None
 
     async def flow_lookup(self, request: Request) -> Response:

@@ -58,6 +58,7 @@ class Watch:
     local: list[dict[str, Any]] = field(default_factory=list)
     server_id: str | None = None
     started_at: float = field(default_factory=time.time)
+    extra: list[dict[str, Any]] = field(default_factory=list)  # events no declared step names
 
     def record(
         self,

@@ -274,3 +274,18 @@ def test_a_failing_step_is_shown_red_with_its_error(tab: Tab, served: Served, sh
     assert page.locator("tr.step[data-label='8']").get_attribute("data-status") == "pending"
     screenshot(page, shots, "dashboard-failed")
     assert tab.errors == []
+
+
+def test_the_spec_s_diagrams(tab: Tab, served: Served) -> None:
+    page = tab.page
+    log_in(tab, served)
+    page.get_by_role("link", name="Diagrams and conformance").click()
+    shown = page.locator("section.diagram").evaluate_all("s => s.map(x => x.dataset.diagram)")
+    drawn = sorted(p.stem for p in (REPO / "generated" / "diagrams").glob("*.svg"))
+    assert sorted(shown) == drawn and "topology" in shown and "boot-vm" in shown
+    for name in shown:  # each image loaded: an SVG of its own size
+        img = page.locator(f"section[data-diagram='{name}'] img")
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0"), name
+    assert "No conformance report yet" in page.locator("main").inner_text()
+    assert tab.context.request.get(f"{served.dashboard}/diagrams/..%2Fir.svg").status == 404
+    assert tab.errors == []

@@ -65,3 +65,9 @@ def test_a_flow_in_progress_is_not_finished() -> None:
     assert flows.summary(shown).startswith("Stopped watching: 9 of 15 steps")
     every = flows.show(rows, [event(str(n), at=n) for n in range(1, 16)])
     assert flows.finished(every) and flows.summary(every) == "Finished: all 15 steps recorded."
+
+
+def test_events_no_declared_step_names_are_listed_apart() -> None:
+    rows = flows.rows(INFO.sequences["boot-vm"], "dashboard")
+    events = [event("1"), event("7b", at=0.5), event("2")]
+    assert [e["step"] for e in flows.extra(rows, events)] == ["7b"]
