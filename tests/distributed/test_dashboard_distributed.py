@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..dashboard.conftest import Served, browser
+from ..dashboard.test_dashboard import BOOT, log_in_as, watch_launch
 from ..wire.conftest import running_stack
-from .conftest import Served, browser
-from .test_dashboard import BOOT, log_in_as, watch_launch
 
 
 def test_launch_on_a_distributed_stack(
