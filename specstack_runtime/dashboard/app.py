@@ -81,6 +81,12 @@ class Dashboard:
             Route("/r/{api}/{collection}/{item_id}", self.detail, methods=["GET"]),
             Route("/r/{api}/{collection}/{item_id}/action", self.action, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}/delete", self.delete, methods=["POST"]),
+            Route("/r/{api}/{collection}/{item_id}/{part}/add", self.part_add, methods=["POST"]),
+            Route(
+                "/r/{api}/{collection}/{item_id}/{part}/{sub_id}/remove",
+                self.part_remove,
+                methods=["POST"],
+            ),
             Route("/diagrams", self.diagrams, methods=["GET"]),
             Route("/diagrams/{name}.svg", self.diagram, methods=["GET"]),
             Route("/report", self.conformance_report, methods=["GET"]),
@@ -310,7 +316,7 @@ class Dashboard:
         item = next((v for v in body.values() if isinstance(v, dict)), body)
         if request.headers.get("hx-request") == "true":
             return self.render(request, "fields.html", listing=listing, item=item, item_id=item_id)
-        parts: list[tuple[Part, list[dict[str, Any]], str | None]] = []
+        parts: list[tuple[Part, list[dict[str, Any]], str | None, dict[str, Any]]] = []
         for part in listing.parts:  # the item's own collections: attachments, interfaces
             got = await self.call(
                 session,
@@ -318,12 +324,13 @@ class Dashboard:
                 self.url(session, listing, part.path, **{last_param(listing.show): item_id}),
             )
             if got.status_code != 200:
-                parts.append((part, [], f"{got.status_code}: {error_message(got)}"))
+                parts.append((part, [], f"{got.status_code}: {error_message(got)}", {}))
                 continue
             rows = got.json().get(part.collection) or []
             if part.unwrap:
                 rows = [x.get(part.unwrap) or {} for x in rows]
-            parts.append((part, [x for x in rows if isinstance(x, dict)], None))
+            options = {name: await self.choices(session, of) for name, of in part.fields}
+            parts.append((part, [x for x in rows if isinstance(x, dict)], None, options))
         return self.render(
             request, "detail.html", listing=listing, item=item, item_id=item_id, parts=parts
         )
@@ -349,6 +356,67 @@ class Dashboard:
             except ValueError:
                 result["text"] = resp.text
         return self.render(request, "result.html", result=result, listing=listing)
+
+    async def choices(self, session: Session, collection: str) -> list[dict[str, Any]]:
+        """The items a field may name: those of `collection` free to use (status
+        `available` where the items have a status)."""
+        listing = next((x for x in self.catalogue.listings if x.collection == collection), None)
+        if listing is None or session.endpoint(listing.catalog_type) is None:
+            return []
+        try:
+            items = await self.items(session, listing)
+        except ApiFailed:
+            return []
+        if any("status" in x for x in items):
+            items = [x for x in items if x.get("status") == "available"]
+        return items
+
+    def part_of(self, request: Request) -> tuple[Listing, Part] | None:
+        listing = self.listing_of(request)
+        name = request.path_params["part"]
+        part = next((p for p in listing.parts if p.name == name), None) if listing else None
+        return (listing, part) if listing is not None and part is not None else None
+
+    async def part_add(self, request: Request) -> Response:
+        """POST on an item's collection (attach a volume to a server), from the form."""
+        session = self.session(request)
+        if session is None:
+            return self._login_redirect()
+        found = self.part_of(request)
+        if found is None or found[1].envelope is None or found[0].show is None:
+            return self.render(request, "error.html", 404, message="Nothing to add there.")
+        listing, part = found
+        form = await form_of(request)
+        body = {name: form.get(name, "") for name, _ in part.fields}
+        item_id = request.path_params["item_id"]
+        show = listing.show or ""
+        url = self.url(session, listing, part.path, **{last_param(show): item_id})
+        resp = await self.call(session, "POST", url, {part.envelope: body})
+        if resp.status_code >= 400:
+            return self.render(request, "error.html", resp.status_code, message=error_message(resp))
+        return RedirectResponse(f"{listing.href}/{item_id}", status_code=303)
+
+    async def part_remove(self, request: Request) -> Response:
+        """DELETE one of an item's collection (detach a volume)."""
+        session = self.session(request)
+        if session is None:
+            return self._login_redirect()
+        found = self.part_of(request)
+        if found is None or found[1].remove is None or found[0].show is None:
+            return self.render(request, "error.html", 404, message="Nothing to remove there.")
+        listing, part = found
+        item_id, sub_id = request.path_params["item_id"], request.path_params["sub_id"]
+        assert part.remove is not None and listing.show is not None
+        url = self.url(
+            session,
+            listing,
+            part.remove,
+            **{last_param(listing.show): item_id, last_param(part.remove): sub_id},
+        )
+        resp = await self.call(session, "DELETE", url)
+        if resp.status_code >= 400:
+            return self.render(request, "error.html", resp.status_code, message=error_message(resp))
+        return RedirectResponse(f"{listing.href}/{item_id}", status_code=303)
 
     async def delete(self, request: Request) -> Response:
         session = self.session(request)

@@ -50,6 +50,14 @@ class Part:
     path: str  # its path template, the item's id parameter in it
     columns: tuple[str, ...]
     unwrap: str | None = None
+    envelope: str | None = None  # POST on `path` adds one: {envelope: {field: ...}}
+    fields: tuple[tuple[str, str], ...] = ()  # (required field, the collection it names)
+    remove: str | None = None  # DELETE on `{path}/{id}` removes one
+    remove_key: str | None = None  # the row's field that fills that id
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
 
     @property
     def label(self) -> str:
@@ -187,10 +195,53 @@ def _parts(operations: list[dict[str, Any]], one: str, schemas: dict[str, Any]) 
         ok = next((r for r in op["responses"] if r["status"] == "200"), None)
         model = schemas.get(ok["model"]) if ok and ok.get("model") else None
         array = _one_array(model or {}, schemas)
-        if array is not None:
-            collection, item, unwrap = array
-            out.append(Part(collection, op["path"], _columns(item), unwrap))
+        if array is None:
+            continue
+        collection, item, unwrap = array
+        ops = {(o["method"], o["path"]): o for o in operations}
+        create = ops.get(("POST", op["path"]))
+        envelope, fields = _create_fields(create, schemas) if create else (None, ())
+        remove = _item_path(ops, op["path"])
+        remove = remove if remove is not None and ("DELETE", remove) in ops else None
+        key = None
+        if remove is not None:
+            param = last_param(remove)
+            camel = re.sub(r"_(\w)", lambda m: m.group(1).upper(), param)
+            props = item.get("properties") or {}
+            key = next((k for k in (param, camel, "id") if k in props), None)
+        out.append(
+            Part(
+                collection,
+                op["path"],
+                _columns(item),
+                unwrap,
+                envelope=envelope if fields else None,
+                fields=fields,
+                remove=remove if key else None,
+                remove_key=key,
+            )
+        )
     return tuple(out)
+
+
+def _create_fields(
+    op: dict[str, Any], schemas: dict[str, Any]
+) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """The body's envelope and its required fields that name an item of a collection
+    (`volumeId` and `volume_id` name one of `volumes`); nothing when another is required."""
+    body = _deref(schemas.get(op.get("request_model") or "", {}), schemas)
+    props = body.get("properties") or {}
+    if len(props) != 1:
+        return None, ()
+    ((envelope, inner),) = props.items()
+    inner = _deref(inner, schemas)
+    fields = []
+    for name in inner.get("required") or ():
+        m = re.fullmatch(r"([a-z]+)(?:Id|_id)", name)
+        if m is None:
+            return None, ()
+        fields.append((name, m.group(1) + "s"))
+    return envelope, tuple(fields)
 
 
 def _deref(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:

@@ -204,6 +204,14 @@ def test_launch_watch_the_boot_open_the_console_delete(
     volumes = page.locator("section[data-part=volumeAttachments] tbody tr")
     assert volumes.locator("td[data-column=volumeId]").all_inner_texts() == [volume_id]
     assert volumes.locator("td[data-column=device]").all_inner_texts() == ["/dev/vdb"]
+    # detach the volume, then attach it again, from the server's page
+    page.get_by_role("button", name=f"Remove {volume_id}").click()
+    page.wait_for_load_state()
+    assert volumes.locator("td.empty").inner_text() == "None."
+    page.get_by_label("volumes").select_option(label="dash-vol")  # available again
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_load_state()
+    assert volumes.locator("td[data-column=volumeId]").all_inner_texts() == [volume_id]
     ports = page.locator("section[data-part=interfaceAttachments] tbody tr")
     assert (
         ports.count() == 1 and ports.locator("td[data-column=port_state]").inner_text() == "ACTIVE"

@@ -44,6 +44,14 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         ("volumeAttachments", "/v2.1/servers/{server_id}/os-volume_attachments"),
         ("interfaceAttachments", "/v2.1/servers/{server_id}/os-interface"),
     ]
+    attachments = servers.parts[0]  # POST adds one ({"volumeAttachment": {"volumeId"}})
+    assert (attachments.envelope, attachments.fields) == (
+        "volumeAttachment",
+        (("volumeId", "volumes"),),
+    )
+    assert attachments.remove == "/v2.1/servers/{server_id}/os-volume_attachments/{volume_id}"
+    assert attachments.remove_key == "volumeId"
+    assert servers.parts[1].envelope is None and servers.parts[1].remove is None
     volumes = found["volumes"]
     assert fill(volumes.path, "p1") == "/v3/p1/volumes/detail"
     assert found["keypairs"].unwrap == "keypair"  # nova wraps each key pair
