@@ -454,6 +454,10 @@ class Dashboard:
         self, session: Session, watch: flows.Watch
     ) -> tuple[list[flows.Shown], dict[str, Any], str | None]:
         status, body = await self.observed(session, watch.flow_id)
+        if status != 200 and watch.local:
+            # a flow this session started: in distributed mode its owner reaches the shared
+            # trace file a moment after nova answered; show our own steps and ask again
+            status, body = 200, {}
         events = list(watch.local) + list(body.get("events") or ())
         sequence = watch.sequence or next((str(e["sequence"]) for e in events), "")
         declared = self.info.sequences.get(sequence)

@@ -131,3 +131,37 @@ def test_a_wrong_password_keeps_no_session() -> None:
         assert len(keystone.seen) == 1  # the incomplete form never reached keystone
 
     run(keystone, steps)
+
+
+def test_a_flow_the_session_started_stays_live_while_the_trace_cannot_tell_yet() -> None:
+    """Distributed mode: the flow's owner reaches the shared trace file a moment after nova
+    answered, so the first reads are refused; the view shows the dashboard's own steps and
+    keeps asking. A flow of someone else's, refused, says why."""
+    from specstack_runtime.dashboard import flows
+    from specstack_runtime.dashboard.sessions import Session
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        message = "Policy doesn't allow specstack:trace to be performed."
+        return httpx.Response(403, json={"error": {"code": 403, "message": message}})
+
+    info = StackInfo.load(REPO / "generated" / "ir.json")
+    dash = Dashboard(info, IDENTITY, REPO / "generated" / "openapi", component="dashboard")
+    session = Session("tok-1", {"project": {"id": "p-demo"}})
+    mine = flows.Watch(flow_id="req-mine", sequence="boot-vm")
+    first = flows.rows(info.sequences["boot-vm"], "dashboard")[0]
+    mine.record(first, 1.0)
+
+    async def go() -> tuple[Any, Any]:
+        dash.http = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+        return await dash.shown(session, mine), await dash.shown(
+            session, flows.Watch(flow_id="req-other", sequence="")
+        )
+
+    (shown, _declared, error), (other, _, other_error) = asyncio.run(go())
+    assert error is None and not flows.finished(shown)
+    assert [(s.row.label, s.status) for s in shown[:3]] == [
+        ("1", "ok"),
+        ("2", "pending"),
+        ("2.1", "pending"),
+    ]
+    assert other == [] and other_error == "Policy doesn't allow specstack:trace to be performed."
