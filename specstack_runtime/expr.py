@@ -47,6 +47,7 @@ VARIABLES = (
     "reply",
     "quotas",
     "vars",
+    "changes",
 )
 
 

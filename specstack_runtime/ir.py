@@ -181,8 +181,11 @@ class ResourceFilter(Node):
         "lte",
         "changes_since",
         "ignore",
+        "eq_or_in",
+        "compare",
     ]
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
+    values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
 
 
@@ -204,6 +207,22 @@ class ActionCheck(Node):
     message: str
 
 
+class ErrorText(Node):
+    message: str
+    kind: str | None = None
+    status: int | None = None
+
+
+class Guard(Node):
+    """An operation refused while a condition holds (a protected image cannot be deleted)."""
+
+    on: tuple[str, ...]  # engine actions (create, update, delete) or state-machine actions
+    when: str  # CEL over doc (the row; on create the new row) and changes
+    unless: str | None = None  # a policy rule: callers it allows are not refused
+    status: int = 409
+    message: str
+
+
 class ResourceAction(Node):
     """An action (`POST .../action {"name": ...}`) as a transition of the state machine."""
 
@@ -222,18 +241,13 @@ class ResourceAction(Node):
     hook: str | None = None
     when: str | None = None  # CEL: the action applies only if this holds
     status: int = 202
+    conflict: ErrorText | None = None  # the refusal when the state does not allow it
 
 
 class StateMachine(Node):
     field: str
     actions: tuple[ResourceAction, ...]
     conflict: str
-
-
-class ErrorText(Node):
-    message: str
-    kind: str | None = None
-    status: int | None = None
 
 
 class Resource(Node):
@@ -272,6 +286,9 @@ class Resource(Node):
     revision: str | None = None  # a field counting the row's changes
     data: dict[str, Any] = {}  # constant tables its expressions read as `data`
     live: str | None = None  # CEL: rows for which it is false are as good as missing
+    guards: tuple[Guard, ...] = ()
+    location: str | None = None  # CEL: the Location header of a create's answer
+    extra_schema: dict[str, Any] | None = None  # what an extra attribute's value must match
     source: Source
 
 
@@ -329,6 +346,8 @@ class Conventions(Node):
     over_quota: ErrorText = ErrorText(message="Quota exceeded for {quota}.", status=403)
     unknown_filters: Literal["ignore", "reject"] = "ignore"
     fields_param: str | None = None
+    default_limit: int | None = None  # the page size when the request gives no limit
+    patch_ops: tuple[str, ...] = ("add", "remove", "replace", "move", "copy", "test")
     errors: dict[str, ErrorText] = {}
 
 

@@ -145,3 +145,23 @@ def test_resource_quota_and_query_names_are_one_namespace(
     where = f"spec/resources/block-storage.yaml:{line}:5"
     said = rf"spec/resources/compute\.yaml:\d+:5: query 'limits' is declared at {where} already"
     assert re.search(said, out), out
+
+
+def test_glance_data_hooks_need_the_object_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Glance's records are the resource model's, its data stream is hooks: a spec whose
+    object store is gone is refused where those hooks are named."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    comps = spec / "components.yaml"
+    text = comps.read_text("utf-8")
+    assert text.count("catalog: {type: object-store,") == 1
+    comps.write_text(text.replace("catalog: {type: object-store,", "catalog: {type: objects,"))
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    for hook in ("image.store_data", "image.delete_data"):
+        assert f"behaviour '{hook}' needs an API of catalog type 'object-store'" in err
+    assert err.count("resources/image.yaml:") == 2

@@ -172,3 +172,91 @@ class ImageClient(BoundClient):
             headers=headers,
             token=token,
         )
+
+    async def deactivate_image(
+        self,
+        image_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """POST /v2/images/{image_id}/actions/deactivate: Deactivate an image"""
+        return await self._call(
+            "deactivateImage",
+            {
+                "image_id": image_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
+    async def reactivate_image(
+        self,
+        image_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """POST /v2/images/{image_id}/actions/reactivate: Reactivate an image"""
+        return await self._call(
+            "reactivateImage",
+            {
+                "image_id": image_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
+    async def add_image_tag(
+        self,
+        image_id: str,
+        tag_value: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """PUT /v2/images/{image_id}/tags/{tag_value}: Add a tag to an image"""
+        return await self._call(
+            "addImageTag",
+            {
+                "image_id": image_id,
+                "tag_value": tag_value,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+
+    async def delete_image_tag(
+        self,
+        image_id: str,
+        tag_value: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> httpx.Response:
+        """DELETE /v2/images/{image_id}/tags/{tag_value}: Remove a tag from an image"""
+        return await self._call(
+            "deleteImageTag",
+            {
+                "image_id": image_id,
+                "tag_value": tag_value,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )

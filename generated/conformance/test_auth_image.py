@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Image API (glance): each operation's token and policy (x-specstack-policy).
 
-7 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 1 hide
+11 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 2 need a role the demo user lacks (403); 1 hide
 another project's resource (404).
 """
 
@@ -23,6 +23,14 @@ PROTECTED = (
     "updateImage",
     "downloadImageData",
     "uploadImageData",
+    "deactivateImage",
+    "reactivateImage",
+    "addImageTag",
+    "deleteImageTag",
+)
+NEEDS_ROLE = (
+    "deactivateImage",  # rule:deactivate
+    "reactivateImage",  # rule:reactivate
 )
 OTHER_PROJECTS_RESOURCE = (("showImage", "image_id"),)
 
@@ -49,6 +57,11 @@ def test_expired_token(target: Target, operation_id: str) -> None:
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
 def test_revoked_token(target: Target, operation_id: str) -> None:
     auth.revoked_token(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", NEEDS_ROLE, ids=_id)
+def test_insufficient_role(target: Target, operation_id: str) -> None:
+    auth.insufficient_role(target, API, operation_id)
 
 
 @pytest.mark.parametrize(

@@ -128,18 +128,23 @@ class ImageCreate(BaseModel):
         populate_by_name=True,
     )
     __annotations__ = {
-        "__pydantic_extra__": Dict[str, str],
+        "__pydantic_extra__": Dict[str, constr(max_length=65535)],
     }
     id: UUID | None = Field(None, description="Id to use; generated when left out.")
     name: constr(max_length=255) | None = None
-    container_format: str | None = None
-    disk_format: str | None = None
+    container_format: (
+        Literal["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"] | None
+    ) = None
+    disk_format: (
+        Literal["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"]
+        | None
+    ) = None
     visibility: ImageVisibility | None = None
     protected: bool | None = False
     os_hidden: bool | None = False
     min_disk: conint(ge=0) | None = 0
     min_ram: conint(ge=0) | None = 0
-    tags: list[constr(max_length=255)] | None = None
+    tags: list[constr(min_length=1, max_length=255)] | None = None
 
 
 class ImagePatchOperation(BaseModel):

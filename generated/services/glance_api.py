@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """glance-api (api, project glance): generated from the spec.
 
-Serves the Image API (glance) (8 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Image API (glance) (12 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -25,17 +25,17 @@ async def get_image_versions(flow: Flow) -> None:
 
 
 async def list_images(flow: Flow) -> None:
-    """operation listImages: behaviour image.list_images."""
+    """operation listImages: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_image(flow: Flow) -> None:
-    """operation createImage: behaviour image.create_image."""
+    """operation createImage: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_image(flow: Flow) -> None:
-    """operation showImage: behaviour image.show_image; boot-vm step 10 -> 10.1, 11."""
+    """operation showImage: behaviour resource.serve; boot-vm step 10 -> 10.1, 11."""
     await flow.step(
         0,
         "Request VM image from Glance",
@@ -49,12 +49,12 @@ async def show_image(flow: Flow) -> None:
 
 
 async def delete_image(flow: Flow) -> None:
-    """operation deleteImage: behaviour image.delete_image."""
+    """operation deleteImage: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_image(flow: Flow) -> None:
-    """operation updateImage: behaviour image.update_image."""
+    """operation updateImage: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -64,7 +64,27 @@ async def download_image_data(flow: Flow) -> None:
 
 
 async def upload_image_data(flow: Flow) -> None:
-    """operation uploadImageData: behaviour image.upload_image_data."""
+    """operation uploadImageData: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def deactivate_image(flow: Flow) -> None:
+    """operation deactivateImage: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def reactivate_image(flow: Flow) -> None:
+    """operation reactivateImage: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def add_image_tag(flow: Flow) -> None:
+    """operation addImageTag: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_image_tag(flow: Flow) -> None:
+    """operation deleteImageTag: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -84,29 +104,31 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listImages",
-        behaviour="image.list_images",
+        behaviour="resource.serve",
         on_error=None,
         run=list_images,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "image", "action": "list"},
     ),
     "createImage": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createImage",
-        behaviour="image.create_image",
+        behaviour="resource.serve",
         on_error=None,
         run=create_image,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "image", "action": "create"},
     ),
     "showImage": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showImage",
-        behaviour="image.show_image",
+        behaviour="resource.serve",
         on_error=None,
         run=show_image,
         occurrences={
@@ -117,28 +139,31 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=True,
+        args={"resource": "image", "action": "show"},
     ),
     "deleteImage": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteImage",
-        behaviour="image.delete_image",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_image,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "image", "action": "delete"},
     ),
     "updateImage": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateImage",
-        behaviour="image.update_image",
+        behaviour="resource.serve",
         on_error=None,
         run=update_image,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "image", "action": "patch"},
     ),
     "downloadImageData": HandlerSpec(
         component=COMPONENT,
@@ -155,12 +180,61 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="uploadImageData",
-        behaviour="image.upload_image_data",
+        behaviour="resource.serve",
         on_error=None,
         run=upload_image_data,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "image", "action": "action", "name": "upload"},
+    ),
+    "deactivateImage": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deactivateImage",
+        behaviour="resource.serve",
+        on_error=None,
+        run=deactivate_image,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "image", "action": "action", "name": "deactivate"},
+    ),
+    "reactivateImage": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="reactivateImage",
+        behaviour="resource.serve",
+        on_error=None,
+        run=reactivate_image,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "image", "action": "action", "name": "reactivate"},
+    ),
+    "addImageTag": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="addImageTag",
+        behaviour="resource.serve",
+        on_error=None,
+        run=add_image_tag,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "image", "action": "add_item", "field": "tags", "item": "tag_value"},
+    ),
+    "deleteImageTag": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteImageTag",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_image_tag,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "image", "action": "remove_item", "field": "tags", "item": "tag_value"},
     ),
 }
 
@@ -248,6 +322,50 @@ ROUTES: tuple[Route, ...] = (
         HANDLERS["uploadImageData"],
         request_model=None,
         request_content_type="application/octet-stream",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "POST",
+        "/v2/images/{image_id}/actions/deactivate",
+        "deactivateImage",
+        HANDLERS["deactivateImage"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:deactivate",
+    ),
+    Route(
+        "POST",
+        "/v2/images/{image_id}/actions/reactivate",
+        "reactivateImage",
+        HANDLERS["reactivateImage"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:reactivate",
+    ),
+    Route(
+        "PUT",
+        "/v2/images/{image_id}/tags/{tag_value}",
+        "addImageTag",
+        HANDLERS["addImageTag"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2/images/{image_id}/tags/{tag_value}",
+        "deleteImageTag",
+        HANDLERS["deleteImageTag"],
+        request_model=None,
+        request_content_type=None,
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_member",

@@ -39,6 +39,9 @@ class Binding:
     action: str
     query: str | None = None
     view: str | None = None
+    name: str | None = None  # the state-machine action an operation's path names
+    field: str | None = None  # add_item / remove_item: the list field
+    item: str | None = None  # add_item / remove_item: the path parameter giving the item
 
     @property
     def behaviour(self) -> str:
@@ -51,6 +54,9 @@ class Binding:
         args: dict[str, Any] = {"resource": self.resource, "action": self.action}
         if self.view:
             args["view"] = self.view
+        for key in ("name", "field", "item"):
+            if getattr(self, key):
+                args[key] = getattr(self, key)
         return args
 
 
@@ -66,7 +72,16 @@ def bindings(spec: LoadedSpec) -> dict[tuple[str, str], Binding]:
         api = data["api"]
         for name, res in data["resources"].items():
             for op, action in operations(res).items():
-                out[(api, op)] = Binding(name, action[0], view=action[1])
+                given = (res.get("operations") or {}).get(op)
+                more = given if isinstance(given, dict) else {}
+                out[(api, op)] = Binding(
+                    name,
+                    action[0],
+                    view=action[1],
+                    name=more.get("name"),
+                    field=more.get("field"),
+                    item=more.get("item"),
+                )
         for qname, q in (data.get("queries") or {}).items():
             out[(api, q["operation"])] = Binding(q["from"], "query", qname)
     return out
@@ -153,6 +168,26 @@ def _request_schema(
             schema = _deref(doc, schema)
             return properties(doc, schema), set(schema.get("required") or ())
     return {}, set()
+
+
+def _extra_schema(
+    doc: Mapping[str, Any], operation: str | None, envelope: str | None
+) -> dict[str, Any] | None:
+    """What the create request's schema says of attributes it does not name
+    (`additionalProperties`), refs inlined; None when it says nothing."""
+    if not operation:
+        return None
+    for item in (doc.get("paths") or {}).values():
+        for op in item.values():
+            if not isinstance(op, dict) or op.get("operationId") != operation:
+                continue
+            content = ((op.get("requestBody") or {}).get("content") or {}).get("application/json")
+            schema = _deref(doc, (content or {}).get("schema") or {})
+            if envelope:
+                schema = _deref(doc, properties(doc, schema).get(envelope) or {})
+            extra = schema.get("additionalProperties")
+            return dict(inline(doc, extra)) if isinstance(extra, dict) else None
+    return None
 
 
 def inline(doc: Mapping[str, Any], node: Any, seen: tuple[str, ...] = ()) -> Any:
@@ -285,6 +320,7 @@ def _resource(
                 op=spec.get("op", "eq"),
                 visible=spec.get("visible"),
                 requires=spec.get("requires"),
+                values=tuple(spec["values"]) if "values" in spec else None,
             )
         )
     deletes = [
@@ -314,6 +350,7 @@ def _resource(
                     hook=a.get("hook"),
                     when=a.get("when"),
                     status=a.get("status", 202),
+                    conflict=ir.ErrorText(**a["conflict"]) if a.get("conflict") else None,
                 )
             )
         states = ir.StateMachine(
@@ -362,6 +399,12 @@ def _resource(
         revision=r.get("revision"),
         data=dict(r.get("data") or {}),
         live=r.get("live"),
+        guards=tuple(
+            ir.Guard(**{**g, "on": tuple(g["on"] if isinstance(g["on"], list) else [g["on"]])})
+            for g in r.get("refuse") or ()
+        ),
+        location=r.get("location"),
+        extra_schema=_extra_schema(doc, creator, one) if r.get("extra") else None,
         source=ir.Source(file=f.rel, line=f.locate(["resources", name]).line),
     )
 

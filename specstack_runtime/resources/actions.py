@@ -9,7 +9,7 @@ from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import api_error, send
-from specstack_runtime.resources import access, hooks, views
+from specstack_runtime.resources import access, guards, hooks, views
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -38,6 +38,9 @@ def _check(
 def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
     states = rc.res.res.states
     body = rc.call.body
+    named = rc.call.args.get("name")
+    if named:  # the operation's path names the action (glance's POST .../actions/deactivate)
+        body = {str(named): body}
     if not isinstance(body, dict) or len(body) != 1:
         raise rc.res.fail("action", action="(none)" if not body else ", ".join(map(str, body)))
     name, arg = next(iter(body.items()))
@@ -60,6 +63,8 @@ def _refused(
         "state": state,
         "resource": rc.res.name.replace("_", " "),
     }
+    if action.conflict is not None:
+        return error(action.conflict.status or 409, fill(action.conflict.message, values))
     if "state" in rc.res.res.errors:
         return rc.res.fail("state", **values)
     return error(409, fill(states.conflict, values))
@@ -78,6 +83,7 @@ async def run(rc: ResourceCall) -> Reply:
     if not allowed:
         raise _refused(rc, states, action, doc, state)
     _check(rc, action.require, 409, doc, arg)
+    guards.check(rc, action.name, doc)
     changes: Doc = {k: _value(rc, v, doc, arg) for k, v in action.set.items()}
     if action.has_to:
         changes[states.field] = action.to

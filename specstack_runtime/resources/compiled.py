@@ -44,6 +44,9 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "bad_marker": (404, "Marker {value} could not be found."),
     "bad_sort": (400, "Invalid sort key {value}."),
     "bad_filter": (400, "Invalid value {value} for the filter {field}: {reason}."),
+    "item_missing": (404, "{value} is not in the {field} of {resource} {id}."),
+    "patch_conflict": (409, "The patch does not apply: {reason}."),
+    "not_removable": (400, "The {field} of a {resource} cannot be removed."),
     "over_quota": (
         403,
         "Quota exceeded for {quota}: requested {requested}, used {used} of {limit}.",
@@ -117,6 +120,12 @@ class Compiled:
     @property
     def name(self) -> str:
         return self.res.name
+
+    @cached_property
+    def extra_validator(self) -> Any:
+        """What an extra attribute's value must match (None: anything)."""
+        schema = self.res.extra_schema
+        return jsonschema_rs.validator_for(schema) if schema else None
 
     @cached_property
     def stored(self) -> tuple[str, ...]:

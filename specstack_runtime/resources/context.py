@@ -75,7 +75,8 @@ class ResourceCall:
             return style[5:]
         if style.startswith(("expr:", "fields:")):
             return None
-        names = _path_params(self.path)
+        item = self.call.args.get("item")  # add_item / remove_item: not the row's id
+        names = [n for n in _path_params(self.path) if n != item]
         return names[-1] if names else None
 
     def row_id(self) -> str:
@@ -99,7 +100,7 @@ class ResourceCall:
         """Path parameters (besides the id and the owner) that name fields of the resource:
         a nested collection's rows belong to the parent the path names."""
         out: dict[str, str] = {}
-        skip = {self.res.owner_field, self.id_param}
+        skip = {self.res.owner_field, self.id_param, self.call.args.get("item")}
         mapped = self.res.res.path_fields
         for name in _path_params(self.path):
             field = mapped.get(name, name)

@@ -8,6 +8,7 @@ sorted, and a page is cut by `marker` and `limit` as the API pages.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -73,6 +74,11 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
     if op == "in":
         wanted = {v for raw in values for v in raw.split(",") if v}
         return lambda d: _text(get(d)) in wanted
+    if op == "eq_or_in":  # glance's "VALUE" or "in:A,B,\"C,D\""
+        one_of = {v for raw in values for v in _in_list(rc, f, raw)}
+        return lambda d: _text(get(d)) in one_of
+    if op == "compare":  # "gt:2024-01-01T00:00:00Z": gt, gte, eq, neq, lt, lte (eq by default)
+        return _compare(rc, f, values[-1], get)
     if op == "bool":
         if values[-1].strip().lower() == "none":  # nova's is_public=None: no filter
             return None
@@ -122,6 +128,45 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
     return lambda d: _text(get(d)) <= stamp
 
 
+def _in_list(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> list[str]:
+    if not raw.startswith("in:"):
+        return [raw]
+    try:
+        return next(csv.reader([raw[3:]], skipinitialspace=True), [])
+    except csv.Error:
+        raise rc.res.fail(
+            "bad_filter", field=f.param, value=raw, reason="a bad 'in:' list"
+        ) from None
+
+
+_COMPARE: dict[str, Callable[[str, str], bool]] = {
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+}
+
+
+def _compare(
+    rc: ResourceCall, f: ir.ResourceFilter, raw: str, get: Callable[[Doc], Any]
+) -> Predicate:
+    op, sep, value = raw.partition(":")
+    if not sep or op not in _COMPARE:
+        if op in _COMPARE or not raw[:1].isdigit():
+            raise rc.res.fail(
+                "bad_filter", field=f.param, value=raw, reason="expected OPERATOR:VALUE"
+            )
+        op, value = "eq", raw
+    test = _COMPARE[op]
+    number = _number(value)
+    if number is not None:
+        return lambda d: isinstance(get(d), int | float) and test(get(d), number)  # type: ignore[arg-type]
+    stamp = _time(rc, f, value)
+    return lambda d: get(d) is not None and test(_text(get(d)), stamp)
+
+
 def _number(raw: str) -> float | None:
     try:
         return float(raw) if len(raw) <= 24 else None
@@ -152,6 +197,11 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
+        if f.values is not None and any(v not in f.values for v in values):
+            wrong = next(v for v in values if v not in f.values)
+            raise res.fail(
+                "bad_filter", field=param, value=wrong, reason="expected " + ", ".join(f.values)
+            )
         pushed = f.op == "eq" and res.key(f.field) in res.indexes and len(values) == 1
         pred = None if pushed else _predicate(rc, f, values)  # checks the value for everyone
         if f.requires and not rc.allows(f.requires):
@@ -170,7 +220,7 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
 def _limit(rc: ResourceCall) -> int | None:
     raw = rc.call.q("limit")
     if raw is None:
-        return None
+        return rc.res.conventions.default_limit
     try:
         limit = int(raw)
     except ValueError:
@@ -183,6 +233,8 @@ def _limit(rc: ResourceCall) -> int | None:
 def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
     keys = list(rc.call.query.get("sort_key", []))
     dirs = list(rc.call.query.get("sort_dir", []))
+    if (keys or dirs) and rc.call.query.get("sort"):
+        raise rc.res.fail("bad_sort", value="sort", field="sort with sort_key or sort_dir")
     for part in ",".join(rc.call.query.get("sort", [])).split(","):
         if part:
             key, _, direction = part.partition(":")
@@ -302,6 +354,8 @@ async def answer(rc: ResourceCall) -> Any:
         body["first"] = rc.call.path
         body["schema"] = f"/v2/schemas/{many}"
         if more and last is not None:
-            query = urlencode([("marker", last), ("limit", rc.call.q("limit") or "")])
-            body["next"] = f"{rc.call.path}?{query}"
+            kept = [(k, v) for k, vs in rc.call.query.items() if k != "marker" for v in vs]
+            if "limit" not in rc.call.query:
+                kept.append(("limit", str(_limit(rc))))
+            body["next"] = f"{rc.call.path}?{urlencode([*kept, ('marker', last)])}"
     return body

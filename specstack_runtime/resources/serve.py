@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from specstack_runtime import jsoncodec
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import (
     access,
     actions,
     collects,
     deleting,
+    guards,
     hooks,
     listing,
     quotas,
@@ -43,6 +46,7 @@ async def list_(rc: ResourceCall) -> Reply:
 
 async def show(rc: ResourceCall) -> Reply:
     doc = await access.lookup(rc)
+    rc.call.vars[rc.res.name] = doc
     status = rc.success(200)
     return Reply(status, None if status == 204 else views.one(rc, doc))
 
@@ -51,6 +55,7 @@ async def create(
     rc: ResourceCall, attrs: dict[str, Any] | None = None, id_: str | None = None
 ) -> Reply:
     doc = await writes.for_create(rc, writes.attributes(rc) if attrs is None else attrs, id_)
+    guards.check(rc, "create", doc, doc)
     await hooks.run(rc, "before_create", doc, None)
     quota = quotas.quota_of(rc)
     if quota is None:
@@ -66,7 +71,11 @@ async def create(
     await hooks.run(rc, "after_create", created, None)
     rc.call.vars[rc.res.name] = created
     status = rc.success(201, 200, 202)
-    return Reply(status, None if status == 204 else views.one(rc, created))
+    headers = {}
+    if rc.res.res.location:
+        where = compile_expr(rc.res.res.location).evaluate(**rc.variables(doc=created))
+        headers["Location"] = str(where)
+    return Reply(status, None if status == 204 else views.one(rc, created), headers)
 
 
 async def _insert(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +88,7 @@ async def _insert(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
 async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply:
     old = await access.modifiable(rc)
     changes = await writes.for_update(rc, old, writes.attributes(rc) if attrs is None else attrs)
+    guards.check(rc, "update", old, changes)
     await hooks.run(rc, "before_update", changes, old)
     doc = old
     if changes:
@@ -97,21 +107,37 @@ async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply
 
 async def patch(rc: ResourceCall) -> Reply:
     """JSON Patch (RFC 6902) on the answer's representation; the result is checked as an
-    update would be."""
+    update would be. A path that does not exist answers 409 (`patch_conflict`), removing a
+    field the answer always has `not_removable`, an op the API does not take 400."""
     import jsonpatch
 
-    old = await access.modifiable(rc)
-    rep = views.render(rc, old)
     ops = rc.call.body
+    if ops is None and rc.call.raw_body:
+        try:
+            ops = jsoncodec.loads(rc.call.raw_body)
+        except ValueError:
+            raise rc.res.fail("bad_request", reason="the JSON Patch is not valid JSON") from None
     if not isinstance(ops, list):
         raise rc.res.fail("bad_request", reason="a JSON Patch is a list of operations")
+    allowed = rc.res.conventions.patch_ops
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in allowed:
+            raise rc.res.fail(
+                "bad_request", reason=f"each operation's op is one of {', '.join(allowed)}"
+            )
+    old = await access.modifiable(rc)
+    rep = views.render(rc, old)
     try:
         patched = jsonpatch.JsonPatch(ops).apply(rep)
+    except jsonpatch.JsonPatchConflict as exc:
+        raise rc.res.fail("patch_conflict", reason=str(exc)) from None
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
         raise rc.res.fail("bad_request", reason=str(exc)) from None
     attrs = {k: v for k, v in patched.items() if rep.get(k, _MISSING) != v}
-    removed = [k for k in rep if k not in patched]
-    for key in removed:
+    for key in (k for k in rep if k not in patched):
+        f = rc.res.fields.get(key)
+        if f is not None and f.always:
+            raise rc.res.fail("not_removable", field=key)
         attrs[key] = None
     return await update(rc, attrs)
 
@@ -139,8 +165,41 @@ async def upsert(rc: ResourceCall) -> Reply:
     return reply
 
 
+async def add_item(rc: ResourceCall) -> Reply:
+    """PUT on an item of a list field (glance's image tags): added once, checked as an
+    update's value would be."""
+    old, field, item = await _item(rc)
+    items = list(old.get(rc.res.key(field)) or [])
+    reply = await update(rc, {field: [*items, item]} if item not in items else {})
+    return _answer(rc, reply, 204)
+
+
+async def remove_item(rc: ResourceCall) -> Reply:
+    """DELETE on an item of a list field: 404 (`item_missing`) when it is not there."""
+    old, field, item = await _item(rc)
+    items = list(old.get(rc.res.key(field)) or [])
+    if item not in items:
+        raise rc.res.fail("item_missing", id=old["id"], field=field, value=item)
+    reply = await update(rc, {field: [i for i in items if i != item]})
+    return _answer(rc, reply, 204)
+
+
+async def _item(rc: ResourceCall) -> tuple[dict[str, Any], str, str]:
+    old = await access.modifiable(rc)
+    field = str(rc.call.args.get("field"))
+    return old, field, str(rc.call.path_params.get(str(rc.call.args.get("item")), ""))
+
+
+def _answer(rc: ResourceCall, reply: Reply, *preferred: int) -> Reply:
+    reply.status = rc.success(*preferred, 200)
+    if reply.status == 204:
+        reply.body = None
+    return reply
+
+
 async def delete(rc: ResourceCall) -> Reply:
     doc = await access.modifiable(rc)
+    guards.check(rc, "delete", doc)
     await deleting.delete(rc, doc)
     rc.call.vars[rc.res.name] = doc
     return Reply(rc.success(204, 202, 200))
@@ -155,6 +214,8 @@ ACTIONS = {
     "upsert": upsert,
     "delete": delete,
     "action": actions.run,
+    "add_item": add_item,
+    "remove_item": remove_item,
 }
 
 

@@ -34,8 +34,8 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         if f is not None and f.stored:
             key = f.name
         if f is None:
-            if res.res.extra and key not in BOOKKEEPING and key not in hidden:
-                out[key] = value
+            if res.res.extra and key not in BOOKKEEPING and key not in hidden and value is not None:
+                out[key] = value  # an extra attribute set to null was removed
             continue
         if f.hidden or key in hidden or f.computed or not f.in_schema:
             continue

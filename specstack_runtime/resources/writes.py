@@ -149,7 +149,7 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
         f = res.fields.get(key)
         if f is None or (f.computed and not f.in_schema):
             if res.res.extra and f is None:
-                out[key] = value
+                out[key] = _extra(rc, key, value)
             else:
                 unknown.append(key)
             continue
@@ -171,6 +171,17 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
     if unknown:
         raise res.fail("unknown_field", field=", ".join(sorted(unknown)))
     return out
+
+
+def _extra(rc: ResourceCall, key: str, value: Any) -> Any:
+    """An attribute the schema does not name, checked against what the request's schema
+    says of such attributes; null (a JSON Patch's remove) takes it away."""
+    check = rc.res.extra_validator
+    if value is not None and check is not None:
+        err = next(iter(check.iter_errors(value)), None)
+        if err is not None:
+            raise rc.res.fail("invalid", field=key, value=_short(value), reason=err.message)
+    return value
 
 
 def _may_set(rc: ResourceCall, f: ir.ResourceField, value: Any, old: Doc | None) -> bool:

@@ -33,7 +33,7 @@ def test_kinds_follow_the_signature() -> None:
     assert catalog["identity.issue_token"]["kind"] == "operation"
     assert catalog["identity.forget_user"]["kind"] == "hook"
     assert catalog["flow.http"]["via"] == ["http"]
-    assert catalog["image.upload_image_data"]["needs"] == ["object-store"]
+    assert catalog["image.store_data"]["needs"] == ["object-store"]
 
 
 def test_a_step_behaviour_as_start_up_is_refused_before_the_stack_starts() -> None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from specstack_runtime.behaviours.image import Gone, RangeNotSatisfiable
 from specstack_runtime.behaviours.objects import object_store
 from specstack_runtime.context import AuthContext, Reply
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
+from specstack_runtime.policy import parse
 from tests.runtime.fakes import Stack, arun, openapi
 
 DATA = b"\x00cirros-disk-image\xff" * 4096
@@ -41,16 +41,22 @@ async def listing(stack: Stack, auth: AuthContext, **query: Any) -> dict[str, An
     return reply.body  # type: ignore[no-any-return]
 
 
-def test_every_image_operation_has_its_behaviour() -> None:
-    ops = [
-        o["operationId"]
+def test_every_image_operation_is_served_once() -> None:
+    """Records by the resource engine, the data stream and versions by behaviours."""
+    served = {
+        o["operationId"]: o.get("x-specstack-behaviour")
         for item in openapi("image")["paths"].values()
         for o in item.values()
         if isinstance(o, dict) and "operationId" in o
-    ]
-    assert len(ops) == 8
-    for name in ops:
-        assert registry.get("image." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower())
+    }
+    assert len(served) == 12
+    own = {op: name for op, name in served.items() if name}
+    assert own == {
+        "getImageVersions": "image.get_image_versions",
+        "downloadImageData": "image.download_image_data",
+    }
+    for name in (*own.values(), "image.store_data", "image.delete_data"):
+        assert registry.get(name)
 
 
 @arun
@@ -437,3 +443,56 @@ async def test_delete(tmp_path: Path) -> None:
     assert iid not in names
     queued = await create(stack, demo)
     assert (await op(stack, "deleteImage", admin, queued["id"])).status == 204
+
+
+@arun
+async def test_tags_by_path(tmp_path: Path) -> None:
+    """PUT and DELETE /v2/images/{id}/tags/{tag}: what `openstack image set/unset --tag` send."""
+    stack, _admin, demo = await started(tmp_path)
+    iid = (await create(stack, demo, tags=["a"]))["id"]
+
+    async def tag(name: str, value: str) -> Reply:
+        return await stack.invoke(
+            "image", name, auth=demo, path_params={"image_id": iid, "tag_value": value}
+        )
+
+    assert (await tag("addImageTag", "b")).status == 204
+    assert (await tag("addImageTag", "b")).status == 204  # kept once
+    assert (await op(stack, "showImage", demo, iid)).body["tags"] == ["a", "b"]
+    assert (await tag("deleteImageTag", "a")).status == 204
+    assert (await op(stack, "showImage", demo, iid)).body["tags"] == ["b"]
+    with pytest.raises(NotFound, match="Tag a not found"):
+        await tag("deleteImageTag", "a")
+    with pytest.raises(BadRequest):
+        await tag("addImageTag", "t" * 256)
+    assert (await op(stack, "showImage", demo, iid)).body["tags"] == ["b"]
+
+
+@arun
+async def test_deactivate_and_reactivate(tmp_path: Path) -> None:
+    """The status state machine: only active images deactivate (403 otherwise, as glance),
+    only administrators may, and only they download a deactivated image's data."""
+    stack, admin, demo = await started(tmp_path)
+    iid = (await create(stack, demo))["id"]
+    with pytest.raises(Forbidden, match="status 'queued'"):
+        await op(stack, "deactivateImage", admin, iid)
+    await op(stack, "uploadImageData", demo, iid, raw_body=b"disk")
+    assert (await op(stack, "deactivateImage", admin, iid)).status == 204
+    assert (await op(stack, "showImage", demo, iid)).body["status"] == "deactivated"
+    with pytest.raises(Forbidden, match="deactivated"):
+        await op(stack, "downloadImageData", demo, iid)
+    assert (await op(stack, "downloadImageData", admin, iid)).body == b"disk"
+    with pytest.raises(Conflict, match="deactivated to saving"):
+        await op(stack, "uploadImageData", demo, iid, raw_body=b"again")
+    assert (await op(stack, "reactivateImage", admin, iid)).status == 204
+    assert (await op(stack, "downloadImageData", demo, iid)).body == b"disk"
+
+
+@arun
+async def test_publicize_rule_comes_from_the_spec(tmp_path: Path) -> None:
+    """The refusal to make an image public follows spec/policy.yaml's publicize_image."""
+    stack, _admin, demo = await started(tmp_path)
+    with pytest.raises(Forbidden, match="publicize_image"):
+        await create(stack, demo, visibility="public")
+    stack.info.policy.rules["publicize_image"] = parse("rule:admin_or_member")
+    assert (await create(stack, demo, visibility="public"))["visibility"] == "public"

@@ -228,6 +228,34 @@ def test_image_save(image: dict[str, Any], stack: Stack, tmp_path: Path) -> None
     assert out.read_bytes() == IMAGE_DATA
 
 
+def test_image_set(image: dict[str, Any], stack: Stack, tmp_path: Path) -> None:
+    """`openstack image set` / `unset` (JSON Patch), protection and deactivation (the
+    image's state machine) as glance answers them."""
+    stack.run(
+        "image", "set", "--property", "hw_disk_bus=virtio", "--tag", "wire",
+        "--min-ram", "64", "--protected", IMAGE,
+    )  # fmt: skip
+    shown = stack.json("image", "show", IMAGE)
+    assert shown["properties"]["hw_disk_bus"] == "virtio" and shown["tags"] == ["wire"]
+    assert shown["min_ram"] == 64 and shown["protected"] is True
+    refused = stack.run("image", "delete", IMAGE, check=False)
+    assert refused.returncode != 0 and "protected" in refused.stderr
+    stack.run("image", "unset", "--property", "hw_disk_bus", "--tag", "wire", IMAGE)
+    stack.run("image", "set", "--unprotected", "--name", IMAGE, IMAGE)
+    shown = stack.json("image", "show", IMAGE)
+    assert "hw_disk_bus" not in shown.get("properties", {}) and shown["tags"] == []
+    assert shown["protected"] is False
+    # Only administrators deactivate; then only they may download the data.
+    stack.run("image", "set", "--deactivate", IMAGE, check=False)  # the SDK ignores the 403
+    assert stack.json("image", "show", IMAGE)["status"] == "active"
+    stack.run("image", "set", "--deactivate", image["id"], cloud="specstack-admin")
+    assert stack.json("image", "show", IMAGE)["status"] == "deactivated"
+    out = tmp_path / "deactivated.raw"
+    assert stack.run("image", "save", "--file", str(out), IMAGE, check=False).returncode != 0
+    stack.run("image", "set", "--activate", image["id"], cloud="specstack-admin")
+    assert stack.json("image", "show", IMAGE)["status"] == "active"
+
+
 def test_image_delete(image: dict[str, Any], stack: Stack) -> None:
     stack.run("image", "delete", IMAGE)
     assert IMAGE not in _names(stack.json("image", "list"))

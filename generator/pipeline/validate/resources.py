@@ -169,6 +169,8 @@ class _Checker:
                 self.rule(f, [*base, key], r.get(key))
             self.expr(f, [*base, "shared"], r.get("shared"))
             self.expr(f, [*base, "live"], r.get("live"))
+            self.expr(f, [*base, "location"], r.get("location"))
+            self._guards(f, base, r, fields[rname])
             quota = r.get("quota")
             if quota and quota not in (data.get("quotas") or {}):
                 self.at(f, [*base, "quota"], f"unknown quota '{quota}'")
@@ -307,6 +309,32 @@ class _Checker:
         elif isinstance(values, dict):
             for key, value in values.items():
                 self._exprs(f, [*where, key], value)
+
+    def _guards(
+        self, f: SpecFile, base: Where, r: dict[str, Any], names: set[str] | None = None
+    ) -> None:
+        """`refuse` rules: CEL conditions, policy rules; an action named by an operation
+        (`{action: action, name: N}`) must be one of the state machine's."""
+        for i, g in enumerate(r.get("refuse") or ()):
+            self.expr(f, [*base, "refuse", i, "when"], g.get("when"))
+            self.rule(f, [*base, "refuse", i, "unless"], g.get("unless"))
+        actions = set(((r.get("states") or {}).get("actions") or {}).keys())
+        for op, spec in (r.get("operations") or {}).items():
+            name = spec.get("name") if isinstance(spec, dict) else None
+            if name and (spec.get("action") != "action" or name not in actions):
+                self.at(
+                    f,
+                    [*base, "operations", op, "name"],
+                    f"'{name}' is not an action of the state machine of this resource"
+                    f"{suggest(name, sorted(actions))}",
+                )
+            field = spec.get("field") if isinstance(spec, dict) else None
+            if field and names is not None and field not in names:
+                self.at(
+                    f,
+                    [*base, "operations", op, "field"],
+                    f"'{field}' is not a field of the resource{suggest(field, sorted(names))}",
+                )
 
     def _query(
         self,

@@ -1,0 +1,32 @@
+"""Operations refused while a condition holds: a resource's `refuse` rules.
+
+A rule names the operations it guards (`create`, `update`, `delete`, a state
+machine's actions, or a name a behaviour checks, such as `download`), a CEL
+condition over the row (`doc`) and the requested changes (`changes`), and the
+status and message of the refusal; `unless` names a policy rule whose callers
+are let through (glance: only `publicize_image` callers may make an image public).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime.expr import compile_expr
+from specstack_runtime.resources.compiled import error, fill
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+
+def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None) -> None:
+    """Raise the first rule of `operation` whose condition holds for this caller."""
+    for guard in rc.res.res.guards:
+        if operation not in guard.on:
+            continue
+        full = rc.res.complete(doc)
+        seen: dict[str, Any] = {**full, **(changes or {})}
+        if not compile_expr(guard.when).evaluate(
+            **rc.variables(doc=full, changes=dict(changes if changes is not None else seen))
+        ):
+            continue
+        if guard.unless and rc.allows(guard.unless, full):
+            continue
+        raise error(guard.status, fill(guard.message, {**seen, "id": doc.get("id")}))
