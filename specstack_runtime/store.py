@@ -13,17 +13,20 @@ cheap. The backend is chosen by SQLAlchemy URL:
 Only portable SQL is used: text columns with explicit lengths (MariaDB indexes need
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
 datetime precision differences), ids chosen by the behaviours (no autoincrement).
-Store methods are async for their callers but run their (short) statements inline:
-no other coroutine of the process runs while one of them holds a connection.
+Every statement goes through SQLAlchemy Core (which caches each statement's compiled
+form). Store methods are coroutines whose database work runs on the store's worker
+threads, so the event loop keeps serving other requests while a query runs. Filters on
+indexed fields, ordering, the page marker and the page limit are SQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import contextvars
 import logging
-import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -36,21 +39,23 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     bindparam,
     create_engine,
     event,
     func,
+    or_,
     select,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql import ColumnElement
 
 from specstack_runtime import jsoncodec
 from specstack_runtime.database import TableSpec, engine_url
 from specstack_runtime.errors import Conflict, NotFound
-from specstack_runtime.sqlitefast import SqliteStatements
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +65,11 @@ BASE_COLUMNS = ("id", "created_at", "updated_at")
 # MariaDB's TEXT stops at 64 KiB; documents may be larger (the migrations agree).
 DOC_TYPE = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 DEADLOCK_RETRIES = 5
+# PostgreSQL/MariaDB: worker threads of a store, one per connection of SQLAlchemy's
+# default pool (5, and 10 more on demand).
+SERVER_WORKERS = 15
+# Rows read at a time when documents are matched in Python (non-indexed filters).
+PAGE_ROWS = 200
 
 
 def utcnow() -> str:
@@ -92,7 +102,11 @@ def _column_value(value: Any) -> str | None:
 
 
 class Store:
-    """The database of one project."""
+    """The database of one project.
+
+    Every method's database work runs on the store's own worker threads, never on the
+    event loop: a slow query stalls the coroutine that waits for it, not the process.
+    """
 
     def __init__(
         self,
@@ -110,45 +124,37 @@ class Store:
         # The database component (e.g. "nova-db") whose migrations create the schema.
         self.database = database
         self.package = package
-        # Statements built once per table (building them per call costs more than running them).
+        # Statements built once per table and kind; SQLAlchemy caches their compiled form.
         self._stmts: dict[tuple[str, str], Any] = {}
-        # SQLite in embedded mode: one event loop, and no store method awaits while it
-        # holds a connection, so one connection serves them all (no pool round trip).
-        self._conn: Connection | None = None
-        # ... and its statements go to the driver directly (see sqlitefast).
-        self._fast: SqliteStatements | None = None
-        if self.sqlite:
-            self._conn = self.engine.connect()
-            columns = {
-                name: [c.name for c in t.columns] for name, t in self.metadata.tables.items()
-            }
-            raw = self._conn.connection.driver_connection
-            assert isinstance(raw, sqlite3.Connection)
-            self._fast = SqliteStatements(raw, columns, _column_value)
+        # SQLite: one connection, used by one worker thread, so the store's transactions
+        # run one after another (SQLite has one writer at a time anyway). Elsewhere: a
+        # worker per pooled connection, each transaction on a connection of its own.
+        self._conn: Connection | None = self.engine.connect() if self.sqlite else None
+        workers = 1 if self.sqlite else SERVER_WORKERS
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"store-{database or ''}")
 
-    @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """A connection in a transaction that commits on success and rolls back on error."""
-        if self._conn is None:
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        try:
-            yield self._conn
-            self._conn.commit()
-        except BaseException:
-            self._conn.rollback()
-            raise
+    async def _call(self, work: Callable[[Connection], T]) -> T:
+        """`work` in one transaction on a worker thread (see `_transaction`)."""
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        return await loop.run_in_executor(self._executor, ctx.run, self._transaction, work)
 
-    def _run(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction; on PostgreSQL/MariaDB, retry it after a deadlock."""
-        if self._conn is not None:
-            with self._tx() as conn:
-                return work(conn)
+    def _transaction(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction that commits on success and rolls back on error;
+        on PostgreSQL/MariaDB, run it again after a deadlock."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                result = work(conn)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return result
         for attempt in range(1, DEADLOCK_RETRIES + 1):
             try:
-                with self.engine.begin() as conn:
-                    return work(conn)
+                with self.engine.begin() as server_conn:
+                    return work(server_conn)
             except DBAPIError as exc:
                 if attempt == DEADLOCK_RETRIES or not _is_deadlock(exc):
                     raise
@@ -160,22 +166,22 @@ class Store:
         stmt = self._stmts.get(key)
         if stmt is None:
             t = self._table(table)
+            by_id = t.c.id == bindparam("id_")
             if kind == "get":
-                stmt = select(t.c.data).where(t.c.id == bindparam("id_"))
+                stmt = select(t.c.data).where(by_id)
             elif kind == "get_for_update":
                 # SQLite has one writer at a time anyway; elsewhere the row lock makes
                 # read-compare-write atomic across processes.
-                stmt = select(t.c.data).where(t.c.id == bindparam("id_"))
+                stmt = select(t.c.data).where(by_id)
                 if not self.sqlite:
                     stmt = stmt.with_for_update()
-            elif kind == "exists":
-                stmt = select(t.c.id).where(t.c.id == bindparam("id_"))
             elif kind == "insert":
                 stmt = t.insert()
             elif kind == "update":
-                stmt = t.update().where(t.c.id == bindparam("id_"))
+                # The SET clause is the columns the parameters name.
+                stmt = t.update().where(by_id)
             elif kind == "delete":
-                stmt = t.delete().where(t.c.id == bindparam("id_"))
+                stmt = t.delete().where(by_id)
             else:
                 raise KeyError(kind)
             self._stmts[key] = stmt
@@ -185,7 +191,9 @@ class Store:
         """SQLite: create the tables directly (fast; the same schema the migrations make).
         PostgreSQL/MariaDB: create the database if missing and run its migrations."""
         if self.sqlite:
-            self.metadata.create_all(self.engine)
+            self.metadata.create_all(self._conn or self.engine)
+            if self._conn is not None:
+                self._conn.commit()
             return
         from specstack_runtime import migrate
 
@@ -194,7 +202,7 @@ class Store:
         migrate.upgrade(self.engine, database, package=self.package)
 
     def close(self) -> None:
-        self._fast = None
+        self._executor.shutdown(wait=True)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -219,6 +227,11 @@ class Store:
         row["data"] = jsoncodec.dumps(doc, sort_keys=True).decode()
         return row
 
+    def _indexed(self, table: str, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key != "id" and key not in self.specs[table].indexes:
+                raise KeyError(f"{table}.{key} is not indexed")
+
     async def create(self, table: str, doc: Doc) -> Doc:
         """Insert `doc` (which must carry an `id`); stamps created_at/updated_at if absent."""
         doc = dict(doc)
@@ -226,28 +239,19 @@ class Store:
         doc.setdefault("created_at", now)
         doc.setdefault("updated_at", doc["created_at"])
         row = self._row(table, doc)
-        if self._fast is not None:
-            try:
-                self._fast.insert(table, row)
-            except sqlite3.IntegrityError:
-                raise Conflict(f"{table} {doc['id']} already exists") from None
-            return doc
         insert = self._stmt(table, "insert")
         try:
             # The primary key decides: concurrent creates of one id leave exactly one row.
-            self._run(lambda conn: conn.execute(insert, row))
+            await self._call(lambda conn: conn.execute(insert, row))
         except IntegrityError:
             raise Conflict(f"{table} {doc['id']} already exists") from None
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
-        if self._fast is not None:
-            self._table(table)
-            data = self._fast.get(table, str(id_))
-            return jsoncodec.loads(data) if data is not None else None
-        with self._tx() as conn:
-            row = conn.execute(self._stmt(table, "get"), {"id_": str(id_)}).first()
-        return jsoncodec.loads(row[0]) if row else None
+        stmt = self._stmt(table, "get")
+        params = {"id_": str(id_)}
+        data = await self._call(lambda conn: conn.execute(stmt, params).scalar())
+        return jsoncodec.loads(data) if data is not None else None
 
     async def require(self, table: str, id_: str, what: str | None = None) -> Doc:
         doc = await self.get(table, id_)
@@ -267,54 +271,31 @@ class Store:
 
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
+        get = self._stmt(table, "get_for_update")
+        update = self._stmt(table, "update")
+        key = {"id_": str(id_)}
 
-        def changed(data: str) -> Doc | None:
+        def work(conn: Connection) -> Doc | None:
+            data = conn.execute(get, key).scalar()
+            if data is None:
+                return None
             doc: Doc = jsoncodec.loads(data)
             if expect and any(doc.get(k) != v for k, v in expect.items()):
                 return None
             doc.update(changes)
             if "updated_at" not in changes:
                 doc["updated_at"] = utcnow()
-            return doc
-
-        if self._fast is not None:
-            self._table(table)
-            result: list[Doc] = []
-
-            def values(data: str) -> dict[str, Any] | None:
-                doc = changed(data)
-                if doc is None:
-                    return None
-                result.append(doc)
-                return self._row(table, doc)
-
-            self._fast.update(table, str(id_), values)
-            return result[0] if result else None
-
-        get = self._stmt(table, "get_for_update")
-        update = self._stmt(table, "update")
-
-        def work(conn: Connection) -> Doc | None:
-            row = conn.execute(get, {"id_": str(id_)}).first()
-            if row is None:
-                return None
-            doc = changed(row[0])
-            if doc is None:
-                return None
             values = self._row(table, doc)
-            values.pop("id")
-            conn.execute(update.values(**values), {"id_": str(id_)})
+            del values["id"]
+            conn.execute(update, {**values, **key})
             return doc
 
-        return self._run(work)
+        return await self._call(work)
 
     async def delete(self, table: str, id_: str) -> bool:
-        if self._fast is not None:
-            self._table(table)
-            return self._fast.delete(table, str(id_))
-        with self._tx() as conn:
-            result = conn.execute(self._stmt(table, "delete"), {"id_": str(id_)})
-        return bool(result.rowcount)
+        stmt = self._stmt(table, "delete")
+        params = {"id_": str(id_)}
+        return await self._call(lambda conn: bool(conn.execute(stmt, params).rowcount))
 
     async def list(
         self,
@@ -325,11 +306,13 @@ class Store:
         marker: str | None = None,
         sort_key: str = "created_at",
         reverse: bool = False,
-    ) -> list[Doc]:
-        """Documents matching every `where` field (a list value means "any of").
+    ) -> builtins.list[Doc]:
+        """Documents matching every `where` field (a list value means "any of"), in order.
 
-        Indexed fields filter in SQL; the rest are matched on the documents.
-        `marker` is the id of the last item of the previous page.
+        Indexed fields filter in SQL; the rest are matched on the documents as they are
+        read. `marker` is the id of the last item of the previous page: the page starts
+        after it, in SQL. `limit` is applied in SQL when every filter is indexed, else
+        reading stops once `limit` documents matched.
         """
         t = self._table(table)
         indexed = set(self.specs[table].indexes) | {"id"}
@@ -337,25 +320,43 @@ class Store:
         rest: dict[str, Any] = {}
         for key, value in (where or {}).items():
             (in_sql if key in indexed else rest)[key] = value
-        order_col = t.c.get(sort_key, t.c.created_at)
-        if self._fast is not None:
-            found = self._fast.select_data(table, in_sql, order_col.name, reverse)
-        else:
-            stmt = _filtered(select(t.c.data), t, in_sql)
-            stmt = stmt.order_by(order_col.desc() if reverse else order_col, t.c.id)
-            with self._tx() as conn:
-                found = [row[0] for row in conn.execute(stmt)]
-        docs = [jsoncodec.loads(data) for data in found]
-        if rest:
-            docs = [d for d in docs if all(_matches(d.get(k), v) for k, v in rest.items())]
-        if marker is not None:
-            ids = [d.get("id") for d in docs]
-            if marker not in ids:
-                raise NotFound(f"marker {marker} could not be found.")
-            docs = docs[ids.index(marker) + 1 :]
-        if limit is not None:
-            docs = docs[: max(limit, 0)]
-        return docs
+        order = _order_expr(t.c.get(sort_key, t.c.created_at))
+        stmt = _filtered(select(t.c.data), t, in_sql)
+        stmt = stmt.order_by(order.desc() if reverse else order, t.c.id)
+        if limit is not None and not rest:
+            stmt = stmt.limit(max(limit, 0))
+
+        def matches(doc: Doc) -> bool:
+            return all(_matches(doc.get(k), v) for k, v in rest.items())
+
+        def work(conn: Connection) -> builtins.list[Doc]:
+            query = stmt
+            if marker is not None:
+                found = conn.execute(
+                    _filtered(select(order, t.c.data).where(t.c.id == marker), t, in_sql)
+                ).first()
+                if found is None or (rest and not matches(jsoncodec.loads(found[1]))):
+                    raise NotFound(f"marker {marker} could not be found.")
+                at = found[0]
+                query = query.where(
+                    or_(order < at if reverse else order > at, and_(order == at, t.c.id > marker))
+                )
+            if not rest:
+                return [jsoncodec.loads(data) for data in conn.execute(query).scalars()]
+            docs: builtins.list[Doc] = []
+            if limit is not None and limit <= 0:
+                return docs
+            rows = conn.execution_options(yield_per=PAGE_ROWS).execute(query).scalars()
+            for data in rows:
+                doc = jsoncodec.loads(data)
+                if matches(doc):
+                    docs.append(doc)
+                    if limit is not None and len(docs) >= limit:
+                        rows.close()
+                        break
+            return docs
+
+        return await self._call(work)
 
     async def ids(self, table: str, where: Mapping[str, Any]) -> builtins.list[str]:
         """Ids of the rows matching `where` on indexed fields only (no documents decoded)."""
@@ -366,19 +367,10 @@ class Store:
     ) -> builtins.list[str | None]:
         """One indexed field of the rows matching `where` on indexed fields (no JSON decoded)."""
         t = self._table(table)
-        if column != "id" and column not in self.specs[table].indexes:
-            raise KeyError(f"{table}.{column} is not indexed")
-        for key in where:
-            if key not in self.specs[table].indexes and key != "id":
-                raise KeyError(f"{table}.{key} is not indexed")
-        if self._fast is not None:
-            return [
-                None if v is None else str(v)
-                for v in self._fast.select_column(table, column, dict(where))
-            ]
+        self._indexed(table, [column, *where])
         stmt = _filtered(select(t.c[column]), t, where)
-        with self._tx() as conn:
-            return [None if r[0] is None else str(r[0]) for r in conn.execute(stmt)]
+        values = await self._call(lambda conn: conn.execute(stmt).scalars().all())
+        return [None if v is None else str(v) for v in values]
 
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
         where = dict(where or {})
@@ -386,11 +378,13 @@ class Store:
         if not set(where) <= indexed:
             return len(await self.list(table, where))
         t = self._table(table)
-        if self._fast is not None:
-            return self._fast.count(table, where)
         stmt = _filtered(select(func.count()).select_from(t), t, where)
-        with self._tx() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        return int(await self._call(lambda conn: conn.execute(stmt).scalar_one()))
+
+
+def _order_expr(col: Column[Any]) -> ColumnElement[Any]:
+    """What rows sort by: NULL as the empty string, so that every backend puts it first."""
+    return func.coalesce(col, "") if col.nullable else col
 
 
 def _filtered(stmt: Any, t: Table, where: Mapping[str, Any]) -> Any:

@@ -17,12 +17,15 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from specstack_runtime import migrate
+from specstack_runtime.store import Store, TableSpec
 
 SERVERS = {
     "postgresql": os.environ.get("SPECSTACK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/"),
     "mariadb": os.environ.get("SPECSTACK_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/"),
 }
 BACKENDS = ["sqlite", *SERVERS]
+# A table of no spec, for the store's own tests.
+THINGS = [TableSpec("things", ("project_id", "name", "state"))]
 
 
 def _reachable(url: str) -> bool:
@@ -70,3 +73,17 @@ def server_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
     finally:
         migrate.drop_database(url)
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A store of THINGS on each backend in turn."""
+    s = Store(db_url, THINGS, database=None)
+    if s.sqlite:
+        s.create_schema()
+    else:
+        # "things" is no table of the spec, so there is no migration for it: create it
+        # the way the migrations would (their equality is checked in test_migrations).
+        s.metadata.create_all(s.engine)
+    yield s
+    s.close()
