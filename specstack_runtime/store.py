@@ -125,7 +125,7 @@ class Store:
         self.database = database
         self.package = package
         # Statements built once per table and kind; SQLAlchemy caches their compiled form.
-        self._stmts: dict[tuple[str, str], Any] = {}
+        self._stmts: dict[tuple[Any, ...], Any] = {}
         # SQLite: one connection, used by one worker thread, so the store's transactions
         # run one after another (SQLite has one writer at a time anyway). Elsewhere: a
         # worker per pooled connection, each transaction on a connection of its own.
@@ -297,6 +297,14 @@ class Store:
         params = {"id_": str(id_)}
         return await self._call(lambda conn: bool(conn.execute(stmt, params).rowcount))
 
+    def _query(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """The statement cached under `key`, built once: SQLAlchemy then finds its
+        compiled form by the statement's memoized cache key."""
+        stmt = self._stmts.get(key)
+        if stmt is None:
+            stmt = self._stmts[key] = build()
+        return stmt
+
     async def list(
         self,
         table: str,
@@ -320,33 +328,49 @@ class Store:
         rest: dict[str, Any] = {}
         for key, value in (where or {}).items():
             (in_sql if key in indexed else rest)[key] = value
-        order = _order_expr(t.c.get(sort_key, t.c.created_at))
-        stmt = _filtered(select(t.c.data), t, in_sql)
-        stmt = stmt.order_by(order.desc() if reverse else order, t.c.id)
-        if limit is not None and not rest:
-            stmt = stmt.limit(max(limit, 0))
+        by = t.c.get(sort_key, t.c.created_at)
+        order = _order_expr(by)
+        shape = _shape(in_sql)
+        params = _params(in_sql)
+        sql_limit = limit is not None and not rest
+        if sql_limit:
+            params["limit_"] = max(limit or 0, 0)
+
+        def build() -> Any:
+            stmt = _restrict(select(t.c.data), t, shape)
+            if marker is not None:
+                at: Any = bindparam("marker_at")
+                after: Any = bindparam("marker_id")
+                later = order < at if reverse else order > at
+                stmt = stmt.where(or_(later, and_(order == at, t.c.id > after)))
+            stmt = stmt.order_by(order.desc() if reverse else order, t.c.id)
+            return stmt.limit(bindparam("limit_")) if sql_limit else stmt
+
+        stmt = self._query(
+            (table, "list", shape, by.name, reverse, sql_limit, marker is not None), build
+        )
+        find_marker = self._query(
+            (table, "marker", shape, by.name),
+            lambda: _restrict(select(order, t.c.data), t, shape).where(
+                t.c.id == bindparam("marker_id")
+            ),
+        )
 
         def matches(doc: Doc) -> bool:
             return all(_matches(doc.get(k), v) for k, v in rest.items())
 
         def work(conn: Connection) -> builtins.list[Doc]:
-            query = stmt
             if marker is not None:
-                found = conn.execute(
-                    _filtered(select(order, t.c.data).where(t.c.id == marker), t, in_sql)
-                ).first()
+                found = conn.execute(find_marker, {**params, "marker_id": marker}).first()
                 if found is None or (rest and not matches(jsoncodec.loads(found[1]))):
                     raise NotFound(f"marker {marker} could not be found.")
-                at = found[0]
-                query = query.where(
-                    or_(order < at if reverse else order > at, and_(order == at, t.c.id > marker))
-                )
+                params.update(marker_at=found[0], marker_id=marker)
             if not rest:
-                return [jsoncodec.loads(data) for data in conn.execute(query).scalars()]
+                return [jsoncodec.loads(data) for data in conn.execute(stmt, params).scalars()]
             docs: builtins.list[Doc] = []
             if limit is not None and limit <= 0:
                 return docs
-            rows = conn.execution_options(yield_per=PAGE_ROWS).execute(query).scalars()
+            rows = conn.execution_options(yield_per=PAGE_ROWS).execute(stmt, params).scalars()
             for data in rows:
                 doc = jsoncodec.loads(data)
                 if matches(doc):
@@ -368,8 +392,12 @@ class Store:
         """One indexed field of the rows matching `where` on indexed fields (no JSON decoded)."""
         t = self._table(table)
         self._indexed(table, [column, *where])
-        stmt = _filtered(select(t.c[column]), t, where)
-        values = await self._call(lambda conn: conn.execute(stmt).scalars().all())
+        shape = _shape(where)
+        stmt = self._query(
+            (table, "column", column, shape), lambda: _restrict(select(t.c[column]), t, shape)
+        )
+        params = _params(where)
+        values = await self._call(lambda conn: conn.execute(stmt, params).scalars().all())
         return [None if v is None else str(v) for v in values]
 
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
@@ -378,8 +406,13 @@ class Store:
         if not set(where) <= indexed:
             return len(await self.list(table, where))
         t = self._table(table)
-        stmt = _filtered(select(func.count()).select_from(t), t, where)
-        return int(await self._call(lambda conn: conn.execute(stmt).scalar_one()))
+        shape = _shape(where)
+        stmt = self._query(
+            (table, "count", shape),
+            lambda: _restrict(select(func.count()).select_from(t), t, shape),
+        )
+        params = _params(where)
+        return int(await self._call(lambda conn: conn.execute(stmt, params).scalar_one()))
 
 
 def _order_expr(col: Column[Any]) -> ColumnElement[Any]:
@@ -387,16 +420,38 @@ def _order_expr(col: Column[Any]) -> ColumnElement[Any]:
     return func.coalesce(col, "") if col.nullable else col
 
 
-def _filtered(stmt: Any, t: Table, where: Mapping[str, Any]) -> Any:
-    """`stmt` restricted to rows whose columns hold `where` (a list value: any of them)."""
+Shape = tuple[tuple[str, str], ...]
+
+
+def _shape(where: Mapping[str, Any]) -> Shape:
+    """What a filter tests of each column: equality, "any of", or NULL."""
+    return tuple(
+        (key, "in" if isinstance(value, list | tuple | set) else "null" if value is None else "eq")
+        for key, value in where.items()
+    )
+
+
+def _params(where: Mapping[str, Any]) -> dict[str, Any]:
+    """The bound values of `where` for the statement `_restrict` builds for its shape."""
+    params: dict[str, Any] = {}
     for key, value in where.items():
-        col = t.c[key]
         if isinstance(value, list | tuple | set):
-            stmt = stmt.where(col.in_([_column_value(v) for v in value]))
-        elif value is None:
+            params[f"where_{key}"] = [_column_value(v) for v in value]
+        elif value is not None:
+            params[f"where_{key}"] = _column_value(value)
+    return params
+
+
+def _restrict(stmt: Any, t: Table, shape: Shape) -> Any:
+    """`stmt` restricted to rows whose columns hold the filter of `shape` (see `_params`)."""
+    for key, test in shape:
+        col = t.c[key]
+        if test == "in":
+            stmt = stmt.where(col.in_(bindparam(f"where_{key}", expanding=True)))
+        elif test == "null":
             stmt = stmt.where(col.is_(None))
         else:
-            stmt = stmt.where(col == _column_value(value))
+            stmt = stmt.where(col == bindparam(f"where_{key}"))
     return stmt
 
 
