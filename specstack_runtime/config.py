@@ -12,9 +12,17 @@ import secrets
 import tomllib
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 #: Where `load_config` looks when neither --config nor SPECSTACK_CONFIG names a file.
 DEFAULT_CONFIG_FILE = Path("specstack.toml")
@@ -30,8 +38,34 @@ class ConfigError(ValueError):
     """A bad setting, named by where it came from: `FILE:key` or `SPECSTACK_KEY`."""
 
 
-@dataclass
-class StackConfig:
+def _from_text(text: str) -> Any:
+    """A list or table setting's variable: JSON, `key=value,key=value` or `a,b,c`."""
+    text = text.strip()
+    if text.startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # the setting's check names the problem
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if any("=" in p for p in parts):
+        return {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in parts)}
+    return parts
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise PydanticCustomError("config", what)
+
+
+class StackConfig(BaseSettings):
+    """Every setting of a stack; `SPECSTACK_<NAME>` is the variable of setting `name`.
+
+    Built directly, a StackConfig holds its defaults and the arguments given;
+    `load_config` adds the config file and the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SPECSTACK_", extra="forbid")
+
     data_dir: Path = Path(".specstack")
     mode: str = "embedded"
     host_address: str = "127.0.0.1"
@@ -39,12 +73,13 @@ class StackConfig:
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
     # driver name -> extra keyword arguments of its hypervisor (e.g. libvirt: uri, virt_type)
-    driver_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    driver_options: dict[str, dict[str, str]] = {}
     bus_url: str = "memory://"  # distributed mode's default: DEFAULT_AMQP_SERVER/<stack_name>
     # "local": calls between this process's own APIs skip the socket (embedded);
     # "tcp": every call goes over the network, as between processes.
     internal_http: str = "local"
-    database_urls: dict[str, str] = field(default_factory=dict)  # database component -> URL
+    # database component -> URL
+    database_urls: dict[str, str] = {}
     # Server URL for every database not in database_urls: database "<stack_name>_<db>" on it.
     # Empty: SQLite files in embedded mode, DEFAULT_DATABASE_SERVER in distributed mode.
     database_server: str = ""
@@ -64,48 +99,122 @@ class StackConfig:
         "DiskFilter",
         "CoreFilter",
     )
+    # weigher = multiplier
     scheduler_weighers: tuple[tuple[str, float], ...] = (("RAMWeigher", 1.0),)
     max_build_attempts: int = 3
     guest_boot_timeout_s: float = 300.0  # a real guest must run by then, or its build fails
     # per-project limits of the spec's quotas (spec/resources `quotas`), overriding their defaults
-    quotas: dict[str, int] = field(default_factory=dict)
+    quotas: dict[str, int] = {}
     # distributed mode: the supervisor
     start_timeout_s: float = 120.0  # for every process to answer its health check
     stop_grace_s: float = 10.0  # between SIGTERM and SIGKILL
     restart_limit: int = 3  # restarts of one crashed process before the stack gives up
     # Which settings were set explicitly (file, environment, command line), not defaulted.
-    explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    explicit: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Built directly: defaults and arguments; load_config gathers the other sources.
+        return (init_settings,)
+
+    # -- what each kind of setting accepts (the messages name the value) ------------
+    @field_validator(
+        "base_port",
+        "computes",
+        "token_ttl_s",
+        "bcrypt_rounds",
+        "max_build_attempts",
+        "quota_instances",
+        "restart_limit",
+        mode="before",
+    )
+    @classmethod
+    def _integer(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        _require(not isinstance(value, bool | float), "is not an integer")
+        return value
+
+    @field_validator(
+        "token_cache_s",
+        "call_timeout_s",
+        "guest_boot_timeout_s",
+        "start_timeout_s",
+        "stop_grace_s",
+        mode="before",
+    )
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        _require(not isinstance(value, bool), "is not a number")
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _path(cls, value: Any) -> Any:
+        _require(isinstance(value, str | Path) and str(value) != "", "is not a path")
+        return value
+
+    @field_validator("driver", mode="before")
+    @classmethod
+    def _optional_text(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("scheduler_filters", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        _require(
+            isinstance(value, list | tuple) and all(isinstance(x, str) for x in value),
+            "is not a list of names",
+        )
+        return value
+
+    @field_validator("scheduler_weighers", mode="before")
+    @classmethod
+    def _weighers(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return value
+        _require(isinstance(value, dict), "is not a table of weigher = multiplier")
+        return tuple(value.items())
+
+    @field_validator("database_urls", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        _require(
+            isinstance(value, dict) and all(isinstance(v, str) for v in value.values()),
+            'is not a table of name = "URL"',
+        )
+        return value
+
+    @field_validator("quotas", mode="before")
+    @classmethod
+    def _quotas(cls, value: Any) -> Any:
+        _require(
+            isinstance(value, dict) and not any(isinstance(v, bool) for v in value.values()),
+            "is not a table of quota = integer limit",
+        )
+        return value
+
+    @field_validator("driver_options", mode="before")
+    @classmethod
+    def _driver_options(cls, value: Any) -> Any:
+        _require(
+            isinstance(value, dict)
+            and all(
+                isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+                for v in value.values()
+            ),
+            'is not a table of driver tables of key = "value"',
+        )
+        return value
 
     # -- sources ----------------------------------------------------------------
-    def apply_mapping(self, values: Mapping[str, Any], where: str) -> StackConfig:
-        """Set the settings in `values` (a parsed config file); `where` names it in errors."""
-        known = {f.name: f for f in fields(self) if f.name not in _INTERNAL}
-        for key, raw in values.items():
-            f = known.get(key)
-            if f is None:
-                raise ConfigError(
-                    f"{where}:{key}: unknown setting; known settings: {', '.join(sorted(known))}"
-                )
-            setattr(self, key, _coerce(key, str(f.type), raw, f"{where}:{key}"))
-        self.explicit = self.explicit | set(values)
-        return self
-
-    def apply_environment(self, environ: Mapping[str, str] | None = None) -> StackConfig:
-        """Override settings from SPECSTACK_<NAME> variables (lists as JSON or a,b,c)."""
-        env = os.environ if environ is None else environ
-        seen: set[str] = set()
-        for f in fields(self):
-            if f.name in _INTERNAL:
-                continue
-            var = f"SPECSTACK_{f.name.upper()}"
-            raw = env.get(var)
-            if raw is None:
-                continue
-            setattr(self, f.name, _coerce(f.name, str(f.type), _from_text(str(f.type), raw), var))
-            seen.add(f.name)
-        self.explicit = self.explicit | seen
-        return self
-
     def apply_overrides(self, **values: Any) -> StackConfig:
         """Command-line options: each one given (not None) wins over file and environment."""
         given = {k: v for k, v in values.items() if v is not None}
@@ -188,105 +297,56 @@ class StackConfig:
         path.chmod(0o600)
 
     def as_dict(self) -> dict[str, object]:
-        d = asdict(self)
-        d["data_dir"] = str(self.data_dir)
-        d.pop("service_password")
-        d.pop("explicit")
-        return d
+        return self.model_dump(mode="json", exclude={"service_password", "explicit"})
 
 
+#: Settings no file or variable sets.
 _INTERNAL = frozenset({"explicit", "service_password"})
+#: pydantic's error types, as what the value is not.
+_NOT = {"int": "an integer", "float": "a number", "string": "a string", "path": "a path"}
 
 
-def _from_text(type_name: str, raw: str) -> Any:
-    """An environment variable's text as the value a config file would hold."""
-    if "tuple" in type_name or "dict" in type_name:
-        text = raw.strip()
-        if text.startswith(("[", "{")):
-            try:
-                return json.loads(text)
-            except ValueError:
-                return raw  # _coerce names the problem
-        if "dict" in type_name and "tuple[tuple" not in type_name:
-            return dict(p.split("=", 1) for p in text.split(",") if "=" in p)
-        if "tuple[tuple" in type_name:
-            return {k: v for k, _, v in (p.partition("=") for p in text.split(",") if p.strip())}
-        return [p.strip() for p in text.split(",") if p.strip()]
-    return raw
+class _Environment(PydanticBaseSettingsSource):
+    """`SPECSTACK_<NAME>` variables of `environ`, as the text they hold."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def variable(self, name: str) -> str:
+        return f"{self.config.get('env_prefix', '')}{name}".upper()
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        value = self.environ.get(self.variable(field_name))
+        complex_ = self.field_is_complex(field)
+        if value is not None and complex_:
+            return _from_text(value), field_name, True
+        return value, field_name, complex_
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if name not in _INTERNAL:
+                value, _, _ = self.get_field_value(field, name)
+                if value is not None:
+                    found[name] = value
+        return found
 
 
-def _coerce(name: str, type_name: str, raw: Any, where: str) -> Any:
-    """`raw` as the type of setting `name`, or ConfigError naming `where`."""
-    optional = "None" in type_name
-    if raw is None or (optional and raw == ""):
-        if optional:
-            return None
-        raise ConfigError(f"{where}: a value is required")
-
-    def bad(what: str) -> ConfigError:
-        return ConfigError(f"{where}: {raw!r} is not {what}")
-
-    if type_name.startswith("Path"):
-        if not isinstance(raw, str) or not raw:
-            raise bad("a path")
-        return Path(raw)
-    if type_name.startswith("int"):
-        if isinstance(raw, bool):
-            raise bad("an integer")
-        if isinstance(raw, int):
-            return raw
-        try:
-            return int(str(raw))
-        except ValueError:
-            raise bad("an integer") from None
-    if type_name.startswith("float"):
-        if isinstance(raw, bool):
-            raise bad("a number")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise bad("a number") from None
-    if type_name.startswith("str"):
-        if not isinstance(raw, str):
-            raise bad("a string")
-        return raw
-    if type_name.startswith("dict[str, dict"):  # driver_options: [driver_options.libvirt]
-        if not isinstance(raw, dict) or not all(
-            isinstance(k, str)
-            and isinstance(v, dict)
-            and all(isinstance(x, str) and isinstance(y, str) for x, y in v.items())
-            for k, v in raw.items()
-        ):
-            raise bad('a table of driver tables of key = "value"')
-        return {k: dict(v) for k, v in raw.items()}
-    if type_name.startswith("dict[str, int]"):  # quotas: name = limit
-        if not isinstance(raw, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-            for k, v in raw.items()
-        ):
-            raise bad("a table of quota = integer limit")
-        return dict(raw)
-    if type_name.startswith("dict"):  # database_urls
-        if not isinstance(raw, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-        ):
-            raise bad('a table of name = "URL"')
-        return dict(raw)
-    if type_name.startswith("tuple[tuple"):  # weighers: name = multiplier
-        if not isinstance(raw, dict):
-            raise bad("a table of weigher = multiplier")
-        out = []
-        for k, v in raw.items():
-            try:
-                out.append((str(k), float(v)))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}.{k}: {v!r} is not a number") from None
-        return tuple(out)
-    if type_name.startswith("tuple"):
-        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
-            raise bad("a list of names")
-        return tuple(raw)
-    raise ConfigError(f"{where}: settings of type {type_name} cannot be configured")
+def _config_error(
+    exc: ValidationError, values: Mapping[str, Any], origin: Mapping[str, str]
+) -> ConfigError:
+    """The first problem of `exc`, named by where its value came from."""
+    err = exc.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    where = origin.get(key, key)
+    raw = values.get(key)
+    if err["type"] == "config":
+        return ConfigError(f"{where}: {raw!r} {err['msg']}")
+    kind = err["type"].split("_")[0]
+    if kind in _NOT:
+        return ConfigError(f"{where}: {raw!r} is not {_NOT[kind]}")
+    return ConfigError(f"{where}: {raw!r}: {err['msg']}")
 
 
 def config_file(path: Path | str | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -316,11 +376,24 @@ def load_config(
     **overrides: Any,
 ) -> StackConfig:
     """Defaults < config file < SPECSTACK_* variables < `overrides` (command-line options)."""
-    config = StackConfig()
-    found = config_file(path, environ)
+    env = os.environ if environ is None else environ
+    found = config_file(path, env)
     where = str(found) if found else "configuration"
-    if found is not None:
-        config.apply_mapping(read_config_file(found), where)
-    config.apply_environment(environ)
-    config.apply_overrides(**overrides)
+    from_file = read_config_file(found) if found is not None else {}
+    known = sorted(n for n in StackConfig.model_fields if n not in _INTERNAL)
+    for key in from_file:
+        if key not in known:
+            raise ConfigError(f"{where}:{key}: unknown setting; known settings: {', '.join(known)}")
+    source = _Environment(StackConfig, env)
+    from_env = source()
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values = {**from_file, **from_env, **given}
+    origin = {k: f"{where}:{k}" for k in from_file}
+    origin |= {k: source.variable(k) for k in from_env}
+    origin |= {k: f"option {k}" for k in given}
+    try:
+        config = StackConfig(**values)
+    except ValidationError as exc:
+        raise _config_error(exc, values, origin) from None
+    config.explicit = frozenset(values)
     return config.check(where)

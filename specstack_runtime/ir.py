@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 IR_FORMAT = 1
 
@@ -553,7 +553,15 @@ class SpecSource(Node):
     sha256: str
 
 
+class GeneratedBy(Node):
+    """The `$generated` stamp `generated/ir.json` opens with (not part of the IR itself)."""
+
+    by: str
+    from_: str = Field(alias="from")
+
+
 class IR(Node):
+    generated: GeneratedBy | None = Field(default=None, alias="$generated")
     format: int
     stack: Stack
     components: tuple[Component, ...]
@@ -577,4 +585,4 @@ class IR(Node):
         return next(a for a in self.apis if a.name == name)
 
     def to_json(self) -> str:
-        return self.model_dump_json(indent=2, by_alias=True) + "\n"
+        return self.model_dump_json(indent=2, by_alias=True, exclude={"generated"}) + "\n"

@@ -2,11 +2,14 @@
 
 The IR is the contract between the generator and the runtime: components,
 topology, catalog types, messages and sequences come from here, never from code.
+`generated/ir.json` is loaded as the typed model (`ir.IR`) the generator wrote it from;
+`model` is that model. The name-keyed dict views (`components`, `apis`, ...) are the
+same data as JSON values, for the code that still reads it that way.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,17 +31,18 @@ class Instance:
 
 
 class StackInfo:
-    def __init__(self, ir: dict[str, Any]) -> None:
-        self.ir = ir
+    def __init__(self, model: ir.IR | Mapping[str, Any]) -> None:
+        """`model`: the IR, or its JSON value (as tests build and change it)."""
+        self.model = model if isinstance(model, ir.IR) else ir.IR.model_validate(model)
 
     @classmethod
     def load(cls, path: Path) -> StackInfo:
-        return cls(json.loads(path.read_text("utf-8")))
+        return cls(ir.IR.model_validate_json(path.read_bytes()))
 
     @cached_property
-    def model(self) -> ir.IR:
-        """The IR as its typed model."""
-        return ir.IR.model_validate({k: v for k, v in self.ir.items() if not k.startswith("$")})
+    def ir(self) -> dict[str, Any]:
+        """The IR as its JSON value (what `generated/ir.json` holds)."""
+        return self.model.model_dump(mode="json", by_alias=True, exclude={"generated"})
 
     @cached_property
     def resources(self) -> Catalog:
@@ -48,7 +52,7 @@ class StackInfo:
     @cached_property
     def policy(self) -> Enforcer:
         """The stack's one policy enforcer, holding the spec's named rules."""
-        return Enforcer({p["name"]: p["rule"] for p in self.ir.get("policy", ())})
+        return Enforcer({p.name: p.rule for p in self.model.policy})
 
     @cached_property
     def components(self) -> dict[str, dict[str, Any]]:
@@ -74,26 +78,26 @@ class StackInfo:
         return self.components[self.apis[api]["component"]]
 
     def api_of_type(self, catalog_type: str) -> str:
-        for c in self.components.values():
-            if c.get("catalog") and c["catalog"]["type"] == catalog_type and c.get("api"):
-                return str(c["api"])
+        for c in self.model.components:
+            if c.catalog and c.catalog.type == catalog_type and c.api:
+                return c.api
         raise KeyError(f"no API with catalog type {catalog_type!r}")
 
     def node_hosts(self, node: str, config: StackConfig) -> list[str]:
         """Host names of a topology node's instances: `compute-1..N`, or the node's name."""
-        n = self.nodes[node]
-        count = n["count"]
-        if n["role"] == "compute" and config.computes is not None:
+        n = next(t for t in self.model.topology if t.name == node)
+        count = n.count
+        if n.role == "compute" and config.computes is not None:
             count = config.computes
-        if count == 1 and n["role"] != "compute":
+        if count == 1 and n.role != "compute":
             return [node]
         return [f"{node}-{i}" for i in range(1, count + 1)]
 
     def instances(self, config: StackConfig) -> list[Instance]:
         out: list[Instance] = []
-        for c in self.components.values():
-            for node in c["nodes"]:
-                out += [Instance(c["name"], host, node) for host in self.node_hosts(node, config)]
+        for c in self.model.components:
+            for node in c.nodes:
+                out += [Instance(c.name, host, node) for host in self.node_hosts(node, config)]
         return out
 
     @cached_property
@@ -104,36 +108,36 @@ class StackInfo:
     def port(self, component: str, config: StackConfig) -> int:
         """The listening port: the spec's, or `base_port` plus the index among the APIs and
         then the web clients."""
-        comp = self.components[component]
         if config.base_port is None:
-            return int(comp["port"])
+            port = self.model.component(component).port
+            if port is None:
+                raise KeyError(f"{component} has no port: it listens on none")
+            return port
         return config.base_port + self.listening.index(component)
 
     @cached_property
     def listening(self) -> list[str]:
         """The components that listen, in the order `base_port` numbers them: the APIs,
         then the web clients."""
-        apis = [c["name"] for c in self.components.values() if c.get("api")]
+        apis = [c.name for c in self.model.components if c.api]
         return apis + [c["name"] for c in self.web_clients]
 
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""
-        comp = self.api_component(api)
-        return f"http://{config.host_address}:{self.port(comp['name'], config)}"
+        component = self.model.api(api).component
+        return f"http://{config.host_address}:{self.port(component, config)}"
 
     def catalog(self, config: StackConfig, project_id: str) -> list[dict[str, Any]]:
         """The service catalog, in keystone's v3 format, for a token scoped to `project_id`."""
-        entries = []
-        for c in self.components.values():
-            cat = c.get("catalog")
-            if not cat or not c.get("api"):
+        entries: list[dict[str, Any]] = []
+        for c in self.model.components:
+            cat = c.catalog
+            if cat is None or not c.api:
                 continue
-            url = self.endpoint(c["api"], config) + cat.get("path", "").format(
-                project_id=project_id
-            )
+            url = self.endpoint(c.api, config) + cat.path.format(project_id=project_id)
             endpoints = [
                 {
-                    "id": f"{c['name']}-{iface}",
+                    "id": f"{c.name}-{iface}",
                     "interface": iface,
                     "region": config.region,
                     "region_id": config.region,
@@ -142,6 +146,6 @@ class StackInfo:
                 for iface in ("public", "internal", "admin")
             ]
             entries.append(
-                {"type": cat["type"], "name": cat["name"], "id": c["name"], "endpoints": endpoints}
+                {"type": cat.type, "name": cat.name, "id": c.name, "endpoints": endpoints}
             )
         return entries

@@ -8,7 +8,6 @@ steps missing, extra, out of order, failed or not as declared.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,7 @@ def load_ir(path: Path | None = None) -> IR:
         path = Path("generated/ir.json")
         if not path.is_file():
             path = REPO_ROOT / "generated" / "ir.json"
-    data = json.loads(path.read_text("utf-8"))
-    data.pop("$generated", None)  # provenance, not IR
-    return IR.model_validate(data)
+    return IR.model_validate_json(path.read_bytes())
 
 
 def env() -> Environment:
