@@ -47,13 +47,11 @@ from specstack_runtime.bus.base import (
     BusError,
     DeliveryFailure,
     Envelope,
-    Failure,
     Handler,
-    MessagingTimeout,
     Reply,
     Subscription,
     qualified_topic,
-    wire_copy,
+    wire_reply,
 )
 
 logger = logging.getLogger(__name__)
@@ -213,7 +211,6 @@ class AmqpBus(Bus):
         publish_timeout: float | None = None,
         drain_timeout: float = 5.0,
     ) -> None:
-        super().__init__()
         opts = AmqpOptions.from_url(url)
         changes: dict[str, Any] = {}
         if prefix is not None:
@@ -226,14 +223,13 @@ class AmqpBus(Bus):
             opts = AmqpOptions(**{**opts.__dict__, **changes})
             opts.check()
         self.options = opts
+        super().__init__(reply_queue=self._name(f"reply_{uuid.uuid4().hex}"))
         self.drain_timeout = drain_timeout
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._reply_channel: AbstractRobustChannel | None = None
         self._consumers: set[_AmqpConsumer] = set()
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._declared: dict[str, asyncio.Future[AbstractExchange | None]] = {}
-        self._reply_queue = self._name(f"reply_{uuid.uuid4().hex}")
 
     # -- names -----------------------------------------------------------
 
@@ -274,10 +270,7 @@ class AmqpBus(Bus):
         was = self._state
         self._state = "closed"
         await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(BusError("bus closed before the reply arrived"))
-        self._pending.clear()
+        self._fail_pending()
         for declared in self._declared.values():
             declared.cancel()
         if was == "started" and self._connection is not None:
@@ -298,40 +291,10 @@ class AmqpBus(Bus):
         envelope = self._envelope("cast", topic, method, payload, host, context)
         await self._publish(self._message(envelope), queue=envelope.queue)
 
-    async def call(
-        self,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        *,
-        host: str | None = None,
-        context: dict[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> dict[str, Any]:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        envelope = self._envelope(
-            "call", topic, method, payload, host, context, reply_to=self._reply_queue
-        )
+    async def _send_call(self, envelope: Envelope, timeout: float) -> None:
         deadline = time.time() + timeout
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[envelope.msg_id] = future
         message = self._message(envelope, deadline=deadline, expiration=timeout)
-
-        async def publish_and_wait() -> Reply:
-            await self._publish(message, queue=envelope.queue, deadline=deadline)
-            return await future
-
-        try:
-            reply = await asyncio.wait_for(publish_and_wait(), timeout)
-        except TimeoutError:
-            raise MessagingTimeout(
-                f"timed out after {timeout}s waiting for a reply to {method!r} "
-                f"on {envelope.queue!r} (msg_id {envelope.msg_id})"
-            ) from None
-        finally:
-            self._pending.pop(envelope.msg_id, None)
-        return reply.unwrap()
+        await self._publish(message, queue=envelope.queue, deadline=deadline)
 
     async def fanout(
         self,
@@ -508,9 +471,7 @@ class AmqpBus(Bus):
         except ValidationError:
             logger.error("ignoring a malformed reply on %s", self._reply_queue)
             return
-        future = self._pending.get(reply.msg_id)
-        if future is not None and not future.done():
-            future.set_result(reply)
+        self._reply_received(reply)
 
     async def _deliver(
         self, message: AbstractIncomingMessage, handler: Handler, queue: str
@@ -534,13 +495,7 @@ class AmqpBus(Bus):
 
     async def _send_reply(self, envelope: Envelope, reply: Reply, deadline: float | None) -> None:
         assert envelope.reply_to is not None
-        if reply.result is not None:
-            try:
-                reply = Reply(msg_id=reply.msg_id, result=wire_copy(reply.result))
-            except BusError as exc:
-                reply = Reply(
-                    msg_id=reply.msg_id, failure=Failure(exc_type="TypeError", message=str(exc))
-                )
+        reply = wire_reply(reply)
         message = Message(
             reply.model_dump_json().encode(),
             content_type="application/json",

@@ -7,6 +7,7 @@ queues; fanouts go to every live subscriber; calls get exactly one reply.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -135,10 +136,13 @@ class Subscription(ABC):
 class Bus(ABC):
     """Abstract bus. Implementations must pass tests/runtime/test_bus_contract.py."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply_queue: str | None = None) -> None:
         self._failures: deque[DeliveryFailure] = deque(maxlen=MAX_RECORDED_FAILURES)
         self._failure_count = 0
         self._state: Literal["new", "started", "closed"] = "new"
+        # Calls waiting for their reply, by msg_id; replies come back to `_reply_queue`.
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._reply_queue = reply_queue or f"reply_{uuid.uuid4().hex}"
 
     def _check_open(self) -> None:
         if self._state == "new":
@@ -205,7 +209,6 @@ class Bus(ABC):
     ) -> None:
         """Deliver to exactly one consumer of the (host-qualified) topic; no reply."""
 
-    @abstractmethod
     async def call(
         self,
         topic: str,
@@ -218,9 +221,35 @@ class Bus(ABC):
     ) -> dict[str, Any]:
         """Deliver to one consumer and wait for its reply.
 
-        Raises MessagingTimeout when no reply arrives in time and RemoteError
-        when the consumer's handler raised.
+        Raises MessagingTimeout when no reply arrives in time (sending included) and
+        RemoteError when the consumer's handler raised.
         """
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        envelope = self._envelope(
+            "call", topic, method, payload, host, context, reply_to=self._reply_queue
+        )
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[envelope.msg_id] = future
+
+        async def send_and_wait() -> Reply:
+            await self._send_call(envelope, timeout)
+            return await future
+
+        try:
+            reply = await asyncio.wait_for(send_and_wait(), timeout)
+        except TimeoutError:
+            raise MessagingTimeout(
+                f"timed out after {timeout}s waiting for a reply to {method!r} "
+                f"on {envelope.queue!r} (msg_id {envelope.msg_id})"
+            ) from None
+        finally:
+            self._pending.pop(envelope.msg_id, None)
+        return reply.unwrap()
+
+    @abstractmethod
+    async def _send_call(self, envelope: Envelope, timeout: float) -> None:
+        """Put a call's envelope on its way; its reply comes to `_reply_received`."""
 
     @abstractmethod
     async def fanout(
@@ -297,3 +326,33 @@ class Bus(ABC):
             envelope.msg_id,
             exc_info=exc,
         )
+
+    # -- replies -----------------------------------------------------------
+
+    def _reply_received(self, reply: Reply) -> None:
+        """Hand a reply to the call waiting for it (none: the caller gave up)."""
+        future = self._pending.get(reply.msg_id)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    def _waiting(self, msg_id: str) -> bool:
+        """Whether a call of this bus still waits for the reply to `msg_id`."""
+        future = self._pending.get(msg_id)
+        return future is not None and not future.done()
+
+    def _fail_pending(self) -> None:
+        """Closing: every call still waiting fails."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BusError("bus closed before the reply arrived"))
+        self._pending.clear()
+
+
+def wire_reply(reply: Reply) -> Reply:
+    """The reply as the wire carries it: a result that is not JSON becomes a failure."""
+    if reply.result is None:
+        return reply
+    try:
+        return Reply(msg_id=reply.msg_id, result=wire_copy(reply.result))
+    except BusError as exc:
+        return Reply(msg_id=reply.msg_id, failure=Failure(exc_type="TypeError", message=str(exc)))

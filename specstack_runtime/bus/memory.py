@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 from specstack_runtime.bus.base import (
     Bus,
     BusError,
     Envelope,
-    Failure,
     Handler,
-    MessagingTimeout,
-    Reply,
     Subscription,
     qualified_topic,
     wire_copy,
+    wire_reply,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,9 +82,6 @@ class InProcessBus(Bus):
         self._queues: dict[str, asyncio.Queue[Envelope]] = {}
         self._fanout: dict[str, set[_Consumer]] = {}
         self._consumers: set[_Consumer] = set()
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
-        # Only informative here (replies are matched in memory); an AMQP bus routes by it.
-        self._reply_queue = f"reply_{uuid.uuid4().hex}"
 
     # -- lifecycle -------------------------------------------------------
 
@@ -101,10 +95,7 @@ class InProcessBus(Bus):
             return
         self._state = "closed"
         await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(BusError("bus closed before the reply arrived"))
-        self._pending.clear()
+        self._fail_pending()
         undelivered = sum(q.qsize() for q in self._queues.values())
         if undelivered:
             logger.warning("in-process bus closed with %d undelivered messages", undelivered)
@@ -124,34 +115,8 @@ class InProcessBus(Bus):
         envelope = self._envelope("cast", topic, method, payload, host, context)
         self._queue(envelope.queue).put_nowait(envelope)
 
-    async def call(
-        self,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        *,
-        host: str | None = None,
-        context: dict[str, str] | None = None,
-        timeout: float = 30.0,
-    ) -> dict[str, Any]:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        envelope = self._envelope(
-            "call", topic, method, payload, host, context, reply_to=self._reply_queue
-        )
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._pending[envelope.msg_id] = future
+    async def _send_call(self, envelope: Envelope, timeout: float) -> None:
         self._queue(envelope.queue).put_nowait(envelope)
-        try:
-            reply = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise MessagingTimeout(
-                f"timed out after {timeout}s waiting for a reply to {method!r} "
-                f"on {envelope.queue!r} (msg_id {envelope.msg_id})"
-            ) from None
-        finally:
-            self._pending.pop(envelope.msg_id, None)
-        return reply.unwrap()
 
     async def fanout(
         self,
@@ -212,23 +177,10 @@ class InProcessBus(Bus):
                 subscribers.discard(consumer)
 
     async def _handle(self, envelope: Envelope, handler: Handler) -> None:
-        if envelope.pattern == "call":
-            waiting = self._pending.get(envelope.msg_id)
-            if waiting is None or waiting.done():
-                # The caller gave up; like an expired AMQP call message, skip it.
-                logger.warning("dropping call %s: its caller stopped waiting", envelope.msg_id)
-                return
+        if envelope.pattern == "call" and not self._waiting(envelope.msg_id):
+            # The caller gave up; like an expired AMQP call message, skip it.
+            logger.warning("dropping call %s: its caller stopped waiting", envelope.msg_id)
+            return
         reply = await self._invoke(handler, envelope)
         if envelope.pattern == "call":
-            self._resolve(reply)
-
-    def _resolve(self, reply: Reply) -> None:
-        if reply.result is not None:
-            try:
-                reply = Reply(msg_id=reply.msg_id, result=wire_copy(reply.result))
-            except BusError as exc:
-                failure = Failure(exc_type="TypeError", message=str(exc))
-                reply = Reply(msg_id=reply.msg_id, failure=failure)
-        future = self._pending.get(reply.msg_id)
-        if future is not None and not future.done():
-            future.set_result(reply)
+            self._reply_received(wire_reply(reply))
