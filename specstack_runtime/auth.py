@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from specstack_runtime.clock import SYSTEM_CLOCK, Clock
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext
 from specstack_runtime.errors import ApiError, ServiceUnavailable, Unauthorized
@@ -105,6 +105,7 @@ class TokenValidator:
         local: LocalValidate | None = None,
         local_issue: LocalIssue | None = None,
         max_entries: int = CACHE_MAX_ENTRIES,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.info = rt_info
         self.config = config
@@ -113,6 +114,7 @@ class TokenValidator:
         self.local = local
         self.local_issue = local_issue
         self.max_entries = max_entries
+        self.clock = clock
         # token -> (monotonic deadline, context or None for a token known to be invalid)
         self._cache: OrderedDict[str, tuple[float, AuthContext | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[AuthContext]] = {}
@@ -136,7 +138,7 @@ class TokenValidator:
         hit = self._cache.get(token)
         if hit is not None:
             deadline, ctx = hit
-            if deadline > time.monotonic():
+            if deadline > self.clock.monotonic():
                 self._cache.move_to_end(token)
                 if ctx is None:
                     raise Unauthorized(UNAUTHORIZED)
@@ -166,10 +168,10 @@ class TokenValidator:
         if ctx is not None:
             expiry = expires_epoch(ctx.expires_at)
             if expiry is not None:
-                ttl = min(ttl, expiry - time.time())
+                ttl = min(ttl, expiry - self.clock.time())
         if ttl <= 0:
             return
-        self._cache[token] = (time.monotonic() + ttl, ctx)
+        self._cache[token] = (self.clock.monotonic() + ttl, ctx)
         self._cache.move_to_end(token)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
@@ -226,7 +228,7 @@ class TokenValidator:
 
     async def service_auth(self) -> AuthContext:
         cur = self._service
-        if cur is not None and cur[1] > time.monotonic():
+        if cur is not None and cur[1] > self.clock.monotonic():
             return cur[0]
         fut = self._service_pending
         if fut is None:
@@ -242,11 +244,11 @@ class TokenValidator:
 
     def _renew_at(self, ctx: AuthContext) -> float:
         """When (monotonic) to renew: shortly before expiry, leaving time for calls in flight."""
-        now = time.time()
+        now = self.clock.time()
         expiry = expires_epoch(ctx.expires_at)
         lifetime = (expiry - now) if expiry is not None else float(self.config.token_ttl_s)
         margin = min(max(60.0, 2 * float(self.config.call_timeout_s)), lifetime / 2)
-        return time.monotonic() + max(lifetime - margin, 0.0)
+        return self.clock.monotonic() + max(lifetime - margin, 0.0)
 
     async def _obtain_service_token(self) -> AuthContext:
         password = self.config.service_password

@@ -10,10 +10,9 @@ way the generated app would), so an image upload really lands in the
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,16 +34,6 @@ from specstack_runtime.store import Store, TableSpec
 SPEC = Path(__file__).resolve().parents[2] / "spec"
 
 T = TypeVar("T")
-
-
-def arun(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    """Run an async test function with asyncio.run (fixtures still work)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
-
-    return wrapper
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,7 +14,9 @@ from specstack_runtime.auth import TokenValidator, auth_context
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext
 from specstack_runtime.errors import ServiceUnavailable, Unauthorized
-from tests.runtime.fakes import Stack, arun, stack_info
+from tests.aio import arun
+from tests.clock import FakeClock
+from tests.runtime.fakes import Stack, stack_info
 
 
 def _iso(ts: float) -> str:
@@ -22,8 +24,13 @@ def _iso(ts: float) -> str:
 
 
 def token_body(
-    user: str = "u1", project: str | None = "p1", *, expires_in: float = 3600
+    user: str = "u1",
+    project: str | None = "p1",
+    *,
+    expires_in: float = 3600,
+    now: float | None = None,
 ) -> dict[str, Any]:
+    now = time.time() if now is None else now
     t: dict[str, Any] = {
         "methods": ["password"],
         "user": {
@@ -33,8 +40,8 @@ def token_body(
             "password_expires_at": None,
         },
         "audit_ids": ["a"],
-        "issued_at": _iso(time.time()),
-        "expires_at": _iso(time.time() + expires_in),
+        "issued_at": _iso(now),
+        "expires_at": _iso(now + expires_in),
     }
     if project:
         t["project"] = {
@@ -100,9 +107,11 @@ def keystone(
     return handle
 
 
-def validator(clients: Any, **config: Any) -> TokenValidator:
+def validator(clients: Any, clock: FakeClock | None = None, **config: Any) -> TokenValidator:
     cfg = StackConfig(data_dir=Path("/nonexistent"), service_password="pw", **config)
-    return TokenValidator(stack_info(), cfg, clients, service_user="nova")
+    return TokenValidator(
+        stack_info(), cfg, clients, service_user="nova", clock=clock or FakeClock()
+    )
 
 
 def test_auth_context_of_project_token() -> None:
@@ -163,22 +172,25 @@ async def test_invalid_token_is_unauthorized_and_remembered_briefly() -> None:
 async def test_revocation_is_honoured_after_the_cache_time() -> None:
     valid = {"user-tok": token_body()}
     clients = ScriptedClients(keystone(valid))
-    v = validator(clients, token_cache_s=0.05)
+    clock = FakeClock()
+    v = validator(clients, clock, token_cache_s=5)
     await v.validate("user-tok")
     del valid["user-tok"]  # revoked at the identity service
+    clock.advance(4.9)
     await v.validate("user-tok")  # still cached
-    await asyncio.sleep(0.06)
+    clock.advance(0.2)
     with pytest.raises(Unauthorized):
         await v.validate("user-tok")
 
 
 @arun
 async def test_cache_never_outlives_the_token() -> None:
-    valid = {"short": token_body(expires_in=0.05)}
+    clock = FakeClock()
+    valid = {"short": token_body(expires_in=5, now=clock.time())}
     clients = ScriptedClients(keystone(valid))
-    v = validator(clients, token_cache_s=60)
+    v = validator(clients, clock, token_cache_s=60)
     await v.validate("short")
-    await asyncio.sleep(0.06)
+    clock.advance(6)
     await v.validate("short")
     assert clients.count("validateToken") == 2
 
@@ -263,11 +275,13 @@ async def test_service_token_is_shared_and_renewed_before_expiry() -> None:
     assert auth.project_id == "service" and auth.token == "svc-1"
 
     # A token about to expire is replaced before it does.
-    clients2 = ScriptedClients(keystone({}, service_expires_in=0.2))
-    v2 = validator(clients2)
+    clients2 = ScriptedClients(keystone({}, service_expires_in=100))
+    clock = FakeClock()
+    v2 = validator(clients2, clock)
     first = await v2.service_token()
+    clock.advance(49)
     assert await v2.service_token() == first
-    await asyncio.sleep(0.11)  # past half its life: renewed, though not expired yet
+    clock.advance(11)  # past half its life: renewed, though not expired yet
     assert await v2.service_token() != first
     assert clients2.count("issueToken") == 2
 
@@ -319,6 +333,8 @@ async def test_services_validate_real_tokens_through_identity(tmp_path: Path) ->
     stack = await Stack(tmp_path, token_cache_s=0.05).start()
     demo = await stack.login("demo", project="demo")
     assert stack.glance.auth is not None
+    clock = FakeClock()
+    stack.glance.auth.clock = clock
     ctx = await stack.glance.auth.validate(demo.token)
     assert (ctx.user_name, ctx.project_name) == ("demo", "demo")
     assert ctx.roles == ("member", "reader")
@@ -329,6 +345,6 @@ async def test_services_validate_real_tokens_through_identity(tmp_path: Path) ->
     await stack.invoke(
         "identity", "revokeToken", auth=admin, headers={"X-Subject-Token": demo.token}
     )
-    await asyncio.sleep(0.06)
+    clock.advance(0.06)
     with pytest.raises(Unauthorized):
         await stack.glance.auth.validate(demo.token)

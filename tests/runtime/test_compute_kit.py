@@ -50,14 +50,6 @@ VOLUME_ID = "33333333-3333-4333-8333-333333333333"
 IMAGE_DATA = b"fake qcow2 image " * 64
 
 
-def arun(fn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        return asyncio.run(fn(*args, **kwargs))  # type: ignore[arg-type]
-
-    return wrapper
-
-
 @functools.lru_cache(maxsize=1)
 def ir_json() -> str:
     spec, problems = load_spec(SPEC)

@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 
 from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
 from specstack_runtime.virt.fake import FLUSH_DELAY_S, FakeHypervisor
-from tests.runtime.test_compute_kit import arun, ir_json
+from tests.aio import arun
+from tests.runtime.test_compute_kit import ir_json
 
 CONN = {"driver_volume_type": "iscsi", "data": {"volume_id": "vol-1"}}
 

@@ -15,7 +15,9 @@ from specstack_runtime.behaviours import identity
 from specstack_runtime.context import AuthContext
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from specstack_runtime.stackinfo import StackInfo
-from tests.runtime.fakes import Stack, arun, ir_json, openapi
+from tests.aio import arun
+from tests.clock import FakeClock
+from tests.runtime.fakes import Stack, ir_json, openapi
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -357,11 +359,16 @@ async def test_expired_tokens_are_404_unless_allowed(tmp_path: Path) -> None:
 
 
 @arun
-async def test_real_expiry(tmp_path: Path) -> None:
+async def test_real_expiry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = await Stack(tmp_path, token_ttl_s=1).start()
+    clock = FakeClock()
+    # The identity behaviours read the time module; they see the test's clock.
+    monkeypatch.setattr(identity, "time", clock)
     token, _ = await issue(stack, password_auth("admin", "admin"))
     assert (await identity.token_context(stack.keystone, token)).user_name == "admin"
-    time.sleep(1.05)
+    clock.advance(0.9)
+    assert (await identity.token_context(stack.keystone, token)).user_name == "admin"
+    clock.advance(0.2)
     with pytest.raises(Unauthorized):
         await identity.token_context(stack.keystone, token)
 

@@ -14,7 +14,8 @@ from specstack_runtime.behaviours.objects import object_store
 from specstack_runtime.context import AuthContext, Reply
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.policy import parse
-from tests.runtime.fakes import Stack, arun, openapi
+from tests.aio import arun
+from tests.runtime.fakes import Stack, openapi
 
 DATA = b"\x00cirros-disk-image\xff" * 4096
 

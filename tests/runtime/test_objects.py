@@ -14,7 +14,8 @@ from specstack_runtime.behaviours.objects import object_store
 from specstack_runtime.context import AuthContext, Reply
 from specstack_runtime.errorformat import render
 from specstack_runtime.errors import Forbidden, Unauthorized
-from tests.runtime.fakes import Stack, arun, openapi
+from tests.aio import arun
+from tests.runtime.fakes import Stack, openapi
 
 DATA = b"swift object data " * 100
 MD5 = hashlib.md5(DATA).hexdigest()
