@@ -58,9 +58,9 @@ def _imports(path: Path, *, lazy: bool, modules: dict[str, Path] | None = None) 
                         found.append(sub if sub in modules else base)
             else:
                 for field in ("body", "orelse", "finalbody", "handlers"):
-                    sub = getattr(node, field, None)
-                    if isinstance(sub, list):
-                        visit(sub)
+                    children = getattr(node, field, None)
+                    if isinstance(children, list):
+                        visit(children)
 
     visit(ast.parse(path.read_text("utf-8")).body)
     return found

@@ -23,7 +23,8 @@ API_FILES = sorted(p.name for p in (SPEC / "apis").glob("*.yaml"))
 def _doc(name: str) -> dict[str, Any]:
     f, diags = parse_file(SPEC, f"apis/{name}", "openapi")
     assert f is not None and not diags
-    return to_plain(f.data)
+    doc: dict[str, Any] = to_plain(f.data)
+    return doc
 
 
 def _messages(validator: type[Any], doc: dict[str, Any]) -> list[str]:

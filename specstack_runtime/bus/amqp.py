@@ -382,12 +382,16 @@ class AmqpBus(Bus):
         if future is None:
             future = self._declared[key] = asyncio.get_running_loop().create_future()
             try:
-                future.set_result(await declare())
+                declared = await declare()
             except BaseException as exc:
                 del self._declared[key]
-                future.set_exception(exc)
-                future.exception()  # retrieved here; the waiters below re-raise it
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # retrieved here; the waiters below re-raise it
                 raise
+            if future.done():  # close() cancelled it meanwhile
+                raise BusError("bus closed while declaring " + key)
+            future.set_result(declared)
         return await asyncio.shield(future)
 
     async def _target(self, queue: str | None, fanout: str | None) -> AbstractExchange:

@@ -264,7 +264,7 @@ def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
                     for k in range(10)
                 ]
 
-            return run(allocate())
+            return list(run(allocate()))
 
         results = in_threads(4, server)
         ips = [ip for r in results for ip in (r if isinstance(r, list) else [])]

@@ -8,7 +8,6 @@ the OpenAPI response schemas of the spec.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 from collections.abc import Awaitable, Callable
@@ -97,7 +96,7 @@ def make_rt(
         host=host or info.node_hosts(comp["nodes"][0], config)[0],
         info=info,
         config=config,
-        bus=bus or InProcessBus(),  # type: ignore[arg-type]
+        bus=bus or InProcessBus(),
         trace=FakeTrace(),  # type: ignore[arg-type]
         clients=FakeClients(),  # type: ignore[arg-type]
         store=store,
@@ -196,15 +195,6 @@ async def wire(bus: InProcessBus, rt: ServiceRuntime) -> None:
             return result
 
         await bus.subscribe(topic, handle, host=host, fanout=fanout)
-
-
-async def settle(predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 # -- OpenAPI response schemas --------------------------------------------------------------

@@ -301,8 +301,12 @@ async def test_local_validation_makes_no_http_call(tmp_path: Path) -> None:
 
     cfg = StackConfig(data_dir=tmp_path, service_password="pw")
     v = TokenValidator(
-        stack_info(), cfg, ScriptedClients(no_http), service_user="nova", local=local
-    )  # type: ignore[arg-type]
+        stack_info(),
+        cfg,
+        ScriptedClients(no_http),  # type: ignore[arg-type]
+        service_user="nova",
+        local=local,
+    )
     assert (await v.validate("good")).user_id == "u1"
     await v.validate("good")
     with pytest.raises(Unauthorized):

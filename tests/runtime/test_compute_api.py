@@ -14,6 +14,7 @@ from specstack_runtime.bus import RemoteError
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
+from tests.aio import arun
 from tests.runtime.fakes import serve_operation
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
@@ -26,7 +27,6 @@ from tests.runtime.test_compute_kit import (
     Recorder,
     RecordingBus,
     add_compute_node,
-    arun,
     auth_ctx,
     boot_body,
     check_response,

@@ -10,12 +10,12 @@ import pytest
 from specstack_runtime.behaviours import cli
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
+from tests.aio import arun
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
     NETWORK_ID,
     VOLUME_ID,
     Recorder,
-    arun,
     interaction,
     make_runtime,
     response,

@@ -14,6 +14,7 @@ from specstack_runtime.behaviours.scheduling import NoValidHost
 from specstack_runtime.errors import Conflict, NotFound, StepFailed
 from specstack_runtime.messaging import check
 from specstack_runtime.virt.fake import FakeHypervisor
+from tests.aio import arun, settle
 from tests.runtime.fakes import serve_operation
 from tests.runtime.test_compute_kit import (
     IMAGE_DATA,
@@ -25,7 +26,6 @@ from tests.runtime.test_compute_kit import (
     Recorder,
     RecordingBus,
     add_compute_node,
-    arun,
     boot_body,
     interaction,
     make_runtime,
@@ -702,6 +702,12 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
         assert reply.status == 204
         gone = await cell.wait_for(row["id"], lambda r: r["vm_state"] == "deleted")
         assert gone["task_state"] is None and gone["deleted_at"]
+
+        async def mappings_gone() -> bool:
+            return await cell.store.list("block_device_mappings") == []
+
+        # The delete's last writes follow the deleted state (each store call awaits).
+        await settle(mappings_gone)
         assert [label for _, label, _ in cell.steps] == ["6", "7", "7.1", "8", "10", "11"]
         assert driver.guests == {} and cell.services.ports == {}
         assert cell.services.volume_status == "available"
@@ -723,8 +729,13 @@ async def test_build_failure_cleans_up_and_sets_error(tmp_path: Path) -> None:
         assert "corrupt" in row["fault"]["message"]
         driver: FakeHypervisor = cell.computes["compute-1"].driver
         assert driver.guests == {}
-        node = await cell.store.get("compute_nodes", "compute-1")
-        assert node is not None and node["claims"] == {}
+
+        async def claim_released() -> bool:
+            node = await cell.store.get("compute_nodes", "compute-1")
+            return node is not None and node["claims"] == {}
+
+        # The claim goes after the error is recorded (each store call awaits).
+        await settle(claim_released)
         # An instance in ERROR can still be deleted.
         await cell.operation(
             "deleteServer", sequence="delete-vm", path_params={"server_id": row["id"]}

@@ -60,13 +60,13 @@ def test_every_identity_operation_is_served() -> None:
     engine = {"resource.serve", "resource.query"}
     for op in ops:
         behaviour = handlers[op]["behaviour"]
-        assert registry.get(behaviour), op
+        assert registry.get(behaviour) is not None, op
         if behaviour not in engine:
             assert behaviour == "identity." + re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()
     served = sorted(op for op in ops if handlers[op]["behaviour"] in engine)
     assert "createProject" in served and "assignProjectUserRole" in served
     for extra in ("identity.bootstrap", "identity.token_context", "identity.issue_service_token"):
-        assert registry.get(extra)
+        assert registry.get(extra) is not None
 
 
 # -- versions -------------------------------------------------------------------------
@@ -169,7 +169,7 @@ async def test_user_by_id_project_by_id_and_unscoped(tmp_path: Path) -> None:
 async def test_rescoping_with_the_token_method(tmp_path: Path) -> None:
     stack = await Stack(tmp_path).start()
     unscoped, first = await issue(stack, password_auth("demo", "demo", project=None))
-    body = {
+    body: dict[str, Any] = {
         "auth": {
             "identity": {"methods": ["token"], "token": {"id": unscoped}},
             "scope": {"project": {"name": "demo", "domain": {"id": "default"}}},
@@ -216,6 +216,7 @@ async def test_bad_credentials_are_401(tmp_path: Path) -> None:
 @arun
 async def test_malformed_auth_requests_are_400(tmp_path: Path) -> None:
     stack = await Stack(tmp_path).start()
+    body: dict[str, Any] | None
     for body in (
         None,
         {},

@@ -19,6 +19,7 @@ from specstack_runtime.messaging import InvalidMessage, check
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.statefile import flush_all
 from specstack_runtime.store import Store
+from tests.aio import settle
 from tests.runtime.netvol_fakes import (
     ADMIN,
     OTHER,
@@ -31,7 +32,6 @@ from tests.runtime.netvol_fakes import (
     make_call,
     make_rt,
     make_store,
-    settle,
     stack_info,
     tables_of,
     wire,
@@ -52,7 +52,7 @@ class Neutron:
         operation_id: str,
         status: int,
         *,
-        who: AuthContext = USER,
+        who: AuthContext | None = USER,
         **kwargs: Any,
     ) -> Any:
         call = make_call(self.rt, operation_id, who=who, **kwargs)
@@ -74,7 +74,9 @@ class Neutron:
         body = await self.op(net.create_subnet, "createSubnet", 201, who=who, body={"subnet": sub})
         return dict(body["subnet"])
 
-    async def port(self, network_id: str, who: AuthContext = USER, **attrs: Any) -> dict[str, Any]:
+    async def port(
+        self, network_id: str, who: AuthContext | None = USER, **attrs: Any
+    ) -> dict[str, Any]:
         body = await self.op(
             net.create_port,
             "createPort",
@@ -384,7 +386,7 @@ def test_port_lifecycle_binding_and_ip_reuse(tmp_path: Path) -> None:
             network["id"],
             device_id=server,
             device_owner="compute:nova",
-            **{"binding:host_id": "compute-1"},
+            **{"binding:host_id": "compute-1"},  # type: ignore[arg-type]
         )
         assert bound["status"] == "ACTIVE" and bound["binding:vif_type"] == "ovs"
         assert bound["fixed_ips"][0]["ip_address"] == "10.0.0.3"
@@ -705,7 +707,7 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
             port = await n.port(
                 network["id"],
                 device_id="0c4e3f6a-1d2b-4c5d-8e9f-a0b1c2d3e4f5",
-                **{"binding:host_id": "compute-1"},
+                **{"binding:host_id": "compute-1"},  # type: ignore[arg-type]
             )
             call = n.last_call  # the createPort call and its vars, as in step 14
             await net.notify_dhcp_port_create(interaction(call, "port_create_end", "14.1"))
@@ -756,7 +758,7 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
 
             async def removed() -> bool:
                 state = json.loads(l2_two_file.read_text())
-                return host_file.read_text() == "" and state["ports"] == {}
+                return bool(host_file.read_text() == "" and state["ports"] == {})
 
             await settle(removed)
             assert bus.failure_count == 0

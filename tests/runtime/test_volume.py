@@ -19,6 +19,7 @@ from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store
+from tests.aio import settle
 from tests.runtime.fakes import serve_operation
 from tests.runtime.netvol_fakes import (
     ADMIN,
@@ -31,7 +32,6 @@ from tests.runtime.netvol_fakes import (
     make_call,
     make_rt,
     make_store,
-    settle,
     stack_info,
     wire,
 )
@@ -84,7 +84,7 @@ class Cinder:
         operation_id: str,
         status: int,
         *,
-        who: AuthContext = USER,
+        who: AuthContext | None = USER,
         sequence: str | None = None,
         **kwargs: Any,
     ) -> tuple[Any, Call]:
@@ -414,7 +414,7 @@ def test_update_and_delete_rules(tmp_path: Path) -> None:
         await c.store.create("volumes", creating)
         await expect_error(
             vol.delete_volume(
-                make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=creating["id"]))
+                make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=str(creating["id"])))
             ),
             400,
         )
@@ -669,6 +669,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             ),
             400,
         )
+        bad: dict[str, Any]
         for bad in (
             {"attachment": {}},
             {"attachment": {"connector": "x"}},

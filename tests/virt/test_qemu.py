@@ -36,7 +36,13 @@ pytestmark = pytest.mark.usefixtures("qemu_installed")
 T = TypeVar("T")
 WAIT_S = 300.0
 UUID = "9b0c0d1e-0000-4000-8000-00000000a001"
-INSTANCE = {"uuid": UUID, "name": "guest-a", "vcpus": 1, "memory_mb": 256, "root_gb": 1}
+INSTANCE: dict[str, Any] = {
+    "uuid": UUID,
+    "name": "guest-a",
+    "vcpus": 1,
+    "memory_mb": 256,
+    "root_gb": 1,
+}
 VOLUME_ID = "5f1d7a0e-1111-4222-8333-444455556666"
 
 
@@ -193,7 +199,11 @@ def test_guest_that_cannot_start_fails_spawn_and_leaves_nothing(
     loop: asyncio.Runner, tmp_path: Path
 ) -> None:
     driver = QemuHypervisor(tmp_path / "c.json", hostname="c")
-    huge = {**INSTANCE, "uuid": "9b0c0d1e-0000-4000-8000-00000000a002", "memory_mb": 1 << 40}
+    huge: dict[str, Any] = {
+        **INSTANCE,
+        "uuid": "9b0c0d1e-0000-4000-8000-00000000a002",
+        "memory_mb": 1 << 40,
+    }
     with pytest.raises(VirtError, match="qemu exited"):
         run(loop, driver.spawn(huge, {"id": ""}, [], []))  # no image: a blank root disk
     assert run(loop, driver.list_instances()) == [] and guest_pids(huge["uuid"]) == []
@@ -212,7 +222,7 @@ def test_image_that_never_arrives_fails_the_guest(
 ) -> None:
     monkeypatch.setattr(qemu_mod, "IMAGE_WAIT_S", 0.3)
     driver = QemuHypervisor(tmp_path / "d.json", hostname="d")
-    inst = {**INSTANCE, "uuid": "9b0c0d1e-0000-4000-8000-00000000a003"}
+    inst: dict[str, Any] = {**INSTANCE, "uuid": "9b0c0d1e-0000-4000-8000-00000000a003"}
 
     async def scenario() -> tuple[int, str]:
         never = {"id": "img-x", "path": str(tmp_path / "never"), "pending": True}

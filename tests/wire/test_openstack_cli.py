@@ -507,7 +507,8 @@ def test_sdk_create_and_delete_server(
         )
         assert server.status == "ACTIVE" and server.name == "wire-sdk-vm"
         assert ipaddress.ip_address(server.private_v4) in private["cidr"]
-        assert conn.get_server(server.id).status == "ACTIVE"
+        shown = conn.get_server(server.id)
+        assert shown is not None and shown.status == "ACTIVE"
         assert conn.delete_server(server.id, wait=True, timeout=120) is True
         assert conn.get_server(server.id) is None
     finally:
