@@ -131,7 +131,6 @@ class StackConfig(BaseSettings):
         "token_ttl_s",
         "bcrypt_rounds",
         "max_build_attempts",
-        "quota_instances",
         "restart_limit",
         mode="before",
     )

@@ -115,7 +115,7 @@ def test_a_bad_document_gets_the_plain_validators_messages(case: str) -> None:
     assert ours == _messages(OpenAPIV31SpecValidator, doc)
 
 
-class PlainValidator(OpenAPIV31SpecValidator):  # type: ignore[misc]
+class PlainValidator(OpenAPIV31SpecValidator):
     """openapi-spec-validator with jsonschema alone (by default it picks jsonschema-rs)."""
 
     schema_validator = create_validator(dict(schema_v31))

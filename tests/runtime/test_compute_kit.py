@@ -332,7 +332,9 @@ def op_call(
         q[k] = [str(x) for x in v] if isinstance(v, list) else [str(v)]
     auth = auth if auth is not None else auth_ctx()
     # the spec's static arguments of the operation (x-specstack-args), as generated code passes
-    handler = next((h for h in rt.info.ir["handlers"] if h["trigger"] == operation_id), {})
+    handler: dict[str, Any] = next(
+        (h for h in rt.info.ir["handlers"] if h["trigger"] == operation_id), {}
+    )
     return Call(
         rt=rt,
         args=dict(handler.get("args") or {}),
