@@ -27,6 +27,7 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -101,6 +102,13 @@ def _column_value(value: Any) -> str | None:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Not:
+    """A filter value: rows whose column does not hold `value` (NULL included)."""
+
+    value: Any
+
+
 class Store:
     """The database of one project.
 
@@ -135,6 +143,11 @@ class Store:
 
     async def _call(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction on a worker thread (see `_transaction`)."""
+        if self._conn is not None:
+            # SQLite is a file in this process: a statement takes microseconds, a hand-off to
+            # a thread twenty times that (a boot makes ~40); only server databases, whose
+            # round trips and lock waits would stall every request, go to the workers
+            return self._transaction(work)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
         return await loop.run_in_executor(self._executor, ctx.run, self._transaction, work)
@@ -425,10 +438,15 @@ Shape = tuple[tuple[str, str], ...]
 
 def _shape(where: Mapping[str, Any]) -> Shape:
     """What a filter tests of each column: equality, "any of", or NULL."""
-    return tuple(
-        (key, "in" if isinstance(value, list | tuple | set) else "null" if value is None else "eq")
-        for key, value in where.items()
-    )
+    return tuple((key, _test(value)) for key, value in where.items())
+
+
+def _test(value: Any) -> str:
+    if isinstance(value, Not):
+        return "not"
+    if isinstance(value, list | tuple | set):
+        return "in"
+    return "null" if value is None else "eq"
 
 
 def _params(where: Mapping[str, Any]) -> dict[str, Any]:
@@ -437,6 +455,8 @@ def _params(where: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in where.items():
         if isinstance(value, list | tuple | set):
             params[f"where_{key}"] = [_column_value(v) for v in value]
+        elif isinstance(value, Not):
+            params[f"where_{key}"] = _column_value(value.value)
         elif value is not None:
             params[f"where_{key}"] = _column_value(value)
     return params
@@ -450,12 +470,16 @@ def _restrict(stmt: Any, t: Table, shape: Shape) -> Any:
             stmt = stmt.where(col.in_(bindparam(f"where_{key}", expanding=True)))
         elif test == "null":
             stmt = stmt.where(col.is_(None))
+        elif test == "not":
+            stmt = stmt.where(or_(col.is_(None), col != bindparam(f"where_{key}")))
         else:
             stmt = stmt.where(col == bindparam(f"where_{key}"))
     return stmt
 
 
 def _matches(actual: Any, wanted: Any) -> bool:
+    if isinstance(wanted, Not):
+        return not _matches(actual, wanted.value)
     if isinstance(wanted, list | tuple | set):
         return any(_matches(actual, w) for w in wanted)
     if isinstance(actual, bool) or isinstance(wanted, bool):

@@ -6,6 +6,7 @@ through `catalog(info)`), so that serving a request does no parsing.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import jsonschema_rs
 from specstack_runtime import ir
 from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.expr import Expr, compile_expr
+from specstack_runtime.store import Not
 
 Doc = dict[str, Any]
 
@@ -59,6 +61,9 @@ _CLASSES: dict[int, type[ApiError]] = {
     404: NotFound,
     409: Conflict,
 }
+
+
+_INEQUALITY = re.compile(r"\s*doc\.([A-Za-z_]\w*)\s*!=\s*'([^'\\]*)'\s*")
 
 
 class _Keep(dict[str, Any]):
@@ -151,6 +156,13 @@ class Compiled:
     @cached_property
     def live(self) -> Expr | None:
         return compile_expr(self.res.live) if self.res.live else None
+
+    @cached_property
+    def live_where(self) -> dict[str, Any] | None:
+        """`live` as a store filter when it is one field's inequality (`doc.F != 'V'`, as
+        soft deletes are), so counting live rows is one SQL count; None otherwise."""
+        found = _INEQUALITY.fullmatch(self.res.live or "")
+        return {found.group(1): Not(found.group(2))} if found else None
 
     @cached_property
     def defaults(self) -> dict[str, Any]:

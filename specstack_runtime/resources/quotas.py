@@ -10,6 +10,7 @@ overrun it: the later row goes.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from specstack_runtime import ir
 from specstack_runtime.expr import compile_expr
@@ -31,10 +32,14 @@ def _amount(quota: ir.Quota, rc: ResourceCall, doc: Doc) -> int:
 
 async def usage(rc: ResourceCall, quota: ir.Quota, owner: str) -> int:
     """What the owner's live rows use (soft-deleted ones, by the resource's `live`, do not)."""
-    field = rc.res.owner_field or "project_id"
-    rows = await rc.store.list(rc.res.res.table, {field: owner})
-    live = rc.res.live
-    if live is not None:
+    where: dict[str, Any] = {rc.res.owner_field or "project_id": owner}
+    live, live_where = rc.res.live, rc.res.live_where
+    if live_where is not None:  # the live rows are a store filter: counted by the database
+        where.update(live_where)
+        if not quota.count:
+            return await rc.store.count(rc.res.res.table, where)
+    rows = await rc.store.list(rc.res.res.table, where)
+    if live is not None and live_where is None:
         rows = [r for r in rows if live.evaluate(**rc.variables(doc=r))]
     return sum(_amount(quota, rc, r) for r in rows)
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, event, select, text
 
 from specstack_runtime.errors import NotFound
-from specstack_runtime.store import Store
+from specstack_runtime.store import Not, Store
 from tests.db.conftest import THINGS
 
 
@@ -148,3 +148,19 @@ def test_a_query_waiting_on_the_database_leaves_the_loop_free(server_url: str) -
     finally:
         release.set()
         store.close()
+
+
+def test_not_filters_count_in_sql_and_match_documents(store: Store) -> None:
+    """`Not(value)`: rows whose field does not hold value, NULL included; on an indexed
+    column the count is one SQL statement (how quotas count live rows)."""
+
+    async def go() -> None:
+        await fill(store, 9)  # state: off for t00, t03, t06; colour: blue for the even ones
+        await store.create("things", {"id": "t99", "state": None, "colour": None})
+        sent = statements(store)
+        assert await store.count("things", {"state": Not("off")}) == 7  # 6 on, 1 NULL
+        assert len(sent) == 1 and "count(" in sent[0].lower()
+        on = await store.list("things", {"state": Not("off"), "colour": Not("blue")})
+        assert sorted(d["id"] for d in on) == ["t01", "t05", "t07", "t99"]
+
+    run(go())
