@@ -29,13 +29,21 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.logs import LogContext
+from specstack_runtime.requestlimits import (
+    body_limit,
+    check_body_strings,
+    check_parameters,
+    read_body,
+)
 from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.api")
 
 _REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JSON_TYPES = ("application/json", "application/openstack-images-v2.1-json-patch")
-_VERSION = re.compile(r"(\d+)\.(\d+)")
+# A microversion is MAJOR.MINOR; more digits than this is not a version (and would make
+# int() refuse it past Python's 4,300-digit limit).
+_VERSION = re.compile(r"(\d{1,9})\.(\d{1,9})")
 _GENERIC_VERSION_HEADER = "openstack-api-version"
 TRACE_RULE = "specstack:trace"  # spec/policy.yaml: who may read flows
 
@@ -145,12 +153,13 @@ class ApiApp:
         return endpoint
 
     async def handle(self, route: Route, request: Request) -> Response:
-        call = self._call(route, request, await request.body())
+        # The body is not read here: the token comes first, then the body, with a limit.
+        call = self._call(route, request)
         bound = logs.bind(LogContext(self.rt.component, call.request_id, call.global_request_id))
         started = time.perf_counter()
         response: Response | None = None
         try:
-            response = await self._serve(route, call)
+            response = await self._serve(route, call, request)
             return response
         finally:
             if log.isEnabledFor(logging.INFO):
@@ -178,18 +187,22 @@ class ApiApp:
                 elapsed,
             )
 
-    async def _serve(self, route: Route, call: Call) -> Response:
+    async def _serve(self, route: Route, call: Call, request: Request) -> Response:
         try:
             flow = Flow(call, route.handler)
             # The token and the policy come first: a caller without them is refused
-            # before the request's body is parsed (or its resources looked up).
-            flow.prepare = lambda: self._parse_body(route, call)
+            # before the request's body is read (or its resources looked up); the body
+            # is then read up to the operation's limit, and parsed.
             if route.requires_token:
                 flow.authorize = lambda auth: self._authorize(route, call, auth)
+                if not call.token:
+                    raise Unauthorized("The request you have made requires authentication.")
                 if not route.handler.auth_in_steps:
                     await flow.authenticate()
                 self._check_microversion(call)
-            else:
+            call.raw_body = await read_body(request, self._body_limit(route))
+            flow.prepare = lambda: self._parse_body(route, call)
+            if not (route.requires_token and route.handler.auth_in_steps):
                 flow.ready()
             entry = (
                 bool(route.handler.entry)
@@ -226,7 +239,15 @@ class ApiApp:
                 )
         return self._response(call, reply or Reply(status=204))
 
-    def _call(self, route: Route, request: Request, raw: bytes) -> Call:
+    def _body_limit(self, route: Route) -> int:
+        config = self.rt.config
+        return body_limit(
+            route.request_content_type,
+            json_limit=config.max_body_bytes,
+            data_limit=config.max_data_body_bytes,
+        )
+
+    def _call(self, route: Route, request: Request) -> Call:
         headers = request.headers
         request_id = new_request_id()
         inbound = headers.get("x-openstack-request-id", "")
@@ -244,12 +265,12 @@ class ApiApp:
             path_params={k: str(v) for k, v in request.path_params.items()},
             query=_multi(request),
             headers=headers,
-            raw_body=raw,
             token=headers.get("x-auth-token"),
             policy=route.policy,
         )
 
     def _parse_body(self, route: Route, call: Call) -> None:
+        check_parameters(call.path_params, call.query)
         ctype = (call.headers.get("content-type") or "").split(";")[0].strip().lower()
         raw = call.raw_body
         if not raw:
@@ -266,6 +287,7 @@ class ApiApp:
             call.body = jsoncodec.loads(raw)
         except ValueError as exc:
             raise BadRequest(f"Malformed request body: {exc}") from None
+        check_body_strings(call.body)
         if route.request_model is not None:
             try:
                 route.request_model.model_validate(call.body)
@@ -301,8 +323,9 @@ class ApiApp:
             return
         got = _VERSION.fullmatch(requested)
         if got is None:
+            shown = requested if len(requested) <= 32 else requested[:32] + "..."
             raise BadRequest(
-                f"API Version String {requested} is of invalid format. "
+                f"API Version String {shown} is of invalid format. "
                 "Must be of format MajorNum.MinorNum."
             )
         have = _VERSION.fullmatch(version)

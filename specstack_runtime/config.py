@@ -92,6 +92,12 @@ class StackConfig(BaseSettings):
     demo_password: str = "demo"
     service_password: str = ""  # generated once per data directory
     call_timeout_s: float = 30.0
+    # HTTP servers: how long an idle keep-alive connection stays open (longer than the
+    # clients' pools keep theirs, so a client never reuses one the server is closing)
+    http_keep_alive_s: int = 75
+    # request bodies: JSON and other small bodies, and data streams (image data, objects)
+    max_body_bytes: int = 1024 * 1024
+    max_data_body_bytes: int = 1024 * 1024 * 1024
     scheduler_filters: tuple[str, ...] = (
         "ComputeFilter",
         "AvailabilityZoneFilter",
@@ -231,7 +237,13 @@ class StackConfig(BaseSettings):
                 f"{where}:internal_http: {self.internal_http!r} is not one of "
                 + ", ".join(INTERNAL_HTTP)
             )
-        for name in ("max_build_attempts", "token_ttl_s"):
+        for name in (
+            "max_build_attempts",
+            "token_ttl_s",
+            "http_keep_alive_s",
+            "max_body_bytes",
+            "max_data_body_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}:{name}: must be at least 1")
         for name in ("call_timeout_s", "start_timeout_s", "stop_grace_s"):

@@ -300,6 +300,7 @@ class EmbeddedStack:
                 access_log=False,
                 lifespan="off",
                 date_header=False,
+                timeout_keep_alive=self.config.http_keep_alive_s,
             )
         )
         config = server.config

@@ -30,7 +30,9 @@ def render(fmt: str, err: ApiError) -> tuple[bytes, str]:
         # keystonemiddleware answers for every service in front of it.
         body = {"error": {"code": 401, "title": "Unauthorized", "message": msg}}
     elif fmt in ("nova", "cinder"):
-        key = _NOVA_KEYS.get(status, "computeFault" if fmt == "nova" else "badRequest")
+        # Both answer an unexpected failure (500 and any status without a name) as
+        # computeFault: cinder's fault wrapper has nova's names.
+        key = _NOVA_KEYS.get(status, "computeFault")
         body = {key: {"message": msg, "code": status}}
     elif fmt == "neutron":
         body = {"NeutronError": {"type": err.kind, "message": msg, "detail": ""}}

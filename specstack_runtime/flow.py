@@ -21,6 +21,7 @@ from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
 from specstack_runtime.errors import StepFailed, Unauthorized
 from specstack_runtime.messaging import send
+from specstack_runtime.redact import REDACTED
 from specstack_runtime.trace import TraceEvent
 
 log = logging.getLogger("specstack.flow")
@@ -155,10 +156,10 @@ class Flow:
 
     def ready(self) -> None:
         """Parse the request (once), if the app asked for that to wait until now."""
-        if not self._prepared:
+        # Not before the app has set `prepare` (it reads the body after the token).
+        if not self._prepared and self.prepare is not None:
             self._prepared = True
-            if self.prepare is not None:
-                self.prepare()
+            self.prepare()
 
     def context(self) -> dict[str, str]:
         """Flow context for the interaction being carried out now."""
@@ -207,7 +208,7 @@ class Flow:
         async def wrapped(*args: Any, **kwargs: Any) -> Any:
             capture.calls += 1
             if capture.sent is None:
-                capture.sent = args[0] if args else kwargs.get("body", kwargs or None)
+                capture.sent = args[0] if args else kwargs.get("body", _traced_kwargs(kwargs))
             result = await invoke(*args, **kwargs)
             status = getattr(result, "status_code", None)
             if isinstance(status, int):
@@ -264,6 +265,9 @@ class Flow:
                     detail["http_status"] = capture.status
                 if capture.received is not None:
                     detail["received"] = capture.received
+                # Secrets (the spec's `format: password`, token headers) never reach the trace.
+                redact = self.rt.info.redactor
+                detail = {k: redact(v) for k, v in detail.items()}
                 self.rt.trace.record(
                     TraceEvent(
                         flow_id=self.call.global_request_id,
@@ -282,6 +286,16 @@ class Flow:
                         detail=detail,
                     )
                 )
+
+
+def _traced_kwargs(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """A client call's keyword arguments as the trace keeps them: the caller's token
+    (the generated clients' `token`, sent as X-Auth-Token) is never kept."""
+    if not kwargs:
+        return None
+    if kwargs.get("token") is not None:
+        return {**kwargs, "token": REDACTED}
+    return kwargs
 
 
 def _first(exc: ValidationError) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.config import StackConfig
 from specstack_runtime.policy import Enforcer
+from specstack_runtime.redact import Redactor, secret_names_in
 from specstack_runtime.resources.compiled import Catalog, build_catalog
 
 
@@ -31,13 +32,23 @@ class Instance:
 
 
 class StackInfo:
-    def __init__(self, model: ir.IR | Mapping[str, Any]) -> None:
+    def __init__(self, model: ir.IR | Mapping[str, Any], directory: Path | None = None) -> None:
         """`model`: the IR, or its JSON value (as tests build and change it)."""
         self.model = model if isinstance(model, ir.IR) else ir.IR.model_validate(model)
+        # The generated package the IR came from (its openapi/ has the API documents).
+        self.directory = directory
 
     @classmethod
     def load(cls, path: Path) -> StackInfo:
-        return cls(ir.IR.model_validate_json(path.read_bytes()))
+        return cls(ir.IR.model_validate_json(path.read_bytes()), path.parent)
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """What takes the secrets out of recorded payloads: the names the API documents
+        mark secret (`format: password`, apiKey headers)."""
+        if self.directory is None:
+            return Redactor()
+        return Redactor(*secret_names_in(self.directory / "openapi", self.apis))
 
     @cached_property
     def ir(self) -> dict[str, Any]:

@@ -56,7 +56,7 @@ from sqlalchemy.sql import ColumnElement
 
 from specstack_runtime import jsoncodec
 from specstack_runtime.database import TableSpec, engine_url
-from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.errors import BadRequest, Conflict, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,10 @@ DEADLOCK_RETRIES = 5
 SERVER_WORKERS = 15
 # Rows read at a time when documents are matched in Python (non-indexed filters).
 PAGE_ROWS = 200
+# Column sizes (the migrations agree): a longer value, or one with NUL (no backend stores
+# it in text; PostgreSQL refuses it), is bad input, refused the same way on every backend.
+ID_SIZE = 64
+INDEX_SIZE = 255
 
 
 def utcnow() -> str:
@@ -82,16 +86,32 @@ def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
     md = MetaData()
     for spec in tables:
         cols: list[Column[Any]] = [
-            Column("id", String(64), primary_key=True),
+            Column("id", String(ID_SIZE), primary_key=True),
             Column("created_at", String(32), nullable=False, index=True),
             Column("updated_at", String(32), nullable=False),
         ]
-        cols += [Column(ix, String(255), nullable=True) for ix in spec.indexes]
+        cols += [Column(ix, String(INDEX_SIZE), nullable=True) for ix in spec.indexes]
         cols.append(Column("data", DOC_TYPE, nullable=False))
         table = Table(spec.name, md, *cols)
         for ix in spec.indexes:
             Index(f"ix_{spec.name}_{ix}", table.c[ix])
     return md
+
+
+def _check_columns(row: Mapping[str, Any], indexes: Iterable[str]) -> None:
+    """400 for a column value that no backend would store as given (see ID_SIZE)."""
+    for column, size in (("id", ID_SIZE), *((ix, INDEX_SIZE) for ix in indexes)):
+        value = row.get(column)
+        if value is None:
+            continue
+        if len(value) > size:
+            raise BadRequest(
+                f"Invalid input for field/attribute {column}: it is longer than {size} characters."
+            )
+        if "\x00" in value:
+            raise BadRequest(
+                f"Invalid input for field/attribute {column}: it contains a NUL character."
+            )
 
 
 def _column_value(value: Any) -> str | None:
@@ -237,6 +257,7 @@ class Store:
         }
         for ix in self.specs[name].indexes:
             row[ix] = _column_value(doc.get(ix))
+        _check_columns(row, self.specs[name].indexes)
         row["data"] = jsoncodec.dumps(doc, sort_keys=True).decode()
         return row
 

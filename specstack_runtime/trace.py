@@ -13,6 +13,7 @@ reading a flow always reads the file, so it gathers the steps of every process.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -92,6 +93,7 @@ class TraceRecorder:
         self._flusher: asyncio.Task[None] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _private(path)
             with self._connect() as db:
                 db.executescript(_SCHEMA)
 
@@ -211,6 +213,16 @@ class TraceRecorder:
                 "SELECT body FROM events WHERE flow_id = ? ORDER BY started_at", (flow_id,)
             ).fetchall()
         return [jsoncodec.loads(r[0]) for r in rows]
+
+
+def _private(path: Path) -> None:
+    """The trace file (and SQLite's -wal and -shm beside it, which take its mode) readable
+    by the stack's user only: it holds request bodies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists():
+            os.chmod(p, 0o600)
 
 
 def now() -> float:

@@ -10,6 +10,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     RootModel,
+    SecretStr,
     conint,
     constr,
 )
@@ -196,7 +197,7 @@ class ServerCreate(BaseModel):
         None, description="Base64-encoded user data."
     )
     config_drive: bool | None = None
-    adminPass: str | None = None
+    adminPass: SecretStr | None = None
     accessIPv4: str | None = None
     accessIPv6: str | None = None
     OS_DCF_diskConfig: DiskConfig | None = Field(None, alias="OS-DCF:diskConfig")
@@ -255,7 +256,7 @@ class ServerCreated(BaseModel):
     )
     id: UUID
     links: list[Link]
-    adminPass: str | None = Field(
+    adminPass: SecretStr | None = Field(
         None, description="Generated administrator password (when enabled)."
     )
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, constr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, constr
 from typing import Any, Literal
 
 
@@ -75,7 +75,7 @@ class PasswordUser(BaseModel):
     id: str | None = None
     name: str | None = None
     domain: DomainRef | None = None
-    password: str
+    password: SecretStr
 
 
 class PasswordCredentials(BaseModel):
@@ -89,7 +89,7 @@ class TokenCredentials(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: str = Field(..., description="The existing token.")
+    id: SecretStr = Field(..., description="The existing token.")
 
 
 class AuthIdentity(BaseModel):
@@ -367,7 +367,7 @@ class UserCreate(BaseModel):
     domain_id: str | None = Field(
         None, description="Owning domain; defaults to the caller's domain."
     )
-    password: str | None = None
+    password: SecretStr | None = None
     default_project_id: str | None = None
     description: str | None = None
     enabled: bool | None = True
