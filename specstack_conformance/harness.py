@@ -109,11 +109,14 @@ class Target:
 
     # starting ---------------------------------------------------------------
     @classmethod
-    def embedded(cls) -> Target:
-        data = Path(tempfile.mkdtemp(prefix="specstack-conform-"))
+    def embedded(cls, config: StackConfig | None = None) -> Target:
+        """An embedded stack started in this process (on free ports, in a new data
+        directory, unless `config` says otherwise), seeded with the demo data."""
         info = load_generated()[0]
-        ports = len(info.listening)  # the APIs and the dashboard
-        config = StackConfig(data_dir=data, base_port=free_port_block(ports), bcrypt_rounds=4)
+        if config is None:
+            data = Path(tempfile.mkdtemp(prefix="specstack-conform-"))
+            ports = len(info.listening)  # the APIs and the dashboard
+            config = StackConfig(data_dir=data, base_port=free_port_block(ports), bcrypt_rounds=4)
         target = cls(config, info.endpoint(info.api_of_type("identity"), config))
         target.stack = EmbeddedStack(config)
         target.run(target.stack.start())
