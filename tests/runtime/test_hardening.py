@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import tempfile
@@ -134,6 +135,7 @@ def _start(backend: str) -> Iterator[Running]:
     finally:
         if target is not None:
             target.close()
+            shutil.rmtree(target.config.data_dir, ignore_errors=True)
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(previous)
         for url in urls.values():
