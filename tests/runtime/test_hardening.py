@@ -29,7 +29,7 @@ import pytest
 
 from specstack_conformance.harness import Target, free_port_block
 from specstack_runtime import migrate
-from specstack_runtime.config import StackConfig
+from specstack_runtime.config import StackConfig, load_config
 from specstack_runtime.embedded import load_generated
 from specstack_runtime.errorformat import render
 from specstack_runtime.errors import ApiError, BadRequest
@@ -512,8 +512,8 @@ def test_body_limits_are_configured_per_kind_of_body() -> None:
     config = StackConfig()
     assert config.max_body_bytes == 1024 * 1024
     assert config.max_data_body_bytes > config.max_body_bytes  # image data, objects
-    changed = StackConfig().apply_environment(
-        {"SPECSTACK_MAX_BODY_BYTES": "2048", "SPECSTACK_HTTP_KEEP_ALIVE_S": "120"}
+    changed = load_config(
+        environ={"SPECSTACK_MAX_BODY_BYTES": "2048", "SPECSTACK_HTTP_KEEP_ALIVE_S": "120"}
     )
     assert (changed.max_body_bytes, changed.http_keep_alive_s) == (2048, 120)
 
