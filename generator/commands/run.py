@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -103,7 +104,11 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
         + "  specstack-service:\n"
         + cloud("admin", config.admin_password, "service")
     )
-    path.write_text(text)
+    # it holds passwords: readable by its owner only, from the first byte
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    path.chmod(0o600)  # an existing file keeps its mode through O_CREAT
     return path
 
 

@@ -54,6 +54,7 @@ def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> Non
     assert "export OS_CLOUD=specstack" in proc.stdout
     cloud = yaml.safe_load(clouds.read_text())["clouds"]["specstack"]
     assert cloud["auth"]["auth_url"] == f"http://127.0.0.1:{port}/v3"
+    assert clouds.stat().st_mode & 0o777 == 0o600  # it holds passwords
 
     # The flow's global request id is in the log of every service the boot went through.
     flow_id = re.search(r"trace: specstack trace (req-[0-9a-f-]{36})", proc.stdout)
