@@ -81,8 +81,8 @@ def conformance(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy --strict over the three packages."""
-    _install(session, "dev")
+    """ruff (lint and format check) and mypy --strict over the three packages and tests/."""
+    _install(session, "test,dev")  # tests/ import the test tools: mypy checks them too
     paths = ["generator", "specstack_runtime", "specstack_conformance", "tests", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
