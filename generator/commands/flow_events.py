@@ -8,53 +8,35 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+
+from specstack_conformance.clouds import CloudError, Credentials, load_cloud
 
 
 class TraceError(Exception):
     pass
 
 
-def admin_cloud(data_dir: Path) -> dict[str, Any]:
+def admin_cloud(data_dir: Path) -> Credentials:
+    """The admin's credentials in the `clouds.yaml` that `specstack run` wrote."""
     path = data_dir / "clouds.yaml"
     if not path.is_file():
         raise TraceError(f"no {path}: start the stack with `specstack run --data-dir {data_dir}`")
-    clouds = yaml.safe_load(path.read_text())["clouds"]
-    cloud: dict[str, Any] = clouds.get("specstack-admin") or next(iter(clouds.values()))
-    return cloud
+    try:
+        return load_cloud("specstack-admin", path)
+    except CloudError as exc:
+        raise TraceError(str(exc)) from None
 
 
 def fetch_events(data_dir: Path, flow_id: str, timeout: float = 10.0) -> dict[str, Any]:
     """Log in as the admin of the cloud `run` wrote, then ask the admin-only trace endpoint."""
-    auth = admin_cloud(data_dir)["auth"]
-    base = auth["auth_url"].rstrip("/")
-    root = base[: -len("/v3")] if base.endswith("/v3") else base
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {
-                        "name": auth["username"],
-                        "domain": {"name": auth.get("user_domain_name", "Default")},
-                        "password": auth["password"],
-                    }
-                },
-            },
-            "scope": {
-                "project": {
-                    "name": auth["project_name"],
-                    "domain": {"name": auth.get("project_domain_name", "Default")},
-                }
-            },
-        }
-    }
+    admin = admin_cloud(data_dir)
+    root = admin.identity_url
     try:
         with httpx.Client(timeout=timeout) as http:
-            resp = http.post(f"{base}/auth/tokens", json=body)
+            resp = http.post(f"{root}/v3/auth/tokens", json=admin.auth_body())
             if resp.status_code != 201:
                 raise TraceError(
-                    f"login as {auth['username']} failed: {resp.status_code} {resp.text[:200]}"
+                    f"login as {admin.username} failed: {resp.status_code} {resp.text[:200]}"
                 )
             token = resp.headers["X-Subject-Token"]
             got = http.get(f"{root}/specstack/trace/{flow_id}", headers={"X-Auth-Token": token})
