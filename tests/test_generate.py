@@ -87,9 +87,11 @@ def test_model_modules_come_from_the_cache_until_their_input_changes(
     made: list[str] = []
     real = models.model_module
 
-    def counting(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
+    def counting(
+        schema: dict[str, Any], *, openapi: bool, header: str, typed_dict: bool = False
+    ) -> str:
         made.append(header.splitlines()[0])
-        return real(schema, openapi=openapi, header=header)
+        return real(schema, openapi=openapi, header=header, typed_dict=typed_dict)
 
     monkeypatch.setattr(models, "model_module", counting)
     assert _gen(Path("spec"), tmp_path / "b", "--force") == 0
@@ -110,7 +112,8 @@ def test_the_cache_is_outside_the_output(mini_spec: Path, tmp_path: Path, _own_c
         "openapi-verdicts",
         "spec-verdicts",
     ]
-    assert len(list((_own_cache / "models").iterdir())) == 4  # two APIs, messages, drivers
+    # two APIs, messages, the driver types as models and as TypedDicts
+    assert len(list((_own_cache / "models").iterdir())) == 5
 
 
 def test_every_file_names_its_source(mini_spec: Path, tmp_path: Path) -> None:

@@ -9,14 +9,33 @@ arguments are checked against the spec's driver types, then passed on as plain d
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from generated.drivers import types as td  # noqa: F401
 from generated.drivers.base import ComputeDriver
+from generated.drivers.contract import ComputeDriverImplementation
 from generated.models import drivers as types
+from generated.models.drivers import (
+    BlockDevice,
+    ConnectionInfo,
+    ImageMeta,
+    Instance,
+    PowerState,
+    Resources,
+    Vif,
+)  # noqa: F401
 
 IMPLEMENTATION = "specstack_runtime.virt.libvirt:LibvirtHypervisor"
+
+if TYPE_CHECKING:
+    from specstack_runtime.virt.libvirt import LibvirtHypervisor
+
+    def _conforms(impl: LibvirtHypervisor) -> ComputeDriverImplementation:
+        """Never called: `mypy` checks the implementation against the contract here."""
+        return impl
 
 
 class DriverUnavailable(RuntimeError):
@@ -35,7 +54,7 @@ def _plain(value: Any, model: type[BaseModel] | None) -> Any:
     return value
 
 
-def load_implementation() -> type[Any]:
+def load_implementation() -> Callable[..., ComputeDriverImplementation]:
     module_name, _, class_name = IMPLEMENTATION.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -43,7 +62,7 @@ def load_implementation() -> type[Any]:
         raise DriverUnavailable(
             f"driver libvirt is not available on this installation: {exc}"
         ) from exc
-    impl: type[Any] = getattr(module, class_name)
+    impl: Callable[..., ComputeDriverImplementation] = getattr(module, class_name)
     return impl
 
 
@@ -56,7 +75,7 @@ class LibvirtDriver(ComputeDriver):
         "lxc",
     )
 
-    def __init__(self, impl: Any) -> None:
+    def __init__(self, impl: ComputeDriverImplementation) -> None:
         self.impl = impl
 
     @classmethod
@@ -64,8 +83,12 @@ class LibvirtDriver(ComputeDriver):
         return cls(load_implementation()(**kwargs))
 
     async def spawn(
-        self, instance: Any, image: Any, network_info: Any, block_device_info: Any
-    ) -> Any:
+        self,
+        instance: Instance | td.Instance,
+        image: ImageMeta | td.ImageMeta,
+        network_info: list[Vif] | list[td.Vif],
+        block_device_info: list[BlockDevice] | list[td.BlockDevice],
+    ) -> None:
         """Create and start a guest for the instance."""
         return await self.impl.spawn(
             instance=_plain(instance, types.Instance),
@@ -74,25 +97,30 @@ class LibvirtDriver(ComputeDriver):
             block_device_info=_plain(block_device_info, types.BlockDevice),
         )
 
-    async def destroy(self, instance: Any) -> Any:
+    async def destroy(self, instance: Instance | td.Instance) -> None:
         """Stop the guest and remove it with its local disks."""
         return await self.impl.destroy(
             instance=_plain(instance, types.Instance),
         )
 
-    async def get_power_state(self, instance: Any) -> Any:
+    async def get_power_state(self, instance: Instance | td.Instance) -> td.PowerState:
         """The guest's current power state (nova power_state code)."""
         return await self.impl.get_power_state(
             instance=_plain(instance, types.Instance),
         )
 
-    async def get_console_output(self, instance: Any) -> Any:
+    async def get_console_output(self, instance: Instance | td.Instance) -> str:
         """The guest's serial console output so far."""
         return await self.impl.get_console_output(
             instance=_plain(instance, types.Instance),
         )
 
-    async def attach_volume(self, instance: Any, connection_info: Any, mountpoint: Any) -> Any:
+    async def attach_volume(
+        self,
+        instance: Instance | td.Instance,
+        connection_info: ConnectionInfo | td.ConnectionInfo,
+        mountpoint: str,
+    ) -> None:
         """Attach a volume to the guest as a disk."""
         return await self.impl.attach_volume(
             instance=_plain(instance, types.Instance),
@@ -100,7 +128,12 @@ class LibvirtDriver(ComputeDriver):
             mountpoint=_plain(mountpoint, None),
         )
 
-    async def detach_volume(self, instance: Any, connection_info: Any, mountpoint: Any) -> Any:
+    async def detach_volume(
+        self,
+        instance: Instance | td.Instance,
+        connection_info: ConnectionInfo | td.ConnectionInfo,
+        mountpoint: str,
+    ) -> None:
         """Detach a volume's disk from the guest."""
         return await self.impl.detach_volume(
             instance=_plain(instance, types.Instance),
@@ -108,36 +141,38 @@ class LibvirtDriver(ComputeDriver):
             mountpoint=_plain(mountpoint, None),
         )
 
-    async def plug_vifs(self, instance: Any, network_info: Any) -> Any:
+    async def plug_vifs(
+        self, instance: Instance | td.Instance, network_info: list[Vif] | list[td.Vif]
+    ) -> None:
         """Connect the guest's virtual interfaces to their networks."""
         return await self.impl.plug_vifs(
             instance=_plain(instance, types.Instance),
             network_info=_plain(network_info, types.Vif),
         )
 
-    async def power_off(self, instance: Any) -> Any:
+    async def power_off(self, instance: Instance | td.Instance) -> None:
         """Stop the guest; it keeps its disks and devices for power_on."""
         return await self.impl.power_off(
             instance=_plain(instance, types.Instance),
         )
 
-    async def power_on(self, instance: Any) -> Any:
+    async def power_on(self, instance: Instance | td.Instance) -> None:
         """Start a stopped guest again."""
         return await self.impl.power_on(
             instance=_plain(instance, types.Instance),
         )
 
-    async def reboot(self, instance: Any, reboot_type: Any) -> Any:
+    async def reboot(self, instance: Instance | td.Instance, reboot_type: str) -> None:
         """Restart the guest (SOFT asks the guest OS first, HARD resets it)."""
         return await self.impl.reboot(
             instance=_plain(instance, types.Instance),
             reboot_type=_plain(reboot_type, None),
         )
 
-    async def get_available_resource(self) -> Any:
+    async def get_available_resource(self) -> td.Resources:
         """The host's capacity and usage, reported to the scheduler."""
         return await self.impl.get_available_resource()
 
-    async def list_instances(self) -> Any:
+    async def list_instances(self) -> list[str]:
         """Names of the guests the hypervisor knows."""
         return await self.impl.list_instances()

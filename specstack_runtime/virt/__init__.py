@@ -8,6 +8,7 @@ behaviours) can tell "no such guest" from a real failure whatever the driver.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 
 class PowerState(IntEnum):
@@ -21,8 +22,13 @@ class PowerState(IntEnum):
     SUSPENDED = 7
 
 
-# the same as plain ints, for the drivers' records and replies
-NOSTATE, RUNNING, PAUSED, SHUTDOWN, CRASHED, SUSPENDED = (int(state) for state in PowerState)
+# the same as plain ints (literal types: the contract's PowerState), for records and replies
+NOSTATE: Final = 0
+RUNNING: Final = 1
+PAUSED: Final = 3
+SHUTDOWN: Final = 4
+CRASHED: Final = 6
+SUSPENDED: Final = 7
 
 
 class VirtError(Exception):

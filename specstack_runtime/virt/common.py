@@ -6,9 +6,12 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from specstack_runtime.virt import VirtError
+
+if TYPE_CHECKING:
+    from generated.drivers.types import Resources
 
 _MOUNTPOINT = re.compile(r"^/dev/((?:x?v|s|h)d[a-z]{1,2})$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
@@ -64,7 +67,7 @@ def check_capacity(vcpus: int, memory_mb: int, local_gb: int) -> tuple[int, int,
     return int(vcpus), int(memory_mb), int(local_gb)
 
 
-def resource_report(host: Host, guests: Iterable[dict[str, Any]], running: int) -> dict[str, Any]:
+def resource_report(host: Host, guests: Iterable[dict[str, Any]], running: int) -> Resources:
     """`get_available_resource` of a host whose guests are records with their flavor's sizes."""
     guests = list(guests)
     return {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specstack_runtime import filewriter, jsoncodec
 from specstack_runtime.virt import (
@@ -39,6 +39,17 @@ STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
 # write-behind: at most two rewrites a second (each rename costs ext4 a data flush)
 FLUSH_DELAY_S = 0.5
+
+if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
+    from generated.drivers.types import (
+        BlockDevice,
+        ConnectionInfo,
+        ImageMeta,
+        Instance,
+        PowerState,
+        Resources,
+        Vif,
+    )
 
 
 class FakeHypervisor:
@@ -130,10 +141,10 @@ class FakeHypervisor:
 
     async def spawn(
         self,
-        instance: dict[str, Any],
-        image: dict[str, Any],
-        network_info: list[dict[str, Any]],
-        block_device_info: list[dict[str, Any]],
+        instance: Instance,
+        image: ImageMeta,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
     ) -> None:
         uuid = instance_uuid(instance)
         if uuid in self.guests:
@@ -173,20 +184,21 @@ class FakeHypervisor:
         self._log(guest, f"booted; {self._disks_line(guest)}")
         self._save()
 
-    async def destroy(self, instance: dict[str, Any]) -> None:
+    async def destroy(self, instance: Instance) -> None:
         guest = self._guest(instance)
         del self.guests[guest["uuid"]]
         self._save()
 
-    async def get_power_state(self, instance: dict[str, Any]) -> int:
-        return int(self._guest(instance)["power_state"])
+    async def get_power_state(self, instance: Instance) -> PowerState:
+        state: PowerState = self._guest(instance)["power_state"]
+        return state
 
-    async def get_console_output(self, instance: dict[str, Any]) -> str:
+    async def get_console_output(self, instance: Instance) -> str:
         lines = self._guest(instance).get("console", [])
         return "".join(f"{line}\n" for line in lines)
 
     async def attach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         guest = self._guest(instance)
         name = disk_name(mountpoint)
@@ -204,7 +216,7 @@ class FakeHypervisor:
         self._save()
 
     async def detach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         guest = self._guest(instance)
         name = disk_name(mountpoint)
@@ -217,12 +229,12 @@ class FakeHypervisor:
         self._log(guest, f"detached {name}; {self._disks_line(guest)}")
         self._save()
 
-    async def plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+    async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         guest = self._guest(instance)
         self._plug(guest, network_info or [])
         self._save()
 
-    def _plug(self, guest: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+    def _plug(self, guest: dict[str, Any], network_info: list[Vif]) -> None:
         known = {v["id"] for v in guest["vifs"]}
         for vif in network_info:
             if not isinstance(vif, dict) or not vif.get("id") or not vif.get("address"):
@@ -234,7 +246,7 @@ class FakeHypervisor:
             ips = ", ".join(vif.get("ip_addresses") or []) or "no address"
             self._log(guest, f"link up {vif['address']} ({ips})")
 
-    async def get_available_resource(self) -> dict[str, Any]:
+    async def get_available_resource(self) -> Resources:
         return resource_report(self, self.guests.values(), running=len(self.guests))
 
     async def list_instances(self) -> list[str]:
@@ -242,19 +254,19 @@ class FakeHypervisor:
 
     # -- beyond the interface (power control; not yet in spec/hypervisors.yaml) ---
 
-    async def power_off(self, instance: dict[str, Any]) -> None:
+    async def power_off(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest["power_state"] = SHUTDOWN
         self._log(guest, "powered off")
         self._save()
 
-    async def power_on(self, instance: dict[str, Any]) -> None:
+    async def power_on(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
         self._log(guest, f"booted; {self._disks_line(guest)}")
         self._save()
 
-    async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+    async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
         self._log(guest, f"{reboot_type.lower()} reboot")

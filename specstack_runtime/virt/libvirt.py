@@ -46,7 +46,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -81,7 +81,7 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 # nova power_state codes from libvirt domain states (as nova's libvirt driver maps them)
-_POWER_STATE = {
+_POWER_STATE: dict[int, PowerState] = {
     libvirt.VIR_DOMAIN_NOSTATE: NOSTATE,
     libvirt.VIR_DOMAIN_RUNNING: RUNNING,
     libvirt.VIR_DOMAIN_BLOCKED: RUNNING,
@@ -96,6 +96,17 @@ GIB = 1024**3
 VOLUME_TYPES = ("file", "local")
 VIF_TYPES = ("user", "bridge", "network")
 _NS = {"s": METADATA_NS}
+
+if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
+    from generated.drivers.types import (
+        BlockDevice,
+        ConnectionInfo,
+        ImageMeta,
+        Instance,
+        PowerState,
+        Resources,
+        Vif,
+    )
 
 
 def _quiet(_ctx: Any, _err: Any) -> None:
@@ -284,7 +295,7 @@ class LibvirtHypervisor:
     # -- spawn ------------------------------------------------------------------------
 
     @staticmethod
-    def _root_plan(image: dict[str, Any], inst_dir: Path) -> Disk | None:
+    def _root_plan(image: ImageMeta, inst_dir: Path) -> Disk | None:
         """The instance's own root disk on the image file: a qcow2 overlay (or a raw copy)."""
         if not image.get("path"):
             return None
@@ -295,7 +306,7 @@ class LibvirtHypervisor:
             raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
         return Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
 
-    def _make_root(self, image: dict[str, Any], root_gb: int, disk: Disk) -> None:
+    def _make_root(self, image: ImageMeta, root_gb: int, disk: Disk) -> None:
         base = Path(str(image["path"])).resolve()
         if not base.is_file():
             raise VirtError(f"image {image.get('id')} has no file at {base}")
@@ -346,25 +357,22 @@ class LibvirtHypervisor:
         )
 
     @staticmethod
-    def _boot_files(image: dict[str, Any], inst_dir: Path) -> dict[str, tuple[str, str]]:
+    def _boot_files(image: ImageMeta, inst_dir: Path) -> dict[str, tuple[str, str]]:
         """Direct kernel boot: {"kernel"|"ramdisk": (image file, its copy in the instance dir)}."""
-        files = {
-            name: (str(image[key]), str(inst_dir / name))
-            for key, name in (("kernel_path", "kernel"), ("ramdisk_path", "ramdisk"))
-            if image.get(key)
-        }
+        wanted = {"kernel": image.get("kernel_path"), "ramdisk": image.get("ramdisk_path")}
+        files = {name: (str(path), str(inst_dir / name)) for name, path in wanted.items() if path}
         if "ramdisk" in files and "kernel" not in files:
             raise VirtError(f"image {image.get('id')} has a ramdisk but no kernel")
         return files
 
     @staticmethod
-    def _image_files(image: dict[str, Any]) -> list[Path]:
+    def _image_files(image: ImageMeta) -> list[Path]:
         """The files of the image a guest boots from (they may still be downloading)."""
-        keys = ("path", "kernel_path", "ramdisk_path")
-        return [Path(str(image[k])) for k in keys if image.get(k)]
+        paths = (image.get("path"), image.get("kernel_path"), image.get("ramdisk_path"))
+        return [Path(p) for p in paths if p]
 
     def _materialize(
-        self, image: dict[str, Any], root_gb: int, root: Disk | None, inst_dir: Path
+        self, image: ImageMeta, root_gb: int, root: Disk | None, inst_dir: Path
     ) -> None:
         """The instance's own files made from the image's: root disk, kernel, ramdisk."""
         if root is not None:
@@ -376,10 +384,10 @@ class LibvirtHypervisor:
 
     def _define(
         self,
-        instance: dict[str, Any],
-        image: dict[str, Any],
-        network_info: list[dict[str, Any]],
-        block_device_info: list[dict[str, Any]],
+        instance: Instance,
+        image: ImageMeta,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
         now: bool,
     ) -> None:
         """Define the guest's domain; with `now`, make its files and start it too."""
@@ -439,7 +447,7 @@ class LibvirtHypervisor:
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
 
-    def _start_defined(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+    def _start_defined(self, uuid: str, image: ImageMeta, root_gb: int) -> None:
         """Make the files of a guest defined before its image arrived, and start it."""
         dom = self._domain(uuid)
         inst_dir = self.instance_dir(uuid)
@@ -453,7 +461,7 @@ class LibvirtHypervisor:
         if not dom.isActive():
             dom.create()
 
-    async def _boot_when_ready(self, uuid: str, image: dict[str, Any], root_gb: int) -> None:
+    async def _boot_when_ready(self, uuid: str, image: ImageMeta, root_gb: int) -> None:
         """Wait for the image's files (boot-vm step 12 downloads them after step 9), then boot."""
         try:
             files = self._image_files(image)
@@ -477,15 +485,14 @@ class LibvirtHypervisor:
 
     async def spawn(
         self,
-        instance: dict[str, Any],
-        image: dict[str, Any],
-        network_info: list[dict[str, Any]],
-        block_device_info: list[dict[str, Any]],
+        instance: Instance,
+        image: ImageMeta,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
     ) -> None:
         """Define and start the guest. An image marked `pending` is still on its way to its
         path (nova spawns at step 9 and downloads the image at step 12): the guest is defined
         now and started once the files are there; until then its power state is NOSTATE."""
-        image = dict(image or {})
         # Only an image marked pending may be missing: otherwise spawn fails at once.
         ready = not image.get("pending") or all(f.is_file() for f in self._image_files(image))
         await self._run(self._define, instance, image, network_info, block_device_info, ready)
@@ -509,12 +516,12 @@ class LibvirtHypervisor:
         if dom.isPersistent():
             dom.undefine()
 
-    def _destroy(self, instance: dict[str, Any]) -> None:
+    def _destroy(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
         self._remove(self._domain(uuid))
         shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
 
-    async def destroy(self, instance: dict[str, Any]) -> None:
+    async def destroy(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
         task = self._pending.pop(uuid, None)
         if task is not None:
@@ -526,11 +533,11 @@ class LibvirtHypervisor:
 
     # -- state and console ------------------------------------------------------------------
 
-    def _power_state(self, instance: dict[str, Any]) -> int:
+    def _power_state(self, instance: Instance) -> PowerState:
         state = self._domain(instance_uuid(instance)).state()[0]
         return _POWER_STATE.get(state, NOSTATE)
 
-    async def get_power_state(self, instance: dict[str, Any]) -> int:
+    async def get_power_state(self, instance: Instance) -> PowerState:
         uuid = instance_uuid(instance)
         state = await self._run(self._power_state, instance)
         if uuid in self._pending:
@@ -539,7 +546,7 @@ class LibvirtHypervisor:
             return CRASHED
         return state
 
-    def _console(self, instance: dict[str, Any]) -> str:
+    def _console(self, instance: Instance) -> str:
         dom = self._domain(instance_uuid(instance))
         root = ET.fromstring(dom.XMLDesc(0))
         paths = [
@@ -554,7 +561,7 @@ class LibvirtHypervisor:
             fh.seek(max(0, size - MAX_CONSOLE_BYTES))
             return fh.read().decode("utf-8", errors="replace")
 
-    async def get_console_output(self, instance: dict[str, Any]) -> str:
+    async def get_console_output(self, instance: Instance) -> str:
         return await self._run(self._console, instance)
 
     # -- devices -------------------------------------------------------------------------
@@ -606,7 +613,7 @@ class LibvirtHypervisor:
         return out
 
     def _attach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         uuid = instance_uuid(instance)
         disk = self._volume_disk(connection_info, mountpoint)
@@ -617,12 +624,12 @@ class LibvirtHypervisor:
         self._attach(dom, render_disk(self.virt_type, disk))
 
     async def attach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         await self._run(self._attach_volume, instance, connection_info, mountpoint)
 
     def _detach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         uuid = instance_uuid(instance)
         dev = _disk_name(mountpoint)
@@ -661,11 +668,11 @@ class LibvirtHypervisor:
             time.sleep(0.1)
 
     async def detach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         await self._run(self._detach_volume, instance, connection_info, mountpoint)
 
-    def _plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+    def _plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         uuid = instance_uuid(instance)
         wanted = [self._interface(v) for v in network_info or []]
         dom = self._domain(uuid)
@@ -678,12 +685,12 @@ class LibvirtHypervisor:
                 self._attach(dom, render_interface(self.virt_type, iface))
                 present.add(iface.mac)
 
-    async def plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+    async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         await self._run(self._plug_vifs, instance, network_info)
 
     # -- host ----------------------------------------------------------------------------
 
-    def _resources(self) -> dict[str, Any]:
+    def _resources(self) -> Resources:
         info = (
             self._connect().getInfo()
         )  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
@@ -709,7 +716,7 @@ class LibvirtHypervisor:
             "hypervisor_hostname": self.hostname,
         }
 
-    async def get_available_resource(self) -> dict[str, Any]:
+    async def get_available_resource(self) -> Resources:
         return await self._run(self._resources)
 
     def _list(self) -> list[str]:
@@ -720,23 +727,23 @@ class LibvirtHypervisor:
 
     # -- power control -----------------------------------------------------------------------
 
-    def _power_off(self, instance: dict[str, Any]) -> None:
+    def _power_off(self, instance: Instance) -> None:
         dom = self._domain(instance_uuid(instance))
         if dom.isActive():
             dom.destroy()
 
-    async def power_off(self, instance: dict[str, Any]) -> None:
+    async def power_off(self, instance: Instance) -> None:
         await self._run(self._power_off, instance)
 
-    def _power_on(self, instance: dict[str, Any]) -> None:
+    def _power_on(self, instance: Instance) -> None:
         dom = self._domain(instance_uuid(instance))
         if not dom.isActive():
             dom.create()
 
-    async def power_on(self, instance: dict[str, Any]) -> None:
+    async def power_on(self, instance: Instance) -> None:
         await self._run(self._power_on, instance)
 
-    def _reboot(self, instance: dict[str, Any], reboot_type: str) -> None:
+    def _reboot(self, instance: Instance, reboot_type: str) -> None:
         dom = self._domain(instance_uuid(instance))
         if not dom.isActive():
             dom.create()
@@ -748,7 +755,7 @@ class LibvirtHypervisor:
             except libvirt.libvirtError:
                 dom.reset(0)
 
-    async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+    async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         if str(reboot_type).upper() not in ("SOFT", "HARD"):
             raise VirtError(f"reboot_type must be SOFT or HARD, not {reboot_type!r}")
         await self._run(self._reboot, instance, reboot_type)

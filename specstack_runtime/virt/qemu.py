@@ -34,7 +34,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import QMPClient, QMPError
 
@@ -67,7 +67,7 @@ CONSOLE_TAIL = 256 * 1024  # nova too returns only the end of a long console log
 IMAGE_WAIT_S = 600.0
 START_TIMEOUT_S = 30.0
 DETACH_TIMEOUT_S = 30.0
-QMP_STATES = {
+QMP_STATES: dict[str, PowerState] = {
     "running": RUNNING,
     "paused": PAUSED,
     "prelaunch": PAUSED,
@@ -86,6 +86,17 @@ QMP_STATES = {
     "watchdog": CRASHED,
 }
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
+    from generated.drivers.types import (
+        BlockDevice,
+        ConnectionInfo,
+        ImageMeta,
+        Instance,
+        PowerState,
+        Resources,
+        Vif,
+    )
 
 
 def qemu_binary() -> str | None:
@@ -390,10 +401,10 @@ class QemuHypervisor:
 
     async def spawn(
         self,
-        instance: dict[str, Any],
-        image: dict[str, Any],
-        network_info: list[dict[str, Any]],
-        block_device_info: list[dict[str, Any]],
+        instance: Instance,
+        image: ImageMeta,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
     ) -> None:
         uuid = _uuid_of(instance)
         if uuid in self.guests:
@@ -450,7 +461,7 @@ class QemuHypervisor:
         # the image is still on its way (boot-vm step 12): the guest starts when it lands
         self._tasks[uuid] = asyncio.create_task(self._boot(uuid), name=f"qemu-boot-{uuid}")
 
-    async def destroy(self, instance: dict[str, Any]) -> None:
+    async def destroy(self, instance: Instance) -> None:
         guest = self._guest(instance)
         uuid = guest["uuid"]
         task = self._tasks.pop(uuid, None)
@@ -480,7 +491,7 @@ class QemuHypervisor:
         while _alive(pid, uuid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
-    async def get_power_state(self, instance: dict[str, Any]) -> int:
+    async def get_power_state(self, instance: Instance) -> PowerState:
         guest = self._guest(instance)
         state = guest.get("state")
         if state == "building":
@@ -495,7 +506,7 @@ class QemuHypervisor:
             return NOSTATE
         return QMP_STATES.get(str(status.get("status")), NOSTATE)
 
-    async def get_console_output(self, instance: dict[str, Any]) -> str:
+    async def get_console_output(self, instance: Instance) -> str:
         guest = self._guest(instance)
         path = Path(guest["console"])
         try:
@@ -508,7 +519,7 @@ class QemuHypervisor:
         return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
     async def attach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         guest = self._guest(instance)
         name = disk_name(mountpoint)
@@ -542,7 +553,7 @@ class QemuHypervisor:
         self._note(guest, f"hot-plugged volume {serial} as disk-{name}")
 
     async def detach_volume(
-        self, instance: dict[str, Any], connection_info: dict[str, Any], mountpoint: str
+        self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
         guest = self._guest(instance)
         name = disk_name(mountpoint)
@@ -582,11 +593,11 @@ class QemuHypervisor:
         self._note(guest, f"unplugged disk-{name}")
 
     @staticmethod
-    def _check_vifs(network_info: list[dict[str, Any]]) -> None:
+    def _check_vifs(network_info: list[Vif]) -> None:
         for vif in network_info:
             vif_mac(vif)
 
-    async def plug_vifs(self, instance: dict[str, Any], network_info: list[dict[str, Any]]) -> None:
+    async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         guest = self._guest(instance)
         self._check_vifs(network_info or [])
         async with self._lock(guest["uuid"]):
@@ -611,7 +622,7 @@ class QemuHypervisor:
 
     # -- power control ---------------------------------------------------------------------
 
-    async def power_off(self, instance: dict[str, Any]) -> None:
+    async def power_off(self, instance: Instance) -> None:
         """Stop the guest's QEMU; its disks and devices stay for power_on."""
         guest = self._guest(instance)
         async with self._lock(guest["uuid"]):
@@ -622,7 +633,7 @@ class QemuHypervisor:
             self._note(guest, "powered off")
             self._save()
 
-    async def power_on(self, instance: dict[str, Any]) -> None:
+    async def power_on(self, instance: Instance) -> None:
         guest = self._guest(instance)
         async with self._lock(guest["uuid"]):
             if guest.get("state") == "started" and _alive(guest.get("pid"), guest["uuid"]):
@@ -631,7 +642,7 @@ class QemuHypervisor:
                 raise VirtError(f"the guest of instance {guest['uuid']} cannot be started")
             await self._start(guest)
 
-    async def reboot(self, instance: dict[str, Any], reboot_type: str = "SOFT") -> None:
+    async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         guest = self._guest(instance)
         if reboot_type not in ("SOFT", "HARD"):
             raise VirtError(f"reboot type must be SOFT or HARD, not {reboot_type!r}")
@@ -640,7 +651,7 @@ class QemuHypervisor:
         await self._execute(guest, "system_reset")
         self._note(guest, f"{reboot_type.lower()} reboot")
 
-    async def get_available_resource(self) -> dict[str, Any]:
+    async def get_available_resource(self) -> Resources:
         guests = self.guests.values()
         running = sum(1 for g in guests if _alive(g.get("pid"), g["uuid"]))
         return resource_report(self, guests, running)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from generated.drivers.types import Instance
 from specstack_runtime.behaviours import compute, conductor, scheduler
 from specstack_runtime.behaviours.scheduling import NoValidHost
 from specstack_runtime.errors import Conflict, NotFound, StepFailed
@@ -765,7 +766,7 @@ async def test_server_actions_through_the_cell(tmp_path: Path) -> None:
         row = await boot_through_the_cell(cell)
         sid = {"server_id": row["id"]}
         driver: FakeHypervisor = cell.computes["compute-1"].driver
-        guest = {"uuid": row["id"], "name": "vm1"}
+        guest: Instance = {"uuid": row["id"], "name": "vm1"}
 
         await cell.operation("serverAction", path_params=sid, body={"os-stop": None})
         stopped = await cell.wait_for(row["id"], lambda r: r["vm_state"] == "stopped")

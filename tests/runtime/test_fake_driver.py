@@ -6,20 +6,21 @@ import asyncio
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from jsonschema import Draft202012Validator
 
+from generated.drivers.types import BlockDevice, ConnectionInfo, Instance, Vif
 from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
 from specstack_runtime.virt.fake import FLUSH_DELAY_S, FakeHypervisor
 from tests.aio import arun
 from tests.runtime.test_compute_kit import ir_json
 
-CONN = {"driver_volume_type": "iscsi", "data": {"volume_id": "vol-1"}}
+CONN: ConnectionInfo = {"driver_volume_type": "iscsi", "data": {"volume_id": "vol-1"}}
 
 
-def guest(uuid: str = "u1", name: str = "vm1") -> dict[str, Any]:
+def guest(uuid: str = "u1", name: str = "vm1") -> Instance:
     return {
         "uuid": uuid,
         "name": name,
@@ -106,7 +107,7 @@ async def test_volumes_and_vifs_show_on_the_console(tmp_path: Path) -> None:
     assert (await hv.get_console_output(guest())).splitlines()[-1].endswith("disks: vda")
     with pytest.raises(DiskNotFound):
         await hv.detach_volume(guest(), CONN, "/dev/vdb")
-    vif = {
+    vif: Vif = {
         "id": "p1",
         "address": "fa:16:3e:00:00:01",
         "network_id": "n1",
@@ -122,7 +123,7 @@ async def test_volumes_and_vifs_show_on_the_console(tmp_path: Path) -> None:
 @arun
 async def test_boot_from_volume_has_the_volume_as_vda(tmp_path: Path) -> None:
     hv = FakeHypervisor(None)
-    bdev = {"mountpoint": "/dev/vda", "connection_info": CONN, "serial": "vol-1"}
+    bdev: BlockDevice = {"mountpoint": "/dev/vda", "connection_info": CONN, "serial": "vol-1"}
     _check("BlockDevice", bdev)
     await hv.spawn({"uuid": "u1", "name": "bfv"}, {"id": ""}, [], [bdev])
     assert hv.guests["u1"]["disks"]["vda"]["kind"] == "volume"
@@ -156,7 +157,7 @@ def test_an_unreadable_state_file_is_a_clear_error(tmp_path: Path) -> None:
 async def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     hv = FakeHypervisor(None)
     with pytest.raises(Exception, match="uuid"):
-        await hv.spawn({"name": "x"}, {"id": "img"}, [], [])
+        await hv.spawn(cast(Instance, {"name": "x"}), {"id": "img"}, [], [])
     await hv.spawn(guest(), {"id": "img"}, [], [])
     with pytest.raises(Exception, match="device path"):
         await hv.attach_volume(guest(), CONN, "vdb")

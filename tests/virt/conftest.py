@@ -10,10 +10,11 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from generated.drivers.types import Instance
 from specstack_conformance.drivers import REQUIRE_ENV, libvirtd_missing, requirement_missing
 
 
@@ -83,13 +84,16 @@ def file_volume(path: Path, volume_id: str | None = None) -> dict[str, Any]:
     }
 
 
-def new_instance(**extra: Any) -> dict[str, Any]:
+def new_instance(**extra: Any) -> Instance:
     uid = str(uuid.uuid4())
-    return {
-        "uuid": uid,
-        "name": f"vm-{uid[:8]}",
-        "vcpus": 1,
-        "memory_mb": 64,
-        "root_gb": 0,
-        **extra,
-    }
+    return cast(
+        Instance,
+        {
+            "uuid": uid,
+            "name": f"vm-{uid[:8]}",
+            "vcpus": 1,
+            "memory_mb": 64,
+            "root_gb": 0,
+            **extra,
+        },
+    )

@@ -12,10 +12,11 @@ import os
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 
+from generated.drivers.types import ConnectionInfo, ImageMeta, Instance, Vif
 from generator.tools.guestimage import MARKER, GuestImage
 from specstack_runtime.virt import (
     DeviceBusy,
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.usefixtures("qemu_installed")
 T = TypeVar("T")
 WAIT_S = 300.0
 UUID = "9b0c0d1e-0000-4000-8000-00000000a001"
-INSTANCE: dict[str, Any] = {
+INSTANCE: Instance = {
     "uuid": UUID,
     "name": "guest-a",
     "vcpus": 1,
@@ -92,7 +93,7 @@ def test_spawn_waits_for_the_image_then_runs(
     tmp_path: Path,
 ) -> None:
     cache = tmp_path / "image-cache" / "img-1"  # not there yet: step 12 brings it later
-    vif = {"id": "port-0001", "address": "fa:16:3e:00:00:01", "ip_addresses": ["10.0.0.5"]}
+    vif: Vif = {"id": "port-0001", "address": "fa:16:3e:00:00:01", "ip_addresses": ["10.0.0.5"]}
 
     async def scenario() -> None:
         await hv.spawn(INSTANCE, {"id": "img-1", "path": str(cache), "pending": True}, [], [])
@@ -133,7 +134,7 @@ def test_volume_hot_plugged_and_unplugged(
     volume = tmp_path / "volume.img"
     with volume.open("wb") as fh:
         fh.truncate(1 << 30)
-    info = {
+    info: ConnectionInfo = {
         "driver_volume_type": "file",
         "data": {"device_path": str(volume), "volume_id": VOLUME_ID, "serial": VOLUME_ID},
     }
@@ -167,12 +168,13 @@ def test_bad_attach_is_refused_and_changes_nothing(
 ) -> None:
     before = dict(hv.guests[UUID]["disks"])
     with pytest.raises(VirtError, match=error):
-        run(loop, hv.attach_volume(INSTANCE, info, mountpoint))
+        # malformed on purpose: the driver must refuse what the type checker cannot see
+        run(loop, hv.attach_volume(INSTANCE, cast(ConnectionInfo, info), mountpoint))
     assert hv.guests[UUID]["disks"] == before
 
 
 def test_unknown_instance(hv: QemuHypervisor, loop: asyncio.Runner) -> None:
-    other = {"uuid": "0000aaaa-0000-4000-8000-000000000000", "name": "nope"}
+    other: Instance = {"uuid": "0000aaaa-0000-4000-8000-000000000000", "name": "nope"}
     for call in (hv.get_power_state(other), hv.destroy(other), hv.get_console_output(other)):
         with pytest.raises(InstanceNotFound):
             run(loop, call)
@@ -199,7 +201,7 @@ def test_guest_that_cannot_start_fails_spawn_and_leaves_nothing(
     loop: asyncio.Runner, tmp_path: Path
 ) -> None:
     driver = QemuHypervisor(tmp_path / "c.json", hostname="c")
-    huge: dict[str, Any] = {
+    huge: Instance = {
         **INSTANCE,
         "uuid": "9b0c0d1e-0000-4000-8000-00000000a002",
         "memory_mb": 1 << 40,
@@ -222,10 +224,10 @@ def test_image_that_never_arrives_fails_the_guest(
 ) -> None:
     monkeypatch.setattr(qemu_mod, "IMAGE_WAIT_S", 0.3)
     driver = QemuHypervisor(tmp_path / "d.json", hostname="d")
-    inst: dict[str, Any] = {**INSTANCE, "uuid": "9b0c0d1e-0000-4000-8000-00000000a003"}
+    inst: Instance = {**INSTANCE, "uuid": "9b0c0d1e-0000-4000-8000-00000000a003"}
 
     async def scenario() -> tuple[int, str]:
-        never = {"id": "img-x", "path": str(tmp_path / "never"), "pending": True}
+        never: ImageMeta = {"id": "img-x", "path": str(tmp_path / "never"), "pending": True}
         await driver.spawn(inst, never, [], [])
 
         async def settled() -> bool:

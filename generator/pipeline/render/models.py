@@ -22,8 +22,11 @@ class ModelGenerationError(Exception):
     pass
 
 
-def generate_models(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
-    """Pydantic v2 source for every schema in `schema`, deterministic and unformatted."""
+def generate_models(
+    schema: dict[str, Any], *, openapi: bool, header: str, typed_dict: bool = False
+) -> str:
+    """Pydantic v2 source (or `TypedDict`s, the plain-data form) for every schema in `schema`,
+    deterministic and unformatted."""
     from datamodel_code_generator import (
         DataModelType,
         InputFileType,
@@ -35,7 +38,9 @@ def generate_models(schema: dict[str, Any], *, openapi: bool, header: str) -> st
     result = generate(
         json.dumps(schema, sort_keys=False),
         input_file_type=InputFileType.OpenAPI if openapi else InputFileType.JsonSchema,
-        output_model_type=DataModelType.PydanticV2BaseModel,
+        output_model_type=(
+            DataModelType.TypingTypedDict if typed_dict else DataModelType.PydanticV2BaseModel
+        ),
         target_python_version=PythonVersion.PY_311,
         disable_timestamp=True,
         formatters=[],
@@ -53,7 +58,9 @@ def generate_models(schema: dict[str, Any], *, openapi: bool, header: str) -> st
 
 
 def _check_classes(text: str, names: tuple[str, ...], origin: str) -> None:
-    defined = set(re.findall(r"^class (\w+)\(", text, flags=re.M))
+    # a class, or (for a schema that is not an object) a type alias
+    found = re.findall(r"^(?:class (\w+)\(|(\w+): TypeAlias\b)", text, flags=re.M)
+    defined = {name for pair in found for name in pair if name}
     missing = [n for n in names if n not in defined]
     if missing:
         raise ModelGenerationError(f"{origin}: no model class for {', '.join(missing)}")
@@ -75,7 +82,7 @@ def _retarget_refs(node: Any) -> Any:
     return node
 
 
-def _defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
+def defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
     # A root that references every definition, so each becomes a class.
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -86,12 +93,14 @@ def _defs_bundle(title: str, defs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def model_module(schema: dict[str, Any], *, openapi: bool, header: str) -> str:
+def model_module(
+    schema: dict[str, Any], *, openapi: bool, header: str, typed_dict: bool = False
+) -> str:
     """One module of models.
 
-    Without `openapi`, `schema` is a `_defs_bundle`, whose helper root class is dropped.
+    Without `openapi`, `schema` is a `defs_bundle`, whose helper root class is dropped.
     """
-    text = generate_models(schema, openapi=openapi, header=header)
+    text = generate_models(schema, openapi=openapi, header=header, typed_dict=typed_dict)
     return text if openapi else _drop_class(text, schema["title"])
 
 
@@ -109,7 +118,7 @@ class ModelsTarget:
             text = cached_module(
                 _schemas_part(to_plain(f.data)), True, py_header(ctx.source(f.rel))
             )
-            out.append(_checked(f"models/{api.module}.py", text, api.models, ctx.source(f.rel)))
+            out.append(checked(f"models/{api.module}.py", text, api.models, ctx.source(f.rel)))
         msgs_file = ctx.spec.one("messages")
         assert msgs_file is not None
         defs: dict[str, Any] = dict(to_plain(msgs_file.data).get("types") or {})
@@ -118,31 +127,42 @@ class ModelsTarget:
             if m.reply_model and m.reply_schema is not None:
                 defs[m.reply_model] = m.reply_schema
         source = ctx.source(msgs_file.rel)
-        text = cached_module(_defs_bundle("MessagesRoot", defs), False, py_header(source))
-        out.append(_checked("models/messages.py", text, defs, source))
-        hyp_file = ctx.spec.one("hypervisors")
-        assert hyp_file is not None
-        types = dict(to_plain(hyp_file.data).get("types") or {})
-        source = ctx.source(hyp_file.rel)
-        text = cached_module(_defs_bundle("DriverTypesRoot", types), False, py_header(source))
-        out.append(_checked("models/drivers.py", text, types, source))
+        text = cached_module(defs_bundle("MessagesRoot", defs), False, py_header(source))
+        out.append(checked("models/messages.py", text, defs, source))
+        types, source = driver_types(ctx)
+        text = cached_module(defs_bundle("DriverTypesRoot", types), False, py_header(source))
+        out.append(checked("models/drivers.py", text, types, source))
         init = ctx.templates.get_template("models/__init__.py.j2").render(
             ir=ir, header=py_header(f"{ctx.spec_label}/")
         )
         return [*out, OutputFile("models/__init__.py", init)]
 
 
-def cached_module(schema: dict[str, Any], openapi: bool, header: str) -> str:
+def driver_types(ctx: RenderContext) -> tuple[dict[str, Any], str]:
+    """The `types:` of spec/hypervisors.yaml, and the name of that file for headers."""
+    hyp_file = ctx.spec.one("hypervisors")
+    assert hyp_file is not None
+    return dict(to_plain(hyp_file.data).get("types") or {}), ctx.source(hyp_file.rel)
+
+
+def cached_module(
+    schema: dict[str, Any], openapi: bool, header: str, *, typed_dict: bool = False
+) -> str:
     """`model_module`'s text, from the cache when this input was seen before."""
     from generator.pipeline.cache import DigestCache, digest, source_digest
 
     key = digest(
-        source_digest(__file__), _version("datamodel-code-generator"), openapi, header, schema
+        source_digest(__file__),
+        _version("datamodel-code-generator"),
+        openapi,
+        typed_dict,
+        header,
+        schema,
     )
     cache = DigestCache("models")
     text = cache.get(key)
     if text is None:
-        text = model_module(schema, openapi=openapi, header=header)
+        text = model_module(schema, openapi=openapi, header=header, typed_dict=typed_dict)
         cache.put(key, text)
     return text
 
@@ -159,7 +179,7 @@ def _schemas_part(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k not in ("paths", "webhooks")} | {"paths": {}}
 
 
-def _checked(path: str, text: str, names: Iterable[str], origin: str) -> OutputFile:
+def checked(path: str, text: str, names: Iterable[str], origin: str) -> OutputFile:
     _check_classes(text, tuple(names), origin)
     return OutputFile(path, text)
 
