@@ -29,7 +29,7 @@ from generator.tools import guestimage
 from specstack_conformance.harness import free_port_block
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
-from specstack_runtime.virt.qemu import qemu_binary
+from specstack_runtime.virt.accel import qemu_binary
 
 DRIVERS = ("libvirt", "qemu")
 MARKER_TIMEOUT_S = 300.0

@@ -10,7 +10,9 @@ the CPU has hardware virtualisation and the host is not a kvm_pvm guest.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 _HW_FLAGS = frozenset({"vmx", "svm"})
 
@@ -39,9 +41,42 @@ def kvm_usable(
     return dev.exists() and os.access(dev, os.R_OK | os.W_OK)
 
 
+def qemu_binary() -> str | None:
+    """qemu-system-x86_64 (or $SPECSTACK_QEMU_BINARY) on the PATH."""
+    return shutil.which(os.environ.get("SPECSTACK_QEMU_BINARY", "qemu-system-x86_64"))
+
+
+def qemu_accelerator() -> str:
+    """QEMU's -accel: $SPECSTACK_QEMU_ACCEL when it is kvm or tcg, else KVM where it works."""
+    forced = os.environ.get("SPECSTACK_QEMU_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced
+    return "kvm" if kvm_usable() else "tcg"
+
+
 def libvirt_virt_type() -> str:
     """The libvirt domain type for x86 guests here: 'kvm' or 'qemu' (TCG)."""
     return "kvm" if kvm_usable() else "qemu"
 
 
-__all__ = ["cpu_has_virtualization", "kvm_usable", "libvirt_virt_type"]
+def libvirt_types(uri: str) -> tuple[str, str]:
+    """(virt type of the templates, <domain type>) for a connection URI."""
+    scheme = urlsplit(uri).scheme.split("+", 1)[0]
+    if scheme == "test":
+        return "qemu", "test"
+    if scheme in ("xen", "libxl"):
+        return "xen", "xen"
+    if scheme == "lxc":
+        return "lxc", "lxc"
+    virt = libvirt_virt_type()
+    return virt, virt
+
+
+__all__ = [
+    "cpu_has_virtualization",
+    "kvm_usable",
+    "libvirt_types",
+    "libvirt_virt_type",
+    "qemu_accelerator",
+    "qemu_binary",
+]

@@ -14,17 +14,13 @@ blocks. Domain XML comes from the templates of ./templates, one per virt type
   their <metadata> records the instance name and the compute host. A driver
   only sees the domains of its own host, so that several compute nodes (or test
   runs) can share one libvirtd.
-- Files live in `instances_path/<uuid>/`: the root disk (a qcow2 overlay on the
-  image file made with qemu-img, or a raw copy), the kernel and ramdisk for
-  direct kernel boot (the image's `kernel_path`/`ramdisk_path`), and
-  `console.log`, where the guest's serial console is written (appended) and
-  `get_console_output` reads it.
+- Files live in `instances_path/<uuid>/` (files.py makes them): root disk, kernel and
+  ramdisk, and `console.log`, the guest's serial console that `get_console_output` reads.
 - An image marked `pending` is still being downloaded (nova spawns at step 9,
   downloads at step 12): the domain is defined at once and started when the
   files are there; its power state is NOSTATE until then, CRASHED if that fails.
-- Volumes: connection_info of type `file` or `local` whose data gives the path
-  of a raw (or qcow2) file in `device_path` (or `path`); they become virtio
-  disks whose serial is the volume id, hot-plugged into a running guest.
+- Volumes: local files (files.local_volume), virtio disks hot-plugged into a running
+  guest (libvirt_devices.py) whose serial is the volume id.
 - Ports: `vif_type` 'user' (QEMU user-mode networking; needs no bridge or tap,
   the default), 'bridge' or 'network' with `vif_source` naming it.
 - With qemu:///system, QEMU runs as the compute service's own user (a static
@@ -36,11 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 import xml.etree.ElementTree as ET
@@ -63,8 +57,10 @@ from specstack_runtime.virt import (
     InstanceExists,
     InstanceNotFound,
     VirtError,
+    files,
 )
-from specstack_runtime.virt.accel import libvirt_virt_type
+from specstack_runtime.virt import libvirt_devices as devices
+from specstack_runtime.virt.accel import libvirt_types
 from specstack_runtime.virt.common import disk_name, instance_uuid, vif_mac
 from specstack_runtime.virt.domain_xml import (
     METADATA_NS,
@@ -76,6 +72,17 @@ from specstack_runtime.virt.domain_xml import (
     render_domain,
     render_interface,
 )
+
+if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
+    from generated.drivers.types import (
+        BlockDevice,
+        ConnectionInfo,
+        ImageMeta,
+        Instance,
+        PowerState,
+        Resources,
+        Vif,
+    )
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -92,21 +99,8 @@ _POWER_STATE: dict[int, PowerState] = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: SUSPENDED,
 }
 MAX_CONSOLE_BYTES = 100 * 1024  # nova's limit for console output
-GIB = 1024**3
-VOLUME_TYPES = ("file", "local")
 VIF_TYPES = ("user", "bridge", "network")
 _NS = {"s": METADATA_NS}
-
-if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
-    from generated.drivers.types import (
-        BlockDevice,
-        ConnectionInfo,
-        ImageMeta,
-        Instance,
-        PowerState,
-        Resources,
-        Vif,
-    )
 
 
 def _quiet(_ctx: Any, _err: Any) -> None:
@@ -120,37 +114,6 @@ def _disk_name(mountpoint: Any) -> str:
     """`/dev/vdb` (or sdb, xvdb) -> `vdb`: every disk is a virtio disk here."""
     name = disk_name(mountpoint)
     return "vd" + name[name.index("d") + 1 :]
-
-
-def _virt_type_of(uri: str) -> tuple[str, str]:
-    """(virt type of the templates, <domain type>) for a connection URI."""
-    scheme = urlsplit(uri).scheme.split("+", 1)[0]
-    if scheme == "test":
-        return "qemu", "test"
-    if scheme in ("xen", "libxl"):
-        return "xen", "xen"
-    if scheme == "lxc":
-        return "lxc", "lxc"
-    virt = libvirt_virt_type()
-    return virt, virt
-
-
-def _qemu_img(*args: str) -> str:
-    exe = shutil.which("qemu-img")
-    if exe is None:
-        raise VirtError("qemu-img is not installed (package qemu-utils)")
-    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise VirtError(f"qemu-img {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
-def _image_format(path: Path) -> str:
-    """The format of an image file as qemu-img sees it (raw when qemu-img is absent)."""
-    if shutil.which("qemu-img") is None:
-        return "raw"
-    info = json.loads(_qemu_img("info", "--output=json", str(path)))
-    return str(info.get("format") or "raw")
 
 
 class LibvirtHypervisor:
@@ -183,7 +146,7 @@ class LibvirtHypervisor:
         del vcpus, memory_mb, local_gb  # the host's own figures are reported
         self.uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
         self.hostname = hostname
-        templates_type, domain_type = _virt_type_of(self.uri)
+        templates_type, domain_type = libvirt_types(self.uri)
         if virt_type:
             if virt_type not in VIRT_TYPES:
                 raise VirtError(
@@ -295,59 +258,14 @@ class LibvirtHypervisor:
     # -- spawn ------------------------------------------------------------------------
 
     @staticmethod
-    def _root_plan(image: ImageMeta, inst_dir: Path) -> Disk | None:
-        """The instance's own root disk on the image file: a qcow2 overlay (or a raw copy)."""
-        if not image.get("path"):
-            return None
-        if shutil.which("qemu-img") is not None:
-            return Disk(path=str(inst_dir / "disk"), dev="vda", format="qcow2")
-        fmt = str(image.get("disk_format") or "raw")
-        if fmt not in ("raw", "qcow2"):
-            raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
-        return Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
-
-    def _make_root(self, image: ImageMeta, root_gb: int, disk: Disk) -> None:
-        base = Path(str(image["path"])).resolve()
-        if not base.is_file():
-            raise VirtError(f"image {image.get('id')} has no file at {base}")
-        if disk.format == "qcow2" and shutil.which("qemu-img") is not None:
-            fmt = _image_format(base)
-            if fmt not in ("raw", "qcow2"):
-                raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
-            size = [f"{root_gb}G"] if root_gb * GIB > self._virtual_size(base) else []
-            _qemu_img("create", "-q", "-f", "qcow2", "-F", fmt, "-b", str(base), disk.path, *size)
-        else:
-            shutil.copyfile(base, disk.path)
-
-    @staticmethod
-    def _virtual_size(path: Path) -> int:
-        return int(json.loads(_qemu_img("info", "--output=json", str(path)))["virtual-size"])
-
-    @staticmethod
     def _volume_disk(connection_info: Any, mountpoint: Any, serial: Any = None) -> Disk:
-        if not isinstance(connection_info, dict):
-            raise VirtError("connection_info must be an object")
-        kind = connection_info.get("driver_volume_type")
-        if kind not in VOLUME_TYPES:
-            raise VirtError(
-                f"volume type {kind!r} is not supported by the libvirt driver "
-                f"(supported: {', '.join(VOLUME_TYPES)})"
-            )
-        data = connection_info.get("data") or {}
-        path = data.get("device_path") or data.get("path")
-        if not path:
-            raise VirtError(f"connection_info of type {kind} needs data.device_path")
-        if not Path(str(path)).exists():
-            raise VirtError(f"volume file {path} does not exist")
-        fmt = str(data.get("format") or "raw")
-        if fmt not in ("raw", "qcow2"):
-            raise VirtError(f"volume format {fmt!r} is not supported (raw, qcow2)")
+        vol = files.local_volume(connection_info, "libvirt")
         return Disk(
-            path=str(path),
+            path=vol.path,
             dev=_disk_name(mountpoint),
-            format=fmt,
-            serial=str(serial or data.get("serial") or data.get("volume_id") or "") or None,
-            readonly=data.get("access_mode") == "ro",
+            format=vol.format,
+            serial=str(serial or vol.serial) or None,
+            readonly=vol.readonly,
         )
 
     def _interface(self, vif: Any) -> Interface:
@@ -357,30 +275,11 @@ class LibvirtHypervisor:
         )
 
     @staticmethod
-    def _boot_files(image: ImageMeta, inst_dir: Path) -> dict[str, tuple[str, str]]:
-        """Direct kernel boot: {"kernel"|"ramdisk": (image file, its copy in the instance dir)}."""
-        wanted = {"kernel": image.get("kernel_path"), "ramdisk": image.get("ramdisk_path")}
-        files = {name: (str(path), str(inst_dir / name)) for name, path in wanted.items() if path}
-        if "ramdisk" in files and "kernel" not in files:
-            raise VirtError(f"image {image.get('id')} has a ramdisk but no kernel")
-        return files
-
-    @staticmethod
-    def _image_files(image: ImageMeta) -> list[Path]:
-        """The files of the image a guest boots from (they may still be downloading)."""
-        paths = (image.get("path"), image.get("kernel_path"), image.get("ramdisk_path"))
-        return [Path(p) for p in paths if p]
-
-    def _materialize(
-        self, image: ImageMeta, root_gb: int, root: Disk | None, inst_dir: Path
-    ) -> None:
+    def _materialize(image: ImageMeta, root_gb: int, root: Disk | None, inst_dir: Path) -> None:
         """The instance's own files made from the image's: root disk, kernel, ramdisk."""
         if root is not None:
-            self._make_root(image, root_gb, root)
-        for name, (src, dst) in self._boot_files(image, inst_dir).items():
-            if not Path(src).is_file():
-                raise VirtError(f"image {image.get('id')}: its {name} {src} is not a file")
-            shutil.copyfile(src, dst)
+            files.make_root(image, root_gb, Path(root.path), root.format)
+        files.copy_boot_files(image, inst_dir)
 
     def _define(
         self,
@@ -410,8 +309,9 @@ class LibvirtHypervisor:
         interfaces = [self._interface(v) for v in network_info or []]
         root_gb = int(instance.get("root_gb") or 0)
         inst_dir = self.instance_dir(uuid)
-        boot = self._boot_files(image, inst_dir)
-        root = None if "vda" in devs else self._root_plan(image, inst_dir)
+        boot = files.boot_files(image, inst_dir)
+        fmt = None if "vda" in devs else files.root_format(image)
+        root = None if fmt is None else Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
         props = image.get("properties") or {}
         guest = Guest(
             name=self.domain_name(uuid),
@@ -451,7 +351,7 @@ class LibvirtHypervisor:
         """Make the files of a guest defined before its image arrived, and start it."""
         dom = self._domain(uuid)
         inst_dir = self.instance_dir(uuid)
-        stored = self._disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get("vda")
+        stored = devices.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get("vda")
         root = None
         if stored is not None and stored.find("serial") is None and image.get("path"):
             driver = stored.find("driver")
@@ -464,11 +364,11 @@ class LibvirtHypervisor:
     async def _boot_when_ready(self, uuid: str, image: ImageMeta, root_gb: int) -> None:
         """Wait for the image's files (boot-vm step 12 downloads them after step 9), then boot."""
         try:
-            files = self._image_files(image)
+            wanted = files.image_files(image)
             deadline = time.monotonic() + self.image_wait_s
-            while not all(f.is_file() for f in files):
+            while not all(f.is_file() for f in wanted):
                 if time.monotonic() > deadline:
-                    missing = ", ".join(str(f) for f in files if not f.is_file())
+                    missing = ", ".join(str(f) for f in wanted if not f.is_file())
                     raise VirtError(f"image {image.get('id')} never arrived at {missing}")
                 await asyncio.sleep(0.05)
             await self._run(self._start_defined, uuid, image, root_gb)
@@ -494,7 +394,7 @@ class LibvirtHypervisor:
         path (nova spawns at step 9 and downloads the image at step 12): the guest is defined
         now and started once the files are there; until then its power state is NOSTATE."""
         # Only an image marked pending may be missing: otherwise spawn fails at once.
-        ready = not image.get("pending") or all(f.is_file() for f in self._image_files(image))
+        ready = not image.get("pending") or all(f.is_file() for f in files.image_files(image))
         await self._run(self._define, instance, image, network_info, block_device_info, ready)
         if not ready:
             uuid = instance_uuid(instance)
@@ -566,52 +466,6 @@ class LibvirtHypervisor:
 
     # -- devices -------------------------------------------------------------------------
 
-    @staticmethod
-    def _live_flags(dom: libvirt.virDomain) -> int:
-        flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        if dom.isActive():
-            flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-        return int(flags)
-
-    def _cold_plug(self, dom: libvirt.virDomain, device_xml: str, remove: str | None) -> None:
-        """Change the persistent definition and restart the guest: for a libvirt driver
-        without hot-plug (libvirt's test driver). `remove` is the target dev to take out."""
-        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
-        devices = root.find("devices")
-        assert devices is not None
-        if remove is None:
-            devices.append(ET.fromstring(device_xml))
-        else:
-            for disk in devices.findall("disk"):
-                target = disk.find("target")
-                if target is not None and target.get("dev") == remove:
-                    devices.remove(disk)
-        ET.register_namespace("specstack", METADATA_NS)
-        running = bool(dom.isActive())
-        conn = self._connect()
-        if running:
-            dom.destroy()
-        dom = conn.defineXML(ET.tostring(root, encoding="unicode"))
-        if running:
-            dom.create()
-
-    def _attach(self, dom: libvirt.virDomain, device_xml: str) -> None:
-        try:
-            dom.attachDeviceFlags(device_xml, self._live_flags(dom))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise
-            self._cold_plug(dom, device_xml, None)
-
-    @staticmethod
-    def _disks(xml: str) -> dict[str, ET.Element]:
-        out = {}
-        for disk in ET.fromstring(xml).findall("devices/disk"):
-            target = disk.find("target")
-            if target is not None and target.get("dev"):
-                out[str(target.get("dev"))] = disk
-        return out
-
     def _attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
@@ -619,9 +473,9 @@ class LibvirtHypervisor:
         disk = self._volume_disk(connection_info, mountpoint)
         dom = self._domain(uuid)
         dev = disk.dev.replace("vd", "xvd", 1) if self.virt_type == "xen" else disk.dev
-        if dev in self._disks(dom.XMLDesc(0)):
+        if dev in devices.disks(dom.XMLDesc(0)):
             raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
-        self._attach(dom, render_disk(self.virt_type, disk))
+        devices.attach(self._connect(), dom, render_disk(self.virt_type, disk))
 
     async def attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
@@ -636,36 +490,10 @@ class LibvirtHypervisor:
         if self.virt_type == "xen":
             dev = dev.replace("vd", "xvd", 1)
         dom = self._domain(uuid)
-        disk = self._disks(dom.XMLDesc(0)).get(dev)
+        disk = devices.disks(dom.XMLDesc(0)).get(dev)
         if disk is None or disk.find("serial") is None:  # the root disk is no volume
             raise DiskNotFound(f"No volume is attached to instance {uuid} at {mountpoint}.")
-        xml = ET.tostring(disk, encoding="unicode")
-        try:
-            if dom.isActive():
-                # The running guest must release the disk (ACPI/PCI unplug) first; until it
-                # has, the persistent definition keeps it, so a failed detach changes nothing.
-                dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                self._wait_released(dom, uuid, dev, mountpoint)
-            if dom.isPersistent():
-                stored = self._disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get(dev)
-                if stored is not None:
-                    dom.detachDeviceFlags(
-                        ET.tostring(stored, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG
-                    )
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise
-            self._cold_plug(dom, xml, dev)
-
-    def _wait_released(self, dom: libvirt.virDomain, uuid: str, dev: str, mountpoint: str) -> None:
-        deadline = time.monotonic() + self.detach_timeout_s
-        while dev in self._disks(dom.XMLDesc(0)):
-            if time.monotonic() > deadline:
-                raise VirtError(
-                    f"Instance {uuid} did not release {mountpoint} within "
-                    f"{self.detach_timeout_s:g} s (the guest OS must acknowledge the unplug)."
-                )
-            time.sleep(0.1)
+        devices.detach_disk(self._connect(), dom, disk, self.detach_timeout_s, mountpoint)
 
     async def detach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
@@ -682,7 +510,7 @@ class LibvirtHypervisor:
         }
         for iface in wanted:
             if iface.mac not in present:
-                self._attach(dom, render_interface(self.virt_type, iface))
+                devices.attach(self._connect(), dom, render_interface(self.virt_type, iface))
                 present.add(iface.mac)
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
@@ -709,7 +537,7 @@ class LibvirtHypervisor:
             "vcpus_used": vcpus_used,
             "memory_mb": int(info[1]),
             "memory_mb_used": memory_used,
-            "local_gb": int(disk.total // GIB),
+            "local_gb": int(disk.total // files.GIB),
             "local_gb_used": local_used,
             "running_vms": running,
             "hypervisor_type": str(self._connect().getType()),

@@ -33,6 +33,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,9 @@ from specstack_runtime.virt import (
     InstanceExists,
     InstanceNotFound,
     VirtError,
+    accel,
+    files,
+    qmp_devices,
 )
 from specstack_runtime.virt.common import (
     check_capacity,
@@ -99,30 +103,6 @@ if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked 
     )
 
 
-def qemu_binary() -> str | None:
-    return shutil.which(os.environ.get("SPECSTACK_QEMU_BINARY", "qemu-system-x86_64"))
-
-
-def kvm_usable() -> bool:
-    """KVM only where it really works: /dev/kvm usable, no kvm_pvm, vmx or svm in the CPU flags."""
-    if Path("/sys/module/kvm_pvm").exists():
-        return False  # its /dev/kvm hangs a stock guest kernel before it prints anything
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    if not re.search(r"^flags\s*:.*\b(vmx|svm)\b", cpuinfo, re.MULTILINE):
-        return False
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
-
-
-def accelerator() -> str:
-    forced = os.environ.get("SPECSTACK_QEMU_ACCEL")
-    if forced in ("kvm", "tcg"):
-        return forced
-    return "kvm" if kvm_usable() else "tcg"
-
-
 def _uuid_of(instance: Any) -> str:
     """The instance's uuid, which also names the guest's files and QMP socket."""
     uuid = instance_uuid(instance)
@@ -154,21 +134,11 @@ def _socket_path(guest_dir: Path) -> Path:
 
 
 def _volume_file(connection_info: Any) -> tuple[str, str]:
-    """(path, serial) of a volume's local file from cinder's connection_info."""
-    if not isinstance(connection_info, dict) or "driver_volume_type" not in connection_info:
-        raise VirtError("connection_info must have a driver_volume_type")
-    data = connection_info.get("data") or {}
-    kind = connection_info["driver_volume_type"]
-    path = data.get("device_path") or data.get("path")
-    if kind not in ("file", "local") or not path:
-        raise VirtError(
-            f"the qemu driver attaches volumes that are local files; got {kind!r} "
-            "without a device_path"
-        )
-    if not Path(path).is_file():
-        raise VirtError(f"volume file {path} does not exist on this host")
-    serial = str(data.get("serial") or data.get("volume_id") or "")
-    return str(path), serial
+    """(path, serial) of a volume's local file; QEMU attaches it as a raw block device."""
+    vol = files.local_volume(connection_info, "qemu")
+    if vol.format != "raw":
+        raise VirtError(f"the qemu driver attaches raw volumes only, not {vol.format}")
+    return vol.path, vol.serial
 
 
 class QemuHypervisor:
@@ -186,11 +156,11 @@ class QemuHypervisor:
         hostname: str = "qemu-hypervisor",
     ) -> None:
         self.vcpus, self.memory_mb, self.local_gb = check_capacity(vcpus, memory_mb, local_gb)
-        binary = qemu_binary()
+        binary = accel.qemu_binary()
         if binary is None:
             raise VirtError("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")
         self.binary = binary
-        self.accel = accelerator()
+        self.accel = accel.qemu_accelerator()
         self.hostname = hostname
         self.state_file = Path(state_file) if state_file is not None else None
         if self.state_file is not None:
@@ -306,7 +276,7 @@ class QemuHypervisor:
         for name, disk in sorted(guest["disks"].items()):
             cmd += [
                 "-blockdev",
-                json.dumps(self._blockdev(name, disk["path"]), separators=(",", ":")),
+                json.dumps(qmp_devices.blockdev(name, disk["path"]), separators=(",", ":")),
                 "-device",
                 f"virtio-blk-pci,drive=vol-{name},id=disk-{name},serial={disk['serial'][:20]}",
             ]
@@ -317,14 +287,6 @@ class QemuHypervisor:
                 "-device", f"virtio-net-pci,netdev=net-{nid},id=nic-{nid},mac={vif['address']}",
             ]  # fmt: skip
         return cmd
-
-    @staticmethod
-    def _blockdev(name: str, path: str) -> dict[str, Any]:
-        return {
-            "driver": "raw",
-            "node-name": f"vol-{name}",
-            "file": {"driver": "file", "filename": path},
-        }
 
     async def _boot(self, uuid: str) -> None:
         guest = self.guests[uuid]
@@ -528,29 +490,13 @@ class QemuHypervisor:
             if name in guest["disks"] or name == "vda":
                 raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
             if guest.get("state") == "started":
-                await self._hotplug_disk(guest, name, path, serial)
+                await qmp_devices.hotplug_disk(partial(self._execute, guest), name, path, serial)
+                self._note(guest, f"hot-plugged volume {serial} as disk-{name}")
             elif guest.get("state") not in ("building", "stopped"):
                 raise VirtError(f"the guest of instance {guest['uuid']} failed; cannot attach")
             # building or stopped: the disk goes on QEMU's command line when the guest starts
             guest["disks"][name] = {"path": path, "serial": serial}
             self._save()
-
-    async def _hotplug_disk(self, guest: dict[str, Any], name: str, path: str, serial: str) -> None:
-        await self._execute(guest, "blockdev-add", **self._blockdev(name, path))
-        try:
-            await self._execute(
-                guest,
-                "device_add",
-                driver="virtio-blk-pci",
-                id=f"disk-{name}",
-                drive=f"vol-{name}",
-                serial=serial[:20],  # virtio-blk carries 20 bytes of serial, as nova truncates
-            )
-        except VirtError:
-            with contextlib.suppress(VirtError):
-                await self._execute(guest, "blockdev-del", **{"node-name": f"vol-{name}"})
-            raise
-        self._note(guest, f"hot-plugged volume {serial} as disk-{name}")
 
     async def detach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
@@ -563,34 +509,11 @@ class QemuHypervisor:
                     f"No volume is attached to instance {guest['uuid']} at {mountpoint}."
                 )
             if guest.get("state") == "started" and _alive(guest.get("pid"), guest["uuid"]):
-                await self._unplug_disk(guest, name)
+                execute = partial(self._execute, guest)
+                await qmp_devices.unplug_disk(execute, name, guest["uuid"], DETACH_TIMEOUT_S)
+                self._note(guest, f"unplugged disk-{name}")
             del guest["disks"][name]
             self._save()
-
-    async def _unplug_disk(self, guest: dict[str, Any], name: str) -> None:
-        """device_del asks the guest to let the disk go (ACPI eject); then the node is freed."""
-        device = f"disk-{name}"
-        await self._execute(guest, "device_del", id=device)
-        deadline = time.monotonic() + DETACH_TIMEOUT_S
-        while True:
-            children = await self._execute(guest, "qom-list", path="/machine/peripheral")
-            if device not in {c.get("name") for c in children}:
-                break
-            if time.monotonic() > deadline:
-                raise VirtError(
-                    f"the guest of instance {guest['uuid']} did not release {device} "
-                    f"within {DETACH_TIMEOUT_S:.0f} s"
-                )
-            await asyncio.sleep(0.1)
-        while True:  # the device is gone; QEMU may release its block node a moment later
-            try:
-                await self._execute(guest, "blockdev-del", **{"node-name": f"vol-{name}"})
-                break
-            except VirtError as exc:
-                if "in use" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
-        self._note(guest, f"unplugged disk-{name}")
 
     @staticmethod
     def _check_vifs(network_info: list[Vif]) -> None:
@@ -606,16 +529,7 @@ class QemuHypervisor:
                 if vif["id"] in known:
                     continue
                 if guest.get("state") == "started":
-                    nid = str(vif["id"])[:8]
-                    await self._execute(guest, "netdev_add", type="user", id=f"net-{nid}")
-                    await self._execute(
-                        guest,
-                        "device_add",
-                        driver="virtio-net-pci",
-                        netdev=f"net-{nid}",
-                        id=f"nic-{nid}",
-                        mac=vif["address"],
-                    )
+                    await qmp_devices.hotplug_nic(partial(self._execute, guest), vif)
                 guest["vifs"].append(dict(vif))
                 known.add(vif["id"])
             self._save()

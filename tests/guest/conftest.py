@@ -15,7 +15,7 @@ import pytest
 from generator.tools import guestimage
 from specstack_conformance.drivers import libvirtd_missing, requirement_missing
 from specstack_conformance.harness import free_port_block
-from specstack_runtime.virt.qemu import qemu_binary
+from specstack_runtime.virt.accel import qemu_binary
 
 from ..conftest import REPO
 from ..virt.conftest import unavailable

@@ -1,0 +1,134 @@
+"""An instance's files on its compute host, as the drivers that run real guests make them:
+root disks made from the image cache, kernel and ramdisk copies, volumes that are local files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from specstack_runtime.virt import VirtError
+
+if TYPE_CHECKING:
+    from generated.drivers.types import ImageMeta
+
+GIB = 1024**3
+VOLUME_TYPES = ("file", "local")
+DISK_FORMATS = ("raw", "qcow2")
+
+
+def qemu_img(*args: str) -> str:
+    exe = shutil.which("qemu-img")
+    if exe is None:
+        raise VirtError("qemu-img is not installed (package qemu-utils)")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise VirtError(f"qemu-img {args[0]} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def image_format(path: Path) -> str:
+    """The format of an image file as qemu-img sees it (raw when qemu-img is absent)."""
+    if shutil.which("qemu-img") is None:
+        return "raw"
+    info = json.loads(qemu_img("info", "--output=json", str(path)))
+    return str(info.get("format") or "raw")
+
+
+def virtual_size(path: Path) -> int:
+    return int(json.loads(qemu_img("info", "--output=json", str(path)))["virtual-size"])
+
+
+def _bootable(image: ImageMeta, fmt: str) -> None:
+    if fmt not in DISK_FORMATS:
+        raise VirtError(f"image {image.get('id')} is {fmt}; only raw and qcow2 can boot")
+
+
+def root_format(image: ImageMeta) -> str | None:
+    """The format of the instance's own root disk on the image file: a qcow2 overlay where
+    qemu-img can make one, else a copy in the image's format; None without an image file."""
+    if not image.get("path"):
+        return None
+    if shutil.which("qemu-img") is not None:
+        return "qcow2"
+    fmt = str(image.get("disk_format") or "raw")
+    _bootable(image, fmt)
+    return fmt
+
+
+def make_root(image: ImageMeta, root_gb: int, path: Path, fmt: str) -> None:
+    """The root disk at `path`: an overlay on the image file grown to the flavor's size, or a
+    copy of it."""
+    base = Path(str(image.get("path"))).resolve()
+    if not base.is_file():
+        raise VirtError(f"image {image.get('id')} has no file at {base}")
+    if fmt == "qcow2" and shutil.which("qemu-img") is not None:
+        base_fmt = image_format(base)
+        _bootable(image, base_fmt)
+        size = [f"{root_gb}G"] if root_gb * GIB > virtual_size(base) else []
+        qemu_img("create", "-q", "-f", "qcow2", "-F", base_fmt, "-b", str(base), str(path), *size)
+    else:
+        shutil.copyfile(base, path)
+
+
+def boot_files(image: ImageMeta, inst_dir: Path) -> dict[str, tuple[str, str]]:
+    """Direct kernel boot: {"kernel"|"ramdisk": (image file, its copy in the instance dir)}."""
+    wanted = {"kernel": image.get("kernel_path"), "ramdisk": image.get("ramdisk_path")}
+    files = {name: (str(path), str(inst_dir / name)) for name, path in wanted.items() if path}
+    if "ramdisk" in files and "kernel" not in files:
+        raise VirtError(f"image {image.get('id')} has a ramdisk but no kernel")
+    return files
+
+
+def image_files(image: ImageMeta) -> list[Path]:
+    """The files of the image a guest boots from (they may still be downloading)."""
+    paths = (image.get("path"), image.get("kernel_path"), image.get("ramdisk_path"))
+    return [Path(p) for p in paths if p]
+
+
+def copy_boot_files(image: ImageMeta, inst_dir: Path) -> None:
+    for name, (src, dst) in boot_files(image, inst_dir).items():
+        if not Path(src).is_file():
+            raise VirtError(f"image {image.get('id')}: its {name} {src} is not a file")
+        shutil.copyfile(src, dst)
+
+
+@dataclass(frozen=True)
+class LocalVolume:
+    """A volume the guest can use directly: a file (or device) on this host."""
+
+    path: str
+    serial: str
+    format: str
+    readonly: bool
+
+
+def local_volume(connection_info: Any, driver: str) -> LocalVolume:
+    """The local file of cinder's connection_info, checked; other kinds are refused."""
+    if not isinstance(connection_info, dict) or "driver_volume_type" not in connection_info:
+        raise VirtError("connection_info must be an object with a driver_volume_type")
+    kind = connection_info["driver_volume_type"]
+    if kind not in VOLUME_TYPES:
+        raise VirtError(
+            f"volume type {kind!r} is not supported by the {driver} driver: it attaches "
+            f"volumes that are local files ({', '.join(VOLUME_TYPES)})"
+        )
+    data = connection_info.get("data") or {}
+    path = data.get("device_path") or data.get("path")
+    if not path:
+        raise VirtError(f"connection_info of type {kind} needs data.device_path")
+    if not Path(str(path)).exists():
+        raise VirtError(f"volume file {path} does not exist on this host")
+    fmt = str(data.get("format") or "raw")
+    if fmt not in DISK_FORMATS:
+        raise VirtError(f"volume format {fmt!r} is not supported ({', '.join(DISK_FORMATS)})")
+    return LocalVolume(
+        path=str(path),
+        serial=str(data.get("serial") or data.get("volume_id") or ""),
+        format=fmt,
+        readonly=data.get("access_mode") == "ro",
+    )

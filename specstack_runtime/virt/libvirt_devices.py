@@ -1,0 +1,101 @@
+"""Device changes on a libvirt domain: live and persistent together where libvirt can
+hot-plug, a redefinition and restart where it cannot (libvirt's test driver)."""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from specstack_runtime.virt import VirtError
+from specstack_runtime.virt.domain_xml import METADATA_NS
+
+
+def live_flags(dom: libvirt.virDomain) -> int:
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if dom.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    return int(flags)
+
+
+def disks(xml: str) -> dict[str, ET.Element]:
+    """The domain's <disk> elements by target dev."""
+    out = {}
+    for disk in ET.fromstring(xml).findall("devices/disk"):
+        target = disk.find("target")
+        if target is not None and target.get("dev"):
+            out[str(target.get("dev"))] = disk
+    return out
+
+
+def cold_plug(
+    conn: libvirt.virConnect, dom: libvirt.virDomain, device_xml: str, remove: str | None
+) -> None:
+    """Change the persistent definition and restart the guest. `remove` is the target dev
+    to take out; without it `device_xml` is added."""
+    root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    devices = root.find("devices")
+    assert devices is not None
+    if remove is None:
+        devices.append(ET.fromstring(device_xml))
+    else:
+        for disk in devices.findall("disk"):
+            target = disk.find("target")
+            if target is not None and target.get("dev") == remove:
+                devices.remove(disk)
+    ET.register_namespace("specstack", METADATA_NS)
+    running = bool(dom.isActive())
+    if running:
+        dom.destroy()
+    dom = conn.defineXML(ET.tostring(root, encoding="unicode"))
+    if running:
+        dom.create()
+
+
+def attach(conn: libvirt.virConnect, dom: libvirt.virDomain, device_xml: str) -> None:
+    try:
+        dom.attachDeviceFlags(device_xml, live_flags(dom))
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        cold_plug(conn, dom, device_xml, None)
+
+
+def detach_disk(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    disk: ET.Element,
+    timeout_s: float,
+    mountpoint: str,
+) -> None:
+    target = disk.find("target")
+    dev = str(target.get("dev") if target is not None else "")
+    xml = ET.tostring(disk, encoding="unicode")
+    try:
+        if dom.isActive():
+            # The running guest must release the disk (ACPI/PCI unplug) first; until it
+            # has, the persistent definition keeps it, so a failed detach changes nothing.
+            dom.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            _wait_released(dom, dev, timeout_s, mountpoint)
+        if dom.isPersistent():
+            stored = disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get(dev)
+            if stored is not None:
+                dom.detachDeviceFlags(
+                    ET.tostring(stored, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG
+                )
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+        cold_plug(conn, dom, xml, dev)
+
+
+def _wait_released(dom: libvirt.virDomain, dev: str, timeout_s: float, mountpoint: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while dev in disks(dom.XMLDesc(0)):
+        if time.monotonic() > deadline:
+            raise VirtError(
+                f"Instance {dom.UUIDString()} did not release {mountpoint} within "
+                f"{timeout_s:g} s (the guest OS must acknowledge the unplug)."
+            )
+        time.sleep(0.1)
