@@ -21,9 +21,7 @@ import hashlib
 import math
 import mimetypes
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
-from email.utils import formatdate, parsedate_to_datetime
+from collections.abc import Awaitable, Callable
 from html import escape
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -41,6 +39,21 @@ from specstack_runtime.behaviours.objectstore import (
 )
 from specstack_runtime.behaviours.objectstore import Conflict as StoreConflict
 from specstack_runtime.behaviours.objectstore import NotFound as StoreNotFound
+from specstack_runtime.behaviours.swift_http import (
+    PAGES,
+    Listing,
+    Page,
+    byte_range,
+    etags,
+    http_date,
+    http_time,
+    listing_reply,
+    naive_time,
+    rollup,
+    title_case,
+    trans,
+    x_timestamp,
+)
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
@@ -57,25 +70,6 @@ CONTAINER_META = (
 OBJECT_META = ("x-object-meta-", "content-disposition", "content-encoding", "x-delete-at")
 THREAD_HASH_BYTES = 1 << 20
 
-PAGES: dict[int, tuple[str, str]] = {
-    400: ("Bad Request", "The request could not be understood."),
-    403: ("Forbidden", "Access was denied to this resource."),
-    404: ("Not Found", "The resource could not be found."),
-    409: ("Conflict", "There was a conflict when trying to complete your request."),
-    412: ("Precondition Failed", "A precondition for this request was not met."),
-    416: ("Requested Range Not Satisfiable", "The Range requested is not available."),
-    422: ("Unprocessable Entity", "Unable to process the contained instructions"),
-}
-
-
-class _Page(Exception):
-    """An error answer in swift's form."""
-
-    def __init__(self, status: int, detail: str | None = None) -> None:
-        super().__init__(detail or PAGES[status][1])
-        self.status = status
-        self.detail = detail
-
 
 Op = Callable[[Call], Awaitable[Reply]]
 
@@ -88,13 +82,8 @@ def object_store(rt: ServiceRuntime) -> ObjectStore:
     return store
 
 
-def _trans(call: Call) -> dict[str, str]:
-    # The app adds X-Openstack-Request-Id (the same id) to every answer.
-    return {"X-Trans-Id": call.request_id}
-
-
 def _page(call: Call, status: int, detail: str | None, *, head: bool) -> Reply:
-    headers = _trans(call)
+    headers = trans(call)
     if head:
         return Reply(status, None, headers)
     title, text = PAGES.get(status, ("Error", "The request failed."))
@@ -103,14 +92,14 @@ def _page(call: Call, status: int, detail: str | None, *, head: bool) -> Reply:
 
 
 def _swift_op(*, head: bool = False) -> Callable[[Op], Op]:
-    """Turn object store failures and `_Page`s into swift's error answers."""
+    """Turn object store failures and `Page`s into swift's error answers."""
 
     def wrap(fn: Op) -> Op:
         @functools.wraps(fn)
         async def run(call: Call) -> Reply:
             try:
                 return await fn(call)
-            except _Page as page:
+            except Page as page:
                 return _page(call, page.status, page.detail, head=head)
             except ContainerNotEmpty:
                 return _page(
@@ -139,130 +128,11 @@ def _account(call: Call) -> str:
     call.require_auth()
     account = call.path_params.get("account", "")
     if not account.startswith(ACCOUNT_PREFIX) or len(account) == len(ACCOUNT_PREFIX):
-        raise _Page(403, f"Account {account!r} is not an {ACCOUNT_PREFIX}<project id> account.")
+        raise Page(403, f"Account {account!r} is not an {ACCOUNT_PREFIX}<project id> account.")
     return account
 
 
-def _naive(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-
-
-def _x_timestamp(ts: float) -> str:
-    return f"{ts:016.5f}"
-
-
-def _http_date(ts: float) -> str:
-    return formatdate(math.ceil(ts), usegmt=True)
-
-
-def _title(name: str) -> str:
-    return "-".join(part.capitalize() for part in name.split("-"))
-
-
 # -- listings ------------------------------------------------------------------------
-
-
-def _format(call: Call) -> str:
-    fmt = call.q("format")
-    if fmt is not None:
-        fmt = fmt.lower()
-        if fmt not in ("json", "xml", "plain"):
-            raise _Page(400, f"Invalid format {fmt!r}: expected json, xml or plain.")
-        return fmt
-    accept = (call.header("Accept") or "").lower()
-    if "application/json" in accept:
-        return "json"
-    if "application/xml" in accept or "text/xml" in accept:
-        return "xml"
-    return "plain"
-
-
-def _true(raw: str | None) -> bool:
-    return (raw or "").strip().lower() in ("true", "1", "yes", "on", "t", "y")
-
-
-class _Listing:
-    def __init__(self, call: Call) -> None:
-        raw = call.q("limit")
-        try:
-            self.limit = LISTING_LIMIT if raw is None else int(raw)
-        except ValueError:
-            raise _Page(400, f"Invalid limit {raw!r}: expected an integer.") from None
-        if self.limit < 0:
-            raise _Page(400, "Invalid limit: must not be negative.")
-        self.limit = min(self.limit, LISTING_LIMIT)  # the most one listing gives
-        self.marker = call.q("marker") or ""
-        self.end_marker = call.q("end_marker") or ""
-        self.prefix = call.q("prefix") or ""
-        self.delimiter = call.q("delimiter") or None
-        self.reverse = _true(call.q("reverse"))
-        self.format = _format(call)
-
-    def window(self, names: Sequence[str]) -> list[int]:
-        """Indexes of `names` (sorted ascending) that this listing shows, in its order."""
-        order = list(range(len(names)))
-        if self.reverse:
-            order.reverse()
-        out = []
-        for i in order:
-            n = names[i]
-            if self.marker and (n >= self.marker if self.reverse else n <= self.marker):
-                continue
-            if self.end_marker and (n <= self.end_marker if self.reverse else n >= self.end_marker):
-                continue
-            out.append(i)
-            if len(out) >= self.limit:
-                break
-        return out
-
-
-def _rollup(names: list[str], prefix: str, delimiter: str | None) -> list[tuple[str, bool]]:
-    """(name, is_subdir) with names past the delimiter folded, sorted and unique."""
-    out: dict[str, bool] = {}
-    for n in names:
-        if delimiter:
-            cut = n.find(delimiter, len(prefix))
-            if cut >= 0:
-                out.setdefault(n[: cut + len(delimiter)], True)
-                continue
-        out[n] = False
-    return sorted(out.items())
-
-
-def _listing_reply(
-    call: Call,
-    fmt: str,
-    names: list[str],
-    json_items: list[dict[str, Any]],
-    xml_root: str,
-    headers: dict[str, str],
-) -> Reply:
-    headers = {**headers, **_trans(call)}
-    if fmt == "json":
-        return Reply(200, json_items, headers, content_type="application/json; charset=utf-8")
-    if fmt == "xml":
-        parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{xml_root}>']
-        kind = "container" if xml_root.startswith("account") else "object"
-        for item in json_items:
-            if "subdir" in item:
-                parts.append(
-                    f'<subdir name="{xml_escape(item["subdir"], {chr(34): "&quot;"})}">'
-                    f"<name>{xml_escape(item['subdir'])}</name></subdir>"
-                )
-                continue
-            fields = "".join(f"<{k}>{xml_escape(str(v))}</{k}>" for k, v in item.items())
-            parts.append(f"<{kind}>{fields}</{kind}>")
-        parts.append(f"</{xml_root.split(' ')[0]}>")
-        return Reply(
-            200,
-            "".join(parts).encode("utf-8"),
-            headers,
-            content_type="application/xml; charset=utf-8",
-        )
-    if not names:
-        return Reply(204, None, headers)
-    text = "".join(f"{n}\n" for n in names)
-    return Reply(200, text.encode("utf-8"), headers, content_type="text/plain; charset=utf-8")
 
 
 def _account_headers(containers: list[ContainerInfo]) -> dict[str, str]:
@@ -271,7 +141,7 @@ def _account_headers(containers: list[ContainerInfo]) -> dict[str, str]:
         "X-Account-Container-Count": str(len(containers)),
         "X-Account-Object-Count": str(sum(c.object_count for c in containers)),
         "X-Account-Bytes-Used": str(sum(c.bytes_used for c in containers)),
-        "X-Timestamp": _x_timestamp(created),
+        "X-Timestamp": x_timestamp(created),
     }
 
 
@@ -279,10 +149,10 @@ def _container_headers(info: ContainerInfo) -> dict[str, str]:
     headers = {
         "X-Container-Object-Count": str(info.object_count),
         "X-Container-Bytes-Used": str(info.bytes_used),
-        "X-Timestamp": _x_timestamp(info.created_at),
+        "X-Timestamp": x_timestamp(info.created_at),
         "X-Storage-Policy": STORAGE_POLICY,
     }
-    headers.update({_title(k): v for k, v in info.metadata.items()})
+    headers.update({title_case(k): v for k, v in info.metadata.items()})
     return headers
 
 
@@ -290,12 +160,12 @@ def _container_headers(info: ContainerInfo) -> dict[str, str]:
 @_swift_op()
 async def get_account(call: Call) -> Reply:
     account = _account(call)
-    listing = _Listing(call)
+    listing = Listing(call)
     store = object_store(call.rt)
     containers = await store.list_containers(account, limit=LISTING_LIMIT * 10)
     by_name = {c.name: c for c in containers}
     names = [c.name for c in containers if c.name.startswith(listing.prefix)]
-    rolled = _rollup(names, listing.prefix, listing.delimiter)
+    rolled = rollup(names, listing.prefix, listing.delimiter)
     shown = [rolled[i] for i in listing.window([n for n, _ in rolled])]
     items: list[dict[str, Any]] = []
     for name, is_subdir in shown:
@@ -308,10 +178,10 @@ async def get_account(call: Call) -> Reply:
                     "name": c.name,
                     "count": c.object_count,
                     "bytes": c.bytes_used,
-                    "last_modified": _naive(c.created_at),
+                    "last_modified": naive_time(c.created_at),
                 }
             )
-    return _listing_reply(
+    return listing_reply(
         call,
         listing.format,
         [n for n, _ in shown],
@@ -326,7 +196,7 @@ async def get_account(call: Call) -> Reply:
 async def head_account(call: Call) -> Reply:
     account = _account(call)
     containers = await object_store(call.rt).list_containers(account, limit=LISTING_LIMIT * 10)
-    return Reply(204, None, {**_account_headers(containers), **_trans(call)})
+    return Reply(204, None, {**_account_headers(containers), **trans(call)})
 
 
 # -- containers ----------------------------------------------------------------------
@@ -348,7 +218,7 @@ async def create_container(call: Call) -> Reply:
     container = call.path_params.get("container", "")
     policy = call.header("X-Storage-Policy")
     if policy and policy != STORAGE_POLICY:
-        raise _Page(400, f'Invalid X-Storage-Policy "{policy}"')
+        raise Page(400, f'Invalid X-Storage-Policy "{policy}"')
     store = object_store(call.rt)
     given = _metadata_headers(call, CONTAINER_META)
     removed = {
@@ -365,7 +235,7 @@ async def create_container(call: Call) -> Reply:
         metadata.update(given)
         metadata = {k: v for k, v in metadata.items() if v and k not in removed}
     created = await store.create_container(account, container, metadata)
-    return Reply(201 if created else 202, None, _trans(call))
+    return Reply(201 if created else 202, None, trans(call))
 
 
 @behaviour("objects.head_container")
@@ -375,7 +245,7 @@ async def head_container(call: Call) -> Reply:
     info = await object_store(call.rt).head_container(
         account, call.path_params.get("container", "")
     )
-    return Reply(204, None, {**_container_headers(info), **_trans(call)})
+    return Reply(204, None, {**_container_headers(info), **trans(call)})
 
 
 @behaviour("objects.list_objects")
@@ -383,7 +253,7 @@ async def head_container(call: Call) -> Reply:
 async def list_objects(call: Call) -> Reply:
     account = _account(call)
     container = call.path_params.get("container", "")
-    listing = _Listing(call)
+    listing = Listing(call)
     store = object_store(call.rt)
     info = await store.head_container(account, container)
     path = call.q("path")
@@ -421,11 +291,11 @@ async def list_objects(call: Call) -> Reply:
                     "hash": e.etag,
                     "bytes": e.size,
                     "content_type": e.content_type,
-                    "last_modified": _naive(e.last_modified),
+                    "last_modified": naive_time(e.last_modified),
                 }
             )
             names.append(e.name)
-    return _listing_reply(
+    return listing_reply(
         call,
         listing.format,
         names,
@@ -440,7 +310,7 @@ async def list_objects(call: Call) -> Reply:
 async def delete_container(call: Call) -> Reply:
     account = _account(call)
     await object_store(call.rt).delete_container(account, call.path_params.get("container", ""))
-    return Reply(204, None, _trans(call))
+    return Reply(204, None, trans(call))
 
 
 # -- objects -------------------------------------------------------------------------
@@ -471,25 +341,12 @@ async def _live_object(store: ObjectStore, account: str, container: str, name: s
 def _object_headers(info: ObjectInfo) -> dict[str, str]:
     headers = {
         "ETag": info.etag,
-        "Last-Modified": _http_date(info.last_modified),
-        "X-Timestamp": _x_timestamp(info.last_modified),
+        "Last-Modified": http_date(info.last_modified),
+        "X-Timestamp": x_timestamp(info.last_modified),
         "Accept-Ranges": "bytes",
     }
-    headers.update({_title(k): v for k, v in info.metadata.items()})
+    headers.update({title_case(k): v for k, v in info.metadata.items()})
     return headers
-
-
-def _etags(raw: str) -> set[str]:
-    return {t.strip().strip('"').removeprefix("W/").strip('"') for t in raw.split(",") if t.strip()}
-
-
-def _when(raw: str | None) -> float | None:
-    if not raw:
-        return None
-    try:
-        return parsedate_to_datetime(raw).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 def _preconditions(call: Call, info: ObjectInfo) -> Reply | None:
@@ -497,44 +354,20 @@ def _preconditions(call: Call, info: ObjectInfo) -> Reply | None:
     modified = math.ceil(info.last_modified)
     if_match = call.header("If-Match")
     if if_match is not None:
-        tags = _etags(if_match)
+        tags = etags(if_match)
         if "*" not in tags and info.etag not in tags:
-            raise _Page(412)
-    since = _when(call.header("If-Unmodified-Since"))
+            raise Page(412)
+    since = http_time(call.header("If-Unmodified-Since"))
     if since is not None and modified > since:
-        raise _Page(412)
+        raise Page(412)
     if_none = call.header("If-None-Match")
     if if_none is not None:
-        tags = _etags(if_none)
+        tags = etags(if_none)
         if "*" in tags or info.etag in tags:
-            return Reply(304, None, {**_object_headers(info), **_trans(call)})
-    elif (since := _when(call.header("If-Modified-Since"))) is not None and modified <= since:
-        return Reply(304, None, {**_object_headers(info), **_trans(call)})
+            return Reply(304, None, {**_object_headers(info), **trans(call)})
+    elif (since := http_time(call.header("If-Modified-Since"))) is not None and modified <= since:
+        return Reply(304, None, {**_object_headers(info), **trans(call)})
     return None
-
-
-def _byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
-    if not spec or not spec.strip().lower().startswith("bytes="):
-        return None
-    ranges = spec.strip()[6:].split(",")
-    if len(ranges) != 1:
-        return None  # several ranges: the whole object
-    first_s, sep, last_s = ranges[0].strip().partition("-")
-    if not sep:
-        return None
-    try:
-        if first_s == "":
-            suffix = int(last_s)
-            if suffix <= 0 or size == 0:
-                raise _Page(416)
-            return max(size - suffix, 0), size - 1
-        first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-    except ValueError:
-        return None
-    if first > last or first >= size:
-        raise _Page(416)
-    return first, min(last, size - 1)
 
 
 @behaviour("objects.get_object")
@@ -546,8 +379,8 @@ async def get_object(call: Call) -> Reply:
     if (early := _preconditions(call, info)) is not None:
         return early
     info, data = await store.get_object(account, container, name)
-    headers = {**_object_headers(info), **_trans(call)}
-    rng = _byte_range(call.header("Range"), len(data))
+    headers = {**_object_headers(info), **trans(call)}
+    rng = byte_range(call.header("Range"), len(data))
     if rng is not None:
         first, last = rng
         headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
@@ -562,7 +395,7 @@ async def get_object(call: Call) -> Reply:
 async def head_object(call: Call) -> Reply:
     account, container, name = _object_path(call)
     info = await _live_object(object_store(call.rt), account, container, name)
-    headers = {**_object_headers(info), **_trans(call), "Content-Length": str(info.size)}
+    headers = {**_object_headers(info), **trans(call), "Content-Length": str(info.size)}
     return Reply(200, None, headers, content_type=info.content_type)
 
 
@@ -573,17 +406,17 @@ def _delete_at(call: Call) -> str | None:
         try:
             when = int(at)
         except ValueError:
-            raise _Page(400, "Non-integer X-Delete-At") from None
+            raise Page(400, "Non-integer X-Delete-At") from None
         if when <= now:
-            raise _Page(400, "X-Delete-At in past")
+            raise Page(400, "X-Delete-At in past")
         return str(when)
     if after is not None:
         try:
             delay = int(after)
         except ValueError:
-            raise _Page(400, "Non-integer X-Delete-After") from None
+            raise Page(400, "Non-integer X-Delete-After") from None
         if delay <= 0:
-            raise _Page(400, "X-Delete-After in past")
+            raise Page(400, "X-Delete-After in past")
         return str(math.ceil(now + delay))
     return None
 
@@ -597,24 +430,24 @@ async def put_object(call: Call) -> Reply:
     if_none = call.header("If-None-Match")
     if if_none is not None:
         if if_none.strip() != "*":
-            raise _Page(400, "If-None-Match only supports *")
+            raise Page(400, "If-None-Match only supports *")
         try:
             await _live_object(store, account, container, name)
         except StoreNotFound:
             pass
         else:
-            raise _Page(412)
+            raise Page(412)
     expected = call.header("ETag")
     if expected:
         md5 = await asyncio.to_thread(_md5, data) if len(data) > THREAD_HASH_BYTES else _md5(data)
         if expected.strip().strip('"').lower() != md5:
-            raise _Page(422)
+            raise Page(422)
     metadata = {k: v for k, v in _metadata_headers(call, OBJECT_META).items() if k != "x-delete-at"}
     if (delete_at := _delete_at(call)) is not None:
         metadata["x-delete-at"] = delete_at
     content_type = call.header("Content-Type") or mimetypes.guess_type(name)[0]
     info = await store.put_object(account, container, name, data, content_type, metadata)
-    headers = {"ETag": info.etag, "Last-Modified": _http_date(info.last_modified), **_trans(call)}
+    headers = {"ETag": info.etag, "Last-Modified": http_date(info.last_modified), **trans(call)}
     return Reply(201, None, headers)
 
 
@@ -629,4 +462,4 @@ async def delete_object(call: Call) -> Reply:
     store = object_store(call.rt)
     await _live_object(store, account, container, name)
     await store.delete_object(account, container, name)
-    return Reply(204, None, _trans(call))
+    return Reply(204, None, trans(call))

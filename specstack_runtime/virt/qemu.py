@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import QMPClient, QMPError
 
+from specstack_runtime import filewriter, jsoncodec
 from specstack_runtime.virt import (
     CRASHED,
     NOSTATE,
@@ -189,18 +190,8 @@ class QemuHypervisor:
     def _save(self) -> None:
         if self.state_file is None:
             return
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
         data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.state_file.name}.", dir=self.state_file.parent, text=True
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, separators=(",", ":"), sort_keys=True)
-            os.replace(tmp, self.state_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        filewriter.atomic_write(self.state_file, jsoncodec.dumps(data, sort_keys=True))
 
     def close(self) -> None:
         """Stop waiting for images; the guests keep running (like libvirt's)."""

@@ -1,0 +1,195 @@
+"""Swift's HTTP forms, apart from what the object-store behaviours do: error pages,
+timestamps and dates, listings (plain, JSON, XML; markers, prefixes, delimiters) and the
+conditional and range headers of object reads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import formatdate, parsedate_to_datetime
+from typing import Any
+from xml.sax.saxutils import escape as xml_escape
+
+from specstack_runtime.behaviours.objectstore import LISTING_LIMIT
+from specstack_runtime.context import Call, Reply
+
+PAGES: dict[int, tuple[str, str]] = {
+    400: ("Bad Request", "The request could not be understood."),
+    403: ("Forbidden", "Access was denied to this resource."),
+    404: ("Not Found", "The resource could not be found."),
+    409: ("Conflict", "There was a conflict when trying to complete your request."),
+    412: ("Precondition Failed", "A precondition for this request was not met."),
+    416: ("Requested Range Not Satisfiable", "The Range requested is not available."),
+    422: ("Unprocessable Entity", "Unable to process the contained instructions"),
+}
+
+
+class Page(Exception):
+    """An error answer in swift's form."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        super().__init__(detail or PAGES[status][1])
+        self.status = status
+        self.detail = detail
+
+
+def trans(call: Call) -> dict[str, str]:
+    # The app adds X-Openstack-Request-Id (the same id) to every answer.
+    return {"X-Trans-Id": call.request_id}
+
+
+def naive_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def x_timestamp(ts: float) -> str:
+    return f"{ts:016.5f}"
+
+
+def http_date(ts: float) -> str:
+    return formatdate(math.ceil(ts), usegmt=True)
+
+
+def title_case(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+def listing_format(call: Call) -> str:
+    fmt = call.q("format")
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in ("json", "xml", "plain"):
+            raise Page(400, f"Invalid format {fmt!r}: expected json, xml or plain.")
+        return fmt
+    accept = (call.header("Accept") or "").lower()
+    if "application/json" in accept:
+        return "json"
+    if "application/xml" in accept or "text/xml" in accept:
+        return "xml"
+    return "plain"
+
+
+def truthy(raw: str | None) -> bool:
+    return (raw or "").strip().lower() in ("true", "1", "yes", "on", "t", "y")
+
+
+class Listing:
+    def __init__(self, call: Call) -> None:
+        raw = call.q("limit")
+        try:
+            self.limit = LISTING_LIMIT if raw is None else int(raw)
+        except ValueError:
+            raise Page(400, f"Invalid limit {raw!r}: expected an integer.") from None
+        if self.limit < 0:
+            raise Page(400, "Invalid limit: must not be negative.")
+        self.limit = min(self.limit, LISTING_LIMIT)  # the most one listing gives
+        self.marker = call.q("marker") or ""
+        self.end_marker = call.q("end_marker") or ""
+        self.prefix = call.q("prefix") or ""
+        self.delimiter = call.q("delimiter") or None
+        self.reverse = truthy(call.q("reverse"))
+        self.format = listing_format(call)
+
+    def window(self, names: Sequence[str]) -> list[int]:
+        """Indexes of `names` (sorted ascending) that this listing shows, in its order."""
+        order = list(range(len(names)))
+        if self.reverse:
+            order.reverse()
+        out = []
+        for i in order:
+            n = names[i]
+            if self.marker and (n >= self.marker if self.reverse else n <= self.marker):
+                continue
+            if self.end_marker and (n <= self.end_marker if self.reverse else n >= self.end_marker):
+                continue
+            out.append(i)
+            if len(out) >= self.limit:
+                break
+        return out
+
+
+def rollup(names: list[str], prefix: str, delimiter: str | None) -> list[tuple[str, bool]]:
+    """(name, is_subdir) with names past the delimiter folded, sorted and unique."""
+    out: dict[str, bool] = {}
+    for n in names:
+        if delimiter:
+            cut = n.find(delimiter, len(prefix))
+            if cut >= 0:
+                out.setdefault(n[: cut + len(delimiter)], True)
+                continue
+        out[n] = False
+    return sorted(out.items())
+
+
+def listing_reply(
+    call: Call,
+    fmt: str,
+    names: list[str],
+    json_items: list[dict[str, Any]],
+    xml_root: str,
+    headers: dict[str, str],
+) -> Reply:
+    headers = {**headers, **trans(call)}
+    if fmt == "json":
+        return Reply(200, json_items, headers, content_type="application/json; charset=utf-8")
+    if fmt == "xml":
+        parts = [f'<?xml version="1.0" encoding="UTF-8"?>\n<{xml_root}>']
+        kind = "container" if xml_root.startswith("account") else "object"
+        for item in json_items:
+            if "subdir" in item:
+                parts.append(
+                    f'<subdir name="{xml_escape(item["subdir"], {chr(34): "&quot;"})}">'
+                    f"<name>{xml_escape(item['subdir'])}</name></subdir>"
+                )
+                continue
+            fields = "".join(f"<{k}>{xml_escape(str(v))}</{k}>" for k, v in item.items())
+            parts.append(f"<{kind}>{fields}</{kind}>")
+        parts.append(f"</{xml_root.split(' ')[0]}>")
+        return Reply(
+            200,
+            "".join(parts).encode("utf-8"),
+            headers,
+            content_type="application/xml; charset=utf-8",
+        )
+    if not names:
+        return Reply(204, None, headers)
+    text = "".join(f"{n}\n" for n in names)
+    return Reply(200, text.encode("utf-8"), headers, content_type="text/plain; charset=utf-8")
+
+
+def etags(raw: str) -> set[str]:
+    return {t.strip().strip('"').removeprefix("W/").strip('"') for t in raw.split(",") if t.strip()}
+
+
+def http_time(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
+    if not spec or not spec.strip().lower().startswith("bytes="):
+        return None
+    ranges = spec.strip()[6:].split(",")
+    if len(ranges) != 1:
+        return None  # several ranges: the whole object
+    first_s, sep, last_s = ranges[0].strip().partition("-")
+    if not sep:
+        return None
+    try:
+        if first_s == "":
+            suffix = int(last_s)
+            if suffix <= 0 or size == 0:
+                raise Page(416)
+            return max(size - suffix, 0), size - 1
+        first = int(first_s)
+        last = int(last_s) if last_s else size - 1
+    except ValueError:
+        return None
+    if first > last or first >= size:
+        raise Page(416)
+    return first, min(last, size - 1)
