@@ -5,7 +5,6 @@
 - a microversion of thousands of digits is a 400;
 - regular-expression filters run on RE2 (linear time), a bad or over-long pattern is a 400;
 - a request body is read only after the token is checked, and only up to a limit (413);
-- secrets (the spec's `format: password`, token headers) never reach the trace;
 - idle keep-alive connections are kept longer than clients' pools keep theirs.
 """
 
@@ -13,11 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import socket
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,9 +30,7 @@ from specstack_runtime.config import StackConfig, load_config
 from specstack_runtime.embedded import load_generated
 from specstack_runtime.errorformat import render
 from specstack_runtime.errors import ApiError, BadRequest
-from specstack_runtime.redact import REDACTED, Redactor, secret_names_in
 from specstack_runtime.store import Store, TableSpec
-from specstack_runtime.trace import TraceRecorder
 from tests.db.conftest import server_database
 from tests.db.spec_tables import DATABASES
 
@@ -529,82 +524,3 @@ def test_servers_keep_idle_connections_longer_than_client_pools(on_sqlite: Runni
     # python-requests/urllib3 and httpx keep an idle connection up to 5 s (httpx's
     # keepalive_expiry): the server must not close it first.
     assert {s.config.timeout_keep_alive for s in servers} == {75}
-
-
-# --- secrets -------------------------------------------------------------------------------------
-
-
-def test_the_spec_marks_the_secrets() -> None:
-    names = [a["name"] for a in json.loads((REPO / "generated" / "ir.json").read_text())["apis"]]
-    plain, pairs = secret_names_in(REPO / "generated" / "openapi", names)
-    assert {"X-Auth-Token", "X-Subject-Token"} <= plain
-    assert {("user", "password"), ("token", "id"), ("server", "adminPass")} <= pairs
-    redact = Redactor(plain, pairs)
-    sent = {
-        "auth": {
-            "identity": {
-                "methods": ["password", "token"],
-                "password": {"user": {"id": "u1", "password": "s3cret"}},
-                "token": {"id": "gAAAAtoken"},
-            },
-            "scope": {"project": {"id": "p1"}},
-        }
-    }
-    assert redact(sent) == {
-        "auth": {
-            "identity": {
-                "methods": ["password", "token"],
-                "password": {"user": {"id": "u1", "password": REDACTED}},
-                "token": {"id": REDACTED},
-            },
-            "scope": {"project": {"id": "p1"}},
-        }
-    }
-    assert redact({"headers": {"x-subject-token": "t"}}) == {
-        "headers": {"x-subject-token": REDACTED}
-    }
-    untouched = {"server": {"id": "s1", "name": "vm"}}
-    assert redact(untouched) is untouched
-    assert redact(b'{"server": {"id": "s1", "adminPass": "pw"}}') == {
-        "server": {"id": "s1", "adminPass": REDACTED}
-    }
-
-
-def test_no_secret_reaches_the_trace_or_the_logs(on_sqlite: Running) -> None:
-    record = on_sqlite.target.boot(volume=True)
-    events = on_sqlite.target.run(on_sqlite.target.events(record.flow_id))
-    by_step = {e["step"]: e for e in events}
-    # the shape is kept, the values are not
-    user = by_step["2"]["detail"]["sent"]["auth"]["identity"]["password"]["user"]
-    assert user["password"] == REDACTED and user["name"] == "demo"
-    assert by_step["3"]["detail"]["received"]["server"]["adminPass"] == REDACTED
-    assert by_step["10"]["detail"]["sent"]["token"] == REDACTED
-    assert by_step["12"]["detail"]["sent"]["token"] == REDACTED
-
-    # nothing in clear in the trace file either (nor in SQLite's WAL beside it)
-    on_sqlite.target.stack.trace.flush()  # type: ignore[union-attr]
-    files = sorted(on_sqlite.data_dir.glob("trace.sqlite*"))
-    assert files
-    stored = b"".join(p.read_bytes() for p in files)
-    assert b'"token":"***"' in stored  # the stack's events are there (steps 10, 12)
-    for key in (b"password", b"adminPass", b"token", b"X-Subject-Token", b"X-Auth-Token"):
-        in_clear = re.findall(rb'"' + key + rb'":\s*"(?!\*\*\*")[^"]*"', stored, flags=re.I)
-        assert in_clear == [], (key, in_clear[:3])
-    for path in files:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
-
-    # the admin's token and the demo password appear in no log line
-    assert on_sqlite.log, "the stack logged nothing"
-    assert not [line for line in on_sqlite.log if on_sqlite.token in line]
-    assert not [line for line in on_sqlite.log if re.search(r"password\W+demo", line)]
-
-
-def test_an_existing_trace_file_is_made_private(tmp_path: Path) -> None:
-    path = tmp_path / "trace.sqlite"
-    path.write_bytes(b"")
-    os.chmod(path, 0o644)
-    TraceRecorder(path)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    fresh = tmp_path / "new" / "trace.sqlite"
-    TraceRecorder(fresh)
-    assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600
