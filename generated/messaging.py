@@ -36,6 +36,26 @@ def start_instance(flow: Flow) -> Invoke:
     return flow.sender("start_instance", models.StartInstancePayload, None)
 
 
+def pause_instance(flow: Flow) -> Invoke:
+    """Compute pause request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("pause_instance", models.PauseInstancePayload, None)
+
+
+def unpause_instance(flow: Flow) -> Invoke:
+    """Compute unpause request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("unpause_instance", models.UnpauseInstancePayload, None)
+
+
+def suspend_instance(flow: Flow) -> Invoke:
+    """Compute suspend request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("suspend_instance", models.SuspendInstancePayload, None)
+
+
+def resume_instance(flow: Flow) -> Invoke:
+    """Compute resume request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("resume_instance", models.ResumeInstancePayload, None)
+
+
 def reboot_instance(flow: Flow) -> Invoke:
     """Compute reboot request: cast on topic compute.<host>, consumed by nova-compute."""
     return flow.sender("reboot_instance", models.RebootInstancePayload, None)

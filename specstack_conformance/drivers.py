@@ -30,7 +30,7 @@ import pytest
 from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceNotFound, VirtError
 
 REQUIRE_ENV = "SPECSTACK_REQUIRE_VIRT"
-NOSTATE, RUNNING, SHUTDOWN = 0, 1, 4
+NOSTATE, RUNNING, PAUSED, SHUTDOWN, SUSPENDED = 0, 1, 3, 4, 7
 START_WAIT_S = 120.0
 
 
@@ -242,6 +242,11 @@ class ContractWorld:
             await self.spawn()
         if method == "power_on":
             await self.adapter.power_off(instance=self.instance)
+        if method in ("pause", "unpause", "suspend", "resume"):
+            await self.running()  # a real guest may still be starting
+        if method in ("unpause", "resume"):  # a paused or suspended guest to bring back
+            undone = self.adapter.pause if method == "unpause" else self.adapter.suspend
+            await undone(instance=self.instance)
         if method == "detach_volume":
             if not self.variant.live_detach and power_off is not None:
                 await power_off(self.instance)  # no guest OS to acknowledge a hot-unplug
@@ -268,6 +273,13 @@ class ContractWorld:
             assert await a.get_power_state(instance=inst) == SHUTDOWN
         elif method in ("power_on", "reboot"):
             assert await self.running() == RUNNING
+        elif method in ("pause", "suspend"):
+            wanted = PAUSED if method == "pause" else SUSPENDED
+            assert await a.get_power_state(instance=inst) == wanted
+            again = a.pause if method == "pause" else a.suspend
+            await expect(VirtError, again(instance=inst))  # not running any more
+        elif method in ("unpause", "resume"):
+            assert await a.get_power_state(instance=inst) == RUNNING
         elif method == "attach_volume":
             await expect(
                 DeviceBusy,

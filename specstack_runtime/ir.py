@@ -37,6 +37,7 @@ class MessageHandler(Node):
     message: str
     behaviour: str
     on_error: str | None
+    args: dict[str, Any] = {}  # the consumer's `args:`, the behaviour's `call.args`
 
 
 class Table(Node):

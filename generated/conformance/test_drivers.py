@@ -385,6 +385,118 @@ def test_reboot_unknown_instance(world: ContractWorld) -> None:
     run(world, scenario)
 
 
+def test_pause(world: ContractWorld) -> None:
+    """Freeze the running guest in memory (its vCPUs stop; nothing is saved)."""
+
+    async def scenario() -> None:
+        await world.prepare("pause", ["instance"])
+        result = await world.adapter.pause(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("pause", result)
+
+    run(world, scenario)
+
+
+def test_pause_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.pause(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_unpause(world: ContractWorld) -> None:
+    """Let a paused guest run again."""
+
+    async def scenario() -> None:
+        await world.prepare("unpause", ["instance"])
+        result = await world.adapter.unpause(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("unpause", result)
+
+    run(world, scenario)
+
+
+def test_unpause_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.unpause(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_suspend(world: ContractWorld) -> None:
+    """Stop the guest keeping its state (libvirt saves its memory to disk)."""
+
+    async def scenario() -> None:
+        await world.prepare("suspend", ["instance"])
+        result = await world.adapter.suspend(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("suspend", result)
+
+    run(world, scenario)
+
+
+def test_suspend_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.suspend(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_resume(world: ContractWorld) -> None:
+    """Bring a suspended guest back as it was."""
+
+    async def scenario() -> None:
+        await world.prepare("resume", ["instance"])
+        result = await world.adapter.resume(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("resume", result)
+
+    run(world, scenario)
+
+
+def test_resume_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.resume(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
 def test_get_available_resource(world: ContractWorld) -> None:
     """The host's capacity and usage, reported to the scheduler."""
 

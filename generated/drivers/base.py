@@ -87,6 +87,22 @@ class ComputeDriver(ABC):
         """Restart the guest (SOFT asks the guest OS first, HARD resets it)."""
 
     @abstractmethod
+    async def pause(self, instance: Instance | td.Instance) -> None:
+        """Freeze the running guest in memory (its vCPUs stop; nothing is saved)."""
+
+    @abstractmethod
+    async def unpause(self, instance: Instance | td.Instance) -> None:
+        """Let a paused guest run again."""
+
+    @abstractmethod
+    async def suspend(self, instance: Instance | td.Instance) -> None:
+        """Stop the guest keeping its state (libvirt saves its memory to disk)."""
+
+    @abstractmethod
+    async def resume(self, instance: Instance | td.Instance) -> None:
+        """Bring a suspended guest back as it was."""
+
+    @abstractmethod
     async def get_available_resource(self) -> td.Resources:
         """The host's capacity and usage, reported to the scheduler."""
 

@@ -76,6 +76,22 @@ class ComputeDriverImplementation(Protocol):
         """Restart the guest (SOFT asks the guest OS first, HARD resets it)."""
         ...
 
+    async def pause(self, instance: Instance) -> None:
+        """Freeze the running guest in memory (its vCPUs stop; nothing is saved)."""
+        ...
+
+    async def unpause(self, instance: Instance) -> None:
+        """Let a paused guest run again."""
+        ...
+
+    async def suspend(self, instance: Instance) -> None:
+        """Stop the guest keeping its state (libvirt saves its memory to disk)."""
+        ...
+
+    async def resume(self, instance: Instance) -> None:
+        """Bring a suspended guest back as it was."""
+        ...
+
     async def get_available_resource(self) -> Resources:
         """The host's capacity and usage, reported to the scheduler."""
         ...

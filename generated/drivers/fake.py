@@ -164,6 +164,30 @@ class FakeDriver(ComputeDriver):
             reboot_type=_plain(reboot_type, None),
         )
 
+    async def pause(self, instance: Instance | td.Instance) -> None:
+        """Freeze the running guest in memory (its vCPUs stop; nothing is saved)."""
+        return await self.impl.pause(
+            instance=_plain(instance, types.Instance),
+        )
+
+    async def unpause(self, instance: Instance | td.Instance) -> None:
+        """Let a paused guest run again."""
+        return await self.impl.unpause(
+            instance=_plain(instance, types.Instance),
+        )
+
+    async def suspend(self, instance: Instance | td.Instance) -> None:
+        """Stop the guest keeping its state (libvirt saves its memory to disk)."""
+        return await self.impl.suspend(
+            instance=_plain(instance, types.Instance),
+        )
+
+    async def resume(self, instance: Instance | td.Instance) -> None:
+        """Bring a suspended guest back as it was."""
+        return await self.impl.resume(
+            instance=_plain(instance, types.Instance),
+        )
+
     async def get_available_resource(self) -> td.Resources:
         """The host's capacity and usage, reported to the scheduler."""
         return await self.impl.get_available_resource()

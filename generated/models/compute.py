@@ -489,6 +489,16 @@ class ServerActionRequest(BaseModel):
     )
     reboot: RebootAction | None = None
     os_getConsoleOutput: ConsoleOutputAction | None = Field(None, alias="os-getConsoleOutput")
+    pause: Any | None = Field(None, description="Freeze the running server in memory (value null).")
+    unpause: Any | None = Field(None, description="Let a paused server run again (value null).")
+    suspend: Any | None = Field(
+        None, description="Suspend the server, keeping its state (value null)."
+    )
+    resume: Any | None = Field(None, description="Bring a suspended server back (value null).")
+    lock: Any | None = Field(
+        None, description="Lock the server (null, or an object with locked_reason)."
+    )
+    unlock: Any | None = Field(None, description="Unlock the server (value null).")
 
 
 class ConsoleOutput(BaseModel):

@@ -195,6 +195,38 @@ class StartInstancePayload(BaseModel):
     instance: InstanceRef
 
 
+class PauseInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+
+
+class UnpauseInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+
+
+class SuspendInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+
+
+class ResumeInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+
+
 class RebootInstancePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-compute (worker, project nova): generated from the spec.
 
-Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, reboot_instance, get_console_output, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -163,17 +163,37 @@ async def terminate_instance(flow: Flow) -> None:
 
 
 async def stop_instance(flow: Flow) -> None:
-    """message stop_instance: behaviour compute.rpc_stop_instance."""
+    """message stop_instance: behaviour compute.rpc_power_action."""
     await flow.trigger(None)
 
 
 async def start_instance(flow: Flow) -> None:
-    """message start_instance: behaviour compute.rpc_start_instance."""
+    """message start_instance: behaviour compute.rpc_power_action."""
     await flow.trigger(None)
 
 
 async def reboot_instance(flow: Flow) -> None:
-    """message reboot_instance: behaviour compute.rpc_reboot_instance."""
+    """message reboot_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def pause_instance(flow: Flow) -> None:
+    """message pause_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def unpause_instance(flow: Flow) -> None:
+    """message unpause_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def suspend_instance(flow: Flow) -> None:
+    """message suspend_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def resume_instance(flow: Flow) -> None:
+    """message resume_instance: behaviour compute.rpc_power_action."""
     await flow.trigger(None)
 
 
@@ -240,34 +260,114 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="message",
         trigger="stop_instance",
-        behaviour="compute.rpc_stop_instance",
+        behaviour="compute.rpc_power_action",
         on_error=None,
         run=stop_instance,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "method": "power_off",
+            "expected": "powering-off",
+            "done": {"vm_state": "stopped", "power_state": 4},
+        },
     ),
     "start_instance": HandlerSpec(
         component=COMPONENT,
         kind="message",
         trigger="start_instance",
-        behaviour="compute.rpc_start_instance",
+        behaviour="compute.rpc_power_action",
         on_error=None,
         run=start_instance,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "method": "power_on",
+            "expected": "powering-on",
+            "done": {"vm_state": "active", "power_state": 1},
+        },
     ),
     "reboot_instance": HandlerSpec(
         component=COMPONENT,
         kind="message",
         trigger="reboot_instance",
-        behaviour="compute.rpc_reboot_instance",
+        behaviour="compute.rpc_power_action",
         on_error=None,
         run=reboot_instance,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "method": "reboot",
+            "pass": ["reboot_type"],
+            "expected": "rebooting",
+            "done": {"vm_state": "active", "power_state": 1},
+        },
+    ),
+    "pause_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="pause_instance",
+        behaviour="compute.rpc_power_action",
+        on_error=None,
+        run=pause_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "method": "pause",
+            "expected": "pausing",
+            "done": {"vm_state": "paused", "power_state": 3},
+        },
+    ),
+    "unpause_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="unpause_instance",
+        behaviour="compute.rpc_power_action",
+        on_error=None,
+        run=unpause_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "method": "unpause",
+            "expected": "unpausing",
+            "done": {"vm_state": "active", "power_state": 1},
+        },
+    ),
+    "suspend_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="suspend_instance",
+        behaviour="compute.rpc_power_action",
+        on_error=None,
+        run=suspend_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "method": "suspend",
+            "expected": "suspending",
+            "done": {"vm_state": "suspended", "power_state": 7},
+        },
+    ),
+    "resume_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="resume_instance",
+        behaviour="compute.rpc_power_action",
+        on_error=None,
+        run=resume_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "method": "resume",
+            "expected": "resuming",
+            "done": {"vm_state": "active", "power_state": 1},
+        },
     ),
     "get_console_output": HandlerSpec(
         component=COMPONENT,
@@ -345,6 +445,46 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=True,
         handler=HANDLERS["start_instance"],
         payload_model=messages.StartInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="pause_instance",
+        topic="compute",
+        method="pause_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["pause_instance"],
+        payload_model=messages.PauseInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="unpause_instance",
+        topic="compute",
+        method="unpause_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["unpause_instance"],
+        payload_model=messages.UnpauseInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="suspend_instance",
+        topic="compute",
+        method="suspend_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["suspend_instance"],
+        payload_model=messages.SuspendInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="resume_instance",
+        topic="compute",
+        method="resume_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["resume_instance"],
+        payload_model=messages.ResumeInstancePayload,
         reply_model=None,
     ),
     Consumer(

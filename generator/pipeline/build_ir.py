@@ -105,7 +105,10 @@ def _components(f: SpecFile) -> tuple[ir.Component, ...]:
                 database=c.get("database"),
                 consumes=tuple(
                     ir.MessageHandler(
-                        message=m, behaviour=h["behaviour"], on_error=h.get("on_error")
+                        message=m,
+                        behaviour=h["behaviour"],
+                        on_error=h.get("on_error"),
+                        args=h.get("args", {}),
                     )
                     for m, h in c.get("consumes", {}).items()
                 ),
@@ -473,7 +476,7 @@ def _handlers(
                     behaviour, args = bound.behaviour, bound.args
             elif kind == "message":
                 h = next(h for h in c.consumes if h.message == trigger)
-                behaviour, on_error = h.behaviour, h.on_error
+                behaviour, on_error, args = h.behaviour, h.on_error, dict(h.args)
             else:
                 behaviour, on_error = None, None
             steps = _handler_steps(canonical, c, by_name, titles) if canonical else ()

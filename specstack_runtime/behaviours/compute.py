@@ -75,7 +75,7 @@ from specstack_runtime.errors import (
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, quotas
+from specstack_runtime.resources import access, guards, quotas
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
@@ -774,6 +774,7 @@ async def delete_server(call: Call) -> Reply:
     call.vars["terminate"] = False
     for _ in range(CAS_ATTEMPTS):
         row = await _instance_for(call, server_id)
+        guards.check(engine_call(call, SERVER), "delete", row)  # a locked server, say
         call.vars["instance"] = row
         if row.get("task_state") == "deleting":
             return Reply(204)  # already being deleted: nova ignores the repeat
@@ -1918,22 +1919,17 @@ def _guest(instance: Mapping[str, Any]) -> dict[str, Any]:
     return {"uuid": instance["uuid"], "name": instance.get("name") or instance["uuid"]}
 
 
-async def _power(call: Call, method: str, *args: Any) -> None:
-    """A power operation of the driver, when it has one (the spec's interface has none yet)."""
-    fn = getattr(call.rt.driver, method, None)
-    if fn is None:
-        logger.info("driver of %s has no %s: only the recorded state changes", call.rt.host, method)
-        return
-    await fn(*args)
-
-
-async def _power_action(
-    call: Call, method: str, expected: str, updates: dict[str, Any], *args: Any
-) -> None:
+@behaviour("compute.rpc_power_action")
+async def rpc_power_action(call: Call) -> None:
+    """A server action on this host's hypervisor, as the consumer's `args` say: the driver
+    `method` (with the payload's `pass` fields after the instance), the task state the API
+    set (`expected`) and the instance's fields once it is done (`done`). A driver failure
+    clears the task state and records the fault."""
     uuid = str(call.payload["instance"]["uuid"])
-    instance = {"uuid": uuid, "name": uuid}
+    method, expected = str(call.args["method"]), str(call.args["expected"])
+    extra = [call.payload[name] for name in call.args.get("pass", ())]
     try:
-        await _power(call, method, instance, *args)
+        await getattr(call.rt.driver, method)({"uuid": uuid, "name": uuid}, *extra)
     except Exception as exc:
         fault = make_fault(_fault_code(exc), f"{method} failed: {exc}")
         await send(
@@ -1946,41 +1942,11 @@ async def _power_action(
             },
         )
         raise
+    updates = {"task_state": None, **dict(call.args["done"])}
     await send(
         call,
         "instance_update",
         {"instance_uuid": uuid, "expected_task_state": expected, "updates": updates},
-    )
-
-
-@behaviour("compute.rpc_stop_instance")
-async def rpc_stop_instance(call: Call) -> None:
-    await _power_action(
-        call,
-        "power_off",
-        "powering-off",
-        {"vm_state": "stopped", "task_state": None, "power_state": 4},
-    )
-
-
-@behaviour("compute.rpc_start_instance")
-async def rpc_start_instance(call: Call) -> None:
-    await _power_action(
-        call,
-        "power_on",
-        "powering-on",
-        {"vm_state": "active", "task_state": None, "power_state": 1},
-    )
-
-
-@behaviour("compute.rpc_reboot_instance")
-async def rpc_reboot_instance(call: Call) -> None:
-    await _power_action(
-        call,
-        "reboot",
-        "rebooting",
-        {"vm_state": "active", "task_state": None, "power_state": 1},
-        call.payload.get("reboot_type", "SOFT"),
     )
 
 

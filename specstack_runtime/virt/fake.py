@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from specstack_runtime import filewriter, jsoncodec
 from specstack_runtime.virt import (
+    PAUSED,
     RUNNING,
     SHUTDOWN,
+    SUSPENDED,
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
@@ -39,6 +41,7 @@ STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
 # write-behind: at most two rewrites a second (each rename costs ext4 a data flush)
 FLUSH_DELAY_S = 0.5
+_STATE_WORDS = {RUNNING: "running", PAUSED: "paused", SUSPENDED: "suspended"}
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
     from generated.drivers.types import (
@@ -252,7 +255,7 @@ class FakeHypervisor:
     async def list_instances(self) -> list[str]:
         return [str(g["name"]) for g in self.guests.values()]
 
-    # -- beyond the interface (power control; not yet in spec/hypervisors.yaml) ---
+    # -- power control -----------------------------------------------------------
 
     async def power_off(self, instance: Instance) -> None:
         guest = self._guest(instance)
@@ -272,3 +275,27 @@ class FakeHypervisor:
         self._log(guest, f"{reboot_type.lower()} reboot")
         self._log(guest, f"booted; {self._disks_line(guest)}")
         self._save()
+
+    def _transition(self, instance: Instance, wanted: int, to: PowerState, done: str) -> None:
+        """A power change that a real hypervisor allows from one state only."""
+        guest = self._guest(instance)
+        if guest["power_state"] != wanted:
+            raise VirtError(
+                f"the guest of instance {guest['uuid']} cannot be {done}: "
+                f"it is not {_STATE_WORDS[wanted]}"
+            )
+        guest["power_state"] = to
+        self._log(guest, done)
+        self._save()
+
+    async def pause(self, instance: Instance) -> None:
+        self._transition(instance, RUNNING, PAUSED, "paused")
+
+    async def unpause(self, instance: Instance) -> None:
+        self._transition(instance, PAUSED, RUNNING, "unpaused")
+
+    async def suspend(self, instance: Instance) -> None:
+        self._transition(instance, RUNNING, SUSPENDED, "suspended")
+
+    async def resume(self, instance: Instance) -> None:
+        self._transition(instance, SUSPENDED, RUNNING, "resumed")

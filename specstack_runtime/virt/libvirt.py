@@ -413,8 +413,8 @@ class LibvirtHypervisor:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # stopped meanwhile
                 raise
-        if dom.isPersistent():
-            dom.undefine()
+        if dom.isPersistent():  # with the memory a suspend saved, if any
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)
 
     def _destroy(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
@@ -434,7 +434,10 @@ class LibvirtHypervisor:
     # -- state and console ------------------------------------------------------------------
 
     def _power_state(self, instance: Instance) -> PowerState:
-        state = self._domain(instance_uuid(instance)).state()[0]
+        dom = self._domain(instance_uuid(instance))
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_SHUTOFF and dom.hasManagedSaveImage(0):
+            return SUSPENDED  # its memory is saved: resume restores it
         return _POWER_STATE.get(state, NOSTATE)
 
     async def get_power_state(self, instance: Instance) -> PowerState:
@@ -587,6 +590,42 @@ class LibvirtHypervisor:
         if str(reboot_type).upper() not in ("SOFT", "HARD"):
             raise VirtError(f"reboot_type must be SOFT or HARD, not {reboot_type!r}")
         await self._run(self._reboot, instance, reboot_type)
+
+    def _pause(self, instance: Instance, pause: bool) -> None:
+        dom = self._domain(instance_uuid(instance))
+        state = dom.state()[0]
+        if pause and state != libvirt.VIR_DOMAIN_RUNNING:
+            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not running")
+        if not pause and state != libvirt.VIR_DOMAIN_PAUSED:
+            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not paused")
+        if pause:
+            dom.suspend()  # libvirt's word for freezing the vCPUs
+        else:
+            dom.resume()
+
+    async def pause(self, instance: Instance) -> None:
+        await self._run(self._pause, instance, True)
+
+    async def unpause(self, instance: Instance) -> None:
+        await self._run(self._pause, instance, False)
+
+    def _suspend(self, instance: Instance) -> None:
+        dom = self._domain(instance_uuid(instance))
+        if not dom.isActive():
+            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not running")
+        dom.managedSave(0)  # memory to disk; the next create() restores it
+
+    async def suspend(self, instance: Instance) -> None:
+        await self._run(self._suspend, instance)
+
+    def _resume(self, instance: Instance) -> None:
+        dom = self._domain(instance_uuid(instance))
+        if dom.isActive() or not dom.hasManagedSaveImage(0):
+            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not suspended")
+        dom.create()
+
+    async def resume(self, instance: Instance) -> None:
+        await self._run(self._resume, instance)
 
 
 __all__ = ["LibvirtHypervisor"]

@@ -453,6 +453,8 @@ class QemuHypervisor:
             return CRASHED
         if not _alive(guest.get("pid"), guest["uuid"]):
             return SHUTDOWN
+        if guest.get("suspended"):
+            return SUSPENDED
         try:
             status = await self._execute(guest, "query-status")
         except VirtError:
@@ -534,7 +536,7 @@ class QemuHypervisor:
             if guest.get("state") != "started":
                 raise VirtError(f"the guest of instance {guest['uuid']} is not running")
             await self._kill(guest)
-            guest["state"], guest["pid"] = "stopped", None
+            guest["state"], guest["pid"], guest["suspended"] = "stopped", None, False
             self._note(guest, "powered off")
             self._save()
 
@@ -555,6 +557,33 @@ class QemuHypervisor:
         # answers ACPI power buttons, which the tiny test guest does not
         await self._execute(guest, "system_reset")
         self._note(guest, f"{reboot_type.lower()} reboot")
+
+    async def _freeze(self, instance: Instance, cmd: str, wanted: str, done: str) -> None:
+        """QMP stop/cont on a started guest that is `wanted` (running, paused, suspended)."""
+        guest = self._guest(instance)
+        async with self._lock(guest["uuid"]):
+            now = "" if guest.get("state") != "started" else "suspended"
+            if now and not guest.get("suspended"):
+                now = str((await self._execute(guest, "query-status")).get("status"))
+            if now != wanted:
+                raise VirtError(f"the guest of instance {guest['uuid']} is not {wanted}")
+            await self._execute(guest, cmd)
+            guest["suspended"] = done == "suspended"
+            self._note(guest, done)
+            self._save()
+
+    async def pause(self, instance: Instance) -> None:
+        await self._freeze(instance, "stop", "running", "paused")
+
+    async def unpause(self, instance: Instance) -> None:
+        await self._freeze(instance, "cont", "paused", "unpaused")
+
+    async def suspend(self, instance: Instance) -> None:
+        # QEMU alone keeps a suspended guest's memory in its process (no save to disk)
+        await self._freeze(instance, "stop", "running", "suspended")
+
+    async def resume(self, instance: Instance) -> None:
+        await self._freeze(instance, "cont", "suspended", "resumed")
 
     async def get_available_resource(self) -> Resources:
         guests = self.guests.values()

@@ -473,6 +473,7 @@ class NovaCell:
                 payload=env.payload,
                 context=dict(env.context),
                 token=env.context.get("auth_token"),
+                args=dict(h.get("args") or {}),  # the consumer's `args:`, as Flow passes them
             )
             try:
                 result = await registry.get(h["behaviour"])(call)

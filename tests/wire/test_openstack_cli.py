@@ -389,6 +389,21 @@ def test_server_stop_and_start(server: dict[str, Any], stack: Stack) -> None:
     assert started["status"] == "ACTIVE" and started["OS-EXT-STS:vm_state"] == "active"
 
 
+def test_server_pause_suspend_and_lock(server: dict[str, Any], stack: Stack) -> None:
+    for action, status, back in (
+        ("pause", "PAUSED", "unpause"),
+        ("suspend", "SUSPENDED", "resume"),
+    ):
+        assert stack.run("server", action, VM).stdout == ""
+        assert stack.wait_for("server", VM, "status", status)["status"] == status
+        assert stack.run("server", back, VM).stdout == ""
+        assert stack.wait_for("server", VM, "status", "ACTIVE")["status"] == "ACTIVE"
+    assert stack.run("server", "lock", VM).stdout == ""
+    refused = stack.run("server", "stop", VM, check=False)  # the owner, not an admin
+    assert refused.returncode != 0 and "is locked" in refused.stderr
+    assert stack.run("server", "unlock", VM).stdout == ""
+
+
 # -- volumes -------------------------------------------------------------------------------
 
 
