@@ -1,11 +1,53 @@
-"""Base of the generated typed clients: the transport of http steps."""
+"""Base of the generated typed clients: the transport of http steps, and the typed answer."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
+from pydantic import BaseModel
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ApiResponse(Generic[T]):
+    """An operation's answer: the HTTP response, and its body as the operation's success
+    model (`parsed`, None for another status or an empty body), as openapi-python-client's
+    `Response[T]`."""
+
+    def __init__(self, response: httpx.Response, model: type[T] | None, success: int) -> None:
+        self.response = response
+        self.model = model
+        self.success = success
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self.response.headers
+
+    def json(self) -> Any:
+        return self.response.json()
+
+    @cached_property
+    def parsed(self) -> T | None:
+        """The body as the success model; a body that does not fit it raises pydantic's
+        ValidationError (the service broke its own document)."""
+        if self.model is None or self.status_code != self.success or not self.response.content:
+            return None
+        return self.model.model_validate_json(self.response.content)
+
+
+def plain(body: Any) -> Any:
+    """A request body as JSON-ready data: a model by its aliases, without unset fields."""
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return body
+
 
 if TYPE_CHECKING:
     from specstack_runtime.flow import Flow
@@ -40,7 +82,7 @@ class BoundClient:
             self.API,
             operation_id,
             path_params,
-            body=body,
+            body=plain(body),
             query=query,
             headers=headers,
             token=token,
