@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from specstack_runtime import registry
+from specstack_runtime.apiresponse import ApiResponse
 from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
 from specstack_runtime.errors import StepFailed, Unauthorized
@@ -210,6 +211,8 @@ class Flow:
             if capture.sent is None:
                 capture.sent = args[0] if args else kwargs.get("body", _traced_kwargs(kwargs))
             result = await invoke(*args, **kwargs)
+            if isinstance(result, ApiResponse):  # a step's behaviour reads the HTTP answer
+                result = result.response
             status = getattr(result, "status_code", None)
             if isinstance(status, int):
                 capture.status = status

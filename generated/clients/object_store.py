@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from generated.models import object_store as models
-from specstack_runtime.client import ApiResponse, BoundClient
+from specstack_runtime.apiresponse import ApiResponse
+from specstack_runtime.client import BoundClient
 
 
 class ObjectStoreClient(BoundClient):

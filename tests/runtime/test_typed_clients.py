@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from generated.clients.identity import IdentityClient
 from generated.clients.image import ImageClient
 from generated.models import image
-from specstack_runtime.client import ApiResponse
+from specstack_runtime.apiresponse import ApiResponse
 from tests.aio import arun
 from tests.runtime.fakes import Stack
 
