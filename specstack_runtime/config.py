@@ -98,6 +98,8 @@ class StackConfig(BaseSettings):
     # request bodies: JSON and other small bodies, and data streams (image data, objects)
     max_body_bytes: int = 1024 * 1024
     max_data_body_bytes: int = 1024 * 1024 * 1024
+    # OpenTelemetry: the OTLP/HTTP traces URL each step's span goes to; empty: no export
+    otlp_endpoint: str = ""
     scheduler_filters: tuple[str, ...] = (
         "ComputeFilter",
         "AvailabilityZoneFilter",

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from specstack_runtime import registry
+from specstack_runtime import otel, registry
 from specstack_runtime.app import ApiApp
 from specstack_runtime.auth import TokenValidator
 from specstack_runtime.bus import Bus, Subscription, make_bus
@@ -37,6 +37,9 @@ from specstack_runtime.statefile import flush_all
 from specstack_runtime.store import Store, TableSpec
 from specstack_runtime.trace import TraceRecorder
 from specstack_runtime.virt import VirtError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("specstack.stack")
 
@@ -121,6 +124,10 @@ class EmbeddedStack:
         self.trace = TraceRecorder(
             config.data_dir / "trace.sqlite", shared=config.mode == "distributed"
         )
+        self.spans: TracerProvider | None = None
+        if config.otlp_endpoint:  # each step as an OpenTelemetry span too
+            self.spans = otel.provider("specstack", endpoint=config.otlp_endpoint)
+            self.trace.listen(otel.SpanExport(self.spans))
         self.local_http = LocalTransport() if config.internal_http == "local" else None
         self.clients = ClientSet(
             self.info, config, transport=self.local_http, local=self.local_http
@@ -354,6 +361,8 @@ class EmbeddedStack:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.trace.flush()
+        if self.spans is not None:
+            await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
         await self.clients.aclose()
         for store in self.stores.values():
             store.close()
