@@ -179,6 +179,28 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, None, 204)
 
+    async def list_server_ips(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerIps]:
+        """GET /v2.1/servers/{server_id}/ips: List a server's IP addresses"""
+        response = await self._call(
+            "listServerIps",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerIps, 200)
+
     async def server_action(
         self,
         server_id: str,

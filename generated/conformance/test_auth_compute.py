@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-26 operations need a token: without one, with a bogus one, an expired one
+27 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 4 need a role the demo user lacks (403); 1 hide
 another project's resource (404).
 """
@@ -22,6 +22,7 @@ PROTECTED = (
     "showServer",
     "updateServer",
     "deleteServer",
+    "listServerIps",
     "serverAction",
     "listVolumeAttachments",
     "attachVolume",

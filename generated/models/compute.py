@@ -501,6 +501,15 @@ class ServerActionRequest(BaseModel):
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
 
 
+class ServerIps(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    addresses: dict[str, list[UpdatedServerAddress]] = Field(
+        ..., description="Addresses keyed by network name."
+    )
+
+
 class ConsoleOutput(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

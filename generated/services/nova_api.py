@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (28 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (29 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -102,6 +102,11 @@ async def delete_server(flow: Flow) -> None:
         "compute.terminate_request",
         messaging.terminate_instance(flow),
     )
+
+
+async def list_server_ips(flow: Flow) -> None:
+    """operation listServerIps: behaviour resource.query."""
+    await flow.trigger(None)
 
 
 async def server_action(flow: Flow) -> None:
@@ -310,6 +315,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=("delete-vm", "3"),
         auth_in_steps=True,
+    ),
+    "listServerIps": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listServerIps",
+        behaviour="resource.query",
+        on_error=None,
+        run=list_server_ips,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "server_ips"},
     ),
     "serverAction": HandlerSpec(
         component=COMPONENT,
@@ -631,6 +648,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/ips",
+        "listServerIps",
+        HANDLERS["listServerIps"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
     ),
     Route(
         "POST",

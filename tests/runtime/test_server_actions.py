@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from generated.drivers.types import Instance
-from specstack_runtime.errors import BadRequest, Conflict, Forbidden
+from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.virt import PAUSED, RUNNING, SUSPENDED
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
@@ -154,5 +154,26 @@ async def test_a_lock_reason_must_be_a_short_string(tmp_path: Path) -> None:
             await act(cell, row["id"], {"lock": {"locked_reason": "x" * 256}})
         stored = await cell.store.get("instances", row["id"])
         assert stored is not None and not stored.get("locked")
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_ips_lists_the_servers_addresses_by_network(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        row = await boot_through_the_cell(cell)
+        sid = {"server_id": row["id"]}
+        reply, _ = await cell.operation("listServerIps", path_params=sid)
+        expected = {
+            net: [{"version": a.get("version", 4), "addr": a["addr"]} for a in addresses]
+            for net, addresses in row["addresses"].items()
+        }
+        assert expected and all(expected.values())
+        assert reply.status == 200 and reply.body == {"addresses": expected}
+        other = auth_ctx(project="b" * 32, user="other-user")
+        with pytest.raises(NotFound, match=f"Instance {row['id']} could not be found"):
+            await cell.operation("listServerIps", path_params=sid, auth=other)
     finally:
         await cell.stop()
