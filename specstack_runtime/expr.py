@@ -48,6 +48,7 @@ VARIABLES = (
     "quotas",
     "vars",
     "changes",
+    "now",
 )
 
 

@@ -617,3 +617,41 @@ class ComputeClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, models.HypervisorList, 200)
+
+    async def list_hypervisors_detailed(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.HypervisorDetailList]:
+        """GET /v2.1/os-hypervisors/detail: List hypervisors with their capacity and usage"""
+        response = await self._call(
+            "listHypervisorsDetailed",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.HypervisorDetailList, 200)
+
+    async def get_hypervisor_statistics(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.HypervisorStatistics]:
+        """GET /v2.1/os-hypervisors/statistics: Show the hypervisors' totals"""
+        response = await self._call(
+            "getHypervisorStatistics",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.HypervisorStatistics, 200)

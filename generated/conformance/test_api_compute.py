@@ -77,3 +77,13 @@ def test_compute_get_limits_direct(target: Target) -> None:
 def test_compute_list_hypervisors_direct(target: Target) -> None:
     """GET /v2.1/os-hypervisors called directly."""
     provoke.call_and_check(target, "compute", "listHypervisors")
+
+
+def test_compute_list_hypervisors_detailed_direct(target: Target) -> None:
+    """GET /v2.1/os-hypervisors/detail called directly."""
+    provoke.call_and_check(target, "compute", "listHypervisorsDetailed")
+
+
+def test_compute_get_hypervisor_statistics_direct(target: Target) -> None:
+    """GET /v2.1/os-hypervisors/statistics called directly."""
+    provoke.call_and_check(target, "compute", "getHypervisorStatistics")

@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-27 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 4 need a role the demo user lacks (403); 1 hide
+29 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 6 need a role the demo user lacks (403); 1 hide
 another project's resource (404).
 """
 
@@ -43,12 +43,16 @@ PROTECTED = (
     "listAvailabilityZonesDetailed",
     "getLimits",
     "listHypervisors",
+    "listHypervisorsDetailed",
+    "getHypervisorStatistics",
 )
 NEEDS_ROLE = (
     "createFlavor",  # rule:admin
     "deleteFlavor",  # rule:admin
     "listAvailabilityZonesDetailed",  # rule:os_compute_api:os-availability-zone:detail
     "listHypervisors",  # rule:admin
+    "listHypervisorsDetailed",  # rule:admin
+    "getHypervisorStatistics",  # rule:admin
 )
 OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)
 

@@ -821,6 +821,73 @@ class Hypervisor(BaseModel):
     status: Literal["enabled", "disabled"]
 
 
+class Service(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    host: str
+    id: int
+    disabled_reason: str | None
+
+
+class HypervisorDetail(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: int
+    hypervisor_hostname: str
+    state: Literal["up", "down"]
+    status: Literal["enabled", "disabled"]
+    hypervisor_type: str
+    hypervisor_version: int
+    vcpus: int
+    vcpus_used: int
+    memory_mb: int
+    memory_mb_used: int
+    free_ram_mb: int
+    local_gb: int
+    local_gb_used: int
+    free_disk_gb: int
+    disk_available_least: int
+    current_workload: int
+    running_vms: int
+    host_ip: str
+    cpu_info: str = Field(..., description='The CPU model as a JSON string ("{}" here).')
+    service: Service
+
+
+class HypervisorDetailList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    hypervisors: list[HypervisorDetail]
+
+
+class HypervisorStatistics1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    count: int
+    vcpus: int
+    vcpus_used: int
+    memory_mb: int
+    memory_mb_used: int
+    free_ram_mb: int
+    local_gb: int
+    local_gb_used: int
+    free_disk_gb: int
+    disk_available_least: int
+    running_vms: int
+    current_workload: int
+
+
+class HypervisorStatistics(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    hypervisor_statistics: HypervisorStatistics1
+
+
 class HypervisorList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

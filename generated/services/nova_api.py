@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (29 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (31 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -205,7 +205,17 @@ async def get_limits(flow: Flow) -> None:
 
 
 async def list_hypervisors(flow: Flow) -> None:
-    """operation listHypervisors: behaviour compute.list_hypervisors."""
+    """operation listHypervisors: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_hypervisors_detailed(flow: Flow) -> None:
+    """operation listHypervisorsDetailed: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def get_hypervisor_statistics(flow: Flow) -> None:
+    """operation getHypervisorStatistics: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -553,12 +563,37 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listHypervisors",
-        behaviour="compute.list_hypervisors",
+        behaviour="resource.serve",
         on_error=None,
         run=list_hypervisors,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "hypervisor", "action": "list", "view": "summary"},
+    ),
+    "listHypervisorsDetailed": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listHypervisorsDetailed",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_hypervisors_detailed,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "hypervisor", "action": "list"},
+    ),
+    "getHypervisorStatistics": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="getHypervisorStatistics",
+        behaviour="resource.query",
+        on_error=None,
+        run=get_hypervisor_statistics,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "hypervisor_statistics"},
     ),
 }
 
@@ -874,6 +909,28 @@ ROUTES: tuple[Route, ...] = (
         "/v2.1/os-hypervisors",
         "listHypervisors",
         HANDLERS["listHypervisors"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-hypervisors/detail",
+        "listHypervisorsDetailed",
+        HANDLERS["listHypervisorsDetailed"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-hypervisors/statistics",
+        "getHypervisorStatistics",
+        HANDLERS["getHypervisorStatistics"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

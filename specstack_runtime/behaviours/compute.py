@@ -936,26 +936,6 @@ async def list_availability_zones(call: Call) -> Reply:
     )
 
 
-@behaviour("compute.list_hypervisors")
-async def list_hypervisors(call: Call) -> Reply:
-    docs = await _store(call).list(COMPUTE_NODES)
-    docs.sort(key=lambda d: int(d.get("hypervisor_id") or 0))
-    return Reply(
-        200,
-        {
-            "hypervisors": [
-                {
-                    "id": int(d.get("hypervisor_id") or 0),
-                    "hypervisor_hostname": str(d.get("hypervisor_hostname") or d["host"]),
-                    "state": "up" if node_is_up(d) else "down",
-                    "status": "enabled" if d.get("enabled", True) else "disabled",
-                }
-                for d in docs
-            ]
-        },
-    )
-
-
 # =====================================================================================
 # volume attachments, interfaces
 # =====================================================================================

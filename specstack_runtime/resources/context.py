@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from specstack_runtime.clock import SYSTEM_CLOCK
 from specstack_runtime.context import AuthContext, Call
 from specstack_runtime.errors import Unauthorized
 from specstack_runtime.expr import auth_vars, compile_expr
@@ -140,6 +141,7 @@ class ResourceCall:
                 "config": {"region": self.call.rt.config.region},
                 "vars": self.call.vars,
                 "data": self.res.res.data,
+                "now": SYSTEM_CLOCK.time(),  # epoch seconds: what heartbeats are compared with
                 # the project's limit of each quota of the spec (configured or default)
                 "quotas": {
                     name: int(self.configured_quotas.get(name, q.default))

@@ -793,6 +793,36 @@ async def test_availability_zones_and_hypervisors(api: Api) -> None:
         {"id": 1, "hypervisor_hostname": "compute-1", "state": "up", "status": "enabled"},
         {"id": 2, "hypervisor_hostname": "compute-2", "state": "down", "status": "enabled"},
     ]
+    # what a claim of a 2-vCPU, 2 GB, 20 GB server leaves on compute-1's record
+    used = {"vcpus_used": 2, "memory_mb_used": 2048, "local_gb_used": 20, "running_vms": 1}
+    assert await api.store.update("compute_nodes", "compute-1", used) is not None
+    admin = auth_ctx(admin=True)
+    detail = (await api.run("listHypervisorsDetailed", auth=admin)).body["hypervisors"]
+    assert [(h["id"], h["state"], h["service"]["host"]) for h in detail] == [
+        (1, "up", "compute-1"),
+        (2, "down", "compute-2"),
+    ]
+    assert all(h["vcpus"] == 8 and h["memory_mb"] == 16384 for h in detail)
+    busy = detail[0]
+    assert (busy["vcpus_used"], busy["free_ram_mb"], busy["free_disk_gb"]) == (2, 14336, 180)
+    assert detail[1]["running_vms"] == 0 and detail[1]["free_ram_mb"] == 16384
+    stats = (await api.run("getHypervisorStatistics", auth=admin)).body["hypervisor_statistics"]
+    assert stats == {
+        "count": 2,
+        "vcpus": 16,
+        "vcpus_used": 2,
+        "memory_mb": 32768,
+        "memory_mb_used": 2048,
+        "free_ram_mb": 30720,
+        "local_gb": 400,
+        "local_gb_used": 20,
+        "free_disk_gb": 380,
+        "disk_available_least": 380,
+        "running_vms": 1,
+        "current_workload": 0,
+    }
+    with pytest.raises(Forbidden):
+        await api.run("getHypervisorStatistics")
 
 
 # -- volume attachments, interfaces ------------------------------------------------------

@@ -280,6 +280,17 @@ def test_flavor_show(stack: Stack) -> None:
     assert tiny["os-flavor-access:is_public"] is True and tiny["properties"] == {}
 
 
+def test_hypervisor_list_and_stats(stack: Stack) -> None:
+    hypervisors = stack.json("hypervisor", "list", "--long", cloud="specstack-admin")
+    assert hypervisors and all(h["State"] == "up" for h in hypervisors)
+    assert {h["Hypervisor Type"] for h in hypervisors} == {"fake"}
+    stats = stack.json("hypervisor", "stats", "show", cloud="specstack-admin")
+    assert stats["count"] == len(hypervisors)
+    assert stats["vcpus"] == sum(h["vCPUs"] for h in hypervisors)
+    refused = stack.run("hypervisor", "list", check=False)  # the demo user: not an admin
+    assert refused.returncode != 0 and "403" in refused.stderr
+
+
 # -- networks ------------------------------------------------------------------------------
 
 
