@@ -655,3 +655,22 @@ class ComputeClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, models.HypervisorStatistics, 200)
+
+    async def list_compute_services(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ComputeServiceList]:
+        """GET /v2.1/os-services: List the compute services"""
+        response = await self._call(
+            "listComputeServices",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ComputeServiceList, 200)

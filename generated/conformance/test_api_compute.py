@@ -87,3 +87,8 @@ def test_compute_list_hypervisors_detailed_direct(target: Target) -> None:
 def test_compute_get_hypervisor_statistics_direct(target: Target) -> None:
     """GET /v2.1/os-hypervisors/statistics called directly."""
     provoke.call_and_check(target, "compute", "getHypervisorStatistics")
+
+
+def test_compute_list_compute_services_direct(target: Target) -> None:
+    """GET /v2.1/os-services called directly."""
+    provoke.call_and_check(target, "compute", "listComputeServices")

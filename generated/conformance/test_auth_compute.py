@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-29 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 6 need a role the demo user lacks (403); 1 hide
+30 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 7 need a role the demo user lacks (403); 1 hide
 another project's resource (404).
 """
 
@@ -45,6 +45,7 @@ PROTECTED = (
     "listHypervisors",
     "listHypervisorsDetailed",
     "getHypervisorStatistics",
+    "listComputeServices",
 )
 NEEDS_ROLE = (
     "createFlavor",  # rule:admin
@@ -53,6 +54,7 @@ NEEDS_ROLE = (
     "listHypervisors",  # rule:admin
     "listHypervisorsDetailed",  # rule:admin
     "getHypervisorStatistics",  # rule:admin
+    "listComputeServices",  # rule:admin
 )
 OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)
 

@@ -888,6 +888,28 @@ class HypervisorStatistics(BaseModel):
     hypervisor_statistics: HypervisorStatistics1
 
 
+class ComputeService(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: int
+    binary: str
+    host: str
+    zone: str
+    status: Literal["enabled", "disabled"]
+    state: Literal["up", "down"]
+    updated_at: str | None
+    disabled_reason: str | None
+    forced_down: bool | None = None
+
+
+class ComputeServiceList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    services: list[ComputeService]
+
+
 class HypervisorList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (31 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (32 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -216,6 +216,11 @@ async def list_hypervisors_detailed(flow: Flow) -> None:
 
 async def get_hypervisor_statistics(flow: Flow) -> None:
     """operation getHypervisorStatistics: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def list_compute_services(flow: Flow) -> None:
+    """operation listComputeServices: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -595,6 +600,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"query": "hypervisor_statistics"},
     ),
+    "listComputeServices": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listComputeServices",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_compute_services,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "compute_service", "action": "list"},
+    ),
 }
 
 ROUTES: tuple[Route, ...] = (
@@ -931,6 +948,17 @@ ROUTES: tuple[Route, ...] = (
         "/v2.1/os-hypervisors/statistics",
         "getHypervisorStatistics",
         HANDLERS["getHypervisorStatistics"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-services",
+        "listComputeServices",
+        HANDLERS["listComputeServices"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

@@ -823,6 +823,16 @@ async def test_availability_zones_and_hypervisors(api: Api) -> None:
     }
     with pytest.raises(Forbidden):
         await api.run("getHypervisorStatistics")
+    services = (await api.run("listComputeServices", auth=admin)).body["services"]
+    assert [(v["id"], v["binary"], v["host"], v["zone"], v["state"]) for v in services] == [
+        (1, "nova-compute", "compute-1", "nova", "up"),
+        (2, "nova-compute", "compute-2", "az2", "down"),
+    ]
+    assert services[0]["status"] == "enabled" and services[0]["disabled_reason"] is None
+    only = await api.run("listComputeServices", auth=admin, query={"host": "compute-2"})
+    assert [v["host"] for v in only.body["services"]] == ["compute-2"]
+    none = await api.run("listComputeServices", auth=admin, query={"binary": "nova-scheduler"})
+    assert none.body["services"] == []
 
 
 # -- volume attachments, interfaces ------------------------------------------------------

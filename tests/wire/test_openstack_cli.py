@@ -289,6 +289,11 @@ def test_hypervisor_list_and_stats(stack: Stack) -> None:
     assert stats["vcpus"] == sum(h["vCPUs"] for h in hypervisors)
     refused = stack.run("hypervisor", "list", check=False)  # the demo user: not an admin
     assert refused.returncode != 0 and "403" in refused.stderr
+    services = stack.json("compute", "service", "list", cloud="specstack-admin")
+    assert {(s["Binary"], s["State"], s["Status"]) for s in services} == {
+        ("nova-compute", "up", "enabled")
+    }
+    assert {s["Host"] for s in services} == {h["Hypervisor Hostname"] for h in hypervisors}
 
 
 # -- networks ------------------------------------------------------------------------------
