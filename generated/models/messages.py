@@ -454,6 +454,7 @@ class TerminateInstancePayload(BaseModel):
     )
     instance: InstanceRef
     ports: list[str]
+    keep_ports: list[str] | None = None
     attachments: list[VolumeAttachment]
 
 
