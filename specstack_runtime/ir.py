@@ -245,10 +245,22 @@ class ResourceAction(Node):
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
 
 
+class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by` at start-up
+    by: str
+    title: str
+    when: str
+    hook: str | None = None
+    set: dict[str, Any] = {}
+    send: str | None = None
+    host: str | None = None
+    payload: dict[str, Any] = {}
+
+
 class StateMachine(Node):
     field: str
     actions: tuple[ResourceAction, ...]
     conflict: str
+    recover: tuple[RecoveryRule, ...] = ()
 
 
 class Resource(Node):

@@ -1837,6 +1837,20 @@ async def build_failed(call: Call, error: BaseException) -> None:
         logger.exception("could not handle the failed build")
 
 
+@behaviour("compute.discard_build")
+async def discard_build(event: ResourceEvent) -> None:
+    """Start-up recovery (spec/resources/compute.yaml `recover`): the guest of a build this
+    host had not finished is destroyed (its ports stay bound to the instance until delete)."""
+    rt = event.call.rt
+    if rt.driver is None:
+        return
+    try:
+        await rt.driver.destroy({"uuid": str(event.doc["id"]), "name": str(event.doc["id"])})
+    except Exception as exc:
+        if not _is_gone(exc):
+            raise
+
+
 # =====================================================================================
 # nova-compute: terminate (delete-vm 7-11)
 # =====================================================================================
