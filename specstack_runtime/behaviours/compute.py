@@ -1275,13 +1275,21 @@ async def spawn(ix: Interaction) -> None:
     if image_id:  # where step 12 puts the image's data: a real hypervisor boots from it
         path = image_cache_path(ix.rt, image_id)
         image.update(path=str(path), pending=not path.is_file())
+    args: dict[str, Any] = {
+        "instance": instance,
+        "image": image,
+        "network_info": [],
+        "block_device_info": [],
+    }
     try:
-        await ix.invoke(
-            instance=instance,
-            image=image,
-            network_info=[],
-            block_device_info=[],
-        )
+        try:
+            await ix.invoke(**args)
+        except Exception as exc:
+            if type(exc).__name__ != "InstanceExists" or ix.rt.driver is None:
+                raise
+            # a build run again (redelivered after a crash): the guest its first run began goes
+            await ix.rt.driver.destroy(instance)
+            await ix.invoke(**args)
     except Exception as exc:
         raise RescheduleBuild(
             f"Build of instance {instance['uuid']} on host {ix.rt.host} failed in the "

@@ -116,3 +116,18 @@ async def test_a_delete_releases_the_ports_an_interrupted_build_never_recorded(
     await compute.begin_terminate(terminate)
     await compute.delete_ports(interaction(terminate, _delete_port(services), label="8"))
     assert list(services.ports) == [mine["port"]["id"]]
+
+
+@arun
+async def test_a_build_run_again_replaces_the_guest_its_first_run_began(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    row = await new_instance(store)
+    driver = FakeHypervisor(None)
+    rt = make_runtime(info, "nova-compute", host="compute-1", driver=driver)
+    for _ in range(2):
+        call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False))
+        await compute.begin_build(call)
+        call.vars["driver_instance"] = {"uuid": row["id"], "name": "vm1"}
+        await compute.spawn(interaction(call, driver.spawn, label="9"))
+    assert list(driver.guests) == [row["id"]]
