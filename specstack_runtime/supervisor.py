@@ -415,7 +415,8 @@ class Supervisor:
         if now - m.started_at >= self.config.restart_backoff_max_s:
             m.restarts = 0  # it had been up a good while: a new run of failures
         if code == EXIT_CONFIG or m.restarts >= self.config.restart_limit:
-            m.failed = f"exited with {code} after {m.restarts} restarts in a row"
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            m.failed = f"exited with {how} after {m.restarts} restarts in a row"
             self.say(
                 f"[red]{m.spec.name} FAILED ({m.failed}); left down, the rest of the stack "
                 f"keeps serving; its log: {m.log_path}[/red]"

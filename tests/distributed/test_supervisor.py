@@ -139,7 +139,7 @@ def test_a_process_that_keeps_dying_is_left_down_and_reported_while_the_rest_run
     ]
     failed = [line for line in said if "FAILED" in line]
     assert failed == [
-        f"[red]{name} FAILED (exited with 1 after 2 restarts in a row); left down, the rest "
+        f"[red]{name} FAILED (exited with code 1 after 2 restarts in a row); left down, the rest "
         f"of the stack keeps serving; its log: {crashing.log_path}[/red]"
     ]
     assert crashing.log_path.read_text().count("boom") == 3  # started 3 times, all logged
