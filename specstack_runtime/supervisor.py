@@ -330,8 +330,11 @@ class Supervisor:
                 start_new_session=True,  # the supervisor alone decides when it stops
             )
 
+    def _ready_file(self, m: Managed) -> Path:
+        return ready_file(self.config.data_dir, m.spec.component, m.spec.host)
+
     async def _is_ready(self, m: Managed, http: httpx.AsyncClient) -> bool:
-        if not ready_file(self.config.data_dir, m.spec.component, m.spec.host).exists():
+        if not self._ready_file(m).exists():
             return False
         if m.spec.port is None:
             return True
@@ -406,6 +409,10 @@ class Supervisor:
                     continue
                 code = m.popen.poll()
                 if code is None:
+                    if not m.ready and self._ready_file(m).exists():  # a restart came up
+                        m.ready = True
+                        self.say(f"{m.spec.name} ready again (pid {m.popen.pid})")
+                        self.write_status()
                     continue
                 self._died(m, code, now)
             await asyncio.sleep(POLL_S)
