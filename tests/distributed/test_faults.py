@@ -195,7 +195,9 @@ def test_a_component_failing_for_good_is_left_down_while_the_rest_serves(
         os.kill(pid, signal.SIGKILL)
         last = pid
     log = dstack.data_dir / "logs" / f"{component}.{host}.log"
-    _wait_output(dstack, f"{component}.{host} FAILED (exited with signal 9 after 3 restarts in a row)")
+    _wait_output(
+        dstack, f"{component}.{host} FAILED (exited with signal 9 after 3 restarts in a row)"
+    )
     assert any(f"its log: {log}" in line for line in dstack.output)
     status = json.loads((dstack.data_dir / "run" / "status.json").read_text())["processes"]
     states = {p["process"]: p["state"] for p in status}

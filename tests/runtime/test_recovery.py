@@ -28,6 +28,7 @@ async def test_the_rules_belong_to_the_components_the_spec_names(tmp_path: Path)
         "stop_instance",
         "start_instance",
         "reboot_instance",
+        None,  # pause/suspend interrupted: the task cleared
     ]
     assert rules_of(cell.scheduler) == []
 
@@ -55,9 +56,14 @@ async def test_interrupted_rows_are_finished_or_failed_and_others_left_alone(
             cell.store, vm_state="active", task_state="deleting", host="compute-1"
         )
         await _guest_on(one, deleting)
+        pausing = await new_instance(
+            cell.store, vm_state="active", task_state="pausing", host="compute-1"
+        )
 
         assert await recover(cell.conductor) == 1
-        assert await recover(cell.computes["compute-1"]) == 3
+        assert await recover(cell.computes["compute-1"]) == 4
+        row = await cell.store.get("instances", pausing["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("active", None)
 
         row = await cell.store.get("instances", unscheduled["id"])
         assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)
