@@ -115,6 +115,11 @@ def port_delete(flow: Flow) -> Invoke:
     return flow.sender("port_delete", models.PortDeletePayload, None)
 
 
+def get_agent_ports(flow: Flow) -> Invoke:
+    """Agent port resync (neutron's get_devices_details_list): call on topic q-plugin, consumed by neutron-server."""
+    return flow.sender("get_agent_ports", models.GetAgentPortsPayload, models.GetAgentPortsReply)
+
+
 def create_volume(flow: Flow) -> Invoke:
     """Volume scheduling request: cast on topic cinder-scheduler, consumed by cinder-scheduler."""
     return flow.sender("create_volume", models.CreateVolumePayload, None)

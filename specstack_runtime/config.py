@@ -116,7 +116,9 @@ class StackConfig(BaseSettings):
     # distributed mode: the supervisor
     start_timeout_s: float = 120.0  # for every process to answer its health check
     stop_grace_s: float = 10.0  # between SIGTERM and SIGKILL
-    restart_limit: int = 3  # restarts of one crashed process before the stack gives up
+    restart_limit: int = 3  # restarts in a row of a crashing process before it is left down
+    restart_backoff_s: float = 1.0  # the pause before a restart, doubled at each one in a row
+    restart_backoff_max_s: float = 60.0  # at most; a process up this long has its count reset
     # Which settings were set explicitly (file, environment, command line), not defaulted.
     explicit: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
 
@@ -155,6 +157,8 @@ class StackConfig(BaseSettings):
         "guest_boot_timeout_s",
         "start_timeout_s",
         "stop_grace_s",
+        "restart_backoff_s",
+        "restart_backoff_max_s",
         mode="before",
     )
     @classmethod
@@ -248,7 +252,13 @@ class StackConfig(BaseSettings):
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}:{name}: must be at least 1")
-        for name in ("call_timeout_s", "start_timeout_s", "stop_grace_s"):
+        for name in (
+            "call_timeout_s",
+            "start_timeout_s",
+            "stop_grace_s",
+            "restart_backoff_s",
+            "restart_backoff_max_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}:{name}: must be positive")
         if self.restart_limit < 0:

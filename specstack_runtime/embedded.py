@@ -30,6 +30,7 @@ from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import start_consumers
 from specstack_runtime.http import ClientSet
 from specstack_runtime.localhttp import LocalTransport
+from specstack_runtime.resources.recovery import recover
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import Instance, StackInfo
 from specstack_runtime.startup import run_startup
@@ -263,6 +264,11 @@ class EmbeddedStack:
         self.build()
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self.trace.run_flusher()))
+        # What a crash left mid-transition, put right before anything is served (the spec's
+        # `states.recover` rules; nova-compute's init_host).
+        for r in self.running:
+            if (count := await recover(r.rt)) > 0:
+                say(f"{r.rt.component:<16} recovered {count} interrupted row(s)")
         identity_url = self.info.endpoint(self.info.api_of_type("identity"), self.config)
         for r in self.running:
             if r.module.ROUTES:

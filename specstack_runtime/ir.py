@@ -20,9 +20,7 @@ class Node(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Source(Node):
-    """Where a declaration lives in the spec (path inside the spec directory)."""
-
+class Source(Node):  # where a declaration lives in the spec (path inside the spec directory)
     file: str
     line: int
 
@@ -114,9 +112,7 @@ class Operation(Node):
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
 
 
-class FieldRef(Node):
-    """A field naming a row of another resource of the same API."""
-
+class FieldRef(Node):  # a field naming a row of another resource of the same API
     resource: str
     status: int = 400
     message: str | None = None
@@ -245,10 +241,22 @@ class ResourceAction(Node):
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
 
 
+class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by` at start-up
+    by: str
+    title: str
+    when: str
+    hook: str | None = None
+    set: dict[str, Any] = {}
+    send: str | None = None
+    host: str | None = None
+    payload: dict[str, Any] = {}
+
+
 class StateMachine(Node):
     field: str
     actions: tuple[ResourceAction, ...]
     conflict: str
+    recover: tuple[RecoveryRule, ...] = ()
 
 
 class Resource(Node):

@@ -7,9 +7,13 @@ instance the topology places it on (`--computes N` compute nodes). Each runs
 `<data-dir>/logs/`. The supervisor prepares what the processes share (the
 databases on their server, the RabbitMQ vhost), starts the identity API first
 (the others log in to it), waits until each process is ready (its ready file,
-and for an API its `/specstack/health`), restarts a process that dies (up to
-`restart_limit` times, reporting each death with the tail of its log) and stops
-them all with SIGTERM, then SIGKILL after `stop_grace_s`.
+and for an API its `/specstack/health`), restarts a process that dies (after a
+pause, `restart_backoff_s` doubled at each restart in a row up to
+`restart_backoff_max_s`, reporting each death with the tail of its log) and stops
+them all with SIGTERM, then SIGKILL after `stop_grace_s`. A process that dies
+`restart_limit` times in a row (or with a configuration error) is left down and
+reported failed, with its log; the rest of the stack keeps serving. What each
+process is doing is in `<data-dir>/run/status.json`, rewritten at every change.
 """
 
 from __future__ import annotations
@@ -67,9 +71,11 @@ class Managed:
     spec: ProcessSpec
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # in a row: reset once it stays up restart_backoff_max_s
     ready: bool = False
     failed: str = ""  # why it was given up on
+    started_at: float = 0.0  # monotonic
+    restart_at: float | None = None  # monotonic: dead, to be started again then
 
 
 def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> list[ProcessSpec]:
@@ -224,6 +230,16 @@ def drop_stack_resources(config: StackConfig, info: StackInfo | None = None) -> 
 
 
 # -- the supervisor -------------------------------------------------------------
+def _state(m: Managed) -> str:
+    if m.failed:
+        return "failed"
+    if m.restart_at is not None:
+        return "restarting"
+    if m.popen is None or m.popen.poll() is not None:
+        return "stopped"
+    return "running" if m.ready else "starting"
+
+
 @dataclass
 class Supervisor:
     config: StackConfig
@@ -297,6 +313,8 @@ class Supervisor:
         m.log_path.parent.mkdir(parents=True, exist_ok=True)
         ready_file(self.config.data_dir, m.spec.component, m.spec.host).unlink(missing_ok=True)
         m.ready = False
+        m.restart_at = None
+        m.started_at = time.monotonic()
         with m.log_path.open("ab") as fh:
             fh.write(
                 f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting {m.spec.name}"
@@ -312,8 +330,11 @@ class Supervisor:
                 start_new_session=True,  # the supervisor alone decides when it stops
             )
 
+    def _ready_file(self, m: Managed) -> Path:
+        return ready_file(self.config.data_dir, m.spec.component, m.spec.host)
+
     async def _is_ready(self, m: Managed, http: httpx.AsyncClient) -> bool:
-        if not ready_file(self.config.data_dir, m.spec.component, m.spec.host).exists():
+        if not self._ready_file(m).exists():
             return False
         if m.spec.port is None:
             return True
@@ -363,6 +384,7 @@ class Supervisor:
             for m in group:
                 self._spawn(m)
             await self._wait_ready(group)
+        self.write_status()
         self._monitor = asyncio.create_task(self._watch())
 
     def _death(self, m: Managed, code: int, when: str = "") -> str:
@@ -373,24 +395,51 @@ class Supervisor:
         )
 
     async def _watch(self) -> None:
-        """Report and restart processes that die; give up on one after restart_limit restarts."""
+        """Report processes that die and restart them after a growing pause; leave one down
+        (reported failed, the rest serving) after restart_limit restarts in a row."""
         while not self._stopping:
+            now = time.monotonic()
             for m in self.procs:
                 if m.failed or m.popen is None or self._stopping:
                     continue
+                if m.restart_at is not None:
+                    if now >= m.restart_at:
+                        self._spawn(m)
+                        self.write_status()
+                    continue
                 code = m.popen.poll()
                 if code is None:
+                    if not m.ready and self._ready_file(m).exists():  # a restart came up
+                        m.ready = True
+                        self.say(f"{m.spec.name} ready again (pid {m.popen.pid})")
+                        self.write_status()
                     continue
-                self.say(f"[red]{self._death(m, code)}[/red]")
-                if code == EXIT_CONFIG or m.restarts >= self.config.restart_limit:
-                    m.failed = f"exited with {code}"
-                    self.say(f"[red]{m.spec.name}: not restarted ({m.restarts} restarts)[/red]")
-                    self.failure.set()
-                    continue
-                m.restarts += 1
-                self.say(f"restarting {m.spec.name} ({m.restarts}/{self.config.restart_limit})")
-                self._spawn(m)
+                self._died(m, code, now)
             await asyncio.sleep(POLL_S)
+
+    def _died(self, m: Managed, code: int, now: float) -> None:
+        self.say(f"[red]{self._death(m, code)}[/red]")
+        if now - m.started_at >= self.config.restart_backoff_max_s:
+            m.restarts = 0  # it had been up a good while: a new run of failures
+        if code == EXIT_CONFIG or m.restarts >= self.config.restart_limit:
+            how = f"signal {-code}" if code < 0 else f"code {code}"
+            m.failed = f"exited with {how} after {m.restarts} restarts in a row"
+            self.say(
+                f"[red]{m.spec.name} FAILED ({m.failed}); left down, the rest of the stack "
+                f"keeps serving; its log: {m.log_path}[/red]"
+            )
+            self.failure.set()
+        else:
+            pause = min(
+                self.config.restart_backoff_s * 2**m.restarts, self.config.restart_backoff_max_s
+            )
+            m.restarts += 1
+            m.restart_at = now + pause
+            self.say(
+                f"restarting {m.spec.name} in {pause:g} s "
+                f"({m.restarts}/{self.config.restart_limit})"
+            )
+        self.write_status()
 
     # looking at it ------------------------------------------------------------
     def find(self, component: str, host: str | None = None) -> Managed:
@@ -405,11 +454,25 @@ class Supervisor:
                 "process": m.spec.name,
                 "pid": m.popen.pid if m.popen else None,
                 "alive": m.popen is not None and m.popen.poll() is None,
+                "state": _state(m),
                 "restarts": m.restarts,
+                "failed": m.failed or None,
                 "log": str(m.log_path),
             }
             for m in self.procs
         ]
+
+    def status_file(self) -> Path:
+        return self.config.data_dir / "run" / "status.json"
+
+    def write_status(self) -> None:
+        """The processes' states, for an operator (and `specstack` tests) to read."""
+        text = json.dumps({"processes": self.status()}, indent=2) + "\n"
+        path = self.status_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
     # stopping -------------------------------------------------------------------
     async def stop(self) -> None:
@@ -436,3 +499,5 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     m.popen.kill()
                 m.popen.wait()
+        with contextlib.suppress(OSError):
+            self.write_status()

@@ -165,3 +165,38 @@ def test_glance_data_hooks_need_the_object_store(
     for hook in ("image.store_data", "image.delete_data"):
         assert f"behaviour '{hook}' needs an API of catalog type 'object-store'" in err
     assert err.count("resources/image.yaml:") == 2
+
+
+def test_a_recovery_rule_needs_a_component_of_the_resources_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`states.recover` rules run by a component on the resource's table: one of another
+    project, or an unknown one, is refused where it is named (with the known names)."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    compute = spec / "resources" / "compute.yaml"
+    text = compute.read_text("utf-8")
+    assert text.count("        - by: nova-conductor\n") == 1
+    text = text.replace("        - by: nova-conductor\n", "        - by: neutron-server\n")
+    text = text.replace(
+        "          hook: compute.discard_build\n", "          hook: compute.discard_builds\n"
+    )
+    compute.write_text(text.replace("send: stop_instance,", "send: stop_instances,"))
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    lines = compute.read_text("utf-8").splitlines()
+
+    def at(text: str) -> str:
+        n = next(i for i, t in enumerate(lines, 1) if text in t)
+        return f"resources/compute.yaml:{n}:"
+
+    assert (
+        f"{at('- by: neutron-server')}"
+        in err.split("component 'neutron-server' cannot recover rows of this resource")[0]
+    )
+    assert "its database is neutron-db, the resource's nova-db" in err
+    assert f"{at('compute.discard_builds')}" in err
+    assert "unknown behaviour 'compute.discard_builds'; did you mean 'compute.discard_build'" in err
+    assert "unknown message 'stop_instances'; did you mean 'stop_instance'" in err

@@ -376,6 +376,30 @@ class PortDeletePayload(BaseModel):
     port_id: str
 
 
+class GetAgentPortsPayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    host: str | None = None
+
+
+class Port1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    port: Port
+    network_type: str | None = None
+    segmentation_id: int | None = None
+
+
+class GetAgentPortsReply(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    ports: list[Port1]
+
+
 class CreateVolumePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -454,6 +478,7 @@ class TerminateInstancePayload(BaseModel):
     )
     instance: InstanceRef
     ports: list[str]
+    keep_ports: list[str] | None = None
     attachments: list[VolumeAttachment]
 
 

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """neutron-server (api, project neutron): generated from the spec.
 
-Serves the Networking API (neutron) (18 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Networking API (neutron) (18 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.app import Route
+from specstack_runtime.consumers import Consumer
 from generated import clients, messaging  # noqa: F401
 from generated.models import network as models
+from generated.models import messages
 
 COMPONENT = "neutron-server"
 KIND = "api"
@@ -152,6 +154,11 @@ async def delete_port(flow: Flow) -> None:
         "network.notify_port_delete",
         messaging.port_delete(flow),
     )
+
+
+async def get_agent_ports(flow: Flow) -> None:
+    """message get_agent_ports: behaviour network.agent_ports."""
+    await flow.trigger(None)
 
 
 HANDLERS: dict[str, HandlerSpec] = {
@@ -366,6 +373,17 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "get_agent_ports": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="get_agent_ports",
+        behaviour="network.agent_ports",
+        on_error=None,
+        run=get_agent_ports,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
 }
 
 ROUTES: tuple[Route, ...] = (
@@ -568,4 +586,15 @@ ROUTES: tuple[Route, ...] = (
     ),
 )
 
-CONSUMERS: tuple[()] = ()
+CONSUMERS: tuple[Consumer, ...] = (
+    Consumer(
+        message="get_agent_ports",
+        topic="q-plugin",
+        method="get_agent_ports",
+        pattern="call",
+        per_host=False,
+        handler=HANDLERS["get_agent_ports"],
+        payload_model=messages.GetAgentPortsPayload,
+        reply_model=messages.GetAgentPortsReply,
+    ),
+)

@@ -309,13 +309,16 @@ async def run_distributed(
     if not once:
         stop = _stop_on_signals()
         console.print("serving; Ctrl-C stops the stack")
-        failed = asyncio.create_task(sup.failure.wait())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        failed.cancel()
-        stopped.cancel()
-        if sup.failure.is_set():
-            console.print("[red]a process failed for good; stopping the stack[/red]")
+        # A process that fails for good is reported by the supervisor and left down; the
+        # rest of the stack keeps serving until the user stops it.
+        await stop.wait()
+        failed = [p for p in sup.status() if p["state"] == "failed"]
+        if failed:
+            console.print(
+                "[red]failed for good: "
+                + ", ".join(f"{p['process']} (log {p['log']})" for p in failed)
+                + "[/red]"
+            )
             code = code or 1
         console.print("stopping")
     await clients.aclose()

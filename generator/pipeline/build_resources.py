@@ -356,6 +356,10 @@ def _resource(
         states = ir.StateMachine(
             field=st["field"],
             actions=tuple(actions),
+            recover=tuple(
+                ir.RecoveryRule(**{"title": f"{name} {i + 1}", **rule})
+                for i, rule in enumerate(st.get("recover") or ())
+            ),
             conflict=st.get(
                 "conflict", "Cannot '{action}' {resource} {id} while it is in {field} {state}."
             ),

@@ -720,12 +720,16 @@ async def _local_delete(call: Call, row: Doc) -> Doc:
     store = _store(call)
     token = call.token
     if token:
-        net_api = call.rt.info.api_of_type("network")
-        for port in row.get("ports") or []:
-            try:
-                await call.rt.clients.call(net_api, "deletePort", {"port_id": port}, token=token)
-            except Exception:
-                logger.warning("local delete of %s: port %s not deleted", row["id"], port)
+        try:
+            await release_instance_ports(
+                call.rt,
+                str(row["id"]),
+                [str(p) for p in row.get("ports") or []],
+                row.get("requested_networks") or [],
+                token,
+            )
+        except Exception as exc:
+            logger.warning("local delete of %s: ports not all deleted: %s", row["id"], exc)
         vol_api = call.rt.info.api_of_type("block-storage")
         for att in row.get("attachments") or []:
             try:
@@ -815,6 +819,7 @@ async def terminate_request(ix: Interaction) -> None:
     payload = {
         "instance": instance_ref(row),
         "ports": [str(p) for p in row.get("ports") or []],
+        "keep_ports": sorted(_given_ports(row.get("requested_networks") or [])),
         "attachments": [_attachment_item(a) for a in row.get("attachments") or []],
     }
     await ix.invoke(payload, host=row["host"])
@@ -1250,13 +1255,21 @@ async def spawn(ix: Interaction) -> None:
     if image_id:  # where step 12 puts the image's data: a real hypervisor boots from it
         path = image_cache_path(ix.rt, image_id)
         image.update(path=str(path), pending=not path.is_file())
+    args: dict[str, Any] = {
+        "instance": instance,
+        "image": image,
+        "network_info": [],
+        "block_device_info": [],
+    }
     try:
-        await ix.invoke(
-            instance=instance,
-            image=image,
-            network_info=[],
-            block_device_info=[],
-        )
+        try:
+            await ix.invoke(**args)
+        except Exception as exc:
+            if type(exc).__name__ != "InstanceExists" or ix.rt.driver is None:
+                raise
+            # a build run again (redelivered after a crash): the guest its first run began goes
+            await ix.rt.driver.destroy(instance)
+            await ix.invoke(**args)
     except Exception as exc:
         raise RescheduleBuild(
             f"Build of instance {instance['uuid']} on host {ix.rt.host} failed in the "
@@ -1358,9 +1371,47 @@ def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+async def instance_ports(rt: ServiceRuntime, uuid: str, token: str) -> list[dict[str, Any]]:
+    """The ports neutron has bound to the instance (device_id), whoever recorded them."""
+    resp = await rt.clients.call(
+        rt.info.api_of_type("network"), "listPorts", query={"device_id": uuid}, token=token
+    )
+    ports = expect(resp, 200).json().get("ports") or []
+    return [p for p in ports if isinstance(p, dict) and p.get("device_id") == uuid]
+
+
+def _given_ports(requested: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The ports the user gave (`networks: [{port: ID}]`): bound, never deleted by nova."""
+    return {str(n["port_id"]) for n in requested if isinstance(n, Mapping) and n.get("port_id")}
+
+
+async def release_instance_ports(
+    rt: ServiceRuntime, uuid: str, recorded: Iterable[str], requested: Iterable[Any], token: str
+) -> None:
+    """Delete the ports nova made for the instance: those recorded, and any bound to it that a
+    build interrupted before it recorded them (the user's own ports are left)."""
+    net_api = rt.info.api_of_type("network")
+    given = _given_ports(requested)
+    ids = dict.fromkeys(str(p) for p in recorded)
+    try:
+        ids.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(rt, uuid, token)))
+    except Exception as exc:  # neutron away: the recorded ones at least
+        logger.warning("ports of %s not listed: %s", uuid, exc)
+    for port_id in ids:
+        if port_id in given:
+            continue
+        resp = await rt.clients.call(net_api, "deletePort", {"port_id": port_id}, token=token)
+        expect(resp, 204, 404)
+
+
 @behaviour("compute.create_ports", needs=("network",), via=("http",))
 async def create_ports(ix: Interaction) -> None:
-    """boot-vm 13: one port per requested network, bound to this host (or bind a given port)."""
+    """boot-vm 13: one port per requested network, bound to this host (or bind a given port).
+
+    Idempotent: a port is keyed by the instance (its device_id) and the request (network,
+    fixed IP), so a build run again (redelivered after a compute crash) takes the port it
+    made the first time instead of making a second one.
+    """
     networks = ix.vars.get("requested_networks") or []
     if not networks:
         return
@@ -1369,6 +1420,8 @@ async def create_ports(ix: Interaction) -> None:
     zone = instance.get("availability_zone") or host_availability_zone(ix.rt)
     token = await _token(ix.call)
     binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
+    given = _given_ports(networks)
+    made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
         if net.get("port_id"):
             resp = await ix.rt.clients.call(
@@ -1382,11 +1435,24 @@ async def create_ports(ix: Interaction) -> None:
             port = expect(resp, 200).json()["port"]
             ix.vars["bound_ports"].append(port)
             continue
+        again = next((p for p in made if _same_request(p, net)), None)
+        if again is not None:  # made by an earlier run of this build
+            made.remove(again)
+            ix.vars["ports"].append(again)
+            continue
         body: dict[str, Any] = {"port": {"network_id": net["network_id"], **binding}}
         if net.get("fixed_ip"):
             body["port"]["fixed_ips"] = [{"ip_address": net["fixed_ip"]}]
         resp = expect(await ix.invoke(body=body, token=token), 201)
         ix.vars["ports"].append(resp.json()["port"])
+
+
+def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
+    """The port answers this requested network (its network, and its fixed IP if one is asked)."""
+    if port.get("network_id") != net.get("network_id"):
+        return False
+    ip = net.get("fixed_ip")
+    return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
 
 
 @behaviour("compute.plug_vifs", via=("native",))
@@ -1631,7 +1697,7 @@ async def _cleanup_build(call: Call) -> None:
                 logger.warning("cleanup: guest of %s not destroyed: %s", instance["uuid"], exc)
     attachments = vars_.get("attachments") or []
     ports = vars_.get("ports") or []
-    if not attachments and not ports:
+    if not attachments and not ports and not vars_.get("requested_networks"):
         return
     try:
         token = await _token(call)
@@ -1649,13 +1715,16 @@ async def _cleanup_build(call: Call) -> None:
             )
         except Exception as exc:
             logger.warning("cleanup: attachment %s not deleted: %s", att["attachment_id"], exc)
-    for port in ports:
-        try:
-            await rt.clients.call(
-                rt.info.api_of_type("network"), "deletePort", {"port_id": port["id"]}, token=token
-            )
-        except Exception as exc:
-            logger.warning("cleanup: port %s not deleted: %s", port.get("id"), exc)
+    try:
+        await release_instance_ports(
+            rt,
+            instance["uuid"],
+            [str(p["id"]) for p in ports],
+            vars_.get("requested_networks") or [],
+            token,
+        )
+    except Exception as exc:
+        logger.warning("cleanup: ports of %s not all deleted: %s", instance["uuid"], exc)
 
 
 def _reschedulable(error: BaseException | None) -> bool:
@@ -1756,6 +1825,20 @@ async def build_failed(call: Call, error: BaseException) -> None:
         logger.exception("could not handle the failed build")
 
 
+@behaviour("compute.discard_build")
+async def discard_build(event: ResourceEvent) -> None:
+    """Start-up recovery (spec/resources/compute.yaml `recover`): the guest of a build this
+    host had not finished is destroyed (its ports stay bound to the instance until delete)."""
+    rt = event.call.rt
+    if rt.driver is None:
+        return
+    try:
+        await rt.driver.destroy({"uuid": str(event.doc["id"]), "name": str(event.doc["id"])})
+    except Exception as exc:
+        if not _is_gone(exc):
+            raise
+
+
 # =====================================================================================
 # nova-compute: terminate (delete-vm 7-11)
 # =====================================================================================
@@ -1770,6 +1853,7 @@ async def begin_terminate(call: Call) -> None:
         instance_uuid=uuid,
         instance_ref=dict(p["instance"]),
         ports=[str(x) for x in p.get("ports") or []],
+        requested_networks=[{"port_id": str(x)} for x in p.get("keep_ports") or []],
         attachments=[dict(a) for a in p.get("attachments") or []],
         driver_instance={"uuid": uuid, "name": uuid},
     )
@@ -1817,13 +1901,15 @@ async def delete_attachments(ix: Interaction) -> None:
 
 @behaviour("compute.delete_ports", via=("http",))
 async def delete_ports(ix: Interaction) -> None:
-    """delete-vm 8: the ports nova created released."""
-    ports = ix.vars.get("ports") or []
-    if not ports:
-        return
+    """delete-vm 8: the ports nova created released, those a build left unrecorded too."""
     token = await _token(ix.call)
+    uuid = str(ix.vars["instance_uuid"])
+    given = _given_ports(ix.vars.get("requested_networks") or [])
+    ports = dict.fromkeys(str(p) for p in ix.vars.get("ports") or [])
+    ports.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(ix.rt, uuid, token)))
     for port_id in ports:
-        expect(await ix.invoke(port_id=port_id, token=token), 204, 404)
+        if port_id not in given:
+            expect(await ix.invoke(port_id=port_id, token=token), 204, 404)
 
 
 @behaviour("compute.destroy", via=("native",))

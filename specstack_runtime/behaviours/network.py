@@ -25,6 +25,7 @@ Agents (fanout and casts reach them; they keep their state in files):
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import json
@@ -32,6 +33,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -43,6 +45,7 @@ from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound, StepFailed
 from specstack_runtime.messaging import InvalidMessage, send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.statefile import StateFile, state_file
 from specstack_runtime.store import Store, utcnow
 
@@ -1683,3 +1686,101 @@ async def l2_port_delete(call: Call) -> None:
     state, ports = _l2_state(call)
     if ports.pop(call.payload["port_id"], None) is not None:
         state.changed()
+
+
+# -- agents' resync (start-up): their state from neutron's database ---------------------------------
+
+
+@behaviour("network.agent_ports")
+async def agent_ports(call: Call) -> Doc:
+    """get_agent_ports: every port (or those bound to `host`) as the agents' messages carry it."""
+    store = _store(call)
+    host = call.payload.get("host")
+    networks = {n["id"]: n for n in await store.list("networks")}
+    out = []
+    for port in await store.list("ports"):
+        if host is not None and port.get("binding:host_id") != host:
+            continue
+        net = networks.get(port.get("network_id")) or {}
+        segment = net.get("provider:segmentation_id")
+        out.append(
+            {
+                "port": _port_payload(port),
+                "network_type": str(net.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
+                "segmentation_id": segment if isinstance(segment, int) else None,
+            }
+        )
+    return {"ports": out}
+
+
+async def _resync(
+    rt: ServiceRuntime, host: str | None, apply: Callable[[Call, list[Doc]], Any], what: str
+) -> None:
+    """Ask neutron-server for the ports, then apply them; retried in the background (with
+    backoff) while neutron-server is not answering yet (another process starting)."""
+
+    async def once() -> None:
+        call = Call(rt, "resync", "startup", f"req-{uuid.uuid4()}", f"req-{uuid.uuid4()}")
+        reply = await send(call, "get_agent_ports", {"host": host} if host else {})
+        await apply(call, list((reply or {}).get("ports") or []))
+
+    try:
+        await once()
+        return
+    except Exception as exc:
+        logger.warning("%s resync failed (%s); retrying in the background", what, exc)
+
+    async def retry() -> None:
+        pause = 1.0
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await once()
+                return
+            except Exception as exc:
+                logger.warning("%s resync failed again: %s", what, exc)
+                pause = min(pause * 2, 30.0)
+
+    rt.local[f"{what}.resync"] = asyncio.create_task(retry(), name=f"{what}-resync:{rt.host}")
+
+
+def _dhcp_known(rt: ServiceRuntime) -> dict[str, str]:
+    """Port -> network of the DHCP agent's files as they are (before the resync)."""
+    known: dict[str, str] = {}
+    for path in (rt.data_dir / "dhcp").glob("*/ports.json"):
+        for port_id in _read_json(path):
+            known[port_id] = path.parent.name
+    return known
+
+
+@behaviour("network.dhcp_resync")
+async def dhcp_resync(rt: ServiceRuntime) -> None:
+    """Startup: the DHCP agent's hosts files hold every port neutron has, and no other."""
+
+    async def apply(call: Call, items: list[Doc]) -> None:
+        stale = _dhcp_known(rt)
+        for item in items:
+            stale.pop(item["port"]["id"], None)
+            await dhcp_port_create(replace(call, payload={"port": item["port"]}))
+        for port_id, network_id in stale.items():
+            await dhcp_port_delete(
+                replace(call, payload={"port_id": port_id, "network_id": network_id})
+            )
+
+    await _resync(rt, None, apply, "dhcp-agent")
+
+
+@behaviour("network.l2_resync")
+async def l2_resync(rt: ServiceRuntime) -> None:
+    """Startup: the L2 agent has wired every port bound to its host, and no other."""
+
+    async def apply(call: Call, items: list[Doc]) -> None:
+        _, wired = _l2_state(call)
+        stale = set(wired)
+        for item in items:
+            stale.discard(item["port"]["id"])
+            await l2_port_update(replace(call, payload=item))
+        for port_id in stale:
+            await l2_port_delete(replace(call, payload={"port_id": port_id}))
+
+    await _resync(rt, rt.host, apply, "l2-agent")

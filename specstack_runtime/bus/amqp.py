@@ -202,6 +202,8 @@ class _AmqpConsumer(Subscription):
 class AmqpBus(Bus):
     """A Bus over RabbitMQ; one robust connection per bus."""
 
+    durable = True  # persistent messages on durable queues, acknowledged once handled
+
     def __init__(
         self,
         url: str,

@@ -136,6 +136,10 @@ class Subscription(ABC):
 class Bus(ABC):
     """Abstract bus. Implementations must pass tests/runtime/test_bus_contract.py."""
 
+    #: Whether casts and calls not yet handled outlive a crash of the processes (a broker
+    #: redelivers them); start-up recovery (spec/resources `states.recover`) reads it.
+    durable: bool = False
+
     def __init__(self, reply_queue: str | None = None) -> None:
         self._failures: deque[DeliveryFailure] = deque(maxlen=MAX_RECORDED_FAILURES)
         self._failure_count = 0

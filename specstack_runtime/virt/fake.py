@@ -6,8 +6,10 @@ caller can tell: guests are keyed by instance uuid, have a power state, virtual
 interfaces, disks (vda for the root disk, vdb... for volumes) and a serial
 console whose lines record what happened to them. Capacity comes from the
 constructor; usage is the sum of the guests'. The guests are kept as JSON in the
-state file given to the constructor, rewritten atomically after every change,
-so they survive a restart of the compute service.
+state file given to the constructor, rewritten atomically after every change
+and before the change is reported done (a group commit: changes made while a
+write is under way share the next one), so a guest a caller was told exists
+survives a crash (`kill -9`) of the compute service.
 """
 
 from __future__ import annotations
@@ -39,8 +41,6 @@ from specstack_runtime.virt.common import (
 
 STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
-# write-behind: at most two rewrites a second (each rename costs ext4 a data flush)
-FLUSH_DELAY_S = 0.5
 _STATE_WORDS = {RUNNING: "running", PAUSED: "paused", SUSPENDED: "suspended"}
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
@@ -76,6 +76,9 @@ class FakeHypervisor:
         self.state_file = Path(state_file) if state_file is not None else None
         self.hostname = hostname
         self.guests: dict[str, dict[str, Any]] = {}
+        self._version = 0  # changes made
+        self._written = 0  # changes on disk
+        self._lock: asyncio.Lock | None = None
         self._load()
 
     # -- persistence -----------------------------------------------------------
@@ -85,42 +88,39 @@ class FakeHypervisor:
             return
         self.guests = read_guests(self.state_file, "fake hypervisor")
 
-    def _save(self) -> None:
-        """Note a change; the state file is rewritten shortly after, once per burst."""
+    async def _save(self) -> None:
+        """Write the change just made to the state file before the caller hears of it.
+
+        A group commit: the write happens on a thread; changes made while one is under
+        way wait for the next, which takes them all (one rename per burst, not per change).
+        """
         if self.state_file is None:
             return
-        self._dirty = True
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.flush()
-            return
-        if getattr(self, "_flush_handle", None) is None:
-            self._flush_handle: asyncio.TimerHandle | None = loop.call_later(
-                FLUSH_DELAY_S, self.flush
-            )
+        self._version += 1
+        mine = self._version
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._written >= mine:
+                return  # a write that started after this change took it
+            upto = self._version
+            encoded = self._encoded()
+            await asyncio.to_thread(filewriter.atomic_write, self.state_file, encoded)
+            self._written = upto
+
+    def _encoded(self) -> bytes:
+        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
+        return jsoncodec.dumps(data, sort_keys=True)
 
     def flush(self) -> None:
-        """Write the guests to the state file now (atomically: temp file, then rename)."""
-        self._flush_handle = None
-        if self.state_file is None or not getattr(self, "_dirty", False):
+        """Write the guests now if a change is not on disk yet (at stop)."""
+        if self.state_file is None or self._written >= self._version:
             return
-        self._dirty = False
-        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
-        encoded = jsoncodec.dumps(data, sort_keys=True)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            filewriter.atomic_write(self.state_file, encoded)
-            return
-        filewriter.write_later(self.state_file, encoded)
+        self._written = self._version
+        filewriter.atomic_write(self.state_file, self._encoded())
 
     def close(self) -> None:
-        handle = getattr(self, "_flush_handle", None)
-        if handle is not None:
-            handle.cancel()
         self.flush()
-        filewriter.drain()
 
     # -- helpers -----------------------------------------------------------------
 
@@ -185,12 +185,12 @@ class FakeHypervisor:
         self.guests[uuid] = guest
         self._plug(guest, network_info or [])
         self._log(guest, f"booted; {self._disks_line(guest)}")
-        self._save()
+        await self._save()
 
     async def destroy(self, instance: Instance) -> None:
         guest = self._guest(instance)
         del self.guests[guest["uuid"]]
-        self._save()
+        await self._save()
 
     async def get_power_state(self, instance: Instance) -> PowerState:
         state: PowerState = self._guest(instance)["power_state"]
@@ -216,7 +216,7 @@ class FakeHypervisor:
             "connection_info": connection_info,
         }
         self._log(guest, f"attached {name}; {self._disks_line(guest)}")
-        self._save()
+        await self._save()
 
     async def detach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
@@ -230,12 +230,12 @@ class FakeHypervisor:
             )
         del guest["disks"][name]
         self._log(guest, f"detached {name}; {self._disks_line(guest)}")
-        self._save()
+        await self._save()
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         guest = self._guest(instance)
         self._plug(guest, network_info or [])
-        self._save()
+        await self._save()
 
     def _plug(self, guest: dict[str, Any], network_info: list[Vif]) -> None:
         known = {v["id"] for v in guest["vifs"]}
@@ -261,22 +261,22 @@ class FakeHypervisor:
         guest = self._guest(instance)
         guest["power_state"] = SHUTDOWN
         self._log(guest, "powered off")
-        self._save()
+        await self._save()
 
     async def power_on(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
         self._log(guest, f"booted; {self._disks_line(guest)}")
-        self._save()
+        await self._save()
 
     async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
         self._log(guest, f"{reboot_type.lower()} reboot")
         self._log(guest, f"booted; {self._disks_line(guest)}")
-        self._save()
+        await self._save()
 
-    def _transition(self, instance: Instance, wanted: int, to: PowerState, done: str) -> None:
+    async def _transition(self, instance: Instance, wanted: int, to: PowerState, done: str) -> None:
         """A power change that a real hypervisor allows from one state only."""
         guest = self._guest(instance)
         if guest["power_state"] != wanted:
@@ -286,16 +286,16 @@ class FakeHypervisor:
             )
         guest["power_state"] = to
         self._log(guest, done)
-        self._save()
+        await self._save()
 
     async def pause(self, instance: Instance) -> None:
-        self._transition(instance, RUNNING, PAUSED, "paused")
+        await self._transition(instance, RUNNING, PAUSED, "paused")
 
     async def unpause(self, instance: Instance) -> None:
-        self._transition(instance, PAUSED, RUNNING, "unpaused")
+        await self._transition(instance, PAUSED, RUNNING, "unpaused")
 
     async def suspend(self, instance: Instance) -> None:
-        self._transition(instance, RUNNING, SUSPENDED, "suspended")
+        await self._transition(instance, RUNNING, SUSPENDED, "suspended")
 
     async def resume(self, instance: Instance) -> None:
-        self._transition(instance, SUSPENDED, RUNNING, "resumed")
+        await self._transition(instance, SUSPENDED, RUNNING, "resumed")

@@ -4,7 +4,10 @@ reported with the tail of its log, and nothing is left running."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +92,59 @@ def test_a_process_that_cannot_start_is_reported_with_its_log(tmp_path: Path) ->
             assert m.popen.poll() is not None
             with pytest.raises(ProcessLookupError):
                 os.kill(m.popen.pid, 0)
+
+
+def test_a_process_that_keeps_dying_is_left_down_and_reported_while_the_rest_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restarts after a pause that doubles; after restart_limit restarts in a row the process
+    is left down, reported failed with its log (output and status.json); the others run on."""
+    config = load_config(
+        environ={},
+        data_dir=tmp_path / "data",
+        mode="distributed",
+        bus_url="memory://",
+        restart_limit=2,
+        restart_backoff_s=0.05,
+    )
+    said: list[str] = []
+    sup = Supervisor(config, None, say=said.append)
+    crashing, steady = sup.procs[0], sup.procs[1]
+    sup.procs = [crashing, steady]
+    commands = {
+        crashing.spec: [sys.executable, "-c", "import sys; print('boom'); sys.exit(1)"],
+        steady.spec: [sys.executable, "-c", "import time; time.sleep(300)"],
+    }
+    monkeypatch.setattr(sup, "_argv", lambda spec: commands[spec])
+
+    async def run() -> None:
+        for m in sup.procs:
+            sup._spawn(m)
+        sup._monitor = asyncio.create_task(sup._watch())
+        deadline = time.monotonic() + 60
+        while not crashing.failed:
+            assert time.monotonic() < deadline, said
+            await asyncio.sleep(0.05)
+        try:
+            assert steady.popen is not None and steady.popen.poll() is None  # still running
+            assert sup.failure.is_set()
+        finally:
+            await sup.stop()
+
+    asyncio.run(run())
+    name = crashing.spec.name
+    assert [line for line in said if line.startswith("restarting")] == [
+        f"restarting {name} in 0.05 s (1/2)",
+        f"restarting {name} in 0.1 s (2/2)",
+    ]
+    failed = [line for line in said if "FAILED" in line]
+    assert failed == [
+        f"[red]{name} FAILED (exited with code 1 after 2 restarts in a row); left down, the rest "
+        f"of the stack keeps serving; its log: {crashing.log_path}[/red]"
+    ]
+    assert crashing.log_path.read_text().count("boom") == 3  # started 3 times, all logged
+    status = json.loads((config.data_dir / "run" / "status.json").read_text())["processes"]
+    assert [(p["process"], p["state"], p["restarts"], p["log"]) for p in status] == [
+        (name, "failed", 2, str(crashing.log_path)),
+        (steady.spec.name, "stopped", 0, str(steady.log_path)),
+    ]

@@ -91,6 +91,10 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
                         a["hook"],
                         "hook",
                     )
+            for i, rule in enumerate((r.get("states") or {}).get("recover") or ()):
+                if rule.get("hook"):
+                    where = ("resources", rname, "states", "recover", i, "hook")
+                    yield Use(f, where, rule["hook"], "hook")
 
 
 def _provided(spec: LoadedSpec) -> set[str]:

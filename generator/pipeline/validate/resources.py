@@ -26,6 +26,7 @@ class _Checker:
         pf = spec.one("policy")
         self.rules: dict[str, str] = to_plain(pf.data)["policy"]["rules"] if pf else {}
         self.docs = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
+        self._database: str | None = None  # of the API component of the file being checked
 
     def at(self, f: SpecFile, where: Where, message: str) -> None:
         self.diags.append(f.at(where, message))
@@ -136,6 +137,7 @@ class _Checker:
         doc = self.docs[api]
         server = next((c for c in self.ix.components.values() if c.get("api") == api), None)
         db = self.ix.components.get(str((server or {}).get("database")), {})
+        self._database = (server or {}).get("database")
         tables = set((db.get("tables") or {}).keys())
         resources: dict[str, dict[str, Any]] = data["resources"]
         fields: dict[str, set[str]] = {}
@@ -301,6 +303,34 @@ class _Checker:
                     self.expr(f, [*where, key, i, "expr"], check.get("expr"))
             for key in ("set", "payload", "answer"):
                 self._exprs(f, [*where, key], a.get(key) or {})
+        for i, rule in enumerate(states.get("recover") or ()):
+            self._recovery(f, [*base, "states", "recover", i], rule)
+
+    def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
+        """A start-up recovery rule: its component shares the resource's database."""
+        by = rule["by"]
+        comp = self.ix.components.get(by)
+        if comp is None:
+            known = sorted(self.ix.components)
+            self.at(f, [*where, "by"], f"unknown component '{by}'{suggest(by, known)}")
+        elif not comp.get("database") or comp.get("database") != self._database:
+            self.at(
+                f,
+                [*where, "by"],
+                f"component '{by}' cannot recover rows of this resource: its database is "
+                f"{comp.get('database') or 'none'}, the resource's {self._database or 'none'}",
+            )
+        msg = rule.get("send")
+        if msg and msg not in self.ix.messages:
+            self.at(
+                f,
+                [*where, "send"],
+                f"unknown message '{msg}'{suggest(msg, sorted(self.ix.messages))}",
+            )
+        for key in ("when", "host"):
+            self.expr(f, [*where, key], rule.get(key))
+        for key in ("set", "payload"):
+            self._exprs(f, [*where, key], rule.get(key) or {})
 
     def _exprs(self, f: SpecFile, where: Where, values: Any) -> None:
         """The `{expr: CEL}` leaves of a literal (nested maps of literals and expressions)."""

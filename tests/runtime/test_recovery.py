@@ -1,0 +1,91 @@
+"""Start-up recovery as spec/resources/compute.yaml declares it (`states.recover`): what
+the conductor and a compute host do, when they start, with rows a crash left behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from specstack_runtime.resources.recovery import recover, rules_of
+from specstack_runtime.virt.fake import FakeHypervisor
+from tests.aio import arun
+from tests.runtime.test_compute_flow import boot_through_the_cell, new_instance
+from tests.runtime.test_compute_kit import NovaCell, seed_flavors
+
+
+async def _guest_on(driver: FakeHypervisor, row: dict[str, Any]) -> None:
+    await driver.spawn({"uuid": row["id"], "name": row["name"]}, {"id": "img"}, [], [])
+
+
+@arun
+async def test_the_rules_belong_to_the_components_the_spec_names(tmp_path: Path) -> None:
+    cell = NovaCell(tmp_path, computes=1)
+    assert [(res, len(rules)) for res, rules in rules_of(cell.conductor)] == [("server", 1)]
+    (_, compute_rules), *_ = rules_of(cell.computes["compute-1"])
+    assert [r.send or r.hook for r in compute_rules] == [
+        "terminate_instance",
+        "compute.discard_build",
+        "stop_instance",
+        "start_instance",
+        "reboot_instance",
+        None,  # pause/suspend interrupted: the task cleared
+    ]
+    assert rules_of(cell.scheduler) == []
+
+
+@arun
+async def test_interrupted_rows_are_finished_or_failed_and_others_left_alone(
+    tmp_path: Path,
+) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        built = await boot_through_the_cell(cell)  # ACTIVE: nothing to recover
+        assert built["vm_state"] == "active"
+        one: FakeHypervisor = cell.computes["compute-1"].driver
+        building = {"vm_state": "building", "task_state": "scheduling"}
+        unscheduled = await new_instance(cell.store, **building)
+        half_built = await new_instance(cell.store, **building, host="compute-1")
+        await _guest_on(one, half_built)
+        elsewhere = await new_instance(cell.store, **building, host="compute-2")
+        stopping = await new_instance(
+            cell.store, vm_state="active", task_state="powering-off", host="compute-1"
+        )
+        await _guest_on(one, stopping)
+        deleting = await new_instance(
+            cell.store, vm_state="active", task_state="deleting", host="compute-1"
+        )
+        await _guest_on(one, deleting)
+        pausing = await new_instance(
+            cell.store, vm_state="active", task_state="pausing", host="compute-1"
+        )
+
+        assert await recover(cell.conductor) == 1
+        assert await recover(cell.computes["compute-1"]) == 4
+        row = await cell.store.get("instances", pausing["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("active", None)
+
+        row = await cell.store.get("instances", unscheduled["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)
+        assert "interrupted by a restart" in row["fault"]["message"]
+        row = await cell.store.get("instances", half_built["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)
+        assert half_built["id"] not in one.guests  # its half-made guest is gone
+        # compute-1 does not touch what is compute-2's; nothing touches an ACTIVE server
+        assert await cell.store.get("instances", elsewhere["id"]) == elsewhere
+        assert (await cell.store.get("instances", built["id"])) == built
+        # the stop and the delete are asked again, and done
+        await cell.wait_for(stopping["id"], lambda r: r["task_state"] is None)
+        row = await cell.store.get("instances", stopping["id"])
+        assert row is not None and (row["vm_state"], row["power_state"]) == ("stopped", 4)
+        await cell.wait_for(deleting["id"], lambda r: r["vm_state"] == "deleted")
+        assert deleting["id"] not in one.guests
+        assert set(one.guests) | set(cell.computes["compute-2"].driver.guests) == {
+            built["id"],
+            stopping["id"],
+        }
+        # run again: nothing left to recover
+        assert await recover(cell.conductor) == 0
+        assert await recover(cell.computes["compute-1"]) == 0
+    finally:
+        await cell.stop()
