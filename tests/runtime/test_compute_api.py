@@ -647,8 +647,8 @@ async def test_stop_start_reboot_go_to_the_host(api: Api) -> None:
     await api.set(row, vm_state="active", task_state=None, power_state=1)
     reply = await api.run("serverAction", path_params=sid, body={"reboot": {"type": "HARD"}})
     assert reply.status == 202 and api.bus.sent[-1][2]["reboot_type"] == "HARD"
-    with pytest.raises(BadRequest, match="There is no such action: pause"):
-        await api.run("serverAction", path_params=sid, body={"pause": None})
+    with pytest.raises(BadRequest, match="There is no such action: os-migrateLive"):
+        await api.run("serverAction", path_params=sid, body={"os-migrateLive": None})
 
 
 @arun
