@@ -203,7 +203,7 @@ def test_a_signal_as_soon_as_it_serves_stops_the_stack_cleanly(tmp_path: Path) -
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.rstrip().endswith("serving; Ctrl-C stops the stack\nstopping")
