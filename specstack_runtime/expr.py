@@ -166,10 +166,18 @@ def _env() -> Any:
     )
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _uses(text: str) -> frozenset[str]:
+    """The variables `text` may read: every one whose name appears in it (a superset)."""
+    return frozenset(_NAME.findall(text)).intersection(VARIABLES)
+
+
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_program", "text")
+    __slots__ = ("_program", "text", "uses")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -177,9 +185,12 @@ class Expr:
             self._program = _env().compile(text)
         except Exception as exc:  # the runtime raises its own status error type
             raise ExprError(_clean(str(exc))) from None
+        # found once here: only these are handed to the runtime (which converts each one)
+        self.uses = _uses(text)
 
     def evaluate(self, **variables: Any) -> Any:
-        return self.evaluate_in(Bound(**variables))
+        uses = self.uses
+        return self.evaluate_in(Bound(**{k: v for k, v in variables.items() if k in uses}))
 
     def evaluate_in(self, bound: Bound) -> Any:
         """The value with variables bound once for several expressions (see `Bound`)."""

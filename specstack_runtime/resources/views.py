@@ -45,7 +45,8 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         if f.always and f.name not in out and not f.computed and not f.hidden:
             out[f.name] = None
     if res.computed or res.renders:
-        variables = Bound(**rc.variables(doc=doc))
+        uses = res.render_uses  # the others are not handed to the CEL runtime
+        variables = Bound(**{k: v for k, v in rc.variables(doc=doc).items() if k in uses})
         for name, expr in res.renders:
             if name in out and name not in denied and (wanted is None or name in wanted):
                 out[name] = expr.evaluate_in(variables)

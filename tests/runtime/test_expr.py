@@ -52,3 +52,13 @@ def test_many_expressions_share_one_binding() -> None:
             compile_expr(text).evaluate(doc=DOC, base="http://h:1", auth={"is_admin": False})
             == want
         )
+
+
+def test_only_the_variables_an_expression_names_reach_the_runtime() -> None:
+    expr = compile_expr("doc.name + ' in ' + vars.project.name")
+    assert expr.uses == {"doc", "vars"}
+    unused = {"quotas": {"instances": 10}, "auth": {"is_admin": True}, "base": "http://h:1"}
+    project = {"project": {"name": "demo"}}
+    assert expr.evaluate(doc=DOC, vars=project, **unused) == "vm in demo"
+    with pytest.raises(ExprError, match="vars"):
+        expr.evaluate(doc=DOC, **unused)  # a variable it reads and was not given
