@@ -3,7 +3,8 @@
 The spec's expressions are in CEL, the Common Expression Language Kubernetes uses
 for CRD rules, evaluated by Google's CEL runtime (`cel-expr-python`). Each is
 compiled once (at validation and at start-up) and evaluated with the variables
-below; CEL is typed and does not mix int and double (write `double(x)`).
+below (only those it names; several expressions over one row share a `Bound`);
+CEL is typed and does not mix int and double (write `double(x)`).
 
 Variables (all dynamic): `doc` (the row), `old` (the row before a change),
 `auth` (user_id, project_id, domain_id, roles, is_admin), `path` (path
