@@ -162,7 +162,7 @@ class ApiApp:
             response = await self._serve(route, call, request)
             return response
         finally:
-            if log.isEnabledFor(logging.INFO):
+            if log.isEnabledFor(logs.request_level()):
                 self._access_log(call, response, time.perf_counter() - started)
             logs.unbind(bound)
 
@@ -178,7 +178,8 @@ class ApiApp:
         status = response.status_code if response is not None else 500
         length = response.headers.get("content-length", "0") if response is not None else "0"
         with logs.bound(ctx):
-            log.info(
+            log.log(
+                logs.request_level(),
                 '"%s %s" status: %s len: %s time: %.7f',
                 call.method,
                 call.path,

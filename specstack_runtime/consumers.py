@@ -102,7 +102,8 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             await consumer.handler.run(Flow(call, consumer.handler))
-            log.info(
+            log.log(
+                logs.request_level(),
                 "handled %s %s.%s in %.1f ms",
                 consumer.pattern,
                 env.topic,

@@ -3,7 +3,8 @@
 The spec's expressions are in CEL, the Common Expression Language Kubernetes uses
 for CRD rules, evaluated by Google's CEL runtime (`cel-expr-python`). Each is
 compiled once (at validation and at start-up) and evaluated with the variables
-below; CEL is typed and does not mix int and double (write `double(x)`).
+below (only those it names; several expressions over one row share a `Bound`);
+CEL is typed and does not mix int and double (write `double(x)`).
 
 Variables (all dynamic): `doc` (the row), `old` (the row before a change),
 `auth` (user_id, project_id, domain_id, roles, is_admin), `path` (path
@@ -166,10 +167,18 @@ def _env() -> Any:
     )
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _uses(text: str) -> frozenset[str]:
+    """The variables `text` may read: every one whose name appears in it (a superset)."""
+    return frozenset(_NAME.findall(text)).intersection(VARIABLES)
+
+
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_program", "text")
+    __slots__ = ("_program", "text", "uses")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -177,16 +186,37 @@ class Expr:
             self._program = _env().compile(text)
         except Exception as exc:  # the runtime raises its own status error type
             raise ExprError(_clean(str(exc))) from None
+        # found once here: only these are handed to the runtime (which converts each one)
+        self.uses = _uses(text)
 
     def evaluate(self, **variables: Any) -> Any:
-        data = {k: v for k, v in variables.items() if v is not None}
+        uses = self.uses
+        return self.evaluate_in(Bound(**{k: v for k, v in variables.items() if k in uses}))
+
+    def evaluate_in(self, bound: Bound) -> Any:
+        """The value with variables bound once for several expressions (see `Bound`)."""
         try:
-            value = self._program.eval(data=data)
+            value = self._program.eval(activation=bound.activation)
         except Exception as exc:
             raise ExprError(f"{self.text}: {_clean(str(exc))}") from None
         if value.type() == cel.Type.ERROR:
             raise ExprError(f"{self.text}: {_clean(str(value.value()))}")
         return value.plain_value()
+
+
+class Bound:
+    """Variables bound once: expressions evaluated in it share the runtime's view of them.
+
+    Rendering a row evaluates tens of expressions over the same variables; the CEL
+    runtime converts each variable it reads once per `Bound`, not once per expression.
+    The values must not change while it is in use. Unset (None) variables are left out.
+    """
+
+    __slots__ = ("activation",)
+
+    def __init__(self, **variables: Any) -> None:
+        data = {k: v for k, v in variables.items() if v is not None}
+        self.activation = _env().Activation(data=data)
 
 
 @lru_cache(maxsize=4096)

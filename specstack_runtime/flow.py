@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from specstack_runtime import registry
+from specstack_runtime import logs, registry
 from specstack_runtime.apiresponse import ApiResponse
 from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
@@ -247,8 +247,9 @@ class Flow:
             raise
         finally:
             self.current_label = previous
-            if label is not None and log.isEnabledFor(logging.INFO):
-                log.info(
+            if label is not None and log.isEnabledFor(logs.request_level()):
+                log.log(
+                    logs.request_level(),
                     "step %s %s -> %s via %s %s: %s%s in %.1f ms",
                     label,
                     source or self.spec.component,

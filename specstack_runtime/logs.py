@@ -117,6 +117,18 @@ class PerComponentFileHandler(logging.Handler):
         super().close()
 
 
+#: The level of the lines logged for every request (API access lines, handled queue
+#: messages, sequence steps): DEBUG unless SPECSTACK_REQUEST_LOG_LEVEL says otherwise, so a
+#: busy stack does not format and write a line per request at the default INFO level.
+REQUEST_LOG_ENV = "SPECSTACK_REQUEST_LOG_LEVEL"
+_request_level: int = logging.DEBUG
+
+
+def request_level() -> int:
+    """The level per-request lines are logged at (see `configure`)."""
+    return _request_level
+
+
 _installed: list[logging.Handler] = []
 # The runtime's own loggers ("specstack.api", ...) and the behaviours' module loggers.
 _ROOTS = ("specstack", "specstack_runtime")
@@ -128,12 +140,20 @@ def configure(
     stream: TextIO | None = None,
     level: int | str = logging.INFO,
     component: str = "specstack",
+    request_level: int | str = logging.DEBUG,
 ) -> None:
     """Send the stack's logs (loggers `specstack.*`, `specstack_runtime.*`) to files and/or a stream.
 
     directory: one file per component in it; stream: every line also there.
-    Calling it again replaces what an earlier call installed.
+    request_level: the level of the lines logged per request (access lines, handled
+    messages, steps). Calling it again replaces what an earlier call installed.
     """
+    global _request_level
+    _request_level = (
+        logging.getLevelNamesMapping()[request_level.upper()]
+        if isinstance(request_level, str)
+        else request_level
+    )
     roots = [logging.getLogger(name) for name in _ROOTS]
     for old in _installed:
         for root in roots:
@@ -156,12 +176,17 @@ def configure(
         root.propagate = not _installed
 
 
-def level_from_env(default: str = "INFO") -> str:
-    value = os.environ.get("SPECSTACK_LOG_LEVEL", default).upper()
+def level_from_env(default: str = "INFO", variable: str = "SPECSTACK_LOG_LEVEL") -> str:
+    value = os.environ.get(variable, default).upper()
     if value not in logging.getLevelNamesMapping():
         print(
-            f"SPECSTACK_LOG_LEVEL={value!r} is not a logging level; using {default}",
+            f"{variable}={value!r} is not a logging level; using {default}",
             file=sys.stderr,
         )
         return default
     return value
+
+
+def request_level_from_env() -> str:
+    """SPECSTACK_REQUEST_LOG_LEVEL: the level of per-request lines (default DEBUG)."""
+    return level_from_env("DEBUG", REQUEST_LOG_ENV)

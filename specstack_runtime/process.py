@@ -136,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(process)d %(levelname)s {args.component}@{args.node} "
         "%(name)s: %(message)s",
     )
-    logs.configure(stream=sys.stderr, level=logs.level_from_env(), component=args.component)
+    logs.configure(
+        stream=sys.stderr,
+        level=logs.level_from_env(),
+        component=args.component,
+        request_level=logs.request_level_from_env(),
+    )
     try:
         config = process_config(args)
     except ConfigError as exc:

@@ -363,14 +363,15 @@ class Store:
         for key, value in (where or {}).items():
             (in_sql if key in indexed else rest)[key] = value
         by = t.c.get(sort_key, t.c.created_at)
-        order = _order_expr(by)
         shape = _shape(in_sql)
         params = _params(in_sql)
         sql_limit = limit is not None and not rest
         if sql_limit:
             params["limit_"] = max(limit or 0, 0)
 
+        # the statements are built once per shape (then cached): the ordering with them
         def build() -> Any:
+            order = _order_expr(by)
             stmt = _restrict(select(t.c.data), t, shape)
             if marker is not None:
                 at: Any = bindparam("marker_at")
@@ -385,7 +386,7 @@ class Store:
         )
         find_marker = self._query(
             (table, "marker", shape, by.name),
-            lambda: _restrict(select(order, t.c.data), t, shape).where(
+            lambda: _restrict(select(_order_expr(by), t.c.data), t, shape).where(
                 t.c.id == bindparam("marker_id")
             ),
         )

@@ -128,7 +128,11 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         return 2
     from specstack_runtime import logs
 
-    logs.configure(directory=config.data_dir / "logs", level=logs.level_from_env())
+    logs.configure(
+        directory=config.data_dir / "logs",
+        level=logs.level_from_env(),
+        request_level=logs.request_level_from_env(),
+    )
     t0 = time.perf_counter()
     try:
         await stack.start(on_progress=lambda m: console.print(f"  [dim]{m}[/dim]"))

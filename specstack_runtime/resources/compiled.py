@@ -183,6 +183,11 @@ class Compiled:
         return frozenset(f.name for f in self.res.fields if f.computed and not f.in_schema)
 
     @cached_property
+    def render_uses(self) -> frozenset[str]:
+        """The variables its computed and render expressions read (see `Expr.uses`)."""
+        return frozenset().union(*(e.uses for _, e in (*self.computed, *self.renders)))
+
+    @cached_property
     def optional(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.res.fields if f.optional)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from specstack_runtime.expr import Bound
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 #: What the store adds to every row; shown only when the schema has them.
@@ -44,15 +45,16 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         if f.always and f.name not in out and not f.computed and not f.hidden:
             out[f.name] = None
     if res.computed or res.renders:
-        variables = rc.variables(doc=doc)
+        uses = res.render_uses  # the others are not handed to the CEL runtime
+        variables = Bound(**{k: v for k, v in rc.variables(doc=doc).items() if k in uses})
         for name, expr in res.renders:
             if name in out and name not in denied and (wanted is None or name in wanted):
-                out[name] = expr.evaluate(**variables)
+                out[name] = expr.evaluate_in(variables)
         for name, expr in res.computed:
             if name in denied or (wanted is None and name in res.off_schema):
                 continue
             if wanted is None or name in wanted:
-                out[name] = expr.evaluate(**variables)
+                out[name] = expr.evaluate_in(variables)
     for name in denied:
         out.pop(name, None)
     for name in res.optional:

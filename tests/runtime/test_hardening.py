@@ -85,6 +85,10 @@ def _start(backend: str) -> Iterator[Running]:
     logging.getLogger().addHandler(handler)
     previous = logging.getLogger().level
     logging.getLogger().setLevel(logging.INFO)
+    # the stack's own lines down to DEBUG: the per-request lines (access, steps) are there
+    ours = logging.getLogger("specstack")
+    previous_ours = ours.level
+    ours.setLevel(logging.DEBUG)
     target: Target | None = None
     try:
         with pytest.MonkeyPatch.context() as mp:
@@ -133,6 +137,7 @@ def _start(backend: str) -> Iterator[Running]:
             shutil.rmtree(target.config.data_dir, ignore_errors=True)
         logging.getLogger().removeHandler(handler)
         logging.getLogger().setLevel(previous)
+        ours.setLevel(previous_ours)
         for url in urls.values():
             migrate.drop_database(url)
 

@@ -18,7 +18,9 @@ from ..conftest import REPO
 STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] (.+?)\s{2,}(\S+) -> (\S+)\s+(\S+)\s+([\d.]+) ms", re.M)
 
 
-def _run(data_dir: Path, port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -37,13 +39,14 @@ def _run(data_dir: Path, port: int, *extra: str) -> subprocess.CompletedProcess[
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
 
 def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> None:
     port = free_port_block(8)
-    proc = _run(tmp_path / "data", port)
+    # per-request lines (access, messages, steps) at INFO, as an operator asks for them
+    proc = _run(tmp_path / "data", port, env={"SPECSTACK_REQUEST_LOG_LEVEL": "INFO"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = STEP_LINE.findall(proc.stdout)
     assert [int(s[0]) for s in steps] == list(range(1, 16)), proc.stdout

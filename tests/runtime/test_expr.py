@@ -1,0 +1,64 @@
+"""Expressions evaluated together in one binding give what each gives on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from specstack_runtime.expr import Bound, ExprError, compile_expr
+
+DOC = {
+    "id": "s1",
+    "name": "vm",
+    "power_state": 1,
+    "ratio": 0.5,
+    "locked": False,
+    "host": None,
+    "addresses": {"private": [{"addr": "10.0.0.5", "version": 4}]},
+}
+
+
+@pytest.mark.parametrize("field", ["id", "name", "power_state", "ratio", "locked", "host"])
+def test_a_field_gives_the_fields_value(field: str) -> None:
+    expr = compile_expr(f"doc.{field}")
+    got = expr.evaluate_in(Bound(doc=DOC))
+    assert got == DOC[field] and type(got) is type(DOC[field])
+
+
+def test_a_structure_is_a_copy() -> None:
+    got = compile_expr("doc.addresses").evaluate_in(Bound(doc=DOC))
+    assert got == DOC["addresses"] and got is not DOC["addresses"]
+
+
+def test_errors_are_the_ones_cel_gives() -> None:
+    with pytest.raises(ExprError, match=r"doc\.flavor_id"):
+        compile_expr("doc.flavor_id").evaluate_in(Bound(doc=DOC))
+    with pytest.raises(ExprError):
+        compile_expr("doc.name").evaluate_in(Bound(base="http://x"))
+    with pytest.raises(ExprError, match="out of range"):
+        compile_expr("doc.name").evaluate_in(Bound(doc={**DOC, "big": 2**70}))  # no CEL int
+
+
+def test_many_expressions_share_one_binding() -> None:
+    bound = Bound(doc=DOC, base="http://h:1", auth={"is_admin": False})
+    texts = {
+        "base + '/servers/' + doc.id": "http://h:1/servers/s1",
+        "auth.is_admin ? 'all' : doc.name": "vm",
+        "doc.power_state == null ? 0 : int(doc.power_state)": 1,
+        "doc.host == null ? '' : doc.host": "",
+    }
+    for text, want in texts.items():
+        assert compile_expr(text).evaluate_in(bound) == want
+        assert (
+            compile_expr(text).evaluate(doc=DOC, base="http://h:1", auth={"is_admin": False})
+            == want
+        )
+
+
+def test_only_the_variables_an_expression_names_reach_the_runtime() -> None:
+    expr = compile_expr("doc.name + ' in ' + vars.project.name")
+    assert expr.uses == {"doc", "vars"}
+    unused = {"quotas": {"instances": 10}, "auth": {"is_admin": True}, "base": "http://h:1"}
+    project = {"project": {"name": "demo"}}
+    assert expr.evaluate(doc=DOC, vars=project, **unused) == "vm in demo"
+    with pytest.raises(ExprError, match="vars"):
+        expr.evaluate(doc=DOC, **unused)  # a variable it reads and was not given
