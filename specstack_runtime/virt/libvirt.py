@@ -60,6 +60,7 @@ from specstack_runtime.virt import (
     files,
 )
 from specstack_runtime.virt import libvirt_devices as devices
+from specstack_runtime.virt import libvirt_power as power
 from specstack_runtime.virt.accel import libvirt_types
 from specstack_runtime.virt.common import disk_name, instance_uuid, vif_mac
 from specstack_runtime.virt.domain_xml import (
@@ -558,74 +559,33 @@ class LibvirtHypervisor:
 
     # -- power control -----------------------------------------------------------------------
 
-    def _power_off(self, instance: Instance) -> None:
-        dom = self._domain(instance_uuid(instance))
-        if dom.isActive():
-            dom.destroy()
+    async def _power(self, instance: Instance, change: Callable[..., None], *args: Any) -> None:
+        """A power change of the instance's domain (libvirt_power.py), in a worker thread."""
+        uuid = instance_uuid(instance)
+        await self._run(lambda: change(self._domain(uuid), *args))
 
     async def power_off(self, instance: Instance) -> None:
-        await self._run(self._power_off, instance)
-
-    def _power_on(self, instance: Instance) -> None:
-        dom = self._domain(instance_uuid(instance))
-        if not dom.isActive():
-            dom.create()
+        await self._power(instance, power.power_off)
 
     async def power_on(self, instance: Instance) -> None:
-        await self._run(self._power_on, instance)
-
-    def _reboot(self, instance: Instance, reboot_type: str) -> None:
-        dom = self._domain(instance_uuid(instance))
-        if not dom.isActive():
-            dom.create()
-        elif reboot_type.upper() == "HARD":
-            dom.reset(0)
-        else:
-            try:
-                dom.reboot(0)  # asks the guest (ACPI); a guest without an OS ignores it
-            except libvirt.libvirtError:
-                dom.reset(0)
+        await self._power(instance, power.power_on)
 
     async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         if str(reboot_type).upper() not in ("SOFT", "HARD"):
             raise VirtError(f"reboot_type must be SOFT or HARD, not {reboot_type!r}")
-        await self._run(self._reboot, instance, reboot_type)
-
-    def _pause(self, instance: Instance, pause: bool) -> None:
-        dom = self._domain(instance_uuid(instance))
-        state = dom.state()[0]
-        if pause and state != libvirt.VIR_DOMAIN_RUNNING:
-            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not running")
-        if not pause and state != libvirt.VIR_DOMAIN_PAUSED:
-            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not paused")
-        if pause:
-            dom.suspend()  # libvirt's word for freezing the vCPUs
-        else:
-            dom.resume()
+        await self._power(instance, power.reboot, reboot_type.upper() == "HARD")
 
     async def pause(self, instance: Instance) -> None:
-        await self._run(self._pause, instance, True)
+        await self._power(instance, power.pause)
 
     async def unpause(self, instance: Instance) -> None:
-        await self._run(self._pause, instance, False)
-
-    def _suspend(self, instance: Instance) -> None:
-        dom = self._domain(instance_uuid(instance))
-        if not dom.isActive():
-            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not running")
-        dom.managedSave(0)  # memory to disk; the next create() restores it
+        await self._power(instance, power.unpause)
 
     async def suspend(self, instance: Instance) -> None:
-        await self._run(self._suspend, instance)
-
-    def _resume(self, instance: Instance) -> None:
-        dom = self._domain(instance_uuid(instance))
-        if dom.isActive() or not dom.hasManagedSaveImage(0):
-            raise VirtError(f"the guest of instance {instance_uuid(instance)} is not suspended")
-        dom.create()
+        await self._power(instance, power.suspend)
 
     async def resume(self, instance: Instance) -> None:
-        await self._run(self._resume, instance)
+        await self._power(instance, power.resume)
 
 
 __all__ = ["LibvirtHypervisor"]

@@ -1,0 +1,58 @@
+"""Power changes of a libvirt domain, each refused (VirtError) from a state that does not
+allow it: off, on, reboot, pause (frozen vCPUs) and suspend (memory saved to disk)."""
+
+from __future__ import annotations
+
+import libvirt
+
+from specstack_runtime.virt import VirtError
+
+
+def _refuse(dom: libvirt.virDomain, what: str) -> VirtError:
+    return VirtError(f"the guest of instance {dom.UUIDString()} is not {what}")
+
+
+def power_off(dom: libvirt.virDomain) -> None:
+    if dom.isActive():
+        dom.destroy()
+
+
+def power_on(dom: libvirt.virDomain) -> None:
+    if not dom.isActive():
+        dom.create()
+
+
+def reboot(dom: libvirt.virDomain, hard: bool) -> None:
+    if not dom.isActive():
+        dom.create()
+    elif hard:
+        dom.reset(0)
+    else:
+        try:
+            dom.reboot(0)  # asks the guest (ACPI); a guest without an OS ignores it
+        except libvirt.libvirtError:
+            dom.reset(0)
+
+
+def pause(dom: libvirt.virDomain) -> None:
+    if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+        raise _refuse(dom, "running")
+    dom.suspend()  # libvirt's word for freezing the vCPUs
+
+
+def unpause(dom: libvirt.virDomain) -> None:
+    if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+        raise _refuse(dom, "paused")
+    dom.resume()
+
+
+def suspend(dom: libvirt.virDomain) -> None:
+    if not dom.isActive():
+        raise _refuse(dom, "running")
+    dom.managedSave(0)  # memory to disk; the next create() restores it
+
+
+def resume(dom: libvirt.virDomain) -> None:
+    if dom.isActive() or not dom.hasManagedSaveImage(0):
+        raise _refuse(dom, "suspended")
+    dom.create()
