@@ -9,8 +9,10 @@ from typing import Any
 from specstack_runtime.resources.recovery import recover, rules_of
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
-from tests.runtime.test_compute_flow import boot_through_the_cell, new_instance
-from tests.runtime.test_compute_kit import NovaCell, seed_flavors
+from tests.runtime.nova_cell_kit import NovaCell
+from tests.runtime.test_compute_flow import new_instance
+from tests.runtime.test_compute_kit import seed_flavors
+from tests.runtime.test_nova_cell import boot_through_the_cell
 
 
 async def _guest_on(driver: FakeHypervisor, row: dict[str, Any]) -> None:

@@ -14,8 +14,13 @@ from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.virt import PAUSED, RUNNING, SUSPENDED
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
-from tests.runtime.test_compute_flow import boot_through_the_cell
-from tests.runtime.test_compute_kit import PROJECT, NovaCell, auth_ctx, seed_flavors
+from tests.runtime.nova_cell_kit import NovaCell
+from tests.runtime.test_compute_kit import (
+    PROJECT,
+    auth_ctx,
+    seed_flavors,
+)
+from tests.runtime.test_nova_cell import boot_through_the_cell
 
 ADMIN = auth_ctx(project="admin-project", user="admin-user", admin=True, token="admin-token")
 

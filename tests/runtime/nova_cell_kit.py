@@ -1,0 +1,256 @@
+"""The nova cell of the runtime tests: nova-api, scheduler, conductor and computes on one
+in-process bus, their generated services' handling emulated from the IR."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from specstack_runtime import registry
+from specstack_runtime.behaviours import compute  # noqa: F401  (registers the nova behaviours)
+from specstack_runtime.bus import Envelope, InProcessBus
+from specstack_runtime.config import StackConfig
+from specstack_runtime.context import Call, Interaction, Reply
+from specstack_runtime.messaging import send
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.stackinfo import StackInfo
+from specstack_runtime.virt.fake import FakeHypervisor
+from tests.runtime.fakes import serve_operation
+from tests.runtime.test_compute_kit import (
+    FakeServices,
+    check_response,
+    make_runtime,
+    nova_store,
+    op_call,
+    stack_info,
+)
+
+# -- the nova cell: generated services' handling, emulated from the IR --------------------------
+
+
+def _steps_of(info: StackInfo, sequence: str, component: str) -> list[tuple[str, dict[str, Any]]]:
+    """(label, interaction) of every interaction `component` performs in `sequence`."""
+    out = []
+    for step in info.sequences[sequence]["steps"]:
+        items = [(str(step["number"]), step["main"])]
+        items += [(f"{step['number']}.{i}", it) for i, it in enumerate(step["then"], 1)]
+        out += [(label, it) for label, it in items if it["source_component"] == component]
+    return out
+
+
+class NovaCell:
+    """nova-api, scheduler, conductor and computes on one InProcessBus (see module doc)."""
+
+    def __init__(self, tmp_path: Path, computes: int = 2, **config: Any) -> None:
+        self.info = stack_info()
+        self.bus = InProcessBus()
+        self.services = FakeServices()
+        self.store = nova_store(self.info)
+        self.config = StackConfig(data_dir=tmp_path, computes=computes, **config)
+        self.steps: list[tuple[str, str, str]] = []  # (component, sequence step label, behaviour)
+        self.errors: list[tuple[str, BaseException]] = []
+
+        def rt(component: str, host: str = "controller", driver: Any = None) -> ServiceRuntime:
+            return make_runtime(
+                self.info,
+                component,
+                host=host,
+                bus=self.bus,
+                clients=self.services,
+                store=self.store,
+                driver=driver,
+                data_dir=tmp_path,
+                config=self.config,
+            )
+
+        self.api = rt("nova-api")
+        self.scheduler = rt("nova-scheduler")
+        self.conductor = rt("nova-conductor")
+        self.computes = {
+            f"compute-{i}": rt(
+                "nova-compute",
+                f"compute-{i}",
+                FakeHypervisor(tmp_path / f"fake-compute-{i}.json", hostname=f"compute-{i}"),
+            )
+            for i in range(1, computes + 1)
+        }
+
+    async def start(self) -> NovaCell:
+        await self.bus.start()
+        for rt in [self.scheduler, self.conductor, *self.computes.values()]:
+            comp = self.info.components[rt.component]
+            topics = {self.info.messages[h["message"]]["topic"] for h in comp["consumes"]}
+            for topic in topics:
+                per_host = any(
+                    self.info.messages[h["message"]]["per_host"]
+                    for h in comp["consumes"]
+                    if self.info.messages[h["message"]]["topic"] == topic
+                )
+                await self.bus.subscribe(
+                    topic, self._handler(rt), host=rt.host if per_host else None
+                )
+        for rt in self.computes.values():
+            await registry.get("compute.report_resources")(rt)
+        return self
+
+    async def stop(self) -> None:
+        for rt in self.computes.values():
+            task = rt.local.get("compute.heartbeat")
+            if task is not None:
+                task.cancel()
+        await self.bus.close()
+
+    def _handler(
+        self, rt: ServiceRuntime
+    ) -> Callable[[Envelope], Awaitable[dict[str, Any] | None]]:
+        comp = self.info.components[rt.component]
+        by_method = {self.info.messages[h["message"]]["method"]: h for h in comp["consumes"]}
+
+        async def handle(env: Envelope) -> dict[str, Any] | None:
+            h = by_method[env.method]
+            call = Call(
+                rt=rt,
+                trigger=h["message"],
+                kind="message",
+                request_id=env.context.get("request_id", "req-x"),
+                global_request_id=env.context.get("global_request_id", "req-x"),
+                sequence=env.context.get("sequence"),
+                payload=env.payload,
+                context=dict(env.context),
+                token=env.context.get("auth_token"),
+                args=dict(h.get("args") or {}),  # the consumer's `args:`, as Flow passes them
+            )
+            try:
+                result = await registry.get(h["behaviour"])(call)
+                await self.run_steps(call, h["message"])
+            except Exception as exc:
+                self.errors.append((h["message"], exc))
+                if h["on_error"]:
+                    await registry.get(h["on_error"])(call, exc)
+                    return None
+                raise
+            return result  # type: ignore[no-any-return]
+
+        return handle
+
+    def _flow_steps(
+        self, call: Call, trigger_message: str | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The interactions the component performs after the one that triggered it."""
+        for name in self.info.sequences:
+            steps = _steps_of(self.info, name, call.rt.component)
+            seq = self.info.sequences[name]
+            all_items = [it for st in seq["steps"] for it in [st["main"], *st["then"]]]
+            if trigger_message is None:
+                if any(
+                    it.get("operation") == call.trigger
+                    and it["target_component"] == call.rt.component
+                    for it in all_items
+                ):
+                    return steps
+            elif any(
+                it.get("message") == trigger_message and it["target_component"] == call.rt.component
+                for it in all_items
+            ):
+                return steps
+        return []
+
+    async def run_steps(self, call: Call, trigger_message: str | None) -> None:
+        for label, it in self._flow_steps(call, trigger_message):
+            behaviour = it.get("behaviour")
+            if it["via"] == "sql" or behaviour in (None, "auth.validate"):
+                continue
+            self.steps.append((call.rt.component, label, behaviour))
+            ix = Interaction(
+                call=call,
+                label=label,
+                source=it["source_component"],
+                target=it["target_component"],
+                via=it["via"],
+                name=it.get("operation") or it.get("message") or it.get("call"),
+                invoke=self._invoke(call, it),
+            )
+            await registry.get(behaviour)(ix)
+
+    def _invoke(self, call: Call, it: dict[str, Any]) -> Callable[..., Awaitable[Any]]:
+        via = it["via"]
+        if via == "http":
+            api = self.info.components[it["target_component"]]["api"]
+
+            async def http(**kw: Any) -> Any:
+                token = kw.pop("token", None)
+                body = kw.pop("body", None)
+                query = kw.pop("query", None)
+                headers = kw.pop("headers", None)
+                return await call.rt.clients.call(
+                    api, it["operation"], kw, body=body, query=query, headers=headers, token=token
+                )
+
+            return http
+        if via in ("amqp-cast", "amqp-call"):
+
+            async def amqp(payload: dict[str, Any], host: str | None = None) -> Any:
+                return await send(call, it["message"], payload, host=host)
+
+            return amqp
+        if via == "native":
+
+            async def native(**kw: Any) -> Any:
+                return await getattr(call.rt.driver, it["call"])(**kw)
+
+            return native
+        raise AssertionError(via)
+
+    async def operation(
+        self, operation_id: str, *, sequence: str | None = None, **kwargs: Any
+    ) -> tuple[Reply, Call]:
+        """Run an operation of nova-api the way the generated app will (steps around it)."""
+        call = op_call(self.api, operation_id, sequence=sequence, **kwargs)
+        before: list[tuple[str, dict[str, Any]]] = []
+        after: list[tuple[str, dict[str, Any]]] = []
+        if sequence:
+            seen_sql = False
+            for label, it in _steps_of(self.info, sequence, "nova-api"):
+                if it["via"] == "sql":
+                    seen_sql = True
+                    continue
+                (after if seen_sql else before).append((label, it))
+        for label, it in before:
+            await self._step(call, label, it)
+        reply: Reply = await serve_operation(self.info, "compute", call)
+        check_response(operation_id, reply)
+        for label, it in after:
+            await self._step(call, label, it)
+        return reply, call
+
+    async def _step(self, call: Call, label: str, it: dict[str, Any]) -> None:
+        behaviour = it.get("behaviour")
+        if behaviour in (None, "auth.validate"):
+            return
+        self.steps.append((call.rt.component, label, behaviour))
+        ix = Interaction(
+            call=call,
+            label=label,
+            source=it["source_component"],
+            target=it["target_component"],
+            via=it["via"],
+            name=it.get("operation") or it.get("message") or it.get("call"),
+            invoke=self._invoke(call, it),
+        )
+        await registry.get(behaviour)(ix)
+
+    async def wait_for(
+        self, server_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            row = await self.store.get("instances", server_id)
+            if row is not None and predicate(row):
+                return row
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    f"timed out; instance is {row and (row['vm_state'], row['task_state'])}; errors {self.errors}"
+                )
+            await asyncio.sleep(0.005)

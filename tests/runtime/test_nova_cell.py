@@ -1,0 +1,331 @@
+"""The whole nova cell (nova-api, scheduler, conductor, computes on one bus): boot, server
+actions and delete end to end."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from generated.drivers.types import Instance
+from specstack_runtime.behaviours import compute, conductor
+from specstack_runtime.errors import StepFailed
+from specstack_runtime.messaging import check
+from specstack_runtime.virt.fake import FakeHypervisor
+from tests.aio import arun, settle
+from tests.runtime.nova_cell_kit import NovaCell
+from tests.runtime.test_compute_kit import (
+    IMAGE_DATA,
+    IMAGE_ID,
+    VOLUME_ID,
+    FakeServices,
+    Recorder,
+    RecordingBus,
+    boot_body,
+    interaction,
+    make_runtime,
+    msg_call,
+    nova_store,
+    response,
+    seed_flavors,
+    stack_info,
+)
+
+# -- the whole cell: boot, actions, delete ------------------------------------------------------
+
+
+async def boot_through_the_cell(cell: NovaCell, **server: Any) -> dict[str, Any]:
+    reply, _ = await cell.operation("createServer", sequence="boot-vm", body=boot_body(**server))
+    assert reply.status == 202
+    server_id = reply.body["server"]["id"]
+    return await cell.wait_for(server_id, lambda r: r["vm_state"] in ("active", "error"))
+
+
+@arun
+async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        nodes = await cell.store.list("compute_nodes")
+        assert sorted(n["host"] for n in nodes) == ["compute-1", "compute-2"]
+        block = [
+            {
+                "uuid": IMAGE_ID,
+                "boot_index": 0,
+                "source_type": "image",
+                "destination_type": "local",
+                "delete_on_termination": True,
+            },
+            {
+                "uuid": VOLUME_ID,
+                "boot_index": -1,
+                "source_type": "volume",
+                "destination_type": "volume",
+                "delete_on_termination": False,
+            },
+        ]
+        row = await boot_through_the_cell(cell, block_device_mapping_v2=block)
+        assert row["vm_state"] == "active", (row["fault"], cell.errors)
+        assert row["power_state"] == 1 and row["task_state"] is None
+        assert list(row["addresses"]) == ["private"]
+        assert row["attachments"][0]["device"] == "/dev/vdb"
+        declared = [label for comp, label, _ in cell.steps]
+        # The labels of boot-vm.yaml: 15.1/15.2 are cinder's, so nova's are 15.3-15.5.
+        assert declared == [
+            "4.1",
+            "6",
+            "7.1",
+            "8",
+            "9",
+            "10",
+            "12",
+            "13",
+            "14.3",
+            "15",
+            "15.3",
+            "15.4",
+            "15.5",
+        ]
+        host = row["host"]
+        driver: FakeHypervisor = cell.computes[host].driver
+        assert "disks: vda vdb" in await driver.get_console_output(
+            {"uuid": row["id"], "name": "vm1"}
+        )
+        assert cell.services.volume_status == "in-use" and len(cell.services.ports) == 1
+        view = (await cell.operation("showServer", path_params={"server_id": row["id"]}))[0].body[
+            "server"
+        ]
+        assert view["status"] == "ACTIVE"
+        assert view["os-extended-volumes:volumes_attached"] == [{"id": VOLUME_ID}]
+
+        cell.steps.clear()
+        reply, _ = await cell.operation(
+            "deleteServer", sequence="delete-vm", path_params={"server_id": row["id"]}
+        )
+        assert reply.status == 204
+        gone = await cell.wait_for(row["id"], lambda r: r["vm_state"] == "deleted")
+        assert gone["task_state"] is None and gone["deleted_at"]
+
+        async def mappings_gone() -> bool:
+            return await cell.store.list("block_device_mappings") == []
+
+        # The delete's last writes follow the deleted state (each store call awaits).
+        await settle(mappings_gone)
+        assert [label for _, label, _ in cell.steps] == ["6", "7", "7.1", "8", "10", "11"]
+        assert driver.guests == {} and cell.services.ports == {}
+        assert cell.services.volume_status == "available"
+        node = await cell.store.get("compute_nodes", host)
+        assert node is not None and node["claims"] == {} and node["memory_mb_used"] == 0
+        assert await cell.store.list("block_device_mappings") == []
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_build_failure_cleans_up_and_sets_error(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        cell.services.image_data = b"corrupted"
+        row = await boot_through_the_cell(cell)
+        assert row["vm_state"] == "error"
+        assert "corrupt" in row["fault"]["message"]
+        driver: FakeHypervisor = cell.computes["compute-1"].driver
+        assert driver.guests == {}
+
+        async def claim_released() -> bool:
+            node = await cell.store.get("compute_nodes", "compute-1")
+            return node is not None and node["claims"] == {}
+
+        # The claim goes after the error is recorded (each store call awaits).
+        await settle(claim_released)
+        # An instance in ERROR can still be deleted.
+        await cell.operation(
+            "deleteServer", sequence="delete-vm", path_params={"server_id": row["id"]}
+        )
+        await cell.wait_for(row["id"], lambda r: r["vm_state"] == "deleted")
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_no_valid_host_through_the_cell(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        row = await boot_through_the_cell(cell, flavorRef="5")  # 64 GB: fits nowhere
+        assert row["vm_state"] == "error" and row["host"] is None
+        assert row["fault"]["message"].startswith("No valid host was found")
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_server_actions_through_the_cell(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        row = await boot_through_the_cell(cell)
+        sid = {"server_id": row["id"]}
+        driver: FakeHypervisor = cell.computes["compute-1"].driver
+        guest: Instance = {"uuid": row["id"], "name": "vm1"}
+
+        await cell.operation("serverAction", path_params=sid, body={"os-stop": None})
+        stopped = await cell.wait_for(row["id"], lambda r: r["vm_state"] == "stopped")
+        assert stopped["power_state"] == 4 and await driver.get_power_state(guest) == 4
+        await cell.operation("serverAction", path_params=sid, body={"os-start": None})
+        await cell.wait_for(
+            row["id"], lambda r: r["vm_state"] == "active" and r["task_state"] is None
+        )
+        assert await driver.get_power_state(guest) == 1
+        await cell.operation("serverAction", path_params=sid, body={"reboot": {"type": "SOFT"}})
+        await cell.wait_for(row["id"], lambda r: r["task_state"] is None)
+
+        reply, _ = await cell.operation(
+            "serverAction", path_params=sid, body={"os-getConsoleOutput": {"length": 1}}
+        )
+        assert reply.body["output"].startswith("fake-guest vm1: booted")
+        assert len(reply.body["output"].splitlines()) == 1
+
+        body = {"volumeAttachment": {"volumeId": VOLUME_ID, "device": None}}
+        reply, _ = await cell.operation("attachVolume", path_params=sid, body=body)
+        assert reply.body["volumeAttachment"]["device"] == "/dev/vdb"
+        assert cell.services.volume_status == "in-use"
+        assert "disks: vda vdb" in await driver.get_console_output(guest)
+        listing = (await cell.operation("listVolumeAttachments", path_params=sid))[0].body
+        assert [a["volumeId"] for a in listing["volumeAttachments"]] == [VOLUME_ID]
+        reply, _ = await cell.operation("detachVolume", path_params={**sid, "volume_id": VOLUME_ID})
+        assert reply.status == 202 and cell.services.volume_status == "available"
+        assert (await driver.get_console_output(guest)).splitlines()[-1].endswith("disks: vda")
+        saved = await cell.store.get("instances", row["id"])
+        assert saved is not None and saved["attachments"] == []
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_report_resources_records_the_node(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+    conductor_rt = make_runtime(info, "nova-conductor", store=store)
+
+    async def record(payload: dict[str, Any]) -> dict[str, Any]:
+        return await conductor.compute_node_update(
+            msg_call(conductor_rt, "compute_node_update", payload)
+        )
+
+    bus = RecordingBus({"compute_node_update": record})
+    rt = make_runtime(
+        info,
+        "nova-compute",
+        host="compute-2",
+        bus=bus,
+        data_dir=tmp_path,
+        driver=FakeHypervisor(None, vcpus=4, memory_mb=2048, local_gb=20, hostname="compute-2"),
+    )
+    await compute.report_resources(rt)
+    try:
+        ((_, _, payload, _),) = bus.sent
+        check(info, "compute_node_update", "payload", payload)
+        assert payload["availability_zone"] == "nova"
+        node = await store.get("compute_nodes", "compute-2")
+        assert node is not None and node["memory_mb"] == 2048 and node["heartbeat"]
+        assert rt.local["compute.heartbeat"] is not None
+    finally:
+        rt.local["compute.heartbeat"].cancel()
+
+
+def test_the_image_checksum_is_md5() -> None:
+    assert FakeServices().image["checksum"] == hashlib.md5(IMAGE_DATA).hexdigest()
+
+
+@arun
+async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> None:
+    info = stack_info()
+    rt = make_runtime(
+        info, "nova-compute", host="compute-1", data_dir=tmp_path, driver=FakeHypervisor(None)
+    )
+    call = msg_call(
+        rt,
+        "terminate_instance",
+        {
+            "instance": {"uuid": "66666666-6666-4666-8666-666666666666", "project_id": "p"},
+            "ports": ["p1"],
+            "attachments": [
+                {
+                    "attachment_id": "a1",
+                    "volume_id": VOLUME_ID,
+                    "device": "/dev/vdb",
+                    "connection_info": {"driver_volume_type": "iscsi", "data": {}},
+                }
+            ],
+        },
+    )
+    await compute.begin_terminate(call)
+
+    async def native_gone(**kw: Any) -> None:
+        from specstack_runtime.virt import InstanceNotFound
+
+        raise InstanceNotFound(kw["instance"]["uuid"])
+
+    await compute.detach_volumes(interaction(call, native_gone))
+    await compute.delete_attachments(interaction(call, Recorder(response(404, {}))))
+    await compute.delete_ports(interaction(call, Recorder(response(404, {}))))
+    await compute.destroy(interaction(call, native_gone))
+    update = Recorder({"instance": {}})
+    await compute.mark_deleted(interaction(call, update))
+    (((sent,), _),) = update.calls
+    check(info, "instance_update", "payload", sent)
+    assert sent["expected_task_state"] == "deleting" and sent["updates"]["vm_state"] == "deleted"
+    with pytest.raises(StepFailed):
+        await compute.delete_ports(interaction(call, Recorder(response(500, {}))))
+    bus = RecordingBus({"instance_update": {"instance": {}}})
+    rt.bus = bus  # type: ignore[assignment]
+    await compute.terminate_failed(call, StepFailed("neutron is down", code=503))
+    ((_, method, payload, _),) = bus.sent
+    assert method == "instance_update" and payload["updates"]["vm_state"] == "error"
+    assert payload["updates"]["fault"]["code"] == 503
+
+
+class BrokenHypervisor(FakeHypervisor):
+    async def spawn(
+        self, instance: Any, image: Any, network_info: Any, block_device_info: Any
+    ) -> None:
+        raise RuntimeError("libvirt said no")
+
+
+@arun
+async def test_a_hypervisor_failure_reschedules_to_another_host(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        cell.computes["compute-1"].driver = BrokenHypervisor(None, hostname="compute-1")
+        row = await boot_through_the_cell(cell)
+        assert row["vm_state"] == "active" and row["host"] == "compute-2", row["fault"]
+        node1 = await cell.store.get("compute_nodes", "compute-1")
+        node2 = await cell.store.get("compute_nodes", "compute-2")
+        assert node1 is not None and node1["claims"] == {}
+        assert node2 is not None and list(node2["claims"]) == [row["id"]]
+        assert len(cell.services.ports) == 1  # only the port of the build that worked
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_when_every_host_fails_the_instance_goes_to_error(tmp_path: Path) -> None:
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        await seed_flavors(cell.store)
+        for host, rt in cell.computes.items():
+            rt.driver = BrokenHypervisor(None, hostname=host)
+        row = await boot_through_the_cell(cell)
+        assert row["vm_state"] == "error"
+        assert row["fault"]["message"].startswith("No valid host was found")
+        for host in cell.computes:
+            node = await cell.store.get("compute_nodes", host)
+            assert node is not None and node["claims"] == {}
+        assert cell.services.ports == {}
+    finally:
+        await cell.stop()
