@@ -35,10 +35,28 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "os-stop",
         "reboot",
         "os-getConsoleOutput",
+        "pause",
+        "unpause",
+        "suspend",
+        "resume",
+        "lock",
+        "unlock",
     ]
     assert next(a for a in servers.actions if a.key == "os-stop").body is None
     # buttons named as the resource model's state machine names the actions
-    assert [a.label for a in servers.actions] == ["Start", "Stop", "reboot", "Get console output"]
+    labels = [a.label for a in servers.actions]
+    assert labels == [
+        "Start",
+        "Stop",
+        "Reboot",
+        "Get console output",
+        "Pause",
+        "Unpause",
+        "Suspend",
+        "Resume",
+        "Lock",
+        "Unlock",
+    ]
     # a server's own collections: its volume attachments and its interfaces (ports)
     assert [(p.collection, p.path) for p in servers.parts] == [
         ("volumeAttachments", "/v2.1/servers/{server_id}/os-volume_attachments"),
