@@ -147,6 +147,7 @@ class ResourceField(Node):
     hash: str | None = None
     store_as: str | None = None
     merge: bool = False
+    alias: str | None = None  # a request attribute of this name is taken as that field's
     in_schema: bool = True
     render: str | None = None  # CEL: how the stored value is shown
     optional: bool = False  # left out of answers when it has no value
@@ -180,6 +181,7 @@ class ResourceFilter(Node):
         "ignore",
         "eq_or_in",
         "compare",
+        "subset",
     ]
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
@@ -288,6 +290,7 @@ class Resource(Node):
     default_sort: tuple[str, ...]
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
+    list_all_rule: str | None = None  # who may use list_all (default: see_all)
     states: StateMachine | None
     hooks: dict[str, str]
     errors: dict[str, ErrorText]
@@ -356,6 +359,8 @@ class Conventions(Node):
     unknown_filters: Literal["ignore", "reject"] = "ignore"
     fields_param: str | None = None
     default_limit: int | None = None  # the page size when the request gives no limit
+    offset: bool = False  # lists also skip `offset` rows (cinder)
+    sort_dir: Literal["asc", "desc"] = "asc"  # the direction of a sort key given without one
     patch_ops: tuple[str, ...] = ("add", "remove", "replace", "move", "copy", "test")
     errors: dict[str, ErrorText] = {}
 

@@ -30,7 +30,7 @@ async def get_volume_v3(flow: Flow) -> None:
 
 
 async def list_volumes(flow: Flow) -> None:
-    """operation listVolumes: behaviour volume.list_volumes."""
+    """operation listVolumes: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -40,17 +40,17 @@ async def create_volume(flow: Flow) -> None:
 
 
 async def list_volumes_detailed(flow: Flow) -> None:
-    """operation listVolumesDetailed: behaviour volume.list_volumes_detailed."""
+    """operation listVolumesDetailed: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_volume(flow: Flow) -> None:
-    """operation showVolume: behaviour volume.show_volume."""
+    """operation showVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_volume(flow: Flow) -> None:
-    """operation updateVolume: behaviour volume.update_volume."""
+    """operation updateVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -149,12 +149,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listVolumes",
-        behaviour="volume.list_volumes",
+        behaviour="resource.serve",
         on_error=None,
         run=list_volumes,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "list", "view": "summary"},
     ),
     "createVolume": HandlerSpec(
         component=COMPONENT,
@@ -171,34 +172,37 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listVolumesDetailed",
-        behaviour="volume.list_volumes_detailed",
+        behaviour="resource.serve",
         on_error=None,
         run=list_volumes_detailed,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "list"},
     ),
     "showVolume": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showVolume",
-        behaviour="volume.show_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=show_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "show"},
     ),
     "updateVolume": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateVolume",
-        behaviour="volume.update_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=update_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "update"},
     ),
     "deleteVolume": HandlerSpec(
         component=COMPONENT,

@@ -30,7 +30,6 @@ or the attachment var marked `unexported`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -39,7 +38,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from specstack_runtime.behaviours.cas import update_cas
 from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
@@ -55,7 +53,7 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.messaging import InvalidMessage, check, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import quotas
+from specstack_runtime.resources import quotas, views
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store, utcnow
@@ -287,60 +285,9 @@ async def _visible_volume(call: Call, auth: AuthContext, volume_id: str) -> Doc:
 # -- views -----------------------------------------------------------------------------------
 
 
-def _links(call: Call, project: str, kind: str, id_: str) -> list[Doc]:
-    base = _base_url(call)
-    return [
-        {"href": f"{base}/v3/{project}/{kind}/{id_}", "rel": "self"},
-        {"href": f"{base}/{project}/{kind}/{id_}", "rel": "bookmark"},
-    ]
-
-
-def _attachment_info(entry: Doc, auth: AuthContext | None) -> Doc:
-    shown = dict(entry)
-    if auth is not None and not _privileged(auth):
-        shown["host_name"] = None
-    return shown
-
-
-def _volume_view(call: Call, volume: Doc, auth: AuthContext) -> Doc:
-    view: Doc = {
-        "id": volume["id"],
-        "name": volume.get("name"),
-        "description": volume.get("description"),
-        "status": volume["status"],
-        "size": volume["size"],
-        "availability_zone": volume.get("availability_zone"),
-        "bootable": "true" if volume.get("bootable") else "false",
-        "encrypted": bool(volume.get("encrypted")),
-        "multiattach": bool(volume.get("multiattach")),
-        "volume_type": volume.get("volume_type"),
-        "snapshot_id": volume.get("snapshot_id"),
-        "source_volid": volume.get("source_volid"),
-        "consistencygroup_id": volume.get("consistencygroup_id"),
-        "replication_status": volume.get("replication_status"),
-        "user_id": volume.get("user_id"),
-        "metadata": dict(volume.get("metadata") or {}),
-        "attachments": [_attachment_info(a, auth) for a in volume.get("attachments") or []],
-        "links": _links(call, volume["project_id"], "volumes", volume["id"]),
-        "created_at": _naive(volume.get("created_at")),
-        "updated_at": _naive(volume.get("updated_at")),
-    }
-    if auth.is_admin:
-        host = volume.get("host")
-        view["os-vol-host-attr:host"] = f"{host}@{BACKEND_NAME}#{BACKEND_NAME}" if host else None
-        view["os-vol-tenant-attr:tenant_id"] = volume["project_id"]
-        view["os-vol-mig-status-attr:migstat"] = volume.get("migration_status")
-        view["os-vol-mig-status-attr:name_id"] = None
-        view["migration_status"] = volume.get("migration_status")
-    return view
-
-
-def _summary_view(call: Call, volume: Doc) -> Doc:
-    return {
-        "id": volume["id"],
-        "name": volume.get("name"),
-        "links": _links(call, volume["project_id"], "volumes", volume["id"]),
-    }
+def _rendered(call: Call, volume: Doc) -> Doc:
+    """A volume as the API shows it (spec/resources/block-storage.yaml's fields)."""
+    return dict(views.render(engine_call(call, VOLUME), volume))
 
 
 def _attachment_view(att: Doc) -> Doc:
@@ -543,86 +490,7 @@ def _sort_page(
     return out, False
 
 
-async def _listed_volumes(call: Call, auth: AuthContext) -> tuple[list[Doc], bool]:
-    store = _store(call)
-    where: Doc = {}
-    all_tenants = call.q("all_tenants")
-    if all_tenants is not None and auth.is_admin and all_tenants.lower() not in _FALSE:
-        if call.q("project_id"):
-            where["project_id"] = call.q("project_id")
-    else:
-        where["project_id"] = _project(call, auth)
-    for key in ("name", "status"):
-        if call.q(key) is not None:
-            where[key] = call.q(key)
-    volumes = await store.list("volumes", where)
-    zone = call.q("availability_zone")
-    if zone is not None:
-        volumes = [v for v in volumes if v.get("availability_zone") == zone]
-    bootable = call.q("bootable")
-    if bootable is not None:
-        wanted = _parse_bool("bootable", bootable)
-        volumes = [v for v in volumes if bool(v.get("bootable")) == wanted]
-    size = call.q("size")
-    if size is not None:
-        volumes = [v for v in volumes if str(v.get("size")) == size]
-    meta_text = call.q("metadata")
-    if meta_text is not None:
-        try:
-            meta = json.loads(meta_text)
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict):
-            raise BadRequest(
-                f"Invalid metadata filter {meta_text!r}: a JSON object is expected.",
-                kind="InvalidInput",
-            )
-        volumes = [
-            v
-            for v in volumes
-            if all((v.get("metadata") or {}).get(k) == str(val) for k, val in meta.items())
-        ]
-    return _sort_page(call, volumes, VOLUME_SORT_KEYS, "created_at")
-
-
-def _next_links(call: Call, items: list[Doc], more: bool, path: str) -> list[Doc]:
-    if not more or not items:
-        return []
-    query = [(k, v) for k, vs in call.query.items() if k not in ("marker", "offset") for v in vs]
-    query.append(("marker", items[-1]["id"]))
-    return [{"rel": "next", "href": f"{_base_url(call)}{path}?{urlencode(query)}"}]
-
-
-@behaviour("volume.list_volumes")
-async def list_volumes(call: Call) -> Reply:
-    auth = _auth(call)
-    items, more = await _listed_volumes(call, auth)
-    body: Doc = {"volumes": [_summary_view(call, v) for v in items]}
-    links = _next_links(call, items, more, f"/v3/{_project(call, auth)}/volumes")
-    if links:
-        body["volumes_links"] = links
-    return _reply(200, body)
-
-
-@behaviour("volume.list_volumes_detailed")
-async def list_volumes_detailed(call: Call) -> Reply:
-    auth = _auth(call)
-    items, more = await _listed_volumes(call, auth)
-    body: Doc = {"volumes": [_volume_view(call, v, auth) for v in items]}
-    links = _next_links(call, items, more, f"/v3/{_project(call, auth)}/volumes/detail")
-    if links:
-        body["volumes_links"] = links
-    return _reply(200, body)
-
-
 # -- volumes ---------------------------------------------------------------------------------
-
-
-@behaviour("volume.show_volume")
-async def show_volume(call: Call) -> Reply:
-    auth = _auth(call)
-    volume = await _visible_volume(call, auth, call.path_params.get("volume_id", ""))
-    return _reply(200, {"volume": _volume_view(call, volume, auth)})
 
 
 def _size(value: Any) -> int:
@@ -773,26 +641,7 @@ async def create_volume(call: Call) -> Reply:
         logger.error("could not ask the scheduler to create volume %s: %s", volume["id"], exc)
         volume = await _set_status(store, volume["id"], "error") or volume
     call.vars["volume"] = volume
-    return _reply(202, {"volume": _volume_view(call, volume, auth)})
-
-
-@behaviour("volume.update_volume")
-async def update_volume(call: Call) -> Reply:
-    auth = _auth(call)
-    volume_id = call.path_params.get("volume_id", "")
-    await _visible_volume(call, auth, volume_id)
-    req = _body_of(call, "volume")
-    changes: Doc = {}
-    for key, alias in (("name", "display_name"), ("description", "display_description")):
-        for field in (alias, key):  # the new name wins over the old alias
-            if field in req:
-                changes[key] = _string(field, req[field])
-    if "metadata" in req:
-        changes["metadata"] = _metadata(req["metadata"])
-    new = await _update_cas(_store(call), "volumes", volume_id, lambda _d: changes)
-    if new is None:
-        raise _volume_not_found(volume_id)
-    return _reply(200, {"volume": _volume_view(call, new, auth)})
+    return _reply(202, {"volume": _rendered(call, volume)})
 
 
 @behaviour("volume.delete_volume")

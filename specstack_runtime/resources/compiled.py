@@ -44,6 +44,7 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "action": (400, "Unknown action {action}."),
     "bad_limit": (400, "Invalid limit {value}: it must be a non-negative integer."),
     "bad_marker": (404, "Marker {value} could not be found."),
+    "bad_offset": (400, "Invalid offset {value}: it must be a non-negative integer."),
     "bad_sort": (400, "Invalid sort key {value}."),
     "bad_filter": (400, "Invalid value {value} for the filter {field}: {reason}."),
     "item_missing": (404, "{value} is not in the {field} of {resource} {id}."),
@@ -131,6 +132,11 @@ class Compiled:
         """What an extra attribute's value must match (None: anything)."""
         schema = self.res.extra_schema
         return jsonschema_rs.validator_for(schema) if schema else None
+
+    @cached_property
+    def aliases(self) -> dict[str, str]:
+        """Request attribute -> the field it stands for (cinder's display_name for name)."""
+        return {f.name: f.alias for f in self.res.fields if f.alias}
 
     @cached_property
     def stored(self) -> tuple[str, ...]:
