@@ -196,6 +196,7 @@ class DeleteRule(Node):
     field: str
     status: int | None = None
     message: str | None = None
+    kind: str | None = None
     where: str | None = None  # CEL over the referring row: only those rows count
 
 
@@ -204,6 +205,8 @@ class ActionCheck(Node):
 
     expr: str
     message: str
+    status: int | None = None  # default: 400 for `accept`, 409 for `require`
+    kind: str | None = None
 
 
 class ErrorText(Node):
@@ -220,6 +223,7 @@ class Guard(Node):
     unless: str | None = None  # a policy rule: callers it allows are not refused
     status: int = 409
     message: str
+    kind: str | None = None
 
 
 class ResourceAction(Node):
@@ -241,6 +245,8 @@ class ResourceAction(Node):
     when: str | None = None  # CEL: the action applies only if this holds
     status: int = 202
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
+    policy: str | None = None  # a policy rule: others get 403 before anything is looked at
+    quotas: tuple[str, ...] = ()  # quotas the changed row is counted against again (403/413)
 
 
 class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by` at start-up

@@ -60,7 +60,7 @@ async def delete_volume(flow: Flow) -> None:
 
 
 async def volume_action(flow: Flow) -> None:
-    """operation volumeAction: behaviour volume.volume_action."""
+    """operation volumeAction: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -219,12 +219,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="volumeAction",
-        behaviour="volume.volume_action",
+        behaviour="resource.serve",
         on_error=None,
         run=volume_action,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "action"},
     ),
     "getVolumeLimits": HandlerSpec(
         component=COMPONENT,

@@ -352,6 +352,8 @@ def _resource(
                     when=a.get("when"),
                     status=a.get("status", 202),
                     conflict=ir.ErrorText(**a["conflict"]) if a.get("conflict") else None,
+                    policy=a.get("policy"),
+                    quotas=tuple(a.get("quotas", ())),
                 )
             )
         states = ir.StateMachine(

@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.messaging import InvalidMessage, check, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import quotas, views
+from specstack_runtime.resources import access, deleting, guards, quotas, views
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store, utcnow
@@ -72,29 +73,6 @@ DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
 DEFAULT_TYPE_NAME = "__DEFAULT__"
 DEFAULT_TYPE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "specstack:volume-type:__DEFAULT__"))
 BACKEND_NAME = "file"  # shown in os-vol-host-attr:host as host@backend#pool
-DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
-VOLUME_STATUSES = (
-    "creating",
-    "available",
-    "reserved",
-    "attaching",
-    "detaching",
-    "in-use",
-    "maintenance",
-    "deleting",
-    "awaiting-transfer",
-    "error",
-    "error_deleting",
-    "backing-up",
-    "restoring-backup",
-    "error_backing-up",
-    "error_restoring",
-    "error_extending",
-    "downloading",
-    "uploading",
-    "retyping",
-    "extending",
-)
 VOLUME_SORT_KEYS = (
     "id",
     "name",
@@ -646,32 +624,19 @@ async def create_volume(call: Call) -> Reply:
 
 @behaviour("volume.delete_volume")
 async def delete_volume(call: Call) -> Reply:
-    """202; the back end removes the file and the row (at once when the volume has no host)."""
-    auth = _auth(call)
+    """202; the back end removes the file and the row (at once when the volume has no host).
+    What may be deleted is the spec's (the volume's `refuse` and `delete.refuse` rules)."""
+    rc = engine_call(call, VOLUME)
+    volume = await access.modifiable(rc)
+    guards.check(rc, "delete", volume)
+    await deleting.refusals(rc, volume)
     store = _store(call)
-    volume_id = call.path_params.get("volume_id", "")
-    volume = await _visible_volume(call, auth, volume_id)
-    force = call.q("force") is not None and _parse_bool("force", call.q("force"))
-    if call.q("cascade") is not None:
-        _parse_bool("cascade", call.q("cascade"))  # no snapshots exist: nothing to cascade
-    if force and not auth.is_admin:
-        raise Forbidden(
-            "Policy doesn't allow volume:force_delete to be performed.", kind="PolicyNotAuthorized"
-        )
-    attachments = await store.list("attachments", {"volume_id": volume_id})
-    if not force and (volume["status"] not in DELETABLE or attachments):
-        raise _invalid_volume(
-            "Volume status must be available or error or error_restoring or error_extending or "
-            "error_managing and must not be migrating, attached, belong to a group, have "
-            f"snapshots or be disassociated from snapshots after volume transfer. (volume "
-            f"{volume_id} is {volume['status']})"
-        )
-    allowed = None if force else DELETABLE
-    deleting = await _set_status(store, volume_id, "deleting", expect=allowed)
-    if deleting is None:
+    volume_id = volume["id"]
+    gone = await _set_status(store, volume_id, "deleting", expect=(volume["status"],))
+    if gone is None:
         raise _invalid_volume(f"Volume {volume_id} changed state meanwhile; it cannot be deleted.")
-    call.vars["volume"] = deleting
-    host = deleting.get("host")
+    call.vars["volume"] = gone
+    host = gone.get("host")
     if not host:
         await _remove_volume_rows(store, volume_id)
         return _reply(202, None)
@@ -699,102 +664,51 @@ def _detach_entry(volume: Doc, attachment_id: str) -> Doc:
     return {"attachments": [], "status": "available", "attach_status": "detached"}
 
 
-async def _action_reserve(call: Call, volume: Doc, _arg: Any) -> Reply:
-    if await _set_status(_store(call), volume["id"], "attaching", expect=("available",)) is None:
-        raise _invalid_volume(
-            f"Volume status must be available to reserve, but the status is {volume['status']}."
-        )
-    return _reply(202, None)
-
-
-async def _action_unreserve(call: Call, volume: Doc, _arg: Any) -> Reply:
-    target = "in-use" if volume.get("attachments") else "available"
-    await _set_status(_store(call), volume["id"], target, expect=("attaching", "reserved"))
-    return _reply(202, None)
-
-
-async def _action_begin_detaching(call: Call, volume: Doc, _arg: Any) -> Reply:
-    if await _set_status(_store(call), volume["id"], "detaching", expect=("in-use",)) is None:
-        raise _invalid_volume(
-            "Unable to detach volume. Volume status must be 'in-use' and "
-            "attach_status must be 'attached' to detach."
-        )
-    return _reply(202, None)
-
-
-async def _action_roll_detaching(call: Call, volume: Doc, _arg: Any) -> Reply:
-    await _set_status(_store(call), volume["id"], "in-use", expect=("detaching",))
-    return _reply(202, None)
-
-
-async def _action_attach(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict) or not isinstance(arg.get("mountpoint"), str):
-        raise BadRequest(
-            "Invalid request to attach volume: mountpoint is required.", kind="InvalidInput"
-        )
-    instance = _string("instance_uuid", arg.get("instance_uuid"))
-    host_name = _string("host_name", arg.get("host_name"))
-    if not instance and not host_name:
-        raise BadRequest(
-            "Invalid request to attach volume to an invalid target: give "
-            "instance_uuid or host_name.",
-            kind="InvalidInput",
-        )
-    mode = arg.get("mode", "rw")
-    if mode not in ("rw", "ro"):
-        raise BadRequest(
-            "Invalid request to attach volume with an invalid mode. Attaching "
-            "mode should be 'rw' or 'ro'.",
-            kind="InvalidInput",
-        )
-    store = _store(call)
+@behaviour("volume.record_attach")
+async def record_attach(event: ResourceEvent) -> None:
+    """os-attach (nova's old attach API), once the volume went in-use: the attachment row
+    and the volume's entry for it (the spec's `accept` checked the argument)."""
+    arg = event.call.body[event.point]
+    volume = event.doc
+    store = _store(event.call)
     now = utcnow()
     att: Doc = {
         "id": str(uuid.uuid4()),
         "volume_id": volume["id"],
         "project_id": volume["project_id"],
-        "instance_uuid": instance,
+        "instance_uuid": arg.get("instance_uuid"),
         "attach_status": "attached",
-        "attach_mode": mode,
+        "attach_mode": arg.get("mode", "rw"),
         "connector": None,
         "connection_info": None,
         "attached_at": now,
         "detached_at": "",
-        "attached_host": host_name,
+        "attached_host": arg.get("host_name"),
         "mountpoint": arg["mountpoint"],
     }
     entry = {
         "id": volume["id"],
         "attachment_id": att["id"],
         "volume_id": volume["id"],
-        "server_id": instance,
-        "host_name": host_name,
+        "server_id": att["instance_uuid"],
+        "host_name": att["attached_host"],
         "device": arg["mountpoint"],
         "attached_at": _naive(now),
     }
-
-    def change(doc: Doc) -> Doc:
-        if doc["status"] not in ("available", "attaching", "reserved"):
-            raise _invalid_volume(
-                f"Volume {doc['id']} status must be available or attaching "
-                f"to attach, but the current status is {doc['status']}."
-            )
-        return {
-            "status": "in-use",
-            "attach_status": "attached",
-            "attachments": [*(doc.get("attachments") or []), entry],
-        }
-
     await store.create("attachments", att)
-    try:
-        await _update_cas(store, "volumes", volume["id"], change)
-    except BaseException:
-        await store.delete("attachments", att["id"])
-        raise
-    return _reply(202, None)
+    await _update_cas(
+        store,
+        "volumes",
+        volume["id"],
+        lambda d: {"attachments": [*(d["attachments"] or []), entry]},
+    )
 
 
-async def _action_detach(call: Call, volume: Doc, arg: Any) -> Reply:
+@behaviour("volume.detach")
+async def detach(event: ResourceEvent) -> None:
+    """os-detach: the volume's (only, or named) attachment unexported and removed."""
+    call, volume = event.call, event.doc
+    arg = call.body.get(event.point) if isinstance(call.body, dict) else None
     store = _store(call)
     wanted = arg.get("attachment_id") if isinstance(arg, dict) else None
     rows = await store.list("attachments", {"volume_id": volume["id"]})
@@ -812,54 +726,6 @@ async def _action_detach(call: Call, volume: Doc, arg: Any) -> Reply:
     await _unexport(call, volume, att)
     await store.delete("attachments", att["id"])
     await _update_cas(store, "volumes", volume["id"], lambda d: _detach_entry(d, att["id"]))
-    return _reply(202, None)
-
-
-async def _action_extend(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict) or "new_size" not in arg:
-        raise BadRequest("Invalid input: os-extend needs new_size.", kind="InvalidInput")
-    new_size = _size(arg["new_size"])
-    if volume["status"] != "available":
-        raise _invalid_volume(
-            f"Volume status must be 'available' to extend, but the current "
-            f"status is: {volume['status']}."
-        )
-    if new_size <= int(volume["size"]):
-        raise BadRequest(
-            f"Invalid input received: New size for extend must be greater than "
-            f"current size. (current: {volume['size']}, extended: {new_size}).",
-            kind="InvalidInput",
-        )
-    store = _store(call)
-    used = sum(
-        int(v.get("size") or 0)
-        for v in await store.list("volumes", {"project_id": volume["project_id"]})
-    )
-    limit = _gigabytes_limit(call)
-    if 0 <= limit < used + new_size - int(volume["size"]):
-        raise PayloadTooLarge(
-            f"Requested volume or snapshot exceeds allowed gigabytes quota. "
-            f"Requested {new_size - int(volume['size'])}G, quota is "
-            f"{limit}G and {used}G has been consumed.",
-            kind="VolumeSizeExceedsAvailableQuota",
-        )
-    size_before = volume["size"]
-
-    def change(doc: Doc) -> Doc:
-        if doc["status"] != "available" or doc["size"] != size_before:
-            raise _invalid_volume(f"Volume {doc['id']} changed meanwhile; extend it again.")
-        return {"size": new_size}
-
-    await _update_cas(store, "volumes", volume["id"], change)
-    return _reply(202, None)
-
-
-async def _action_set_bootable(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict) or "bootable" not in arg:
-        raise BadRequest("Must specify bootable in request.", kind="InvalidInput")
-    bootable = _parse_bool("bootable", arg["bootable"])
-    await _update_cas(_store(call), "volumes", volume["id"], lambda _d: {"bootable": bootable})
-    return _reply(202, None)
 
 
 def _connector(value: Any) -> Doc:
@@ -880,99 +746,6 @@ def _check_export_payload(rt: ServiceRuntime, payload: Doc) -> None:
         check(rt.info, EXPORT_MESSAGE, "payload", payload)
     except InvalidMessage as exc:
         raise BadRequest(f"Invalid connector: {exc}", kind="InvalidInput") from None
-
-
-async def _action_initialize_connection(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict):
-        raise BadRequest("Must specify 'connector'.", kind="InvalidInput")
-    connector = _connector(arg.get("connector"))
-    if volume["status"] not in ("available", "attaching", "reserved", "in-use") or not volume.get(
-        "host"
-    ):
-        raise _invalid_volume(
-            f"Volume {volume['id']} in status {volume['status']} cannot be connected."
-        )
-    payload = {
-        "volume_id": volume["id"],
-        "attachment_id": str(uuid.uuid4()),
-        "connector": connector,
-    }
-    _check_export_payload(call.rt, payload)
-    reply = await _backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
-    return _reply(200, {"connection_info": reply["connection_info"]})
-
-
-async def _action_terminate_connection(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict):
-        raise BadRequest("Must specify 'connector'.", kind="InvalidInput")
-    _connector(arg.get("connector"))
-    return _reply(202, None)  # the file back end keeps no per-connector state
-
-
-async def _action_reset_status(call: Call, volume: Doc, arg: Any) -> Reply:
-    auth = call.require_auth()
-    if not auth.is_admin:
-        raise Forbidden(
-            "Policy doesn't allow volume_extension:volume_admin_actions:reset_status "
-            "to be performed.",
-            kind="PolicyNotAuthorized",
-        )
-    if not isinstance(arg, dict) or not arg:
-        raise BadRequest(
-            "Must specify 'status', 'attach_status' or 'migration_status' for update.",
-            kind="InvalidInput",
-        )
-    changes: Doc = {}
-    if "status" in arg:
-        if arg["status"] not in VOLUME_STATUSES:
-            raise BadRequest(
-                f"Invalid input received: Status {arg['status']!r} is not a volume status.",
-                kind="InvalidInput",
-            )
-        changes["status"] = arg["status"]
-    if "attach_status" in arg:
-        if arg["attach_status"] not in ("attached", "detached"):
-            raise BadRequest(
-                f"Invalid input received: Attach status {arg['attach_status']!r} "
-                "must be attached or detached.",
-                kind="InvalidInput",
-            )
-        changes["attach_status"] = arg["attach_status"]
-    if "migration_status" in arg:
-        changes["migration_status"] = _string("migration_status", arg["migration_status"])
-    await _update_cas(_store(call), "volumes", volume["id"], lambda _d: changes)
-    return _reply(202, None)
-
-
-Action = Callable[[Call, Doc, Any], Awaitable[Reply]]
-ACTIONS: Mapping[str, Action] = {
-    "os-reserve": _action_reserve,
-    "os-unreserve": _action_unreserve,
-    "os-begin_detaching": _action_begin_detaching,
-    "os-roll_detaching": _action_roll_detaching,
-    "os-attach": _action_attach,
-    "os-detach": _action_detach,
-    "os-extend": _action_extend,
-    "os-set_bootable": _action_set_bootable,
-    "os-initialize_connection": _action_initialize_connection,
-    "os-terminate_connection": _action_terminate_connection,
-    "os-reset_status": _action_reset_status,
-}
-
-
-@behaviour("volume.volume_action")
-async def volume_action(call: Call) -> Reply:
-    """POST .../volumes/{id}/action with exactly one action key."""
-    auth = _auth(call)
-    volume = await _visible_volume(call, auth, call.path_params.get("volume_id", ""))
-    body = call.body
-    if not isinstance(body, dict) or len(body) != 1:
-        raise BadRequest("The request body must hold exactly one action.", kind="InvalidInput")
-    ((name, arg),) = body.items()
-    handler = ACTIONS.get(name)
-    if handler is None:
-        raise BadRequest(f"There is no such action: {name}", kind="InvalidInput")
-    return await handler(call, volume, arg)
 
 
 # -- attachments -----------------------------------------------------------------------------

@@ -42,6 +42,7 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "in_use": (409, "{title} {id} is in use."),
     "state": (409, "Cannot '{action}' {resource} {id} while it is in {field} {state}."),
     "action": (400, "Unknown action {action}."),
+    "action_forbidden": (403, "Policy doesn't allow {rule} to be performed."),
     "bad_limit": (400, "Invalid limit {value}: it must be a non-negative integer."),
     "bad_marker": (404, "Marker {value} could not be found."),
     "bad_offset": (400, "Invalid offset {value}: it must be a non-negative integer."),

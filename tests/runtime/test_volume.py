@@ -428,7 +428,7 @@ def test_volume_actions(tmp_path: Path) -> None:
 
         async def action(body: Any, status: int = 202, who: AuthContext = USER) -> Any:
             result, _ = await c.op(
-                vol.volume_action,
+                served,
                 "volumeAction",
                 status,
                 who=who,
@@ -439,7 +439,7 @@ def test_volume_actions(tmp_path: Path) -> None:
 
         async def refused(body: Any, status: int = 400) -> None:
             await expect_error(
-                vol.volume_action(
+                served(
                     make_call(c.api, "volumeAction", body=body, path_params=c.pp(volume_id=vid))
                 ),
                 status,
@@ -486,7 +486,7 @@ def test_volume_actions(tmp_path: Path) -> None:
         await action({"os-reset_status": {"status": "error"}}, who=ADMIN)
         assert (await c.row(vid) or {})["status"] == "error"
         await expect_error(
-            vol.volume_action(
+            served(
                 make_call(
                     c.api,
                     "volumeAction",
@@ -941,11 +941,11 @@ def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -
                 lambda v: {"volume": {"metadata": v}},
                 {"volume_id": vid},
             ),
-            (vol.volume_action, "volumeAction", lambda v: {"os-extend": v}, {"volume_id": vid}),
-            (vol.volume_action, "volumeAction", lambda v: {"os-attach": v}, {"volume_id": vid}),
-            (vol.volume_action, "volumeAction", lambda v: {"os-detach": v}, {"volume_id": vid}),
+            (served, "volumeAction", lambda v: {"os-extend": v}, {"volume_id": vid}),
+            (served, "volumeAction", lambda v: {"os-attach": v}, {"volume_id": vid}),
+            (served, "volumeAction", lambda v: {"os-detach": v}, {"volume_id": vid}),
             (
-                vol.volume_action,
+                served,
                 "volumeAction",
                 lambda v: {"os-initialize_connection": v},
                 {"volume_id": vid},
