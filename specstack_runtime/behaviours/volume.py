@@ -45,7 +45,6 @@ from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.errors import (
     ApiError,
     BadRequest,
-    Forbidden,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -60,6 +59,7 @@ from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store, utcnow
 
 VOLUME = "volume"  # the resource (spec/resources/block-storage.yaml) of cinder's volumes
+ATTACHMENT = "attachment"  # its attachments (the attachment API's rows)
 GIGABYTES = "gigabytes"  # its quota of the volumes' sizes
 
 logger = logging.getLogger(__name__)
@@ -109,29 +109,9 @@ def _gigabytes_limit(call: Call) -> int:
     return quotas.limit_of(rc, rc.catalog.quotas[GIGABYTES])
 
 
-def _privileged(auth: AuthContext) -> bool:
-    """Administrators and service users (nova) act on every project's volumes."""
-    return auth.is_admin or auth.has_role("service")
-
-
 def _auth(call: Call) -> AuthContext:
-    """The caller, after checking that the path's project is theirs (or they are privileged)."""
-    auth = call.require_auth()
-    project = call.path_params.get("project_id")
-    if project is not None and project != auth.project_id and not _privileged(auth):
-        raise Forbidden(
-            f"Policy doesn't allow access to the resources of project {project}.",
-            kind="PolicyNotAuthorized",
-        )
-    return auth
-
-
-def _base_url(call: Call) -> str:
-    host = call.header("host")
-    if host:
-        return f"{call.header('x-forwarded-proto') or 'http'}://{host}"
-    api = call.rt.info.components.get(call.rt.component, {}).get("api")
-    return call.rt.info.endpoint(api, call.rt.config) if api else ""
+    """The caller (the operation's policy rule has checked the path's project)."""
+    return call.require_auth()
 
 
 def _project(call: Call, auth: AuthContext) -> str:
@@ -254,10 +234,8 @@ class _StatusChanged(Exception):
 
 
 async def _visible_volume(call: Call, auth: AuthContext, volume_id: str) -> Doc:
-    volume = await _store(call).get("volumes", volume_id)
-    if volume is None or (not _privileged(auth) and volume.get("project_id") != auth.project_id):
-        raise _volume_not_found(volume_id)
-    return volume
+    """The volume, if the caller may see it (the spec's scope); 404 otherwise."""
+    return await access.lookup(engine_call(call, VOLUME), volume_id)
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -292,7 +270,7 @@ def _version_doc(call: Call) -> Doc:
         "min_version": API_MICROVERSION,
         "updated": VERSION_UPDATED,
         "links": [
-            {"href": f"{_base_url(call)}/v3/", "rel": "self"},
+            {"href": f"{engine_call(call, VOLUME).base}/v3/", "rel": "self"},
             {"href": "https://docs.openstack.org/", "type": "text/html", "rel": "describedby"},
         ],
         "media-types": [
@@ -531,7 +509,7 @@ async def create_volume(call: Call) -> Reply:
     if req.get("source_volid") is not None:
         source_id = _string("source_volid", req["source_volid"]) or ""
         source = await store.get("volumes", source_id)
-        if source is None or (not _privileged(auth) and source["project_id"] != auth.project_id):
+        if source is None or not access.visible(engine_call(call, VOLUME), source):
             raise NotFound(f"Source volume {source_id} could not be found.", kind="VolumeNotFound")
         if source["status"] not in ("available", "in-use"):
             raise _invalid_volume(
@@ -752,12 +730,8 @@ def _check_export_payload(rt: ServiceRuntime, payload: Doc) -> None:
 
 
 async def _visible_attachment(call: Call, auth: AuthContext, attachment_id: str) -> Doc:
-    att = await _store(call).get("attachments", attachment_id)
-    if att is None or (not _privileged(auth) and att.get("project_id") != auth.project_id):
-        raise NotFound(
-            f"VolumeAttachment {attachment_id} could not be found.", kind="VolumeAttachmentNotFound"
-        )
-    return att
+    """The attachment, if the caller may see it (the spec's scope); 404 otherwise."""
+    return await access.lookup(engine_call(call, ATTACHMENT), attachment_id)
 
 
 async def _backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc:
