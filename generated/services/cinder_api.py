@@ -35,7 +35,7 @@ async def list_volumes(flow: Flow) -> None:
 
 
 async def create_volume(flow: Flow) -> None:
-    """operation createVolume: behaviour volume.create_volume."""
+    """operation createVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -161,12 +161,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="createVolume",
-        behaviour="volume.create_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=create_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "create"},
     ),
     "listVolumesDetailed": HandlerSpec(
         component=COMPONENT,

@@ -46,7 +46,6 @@ from specstack_runtime.errors import (
     ApiError,
     BadRequest,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
     StepFailed,
 )
@@ -449,155 +448,77 @@ def _sort_page(
 # -- volumes ---------------------------------------------------------------------------------
 
 
-def _size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BadRequest(
-            f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
-            kind="InvalidInput",
-        )
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise BadRequest(
-            f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
-            kind="InvalidInput",
-        )
-    return size
+def _too_small(value: Any) -> BadRequest:
+    return BadRequest(
+        f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
+        kind="InvalidInput",
+    )
 
 
-@behaviour("volume.create_volume")
-async def create_volume(call: Call) -> Reply:
-    """POST /v3/{project_id}/volumes → 202 `creating`; casts create_volume to the scheduler."""
-    auth = _auth(call)
+@behaviour("volume.prepare_create")
+async def prepare_create(event: ResourceEvent) -> None:
+    """createVolume, before the row is written (the spec has checked each attribute): a clone
+    takes its source's size and bootable flag, the zone must be one the back ends' nodes are
+    in, the type is looked up by name or id (the default one otherwise), and the request's
+    scheduler hints are kept for the scheduler."""
+    call, volume = event.call, event.doc
     store = _store(call)
-    project = _project(call, auth)
-    req = _body_of(call, "volume")
     hints = (call.body or {}).get("OS-SCH-HNT:scheduler_hints")
     if hints is not None and not isinstance(hints, dict):
         raise BadRequest("Invalid scheduler hints: an object is expected.", kind="InvalidInput")
-    name = _string("display_name", req.get("display_name"))
-    if req.get("name") is not None:
-        name = _string("name", req["name"])
-    description = _string("display_description", req.get("display_description"))
-    if req.get("description") is not None:
-        description = _string("description", req["description"])
-    metadata = _metadata(req.get("metadata"))
-    for key, what in (
-        ("backup_id", "Backup"),
-        ("snapshot_id", "Snapshot"),
-        ("consistencygroup_id", "ConsistencyGroup"),
-        ("group_id", "Group"),
-    ):
-        ref = req.get(key)
-        if ref is not None:
-            raise NotFound(f"{what} {ref} could not be found.", kind=f"{what}NotFound")
-    image = req.get("imageRef") or req.get("image_id")
-    if image is not None:
-        raise BadRequest(
-            f"Invalid image {image}: creating a volume from an image is not "
-            "supported by this back end.",
-            kind="InvalidInput",
-        )
-    if req.get("multiattach") is not None and _parse_bool("multiattach", req["multiattach"]):
-        raise BadRequest(
-            "multiattach is not supported as a volume option; use a multiattach volume type.",
-            kind="InvalidInput",
-        )
-    source: Doc | None = None
-    if req.get("source_volid") is not None:
-        source_id = _string("source_volid", req["source_volid"]) or ""
-        source = await store.get("volumes", source_id)
-        if source is None or not access.visible(engine_call(call, VOLUME), source):
-            raise NotFound(f"Source volume {source_id} could not be found.", kind="VolumeNotFound")
+    volume["scheduler_hints"] = hints or {}
+    source_id = volume.get("source_volid")
+    source = await store.get("volumes", source_id) if source_id else None
+    if source is not None:  # the spec's `ref` found it visible
         if source["status"] not in ("available", "in-use"):
             raise _invalid_volume(
-                f"Source volume {source_id} status must be available or in-use "
+                f"Source volume {source['id']} status must be available or in-use "
                 f"to clone, but the current status is {source['status']}."
             )
-    if req.get("size") is None:
-        if source is None:
+        volume["bootable"] = bool(source.get("bootable"))
+        if volume.get("size") is None:
+            volume["size"] = int(source["size"])
+        elif volume["size"] < int(source["size"]):
             raise BadRequest(
-                "Invalid input received: Volume size '' must be an integer and greater than 0.",
-                kind="InvalidInput",
-            )
-        size = int(source["size"])
-    else:
-        size = _size(req["size"])
-        if source is not None and size < int(source["size"]):
-            raise BadRequest(
-                f"Invalid input received: Volume size {size}GB cannot be smaller "
+                f"Invalid input received: Volume size {volume['size']}GB cannot be smaller "
                 f"than the source volume size {source['size']}GB.",
                 kind="InvalidInput",
             )
-    zone = _string("availability_zone", req.get("availability_zone")) or DEFAULT_AVAILABILITY_ZONE
-    zones = _availability_zones(call.rt)
-    if zone not in zones:
+    if volume.get("size") is None:
+        raise _too_small("")
+    zone = volume.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
+    if zone not in _availability_zones(call.rt):
         raise BadRequest(
             f"Invalid input received: Availability zone '{zone}' is invalid.",
             kind="InvalidAvailabilityZone",
         )
-    type_ref = _string("volume_type", req.get("volume_type"))
-    vtype = await _find_type(store, type_ref) if type_ref else await _ensure_default_type(store)
+    volume["availability_zone"] = zone
+    ref = volume.get("volume_type")
+    vtype = await _find_type(store, ref) if ref else await _ensure_default_type(store)
     if vtype is None:
         raise NotFound(
-            f"Volume type with name {type_ref} could not be found.", kind="VolumeTypeNotFoundByName"
+            f"Volume type with name {ref} could not be found.", kind="VolumeTypeNotFoundByName"
         )
-    used = sum(
-        int(v.get("size") or 0) for v in await store.list("volumes", {"project_id": project})
-    )
-    limit = _gigabytes_limit(call)
-    if 0 <= limit < used + size:
-        raise PayloadTooLarge(
-            f"VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed "
-            f"gigabytes quota. Requested {size}G, quota is {limit}G and {used}G has "
-            "been consumed.",
-            kind="VolumeSizeExceedsAvailableQuota",
-        )
-    volume: Doc = {
-        "id": str(uuid.uuid4()),
-        "project_id": project,
-        "user_id": auth.user_id,
-        "name": name,
-        "description": description,
-        "size": size,
-        "status": "creating",
-        "attach_status": "detached",
-        "availability_zone": zone,
-        "bootable": bool(source.get("bootable")) if source else False,
-        "encrypted": False,
-        "multiattach": False,
-        "volume_type": vtype["name"],
-        "volume_type_id": vtype["id"],
-        "snapshot_id": None,
-        "source_volid": source["id"] if source else None,
-        "consistencygroup_id": None,
-        "replication_status": None,
-        "metadata": metadata,
-        "attachments": [],
-        "host": None,
-        "migration_status": None,
-        "scheduler_hints": hints or {},
-        "_rev": 0,
+    volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
+
+
+@behaviour("volume.schedule_new")
+async def schedule_new(event: ResourceEvent) -> None:
+    """createVolume, once the row is written: the scheduler is asked to place it (a volume
+    it cannot be asked about goes to error)."""
+    volume = event.doc
+    payload = {
+        "volume_id": volume["id"],
+        "size": volume["size"],
+        "availability_zone": volume["availability_zone"],
+        "volume_type": volume["volume_type"],
     }
-    volume = await store.create("volumes", volume)
     try:
-        await send(
-            call,
-            CREATE_MESSAGE,
-            {
-                "volume_id": volume["id"],
-                "size": size,
-                "availability_zone": zone,
-                "volume_type": vtype["name"],
-            },
-        )
+        await send(event.call, CREATE_MESSAGE, payload)
     except (BusError, InvalidMessage) as exc:
         logger.error("could not ask the scheduler to create volume %s: %s", volume["id"], exc)
-        volume = await _set_status(store, volume["id"], "error") or volume
-    call.vars["volume"] = volume
-    return _reply(202, {"volume": _rendered(call, volume)})
+        failed = await _set_status(_store(event.call), volume["id"], "error")
+        volume.update(failed or {"status": "error"})
 
 
 @behaviour("volume.delete_volume")

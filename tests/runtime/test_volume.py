@@ -114,7 +114,7 @@ class Cinder:
 
     async def available(self, size: int = 1, who: AuthContext = USER, **attrs: Any) -> str:
         body, _ = await self.op(
-            vol.create_volume,
+            served,
             "createVolume",
             202,
             who=who,
@@ -181,7 +181,7 @@ def test_version_documents(tmp_path: Path) -> None:
 
 def test_create_with_cli_nulls_is_scheduled_and_backed_by_a_sparse_file(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
-        body, call = await c.op(vol.create_volume, "createVolume", 202, body=CLI_CREATE)
+        body, call = await c.op(served, "createVolume", 202, body=CLI_CREATE)
         created = body["volume"]
         assert created["status"] == "creating" and created["bootable"] == "false"
         assert created["name"] == "v21" and created["size"] == 1
@@ -224,7 +224,7 @@ def test_project_scoping_and_listing(tmp_path: Path) -> None:
         mine = await c.available(name="a", metadata={"k": "v"})
         await c.available(name="b")
         theirs_body, _ = await c.op(
-            vol.create_volume,
+            served,
             "createVolume",
             202,
             who=OTHER,
@@ -294,10 +294,10 @@ def test_gigabytes_quota_from_the_spec_and_the_limits_report(tmp_path: Path) -> 
     async def scenario(c: Cinder) -> None:
         c.api.config.quotas = {"gigabytes": 3}  # spec/resources/block-storage.yaml's quota
         two = {"volume": {**CLI_CREATE["volume"], "size": 2}}
-        body, _ = await c.op(vol.create_volume, "createVolume", 202, body=two)
+        body, _ = await c.op(served, "createVolume", 202, body=two)
         await c.wait_status(body["volume"]["id"], "available")
         with pytest.raises(ApiError, match="quota is 3G and 2G has been consumed") as refused:
-            await c.op(vol.create_volume, "createVolume", 413, body=two)
+            await c.op(served, "createVolume", 413, body=two)
         assert refused.value.status == 413
         absolute = await limits(c)
         assert absolute["maxTotalVolumeGigabytes"] == 3 and absolute["totalGigabytesUsed"] == 2
@@ -331,7 +331,7 @@ def test_create_volume_rejects_bad_input(tmp_path: Path) -> None:
         ]
         for body, status in cases:
             await expect_error(
-                vol.create_volume(make_call(c.api, "createVolume", body=body, path_params=c.pp())),
+                served(make_call(c.api, "createVolume", body=body, path_params=c.pp())),
                 status,
             )
         assert await c.store.count("volumes") == 0
@@ -870,9 +870,7 @@ def test_scheduler_without_backends_marks_the_volume_error(tmp_path: Path) -> No
 
     async def main() -> None:
         async with cinder(tmp_path, stack_info(no_backend)) as c:
-            body, _ = await c.op(
-                vol.create_volume, "createVolume", 202, body={"volume": {"size": 1}}
-            )
+            body, _ = await c.op(served, "createVolume", 202, body={"volume": {"size": 1}})
             await c.wait_status(body["volume"]["id"], "error")
             # an errored volume without a host is deleted at once
             await c.op(
@@ -932,9 +930,9 @@ def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -
         targets: list[
             tuple[Callable[[Call], Awaitable[Reply]], str, Callable[[Any], Any], dict[str, str]]
         ] = [
-            (vol.create_volume, "createVolume", lambda v: {"volume": {"size": 1, "name": v}}, {}),
-            (vol.create_volume, "createVolume", lambda v: {"volume": {"size": v}}, {}),
-            (vol.create_volume, "createVolume", lambda v: {"volume": v}, {}),
+            (served, "createVolume", lambda v: {"volume": {"size": 1, "name": v}}, {}),
+            (served, "createVolume", lambda v: {"volume": {"size": v}}, {}),
+            (served, "createVolume", lambda v: {"volume": v}, {}),
             (
                 served,
                 "updateVolume",

@@ -9,7 +9,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime.behaviours import volume as vol
 from specstack_runtime.context import AuthContext
 from tests.runtime.netvol_fakes import (
     ADMIN,
@@ -113,7 +112,7 @@ def test_all_tenants_is_for_administrators_while_services_see_each_volume(
 ) -> None:
     async def scenario(c: Cinder) -> None:
         created, _ = await c.op(
-            vol.create_volume,
+            served,
             "createVolume",
             202,
             who=OTHER,
