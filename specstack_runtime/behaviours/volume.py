@@ -2,7 +2,11 @@
 
 Rows (tables `volumes`, `attachments`, `volume_types` of the cinder database,
 which cinder-api, cinder-scheduler and cinder-volume share) keep cinder's
-internal fields; the API renders them at microversion 3.0.
+internal fields. What a volume is (its fields, scope, lists, actions, delete rules,
+quota) is spec/resources/block-storage.yaml's, served by the resource engine; what is
+here is the algorithms it hooks (a clone's size, the zones, the type lookup, the
+scheduler's cast, os-attach/os-detach bookkeeping), deleting through the back end,
+volume types, the attachment API, the scheduler and the file back end.
 
 A volume's life: createVolume records it `creating` and casts `create_volume`
 to the scheduler; the scheduler picks a back-end host among the instances of the
@@ -51,7 +55,7 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.messaging import InvalidMessage, check, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, deleting, guards, quotas, views
+from specstack_runtime.resources import access, deleting, guards
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
@@ -59,7 +63,6 @@ from specstack_runtime.store import Store, utcnow
 
 VOLUME = "volume"  # the resource (spec/resources/block-storage.yaml) of cinder's volumes
 ATTACHMENT = "attachment"  # its attachments (the attachment API's rows)
-GIGABYTES = "gigabytes"  # its quota of the volumes' sizes
 
 logger = logging.getLogger(__name__)
 
@@ -102,22 +105,9 @@ def _store(source: Call | ServiceRuntime) -> Store:
     return rt.require_store()
 
 
-def _gigabytes_limit(call: Call) -> int:
-    """The project's gigabytes quota (spec/resources/block-storage.yaml; -1 unlimited)."""
-    rc = engine_call(call, VOLUME)
-    return quotas.limit_of(rc, rc.catalog.quotas[GIGABYTES])
-
-
 def _auth(call: Call) -> AuthContext:
     """The caller (the operation's policy rule has checked the path's project)."""
     return call.require_auth()
-
-
-def _project(call: Call, auth: AuthContext) -> str:
-    project = call.path_params.get("project_id") or auth.project_id
-    if not project:
-        raise BadRequest("A project-scoped token is required.", kind="InvalidInput")
-    return project
 
 
 def _reply(status: int, body: Any) -> Reply:
@@ -142,45 +132,6 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise BadRequest(
         f"Invalid value '{value}' for {name}: it must be a boolean.", kind="InvalidParameterValue"
     )
-
-
-def _string(name: str, value: Any, max_len: int = 255) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(
-            f"Invalid input for field/attribute {name}. Value: {value}. {value!r} is not a string.",
-            kind="ValidationError",
-        )
-    if len(value) > max_len:
-        raise BadRequest(
-            f"Invalid input for field/attribute {name}. Value: {value[:40]}... "
-            f"is longer than {max_len} characters.",
-            kind="ValidationError",
-        )
-    return value
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest(
-            "Invalid input for field/attribute metadata: it must be an object.",
-            kind="InvalidVolumeMetadata",
-        )
-    for key, val in value.items():
-        if not isinstance(key, str) or not key or len(key) > 255:
-            raise BadRequest(
-                f"Invalid metadata key {key!r}: 1 to 255 characters.",
-                kind="InvalidVolumeMetadataSize",
-            )
-        if not isinstance(val, str) or len(val) > 255:
-            raise BadRequest(
-                f"Invalid metadata value for {key!r}: a string of at most 255 characters.",
-                kind="InvalidVolumeMetadataSize",
-            )
-    return dict(value)
 
 
 def _body_of(call: Call, key: str) -> Doc:
@@ -238,11 +189,6 @@ async def _visible_volume(call: Call, auth: AuthContext, volume_id: str) -> Doc:
 
 
 # -- views -----------------------------------------------------------------------------------
-
-
-def _rendered(call: Call, volume: Doc) -> Doc:
-    """A volume as the API shows it (spec/resources/block-storage.yaml's fields)."""
-    return dict(views.render(engine_call(call, VOLUME), volume))
 
 
 def _attachment_view(att: Doc) -> Doc:
