@@ -448,6 +448,24 @@ async def prepare_create(event: ResourceEvent) -> None:
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
 
 
+@behaviour("volume.snapshot_of")
+async def snapshot_of(event: ResourceEvent) -> None:
+    """createSnapshot, before the row is written: the snapshot's size is its volume's, which
+    must be available (or in-use, with force)."""
+    snap = event.doc
+    volume = await _store(event.call).get("volumes", snap["volume_id"])
+    if volume is None:  # the spec's `ref` found it a moment ago
+        raise NotFound(f"Volume {snap['volume_id']} could not be found.", kind="VolumeNotFound")
+    force = _parse_bool("force", snap.pop("force", None) or False)
+    allowed = ("available", "in-use") if force else ("available",)
+    if volume["status"] not in allowed:
+        raise _invalid_volume(
+            f"Volume {volume['id']} status must be available, but the current status is "
+            f"{volume['status']}."
+        )
+    snap["size"] = int(volume["size"])
+
+
 @behaviour("volume.schedule_new")
 async def schedule_new(event: ResourceEvent) -> None:
     """createVolume, once the row is written: the scheduler is asked to place it (a volume

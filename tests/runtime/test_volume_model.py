@@ -272,3 +272,72 @@ def test_delete_is_refused_while_attached_unless_an_administrator_forces_it(
         assert await c.store.list("attachments", {"volume_id": vid}) == []
 
     run(tmp_path, scenario)
+
+
+def test_snapshots_keep_their_volume_and_count_against_their_quota(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        c.api.config.quotas = {"snapshots": 1}
+        vid = await c.available(size=2)
+        body = {"snapshot": {"volume_id": vid, "display_name": "s1", "metadata": {"k": "v"}}}
+        created = await _op(c, "createSnapshot", 202, body=body)
+        snap = created["snapshot"]
+        assert (snap["name"], snap["size"], snap["volume_id"]) == ("s1", 2, vid)
+        assert snap["status"] == "available" and snap["metadata"] == {"k": "v"}
+        path = {"snapshot_id": snap["id"]}
+        # the volume cannot go while it has a snapshot, even forced
+        await _refused(c, "deleteVolume", 400, path={"volume_id": vid}, kind="InvalidVolume")
+        await _refused(
+            c, "deleteVolume", 400, ADMIN, path={"volume_id": vid}, query={"force": "true"}
+        )
+        await _refused(
+            c,
+            "createSnapshot",
+            413,
+            body={"snapshot": {"volume_id": vid}},
+            match="snapshots",
+        )
+        limits = await _op(c, "getVolumeLimits", 200)
+        assert limits["limits"]["absolute"]["totalSnapshotsUsed"] == 1
+        assert limits["limits"]["absolute"]["maxTotalSnapshots"] == 1
+        updated = await _op(
+            c, "updateSnapshot", 200, path=path, body={"snapshot": {"name": "renamed"}}
+        )
+        assert updated["snapshot"]["name"] == "renamed"
+        listed = await _op(c, "listSnapshotsDetailed", 200, query={"volume_id": vid})
+        assert [s["id"] for s in listed["snapshots"]] == [snap["id"]]
+        assert (await _op(c, "listSnapshots", 200, query={"name": "s1"}))["snapshots"] == []
+        other = auth("f" * 32, user="u9")
+        theirs = {"project_id": "f" * 32, **path}
+        await _refused(c, "showSnapshot", 404, other, path=theirs, kind="SnapshotNotFound")
+        await _op(c, "deleteSnapshot", 202, path=path)
+        await _refused(c, "showSnapshot", 404, path=path)
+        await _op(c, "deleteVolume", 202, path={"volume_id": vid})
+        await c.wait_gone(vid)
+
+    run(tmp_path, scenario)
+
+
+def test_a_snapshot_needs_an_available_volume_unless_forced(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        await _refused(
+            c,
+            "createSnapshot",
+            404,
+            body={"snapshot": {"volume_id": "4b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77"}},
+        )
+        await _refused(c, "createSnapshot", 400, body={"snapshot": {"name": "no volume"}})
+        await c.store.update("volumes", vid, {"status": "in-use"})
+        await _refused(
+            c, "createSnapshot", 400, body={"snapshot": {"volume_id": vid}}, kind="InvalidVolume"
+        )
+        await _refused(
+            c, "createSnapshot", 400, body={"snapshot": {"volume_id": vid, "force": "maybe"}}
+        )
+        forced = await _op(
+            c, "createSnapshot", 202, body={"snapshot": {"volume_id": vid, "force": True}}
+        )
+        assert forced["snapshot"]["volume_id"] == vid
+        assert await c.store.count("snapshots") == 1
+
+    run(tmp_path, scenario)
