@@ -188,9 +188,7 @@ class ResourceFilter(Node):
     requires: str | None = None  # a policy rule: others get 403 for using the filter
 
 
-class DeleteRule(Node):
-    """What deleting a row does to the rows of `resource` whose `field` names it."""
-
+class DeleteRule(Node):  # what deleting a row does to the rows of `resource` whose `field` names it
     action: Literal["refuse", "cascade", "clear"]
     resource: str
     field: str
@@ -200,24 +198,17 @@ class DeleteRule(Node):
     where: str | None = None  # CEL over the referring row: only those rows count
 
 
-class ActionCheck(Node):
-    """A condition an action needs (CEL), and the message when it does not hold."""
-
-    expr: str
-    message: str
-    status: int | None = None  # default: 400 for `accept`, 409 for `require`
-    kind: str | None = None
-
-
 class ErrorText(Node):
     message: str
     kind: str | None = None
     status: int | None = None
 
 
-class Guard(Node):
-    """An operation refused while a condition holds (a protected image cannot be deleted)."""
+class ActionCheck(ErrorText):  # a condition (CEL) an action needs; status: 400 accept, 409 require
+    expr: str
 
+
+class Guard(Node):  # an operation refused while a condition holds (a protected image's delete)
     on: tuple[str, ...]  # engine actions (create, update, delete) or state-machine actions
     when: str  # CEL over doc (the row; on create the new row) and changes
     unless: str | None = None  # a policy rule: callers it allows are not refused
