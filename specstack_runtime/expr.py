@@ -16,7 +16,7 @@ instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `hexdigest("sha224", s)` a hash;
-`now()` the current time as OpenStack writes it. `data` holds the resource's
+`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID. `data` holds the resource's
 constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
 """
@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -103,6 +104,10 @@ def _flatten(items: list[Any]) -> list[Any]:
     return out
 
 
+def _uuid4() -> str:
+    return str(uuid.uuid4())
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -122,6 +127,7 @@ def _env() -> Any:
             ],
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
+        cel.FunctionDecl("uuid4", [cel.Overload("uuid4_", cel.Type.STRING, [], impl=_uuid4)]),
         cel.FunctionDecl(
             "flatten",
             [

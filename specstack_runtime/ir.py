@@ -147,6 +147,7 @@ class ResourceField(Node):
     hash: str | None = None
     store_as: str | None = None
     merge: bool = False
+    alias: str | None = None  # a request attribute of this name is taken as that field's
     in_schema: bool = True
     render: str | None = None  # CEL: how the stored value is shown
     optional: bool = False  # left out of answers when it has no value
@@ -180,28 +181,21 @@ class ResourceFilter(Node):
         "ignore",
         "eq_or_in",
         "compare",
+        "subset",
     ]
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
 
 
-class DeleteRule(Node):
-    """What deleting a row does to the rows of `resource` whose `field` names it."""
-
+class DeleteRule(Node):  # what deleting a row does to the rows of `resource` whose `field` names it
     action: Literal["refuse", "cascade", "clear"]
     resource: str
     field: str
     status: int | None = None
     message: str | None = None
+    kind: str | None = None
     where: str | None = None  # CEL over the referring row: only those rows count
-
-
-class ActionCheck(Node):
-    """A condition an action needs (CEL), and the message when it does not hold."""
-
-    expr: str
-    message: str
 
 
 class ErrorText(Node):
@@ -210,14 +204,17 @@ class ErrorText(Node):
     status: int | None = None
 
 
-class Guard(Node):
-    """An operation refused while a condition holds (a protected image cannot be deleted)."""
+class ActionCheck(ErrorText):  # a condition (CEL) an action needs; status: 400 accept, 409 require
+    expr: str
 
+
+class Guard(Node):  # an operation refused while a condition holds (a protected image's delete)
     on: tuple[str, ...]  # engine actions (create, update, delete) or state-machine actions
     when: str  # CEL over doc (the row; on create the new row) and changes
     unless: str | None = None  # a policy rule: callers it allows are not refused
     status: int = 409
     message: str
+    kind: str | None = None
 
 
 class ResourceAction(Node):
@@ -239,6 +236,8 @@ class ResourceAction(Node):
     when: str | None = None  # CEL: the action applies only if this holds
     status: int = 202
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
+    policy: str | None = None  # a policy rule: others get 403 before anything is looked at
+    quotas: tuple[str, ...] = ()  # quotas the changed row is counted against again (403/413)
 
 
 class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by` at start-up
@@ -288,6 +287,7 @@ class Resource(Node):
     default_sort: tuple[str, ...]
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
+    list_all_rule: str | None = None  # who may use list_all (default: see_all)
     states: StateMachine | None
     hooks: dict[str, str]
     errors: dict[str, ErrorText]
@@ -356,6 +356,8 @@ class Conventions(Node):
     unknown_filters: Literal["ignore", "reject"] = "ignore"
     fields_param: str | None = None
     default_limit: int | None = None  # the page size when the request gives no limit
+    offset: bool = False  # lists also skip `offset` rows (cinder)
+    sort_dir: Literal["asc", "desc"] = "asc"  # the direction of a sort key given without one
     patch_ops: tuple[str, ...] = ("add", "remove", "replace", "move", "copy", "test")
     errors: dict[str, ErrorText] = {}
 

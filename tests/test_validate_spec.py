@@ -200,3 +200,50 @@ def test_a_recovery_rule_needs_a_component_of_the_resources_database(
     assert f"{at('compute.discard_builds')}" in err
     assert "unknown behaviour 'compute.discard_builds'; did you mean 'compute.discard_build'" in err
     assert "unknown message 'stop_instances'; did you mean 'stop_instance'" in err
+
+
+def test_cinder_resource_keys_are_checked_where_they_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field alias, an action's policy rule and quota, a list's all_rule: each name they
+    use must be declared, and a wrong one is reported at its FILE:LINE:COL."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    volumes = spec / "resources" / "block-storage.yaml"
+    text = volumes.read_text("utf-8")
+    edits = {
+        "display_name: {alias: name}": "display_name: {alias: nom}",
+        "quotas: [gigabytes]": "quotas: [gigabites]",
+        "policy: 'rule:volume_extension:volume_admin_actions:reset_status'": (
+            "policy: 'rule:reset_anything'"
+        ),
+        "all_rule: 'rule:admin'": "all_rule: 'rule:admins'",
+    }
+    for old, new in edits.items():  # the first (the volume's) of each
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    volumes.write_text(text, "utf-8")
+    lines = text.splitlines()
+
+    def at(snippet: str) -> str:
+        line = next(n for n, t in enumerate(lines, 1) if snippet in t)
+        return f"resources/block-storage.yaml:{line}:"
+
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert f"{at('alias: nom')}" in err and "alias: 'nom' is not another field of volume" in err
+    assert f"{at('quotas: [gigabites]')}" in err
+    assert "unknown quota 'gigabites'; did you mean 'gigabytes'?" in err
+    assert f"{at('rule:reset_anything')}" in err
+    assert "rule:reset_anything is not a rule of spec/policy.yaml" in err
+    assert f"{at('rule:admins')}" in err and "rule:admins is not a rule" in err
+
+    # an operator the engine does not know is the schema's error, at the filter
+    text = volumes.read_text("utf-8").replace("metadata: subset", "metadata: superset")
+    volumes.write_text(text, "utf-8")
+    lines = text.splitlines()
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert at("metadata: superset") in err and "subset" in err

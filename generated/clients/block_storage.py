@@ -218,6 +218,144 @@ class BlockStorageClient(BoundClient):
         )
         return ApiResponse(response, models.VolumeConnectionResponse, 200)
 
+    async def list_snapshots(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SnapshotList]:
+        """GET /v3/{project_id}/snapshots: List snapshots"""
+        response = await self._call(
+            "listSnapshots",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SnapshotList, 200)
+
+    async def create_snapshot(
+        self,
+        project_id: str,
+        *,
+        body: models.SnapshotCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SnapshotResponse]:
+        """POST /v3/{project_id}/snapshots: Create a snapshot"""
+        response = await self._call(
+            "createSnapshot",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SnapshotResponse, 202)
+
+    async def list_snapshots_detailed(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SnapshotList]:
+        """GET /v3/{project_id}/snapshots/detail: List snapshots with details"""
+        response = await self._call(
+            "listSnapshotsDetailed",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SnapshotList, 200)
+
+    async def show_snapshot(
+        self,
+        project_id: str,
+        snapshot_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SnapshotResponse]:
+        """GET /v3/{project_id}/snapshots/{snapshot_id}: Show a snapshot"""
+        response = await self._call(
+            "showSnapshot",
+            {
+                "project_id": project_id,
+                "snapshot_id": snapshot_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SnapshotResponse, 200)
+
+    async def update_snapshot(
+        self,
+        project_id: str,
+        snapshot_id: str,
+        *,
+        body: models.SnapshotUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SnapshotResponse]:
+        """PUT /v3/{project_id}/snapshots/{snapshot_id}: Update a snapshot"""
+        response = await self._call(
+            "updateSnapshot",
+            {
+                "project_id": project_id,
+                "snapshot_id": snapshot_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SnapshotResponse, 200)
+
+    async def delete_snapshot(
+        self,
+        project_id: str,
+        snapshot_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v3/{project_id}/snapshots/{snapshot_id}: Delete a snapshot"""
+        response = await self._call(
+            "deleteSnapshot",
+            {
+                "project_id": project_id,
+                "snapshot_id": snapshot_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 202)
+
     async def get_volume_limits(
         self,
         project_id: str,

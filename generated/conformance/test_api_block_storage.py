@@ -55,6 +55,16 @@ def test_block_storage_list_volumes_detailed_direct(target: Target) -> None:
     provoke.call_and_check(target, "block-storage", "listVolumesDetailed")
 
 
+def test_block_storage_list_snapshots_direct(target: Target) -> None:
+    """GET /v3/{project_id}/snapshots called directly."""
+    provoke.call_and_check(target, "block-storage", "listSnapshots")
+
+
+def test_block_storage_list_snapshots_detailed_direct(target: Target) -> None:
+    """GET /v3/{project_id}/snapshots/detail called directly."""
+    provoke.call_and_check(target, "block-storage", "listSnapshotsDetailed")
+
+
 def test_block_storage_get_volume_limits_direct(target: Target) -> None:
     """GET /v3/{project_id}/limits called directly."""
     provoke.call_and_check(target, "block-storage", "getVolumeLimits")

@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-15 operations need a token: without one, with a bogus one, an expired one
+21 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401;
-15 refuse a path naming another project (403); 1 hide
+21 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -24,6 +24,12 @@ PROTECTED = (
     "updateVolume",
     "deleteVolume",
     "volumeAction",
+    "listSnapshots",
+    "createSnapshot",
+    "listSnapshotsDetailed",
+    "showSnapshot",
+    "updateSnapshot",
+    "deleteSnapshot",
     "getVolumeLimits",
     "listVolumeTypes",
     "showVolumeType",
@@ -41,6 +47,12 @@ PROJECT_IN_PATH = (
     "updateVolume",  # rule:admin_service_or_member
     "deleteVolume",  # rule:admin_service_or_member
     "volumeAction",  # rule:admin_service_or_member
+    "listSnapshots",  # rule:admin_service_or_reader
+    "createSnapshot",  # rule:admin_service_or_member
+    "listSnapshotsDetailed",  # rule:admin_service_or_reader
+    "showSnapshot",  # rule:admin_service_or_reader
+    "updateSnapshot",  # rule:admin_service_or_member
+    "deleteSnapshot",  # rule:admin_service_or_member
     "getVolumeLimits",  # rule:admin_or_reader
     "listVolumeTypes",  # rule:admin_service_or_reader
     "showVolumeType",  # rule:admin_service_or_reader

@@ -44,6 +44,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
         (
             "volumes",
             "attachments",
+            "snapshots",
             "volume_types",
         ),
     ),

@@ -3,7 +3,7 @@
 """Pydantic models of the specstack spec.
 
 Modules:
-- `block_storage`: Block Storage API (cinder) (46 models)
+- `block_storage`: Block Storage API (cinder) (53 models)
 - `compute`: Compute API (nova) (81 models)
 - `identity`: Identity API (keystone) (71 models)
 - `image`: Image API (glance) (13 models)

@@ -257,6 +257,82 @@ class VolumeUpdateRequest(BaseModel):
     volume: VolumeUpdate
 
 
+class Snapshot(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str | None
+    description: str | None
+    status: Literal["creating", "available", "deleting", "error", "error_deleting"]
+    size: int = Field(..., description="The volume's size in GiB when the snapshot was taken.")
+    volume_id: UUID
+    metadata: dict[str, str]
+    created_at: str = Field(..., description="Naive UTC timestamp.")
+    updated_at: str | None = Field(..., description="Naive UTC timestamp.")
+    os_extended_snapshot_attributes_progress: str | None = Field(
+        None, alias="os-extended-snapshot-attributes:progress"
+    )
+    os_extended_snapshot_attributes_project_id: str | None = Field(
+        None, alias="os-extended-snapshot-attributes:project_id"
+    )
+
+
+class SnapshotResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshot: Snapshot
+
+
+class SnapshotList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshots: list[Snapshot]
+    snapshots_links: list[Link] | None = Field(
+        None, description="A rel=next link when more snapshots remain."
+    )
+
+
+class SnapshotCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    volume_id: str = Field(..., description="The volume to snapshot.")
+    force: bool | str | None = Field(None, description="Snapshot an in-use volume too.")
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    display_name: str | None = Field(None, description="Old alias of name.")
+    display_description: str | None = Field(None, description="Old alias of description.")
+    metadata: dict[str, Any] | None = None
+
+
+class SnapshotCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshot: SnapshotCreate
+
+
+class SnapshotUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    display_name: str | None = None
+    display_description: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class SnapshotUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshot: SnapshotUpdate
+
+
 class Connector(BaseModel):
     model_config = ConfigDict(
         extra="allow",

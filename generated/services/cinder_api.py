@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (17 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (23 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -30,27 +30,27 @@ async def get_volume_v3(flow: Flow) -> None:
 
 
 async def list_volumes(flow: Flow) -> None:
-    """operation listVolumes: behaviour volume.list_volumes."""
+    """operation listVolumes: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_volume(flow: Flow) -> None:
-    """operation createVolume: behaviour volume.create_volume."""
+    """operation createVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_volumes_detailed(flow: Flow) -> None:
-    """operation listVolumesDetailed: behaviour volume.list_volumes_detailed."""
+    """operation listVolumesDetailed: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_volume(flow: Flow) -> None:
-    """operation showVolume: behaviour volume.show_volume."""
+    """operation showVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_volume(flow: Flow) -> None:
-    """operation updateVolume: behaviour volume.update_volume."""
+    """operation updateVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -60,7 +60,37 @@ async def delete_volume(flow: Flow) -> None:
 
 
 async def volume_action(flow: Flow) -> None:
-    """operation volumeAction: behaviour volume.volume_action."""
+    """operation volumeAction: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_snapshots(flow: Flow) -> None:
+    """operation listSnapshots: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_snapshot(flow: Flow) -> None:
+    """operation createSnapshot: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_snapshots_detailed(flow: Flow) -> None:
+    """operation listSnapshotsDetailed: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_snapshot(flow: Flow) -> None:
+    """operation showSnapshot: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_snapshot(flow: Flow) -> None:
+    """operation updateSnapshot: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_snapshot(flow: Flow) -> None:
+    """operation deleteSnapshot: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -149,56 +179,61 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listVolumes",
-        behaviour="volume.list_volumes",
+        behaviour="resource.serve",
         on_error=None,
         run=list_volumes,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "list", "view": "summary"},
     ),
     "createVolume": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createVolume",
-        behaviour="volume.create_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=create_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "create"},
     ),
     "listVolumesDetailed": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listVolumesDetailed",
-        behaviour="volume.list_volumes_detailed",
+        behaviour="resource.serve",
         on_error=None,
         run=list_volumes_detailed,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "list"},
     ),
     "showVolume": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showVolume",
-        behaviour="volume.show_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=show_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "show"},
     ),
     "updateVolume": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateVolume",
-        behaviour="volume.update_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=update_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "update"},
     ),
     "deleteVolume": HandlerSpec(
         component=COMPONENT,
@@ -215,12 +250,85 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="volumeAction",
-        behaviour="volume.volume_action",
+        behaviour="resource.serve",
         on_error=None,
         run=volume_action,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "action"},
+    ),
+    "listSnapshots": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listSnapshots",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_snapshots,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "snapshot", "action": "list"},
+    ),
+    "createSnapshot": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createSnapshot",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_snapshot,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "snapshot", "action": "create"},
+    ),
+    "listSnapshotsDetailed": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listSnapshotsDetailed",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_snapshots_detailed,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "snapshot", "action": "list"},
+    ),
+    "showSnapshot": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showSnapshot",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_snapshot,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "snapshot", "action": "show"},
+    ),
+    "updateSnapshot": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateSnapshot",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_snapshot,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "snapshot", "action": "update"},
+    ),
+    "deleteSnapshot": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteSnapshot",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_snapshot,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "snapshot", "action": "delete"},
     ),
     "getVolumeLimits": HandlerSpec(
         component=COMPONENT,
@@ -419,6 +527,72 @@ ROUTES: tuple[Route, ...] = (
         HANDLERS["volumeAction"],
         request_model=models.VolumeActionRequest,
         request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/snapshots",
+        "listSnapshots",
+        HANDLERS["listSnapshots"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v3/{project_id}/snapshots",
+        "createSnapshot",
+        HANDLERS["createSnapshot"],
+        request_model=models.SnapshotCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/snapshots/detail",
+        "listSnapshotsDetailed",
+        HANDLERS["listSnapshotsDetailed"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/snapshots/{snapshot_id}",
+        "showSnapshot",
+        HANDLERS["showSnapshot"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v3/{project_id}/snapshots/{snapshot_id}",
+        "updateSnapshot",
+        HANDLERS["updateSnapshot"],
+        request_model=models.SnapshotUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v3/{project_id}/snapshots/{snapshot_id}",
+        "deleteSnapshot",
+        HANDLERS["deleteSnapshot"],
+        request_model=None,
+        request_content_type=None,
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",

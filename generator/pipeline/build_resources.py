@@ -127,6 +127,15 @@ def _deref(doc: Mapping[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
+def _accepted_types(prop: Mapping[str, Any], request: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a write may give: the answer's types, and null where the request's schema
+    allows it (cinder's CLI sends `metadata: null`); () for any."""
+    types = _types(prop or request)
+    if types and prop and request and "null" in _types(request) and "null" not in types:
+        types = (*types, "null")
+    return types
+
+
 def _types(prop: Mapping[str, Any]) -> tuple[str, ...]:
     t = prop.get("type")
     if isinstance(t, str):
@@ -217,7 +226,6 @@ def _field(
     required: bool = False,
 ) -> ir.ResourceField:
     request = request or {}
-    shape = prop or request
     default = extra.get("default", prop.get("default", request.get("default")))
     has_default = "default" in extra or "default" in prop or "default" in request
     default_expr = None
@@ -229,7 +237,7 @@ def _field(
     )
     return ir.ResourceField(
         name=name,
-        types=_types(shape),
+        types=_accepted_types(prop, request),
         max_length=extra.get("max_length", prop.get("maxLength", request.get("maxLength"))),
         enum=(
             tuple(prop["enum"])
@@ -258,6 +266,7 @@ def _field(
         hash=extra.get("hash"),
         store_as=extra.get("store_as"),
         merge=bool(extra.get("merge", False)),
+        alias=extra.get("alias"),
         in_schema=bool(prop),
         render=extra.get("render"),
         optional=bool(extra.get("optional", False)),
@@ -351,6 +360,8 @@ def _resource(
                     when=a.get("when"),
                     status=a.get("status", 202),
                     conflict=ir.ErrorText(**a["conflict"]) if a.get("conflict") else None,
+                    policy=a.get("policy"),
+                    quotas=tuple(a.get("quotas", ())),
                 )
             )
         states = ir.StateMachine(
@@ -396,6 +407,7 @@ def _resource(
         default_sort=tuple(listing.get("default_sort", ())),
         list_where=listing.get("where"),
         list_all=listing.get("all"),
+        list_all_rule=listing.get("all_rule"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
         errors=_errors(r.get("errors")),

@@ -2,7 +2,11 @@
 
 Rows (tables `volumes`, `attachments`, `volume_types` of the cinder database,
 which cinder-api, cinder-scheduler and cinder-volume share) keep cinder's
-internal fields; the API renders them at microversion 3.0.
+internal fields. What a volume is (its fields, scope, lists, actions, delete rules,
+quota) is spec/resources/block-storage.yaml's, served by the resource engine; what is
+here is the algorithms it hooks (a clone's size, the zones, the type lookup, the
+scheduler's cast, os-attach/os-detach bookkeeping), deleting through the back end,
+volume types, the attachment API, the scheduler and the file back end.
 
 A volume's life: createVolume records it `creating` and casts `create_volume`
 to the scheduler; the scheduler picks a back-end host among the instances of the
@@ -30,16 +34,14 @@ or the attachment var marked `unexported`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from specstack_runtime.behaviours.cas import update_cas
 from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
@@ -47,21 +49,20 @@ from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.errors import (
     ApiError,
     BadRequest,
-    Forbidden,
     NotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
     StepFailed,
 )
 from specstack_runtime.messaging import InvalidMessage, check, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import quotas
+from specstack_runtime.resources import access, deleting, guards
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store, utcnow
 
 VOLUME = "volume"  # the resource (spec/resources/block-storage.yaml) of cinder's volumes
-GIGABYTES = "gigabytes"  # its quota of the volumes' sizes
+ATTACHMENT = "attachment"  # its attachments (the attachment API's rows)
 
 logger = logging.getLogger(__name__)
 
@@ -74,29 +75,6 @@ DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
 DEFAULT_TYPE_NAME = "__DEFAULT__"
 DEFAULT_TYPE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "specstack:volume-type:__DEFAULT__"))
 BACKEND_NAME = "file"  # shown in os-vol-host-attr:host as host@backend#pool
-DELETABLE = ("available", "error", "error_restoring", "error_extending", "error_managing")
-VOLUME_STATUSES = (
-    "creating",
-    "available",
-    "reserved",
-    "attaching",
-    "detaching",
-    "in-use",
-    "maintenance",
-    "deleting",
-    "awaiting-transfer",
-    "error",
-    "error_deleting",
-    "backing-up",
-    "restoring-backup",
-    "error_backing-up",
-    "error_restoring",
-    "error_extending",
-    "downloading",
-    "uploading",
-    "retyping",
-    "extending",
-)
 VOLUME_SORT_KEYS = (
     "id",
     "name",
@@ -127,42 +105,9 @@ def _store(source: Call | ServiceRuntime) -> Store:
     return rt.require_store()
 
 
-def _gigabytes_limit(call: Call) -> int:
-    """The project's gigabytes quota (spec/resources/block-storage.yaml; -1 unlimited)."""
-    rc = engine_call(call, VOLUME)
-    return quotas.limit_of(rc, rc.catalog.quotas[GIGABYTES])
-
-
-def _privileged(auth: AuthContext) -> bool:
-    """Administrators and service users (nova) act on every project's volumes."""
-    return auth.is_admin or auth.has_role("service")
-
-
 def _auth(call: Call) -> AuthContext:
-    """The caller, after checking that the path's project is theirs (or they are privileged)."""
-    auth = call.require_auth()
-    project = call.path_params.get("project_id")
-    if project is not None and project != auth.project_id and not _privileged(auth):
-        raise Forbidden(
-            f"Policy doesn't allow access to the resources of project {project}.",
-            kind="PolicyNotAuthorized",
-        )
-    return auth
-
-
-def _base_url(call: Call) -> str:
-    host = call.header("host")
-    if host:
-        return f"{call.header('x-forwarded-proto') or 'http'}://{host}"
-    api = call.rt.info.components.get(call.rt.component, {}).get("api")
-    return call.rt.info.endpoint(api, call.rt.config) if api else ""
-
-
-def _project(call: Call, auth: AuthContext) -> str:
-    project = call.path_params.get("project_id") or auth.project_id
-    if not project:
-        raise BadRequest("A project-scoped token is required.", kind="InvalidInput")
-    return project
+    """The caller (the operation's policy rule has checked the path's project)."""
+    return call.require_auth()
 
 
 def _reply(status: int, body: Any) -> Reply:
@@ -187,45 +132,6 @@ def _parse_bool(name: str, value: Any) -> bool:
     raise BadRequest(
         f"Invalid value '{value}' for {name}: it must be a boolean.", kind="InvalidParameterValue"
     )
-
-
-def _string(name: str, value: Any, max_len: int = 255) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(
-            f"Invalid input for field/attribute {name}. Value: {value}. {value!r} is not a string.",
-            kind="ValidationError",
-        )
-    if len(value) > max_len:
-        raise BadRequest(
-            f"Invalid input for field/attribute {name}. Value: {value[:40]}... "
-            f"is longer than {max_len} characters.",
-            kind="ValidationError",
-        )
-    return value
-
-
-def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BadRequest(
-            "Invalid input for field/attribute metadata: it must be an object.",
-            kind="InvalidVolumeMetadata",
-        )
-    for key, val in value.items():
-        if not isinstance(key, str) or not key or len(key) > 255:
-            raise BadRequest(
-                f"Invalid metadata key {key!r}: 1 to 255 characters.",
-                kind="InvalidVolumeMetadataSize",
-            )
-        if not isinstance(val, str) or len(val) > 255:
-            raise BadRequest(
-                f"Invalid metadata value for {key!r}: a string of at most 255 characters.",
-                kind="InvalidVolumeMetadataSize",
-            )
-    return dict(value)
 
 
 def _body_of(call: Call, key: str) -> Doc:
@@ -278,69 +184,11 @@ class _StatusChanged(Exception):
 
 
 async def _visible_volume(call: Call, auth: AuthContext, volume_id: str) -> Doc:
-    volume = await _store(call).get("volumes", volume_id)
-    if volume is None or (not _privileged(auth) and volume.get("project_id") != auth.project_id):
-        raise _volume_not_found(volume_id)
-    return volume
+    """The volume, if the caller may see it (the spec's scope); 404 otherwise."""
+    return await access.lookup(engine_call(call, VOLUME), volume_id)
 
 
 # -- views -----------------------------------------------------------------------------------
-
-
-def _links(call: Call, project: str, kind: str, id_: str) -> list[Doc]:
-    base = _base_url(call)
-    return [
-        {"href": f"{base}/v3/{project}/{kind}/{id_}", "rel": "self"},
-        {"href": f"{base}/{project}/{kind}/{id_}", "rel": "bookmark"},
-    ]
-
-
-def _attachment_info(entry: Doc, auth: AuthContext | None) -> Doc:
-    shown = dict(entry)
-    if auth is not None and not _privileged(auth):
-        shown["host_name"] = None
-    return shown
-
-
-def _volume_view(call: Call, volume: Doc, auth: AuthContext) -> Doc:
-    view: Doc = {
-        "id": volume["id"],
-        "name": volume.get("name"),
-        "description": volume.get("description"),
-        "status": volume["status"],
-        "size": volume["size"],
-        "availability_zone": volume.get("availability_zone"),
-        "bootable": "true" if volume.get("bootable") else "false",
-        "encrypted": bool(volume.get("encrypted")),
-        "multiattach": bool(volume.get("multiattach")),
-        "volume_type": volume.get("volume_type"),
-        "snapshot_id": volume.get("snapshot_id"),
-        "source_volid": volume.get("source_volid"),
-        "consistencygroup_id": volume.get("consistencygroup_id"),
-        "replication_status": volume.get("replication_status"),
-        "user_id": volume.get("user_id"),
-        "metadata": dict(volume.get("metadata") or {}),
-        "attachments": [_attachment_info(a, auth) for a in volume.get("attachments") or []],
-        "links": _links(call, volume["project_id"], "volumes", volume["id"]),
-        "created_at": _naive(volume.get("created_at")),
-        "updated_at": _naive(volume.get("updated_at")),
-    }
-    if auth.is_admin:
-        host = volume.get("host")
-        view["os-vol-host-attr:host"] = f"{host}@{BACKEND_NAME}#{BACKEND_NAME}" if host else None
-        view["os-vol-tenant-attr:tenant_id"] = volume["project_id"]
-        view["os-vol-mig-status-attr:migstat"] = volume.get("migration_status")
-        view["os-vol-mig-status-attr:name_id"] = None
-        view["migration_status"] = volume.get("migration_status")
-    return view
-
-
-def _summary_view(call: Call, volume: Doc) -> Doc:
-    return {
-        "id": volume["id"],
-        "name": volume.get("name"),
-        "links": _links(call, volume["project_id"], "volumes", volume["id"]),
-    }
 
 
 def _attachment_view(att: Doc) -> Doc:
@@ -367,7 +215,7 @@ def _version_doc(call: Call) -> Doc:
         "min_version": API_MICROVERSION,
         "updated": VERSION_UPDATED,
         "links": [
-            {"href": f"{_base_url(call)}/v3/", "rel": "self"},
+            {"href": f"{engine_call(call, VOLUME).base}/v3/", "rel": "self"},
             {"href": "https://docs.openstack.org/", "type": "text/html", "rel": "describedby"},
         ],
         "media-types": [
@@ -543,286 +391,115 @@ def _sort_page(
     return out, False
 
 
-async def _listed_volumes(call: Call, auth: AuthContext) -> tuple[list[Doc], bool]:
-    store = _store(call)
-    where: Doc = {}
-    all_tenants = call.q("all_tenants")
-    if all_tenants is not None and auth.is_admin and all_tenants.lower() not in _FALSE:
-        if call.q("project_id"):
-            where["project_id"] = call.q("project_id")
-    else:
-        where["project_id"] = _project(call, auth)
-    for key in ("name", "status"):
-        if call.q(key) is not None:
-            where[key] = call.q(key)
-    volumes = await store.list("volumes", where)
-    zone = call.q("availability_zone")
-    if zone is not None:
-        volumes = [v for v in volumes if v.get("availability_zone") == zone]
-    bootable = call.q("bootable")
-    if bootable is not None:
-        wanted = _parse_bool("bootable", bootable)
-        volumes = [v for v in volumes if bool(v.get("bootable")) == wanted]
-    size = call.q("size")
-    if size is not None:
-        volumes = [v for v in volumes if str(v.get("size")) == size]
-    meta_text = call.q("metadata")
-    if meta_text is not None:
-        try:
-            meta = json.loads(meta_text)
-        except ValueError:
-            meta = None
-        if not isinstance(meta, dict):
-            raise BadRequest(
-                f"Invalid metadata filter {meta_text!r}: a JSON object is expected.",
-                kind="InvalidInput",
-            )
-        volumes = [
-            v
-            for v in volumes
-            if all((v.get("metadata") or {}).get(k) == str(val) for k, val in meta.items())
-        ]
-    return _sort_page(call, volumes, VOLUME_SORT_KEYS, "created_at")
-
-
-def _next_links(call: Call, items: list[Doc], more: bool, path: str) -> list[Doc]:
-    if not more or not items:
-        return []
-    query = [(k, v) for k, vs in call.query.items() if k not in ("marker", "offset") for v in vs]
-    query.append(("marker", items[-1]["id"]))
-    return [{"rel": "next", "href": f"{_base_url(call)}{path}?{urlencode(query)}"}]
-
-
-@behaviour("volume.list_volumes")
-async def list_volumes(call: Call) -> Reply:
-    auth = _auth(call)
-    items, more = await _listed_volumes(call, auth)
-    body: Doc = {"volumes": [_summary_view(call, v) for v in items]}
-    links = _next_links(call, items, more, f"/v3/{_project(call, auth)}/volumes")
-    if links:
-        body["volumes_links"] = links
-    return _reply(200, body)
-
-
-@behaviour("volume.list_volumes_detailed")
-async def list_volumes_detailed(call: Call) -> Reply:
-    auth = _auth(call)
-    items, more = await _listed_volumes(call, auth)
-    body: Doc = {"volumes": [_volume_view(call, v, auth) for v in items]}
-    links = _next_links(call, items, more, f"/v3/{_project(call, auth)}/volumes/detail")
-    if links:
-        body["volumes_links"] = links
-    return _reply(200, body)
-
-
 # -- volumes ---------------------------------------------------------------------------------
 
 
-@behaviour("volume.show_volume")
-async def show_volume(call: Call) -> Reply:
-    auth = _auth(call)
-    volume = await _visible_volume(call, auth, call.path_params.get("volume_id", ""))
-    return _reply(200, {"volume": _volume_view(call, volume, auth)})
+def _too_small(value: Any) -> BadRequest:
+    return BadRequest(
+        f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
+        kind="InvalidInput",
+    )
 
 
-def _size(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise BadRequest(
-            f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
-            kind="InvalidInput",
-        )
-    try:
-        size = int(value)
-    except ValueError:
-        size = 0
-    if size < 1:
-        raise BadRequest(
-            f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
-            kind="InvalidInput",
-        )
-    return size
-
-
-@behaviour("volume.create_volume")
-async def create_volume(call: Call) -> Reply:
-    """POST /v3/{project_id}/volumes → 202 `creating`; casts create_volume to the scheduler."""
-    auth = _auth(call)
+@behaviour("volume.prepare_create")
+async def prepare_create(event: ResourceEvent) -> None:
+    """createVolume, before the row is written (the spec has checked each attribute): a clone
+    takes its source's size and bootable flag, the zone must be one the back ends' nodes are
+    in, the type is looked up by name or id (the default one otherwise), and the request's
+    scheduler hints are kept for the scheduler."""
+    call, volume = event.call, event.doc
     store = _store(call)
-    project = _project(call, auth)
-    req = _body_of(call, "volume")
     hints = (call.body or {}).get("OS-SCH-HNT:scheduler_hints")
     if hints is not None and not isinstance(hints, dict):
         raise BadRequest("Invalid scheduler hints: an object is expected.", kind="InvalidInput")
-    name = _string("display_name", req.get("display_name"))
-    if req.get("name") is not None:
-        name = _string("name", req["name"])
-    description = _string("display_description", req.get("display_description"))
-    if req.get("description") is not None:
-        description = _string("description", req["description"])
-    metadata = _metadata(req.get("metadata"))
-    for key, what in (
-        ("backup_id", "Backup"),
-        ("snapshot_id", "Snapshot"),
-        ("consistencygroup_id", "ConsistencyGroup"),
-        ("group_id", "Group"),
-    ):
-        ref = req.get(key)
-        if ref is not None:
-            raise NotFound(f"{what} {ref} could not be found.", kind=f"{what}NotFound")
-    image = req.get("imageRef") or req.get("image_id")
-    if image is not None:
-        raise BadRequest(
-            f"Invalid image {image}: creating a volume from an image is not "
-            "supported by this back end.",
-            kind="InvalidInput",
-        )
-    if req.get("multiattach") is not None and _parse_bool("multiattach", req["multiattach"]):
-        raise BadRequest(
-            "multiattach is not supported as a volume option; use a multiattach volume type.",
-            kind="InvalidInput",
-        )
-    source: Doc | None = None
-    if req.get("source_volid") is not None:
-        source_id = _string("source_volid", req["source_volid"]) or ""
-        source = await store.get("volumes", source_id)
-        if source is None or (not _privileged(auth) and source["project_id"] != auth.project_id):
-            raise NotFound(f"Source volume {source_id} could not be found.", kind="VolumeNotFound")
+    volume["scheduler_hints"] = hints or {}
+    source_id = volume.get("source_volid")
+    source = await store.get("volumes", source_id) if source_id else None
+    if source is not None:  # the spec's `ref` found it visible
         if source["status"] not in ("available", "in-use"):
             raise _invalid_volume(
-                f"Source volume {source_id} status must be available or in-use "
+                f"Source volume {source['id']} status must be available or in-use "
                 f"to clone, but the current status is {source['status']}."
             )
-    if req.get("size") is None:
-        if source is None:
+        volume["bootable"] = bool(source.get("bootable"))
+        if volume.get("size") is None:
+            volume["size"] = int(source["size"])
+        elif volume["size"] < int(source["size"]):
             raise BadRequest(
-                "Invalid input received: Volume size '' must be an integer and greater than 0.",
-                kind="InvalidInput",
-            )
-        size = int(source["size"])
-    else:
-        size = _size(req["size"])
-        if source is not None and size < int(source["size"]):
-            raise BadRequest(
-                f"Invalid input received: Volume size {size}GB cannot be smaller "
+                f"Invalid input received: Volume size {volume['size']}GB cannot be smaller "
                 f"than the source volume size {source['size']}GB.",
                 kind="InvalidInput",
             )
-    zone = _string("availability_zone", req.get("availability_zone")) or DEFAULT_AVAILABILITY_ZONE
-    zones = _availability_zones(call.rt)
-    if zone not in zones:
+    if volume.get("size") is None:
+        raise _too_small("")
+    zone = volume.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
+    if zone not in _availability_zones(call.rt):
         raise BadRequest(
             f"Invalid input received: Availability zone '{zone}' is invalid.",
             kind="InvalidAvailabilityZone",
         )
-    type_ref = _string("volume_type", req.get("volume_type"))
-    vtype = await _find_type(store, type_ref) if type_ref else await _ensure_default_type(store)
+    volume["availability_zone"] = zone
+    ref = volume.get("volume_type")
+    vtype = await _find_type(store, ref) if ref else await _ensure_default_type(store)
     if vtype is None:
         raise NotFound(
-            f"Volume type with name {type_ref} could not be found.", kind="VolumeTypeNotFoundByName"
+            f"Volume type with name {ref} could not be found.", kind="VolumeTypeNotFoundByName"
         )
-    used = sum(
-        int(v.get("size") or 0) for v in await store.list("volumes", {"project_id": project})
-    )
-    limit = _gigabytes_limit(call)
-    if 0 <= limit < used + size:
-        raise PayloadTooLarge(
-            f"VolumeSizeExceedsAvailableQuota: Requested volume or snapshot exceeds allowed "
-            f"gigabytes quota. Requested {size}G, quota is {limit}G and {used}G has "
-            "been consumed.",
-            kind="VolumeSizeExceedsAvailableQuota",
+    volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
+
+
+@behaviour("volume.snapshot_of")
+async def snapshot_of(event: ResourceEvent) -> None:
+    """createSnapshot, before the row is written: the snapshot's size is its volume's, which
+    must be available (or in-use, with force)."""
+    snap = event.doc
+    volume = await _store(event.call).get("volumes", snap["volume_id"])
+    if volume is None:  # the spec's `ref` found it a moment ago
+        raise NotFound(f"Volume {snap['volume_id']} could not be found.", kind="VolumeNotFound")
+    force = _parse_bool("force", snap.pop("force", None) or False)
+    allowed = ("available", "in-use") if force else ("available",)
+    if volume["status"] not in allowed:
+        raise _invalid_volume(
+            f"Volume {volume['id']} status must be available, but the current status is "
+            f"{volume['status']}."
         )
-    volume: Doc = {
-        "id": str(uuid.uuid4()),
-        "project_id": project,
-        "user_id": auth.user_id,
-        "name": name,
-        "description": description,
-        "size": size,
-        "status": "creating",
-        "attach_status": "detached",
-        "availability_zone": zone,
-        "bootable": bool(source.get("bootable")) if source else False,
-        "encrypted": False,
-        "multiattach": False,
-        "volume_type": vtype["name"],
-        "volume_type_id": vtype["id"],
-        "snapshot_id": None,
-        "source_volid": source["id"] if source else None,
-        "consistencygroup_id": None,
-        "replication_status": None,
-        "metadata": metadata,
-        "attachments": [],
-        "host": None,
-        "migration_status": None,
-        "scheduler_hints": hints or {},
-        "_rev": 0,
+    snap["size"] = int(volume["size"])
+
+
+@behaviour("volume.schedule_new")
+async def schedule_new(event: ResourceEvent) -> None:
+    """createVolume, once the row is written: the scheduler is asked to place it (a volume
+    it cannot be asked about goes to error)."""
+    volume = event.doc
+    payload = {
+        "volume_id": volume["id"],
+        "size": volume["size"],
+        "availability_zone": volume["availability_zone"],
+        "volume_type": volume["volume_type"],
     }
-    volume = await store.create("volumes", volume)
     try:
-        await send(
-            call,
-            CREATE_MESSAGE,
-            {
-                "volume_id": volume["id"],
-                "size": size,
-                "availability_zone": zone,
-                "volume_type": vtype["name"],
-            },
-        )
+        await send(event.call, CREATE_MESSAGE, payload)
     except (BusError, InvalidMessage) as exc:
         logger.error("could not ask the scheduler to create volume %s: %s", volume["id"], exc)
-        volume = await _set_status(store, volume["id"], "error") or volume
-    call.vars["volume"] = volume
-    return _reply(202, {"volume": _volume_view(call, volume, auth)})
-
-
-@behaviour("volume.update_volume")
-async def update_volume(call: Call) -> Reply:
-    auth = _auth(call)
-    volume_id = call.path_params.get("volume_id", "")
-    await _visible_volume(call, auth, volume_id)
-    req = _body_of(call, "volume")
-    changes: Doc = {}
-    for key, alias in (("name", "display_name"), ("description", "display_description")):
-        for field in (alias, key):  # the new name wins over the old alias
-            if field in req:
-                changes[key] = _string(field, req[field])
-    if "metadata" in req:
-        changes["metadata"] = _metadata(req["metadata"])
-    new = await _update_cas(_store(call), "volumes", volume_id, lambda _d: changes)
-    if new is None:
-        raise _volume_not_found(volume_id)
-    return _reply(200, {"volume": _volume_view(call, new, auth)})
+        failed = await _set_status(_store(event.call), volume["id"], "error")
+        volume.update(failed or {"status": "error"})
 
 
 @behaviour("volume.delete_volume")
 async def delete_volume(call: Call) -> Reply:
-    """202; the back end removes the file and the row (at once when the volume has no host)."""
-    auth = _auth(call)
+    """202; the back end removes the file and the row (at once when the volume has no host).
+    What may be deleted is the spec's (the volume's `refuse` and `delete.refuse` rules)."""
+    rc = engine_call(call, VOLUME)
+    volume = await access.modifiable(rc)
+    guards.check(rc, "delete", volume)
+    await deleting.refusals(rc, volume)
     store = _store(call)
-    volume_id = call.path_params.get("volume_id", "")
-    volume = await _visible_volume(call, auth, volume_id)
-    force = call.q("force") is not None and _parse_bool("force", call.q("force"))
-    if call.q("cascade") is not None:
-        _parse_bool("cascade", call.q("cascade"))  # no snapshots exist: nothing to cascade
-    if force and not auth.is_admin:
-        raise Forbidden(
-            "Policy doesn't allow volume:force_delete to be performed.", kind="PolicyNotAuthorized"
-        )
-    attachments = await store.list("attachments", {"volume_id": volume_id})
-    if not force and (volume["status"] not in DELETABLE or attachments):
-        raise _invalid_volume(
-            "Volume status must be available or error or error_restoring or error_extending or "
-            "error_managing and must not be migrating, attached, belong to a group, have "
-            f"snapshots or be disassociated from snapshots after volume transfer. (volume "
-            f"{volume_id} is {volume['status']})"
-        )
-    allowed = None if force else DELETABLE
-    deleting = await _set_status(store, volume_id, "deleting", expect=allowed)
-    if deleting is None:
+    volume_id = volume["id"]
+    gone = await _set_status(store, volume_id, "deleting", expect=(volume["status"],))
+    if gone is None:
         raise _invalid_volume(f"Volume {volume_id} changed state meanwhile; it cannot be deleted.")
-    call.vars["volume"] = deleting
-    host = deleting.get("host")
+    call.vars["volume"] = gone
+    host = gone.get("host")
     if not host:
         await _remove_volume_rows(store, volume_id)
         return _reply(202, None)
@@ -850,102 +527,51 @@ def _detach_entry(volume: Doc, attachment_id: str) -> Doc:
     return {"attachments": [], "status": "available", "attach_status": "detached"}
 
 
-async def _action_reserve(call: Call, volume: Doc, _arg: Any) -> Reply:
-    if await _set_status(_store(call), volume["id"], "attaching", expect=("available",)) is None:
-        raise _invalid_volume(
-            f"Volume status must be available to reserve, but the status is {volume['status']}."
-        )
-    return _reply(202, None)
-
-
-async def _action_unreserve(call: Call, volume: Doc, _arg: Any) -> Reply:
-    target = "in-use" if volume.get("attachments") else "available"
-    await _set_status(_store(call), volume["id"], target, expect=("attaching", "reserved"))
-    return _reply(202, None)
-
-
-async def _action_begin_detaching(call: Call, volume: Doc, _arg: Any) -> Reply:
-    if await _set_status(_store(call), volume["id"], "detaching", expect=("in-use",)) is None:
-        raise _invalid_volume(
-            "Unable to detach volume. Volume status must be 'in-use' and "
-            "attach_status must be 'attached' to detach."
-        )
-    return _reply(202, None)
-
-
-async def _action_roll_detaching(call: Call, volume: Doc, _arg: Any) -> Reply:
-    await _set_status(_store(call), volume["id"], "in-use", expect=("detaching",))
-    return _reply(202, None)
-
-
-async def _action_attach(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict) or not isinstance(arg.get("mountpoint"), str):
-        raise BadRequest(
-            "Invalid request to attach volume: mountpoint is required.", kind="InvalidInput"
-        )
-    instance = _string("instance_uuid", arg.get("instance_uuid"))
-    host_name = _string("host_name", arg.get("host_name"))
-    if not instance and not host_name:
-        raise BadRequest(
-            "Invalid request to attach volume to an invalid target: give "
-            "instance_uuid or host_name.",
-            kind="InvalidInput",
-        )
-    mode = arg.get("mode", "rw")
-    if mode not in ("rw", "ro"):
-        raise BadRequest(
-            "Invalid request to attach volume with an invalid mode. Attaching "
-            "mode should be 'rw' or 'ro'.",
-            kind="InvalidInput",
-        )
-    store = _store(call)
+@behaviour("volume.record_attach")
+async def record_attach(event: ResourceEvent) -> None:
+    """os-attach (nova's old attach API), once the volume went in-use: the attachment row
+    and the volume's entry for it (the spec's `accept` checked the argument)."""
+    arg = event.call.body[event.point]
+    volume = event.doc
+    store = _store(event.call)
     now = utcnow()
     att: Doc = {
         "id": str(uuid.uuid4()),
         "volume_id": volume["id"],
         "project_id": volume["project_id"],
-        "instance_uuid": instance,
+        "instance_uuid": arg.get("instance_uuid"),
         "attach_status": "attached",
-        "attach_mode": mode,
+        "attach_mode": arg.get("mode", "rw"),
         "connector": None,
         "connection_info": None,
         "attached_at": now,
         "detached_at": "",
-        "attached_host": host_name,
+        "attached_host": arg.get("host_name"),
         "mountpoint": arg["mountpoint"],
     }
     entry = {
         "id": volume["id"],
         "attachment_id": att["id"],
         "volume_id": volume["id"],
-        "server_id": instance,
-        "host_name": host_name,
+        "server_id": att["instance_uuid"],
+        "host_name": att["attached_host"],
         "device": arg["mountpoint"],
         "attached_at": _naive(now),
     }
-
-    def change(doc: Doc) -> Doc:
-        if doc["status"] not in ("available", "attaching", "reserved"):
-            raise _invalid_volume(
-                f"Volume {doc['id']} status must be available or attaching "
-                f"to attach, but the current status is {doc['status']}."
-            )
-        return {
-            "status": "in-use",
-            "attach_status": "attached",
-            "attachments": [*(doc.get("attachments") or []), entry],
-        }
-
     await store.create("attachments", att)
-    try:
-        await _update_cas(store, "volumes", volume["id"], change)
-    except BaseException:
-        await store.delete("attachments", att["id"])
-        raise
-    return _reply(202, None)
+    await _update_cas(
+        store,
+        "volumes",
+        volume["id"],
+        lambda d: {"attachments": [*(d["attachments"] or []), entry]},
+    )
 
 
-async def _action_detach(call: Call, volume: Doc, arg: Any) -> Reply:
+@behaviour("volume.detach")
+async def detach(event: ResourceEvent) -> None:
+    """os-detach: the volume's (only, or named) attachment unexported and removed."""
+    call, volume = event.call, event.doc
+    arg = call.body.get(event.point) if isinstance(call.body, dict) else None
     store = _store(call)
     wanted = arg.get("attachment_id") if isinstance(arg, dict) else None
     rows = await store.list("attachments", {"volume_id": volume["id"]})
@@ -963,54 +589,6 @@ async def _action_detach(call: Call, volume: Doc, arg: Any) -> Reply:
     await _unexport(call, volume, att)
     await store.delete("attachments", att["id"])
     await _update_cas(store, "volumes", volume["id"], lambda d: _detach_entry(d, att["id"]))
-    return _reply(202, None)
-
-
-async def _action_extend(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict) or "new_size" not in arg:
-        raise BadRequest("Invalid input: os-extend needs new_size.", kind="InvalidInput")
-    new_size = _size(arg["new_size"])
-    if volume["status"] != "available":
-        raise _invalid_volume(
-            f"Volume status must be 'available' to extend, but the current "
-            f"status is: {volume['status']}."
-        )
-    if new_size <= int(volume["size"]):
-        raise BadRequest(
-            f"Invalid input received: New size for extend must be greater than "
-            f"current size. (current: {volume['size']}, extended: {new_size}).",
-            kind="InvalidInput",
-        )
-    store = _store(call)
-    used = sum(
-        int(v.get("size") or 0)
-        for v in await store.list("volumes", {"project_id": volume["project_id"]})
-    )
-    limit = _gigabytes_limit(call)
-    if 0 <= limit < used + new_size - int(volume["size"]):
-        raise PayloadTooLarge(
-            f"Requested volume or snapshot exceeds allowed gigabytes quota. "
-            f"Requested {new_size - int(volume['size'])}G, quota is "
-            f"{limit}G and {used}G has been consumed.",
-            kind="VolumeSizeExceedsAvailableQuota",
-        )
-    size_before = volume["size"]
-
-    def change(doc: Doc) -> Doc:
-        if doc["status"] != "available" or doc["size"] != size_before:
-            raise _invalid_volume(f"Volume {doc['id']} changed meanwhile; extend it again.")
-        return {"size": new_size}
-
-    await _update_cas(store, "volumes", volume["id"], change)
-    return _reply(202, None)
-
-
-async def _action_set_bootable(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict) or "bootable" not in arg:
-        raise BadRequest("Must specify bootable in request.", kind="InvalidInput")
-    bootable = _parse_bool("bootable", arg["bootable"])
-    await _update_cas(_store(call), "volumes", volume["id"], lambda _d: {"bootable": bootable})
-    return _reply(202, None)
 
 
 def _connector(value: Any) -> Doc:
@@ -1033,109 +611,12 @@ def _check_export_payload(rt: ServiceRuntime, payload: Doc) -> None:
         raise BadRequest(f"Invalid connector: {exc}", kind="InvalidInput") from None
 
 
-async def _action_initialize_connection(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict):
-        raise BadRequest("Must specify 'connector'.", kind="InvalidInput")
-    connector = _connector(arg.get("connector"))
-    if volume["status"] not in ("available", "attaching", "reserved", "in-use") or not volume.get(
-        "host"
-    ):
-        raise _invalid_volume(
-            f"Volume {volume['id']} in status {volume['status']} cannot be connected."
-        )
-    payload = {
-        "volume_id": volume["id"],
-        "attachment_id": str(uuid.uuid4()),
-        "connector": connector,
-    }
-    _check_export_payload(call.rt, payload)
-    reply = await _backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
-    return _reply(200, {"connection_info": reply["connection_info"]})
-
-
-async def _action_terminate_connection(call: Call, volume: Doc, arg: Any) -> Reply:
-    if not isinstance(arg, dict):
-        raise BadRequest("Must specify 'connector'.", kind="InvalidInput")
-    _connector(arg.get("connector"))
-    return _reply(202, None)  # the file back end keeps no per-connector state
-
-
-async def _action_reset_status(call: Call, volume: Doc, arg: Any) -> Reply:
-    auth = call.require_auth()
-    if not auth.is_admin:
-        raise Forbidden(
-            "Policy doesn't allow volume_extension:volume_admin_actions:reset_status "
-            "to be performed.",
-            kind="PolicyNotAuthorized",
-        )
-    if not isinstance(arg, dict) or not arg:
-        raise BadRequest(
-            "Must specify 'status', 'attach_status' or 'migration_status' for update.",
-            kind="InvalidInput",
-        )
-    changes: Doc = {}
-    if "status" in arg:
-        if arg["status"] not in VOLUME_STATUSES:
-            raise BadRequest(
-                f"Invalid input received: Status {arg['status']!r} is not a volume status.",
-                kind="InvalidInput",
-            )
-        changes["status"] = arg["status"]
-    if "attach_status" in arg:
-        if arg["attach_status"] not in ("attached", "detached"):
-            raise BadRequest(
-                f"Invalid input received: Attach status {arg['attach_status']!r} "
-                "must be attached or detached.",
-                kind="InvalidInput",
-            )
-        changes["attach_status"] = arg["attach_status"]
-    if "migration_status" in arg:
-        changes["migration_status"] = _string("migration_status", arg["migration_status"])
-    await _update_cas(_store(call), "volumes", volume["id"], lambda _d: changes)
-    return _reply(202, None)
-
-
-Action = Callable[[Call, Doc, Any], Awaitable[Reply]]
-ACTIONS: Mapping[str, Action] = {
-    "os-reserve": _action_reserve,
-    "os-unreserve": _action_unreserve,
-    "os-begin_detaching": _action_begin_detaching,
-    "os-roll_detaching": _action_roll_detaching,
-    "os-attach": _action_attach,
-    "os-detach": _action_detach,
-    "os-extend": _action_extend,
-    "os-set_bootable": _action_set_bootable,
-    "os-initialize_connection": _action_initialize_connection,
-    "os-terminate_connection": _action_terminate_connection,
-    "os-reset_status": _action_reset_status,
-}
-
-
-@behaviour("volume.volume_action")
-async def volume_action(call: Call) -> Reply:
-    """POST .../volumes/{id}/action with exactly one action key."""
-    auth = _auth(call)
-    volume = await _visible_volume(call, auth, call.path_params.get("volume_id", ""))
-    body = call.body
-    if not isinstance(body, dict) or len(body) != 1:
-        raise BadRequest("The request body must hold exactly one action.", kind="InvalidInput")
-    ((name, arg),) = body.items()
-    handler = ACTIONS.get(name)
-    if handler is None:
-        raise BadRequest(f"There is no such action: {name}", kind="InvalidInput")
-    return await handler(call, volume, arg)
-
-
 # -- attachments -----------------------------------------------------------------------------
 
 
 async def _visible_attachment(call: Call, auth: AuthContext, attachment_id: str) -> Doc:
-    att = await _store(call).get("attachments", attachment_id)
-    if att is None or (not _privileged(auth) and att.get("project_id") != auth.project_id):
-        raise NotFound(
-            f"VolumeAttachment {attachment_id} could not be found.", kind="VolumeAttachmentNotFound"
-        )
-    return att
+    """The attachment, if the caller may see it (the spec's scope); 404 otherwise."""
+    return await access.lookup(engine_call(call, ATTACHMENT), attachment_id)
 
 
 async def _backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Any
 
-from specstack_runtime import ir, registry
+from specstack_runtime import ir, messaging, registry
 from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
-from specstack_runtime.messaging import api_error, send
-from specstack_runtime.resources import access, guards, hooks, views
+from specstack_runtime.messaging import InvalidMessage, api_error, send
+from specstack_runtime.resources import access, guards, hooks, quotas, views
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -28,11 +29,11 @@ def _value(rc: ResourceCall, spec: Any, doc: Doc, arg: Any, reply: Any = None) -
 def _check(
     rc: ResourceCall, checks: tuple[ir.ActionCheck, ...], status: int, doc: Doc, arg: Any
 ) -> None:
-    """The first condition that does not hold answers `status` with its message."""
+    """The first condition that does not hold answers its status (or `status`) and message."""
     for check in checks:
         if not compile_expr(check.expr).evaluate(**rc.variables(doc=doc, params=arg)):
             values = {**doc, **(arg if isinstance(arg, dict) else {}), "id": doc["id"]}
-            raise error(status, fill(check.message, values))
+            raise error(check.status or status, fill(check.message, values), check.kind)
 
 
 def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
@@ -64,7 +65,8 @@ def _refused(
         "resource": rc.res.name.replace("_", " "),
     }
     if action.conflict is not None:
-        return error(action.conflict.status or 409, fill(action.conflict.message, values))
+        text = fill(action.conflict.message, values)
+        return error(action.conflict.status or 409, text, action.conflict.kind)
     if "state" in rc.res.res.errors:
         return rc.res.fail("state", **values)
     return error(409, fill(states.conflict, values))
@@ -74,6 +76,8 @@ async def run(rc: ResourceCall) -> Reply:
     action, arg = _pick(rc)
     states = rc.res.res.states
     assert states is not None
+    if action.policy and not rc.allows(action.policy, rc.call.path_params):
+        raise rc.res.fail("action_forbidden", action=action.name, rule=_named(action.policy))
     doc = await access.modifiable(rc)
     _check(rc, action.accept, 400, doc, arg)
     state = doc.get(states.field)
@@ -87,16 +91,16 @@ async def run(rc: ResourceCall) -> Reply:
     changes: Doc = {k: _value(rc, v, doc, arg) for k, v in action.set.items()}
     if action.has_to:
         changes[states.field] = action.to
+    if action.send:
+        _check_payload(rc, action, doc, arg)
     before = doc
-    if changes:
-        await hooks.run(rc, "before_update", changes, doc)
-        # compare-and-set on the state and on what changes: a concurrent action loses
-        expect = {states.field: state, **{k: doc.get(k) for k in changes}}
-        updated = await rc.store.update(rc.res.res.table, doc["id"], changes, expect=expect)
-        if updated is None:  # changed under us: the state it was in is gone
-            current = await rc.store.get(rc.res.res.table, doc["id"]) or doc
-            raise _refused(rc, states, action, current, current.get(states.field))
-        doc = updated
+    async with AsyncExitStack() as held:
+        for name in action.quotas:  # counted again with the changes, under the quota's lock
+            quota = rc.catalog.quotas[name]
+            owner = str(doc.get(rc.res.owner_field or "project_id") or "")
+            await held.enter_async_context(quotas.lock(quota, owner))
+            await quotas.check_change(rc, quota, doc, {**doc, **changes})
+        doc = await _transition(rc, states, action, doc, changes, state)
     if action.hook:
         await registry.get(action.hook)(
             hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, None, rc)
@@ -106,6 +110,43 @@ async def run(rc: ResourceCall) -> Reply:
     if action.answer:
         return Reply(status, _value(rc, action.answer, doc, arg, reply or {}))
     return Reply(status, views.one(rc, doc) if status == 200 else None)
+
+
+async def _transition(
+    rc: ResourceCall,
+    states: ir.StateMachine,
+    action: ir.ResourceAction,
+    doc: Doc,
+    changes: Doc,
+    state: Any,
+) -> Doc:
+    """The changes stored, compare-and-set on the state and on what changes: a concurrent
+    action loses (as the state it was in is gone)."""
+    if not changes:
+        return doc
+    await hooks.run(rc, "before_update", changes, doc)
+    expect = {states.field: state, **{k: doc.get(k) for k in changes}}
+    updated = await rc.store.update(rc.res.res.table, doc["id"], changes, expect=expect)
+    if updated is None:
+        current = await rc.store.get(rc.res.res.table, doc["id"]) or doc
+        raise _refused(rc, states, action, current, current.get(states.field))
+    return updated
+
+
+def _named(rule: str) -> str:
+    """`rule:NAME` as policy messages name it."""
+    return rule.removeprefix("rule:")
+
+
+def _check_payload(rc: ResourceCall, action: ir.ResourceAction, doc: Doc, arg: Any) -> None:
+    """The message's payload, as the argument makes it, checked against the message's schema
+    before anything changes: what it refuses is the caller's (400)."""
+    assert action.send is not None
+    payload = {k: _value(rc, v, doc, arg) for k, v in action.payload.items()}
+    try:
+        messaging.check(rc.call.rt.info, action.send, "payload", payload)
+    except InvalidMessage as exc:
+        raise rc.res.fail("bad_request", reason=str(exc)) from None
 
 
 async def _send(

@@ -42,8 +42,10 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "in_use": (409, "{title} {id} is in use."),
     "state": (409, "Cannot '{action}' {resource} {id} while it is in {field} {state}."),
     "action": (400, "Unknown action {action}."),
+    "action_forbidden": (403, "Policy doesn't allow {rule} to be performed."),
     "bad_limit": (400, "Invalid limit {value}: it must be a non-negative integer."),
     "bad_marker": (404, "Marker {value} could not be found."),
+    "bad_offset": (400, "Invalid offset {value}: it must be a non-negative integer."),
     "bad_sort": (400, "Invalid sort key {value}."),
     "bad_filter": (400, "Invalid value {value} for the filter {field}: {reason}."),
     "item_missing": (404, "{value} is not in the {field} of {resource} {id}."),
@@ -131,6 +133,11 @@ class Compiled:
         """What an extra attribute's value must match (None: anything)."""
         schema = self.res.extra_schema
         return jsonschema_rs.validator_for(schema) if schema else None
+
+    @cached_property
+    def aliases(self) -> dict[str, str]:
+        """Request attribute -> the field it stands for (cinder's display_name for name)."""
+        return {f.name: f.alias for f in self.res.fields if f.alias}
 
     @cached_property
     def stored(self) -> tuple[str, ...]:

@@ -22,22 +22,28 @@ async def _referring(rc: ResourceCall, rule: ir.DeleteRule, doc: Doc) -> list[Do
     return rows
 
 
+async def refusals(rc: ResourceCall, doc: Doc) -> None:
+    """Raise the first `refuse` rule that finds rows referring to `doc` (a behaviour that
+    deletes by itself, as cinder's back end does, checks them so)."""
+    for rule in rc.res.res.deletes:
+        if rule.action == "refuse" and await _referring(rc, rule, doc):
+            err = rc.res.fail("in_use", id=doc["id"], field=rule.field, referrer=rule.resource)
+            if rule.status or rule.message or rule.kind:
+                values = {"id": doc["id"], "field": rule.field, "referrer": rule.resource}
+                err = error(
+                    rule.status or err.status,
+                    fill(rule.message or err.message, {**doc, **values}),
+                    rule.kind or err.kind,
+                )
+            raise err
+
+
 async def delete(rc: ResourceCall, doc: Doc, depth: int = 0) -> None:
     """Refuse while a `refuse` rule finds rows; otherwise cascade, clear, then delete."""
     if depth > MAX_DEPTH:
         raise RuntimeError(f"delete of {rc.res.name} cascades deeper than {MAX_DEPTH}")
     rules = rc.res.res.deletes
-    for rule in rules:
-        if rule.action == "refuse" and await _referring(rc, rule, doc):
-            err = rc.res.fail("in_use", id=doc["id"], field=rule.field, referrer=rule.resource)
-            if rule.status or rule.message:
-                values = {"id": doc["id"], "field": rule.field, "referrer": rule.resource}
-                err = error(
-                    rule.status or err.status,
-                    fill(rule.message or err.message, {**doc, **values}),
-                    err.kind,
-                )
-            raise err
+    await refusals(rc, doc)
     await hooks.run(rc, "before_delete", doc, None)
     for rule in rules:
         if rule.action == "cascade":

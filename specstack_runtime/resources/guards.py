@@ -29,4 +29,5 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
             continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
-        raise error(guard.status, fill(guard.message, {**seen, "id": doc.get("id")}))
+        values = {**seen, "id": doc.get("id")}
+        raise error(guard.status, fill(guard.message, values), guard.kind)

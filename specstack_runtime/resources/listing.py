@@ -9,6 +9,7 @@ sorted, and a page is cut by `marker` and `limit` as the API pages.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 
 Predicate = Callable[[Doc], bool]
-PAGING = frozenset({"limit", "marker", "sort_key", "sort_dir", "sort", "page_reverse"})
+PAGING = frozenset({"limit", "marker", "sort_key", "sort_dir", "sort", "page_reverse", "offset"})
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 #: The most a regular-expression filter may be (RE2 runs in linear time; this bounds memory).
@@ -79,6 +80,9 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
         return lambda d: _text(get(d)) in one_of
     if op == "compare":  # "gt:2024-01-01T00:00:00Z": gt, gte, eq, neq, lt, lte (eq by default)
         return _compare(rc, f, values[-1], get)
+    if op == "subset":  # cinder's metadata={"k": "v"}: the object field holds each pair
+        wanted_o = _json_object(rc, f, values[-1])
+        return lambda d: _holds(get(d), wanted_o)
     if op == "bool":
         if values[-1].strip().lower() == "none":  # nova's is_public=None: no filter
             return None
@@ -126,6 +130,24 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
     if op in ("gte", "changes_since"):
         return lambda d: _text(get(d)) >= stamp
     return lambda d: _text(get(d)) <= stamp
+
+
+def _json_object(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> dict[str, str]:
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise rc.res.fail(
+            "bad_filter", field=f.param, value=raw[:64], reason="expected a JSON object"
+        )
+    return {str(k): _text(v) for k, v in parsed.items()}
+
+
+def _holds(have: Any, wanted: dict[str, str]) -> bool:
+    return isinstance(have, dict) and all(
+        k in have and _text(have[k]) == v for k, v in wanted.items()
+    )
 
 
 def _in_list(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> list[str]:
@@ -239,7 +261,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
         if part:
             key, _, direction = part.partition(":")
             keys.append(key)
-            dirs.append(direction or "asc")
+            dirs.append(direction or rc.res.conventions.sort_dir)
     named = rc.res.res.sort_keys or {k: k for k in (*rc.res.fields, "created_at", "updated_at")}
     for key in keys:
         if key not in named:
@@ -252,7 +274,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             key, _, direction = spec.partition(":")
             keys.append(key)
             dirs.append(direction or "asc")
-    dirs += [dirs[-1] if dirs else "asc"] * (len(keys) - len(dirs))
+    dirs += [dirs[-1] if dirs else rc.res.conventions.sort_dir] * (len(keys) - len(dirs))
     return [(rc.res.key(named.get(k, k)), d == "desc") for k, d in zip(keys, dirs, strict=False)]
 
 
@@ -264,7 +286,15 @@ def _sorted(rows: list[Doc], order: list[tuple[str, bool]]) -> list[Doc]:
 
 
 def _sort_key(key: str) -> Callable[[Doc], tuple[bool, str]]:
-    return lambda d: (d.get(key) is None, _text(d.get(key)))
+    """Missing values last; numbers in numeric order (zero-padded), the rest as text."""
+
+    def get(d: Doc) -> tuple[bool, str]:
+        value = d.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return (False, f"{value:020d}")
+        return (value is None, _text(value))
+
+    return get
 
 
 async def visible_rows(rc: ResourceCall) -> list[Doc]:
@@ -273,8 +303,9 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
     sql, preds = filters(rc)
     rows = await rc.store.list(res.res.table, sql)
     every = access.sees_all(rc)
-    if every and res.res.list_all:
-        every = _asks_for_all(rc, res.res.list_all)
+    if res.res.list_all:
+        rule = res.res.list_all_rule
+        every = (rc.allows(rule) if rule else every) and _asks_for_all(rc, res.res.list_all)
     out: list[Doc] = []
     for d in rows:
         if not (every or access.owns(rc, d) or access.shared(rc, d)):
@@ -304,6 +335,19 @@ def _asks_for_all(rc: ResourceCall, param: str) -> bool:
     raise rc.res.fail("bad_filter", field=param, value=raw, reason="expected true or false")
 
 
+def _offset(rc: ResourceCall) -> int:
+    raw = rc.call.q("offset")
+    if raw is None:
+        return 0
+    try:
+        offset = int(raw)
+    except ValueError:
+        offset = -1
+    if offset < 0 or len(raw) > 12:
+        raise rc.res.fail("bad_offset", value=raw)
+    return offset
+
+
 def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
     marker = rc.call.q("marker")
     reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
@@ -313,6 +357,8 @@ def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
             raise rc.res.fail("bad_marker", value=marker)
         at = ids.index(marker)
         rows = rows[:at] if reverse else rows[at + 1 :]
+    if rc.res.conventions.offset:
+        rows = rows[_offset(rc) :]
     limit = _limit(rc)
     more = limit is not None and len(rows) > limit
     if limit is not None:
@@ -321,7 +367,8 @@ def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
 
 
 def _next_href(rc: ResourceCall, marker: str) -> str:
-    query = [(k, v) for k, vs in rc.call.query.items() if k != "marker" for v in vs]
+    skip = ("marker", "offset") if rc.res.conventions.offset else ("marker",)
+    query = [(k, v) for k, vs in rc.call.query.items() if k not in skip for v in vs]
     query.append(("marker", marker))
     return f"{rc.base}{rc.call.path}?{urlencode(query)}"
 

@@ -76,3 +76,16 @@ async def check(rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool) 
             await rc.store.delete(rc.res.res.table, doc["id"])
             used -= wanted
         raise rc.res.fail("over_quota", quota=quota.name, requested=wanted, used=used, limit=limit)
+
+
+async def check_change(rc: ResourceCall, quota: ir.Quota, old: Doc, new: Doc) -> None:
+    """Refuse a change of a counted row (cinder's os-extend) that would exceed the limit."""
+    limit = limit_of(rc, quota)
+    if limit < 0:
+        return
+    more = _amount(quota, rc, new) - _amount(quota, rc, old)
+    if more <= 0:
+        return
+    used = await usage(rc, quota, str(old.get(rc.res.owner_field or "project_id") or ""))
+    if used + more > limit:
+        raise rc.res.fail("over_quota", quota=quota.name, requested=more, used=used, limit=limit)

@@ -145,6 +145,10 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
     res = rc.res
     out: Doc = {}
     unknown: list[str] = []
+    attrs = dict(attrs)
+    for key in [k for k in attrs if k in res.aliases]:  # an old name: the new one wins
+        value = attrs.pop(key)
+        attrs.setdefault(res.aliases[key], value)
     for key, value in attrs.items():
         f = res.fields.get(key)
         if f is None or (f.computed and not f.in_schema):

@@ -114,7 +114,7 @@ class Cinder:
 
     async def available(self, size: int = 1, who: AuthContext = USER, **attrs: Any) -> str:
         body, _ = await self.op(
-            vol.create_volume,
+            served,
             "createVolume",
             202,
             who=who,
@@ -146,6 +146,12 @@ async def cinder(tmp_path: Path, info: StackInfo | None = None) -> AsyncIterator
     store.close()
 
 
+async def served(call: Call) -> Reply:
+    """An operation as the generated service serves it: its policy rule, then the resource
+    model (spec/resources/block-storage.yaml) or its behaviour."""
+    return await serve_operation(call.rt.info, API, call)
+
+
 def run(tmp_path: Path, scenario: Callable[[Cinder], Awaitable[None]]) -> None:
     async def main() -> None:
         async with cinder(tmp_path) as c:
@@ -175,7 +181,7 @@ def test_version_documents(tmp_path: Path) -> None:
 
 def test_create_with_cli_nulls_is_scheduled_and_backed_by_a_sparse_file(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
-        body, call = await c.op(vol.create_volume, "createVolume", 202, body=CLI_CREATE)
+        body, call = await c.op(served, "createVolume", 202, body=CLI_CREATE)
         created = body["volume"]
         assert created["status"] == "creating" and created["bootable"] == "false"
         assert created["name"] == "v21" and created["size"] == 1
@@ -187,13 +193,11 @@ def test_create_with_cli_nulls_is_scheduled_and_backed_by_a_sparse_file(tmp_path
         assert path.stat().st_size == GIB
         assert path.stat().st_blocks * 512 < 1024 * 1024  # sparse: no data written
 
-        shown, _ = await c.op(
-            vol.show_volume, "showVolume", 200, path_params=c.pp(volume_id=created["id"])
-        )
+        shown, _ = await c.op(served, "showVolume", 200, path_params=c.pp(volume_id=created["id"]))
         assert shown["volume"]["status"] == "available"
         assert "os-vol-host-attr:host" not in shown["volume"]
         as_admin, _ = await c.op(
-            vol.show_volume,
+            served,
             "showVolume",
             200,
             who=ADMIN,
@@ -203,15 +207,13 @@ def test_create_with_cli_nulls_is_scheduled_and_backed_by_a_sparse_file(tmp_path
 
         # the CLI's find: GET /volumes/v21 is a 404, then detail?name=v21
         await expect_error(
-            vol.show_volume(make_call(c.api, "showVolume", path_params=c.pp(volume_id="v21"))),
+            served(make_call(c.api, "showVolume", path_params=c.pp(volume_id="v21"))),
             404,
             "VolumeNotFound",
         )
-        found, _ = await c.op(
-            vol.list_volumes_detailed, "listVolumesDetailed", 200, query={"name": ["v21"]}
-        )
+        found, _ = await c.op(served, "listVolumesDetailed", 200, query={"name": ["v21"]})
         assert [v["id"] for v in found["volumes"]] == [created["id"]]
-        listed, _ = await c.op(vol.list_volumes, "listVolumes", 200)
+        listed, _ = await c.op(served, "listVolumes", 200)
         assert listed["volumes"][0].keys() == {"id", "name", "links"}
 
     run(tmp_path, scenario)
@@ -222,7 +224,7 @@ def test_project_scoping_and_listing(tmp_path: Path) -> None:
         mine = await c.available(name="a", metadata={"k": "v"})
         await c.available(name="b")
         theirs_body, _ = await c.op(
-            vol.create_volume,
+            served,
             "createVolume",
             202,
             who=OTHER,
@@ -231,16 +233,16 @@ def test_project_scoping_and_listing(tmp_path: Path) -> None:
         )
         theirs = theirs_body["volume"]["id"]
         await expect_error(
-            vol.show_volume(make_call(c.api, "showVolume", path_params=c.pp(volume_id=theirs))),
+            served(make_call(c.api, "showVolume", path_params=c.pp(volume_id=theirs))),
             404,
         )
         await expect_error(
-            vol.list_volumes(make_call(c.api, "listVolumes", who=OTHER, path_params=c.pp())), 403
+            served(make_call(c.api, "listVolumes", who=OTHER, path_params=c.pp())), 403
         )
-        listed, _ = await c.op(vol.list_volumes, "listVolumes", 200)
+        listed, _ = await c.op(served, "listVolumes", 200)
         assert len(listed["volumes"]) == 2
         everything, _ = await c.op(
-            vol.list_volumes_detailed,
+            served,
             "listVolumesDetailed",
             200,
             who=ADMIN,
@@ -248,20 +250,18 @@ def test_project_scoping_and_listing(tmp_path: Path) -> None:
         )
         assert len(everything["volumes"]) == 3
         ignored, _ = await c.op(
-            vol.list_volumes, "listVolumes", 200, query={"all_tenants": ["1"]}
+            served, "listVolumes", 200, query={"all_tenants": ["1"]}
         )  # a user's all_tenants is ignored
         assert len(ignored["volumes"]) == 2
-        by_meta, _ = await c.op(
-            vol.list_volumes, "listVolumes", 200, query={"metadata": ['{"k": "v"}']}
-        )
+        by_meta, _ = await c.op(served, "listVolumes", 200, query={"metadata": ['{"k": "v"}']})
         assert [v["id"] for v in by_meta["volumes"]] == [mine]
         page, _ = await c.op(
-            vol.list_volumes, "listVolumes", 200, query={"limit": ["1"], "sort": ["name:asc"]}
+            served, "listVolumes", 200, query={"limit": ["1"], "sort": ["name:asc"]}
         )
         assert [v["name"] for v in page["volumes"]] == ["a"]
         assert page["volumes_links"][0]["rel"] == "next"
         rest, _ = await c.op(
-            vol.list_volumes,
+            served,
             "listVolumes",
             200,
             query={"sort": ["name:asc"], "marker": [page["volumes"][0]["id"]]},
@@ -275,7 +275,7 @@ def test_project_scoping_and_listing(tmp_path: Path) -> None:
             {"bootable": ["perhaps"]},
         ):
             await expect_error(
-                vol.list_volumes(make_call(c.api, "listVolumes", path_params=c.pp(), query=query)),
+                served(make_call(c.api, "listVolumes", path_params=c.pp(), query=query)),
                 400,
             )
 
@@ -294,10 +294,10 @@ def test_gigabytes_quota_from_the_spec_and_the_limits_report(tmp_path: Path) -> 
     async def scenario(c: Cinder) -> None:
         c.api.config.quotas = {"gigabytes": 3}  # spec/resources/block-storage.yaml's quota
         two = {"volume": {**CLI_CREATE["volume"], "size": 2}}
-        body, _ = await c.op(vol.create_volume, "createVolume", 202, body=two)
+        body, _ = await c.op(served, "createVolume", 202, body=two)
         await c.wait_status(body["volume"]["id"], "available")
         with pytest.raises(ApiError, match="quota is 3G and 2G has been consumed") as refused:
-            await c.op(vol.create_volume, "createVolume", 413, body=two)
+            await c.op(served, "createVolume", 413, body=two)
         assert refused.value.status == 413
         absolute = await limits(c)
         assert absolute["maxTotalVolumeGigabytes"] == 3 and absolute["totalGigabytesUsed"] == 2
@@ -331,7 +331,7 @@ def test_create_volume_rejects_bad_input(tmp_path: Path) -> None:
         ]
         for body, status in cases:
             await expect_error(
-                vol.create_volume(make_call(c.api, "createVolume", body=body, path_params=c.pp())),
+                served(make_call(c.api, "createVolume", body=body, path_params=c.pp())),
                 status,
             )
         assert await c.store.count("volumes") == 0
@@ -343,7 +343,7 @@ def test_update_and_delete_rules(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
         vid = await c.available(name="old")
         updated, _ = await c.op(
-            vol.update_volume,
+            served,
             "updateVolume",
             200,
             path_params=c.pp(volume_id=vid),
@@ -428,7 +428,7 @@ def test_volume_actions(tmp_path: Path) -> None:
 
         async def action(body: Any, status: int = 202, who: AuthContext = USER) -> Any:
             result, _ = await c.op(
-                vol.volume_action,
+                served,
                 "volumeAction",
                 status,
                 who=who,
@@ -439,7 +439,7 @@ def test_volume_actions(tmp_path: Path) -> None:
 
         async def refused(body: Any, status: int = 400) -> None:
             await expect_error(
-                vol.volume_action(
+                served(
                     make_call(c.api, "volumeAction", body=body, path_params=c.pp(volume_id=vid))
                 ),
                 status,
@@ -453,7 +453,7 @@ def test_volume_actions(tmp_path: Path) -> None:
         await refused({"os-begin_detaching": None})
 
         await action({"os-set_bootable": {"bootable": True}})
-        shown, _ = await c.op(vol.show_volume, "showVolume", 200, path_params=c.pp(volume_id=vid))
+        shown, _ = await c.op(served, "showVolume", 200, path_params=c.pp(volume_id=vid))
         assert shown["volume"]["bootable"] == "true"
         await refused({"os-set_bootable": {"bootable": "maybe"}})
 
@@ -486,7 +486,7 @@ def test_volume_actions(tmp_path: Path) -> None:
         await action({"os-reset_status": {"status": "error"}}, who=ADMIN)
         assert (await c.row(vid) or {})["status"] == "error"
         await expect_error(
-            vol.volume_action(
+            served(
                 make_call(
                     c.api,
                     "volumeAction",
@@ -585,9 +585,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
             path_params=c.pp(attachment_id=att["id"]),
             body={"os-complete": None},
         )
-        shown_volume, _ = await c.op(
-            vol.show_volume, "showVolume", 200, path_params=c.pp(volume_id=vid)
-        )
+        shown_volume, _ = await c.op(served, "showVolume", 200, path_params=c.pp(volume_id=vid))
         volume = shown_volume["volume"]
         assert volume["status"] == "in-use"
         entry = volume["attachments"][0]
@@ -595,7 +593,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
         assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdb"
         assert entry["host_name"] is None  # administrators and services only
         admin_view, _ = await c.op(
-            vol.show_volume, "showVolume", 200, who=ADMIN, path_params=c.pp(volume_id=vid)
+            served, "showVolume", 200, who=ADMIN, path_params=c.pp(volume_id=vid)
         )
         assert admin_view["volume"]["attachments"][0]["host_name"] == "compute-1"
         shown, _ = await c.op(
@@ -872,9 +870,7 @@ def test_scheduler_without_backends_marks_the_volume_error(tmp_path: Path) -> No
 
     async def main() -> None:
         async with cinder(tmp_path, stack_info(no_backend)) as c:
-            body, _ = await c.op(
-                vol.create_volume, "createVolume", 202, body={"volume": {"size": 1}}
-            )
+            body, _ = await c.op(served, "createVolume", 202, body={"volume": {"size": 1}})
             await c.wait_status(body["volume"]["id"], "error")
             # an errored volume without a host is deleted at once
             await c.op(
@@ -934,20 +930,20 @@ def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -
         targets: list[
             tuple[Callable[[Call], Awaitable[Reply]], str, Callable[[Any], Any], dict[str, str]]
         ] = [
-            (vol.create_volume, "createVolume", lambda v: {"volume": {"size": 1, "name": v}}, {}),
-            (vol.create_volume, "createVolume", lambda v: {"volume": {"size": v}}, {}),
-            (vol.create_volume, "createVolume", lambda v: {"volume": v}, {}),
+            (served, "createVolume", lambda v: {"volume": {"size": 1, "name": v}}, {}),
+            (served, "createVolume", lambda v: {"volume": {"size": v}}, {}),
+            (served, "createVolume", lambda v: {"volume": v}, {}),
             (
-                vol.update_volume,
+                served,
                 "updateVolume",
                 lambda v: {"volume": {"metadata": v}},
                 {"volume_id": vid},
             ),
-            (vol.volume_action, "volumeAction", lambda v: {"os-extend": v}, {"volume_id": vid}),
-            (vol.volume_action, "volumeAction", lambda v: {"os-attach": v}, {"volume_id": vid}),
-            (vol.volume_action, "volumeAction", lambda v: {"os-detach": v}, {"volume_id": vid}),
+            (served, "volumeAction", lambda v: {"os-extend": v}, {"volume_id": vid}),
+            (served, "volumeAction", lambda v: {"os-attach": v}, {"volume_id": vid}),
+            (served, "volumeAction", lambda v: {"os-detach": v}, {"volume_id": vid}),
             (
-                vol.volume_action,
+                served,
                 "volumeAction",
                 lambda v: {"os-initialize_connection": v},
                 {"volume_id": vid},

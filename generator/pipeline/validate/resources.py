@@ -27,6 +27,9 @@ class _Checker:
         self.rules: dict[str, str] = to_plain(pf.data)["policy"]["rules"] if pf else {}
         self.docs = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
         self._database: str | None = None  # of the API component of the file being checked
+        self.quotas = {
+            q for rf in spec.of_kind("resources") for q in to_plain(rf.data).get("quotas") or {}
+        }
 
     def at(self, f: SpecFile, where: Where, message: str) -> None:
         self.diags.append(f.at(where, message))
@@ -234,6 +237,9 @@ class _Checker:
             if isinstance(default, dict) and set(default) == {"expr"}:
                 self.expr(f, [*where, "default", "expr"], default["expr"])
             self.rule(f, [*where, "visible"], spec.get("visible"))
+            alias = spec.get("alias")
+            if alias is not None and (alias not in fields[rname] or alias == fname):
+                self.at(f, [*where, "alias"], f"alias: '{alias}' is not another field of {rname}")
 
     def _lists(self, f: SpecFile, base: Where, r: dict[str, Any], names: set[str]) -> None:
         listing = r.get("list") or {}
@@ -260,6 +266,9 @@ class _Checker:
                     f"sort key '{key}': '{field}' is not a field",
                 )
         self.expr(f, [*base, "list", "where"], listing.get("where"))
+        self.rule(f, [*base, "list", "all_rule"], listing.get("all_rule"))
+        if listing.get("all_rule") and not listing.get("all"):
+            self.at(f, [*base, "list", "all_rule"], "all_rule needs `all` (the parameter)")
 
     def _deletes(
         self,
@@ -303,6 +312,13 @@ class _Checker:
                     self.expr(f, [*where, key, i, "expr"], check.get("expr"))
             for key in ("set", "payload", "answer"):
                 self._exprs(f, [*where, key], a.get(key) or {})
+            self.rule(f, [*where, "policy"], a.get("policy"))
+            for i, quota in enumerate(a.get("quotas") or ()):
+                if quota not in self.quotas:
+                    known = sorted(self.quotas)
+                    self.at(
+                        f, [*where, "quotas", i], f"unknown quota '{quota}'{suggest(quota, known)}"
+                    )
         for i, rule in enumerate(states.get("recover") or ()):
             self._recovery(f, [*base, "states", "recover", i], rule)
 

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: cinder_db_0001_c7e8defd1f
+Revision ID: cinder_db_0001_0182706125
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "cinder_db_0001_c7e8defd1f"
+revision = "cinder_db_0001_0182706125"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -67,6 +67,19 @@ def upgrade() -> None:
     op.create_index("ix_attachments_volume_id", "attachments", ["volume_id"])
     op.create_index("ix_attachments_instance_uuid", "attachments", ["instance_uuid"])
     op.create_table(
+        "snapshots",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=True),
+        sa.Column("volume_id", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_snapshots_created_at", "snapshots", ["created_at"])
+    op.create_index("ix_snapshots_project_id", "snapshots", ["project_id"])
+    op.create_index("ix_snapshots_volume_id", "snapshots", ["volume_id"])
+    op.create_table(
         "volume_types",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("created_at", sa.String(32), nullable=False),
@@ -81,5 +94,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("volume_types")
+    op.drop_table("snapshots")
     op.drop_table("attachments")
     op.drop_table("volumes")
