@@ -13,7 +13,9 @@ MAX_DEPTH = 8
 
 async def _referring(rc: ResourceCall, rule: ir.DeleteRule, doc: Doc) -> list[Doc]:
     other = rc.of(rule.resource)
-    rows = await other.store.list(other.res.res.table, {rule.field: doc["id"]})
+    if doc.get(rule.key) is None:
+        return []
+    rows = await other.store.list(other.res.res.table, {rule.field: doc[rule.key]})
     if rule.where:
         from specstack_runtime.expr import compile_expr
 
@@ -30,12 +32,12 @@ async def delete(rc: ResourceCall, doc: Doc, depth: int = 0) -> None:
     for rule in rules:
         if rule.action == "refuse" and await _referring(rc, rule, doc):
             err = rc.res.fail("in_use", id=doc["id"], field=rule.field, referrer=rule.resource)
-            if rule.status or rule.message:
+            if rule.status or rule.message or rule.kind:
                 values = {"id": doc["id"], "field": rule.field, "referrer": rule.resource}
                 err = error(
                     rule.status or err.status,
                     fill(rule.message or err.message, {**doc, **values}),
-                    err.kind,
+                    rule.kind or err.kind,
                 )
             raise err
     await hooks.run(rc, "before_delete", doc, None)

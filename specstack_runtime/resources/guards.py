@@ -29,4 +29,8 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
             continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
-        raise error(guard.status, fill(guard.message, {**seen, "id": doc.get("id")}))
+        raise error(
+            guard.status,
+            fill(guard.message, {**seen, "id": doc.get("id"), "old": full}),
+            guard.kind,
+        )
