@@ -12,7 +12,8 @@ parameters), `params` (parsed query parameters), `base` (the URL the caller
 used, no trailing slash), `config` (a few stack settings), `rows` (a query's
 rows), `row` (one of them with its joins), `vars` (flow variables), `reply` (what
 an action's called message answered), in start-up recovery rules `host` (the starting
-instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash).
+instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash), `parent` (the row a resource's `parent`
+field names, in its `shared` expression).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `hexdigest("sha224", s)` a hash;
@@ -54,6 +55,7 @@ VARIABLES = (
     "now",
     "host",
     "bus",
+    "parent",
 )
 
 

@@ -112,11 +112,19 @@ class Operation(Node):
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
 
 
+class ErrorText(Node):
+    message: str
+    kind: str | None = None
+    status: int | None = None
+
+
 class FieldRef(Node):  # a field naming a row of another resource of the same API
     resource: str
     status: int = 400
     message: str | None = None
     when: str | None = None  # CEL: checked only when this holds
+    kind: str | None = None  # the error's type name
+    modify: ErrorText | None = None  # the caller must be allowed to change the named row
 
 
 class Collect(Node):
@@ -182,26 +190,23 @@ class ResourceFilter(Node):
         "eq_or_in",
         "compare",
         "subset",
+        "items",
     ]
+    keys: dict[str, tuple[str, str]] = {}  # op items: KEY -> (item field, eq|contains|prefix)
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
 
 
-class DeleteRule(Node):  # what deleting a row does to the rows of `resource` whose `field` names it
+class DeleteRule(Node):  # what deleting a row does to the rows of `resource` naming it
     action: Literal["refuse", "cascade", "clear"]
     resource: str
     field: str
     status: int | None = None
     message: str | None = None
-    kind: str | None = None
+    kind: str | None = None  # the refusal's type name
     where: str | None = None  # CEL over the referring row: only those rows count
-
-
-class ErrorText(Node):
-    message: str
-    kind: str | None = None
-    status: int | None = None
+    key: str = "id"  # the field of the deleted row that the referring field names
 
 
 class ActionCheck(ErrorText):  # a condition (CEL) an action needs; status: 400 accept, 409 require
@@ -258,9 +263,7 @@ class StateMachine(Node):
     recover: tuple[RecoveryRule, ...] = ()
 
 
-class Resource(Node):
-    """A resource of an API, as its spec/resources file declares it."""
-
+class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
     name: str
     title: str
     api: str
@@ -275,6 +278,7 @@ class Resource(Node):
     owner: Literal["project", "user", "none"]
     extra: bool
     shared: str | None
+    parent: str | None = None  # a field naming the row `shared` sees as `parent`
     see_all: str | None
     modify: str | None
     operations: dict[str, str]  # operationId -> action
@@ -347,14 +351,13 @@ class Query(Node):
     status: int
 
 
-class Conventions(Node):
-    """How an API lists, pages and reports, shared by its resources."""
-
+class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.
     pagination: Literal["none", "keystone", "nova", "neutron", "glance", "cinder"] = "none"
     max_limit: int = 1000
     over_quota: ErrorText = ErrorText(message="Quota exceeded for {quota}.", status=403)
     unknown_filters: Literal["ignore", "reject"] = "ignore"
     fields_param: str | None = None
+    strict_body: bool = False  # a body holds only the envelope: other keys are unknown fields
     default_limit: int | None = None  # the page size when the request gives no limit
     offset: bool = False  # lists also skip `offset` rows (cinder)
     sort_dir: Literal["asc", "desc"] = "asc"  # the direction of a sort key given without one
@@ -454,9 +457,7 @@ class Sequence(Node):
     source: Source
 
 
-class HandlerStep(Node):
-    """One interaction a handler carries out, in order."""
-
+class HandlerStep(Node):  # One interaction a handler carries out, in order.
     index: int
     title: str  # the title of the sequence step it belongs to
     source: str  # who the spec says performs it (the component, or the actor it acts for)

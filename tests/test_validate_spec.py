@@ -247,3 +247,41 @@ def test_cinder_resource_keys_are_checked_where_they_are_written(
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
     assert at("metadata: superset") in err and "subset" in err
+
+
+def test_network_model_mistakes_are_located(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The engine's neutron features are checked at validate time with FILE:LINE:COL: a
+    `parent` without a `ref`, a delete rule's `key` that is no field, an `items` filter
+    without keys."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    res = spec / "resources" / "network.yaml"
+    text = res.read_text("utf-8")
+    for old, new in (
+        (
+            '    parent: network_id\n    shared: "parent.shared',
+            '    parent: name\n    shared: "parent.shared',
+        ),
+        ("          key: network_id\n", "          key: network\n"),
+        ("          op: items\n          keys:", "          op: items\n          nokeys:"),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    res.write_text(text.replace("          nokeys:", "          # no keys:"), "utf-8")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    lines = res.read_text("utf-8").splitlines()
+
+    def where(snippet: str) -> str:
+        line = next(n for n, t in enumerate(lines, 1) if snippet in t)
+        return f"resources/network.yaml:{line}:"
+
+    assert where("parent: name") + "13: parent: 'name' is not a field with a `ref`" in err
+    assert where("key: network") + "16: 'network' is not a field of subnet" in err
+    assert re.search(
+        r"resources/network\.yaml:\d+:\d+: filter 'fixed_ips': op items needs `keys`", err
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, RootModel, constr
 from typing import Any, Literal
 from uuid import UUID
+from ipaddress import IPv4Address, IPv6Address
 
 
 class Link(BaseModel):
@@ -138,7 +139,9 @@ class NetworkCreate(BaseModel):
     qos_policy_id: str | None = None
     is_default: bool | None = None
     vlan_transparent: bool | None = None
-    provider_network_type: str | None = Field(None, alias="provider:network_type")
+    provider_network_type: Literal["vxlan", "vlan", "flat", "geneve", "local"] | None = Field(
+        None, alias="provider:network_type"
+    )
     provider_physical_network: str | None = Field(None, alias="provider:physical_network")
     provider_segmentation_id: int | None = Field(None, alias="provider:segmentation_id")
 
@@ -283,7 +286,7 @@ class SubnetCreate(BaseModel):
     gateway_ip: str | None = Field(None, description="Gateway address; null for none.")
     allocation_pools: list[AllocationPool] | None = None
     enable_dhcp: bool | None = True
-    dns_nameservers: list[str] | None = None
+    dns_nameservers: list[IPv4Address | IPv6Address] | None = None
     host_routes: list[HostRoute] | None = None
     ipv6_ra_mode: Ipv6Mode | None = None
     ipv6_address_mode: Ipv6Mode | None = None
@@ -315,7 +318,7 @@ class SubnetUpdate(BaseModel):
     gateway_ip: str | None = None
     allocation_pools: list[AllocationPool] | None = None
     enable_dhcp: bool | None = None
-    dns_nameservers: list[str] | None = None
+    dns_nameservers: list[IPv4Address | IPv6Address] | None = None
     host_routes: list[HostRoute] | None = None
     description: str | None = None
     segment_id: str | None = None
@@ -362,9 +365,10 @@ class PortFixedIp(BaseModel):
 
 class PortFixedIpRequest(BaseModel):
     model_config = ConfigDict(
+        extra="forbid",
         populate_by_name=True,
     )
-    subnet_id: str | None = None
+    subnet_id: constr(max_length=64) | None = None
     ip_address: str | None = None
 
 
@@ -477,7 +481,20 @@ class PortCreate(BaseModel):
     tenant_id: str | None = None
     project_id: str | None = None
     binding_host_id: str | None = Field(None, alias="binding:host_id")
-    binding_vnic_type: str | None = Field(None, alias="binding:vnic_type")
+    binding_vnic_type: (
+        Literal[
+            "normal",
+            "direct",
+            "macvtap",
+            "baremetal",
+            "direct-physical",
+            "virtio-forwarder",
+            "smart-nic",
+            "vdpa",
+            "remote-managed",
+        ]
+        | None
+    ) = Field(None, alias="binding:vnic_type")
     binding_profile: dict[str, Any] | None = Field(None, alias="binding:profile")
     security_groups: list[str] | None = None
     allowed_address_pairs: list[AllowedAddressPair] | None = None
@@ -508,7 +525,20 @@ class PortUpdate(BaseModel):
     device_id: str | None = None
     device_owner: str | None = None
     binding_host_id: str | None = Field(None, alias="binding:host_id")
-    binding_vnic_type: str | None = Field(None, alias="binding:vnic_type")
+    binding_vnic_type: (
+        Literal[
+            "normal",
+            "direct",
+            "macvtap",
+            "baremetal",
+            "direct-physical",
+            "virtio-forwarder",
+            "smart-nic",
+            "vdpa",
+            "remote-managed",
+        ]
+        | None
+    ) = Field(None, alias="binding:vnic_type")
     binding_profile: dict[str, Any] | None = Field(None, alias="binding:profile")
     security_groups: list[str] | None = None
     allowed_address_pairs: list[AllowedAddressPair] | None = None

@@ -37,62 +37,62 @@ async def list_extensions(flow: Flow) -> None:
 
 
 async def list_networks(flow: Flow) -> None:
-    """operation listNetworks: behaviour network.list_networks."""
+    """operation listNetworks: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_network(flow: Flow) -> None:
-    """operation createNetwork: behaviour network.create_network."""
+    """operation createNetwork: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_network(flow: Flow) -> None:
-    """operation showNetwork: behaviour network.show_network."""
+    """operation showNetwork: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_network(flow: Flow) -> None:
-    """operation updateNetwork: behaviour network.update_network."""
+    """operation updateNetwork: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_network(flow: Flow) -> None:
-    """operation deleteNetwork: behaviour network.delete_network."""
+    """operation deleteNetwork: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_subnets(flow: Flow) -> None:
-    """operation listSubnets: behaviour network.list_subnets."""
+    """operation listSubnets: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_subnet(flow: Flow) -> None:
-    """operation createSubnet: behaviour network.create_subnet."""
+    """operation createSubnet: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_subnet(flow: Flow) -> None:
-    """operation showSubnet: behaviour network.show_subnet."""
+    """operation showSubnet: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_subnet(flow: Flow) -> None:
-    """operation updateSubnet: behaviour network.update_subnet."""
+    """operation updateSubnet: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_subnet(flow: Flow) -> None:
-    """operation deleteSubnet: behaviour network.delete_subnet."""
+    """operation deleteSubnet: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_ports(flow: Flow) -> None:
-    """operation listPorts: behaviour network.list_ports."""
+    """operation listPorts: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_port(flow: Flow) -> None:
-    """operation createPort: behaviour network.create_port; boot-vm step 13 -> 13.1, 14, 14.1, 14.2."""
+    """operation createPort: behaviour resource.serve; boot-vm step 13 -> 13.1, 14, 14.1, 14.2."""
     await flow.step(
         0,
         "Configure network",
@@ -124,17 +124,17 @@ async def create_port(flow: Flow) -> None:
 
 
 async def show_port(flow: Flow) -> None:
-    """operation showPort: behaviour network.show_port."""
+    """operation showPort: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_port(flow: Flow) -> None:
-    """operation updatePort: behaviour network.update_port."""
+    """operation updatePort: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_port(flow: Flow) -> None:
-    """operation deletePort: behaviour network.delete_port; delete-vm step 8 -> 9, 9.1, 9.2."""
+    """operation deletePort: behaviour resource.serve; delete-vm step 8 -> 9, 9.1, 9.2."""
     await flow.trigger(0, "Deallocate and disassociate network", "neutron-db")
     await flow.step(
         1,
@@ -199,128 +199,139 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listNetworks",
-        behaviour="network.list_networks",
+        behaviour="resource.serve",
         on_error=None,
         run=list_networks,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "network", "action": "list"},
     ),
     "createNetwork": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createNetwork",
-        behaviour="network.create_network",
+        behaviour="resource.serve",
         on_error=None,
         run=create_network,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "network", "action": "create"},
     ),
     "showNetwork": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showNetwork",
-        behaviour="network.show_network",
+        behaviour="resource.serve",
         on_error=None,
         run=show_network,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "network", "action": "show"},
     ),
     "updateNetwork": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateNetwork",
-        behaviour="network.update_network",
+        behaviour="resource.serve",
         on_error=None,
         run=update_network,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "network", "action": "update"},
     ),
     "deleteNetwork": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteNetwork",
-        behaviour="network.delete_network",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_network,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "network", "action": "delete"},
     ),
     "listSubnets": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listSubnets",
-        behaviour="network.list_subnets",
+        behaviour="resource.serve",
         on_error=None,
         run=list_subnets,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "subnet", "action": "list"},
     ),
     "createSubnet": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createSubnet",
-        behaviour="network.create_subnet",
+        behaviour="resource.serve",
         on_error=None,
         run=create_subnet,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "subnet", "action": "create"},
     ),
     "showSubnet": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showSubnet",
-        behaviour="network.show_subnet",
+        behaviour="resource.serve",
         on_error=None,
         run=show_subnet,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "subnet", "action": "show"},
     ),
     "updateSubnet": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateSubnet",
-        behaviour="network.update_subnet",
+        behaviour="resource.serve",
         on_error=None,
         run=update_subnet,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "subnet", "action": "update"},
     ),
     "deleteSubnet": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteSubnet",
-        behaviour="network.delete_subnet",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_subnet,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "subnet", "action": "delete"},
     ),
     "listPorts": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listPorts",
-        behaviour="network.list_ports",
+        behaviour="resource.serve",
         on_error=None,
         run=list_ports,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "port", "action": "list"},
     ),
     "createPort": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createPort",
-        behaviour="network.create_port",
+        behaviour="resource.serve",
         on_error=None,
         run=create_port,
         occurrences={
@@ -333,34 +344,37 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=True,
+        args={"resource": "port", "action": "create"},
     ),
     "showPort": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showPort",
-        behaviour="network.show_port",
+        behaviour="resource.serve",
         on_error=None,
         run=show_port,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "port", "action": "show"},
     ),
     "updatePort": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updatePort",
-        behaviour="network.update_port",
+        behaviour="resource.serve",
         on_error=None,
         run=update_port,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "port", "action": "update"},
     ),
     "deletePort": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deletePort",
-        behaviour="network.delete_port",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_port,
         occurrences={
@@ -372,6 +386,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={"resource": "port", "action": "delete"},
     ),
     "get_agent_ports": HandlerSpec(
         component=COMPONENT,

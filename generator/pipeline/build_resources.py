@@ -253,13 +253,7 @@ def _field(
         always=always,
         write=write,
         unique=tuple(extra["unique"]) if "unique" in extra else None,
-        ref=(
-            ir.FieldRef(resource=ref)
-            if isinstance(ref, str)
-            else ir.FieldRef(**ref)
-            if isinstance(ref, dict)
-            else None
-        ),
+        ref=_ref(ref),
         computed=extra.get("computed"),
         hidden=bool(extra.get("hidden", False) or prop.get("writeOnly", False)),
         visible=extra.get("visible"),
@@ -280,6 +274,18 @@ def _field(
         maximum=extra.get("maximum", request.get("maximum")),
         coerce=extra.get("coerce"),
         pattern=extra.get("pattern", request.get("pattern")),
+    )
+
+
+def _ref(ref: Any) -> ir.FieldRef | None:
+    if isinstance(ref, str):
+        return ir.FieldRef(resource=ref)
+    if not isinstance(ref, dict):
+        return None
+    modify = ref.get("modify")
+    return ir.FieldRef(
+        **{k: v for k, v in ref.items() if k != "modify"},
+        modify=ir.ErrorText(**modify) if isinstance(modify, dict) else None,
     )
 
 
@@ -330,6 +336,10 @@ def _resource(
                 visible=spec.get("visible"),
                 requires=spec.get("requires"),
                 values=tuple(spec["values"]) if "values" in spec else None,
+                keys={
+                    key: (key, how) if isinstance(how, str) else (how["field"], how.get("op", "eq"))
+                    for key, how in (spec.get("keys") or {}).items()
+                },
             )
         )
     deletes = [
@@ -391,6 +401,7 @@ def _resource(
         owner=r.get("owner", "project"),
         extra=bool(r.get("extra", False)),
         shared=r.get("shared"),
+        parent=r.get("parent"),
         see_all=r.get("see_all"),
         modify=r.get("modify"),
         operations={op: action for op, (action, _) in bound.items()},

@@ -28,13 +28,41 @@ def owns(rc: ResourceCall, doc: Doc) -> bool:
     return bool(mine) and doc.get(field) == mine
 
 
-def shared(rc: ResourceCall, doc: Doc) -> bool:
+def shared(rc: ResourceCall, doc: Doc, parent: Doc | None = None) -> bool:
+    """The resource's `shared` expression; with `parent:`, over the row it names too
+    (`parent`, null when that row is gone)."""
     expr = rc.res.shared
-    return expr is not None and bool(expr.evaluate(**rc.variables(doc=rc.res.complete(doc))))
+    if expr is None:
+        return False
+    more: dict[str, Any] = {"doc": rc.res.complete(doc)}
+    if rc.res.res.parent:
+        if parent is None:
+            return False  # the parent is gone: nothing shares the row any more
+        more["parent"] = parent
+    return bool(expr.evaluate(**rc.variables(**more)))
 
 
-def visible(rc: ResourceCall, doc: Doc) -> bool:
-    return owns(rc, doc) or sees_all(rc) or shared(rc, doc)
+def visible(rc: ResourceCall, doc: Doc, parent: Doc | None = None) -> bool:
+    return owns(rc, doc) or sees_all(rc) or shared(rc, doc, parent)
+
+
+async def parent_of(rc: ResourceCall, doc: Doc) -> Doc | None:
+    """The row the resource's `parent` field names (None without one, or when gone)."""
+    name = rc.res.res.parent
+    if not name or doc.get(rc.res.key(name)) is None:
+        return None
+    f = rc.res.fields[name]
+    assert f.ref is not None
+    other = rc.of(f.ref.resource)
+    row = await other.store.get(other.res.res.table, str(doc[rc.res.key(name)]))
+    return None if row is None else other.res.complete(row)
+
+
+async def sees(rc: ResourceCall, doc: Doc) -> bool:
+    """`visible`, reading the parent row when the resource's visibility depends on it."""
+    if owns(rc, doc) or sees_all(rc):
+        return True
+    return shared(rc, doc, await parent_of(rc, doc))
 
 
 def may_modify(rc: ResourceCall, doc: Doc) -> bool:
@@ -56,7 +84,7 @@ async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
             if str(doc.get(name)) != value:
                 doc = None
                 break
-    if doc is None or not visible(rc, doc):
+    if doc is None or not await sees(rc, doc):
         auth = rc.optional_auth
         who = {"user_id": auth.user_id, "project_id": auth.project_id} if auth else {}
         raise rc.res.fail("not_found", **{**who, **rc.call.path_params, "id": row_id})
@@ -66,7 +94,7 @@ async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
 async def modifiable(rc: ResourceCall) -> Doc:
     doc = await lookup(rc)
     if not may_modify(rc, doc):
-        raise rc.res.fail("forbidden", id=doc.get("id"))
+        raise rc.res.fail("forbidden", id=doc.get("id"), action=rc.call.args.get("action"))
     return doc
 
 

@@ -13,7 +13,9 @@ MAX_DEPTH = 8
 
 async def _referring(rc: ResourceCall, rule: ir.DeleteRule, doc: Doc) -> list[Doc]:
     other = rc.of(rule.resource)
-    rows = await other.store.list(other.res.res.table, {rule.field: doc["id"]})
+    if doc.get(rule.key) is None:
+        return []
+    rows = await other.store.list(other.res.res.table, {rule.field: doc[rule.key]})
     if rule.where:
         from specstack_runtime.expr import compile_expr
 

@@ -29,5 +29,5 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
             continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
-        values = {**seen, "id": doc.get("id")}
+        values = {**seen, "id": doc.get("id"), "old": full}
         raise error(guard.status, fill(guard.message, values), guard.kind)

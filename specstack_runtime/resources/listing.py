@@ -100,6 +100,8 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
             return test(w in have_set for w in wanted_l)
 
         return members
+    if op == "items":  # neutron's fixed_ips=ip_address=10.0.0.2: an item matching every key
+        return _items(rc, f, values, get)
     if op == "regex":
         pattern = values[-1]
         if len(pattern) > MAX_PATTERN:
@@ -148,6 +150,41 @@ def _holds(have: Any, wanted: dict[str, str]) -> bool:
     return isinstance(have, dict) and all(
         k in have and _text(have[k]) == v for k, v in wanted.items()
     )
+
+
+_ITEM_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "eq": lambda have, want: have == want,
+    "contains": lambda have, want: want in have,
+    "prefix": lambda have, want: have.startswith(want),
+}
+
+
+def _items(
+    rc: ResourceCall, f: ir.ResourceFilter, values: list[str], get: Callable[[Doc], Any]
+) -> Predicate:
+    """`KEY=VALUE` values against the items (objects) of a list field: a row matches when
+    one item matches every key given (any of a key's values)."""
+    wanted: dict[str, list[str]] = {}
+    for raw in values:
+        key, sep, value = raw.partition("=")
+        if not sep or key not in f.keys:
+            expected = ", ".join(f"{k}=" for k in f.keys)
+            raise rc.res.fail("bad_filter", field=f.param, value=raw, reason=f"expected {expected}")
+        wanted.setdefault(key, []).append(value)
+    tests = [(f.keys[k][0], _ITEM_TESTS[f.keys[k][1]], options) for k, options in wanted.items()]
+
+    def item_matches(item: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        return all(
+            any(test(_text(item.get(field)), o) for o in options) for field, test, options in tests
+        )
+
+    def matches(d: Doc) -> bool:
+        have = get(d)
+        return isinstance(have, list) and any(item_matches(i) for i in have)
+
+    return matches
 
 
 def _in_list(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> list[str]:
@@ -306,10 +343,13 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
     if res.res.list_all:
         rule = res.res.list_all_rule
         every = (rc.allows(rule) if rule else every) and _asks_for_all(rc, res.res.list_all)
+    parents = await _parents(rc) if not every else {}
     out: list[Doc] = []
     for d in rows:
-        if not (every or access.owns(rc, d) or access.shared(rc, d)):
-            continue
+        if not (every or access.owns(rc, d)):
+            parent = parents.get(str(d.get(res.key(res.res.parent)))) if res.res.parent else None
+            if not access.shared(rc, d, parent):
+                continue
         if preds and not all(p(d) for p in preds):
             continue
         if res.list_where is not None and not res.list_where.evaluate(
@@ -318,6 +358,17 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
             continue
         out.append(d)
     return _sorted(out, _sort_order(rc))
+
+
+async def _parents(rc: ResourceCall) -> dict[str, Doc]:
+    """The rows the resource's `parent` field may name, by id (read once per list)."""
+    name = rc.res.res.parent
+    if not name:
+        return {}
+    ref = rc.res.fields[name].ref
+    assert ref is not None
+    other = rc.of(ref.resource)
+    return {r["id"]: other.res.complete(r) for r in await other.store.list(other.res.res.table)}
 
 
 def _asks_for_all(rc: ResourceCall, param: str) -> bool:

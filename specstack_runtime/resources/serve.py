@@ -57,16 +57,11 @@ async def create(
     doc = await writes.for_create(rc, writes.attributes(rc) if attrs is None else attrs, id_)
     guards.check(rc, "create", doc, doc)
     await hooks.run(rc, "before_create", doc, None)
-    quota = quotas.quota_of(rc)
-    if quota is None:
-        created = await _insert(rc, doc)
-        await writes.settle_unique(rc, created)
-    else:
-        async with quotas.lock(quota, str(doc.get(rc.res.owner_field or "project_id"))):
-            await quotas.check(rc, quota, doc, inserted=False)
-            created = await _insert(rc, doc)
-            await quotas.check(rc, quota, created, inserted=True)
-            await writes.settle_unique(rc, created)
+    try:
+        created = await _store_new(rc, doc)
+    except BaseException:
+        await hooks.run(rc, "undo_create", doc, None)  # what before_create took, given back
+        raise
     await collects.added(rc, created)
     await hooks.run(rc, "after_create", created, None)
     rc.call.vars[rc.res.name] = created
@@ -76,6 +71,21 @@ async def create(
         where = compile_expr(rc.res.res.location).evaluate(**rc.variables(doc=created))
         headers["Location"] = str(where)
     return Reply(status, None if status == 204 else views.one(rc, created), headers)
+
+
+async def _store_new(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
+    """Insert the new row: counted against its quota, unique values settled."""
+    quota = quotas.quota_of(rc)
+    if quota is None:
+        created = await _insert(rc, doc)
+        await writes.settle_unique(rc, created)
+        return created
+    async with quotas.lock(quota, str(doc.get(rc.res.owner_field or "project_id"))):
+        await quotas.check(rc, quota, doc, inserted=False)
+        created = await _insert(rc, doc)
+        await quotas.check(rc, quota, created, inserted=True)
+        await writes.settle_unique(rc, created)
+        return created
 
 
 async def _insert(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +106,7 @@ async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply
         expect = {rev: old.get(rev)} if rev else None
         updated = await rc.store.update(rc.res.res.table, old["id"], changes, expect=expect)
         if updated is None:
+            await hooks.run(rc, "undo_update", changes, old)
             gone = await rc.store.get(rc.res.res.table, old["id"]) is None
             raise rc.res.fail("not_found" if gone else "changed", id=old["id"])
         doc = updated
@@ -156,7 +167,7 @@ async def upsert(rc: ResourceCall) -> Reply:
         if reply.status == 204:
             reply.body = None
         return reply
-    if not access.visible(rc, existing):
+    if not await access.sees(rc, existing):
         raise rc.res.fail("not_found", id=row_id)
     reply = await update(rc, attrs)
     reply.status = rc.success(200, 204, 201)

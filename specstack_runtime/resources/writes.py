@@ -49,14 +49,44 @@ def attributes(rc: ResourceCall) -> Doc:
     if key:
         if not isinstance(body, dict) or not isinstance(body.get(key), dict):
             raise rc.res.fail("body", envelope=key)
+        others = sorted(k for k in body if k != key)
+        if others and rc.res.conventions.strict_body:
+            raise rc.res.fail("unknown_field", field=", ".join(others))
         return dict(body[key])
     if not isinstance(body, dict):
         raise rc.res.fail("body", envelope=rc.res.name)
     return dict(body)
 
 
+#: The spellings `coerce: bool` takes (neutron's convert_to_boolean).
+_BOOLS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "t": True,
+    "y": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+    "f": False,
+    "n": False,
+}
+
+
 def _coerce(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
     kind = f.coerce
+    if kind == "bool" and not isinstance(value, bool) and value is not None:
+        key = value.strip().lower() if isinstance(value, str) else value
+        if isinstance(key, str | int) and not isinstance(key, bool) and str(key) in _BOOLS:
+            return _BOOLS[str(key)]
+        raise rc.res.fail(
+            "invalid",
+            field=f.name,
+            value=_short(value),
+            reason=f"'{_short(value)}' cannot be converted to boolean",
+        )
     if kind is None or value is None or isinstance(value, bool):
         return value
     try:
@@ -160,7 +190,13 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
         if f.computed:
             continue  # a computed field sent back (a client's round trip): nothing to store
         held = f.stored or key
-        if old is not None and held in old and old.get(held) == value and f.write != "always":
+        if (
+            old is not None
+            and held in old
+            and old.get(held) == value
+            and f.write != "always"
+            and not res.conventions.strict_body
+        ):
             continue  # unchanged: clients send back what they read
         if f.write == "never":
             raise res.fail("read_only" if old is None else "immutable", field=key, value=value)
@@ -260,15 +296,18 @@ async def check_refs(rc: ResourceCall, doc: Doc, names: Iterable[str]) -> None:
             continue
         target = rc.of(f.ref.resource)
         row = await target.store.get(target.res.res.table, str(value))
-        if row is None or not access.visible(target, row):
-            ref = f.ref
+        ref = f.ref
+        values = {"field": name, "value": value}
+        if row is None or not await access.sees(target, row):
             err = rc.res.fail(
                 "ref_missing", field=name, value=value, ref=target.res.res.title.lower()
             )
-            if ref.status != 400 or ref.message:
-                values = {"field": name, "value": value}
-                err = error(ref.status, fill(ref.message or err.message, values), err.kind)
+            if ref.status != 400 or ref.message or ref.kind:
+                message = fill(ref.message or err.message, values)
+                err = error(ref.status, message, ref.kind or err.kind)
             raise err
+        if ref.modify is not None and not access.may_modify(target, row):
+            raise error(ref.modify.status or 403, fill(ref.modify.message, values), ref.modify.kind)
 
 
 async def check_unique(

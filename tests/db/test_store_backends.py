@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from specstack_runtime.behaviours.network import _allocate_one
+from specstack_runtime.behaviours.netports import _allocate_one
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.store import Store, engine_url
 from tests.db.spec_tables import tables

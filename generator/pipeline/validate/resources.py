@@ -173,6 +173,7 @@ class _Checker:
             for key in ("see_all", "modify"):
                 self.rule(f, [*base, key], r.get(key))
             self.expr(f, [*base, "shared"], r.get("shared"))
+            self._parent(f, base, r)
             self.expr(f, [*base, "live"], r.get("live"))
             self.expr(f, [*base, "location"], r.get("location"))
             self._guards(f, base, r, fields[rname])
@@ -253,6 +254,13 @@ class _Checker:
                     f"filter '{param}': '{field}' is not a field of the resource"
                     f"{suggest(field, sorted(names))}",
                 )
+            if spec.get("op") == "items" and not spec.get("keys"):
+                self.at(
+                    f,
+                    [*base, "list", "filters", param],
+                    f"filter '{param}': op items needs `keys` (KEY=VALUE keys and the fields "
+                    "of the items they match)",
+                )
             self.rule(f, [*base, "list", "filters", param, "visible"], spec.get("visible"))
             self.rule(f, [*base, "list", "filters", param, "requires"], spec.get("requires"))
         sort = listing.get("sort") or ()
@@ -292,6 +300,23 @@ class _Checker:
                         f"{suggest(rule['field'], sorted(fields[other]))}",
                     )
                 self.expr(f, [*where, "where"], rule.get("where"))
+                key = rule.get("key")
+                own = fields[str(base[-1])]
+                if key and key not in own:
+                    self.at(
+                        f,
+                        [*where, "key"],
+                        f"'{key}' is not a field of {base[-1]}{suggest(key, sorted(own))}",
+                    )
+
+    def _parent(self, f: SpecFile, base: Where, r: dict[str, Any]) -> None:
+        """`parent` names a field whose `ref` names the row `shared` sees as `parent`."""
+        name = r.get("parent")
+        if not name:
+            return
+        spec = (r.get("fields") or {}).get(name) or {}
+        if not spec.get("ref"):
+            self.at(f, [*base, "parent"], f"parent: '{name}' is not a field with a `ref`")
 
     def _states(self, f: SpecFile, base: Where, r: dict[str, Any], names: set[str]) -> None:
         states = r.get("states")

@@ -1,0 +1,336 @@
+"""The algorithms of neutron's ports, as hooks of the resource engine.
+
+spec/resources/network.yaml declares what a port is (fields, defaults, scope, policy,
+refusals, filters); these hooks compute what the spec cannot state: a free MAC
+address, the addresses of the requested fixed_ips (from ipam.allocate_ip; every
+allocation is also a row of `ipallocations` whose id is `<subnet_id>:<ip>`, so two
+servers that pick the same address at the same time collide on the primary key and
+the loser takes the next one), the binding state, and the agents' notification of
+an update (neutron's notifier tells them of every port update).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from specstack_runtime.behaviours import ipam, netcheck
+from specstack_runtime.bus import BusError
+from specstack_runtime.errors import BadRequest, Conflict
+from specstack_runtime.messaging import InvalidMessage, send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import writes
+from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.store import Store
+
+logger = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+DEFAULT_NETWORK_TYPE = "vxlan"
+BOUND_VIF_TYPE = "ovs"
+UNBOUND_VIF_TYPE = "unbound"
+BOUND_VIF_DETAILS: Doc = {
+    "port_filter": True,
+    "ovs_hybrid_plug": False,
+    "datapath_type": "system",
+    "bridge_name": "br-int",
+    "connectivity": "l2",
+}
+#: Attempts at a random MAC address not in use on the network (neutron retries too).
+MAC_ATTEMPTS = 16
+
+
+def _binding_state(port: Doc) -> Doc:
+    """vif_type, vif_details and status follow from the binding host and admin state."""
+    bound = bool(port.get("binding:host_id"))
+    return {
+        "binding:vif_type": BOUND_VIF_TYPE if bound else UNBOUND_VIF_TYPE,
+        "binding:vif_details": dict(BOUND_VIF_DETAILS) if bound else {},
+        "status": "ACTIVE" if bound and port.get("admin_state_up", True) else "DOWN",
+    }
+
+
+async def _allocate_one(
+    store: Store, network_id: str, subnet: Doc, port_id: str, requested: str | None
+) -> str:
+    """One address on `subnet` for `port_id`, claimed by inserting its ipallocations row."""
+    sid = subnet["id"]
+    # Allocation ids are "<subnet>:<ip>": read them without decoding every row.
+    in_use = {i.split(":", 1)[1] for i in await store.ids("ipallocations", {"subnet_id": sid})}
+    while True:
+        try:
+            ip = ipam.allocate_ip(
+                subnet["cidr"],
+                subnet.get("allocation_pools") or [],
+                subnet.get("gateway_ip"),
+                in_use,
+                requested,
+            )
+        except ipam.IpAddressInUse:
+            raise Conflict(
+                f"IP address {requested} already allocated in subnet {sid}",
+                kind="IpAddressAlreadyAllocated",
+            ) from None
+        except ipam.IpExhausted:
+            raise Conflict(
+                f"No more IP addresses available on network {network_id}.",
+                kind="IpAddressGenerationFailure",
+            ) from None
+        except ipam.IpamError as exc:
+            raise BadRequest(
+                f"Invalid input for operation: {exc}", kind="InvalidIpForSubnet"
+            ) from None
+        row = {
+            "id": f"{sid}:{ip}",
+            "subnet_id": sid,
+            "port_id": port_id,
+            "ip_address": ip,
+            "network_id": network_id,
+        }
+        try:
+            await store.create("ipallocations", row)
+            return ip
+        except Conflict:
+            if requested is not None:
+                raise Conflict(
+                    f"IP address {ip} already allocated in subnet {sid}",
+                    kind="IpAddressAlreadyAllocated",
+                ) from None
+            # Another server took it between our read and our insert: take the next one.
+            in_use.add(ip)
+            in_use |= {
+                a["ip_address"] for a in await store.list("ipallocations", {"subnet_id": sid})
+            }
+
+
+async def _release(store: Store, port_id: str, fixed_ips: Iterable[Doc]) -> None:
+    for fixed in fixed_ips:
+        row_id = f"{fixed['subnet_id']}:{fixed['ip_address']}"
+        row = await store.get("ipallocations", row_id)
+        if row is not None and row.get("port_id") == port_id:
+            await store.delete("ipallocations", row_id)
+
+
+def _resolve_fixed_ips(network: Doc, subnets: list[Doc], wanted: list[Doc] | None) -> list[Doc]:
+    """Each request as {subnet, ip_address|None}; without fixed_ips, the first IPv4 subnet."""
+    if wanted is None:
+        if not subnets:
+            return []
+        v4 = [s for s in subnets if s["ip_version"] == 4]
+        return [{"subnet": (v4 or subnets)[0], "ip_address": None}]
+    by_id = {s["id"]: s for s in subnets}
+    resolved: list[Doc] = []
+    for entry in wanted:
+        ip = entry.get("ip_address")
+        if "subnet_id" in entry:
+            subnet = by_id.get(entry["subnet_id"])
+            if subnet is None:
+                raise BadRequest(
+                    f"Invalid input for operation: Failed to create port on network "
+                    f"{network['id']}, because fixed_ips included invalid subnet "
+                    f"{entry['subnet_id']}.",
+                    kind="InvalidInput",
+                )
+            if ip is not None and ipaddress.ip_address(ip) not in ipaddress.ip_network(
+                subnet["cidr"]
+            ):
+                raise BadRequest(
+                    f"IP address {ip} is not a valid IP for the specified subnet.",
+                    kind="InvalidIpForSubnet",
+                )
+        else:
+            address = ipaddress.ip_address(str(ip))
+            matching = [s for s in subnets if address in ipaddress.ip_network(s["cidr"])]
+            if not matching:
+                raise BadRequest(
+                    f"IP address {ip} is not a valid IP for any of the subnets on "
+                    "the specified network.",
+                    kind="InvalidIpForNetwork",
+                )
+            subnet = matching[0]
+        resolved.append({"subnet": subnet, "ip_address": ip})
+    return resolved
+
+
+async def _allocate_all(store: Store, network: Doc, port_id: str, requests: list[Doc]) -> list[Doc]:
+    done: list[Doc] = []
+    try:
+        for req in requests:
+            subnet = req["subnet"]
+            ip = await _allocate_one(store, network["id"], subnet, port_id, req["ip_address"])
+            done.append({"subnet_id": subnet["id"], "ip_address": ip})
+    except BaseException:
+        await _release(store, port_id, done)
+        raise
+    return done
+
+
+def _mac(event: ResourceEvent, value: str) -> str:
+    """A MAC address as neutron stores it (lower case, colons); multicast ones refused."""
+    mac = value.strip().lower().replace("-", ":")
+    if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
+        raise event.engine.res.fail(
+            "invalid",
+            field="mac_address",
+            value=value,
+            reason=f"'{value}' is not a valid unicast MAC address",
+        )
+    return mac
+
+
+async def _free_mac(event: ResourceEvent, network_id: str) -> str:
+    store, table = event.engine.store, event.engine.res.res.table
+    for _ in range(MAC_ATTEMPTS):
+        mac = ipam.generate_mac()
+        if not await store.ids(table, {"network_id": network_id, "mac_address": mac}):
+            return mac
+    raise Conflict(
+        f"Unable to generate a unique mac on network {network_id}.",
+        kind="MacAddressGenerationFailure",
+    )
+
+
+def _check_pairs(event: ResourceEvent, pairs: list[Doc]) -> list[Doc]:
+    out: list[Doc] = []
+    for pair in pairs:
+        try:
+            ipaddress.ip_network(str(pair["ip_address"]), strict=False)
+        except ValueError:
+            raise event.engine.res.fail(
+                "invalid",
+                field="allowed_address_pairs",
+                value=pair["ip_address"],
+                reason=f"'{pair['ip_address']}' is not a valid IP address or CIDR",
+            ) from None
+        entry: Doc = {"ip_address": pair["ip_address"]}
+        if pair.get("mac_address") is not None:
+            entry["mac_address"] = _mac(event, str(pair["mac_address"]))
+        out.append(entry)
+    return out
+
+
+def _check_ips(event: ResourceEvent, wanted: list[Doc]) -> None:
+    for entry in wanted:
+        if entry.get("ip_address") is not None:
+            try:
+                ipaddress.ip_address(str(entry["ip_address"]))
+            except ValueError:
+                raise event.engine.res.fail(
+                    "invalid",
+                    field="fixed_ips",
+                    value=entry["ip_address"],
+                    reason=f"'{entry['ip_address']}' is not a valid IP address",
+                ) from None
+
+
+@behaviour("network.port_addresses")
+async def port_addresses(event: ResourceEvent) -> None:
+    """A port's MAC address (a given one normalised and free on the network, or a random
+    free one), its addresses (each fixed_ips request resolved to a subnet and allocated;
+    without fixed_ips, one address of the network's first IPv4 subnet; on an update,
+    addresses the port holds stay), its port security (the network's by default) and
+    its binding state."""
+    doc, old = event.doc, event.old
+    engine = event.engine
+    store = engine.store
+    port_id = str((old or doc)["id"])
+    network_id = str((old or doc)["network_id"])
+    if doc.get("mac_address") is not None:
+        doc["mac_address"] = _mac(event, str(doc["mac_address"]))
+        if old is None or doc["mac_address"] != old.get("mac_address"):
+            await writes.check_unique(engine, {**(old or {}), **doc}, old)
+    elif old is None:
+        doc["mac_address"] = await _free_mac(event, network_id)
+    if "allowed_address_pairs" in doc:
+        doc["allowed_address_pairs"] = _check_pairs(event, doc["allowed_address_pairs"] or [])
+    network = await store.get("networks", network_id) or {"id": network_id}
+    if old is None and "port_security_enabled" not in doc:
+        doc["port_security_enabled"] = bool(network.get("port_security_enabled", True))
+    if old is None or "fixed_ips" in doc:
+        wanted = doc.get("fixed_ips") if old is None else doc["fixed_ips"]
+        _check_ips(event, wanted or [])
+        subnets = await store.list("subnets", {"network_id": network_id})
+        requests = _resolve_fixed_ips(network, subnets, wanted)
+        current = list((old or {}).get("fixed_ips") or [])
+        kept: list[Doc] = []
+        to_allocate: list[Doc] = []
+        for req in requests:
+            have = [
+                f
+                for f in current
+                if f["subnet_id"] == req["subnet"]["id"]
+                and (req["ip_address"] is None or f["ip_address"] == req["ip_address"])
+                and f not in kept
+            ]
+            if have:  # an address the port already holds on that subnet stays
+                kept.append(have[0])
+            else:
+                to_allocate.append(req)
+        doc["fixed_ips"] = kept + await _allocate_all(store, network, port_id, to_allocate)
+    doc.update(_binding_state({**(old or {}), **doc}))
+
+
+def _added(doc: Doc, old: Doc | None) -> list[Doc]:
+    before = list((old or {}).get("fixed_ips") or [])
+    return [f for f in doc.get("fixed_ips") or [] if f not in before]
+
+
+@behaviour("network.port_undo")
+async def port_undo(event: ResourceEvent) -> None:
+    """A port write that failed after its addresses were taken: they are given back."""
+    port_id = str((event.old or event.doc)["id"])
+    await _release(event.engine.store, port_id, _added(event.doc, event.old))
+
+
+@behaviour("network.port_updated")
+async def port_updated(event: ResourceEvent) -> None:
+    """After an update: addresses the port no longer holds are released, and the L2 agents
+    hear of the port (a (re)binding must be wired, as neutron's notifier tells them of
+    every port update)."""
+    doc, old = event.doc, event.old or {}
+    store = event.engine.store
+    gone = [f for f in old.get("fixed_ips") or [] if f not in (doc.get("fixed_ips") or [])]
+    await _release(store, doc["id"], gone)
+    try:
+        await send(event.call, "port_update", await port_update_payload(store, doc))
+    except (BusError, InvalidMessage) as exc:
+        logger.error("could not tell the L2 agents about port %s: %s", doc["id"], exc)
+
+
+@behaviour("network.port_release")
+async def port_release(event: ResourceEvent) -> None:
+    """A port deleted (by itself or with its network): its addresses are released."""
+    await netcheck.release_port(event.engine.store, event.doc)
+
+
+_PORT_MESSAGE_FIELDS = (
+    "id",
+    "network_id",
+    "mac_address",
+    "device_id",
+    "device_owner",
+    "binding:host_id",
+)
+
+
+def port_payload(port: Doc) -> Doc:
+    """The port as the messages' `Port` type carries it (no nulls, only its fields)."""
+    out: Doc = {k: port[k] for k in _PORT_MESSAGE_FIELDS if isinstance(port.get(k), str)}
+    out["fixed_ips"] = [
+        {"subnet_id": f["subnet_id"], "ip_address": f["ip_address"]}
+        for f in port.get("fixed_ips") or []
+    ]
+    return out
+
+
+async def port_update_payload(store: Store, port: Doc) -> Doc:
+    net = await store.get("networks", port["network_id"]) or {}
+    segment = net.get("provider:segmentation_id")
+    return {
+        "port": port_payload(port),
+        "network_type": str(net.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
+        "segmentation_id": segment if isinstance(segment, int) else None,
+    }
