@@ -317,11 +317,7 @@ class AmqpBus(Bus):
         host: str | None = None,
         fanout: bool = False,
     ) -> Subscription:
-        self._check_open()
-        if fanout and host is not None:
-            raise ValueError("fanout subscriptions are not host-qualified")
-        if not topic:
-            raise ValueError("topic must be non-empty")
+        self._check_subscription(topic, host, fanout)
         try:
             return await asyncio.wait_for(
                 self._subscribe(topic, handler, host, fanout), self.options.publish_timeout

@@ -154,6 +154,15 @@ class Bus(ABC):
         if self._state == "closed":
             raise BusError("bus is closed")
 
+    def _check_subscription(self, topic: str, host: str | None, fanout: bool) -> None:
+        """What every bus refuses to subscribe: on a closed bus, an empty topic, a
+        host-qualified fanout."""
+        self._check_open()
+        if not topic:
+            raise ValueError("topic must be non-empty")
+        if fanout and host is not None:
+            raise ValueError("fanout subscriptions are not host-qualified")
+
     def _envelope(
         self,
         pattern: Pattern,

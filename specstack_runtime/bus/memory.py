@@ -140,9 +140,7 @@ class InProcessBus(Bus):
         host: str | None = None,
         fanout: bool = False,
     ) -> Subscription:
-        self._check_open()
-        if fanout and host is not None:
-            raise ValueError("fanout subscriptions are not host-qualified")
+        self._check_subscription(topic, host, fanout)
         consumer: _Consumer
         if fanout:
             consumer = _Consumer(self, topic, asyncio.Queue(), handler, fanout=True)
