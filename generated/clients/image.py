@@ -37,6 +37,25 @@ class ImageClient(BoundClient):
         )
         return ApiResponse(response, models.ImageVersionList, 300)
 
+    async def list_image_versions(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ImageVersionList]:
+        """GET /versions: List the image API versions (200)"""
+        response = await self._call(
+            "listImageVersions",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ImageVersionList, 200)
+
     async def list_images(
         self,
         *,

@@ -19,6 +19,11 @@ def test_image_get_image_versions_direct(target: Target) -> None:
     provoke.call_and_check(target, "image", "getImageVersions")
 
 
+def test_image_list_image_versions_direct(target: Target) -> None:
+    """GET /versions called directly."""
+    provoke.call_and_check(target, "image", "listImageVersions")
+
+
 def test_image_list_images_direct(target: Target) -> None:
     """GET /v2/images called directly."""
     provoke.call_and_check(target, "image", "listImages")

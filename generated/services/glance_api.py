@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """glance-api (api, project glance): generated from the spec.
 
-Serves the Image API (glance) (12 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Image API (glance) (13 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -21,6 +21,11 @@ ERROR_FORMAT = "glance"
 
 async def get_image_versions(flow: Flow) -> None:
     """operation getImageVersions: behaviour image.get_image_versions."""
+    await flow.trigger(None)
+
+
+async def list_image_versions(flow: Flow) -> None:
+    """operation listImageVersions: behaviour image.get_image_versions."""
     await flow.trigger(None)
 
 
@@ -99,6 +104,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+    ),
+    "listImageVersions": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listImageVersions",
+        behaviour="image.get_image_versions",
+        on_error=None,
+        run=list_image_versions,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"status": 200},
     ),
     "listImages": HandlerSpec(
         component=COMPONENT,
@@ -244,6 +261,16 @@ ROUTES: tuple[Route, ...] = (
         "/",
         "getImageVersions",
         HANDLERS["getImageVersions"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=False,
+        match_path=(),
+    ),
+    Route(
+        "GET",
+        "/versions",
+        "listImageVersions",
+        HANDLERS["listImageVersions"],
         request_model=None,
         request_content_type=None,
         requires_token=False,

@@ -63,7 +63,8 @@ def _api(rt: ServiceRuntime) -> str:
 
 @behaviour("image.get_image_versions", needs=("image",))
 async def get_image_versions(call: Call) -> Reply:
-    """The versions document (300 Multiple Choices) clients read before anything else."""
+    """The versions document clients read before anything else: 300 Multiple Choices at
+    the root, or the status the operation's args give (glance's `/versions`: 200)."""
     rt = call.rt
     version = str(rt.info.apis[_api(rt)].get("version") or "2.0")
     major, _, minor = version.partition(".")
@@ -80,7 +81,7 @@ async def get_image_versions(call: Call) -> Reply:
         }
         for m in range(top, -1, -1)
     ]
-    return Reply(300, {"versions": versions})
+    return Reply(int(call.args.get("status", 300)), {"versions": versions})
 
 
 # -- the object store ----------------------------------------------------------------

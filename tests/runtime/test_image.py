@@ -51,10 +51,11 @@ def test_every_image_operation_is_served_once() -> None:
         for o in item.values()
         if isinstance(o, dict) and "operationId" in o
     }
-    assert len(served) == 12
+    assert len(served) == 13
     own = {op: name for op, name in served.items() if name}
     assert own == {
         "getImageVersions": "image.get_image_versions",
+        "listImageVersions": "image.get_image_versions",
         "downloadImageData": "image.download_image_data",
     }
     for name in (*own.values(), "image.store_data", "image.delete_data"):
@@ -73,6 +74,9 @@ async def test_versions(tmp_path: Path) -> None:
         "links": [{"rel": "self", "href": stack.info.endpoint("image", stack.config) + "/v2/"}],
     }
     assert versions[-1]["id"] == "v2.0" and all(v["status"] == "SUPPORTED" for v in versions[1:])
+    # /versions: the same document, 200 (glance's own client asks there)
+    again = await stack.invoke("image", "listImageVersions")
+    assert again.status == 200 and again.body == reply.body
 
 
 @arun
