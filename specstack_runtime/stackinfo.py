@@ -9,6 +9,8 @@ same data as JSON values, for the code that still reads it that way.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -20,6 +22,12 @@ from specstack_runtime.config import StackConfig
 from specstack_runtime.policy import Enforcer
 from specstack_runtime.redact import Redactor, secret_names_in
 from specstack_runtime.resources.compiled import Catalog, build_catalog
+
+
+@functools.lru_cache(maxsize=16)
+def _document(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return doc
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,12 @@ class StackInfo:
         if self.directory is None:
             return Redactor()
         return Redactor(*secret_names_in(self.directory / "openapi", self.apis))
+
+    def api_document(self, api: str) -> dict[str, Any]:
+        """The bundled OpenAPI document of `api` (`openapi/<api>.json` beside the IR)."""
+        if self.directory is None:
+            raise LookupError(f"no generated directory holds the document of API {api!r}")
+        return _document(self.directory / "openapi" / f"{api}.json")
 
     @cached_property
     def ir(self) -> dict[str, Any]:

@@ -56,6 +56,25 @@ class ImageClient(BoundClient):
         )
         return ApiResponse(response, models.ImageVersionList, 200)
 
+    async def show_image_schema(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """GET /v2/schemas/image: Show the image schema"""
+        response = await self._call(
+            "showImageSchema",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 200)
+
     async def list_images(
         self,
         *,

@@ -24,6 +24,11 @@ def test_image_list_image_versions_direct(target: Target) -> None:
     provoke.call_and_check(target, "image", "listImageVersions")
 
 
+def test_image_show_image_schema_direct(target: Target) -> None:
+    """GET /v2/schemas/image called directly."""
+    provoke.call_and_check(target, "image", "showImageSchema")
+
+
 def test_image_list_images_direct(target: Target) -> None:
     """GET /v2/images called directly."""
     provoke.call_and_check(target, "image", "listImages")

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Image API (glance): each operation's token and policy (x-specstack-policy).
 
-11 operations need a token: without one, with a bogus one, an expired one
+12 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 2 need a role the demo user lacks (403); 1 hide
 another project's resource (404).
 """
@@ -16,6 +16,7 @@ from specstack_conformance.harness import Target
 
 API = "image"
 PROTECTED = (
+    "showImageSchema",
     "listImages",
     "createImage",
     "showImage",

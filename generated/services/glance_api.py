@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """glance-api (api, project glance): generated from the spec.
 
-Serves the Image API (glance) (13 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Image API (glance) (14 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -26,6 +26,11 @@ async def get_image_versions(flow: Flow) -> None:
 
 async def list_image_versions(flow: Flow) -> None:
     """operation listImageVersions: behaviour image.get_image_versions."""
+    await flow.trigger(None)
+
+
+async def show_image_schema(flow: Flow) -> None:
+    """operation showImageSchema: behaviour documents.json_schema."""
     await flow.trigger(None)
 
 
@@ -116,6 +121,26 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"status": 200},
+    ),
+    "showImageSchema": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showImageSchema",
+        behaviour="documents.json_schema",
+        on_error=None,
+        run=show_image_schema,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "schema": "Image",
+            "name": "image",
+            "links": [
+                {"rel": "self", "href": "{self}"},
+                {"rel": "enclosure", "href": "{file}"},
+                {"rel": "describedby", "href": "{schema}"},
+            ],
+        },
     ),
     "listImages": HandlerSpec(
         component=COMPONENT,
@@ -275,6 +300,17 @@ ROUTES: tuple[Route, ...] = (
         request_content_type=None,
         requires_token=False,
         match_path=(),
+    ),
+    Route(
+        "GET",
+        "/v2/schemas/image",
+        "showImageSchema",
+        HANDLERS["showImageSchema"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:anyone",
     ),
     Route(
         "GET",

@@ -44,7 +44,8 @@ def ir_json() -> str:
 
 
 def stack_info() -> StackInfo:
-    return StackInfo(json.loads(ir_json()))
+    # the API documents (secrets, schemas) are the generated ones beside the spec
+    return StackInfo(json.loads(ir_json()), SPEC.parent / "generated")
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from specstack_runtime import registry
 from specstack_runtime.behaviours.image import Gone, RangeNotSatisfiable
@@ -51,11 +53,12 @@ def test_every_image_operation_is_served_once() -> None:
         for o in item.values()
         if isinstance(o, dict) and "operationId" in o
     }
-    assert len(served) == 13
+    assert len(served) == 14
     own = {op: name for op, name in served.items() if name}
     assert own == {
         "getImageVersions": "image.get_image_versions",
         "listImageVersions": "image.get_image_versions",
+        "showImageSchema": "documents.json_schema",
         "downloadImageData": "image.download_image_data",
     }
     for name in (*own.values(), "image.store_data", "image.delete_data"):
@@ -503,3 +506,25 @@ async def test_publicize_rule_comes_from_the_spec(tmp_path: Path) -> None:
         await create(stack, demo, visibility="public")
     stack.info.policy.rules["publicize_image"] = parse("rule:admin_or_member")
     assert (await create(stack, demo, visibility="public"))["visibility"] == "public"
+
+
+@arun
+async def test_the_image_schema_is_the_documents_own(tmp_path: Path) -> None:
+    """glance's GET /v2/schemas/image: the Image schema of spec/apis/image.yaml, its
+    references inlined, named and linked as glance frames it."""
+    stack = await Stack(tmp_path).start()
+    _, demo = await stack.login(), await stack.login("demo", project="demo")
+    reply = await stack.invoke("image", "showImageSchema", auth=demo)
+    assert reply.status == 200
+    schema = reply.body
+    assert schema["name"] == "image"
+    assert [link["rel"] for link in schema["links"]] == ["self", "enclosure", "describedby"]
+    spec_image = openapi("image")["components"]["schemas"]["Image"]
+    assert set(schema["properties"]) == set(spec_image["properties"])
+    assert "$ref" not in json.dumps(schema)  # self-contained
+    assert schema["properties"]["status"]["enum"][:2] == ["queued", "saving"]
+    # an image as the API answers it is valid against it
+    created = await stack.invoke(
+        "image", "createImage", body={"name": "s", "disk_format": "raw"}, auth=demo
+    )
+    Draft202012Validator(schema).validate(created.body)
