@@ -271,10 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["mermaid", "plantuml"], default="mermaid")
     d.add_argument(
         "--diff",
-        metavar="REQUEST_ID",
+        metavar="REQUEST_ID|TRACE.json",
         default=None,
-        help="mark the steps of this observed flow that are missing, extra, out of order "
-        "or not as declared; exit 1 if any",
+        help="mark the steps of this observed flow (a request id of the stack, or the file "
+        "`osprofiler trace show --json` wrote for any OpenStack cloud) that are missing, "
+        "extra, out of order or not as declared; exit 1 if any",
     )
     d.add_argument(
         "--data-dir",

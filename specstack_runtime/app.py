@@ -29,6 +29,7 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.logs import LogContext
+from specstack_runtime.osprofiler_export import signed_base_id
 from specstack_runtime.requestlimits import (
     body_limit,
     check_body_strings,
@@ -252,6 +253,13 @@ class ApiApp:
         headers = request.headers
         request_id = new_request_id()
         inbound = headers.get("x-openstack-request-id", "")
+        traced = signed_base_id(
+            headers.get("x-trace-info"),
+            headers.get("x-trace-hmac"),
+            self.rt.config.osprofiler_hmac_keys,
+        )
+        if traced:  # a client's OSProfiler trace: its base id names the flow
+            inbound = f"req-{traced}"
         sequence = headers.get("x-specstack-sequence") or None
         return Call(
             rt=self.rt,

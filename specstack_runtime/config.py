@@ -100,6 +100,11 @@ class StackConfig(BaseSettings):
     max_data_body_bytes: int = 1024 * 1024 * 1024
     # OpenTelemetry: the OTLP/HTTP traces URL each step's span goes to; empty: no export
     otlp_endpoint: str = ""
+    # OSProfiler: the collector each step is written to as a trace point (e.g.
+    # redis://127.0.0.1:6379); empty: none. A request whose X-Trace-Info is signed with one
+    # of the HMAC keys joins the client's trace (secrets: never logged or written).
+    osprofiler_connection: str = ""
+    osprofiler_hmac_keys: tuple[str, ...] = Field(default=(), repr=False)
     scheduler_filters: tuple[str, ...] = (
         "ComputeFilter",
         "AvailabilityZoneFilter",
@@ -320,7 +325,9 @@ class StackConfig(BaseSettings):
         path.chmod(0o600)
 
     def as_dict(self) -> dict[str, object]:
-        return self.model_dump(mode="json", exclude={"service_password", "explicit"})
+        return self.model_dump(
+            mode="json", exclude={"service_password", "osprofiler_hmac_keys", "explicit"}
+        )
 
 
 #: Settings no file or variable sets.

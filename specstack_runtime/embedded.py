@@ -30,6 +30,7 @@ from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import start_consumers
 from specstack_runtime.http import ClientSet
 from specstack_runtime.localhttp import LocalTransport
+from specstack_runtime.osprofiler_export import PointExport
 from specstack_runtime.resources.recovery import recover
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import Instance, StackInfo
@@ -129,6 +130,10 @@ class EmbeddedStack:
         if config.otlp_endpoint:  # each step as an OpenTelemetry span too
             self.spans = otel.provider("specstack", endpoint=config.otlp_endpoint)
             self.trace.listen(otel.SpanExport(self.spans))
+        if config.osprofiler_connection:  # and as OSProfiler trace points
+            points = PointExport(self.info.model, config.osprofiler_connection)
+            self.trace.listen(points)
+            self._closers.append(lambda: asyncio.to_thread(points.close))
         self.local_http = LocalTransport() if config.internal_http == "local" else None
         self.clients = ClientSet(
             self.info, config, transport=self.local_http, local=self.local_http

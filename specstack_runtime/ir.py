@@ -8,21 +8,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+# Re-exported: the IR is one namespace (`ir.TopologyNode`, `ir.Node`) whatever module holds it.
+from specstack_runtime.ir_deploy import (
+    Driver,
+    DriverMethod,
+    DriverParam,
+    Hypervisors,
+    NodeCapacity,
+    TopologyNode,
+    TracePoint,
+)
+from specstack_runtime.ir_node import Node, Source
 
 IR_FORMAT = 1
 
 Via = Literal["user", "http", "amqp-cast", "amqp-call", "sql", "native"]
 Kind = Literal["api", "worker", "agent", "database", "queue", "client", "hypervisor", "actor"]
-
-
-class Node(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Source(Node):  # where a declaration lives in the spec (path inside the spec directory)
-    file: str
-    line: int
 
 
 class Catalog(Node):
@@ -502,56 +505,6 @@ class Handler(Node):
     occurrences: tuple[Occurrence, ...]
 
 
-class NodeCapacity(Node):
-    vcpus: int
-    memory_mb: int
-    local_gb: int
-
-
-class TopologyNode(Node):
-    name: str
-    role: Literal["controller", "network", "storage", "compute"]
-    title: str
-    count: int
-    min: int
-    max: int
-    driver: str | None
-    availability_zone: str | None
-    resources: NodeCapacity | None
-    components: tuple[str, ...]
-
-
-class DriverParam(Node):
-    name: str
-    python_type: str
-    model: str | None  # the driver type its values are checked against
-
-
-class DriverMethod(Node):
-    name: str
-    summary: str
-    params: tuple[DriverParam, ...]
-    returns: str
-
-
-class Driver(Node):
-    name: str
-    title: str
-    summary: str
-    virt_types: tuple[str, ...]
-    requires: tuple[str, ...]
-    module: str
-    class_name: str
-    implementation: str  # "module:Class" of the runtime hypervisor it adapts
-
-
-class Hypervisors(Node):
-    interface: str
-    methods: tuple[DriverMethod, ...]
-    drivers: tuple[Driver, ...]
-    types: tuple[str, ...]
-
-
 class Stack(Node):
     name: str
     title: str
@@ -588,6 +541,7 @@ class IR(Node):
     quotas: tuple[Quota, ...] = ()
     queries: tuple[Query, ...] = ()
     policy: tuple[PolicyRule, ...] = ()
+    osprofiler: dict[str, TracePoint] = {}  # by transport (via)
     sources: tuple[SpecSource, ...]
 
     def component(self, name: str) -> Component:
@@ -598,3 +552,16 @@ class IR(Node):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2, by_alias=True, exclude={"generated"}) + "\n"
+
+
+__all__ = [
+    "Driver",
+    "DriverMethod",
+    "DriverParam",
+    "Hypervisors",
+    "Node",
+    "NodeCapacity",
+    "Source",
+    "TopologyNode",
+    "TracePoint",
+]

@@ -8,6 +8,7 @@ steps missing, extra, out of order, failed or not as declared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from generator.pipeline.render.diagrams import (
 )
 from specstack_runtime.ir import IR, Interaction, Sequence
 from specstack_runtime.steps import label_key
+from specstack_runtime.tracepoints import declared_items
 
 
 def load_ir(path: Path | None = None) -> IR:
@@ -57,15 +59,6 @@ def _band(label: str) -> int:
     """One number per main step (6, 6a, 7 differ), for the diagram's alternating bands."""
     number, letters = label_key(label)[0]
     return number * 27 + sum(ord(c) - ord("a") + 1 for c in letters[:1])
-
-
-def _declared_items(seq: Sequence) -> list[tuple[str, str, Interaction]]:
-    """(label, title, interaction) of every declared interaction, in declared order."""
-    out: list[tuple[str, str, Interaction]] = []
-    for st in seq.steps:
-        out.append((st.label, st.title, st.main))
-        out += [(f"{st.label}.{i + 1}", it.title or "", it) for i, it in enumerate(st.then)]
-    return out
 
 
 def _ms(event: dict[str, Any]) -> str:
@@ -110,7 +103,7 @@ def sequence_of(ir: IR, events: list[dict[str, Any]]) -> Sequence:
 def observed(ir: IR, events: list[dict[str, Any]]) -> SequenceDiagram:
     """The flow as it happened: events in start order, each with the time it took."""
     seq = sequence_of(ir, events)
-    decl = {label: it for label, _, it in _declared_items(seq)}
+    decl = {label: it for label, _, it in declared_items(seq)}
     ordered = sorted(events, key=lambda e: e["started_at"])
     arrows = [_event_arrow(e, decl.get(str(e["step"]))) for e in ordered]
     flow = ordered[0].get("flow_id", "") if ordered else ""
@@ -190,11 +183,16 @@ def _describe(it: Interaction) -> str:
     return f"{it.source_component} -> {it.target_component}, {interaction_what(it)}"
 
 
-def compare(ir: IR, events: list[dict[str, Any]]) -> Comparison:
+def compare(
+    ir: IR,
+    events: list[dict[str, Any]],
+    observable: Callable[[Interaction], bool] | None = None,
+) -> Comparison:
     """Mark each declared interaction as seen, missing, failed, out of order or not as
-    declared, and each observed one the sequence does not declare as extra."""
+    declared, and each observed one the sequence does not declare as extra. `observable`:
+    the interactions the trace can show at all (an OSProfiler trace has no user step)."""
     seq = sequence_of(ir, events)
-    items = _declared_items(seq)
+    items = [x for x in declared_items(seq) if observable is None or observable(x[2])]
     index = {label: i for i, (label, _, _) in enumerate(items)}
     ordered = sorted(events, key=lambda e: e["started_at"])
     first: dict[str, dict[str, Any]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import time
@@ -167,6 +168,7 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
             f"{'[/green]' if ok else '[/red]'}{': ' + fault if fault else ''}"
         )
         console.print(f"trace: specstack trace {flow_id}")
+        _print_osprofiler(console, config, flow_id)
         code = 0 if ok else 1
     except (DemoError, Exception) as exc:
         console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/red]")
@@ -302,6 +304,7 @@ async def run_distributed(
             f"{'[/green]' if ok else '[/red]'}{': ' + fault if fault else ''}"
         )
         console.print(f"trace: specstack trace {flow_id} --data-dir {config.data_dir}")
+        _print_osprofiler(console, config, flow_id)
         code = 0 if ok else 1
     except Exception as exc:
         console.print(f"[red]demo failed: {type(exc).__name__}: {exc}[/red]")
@@ -329,6 +332,19 @@ async def run_distributed(
     await sup.stop()
     console.print("stopped")
     return code
+
+
+def _print_osprofiler(console: Console, config: StackConfig, flow_id: str) -> None:
+    """How to read the flow back as OpenStack's tools do (its base id is the flow's uuid)."""
+    if config.osprofiler_connection:
+        # a collector's password (redis://:PASSWORD@host) is not printed
+        shown = re.sub(r"//[^/@]*@", "//***@", config.osprofiler_connection)
+        console.print(
+            "osprofiler: osprofiler trace show --json --connection-string "
+            f"{shown} {flow_id.removeprefix('req-')}",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _print_dashboards(console: Console, info: Any, config: StackConfig) -> None:

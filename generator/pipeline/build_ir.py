@@ -42,11 +42,20 @@ def build_ir(spec: LoadedSpec) -> ir.IR:
         quotas=quotas,
         queries=queries,
         policy=policy_rules(spec),
+        osprofiler=_trace_points(spec),
         sources=tuple(
             ir.SpecSource(file=f.rel, sha256=hashlib.sha256(f.raw).hexdigest())
             for f in sorted(spec.files, key=lambda f: f.rel)
         ),
     )
+
+
+def _trace_points(spec: LoadedSpec) -> dict[str, ir.TracePoint]:
+    f = spec.one("traces")
+    if f is None:
+        return {}
+    points = to_plain(f.data)["traces"]["osprofiler"]
+    return {via: ir.TracePoint(**p) for via, p in sorted(points.items())}
 
 
 def _one(spec: LoadedSpec, kind: str) -> SpecFile:

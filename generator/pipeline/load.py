@@ -24,8 +24,9 @@ SINGLE_FILES: dict[str, str] = {
     "messages.yaml": "messages",
     "hypervisors.yaml": "hypervisors",
 }
-#: Files a spec may have; without them the stack has no named policy rules.
-OPTIONAL_FILES: dict[str, str] = {"policy.yaml": "policy"}
+#: Files a spec may have: without policy.yaml the stack has no named policy rules, without
+#: traces.yaml its steps have no OSProfiler trace points.
+OPTIONAL_FILES: dict[str, str] = {"policy.yaml": "policy", "traces.yaml": "traces"}
 GROUP_DIRS: dict[str, str] = {"sequences": "sequence", "apis": "openapi"}
 #: Directories a spec may have: the resource model of each API (see docs/resources.md).
 OPTIONAL_GROUP_DIRS: dict[str, str] = {"resources": "resources"}

@@ -24,6 +24,7 @@ FILE_DEFS = {
     "hypervisors": "hypervisorsFile",
     "sequence": "sequenceFile",
     "policy": "policyFile",
+    "traces": "tracesFile",
     "resources": "resourcesFile",
 }
 
