@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -24,6 +26,18 @@ def identity_root(url: str) -> str:
         if root.endswith(suffix):
             return root[: -len(suffix)]
     return root
+
+
+def api_root(url: str, catalog_path: str) -> str:
+    """The base an API's operation paths go after, from its catalog URL: the URL without
+    the API's own catalog path (`/v2.1`, `/v1/AUTH_{project_id}`), any prefix kept (a
+    cloud behind one web server publishes `http://HOST/compute/v2.1`)."""
+    parsed = urlsplit(url.strip())
+    pattern = re.escape(catalog_path.rstrip("/")).replace(re.escape("{project_id}"), "[^/]+")
+    path = parsed.path.rstrip("/")
+    found = re.search(f"{pattern}(?=/|$)", path) if pattern else None
+    kept = path[: found.start()] if found else path
+    return f"{parsed.scheme}://{parsed.netloc}{kept}"
 
 
 @dataclass(frozen=True)

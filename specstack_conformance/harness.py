@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from specstack_conformance.clouds import CloudError, Credentials, identity_root, load_cloud
+from specstack_conformance.clouds import (
+    CloudError,
+    Credentials,
+    api_root,
+    identity_root,
+    load_cloud,
+)
 from specstack_runtime.config import StackConfig
 from specstack_runtime.demo import Demo, DemoIds
 from specstack_runtime.embedded import EmbeddedStack, load_generated
@@ -180,8 +186,8 @@ class Target:
             except KeyError:
                 continue
             url = next(e["url"] for e in entry["endpoints"] if e["interface"] == "public")
-            parsed = httpx.URL(url)
-            endpoints[api] = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+            catalog = self.info.components[self.info.apis[api]["component"]]["catalog"]
+            endpoints[api] = api_root(url, catalog["path"])
         return ClientSet(self.info, self.config, endpoints=endpoints)
 
     def _attach(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from specstack_conformance.clouds import CloudError, identity_root, load_cloud
+from specstack_conformance.clouds import CloudError, api_root, identity_root, load_cloud
 
 from .conftest import REPO
 
@@ -39,6 +39,25 @@ def test_identity_url_as_clients_write_it() -> None:
     assert identity_root("http://h:5000/v3/") == "http://h:5000"
     assert identity_root("http://h/identity/v3") == "http://h/identity"
     assert identity_root("http://h:5000") == "http://h:5000"
+
+
+@pytest.mark.parametrize(
+    ("catalog_url", "catalog_path", "root"),
+    [
+        ("http://cloud:8774/v2.1", "/v2.1", "http://cloud:8774"),  # a port per service
+        ("http://cloud/compute/v2.1", "/v2.1", "http://cloud/compute"),  # devstack's prefixes
+        ("http://cloud/compute/v2.1/2f1c", "/v2.1", "http://cloud/compute"),  # project in URL
+        ("https://cloud/volume/v3/2f1c", "/v3/{project_id}", "https://cloud/volume"),
+        ("http://cloud:8080/v1/AUTH_2f1c", "/v1/AUTH_{project_id}", "http://cloud:8080"),
+        ("http://cloud/image", "", "http://cloud/image"),
+        ("http://cloud:9696/", "", "http://cloud:9696"),
+    ],
+)
+def test_an_apis_root_keeps_the_prefix_its_catalog_url_has(
+    catalog_url: str, catalog_path: str, root: str
+) -> None:
+    # operation paths (/v2.1/servers, /v3/{project_id}/volumes) go after the root
+    assert api_root(catalog_url, catalog_path) == root
 
 
 def test_credentials_from_clouds_yaml(tmp_path: Path) -> None:
