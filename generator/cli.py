@@ -106,6 +106,7 @@ def cmd_conform(args: argparse.Namespace) -> int:
         cloud=args.cloud,
         admin_cloud=args.admin_cloud,
         timeout=args.timeout,
+        osprofiler=args.osprofiler_trace,
     )
 
 
@@ -252,6 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--report",
         default=".specstack/conform-report.html",
         help="where to write the HTML report (default: .specstack/conform-report.html)",
+    )
+    k.add_argument(
+        "--osprofiler-trace",
+        action="append",
+        default=[],
+        metavar="SEQUENCE=FILE",
+        help="check the steps of SEQUENCE in this OSProfiler trace of the target "
+        "(`osprofiler trace show --json`) instead of running it (repeatable)",
     )
     k.add_argument("--no-report", action="store_true", help="write no HTML report")
     k.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")

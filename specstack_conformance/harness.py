@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import tempfile
@@ -30,11 +31,28 @@ from specstack_runtime.http import ClientSet
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.supervisor import ports_free
 from specstack_runtime.trace import TraceRecorder
+from specstack_runtime.tracepoints import TraceMap, declared_items, events_of_report
 
 T = TypeVar("T")
+
+
+def osprofiler_traces(value: str) -> dict[str, Path]:
+    """`SEQUENCE=FILE[,SEQUENCE=FILE]` as a mapping (TargetUnusable when malformed)."""
+    traces: dict[str, Path] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        sequence, sep, path = item.partition("=")
+        if not sep or not sequence or not path:
+            raise TargetUnusable(f"{OSPROFILER_TRACES_ENV}: {item!r} is not SEQUENCE=FILE")
+        traces[sequence] = Path(path)
+    return traces
+
+
 TARGET_ENV = "SPECSTACK_TARGET"
 CLOUD_ENV = "SPECSTACK_CLOUD"  # the member's cloud in clouds.yaml
 ADMIN_CLOUD_ENV = "SPECSTACK_ADMIN_CLOUD"  # an admin's cloud (optional)
+#: SEQUENCE=FILE[,SEQUENCE=FILE]: OSProfiler traces (`osprofiler trace show --json`) whose
+#: steps the sequence tests check instead of running the sequence
+OSPROFILER_TRACES_ENV = "SPECSTACK_OSPROFILER_TRACES"
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
@@ -57,6 +75,9 @@ class FlowRecord:
     server_id: str
     server: dict[str, Any]
     events: list[dict[str, Any]] = field(default_factory=list)
+    # labels of steps its trace cannot show (an OSProfiler trace has no user step)
+    untraced: frozenset[str] = frozenset()
+    source: str = ""  # where the events come from, when not from running the sequence
 
 
 class TargetUnusable(RuntimeError):
@@ -277,7 +298,10 @@ class Target:
         server; delete-vm deletes the server boot-vm booted. Each runs once.
         """
         if sequence not in self._driven:
-            if sequence == "boot-vm":
+            traces = osprofiler_traces(os.environ.get(OSPROFILER_TRACES_ENV, ""))
+            if sequence in traces:
+                self._driven[sequence] = self.from_osprofiler(sequence, traces[sequence])
+            elif sequence == "boot-vm":
                 self._driven[sequence] = self.boot()
             elif sequence == "delete-vm":
                 self._driven[sequence] = self.delete(self.drive("boot-vm").server_id)
@@ -286,6 +310,18 @@ class Target:
                     f"the conformance library cannot start {sequence!r} on its own"
                 )
         return self._driven[sequence]
+
+    def from_osprofiler(self, sequence: str, path: Path) -> FlowRecord:
+        """The steps of `sequence` an OSProfiler trace file of any cloud shows."""
+        tmap = TraceMap(self.info.model)
+        seq = next(s for s in self.info.model.sequences if s.name == sequence)
+        try:
+            events = events_of_report(tmap, seq, json.loads(path.read_text("utf-8")))
+        except (OSError, ValueError) as exc:
+            raise TargetUnusable(f"cannot read the OSProfiler trace {path}: {exc}") from None
+        untraced = frozenset(label for label, _, it in declared_items(seq) if not tmap.traced(it))
+        flow = next((e["flow_id"] for e in events if e.get("flow_id")), path.name)
+        return FlowRecord(sequence, flow, "", {}, events, untraced, str(path))
 
     def boot(self, *, volume: bool = True) -> FlowRecord:
         assert self.demo is not None and self.ids is not None

@@ -11,7 +11,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from specstack_conformance.harness import ADMIN_CLOUD_ENV, CLOUD_ENV, TARGET_ENV
+from specstack_conformance.harness import (
+    ADMIN_CLOUD_ENV,
+    CLOUD_ENV,
+    OSPROFILER_TRACES_ENV,
+    TARGET_ENV,
+    TargetUnusable,
+    osprofiler_traces,
+)
 
 DEFAULT_REPORT = Path(".specstack/conform-report.html")
 
@@ -24,6 +31,7 @@ def main(
     cloud: str | None = None,
     admin_cloud: str | None = None,
     timeout: float = 0.0,
+    osprofiler: list[str] | None = None,
 ) -> int:
     from specstack_conformance.report_plugin import DATA_ENV
 
@@ -38,6 +46,17 @@ def main(
     for name, value in ((TARGET_ENV, target), (CLOUD_ENV, cloud), (ADMIN_CLOUD_ENV, admin_cloud)):
         if value:
             env[name] = value
+    if osprofiler:
+        try:
+            traces = osprofiler_traces(",".join(osprofiler))
+        except TargetUnusable as exc:
+            print(f"specstack conform: --osprofiler-trace: {exc}", file=sys.stderr)
+            return 2
+        absent = [str(p) for p in traces.values() if not p.is_file()]
+        if absent:
+            print(f"specstack conform: no such trace file: {', '.join(absent)}", file=sys.stderr)
+            return 2
+        env[OSPROFILER_TRACES_ENV] = ",".join(f"{s}={p.resolve()}" for s, p in traces.items())
     fd, data_path = tempfile.mkstemp(prefix="specstack-conform-", suffix=".json")
     os.close(fd)
     env[DATA_ENV] = data_path
