@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from specstack_runtime.dashboard import flows, identity
+from specstack_runtime.dashboard.creating import Creator
 from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.launch import Launcher
 from specstack_runtime.dashboard.listings import Catalogue, Listing, Part, fill, last_param
@@ -64,6 +65,7 @@ class Dashboard:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals["refresh_s"] = REFRESH_S
         self.launcher = Launcher(self)
+        self.creator = Creator(self)
 
     def build(self) -> Starlette:
         routes = [
@@ -78,6 +80,8 @@ class Dashboard:
             Route("/flows/{flow_id}", self.flow_page, methods=["GET"]),
             Route("/flows/{flow_id}/events", self.flow_events, methods=["GET"]),
             Route("/r/{api}/{collection}", self.table, methods=["GET"]),
+            Route("/r/{api}/{collection}/create", self.creator.form, methods=["GET"]),
+            Route("/r/{api}/{collection}/create", self.creator.submit, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}", self.detail, methods=["GET"]),
             Route("/r/{api}/{collection}/{item_id}/action", self.action, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}/delete", self.delete, methods=["POST"]),
@@ -357,9 +361,11 @@ class Dashboard:
                 result["text"] = resp.text
         return self.render(request, "result.html", result=result, listing=listing)
 
-    async def choices(self, session: Session, collection: str) -> list[dict[str, Any]]:
-        """The items a field may name: those of `collection` free to use (status
-        `available` where the items have a status)."""
+    async def choices(
+        self, session: Session, collection: str, *, available: bool = True
+    ) -> list[dict[str, Any]]:
+        """The items a field may name: those of `collection`, only those free to use
+        (status `available` where the items have a status) if `available`."""
         listing = next((x for x in self.catalogue.listings if x.collection == collection), None)
         if listing is None or session.endpoint(listing.catalog_type) is None:
             return []
@@ -367,7 +373,7 @@ class Dashboard:
             items = await self.items(session, listing)
         except ApiFailed:
             return []
-        if any("status" in x for x in items):
+        if available and any("status" in x for x in items):
             items = [x for x in items if x.get("status") == "available"]
         return items
 

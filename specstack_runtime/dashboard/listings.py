@@ -18,6 +18,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from specstack_runtime.dashboard.creating import CreateForm, create_form
+from specstack_runtime.dashboard.schemas import deref
 from specstack_runtime.stackinfo import StackInfo
 
 #: Path parameters the dashboard fills from the token itself.
@@ -81,6 +83,7 @@ class Listing:
     action: str | None = None
     actions: tuple[Action, ...] = field(default_factory=tuple)
     parts: tuple[Part, ...] = field(default_factory=tuple)
+    create: CreateForm | None = None  # the form of a POST on the collection
 
     @property
     def label(self) -> str:
@@ -173,6 +176,7 @@ class Catalogue:
                     self._titles(api["name"], ops.get(("POST", action)) if action else None),
                 ),
                 parts=_parts(api["operations"], one, schemas) if one else (),
+                create=create_form(ops.get(("POST", base)), schemas),
             )
         return list(found.values())
 
@@ -229,12 +233,12 @@ def _create_fields(
 ) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     """The body's envelope and its required fields that name an item of a collection
     (`volumeId` and `volume_id` name one of `volumes`); nothing when another is required."""
-    body = _deref(schemas.get(op.get("request_model") or "", {}), schemas)
+    body = deref(schemas.get(op.get("request_model") or "", {}), schemas)
     props = body.get("properties") or {}
     if len(props) != 1:
         return None, ()
     ((envelope, inner),) = props.items()
-    inner = _deref(inner, schemas)
+    inner = deref(inner, schemas)
     fields = []
     for name in inner.get("required") or ():
         m = re.fullmatch(r"([a-z]+)(?:Id|_id)", name)
@@ -244,14 +248,6 @@ def _create_fields(
     return envelope, tuple(fields)
 
 
-def _deref(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    seen = 0
-    while "$ref" in schema and seen < 10:
-        schema = schemas.get(schema["$ref"].rsplit("/", 1)[-1], {})
-        seen += 1
-    return schema
-
-
 def _one_array(
     model: dict[str, Any], schemas: dict[str, Any]
 ) -> tuple[str, dict[str, Any], str | None] | None:
@@ -259,22 +255,22 @@ def _one_array(
     holds; nova wraps each key pair as `{"keypair": {...}}`."""
     arrays = []
     for name, prop in (model.get("properties") or {}).items():
-        prop = _deref(prop, schemas)
+        prop = deref(prop, schemas)
         if prop.get("type") != "array" or name.endswith("_links"):
             continue
-        item = _deref(prop.get("items") or {}, schemas)
+        item = deref(prop.get("items") or {}, schemas)
         if item.get("type") == "object" and item.get("properties"):
             arrays.append((name, item))
     if len(arrays) != 1:
         return None
     name, item = arrays[0]
-    props = {k: _deref(v, schemas) for k, v in item["properties"].items()}
+    props = {k: deref(v, schemas) for k, v in item["properties"].items()}
     unwrap = None
     if len(props) == 1:
         ((key, inner),) = props.items()
         if inner.get("type") == "object" and inner.get("properties"):
             unwrap = key
-            props = {k: _deref(v, schemas) for k, v in inner["properties"].items()}
+            props = {k: deref(v, schemas) for k, v in inner["properties"].items()}
     return name, {**item, "properties": props}, unwrap
 
 
@@ -306,15 +302,15 @@ def _actions(op: dict[str, Any] | None, schemas: dict[str, Any]) -> tuple[Action
     each required field at its first allowed value (reboot: `{"type": "SOFT"}`)."""
     if op is None or not op.get("request_model"):
         return ()
-    body = _deref(schemas.get(op["request_model"], {}), schemas)
+    body = deref(schemas.get(op["request_model"], {}), schemas)
     out = []
     for key, prop in (body.get("properties") or {}).items():
-        target = _deref(prop, schemas)
+        target = deref(prop, schemas)
         value: Any = None
         if target.get("type") == "object":
             value = {}
             for req in target.get("required") or ():
-                field_schema = _deref((target.get("properties") or {}).get(req, {}), schemas)
+                field_schema = deref((target.get("properties") or {}).get(req, {}), schemas)
                 if "default" in field_schema:
                     value[req] = field_schema["default"]
                 elif field_schema.get("enum"):
