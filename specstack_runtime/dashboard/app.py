@@ -28,7 +28,8 @@ from specstack_runtime.dashboard import flows, identity
 from specstack_runtime.dashboard.creating import Creator
 from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.launch import Launcher
-from specstack_runtime.dashboard.listings import Catalogue, Listing, Part, fill, last_param
+from specstack_runtime.dashboard.listings import Catalogue, Listing, Part
+from specstack_runtime.dashboard.paths import fill, last_param
 from specstack_runtime.dashboard.sessions import COOKIE, Session, Sessions
 from specstack_runtime.http import error_message
 from specstack_runtime.stackinfo import StackInfo
@@ -84,6 +85,11 @@ class Dashboard:
             Route("/r/{api}/{collection}/create", self.creator.submit, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}", self.detail, methods=["GET"]),
             Route("/r/{api}/{collection}/{item_id}/action", self.action, methods=["POST"]),
+            Route(
+                "/r/{api}/{collection}/{item_id}/upload/{name}",
+                self.creator.upload,
+                methods=["POST"],
+            ),
             Route("/r/{api}/{collection}/{item_id}/delete", self.delete, methods=["POST"]),
             Route("/r/{api}/{collection}/{item_id}/{part}/add", self.part_add, methods=["POST"]),
             Route(

@@ -11,13 +11,16 @@ requires anything else (an object, a list) has no form.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from specstack_runtime.dashboard.forms import form_of
+from specstack_runtime.dashboard.paths import last_param
 from specstack_runtime.dashboard.schemas import deref
 from specstack_runtime.http import error_message
 
@@ -25,6 +28,9 @@ if TYPE_CHECKING:
     from specstack_runtime.dashboard.app import Dashboard
     from specstack_runtime.dashboard.listings import Listing
 
+#: The largest file the dashboard passes on (the stack's own default data limit).
+MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
+_CHUNK = 1024 * 1024
 _NAMES_ONE = re.compile(r"([a-z][a-z_]*?)(?:_id|Id|Ref)$")
 _KINDS = {"string": "text", "integer": "number", "number": "number", "boolean": "boolean"}
 
@@ -138,7 +144,7 @@ def body_of(form: CreateForm, values: dict[str, str]) -> tuple[dict[str, Any], d
 
 
 class Creator:
-    """GET and POST of `/r/{api}/{collection}/create`."""
+    """GET and POST of `/r/{api}/{collection}/create`, and an item's uploads."""
 
     def __init__(self, dash: Dashboard) -> None:
         self.dash = dash
@@ -221,3 +227,43 @@ class Creator:
             listing=listing,
             item=item if isinstance(item, dict) else {},
         )
+
+    async def upload(self, request: Request) -> Response:
+        """A file from the item's upload form, passed on as the PUT's raw body."""
+        session = self.dash.session(request)
+        if session is None:
+            return RedirectResponse("/login", status_code=303)
+        listing = self.dash.listing_of(request)
+        name, item_id = request.path_params["name"], request.path_params["item_id"]
+        found = next((u for u in listing.uploads if u.name == name), None) if listing else None
+        if listing is None or found is None or listing.show is None:
+            return self.dash.render(request, "error.html", 404, message="Nothing to upload there.")
+        size = request.headers.get("content-length", "")
+        if not size.isdigit():
+            return self.dash.render(request, "error.html", 411, message="The upload has no length.")
+        if int(size) > MAX_UPLOAD_BYTES:
+            limit = MAX_UPLOAD_BYTES // 2**20
+            return self.dash.render(request, "error.html", 413, message=f"More than {limit} MiB.")
+        async with request.form(max_files=1, max_fields=1) as form:
+            data = form.get("data")
+            if not isinstance(data, UploadFile):
+                return self.dash.render(request, "error.html", 400, message="Choose a file.")
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while chunk := await data.read(_CHUNK):
+                    yield chunk
+
+            url = self.dash.url(session, listing, found.path, **{last_param(found.path): item_id})
+            resp = await self.dash.http.put(
+                url,
+                content=chunks(),
+                headers={
+                    "X-Auth-Token": session.token,
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+        if resp.status_code >= 400:
+            return self.dash.render(
+                request, "error.html", resp.status_code, message=error_message(resp)
+            )
+        return RedirectResponse(f"{listing.href}/{item_id}", status_code=303)

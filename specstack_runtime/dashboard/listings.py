@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from specstack_runtime.dashboard.creating import CreateForm, create_form
+from specstack_runtime.dashboard.paths import PARAM, TOKEN_PARAMS, last_param
 from specstack_runtime.dashboard.schemas import deref
 from specstack_runtime.stackinfo import StackInfo
 
-#: Path parameters the dashboard fills from the token itself.
-TOKEN_PARAMS = ("project_id", "tenant_id")
 #: Columns shown first when an item has them; then the other scalar properties.
 FIRST_COLUMNS = ("name", "status")
 MAX_COLUMNS = 7
-_PARAM = re.compile(r"\{([^}]+)\}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +65,17 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """A PUT of raw data on `{item}/NAME` (an image's data), sent from a file input."""
+
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
 class Listing:
     api: str  # the API document's name
     title: str  # the API's title
@@ -84,6 +93,7 @@ class Listing:
     actions: tuple[Action, ...] = field(default_factory=tuple)
     parts: tuple[Part, ...] = field(default_factory=tuple)
     create: CreateForm | None = None  # the form of a POST on the collection
+    uploads: tuple[Upload, ...] = field(default_factory=tuple)
 
     @property
     def label(self) -> str:
@@ -138,7 +148,7 @@ class Catalogue:
                 continue
             if not op.get("requires_token") or not op.get("policy"):
                 continue  # version documents: not the cloud's resources
-            params = _PARAM.findall(op["path"])
+            params = PARAM.findall(op["path"])
             if any(p not in TOKEN_PARAMS for p in params):
                 continue
             ok = next((r for r in op["responses"] if r["status"] == "200"), None)
@@ -177,8 +187,20 @@ class Catalogue:
                 ),
                 parts=_parts(api["operations"], one, schemas) if one else (),
                 create=create_form(ops.get(("POST", base)), schemas),
+                uploads=_uploads(api["operations"], one) if one else (),
             )
         return list(found.values())
+
+
+def _uploads(operations: list[dict[str, Any]], one: str) -> tuple[Upload, ...]:
+    """The PUT operations on `{one}/NAME` that take raw data (application/octet-stream)."""
+    return tuple(
+        Upload(op["path"])
+        for op in operations
+        if op["method"] == "PUT"
+        and op.get("request_content_type") == "application/octet-stream"
+        and re.fullmatch(r"[A-Za-z0-9_.-]+", op["path"].removeprefix(one + "/"))
+    )
 
 
 def _titled(actions: tuple[Action, ...], titles: dict[str, str]) -> tuple[Action, ...]:
@@ -324,23 +346,3 @@ def _actions(op: dict[str, Any] | None, schemas: dict[str, Any]) -> tuple[Action
         description = prop.get("description") or target.get("description") or key
         out.append(Action(key, str(description), value))
     return tuple(out)
-
-
-def fill(path: str, project_id: str | None, **params: str) -> str:
-    """A path template with the token's project and the given parameters filled in."""
-
-    def one(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name in params:
-            return params[name]
-        if name in TOKEN_PARAMS and project_id:
-            return project_id
-        raise KeyError(name)
-
-    return _PARAM.sub(one, path)
-
-
-def last_param(path: str) -> str:
-    """The name of the last parameter of a path template (an item's id)."""
-    names = _PARAM.findall(path)
-    return names[-1] if names else ""

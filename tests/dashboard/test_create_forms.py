@@ -89,5 +89,35 @@ def _project(served: Served) -> str:
 def _port(served: Served, catalog_type: str) -> str:
     _, token = served.token()
     entry = next(e for e in token["catalog"] if e["type"] == catalog_type)
-    url = next(e["url"] for e in entry["endpoints"] if e["interface"] == "public")
+    url = str(next(e["url"] for e in entry["endpoints"] if e["interface"] == "public"))
     return url.split(":")[2].split("/")[0]
+
+
+def test_an_image_made_and_its_data_uploaded_from_the_browser(
+    browser_session: httpx.Client, served: Served
+) -> None:
+    made = browser_session.post(
+        "/r/image/images/create",
+        data={"name": "form-image", "disk_format": "raw", "container_format": "bare"},
+    )
+    assert made.status_code == 201, made.text
+    found = re.search(r'data-key="id">([0-9a-f-]{36})<', made.text)
+    assert found is not None
+    image_id = found.group(1)
+    detail = browser_session.get(f"/r/image/images/{image_id}")
+    assert f'action="/r/image/images/{image_id}/upload/file"' in detail.text
+    assert 'enctype="multipart/form-data"' in detail.text
+    data = bytes(range(256)) * 4096  # 1 MiB
+    sent = browser_session.post(
+        f"/r/image/images/{image_id}/upload/file",
+        files={"data": ("disk.img", data, "application/octet-stream")},
+    )
+    assert (sent.status_code, sent.headers["location"]) == (303, f"/r/image/images/{image_id}")
+    token, _ = served.token()
+    glance = f"{served.identity.rsplit(':', 1)[0]}:{_port(served, 'image')}"
+    image = httpx.get(f"{glance}/v2/images/{image_id}", headers={"X-Auth-Token": token}).json()
+    assert (image["status"], image["size"]) == ("active", len(data))
+    back = httpx.get(f"{glance}/v2/images/{image_id}/file", headers={"X-Auth-Token": token})
+    assert back.content == data
+    none = browser_session.post(f"/r/image/images/{image_id}/upload/file", data={"x": "y"})
+    assert none.status_code == 400 and "Choose a file." in none.text

@@ -9,7 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from specstack_runtime.dashboard.listings import Catalogue, fill
+from specstack_runtime.dashboard.listings import Catalogue
+from specstack_runtime.dashboard.paths import fill
 from specstack_runtime.stackinfo import StackInfo
 
 from ..conftest import REPO
