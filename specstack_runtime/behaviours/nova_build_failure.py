@@ -1,0 +1,188 @@
+"""nova-compute: a failed build (`compute.build_failed`): what it made is undone, and the
+instance is rescheduled to another host or goes to ERROR; and the start-up recovery of
+builds a crash interrupted (`compute.discard_build`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from specstack_runtime.behaviours.conductor import (
+    flavor_info,
+    make_fault,
+)
+from specstack_runtime.behaviours.nova_build import RescheduleBuild
+from specstack_runtime.behaviours.nova_common import (
+    driver_instance,
+    fault_code,
+    flow_token,
+    is_gone,
+    release_instance_ports,
+)
+from specstack_runtime.bus import RemoteError
+from specstack_runtime.context import Call
+from specstack_runtime.messaging import send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.hooks import ResourceEvent
+
+logger = logging.getLogger(__name__)
+
+
+async def _cleanup_build(call: Call) -> None:
+    """Best effort: undo what a failed build made (guest, disks, attachments, ports)."""
+    rt = call.rt
+    vars_ = call.vars
+    instance = driver_instance(vars_)
+    for att in reversed(vars_.get("attached") or []):
+        try:
+            await rt.driver.detach_volume(instance, att["connection_info"], att["device"])
+        except Exception as exc:
+            logger.debug("cleanup: detach %s: %s", att.get("device"), exc)
+    if vars_.get("spawned") and rt.driver is not None:
+        try:
+            await rt.driver.destroy(instance)
+        except Exception as exc:
+            if not is_gone(exc):
+                logger.warning("cleanup: guest of %s not destroyed: %s", instance["uuid"], exc)
+    attachments = vars_.get("attachments") or []
+    ports = vars_.get("ports") or []
+    if not attachments and not ports and not vars_.get("requested_networks"):
+        return
+    try:
+        token = await flow_token(call)
+    except Exception:
+        logger.warning("cleanup of %s: no token to release ports and volumes", instance["uuid"])
+        return
+    project_id = (vars_.get("instance") or vars_.get("instance_ref") or {}).get("project_id")
+    for att in attachments:
+        try:
+            await rt.clients.call(
+                rt.info.api_of_type("block-storage"),
+                "deleteAttachment",
+                {"project_id": project_id, "attachment_id": att["attachment_id"]},
+                token=token,
+            )
+        except Exception as exc:
+            logger.warning("cleanup: attachment %s not deleted: %s", att["attachment_id"], exc)
+    try:
+        await release_instance_ports(
+            rt,
+            instance["uuid"],
+            [str(p["id"]) for p in ports],
+            vars_.get("requested_networks") or [],
+            token,
+        )
+    except Exception as exc:
+        logger.warning("cleanup: ports of %s not all deleted: %s", instance["uuid"], exc)
+
+
+def _reschedulable(error: BaseException | None) -> bool:
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, RescheduleBuild):
+            return True
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return False
+
+
+async def _reschedule(call: Call) -> bool:
+    """Send the instance back to the scheduler, this host excluded; False when it may not."""
+    payload = call.payload
+    uuid = str(payload["instance"]["uuid"])
+    retry = payload.get("retry") or {"num_attempts": 1, "hosts": [call.rt.host]}
+    if int(retry.get("num_attempts") or 1) >= call.rt.config.max_build_attempts:
+        return False
+    flavor = call.vars.get("flavor")
+    if not flavor:
+        return False
+    try:
+        await send(
+            call,
+            "instance_update",
+            {
+                "instance_uuid": uuid,
+                "expected_task_state": "scheduling",
+                "updates": {"host": None, "node": None},
+            },
+        )
+    except RemoteError:
+        return False  # deleted meanwhile
+    instance = call.vars.get("instance") or {}
+    await send(
+        call,
+        "schedule_and_build_instances",
+        {
+            "instance": dict(payload["instance"]),
+            "request_spec": {
+                "flavor": flavor_info(flavor),
+                "image_id": payload.get("image_id") or None,
+                "availability_zone": instance.get("availability_zone"),
+                "num_instances": 1,
+                "ignore_hosts": list(dict.fromkeys([*retry.get("hosts", []), call.rt.host])),
+            },
+            "requested_networks": list(payload.get("requested_networks") or []),
+            "block_device_mapping": list(payload.get("block_device_mapping") or []),
+        },
+    )
+    logger.info("instance %s rescheduled away from %s", uuid, call.rt.host)
+    return True
+
+
+@behaviour(
+    "compute.build_failed",
+    needs=(
+        "block-storage",
+        "network",
+    ),
+)
+async def build_failed(call: Call, error: BaseException) -> None:
+    """The build failed: undo what was made, the instance goes to ERROR; never raises.
+
+    A hypervisor failure (RescheduleBuild) sends the instance back to the
+    scheduler instead while attempts remain. An instance that is being deleted
+    meanwhile is left to its delete.
+    """
+    try:
+        uuid = str(call.payload["instance"]["uuid"])
+        try:
+            await _cleanup_build(call)
+        except Exception:
+            logger.exception("cleanup after the failed build of %s", uuid)
+        if _reschedulable(error) and await _reschedule(call):
+            return
+        message = getattr(error, "message", None) or str(error) or type(error).__name__
+        fault = make_fault(fault_code(error), str(message), f"{type(error).__name__}: {error}")
+        try:
+            await send(
+                call,
+                "instance_update",
+                {
+                    "instance_uuid": uuid,
+                    "expected_task_state": "scheduling",
+                    "updates": {
+                        "vm_state": "error",
+                        "task_state": None,
+                        "power_state": 0,
+                        "fault": fault,
+                    },
+                },
+            )
+        except RemoteError as exc:
+            logger.info("instance %s not put into ERROR (%s): it is being deleted", uuid, exc)
+    except Exception:
+        logger.exception("could not handle the failed build")
+
+
+@behaviour("compute.discard_build")
+async def discard_build(event: ResourceEvent) -> None:
+    """Start-up recovery (spec/resources/compute.yaml `recover`): the guest of a build this
+    host had not finished is destroyed (its ports stay bound to the instance until delete)."""
+    rt = event.call.rt
+    if rt.driver is None:
+        return
+    try:
+        await rt.driver.destroy({"uuid": str(event.doc["id"]), "name": str(event.doc["id"])})
+    except Exception as exc:
+        if not is_gone(exc):
+            raise

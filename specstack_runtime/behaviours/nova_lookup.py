@@ -1,0 +1,121 @@
+"""nova-api: the flavors' extra specs, the key pairs' keys, the availability zones."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from specstack_runtime.behaviours.conductor import (
+    COMPUTE_NODES,
+    FLAVORS,
+    node_is_up,
+)
+from specstack_runtime.behaviours.nova_common import (
+    store_of,
+)
+from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import (
+    ApiError,
+    BadRequest,
+    NotFound,
+)
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.hooks import ResourceEvent
+
+
+@behaviour("compute.list_flavor_extra_specs")
+async def list_flavor_extra_specs(call: Call) -> Reply:
+    call.require_auth()
+    flavor_id = call.path_params["flavor_id"]
+    doc = await store_of(call).get(FLAVORS, flavor_id)
+    if doc is None:
+        raise NotFound(f"Flavor {flavor_id} could not be found.")
+    specs = doc.get("extra_specs")
+    extra = {str(k): str(v) for k, v in specs.items()} if isinstance(specs, dict) else {}
+    return Reply(200, {"extra_specs": extra})
+
+
+@behaviour("compute.keypair_material")
+async def keypair_material(event: ResourceEvent) -> None:
+    """A new key pair's keys: a generated RSA pair when none is given (the private key goes
+    to the creator's answer only, never to the database), and its MD5 fingerprint."""
+    doc = event.doc
+    public_key = doc.get("public_key")
+    if public_key is None:
+        private_key, public_key = _generate_keypair()
+        event.call.vars["private_key"] = private_key
+    elif not isinstance(public_key, str):
+        raise BadRequest("Keypair data is invalid: failed to generate fingerprint")
+    doc["public_key"] = public_key.strip()
+    doc["fingerprint"] = _fingerprint(public_key)
+    # nova's key pairs have an integer id of their own
+    others = await event.engine.store.list(event.engine.res.res.table)
+    doc["seq"] = max((int(d.get("seq") or 0) for d in others), default=0) + 1
+
+
+def _fingerprint(public_key: str) -> str:
+    try:
+        from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+        load_ssh_public_key(public_key.strip().encode())
+        blob = base64.b64decode(public_key.split()[1], validate=True)
+    except Exception:
+        raise BadRequest("Keypair data is invalid: failed to generate fingerprint") from None
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def _generate_keypair() -> tuple[str, str]:
+    """(private key PEM, public key in OpenSSH format), as nova generates them."""
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+    except ImportError:
+        raise ApiError(
+            "This cloud cannot generate key pairs (the cryptography package is missing); "
+            "import a public key instead.",
+            status=501,
+        ) from None
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return private, f"{public} Generated-by-Nova"
+
+
+@behaviour("compute.list_availability_zones")
+async def list_availability_zones(call: Call) -> Reply:
+    """The zones of the compute hosts; with `detail` (args), each zone's hosts and their
+    nova-compute service's state."""
+    call.require_auth()
+    zones: dict[str, bool] = {}
+    hosts: dict[str, dict[str, Any]] = {}
+    for doc in await store_of(call).list(COMPUTE_NODES):
+        zone = str(doc.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
+        enabled, alive = bool(doc.get("enabled", True)), node_is_up(doc)
+        zones[zone] = zones.get(zone, False) or (enabled and alive)
+        service = {"available": alive, "active": enabled, "updated_at": doc.get("updated_at")}
+        hosts.setdefault(zone, {})[str(doc["host"])] = {"nova-compute": service}
+    detail = bool(call.args.get("detail"))
+    return Reply(
+        200,
+        {
+            "availabilityZoneInfo": [
+                {
+                    "zoneName": z,
+                    "zoneState": {"available": up},
+                    "hosts": dict(sorted(hosts[z].items())) if detail else None,
+                }
+                for z, up in sorted(zones.items())
+            ]
+        },
+    )
