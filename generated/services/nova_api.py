@@ -165,7 +165,7 @@ async def delete_flavor(flow: Flow) -> None:
 
 
 async def list_flavor_extra_specs(flow: Flow) -> None:
-    """operation listFlavorExtraSpecs: behaviour compute.list_flavor_extra_specs."""
+    """operation listFlavorExtraSpecs: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -190,12 +190,12 @@ async def delete_keypair(flow: Flow) -> None:
 
 
 async def list_availability_zones(flow: Flow) -> None:
-    """operation listAvailabilityZones: behaviour compute.list_availability_zones."""
+    """operation listAvailabilityZones: behaviour resource.query."""
     await flow.trigger(None)
 
 
 async def list_availability_zones_detailed(flow: Flow) -> None:
-    """operation listAvailabilityZonesDetailed: behaviour compute.list_availability_zones."""
+    """operation listAvailabilityZonesDetailed: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -474,12 +474,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listFlavorExtraSpecs",
-        behaviour="compute.list_flavor_extra_specs",
+        behaviour="resource.query",
         on_error=None,
         run=list_flavor_extra_specs,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "flavor_extra_specs"},
     ),
     "listKeypairs": HandlerSpec(
         component=COMPONENT,
@@ -533,24 +534,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listAvailabilityZones",
-        behaviour="compute.list_availability_zones",
+        behaviour="resource.query",
         on_error=None,
         run=list_availability_zones,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "availability_zones"},
     ),
     "listAvailabilityZonesDetailed": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listAvailabilityZonesDetailed",
-        behaviour="compute.list_availability_zones",
+        behaviour="resource.query",
         on_error=None,
         run=list_availability_zones_detailed,
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"detail": True},
+        args={"query": "availability_zones_detailed"},
     ),
     "getLimits": HandlerSpec(
         component=COMPONENT,

@@ -16,7 +16,6 @@ from specstack_runtime.behaviours.conductor import (
     INSTANCES,
     instance_ref,
     naive_now,
-    node_is_up,
     release_claim,
 )
 from specstack_runtime.behaviours.nova_common import (
@@ -34,14 +33,16 @@ from specstack_runtime.errors import (
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
-from specstack_runtime.store import Doc, Store
+from specstack_runtime.resources.views import render
+from specstack_runtime.store import Doc
 
 logger = logging.getLogger(__name__)
 
 
-async def _compute_is_up(store: Store, host: str) -> bool:
-    doc = await store.get(COMPUTE_NODES, host)
-    return doc is not None and node_is_up(doc)
+async def _compute_is_up(call: Call, host: str) -> bool:
+    """The spec's liveness rule (the compute service's `state`) on the host's record."""
+    doc = await store_of(call).get(COMPUTE_NODES, host)
+    return doc is not None and render(engine_call(call, "compute_service"), doc)["state"] == "up"
 
 
 async def _local_delete(call: Call, row: Doc) -> Doc:
@@ -112,7 +113,7 @@ async def delete_server(call: Call) -> Reply:
         if row.get("task_state") == "deleting":
             return Reply(204)  # already being deleted: nova ignores the repeat
         host = row.get("host")
-        if not host or not await _compute_is_up(store, str(host)):
+        if not host or not await _compute_is_up(call, str(host)):
             call.vars["instance"] = await _local_delete(call, row)
             return Reply(204)
         updated = await store.update(

@@ -18,7 +18,7 @@ from specstack_runtime.behaviours import (  # noqa: F401  (they register the nov
     nova_build_failure,
     nova_delete,
     nova_host,
-    nova_lookup,
+    nova_keypairs,
     scheduler,
 )
 from specstack_runtime.bus import Envelope, InProcessBus

@@ -1,40 +1,16 @@
-"""nova-api: the flavors' extra specs, the key pairs' keys, the availability zones."""
+"""nova-api: the key pairs' keys (the algorithm behind spec/resources/compute.yaml's key pairs)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
 
-from specstack_runtime.behaviours.conductor import (
-    COMPUTE_NODES,
-    FLAVORS,
-    node_is_up,
-)
-from specstack_runtime.behaviours.nova_common import (
-    store_of,
-)
-from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
-from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import (
     ApiError,
     BadRequest,
-    NotFound,
 )
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
-
-
-@behaviour("compute.list_flavor_extra_specs")
-async def list_flavor_extra_specs(call: Call) -> Reply:
-    call.require_auth()
-    flavor_id = call.path_params["flavor_id"]
-    doc = await store_of(call).get(FLAVORS, flavor_id)
-    if doc is None:
-        raise NotFound(f"Flavor {flavor_id} could not be found.")
-    specs = doc.get("extra_specs")
-    extra = {str(k): str(v) for k, v in specs.items()} if isinstance(specs, dict) else {}
-    return Reply(200, {"extra_specs": extra})
 
 
 @behaviour("compute.keypair_material")
@@ -90,32 +66,3 @@ def _generate_keypair() -> tuple[str, str]:
         .decode()
     )
     return private, f"{public} Generated-by-Nova"
-
-
-@behaviour("compute.list_availability_zones")
-async def list_availability_zones(call: Call) -> Reply:
-    """The zones of the compute hosts; with `detail` (args), each zone's hosts and their
-    nova-compute service's state."""
-    call.require_auth()
-    zones: dict[str, bool] = {}
-    hosts: dict[str, dict[str, Any]] = {}
-    for doc in await store_of(call).list(COMPUTE_NODES):
-        zone = str(doc.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
-        enabled, alive = bool(doc.get("enabled", True)), node_is_up(doc)
-        zones[zone] = zones.get(zone, False) or (enabled and alive)
-        service = {"available": alive, "active": enabled, "updated_at": doc.get("updated_at")}
-        hosts.setdefault(zone, {})[str(doc["host"])] = {"nova-compute": service}
-    detail = bool(call.args.get("detail"))
-    return Reply(
-        200,
-        {
-            "availabilityZoneInfo": [
-                {
-                    "zoneName": z,
-                    "zoneState": {"available": up},
-                    "hosts": dict(sorted(hosts[z].items())) if detail else None,
-                }
-                for z, up in sorted(zones.items())
-            ]
-        },
-    )
