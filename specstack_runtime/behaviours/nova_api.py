@@ -1,4 +1,4 @@
-"""nova-api: the versions documents, and creating a server (boot-vm 4.1, 5, 6).
+"""nova-api: creating a server (boot-vm 4.1, 5, 6).
 
 - `compute.check_image` (boot-vm 4.1) keeps `vars["image"]`;
 - `compute.create_server` (step 5) writes the instance row and keeps
@@ -27,7 +27,6 @@ from specstack_runtime.behaviours.conductor import (
 )
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
-    base_url,
     is_uuid,
     project_auth,
     store_of,
@@ -43,17 +42,11 @@ from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import quotas
 from specstack_runtime.resources.serve import engine_call
+from specstack_runtime.resources.views import render
 from specstack_runtime.store import Doc, Store, utcnow
 
 #: Metadata items a server may have (nova's default quota).
 QUOTA_METADATA_ITEMS = 128
-
-
-def _links(base: str, collection: str, id_: str) -> list[dict[str, str]]:
-    return [
-        {"rel": "self", "href": f"{base}/v2.1/{collection}/{id_}"},
-        {"rel": "bookmark", "href": f"{base}/{collection}/{id_}"},
-    ]
 
 
 def _ref_id(ref: Any) -> str:
@@ -62,49 +55,6 @@ def _ref_id(ref: Any) -> str:
     if "/" in text:
         text = text.rstrip("/").rsplit("/", 1)[-1]
     return text
-
-
-_V20_UPDATED = "2011-01-21T11:33:21Z"
-_V21_UPDATED = "2013-07-23T11:33:21Z"
-
-
-def _v21(base: str) -> dict[str, Any]:
-    return {
-        "id": "v2.1",
-        "status": "CURRENT",
-        "version": "2.1",
-        "min_version": "2.1",
-        "updated": _V21_UPDATED,
-        "links": [{"rel": "self", "href": f"{base}/v2.1/"}],
-    }
-
-
-@behaviour("compute.get_compute_versions", needs=("compute",))
-async def get_compute_versions(call: Call) -> Reply:
-    base = base_url(call)
-    v20 = {
-        "id": "v2.0",
-        "status": "SUPPORTED",
-        "version": "",
-        "min_version": "",
-        "updated": _V20_UPDATED,
-        "links": [{"rel": "self", "href": f"{base}/v2/"}],
-    }
-    return Reply(200, {"versions": [v20, _v21(base)]})
-
-
-@behaviour("compute.get_compute_v21", needs=("compute",))
-async def get_compute_v21(call: Call) -> Reply:
-    base = base_url(call)
-    version = _v21(base)
-    version["links"] = [
-        {"rel": "self", "href": f"{base}/v2.1/"},
-        {"rel": "describedby", "type": "text/html", "href": "http://docs.openstack.org/"},
-    ]
-    version["media-types"] = [
-        {"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2.1"}
-    ]
-    return Reply(200, {"version": version})
 
 
 def _server_of(body: Any) -> dict[str, Any]:
@@ -478,7 +428,7 @@ async def create_server(call: Call) -> Reply:
         "num_instances": 1,
         "ignore_hosts": ignore_hosts,
     }
-    links = _links(base_url(call), "servers", uuid)
+    links = render(server_rc, row)["links"]  # as the spec's server resource writes them
     return Reply(
         202,
         {

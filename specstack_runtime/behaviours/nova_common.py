@@ -40,20 +40,6 @@ SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instan
 CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
 
 
-def compute_api(rt: ServiceRuntime) -> str:
-    comp = rt.info.components.get(rt.component) or {}
-    return str(comp.get("api") or rt.info.api_of_type("compute"))
-
-
-def base_url(call: Call) -> str:
-    """The URL clients reached nova-api at (links point back to it)."""
-    host = call.header("host")
-    if host:
-        proto = call.header("x-forwarded-proto") or "http"
-        return f"{proto}://{host}"
-    return call.rt.info.endpoint(compute_api(call.rt), call.rt.config)
-
-
 def is_uuid(value: Any) -> bool:
     try:
         uuidlib.UUID(str(value))
