@@ -40,13 +40,10 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import quotas
+from specstack_runtime.resources import quotas, writes
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
 from specstack_runtime.store import Doc, Store, utcnow
-
-#: Metadata items a server may have (nova's default quota).
-QUOTA_METADATA_ITEMS = 128
 
 
 def _ref_id(ref: Any) -> str:
@@ -282,12 +279,18 @@ async def create_server(call: Call) -> Reply:
     store = store_of(call)
     server = _server_of(call.body)
 
+    # the name and the disk config as the spec's server resource rules them (length,
+    # pattern, enum, default); its `data` gives the metadata limit
+    server_rc = engine_call(call, SERVER)
+    fields = server_rc.res.fields
     name = server.get("name")
-    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > 255:
-        raise BadRequest(
-            f"Invalid input for field/attribute name. Value: {name}. "
-            "The name must be 1 to 255 characters without leading or trailing whitespace."
-        )
+    if not isinstance(name, str):
+        raise server_rc.res.fail("invalid", field="name", value=name)
+    writes.check_value(server_rc, fields["name"], name)
+    disk_field = fields["OS-DCF:diskConfig"]
+    disk_config = server.get("OS-DCF:diskConfig") or disk_field.default
+    writes.check_value(server_rc, disk_field, disk_config)
+    max_metadata = int(server_rc.res.res.data["metadata_items"])
     for key in ("min_count", "max_count"):
         count = server.get(key, 1)
         if count != 1:
@@ -344,10 +347,10 @@ async def create_server(call: Call) -> Reply:
             "Invalid input for field/attribute metadata: keys and values are "
             "strings of 1 to 255 (keys) and at most 255 (values) characters."
         )
-    if len(metadata) > QUOTA_METADATA_ITEMS:
+    if len(metadata) > max_metadata:
         raise Forbidden(
             f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
-            f"but the limit is {QUOTA_METADATA_ITEMS}"
+            f"but the limit is {max_metadata}"
         )
     user_data = server.get("user_data")
     if user_data is not None:
@@ -362,14 +365,8 @@ async def create_server(call: Call) -> Reply:
         for g in server.get("security_groups") or [{"name": "default"}]
         if isinstance(g, dict) and g.get("name")
     ] or ["default"]
-    disk_config = server.get("OS-DCF:diskConfig") or "MANUAL"
-    if disk_config not in ("AUTO", "MANUAL"):
-        raise BadRequest(
-            f"Invalid input for field/attribute OS-DCF:diskConfig. Value: {disk_config}."
-        )
 
     # the spec's quotas on servers (instances, cores, RAM): refused before anything is written
-    server_rc = engine_call(call, SERVER)
     limits = quotas.of_resource(server_rc)
     wanted = {"project_id": auth.project_id, "flavor": flavor}
     for quota in limits:

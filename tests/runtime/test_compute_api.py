@@ -227,6 +227,12 @@ async def test_schedule_request_failure_puts_the_instance_in_error(api: Api) -> 
         ({"user_data": "!!!not base64"}, "User data needs to be valid base 64."),
         ({"accessIPv4": "::1"}, "accessIPv4"),
         (
+            {"OS-DCF:diskConfig": "SOMETIMES"},
+            "Invalid input for field/attribute OS-DCF:diskConfig. Value: SOMETIMES.",
+        ),
+        ({"name": "x" * 256}, "Invalid input for field/attribute name."),
+        ({"name": None}, "Invalid input for field/attribute name. Value: None."),
+        (
             {
                 "block_device_mapping_v2": [
                     {
@@ -355,6 +361,15 @@ async def test_quota_of_instances(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     other = auth_ctx(project="p-other")  # another project uses nothing
     mine = (await api.run("getLimits", auth=other)).body["limits"]["absolute"]
     assert mine["totalInstancesUsed"] == 0 and mine["totalCoresUsed"] == 0
+    # the metadata limit (the spec's server data) is the one create enforces: 403 over it
+    assert absolute["maxServerMeta"] == 128
+    too_many = {f"k{i}": "v" for i in range(129)}
+    api.rt.config.quotas = {}
+    with pytest.raises(
+        Forbidden, match="Quota exceeded for metadata_items: Requested 129, but the limit is 128"
+    ):
+        await api.boot(metadata=too_many)
+    await api.boot(metadata=dict(list(too_many.items())[:128]))
 
 
 @arun
