@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import ipaddress
 import secrets
 import uuid as uuidlib
@@ -43,7 +44,7 @@ from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import quotas, writes
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
-from specstack_runtime.store import Doc, Store, utcnow
+from specstack_runtime.store import Doc, Store
 
 
 def _ref_id(ref: Any) -> str:
@@ -374,46 +375,35 @@ async def create_server(call: Call) -> Reply:
 
     uuid = str(uuidlib.uuid4())
     admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
-    now = utcnow()
-    row: Doc = {
-        "id": uuid,
-        "name": name,
-        "project_id": auth.project_id,
-        "user_id": auth.user_id,
-        "image_ref": image_id or "",
-        "flavor_id": flavor["id"],
-        "flavor": flavor,
-        "vm_state": "building",
-        "task_state": "scheduling",
-        "power_state": 0,
-        "host": None,
-        "node": None,
-        "availability_zone": zone,
-        "key_name": key_name,
-        "metadata": dict(metadata),
-        "requested_networks": networks,
-        "block_device_mapping": bdms,
-        "security_groups": groups,
-        "addresses": {},
-        "fault": None,
-        "launched_at": None,
-        "terminated_at": None,
-        "deleted_at": None,
-        "ports": [],
-        "vifs": [],
-        "attachments": [],
-        "progress": 0,
-        "access_ip_v4": access_v4,
-        "access_ip_v6": access_v6,
-        "config_drive": "True" if server.get("config_drive") else "",
-        "disk_config": disk_config,
-        "instance_name": f"instance-{uuid[:8]}",
-        "user_data": user_data,
-        "reservation_id": f"r-{secrets.token_hex(4)}",
-        "created_at": now,
-        "updated_at": now,
-    }
-    await store.create(INSTANCES, row)
+    # what every new instance is (building, for the scheduler, no host, no ports...): the
+    # spec's server resource defaults; the rest is the request's
+    row: Doc = copy.deepcopy(server_rc.res.complete({}))
+    row.update(
+        id=uuid,
+        name=name,
+        project_id=auth.project_id,
+        user_id=auth.user_id,
+        image_ref=image_id or "",
+        flavor_id=flavor["id"],
+        flavor=flavor,
+        availability_zone=zone,
+        key_name=key_name,
+        metadata=dict(metadata),
+        requested_networks=networks,
+        block_device_mapping=bdms,
+        security_groups=groups,
+        addresses={},
+        fault=None,
+        progress=0,
+        access_ip_v4=access_v4,
+        access_ip_v6=access_v6,
+        config_drive="True" if server.get("config_drive") else "",
+        disk_config=disk_config,
+        instance_name=f"instance-{uuid[:8]}",
+        user_data=user_data,
+        reservation_id=f"r-{secrets.token_hex(4)}",
+    )
+    row = await store.create(INSTANCES, row)
     for quota in limits:  # counted again with the row in: of racing creates, the later goes
         await quotas.check(server_rc, quota, row, inserted=True)
     call.vars["instance"] = row

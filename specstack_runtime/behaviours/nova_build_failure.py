@@ -9,15 +9,15 @@ import logging
 
 from specstack_runtime.behaviours.conductor import (
     flavor_info,
-    make_fault,
 )
 from specstack_runtime.behaviours.nova_build import RescheduleBuild
 from specstack_runtime.behaviours.nova_common import (
     driver_instance,
-    fault_code,
+    fault_of,
     flow_token,
     is_gone,
     release_instance_ports,
+    update_instance,
 )
 from specstack_runtime.bus import RemoteError
 from specstack_runtime.context import Call
@@ -97,15 +97,7 @@ async def _reschedule(call: Call) -> bool:
     if not flavor:
         return False
     try:
-        await send(
-            call,
-            "instance_update",
-            {
-                "instance_uuid": uuid,
-                "expected_task_state": "scheduling",
-                "updates": {"host": None, "node": None},
-            },
-        )
+        await update_instance(call, uuid, {"host": None, "node": None}, "scheduling")
     except RemoteError:
         return False  # deleted meanwhile
     instance = call.vars.get("instance") or {}
@@ -151,23 +143,10 @@ async def build_failed(call: Call, error: BaseException) -> None:
             logger.exception("cleanup after the failed build of %s", uuid)
         if _reschedulable(error) and await _reschedule(call):
             return
-        message = getattr(error, "message", None) or str(error) or type(error).__name__
-        fault = make_fault(fault_code(error), str(message), f"{type(error).__name__}: {error}")
+        fault = fault_of(error)
+        error_state = {"vm_state": "error", "task_state": None, "power_state": 0, "fault": fault}
         try:
-            await send(
-                call,
-                "instance_update",
-                {
-                    "instance_uuid": uuid,
-                    "expected_task_state": "scheduling",
-                    "updates": {
-                        "vm_state": "error",
-                        "task_state": None,
-                        "power_state": 0,
-                        "fault": fault,
-                    },
-                },
-            )
+            await update_instance(call, uuid, error_state, "scheduling")
         except RemoteError as exc:
             logger.info("instance %s not put into ERROR (%s): it is being deleted", uuid, exc)
     except Exception:

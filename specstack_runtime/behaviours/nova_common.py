@@ -21,12 +21,14 @@ import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from specstack_runtime.behaviours.conductor import make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.context import AuthContext, Call, Interaction
 from specstack_runtime.errors import (
     Forbidden,
 )
 from specstack_runtime.http import expect
+from specstack_runtime.messaging import send
 from specstack_runtime.resources import access
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
@@ -86,6 +88,23 @@ def fault_code(error: BaseException) -> int:
     if not isinstance(code, int):
         code = getattr(error, "status", None)
     return code if isinstance(code, int) and 400 <= code <= 599 else 500
+
+
+def fault_of(error: BaseException, prefix: str = "") -> dict[str, Any]:
+    """The instance fault recording `error` (its message after `prefix`, its type in details)."""
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return make_fault(fault_code(error), f"{prefix}{message}", f"{type(error).__name__}: {error}")
+
+
+async def update_instance(
+    call: Call, uuid: str, updates: Mapping[str, Any], expected: str | None = None
+) -> Any:
+    """conductor.instance_update: `updates` on the instance, compare-and-set on its task
+    state when `expected` is given (a RemoteError when it has moved on)."""
+    payload: dict[str, Any] = {"instance_uuid": uuid, "updates": dict(updates)}
+    if expected is not None:
+        payload["expected_task_state"] = expected
+    return await send(call, "instance_update", payload)
 
 
 def driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,11 +22,13 @@ from specstack_runtime.behaviours.nova_common import (
     device_names,
     driver_instance,
     fault_code,
+    fault_of,
     flow_token,
     given_ports,
     host_availability_zone,
     instance_ports,
     is_gone,
+    update_instance,
 )
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import (
@@ -215,20 +217,8 @@ async def terminate_failed(call: Call, error: BaseException) -> None:
     """The delete failed: the instance goes to ERROR with the fault; never raises."""
     try:
         uuid = str(call.payload["instance"]["uuid"])
-        message = getattr(error, "message", None) or str(error) or type(error).__name__
-        fault = make_fault(
-            fault_code(error),
-            f"Deleting the instance failed: {message}",
-            f"{type(error).__name__}: {error}",
-        )
-        await send(
-            call,
-            "instance_update",
-            {
-                "instance_uuid": uuid,
-                "updates": {"vm_state": "error", "task_state": None, "fault": fault},
-            },
-        )
+        fault = fault_of(error, "Deleting the instance failed: ")
+        await update_instance(call, uuid, {"vm_state": "error", "task_state": None, "fault": fault})
     except Exception:
         logger.exception("could not record the failed delete")
 
@@ -257,22 +247,9 @@ async def rpc_power_action(call: Call) -> None:
         await getattr(call.rt.driver, method)({"uuid": uuid, "name": uuid}, *extra)
     except Exception as exc:
         fault = make_fault(fault_code(exc), f"{method} failed: {exc}")
-        await send(
-            call,
-            "instance_update",
-            {
-                "instance_uuid": uuid,
-                "expected_task_state": expected,
-                "updates": {"task_state": None, "fault": fault},
-            },
-        )
+        await update_instance(call, uuid, {"task_state": None, "fault": fault}, expected)
         raise
-    updates = {"task_state": None, **dict(call.args["done"])}
-    await send(
-        call,
-        "instance_update",
-        {"instance_uuid": uuid, "expected_task_state": expected, "updates": updates},
-    )
+    await update_instance(call, uuid, {"task_state": None, **dict(call.args["done"])}, expected)
 
 
 @behaviour("compute.rpc_get_console_output")
@@ -358,11 +335,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
         "device": device,
         "connection_info": connection_info,
     }
-    await send(
-        call,
-        "instance_update",
-        {"instance_uuid": uuid, "updates": {"attachments": [*attachments, item]}},
-    )
+    await update_instance(call, uuid, {"attachments": [*attachments, item]})
     return {"attachment": item}
 
 
@@ -395,12 +368,6 @@ async def rpc_detach_volume(call: Call) -> dict[str, Any]:
         204,
         404,
     )
-    await send(
-        call,
-        "instance_update",
-        {
-            "instance_uuid": instance["uuid"],
-            "updates": {"attachments": [a for a in attachments if a is not att]},
-        },
-    )
+    remaining = [a for a in attachments if a is not att]
+    await update_instance(call, instance["uuid"], {"attachments": remaining})
     return {"volume_id": volume_id}
