@@ -16,7 +16,7 @@ from specstack_runtime.behaviours.nova_common import (
     fault_of,
     flow_token,
     is_gone,
-    release_instance_ports,
+    release_instance,
     update_instance,
 )
 from specstack_runtime.bus import RemoteError
@@ -53,27 +53,13 @@ async def _cleanup_build(call: Call) -> None:
     except Exception:
         logger.warning("cleanup of %s: no token to release ports and volumes", instance["uuid"])
         return
-    project_id = (vars_.get("instance") or vars_.get("instance_ref") or {}).get("project_id")
-    for att in attachments:
-        try:
-            await rt.clients.call(
-                rt.info.api_of_type("block-storage"),
-                "deleteAttachment",
-                {"project_id": project_id, "attachment_id": att["attachment_id"]},
-                token=token,
-            )
-        except Exception as exc:
-            logger.warning("cleanup: attachment %s not deleted: %s", att["attachment_id"], exc)
-    try:
-        await release_instance_ports(
-            rt,
-            instance["uuid"],
-            [str(p["id"]) for p in ports],
-            vars_.get("requested_networks") or [],
-            token,
-        )
-    except Exception as exc:
-        logger.warning("cleanup: ports of %s not all deleted: %s", instance["uuid"], exc)
+    owner = vars_.get("instance") or vars_.get("instance_ref") or {}
+    made = {
+        "uuid": instance["uuid"],
+        "project_id": owner.get("project_id"),
+        "requested_networks": vars_.get("requested_networks"),
+    }
+    await release_instance(rt, made, [str(p["id"]) for p in ports], attachments, token)
 
 
 def _reschedulable(error: BaseException | None) -> bool:

@@ -167,6 +167,34 @@ async def release_instance_ports(
         expect(resp, 204, 404)
 
 
+async def release_instance(
+    rt: ServiceRuntime,
+    instance: Mapping[str, Any],
+    ports: Iterable[str],
+    attachments: Iterable[Mapping[str, Any]],
+    token: str,
+) -> None:
+    """Best effort, for an instance no compute host will clean up: its cinder attachments
+    and the ports nova made for it deleted (`instance`: uuid or id, project_id,
+    requested_networks)."""
+    uuid = str(instance.get("uuid") or instance["id"])
+    for att in attachments:
+        try:
+            await rt.clients.call(
+                rt.info.api_of_type("block-storage"),
+                "deleteAttachment",
+                {"project_id": instance.get("project_id"), "attachment_id": att["attachment_id"]},
+                token=token,
+            )
+        except Exception as exc:
+            logger.warning("%s: attachment %s not deleted: %s", uuid, att["attachment_id"], exc)
+    requested = instance.get("requested_networks") or []
+    try:
+        await release_instance_ports(rt, uuid, ports, requested, token)
+    except Exception as exc:
+        logger.warning("%s: ports not all deleted: %s", uuid, exc)
+
+
 def host_availability_zone(rt: ServiceRuntime) -> str:
     """The availability zone of the topology node this compute host belongs to."""
     for node in rt.info.nodes.values():

@@ -23,7 +23,7 @@ from specstack_runtime.behaviours.nova_common import (
     attachment_item,
     given_ports,
     instance_for,
-    release_instance_ports,
+    release_instance,
     store_of,
 )
 from specstack_runtime.context import Call, Interaction, Reply
@@ -48,29 +48,9 @@ async def _compute_is_up(call: Call, host: str) -> bool:
 async def _local_delete(call: Call, row: Doc) -> Doc:
     """Delete an instance that no compute host will clean up (never scheduled, or host down)."""
     store = store_of(call)
-    token = call.token
-    if token:
-        try:
-            await release_instance_ports(
-                call.rt,
-                str(row["id"]),
-                [str(p) for p in row.get("ports") or []],
-                row.get("requested_networks") or [],
-                token,
-            )
-        except Exception as exc:
-            logger.warning("local delete of %s: ports not all deleted: %s", row["id"], exc)
-        vol_api = call.rt.info.api_of_type("block-storage")
-        for att in row.get("attachments") or []:
-            try:
-                await call.rt.clients.call(
-                    vol_api,
-                    "deleteAttachment",
-                    {"project_id": row["project_id"], "attachment_id": att["attachment_id"]},
-                    token=token,
-                )
-            except Exception:
-                logger.warning("local delete of %s: attachment not deleted", row["id"])
+    if call.token:
+        ports = [str(p) for p in row.get("ports") or []]
+        await release_instance(call.rt, row, ports, row.get("attachments") or [], call.token)
     now = naive_now()
     updated = await store.update(
         INSTANCES,
