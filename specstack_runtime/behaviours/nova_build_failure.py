@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from specstack_runtime.behaviours.conductor import (
-    flavor_info,
-)
+from specstack_runtime.behaviours.nova_api import schedule_payload
 from specstack_runtime.behaviours.nova_build import RescheduleBuild
 from specstack_runtime.behaviours.nova_common import (
     driver_instance,
@@ -86,23 +84,19 @@ async def _reschedule(call: Call) -> bool:
         await update_instance(call, uuid, {"host": None, "node": None}, "scheduling")
     except RemoteError:
         return False  # deleted meanwhile
-    instance = call.vars.get("instance") or {}
-    await send(
-        call,
-        "schedule_and_build_instances",
-        {
-            "instance": dict(payload["instance"]),
-            "request_spec": {
-                "flavor": flavor_info(flavor),
-                "image_id": payload.get("image_id") or None,
-                "availability_zone": instance.get("availability_zone"),
-                "num_instances": 1,
-                "ignore_hosts": list(dict.fromkeys([*retry.get("hosts", []), call.rt.host])),
-            },
-            "requested_networks": list(payload.get("requested_networks") or []),
-            "block_device_mapping": list(payload.get("block_device_mapping") or []),
-        },
-    )
+    ref, instance = payload["instance"], call.vars.get("instance") or {}
+    row = {
+        "id": uuid,
+        "project_id": ref["project_id"],
+        "user_id": ref["user_id"],
+        "flavor": flavor,
+        "image_ref": payload.get("image_id"),
+        "availability_zone": instance.get("availability_zone"),
+        "requested_networks": payload.get("requested_networks"),
+        "block_device_mapping": payload.get("block_device_mapping"),
+    }
+    away = list(dict.fromkeys([*retry.get("hosts", []), call.rt.host]))
+    await send(call, "schedule_and_build_instances", schedule_payload(row, {"ignore_hosts": away}))
     logger.info("instance %s rescheduled away from %s", uuid, call.rt.host)
     return True
 
