@@ -16,7 +16,7 @@ instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash), 
 field names, in its `shared` expression).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
-`map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `hexdigest("sha224", s)` a hash;
+`map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order; `hexdigest("sha224", s)` a hash;
 `now()` the current time as OpenStack writes it; `uuid4()` a new random UUID. `data` holds the resource's
 constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
@@ -106,6 +106,13 @@ def _flatten(items: list[Any]) -> list[Any]:
     return out
 
 
+def _sort(items: list[Any]) -> list[Any]:
+    try:
+        return sorted(items)
+    except TypeError:
+        raise ValueError("sort: the items cannot be compared") from None
+
+
 def _uuid4() -> str:
     return str(uuid.uuid4())
 
@@ -138,6 +145,17 @@ def _env() -> Any:
                     cel.Type.List(cel.Type.DYN),
                     [cel.Type.List(cel.Type.DYN)],
                     impl=_flatten,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "sort",
+            [
+                cel.Overload(
+                    "sort_list",
+                    cel.Type.List(cel.Type.DYN),
+                    [cel.Type.List(cel.Type.DYN)],
+                    impl=_sort,
                 )
             ],
         ),

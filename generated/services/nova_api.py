@@ -20,12 +20,12 @@ ERROR_FORMAT = "nova"
 
 
 async def get_compute_versions(flow: Flow) -> None:
-    """operation getComputeVersions: behaviour compute.get_compute_versions."""
+    """operation getComputeVersions: behaviour documents.answer."""
     await flow.trigger(None)
 
 
 async def get_compute_v21(flow: Flow) -> None:
-    """operation getComputeV21: behaviour compute.get_compute_v21."""
+    """operation getComputeV21: behaviour documents.answer."""
     await flow.trigger(None)
 
 
@@ -165,7 +165,7 @@ async def delete_flavor(flow: Flow) -> None:
 
 
 async def list_flavor_extra_specs(flow: Flow) -> None:
-    """operation listFlavorExtraSpecs: behaviour compute.list_flavor_extra_specs."""
+    """operation listFlavorExtraSpecs: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -190,12 +190,12 @@ async def delete_keypair(flow: Flow) -> None:
 
 
 async def list_availability_zones(flow: Flow) -> None:
-    """operation listAvailabilityZones: behaviour compute.list_availability_zones."""
+    """operation listAvailabilityZones: behaviour resource.query."""
     await flow.trigger(None)
 
 
 async def list_availability_zones_detailed(flow: Flow) -> None:
-    """operation listAvailabilityZonesDetailed: behaviour compute.list_availability_zones."""
+    """operation listAvailabilityZonesDetailed: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -229,23 +229,29 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getComputeVersions",
-        behaviour="compute.get_compute_versions",
+        behaviour="documents.answer",
         on_error=None,
         run=get_compute_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "body": "{'versions': [\n  {'id': 'v2.0', 'status': 'SUPPORTED', 'version': '', 'min_version': '',\n   'updated': '2011-01-21T11:33:21Z', 'links': [{'rel': 'self', 'href': base + '/v2/'}]},\n  {'id': 'v2.1', 'status': 'CURRENT', 'version': '2.1', 'min_version': '2.1',\n   'updated': '2013-07-23T11:33:21Z',\n   'links': [{'rel': 'self', 'href': base + '/v2.1/'}]}]}"
+        },
     ),
     "getComputeV21": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="getComputeV21",
-        behaviour="compute.get_compute_v21",
+        behaviour="documents.answer",
         on_error=None,
         run=get_compute_v21,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "body": "{'version': {'id': 'v2.1', 'status': 'CURRENT', 'version': '2.1', 'min_version': '2.1',\n  'updated': '2013-07-23T11:33:21Z',\n  'links': [{'rel': 'self', 'href': base + '/v2.1/'},\n            {'rel': 'describedby', 'type': 'text/html', 'href': 'http://docs.openstack.org/'}],\n  'media-types': [{'base': 'application/json',\n                   'type': 'application/vnd.openstack.compute+json;version=2.1'}]}}"
+        },
     ),
     "listServers": HandlerSpec(
         component=COMPONENT,
@@ -474,12 +480,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listFlavorExtraSpecs",
-        behaviour="compute.list_flavor_extra_specs",
+        behaviour="resource.query",
         on_error=None,
         run=list_flavor_extra_specs,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "flavor_extra_specs"},
     ),
     "listKeypairs": HandlerSpec(
         component=COMPONENT,
@@ -533,24 +540,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listAvailabilityZones",
-        behaviour="compute.list_availability_zones",
+        behaviour="resource.query",
         on_error=None,
         run=list_availability_zones,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "availability_zones"},
     ),
     "listAvailabilityZonesDetailed": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listAvailabilityZonesDetailed",
-        behaviour="compute.list_availability_zones",
+        behaviour="resource.query",
         on_error=None,
         run=list_availability_zones_detailed,
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"detail": True},
+        args={"query": "availability_zones_detailed"},
     ),
     "getLimits": HandlerSpec(
         component=COMPONENT,

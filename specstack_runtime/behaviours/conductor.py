@@ -32,6 +32,7 @@ from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.registry import behaviour
+from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Doc, Store, utcnow
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,6 @@ COMPUTE_NODES = "compute_nodes"
 KEYPAIRS = "keypairs"
 BLOCK_DEVICE_MAPPINGS = "block_device_mappings"
 
-#: Seconds without a report after which a compute service counts as down (nova's default).
-SERVICE_DOWN_TIME_S = 60.0
 #: Compare-and-set attempts before giving up on a hot document.
 CAS_ATTEMPTS = 50
 
@@ -146,11 +145,10 @@ def usage_of(claims: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     }
 
 
-def node_is_up(doc: Mapping[str, Any], now: float | None = None) -> bool:
-    beat = doc.get("heartbeat")
-    if not isinstance(beat, int | float):
-        return False
-    return abs((time.time() if now is None else now) - beat) <= SERVICE_DOWN_TIME_S
+def service_down_time(info: StackInfo) -> float:
+    """Seconds without a report after which a compute host is down: the spec's
+    `service_down_time_s` (spec/resources/compute.yaml, the compute services' data)."""
+    return float(info.resources.resource("compute_service").res.data["service_down_time_s"])
 
 
 async def mutate_node(

@@ -1,5 +1,6 @@
 """What an API says about itself from its own document: the JSON Schemas clients fetch
-(glance's `GET /v2/schemas/image`), taken from the spec's OpenAPI components."""
+(glance's `GET /v2/schemas/image`), taken from the spec's OpenAPI components; and
+documents the spec writes out whole (nova's versions), with `documents.answer`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.registry import behaviour
 
 #: How deep `$ref`s may nest before the document is judged broken (it is a spec bug).
@@ -43,3 +45,17 @@ async def json_schema(call: Call) -> Reply:
     body.pop("description", None)
     framing = {k: call.args[k] for k in ("name", "links") if k in call.args}
     return Reply(200, {**framing, **body})
+
+
+@behaviour("documents.answer")
+async def answer(call: Call) -> Reply:
+    """The document the operation's args write out: `body`, CEL over `base` (the URL the
+    caller reached the API at, for links), answered with `status` (200 unless given)."""
+    rt = call.rt
+    host = call.header("host")
+    if host:
+        base = f"{call.header('x-forwarded-proto') or 'http'}://{host}"
+    else:
+        base = rt.info.endpoint(str((rt.info.components.get(rt.component) or {})["api"]), rt.config)
+    body = compile_expr(str(call.args["body"])).evaluate(base=base)
+    return Reply(int(call.args.get("status", 200)), body)

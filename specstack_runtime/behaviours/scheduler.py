@@ -18,9 +18,9 @@ from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
     COMPUTE_NODES,
     INSTANCES,
-    SERVICE_DOWN_TIME_S,
     make_fault,
     release_claim,
+    service_down_time,
     usage_of,
 )
 from specstack_runtime.behaviours.scheduling import (
@@ -92,6 +92,7 @@ async def claim_host(
     instance_uuid: str,
     filters: tuple[str, ...] | list[str],
     weighers: tuple[tuple[str, float], ...] | list[tuple[str, float]],
+    down_after_s: float,
 ) -> Doc:
     """Choose the best host and record the instance's claim on it; its new document.
 
@@ -108,7 +109,7 @@ async def claim_host(
             request,
             list(filters),
             list(weighers),
-            service_down_time=SERVICE_DOWN_TIME_S,
+            service_down_time=down_after_s,
         )
         doc = docs[ranked[0].host]
         claims = {**(doc.get("claims") or {}), instance_uuid: claim}
@@ -154,7 +155,12 @@ async def schedule_and_build(call: Call) -> None:
         return
     request = request_spec_of(payload, call.args)
     node_doc = await claim_host(
-        store, request, uuid, rt.config.scheduler_filters, rt.config.scheduler_weighers
+        store,
+        request,
+        uuid,
+        rt.config.scheduler_filters,
+        rt.config.scheduler_weighers,
+        service_down_time(rt.info),
     )
     host = str(node_doc["host"])
     call.vars["claimed_host"] = host

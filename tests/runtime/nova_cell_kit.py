@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from specstack_runtime import registry
-from specstack_runtime.behaviours import compute  # noqa: F401  (registers the nova behaviours)
+from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
+    cli,
+    conductor,
+    nova_api,
+    nova_attach,
+    nova_build,
+    nova_build_failure,
+    nova_delete,
+    nova_host,
+    nova_keypairs,
+    scheduler,
+)
 from specstack_runtime.bus import Envelope, InProcessBus
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import Call, Interaction, Reply

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from specstack_runtime.behaviours import compute
+from specstack_runtime.behaviours import nova_build, nova_host
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.test_compute_flow import build_payload, new_instance
@@ -53,8 +53,8 @@ async def test_a_build_run_again_takes_the_port_it_made(tmp_path: Path) -> None:
     runs = []
     for _ in range(2):
         call = msg_call(rt, "build_and_run_instance", payload)
-        await compute.begin_build(call)
-        await compute.create_ports(interaction(call, _create_port(services), label="13"))
+        await nova_build.begin_build(call)
+        await nova_build.create_ports(interaction(call, _create_port(services), label="13"))
         runs.append([p["id"] for p in call.vars["ports"]])
     assert len(services.ports) == 1
     (port_id,) = services.ports
@@ -77,8 +77,8 @@ async def test_two_networks_asked_twice_get_two_ports_not_one(tmp_path: Path) ->
     }
     for _ in range(2):
         call = msg_call(rt, "build_and_run_instance", payload)
-        await compute.begin_build(call)
-        await compute.create_ports(interaction(call, _create_port(services), label="13"))
+        await nova_build.begin_build(call)
+        await nova_build.create_ports(interaction(call, _create_port(services), label="13"))
         assert len({p["id"] for p in call.vars["ports"]}) == 2
     assert len(services.ports) == 2
 
@@ -95,8 +95,8 @@ async def test_a_delete_releases_the_ports_an_interrupted_build_never_recorded(
     services = FakeServices()
     rt = make_runtime(info, "nova-compute", host="compute-1", clients=services)
     build = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False))
-    await compute.begin_build(build)
-    await compute.create_ports(interaction(build, _create_port(services), label="13"))
+    await nova_build.begin_build(build)
+    await nova_build.create_ports(interaction(build, _create_port(services), label="13"))
     mine = (
         await services.call("network", "createPort", body={"port": {"network_id": "n2"}})
     ).json()
@@ -113,8 +113,8 @@ async def test_a_delete_releases_the_ports_an_interrupted_build_never_recorded(
             "attachments": [],
         },
     )
-    await compute.begin_terminate(terminate)
-    await compute.delete_ports(interaction(terminate, _delete_port(services), label="8"))
+    await nova_host.begin_terminate(terminate)
+    await nova_host.delete_ports(interaction(terminate, _delete_port(services), label="8"))
     assert list(services.ports) == [mine["port"]["id"]]
 
 
@@ -127,7 +127,7 @@ async def test_a_build_run_again_replaces_the_guest_its_first_run_began(tmp_path
     rt = make_runtime(info, "nova-compute", host="compute-1", driver=driver)
     for _ in range(2):
         call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False))
-        await compute.begin_build(call)
+        await nova_build.begin_build(call)
         call.vars["driver_instance"] = {"uuid": row["id"], "name": "vm1"}
-        await compute.spawn(interaction(call, driver.spawn, label="9"))
+        await nova_build.spawn(interaction(call, driver.spawn, label="9"))
     assert list(driver.guests) == [row["id"]]

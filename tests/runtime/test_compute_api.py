@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import compute
+from specstack_runtime.behaviours import nova_api
 from specstack_runtime.errors import BadRequest, Forbidden, StepFailed
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
@@ -105,7 +105,7 @@ class Api:
     async def boot(self, image: dict[str, Any] | None = None, **server: Any) -> dict[str, Any]:
         call = op_call(self.rt, "createServer", body=boot_body(**server))
         call.vars["image"] = dict(image or IMAGE)
-        reply = await compute.create_server(call)
+        reply = await nova_api.create_server(call)
         check_response("createServer", reply)
         row = await self.store.get("instances", reply.body["server"]["id"])
         assert row is not None
@@ -147,7 +147,7 @@ async def test_create_server_writes_the_row_and_answers_202(api: Api) -> None:
     await seed_flavors(api.store)
     call = op_call(api.rt, "createServer", body=boot_body(metadata={"k": "v"}))
     call.vars["image"] = IMAGE
-    reply = await compute.create_server(call)
+    reply = await nova_api.create_server(call)
     check_response("createServer", reply)
     assert reply.status == 202
     server = reply.body["server"]
@@ -184,9 +184,9 @@ async def test_schedule_request_casts_a_valid_payload(api: Api) -> None:
     await seed_flavors(api.store)
     call = op_call(api.rt, "createServer", body=boot_body())
     call.vars["image"] = IMAGE
-    await compute.create_server(call)
+    await nova_api.create_server(call)
     invoke = Recorder()
-    await compute.schedule_request(interaction(call, invoke, label="6"))
+    await nova_api.schedule_request(interaction(call, invoke, label="6"))
     (((payload,), _),) = invoke.calls
     from specstack_runtime.messaging import check
 
@@ -201,13 +201,13 @@ async def test_schedule_request_casts_a_valid_payload(api: Api) -> None:
 async def test_schedule_request_failure_puts_the_instance_in_error(api: Api) -> None:
     await seed_flavors(api.store)
     call = op_call(api.rt, "createServer", body=boot_body())
-    await compute.create_server(call)
+    await nova_api.create_server(call)
 
     async def broken(payload: dict[str, Any]) -> None:
         raise ConnectionError("bus down")
 
     with pytest.raises(StepFailed):
-        await compute.schedule_request(interaction(call, broken))
+        await nova_api.schedule_request(interaction(call, broken))
     row = await api.store.get("instances", call.vars["instance"]["id"])
     assert row is not None and row["vm_state"] == "error"
 
@@ -226,6 +226,12 @@ async def test_schedule_request_failure_puts_the_instance_in_error(api: Api) -> 
         ({"imageRef": "", "block_device_mapping_v2": []}, "Missing imageRef attribute"),
         ({"user_data": "!!!not base64"}, "User data needs to be valid base 64."),
         ({"accessIPv4": "::1"}, "accessIPv4"),
+        (
+            {"OS-DCF:diskConfig": "SOMETIMES"},
+            "Invalid input for field/attribute OS-DCF:diskConfig. Value: SOMETIMES.",
+        ),
+        ({"name": "x" * 256}, "Invalid input for field/attribute name."),
+        ({"name": None}, "Invalid input for field/attribute name. Value: None."),
         (
             {
                 "block_device_mapping_v2": [
@@ -269,7 +275,7 @@ async def test_create_server_rejects_bad_input_with_400(
     call = op_call(api.rt, "createServer", body=boot_body(**change))
     call.vars["image"] = IMAGE
     with pytest.raises(BadRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
-        await compute.create_server(call)
+        await nova_api.create_server(call)
     assert await api.store.count("instances") == 0
 
 
@@ -284,19 +290,19 @@ async def test_image_checks(api: Api) -> None:
         call = op_call(api.rt, "createServer", body=boot_body())
         call.vars["image"] = image
         with pytest.raises(BadRequest, match=message):
-            await compute.create_server(call)
+            await nova_api.create_server(call)
 
 
 @arun
 async def test_check_image_step(api: Api) -> None:
     call = op_call(api.rt, "createServer", body=boot_body())
     invoke = Recorder(response(200, IMAGE))
-    await compute.check_image(interaction(call, invoke, label="4.1"))
+    await nova_api.check_image(interaction(call, invoke, label="4.1"))
     assert invoke.calls == [((), {"image_id": IMAGE_ID, "token": "user-token"})]
     assert call.vars["image"]["id"] == IMAGE_ID
     call = op_call(api.rt, "createServer", body=boot_body(imageRef="cirros"))
     with pytest.raises(BadRequest, match=re.escape("Image cirros could not be found.")):
-        await compute.check_image(interaction(call, Recorder(response(404, {"message": "no"}))))
+        await nova_api.check_image(interaction(call, Recorder(response(404, {"message": "no"}))))
     # Booting from a volume: nothing to check, nothing invoked.
     body = boot_body(
         imageRef="",
@@ -310,7 +316,7 @@ async def test_check_image_step(api: Api) -> None:
         ],
     )
     invoke = Recorder()
-    await compute.check_image(interaction(op_call(api.rt, "createServer", body=body), invoke))
+    await nova_api.check_image(interaction(op_call(api.rt, "createServer", body=body), invoke))
     assert invoke.calls == []
 
 
@@ -328,7 +334,7 @@ async def test_boot_from_volume_row(api: Api) -> None:
             }
         ],
     )
-    reply = await compute.create_server(op_call(api.rt, "createServer", body=body))
+    reply = await nova_api.create_server(op_call(api.rt, "createServer", body=body))
     row = await api.store.get("instances", reply.body["server"]["id"])
     assert row is not None and row["image_ref"] == ""
     view = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
@@ -355,6 +361,15 @@ async def test_quota_of_instances(api: Api, monkeypatch: pytest.MonkeyPatch) -> 
     other = auth_ctx(project="p-other")  # another project uses nothing
     mine = (await api.run("getLimits", auth=other)).body["limits"]["absolute"]
     assert mine["totalInstancesUsed"] == 0 and mine["totalCoresUsed"] == 0
+    # the metadata limit (the spec's server data) is the one create enforces: 403 over it
+    assert absolute["maxServerMeta"] == 128
+    too_many = {f"k{i}": "v" for i in range(129)}
+    api.rt.config.quotas = {}
+    with pytest.raises(
+        Forbidden, match="Quota exceeded for metadata_items: Requested 129, but the limit is 128"
+    ):
+        await api.boot(metadata=too_many)
+    await api.boot(metadata=dict(list(too_many.items())[:128]))
 
 
 @arun
@@ -377,12 +392,12 @@ async def test_forced_host_is_admin_only_and_ignores_the_other_hosts(api: Api) -
         await add_compute_node(api.store, host)
     call = op_call(api.rt, "createServer", body=boot_body(availability_zone="nova:compute-2"))
     with pytest.raises(Forbidden):
-        await compute.create_server(call)
+        await nova_api.create_server(call)
     call = op_call(
         api.rt,
         "createServer",
         body=boot_body(availability_zone="nova:compute-2"),
         auth=auth_ctx(admin=True),
     )
-    await compute.create_server(call)
+    await nova_api.create_server(call)
     assert call.vars["request_spec"]["ignore_hosts"] == ["compute-1", "compute-3"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import compute, conductor, scheduler
+from specstack_runtime.behaviours import conductor, nova_api, nova_build, scheduler
 from specstack_runtime.behaviours.scheduling import NoValidHost
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.messaging import check
@@ -53,7 +53,7 @@ async def new_instance(store: Any, **changes: Any) -> dict[str, Any]:
     if await store.get("flavors", "1") is None:
         await seed_flavors(store)
     call = op_call(rt, "createServer", body=boot_body())
-    await compute.create_server(call)
+    await nova_api.create_server(call)
     row: dict[str, Any] = call.vars["instance"]
     if changes:
         row = await store.update("instances", row["id"], changes)
@@ -61,7 +61,7 @@ async def new_instance(store: Any, **changes: Any) -> dict[str, Any]:
 
 
 def schedule_payload(row: dict[str, Any], flavor: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload = compute.schedule_payload(row)
+    payload = nova_api.schedule_payload(row)
     if flavor is not None:
         payload["request_spec"]["flavor"] = flavor
     return payload
@@ -295,15 +295,15 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     payload = build_payload(row)
     check(info, "build_and_run_instance", "payload", payload)
     call = msg_call(rt, "build_and_run_instance", payload)
-    await compute.begin_build(call)
+    await nova_build.begin_build(call)
     instance_msg = conductor.instance_info({**row, "host": "compute-1"})
 
     fetch = Recorder({"instance": instance_msg, "flavor": FLAVOR})
-    await compute.fetch_instance(interaction(call, fetch, label="8"))
+    await nova_build.fetch_instance(interaction(call, fetch, label="8"))
     assert fetch.calls == [(({"instance_uuid": row["id"]},), {})]
 
     spawn = Recorder()
-    await compute.spawn(interaction(call, spawn, label="9"))
+    await nova_build.spawn(interaction(call, spawn, label="9"))
     (((), kw),) = spawn.calls
     kw_spawn = kw
     assert kw == {
@@ -327,11 +327,11 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     }
 
     get_image = Recorder(response(200, services.image))
-    await compute.get_image(interaction(call, get_image, label="10"))
+    await nova_build.get_image(interaction(call, get_image, label="10"))
     assert get_image.calls == [((), {"image_id": IMAGE_ID, "token": "user-token"})]
 
     download = Recorder(response(200, IMAGE_DATA))
-    await compute.download_image(interaction(call, download, label="12"))
+    await nova_build.download_image(interaction(call, download, label="12"))
     assert download.calls == [
         (
             (),
@@ -346,7 +346,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     cached = tmp_path / "image-cache" / "compute-1" / IMAGE_ID
     assert cached.read_bytes() == IMAGE_DATA
     again = Recorder()
-    await compute.download_image(interaction(call, again, label="12"))
+    await nova_build.download_image(interaction(call, again, label="12"))
     assert again.calls == []  # in the image cache already
 
     port = {
@@ -356,7 +356,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
         "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.5"}],
     }
     create_port = Recorder(response(201, {"port": port}))
-    await compute.create_ports(interaction(call, create_port, label="13"))
+    await nova_build.create_ports(interaction(call, create_port, label="13"))
     (((), kw),) = create_port.calls
     assert kw == {
         "body": {
@@ -371,7 +371,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     }
 
     plug = Recorder()
-    await compute.plug_vifs(interaction(call, plug, label="14.3"))
+    await nova_build.plug_vifs(interaction(call, plug, label="14.3"))
     assert plug.calls[0][1]["network_info"] == [
         {
             "id": "p1",
@@ -383,7 +383,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
 
     conn = {"driver_volume_type": "iscsi", "data": {"volume_id": VOLUME_ID}}
     create_att = Recorder(response(200, {"attachment": {"id": "a1", "connection_info": conn}}))
-    await compute.create_attachments(interaction(call, create_att, label="15"))
+    await nova_build.create_attachments(interaction(call, create_att, label="15"))
     (((), kw),) = create_att.calls
     assert kw["project_id"] == row["project_id"] and kw["token"] == "user-token"
     assert kw["body"] == {
@@ -403,14 +403,14 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     }
 
     attach = Recorder()
-    await compute.attach_volumes(interaction(call, attach, label="15.2"))
+    await nova_build.attach_volumes(interaction(call, attach, label="15.2"))
     assert (
         attach.calls[0][1]["mountpoint"] == "/dev/vdb"
         and attach.calls[0][1]["connection_info"] == conn
     )
 
     complete = Recorder(response(204))
-    await compute.complete_attachments(interaction(call, complete, label="15.3"))
+    await nova_build.complete_attachments(interaction(call, complete, label="15.3"))
     assert complete.calls == [
         (
             (),
@@ -426,7 +426,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     # ACTIVE waits for the guest to run; the canned spawn above never reached the driver
     await rt.driver.spawn(kw_spawn["instance"], kw_spawn["image"], [], [])
     update = Recorder(fn=lambda p: {"instance": {**instance_msg, "vm_state": "active"}})
-    await compute.mark_active(interaction(call, update, label="15.4"))
+    await nova_build.mark_active(interaction(call, update, label="15.4"))
     (((sent,), _),) = update.calls
     check(info, "instance_update", "payload", sent)
     assert sent["expected_task_state"] == "scheduling"
@@ -462,14 +462,14 @@ async def test_steps_with_nothing_to_do_do_not_invoke(tmp_path: Path) -> None:
         info, "nova-compute", host="compute-1", data_dir=tmp_path, driver=FakeHypervisor(None)
     )
     call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
-    await compute.begin_build(call)
+    await nova_build.begin_build(call)
     invoke = Recorder()
     for step in (
-        compute.create_ports,
-        compute.plug_vifs,
-        compute.create_attachments,
-        compute.attach_volumes,
-        compute.complete_attachments,
+        nova_build.create_ports,
+        nova_build.plug_vifs,
+        nova_build.create_attachments,
+        nova_build.attach_volumes,
+        nova_build.complete_attachments,
     ):
         await step(interaction(call, invoke))
     assert invoke.calls == []
@@ -482,11 +482,11 @@ async def test_a_corrupt_image_fails_the_step(tmp_path: Path) -> None:
     call = msg_call(rt, "build_and_run_instance", {})
     call.vars["image"] = FakeServices().image
     with pytest.raises(StepFailed, match="corrupt"):
-        await compute.download_image(interaction(call, Recorder(response(200, b"other bytes"))))
+        await nova_build.download_image(interaction(call, Recorder(response(200, b"other bytes"))))
     assert not (tmp_path / "image-cache" / "compute-1" / IMAGE_ID).exists()
     call.vars["image"] = {**FakeServices().image, "direct_url": None}
     with pytest.raises(StepFailed, match="no location"):
-        await compute.download_image(interaction(call, Recorder()))
+        await nova_build.download_image(interaction(call, Recorder()))
 
 
 @arun
@@ -496,9 +496,9 @@ async def test_fetch_refuses_an_instance_that_is_no_longer_building(tmp_path: Pa
     row = await new_instance(store)
     rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
     call = msg_call(rt, "build_and_run_instance", build_payload(row))
-    await compute.begin_build(call)
+    await nova_build.begin_build(call)
     msg = {**conductor.instance_info(row), "task_state": "deleting"}
     with pytest.raises(StepFailed, match="no longer"):
-        await compute.fetch_instance(
+        await nova_build.fetch_instance(
             interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
         )

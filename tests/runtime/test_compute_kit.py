@@ -25,7 +25,18 @@ from jsonschema import Draft202012Validator
 
 from generator.pipeline.build_ir import build_ir
 from generator.pipeline.load import load_spec
-from specstack_runtime.behaviours import compute  # noqa: F401  (registers the nova behaviours)
+from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
+    cli,
+    conductor,
+    nova_api,
+    nova_attach,
+    nova_build,
+    nova_build_failure,
+    nova_delete,
+    nova_host,
+    nova_keypairs,
+    scheduler,
+)
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.services import ServiceRuntime
@@ -483,8 +494,6 @@ async def add_compute_node(
 ) -> None:
     """A compute node as conductor.compute_node_update records it."""
     import time
-
-    from specstack_runtime.behaviours import conductor
 
     info = stack_info()
     rt = make_runtime(info, "nova-conductor", store=store)

@@ -43,6 +43,17 @@ async def test_flavors(api: Api) -> None:
     with pytest.raises(NotFound, match=re.escape("Flavor m1.tiny could not be found.")):
         await api.run("showFlavor", path_params={"flavor_id": "m1.tiny"})
 
+    # extra specs (a spec query over the flavor row): its values as strings; 404 for none
+    assert await api.store.update(
+        "flavors", "2", {"extra_specs": {"hw:cpu_policy": "shared", "n": 2}}
+    )
+    specs = (await api.run("listFlavorExtraSpecs", path_params={"flavor_id": "2"})).body
+    assert specs == {"extra_specs": {"hw:cpu_policy": "shared", "n": "2"}}
+    plain = (await api.run("listFlavorExtraSpecs", path_params={"flavor_id": "1"})).body
+    assert plain == {"extra_specs": {}}
+    with pytest.raises(NotFound, match=re.escape("Flavor 99 could not be found.")):
+        await api.run("listFlavorExtraSpecs", path_params={"flavor_id": "99"})
+
     new = {"flavor": {"name": "m1.nano", "ram": 64, "vcpus": 1, "disk": 0, "id": 42}}
     with pytest.raises(Forbidden):
         await api.run("createFlavor", body=new)

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from specstack_runtime.behaviours import compute
+from specstack_runtime.behaviours import nova_api, nova_delete
 from specstack_runtime.bus import RemoteError
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from tests.aio import arun
@@ -140,7 +140,7 @@ async def test_list_servers_tenancy(api: Api) -> None:
     other = op_call(
         api.rt, "createServer", body=boot_body(name="theirs"), auth=auth_ctx(project=OTHER_PROJECT)
     )
-    await compute.create_server(other)
+    await nova_api.create_server(other)
     names = [s["name"] for s in (await api.run("listServers")).body["servers"]]
     assert names == ["mine"]
     with pytest.raises(Forbidden, match="get_all_tenants"):
@@ -183,11 +183,11 @@ async def test_delete_without_host_deletes_at_once(api: Api) -> None:
     await seed_flavors(api.store)
     row = await api.boot()
     call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
-    reply = await compute.delete_server(call)
+    reply = await nova_delete.delete_server(call)
     assert reply.status == 204
     assert call.vars["instance"]["vm_state"] == "deleted"
     invoke = Recorder()
-    await compute.terminate_request(interaction(call, invoke, label="6"))
+    await nova_delete.terminate_request(interaction(call, invoke, label="6"))
     assert invoke.calls == []
     with pytest.raises(NotFound):
         await api.run("showServer", path_params={"server_id": row["id"]})
@@ -208,10 +208,10 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
         row, vm_state="active", task_state=None, host="compute-1", ports=["p1"], attachments=[att]
     )
     call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
-    assert (await compute.delete_server(call)).status == 204
+    assert (await nova_delete.delete_server(call)).status == 204
     assert call.vars["instance"]["task_state"] == "deleting"
     invoke = Recorder()
-    await compute.terminate_request(interaction(call, invoke, label="6"))
+    await nova_delete.terminate_request(interaction(call, invoke, label="6"))
     (((payload,), kwargs),) = invoke.calls
     assert kwargs == {"host": "compute-1"}
     from specstack_runtime.messaging import check
@@ -220,7 +220,7 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
     assert payload["ports"] == ["p1"] and payload["attachments"] == [att]
     # A repeated delete is accepted and sends nothing more.
     again = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
-    assert (await compute.delete_server(again)).status == 204
+    assert (await nova_delete.delete_server(again)).status == 204
     assert again.vars["terminate"] is False
 
 
@@ -235,14 +235,14 @@ async def test_delete_is_for_the_owner_or_admin(api: Api) -> None:
         auth=auth_ctx(project=OTHER_PROJECT),
     )
     with pytest.raises(NotFound):
-        await compute.delete_server(call)
+        await nova_delete.delete_server(call)
     call = op_call(
         api.rt,
         "deleteServer",
         path_params={"server_id": row["id"]},
         auth=auth_ctx(project=OTHER_PROJECT, admin=True),
     )
-    assert (await compute.delete_server(call)).status == 204
+    assert (await nova_delete.delete_server(call)).status == 204
 
 
 @arun
@@ -252,7 +252,7 @@ async def test_delete_when_the_compute_host_is_down_is_local(api: Api) -> None:
     row = await api.boot()
     await api.set(row, vm_state="active", task_state=None, host="compute-1")
     call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
-    await compute.delete_server(call)
+    await nova_delete.delete_server(call)
     assert call.vars["instance"]["vm_state"] == "deleted" and call.vars["terminate"] is False
 
 

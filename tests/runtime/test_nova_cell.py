@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from generated.drivers.types import Instance
-from specstack_runtime.behaviours import compute, conductor
+from specstack_runtime.behaviours import conductor, nova_host
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.messaging import check
 from specstack_runtime.virt.fake import FakeHypervisor
@@ -225,7 +225,7 @@ async def test_report_resources_records_the_node(tmp_path: Path) -> None:
         data_dir=tmp_path,
         driver=FakeHypervisor(None, vcpus=4, memory_mb=2048, local_gb=20, hostname="compute-2"),
     )
-    await compute.report_resources(rt)
+    await nova_host.report_resources(rt)
     try:
         ((_, _, payload, _),) = bus.sent
         check(info, "compute_node_update", "payload", payload)
@@ -263,27 +263,27 @@ async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> 
             ],
         },
     )
-    await compute.begin_terminate(call)
+    await nova_host.begin_terminate(call)
 
     async def native_gone(**kw: Any) -> None:
         from specstack_runtime.virt import InstanceNotFound
 
         raise InstanceNotFound(kw["instance"]["uuid"])
 
-    await compute.detach_volumes(interaction(call, native_gone))
-    await compute.delete_attachments(interaction(call, Recorder(response(404, {}))))
-    await compute.delete_ports(interaction(call, Recorder(response(404, {}))))
-    await compute.destroy(interaction(call, native_gone))
+    await nova_host.detach_volumes(interaction(call, native_gone))
+    await nova_host.delete_attachments(interaction(call, Recorder(response(404, {}))))
+    await nova_host.delete_ports(interaction(call, Recorder(response(404, {}))))
+    await nova_host.destroy(interaction(call, native_gone))
     update = Recorder({"instance": {}})
-    await compute.mark_deleted(interaction(call, update))
+    await nova_host.mark_deleted(interaction(call, update))
     (((sent,), _),) = update.calls
     check(info, "instance_update", "payload", sent)
     assert sent["expected_task_state"] == "deleting" and sent["updates"]["vm_state"] == "deleted"
     with pytest.raises(StepFailed):
-        await compute.delete_ports(interaction(call, Recorder(response(500, {}))))
+        await nova_host.delete_ports(interaction(call, Recorder(response(500, {}))))
     bus = RecordingBus({"instance_update": {"instance": {}}})
     rt.bus = bus  # type: ignore[assignment]
-    await compute.terminate_failed(call, StepFailed("neutron is down", code=503))
+    await nova_host.terminate_failed(call, StepFailed("neutron is down", code=503))
     ((_, method, payload, _),) = bus.sent
     assert method == "instance_update" and payload["updates"]["vm_state"] == "error"
     assert payload["updates"]["fault"]["code"] == 503

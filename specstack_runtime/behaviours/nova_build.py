@@ -1,0 +1,483 @@
+"""nova-compute: building an instance (build_and_run_instance, boot-vm 8-15.4).
+
+`compute.begin_build` keeps the request's facts, then the step behaviours of boot-vm
+8-15.4 run in order (`rt.driver` is the host's hypervisor driver); on error
+`compute.build_failed` (nova_build_failure) runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from specstack_runtime.behaviours.conductor import (
+    naive_now,
+)
+from specstack_runtime.behaviours.nova_common import (
+    CONNECTOR_BASE,
+    attachment_item,
+    device_names,
+    driver_instance,
+    flow_token,
+    given_ports,
+    host_availability_zone,
+    instance_ports,
+)
+from specstack_runtime.context import Call, Interaction
+from specstack_runtime.errors import (
+    StepFailed,
+)
+from specstack_runtime.http import expect
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+
+logger = logging.getLogger(__name__)
+
+#: How long a compute node trusts a network name it looked up.
+NETWORK_NAME_TTL_S = 30.0
+
+
+@behaviour("compute.begin_build")
+async def begin_build(call: Call) -> None:
+    """build_and_run_instance: keep the request's facts for the steps that follow."""
+    p = call.payload
+    call.vars.update(
+        instance_uuid=str(p["instance"]["uuid"]),
+        instance_ref=dict(p["instance"]),
+        image_id=p.get("image_id") or None,
+        flavor_id=p.get("flavor_id"),
+        requested_networks=list(p.get("requested_networks") or []),
+        block_device_mapping=list(p.get("block_device_mapping") or []),
+        ports=[],
+        bound_ports=[],
+        attachments=[],
+        attached=[],
+        spawned=False,
+    )
+
+
+@behaviour("compute.fetch_instance", via=("amqp-call",))
+async def fetch_instance(ix: Interaction) -> None:
+    """boot-vm 8: instance and flavor through the conductor; the instance must be building."""
+    uuid = ix.vars["instance_uuid"]
+    reply = await ix.invoke({"instance_uuid": uuid})
+    instance, flavor = reply["instance"], reply["flavor"]
+    if instance.get("vm_state") != "building" or instance.get("task_state") == "deleting":
+        raise StepFailed(
+            f"Instance {uuid} is no longer to be built (vm_state {instance.get('vm_state')}, "
+            f"task_state {instance.get('task_state')})",
+            code=409,
+        )
+    ix.vars["instance"] = instance
+    ix.vars["flavor"] = flavor
+    ix.vars["driver_instance"] = {
+        "uuid": uuid,
+        "name": instance.get("name") or uuid,
+        "vcpus": int(flavor["vcpus"]),
+        "memory_mb": int(flavor["ram"]),
+        "root_gb": int(flavor["disk"]),
+        "image_id": ix.vars.get("image_id") or instance.get("image_id"),
+    }
+
+
+class RescheduleBuild(StepFailed):
+    """The hypervisor failed to build the guest: another host may succeed (nova reschedules)."""
+
+
+@behaviour("compute.spawn", via=("native",))
+async def spawn(ix: Interaction) -> None:
+    """boot-vm 9: the driver starts building the guest.
+
+    A driver failure raises RescheduleBuild, so that compute.build_failed tries
+    another host (up to config.max_build_attempts hosts in all).
+    """
+    instance = driver_instance(ix.vars)
+    ix.vars["spawned"] = True  # a failed spawn may leave a half-made guest to clean up
+    image_id = instance.get("image_id") or ""
+    image: dict[str, Any] = {"id": image_id}
+    if image_id:  # where step 12 puts the image's data: a real hypervisor boots from it
+        path = image_cache_path(ix.rt, image_id)
+        image.update(path=str(path), pending=not path.is_file())
+    args: dict[str, Any] = {
+        "instance": instance,
+        "image": image,
+        "network_info": [],
+        "block_device_info": [],
+    }
+    try:
+        try:
+            await ix.invoke(**args)
+        except Exception as exc:
+            if type(exc).__name__ != "InstanceExists" or ix.rt.driver is None:
+                raise
+            # a build run again (redelivered after a crash): the guest its first run began goes
+            await ix.rt.driver.destroy(instance)
+            await ix.invoke(**args)
+    except Exception as exc:
+        raise RescheduleBuild(
+            f"Build of instance {instance['uuid']} on host {ix.rt.host} failed in the "
+            f"hypervisor: {exc}"
+        ) from exc
+
+
+@behaviour("compute.get_image", via=("http",))
+async def get_image(ix: Interaction) -> None:
+    """boot-vm 10: the image's metadata from glance (nothing to do when booting from a volume)."""
+    image_id = ix.vars.get("image_id")
+    if not image_id:
+        return
+    resp = expect(await ix.invoke(image_id=image_id, token=await flow_token(ix.call)), 200)
+    image = resp.json()
+    if image.get("status") != "active":
+        raise StepFailed(f"Image {image_id} is not active (status {image.get('status')})", code=400)
+    ix.vars["image"] = image
+
+
+def swift_location(image: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(account, container, object) of an image's data, from direct_url or locations."""
+    urls = [image.get("direct_url")] + [
+        loc.get("url") for loc in image.get("locations") or [] if isinstance(loc, dict)
+    ]
+    for url in urls:
+        if isinstance(url, str) and url.startswith("swift://"):
+            parts = url[len("swift://") :].split("/", 2)
+            if len(parts) == 3 and all(parts):
+                return parts[0], parts[1], parts[2]
+    raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
+
+
+def _md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def image_cache_path(rt: ServiceRuntime, image_id: str) -> Path:
+    return Path(rt.data_dir) / "image-cache" / rt.host / image_id
+
+
+@behaviour("compute.download_image", via=("http",))
+async def download_image(ix: Interaction) -> None:
+    """boot-vm 12: the image's data from swift into this host's image cache (md5 checked).
+
+    An image already in the cache with the right checksum is not downloaded again.
+    """
+    image = ix.vars.get("image")
+    if not image:
+        return
+    image_id = str(image["id"])
+    checksum = image.get("checksum")
+    if not checksum:
+        raise StepFailed(f"Image {image_id} has no data to boot from", code=400)
+    path = image_cache_path(ix.rt, image_id)
+    ix.vars["image_path"] = str(path)
+    if path.exists() and _md5_file(path) == checksum:
+        return
+    account, container, obj = swift_location(image)
+    resp = expect(
+        await ix.invoke(
+            account=account, container=container, object=obj, token=await ix.rt.service_token()
+        ),
+        200,
+    )
+    data = resp.content
+    got = hashlib.md5(data).hexdigest()
+    if got != checksum:
+        raise StepFailed(
+            f"Image {image_id} is corrupt: its data has md5 {got}, glance says {checksum}"
+        )
+    _write_atomically(path, data)
+
+
+def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(port["id"]),
+        "address": str(port.get("mac_address") or ""),
+        "network_id": str(port.get("network_id") or ""),
+        "ip_addresses": [str(ip["ip_address"]) for ip in port.get("fixed_ips") or []],
+    }
+
+
+@behaviour("compute.create_ports", needs=("network",), via=("http",))
+async def create_ports(ix: Interaction) -> None:
+    """boot-vm 13: one port per requested network, bound to this host (or bind a given port).
+
+    Idempotent: a port is keyed by the instance (its device_id) and the request (network,
+    fixed IP), so a build run again (redelivered after a compute crash) takes the port it
+    made the first time instead of making a second one.
+    """
+    networks = ix.vars.get("requested_networks") or []
+    if not networks:
+        return
+    uuid = ix.vars["instance_uuid"]
+    instance = ix.vars.get("instance") or {}
+    zone = instance.get("availability_zone") or host_availability_zone(ix.rt)
+    token = await flow_token(ix.call)
+    binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
+    given = given_ports(networks)
+    made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
+    for net in networks:
+        if net.get("port_id"):
+            resp = await ix.rt.clients.call(
+                ix.rt.info.api_of_type("network"),
+                "updatePort",
+                {"port_id": net["port_id"]},
+                body={"port": binding},
+                token=token,
+                context=ix.call.flow_context(ix.label),
+            )
+            port = expect(resp, 200).json()["port"]
+            ix.vars["bound_ports"].append(port)
+            continue
+        again = next((p for p in made if _same_request(p, net)), None)
+        if again is not None:  # made by an earlier run of this build
+            made.remove(again)
+            ix.vars["ports"].append(again)
+            continue
+        body: dict[str, Any] = {"port": {"network_id": net["network_id"], **binding}}
+        if net.get("fixed_ip"):
+            body["port"]["fixed_ips"] = [{"ip_address": net["fixed_ip"]}]
+        resp = expect(await ix.invoke(body=body, token=token), 201)
+        ix.vars["ports"].append(resp.json()["port"])
+
+
+def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
+    """The port answers this requested network (its network, and its fixed IP if one is asked)."""
+    if port.get("network_id") != net.get("network_id"):
+        return False
+    ip = net.get("fixed_ip")
+    return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
+
+
+@behaviour("compute.plug_vifs", via=("native",))
+async def plug_vifs(ix: Interaction) -> None:
+    """boot-vm 14.3: the guest's interfaces plugged into their networks."""
+    ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
+    if not ports:
+        return
+    await ix.invoke(instance=driver_instance(ix.vars), network_info=[_vif(p) for p in ports])
+
+
+@behaviour("compute.create_attachments", via=("http",))
+async def create_attachments(ix: Interaction) -> None:
+    """boot-vm 15: a cinder attachment, with this host's connector, per volume to attach."""
+    volumes = [
+        b
+        for b in ix.vars.get("block_device_mapping") or []
+        if b.get("source_type") == "volume" and b.get("uuid")
+    ]
+    if not volumes:
+        return
+    uuid = ix.vars["instance_uuid"]
+    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
+    token = await flow_token(ix.call)
+    names = device_names(["/dev/vda"])
+    for bdm in volumes:
+        device = "/dev/vda" if bdm.get("boot_index") == 0 else next(names)
+        body = {
+            "attachment": {
+                "volume_uuid": bdm["uuid"],
+                "instance_uuid": uuid,
+                # nova's connector names the disk: cinder shows it as the attachment's device.
+                "connector": {"host": ix.rt.host, **CONNECTOR_BASE, "mountpoint": device},
+                "mode": "rw",
+            }
+        }
+        resp = expect(await ix.invoke(project_id=project_id, body=body, token=token), 200)
+        att = resp.json()["attachment"]
+        ix.vars["attachments"].append(
+            {
+                "attachment_id": str(att["id"]),
+                "volume_id": str(bdm["uuid"]),
+                "device": device,
+                "connection_info": att.get("connection_info"),
+            }
+        )
+        if not isinstance(att.get("connection_info"), dict):
+            raise StepFailed(f"cinder gave no connection_info for volume {bdm['uuid']}")
+
+
+@behaviour("compute.attach_volumes", via=("native",))
+async def attach_volumes(ix: Interaction) -> None:
+    """boot-vm 15.2: the volumes' disks attached to the guest (/dev/vdb, /dev/vdc...)."""
+    attachments = ix.vars.get("attachments") or []
+    if not attachments:
+        return
+    instance = driver_instance(ix.vars)
+    for att in attachments:
+        await ix.invoke(
+            instance=instance, connection_info=att["connection_info"], mountpoint=att["device"]
+        )
+        ix.vars["attached"].append(att)
+
+
+@behaviour("compute.complete_attachments", via=("http",))
+async def complete_attachments(ix: Interaction) -> None:
+    """boot-vm 15.3: tell cinder the attachments are complete (volumes in-use)."""
+    attachments = ix.vars.get("attachments") or []
+    if not attachments:
+        return
+    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
+    token = await flow_token(ix.call)
+    for att in attachments:
+        expect(
+            await ix.invoke(
+                project_id=project_id,
+                attachment_id=att["attachment_id"],
+                body={"os-complete": None},
+                token=token,
+            ),
+            204,
+        )
+
+
+async def _network_names(
+    call: Call, network_ids: Iterable[str], token: str | None
+) -> dict[str, str]:
+    """Network id -> name, asked of neutron (the id itself when neutron cannot say)."""
+    names: dict[str, str] = {}
+    api: str | None = None
+    with contextlib.suppress(KeyError):
+        api = call.rt.info.api_of_type("network")
+    # Names change rarely: each compute node remembers them for a short while.
+    cache: dict[str, tuple[float, str]] = call.rt.local.setdefault("network_names", {})
+    now = time.monotonic()
+    for net_id in dict.fromkeys(network_ids):
+        hit = cache.get(net_id)
+        if hit is not None and now - hit[0] < NETWORK_NAME_TTL_S:
+            names[net_id] = hit[1]
+            continue
+        name = net_id
+        if api is not None and token:
+            try:
+                resp = await call.rt.clients.call(
+                    api, "showNetwork", {"network_id": net_id}, token=token
+                )
+                if resp.status_code == 200:
+                    name = str(resp.json()["network"].get("name") or net_id)
+            except Exception:
+                logger.debug("could not look network %s up", net_id)
+        names[net_id] = name
+        if name != net_id:
+            cache[net_id] = (now, name)
+    return names
+
+
+def nova_addresses(ports: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
+    """nova's `addresses`: {network name: [{version, addr, OS-EXT-IPS:type, ...mac_addr}]}."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for port in ports:
+        net = names.get(str(port.get("network_id")), str(port.get("network_id")))
+        for ip in port.get("fixed_ips") or []:
+            addr = str(ip["ip_address"])
+            try:
+                version = ipaddress.ip_address(addr).version
+            except ValueError:
+                version = 4
+            out.setdefault(net, []).append(
+                {
+                    "version": version,
+                    "addr": addr,
+                    "OS-EXT-IPS:type": "fixed",
+                    "OS-EXT-IPS-MAC:mac_addr": str(port.get("mac_address") or ""),
+                }
+            )
+    return out
+
+
+async def _wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> None:
+    """ACTIVE only once the guest runs: a real hypervisor boots it after the build's steps.
+
+    NOSTATE means still starting; any other state than RUNNING, or no RUNNING within
+    config.guest_boot_timeout_s, fails the build on this host (and may reschedule it).
+    """
+    if rt.driver is None:
+        return
+    deadline = time.monotonic() + rt.config.guest_boot_timeout_s
+    delay = 0.02
+    while True:
+        state = int(await rt.driver.get_power_state(instance))
+        if state == 1:
+            return
+        if state != 0:
+            raise RescheduleBuild(
+                f"The guest of instance {instance['uuid']} on host {rt.host} did not start "
+                f"(power state {state}): {_console_tail(await _console_or_empty(rt, instance))}"
+            )
+        if time.monotonic() > deadline:
+            raise RescheduleBuild(
+                f"The guest of instance {instance['uuid']} on host {rt.host} was not running "
+                f"after {rt.config.guest_boot_timeout_s:g} s"
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+async def _console_or_empty(rt: ServiceRuntime, instance: dict[str, Any]) -> str:
+    try:
+        return str(await rt.driver.get_console_output(instance))
+    except Exception:
+        return ""
+
+
+def _console_tail(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no console output"
+
+
+@behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
+async def mark_active(ix: Interaction) -> None:
+    """boot-vm 15.4: the instance becomes ACTIVE with its addresses, ports and volumes."""
+    uuid = ix.vars["instance_uuid"]
+    await _wait_until_running(ix.rt, driver_instance(ix.vars))
+    ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
+    token = await flow_token(ix.call) if ports else None
+    names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)
+    updates = {
+        "vm_state": "active",
+        "task_state": None,
+        "power_state": 1,
+        "launched_at": naive_now(),
+        "addresses": nova_addresses(ports, names),
+        "ports": [str(p["id"]) for p in ix.vars.get("ports", [])],
+        "vifs": [
+            {
+                **_vif(p),
+                "mac_address": p.get("mac_address"),
+                "fixed_ips": p.get("fixed_ips") or [],
+                "status": p.get("status", "ACTIVE"),
+            }
+            for p in ports
+        ],
+        "attachments": [attachment_item(a) for a in ix.vars.get("attachments", [])],
+    }
+    reply = await ix.invoke(
+        {"instance_uuid": uuid, "expected_task_state": "scheduling", "updates": updates}
+    )
+    ix.vars["instance"] = reply["instance"]
+    ix.vars["built"] = True

@@ -1,0 +1,207 @@
+"""Helpers the nova behaviours share: the API's caller and links, the flow's token,
+the instance a request names, the ports and volume attachments nova makes for an
+instance, and what the hypervisor driver needs to know of it.
+
+The instance row (table `instances`, id = server uuid) holds: name, project_id,
+user_id, image_ref ("" when booted from a volume), flavor_id, flavor (a copy,
+message type Flavor), vm_state, task_state, power_state, host, node,
+availability_zone, key_name, metadata, requested_networks (RequestedNetwork
+items), block_device_mapping (BlockDeviceMapping items), security_groups,
+addresses (nova's format), fault, launched_at, terminated_at, deleted_at, ports
+(ids of the ports nova created), vifs (the guest's interfaces), attachments
+(VolumeAttachment items), progress, access_ip_v4/v6, config_drive, disk_config,
+instance_name, user_data, reservation_id, created_at, updated_at.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from specstack_runtime.behaviours.conductor import make_fault
+from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.context import AuthContext, Call, Interaction
+from specstack_runtime.errors import (
+    Forbidden,
+)
+from specstack_runtime.http import expect
+from specstack_runtime.messaging import send
+from specstack_runtime.resources import access
+from specstack_runtime.resources.serve import engine_call
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Doc, Store
+from specstack_runtime.virt import DiskNotFound, InstanceNotFound
+
+logger = logging.getLogger(__name__)
+
+SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instances
+#: What nova-compute tells cinder about its host when it attaches a volume.
+CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
+
+
+def is_uuid(value: Any) -> bool:
+    try:
+        uuidlib.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def store_of(call: Call | Interaction) -> Store:
+    return call.rt.require_store()
+
+
+def project_auth(call: Call) -> AuthContext:
+    auth = call.require_auth()
+    if not auth.project_id:
+        raise Forbidden("A project-scoped token is needed for the compute API.")
+    return auth
+
+
+async def flow_token(call: Call) -> str:
+    """The user token the flow carries, or this service's own."""
+    if call.token:
+        return call.token
+    return await call.rt.service_token()
+
+
+def is_gone(exc: BaseException) -> bool:
+    """A driver error that means the guest or disk is already gone."""
+    return isinstance(exc, InstanceNotFound | DiskNotFound) or type(exc).__name__ in (
+        "InstanceNotFound",
+        "DiskNotFound",
+    )
+
+
+async def instance_for(call: Call, server_id: str) -> Doc:
+    """The live instance, if the server resource's scope and rules let the caller see it;
+    404 otherwise (spec/resources/compute.yaml: owner, see_all, live)."""
+    project_auth(call)
+    return await access.lookup(engine_call(call, SERVER), server_id)
+
+
+def fault_code(error: BaseException) -> int:
+    code = getattr(error, "code", None)
+    if not isinstance(code, int):
+        code = getattr(error, "status", None)
+    return code if isinstance(code, int) and 400 <= code <= 599 else 500
+
+
+def fault_of(error: BaseException, prefix: str = "") -> dict[str, Any]:
+    """The instance fault recording `error` (its message after `prefix`, its type in details)."""
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return make_fault(fault_code(error), f"{prefix}{message}", f"{type(error).__name__}: {error}")
+
+
+async def update_instance(
+    call: Call, uuid: str, updates: Mapping[str, Any], expected: str | None = None
+) -> Any:
+    """conductor.instance_update: `updates` on the instance, compare-and-set on its task
+    state when `expected` is given (a RemoteError when it has moved on)."""
+    payload: dict[str, Any] = {"instance_uuid": uuid, "updates": dict(updates)}
+    if expected is not None:
+        payload["expected_task_state"] = expected
+    return await send(call, "instance_update", payload)
+
+
+def driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:
+    di = vars_.get("driver_instance")
+    if di:
+        return dict(di)
+    uuid = str(vars_.get("instance_uuid"))
+    return {"uuid": uuid, "name": str((vars_.get("instance") or {}).get("name") or uuid)}
+
+
+def attachment_item(att: Mapping[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "attachment_id": str(att["attachment_id"]),
+        "volume_id": str(att["volume_id"]),
+        "device": att.get("device"),
+    }
+    if isinstance(att.get("connection_info"), dict):
+        item["connection_info"] = att["connection_info"]
+    return item
+
+
+def device_names(skip: Iterable[str]) -> Iterator[str]:
+    taken = set(skip)
+    for letter in string.ascii_lowercase[1:]:
+        device = f"/dev/vd{letter}"
+        if device not in taken:
+            yield device
+
+
+async def instance_ports(rt: ServiceRuntime, uuid: str, token: str) -> list[dict[str, Any]]:
+    """The ports neutron has bound to the instance (device_id), whoever recorded them."""
+    resp = await rt.clients.call(
+        rt.info.api_of_type("network"), "listPorts", query={"device_id": uuid}, token=token
+    )
+    ports = expect(resp, 200).json().get("ports") or []
+    return [p for p in ports if isinstance(p, dict) and p.get("device_id") == uuid]
+
+
+def given_ports(requested: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The ports the user gave (`networks: [{port: ID}]`): bound, never deleted by nova."""
+    return {str(n["port_id"]) for n in requested if isinstance(n, Mapping) and n.get("port_id")}
+
+
+async def release_instance_ports(
+    rt: ServiceRuntime, uuid: str, recorded: Iterable[str], requested: Iterable[Any], token: str
+) -> None:
+    """Delete the ports nova made for the instance: those recorded, and any bound to it that a
+    build interrupted before it recorded them (the user's own ports are left)."""
+    net_api = rt.info.api_of_type("network")
+    given = given_ports(requested)
+    ids = dict.fromkeys(str(p) for p in recorded)
+    try:
+        ids.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(rt, uuid, token)))
+    except Exception as exc:  # neutron away: the recorded ones at least
+        logger.warning("ports of %s not listed: %s", uuid, exc)
+    for port_id in ids:
+        if port_id in given:
+            continue
+        resp = await rt.clients.call(net_api, "deletePort", {"port_id": port_id}, token=token)
+        expect(resp, 204, 404)
+
+
+async def release_instance(
+    rt: ServiceRuntime,
+    instance: Mapping[str, Any],
+    ports: Iterable[str],
+    attachments: Iterable[Mapping[str, Any]],
+    token: str,
+) -> None:
+    """Best effort, for an instance no compute host will clean up: its cinder attachments
+    and the ports nova made for it deleted (`instance`: uuid or id, project_id,
+    requested_networks)."""
+    uuid = str(instance.get("uuid") or instance["id"])
+    for att in attachments:
+        try:
+            await rt.clients.call(
+                rt.info.api_of_type("block-storage"),
+                "deleteAttachment",
+                {"project_id": instance.get("project_id"), "attachment_id": att["attachment_id"]},
+                token=token,
+            )
+        except Exception as exc:
+            logger.warning("%s: attachment %s not deleted: %s", uuid, att["attachment_id"], exc)
+    requested = instance.get("requested_networks") or []
+    try:
+        await release_instance_ports(rt, uuid, ports, requested, token)
+    except Exception as exc:
+        logger.warning("%s: ports not all deleted: %s", uuid, exc)
+
+
+def host_availability_zone(rt: ServiceRuntime) -> str:
+    """The availability zone of the topology node this compute host belongs to."""
+    for node in rt.info.nodes.values():
+        try:
+            hosts = rt.info.node_hosts(node["name"], rt.config)
+        except (KeyError, TypeError):
+            continue
+        if rt.host in hosts or rt.host == node["name"]:
+            return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
+    return DEFAULT_AVAILABILITY_ZONE

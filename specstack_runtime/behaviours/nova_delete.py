@@ -1,0 +1,124 @@
+"""nova-api: deleting a server (delete-vm 5, 6).
+
+`compute.delete_server` (delete-vm 5) keeps `vars["instance"]` and `vars["terminate"]`;
+`compute.terminate_request` (6) casts terminate_instance to the instance's host. An
+instance no compute host will clean up (never scheduled, or its host down) is deleted
+at once by nova-api itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from specstack_runtime.behaviours.conductor import (
+    CAS_ATTEMPTS,
+    COMPUTE_NODES,
+    INSTANCES,
+    instance_ref,
+    naive_now,
+    release_claim,
+)
+from specstack_runtime.behaviours.nova_common import (
+    SERVER,
+    attachment_item,
+    given_ports,
+    instance_for,
+    release_instance,
+    store_of,
+)
+from specstack_runtime.context import Call, Interaction, Reply
+from specstack_runtime.errors import (
+    Conflict,
+)
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import guards
+from specstack_runtime.resources.serve import engine_call
+from specstack_runtime.resources.views import render
+from specstack_runtime.store import Doc
+
+logger = logging.getLogger(__name__)
+
+
+async def _compute_is_up(call: Call, host: str) -> bool:
+    """The spec's liveness rule (the compute service's `state`) on the host's record."""
+    doc = await store_of(call).get(COMPUTE_NODES, host)
+    return doc is not None and render(engine_call(call, "compute_service"), doc)["state"] == "up"
+
+
+async def _local_delete(call: Call, row: Doc) -> Doc:
+    """Delete an instance that no compute host will clean up (never scheduled, or host down)."""
+    store = store_of(call)
+    if call.token:
+        ports = [str(p) for p in row.get("ports") or []]
+        await release_instance(call.rt, row, ports, row.get("attachments") or [], call.token)
+    now = naive_now()
+    updated = await store.update(
+        INSTANCES,
+        row["id"],
+        {
+            "vm_state": "deleted",
+            "task_state": None,
+            "power_state": 0,
+            "deleted_at": now,
+            "terminated_at": now,
+        },
+        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
+    )
+    if updated is None:
+        raise Conflict(f"Instance {row['id']} changed while it was deleted; try again.")
+    await release_claim(store, updated)
+    return updated
+
+
+@behaviour(
+    "compute.delete_server",
+    needs=(
+        "block-storage",
+        "network",
+    ),
+)
+async def delete_server(call: Call) -> Reply:
+    """delete-vm step 5: mark the instance deleting (or delete it at once); 204.
+
+    Leaves `vars["instance"]` (the row) and `vars["terminate"]` (whether step 6
+    must cast terminate_instance to the instance's host).
+    """
+    store = store_of(call)
+    server_id = call.path_params["server_id"]
+    call.vars["terminate"] = False
+    for _ in range(CAS_ATTEMPTS):
+        row = await instance_for(call, server_id)
+        guards.check(engine_call(call, SERVER), "delete", row)  # a locked server, say
+        call.vars["instance"] = row
+        if row.get("task_state") == "deleting":
+            return Reply(204)  # already being deleted: nova ignores the repeat
+        host = row.get("host")
+        if not host or not await _compute_is_up(call, str(host)):
+            call.vars["instance"] = await _local_delete(call, row)
+            return Reply(204)
+        updated = await store.update(
+            INSTANCES,
+            server_id,
+            {"task_state": "deleting"},
+            expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
+        )
+        if updated is not None:
+            call.vars["instance"] = updated
+            call.vars["terminate"] = True
+            return Reply(204)
+    raise Conflict(f"Instance {server_id} is changing too often to be deleted; try again.")
+
+
+@behaviour("compute.terminate_request", via=("amqp-cast",))
+async def terminate_request(ix: Interaction) -> None:
+    """delete-vm step 6: cast terminate_instance to the instance's host."""
+    row = ix.vars.get("instance")
+    if not row or not ix.vars.get("terminate") or not row.get("host"):
+        return
+    payload = {
+        "instance": instance_ref(row),
+        "ports": [str(p) for p in row.get("ports") or []],
+        "keep_ports": sorted(given_ports(row.get("requested_networks") or [])),
+        "attachments": [attachment_item(a) for a in row.get("attachments") or []],
+    }
+    await ix.invoke(payload, host=row["host"])

@@ -1,0 +1,373 @@
+"""nova-compute: the host's resource reports, terminating instances, the server actions.
+
+- startup `compute.report_resources`, then a heartbeat every REPORT_INTERVAL_S;
+- terminate_instance: `compute.begin_terminate` then delete-vm 7-11,
+  `compute.terminate_failed` on error;
+- the RPC handlers of the server actions (`compute.rpc_*`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from specstack_runtime.behaviours.conductor import (
+    make_fault,
+    naive_now,
+)
+from specstack_runtime.behaviours.nova_common import (
+    CONNECTOR_BASE,
+    device_names,
+    driver_instance,
+    fault_code,
+    fault_of,
+    flow_token,
+    given_ports,
+    host_availability_zone,
+    instance_ports,
+    is_gone,
+    update_instance,
+)
+from specstack_runtime.context import Call, Interaction
+from specstack_runtime.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    StepFailed,
+)
+from specstack_runtime.http import error_message, expect
+from specstack_runtime.messaging import send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two resource reports (heartbeats) of a compute node (nova: 10).
+REPORT_INTERVAL_S = 10.0
+_RESOURCE_KEYS = (
+    "vcpus",
+    "vcpus_used",
+    "memory_mb",
+    "memory_mb_used",
+    "local_gb",
+    "local_gb_used",
+    "running_vms",
+    "hypervisor_type",
+    "hypervisor_hostname",
+)
+
+
+async def report_once(rt: ServiceRuntime) -> None:
+    if rt.driver is None:
+        raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
+    resources = await rt.driver.get_available_resource()
+    await send(
+        rt,
+        "compute_node_update",
+        {
+            "host": rt.host,
+            "availability_zone": host_availability_zone(rt),
+            "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
+        },
+    )
+
+
+async def _heartbeat(rt: ServiceRuntime, first_delay: float = REPORT_INTERVAL_S) -> None:
+    delay = first_delay
+    while True:
+        await asyncio.sleep(delay)
+        delay = REPORT_INTERVAL_S
+        try:
+            await report_once(rt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("compute %s could not report its resources: %s", rt.host, exc)
+
+
+@behaviour("compute.report_resources")
+async def report_resources(rt: ServiceRuntime) -> None:
+    """Startup: report the host's capacity to the conductor, then every REPORT_INTERVAL_S.
+
+    The reports are the heartbeat the scheduler's ComputeFilter checks. A first
+    report that fails (the conductor not consuming yet) is retried a second later
+    rather than failing the start; a compute without a driver does fail it.
+    """
+    if rt.driver is None:
+        raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
+    first_delay = REPORT_INTERVAL_S
+    try:
+        await report_once(rt)
+    except Exception as exc:
+        logger.warning("compute %s: first resource report failed (%s); retrying", rt.host, exc)
+        first_delay = 1.0
+    task = rt.local.get("compute.heartbeat")
+    if task is None or task.done():
+        rt.local["compute.heartbeat"] = asyncio.create_task(
+            _heartbeat(rt, first_delay), name=f"compute-heartbeat:{rt.host}"
+        )
+
+
+@behaviour("compute.begin_terminate")
+async def begin_terminate(call: Call) -> None:
+    """terminate_instance: keep the request's facts for the steps that follow."""
+    p = call.payload
+    uuid = str(p["instance"]["uuid"])
+    call.vars.update(
+        instance_uuid=uuid,
+        instance_ref=dict(p["instance"]),
+        ports=[str(x) for x in p.get("ports") or []],
+        requested_networks=[{"port_id": str(x)} for x in p.get("keep_ports") or []],
+        attachments=[dict(a) for a in p.get("attachments") or []],
+        driver_instance={"uuid": uuid, "name": uuid},
+    )
+
+
+@behaviour("compute.detach_volumes", via=("native",))
+async def detach_volumes(ix: Interaction) -> None:
+    """delete-vm 7: the volumes' disks detached from the guest."""
+    attachments = [
+        a
+        for a in ix.vars.get("attachments") or []
+        if a.get("device") and isinstance(a.get("connection_info"), dict)
+    ]
+    if not attachments:
+        return
+    for att in attachments:
+        try:
+            await ix.invoke(
+                instance=driver_instance(ix.vars),
+                connection_info=att["connection_info"],
+                mountpoint=att["device"],
+            )
+        except Exception as exc:
+            if not is_gone(exc):
+                raise
+            logger.info("detach %s of %s: already gone", att["device"], ix.vars["instance_uuid"])
+
+
+@behaviour("compute.delete_attachments", via=("http",))
+async def delete_attachments(ix: Interaction) -> None:
+    """delete-vm 7.1: the cinder attachments deleted (the volumes become available)."""
+    attachments = ix.vars.get("attachments") or []
+    if not attachments:
+        return
+    project_id = (ix.vars.get("instance_ref") or {}).get("project_id")
+    token = await flow_token(ix.call)
+    for att in attachments:
+        expect(
+            await ix.invoke(project_id=project_id, attachment_id=att["attachment_id"], token=token),
+            200,
+            204,
+            404,
+        )
+
+
+@behaviour("compute.delete_ports", via=("http",))
+async def delete_ports(ix: Interaction) -> None:
+    """delete-vm 8: the ports nova created released, those a build left unrecorded too."""
+    token = await flow_token(ix.call)
+    uuid = str(ix.vars["instance_uuid"])
+    given = given_ports(ix.vars.get("requested_networks") or [])
+    ports = dict.fromkeys(str(p) for p in ix.vars.get("ports") or [])
+    ports.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(ix.rt, uuid, token)))
+    for port_id in ports:
+        if port_id not in given:
+            expect(await ix.invoke(port_id=port_id, token=token), 204, 404)
+
+
+@behaviour("compute.destroy", via=("native",))
+async def destroy(ix: Interaction) -> None:
+    """delete-vm 10: the guest and its local disks removed (already gone is fine)."""
+    try:
+        await ix.invoke(instance=driver_instance(ix.vars))
+    except Exception as exc:
+        if not is_gone(exc):
+            raise
+
+
+@behaviour("compute.mark_deleted", via=("amqp-call",))
+async def mark_deleted(ix: Interaction) -> None:
+    """delete-vm 11: the conductor records the instance as deleted."""
+    now = naive_now()
+    reply = await ix.invoke(
+        {
+            "instance_uuid": ix.vars["instance_uuid"],
+            "expected_task_state": "deleting",
+            "updates": {
+                "vm_state": "deleted",
+                "task_state": None,
+                "power_state": 0,
+                "deleted_at": now,
+                "terminated_at": now,
+                "ports": [],
+                "vifs": [],
+                "attachments": [],
+                "addresses": {},
+            },
+        }
+    )
+    ix.vars["instance"] = reply["instance"]
+
+
+@behaviour("compute.terminate_failed")
+async def terminate_failed(call: Call, error: BaseException) -> None:
+    """The delete failed: the instance goes to ERROR with the fault; never raises."""
+    try:
+        uuid = str(call.payload["instance"]["uuid"])
+        fault = fault_of(error, "Deleting the instance failed: ")
+        await update_instance(call, uuid, {"vm_state": "error", "task_state": None, "fault": fault})
+    except Exception:
+        logger.exception("could not record the failed delete")
+
+
+async def _fetch(call: Call) -> dict[str, Any]:
+    reply = await send(call, "instance_get", {"instance_uuid": call.payload["instance"]["uuid"]})
+    assert reply is not None
+    instance: dict[str, Any] = reply["instance"]
+    return instance
+
+
+def _guest(instance: Mapping[str, Any]) -> dict[str, Any]:
+    return {"uuid": instance["uuid"], "name": instance.get("name") or instance["uuid"]}
+
+
+@behaviour("compute.rpc_power_action")
+async def rpc_power_action(call: Call) -> None:
+    """A server action on this host's hypervisor, as the consumer's `args` say: the driver
+    `method` (with the payload's `pass` fields after the instance), the task state the API
+    set (`expected`) and the instance's fields once it is done (`done`). A driver failure
+    clears the task state and records the fault."""
+    uuid = str(call.payload["instance"]["uuid"])
+    method, expected = str(call.args["method"]), str(call.args["expected"])
+    extra = [call.payload[name] for name in call.args.get("pass", ())]
+    try:
+        await getattr(call.rt.driver, method)({"uuid": uuid, "name": uuid}, *extra)
+    except Exception as exc:
+        fault = make_fault(fault_code(exc), f"{method} failed: {exc}")
+        await update_instance(call, uuid, {"task_state": None, "fault": fault}, expected)
+        raise
+    await update_instance(call, uuid, {"task_state": None, **dict(call.args["done"])}, expected)
+
+
+@behaviour("compute.rpc_get_console_output")
+async def rpc_get_console_output(call: Call) -> dict[str, Any]:
+    uuid = str(call.payload["instance"]["uuid"])
+    try:
+        output = await call.rt.driver.get_console_output({"uuid": uuid, "name": uuid})
+    except Exception as exc:
+        if is_gone(exc):
+            raise NotFound("Guest does not have a console available.") from exc
+        raise
+    length = call.payload.get("length")
+    if isinstance(length, int) and length >= 0:
+        lines = str(output).splitlines(keepends=True)
+        output = "".join(lines[-length:]) if length else ""
+    return {"output": str(output)}
+
+
+@behaviour("compute.rpc_attach_volume", needs=("block-storage",))
+async def rpc_attach_volume(call: Call) -> dict[str, Any]:
+    """Attach a volume: cinder attachment with this host's connector, disk, complete."""
+    rt = call.rt
+    instance = await _fetch(call)
+    uuid = instance["uuid"]
+    volume_id = str(call.payload["volume_id"])
+    attachments = list(instance.get("attachments") or [])
+    used = {a.get("device") for a in attachments} | {"/dev/vda"}
+    device = call.payload.get("device")
+    if device and device in used:
+        raise BadRequest(f"The supplied device path ({device}) is in use.")
+    device = device or next(iter(device_names(d for d in used if d)))
+    token = await flow_token(call)
+    api = rt.info.api_of_type("block-storage")
+    project_id = instance["project_id"]
+    resp = await rt.clients.call(
+        api,
+        "createAttachment",
+        {"project_id": project_id},
+        body={
+            "attachment": {
+                "volume_uuid": volume_id,
+                "instance_uuid": uuid,
+                "connector": {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device},
+                "mode": "rw",
+            }
+        },
+        token=token,
+        context=call.flow_context(),
+    )
+    if resp.status_code == 404:
+        raise NotFound(f"Volume {volume_id} could not be found.")
+    if resp.status_code in (400, 409):
+        raise Conflict(f"Invalid volume: {error_message(resp)}")
+    att = expect(resp, 200).json()["attachment"]
+    attachment_id = str(att["id"])
+    connection_info = att.get("connection_info")
+    try:
+        if not isinstance(connection_info, dict):
+            raise StepFailed(f"cinder gave no connection_info for volume {volume_id}")
+        await rt.driver.attach_volume(_guest(instance), connection_info, device)
+    except Exception:
+        await rt.clients.call(
+            api,
+            "deleteAttachment",
+            {"project_id": project_id, "attachment_id": attachment_id},
+            token=token,
+        )
+        raise
+    expect(
+        await rt.clients.call(
+            api,
+            "completeAttachment",
+            {"project_id": project_id, "attachment_id": attachment_id},
+            body={"os-complete": None},
+            token=token,
+            context=call.flow_context(),
+        ),
+        204,
+    )
+    item = {
+        "attachment_id": attachment_id,
+        "volume_id": volume_id,
+        "device": device,
+        "connection_info": connection_info,
+    }
+    await update_instance(call, uuid, {"attachments": [*attachments, item]})
+    return {"attachment": item}
+
+
+@behaviour("compute.rpc_detach_volume", needs=("block-storage",))
+async def rpc_detach_volume(call: Call) -> dict[str, Any]:
+    """Detach a volume: disk off the guest, cinder attachment deleted."""
+    rt = call.rt
+    instance = await _fetch(call)
+    volume_id = str(call.payload["volume_id"])
+    attachments = list(instance.get("attachments") or [])
+    att = next((a for a in attachments if a.get("volume_id") == volume_id), None)
+    if att is None:
+        raise NotFound(f"volume_id not found: {volume_id}")
+    if att.get("device") and isinstance(att.get("connection_info"), dict):
+        try:
+            await rt.driver.detach_volume(_guest(instance), att["connection_info"], att["device"])
+        except Exception as exc:
+            if not is_gone(exc):
+                raise
+    token = await flow_token(call)
+    expect(
+        await rt.clients.call(
+            rt.info.api_of_type("block-storage"),
+            "deleteAttachment",
+            {"project_id": instance["project_id"], "attachment_id": att["attachment_id"]},
+            token=token,
+            context=call.flow_context(),
+        ),
+        200,
+        204,
+        404,
+    )
+    remaining = [a for a in attachments if a is not att]
+    await update_instance(call, instance["uuid"], {"attachments": remaining})
+    return {"volume_id": volume_id}
