@@ -100,12 +100,12 @@ async def get_volume_limits(flow: Flow) -> None:
 
 
 async def list_volume_types(flow: Flow) -> None:
-    """operation listVolumeTypes: behaviour volume.list_volume_types."""
+    """operation listVolumeTypes: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_volume_type(flow: Flow) -> None:
-    """operation showVolumeType: behaviour volume.show_volume_type."""
+    """operation showVolumeType: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -346,23 +346,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listVolumeTypes",
-        behaviour="volume.list_volume_types",
+        behaviour="resource.serve",
         on_error=None,
         run=list_volume_types,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume_type", "action": "list"},
     ),
     "showVolumeType": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showVolumeType",
-        behaviour="volume.show_volume_type",
+        behaviour="resource.serve",
         on_error=None,
         run=show_volume_type,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume_type", "action": "show"},
     ),
     "createAttachment": HandlerSpec(
         component=COMPONENT,

@@ -63,6 +63,7 @@ from specstack_runtime.store import Store, utcnow
 
 VOLUME = "volume"  # the resource (spec/resources/block-storage.yaml) of cinder's volumes
 ATTACHMENT = "attachment"  # its attachments (the attachment API's rows)
+VOLUME_TYPE = "volume_type"  # its types
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +73,7 @@ GIB = 1024**3
 API_MICROVERSION = "3.0"
 VERSION_UPDATED = "2023-05-01T00:00:00Z"
 DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
-DEFAULT_TYPE_NAME = "__DEFAULT__"
-DEFAULT_TYPE_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "specstack:volume-type:__DEFAULT__"))
 BACKEND_NAME = "file"  # shown in os-vol-host-attr:host as host@backend#pool
-VOLUME_SORT_KEYS = (
-    "id",
-    "name",
-    "status",
-    "size",
-    "created_at",
-    "updated_at",
-    "availability_zone",
-    "bootable",
-    "display_name",
-)
 CREATE_MESSAGE = "create_volume"
 BACKEND_MESSAGE = "volume_create"
 EXPORT_MESSAGE = "attachment_update"
@@ -236,161 +224,6 @@ async def get_volume_v3(call: Call) -> Reply:
     return Reply(200, {"versions": [_version_doc(call)]})
 
 
-# -- volume types ----------------------------------------------------------------------------
-
-
-async def _ensure_default_type(store: Store) -> Doc:
-    existing = await store.get("volume_types", DEFAULT_TYPE_ID)
-    if existing is not None:
-        return existing
-    doc: Doc = {
-        "id": DEFAULT_TYPE_ID,
-        "name": DEFAULT_TYPE_NAME,
-        "description": "Default Volume Type",
-        "is_public": True,
-        "extra_specs": {},
-        "qos_specs_id": None,
-    }
-    try:
-        return await store.create("volume_types", doc)
-    except ApiError:  # created meanwhile by another service of the project
-        return await store.require("volume_types", DEFAULT_TYPE_ID, "Volume type")
-
-
-def _type_view(vtype: Doc, auth: AuthContext) -> Doc:
-    view: Doc = {
-        "id": vtype["id"],
-        "name": vtype["name"],
-        "description": vtype.get("description"),
-        "is_public": bool(vtype.get("is_public", True)),
-        "os-volume-type-access:is_public": bool(vtype.get("is_public", True)),
-    }
-    if auth.is_admin:
-        view["extra_specs"] = dict(vtype.get("extra_specs") or {})
-        view["qos_specs_id"] = vtype.get("qos_specs_id")
-    return view
-
-
-async def _find_type(store: Store, ref: str) -> Doc | None:
-    await _ensure_default_type(store)
-    if ref == "default":
-        return await store.get("volume_types", DEFAULT_TYPE_ID)
-    found = await store.get("volume_types", ref)
-    if found is None:
-        named = await store.list("volume_types", {"name": ref})
-        found = named[0] if named else None
-    return found
-
-
-@behaviour("volume.list_volume_types")
-async def list_volume_types(call: Call) -> Reply:
-    auth = _auth(call)
-    store = _store(call)
-    await _ensure_default_type(store)
-    types = await store.list("volume_types")
-    wanted = call.q("is_public")
-    if wanted is None or wanted.lower() != "none":
-        public = True if wanted is None else _parse_bool("is_public", wanted)
-        types = [t for t in types if bool(t.get("is_public", True)) == public]
-    elif not auth.is_admin:
-        types = [t for t in types if t.get("is_public", True)]
-    items, _more = _sort_page(call, types, ("id", "name", "description", "created_at"), "name")
-    return _reply(200, {"volume_types": [_type_view(t, auth) for t in items]})
-
-
-@behaviour("volume.show_volume_type")
-async def show_volume_type(call: Call) -> Reply:
-    auth = _auth(call)
-    ref = call.path_params.get("volume_type_id", "")
-    vtype = await _find_type(_store(call), ref)
-    if vtype is None or (not vtype.get("is_public", True) and not auth.is_admin):
-        raise NotFound(f"Volume type {ref} could not be found.", kind="VolumeTypeNotFound")
-    return _reply(200, {"volume_type": _type_view(vtype, auth)})
-
-
-# -- listing ---------------------------------------------------------------------------------
-
-
-def _int_param(call: Call, name: str) -> int | None:
-    text = call.q(name)
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise BadRequest(
-            f"Invalid value '{text}' for {name}: it must be an integer 0 or greater.",
-            kind="InvalidInput",
-        )
-    return value
-
-
-def _sort_spec(call: Call, keys: tuple[str, ...], default: str) -> list[tuple[str, str]]:
-    spec: list[tuple[str, str]] = []
-    sort = call.q("sort")
-    if sort:
-        if call.q("sort_key") or call.q("sort_dir"):
-            raise BadRequest(
-                "The 'sort_key' and 'sort_dir' parameters are deprecated and "
-                "cannot be used with the 'sort' parameter.",
-                kind="InvalidInput",
-            )
-        for part in sort.split(","):
-            key, _, direction = part.strip().partition(":")
-            spec.append((key, direction or "desc"))
-    elif call.q("sort_key") or call.q("sort_dir"):
-        spec.append((call.q("sort_key") or "created_at", call.q("sort_dir") or "desc"))
-    else:
-        spec = [(default, "desc" if default == "created_at" else "asc")]
-    for key, direction in spec:
-        if key not in keys:
-            raise BadRequest(
-                f"Invalid sort key {key!r}; allowed: {', '.join(keys)}.", kind="InvalidInput"
-            )
-        if direction not in ("asc", "desc"):
-            raise BadRequest(
-                f"Invalid sort direction {direction!r}: asc or desc.", kind="InvalidInput"
-            )
-    return spec
-
-
-def _sort_key(key: str) -> Callable[[Doc], tuple[bool, str]]:
-    field = "name" if key == "display_name" else key
-
-    def get(doc: Doc) -> tuple[bool, str]:
-        value = doc.get(field)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return (False, f"{value:020d}")
-        return (value is None, str(value))
-
-    return get
-
-
-def _sort_page(
-    call: Call, items: list[Doc], keys: tuple[str, ...], default: str
-) -> tuple[list[Doc], bool]:
-    """Sorted, then paged by marker, offset and limit; and whether more items remain."""
-    spec = _sort_spec(call, keys, default)
-    out = list(items)
-    for key, direction in reversed(spec):
-        out.sort(key=_sort_key(key), reverse=direction == "desc")
-    marker = call.q("marker")
-    if marker is not None:
-        ids = [d["id"] for d in out]
-        if marker not in ids:
-            raise NotFound(f"Marker {marker} could not be found.", kind="MarkerNotFound")
-        out = out[ids.index(marker) + 1 :]
-    offset = _int_param(call, "offset")
-    if offset:
-        out = out[offset:]
-    limit = _int_param(call, "limit")
-    if limit is not None and limit < len(out):
-        return out[:limit], True
-    return out, False
-
-
 # -- volumes ---------------------------------------------------------------------------------
 
 
@@ -440,11 +273,12 @@ async def prepare_create(event: ResourceEvent) -> None:
         )
     volume["availability_zone"] = zone
     ref = volume.get("volume_type")
-    vtype = await _find_type(store, ref) if ref else await _ensure_default_type(store)
-    if vtype is None:
+    try:  # by id or name, as the spec's volume_type resource finds it (default otherwise)
+        vtype = await access.lookup(engine_call(call, VOLUME_TYPE), ref or "default")
+    except NotFound:
         raise NotFound(
             f"Volume type with name {ref} could not be found.", kind="VolumeTypeNotFoundByName"
-        )
+        ) from None
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
 
 

@@ -501,27 +501,24 @@ def test_volume_actions(tmp_path: Path) -> None:
 
 def test_volume_types(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
-        listed, _ = await c.op(vol.list_volume_types, "listVolumeTypes", 200)
+        listed, _ = await c.op(served, "listVolumeTypes", 200)
         assert [t["name"] for t in listed["volume_types"]] == ["__DEFAULT__"]
         type_id = listed["volume_types"][0]["id"]
         for ref in (type_id, "__DEFAULT__", "default"):
             shown, _ = await c.op(
-                vol.show_volume_type,
+                served,
                 "showVolumeType",
                 200,
                 path_params=c.pp(volume_type_id=ref),
             )
             assert shown["volume_type"]["id"] == type_id
         await expect_error(
-            vol.show_volume_type(
-                make_call(c.api, "showVolumeType", path_params=c.pp(volume_type_id="gold"))
-            ),
+            served(make_call(c.api, "showVolumeType", path_params=c.pp(volume_type_id="gold"))),
             404,
             "VolumeTypeNotFound",
         )
-        private, _ = await c.op(
-            vol.list_volume_types, "listVolumeTypes", 200, query={"is_public": ["false"]}
-        )
-        assert private["volume_types"] == []
+        private, _ = await c.op(served, "listVolumeTypes", 200, query={"is_public": ["false"]})
+        # a caller who may not see private types asks in vain (cinder: public ones)
+        assert [t["name"] for t in private["volume_types"]] == ["__DEFAULT__"]
 
     run(tmp_path, scenario)

@@ -341,3 +341,86 @@ def test_a_snapshot_needs_an_available_volume_unless_forced(tmp_path: Path) -> N
         assert await c.store.count("snapshots") == 1
 
     run(tmp_path, scenario)
+
+
+def test_volume_types_follow_the_policy_file(tmp_path: Path) -> None:
+    """Private types and extra specs are for the callers spec/policy.yaml's rules allow."""
+    gold: dict[str, Any] = {
+        "id": "6a0e4a3c-94d4-4a43-8c8e-3f1b0f0a2d11",
+        "name": "gold",
+        "description": "fast",
+        "is_public": False,
+        "extra_specs": {"volume_backend_name": "file"},
+        "qos_specs_id": None,
+    }
+
+    async def names(c: Cinder, who: AuthContext, **query: str) -> list[str]:
+        body = await _op(c, "listVolumeTypes", 200, who, query=query)
+        return [t["name"] for t in body["volume_types"]]
+
+    async def scenario(c: Cinder, *, members_may: bool) -> None:
+        await c.store.create("volume_types", dict(gold))
+        # administrators: public types by default, private ones or all when asked
+        assert await names(c, ADMIN) == ["__DEFAULT__"]
+        assert await names(c, ADMIN, is_public="false") == ["gold"]
+        assert await names(c, ADMIN, is_public="None") == ["__DEFAULT__", "gold"]
+        shown = await _op(c, "showVolumeType", 200, ADMIN, path={"volume_type_id": "gold"})
+        assert shown["volume_type"]["id"] == gold["id"]
+        assert shown["volume_type"]["extra_specs"] == {"volume_backend_name": "file"}
+        assert shown["volume_type"]["os-volume-type-access:is_public"] is False
+        await _refused(
+            c,
+            "listVolumeTypes",
+            400,
+            ADMIN,
+            query={"is_public": "maybe"},
+            kind="InvalidParameterValue",
+        )
+        created = await _op(
+            c, "createVolume", 202, ADMIN, body={"volume": {"size": 1, "volume_type": "gold"}}
+        )
+        assert created["volume"]["volume_type"] == "gold"
+        if members_may:
+            assert await names(c, USER, is_public="None") == ["__DEFAULT__", "gold"]
+            shown = await _op(c, "showVolumeType", 200, path={"volume_type_id": gold["id"]})
+            assert shown["volume_type"]["extra_specs"] == {"volume_backend_name": "file"}
+            assert shown["volume_type"]["qos_specs_id"] is None
+            return
+        # others: public types only, whatever they ask, and no extra specs
+        assert await names(c, USER, is_public="None") == ["__DEFAULT__"]
+        listed = await _op(c, "listVolumeTypes", 200)
+        assert "extra_specs" not in listed["volume_types"][0]
+        assert "qos_specs_id" not in listed["volume_types"][0]
+        for ref in ("gold", gold["id"]):
+            await _refused(
+                c,
+                "showVolumeType",
+                404,
+                path={"volume_type_id": ref},
+                kind="VolumeTypeNotFound",
+                match=f"Volume type {ref} could not be found.",
+            )
+        await _refused(
+            c,
+            "createVolume",
+            404,
+            body={"volume": {"size": 1, "volume_type": "gold"}},
+            kind="VolumeTypeNotFoundByName",
+        )
+
+    def members(ir: dict[str, Any]) -> None:
+        for p in ir["policy"]:
+            if p["name"] in (
+                "volume_extension:type_get_private",
+                "volume_extension:access_types_extra_specs",
+                "volume_extension:access_types_qos_specs_id",
+            ):
+                p["rule"] = "rule:admin_or_member"
+
+    async def main() -> None:
+        async with cinder(tmp_path) as c:
+            await scenario(c, members_may=False)
+        async with cinder(tmp_path, stack_info(members)) as c:
+            await scenario(c, members_may=True)
+
+    asyncio.run(main())
