@@ -110,7 +110,7 @@ async def show_volume_type(flow: Flow) -> None:
 
 
 async def create_attachment(flow: Flow) -> None:
-    """operation createAttachment: behaviour volume.create_attachment; boot-vm step 15 -> 15.1, 15.2."""
+    """operation createAttachment: behaviour resource.serve; boot-vm step 15 -> 15.1, 15.2."""
     await flow.trigger(0, "Request volume attachment", "cinder-db")
     await flow.step(
         1,
@@ -124,12 +124,12 @@ async def create_attachment(flow: Flow) -> None:
 
 
 async def show_attachment(flow: Flow) -> None:
-    """operation showAttachment: behaviour volume.show_attachment."""
+    """operation showAttachment: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_attachment(flow: Flow) -> None:
-    """operation updateAttachment: behaviour volume.update_attachment."""
+    """operation updateAttachment: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -148,7 +148,7 @@ async def delete_attachment(flow: Flow) -> None:
 
 
 async def complete_attachment(flow: Flow) -> None:
-    """operation completeAttachment: behaviour volume.complete_attachment; boot-vm step 15.4."""
+    """operation completeAttachment: behaviour resource.serve; boot-vm step 15.4."""
     await flow.trigger(None)
 
 
@@ -370,7 +370,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="createAttachment",
-        behaviour="volume.create_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=create_attachment,
         occurrences={
@@ -381,28 +381,31 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "create"},
     ),
     "showAttachment": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showAttachment",
-        behaviour="volume.show_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=show_attachment,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "show"},
     ),
     "updateAttachment": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateAttachment",
-        behaviour="volume.update_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=update_attachment,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "update"},
     ),
     "deleteAttachment": HandlerSpec(
         component=COMPONENT,
@@ -424,7 +427,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="completeAttachment",
-        behaviour="volume.complete_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=complete_attachment,
         occurrences={
@@ -432,6 +435,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "action"},
     ),
 }
 
