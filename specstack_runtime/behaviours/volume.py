@@ -44,21 +44,6 @@ logger = logging.getLogger(__name__)
 API_MICROVERSION = "3.0"
 VERSION_UPDATED = "2023-05-01T00:00:00Z"
 
-_TRUE = ("true", "1", "yes", "on", "t", "y")
-_FALSE = ("false", "0", "no", "off", "f", "n")
-
-
-def _parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE:
-        return True
-    if isinstance(value, str) and value.strip().lower() in _FALSE:
-        return False
-    raise BadRequest(
-        f"Invalid value '{value}' for {name}: it must be a boolean.", kind="InvalidParameterValue"
-    )
-
 
 # -- versions --------------------------------------------------------------------------------
 
@@ -158,7 +143,7 @@ async def snapshot_of(event: ResourceEvent) -> None:
     volume = await store_of(event.call).get("volumes", snap["volume_id"])
     if volume is None:  # the spec's `ref` found it a moment ago
         raise NotFound(f"Volume {snap['volume_id']} could not be found.", kind="VolumeNotFound")
-    force = _parse_bool("force", snap.pop("force", None) or False)
+    force = bool(snap.pop("force", False))  # the spec's `coerce: bool` read it
     allowed = ("available", "in-use") if force else ("available",)
     if volume["status"] not in allowed:
         raise invalid_volume(

@@ -231,6 +231,23 @@ async def export_attachment(ix: Interaction) -> None:
 # -- deleteAttachment ------------------------------------------------------------------------
 
 
+async def _forget(store: Store, att: Doc) -> tuple[list[Doc], Doc | None]:
+    """The attachment's row deleted, and its volume's entry: the volume is available again
+    once no attachment is left (in-use while an attached one is). The attachments left and
+    the volume as it is now."""
+    await store.delete("attachments", att["id"])
+    remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
+
+    def detach(doc: Doc) -> Doc:
+        entries = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
+        if remaining:
+            attached = any(r["attach_status"] == "attached" for r in remaining)
+            return {"attachments": entries, "status": "in-use" if attached else doc["status"]}
+        return {"attachments": [], "status": "available", "attach_status": "detached"}
+
+    return remaining, await update_row(store, "volumes", att["volume_id"], detach)
+
+
 @behaviour("volume.delete_attachment")
 async def delete_attachment(call: Call) -> Reply:
     """DELETE .../attachments/{id}: 200 {"attachments": [what remains]}; leaves vars."""
@@ -247,18 +264,7 @@ async def delete_attachment(call: Call) -> Reply:
     if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
         await unexport(call, volume, att)
         unexported = True
-    await store.delete("attachments", att["id"])
-    remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
-
-    def detach(doc: Doc) -> Doc:
-        entries = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
-        if remaining:
-            attached = any(r["attach_status"] == "attached" for r in remaining)
-            status = "in-use" if attached else doc["status"]
-            return {"attachments": entries, "status": status}
-        return {"attachments": [], "status": "available", "attach_status": "detached"}
-
-    new_volume = await update_row(store, "volumes", att["volume_id"], detach)
+    remaining, new_volume = await _forget(store, att)
     call.vars["attachment"] = {
         **att,
         "attach_status": "detached",
@@ -267,15 +273,8 @@ async def delete_attachment(call: Call) -> Reply:
     }
     call.vars["volume"] = volume
     call.vars["volume_after"] = new_volume
-    summaries = [
-        {
-            "id": r["id"],
-            "status": r["attach_status"],
-            "instance": r.get("instance_uuid"),
-            "volume_id": r["volume_id"],
-        }
-        for r in remaining
-    ]
+    rc = engine_call(call, ATTACHMENT)
+    summaries = [views.render(rc, r, "summary") for r in remaining]
     return Reply(200, {"attachments": summaries})
 
 
@@ -298,13 +297,6 @@ async def unexport_attachment(ix: Interaction) -> None:
 
 
 # -- os-attach and os-detach (nova's old attach API) ---------------------------------------
-
-
-def _detach_entry(volume: Doc, attachment_id: str) -> Doc:
-    remaining = [a for a in volume.get("attachments") or [] if a["attachment_id"] != attachment_id]
-    if remaining:
-        return {"attachments": remaining}
-    return {"attachments": [], "status": "available", "attach_status": "detached"}
 
 
 @behaviour("volume.record_attach")
@@ -357,5 +349,4 @@ async def detach(event: ResourceEvent) -> None:
         raise invalid_volume(f"Volume {volume['id']} has several attachments; give attachment_id.")
     att = rows[0]
     await unexport(call, volume, att)
-    await store.delete("attachments", att["id"])
-    await update_row(store, "volumes", volume["id"], lambda d: _detach_entry(d, att["id"]))
+    await _forget(store, att)

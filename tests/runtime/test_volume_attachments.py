@@ -417,6 +417,39 @@ def test_backend_handlers_directly(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_deleting_one_of_two_attachments_answers_the_other(tmp_path: Path) -> None:
+    """deleteAttachment answers the attachments left (the spec's summary view); the volume
+    stays in-use while an attached one is left."""
+
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        body = {"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}}
+        created, _ = await c.op(served, "createAttachment", 200, body=body)
+        reserved = created["attachment"]["id"]
+        old_api = {"os-attach": {"instance_uuid": SERVER, "mountpoint": "/dev/vdc"}}
+        await c.op(served, "volumeAction", 202, body=old_api, path_params=c.pp(volume_id=vid))
+        (other,) = [a for a in await c.store.list("attachments") if a["id"] != reserved]
+        left, _ = await c.op(
+            served, "deleteAttachment", 200, path_params=c.pp(attachment_id=reserved)
+        )
+        assert left == {
+            "attachments": [
+                {"id": other["id"], "status": "attached", "instance": SERVER, "volume_id": vid}
+            ]
+        }
+        row = await c.row(vid) or {}
+        assert row["status"] == "in-use"
+        assert [a["attachment_id"] for a in row["attachments"]] == [other["id"]]
+        left, _ = await c.op(
+            served, "deleteAttachment", 200, path_params=c.pp(attachment_id=other["id"])
+        )
+        assert left == {"attachments": []}
+        row = await c.row(vid) or {}
+        assert row["status"] == "available" and row["attachments"] == []
+
+    run(tmp_path, scenario)
+
+
 # -- no client input gives a 500 -----------------------------------------------------------------
 
 JUNK: list[Any] = [None, 0, "x", [], {}, {"a": None}, [{}], True, -1, 10**9, {"host": 5}]
