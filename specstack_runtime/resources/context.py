@@ -148,6 +148,10 @@ class ResourceCall:
                     for name, q in self.catalog.quotas.items()
                 },
             }
+            if self.res.uses_rules:  # what each policy rule says of this caller
+                self._vars["rules"] = {
+                    name: self.allows(f"rule:{name}") for name in self.catalog.policy
+                }
         return {**self._vars, **more}
 
 
