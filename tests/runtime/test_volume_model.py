@@ -424,3 +424,32 @@ def test_volume_types_follow_the_policy_file(tmp_path: Path) -> None:
             await scenario(c, members_may=True)
 
     asyncio.run(main())
+
+
+def test_attached_host_is_shown_as_the_policy_rule_says(tmp_path: Path) -> None:
+    """A volume's attachments show host_name where `rules.admin_or_service` holds: editing
+    that rule in the policy changes who sees it."""
+
+    async def host_seen(c: Cinder) -> Any:
+        vid = await c.available()
+        attach = {
+            "os-attach": {"instance_uuid": SERVER, "mountpoint": "/dev/vdc", "host_name": "cn-9"}
+        }
+        await _op(c, "volumeAction", 202, path={"volume_id": vid}, body=attach)
+        shown = await _op(c, "showVolume", 200, path={"volume_id": vid})
+        (entry,) = shown["volume"]["attachments"]
+        assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdc"
+        return entry["host_name"]
+
+    def members(ir: dict[str, Any]) -> None:
+        for p in ir["policy"]:
+            if p["name"] == "admin_or_service":
+                p["rule"] = "rule:admin or rule:service or role:member"
+
+    async def main() -> None:
+        async with cinder(tmp_path) as c:
+            assert await host_seen(c) is None
+        async with cinder(tmp_path, stack_info(members)) as c:
+            assert await host_seen(c) == "cn-9"
+
+    asyncio.run(main())
