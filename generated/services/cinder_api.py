@@ -20,12 +20,12 @@ ERROR_FORMAT = "cinder"
 
 
 async def get_volume_versions(flow: Flow) -> None:
-    """operation getVolumeVersions: behaviour volume.get_volume_versions."""
+    """operation getVolumeVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def get_volume_v3(flow: Flow) -> None:
-    """operation getVolumeV3: behaviour volume.get_volume_v3."""
+    """operation getVolumeV3: behaviour documents.constant."""
     await flow.trigger(None)
 
 
@@ -157,23 +157,79 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getVolumeVersions",
-        behaviour="volume.get_volume_versions",
+        behaviour="documents.constant",
         on_error=None,
         run=get_volume_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "status": 300,
+            "body": {
+                "versions": [
+                    {
+                        "id": "v3.0",
+                        "status": "CURRENT",
+                        "version": "3.0",
+                        "min_version": "3.0",
+                        "updated": "2023-05-01T00:00:00Z",
+                        "links": [
+                            {"href": "{base}/v3/", "rel": "self"},
+                            {
+                                "href": "https://docs.openstack.org/",
+                                "type": "text/html",
+                                "rel": "describedby",
+                            },
+                        ],
+                        "media-types": [
+                            {
+                                "base": "application/json",
+                                "type": "application/vnd.openstack.volume+json;version=3",
+                            }
+                        ],
+                    }
+                ]
+            },
+        },
     ),
     "getVolumeV3": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="getVolumeV3",
-        behaviour="volume.get_volume_v3",
+        behaviour="documents.constant",
         on_error=None,
         run=get_volume_v3,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "status": 200,
+            "body": {
+                "versions": [
+                    {
+                        "id": "v3.0",
+                        "status": "CURRENT",
+                        "version": "3.0",
+                        "min_version": "3.0",
+                        "updated": "2023-05-01T00:00:00Z",
+                        "links": [
+                            {"href": "{base}/v3/", "rel": "self"},
+                            {
+                                "href": "https://docs.openstack.org/",
+                                "type": "text/html",
+                                "rel": "describedby",
+                            },
+                        ],
+                        "media-types": [
+                            {
+                                "base": "application/json",
+                                "type": "application/vnd.openstack.volume+json;version=3",
+                            }
+                        ],
+                    }
+                ]
+            },
+        },
     ),
     "listVolumes": HandlerSpec(
         component=COMPONENT,

@@ -1,5 +1,6 @@
 """What an API says about itself from its own document: the JSON Schemas clients fetch
-(glance's `GET /v2/schemas/image`), taken from the spec's OpenAPI components."""
+(glance's `GET /v2/schemas/image`), taken from the spec's OpenAPI components, and the
+documents the spec states outright (cinder's version documents)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,26 @@ async def json_schema(call: Call) -> Reply:
     body.pop("description", None)
     framing = {k: call.args[k] for k in ("name", "links") if k in call.args}
     return Reply(200, {**framing, **body})
+
+
+def _with_base(node: Any, base: str) -> Any:
+    if isinstance(node, str):
+        return node.replace("{base}", base)
+    if isinstance(node, dict):
+        return {k: _with_base(v, base) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_base(v, base) for v in node]
+    return node
+
+
+@behaviour("documents.constant")
+async def constant(call: Call) -> Reply:
+    """The document the operation's args state (`body`, answered with `status`), `{base}`
+    in its strings being the URL the caller reached the API at."""
+    host = call.header("host")
+    if host:
+        base = f"{call.header('x-forwarded-proto') or 'http'}://{host}"
+    else:
+        comp = call.rt.info.components.get(call.rt.component) or {}
+        base = call.rt.info.endpoint(str(comp["api"]), call.rt.config)
+    return Reply(int(call.args.get("status", 200)), _with_base(call.args.get("body"), base))

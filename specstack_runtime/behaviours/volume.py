@@ -24,7 +24,6 @@ from specstack_runtime.behaviours.volume_base import (
     DELETE_MESSAGE,
     VOLUME,
     VOLUME_TYPE,
-    Doc,
     invalid_volume,
     remove_volume_rows,
     set_status,
@@ -40,41 +39,6 @@ from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 
 logger = logging.getLogger(__name__)
-
-API_MICROVERSION = "3.0"
-VERSION_UPDATED = "2023-05-01T00:00:00Z"
-
-
-# -- versions --------------------------------------------------------------------------------
-
-
-def _version_doc(call: Call) -> Doc:
-    return {
-        "id": "v3.0",
-        "status": "CURRENT",
-        "version": API_MICROVERSION,
-        "min_version": API_MICROVERSION,
-        "updated": VERSION_UPDATED,
-        "links": [
-            {"href": f"{engine_call(call, VOLUME).base}/v3/", "rel": "self"},
-            {"href": "https://docs.openstack.org/", "type": "text/html", "rel": "describedby"},
-        ],
-        "media-types": [
-            {"base": "application/json", "type": "application/vnd.openstack.volume+json;version=3"}
-        ],
-    }
-
-
-@behaviour("volume.get_volume_versions")
-async def get_volume_versions(call: Call) -> Reply:
-    """GET /: 300 Multiple Choices with the one version, v3.0."""
-    return Reply(300, {"versions": [_version_doc(call)]})
-
-
-@behaviour("volume.get_volume_v3")
-async def get_volume_v3(call: Call) -> Reply:
-    """GET /v3/: the versions list restricted to v3."""
-    return Reply(200, {"versions": [_version_doc(call)]})
 
 
 # -- volumes ---------------------------------------------------------------------------------

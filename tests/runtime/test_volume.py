@@ -163,13 +163,18 @@ def run(tmp_path: Path, scenario: Callable[[Cinder], Awaitable[None]]) -> None:
 
 def test_version_documents(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
-        body, _ = await c.op(vol.get_volume_versions, "getVolumeVersions", 300, who=None)
+        body, _ = await c.op(served, "getVolumeVersions", 300, who=None)
         version = body["versions"][0]
         assert (version["id"], version["status"], version["version"]) == ("v3.0", "CURRENT", "3.0")
         assert version["min_version"] == "3.0"
         assert {"href": "http://cloud.example:1234/v3/", "rel": "self"} in version["links"]
-        body, _ = await c.op(vol.get_volume_v3, "getVolumeV3", 200, who=None)
+        body, _ = await c.op(served, "getVolumeV3", 200, who=None)
         assert body["versions"][0]["version"].startswith("3.")
+        assert {"href": "http://cloud.example:1234/v3/", "rel": "self"} in body["versions"][0][
+            "links"
+        ]
+        media = body["versions"][0]["media-types"][0]
+        assert media["type"] == "application/vnd.openstack.volume+json;version=3"
 
     run(tmp_path, scenario)
 
