@@ -58,6 +58,7 @@ VARIABLES = (
     "bus",
     "parent",
     "rules",
+    "refs",
 )
 
 

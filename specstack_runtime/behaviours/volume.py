@@ -65,21 +65,10 @@ async def prepare_create(event: ResourceEvent) -> None:
     volume["scheduler_hints"] = hints or {}
     source_id = volume.get("source_volid")
     source = await store.get("volumes", source_id) if source_id else None
-    if source is not None:  # the spec's `ref` found it visible
-        if source["status"] not in ("available", "in-use"):
-            raise invalid_volume(
-                f"Source volume {source['id']} status must be available or in-use "
-                f"to clone, but the current status is {source['status']}."
-            )
+    if source is not None:  # the spec's `ref` found it visible, its `refuse` rules usable
         volume["bootable"] = bool(source.get("bootable"))
         if volume.get("size") is None:
             volume["size"] = int(source["size"])
-        elif volume["size"] < int(source["size"]):
-            raise BadRequest(
-                f"Invalid input received: Volume size {volume['size']}GB cannot be smaller "
-                f"than the source volume size {source['size']}GB.",
-                kind="InvalidInput",
-            )
     if volume.get("size") is None:
         raise _too_small("")
     zone = volume.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
@@ -101,19 +90,13 @@ async def prepare_create(event: ResourceEvent) -> None:
 
 @behaviour("volume.snapshot_of")
 async def snapshot_of(event: ResourceEvent) -> None:
-    """createSnapshot, before the row is written: the snapshot's size is its volume's, which
-    must be available (or in-use, with force)."""
+    """createSnapshot, before the row is written: the snapshot's size is its volume's (whose
+    state the spec's `refuse` rule checked)."""
     snap = event.doc
     volume = await store_of(event.call).get("volumes", snap["volume_id"])
     if volume is None:  # the spec's `ref` found it a moment ago
         raise NotFound(f"Volume {snap['volume_id']} could not be found.", kind="VolumeNotFound")
-    force = bool(snap.pop("force", False))  # the spec's `coerce: bool` read it
-    allowed = ("available", "in-use") if force else ("available",)
-    if volume["status"] not in allowed:
-        raise invalid_volume(
-            f"Volume {volume['id']} status must be available, but the current status is "
-            f"{volume['status']}."
-        )
+    snap.pop("force", None)  # the spec's `refuse` rule read it
     snap["size"] = int(volume["size"])
 
 

@@ -27,6 +27,9 @@ class ResourceCall:
     catalog: Catalog
     policy: Enforcer
     _vars: dict[str, Any] = field(default_factory=dict)
+    #: the rows the request's references name (field -> row), as the write's checks found
+    #: them: `refs` in `refuse` rules (cinder: a clone's source volume)
+    refs: dict[str, Doc] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:

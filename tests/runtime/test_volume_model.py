@@ -329,7 +329,12 @@ def test_a_snapshot_needs_an_available_volume_unless_forced(tmp_path: Path) -> N
         await _refused(c, "createSnapshot", 400, body={"snapshot": {"name": "no volume"}})
         await c.store.update("volumes", vid, {"status": "in-use"})
         await _refused(
-            c, "createSnapshot", 400, body={"snapshot": {"volume_id": vid}}, kind="InvalidVolume"
+            c,
+            "createSnapshot",
+            400,
+            body={"snapshot": {"volume_id": vid}},
+            kind="InvalidVolume",
+            match="must be available, but the current status is in-use.",
         )
         await _refused(
             c, "createSnapshot", 400, body={"snapshot": {"volume_id": vid, "force": "maybe"}}
@@ -339,6 +344,38 @@ def test_a_snapshot_needs_an_available_volume_unless_forced(tmp_path: Path) -> N
         )
         assert forced["snapshot"]["volume_id"] == vid
         assert await c.store.count("snapshots") == 1
+
+    run(tmp_path, scenario)
+
+
+def test_a_clone_takes_its_source_size_and_needs_it_usable(tmp_path: Path) -> None:
+    """The spec's `refuse` rules read the source volume (`refs.source_volid`)."""
+
+    async def scenario(c: Cinder) -> None:
+        source = await c.available(size=2)
+        await c.store.update("volumes", source, {"bootable": True})
+        clone = await _op(c, "createVolume", 202, body={"volume": {"source_volid": source}})
+        assert clone["volume"]["size"] == 2 and clone["volume"]["bootable"] == "true"
+        await c.wait_status(clone["volume"]["id"], "available")
+        await _refused(
+            c,
+            "createVolume",
+            400,
+            body={"volume": {"source_volid": source, "size": 1}},
+            kind="InvalidInput",
+            match="Volume size 1GB cannot be smaller than the source volume size 2GB.",
+        )
+        await c.store.update("volumes", source, {"status": "error"})
+        await _refused(
+            c,
+            "createVolume",
+            400,
+            body={"volume": {"source_volid": source, "size": 3}},
+            kind="InvalidVolume",
+            match=f"Source volume {source} status must be available or in-use to clone, "
+            "but the current status is error.",
+        )
+        assert await c.store.count("volumes") == 2
 
     run(tmp_path, scenario)
 
