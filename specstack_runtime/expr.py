@@ -17,7 +17,8 @@ field names, in its `shared` expression).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order; `hexdigest("sha224", s)` a hash;
-`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID. `data` holds the resource's
+`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID. `rules` maps each policy
+rule of spec/policy.yaml to whether it allows the caller (`rules.admin_or_service`). `data` holds the resource's
 constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
 """
@@ -56,6 +57,8 @@ VARIABLES = (
     "host",
     "bus",
     "parent",
+    "rules",
+    "refs",
 )
 
 

@@ -199,6 +199,7 @@ class ResourceFilter(Node):
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
+    default: str | None = None  # the parameter's value when the request gives none
 
 
 class DeleteRule(Node):  # what deleting a row does to the rows of `resource` naming it
@@ -305,6 +306,9 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     guards: tuple[Guard, ...] = ()
     location: str | None = None  # CEL: the Location header of a create's answer
     extra_schema: dict[str, Any] | None = None  # what an extra attribute's value must match
+    rows: tuple[dict[str, Any], ...] = ()  # rows it always has (created when first missing)
+    find_by: tuple[str, ...] = ()  # fields a path's id may name the row by, when no id matches
+    find_names: dict[str, str] = {}  # names the path may use for a row's id (cinder's `default`)
     source: Source
 
 

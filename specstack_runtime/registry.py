@@ -69,6 +69,8 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.objects",
     "specstack_runtime.behaviours.network",
     "specstack_runtime.behaviours.volume",
+    "specstack_runtime.behaviours.volume_attach",
+    "specstack_runtime.behaviours.volume_backend",
     "specstack_runtime.behaviours.documents",
 )
 

@@ -20,12 +20,12 @@ ERROR_FORMAT = "cinder"
 
 
 async def get_volume_versions(flow: Flow) -> None:
-    """operation getVolumeVersions: behaviour volume.get_volume_versions."""
+    """operation getVolumeVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def get_volume_v3(flow: Flow) -> None:
-    """operation getVolumeV3: behaviour volume.get_volume_v3."""
+    """operation getVolumeV3: behaviour documents.constant."""
     await flow.trigger(None)
 
 
@@ -100,17 +100,17 @@ async def get_volume_limits(flow: Flow) -> None:
 
 
 async def list_volume_types(flow: Flow) -> None:
-    """operation listVolumeTypes: behaviour volume.list_volume_types."""
+    """operation listVolumeTypes: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_volume_type(flow: Flow) -> None:
-    """operation showVolumeType: behaviour volume.show_volume_type."""
+    """operation showVolumeType: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_attachment(flow: Flow) -> None:
-    """operation createAttachment: behaviour volume.create_attachment; boot-vm step 15 -> 15.1, 15.2."""
+    """operation createAttachment: behaviour resource.serve; boot-vm step 15 -> 15.1, 15.2."""
     await flow.trigger(0, "Request volume attachment", "cinder-db")
     await flow.step(
         1,
@@ -124,12 +124,12 @@ async def create_attachment(flow: Flow) -> None:
 
 
 async def show_attachment(flow: Flow) -> None:
-    """operation showAttachment: behaviour volume.show_attachment."""
+    """operation showAttachment: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_attachment(flow: Flow) -> None:
-    """operation updateAttachment: behaviour volume.update_attachment."""
+    """operation updateAttachment: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -148,7 +148,7 @@ async def delete_attachment(flow: Flow) -> None:
 
 
 async def complete_attachment(flow: Flow) -> None:
-    """operation completeAttachment: behaviour volume.complete_attachment; boot-vm step 15.4."""
+    """operation completeAttachment: behaviour resource.serve; boot-vm step 15.4."""
     await flow.trigger(None)
 
 
@@ -157,23 +157,79 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getVolumeVersions",
-        behaviour="volume.get_volume_versions",
+        behaviour="documents.constant",
         on_error=None,
         run=get_volume_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "status": 300,
+            "body": {
+                "versions": [
+                    {
+                        "id": "v3.0",
+                        "status": "CURRENT",
+                        "version": "3.0",
+                        "min_version": "3.0",
+                        "updated": "2023-05-01T00:00:00Z",
+                        "links": [
+                            {"href": "{base}/v3/", "rel": "self"},
+                            {
+                                "href": "https://docs.openstack.org/",
+                                "type": "text/html",
+                                "rel": "describedby",
+                            },
+                        ],
+                        "media-types": [
+                            {
+                                "base": "application/json",
+                                "type": "application/vnd.openstack.volume+json;version=3",
+                            }
+                        ],
+                    }
+                ]
+            },
+        },
     ),
     "getVolumeV3": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="getVolumeV3",
-        behaviour="volume.get_volume_v3",
+        behaviour="documents.constant",
         on_error=None,
         run=get_volume_v3,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "status": 200,
+            "body": {
+                "versions": [
+                    {
+                        "id": "v3.0",
+                        "status": "CURRENT",
+                        "version": "3.0",
+                        "min_version": "3.0",
+                        "updated": "2023-05-01T00:00:00Z",
+                        "links": [
+                            {"href": "{base}/v3/", "rel": "self"},
+                            {
+                                "href": "https://docs.openstack.org/",
+                                "type": "text/html",
+                                "rel": "describedby",
+                            },
+                        ],
+                        "media-types": [
+                            {
+                                "base": "application/json",
+                                "type": "application/vnd.openstack.volume+json;version=3",
+                            }
+                        ],
+                    }
+                ]
+            },
+        },
     ),
     "listVolumes": HandlerSpec(
         component=COMPONENT,
@@ -346,29 +402,31 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listVolumeTypes",
-        behaviour="volume.list_volume_types",
+        behaviour="resource.serve",
         on_error=None,
         run=list_volume_types,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume_type", "action": "list"},
     ),
     "showVolumeType": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showVolumeType",
-        behaviour="volume.show_volume_type",
+        behaviour="resource.serve",
         on_error=None,
         run=show_volume_type,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume_type", "action": "show"},
     ),
     "createAttachment": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createAttachment",
-        behaviour="volume.create_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=create_attachment,
         occurrences={
@@ -379,28 +437,31 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "create"},
     ),
     "showAttachment": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showAttachment",
-        behaviour="volume.show_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=show_attachment,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "show"},
     ),
     "updateAttachment": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateAttachment",
-        behaviour="volume.update_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=update_attachment,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "update"},
     ),
     "deleteAttachment": HandlerSpec(
         component=COMPONENT,
@@ -422,7 +483,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="completeAttachment",
-        behaviour="volume.complete_attachment",
+        behaviour="resource.serve",
         on_error=None,
         run=complete_attachment,
         occurrences={
@@ -430,6 +491,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={"resource": "attachment", "action": "action"},
     ),
 }
 

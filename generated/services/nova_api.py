@@ -20,12 +20,12 @@ ERROR_FORMAT = "nova"
 
 
 async def get_compute_versions(flow: Flow) -> None:
-    """operation getComputeVersions: behaviour documents.answer."""
+    """operation getComputeVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def get_compute_v21(flow: Flow) -> None:
-    """operation getComputeV21: behaviour documents.answer."""
+    """operation getComputeV21: behaviour documents.constant."""
     await flow.trigger(None)
 
 
@@ -229,28 +229,69 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getComputeVersions",
-        behaviour="documents.answer",
+        behaviour="documents.constant",
         on_error=None,
         run=get_compute_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
         args={
-            "body": "{'versions': [\n  {'id': 'v2.0', 'status': 'SUPPORTED', 'version': '', 'min_version': '',\n   'updated': '2011-01-21T11:33:21Z', 'links': [{'rel': 'self', 'href': base + '/v2/'}]},\n  {'id': 'v2.1', 'status': 'CURRENT', 'version': '2.1', 'min_version': '2.1',\n   'updated': '2013-07-23T11:33:21Z',\n   'links': [{'rel': 'self', 'href': base + '/v2.1/'}]}]}"
+            "body": {
+                "versions": [
+                    {
+                        "id": "v2.0",
+                        "status": "SUPPORTED",
+                        "version": "",
+                        "min_version": "",
+                        "updated": "2011-01-21T11:33:21Z",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.1",
+                        "status": "CURRENT",
+                        "version": "2.1",
+                        "min_version": "2.1",
+                        "updated": "2013-07-23T11:33:21Z",
+                        "links": [{"rel": "self", "href": "{base}/v2.1/"}],
+                    },
+                ]
+            }
         },
     ),
     "getComputeV21": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="getComputeV21",
-        behaviour="documents.answer",
+        behaviour="documents.constant",
         on_error=None,
         run=get_compute_v21,
         occurrences={},
         entry=None,
         auth_in_steps=False,
         args={
-            "body": "{'version': {'id': 'v2.1', 'status': 'CURRENT', 'version': '2.1', 'min_version': '2.1',\n  'updated': '2013-07-23T11:33:21Z',\n  'links': [{'rel': 'self', 'href': base + '/v2.1/'},\n            {'rel': 'describedby', 'type': 'text/html', 'href': 'http://docs.openstack.org/'}],\n  'media-types': [{'base': 'application/json',\n                   'type': 'application/vnd.openstack.compute+json;version=2.1'}]}}"
+            "body": {
+                "version": {
+                    "id": "v2.1",
+                    "status": "CURRENT",
+                    "version": "2.1",
+                    "min_version": "2.1",
+                    "updated": "2013-07-23T11:33:21Z",
+                    "links": [
+                        {"rel": "self", "href": "{base}/v2.1/"},
+                        {
+                            "rel": "describedby",
+                            "type": "text/html",
+                            "href": "http://docs.openstack.org/",
+                        },
+                    ],
+                    "media-types": [
+                        {
+                            "base": "application/json",
+                            "type": "application/vnd.openstack.compute+json;version=2.1",
+                        }
+                    ],
+                }
+            }
         },
     ),
     "listServers": HandlerSpec(

@@ -335,6 +335,7 @@ def _resource(
                 op=spec.get("op", "eq"),
                 visible=spec.get("visible"),
                 requires=spec.get("requires"),
+                default=spec.get("default"),
                 values=tuple(spec["values"]) if "values" in spec else None,
                 keys={
                     key: (key, how) if isinstance(how, str) else (how["field"], how.get("op", "eq"))
@@ -432,6 +433,9 @@ def _resource(
         ),
         location=r.get("location"),
         extra_schema=_extra_schema(doc, creator, one) if r.get("extra") else None,
+        rows=tuple(dict(row) for row in r.get("rows") or ()),
+        find_by=tuple((r.get("lookup") or {}).get("by") or ()),
+        find_names=dict((r.get("lookup") or {}).get("names") or {}),
         source=ir.Source(file=f.rel, line=f.locate(["resources", name]).line),
     )
 

@@ -1,6 +1,6 @@
 """What an API says about itself from its own document: the JSON Schemas clients fetch
-(glance's `GET /v2/schemas/image`), taken from the spec's OpenAPI components; and
-documents the spec writes out whole (nova's versions), with `documents.answer`."""
+(glance's `GET /v2/schemas/image`), taken from the spec's OpenAPI components, and the
+documents the spec states outright (cinder's version documents)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
-from specstack_runtime.expr import compile_expr
 from specstack_runtime.registry import behaviour
 
 #: How deep `$ref`s may nest before the document is judged broken (it is a spec bug).
@@ -47,15 +46,24 @@ async def json_schema(call: Call) -> Reply:
     return Reply(200, {**framing, **body})
 
 
-@behaviour("documents.answer")
-async def answer(call: Call) -> Reply:
-    """The document the operation's args write out: `body`, CEL over `base` (the URL the
-    caller reached the API at, for links), answered with `status` (200 unless given)."""
-    rt = call.rt
+def _with_base(node: Any, base: str) -> Any:
+    if isinstance(node, str):
+        return node.replace("{base}", base)
+    if isinstance(node, dict):
+        return {k: _with_base(v, base) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_base(v, base) for v in node]
+    return node
+
+
+@behaviour("documents.constant")
+async def constant(call: Call) -> Reply:
+    """The document the operation's args state (`body`, answered with `status`), `{base}`
+    in its strings being the URL the caller reached the API at."""
     host = call.header("host")
     if host:
         base = f"{call.header('x-forwarded-proto') or 'http'}://{host}"
     else:
-        base = rt.info.endpoint(str((rt.info.components.get(rt.component) or {})["api"]), rt.config)
-    body = compile_expr(str(call.args["body"])).evaluate(base=base)
-    return Reply(int(call.args.get("status", 200)), body)
+        comp = call.rt.info.components.get(call.rt.component) or {}
+        base = call.rt.info.endpoint(str(comp["api"]), call.rt.config)
+    return Reply(int(call.args.get("status", 200)), _with_base(call.args.get("body"), base))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from specstack_runtime.resources import seeds
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 
@@ -19,8 +20,8 @@ def sees_all(rc: ResourceCall) -> bool:
 
 def owns(rc: ResourceCall, doc: Doc) -> bool:
     field = rc.res.owner_field
-    if field is None:
-        return True
+    if field is None:  # no owner: everyone's, unless `shared` says whose
+        return rc.res.shared is None
     auth = rc.optional_auth
     if auth is None:
         return False
@@ -75,7 +76,7 @@ def may_modify(rc: ResourceCall, doc: Doc) -> bool:
 async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
     """The row the path names, if the caller may see it; 404 otherwise."""
     row_id = rc.row_id() if id_ is None else id_
-    doc = await rc.store.get(rc.res.res.table, row_id) if row_id else None
+    doc = await find(rc, row_id) if row_id else None
     live = rc.res.live
     if doc is not None and live is not None and not live.evaluate(**rc.variables(doc=doc)):
         doc = None  # soft-deleted: as good as missing
@@ -88,6 +89,22 @@ async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
         auth = rc.optional_auth
         who = {"user_id": auth.user_id, "project_id": auth.project_id} if auth else {}
         raise rc.res.fail("not_found", **{**who, **rc.call.path_params, "id": row_id})
+    return doc
+
+
+async def find(rc: ResourceCall, row_id: str) -> Doc | None:
+    """The row of that id; else, as the resource's `lookup` says, the row a name stands for
+    or the first whose `by` field has that value (cinder's volume types by name)."""
+    res = rc.res.res
+    if res.rows:
+        await seeds.ensure(rc)
+    doc = await rc.store.get(res.table, row_id)
+    if doc is None and row_id in res.find_names:
+        doc = await rc.store.get(res.table, res.find_names[row_id])
+    for name in res.find_by if doc is None else ():
+        found = await rc.store.list(res.table, {rc.res.key(name): row_id})
+        if found:
+            return found[0]
     return doc
 
 

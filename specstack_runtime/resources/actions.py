@@ -43,7 +43,8 @@ def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
     if named:  # the operation's path names the action (glance's POST .../actions/deactivate)
         body = {str(named): body}
     if not isinstance(body, dict) or len(body) != 1:
-        raise rc.res.fail("action", action="(none)" if not body else ", ".join(map(str, body)))
+        given = ", ".join(map(str, body)) if isinstance(body, dict | list) else str(body)
+        raise rc.res.fail("action", action=given if body else "(none)")
     name, arg = next(iter(body.items()))
     found = next((a for a in (states.actions if states else ()) if a.name == name), None)
     if found is None:

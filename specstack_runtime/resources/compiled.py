@@ -195,6 +195,14 @@ class Compiled:
         return frozenset().union(*(e.uses for _, e in (*self.computed, *self.renders)))
 
     @cached_property
+    def uses_rules(self) -> bool:
+        """Whether its answers, visibility or list condition read `rules` (policy decisions,
+        worked out once per call only for such resources)."""
+        exprs = [e for _, e in (*self.computed, *self.renders)]
+        exprs += [e for e in (self.shared, self.list_where) if e is not None]
+        return any("rules" in e.uses for e in exprs)
+
+    @cached_property
     def optional(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.res.fields if f.optional)
 

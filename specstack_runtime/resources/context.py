@@ -27,6 +27,9 @@ class ResourceCall:
     catalog: Catalog
     policy: Enforcer
     _vars: dict[str, Any] = field(default_factory=dict)
+    #: the rows the request's references name (field -> row), as the write's checks found
+    #: them: `refs` in `refuse` rules (cinder: a clone's source volume)
+    refs: dict[str, Doc] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:
@@ -148,6 +151,10 @@ class ResourceCall:
                     for name, q in self.catalog.quotas.items()
                 },
             }
+            if self.res.uses_rules:  # what each policy rule says of this caller
+                self._vars["rules"] = {
+                    name: self.allows(f"rule:{name}") for name in self.catalog.policy
+                }
         return {**self._vars, **more}
 
 

@@ -5,6 +5,8 @@ machine's actions, or a name a behaviour checks, such as `download`), a CEL
 condition over the row (`doc`) and the requested changes (`changes`), and the
 status and message of the refusal; `unless` names a policy rule whose callers
 are let through (glance: only `publicize_image` callers may make an image public).
+On a create or an update, `refs` holds the rows its references name (cinder: a clone's
+source volume must be available or in-use).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
         full = rc.res.complete(doc)
         seen: dict[str, Any] = {**full, **(changes or {})}
         if not compile_expr(guard.when).evaluate(
-            **rc.variables(doc=full, changes=dict(changes if changes is not None else seen))
+            **rc.variables(
+                doc=full, changes=dict(changes if changes is not None else seen), refs=rc.refs
+            )
         ):
             continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
-        values = {**seen, "id": doc.get("id"), "old": full}
+        values = {**seen, "id": doc.get("id"), "old": full, "refs": rc.refs}
         raise error(guard.status, fill(guard.message, values), guard.kind)

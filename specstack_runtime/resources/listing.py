@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import re2
 
 from specstack_runtime import ir
-from specstack_runtime.resources import access
+from specstack_runtime.resources import access, seeds
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 
@@ -250,7 +250,8 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
     res = rc.res
     sql: dict[str, Any] = dict(rc.parents())
     preds: list[Predicate] = []
-    for param, values in rc.call.query.items():
+    given = {f.param: [f.default] for f in res.filters.values() if f.default is not None}
+    for param, values in {**given, **rc.call.query}.items():
         f = res.filters.get(param)
         if f is None or not values:
             continue
@@ -337,6 +338,8 @@ def _sort_key(key: str) -> Callable[[Doc], tuple[bool, str]]:
 async def visible_rows(rc: ResourceCall) -> list[Doc]:
     """Every row the caller may list, filtered and sorted (before paging)."""
     res = rc.res
+    if res.res.rows:
+        await seeds.ensure(rc)
     sql, preds = filters(rc)
     rows = await rc.store.list(res.res.table, sql)
     every = access.sees_all(rc)

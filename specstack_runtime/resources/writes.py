@@ -308,6 +308,7 @@ async def check_refs(rc: ResourceCall, doc: Doc, names: Iterable[str]) -> None:
             raise err
         if ref.modify is not None and not access.may_modify(target, row):
             raise error(ref.modify.status or 403, fill(ref.modify.message, values), ref.modify.kind)
+        rc.refs[name] = target.res.complete(row)
 
 
 async def check_unique(

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from specstack_runtime.behaviours import volume as vol
+from specstack_runtime.behaviours import volume_attach as attach
+from specstack_runtime.behaviours import volume_backend as volbackend
 from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import ApiError, StepFailed
 from tests.runtime.netvol_fakes import (
@@ -42,9 +44,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
                 "mode": "rw",
             }
         }
-        created, call = await c.op(
-            vol.create_attachment, "createAttachment", 200, body=body, sequence="boot-vm"
-        )
+        created, call = await c.op(served, "createAttachment", 200, body=body, sequence="boot-vm")
         att = created["attachment"]
         assert att["status"] == "attaching" and att["connection_info"] is None
         assert call.vars["attachment"]["id"] == att["id"] and call.vars["volume"]["id"] == vid
@@ -52,7 +52,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
 
         # 15.2: the export step; it rewrites the HTTP answer the trigger returned
         call.reply = Reply(200, created)
-        await vol.export_attachment(interaction(call, "attachment_update", "15.2"))
+        await attach.export_attachment(interaction(call, "attachment_update", "15.2"))
         assert call.reply is not None
         info = call.reply.body["attachment"]["connection_info"]
         path = c.volume_file(vid)
@@ -67,16 +67,16 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
             },
         }
         check_reply(API, "createAttachment", call.reply, 200)
-        await vol.export_attachment(interaction(call, "attachment_update"))  # idempotent
+        await attach.export_attachment(interaction(call, "attachment_update"))  # idempotent
 
         shown, _ = await c.op(
-            vol.show_attachment, "showAttachment", 200, path_params=c.pp(attachment_id=att["id"])
+            served, "showAttachment", 200, path_params=c.pp(attachment_id=att["id"])
         )
         assert shown["attachment"]["connection_info"] == info
 
         # 15.4: complete → attached, volume in-use with its attachment entry
         await c.op(
-            vol.complete_attachment,
+            served,
             "completeAttachment",
             204,
             path_params=c.pp(attachment_id=att["id"]),
@@ -94,7 +94,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
         )
         assert admin_view["volume"]["attachments"][0]["host_name"] == "compute-1"
         shown, _ = await c.op(
-            vol.show_attachment, "showAttachment", 200, path_params=c.pp(attachment_id=att["id"])
+            served, "showAttachment", 200, path_params=c.pp(attachment_id=att["id"])
         )
         assert shown["attachment"]["status"] == "attached"
         assert shown["attachment"]["attached_at"] != ""
@@ -105,16 +105,14 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
             400,
         )
         await expect_error(
-            vol.create_attachment(
-                make_call(c.api, "createAttachment", body=body, path_params=c.pp())
-            ),
+            served(make_call(c.api, "createAttachment", body=body, path_params=c.pp())),
             400,
             "InvalidVolume",
         )
 
         # delete-vm 7.1/7.3: delete the attachment, then the unexport step
         deleted, dcall = await c.op(
-            vol.delete_attachment,
+            attach.delete_attachment,
             "deleteAttachment",
             200,
             sequence="delete-vm",
@@ -122,13 +120,11 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
         )
         assert deleted == {"attachments": []}
         assert dcall.vars["attachment"]["id"] == att["id"]
-        await vol.unexport_attachment(interaction(dcall, "attachment_delete", "7.3"))
+        await attach.unexport_attachment(interaction(dcall, "attachment_delete", "7.3"))
         row = await c.row(vid) or {}
         assert row["status"] == "available" and row["attachments"] == []
         await expect_error(
-            vol.show_attachment(
-                make_call(c.api, "showAttachment", path_params=c.pp(attachment_id=att["id"]))
-            ),
+            served(make_call(c.api, "showAttachment", path_params=c.pp(attachment_id=att["id"]))),
             404,
             "VolumeAttachmentNotFound",
         )
@@ -144,7 +140,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
         vid = await c.available()
         created, _ = await c.op(
-            vol.create_attachment,
+            served,
             "createAttachment",
             200,
             body={"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}},
@@ -154,7 +150,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         assert (await c.row(vid) or {})["status"] == "reserved"
         # not exported yet: cannot complete
         await expect_error(
-            vol.complete_attachment(
+            served(
                 make_call(
                     c.api,
                     "completeAttachment",
@@ -173,7 +169,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             {"attachment": {"connector": {"host": "h", "multipath": "yes"}}},
         ):
             await expect_error(
-                vol.update_attachment(
+                served(
                     make_call(
                         c.api, "updateAttachment", body=bad, path_params=c.pp(attachment_id=att_id)
                     )
@@ -181,7 +177,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
                 400,
             )
         updated, ucall = await c.op(
-            vol.update_attachment,
+            served,
             "updateAttachment",
             200,
             path_params=c.pp(attachment_id=att_id),
@@ -191,7 +187,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         assert ucall.vars["attachment"]["id"] == att_id
         assert (await c.row(vid) or {})["status"] == "attaching"
         await expect_error(
-            vol.complete_attachment(
+            served(
                 make_call(
                     c.api,
                     "completeAttachment",
@@ -202,7 +198,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             400,
         )
         await c.op(
-            vol.complete_attachment,
+            served,
             "completeAttachment",
             204,
             path_params=c.pp(attachment_id=att_id),
@@ -210,7 +206,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         )
         assert (await c.row(vid) or {})["status"] == "in-use"
         await expect_error(
-            vol.update_attachment(
+            served(
                 make_call(
                     c.api,
                     "updateAttachment",
@@ -222,7 +218,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         )
         # another project cannot see or delete it
         await expect_error(
-            vol.delete_attachment(
+            attach.delete_attachment(
                 make_call(
                     c.api,
                     "deleteAttachment",
@@ -233,7 +229,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             404,
         )
         deleted, dcall = await c.op(
-            vol.delete_attachment,
+            attach.delete_attachment,
             "deleteAttachment",
             200,
             path_params=c.pp(attachment_id=att_id),
@@ -241,11 +237,11 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         assert deleted == {"attachments": []}
         assert (await c.row(vid) or {})["status"] == "available"
         # the operation unexported it already: the spec's step that follows does nothing
-        await vol.unexport_attachment(no_backend(dcall))
+        await attach.unexport_attachment(no_backend(dcall))
 
         # a connector on create outside a flow: exported by the operation itself
         created, ccall = await c.op(
-            vol.create_attachment,
+            served,
             "createAttachment",
             200,
             body={
@@ -258,7 +254,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             },
         )
         assert created["attachment"]["connection_info"]["data"]["access_mode"] == "ro"
-        await vol.export_attachment(no_backend(ccall))  # already exported: nothing to do
+        await attach.export_attachment(no_backend(ccall))  # already exported: nothing to do
 
     run(tmp_path, scenario)
 
@@ -287,21 +283,35 @@ def test_attachment_create_rejects_bad_input(tmp_path: Path) -> None:
                 "attachments": [],
             },
         )
-        cases: list[tuple[Any, int]] = [
-            (None, 400),
-            ({"attachment": {}}, 400),
-            ({"attachment": {"volume_uuid": vid}}, 400),  # no instance_uuid
-            ({"attachment": {"volume_uuid": vid, "instance_uuid": SERVER, "mode": "rx"}}, 400),
-            ({"attachment": {"volume_uuid": vid, "instance_uuid": SERVER, "connector": 3}}, 400),
-            ({"attachment": {"volume_uuid": "nope", "instance_uuid": SERVER}}, 404),
-            ({"attachment": {"volume_uuid": creating, "instance_uuid": SERVER}}, 400),
+        unknown = "7c1b7f4d-1e9f-4f97-9d66-1d2c3b4a5f68"
+        ok = {"volume_uuid": vid, "instance_uuid": SERVER}
+        cases: list[tuple[Any, int, str, str]] = [
+            (None, 400, "BadRequest", "Missing required element 'attachment'"),
+            ({"attachment": {}}, 400, "InvalidInput", "Must specify 'volume_uuid'"),
+            ({"attachment": {"volume_uuid": vid}}, 400, "InvalidInput", "'instance_uuid'"),
+            ({"attachment": {**ok, "mode": "rx"}}, 400, "ValidationError", "attribute mode"),
+            ({"attachment": {**ok, "connector": 3}}, 400, "ValidationError", "connector"),
+            # not a UUID (cinder's schema: 400); a UUID naming no volume: 404
+            ({"attachment": {**ok, "volume_uuid": "nope"}}, 400, "ValidationError", "volume_uuid"),
+            (
+                {"attachment": {**ok, "volume_uuid": unknown}},
+                404,
+                "VolumeNotFound",
+                f"Volume {unknown} could not be found.",
+            ),
+            (
+                {"attachment": {**ok, "volume_uuid": creating}},
+                400,
+                "InvalidVolume",
+                "must be available to reserve, but the current status is creating",
+            ),
         ]
-        for body, status in cases:
+        for body, status, kind, match in cases:
             await expect_error(
-                vol.create_attachment(
-                    make_call(c.api, "createAttachment", body=body, path_params=c.pp())
-                ),
+                served(make_call(c.api, "createAttachment", body=body, path_params=c.pp())),
                 status,
+                kind,
+                match,
             )
         assert (await c.row(vid) or {})["status"] == "available"
         assert await c.store.count("attachments") == 0
@@ -310,9 +320,7 @@ def test_attachment_create_rejects_bad_input(tmp_path: Path) -> None:
         body = {"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}}
         results = await asyncio.gather(
             *(
-                vol.create_attachment(
-                    make_call(c.api, "createAttachment", body=body, path_params=c.pp())
-                )
+                served(make_call(c.api, "createAttachment", body=body, path_params=c.pp()))
                 for _ in range(2)
             ),
             return_exceptions=True,
@@ -326,9 +334,9 @@ def test_export_step_without_attachment_fails_cleanly(tmp_path: Path) -> None:
     async def scenario(c: Cinder) -> None:
         call = make_call(c.api, "createAttachment", path_params=c.pp())
         with pytest.raises(StepFailed):
-            await vol.export_attachment(interaction(call, "attachment_update"))
+            await attach.export_attachment(interaction(call, "attachment_update"))
         call.vars["attachment"] = {"id": "a", "volume_id": "v", "connector": None}
-        await vol.export_attachment(interaction(call, "attachment_update"))  # nothing to export
+        await attach.export_attachment(interaction(call, "attachment_update"))  # nothing to export
 
     run(tmp_path, scenario)
 
@@ -387,24 +395,57 @@ def test_backend_handlers_directly(tmp_path: Path) -> None:
         vid = await c.available(size=2)
         call = make_call(backend, "m", who=None)
         call.payload = {"volume_id": vid, "attachment_id": "a1", "connector": CONNECTOR}
-        reply = await vol.backend_export(call)
+        reply = await volbackend.backend_export(call)
         assert reply["connection_info"]["data"]["device_path"].endswith(f"volume-{vid}.img")
-        assert await vol.backend_unexport(call) == {"volume_id": vid}
+        assert await volbackend.backend_unexport(call) == {"volume_id": vid}
         call.payload = {
             "volume_id": "7b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77",
             "attachment_id": "a",
             "connector": CONNECTOR,
         }
         with pytest.raises(ApiError):
-            await vol.backend_export(call)
+            await volbackend.backend_export(call)
         call.payload = {"volume_id": vid}
-        await vol.backend_delete(call)
+        await volbackend.backend_delete(call)
         assert not c.volume_file(vid).exists() and await c.row(vid) is None
         call.payload = {"volume_id": "../../etc", "size": 1}
         with pytest.raises(ValueError):
-            vol.volume_path(backend, "../../etc")
-        await vol.backend_create(call)  # no such row: nothing happens
+            volbackend.volume_path(backend, "../../etc")
+        await volbackend.backend_create(call)  # no such row: nothing happens
         assert os.listdir(tmp_path / "volumes" / "storage") == []
+
+    run(tmp_path, scenario)
+
+
+def test_deleting_one_of_two_attachments_answers_the_other(tmp_path: Path) -> None:
+    """deleteAttachment answers the attachments left (the spec's summary view); the volume
+    stays in-use while an attached one is left."""
+
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        body = {"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}}
+        created, _ = await c.op(served, "createAttachment", 200, body=body)
+        reserved = created["attachment"]["id"]
+        old_api = {"os-attach": {"instance_uuid": SERVER, "mountpoint": "/dev/vdc"}}
+        await c.op(served, "volumeAction", 202, body=old_api, path_params=c.pp(volume_id=vid))
+        (other,) = [a for a in await c.store.list("attachments") if a["id"] != reserved]
+        left, _ = await c.op(
+            served, "deleteAttachment", 200, path_params=c.pp(attachment_id=reserved)
+        )
+        assert left == {
+            "attachments": [
+                {"id": other["id"], "status": "attached", "instance": SERVER, "volume_id": vid}
+            ]
+        }
+        row = await c.row(vid) or {}
+        assert row["status"] == "in-use"
+        assert [a["attachment_id"] for a in row["attachments"]] == [other["id"]]
+        left, _ = await c.op(
+            served, "deleteAttachment", 200, path_params=c.pp(attachment_id=other["id"])
+        )
+        assert left == {"attachments": []}
+        row = await c.row(vid) or {}
+        assert row["status"] == "available" and row["attachments"] == []
 
     run(tmp_path, scenario)
 
@@ -418,7 +459,7 @@ def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -
     async def scenario(c: Cinder) -> None:
         vid = await c.available()
         created, _ = await c.op(
-            vol.create_attachment,
+            served,
             "createAttachment",
             200,
             body={"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}},
@@ -446,18 +487,18 @@ def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -
                 {"volume_id": vid},
             ),
             (
-                vol.create_attachment,
+                served,
                 "createAttachment",
                 lambda v: {"attachment": {"volume_uuid": v, "instance_uuid": v}},
                 {},
             ),
             (
-                vol.update_attachment,
+                served,
                 "updateAttachment",
                 lambda v: {"attachment": {"connector": v}},
                 {"attachment_id": att},
             ),
-            (vol.complete_attachment, "completeAttachment", lambda v: v, {"attachment_id": att}),
+            (served, "completeAttachment", lambda v: v, {"attachment_id": att}),
         ]
         for fn, op, make_body, params in targets:
             for value in JUNK:

@@ -329,7 +329,12 @@ def test_a_snapshot_needs_an_available_volume_unless_forced(tmp_path: Path) -> N
         await _refused(c, "createSnapshot", 400, body={"snapshot": {"name": "no volume"}})
         await c.store.update("volumes", vid, {"status": "in-use"})
         await _refused(
-            c, "createSnapshot", 400, body={"snapshot": {"volume_id": vid}}, kind="InvalidVolume"
+            c,
+            "createSnapshot",
+            400,
+            body={"snapshot": {"volume_id": vid}},
+            kind="InvalidVolume",
+            match="must be available, but the current status is in-use.",
         )
         await _refused(
             c, "createSnapshot", 400, body={"snapshot": {"volume_id": vid, "force": "maybe"}}
@@ -341,3 +346,147 @@ def test_a_snapshot_needs_an_available_volume_unless_forced(tmp_path: Path) -> N
         assert await c.store.count("snapshots") == 1
 
     run(tmp_path, scenario)
+
+
+def test_a_clone_takes_its_source_size_and_needs_it_usable(tmp_path: Path) -> None:
+    """The spec's `refuse` rules read the source volume (`refs.source_volid`)."""
+
+    async def scenario(c: Cinder) -> None:
+        source = await c.available(size=2)
+        await c.store.update("volumes", source, {"bootable": True})
+        clone = await _op(c, "createVolume", 202, body={"volume": {"source_volid": source}})
+        assert clone["volume"]["size"] == 2 and clone["volume"]["bootable"] == "true"
+        await c.wait_status(clone["volume"]["id"], "available")
+        await _refused(
+            c,
+            "createVolume",
+            400,
+            body={"volume": {"source_volid": source, "size": 1}},
+            kind="InvalidInput",
+            match="Volume size 1GB cannot be smaller than the source volume size 2GB.",
+        )
+        await c.store.update("volumes", source, {"status": "error"})
+        await _refused(
+            c,
+            "createVolume",
+            400,
+            body={"volume": {"source_volid": source, "size": 3}},
+            kind="InvalidVolume",
+            match=f"Source volume {source} status must be available or in-use to clone, "
+            "but the current status is error.",
+        )
+        assert await c.store.count("volumes") == 2
+
+    run(tmp_path, scenario)
+
+
+def test_volume_types_follow_the_policy_file(tmp_path: Path) -> None:
+    """Private types and extra specs are for the callers spec/policy.yaml's rules allow."""
+    gold: dict[str, Any] = {
+        "id": "6a0e4a3c-94d4-4a43-8c8e-3f1b0f0a2d11",
+        "name": "gold",
+        "description": "fast",
+        "is_public": False,
+        "extra_specs": {"volume_backend_name": "file"},
+        "qos_specs_id": None,
+    }
+
+    async def names(c: Cinder, who: AuthContext, **query: str) -> list[str]:
+        body = await _op(c, "listVolumeTypes", 200, who, query=query)
+        return [t["name"] for t in body["volume_types"]]
+
+    async def scenario(c: Cinder, *, members_may: bool) -> None:
+        await c.store.create("volume_types", dict(gold))
+        # administrators: public types by default, private ones or all when asked
+        assert await names(c, ADMIN) == ["__DEFAULT__"]
+        assert await names(c, ADMIN, is_public="false") == ["gold"]
+        assert await names(c, ADMIN, is_public="None") == ["__DEFAULT__", "gold"]
+        shown = await _op(c, "showVolumeType", 200, ADMIN, path={"volume_type_id": "gold"})
+        assert shown["volume_type"]["id"] == gold["id"]
+        assert shown["volume_type"]["extra_specs"] == {"volume_backend_name": "file"}
+        assert shown["volume_type"]["os-volume-type-access:is_public"] is False
+        await _refused(
+            c,
+            "listVolumeTypes",
+            400,
+            ADMIN,
+            query={"is_public": "maybe"},
+            kind="InvalidParameterValue",
+        )
+        created = await _op(
+            c, "createVolume", 202, ADMIN, body={"volume": {"size": 1, "volume_type": "gold"}}
+        )
+        assert created["volume"]["volume_type"] == "gold"
+        if members_may:
+            assert await names(c, USER, is_public="None") == ["__DEFAULT__", "gold"]
+            shown = await _op(c, "showVolumeType", 200, path={"volume_type_id": gold["id"]})
+            assert shown["volume_type"]["extra_specs"] == {"volume_backend_name": "file"}
+            assert shown["volume_type"]["qos_specs_id"] is None
+            return
+        # others: public types only, whatever they ask, and no extra specs
+        assert await names(c, USER, is_public="None") == ["__DEFAULT__"]
+        listed = await _op(c, "listVolumeTypes", 200)
+        assert "extra_specs" not in listed["volume_types"][0]
+        assert "qos_specs_id" not in listed["volume_types"][0]
+        for ref in ("gold", gold["id"]):
+            await _refused(
+                c,
+                "showVolumeType",
+                404,
+                path={"volume_type_id": ref},
+                kind="VolumeTypeNotFound",
+                match=f"Volume type {ref} could not be found.",
+            )
+        await _refused(
+            c,
+            "createVolume",
+            404,
+            body={"volume": {"size": 1, "volume_type": "gold"}},
+            kind="VolumeTypeNotFoundByName",
+        )
+
+    def members(ir: dict[str, Any]) -> None:
+        for p in ir["policy"]:
+            if p["name"] in (
+                "volume_extension:type_get_private",
+                "volume_extension:access_types_extra_specs",
+                "volume_extension:access_types_qos_specs_id",
+            ):
+                p["rule"] = "rule:admin_or_member"
+
+    async def main() -> None:
+        async with cinder(tmp_path) as c:
+            await scenario(c, members_may=False)
+        async with cinder(tmp_path, stack_info(members)) as c:
+            await scenario(c, members_may=True)
+
+    asyncio.run(main())
+
+
+def test_attached_host_is_shown_as_the_policy_rule_says(tmp_path: Path) -> None:
+    """A volume's attachments show host_name where `rules.admin_or_service` holds: editing
+    that rule in the policy changes who sees it."""
+
+    async def host_seen(c: Cinder) -> Any:
+        vid = await c.available()
+        attach = {
+            "os-attach": {"instance_uuid": SERVER, "mountpoint": "/dev/vdc", "host_name": "cn-9"}
+        }
+        await _op(c, "volumeAction", 202, path={"volume_id": vid}, body=attach)
+        shown = await _op(c, "showVolume", 200, path={"volume_id": vid})
+        (entry,) = shown["volume"]["attachments"]
+        assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdc"
+        return entry["host_name"]
+
+    def members(ir: dict[str, Any]) -> None:
+        for p in ir["policy"]:
+            if p["name"] == "admin_or_service":
+                p["rule"] = "rule:admin or rule:service or role:member"
+
+    async def main() -> None:
+        async with cinder(tmp_path) as c:
+            assert await host_seen(c) is None
+        async with cinder(tmp_path, stack_info(members)) as c:
+            assert await host_seen(c) == "cn-9"
+
+    asyncio.run(main())

@@ -176,6 +176,9 @@ class _Checker:
             self._parent(f, base, r)
             self.expr(f, [*base, "live"], r.get("live"))
             self.expr(f, [*base, "location"], r.get("location"))
+            for name in (r.get("lookup") or {}).get("by") or ():
+                if name not in fields[rname]:
+                    self.at(f, [*base, "lookup", "by"], f"'{name}' is not a field of {rname}")
             self._guards(f, base, r, fields[rname])
             quota = r.get("quota")
             if quota and quota not in (data.get("quotas") or {}):

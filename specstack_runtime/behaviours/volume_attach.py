@@ -1,0 +1,352 @@
+"""Cinder's attachments: the volume's bookkeeping and the back end's exports, which the
+attachment resource's hooks (spec/resources/block-storage.yaml), deleteAttachment, the
+flows' steps and the old os-attach / os-detach actions do.
+
+An attachment's life: createAttachment reserves the volume (`reserved`, or `attaching`
+with a connector), the back end exports it (`attachment_update` call -> connection_info),
+os-complete marks it attached and the volume `in-use`, deleteAttachment unexports it and
+makes the volume `available` again once no attachment is left.
+
+createAttachment and updateAttachment leave `call.vars["attachment"]` (the engine) and
+`call.vars["volume"]`; deleteAttachment leaves both as they were before the attachment went
+away. Inside a flow the exports are the steps `volume.export_attachment` and
+`volume.unexport_attachment`; outside one (nova's `server add volume`) the operation
+exports or unexports by itself, so the API answers the same whoever calls it, and the
+steps then find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from specstack_runtime.behaviours.volume_base import (
+    ATTACHMENT,
+    EXPORT_MESSAGE,
+    Doc,
+    attachment_not_found,
+    backend_call,
+    check_export_payload,
+    export_payload,
+    invalid_volume,
+    naive,
+    set_status,
+    store_of,
+    unexport,
+    update_row,
+    volume_not_found,
+)
+from specstack_runtime.bus import BusError
+from specstack_runtime.context import Call, Interaction, Reply
+from specstack_runtime.errors import ApiError, BadRequest, StepFailed
+from specstack_runtime.messaging import InvalidMessage
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import access, views, writes
+from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.resources.serve import engine_call
+from specstack_runtime.store import Store, utcnow
+
+# -- the attachment resource's hooks ---------------------------------------------------------
+
+
+@behaviour("volume.reserve")
+async def reserve(event: ResourceEvent) -> None:
+    """createAttachment, before the row is written (the spec found the volume visible): the
+    volume is reserved for it (attaching, with a connector), and lends it its project."""
+    att, call = event.doc, event.call
+    store = store_of(call)
+    volume = await store.get("volumes", att["volume_id"])
+    if volume is None:
+        raise volume_not_found(att["volume_id"])
+    connector = att.get("connector")
+    if connector and not volume.get("host"):
+        raise invalid_volume(
+            f"Volume {volume['id']} has no back-end host yet (status "
+            f"{volume['status']}); it cannot be exported."
+        )
+    status = "attaching" if connector else "reserved"
+    att.update(
+        project_id=volume["project_id"],
+        attach_status=status,
+        attached_host=connector.get("host") if connector else None,
+        mountpoint=connector.get("mountpoint") if connector else None,
+    )
+    if connector:
+        check_export_payload(call.rt, export_payload(att))
+    reserved = await set_status(store, volume["id"], status, expect=("available",))
+    if reserved is None:
+        raise invalid_volume(
+            f"Volume {volume['id']} status must be available to reserve, but "
+            f"the current status is {volume['status']}."
+        )
+    call.vars["volume"] = reserved
+
+
+@behaviour("volume.unreserve")
+async def unreserve(event: ResourceEvent) -> None:
+    """createAttachment, when the row could not be written: the volume is available again."""
+    att = event.doc
+    await set_status(
+        store_of(event.call), att["volume_id"], "available", expect=(att["attach_status"],)
+    )
+
+
+@behaviour("volume.export_created")
+async def export_created(event: ResourceEvent) -> None:
+    """createAttachment with a connector, outside a flow (no step exports it): the back end
+    exports the volume now, and the answer carries the connection info."""
+    att, call = event.doc, event.call
+    if not att.get("connector") or call.sequence is not None:
+        return
+    store = store_of(call)
+    volume = await store.get("volumes", att["volume_id"]) or {}
+    try:
+        reply = await backend_call(call, EXPORT_MESSAGE, export_payload(att), volume["host"])
+    except ApiError:
+        await update_row(
+            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
+        )
+        raise
+    att.update(await _record_export(store, att, reply["connection_info"]))
+
+
+@behaviour("volume.export_updated")
+async def export_updated(event: ResourceEvent) -> None:
+    """updateAttachment, before the change is written (the spec's `refuse` allowed its state):
+    the back end exports the volume to the connector's host."""
+    call, changes = event.call, event.doc
+    if call.args.get("action") != "update":
+        return  # os-complete's change (actions run before_update too): nothing to export
+    old = event.old or {}
+    connector = writes.attributes(event.engine).get("connector")
+    if not isinstance(connector, dict):
+        raise BadRequest(
+            "Invalid connector: an object with at least 'host' is expected.", kind="InvalidInput"
+        )
+    volume = await store_of(call).get("volumes", old["volume_id"])
+    if volume is None:
+        raise volume_not_found(old["volume_id"])
+    if not volume.get("host"):
+        raise invalid_volume(
+            f"Volume {volume['id']} has no back-end host yet (status {volume['status']})."
+        )
+    payload = {"volume_id": old["volume_id"], "attachment_id": old["id"], "connector": connector}
+    check_export_payload(call.rt, payload)
+    reply = await backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
+    changes.update(
+        connector=connector,
+        attached_host=connector["host"],
+        mountpoint=connector.get("mountpoint"),
+        connection_info=reply["connection_info"],
+        attach_status="attaching",
+    )
+
+
+def _attaching(doc: Doc) -> Doc | None:
+    return {"status": "attaching"} if doc.get("status") == "reserved" else None
+
+
+@behaviour("volume.mark_attaching")
+async def mark_attaching(event: ResourceEvent) -> None:
+    """updateAttachment, once exported: a reserved volume is attaching now."""
+    store = store_of(event.call)
+    event.call.vars["volume"] = await update_row(
+        store, "volumes", event.doc["volume_id"], _attaching
+    )
+
+
+def _entry(att: Doc) -> Doc:
+    """The volume's `attachments` entry for an attachment."""
+    connector = att.get("connector") or {}
+    return {
+        "id": att["volume_id"],
+        "attachment_id": att["id"],
+        "volume_id": att["volume_id"],
+        "server_id": att.get("instance_uuid"),
+        "host_name": att.get("attached_host") or connector.get("host"),
+        "device": att.get("mountpoint") or connector.get("mountpoint"),
+        "attached_at": naive(att.get("attached_at")),
+    }
+
+
+@behaviour("volume.attached")
+async def attached(event: ResourceEvent) -> None:
+    """os-complete, once the attachment is attached: its volume is in-use, with its entry."""
+    att = event.doc
+    entry = _entry(att)
+
+    def in_use(doc: Doc) -> Doc:
+        others = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
+        return {"status": "in-use", "attach_status": "attached", "attachments": [*others, entry]}
+
+    if await update_row(store_of(event.call), "volumes", att["volume_id"], in_use) is None:
+        raise volume_not_found(att["volume_id"])
+
+
+async def _record_export(store: Store, att: Doc, connection_info: Doc) -> Doc:
+    new = await update_row(
+        store,
+        "attachments",
+        att["id"],
+        lambda _d: {"connection_info": connection_info, "attach_status": "attaching"},
+    )
+    if new is None:
+        raise attachment_not_found(att["id"])
+    await update_row(store, "volumes", att["volume_id"], _attaching)
+    return new
+
+
+# -- the flows' steps ------------------------------------------------------------------------
+
+
+@behaviour("volume.export_attachment", via=("amqp-call",))
+async def export_attachment(ix: Interaction) -> None:
+    """Step: the back end exports the attachment's volume to its connector's host."""
+    att = ix.vars.get("attachment")
+    if not isinstance(att, dict) or "id" not in att:
+        raise StepFailed("no attachment in this flow: createAttachment did not leave one")
+    if not att.get("connector") or att.get("connection_info"):
+        return  # nothing to export yet (no connector), or already exported
+    store = ix.rt.require_store()
+    volume = await store.get("volumes", att["volume_id"])
+    if volume is None or not volume.get("host"):
+        raise StepFailed(f"volume {att['volume_id']} has no back-end host to export it from")
+    try:
+        reply = await ix.invoke(export_payload(att), host=volume["host"])
+    except (BusError, InvalidMessage) as exc:
+        await update_row(
+            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
+        )
+        raise StepFailed(f"exporting volume {att['volume_id']} failed: {exc}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("connection_info"), dict):
+        raise StepFailed(f"the back end answered no connection_info for volume {att['volume_id']}")
+    try:
+        att = await _record_export(store, att, reply["connection_info"])
+    except ApiError as exc:
+        raise StepFailed(exc.message, code=exc.status) from None
+    ix.vars["attachment"] = att
+    if ix.call.reply is not None:  # the createAttachment answer carries the connection info
+        ix.call.reply.body = views.one(engine_call(ix.call, ATTACHMENT), att)
+
+
+# -- deleteAttachment ------------------------------------------------------------------------
+
+
+async def _forget(store: Store, att: Doc) -> tuple[list[Doc], Doc | None]:
+    """The attachment's row deleted, and its volume's entry: the volume is available again
+    once no attachment is left (in-use while an attached one is). The attachments left and
+    the volume as it is now."""
+    await store.delete("attachments", att["id"])
+    remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
+
+    def detach(doc: Doc) -> Doc:
+        entries = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
+        if remaining:
+            attached = any(r["attach_status"] == "attached" for r in remaining)
+            return {"attachments": entries, "status": "in-use" if attached else doc["status"]}
+        return {"attachments": [], "status": "available", "attach_status": "detached"}
+
+    return remaining, await update_row(store, "volumes", att["volume_id"], detach)
+
+
+@behaviour("volume.delete_attachment")
+async def delete_attachment(call: Call) -> Reply:
+    """DELETE .../attachments/{id}: 200 {"attachments": [what remains]}; leaves vars."""
+    store = store_of(call)
+    att = await access.lookup(engine_call(call, ATTACHMENT))
+    volume = await store.get("volumes", att["volume_id"])
+    if volume is None:
+        raise volume_not_found(att["volume_id"])
+    if volume["status"] == "deleting":
+        raise ApiError(
+            f"Volume {volume['id']} is being deleted.", status=409, kind="ConflictingRequest"
+        )
+    unexported = False
+    if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
+        await unexport(call, volume, att)
+        unexported = True
+    remaining, new_volume = await _forget(store, att)
+    call.vars["attachment"] = {
+        **att,
+        "attach_status": "detached",
+        "detached_at": utcnow(),
+        "unexported": unexported,
+    }
+    call.vars["volume"] = volume
+    call.vars["volume_after"] = new_volume
+    rc = engine_call(call, ATTACHMENT)
+    summaries = [views.render(rc, r, "summary") for r in remaining]
+    return Reply(200, {"attachments": summaries})
+
+
+@behaviour("volume.unexport_attachment", via=("amqp-call",))
+async def unexport_attachment(ix: Interaction) -> None:
+    """Step: the back end removes the export of a deleted attachment."""
+    att = ix.vars.get("attachment")
+    volume = ix.vars.get("volume")
+    if not isinstance(att, dict) or not isinstance(volume, dict):
+        raise StepFailed("no attachment in this flow: deleteAttachment did not leave one")
+    exported = att.get("connector") or att.get("connection_info")
+    if not exported or att.get("unexported") or not volume.get("host"):
+        return  # never exported, or already unexported by the operation: nothing to undo
+    try:
+        await ix.invoke(
+            {"volume_id": att["volume_id"], "attachment_id": att["id"]}, host=volume["host"]
+        )
+    except (BusError, InvalidMessage) as exc:
+        raise StepFailed(f"unexporting volume {att['volume_id']} failed: {exc}") from None
+
+
+# -- os-attach and os-detach (nova's old attach API) ---------------------------------------
+
+
+@behaviour("volume.record_attach")
+async def record_attach(event: ResourceEvent) -> None:
+    """os-attach (nova's old attach API), once the volume went in-use: the attachment row
+    and the volume's entry for it (the spec's `accept` checked the argument)."""
+    arg = event.call.body[event.point]
+    volume = event.doc
+    store = store_of(event.call)
+    now = utcnow()
+    att: Doc = {
+        "id": str(uuid.uuid4()),
+        "volume_id": volume["id"],
+        "project_id": volume["project_id"],
+        "instance_uuid": arg.get("instance_uuid"),
+        "attach_status": "attached",
+        "mode": arg.get("mode", "rw"),
+        "connector": None,
+        "connection_info": None,
+        "attached_at": now,
+        "detached_at": "",
+        "attached_host": arg.get("host_name"),
+        "mountpoint": arg["mountpoint"],
+    }
+    entry = _entry(att)
+    await store.create("attachments", att)
+    await update_row(
+        store,
+        "volumes",
+        volume["id"],
+        lambda d: {"attachments": [*(d["attachments"] or []), entry]},
+    )
+
+
+@behaviour("volume.detach")
+async def detach(event: ResourceEvent) -> None:
+    """os-detach: the volume's (only, or named) attachment unexported and removed."""
+    call, volume = event.call, event.doc
+    arg = call.body.get(event.point) if isinstance(call.body, dict) else None
+    store = store_of(call)
+    wanted = arg.get("attachment_id") if isinstance(arg, dict) else None
+    rows = await store.list("attachments", {"volume_id": volume["id"]})
+    if wanted is not None:
+        rows = [r for r in rows if r["id"] == wanted]
+        if not rows:
+            raise attachment_not_found(wanted)
+    if not rows:
+        raise invalid_volume(f"Volume {volume['id']} is not attached to anything.")
+    if len(rows) > 1:
+        raise invalid_volume(f"Volume {volume['id']} has several attachments; give attachment_id.")
+    att = rows[0]
+    await unexport(call, volume, att)
+    await _forget(store, att)

@@ -1,0 +1,175 @@
+"""cinder-scheduler and the file back end of cinder-volume: placing a volume on the back
+end with the fewest allocated GiB, and the sparse raw files that are the volumes.
+
+The scheduler consumes `create_volume` (cast by createVolume's hook), records the chosen
+host in the volume's `host` column and casts `volume_create` to it; that back end makes
+`<data_dir>/volumes/<host>/volume-<id>.img` and marks the volume `available`. Exports
+(`attachment_update`) answer how a compute host reaches the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+from specstack_runtime.behaviours.volume_base import (
+    BACKEND_MESSAGE,
+    DEFAULT_AVAILABILITY_ZONE,
+    GIB,
+    Doc,
+    remove_volume_rows,
+    set_status,
+    store_of,
+    volume_not_found,
+)
+from specstack_runtime.context import Call
+from specstack_runtime.errors import NotFound
+from specstack_runtime.messaging import send
+from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
+
+logger = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@#-]{0,127}$")
+
+
+# -- cinder-scheduler ------------------------------------------------------------------------
+
+
+def _backend_hosts(rt: ServiceRuntime) -> list[tuple[str, str]]:
+    """(host, availability zone) of every instance of the components that create volumes."""
+    hosts: list[tuple[str, str]] = []
+    for comp in rt.info.components.values():
+        if not any(c.get("message") == BACKEND_MESSAGE for c in comp.get("consumes") or []):
+            continue
+        for node in comp.get("nodes") or []:
+            zone = rt.info.nodes[node].get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
+            hosts += [
+                (h, zone) for h in rt.info.node_hosts(node, rt.config) if (h, zone) not in hosts
+            ]
+    return hosts
+
+
+def availability_zones(rt: ServiceRuntime) -> set[str]:
+    return {zone for _host, zone in _backend_hosts(rt)} or {DEFAULT_AVAILABILITY_ZONE}
+
+
+@behaviour("volume.schedule_create")
+async def schedule_create(call: Call) -> None:
+    """cinder-scheduler: pick the back end with the fewest allocated GiB; cast volume_create."""
+    rt = call.rt
+    store = store_of(call)
+    volume_id = call.payload["volume_id"]
+    volume = await store.get("volumes", volume_id)
+    if volume is None or volume.get("status") != "creating":
+        logger.info("volume %s is gone or no longer creating; not scheduling it", volume_id)
+        return
+    zone = call.payload.get("availability_zone")
+    candidates = [h for h, z in _backend_hosts(rt) if zone is None or z == zone]
+    if not candidates:
+        logger.error("no volume back end for volume %s (zone %s)", volume_id, zone)
+        await set_status(store, volume_id, "error", expect=("creating",))
+        return
+    allocated: dict[str, int] = {}
+    for host in candidates:
+        rows = await store.list("volumes", {"host": host})
+        allocated[host] = sum(int(v.get("size") or 0) for v in rows)
+    chosen = min(candidates, key=lambda h: allocated[h])
+    placed = await set_status(store, volume_id, "creating", expect=("creating",), host=chosen)
+    if placed is None:
+        return
+    await send(
+        call, BACKEND_MESSAGE, {"volume_id": volume_id, "size": int(volume["size"])}, host=chosen
+    )
+
+
+# -- cinder-volume (file back end) -----------------------------------------------------------
+
+
+def volume_path(rt: ServiceRuntime, volume_id: str) -> Path:
+    """The back end's file for a volume: <data_dir>/volumes/<host>/volume-<id>.img."""
+    for part, what in ((rt.host, "host"), (volume_id, "volume id")):
+        if not _SAFE_NAME.match(part) or part in (".", ".."):
+            raise ValueError(f"{what} {part!r} cannot name a file")
+    return rt.data_dir / "volumes" / rt.host / f"volume-{volume_id}.img"
+
+
+@behaviour("volume.backend_create")
+async def backend_create(call: Call) -> None:
+    """cinder-volume on rt.host: a sparse raw file of `size` GiB; the volume becomes available."""
+    store = store_of(call)
+    volume_id = call.payload["volume_id"]
+    size = int(call.payload["size"])
+    volume = await store.get("volumes", volume_id)
+    if volume is None:
+        logger.info("volume %s was deleted before its back end created it", volume_id)
+        return
+    path = volume_path(call.rt, volume_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source_id = volume.get("source_volid")
+        source = volume_path(call.rt, source_id) if source_id else None
+        if source is not None and source.exists():
+            shutil.copyfile(source, path)
+        else:
+            with open(path, "wb"):
+                pass
+        os.truncate(path, size * GIB)
+    except OSError as exc:
+        logger.error("creating the file of volume %s failed: %s", volume_id, exc)
+        await set_status(store, volume_id, "error", expect=("creating",))
+        return
+    if await set_status(store, volume_id, "available", expect=("creating",)) is None:
+        current = await store.get("volumes", volume_id)
+        if current is None:  # deleted meanwhile: do not leave the file behind
+            path.unlink(missing_ok=True)
+
+
+@behaviour("volume.backend_export")
+async def backend_export(call: Call) -> Doc:
+    """The connection info of a volume file for an attachment (grown first if extended)."""
+    store = store_of(call)
+    volume_id = call.payload["volume_id"]
+    volume = await store.get("volumes", volume_id)
+    if volume is None:
+        raise volume_not_found(volume_id)
+    path = volume_path(call.rt, volume_id)
+    if not path.exists():
+        raise NotFound(
+            f"Volume {volume_id} has no data file on {call.rt.host}.",
+            kind="VolumeBackendAPIException",
+        )
+    wanted = int(volume["size"]) * GIB
+    if path.stat().st_size < wanted:  # os-extend changed the size: grow the sparse file
+        os.truncate(path, wanted)
+    att = await store.get("attachments", call.payload["attachment_id"])
+    mode = (att or {}).get("mode") or "rw"
+    return {
+        "connection_info": {
+            "driver_volume_type": "file",
+            "data": {
+                "device_path": str(path.resolve()),
+                "volume_id": volume_id,
+                "serial": volume_id,
+                "access_mode": mode,
+                "format": "raw",
+            },
+        }
+    }
+
+
+@behaviour("volume.backend_unexport")
+async def backend_unexport(call: Call) -> Doc:
+    """The file back end keeps no export state: acknowledge."""
+    return {"volume_id": call.payload["volume_id"]}
+
+
+@behaviour("volume.backend_delete")
+async def backend_delete(call: Call) -> None:
+    """Remove the volume's file and its rows."""
+    volume_id = call.payload["volume_id"]
+    volume_path(call.rt, volume_id).unlink(missing_ok=True)
+    await remove_volume_rows(store_of(call), volume_id)

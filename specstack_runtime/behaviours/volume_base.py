@@ -1,0 +1,136 @@
+"""What cinder's behaviours share: its rows' compare-and-set, the volume's state changes,
+the back end's calls and their errors (volume.py, volume_attach.py, volume_backend.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from specstack_runtime.behaviours.cas import update_cas
+from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
+from specstack_runtime.context import Call
+from specstack_runtime.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
+from specstack_runtime.messaging import InvalidMessage, check, send
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store
+
+Doc = dict[str, Any]
+
+# the resources of spec/resources/block-storage.yaml
+VOLUME = "volume"
+ATTACHMENT = "attachment"
+VOLUME_TYPE = "volume_type"
+
+GIB = 1024**3
+DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
+CREATE_MESSAGE = "create_volume"
+BACKEND_MESSAGE = "volume_create"
+EXPORT_MESSAGE = "attachment_update"
+UNEXPORT_MESSAGE = "attachment_delete"
+DELETE_MESSAGE = "volume_delete"
+
+
+def store_of(source: Call | ServiceRuntime) -> Store:
+    rt = source.rt if isinstance(source, Call) else source
+    return rt.require_store()
+
+
+def naive(ts: Any) -> Any:
+    """Cinder shows naive UTC timestamps with microseconds: 2024-01-02T03:04:05.000000."""
+    if isinstance(ts, str) and ts.endswith("Z"):
+        return ts[:-1] + ".000000"
+    return ts
+
+
+def volume_not_found(volume_id: str) -> NotFound:
+    return NotFound(f"Volume {volume_id} could not be found.", kind="VolumeNotFound")
+
+
+def attachment_not_found(attachment_id: str) -> NotFound:
+    return NotFound(
+        f"VolumeAttachment {attachment_id} could not be found.", kind="VolumeAttachmentNotFound"
+    )
+
+
+def invalid_volume(reason: str) -> BadRequest:
+    return BadRequest(f"Invalid volume: {reason}", kind="InvalidVolume")
+
+
+async def update_row(
+    store: Store, table: str, id_: str, change: Callable[[Doc], Doc | None]
+) -> Doc | None:
+    """Apply `change(doc)` with compare-and-set on the fields it changes (retried)."""
+    return await update_cas(store, table, id_, change, revision="_rev", conflict=_conflicting)
+
+
+def _conflicting(message: str) -> ApiError:
+    return ApiError(message, status=409, kind="ConflictingRequest")
+
+
+class _StatusChanged(Exception):
+    pass
+
+
+async def set_status(
+    store: Store, volume_id: str, status: str, *, expect: tuple[str, ...] | None = None, **more: Any
+) -> Doc | None:
+    """Set the status (and more fields) if the current status is one of `expect`."""
+
+    def change(doc: Doc) -> Doc | None:
+        if expect is not None and doc.get("status") not in expect:
+            raise _StatusChanged(str(doc.get("status")))
+        return {"status": status, **more}
+
+    try:
+        return await update_row(store, "volumes", volume_id, change)
+    except _StatusChanged:
+        return None
+
+
+async def remove_volume_rows(store: Store, volume_id: str) -> None:
+    for att in await store.list("attachments", {"volume_id": volume_id}):
+        await store.delete("attachments", att["id"])
+    await store.delete("volumes", volume_id)
+
+
+def export_payload(att: Doc) -> Doc:
+    return {
+        "volume_id": att["volume_id"],
+        "attachment_id": att["id"],
+        "connector": att["connector"],
+    }
+
+
+def check_export_payload(rt: ServiceRuntime, payload: Doc) -> None:
+    """The export message's schema, checked before anything changes: a bad connector is a 400."""
+    try:
+        check(rt.info, EXPORT_MESSAGE, "payload", payload)
+    except InvalidMessage as exc:
+        raise BadRequest(f"Invalid connector: {exc}", kind="InvalidInput") from None
+
+
+async def backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc:
+    """A call to the back end on `host`; its failures become API errors."""
+    try:
+        reply = await send(call, message, payload, host=host)
+    except MessagingTimeout as exc:
+        raise ServiceUnavailable(
+            f"The volume back end on {host} did not answer: {exc}", kind="VolumeBackendAPIException"
+        ) from None
+    except RemoteError as exc:
+        raise ApiError(
+            f"The volume back end on {host} failed: {exc.message}", kind="VolumeBackendAPIException"
+        ) from None
+    except (BusError, InvalidMessage) as exc:
+        raise ApiError(
+            f"Could not reach the volume back end on {host}: {exc}",
+            kind="VolumeBackendAPIException",
+        ) from None
+    return reply or {}
+
+
+async def unexport(call: Call, volume: Doc, att: Doc) -> None:
+    """The back end removes an attachment's export (if it was ever exported)."""
+    if (att.get("connector") or att.get("connection_info")) and volume.get("host"):
+        payload = {"volume_id": att["volume_id"], "attachment_id": att["id"]}
+        await backend_call(call, UNEXPORT_MESSAGE, payload, volume["host"])
