@@ -55,6 +55,8 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.flowsteps",
     "specstack_runtime.resources.serve",
     "specstack_runtime.behaviours.identity",
+    "specstack_runtime.behaviours.identity_views",
+    "specstack_runtime.behaviours.identity_bootstrap",
     "specstack_runtime.behaviours.compute",
     "specstack_runtime.behaviours.image",
     "specstack_runtime.behaviours.objects",

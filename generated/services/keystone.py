@@ -210,6 +210,10 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "updated": "2020-04-07T00:00:00Z",
+            "media_type": "application/vnd.openstack.identity-v3+json",
+        },
     ),
     "getIdentityV3": HandlerSpec(
         component=COMPONENT,
@@ -221,6 +225,10 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "updated": "2020-04-07T00:00:00Z",
+            "media_type": "application/vnd.openstack.identity-v3+json",
+        },
     ),
     "validateToken": HandlerSpec(
         component=COMPONENT,
