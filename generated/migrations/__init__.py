@@ -17,6 +17,8 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "roles",
             "role_assignments",
             "tokens",
+            "services",
+            "endpoints",
         ),
     ),
     "nova-db": (

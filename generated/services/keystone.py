@@ -155,32 +155,32 @@ async def list_role_assignments(flow: Flow) -> None:
 
 
 async def list_services(flow: Flow) -> None:
-    """operation listServices: behaviour identity.list_services."""
+    """operation listServices: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_service(flow: Flow) -> None:
-    """operation createService: behaviour identity.create_service."""
+    """operation createService: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_service(flow: Flow) -> None:
-    """operation showService: behaviour identity.show_service."""
+    """operation showService: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_endpoints(flow: Flow) -> None:
-    """operation listEndpoints: behaviour identity.list_endpoints."""
+    """operation listEndpoints: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_endpoint(flow: Flow) -> None:
-    """operation createEndpoint: behaviour identity.create_endpoint."""
+    """operation createEndpoint: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_endpoint(flow: Flow) -> None:
-    """operation showEndpoint: behaviour identity.show_endpoint."""
+    """operation showEndpoint: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -531,67 +531,73 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listServices",
-        behaviour="identity.list_services",
+        behaviour="resource.serve",
         on_error=None,
         run=list_services,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "service", "action": "list"},
     ),
     "createService": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createService",
-        behaviour="identity.create_service",
+        behaviour="resource.serve",
         on_error=None,
         run=create_service,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "service", "action": "create"},
     ),
     "showService": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showService",
-        behaviour="identity.show_service",
+        behaviour="resource.serve",
         on_error=None,
         run=show_service,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "service", "action": "show"},
     ),
     "listEndpoints": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listEndpoints",
-        behaviour="identity.list_endpoints",
+        behaviour="resource.serve",
         on_error=None,
         run=list_endpoints,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "endpoint", "action": "list"},
     ),
     "createEndpoint": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createEndpoint",
-        behaviour="identity.create_endpoint",
+        behaviour="resource.serve",
         on_error=None,
         run=create_endpoint,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "endpoint", "action": "create"},
     ),
     "showEndpoint": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showEndpoint",
-        behaviour="identity.show_endpoint",
+        behaviour="resource.serve",
         on_error=None,
         run=show_endpoint,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "endpoint", "action": "show"},
     ),
     "listDomains": HandlerSpec(
         component=COMPONENT,

@@ -86,6 +86,56 @@ async def _grant(store: Store, user_id: str, project_id: str, role_id: str) -> N
         await store.create("role_assignments", doc)
 
 
+#: The catalog as the tables hold it: one project's URLs stand for every project's.
+TEMPLATE_PROJECT = "%(project_id)s"
+
+
+async def _sync(store: Store, table: str, rows: list[Doc]) -> None:
+    """Make `table` hold exactly `rows` (by id), changing only what differs."""
+    have = {d["id"]: d for d in await store.list(table)}
+    for row in rows:
+        old = have.pop(row["id"], None)
+        if old is None:
+            with contextlib.suppress(Conflict):  # another instance wrote it meanwhile
+                await store.create(table, row)
+        elif any(old.get(k) != v for k, v in row.items()):
+            await store.update(table, row["id"], row)
+    for gone in have:
+        await store.delete(table, gone)
+
+
+async def _register_catalog(rt: ServiceRuntime) -> None:
+    """The stack's catalog (spec/components.yaml) into the services and endpoints tables."""
+    services: list[Doc] = []
+    endpoints: list[Doc] = []
+    for entry in rt.info.catalog(rt.config, TEMPLATE_PROJECT):
+        comp = rt.info.components.get(entry["id"]) or {}
+        services.append(
+            {
+                "id": entry["id"],
+                "type": entry["type"],
+                "name": entry["name"],
+                "description": comp.get("title"),
+                "enabled": True,
+            }
+        )
+        endpoints += [
+            {
+                "id": ep["id"],
+                "interface": ep["interface"],
+                "region": ep.get("region"),
+                "region_id": ep.get("region_id"),
+                "service_id": entry["id"],
+                "url": ep["url"],
+                "enabled": True,
+            }
+            for ep in entry["endpoints"]
+        ]
+    store = store_of(rt)
+    await _sync(store, "services", services)
+    await _sync(store, "endpoints", endpoints)
+
+
 def service_projects(rt: ServiceRuntime) -> list[str]:
     """Projects that run services (one service user each), read from the spec."""
     kinds = data_of(rt, "user")["service_users"]["kinds"]
@@ -164,6 +214,7 @@ async def bootstrap(rt: ServiceRuntime) -> None:
         for project, role_names in grants.items():
             for role in role_names:
                 await _grant(store, users[name]["id"], projects[project]["id"], roles[role]["id"])
+    await _register_catalog(rt)
     if rt.auth is not None and rt.auth.local is not None and rt.auth.local_issue is None:
         # The identity service obtains its own token without calling itself over HTTP.
         async def issue(user: str, password: str, project: str) -> tuple[str, AuthContext]:

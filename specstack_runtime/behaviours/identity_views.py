@@ -1,6 +1,6 @@
-"""Identity's read-only views (keystone v3): its versions, the service catalog the spec
-describes (services and endpoints cannot be created at run time) and the role-assignment
-report, whose effective form expands implied roles (the spec's `role` data)."""
+"""Identity's read-only views (keystone v3): its versions, the catalog of a token's project
+and the role-assignment report, whose effective form expands implied roles (the spec's
+`role` data)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from specstack_runtime.behaviours.identity import (
     q_text,
     roles_by_id,
     store_of,
-    text,
 )
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import BadRequest, Forbidden, NotFound
+from specstack_runtime.errors import BadRequest, Forbidden
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
@@ -181,104 +180,3 @@ async def _add_names(store: Store, items: list[Doc], roles: Mapping[str, Doc]) -
             item["scope"]["project"].update(
                 {"name": project["name"], "domain": named(project["domain_id"])}
             )
-
-
-# -- services and endpoints (the catalog the spec describes) -------------------------
-
-TEMPLATE_PROJECT = "%(project_id)s"
-READ_ONLY_CATALOG = (
-    "The service catalog comes from the stack's spec (spec/components.yaml): add or change a "
-    "component there and regenerate instead."
-)
-
-
-def _services(rt: ServiceRuntime) -> list[Doc]:
-    out = []
-    for entry in rt.info.catalog(rt.config, TEMPLATE_PROJECT):
-        comp = rt.info.components.get(entry["id"]) or {}
-        out.append(
-            {
-                "id": entry["id"],
-                "type": entry["type"],
-                "name": entry["name"],
-                "description": comp.get("title"),
-                "enabled": True,
-                "links": _links(rt, f"/v3/services/{entry['id']}"),
-            }
-        )
-    return out
-
-
-def _endpoints(rt: ServiceRuntime) -> list[Doc]:
-    out = []
-    for entry in rt.info.catalog(rt.config, TEMPLATE_PROJECT):
-        for ep in entry["endpoints"]:
-            out.append(
-                {
-                    "id": ep["id"],
-                    "interface": ep["interface"],
-                    "region": ep.get("region"),
-                    "region_id": ep.get("region_id"),
-                    "service_id": entry["id"],
-                    "url": ep["url"],
-                    "enabled": True,
-                    "links": _links(rt, f"/v3/endpoints/{ep['id']}"),
-                }
-            )
-    return out
-
-
-@behaviour("identity.list_services", needs=("identity",))
-async def list_services(call: Call) -> Reply:
-    services = _services(call.rt)
-    if (kind := q_text(call, "type")) is not None:
-        services = [s for s in services if s["type"] == kind]
-    return Reply(200, collection(call.rt, "services", services, "/v3/services"))
-
-
-@behaviour("identity.create_service")
-async def create_service(call: Call) -> Reply:
-    raise Forbidden(READ_ONLY_CATALOG)
-
-
-@behaviour("identity.show_service", needs=("identity",))
-async def show_service(call: Call) -> Reply:
-    service_id = call.path_params.get("service_id", "")
-    for s in _services(call.rt):
-        if s["id"] == service_id:
-            return Reply(200, {"service": s})
-    raise NotFound(f"Could not find service: {service_id}.")
-
-
-@behaviour("identity.list_endpoints", needs=("identity",))
-async def list_endpoints(call: Call) -> Reply:
-    endpoints = _endpoints(call.rt)
-    for key in ("interface", "service_id", "region_id"):
-        if (value := q_text(call, key)) is not None:
-            endpoints = [e for e in endpoints if e[key] == value]
-    return Reply(200, collection(call.rt, "endpoints", endpoints, "/v3/endpoints"))
-
-
-@behaviour("identity.create_endpoint", needs=("identity",))
-async def create_endpoint(call: Call) -> Reply:
-    body = call.body.get("endpoint") if isinstance(call.body, dict) else None
-    if not isinstance(body, dict):
-        raise BadRequest("Expecting to find endpoint in the request body.")
-    if body.get("interface") not in ("public", "internal", "admin"):
-        raise BadRequest("Invalid input for field 'interface': expected public, internal or admin.")
-    service_id = text(body.get("service_id"), "service_id")
-    if service_id not in {s["id"] for s in _services(call.rt)}:
-        raise BadRequest(f"Invalid service_id: could not find service {service_id}.")
-    raise Forbidden(READ_ONLY_CATALOG)
-
-
-@behaviour("identity.show_endpoint", needs=("identity",))
-async def show_endpoint(call: Call) -> Reply:
-    endpoint_id = call.path_params.get("endpoint_id", "")
-    for e in _endpoints(call.rt):
-        if e["id"] == endpoint_id:
-            return Reply(200, {"endpoint": e})
-    raise NotFound(f"Could not find endpoint: {endpoint_id}.")
-
-
-# -- domains -------------------------------------------------------------------------
