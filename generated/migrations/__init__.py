@@ -19,6 +19,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "tokens",
             "services",
             "endpoints",
+            "application_credentials",
         ),
     ),
     "nova-db": (

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Keystone (api, project keystone): generated from the spec.
 
-Serves the Identity API (keystone) (36 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Identity API (keystone) (40 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -121,6 +121,26 @@ async def show_user(flow: Flow) -> None:
 
 async def delete_user(flow: Flow) -> None:
     """operation deleteUser: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_application_credentials(flow: Flow) -> None:
+    """operation listApplicationCredentials: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_application_credential(flow: Flow) -> None:
+    """operation createApplicationCredential: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_application_credential(flow: Flow) -> None:
+    """operation showApplicationCredential: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_application_credential(flow: Flow) -> None:
+    """operation deleteApplicationCredential: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -455,6 +475,54 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"resource": "user", "action": "delete"},
+    ),
+    "listApplicationCredentials": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listApplicationCredentials",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_application_credentials,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "list"},
+    ),
+    "createApplicationCredential": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createApplicationCredential",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_application_credential,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "create"},
+    ),
+    "showApplicationCredential": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showApplicationCredential",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_application_credential,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "show"},
+    ),
+    "deleteApplicationCredential": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteApplicationCredential",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_application_credential,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "delete"},
     ),
     "listUserProjects": HandlerSpec(
         component=COMPONENT,
@@ -865,6 +933,50 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v3/users/{user_id}/application_credentials",
+        "listApplicationCredentials",
+        HANDLERS["listApplicationCredentials"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_self",
+    ),
+    Route(
+        "POST",
+        "/v3/users/{user_id}/application_credentials",
+        "createApplicationCredential",
+        HANDLERS["createApplicationCredential"],
+        request_model=models.ApplicationCredentialCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:self",
+    ),
+    Route(
+        "GET",
+        "/v3/users/{user_id}/application_credentials/{application_credential_id}",
+        "showApplicationCredential",
+        HANDLERS["showApplicationCredential"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_self",
+    ),
+    Route(
+        "DELETE",
+        "/v3/users/{user_id}/application_credentials/{application_credential_id}",
+        "deleteApplicationCredential",
+        HANDLERS["deleteApplicationCredential"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",

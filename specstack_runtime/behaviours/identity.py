@@ -1,216 +1,56 @@
-"""Identity behaviours (keystone v3 semantics): token issue and validation, passwords.
+"""Identity behaviours (keystone v3 semantics): token issue and validation.
 
 What projects, users, roles and grants mean is the spec's (spec/resources/identity.yaml,
 served by the resource engine); this module is the algorithm on top of them.
 
-- Passwords are bcrypt hashes (`config.bcrypt_rounds`), hashed and checked in a
-  worker thread so the event loop never waits on them.
-- Tokens are opaque random strings. The `tokens` table keys each one by the
-  SHA-256 of the token (the token itself is never stored) and keeps its user,
-  scope, methods, audit ids, roles, issue and expiry times and revocation.
-  Validation recomputes what keystone recomputes: the user, project and domain
-  must still exist and be enabled, and the roles are the current ones (a role
-  taken away since the token was issued invalidates it, like keystone's
-  revocation events).
-- Roles imply others as the spec's `role` data says (`implies`); tokens list the
-  implied roles too.
+Tokens are opaque random strings. The `tokens` table keys each one by the SHA-256 of
+the token (the token itself is never stored) and keeps its user, scope, methods, audit
+ids, roles, issue and expiry times and revocation. Validation recomputes what keystone
+recomputes: the user, project and domain must still exist and be enabled, and the roles
+are the current ones (a role taken away since the token was issued invalidates it, like
+keystone's revocation events); a token of an application credential also needs the
+credential, unexpired. Tokens list implied roles too (the spec's `role` data).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import bcrypt
-
 from specstack_runtime.auth import UNAUTHORIZED, auth_context
+from specstack_runtime.behaviours import identity_appcred as appcred
+from specstack_runtime.behaviours.identity_common import (
+    Doc,
+    active_user,
+    default_domain_id,
+    domain_by_ref,
+    iso,
+    project_roles,
+    q_bool,
+    store_of,
+    text,
+    verify_password,
+)
 from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.errors import BadRequest, NotFound, Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store
-
-Doc = dict[str, Any]
 
 #: How long after expiry a token may still be validated with allow_expired (keystone: 2 days).
 ALLOW_EXPIRED_WINDOW_S = 2 * 24 * 3600
 PRUNE_EVERY_S = 60.0
-VERIFIED_CACHE_MAX = 1024
 
 
 class _InvalidToken(Exception):
     """A subject token that is unknown, expired, revoked or no longer backed by a role."""
 
 
-# -- small helpers -------------------------------------------------------------------
-
-
-def store_of(rt: ServiceRuntime) -> Store:
-    return rt.require_store()
-
-
-def api_of(rt: ServiceRuntime) -> str:
-    comp = rt.info.components.get(rt.component) or {}
-    return str(comp.get("api") or rt.info.api_of_type("identity"))
-
-
-def base_of(rt: ServiceRuntime) -> str:
-    return rt.info.endpoint(api_of(rt), rt.config)
-
-
-def data_of(rt: ServiceRuntime, resource: str) -> dict[str, Any]:
-    """The constant tables the spec gives a resource (`data:` in spec/resources)."""
-    return rt.info.resources.resource(resource).res.data
-
-
-def default_domain_id(rt: ServiceRuntime) -> str:
-    return str(data_of(rt, "domain")["bootstrap"]["id"])
-
-
-def _iso(ts: float) -> str:
-    """Keystone's timestamp format, with microseconds: 2015-08-27T09:49:58.000000Z."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _token_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = False) -> str:
-    """A string from client input that the database can hold, or BadRequest naming `what`."""
-    if not isinstance(value, str):
-        raise BadRequest(f"Invalid input for field '{what}': expected a string.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"Invalid input for field '{what}': not valid UTF-8.") from None
-    if not empty and not value.strip():
-        raise BadRequest(f"Invalid input for field '{what}': must not be empty.")
-    if max_length is not None and len(value) > max_length:
-        raise BadRequest(f"Invalid input for field '{what}': longer than {max_length} characters.")
-    return value
-
-
-def q_bool(call: Call, name: str) -> bool | None:
-    raw = call.q(name)
-    if raw is None:
-        return None
-    low = raw.strip().lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    raise BadRequest(f"Invalid value {raw!r} for query parameter {name}: expected true or false.")
-
-
-def q_text(call: Call, name: str) -> str | None:
-    raw = call.q(name)
-    return None if raw is None else text(raw, name, empty=True)
-
-
-def collection(rt: ServiceRuntime, key: str, items: list[Doc], path: str) -> Doc:
-    return {key: items, "links": {"self": base_of(rt) + path, "previous": None, "next": None}}
-
-
-# -- passwords -----------------------------------------------------------------------
-
-
-def _password_bytes(password: str) -> bytes:
-    # bcrypt reads at most 72 bytes; keystone (passlib) truncates the same way.
-    return password.encode("utf-8", "surrogatepass")[:72]
-
-
-async def hash_password(rt: ServiceRuntime, password: str) -> str:
-    rounds = max(4, min(31, int(rt.config.bcrypt_rounds)))
-    hashed = await asyncio.to_thread(
-        bcrypt.hashpw, _password_bytes(password), bcrypt.gensalt(rounds)
-    )
-    return hashed.decode("ascii")
-
-
-async def verify_password(rt: ServiceRuntime, password: str, hashed: str | None) -> bool:
-    """True if `password` matches the bcrypt `hashed`; recent successes are remembered.
-
-    The memory holds SHA-256 digests of (hash, password), never a password, and
-    is keyed by the stored hash, so a password change forgets it.
-    """
-    if not hashed or not isinstance(password, str):
-        return False
-    key = hashlib.sha256(
-        hashed.encode("ascii", "replace") + b"\0" + password.encode("utf-8", "surrogatepass")
-    ).digest()
-    seen: OrderedDict[bytes, bool] = rt.local.setdefault("identity.verified", OrderedDict())
-    if key in seen:
-        seen.move_to_end(key)
-        return True
-    try:
-        ok = await asyncio.to_thread(
-            bcrypt.checkpw, _password_bytes(password), hashed.encode("ascii")
-        )
-    except (ValueError, UnicodeEncodeError):
-        return False
-    if ok:
-        seen[key] = True
-        while len(seen) > VERIFIED_CACHE_MAX:
-            seen.popitem(last=False)
-    return bool(ok)
-
-
-# -- lookups -------------------------------------------------------------------------
-
-
-async def _domain_by_ref(store: Store, ref: Any) -> Doc | None:
-    """A domain named by {"id"} or {"name"}; None if there is none."""
-    if not isinstance(ref, dict):
-        raise BadRequest("Invalid input for field 'domain': expected an object with id or name.")
-    if ref.get("id") is not None:
-        return await store.get("domains", text(ref["id"], "domain.id"))
-    if ref.get("name") is not None:
-        found = await store.list("domains", {"name": text(ref["name"], "domain.name")})
-        return found[0] if found else None
-    raise BadRequest("Expecting to find id or name in domain.")
-
-
-async def roles_by_id(store: Store) -> dict[str, Doc]:
-    return {r["id"]: r for r in await store.list("roles")}
-
-
-def expand_implied(rt: ServiceRuntime, direct: list[Doc], roles: Mapping[str, Doc]) -> list[Doc]:
-    """The roles held directly plus the ones they imply (the spec's `role` data says which),
-    each once, direct ones first."""
-    implies: dict[str, list[str]] = data_of(rt, "role")["implies"]
-    by_name = {r["name"]: r for r in roles.values() if r.get("domain_id") is None}
-    out: dict[str, Doc] = {}
-    queue = list(direct)
-    while queue:
-        role = queue.pop(0)
-        if role["id"] in out:
-            continue
-        out[role["id"]] = role
-        for implied in implies.get(role["name"], ()):
-            if implied in by_name and by_name[implied]["id"] not in out:
-                queue.append(by_name[implied])
-    return list(out.values())
-
-
-async def _project_roles(rt: ServiceRuntime, user_id: str, project_id: str) -> list[Doc]:
-    store = store_of(rt)
-    assignments = await store.list(
-        "role_assignments", {"user_id": user_id, "project_id": project_id}
-    )
-    if not assignments:
-        return []
-    roles = await roles_by_id(store)
-    direct = [roles[a["role_id"]] for a in assignments if a["role_id"] in roles]
-    return expand_implied(rt, direct, roles)
 
 
 # -- tokens --------------------------------------------------------------------------
@@ -252,17 +92,9 @@ def _render_token(rt: ServiceRuntime, doc: Doc, scope: _Scope, *, catalog: bool)
             t["catalog"] = rt.info.catalog(rt.config, p["id"])
     elif catalog:
         t["catalog"] = []
+    if doc.get("application_credential"):
+        t["application_credential"] = dict(doc["application_credential"])
     return {"token": t}
-
-
-async def _active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None:
-    """(user, its domain) if the user exists and both are enabled."""
-    if user is None or not user.get("enabled", True):
-        return None
-    domain = await store.get("domains", user["domain_id"])
-    if domain is None or not domain.get("enabled", True):
-        return None
-    return user, domain
 
 
 async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -> None:
@@ -276,7 +108,7 @@ async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -
     if doc is None:
         raise KeyError("no such token")
     expires = time.time() - ago_s
-    await store.update("tokens", doc["id"], {"expires_ts": expires, "expires_at": _iso(expires)})
+    await store.update("tokens", doc["id"], {"expires_ts": expires, "expires_at": iso(expires)})
 
 
 async def _load_token(
@@ -293,7 +125,7 @@ async def _load_token(
     expires = float(doc["expires_ts"])
     if expires <= now and not (allow_expired and expires + ALLOW_EXPIRED_WINDOW_S > now):
         raise _InvalidToken
-    active = await _active_user(store, await store.get("users", doc["user_id"]))
+    active = await active_user(store, await store.get("users", doc["user_id"]))
     if active is None:
         raise _InvalidToken
     scope = _Scope(user=active[0], user_domain=active[1])
@@ -304,8 +136,12 @@ async def _load_token(
         pdomain = await store.get("domains", project["domain_id"])
         if pdomain is None or not pdomain.get("enabled", True):
             raise _InvalidToken
-        roles = await _project_roles(rt, scope.user["id"], project["id"])
-        current = {r["id"] for r in roles}
+        roles: list[Doc] | None = await project_roles(rt, scope.user["id"], project["id"])
+        if doc.get("application_credential") and roles:
+            # the credential's roles, while it exists and the user holds them all
+            cred = await store.get(appcred.TABLE, doc["application_credential"]["id"])
+            roles = appcred.token_roles(cred, roles) if cred is not None else None
+        current = {r["id"] for r in roles or ()}
         if not roles or any(r["id"] not in current for r in doc.get("roles", ())):
             raise _InvalidToken
         scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
@@ -327,14 +163,14 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
         name = text(ref["name"], "user.name")
         if "domain" not in ref:
             raise BadRequest("Expecting to find domain in user (a user named by name needs it).")
-        domain = await _domain_by_ref(store, ref["domain"])
+        domain = await domain_by_ref(store, ref["domain"])
         if domain is None:
             raise Unauthorized(UNAUTHORIZED)
         found = await store.list("users", {"name": name, "domain_id": domain["id"]})
         user = found[0] if found else None
     else:
         raise BadRequest("Expecting to find id or name in user.")
-    active = await _active_user(store, user)
+    active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
         raise Unauthorized(UNAUTHORIZED)
     return active
@@ -352,7 +188,7 @@ async def _scope_project(rt: ServiceRuntime, ref: Any) -> tuple[Doc, Doc]:
             raise BadRequest(
                 "Expecting to find domain in project (a project named by name needs it)."
             )
-        domain = await _domain_by_ref(store, ref["domain"])
+        domain = await domain_by_ref(store, ref["domain"])
         if domain is None:
             raise Unauthorized(UNAUTHORIZED)
         found = await store.list("projects", {"name": name, "domain_id": domain["id"]})
@@ -378,7 +214,7 @@ async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tupl
     methods = identity.get("methods")
     if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
         raise BadRequest("Expecting to find methods in identity: a non-empty list of strings.")
-    if any(m not in ("password", "token") for m in methods):
+    if any(m not in ("password", "token", "application_credential") for m in methods):
         raise Unauthorized("Attempted to authenticate with an unsupported method.")
 
     parent: Doc | None = None
@@ -397,16 +233,34 @@ async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tupl
         if found is not None and found[0]["id"] != by_password[0]["id"]:
             raise Unauthorized("The token and the password belong to different users.")
         found = by_password
+    cred: Doc | None = None
+    if parent is not None and parent.get("application_credential"):
+        cred = await store.get(appcred.TABLE, parent["application_credential"]["id"])
+    if "application_credential" in methods:
+        cred, cred_user, cred_domain = await appcred.authenticate(rt, identity)
+        if found is not None and found[0]["id"] != cred_user["id"]:
+            raise Unauthorized("The credentials given belong to different users.")
+        found = (cred_user, cred_domain)
     assert found is not None
     user, user_domain = found
     scope = _Scope(user=user, user_domain=user_domain)
 
     requested = auth.get("scope")
-    if requested is None and user.get("default_project_id"):
+    if cred is not None or (parent is not None and parent.get("application_credential")):
+        if requested is not None:
+            raise Unauthorized("Application credentials cannot request a scope.")
+        project = await store.get("projects", cred["project_id"]) if cred else None
+        pdomain = await store.get("domains", project["domain_id"]) if project else None
+        roles = await project_roles(rt, user["id"], project["id"]) if project else []
+        held = appcred.token_roles(cred, roles) if cred is not None else None
+        if not (project and project.get("enabled", True) and pdomain and held):
+            raise Unauthorized(UNAUTHORIZED)
+        scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(held)
+    elif requested is None and user.get("default_project_id"):
         project = await store.get("projects", user["default_project_id"])
         if project is not None and project.get("enabled", True):
             pdomain = await store.get("domains", project["domain_id"])
-            roles = await _project_roles(rt, user["id"], project["id"])
+            roles = await project_roles(rt, user["id"], project["id"])
             if pdomain is not None and pdomain.get("enabled", True) and roles:
                 scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
     elif requested is not None and requested != "unscoped":
@@ -417,12 +271,12 @@ async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tupl
             raise BadRequest("Specify only one scope: project, domain, system or trust.")
         if kinds == ["project"]:
             project, pdomain = await _scope_project(rt, requested["project"])
-            roles = await _project_roles(rt, user["id"], project["id"])
+            roles = await project_roles(rt, user["id"], project["id"])
             if not roles:
                 raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
             scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
         elif kinds == ["domain"]:
-            domain = await _domain_by_ref(store, requested["domain"])
+            domain = await domain_by_ref(store, requested["domain"])
             if domain is None:
                 raise Unauthorized(UNAUTHORIZED)
             raise Unauthorized(f"User {user['id']} has no access to domain {domain['id']}.")
@@ -441,6 +295,8 @@ async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tupl
             parent["audit_ids"][-1] if len(parent["audit_ids"]) > 1 else parent["audit_ids"][0]
         )
         method_names = list(dict.fromkeys([*method_names, *parent["methods"]]))
+    if cred is not None and (cred_expires := appcred.expires_ts(cred)) is not None:
+        expires = min(expires, cred_expires)
     token = secrets.token_urlsafe(32)
     doc: Doc = {
         "id": _token_key(token),
@@ -449,11 +305,14 @@ async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tupl
         "methods": method_names,
         "audit_ids": audit_ids,
         "roles": [{"id": r["id"], "name": r["name"]} for r in scope.roles],
-        "issued_at": _iso(now),
-        "expires_at": _iso(expires),
+        "issued_at": iso(now),
+        "expires_at": iso(expires),
         "expires_ts": expires,
         "revoked": False,
         "revoked_at": None,
+        "application_credential": None
+        if cred is None
+        else {"id": cred["id"], "name": cred["name"], "restricted": not cred["unrestricted"]},
     }
     await store.create("tokens", doc)
     await _maybe_prune(rt, user["id"])
@@ -560,7 +419,7 @@ async def check_token(call: Call) -> Reply:
 async def revoke_token(call: Call) -> Reply:
     subject, doc, _ = await _subject_token(call)
     await store_of(call.rt).update(
-        "tokens", doc["id"], {"revoked": True, "revoked_at": _iso(time.time())}
+        "tokens", doc["id"], {"revoked": True, "revoked_at": iso(time.time())}
     )
     if call.rt.auth is not None:
         call.rt.auth.invalidate(subject)

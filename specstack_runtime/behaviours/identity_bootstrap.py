@@ -14,12 +14,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.identity import (
+from specstack_runtime.behaviours.identity import issue_service_token
+from specstack_runtime.behaviours.identity_common import (
     Doc,
     data_of,
     default_domain_id,
     hash_password,
-    issue_service_token,
     store_of,
     verify_password,
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.identity import (
+from specstack_runtime.behaviours.identity_common import (
     Doc,
     api_of,
     base_of,

@@ -27,6 +27,7 @@ class ResourceCall:
     catalog: Catalog
     policy: Enforcer
     _vars: dict[str, Any] = field(default_factory=dict)
+    revealed: dict[str, Any] = field(default_factory=dict)  # shown_once values of a create
 
     @property
     def store(self) -> Store:
@@ -74,8 +75,11 @@ class ResourceCall:
         style = self.res.res.id_style
         if style.startswith("path:"):
             return style[5:]
-        if style.startswith(("expr:", "fields:")):
-            return None
+        if style.startswith(("expr:", "fields:")) or self.call.args.get("action") in (
+            "list",
+            "create",
+        ):
+            return None  # a collection's path names parents, not a row
         item = self.call.args.get("item")  # add_item / remove_item: not the row's id
         names = [n for n in _path_params(self.path) if n != item]
         return names[-1] if names else None

@@ -55,7 +55,7 @@ def test_every_identity_operation_is_served() -> None:
         for op in item.values()
         if isinstance(op, dict) and "operationId" in op
     ]
-    assert len(ops) == 36
+    assert len(ops) == 40
     handlers = {
         h["trigger"]: h for h in json.loads(ir_json())["handlers"] if h["component"] == "keystone"
     }

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: keystone_db_0001_c5249da2d4
+Revision ID: keystone_db_0001_2614c37de3
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "keystone_db_0001_c5249da2d4"
+revision = "keystone_db_0001_2614c37de3"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -134,9 +134,25 @@ def upgrade() -> None:
     op.create_index("ix_endpoints_created_at", "endpoints", ["created_at"])
     op.create_index("ix_endpoints_service_id", "endpoints", ["service_id"])
     op.create_index("ix_endpoints_interface", "endpoints", ["interface"])
+    op.create_table(
+        "application_credentials",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("user_id", sa.String(255), nullable=True),
+        sa.Column("name", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index(
+        "ix_application_credentials_created_at", "application_credentials", ["created_at"]
+    )
+    op.create_index("ix_application_credentials_user_id", "application_credentials", ["user_id"])
+    op.create_index("ix_application_credentials_name", "application_credentials", ["name"])
 
 
 def downgrade() -> None:
+    op.drop_table("application_credentials")
     op.drop_table("endpoints")
     op.drop_table("services")
     op.drop_table("tokens")
