@@ -367,10 +367,17 @@ class ApplicationCredentialCreate(BaseModel):
     )
     name: constr(min_length=1, max_length=255)
     description: constr(max_length=255) | None = None
-    secret: SecretStr | None = None
-    roles: list[Role] | None = None
+    secret: SecretStr | None = Field(None, description="Generated when not given.")
+    roles: list[Role] | None = Field(
+        None, description="The token's roles when not given (or empty)."
+    )
     expires_at: str | None = Field(None, description="An ISO 8601 time, UTC unless it says.")
     unrestricted: bool | None = None
+    access_rules: list[dict[str, Any]] | None = Field(
+        None,
+        description="Access rules are not supported here; only none may be given.",
+        max_length=0,
+    )
 
 
 class ApplicationCredentialCreateRequest(BaseModel):
@@ -775,6 +782,9 @@ class ApplicationCredential(BaseModel):
         ..., description="Whether a token of it may manage application credentials and trusts."
     )
     secret: str | None = Field(None, description="Only in the answer to its creation.")
+    access_rules: list[dict[str, Any]] | None = Field(
+        None, description="Always empty (access rules are not supported)."
+    )
     links: ResourceLinks
 
 

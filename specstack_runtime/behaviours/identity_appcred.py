@@ -71,7 +71,7 @@ async def application_credential_roles(event: ResourceEvent) -> None:
     auth = call.require_auth()
     held = await project_roles(call.rt, doc["user_id"], doc["project_id"])
     body = call.body.get("application_credential") if isinstance(call.body, dict) else None
-    if not isinstance(body, dict) or body.get("roles") is None:
+    if not isinstance(body, dict) or not body.get("roles"):
         chosen = [r for r in held if r["name"] in auth.roles]  # the token's
     else:
         chosen = []
