@@ -271,7 +271,11 @@ def auth_vars(auth: Any) -> Mapping[str, Any]:
     """What `auth` is in an expression."""
     if auth is None:
         return {}
+    token = (getattr(auth, "body", None) or {}).get("token") or {}
     return {
+        # how the caller authenticated, and the application credential it used ({} if none)
+        "methods": list(token.get("methods") or ()),
+        "application_credential": dict(token.get("application_credential") or {}),
         "user_id": auth.user_id,
         "user_name": auth.user_name,
         "project_id": auth.project_id or "",

@@ -193,3 +193,32 @@ async def test_deleted_or_expired_credentials_stop_authenticating(tmp_path: Path
     assert await store.list("application_credentials", {"user_id": demo.user_id})
     await stack.invoke("identity", "deleteUser", auth=admin, path_params={"user_id": demo.user_id})
     assert await store.list("application_credentials", {"user_id": demo.user_id}) == []
+
+
+@arun
+async def test_a_restricted_credential_manages_no_credentials(tmp_path: Path) -> None:
+    stack, _, demo = await started(tmp_path)
+    restricted = await create(stack, demo, name="restricted")
+    free = await create(stack, demo, name="free", unrestricted=True)
+    for cred, allowed in ((restricted, False), (free, True)):
+        token, _ = await issue(stack, cred_auth(cred["secret"], id=cred["id"]))
+        ctx = await identity.token_context(stack.keystone, token)
+        path = {"user_id": demo.user_id, "application_credential_id": cred["id"]}
+        if allowed:
+            assert (await create(stack, ctx, name="child"))["name"] == "child"
+            reply = await stack.invoke(
+                "identity", "deleteApplicationCredential", auth=ctx, path_params=path
+            )
+            assert reply.status == 204
+            continue
+        with pytest.raises(Forbidden, match="not allowed for managing additional"):
+            await create(stack, ctx, name="child")
+        with pytest.raises(Forbidden, match="not allowed for managing additional"):
+            await stack.invoke(
+                "identity", "deleteApplicationCredential", auth=ctx, path_params=path
+            )
+        # reading them is allowed
+        shown = await stack.invoke(
+            "identity", "showApplicationCredential", auth=ctx, path_params=path
+        )
+        assert shown.body["application_credential"]["unrestricted"] is False
