@@ -17,7 +17,8 @@ field names, in its `shared` expression).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order; `hexdigest("sha224", s)` a hash;
-`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID. `rules` maps each policy
+`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID;
+`random_secret(n)` n random bytes, URL-safe base64 (a generated secret). `rules` maps each policy
 rule of spec/policy.yaml to whether it allows the caller (`rules.admin_or_service`). `data` holds the resource's
 constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import time
 import uuid
 from collections.abc import Mapping
@@ -120,6 +122,10 @@ def _uuid4() -> str:
     return str(uuid.uuid4())
 
 
+def _random_secret(nbytes: int) -> str:
+    return secrets.token_urlsafe(max(16, min(int(nbytes), 256)))
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -140,6 +146,14 @@ def _env() -> Any:
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
         cel.FunctionDecl("uuid4", [cel.Overload("uuid4_", cel.Type.STRING, [], impl=_uuid4)]),
+        cel.FunctionDecl(
+            "random_secret",
+            [
+                cel.Overload(
+                    "random_secret_int", cel.Type.STRING, [cel.Type.INT], impl=_random_secret
+                )
+            ],
+        ),
         cel.FunctionDecl(
             "flatten",
             [
@@ -278,7 +292,11 @@ def auth_vars(auth: Any) -> Mapping[str, Any]:
     """What `auth` is in an expression."""
     if auth is None:
         return {}
+    token = (getattr(auth, "body", None) or {}).get("token") or {}
     return {
+        # how the caller authenticated, and the application credential it used ({} if none)
+        "methods": list(token.get("methods") or ()),
+        "application_credential": dict(token.get("application_credential") or {}),
         "user_id": auth.user_id,
         "user_name": auth.user_name,
         "project_id": auth.project_id or "",

@@ -157,6 +157,7 @@ class ResourceField(Node):
     visible: str | None = None  # a policy rule
     hash: str | None = None
     store_as: str | None = None
+    shown_once: bool = False  # a hashed value: in the create answer, then only its hash kept
     merge: bool = False
     alias: str | None = None  # a request attribute of this name is taken as that field's
     in_schema: bool = True

@@ -55,6 +55,8 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.flowsteps",
     "specstack_runtime.resources.serve",
     "specstack_runtime.behaviours.identity",
+    "specstack_runtime.behaviours.identity_views",
+    "specstack_runtime.behaviours.identity_bootstrap",
     "specstack_runtime.behaviours.nova_api",
     "specstack_runtime.behaviours.nova_delete",
     "specstack_runtime.behaviours.nova_attach",

@@ -458,6 +458,98 @@ class IdentityClient(BoundClient):
         )
         return ApiResponse(response, None, 204)
 
+    async def list_application_credentials(
+        self,
+        user_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ApplicationCredentialList]:
+        """GET /v3/users/{user_id}/application_credentials: List a user's application credentials"""
+        response = await self._call(
+            "listApplicationCredentials",
+            {
+                "user_id": user_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ApplicationCredentialList, 200)
+
+    async def create_application_credential(
+        self,
+        user_id: str,
+        *,
+        body: models.ApplicationCredentialCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ApplicationCredentialResponse]:
+        """POST /v3/users/{user_id}/application_credentials: Create an application credential"""
+        response = await self._call(
+            "createApplicationCredential",
+            {
+                "user_id": user_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ApplicationCredentialResponse, 201)
+
+    async def show_application_credential(
+        self,
+        user_id: str,
+        application_credential_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ApplicationCredentialResponse]:
+        """GET /v3/users/{user_id}/application_credentials/{application_credential_id}: Show an application credential"""
+        response = await self._call(
+            "showApplicationCredential",
+            {
+                "user_id": user_id,
+                "application_credential_id": application_credential_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ApplicationCredentialResponse, 200)
+
+    async def delete_application_credential(
+        self,
+        user_id: str,
+        application_credential_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v3/users/{user_id}/application_credentials/{application_credential_id}: Delete an application credential"""
+        response = await self._call(
+            "deleteApplicationCredential",
+            {
+                "user_id": user_id,
+                "application_credential_id": application_credential_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
     async def list_user_projects(
         self,
         user_id: str,

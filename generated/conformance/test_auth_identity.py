@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Identity API (keystone): each operation's token and policy (x-specstack-policy).
 
-33 operations need a token: without one, with a bogus one, an expired one
+37 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 21 need a role the demo user lacks (403);
 1 refuse a path naming another project (403).
 """
@@ -34,6 +34,10 @@ PROTECTED = (
     "createUser",
     "showUser",
     "deleteUser",
+    "listApplicationCredentials",
+    "createApplicationCredential",
+    "showApplicationCredential",
+    "deleteApplicationCredential",
     "listUserProjects",
     "listRoles",
     "createRole",

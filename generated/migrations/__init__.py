@@ -17,6 +17,9 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "roles",
             "role_assignments",
             "tokens",
+            "services",
+            "endpoints",
+            "application_credentials",
         ),
     ),
     "nova-db": (

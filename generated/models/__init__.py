@@ -5,7 +5,7 @@
 Modules:
 - `block_storage`: Block Storage API (cinder) (53 models)
 - `compute`: Compute API (nova) (81 models)
-- `identity`: Identity API (keystone) (71 models)
+- `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (46 models)
 - `object_store`: Object Storage API (swift) (6 models)

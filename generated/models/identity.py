@@ -92,17 +92,6 @@ class TokenCredentials(BaseModel):
     id: SecretStr = Field(..., description="The existing token.")
 
 
-class AuthIdentity(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    methods: list[str] = Field(
-        ..., description='Authentication methods used, for example ["password"].'
-    )
-    password: PasswordCredentials | None = None
-    token: TokenCredentials | None = None
-
-
 class ProjectScope(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -134,24 +123,6 @@ class AuthScope(BaseModel):
     domain: DomainRef | None = None
     system: SystemScope | None = None
     OS_TRUST_trust: TrustScope | None = Field(None, alias="OS-TRUST:trust")
-
-
-class Auth(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    identity: AuthIdentity
-    scope: AuthScope | Literal["unscoped"] | None = Field(
-        None,
-        description='The requested scope. Leave it out (or give the string "unscoped") for an unscoped token.',
-    )
-
-
-class AuthRequest(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    auth: Auth
 
 
 class DomainInfo(BaseModel):
@@ -215,30 +186,6 @@ class CatalogEntry(BaseModel):
     )
     name: str
     endpoints: list[CatalogEndpoint]
-
-
-class Token(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    methods: list[str]
-    user: TokenUser
-    audit_ids: list[str]
-    expires_at: AwareDatetime
-    issued_at: AwareDatetime
-    project: TokenProject | None = None
-    domain: DomainInfo | None = None
-    system: SystemScope | None = None
-    is_domain: bool | None = Field(None, description="Whether the scoped project acts as a domain.")
-    roles: list[RoleRef] | None = None
-    catalog: list[CatalogEntry] | None = None
-
-
-class TokenResponse(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    token: Token
 
 
 class CollectionLinks(BaseModel):
@@ -397,7 +344,80 @@ class UserList(BaseModel):
     truncated: bool | None = None
 
 
+class ApplicationCredentialRole(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    name: str | None = None
+    domain_id: str | None = None
+
+
 class Role(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    name: str | None = None
+
+
+class ApplicationCredentialCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(min_length=1, max_length=255)
+    description: constr(max_length=255) | None = None
+    secret: SecretStr | None = Field(None, description="Generated when not given.")
+    roles: list[Role] | None = Field(
+        None, description="The token's roles when not given (or empty)."
+    )
+    expires_at: str | None = Field(None, description="An ISO 8601 time, UTC unless it says.")
+    unrestricted: bool | None = None
+    access_rules: list[dict[str, Any]] | None = Field(
+        None,
+        description="Access rules are not supported here; only none may be given.",
+        max_length=0,
+    )
+
+
+class ApplicationCredentialCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    application_credential: ApplicationCredentialCreate
+
+
+class User1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    name: str | None = None
+    domain: DomainRef | None = None
+
+
+class ApplicationCredentialAuth(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    name: str | None = None
+    secret: SecretStr
+    user: User1 | None = Field(
+        None, description="The credential's user (with a name), by id or by name and domain."
+    )
+
+
+class TokenApplicationCredential(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    name: str
+    restricted: bool
+
+
+class Role1(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -430,14 +450,14 @@ class RoleResponse(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    role: Role
+    role: Role1
 
 
 class RoleList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    roles: list[Role]
+    roles: list[Role1]
     links: CollectionLinks
     truncated: bool | None = None
 
@@ -684,3 +704,100 @@ class Error(BaseModel):
         populate_by_name=True,
     )
     error: ErrorDetail
+
+
+class AuthIdentity(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    methods: list[str] = Field(
+        ..., description='Authentication methods used, for example ["password"].'
+    )
+    password: PasswordCredentials | None = None
+    token: TokenCredentials | None = None
+    application_credential: ApplicationCredentialAuth | None = None
+
+
+class Auth(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    identity: AuthIdentity
+    scope: AuthScope | Literal["unscoped"] | None = Field(
+        None,
+        description='The requested scope. Leave it out (or give the string "unscoped") for an unscoped token.',
+    )
+
+
+class AuthRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    auth: Auth
+
+
+class Token(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    methods: list[str]
+    user: TokenUser
+    audit_ids: list[str]
+    expires_at: AwareDatetime
+    issued_at: AwareDatetime
+    project: TokenProject | None = None
+    domain: DomainInfo | None = None
+    system: SystemScope | None = None
+    is_domain: bool | None = Field(None, description="Whether the scoped project acts as a domain.")
+    roles: list[RoleRef] | None = None
+    catalog: list[CatalogEntry] | None = None
+    application_credential: TokenApplicationCredential | None = Field(
+        None, description="The application credential it was issued with, if any."
+    )
+
+
+class TokenResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    token: Token
+
+
+class ApplicationCredential(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    name: constr(min_length=1, max_length=255)
+    description: constr(max_length=255) | None = None
+    user_id: str
+    project_id: str
+    roles: list[ApplicationCredentialRole] = Field(
+        ..., description="The roles it carries, a subset of the user's on the project."
+    )
+    expires_at: str | None = Field(
+        ..., description="When it stops authenticating (naive UTC timestamp); null if never."
+    )
+    unrestricted: bool = Field(
+        ..., description="Whether a token of it may manage application credentials and trusts."
+    )
+    secret: str | None = Field(None, description="Only in the answer to its creation.")
+    access_rules: list[dict[str, Any]] | None = Field(
+        None, description="Always empty (access rules are not supported)."
+    )
+    links: ResourceLinks
+
+
+class ApplicationCredentialResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    application_credential: ApplicationCredential
+
+
+class ApplicationCredentialList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    application_credentials: list[ApplicationCredential]
+    links: CollectionLinks

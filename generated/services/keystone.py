@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Keystone (api, project keystone): generated from the spec.
 
-Serves the Identity API (keystone) (36 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Identity API (keystone) (40 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -124,6 +124,26 @@ async def delete_user(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def list_application_credentials(flow: Flow) -> None:
+    """operation listApplicationCredentials: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_application_credential(flow: Flow) -> None:
+    """operation createApplicationCredential: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_application_credential(flow: Flow) -> None:
+    """operation showApplicationCredential: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_application_credential(flow: Flow) -> None:
+    """operation deleteApplicationCredential: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
 async def list_user_projects(flow: Flow) -> None:
     """operation listUserProjects: behaviour resource.query."""
     await flow.trigger(None)
@@ -155,32 +175,32 @@ async def list_role_assignments(flow: Flow) -> None:
 
 
 async def list_services(flow: Flow) -> None:
-    """operation listServices: behaviour identity.list_services."""
+    """operation listServices: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_service(flow: Flow) -> None:
-    """operation createService: behaviour identity.create_service."""
+    """operation createService: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_service(flow: Flow) -> None:
-    """operation showService: behaviour identity.show_service."""
+    """operation showService: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def list_endpoints(flow: Flow) -> None:
-    """operation listEndpoints: behaviour identity.list_endpoints."""
+    """operation listEndpoints: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def create_endpoint(flow: Flow) -> None:
-    """operation createEndpoint: behaviour identity.create_endpoint."""
+    """operation createEndpoint: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def show_endpoint(flow: Flow) -> None:
-    """operation showEndpoint: behaviour identity.show_endpoint."""
+    """operation showEndpoint: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -210,6 +230,10 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "updated": "2020-04-07T00:00:00Z",
+            "media_type": "application/vnd.openstack.identity-v3+json",
+        },
     ),
     "getIdentityV3": HandlerSpec(
         component=COMPONENT,
@@ -221,6 +245,10 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "updated": "2020-04-07T00:00:00Z",
+            "media_type": "application/vnd.openstack.identity-v3+json",
+        },
     ),
     "validateToken": HandlerSpec(
         component=COMPONENT,
@@ -448,6 +476,54 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "user", "action": "delete"},
     ),
+    "listApplicationCredentials": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listApplicationCredentials",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_application_credentials,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "list"},
+    ),
+    "createApplicationCredential": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createApplicationCredential",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_application_credential,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "create"},
+    ),
+    "showApplicationCredential": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showApplicationCredential",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_application_credential,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "show"},
+    ),
+    "deleteApplicationCredential": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteApplicationCredential",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_application_credential,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "application_credential", "action": "delete"},
+    ),
     "listUserProjects": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -523,67 +599,73 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listServices",
-        behaviour="identity.list_services",
+        behaviour="resource.serve",
         on_error=None,
         run=list_services,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "service", "action": "list"},
     ),
     "createService": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createService",
-        behaviour="identity.create_service",
+        behaviour="resource.serve",
         on_error=None,
         run=create_service,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "service", "action": "create"},
     ),
     "showService": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showService",
-        behaviour="identity.show_service",
+        behaviour="resource.serve",
         on_error=None,
         run=show_service,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "service", "action": "show"},
     ),
     "listEndpoints": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listEndpoints",
-        behaviour="identity.list_endpoints",
+        behaviour="resource.serve",
         on_error=None,
         run=list_endpoints,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "endpoint", "action": "list"},
     ),
     "createEndpoint": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="createEndpoint",
-        behaviour="identity.create_endpoint",
+        behaviour="resource.serve",
         on_error=None,
         run=create_endpoint,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "endpoint", "action": "create"},
     ),
     "showEndpoint": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="showEndpoint",
-        behaviour="identity.show_endpoint",
+        behaviour="resource.serve",
         on_error=None,
         run=show_endpoint,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "endpoint", "action": "show"},
     ),
     "listDomains": HandlerSpec(
         component=COMPONENT,
@@ -851,6 +933,50 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v3/users/{user_id}/application_credentials",
+        "listApplicationCredentials",
+        HANDLERS["listApplicationCredentials"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_self",
+    ),
+    Route(
+        "POST",
+        "/v3/users/{user_id}/application_credentials",
+        "createApplicationCredential",
+        HANDLERS["createApplicationCredential"],
+        request_model=models.ApplicationCredentialCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:self",
+    ),
+    Route(
+        "GET",
+        "/v3/users/{user_id}/application_credentials/{application_credential_id}",
+        "showApplicationCredential",
+        HANDLERS["showApplicationCredential"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_self",
+    ),
+    Route(
+        "DELETE",
+        "/v3/users/{user_id}/application_credentials/{application_credential_id}",
+        "deleteApplicationCredential",
+        HANDLERS["deleteApplicationCredential"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_self",
     ),
     Route(
         "GET",

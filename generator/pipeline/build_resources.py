@@ -259,6 +259,7 @@ def _field(
         visible=extra.get("visible"),
         hash=extra.get("hash"),
         store_as=extra.get("store_as"),
+        shown_once=bool(extra.get("shown_once", False)),
         merge=bool(extra.get("merge", False)),
         alias=extra.get("alias"),
         in_schema=bool(prop),

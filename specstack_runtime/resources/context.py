@@ -30,6 +30,7 @@ class ResourceCall:
     #: the rows the request's references name (field -> row), as the write's checks found
     #: them: `refs` in `refuse` rules (cinder: a clone's source volume)
     refs: dict[str, Doc] = field(default_factory=dict)
+    revealed: dict[str, Any] = field(default_factory=dict)  # shown_once values of a create
 
     @property
     def store(self) -> Store:
@@ -77,8 +78,11 @@ class ResourceCall:
         style = self.res.res.id_style
         if style.startswith("path:"):
             return style[5:]
-        if style.startswith(("expr:", "fields:")):
-            return None
+        if style.startswith(("expr:", "fields:")) or self.call.args.get("action") in (
+            "list",
+            "create",
+        ):
+            return None  # a collection's path names parents, not a row
         item = self.call.args.get("item")  # add_item / remove_item: not the row's id
         names = [n for n in _path_params(self.path) if n != item]
         return names[-1] if names else None

@@ -70,7 +70,10 @@ async def create(
     if rc.res.res.location:
         where = compile_expr(rc.res.res.location).evaluate(**rc.variables(doc=created))
         headers["Location"] = str(where)
-    return Reply(status, None if status == 204 else views.one(rc, created), headers)
+    body = None if status == 204 else views.one(rc, created)
+    if body is not None and rc.revealed:  # shown_once values: this answer only
+        (body.get(rc.res.res.envelope_one) if rc.res.res.envelope_one else body).update(rc.revealed)
+    return Reply(status, body, headers)
 
 
 async def _store_new(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:

@@ -345,6 +345,8 @@ async def _hash(rc: ResourceCall, doc: Doc) -> None:
     for f in rc.res.res.fields:
         if f.hash and f.name in doc:
             secret = doc.pop(f.name)
+            if f.shown_once and secret is not None:
+                rc.revealed[f.name] = secret
             target = f.store_as or f"{f.name}_hash"
             doc[target] = None if secret is None else await hash_secret(rc, str(secret))
 

@@ -23,7 +23,7 @@ from generator.pipeline.build_ir import build_ir
 from generator.pipeline.load import load_spec, to_plain
 from specstack_runtime import registry
 from specstack_runtime.auth import TokenValidator
-from specstack_runtime.behaviours import identity, image, objects  # noqa: F401  (registers them)
+from specstack_runtime.behaviours import identity, identity_bootstrap, image, objects  # noqa: F401
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.errors import ApiError, Unauthorized
@@ -273,7 +273,7 @@ class Stack:
         return self.runtimes["object-store"]
 
     async def start(self) -> Stack:
-        await identity.bootstrap(self.keystone)
+        await identity_bootstrap.bootstrap(self.keystone)
         return self
 
     async def login(

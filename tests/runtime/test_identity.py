@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from specstack_runtime import registry
-from specstack_runtime.behaviours import identity
+from specstack_runtime.behaviours import identity, identity_bootstrap
 from specstack_runtime.context import AuthContext
 from specstack_runtime.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from specstack_runtime.stackinfo import StackInfo
@@ -55,7 +55,7 @@ def test_every_identity_operation_is_served() -> None:
         for op in item.values()
         if isinstance(op, dict) and "operationId" in op
     ]
-    assert len(ops) == 36
+    assert len(ops) == 40
     handlers = {
         h["trigger"]: h for h in json.loads(ir_json())["handlers"] if h["component"] == "keystone"
     }
@@ -428,7 +428,7 @@ async def _snapshot(stack: Stack) -> dict[str, list[str]]:
 async def test_bootstrap_is_idempotent_and_spec_driven(tmp_path: Path) -> None:
     stack = await Stack(tmp_path).start()
     first = await _snapshot(stack)
-    await identity.bootstrap(stack.keystone)
+    await identity_bootstrap.bootstrap(stack.keystone)
     assert await _snapshot(stack) == first
     store = stack.keystone.require_store()
     users = {u["name"] for u in await store.list("users")}
@@ -470,7 +470,7 @@ async def test_bootstrap_follows_the_spec_and_the_configured_passwords(tmp_path:
     ctx = await stack.login("heat", "x", "service")
     assert ctx.user_name == "heat"
     stack.config.admin_password = "changed"
-    await identity.bootstrap(stack.keystone)
+    await identity_bootstrap.bootstrap(stack.keystone)
     with pytest.raises(Unauthorized):
         await stack.login("admin", "admin")
     assert (await stack.login("admin", "changed")).is_admin

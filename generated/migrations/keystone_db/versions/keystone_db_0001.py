@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: keystone_db_0001_9d9358c36a
+Revision ID: keystone_db_0001_2614c37de3
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "keystone_db_0001_9d9358c36a"
+revision = "keystone_db_0001_2614c37de3"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -110,9 +110,51 @@ def upgrade() -> None:
     )
     op.create_index("ix_tokens_created_at", "tokens", ["created_at"])
     op.create_index("ix_tokens_user_id", "tokens", ["user_id"])
+    op.create_table(
+        "services",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("type", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_services_created_at", "services", ["created_at"])
+    op.create_index("ix_services_type", "services", ["type"])
+    op.create_table(
+        "endpoints",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("service_id", sa.String(255), nullable=True),
+        sa.Column("interface", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_endpoints_created_at", "endpoints", ["created_at"])
+    op.create_index("ix_endpoints_service_id", "endpoints", ["service_id"])
+    op.create_index("ix_endpoints_interface", "endpoints", ["interface"])
+    op.create_table(
+        "application_credentials",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("user_id", sa.String(255), nullable=True),
+        sa.Column("name", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index(
+        "ix_application_credentials_created_at", "application_credentials", ["created_at"]
+    )
+    op.create_index("ix_application_credentials_user_id", "application_credentials", ["user_id"])
+    op.create_index("ix_application_credentials_name", "application_credentials", ["name"])
 
 
 def downgrade() -> None:
+    op.drop_table("application_credentials")
+    op.drop_table("endpoints")
+    op.drop_table("services")
     op.drop_table("tokens")
     op.drop_table("role_assignments")
     op.drop_table("roles")

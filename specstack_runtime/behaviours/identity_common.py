@@ -1,0 +1,193 @@
+"""What the identity behaviours share: reading the spec's identity data, client input,
+passwords (bcrypt, in a worker thread so the event loop never waits on them) and the
+lookups of users, domains and the roles a user holds on a project (implied ones
+included, as the spec's `role` data says)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import bcrypt
+
+from specstack_runtime.context import Call
+from specstack_runtime.errors import BadRequest
+from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store
+
+Doc = dict[str, Any]
+
+VERIFIED_CACHE_MAX = 1024
+
+
+# -- small helpers -------------------------------------------------------------------
+
+
+def store_of(rt: ServiceRuntime) -> Store:
+    return rt.require_store()
+
+
+def api_of(rt: ServiceRuntime) -> str:
+    comp = rt.info.components.get(rt.component) or {}
+    return str(comp.get("api") or rt.info.api_of_type("identity"))
+
+
+def base_of(rt: ServiceRuntime) -> str:
+    return rt.info.endpoint(api_of(rt), rt.config)
+
+
+def data_of(rt: ServiceRuntime, resource: str) -> dict[str, Any]:
+    """The constant tables the spec gives a resource (`data:` in spec/resources)."""
+    return rt.info.resources.resource(resource).res.data
+
+
+def default_domain_id(rt: ServiceRuntime) -> str:
+    return str(data_of(rt, "domain")["bootstrap"]["id"])
+
+
+def iso(ts: float) -> str:
+    """Keystone's timestamp format, with microseconds: 2015-08-27T09:49:58.000000Z."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = False) -> str:
+    """A string from client input that the database can hold, or BadRequest naming `what`."""
+    if not isinstance(value, str):
+        raise BadRequest(f"Invalid input for field '{what}': expected a string.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"Invalid input for field '{what}': not valid UTF-8.") from None
+    if not empty and not value.strip():
+        raise BadRequest(f"Invalid input for field '{what}': must not be empty.")
+    if max_length is not None and len(value) > max_length:
+        raise BadRequest(f"Invalid input for field '{what}': longer than {max_length} characters.")
+    return value
+
+
+def q_bool(call: Call, name: str) -> bool | None:
+    raw = call.q(name)
+    if raw is None:
+        return None
+    low = raw.strip().lower()
+    if low in ("true", "1", "yes", "on"):
+        return True
+    if low in ("false", "0", "no", "off"):
+        return False
+    raise BadRequest(f"Invalid value {raw!r} for query parameter {name}: expected true or false.")
+
+
+def q_text(call: Call, name: str) -> str | None:
+    raw = call.q(name)
+    return None if raw is None else text(raw, name, empty=True)
+
+
+def collection(rt: ServiceRuntime, key: str, items: list[Doc], path: str) -> Doc:
+    return {key: items, "links": {"self": base_of(rt) + path, "previous": None, "next": None}}
+
+
+# -- passwords -----------------------------------------------------------------------
+
+
+def _password_bytes(password: str) -> bytes:
+    # bcrypt reads at most 72 bytes; keystone (passlib) truncates the same way.
+    return password.encode("utf-8", "surrogatepass")[:72]
+
+
+async def hash_password(rt: ServiceRuntime, password: str) -> str:
+    rounds = max(4, min(31, int(rt.config.bcrypt_rounds)))
+    hashed = await asyncio.to_thread(
+        bcrypt.hashpw, _password_bytes(password), bcrypt.gensalt(rounds)
+    )
+    return hashed.decode("ascii")
+
+
+async def verify_password(rt: ServiceRuntime, password: str, hashed: str | None) -> bool:
+    """True if `password` matches the bcrypt `hashed`; recent successes are remembered.
+
+    The memory holds SHA-256 digests of (hash, password), never a password, and
+    is keyed by the stored hash, so a password change forgets it.
+    """
+    if not hashed or not isinstance(password, str):
+        return False
+    key = hashlib.sha256(
+        hashed.encode("ascii", "replace") + b"\0" + password.encode("utf-8", "surrogatepass")
+    ).digest()
+    seen: OrderedDict[bytes, bool] = rt.local.setdefault("identity.verified", OrderedDict())
+    if key in seen:
+        seen.move_to_end(key)
+        return True
+    try:
+        ok = await asyncio.to_thread(
+            bcrypt.checkpw, _password_bytes(password), hashed.encode("ascii")
+        )
+    except (ValueError, UnicodeEncodeError):
+        return False
+    if ok:
+        seen[key] = True
+        while len(seen) > VERIFIED_CACHE_MAX:
+            seen.popitem(last=False)
+    return bool(ok)
+
+
+# -- lookups -------------------------------------------------------------------------
+
+
+async def domain_by_ref(store: Store, ref: Any) -> Doc | None:
+    """A domain named by {"id"} or {"name"}; None if there is none."""
+    if not isinstance(ref, dict):
+        raise BadRequest("Invalid input for field 'domain': expected an object with id or name.")
+    if ref.get("id") is not None:
+        return await store.get("domains", text(ref["id"], "domain.id"))
+    if ref.get("name") is not None:
+        found = await store.list("domains", {"name": text(ref["name"], "domain.name")})
+        return found[0] if found else None
+    raise BadRequest("Expecting to find id or name in domain.")
+
+
+async def roles_by_id(store: Store) -> dict[str, Doc]:
+    return {r["id"]: r for r in await store.list("roles")}
+
+
+def expand_implied(rt: ServiceRuntime, direct: list[Doc], roles: Mapping[str, Doc]) -> list[Doc]:
+    """The roles held directly plus the ones they imply (the spec's `role` data says which),
+    each once, direct ones first."""
+    implies: dict[str, list[str]] = data_of(rt, "role")["implies"]
+    by_name = {r["name"]: r for r in roles.values() if r.get("domain_id") is None}
+    out: dict[str, Doc] = {}
+    queue = list(direct)
+    while queue:
+        role = queue.pop(0)
+        if role["id"] in out:
+            continue
+        out[role["id"]] = role
+        for implied in implies.get(role["name"], ()):
+            if implied in by_name and by_name[implied]["id"] not in out:
+                queue.append(by_name[implied])
+    return list(out.values())
+
+
+async def project_roles(rt: ServiceRuntime, user_id: str, project_id: str) -> list[Doc]:
+    store = store_of(rt)
+    assignments = await store.list(
+        "role_assignments", {"user_id": user_id, "project_id": project_id}
+    )
+    if not assignments:
+        return []
+    roles = await roles_by_id(store)
+    direct = [roles[a["role_id"]] for a in assignments if a["role_id"] in roles]
+    return expand_implied(rt, direct, roles)
+
+
+async def active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None:
+    """(user, its domain) if the user exists and both are enabled."""
+    if user is None or not user.get("enabled", True):
+        return None
+    domain = await store.get("domains", user["domain_id"])
+    if domain is None or not domain.get("enabled", True):
+        return None
+    return user, domain
