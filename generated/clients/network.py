@@ -386,3 +386,189 @@ class NetworkClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, None, 204)
+
+    async def list_security_groups(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupList]:
+        """GET /v2.0/security-groups: List security groups"""
+        response = await self._call(
+            "listSecurityGroups",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupList, 200)
+
+    async def create_security_group(
+        self,
+        *,
+        body: models.SecurityGroupCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupResponse]:
+        """POST /v2.0/security-groups: Create a security group"""
+        response = await self._call(
+            "createSecurityGroup",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupResponse, 201)
+
+    async def show_security_group(
+        self,
+        security_group_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupShowResponse]:
+        """GET /v2.0/security-groups/{security_group_id}: Show a security group"""
+        response = await self._call(
+            "showSecurityGroup",
+            {
+                "security_group_id": security_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupShowResponse, 200)
+
+    async def update_security_group(
+        self,
+        security_group_id: str,
+        *,
+        body: models.SecurityGroupUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupResponse]:
+        """PUT /v2.0/security-groups/{security_group_id}: Update a security group"""
+        response = await self._call(
+            "updateSecurityGroup",
+            {
+                "security_group_id": security_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupResponse, 200)
+
+    async def delete_security_group(
+        self,
+        security_group_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/security-groups/{security_group_id}: Delete a security group"""
+        response = await self._call(
+            "deleteSecurityGroup",
+            {
+                "security_group_id": security_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def list_security_group_rules(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupRuleList]:
+        """GET /v2.0/security-group-rules: List security group rules"""
+        response = await self._call(
+            "listSecurityGroupRules",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupRuleList, 200)
+
+    async def create_security_group_rule(
+        self,
+        *,
+        body: models.SecurityGroupRuleCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupRuleResponse]:
+        """POST /v2.0/security-group-rules: Create a security group rule"""
+        response = await self._call(
+            "createSecurityGroupRule",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupRuleResponse, 201)
+
+    async def show_security_group_rule(
+        self,
+        security_group_rule_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupRuleShowResponse]:
+        """GET /v2.0/security-group-rules/{security_group_rule_id}: Show a security group rule"""
+        response = await self._call(
+            "showSecurityGroupRule",
+            {
+                "security_group_rule_id": security_group_rule_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupRuleShowResponse, 200)
+
+    async def delete_security_group_rule(
+        self,
+        security_group_rule_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/security-group-rules/{security_group_rule_id}: Delete a security group rule"""
+        response = await self._call(
+            "deleteSecurityGroupRule",
+            {
+                "security_group_rule_id": security_group_rule_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)

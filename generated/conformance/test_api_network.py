@@ -52,3 +52,13 @@ def test_network_list_subnets_direct(target: Target) -> None:
 def test_network_list_ports_direct(target: Target) -> None:
     """GET /v2.0/ports called directly."""
     provoke.call_and_check(target, "network", "listPorts")
+
+
+def test_network_list_security_groups_direct(target: Target) -> None:
+    """GET /v2.0/security-groups called directly."""
+    provoke.call_and_check(target, "network", "listSecurityGroups")
+
+
+def test_network_list_security_group_rules_direct(target: Target) -> None:
+    """GET /v2.0/security-group-rules called directly."""
+    provoke.call_and_check(target, "network", "listSecurityGroupRules")

@@ -37,6 +37,8 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "subnets",
             "ports",
             "ipallocations",
+            "securitygroups",
+            "securitygrouprules",
         ),
     ),
     "cinder-db": (

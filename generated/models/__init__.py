@@ -7,7 +7,7 @@ Modules:
 - `compute`: Compute API (nova) (81 models)
 - `identity`: Identity API (keystone) (71 models)
 - `image`: Image API (glance) (13 models)
-- `network`: Networking API (neutron) (46 models)
+- `network`: Networking API (neutron) (62 models)
 - `object_store`: Object Storage API (swift) (6 models)
 - `messages`: queue message payloads and replies (26 messages)
 - `drivers`: types of the ComputeDriver interface

@@ -580,6 +580,186 @@ class PortList(BaseModel):
     ports_links: list[Link] | None = None
 
 
+class SecurityGroupRuleAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    security_group_id: UUID | None = None
+    direction: Literal["ingress", "egress"] | None = None
+    ethertype: Literal["IPv4", "IPv6"] | None = None
+    protocol: str | None = Field(
+        None, description="A name (tcp, udp, icmp...) or a number 0-255; null for any."
+    )
+    port_range_min: int | None = Field(None, description="Lowest port (ICMP: the type).")
+    port_range_max: int | None = Field(None, description="Highest port (ICMP: the code).")
+    remote_ip_prefix: str | None = Field(None, description="The remote CIDR the rule matches.")
+    remote_group_id: str | None = Field(
+        None, description="The remote group whose ports the rule matches."
+    )
+    remote_address_group_id: str | None = None
+    description: str | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    revision_number: int | None = None
+    created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
+    updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class SecurityGroupRule(SecurityGroupRuleAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    security_group_id: UUID
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"]
+    protocol: str | None = Field(
+        ..., description="A name (tcp, udp, icmp...) or a number 0-255; null for any."
+    )
+    port_range_min: int | None = Field(..., description="Lowest port (ICMP: the type).")
+    port_range_max: int | None = Field(..., description="Highest port (ICMP: the code).")
+    remote_ip_prefix: str | None = Field(..., description="The remote CIDR the rule matches.")
+    remote_group_id: str | None = Field(
+        ..., description="The remote group whose ports the rule matches."
+    )
+    tenant_id: str
+    project_id: str
+
+
+class SecurityGroupRuleCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_id: str
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"] | None = None
+    protocol: str | int | None = None
+    port_range_min: int | str | None = None
+    port_range_max: int | str | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+    remote_address_group_id: str | None = None
+    description: constr(max_length=255) | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+
+
+class SecurityGroupRuleCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rule: SecurityGroupRuleCreate
+
+
+class SecurityGroupRuleResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rule: SecurityGroupRule
+
+
+class SecurityGroupRuleShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rule: SecurityGroupRuleAttributes
+
+
+class SecurityGroupRuleList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rules: list[SecurityGroupRuleAttributes]
+    security_group_rules_links: list[Link] | None = None
+
+
+class SecurityGroupAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    name: str | None = None
+    description: str | None = None
+    security_group_rules: list[SecurityGroupRuleAttributes] | None = None
+    stateful: bool | None = None
+    shared: bool | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    tags: list[str] | None = None
+    revision_number: int | None = None
+    created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
+    updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class SecurityGroup(SecurityGroupAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str
+    description: str
+    security_group_rules: list[SecurityGroupRuleAttributes]
+    tenant_id: str
+    project_id: str
+
+
+class SecurityGroupCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255)
+    description: constr(max_length=255) | None = None
+    stateful: bool | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+
+
+class SecurityGroupCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroupCreate
+
+
+class SecurityGroupUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    stateful: bool | None = None
+
+
+class SecurityGroupUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroupUpdate
+
+
+class SecurityGroupResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroup
+
+
+class SecurityGroupShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroupAttributes
+
+
+class SecurityGroupList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_groups: list[SecurityGroupAttributes]
+    security_groups_links: list[Link] | None = None
+
+
 class NeutronErrorDetail(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from specstack_runtime.behaviours import ipam, netcheck
+from specstack_runtime.behaviours import ipam, netcheck, secgroups
 from specstack_runtime.bus import BusError
 from specstack_runtime.errors import BadRequest, Conflict
 from specstack_runtime.messaging import InvalidMessage, send
@@ -226,13 +226,24 @@ def _check_ips(event: ResourceEvent, wanted: list[Doc]) -> None:
                 ) from None
 
 
+def _wants_default_group(event: ResourceEvent) -> bool:
+    """A new port names no group: with port security, it is in its project's default group
+    (neutron's own ports, network:*, are in none)."""
+    doc = event.doc
+    return (
+        bool(doc.get("port_security_enabled"))
+        and "security_groups" not in writes.attributes(event.engine)
+        and not str(doc.get("device_owner") or "").startswith("network:")
+    )
+
+
 @behaviour("network.port_addresses")
 async def port_addresses(event: ResourceEvent) -> None:
     """A port's MAC address (a given one normalised and free on the network, or a random
     free one), its addresses (each fixed_ips request resolved to a subnet and allocated;
     without fixed_ips, one address of the network's first IPv4 subnet; on an update,
-    addresses the port holds stay), its port security (the network's by default) and
-    its binding state."""
+    addresses the port holds stay), its port security (the network's by default), its
+    project's default security group when it names none, and its binding state."""
     doc, old = event.doc, event.old
     engine = event.engine
     store = engine.store
@@ -249,6 +260,8 @@ async def port_addresses(event: ResourceEvent) -> None:
     network = await store.get("networks", network_id) or {"id": network_id}
     if old is None and "port_security_enabled" not in doc:
         doc["port_security_enabled"] = bool(network.get("port_security_enabled", True))
+    if old is None and _wants_default_group(event):
+        doc["security_groups"] = [await secgroups.ensure_default(engine, str(doc["project_id"]))]
     if old is None or "fixed_ips" in doc:
         wanted = doc.get("fixed_ips") if old is None else doc["fixed_ips"]
         _check_ips(event, wanted or [])
