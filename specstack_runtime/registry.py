@@ -56,6 +56,7 @@ LIBRARY_MODULES = (
     "specstack_runtime.resources.serve",
     "specstack_runtime.behaviours.identity",
     "specstack_runtime.behaviours.compute",
+    "specstack_runtime.behaviours.compute_secgroups",
     "specstack_runtime.behaviours.image",
     "specstack_runtime.behaviours.objects",
     "specstack_runtime.behaviours.network",

@@ -337,6 +337,28 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.InterfaceAttachmentList, 200)
 
+    async def list_server_security_groups(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerSecurityGroupList]:
+        """GET /v2.1/servers/{server_id}/os-security-groups: List the security groups of a server"""
+        response = await self._call(
+            "listServerSecurityGroups",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerSecurityGroupList, 200)
+
     async def list_flavors(
         self,
         *,

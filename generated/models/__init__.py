@@ -4,7 +4,7 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (53 models)
-- `compute`: Compute API (nova) (81 models)
+- `compute`: Compute API (nova) (84 models)
 - `identity`: Identity API (keystone) (71 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (62 models)

@@ -157,7 +157,7 @@ async def delete_port(flow: Flow) -> None:
 
 
 async def list_security_groups(flow: Flow) -> None:
-    """operation listSecurityGroups: behaviour resource.serve."""
+    """operation listSecurityGroups: behaviour resource.serve; boot-vm step 4.2."""
     await flow.trigger(None)
 
 
@@ -440,7 +440,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=list_security_groups,
-        occurrences={},
+        occurrences={
+            ("boot-vm", "4.2"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "security_group", "action": "list"},

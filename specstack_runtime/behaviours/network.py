@@ -77,6 +77,8 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("pagination", "Pagination support", "Indicates that pagination is enabled."),
     ("sorting", "Sorting support", "Indicates that sorting is enabled."),
 )
+#: What GET /v2.0/ lists (a collection's path spells its name with dashes).
+COLLECTIONS = ("network", "subnet", "port", "security_group", "security_group_rule")
 EXTENSIONS_UPDATED = "2024-01-01T00:00:00-00:00"
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -117,9 +119,9 @@ async def get_network_v20(call: Call) -> Reply:
         {
             "name": name,
             "collection": f"{name}s",
-            "links": [{"href": f"{base}/{name}s", "rel": "self"}],
+            "links": [{"href": f"{base}/{name.replace('_', '-')}s", "rel": "self"}],
         }
-        for name in ("network", "subnet", "port")
+        for name in COLLECTIONS
     ]
     return Reply(200, {"resources": resources})
 
