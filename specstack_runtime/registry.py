@@ -60,6 +60,7 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.image",
     "specstack_runtime.behaviours.objects",
     "specstack_runtime.behaviours.network",
+    "specstack_runtime.behaviours.netrouters",
     "specstack_runtime.behaviours.volume",
     "specstack_runtime.behaviours.documents",
 )

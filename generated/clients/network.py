@@ -572,3 +572,255 @@ class NetworkClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, None, 204)
+
+    async def list_routers(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterList]:
+        """GET /v2.0/routers: List routers"""
+        response = await self._call(
+            "listRouters",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterList, 200)
+
+    async def create_router(
+        self,
+        *,
+        body: models.RouterCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterResponse]:
+        """POST /v2.0/routers: Create a router"""
+        response = await self._call(
+            "createRouter",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterResponse, 201)
+
+    async def show_router(
+        self,
+        router_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterShowResponse]:
+        """GET /v2.0/routers/{router_id}: Show a router"""
+        response = await self._call(
+            "showRouter",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterShowResponse, 200)
+
+    async def update_router(
+        self,
+        router_id: str,
+        *,
+        body: models.RouterUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterResponse]:
+        """PUT /v2.0/routers/{router_id}: Update a router"""
+        response = await self._call(
+            "updateRouter",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterResponse, 200)
+
+    async def delete_router(
+        self,
+        router_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/routers/{router_id}: Delete a router"""
+        response = await self._call(
+            "deleteRouter",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def add_router_interface(
+        self,
+        router_id: str,
+        *,
+        body: models.RouterInterfaceRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterInterface]:
+        """PUT /v2.0/routers/{router_id}/add_router_interface: Add an interface to a router"""
+        response = await self._call(
+            "addRouterInterface",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterInterface, 200)
+
+    async def remove_router_interface(
+        self,
+        router_id: str,
+        *,
+        body: models.RouterInterfaceRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterInterface]:
+        """PUT /v2.0/routers/{router_id}/remove_router_interface: Remove an interface from a router"""
+        response = await self._call(
+            "removeRouterInterface",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterInterface, 200)
+
+    async def list_floating_i_ps(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPList]:
+        """GET /v2.0/floatingips: List floating IPs"""
+        response = await self._call(
+            "listFloatingIPs",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPList, 200)
+
+    async def create_floating_ip(
+        self,
+        *,
+        body: models.FloatingIPCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPResponse]:
+        """POST /v2.0/floatingips: Create a floating IP"""
+        response = await self._call(
+            "createFloatingIP",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPResponse, 201)
+
+    async def show_floating_ip(
+        self,
+        floatingip_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPShowResponse]:
+        """GET /v2.0/floatingips/{floatingip_id}: Show a floating IP"""
+        response = await self._call(
+            "showFloatingIP",
+            {
+                "floatingip_id": floatingip_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPShowResponse, 200)
+
+    async def update_floating_ip(
+        self,
+        floatingip_id: str,
+        *,
+        body: models.FloatingIPUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPResponse]:
+        """PUT /v2.0/floatingips/{floatingip_id}: Associate or disassociate a floating IP"""
+        response = await self._call(
+            "updateFloatingIP",
+            {
+                "floatingip_id": floatingip_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPResponse, 200)
+
+    async def delete_floating_ip(
+        self,
+        floatingip_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/floatingips/{floatingip_id}: Release a floating IP"""
+        response = await self._call(
+            "deleteFloatingIP",
+            {
+                "floatingip_id": floatingip_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)

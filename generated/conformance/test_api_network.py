@@ -65,3 +65,13 @@ def test_network_list_ports_direct(target: Target) -> None:
 def test_network_list_security_group_rules_direct(target: Target) -> None:
     """GET /v2.0/security-group-rules called directly."""
     provoke.call_and_check(target, "network", "listSecurityGroupRules")
+
+
+def test_network_list_routers_direct(target: Target) -> None:
+    """GET /v2.0/routers called directly."""
+    provoke.call_and_check(target, "network", "listRouters")
+
+
+def test_network_list_floating_i_ps_direct(target: Target) -> None:
+    """GET /v2.0/floatingips called directly."""
+    provoke.call_and_check(target, "network", "listFloatingIPs")

@@ -39,6 +39,8 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "ipallocations",
             "securitygroups",
             "securitygrouprules",
+            "routers",
+            "floatingips",
         ),
     ),
     "cinder-db": (

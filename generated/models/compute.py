@@ -18,6 +18,20 @@ from typing import Any, Literal
 from uuid import UUID
 
 
+class FloatingIpPool(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+
+
+class FloatingIpPoolList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floating_ip_pools: list[FloatingIpPool]
+
+
 class Group(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (33 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (34 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -150,6 +150,11 @@ async def list_server_interfaces(flow: Flow) -> None:
 
 async def list_server_security_groups(flow: Flow) -> None:
     """operation listServerSecurityGroups: behaviour compute.list_server_security_groups."""
+    await flow.trigger(None)
+
+
+async def list_floating_ip_pools(flow: Flow) -> None:
+    """operation listFloatingIpPools: behaviour compute.list_floating_ip_pools."""
     await flow.trigger(None)
 
 
@@ -432,6 +437,17 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="compute.list_server_security_groups",
         on_error=None,
         run=list_server_security_groups,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "listFloatingIpPools": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listFloatingIpPools",
+        behaviour="compute.list_floating_ip_pools",
+        on_error=None,
+        run=list_floating_ip_pools,
         occurrences={},
         entry=None,
         auth_in_steps=False,
@@ -809,6 +825,17 @@ ROUTES: tuple[Route, ...] = (
         "/v2.1/servers/{server_id}/os-security-groups",
         "listServerSecurityGroups",
         HANDLERS["listServerSecurityGroups"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-floating-ip-pools",
+        "listFloatingIpPools",
+        HANDLERS["listFloatingIpPools"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

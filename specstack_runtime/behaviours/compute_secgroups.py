@@ -1,5 +1,6 @@
-"""nova's side of security groups: the groups a new server names, checked against neutron,
-and a server's groups in nova's shape (GET /v2.1/servers/{id}/os-security-groups).
+"""nova's side of neutron's security groups and floating IP pools: the groups a new server
+names, checked against neutron; a server's groups in nova's shape
+(GET /v2.1/servers/{id}/os-security-groups); the pools (GET /v2.1/os-floating-ip-pools).
 
 neutron owns the groups; nova keeps only their names on the instance (`security_groups`).
 What is algorithm here is nova's name-or-id matching and its conversion of neutron's
@@ -117,3 +118,17 @@ async def list_server_security_groups(call: Call) -> Reply:
     by_id = {str(g.get("id")): g for g in groups}
     found = [g for g in (match(groups, n) for n in dict.fromkeys(names)) if g is not None]
     return Reply(200, {"security_groups": [nova_group(g, by_id) for g in found]})
+
+
+@behaviour("compute.list_floating_ip_pools", needs=("network",))
+async def list_floating_ip_pools(call: Call) -> Reply:
+    """GET /v2.1/os-floating-ip-pools: the external networks' names, as nova lists them."""
+    rt = call.rt
+    resp = await rt.clients.call(
+        rt.info.api_of_type("network"),
+        "listNetworks",
+        query={"router:external": "true"},
+        token=call.token,
+    )
+    nets = expect(resp, 200).json().get("networks") or []
+    return Reply(200, {"floating_ip_pools": [{"name": n.get("name")} for n in nets]})

@@ -52,6 +52,12 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("net-mtu-writable", "Network MTU (writable)", "Provides a writable MTU attribute."),
     ("port-security", "Port Security", "Provides port security"),
     ("security-group", "security-group", "The security groups extension."),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access "
+        "to external networks via a NAT gateway.",
+    ),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     (
         "standard-attr-description",
@@ -78,7 +84,15 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("sorting", "Sorting support", "Indicates that sorting is enabled."),
 )
 #: What GET /v2.0/ lists (a collection's path spells its name with dashes).
-COLLECTIONS = ("network", "subnet", "port", "security_group", "security_group_rule")
+COLLECTIONS = (
+    "network",
+    "subnet",
+    "port",
+    "security_group",
+    "security_group_rule",
+    "router",
+    "floatingip",
+)
 EXTENSIONS_UPDATED = "2024-01-01T00:00:00-00:00"
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")

@@ -118,6 +118,8 @@ def test_versions_resources_and_extensions(tmp_path: Path) -> None:
             "ports",
             "security_groups",
             "security_group_rules",
+            "routers",
+            "floatingips",
         }
         assert links["security_groups"] == "http://cloud.example:1234/v2.0/security-groups"
         body = await n.op(net.list_extensions, "listExtensions", 200)

@@ -229,3 +229,22 @@ def test_server_security_groups_in_novas_shape(tmp_path: Path) -> None:
         await expect_error(sg.list_server_security_groups(other), 404, match=SERVER)
 
     _run(tmp_path, scenario)
+
+
+def test_floating_ip_pools_are_the_external_networks(tmp_path: Path) -> None:
+    async def scenario(neutron: ServiceRuntime, nova: ServiceRuntime, http: Any) -> None:
+        from tests.runtime.netvol_fakes import ADMIN
+
+        for name, external in (("public", True), ("private", False), ("dmz", True)):
+            net = {"name": name, "router:external": external}
+            reply = await serve(
+                make_call(neutron, "createNetwork", who=ADMIN, body={"network": net})
+            )
+            assert reply.status == 201
+        call = make_call(nova, "listFloatingIpPools")
+        call.token = USER.token
+        reply = await sg.list_floating_ip_pools(call)
+        assert reply.body == {"floating_ip_pools": [{"name": "public"}, {"name": "dmz"}]}
+        assert http.calls[-1] == ("listNetworks", {"router:external": "true"})
+
+    _run(tmp_path, scenario)
