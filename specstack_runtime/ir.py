@@ -135,6 +135,7 @@ class Collect(Node):
 
     resource: str
     field: str
+    rows: bool = False  # the rows themselves, not their ids (neutron's security_group_rules)
 
 
 class ResourceField(Node):

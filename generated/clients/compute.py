@@ -337,6 +337,47 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.InterfaceAttachmentList, 200)
 
+    async def list_server_security_groups(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerSecurityGroupList]:
+        """GET /v2.1/servers/{server_id}/os-security-groups: List the security groups of a server"""
+        response = await self._call(
+            "listServerSecurityGroups",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerSecurityGroupList, 200)
+
+    async def list_floating_ip_pools(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIpPoolList]:
+        """GET /v2.1/os-floating-ip-pools: List floating IP pools"""
+        response = await self._call(
+            "listFloatingIpPools",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIpPoolList, 200)
+
     async def list_flavors(
         self,
         *,

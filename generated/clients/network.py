@@ -386,3 +386,441 @@ class NetworkClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, None, 204)
+
+    async def list_security_groups(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupList]:
+        """GET /v2.0/security-groups: List security groups"""
+        response = await self._call(
+            "listSecurityGroups",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupList, 200)
+
+    async def create_security_group(
+        self,
+        *,
+        body: models.SecurityGroupCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupResponse]:
+        """POST /v2.0/security-groups: Create a security group"""
+        response = await self._call(
+            "createSecurityGroup",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupResponse, 201)
+
+    async def show_security_group(
+        self,
+        security_group_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupShowResponse]:
+        """GET /v2.0/security-groups/{security_group_id}: Show a security group"""
+        response = await self._call(
+            "showSecurityGroup",
+            {
+                "security_group_id": security_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupShowResponse, 200)
+
+    async def update_security_group(
+        self,
+        security_group_id: str,
+        *,
+        body: models.SecurityGroupUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupResponse]:
+        """PUT /v2.0/security-groups/{security_group_id}: Update a security group"""
+        response = await self._call(
+            "updateSecurityGroup",
+            {
+                "security_group_id": security_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupResponse, 200)
+
+    async def delete_security_group(
+        self,
+        security_group_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/security-groups/{security_group_id}: Delete a security group"""
+        response = await self._call(
+            "deleteSecurityGroup",
+            {
+                "security_group_id": security_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def list_security_group_rules(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupRuleList]:
+        """GET /v2.0/security-group-rules: List security group rules"""
+        response = await self._call(
+            "listSecurityGroupRules",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupRuleList, 200)
+
+    async def create_security_group_rule(
+        self,
+        *,
+        body: models.SecurityGroupRuleCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupRuleResponse]:
+        """POST /v2.0/security-group-rules: Create a security group rule"""
+        response = await self._call(
+            "createSecurityGroupRule",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupRuleResponse, 201)
+
+    async def show_security_group_rule(
+        self,
+        security_group_rule_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.SecurityGroupRuleShowResponse]:
+        """GET /v2.0/security-group-rules/{security_group_rule_id}: Show a security group rule"""
+        response = await self._call(
+            "showSecurityGroupRule",
+            {
+                "security_group_rule_id": security_group_rule_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.SecurityGroupRuleShowResponse, 200)
+
+    async def delete_security_group_rule(
+        self,
+        security_group_rule_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/security-group-rules/{security_group_rule_id}: Delete a security group rule"""
+        response = await self._call(
+            "deleteSecurityGroupRule",
+            {
+                "security_group_rule_id": security_group_rule_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def list_routers(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterList]:
+        """GET /v2.0/routers: List routers"""
+        response = await self._call(
+            "listRouters",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterList, 200)
+
+    async def create_router(
+        self,
+        *,
+        body: models.RouterCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterResponse]:
+        """POST /v2.0/routers: Create a router"""
+        response = await self._call(
+            "createRouter",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterResponse, 201)
+
+    async def show_router(
+        self,
+        router_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterShowResponse]:
+        """GET /v2.0/routers/{router_id}: Show a router"""
+        response = await self._call(
+            "showRouter",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterShowResponse, 200)
+
+    async def update_router(
+        self,
+        router_id: str,
+        *,
+        body: models.RouterUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterResponse]:
+        """PUT /v2.0/routers/{router_id}: Update a router"""
+        response = await self._call(
+            "updateRouter",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterResponse, 200)
+
+    async def delete_router(
+        self,
+        router_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/routers/{router_id}: Delete a router"""
+        response = await self._call(
+            "deleteRouter",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def add_router_interface(
+        self,
+        router_id: str,
+        *,
+        body: models.RouterInterfaceRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterInterface]:
+        """PUT /v2.0/routers/{router_id}/add_router_interface: Add an interface to a router"""
+        response = await self._call(
+            "addRouterInterface",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterInterface, 200)
+
+    async def remove_router_interface(
+        self,
+        router_id: str,
+        *,
+        body: models.RouterInterfaceRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RouterInterface]:
+        """PUT /v2.0/routers/{router_id}/remove_router_interface: Remove an interface from a router"""
+        response = await self._call(
+            "removeRouterInterface",
+            {
+                "router_id": router_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RouterInterface, 200)
+
+    async def list_floating_i_ps(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPList]:
+        """GET /v2.0/floatingips: List floating IPs"""
+        response = await self._call(
+            "listFloatingIPs",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPList, 200)
+
+    async def create_floating_ip(
+        self,
+        *,
+        body: models.FloatingIPCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPResponse]:
+        """POST /v2.0/floatingips: Create a floating IP"""
+        response = await self._call(
+            "createFloatingIP",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPResponse, 201)
+
+    async def show_floating_ip(
+        self,
+        floatingip_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPShowResponse]:
+        """GET /v2.0/floatingips/{floatingip_id}: Show a floating IP"""
+        response = await self._call(
+            "showFloatingIP",
+            {
+                "floatingip_id": floatingip_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPShowResponse, 200)
+
+    async def update_floating_ip(
+        self,
+        floatingip_id: str,
+        *,
+        body: models.FloatingIPUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FloatingIPResponse]:
+        """PUT /v2.0/floatingips/{floatingip_id}: Associate or disassociate a floating IP"""
+        response = await self._call(
+            "updateFloatingIP",
+            {
+                "floatingip_id": floatingip_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FloatingIPResponse, 200)
+
+    async def delete_floating_ip(
+        self,
+        floatingip_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/floatingips/{floatingip_id}: Release a floating IP"""
+        response = await self._call(
+            "deleteFloatingIP",
+            {
+                "floatingip_id": floatingip_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)

@@ -44,6 +44,11 @@ def test_compute_list_servers_detailed_direct(target: Target) -> None:
     provoke.call_and_check(target, "compute", "listServersDetailed")
 
 
+def test_compute_list_floating_ip_pools_direct(target: Target) -> None:
+    """GET /v2.1/os-floating-ip-pools called directly."""
+    provoke.call_and_check(target, "compute", "listFloatingIpPools")
+
+
 def test_compute_list_flavors_direct(target: Target) -> None:
     """GET /v2.1/flavors called directly."""
     provoke.call_and_check(target, "compute", "listFlavors")

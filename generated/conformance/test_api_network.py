@@ -24,6 +24,14 @@ def test_network_delete_port(delete_vm: FlowRecord) -> None:
     assert checked > 0, "the flows recorded no answer of deletePort"
 
 
+def test_network_list_security_groups(boot_vm: FlowRecord) -> None:
+    """GET /v2.0/security-groups as the flows used it."""
+    checked = sum(
+        checks.responses_conform(record, "network", "listSecurityGroups") for record in (boot_vm,)
+    )
+    assert checked > 0, "the flows recorded no answer of listSecurityGroups"
+
+
 def test_network_list_network_versions_direct(target: Target) -> None:
     """GET / called directly."""
     provoke.call_and_check(target, "network", "listNetworkVersions")
@@ -52,3 +60,18 @@ def test_network_list_subnets_direct(target: Target) -> None:
 def test_network_list_ports_direct(target: Target) -> None:
     """GET /v2.0/ports called directly."""
     provoke.call_and_check(target, "network", "listPorts")
+
+
+def test_network_list_security_group_rules_direct(target: Target) -> None:
+    """GET /v2.0/security-group-rules called directly."""
+    provoke.call_and_check(target, "network", "listSecurityGroupRules")
+
+
+def test_network_list_routers_direct(target: Target) -> None:
+    """GET /v2.0/routers called directly."""
+    provoke.call_and_check(target, "network", "listRouters")
+
+
+def test_network_list_floating_i_ps_direct(target: Target) -> None:
+    """GET /v2.0/floatingips called directly."""
+    provoke.call_and_check(target, "network", "listFloatingIPs")

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-30 operations need a token: without one, with a bogus one, an expired one
+32 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 7 need a role the demo user lacks (403); 1 hide
 another project's resource (404).
 """
@@ -29,6 +29,8 @@ PROTECTED = (
     "showVolumeAttachment",
     "detachVolume",
     "listServerInterfaces",
+    "listServerSecurityGroups",
+    "listFloatingIpPools",
     "listFlavors",
     "createFlavor",
     "listFlavorsDetailed",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Networking API (neutron): each operation's token and policy (x-specstack-policy).
 
-17 operations need a token: without one, with a bogus one, an expired one
+38 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 3 hide
 another project's resource (404).
 """
@@ -33,6 +33,27 @@ PROTECTED = (
     "showPort",
     "updatePort",
     "deletePort",
+    "listSecurityGroups",
+    "createSecurityGroup",
+    "showSecurityGroup",
+    "updateSecurityGroup",
+    "deleteSecurityGroup",
+    "listSecurityGroupRules",
+    "createSecurityGroupRule",
+    "showSecurityGroupRule",
+    "deleteSecurityGroupRule",
+    "listRouters",
+    "createRouter",
+    "showRouter",
+    "updateRouter",
+    "deleteRouter",
+    "addRouterInterface",
+    "removeRouterInterface",
+    "listFloatingIPs",
+    "createFloatingIP",
+    "showFloatingIP",
+    "updateFloatingIP",
+    "deleteFloatingIP",
 )
 OTHER_PROJECTS_RESOURCE = (
     ("showNetwork", "network_id"),

@@ -88,6 +88,14 @@ STEP_04: dict[str, Any] = {
             "message": None,
             "call": None,
         },
+        {
+            "source_component": "nova-api",
+            "target_component": "neutron-server",
+            "via": "http",
+            "operation": "listSecurityGroups",
+            "message": None,
+            "call": None,
+        },
     ],
 }
 

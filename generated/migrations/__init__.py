@@ -40,6 +40,10 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "subnets",
             "ports",
             "ipallocations",
+            "securitygroups",
+            "securitygrouprules",
+            "routers",
+            "floatingips",
         ),
     ),
     "cinder-db": (

@@ -4,10 +4,10 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (53 models)
-- `compute`: Compute API (nova) (81 models)
+- `compute`: Compute API (nova) (85 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
-- `network`: Networking API (neutron) (46 models)
+- `network`: Networking API (neutron) (84 models)
 - `object_store`: Object Storage API (swift) (6 models)
 - `messages`: queue message payloads and replies (26 messages)
 - `drivers`: types of the ComputeDriver interface

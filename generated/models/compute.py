@@ -18,6 +18,66 @@ from typing import Any, Literal
 from uuid import UUID
 
 
+class FloatingIpPool(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+
+
+class FloatingIpPoolList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floating_ip_pools: list[FloatingIpPool]
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str | None = None
+    tenant_id: str | None = None
+
+
+class IpRange(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    cidr: str | None = None
+
+
+class ServerSecurityGroupRule(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    parent_group_id: str = Field(..., description="The group holding the rule.")
+    ip_protocol: str | None
+    from_port: int | None = Field(..., description="Lowest port (-1: none; ICMP: the type).")
+    to_port: int | None = Field(..., description="Highest port (-1: none; ICMP: the code).")
+    group: Group = Field(..., description="The remote group ({name, tenant_id}), or {}.")
+    ip_range: IpRange = Field(..., description="The remote CIDR ({cidr}), or {}.")
+
+
+class ServerSecurityGroup(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    name: str
+    description: str
+    tenant_id: str | None
+    rules: list[ServerSecurityGroupRule]
+
+
+class ServerSecurityGroupList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_groups: list[ServerSecurityGroup]
+
+
 class Link(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -580,6 +580,418 @@ class PortList(BaseModel):
     ports_links: list[Link] | None = None
 
 
+class SecurityGroupRuleAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    security_group_id: UUID | None = None
+    direction: Literal["ingress", "egress"] | None = None
+    ethertype: Literal["IPv4", "IPv6"] | None = None
+    protocol: str | None = Field(
+        None, description="A name (tcp, udp, icmp...) or a number 0-255; null for any."
+    )
+    port_range_min: int | None = Field(None, description="Lowest port (ICMP: the type).")
+    port_range_max: int | None = Field(None, description="Highest port (ICMP: the code).")
+    remote_ip_prefix: str | None = Field(None, description="The remote CIDR the rule matches.")
+    remote_group_id: str | None = Field(
+        None, description="The remote group whose ports the rule matches."
+    )
+    remote_address_group_id: str | None = None
+    description: str | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    revision_number: int | None = None
+    created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
+    updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class SecurityGroupRule(SecurityGroupRuleAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    security_group_id: UUID
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"]
+    protocol: str | None = Field(
+        ..., description="A name (tcp, udp, icmp...) or a number 0-255; null for any."
+    )
+    port_range_min: int | None = Field(..., description="Lowest port (ICMP: the type).")
+    port_range_max: int | None = Field(..., description="Highest port (ICMP: the code).")
+    remote_ip_prefix: str | None = Field(..., description="The remote CIDR the rule matches.")
+    remote_group_id: str | None = Field(
+        ..., description="The remote group whose ports the rule matches."
+    )
+    tenant_id: str
+    project_id: str
+
+
+class SecurityGroupRuleCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_id: str
+    direction: Literal["ingress", "egress"]
+    ethertype: Literal["IPv4", "IPv6"] | None = None
+    protocol: str | int | None = None
+    port_range_min: int | str | None = None
+    port_range_max: int | str | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+    remote_address_group_id: str | None = None
+    description: constr(max_length=255) | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+
+
+class SecurityGroupRuleCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rule: SecurityGroupRuleCreate
+
+
+class SecurityGroupRuleResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rule: SecurityGroupRule
+
+
+class SecurityGroupRuleShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rule: SecurityGroupRuleAttributes
+
+
+class SecurityGroupRuleList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group_rules: list[SecurityGroupRuleAttributes]
+    security_group_rules_links: list[Link] | None = None
+
+
+class SecurityGroupAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    name: str | None = None
+    description: str | None = None
+    security_group_rules: list[SecurityGroupRuleAttributes] | None = None
+    stateful: bool | None = None
+    shared: bool | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    tags: list[str] | None = None
+    revision_number: int | None = None
+    created_at: str | None = Field(None, description="Creation time (ISO 8601 UTC).")
+    updated_at: str | None = Field(None, description="Last change (ISO 8601 UTC).")
+
+
+class SecurityGroup(SecurityGroupAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str
+    description: str
+    security_group_rules: list[SecurityGroupRuleAttributes]
+    tenant_id: str
+    project_id: str
+
+
+class SecurityGroupCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255)
+    description: constr(max_length=255) | None = None
+    stateful: bool | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+
+
+class SecurityGroupCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroupCreate
+
+
+class SecurityGroupUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    stateful: bool | None = None
+
+
+class SecurityGroupUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroupUpdate
+
+
+class SecurityGroupResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroup
+
+
+class SecurityGroupShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_group: SecurityGroupAttributes
+
+
+class SecurityGroupList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    security_groups: list[SecurityGroupAttributes]
+    security_groups_links: list[Link] | None = None
+
+
+class ExternalFixedIp(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    subnet_id: str | None = None
+    ip_address: str | None = None
+
+
+class ExternalGatewayInfo(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    network_id: str | None = None
+    enable_snat: bool | None = None
+    external_fixed_ips: list[ExternalFixedIp] | None = None
+
+
+class RouterAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    name: str | None = None
+    description: str | None = None
+    admin_state_up: bool | None = None
+    status: str | None = None
+    external_gateway_info: ExternalGatewayInfo | None = None
+    routes: list[HostRoute] | None = None
+    distributed: bool | None = None
+    ha: bool | None = None
+    availability_zone_hints: list[str] | None = None
+    availability_zones: list[str] | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    tags: list[str] | None = None
+    revision_number: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class Router(RouterAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str
+    admin_state_up: bool
+    status: str
+    external_gateway_info: ExternalGatewayInfo | None
+    tenant_id: str
+    project_id: str
+
+
+class RouterCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    admin_state_up: bool | None = None
+    external_gateway_info: ExternalGatewayInfo | None = None
+    distributed: bool | None = None
+    ha: bool | None = None
+    availability_zone_hints: list[str] | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+
+
+class RouterCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    router: RouterCreate
+
+
+class RouterUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    admin_state_up: bool | None = None
+    external_gateway_info: ExternalGatewayInfo | None = None
+    routes: list[HostRoute] | None = None
+
+
+class RouterUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    router: RouterUpdate
+
+
+class RouterResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    router: Router
+
+
+class RouterShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    router: RouterAttributes
+
+
+class RouterList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    routers: list[RouterAttributes]
+    routers_links: list[Link] | None = None
+
+
+class RouterInterfaceRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    subnet_id: str | None = None
+    port_id: str | None = None
+
+
+class RouterInterface(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str = Field(..., description="The router.")
+    subnet_id: str
+    subnet_ids: list[str]
+    port_id: str
+    network_id: str
+    tenant_id: str
+    project_id: str
+
+
+class FloatingIPAttributes(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID | None = None
+    floating_ip_address: str | None = None
+    floating_network_id: str | None = None
+    port_id: str | None = None
+    fixed_ip_address: str | None = None
+    router_id: str | None = None
+    status: str | None = Field(None, description="ACTIVE when associated")
+    description: str | None = None
+    qos_policy_id: str | None = None
+    port_details: dict[str, Any] | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+    tags: list[str] | None = None
+    revision_number: int | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class FloatingIP(FloatingIPAttributes):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    floating_ip_address: str | None
+    floating_network_id: str
+    port_id: str | None
+    fixed_ip_address: str | None
+    router_id: str | None
+    status: str = Field(..., description="ACTIVE when associated")
+    tenant_id: str
+    project_id: str
+
+
+class FloatingIPCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floating_network_id: str
+    floating_ip_address: str | None = None
+    subnet_id: str | None = None
+    port_id: str | None = None
+    fixed_ip_address: str | None = None
+    description: constr(max_length=255) | None = None
+    tenant_id: str | None = None
+    project_id: str | None = None
+
+
+class FloatingIPCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floatingip: FloatingIPCreate
+
+
+class FloatingIPUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    port_id: str | None = None
+    fixed_ip_address: str | None = None
+    description: constr(max_length=255) | None = None
+
+
+class FloatingIPUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floatingip: FloatingIPUpdate
+
+
+class FloatingIPResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floatingip: FloatingIP
+
+
+class FloatingIPShowResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floatingip: FloatingIPAttributes
+
+
+class FloatingIPList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    floatingips: list[FloatingIPAttributes]
+    floatingips_links: list[Link] | None = None
+
+
 class NeutronErrorDetail(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """neutron-server (api, project neutron): generated from the spec.
 
-Serves the Networking API (neutron) (18 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Networking API (neutron) (39 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -154,6 +154,111 @@ async def delete_port(flow: Flow) -> None:
         "network.notify_port_delete",
         messaging.port_delete(flow),
     )
+
+
+async def list_security_groups(flow: Flow) -> None:
+    """operation listSecurityGroups: behaviour resource.serve; boot-vm step 4.2."""
+    await flow.trigger(None)
+
+
+async def create_security_group(flow: Flow) -> None:
+    """operation createSecurityGroup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_security_group(flow: Flow) -> None:
+    """operation showSecurityGroup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_security_group(flow: Flow) -> None:
+    """operation updateSecurityGroup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_security_group(flow: Flow) -> None:
+    """operation deleteSecurityGroup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_security_group_rules(flow: Flow) -> None:
+    """operation listSecurityGroupRules: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_security_group_rule(flow: Flow) -> None:
+    """operation createSecurityGroupRule: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_security_group_rule(flow: Flow) -> None:
+    """operation showSecurityGroupRule: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_security_group_rule(flow: Flow) -> None:
+    """operation deleteSecurityGroupRule: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_routers(flow: Flow) -> None:
+    """operation listRouters: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_router(flow: Flow) -> None:
+    """operation createRouter: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_router(flow: Flow) -> None:
+    """operation showRouter: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_router(flow: Flow) -> None:
+    """operation updateRouter: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_router(flow: Flow) -> None:
+    """operation deleteRouter: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def add_router_interface(flow: Flow) -> None:
+    """operation addRouterInterface: behaviour network.add_router_interface."""
+    await flow.trigger(None)
+
+
+async def remove_router_interface(flow: Flow) -> None:
+    """operation removeRouterInterface: behaviour network.remove_router_interface."""
+    await flow.trigger(None)
+
+
+async def list_floating_i_ps(flow: Flow) -> None:
+    """operation listFloatingIPs: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_floating_ip(flow: Flow) -> None:
+    """operation createFloatingIP: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_floating_ip(flow: Flow) -> None:
+    """operation showFloatingIP: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_floating_ip(flow: Flow) -> None:
+    """operation updateFloatingIP: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_floating_ip(flow: Flow) -> None:
+    """operation deleteFloatingIP: behaviour resource.serve."""
+    await flow.trigger(None)
 
 
 async def get_agent_ports(flow: Flow) -> None:
@@ -388,6 +493,258 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "port", "action": "delete"},
     ),
+    "listSecurityGroups": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listSecurityGroups",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_security_groups,
+        occurrences={
+            ("boot-vm", "4.2"): (),
+        },
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group", "action": "list"},
+    ),
+    "createSecurityGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createSecurityGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_security_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group", "action": "create"},
+    ),
+    "showSecurityGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showSecurityGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_security_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group", "action": "show"},
+    ),
+    "updateSecurityGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateSecurityGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_security_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group", "action": "update"},
+    ),
+    "deleteSecurityGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteSecurityGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_security_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group", "action": "delete"},
+    ),
+    "listSecurityGroupRules": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listSecurityGroupRules",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_security_group_rules,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group_rule", "action": "list"},
+    ),
+    "createSecurityGroupRule": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createSecurityGroupRule",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_security_group_rule,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group_rule", "action": "create"},
+    ),
+    "showSecurityGroupRule": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showSecurityGroupRule",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_security_group_rule,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group_rule", "action": "show"},
+    ),
+    "deleteSecurityGroupRule": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteSecurityGroupRule",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_security_group_rule,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "security_group_rule", "action": "delete"},
+    ),
+    "listRouters": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listRouters",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_routers,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "router", "action": "list"},
+    ),
+    "createRouter": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createRouter",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_router,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "router", "action": "create"},
+    ),
+    "showRouter": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showRouter",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_router,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "router", "action": "show"},
+    ),
+    "updateRouter": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateRouter",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_router,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "router", "action": "update"},
+    ),
+    "deleteRouter": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteRouter",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_router,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "router", "action": "delete"},
+    ),
+    "addRouterInterface": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="addRouterInterface",
+        behaviour="network.add_router_interface",
+        on_error=None,
+        run=add_router_interface,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "removeRouterInterface": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="removeRouterInterface",
+        behaviour="network.remove_router_interface",
+        on_error=None,
+        run=remove_router_interface,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "listFloatingIPs": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listFloatingIPs",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_floating_i_ps,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "floatingip", "action": "list"},
+    ),
+    "createFloatingIP": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createFloatingIP",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_floating_ip,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "floatingip", "action": "create"},
+    ),
+    "showFloatingIP": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showFloatingIP",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_floating_ip,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "floatingip", "action": "show"},
+    ),
+    "updateFloatingIP": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateFloatingIP",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_floating_ip,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "floatingip", "action": "update"},
+    ),
+    "deleteFloatingIP": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteFloatingIP",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_floating_ip,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "floatingip", "action": "delete"},
+    ),
     "get_agent_ports": HandlerSpec(
         component=COMPONENT,
         kind="message",
@@ -593,6 +950,237 @@ ROUTES: tuple[Route, ...] = (
         "/v2.0/ports/{port_id}",
         "deletePort",
         HANDLERS["deletePort"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/security-groups",
+        "listSecurityGroups",
+        HANDLERS["listSecurityGroups"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v2.0/security-groups",
+        "createSecurityGroup",
+        HANDLERS["createSecurityGroup"],
+        request_model=models.SecurityGroupCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/security-groups/{security_group_id}",
+        "showSecurityGroup",
+        HANDLERS["showSecurityGroup"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/security-groups/{security_group_id}",
+        "updateSecurityGroup",
+        HANDLERS["updateSecurityGroup"],
+        request_model=models.SecurityGroupUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2.0/security-groups/{security_group_id}",
+        "deleteSecurityGroup",
+        HANDLERS["deleteSecurityGroup"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/security-group-rules",
+        "listSecurityGroupRules",
+        HANDLERS["listSecurityGroupRules"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v2.0/security-group-rules",
+        "createSecurityGroupRule",
+        HANDLERS["createSecurityGroupRule"],
+        request_model=models.SecurityGroupRuleCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/security-group-rules/{security_group_rule_id}",
+        "showSecurityGroupRule",
+        HANDLERS["showSecurityGroupRule"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "DELETE",
+        "/v2.0/security-group-rules/{security_group_rule_id}",
+        "deleteSecurityGroupRule",
+        HANDLERS["deleteSecurityGroupRule"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/routers",
+        "listRouters",
+        HANDLERS["listRouters"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v2.0/routers",
+        "createRouter",
+        HANDLERS["createRouter"],
+        request_model=models.RouterCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/routers/{router_id}",
+        "showRouter",
+        HANDLERS["showRouter"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/routers/{router_id}",
+        "updateRouter",
+        HANDLERS["updateRouter"],
+        request_model=models.RouterUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2.0/routers/{router_id}",
+        "deleteRouter",
+        HANDLERS["deleteRouter"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/routers/{router_id}/add_router_interface",
+        "addRouterInterface",
+        HANDLERS["addRouterInterface"],
+        request_model=models.RouterInterfaceRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/routers/{router_id}/remove_router_interface",
+        "removeRouterInterface",
+        HANDLERS["removeRouterInterface"],
+        request_model=models.RouterInterfaceRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/floatingips",
+        "listFloatingIPs",
+        HANDLERS["listFloatingIPs"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v2.0/floatingips",
+        "createFloatingIP",
+        HANDLERS["createFloatingIP"],
+        request_model=models.FloatingIPCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/floatingips/{floatingip_id}",
+        "showFloatingIP",
+        HANDLERS["showFloatingIP"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/floatingips/{floatingip_id}",
+        "updateFloatingIP",
+        HANDLERS["updateFloatingIP"],
+        request_model=models.FloatingIPUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2.0/floatingips/{floatingip_id}",
+        "deleteFloatingIP",
+        HANDLERS["deleteFloatingIP"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (32 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (34 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -35,7 +35,7 @@ async def list_servers(flow: Flow) -> None:
 
 
 async def create_server(flow: Flow) -> None:
-    """operation createServer: behaviour compute.create_server; boot-vm step 3 -> 4, 4.1, 5, 6."""
+    """operation createServer: behaviour compute.create_server; boot-vm step 3 -> 4, 4.1, 4.2, 5, 6."""
     await flow.step(
         0,
         "Validate API token",
@@ -54,9 +54,18 @@ async def create_server(flow: Flow) -> None:
         "compute.check_image",
         clients.image.ImageClient(flow).show_image,
     )
-    await flow.trigger(2, "Process API request", "nova-db")
     await flow.step(
-        3,
+        2,
+        "Validate API token",
+        "neutron-server",
+        "http",
+        "listSecurityGroups",
+        "compute.check_security_groups",
+        clients.network.NetworkClient(flow).list_security_groups,
+    )
+    await flow.trigger(3, "Process API request", "nova-db")
+    await flow.step(
+        4,
         "Publish provisioning request to queue; pick up provisioning request",
         "nova-scheduler",
         "amqp-cast",
@@ -136,6 +145,16 @@ async def detach_volume(flow: Flow) -> None:
 
 async def list_server_interfaces(flow: Flow) -> None:
     """operation listServerInterfaces: behaviour compute.list_server_interfaces."""
+    await flow.trigger(None)
+
+
+async def list_server_security_groups(flow: Flow) -> None:
+    """operation listServerSecurityGroups: behaviour compute.list_server_security_groups."""
+    await flow.trigger(None)
+
+
+async def list_floating_ip_pools(flow: Flow) -> None:
+    """operation listFloatingIpPools: behaviour compute.list_floating_ip_pools."""
     await flow.trigger(None)
 
 
@@ -317,6 +336,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             ("boot-vm", "3"): (
                 "4",
                 "4.1",
+                "4.2",
                 "5",
                 "6",
             ),
@@ -453,6 +473,28 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="compute.list_server_interfaces",
         on_error=None,
         run=list_server_interfaces,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "listServerSecurityGroups": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listServerSecurityGroups",
+        behaviour="compute.list_server_security_groups",
+        on_error=None,
+        run=list_server_security_groups,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "listFloatingIpPools": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listFloatingIpPools",
+        behaviour="compute.list_floating_ip_pools",
+        on_error=None,
+        run=list_floating_ip_pools,
         occurrences={},
         entry=None,
         auth_in_steps=False,
@@ -821,6 +863,28 @@ ROUTES: tuple[Route, ...] = (
         "/v2.1/servers/{server_id}/os-interface",
         "listServerInterfaces",
         HANDLERS["listServerInterfaces"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/os-security-groups",
+        "listServerSecurityGroups",
+        HANDLERS["listServerSecurityGroups"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-floating-ip-pools",
+        "listFloatingIpPools",
+        HANDLERS["listFloatingIpPools"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from specstack_runtime.behaviours import ipam, netcheck
+from specstack_runtime.behaviours import ipam, netcheck, secgroups
 from specstack_runtime.bus import BusError
 from specstack_runtime.errors import BadRequest, Conflict
 from specstack_runtime.messaging import InvalidMessage, send
@@ -39,6 +39,8 @@ BOUND_VIF_DETAILS: Doc = {
     "bridge_name": "br-int",
     "connectivity": "l2",
 }
+#: The owner of a router's interface ports: they hold their subnet's gateway address.
+ROUTER_INTERFACE = "network:router_interface"
 #: Attempts at a random MAC address not in use on the network (neutron retries too).
 MAC_ATTEMPTS = 16
 
@@ -54,10 +56,26 @@ def _binding_state(port: Doc) -> Doc:
 
 
 async def _allocate_one(
-    store: Store, network_id: str, subnet: Doc, port_id: str, requested: str | None
+    store: Store,
+    network_id: str,
+    subnet: Doc,
+    port_id: str,
+    requested: str | None,
+    router: bool = False,
 ) -> str:
-    """One address on `subnet` for `port_id`, claimed by inserting its ipallocations row."""
+    """One address on `subnet` for `port_id`, claimed by inserting its ipallocations row
+    (a router's interface may hold the subnet's gateway address, which no other port may)."""
     sid = subnet["id"]
+    if router and requested is not None and requested == subnet.get("gateway_ip"):
+        row = {"id": f"{sid}:{requested}", "subnet_id": sid, "port_id": port_id}
+        try:
+            await store.create("ipallocations", {**row, "ip_address": requested})
+        except Conflict:
+            raise Conflict(
+                f"IP address {requested} already allocated in subnet {sid}",
+                kind="IpAddressAlreadyAllocated",
+            ) from None
+        return requested
     # Allocation ids are "<subnet>:<ip>": read them without decoding every row.
     in_use = {i.split(":", 1)[1] for i in await store.ids("ipallocations", {"subnet_id": sid})}
     while True:
@@ -155,12 +173,16 @@ def _resolve_fixed_ips(network: Doc, subnets: list[Doc], wanted: list[Doc] | Non
     return resolved
 
 
-async def _allocate_all(store: Store, network: Doc, port_id: str, requests: list[Doc]) -> list[Doc]:
+async def _allocate_all(
+    store: Store, network: Doc, port_id: str, requests: list[Doc], router: bool = False
+) -> list[Doc]:
     done: list[Doc] = []
     try:
         for req in requests:
             subnet = req["subnet"]
-            ip = await _allocate_one(store, network["id"], subnet, port_id, req["ip_address"])
+            ip = await _allocate_one(
+                store, network["id"], subnet, port_id, req["ip_address"], router
+            )
             done.append({"subnet_id": subnet["id"], "ip_address": ip})
     except BaseException:
         await _release(store, port_id, done)
@@ -226,13 +248,24 @@ def _check_ips(event: ResourceEvent, wanted: list[Doc]) -> None:
                 ) from None
 
 
+def _wants_default_group(event: ResourceEvent) -> bool:
+    """A new port names no group: with port security, it is in its project's default group
+    (neutron's own ports, network:*, are in none)."""
+    doc = event.doc
+    return (
+        bool(doc.get("port_security_enabled"))
+        and not str(doc.get("device_owner") or "").startswith("network:")
+        and "security_groups" not in writes.attributes(event.engine)
+    )
+
+
 @behaviour("network.port_addresses")
 async def port_addresses(event: ResourceEvent) -> None:
     """A port's MAC address (a given one normalised and free on the network, or a random
     free one), its addresses (each fixed_ips request resolved to a subnet and allocated;
     without fixed_ips, one address of the network's first IPv4 subnet; on an update,
-    addresses the port holds stay), its port security (the network's by default) and
-    its binding state."""
+    addresses the port holds stay), its port security (the network's by default), its
+    project's default security group when it names none, and its binding state."""
     doc, old = event.doc, event.old
     engine = event.engine
     store = engine.store
@@ -249,6 +282,8 @@ async def port_addresses(event: ResourceEvent) -> None:
     network = await store.get("networks", network_id) or {"id": network_id}
     if old is None and "port_security_enabled" not in doc:
         doc["port_security_enabled"] = bool(network.get("port_security_enabled", True))
+    if old is None and _wants_default_group(event):
+        doc["security_groups"] = [await secgroups.ensure_default(engine, str(doc["project_id"]))]
     if old is None or "fixed_ips" in doc:
         wanted = doc.get("fixed_ips") if old is None else doc["fixed_ips"]
         _check_ips(event, wanted or [])
@@ -269,7 +304,11 @@ async def port_addresses(event: ResourceEvent) -> None:
                 kept.append(have[0])
             else:
                 to_allocate.append(req)
-        doc["fixed_ips"] = kept + await _allocate_all(store, network, port_id, to_allocate)
+        owner = (
+            (old or doc).get("device_owner") if "device_owner" not in doc else doc["device_owner"]
+        )
+        router = owner == ROUTER_INTERFACE
+        doc["fixed_ips"] = kept + await _allocate_all(store, network, port_id, to_allocate, router)
     doc.update(_binding_state({**(old or {}), **doc}))
 
 

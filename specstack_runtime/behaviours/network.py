@@ -52,6 +52,12 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ("net-mtu-writable", "Network MTU (writable)", "Provides a writable MTU attribute."),
     ("port-security", "Port Security", "Provides port security"),
     ("security-group", "security-group", "The security groups extension."),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access "
+        "to external networks via a NAT gateway.",
+    ),
     ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
     (
         "standard-attr-description",
@@ -76,6 +82,16 @@ EXTENSIONS: tuple[tuple[str, str, str], ...] = (
     ),
     ("pagination", "Pagination support", "Indicates that pagination is enabled."),
     ("sorting", "Sorting support", "Indicates that sorting is enabled."),
+)
+#: What GET /v2.0/ lists (a collection's path spells its name with dashes).
+COLLECTIONS = (
+    "network",
+    "subnet",
+    "port",
+    "security_group",
+    "security_group_rule",
+    "router",
+    "floatingip",
 )
 EXTENSIONS_UPDATED = "2024-01-01T00:00:00-00:00"
 
@@ -117,9 +133,9 @@ async def get_network_v20(call: Call) -> Reply:
         {
             "name": name,
             "collection": f"{name}s",
-            "links": [{"href": f"{base}/{name}s", "rel": "self"}],
+            "links": [{"href": f"{base}/{name.replace('_', '-')}s", "rel": "self"}],
         }
-        for name in ("network", "subnet", "port")
+        for name in COLLECTIONS
     ]
     return Reply(200, {"resources": resources})
 

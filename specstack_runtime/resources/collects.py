@@ -1,4 +1,5 @@
-"""Fields that list the rows referring to a row (a network's `subnets`), kept by the engine."""
+"""Fields that list the rows referring to a row (a network's `subnets`, or with `rows` the rows
+themselves: a security group's rules), kept by the engine."""
 
 from __future__ import annotations
 
@@ -21,9 +22,15 @@ async def _change(rc: ResourceCall, doc: Doc, *, add: bool) -> None:
             if row is None:
                 break
             ids = list(row.get(f.name) or [])
-            if add == (doc["id"] in ids):
+            held = [i["id"] if isinstance(i, dict) else i for i in ids]
+            if add == (doc["id"] in held):
                 break
-            ids = [*ids, doc["id"]] if add else [i for i in ids if i != doc["id"]]
+            item = rc.res.complete(doc) if f.collect.rows else doc["id"]
+            ids = (
+                [*ids, item]
+                if add
+                else [i for i, h in zip(ids, held, strict=True) if h != doc["id"]]
+            )
             if await target.store.update(
                 table, row["id"], {f.name: ids}, expect={f.name: row.get(f.name)}
             ):

@@ -41,6 +41,7 @@ def engine_call(call: Call, resource: str | None = None) -> ResourceCall:
 
 
 async def list_(rc: ResourceCall) -> Reply:
+    await hooks.run(rc, "before_list", {}, None)  # neutron's default group made on first use
     return Reply(rc.success(200), await listing.answer(rc))
 
 

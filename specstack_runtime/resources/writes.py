@@ -294,21 +294,28 @@ async def check_refs(rc: ResourceCall, doc: Doc, names: Iterable[str]) -> None:
             continue
         if f.ref.when and not compile_expr(f.ref.when).evaluate(**rc.variables(doc=doc)):
             continue
-        target = rc.of(f.ref.resource)
-        row = await target.store.get(target.res.res.table, str(value))
-        ref = f.ref
-        values = {"field": name, "value": value}
-        if row is None or not await access.sees(target, row):
-            err = rc.res.fail(
-                "ref_missing", field=name, value=value, ref=target.res.res.title.lower()
-            )
-            if ref.status != 400 or ref.message or ref.kind:
-                message = fill(ref.message or err.message, values)
-                err = error(ref.status, message, ref.kind or err.kind)
-            raise err
-        if ref.modify is not None and not access.may_modify(target, row):
-            raise error(ref.modify.status or 403, fill(ref.modify.message, values), ref.modify.kind)
-        rc.refs[name] = target.res.complete(row)
+        if isinstance(value, list):
+            for item in value:
+                await _check_ref(rc, f.ref, name, item)
+        else:  # the row it names: `refs` in `refuse` rules (cinder: a clone's source volume)
+            rc.refs[name] = await _check_ref(rc, f.ref, name, value)
+
+
+async def _check_ref(rc: ResourceCall, ref: ir.FieldRef, name: str, value: Any) -> Doc:
+    """One value of a `ref` field (each item of a list field) names a row the caller sees;
+    that row, completed."""
+    target = rc.of(ref.resource)
+    row = await target.store.get(target.res.res.table, str(value))
+    values = {"field": name, "value": value}
+    if row is None or not await access.sees(target, row):
+        err = rc.res.fail("ref_missing", field=name, value=value, ref=target.res.res.title.lower())
+        if ref.status != 400 or ref.message or ref.kind:
+            message = fill(ref.message or err.message, values)
+            err = error(ref.status, message, ref.kind or err.kind)
+        raise err
+    if ref.modify is not None and not access.may_modify(target, row):
+        raise error(ref.modify.status or 403, fill(ref.modify.message, values), ref.modify.kind)
+    return target.res.complete(row)
 
 
 async def check_unique(
@@ -324,7 +331,13 @@ async def check_unique(
         rows = await rc.store.list(rc.res.res.table, where)
         rivals = [r for r in rows if old is None or r["id"] != old["id"]]
         if rivals:
-            raise rc.res.fail("conflict", field=names[0], value=doc.get(names[0]), **plain(doc))
+            raise rc.res.fail(
+                "conflict",
+                field=names[0],
+                value=doc.get(names[0]),
+                **plain(doc),
+                existing=rivals[0]["id"],
+            )
 
 
 async def settle_unique(rc: ResourceCall, doc: Doc) -> None:

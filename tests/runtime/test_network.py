@@ -111,7 +111,17 @@ def test_versions_resources_and_extensions(tmp_path: Path) -> None:
         assert body["versions"][0]["id"] == "v2.0"
         assert body["versions"][0]["links"][0]["href"] == "http://cloud.example:1234/v2.0/"
         body = await n.op(net.get_network_v20, "getNetworkV20", 200)
-        assert {r["collection"] for r in body["resources"]} == {"networks", "subnets", "ports"}
+        links = {r["collection"]: r["links"][0]["href"] for r in body["resources"]}
+        assert set(links) == {
+            "networks",
+            "subnets",
+            "ports",
+            "security_groups",
+            "security_group_rules",
+            "routers",
+            "floatingips",
+        }
+        assert links["security_groups"] == "http://cloud.example:1234/v2.0/security-groups"
         body = await n.op(net.list_extensions, "listExtensions", 200)
         aliases = {e["alias"] for e in body["extensions"]}
         expected = {"binding", "port-security", "security-group", "standard-attr-description"}

@@ -75,6 +75,7 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
         # The labels of boot-vm.yaml: 15.1/15.2 are cinder's, so nova's are 15.3-15.5.
         assert declared == [
             "4.1",
+            "4.2",  # the security groups named (none here: nothing asked of neutron)
             "6",
             "7.1",
             "8",

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: neutron_db_0001_41cddb3aa3
+Revision ID: neutron_db_0001_72eb30505b
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "neutron_db_0001_41cddb3aa3"
+revision = "neutron_db_0001_72eb30505b"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -96,9 +96,75 @@ def upgrade() -> None:
     op.create_index("ix_ipallocations_created_at", "ipallocations", ["created_at"])
     op.create_index("ix_ipallocations_subnet_id", "ipallocations", ["subnet_id"])
     op.create_index("ix_ipallocations_port_id", "ipallocations", ["port_id"])
+    op.create_table(
+        "securitygroups",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=True),
+        sa.Column("name", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_securitygroups_created_at", "securitygroups", ["created_at"])
+    op.create_index("ix_securitygroups_project_id", "securitygroups", ["project_id"])
+    op.create_index("ix_securitygroups_name", "securitygroups", ["name"])
+    op.create_table(
+        "securitygrouprules",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("security_group_id", sa.String(255), nullable=True),
+        sa.Column("remote_group_id", sa.String(255), nullable=True),
+        sa.Column("project_id", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_securitygrouprules_created_at", "securitygrouprules", ["created_at"])
+    op.create_index(
+        "ix_securitygrouprules_security_group_id", "securitygrouprules", ["security_group_id"]
+    )
+    op.create_index(
+        "ix_securitygrouprules_remote_group_id", "securitygrouprules", ["remote_group_id"]
+    )
+    op.create_index("ix_securitygrouprules_project_id", "securitygrouprules", ["project_id"])
+    op.create_table(
+        "routers",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=True),
+        sa.Column("name", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_routers_created_at", "routers", ["created_at"])
+    op.create_index("ix_routers_project_id", "routers", ["project_id"])
+    op.create_index("ix_routers_name", "routers", ["name"])
+    op.create_table(
+        "floatingips",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=True),
+        sa.Column("floating_network_id", sa.String(255), nullable=True),
+        sa.Column("port_id", sa.String(255), nullable=True),
+        sa.Column("router_id", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_floatingips_created_at", "floatingips", ["created_at"])
+    op.create_index("ix_floatingips_project_id", "floatingips", ["project_id"])
+    op.create_index("ix_floatingips_floating_network_id", "floatingips", ["floating_network_id"])
+    op.create_index("ix_floatingips_port_id", "floatingips", ["port_id"])
+    op.create_index("ix_floatingips_router_id", "floatingips", ["router_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("floatingips")
+    op.drop_table("routers")
+    op.drop_table("securitygrouprules")
+    op.drop_table("securitygroups")
     op.drop_table("ipallocations")
     op.drop_table("ports")
     op.drop_table("subnets")

@@ -1,0 +1,296 @@
+"""The algorithms of neutron's routers and floating IPs (spec/resources/network.yaml).
+
+A router's gateway and each of its interfaces is a port (device_id the router; owner
+network:router_gateway / network:router_interface); a floating IP's address is held by a
+port of its own on the external network (owner network:floatingip), so addresses come
+from the same allocation as every port's. Associating a floating IP finds the router
+that joins the port's subnet to the floating IP's network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import BadRequest, NotFound
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import access, deleting, serve
+from specstack_runtime.resources.context import ResourceCall
+from specstack_runtime.resources.hooks import ResourceEvent
+
+Doc = dict[str, Any]
+
+GATEWAY = "network:router_gateway"
+INTERFACE = "network:router_interface"
+FLOATING = "network:floatingip"
+
+
+async def _new_port(rc: ResourceCall, attrs: Doc) -> Doc:
+    """A port neutron makes for itself, made as the port API makes one (its address
+    allocated by the port's hooks)."""
+    ports = rc.of("port")
+    await serve.create(ports, attrs)
+    port: Doc = rc.call.vars["port"]
+    return port
+
+
+async def _drop_ports(rc: ResourceCall, device_id: str, owner: str) -> None:
+    ports = rc.of("port")
+    for port in await ports.store.list(ports.res.res.table, {"device_id": device_id}):
+        if port.get("device_owner") == owner:
+            await deleting.delete(ports, port)
+
+
+async def _external(rc: ResourceCall, network_id: str, what: str) -> Doc:
+    net = await rc.store.get("networks", network_id)
+    if net is None or not await access.sees(rc.of("network"), net):
+        raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
+    if not net.get("router:external"):
+        raise BadRequest(
+            f"Bad {what} request: Network {network_id} is not an external network.",
+            kind="BadRequest",
+        )
+    return net
+
+
+@behaviour("network.router_gateway")
+async def router_gateway(event: ResourceEvent) -> None:
+    """external_gateway_info naming an external network: a gateway port on it, whose
+    addresses the router shows; null or {} removes the gateway port."""
+    if "external_gateway_info" not in event.doc:
+        return
+    info = event.doc["external_gateway_info"] or {}
+    router_id = str((event.old or event.doc)["id"])
+    old_info = (event.old or {}).get("external_gateway_info") or {}
+    if old_info and old_info.get("network_id") == info.get("network_id"):
+        event.doc["external_gateway_info"] = {**old_info, **info}
+        return
+    if old_info:
+        await _drop_ports(event.engine, router_id, GATEWAY)
+    if not info.get("network_id"):
+        event.doc["external_gateway_info"] = None
+        return
+    await _external(event.engine, str(info["network_id"]), "router")
+    project = (event.old or event.doc).get("project_id")
+    port = await _new_port(
+        event.engine,
+        {
+            "network_id": info["network_id"],
+            "device_id": router_id,
+            "device_owner": GATEWAY,
+            "project_id": project,
+        },
+    )
+    event.doc["external_gateway_info"] = {
+        "network_id": info["network_id"],
+        "enable_snat": bool(info.get("enable_snat", True)),
+        "external_fixed_ips": port["fixed_ips"],
+    }
+
+
+def _interface_answer(router: Doc, port: Doc, subnet_id: str) -> Doc:
+    return {
+        "id": router["id"],
+        "subnet_id": subnet_id,
+        "subnet_ids": [f["subnet_id"] for f in port["fixed_ips"]],
+        "port_id": port["id"],
+        "network_id": port["network_id"],
+        "tenant_id": router["project_id"],
+        "project_id": router["project_id"],
+    }
+
+
+def _which(call: Call) -> tuple[str | None, str | None]:
+    body = call.body if isinstance(call.body, dict) else {}
+    subnet_id, port_id = body.get("subnet_id"), body.get("port_id")
+    if bool(subnet_id) == bool(port_id):
+        raise BadRequest(
+            "Bad router request: Either subnet_id or port_id must be specified.",
+            kind="BadRequest",
+        )
+    return subnet_id, port_id
+
+
+async def _interfaces(rc: ResourceCall, router_id: str) -> list[Doc]:
+    ports = rc.of("port")
+    rows = await ports.store.list(ports.res.res.table, {"device_id": router_id})
+    return [p for p in rows if p.get("device_owner") == INTERFACE]
+
+
+@behaviour("network.add_router_interface")
+async def add_router_interface(call: Call) -> Reply:
+    """PUT /v2.0/routers/{id}/add_router_interface: a port holding the subnet's gateway
+    address, or the caller's unused port, becomes an interface of the router."""
+    rc = serve.engine_call(call, "router")
+    router = await access.modifiable(rc)
+    subnet_id, port_id = _which(call)
+    taken = {f["subnet_id"] for p in await _interfaces(rc, router["id"]) for f in p["fixed_ips"]}
+    ports = rc.of("port")
+    if port_id:
+        port = await access.lookup(ports, str(port_id))
+        if port.get("device_id") or port.get("device_owner"):
+            raise BadRequest(
+                f"Bad router request: Port {port_id} is in use by {port.get('device_owner')}.",
+                kind="BadRequest",
+            )
+        if not port["fixed_ips"]:
+            raise BadRequest(
+                "Bad router request: Router port must have at least one fixed IP.",
+                kind="BadRequest",
+            )
+        subnet_id = port["fixed_ips"][0]["subnet_id"]
+        if subnet_id in taken:
+            raise BadRequest(
+                f"Bad router request: Router already has a port on subnet {subnet_id}.",
+                kind="BadRequest",
+            )
+        attrs = {"device_id": router["id"], "device_owner": INTERFACE}
+        port = await ports.store.update(ports.res.res.table, port["id"], attrs) or port
+    else:
+        subnet = await access.lookup(rc.of("subnet"), str(subnet_id))
+        if not subnet.get("gateway_ip"):
+            raise BadRequest(
+                f"Bad router request: Subnet {subnet_id} does not have a gateway IP.",
+                kind="BadRequest",
+            )
+        if subnet_id in taken:
+            raise BadRequest(
+                f"Bad router request: Router already has a port on subnet {subnet_id}.",
+                kind="BadRequest",
+            )
+        port = await _new_port(
+            rc,
+            {
+                "network_id": subnet["network_id"],
+                "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": subnet["gateway_ip"]}],
+                "device_id": router["id"],
+                "device_owner": INTERFACE,
+                "project_id": router["project_id"],
+            },
+        )
+    return Reply(200, _interface_answer(router, port, str(subnet_id)))
+
+
+@behaviour("network.remove_router_interface")
+async def remove_router_interface(call: Call) -> Reply:
+    """PUT /v2.0/routers/{id}/remove_router_interface: the interface on the subnet (or
+    the port named) is deleted, its address released."""
+    rc = serve.engine_call(call, "router")
+    router = await access.modifiable(rc)
+    subnet_id, port_id = _which(call)
+    found = [
+        p
+        for p in await _interfaces(rc, router["id"])
+        if p["id"] == port_id or any(f["subnet_id"] == subnet_id for f in p["fixed_ips"])
+    ]
+    if not found:
+        if port_id:
+            raise NotFound(
+                f"Router {router['id']} does not have an interface with id {port_id}",
+                kind="RouterInterfaceNotFound",
+            )
+        raise NotFound(
+            f"Router {router['id']} has no interface on subnet {subnet_id}",
+            kind="RouterInterfaceNotFoundForSubnet",
+        )
+    port = found[0]
+    subnet = subnet_id or port["fixed_ips"][0]["subnet_id"]
+    await deleting.delete(rc.of("port"), port)
+    return Reply(200, _interface_answer(router, port, str(subnet)))
+
+
+# -- floating IPs ---------------------------------------------------------------------------
+
+
+@behaviour("network.floatingip_allocate")
+async def floatingip_allocate(event: ResourceEvent) -> None:
+    """A new floating IP: an address of the external network (of the subnet or address
+    asked for), held by a port of its own; associated at once when port_id is given."""
+    doc = event.doc
+    net = await _external(event.engine, str(doc["floating_network_id"]), "floatingip")
+    wanted: Doc = {}
+    if doc.get("subnet_id"):
+        wanted["subnet_id"] = doc["subnet_id"]
+    if doc.get("floating_ip_address"):
+        wanted["ip_address"] = doc["floating_ip_address"]
+    attrs: Doc = {
+        "network_id": net["id"],
+        "device_id": doc["id"],
+        "device_owner": FLOATING,
+        "project_id": doc["project_id"],
+    }
+    if wanted:
+        attrs["fixed_ips"] = [wanted]
+    port = await _new_port(event.engine, attrs)
+    if not port["fixed_ips"]:
+        await _drop_ports(event.engine, doc["id"], FLOATING)
+        raise BadRequest(
+            f"Bad floatingip request: Network {net['id']} has no subnet to allocate from.",
+            kind="BadRequest",
+        )
+    doc["floating_ip_address"] = port["fixed_ips"][0]["ip_address"]
+    doc.pop("subnet_id", None)
+    await _associate(event.engine, doc, doc)
+
+
+@behaviour("network.floatingip_undo")
+async def floatingip_undo(event: ResourceEvent) -> None:
+    """A floating IP not stored after all: its address is given back."""
+    await _drop_ports(event.engine, str(event.doc["id"]), FLOATING)
+
+
+@behaviour("network.floatingip_associate")
+async def floatingip_associate(event: ResourceEvent) -> None:
+    """port_id changed: associated (the fixed address, the router) or let go."""
+    if "port_id" not in event.doc and "fixed_ip_address" not in event.doc:
+        return
+    await _associate(event.engine, {**(event.old or {}), **event.doc}, event.doc)
+
+
+async def _associate(rc: ResourceCall, fip: Doc, changes: Doc) -> None:
+    port_id = fip.get("port_id")
+    if not port_id:
+        changes.update({"port_id": None, "fixed_ip_address": None, "router_id": None})
+        changes["status"] = "DOWN"
+        return
+    port = await rc.store.get("ports", str(port_id)) or {}
+    v4 = [f for f in port.get("fixed_ips") or [] if ":" not in f["ip_address"]]
+    wanted = fip.get("fixed_ip_address")
+    chosen = next((f for f in v4 if f["ip_address"] == wanted), None) if wanted else None
+    if chosen is None and (wanted or not v4):
+        raise BadRequest(
+            f"Bad floatingip request: Port {port_id} does not have fixed ip {wanted}."
+            if wanted
+            else f"Bad floatingip request: Port {port_id} does not have any IPv4 address.",
+            kind="BadRequest",
+        )
+    chosen = chosen or v4[0]
+    router = await _router_for(rc, str(fip["floating_network_id"]), chosen["subnet_id"])
+    if router is None:
+        raise NotFound(
+            f"External network {fip['floating_network_id']} is not reachable from subnet "
+            f"{chosen['subnet_id']}.  Therefore, cannot associate Port {port_id} with a "
+            "Floating IP.",
+            kind="ExternalGatewayForFloatingIPNotFound",
+        )
+    changes.update(
+        {
+            "port_id": port_id,
+            "fixed_ip_address": chosen["ip_address"],
+            "router_id": router,
+            "status": "ACTIVE",
+        }
+    )
+
+
+async def _router_for(rc: ResourceCall, network_id: str, subnet_id: str) -> str | None:
+    """The router with a gateway on `network_id` and an interface on `subnet_id`."""
+    ports = rc.of("port")
+    rows = await ports.store.list(ports.res.res.table, {"device_owner": INTERFACE})
+    for port in rows:
+        if not any(f["subnet_id"] == subnet_id for f in port.get("fixed_ips") or []):
+            continue
+        router = await rc.store.get("routers", str(port["device_id"])) or {}
+        if (router.get("external_gateway_info") or {}).get("network_id") == network_id:
+            return str(router["id"])
+    return None

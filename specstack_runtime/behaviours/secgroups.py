@@ -1,0 +1,123 @@
+"""The algorithms of neutron's security groups, as hooks of the resource engine.
+
+spec/resources/network.yaml declares what a group and a rule are (fields, scope,
+refusals, uniqueness, what deleting does); these hooks do what the spec cannot state:
+a project's `default` group made on first use with neutron's default rules (its id
+derived from the project, so two first uses at once make one group), a new group's
+egress rules, and a rule's remote CIDR parsed and matched with its ethertype.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from typing import Any
+
+from specstack_runtime.errors import BadRequest, Conflict
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import collects, writes
+from specstack_runtime.resources.context import ResourceCall
+from specstack_runtime.resources.hooks import ResourceEvent
+
+Doc = dict[str, Any]
+
+DEFAULT_NAME = "default"
+DEFAULT_DESCRIPTION = "Default security group"
+ETHERTYPES = ("IPv4", "IPv6")
+#: Namespace of the default groups' ids (uuid5 of the project) and of their rules' ids.
+_DEFAULT_IDS = uuid.UUID("0c7d3f4e-9a51-5e0b-8d2c-6f1e4a3b2c10")
+
+
+def default_group_id(project_id: str) -> str:
+    return str(uuid.uuid5(_DEFAULT_IDS, f"security_group|{project_id}"))
+
+
+async def _add_rule(rules: ResourceCall, attrs: Doc, rule_id: str | None = None) -> None:
+    """A rule the server makes (no request): checked and stored as the engine stores one."""
+    doc = await writes.for_create(rules, attrs, rule_id)
+    try:
+        created = await rules.store.create(rules.res.res.table, doc)
+    except Conflict:
+        return  # made meanwhile by a concurrent first use
+    await collects.added(rules, created)
+
+
+def _egress(group: Doc) -> list[Doc]:
+    return [
+        {
+            "security_group_id": group["id"],
+            "direction": "egress",
+            "ethertype": eth,
+            "project_id": group["project_id"],
+        }
+        for eth in ETHERTYPES
+    ]
+
+
+async def ensure_default(rc: ResourceCall, project_id: str) -> str:
+    """The id of the project's default group, made with its rules if it has none yet:
+    every packet out, and in from the group's own ports (IPv4 and IPv6)."""
+    groups = rc.of("security_group")
+    table = groups.res.res.table
+    found = await groups.store.list(table, {"project_id": project_id, "name": DEFAULT_NAME})
+    if found:
+        return str(min(found, key=lambda g: (g.get("created_at", ""), g["id"]))["id"])
+    gid = default_group_id(project_id)
+    attrs = {"name": DEFAULT_NAME, "description": DEFAULT_DESCRIPTION, "project_id": project_id}
+    doc = await writes.for_create(groups, attrs, gid)
+    try:
+        group = await groups.store.create(table, doc)
+    except Conflict:
+        return gid  # another request made it first
+    rules = rc.of("security_group_rule")
+    ingress = [{**rule, "direction": "ingress", "remote_group_id": gid} for rule in _egress(group)]
+    for n, attrs in enumerate([*_egress(group), *ingress]):
+        await _add_rule(rules, attrs, str(uuid.uuid5(_DEFAULT_IDS, f"rule|{gid}|{n}")))
+    return gid
+
+
+@behaviour("network.default_security_group")
+async def default_security_group(event: ResourceEvent) -> None:
+    """Before a list of groups, or a new group: the project's default group exists
+    (neutron makes it on the project's first use)."""
+    project = event.doc.get("project_id")
+    if project is None and event.call.auth is not None:
+        project = event.call.auth.project_id
+    if project:
+        await ensure_default(event.engine, str(project))
+
+
+@behaviour("network.security_group_egress")
+async def security_group_egress(event: ResourceEvent) -> None:
+    """A new group lets every IPv4 and IPv6 packet out (neutron's two egress rules)."""
+    rules = event.engine.of("security_group_rule")
+    for attrs in _egress(event.doc):
+        await _add_rule(rules, attrs)
+    # the answer shows the group with them
+    now = await event.engine.store.get(event.engine.res.res.table, event.doc["id"])
+    event.doc.update(now or {})
+
+
+@behaviour("network.security_group_rule_cidr")
+async def security_group_rule_cidr(event: ResourceEvent) -> None:
+    """A rule's remote CIDR: a valid prefix, stored as its network address, of the rule's
+    ethertype (an IPv6 prefix on an IPv4 rule is refused)."""
+    doc = event.doc
+    prefix = doc.get("remote_ip_prefix")
+    if prefix is None:
+        return
+    try:
+        net = ipaddress.ip_network(str(prefix), strict=False)
+    except ValueError:
+        raise event.engine.res.fail(
+            "invalid",
+            field="remote_ip_prefix",
+            value=prefix,
+            reason=f"'{prefix}' is not a valid IP prefix",
+        ) from None
+    if f"IPv{net.version}" != doc.get("ethertype"):
+        raise BadRequest(
+            f"Conflicting value ethertype {doc.get('ethertype')} for CIDR {prefix}",
+            kind="SecurityGroupRuleParameterConflict",
+        )
+    doc["remote_ip_prefix"] = str(net)

@@ -1,0 +1,180 @@
+"""Neutron's routers and floating IPs: a gateway on an external network, interfaces by
+subnet or port, floating IPs allocated from the external network's subnet, associated
+through the router that joins the port's subnet, and what deleting refuses or takes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.runtime.netvol_fakes import ADMIN, USER, expect_error, make_call
+from tests.runtime.test_network import Neutron, run, serve
+
+
+async def _public(n: Neutron) -> tuple[dict[str, Any], dict[str, Any]]:
+    net = await n.network(who=ADMIN, name="public", **{"router:external": True})
+    sub = await n.subnet(net["id"], cidr="203.0.113.0/24", who=ADMIN)
+    return net, sub
+
+
+async def _router(n: Neutron, **attrs: Any) -> dict[str, Any]:
+    body = await n.op(serve, "createRouter", 201, body={"router": attrs})
+    return dict(body["router"])
+
+
+async def _fip(n: Neutron, status: int = 201, **attrs: Any) -> dict[str, Any]:
+    body = await n.op(serve, "createFloatingIP", status, body={"floatingip": attrs})
+    return dict(body["floatingip"])
+
+
+async def _interface(n: Neutron, op: str, router_id: str, **body: Any) -> dict[str, Any]:
+    out = await n.op(serve, op, 200, path_params={"router_id": router_id}, body=body)
+    return dict(out)
+
+
+def test_router_gateway_and_interfaces(tmp_path: Path) -> None:
+    async def scenario(n: Neutron) -> None:
+        public, pub_sub = await _public(n)
+        private = await n.network(name="private")
+        sub = await n.subnet(private["id"], cidr="10.0.0.0/24")
+        router = await _router(n, name="r1", external_gateway_info={"network_id": public["id"]})
+        info = router["external_gateway_info"]
+        assert info["network_id"] == public["id"] and info["enable_snat"] is True
+        assert info["external_fixed_ips"] == [
+            {"subnet_id": pub_sub["id"], "ip_address": "203.0.113.2"}
+        ]
+        assert router["status"] == "ACTIVE" and router["project_id"] == USER.project_id
+        # an internal network is no gateway
+        bad = make_call(
+            n.rt,
+            "createRouter",
+            body={"router": {"external_gateway_info": {"network_id": private["id"]}}},
+        )
+        await expect_error(serve(bad), 400, match="is not an external network")
+
+        added = await _interface(n, "addRouterInterface", router["id"], subnet_id=sub["id"])
+        assert added["subnet_id"] == sub["id"] and added["network_id"] == private["id"]
+        port = await n.op(serve, "showPort", 200, path_params={"port_id": added["port_id"]})
+        assert port["port"]["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "10.0.0.1"}]
+        assert port["port"]["device_owner"] == "network:router_interface"
+        assert port["port"]["security_groups"] == []
+        again = make_call(
+            n.rt,
+            "addRouterInterface",
+            path_params={"router_id": router["id"]},
+            body={"subnet_id": sub["id"]},
+        )
+        await expect_error(serve(again), 400, match="Router already has a port on subnet")
+        # the interface's port is not deleted through the port API; the router is not
+        # deleted while it has one
+        direct = make_call(n.rt, "deletePort", path_params={"port_id": added["port_id"]})
+        await expect_error(serve(direct), 409, match="cannot be deleted directly via the port API")
+        remove = make_call(n.rt, "deleteRouter", path_params={"router_id": router["id"]})
+        await expect_error(serve(remove), 409, match=f"Router {router['id']} still has ports")
+
+        removed = await _interface(n, "removeRouterInterface", router["id"], subnet_id=sub["id"])
+        assert removed["port_id"] == added["port_id"]
+        missing = make_call(
+            n.rt,
+            "removeRouterInterface",
+            path_params={"router_id": router["id"]},
+            body={"subnet_id": sub["id"]},
+        )
+        await expect_error(serve(missing), 404, match="has no interface on subnet")
+        # the gateway removed, then the router deleted: its gateway port goes
+        cleared = await n.op(
+            serve,
+            "updateRouter",
+            200,
+            path_params={"router_id": router["id"]},
+            body={"router": {"external_gateway_info": None}},
+        )
+        assert cleared["router"]["external_gateway_info"] is None
+        await n.op(
+            serve,
+            "updateRouter",
+            200,
+            path_params={"router_id": router["id"]},
+            body={"router": {"external_gateway_info": {"network_id": public["id"]}}},
+        )
+        await n.op(serve, "deleteRouter", 204, path_params={"router_id": router["id"]})
+        left = await n.op(serve, "listPorts", 200, who=ADMIN, query={"device_id": [router["id"]]})
+        assert left["ports"] == []
+
+    run(tmp_path, scenario)
+
+
+def test_floating_ips_allocate_associate_and_release(tmp_path: Path) -> None:
+    async def scenario(n: Neutron) -> None:
+        public, _ = await _public(n)
+        private = await n.network(name="private")
+        sub = await n.subnet(private["id"], cidr="10.0.0.0/24")
+        vm_port = await n.port(private["id"])
+
+        fip = await _fip(n, floating_network_id=public["id"])
+        assert fip["floating_ip_address"] == "203.0.113.2"
+        assert fip["status"] == "DOWN" and fip["port_id"] is None and fip["router_id"] is None
+        # not reachable without a router joining the subnet to the external network
+        assoc = make_call(
+            n.rt,
+            "updateFloatingIP",
+            path_params={"floatingip_id": fip["id"]},
+            body={"floatingip": {"port_id": vm_port["id"]}},
+        )
+        await expect_error(serve(assoc), 404, match="is not reachable from subnet")
+        router = await _router(n, external_gateway_info={"network_id": public["id"]})
+        await _interface(n, "addRouterInterface", router["id"], subnet_id=sub["id"])
+        done = await n.op(
+            serve,
+            "updateFloatingIP",
+            200,
+            path_params={"floatingip_id": fip["id"]},
+            body={"floatingip": {"port_id": vm_port["id"]}},
+        )
+        assoc_fip = done["floatingip"]
+        assert assoc_fip["status"] == "ACTIVE" and assoc_fip["router_id"] == router["id"]
+        assert assoc_fip["fixed_ip_address"] == vm_port["fixed_ips"][0]["ip_address"]
+        listed = await n.op(serve, "listFloatingIPs", 200, query={"port_id": [vm_port["id"]]})
+        assert [f["id"] for f in listed["floatingips"]] == [fip["id"]]
+        # a router routing floating IPs is not deleted
+        busy = make_call(n.rt, "deleteRouter", path_params={"router_id": router["id"]})
+        await expect_error(serve(busy), 409, match="still has ports")
+
+        # associated at creation; an internal network gives no floating IPs
+        second = await _fip(n, floating_network_id=public["id"], port_id=vm_port["id"])
+        assert second["status"] == "ACTIVE" and second["floating_ip_address"] == "203.0.113.4"
+        internal = make_call(
+            n.rt, "createFloatingIP", body={"floatingip": {"floating_network_id": private["id"]}}
+        )
+        await expect_error(serve(internal), 400, match="is not an external network")
+        chosen = make_call(
+            n.rt,
+            "createFloatingIP",
+            body={
+                "floatingip": {
+                    "floating_network_id": public["id"],
+                    "floating_ip_address": "203.0.113.9",
+                }
+            },
+        )
+        await expect_error(serve(chosen), 403)
+
+        let_go = await n.op(
+            serve,
+            "updateFloatingIP",
+            200,
+            path_params={"floatingip_id": fip["id"]},
+            body={"floatingip": {"port_id": None}},
+        )
+        assert let_go["floatingip"]["status"] == "DOWN"
+        assert let_go["floatingip"]["fixed_ip_address"] is None
+        # released: its address is free again
+        await n.op(serve, "deleteFloatingIP", 204, path_params={"floatingip_id": fip["id"]})
+        third = await _fip(n, floating_network_id=public["id"])
+        assert third["floating_ip_address"] == "203.0.113.2"
+        owned = await n.op(
+            serve, "listPorts", 200, who=ADMIN, query={"device_owner": ["network:floatingip"]}
+        )
+        assert sorted(p["device_id"] for p in owned["ports"]) == sorted([second["id"], third["id"]])
+
+    run(tmp_path, scenario)
