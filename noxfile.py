@@ -100,12 +100,13 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests_distributed(session: nox.Session) -> None:
     """The distributed stack (RabbitMQ, PostgreSQL, 3 computes): its own tests, then the
-    conformance suite and the real openstack CLI tests against it."""
+    conformance suite, the API fuzzing and the real openstack CLI tests against it."""
     _install(session)
     env = {"SPECSTACK_TEST_MODE": "distributed", "SPECSTACK_TEST_RABBIT_RESTART": "1"}
     paths = session.posargs or [
         "tests/distributed",
         "tests/stack/test_conformance.py",
+        "tests/wire/test_fuzz.py",
         "tests/wire/test_openstack_cli.py",
     ]
     session.run("pytest", *paths, env=env)

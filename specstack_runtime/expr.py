@@ -26,9 +26,11 @@ its `tables:` names, e.g. `tables.allocations`).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import re
 import secrets
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -244,7 +246,34 @@ class Expr:
             raise ExprError(f"{self.text}: {_clean(str(exc))}") from None
         if value.type() == cel.Type.ERROR:
             raise ExprError(f"{self.text}: {_clean(str(value.value()))}")
-        return value.plain_value()
+        plain = value.plain_value()
+        if _NULLS_UNOWNED:
+            for _ in range(_nulls(plain)):
+                _incref(_NONE)
+        return plain
+
+
+# cel-expr-python (0.1.3) hands each null it converts to Python (a null result, or one in
+# a list or map) without its reference to None. Before CPython 3.12 None is not immortal:
+# its count dropped by one per null until the interpreter aborted ("none_dealloc"), which
+# under load killed the stack mid-request. Each None in a result gets its reference back;
+# one too many (if the runtime is fixed) is harmless, as None is never freed.
+_NULLS_UNOWNED = sys.version_info < (3, 12)
+_NONE = ctypes.py_object(None)
+_incref = ctypes.pythonapi.Py_IncRef
+_incref.argtypes = [ctypes.py_object]
+_incref.restype = None
+
+
+def _nulls(value: Any) -> int:
+    """How many None a converted CEL value holds (map keys are never null)."""
+    if value is None:
+        return 1
+    if isinstance(value, dict):
+        return sum(_nulls(v) for v in value.values()) if value else 0
+    if isinstance(value, list):
+        return sum(_nulls(v) for v in value) if value else 0
+    return 0
 
 
 class Bound:

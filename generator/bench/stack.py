@@ -33,21 +33,32 @@ def _rss_mb(pid: int) -> float:
 class StackClient:
     def __init__(self, http: httpx.AsyncClient, urls: dict[str, str], token: str) -> None:
         self.http, self.urls, self.token = http, urls, token
+        self.unanswered = 0  # requests that ended without a response (closed, reset)
+
+    async def _send(self, method: str, url: str, **kw: Any) -> httpx.Response | None:
+        try:
+            return await self.http.request(method, url, headers={"X-Auth-Token": self.token}, **kw)
+        except httpx.TransportError:
+            self.unanswered += 1
+            return None
 
     async def boot(
         self, body: dict[str, Any], timeout: float = 120.0, max_poll: float = 0.05
     ) -> tuple[float, str, str]:
         """(seconds from POST to ACTIVE, server id, final status)."""
-        h = {"X-Auth-Token": self.token}
         start = time.perf_counter()
-        resp = await self.http.post(f"{self.urls['compute']}/servers", json=body, headers=h)
-        if resp.status_code != 202:
-            return time.perf_counter() - start, "", f"HTTP {resp.status_code}"
+        resp = await self._send("POST", f"{self.urls['compute']}/servers", json=body)
+        if resp is None or resp.status_code != 202:
+            code = "no response" if resp is None else f"HTTP {resp.status_code}"
+            return time.perf_counter() - start, "", code
         sid = resp.json()["server"]["id"]
         delay = 0.001
         while True:
-            got = await self.http.get(f"{self.urls['compute']}/servers/{sid}", headers=h)
-            status = got.json()["server"]["status"] if got.status_code == 200 else "GONE"
+            got = await self._send("GET", f"{self.urls['compute']}/servers/{sid}")
+            if got is None:
+                status = "BUILD"  # counted; polled again
+            else:
+                status = got.json()["server"]["status"] if got.status_code == 200 else "GONE"
             if status in ("ACTIVE", "ERROR", "GONE"):
                 return time.perf_counter() - start, sid, status
             if time.perf_counter() - start > timeout:
@@ -56,11 +67,10 @@ class StackClient:
             delay = min(delay * 1.5, max_poll)
 
     async def delete(self, sid: str) -> None:
-        h = {"X-Auth-Token": self.token}
-        await self.http.delete(f"{self.urls['compute']}/servers/{sid}", headers=h)
+        await self._send("DELETE", f"{self.urls['compute']}/servers/{sid}")
         for _ in range(2000):
-            got = await self.http.get(f"{self.urls['compute']}/servers/{sid}", headers=h)
-            if got.status_code == 404:
+            got = await self._send("GET", f"{self.urls['compute']}/servers/{sid}")
+            if got is not None and got.status_code == 404:
                 return
             await asyncio.sleep(0.005)
 
@@ -154,6 +164,7 @@ async def _measure(
         "boots_per_s": round((len(flat) - par_lost) / wall, 1),
         "boots_lost": float(lost + par_lost),
         "boots_measured": float(len(latencies) + len(flat)),
+        "requests_unanswered": float(client.unanswered),
     }
 
 

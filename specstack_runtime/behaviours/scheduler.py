@@ -144,14 +144,17 @@ async def schedule_and_build(call: Call) -> None:
     call.vars["instance_uuid"] = uuid
     call.vars["host"] = None
     row = await store.get(INSTANCES, uuid)
-    if (
-        row is None
-        or row.get("vm_state") != "building"
-        or row.get("task_state") != "scheduling"
-        or row.get("host")
-    ):
-        # Deleted meanwhile, or scheduled already (a redelivered request): build nothing.
+    if row is None or row.get("vm_state") != "building" or row.get("task_state") != "scheduling":
+        # Deleted meanwhile, or built already (a redelivered request): build nothing.
         logger.info("instance %s is no longer waiting to be scheduled; skipping", uuid)
+        return
+    if row.get("host"):
+        # Placed by a run of this request that died before it was acknowledged: whether that
+        # run sent the build is not known, so it goes again to the same host (its claim
+        # stands). Builds are delivered at least once: the compute takes one again, and one
+        # already done is refused there (the instance is no longer building).
+        logger.info("instance %s was placed on %s; its build is sent again", uuid, row["host"])
+        _build_vars(call, row, str(row["host"]), str(row.get("node") or row["host"]))
         return
     request = request_spec_of(payload, call.args)
     node_doc = await claim_host(
@@ -181,12 +184,18 @@ async def schedule_and_build(call: Call) -> None:
         await release_claim(store, {"id": uuid, "host": host})
         logger.info("instance %s changed while it was scheduled; claim on %s released", uuid, host)
         return
+    _build_vars(call, updated, host, node)
+
+
+def _build_vars(call: Call, instance: Doc, host: str, node: str) -> None:
+    """What step 7.1 casts: the build_and_run_instance payload for `host`."""
+    payload = call.payload
     spec = payload["request_spec"]
     ignored = list(spec.get("ignore_hosts") or [])
     call.vars.update(
         host=host,
         node=node,
-        instance=updated,
+        instance=instance,
         build={
             "instance": dict(payload["instance"]),
             "host": host,

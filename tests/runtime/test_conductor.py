@@ -140,3 +140,38 @@ async def test_block_device_mappings_follow_the_attachments(tmp_path: Path) -> N
         )
     )
     assert await store.list("block_device_mappings", {"instance_uuid": row["id"]}) == []
+
+
+# -- scheduler, at-least-once ----------------------------------------------------------------
+
+
+@arun
+async def test_a_redelivered_schedule_request_sends_the_build_again_to_the_same_host(
+    tmp_path: Path,
+) -> None:
+    """The scheduler placed the instance, then died before it cast the build (or before its
+    ack): the redelivered request sends the build again, to that host, on the same claim,
+    instead of leaving the instance in BUILD for ever."""
+    info = stack_info()
+    store = nova_store(info)
+    await add_compute_node(store, "compute-1")
+    await add_compute_node(store, "compute-2")
+    row = await new_instance(store)
+    sched = make_runtime(info, "nova-scheduler", store=store)
+    first = msg_call(sched, "schedule_and_build_instances", schedule_payload(row))
+    await scheduler.schedule_and_build(first)
+    host = first.vars["host"]
+    assert host in ("compute-1", "compute-2")
+    used = {n["host"]: n["memory_mb_used"] for n in await store.list("compute_nodes")}
+
+    again = msg_call(sched, "schedule_and_build_instances", schedule_payload(row))
+    await scheduler.schedule_and_build(again)
+    assert again.vars["host"] == host
+    assert again.vars["build"] == first.vars["build"]
+    assert {n["host"]: n["memory_mb_used"] for n in await store.list("compute_nodes")} == used
+
+    # once the build is done, a redelivery builds nothing
+    await store.update("instances", row["id"], {"vm_state": "active", "task_state": None})
+    done = msg_call(sched, "schedule_and_build_instances", schedule_payload(row))
+    await scheduler.schedule_and_build(done)
+    assert done.vars["host"] is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from specstack_runtime.expr import Bound, ExprError, compile_expr
@@ -62,3 +64,24 @@ def test_only_the_variables_an_expression_names_reach_the_runtime() -> None:
     assert expr.evaluate(doc=DOC, vars=project, **unused) == "vm in demo"
     with pytest.raises(ExprError, match="vars"):
         expr.evaluate(doc=DOC, **unused)  # a variable it reads and was not given
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("null", None),
+        ("doc.host", None),
+        ("{'a': null, 'b': [null, 1]}", {"a": None, "b": [None, 1]}),
+        ("doc", DOC),
+    ],
+)
+def test_null_results_keep_nones_reference_count(text: str, expected: object) -> None:
+    """The CEL runtime hands back None without its reference: before the fix, None's
+    count fell by one per null until CPython aborted the stack ("none_dealloc")."""
+    expr = compile_expr(text)
+    bound = Bound(doc=DOC)
+    assert expr.evaluate_in(bound) == expected
+    before = sys.getrefcount(None)
+    for _ in range(1000):
+        expr.evaluate_in(bound)
+    assert sys.getrefcount(None) >= before
