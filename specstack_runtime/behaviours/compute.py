@@ -47,6 +47,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from specstack_runtime.batching import batch_of
 from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
     COMPUTE_NODES,
@@ -1120,29 +1121,25 @@ async def list_server_interfaces(call: Call) -> Reply:
 
 def host_availability_zone(rt: ServiceRuntime) -> str:
     """The availability zone of the topology node this compute host belongs to."""
-    for node in rt.info.nodes.values():
-        try:
-            hosts = rt.info.node_hosts(node["name"], rt.config)
-        except (KeyError, TypeError):
-            continue
-        if rt.host in hosts or rt.host == node["name"]:
-            return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
-    return DEFAULT_AVAILABILITY_ZONE
+    node = rt.info.nodes.get(rt.info.node_of(rt.host, rt.config) or rt.host) or {}
+    return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
 
 
 async def report_once(rt: ServiceRuntime) -> None:
     if rt.driver is None:
         raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
     resources = await rt.driver.get_available_resource()
-    await send(
-        rt,
-        "compute_node_update",
-        {
-            "host": rt.host,
-            "availability_zone": host_availability_zone(rt),
-            "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
-        },
-    )
+    node = {
+        "host": rt.host,
+        "availability_zone": host_availability_zone(rt),
+        "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
+    }
+
+    async def flush(nodes: list[dict[str, Any]]) -> Any:
+        return await send(rt, "compute_node_update", {"nodes": nodes})
+
+    # the hosts of this process reporting in the same turn: one message for all of them
+    await batch_of(rt.shared, "compute_node_update", flush).submit(node)
 
 
 async def _heartbeat(rt: ServiceRuntime, first_delay: float = REPORT_INTERVAL_S) -> None:

@@ -11,7 +11,8 @@ means choosing again from fresh documents.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from specstack_runtime.behaviours.conductor import (
@@ -20,6 +21,7 @@ from specstack_runtime.behaviours.conductor import (
     INSTANCES,
     SERVICE_DOWN_TIME_S,
     make_fault,
+    node_figures,
     release_claim,
     usage_of,
 )
@@ -32,7 +34,7 @@ from specstack_runtime.behaviours.scheduling import (
 )
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.registry import behaviour
-from specstack_runtime.store import Doc, Store
+from specstack_runtime.store import AtLeast, Doc, Store
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,78 @@ def request_spec_of(
     )
 
 
+#: The column of compute_nodes each weigher reads (conductor.node_figures keeps them).
+WEIGHED_BY = {
+    "RAMWeigher": "free_ram_mb",
+    "DiskWeigher": "free_disk_gb",
+    "CPUWeigher": "usable_vcpus",
+    "NumInstancesWeigher": "running_vms",
+}
+#: Hosts read per choice when one weigher orders them in the query (as placement hands
+#: nova's scheduler a bounded list of candidates); more are read only if all of them fail.
+CANDIDATES = 20
+
+
+def pushed_down(
+    request: RequestSpec, filters: Sequence[str], now: float
+) -> dict[str, AtLeast | str | bool | list[str]]:
+    """What the filters require of a host as a query of compute_nodes' indexed columns.
+
+    A necessary condition only: the filters still run on the hosts it returns.
+    """
+    where: dict[str, AtLeast | str | bool | list[str]] = {}
+    if request.only_hosts is not None:
+        where["host"] = list(request.only_hosts)
+    if "ComputeFilter" in filters:
+        where["enabled"] = True
+        where["heartbeat"] = AtLeast(now - SERVICE_DOWN_TIME_S)
+    zone = request.availability_zone
+    if "AvailabilityZoneFilter" in filters and zone and zone != DEFAULT_AVAILABILITY_ZONE:
+        where["availability_zone"] = zone  # the default zone also takes rows without one
+    if "RamFilter" in filters:
+        where["usable_ram_mb"] = AtLeast(request.memory_mb)
+    if "DiskFilter" in filters:
+        where["usable_disk_gb"] = AtLeast(request.disk_gb)
+    return where
+
+
+async def candidates(
+    store: Store,
+    request: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+) -> list[Doc]:
+    """The compute nodes worth filtering and weighing: those the query finds, best first
+    by the one weigher (at most CANDIDATES and the ignored hosts), or all that pass."""
+    where = pushed_down(request, filters, time.time())
+    if len(weighers) != 1 or weighers[0][0] not in WEIGHED_BY:
+        return await store.list(COMPUTE_NODES, where)
+    name, multiplier = weighers[0]
+    return await store.list(
+        COMPUTE_NODES,
+        where,
+        sort_key=WEIGHED_BY[name],
+        numeric=True,
+        reverse=multiplier > 0,
+        limit=CANDIDATES + len(request.ignore_hosts),
+    )
+
+
+def rank(
+    docs: Sequence[Doc],
+    request: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+) -> list[HostState]:
+    return select_destinations(
+        [host_state(d) for d in docs],
+        request,
+        list(filters),
+        list(weighers),
+        service_down_time=SERVICE_DOWN_TIME_S,
+    )
+
+
 async def claim_host(
     store: Store,
     request: RequestSpec,
@@ -99,24 +173,32 @@ async def claim_host(
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
     for _ in range(CAS_ATTEMPTS):
-        docs = {str(d["host"]): d for d in await store.list(COMPUTE_NODES)}
+        found = await candidates(store, request, filters, weighers)
+        docs = {str(d["host"]): d for d in found}
         for doc in docs.values():
             if instance_uuid in (doc.get("claims") or {}):
                 return doc  # claimed already (a redelivered request)
-        ranked = select_destinations(
-            [host_state(d) for d in docs.values()],
-            request,
-            list(filters),
-            list(weighers),
-            service_down_time=SERVICE_DOWN_TIME_S,
-        )
+        try:
+            ranked = rank(found, request, filters, weighers)
+        except NoValidHost:
+            # Rare: every candidate failed (a filter the query does not test), or none
+            # passed the query. Every host, then: the choice, or the exact reasons why none.
+            found = await store.list(COMPUTE_NODES)
+            docs = {str(d["host"]): d for d in found}
+            ranked = rank(found, request, filters, weighers)
         doc = docs[ranked[0].host]
         claims = {**(doc.get("claims") or {}), instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
+        usage = usage_of(claims)
         new = await store.update(
             COMPUTE_NODES,
             ranked[0].host,
-            {"claims": claims, **usage_of(claims), "generation": generation + 1},
+            {
+                "claims": claims,
+                **usage,
+                **node_figures({**doc, **usage}),
+                "generation": generation + 1,
+            },
             expect={"generation": doc.get("generation")},
         )
         if new is not None:
