@@ -65,9 +65,10 @@ from specstack_runtime.storequery import (
     params_of,
     restrict,
     shape_of,
+    sortable,
 )
 
-__all__ = ["AtLeast", "Doc", "Not", "Store", "TableSpec", "engine_url", "utcnow"]
+__all__ = ["AtLeast", "Doc", "Not", "Store", "TableSpec", "engine_url", "sortable", "utcnow"]
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +396,7 @@ class Store:
         sort_key: str = "created_at",
         reverse: bool = False,
         numeric: bool = False,
+        by_index: bool = False,
     ) -> builtins.list[Doc]:
         """Documents matching every `where` field (a list value means "any of"), in order.
 
@@ -425,11 +427,21 @@ class Store:
                 after: Any = bindparam("marker_id")
                 later = order < at if reverse else order > at
                 stmt = stmt.where(or_(later, and_(order == at, t.c.id > after)))
-            stmt = stmt.order_by(order.desc() if reverse else order, t.c.id)
+            ordering: tuple[Any, ...] = (order.desc() if reverse else order, t.c.id)
+            if by_index:
+                # the column as it is, ties in no given order: a limited walk of its index
+                stmt = stmt.where(by.is_not(None))
+                ordering = (by.desc() if reverse else by,)
+            stmt = stmt.order_by(*ordering)
+            if sql_limit and by_index:
+                # the few best of many rows: sort their ids, not their documents
+                best = restrict(select(t.c.id), t, shape).order_by(*ordering)
+                best = best.limit(bindparam("limit_")).scalar_subquery()
+                return select(t.c.data).where(t.c.id.in_(best)).order_by(*ordering)
             return stmt.limit(bindparam("limit_")) if sql_limit else stmt
 
         stmt = self._query(
-            (table, "list", shape, by.name, reverse, sql_limit, marker is not None, numeric),
+            (table, "list", shape, by.name, reverse, sql_limit, marker, numeric, by_index),
             build,
         )
         find_marker = self._query(

@@ -1,8 +1,8 @@
 """The filters of `Store.list` as SQL: what a filter value tests, its parameters, its clause.
 
 A filter value is a plain value (equality), a list ("any of"), None (NULL), `Not(value)`
-(anything else, NULL included) or `AtLeast(number)` (the column read as a number is at
-least that: the scheduler's resource filters, pushed down into the query).
+(anything else, NULL included) or `AtLeast(text)` (at least that in text order: the
+scheduler's resource filters, pushed down into the query, on `sortable` numbers).
 """
 
 from __future__ import annotations
@@ -24,9 +24,15 @@ class Not:
 
 @dataclass(frozen=True)
 class AtLeast:
-    """A filter value: rows whose column, read as a number, is at least `value`."""
+    """A filter value: rows whose column is at least `value` in text order (numbers
+    written with `sortable`, so that the comparison is an index range, no cast per row)."""
 
-    value: float
+    value: str
+
+
+def sortable(number: float) -> str:
+    """`number` (thousandths kept, |number| < 10**12) as text that sorts as the number does."""
+    return f"{round(number * 1000) + 10**15:016d}"
 
 
 def column_value(value: Any) -> str | None:
@@ -84,7 +90,7 @@ def restrict(stmt: Any, t: Table, shape: Shape) -> Any:
         elif test == "null":
             stmt = stmt.where(col.is_(None))
         elif test == "atleast":
-            stmt = stmt.where(as_number(col) >= bindparam(f"where_{key}"))
+            stmt = stmt.where(col >= bindparam(f"where_{key}"))
         elif test == "not":
             stmt = stmt.where(or_(col.is_(None), col != bindparam(f"where_{key}")))
         else:
@@ -99,10 +105,7 @@ def as_number(col: Column[Any]) -> ColumnElement[Any]:
 
 def matches_value(actual: Any, wanted: Any) -> bool:
     if isinstance(wanted, AtLeast):
-        try:
-            return actual is not None and float(actual) >= wanted.value
-        except (TypeError, ValueError):
-            return False
+        return actual is not None and str(actual) >= wanted.value
     if isinstance(wanted, Not):
         return not matches_value(actual, wanted.value)
     if isinstance(wanted, list | tuple | set):

@@ -1136,7 +1136,8 @@ async def report_once(rt: ServiceRuntime) -> None:
     }
 
     async def flush(nodes: list[dict[str, Any]]) -> Any:
-        return await send(rt, "compute_node_update", {"nodes": nodes})
+        # built here from the driver's report: the conductor's consumer validates it once
+        return await send(rt, "compute_node_update", {"nodes": nodes}, checked=True)
 
     # the hosts of this process reporting in the same turn: one message for all of them
     await batch_of(rt.shared, "compute_node_update", flush).submit(node)

@@ -32,7 +32,7 @@ from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE, H
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.registry import behaviour
-from specstack_runtime.store import Doc, Store, utcnow
+from specstack_runtime.store import Doc, Store, sortable, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -299,13 +299,18 @@ def node_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
         total_vcpus=_int(doc.get("vcpus")),
         used_vcpus=_int(doc.get("vcpus_used")),
     )
-    return {
+    beat = doc.get("heartbeat")
+    figures = {
         "free_ram_mb": state.free_ram_mb,
         "free_disk_gb": state.free_disk_gb,
         "usable_ram_mb": state.usable_ram_mb,
         "usable_disk_gb": state.usable_disk_gb,
         "usable_vcpus": state.usable_vcpus,
+        "running_vms": _int(doc.get("running_vms")),
+        "seen": beat if isinstance(beat, int | float) else 0.0,
     }
+    # text that sorts as the numbers do: the query compares and orders without a cast
+    return {f"sort_{k}": sortable(v) for k, v in figures.items()}
 
 
 def _report_of(node: Mapping[str, Any], now: float) -> dict[str, Any]:

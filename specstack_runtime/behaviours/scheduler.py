@@ -34,7 +34,7 @@ from specstack_runtime.behaviours.scheduling import (
 )
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.registry import behaviour
-from specstack_runtime.store import AtLeast, Doc, Store
+from specstack_runtime.store import AtLeast, Doc, Store, sortable
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,10 @@ def request_spec_of(
 
 #: The column of compute_nodes each weigher reads (conductor.node_figures keeps them).
 WEIGHED_BY = {
-    "RAMWeigher": "free_ram_mb",
-    "DiskWeigher": "free_disk_gb",
-    "CPUWeigher": "usable_vcpus",
-    "NumInstancesWeigher": "running_vms",
+    "RAMWeigher": "sort_free_ram_mb",
+    "DiskWeigher": "sort_free_disk_gb",
+    "CPUWeigher": "sort_usable_vcpus",
+    "NumInstancesWeigher": "sort_running_vms",
 }
 #: Hosts read per choice when one weigher orders them in the query (as placement hands
 #: nova's scheduler a bounded list of candidates); more are read only if all of them fail.
@@ -111,15 +111,14 @@ def pushed_down(
     if request.only_hosts is not None:
         where["host"] = list(request.only_hosts)
     if "ComputeFilter" in filters:
-        where["enabled"] = True
-        where["heartbeat"] = AtLeast(now - SERVICE_DOWN_TIME_S)
+        where["sort_seen"] = AtLeast(sortable(now - SERVICE_DOWN_TIME_S))
     zone = request.availability_zone
     if "AvailabilityZoneFilter" in filters and zone and zone != DEFAULT_AVAILABILITY_ZONE:
         where["availability_zone"] = zone  # the default zone also takes rows without one
     if "RamFilter" in filters:
-        where["usable_ram_mb"] = AtLeast(request.memory_mb)
+        where["sort_usable_ram_mb"] = AtLeast(sortable(request.memory_mb))
     if "DiskFilter" in filters:
-        where["usable_disk_gb"] = AtLeast(request.disk_gb)
+        where["sort_usable_disk_gb"] = AtLeast(sortable(request.disk_gb))
     return where
 
 
@@ -135,14 +134,16 @@ async def candidates(
     if len(weighers) != 1 or weighers[0][0] not in WEIGHED_BY:
         return await store.list(COMPUTE_NODES, where)
     name, multiplier = weighers[0]
-    return await store.list(
+    found = await store.list(
         COMPUTE_NODES,
         where,
         sort_key=WEIGHED_BY[name],
-        numeric=True,
         reverse=multiplier > 0,
+        by_index=True,
         limit=CANDIDATES + len(request.ignore_hosts),
     )
+    # equal weights go to the host known longest, as when every host was weighed
+    return sorted(found, key=lambda d: (str(d.get("created_at")), str(d["id"])))
 
 
 def rank(

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: nova_db_0001_f6c767d8c9
+Revision ID: nova_db_0001_3ac64ccc23
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "nova_db_0001_f6c767d8c9"
+revision = "nova_db_0001_3ac64ccc23"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -75,13 +75,13 @@ def upgrade() -> None:
         sa.Column("hypervisor_id", sa.String(255), nullable=True),
         sa.Column("availability_zone", sa.String(255), nullable=True),
         sa.Column("enabled", sa.String(255), nullable=True),
-        sa.Column("heartbeat", sa.String(255), nullable=True),
-        sa.Column("usable_ram_mb", sa.String(255), nullable=True),
-        sa.Column("usable_disk_gb", sa.String(255), nullable=True),
-        sa.Column("free_ram_mb", sa.String(255), nullable=True),
-        sa.Column("free_disk_gb", sa.String(255), nullable=True),
-        sa.Column("usable_vcpus", sa.String(255), nullable=True),
-        sa.Column("running_vms", sa.String(255), nullable=True),
+        sa.Column("sort_seen", sa.String(255), nullable=True),
+        sa.Column("sort_usable_ram_mb", sa.String(255), nullable=True),
+        sa.Column("sort_usable_disk_gb", sa.String(255), nullable=True),
+        sa.Column("sort_free_ram_mb", sa.String(255), nullable=True),
+        sa.Column("sort_free_disk_gb", sa.String(255), nullable=True),
+        sa.Column("sort_usable_vcpus", sa.String(255), nullable=True),
+        sa.Column("sort_running_vms", sa.String(255), nullable=True),
         sa.Column("data", DOC, nullable=False),
         **options,
     )
@@ -90,13 +90,15 @@ def upgrade() -> None:
     op.create_index("ix_compute_nodes_hypervisor_id", "compute_nodes", ["hypervisor_id"])
     op.create_index("ix_compute_nodes_availability_zone", "compute_nodes", ["availability_zone"])
     op.create_index("ix_compute_nodes_enabled", "compute_nodes", ["enabled"])
-    op.create_index("ix_compute_nodes_heartbeat", "compute_nodes", ["heartbeat"])
-    op.create_index("ix_compute_nodes_usable_ram_mb", "compute_nodes", ["usable_ram_mb"])
-    op.create_index("ix_compute_nodes_usable_disk_gb", "compute_nodes", ["usable_disk_gb"])
-    op.create_index("ix_compute_nodes_free_ram_mb", "compute_nodes", ["free_ram_mb"])
-    op.create_index("ix_compute_nodes_free_disk_gb", "compute_nodes", ["free_disk_gb"])
-    op.create_index("ix_compute_nodes_usable_vcpus", "compute_nodes", ["usable_vcpus"])
-    op.create_index("ix_compute_nodes_running_vms", "compute_nodes", ["running_vms"])
+    op.create_index("ix_compute_nodes_sort_seen", "compute_nodes", ["sort_seen"])
+    op.create_index("ix_compute_nodes_sort_usable_ram_mb", "compute_nodes", ["sort_usable_ram_mb"])
+    op.create_index(
+        "ix_compute_nodes_sort_usable_disk_gb", "compute_nodes", ["sort_usable_disk_gb"]
+    )
+    op.create_index("ix_compute_nodes_sort_free_ram_mb", "compute_nodes", ["sort_free_ram_mb"])
+    op.create_index("ix_compute_nodes_sort_free_disk_gb", "compute_nodes", ["sort_free_disk_gb"])
+    op.create_index("ix_compute_nodes_sort_usable_vcpus", "compute_nodes", ["sort_usable_vcpus"])
+    op.create_index("ix_compute_nodes_sort_running_vms", "compute_nodes", ["sort_running_vms"])
     op.create_table(
         "keypairs",
         sa.Column("id", sa.String(64), primary_key=True),
