@@ -345,6 +345,7 @@ class Store:
         )
         insert, update = self._stmt(table, "insert"), self._stmt(table, "update")
         ids = [str(i) for i in items]
+        indexes = (*self.specs[table].indexes, "created_at")
 
         def work(conn: Connection) -> dict[str, Doc]:
             current: dict[str, Doc] = {}
@@ -353,21 +354,24 @@ class Store:
                 current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
             now = utcnow()
             written: dict[str, Doc] = {}
-            inserts, updates = [], []
+            inserts = []
+            # rows grouped by the columns that change: only those (and their indexes) are set
+            updates: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
             for id_ in ids:
                 old = current.get(id_)
                 doc = written[id_] = {**merge(old, items[id_]), "id": id_, "updated_at": now}
                 doc.setdefault("created_at", now)
+                values = self._row(table, doc)
                 if old is None:
-                    inserts.append(self._row(table, doc))
-                else:
-                    values = self._row(table, doc)
-                    values["id_"] = values.pop("id")
-                    updates.append(values)
+                    inserts.append(values)
+                    continue
+                kept = {k for k in indexes if values[k] == column_value(old.get(k))}
+                values = {k: v for k, v in values.items() if k not in kept and k != "id"}
+                updates.setdefault(tuple(sorted(values)), []).append({**values, "id_": id_})
             if inserts:
                 conn.execute(insert, inserts)
-            if updates:
-                conn.execute(update, updates)
+            for group in updates.values():
+                conn.execute(update, group)
             return written
 
         try:
