@@ -115,7 +115,7 @@ def tests_distributed(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """Measured figures (`specstack bench`); `-- --json` prints one JSON object."""
-    _install(session)
+    _install(session, "test,bench")
     session.run("specstack", "bench", *session.posargs)
 
 

@@ -121,11 +121,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         return run_bench(
-            as_json=args.json, runs=args.runs, boots=args.boots, stack=not args.generation_only
+            as_json=args.json,
+            runs=args.runs,
+            boots=args.boots,
+            stack=not args.generation_only,
+            hosts=args.hosts,
+            plot=args.plot,
         )
     except RuntimeError as exc:  # a measured run failed: say which and why
         _err(f"bench failed: {exc}")
         return EXIT_FAILED
+
+
+def _host_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of host counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"host counts are at least 1: {text!r}")
+    return counts
 
 
 def _port(text: str) -> int:
@@ -310,6 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--generation-only",
         action="store_true",
         help="measure generation only, not the running stack",
+    )
+    b.add_argument(
+        "--hosts",
+        type=_host_counts,
+        default=(),
+        help="only the scale sweep: start-up and host selection at each of these host "
+        "counts, e.g. 100,1000,3000,10000 (one JSON object)",
+    )
+    b.add_argument(
+        "--plot", type=Path, default=None, help="with --hosts: draw the sweep into this PNG"
     )
     b.set_defaults(func=cmd_bench)
     return p

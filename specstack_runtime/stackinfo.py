@@ -118,6 +118,23 @@ class StackInfo:
             return [node]
         return [f"{node}-{i}" for i in range(1, count + 1)]
 
+    def node_of(self, host: str, config: StackConfig) -> str | None:
+        """The topology node whose `node_hosts` hold `host` (`compute-7` -> `compute`), or None.
+
+        A lookup, not a scan of every node's hosts: a compute host asks at each report.
+        """
+        prefix, _, number = host.rpartition("-")
+        for n in self.model.topology:
+            count = n.count
+            if n.role == "compute" and config.computes is not None:
+                count = config.computes
+            if count == 1 and n.role != "compute":
+                if host == n.name:
+                    return n.name
+            elif prefix == n.name and number.isdigit() and str(int(number)) == number:
+                return n.name if 1 <= int(number) <= count else None  # not `compute-07`
+        return None
+
     def instances(self, config: StackConfig) -> list[Instance]:
         out: list[Instance] = []
         for c in self.model.components:

@@ -27,7 +27,6 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -52,11 +51,24 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.sql import ColumnElement
 
 from specstack_runtime import jsoncodec
 from specstack_runtime.database import TableSpec, engine_url
 from specstack_runtime.errors import BadRequest, Conflict, NotFound
+from specstack_runtime.storequery import (
+    AtLeast,
+    Not,
+    as_number,
+    column_value,
+    matches_value,
+    order_expr,
+    params_of,
+    restrict,
+    shape_of,
+    sortable,
+)
+
+__all__ = ["AtLeast", "Doc", "Not", "Store", "TableSpec", "engine_url", "sortable", "utcnow"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +83,8 @@ DEADLOCK_RETRIES = 5
 SERVER_WORKERS = 15
 # Rows read at a time when documents are matched in Python (non-indexed filters).
 PAGE_ROWS = 200
+# Ids per statement of the batch reads (well under every backend's parameter limit).
+BATCH_ROWS = 500
 # Column sizes (the migrations agree): a longer value, or one with NUL (no backend stores
 # it in text; PostgreSQL refuses it), is bad input, refused the same way on every backend.
 ID_SIZE = 64
@@ -112,21 +126,6 @@ def _check_columns(row: Mapping[str, Any], indexes: Iterable[str]) -> None:
             raise BadRequest(
                 f"Invalid input for field/attribute {column}: it contains a NUL character."
             )
-
-
-def _column_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-@dataclass(frozen=True)
-class Not:
-    """A filter value: rows whose column does not hold `value` (NULL included)."""
-
-    value: Any
 
 
 class Store:
@@ -256,7 +255,7 @@ class Store:
             "updated_at": doc.get("updated_at") or doc.get("created_at") or utcnow(),
         }
         for ix in self.specs[name].indexes:
-            row[ix] = _column_value(doc.get(ix))
+            row[ix] = column_value(doc.get(ix))
         _check_columns(row, self.specs[name].indexes)
         row["data"] = jsoncodec.dumps(doc, sort_keys=True).decode()
         return row
@@ -331,6 +330,58 @@ class Store:
         params = {"id_": str(id_)}
         return await self._call(lambda conn: bool(conn.execute(stmt, params).rowcount))
 
+    async def upsert_many(
+        self, table: str, items: Mapping[str, Doc], merge: Callable[[Doc | None, Doc], Doc]
+    ) -> dict[str, Doc]:
+        """Write `merge(current or None, item)` for each id of `items`, all in one
+        transaction: a locked read per BATCH_ROWS ids, one executemany of the inserts and
+        one of the updates, not a round trip per row. The written documents, by id."""
+        t = self._table(table)
+        read = self._query(
+            (table, "upsert_read"),
+            lambda: self._locked(
+                select(t.c.id, t.c.data).where(t.c.id.in_(bindparam("ids", expanding=True)))
+            ),
+        )
+        insert, update = self._stmt(table, "insert"), self._stmt(table, "update")
+        ids = [str(i) for i in items]
+        indexes = (*self.specs[table].indexes, "created_at")
+
+        def work(conn: Connection) -> dict[str, Doc]:
+            current: dict[str, Doc] = {}
+            for at in range(0, len(ids), BATCH_ROWS):
+                rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
+                current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
+            now = utcnow()
+            written: dict[str, Doc] = {}
+            inserts = []
+            # rows grouped by the columns that change: only those (and their indexes) are set
+            updates: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
+            for id_ in ids:
+                old = current.get(id_)
+                doc = written[id_] = {**merge(old, items[id_]), "id": id_, "updated_at": now}
+                doc.setdefault("created_at", now)
+                values = self._row(table, doc)
+                if old is None:
+                    inserts.append(values)
+                    continue
+                kept = {k for k in indexes if values[k] == column_value(old.get(k))}
+                values = {k: v for k, v in values.items() if k not in kept and k != "id"}
+                updates.setdefault(tuple(sorted(values)), []).append({**values, "id_": id_})
+            if inserts:
+                conn.execute(insert, inserts)
+            for group in updates.values():
+                conn.execute(update, group)
+            return written
+
+        try:
+            return await self._call(work)
+        except IntegrityError:
+            raise Conflict(f"{table}: a row was created meanwhile; try again") from None
+
+    def _locked(self, stmt: Any) -> Any:
+        return stmt if self.sqlite else stmt.with_for_update()
+
     def _query(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
         """The statement cached under `key`, built once: SQLAlchemy then finds its
         compiled form by the statement's memoized cache key."""
@@ -348,6 +399,8 @@ class Store:
         marker: str | None = None,
         sort_key: str = "created_at",
         reverse: bool = False,
+        numeric: bool = False,
+        by_index: bool = False,
     ) -> builtins.list[Doc]:
         """Documents matching every `where` field (a list value means "any of"), in order.
 
@@ -363,36 +416,47 @@ class Store:
         for key, value in (where or {}).items():
             (in_sql if key in indexed else rest)[key] = value
         by = t.c.get(sort_key, t.c.created_at)
-        shape = _shape(in_sql)
-        params = _params(in_sql)
+        shape = shape_of(in_sql)
+        params = params_of(in_sql)
         sql_limit = limit is not None and not rest
         if sql_limit:
             params["limit_"] = max(limit or 0, 0)
 
         # the statements are built once per shape (then cached): the ordering with them
         def build() -> Any:
-            order = _order_expr(by)
-            stmt = _restrict(select(t.c.data), t, shape)
+            order = as_number(by) if numeric else order_expr(by)
+            stmt = restrict(select(t.c.data), t, shape)
             if marker is not None:
                 at: Any = bindparam("marker_at")
                 after: Any = bindparam("marker_id")
                 later = order < at if reverse else order > at
                 stmt = stmt.where(or_(later, and_(order == at, t.c.id > after)))
-            stmt = stmt.order_by(order.desc() if reverse else order, t.c.id)
+            ordering: tuple[Any, ...] = (order.desc() if reverse else order, t.c.id)
+            if by_index:
+                # the column as it is, ties in no given order: a limited walk of its index
+                stmt = stmt.where(by.is_not(None))
+                ordering = (by.desc() if reverse else by,)
+            stmt = stmt.order_by(*ordering)
+            if sql_limit and by_index:
+                # the few best of many rows: sort their ids, not their documents
+                best = restrict(select(t.c.id), t, shape).order_by(*ordering)
+                best = best.limit(bindparam("limit_")).scalar_subquery()
+                return select(t.c.data).where(t.c.id.in_(best)).order_by(*ordering)
             return stmt.limit(bindparam("limit_")) if sql_limit else stmt
 
         stmt = self._query(
-            (table, "list", shape, by.name, reverse, sql_limit, marker is not None), build
+            (table, "list", shape, by.name, reverse, sql_limit, marker, numeric, by_index),
+            build,
         )
         find_marker = self._query(
             (table, "marker", shape, by.name),
-            lambda: _restrict(select(_order_expr(by), t.c.data), t, shape).where(
+            lambda: restrict(select(order_expr(by), t.c.data), t, shape).where(
                 t.c.id == bindparam("marker_id")
             ),
         )
 
         def matches(doc: Doc) -> bool:
-            return all(_matches(doc.get(k), v) for k, v in rest.items())
+            return all(matches_value(doc.get(k), v) for k, v in rest.items())
 
         def work(conn: Connection) -> builtins.list[Doc]:
             if marker is not None:
@@ -427,11 +491,11 @@ class Store:
         """One indexed field of the rows matching `where` on indexed fields (no JSON decoded)."""
         t = self._table(table)
         self._indexed(table, [column, *where])
-        shape = _shape(where)
+        shape = shape_of(where)
         stmt = self._query(
-            (table, "column", column, shape), lambda: _restrict(select(t.c[column]), t, shape)
+            (table, "column", column, shape), lambda: restrict(select(t.c[column]), t, shape)
         )
-        params = _params(where)
+        params = params_of(where)
         values = await self._call(lambda conn: conn.execute(stmt, params).scalars().all())
         return [None if v is None else str(v) for v in values]
 
@@ -441,72 +505,13 @@ class Store:
         if not set(where) <= indexed:
             return len(await self.list(table, where))
         t = self._table(table)
-        shape = _shape(where)
+        shape = shape_of(where)
         stmt = self._query(
             (table, "count", shape),
-            lambda: _restrict(select(func.count()).select_from(t), t, shape),
+            lambda: restrict(select(func.count()).select_from(t), t, shape),
         )
-        params = _params(where)
+        params = params_of(where)
         return int(await self._call(lambda conn: conn.execute(stmt, params).scalar_one()))
-
-
-def _order_expr(col: Column[Any]) -> ColumnElement[Any]:
-    """What rows sort by: NULL as the empty string, so that every backend puts it first."""
-    return func.coalesce(col, "") if col.nullable else col
-
-
-Shape = tuple[tuple[str, str], ...]
-
-
-def _shape(where: Mapping[str, Any]) -> Shape:
-    """What a filter tests of each column: equality, "any of", or NULL."""
-    return tuple((key, _test(value)) for key, value in where.items())
-
-
-def _test(value: Any) -> str:
-    if isinstance(value, Not):
-        return "not"
-    if isinstance(value, list | tuple | set):
-        return "in"
-    return "null" if value is None else "eq"
-
-
-def _params(where: Mapping[str, Any]) -> dict[str, Any]:
-    """The bound values of `where` for the statement `_restrict` builds for its shape."""
-    params: dict[str, Any] = {}
-    for key, value in where.items():
-        if isinstance(value, list | tuple | set):
-            params[f"where_{key}"] = [_column_value(v) for v in value]
-        elif isinstance(value, Not):
-            params[f"where_{key}"] = _column_value(value.value)
-        elif value is not None:
-            params[f"where_{key}"] = _column_value(value)
-    return params
-
-
-def _restrict(stmt: Any, t: Table, shape: Shape) -> Any:
-    """`stmt` restricted to rows whose columns hold the filter of `shape` (see `_params`)."""
-    for key, test in shape:
-        col = t.c[key]
-        if test == "in":
-            stmt = stmt.where(col.in_(bindparam(f"where_{key}", expanding=True)))
-        elif test == "null":
-            stmt = stmt.where(col.is_(None))
-        elif test == "not":
-            stmt = stmt.where(or_(col.is_(None), col != bindparam(f"where_{key}")))
-        else:
-            stmt = stmt.where(col == bindparam(f"where_{key}"))
-    return stmt
-
-
-def _matches(actual: Any, wanted: Any) -> bool:
-    if isinstance(wanted, Not):
-        return not _matches(actual, wanted.value)
-    if isinstance(wanted, list | tuple | set):
-        return any(_matches(actual, w) for w in wanted)
-    if isinstance(actual, bool) or isinstance(wanted, bool):
-        return str(actual).lower() == str(wanted).lower()
-    return actual == wanted or (actual is not None and str(actual) == str(wanted))
 
 
 def _is_deadlock(exc: DBAPIError) -> bool:

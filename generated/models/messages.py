@@ -324,7 +324,7 @@ class InstanceUpdateReply(BaseModel):
     instance: Instance
 
 
-class ComputeNodeUpdatePayload(BaseModel):
+class Node(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -334,11 +334,19 @@ class ComputeNodeUpdatePayload(BaseModel):
     resources: Resources
 
 
+class ComputeNodeUpdatePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    nodes: list[Node] = Field(..., min_length=1)
+
+
 class ComputeNodeUpdateReply(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    host: str
+    hosts: list[str]
 
 
 class PortCreateEndPayload(BaseModel):
@@ -382,6 +390,7 @@ class GetAgentPortsPayload(BaseModel):
         populate_by_name=True,
     )
     host: str | None = None
+    hosts: list[str] | None = None
 
 
 class Port1(BaseModel):

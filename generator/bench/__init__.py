@@ -66,9 +66,22 @@ def python_loop_s() -> float:
 
 
 def run_bench(
-    *, as_json: bool, runs: int, spec: Path = Path("spec"), boots: int = 200, stack: bool = True
+    *,
+    as_json: bool,
+    runs: int,
+    spec: Path = Path("spec"),
+    boots: int = 200,
+    stack: bool = True,
+    hosts: tuple[int, ...] = (),
+    plot: Path | None = None,
 ) -> int:
-    figures: dict[str, float] = {"python_loop_s": python_loop_s()}
+    if hosts:  # the sweep only: start-up and host selection against host count
+        from generator.bench.scale import sweep
+
+        figures = sweep(hosts, plot)
+        print(json.dumps(figures, sort_keys=True))
+        return 0
+    figures = {"python_loop_s": python_loop_s()}
     if not as_json:
         print(f"measuring generation ({runs} runs)...", file=sys.stderr, flush=True)
     figures.update(generation_figures(spec, runs))
@@ -88,6 +101,13 @@ def run_bench(
         if not as_json:
             print("measuring the distributed stack...", file=sys.stderr, flush=True)
         figures.update(dist_figures(sequential=min(boots, 100)))
+
+        # Ten thousand compute hosts: start-up, host selection, boots, memory (`_10k`).
+        from generator.bench.scale import scale_figures
+
+        if not as_json:
+            print("measuring a stack of 10,000 compute hosts...", file=sys.stderr, flush=True)
+        figures.update(scale_figures(10000))
 
         from generator.bench.guest import guest_figures  # real guests: guest_boot_s_<driver>
 

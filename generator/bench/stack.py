@@ -208,7 +208,9 @@ def stack_figures(
     return figures
 
 
-def _wait_ready(info: Any, config: StackConfig, t0: float, proc: subprocess.Popen[str]) -> float:
+def _wait_ready(
+    info: Any, config: StackConfig, t0: float, proc: subprocess.Popen[str], limit_s: float = 60
+) -> float:
     urls = [
         info.endpoint(c["api"], config) + "/specstack/health"
         for c in info.components.values()
@@ -223,8 +225,8 @@ def _wait_ready(info: Any, config: StackConfig, t0: float, proc: subprocess.Pope
                     return time.perf_counter() - t0
             except httpx.TransportError:
                 pass
-            if time.perf_counter() - t0 > 60:
-                raise RuntimeError("the stack did not answer within 60 s")
+            if time.perf_counter() - t0 > limit_s:
+                raise RuntimeError(f"the stack did not answer within {limit_s:.0f} s")
             time.sleep(0.01)
 
 

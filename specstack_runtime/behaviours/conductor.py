@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE, HostState
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.registry import behaviour
 from specstack_runtime.stackinfo import StackInfo
-from specstack_runtime.store import Doc, Store, utcnow
+from specstack_runtime.store import Doc, Store, sortable, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ async def mutate_node(
         new = await store.update(
             COMPUTE_NODES,
             host,
-            {**changes, "generation": generation + 1},
+            {**changes, **node_figures({**doc, **changes}), "generation": generation + 1},
             expect={"generation": doc.get("generation")},
         )
         if new is not None:
@@ -285,44 +285,72 @@ async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> No
             await store.update(BLOCK_DEVICE_MAPPINGS, id_, doc)
 
 
-_RESOURCE_KEYS = ("vcpus", "memory_mb", "local_gb", "hypervisor_type", "hypervisor_hostname")
+def node_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What the scheduler's query filters and orders compute nodes by (indexed columns of
+    compute_nodes): free and usable (overcommitted) amounts, from totals and usage."""
+    state = HostState(
+        host=str(doc.get("host") or ""),
+        total_ram_mb=_int(doc.get("memory_mb")),
+        used_ram_mb=_int(doc.get("memory_mb_used")),
+        total_disk_gb=_int(doc.get("local_gb")),
+        used_disk_gb=_int(doc.get("local_gb_used")),
+        total_vcpus=_int(doc.get("vcpus")),
+        used_vcpus=_int(doc.get("vcpus_used")),
+    )
+    beat = doc.get("heartbeat")
+    figures = {
+        "free_ram_mb": state.free_ram_mb,
+        "free_disk_gb": state.free_disk_gb,
+        "usable_ram_mb": state.usable_ram_mb,
+        "usable_disk_gb": state.usable_disk_gb,
+        "usable_vcpus": state.usable_vcpus,
+        "running_vms": _int(doc.get("running_vms")),
+        "seen": beat if isinstance(beat, int | float) else 0.0,
+    }
+    # text that sorts as the numbers do: the query compares and orders without a cast
+    return {f"sort_{k}": sortable(v) for k, v in figures.items()}
 
 
-@behaviour("conductor.compute_node_update")
-async def compute_node_update(call: Call) -> dict[str, Any]:
-    """Upsert the host's compute node: totals from the report, claims kept as they are."""
-    store = call.rt.require_store()
-    payload = call.payload
-    host = str(payload["host"])
-    res = dict(payload["resources"])
-    report = {
+def _report_of(node: Mapping[str, Any], now: float) -> dict[str, Any]:
+    host = str(node["host"])
+    res = dict(node["resources"])
+    return {
         "host": host,
-        "availability_zone": payload.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE,
+        "availability_zone": node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE,
         "vcpus": _int(res.get("vcpus")),
         "memory_mb": _int(res.get("memory_mb")),
         "local_gb": _int(res.get("local_gb")),
         "hypervisor_type": str(res.get("hypervisor_type") or "fake"),
         "hypervisor_hostname": str(res.get("hypervisor_hostname") or host),
         "reported": res,
-        "heartbeat": time.time(),
+        "heartbeat": now,
     }
+
+
+@behaviour("conductor.compute_node_update")
+async def compute_node_update(call: Call) -> dict[str, Any]:
+    """Upsert the reporting hosts' compute nodes: totals from the reports, claims kept as
+    they are. One transaction for all of them, however many hosts report together."""
+    store = call.rt.require_store()
+    now = time.time()
+    reports = {str(n["host"]): _report_of(n, now) for n in call.payload["nodes"]}
+    next_id = [1]
+
+    def merge(doc: Doc | None, report: Doc) -> Doc:
+        if doc is None:
+            doc = {"hypervisor_id": next_id[0], "enabled": True, "claims": {}, **usage_of({})}
+            next_id[0] += 1
+        merged = {**doc, **report, "generation": _int(doc.get("generation")) + 1}
+        return {**merged, **node_figures(merged)}
+
     for _ in range(CAS_ATTEMPTS):
-        if await store.get(COMPUTE_NODES, host) is None:
-            others = await store.list(COMPUTE_NODES)
-            doc = {
-                "id": host,
-                **report,
-                "hypervisor_id": max((_int(d.get("hypervisor_id")) for d in others), default=0) + 1,
-                "enabled": True,
-                "claims": {},
-                **usage_of({}),
-                "generation": 1,
-            }
-            try:
-                await store.create(COMPUTE_NODES, doc)
-            except Conflict:
-                continue  # created meanwhile by another report: update it instead
-            return {"host": host}
-        if await mutate_node(store, host, lambda _doc: report) is not None:
-            return {"host": host}
-    raise Conflict(f"compute node {host} could not be recorded; try again")
+        last = await store.list(
+            COMPUTE_NODES, sort_key="hypervisor_id", numeric=True, reverse=True, limit=1
+        )
+        next_id[0] = _int(last[0].get("hypervisor_id")) + 1 if last else 1
+        try:
+            await store.upsert_many(COMPUTE_NODES, reports, merge)
+        except Conflict:
+            continue  # a node created meanwhile by another report: merge into it
+        return {"hosts": list(reports)}
+    raise Conflict(f"{len(reports)} compute nodes could not be recorded; try again")

@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from specstack_runtime.batching import batch_of
 from specstack_runtime.behaviours import netports
 from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import StepFailed
@@ -306,11 +307,13 @@ async def l2_port_delete(call: Call) -> None:
 async def agent_ports(call: Call) -> Doc:
     """get_agent_ports: every port (or those bound to `host`) as the agents' messages carry it."""
     store = call.rt.require_store()
-    host = call.payload.get("host")
+    hosts: set[str] | None = None
+    if "host" in call.payload or "hosts" in call.payload:
+        hosts = {*call.payload.get("hosts", ()), *filter(None, [call.payload.get("host")])}
     networks = {n["id"]: n for n in await store.list("networks")}
     out = []
     for port in await store.list("ports"):
-        if host is not None and port.get("binding:host_id") != host:
+        if hosts is not None and port.get("binding:host_id") not in hosts:
             continue
         net = networks.get(port.get("network_id")) or {}
         segment = net.get("provider:segmentation_id")
@@ -334,8 +337,21 @@ async def _resync(
 
     async def once() -> None:
         call = Call(rt, "resync", "startup", f"req-{uuid.uuid4()}", f"req-{uuid.uuid4()}")
-        reply = await send(call, "get_agent_ports", {"host": host} if host else {})
-        await apply(call, list((reply or {}).get("ports") or []))
+        if host is None:
+            reply = await send(call, "get_agent_ports", {})
+            await apply(call, list((reply or {}).get("ports") or []))
+            return
+
+        async def ask(hosts: list[str]) -> dict[str, list[Doc]]:
+            reply = await send(call, "get_agent_ports", {"hosts": sorted(set(hosts))})
+            by_host: dict[str, list[Doc]] = {h: [] for h in hosts}
+            for item in (reply or {}).get("ports") or []:
+                by_host.setdefault(str(item["port"].get("binding:host_id")), []).append(item)
+            return by_host
+
+        # the agents of this process resyncing together ask once for all their hosts
+        by_host = await batch_of(rt.shared, "get_agent_ports", ask).submit(host)
+        await apply(call, list(by_host.get(host) or []))
 
     try:
         await once()

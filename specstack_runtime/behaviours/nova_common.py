@@ -197,11 +197,5 @@ async def release_instance(
 
 def host_availability_zone(rt: ServiceRuntime) -> str:
     """The availability zone of the topology node this compute host belongs to."""
-    for node in rt.info.nodes.values():
-        try:
-            hosts = rt.info.node_hosts(node["name"], rt.config)
-        except (KeyError, TypeError):
-            continue
-        if rt.host in hosts or rt.host == node["name"]:
-            return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
-    return DEFAULT_AVAILABILITY_ZONE
+    node = rt.info.nodes.get(rt.info.node_of(rt.host, rt.config) or rt.host) or {}
+    return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from specstack_runtime.batching import batch_of
 from specstack_runtime.behaviours.conductor import (
     make_fault,
     naive_now,
@@ -63,15 +64,18 @@ async def report_once(rt: ServiceRuntime) -> None:
     if rt.driver is None:
         raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
     resources = await rt.driver.get_available_resource()
-    await send(
-        rt,
-        "compute_node_update",
-        {
-            "host": rt.host,
-            "availability_zone": host_availability_zone(rt),
-            "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
-        },
-    )
+    node = {
+        "host": rt.host,
+        "availability_zone": host_availability_zone(rt),
+        "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
+    }
+
+    async def flush(nodes: list[dict[str, Any]]) -> Any:
+        # built here from the driver's report: the conductor's consumer validates it once
+        return await send(rt, "compute_node_update", {"nodes": nodes}, checked=True)
+
+    # the hosts of this process reporting in the same turn: one message for all of them
+    await batch_of(rt.shared, "compute_node_update", flush).submit(node)
 
 
 async def _heartbeat(rt: ServiceRuntime, first_delay: float = REPORT_INTERVAL_S) -> None:

@@ -11,7 +11,8 @@ means choosing again from fresh documents.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from specstack_runtime.behaviours.conductor import (
@@ -19,6 +20,7 @@ from specstack_runtime.behaviours.conductor import (
     COMPUTE_NODES,
     INSTANCES,
     make_fault,
+    node_figures,
     release_claim,
     service_down_time,
     usage_of,
@@ -32,7 +34,7 @@ from specstack_runtime.behaviours.scheduling import (
 )
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.registry import behaviour
-from specstack_runtime.store import Doc, Store
+from specstack_runtime.store import AtLeast, Doc, Store, sortable
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,81 @@ def request_spec_of(
     )
 
 
+#: The column of compute_nodes each weigher reads (conductor.node_figures keeps them).
+WEIGHED_BY = {
+    "RAMWeigher": "sort_free_ram_mb",
+    "DiskWeigher": "sort_free_disk_gb",
+    "CPUWeigher": "sort_usable_vcpus",
+    "NumInstancesWeigher": "sort_running_vms",
+}
+#: Hosts read per choice when one weigher orders them in the query (as placement hands
+#: nova's scheduler a bounded list of candidates); more are read only if all of them fail.
+CANDIDATES = 20
+
+
+def pushed_down(
+    request: RequestSpec, filters: Sequence[str], now: float, down_after_s: float
+) -> dict[str, AtLeast | str | bool | list[str]]:
+    """What the filters require of a host as a query of compute_nodes' indexed columns.
+
+    A necessary condition only: the filters still run on the hosts it returns.
+    """
+    where: dict[str, AtLeast | str | bool | list[str]] = {}
+    if request.only_hosts is not None:
+        where["host"] = list(request.only_hosts)
+    if "ComputeFilter" in filters:
+        where["sort_seen"] = AtLeast(sortable(now - down_after_s))
+    zone = request.availability_zone
+    if "AvailabilityZoneFilter" in filters and zone and zone != DEFAULT_AVAILABILITY_ZONE:
+        where["availability_zone"] = zone  # the default zone also takes rows without one
+    if "RamFilter" in filters:
+        where["sort_usable_ram_mb"] = AtLeast(sortable(request.memory_mb))
+    if "DiskFilter" in filters:
+        where["sort_usable_disk_gb"] = AtLeast(sortable(request.disk_gb))
+    return where
+
+
+async def candidates(
+    store: Store,
+    request: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+    down_after_s: float,
+) -> list[Doc]:
+    """The compute nodes worth filtering and weighing: those the query finds, best first
+    by the one weigher (at most CANDIDATES and the ignored hosts), or all that pass."""
+    where = pushed_down(request, filters, time.time(), down_after_s)
+    if len(weighers) != 1 or weighers[0][0] not in WEIGHED_BY:
+        return await store.list(COMPUTE_NODES, where)
+    name, multiplier = weighers[0]
+    found = await store.list(
+        COMPUTE_NODES,
+        where,
+        sort_key=WEIGHED_BY[name],
+        reverse=multiplier > 0,
+        by_index=True,
+        limit=CANDIDATES + len(request.ignore_hosts),
+    )
+    # equal weights go to the host known longest, as when every host was weighed
+    return sorted(found, key=lambda d: (str(d.get("created_at")), str(d["id"])))
+
+
+def rank(
+    docs: Sequence[Doc],
+    request: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+    down_after_s: float,
+) -> list[HostState]:
+    return select_destinations(
+        [host_state(d) for d in docs],
+        request,
+        list(filters),
+        list(weighers),
+        service_down_time=down_after_s,
+    )
+
+
 async def claim_host(
     store: Store,
     request: RequestSpec,
@@ -100,24 +177,32 @@ async def claim_host(
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
     for _ in range(CAS_ATTEMPTS):
-        docs = {str(d["host"]): d for d in await store.list(COMPUTE_NODES)}
+        found = await candidates(store, request, filters, weighers, down_after_s)
+        docs = {str(d["host"]): d for d in found}
         for doc in docs.values():
             if instance_uuid in (doc.get("claims") or {}):
                 return doc  # claimed already (a redelivered request)
-        ranked = select_destinations(
-            [host_state(d) for d in docs.values()],
-            request,
-            list(filters),
-            list(weighers),
-            service_down_time=down_after_s,
-        )
+        try:
+            ranked = rank(found, request, filters, weighers, down_after_s)
+        except NoValidHost:
+            # Rare: every candidate failed (a filter the query does not test), or none
+            # passed the query. Every host, then: the choice, or the exact reasons why none.
+            found = await store.list(COMPUTE_NODES)
+            docs = {str(d["host"]): d for d in found}
+            ranked = rank(found, request, filters, weighers, down_after_s)
         doc = docs[ranked[0].host]
         claims = {**(doc.get("claims") or {}), instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
+        usage = usage_of(claims)
         new = await store.update(
             COMPUTE_NODES,
             ranked[0].host,
-            {"claims": claims, **usage_of(claims), "generation": generation + 1},
+            {
+                "claims": claims,
+                **usage,
+                **node_figures({**doc, **usage}),
+                "generation": generation + 1,
+            },
             expect={"generation": doc.get("generation")},
         )
         if new is not None:

@@ -502,15 +502,19 @@ async def add_compute_node(
             rt,
             "compute_node_update",
             {
-                "host": host,
-                "availability_zone": zone,
-                "resources": {
-                    "vcpus": vcpus,
-                    "memory_mb": memory_mb,
-                    "local_gb": local_gb,
-                    "hypervisor_type": "fake",
-                    "hypervisor_hostname": host,
-                },
+                "nodes": [
+                    {
+                        "host": host,
+                        "availability_zone": zone,
+                        "resources": {
+                            "vcpus": vcpus,
+                            "memory_mb": memory_mb,
+                            "local_gb": local_gb,
+                            "hypervisor_type": "fake",
+                            "hypervisor_hostname": host,
+                        },
+                    }
+                ]
             },
         )
     )

@@ -110,10 +110,17 @@ async def test_compute_node_update_keeps_the_claims(tmp_path: Path) -> None:
         msg_call(
             rt,
             "compute_node_update",
-            {"host": "compute-1", "resources": {"vcpus": 16, "memory_mb": 32768, "local_gb": 400}},
+            {
+                "nodes": [
+                    {
+                        "host": "compute-1",
+                        "resources": {"vcpus": 16, "memory_mb": 32768, "local_gb": 400},
+                    }
+                ]
+            },
         )
     )
-    assert reply == {"host": "compute-1"}
+    assert reply == {"hosts": ["compute-1"]}
     node = await store.get("compute_nodes", "compute-1")
     assert node is not None
     assert (node["memory_mb"], node["vcpus"], node["memory_mb_used"]) == (32768, 16, 512)

@@ -230,7 +230,7 @@ async def test_report_resources_records_the_node(tmp_path: Path) -> None:
     try:
         ((_, _, payload, _),) = bus.sent
         check(info, "compute_node_update", "payload", payload)
-        assert payload["availability_zone"] == "nova"
+        assert payload["nodes"][0]["availability_zone"] == "nova"
         node = await store.get("compute_nodes", "compute-2")
         assert node is not None and node["memory_mb"] == 2048 and node["heartbeat"]
         assert rt.local["compute.heartbeat"] is not None

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: nova_db_0001_2cf292b47d
+Revision ID: nova_db_0001_3ac64ccc23
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "nova_db_0001_2cf292b47d"
+revision = "nova_db_0001_3ac64ccc23"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -72,11 +72,33 @@ def upgrade() -> None:
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("updated_at", sa.String(32), nullable=False),
         sa.Column("host", sa.String(255), nullable=True),
+        sa.Column("hypervisor_id", sa.String(255), nullable=True),
+        sa.Column("availability_zone", sa.String(255), nullable=True),
+        sa.Column("enabled", sa.String(255), nullable=True),
+        sa.Column("sort_seen", sa.String(255), nullable=True),
+        sa.Column("sort_usable_ram_mb", sa.String(255), nullable=True),
+        sa.Column("sort_usable_disk_gb", sa.String(255), nullable=True),
+        sa.Column("sort_free_ram_mb", sa.String(255), nullable=True),
+        sa.Column("sort_free_disk_gb", sa.String(255), nullable=True),
+        sa.Column("sort_usable_vcpus", sa.String(255), nullable=True),
+        sa.Column("sort_running_vms", sa.String(255), nullable=True),
         sa.Column("data", DOC, nullable=False),
         **options,
     )
     op.create_index("ix_compute_nodes_created_at", "compute_nodes", ["created_at"])
     op.create_index("ix_compute_nodes_host", "compute_nodes", ["host"])
+    op.create_index("ix_compute_nodes_hypervisor_id", "compute_nodes", ["hypervisor_id"])
+    op.create_index("ix_compute_nodes_availability_zone", "compute_nodes", ["availability_zone"])
+    op.create_index("ix_compute_nodes_enabled", "compute_nodes", ["enabled"])
+    op.create_index("ix_compute_nodes_sort_seen", "compute_nodes", ["sort_seen"])
+    op.create_index("ix_compute_nodes_sort_usable_ram_mb", "compute_nodes", ["sort_usable_ram_mb"])
+    op.create_index(
+        "ix_compute_nodes_sort_usable_disk_gb", "compute_nodes", ["sort_usable_disk_gb"]
+    )
+    op.create_index("ix_compute_nodes_sort_free_ram_mb", "compute_nodes", ["sort_free_ram_mb"])
+    op.create_index("ix_compute_nodes_sort_free_disk_gb", "compute_nodes", ["sort_free_disk_gb"])
+    op.create_index("ix_compute_nodes_sort_usable_vcpus", "compute_nodes", ["sort_usable_vcpus"])
+    op.create_index("ix_compute_nodes_sort_running_vms", "compute_nodes", ["sort_running_vms"])
     op.create_table(
         "keypairs",
         sa.Column("id", sa.String(64), primary_key=True),
