@@ -31,3 +31,19 @@ def test_a_failing_generation_is_reported(
     assert captured.out == ""
     assert captured.err.startswith("bench failed: generate failed:\n")
     assert "spec/stack.yaml:" in captured.err
+
+
+def test_host_counts_of_the_sweep_must_be_positive_numbers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for bad in ("0,100", "ten"):
+        with pytest.raises(SystemExit) as exited:
+            main(["bench", "--hosts", bad])
+        assert exited.value.code == 2
+        assert "--hosts" in capsys.readouterr().err
+
+
+def test_scale_figures_are_named_by_host_count() -> None:
+    from generator.bench.scale import suffix
+
+    assert [suffix(n) for n in (100, 1000, 3000, 10000, 2500)] == ["100", "1k", "3k", "10k", "2500"]
