@@ -74,6 +74,7 @@ def dist_figures(
         "dist_boot_p95_ms": figures["boot_p95_ms"],
         "dist_boots_per_s": figures["boots_per_s"],
         "dist_boots_lost": figures["boots_lost"],
+        "dist_requests_unanswered": figures["requests_unanswered"],
     }
 
 
