@@ -62,3 +62,14 @@ def test_only_the_variables_an_expression_names_reach_the_runtime() -> None:
     assert expr.evaluate(doc=DOC, vars=project, **unused) == "vm in demo"
     with pytest.raises(ExprError, match="vars"):
         expr.evaluate(doc=DOC, **unused)  # a variable it reads and was not given
+
+
+def test_sort_orders_a_list_and_refuses_what_cannot_be_compared() -> None:
+    zones = compile_expr("sort(map_of(rows.map(r, [r.zone, true])).map(z, z))")
+    assert zones.evaluate(rows=[{"zone": "nova"}, {"zone": "az2"}, {"zone": "nova"}]) == [
+        "az2",
+        "nova",
+    ]
+    assert compile_expr("sort([3, 1, 2])").evaluate() == [1, 2, 3]
+    with pytest.raises(ExprError, match="cannot be compared"):
+        compile_expr("sort(['a', 1])").evaluate()
