@@ -145,10 +145,11 @@ def usage_of(claims: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
     }
 
 
-def service_down_time(info: StackInfo) -> float:
-    """Seconds without a report after which a compute host is down: the spec's
-    `service_down_time_s` (spec/resources/compute.yaml, the compute services' data)."""
-    return float(info.resources.resource("compute_service").res.data["service_down_time_s"])
+def liveness(info: StackInfo, name: str) -> float:
+    """The spec's timing of the compute hosts' reports (spec/resources/compute.yaml, the
+    compute services' data): `service_down_time_s` (silent this long: down) or
+    `report_interval_s`."""
+    return float(info.resources.resource("compute_service").res.data[name])
 
 
 async def mutate_node(

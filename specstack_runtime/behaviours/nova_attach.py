@@ -15,6 +15,7 @@ from specstack_runtime.behaviours.conductor import (
     instance_ref,
 )
 from specstack_runtime.behaviours.nova_common import (
+    SERVER,
     instance_for,
     is_uuid,
 )
@@ -28,6 +29,8 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.compiled import fill
+from specstack_runtime.resources.serve import engine_call
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +55,15 @@ def _api_error_from_remote(exc: BaseException) -> ApiError:
     return api_error(exc, "The compute host")
 
 
-def _conflict(action: str, row: Mapping[str, Any]) -> Conflict:
-    return Conflict(
-        f"Cannot '{action}' instance {row['id']} while it is in vm_state {row.get('vm_state')}"
-        + (f", task_state {row['task_state']}" if row.get("task_state") else "")
-    )
+def _check_attachable(call: Call, action: str, row: Mapping[str, Any]) -> None:
+    """Volumes are attached and detached in the vm_states the spec's server data names
+    (`attachable`), with no task running, on a host; else 409 in the state machine's words."""
+    res = engine_call(call, SERVER).res.res
+    state, task = row.get("vm_state"), row.get("task_state")
+    if state in res.data["attachable"] and task is None and row.get("host"):
+        return
+    assert res.states is not None
+    raise Conflict(fill(res.states.conflict, {**row, "action": action}))
 
 
 def _attachment_view(row: Mapping[str, Any], volume_id: str, device: Any) -> dict[str, Any]:
@@ -99,9 +106,6 @@ async def show_volume_attachment(call: Call) -> Reply:
     raise NotFound(f"volume_id not found: {volume_id}")
 
 
-_ATTACHABLE = frozenset({"active", "stopped", "paused", "suspended"})
-
-
 @behaviour("compute.attach_volume", needs=("block-storage",))
 async def attach_volume(call: Call) -> Reply:
     """Attach a volume through the server's compute host; 200 with the attachment."""
@@ -118,12 +122,7 @@ async def attach_volume(call: Call) -> Reply:
     device = spec.get("device")
     if device is not None and (not isinstance(device, str) or not _DEVICE.match(device)):
         raise BadRequest(f"The supplied device path ({device}) is invalid.")
-    if (
-        row.get("vm_state") not in _ATTACHABLE
-        or row.get("task_state") is not None
-        or not row.get("host")
-    ):
-        raise _conflict("attach_volume", row)
+    _check_attachable(call, "attach_volume", row)
     if any(a["volume_id"] == volume_id for a in _attached(row)):
         raise Conflict(
             f"Invalid volume: volume {volume_id} is already attached to instance {row['id']}."
@@ -173,12 +172,7 @@ async def detach_volume(call: Call) -> Reply:
             and b.get("boot_index") == 0
         ):
             raise BadRequest("Can't detach root device volume")
-    if (
-        row.get("vm_state") not in _ATTACHABLE
-        or row.get("task_state") is not None
-        or not row.get("host")
-    ):
-        raise _conflict("detach_volume", row)
+    _check_attachable(call, "detach_volume", row)
     try:
         await send(
             call,

@@ -1,6 +1,6 @@
 """nova-compute: the host's resource reports, terminating instances, the server actions.
 
-- startup `compute.report_resources`, then a heartbeat every REPORT_INTERVAL_S;
+- startup `compute.report_resources`, then a heartbeat every `report_interval_s` (spec);
 - terminate_instance: `compute.begin_terminate` then delete-vm 7-11,
   `compute.terminate_failed` on error;
 - the RPC handlers of the server actions (`compute.rpc_*`).
@@ -15,6 +15,7 @@ from typing import Any
 
 from specstack_runtime.batching import batch_of
 from specstack_runtime.behaviours.conductor import (
+    liveness,
     make_fault,
     naive_now,
 )
@@ -45,19 +46,13 @@ from specstack_runtime.services import ServiceRuntime
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between two resource reports (heartbeats) of a compute node (nova: 10).
-REPORT_INTERVAL_S = 10.0
-_RESOURCE_KEYS = (
-    "vcpus",
-    "vcpus_used",
-    "memory_mb",
-    "memory_mb_used",
-    "local_gb",
-    "local_gb_used",
-    "running_vms",
-    "hypervisor_type",
-    "hypervisor_hostname",
-)
+
+def _report_keys(rt: ServiceRuntime) -> list[str]:
+    """What a report carries: the properties of its message's `resources` type (the spec's)."""
+    schema = rt.info.messages["compute_node_update"]["payload_schema"]
+    node = schema["properties"]["nodes"]["items"]  # a report of several hosts at once
+    ref = str(node["properties"]["resources"]["$ref"])
+    return list(rt.info.ir["message_types"][ref.rsplit("/", 1)[-1]]["properties"])
 
 
 async def report_once(rt: ServiceRuntime) -> None:
@@ -67,7 +62,7 @@ async def report_once(rt: ServiceRuntime) -> None:
     node = {
         "host": rt.host,
         "availability_zone": host_availability_zone(rt),
-        "resources": {k: resources[k] for k in _RESOURCE_KEYS if k in resources},
+        "resources": {k: resources[k] for k in _report_keys(rt) if k in resources},
     }
 
     async def flush(nodes: list[dict[str, Any]]) -> Any:
@@ -78,11 +73,11 @@ async def report_once(rt: ServiceRuntime) -> None:
     await batch_of(rt.shared, "compute_node_update", flush).submit(node)
 
 
-async def _heartbeat(rt: ServiceRuntime, first_delay: float = REPORT_INTERVAL_S) -> None:
+async def _heartbeat(rt: ServiceRuntime, first_delay: float) -> None:
     delay = first_delay
     while True:
         await asyncio.sleep(delay)
-        delay = REPORT_INTERVAL_S
+        delay = liveness(rt.info, "report_interval_s")
         try:
             await report_once(rt)
         except asyncio.CancelledError:
@@ -93,15 +88,16 @@ async def _heartbeat(rt: ServiceRuntime, first_delay: float = REPORT_INTERVAL_S)
 
 @behaviour("compute.report_resources")
 async def report_resources(rt: ServiceRuntime) -> None:
-    """Startup: report the host's capacity to the conductor, then every REPORT_INTERVAL_S.
+    """Startup: report the host's capacity to the conductor, again every report_interval_s.
 
-    The reports are the heartbeat the scheduler's ComputeFilter checks. A first
-    report that fails (the conductor not consuming yet) is retried a second later
-    rather than failing the start; a compute without a driver does fail it.
+    The interval is the compute services' data in spec/resources/compute.yaml. The
+    reports are the heartbeat the scheduler's ComputeFilter checks. A first report that
+    fails (the conductor not consuming yet) is retried a second later rather than failing
+    the start; a compute without a driver does fail it.
     """
     if rt.driver is None:
         raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
-    first_delay = REPORT_INTERVAL_S
+    first_delay = liveness(rt.info, "report_interval_s")
     try:
         await report_once(rt)
     except Exception as exc:

@@ -19,10 +19,10 @@ from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
     COMPUTE_NODES,
     INSTANCES,
+    liveness,
     make_fault,
     node_figures,
     release_claim,
-    service_down_time,
     usage_of,
 )
 from specstack_runtime.behaviours.scheduling import (
@@ -248,7 +248,7 @@ async def schedule_and_build(call: Call) -> None:
         uuid,
         rt.config.scheduler_filters,
         rt.config.scheduler_weighers,
-        service_down_time(rt.info),
+        liveness(rt.info, "service_down_time_s"),
     )
     host = str(node_doc["host"])
     call.vars["claimed_host"] = host

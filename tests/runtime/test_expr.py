@@ -85,3 +85,14 @@ def test_null_results_keep_nones_reference_count(text: str, expected: object) ->
     for _ in range(1000):
         expr.evaluate_in(bound)
     assert sys.getrefcount(None) >= before
+
+
+def test_sort_orders_a_list_and_refuses_what_cannot_be_compared() -> None:
+    zones = compile_expr("sort(map_of(rows.map(r, [r.zone, true])).map(z, z))")
+    assert zones.evaluate(rows=[{"zone": "nova"}, {"zone": "az2"}, {"zone": "nova"}]) == [
+        "az2",
+        "nova",
+    ]
+    assert compile_expr("sort([3, 1, 2])").evaluate() == [1, 2, 3]
+    with pytest.raises(ExprError, match="cannot be compared"):
+        compile_expr("sort(['a', 1])").evaluate()
