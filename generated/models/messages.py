@@ -33,6 +33,7 @@ class Instance(BaseModel):
     vm_state: str
     task_state: str | None = None
     power_state: int
+    security_groups: list[str] | None = None
 
 
 class Flavor(BaseModel):

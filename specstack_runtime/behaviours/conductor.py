@@ -122,6 +122,7 @@ def instance_info(row: Mapping[str, Any]) -> dict[str, Any]:
         "ports": list(row.get("ports") or []),
         "vifs": list(row.get("vifs") or []),
         "attachments": list(row.get("attachments") or []),
+        "security_groups": [str(g) for g in row.get("security_groups") or []],
     }
 
 

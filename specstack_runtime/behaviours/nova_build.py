@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from specstack_runtime.behaviours.compute_secgroups import match
 from specstack_runtime.behaviours.conductor import (
     naive_now,
 )
@@ -239,6 +240,7 @@ async def create_ports(ix: Interaction) -> None:
     zone = instance.get("availability_zone") or host_availability_zone(ix.rt)
     token = await flow_token(ix.call)
     binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
+    groups = await group_ids(ix, instance, token)
     given = given_ports(networks)
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
@@ -260,10 +262,29 @@ async def create_ports(ix: Interaction) -> None:
             ix.vars["ports"].append(again)
             continue
         body: dict[str, Any] = {"port": {"network_id": net["network_id"], **binding}}
+        if groups:  # the server's groups (none named: neutron's default group)
+            body["port"]["security_groups"] = groups
         if net.get("fixed_ip"):
             body["port"]["fixed_ips"] = [{"ip_address": net["fixed_ip"]}]
         resp = expect(await ix.invoke(body=body, token=token), 201)
         ix.vars["ports"].append(resp.json()["port"])
+
+
+async def group_ids(ix: Interaction, instance: Mapping[str, Any], token: str) -> list[str]:
+    """The ids of the groups the server names (by name or id, as the request gave them),
+    for the ports nova makes; only `default`: [] (neutron puts the port there itself)."""
+    names = [str(n) for n in instance.get("security_groups") or []]
+    if names in ([], ["default"]):
+        return []  # neutron's own choice: no lookup on the boot path
+    resp = await ix.rt.clients.call(
+        ix.rt.info.api_of_type("network"),
+        "listSecurityGroups",
+        query={"project_id": instance.get("project_id")},
+        token=token,
+        context=ix.call.flow_context(ix.label),
+    )
+    found = expect(resp, 200).json().get("security_groups") or []
+    return [str(g["id"]) for n in names if (g := match(found, n)) is not None]
 
 
 def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:

@@ -131,6 +131,10 @@ def test_server_create_with_security_groups(stack: Stack, group: dict[str, Any])
     groups = {g["name"]: g for g in resp.json()["security_groups"]}
     assert set(groups) == {"default", GROUP} and groups[GROUP]["id"] == group["id"]
     assert [r["from_port"] for r in groups[GROUP]["rules"]] == [22]
+    # the port nova made for the server is in both groups
+    ports = stack.json("port", "list", "--server", server["id"], "--long")
+    assert len(ports) == 1
+    assert set(ports[0]["Security Groups"]) == {default["ID"], group["id"]}, ports
     # a group in use by a port is not deleted (the server's port is in the default group)
     refused = stack.run("security", "group", "delete", default["ID"], check=False)
     assert refused.returncode != 0
