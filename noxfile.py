@@ -94,7 +94,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite (toolkit, runtime, running stack, generated conformance)."""
     _install(session)
     # tests/distributed runs in tests_distributed (it restarts the shared RabbitMQ once).
-    session.run("pytest", "--ignore=tests/distributed", *session.posargs)
+    session.run("pytest", "--ignore=tests/distributed", "--durations=30", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -109,7 +109,7 @@ def tests_distributed(session: nox.Session) -> None:
         "tests/wire/test_fuzz.py",
         "tests/wire/test_openstack_cli.py",
     ]
-    session.run("pytest", *paths, env=env)
+    session.run("pytest", "--durations=20", *paths, env=env)
 
 
 @nox.session(python=PYTHON)
