@@ -145,7 +145,11 @@ async def start_consumers(rt: ServiceRuntime, consumers: Sequence[Consumer]) -> 
         dispatcher = Dispatcher(rt, group)
         subs.append(
             await rt.bus.subscribe(
-                topic, dispatcher, host=rt.host if per_host else None, fanout=fanout
+                # a fanout subscriber names its host too: fanouts concerning others skip it
+                topic,
+                dispatcher,
+                host=rt.host if per_host or fanout else None,
+                fanout=fanout,
             )
         )
     return subs

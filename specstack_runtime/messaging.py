@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import lru_cache
 from typing import Any
 
@@ -46,11 +47,15 @@ async def send(
     payload: dict[str, Any],
     *,
     host: str | None = None,
+    hosts: Collection[str] | None = None,
     context: dict[str, str] | None = None,
     timeout: float | None = None,
     checked: bool = False,
 ) -> dict[str, Any] | None:
     """Cast, call or fan out `message` as the spec declares it; calls return the reply.
+
+    A fanout's `hosts` (or its `host`) are the hosts it concerns: the in-process bus
+    delivers it to their subscribers only (see `Bus.fanout`).
 
     `checked` says the caller has already validated payload and reply (generated
     senders do, against the spec's models), so they are not checked twice.
@@ -65,7 +70,9 @@ async def send(
         raise ValueError(f"message {message} goes to one host's topic: give host=")
     topic, method = msg["topic"], msg["method"]
     if msg["pattern"] == "fanout":
-        await rt.bus.fanout(topic, method, payload, context=context)
+        if hosts is None and host:
+            hosts = [host]
+        await rt.bus.fanout(topic, method, payload, hosts=hosts, context=context)
         return None
     if msg["pattern"] == "cast":
         await rt.bus.cast(topic, method, payload, host=host, context=context)

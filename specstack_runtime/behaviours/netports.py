@@ -334,7 +334,10 @@ async def port_updated(event: ResourceEvent) -> None:
     gone = [f for f in old.get("fixed_ips") or [] if f not in (doc.get("fixed_ips") or [])]
     await _release(store, doc["id"], gone)
     try:
-        await send(event.call, "port_update", await port_update_payload(store, doc))
+        # the agents concerned: the port's host and the one it was bound to (to unwire it)
+        hosts = {str(p.get("binding:host_id") or "") for p in (doc, old)} - {""}
+        payload = await port_update_payload(store, doc)
+        await send(event.call, "port_update", payload, hosts=sorted(hosts))
     except (BusError, InvalidMessage) as exc:
         logger.error("could not tell the L2 agents about port %s: %s", doc["id"], exc)
 

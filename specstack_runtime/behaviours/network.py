@@ -178,7 +178,10 @@ async def notify_dhcp_port_create(ix: Interaction) -> None:
 
 @behaviour("network.notify_port_update", via=("amqp-cast",))
 async def notify_port_update(ix: Interaction) -> None:
-    await ix.invoke(await netports.port_update_payload(ix.rt.require_store(), _flow_port(ix)))
+    port = _flow_port(ix)
+    payload = await netports.port_update_payload(ix.rt.require_store(), port)
+    # the port's host: its agent wires it (an unbound port goes to every agent)
+    await ix.invoke(payload, host=str(port.get("binding:host_id") or "") or None)
 
 
 @behaviour("network.notify_dhcp_port_delete", via=("amqp-cast",))

@@ -1,6 +1,7 @@
 """nova-compute: the host's resource reports, terminating instances, the server actions.
 
-- startup `compute.report_resources`, then a heartbeat every `report_interval_s` (spec);
+- startup `compute.report_resources`, then every `report_interval_s` (spec) the
+  process's one heartbeat loop reports all its hosts;
 - terminate_instance: `compute.begin_terminate` then delete-vm 7-11,
   `compute.terminate_failed` on error;
 - the RPC handlers of the server actions (`compute.rpc_*`).
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from specstack_runtime.batching import batch_of
+from specstack_runtime.batching import MAX_ITEMS, batch_of
 from specstack_runtime.behaviours.conductor import (
     liveness,
     make_fault,
@@ -55,59 +56,112 @@ def _report_keys(rt: ServiceRuntime) -> list[str]:
     return list(rt.info.ir["message_types"][ref.rsplit("/", 1)[-1]]["properties"])
 
 
-async def report_once(rt: ServiceRuntime) -> None:
+async def _node(rt: ServiceRuntime) -> dict[str, Any]:
+    """The host's report from its driver (raises if the driver cannot give it)."""
     if rt.driver is None:
         raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
     resources = await rt.driver.get_available_resource()
-    node = {
+    return {
         "host": rt.host,
         "availability_zone": host_availability_zone(rt),
         "resources": {k: resources[k] for k in _report_keys(rt) if k in resources},
     }
 
+
+async def _send_nodes(rt: ServiceRuntime, nodes: list[dict[str, Any]]) -> Any:
+    # built here from the drivers' reports: the conductor's consumer validates it once
+    return await send(rt, "compute_node_update", {"nodes": nodes}, checked=True)
+
+
+async def report_once(rt: ServiceRuntime) -> None:
+    node = await _node(rt)
+
     async def flush(nodes: list[dict[str, Any]]) -> Any:
-        # built here from the driver's report: the conductor's consumer validates it once
-        return await send(rt, "compute_node_update", {"nodes": nodes}, checked=True)
+        return await _send_nodes(rt, nodes)
 
     # the hosts of this process reporting in the same turn: one message for all of them
     await batch_of(rt.shared, "compute_node_update", flush).submit(node)
 
 
-async def _heartbeat(rt: ServiceRuntime, first_delay: float) -> None:
-    delay = first_delay
-    while True:
-        await asyncio.sleep(delay)
-        delay = liveness(rt.info, "report_interval_s")
-        try:
-            await report_once(rt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning("compute %s could not report its resources: %s", rt.host, exc)
+class Heartbeat:
+    """The process's one heartbeat loop for all its compute hosts.
+
+    Every `report_interval_s` (the spec's) it asks each registered host's driver for its resources and
+    sends them in one `compute_node_update` per MAX_ITEMS hosts. A host whose driver fails
+    is left out of that period's report: its heartbeat ages and the scheduler's
+    service_down_time check takes it for down, as with a per-host loop.
+    """
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, ServiceRuntime] = {}
+        self.periods = 0
+        self.retry_soon = False
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, rt: ServiceRuntime) -> asyncio.Task[None]:
+        self.hosts[rt.host] = rt
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._loop(), name="compute-heartbeat")
+        return self.task
+
+    async def report(self) -> list[str]:
+        """One period: the hosts reported (those whose driver answered)."""
+        self.periods += 1
+        nodes: list[dict[str, Any]] = []
+        for rt in list(self.hosts.values()):
+            try:
+                nodes.append(await _node(rt))
+            except Exception as exc:
+                logger.warning("compute %s could not report its resources: %s", rt.host, exc)
+        if not nodes:
+            return []
+        some = next(iter(self.hosts.values()))
+        for at in range(0, len(nodes), MAX_ITEMS):
+            await _send_nodes(some, nodes[at : at + MAX_ITEMS])
+        return [n["host"] for n in nodes]
+
+    async def _loop(self) -> None:
+        while True:
+            some = next(iter(self.hosts.values()), None)
+            interval = liveness(some.info, "report_interval_s") if some else 10.0
+            delay = 1.0 if self.retry_soon else interval
+            self.retry_soon = False
+            await asyncio.sleep(delay)
+            try:
+                await self.report()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("compute hosts could not report their resources: %s", exc)
+
+
+def heartbeat_of(rt: ServiceRuntime) -> Heartbeat:
+    """The heartbeat of `rt`'s process (in its `shared`), made on first use."""
+    found = rt.shared.get("compute.heartbeat")
+    if not isinstance(found, Heartbeat):
+        found = rt.shared["compute.heartbeat"] = Heartbeat()
+    return found
 
 
 @behaviour("compute.report_resources")
 async def report_resources(rt: ServiceRuntime) -> None:
-    """Startup: report the host's capacity to the conductor, again every report_interval_s.
+    """Startup: report the host's capacity to the conductor, then every
+    `report_interval_s` (the spec's) in the process's one heartbeat loop.
 
-    The interval is the compute services' data in spec/resources/compute.yaml. The
-    reports are the heartbeat the scheduler's ComputeFilter checks. A first report that
-    fails (the conductor not consuming yet) is retried a second later rather than failing
-    the start; a compute without a driver does fail it.
+    The reports are the heartbeat the scheduler's ComputeFilter checks. A first
+    report that fails (the conductor not consuming yet) is retried a second later
+    rather than failing the start; a compute without a driver does fail it.
     """
     if rt.driver is None:
         raise RuntimeError(f"{rt.component} on {rt.host} has no hypervisor driver")
-    first_delay = liveness(rt.info, "report_interval_s")
+    heartbeat = heartbeat_of(rt)
     try:
         await report_once(rt)
     except Exception as exc:
         logger.warning("compute %s: first resource report failed (%s); retrying", rt.host, exc)
-        first_delay = 1.0
-    task = rt.local.get("compute.heartbeat")
-    if task is None or task.done():
-        rt.local["compute.heartbeat"] = asyncio.create_task(
-            _heartbeat(rt, first_delay), name=f"compute-heartbeat:{rt.host}"
-        )
+        heartbeat.retry_soon = True
+    # the loop is the process's: cancelling it (a stop) stops every host's reports
+    rt.local["compute.heartbeat"] = heartbeat.add(rt)
 
 
 @behaviour("compute.begin_terminate")

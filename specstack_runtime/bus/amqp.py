@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -304,8 +304,11 @@ class AmqpBus(Bus):
         method: str,
         payload: dict[str, Any],
         *,
+        hosts: Collection[str] | None = None,
         context: dict[str, str] | None = None,
     ) -> None:
+        # the fanout exchange reaches every subscriber, as neutron's does: each handler
+        # checks whether the message concerns its host (`hosts` spares the in-process bus)
         envelope = self._envelope("fanout", topic, method, payload, None, context)
         await self._publish(self._message(envelope), fanout=topic)
 

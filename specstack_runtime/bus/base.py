@@ -13,7 +13,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -155,13 +155,10 @@ class Bus(ABC):
             raise BusError("bus is closed")
 
     def _check_subscription(self, topic: str, host: str | None, fanout: bool) -> None:
-        """What every bus refuses to subscribe: on a closed bus, an empty topic, a
-        host-qualified fanout."""
+        """What every bus refuses to subscribe: on a closed bus, an empty topic."""
         self._check_open()
         if not topic:
             raise ValueError("topic must be non-empty")
-        if fanout and host is not None:
-            raise ValueError("fanout subscriptions are not host-qualified")
 
     def _envelope(
         self,
@@ -271,9 +268,15 @@ class Bus(ABC):
         method: str,
         payload: dict[str, Any],
         *,
+        hosts: Collection[str] | None = None,
         context: dict[str, str] | None = None,
     ) -> None:
-        """Deliver to every fanout subscriber of topic; dropped if there are none."""
+        """Deliver to every fanout subscriber of topic; dropped if there are none.
+
+        `hosts`, when given, are the hosts the message concerns (e.g. a port's old and new
+        binding): a bus may leave out subscribers that subscribed for another host, whose
+        handlers would find nothing to do; subscribers without a host always get it.
+        """
 
     @abstractmethod
     async def subscribe(
@@ -284,7 +287,8 @@ class Bus(ABC):
         host: str | None = None,
         fanout: bool = False,
     ) -> Subscription:
-        """Consume the (host-qualified) topic queue, or the topic's fanout."""
+        """Consume the (host-qualified) topic queue, or the topic's fanout (`host` then
+        names the subscriber's host, for fanouts that say which hosts they concern)."""
 
     # -- observability ---------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from specstack_runtime.bus.base import (
@@ -31,9 +32,11 @@ class _Consumer(Subscription):
         handler: Handler,
         *,
         fanout: bool,
+        host: str | None = None,
     ) -> None:
         self.queue = queue_name
         self.fanout = fanout
+        self.host = host
         self.inbox = queue
         self._bus = bus
         self._handler = handler
@@ -80,7 +83,8 @@ class InProcessBus(Bus):
         super().__init__()
         self.drain_timeout = drain_timeout
         self._queues: dict[str, asyncio.Queue[Envelope]] = {}
-        self._fanout: dict[str, set[_Consumer]] = {}
+        # fanout subscribers by topic, then by the host they subscribed for (None: any)
+        self._fanout: dict[str, dict[str | None, set[_Consumer]]] = {}
         self._consumers: set[_Consumer] = set()
 
     # -- lifecycle -------------------------------------------------------
@@ -124,10 +128,18 @@ class InProcessBus(Bus):
         method: str,
         payload: dict[str, Any],
         *,
+        hosts: Collection[str] | None = None,
         context: dict[str, str] | None = None,
     ) -> None:
         envelope = self._envelope("fanout", topic, method, payload, None, context)
-        for consumer in list(self._fanout.get(topic, ())):
+        by_host = self._fanout.get(topic, {})
+        if hosts is None:
+            targets = [c for group in by_host.values() for c in group]
+        else:
+            # only the hosts concerned: ten thousand agents need not each look and drop it
+            keys: list[str | None] = [None, *dict.fromkeys(hosts)]
+            targets = [c for key in keys for c in by_host.get(key, ())]
+        for consumer in targets:
             # Each subscriber owns its copy, as each would get its own AMQP message.
             copy = {"payload": wire_copy(envelope.payload), "context": dict(envelope.context)}
             consumer.inbox.put_nowait(envelope.model_copy(update=copy))
@@ -143,8 +155,8 @@ class InProcessBus(Bus):
         self._check_subscription(topic, host, fanout)
         consumer: _Consumer
         if fanout:
-            consumer = _Consumer(self, topic, asyncio.Queue(), handler, fanout=True)
-            self._fanout.setdefault(topic, set()).add(consumer)
+            consumer = _Consumer(self, topic, asyncio.Queue(), handler, fanout=True, host=host)
+            self._fanout.setdefault(topic, {}).setdefault(host, set()).add(consumer)
         else:
             name = qualified_topic(topic, host)
             consumer = _Consumer(self, name, self._queue(name), handler, fanout=False)
@@ -170,7 +182,7 @@ class InProcessBus(Bus):
     def _forget(self, consumer: _Consumer) -> None:
         self._consumers.discard(consumer)
         if consumer.fanout:
-            subscribers = self._fanout.get(consumer.queue)
+            subscribers = self._fanout.get(consumer.queue, {}).get(consumer.host)
             if subscribers is not None:
                 subscribers.discard(consumer)
 

@@ -173,7 +173,7 @@ async def wire(bus: InProcessBus, rt: ServiceRuntime) -> None:
     for consumed in rt.info.components[rt.component]["consumes"]:
         msg = rt.info.messages[consumed["message"]]
         fanout = msg["pattern"] == "fanout"
-        host = rt.host if msg["per_host"] else None
+        host = rt.host if msg["per_host"] or fanout else None  # as start_consumers
         queues.setdefault((msg["topic"], host, fanout), {})[msg["method"]] = registry.get(
             consumed["behaviour"]
         )

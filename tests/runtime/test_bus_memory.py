@@ -84,3 +84,32 @@ def test_handler_can_cancel_its_own_subscription() -> None:
             assert bus.queue_depth("q") == 1
 
     asyncio.run(main())
+
+
+def test_a_fanout_naming_its_hosts_reaches_only_their_subscribers() -> None:
+    async def main() -> None:
+        got: dict[str | None, list[str]] = {}
+
+        def recorder(host: str | None) -> Any:
+            async def handle(env: Envelope) -> None:
+                got.setdefault(host, []).append(str(env.payload["port"]))
+
+            return handle
+
+        async with InProcessBus() as bus:
+            for i in range(200):
+                await bus.subscribe("agents", recorder(f"h-{i}"), host=f"h-{i}", fanout=True)
+            await bus.subscribe("agents", recorder(None), fanout=True)  # no host: gets all
+            await bus.fanout("agents", "port_update", {"port": "p1"}, hosts=["h-3", "h-77"])
+            await bus.fanout("agents", "port_update", {"port": "p2"})
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert sorted(h or "" for h, ports in got.items() if "p1" in ports) == [
+                "",
+                "h-3",
+                "h-77",
+            ]
+            # without hosts, every subscriber: 200 hosts and the host-less one
+            assert sum("p2" in ports for ports in got.values()) == 201
+
+    asyncio.run(main())

@@ -16,7 +16,7 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -477,9 +477,10 @@ class RecordingBus:
         method: str,
         payload: dict[str, Any],
         *,
+        hosts: Collection[str] | None = None,
         context: dict[str, str] | None = None,
     ) -> None:
-        self.sent.append(("fanout", method, payload, None))
+        self.sent.append(("fanout", method, payload, ",".join(hosts) if hosts else None))
 
 
 async def add_compute_node(

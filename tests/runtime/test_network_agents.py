@@ -14,7 +14,7 @@ import pytest
 
 from specstack_runtime.behaviours import netports
 from specstack_runtime.behaviours import network as net
-from specstack_runtime.bus import InProcessBus
+from specstack_runtime.bus import Envelope, InProcessBus
 from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.messaging import InvalidMessage, check
@@ -64,6 +64,15 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
             l2_two = make_rt(info, "neutron-l2-agent", tmp_path, bus=bus, host="compute-2")
             for rt in (dhcp_rt, l2_one, l2_two):
                 await wire(bus, rt)
+            # what a host's agent is handed: a port's update only if it is or was on it
+            seen: dict[str, list[str]] = {"compute-1": [], "compute-9": []}
+            topic = info.messages["port_update"]["topic"]
+            for host, got in seen.items():
+
+                async def record(env: Envelope, got: list[str] = got) -> None:
+                    got.append(str(env.payload["port"]["binding:host_id"]))
+
+                await bus.subscribe(topic, record, host=host, fanout=True)
             n = Neutron(server_rt)
             network = await n.network()
             await n.subnet(network["id"])
@@ -113,6 +122,8 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
                 return port["id"] in here and port["id"] not in there
 
             await settle(moved)
+            # compute-1 heard of its binding and of the move away; compute-9 of nothing
+            assert seen == {"compute-1": ["compute-1", "compute-2"], "compute-9": []}
 
             # delete-vm steps 9.1/9.2
             del_call = make_call(server_rt, "deletePort", path_params={"port_id": port["id"]})

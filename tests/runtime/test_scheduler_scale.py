@@ -106,6 +106,58 @@ async def test_hosts_reporting_together_send_one_message(tmp_path: Path) -> None
     assert node["availability_zone"] == "nova"
 
 
+class BrokenDriver(FakeHypervisor):
+    async def get_available_resource(self) -> Any:
+        raise RuntimeError("hypervisor gone")
+
+
+@arun
+async def test_one_heartbeat_loop_reports_every_host_but_a_broken_one(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+
+    async def record(payload: dict[str, Any]) -> dict[str, Any]:
+        return await register(store, payload["nodes"])
+
+    bus = RecordingBus({"compute_node_update": record})
+    shared: dict[str, Any] = {}
+    runtimes = []
+    for i in range(1, 31):
+        rt = make_runtime(
+            info,
+            "nova-compute",
+            host=f"compute-{i}",
+            bus=bus,
+            data_dir=tmp_path,
+            config=StackConfig(data_dir=tmp_path, computes=30),
+            driver=FakeHypervisor(None, vcpus=4, memory_mb=2048 + i, hostname=f"compute-{i}"),
+        )
+        rt.shared = shared
+        runtimes.append(rt)
+    await asyncio.gather(*(nova_host.report_resources(rt) for rt in runtimes))
+    heartbeat = nova_host.heartbeat_of(runtimes[0])
+    try:
+        # one loop task for the process, whichever host's `local` it is looked up in
+        assert {id(rt.local["compute.heartbeat"]) for rt in runtimes} == {id(heartbeat.task)}
+        assert sorted(heartbeat.hosts) == sorted(rt.host for rt in runtimes)
+        runtimes[6].driver = BrokenDriver(None, hostname="compute-7")
+        before = await store.get("compute_nodes", "compute-7")
+        bus.sent.clear()
+        reported = await heartbeat.report()
+        # one message for the period, every host in it but the one whose driver failed
+        ((kind, method, payload, _),) = bus.sent
+        assert (kind, method) == ("call", "compute_node_update")
+        hosts = [n["host"] for n in payload["nodes"]]
+        assert hosts == reported and len(hosts) == 29 and "compute-7" not in hosts
+        assert payload["nodes"][2]["resources"]["memory_mb"] == 2048 + 3
+        after = await store.get("compute_nodes", "compute-7")
+        assert before is not None and after is not None
+        assert after["heartbeat"] == before["heartbeat"]  # ages: down after service_down_time
+    finally:
+        assert heartbeat.task is not None
+        heartbeat.task.cancel()
+
+
 @arun
 async def test_a_failed_batch_fails_every_submitter() -> None:
     async def flush(items: list[Any]) -> Any:
