@@ -30,8 +30,9 @@ from typing import Any
 
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE, HostState
 from specstack_runtime.context import Call
-from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.errors import Conflict
 from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Doc, Store, sortable, utcnow
 
@@ -126,10 +127,10 @@ def instance_info(row: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def require_instance(store: Store, uuid: str) -> Doc:
-    row = await store.get(INSTANCES, uuid)
-    if row is None:
-        raise NotFound(f"Instance {uuid} could not be found.")
+async def require_instance(rt: ServiceRuntime, uuid: str) -> Doc:
+    row = await rt.require_store().get(INSTANCES, uuid)
+    if row is None:  # the server resource's not-found error, in the spec's words
+        raise rt.info.resources.resource("server").fail("not_found", id=uuid)
     return row
 
 
@@ -204,12 +205,14 @@ async def release_claim(store: Store, row: Mapping[str, Any]) -> None:
 async def instance_get(call: Call) -> dict[str, Any]:
     """Reply {"instance": Instance, "flavor": Flavor} for payload {"instance_uuid"}."""
     store = call.rt.require_store()
-    row = await require_instance(store, str(call.payload["instance_uuid"]))
+    row = await require_instance(call.rt, str(call.payload["instance_uuid"]))
     flavor = row.get("flavor")
     if not flavor:
         flavor_doc = await store.get(FLAVORS, str(row.get("flavor_id")))
         if flavor_doc is None:
-            raise NotFound(f"Flavor {row.get('flavor_id')} could not be found.")
+            raise call.rt.info.resources.resource("flavor").fail(
+                "not_found", id=row.get("flavor_id")
+            )
         flavor = flavor_info(flavor_doc)
     return {"instance": instance_info(row), "flavor": flavor_info(flavor)}
 
@@ -242,7 +245,7 @@ async def instance_update(call: Call) -> dict[str, Any]:
     before = await store.get(INSTANCES, uuid) if "host" in updates else None
     row = await store.update(INSTANCES, uuid, updates, expect=expect)
     if row is None:
-        current = await require_instance(store, uuid)
+        current = await require_instance(call.rt, uuid)
         raise Conflict(
             f"Unexpected task state: expecting {payload.get('expected_task_state')!r} "
             f"but the actual state is {current.get('task_state')!r} "

@@ -39,6 +39,7 @@ from specstack_runtime.errors import BadRequest, NotFound, Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
+from specstack_runtime.store import Store
 
 #: How long after expiry a token may still be validated with allow_expired (keystone: 2 days).
 ALLOW_EXPIRED_WINDOW_S = 2 * 24 * 3600
@@ -148,6 +149,22 @@ async def _load_token(
     return doc, scope
 
 
+async def _by_ref(store: Store, table: str, ref: Doc, what: str, path: str) -> Doc | None:
+    """The row an `{id}` or `{name, domain}` reference of the request names, if any."""
+    if ref.get("id") is not None:
+        return await store.get(table, text(ref["id"], f"{path}.id"))
+    if ref.get("name") is None:
+        raise BadRequest(f"Expecting to find id or name in {what}.")
+    name = text(ref["name"], f"{path}.name")
+    if "domain" not in ref:
+        raise BadRequest(f"Expecting to find domain in {what} (a {what} named by name needs it).")
+    domain = await domain_by_ref(store, ref["domain"])
+    if domain is None:
+        raise Unauthorized(UNAUTHORIZED)
+    found = await store.list(table, {"name": name, "domain_id": domain["id"]})
+    return found[0] if found else None
+
+
 async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
     pw = identity.get("password")
@@ -157,19 +174,7 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
     password = ref.get("password")
     if not isinstance(password, str):
         raise BadRequest("Expecting to find password in user.")
-    if ref.get("id") is not None:
-        user = await store.get("users", text(ref["id"], "user.id"))
-    elif ref.get("name") is not None:
-        name = text(ref["name"], "user.name")
-        if "domain" not in ref:
-            raise BadRequest("Expecting to find domain in user (a user named by name needs it).")
-        domain = await domain_by_ref(store, ref["domain"])
-        if domain is None:
-            raise Unauthorized(UNAUTHORIZED)
-        found = await store.list("users", {"name": name, "domain_id": domain["id"]})
-        user = found[0] if found else None
-    else:
-        raise BadRequest("Expecting to find id or name in user.")
+    user = await _by_ref(store, "users", ref, "user", "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
         raise Unauthorized(UNAUTHORIZED)
@@ -180,21 +185,7 @@ async def _scope_project(rt: ServiceRuntime, ref: Any) -> tuple[Doc, Doc]:
     store = store_of(rt)
     if not isinstance(ref, dict):
         raise BadRequest("Invalid input for field 'scope.project': expected an object.")
-    if ref.get("id") is not None:
-        project = await store.get("projects", text(ref["id"], "scope.project.id"))
-    elif ref.get("name") is not None:
-        name = text(ref["name"], "scope.project.name")
-        if "domain" not in ref:
-            raise BadRequest(
-                "Expecting to find domain in project (a project named by name needs it)."
-            )
-        domain = await domain_by_ref(store, ref["domain"])
-        if domain is None:
-            raise Unauthorized(UNAUTHORIZED)
-        found = await store.list("projects", {"name": name, "domain_id": domain["id"]})
-        project = found[0] if found else None
-    else:
-        raise BadRequest("Expecting to find id or name in project.")
+    project = await _by_ref(store, "projects", ref, "project", "scope.project")
     if project is None or not project.get("enabled", True):
         raise Unauthorized(UNAUTHORIZED)
     pdomain = await store.get("domains", project["domain_id"])

@@ -23,7 +23,7 @@ from specstack_runtime.behaviours.identity_common import (
     text,
     verify_password,
 )
-from specstack_runtime.errors import BadRequest, NotFound, Unauthorized
+from specstack_runtime.errors import BadRequest, Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
@@ -89,7 +89,9 @@ async def application_credential_roles(event: ResourceEvent) -> None:
                     None,
                 )
             if role is None:
-                raise NotFound(f"Could not find role: {ref.get('id') or ref.get('name')}.")
+                raise event.engine.of("role").res.fail(
+                    "not_found", id=ref.get("id") or ref.get("name")
+                )
             if role["id"] not in {r["id"] for r in held}:
                 raise BadRequest(
                     "Invalid application credential: Could not find role assignment with role: "

@@ -1,7 +1,8 @@
 """Seed the identity database at start-up, as keystone-manage bootstrap does.
 
-What is created is the spec's (the `bootstrap` and `service_users` data of the identity
-resources in spec/resources/identity.yaml); this module only makes it so, safely
+What is created is the spec's (the domain's, roles' and projects' `rows:`, the users'
+`bootstrap` and `service_users` data in spec/resources/identity.yaml); this module only
+seeds them and the users, whose passwords are the config's, safely
 again at every start and from several instances at once (stable ids: two instances
 creating the same row find each other's).
 """
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
 from specstack_runtime.behaviours.identity import issue_service_token
 from specstack_runtime.behaviours.identity_common import (
@@ -26,6 +26,7 @@ from specstack_runtime.behaviours.identity_common import (
 from specstack_runtime.context import AuthContext
 from specstack_runtime.errors import Conflict
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import seeds
 from specstack_runtime.resources.ids import stable_id
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
@@ -35,17 +36,6 @@ _BOOTSTRAP_NS = uuid.UUID("6f1c2b9e-4d3a-5b7c-8e9f-0a1b2c3d4e5f")
 
 def _stable_id(kind: str, *parts: str) -> str:
     return uuid.uuid5(_BOOTSTRAP_NS, "|".join((kind, *parts))).hex
-
-
-async def _ensure(store: Store, table: str, where: Mapping[str, Any], doc: Doc) -> Doc:
-    """The row matching `where`, created as `doc` (a stable id) if there is none."""
-    found = await store.list(table, where)
-    if found:
-        return found[0]
-    try:
-        return await store.create(table, doc)
-    except Conflict:  # another instance bootstrapping at the same time
-        return await store.require(table, doc["id"])
 
 
 async def _ensure_user(rt: ServiceRuntime, domain_id: str, name: str, password: str) -> Doc:
@@ -71,7 +61,10 @@ async def _ensure_user(rt: ServiceRuntime, domain_id: str, name: str, password: 
         "options": {},
         "password_hash": await hash_password(rt, password),
     }
-    return await _ensure(store, "users", {"id": doc["id"]}, doc)
+    try:
+        return await store.create("users", doc)
+    except Conflict:  # another instance bootstrapping at the same time
+        return await store.require("users", doc["id"])
 
 
 async def _grant(store: Store, user_id: str, project_id: str, role_id: str) -> None:
@@ -164,46 +157,12 @@ def _wanted_users(rt: ServiceRuntime) -> list[tuple[str, str, Mapping[str, list[
 async def bootstrap(rt: ServiceRuntime) -> None:
     """Seed the identity database like keystone-manage bootstrap; safe to run again."""
     store = store_of(rt)
-    domain = data_of(rt, "domain")["bootstrap"]
+    ids: dict[str, dict[str, str]] = {}
+    for name in ("domain", "role", "project"):  # the spec's rows (`rows:`)
+        res = rt.info.resources.resource(name)
+        await seeds.seed(store, res)
+        ids[name] = {row["name"]: row["id"] for row in res.res.rows}
     domain_id = default_domain_id(rt)
-    await _ensure(
-        store,
-        "domains",
-        {"name": domain["name"]},
-        {**domain, "enabled": True, "tags": [], "options": {}},
-    )
-    roles: dict[str, Doc] = {}
-    for name in data_of(rt, "role")["bootstrap"]:
-        roles[name] = await _ensure(
-            store,
-            "roles",
-            {"name": name, "domain_id": None},  # the global role, not a domain's
-            {
-                "id": _stable_id("role", name),
-                "name": name,
-                "domain_id": None,
-                "description": None,
-                "options": {},
-            },
-        )
-    projects: dict[str, Doc] = {}
-    for p in data_of(rt, "project")["bootstrap"]:
-        projects[p["name"]] = await _ensure(
-            store,
-            "projects",
-            {"name": p["name"], "domain_id": domain_id},
-            {
-                "id": _stable_id("project", domain_id, p["name"]),
-                "name": p["name"],
-                "domain_id": domain_id,
-                "description": p.get("description"),
-                "enabled": True,
-                "is_domain": False,
-                "parent_id": domain_id,
-                "tags": [],
-                "options": {},
-            },
-        )
     wanted = _wanted_users(rt)
     passwords = {name: pw for name, pw, _ in wanted}
     found = await asyncio.gather(
@@ -213,7 +172,7 @@ async def bootstrap(rt: ServiceRuntime) -> None:
     for name, _, grants in wanted:
         for project, role_names in grants.items():
             for role in role_names:
-                await _grant(store, users[name]["id"], projects[project]["id"], roles[role]["id"])
+                await _grant(store, users[name]["id"], ids["project"][project], ids["role"][role])
     await _register_catalog(rt)
     if rt.auth is not None and rt.auth.local is not None and rt.auth.local_issue is None:
         # The identity service obtains its own token without calling itself over HTTP.

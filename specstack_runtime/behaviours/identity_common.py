@@ -46,7 +46,8 @@ def data_of(rt: ServiceRuntime, resource: str) -> dict[str, Any]:
 
 
 def default_domain_id(rt: ServiceRuntime) -> str:
-    return str(data_of(rt, "domain")["bootstrap"]["id"])
+    """The bootstrap domain: the first of the domain's rows in the spec."""
+    return str(rt.info.resources.resource("domain").res.rows[0]["id"])
 
 
 def iso(ts: float) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from specstack_runtime.behaviours.swift_http import byte_range
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import ApiError, NotFound, ServiceUnavailable
 from specstack_runtime.http import error_message
@@ -214,31 +215,6 @@ async def delete_data(event: ResourceEvent) -> None:
 # -- download ------------------------------------------------------------------------
 
 
-def _byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
-    """(first, last) of a single "bytes=" range; None when there is none to honour."""
-    if not spec or not spec.strip().lower().startswith("bytes="):
-        return None
-    ranges = spec.strip()[6:].split(",")
-    if len(ranges) != 1:
-        return None
-    first_s, sep, last_s = ranges[0].strip().partition("-")
-    if not sep:
-        return None
-    try:
-        if first_s == "":
-            suffix = int(last_s)
-            if suffix <= 0:
-                raise RangeNotSatisfiable(f"The range {spec!r} cannot be satisfied.")
-            return max(size - suffix, 0), size - 1
-        first = int(first_s)
-        last = int(last_s) if last_s else size - 1
-    except ValueError:
-        return None
-    if first > last or first >= size:
-        raise RangeNotSatisfiable(f"The range {spec!r} cannot be satisfied for {size} bytes.")
-    return first, min(last, size - 1)
-
-
 @behaviour("image.download_image_data", needs=("object-store",))
 async def download_image_data(call: Call) -> Reply:
     """The image's data from the object store, a single byte range honoured.
@@ -259,7 +235,10 @@ async def download_image_data(call: Call) -> Reply:
         raise _store_failed(resp, "read the image data")
     data = resp.content
     headers = {"Content-MD5": str(image.get("checksum") or "")}
-    if data and (rng := _byte_range(call.header("Range"), len(data))) is not None:
+    if (
+        data
+        and (rng := byte_range(call.header("Range"), len(data), RangeNotSatisfiable)) is not None
+    ):
         first, last = rng
         headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
         return Reply(206, data[first : last + 1], headers, content_type="application/octet-stream")

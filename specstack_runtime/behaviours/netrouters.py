@@ -43,8 +43,9 @@ async def _drop_ports(rc: ResourceCall, device_id: str, owner: str) -> None:
 
 async def _external(rc: ResourceCall, network_id: str, what: str) -> Doc:
     net = await rc.store.get("networks", network_id)
-    if net is None or not await access.sees(rc.of("network"), net):
-        raise NotFound(f"Network {network_id} could not be found.", kind="NetworkNotFound")
+    nets = rc.of("network")
+    if net is None or not await access.sees(nets, net):
+        raise nets.res.fail("not_found", id=network_id)
     if not net.get("router:external"):
         raise BadRequest(
             f"Bad {what} request: Network {network_id} is not an external network.",

@@ -5,7 +5,7 @@ conditional and range headers of object reads."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any
@@ -171,7 +171,12 @@ def http_time(raw: str | None) -> float | None:
         return None
 
 
-def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
+def byte_range(
+    spec: str | None, size: int, refuse: Callable[[str], Exception] = lambda _: Page(416)
+) -> tuple[int, int] | None:
+    """(first, last) of a single "bytes=" range; None when there is none to honour (the
+    whole body); `refuse(message)` raised for a range the body cannot satisfy (a swift
+    object's 416 page, glance's error body)."""
     if not spec or not spec.strip().lower().startswith("bytes="):
         return None
     ranges = spec.strip()[6:].split(",")
@@ -184,12 +189,12 @@ def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
         if first_s == "":
             suffix = int(last_s)
             if suffix <= 0 or size == 0:
-                raise Page(416)
+                raise refuse(f"The range {spec!r} cannot be satisfied.")
             return max(size - suffix, 0), size - 1
         first = int(first_s)
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
     if first > last or first >= size:
-        raise Page(416)
+        raise refuse(f"The range {spec!r} cannot be satisfied for {size} bytes.")
     return first, min(last, size - 1)

@@ -43,6 +43,7 @@ from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, views, writes
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
+from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store, utcnow
 
 # -- the attachment resource's hooks ---------------------------------------------------------
@@ -56,7 +57,7 @@ async def reserve(event: ResourceEvent) -> None:
     store = store_of(call)
     volume = await store.get("volumes", att["volume_id"])
     if volume is None:
-        raise volume_not_found(att["volume_id"])
+        raise volume_not_found(call.rt, att["volume_id"])
     connector = att.get("connector")
     if connector and not volume.get("host"):
         raise invalid_volume(
@@ -106,7 +107,7 @@ async def export_created(event: ResourceEvent) -> None:
             store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
         )
         raise
-    att.update(await _record_export(store, att, reply["connection_info"]))
+    att.update(await _record_export(call.rt, att, reply["connection_info"]))
 
 
 @behaviour("volume.export_updated")
@@ -124,7 +125,7 @@ async def export_updated(event: ResourceEvent) -> None:
         )
     volume = await store_of(call).get("volumes", old["volume_id"])
     if volume is None:
-        raise volume_not_found(old["volume_id"])
+        raise volume_not_found(call.rt, old["volume_id"])
     if not volume.get("host"):
         raise invalid_volume(
             f"Volume {volume['id']} has no back-end host yet (status {volume['status']})."
@@ -179,10 +180,11 @@ async def attached(event: ResourceEvent) -> None:
         return {"status": "in-use", "attach_status": "attached", "attachments": [*others, entry]}
 
     if await update_row(store_of(event.call), "volumes", att["volume_id"], in_use) is None:
-        raise volume_not_found(att["volume_id"])
+        raise volume_not_found(event.call.rt, att["volume_id"])
 
 
-async def _record_export(store: Store, att: Doc, connection_info: Doc) -> Doc:
+async def _record_export(rt: ServiceRuntime, att: Doc, connection_info: Doc) -> Doc:
+    store = rt.require_store()
     new = await update_row(
         store,
         "attachments",
@@ -190,7 +192,7 @@ async def _record_export(store: Store, att: Doc, connection_info: Doc) -> Doc:
         lambda _d: {"connection_info": connection_info, "attach_status": "attaching"},
     )
     if new is None:
-        raise attachment_not_found(att["id"])
+        raise attachment_not_found(rt, att["id"])
     await update_row(store, "volumes", att["volume_id"], _attaching)
     return new
 
@@ -220,7 +222,7 @@ async def export_attachment(ix: Interaction) -> None:
     if not isinstance(reply, dict) or not isinstance(reply.get("connection_info"), dict):
         raise StepFailed(f"the back end answered no connection_info for volume {att['volume_id']}")
     try:
-        att = await _record_export(store, att, reply["connection_info"])
+        att = await _record_export(ix.rt, att, reply["connection_info"])
     except ApiError as exc:
         raise StepFailed(exc.message, code=exc.status) from None
     ix.vars["attachment"] = att
@@ -255,7 +257,7 @@ async def delete_attachment(call: Call) -> Reply:
     att = await access.lookup(engine_call(call, ATTACHMENT))
     volume = await store.get("volumes", att["volume_id"])
     if volume is None:
-        raise volume_not_found(att["volume_id"])
+        raise volume_not_found(call.rt, att["volume_id"])
     if volume["status"] == "deleting":
         raise ApiError(
             f"Volume {volume['id']} is being deleted.", status=409, kind="ConflictingRequest"
@@ -342,7 +344,7 @@ async def detach(event: ResourceEvent) -> None:
     if wanted is not None:
         rows = [r for r in rows if r["id"] == wanted]
         if not rows:
-            raise attachment_not_found(wanted)
+            raise attachment_not_found(call.rt, wanted)
     if not rows:
         raise invalid_volume(f"Volume {volume['id']} is not attached to anything.")
     if len(rows) > 1:

@@ -135,7 +135,7 @@ async def backend_export(call: Call) -> Doc:
     volume_id = call.payload["volume_id"]
     volume = await store.get("volumes", volume_id)
     if volume is None:
-        raise volume_not_found(volume_id)
+        raise volume_not_found(call.rt, volume_id)
     path = volume_path(call.rt, volume_id)
     if not path.exists():
         raise NotFound(

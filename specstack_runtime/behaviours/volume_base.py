@@ -9,7 +9,7 @@ from typing import Any
 from specstack_runtime.behaviours.cas import update_cas
 from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
 from specstack_runtime.context import Call
-from specstack_runtime.errors import ApiError, BadRequest, NotFound, ServiceUnavailable
+from specstack_runtime.errors import ApiError, BadRequest, ServiceUnavailable
 from specstack_runtime.messaging import InvalidMessage, check, send
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
@@ -42,14 +42,13 @@ def naive(ts: Any) -> Any:
     return ts
 
 
-def volume_not_found(volume_id: str) -> NotFound:
-    return NotFound(f"Volume {volume_id} could not be found.", kind="VolumeNotFound")
+def volume_not_found(rt: ServiceRuntime, volume_id: str) -> ApiError:
+    """The volume resource's not-found error, in the spec's words."""
+    return rt.info.resources.resource("volume").fail("not_found", id=volume_id)
 
 
-def attachment_not_found(attachment_id: str) -> NotFound:
-    return NotFound(
-        f"VolumeAttachment {attachment_id} could not be found.", kind="VolumeAttachmentNotFound"
-    )
+def attachment_not_found(rt: ServiceRuntime, attachment_id: str) -> ApiError:
+    return rt.info.resources.resource("attachment").fail("not_found", id=attachment_id)
 
 
 def invalid_volume(reason: str) -> BadRequest:

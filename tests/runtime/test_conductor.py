@@ -33,7 +33,7 @@ async def test_conductor_instance_get_and_cas_update(tmp_path: Path) -> None:
     reply = await conductor.instance_get(msg_call(rt, "instance_get", {"instance_uuid": row["id"]}))
     check(info, "instance_get", "reply", reply)
     assert reply["instance"]["vm_state"] == "building" and reply["flavor"]["ram"] == 512
-    with pytest.raises(NotFound, match="could not be found"):
+    with pytest.raises(NotFound, match="Instance nope could not be found"):
         await conductor.instance_get(msg_call(rt, "instance_get", {"instance_uuid": "nope"}))
 
     # claim, then update with the right and the wrong expected task state

@@ -474,3 +474,16 @@ async def test_bootstrap_follows_the_spec_and_the_configured_passwords(tmp_path:
     with pytest.raises(Unauthorized):
         await stack.login("admin", "admin")
     assert (await stack.login("admin", "changed")).is_admin
+
+
+@arun
+async def test_bootstrap_seeds_the_spec_rows(tmp_path: Path) -> None:
+    """The roles and projects seeded are the spec's `rows:`: a row added there is created."""
+    ir = json.loads(ir_json())
+    role = next(r for r in ir["resources"] if r["name"] == "role")
+    role["rows"].append({**role["rows"][0], "id": "f" * 32, "name": "auditor"})
+    stack = await Stack(tmp_path, info=StackInfo(ir)).start()
+    store = stack.keystone.require_store()
+    assert (await store.require("roles", "f" * 32))["name"] == "auditor"
+    admin = next(p for p in await store.list("projects") if p["name"] == "admin")
+    assert admin["parent_id"] == "default" and admin["is_domain"] is False

@@ -509,6 +509,17 @@ async def test_publicize_rule_comes_from_the_spec(tmp_path: Path) -> None:
 
 
 @arun
+async def test_community_listing_rule_comes_from_the_spec(tmp_path: Path) -> None:
+    """Who lists other projects' community images unasked is spec/policy.yaml's
+    image_list_community: the list's `where` reads the rule's decision, not the roles."""
+    stack, admin, demo = await started(tmp_path)
+    await create(stack, admin, name="community", visibility="community")
+    assert "community" not in {i["name"] for i in (await listing(stack, demo))["images"]}
+    stack.info.policy.rules["image_list_community"] = parse("@")
+    assert "community" in {i["name"] for i in (await listing(stack, demo))["images"]}
+
+
+@arun
 async def test_the_image_schema_is_the_documents_own(tmp_path: Path) -> None:
     """glance's GET /v2/schemas/image: the Image schema of spec/apis/image.yaml, its
     references inlined, named and linked as glance frames it."""

@@ -51,6 +51,14 @@ def test_router_gateway_and_interfaces(tmp_path: Path) -> None:
             body={"router": {"external_gateway_info": {"network_id": private["id"]}}},
         )
         await expect_error(serve(bad), 400, match="is not an external network")
+        # a network that is not there: the network resource's not-found error of the spec
+        gone = "0" * 32
+        missing = make_call(
+            n.rt, "createRouter", body={"router": {"external_gateway_info": {"network_id": gone}}}
+        )
+        await expect_error(
+            serve(missing), 404, "NetworkNotFound", match=f"Network {gone} could not be found"
+        )
 
         added = await _interface(n, "addRouterInterface", router["id"], subnet_id=sub["id"])
         assert added["subnet_id"] == sub["id"] and added["network_id"] == private["id"]

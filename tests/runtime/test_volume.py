@@ -474,6 +474,16 @@ def test_volume_actions(tmp_path: Path) -> None:
         row = await c.row(vid) or {}
         assert row["status"] == "in-use" and row["attachments"][0]["server_id"] == SERVER
         await refused({"os-extend": {"new_size": 4}})
+        # an attachment the volume does not have: the spec's attachment not-found error
+        gone = served(
+            make_call(
+                c.api,
+                "volumeAction",
+                body={"os-detach": {"attachment_id": "nope"}},
+                path_params=c.pp(volume_id=vid),
+            )
+        )
+        await expect_error(gone, 404, "VolumeAttachmentNotFound", "VolumeAttachment nope could")
         await action({"os-begin_detaching": {}})
         assert (await c.row(vid) or {})["status"] == "detaching"
         await action({"os-roll_detaching": {}})
