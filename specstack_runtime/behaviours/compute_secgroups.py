@@ -47,11 +47,10 @@ def match(groups: Iterable[Mapping[str, Any]], wanted: str) -> Mapping[str, Any]
 
 @behaviour("compute.check_security_groups", via=("http",))
 async def check_security_groups(ix: Interaction) -> None:
-    """boot-vm 4.2: each group a new server names is one of its project's groups in
-    neutron (as nova checks before it records the instance): 400 otherwise."""
-    names = requested_names(ix.call.body)
-    if not names:
-        return  # the default group: neutron makes it on first use
+    """boot-vm 4.2: each group a new server names (none: `default`) is one of its
+    project's groups in neutron (as nova checks before it records the instance): 400
+    otherwise. Listing the groups makes the project's `default` group on first use."""
+    names = requested_names(ix.call.body) or ["default"]  # none named: nova's default
     auth = ix.call.auth
     query = {"project_id": auth.project_id} if auth is not None and auth.project_id else {}
     resp = expect(await ix.invoke(query=query, token=ix.call.token), 200)

@@ -58,10 +58,12 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "Lock",
         "Unlock",
     ]
-    # a server's own collections: its volume attachments and its interfaces (ports)
+    # a server's own collections: its volume attachments, its interfaces (ports) and its
+    # security groups (an API the spec added shows with no dashboard code)
     assert [(p.collection, p.path) for p in servers.parts] == [
         ("volumeAttachments", "/v2.1/servers/{server_id}/os-volume_attachments"),
         ("interfaceAttachments", "/v2.1/servers/{server_id}/os-interface"),
+        ("security_groups", "/v2.1/servers/{server_id}/os-security-groups"),
     ]
     attachments = servers.parts[0]  # POST adds one ({"volumeAttachment": {"volumeId"}})
     assert (attachments.envelope, attachments.fields) == (

@@ -250,6 +250,13 @@ class FakeServices:
     def _showNetwork(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
         return response(200, {"network": {"id": p["network_id"], "name": "private"}})
 
+    def _listSecurityGroups(
+        self, p: dict[str, Any], body: Any, q: Mapping[str, Any]
+    ) -> httpx.Response:
+        # the project's groups: neutron's `default`, made on first use
+        group = {"id": "sg-default", "name": "default", "project_id": q.get("project_id")}
+        return response(200, {"security_groups": [group]})
+
     def _showVolume(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
         if p["volume_id"] != VOLUME_ID:
             return response(404, {"itemNotFound": {"message": "no", "code": 404}})

@@ -144,10 +144,10 @@ def test_create_checks_the_named_groups(tmp_path: Path) -> None:
             409,
             match="Multiple security groups found matching 'web'",
         )
-        # no groups named: nothing to ask
+        # no groups named: the project's `default` one, as nova takes it (and it exists)
         before = len(http.calls)
         await sg.check_security_groups(_step(nova, http, []))
-        assert len(http.calls) == before
+        assert http.calls[before:] == [("listSecurityGroups", {"project_id": USER.project_id})]
 
     _run(tmp_path, scenario)
 
