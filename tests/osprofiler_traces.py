@@ -76,7 +76,8 @@ def openstack_boot(*, skip: str = "", early: str = "") -> dict[str, Any]:
         ("3", lambda: t.wsgi("nova", "POST", "/compute/v2.1/servers")),
         ("4", lambda: t.wsgi("keystone", "GET", "/identity/v3/auth/tokens")),
         ("4.1", lambda: t.wsgi("glance", "GET", image)),
-        ("5", lambda: t.db("nova", "INSERT INTO instances (uuid) VALUES (%s)", t.children[-3])),
+        ("4.2", lambda: t.wsgi("neutron", "GET", "/networking/v2.0/security-groups")),
+        ("5", lambda: t.db("nova", "INSERT INTO instances (uuid) VALUES (%s)", t.children[-4])),
         (
             "6",
             lambda: t.rpc(

@@ -77,6 +77,7 @@ def test_an_openstack_trace_shows_the_deck_steps_through_the_spec(ir: IR) -> Non
         "3",
         "4",
         "4.1",
+        "4.2",
         "5",
         "6",
         "7",
