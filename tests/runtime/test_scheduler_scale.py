@@ -75,10 +75,11 @@ async def test_registering_thousands_of_hosts_takes_a_few_statements() -> None:
     assert again["generation"] == 2 and again["heartbeat"] >= before["compute-77"]["heartbeat"]
 
 
-@arun
-async def test_hosts_reporting_together_send_one_message(tmp_path: Path) -> None:
-    info = stack_info()
-    store = nova_store(info)
+def compute_hosts(
+    info: Any, store: Any, tmp_path: Path, count: int
+) -> tuple[RecordingBus, list[Any]]:
+    """`count` compute hosts of one process (one `shared`), their reports registered in
+    `store` through a recording bus; compute-N has 2048 + N MB."""
 
     async def record(payload: dict[str, Any]) -> dict[str, Any]:
         return await register(store, payload["nodes"])
@@ -86,18 +87,27 @@ async def test_hosts_reporting_together_send_one_message(tmp_path: Path) -> None
     bus = RecordingBus({"compute_node_update": record})
     shared: dict[str, Any] = {}
     runtimes = []
-    for i in range(1, 41):
+    for i in range(1, count + 1):
         rt = make_runtime(
             info,
             "nova-compute",
             host=f"compute-{i}",
             bus=bus,
             data_dir=tmp_path,
-            config=StackConfig(data_dir=tmp_path, computes=40),
+            config=StackConfig(data_dir=tmp_path, computes=count),
             driver=FakeHypervisor(None, vcpus=4, memory_mb=2048 + i, hostname=f"compute-{i}"),
         )
         rt.shared = shared
         runtimes.append(rt)
+    return bus, runtimes
+
+
+@arun
+async def test_hosts_reporting_together_send_one_message(tmp_path: Path) -> None:
+    info = stack_info()
+    store = nova_store(info)
+
+    bus, runtimes = compute_hosts(info, store, tmp_path, 40)
     await asyncio.gather(*(nova_host.report_once(rt) for rt in runtimes))
     ((kind, method, payload, _),) = bus.sent
     assert (kind, method, len(payload["nodes"])) == ("call", "compute_node_update", 40)
@@ -116,24 +126,7 @@ async def test_one_heartbeat_loop_reports_every_host_but_a_broken_one(tmp_path: 
     info = stack_info()
     store = nova_store(info)
 
-    async def record(payload: dict[str, Any]) -> dict[str, Any]:
-        return await register(store, payload["nodes"])
-
-    bus = RecordingBus({"compute_node_update": record})
-    shared: dict[str, Any] = {}
-    runtimes = []
-    for i in range(1, 31):
-        rt = make_runtime(
-            info,
-            "nova-compute",
-            host=f"compute-{i}",
-            bus=bus,
-            data_dir=tmp_path,
-            config=StackConfig(data_dir=tmp_path, computes=30),
-            driver=FakeHypervisor(None, vcpus=4, memory_mb=2048 + i, hostname=f"compute-{i}"),
-        )
-        rt.shared = shared
-        runtimes.append(rt)
+    bus, runtimes = compute_hosts(info, store, tmp_path, 30)
     await asyncio.gather(*(nova_host.report_resources(rt) for rt in runtimes))
     heartbeat = nova_host.heartbeat_of(runtimes[0])
     try:
