@@ -29,7 +29,7 @@ from generator.pipeline.render.diagrams import (
     what,
 )
 from specstack_runtime.ir import IR, Interaction, Sequence
-from specstack_runtime.steps import label_key
+from specstack_runtime.steps import in_declared_order, label_key
 from specstack_runtime.tracepoints import declared_items
 
 
@@ -155,30 +155,6 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _lis(values: list[int]) -> set[int]:
-    """Positions (in `values`) of one longest strictly increasing subsequence."""
-    import bisect
-
-    tails: list[int] = []
-    tail_pos: list[int] = []
-    prev = [-1] * len(values)
-    for i, v in enumerate(values):
-        k = bisect.bisect_left(tails, v)
-        if k == len(tails):
-            tails.append(v)
-            tail_pos.append(i)
-        else:
-            tails[k] = v
-            tail_pos[k] = i
-        prev[i] = tail_pos[k - 1] if k > 0 else -1
-    keep: set[int] = set()
-    i = tail_pos[-1] if tail_pos else -1
-    while i >= 0:
-        keep.add(i)
-        i = prev[i]
-    return keep
-
-
 def _describe(it: Interaction) -> str:
     return f"{it.source_component} -> {it.target_component}, {interaction_what(it)}"
 
@@ -205,7 +181,7 @@ def compare(
             extras.append(e)
     seen = [lbl for lbl in (str(e["step"]) for e in ordered) if lbl in first]
     seen = list(dict.fromkeys(seen))
-    in_order = {seen[i] for i in _lis([index[lbl] for lbl in seen])}
+    in_order = in_declared_order(seen, index)
     findings: list[Finding] = []
     arrows: list[Arrow] = []
     # where each extra event goes: after the last declared interaction observed before it

@@ -478,7 +478,9 @@ class Dashboard:
         watch.sequence = sequence
         rows = flows.rows(declared, self.component)
         watch.extra = flows.extra(rows, events)  # observed, not declared
-        return flows.show(rows, events), declared, body.get("error") if status != 200 else None
+        clients = [n for n, c in self.info.components.items() if c["kind"] == "client"]
+        shown = flows.show(rows, events, clients)
+        return shown, declared, body.get("error") if status != 200 else None
 
     async def flow_lookup(self, request: Request) -> Response:
         flow_id = str(request.query_params.get("id", "")).strip()
@@ -501,7 +503,7 @@ class Dashboard:
             sequence=declared,
             error=error,
             live=bool(shown) and not flows.finished(shown),
-            summary=flows.summary(shown) if shown else "",
+            summary=flows.summary(shown, len(watch.extra)) if shown else "",
         )
 
     async def flow_events(self, request: Request) -> Response:
@@ -523,7 +525,7 @@ class Dashboard:
                         html = row_template.render(s=s).replace("\n", "")
                         yield f"event: {s.row.anchor}\ndata: {html}\n\n"
                 if not shown or flows.finished(shown) or time.monotonic() > deadline:
-                    yield f"event: done\ndata: {flows.summary(shown)}\n\n"
+                    yield f"event: done\ndata: {flows.summary(shown, len(watch.extra))}\n\n"
                     return
                 await asyncio.sleep(POLL_S)
 

@@ -9,10 +9,11 @@ endpoint (`/specstack/trace/{id}`), read with the user's token.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from specstack_runtime.steps import in_step, label_key
+from specstack_runtime.steps import in_declared_order, in_step, label_key
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,13 @@ class Shown:
     host: str | None = None
     source: str | None = None  # who carried it out, as observed
     target: str | None = None
+    # declared versus observed: "" (as declared), "mismatch" (another interaction than the
+    # declared one), "out-of-order", or "missing" (the flow ended without it)
+    mark: str = ""
+    note: str = ""
 
-    def key(self) -> tuple[str, float | None, str | None]:
-        return (self.status, self.duration_ms, self.error)
+    def key(self) -> tuple[str, float | None, str | None, str]:
+        return (self.status, self.duration_ms, self.error, self.mark)
 
 
 @dataclass
@@ -118,8 +123,12 @@ def client_rows(declared: list[Row], kinds: dict[str, str]) -> list[Row]:
     return [r for r in declared if kinds.get(r.source) in ("actor", "client")]
 
 
-def show(declared: list[Row], events: list[dict[str, Any]]) -> list[Shown]:
-    """Each declared row with its first event (sorted by the flow's order)."""
+def show(
+    declared: list[Row], events: list[dict[str, Any]], clients: Collection[str] = ()
+) -> list[Shown]:
+    """Each declared row with its first event (sorted by the flow's order), marked where
+    the observed flow differs from the declared one. `clients`: the client components,
+    which stand for one another (the dashboard carries out the CLI's declared steps)."""
     first = min((float(e["started_at"]) for e in events), default=0.0)
     by_step: dict[str, dict[str, Any]] = {}
     for e in sorted(events, key=lambda e: float(e["started_at"])):
@@ -147,7 +156,46 @@ def show(declared: list[Row], events: list[dict[str, Any]]) -> list[Shown]:
                 target=str(e.get("target") or row.target),
             )
         )
+    _mark(out, by_step, clients)
     return out
+
+
+def _mark(shown: list[Shown], by_step: dict[str, dict[str, Any]], clients: Collection[str]) -> None:
+    index = {s.row.label: i for i, s in enumerate(shown)}
+    seen = [label for label in by_step if label in index]  # in observed order
+    in_order = in_declared_order(seen, index)
+    done = finished(shown) and not any(s.status == "error" for s in shown)
+    skipped = {s.row.label for s in shown if s.status == "skipped"}
+    for s in shown:
+        e = by_step.get(s.row.label)
+        row = s.row
+        if e is None:
+            # the flow ended well without this interaction (a skipped step's own are not due)
+            if done and row.label.split(".")[0] not in skipped:
+                s.mark, s.note = "missing", "no trace event"
+            continue
+        got = (e.get("source"), e.get("target"), e.get("via"), e.get("name"))
+        want = (row.source, row.target, row.via, row.name)
+        if any(
+            g != w and not (g in clients and w in clients) for g, w in zip(got, want, strict=True)
+        ):
+            s.mark = "mismatch"
+            s.note = f"observed {got[0]} → {got[1]}, {got[2]} {got[3] or ''}".rstrip()
+        elif row.label not in in_order:
+            before = seen[: seen.index(row.label)]
+            s.mark = "out-of-order"
+            s.note = f"observed after {before[-1]}" if before else "observed first"
+
+
+def differences(shown: list[Shown], extra_events: int = 0) -> str:
+    """The marks, counted: '' when the observed flow is the declared one."""
+    counts: dict[str, int] = {}
+    for s in shown:
+        if s.mark:
+            counts[s.mark] = counts.get(s.mark, 0) + 1
+    if extra_events:
+        counts["not declared"] = extra_events
+    return ", ".join(f"{n} {mark}" for mark, n in sorted(counts.items()))
 
 
 def finished(shown: list[Shown]) -> bool:
@@ -158,7 +206,7 @@ def finished(shown: list[Shown]) -> bool:
     return bool(mains) and all(s.status != "pending" for s in mains)
 
 
-def summary(shown: list[Shown]) -> str:
+def summary(shown: list[Shown], extra_events: int = 0) -> str:
     """What the live view says when the flow has ended (or the watch gave up)."""
     failed = [s for s in shown if s.status == "error"]
     if failed:
@@ -166,7 +214,10 @@ def summary(shown: list[Shown]) -> str:
     mains = [s for s in shown if s.row.main]
     seen = sum(1 for s in mains if s.status != "pending")
     if mains and seen == len(mains):
-        return f"Finished: all {len(mains)} steps recorded."
+        differ = differences(shown, extra_events)
+        return f"Finished: all {len(mains)} steps recorded" + (
+            f"; differs from the declared sequence: {differ}." if differ else "."
+        )
     return f"Stopped watching: {seen} of {len(mains)} steps recorded so far; reload to look again."
 
 

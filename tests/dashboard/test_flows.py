@@ -14,16 +14,21 @@ from ..conftest import REPO
 
 INFO = StackInfo.load(REPO / "generated" / "ir.json")
 TEMPLATES = REPO / "specstack_runtime" / "dashboard" / "templates"
+DECLARED = {r.label: r for r in flows.rows(INFO.sequences["boot-vm"], "dashboard")}
 
 
 def event(step: str, status: str = "ok", at: float = 0.0, **detail: Any) -> dict[str, Any]:
+    """A trace event of boot-vm's step `step`, as declared (an undeclared step: as 7)."""
+    row = DECLARED.get(step, DECLARED["7"])
     return {
         "step": step,
         "status": status,
         "started_at": 100.0 + at,
         "ended_at": 100.0 + at + 0.002,
-        "source": "nova-api",
-        "target": "keystone",
+        "source": row.source,
+        "target": row.target,
+        "via": row.via,
+        "name": row.name,
         "host": "controller",
         "detail": detail,
     }
@@ -63,8 +68,40 @@ def test_a_flow_in_progress_is_not_finished() -> None:
     shown = flows.show(rows, [event(str(n), at=n) for n in range(1, 10)])
     assert not flows.finished(shown)
     assert flows.summary(shown).startswith("Stopped watching: 9 of 15 steps")
-    every = flows.show(rows, [event(str(n), at=n) for n in range(1, 16)])
+    every = flows.show(rows, [event(r.label, at=i) for i, r in enumerate(rows)])
     assert flows.finished(every) and flows.summary(every) == "Finished: all 15 steps recorded."
+    assert [s.mark for s in every] == [""] * len(rows)
+
+
+def test_declared_versus_observed_marks_each_difference() -> None:
+    """Step 12 seen before 11, sub-step 14.2 never seen, step 9 another interaction."""
+    rows = flows.rows(INFO.sequences["boot-vm"], "dashboard")
+    at = {r.label: float(i) for i, r in enumerate(rows)}
+    at["12"] = at["11"] - 0.5  # observed before 11
+    events = [event(label, at=t) for label, t in at.items() if label != "14.2"]
+    nine = next(e for e in events if e["step"] == "9")
+    nine.update(source="nova-compute", target="cinder-api", via="http", name="getVolume")
+    shown = flows.show(rows, events)
+    marks = {s.row.label: (s.mark, s.note) for s in shown if s.mark}
+    assert marks == {
+        "9": ("mismatch", "observed nova-compute → cinder-api, http getVolume"),
+        "12": ("out-of-order", "observed after 10.1"),
+        "14.2": ("missing", "no trace event"),
+    }, marks
+    assert flows.summary(shown, extra_events=1) == (
+        "Finished: all 15 steps recorded; differs from the declared sequence: "
+        "1 mismatch, 1 missing, 1 not declared, 1 out-of-order."
+    )
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    html = env.get_template("step.html").render(s=next(s for s in shown if s.row.label == "12"))
+    assert 'data-mark="out-of-order"' in html and "out-of-order: observed after 10.1" in html
+    # a skipped step's sub-steps are not due (step 15 with no volume asked for)
+    no_volume = [event(r.label, at=i) for i, r in enumerate(rows) if not r.label.startswith("15")]
+    no_volume.append(event("15", "skipped", at=99.0))
+    assert [s.mark for s in flows.show(rows, no_volume)] == [""] * len(rows)
+    # a flow that failed does not call the steps after the failure missing
+    failed = flows.show(rows, [event("1"), event("2", "error", at=1.0, error="401")])
+    assert [s.mark for s in failed] == [""] * len(rows)
 
 
 def test_events_no_declared_step_names_are_listed_apart() -> None:
