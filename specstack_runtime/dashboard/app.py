@@ -515,7 +515,7 @@ class Dashboard:
         row_template = self.templates.get_template("step.html")
 
         async def stream() -> AsyncIterator[str]:
-            sent: dict[str, tuple[str, float | None, str | None]] = {}
+            sent: dict[str, tuple[str, float | None, str | None, str]] = {}
             deadline = time.monotonic() + WATCH_LIMIT_S
             while True:
                 shown, _declared, _error = await self.shown(session, watch)
