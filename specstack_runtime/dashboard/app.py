@@ -159,16 +159,24 @@ class Dashboard:
             request, name, {**base, **context}, status_code=status
         )
 
+    def may(self, session: Session, rule: str | None) -> bool:
+        """Whether the spec's rule allows the session's token on its own project's
+        resources (what to offer; the API still decides each request), as horizon reads
+        the services' policy files."""
+        if not rule:
+            return True
+        auth = session.auth()
+        target = {"project_id": auth.project_id, "user_id": auth.user_id}
+        return self.info.policy.allows(rule, auth, target)
+
     def navigation(self, session: Session) -> list[tuple[str, list[Listing]]]:
         """The listings the token's catalog has a service for and its roles may read,
         grouped by API."""
         groups: dict[str, list[Listing]] = {}
-        auth = session.auth()
-        target = {"project_id": auth.project_id, "user_id": auth.user_id}
         for listing in self.catalogue.listings:
             if session.endpoint(listing.catalog_type) is None:
                 continue
-            if listing.policy and not self.info.policy.allows(listing.policy, auth, target):
+            if not self.may(session, listing.policy):
                 continue
             groups.setdefault(listing.title, []).append(listing)
         return list(groups.items())
@@ -308,6 +316,7 @@ class Dashboard:
             rows=rows,
             error=error,
             id_key="id" if "id" in listing.columns else listing.columns[0],
+            can_create=listing.create is not None and self.may(session, listing.create.policy),
         )
 
     async def detail(self, request: Request) -> Response:
@@ -342,7 +351,13 @@ class Dashboard:
             options = {name: await self.choices(session, of) for name, of in part.fields}
             parts.append((part, [x for x in rows if isinstance(x, dict)], None, options))
         return self.render(
-            request, "detail.html", listing=listing, item=item, item_id=item_id, parts=parts
+            request,
+            "detail.html",
+            listing=listing,
+            item=item,
+            item_id=item_id,
+            parts=parts,
+            can_delete=listing.delete is not None and self.may(session, listing.delete_policy),
         )
 
     async def action(self, request: Request) -> Response:

@@ -57,6 +57,7 @@ class CreateForm:
     path: str  # the POST's path template
     envelope: str | None  # the body's one key ({"volume": {...}}), or None for a flat body
     fields: tuple[FormField, ...]
+    policy: str | None = None  # the create operation's rule (who is offered the form)
 
 
 def create_form(op: dict[str, Any] | None, schemas: dict[str, Any]) -> CreateForm | None:
@@ -83,7 +84,7 @@ def create_form(op: dict[str, Any] | None, schemas: dict[str, Any]) -> CreateFor
         fields.append(field)
     if not fields:
         return None
-    return CreateForm(op["path"], envelope, tuple(fields))
+    return CreateForm(op["path"], envelope, tuple(fields), op.get("policy"))
 
 
 def _type(schema: dict[str, Any]) -> str | None:
@@ -187,11 +188,17 @@ class Creator:
         )
 
     async def form(self, request: Request) -> Response:
-        if self.dash.session(request) is None:
+        session = self.dash.session(request)
+        if session is None:
             return RedirectResponse("/login", status_code=303)
         listing = self._found(request)
-        if listing is None:
+        if listing is None or listing.create is None:
             return self.dash.render(request, "error.html", 404, message="Nothing to create here.")
+        if not self.dash.may(session, listing.create.policy):
+            message = (
+                f"Your roles may not create {listing.label} here (policy: {listing.create.policy})."
+            )
+            return self.dash.render(request, "error.html", 403, message=message)
         if self._launches(listing):
             return RedirectResponse("/launch", status_code=303)
         return await self._render(request, listing, {}, {}, None)

@@ -89,6 +89,7 @@ class Listing:
     unwrap: str | None = None  # each item's one property holding the resource (keypairs)
     show: str | None = None  # path template of one item, its id parameter last
     delete: str | None = None
+    delete_policy: str | None = None  # the delete operation's rule (who is offered Delete)
     action: str | None = None
     actions: tuple[Action, ...] = field(default_factory=tuple)
     parts: tuple[Part, ...] = field(default_factory=tuple)
@@ -180,6 +181,7 @@ class Catalogue:
                 unwrap=unwrap,
                 show=one if one is not None and ("GET", one) in ops else None,
                 delete=one if one is not None and ("DELETE", one) in ops else None,
+                delete_policy=(ops.get(("DELETE", one)) or {}).get("policy") if one else None,
                 action=action,
                 actions=_titled(
                     _actions(ops.get(("POST", action)) if action else None, schemas),

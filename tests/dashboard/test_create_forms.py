@@ -121,3 +121,39 @@ def test_an_image_made_and_its_data_uploaded_from_the_browser(
     assert back.content == data
     none = browser_session.post(f"/r/image/images/{image_id}/upload/file", data={"x": "y"})
     assert none.status_code == 400 and "Choose a file." in none.text
+
+
+def test_create_and_delete_offered_as_the_spec_s_policy_allows(served: Served) -> None:
+    """Flavors: made and deleted by an admin only (`rule:admin`), so a member is offered
+    neither; the admin is offered both. Key pairs: the member's own, offered to it."""
+
+    def log_in(client: httpx.Client, cloud: str) -> None:
+        auth = served.clouds[cloud]["auth"]
+        resp = client.post(
+            "/login",
+            data={
+                "username": auth["username"],
+                "password": auth["password"],
+                "project": auth["project_name"],
+            },
+        )
+        assert resp.status_code == 303, resp.text
+
+    flavors = "/r/compute/flavors"
+    with (
+        httpx.Client(base_url=served.dashboard, timeout=30) as member,
+        httpx.Client(base_url=served.dashboard, timeout=30) as admin,
+    ):
+        log_in(member, "specstack")
+        log_in(admin, "specstack-admin")
+        assert f'href="{flavors}/create"' not in member.get(flavors).text
+        refused = member.get(f"{flavors}/create")
+        assert refused.status_code == 403 and "may not create" in refused.text
+        assert f'href="{flavors}/create"' in admin.get(flavors).text
+        assert admin.get(f"{flavors}/create").status_code == 200
+        assert 'href="/r/compute/keypairs/create"' in member.get("/r/compute/keypairs").text
+        flavor_id = re.search(r'href="/r/compute/flavors/([^"/]+)"', member.get(flavors).text)
+        assert flavor_id, "the member sees the public flavors"
+        one = f"{flavors}/{flavor_id.group(1)}"
+        assert "Delete</button>" not in member.get(one).text
+        assert "Delete</button>" in admin.get(one).text
