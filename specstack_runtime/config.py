@@ -124,6 +124,10 @@ class StackConfig(BaseSettings):
     restart_limit: int = 3  # restarts in a row of a crashing process before it is left down
     restart_backoff_s: float = 1.0  # the pause before a restart, doubled at each one in a row
     restart_backoff_max_s: float = 60.0  # at most; a process up this long has its count reset
+    # the most processes of one component across a scaled node's hosts (compute-1..N): each
+    # serves its share of the hosts, as nova's fake-driver scale tests ran many hosts per
+    # process. None: the machine's cores, at least 4 (so a few hosts keep one process each)
+    node_processes: int | None = None
     # Which settings were set explicitly (file, environment, command line), not defaulted.
     explicit: frozenset[str] = Field(default=frozenset(), exclude=True, repr=False)
 
@@ -147,6 +151,7 @@ class StackConfig(BaseSettings):
         "bcrypt_rounds",
         "max_build_attempts",
         "restart_limit",
+        "node_processes",
         mode="before",
     )
     @classmethod
@@ -268,9 +273,17 @@ class StackConfig(BaseSettings):
                 raise ConfigError(f"{where}:{name}: must be positive")
         if self.restart_limit < 0:
             raise ConfigError(f"{where}:restart_limit: must not be negative")
+        if self.node_processes is not None and self.node_processes < 1:
+            raise ConfigError(f"{where}:node_processes: must be at least 1")
         if self.stack_name and not all(c.isalnum() or c == "_" for c in self.stack_name):
             raise ConfigError(f"{where}:stack_name: only letters, digits and _ are allowed")
         return self
+
+    def processes_per_component(self) -> int:
+        """How many processes one component's instances on a scaled node share at most."""
+        if self.node_processes is not None:
+            return self.node_processes
+        return max(4, os.cpu_count() or 1)
 
     # -- mode defaults ----------------------------------------------------------
     def for_mode(self) -> StackConfig:

@@ -3,6 +3,9 @@
     python -m specstack_runtime.process --component nova-compute --node compute-2 \\
         [--config FILE] [--data-dir DIR] [--port N] [--computes N] [--driver NAME]
 
+`--node` may name several hosts of one component (`compute-1..compute-250`, or
+`compute-1,compute-4`): the process serves them all, as embedded mode serves every host.
+
 It reads the same configuration as every other process (config file, then
 SPECSTACK_* variables, then these options), builds only its own component
 instance from the generated package (the code embedded mode runs), starts it,
@@ -30,8 +33,51 @@ EXIT_CONFIG = 2  # bad configuration or layout: restarting will not help
 EXIT_START = 3  # the component did not start
 
 
+class HostsError(ValueError):
+    pass
+
+
 def process_name(component: str, host: str) -> str:
+    """`host`: one host, or the label of several (`hosts_label`)."""
     return f"{component}.{host}"
+
+
+def _numbered(host: str) -> tuple[str, int] | None:
+    prefix, _, number = host.rpartition("-")
+    return (prefix, int(number)) if prefix and number.isdigit() else None
+
+
+def expand_hosts(text: str) -> list[str]:
+    """`compute-1..compute-3,network` -> compute-1, compute-2, compute-3, network."""
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, sep, last = part.partition("..")
+        if not sep:
+            out.append(part)
+            continue
+        a, b = _numbered(first), _numbered(last)
+        if a is None or b is None or a[0] != b[0] or a[1] > b[1]:
+            raise HostsError(
+                f"{part!r}: a range of hosts is NAME-M..NAME-N with M <= N (e.g. compute-1..compute-40)"
+            )
+        out += [f"{a[0]}-{i}" for i in range(a[1], b[1] + 1)]
+    if not out:
+        raise HostsError(f"{text!r}: no host named")
+    if len(set(out)) != len(out):
+        raise HostsError(f"{text!r}: a host is named twice")
+    return out
+
+
+def hosts_label(hosts: list[str]) -> str:
+    """The shortest `expand_hosts` text of these hosts: one host, or runs as ranges."""
+    runs: list[list[str]] = []
+    for host in hosts:
+        here, prev = _numbered(host), _numbered(runs[-1][-1]) if runs else None
+        if here and prev and here[0] == prev[0] and here[1] == prev[1] + 1:
+            runs[-1].append(host)
+        else:
+            runs.append([host])
+    return ",".join(r[0] if len(r) == 1 else f"{r[0]}..{r[-1]}" for r in runs)
 
 
 def ready_file(data_dir: Path, component: str, host: str) -> Path:
@@ -42,7 +88,11 @@ def ready_file(data_dir: Path, component: str, host: str) -> Path:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m specstack_runtime.process")
     p.add_argument("--component", required=True, help="the component to run, e.g. nova-compute")
-    p.add_argument("--node", required=True, help="the node instance it runs on, e.g. compute-2")
+    p.add_argument(
+        "--node",
+        required=True,
+        help="the node instance(s) it serves: compute-2, compute-1..compute-250, or a,b",
+    )
     p.add_argument("--config", default=None, help="config file (default: SPECSTACK_CONFIG)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--port", type=int, default=None, help="first API port")
@@ -64,7 +114,7 @@ def process_config(args: argparse.Namespace) -> StackConfig:
     return config.for_mode()
 
 
-async def serve(config: StackConfig, component: str, host: str) -> int:
+async def serve(config: StackConfig, component: str, hosts: list[str]) -> int:
     from specstack_runtime.embedded import (
         EmbeddedStack,
         StackError,
@@ -72,21 +122,26 @@ async def serve(config: StackConfig, component: str, host: str) -> int:
         web_instances,
     )
 
+    wanted = set(hosts)
+    host = hosts_label(hosts)
     try:
-        stack = EmbeddedStack(config, select=lambda i: i.component == component and i.host == host)
+        stack = EmbeddedStack(
+            config, select=lambda i: i.component == component and i.host in wanted
+        )
     except (StackError, ValueError, ImportError, OSError) as exc:
         log.error("cannot assemble %s on %s: %s: %s", component, host, type(exc).__name__, exc)
         return EXIT_CONFIG
     instances = coded_instances(stack.info, stack.services, config)
     instances += web_instances(stack.info, config)
-    mine = [i for i in instances if i.component == component]
-    if not any(i.host == host for i in mine):
-        hosts = sorted(i.host for i in mine)
+    mine = {i.host for i in instances if i.component == component}
+    if not wanted <= mine:
         log.error(
             "the layout has no instance of %s on %s (it runs on: %s)",
             component,
-            host,
-            ", ".join(hosts) or "nothing; not a component with code",
+            hosts_label([h for h in hosts if h not in mine]),
+            hosts_label(sorted(mine, key=lambda h: _numbered(h) or (h, 0)))
+            if mine
+            else "nothing; not a component with code",
         )
         return EXIT_CONFIG
     ready = ready_file(config.data_dir, component, host)
@@ -144,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = process_config(args)
-    except ConfigError as exc:
+        hosts = expand_hosts(args.node)
+    except (ConfigError, HostsError) as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
     try:
@@ -153,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    code: int = runner(serve(config, args.component, args.node))
+    code: int = runner(serve(config, args.component, hosts))
     return code
 
 

@@ -38,7 +38,7 @@ import httpx
 
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import coded_instances, load_generated, web_instances
-from specstack_runtime.process import EXIT_CONFIG, process_name, ready_file
+from specstack_runtime.process import EXIT_CONFIG, hosts_label, process_name, ready_file
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store, TableSpec
 
@@ -54,16 +54,20 @@ class SupervisorError(RuntimeError):
 
 @dataclass(frozen=True)
 class ProcessSpec:
-    """One process of the layout."""
+    """One process of the layout: a component on one host, or on several of a scaled node."""
 
     component: str
-    host: str  # node instance: controller, compute-2, ...
+    host: str  # node instance(s): controller, compute-2, compute-1..compute-250
     node: str  # topology node: controller, compute, ...
     port: int | None  # an API's port (health-checked), else None
+    hosts: tuple[str, ...] = ()  # every host it serves (default: `host`)
 
     @property
     def name(self) -> str:
         return process_name(self.component, self.host)
+
+    def serves(self, host: str) -> bool:
+        return host in self.hosts if self.hosts else host == self.host
 
 
 @dataclass
@@ -79,8 +83,11 @@ class Managed:
 
 
 def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> list[ProcessSpec]:
-    """Every process the spec's topology and components call for, identity API first."""
+    """Every process the spec's topology and components call for, identity API first. A
+    component's instances on a scaled node's hosts share at most
+    `config.processes_per_component()` processes, each serving a run of hosts."""
     out: list[ProcessSpec] = []
+    groups: dict[tuple[str, str], list[str]] = {}
     for inst in coded_instances(info, services, config):
         module = services[inst.component]
         comp = info.components[inst.component]
@@ -88,17 +95,37 @@ def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> li
         if not serves and not comp.get("startup"):
             continue  # a client: nothing to serve (the CLI runs on the user's side)
         port = info.port(inst.component, config) if module.ROUTES else None
+        if port is None and len(info.node_hosts(inst.node, config)) > 1:
+            groups.setdefault((inst.component, inst.node), []).append(inst.host)
+            if len(groups[(inst.component, inst.node)]) == 1:
+                out.append(ProcessSpec(inst.component, "", inst.node, None))  # its place
+            continue
         out.append(ProcessSpec(inst.component, inst.host, inst.node, port))
     for inst in web_instances(info, config):  # the dashboard: a web client of its own
         out.append(
             ProcessSpec(inst.component, inst.host, inst.node, info.port(inst.component, config))
         )
+    share = config.processes_per_component()
+    grouped: list[ProcessSpec] = []
+    for spec in out:
+        hosts = groups.get((spec.component, spec.node)) if not spec.host else None
+        if hosts is None:
+            grouped.append(spec)
+            continue
+        n = min(share, len(hosts))
+        size, extra = divmod(len(hosts), n)
+        at = 0
+        for i in range(n):  # runs of near-equal size, in host order
+            run = hosts[at : at + size + (1 if i < extra else 0)]
+            at += len(run)
+            label = run[0] if len(run) == 1 else hosts_label(run)
+            grouped.append(ProcessSpec(spec.component, label, spec.node, None, tuple(run)))
 
     def first(spec: ProcessSpec) -> int:
         cat = info.components[spec.component].get("catalog") or {}
         return 0 if cat.get("type") == "identity" else 1
 
-    return sorted(out, key=first)
+    return sorted(grouped, key=first)
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -359,7 +386,8 @@ class Supervisor:
                         m.ready = True
                         pid = m.popen.pid
                         where = f" :{m.spec.port}" if m.spec.port else ""
-                        self.say(f"{m.spec.component:<20} {m.spec.host:<11} pid {pid}{where}")
+                        width = max(11, *(len(x.spec.host) for x in self.procs))
+                        self.say(f"{m.spec.component:<20} {m.spec.host:<{width}} pid {pid}{where}")
                 if all(m.ready for m in group):
                     return
                 if time.monotonic() > deadline:
@@ -444,7 +472,7 @@ class Supervisor:
     # looking at it ------------------------------------------------------------
     def find(self, component: str, host: str | None = None) -> Managed:
         for m in self.procs:
-            if m.spec.component == component and (host is None or m.spec.host == host):
+            if m.spec.component == component and (host is None or m.spec.serves(host)):
                 return m
         raise KeyError(f"{component} on {host}")
 

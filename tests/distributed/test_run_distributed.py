@@ -25,7 +25,9 @@ STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] (.+?)\s{2,}(\S+) -> (\S+)\s+(\S+)\s+([
 FLOW = re.compile(r"trace: specstack trace (\S+)")
 
 
-def _run_once(data_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
+def _run_once(
+    data_dir: Path, port: int, computes: int = DISTRIBUTED_COMPUTES, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -37,7 +39,7 @@ def _run_once(data_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
             "--once",
             "--no-generate",
             "--computes",
-            str(DISTRIBUTED_COMPUTES),
+            str(computes),
             "--data-dir",
             str(data_dir),
             "--port",
@@ -47,7 +49,7 @@ def _run_once(data_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", **env},
     )
 
 
@@ -133,3 +135,34 @@ def test_run_once_boots_through_every_process_and_keeps_state(
     assert {"nova-api", "nova-scheduler", "nova-compute", "neutron-server"} <= set(by_source)
     assert by_source["nova-compute"].startswith("compute-")
     assert by_source["nova-scheduler"] == "controller"
+
+
+def test_many_compute_hosts_served_by_few_processes(data_dir: Path) -> None:
+    """12 compute hosts in 2 processes per compute-node component: every host registers
+    its compute node, and the demo boot goes through all 15 steps on one of them."""
+    port = free_port_block_outside_ephemeral(8)
+    run = _run_once(data_dir, port, computes=12, SPECSTACK_NODE_PROCESSES="2")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert [int(s[0]) for s in STEP_LINE.findall(run.stdout)] == list(range(1, 16)), out
+    assert "is ACTIVE" in run.stdout
+    logs = sorted(p.name for p in (data_dir / "logs").glob("*compute-*.log"))
+    assert logs == [
+        f"{component}.{hosts}.log"
+        for component in ("neutron-l2-agent", "nova-compute")
+        for hosts in ("compute-1..compute-6", "compute-7..compute-12")
+    ]
+    config = load_config(data_dir=data_dir, computes=12, mode="distributed")
+    config.ensure_secrets()
+    config.for_mode()
+    nova = create_engine(config.database_url("nova-db"))
+    try:
+        with nova.connect() as db:
+            nodes = db.execute(text("SELECT data FROM compute_nodes")).all()
+            servers = db.execute(text("SELECT data FROM instances")).all()
+    finally:
+        nova.dispose()
+    hosts = sorted(json.loads(r[0])["host"] for r in nodes)
+    assert hosts == sorted(f"compute-{i}" for i in range(1, 13))
+    (server,) = [json.loads(r[0]) for r in servers]
+    assert server["vm_state"] == "active" and server["host"] in hosts

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from specstack_runtime.config import load_config
+from specstack_runtime.config import ConfigError, load_config
 from specstack_runtime.embedded import load_generated
+from specstack_runtime.process import HostsError, expand_hosts, hosts_label
 from specstack_runtime.supervisor import (
     Supervisor,
     SupervisorError,
@@ -148,3 +149,53 @@ def test_a_process_that_keeps_dying_is_left_down_and_reported_while_the_rest_run
         (name, "failed", 2, str(crashing.log_path)),
         (steady.spec.name, "stopped", 0, str(steady.log_path)),
     ]
+
+
+def test_a_scaled_node_s_hosts_share_a_bounded_number_of_processes() -> None:
+    """12 compute hosts, node_processes 2: each compute-node component runs as 2 processes
+    of 6 hosts each; the other nodes' components keep one process per host."""
+    info, services, _ = load_generated()
+    config = load_config(environ={"SPECSTACK_NODE_PROCESSES": "2"}, computes=12, mode="distributed")
+    procs = layout(info, services, config)
+    compute = [p for p in procs if p.node == "compute"]
+    assert {p.component for p in compute} == {"nova-compute", "neutron-l2-agent"}
+    for component in ("nova-compute", "neutron-l2-agent"):
+        mine = [p for p in compute if p.component == component]
+        assert [p.name for p in mine] == [
+            f"{component}.compute-1..compute-6",
+            f"{component}.compute-7..compute-12",
+        ]
+        assert [len(p.hosts) for p in mine] == [6, 6]
+        served = [h for p in mine for h in p.hosts]
+        assert served == [f"compute-{i}" for i in range(1, 13)]
+    assert all(len(p.hosts) <= 1 for p in procs if p.node != "compute")
+    # 7 hosts in 2 processes: runs of 4 and 3; 1 host per process when there are few
+    config = load_config(environ={"SPECSTACK_NODE_PROCESSES": "2"}, computes=7, mode="distributed")
+    runs = [p.hosts for p in layout(info, services, config) if p.component == "nova-compute"]
+    assert [len(r) for r in runs] == [4, 3]
+    default = load_config(environ={}, computes=3, mode="distributed")
+    assert [p.name for p in layout(info, services, default) if p.component == "nova-compute"] == [
+        f"nova-compute.compute-{i}" for i in range(1, 4)
+    ]
+
+
+def test_host_ranges_on_the_process_command_line() -> None:
+    assert expand_hosts("compute-1..compute-3,network") == [
+        "compute-1",
+        "compute-2",
+        "compute-3",
+        "network",
+    ]
+    assert hosts_label(["compute-1", "compute-2", "compute-3", "network", "compute-9"]) == (
+        "compute-1..compute-3,network,compute-9"
+    )
+    for bad, why in (
+        ("compute-3..compute-1", "NAME-M..NAME-N with M <= N"),
+        ("compute-1..network-2", "NAME-M..NAME-N with M <= N"),
+        ("compute-1,compute-1", "a host is named twice"),
+        (",", "no host named"),
+    ):
+        with pytest.raises(HostsError, match=why):
+            expand_hosts(bad)
+    with pytest.raises(ConfigError, match="node_processes: must be at least 1"):
+        load_config(environ={"SPECSTACK_NODE_PROCESSES": "0"}, mode="distributed")
