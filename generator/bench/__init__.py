@@ -101,6 +101,9 @@ def run_bench(
         if not as_json:
             print("measuring the distributed stack...", file=sys.stderr, flush=True)
         figures.update(dist_figures(sequential=min(boots, 100)))
+        if not as_json:
+            print("measuring the distributed stack with 100 compute hosts...", file=sys.stderr)
+        figures.update(dist_figures(sequential=min(boots, 50), computes=100, suffix="_100h"))
 
         # Ten thousand compute hosts: start-up, host selection, boots, memory (`_10k`).
         from generator.bench.scale import scale_figures

@@ -1,7 +1,8 @@
 """Figures of the distributed stack: boot latency and throughput over RabbitMQ and PostgreSQL.
 
 `specstack run --mode distributed` starts the stack in its own processes (3 compute
-nodes); the clients run here and use the HTTP API, as for the embedded figures.
+nodes; `_100h` figures: 100, sharing `node_processes` processes per compute-node
+component); the clients run here and use the HTTP API, as for the embedded figures.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ START_TIMEOUT_S = 180
 
 
 def dist_figures(
-    *, sequential: int = 100, clients: int = 50, per_client: int = 1, computes: int = 3
+    *,
+    sequential: int = 100,
+    clients: int = 50,
+    per_client: int = 1,
+    computes: int = 3,
+    suffix: str = "",
 ) -> dict[str, float]:
     from specstack_runtime.supervisor import (
         drop_stack_resources,
@@ -69,13 +75,14 @@ def dist_figures(
                 proc.wait()
             config.ensure_secrets()
             drop_stack_resources(config.for_mode(), info)
-    return {
-        "dist_boot_p50_ms": figures["boot_p50_ms"],
-        "dist_boot_p95_ms": figures["boot_p95_ms"],
-        "dist_boots_per_s": figures["boots_per_s"],
-        "dist_boots_lost": figures["boots_lost"],
-        "dist_requests_unanswered": figures["requests_unanswered"],
+    names = {
+        "dist_boot_p50_ms": "boot_p50_ms",
+        "dist_boot_p95_ms": "boot_p95_ms",
+        "dist_boots_per_s": "boots_per_s",
+        "dist_boots_lost": "boots_lost",
+        "dist_requests_unanswered": "requests_unanswered",
     }
+    return {key + suffix: figures[name] for key, name in names.items()}
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use
