@@ -135,6 +135,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         args={
             "schema": "Image",
             "name": "image",
+            "leave_out": ["required"],
             "links": [
                 {"rel": "self", "href": "{self}"},
                 {"rel": "enclosure", "href": "{file}"},

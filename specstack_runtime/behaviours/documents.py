@@ -33,7 +33,8 @@ def _inline(node: Any, schemas: dict[str, Any], depth: int = 0) -> Any:
 @behaviour("documents.json_schema")
 async def json_schema(call: Call) -> Reply:
     """One schema of the API's document as a self-contained JSON Schema, framed as the
-    operation's args say (`schema`: its name; `name`, `links`: what the answer adds)."""
+    operation's args say (`schema`: its name; `name`, `links`: what the answer adds;
+    `leave_out`: its keys the answer leaves out)."""
     comp = call.rt.info.components.get(call.rt.component) or {}
     doc = call.rt.info.api_document(str(comp["api"]))
     schemas: dict[str, Any] = (doc.get("components") or {}).get("schemas") or {}
@@ -41,7 +42,8 @@ async def json_schema(call: Call) -> Reply:
     if name not in schemas:
         raise NotFound(f"No schema {name} in the {comp['api']} document.")
     body = _inline(schemas[name], schemas)
-    body.pop("description", None)
+    for key in ("description", *call.args.get("leave_out", ())):
+        body.pop(key, None)
     framing = {k: call.args[k] for k in ("name", "links") if k in call.args}
     return Reply(200, {**framing, **body})
 
