@@ -100,6 +100,10 @@ def _map_of(items: list[Any]) -> dict[Any, Any]:
     return out
 
 
+def _merge(first: dict[Any, Any], second: dict[Any, Any]) -> dict[Any, Any]:
+    return {**first, **second}
+
+
 def _hexdigest(algorithm: str, text: str) -> str:
     if algorithm not in ("md5", "sha1", "sha224", "sha256", "sha512"):
         raise ValueError(f"hexdigest: unknown algorithm {algorithm!r}")
@@ -201,6 +205,20 @@ def _env() -> Any:
                     cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
                     [cel.Type.List(cel.Type.DYN)],
                     impl=_map_of,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "merge",
+            [
+                cel.Overload(
+                    "merge_maps",
+                    cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
+                    [
+                        cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
+                        cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
+                    ],
+                    impl=_merge,
                 )
             ],
         ),

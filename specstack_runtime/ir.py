@@ -324,7 +324,7 @@ class Quota(Node):
 
 class QueryParam(Node):
     name: str
-    parse: Literal["string", "int", "bool", "pairs", "list"]
+    parse: Literal["string", "int", "bool", "pairs", "list", "datetime"]
     required: bool
     default: Any = None
 

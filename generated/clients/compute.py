@@ -697,6 +697,47 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.HypervisorStatistics, 200)
 
+    async def list_tenant_usages(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.TenantUsageList]:
+        """GET /v2.1/os-simple-tenant-usage: List every project's usage"""
+        response = await self._call(
+            "listTenantUsages",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.TenantUsageList, 200)
+
+    async def show_tenant_usage(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.TenantUsageOne]:
+        """GET /v2.1/os-simple-tenant-usage/{project_id}: Show a project's usage"""
+        response = await self._call(
+            "showTenantUsage",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.TenantUsageOne, 200)
+
     async def list_compute_services(
         self,
         *,

@@ -94,6 +94,16 @@ def test_compute_get_hypervisor_statistics_direct(target: Target) -> None:
     provoke.call_and_check(target, "compute", "getHypervisorStatistics")
 
 
+def test_compute_list_tenant_usages_direct(target: Target) -> None:
+    """GET /v2.1/os-simple-tenant-usage called directly."""
+    provoke.call_and_check(target, "compute", "listTenantUsages")
+
+
+def test_compute_show_tenant_usage_direct(target: Target) -> None:
+    """GET /v2.1/os-simple-tenant-usage/{project_id} called directly."""
+    provoke.call_and_check(target, "compute", "showTenantUsage")
+
+
 def test_compute_list_compute_services_direct(target: Target) -> None:
     """GET /v2.1/os-services called directly."""
     provoke.call_and_check(target, "compute", "listComputeServices")

@@ -2,8 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-32 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 7 need a role the demo user lacks (403); 1 hide
+34 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 8 need a role the demo user lacks (403);
+1 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -47,6 +48,8 @@ PROTECTED = (
     "listHypervisors",
     "listHypervisorsDetailed",
     "getHypervisorStatistics",
+    "listTenantUsages",
+    "showTenantUsage",
     "listComputeServices",
 )
 NEEDS_ROLE = (
@@ -56,7 +59,11 @@ NEEDS_ROLE = (
     "listHypervisors",  # rule:admin
     "listHypervisorsDetailed",  # rule:admin
     "getHypervisorStatistics",  # rule:admin
+    "listTenantUsages",  # rule:admin
     "listComputeServices",  # rule:admin
+)
+PROJECT_IN_PATH = (
+    "showTenantUsage",  # rule:admin_or_owner
 )
 OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)
 
@@ -88,6 +95,11 @@ def test_revoked_token(target: Target, operation_id: str) -> None:
 @pytest.mark.parametrize("operation_id", NEEDS_ROLE, ids=_id)
 def test_insufficient_role(target: Target, operation_id: str) -> None:
     auth.insufficient_role(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", PROJECT_IN_PATH, ids=_id)
+def test_other_project_in_path(target: Target, operation_id: str) -> None:
+    auth.other_project_path(target, API, operation_id)
 
 
 @pytest.mark.parametrize(

@@ -948,6 +948,52 @@ class HypervisorStatistics(BaseModel):
     hypervisor_statistics: HypervisorStatistics1
 
 
+class ServerUsage(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    instance_id: str
+    name: str
+    hours: float
+    vcpus: int
+    memory_mb: int
+    local_gb: int
+    flavor: str
+    tenant_id: str
+    started_at: str
+    ended_at: str | None
+    state: str
+    uptime: int
+
+
+class TenantUsage(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    tenant_id: str
+    start: str
+    stop: str
+    total_hours: float
+    total_vcpus_usage: float
+    total_memory_mb_usage: float
+    total_local_gb_usage: float
+    server_usages: list[ServerUsage] | None = None
+
+
+class TenantUsageList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    tenant_usages: list[TenantUsage]
+
+
+class TenantUsageOne(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    tenant_usage: TenantUsage | dict[str, Any]
+
+
 class ComputeService(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (34 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (36 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -235,6 +235,16 @@ async def list_hypervisors_detailed(flow: Flow) -> None:
 
 async def get_hypervisor_statistics(flow: Flow) -> None:
     """operation getHypervisorStatistics: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def list_tenant_usages(flow: Flow) -> None:
+    """operation listTenantUsages: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_tenant_usage(flow: Flow) -> None:
+    """operation showTenantUsage: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -691,6 +701,30 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"query": "hypervisor_statistics"},
     ),
+    "listTenantUsages": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listTenantUsages",
+        behaviour="resource.query",
+        on_error=None,
+        run=list_tenant_usages,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "tenant_usages"},
+    ),
+    "showTenantUsage": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showTenantUsage",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_tenant_usage,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "tenant_usage"},
+    ),
     "listComputeServices": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -1066,6 +1100,28 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-simple-tenant-usage",
+        "listTenantUsages",
+        HANDLERS["listTenantUsages"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-simple-tenant-usage/{project_id}",
+        "showTenantUsage",
+        HANDLERS["showTenantUsage"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_owner",
     ),
     Route(
         "GET",

@@ -11,6 +11,7 @@ must exist for the query to answer (404 otherwise).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from specstack_runtime import ir
@@ -19,6 +20,15 @@ from specstack_runtime.expr import ExprError, compile_expr
 from specstack_runtime.resources import access, listing
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import render
+
+#: The forms a `datetime` parameter takes (nova's), with or without a trailing Z.
+DATETIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%dT%H:%M:%S.%fZ",
+)
 
 
 def _params(rc: ResourceCall, query: ir.Query) -> dict[str, Any]:
@@ -49,6 +59,13 @@ def _parse(kind: str, raw: str) -> Any:
         return low in ("true", "1")
     if kind == "list":
         return [v for v in raw.split(",") if v]
+    if kind == "datetime":  # a UTC time as OpenStack writes them; RFC 3339 for CEL's timestamp()
+        for fmt in DATETIME_FORMATS:
+            try:
+                return datetime.strptime(raw, fmt).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            except ValueError:
+                pass
+        raise ValueError("Datetime is in invalid format")
     if kind == "pairs":
         out: dict[str, int] = {}
         for part in raw.split(","):

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from specstack_runtime.expr import Bound, ExprError, compile_expr
+from specstack_runtime.resources.queries import _parse
 
 DOC = {
     "id": "s1",
@@ -96,3 +97,30 @@ def test_sort_orders_a_list_and_refuses_what_cannot_be_compared() -> None:
     assert compile_expr("sort([3, 1, 2])").evaluate() == [1, 2, 3]
     with pytest.raises(ExprError, match="cannot be compared"):
         compile_expr("sort(['a', 1])").evaluate()
+
+
+def test_merge_joins_two_maps_the_second_winning() -> None:
+    merged = compile_expr("merge(doc, {'name': 'other', 'extra': [1]})").evaluate(doc=DOC)
+    assert merged == {**DOC, "name": "other", "extra": [1]}
+    assert DOC["name"] == "vm"  # the row itself is left as it was
+
+
+@pytest.mark.parametrize(
+    ("raw", "rfc3339"),
+    [
+        ("2026-11-06T16:55:22", "2026-11-06T16:55:22.000000Z"),
+        ("2026-11-06T16:55:22.012564", "2026-11-06T16:55:22.012564Z"),
+        ("2026-11-06 16:55:22.5", "2026-11-06T16:55:22.500000Z"),
+        ("2026-11-06T16:55:22Z", "2026-11-06T16:55:22.000000Z"),
+    ],
+)
+def test_a_datetime_query_parameter_becomes_what_cel_s_timestamp_reads(
+    raw: str, rfc3339: str
+) -> None:
+    parsed = _parse("datetime", raw)
+    assert parsed == rfc3339
+    assert (
+        compile_expr("string(timestamp(params.t))").evaluate(params={"t": parsed})[:10] == raw[:10]
+    )
+    with pytest.raises(ValueError, match="Datetime is in invalid format"):
+        _parse("datetime", "yesterday")
