@@ -27,6 +27,7 @@ from specstack_runtime.http import error_message
 if TYPE_CHECKING:
     from specstack_runtime.dashboard.app import Dashboard
     from specstack_runtime.dashboard.listings import Listing
+    from specstack_runtime.dashboard.sessions import Session
 
 #: The largest file the dashboard passes on (the stack's own default data limit).
 MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
@@ -187,36 +188,40 @@ class Creator:
             error=error,
         )
 
-    async def form(self, request: Request) -> Response:
+    def _opened(self, request: Request) -> tuple[Session, Listing, CreateForm] | Response:
+        """The session, listing and form a create request is for, or the answer to give."""
         session = self.dash.session(request)
         if session is None:
             return RedirectResponse("/login", status_code=303)
         listing = self._found(request)
         if listing is None or listing.create is None:
             return self.dash.render(request, "error.html", 404, message="Nothing to create here.")
-        if not self.dash.may(session, listing.create.policy):
-            message = (
-                f"Your roles may not create {listing.label} here (policy: {listing.create.policy})."
-            )
+        return session, listing, listing.create
+
+    async def form(self, request: Request) -> Response:
+        opened = self._opened(request)
+        if isinstance(opened, Response):
+            return opened
+        session, listing, form = opened
+        if not self.dash.may(session, form.policy):
+            message = f"Your roles may not create {listing.label} here (policy: {form.policy})."
             return self.dash.render(request, "error.html", 403, message=message)
         if self._launches(listing):
             return RedirectResponse("/launch", status_code=303)
         return await self._render(request, listing, {}, {}, None)
 
     async def submit(self, request: Request) -> Response:
-        session = self.dash.session(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
-        listing = self._found(request)
-        if listing is None or listing.create is None:
-            return self.dash.render(request, "error.html", 404, message="Nothing to create here.")
+        opened = self._opened(request)
+        if isinstance(opened, Response):
+            return opened
+        session, listing, form = opened
         values = await form_of(request)
-        body, errors = body_of(listing.create, values)
+        body, errors = body_of(form, values)
         if errors:
             return await self._render(
                 request, listing, values, errors, "The form is not complete.", 400
             )
-        url = self.dash.url(session, listing, listing.create.path)
+        url = self.dash.url(session, listing, form.path)
         resp = await self.dash.call(session, "POST", url, body)
         if resp.status_code >= 400:  # the API's own words, on the form
             return await self._render(

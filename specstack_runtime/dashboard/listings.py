@@ -152,9 +152,7 @@ class Catalogue:
             params = PARAM.findall(op["path"])
             if any(p not in TOKEN_PARAMS for p in params):
                 continue
-            ok = next((r for r in op["responses"] if r["status"] == "200"), None)
-            model = schemas.get(ok["model"]) if ok and ok.get("model") else None
-            array = _one_array(model or {}, schemas)
+            array = _answer_array(op, schemas)
             if array is None:
                 continue
             collection, item, unwrap = array
@@ -220,9 +218,7 @@ def _parts(operations: list[dict[str, Any]], one: str, schemas: dict[str, Any]) 
             or not re.fullmatch(r"[A-Za-z0-9_.-]+", rest)
         ):
             continue
-        ok = next((r for r in op["responses"] if r["status"] == "200"), None)
-        model = schemas.get(ok["model"]) if ok and ok.get("model") else None
-        array = _one_array(model or {}, schemas)
+        array = _answer_array(op, schemas)
         if array is None:
             continue
         collection, item, unwrap = array
@@ -270,6 +266,15 @@ def _create_fields(
             return None, ()
         fields.append((name, m.group(1) + "s"))
     return envelope, tuple(fields)
+
+
+def _answer_array(
+    op: dict[str, Any], schemas: dict[str, Any]
+) -> tuple[str, dict[str, Any], str | None] | None:
+    """The one array of the operation's 200 answer (see `_one_array`), or None."""
+    ok = next((r for r in op["responses"] if r["status"] == "200"), None)
+    model = schemas.get(ok["model"]) if ok and ok.get("model") else None
+    return _one_array(model or {}, schemas)
 
 
 def _one_array(
