@@ -1,0 +1,109 @@
+"""A build delivered twice to a compute host (the scheduler died after it sent the build and
+sent it again when restarted): the second delivery is recognised and dropped, whether the
+first is still running or done; one guest, one port, ACTIVE once (issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from specstack_runtime.bus import Envelope
+from tests.aio import arun
+from tests.runtime.nova_cell_kit import NovaCell
+from tests.runtime.test_compute_flow import build_payload, new_instance
+
+HOST = "compute-1"
+
+
+async def _placed(cell: NovaCell, host: str = HOST) -> dict[str, Any]:
+    """An instance the scheduler placed on `host`, its build not yet taken by the host."""
+    row = await new_instance(cell.store)
+    placed = await cell.store.update("instances", row["id"], {"host": host, "node": host})
+    assert placed is not None
+    return placed
+
+
+def _build(row: dict[str, Any], host: str = HOST) -> Envelope:
+    """build_and_run_instance as the scheduler casts it (a new message id each time)."""
+    return Envelope(
+        topic="compute",
+        method="build_and_run_instance",
+        payload={**build_payload(row, volume=False), "host": host, "node": host},
+        pattern="cast",
+        host=host,
+        context={"auth_token": "user-token", "global_request_id": "req-boot"},
+    )
+
+
+def _ports_of(cell: NovaCell, server_id: str) -> list[str]:
+    return [p for p, port in cell.services.ports.items() if port["device_id"] == server_id]
+
+
+@arun
+async def test_a_build_delivered_twice_at_once_builds_one_guest_with_one_port(
+    tmp_path: Path,
+) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        row = await _placed(cell)
+        deliver = cell._handler(cell.computes[HOST])
+        await asyncio.gather(deliver(_build(row)), deliver(_build(row)))
+        done = await cell.store.get("instances", row["id"])
+        assert done is not None
+        assert (done["vm_state"], done["task_state"], done["host"]) == ("active", None, HOST)
+        assert done["ports"] == _ports_of(cell, row["id"]) and len(done["ports"]) == 1
+        assert await cell.computes[HOST].driver.list_instances() == [row["name"]]  # one guest
+        assert cell.errors == []
+        [(message, why)] = cell.dropped
+        assert message == "build_and_run_instance"
+        assert f"the build of instance {row['id']} is already under way on host {HOST}" in str(why)
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_a_build_delivered_again_after_it_is_active_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        row = await _placed(cell)
+        deliver = cell._handler(cell.computes[HOST])
+        await deliver(_build(row))
+        built = await cell.store.get("instances", row["id"])
+        assert built is not None and built["vm_state"] == "active"
+        await deliver(_build(row))
+        again = await cell.store.get("instances", row["id"])
+        assert again == built  # not touched: same ports, launched_at, state
+        assert _ports_of(cell, row["id"]) == built["ports"] and len(built["ports"]) == 1
+        assert await cell.computes[HOST].driver.list_instances() == [row["name"]]
+        assert cell.errors == []
+        [(_, why)] = cell.dropped
+        assert "vm_state active, task_state None" in str(why), why
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_a_stale_build_for_an_instance_moved_to_another_host_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """Rescheduled from compute-1 to compute-2: compute-1's late copy builds nothing."""
+    cell = await NovaCell(tmp_path, computes=2).start()
+    try:
+        row = await _placed(cell, "compute-2")
+        await cell._handler(cell.computes[HOST])(_build(row, HOST))
+        left = await cell.store.get("instances", row["id"])
+        assert left is not None
+        assert (left["vm_state"], left["task_state"], left["host"]) == (
+            "building",
+            "scheduling",
+            "compute-2",
+        )
+        assert _ports_of(cell, row["id"]) == []
+        assert await cell.computes[HOST].driver.list_instances() == []
+        [(_, why)] = cell.dropped
+        assert f"not waiting to be built on host {HOST}" in str(why) and "compute-2" in str(why)
+    finally:
+        await cell.stop()
