@@ -325,6 +325,9 @@ class EmbeddedStack:
                 lifespan="off",
                 date_header=False,
                 timeout_keep_alive=self.config.http_keep_alive_s,
+                # requests in flight at a stop get half the grace (uvicorn waits for ever
+                # without it); the rest is for the bus, the files and the stores
+                timeout_graceful_shutdown=max(1, int(self.config.stop_grace_s / 2)),
             )
         )
         config = server.config
@@ -363,9 +366,10 @@ class EmbeddedStack:
         for task in local_tasks:
             task.cancel()
         await asyncio.gather(*local_tasks, return_exceptions=True)
-        for server in [*self.web_servers, *(r.server for r in self.running if r.server)]:
+        servers = [*self.web_servers, *(r.server for r in self.running if r.server)]
+        for server in servers:
             server.should_exit = True
-            await server.shutdown()
+        await asyncio.gather(*(server.shutdown() for server in servers))  # side by side
         for closer in self._closers:
             await closer()
         await self.bus.close()
