@@ -377,7 +377,8 @@ class EmbeddedStack:
             close = getattr(getattr(r.rt.driver, "impl", None), "close", None)
             if callable(close):
                 close()
-        flush_all(self.shared)
+        # joins and waits on threads, off the loop: a signal is still heard meanwhile
+        await asyncio.to_thread(flush_all, self.shared)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -385,8 +386,7 @@ class EmbeddedStack:
         if self.spans is not None:
             await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
         await self.clients.aclose()
-        for store in self.stores.values():
-            store.close()
+        await asyncio.gather(*(asyncio.to_thread(s.close) for s in self.stores.values()))
 
     def runtime_of(self, component: str, host: str | None = None) -> ServiceRuntime:
         for r in self.running:

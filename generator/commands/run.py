@@ -84,13 +84,16 @@ def exit_after(grace_s: float, console: Console) -> None:
     ends or a database call that hangs must not keep a signalled stack alive. A daemon
     thread, so that it fires even while the loop or the interpreter's exit is blocked."""
 
-    def force() -> None:
-        console.print(f"[yellow]not stopped within {grace_s:g} s (stop_grace_s); exiting[/yellow]")
+    def force(why: str) -> None:
+        console.print(f"[yellow]{why}; exiting without waiting[/yellow]")
         os._exit(1)
 
-    timer = threading.Timer(grace_s, force)
+    timer = threading.Timer(grace_s, force, (f"not stopped within {grace_s:g} s (stop_grace_s)",))
     timer.daemon = True
     timer.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: no waiting at all
+        loop.add_signal_handler(sig, force, f"{signal.Signals(sig).name} again while stopping")
 
 
 async def _remove_previous(demo: Demo, console: Console) -> None:

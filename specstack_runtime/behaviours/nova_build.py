@@ -38,6 +38,7 @@ from specstack_runtime.bus import RemoteError
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import Dropped, StepFailed
 from specstack_runtime.http import expect
+from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 
@@ -126,13 +127,28 @@ async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
             f"instance {uuid} is not waiting to be built on host {call.rt.host} (vm_state "
             f"{state[0]}, task_state {state[1]}, host {state[2]}): a stale build request"
         )
+    taken = {"vm_state": args["vm_state"], "task_state": args["taken"], "host": call.rt.host}
     try:
         reply = await update_instance(call, uuid, {"task_state": args["taken"]}, str(state[1]))
     except RemoteError as exc:
-        end_build(call)
-        raise Dropped(f"instance {uuid} changed before its build began: {exc}") from exc
+        if exc.exc_type != "Conflict":  # the conductor failed: the build fails (ERROR)
+            raise
+        landed = await _landed(call, uuid, taken)
+        if landed is None:
+            end_build(call)
+            raise Dropped(f"instance {uuid} changed before its build began: {exc}") from exc
+        reply = {"instance": landed}
     call.vars["task_state"] = str(args["taken"])
     return dict(reply["instance"])
+
+
+async def _landed(call: Call, uuid: str, want: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The instance if it has `want` already, else None. A conductor killed after it
+    committed an update and before it answered is asked again when restarted, and refuses
+    (the task state moved on): the update this run asked for is then done, not failed."""
+    reply = await send(call, "instance_get", {"instance_uuid": uuid})
+    instance: dict[str, Any] = (reply or {}).get("instance") or {}
+    return instance if all(instance.get(k) == v for k, v in want.items()) else None
 
 
 class RescheduleBuild(StepFailed):
@@ -542,9 +558,19 @@ async def mark_active(ix: Interaction) -> None:
         ],
         "attachments": [attachment_item(a) for a in ix.vars.get("attachments", [])],
     }
-    reply = await ix.invoke(
-        {"instance_uuid": uuid, "expected_task_state": ix.vars["task_state"], "updates": updates}
-    )
+    try:
+        reply = await ix.invoke(
+            {
+                "instance_uuid": uuid,
+                "expected_task_state": ix.vars["task_state"],
+                "updates": updates,
+            }
+        )
+    except RemoteError as exc:
+        done = {k: updates[k] for k in ("vm_state", "task_state", "ports")}
+        if exc.exc_type != "Conflict" or not (landed := await _landed(ix.call, uuid, done)):
+            raise
+        reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]
     ix.vars["built"] = True
     end_build(ix.call)

@@ -10,6 +10,7 @@ import pytest
 
 from specstack_runtime.behaviours import conductor, nova_api, nova_build, scheduler
 from specstack_runtime.behaviours.scheduling import NoValidHost
+from specstack_runtime.bus import RemoteError
 from specstack_runtime.errors import Dropped, StepFailed
 from specstack_runtime.messaging import check
 from specstack_runtime.virt.fake import FakeHypervisor
@@ -514,3 +515,38 @@ async def test_fetch_refuses_an_instance_that_is_no_longer_building(tmp_path: Pa
             interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
         )
     assert rt.local[nova_build.LIVE_BUILDS] == {}  # a later delivery is judged afresh
+
+
+@arun
+async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fails_it(
+    tmp_path: Path,
+) -> None:
+    """The compare-and-set of the take lost (the instance changed: a delete began): dropped.
+    Lost to this run's own take (the conductor died before it answered, and refused it
+    when asked again): taken. Any other failure of the conductor is the build's failure."""
+    info = stack_info()
+    row = await new_instance(nova_store(info))
+    msg = {**conductor.instance_info(row), "host": "compute-1"}
+    conflict = RemoteError("Conflict", "Unexpected task state")
+    for failure, now, raised in (
+        (conflict, {"task_state": "deleting"}, Dropped),
+        (RemoteError("OperationalError", "the database is away"), {}, RemoteError),
+        (conflict, {"task_state": "spawning"}, None),
+    ):
+        rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
+        rt.bus = RecordingBus(  # type: ignore[assignment]
+            {
+                "instance_update": failure,
+                "instance_get": {"instance": {**msg, **now}, "flavor": FLAVOR},
+            }
+        )
+        call = msg_call(rt, "build_and_run_instance", build_payload(row))
+        await nova_build.begin_build(call)
+        fetch = interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
+        if raised is None:
+            await nova_build.fetch_instance(fetch)
+            assert call.vars["task_state"] == "spawning"
+            assert call.vars["instance"]["task_state"] == "spawning"
+            continue
+        with pytest.raises(raised):
+            await nova_build.fetch_instance(fetch)

@@ -8,10 +8,23 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime.bus import Envelope
+import pytest
+
+from specstack_runtime.behaviours import conductor, nova_build
+from specstack_runtime.bus import Envelope, RemoteError
+from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
-from tests.runtime.test_compute_flow import build_payload, new_instance
+from tests.runtime.test_compute_flow import FLAVOR, build_payload, new_instance
+from tests.runtime.test_compute_kit import (
+    Recorder,
+    RecordingBus,
+    interaction,
+    make_runtime,
+    msg_call,
+    nova_store,
+    stack_info,
+)
 
 HOST = "compute-1"
 
@@ -107,3 +120,54 @@ async def test_a_stale_build_for_an_instance_moved_to_another_host_is_dropped(
         assert f"not waiting to be built on host {HOST}" in str(why) and "compute-2" in str(why)
     finally:
         await cell.stop()
+
+
+@arun
+async def test_an_active_state_the_conductor_committed_before_it_died_is_not_undone(
+    tmp_path: Path,
+) -> None:
+    """nova-conductor was killed after it made the instance ACTIVE and before it answered;
+    asked again when restarted it refuses (the task state moved on): the build is done, its
+    guest and port stay (they were destroyed and deleted under an ACTIVE server)."""
+    info = stack_info()
+    row = await new_instance(nova_store(info))
+    driver = FakeHypervisor(None)
+    rt = make_runtime(info, "nova-compute", host=HOST, data_dir=tmp_path, driver=driver)
+    guest: Any = {
+        "uuid": row["id"],
+        "name": row["name"],
+        "vcpus": 1,
+        "memory_mb": 512,
+        "root_gb": 1,
+    }
+    await driver.spawn(guest, {"id": ""}, [], [])
+    active = {
+        **conductor.instance_info(row),
+        "host": HOST,
+        "vm_state": "active",
+        "task_state": None,
+        "ports": [],
+    }
+    rt.bus = RecordingBus({"instance_get": {"instance": active, "flavor": FLAVOR}})  # type: ignore[assignment]
+    call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
+    await nova_build.begin_build(call)
+    call.vars.update(task_state="spawning", driver_instance=guest)
+
+    def refused(payload: dict[str, Any]) -> Any:
+        raise RemoteError("Conflict", "Unexpected task state: expecting 'spawning'")
+
+    await nova_build.mark_active(interaction(call, Recorder(fn=refused), label="15.4"))
+    assert call.vars["built"] is True and call.vars["instance"] == active
+    assert rt.local[nova_build.LIVE_BUILDS] == {}
+    ((kind, method, asked, _),) = rt.bus.sent  # type: ignore[attr-defined]
+    assert (kind, method, asked) == ("call", "instance_get", {"instance_uuid": row["id"]})
+
+    # not ACTIVE as this run made it (a delete began): the refusal stands, the build failed
+    rt.bus = RecordingBus(  # type: ignore[assignment]
+        {"instance_get": {"instance": {**active, "task_state": "deleting"}, "flavor": FLAVOR}}
+    )
+    call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
+    await nova_build.begin_build(call)
+    call.vars.update(task_state="spawning", driver_instance=guest)
+    with pytest.raises(RemoteError, match="Conflict"):
+        await nova_build.mark_active(interaction(call, Recorder(fn=refused), label="15.4"))
