@@ -34,7 +34,7 @@ from specstack_runtime.behaviours.nova_common import (
     instance_ports,
     update_instance,
 )
-from specstack_runtime.bus import RemoteError
+from specstack_runtime.bus import MessagingTimeout, RemoteError
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import Dropped, StepFailed
 from specstack_runtime.http import expect
@@ -566,9 +566,10 @@ async def mark_active(ix: Interaction) -> None:
                 "updates": updates,
             }
         )
-    except RemoteError as exc:
+    except (RemoteError, MessagingTimeout) as exc:  # refused when asked again, or no answer
         done = {k: updates[k] for k in ("vm_state", "task_state", "ports")}
-        if exc.exc_type != "Conflict" or not (landed := await _landed(ix.call, uuid, done)):
+        refused = isinstance(exc, RemoteError) and exc.exc_type != "Conflict"
+        if refused or not (landed := await _landed(ix.call, uuid, done)):
             raise
         reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]

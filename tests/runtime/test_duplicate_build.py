@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from specstack_runtime.behaviours import conductor, nova_build
-from specstack_runtime.bus import Envelope, RemoteError
+from specstack_runtime.bus import Envelope, MessagingTimeout, RemoteError
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
@@ -148,19 +148,25 @@ async def test_an_active_state_the_conductor_committed_before_it_died_is_not_und
         "task_state": None,
         "ports": [],
     }
-    rt.bus = RecordingBus({"instance_get": {"instance": active, "flavor": FLAVOR}})  # type: ignore[assignment]
-    call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
-    await nova_build.begin_build(call)
-    call.vars.update(task_state="spawning", driver_instance=guest)
 
     def refused(payload: dict[str, Any]) -> Any:
         raise RemoteError("Conflict", "Unexpected task state: expecting 'spawning'")
 
-    await nova_build.mark_active(interaction(call, Recorder(fn=refused), label="15.4"))
-    assert call.vars["built"] is True and call.vars["instance"] == active
-    assert rt.local[nova_build.LIVE_BUILDS] == {}
-    ((kind, method, asked, _),) = rt.bus.sent  # type: ignore[attr-defined]
-    assert (kind, method, asked) == ("call", "instance_get", {"instance_uuid": row["id"]})
+    def unanswered(payload: dict[str, Any]) -> Any:
+        raise MessagingTimeout("no reply to instance_update")
+
+    for failing in (refused, unanswered):
+        rt.bus = RecordingBus({"instance_get": {"instance": active, "flavor": FLAVOR}})  # type: ignore[assignment]
+        call = msg_call(
+            rt, "build_and_run_instance", build_payload(row, volume=False, network=False)
+        )
+        await nova_build.begin_build(call)
+        call.vars.update(task_state="spawning", driver_instance=guest)
+        await nova_build.mark_active(interaction(call, Recorder(fn=failing), label="15.4"))
+        assert call.vars["built"] is True and call.vars["instance"] == active
+        assert rt.local[nova_build.LIVE_BUILDS] == {}
+        ((kind, method, asked, _),) = rt.bus.sent  # type: ignore[attr-defined]
+        assert (kind, method, asked) == ("call", "instance_get", {"instance_uuid": row["id"]})
 
     # not ACTIVE as this run made it (a delete began): the refusal stands, the build failed
     rt.bus = RecordingBus(  # type: ignore[assignment]
