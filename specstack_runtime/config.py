@@ -120,7 +120,7 @@ class StackConfig(BaseSettings):
     quotas: dict[str, int] = {}
     # distributed mode: the supervisor
     start_timeout_s: float = 120.0  # for every process to answer its health check
-    stop_grace_s: float = 10.0  # between SIGTERM and SIGKILL
+    stop_grace_s: float = 10.0  # how long a stop may take (SIGTERM to SIGKILL; embedded: to exit)
     restart_limit: int = 3  # restarts in a row of a crashing process before it is left down
     restart_backoff_s: float = 1.0  # the pause before a restart, doubled at each one in a row
     restart_backoff_max_s: float = 60.0  # at most; a process up this long has its count reset

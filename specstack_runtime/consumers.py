@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from specstack_runtime import logs, registry
 from specstack_runtime.bus import Envelope, Subscription
 from specstack_runtime.context import Call, new_request_id
+from specstack_runtime.errors import Dropped
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.logs import LogContext
 from specstack_runtime.messaging import InvalidMessage
@@ -47,6 +48,7 @@ class Dispatcher:
         self.by_method = {c.method: c for c in consumers}
         self.rejected = 0
         self.duplicates = 0
+        self.dropped = 0  # messages a behaviour found stale (errors.Dropped)
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     async def __call__(self, env: Envelope) -> dict[str, Any] | None:
@@ -110,6 +112,10 @@ class Dispatcher:
                 env.method,
                 (time.perf_counter() - started) * 1000,
             )
+        except Dropped as exc:
+            self.dropped += 1
+            log.warning("%s dropped %s.%s: %s", self.rt.component, env.topic, env.method, exc)
+            return None
         except Exception as exc:
             log.warning(
                 "%s %s.%s failed after %.1f ms: %s: %s",

@@ -325,6 +325,9 @@ class EmbeddedStack:
                 lifespan="off",
                 date_header=False,
                 timeout_keep_alive=self.config.http_keep_alive_s,
+                # requests in flight at a stop get half the grace (uvicorn waits for ever
+                # without it); the rest is for the bus, the files and the stores
+                timeout_graceful_shutdown=max(1, int(self.config.stop_grace_s / 2)),
             )
         )
         config = server.config
@@ -363,9 +366,10 @@ class EmbeddedStack:
         for task in local_tasks:
             task.cancel()
         await asyncio.gather(*local_tasks, return_exceptions=True)
-        for server in [*self.web_servers, *(r.server for r in self.running if r.server)]:
+        servers = [*self.web_servers, *(r.server for r in self.running if r.server)]
+        for server in servers:
             server.should_exit = True
-            await server.shutdown()
+        await asyncio.gather(*(server.shutdown() for server in servers))  # side by side
         for closer in self._closers:
             await closer()
         await self.bus.close()
@@ -373,7 +377,8 @@ class EmbeddedStack:
             close = getattr(getattr(r.rt.driver, "impl", None), "close", None)
             if callable(close):
                 close()
-        flush_all(self.shared)
+        # joins and waits on threads, off the loop: a signal is still heard meanwhile
+        await asyncio.to_thread(flush_all, self.shared)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -381,8 +386,7 @@ class EmbeddedStack:
         if self.spans is not None:
             await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
         await self.clients.aclose()
-        for store in self.stores.values():
-            store.close()
+        await asyncio.gather(*(asyncio.to_thread(s.close) for s in self.stores.values()))
 
     def runtime_of(self, component: str, host: str | None = None) -> ServiceRuntime:
         for r in self.running:

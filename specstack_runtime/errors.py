@@ -71,3 +71,9 @@ class StepFailed(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class Dropped(Exception):
+    """A message not to be acted on: a duplicate, or one the state has moved past (a build of
+    an instance already built or being built). Acknowledged and logged; its flow's error
+    behaviour does not run, since there is nothing of this delivery's to undo."""

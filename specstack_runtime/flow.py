@@ -20,7 +20,7 @@ from specstack_runtime import logs, registry
 from specstack_runtime.apiresponse import ApiResponse
 from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
-from specstack_runtime.errors import StepFailed, Unauthorized
+from specstack_runtime.errors import Dropped, StepFailed, Unauthorized
 from specstack_runtime.messaging import send
 from specstack_runtime.redact import REDACTED
 from specstack_runtime.trace import TraceEvent
@@ -242,6 +242,9 @@ class Flow:
         detail: dict[str, Any] = {}
         try:
             await work
+        except Dropped as exc:  # not carried out: the message was stale
+            status, detail = "skipped", {"dropped": str(exc)}
+            raise
         except BaseException as exc:
             status, detail = "error", {"error": f"{type(exc).__name__}: {exc}"}
             raise

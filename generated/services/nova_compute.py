@@ -236,6 +236,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={"vm_state": "building", "waiting": "scheduling", "taken": "spawning"},
     ),
     "terminate_instance": HandlerSpec(
         component=COMPONENT,

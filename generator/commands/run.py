@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,23 @@ def _stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def exit_after(grace_s: float, console: Console) -> None:
+    """End the process if stopping outlasts the grace (`stop_grace_s`): a request that never
+    ends or a database call that hangs must not keep a signalled stack alive. A daemon
+    thread, so that it fires even while the loop or the interpreter's exit is blocked."""
+
+    def force(why: str) -> None:
+        console.print(f"[yellow]{why}; exiting without waiting[/yellow]")
+        os._exit(1)
+
+    timer = threading.Timer(grace_s, force, (f"not stopped within {grace_s:g} s (stop_grace_s)",))
+    timer.daemon = True
+    timer.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal: no waiting at all
+        loop.add_signal_handler(sig, force, f"{signal.Signals(sig).name} again while stopping")
 
 
 async def _remove_previous(demo: Demo, console: Console) -> None:
@@ -180,7 +198,9 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         console.print("serving; Ctrl-C stops the stack")
         await stop.wait()
         console.print("stopping")
+        exit_after(config.stop_grace_s, console)
     await stack.stop()
+    console.print("stopped")
     return code
 
 

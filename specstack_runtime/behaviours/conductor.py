@@ -44,6 +44,9 @@ COMPUTE_NODES = "compute_nodes"
 KEYPAIRS = "keypairs"
 BLOCK_DEVICE_MAPPINGS = "block_device_mappings"
 
+#: The instance's field naming the host the scheduler claims resources on (spec/resources).
+CLAIM_HOST = "claim_host"
+
 #: Compare-and-set attempts before giving up on a hot document.
 CAS_ATTEMPTS = 50
 
@@ -183,10 +186,8 @@ async def mutate_node(
 
 
 async def release_claim(store: Store, row: Mapping[str, Any]) -> None:
-    """Give back what the scheduler claimed for this instance on its host (idempotent)."""
-    host = row.get("host")
-    if not host:
-        return
+    """Give back what the scheduler claimed for this instance (idempotent): on its host, and
+    on the host it was claiming (`claim_host`), recorded or not as the instance's host."""
     uuid = str(row["id"])
 
     def drop(doc: Doc) -> dict[str, Any] | None:
@@ -195,7 +196,8 @@ async def release_claim(store: Store, row: Mapping[str, Any]) -> None:
             return None
         return {"claims": claims, **usage_of(claims)}
 
-    await mutate_node(store, str(host), drop)
+    for host in dict.fromkeys(h for h in (row.get("host"), row.get(CLAIM_HOST)) if h):
+        await mutate_node(store, str(host), drop)
 
 
 # -- the conductor's message handlers -----------------------------------------------------

@@ -32,12 +32,13 @@ from specstack_runtime.behaviours.nova_common import (
     given_ports,
     host_availability_zone,
     instance_ports,
+    update_instance,
 )
+from specstack_runtime.bus import MessagingTimeout, RemoteError
 from specstack_runtime.context import Call, Interaction
-from specstack_runtime.errors import (
-    StepFailed,
-)
+from specstack_runtime.errors import Dropped, StepFailed
 from specstack_runtime.http import expect
+from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 
@@ -47,12 +48,41 @@ logger = logging.getLogger(__name__)
 NETWORK_NAME_TTL_S = 30.0
 
 
+#: rt.local key: instance uuid -> request id of the build running on this host for it.
+LIVE_BUILDS = "compute.live_builds"
+
+
+def _live_builds(rt: ServiceRuntime) -> dict[str, str]:
+    live: dict[str, str] = rt.local.setdefault(LIVE_BUILDS, {})
+    return live
+
+
+def end_build(call: Call) -> None:
+    """This run of the build is over (built, failed or dropped): a later delivery may run."""
+    live = _live_builds(call.rt)
+    uuid = str(call.payload["instance"]["uuid"])
+    if live.get(uuid) == call.request_id:
+        del live[uuid]
+
+
 @behaviour("compute.begin_build")
 async def begin_build(call: Call) -> None:
-    """build_and_run_instance: keep the request's facts for the steps that follow."""
+    """build_and_run_instance: keep the request's facts for the steps that follow.
+
+    A second delivery of the build of an instance this host is building now (the scheduler
+    sent it again after a crash) is dropped (errors.Dropped): nothing of it runs.
+    """
     p = call.payload
+    uuid = str(p["instance"]["uuid"])
+    live = _live_builds(call.rt)
+    # no await before this: two deliveries cannot both pass
+    if uuid in live:
+        raise Dropped(f"the build of instance {uuid} is already under way on host {call.rt.host}")
+    live[uuid] = call.request_id
     call.vars.update(
-        instance_uuid=str(p["instance"]["uuid"]),
+        # the task state this run expects the instance in (the consumer's args, in the spec)
+        task_state=str(call.args["waiting"]),
+        instance_uuid=uuid,
         instance_ref=dict(p["instance"]),
         image_id=p.get("image_id") or None,
         flavor_id=p.get("flavor_id"),
@@ -72,13 +102,7 @@ async def fetch_instance(ix: Interaction) -> None:
     uuid = ix.vars["instance_uuid"]
     reply = await ix.invoke({"instance_uuid": uuid})
     instance, flavor = reply["instance"], reply["flavor"]
-    if instance.get("vm_state") != "building" or instance.get("task_state") == "deleting":
-        raise StepFailed(
-            f"Instance {uuid} is no longer to be built (vm_state {instance.get('vm_state')}, "
-            f"task_state {instance.get('task_state')})",
-            code=409,
-        )
-    ix.vars["instance"] = instance
+    ix.vars["instance"] = await _take(ix.call, instance)
     ix.vars["flavor"] = flavor
     ix.vars["driver_instance"] = {
         "uuid": uuid,
@@ -88,6 +112,43 @@ async def fetch_instance(ix: Interaction) -> None:
         "root_gb": int(flavor["disk"]),
         "image_id": ix.vars.get("image_id") or instance.get("image_id"),
     }
+
+
+async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The instance, taken for this run (task state `taken` of the spec's args); Dropped when
+    it is not waiting for a build on this host, or changes before it is taken."""
+    uuid, args = str(instance["uuid"]), call.args
+    state = (instance.get("vm_state"), instance.get("task_state"), instance.get("host"))
+    # `taken` here means a run of this host that died: one alive would be in LIVE_BUILDS
+    waiting = [(args["vm_state"], t, call.rt.host) for t in (args["waiting"], args["taken"])]
+    if state not in waiting:
+        end_build(call)
+        raise Dropped(
+            f"instance {uuid} is not waiting to be built on host {call.rt.host} (vm_state "
+            f"{state[0]}, task_state {state[1]}, host {state[2]}): a stale build request"
+        )
+    taken = {"vm_state": args["vm_state"], "task_state": args["taken"], "host": call.rt.host}
+    try:
+        reply = await update_instance(call, uuid, {"task_state": args["taken"]}, str(state[1]))
+    except RemoteError as exc:
+        if exc.exc_type != "Conflict":  # the conductor failed: the build fails (ERROR)
+            raise
+        landed = await _landed(call, uuid, taken)
+        if landed is None:
+            end_build(call)
+            raise Dropped(f"instance {uuid} changed before its build began: {exc}") from exc
+        reply = {"instance": landed}
+    call.vars["task_state"] = str(args["taken"])
+    return dict(reply["instance"])
+
+
+async def _landed(call: Call, uuid: str, want: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The instance if it has `want` already, else None. A conductor killed after it
+    committed an update and before it answered is asked again when restarted, and refuses
+    (the task state moved on): the update this run asked for is then done, not failed."""
+    reply = await send(call, "instance_get", {"instance_uuid": uuid})
+    instance: dict[str, Any] = (reply or {}).get("instance") or {}
+    return instance if all(instance.get(k) == v for k, v in want.items()) else None
 
 
 class RescheduleBuild(StepFailed):
@@ -497,8 +558,20 @@ async def mark_active(ix: Interaction) -> None:
         ],
         "attachments": [attachment_item(a) for a in ix.vars.get("attachments", [])],
     }
-    reply = await ix.invoke(
-        {"instance_uuid": uuid, "expected_task_state": "scheduling", "updates": updates}
-    )
+    try:
+        reply = await ix.invoke(
+            {
+                "instance_uuid": uuid,
+                "expected_task_state": ix.vars["task_state"],
+                "updates": updates,
+            }
+        )
+    except (RemoteError, MessagingTimeout) as exc:  # refused when asked again, or no answer
+        done = {k: updates[k] for k in ("vm_state", "task_state", "ports")}
+        refused = isinstance(exc, RemoteError) and exc.exc_type != "Conflict"
+        if refused or not (landed := await _landed(ix.call, uuid, done)):
+            raise
+        reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]
     ix.vars["built"] = True
+    end_build(ix.call)

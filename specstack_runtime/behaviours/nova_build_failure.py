@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from specstack_runtime.behaviours.nova_api import schedule_payload
-from specstack_runtime.behaviours.nova_build import RescheduleBuild
+from specstack_runtime.behaviours.nova_build import RescheduleBuild, end_build
 from specstack_runtime.behaviours.nova_common import (
     driver_instance,
     fault_of,
@@ -60,6 +60,11 @@ async def _cleanup_build(call: Call) -> None:
     await release_instance(rt, made, [str(p["id"]) for p in ports], attachments, token)
 
 
+def _expected(call: Call) -> str:
+    """The task state the instance is in if this run still owns it (begin_build, _take)."""
+    return str(call.vars.get("task_state") or call.args["waiting"])
+
+
 def _reschedulable(error: BaseException | None) -> bool:
     seen = 0
     while error is not None and seen < 10:
@@ -81,7 +86,8 @@ async def _reschedule(call: Call) -> bool:
     if not flavor:
         return False
     try:
-        await update_instance(call, uuid, {"host": None, "node": None}, "scheduling")
+        back = {"host": None, "node": None, "task_state": call.args["waiting"]}
+        await update_instance(call, uuid, back, _expected(call))
     except RemoteError:
         return False  # deleted meanwhile
     ref, instance = payload["instance"], call.vars.get("instance") or {}
@@ -126,11 +132,13 @@ async def build_failed(call: Call, error: BaseException) -> None:
         fault = fault_of(error)
         error_state = {"vm_state": "error", "task_state": None, "power_state": 0, "fault": fault}
         try:
-            await update_instance(call, uuid, error_state, "scheduling")
+            await update_instance(call, uuid, error_state, _expected(call))
         except RemoteError as exc:
             logger.info("instance %s not put into ERROR (%s): it is being deleted", uuid, exc)
     except Exception:
         logger.exception("could not handle the failed build")
+    finally:
+        end_build(call)
 
 
 @behaviour("compute.discard_build")

@@ -17,6 +17,7 @@ from typing import Any
 
 from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
+    CLAIM_HOST,
     COMPUTE_NODES,
     INSTANCES,
     liveness,
@@ -163,6 +164,36 @@ def rank(
     )
 
 
+class InstanceChanged(Exception):
+    """The instance stopped waiting to be scheduled (deleted, say) while a host was chosen."""
+
+
+async def earlier_claim(
+    store: Store,
+    row: Doc,
+    request: RequestSpec,
+    filters: Sequence[str],
+    weighers: Sequence[tuple[str, float]],
+    down_after_s: float,
+) -> Doc | None:
+    """The node an earlier run of this request claimed the instance on (its `claim_host`:
+    a lookup by instance, wherever that host ranks now), if it still takes the instance with
+    that claim not counted; a claim it does not take any more is released."""
+    host = row.get(CLAIM_HOST)
+    doc = await store.get(COMPUTE_NODES, str(host)) if host else None
+    uuid = str(row["id"])
+    if doc is None or uuid not in (doc.get("claims") or {}):
+        return None
+    others = {k: v for k, v in (doc.get("claims") or {}).items() if k != uuid}
+    try:
+        rank([{**doc, **usage_of(others)}], request, filters, weighers, down_after_s)
+    except NoValidHost:
+        logger.info("instance %s: its earlier claim on %s is released", uuid, host)
+        await release_claim(store, {"id": uuid, "host": host})
+        return None
+    return doc
+
+
 async def claim_host(
     store: Store,
     request: RequestSpec,
@@ -170,18 +201,19 @@ async def claim_host(
     filters: tuple[str, ...] | list[str],
     weighers: tuple[tuple[str, float], ...] | list[tuple[str, float]],
     down_after_s: float,
+    claiming: str | None = None,
 ) -> Doc:
     """Choose the best host and record the instance's claim on it; its new document.
 
-    NoValidHost when no host passes the filters.
+    The host is written on the instance (`claim_host`) before it is claimed, so that a run
+    that dies in between leaves its claim findable (`earlier_claim`); `claiming` is the
+    host the instance names already. NoValidHost when no host passes the filters;
+    InstanceChanged when the instance stops waiting meanwhile.
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
     for _ in range(CAS_ATTEMPTS):
         found = await candidates(store, request, filters, weighers, down_after_s)
         docs = {str(d["host"]): d for d in found}
-        for doc in docs.values():
-            if instance_uuid in (doc.get("claims") or {}):
-                return doc  # claimed already (a redelivered request)
         try:
             ranked = rank(found, request, filters, weighers, down_after_s)
         except NoValidHost:
@@ -191,6 +223,9 @@ async def claim_host(
             docs = {str(d["host"]): d for d in found}
             ranked = rank(found, request, filters, weighers, down_after_s)
         doc = docs[ranked[0].host]
+        if ranked[0].host != claiming:
+            await _record_claiming(store, instance_uuid, ranked[0].host)
+            claiming = ranked[0].host
         claims = {**(doc.get("claims") or {}), instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
         usage = usage_of(claims)
@@ -209,6 +244,12 @@ async def claim_host(
             return new
         logger.debug("lost the claim race on %s; choosing again", ranked[0].host)
     raise NoValidHost("Too many concurrent claims; no host could be claimed.")
+
+
+async def _record_claiming(store: Store, uuid: str, host: str) -> None:
+    waiting = {"vm_state": "building", "task_state": "scheduling", "host": None}
+    if await store.update(INSTANCES, uuid, {CLAIM_HOST: host}, expect=waiting) is None:
+        raise InstanceChanged(uuid)
 
 
 @behaviour("scheduler.schedule_and_build")
@@ -242,14 +283,18 @@ async def schedule_and_build(call: Call) -> None:
         _build_vars(call, row, str(row["host"]), str(row.get("node") or row["host"]))
         return
     request = request_spec_of(payload, call.args)
-    node_doc = await claim_host(
-        store,
-        request,
-        uuid,
-        rt.config.scheduler_filters,
-        rt.config.scheduler_weighers,
-        liveness(rt.info, "service_down_time_s"),
-    )
+    filters, weighers = rt.config.scheduler_filters, rt.config.scheduler_weighers
+    down_after_s = liveness(rt.info, "service_down_time_s")
+    try:
+        node_doc = await earlier_claim(
+            store, row, request, filters, weighers, down_after_s
+        ) or await claim_host(
+            store, request, uuid, filters, weighers, down_after_s, row.get(CLAIM_HOST)
+        )
+    except InstanceChanged:
+        await release_claim(store, await store.get(INSTANCES, uuid) or {"id": uuid})
+        logger.info("instance %s changed while it was scheduled; nothing to build", uuid)
+        return
     host = str(node_doc["host"])
     call.vars["claimed_host"] = host
     node = str(node_doc.get("hypervisor_hostname") or host)
@@ -333,7 +378,7 @@ async def set_instance_error(call: Call, error: BaseException) -> None:
             )
             if updated is not None:
                 break
-        for host in {claimed, (row or {}).get("host")} - {None}:
+        for host in {claimed, (row or {}).get("host"), (row or {}).get(CLAIM_HOST)} - {None}:
             await release_claim(store, {"id": uuid, "host": host})
     except Exception:
         logger.exception("could not put the unscheduled instance into ERROR")

@@ -24,6 +24,7 @@ from specstack_runtime.behaviours import (  # noqa: F401  (they register the nov
 from specstack_runtime.bus import Envelope, InProcessBus
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import Call, Interaction, Reply
+from specstack_runtime.errors import Dropped
 from specstack_runtime.messaging import send
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
@@ -62,6 +63,7 @@ class NovaCell:
         self.config = StackConfig(data_dir=tmp_path, computes=computes, **config)
         self.steps: list[tuple[str, str, str]] = []  # (component, sequence step label, behaviour)
         self.errors: list[tuple[str, BaseException]] = []
+        self.dropped: list[tuple[str, BaseException]] = []
 
         def rt(component: str, host: str = "controller", driver: Any = None) -> ServiceRuntime:
             return make_runtime(
@@ -136,6 +138,9 @@ class NovaCell:
             try:
                 result = await registry.get(h["behaviour"])(call)
                 await self.run_steps(call, h["message"])
+            except Dropped as exc:  # as consumers.Dispatcher: acknowledged, nothing undone
+                self.dropped.append((h["message"], exc))
+                return None
             except Exception as exc:
                 self.errors.append((h["message"], exc))
                 if h["on_error"]:

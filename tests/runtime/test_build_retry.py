@@ -46,12 +46,11 @@ async def test_a_build_run_again_takes_the_port_it_made(tmp_path: Path) -> None:
     store = nova_store(info)
     row = await new_instance(store)
     services = FakeServices()
-    rt = make_runtime(
-        info, "nova-compute", host="compute-1", clients=services, driver=FakeHypervisor(None)
-    )
+    driver = FakeHypervisor(None)
     payload = build_payload(row, volume=False)
     runs = []
-    for _ in range(2):
+    for _ in range(2):  # each run in a new process of compute-1 (the first one died)
+        rt = make_runtime(info, "nova-compute", host="compute-1", clients=services, driver=driver)
         call = msg_call(rt, "build_and_run_instance", payload)
         await nova_build.begin_build(call)
         await nova_build.create_ports(interaction(call, _create_port(services), label="13"))
@@ -70,12 +69,12 @@ async def test_two_networks_asked_twice_get_two_ports_not_one(tmp_path: Path) ->
     store = nova_store(info)
     row = await new_instance(store)
     services = FakeServices()
-    rt = make_runtime(info, "nova-compute", host="compute-1", clients=services)
     payload = {
         **build_payload(row, volume=False),
         "requested_networks": [{"network_id": NETWORK_ID}, {"network_id": NETWORK_ID}],
     }
-    for _ in range(2):
+    for _ in range(2):  # each run in a new process of compute-1 (the first one died)
+        rt = make_runtime(info, "nova-compute", host="compute-1", clients=services)
         call = msg_call(rt, "build_and_run_instance", payload)
         await nova_build.begin_build(call)
         await nova_build.create_ports(interaction(call, _create_port(services), label="13"))
@@ -124,8 +123,8 @@ async def test_a_build_run_again_replaces_the_guest_its_first_run_began(tmp_path
     store = nova_store(info)
     row = await new_instance(store)
     driver = FakeHypervisor(None)
-    rt = make_runtime(info, "nova-compute", host="compute-1", driver=driver)
-    for _ in range(2):
+    for _ in range(2):  # each run in a new process of compute-1 (the first one died)
+        rt = make_runtime(info, "nova-compute", host="compute-1", driver=driver)
         call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False))
         await nova_build.begin_build(call)
         call.vars["driver_instance"] = {"uuid": row["id"], "name": "vm1"}

@@ -10,7 +10,8 @@ import pytest
 
 from specstack_runtime.behaviours import conductor, nova_api, nova_build, scheduler
 from specstack_runtime.behaviours.scheduling import NoValidHost
-from specstack_runtime.errors import StepFailed
+from specstack_runtime.bus import RemoteError
+from specstack_runtime.errors import Dropped, StepFailed
 from specstack_runtime.messaging import check
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
@@ -299,8 +300,18 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     instance_msg = conductor.instance_info({**row, "host": "compute-1"})
 
     fetch = Recorder({"instance": instance_msg, "flavor": FLAVOR})
+    taken = {**instance_msg, "task_state": "spawning"}
+    rt.bus = RecordingBus({"instance_update": {"instance": taken}})  # type: ignore[assignment]
     await nova_build.fetch_instance(interaction(call, fetch, label="8"))
     assert fetch.calls == [(({"instance_uuid": row["id"]},), {})]
+    # the build takes the instance: compare-and-set of its task state through the conductor
+    ((kind, method, sent_take, _),) = rt.bus.sent  # type: ignore[attr-defined]
+    assert (kind, method) == ("call", "instance_update")
+    assert sent_take == {
+        "instance_uuid": row["id"],
+        "updates": {"task_state": "spawning"},
+        "expected_task_state": "scheduling",
+    }
 
     spawn = Recorder()
     await nova_build.spawn(interaction(call, spawn, label="9"))
@@ -429,7 +440,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     await nova_build.mark_active(interaction(call, update, label="15.4"))
     (((sent,), _),) = update.calls
     check(info, "instance_update", "payload", sent)
-    assert sent["expected_task_state"] == "scheduling"
+    assert sent["expected_task_state"] == "spawning"  # as the build took it
     u = sent["updates"]
     assert (u["vm_state"], u["task_state"], u["power_state"]) == ("active", None, 1)
     assert u["addresses"] == {
@@ -497,8 +508,45 @@ async def test_fetch_refuses_an_instance_that_is_no_longer_building(tmp_path: Pa
     rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
     call = msg_call(rt, "build_and_run_instance", build_payload(row))
     await nova_build.begin_build(call)
-    msg = {**conductor.instance_info(row), "task_state": "deleting"}
-    with pytest.raises(StepFailed, match="no longer"):
+    msg = {**conductor.instance_info(row), "host": "compute-1", "task_state": "deleting"}
+    # dropped, not failed: the delete cleans up, the build's error behaviour must not
+    with pytest.raises(Dropped, match="task_state deleting, host compute-1"):
         await nova_build.fetch_instance(
             interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
         )
+    assert rt.local[nova_build.LIVE_BUILDS] == {}  # a later delivery is judged afresh
+
+
+@arun
+async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fails_it(
+    tmp_path: Path,
+) -> None:
+    """The compare-and-set of the take lost (the instance changed: a delete began): dropped.
+    Lost to this run's own take (the conductor died before it answered, and refused it
+    when asked again): taken. Any other failure of the conductor is the build's failure."""
+    info = stack_info()
+    row = await new_instance(nova_store(info))
+    msg = {**conductor.instance_info(row), "host": "compute-1"}
+    conflict = RemoteError("Conflict", "Unexpected task state")
+    for failure, now, raised in (
+        (conflict, {"task_state": "deleting"}, Dropped),
+        (RemoteError("OperationalError", "the database is away"), {}, RemoteError),
+        (conflict, {"task_state": "spawning"}, None),
+    ):
+        rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
+        rt.bus = RecordingBus(  # type: ignore[assignment]
+            {
+                "instance_update": failure,
+                "instance_get": {"instance": {**msg, **now}, "flavor": FLAVOR},
+            }
+        )
+        call = msg_call(rt, "build_and_run_instance", build_payload(row))
+        await nova_build.begin_build(call)
+        fetch = interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
+        if raised is None:
+            await nova_build.fetch_instance(fetch)
+            assert call.vars["task_state"] == "spawning"
+            assert call.vars["instance"]["task_state"] == "spawning"
+            continue
+        with pytest.raises(raised):
+            await nova_build.fetch_instance(fetch)

@@ -376,7 +376,14 @@ def msg_call(
         global_request_id="req-test",
         payload=payload,
         token=token,
+        args=consumer_args(rt, message),
     )
+
+
+def consumer_args(rt: ServiceRuntime, message: str) -> dict[str, Any]:
+    """The `args:` the spec gives the component's consumer of `message` (as Flow passes them)."""
+    consumes = rt.info.components[rt.component].get("consumes") or []
+    return next((dict(h.get("args") or {}) for h in consumes if h["message"] == message), {})
 
 
 def interaction(
