@@ -155,10 +155,10 @@ class ResourceCall:
                     for name, q in self.catalog.quotas.items()
                 },
             }
-            if self.res.uses_rules:  # what each policy rule says of this caller
-                self._vars["rules"] = {
-                    name: self.allows(f"rule:{name}") for name in self.catalog.policy
-                }
+            if self.res.uses_rules:  # what the rules the expressions read say of this caller
+                read = self.res.rules_read
+                names = self.catalog.policy if read is None else read & self.catalog.policy.keys()
+                self._vars["rules"] = {name: self.allows(f"rule:{name}") for name in names}
         return {**self._vars, **more}
 
 
