@@ -372,8 +372,11 @@ def port_payload(port: Doc) -> Doc:
     return out
 
 
-async def port_update_payload(store: Store, port: Doc) -> Doc:
-    net = await store.get("networks", port["network_id"]) or {}
+async def port_update_payload(store: Store, port: Doc, network: Any = None) -> Doc:
+    """`network`: the port's network if the caller has it (else it is read)."""
+    net = network if isinstance(network, dict) and network.get("id") == port["network_id"] else None
+    if net is None:
+        net = await store.get("networks", port["network_id"]) or {}
     segment = net.get("provider:segmentation_id")
     return {
         "port": port_payload(port),
