@@ -284,14 +284,22 @@ _incref.restype = None
 
 
 def _nulls(value: Any) -> int:
-    """How many None a converted CEL value holds (map keys are never null)."""
+    """How many None a converted CEL value holds (map keys are never null); a loop, not
+    recursion: every result of every expression passes here."""
     if value is None:
         return 1
-    if isinstance(value, dict):
-        return sum(_nulls(v) for v in value.values()) if value else 0
-    if isinstance(value, list):
-        return sum(_nulls(v) for v in value) if value else 0
-    return 0
+    if not isinstance(value, dict | list):
+        return 0
+    count = 0
+    todo: list[Any] = [value]
+    while todo:
+        node = todo.pop()
+        for item in node.values() if isinstance(node, dict) else node:
+            if item is None:
+                count += 1
+            elif isinstance(item, dict | list):
+                todo.append(item)
+    return count
 
 
 class Bound:

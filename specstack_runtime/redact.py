@@ -16,6 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from specstack_runtime import jsoncodec
 
 REDACTED = "***"
@@ -125,12 +127,30 @@ class Redactor:
         # A JSON answer kept as bytes is decoded only if one of these occurs in it.
         keys = self.names | {n for _, n in self.pairs}
         self._needles = tuple(f'"{n}"'.encode() for n in sorted(keys))
+        # A structure needs walking only if a secret name, or a property holding one, is a
+        # key in it: searched for in its JSON (one pass in C, not a walk in Python).
+        holders = self.names | {p for p, _ in self.pairs}
+        self._holders = tuple(f'"{n}"'.encode() for n in sorted(holders))
 
     def __call__(self, value: Any) -> Any:
         """`value` with secrets replaced (the same object when it holds none)."""
         if isinstance(value, bytes | bytearray):
             return self._raw(bytes(value))
+        if not isinstance(value, Mapping | list) or self._clean(value):
+            return value
         return self._value(value)
+
+    def _clean(self, value: Any) -> bool:
+        """True when no key of `value` can be secret (False when its JSON cannot tell:
+        a type JSON lacks, or text whose lower case is not plain ASCII)."""
+        try:
+            raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return False
+        if not raw.isascii():
+            return False
+        low = raw.lower()
+        return not any(n in low for n in self._holders)
 
     def _raw(self, raw: bytes) -> Any:
         if not self._needles:

@@ -279,7 +279,11 @@ async def port_addresses(event: ResourceEvent) -> None:
         doc["mac_address"] = await _free_mac(event, network_id)
     if "allowed_address_pairs" in doc:
         doc["allowed_address_pairs"] = _check_pairs(event, doc["allowed_address_pairs"] or [])
-    network = await store.get("networks", network_id) or {"id": network_id}
+    known = engine.refs.get("network_id")  # read already by the write's reference check
+    if known is not None and str(known.get("id")) == network_id:
+        network = known
+    else:
+        network = await store.get("networks", network_id) or {"id": network_id}
     if old is None and "port_security_enabled" not in doc:
         doc["port_security_enabled"] = bool(network.get("port_security_enabled", True))
     if old is None and _wants_default_group(event):
@@ -368,8 +372,11 @@ def port_payload(port: Doc) -> Doc:
     return out
 
 
-async def port_update_payload(store: Store, port: Doc) -> Doc:
-    net = await store.get("networks", port["network_id"]) or {}
+async def port_update_payload(store: Store, port: Doc, network: Any = None) -> Doc:
+    """`network`: the port's network if the caller has it (else it is read)."""
+    net = network if isinstance(network, dict) and network.get("id") == port["network_id"] else None
+    if net is None:
+        net = await store.get("networks", port["network_id"]) or {}
     segment = net.get("provider:segmentation_id")
     return {
         "port": port_payload(port),

@@ -179,7 +179,9 @@ async def notify_dhcp_port_create(ix: Interaction) -> None:
 @behaviour("network.notify_port_update", via=("amqp-cast",))
 async def notify_port_update(ix: Interaction) -> None:
     port = _flow_port(ix)
-    payload = await netports.port_update_payload(ix.rt.require_store(), port)
+    # the network the port's create checked, if this flow made the port
+    network = (ix.vars.get("port.refs") or {}).get("network_id")
+    payload = await netports.port_update_payload(ix.rt.require_store(), port, network)
     # the port's host: its agent wires it (an unbound port goes to every agent)
     await ix.invoke(payload, host=str(port.get("binding:host_id") or "") or None)
 

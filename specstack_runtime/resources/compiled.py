@@ -66,6 +66,22 @@ _CLASSES: dict[int, type[ApiError]] = {
 
 
 _INEQUALITY = re.compile(r"\s*doc\.([A-Za-z_]\w*)\s*!=\s*'([^'\\]*)'\s*")
+_RULES = re.compile(r"\brules\b")
+_RULE_READ = re.compile(
+    r"""\brules\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\])"""
+)
+
+
+def rule_names(texts: list[str]) -> frozenset[str] | None:
+    """The policy rules `texts` read as `rules.NAME` or `rules['NAME']`; None when one
+    reads `rules` any other way (then every rule is worked out)."""
+    names: set[str] = set()
+    for text in texts:
+        reads = [next(g for g in m.groups() if g is not None) for m in _RULE_READ.finditer(text)]
+        if len(reads) != len(_RULES.findall(text)):
+            return None
+        names.update(reads)
+    return frozenset(names)
 
 
 class _Keep(dict[str, Any]):
@@ -201,6 +217,14 @@ class Compiled:
         exprs = [e for _, e in (*self.computed, *self.renders)]
         exprs += [e for e in (self.shared, self.list_where) if e is not None]
         return any("rules" in e.uses for e in exprs)
+
+    @cached_property
+    def rules_read(self) -> frozenset[str] | None:
+        """The policy rules those expressions name (None: all), found once: a call decides
+        only these, not every rule of the spec."""
+        exprs = [e for _, e in (*self.computed, *self.renders)]
+        exprs += [e for e in (self.shared, self.list_where) if e is not None]
+        return rule_names([e.text for e in exprs if "rules" in e.uses])
 
     @cached_property
     def optional(self) -> tuple[str, ...]:

@@ -63,6 +63,19 @@ class ResourceCall:
             return False
         return self.policy.allows(rule, auth, target or {})
 
+    def denied(self, guarded: tuple[tuple[str, str], ...], doc: Mapping[str, Any]) -> set[str]:
+        """The names of `guarded` (name, rule) whose rule does not allow the caller on `doc`
+        (the row made a policy target once, not once per rule)."""
+        auth = self.optional_auth
+        if not guarded or auth is None:
+            return {name for name, _ in guarded}
+        target = self.policy.target_of(auth, doc)
+        return {
+            name
+            for name, rule in guarded
+            if not rule or not self.policy.allows_on(rule, auth, target)
+        }
+
     # -- what the request names --------------------------------------------------------------
 
     @property
@@ -155,10 +168,10 @@ class ResourceCall:
                     for name, q in self.catalog.quotas.items()
                 },
             }
-            if self.res.uses_rules:  # what each policy rule says of this caller
-                self._vars["rules"] = {
-                    name: self.allows(f"rule:{name}") for name in self.catalog.policy
-                }
+            if self.res.uses_rules:  # what the rules the expressions read say of this caller
+                read = self.res.rules_read
+                names = self.catalog.policy if read is None else read & self.catalog.policy.keys()
+                self._vars["rules"] = {name: self.allows(f"rule:{name}") for name in names}
         return {**self._vars, **more}
 
 

@@ -21,6 +21,7 @@ from specstack_runtime import ir
 from specstack_runtime.resources import access, seeds
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
+from specstack_runtime.store import BATCH_ROWS
 
 Predicate = Callable[[Doc], bool]
 PAGING = frozenset({"limit", "marker", "sort_key", "sort_dir", "sort", "page_reverse", "offset"})
@@ -346,7 +347,8 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
     if res.res.list_all:
         rule = res.res.list_all_rule
         every = (rc.allows(rule) if rule else every) and _asks_for_all(rc, res.res.list_all)
-    parents = await _parents(rc) if not every else {}
+    others = [] if every else [d for d in rows if not access.owns(rc, d)]
+    parents = await _parents(rc, others)
     out: list[Doc] = []
     for d in rows:
         if not (every or access.owns(rc, d)):
@@ -363,15 +365,22 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
     return _sorted(out, _sort_order(rc))
 
 
-async def _parents(rc: ResourceCall) -> dict[str, Doc]:
-    """The rows the resource's `parent` field may name, by id (read once per list)."""
+async def _parents(rc: ResourceCall, rows: list[Doc]) -> dict[str, Doc]:
+    """The parent rows `rows` name, by id, in one read (none when the caller owns them all)."""
     name = rc.res.res.parent
     if not name:
+        return {}
+    ids = sorted({str(d[rc.res.key(name)]) for d in rows if d.get(rc.res.key(name)) is not None})
+    if not ids:
         return {}
     ref = rc.res.fields[name].ref
     assert ref is not None
     other = rc.of(ref.resource)
-    return {r["id"]: other.res.complete(r) for r in await other.store.list(other.res.res.table)}
+    out: dict[str, Doc] = {}
+    for at in range(0, len(ids), BATCH_ROWS):
+        found = await other.store.list(other.res.res.table, {"id": ids[at : at + BATCH_ROWS]})
+        out.update((r["id"], other.res.complete(r)) for r in found)
+    return out
 
 
 def _asks_for_all(rc: ResourceCall, param: str) -> bool:

@@ -66,6 +66,9 @@ async def create(
     await collects.added(rc, created)
     await hooks.run(rc, "after_create", created, None)
     rc.call.vars[rc.res.name] = created
+    # the rows its references named (by field), as the checks read them: later steps of the
+    # flow need not read them again (a name no expression or step uses otherwise)
+    rc.call.vars[f"{rc.res.name}.refs"] = dict(rc.refs)
     status = rc.success(201, 200, 202)
     headers = {}
     if rc.res.res.location:

@@ -25,7 +25,7 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     chosen = view or rc.call.args.get("view")
     picks = [entry.partition("=") for entry in res.res.views.get(str(chosen), ())] if chosen else []
     wanted = {source or name for name, _, source in picks} if chosen else None
-    denied = {name for name, rule in res.guarded if not rc.allows(rule, doc)}
+    denied = rc.denied(res.guarded, doc)
     out: Doc = {}
     stored_as = res.stored_as
     for key, value in doc.items():

@@ -75,3 +75,15 @@ def test_parsed_once() -> None:
 def test_malformed(rule: str, message: str) -> None:
     problem = policy.check(rule)
     assert problem is not None and message in problem
+
+
+def test_expressions_decide_only_the_rules_they_name() -> None:
+    """A resource's expressions name the policy rules they read; a call works out those
+    (found once at start-up), and every rule when one is read by a computed key."""
+    from specstack_runtime.resources.compiled import rule_names
+
+    texts = ["rules.admin || doc.rules_seen", "rules['os:x:y'] ? 1 : rules[\"b\"]"]
+    assert rule_names(texts) == frozenset({"admin", "os:x:y", "b"})
+    assert rule_names(["doc.size > 1"]) == frozenset()
+    assert rule_names(["rules[doc.rule]"]) is None
+    assert rule_names(["rules.a", "has(doc.x) && rules"]) is None

@@ -93,3 +93,19 @@ def test_an_existing_trace_file_is_made_private(tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "trace.sqlite"
     TraceRecorder(fresh)
     assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600
+
+
+def test_what_holds_no_secret_is_kept_as_it_is_and_every_mapping_is_searched() -> None:
+    """The redactor looks for secret names in a structure's JSON first: a payload with none
+    comes back as the same object; a mapping JSON cannot hold is still walked."""
+    from types import MappingProxyType
+
+    redact = Redactor(["password"], [("token", "id")])
+    plain = {"server": {"id": "s-1", "networks": [{"uuid": "n-1"}]}}
+    assert redact(plain) is plain
+    assert redact({"token": [{"id": "t", "expires": 1}]}) == {
+        "token": [{"id": REDACTED, "expires": 1}]
+    }
+    assert redact({"headers": MappingProxyType({"Password": "p"})}) == {
+        "headers": {"Password": REDACTED}
+    }
