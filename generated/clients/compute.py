@@ -359,6 +359,25 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.ServerSecurityGroupList, 200)
 
+    async def create_server_external_events(
+        self,
+        *,
+        body: models.ServerExternalEventsRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerExternalEvents]:
+        """POST /v2.1/os-server-external-events: Tell nova about events of its servers"""
+        response = await self._call(
+            "createServerExternalEvents",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerExternalEvents, 200)
+
     async def list_floating_ip_pools(
         self,
         *,

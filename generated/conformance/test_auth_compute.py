@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-34 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 8 need a role the demo user lacks (403);
+35 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 9 need a role the demo user lacks (403);
 1 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
@@ -31,6 +31,7 @@ PROTECTED = (
     "detachVolume",
     "listServerInterfaces",
     "listServerSecurityGroups",
+    "createServerExternalEvents",
     "listFloatingIpPools",
     "listFlavors",
     "createFlavor",
@@ -53,6 +54,7 @@ PROTECTED = (
     "listComputeServices",
 )
 NEEDS_ROLE = (
+    "createServerExternalEvents",  # rule:os_compute_api:os-server-external-events:create
     "createFlavor",  # rule:admin
     "deleteFlavor",  # rule:admin
     "listAvailabilityZonesDetailed",  # rule:os_compute_api:os-availability-zone:detail

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -14,8 +16,45 @@ from pydantic import (
     conint,
     constr,
 )
-from typing import Any, Literal
-from uuid import UUID
+
+
+class ServerExternalEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    name: Literal[
+        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted"
+    ]
+    server_uuid: UUID
+    status: Literal["failed", "completed", "in-progress"] | None = None
+    tag: constr(max_length=255) | None = None
+
+
+class ServerExternalEventsRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    events: list[ServerExternalEvent] = Field(..., min_length=1)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+    server_uuid: str
+    status: str
+    tag: str | None = None
+    code: int = Field(..., description="200, or 404 for a server nova does not have.")
+
+
+class ServerExternalEvents(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    events: list[Event]
 
 
 class FloatingIpPool(BaseModel):

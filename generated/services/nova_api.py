@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (36 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (37 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -150,6 +150,11 @@ async def list_server_interfaces(flow: Flow) -> None:
 
 async def list_server_security_groups(flow: Flow) -> None:
     """operation listServerSecurityGroups: behaviour compute.list_server_security_groups."""
+    await flow.trigger(None)
+
+
+async def create_server_external_events(flow: Flow) -> None:
+    """operation createServerExternalEvents: behaviour compute.server_external_events."""
     await flow.trigger(None)
 
 
@@ -497,6 +502,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+    ),
+    "createServerExternalEvents": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createServerExternalEvents",
+        behaviour="compute.server_external_events",
+        on_error=None,
+        run=create_server_external_events,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server"},
     ),
     "listFloatingIpPools": HandlerSpec(
         component=COMPONENT,
@@ -913,6 +930,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v2.1/os-server-external-events",
+        "createServerExternalEvents",
+        HANDLERS["createServerExternalEvents"],
+        request_model=models.ServerExternalEventsRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-server-external-events:create",
     ),
     Route(
         "GET",
