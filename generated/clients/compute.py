@@ -659,6 +659,94 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.Limits, 200)
 
+    async def show_quota_set(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """GET /v2.1/os-quota-sets/{project_id}: Show a project's quotas"""
+        response = await self._call(
+            "showQuotaSet",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def update_quota_set(
+        self,
+        project_id: str,
+        *,
+        body: models.QuotaSetUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """PUT /v2.1/os-quota-sets/{project_id}: Update a project's quotas"""
+        response = await self._call(
+            "updateQuotaSet",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def show_quota_set_defaults(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """GET /v2.1/os-quota-sets/{project_id}/defaults: Show the default quotas"""
+        response = await self._call(
+            "showQuotaSetDefaults",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def show_quota_set_detail(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetDetailResponse]:
+        """GET /v2.1/os-quota-sets/{project_id}/detail: Show a project's quotas with their usage"""
+        response = await self._call(
+            "showQuotaSetDetail",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetDetailResponse, 200)
+
     async def list_hypervisors(
         self,
         *,

@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-35 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 9 need a role the demo user lacks (403);
-1 refuse a path naming another project (403); 1 hide
+39 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 10 need a role the demo user lacks (403);
+3 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -46,6 +46,10 @@ PROTECTED = (
     "listAvailabilityZones",
     "listAvailabilityZonesDetailed",
     "getLimits",
+    "showQuotaSet",
+    "updateQuotaSet",
+    "showQuotaSetDefaults",
+    "showQuotaSetDetail",
     "listHypervisors",
     "listHypervisorsDetailed",
     "getHypervisorStatistics",
@@ -58,6 +62,7 @@ NEEDS_ROLE = (
     "createFlavor",  # rule:admin
     "deleteFlavor",  # rule:admin
     "listAvailabilityZonesDetailed",  # rule:os_compute_api:os-availability-zone:detail
+    "updateQuotaSet",  # rule:os_compute_api:os-quota-sets:update
     "listHypervisors",  # rule:admin
     "listHypervisorsDetailed",  # rule:admin
     "getHypervisorStatistics",  # rule:admin
@@ -65,6 +70,8 @@ NEEDS_ROLE = (
     "listComputeServices",  # rule:admin
 )
 PROJECT_IN_PATH = (
+    "showQuotaSet",  # rule:os_compute_api:os-quota-sets:show
+    "showQuotaSetDetail",  # rule:os_compute_api:os-quota-sets:show
     "showTenantUsage",  # rule:admin_or_owner
 )
 OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)

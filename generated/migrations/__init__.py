@@ -29,6 +29,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "flavors",
             "compute_nodes",
             "keypairs",
+            "quota_sets",
             "block_device_mappings",
         ),
     ),

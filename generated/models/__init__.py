@@ -4,7 +4,7 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (53 models)
-- `compute`: Compute API (nova) (92 models)
+- `compute`: Compute API (nova) (97 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (84 models)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -16,6 +14,133 @@ from pydantic import (
     conint,
     constr,
 )
+from typing import Any, Literal
+from uuid import UUID
+
+
+class QuotaSet(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    cores: int
+    fixed_ips: int
+    floating_ips: int
+    injected_file_content_bytes: int
+    injected_file_path_bytes: int
+    injected_files: int
+    instances: int
+    key_pairs: int
+    metadata_items: int
+    ram: int
+    security_group_rules: int
+    security_groups: int
+    server_group_members: int
+    server_groups: int
+
+
+class QuotaSetResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet
+
+
+class QuotaSet1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    cores: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    fixed_ips: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    floating_ips: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    injected_file_content_bytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    injected_file_path_bytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    injected_files: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    instances: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    key_pairs: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    metadata_items: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    ram: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    security_group_rules: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    security_groups: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    server_group_members: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    server_groups: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    force: bool | str | None = Field(
+        None, description="Accepted; limits below the usage are allowed."
+    )
+
+
+class QuotaSetUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet1
+
+
+class QuotaDetail(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    limit: int
+    in_use: int
+    reserved: int
+
+
+class QuotaSet2(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    cores: QuotaDetail | None = None
+    fixed_ips: QuotaDetail | None = None
+    floating_ips: QuotaDetail | None = None
+    injected_file_content_bytes: QuotaDetail | None = None
+    injected_file_path_bytes: QuotaDetail | None = None
+    injected_files: QuotaDetail | None = None
+    instances: QuotaDetail | None = None
+    key_pairs: QuotaDetail | None = None
+    metadata_items: QuotaDetail | None = None
+    ram: QuotaDetail | None = None
+    security_group_rules: QuotaDetail | None = None
+    security_groups: QuotaDetail | None = None
+    server_group_members: QuotaDetail | None = None
+    server_groups: QuotaDetail | None = None
+
+
+class QuotaSetDetailResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet2
 
 
 class ServerExternalEvent(BaseModel):

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (37 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (41 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -225,6 +225,26 @@ async def list_availability_zones_detailed(flow: Flow) -> None:
 
 async def get_limits(flow: Flow) -> None:
     """operation getLimits: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_quota_set(flow: Flow) -> None:
+    """operation showQuotaSet: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def update_quota_set(flow: Flow) -> None:
+    """operation updateQuotaSet: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_quota_set_defaults(flow: Flow) -> None:
+    """operation showQuotaSetDefaults: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_quota_set_detail(flow: Flow) -> None:
+    """operation showQuotaSetDetail: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -682,6 +702,54 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"query": "limits"},
     ),
+    "showQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSet",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "quota_set_shown"},
+    ),
+    "updateQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateQuotaSet",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "quota_set", "action": "upsert"},
+    ),
+    "showQuotaSetDefaults": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSetDefaults",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set_defaults,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "quota_set_defaults"},
+    ),
+    "showQuotaSetDetail": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSetDetail",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set_detail,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "quota_set_detail"},
+    ),
     "listHypervisors": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -1095,6 +1163,50 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-quota-sets/{project_id}",
+        "showQuotaSet",
+        HANDLERS["showQuotaSet"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:show",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/os-quota-sets/{project_id}",
+        "updateQuotaSet",
+        HANDLERS["updateQuotaSet"],
+        request_model=models.QuotaSetUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:update",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-quota-sets/{project_id}/defaults",
+        "showQuotaSetDefaults",
+        HANDLERS["showQuotaSetDefaults"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:anyone",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-quota-sets/{project_id}/detail",
+        "showQuotaSetDetail",
+        HANDLERS["showQuotaSetDetail"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:show",
     ),
     Route(
         "GET",

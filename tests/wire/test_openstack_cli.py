@@ -513,6 +513,48 @@ def test_object_list_glance(stack: Stack) -> None:
     assert listed.returncode != 0 and "Not Found" in listed.stderr
 
 
+# -- quotas ---------------------------------------------------------------------------------
+
+
+def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
+    """An administrator's limit on the project's instances holds: one server more than it
+    allows is refused with nova's 403; the project's members see it and may not change it."""
+    rows = stack.json("quota", "show", "--compute", "--usage", demo_project)
+    shown = {r["Resource"]: r for r in rows}
+    assert shown["instances"]["Limit"] == 100 and shown["properties"]["Limit"] == 128
+    used = int(shown["instances"]["In Use"])
+    refused = stack.run("quota", "set", "--instances", "3", demo_project, check=False)
+    assert refused.returncode != 0 and "Policy doesn't allow" in refused.stderr
+    limit = used + 1
+    stack.run("quota", "set", "--instances", str(limit), demo_project, cloud="specstack-admin")
+    create = (
+        "server",
+        "create",
+        "--image",
+        "demo-image",
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+    )
+    try:
+        rows = stack.json("quota", "show", "--compute", demo_project)
+        assert {r["Resource"]: r["Limit"] for r in rows}["instances"] == limit
+        absolute = {r["Name"]: r["Value"] for r in stack.json("limits", "show", "--absolute")}
+        assert absolute["max_total_instances"] == limit
+        stack.run(*create, "wire-quota-vm-1")
+        refused = stack.run(*create, "wire-quota-vm-2", check=False)
+        assert refused.returncode != 0
+        assert (
+            f"Quota exceeded for instances: Requested 1, but already used {limit} of {limit} "
+            "instances" in refused.stderr
+        )
+        assert "wire-quota-vm-2" not in _names(stack.json("server", "list"))
+    finally:
+        stack.run("quota", "set", "--instances", "100", demo_project, cloud="specstack-admin")
+        stack.run("server", "delete", "--wait", "wire-quota-vm-1", check=False)
+
+
 # -- openstacksdk --------------------------------------------------------------------------
 
 
