@@ -45,6 +45,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "securitygrouprules",
             "routers",
             "floatingips",
+            "quotas",
         ),
     ),
     "cinder-db": (
@@ -54,6 +55,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "attachments",
             "snapshots",
             "volume_types",
+            "quota_sets",
         ),
     ),
 }

@@ -519,9 +519,12 @@ def test_object_list_glance(stack: Stack) -> None:
 def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
     """An administrator's limit on the project's instances holds: one server more than it
     allows is refused with nova's 403; the project's members see it and may not change it."""
+    # nova's, cinder's and neutron's quotas, the defaults where the project has none of its own
+    limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+    assert limits["instances"] == 100 and limits["properties"] == 128
+    assert limits["gigabytes"] == 1000 and limits["snapshots"] == 10 and limits["networks"] == -1
     rows = stack.json("quota", "show", "--compute", "--usage", demo_project)
     shown = {r["Resource"]: r for r in rows}
-    assert shown["instances"]["Limit"] == 100 and shown["properties"]["Limit"] == 128
     used = int(shown["instances"]["In Use"])
     refused = stack.run("quota", "set", "--instances", "3", demo_project, check=False)
     assert refused.returncode != 0 and "Policy doesn't allow" in refused.stderr
