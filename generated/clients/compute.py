@@ -359,6 +359,144 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.ServerSecurityGroupList, 200)
 
+    async def list_server_metadata(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadata]:
+        """GET /v2.1/servers/{server_id}/metadata: List a server's metadata"""
+        response = await self._call(
+            "listServerMetadata",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadata, 200)
+
+    async def update_server_metadata(
+        self,
+        server_id: str,
+        *,
+        body: models.ServerMetadata | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadata]:
+        """PUT /v2.1/servers/{server_id}/metadata: Replace a server's metadata"""
+        response = await self._call(
+            "updateServerMetadata",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadata, 200)
+
+    async def create_server_metadata(
+        self,
+        server_id: str,
+        *,
+        body: models.ServerMetadata | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadata]:
+        """POST /v2.1/servers/{server_id}/metadata: Add or change metadata items"""
+        response = await self._call(
+            "createServerMetadata",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadata, 200)
+
+    async def show_server_metadata_item(
+        self,
+        server_id: str,
+        key: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadataItem]:
+        """GET /v2.1/servers/{server_id}/metadata/{key}: Show a metadata item"""
+        response = await self._call(
+            "showServerMetadataItem",
+            {
+                "server_id": server_id,
+                "key": key,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadataItem, 200)
+
+    async def update_server_metadata_item(
+        self,
+        server_id: str,
+        key: str,
+        *,
+        body: models.ServerMetadataItem | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadataItem]:
+        """PUT /v2.1/servers/{server_id}/metadata/{key}: Set a metadata item"""
+        response = await self._call(
+            "updateServerMetadataItem",
+            {
+                "server_id": server_id,
+                "key": key,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadataItem, 200)
+
+    async def delete_server_metadata_item(
+        self,
+        server_id: str,
+        key: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.1/servers/{server_id}/metadata/{key}: Delete a metadata item"""
+        response = await self._call(
+            "deleteServerMetadataItem",
+            {
+                "server_id": server_id,
+                "key": key,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
     async def create_server_external_events(
         self,
         *,

@@ -18,6 +18,20 @@ from typing import Any, Literal
 from uuid import UUID
 
 
+class MetadataItems(
+    RootModel[dict[constr(pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$"), constr(max_length=255)]]
+):
+    root: dict[constr(pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$"), constr(max_length=255)]
+
+
+class ServerMetadataItem(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    meta: MetadataItems
+
+
 class QuotaSet(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1237,3 +1251,11 @@ class Unauthorized(BaseModel):
         populate_by_name=True,
     )
     error: AuthErrorDetail
+
+
+class ServerMetadata(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    metadata: MetadataItems

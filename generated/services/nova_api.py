@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (41 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (47 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -150,6 +150,36 @@ async def list_server_interfaces(flow: Flow) -> None:
 
 async def list_server_security_groups(flow: Flow) -> None:
     """operation listServerSecurityGroups: behaviour compute.list_server_security_groups."""
+    await flow.trigger(None)
+
+
+async def list_server_metadata(flow: Flow) -> None:
+    """operation listServerMetadata: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_server_metadata(flow: Flow) -> None:
+    """operation updateServerMetadata: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_server_metadata(flow: Flow) -> None:
+    """operation createServerMetadata: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_server_metadata_item(flow: Flow) -> None:
+    """operation showServerMetadataItem: behaviour compute.show_server_metadata_item."""
+    await flow.trigger(None)
+
+
+async def update_server_metadata_item(flow: Flow) -> None:
+    """operation updateServerMetadataItem: behaviour compute.update_server_metadata_item."""
+    await flow.trigger(None)
+
+
+async def delete_server_metadata_item(flow: Flow) -> None:
+    """operation deleteServerMetadataItem: behaviour compute.delete_server_metadata_item."""
     await flow.trigger(None)
 
 
@@ -522,6 +552,78 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+    ),
+    "listServerMetadata": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listServerMetadata",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_server_metadata,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata", "action": "show"},
+    ),
+    "updateServerMetadata": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateServerMetadata",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_server_metadata,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata_replaced", "action": "update"},
+    ),
+    "createServerMetadata": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createServerMetadata",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_server_metadata,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata", "action": "update"},
+    ),
+    "showServerMetadataItem": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showServerMetadataItem",
+        behaviour="compute.show_server_metadata_item",
+        on_error=None,
+        run=show_server_metadata_item,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata"},
+    ),
+    "updateServerMetadataItem": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateServerMetadataItem",
+        behaviour="compute.update_server_metadata_item",
+        on_error=None,
+        run=update_server_metadata_item,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata"},
+    ),
+    "deleteServerMetadataItem": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteServerMetadataItem",
+        behaviour="compute.delete_server_metadata_item",
+        on_error=None,
+        run=delete_server_metadata_item,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata"},
     ),
     "createServerExternalEvents": HandlerSpec(
         component=COMPONENT,
@@ -998,6 +1100,72 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/metadata",
+        "listServerMetadata",
+        HANDLERS["listServerMetadata"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/servers/{server_id}/metadata",
+        "updateServerMetadata",
+        HANDLERS["updateServerMetadata"],
+        request_model=models.ServerMetadata,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "POST",
+        "/v2.1/servers/{server_id}/metadata",
+        "createServerMetadata",
+        HANDLERS["createServerMetadata"],
+        request_model=models.ServerMetadata,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/metadata/{key}",
+        "showServerMetadataItem",
+        HANDLERS["showServerMetadataItem"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/servers/{server_id}/metadata/{key}",
+        "updateServerMetadataItem",
+        HANDLERS["updateServerMetadataItem"],
+        request_model=models.ServerMetadataItem,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/servers/{server_id}/metadata/{key}",
+        "deleteServerMetadataItem",
+        HANDLERS["deleteServerMetadataItem"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
     ),
     Route(
         "POST",

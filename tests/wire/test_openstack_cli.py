@@ -420,6 +420,33 @@ def test_server_pause_suspend_and_lock(server: dict[str, Any], stack: Stack) -> 
     assert stack.run("server", "unlock", VM).stdout == ""
 
 
+def test_server_metadata(
+    server: dict[str, Any], stack: Stack, catalog: list[dict[str, Any]]
+) -> None:
+    """`server set/unset --property` (nova's metadata items), a replace and nova's limits."""
+    stack.run("server", "set", "--property", "role=web", "--property", "tier=1", VM)
+    assert stack.json("server", "show", VM)["properties"] == {"role": "web", "tier": "1"}
+    stack.run("server", "unset", "--property", "tier", VM)
+    assert stack.json("server", "show", VM)["properties"] == {"role": "web"}
+    gone = stack.run("server", "unset", "--property", "tier", VM, check=False)
+    assert gone.returncode != 0 and "Metadata item was not found" in gone.stderr
+    url = f"{_endpoint(catalog, 'compute')}/servers/{server['id']}/metadata"
+    headers = {"X-Auth-Token": str(stack.json("token", "issue")["id"])}
+    replaced = httpx.put(url, json={"metadata": {"a": "1"}}, headers=headers)
+    assert replaced.status_code == 200 and replaced.json() == {"metadata": {"a": "1"}}
+    item = httpx.get(f"{url}/a", headers=headers)
+    assert item.status_code == 200 and item.json() == {"meta": {"a": "1"}}
+    mismatch = httpx.put(f"{url}/a", json={"meta": {"b": "2"}}, headers=headers)
+    assert mismatch.status_code == 400
+    assert mismatch.json()["badRequest"]["message"] == "Request body and URI mismatch"
+    many = {f"k{i}": "v" for i in range(128)}  # with "a": one more than nova allows
+    refused = httpx.post(url, json={"metadata": many}, headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["forbidden"]["message"] == "Maximum number of metadata items exceeds 128"
+    assert httpx.delete(f"{url}/a", headers=headers).status_code == 204
+    assert stack.json("server", "show", VM)["properties"] == {}
+
+
 # -- volumes -------------------------------------------------------------------------------
 
 
