@@ -556,7 +556,10 @@ def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
     refused = stack.run("quota", "set", "--instances", "3", demo_project, check=False)
     assert refused.returncode != 0 and "Policy doesn't allow" in refused.stderr
     limit = used + 1
-    stack.run("quota", "set", "--instances", str(limit), demo_project, cloud="specstack-admin")
+    stack.run(
+        "quota", "set", "--instances", str(limit), "--gigabytes", "50", "--networks", "40",
+        demo_project, cloud="specstack-admin",
+    )  # fmt: skip
     create = (
         "server",
         "create",
@@ -572,6 +575,9 @@ def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
         assert {r["Resource"]: r["Limit"] for r in rows}["instances"] == limit
         absolute = {r["Name"]: r["Value"] for r in stack.json("limits", "show", "--absolute")}
         assert absolute["max_total_instances"] == limit
+        assert absolute["max_total_volume_gigabytes"] == 50
+        limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+        assert limits["gigabytes"] == 50 and limits["networks"] == 40
         stack.run(*create, "wire-quota-vm-1")
         refused = stack.run(*create, "wire-quota-vm-2", check=False)
         assert refused.returncode != 0
@@ -581,7 +587,10 @@ def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
         )
         assert "wire-quota-vm-2" not in _names(stack.json("server", "list"))
     finally:
-        stack.run("quota", "set", "--instances", "100", demo_project, cloud="specstack-admin")
+        stack.run(
+            "quota", "set", "--instances", "100", "--gigabytes", "1000", "--networks", "-1",
+            demo_project, cloud="specstack-admin",
+        )  # fmt: skip
         stack.run("server", "delete", "--wait", "wire-quota-vm-1", check=False)
 
 
