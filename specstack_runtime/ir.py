@@ -320,6 +320,7 @@ class Quota(Node):
     resource: str
     default: int
     count: str | None  # CEL over the row: how much one row uses (default 1)
+    limits: str | None = None  # the resource whose row (id: the project) holds its own limit
 
 
 class QueryParam(Node):

@@ -378,6 +378,78 @@ class BlockStorageClient(BoundClient):
         )
         return ApiResponse(response, models.VolumeLimits, 200)
 
+    async def show_quota_set(
+        self,
+        project_id: str,
+        target_project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """GET /v3/{project_id}/os-quota-sets/{target_project_id}: Show a project's quotas"""
+        response = await self._call(
+            "showQuotaSet",
+            {
+                "project_id": project_id,
+                "target_project_id": target_project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def update_quota_set(
+        self,
+        project_id: str,
+        target_project_id: str,
+        *,
+        body: models.QuotaSetUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """PUT /v3/{project_id}/os-quota-sets/{target_project_id}: Update a project's quotas"""
+        response = await self._call(
+            "updateQuotaSet",
+            {
+                "project_id": project_id,
+                "target_project_id": target_project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def show_quota_set_defaults(
+        self,
+        project_id: str,
+        target_project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """GET /v3/{project_id}/os-quota-sets/{target_project_id}/defaults: Show the default quotas"""
+        response = await self._call(
+            "showQuotaSetDefaults",
+            {
+                "project_id": project_id,
+                "target_project_id": target_project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
     async def list_volume_types(
         self,
         project_id: str,

@@ -359,6 +359,163 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.ServerSecurityGroupList, 200)
 
+    async def list_server_metadata(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadata]:
+        """GET /v2.1/servers/{server_id}/metadata: List a server's metadata"""
+        response = await self._call(
+            "listServerMetadata",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadata, 200)
+
+    async def update_server_metadata(
+        self,
+        server_id: str,
+        *,
+        body: models.ServerMetadata | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadata]:
+        """PUT /v2.1/servers/{server_id}/metadata: Replace a server's metadata"""
+        response = await self._call(
+            "updateServerMetadata",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadata, 200)
+
+    async def create_server_metadata(
+        self,
+        server_id: str,
+        *,
+        body: models.ServerMetadata | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadata]:
+        """POST /v2.1/servers/{server_id}/metadata: Add or change metadata items"""
+        response = await self._call(
+            "createServerMetadata",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadata, 200)
+
+    async def show_server_metadata_item(
+        self,
+        server_id: str,
+        key: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadataItem]:
+        """GET /v2.1/servers/{server_id}/metadata/{key}: Show a metadata item"""
+        response = await self._call(
+            "showServerMetadataItem",
+            {
+                "server_id": server_id,
+                "key": key,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadataItem, 200)
+
+    async def update_server_metadata_item(
+        self,
+        server_id: str,
+        key: str,
+        *,
+        body: models.ServerMetadataItem | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerMetadataItem]:
+        """PUT /v2.1/servers/{server_id}/metadata/{key}: Set a metadata item"""
+        response = await self._call(
+            "updateServerMetadataItem",
+            {
+                "server_id": server_id,
+                "key": key,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerMetadataItem, 200)
+
+    async def delete_server_metadata_item(
+        self,
+        server_id: str,
+        key: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.1/servers/{server_id}/metadata/{key}: Delete a metadata item"""
+        response = await self._call(
+            "deleteServerMetadataItem",
+            {
+                "server_id": server_id,
+                "key": key,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def create_server_external_events(
+        self,
+        *,
+        body: models.ServerExternalEventsRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerExternalEvents]:
+        """POST /v2.1/os-server-external-events: Tell nova about events of its servers"""
+        response = await self._call(
+            "createServerExternalEvents",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerExternalEvents, 200)
+
     async def list_floating_ip_pools(
         self,
         *,
@@ -639,6 +796,94 @@ class ComputeClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, models.Limits, 200)
+
+    async def show_quota_set(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """GET /v2.1/os-quota-sets/{project_id}: Show a project's quotas"""
+        response = await self._call(
+            "showQuotaSet",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def update_quota_set(
+        self,
+        project_id: str,
+        *,
+        body: models.QuotaSetUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """PUT /v2.1/os-quota-sets/{project_id}: Update a project's quotas"""
+        response = await self._call(
+            "updateQuotaSet",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def show_quota_set_defaults(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetResponse]:
+        """GET /v2.1/os-quota-sets/{project_id}/defaults: Show the default quotas"""
+        response = await self._call(
+            "showQuotaSetDefaults",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetResponse, 200)
+
+    async def show_quota_set_detail(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaSetDetailResponse]:
+        """GET /v2.1/os-quota-sets/{project_id}/detail: Show a project's quotas with their usage"""
+        response = await self._call(
+            "showQuotaSetDetail",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaSetDetailResponse, 200)
 
     async def list_hypervisors(
         self,

@@ -824,3 +824,91 @@ class NetworkClient(BoundClient):
             token=token,
         )
         return ApiResponse(response, None, 204)
+
+    async def show_quota(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaResponse]:
+        """GET /v2.0/quotas/{project_id}: Show a project's quotas"""
+        response = await self._call(
+            "showQuota",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaResponse, 200)
+
+    async def update_quota(
+        self,
+        project_id: str,
+        *,
+        body: models.QuotaUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaResponse]:
+        """PUT /v2.0/quotas/{project_id}: Update a project's quotas"""
+        response = await self._call(
+            "updateQuota",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaResponse, 200)
+
+    async def show_quota_default(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaResponse]:
+        """GET /v2.0/quotas/{project_id}/default: Show the default quotas"""
+        response = await self._call(
+            "showQuotaDefault",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaResponse, 200)
+
+    async def show_quota_details(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.QuotaDetailsResponse]:
+        """GET /v2.0/quotas/{project_id}/details: Show a project's quotas with their usage"""
+        response = await self._call(
+            "showQuotaDetails",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.QuotaDetailsResponse, 200)

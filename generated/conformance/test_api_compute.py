@@ -79,6 +79,21 @@ def test_compute_get_limits_direct(target: Target) -> None:
     provoke.call_and_check(target, "compute", "getLimits")
 
 
+def test_compute_show_quota_set_direct(target: Target) -> None:
+    """GET /v2.1/os-quota-sets/{project_id} called directly."""
+    provoke.call_and_check(target, "compute", "showQuotaSet")
+
+
+def test_compute_show_quota_set_defaults_direct(target: Target) -> None:
+    """GET /v2.1/os-quota-sets/{project_id}/defaults called directly."""
+    provoke.call_and_check(target, "compute", "showQuotaSetDefaults")
+
+
+def test_compute_show_quota_set_detail_direct(target: Target) -> None:
+    """GET /v2.1/os-quota-sets/{project_id}/detail called directly."""
+    provoke.call_and_check(target, "compute", "showQuotaSetDetail")
+
+
 def test_compute_list_hypervisors_direct(target: Target) -> None:
     """GET /v2.1/os-hypervisors called directly."""
     provoke.call_and_check(target, "compute", "listHypervisors")

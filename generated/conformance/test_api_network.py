@@ -75,3 +75,18 @@ def test_network_list_routers_direct(target: Target) -> None:
 def test_network_list_floating_i_ps_direct(target: Target) -> None:
     """GET /v2.0/floatingips called directly."""
     provoke.call_and_check(target, "network", "listFloatingIPs")
+
+
+def test_network_show_quota_direct(target: Target) -> None:
+    """GET /v2.0/quotas/{project_id} called directly."""
+    provoke.call_and_check(target, "network", "showQuota")
+
+
+def test_network_show_quota_default_direct(target: Target) -> None:
+    """GET /v2.0/quotas/{project_id}/default called directly."""
+    provoke.call_and_check(target, "network", "showQuotaDefault")
+
+
+def test_network_show_quota_details_direct(target: Target) -> None:
+    """GET /v2.0/quotas/{project_id}/details called directly."""
+    provoke.call_and_check(target, "network", "showQuotaDetails")

@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-21 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401;
-21 refuse a path naming another project (403); 1 hide
+24 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 2 need a role the demo user lacks (403);
+22 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -31,6 +31,9 @@ PROTECTED = (
     "updateSnapshot",
     "deleteSnapshot",
     "getVolumeLimits",
+    "showQuotaSet",
+    "updateQuotaSet",
+    "showQuotaSetDefaults",
     "listVolumeTypes",
     "showVolumeType",
     "createAttachment",
@@ -38,6 +41,10 @@ PROTECTED = (
     "updateAttachment",
     "deleteAttachment",
     "completeAttachment",
+)
+NEEDS_ROLE = (
+    "showQuotaSet",  # rule:volume_extension:quotas:show
+    "updateQuotaSet",  # rule:volume_extension:quotas:update
 )
 PROJECT_IN_PATH = (
     "listVolumes",  # rule:admin_service_or_reader
@@ -54,6 +61,7 @@ PROJECT_IN_PATH = (
     "updateSnapshot",  # rule:admin_service_or_member
     "deleteSnapshot",  # rule:admin_service_or_member
     "getVolumeLimits",  # rule:admin_or_reader
+    "showQuotaSetDefaults",  # rule:admin_or_reader
     "listVolumeTypes",  # rule:admin_service_or_reader
     "showVolumeType",  # rule:admin_service_or_reader
     "createAttachment",  # rule:admin_service_or_member
@@ -87,6 +95,11 @@ def test_expired_token(target: Target, operation_id: str) -> None:
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
 def test_revoked_token(target: Target, operation_id: str) -> None:
     auth.revoked_token(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", NEEDS_ROLE, ids=_id)
+def test_insufficient_role(target: Target, operation_id: str) -> None:
+    auth.insufficient_role(target, API, operation_id)
 
 
 @pytest.mark.parametrize("operation_id", PROJECT_IN_PATH, ids=_id)

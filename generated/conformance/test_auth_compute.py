@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-34 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 8 need a role the demo user lacks (403);
-1 refuse a path naming another project (403); 1 hide
+45 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 10 need a role the demo user lacks (403);
+3 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -31,6 +31,13 @@ PROTECTED = (
     "detachVolume",
     "listServerInterfaces",
     "listServerSecurityGroups",
+    "listServerMetadata",
+    "updateServerMetadata",
+    "createServerMetadata",
+    "showServerMetadataItem",
+    "updateServerMetadataItem",
+    "deleteServerMetadataItem",
+    "createServerExternalEvents",
     "listFloatingIpPools",
     "listFlavors",
     "createFlavor",
@@ -45,6 +52,10 @@ PROTECTED = (
     "listAvailabilityZones",
     "listAvailabilityZonesDetailed",
     "getLimits",
+    "showQuotaSet",
+    "updateQuotaSet",
+    "showQuotaSetDefaults",
+    "showQuotaSetDetail",
     "listHypervisors",
     "listHypervisorsDetailed",
     "getHypervisorStatistics",
@@ -53,9 +64,11 @@ PROTECTED = (
     "listComputeServices",
 )
 NEEDS_ROLE = (
+    "createServerExternalEvents",  # rule:os_compute_api:os-server-external-events:create
     "createFlavor",  # rule:admin
     "deleteFlavor",  # rule:admin
     "listAvailabilityZonesDetailed",  # rule:os_compute_api:os-availability-zone:detail
+    "updateQuotaSet",  # rule:os_compute_api:os-quota-sets:update
     "listHypervisors",  # rule:admin
     "listHypervisorsDetailed",  # rule:admin
     "getHypervisorStatistics",  # rule:admin
@@ -63,6 +76,8 @@ NEEDS_ROLE = (
     "listComputeServices",  # rule:admin
 )
 PROJECT_IN_PATH = (
+    "showQuotaSet",  # rule:os_compute_api:os-quota-sets:show
+    "showQuotaSetDetail",  # rule:os_compute_api:os-quota-sets:show
     "showTenantUsage",  # rule:admin_or_owner
 )
 OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)

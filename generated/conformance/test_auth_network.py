@@ -2,8 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Networking API (neutron): each operation's token and policy (x-specstack-policy).
 
-38 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 3 hide
+42 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 1 need a role the demo user lacks (403);
+3 refuse a path naming another project (403); 3 hide
 another project's resource (404).
 """
 
@@ -54,6 +55,18 @@ PROTECTED = (
     "showFloatingIP",
     "updateFloatingIP",
     "deleteFloatingIP",
+    "showQuota",
+    "updateQuota",
+    "showQuotaDefault",
+    "showQuotaDetails",
+)
+NEEDS_ROLE = (
+    "updateQuota",  # rule:admin
+)
+PROJECT_IN_PATH = (
+    "showQuota",  # rule:admin_or_reader
+    "showQuotaDefault",  # rule:admin_or_reader
+    "showQuotaDetails",  # rule:admin_or_reader
 )
 OTHER_PROJECTS_RESOURCE = (
     ("showNetwork", "network_id"),
@@ -84,6 +97,16 @@ def test_expired_token(target: Target, operation_id: str) -> None:
 @pytest.mark.parametrize("operation_id", PROTECTED, ids=_id)
 def test_revoked_token(target: Target, operation_id: str) -> None:
     auth.revoked_token(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", NEEDS_ROLE, ids=_id)
+def test_insufficient_role(target: Target, operation_id: str) -> None:
+    auth.insufficient_role(target, API, operation_id)
+
+
+@pytest.mark.parametrize("operation_id", PROJECT_IN_PATH, ids=_id)
+def test_other_project_in_path(target: Target, operation_id: str) -> None:
+    auth.other_project_path(target, API, operation_id)
 
 
 @pytest.mark.parametrize(

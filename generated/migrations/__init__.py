@@ -29,6 +29,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "flavors",
             "compute_nodes",
             "keypairs",
+            "quota_sets",
             "block_device_mappings",
         ),
     ),
@@ -44,6 +45,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "securitygrouprules",
             "routers",
             "floatingips",
+            "quotas",
         ),
     ),
     "cinder-db": (
@@ -53,6 +55,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "attachments",
             "snapshots",
             "volume_types",
+            "quota_sets",
         ),
     ),
 }

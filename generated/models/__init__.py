@@ -3,11 +3,11 @@
 """Pydantic models of the specstack spec.
 
 Modules:
-- `block_storage`: Block Storage API (cinder) (53 models)
-- `compute`: Compute API (nova) (89 models)
+- `block_storage`: Block Storage API (cinder) (56 models)
+- `compute`: Compute API (nova) (100 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
-- `network`: Networking API (neutron) (84 models)
+- `network`: Networking API (neutron) (88 models)
 - `object_store`: Object Storage API (swift) (6 models)
 - `messages`: queue message payloads and replies (26 messages)
 - `drivers`: types of the ComputeDriver interface

@@ -3,9 +3,66 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, conint, constr
 from typing import Any, Literal
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, conint, constr
 from uuid import UUID
+
+
+class QuotaSet(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    volumes: int | dict[str, Any]
+    snapshots: int | dict[str, Any]
+    gigabytes: int | dict[str, Any]
+    backups: int | dict[str, Any]
+    backup_gigabytes: int | dict[str, Any]
+    per_volume_gigabytes: int | dict[str, Any]
+    groups: int | dict[str, Any]
+
+
+class QuotaSetResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet
+
+
+class QuotaSet1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    volumes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    snapshots: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    gigabytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    backups: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    backup_gigabytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    per_volume_gigabytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    groups: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+
+
+class QuotaSetUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet1
 
 
 class Link(BaseModel):

@@ -18,6 +18,184 @@ from typing import Any, Literal
 from uuid import UUID
 
 
+class MetadataItems(
+    RootModel[dict[constr(pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$"), constr(max_length=255)]]
+):
+    root: dict[constr(pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$"), constr(max_length=255)]
+
+
+class ServerMetadataItem(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    meta: MetadataItems
+
+
+class QuotaSet(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    cores: int
+    fixed_ips: int
+    floating_ips: int
+    injected_file_content_bytes: int
+    injected_file_path_bytes: int
+    injected_files: int
+    instances: int
+    key_pairs: int
+    metadata_items: int
+    ram: int
+    security_group_rules: int
+    security_groups: int
+    server_group_members: int
+    server_groups: int
+
+
+class QuotaSetResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet
+
+
+class QuotaSet1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    cores: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    fixed_ips: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    floating_ips: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    injected_file_content_bytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    injected_file_path_bytes: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    injected_files: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    instances: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    key_pairs: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    metadata_items: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    ram: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    security_group_rules: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    security_groups: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    server_group_members: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    server_groups: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    force: bool | str | None = Field(
+        None, description="Accepted; limits below the usage are allowed."
+    )
+
+
+class QuotaSetUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet1
+
+
+class QuotaDetail(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    limit: int
+    in_use: int
+    reserved: int
+
+
+class QuotaSet2(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    cores: QuotaDetail | None = None
+    fixed_ips: QuotaDetail | None = None
+    floating_ips: QuotaDetail | None = None
+    injected_file_content_bytes: QuotaDetail | None = None
+    injected_file_path_bytes: QuotaDetail | None = None
+    injected_files: QuotaDetail | None = None
+    instances: QuotaDetail | None = None
+    key_pairs: QuotaDetail | None = None
+    metadata_items: QuotaDetail | None = None
+    ram: QuotaDetail | None = None
+    security_group_rules: QuotaDetail | None = None
+    security_groups: QuotaDetail | None = None
+    server_group_members: QuotaDetail | None = None
+    server_groups: QuotaDetail | None = None
+
+
+class QuotaSetDetailResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota_set: QuotaSet2
+
+
+class ServerExternalEvent(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    name: Literal[
+        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted"
+    ]
+    server_uuid: UUID
+    status: Literal["failed", "completed", "in-progress"] | None = None
+    tag: constr(max_length=255) | None = None
+
+
+class ServerExternalEventsRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    events: list[ServerExternalEvent] = Field(..., min_length=1)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+    server_uuid: str
+    status: str
+    tag: str | None = None
+    code: int = Field(..., description="200, or 404 for a server nova does not have.")
+
+
+class ServerExternalEvents(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    events: list[Event]
+
+
 class FloatingIpPool(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -1073,3 +1251,11 @@ class Unauthorized(BaseModel):
         populate_by_name=True,
     )
     error: AuthErrorDetail
+
+
+class ServerMetadata(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    metadata: MetadataItems

@@ -3,10 +3,88 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, constr
+from pydantic import BaseModel, ConfigDict, Field, RootModel, conint, constr
 from typing import Any, Literal
 from uuid import UUID
 from ipaddress import IPv4Address, IPv6Address
+
+
+class Quota(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    network: int
+    subnet: int
+    port: int
+    router: int
+    floatingip: int
+    security_group: int
+    security_group_rule: int
+
+
+class QuotaResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota: Quota
+
+
+class Quota1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    network: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    subnet: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    port: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    router: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    floatingip: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    security_group: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    security_group_rule: conint(ge=-1) | constr(pattern=r"^-?[0-9]+$") | None = Field(
+        None, description="The limit (-1 unlimited)."
+    )
+    check_limit: bool | None = Field(
+        None,
+        description="Accepted (the openstack CLI sends it); limits below the usage are allowed.",
+    )
+    force: bool | None = Field(None, description="Accepted; limits below the usage are allowed.")
+
+
+class QuotaUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    quota: Quota1
+
+
+class Quota2(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    limit: int
+    used: int
+    reserved: int
+
+
+class QuotaDetailsResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    quota: dict[str, Quota2]
 
 
 class Link(BaseModel):

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (23 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (26 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -96,6 +96,21 @@ async def delete_snapshot(flow: Flow) -> None:
 
 async def get_volume_limits(flow: Flow) -> None:
     """operation getVolumeLimits: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_quota_set(flow: Flow) -> None:
+    """operation showQuotaSet: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def update_quota_set(flow: Flow) -> None:
+    """operation updateQuotaSet: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_quota_set_defaults(flow: Flow) -> None:
+    """operation showQuotaSetDefaults: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -398,6 +413,42 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"query": "volume_limits"},
     ),
+    "showQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSet",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "volume_quota_set_shown"},
+    ),
+    "updateQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateQuotaSet",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "volume_quota_set", "action": "upsert"},
+    ),
+    "showQuotaSetDefaults": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSetDefaults",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set_defaults,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "volume_quota_set_defaults"},
+    ),
     "listVolumeTypes": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -664,6 +715,39 @@ ROUTES: tuple[Route, ...] = (
         "/v3/{project_id}/limits",
         "getVolumeLimits",
         HANDLERS["getVolumeLimits"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/os-quota-sets/{target_project_id}",
+        "showQuotaSet",
+        HANDLERS["showQuotaSet"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:volume_extension:quotas:show",
+    ),
+    Route(
+        "PUT",
+        "/v3/{project_id}/os-quota-sets/{target_project_id}",
+        "updateQuotaSet",
+        HANDLERS["updateQuotaSet"],
+        request_model=models.QuotaSetUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:volume_extension:quotas:update",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/os-quota-sets/{target_project_id}/defaults",
+        "showQuotaSetDefaults",
+        HANDLERS["showQuotaSetDefaults"],
         request_model=None,
         request_content_type=None,
         requires_token=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """neutron-server (api, project neutron): generated from the spec.
 
-Serves the Networking API (neutron) (39 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Networking API (neutron) (43 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -258,6 +258,26 @@ async def update_floating_ip(flow: Flow) -> None:
 
 async def delete_floating_ip(flow: Flow) -> None:
     """operation deleteFloatingIP: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_quota(flow: Flow) -> None:
+    """operation showQuota: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def update_quota(flow: Flow) -> None:
+    """operation updateQuota: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_quota_default(flow: Flow) -> None:
+    """operation showQuotaDefault: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_quota_details(flow: Flow) -> None:
+    """operation showQuotaDetails: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -745,6 +765,54 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "floatingip", "action": "delete"},
     ),
+    "showQuota": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuota",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "network_quota_shown"},
+    ),
+    "updateQuota": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateQuota",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_quota,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "network_quota", "action": "upsert"},
+    ),
+    "showQuotaDefault": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaDefault",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_default,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "network_quota_defaults"},
+    ),
+    "showQuotaDetails": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaDetails",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_details,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "network_quota_details"},
+    ),
     "get_agent_ports": HandlerSpec(
         component=COMPONENT,
         kind="message",
@@ -1186,6 +1254,50 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.0/quotas/{project_id}",
+        "showQuota",
+        HANDLERS["showQuota"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/quotas/{project_id}",
+        "updateQuota",
+        HANDLERS["updateQuota"],
+        request_model=models.QuotaUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.0/quotas/{project_id}/default",
+        "showQuotaDefault",
+        HANDLERS["showQuotaDefault"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v2.0/quotas/{project_id}/details",
+        "showQuotaDetails",
+        HANDLERS["showQuotaDetails"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
     ),
 )
 

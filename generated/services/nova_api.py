@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (36 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (47 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -153,6 +153,41 @@ async def list_server_security_groups(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def list_server_metadata(flow: Flow) -> None:
+    """operation listServerMetadata: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_server_metadata(flow: Flow) -> None:
+    """operation updateServerMetadata: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_server_metadata(flow: Flow) -> None:
+    """operation createServerMetadata: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_server_metadata_item(flow: Flow) -> None:
+    """operation showServerMetadataItem: behaviour compute.show_server_metadata_item."""
+    await flow.trigger(None)
+
+
+async def update_server_metadata_item(flow: Flow) -> None:
+    """operation updateServerMetadataItem: behaviour compute.update_server_metadata_item."""
+    await flow.trigger(None)
+
+
+async def delete_server_metadata_item(flow: Flow) -> None:
+    """operation deleteServerMetadataItem: behaviour compute.delete_server_metadata_item."""
+    await flow.trigger(None)
+
+
+async def create_server_external_events(flow: Flow) -> None:
+    """operation createServerExternalEvents: behaviour compute.server_external_events."""
+    await flow.trigger(None)
+
+
 async def list_floating_ip_pools(flow: Flow) -> None:
     """operation listFloatingIpPools: behaviour compute.list_floating_ip_pools."""
     await flow.trigger(None)
@@ -220,6 +255,26 @@ async def list_availability_zones_detailed(flow: Flow) -> None:
 
 async def get_limits(flow: Flow) -> None:
     """operation getLimits: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_quota_set(flow: Flow) -> None:
+    """operation showQuotaSet: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def update_quota_set(flow: Flow) -> None:
+    """operation updateQuotaSet: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_quota_set_defaults(flow: Flow) -> None:
+    """operation showQuotaSetDefaults: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def show_quota_set_detail(flow: Flow) -> None:
+    """operation showQuotaSetDetail: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -498,6 +553,90 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "listServerMetadata": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listServerMetadata",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_server_metadata,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata", "action": "show"},
+    ),
+    "updateServerMetadata": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateServerMetadata",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_server_metadata,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata_replaced", "action": "update"},
+    ),
+    "createServerMetadata": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createServerMetadata",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_server_metadata,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata", "action": "update"},
+    ),
+    "showServerMetadataItem": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showServerMetadataItem",
+        behaviour="compute.show_server_metadata_item",
+        on_error=None,
+        run=show_server_metadata_item,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata"},
+    ),
+    "updateServerMetadataItem": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateServerMetadataItem",
+        behaviour="compute.update_server_metadata_item",
+        on_error=None,
+        run=update_server_metadata_item,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata"},
+    ),
+    "deleteServerMetadataItem": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteServerMetadataItem",
+        behaviour="compute.delete_server_metadata_item",
+        on_error=None,
+        run=delete_server_metadata_item,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_metadata"},
+    ),
+    "createServerExternalEvents": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createServerExternalEvents",
+        behaviour="compute.server_external_events",
+        on_error=None,
+        run=create_server_external_events,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server"},
+    ),
     "listFloatingIpPools": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -664,6 +803,54 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"query": "limits"},
+    ),
+    "showQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSet",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "quota_set_shown"},
+    ),
+    "updateQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateQuotaSet",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "quota_set", "action": "upsert"},
+    ),
+    "showQuotaSetDefaults": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSetDefaults",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set_defaults,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "quota_set_defaults"},
+    ),
+    "showQuotaSetDetail": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showQuotaSetDetail",
+        behaviour="resource.query",
+        on_error=None,
+        run=show_quota_set_detail,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "quota_set_detail"},
     ),
     "listHypervisors": HandlerSpec(
         component=COMPONENT,
@@ -916,6 +1103,83 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v2.1/servers/{server_id}/metadata",
+        "listServerMetadata",
+        HANDLERS["listServerMetadata"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/servers/{server_id}/metadata",
+        "updateServerMetadata",
+        HANDLERS["updateServerMetadata"],
+        request_model=models.ServerMetadata,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "POST",
+        "/v2.1/servers/{server_id}/metadata",
+        "createServerMetadata",
+        HANDLERS["createServerMetadata"],
+        request_model=models.ServerMetadata,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/metadata/{key}",
+        "showServerMetadataItem",
+        HANDLERS["showServerMetadataItem"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/servers/{server_id}/metadata/{key}",
+        "updateServerMetadataItem",
+        HANDLERS["updateServerMetadataItem"],
+        request_model=models.ServerMetadataItem,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/servers/{server_id}/metadata/{key}",
+        "deleteServerMetadataItem",
+        HANDLERS["deleteServerMetadataItem"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "POST",
+        "/v2.1/os-server-external-events",
+        "createServerExternalEvents",
+        HANDLERS["createServerExternalEvents"],
+        request_model=models.ServerExternalEventsRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-server-external-events:create",
+    ),
+    Route(
+        "GET",
         "/v2.1/os-floating-ip-pools",
         "listFloatingIpPools",
         HANDLERS["listFloatingIpPools"],
@@ -1067,6 +1331,50 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-quota-sets/{project_id}",
+        "showQuotaSet",
+        HANDLERS["showQuotaSet"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:show",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/os-quota-sets/{project_id}",
+        "updateQuotaSet",
+        HANDLERS["updateQuotaSet"],
+        request_model=models.QuotaSetUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:update",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-quota-sets/{project_id}/defaults",
+        "showQuotaSetDefaults",
+        HANDLERS["showQuotaSetDefaults"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:anyone",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-quota-sets/{project_id}/detail",
+        "showQuotaSetDetail",
+        HANDLERS["showQuotaSetDetail"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:show",
     ),
     Route(
         "GET",

@@ -462,6 +462,7 @@ def build_resources(
                     resource=q["resource"],
                     default=q["default"],
                     count=q.get("count"),
+                    limits=q.get("limits"),
                 )
             )
         for qname, q in (data.get("queries") or {}).items():

@@ -20,8 +20,19 @@ _LOCKS: dict[tuple[str, str], asyncio.Lock] = {}
 
 
 def limit_of(rc: ResourceCall, quota: ir.Quota) -> int:
-    """The project's limit: the configured one (SPECSTACK_QUOTAS) or the spec's default."""
+    """The default limit: the configured one (SPECSTACK_QUOTAS) or the spec's default."""
     return int(rc.configured_quotas.get(quota.name, quota.default))
+
+
+async def project_limit(rc: ResourceCall, quota: ir.Quota, owner: str) -> int:
+    """The owner's limit: its own (the quota's `limits` resource's row of the project,
+    nova's os-quota-sets), else the default."""
+    if quota.limits:
+        sets = rc.of(quota.limits)
+        row = await sets.store.get(sets.res.res.table, owner) or {}
+        if row.get(quota.name) is not None:
+            return int(row[quota.name])
+    return limit_of(rc, quota)
 
 
 def _amount(quota: ir.Quota, rc: ResourceCall, doc: Doc) -> int:
@@ -64,10 +75,10 @@ def quota_of(rc: ResourceCall) -> ir.Quota | None:
 
 async def check(rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool) -> None:
     """Refuse `doc` if the owner's usage (with it) exceeds the limit."""
-    limit = limit_of(rc, quota)
+    owner = str(doc.get(rc.res.owner_field or "project_id") or "")
+    limit = await project_limit(rc, quota, owner)
     if limit < 0:
         return
-    owner = str(doc.get(rc.res.owner_field or "project_id") or "")
     used = await usage(rc, quota, owner)
     wanted = _amount(quota, rc, doc)
     total = used if inserted else used + wanted
@@ -80,12 +91,13 @@ async def check(rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool) 
 
 async def check_change(rc: ResourceCall, quota: ir.Quota, old: Doc, new: Doc) -> None:
     """Refuse a change of a counted row (cinder's os-extend) that would exceed the limit."""
-    limit = limit_of(rc, quota)
+    owner = str(old.get(rc.res.owner_field or "project_id") or "")
+    limit = await project_limit(rc, quota, owner)
     if limit < 0:
         return
     more = _amount(quota, rc, new) - _amount(quota, rc, old)
     if more <= 0:
         return
-    used = await usage(rc, quota, str(old.get(rc.res.owner_field or "project_id") or ""))
+    used = await usage(rc, quota, owner)
     if used + more > limit:
         raise rc.res.fail("over_quota", quota=quota.name, requested=more, used=used, limit=limit)

@@ -8,6 +8,7 @@ the modules named for it.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from specstack_runtime import jsoncodec
@@ -81,16 +82,21 @@ async def create(
 
 
 async def _store_new(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
-    """Insert the new row: counted against its quota, unique values settled."""
-    quota = quotas.quota_of(rc)
-    if quota is None:
+    """Insert the new row: counted against its quotas, unique values settled."""
+    counted = quotas.of_resource(rc) if quotas.quota_of(rc) is not None else []
+    if not counted:
         created = await _insert(rc, doc)
         await writes.settle_unique(rc, created)
         return created
-    async with quotas.lock(quota, str(doc.get(rc.res.owner_field or "project_id"))):
-        await quotas.check(rc, quota, doc, inserted=False)
+    owner = str(doc.get(rc.res.owner_field or "project_id"))
+    async with contextlib.AsyncExitStack() as held:
+        for quota in sorted(counted, key=lambda q: q.name):  # one order: no lock cycle
+            await held.enter_async_context(quotas.lock(quota, owner))
+        for quota in counted:
+            await quotas.check(rc, quota, doc, inserted=False)
         created = await _insert(rc, doc)
-        await quotas.check(rc, quota, created, inserted=True)
+        for quota in counted:
+            await quotas.check(rc, quota, created, inserted=True)
         await writes.settle_unique(rc, created)
         return created
 

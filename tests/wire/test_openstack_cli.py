@@ -420,6 +420,33 @@ def test_server_pause_suspend_and_lock(server: dict[str, Any], stack: Stack) -> 
     assert stack.run("server", "unlock", VM).stdout == ""
 
 
+def test_server_metadata(
+    server: dict[str, Any], stack: Stack, catalog: list[dict[str, Any]]
+) -> None:
+    """`server set/unset --property` (nova's metadata items), a replace and nova's limits."""
+    stack.run("server", "set", "--property", "role=web", "--property", "tier=1", VM)
+    assert stack.json("server", "show", VM)["properties"] == {"role": "web", "tier": "1"}
+    stack.run("server", "unset", "--property", "tier", VM)
+    assert stack.json("server", "show", VM)["properties"] == {"role": "web"}
+    gone = stack.run("server", "unset", "--property", "tier", VM, check=False)
+    assert gone.returncode != 0 and "Metadata item was not found" in gone.stderr
+    url = f"{_endpoint(catalog, 'compute')}/servers/{server['id']}/metadata"
+    headers = {"X-Auth-Token": str(stack.json("token", "issue")["id"])}
+    replaced = httpx.put(url, json={"metadata": {"a": "1"}}, headers=headers)
+    assert replaced.status_code == 200 and replaced.json() == {"metadata": {"a": "1"}}
+    item = httpx.get(f"{url}/a", headers=headers)
+    assert item.status_code == 200 and item.json() == {"meta": {"a": "1"}}
+    mismatch = httpx.put(f"{url}/a", json={"meta": {"b": "2"}}, headers=headers)
+    assert mismatch.status_code == 400
+    assert mismatch.json()["badRequest"]["message"] == "Request body and URI mismatch"
+    many = {f"k{i}": "v" for i in range(128)}  # with "a": one more than nova allows
+    refused = httpx.post(url, json={"metadata": many}, headers=headers)
+    assert refused.status_code == 403
+    assert refused.json()["forbidden"]["message"] == "Maximum number of metadata items exceeds 128"
+    assert httpx.delete(f"{url}/a", headers=headers).status_code == 204
+    assert stack.json("server", "show", VM)["properties"] == {}
+
+
 # -- volumes -------------------------------------------------------------------------------
 
 
@@ -511,6 +538,60 @@ def test_object_list_glance(stack: Stack) -> None:
     assert objects[image["id"]]["Bytes"] == image["size"]
     listed = stack.run("object", "list", "glance", cloud="specstack-admin", check=False)
     assert listed.returncode != 0 and "Not Found" in listed.stderr
+
+
+# -- quotas ---------------------------------------------------------------------------------
+
+
+def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
+    """An administrator's limit on the project's instances holds: one server more than it
+    allows is refused with nova's 403; the project's members see it and may not change it."""
+    # nova's, cinder's and neutron's quotas, the defaults where the project has none of its own
+    limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+    assert limits["instances"] == 100 and limits["properties"] == 128
+    assert limits["gigabytes"] == 1000 and limits["snapshots"] == 10 and limits["networks"] == -1
+    rows = stack.json("quota", "show", "--compute", "--usage", demo_project)
+    shown = {r["Resource"]: r for r in rows}
+    used = int(shown["instances"]["In Use"])
+    refused = stack.run("quota", "set", "--instances", "3", demo_project, check=False)
+    assert refused.returncode != 0 and "Policy doesn't allow" in refused.stderr
+    limit = used + 1
+    stack.run(
+        "quota", "set", "--instances", str(limit), "--gigabytes", "50", "--networks", "40",
+        demo_project, cloud="specstack-admin",
+    )  # fmt: skip
+    create = (
+        "server",
+        "create",
+        "--image",
+        "demo-image",
+        "--flavor",
+        "m1.tiny",
+        "--network",
+        "private",
+    )
+    try:
+        rows = stack.json("quota", "show", "--compute", demo_project)
+        assert {r["Resource"]: r["Limit"] for r in rows}["instances"] == limit
+        absolute = {r["Name"]: r["Value"] for r in stack.json("limits", "show", "--absolute")}
+        assert absolute["max_total_instances"] == limit
+        assert absolute["max_total_volume_gigabytes"] == 50
+        limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+        assert limits["gigabytes"] == 50 and limits["networks"] == 40
+        stack.run(*create, "wire-quota-vm-1")
+        refused = stack.run(*create, "wire-quota-vm-2", check=False)
+        assert refused.returncode != 0
+        assert (
+            f"Quota exceeded for instances: Requested 1, but already used {limit} of {limit} "
+            "instances" in refused.stderr
+        )
+        assert "wire-quota-vm-2" not in _names(stack.json("server", "list"))
+    finally:
+        stack.run(
+            "quota", "set", "--instances", "100", "--gigabytes", "1000", "--networks", "-1",
+            demo_project, cloud="specstack-admin",
+        )  # fmt: skip
+        stack.run("server", "delete", "--wait", "wire-quota-vm-1", check=False)
 
 
 # -- openstacksdk --------------------------------------------------------------------------

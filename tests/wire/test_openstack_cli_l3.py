@@ -1,10 +1,13 @@
 """Routers and floating IPs through the real `openstack` CLI, once an administrator made an
 external network: a router's gateway and interface, floating IPs allocated, associated
-with a port, listed, released; nova's floating IP pools."""
+with a port, listed, released; nova's floating IP pools; openstacksdk's
+`create_server(..., auto_ip=True, wait=True)`, which waits for the floating IP to show in
+the server's addresses."""
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any
 
 import httpx
@@ -86,6 +89,50 @@ def test_floating_ip_create_associate_list(
 def _by_address(rows: list[dict[str, Any]], address: str) -> dict[str, Any]:
     (row,) = [r for r in rows if r["Floating IP Address"] == address]
     return row
+
+
+# The SDK's notes about its own API (DeprecationWarning, PendingDeprecationWarning).
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
+def test_sdk_create_server_with_auto_ip(
+    stack: Stack, router: dict[str, Any], public: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import openstack
+
+    for name in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(stack.clouds))
+    conn = openstack.connect(cloud="specstack")
+    try:
+        server = conn.create_server(
+            "wire-sdk-fip-vm", image="demo-image", flavor="m1.tiny", network="private",
+            wait=True, auto_ip=True, timeout=120,
+        )  # fmt: skip
+        assert server.status == "ACTIVE"
+        # what the SDK waited for: the address among the server's floating ones
+        (floating,) = [
+            e["addr"] for e in server.addresses["private"] if e["OS-EXT-IPS:type"] == "floating"
+        ]
+        shown = conn.get_server(server.id)
+        assert shown is not None and shown.public_v4 == floating
+        assert ipaddress.ip_address(floating) in RANGE
+        # nova shows it beside the fixed address, on the port's network
+        (port,) = conn.network.ports(device_id=server.id)
+        entries = conn.compute.get_server(server.id).addresses["private"]
+        assert [
+            (e["addr"], e["OS-EXT-IPS:type"], e["OS-EXT-IPS-MAC:mac_addr"]) for e in entries
+        ] == [
+            (port.fixed_ips[0]["ip_address"], "fixed", port.mac_address),
+            (floating, "floating", port.mac_address),
+        ]
+        fip = stack.json("floating", "ip", "show", floating)
+        assert fip["port_id"] == port.id and fip["router_id"] == router["id"]
+        # let go, it leaves the server's addresses
+        stack.run("floating", "ip", "unset", "--port", floating)
+        left = conn.compute.get_server(server.id).addresses["private"]
+        assert [e["addr"] for e in left] == [port.fixed_ips[0]["ip_address"]]
+        assert conn.delete_server(server.id, wait=True, timeout=120, delete_ips=True) is True
+    finally:
+        conn.close()
 
 
 def test_floating_ip_pools_and_router_removal(stack: Stack, router: dict[str, Any]) -> None:

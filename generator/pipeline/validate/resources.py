@@ -193,6 +193,8 @@ class _Checker:
         for qname, q in (data.get("quotas") or {}).items():
             if q["resource"] not in resources:
                 self.at(f, ["quotas", qname, "resource"], self._unknown(q["resource"], resources))
+            if q.get("limits") and q["limits"] not in resources:
+                self.at(f, ["quotas", qname, "limits"], self._unknown(q["limits"], resources))
             self.expr(f, ["quotas", qname, "count"], q.get("count"))
         for qname, q in (data.get("queries") or {}).items():
             self._query(f, qname, q, resources, fields)

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: neutron_db_0001_72eb30505b
+Revision ID: neutron_db_0001_000504b5ee
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "neutron_db_0001_72eb30505b"
+revision = "neutron_db_0001_000504b5ee"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -158,9 +158,19 @@ def upgrade() -> None:
     op.create_index("ix_floatingips_floating_network_id", "floatingips", ["floating_network_id"])
     op.create_index("ix_floatingips_port_id", "floatingips", ["port_id"])
     op.create_index("ix_floatingips_router_id", "floatingips", ["router_id"])
+    op.create_table(
+        "quotas",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_quotas_created_at", "quotas", ["created_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("quotas")
     op.drop_table("floatingips")
     op.drop_table("routers")
     op.drop_table("securitygrouprules")

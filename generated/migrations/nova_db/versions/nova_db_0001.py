@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: nova_db_0001_3ac64ccc23
+Revision ID: nova_db_0001_69a2b553b4
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "nova_db_0001_3ac64ccc23"
+revision = "nova_db_0001_69a2b553b4"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -113,6 +113,15 @@ def upgrade() -> None:
     op.create_index("ix_keypairs_user_id", "keypairs", ["user_id"])
     op.create_index("ix_keypairs_name", "keypairs", ["name"])
     op.create_table(
+        "quota_sets",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_quota_sets_created_at", "quota_sets", ["created_at"])
+    op.create_table(
         "block_device_mappings",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("created_at", sa.String(32), nullable=False),
@@ -131,6 +140,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("block_device_mappings")
+    op.drop_table("quota_sets")
     op.drop_table("keypairs")
     op.drop_table("compute_nodes")
     op.drop_table("flavors")
