@@ -31,6 +31,9 @@ class ResourceCall:
     #: them: `refs` in `refuse` rules (cinder: a clone's source volume)
     refs: dict[str, Doc] = field(default_factory=dict)
     revealed: dict[str, Any] = field(default_factory=dict)  # shown_once values of a create
+    #: the owners' own quota limits this call read ((limits resource, owner) -> row): a
+    #: create checks each of its quotas twice, the row is read once
+    limit_rows: dict[tuple[str, str], Doc] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:

@@ -28,8 +28,11 @@ async def project_limit(rc: ResourceCall, quota: ir.Quota, owner: str) -> int:
     """The owner's limit: its own (the quota's `limits` resource's row of the project,
     nova's os-quota-sets), else the default."""
     if quota.limits:
-        sets = rc.of(quota.limits)
-        row = await sets.store.get(sets.res.res.table, owner) or {}
+        key = (quota.limits, owner)
+        row = rc.limit_rows.get(key)
+        if row is None:
+            sets = rc.of(quota.limits)
+            row = rc.limit_rows[key] = await sets.store.get(sets.res.res.table, owner) or {}
         if row.get(quota.name) is not None:
             return int(row[quota.name])
     return limit_of(rc, quota)

@@ -17,8 +17,9 @@ from specstack_runtime import logs
 #: Statements of one boot-vm flow (token issued in step 2, no volume) on a warm stack: 35
 #: when this was written (37 before a port's create reused the network it had checked and
 #: its port_update step the same row), 39 since a build takes its instance by
-#: compare-and-set and the scheduler records the host it claims on before the claim.
-MOST_PER_BOOT = 39
+#: compare-and-set and the scheduler records the host it claims on before the claim, 41
+#: since nova and neutron read the project's own quota limits (once per create).
+MOST_PER_BOOT = 41
 
 
 @pytest.fixture(scope="module")
