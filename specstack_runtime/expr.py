@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import ipaddress
 import re
 import secrets
 import sys
@@ -63,6 +64,7 @@ VARIABLES = (
     "parent",
     "rules",
     "refs",
+    "item",
 )
 
 
@@ -132,6 +134,13 @@ def _random_secret(nbytes: int) -> str:
     return secrets.token_urlsafe(max(16, min(int(nbytes), 256)))
 
 
+def _ip_version(text: str) -> int:
+    try:
+        return ipaddress.ip_address(text).version
+    except ValueError:
+        return 0
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -149,6 +158,10 @@ def _env() -> Any:
                     impl=_pairs,
                 )
             ],
+        ),
+        cel.FunctionDecl(
+            "ip_version",
+            [cel.Overload("ip_version_string", cel.Type.INT, [cel.Type.STRING], impl=_ip_version)],
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
         cel.FunctionDecl("uuid4", [cel.Overload("uuid4_", cel.Type.STRING, [], impl=_uuid4)]),

@@ -223,6 +223,8 @@ class Guard(Node):  # an operation refused while a condition holds (a protected 
     on: tuple[str, ...]  # engine actions (create, update, delete) or state-machine actions
     when: str  # CEL over doc (the row; on create the new row) and changes
     unless: str | None = None  # a policy rule: callers it allows are not refused
+    each: str | None = None  # CEL: a list; `when` is checked for each `item` of it
+    quote: dict[str, str] = {}  # name -> CEL: values the message may quote
     status: int = 409
     message: str
     kind: str | None = None

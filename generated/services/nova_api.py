@@ -408,7 +408,6 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=("boot-vm", "3"),
         auth_in_steps=True,
-        args={"forced_host": "rule:os_compute_api:servers:create:forced_host"},
     ),
     "listServersDetailed": HandlerSpec(
         component=COMPONENT,

@@ -8,9 +8,7 @@
 
 from __future__ import annotations
 
-import base64
 import copy
-import ipaddress
 import secrets
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -26,22 +24,14 @@ from specstack_runtime.behaviours.conductor import (
     instance_ref,
     make_fault,
 )
-from specstack_runtime.behaviours.nova_common import (
-    SERVER,
-    is_uuid,
-    project_auth,
-    store_of,
-)
+from specstack_runtime.behaviours.nova_common import SERVER, project_auth, store_of
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
-from specstack_runtime.context import Call, Interaction, Reply
-from specstack_runtime.errors import (
-    BadRequest,
-    Forbidden,
-    StepFailed,
-)
+from specstack_runtime.context import AuthContext, Call, Interaction, Reply
+from specstack_runtime.errors import BadRequest, StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import quotas, writes
+from specstack_runtime.resources import guards, quotas, writes
+from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
 from specstack_runtime.store import Doc, Store
@@ -55,207 +45,65 @@ def _ref_id(ref: Any) -> str:
     return text
 
 
-def _server_of(body: Any) -> dict[str, Any]:
-    server = body.get("server") if isinstance(body, dict) else None
-    if not isinstance(server, dict):
-        raise BadRequest("Invalid input for field/attribute server: a server object is required.")
-    return server
-
-
-def _boot_index(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadRequest(
-            f"Invalid input for field/attribute boot_index. Value: {value}. "
-            "It must be an integer or null."
-        ) from None
-
-
 def boot_image_id(server: Mapping[str, Any]) -> str | None:
     """The image a create request boots from: imageRef, or the bdm's boot image."""
     ref = server.get("imageRef")
     if ref not in (None, ""):
         return _ref_id(ref)
-    for bdm in server.get("block_device_mapping_v2") or []:
-        if (
-            isinstance(bdm, dict)
-            and bdm.get("source_type") == "image"
-            and bdm.get("destination_type", "local") == "local"
-            and str(bdm.get("boot_index")) == "0"
-            and bdm.get("uuid")
+    for bdm in _block_devices(server):
+        if (bdm["source_type"], bdm["destination_type"], bdm["boot_index"]) == (
+            "image",
+            "local",
+            0,
         ):
             return str(bdm["uuid"])
     return None
 
 
-def _block_devices(server: Mapping[str, Any], image_id: str | None) -> list[dict[str, Any]]:
-    """block_device_mapping_v2 checked and normalised to the message type."""
+def _int_or_raw(value: Any) -> Any:
+    try:
+        return None if value in (None, "") else int(value)
+    except (TypeError, ValueError):
+        return value  # the spec's rules refuse it, quoting it
+
+
+def _block_devices(server: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """block_device_mapping_v2 in the message type's shape (nova's defaults filled in);
+    the spec's rules judge it."""
     out: list[dict[str, Any]] = []
-    boot_seen = False
-    volumes: set[str] = set()
-    for raw in server.get("block_device_mapping_v2") or []:
-        if not isinstance(raw, dict):
-            raise BadRequest("Block Device Mapping is Invalid: each mapping must be an object.")
-        source = raw.get("source_type", "image" if raw.get("image_id") else "volume")
-        dest = raw.get("destination_type", "local" if source == "image" else "volume")
-        uuid = (
-            raw.get("uuid") or raw.get("volume_id") or raw.get("image_id") or raw.get("snapshot_id")
-        )
-        index = _boot_index(raw.get("boot_index"))
-        if index is not None and index < 0:
-            index = -1
-        if index == 0:
-            if boot_seen:
-                raise BadRequest(
-                    "Block Device Mapping is Invalid: Boot sequence for the instance and "
-                    "image/block device mapping combination is not valid."
-                )
-            boot_seen = True
-        if source == "image" and dest == "local":
-            if index != 0:
-                raise BadRequest(
-                    "Block Device Mapping is Invalid: an image mapped to a local disk must "
-                    "be the boot device (boot_index 0)."
-                )
-            if not uuid:
-                raise BadRequest("Block Device Mapping is Invalid: the image has no uuid.")
-            if image_id and _ref_id(uuid) != image_id:
-                raise BadRequest(
-                    f"Block Device Mapping is Invalid: image {uuid} differs from imageRef {image_id}."
-                )
-        elif source == "volume" and dest == "volume":
-            if not uuid or not isinstance(uuid, str):
-                raise BadRequest("Block Device Mapping is Invalid: a volume mapping needs a uuid.")
-            if uuid in volumes:
-                raise BadRequest(f"Block Device Mapping is Invalid: volume {uuid} is given twice.")
-            volumes.add(uuid)
-        elif source == "blank" and dest == "local":
-            raise BadRequest(
-                "Block Device Mapping is Invalid: ephemeral and swap disks are not supported "
-                "by this cloud."
-            )
-        else:
-            raise BadRequest(
-                f"Block Device Mapping is Invalid: source_type {source} with destination_type "
-                f"{dest} (creating volumes at boot) is not supported by this cloud."
-            )
+    given = server.get("block_device_mapping_v2")
+    for raw in given if isinstance(given, list) else []:
+        bdm = raw if isinstance(raw, dict) else {}
+        source = bdm.get("source_type", "image" if bdm.get("image_id") else "volume")
+        keys = ("uuid", "volume_id", "image_id", "snapshot_id")
+        index = _int_or_raw(bdm.get("boot_index"))
         item: dict[str, Any] = {
             "source_type": source,
-            "destination_type": dest,
-            "uuid": str(uuid),
-            "boot_index": index,
-            "delete_on_termination": bool(raw.get("delete_on_termination", source == "image")),
+            "destination_type": bdm.get(
+                "destination_type", "local" if source == "image" else "volume"
+            ),
+            "uuid": str(next((bdm[k] for k in keys if bdm.get(k)), "")),
+            "boot_index": max(index, -1) if isinstance(index, int) else index,
+            "delete_on_termination": bool(bdm.get("delete_on_termination", source == "image")),
         }
-        size = raw.get("volume_size")
-        if size not in (None, ""):
-            try:
-                item["volume_size"] = int(size)
-            except (TypeError, ValueError):
-                raise BadRequest(f"Invalid volume_size {size!r}: an integer is expected.") from None
+        if bdm.get("volume_size") not in (None, ""):
+            item["volume_size"] = _int_or_raw(bdm["volume_size"])
         out.append(item)
     return out
 
 
 def _requested_networks(networks: Any) -> list[dict[str, Any]]:
-    if networks is None:
-        return []
-    if not isinstance(networks, list):
-        raise BadRequest("Bad networks format")
+    """`networks` as the message type's RequestedNetwork items; the spec's rules judge them."""
     out: list[dict[str, Any]] = []
-    for net in networks:
+    for net in networks if isinstance(networks, list) else []:
         if not isinstance(net, dict):
-            raise BadRequest("Bad networks format")
-        item: dict[str, Any] = {}
+            continue
         port = net.get("port")
-        if port:
-            if not is_uuid(port):
-                raise BadRequest(f"Bad networks format: port uuid is not in proper format ({port})")
-            item["port_id"] = str(port)
-        else:
-            uuid = net.get("uuid")
-            if not uuid or not is_uuid(uuid):
-                raise BadRequest(
-                    f"Bad networks format: network uuid is not in proper format ({uuid})"
-                )
-            item["network_id"] = str(uuid)
-        fixed = net.get("fixed_ip")
-        if fixed is not None:
-            try:
-                ipaddress.ip_address(str(fixed))
-            except ValueError:
-                raise BadRequest(f"Invalid fixed IP address ({fixed})") from None
-            item["fixed_ip"] = str(fixed)
+        item = {"port_id": str(port)} if port else {"network_id": str(net.get("uuid") or "")}
+        if net.get("fixed_ip") is not None:
+            item["fixed_ip"] = str(net["fixed_ip"])
         out.append(item)
-    ports = [n["port_id"] for n in out if "port_id" in n]
-    if len(ports) != len(set(ports)):
-        raise BadRequest("Bad networks format: a port is requested twice.")
     return out
-
-
-def _access_ip(server: Mapping[str, Any], key: str, version: int) -> str:
-    value = server.get(key)
-    if value in (None, ""):
-        return ""
-    try:
-        addr = ipaddress.ip_address(str(value))
-    except ValueError:
-        addr = None
-    if addr is None or addr.version != version:
-        raise BadRequest(
-            f"Invalid input for field/attribute {key}. Value: {value}. Not an IPv{version} address."
-        )
-    return str(addr)
-
-
-async def _flavor_for(store: Store, ref: Any) -> Doc:
-    flavor_id = _ref_id(ref)
-    doc = await store.get(FLAVORS, flavor_id) if flavor_id else None
-    if doc is None or flavor_is_disabled(doc):
-        raise BadRequest(f"Flavor {flavor_id} could not be found.")
-    return doc
-
-
-async def _availability_zone(call: Call, store: Store, value: Any) -> tuple[str | None, list[str]]:
-    """The requested zone, and the hosts to ignore when a host is forced ("zone:host")."""
-    if value in (None, ""):
-        return None, []
-    zone, _, rest = str(value).partition(":")
-    host = rest.split(":", 1)[0] if rest else ""
-    nodes = await store.list(COMPUTE_NODES)
-    zones = {str(n.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE) for n in nodes}
-    if zone and zone not in zones:
-        raise BadRequest("The requested availability zone is not available")
-    if not host:
-        return zone or None, []
-    call.enforce("forced_host")
-    hosts = {str(n["host"]) for n in nodes}
-    if host not in hosts:
-        raise BadRequest(f"Compute host {host} could not be found.")
-    return zone or None, sorted(hosts - {host})
-
-
-def _check_image(image: Mapping[str, Any], flavor: Mapping[str, Any]) -> None:
-    image_id = image.get("id")
-    if image.get("status") != "active":
-        raise BadRequest(f"Image {image_id} is not active.")
-    if int(image.get("min_ram") or 0) > flavor["ram"]:
-        raise BadRequest("Flavor's memory is too small for requested image.")
-    disk_bytes = flavor["disk"] * 1024**3
-    if flavor["disk"] and int(image.get("min_disk") or 0) > flavor["disk"]:
-        raise BadRequest(
-            "Flavor's disk is too small for requested image. Flavor disk is "
-            f"{disk_bytes} bytes, minimum requested disk is "
-            f"{int(image.get('min_disk') or 0) * 1024**3} bytes."
-        )
-    size = int(image.get("size") or 0)
-    if flavor["disk"] and size > disk_bytes:
-        raise BadRequest(
-            "Flavor's disk is too small for requested image. Flavor disk is "
-            f"{disk_bytes} bytes, image is {size} bytes."
-        )
 
 
 @behaviour("compute.check_image", via=("http",))
@@ -273,162 +121,110 @@ async def check_image(ix: Interaction) -> None:
     ix.vars["image"] = resp.json()
 
 
+def _new_row(rc: ResourceCall, server: Mapping[str, Any], auth: AuthContext) -> Doc:
+    """The instance the request makes: the spec's server defaults (building, for the
+    scheduler, no host...), and the request's values."""
+    uuid = str(uuidlib.uuid4())
+    image_id = boot_image_id(server)
+    bdms = _block_devices(server)
+    if image_id and not any(b["source_type"] == "image" for b in bdms):
+        bdms.insert(0, {"source_type": "image", "destination_type": "local", "uuid": image_id,
+                        "boot_index": 0, "delete_on_termination": True})  # fmt: skip
+    zone = str(server.get("availability_zone") or "").split(":")[0]
+    groups = [str(g["name"]) for g in server.get("security_groups") or [] if isinstance(g, dict) and g.get("name")]  # fmt: skip
+    row: Doc = copy.deepcopy(rc.res.complete({}))
+    row.update(
+        id=uuid,
+        name=server["name"],
+        project_id=auth.project_id,
+        user_id=auth.user_id,
+        image_ref=image_id or "",
+        flavor_id=_ref_id(server.get("flavorRef")),
+        flavor=None,
+        availability_zone=zone or None,
+        key_name=server.get("key_name"),
+        metadata=server.get("metadata") or {},
+        requested_networks=_requested_networks(server.get("networks")),
+        block_device_mapping=bdms,
+        security_groups=groups or ["default"],
+        addresses={},
+        fault=None,
+        progress=0,
+        access_ip_v4=str(server.get("accessIPv4") or ""),
+        access_ip_v6=str(server.get("accessIPv6") or ""),
+        config_drive="True" if server.get("config_drive") else "",
+        disk_config=server.get("OS-DCF:diskConfig") or rc.res.fields["OS-DCF:diskConfig"].default,
+        instance_name=f"instance-{uuid[:8]}",
+        user_data=server.get("user_data"),
+        reservation_id=f"r-{secrets.token_hex(4)}",
+    )
+    return row
+
+
+async def _find_refs(call: Call, store: Store, row: Doc) -> dict[str, Any]:
+    """What the spec's create rules check the request against (`refs`)."""
+    refs: dict[str, Any] = {"hosts": {}}
+    for node in await store.list(COMPUTE_NODES):
+        zone = node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
+        refs["hosts"][str(node["host"])] = str(zone)
+    flavor = await store.get(FLAVORS, row["flavor_id"]) if row["flavor_id"] else None
+    if flavor is not None and not flavor_is_disabled(flavor):
+        refs["flavor"] = row["flavor"] = flavor_info(flavor)
+    image = call.vars.get("image")
+    if row["image_ref"] and isinstance(image, dict) and str(image.get("id")) == row["image_ref"]:
+        refs["image"] = image
+    if row["key_name"] is not None:
+        where = {"user_id": row["user_id"], "name": row["key_name"]}
+        refs.update({"keypair": found[0]} if (found := await store.list(KEYPAIRS, where)) else {})
+    return refs
+
+
 @behaviour("compute.create_server", needs=("compute",))
 async def create_server(call: Call) -> Reply:
     """boot-vm step 5: validate, check quota, record the instance (BUILD); 202."""
     auth = project_auth(call)
     store = store_of(call)
-    server = _server_of(call.body)
-
-    # the name and the disk config as the spec's server resource rules them (length,
-    # pattern, enum, default); its `data` gives the metadata limit
-    server_rc = engine_call(call, SERVER)
-    fields = server_rc.res.fields
-    name = server.get("name")
-    if not isinstance(name, str):
-        raise server_rc.res.fail("invalid", field="name", value=name)
-    writes.check_value(server_rc, fields["name"], name)
-    disk_field = fields["OS-DCF:diskConfig"]
-    disk_config = server.get("OS-DCF:diskConfig") or disk_field.default
-    writes.check_value(server_rc, disk_field, disk_config)
-    max_metadata = int(server_rc.res.res.data["metadata_items"])
-    for key in ("min_count", "max_count"):
-        count = server.get(key, 1)
-        if count != 1:
-            raise BadRequest(
-                f"Invalid {key} {count}: this cloud creates one server per request "
-                "(min_count and max_count must be 1)."
-            )
-    flavor_doc = await _flavor_for(store, server.get("flavorRef"))
-    flavor = flavor_info(flavor_doc)
-
-    image_id = boot_image_id(server)
-    bdms = _block_devices(server, image_id if server.get("imageRef") else None)
-    boot_volume = next(
-        (b for b in bdms if b["source_type"] == "volume" and b["boot_index"] == 0), None
-    )
-    if image_id and boot_volume is not None:
-        raise BadRequest(
-            "Block Device Mapping is Invalid: Boot sequence for the instance and "
-            "image/block device mapping combination is not valid."
-        )
-    if not image_id and boot_volume is None:
-        raise BadRequest("Missing imageRef attribute")
-    if image_id and not any(b["source_type"] == "image" for b in bdms):
-        bdms.insert(
-            0,
-            {
-                "source_type": "image",
-                "destination_type": "local",
-                "uuid": image_id,
-                "boot_index": 0,
-                "delete_on_termination": True,
-            },
-        )
-    image = call.vars.get("image")
-    if image_id and isinstance(image, dict) and str(image.get("id")) == image_id:
-        _check_image(image, flavor)
-
-    networks = _requested_networks(server.get("networks"))
-
-    key_name = server.get("key_name")
-    if key_name is not None:
-        found = await store.list(KEYPAIRS, {"user_id": auth.user_id, "name": key_name})
-        if not found:
-            raise BadRequest(f"Keypair {key_name} not found for user {auth.user_id}")
-
-    zone, ignore_hosts = await _availability_zone(call, store, server.get("availability_zone"))
-
-    metadata = server.get("metadata") or {}
-    if not isinstance(metadata, dict) or any(
-        not isinstance(k, str) or not 0 < len(k) <= 255 or not isinstance(v, str) or len(v) > 255
-        for k, v in metadata.items()
-    ):
-        raise BadRequest(
-            "Invalid input for field/attribute metadata: keys and values are "
-            "strings of 1 to 255 (keys) and at most 255 (values) characters."
-        )
-    if len(metadata) > max_metadata:
-        raise Forbidden(
-            f"Quota exceeded for metadata_items: Requested {len(metadata)}, "
-            f"but the limit is {max_metadata}"
-        )
-    user_data = server.get("user_data")
-    if user_data is not None:
-        try:
-            base64.b64decode(str(user_data), validate=True)
-        except ValueError:
-            raise BadRequest("User data needs to be valid base 64.") from None
-    access_v4 = _access_ip(server, "accessIPv4", 4)
-    access_v6 = _access_ip(server, "accessIPv6", 6)
-    groups = [
-        str(g.get("name"))
-        for g in server.get("security_groups") or [{"name": "default"}]
-        if isinstance(g, dict) and g.get("name")
-    ] or ["default"]
+    rc = engine_call(call, SERVER)
+    server = call.body.get("server") if isinstance(call.body, dict) else None
+    if not isinstance(server, dict):
+        raise rc.res.fail("body", envelope="server")
+    # the name and the disk config as the spec's server resource rules them
+    fields = rc.res.fields
+    if not isinstance(server.get("name"), str):
+        raise rc.res.fail("invalid", field="name", value=server.get("name"))
+    writes.check_value(rc, fields["name"], server["name"])
+    row = _new_row(rc, server, auth)
+    writes.check_value(rc, fields["OS-DCF:diskConfig"], row["disk_config"])
+    rc.refs = await _find_refs(call, store, row)
+    _, _, forced = str(server.get("availability_zone") or "").partition(":")
+    forced_host = forced.split(":", 1)[0] or None
+    guards.check(rc, "create", {**row, "forced_host": forced_host}, changes=server)
 
     # the spec's quotas on servers (instances, cores, RAM): refused before anything is written
-    limits = quotas.of_resource(server_rc)
-    wanted = {"project_id": auth.project_id, "flavor": flavor}
+    limits = quotas.of_resource(rc)
     for quota in limits:
-        await quotas.check(server_rc, quota, wanted, inserted=False)
-
-    uuid = str(uuidlib.uuid4())
-    admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
-    # what every new instance is (building, for the scheduler, no host, no ports...): the
-    # spec's server resource defaults; the rest is the request's
-    row: Doc = copy.deepcopy(server_rc.res.complete({}))
-    row.update(
-        id=uuid,
-        name=name,
-        project_id=auth.project_id,
-        user_id=auth.user_id,
-        image_ref=image_id or "",
-        flavor_id=flavor["id"],
-        flavor=flavor,
-        availability_zone=zone,
-        key_name=key_name,
-        metadata=dict(metadata),
-        requested_networks=networks,
-        block_device_mapping=bdms,
-        security_groups=groups,
-        addresses={},
-        fault=None,
-        progress=0,
-        access_ip_v4=access_v4,
-        access_ip_v6=access_v6,
-        config_drive="True" if server.get("config_drive") else "",
-        disk_config=disk_config,
-        instance_name=f"instance-{uuid[:8]}",
-        user_data=user_data,
-        reservation_id=f"r-{secrets.token_hex(4)}",
-    )
+        await quotas.check(rc, quota, row, inserted=False)
     row = await store.create(INSTANCES, row)
     for quota in limits:  # counted again with the row in: of racing creates, the later goes
-        await quotas.check(server_rc, quota, row, inserted=True)
+        await quotas.check(rc, quota, row, inserted=True)
     call.vars["instance"] = row
-    call.vars["flavor"] = flavor
+    call.vars["flavor"] = row["flavor"]
     call.vars["request_spec"] = {
-        "flavor": flavor,
-        "image_id": image_id,
-        "availability_zone": zone,
+        "flavor": row["flavor"],
+        "image_id": row["image_ref"] or None,
+        "availability_zone": row["availability_zone"],
         "num_instances": 1,
-        "ignore_hosts": ignore_hosts,
+        "ignore_hosts": sorted(set(rc.refs["hosts"]) - {forced_host}) if forced_host else [],
     }
-    links = render(server_rc, row)["links"]  # as the spec's server resource writes them
+    links = render(rc, row)["links"]  # as the spec's server resource writes them
+    groups = [{"name": g} for g in row["security_groups"]]
+    admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
     return Reply(
         202,
-        {
-            "server": {
-                "id": uuid,
-                "links": links,
-                "adminPass": admin_pass,
-                "OS-DCF:diskConfig": disk_config,
-                "security_groups": [{"name": g} for g in groups],
-            }
-        },
+        {"server": {"id": row["id"], "links": links, "adminPass": admin_pass,
+                    "OS-DCF:diskConfig": row["disk_config"], "security_groups": groups}},
         headers={"Location": links[0]["href"]},
-    )
+    )  # fmt: skip
 
 
 def schedule_payload(

@@ -6,7 +6,8 @@ condition over the row (`doc`) and the requested changes (`changes`), and the
 status and message of the refusal; `unless` names a policy rule whose callers
 are let through (glance: only `publicize_image` callers may make an image public).
 On a create or an update, `refs` holds the rows its references name (cinder: a clone's
-source volume must be available or in-use).
+source volume must be available or in-use). `each` checks the condition for every `item`
+of a list (nova's requested networks), and `quote` gives the message computed values.
 """
 
 from __future__ import annotations
@@ -25,13 +26,21 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
             continue
         full = rc.res.complete(doc)
         seen: dict[str, Any] = {**full, **(changes or {})}
-        if not compile_expr(guard.when).evaluate(
-            **rc.variables(
-                doc=full, changes=dict(changes if changes is not None else seen), refs=rc.refs
-            )
-        ):
+        names = rc.variables(
+            doc=full, changes=dict(changes if changes is not None else seen), refs=rc.refs
+        )
+        # `each`: the rule holds for an item of the list (the first one quoted)
+        items = compile_expr(guard.each).evaluate(**names) if guard.each else [None]
+        when = compile_expr(guard.when)
+        item = next((i for i in items if when.evaluate(**names, item=i)), _NONE)
+        if item is _NONE:
             continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
-        values = {**seen, "id": doc.get("id"), "old": full, "refs": rc.refs}
+        values = {**seen, "id": doc.get("id"), "old": full, "refs": rc.refs, "item": item}
+        for name, text in guard.quote.items():
+            values[name] = compile_expr(text).evaluate(**names, item=item)
         raise error(guard.status, fill(guard.message, values), guard.kind)
+
+
+_NONE = object()

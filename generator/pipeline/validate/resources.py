@@ -394,6 +394,10 @@ class _Checker:
         for i, g in enumerate(r.get("refuse") or ()):
             self.expr(f, [*base, "refuse", i, "when"], g.get("when"))
             self.rule(f, [*base, "refuse", i, "unless"], g.get("unless"))
+            if g.get("each"):
+                self.expr(f, [*base, "refuse", i, "each"], g["each"])
+            for name, text in (g.get("quote") or {}).items():
+                self.expr(f, [*base, "refuse", i, "quote", name], text)
         actions = set(((r.get("states") or {}).get("actions") or {}).keys())
         for op, spec in (r.get("operations") or {}).items():
             name = spec.get("name") if isinstance(spec, dict) else None
