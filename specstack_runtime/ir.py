@@ -346,6 +346,14 @@ class QueryRequire(Node):
     id: str  # CEL
 
 
+class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply`)
+    api: str  # catalog type
+    operation: str
+    path: str | None = None  # CEL: path parameters
+    query: str | None = None  # CEL: query parameters
+    optional: bool = False  # no answer: `reply` is null
+
+
 class Query(Node):
     """A computed query: the rows of `source` for which `where` holds, shaped by `answer`."""
 
@@ -361,6 +369,7 @@ class Query(Node):
     where: str | None
     answer: str
     status: int
+    ask: QueryAsk | None = None
 
 
 class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.

@@ -144,12 +144,12 @@ async def detach_volume(flow: Flow) -> None:
 
 
 async def list_server_interfaces(flow: Flow) -> None:
-    """operation listServerInterfaces: behaviour compute.list_server_interfaces."""
+    """operation listServerInterfaces: behaviour resource.query."""
     await flow.trigger(None)
 
 
 async def list_server_security_groups(flow: Flow) -> None:
-    """operation listServerSecurityGroups: behaviour compute.list_server_security_groups."""
+    """operation listServerSecurityGroups: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -189,7 +189,7 @@ async def create_server_external_events(flow: Flow) -> None:
 
 
 async def list_floating_ip_pools(flow: Flow) -> None:
-    """operation listFloatingIpPools: behaviour compute.list_floating_ip_pools."""
+    """operation listFloatingIpPools: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -534,23 +534,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listServerInterfaces",
-        behaviour="compute.list_server_interfaces",
+        behaviour="resource.query",
         on_error=None,
         run=list_server_interfaces,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "server_interfaces"},
     ),
     "listServerSecurityGroups": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listServerSecurityGroups",
-        behaviour="compute.list_server_security_groups",
+        behaviour="resource.query",
         on_error=None,
         run=list_server_security_groups,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "server_security_groups"},
     ),
     "listServerMetadata": HandlerSpec(
         component=COMPONENT,
@@ -640,12 +642,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listFloatingIpPools",
-        behaviour="compute.list_floating_ip_pools",
+        behaviour="resource.query",
         on_error=None,
         run=list_floating_ip_pools,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "floating_ip_pools"},
     ),
     "listFlavors": HandlerSpec(
         component=COMPONENT,

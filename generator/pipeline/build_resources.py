@@ -498,6 +498,7 @@ def build_resources(
                     where=q.get("where"),
                     answer=q["answer"],
                     status=q.get("status", 200),
+                    ask=ir.QueryAsk(**q["ask"]) if q.get("ask") else None,
                 )
             )
     return tuple(resources), tuple(quotas), tuple(queries)

@@ -1,7 +1,7 @@
-"""nova-api: a server's volume attachments and interfaces.
+"""nova-api: a server's volume attachments.
 
 Attaching and detaching go to the server's compute host (`compute.rpc_attach_volume`,
-`compute.rpc_detach_volume`); the listings read the instance row (and neutron's ports).
+`compute.rpc_detach_volume`); the listings read the instance row.
 """
 
 from __future__ import annotations
@@ -183,38 +183,3 @@ async def detach_volume(call: Call) -> Reply:
     except (BusError, TimeoutError) as exc:
         raise _api_error_from_remote(exc) from exc
     return Reply(202)
-
-
-def _interface_of_port(port: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "port_id": port.get("id"),
-        "net_id": port.get("network_id"),
-        "mac_addr": port.get("mac_address") or port.get("address"),
-        "port_state": port.get("status", "ACTIVE"),
-        "fixed_ips": [
-            {"ip_address": ip.get("ip_address"), "subnet_id": ip.get("subnet_id")}
-            for ip in port.get("fixed_ips") or []
-        ],
-    }
-
-
-@behaviour("compute.list_server_interfaces", needs=("network",))
-async def list_server_interfaces(call: Call) -> Reply:
-    """The server's ports as neutron reports them (the recorded ones if neutron is away)."""
-    row = await instance_for(call, call.path_params["server_id"])
-    ports: list[Mapping[str, Any]] | None = None
-    if call.token:
-        try:
-            resp = await call.rt.clients.call(
-                call.rt.info.api_of_type("network"),
-                "listPorts",
-                query={"device_id": row["id"]},
-                token=call.token,
-            )
-            if resp.status_code == 200:
-                ports = list((resp.json() or {}).get("ports") or [])
-        except Exception:
-            logger.warning("neutron could not be asked for the ports of %s", row["id"])
-    if ports is None:
-        ports = list(row.get("vifs") or [])
-    return Reply(200, {"interfaceAttachments": [_interface_of_port(p) for p in ports]})

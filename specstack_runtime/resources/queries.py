@@ -6,7 +6,8 @@ filters); each `join` finds, for every row, the rows of another resource whose
 field, or the sum of `sum` per key, or the whole row), or without `key` a list
 of them. `where` (with `row` and `join`) keeps the rows it holds for; `answer`
 shapes the body from the rendered `rows` and `params`. `require` names rows that
-must exist for the query to answer (404 otherwise).
+must exist for the query to answer (404 otherwise). `ask` calls another API first (with
+the caller's token): its JSON answer is `reply` (nova's view of neutron's ports).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.context import Reply
 from specstack_runtime.expr import ExprError, compile_expr
+from specstack_runtime.http import error_message
+from specstack_runtime.messaging import api_error
 from specstack_runtime.resources import access, listing
+from specstack_runtime.resources.compiled import error
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import render
 
@@ -114,8 +118,12 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
         tables[var] = [
             r for r in await other.store.list(other.res.res.table) if access.visible(other, r)
         ]
-    source = await listing.visible_rows(rc) if query.filters else await _all_visible(rc)
+    answer_expr = compile_expr(query.answer)
     rows: list[Doc] = []
+    if "rows" not in answer_expr.uses:  # an answer from `reply` or `tables`: no rows read
+        source: list[Doc] = []
+    else:
+        source = await listing.visible_rows(rc) if query.filters else await _all_visible(rc)
     where = compile_expr(query.where) if query.where else None
     for doc in source:
         row = render(rc, doc)
@@ -132,10 +140,30 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
             if not keep:
                 continue
         rows.append(row)
-    body = compile_expr(query.answer).evaluate(
-        **rc.variables(rows=rows, params=params, tables=tables)
-    )
+    names = rc.variables(rows=rows, params=params, tables=tables)
+    reply = await _ask(rc, query.ask, names) if query.ask else None
+    body = answer_expr.evaluate(**names, reply=reply)
     return Reply(query.status, body)
+
+
+async def _ask(rc: ResourceCall, ask: ir.QueryAsk, names: dict[str, Any]) -> Any:
+    """Another API's JSON answer, asked with the caller's token (None when an optional
+    one cannot answer; else its error is the caller's)."""
+    rt = rc.call.rt
+    path = compile_expr(ask.path).evaluate(**names) if ask.path else {}
+    query = compile_expr(ask.query).evaluate(**names) if ask.query else None
+    try:
+        resp = await rt.clients.call(
+            rt.info.api_of_type(ask.api), ask.operation, path, query=query, token=rc.call.token
+        )
+        if resp.status_code < 300:
+            return resp.json()
+        failure: Exception = error(resp.status_code, error_message(resp))
+    except Exception as exc:
+        failure = exc
+    if ask.optional:
+        return None
+    raise api_error(failure, f"The {ask.api} API") from failure
 
 
 async def _all_visible(rc: ResourceCall) -> list[Doc]:

@@ -447,6 +447,8 @@ class _Checker:
                 self.at(f, [*base, "tables", var], self._unknown(other, resources))
         self.expr(f, [*base, "where"], q.get("where"))
         self.expr(f, [*base, "answer"], q["answer"])
+        for key in ("path", "query"):
+            self.expr(f, [*base, "ask", key], (q.get("ask") or {}).get(key))
 
 
 def check_resources(spec: LoadedSpec, ix: Index) -> list[Diagnostic]:
