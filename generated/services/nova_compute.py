@@ -157,8 +157,23 @@ async def terminate_instance(flow: Flow) -> None:
         "nova-conductor",
         "amqp-call",
         "instance_update",
-        "compute.mark_deleted",
+        None,
         messaging.instance_update(flow),
+        bindings={
+            "payload": {
+                "instance_uuid": "{instance_uuid}",
+                "expected_task_state": "deleting",
+                "updates": {
+                    "vm_state": "deleted",
+                    "task_state": None,
+                    "power_state": 0,
+                    "ports": [],
+                    "vifs": [],
+                    "attachments": [],
+                    "addresses": {},
+                },
+            }
+        },
     )
 
 

@@ -2,7 +2,7 @@
 
 - startup `compute.report_resources`, then every `report_interval_s` (spec) the
   process's one heartbeat loop reports all its hosts;
-- terminate_instance: `compute.begin_terminate` then delete-vm 7-11,
+- terminate_instance: `compute.begin_terminate` then delete-vm 7-10 (11 is the spec's),
   `compute.terminate_failed` on error;
 - the RPC handlers of the server actions (`compute.rpc_*`).
 """
@@ -18,7 +18,6 @@ from specstack_runtime.batching import MAX_ITEMS, batch_of
 from specstack_runtime.behaviours.conductor import (
     liveness,
     make_fault,
-    naive_now,
 )
 from specstack_runtime.behaviours.nova_common import (
     CONNECTOR_BASE,
@@ -240,30 +239,6 @@ async def destroy(ix: Interaction) -> None:
     except Exception as exc:
         if not is_gone(exc):
             raise
-
-
-@behaviour("compute.mark_deleted", via=("amqp-call",))
-async def mark_deleted(ix: Interaction) -> None:
-    """delete-vm 11: the conductor records the instance as deleted."""
-    now = naive_now()
-    reply = await ix.invoke(
-        {
-            "instance_uuid": ix.vars["instance_uuid"],
-            "expected_task_state": "deleting",
-            "updates": {
-                "vm_state": "deleted",
-                "task_state": None,
-                "power_state": 0,
-                "deleted_at": now,
-                "terminated_at": now,
-                "ports": [],
-                "vifs": [],
-                "attachments": [],
-                "addresses": {},
-            },
-        }
-    )
-    ix.vars["instance"] = reply["instance"]
 
 
 @behaviour("compute.terminate_failed")

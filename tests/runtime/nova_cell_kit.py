@@ -175,8 +175,9 @@ class NovaCell:
 
     async def run_steps(self, call: Call, trigger_message: str | None) -> None:
         for label, it in self._flow_steps(call, trigger_message):
-            behaviour = it.get("behaviour")
-            if it["via"] == "sql" or behaviour in (None, "auth.validate"):
+            # a step the spec gives no behaviour is the flow's own, with its `with:` (as generated)
+            behaviour = it.get("behaviour") or f"flow.{it['via']}"
+            if it["via"] == "sql" or behaviour == "auth.validate":
                 continue
             self.steps.append((call.rt.component, label, behaviour))
             ix = Interaction(
@@ -187,6 +188,8 @@ class NovaCell:
                 via=it["via"],
                 name=it.get("operation") or it.get("message") or it.get("call"),
                 invoke=self._invoke(call, it),
+                bindings=it.get("bindings") or {},
+                save_as=it.get("save_as"),
             )
             await registry.get(behaviour)(ix)
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from generated.drivers.types import Instance
+from specstack_runtime import registry
 from specstack_runtime.behaviours import conductor, nova_host
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.messaging import check
@@ -276,7 +277,10 @@ async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> 
     await nova_host.delete_ports(interaction(call, Recorder(response(404, {}))))
     await nova_host.destroy(interaction(call, native_gone))
     update = Recorder({"instance": {}})
-    await nova_host.mark_deleted(interaction(call, update))
+    step = next(s for s in info.sequences["delete-vm"]["steps"] if s["number"] == 11)["main"]
+    marked = interaction(call, update)
+    marked.bindings = step["bindings"]  # the spec's `with:` (delete-vm 11)
+    await registry.get("flow.amqp-call")(marked)
     (((sent,), _),) = update.calls
     check(info, "instance_update", "payload", sent)
     assert sent["expected_task_state"] == "deleting" and sent["updates"]["vm_state"] == "deleted"
