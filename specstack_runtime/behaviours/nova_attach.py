@@ -96,7 +96,8 @@ async def attach_volume(call: Call) -> Reply:
     """Attach a volume through the server's compute host; 200 with the attachment."""
     row = await instance_for(call, call.path_params["server_id"])
     body = call.body if isinstance(call.body, dict) else {}
-    spec = body.get("volumeAttachment") if isinstance(body.get("volumeAttachment"), dict) else {}
+    given = body.get("volumeAttachment")
+    spec: dict[str, Any] = given if isinstance(given, dict) else {}
     rc = engine_call(call, SERVER)
     volume = await _volume(call, row, spec.get("volumeId"))
     rc.refs = {} if volume is None else {"volume": volume}
