@@ -141,6 +141,11 @@ def _ip_version(text: str) -> int:
         return 0
 
 
+def _sublist(items: list[Any], start: int, count: int) -> list[Any]:
+    start = max(0, int(start))
+    return items[start:] if count < 0 else items[start : start + int(count)]
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -162,6 +167,17 @@ def _env() -> Any:
         cel.FunctionDecl(
             "ip_version",
             [cel.Overload("ip_version_string", cel.Type.INT, [cel.Type.STRING], impl=_ip_version)],
+        ),
+        cel.FunctionDecl(
+            "sublist",
+            [
+                cel.Overload(
+                    "sublist_list_int_int",
+                    cel.Type.List(cel.Type.DYN),
+                    [cel.Type.List(cel.Type.DYN), cel.Type.INT, cel.Type.INT],
+                    impl=_sublist,
+                )
+            ],
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
         cel.FunctionDecl("uuid4", [cel.Overload("uuid4_", cel.Type.STRING, [], impl=_uuid4)]),

@@ -370,6 +370,7 @@ class Query(Node):
     answer: str
     status: int
     ask: QueryAsk | None = None
+    empty: ErrorText | None = None  # an answer of null: this error (nova's 404 of an item)
 
 
 class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.

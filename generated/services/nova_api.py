@@ -124,7 +124,7 @@ async def server_action(flow: Flow) -> None:
 
 
 async def list_volume_attachments(flow: Flow) -> None:
-    """operation listVolumeAttachments: behaviour compute.list_volume_attachments."""
+    """operation listVolumeAttachments: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -134,7 +134,7 @@ async def attach_volume(flow: Flow) -> None:
 
 
 async def show_volume_attachment(flow: Flow) -> None:
-    """operation showVolumeAttachment: behaviour compute.show_volume_attachment."""
+    """operation showVolumeAttachment: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -490,12 +490,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listVolumeAttachments",
-        behaviour="compute.list_volume_attachments",
+        behaviour="resource.query",
         on_error=None,
         run=list_volume_attachments,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "volume_attachments"},
     ),
     "attachVolume": HandlerSpec(
         component=COMPONENT,
@@ -512,12 +513,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="showVolumeAttachment",
-        behaviour="compute.show_volume_attachment",
+        behaviour="resource.query",
         on_error=None,
         run=show_volume_attachment,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "volume_attachment"},
     ),
     "detachVolume": HandlerSpec(
         component=COMPONENT,

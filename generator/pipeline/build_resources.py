@@ -499,6 +499,7 @@ def build_resources(
                     answer=q["answer"],
                     status=q.get("status", 200),
                     ask=ir.QueryAsk(**q["ask"]) if q.get("ask") else None,
+                    empty=ir.ErrorText(**q["empty"]) if q.get("empty") else None,
                 )
             )
     return tuple(resources), tuple(quotas), tuple(queries)

@@ -1,7 +1,5 @@
-"""nova-api: a server's volume attachments.
-
-Attaching and detaching go to the server's compute host (`compute.rpc_attach_volume`,
-`compute.rpc_detach_volume`); the listings read the instance row.
+"""nova-api: attaching and detaching a server's volumes, through the server's compute host
+(`compute.rpc_attach_volume`, `compute.rpc_detach_volume`); the spec's queries list them.
 """
 
 from __future__ import annotations
@@ -13,64 +11,14 @@ from specstack_runtime.behaviours.conductor import instance_ref
 from specstack_runtime.behaviours.nova_common import SERVER, instance_for, is_uuid
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import BadRequest, NotFound
 from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
 
-def _int_param(call: Call, name: str, *, minimum: int = 0) -> int | None:
-    raw = call.q(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} param must be an integer") from None
-    if value < minimum:
-        raise BadRequest(f"{name} param must be {'positive' if minimum else 'non-negative'}")
-    return value
-
-
 def _attachment_view(row: Mapping[str, Any], volume_id: str, device: Any) -> dict[str, Any]:
     return {"id": volume_id, "serverId": row["id"], "volumeId": volume_id, "device": device}
-
-
-def _attached(row: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """(volume id, device) of every volume attached to or mapped for the server."""
-    seen: dict[str, dict[str, Any]] = {}
-    for att in row.get("attachments") or []:
-        seen.setdefault(
-            str(att["volume_id"]), {"volume_id": str(att["volume_id"]), "device": att.get("device")}
-        )
-    if not row.get("launched_at"):
-        for b in row.get("block_device_mapping") or []:
-            if b.get("source_type") == "volume" and b.get("uuid"):
-                seen.setdefault(str(b["uuid"]), {"volume_id": str(b["uuid"]), "device": None})
-    return list(seen.values())
-
-
-@behaviour("compute.list_volume_attachments")
-async def list_volume_attachments(call: Call) -> Reply:
-    row = await instance_for(call, call.path_params["server_id"])
-    items = [_attachment_view(row, a["volume_id"], a["device"]) for a in _attached(row)]
-    offset = _int_param(call, "offset") or 0
-    limit = _int_param(call, "limit")
-    items = items[offset:]
-    if limit is not None:
-        items = items[:limit]
-    return Reply(200, {"volumeAttachments": items})
-
-
-@behaviour("compute.show_volume_attachment")
-async def show_volume_attachment(call: Call) -> Reply:
-    row = await instance_for(call, call.path_params["server_id"])
-    volume_id = call.path_params["volume_id"]
-    for att in _attached(row):
-        if att["volume_id"] == volume_id:
-            return Reply(200, {"volumeAttachment": _attachment_view(row, volume_id, att["device"])})
-    raise NotFound(f"volume_id not found: {volume_id}")
 
 
 async def _volume(call: Call, row: Mapping[str, Any], volume_id: Any) -> dict[str, Any] | None:

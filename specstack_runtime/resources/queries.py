@@ -7,7 +7,8 @@ field, or the sum of `sum` per key, or the whole row), or without `key` a list
 of them. `where` (with `row` and `join`) keeps the rows it holds for; `answer`
 shapes the body from the rendered `rows` and `params`. `require` names rows that
 must exist for the query to answer (404 otherwise). `ask` calls another API first (with
-the caller's token): its JSON answer is `reply` (nova's view of neutron's ports).
+the caller's token): its JSON answer is `reply` (nova's view of neutron's ports). An
+answer of null is the query's `empty` error (nova: a volume the server does not have).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from specstack_runtime.expr import ExprError, compile_expr
 from specstack_runtime.http import error_message
 from specstack_runtime.messaging import api_error
 from specstack_runtime.resources import access, listing
-from specstack_runtime.resources.compiled import error
+from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import render
 
@@ -143,6 +144,9 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
     names = rc.variables(rows=rows, params=params, tables=tables)
     reply = await _ask(rc, query.ask, names) if query.ask else None
     body = answer_expr.evaluate(**names, reply=reply)
+    if body is None and query.empty is not None:
+        text = fill(query.empty.message, rc.call.path_params)
+        raise error(query.empty.status or 404, text, query.empty.kind)
     return Reply(query.status, body)
 
 

@@ -1,5 +1,5 @@
 """`refuse` rules over a list (`each`, the item quoted) and with computed values (`quote`),
-and the `ip_version` function their conditions may use."""
+and the `ip_version` and `sublist` functions of the spec's expressions."""
 
 from __future__ import annotations
 
@@ -78,3 +78,12 @@ def test_rules_apply_in_order() -> None:
 )
 def test_ip_version(text: str, version: int) -> None:
     assert compile_expr("ip_version(doc.addr)").evaluate(doc={"addr": text}) == version
+
+
+@pytest.mark.parametrize(
+    ("start", "count", "got"),
+    [(0, -1, [1, 2, 3, 4]), (1, 2, [2, 3]), (3, 5, [4]), (9, 1, []), (-2, 1, [1]), (0, 0, [])],
+)
+def test_sublist_pages_a_list(start: int, count: int, got: list[int]) -> None:
+    expr = compile_expr("sublist(doc.items, doc.start, doc.count)")
+    assert expr.evaluate(doc={"items": [1, 2, 3, 4], "start": start, "count": count}) == got
