@@ -12,8 +12,6 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -37,6 +35,7 @@ from specstack_runtime.behaviours.nova_common import (
 from specstack_runtime.bus import MessagingTimeout, RemoteError
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import Dropped, StepFailed
+from specstack_runtime.filewriter import atomic_write
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
@@ -225,20 +224,6 @@ def _md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def image_cache_path(rt: ServiceRuntime, image_id: str) -> Path:
     return Path(rt.data_dir) / "image-cache" / rt.host / image_id
 
@@ -273,7 +258,7 @@ async def download_image(ix: Interaction) -> None:
         raise StepFailed(
             f"Image {image_id} is corrupt: its data has md5 {got}, glance says {checksum}"
         )
-    _write_atomically(path, data)
+    atomic_write(path, data)  # the md5 is checked again before the cache is used
 
 
 def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
