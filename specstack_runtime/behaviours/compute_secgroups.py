@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from specstack_runtime.behaviours.nova_common import fail
 from specstack_runtime.context import Interaction
-from specstack_runtime.errors import BadRequest, Conflict
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
+from specstack_runtime.services import ServiceRuntime
 
 
 def requested_names(body: Any) -> list[str]:
@@ -25,15 +26,15 @@ def requested_names(body: Any) -> list[str]:
     return [str(g["name"]) for g in groups if isinstance(g, Mapping) and g.get("name")]
 
 
-def match(groups: Iterable[Mapping[str, Any]], wanted: str) -> Mapping[str, Any] | None:
+def match(
+    rt: ServiceRuntime, groups: Iterable[Mapping[str, Any]], wanted: str
+) -> Mapping[str, Any] | None:
     """The project's group `wanted` names: by name (two of that name are ambiguous, 409),
     else by id (nova's order)."""
     groups = list(groups)
     named = [g for g in groups if g.get("name") == wanted]
     if len(named) > 1:
-        raise Conflict(
-            f"Multiple security groups found matching '{wanted}'. Use an ID to be more specific."
-        )
+        raise fail(rt, "group_ambiguous", name=wanted)
     if named:
         return named[0]
     return next((g for g in groups if g.get("id") == wanted), None)
@@ -50,5 +51,5 @@ async def check_security_groups(ix: Interaction) -> None:
     resp = expect(await ix.invoke(query=query, token=ix.call.token), 200)
     groups = resp.json().get("security_groups") or []
     for name in names:
-        if match(groups, name) is None:
-            raise BadRequest(f"Security group {name} not found.")
+        if match(ix.rt, groups, name) is None:
+            raise fail(ix.rt, "group_not_found", name=name)

@@ -248,10 +248,9 @@ async def instance_update(call: Call) -> dict[str, Any]:
     row = await store.update(INSTANCES, uuid, updates, expect=expect)
     if row is None:
         current = await require_instance(call.rt, uuid)
-        raise Conflict(
-            f"Unexpected task state: expecting {payload.get('expected_task_state')!r} "
-            f"but the actual state is {current.get('task_state')!r} "
-            f"(instance {uuid}, vm_state {current.get('vm_state')})"
+        expected = payload.get("expected_task_state")
+        raise call.rt.info.resources.resource("server").fail(
+            "task_state", expected=expected, **current
         )
     if vm_state in ("deleted", "error"):
         await release_claim(store, row)

@@ -24,10 +24,10 @@ from specstack_runtime.behaviours.conductor import (
     instance_ref,
     make_fault,
 )
-from specstack_runtime.behaviours.nova_common import SERVER, project_auth, store_of
+from specstack_runtime.behaviours.nova_common import SERVER, fail, project_auth, store_of
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.context import AuthContext, Call, Interaction, Reply
-from specstack_runtime.errors import BadRequest, StepFailed
+from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards, quotas, writes
@@ -116,7 +116,7 @@ async def check_image(ix: Interaction) -> None:
         return  # booting from a volume: no image to check
     resp = await ix.invoke(image_id=image_id, token=ix.call.token)
     if resp.status_code in (400, 403, 404):
-        raise BadRequest(f"Image {image_id} could not be found.")
+        raise fail(ix.rt, "image_not_found", id=image_id)
     expect(resp, 200)
     ix.vars["image"] = resp.json()
 

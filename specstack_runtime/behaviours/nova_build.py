@@ -330,7 +330,7 @@ async def group_ids(ix: Interaction, instance: Mapping[str, Any], token: str) ->
         context=ix.call.flow_context(ix.label),
     )
     found = expect(resp, 200).json().get("security_groups") or []
-    return [str(g["id"]) for n in names if (g := match(found, n)) is not None]
+    return [str(g["id"]) for n in names if (g := match(ix.rt, found, n)) is not None]
 
 
 def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:

@@ -24,9 +24,7 @@ from typing import Any
 from specstack_runtime.behaviours.conductor import make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.context import AuthContext, Call, Interaction
-from specstack_runtime.errors import (
-    Forbidden,
-)
+from specstack_runtime.errors import ApiError
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.resources import access
@@ -54,10 +52,15 @@ def store_of(call: Call | Interaction) -> Store:
     return call.rt.require_store()
 
 
+def fail(rt: ServiceRuntime, kind: str, **values: Any) -> ApiError:
+    """The server resource's error `kind`, in the spec's words (spec/resources/compute.yaml)."""
+    return rt.info.resources.resource(SERVER).fail(kind, **values)
+
+
 def project_auth(call: Call) -> AuthContext:
     auth = call.require_auth()
     if not auth.project_id:
-        raise Forbidden("A project-scoped token is needed for the compute API.")
+        raise fail(call.rt, "project_scope")
     return auth
 
 

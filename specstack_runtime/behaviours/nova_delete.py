@@ -21,15 +21,13 @@ from specstack_runtime.behaviours.conductor import (
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
     attachment_item,
+    fail,
     given_ports,
     instance_for,
     release_instance,
     store_of,
 )
 from specstack_runtime.context import Call, Interaction, Reply
-from specstack_runtime.errors import (
-    Conflict,
-)
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
@@ -65,7 +63,7 @@ async def _local_delete(call: Call, row: Doc) -> Doc:
         expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
     )
     if updated is None:
-        raise Conflict(f"Instance {row['id']} changed while it was deleted; try again.")
+        raise fail(call.rt, "delete_raced", id=row["id"])
     await release_claim(store, updated)
     return updated
 
@@ -106,7 +104,7 @@ async def delete_server(call: Call) -> Reply:
             call.vars["instance"] = updated
             call.vars["terminate"] = True
             return Reply(204)
-    raise Conflict(f"Instance {server_id} is changing too often to be deleted; try again.")
+    raise fail(call.rt, "delete_busy", id=server_id)
 
 
 @behaviour("compute.terminate_request", via=("amqp-cast",))

@@ -23,6 +23,7 @@ from specstack_runtime.behaviours.nova_common import (
     CONNECTOR_BASE,
     device_names,
     driver_instance,
+    fail,
     fault_code,
     fault_of,
     flow_token,
@@ -34,9 +35,6 @@ from specstack_runtime.behaviours.nova_common import (
 )
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import (
-    BadRequest,
-    Conflict,
-    NotFound,
     StepFailed,
 )
 from specstack_runtime.http import error_message, expect
@@ -288,7 +286,7 @@ async def rpc_get_console_output(call: Call) -> dict[str, Any]:
         output = await call.rt.driver.get_console_output({"uuid": uuid, "name": uuid})
     except Exception as exc:
         if is_gone(exc):
-            raise NotFound("Guest does not have a console available.") from exc
+            raise fail(call.rt, "no_console") from exc
         raise
     length = call.payload.get("length")
     if isinstance(length, int) and length >= 0:
@@ -308,7 +306,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     used = {a.get("device") for a in attachments} | {"/dev/vda"}
     device = call.payload.get("device")
     if device and device in used:
-        raise BadRequest(f"The supplied device path ({device}) is in use.")
+        raise fail(rt, "device_in_use", device=device)
     device = device or next(iter(device_names(d for d in used if d)))
     token = await flow_token(call)
     api = rt.info.api_of_type("block-storage")
@@ -329,9 +327,9 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
         context=call.flow_context(),
     )
     if resp.status_code == 404:
-        raise NotFound(f"Volume {volume_id} could not be found.")
+        raise fail(rt, "volume_not_found", volume_id=volume_id)
     if resp.status_code in (400, 409):
-        raise Conflict(f"Invalid volume: {error_message(resp)}")
+        raise fail(rt, "invalid_volume", reason=error_message(resp))
     att = expect(resp, 200).json()["attachment"]
     attachment_id = str(att["id"])
     connection_info = att.get("connection_info")
@@ -377,7 +375,7 @@ async def rpc_detach_volume(call: Call) -> dict[str, Any]:
     attachments = list(instance.get("attachments") or [])
     att = next((a for a in attachments if a.get("volume_id") == volume_id), None)
     if att is None:
-        raise NotFound(f"volume_id not found: {volume_id}")
+        raise fail(rt, "volume_not_attached", volume_id=volume_id)
     if att.get("device") and isinstance(att.get("connection_info"), dict):
         try:
             await rt.driver.detach_volume(_guest(instance), att["connection_info"], att["device"])

@@ -7,7 +7,6 @@ import hashlib
 
 from specstack_runtime.errors import (
     ApiError,
-    BadRequest,
 )
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
@@ -23,22 +22,22 @@ async def keypair_material(event: ResourceEvent) -> None:
         private_key, public_key = _generate_keypair()
         event.call.vars["private_key"] = private_key
     elif not isinstance(public_key, str):
-        raise BadRequest("Keypair data is invalid: failed to generate fingerprint")
+        raise event.engine.res.fail("bad_key")
     doc["public_key"] = public_key.strip()
-    doc["fingerprint"] = _fingerprint(public_key)
+    doc["fingerprint"] = _fingerprint(public_key, event)
     # nova's key pairs have an integer id of their own
     others = await event.engine.store.list(event.engine.res.res.table)
     doc["seq"] = max((int(d.get("seq") or 0) for d in others), default=0) + 1
 
 
-def _fingerprint(public_key: str) -> str:
+def _fingerprint(public_key: str, event: ResourceEvent) -> str:
     try:
         from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
         load_ssh_public_key(public_key.strip().encode())
         blob = base64.b64decode(public_key.split()[1], validate=True)
     except Exception:
-        raise BadRequest("Keypair data is invalid: failed to generate fingerprint") from None
+        raise event.engine.res.fail("bad_key") from None
     digest = hashlib.md5(blob).hexdigest()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
