@@ -1,23 +1,11 @@
-"""nova-conductor: the compute nodes' access to the nova database, over the bus.
+"""nova-conductor: the compute nodes' access to the nova database, over the bus; and the
+message types of its rows (Instance, Flavor) and the claims on a compute node.
 
-Also the shapes of nova's database documents that the other nova behaviours
-share (instance, flavor and compute-node documents, claims on a compute node),
-so that they are written in one place.
-
-Documents
-- `instances`: one per server (see compute.create_server for the fields); the
-  `id` is the server uuid; `flavor` is a copy of the flavor at boot time.
-- `flavors`: {id, name, ram, vcpus, disk, swap, ephemeral, rxtx_factor,
-  is_public, disabled} (the API's `OS-FLV-EXT-DATA:ephemeral` and
-  `os-flavor-access:is_public` names are accepted too when reading).
-- `block_device_mappings`: one per volume attachment of an instance, `id` = the
-  cinder attachment id: {instance_uuid, volume_id, device, attachment_id}; kept
-  in step with the instance's `attachments` by conductor.instance_update.
-- `compute_nodes`: one per compute host, `id` = host: the totals its driver
-  reports, the claims the scheduler made (`claims`: instance uuid ->
-  {memory_mb, vcpus, disk_gb}) and the used amounts summed from them, a
-  `generation` bumped on every write (compare-and-set), and `heartbeat`, the
-  epoch seconds of the last report.
+The rows are the spec's resources (spec/resources/compute.yaml: server, flavor,
+hypervisor). A compute node (`compute_nodes`, id = host) also keeps the scheduler's
+`claims` (instance uuid -> {memory_mb, vcpus, disk_gb}), the used amounts summed from
+them, a `generation` bumped on every write (compare-and-set) and its `heartbeat`;
+`block_device_mappings` follow the instances' `attachments`.
 """
 
 from __future__ import annotations
@@ -86,10 +74,6 @@ def flavor_info(doc: Mapping[str, Any]) -> dict[str, Any]:
         "ephemeral": max(0, _int(ephemeral)),
         "swap": max(0, _int(doc.get("swap"))),
     }
-
-
-def flavor_is_public(doc: Mapping[str, Any]) -> bool:
-    return bool(doc.get("is_public", doc.get("os-flavor-access:is_public", True)))
 
 
 def flavor_is_disabled(doc: Mapping[str, Any]) -> bool:

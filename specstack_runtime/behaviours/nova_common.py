@@ -1,17 +1,7 @@
-"""Helpers the nova behaviours share: the API's caller and links, the flow's token,
-the instance a request names, the ports and volume attachments nova makes for an
-instance, and what the hypervisor driver needs to know of it.
-
-The instance row (table `instances`, id = server uuid) holds: name, project_id,
-user_id, image_ref ("" when booted from a volume), flavor_id, flavor (a copy,
-message type Flavor), vm_state, task_state, power_state, host, node,
-availability_zone, key_name, metadata, requested_networks (RequestedNetwork
-items), block_device_mapping (BlockDeviceMapping items), security_groups,
-addresses (nova's format), fault, launched_at, terminated_at, deleted_at, ports
-(ids of the ports nova created), vifs (the guest's interfaces), attachments
-(VolumeAttachment items), progress, access_ip_v4/v6, config_drive, disk_config,
-instance_name, user_data, reservation_id, created_at, updated_at.
-"""
+"""Helpers the nova behaviours share: the API's caller, the flow's token, the instance a
+request names, the ports and volume attachments nova makes for an instance, and what the
+hypervisor driver needs to know of it. The instance row is the spec's `server` resource
+(spec/resources/compute.yaml)."""
 
 from __future__ import annotations
 
