@@ -351,7 +351,7 @@ class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply
     operation: str
     path: str | None = None  # CEL: path parameters
     query: str | None = None  # CEL: query parameters
-    optional: bool = False  # no answer: `reply` is null
+    optional: bool = False  # no answer: `reply` is {}
 
 
 class Query(Node):

@@ -151,8 +151,8 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
 
 
 async def _ask(rc: ResourceCall, ask: ir.QueryAsk, names: dict[str, Any]) -> Any:
-    """Another API's JSON answer, asked with the caller's token (None when an optional
-    one cannot answer; else its error is the caller's)."""
+    """Another API's JSON answer, asked with the caller's token ({} when an optional one
+    cannot answer; else its error is the caller's)."""
     rt = rc.call.rt
     path = compile_expr(ask.path).evaluate(**names) if ask.path else {}
     query = compile_expr(ask.query).evaluate(**names) if ask.query else None
@@ -166,7 +166,7 @@ async def _ask(rc: ResourceCall, ask: ir.QueryAsk, names: dict[str, Any]) -> Any
     except Exception as exc:
         failure = exc
     if ask.optional:
-        return None
+        return {}  # (a null variable is unbound in CEL)
     raise api_error(failure, f"The {ask.api} API") from failure
 
 

@@ -269,3 +269,28 @@ async def test_interfaces_come_from_neutron(api: Api) -> None:
         iface["mac_addr"] == "fa:16:3e:00:00:09"
         and iface["fixed_ips"][0]["ip_address"] == "10.0.0.9"
     )
+
+
+@arun
+async def test_interfaces_are_the_recorded_ones_when_neutron_cannot_answer(api: Api) -> None:
+    await seed_flavors(api.store)
+    row = await api.boot()
+    vif = {
+        "id": "p2",
+        "address": "fa:16:3e:00:00:0a",
+        "network_id": NETWORK_ID,
+        "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.10"}],
+        "status": "DOWN",
+    }
+    await api.set(row, vifs=[vif])
+    api.services.fail["listPorts"] = 503  # the query's `ask` is optional: reply is null
+    reply = await api.run("listServerInterfaces", path_params={"server_id": row["id"]}, check=False)
+    assert reply.body["interfaceAttachments"] == [
+        {
+            "port_id": "p2",
+            "net_id": NETWORK_ID,
+            "mac_addr": "fa:16:3e:00:00:0a",
+            "port_state": "DOWN",
+            "fixed_ips": [{"ip_address": "10.0.0.10", "subnet_id": "s1"}],
+        }
+    ]
