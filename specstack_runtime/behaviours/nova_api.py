@@ -128,10 +128,22 @@ def _new_row(rc: ResourceCall, server: Mapping[str, Any], auth: AuthContext) -> 
     image_id = boot_image_id(server)
     bdms = _block_devices(server)
     if image_id and not any(b["source_type"] == "image" for b in bdms):
-        bdms.insert(0, {"source_type": "image", "destination_type": "local", "uuid": image_id,
-                        "boot_index": 0, "delete_on_termination": True})  # fmt: skip
+        bdms.insert(
+            0,
+            {
+                "source_type": "image",
+                "destination_type": "local",
+                "uuid": image_id,
+                "boot_index": 0,
+                "delete_on_termination": True,
+            },
+        )
     zone = str(server.get("availability_zone") or "").split(":")[0]
-    groups = [str(g["name"]) for g in server.get("security_groups") or [] if isinstance(g, dict) and g.get("name")]  # fmt: skip
+    groups = [
+        str(g["name"])
+        for g in server.get("security_groups") or []
+        if isinstance(g, dict) and g.get("name")
+    ]
     row: Doc = copy.deepcopy(rc.res.complete({}))
     row.update(
         id=uuid,
@@ -221,10 +233,17 @@ async def create_server(call: Call) -> Reply:
     admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
     return Reply(
         202,
-        {"server": {"id": row["id"], "links": links, "adminPass": admin_pass,
-                    "OS-DCF:diskConfig": row["disk_config"], "security_groups": groups}},
+        {
+            "server": {
+                "id": row["id"],
+                "links": links,
+                "adminPass": admin_pass,
+                "OS-DCF:diskConfig": row["disk_config"],
+                "security_groups": groups,
+            }
+        },
         headers={"Location": links[0]["href"]},
-    )  # fmt: skip
+    )
 
 
 def schedule_payload(
