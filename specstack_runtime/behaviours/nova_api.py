@@ -173,12 +173,13 @@ def _new_row(rc: ResourceCall, server: Mapping[str, Any], auth: AuthContext) -> 
     return row
 
 
-async def _find_refs(call: Call, store: Store, row: Doc) -> dict[str, Any]:
+async def _find_refs(call: Call, store: Store, row: Doc, zoned: bool) -> dict[str, Any]:
     """What the spec's create rules check the request against (`refs`)."""
     refs: dict[str, Any] = {"hosts": {}}
-    for node in await store.list(COMPUTE_NODES):
-        zone = node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
-        refs["hosts"][str(node["host"])] = str(zone)
+    if zoned:  # the hosts' zones (every host read) only when the request names a zone
+        for node in await store.list(COMPUTE_NODES):
+            zone = node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
+            refs["hosts"][str(node["host"])] = str(zone)
     flavor = await store.get(FLAVORS, row["flavor_id"]) if row["flavor_id"] else None
     if flavor is not None and not flavor_is_disabled(flavor):
         refs["flavor"] = row["flavor"] = flavor_info(flavor)
@@ -207,8 +208,9 @@ async def create_server(call: Call) -> Reply:
     writes.check_value(rc, fields["name"], server["name"])
     row = _new_row(rc, server, auth)
     writes.check_value(rc, fields["OS-DCF:diskConfig"], row["disk_config"])
-    rc.refs = await _find_refs(call, store, row)
-    _, _, forced = str(server.get("availability_zone") or "").partition(":")
+    zone = str(server.get("availability_zone") or "")
+    rc.refs = await _find_refs(call, store, row, bool(zone))
+    _, _, forced = zone.partition(":")
     forced_host = forced.split(":", 1)[0] or None
     guards.check(rc, "create", {**row, "forced_host": forced_host}, changes=server)
 
