@@ -178,8 +178,10 @@ async def test_selection_among_thousands_picks_the_host_with_most_free_ram() -> 
     await register(store, nodes(1777, 1777, memory_mb=32768))
     statements = count_statements(store)
     assert await schedule(store) == "compute-1777"
-    # no document of every host read: the query returns the few candidates
-    assert statements.count("SELECT") < 10
+    # no document of every host read: the query returns the few candidates (10 reads in
+    # all since the scheduler records the host it claims on and looks for an earlier claim
+    # by the instance's id)
+    assert statements.count("SELECT") <= 10
     node = await store.get("compute_nodes", "compute-1777")
     assert node is not None and node["memory_mb_used"] == 512 and len(node["claims"]) == 1
 
