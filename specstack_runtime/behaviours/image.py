@@ -59,32 +59,6 @@ def _api(rt: ServiceRuntime) -> str:
     return str(comp.get("api") or rt.info.api_of_type("image"))
 
 
-# -- versions ------------------------------------------------------------------------
-
-
-@behaviour("image.get_image_versions", needs=("image",))
-async def get_image_versions(call: Call) -> Reply:
-    """The versions document clients read before anything else: 300 Multiple Choices at
-    the root, or the status the operation's args give (glance's `/versions`: 200)."""
-    rt = call.rt
-    version = str(rt.info.apis[_api(rt)].get("version") or "2.0")
-    major, _, minor = version.partition(".")
-    href = rt.info.endpoint(_api(rt), rt.config) + f"/v{major}/"
-    try:
-        top = int(minor or 0)
-    except ValueError:
-        top = 0
-    versions = [
-        {
-            "id": f"v{major}.{m}",
-            "status": "CURRENT" if m == top else "SUPPORTED",
-            "links": [{"rel": "self", "href": href}],
-        }
-        for m in range(top, -1, -1)
-    ]
-    return Reply(int(call.args.get("status", 300)), {"versions": versions})
-
-
 # -- the object store ----------------------------------------------------------------
 
 

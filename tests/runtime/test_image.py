@@ -56,8 +56,8 @@ def test_every_image_operation_is_served_once() -> None:
     assert len(served) == 14
     own = {op: name for op, name in served.items() if name}
     assert own == {
-        "getImageVersions": "image.get_image_versions",
-        "listImageVersions": "image.get_image_versions",
+        "getImageVersions": "documents.constant",
+        "listImageVersions": "documents.constant",
         "showImageSchema": "documents.json_schema",
         "downloadImageData": "image.download_image_data",
     }
