@@ -279,3 +279,56 @@ def test_a_failed_update_gives_its_new_addresses_back(tmp_path: Path) -> None:
         assert await store.count("ipallocations") == 1
 
     run(tmp_path, scenario)
+
+
+def test_network_type_rules_and_segment_ids(tmp_path: Path) -> None:
+    async def scenario(rt: ServiceRuntime) -> None:
+        async def refused(reason_field: str, reason: str, **attrs: Any) -> None:
+            err = await fails(network(rt, ADMIN, **attrs), 400, "InvalidInput")
+            assert err.message == f"Invalid input for {reason_field}. Reason: {reason}."
+
+        await refused(
+            "provider:physical_network",
+            "vxlan networks have no physical network",
+            **{"provider:physical_network": "physnet1"},
+        )
+        await refused(
+            "provider:segmentation_id",
+            "flat networks have no segmentation id",
+            **{
+                "provider:network_type": "flat",
+                "provider:physical_network": "physnet1",
+                "provider:segmentation_id": 5,
+            },
+        )
+        await refused(
+            "provider:physical_network",
+            "vlan networks need a physical network",
+            **{"provider:network_type": "vlan"},
+        )
+        await refused(
+            "provider:segmentation_id",
+            "4095 is not a valid VLAN id (1-4094)",
+            **{
+                "provider:network_type": "vlan",
+                "provider:physical_network": "physnet1",
+                "provider:segmentation_id": 4095,
+            },
+        )
+        vlan = {"provider:network_type": "vlan", "provider:physical_network": "physnet1"}
+        first = await network(rt, ADMIN, **vlan)
+        second = await network(rt, ADMIN, **vlan)
+        assert (first["provider:segmentation_id"], second["provider:segmentation_id"]) == (1, 2)
+        vxlan = await network(rt, ADMIN)
+        assert vxlan["provider:network_type"] == "vxlan"
+        assert isinstance(vxlan["provider:segmentation_id"], int)
+        err = await fails(
+            network(rt, ADMIN, **vlan, **{"provider:segmentation_id": 2}),
+            409,
+            "SegmentationIdInUse",
+        )
+        assert err.message == "Unable to create the network. The segmentation ID 2 is in use."
+        flat = await network(rt, ADMIN, **{**vlan, "provider:network_type": "flat"})
+        assert flat["provider:segmentation_id"] is None
+
+    run(tmp_path, scenario)
