@@ -360,3 +360,77 @@ def test_subnet_in_use_cannot_be_deleted(tmp_path: Path) -> None:
         )
 
     run(tmp_path, scenario)
+
+
+def test_subnet_refusals_say_what_neutron_says(tmp_path: Path) -> None:
+    async def scenario(n: Neutron) -> None:
+        network = await n.network(name="private")
+        await n.subnet(network["id"], "10.0.0.0/24")
+
+        async def refused(status: int, kind: str, message: str, **sub: Any) -> None:
+            body = {"subnet": {"network_id": network["id"], "ip_version": 4, **sub}}
+            err = await expect_error(
+                serve(make_call(n.rt, "createSubnet", body=body)), status, kind
+            )
+            assert err.message == message
+
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for operation: Requested subnet with cidr: 10.0.0.128/25 for network: "
+            f"{network['id']} overlaps with another subnet.",
+            cidr="10.0.0.128/25",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for cidr. Reason: '10.1.0.5/24' isn't a recognized IP subnet cidr, "
+            "'10.1.0.0/24' is recommended.",
+            cidr="10.1.0.5/24",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for cidr. Reason: 'fd00::/64' is not an IPv4 subnet.",
+            cidr="fd00::/64",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for operation: Gateway IP 10.3.0.1 is not in subnet 10.2.0.0/24.",
+            cidr="10.2.0.0/24",
+            gateway_ip="10.3.0.1",
+        )
+        await refused(
+            400,
+            "GatewayNotValidOnSubnet",
+            "Gateway is not valid on subnet: 10.2.0.255 is the network or broadcast address "
+            "of 10.2.0.0/24.",
+            cidr="10.2.0.0/24",
+            gateway_ip="10.2.0.255",
+        )
+        await refused(
+            400,
+            "OutOfBoundsAllocationPool",
+            "The allocation pool 10.2.0.2-10.2.1.9 spanning is beyond the subnet cidr 10.2.0.0/24.",
+            cidr="10.2.0.0/24",
+            allocation_pools=[{"start": "10.2.0.2", "end": "10.2.1.9"}],
+        )
+        await refused(
+            409,
+            "GatewayConflictWithAllocationPools",
+            "Gateway ip 10.2.0.5 conflicts with allocation pool 10.2.0.2-10.2.0.20.",
+            cidr="10.2.0.0/24",
+            gateway_ip="10.2.0.5",
+            allocation_pools=[{"start": "10.2.0.2", "end": "10.2.0.20"}],
+        )
+        route = {"destination": "10.9.0.0/24", "nexthop": "10.2.0.1"}
+        await refused(
+            400,
+            "InvalidInput",
+            f"Invalid input for host_routes. Reason: Duplicate hostroute '{route}'.",
+            cidr="10.2.0.0/24",
+            host_routes=[route, route],
+        )
+
+    run(tmp_path, scenario)
