@@ -22,7 +22,7 @@ import httpx
 
 from specstack_runtime.behaviours.swift_http import byte_range
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import ApiError, NotFound, ServiceUnavailable
+from specstack_runtime.errors import ApiError, ServiceUnavailable
 from specstack_runtime.http import error_message
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, guards
@@ -37,16 +37,6 @@ RESOURCE = "image"
 CONTAINER = "glance"
 HASH_ALGO = "sha512"
 THREAD_HASH_BYTES = 1 << 20  # hash larger bodies in a worker thread
-
-
-class Gone(ApiError):
-    status = 410
-    title = "Gone"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    title = "Unsupported Media Type"
 
 
 class RangeNotSatisfiable(ApiError):
@@ -145,9 +135,7 @@ async def store_data(event: ResourceEvent) -> None:
         if content_type and content_type.split(";")[0].strip().lower() != (
             "application/octet-stream"
         ):
-            raise UnsupportedMediaType(
-                f"Content-Type {content_type!r} is not supported: use application/octet-stream."
-            )
+            raise event.engine.res.fail("bad_content_type", content_type=content_type)
         data = bytes(call.raw_body or b"")
         if len(data) > THREAD_HASH_BYTES:
             md5, sha = await asyncio.to_thread(_digests, data)
@@ -173,9 +161,7 @@ async def store_data(event: ResourceEvent) -> None:
     if done is None:
         with contextlib.suppress(ServiceUnavailable):  # else the object stays behind
             await _delete_data(call, location)
-        raise Gone(
-            f"Image {iid} could not be found after upload. The image may have been deleted during the upload."
-        )
+        raise event.engine.res.fail("deleted_during_upload", id=iid)
 
 
 @behaviour("image.delete_data", needs=("object-store",))
@@ -204,7 +190,7 @@ async def download_image_data(call: Call) -> Reply:
     params = {k: str(location[k]) for k in ("account", "container", "object")}
     resp = await _swift(call, "getObject", params, token=token)
     if resp.status_code == 404:
-        raise NotFound(f"Image data for {image['id']} could not be found in the store.")
+        raise rc.res.fail("data_missing", id=image["id"])
     if resp.status_code != 200:
         raise _store_failed(resp, "read the image data")
     data = resp.content
