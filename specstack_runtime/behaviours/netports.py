@@ -32,29 +32,10 @@ logger = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
 DEFAULT_NETWORK_TYPE = "vxlan"
-BOUND_VIF_TYPE = "ovs"
-UNBOUND_VIF_TYPE = "unbound"
-BOUND_VIF_DETAILS: Doc = {
-    "port_filter": True,
-    "ovs_hybrid_plug": False,
-    "datapath_type": "system",
-    "bridge_name": "br-int",
-    "connectivity": "l2",
-}
 #: The owner of a router's interface ports: they hold their subnet's gateway address.
 ROUTER_INTERFACE = "network:router_interface"
 #: Attempts at a random MAC address not in use on the network (neutron retries too).
 MAC_ATTEMPTS = 16
-
-
-def _binding_state(port: Doc) -> Doc:
-    """vif_type, vif_details and status follow from the binding host and admin state."""
-    bound = bool(port.get("binding:host_id"))
-    return {
-        "binding:vif_type": BOUND_VIF_TYPE if bound else UNBOUND_VIF_TYPE,
-        "binding:vif_details": dict(BOUND_VIF_DETAILS) if bound else {},
-        "status": "ACTIVE" if bound and port.get("admin_state_up", True) else "DOWN",
-    }
 
 
 async def _allocate_one(
@@ -233,7 +214,8 @@ async def port_addresses(event: ResourceEvent) -> None:
     free one), its addresses (each fixed_ips request resolved to a subnet and allocated;
     without fixed_ips, one address of the network's first IPv4 subnet; on an update,
     addresses the port holds stay), its port security (the network's by default), its
-    project's default security group when it names none, and its binding state."""
+    project's default security group when it names none (the spec computes its binding
+    state)."""
     doc, old = event.doc, event.old
     engine = event.engine
     store = engine.store
@@ -281,7 +263,6 @@ async def port_addresses(event: ResourceEvent) -> None:
         )
         router = owner == ROUTER_INTERFACE
         doc["fixed_ips"] = kept + await _allocate_all(engine, network, port_id, to_allocate, router)
-    doc.update(_binding_state({**(old or {}), **doc}))
 
 
 def _added(doc: Doc, old: Doc | None) -> list[Doc]:

@@ -332,3 +332,33 @@ def test_network_type_rules_and_segment_ids(tmp_path: Path) -> None:
         assert flat["provider:segmentation_id"] is None
 
     run(tmp_path, scenario)
+
+
+def test_a_port_binding_state_is_computed_and_server_set(tmp_path: Path) -> None:
+    async def scenario(rt: ServiceRuntime) -> None:
+        net = await network(rt)
+        created = dict(
+            (await op(rt, "createPort", body={"port": {"network_id": net["id"]}}))["port"]
+        )
+        assert (created["status"], created["binding:vif_type"]) == ("DOWN", "unbound")
+        assert created["binding:vif_details"] == {}
+        bound = {"binding:host_id": "compute-1"}
+        path = {"port_id": created["id"]}
+        port = (await op(rt, "updatePort", ADMIN, path_params=path, body={"port": bound}))["port"]
+        assert (port["status"], port["binding:vif_type"]) == ("ACTIVE", "ovs")
+        assert port["binding:vif_details"]["bridge_name"] == "br-int"
+        down = {"admin_state_up": False}
+        port = (await op(rt, "updatePort", ADMIN, path_params=path, body={"port": down}))["port"]
+        assert (port["status"], port["binding:vif_type"]) == ("DOWN", "ovs")
+        listed = await op(rt, "listPorts", ADMIN, query={"status": ["DOWN"]})
+        assert [p["id"] for p in listed["ports"]] == [created["id"]]
+        assert (await op(rt, "listPorts", ADMIN, query={"status": ["ACTIVE"]}))["ports"] == []
+        # what the server computes is not the client's to give (neutron's strict bodies)
+        given = {"network_id": net["id"], "binding:vif_type": "ovs"}
+        err = await fails(op(rt, "createPort", body={"port": given}), 400, "HTTPBadRequest")
+        assert err.message == "Attribute 'binding:vif_type' not allowed in POST"
+        again = {"status": "DOWN"}
+        err = await fails(op(rt, "updatePort", ADMIN, path_params=path, body={"port": again}), 400)
+        assert err.message == "Cannot update read-only attribute status"
+
+    run(tmp_path, scenario)
