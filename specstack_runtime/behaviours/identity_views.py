@@ -18,7 +18,7 @@ from specstack_runtime.behaviours.identity_common import (
     store_of,
 )
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import BadRequest, Forbidden
+from specstack_runtime.errors import Forbidden
 from specstack_runtime.registry import behaviour
 from specstack_runtime.store import Store
 
@@ -59,13 +59,14 @@ async def list_role_assignments(call: Call) -> Reply:
     role_id = q_text(call, "role.id")
     group_id = q_text(call, "group.id")
     system = q_text(call, "scope.system")
+    fail = call.rt.info.resources.resource("role_grant").fail
     if project_id is not None and (domain_id is not None or system is not None):
-        raise BadRequest("Specify only one of scope.project.id, scope.domain.id and scope.system.")
+        raise fail("one_scope")
     if user_id is not None and group_id is not None:
-        raise BadRequest("Specify only one of user.id and group.id.")
+        raise fail("one_actor")
     include_subtree = q_bool(call, "include_subtree")
     if include_subtree and project_id is None:
-        raise BadRequest("scope.project.id must be given when include_subtree is.")
+        raise fail("subtree_needs_project")
     effective = _q_flag(call, "effective")
     include_names = q_bool(call, "include_names") or False
     rt = call.rt

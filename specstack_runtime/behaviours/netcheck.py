@@ -19,8 +19,6 @@ from specstack_runtime.store import Store
 
 Doc = dict[str, Any]
 
-VXLAN_VNI_RANGE = (1, 16_777_215)
-VLAN_RANGE = (1, 4094)  # (the spec refuses others)
 #: Device owners of the network's own ports (they go with the network or subnet).
 DHCP_OWNER_PREFIX = "network:dhcp"
 
@@ -29,15 +27,16 @@ DHCP_OWNER_PREFIX = "network:dhcp"
 
 
 async def _free_segment(event: ResourceEvent, network_type: str) -> int | None:
-    """The lowest free segment id of this type (VNI for vxlan/geneve, VLAN id for vlan)."""
-    if network_type not in ("vxlan", "geneve", "vlan"):
+    """The lowest free segment id of this type, in its range (the spec's `segment_ranges`)."""
+    ranges = event.engine.res.res.data["segment_ranges"]
+    if network_type not in ranges:
         return None
     used = {
         n.get("provider:segmentation_id")
         for n in await event.engine.store.list(event.engine.res.res.table)
         if n.get("provider:network_type") == network_type
     }
-    low, high = VLAN_RANGE if network_type == "vlan" else VXLAN_VNI_RANGE
+    low, high = ranges[network_type]
     for candidate in range(low, high + 1):
         if candidate not in used:
             return candidate
