@@ -27,7 +27,6 @@ from specstack_runtime.behaviours.volume_base import (
     backend_call,
     check_export_payload,
     export_payload,
-    naive,
     set_status,
     store_of,
     unexport,
@@ -155,7 +154,7 @@ def _entry(att: Doc) -> Doc:
         "server_id": att.get("instance_uuid"),
         "host_name": att.get("attached_host") or connector.get("host"),
         "device": att.get("mountpoint") or connector.get("mountpoint"),
-        "attached_at": naive(att.get("attached_at")),
+        "attached_at": att.get("attached_at"),
     }
 
 

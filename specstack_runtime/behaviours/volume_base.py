@@ -36,13 +36,6 @@ def store_of(source: Call | ServiceRuntime) -> Store:
     return rt.require_store()
 
 
-def naive(ts: Any) -> Any:
-    """Cinder shows naive UTC timestamps with microseconds: 2024-01-02T03:04:05.000000."""
-    if isinstance(ts, str) and ts.endswith("Z"):
-        return ts[:-1] + ".000000"
-    return ts
-
-
 def volume_not_found(rt: ServiceRuntime, volume_id: str) -> ApiError:
     """The volume resource's not-found error, in the spec's words."""
     return rt.info.resources.resource("volume").fail("not_found", id=volume_id)

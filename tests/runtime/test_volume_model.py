@@ -476,6 +476,7 @@ def test_attached_host_is_shown_as_the_policy_rule_says(tmp_path: Path) -> None:
         shown = await _op(c, "showVolume", 200, path={"volume_id": vid})
         (entry,) = shown["volume"]["attachments"]
         assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdc"
+        assert entry["attached_at"].endswith(".000000") and "Z" not in entry["attached_at"]
         return entry["host_name"]
 
     def members(ir: dict[str, Any]) -> None:
