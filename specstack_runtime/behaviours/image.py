@@ -1,4 +1,4 @@
-"""Image behaviours (glance v2): the image data, and the versions document.
+"""Image behaviours (glance v2): the image data (the versions document is the spec's).
 
 The records themselves (create, list, show, JSON-Patch update, delete, visibility,
 the status state machine) are served by the resource engine from
