@@ -20,12 +20,12 @@ ERROR_FORMAT = "glance"
 
 
 async def get_image_versions(flow: Flow) -> None:
-    """operation getImageVersions: behaviour image.get_image_versions."""
+    """operation getImageVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def list_image_versions(flow: Flow) -> None:
-    """operation listImageVersions: behaviour image.get_image_versions."""
+    """operation listImageVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
@@ -103,24 +103,207 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getImageVersions",
-        behaviour="image.get_image_versions",
+        behaviour="documents.constant",
         on_error=None,
         run=get_image_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "status": 300,
+            "body": {
+                "versions": [
+                    {
+                        "id": "v2.16",
+                        "status": "CURRENT",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.15",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.14",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.13",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.12",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.11",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.10",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.9",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.8",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.7",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.6",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.5",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.4",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.3",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.2",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.1",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.0",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                ]
+            },
+        },
     ),
     "listImageVersions": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listImageVersions",
-        behaviour="image.get_image_versions",
+        behaviour="documents.constant",
         on_error=None,
         run=list_image_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"status": 200},
+        args={
+            "status": 200,
+            "body": {
+                "versions": [
+                    {
+                        "id": "v2.16",
+                        "status": "CURRENT",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.15",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.14",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.13",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.12",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.11",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.10",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.9",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.8",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.7",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.6",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.5",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.4",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.3",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.2",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.1",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                    {
+                        "id": "v2.0",
+                        "status": "SUPPORTED",
+                        "links": [{"rel": "self", "href": "{base}/v2/"}],
+                    },
+                ]
+            },
+        },
     ),
     "showImageSchema": HandlerSpec(
         component=COMPONENT,

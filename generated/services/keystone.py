@@ -20,12 +20,12 @@ ERROR_FORMAT = "keystone"
 
 
 async def get_identity_versions(flow: Flow) -> None:
-    """operation getIdentityVersions: behaviour identity.get_identity_versions."""
+    """operation getIdentityVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def get_identity_v3(flow: Flow) -> None:
-    """operation getIdentityV3: behaviour identity.get_identity_v3."""
+    """operation getIdentityV3: behaviour documents.constant."""
     await flow.trigger(None)
 
 
@@ -224,30 +224,60 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getIdentityVersions",
-        behaviour="identity.get_identity_versions",
+        behaviour="documents.constant",
         on_error=None,
         run=get_identity_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
         args={
-            "updated": "2020-04-07T00:00:00Z",
-            "media_type": "application/vnd.openstack.identity-v3+json",
+            "status": 300,
+            "headers": {"Location": "{base}/v3/"},
+            "body": {
+                "versions": {
+                    "values": [
+                        {
+                            "id": "v3.14",
+                            "status": "stable",
+                            "updated": "2020-04-07T00:00:00Z",
+                            "links": [{"rel": "self", "href": "{base}/v3/"}],
+                            "media-types": [
+                                {
+                                    "base": "application/json",
+                                    "type": "application/vnd.openstack.identity-v3+json",
+                                }
+                            ],
+                        }
+                    ]
+                }
+            },
         },
     ),
     "getIdentityV3": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="getIdentityV3",
-        behaviour="identity.get_identity_v3",
+        behaviour="documents.constant",
         on_error=None,
         run=get_identity_v3,
         occurrences={},
         entry=None,
         auth_in_steps=False,
         args={
-            "updated": "2020-04-07T00:00:00Z",
-            "media_type": "application/vnd.openstack.identity-v3+json",
+            "body": {
+                "version": {
+                    "id": "v3.14",
+                    "status": "stable",
+                    "updated": "2020-04-07T00:00:00Z",
+                    "links": [{"rel": "self", "href": "{base}/v3/"}],
+                    "media-types": [
+                        {
+                            "base": "application/json",
+                            "type": "application/vnd.openstack.identity-v3+json",
+                        }
+                    ],
+                }
+            }
         },
     ),
     "validateToken": HandlerSpec(

@@ -22,17 +22,17 @@ ERROR_FORMAT = "neutron"
 
 
 async def list_network_versions(flow: Flow) -> None:
-    """operation listNetworkVersions: behaviour network.list_network_versions."""
+    """operation listNetworkVersions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def get_network_v20(flow: Flow) -> None:
-    """operation getNetworkV20: behaviour network.get_network_v20."""
+    """operation getNetworkV20: behaviour documents.constant."""
     await flow.trigger(None)
 
 
 async def list_extensions(flow: Flow) -> None:
-    """operation listExtensions: behaviour network.list_extensions."""
+    """operation listExtensions: behaviour documents.constant."""
     await flow.trigger(None)
 
 
@@ -291,34 +291,204 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listNetworkVersions",
-        behaviour="network.list_network_versions",
+        behaviour="documents.constant",
         on_error=None,
         run=list_network_versions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "body": {
+                "versions": [
+                    {
+                        "id": "v2.0",
+                        "status": "CURRENT",
+                        "links": [{"href": "{base}/v2.0/", "rel": "self"}],
+                    }
+                ]
+            }
+        },
     ),
     "getNetworkV20": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="getNetworkV20",
-        behaviour="network.get_network_v20",
+        behaviour="documents.constant",
         on_error=None,
         run=get_network_v20,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "body": {
+                "resources": [
+                    {
+                        "name": "network",
+                        "collection": "networks",
+                        "links": [{"href": "{base}/v2.0/networks", "rel": "self"}],
+                    },
+                    {
+                        "name": "subnet",
+                        "collection": "subnets",
+                        "links": [{"href": "{base}/v2.0/subnets", "rel": "self"}],
+                    },
+                    {
+                        "name": "port",
+                        "collection": "ports",
+                        "links": [{"href": "{base}/v2.0/ports", "rel": "self"}],
+                    },
+                    {
+                        "name": "security_group",
+                        "collection": "security_groups",
+                        "links": [{"href": "{base}/v2.0/security-groups", "rel": "self"}],
+                    },
+                    {
+                        "name": "security_group_rule",
+                        "collection": "security_group_rules",
+                        "links": [{"href": "{base}/v2.0/security-group-rules", "rel": "self"}],
+                    },
+                    {
+                        "name": "router",
+                        "collection": "routers",
+                        "links": [{"href": "{base}/v2.0/routers", "rel": "self"}],
+                    },
+                    {
+                        "name": "floatingip",
+                        "collection": "floatingips",
+                        "links": [{"href": "{base}/v2.0/floatingips", "rel": "self"}],
+                    },
+                ]
+            }
+        },
     ),
     "listExtensions": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="listExtensions",
-        behaviour="network.list_extensions",
+        behaviour="documents.constant",
         on_error=None,
         run=list_extensions,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "body": {
+                "extensions": [
+                    {
+                        "alias": "binding",
+                        "name": "Port Binding",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Expose port bindings of a virtual port to external application",
+                    },
+                    {
+                        "alias": "external-net",
+                        "name": "Neutron external network",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Adds external network attribute to networks.",
+                    },
+                    {
+                        "alias": "provider",
+                        "name": "Provider Network",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Expose mapping of virtual networks to physical networks",
+                    },
+                    {
+                        "alias": "net-mtu",
+                        "name": "Network MTU",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Provides MTU attribute for a network resource.",
+                    },
+                    {
+                        "alias": "net-mtu-writable",
+                        "name": "Network MTU (writable)",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Provides a writable MTU attribute.",
+                    },
+                    {
+                        "alias": "port-security",
+                        "name": "Port Security",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Provides port security",
+                    },
+                    {
+                        "alias": "security-group",
+                        "name": "security-group",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "The security groups extension.",
+                    },
+                    {
+                        "alias": "router",
+                        "name": "Neutron L3 Router",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
+                    },
+                    {
+                        "alias": "allowed-address-pairs",
+                        "name": "Allowed Address Pairs",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Provides allowed address pairs",
+                    },
+                    {
+                        "alias": "standard-attr-description",
+                        "name": "standard-attr-description",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Extension to add descriptions to standard attributes",
+                    },
+                    {
+                        "alias": "standard-attr-revisions",
+                        "name": "Resource revision numbers",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "This extension will display the revision number of neutron resources.",
+                    },
+                    {
+                        "alias": "standard-attr-timestamp",
+                        "name": "Resource timestamps",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Adds created_at and updated_at fields to all Neutron resources.",
+                    },
+                    {
+                        "alias": "project-id",
+                        "name": "project_id field enabled",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Indicates that the project_id field is enabled.",
+                    },
+                    {
+                        "alias": "ip-substring-filtering",
+                        "name": "IP address substring filtering",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Provides IP address substring filtering when listing ports",
+                    },
+                    {
+                        "alias": "pagination",
+                        "name": "Pagination support",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Indicates that pagination is enabled.",
+                    },
+                    {
+                        "alias": "sorting",
+                        "name": "Sorting support",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "Indicates that sorting is enabled.",
+                    },
+                ]
+            }
+        },
     ),
     "listNetworks": HandlerSpec(
         component=COMPONENT,

@@ -60,12 +60,15 @@ def _with_base(node: Any, base: str) -> Any:
 
 @behaviour("documents.constant")
 async def constant(call: Call) -> Reply:
-    """The document the operation's args state (`body`, answered with `status`), `{base}`
-    in its strings being the URL the caller reached the API at."""
+    """The document the operation's args state (`body`, answered with `status` and
+    `headers`), `{base}` in its strings being the URL the caller reached the API at."""
     host = call.header("host")
     if host:
         base = f"{call.header('x-forwarded-proto') or 'http'}://{host}"
     else:
         comp = call.rt.info.components.get(call.rt.component) or {}
         base = call.rt.info.endpoint(str(comp["api"]), call.rt.config)
-    return Reply(int(call.args.get("status", 200)), _with_base(call.args.get("body"), base))
+    headers = _with_base(dict(call.args.get("headers") or {}), base)
+    return Reply(
+        int(call.args.get("status", 200)), _with_base(call.args.get("body"), base), headers=headers
+    )

@@ -33,20 +33,18 @@ TABLE = "application_credentials"
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
-def _expiry(raw: Any) -> str | None:
+def _expiry(event: ResourceEvent, raw: Any) -> str | None:
     """`expires_at` as keystone stores it; 400 for a time it cannot read or one past."""
     if raw is None:
         return None
     try:
         when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(
-            f"Invalid input for field 'expires_at': {str(raw)[:64]!r} is not an ISO 8601 time."
-        ) from None
+        raise event.engine.res.fail("bad_expiry", value=str(raw)[:64]) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     if when.timestamp() <= time.time():
-        raise BadRequest("The 'expires_at' must not be before now.")
+        raise event.engine.res.fail("expired")
     return when.astimezone(UTC).strftime(EXPIRY_FORMAT)
 
 
@@ -93,17 +91,13 @@ async def application_credential_roles(event: ResourceEvent) -> None:
                     "not_found", id=ref.get("id") or ref.get("name")
                 )
             if role["id"] not in {r["id"] for r in held}:
-                raise BadRequest(
-                    "Invalid application credential: Could not find role assignment with role: "
-                    f"{role['id']}, user or group: {doc['user_id']}, project, domain, or "
-                    f"system: {doc['project_id']}."
-                )
+                raise event.engine.res.fail("role_not_held", role_id=role["id"], **doc)
             chosen.append(role)
     unique = {r["id"]: r for r in chosen}
     doc["roles"] = [
         {"id": r["id"], "name": r["name"], "domain_id": r.get("domain_id")} for r in unique.values()
     ]
-    doc["expires_at"] = _expiry(doc.get("expires_at"))
+    doc["expires_at"] = _expiry(event, doc.get("expires_at"))
 
 
 async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc]:

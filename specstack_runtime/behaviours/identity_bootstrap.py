@@ -50,17 +50,14 @@ async def _ensure_user(rt: ServiceRuntime, domain_id: str, name: str, password: 
             )
             user = updated or user
         return user
-    doc: Doc = {
-        "id": _stable_id("user", domain_id, name),
-        "name": name,
-        "domain_id": domain_id,
-        "enabled": True,
-        "default_project_id": None,
-        "description": None,
-        "password_expires_at": None,
-        "options": {},
-        "password_hash": await hash_password(rt, password),
-    }
+    doc = rt.info.resources.resource("user").complete(  # the spec's defaults
+        {
+            "id": _stable_id("user", domain_id, name),
+            "name": name,
+            "domain_id": domain_id,
+            "password_hash": await hash_password(rt, password),
+        }
+    )
     try:
         return await store.create("users", doc)
     except Conflict:  # another instance bootstrapping at the same time

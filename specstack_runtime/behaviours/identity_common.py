@@ -31,13 +31,9 @@ def store_of(rt: ServiceRuntime) -> Store:
     return rt.require_store()
 
 
-def api_of(rt: ServiceRuntime) -> str:
-    comp = rt.info.components.get(rt.component) or {}
-    return str(comp.get("api") or rt.info.api_of_type("identity"))
-
-
 def base_of(rt: ServiceRuntime) -> str:
-    return rt.info.endpoint(api_of(rt), rt.config)
+    api = (rt.info.components.get(rt.component) or {}).get("api")
+    return rt.info.endpoint(str(api or rt.info.api_of_type("identity")), rt.config)
 
 
 def data_of(rt: ServiceRuntime, resource: str) -> dict[str, Any]:

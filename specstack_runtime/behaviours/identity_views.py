@@ -1,4 +1,4 @@
-"""Identity's read-only views (keystone v3): its versions, the catalog of a token's project
+"""Identity's read-only views (keystone v3): the catalog of a token's project
 and the role-assignment report, whose effective form expands implied roles (the spec's
 `role` data)."""
 
@@ -9,7 +9,6 @@ from typing import Any
 
 from specstack_runtime.behaviours.identity_common import (
     Doc,
-    api_of,
     base_of,
     collection,
     expand_implied,
@@ -19,9 +18,8 @@ from specstack_runtime.behaviours.identity_common import (
     store_of,
 )
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import BadRequest, Forbidden
+from specstack_runtime.errors import Forbidden
 from specstack_runtime.registry import behaviour
-from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 
 
@@ -31,41 +29,6 @@ def _q_flag(call: Call, name: str) -> bool:
         return False
     raw = (call.q(name) or "").strip().lower()
     return raw not in ("0", "false", "no", "off")
-
-
-def _links(rt: ServiceRuntime, path: str) -> dict[str, str]:
-    return {"self": base_of(rt) + path}
-
-
-# -- versions ------------------------------------------------------------------------
-
-
-def _version(call: Call) -> Doc:
-    """The one version the API document declares; its date and media type are the
-    operation's args."""
-    rt = call.rt
-    version = str(rt.info.apis[api_of(rt)].get("version") or "3.0")
-    return {
-        "id": f"v{version}",
-        "status": "stable",
-        "updated": call.args["updated"],
-        "links": [{"rel": "self", "href": base_of(rt) + "/v3/"}],
-        "media-types": [{"base": "application/json", "type": call.args["media_type"]}],
-    }
-
-
-@behaviour("identity.get_identity_versions", needs=("identity",))
-async def get_identity_versions(call: Call) -> Reply:
-    return Reply(
-        300,
-        {"versions": {"values": [_version(call)]}},
-        headers={"Location": base_of(call.rt) + "/v3/"},
-    )
-
-
-@behaviour("identity.get_identity_v3", needs=("identity",))
-async def get_identity_v3(call: Call) -> Reply:
-    return Reply(200, {"version": _version(call)})
 
 
 @behaviour("identity.get_auth_catalog", needs=("identity",))
@@ -96,13 +59,14 @@ async def list_role_assignments(call: Call) -> Reply:
     role_id = q_text(call, "role.id")
     group_id = q_text(call, "group.id")
     system = q_text(call, "scope.system")
+    fail = call.rt.info.resources.resource("role_grant").fail
     if project_id is not None and (domain_id is not None or system is not None):
-        raise BadRequest("Specify only one of scope.project.id, scope.domain.id and scope.system.")
+        raise fail("one_scope")
     if user_id is not None and group_id is not None:
-        raise BadRequest("Specify only one of user.id and group.id.")
+        raise fail("one_actor")
     include_subtree = q_bool(call, "include_subtree")
     if include_subtree and project_id is None:
-        raise BadRequest("scope.project.id must be given when include_subtree is.")
+        raise fail("subtree_needs_project")
     effective = _q_flag(call, "effective")
     include_names = q_bool(call, "include_names") or False
     rt = call.rt

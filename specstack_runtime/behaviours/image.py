@@ -1,4 +1,4 @@
-"""Image behaviours (glance v2): the image data, and the versions document.
+"""Image behaviours (glance v2): the image data (the versions document is the spec's).
 
 The records themselves (create, list, show, JSON-Patch update, delete, visibility,
 the status state machine) are served by the resource engine from
@@ -22,7 +22,7 @@ import httpx
 
 from specstack_runtime.behaviours.swift_http import byte_range
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import ApiError, NotFound, ServiceUnavailable
+from specstack_runtime.errors import ApiError, ServiceUnavailable
 from specstack_runtime.http import error_message
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, guards
@@ -39,16 +39,6 @@ HASH_ALGO = "sha512"
 THREAD_HASH_BYTES = 1 << 20  # hash larger bodies in a worker thread
 
 
-class Gone(ApiError):
-    status = 410
-    title = "Gone"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    title = "Unsupported Media Type"
-
-
 class RangeNotSatisfiable(ApiError):
     status = 416
     title = "Requested Range Not Satisfiable"
@@ -57,32 +47,6 @@ class RangeNotSatisfiable(ApiError):
 def _api(rt: ServiceRuntime) -> str:
     comp = rt.info.components.get(rt.component) or {}
     return str(comp.get("api") or rt.info.api_of_type("image"))
-
-
-# -- versions ------------------------------------------------------------------------
-
-
-@behaviour("image.get_image_versions", needs=("image",))
-async def get_image_versions(call: Call) -> Reply:
-    """The versions document clients read before anything else: 300 Multiple Choices at
-    the root, or the status the operation's args give (glance's `/versions`: 200)."""
-    rt = call.rt
-    version = str(rt.info.apis[_api(rt)].get("version") or "2.0")
-    major, _, minor = version.partition(".")
-    href = rt.info.endpoint(_api(rt), rt.config) + f"/v{major}/"
-    try:
-        top = int(minor or 0)
-    except ValueError:
-        top = 0
-    versions = [
-        {
-            "id": f"v{major}.{m}",
-            "status": "CURRENT" if m == top else "SUPPORTED",
-            "links": [{"rel": "self", "href": href}],
-        }
-        for m in range(top, -1, -1)
-    ]
-    return Reply(int(call.args.get("status", 300)), {"versions": versions})
 
 
 # -- the object store ----------------------------------------------------------------
@@ -171,9 +135,7 @@ async def store_data(event: ResourceEvent) -> None:
         if content_type and content_type.split(";")[0].strip().lower() != (
             "application/octet-stream"
         ):
-            raise UnsupportedMediaType(
-                f"Content-Type {content_type!r} is not supported: use application/octet-stream."
-            )
+            raise event.engine.res.fail("bad_content_type", content_type=content_type)
         data = bytes(call.raw_body or b"")
         if len(data) > THREAD_HASH_BYTES:
             md5, sha = await asyncio.to_thread(_digests, data)
@@ -199,9 +161,7 @@ async def store_data(event: ResourceEvent) -> None:
     if done is None:
         with contextlib.suppress(ServiceUnavailable):  # else the object stays behind
             await _delete_data(call, location)
-        raise Gone(
-            f"Image {iid} could not be found after upload. The image may have been deleted during the upload."
-        )
+        raise event.engine.res.fail("deleted_during_upload", id=iid)
 
 
 @behaviour("image.delete_data", needs=("object-store",))
@@ -230,7 +190,7 @@ async def download_image_data(call: Call) -> Reply:
     params = {k: str(location[k]) for k in ("account", "container", "object")}
     resp = await _swift(call, "getObject", params, token=token)
     if resp.status_code == 404:
-        raise NotFound(f"Image data for {image['id']} could not be found in the store.")
+        raise rc.res.fail("data_missing", id=image["id"])
     if resp.status_code != 200:
         raise _store_failed(resp, "read the image data")
     data = resp.content

@@ -13,80 +13,55 @@ import itertools
 from typing import Any
 
 from specstack_runtime.behaviours import ipam
-from specstack_runtime.errors import ApiError, BadRequest, Conflict
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.store import Store
 
 Doc = dict[str, Any]
 
-VXLAN_VNI_RANGE = (1, 16_777_215)
-VLAN_RANGE = (1, 4094)
 #: Device owners of the network's own ports (they go with the network or subnet).
 DHCP_OWNER_PREFIX = "network:dhcp"
-
-
-def _invalid(event: ResourceEvent, field: str, reason: str) -> ApiError:
-    return event.engine.res.fail("invalid", field=field, value="", reason=reason)
 
 
 # -- networks ------------------------------------------------------------------------------------
 
 
-async def _free_segment(store: Store, table: str, network_type: str) -> int | None:
-    """The lowest free segment id of this type (VNI for vxlan/geneve, VLAN id for vlan)."""
-    if network_type not in ("vxlan", "geneve", "vlan"):
+async def _free_segment(event: ResourceEvent, network_type: str) -> int | None:
+    """The lowest free segment id of this type, in its range (the spec's `segment_ranges`)."""
+    ranges = event.engine.res.res.data["segment_ranges"]
+    if network_type not in ranges:
         return None
     used = {
         n.get("provider:segmentation_id")
-        for n in await store.list(table)
+        for n in await event.engine.store.list(event.engine.res.res.table)
         if n.get("provider:network_type") == network_type
     }
-    low, high = VLAN_RANGE if network_type == "vlan" else VXLAN_VNI_RANGE
+    low, high = ranges[network_type]
     for candidate in range(low, high + 1):
         if candidate not in used:
             return candidate
-    raise Conflict(
-        f"Unable to create the network. No {network_type} segment is available.",
-        kind="NoNetworkAvailable",
-    )
+    raise event.engine.res.fail("segment_exhausted", network_type=network_type)
 
 
 @behaviour("network.segment")
 async def segment(event: ResourceEvent) -> None:
-    """A new network's segment: its type's rules for the physical network and the
-    segmentation id, and the lowest free id when none is given."""
+    """A new network's lowest free segmentation id when none is given (the spec refuses
+    what the network type does not allow), or the one given if no network of its type
+    and physical network holds it."""
     doc = event.doc
     kind = str(doc.get("provider:network_type") or "vxlan")
     physnet = doc.get("provider:physical_network")
     seg = doc.get("provider:segmentation_id")
-    if kind in ("vxlan", "geneve", "local") and physnet:
-        raise _invalid(
-            event, "provider:physical_network", f"{kind} networks have no physical network"
-        )
-    if kind in ("flat", "local") and seg is not None:
-        raise _invalid(
-            event, "provider:segmentation_id", f"{kind} networks have no segmentation id"
-        )
-    if kind in ("flat", "vlan") and not physnet:
-        raise _invalid(
-            event, "provider:physical_network", f"{kind} networks need a physical network"
-        )
-    if kind == "vlan" and seg is not None and not VLAN_RANGE[0] <= seg <= VLAN_RANGE[1]:
-        raise _invalid(event, "provider:segmentation_id", f"{seg} is not a valid VLAN id (1-4094)")
-    store, table = event.engine.store, event.engine.res.res.table
     if seg is None:
-        seg = await _free_segment(store, table, kind)
+        seg = await _free_segment(event, kind)
     else:
-        for other in await store.list(table, {"provider:segmentation_id": seg}):
+        table = event.engine.res.res.table
+        for other in await event.engine.store.list(table, {"provider:segmentation_id": seg}):
             if (other.get("provider:network_type"), other.get("provider:physical_network")) == (
                 kind,
                 physnet,
             ):
-                raise Conflict(
-                    f"Unable to create the network. The segmentation ID {seg} is in use.",
-                    kind="SegmentationIdInUse",
-                )
+                raise event.engine.res.fail("segment_taken", segmentation_id=seg)
     doc["provider:network_type"] = kind
     doc["provider:segmentation_id"] = seg
 
@@ -94,60 +69,51 @@ async def segment(event: ResourceEvent) -> None:
 # -- subnets -------------------------------------------------------------------------------------
 
 
-def _ip(
-    event: ResourceEvent, field: str, value: Any
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip(event: ResourceEvent, field: str, value: Any) -> ipam.IPAddress:
     try:
         return ipaddress.ip_address(str(value).strip())
     except ValueError:
-        raise _invalid(event, field, f"'{value}' is not a valid IP address") from None
+        raise event.engine.res.fail("ip_invalid", field=field, value=value) from None
 
 
 def _cidr(event: ResourceEvent, cidr: str, version: int) -> ipam.IPNetwork:
-    text = cidr.strip()
+    fail, text = event.engine.res.fail, cidr.strip()
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise _invalid(event, "cidr", f"'{cidr}' is not a valid IP subnet") from None
+        raise fail("cidr_invalid", value=cidr) from None
     try:
         if "/" not in text:
             raise ValueError(text)
         net = ipaddress.ip_network(text, strict=True)
     except ValueError:
-        raise _invalid(
-            event, "cidr", f"'{cidr}' isn't a recognized IP subnet cidr, '{loose}' is recommended"
-        ) from None
+        raise fail("cidr_not_network", value=cidr, network=str(loose)) from None
     if net.version != version:
-        raise _invalid(event, "cidr", f"'{cidr}' is not an IPv{version} subnet")
+        raise fail("cidr_version", value=cidr, version=version)
     if net.prefixlen == 0:
-        raise _invalid(event, "cidr", "0 is not allowed as a CIDR prefix length")
+        raise fail("cidr_zero")
     return net
 
 
 def _gateway(event: ResourceEvent, net: ipam.IPNetwork, gateway: Any) -> str | None:
     if gateway is None:
         return None
-    ip = _ip(event, "gateway_ip", gateway)
+    fail, ip = event.engine.res.fail, _ip(event, "gateway_ip", gateway)
     if ip.version != net.version:
-        raise _invalid(event, "gateway_ip", f"'{gateway}' is not an IPv{net.version} address")
+        raise fail("gateway_version", value=gateway, version=net.version)
     if ip not in net:
-        raise BadRequest(
-            f"Invalid input for operation: Gateway IP {ip} is not in subnet {net}.",
-            kind="InvalidInput",
-        )
+        raise fail("gateway_outside", ip=str(ip), cidr=str(net))
     if net.num_addresses > 2 and (
         ip == net.network_address or (net.version == 4 and ip == net.broadcast_address)
     ):
-        raise BadRequest(
-            f"Gateway is not valid on subnet: {ip} is the network or broadcast address of {net}.",
-            kind="GatewayNotValidOnSubnet",
-        )
+        raise fail("gateway_reserved", ip=str(ip), cidr=str(net))
     return str(ip)
 
 
 def _pools(
     event: ResourceEvent, net: ipam.IPNetwork, pools: list[Doc], gateway: str | None
 ) -> list[Doc]:
+    fail = event.engine.res.fail
     first = int(net.network_address) + (1 if net.num_addresses > 2 else 0)
     last = int(net.broadcast_address) - (1 if net.version == 4 and net.num_addresses > 2 else 0)
     ranges: list[tuple[int, int]] = []
@@ -157,55 +123,40 @@ def _pools(
         end = _ip(event, "allocation_pools", pool["end"])
         text = f"{start}-{end}"
         if start.version != net.version or end.version != net.version:
-            raise BadRequest(
-                f"The allocation pool {text} is not IPv{net.version}.", kind="InvalidAllocationPool"
-            )
+            raise fail("pool_version", pool=text, version=net.version)
         if int(start) > int(end):
-            raise BadRequest(
-                f"The allocation pool {text} spanning is invalid.", kind="InvalidAllocationPool"
-            )
+            raise fail("pool_reversed", pool=text)
         if int(start) < first or int(end) > last:
-            raise BadRequest(
-                f"The allocation pool {text} spanning is beyond the subnet cidr {net}.",
-                kind="OutOfBoundsAllocationPool",
-            )
+            raise fail("pool_outside", pool=text, cidr=str(net))
         ranges.append((int(start), int(end)))
         out.append({"start": str(start), "end": str(end)})
     for (_start, prev_end), (start_, _end) in itertools.pairwise(sorted(ranges)):
         if start_ <= prev_end:
-            raise Conflict(
-                f"Found overlapping allocation pools in subnet {net}.",
-                kind="OverlappingAllocationPools",
-            )
+            raise fail("pool_overlap", cidr=str(net))
     if gateway is not None:
         gw = int(ipaddress.ip_address(gateway))
         for pool, (start_, end_) in zip(out, ranges, strict=True):
             if start_ <= gw <= end_:
-                raise Conflict(
-                    f"Gateway ip {gateway} conflicts with allocation pool "
-                    f"{pool['start']}-{pool['end']}.",
-                    kind="GatewayConflictWithAllocationPools",
-                )
+                raise fail("gateway_in_pool", ip=gateway, **pool)
     return out
 
 
 def _routes(event: ResourceEvent, routes: list[Doc], version: int) -> list[Doc]:
+    fail = event.engine.res.fail
     out: list[Doc] = []
     for route in routes:
         try:
             dest = ipaddress.ip_network(str(route["destination"]), strict=True)
         except ValueError:
-            raise _invalid(
-                event, "host_routes", f"'{route['destination']}' is not a valid CIDR"
-            ) from None
+            raise fail("route_invalid", value=route["destination"]) from None
         if dest.version != version:
-            raise _invalid(event, "host_routes", f"destination {dest} is not IPv{version}")
+            raise fail("route_version", value=str(dest), version=version)
         entry = {
             "destination": str(dest),
             "nexthop": str(_ip(event, "host_routes", route["nexthop"])),
         }
         if entry in out:
-            raise _invalid(event, "host_routes", f"Duplicate hostroute '{route}'")
+            raise fail("route_duplicate", value=route)
         out.append(entry)
     return out
 
@@ -225,10 +176,8 @@ async def subnet_checks(event: ResourceEvent) -> None:
             event.engine.res.res.table, {"network_id": doc["network_id"]}
         ):
             if ipaddress.ip_network(other["cidr"]).overlaps(net):
-                raise BadRequest(
-                    f"Invalid input for operation: Requested subnet with cidr: {net} for network: "
-                    f"{doc['network_id']} overlaps with another subnet.",
-                    kind="InvalidInput",
+                raise event.engine.res.fail(
+                    "cidr_overlap", cidr=str(net), network_id=doc["network_id"]
                 )
         doc.pop("prefixlen", None)
         doc.pop("use_default_subnetpool", None)
@@ -250,10 +199,7 @@ async def subnet_checks(event: ResourceEvent) -> None:
         if "gateway_ip" in doc:
             gateway = doc["gateway_ip"] = _gateway(event, net, doc["gateway_ip"])
             if gateway is not None and await store.get("ipallocations", f"{old['id']}:{gateway}"):
-                raise Conflict(
-                    f"Gateway ip {gateway} conflicts with an address in use on subnet {old['id']}.",
-                    kind="GatewayIpInUse",
-                )
+                raise event.engine.res.fail("gateway_in_use", ip=gateway, id=old["id"])
         if "allocation_pools" in doc or "gateway_ip" in doc:
             pools = doc.get("allocation_pools", old.get("allocation_pools") or [])
             doc["allocation_pools"] = _pools(event, net, pools, gateway)

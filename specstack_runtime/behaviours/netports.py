@@ -18,10 +18,12 @@ from typing import Any
 
 from specstack_runtime.behaviours import ipam, netcheck, secgroups
 from specstack_runtime.bus import BusError
-from specstack_runtime.errors import BadRequest, Conflict
+from specstack_runtime.errors import Conflict
 from specstack_runtime.messaging import InvalidMessage, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import writes
+from specstack_runtime.resources.compiled import Compiled
+from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.store import Store
 
@@ -30,29 +32,10 @@ logger = logging.getLogger(__name__)
 Doc = dict[str, Any]
 
 DEFAULT_NETWORK_TYPE = "vxlan"
-BOUND_VIF_TYPE = "ovs"
-UNBOUND_VIF_TYPE = "unbound"
-BOUND_VIF_DETAILS: Doc = {
-    "port_filter": True,
-    "ovs_hybrid_plug": False,
-    "datapath_type": "system",
-    "bridge_name": "br-int",
-    "connectivity": "l2",
-}
 #: The owner of a router's interface ports: they hold their subnet's gateway address.
 ROUTER_INTERFACE = "network:router_interface"
 #: Attempts at a random MAC address not in use on the network (neutron retries too).
 MAC_ATTEMPTS = 16
-
-
-def _binding_state(port: Doc) -> Doc:
-    """vif_type, vif_details and status follow from the binding host and admin state."""
-    bound = bool(port.get("binding:host_id"))
-    return {
-        "binding:vif_type": BOUND_VIF_TYPE if bound else UNBOUND_VIF_TYPE,
-        "binding:vif_details": dict(BOUND_VIF_DETAILS) if bound else {},
-        "status": "ACTIVE" if bound and port.get("admin_state_up", True) else "DOWN",
-    }
 
 
 async def _allocate_one(
@@ -62,19 +45,19 @@ async def _allocate_one(
     port_id: str,
     requested: str | None,
     router: bool = False,
+    *,
+    port: Compiled,
 ) -> str:
     """One address on `subnet` for `port_id`, claimed by inserting its ipallocations row
-    (a router's interface may hold the subnet's gateway address, which no other port may)."""
+    (a router's interface may hold the subnet's gateway address, which no other port may);
+    refused in the words of the `port` resource's errors."""
     sid = subnet["id"]
     if router and requested is not None and requested == subnet.get("gateway_ip"):
         row = {"id": f"{sid}:{requested}", "subnet_id": sid, "port_id": port_id}
         try:
             await store.create("ipallocations", {**row, "ip_address": requested})
         except Conflict:
-            raise Conflict(
-                f"IP address {requested} already allocated in subnet {sid}",
-                kind="IpAddressAlreadyAllocated",
-            ) from None
+            raise port.fail("ip_taken", ip_address=requested, subnet_id=sid) from None
         return requested
     # Allocation ids are "<subnet>:<ip>": read them without decoding every row.
     in_use = {i.split(":", 1)[1] for i in await store.ids("ipallocations", {"subnet_id": sid})}
@@ -88,19 +71,11 @@ async def _allocate_one(
                 requested,
             )
         except ipam.IpAddressInUse:
-            raise Conflict(
-                f"IP address {requested} already allocated in subnet {sid}",
-                kind="IpAddressAlreadyAllocated",
-            ) from None
+            raise port.fail("ip_taken", ip_address=requested, subnet_id=sid) from None
         except ipam.IpExhausted:
-            raise Conflict(
-                f"No more IP addresses available on network {network_id}.",
-                kind="IpAddressGenerationFailure",
-            ) from None
+            raise port.fail("ip_exhausted", network_id=network_id) from None
         except ipam.IpamError as exc:
-            raise BadRequest(
-                f"Invalid input for operation: {exc}", kind="InvalidIpForSubnet"
-            ) from None
+            raise port.fail("ip_unusable", reason=str(exc)) from None
         row = {
             "id": f"{sid}:{ip}",
             "subnet_id": sid,
@@ -113,10 +88,7 @@ async def _allocate_one(
             return ip
         except Conflict:
             if requested is not None:
-                raise Conflict(
-                    f"IP address {ip} already allocated in subnet {sid}",
-                    kind="IpAddressAlreadyAllocated",
-                ) from None
+                raise port.fail("ip_taken", ip_address=ip, subnet_id=sid) from None
             # Another server took it between our read and our insert: take the next one.
             in_use.add(ip)
             in_use |= {
@@ -132,7 +104,9 @@ async def _release(store: Store, port_id: str, fixed_ips: Iterable[Doc]) -> None
             await store.delete("ipallocations", row_id)
 
 
-def _resolve_fixed_ips(network: Doc, subnets: list[Doc], wanted: list[Doc] | None) -> list[Doc]:
+def _resolve_fixed_ips(
+    port: Compiled, network: Doc, subnets: list[Doc], wanted: list[Doc] | None
+) -> list[Doc]:
     """Each request as {subnet, ip_address|None}; without fixed_ips, the first IPv4 subnet."""
     if wanted is None:
         if not subnets:
@@ -146,42 +120,33 @@ def _resolve_fixed_ips(network: Doc, subnets: list[Doc], wanted: list[Doc] | Non
         if "subnet_id" in entry:
             subnet = by_id.get(entry["subnet_id"])
             if subnet is None:
-                raise BadRequest(
-                    f"Invalid input for operation: Failed to create port on network "
-                    f"{network['id']}, because fixed_ips included invalid subnet "
-                    f"{entry['subnet_id']}.",
-                    kind="InvalidInput",
+                raise port.fail(
+                    "subnet_not_on_network", network_id=network["id"], subnet_id=entry["subnet_id"]
                 )
             if ip is not None and ipaddress.ip_address(ip) not in ipaddress.ip_network(
                 subnet["cidr"]
             ):
-                raise BadRequest(
-                    f"IP address {ip} is not a valid IP for the specified subnet.",
-                    kind="InvalidIpForSubnet",
-                )
+                raise port.fail("ip_not_in_subnet", ip_address=ip)
         else:
             address = ipaddress.ip_address(str(ip))
             matching = [s for s in subnets if address in ipaddress.ip_network(s["cidr"])]
             if not matching:
-                raise BadRequest(
-                    f"IP address {ip} is not a valid IP for any of the subnets on "
-                    "the specified network.",
-                    kind="InvalidIpForNetwork",
-                )
+                raise port.fail("ip_not_in_network", ip_address=ip)
             subnet = matching[0]
         resolved.append({"subnet": subnet, "ip_address": ip})
     return resolved
 
 
 async def _allocate_all(
-    store: Store, network: Doc, port_id: str, requests: list[Doc], router: bool = False
+    rc: ResourceCall, network: Doc, port_id: str, requests: list[Doc], router: bool = False
 ) -> list[Doc]:
+    store = rc.store
     done: list[Doc] = []
     try:
         for req in requests:
             subnet = req["subnet"]
             ip = await _allocate_one(
-                store, network["id"], subnet, port_id, req["ip_address"], router
+                store, network["id"], subnet, port_id, req["ip_address"], router, port=rc.res
             )
             done.append({"subnet_id": subnet["id"], "ip_address": ip})
     except BaseException:
@@ -194,12 +159,7 @@ def _mac(event: ResourceEvent, value: str) -> str:
     """A MAC address as neutron stores it (lower case, colons); multicast ones refused."""
     mac = value.strip().lower().replace("-", ":")
     if int(mac[:2], 16) & 1 or mac == "00:00:00:00:00:00":
-        raise event.engine.res.fail(
-            "invalid",
-            field="mac_address",
-            value=value,
-            reason=f"'{value}' is not a valid unicast MAC address",
-        )
+        raise event.engine.res.fail("mac_invalid", field="mac_address", value=value)
     return mac
 
 
@@ -209,10 +169,7 @@ async def _free_mac(event: ResourceEvent, network_id: str) -> str:
         mac = ipam.generate_mac()
         if not await store.ids(table, {"network_id": network_id, "mac_address": mac}):
             return mac
-    raise Conflict(
-        f"Unable to generate a unique mac on network {network_id}.",
-        kind="MacAddressGenerationFailure",
-    )
+    raise event.engine.res.fail("mac_exhausted", network_id=network_id)
 
 
 def _check_pairs(event: ResourceEvent, pairs: list[Doc]) -> list[Doc]:
@@ -221,12 +178,7 @@ def _check_pairs(event: ResourceEvent, pairs: list[Doc]) -> list[Doc]:
         try:
             ipaddress.ip_network(str(pair["ip_address"]), strict=False)
         except ValueError:
-            raise event.engine.res.fail(
-                "invalid",
-                field="allowed_address_pairs",
-                value=pair["ip_address"],
-                reason=f"'{pair['ip_address']}' is not a valid IP address or CIDR",
-            ) from None
+            raise event.engine.res.fail("pair_invalid", value=pair["ip_address"]) from None
         entry: Doc = {"ip_address": pair["ip_address"]}
         if pair.get("mac_address") is not None:
             entry["mac_address"] = _mac(event, str(pair["mac_address"]))
@@ -241,10 +193,7 @@ def _check_ips(event: ResourceEvent, wanted: list[Doc]) -> None:
                 ipaddress.ip_address(str(entry["ip_address"]))
             except ValueError:
                 raise event.engine.res.fail(
-                    "invalid",
-                    field="fixed_ips",
-                    value=entry["ip_address"],
-                    reason=f"'{entry['ip_address']}' is not a valid IP address",
+                    "ip_invalid", field="fixed_ips", value=entry["ip_address"]
                 ) from None
 
 
@@ -265,7 +214,8 @@ async def port_addresses(event: ResourceEvent) -> None:
     free one), its addresses (each fixed_ips request resolved to a subnet and allocated;
     without fixed_ips, one address of the network's first IPv4 subnet; on an update,
     addresses the port holds stay), its port security (the network's by default), its
-    project's default security group when it names none, and its binding state."""
+    project's default security group when it names none (the spec computes its binding
+    state)."""
     doc, old = event.doc, event.old
     engine = event.engine
     store = engine.store
@@ -292,7 +242,7 @@ async def port_addresses(event: ResourceEvent) -> None:
         wanted = doc.get("fixed_ips") if old is None else doc["fixed_ips"]
         _check_ips(event, wanted or [])
         subnets = await store.list("subnets", {"network_id": network_id})
-        requests = _resolve_fixed_ips(network, subnets, wanted)
+        requests = _resolve_fixed_ips(engine.res, network, subnets, wanted)
         current = list((old or {}).get("fixed_ips") or [])
         kept: list[Doc] = []
         to_allocate: list[Doc] = []
@@ -312,8 +262,7 @@ async def port_addresses(event: ResourceEvent) -> None:
             (old or doc).get("device_owner") if "device_owner" not in doc else doc["device_owner"]
         )
         router = owner == ROUTER_INTERFACE
-        doc["fixed_ips"] = kept + await _allocate_all(store, network, port_id, to_allocate, router)
-    doc.update(_binding_state({**(old or {}), **doc}))
+        doc["fixed_ips"] = kept + await _allocate_all(engine, network, port_id, to_allocate, router)
 
 
 def _added(doc: Doc, old: Doc | None) -> list[Doc]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import BadRequest, NotFound
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, deleting, serve
 from specstack_runtime.resources.context import ResourceCall
@@ -41,17 +40,13 @@ async def _drop_ports(rc: ResourceCall, device_id: str, owner: str) -> None:
             await deleting.delete(ports, port)
 
 
-async def _external(rc: ResourceCall, network_id: str, what: str) -> Doc:
+async def _external(rc: ResourceCall, network_id: str) -> None:
     net = await rc.store.get("networks", network_id)
     nets = rc.of("network")
     if net is None or not await access.sees(nets, net):
         raise nets.res.fail("not_found", id=network_id)
     if not net.get("router:external"):
-        raise BadRequest(
-            f"Bad {what} request: Network {network_id} is not an external network.",
-            kind="BadRequest",
-        )
-    return net
+        raise rc.res.fail("not_external", network_id=network_id)
 
 
 @behaviour("network.router_gateway")
@@ -71,7 +66,7 @@ async def router_gateway(event: ResourceEvent) -> None:
     if not info.get("network_id"):
         event.doc["external_gateway_info"] = None
         return
-    await _external(event.engine, str(info["network_id"]), "router")
+    await _external(event.engine, str(info["network_id"]))
     project = (event.old or event.doc).get("project_id")
     port = await _new_port(
         event.engine,
@@ -101,14 +96,11 @@ def _interface_answer(router: Doc, port: Doc, subnet_id: str) -> Doc:
     }
 
 
-def _which(call: Call) -> tuple[str | None, str | None]:
-    body = call.body if isinstance(call.body, dict) else {}
+def _which(rc: ResourceCall) -> tuple[str | None, str | None]:
+    body = rc.call.body if isinstance(rc.call.body, dict) else {}
     subnet_id, port_id = body.get("subnet_id"), body.get("port_id")
     if bool(subnet_id) == bool(port_id):
-        raise BadRequest(
-            "Bad router request: Either subnet_id or port_id must be specified.",
-            kind="BadRequest",
-        )
+        raise rc.res.fail("no_target")
     return subnet_id, port_id
 
 
@@ -124,41 +116,26 @@ async def add_router_interface(call: Call) -> Reply:
     address, or the caller's unused port, becomes an interface of the router."""
     rc = serve.engine_call(call, "router")
     router = await access.modifiable(rc)
-    subnet_id, port_id = _which(call)
+    subnet_id, port_id = _which(rc)
     taken = {f["subnet_id"] for p in await _interfaces(rc, router["id"]) for f in p["fixed_ips"]}
     ports = rc.of("port")
     if port_id:
         port = await access.lookup(ports, str(port_id))
         if port.get("device_id") or port.get("device_owner"):
-            raise BadRequest(
-                f"Bad router request: Port {port_id} is in use by {port.get('device_owner')}.",
-                kind="BadRequest",
-            )
+            raise rc.res.fail("port_in_use", port_id=port_id, device_owner=port["device_owner"])
         if not port["fixed_ips"]:
-            raise BadRequest(
-                "Bad router request: Router port must have at least one fixed IP.",
-                kind="BadRequest",
-            )
+            raise rc.res.fail("port_without_ip")
         subnet_id = port["fixed_ips"][0]["subnet_id"]
         if subnet_id in taken:
-            raise BadRequest(
-                f"Bad router request: Router already has a port on subnet {subnet_id}.",
-                kind="BadRequest",
-            )
+            raise rc.res.fail("subnet_taken", subnet_id=subnet_id)
         attrs = {"device_id": router["id"], "device_owner": INTERFACE}
         port = await ports.store.update(ports.res.res.table, port["id"], attrs) or port
     else:
         subnet = await access.lookup(rc.of("subnet"), str(subnet_id))
         if not subnet.get("gateway_ip"):
-            raise BadRequest(
-                f"Bad router request: Subnet {subnet_id} does not have a gateway IP.",
-                kind="BadRequest",
-            )
+            raise rc.res.fail("no_gateway_ip", subnet_id=subnet_id)
         if subnet_id in taken:
-            raise BadRequest(
-                f"Bad router request: Router already has a port on subnet {subnet_id}.",
-                kind="BadRequest",
-            )
+            raise rc.res.fail("subnet_taken", subnet_id=subnet_id)
         port = await _new_port(
             rc,
             {
@@ -178,22 +155,15 @@ async def remove_router_interface(call: Call) -> Reply:
     the port named) is deleted, its address released."""
     rc = serve.engine_call(call, "router")
     router = await access.modifiable(rc)
-    subnet_id, port_id = _which(call)
+    subnet_id, port_id = _which(rc)
     found = [
         p
         for p in await _interfaces(rc, router["id"])
         if p["id"] == port_id or any(f["subnet_id"] == subnet_id for f in p["fixed_ips"])
     ]
     if not found:
-        if port_id:
-            raise NotFound(
-                f"Router {router['id']} does not have an interface with id {port_id}",
-                kind="RouterInterfaceNotFound",
-            )
-        raise NotFound(
-            f"Router {router['id']} has no interface on subnet {subnet_id}",
-            kind="RouterInterfaceNotFoundForSubnet",
-        )
+        missing = "no_interface_port" if port_id else "no_interface_subnet"
+        raise rc.res.fail(missing, id=router["id"], port_id=port_id, subnet_id=subnet_id)
     port = found[0]
     subnet = subnet_id or port["fixed_ips"][0]["subnet_id"]
     await deleting.delete(rc.of("port"), port)
@@ -206,16 +176,17 @@ async def remove_router_interface(call: Call) -> Reply:
 @behaviour("network.floatingip_allocate")
 async def floatingip_allocate(event: ResourceEvent) -> None:
     """A new floating IP: an address of the external network (of the subnet or address
-    asked for), held by a port of its own; associated at once when port_id is given."""
+    asked for), held by a port of its own; associated at once when port_id is given (the
+    spec refused a network that is not external)."""
     doc = event.doc
-    net = await _external(event.engine, str(doc["floating_network_id"]), "floatingip")
+    network_id = str(doc["floating_network_id"])
     wanted: Doc = {}
     if doc.get("subnet_id"):
         wanted["subnet_id"] = doc["subnet_id"]
     if doc.get("floating_ip_address"):
         wanted["ip_address"] = doc["floating_ip_address"]
     attrs: Doc = {
-        "network_id": net["id"],
+        "network_id": network_id,
         "device_id": doc["id"],
         "device_owner": FLOATING,
         "project_id": doc["project_id"],
@@ -225,10 +196,7 @@ async def floatingip_allocate(event: ResourceEvent) -> None:
     port = await _new_port(event.engine, attrs)
     if not port["fixed_ips"]:
         await _drop_ports(event.engine, doc["id"], FLOATING)
-        raise BadRequest(
-            f"Bad floatingip request: Network {net['id']} has no subnet to allocate from.",
-            kind="BadRequest",
-        )
+        raise event.engine.res.fail("no_subnet", network_id=network_id)
     doc["floating_ip_address"] = port["fixed_ips"][0]["ip_address"]
     doc.pop("subnet_id", None)
     await _associate(event.engine, doc, doc)
@@ -259,21 +227,11 @@ async def _associate(rc: ResourceCall, fip: Doc, changes: Doc) -> None:
     wanted = fip.get("fixed_ip_address")
     chosen = next((f for f in v4 if f["ip_address"] == wanted), None) if wanted else None
     if chosen is None and (wanted or not v4):
-        raise BadRequest(
-            f"Bad floatingip request: Port {port_id} does not have fixed ip {wanted}."
-            if wanted
-            else f"Bad floatingip request: Port {port_id} does not have any IPv4 address.",
-            kind="BadRequest",
-        )
+        raise rc.res.fail("no_fixed_ip" if wanted else "no_ipv4", **fip)
     chosen = chosen or v4[0]
     router = await _router_for(rc, str(fip["floating_network_id"]), chosen["subnet_id"])
     if router is None:
-        raise NotFound(
-            f"External network {fip['floating_network_id']} is not reachable from subnet "
-            f"{chosen['subnet_id']}.  Therefore, cannot associate Port {port_id} with a "
-            "Floating IP.",
-            kind="ExternalGatewayForFloatingIPNotFound",
-        )
+        raise rc.res.fail("unreachable", **{**fip, "subnet_id": chosen["subnet_id"]})
     changes.update(
         {
             "port_id": port_id,

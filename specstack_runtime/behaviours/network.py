@@ -1,4 +1,4 @@
-"""Networking (neutron v2.0): discovery, the agents' side, and the flow steps that tell them.
+"""Networking (neutron v2.0): the agents' side, and the flow steps that tell them.
 
 Networks, subnets and ports are served by the resource engine from
 spec/resources/network.yaml; their algorithms are hooks in `netcheck` (segment ids,
@@ -30,7 +30,7 @@ from typing import Any
 
 from specstack_runtime.batching import batch_of
 from specstack_runtime.behaviours import netports
-from specstack_runtime.context import Call, Interaction, Reply
+from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
@@ -42,123 +42,7 @@ logger = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-API_VERSION = "v2.0"
-
-# The extensions whose attributes and behaviour this module really provides.
-EXTENSIONS: tuple[tuple[str, str, str], ...] = (
-    ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
-    ("external-net", "Neutron external network", "Adds external network attribute to networks."),
-    ("provider", "Provider Network", "Expose mapping of virtual networks to physical networks"),
-    ("net-mtu", "Network MTU", "Provides MTU attribute for a network resource."),
-    ("net-mtu-writable", "Network MTU (writable)", "Provides a writable MTU attribute."),
-    ("port-security", "Port Security", "Provides port security"),
-    ("security-group", "security-group", "The security groups extension."),
-    (
-        "router",
-        "Neutron L3 Router",
-        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access "
-        "to external networks via a NAT gateway.",
-    ),
-    ("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address pairs"),
-    (
-        "standard-attr-description",
-        "standard-attr-description",
-        "Extension to add descriptions to standard attributes",
-    ),
-    (
-        "standard-attr-revisions",
-        "Resource revision numbers",
-        "This extension will display the revision number of neutron resources.",
-    ),
-    (
-        "standard-attr-timestamp",
-        "Resource timestamps",
-        "Adds created_at and updated_at fields to all Neutron resources.",
-    ),
-    ("project-id", "project_id field enabled", "Indicates that the project_id field is enabled."),
-    (
-        "ip-substring-filtering",
-        "IP address substring filtering",
-        "Provides IP address substring filtering when listing ports",
-    ),
-    ("pagination", "Pagination support", "Indicates that pagination is enabled."),
-    ("sorting", "Sorting support", "Indicates that sorting is enabled."),
-)
-#: What GET /v2.0/ lists (a collection's path spells its name with dashes).
-COLLECTIONS = (
-    "network",
-    "subnet",
-    "port",
-    "security_group",
-    "security_group_rule",
-    "router",
-    "floatingip",
-)
-EXTENSIONS_UPDATED = "2024-01-01T00:00:00-00:00"
-
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def _base_url(call: Call) -> str:
-    """Where the caller reached this API (links are built from it)."""
-    host = call.header("host")
-    if host:
-        return f"{call.header('x-forwarded-proto') or 'http'}://{host}"
-    api = call.rt.info.components.get(call.rt.component, {}).get("api")
-    return call.rt.info.endpoint(api, call.rt.config) if api else ""
-
-
-# -- discovery -----------------------------------------------------------------------------------
-
-
-@behaviour("network.list_network_versions")
-async def list_network_versions(call: Call) -> Reply:
-    """GET /: the only API version, v2.0."""
-    href = f"{_base_url(call)}/{API_VERSION}/"
-    return Reply(
-        200,
-        {
-            "versions": [
-                {"id": API_VERSION, "status": "CURRENT", "links": [{"href": href, "rel": "self"}]}
-            ]
-        },
-    )
-
-
-@behaviour("network.get_network_v20")
-async def get_network_v20(call: Call) -> Reply:
-    """GET /v2.0/: the resource collections served."""
-    call.require_auth()
-    base = f"{_base_url(call)}/{API_VERSION}"
-    resources = [
-        {
-            "name": name,
-            "collection": f"{name}s",
-            "links": [{"href": f"{base}/{name.replace('_', '-')}s", "rel": "self"}],
-        }
-        for name in COLLECTIONS
-    ]
-    return Reply(200, {"resources": resources})
-
-
-@behaviour("network.list_extensions")
-async def list_extensions(call: Call) -> Reply:
-    call.require_auth()
-    return Reply(
-        200,
-        {
-            "extensions": [
-                {
-                    "alias": alias,
-                    "name": name,
-                    "description": description,
-                    "updated": EXTENSIONS_UPDATED,
-                    "links": [],
-                }
-                for alias, name, description in EXTENSIONS
-            ]
-        },
-    )
 
 
 # -- steps: neutron-server tells its agents ------------------------------------------------------

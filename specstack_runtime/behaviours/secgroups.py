@@ -13,7 +13,7 @@ import ipaddress
 import uuid
 from typing import Any
 
-from specstack_runtime.errors import BadRequest, Conflict
+from specstack_runtime.errors import Conflict
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import collects, writes
 from specstack_runtime.resources.context import ResourceCall
@@ -21,9 +21,6 @@ from specstack_runtime.resources.hooks import ResourceEvent
 
 Doc = dict[str, Any]
 
-DEFAULT_NAME = "default"
-DEFAULT_DESCRIPTION = "Default security group"
-ETHERTYPES = ("IPv4", "IPv6")
 #: Namespace of the default groups' ids (uuid5 of the project) and of their rules' ids.
 _DEFAULT_IDS = uuid.UUID("0c7d3f4e-9a51-5e0b-8d2c-6f1e4a3b2c10")
 
@@ -42,15 +39,11 @@ async def _add_rule(rules: ResourceCall, attrs: Doc, rule_id: str | None = None)
     await collects.added(rules, created)
 
 
-def _egress(group: Doc) -> list[Doc]:
+def _egress(groups: ResourceCall, group: Doc) -> list[Doc]:
+    """A rule per ethertype (the spec's security_group data) letting every packet out."""
+    own = {"security_group_id": group["id"], "project_id": group["project_id"]}
     return [
-        {
-            "security_group_id": group["id"],
-            "direction": "egress",
-            "ethertype": eth,
-            "project_id": group["project_id"],
-        }
-        for eth in ETHERTYPES
+        {**own, "direction": "egress", "ethertype": e} for e in groups.res.res.data["ethertypes"]
     ]
 
 
@@ -58,20 +51,21 @@ async def ensure_default(rc: ResourceCall, project_id: str) -> str:
     """The id of the project's default group, made with its rules if it has none yet:
     every packet out, and in from the group's own ports (IPv4 and IPv6)."""
     groups = rc.of("security_group")
-    table = groups.res.res.table
-    found = await groups.store.list(table, {"project_id": project_id, "name": DEFAULT_NAME})
+    table, default = groups.res.res.table, groups.res.res.data["default"]
+    found = await groups.store.list(table, {"project_id": project_id, "name": default["name"]})
     if found:
         return str(min(found, key=lambda g: (g.get("created_at", ""), g["id"]))["id"])
     gid = default_group_id(project_id)
-    attrs = {"name": DEFAULT_NAME, "description": DEFAULT_DESCRIPTION, "project_id": project_id}
+    attrs = {**default, "project_id": project_id}
     doc = await writes.for_create(groups, attrs, gid)
     try:
         group = await groups.store.create(table, doc)
     except Conflict:
         return gid  # another request made it first
     rules = rc.of("security_group_rule")
-    ingress = [{**rule, "direction": "ingress", "remote_group_id": gid} for rule in _egress(group)]
-    for n, attrs in enumerate([*_egress(group), *ingress]):
+    egress = _egress(groups, group)
+    ingress = [{**rule, "direction": "ingress", "remote_group_id": gid} for rule in egress]
+    for n, attrs in enumerate([*egress, *ingress]):
         await _add_rule(rules, attrs, str(uuid.uuid5(_DEFAULT_IDS, f"rule|{gid}|{n}")))
     return gid
 
@@ -91,7 +85,7 @@ async def default_security_group(event: ResourceEvent) -> None:
 async def security_group_egress(event: ResourceEvent) -> None:
     """A new group lets every IPv4 and IPv6 packet out (neutron's two egress rules)."""
     rules = event.engine.of("security_group_rule")
-    for attrs in _egress(event.doc):
+    for attrs in _egress(event.engine, event.doc):
         await _add_rule(rules, attrs)
     # the answer shows the group with them
     now = await event.engine.store.get(event.engine.res.res.table, event.doc["id"])
@@ -109,15 +103,9 @@ async def security_group_rule_cidr(event: ResourceEvent) -> None:
     try:
         net = ipaddress.ip_network(str(prefix), strict=False)
     except ValueError:
-        raise event.engine.res.fail(
-            "invalid",
-            field="remote_ip_prefix",
-            value=prefix,
-            reason=f"'{prefix}' is not a valid IP prefix",
-        ) from None
+        raise event.engine.res.fail("prefix_invalid", value=prefix) from None
     if f"IPv{net.version}" != doc.get("ethertype"):
-        raise BadRequest(
-            f"Conflicting value ethertype {doc.get('ethertype')} for CIDR {prefix}",
-            kind="SecurityGroupRuleParameterConflict",
+        raise event.engine.res.fail(
+            "prefix_ethertype", value=prefix, ethertype=doc.get("ethertype")
         )
     doc["remote_ip_prefix"] = str(net)

@@ -15,7 +15,6 @@ rows. createVolume and deleteVolume leave `call.vars["volume"]`.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from specstack_runtime.behaviours.volume_backend import availability_zones
 from specstack_runtime.behaviours.volume_base import (
@@ -24,14 +23,14 @@ from specstack_runtime.behaviours.volume_base import (
     DELETE_MESSAGE,
     VOLUME,
     VOLUME_TYPE,
-    invalid_volume,
     remove_volume_rows,
     set_status,
     store_of,
+    volume_not_found,
 )
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import BadRequest, NotFound
+from specstack_runtime.errors import NotFound
 from specstack_runtime.messaging import InvalidMessage, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, deleting, guards
@@ -44,24 +43,17 @@ logger = logging.getLogger(__name__)
 # -- volumes ---------------------------------------------------------------------------------
 
 
-def _too_small(value: Any) -> BadRequest:
-    return BadRequest(
-        f"Invalid input received: Volume size '{value}' must be an integer and greater than 0.",
-        kind="InvalidInput",
-    )
-
-
 @behaviour("volume.prepare_create")
 async def prepare_create(event: ResourceEvent) -> None:
     """createVolume, before the row is written (the spec has checked each attribute): a clone
     takes its source's size and bootable flag, the zone must be one the back ends' nodes are
     in, the type is looked up by name or id (the default one otherwise), and the request's
     scheduler hints are kept for the scheduler."""
-    call, volume = event.call, event.doc
+    call, volume, fail = event.call, event.doc, event.engine.res.fail
     store = store_of(call)
     hints = (call.body or {}).get("OS-SCH-HNT:scheduler_hints")
     if hints is not None and not isinstance(hints, dict):
-        raise BadRequest("Invalid scheduler hints: an object is expected.", kind="InvalidInput")
+        raise fail("bad_hints")
     volume["scheduler_hints"] = hints or {}
     source_id = volume.get("source_volid")
     source = await store.get("volumes", source_id) if source_id else None
@@ -70,21 +62,16 @@ async def prepare_create(event: ResourceEvent) -> None:
         if volume.get("size") is None:
             volume["size"] = int(source["size"])
     if volume.get("size") is None:
-        raise _too_small("")
+        raise fail("invalid", field="size", value="")
     zone = volume.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
     if zone not in availability_zones(call.rt):
-        raise BadRequest(
-            f"Invalid input received: Availability zone '{zone}' is invalid.",
-            kind="InvalidAvailabilityZone",
-        )
+        raise fail("bad_zone", zone=zone)
     volume["availability_zone"] = zone
     ref = volume.get("volume_type")
     try:  # by id or name, as the spec's volume_type resource finds it (default otherwise)
         vtype = await access.lookup(engine_call(call, VOLUME_TYPE), ref or "default")
     except NotFound:
-        raise NotFound(
-            f"Volume type with name {ref} could not be found.", kind="VolumeTypeNotFoundByName"
-        ) from None
+        raise fail("type_not_found", name=ref) from None
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
 
 
@@ -95,7 +82,7 @@ async def snapshot_of(event: ResourceEvent) -> None:
     snap = event.doc
     volume = await store_of(event.call).get("volumes", snap["volume_id"])
     if volume is None:  # the spec's `ref` found it a moment ago
-        raise NotFound(f"Volume {snap['volume_id']} could not be found.", kind="VolumeNotFound")
+        raise volume_not_found(event.call.rt, snap["volume_id"])
     snap.pop("force", None)  # the spec's `refuse` rule read it
     snap["size"] = int(volume["size"])
 
@@ -131,7 +118,7 @@ async def delete_volume(call: Call) -> Reply:
     volume_id = volume["id"]
     gone = await set_status(store, volume_id, "deleting", expect=(volume["status"],))
     if gone is None:
-        raise invalid_volume(f"Volume {volume_id} changed state meanwhile; it cannot be deleted.")
+        raise rc.res.fail("delete_raced", id=volume_id)
     call.vars["volume"] = gone
     host = gone.get("host")
     if not host:

@@ -27,8 +27,6 @@ from specstack_runtime.behaviours.volume_base import (
     backend_call,
     check_export_payload,
     export_payload,
-    invalid_volume,
-    naive,
     set_status,
     store_of,
     unexport,
@@ -37,7 +35,7 @@ from specstack_runtime.behaviours.volume_base import (
 )
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Interaction, Reply
-from specstack_runtime.errors import ApiError, BadRequest, StepFailed
+from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.messaging import InvalidMessage
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, views, writes
@@ -60,10 +58,7 @@ async def reserve(event: ResourceEvent) -> None:
         raise volume_not_found(call.rt, att["volume_id"])
     connector = att.get("connector")
     if connector and not volume.get("host"):
-        raise invalid_volume(
-            f"Volume {volume['id']} has no back-end host yet (status "
-            f"{volume['status']}); it cannot be exported."
-        )
+        raise event.engine.res.fail("no_host", **volume)
     status = "attaching" if connector else "reserved"
     att.update(
         project_id=volume["project_id"],
@@ -72,13 +67,10 @@ async def reserve(event: ResourceEvent) -> None:
         mountpoint=connector.get("mountpoint") if connector else None,
     )
     if connector:
-        check_export_payload(call.rt, export_payload(att))
+        check_export_payload(event.engine, export_payload(att))
     reserved = await set_status(store, volume["id"], status, expect=("available",))
     if reserved is None:
-        raise invalid_volume(
-            f"Volume {volume['id']} status must be available to reserve, but "
-            f"the current status is {volume['status']}."
-        )
+        raise event.engine.res.fail("not_available", **volume)
     call.vars["volume"] = reserved
 
 
@@ -120,18 +112,15 @@ async def export_updated(event: ResourceEvent) -> None:
     old = event.old or {}
     connector = writes.attributes(event.engine).get("connector")
     if not isinstance(connector, dict):
-        raise BadRequest(
-            "Invalid connector: an object with at least 'host' is expected.", kind="InvalidInput"
-        )
+        reason = "an object with at least 'host' is expected."
+        raise event.engine.res.fail("bad_connector", reason=reason)
     volume = await store_of(call).get("volumes", old["volume_id"])
     if volume is None:
         raise volume_not_found(call.rt, old["volume_id"])
     if not volume.get("host"):
-        raise invalid_volume(
-            f"Volume {volume['id']} has no back-end host yet (status {volume['status']})."
-        )
+        raise event.engine.res.fail("no_host", **volume)
     payload = {"volume_id": old["volume_id"], "attachment_id": old["id"], "connector": connector}
-    check_export_payload(call.rt, payload)
+    check_export_payload(event.engine, payload)
     reply = await backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
     changes.update(
         connector=connector,
@@ -165,7 +154,7 @@ def _entry(att: Doc) -> Doc:
         "server_id": att.get("instance_uuid"),
         "host_name": att.get("attached_host") or connector.get("host"),
         "device": att.get("mountpoint") or connector.get("mountpoint"),
-        "attached_at": naive(att.get("attached_at")),
+        "attached_at": att.get("attached_at"),
     }
 
 
@@ -254,14 +243,13 @@ async def _forget(store: Store, att: Doc) -> tuple[list[Doc], Doc | None]:
 async def delete_attachment(call: Call) -> Reply:
     """DELETE .../attachments/{id}: 200 {"attachments": [what remains]}; leaves vars."""
     store = store_of(call)
-    att = await access.lookup(engine_call(call, ATTACHMENT))
+    rc = engine_call(call, ATTACHMENT)
+    att = await access.lookup(rc)
     volume = await store.get("volumes", att["volume_id"])
     if volume is None:
         raise volume_not_found(call.rt, att["volume_id"])
     if volume["status"] == "deleting":
-        raise ApiError(
-            f"Volume {volume['id']} is being deleted.", status=409, kind="ConflictingRequest"
-        )
+        raise rc.res.fail("volume_deleting", id=volume["id"])
     unexported = False
     if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
         await unexport(call, volume, att)
@@ -275,7 +263,6 @@ async def delete_attachment(call: Call) -> Reply:
     }
     call.vars["volume"] = volume
     call.vars["volume_after"] = new_volume
-    rc = engine_call(call, ATTACHMENT)
     summaries = [views.render(rc, r, "summary") for r in remaining]
     return Reply(200, {"attachments": summaries})
 
@@ -345,10 +332,8 @@ async def detach(event: ResourceEvent) -> None:
         rows = [r for r in rows if r["id"] == wanted]
         if not rows:
             raise attachment_not_found(call.rt, wanted)
-    if not rows:
-        raise invalid_volume(f"Volume {volume['id']} is not attached to anything.")
-    if len(rows) > 1:
-        raise invalid_volume(f"Volume {volume['id']} has several attachments; give attachment_id.")
+    if len(rows) != 1:
+        raise event.engine.res.fail("several_attachments" if rows else "not_attached", **volume)
     att = rows[0]
     await unexport(call, volume, att)
     await _forget(store, att)

@@ -9,8 +9,9 @@ from typing import Any
 from specstack_runtime.behaviours.cas import update_cas
 from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
 from specstack_runtime.context import Call
-from specstack_runtime.errors import ApiError, BadRequest, ServiceUnavailable
+from specstack_runtime.errors import ApiError, ServiceUnavailable
 from specstack_runtime.messaging import InvalidMessage, check, send
+from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 
@@ -35,13 +36,6 @@ def store_of(source: Call | ServiceRuntime) -> Store:
     return rt.require_store()
 
 
-def naive(ts: Any) -> Any:
-    """Cinder shows naive UTC timestamps with microseconds: 2024-01-02T03:04:05.000000."""
-    if isinstance(ts, str) and ts.endswith("Z"):
-        return ts[:-1] + ".000000"
-    return ts
-
-
 def volume_not_found(rt: ServiceRuntime, volume_id: str) -> ApiError:
     """The volume resource's not-found error, in the spec's words."""
     return rt.info.resources.resource("volume").fail("not_found", id=volume_id)
@@ -49,10 +43,6 @@ def volume_not_found(rt: ServiceRuntime, volume_id: str) -> ApiError:
 
 def attachment_not_found(rt: ServiceRuntime, attachment_id: str) -> ApiError:
     return rt.info.resources.resource("attachment").fail("not_found", id=attachment_id)
-
-
-def invalid_volume(reason: str) -> BadRequest:
-    return BadRequest(f"Invalid volume: {reason}", kind="InvalidVolume")
 
 
 async def update_row(
@@ -100,12 +90,13 @@ def export_payload(att: Doc) -> Doc:
     }
 
 
-def check_export_payload(rt: ServiceRuntime, payload: Doc) -> None:
-    """The export message's schema, checked before anything changes: a bad connector is a 400."""
+def check_export_payload(rc: ResourceCall, payload: Doc) -> None:
+    """The export message's schema, checked before anything changes: a bad connector is the
+    attachment's `bad_connector` (400)."""
     try:
-        check(rt.info, EXPORT_MESSAGE, "payload", payload)
+        check(rc.call.rt.info, EXPORT_MESSAGE, "payload", payload)
     except InvalidMessage as exc:
-        raise BadRequest(f"Invalid connector: {exc}", kind="InvalidInput") from None
+        raise rc.res.fail("bad_connector", reason=str(exc)) from None
 
 
 async def backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc:

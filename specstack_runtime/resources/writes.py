@@ -187,6 +187,8 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
             else:
                 unknown.append(key)
             continue
+        if f.computed and res.conventions.strict_body:  # server-set, as neutron answers
+            raise res.fail("read_only" if old is None else "immutable", field=key, value=value)
         if f.computed:
             continue  # a computed field sent back (a client's round trip): nothing to store
         held = f.stored or key

@@ -18,6 +18,7 @@ from specstack_runtime.behaviours.netports import _allocate_one
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.store import Store, engine_url
 from tests.db.spec_tables import tables
+from tests.runtime.netvol_fakes import stack_info
 
 T = TypeVar("T")
 
@@ -249,6 +250,7 @@ def test_compare_and_set_has_one_winner_across_connections(server_url: str) -> N
 def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
     """neutron's allocation (insert decides, retry the next address) with 4 servers at once."""
     stores = [spec_store(server_url, "neutron-db") for _ in range(4)]
+    port = stack_info().resources.resource("port")  # the words of its refusals
     subnet = {
         "id": "s1",
         "cidr": "10.9.0.0/26",
@@ -260,7 +262,7 @@ def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
         def server(i: int) -> list[str]:
             async def allocate() -> list[str]:
                 return [
-                    await _allocate_one(stores[i], "n1", subnet, f"port-{i}-{k}", None)
+                    await _allocate_one(stores[i], "n1", subnet, f"port-{i}-{k}", None, port=port)
                     for k in range(10)
                 ]
 
@@ -273,7 +275,7 @@ def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
         assert run(stores[0].count("ipallocations", {"subnet_id": "s1"})) == 40
         # asking for a taken address is a conflict, not a second allocation
         with pytest.raises(Conflict, match="already allocated"):
-            run(_allocate_one(stores[1], "n1", subnet, "port-x", ips[0]))
+            run(_allocate_one(stores[1], "n1", subnet, "port-x", ips[0], port=port))
     finally:
         for s in stores:
             s.close()

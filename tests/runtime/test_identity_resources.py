@@ -247,10 +247,17 @@ async def test_roles_and_assignments(tmp_path: Path) -> None:
     assert len(own.body["role_assignments"]) == 2
     with pytest.raises(Forbidden):
         await stack.invoke("identity", "listRoleAssignments", auth=demo)
-    with pytest.raises(BadRequest):
-        await stack.invoke(
-            "identity", "listRoleAssignments", auth=admin, query={"include_subtree": "true"}
-        )
+    for query, message in (
+        ({"include_subtree": "true"}, "scope.project.id must be given when include_subtree is."),
+        ({"user.id": "u", "group.id": "g"}, "Specify only one of user.id and group.id."),
+        (
+            {"scope.project.id": "p", "scope.system": "all"},
+            "Specify only one of scope.project.id, scope.domain.id and scope.system.",
+        ),
+    ):
+        with pytest.raises(BadRequest) as refused:
+            await stack.invoke("identity", "listRoleAssignments", auth=admin, query=query)
+        assert refused.value.message == message
     assert (
         await stack.invoke("identity", "listRoleAssignments", auth=admin, query={"group.id": "g"})
     ).body["role_assignments"] == []

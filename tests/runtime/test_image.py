@@ -11,11 +11,11 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from specstack_runtime import registry
-from specstack_runtime.behaviours.image import Gone, RangeNotSatisfiable
+from specstack_runtime.behaviours.image import RangeNotSatisfiable
 from specstack_runtime.behaviours.objects import object_store
 from specstack_runtime.behaviours.objectstore import ObjectInfo
 from specstack_runtime.context import AuthContext, Reply
-from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
+from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.policy import parse
 from tests.aio import arun
 from tests.runtime.fakes import Stack, openapi
@@ -56,8 +56,8 @@ def test_every_image_operation_is_served_once() -> None:
     assert len(served) == 14
     own = {op: name for op, name in served.items() if name}
     assert own == {
-        "getImageVersions": "image.get_image_versions",
-        "listImageVersions": "image.get_image_versions",
+        "getImageVersions": "documents.constant",
+        "listImageVersions": "documents.constant",
         "showImageSchema": "documents.json_schema",
         "downloadImageData": "image.download_image_data",
     }
@@ -190,9 +190,7 @@ async def test_upload_rules(tmp_path: Path) -> None:
     theirs = await create(stack, admin)
     with pytest.raises(Forbidden):
         await op(stack, "uploadImageData", demo, theirs["id"], raw_body=b"x")
-    from specstack_runtime.behaviours.image import UnsupportedMediaType
-
-    with pytest.raises(UnsupportedMediaType):
+    with pytest.raises(ApiError, match="Content-Type 'text/plain' is not supported") as unsupported:
         await op(
             stack,
             "uploadImageData",
@@ -201,6 +199,7 @@ async def test_upload_rules(tmp_path: Path) -> None:
             raw_body=b"x",
             headers={"content-type": "text/plain"},
         )
+    assert unsupported.value.status == 415
 
 
 @arun
@@ -234,8 +233,9 @@ async def test_image_deleted_during_upload_is_gone(tmp_path: Path) -> None:
         return await original(api, operation_id, *args, **kwargs)
 
     stack.clients.call = delete_while_storing  # type: ignore[method-assign]
-    with pytest.raises(Gone):
+    with pytest.raises(ApiError, match="may have been deleted during the upload") as gone:
         await op(stack, "uploadImageData", demo, image["id"], raw_body=b"data")
+    assert gone.value.status == 410
     assert [o for _, o, _ in stack.clients.calls][-1] == "deleteObject"
 
 

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime.behaviours import network as net
 from specstack_runtime.bus import InProcessBus
 from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.services import ServiceRuntime
@@ -107,10 +106,10 @@ def run(tmp_path: Path, scenario: Callable[[Neutron], Awaitable[None]]) -> None:
 
 def test_versions_resources_and_extensions(tmp_path: Path) -> None:
     async def scenario(n: Neutron) -> None:
-        body = await n.op(net.list_network_versions, "listNetworkVersions", 200, who=None)
+        body = await n.op(serve, "listNetworkVersions", 200, who=None)
         assert body["versions"][0]["id"] == "v2.0"
         assert body["versions"][0]["links"][0]["href"] == "http://cloud.example:1234/v2.0/"
-        body = await n.op(net.get_network_v20, "getNetworkV20", 200)
+        body = await n.op(serve, "getNetworkV20", 200)
         links = {r["collection"]: r["links"][0]["href"] for r in body["resources"]}
         assert set(links) == {
             "networks",
@@ -122,11 +121,13 @@ def test_versions_resources_and_extensions(tmp_path: Path) -> None:
             "floatingips",
         }
         assert links["security_groups"] == "http://cloud.example:1234/v2.0/security-groups"
-        body = await n.op(net.list_extensions, "listExtensions", 200)
+        body = await n.op(serve, "listExtensions", 200)
         aliases = {e["alias"] for e in body["extensions"]}
         expected = {"binding", "port-security", "security-group", "standard-attr-description"}
         assert expected | {"ip-substring-filtering", "external-net", "net-mtu"} <= aliases
-        await expect_error(net.get_network_v20(make_call(n.rt, "getNetworkV20", who=None)), 401)
+        ops = {o["operation_id"]: o for o in n.rt.info.apis[API]["operations"]}
+        assert ops["getNetworkV20"]["requires_token"] and ops["listExtensions"]["requires_token"]
+        assert not ops["listNetworkVersions"]["requires_token"]
 
     run(tmp_path, scenario)
 
@@ -356,6 +357,80 @@ def test_subnet_in_use_cannot_be_deleted(tmp_path: Path) -> None:
         assert shown["network"]["subnets"] == []
         await expect_error(
             serve(make_call(n.rt, "showSubnet", path_params=sid)), 404, "SubnetNotFound"
+        )
+
+    run(tmp_path, scenario)
+
+
+def test_subnet_refusals_say_what_neutron_says(tmp_path: Path) -> None:
+    async def scenario(n: Neutron) -> None:
+        network = await n.network(name="private")
+        await n.subnet(network["id"], "10.0.0.0/24")
+
+        async def refused(status: int, kind: str, message: str, **sub: Any) -> None:
+            body = {"subnet": {"network_id": network["id"], "ip_version": 4, **sub}}
+            err = await expect_error(
+                serve(make_call(n.rt, "createSubnet", body=body)), status, kind
+            )
+            assert err.message == message
+
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for operation: Requested subnet with cidr: 10.0.0.128/25 for network: "
+            f"{network['id']} overlaps with another subnet.",
+            cidr="10.0.0.128/25",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for cidr. Reason: '10.1.0.5/24' isn't a recognized IP subnet cidr, "
+            "'10.1.0.0/24' is recommended.",
+            cidr="10.1.0.5/24",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for cidr. Reason: 'fd00::/64' is not an IPv4 subnet.",
+            cidr="fd00::/64",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for operation: Gateway IP 10.3.0.1 is not in subnet 10.2.0.0/24.",
+            cidr="10.2.0.0/24",
+            gateway_ip="10.3.0.1",
+        )
+        await refused(
+            400,
+            "GatewayNotValidOnSubnet",
+            "Gateway is not valid on subnet: 10.2.0.255 is the network or broadcast address "
+            "of 10.2.0.0/24.",
+            cidr="10.2.0.0/24",
+            gateway_ip="10.2.0.255",
+        )
+        await refused(
+            400,
+            "OutOfBoundsAllocationPool",
+            "The allocation pool 10.2.0.2-10.2.1.9 spanning is beyond the subnet cidr 10.2.0.0/24.",
+            cidr="10.2.0.0/24",
+            allocation_pools=[{"start": "10.2.0.2", "end": "10.2.1.9"}],
+        )
+        await refused(
+            409,
+            "GatewayConflictWithAllocationPools",
+            "Gateway ip 10.2.0.5 conflicts with allocation pool 10.2.0.2-10.2.0.20.",
+            cidr="10.2.0.0/24",
+            gateway_ip="10.2.0.5",
+            allocation_pools=[{"start": "10.2.0.2", "end": "10.2.0.20"}],
+        )
+        route = {"destination": "10.9.0.0/24", "nexthop": "10.2.0.1"}
+        await refused(
+            400,
+            "InvalidInput",
+            f"Invalid input for host_routes. Reason: Duplicate hostroute '{route}'.",
+            cidr="10.2.0.0/24",
+            host_routes=[route, route],
         )
 
     run(tmp_path, scenario)

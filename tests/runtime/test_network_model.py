@@ -279,3 +279,86 @@ def test_a_failed_update_gives_its_new_addresses_back(tmp_path: Path) -> None:
         assert await store.count("ipallocations") == 1
 
     run(tmp_path, scenario)
+
+
+def test_network_type_rules_and_segment_ids(tmp_path: Path) -> None:
+    async def scenario(rt: ServiceRuntime) -> None:
+        async def refused(reason_field: str, reason: str, **attrs: Any) -> None:
+            err = await fails(network(rt, ADMIN, **attrs), 400, "InvalidInput")
+            assert err.message == f"Invalid input for {reason_field}. Reason: {reason}."
+
+        await refused(
+            "provider:physical_network",
+            "vxlan networks have no physical network",
+            **{"provider:physical_network": "physnet1"},
+        )
+        await refused(
+            "provider:segmentation_id",
+            "flat networks have no segmentation id",
+            **{
+                "provider:network_type": "flat",
+                "provider:physical_network": "physnet1",
+                "provider:segmentation_id": 5,
+            },
+        )
+        await refused(
+            "provider:physical_network",
+            "vlan networks need a physical network",
+            **{"provider:network_type": "vlan"},
+        )
+        await refused(
+            "provider:segmentation_id",
+            "4095 is not a valid VLAN id (1-4094)",
+            **{
+                "provider:network_type": "vlan",
+                "provider:physical_network": "physnet1",
+                "provider:segmentation_id": 4095,
+            },
+        )
+        vlan = {"provider:network_type": "vlan", "provider:physical_network": "physnet1"}
+        first = await network(rt, ADMIN, **vlan)
+        second = await network(rt, ADMIN, **vlan)
+        assert (first["provider:segmentation_id"], second["provider:segmentation_id"]) == (1, 2)
+        vxlan = await network(rt, ADMIN)
+        assert vxlan["provider:network_type"] == "vxlan"
+        assert isinstance(vxlan["provider:segmentation_id"], int)
+        err = await fails(
+            network(rt, ADMIN, **vlan, **{"provider:segmentation_id": 2}),
+            409,
+            "SegmentationIdInUse",
+        )
+        assert err.message == "Unable to create the network. The segmentation ID 2 is in use."
+        flat = await network(rt, ADMIN, **{**vlan, "provider:network_type": "flat"})
+        assert flat["provider:segmentation_id"] is None
+
+    run(tmp_path, scenario)
+
+
+def test_a_port_binding_state_is_computed_and_server_set(tmp_path: Path) -> None:
+    async def scenario(rt: ServiceRuntime) -> None:
+        net = await network(rt)
+        created = dict(
+            (await op(rt, "createPort", body={"port": {"network_id": net["id"]}}))["port"]
+        )
+        assert (created["status"], created["binding:vif_type"]) == ("DOWN", "unbound")
+        assert created["binding:vif_details"] == {}
+        bound = {"binding:host_id": "compute-1"}
+        path = {"port_id": created["id"]}
+        port = (await op(rt, "updatePort", ADMIN, path_params=path, body={"port": bound}))["port"]
+        assert (port["status"], port["binding:vif_type"]) == ("ACTIVE", "ovs")
+        assert port["binding:vif_details"]["bridge_name"] == "br-int"
+        down = {"admin_state_up": False}
+        port = (await op(rt, "updatePort", ADMIN, path_params=path, body={"port": down}))["port"]
+        assert (port["status"], port["binding:vif_type"]) == ("DOWN", "ovs")
+        listed = await op(rt, "listPorts", ADMIN, query={"status": ["DOWN"]})
+        assert [p["id"] for p in listed["ports"]] == [created["id"]]
+        assert (await op(rt, "listPorts", ADMIN, query={"status": ["ACTIVE"]}))["ports"] == []
+        # what the server computes is not the client's to give (neutron's strict bodies)
+        given = {"network_id": net["id"], "binding:vif_type": "ovs"}
+        err = await fails(op(rt, "createPort", body={"port": given}), 400, "HTTPBadRequest")
+        assert err.message == "Attribute 'binding:vif_type' not allowed in POST"
+        again = {"status": "DOWN"}
+        err = await fails(op(rt, "updatePort", ADMIN, path_params=path, body={"port": again}), 400)
+        assert err.message == "Cannot update read-only attribute status"
+
+    run(tmp_path, scenario)

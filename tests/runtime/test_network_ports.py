@@ -312,3 +312,67 @@ def test_admin_creates_for_another_project_and_users_cannot(tmp_path: Path) -> N
         )
 
     run(tmp_path, scenario)
+
+
+def test_address_refusals_say_what_neutron_says(tmp_path: Path) -> None:
+    async def scenario(n: Neutron) -> None:
+        network = await n.network(name="private")
+        subnet = await n.subnet(network["id"], cidr="10.0.0.0/29")
+        other = await n.subnet((await n.network(name="other"))["id"], cidr="10.1.0.0/24")
+        taken = await n.port(network["id"])
+        held = taken["fixed_ips"][0]["ip_address"]
+
+        async def refused(status: int, kind: str, message: str, **attrs: Any) -> None:
+            call = make_call(
+                n.rt, "createPort", body={"port": {"network_id": network["id"], **attrs}}
+            )
+            err = await expect_error(serve(call), status, kind)
+            assert err.message == message
+
+        await refused(
+            409,
+            "IpAddressAlreadyAllocated",
+            f"IP address {held} already allocated in subnet {subnet['id']}",
+            fixed_ips=[{"subnet_id": subnet["id"], "ip_address": held}],
+        )
+        await refused(
+            400,
+            "InvalidIpForSubnet",
+            "IP address 10.9.0.5 is not a valid IP for the specified subnet.",
+            fixed_ips=[{"subnet_id": subnet["id"], "ip_address": "10.9.0.5"}],
+        )
+        await refused(
+            400,
+            "InvalidIpForNetwork",
+            "IP address 10.9.0.5 is not a valid IP for any of the subnets on the specified network.",
+            fixed_ips=[{"ip_address": "10.9.0.5"}],
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            f"Invalid input for operation: Failed to create port on network {network['id']}, "
+            f"because fixed_ips included invalid subnet {other['id']}.",
+            fixed_ips=[{"subnet_id": other["id"]}],
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for fixed_ips. Reason: '10.0.0.300' is not a valid IP address.",
+            fixed_ips=[{"ip_address": "10.0.0.300"}],
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for mac_address. Reason: '01:00:5e:00:00:01' is not a valid "
+            "unicast MAC address.",
+            mac_address="01:00:5e:00:00:01",
+        )
+        for _ in range(4):  # a /29 holds 5 addresses (the gateway aside)
+            await n.port(network["id"])
+        await refused(
+            409,
+            "IpAddressGenerationFailure",
+            f"No more IP addresses available on network {network['id']}.",
+        )
+
+    run(tmp_path, scenario)

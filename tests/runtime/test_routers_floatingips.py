@@ -186,3 +186,63 @@ def test_floating_ips_allocate_associate_and_release(tmp_path: Path) -> None:
         assert sorted(p["device_id"] for p in owned["ports"]) == sorted([second["id"], third["id"]])
 
     run(tmp_path, scenario)
+
+
+def test_router_and_floating_ip_refusals_say_what_neutron_says(tmp_path: Path) -> None:
+    async def scenario(n: Neutron) -> None:
+        public, _ = await _public(n)
+        bare = await n.network(who=ADMIN, name="bare", **{"router:external": True})
+        private = await n.network(name="private")
+        sub = await n.subnet(private["id"], cidr="10.0.0.0/24", gateway_ip=None)
+        router = await _router(n, name="r1")
+
+        async def refused(op: str, status: int, kind: str, message: str, **body: Any) -> None:
+            call = make_call(n.rt, op, path_params={"router_id": router["id"]}, body=body)
+            err = await expect_error(serve(call), status, kind)
+            assert err.message == message
+
+        either = "Bad router request: Either subnet_id or port_id must be specified."
+        await refused("addRouterInterface", 400, "BadRequest", either)
+        await refused(
+            "addRouterInterface",
+            400,
+            "BadRequest",
+            f"Bad router request: Subnet {sub['id']} does not have a gateway IP.",
+            subnet_id=sub["id"],
+        )
+        used = await n.port(private["id"], device_owner="compute:nova", device_id="vm-1")
+        await refused(
+            "addRouterInterface",
+            400,
+            "BadRequest",
+            f"Bad router request: Port {used['id']} is in use by compute:nova.",
+            port_id=used["id"],
+        )
+        await refused(
+            "removeRouterInterface",
+            404,
+            "RouterInterfaceNotFound",
+            f"Router {router['id']} does not have an interface with id {used['id']}",
+            port_id=used["id"],
+        )
+        # an external network without a subnet has no address to give
+        call = make_call(
+            n.rt, "createFloatingIP", body={"floatingip": {"floating_network_id": bare["id"]}}
+        )
+        err = await expect_error(serve(call), 400, "BadRequest")
+        assert err.message == (
+            f"Bad floatingip request: Network {bare['id']} has no subnet to allocate from."
+        )
+        fip = await _fip(n, floating_network_id=public["id"])
+        wrong = make_call(
+            n.rt,
+            "updateFloatingIP",
+            path_params={"floatingip_id": fip["id"]},
+            body={"floatingip": {"port_id": used["id"], "fixed_ip_address": "10.0.0.99"}},
+        )
+        err = await expect_error(serve(wrong), 400, "BadRequest")
+        assert err.message == (
+            f"Bad floatingip request: Port {used['id']} does not have fixed ip 10.0.0.99."
+        )
+
+    run(tmp_path, scenario)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,8 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
         assert entry["id"] == vid and entry["attachment_id"] == att["id"]
         assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdb"
         assert entry["host_name"] is None  # administrators and services only
+        # cinder's naive UTC time with microseconds
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}", entry["attached_at"])
         admin_view, _ = await c.op(
             served, "showVolume", 200, who=ADMIN, path_params=c.pp(volume_id=vid)
         )

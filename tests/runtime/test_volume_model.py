@@ -476,6 +476,7 @@ def test_attached_host_is_shown_as_the_policy_rule_says(tmp_path: Path) -> None:
         shown = await _op(c, "showVolume", 200, path={"volume_id": vid})
         (entry,) = shown["volume"]["attachments"]
         assert entry["server_id"] == SERVER and entry["device"] == "/dev/vdc"
+        assert entry["attached_at"].endswith(".000000") and "Z" not in entry["attached_at"]
         return entry["host_name"]
 
     def members(ir: dict[str, Any]) -> None:
@@ -490,3 +491,49 @@ def test_attached_host_is_shown_as_the_policy_rule_says(tmp_path: Path) -> None:
             assert await host_seen(c) == "cn-9"
 
     asyncio.run(main())
+
+
+def test_create_and_detach_refusals_say_what_the_spec_says(tmp_path: Path) -> None:
+    async def scenario(c: Cinder) -> None:
+        await _refused(
+            c,
+            "createVolume",
+            400,
+            body={"volume": {"size": 1, "availability_zone": "mars"}},
+            kind="InvalidAvailabilityZone",
+            match="Invalid input received: Availability zone 'mars' is invalid.",
+        )
+        await _refused(
+            c,
+            "createVolume",
+            400,
+            body={"volume": {"size": 1}, "OS-SCH-HNT:scheduler_hints": ["x"]},
+            kind="InvalidInput",
+            match="Invalid scheduler hints: an object is expected.",
+        )
+        vid = await c.available()
+        await _refused(
+            c,
+            "volumeAction",
+            400,
+            path={"volume_id": vid},
+            body={"os-detach": {}},
+            kind="InvalidVolume",
+            match=f"Invalid volume: Volume {vid} is not attached to anything.",
+        )
+        await _refused(
+            c,
+            "createAttachment",
+            400,
+            body={
+                "attachment": {
+                    "volume_uuid": vid,
+                    "instance_uuid": SERVER,
+                    "connector": {"ip": "x"},
+                }
+            },
+            kind="InvalidInput",
+            match="Invalid connector: ",
+        )
+
+    run(tmp_path, scenario)
