@@ -192,6 +192,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def demo_project(stack: Stack) -> str:
+    """The demo cloud's project id (from `openstack token issue`)."""
+    return str(stack.json("token", "issue")["project_id"])
+
+
+def names(rows: list[dict[str, Any]]) -> set[str]:
+    """The `Name` column of a `-f json` listing."""
+    return {str(r["Name"]) for r in rows}
+
+
 def wait_until_serving(proc: subprocess.Popen[str]) -> list[str]:
     """The stack's output until it says it is serving, and on after (a list that grows).
 
