@@ -55,7 +55,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "attachments",
             "snapshots",
             "volume_types",
-            "quota_sets",
+            "volume_quota_sets",
         ),
     ),
 }

@@ -129,6 +129,7 @@ def _components(ix: Index) -> list[Diagnostic]:
         return []
     diags: list[Diagnostic] = []
     catalog_types: dict[str, str] = {}
+    table_owners: dict[str, str] = {}  # table name -> the database that has it
     ports_used: dict[tuple[str, int], str] = {}
     for name, c in ix.components.items():
         base: list[PathElem] = ["components", name]
@@ -178,6 +179,17 @@ def _components(ix: Index) -> list[Diagnostic]:
                     )
                 )
             catalog_types[cat["type"]] = name
+        for table in c.get("tables") or {} if c["kind"] == "database" else {}:
+            if table in table_owners:  # one schema could not hold both (tests/db does so)
+                diags.append(
+                    f.at(
+                        [*base, "tables", table],
+                        f"table '{table}' is already a table of '{table_owners[table]}': "
+                        "a table's name is unique across the stack's databases",
+                        key=True,
+                    )
+                )
+            table_owners.setdefault(table, name)
         if db := c.get("database"):
             target = ix.components.get(db)
             if target is None:

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: cinder_db_0001_122183278d
+Revision ID: cinder_db_0001_566d0e4652
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "cinder_db_0001_122183278d"
+revision = "cinder_db_0001_566d0e4652"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -91,18 +91,18 @@ def upgrade() -> None:
     op.create_index("ix_volume_types_created_at", "volume_types", ["created_at"])
     op.create_index("ix_volume_types_name", "volume_types", ["name"])
     op.create_table(
-        "quota_sets",
+        "volume_quota_sets",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("updated_at", sa.String(32), nullable=False),
         sa.Column("data", DOC, nullable=False),
         **options,
     )
-    op.create_index("ix_quota_sets_created_at", "quota_sets", ["created_at"])
+    op.create_index("ix_volume_quota_sets_created_at", "volume_quota_sets", ["created_at"])
 
 
 def downgrade() -> None:
-    op.drop_table("quota_sets")
+    op.drop_table("volume_quota_sets")
     op.drop_table("volume_types")
     op.drop_table("snapshots")
     op.drop_table("attachments")
