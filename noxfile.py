@@ -93,11 +93,9 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (toolkit, runtime, running stack, generated conformance)."""
     _install(session)
-    # tests/distributed runs in tests_distributed (it restarts the shared RabbitMQ once).
-    # `-m "not load"`: the 1,000-boot keep-alive test (minutes) runs on its own:
-    # `pytest -m load tests/stack/test_keepalive_load.py`, kept out to hold CI to its time
-    args = session.posargs or ["-m", "not load"]
-    session.run("pytest", "--ignore=tests/distributed", "--durations=30", *args)
+    # tests/distributed runs in tests_distributed (it restarts the shared RabbitMQ once);
+    # the 1,000-boot keep-alive test (marker `load`, about a minute) runs here too
+    session.run("pytest", "--ignore=tests/distributed", "--durations=30", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -107,13 +105,13 @@ def tests_distributed(session: nox.Session) -> None:
     _install(session)
     env = {"SPECSTACK_TEST_MODE": "distributed", "SPECSTACK_TEST_RABBIT_RESTART": "1"}
     # the CLI against the distributed stack: a server's and a volume's whole life (the
-    # whole file runs against the embedded stack in `tests`); the API fuzzing of the
-    # distributed stack runs on its own (`SPECSTACK_TEST_MODE=distributed pytest
-    # tests/wire/test_fuzz.py`): both kept out to hold CI to its time
+    # whole file runs against the embedded stack in `tests`, kept out here for CI's time);
+    # every API fuzzed on the distributed stack (PostgreSQL) as on the embedded one
     cli = "tests/wire/test_openstack_cli.py::test_"
     paths = session.posargs or [
         "tests/distributed",
         "tests/stack/test_conformance.py",
+        "tests/wire/test_fuzz.py",
         *(
             cli + name
             for name in (  # in the file's order: each goes on from the one before
