@@ -13,6 +13,7 @@ reading a flow always reads the file, so it gathers the steps of every process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -221,7 +222,9 @@ def _private(path: Path) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     os.close(fd)
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if p.exists():
+        # SQLite removes -wal and -shm when another process's last connection closes: one
+        # may go between a look and the chmod (distributed processes start together)
+        with contextlib.suppress(FileNotFoundError):
             os.chmod(p, 0o600)
 
 

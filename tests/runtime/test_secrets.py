@@ -8,6 +8,9 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from specstack_runtime.redact import REDACTED, Redactor, secret_names_in
 from specstack_runtime.trace import TraceRecorder
@@ -93,6 +96,27 @@ def test_an_existing_trace_file_is_made_private(tmp_path: Path) -> None:
     fresh = tmp_path / "new" / "trace.sqlite"
     TraceRecorder(fresh)
     assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o600
+
+
+def test_a_wal_file_another_process_removes_meanwhile_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite deletes -wal and -shm when another process's last connection closes; a
+    process starting then must not fail on the file that went (distributed start-up)."""
+    real_chmod = os.chmod
+    gone: list[str] = []
+
+    def chmod(path: Any, mode: int) -> None:
+        if str(path).endswith(("-wal", "-shm")):  # it went just before this chmod
+            gone.append(str(path))
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    path = tmp_path / "trace.sqlite"
+    TraceRecorder(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert gone  # the vanishing files were tried, and their absence was no error
 
 
 def test_what_holds_no_secret_is_kept_as_it_is_and_every_mapping_is_searched() -> None:
