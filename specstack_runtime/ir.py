@@ -91,6 +91,7 @@ class Response(Node):
     description: str
     content_type: str | None
     model: str | None
+    since: str | None = None  # x-specstack-since: the microversion that answers with it
 
 
 class Operation(Node):
@@ -113,6 +114,7 @@ class Operation(Node):
     resource: str | None = None  # the resource (spec/resources) whose engine serves it
     action: str | None = None  # list, show, create, update, patch, upsert, delete, action, query
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
+    since: str | None = None  # x-specstack-since: the API microversion that brings it
 
 
 class ErrorText(Node):
@@ -156,6 +158,7 @@ class ResourceField(Node):
     computed: str | None = None  # CEL, rendered, never stored
     hidden: bool = False
     visible: str | None = None  # a policy rule
+    since: str | None = None  # the API microversion that brings it (shown and accepted)
     hash: str | None = None
     store_as: str | None = None
     shown_once: bool = False  # a hashed value: in the create answer, then only its hash kept
@@ -393,10 +396,11 @@ class PolicyRule(Node):
 
 
 class Microversion(Node):
-    """The microversion an API advertises (`x-specstack-microversion` of its document)."""
+    """The microversions an API serves (`x-specstack-microversion` of its document)."""
 
     service: str  # the service name in `OpenStack-API-Version: <service> <version>`
-    version: str
+    minimum: str  # what a request without a version header gets
+    maximum: str  # what `latest` asks for
     headers: tuple[str, ...]  # response headers that carry it
 
 
