@@ -64,9 +64,9 @@ class Microversions:
             if name.lower() == self.service.lower():
                 return value.strip()
         for header in self.headers:  # Starlette's headers, keyed in lower case
-            value = headers.get(header.lower())
-            if header.lower() != GENERIC_HEADER and value:
-                return value.strip()
+            given = headers.get(header.lower())
+            if header.lower() != GENERIC_HEADER and given:
+                return given.strip()
         return None
 
     def negotiate(self, headers: Mapping[str, str]) -> Version:

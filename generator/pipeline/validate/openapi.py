@@ -52,7 +52,7 @@ def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
 
 
 def _operation_versions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
-    """An operation's `x-specstack-since` is a microversion within its API's range."""
+    """Each `x-specstack-since` of an operation or a response is within its API's range."""
     info = doc.get("info")
     mv = info.get("x-specstack-microversion") if isinstance(info, dict) else None
     span = None
@@ -64,21 +64,36 @@ def _operation_versions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     for path, item in (doc.get("paths") or {}).items():
         for method in HTTP_METHODS:
             op = item.get(method) if isinstance(item, dict) else None
-            if not isinstance(op, dict) or "x-specstack-since" not in op:
+            if not isinstance(op, dict):
                 continue
-            since = op["x-specstack-since"]
-            where: list[str | int] = ["paths", path, method, "x-specstack-since"]
-            what = f"{method.upper()} {path}: x-specstack-since"
-            got = _MICROVERSION.fullmatch(since) if isinstance(since, str) else None
-            if span is None:
-                diags.append(f.at(where, f"{what}: the API declares no x-specstack-microversion"))
-            elif got is None:
-                diags.append(f.at(where, f"{what}: expected a version like '2.26'"))
-            elif not span[0] < (int(got[1]), int(got[2])) <= span[1]:
-                diags.append(
-                    f.at(where, f"{what}: {since} is not above min and within max of the API")
-                )
+            places: list[tuple[list[str | int], Any]] = []
+            if "x-specstack-since" in op:
+                places.append((["paths", path, method], op["x-specstack-since"]))
+            for status, resp in (op.get("responses") or {}).items():
+                if isinstance(resp, dict) and "x-specstack-since" in resp:
+                    place: list[str | int] = ["paths", path, method, "responses", status]
+                    places.append((place, resp["x-specstack-since"]))
+            for place, since in places:
+                diags += _since(f, [*place, "x-specstack-since"], since, span)
     return diags
+
+
+def _since(
+    f: SpecFile,
+    where: list[str | int],
+    since: Any,
+    span: tuple[tuple[int, int], tuple[int, int]] | None,
+) -> list[Diagnostic]:
+    """One `x-specstack-since`: a version above the API's minimum, not above its maximum."""
+    what = f"{str(where[2]).upper()} {where[1]}: x-specstack-since"
+    got = _MICROVERSION.fullmatch(since) if isinstance(since, str) else None
+    if span is None:
+        return [f.at(where, f"{what}: the API declares no x-specstack-microversion")]
+    if got is None:
+        return [f.at(where, f"{what}: expected a version like '2.26'")]
+    if not span[0] < (int(got[1]), int(got[2])) <= span[1]:
+        return [f.at(where, f"{what}: {since} is not above min and within max of the API")]
+    return []
 
 
 def _policies(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
