@@ -227,12 +227,12 @@ async def delete_router(flow: Flow) -> None:
 
 
 async def add_router_interface(flow: Flow) -> None:
-    """operation addRouterInterface: behaviour network.add_router_interface."""
+    """operation addRouterInterface: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def remove_router_interface(flow: Flow) -> None:
-    """operation removeRouterInterface: behaviour network.remove_router_interface."""
+    """operation removeRouterInterface: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -857,23 +857,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="addRouterInterface",
-        behaviour="network.add_router_interface",
+        behaviour="resource.serve",
         on_error=None,
         run=add_router_interface,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "router", "action": "action", "name": "add_router_interface"},
     ),
     "removeRouterInterface": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="removeRouterInterface",
-        behaviour="network.remove_router_interface",
+        behaviour="resource.serve",
         on_error=None,
         run=remove_router_interface,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "router", "action": "action", "name": "remove_router_interface"},
     ),
     "listFloatingIPs": HandlerSpec(
         component=COMPONENT,
