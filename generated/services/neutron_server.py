@@ -142,8 +142,9 @@ async def delete_port(flow: Flow) -> None:
         "neutron-dhcp-agent",
         "amqp-cast",
         "port_delete_end",
-        "network.notify_dhcp_port_delete",
+        None,
         messaging.port_delete_end(flow),
+        bindings={"payload": {"port_id": "{port.id}", "network_id": "{port.network_id}"}},
     )
     await flow.step(
         2,
@@ -151,8 +152,9 @@ async def delete_port(flow: Flow) -> None:
         "neutron-l2-agent",
         "amqp-cast",
         "port_delete",
-        "network.notify_port_delete",
+        None,
         messaging.port_delete(flow),
+        bindings={"payload": {"port_id": "{port.id}"}},
     )
 
 

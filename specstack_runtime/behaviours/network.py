@@ -70,17 +70,6 @@ async def notify_port_update(ix: Interaction) -> None:
     await ix.invoke(payload, host=str(port.get("binding:host_id") or "") or None)
 
 
-@behaviour("network.notify_dhcp_port_delete", via=("amqp-cast",))
-async def notify_dhcp_port_delete(ix: Interaction) -> None:
-    port = _flow_port(ix)
-    await ix.invoke({"port_id": port["id"], "network_id": port["network_id"]})
-
-
-@behaviour("network.notify_port_delete", via=("amqp-cast",))
-async def notify_port_delete(ix: Interaction) -> None:
-    await ix.invoke({"port_id": _flow_port(ix)["id"]})
-
-
 # -- agents ----------------------------------------------------------------------------------------
 
 

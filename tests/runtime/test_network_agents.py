@@ -7,11 +7,13 @@ import asyncio
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from specstack_runtime import registry
 from specstack_runtime.behaviours import netports
 from specstack_runtime.behaviours import network as net
 from specstack_runtime.bus import Envelope, InProcessBus
@@ -128,8 +130,11 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
             # delete-vm steps 9.1/9.2
             del_call = make_call(server_rt, "deletePort", path_params={"port_id": port["id"]})
             await serve(del_call)
-            await net.notify_dhcp_port_delete(interaction(del_call, "port_delete_end", "9.1"))
-            await net.notify_port_delete(interaction(del_call, "port_delete", "9.2"))
+            # the steps as the spec binds them: the generic cast with their `with:` payloads
+            then = server_rt.info.sequences["delete-vm"]
+            for step in next(s for s in then["steps"] if s["number"] == 9)["then"]:
+                ix = interaction(del_call, step["message"], "9")
+                await registry.get("flow.amqp-cast")(replace(ix, bindings=step["bindings"]))
 
             async def removed() -> bool:
                 state = json.loads(l2_two_file.read_text())
