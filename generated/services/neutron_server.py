@@ -109,8 +109,18 @@ async def create_port(flow: Flow) -> None:
         "neutron-dhcp-agent",
         "amqp-cast",
         "port_create_end",
-        "network.notify_dhcp_port_create",
+        None,
         messaging.port_create_end(flow),
+        bindings={
+            "payload": {
+                "port": {
+                    "id": "{port.id}",
+                    "network_id": "{port.network_id}",
+                    "mac_address": "{port.mac_address}",
+                    "fixed_ips": "{port.fixed_ips}",
+                }
+            }
+        },
     )
     await flow.step(
         3,

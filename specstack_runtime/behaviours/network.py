@@ -55,11 +55,6 @@ def _flow_port(ix: Interaction) -> Doc:
     return port
 
 
-@behaviour("network.notify_dhcp_port_create", via=("amqp-cast",))
-async def notify_dhcp_port_create(ix: Interaction) -> None:
-    await ix.invoke({"port": netports.port_payload(_flow_port(ix))})
-
-
 @behaviour("network.notify_port_update", via=("amqp-cast",))
 async def notify_port_update(ix: Interaction) -> None:
     port = _flow_port(ix)

@@ -36,6 +36,15 @@ from tests.runtime.test_network import Neutron, run, serve, writable
 # -- steps and agents ---------------------------------------------------------------------------
 
 
+async def cast_as_spec(call: Any, sequence: str, number: int, message: str) -> None:
+    """The cast of `message` in step `number` of the sequence, as the spec binds it: the
+    generic step with the step's `with:` payload."""
+    step = next(s for s in call.rt.info.sequences[sequence]["steps"] if s["number"] == number)
+    found = next(t for t in step["then"] if t["message"] == message)
+    ix = interaction(call, message, str(number))
+    await registry.get("flow.amqp-cast")(replace(ix, bindings=found["bindings"]))
+
+
 def test_step_payloads_match_the_message_schemas(tmp_path: Path) -> None:
     async def scenario(n: Neutron) -> None:
         network = await n.network()
@@ -85,7 +94,7 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
                 **{"binding:host_id": "compute-1"},  # type: ignore[arg-type]
             )
             call = n.last_call  # the createPort call and its vars, as in step 14
-            await net.notify_dhcp_port_create(interaction(call, "port_create_end", "14.1"))
+            await cast_as_spec(call, "boot-vm", 14, "port_create_end")
             await net.notify_port_update(interaction(call, "port_update", "14.2"))
 
             host_file = tmp_path / "dhcp" / network["id"] / "host"
@@ -130,11 +139,8 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
             # delete-vm steps 9.1/9.2
             del_call = make_call(server_rt, "deletePort", path_params={"port_id": port["id"]})
             await serve(del_call)
-            # the steps as the spec binds them: the generic cast with their `with:` payloads
-            then = server_rt.info.sequences["delete-vm"]
-            for step in next(s for s in then["steps"] if s["number"] == 9)["then"]:
-                ix = interaction(del_call, step["message"], "9")
-                await registry.get("flow.amqp-cast")(replace(ix, bindings=step["bindings"]))
+            await cast_as_spec(del_call, "delete-vm", 9, "port_delete_end")
+            await cast_as_spec(del_call, "delete-vm", 9, "port_delete")
 
             async def removed() -> bool:
                 state = json.loads(l2_two_file.read_text())
@@ -207,7 +213,9 @@ def test_steps_without_a_port_fail_cleanly(tmp_path: Path) -> None:
     async def scenario(n: Neutron) -> None:
         call = make_call(n.rt, "createPort")
         with pytest.raises(StepFailed):
-            await net.notify_dhcp_port_create(interaction(call, "port_create_end"))
+            await net.notify_port_update(interaction(call, "port_update"))
+        with pytest.raises(StepFailed, match=r"\{port\.id\} is not set"):
+            await cast_as_spec(call, "boot-vm", 14, "port_create_end")
 
     run(tmp_path, scenario)
 
