@@ -18,7 +18,9 @@ Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order; `hexdigest("sha224", s)` a hash;
 `now()` the current time as OpenStack writes it; `uuid4()` a new random UUID;
-`random_secret(n)` n random bytes, URL-safe base64 (a generated secret). `rules` maps each policy
+`random_secret(n)` n random bytes, URL-safe base64 (a generated secret); `ip_net(s)` an IP
+network parsed (see docs/resources.md), `ip_compare(a, b)` -1, 0 or 1 as address a is
+below, at or above b, `in_cidr(ip, cidr)` whether the network holds the address. `rules` maps each policy
 rule of spec/policy.yaml to whether it allows the caller (`rules.admin_or_service`). `data` holds the resource's
 constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
@@ -141,6 +143,42 @@ def _ip_version(text: str) -> int:
         return 0
 
 
+def _ip_net(text: str) -> dict[str, Any]:
+    """An IP network (or a bare address, one of /32 or /128) as `ip_net` shows it."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return {"version": 0}
+    small = net.num_addresses <= 2  # every address is a host's
+    # IPv4 keeps its broadcast address from hosts, IPv6 has none
+    last = net.broadcast_address - (0 if small or net.version == 6 else 1)
+    return {
+        "version": net.version,
+        "cidr": str(net),
+        "address": str(net.network_address),
+        "prefixlen": net.prefixlen,
+        "strict": net.network_address == ipaddress.ip_interface(text.strip()).ip,
+        "small": small,
+        "first": str(net.network_address + (0 if small else 1)),
+        "last": str(last),
+    }
+
+
+def _ip_compare(first: str, second: str) -> int:
+    a, b = ipaddress.ip_address(first.strip()), ipaddress.ip_address(second.strip())
+    key_a, key_b = (a.version, int(a)), (b.version, int(b))
+    return (key_a > key_b) - (key_a < key_b)
+
+
+def _in_cidr(address: str, cidr: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip()) in ipaddress.ip_network(
+            cidr.strip(), strict=False
+        )
+    except (ValueError, TypeError):
+        return False
+
+
 def _sublist(items: list[Any], start: int, count: int) -> list[Any]:
     start = max(0, int(start))
     return items[start:] if count < 0 else items[start : start + int(count)]
@@ -167,6 +205,39 @@ def _env() -> Any:
         cel.FunctionDecl(
             "ip_version",
             [cel.Overload("ip_version_string", cel.Type.INT, [cel.Type.STRING], impl=_ip_version)],
+        ),
+        cel.FunctionDecl(
+            "ip_net",
+            [
+                cel.Overload(
+                    "ip_net_string",
+                    cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
+                    [cel.Type.STRING],
+                    impl=_ip_net,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "ip_compare",
+            [
+                cel.Overload(
+                    "ip_compare_string_string",
+                    cel.Type.INT,
+                    [cel.Type.STRING, cel.Type.STRING],
+                    impl=_ip_compare,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "in_cidr",
+            [
+                cel.Overload(
+                    "in_cidr_string_string",
+                    cel.Type.BOOL,
+                    [cel.Type.STRING, cel.Type.STRING],
+                    impl=_in_cidr,
+                )
+            ],
         ),
         cel.FunctionDecl(
             "sublist",

@@ -109,8 +109,18 @@ async def create_port(flow: Flow) -> None:
         "neutron-dhcp-agent",
         "amqp-cast",
         "port_create_end",
-        "network.notify_dhcp_port_create",
+        None,
         messaging.port_create_end(flow),
+        bindings={
+            "payload": {
+                "port": {
+                    "id": "{port.id}",
+                    "network_id": "{port.network_id}",
+                    "mac_address": "{port.mac_address}",
+                    "fixed_ips": "{port.fixed_ips}",
+                }
+            }
+        },
     )
     await flow.step(
         3,
@@ -142,8 +152,9 @@ async def delete_port(flow: Flow) -> None:
         "neutron-dhcp-agent",
         "amqp-cast",
         "port_delete_end",
-        "network.notify_dhcp_port_delete",
+        None,
         messaging.port_delete_end(flow),
+        bindings={"payload": {"port_id": "{port.id}", "network_id": "{port.network_id}"}},
     )
     await flow.step(
         2,
@@ -151,8 +162,9 @@ async def delete_port(flow: Flow) -> None:
         "neutron-l2-agent",
         "amqp-cast",
         "port_delete",
-        "network.notify_port_delete",
+        None,
         messaging.port_delete(flow),
+        bindings={"payload": {"port_id": "{port.id}"}},
     )
 
 
@@ -227,12 +239,12 @@ async def delete_router(flow: Flow) -> None:
 
 
 async def add_router_interface(flow: Flow) -> None:
-    """operation addRouterInterface: behaviour network.add_router_interface."""
+    """operation addRouterInterface: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def remove_router_interface(flow: Flow) -> None:
-    """operation removeRouterInterface: behaviour network.remove_router_interface."""
+    """operation removeRouterInterface: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -857,23 +869,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="addRouterInterface",
-        behaviour="network.add_router_interface",
+        behaviour="resource.serve",
         on_error=None,
         run=add_router_interface,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "router", "action": "action", "name": "add_router_interface"},
     ),
     "removeRouterInterface": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="removeRouterInterface",
-        behaviour="network.remove_router_interface",
+        behaviour="resource.serve",
         on_error=None,
         run=remove_router_interface,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "router", "action": "action", "name": "remove_router_interface"},
     ),
     "listFloatingIPs": HandlerSpec(
         component=COMPONENT,

@@ -2,14 +2,13 @@
 
 spec/resources/network.yaml declares the records (fields, defaults, scope, policy,
 what deleting does); these hooks do what is computed: a network's segmentation id
-under its type's rules, a subnet's CIDR, default gateway and allocation pools and
-their checks, and the addresses (ipallocations rows) a deleted subnet or port held.
+under its type's rules, a subnet's default gateway and allocation pools and the checks
+that read other rows (the spec's refusals check the addresses themselves), and the addresses (ipallocations rows) a deleted subnet or port held.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
 from typing import Any
 
 from specstack_runtime.behaviours import ipam
@@ -69,108 +68,34 @@ async def segment(event: ResourceEvent) -> None:
 # -- subnets -------------------------------------------------------------------------------------
 
 
-def _ip(event: ResourceEvent, field: str, value: Any) -> ipam.IPAddress:
-    try:
-        return ipaddress.ip_address(str(value).strip())
-    except ValueError:
-        raise event.engine.res.fail("ip_invalid", field=field, value=value) from None
+def _address(value: Any) -> str:
+    return str(ipaddress.ip_address(str(value).strip()))
 
 
-def _cidr(event: ResourceEvent, cidr: str, version: int) -> ipam.IPNetwork:
-    fail, text = event.engine.res.fail, cidr.strip()
-    try:
-        loose = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise fail("cidr_invalid", value=cidr) from None
-    try:
-        if "/" not in text:
-            raise ValueError(text)
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError:
-        raise fail("cidr_not_network", value=cidr, network=str(loose)) from None
-    if net.version != version:
-        raise fail("cidr_version", value=cidr, version=version)
-    if net.prefixlen == 0:
-        raise fail("cidr_zero")
-    return net
+def _pools(pools: list[Doc]) -> list[Doc]:
+    return [{"start": _address(p["start"]), "end": _address(p["end"])} for p in pools]
 
 
-def _gateway(event: ResourceEvent, net: ipam.IPNetwork, gateway: Any) -> str | None:
-    if gateway is None:
-        return None
-    fail, ip = event.engine.res.fail, _ip(event, "gateway_ip", gateway)
-    if ip.version != net.version:
-        raise fail("gateway_version", value=gateway, version=net.version)
-    if ip not in net:
-        raise fail("gateway_outside", ip=str(ip), cidr=str(net))
-    if net.num_addresses > 2 and (
-        ip == net.network_address or (net.version == 4 and ip == net.broadcast_address)
-    ):
-        raise fail("gateway_reserved", ip=str(ip), cidr=str(net))
-    return str(ip)
-
-
-def _pools(
-    event: ResourceEvent, net: ipam.IPNetwork, pools: list[Doc], gateway: str | None
-) -> list[Doc]:
-    fail = event.engine.res.fail
-    first = int(net.network_address) + (1 if net.num_addresses > 2 else 0)
-    last = int(net.broadcast_address) - (1 if net.version == 4 and net.num_addresses > 2 else 0)
-    ranges: list[tuple[int, int]] = []
-    out: list[Doc] = []
-    for pool in pools:
-        start = _ip(event, "allocation_pools", pool["start"])
-        end = _ip(event, "allocation_pools", pool["end"])
-        text = f"{start}-{end}"
-        if start.version != net.version or end.version != net.version:
-            raise fail("pool_version", pool=text, version=net.version)
-        if int(start) > int(end):
-            raise fail("pool_reversed", pool=text)
-        if int(start) < first or int(end) > last:
-            raise fail("pool_outside", pool=text, cidr=str(net))
-        ranges.append((int(start), int(end)))
-        out.append({"start": str(start), "end": str(end)})
-    for (_start, prev_end), (start_, _end) in itertools.pairwise(sorted(ranges)):
-        if start_ <= prev_end:
-            raise fail("pool_overlap", cidr=str(net))
-    if gateway is not None:
-        gw = int(ipaddress.ip_address(gateway))
-        for pool, (start_, end_) in zip(out, ranges, strict=True):
-            if start_ <= gw <= end_:
-                raise fail("gateway_in_pool", ip=gateway, **pool)
-    return out
-
-
-def _routes(event: ResourceEvent, routes: list[Doc], version: int) -> list[Doc]:
-    fail = event.engine.res.fail
-    out: list[Doc] = []
-    for route in routes:
-        try:
-            dest = ipaddress.ip_network(str(route["destination"]), strict=True)
-        except ValueError:
-            raise fail("route_invalid", value=route["destination"]) from None
-        if dest.version != version:
-            raise fail("route_version", value=str(dest), version=version)
-        entry = {
-            "destination": str(dest),
-            "nexthop": str(_ip(event, "host_routes", route["nexthop"])),
+def _routes(routes: list[Doc]) -> list[Doc]:
+    return [
+        {
+            "destination": str(ipaddress.ip_network(str(r["destination"]).strip())),
+            "nexthop": _address(r["nexthop"]),
         }
-        if entry in out:
-            raise fail("route_duplicate", value=route)
-        out.append(entry)
-    return out
+        for r in routes
+    ]
 
 
 @behaviour("network.subnet_checks")
 async def subnet_checks(event: ResourceEvent) -> None:
-    """A new subnet's CIDR (no overlap on its network), its gateway (by default the first
-    address) and allocation pools (by default the rest of the range); on an update, the
-    gateway and pools again, the new gateway not an address in use."""
+    """What the spec's refusals (which have checked the CIDR, gateway, pools and routes)
+    cannot say: a new subnet's CIDR overlapping none of its network's, its default gateway
+    (the first address) and allocation pools (the rest of the range), a new gateway not an
+    address in use; the addresses as neutron writes them."""
     doc, old = event.doc, event.old
     store = event.engine.store
     if old is None:
-        version = int(doc["ip_version"])
-        net = _cidr(event, str(doc["cidr"]), version)
+        net = ipaddress.ip_network(str(doc["cidr"]).strip())
         doc["cidr"] = str(net)
         for other in await store.list(
             event.engine.res.res.table, {"network_id": doc["network_id"]}
@@ -182,7 +107,7 @@ async def subnet_checks(event: ResourceEvent) -> None:
         doc.pop("prefixlen", None)
         doc.pop("use_default_subnetpool", None)
         if "gateway_ip" in doc:
-            gateway = _gateway(event, net, doc["gateway_ip"])
+            gateway = None if doc["gateway_ip"] is None else _address(doc["gateway_ip"])
         else:
             try:
                 gateway = ipam.default_gateway(str(net)) if net.num_addresses > 2 else None
@@ -190,21 +115,18 @@ async def subnet_checks(event: ResourceEvent) -> None:
                 gateway = None
         doc["gateway_ip"] = gateway
         if "allocation_pools" in doc:
-            doc["allocation_pools"] = _pools(event, net, doc["allocation_pools"], gateway)
+            doc["allocation_pools"] = _pools(doc["allocation_pools"])
         else:
             doc["allocation_pools"] = ipam.default_allocation_pools(str(net), gateway)
     else:
-        net = ipaddress.ip_network(old["cidr"])
-        gateway = old.get("gateway_ip")
-        if "gateway_ip" in doc:
-            gateway = doc["gateway_ip"] = _gateway(event, net, doc["gateway_ip"])
-            if gateway is not None and await store.get("ipallocations", f"{old['id']}:{gateway}"):
+        if doc.get("gateway_ip") is not None:
+            gateway = doc["gateway_ip"] = _address(doc["gateway_ip"])
+            if await store.get("ipallocations", f"{old['id']}:{gateway}"):
                 raise event.engine.res.fail("gateway_in_use", ip=gateway, id=old["id"])
-        if "allocation_pools" in doc or "gateway_ip" in doc:
-            pools = doc.get("allocation_pools", old.get("allocation_pools") or [])
-            doc["allocation_pools"] = _pools(event, net, pools, gateway)
+        if doc.get("allocation_pools") is not None:
+            doc["allocation_pools"] = _pools(doc["allocation_pools"])
     if "host_routes" in doc:
-        doc["host_routes"] = _routes(event, doc["host_routes"] or [], net.version)
+        doc["host_routes"] = _routes(doc["host_routes"] or [])
 
 
 @behaviour("network.subnet_release")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.context import Call, Reply
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, deleting, serve
 from specstack_runtime.resources.context import ResourceCall
@@ -84,39 +83,24 @@ async def router_gateway(event: ResourceEvent) -> None:
     }
 
 
-def _interface_answer(router: Doc, port: Doc, subnet_id: str) -> Doc:
-    return {
-        "id": router["id"],
-        "subnet_id": subnet_id,
-        "subnet_ids": [f["subnet_id"] for f in port["fixed_ips"]],
-        "port_id": port["id"],
-        "network_id": port["network_id"],
-        "tenant_id": router["project_id"],
-        "project_id": router["project_id"],
-    }
-
-
-def _which(rc: ResourceCall) -> tuple[str | None, str | None]:
-    body = rc.call.body if isinstance(rc.call.body, dict) else {}
-    subnet_id, port_id = body.get("subnet_id"), body.get("port_id")
-    if bool(subnet_id) == bool(port_id):
-        raise rc.res.fail("no_target")
-    return subnet_id, port_id
-
-
 async def _interfaces(rc: ResourceCall, router_id: str) -> list[Doc]:
     ports = rc.of("port")
     rows = await ports.store.list(ports.res.res.table, {"device_id": router_id})
     return [p for p in rows if p.get("device_owner") == INTERFACE]
 
 
+def _target(event: ResourceEvent) -> tuple[str | None, str | None]:
+    """The subnet or the port the request names (the spec accepted exactly one)."""
+    body = event.call.body if isinstance(event.call.body, dict) else {}
+    return body.get("subnet_id") or None, body.get("port_id") or None
+
+
 @behaviour("network.add_router_interface")
-async def add_router_interface(call: Call) -> Reply:
-    """PUT /v2.0/routers/{id}/add_router_interface: a port holding the subnet's gateway
-    address, or the caller's unused port, becomes an interface of the router."""
-    rc = serve.engine_call(call, "router")
-    router = await access.modifiable(rc)
-    subnet_id, port_id = _which(rc)
+async def add_router_interface(event: ResourceEvent) -> None:
+    """A port holding the subnet's gateway address, or the caller's unused port, becomes
+    an interface of the router; it is the flow's `port`, which the spec's answer shows."""
+    rc, router = event.engine, event.doc
+    subnet_id, port_id = _target(event)
     taken = {f["subnet_id"] for p in await _interfaces(rc, router["id"]) for f in p["fixed_ips"]}
     ports = rc.of("port")
     if port_id:
@@ -129,14 +113,16 @@ async def add_router_interface(call: Call) -> Reply:
         if subnet_id in taken:
             raise rc.res.fail("subnet_taken", subnet_id=subnet_id)
         attrs = {"device_id": router["id"], "device_owner": INTERFACE}
-        port = await ports.store.update(ports.res.res.table, port["id"], attrs) or port
+        event.call.vars["port"] = (
+            await ports.store.update(ports.res.res.table, port["id"], attrs) or port
+        )
     else:
         subnet = await access.lookup(rc.of("subnet"), str(subnet_id))
         if not subnet.get("gateway_ip"):
             raise rc.res.fail("no_gateway_ip", subnet_id=subnet_id)
         if subnet_id in taken:
             raise rc.res.fail("subnet_taken", subnet_id=subnet_id)
-        port = await _new_port(
+        await _new_port(
             rc,
             {
                 "network_id": subnet["network_id"],
@@ -146,16 +132,14 @@ async def add_router_interface(call: Call) -> Reply:
                 "project_id": router["project_id"],
             },
         )
-    return Reply(200, _interface_answer(router, port, str(subnet_id)))
 
 
 @behaviour("network.remove_router_interface")
-async def remove_router_interface(call: Call) -> Reply:
-    """PUT /v2.0/routers/{id}/remove_router_interface: the interface on the subnet (or
-    the port named) is deleted, its address released."""
-    rc = serve.engine_call(call, "router")
-    router = await access.modifiable(rc)
-    subnet_id, port_id = _which(rc)
+async def remove_router_interface(event: ResourceEvent) -> None:
+    """The interface on the subnet (or the port named) is deleted, its address released;
+    it is the flow's `port`, which the spec's answer shows."""
+    rc, router = event.engine, event.doc
+    subnet_id, port_id = _target(event)
     found = [
         p
         for p in await _interfaces(rc, router["id"])
@@ -164,10 +148,8 @@ async def remove_router_interface(call: Call) -> Reply:
     if not found:
         missing = "no_interface_port" if port_id else "no_interface_subnet"
         raise rc.res.fail(missing, id=router["id"], port_id=port_id, subnet_id=subnet_id)
-    port = found[0]
-    subnet = subnet_id or port["fixed_ips"][0]["subnet_id"]
-    await deleting.delete(rc.of("port"), port)
-    return Reply(200, _interface_answer(router, port, str(subnet)))
+    await deleting.delete(rc.of("port"), found[0])
+    event.call.vars["port"] = found[0]
 
 
 # -- floating IPs ---------------------------------------------------------------------------

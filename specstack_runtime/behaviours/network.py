@@ -55,11 +55,6 @@ def _flow_port(ix: Interaction) -> Doc:
     return port
 
 
-@behaviour("network.notify_dhcp_port_create", via=("amqp-cast",))
-async def notify_dhcp_port_create(ix: Interaction) -> None:
-    await ix.invoke({"port": netports.port_payload(_flow_port(ix))})
-
-
 @behaviour("network.notify_port_update", via=("amqp-cast",))
 async def notify_port_update(ix: Interaction) -> None:
     port = _flow_port(ix)
@@ -68,17 +63,6 @@ async def notify_port_update(ix: Interaction) -> None:
     payload = await netports.port_update_payload(ix.rt.require_store(), port, network)
     # the port's host: its agent wires it (an unbound port goes to every agent)
     await ix.invoke(payload, host=str(port.get("binding:host_id") or "") or None)
-
-
-@behaviour("network.notify_dhcp_port_delete", via=("amqp-cast",))
-async def notify_dhcp_port_delete(ix: Interaction) -> None:
-    port = _flow_port(ix)
-    await ix.invoke({"port_id": port["id"], "network_id": port["network_id"]})
-
-
-@behaviour("network.notify_port_delete", via=("amqp-cast",))
-async def notify_port_delete(ix: Interaction) -> None:
-    await ix.invoke({"port_id": _flow_port(ix)["id"]})
 
 
 # -- agents ----------------------------------------------------------------------------------------

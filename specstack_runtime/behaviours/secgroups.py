@@ -4,7 +4,7 @@ spec/resources/network.yaml declares what a group and a rule are (fields, scope,
 refusals, uniqueness, what deleting does); these hooks do what the spec cannot state:
 a project's `default` group made on first use with neutron's default rules (its id
 derived from the project, so two first uses at once make one group), a new group's
-egress rules, and a rule's remote CIDR parsed and matched with its ethertype.
+egress rules, and a rule's remote CIDR as its network address.
 """
 
 from __future__ import annotations
@@ -94,18 +94,8 @@ async def security_group_egress(event: ResourceEvent) -> None:
 
 @behaviour("network.security_group_rule_cidr")
 async def security_group_rule_cidr(event: ResourceEvent) -> None:
-    """A rule's remote CIDR: a valid prefix, stored as its network address, of the rule's
-    ethertype (an IPv6 prefix on an IPv4 rule is refused)."""
-    doc = event.doc
-    prefix = doc.get("remote_ip_prefix")
-    if prefix is None:
-        return
-    try:
-        net = ipaddress.ip_network(str(prefix), strict=False)
-    except ValueError:
-        raise event.engine.res.fail("prefix_invalid", value=prefix) from None
-    if f"IPv{net.version}" != doc.get("ethertype"):
-        raise event.engine.res.fail(
-            "prefix_ethertype", value=prefix, ethertype=doc.get("ethertype")
-        )
-    doc["remote_ip_prefix"] = str(net)
+    """A rule's remote CIDR stored as its network address (the spec refused a prefix that
+    is not valid or not of the rule's ethertype)."""
+    prefix = event.doc.get("remote_ip_prefix")
+    if prefix is not None:
+        event.doc["remote_ip_prefix"] = str(ipaddress.ip_network(str(prefix), strict=False))

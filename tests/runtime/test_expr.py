@@ -124,3 +124,45 @@ def test_a_datetime_query_parameter_becomes_what_cel_s_timestamp_reads(
     )
     with pytest.raises(ValueError, match="Datetime is in invalid format"):
         _parse("datetime", "yesterday")
+
+
+def test_ip_net_parses_a_network_and_its_hosts() -> None:
+    def net(text: str) -> object:
+        return compile_expr(f"ip_net('{text}')").evaluate()
+
+    assert net("10.0.0.5/24") == {
+        "version": 4,
+        "cidr": "10.0.0.0/24",
+        "address": "10.0.0.0",
+        "prefixlen": 24,
+        "strict": False,
+        "small": False,
+        "first": "10.0.0.1",
+        "last": "10.0.0.254",
+    }
+    six = net(" fd00::/64 ")
+    assert isinstance(six, dict)
+    assert (six["strict"], six["first"], six["last"]) == (
+        True,
+        "fd00::1",
+        "fd00::ffff:ffff:ffff:ffff",
+    )
+    small = net("10.0.0.4/31")
+    assert isinstance(small, dict)
+    assert (small["small"], small["first"], small["last"]) == (True, "10.0.0.4", "10.0.0.5")
+    assert net("10.0.0.7") == {**net("10.0.0.7/32"), "cidr": "10.0.0.7/32"}  # type: ignore[dict-item]
+    assert net("banana") == {"version": 0}
+
+
+def test_ip_compare_and_in_cidr() -> None:
+    def value(text: str) -> object:
+        return compile_expr(text).evaluate()
+
+    assert value("ip_compare('10.0.0.9', '10.0.0.10')") == -1
+    assert value("ip_compare('10.0.0.10', ' 10.0.0.10')") == 0
+    assert value("ip_compare('fd00::1', '10.0.0.1')") == 1  # IPv6 after IPv4
+    assert value("in_cidr('10.0.0.9', '10.0.0.0/28')") is True
+    assert value("in_cidr('10.0.0.19', '10.0.0.0/28')") is False
+    assert value("in_cidr('banana', '10.0.0.0/28')") is False
+    with pytest.raises(ExprError):
+        value("ip_compare('banana', '10.0.0.1')")

@@ -432,5 +432,120 @@ def test_subnet_refusals_say_what_neutron_says(tmp_path: Path) -> None:
             cidr="10.2.0.0/24",
             host_routes=[route, route],
         )
+        cases: list[tuple[str, str, dict[str, Any]]] = [
+            (
+                "Invalid input for cidr. Reason: 'banana' is not a valid IP subnet.",
+                "InvalidInput",
+                {"cidr": "banana"},
+            ),
+            (
+                "Invalid input for cidr. Reason: 0 is not allowed as a CIDR prefix length.",
+                "InvalidInput",
+                {"cidr": "0.0.0.0/0"},
+            ),
+            (
+                "Invalid input for gateway_ip. Reason: 'x' is not a valid IP address.",
+                "InvalidInput",
+                {"cidr": "10.2.0.0/24", "gateway_ip": "x"},
+            ),
+            (
+                "Invalid input for gateway_ip. Reason: 'fd00::1' is not an IPv4 address.",
+                "InvalidInput",
+                {"cidr": "10.2.0.0/24", "gateway_ip": "fd00::1"},
+            ),
+            (
+                "The allocation pool 10.2.0.9-10.2.0.2 spanning is invalid.",
+                "InvalidAllocationPool",
+                {
+                    "cidr": "10.2.0.0/24",
+                    "allocation_pools": [{"start": "10.2.0.9", "end": "10.2.0.2"}],
+                },
+            ),
+            (
+                "The allocation pool 10.2.0.2-fd00::9 is not IPv4.",
+                "InvalidAllocationPool",
+                {
+                    "cidr": "10.2.0.0/24",
+                    "allocation_pools": [{"start": "10.2.0.2", "end": "fd00::9"}],
+                },
+            ),
+            (
+                "Invalid input for allocation_pools. Reason: 'y' is not a valid IP address.",
+                "InvalidInput",
+                {"cidr": "10.2.0.0/24", "allocation_pools": [{"start": "10.2.0.2", "end": "y"}]},
+            ),
+            # without gateway_ip the gateway is the first address, which no pool may hold
+            (
+                "Gateway ip 10.2.0.1 conflicts with allocation pool 10.2.0.1-10.2.0.9.",
+                "GatewayConflictWithAllocationPools",
+                {
+                    "cidr": "10.2.0.0/24",
+                    "allocation_pools": [{"start": "10.2.0.1", "end": "10.2.0.9"}],
+                },
+            ),
+            (
+                "Invalid input for host_routes. Reason: '10.9.0.1/24' is not a valid CIDR.",
+                "InvalidInput",
+                {
+                    "cidr": "10.2.0.0/24",
+                    "host_routes": [{"destination": "10.9.0.1/24", "nexthop": "10.2.0.1"}],
+                },
+            ),
+            (
+                "Invalid input for host_routes. Reason: destination fd00::/64 is not IPv4.",
+                "InvalidInput",
+                {
+                    "cidr": "10.2.0.0/24",
+                    "host_routes": [{"destination": "fd00::/64", "nexthop": "10.2.0.1"}],
+                },
+            ),
+        ]
+        for message, kind, sub in cases:
+            await refused(409 if kind.startswith("Gateway") else 400, kind, message, **sub)
+
+        # an update is checked against the subnet's CIDR, gateway and pools
+        subnet = await n.subnet(
+            network["id"],
+            "10.7.0.0/24",
+            allocation_pools=[{"start": "10.7.0.10", "end": "10.7.0.20"}],
+        )
+        updates: list[tuple[str, str, dict[str, Any]]] = [
+            (
+                "Invalid input for operation: Gateway IP 10.8.0.1 is not in subnet 10.7.0.0/24.",
+                "InvalidInput",
+                {"gateway_ip": "10.8.0.1"},
+            ),
+            (
+                "Gateway ip 10.7.0.15 conflicts with allocation pool 10.7.0.10-10.7.0.20.",
+                "GatewayConflictWithAllocationPools",
+                {"gateway_ip": "10.7.0.15"},
+            ),
+            (
+                "Gateway ip 10.7.0.1 conflicts with allocation pool 10.7.0.1-10.7.0.5.",
+                "GatewayConflictWithAllocationPools",
+                {"allocation_pools": [{"start": "10.7.0.1", "end": "10.7.0.5"}]},
+            ),
+            (
+                "Found overlapping allocation pools in subnet 10.7.0.0/24.",
+                "OverlappingAllocationPools",
+                {"allocation_pools": [{"start": "10.7.0.30", "end": "10.7.0.40"}] * 2},
+            ),
+        ]
+        for message, kind, sub in updates:
+            call = make_call(
+                n.rt, "updateSubnet", path_params={"subnet_id": subnet["id"]}, body={"subnet": sub}
+            )
+            status = 400 if kind == "InvalidInput" else 409
+            assert (await expect_error(serve(call), status, kind)).message == message
+        body = {
+            "subnet": {
+                "gateway_ip": "10.7.0.9",
+                "allocation_pools": [{"start": "10.7.0.30", "end": "10.7.0.40"}],
+            }
+        }
+        call = make_call(n.rt, "updateSubnet", path_params={"subnet_id": subnet["id"]}, body=body)
+        updated = (await serve(call)).body["subnet"]
+        assert updated["gateway_ip"] == "10.7.0.9"
+        assert updated["allocation_pools"] == [{"start": "10.7.0.30", "end": "10.7.0.40"}]
 
     run(tmp_path, scenario)

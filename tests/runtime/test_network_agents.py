@@ -7,11 +7,13 @@ import asyncio
 import ipaddress
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from specstack_runtime import registry
 from specstack_runtime.behaviours import netports
 from specstack_runtime.behaviours import network as net
 from specstack_runtime.bus import Envelope, InProcessBus
@@ -32,6 +34,15 @@ from tests.runtime.netvol_fakes import (
 from tests.runtime.test_network import Neutron, run, serve, writable
 
 # -- steps and agents ---------------------------------------------------------------------------
+
+
+async def cast_as_spec(call: Any, sequence: str, number: int, message: str) -> None:
+    """The cast of `message` in step `number` of the sequence, as the spec binds it: the
+    generic step with the step's `with:` payload."""
+    step = next(s for s in call.rt.info.sequences[sequence]["steps"] if s["number"] == number)
+    found = next(t for t in step["then"] if t["message"] == message)
+    ix = interaction(call, message, str(number))
+    await registry.get("flow.amqp-cast")(replace(ix, bindings=found["bindings"]))
 
 
 def test_step_payloads_match_the_message_schemas(tmp_path: Path) -> None:
@@ -83,7 +94,7 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
                 **{"binding:host_id": "compute-1"},  # type: ignore[arg-type]
             )
             call = n.last_call  # the createPort call and its vars, as in step 14
-            await net.notify_dhcp_port_create(interaction(call, "port_create_end", "14.1"))
+            await cast_as_spec(call, "boot-vm", 14, "port_create_end")
             await net.notify_port_update(interaction(call, "port_update", "14.2"))
 
             host_file = tmp_path / "dhcp" / network["id"] / "host"
@@ -128,8 +139,8 @@ def test_flow_steps_reach_the_agents_and_their_files(tmp_path: Path) -> None:
             # delete-vm steps 9.1/9.2
             del_call = make_call(server_rt, "deletePort", path_params={"port_id": port["id"]})
             await serve(del_call)
-            await net.notify_dhcp_port_delete(interaction(del_call, "port_delete_end", "9.1"))
-            await net.notify_port_delete(interaction(del_call, "port_delete", "9.2"))
+            await cast_as_spec(del_call, "delete-vm", 9, "port_delete_end")
+            await cast_as_spec(del_call, "delete-vm", 9, "port_delete")
 
             async def removed() -> bool:
                 state = json.loads(l2_two_file.read_text())
@@ -202,7 +213,9 @@ def test_steps_without_a_port_fail_cleanly(tmp_path: Path) -> None:
     async def scenario(n: Neutron) -> None:
         call = make_call(n.rt, "createPort")
         with pytest.raises(StepFailed):
-            await net.notify_dhcp_port_create(interaction(call, "port_create_end"))
+            await net.notify_port_update(interaction(call, "port_update"))
+        with pytest.raises(StepFailed, match=r"\{port\.id\} is not set"):
+            await cast_as_spec(call, "boot-vm", 14, "port_create_end")
 
     run(tmp_path, scenario)
 

@@ -367,6 +367,27 @@ def test_address_refusals_say_what_neutron_says(tmp_path: Path) -> None:
             "unicast MAC address.",
             mac_address="01:00:5e:00:00:01",
         )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for mac_address. Reason: '00-00-00-00-00-00' is not a valid "
+            "unicast MAC address.",
+            mac_address="00-00-00-00-00-00",
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for allowed_address_pairs. Reason: '10.0.0.0/40' is not a valid IP "
+            "address or CIDR.",
+            allowed_address_pairs=[{"ip_address": "10.1.0.0/16"}, {"ip_address": "10.0.0.0/40"}],
+        )
+        await refused(
+            400,
+            "InvalidInput",
+            "Invalid input for mac_address. Reason: '03:00:00:00:00:01' is not a valid "
+            "unicast MAC address.",
+            allowed_address_pairs=[{"ip_address": "10.1.0.9", "mac_address": "03:00:00:00:00:01"}],
+        )
         for _ in range(4):  # a /29 holds 5 addresses (the gateway aside)
             await n.port(network["id"])
         await refused(

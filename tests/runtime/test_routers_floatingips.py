@@ -61,7 +61,15 @@ def test_router_gateway_and_interfaces(tmp_path: Path) -> None:
         )
 
         added = await _interface(n, "addRouterInterface", router["id"], subnet_id=sub["id"])
-        assert added["subnet_id"] == sub["id"] and added["network_id"] == private["id"]
+        assert added == {
+            "id": router["id"],
+            "subnet_id": sub["id"],
+            "subnet_ids": [sub["id"]],
+            "port_id": added["port_id"],
+            "network_id": private["id"],
+            "tenant_id": router["project_id"],
+            "project_id": router["project_id"],
+        }
         port = await n.op(serve, "showPort", 200, path_params={"port_id": added["port_id"]})
         assert port["port"]["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "10.0.0.1"}]
         assert port["port"]["device_owner"] == "network:router_interface"
@@ -81,7 +89,7 @@ def test_router_gateway_and_interfaces(tmp_path: Path) -> None:
         await expect_error(serve(remove), 409, match=f"Router {router['id']} still has ports")
 
         removed = await _interface(n, "removeRouterInterface", router["id"], subnet_id=sub["id"])
-        assert removed["port_id"] == added["port_id"]
+        assert removed == added
         missing = make_call(
             n.rt,
             "removeRouterInterface",
@@ -203,6 +211,9 @@ def test_router_and_floating_ip_refusals_say_what_neutron_says(tmp_path: Path) -
 
         either = "Bad router request: Either subnet_id or port_id must be specified."
         await refused("addRouterInterface", 400, "BadRequest", either)
+        await refused(
+            "removeRouterInterface", 400, "BadRequest", either, subnet_id=sub["id"], port_id="p"
+        )
         await refused(
             "addRouterInterface",
             400,
