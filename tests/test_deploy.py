@@ -137,7 +137,7 @@ def test_the_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((KUBE / "kustomization.yaml").read_text())
     files = sorted(f.name for f in KUBE.glob("*.yaml") if f.name != "kustomization.yaml")
     assert sorted(kustomization["resources"]) == files
-    assert kustomization["images"] == [{"name": "specstack"}]
+    assert set(kustomization) == {"apiVersion", "kind", "resources"}  # the overlay sets the rest
 
 
 # -- content ----------------------------------------------------------------------------------
@@ -255,6 +255,9 @@ def test_the_migration_job_prepares_the_databases() -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "OnFailure"
     mounts = {m["mountPath"] for m in ct["volumeMounts"]}
     assert "/etc/specstack" in mounts
+    # the README applies these two before the workloads
+    first = [d for d in _kube() if d["metadata"]["labels"].get("specstack/apply-first") == "true"]
+    assert sorted(d["kind"] for d in first) == ["ConfigMap", "Job"]
 
 
 def test_the_configmap_holds_the_config_and_no_secret(tmp_path: Path) -> None:
