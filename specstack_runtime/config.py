@@ -69,6 +69,12 @@ class StackConfig(BaseSettings):
     data_dir: Path = Path(".specstack")
     mode: str = "embedded"
     host_address: str = "127.0.0.1"
+    # where the APIs bind: empty is host_address; "0.0.0.0" in a container, whose own
+    # address is not the one other processes reach it at
+    listen_address: str = ""
+    # component -> the host name its API is reached at (a Kubernetes Service, a Compose
+    # service); one not named is reached at host_address
+    endpoint_hosts: dict[str, str] = {}
     base_port: int | None = None  # None: each API listens on the port the spec gives it
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
@@ -90,7 +96,9 @@ class StackConfig(BaseSettings):
     region: str = "RegionOne"
     admin_password: str = "admin"
     demo_password: str = "demo"
-    service_password: str = ""  # generated once per data directory
+    # the service users' password: generated once per data directory unless set (a
+    # cluster's processes share it through SPECSTACK_SERVICE_PASSWORD; never written then)
+    service_password: str = Field(default="", repr=False)
     call_timeout_s: float = 30.0
     # HTTP servers: how long an idle keep-alive connection stays open (longer than the
     # clients' pools keep theirs, so a client never reuses one the server is closing)
@@ -213,6 +221,16 @@ class StackConfig(BaseSettings):
         )
         return value
 
+    @field_validator("endpoint_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        _require(
+            isinstance(value, dict)
+            and all(isinstance(v, str) and v and "/" not in v for v in value.values()),
+            'is not a table of component = "host name"',
+        )
+        return value
+
     @field_validator("quotas", mode="before")
     @classmethod
     def _quotas(cls, value: Any) -> Any:
@@ -279,6 +297,10 @@ class StackConfig(BaseSettings):
             raise ConfigError(f"{where}:stack_name: only letters, digits and _ are allowed")
         return self
 
+    def bind_address(self) -> str:
+        """The address the stack's servers listen on."""
+        return self.listen_address or self.host_address
+
     def processes_per_component(self) -> int:
         """How many processes one component's instances on a scaled node share at most."""
         if self.node_processes is not None:
@@ -318,24 +340,26 @@ class StackConfig(BaseSettings):
         return f"sqlite:///{path.as_posix()}"
 
     def ensure_secrets(self) -> None:
-        """Generate the service users' password (and the stack's name) once per data directory."""
-        path = self.data_dir / "secrets.json"
-        if path.exists():
-            saved = json.loads(path.read_text())
-            self.service_password = saved["service_password"]
-            if not self.stack_name:
-                self.stack_name = saved.get("stack_name", "")
-            if self.stack_name and self.stack_name != saved.get("stack_name"):
-                saved["stack_name"] = saved.get("stack_name") or self.stack_name
-                path.write_text(json.dumps(saved))
+        """Generate the service users' password (and the stack's name) once per data directory.
+
+        A password set in the configuration (a cluster's Secret) is used as it is and never
+        written; a stack name set there is kept.
+        """
+        given = "service_password" in self.explicit and bool(self.service_password)
+        if given and self.stack_name:
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.service_password = self.service_password or secrets.token_urlsafe(18)
-        self.stack_name = self.stack_name or f"specstack_{uuid.uuid4().hex[:10]}"
-        path.write_text(
-            json.dumps({"service_password": self.service_password, "stack_name": self.stack_name})
-        )
-        path.chmod(0o600)
+        path = self.data_dir / "secrets.json"
+        saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        before = dict(saved)
+        if not given:
+            saved.setdefault("service_password", self.service_password or secrets.token_urlsafe(18))
+            self.service_password = saved["service_password"]
+        saved.setdefault("stack_name", self.stack_name or f"specstack_{uuid.uuid4().hex[:10]}")
+        self.stack_name = self.stack_name or saved["stack_name"]
+        if saved != before:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(saved))
+            path.chmod(0o600)
 
     def as_dict(self) -> dict[str, object]:
         return self.model_dump(
@@ -344,7 +368,7 @@ class StackConfig(BaseSettings):
 
 
 #: Settings no file or variable sets.
-_INTERNAL = frozenset({"explicit", "service_password"})
+_INTERNAL = frozenset({"explicit"})
 #: pydantic's error types, as what the value is not.
 _NOT = {"int": "an integer", "float": "a number", "string": "a string", "path": "a path"}
 

@@ -280,18 +280,19 @@ class EmbeddedStack:
             if r.module.ROUTES:
                 comp = self.info.components[r.rt.component]
                 port = self.info.port(r.rt.component, self.config)
-                if not port_free(self.config.host_address, port):
+                if not port_free(self.config.bind_address(), port):
                     raise StackError(
-                        f"{r.rt.component}: port {port} on {self.config.host_address} is in use "
+                        f"{r.rt.component}: port {port} on {self.config.bind_address()} is in use "
                         "(another stack?); pick free ports with --port N"
                     )
                 app = ApiApp(
                     r.rt, error_format=r.module.ERROR_FORMAT, identity_url=identity_url + "/v3"
                 ).build(r.module.ROUTES, title=comp["title"])
                 r.server = await self._listen(r.rt.component, app, port)
+                host = self.info.endpoint_host(r.rt.component, self.config)
                 if self.local_http is not None:
-                    self.local_http.mount(self.config.host_address, port, app)
-                say(f"{r.rt.component:<16} http://{self.config.host_address}:{port}")
+                    self.local_http.mount(host, port, app)
+                say(f"{r.rt.component:<16} http://{host}:{port}")
             if r.module.CONSUMERS:
                 r.subscriptions = await start_consumers(r.rt, r.module.CONSUMERS)
         await self._start_dashboards(say)
@@ -318,7 +319,7 @@ class EmbeddedStack:
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                host=self.config.host_address,
+                host=self.config.bind_address(),
                 port=port,
                 log_level="warning",
                 access_log=False,
@@ -348,15 +349,15 @@ class EmbeddedStack:
                 continue
             name = inst.component
             port = self.info.port(name, self.config)
-            if not port_free(self.config.host_address, port):
+            if not port_free(self.config.bind_address(), port):
                 raise StackError(
-                    f"{name}: port {port} on {self.config.host_address} is in use "
+                    f"{name}: port {port} on {self.config.bind_address()} is in use "
                     "(another stack?); pick free ports with --port N"
                 )
             app = build_app(self.info, self.config, name, self.generated_dir / "openapi")
             self.web_servers.append(await self._listen(name, app, port))
             self._closers.append(app.state.close)
-            say(f"{name:<16} http://{self.config.host_address}:{port}/")
+            say(f"{name:<16} http://{self.info.endpoint_host(name, self.config)}:{port}/")
 
     async def stop(self) -> None:
         # Background work a behaviour started for its component (e.g. heartbeats).

@@ -167,7 +167,11 @@ class StackInfo:
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""
         component = self.model.api(api).component
-        return f"http://{config.host_address}:{self.port(component, config)}"
+        return f"http://{self.endpoint_host(component, config)}:{self.port(component, config)}"
+
+    def endpoint_host(self, component: str, config: StackConfig) -> str:
+        """The host name a listening component is reached at."""
+        return config.endpoint_hosts.get(component, config.host_address)
 
     def catalog(self, config: StackConfig, project_id: str) -> list[dict[str, Any]]:
         """The service catalog, in keystone's v3 format, for a token scoped to `project_id`."""

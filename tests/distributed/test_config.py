@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from specstack_runtime.config import (
     StackConfig,
     load_config,
 )
+
+from ..conftest import REPO
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -101,3 +104,41 @@ def test_driver_options_from_the_file_and_the_environment(tmp_path: Path) -> Non
     bad = _write(tmp_path, "[driver_options]\nlibvirt = 3\n")
     with pytest.raises(ConfigError, match=r"specstack.toml:driver_options: .* is not a table"):
         load_config(bad, environ={})
+
+
+def test_a_deployed_stacks_addresses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a container the APIs listen on every address; the others reach each at its name."""
+    from specstack_runtime.embedded import load_generated
+
+    monkeypatch.chdir(REPO)  # the generated package is imported from the working directory
+    path = _write(tmp_path, 'listen_address = "0.0.0.0"\n[endpoint_hosts]\nkeystone = "keystone"\n')
+    config = load_config(path, environ={})
+    assert config.bind_address() == "0.0.0.0"
+    info = load_generated()[0]
+    assert info.endpoint("identity", config) == "http://keystone:5000"
+    assert info.endpoint("compute", config) == "http://127.0.0.1:8774"  # not named: host_address
+    assert load_config(environ={}).bind_address() == "127.0.0.1"
+    bad = _write(tmp_path, '[endpoint_hosts]\nkeystone = "http://keystone/"\n')
+    with pytest.raises(ConfigError, match=r"endpoint_hosts: .* is not a table of component"):
+        load_config(bad, environ={})
+
+
+def test_a_service_password_from_the_environment_is_never_written(tmp_path: Path) -> None:
+    env = {"SPECSTACK_SERVICE_PASSWORD": "from-the-secret", "SPECSTACK_STACK_NAME": "st_k8s"}
+    config = load_config(environ=env, data_dir=tmp_path / "a")
+    config.ensure_secrets()
+    assert config.service_password == "from-the-secret" and config.stack_name == "st_k8s"
+    assert not (tmp_path / "a").exists()  # nothing to keep: no file at all
+    # no stack name given: it is generated and kept, the password still not written
+    config = load_config(environ={"SPECSTACK_SERVICE_PASSWORD": "pw2"}, data_dir=tmp_path / "b")
+    config.ensure_secrets()
+    saved = json.loads((tmp_path / "b" / "secrets.json").read_text())
+    assert saved == {"stack_name": config.stack_name} and config.service_password == "pw2"
+    # without one, the password is generated once per data directory, as before
+    first = load_config(environ={}, data_dir=tmp_path / "b")
+    first.ensure_secrets()
+    again = load_config(environ={}, data_dir=tmp_path / "b")
+    again.ensure_secrets()
+    assert first.service_password and again.service_password == first.service_password
+    assert again.stack_name == config.stack_name
+    assert "pw2" not in (tmp_path / "b" / "secrets.json").read_text()

@@ -15,6 +15,7 @@ from generator.pipeline.render.code import (
     ServicesTarget,
 )
 from generator.pipeline.render.conformance import ConformanceTarget
+from generator.pipeline.render.deploy import DeployTarget
 from generator.pipeline.render.diagrams import DiagramsTarget
 from generator.pipeline.render.ir_json import IrTarget
 from generator.pipeline.render.migrations import MigrationsTarget
@@ -34,6 +35,7 @@ TARGETS: tuple[Target, ...] = (
     ConformanceTarget(),
     DiagramsTarget(),
     MigrationsTarget(),
+    DeployTarget(),
 )
 
 __all__ = [
