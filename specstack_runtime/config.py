@@ -68,7 +68,14 @@ class StackConfig(BaseSettings):
 
     data_dir: Path = Path(".specstack")
     mode: str = "embedded"
-    host_address: str = "127.0.0.1"
+    host_address: str = "127.0.0.1"  # where this host's APIs listen
+    # topology node or host (compute-3) -> the address of the host it runs on, for the
+    # catalog and the calls between hosts; a node not named is on host_address
+    node_addresses: dict[str, str] = {}
+    # where every process writes its trace events: a database URL; empty: trace.sqlite in
+    # the data directory (embedded), database "<stack_name>_trace" on database_server
+    # (distributed: the processes of every host write to it)
+    trace_url: str = ""
     base_port: int | None = None  # None: each API listens on the port the spec gives it
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
@@ -90,7 +97,8 @@ class StackConfig(BaseSettings):
     region: str = "RegionOne"
     admin_password: str = "admin"
     demo_password: str = "demo"
-    service_password: str = ""  # generated once per data directory
+    # generated once per data directory; a host without the identity API is given its host's
+    service_password: str = Field(default="", repr=False)
     call_timeout_s: float = 30.0
     # HTTP servers: how long an idle keep-alive connection stays open (longer than the
     # clients' pools keep theirs, so a client never reuses one the server is closing)
@@ -204,7 +212,7 @@ class StackConfig(BaseSettings):
         _require(isinstance(value, dict), "is not a table of weigher = multiplier")
         return tuple(value.items())
 
-    @field_validator("database_urls", mode="before")
+    @field_validator("database_urls", "node_addresses", mode="before")
     @classmethod
     def _urls(cls, value: Any) -> Any:
         _require(
@@ -308,6 +316,18 @@ class StackConfig(BaseSettings):
         prefix = self.stack_name or "specstack"
         return f"{prefix}_{database}".replace("-", "_").lower()
 
+    def address(self, host: str, node: str) -> str:
+        """The address of the host a node instance runs on (node_addresses, else this host's)."""
+        return self.node_addresses.get(host) or self.node_addresses.get(node) or self.host_address
+
+    def trace_store_url(self) -> str | None:
+        """The trace store's database URL; None: the SQLite file in the data directory."""
+        if self.trace_url:
+            return self.trace_url
+        if self.mode == "distributed" and self.database_server:
+            return f"{self.database_server.rstrip('/')}/{self.database_name('trace')}"
+        return None
+
     def database_url(self, database: str) -> str:
         if database in self.database_urls:
             return self.database_urls[database]
@@ -322,7 +342,8 @@ class StackConfig(BaseSettings):
         path = self.data_dir / "secrets.json"
         if path.exists():
             saved = json.loads(path.read_text())
-            self.service_password = saved["service_password"]
+            if "service_password" not in self.explicit:  # set: the identity host's, given
+                self.service_password = saved["service_password"]
             if not self.stack_name:
                 self.stack_name = saved.get("stack_name", "")
             if self.stack_name and self.stack_name != saved.get("stack_name"):
@@ -339,12 +360,13 @@ class StackConfig(BaseSettings):
 
     def as_dict(self) -> dict[str, object]:
         return self.model_dump(
-            mode="json", exclude={"service_password", "osprofiler_hmac_keys", "explicit"}
+            mode="json",
+            exclude={"service_password", "osprofiler_hmac_keys", "explicit", "trace_url"},
         )
 
 
 #: Settings no file or variable sets.
-_INTERNAL = frozenset({"explicit", "service_password"})
+_INTERNAL = frozenset({"explicit"})
 #: pydantic's error types, as what the value is not.
 _NOT = {"int": "an integer", "float": "a number", "string": "a string", "path": "a path"}
 

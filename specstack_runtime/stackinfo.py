@@ -167,7 +167,11 @@ class StackInfo:
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""
         component = self.model.api(api).component
-        return f"http://{config.host_address}:{self.port(component, config)}"
+        address = config.host_address
+        if config.node_addresses:  # hosts of their own: where the API's node runs
+            node = self.model.component(component).nodes[0]
+            address = config.address(self.node_hosts(node, config)[0], node)
+        return f"http://{address}:{self.port(component, config)}"
 
     def catalog(self, config: StackConfig, project_id: str) -> list[dict[str, Any]]:
         """The service catalog, in keystone's v3 format, for a token scoped to `project_id`."""
