@@ -20,6 +20,7 @@ from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 if TYPE_CHECKING:
     from specstack_runtime.demo import Demo
+    from specstack_runtime.stackinfo import StackInfo
     from specstack_runtime.supervisor import Supervisor
 
 
@@ -291,6 +292,35 @@ def shared_secrets_missing(sup: Supervisor, config: StackConfig) -> str | None:
     )
 
 
+def client_demo(
+    info: StackInfo, config: StackConfig, services: dict[str, Any], recorder: TraceRecorder
+) -> Demo:
+    """The demo, run from outside a distributed stack as its CLI client (the spec's client
+    that runs boot-vm), calling the APIs where the catalog places them."""
+    from specstack_runtime.demo import Demo
+    from specstack_runtime.http import ClientSet
+    from specstack_runtime.services import ServiceRuntime
+
+    clients = ClientSet(info, config)
+    cli_name = next(
+        name
+        for name, m in services.items()
+        if getattr(m, "KIND", "") == "client" and "boot-vm" in getattr(m, "HANDLERS", {})
+    )
+    cli = ServiceRuntime(
+        component=cli_name,
+        project=info.components[cli_name]["project"],
+        host=info.components[cli_name]["nodes"][0],
+        info=info,
+        config=config,
+        bus=None,  # type: ignore[arg-type]  # the client casts nothing
+        trace=recorder,
+        clients=clients,
+        data_dir=config.data_dir,
+    )
+    return Demo(clients, info, config, services, cli)
+
+
 async def run_distributed(
     config: StackConfig,
     config_path: Path | None,
@@ -301,10 +331,8 @@ async def run_distributed(
 ) -> int:
     """A supervisor starts the layout's processes (those of `nodes` only, if given); the
     demo then runs from here, as a client."""
-    from specstack_runtime.demo import SERVER_NAME, Demo
+    from specstack_runtime.demo import SERVER_NAME
     from specstack_runtime.embedded import load_generated
-    from specstack_runtime.http import ClientSet
-    from specstack_runtime.services import ServiceRuntime
     from specstack_runtime.supervisor import Supervisor, SupervisorError
 
     try:
@@ -340,24 +368,8 @@ async def run_distributed(
     recorder = TraceRecorder(
         config.data_dir / "trace.sqlite", shared=True, url=config.trace_store_url()
     )
-    clients = ClientSet(info, config)
-    cli_name = next(
-        name
-        for name, m in services.items()
-        if getattr(m, "KIND", "") == "client" and "boot-vm" in getattr(m, "HANDLERS", {})
-    )
-    cli = ServiceRuntime(
-        component=cli_name,
-        project=info.components[cli_name]["project"],
-        host=info.components[cli_name]["nodes"][0],
-        info=info,
-        config=config,
-        bus=None,  # type: ignore[arg-type]  # the client casts nothing
-        trace=recorder,
-        clients=clients,
-        data_dir=config.data_dir,
-    )
-    demo = Demo(clients, info, config, services, cli)
+    demo = client_demo(info, config, services, recorder)
+    clients = demo.clients
     code = 0
     try:
         await _remove_previous(demo, console)
