@@ -251,3 +251,23 @@ def test_a_host_without_the_identity_api_needs_the_shared_secrets(
     code = cli_main([*args, "--nodes", "compute-7", "--data-dir", str(tmp_path / "e")])
     assert code == 2
     assert "no node instance 'compute-7'" in capsys.readouterr().out
+
+
+def test_a_stopped_distributed_stacks_trace_is_read_from_its_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from generator.commands.flow_events import redact_url, server_store
+
+    for name in [n for n in os.environ if n.startswith("SPECSTACK_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no ./specstack.toml
+    data = tmp_path / "d"
+    data.mkdir()
+    assert server_store(data) is None  # no stack ran here
+    (data / "secrets.json").write_text('{"service_password": "x", "stack_name": "st9"}')
+    assert server_store(data) == "postgresql+psycopg://postgres@127.0.0.1:5432/st9_trace"
+    monkeypatch.setenv("SPECSTACK_DATABASE_SERVER", "postgresql://u:pw@db:5432")
+    assert server_store(data) == "postgresql://u:pw@db:5432/st9_trace"
+    assert "pw" not in redact_url(str(server_store(data)))
+    (data / "trace.sqlite").touch()  # an embedded stack's
+    assert server_store(data) is None
