@@ -174,7 +174,10 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Host]]
         out["c"].wait()
         yield out
     finally:
-        for host in reversed(out.values()):
+        for host in out.values():  # Ctrl-C to every host at once, then wait for each
+            if host.process is not None and host.process.poll() is None:
+                host.process.send_signal(signal.SIGINT)
+        for host in out.values():
             host.stop()
         drop_stack_resources(host_config(out["a"]))
 
