@@ -90,6 +90,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args)
 
 
+def cmd_clouds(args: argparse.Namespace) -> int:
+    from generator.commands.clouds import main as clouds_main
+
+    return clouds_main(args.identity, Path(args.output), args.config)
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
     from generator.commands.trace import main as trace_main
 
@@ -217,8 +223,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DRIVER.KEY=VALUE",
         help="keyword argument of a driver, e.g. libvirt.uri=qemu:///session (repeatable)",
     )
+    r.add_argument(
+        "--nodes",
+        default=None,
+        metavar="NODE[,NODE...]",
+        help="distributed mode: start only these node instances' processes on this host "
+        "(a topology node such as controller, or compute-1..compute-40), listening on "
+        "host_address; no demo boot",
+    )
     r.add_argument("--no-generate", action="store_true", help="use generated/ as it is")
     r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("clouds", help="write a clouds.yaml for a running stack's identity API")
+    c.add_argument(
+        "--identity",
+        required=True,
+        metavar="URL",
+        help="the identity API's URL, e.g. http://10.0.0.2:5000 (as the catalog has it)",
+    )
+    c.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="TOML config file with the stack's passwords and region (as for run)",
+    )
+    c.add_argument(
+        "--output",
+        default="clouds.yaml",
+        metavar="FILE",
+        help="where to write it (default ./clouds.yaml; readable by its owner only)",
+    )
+    c.set_defaults(func=cmd_clouds)
 
     t = sub.add_parser("trace", help="print the observed steps of one flow")
     t.add_argument(

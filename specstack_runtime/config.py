@@ -68,13 +68,20 @@ class StackConfig(BaseSettings):
 
     data_dir: Path = Path(".specstack")
     mode: str = "embedded"
-    host_address: str = "127.0.0.1"
+    host_address: str = "127.0.0.1"  # where this host's APIs listen
     # where the APIs bind: empty is host_address; "0.0.0.0" in a container, whose own
     # address is not the one other processes reach it at
     listen_address: str = ""
     # component -> the host name its API is reached at (a Kubernetes Service, a Compose
     # service); one not named is reached at host_address
     endpoint_hosts: dict[str, str] = {}
+    # topology node or host (compute-3) -> the address of the host it runs on, for the
+    # catalog and the calls between hosts; a node not named is on host_address
+    node_addresses: dict[str, str] = {}
+    # where every process writes its trace events: a database URL; empty: trace.sqlite in
+    # the data directory (embedded), database "<stack_name>_trace" on database_server
+    # (distributed: the processes of every host write to it)
+    trace_url: str = ""
     base_port: int | None = None  # None: each API listens on the port the spec gives it
     computes: int | None = None  # None: the topology's compute count
     driver: str | None = None  # None: the topology's driver for compute nodes
@@ -97,7 +104,8 @@ class StackConfig(BaseSettings):
     admin_password: str = "admin"
     demo_password: str = "demo"
     # the service users' password: generated once per data directory unless set (a
-    # cluster's processes share it through SPECSTACK_SERVICE_PASSWORD; never written then)
+    # cluster's processes share it through SPECSTACK_SERVICE_PASSWORD, a host without
+    # the identity API is given its identity host's; never written then)
     service_password: str = Field(default="", repr=False)
     call_timeout_s: float = 30.0
     # HTTP servers: how long an idle keep-alive connection stays open (longer than the
@@ -212,7 +220,7 @@ class StackConfig(BaseSettings):
         _require(isinstance(value, dict), "is not a table of weigher = multiplier")
         return tuple(value.items())
 
-    @field_validator("database_urls", mode="before")
+    @field_validator("database_urls", "node_addresses", mode="before")
     @classmethod
     def _urls(cls, value: Any) -> Any:
         _require(
@@ -330,6 +338,18 @@ class StackConfig(BaseSettings):
         prefix = self.stack_name or "specstack"
         return f"{prefix}_{database}".replace("-", "_").lower()
 
+    def address(self, host: str, node: str) -> str:
+        """The address of the host a node instance runs on (node_addresses, else this host's)."""
+        return self.node_addresses.get(host) or self.node_addresses.get(node) or self.host_address
+
+    def trace_store_url(self) -> str | None:
+        """The trace store's database URL; None: the SQLite file in the data directory."""
+        if self.trace_url:
+            return self.trace_url
+        if self.mode == "distributed" and self.database_server:
+            return f"{self.database_server.rstrip('/')}/{self.database_name('trace')}"
+        return None
+
     def database_url(self, database: str) -> str:
         if database in self.database_urls:
             return self.database_urls[database]
@@ -342,8 +362,8 @@ class StackConfig(BaseSettings):
     def ensure_secrets(self) -> None:
         """Generate the service users' password (and the stack's name) once per data directory.
 
-        A password set in the configuration (a cluster's Secret) is used as it is and never
-        written; a stack name set there is kept.
+        A password set in the configuration (a cluster's Secret, the identity host's given to
+        another host) is used as it is and never written; a stack name set there is kept.
         """
         given = "service_password" in self.explicit and bool(self.service_password)
         if given and self.stack_name:
@@ -363,7 +383,8 @@ class StackConfig(BaseSettings):
 
     def as_dict(self) -> dict[str, object]:
         return self.model_dump(
-            mode="json", exclude={"service_password", "osprofiler_hmac_keys", "explicit"}
+            mode="json",
+            exclude={"service_password", "osprofiler_hmac_keys", "explicit", "trace_url"},
         )
 
 

@@ -123,9 +123,12 @@ class EmbeddedStack:
         self.web_servers: list[uvicorn.Server] = []
         self._closers: list[Callable[[], Any]] = []
         self.bus: Bus = make_bus(config.bus_url)
-        # Every process of a distributed stack writes to (and reads) the one trace store.
+        # Every process of a distributed stack writes to (and reads) the one trace store,
+        # on the database server: the stack's hosts share no file.
         self.trace = TraceRecorder(
-            config.data_dir / "trace.sqlite", shared=config.mode == "distributed"
+            config.data_dir / "trace.sqlite",
+            shared=config.mode == "distributed",
+            url=config.trace_store_url(),
         )
         self.spans: TracerProvider | None = None
         if config.otlp_endpoint:  # each step as an OpenTelemetry span too
@@ -384,6 +387,7 @@ class EmbeddedStack:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.trace.flush()
+        self.trace.close()
         if self.spans is not None:
             await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
         await self.clients.aclose()

@@ -170,8 +170,14 @@ class StackInfo:
         return f"http://{self.endpoint_host(component, config)}:{self.port(component, config)}"
 
     def endpoint_host(self, component: str, config: StackConfig) -> str:
-        """The host name a listening component is reached at."""
-        return config.endpoint_hosts.get(component, config.host_address)
+        """The host name or address a listening component is reached at."""
+        named = config.endpoint_hosts.get(component)
+        if named is not None:  # a Kubernetes Service, a Compose service
+            return named
+        if config.node_addresses:  # hosts of their own: where the API's node runs
+            node = self.model.component(component).nodes[0]
+            return config.address(self.node_hosts(node, config)[0], node)
+        return config.host_address
 
     def catalog(self, config: StackConfig, project_id: str) -> list[dict[str, Any]]:
         """The service catalog, in keystone's v3 format, for a token scoped to `project_id`."""

@@ -38,7 +38,14 @@ import httpx
 
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import coded_instances, load_generated, web_instances
-from specstack_runtime.process import EXIT_CONFIG, hosts_label, process_name, ready_file
+from specstack_runtime.process import (
+    EXIT_CONFIG,
+    HostsError,
+    expand_hosts,
+    hosts_label,
+    process_name,
+    ready_file,
+)
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store, TableSpec
 
@@ -82,26 +89,62 @@ class Managed:
     restart_at: float | None = None  # monotonic: dead, to be started again then
 
 
-def layout(info: StackInfo, services: dict[str, Any], config: StackConfig) -> list[ProcessSpec]:
-    """Every process the spec's topology and components call for, identity API first. A
-    component's instances on a scaled node's hosts share at most
-    `config.processes_per_component()` processes, each serving a run of hosts."""
+def this_hosts(info: StackInfo, config: StackConfig, text: str) -> frozenset[str]:
+    """The node instances `--nodes` names (`controller,compute-1..compute-40`; a topology
+    node's name stands for all its hosts), checked against the topology and node_addresses."""
+    try:
+        names = expand_hosts(text)
+    except HostsError as exc:
+        raise SupervisorError(f"--nodes {exc}") from None
+    out: set[str] = set()
+    for name in names:
+        if name in info.nodes:
+            out |= set(info.node_hosts(name, config))
+        elif info.node_of(name, config) is not None:
+            out.add(name)
+        else:
+            known = ", ".join(hosts_label(info.node_hosts(n, config)) for n in info.nodes)
+            raise SupervisorError(f"--nodes: no node instance {name!r}; the topology has {known}")
+    for host in sorted(out):
+        node = info.node_of(host, config) or host
+        where = config.address(host, node)
+        if where != config.host_address:
+            raise SupervisorError(
+                f"--nodes: {host} is at {where} by node_addresses, but this host's "
+                f"host_address is {config.host_address}"
+            )
+    return frozenset(out)
+
+
+def layout(
+    info: StackInfo,
+    services: dict[str, Any],
+    config: StackConfig,
+    only: frozenset[str] | None = None,
+) -> list[ProcessSpec]:
+    """Every process the spec's topology and components call for (on the hosts of `only`,
+    if given), identity API first. A component's instances on a scaled node's hosts share
+    at most `config.processes_per_component()` processes, each serving a run of hosts."""
     out: list[ProcessSpec] = []
     groups: dict[tuple[str, str], list[str]] = {}
     for inst in coded_instances(info, services, config):
+        if only is not None and inst.host not in only:
+            continue
         module = services[inst.component]
         comp = info.components[inst.component]
         serves = getattr(module, "ROUTES", None) or getattr(module, "CONSUMERS", None)
         if not serves and not comp.get("startup"):
             continue  # a client: nothing to serve (the CLI runs on the user's side)
         port = info.port(inst.component, config) if module.ROUTES else None
-        if port is None and len(info.node_hosts(inst.node, config)) > 1:
+        if port is None and len(info.node_hosts(inst.node, config)) > 1:  # a scaled node
             groups.setdefault((inst.component, inst.node), []).append(inst.host)
             if len(groups[(inst.component, inst.node)]) == 1:
                 out.append(ProcessSpec(inst.component, "", inst.node, None))  # its place
             continue
         out.append(ProcessSpec(inst.component, inst.host, inst.node, port))
     for inst in web_instances(info, config):  # the dashboard: a web client of its own
+        if only is not None and inst.host not in only:
+            continue
         out.append(
             ProcessSpec(inst.component, inst.host, inst.node, info.port(inst.component, config))
         )
@@ -203,6 +246,13 @@ def prepare_databases(info: StackInfo, config: StackConfig) -> list[str]:
             store.create_schema()
         finally:
             store.close()
+    trace = config.trace_store_url()
+    if trace is not None:  # every host's processes write their steps there
+        from specstack_runtime import trace_sql
+
+        if migrate.ensure_database(trace):
+            created.append("trace")
+        trace_sql.create_schema(trace)
     return created
 
 
@@ -250,6 +300,10 @@ def drop_stack_resources(config: StackConfig, info: StackInfo | None = None) -> 
         if _is_server_url(url) and db not in config.database_urls:
             with contextlib.suppress(Exception):
                 migrate.drop_database(url)
+    trace = config.trace_store_url()
+    if trace is not None and not config.trace_url:
+        with contextlib.suppress(Exception):
+            migrate.drop_database(trace)
     vhost = bus_vhost(config.bus_url)
     if vhost is not None:
         with contextlib.suppress(SupervisorError):
@@ -272,7 +326,9 @@ class Supervisor:
     config: StackConfig
     config_file: Path | None = None
     say: Callable[[str], None] = print
+    nodes: str | None = None  # `--nodes`: this host's node instances; None: every one
     info: StackInfo = field(init=False)
+    hosts: frozenset[str] | None = field(init=False, default=None)
     procs: list[Managed] = field(default_factory=list)
     failure: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
@@ -280,11 +336,21 @@ class Supervisor:
 
     def __post_init__(self) -> None:
         self.info, services, _ = load_generated()
+        if self.nodes is not None:
+            self.hosts = this_hosts(self.info, self.config, self.nodes)
         logs = self.config.data_dir / "logs"
         self.procs = [
             Managed(spec, logs / f"{spec.name}.log")
-            for spec in layout(self.info, services, self.config)
+            for spec in layout(self.info, services, self.config, self.hosts)
         ]
+
+    def runs_api(self, catalog_type: str) -> bool:
+        """Whether the API of this catalog type is one of this host's processes."""
+        return any(
+            (self.info.components[m.spec.component].get("catalog") or {}).get("type")
+            == catalog_type
+            for m in self.procs
+        )
 
     # preparing ------------------------------------------------------------------
     async def prepare(self) -> None:

@@ -5,9 +5,10 @@ held in memory for live listeners (the `run` command prints steps as they end)
 and written to a SQLite file in the data directory in small batches, so a trace
 survives the process and `specstack trace` can read it later.
 
-In distributed mode (`shared=True`) every process of the stack writes its events
-to that one file (SQLite in WAL mode takes writers from many processes), and
-reading a flow always reads the file, so it gathers the steps of every process.
+In distributed mode (`shared=True`) every process of the stack, on every host,
+writes its events to one store on the database server (`url`, `trace_sql`), and
+reading a flow always reads the store, so it gathers the steps of every process.
+(With a `path` and `shared`, the processes of one host share the SQLite file.)
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specstack_runtime import jsoncodec
+
+if TYPE_CHECKING:
+    from specstack_runtime.trace_sql import SqlTraceStore
 
 MAX_FLOWS_IN_MEMORY = 300  # older flows are read back from the trace file
 
@@ -80,9 +84,16 @@ CREATE TABLE IF NOT EXISTS owners (flow_id TEXT PRIMARY KEY, project_id TEXT NOT
 
 
 class TraceRecorder:
-    def __init__(self, path: Path | None, *, shared: bool = False) -> None:
-        self.path = path
-        self.shared = shared and path is not None
+    def __init__(self, path: Path | None, *, shared: bool = False, url: str | None = None) -> None:
+        """`path`: the SQLite trace file; `url`: a database server's store instead."""
+        self.path = None if url else path
+        self.sql: SqlTraceStore | None = None
+        if url:
+            from specstack_runtime.trace_sql import SqlTraceStore
+
+            self.sql = SqlTraceStore(url)
+        self.persistent = self.path is not None or self.sql is not None
+        self.shared = shared and self.persistent
         self._flows: OrderedDict[str, list[TraceEvent]] = OrderedDict()
         self._aliases: dict[str, str] = {}
         self._pending: list[TraceEvent] = []
@@ -92,7 +103,8 @@ class TraceRecorder:
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._flusher: asyncio.Task[None] | None = None
-        if path is not None:
+        if self.path is not None:
+            path = self.path
             path.parent.mkdir(parents=True, exist_ok=True)
             _private(path)
             with self._connect() as db:
@@ -111,7 +123,7 @@ class TraceRecorder:
             self._flows.move_to_end(event.flow_id)
             while len(self._flows) > MAX_FLOWS_IN_MEMORY:
                 self._flows.popitem(last=False)
-            if self.path is not None:
+            if self.persistent:
                 self._pending.append(event)
         for listener in list(self._listeners):
             listener(event)
@@ -122,7 +134,7 @@ class TraceRecorder:
             return
         with self._lock:
             self._aliases[alias] = flow_id
-            if self.path is not None:
+            if self.persistent:
                 self._pending_aliases.append((alias, flow_id))
 
     def own(self, flow_id: str, project_id: str) -> None:
@@ -131,7 +143,7 @@ class TraceRecorder:
             if flow_id in self._owners:
                 return
             self._owners[flow_id] = project_id
-            if self.path is not None:
+            if self.persistent:
                 self._pending_owners.append((flow_id, project_id))
 
     def owner(self, some_id: str) -> str | None:
@@ -139,6 +151,9 @@ class TraceRecorder:
         flow_id = self.resolve(some_id)
         if flow_id in self._owners and not self.shared:
             return self._owners[flow_id]
+        if self.sql is not None:
+            self.flush()
+            return self.sql.owner(flow_id) or self._owners.get(flow_id)
         if self.path is None or not self.path.exists():
             return self._owners.get(flow_id)
         self.flush()
@@ -158,22 +173,17 @@ class TraceRecorder:
             events, self._pending = self._pending, []
             aliases, self._pending_aliases = self._pending_aliases, []
             owners, self._pending_owners = self._pending_owners, []
-        if self.path is None or not (events or aliases or owners):
+        if not self.persistent or not (events or aliases or owners):
+            return
+        rows = [
+            (e.flow_id, e.sequence, e.step, jsoncodec.dumps(e.as_dict()).decode(), e.started_at)
+            for e in events
+        ]
+        if self.sql is not None:
+            self.sql.write(rows, aliases, owners)
             return
         with self._connect() as db:
-            db.executemany(
-                "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.flow_id,
-                        e.sequence,
-                        e.step,
-                        jsoncodec.dumps(e.as_dict()).decode(),
-                        e.started_at,
-                    )
-                    for e in events
-                ],
-            )
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", aliases)
             db.executemany("INSERT OR IGNORE INTO owners VALUES (?, ?)", owners)
 
@@ -185,10 +195,16 @@ class TraceRecorder:
         finally:
             self.flush()
 
+    def close(self) -> None:
+        if self.sql is not None:
+            self.sql.close()
+
     # reading ---------------------------------------------------------------
     def resolve(self, some_id: str) -> str:
         if some_id in self._aliases:
             return self._aliases[some_id]
+        if self.sql is not None:
+            return self.sql.flow_of(some_id) or some_id
         if self.path is not None and self.path.exists():
             with self._connect() as db:
                 row = db.execute(
@@ -206,6 +222,9 @@ class TraceRecorder:
                 live = [e.as_dict() for e in self._flows.get(flow_id, [])]
             if live:
                 return sorted(live, key=lambda e: e["started_at"])
+        if self.sql is not None:
+            self.flush()
+            return [jsoncodec.loads(b) for b in self.sql.bodies(flow_id)]
         if self.path is None or not self.path.exists():
             return []
         self.flush()

@@ -20,6 +20,8 @@ from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 if TYPE_CHECKING:
     from specstack_runtime.demo import Demo
+    from specstack_runtime.stackinfo import StackInfo
+    from specstack_runtime.supervisor import Supervisor
 
 
 @dataclass
@@ -102,8 +104,9 @@ async def _remove_previous(demo: Demo, console: Console) -> None:
         console.print(f"deleted the demo VM of the previous run ({', '.join(removed)})")
 
 
-def write_clouds(config: StackConfig, identity_url: str) -> Path:
-    path = (config.data_dir / "clouds.yaml").resolve()
+def write_clouds(config: StackConfig, identity_url: str, path: Path | None = None) -> Path:
+    """The clouds of the stack's users (default: clouds.yaml in the data directory)."""
+    path = (path or config.data_dir / "clouds.yaml").resolve()
 
     def cloud(user: str, password: str, project: str) -> str:
         return (
@@ -115,7 +118,7 @@ def write_clouds(config: StackConfig, identity_url: str) -> Path:
         )
 
     text = (
-        "# Written by `specstack run`: clouds for the openstack CLI and openstacksdk.\n"
+        "# Written by specstack: clouds for the openstack CLI and openstacksdk.\n"
         "clouds:\n  specstack:\n"
         + cloud("demo", config.demo_password, "demo")
         + "  specstack-admin:\n"
@@ -246,40 +249,58 @@ class SharedTraceFeed:
             await asyncio.sleep(0.1)
 
 
-async def run_distributed(
-    config: StackConfig, config_path: Path | None, *, once: bool, console: Console
-) -> int:
-    """A supervisor starts the layout's processes; the demo then runs from here, as a client."""
-    from specstack_runtime.demo import SERVER_NAME, Demo
-    from specstack_runtime.embedded import load_generated
+async def serve_nodes(sup: Supervisor, config: StackConfig, *, once: bool, console: Console) -> int:
+    """`--nodes`: this host's processes serve until a signal; no demo (the other hosts'
+    nodes may not be up yet). clouds.yaml is written where the identity API runs."""
+    info = sup.info
+    if sup.runs_api("identity"):
+        clouds = write_clouds(config, info.endpoint(info.api_of_type("identity"), config))
+        console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
+    _print_dashboards(console, info, config, sup)
+    code = 0
+    if not once:
+        stop = _stop_on_signals()
+        console.print("serving; Ctrl-C stops this host's processes")
+        await stop.wait()
+        failed = [p for p in sup.status() if p["state"] == "failed"]
+        if failed:
+            console.print(
+                "[red]failed for good: "
+                + ", ".join(f"{p['process']} (log {p['log']})" for p in failed)
+                + "[/red]"
+            )
+            code = 1
+        console.print("stopping")
+    await sup.stop()
+    console.print("stopped")
+    return code
+
+
+def shared_secrets_missing(sup: Supervisor, config: StackConfig) -> str | None:
+    """Why a host without the identity API cannot join the stack, if it cannot: its
+    processes log in with the identity host's service password and find the bus vhost
+    and databases by the stack's name, neither of which it can make up itself."""
+    if sup.hosts is None or sup.runs_api("identity"):
+        return None
+    missing = [n for n in ("stack_name", "service_password") if n not in config.explicit]
+    if not missing:
+        return None
+    return (
+        f"--nodes {sup.nodes}: this host does not run the identity API; set "
+        + " and ".join(missing)
+        + " to those of the host that does (its data directory's secrets.json)"
+    )
+
+
+def client_demo(
+    info: StackInfo, config: StackConfig, services: dict[str, Any], recorder: TraceRecorder
+) -> Demo:
+    """The demo, run from outside a distributed stack as its CLI client (the spec's client
+    that runs boot-vm), calling the APIs where the catalog places them."""
+    from specstack_runtime.demo import Demo
     from specstack_runtime.http import ClientSet
     from specstack_runtime.services import ServiceRuntime
-    from specstack_runtime.supervisor import Supervisor, SupervisorError
 
-    try:
-        sup = Supervisor(config, config_path, say=console.print)
-    except Exception as exc:  # a broken generated/
-        console.print(f"[red]cannot lay out the stack: {exc}[/red]")
-        return 2
-    console.print(
-        f"distributed stack: {len(sup.procs)} processes, logs in {config.data_dir / 'logs'}/"
-    )
-    t0 = time.perf_counter()
-    try:
-        await sup.start()
-    except (SupervisorError, OSError, ValueError, RuntimeError) as exc:
-        console.print(f"[red]the stack did not start: {exc}[/red]")
-        await sup.stop()
-        return 2
-    except Exception as exc:  # the database or bus server refused us
-        console.print(f"[red]the stack did not start: {type(exc).__name__}: {exc}[/red]")
-        await sup.stop()
-        return 2
-    console.print(f"stack up in {time.perf_counter() - t0:.2f} s (data in {config.data_dir}/)")
-    info = sup.info
-    clouds = write_clouds(config, info.endpoint(info.api_of_type("identity"), config))
-    services = load_generated()[1]
-    recorder = TraceRecorder(config.data_dir / "trace.sqlite", shared=True)
     clients = ClientSet(info, config)
     cli_name = next(
         name
@@ -297,7 +318,58 @@ async def run_distributed(
         clients=clients,
         data_dir=config.data_dir,
     )
-    demo = Demo(clients, info, config, services, cli)
+    return Demo(clients, info, config, services, cli)
+
+
+async def run_distributed(
+    config: StackConfig,
+    config_path: Path | None,
+    *,
+    once: bool,
+    console: Console,
+    nodes: str | None = None,
+) -> int:
+    """A supervisor starts the layout's processes (those of `nodes` only, if given); the
+    demo then runs from here, as a client."""
+    from specstack_runtime.demo import SERVER_NAME
+    from specstack_runtime.embedded import load_generated
+    from specstack_runtime.supervisor import Supervisor, SupervisorError
+
+    try:
+        sup = Supervisor(config, config_path, say=console.print, nodes=nodes)
+    except Exception as exc:  # a broken generated/, or --nodes names no node
+        console.print(f"[red]cannot lay out the stack: {exc}[/red]")
+        return 2
+    why = shared_secrets_missing(sup, config)
+    if why is not None:
+        console.print(f"[red]{why}[/red]")
+        return 2
+    where = f" on {config.host_address} ({nodes})" if nodes is not None else ""
+    console.print(
+        f"distributed stack{where}: {len(sup.procs)} processes, logs in {config.data_dir / 'logs'}/"
+    )
+    t0 = time.perf_counter()
+    try:
+        await sup.start()
+    except (SupervisorError, OSError, ValueError, RuntimeError) as exc:
+        console.print(f"[red]the stack did not start: {exc}[/red]")
+        await sup.stop()
+        return 2
+    except Exception as exc:  # the database or bus server refused us
+        console.print(f"[red]the stack did not start: {type(exc).__name__}: {exc}[/red]")
+        await sup.stop()
+        return 2
+    console.print(f"stack up in {time.perf_counter() - t0:.2f} s (data in {config.data_dir}/)")
+    if nodes is not None:
+        return await serve_nodes(sup, config, once=once, console=console)
+    info = sup.info
+    clouds = write_clouds(config, info.endpoint(info.api_of_type("identity"), config))
+    services = load_generated()[1]
+    recorder = TraceRecorder(
+        config.data_dir / "trace.sqlite", shared=True, url=config.trace_store_url()
+    )
+    demo = client_demo(info, config, services, recorder)
+    clients = demo.clients
     code = 0
     try:
         await _remove_previous(demo, console)
@@ -331,6 +403,7 @@ async def run_distributed(
         code = 1
     finally:
         recorder.flush()
+        recorder.close()
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
     _print_dashboards(console, info, config)
     if not once:
@@ -367,9 +440,13 @@ def _print_osprofiler(console: Console, config: StackConfig, flow_id: str) -> No
         )
 
 
-def _print_dashboards(console: Console, info: Any, config: StackConfig) -> None:
+def _print_dashboards(
+    console: Console, info: Any, config: StackConfig, sup: Supervisor | None = None
+) -> None:
     """The web dashboard's URL, beside the API endpoints (log in as the clouds.yaml users)."""
     for comp in info.web_clients:
+        if sup is not None and not any(m.spec.component == comp["name"] for m in sup.procs):
+            continue  # another host's
         url = f"http://{config.host_address}:{info.port(comp['name'], config)}/"
         console.print(f"{comp['name']}: {url} (log in as a user of clouds.yaml)")
 
@@ -421,7 +498,17 @@ def main(args: Any) -> int:
     if config.mode == "distributed":
         found = config_file(getattr(args, "config", None))
         path = found.resolve() if found else None
-        code: int = runner(run_distributed(config, path, once=args.once, console=console))
+        code: int = runner(
+            run_distributed(
+                config, path, once=args.once, console=console, nodes=getattr(args, "nodes", None)
+            )
+        )
         return code
+    if getattr(args, "nodes", None) is not None:
+        console.print(
+            "[red]--nodes starts one host's share of a distributed stack: "
+            "use it with --mode distributed[/red]"
+        )
+        return 2
     code = runner(run_stack(config, once=args.once, console=console))
     return code
