@@ -327,7 +327,7 @@ class Quota(Node):
 
 class QueryParam(Node):
     name: str
-    parse: Literal["string", "int", "bool", "pairs", "list", "datetime"]
+    parse: Literal["string", "int", "bool", "flag", "pairs", "list", "datetime"]
     required: bool
     default: Any = None
 
@@ -354,6 +354,11 @@ class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply
     optional: bool = False  # no answer: `reply` is {}
 
 
+class QueryRefusal(Node):  # a request a query refuses before reading anything
+    when: str  # CEL over params, path and auth
+    error: ErrorText
+
+
 class Query(Node):
     """A computed query: the rows of `source` for which `where` holds, shaped by `answer`."""
 
@@ -371,6 +376,8 @@ class Query(Node):
     status: int
     ask: QueryAsk | None = None
     empty: ErrorText | None = None  # an answer of null: this error (nova's 404 of an item)
+    refuse: tuple[QueryRefusal, ...] = ()
+    target: str | None = None  # CEL: the policy target the operation's rule is checked on again
 
 
 class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.

@@ -500,6 +500,16 @@ def build_resources(
                     status=q.get("status", 200),
                     ask=ir.QueryAsk(**q["ask"]) if q.get("ask") else None,
                     empty=ir.ErrorText(**q["empty"]) if q.get("empty") else None,
+                    refuse=tuple(
+                        ir.QueryRefusal(
+                            when=r["when"],
+                            error=ir.ErrorText(
+                                message=r["message"], status=r["status"], kind=r.get("kind")
+                            ),
+                        )
+                        for r in q.get("refuse") or ()
+                    ),
+                    target=q.get("target"),
                 )
             )
     return tuple(resources), tuple(quotas), tuple(queries)

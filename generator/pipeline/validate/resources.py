@@ -447,6 +447,9 @@ class _Checker:
                 self.at(f, [*base, "tables", var], self._unknown(other, resources))
         self.expr(f, [*base, "where"], q.get("where"))
         self.expr(f, [*base, "answer"], q["answer"])
+        self.expr(f, [*base, "target"], q.get("target"))
+        for i, rule in enumerate(q.get("refuse") or ()):
+            self.expr(f, [*base, "refuse", i, "when"], rule["when"])
         for key in ("path", "query"):
             self.expr(f, [*base, "ask", key], (q.get("ask") or {}).get(key))
 
