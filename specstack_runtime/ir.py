@@ -230,6 +230,16 @@ class Guard(Node):  # an operation refused while a condition holds (a protected 
     kind: str | None = None
 
 
+class Effect(Node):  # `effects` (docs/resources.md): a write's change to another resource's row
+    resource: str
+    id: str  # CEL: the other row's id
+    when: str | None = None  # CEL over doc, old and row (the other): `set` applies if it holds
+    refuse: str | None = None  # when it does not: this error (of the resource declaring it)
+    set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}
+    missing: str | None = None  # no such row: this error of the other resource (else nothing)
+    var: str | None = None  # the other row as it is after, kept as call.vars[var]
+
+
 class ResourceAction(Node):
     """An action (`POST .../action {"name": ...}`) as a transition of the state machine."""
 
@@ -251,6 +261,7 @@ class ResourceAction(Node):
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
     policy: str | None = None  # a policy rule: others get 403 before anything is looked at
     quotas: tuple[str, ...] = ()  # quotas the changed row is counted against again (403/413)
+    effects: tuple[Effect, ...] = ()  # after the transition and the hook
 
 
 class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by` at start-up
@@ -302,6 +313,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
     states: StateMachine | None
     hooks: dict[str, str]
+    effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook
     errors: dict[str, ErrorText]
     quota: str | None
     revision: str | None = None  # a field counting the row's changes

@@ -374,6 +374,7 @@ def _resource(
                     conflict=ir.ErrorText(**a["conflict"]) if a.get("conflict") else None,
                     policy=a.get("policy"),
                     quotas=tuple(a.get("quotas", ())),
+                    effects=tuple(ir.Effect(**e) for e in a.get("effects", ())),
                 )
             )
         states = ir.StateMachine(
@@ -423,6 +424,10 @@ def _resource(
         list_all_rule=listing.get("all_rule"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
+        effects={
+            point: tuple(ir.Effect(**e) for e in effects)
+            for point, effects in (r.get("effects") or {}).items()
+        },
         errors=_errors(r.get("errors")),
         quota=r.get("quota"),
         revision=r.get("revision"),

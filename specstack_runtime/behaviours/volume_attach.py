@@ -27,7 +27,6 @@ from specstack_runtime.behaviours.volume_base import (
     backend_call,
     check_export_payload,
     export_payload,
-    set_status,
     store_of,
     unexport,
     update_row,
@@ -49,38 +48,18 @@ from specstack_runtime.store import Store, utcnow
 
 @behaviour("volume.reserve")
 async def reserve(event: ResourceEvent) -> None:
-    """createAttachment, before the row is written (the spec found the volume visible): the
-    volume is reserved for it (attaching, with a connector), and lends it its project."""
+    """createAttachment, before the row is written (the spec found the volume visible, and
+    its effect then reserves it): the attachment takes the volume's project, and a connector
+    needs the volume's back end and must fit the export message."""
     att, call = event.doc, event.call
-    store = store_of(call)
-    volume = await store.get("volumes", att["volume_id"])
+    volume = await store_of(call).get("volumes", att["volume_id"])
     if volume is None:
         raise volume_not_found(call.rt, att["volume_id"])
-    connector = att.get("connector")
-    if connector and not volume.get("host"):
-        raise event.engine.res.fail("no_host", **volume)
-    status = "attaching" if connector else "reserved"
-    att.update(
-        project_id=volume["project_id"],
-        attach_status=status,
-        attached_host=connector.get("host") if connector else None,
-        mountpoint=connector.get("mountpoint") if connector else None,
-    )
-    if connector:
+    att["project_id"] = volume["project_id"]
+    if att.get("connector"):
+        if not volume.get("host"):
+            raise event.engine.res.fail("no_host", **volume)
         check_export_payload(event.engine, export_payload(att))
-    reserved = await set_status(store, volume["id"], status, expect=("available",))
-    if reserved is None:
-        raise event.engine.res.fail("not_available", **volume)
-    call.vars["volume"] = reserved
-
-
-@behaviour("volume.unreserve")
-async def unreserve(event: ResourceEvent) -> None:
-    """createAttachment, when the row could not be written: the volume is available again."""
-    att = event.doc
-    await set_status(
-        store_of(event.call), att["volume_id"], "available", expect=(att["attach_status"],)
-    )
 
 
 @behaviour("volume.export_created")
@@ -135,15 +114,6 @@ def _attaching(doc: Doc) -> Doc | None:
     return {"status": "attaching"} if doc.get("status") == "reserved" else None
 
 
-@behaviour("volume.mark_attaching")
-async def mark_attaching(event: ResourceEvent) -> None:
-    """updateAttachment, once exported: a reserved volume is attaching now."""
-    store = store_of(event.call)
-    event.call.vars["volume"] = await update_row(
-        store, "volumes", event.doc["volume_id"], _attaching
-    )
-
-
 def _entry(att: Doc) -> Doc:
     """The volume's `attachments` entry for an attachment."""
     connector = att.get("connector") or {}
@@ -156,20 +126,6 @@ def _entry(att: Doc) -> Doc:
         "device": att.get("mountpoint") or connector.get("mountpoint"),
         "attached_at": att.get("attached_at"),
     }
-
-
-@behaviour("volume.attached")
-async def attached(event: ResourceEvent) -> None:
-    """os-complete, once the attachment is attached: its volume is in-use, with its entry."""
-    att = event.doc
-    entry = _entry(att)
-
-    def in_use(doc: Doc) -> Doc:
-        others = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
-        return {"status": "in-use", "attach_status": "attached", "attachments": [*others, entry]}
-
-    if await update_row(store_of(event.call), "volumes", att["volume_id"], in_use) is None:
-        raise volume_not_found(event.call.rt, att["volume_id"])
 
 
 async def _record_export(rt: ServiceRuntime, att: Doc, connection_info: Doc) -> Doc:

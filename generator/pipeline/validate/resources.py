@@ -27,6 +27,7 @@ class _Checker:
         self.rules: dict[str, str] = to_plain(pf.data)["policy"]["rules"] if pf else {}
         self.docs = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
         self._database: str | None = None  # of the API component of the file being checked
+        self._resources: dict[str, Any] = {}  # the resources of the file being checked
         self.quotas = {
             q for rf in spec.of_kind("resources") for q in to_plain(rf.data).get("quotas") or {}
         }
@@ -141,6 +142,7 @@ class _Checker:
         server = next((c for c in self.ix.components.values() if c.get("api") == api), None)
         db = self.ix.components.get(str((server or {}).get("database")), {})
         self._database = (server or {}).get("database")
+        self._resources = data["resources"]
         tables = set((db.get("tables") or {}).keys())
         resources: dict[str, dict[str, Any]] = data["resources"]
         fields: dict[str, set[str]] = {}
@@ -170,6 +172,8 @@ class _Checker:
             self._lists(f, base, r, fields[rname])
             self._deletes(f, base, r, resources, fields)
             self._states(f, base, r, fields[rname])
+            for point, effects in (r.get("effects") or {}).items():
+                self._effects(f, [*base, "effects", point], effects, resources)
             for key in ("see_all", "modify"):
                 self.rule(f, [*base, key], r.get(key))
             self.expr(f, [*base, "shared"], r.get("shared"))
@@ -343,6 +347,7 @@ class _Checker:
             for key in ("set", "payload", "answer"):
                 self._exprs(f, [*where, key], a.get(key) or {})
             self.rule(f, [*where, "policy"], a.get("policy"))
+            self._effects(f, [*where, "effects"], a.get("effects") or (), self._resources)
             for i, quota in enumerate(a.get("quotas") or ()):
                 if quota not in self.quotas:
                     known = sorted(self.quotas)
@@ -351,6 +356,17 @@ class _Checker:
                     )
         for i, rule in enumerate(states.get("recover") or ()):
             self._recovery(f, [*base, "states", "recover", i], rule)
+
+    def _effects(
+        self, f: SpecFile, base: Where, effects: Any, resources: dict[str, Any]
+    ) -> None:
+        """Changes to other rows: their resource exists, their expressions compile."""
+        for i, e in enumerate(effects):
+            if e["resource"] not in resources:
+                self.at(f, [*base, i, "resource"], self._unknown(e["resource"], resources))
+            for key in ("id", "when"):
+                self.expr(f, [*base, i, key], e.get(key))
+            self._exprs(f, [*base, i, "set"], e.get("set") or {})
 
     def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
         """A start-up recovery rule: its component shares the resource's database."""

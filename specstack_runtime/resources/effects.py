@@ -1,0 +1,69 @@
+"""Effects: what a write of one row does to a row of another resource (the spec's `effects`).
+
+cinder's attachment reserves its volume when it is created, gives it back when that
+create fails, and makes it in-use when it completes: each is an effect, declared on the
+attachment's hook points or actions. An effect reads the other row (`row`, beside `doc`,
+the row written, and `old`), applies `set` when `when` holds, compare-and-set on what it
+changes and the row's `updated_at` (and its revision, if the resource keeps one), read
+again and retried when another writer won.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime import ir
+from specstack_runtime.expr import compile_expr
+from specstack_runtime.resources.compiled import error
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+MAX_ATTEMPTS = 50
+
+
+def _value(spec: Any, names: dict[str, Any]) -> Any:
+    """A literal, or {expr: CEL}; maps of them are evaluated item by item."""
+    if isinstance(spec, dict) and set(spec) == {"expr"}:
+        return compile_expr(str(spec["expr"])).evaluate(**names)
+    if isinstance(spec, dict):
+        return {k: _value(v, names) for k, v in spec.items()}
+    return spec
+
+
+async def apply(
+    rc: ResourceCall, effects: tuple[ir.Effect, ...], doc: Doc, old: Doc | None
+) -> None:
+    for effect in effects:
+        await _apply(rc, effect, doc, old)
+
+
+async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, old: Doc | None) -> None:
+    other = rc.of(effect.resource)
+    table = other.res.res.table
+    names = rc.variables(doc=doc, old=old or {})
+    row_id = str(compile_expr(effect.id).evaluate(**names))
+    for _ in range(MAX_ATTEMPTS):
+        row = await other.store.get(table, row_id)
+        if row is None:
+            if effect.missing:
+                raise other.res.fail(effect.missing, id=row_id)
+            return
+        seen = {**names, "row": row}
+        changes: Doc = {}
+        if effect.when is None or compile_expr(effect.when).evaluate(**seen):
+            changes = {k: _value(v, seen) for k, v in effect.set.items()}
+        elif effect.refuse:
+            raise rc.res.fail(effect.refuse, **row)
+        new: Doc | None = row
+        if changes:
+            expect = {k: row.get(k) for k in changes}
+            expect["updated_at"] = row.get("updated_at")
+            if rev := other.res.res.revision:
+                expect[rev] = row.get(rev)
+                changes[rev] = int(row.get(rev) or 0) + 1
+            new = await other.store.update(table, row_id, changes, expect=expect)
+        if new is not None:
+            if effect.var:
+                rc.call.vars[effect.var] = new
+            return
+    message = f"{table} {row_id} is being changed concurrently; try again."
+    raise error(409, message, "ConflictingRequest")
