@@ -236,6 +236,7 @@ class Effect(Node):  # `effects` (docs/resources.md): a write's change to anothe
     when: str | None = None  # CEL over doc, old and row (the other): `set` applies if it holds
     refuse: str | None = None  # when it does not: this error (of the resource declaring it)
     set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}
+    take: dict[str, Any] = {}  # the written row's fields, from the other row (before a write)
     missing: str | None = None  # no such row: this error of the other resource (else nothing)
     var: str | None = None  # the other row as it is after, kept as call.vars[var]
 

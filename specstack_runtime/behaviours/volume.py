@@ -26,7 +26,6 @@ from specstack_runtime.behaviours.volume_base import (
     remove_volume_rows,
     set_status,
     store_of,
-    volume_not_found,
 )
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
@@ -73,18 +72,6 @@ async def prepare_create(event: ResourceEvent) -> None:
     except NotFound:
         raise fail("type_not_found", name=ref) from None
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
-
-
-@behaviour("volume.snapshot_of")
-async def snapshot_of(event: ResourceEvent) -> None:
-    """createSnapshot, before the row is written: the snapshot's size is its volume's (whose
-    state the spec's `refuse` rule checked)."""
-    snap = event.doc
-    volume = await store_of(event.call).get("volumes", snap["volume_id"])
-    if volume is None:  # the spec's `ref` found it a moment ago
-        raise volume_not_found(event.call.rt, snap["volume_id"])
-    snap.pop("force", None)  # the spec's `refuse` rule read it
-    snap["size"] = int(volume["size"])
 
 
 @behaviour("volume.schedule_new")

@@ -3,7 +3,8 @@
 cinder's attachment reserves its volume when it is created, gives it back when that
 create fails, and makes it in-use when it completes: each is an effect, declared on the
 attachment's hook points or actions. An effect reads the other row (`row`, beside `doc`,
-the row written, and `old`), applies `set` when `when` holds, compare-and-set on what it
+the row written, and `old`), applies `set` when `when` holds (and `take`, values of the
+row written: a snapshot's size is its volume's), compare-and-set on what it
 changes and the row's `updated_at` (and its revision, if the resource keeps one), read
 again and retried when another writer won.
 """
@@ -50,6 +51,7 @@ async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, old: Doc | None)
         seen = {**names, "row": row}
         changes: Doc = {}
         if effect.when is None or compile_expr(effect.when).evaluate(**seen):
+            doc.update({k: _value(v, seen) for k, v in effect.take.items()})
             changes = {k: _value(v, seen) for k, v in effect.set.items()}
         elif effect.refuse:
             raise rc.res.fail(effect.refuse, **row)

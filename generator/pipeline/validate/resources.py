@@ -357,16 +357,15 @@ class _Checker:
         for i, rule in enumerate(states.get("recover") or ()):
             self._recovery(f, [*base, "states", "recover", i], rule)
 
-    def _effects(
-        self, f: SpecFile, base: Where, effects: Any, resources: dict[str, Any]
-    ) -> None:
+    def _effects(self, f: SpecFile, base: Where, effects: Any, resources: dict[str, Any]) -> None:
         """Changes to other rows: their resource exists, their expressions compile."""
         for i, e in enumerate(effects):
             if e["resource"] not in resources:
                 self.at(f, [*base, i, "resource"], self._unknown(e["resource"], resources))
             for key in ("id", "when"):
                 self.expr(f, [*base, i, key], e.get(key))
-            self._exprs(f, [*base, i, "set"], e.get("set") or {})
+            for key in ("set", "take"):
+                self._exprs(f, [*base, i, key], e.get(key) or {})
 
     def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
         """A start-up recovery rule: its component shares the resource's database."""
