@@ -215,6 +215,16 @@ class DeleteRule(Node):  # what deleting a row does to the rows of `resource` na
     key: str = "id"  # the field of the deleted row that the referring field names
 
 
+class Handoff(Node):  # `delete.handoff`: a component deletes the row (cinder's back end)
+    when: str | None = None  # CEL: handed off only if it holds; else the row is deleted at once
+    set: dict[str, Any] = {}  # the row's changes first, compare-and-set on them
+    raced: str | None = None  # the resource's error when the row changed meanwhile
+    send: str
+    host: str | None = None  # CEL
+    payload: dict[str, Any] = {}
+    failed: dict[str, Any] = {}  # the row's changes when the message could not be sent
+
+
 class ActionCheck(ErrorText):  # a condition (CEL) an action needs; status: 400 accept, 409 require
     expr: str
 
@@ -315,6 +325,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     states: StateMachine | None
     hooks: dict[str, str]
     effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook
+    handoff: Handoff | None = None  # `delete.handoff`
     errors: dict[str, ErrorText]
     quota: str | None
     revision: str | None = None  # a field counting the row's changes

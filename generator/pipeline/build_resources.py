@@ -424,6 +424,9 @@ def _resource(
         list_all_rule=listing.get("all_rule"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
+        handoff=(
+            ir.Handoff(**r["delete"]["handoff"]) if (r.get("delete") or {}).get("handoff") else None
+        ),
         effects={
             point: tuple(ir.Effect(**e) for e in effects)
             for point, effects in (r.get("effects") or {}).items()

@@ -27,13 +27,13 @@ class _Store:
         return None if row is None else dict(row)
 
     async def update(
-        self, table: str, id_: str, changes: dict[str, Any], expect: dict[str, Any]
+        self, table: str, id_: str, changes: dict[str, Any], expect: dict[str, Any] | None = None
     ) -> dict[str, Any] | None:
         row = self.rows[id_]
         if self.race:  # someone else's write lands between our read and our update
             self.race -= 1
             row["updated_at"] = f"t{self.race}"
-        if any(row.get(k) != v for k, v in expect.items()):
+        if any(row.get(k) != v for k, v in (expect or {}).items()):
             return None
         self.writes += 1
         row.update(changes)

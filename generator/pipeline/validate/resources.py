@@ -172,6 +172,7 @@ class _Checker:
             self._lists(f, base, r, fields[rname])
             self._deletes(f, base, r, resources, fields)
             self._states(f, base, r, fields[rname])
+            self._handoff(f, [*base, "delete", "handoff"], (r.get("delete") or {}).get("handoff"))
             for point, effects in (r.get("effects") or {}).items():
                 self._effects(f, [*base, "effects", point], effects, resources)
             for key in ("see_all", "modify"):
@@ -296,6 +297,8 @@ class _Checker:
         fields: dict[str, set[str]],
     ) -> None:
         for action, rules in (r.get("delete") or {}).items():
+            if action == "handoff":  # not rules: _handoff checks it
+                continue
             for i, rule in enumerate(rules):
                 where: Where = [*base, "delete", action, i]
                 other = rule["resource"]
@@ -356,6 +359,19 @@ class _Checker:
                     )
         for i, rule in enumerate(states.get("recover") or ()):
             self._recovery(f, [*base, "states", "recover", i], rule)
+
+    def _handoff(self, f: SpecFile, where: Where, h: dict[str, Any] | None) -> None:
+        if not h:
+            return
+        if h["send"] not in self.ix.messages:
+            known = sorted(self.ix.messages)
+            self.at(
+                f, [*where, "send"], f"unknown message '{h['send']}'{suggest(h['send'], known)}"
+            )
+        for key in ("when", "host"):
+            self.expr(f, [*where, key], h.get(key))
+        for key in ("set", "payload", "failed"):
+            self._exprs(f, [*where, key], h.get(key) or {})
 
     def _effects(self, f: SpecFile, base: Where, effects: Any, resources: dict[str, Any]) -> None:
         """Changes to other rows: their resource exists, their expressions compile."""
