@@ -242,7 +242,8 @@ class Guard(Node):  # an operation refused while a condition holds (a protected 
 
 class Effect(Node):  # `effects` (docs/resources.md): a write's change to another resource's row
     resource: str
-    id: str  # CEL: the other row's id
+    id: str | None = None  # CEL: the other row's id
+    create: dict[str, Any] = {}  # or a new row of the other resource: its fields
     when: str | None = None  # CEL over doc, old and row (the other): `set` applies if it holds
     refuse: str | None = None  # when it does not: this error (of the resource declaring it)
     set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}

@@ -1,6 +1,6 @@
 """Cinder's attachments: the volume's bookkeeping and the back end's exports, which the
 attachment resource's hooks (spec/resources/block-storage.yaml), deleteAttachment, the
-flows' steps and the old os-attach / os-detach actions do.
+flows' steps and the old os-detach action do (os-attach is the spec's effects).
 
 An attachment's life: createAttachment reserves the volume (`reserved`, or `attaching`
 with a connector), the back end exports it (`attachment_update` call -> connection_info),
@@ -16,8 +16,6 @@ steps then find nothing left to do.
 """
 
 from __future__ import annotations
-
-import uuid
 
 from specstack_runtime.behaviours.volume_base import (
     ATTACHMENT,
@@ -112,20 +110,6 @@ async def export_updated(event: ResourceEvent) -> None:
 
 def _attaching(doc: Doc) -> Doc | None:
     return {"status": "attaching"} if doc.get("status") == "reserved" else None
-
-
-def _entry(att: Doc) -> Doc:
-    """The volume's `attachments` entry for an attachment."""
-    connector = att.get("connector") or {}
-    return {
-        "id": att["volume_id"],
-        "attachment_id": att["id"],
-        "volume_id": att["volume_id"],
-        "server_id": att.get("instance_uuid"),
-        "host_name": att.get("attached_host") or connector.get("host"),
-        "device": att.get("mountpoint") or connector.get("mountpoint"),
-        "attached_at": att.get("attached_at"),
-    }
 
 
 async def _record_export(rt: ServiceRuntime, att: Doc, connection_info: Doc) -> Doc:
@@ -241,39 +225,7 @@ async def unexport_attachment(ix: Interaction) -> None:
         raise StepFailed(f"unexporting volume {att['volume_id']} failed: {exc}") from None
 
 
-# -- os-attach and os-detach (nova's old attach API) ---------------------------------------
-
-
-@behaviour("volume.record_attach")
-async def record_attach(event: ResourceEvent) -> None:
-    """os-attach (nova's old attach API), once the volume went in-use: the attachment row
-    and the volume's entry for it (the spec's `accept` checked the argument)."""
-    arg = event.call.body[event.point]
-    volume = event.doc
-    store = store_of(event.call)
-    now = utcnow()
-    att: Doc = {
-        "id": str(uuid.uuid4()),
-        "volume_id": volume["id"],
-        "project_id": volume["project_id"],
-        "instance_uuid": arg.get("instance_uuid"),
-        "attach_status": "attached",
-        "mode": arg.get("mode", "rw"),
-        "connector": None,
-        "connection_info": None,
-        "attached_at": now,
-        "detached_at": "",
-        "attached_host": arg.get("host_name"),
-        "mountpoint": arg["mountpoint"],
-    }
-    entry = _entry(att)
-    await store.create("attachments", att)
-    await update_row(
-        store,
-        "volumes",
-        volume["id"],
-        lambda d: {"attachments": [*(d["attachments"] or []), entry]},
-    )
+# -- os-detach (nova's old attach API) ------------------------------------------------------
 
 
 @behaviour("volume.detach")

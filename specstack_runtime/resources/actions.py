@@ -106,7 +106,7 @@ async def run(rc: ResourceCall) -> Reply:
         await registry.get(action.hook)(
             hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, None, rc)
         )
-    await effects.apply(rc, action.effects, doc, before)
+    await effects.apply(rc, action.effects, doc, before, params=arg)
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
     if action.answer:

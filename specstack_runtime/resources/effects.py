@@ -6,7 +6,8 @@ attachment's hook points or actions. An effect reads the other row (`row`, besid
 the row written, and `old`), applies `set` when `when` holds (and `take`, values of the
 row written: a snapshot's size is its volume's), compare-and-set on what it
 changes and the row's `updated_at` (and its revision, if the resource keeps one), read
-again and retried when another writer won.
+again and retried when another writer won. An effect with `create` makes a row instead
+(cinder's os-attach: the attachment it records).
 """
 
 from __future__ import annotations
@@ -31,17 +32,36 @@ def _value(spec: Any, names: dict[str, Any]) -> Any:
 
 
 async def apply(
-    rc: ResourceCall, effects: tuple[ir.Effect, ...], doc: Doc, old: Doc | None
+    rc: ResourceCall,
+    effects: tuple[ir.Effect, ...],
+    doc: Doc,
+    old: Doc | None,
+    params: Any = None,
 ) -> None:
+    """Each effect in turn; `params` is an action's argument (else the query's)."""
     for effect in effects:
-        await _apply(rc, effect, doc, old)
+        names = rc.variables(doc=doc, old=old or {})
+        if params is not None:
+            names["params"] = params
+        if effect.create:
+            await _create(rc, effect, names)
+        else:
+            await _apply(rc, effect, doc, names)
 
 
-async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, old: Doc | None) -> None:
+async def _create(rc: ResourceCall, effect: ir.Effect, names: dict[str, Any]) -> None:
+    """A new row of the other resource (its literal defaults for what `create` omits)."""
+    other = rc.of(effect.resource)
+    row = other.res.complete({k: _value(v, names) for k, v in effect.create.items()})
+    new = await other.store.create(other.res.res.table, row)
+    if effect.var:
+        rc.call.vars[effect.var] = new
+
+
+async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:
     other = rc.of(effect.resource)
     table = other.res.res.table
-    names = rc.variables(doc=doc, old=old or {})
-    row_id = str(compile_expr(effect.id).evaluate(**names))
+    row_id = str(compile_expr(str(effect.id)).evaluate(**names))
     for _ in range(MAX_ATTEMPTS):
         row = await other.store.get(table, row_id)
         if row is None:

@@ -111,3 +111,32 @@ async def test_a_row_always_changed_meanwhile_is_a_conflict() -> None:
         await effects.apply(_rc(store), (RESERVE,), {"volume_id": "v1", "attach_status": "a"}, None)
     assert caught.value.status == 409 and not isinstance(caught.value, BadRequest | NotFound)
     assert store.rows["v1"]["status"] == "available"
+
+
+@arun
+async def test_a_create_effect_makes_a_row_the_next_effects_see() -> None:
+    created: list[dict[str, Any]] = []
+
+    async def create(table: str, row: dict[str, Any]) -> dict[str, Any]:
+        created.append(row)
+        return {**row, "created_at": "now"}
+
+    store = _Store({"v1": {"id": "v1", "status": "in-use", "attachments": []}})
+    store.create = create  # type: ignore[attr-defined]
+    rc = _rc(store)
+    rc.of("attachment").res.complete = lambda doc: {"mode": "rw", **doc}
+    rc.variables = lambda **more: {"vars": rc.call.vars, **more}
+    record = ir.Effect(
+        resource="attachment",
+        create={"id": "a1", "volume_id": {"expr": "doc.id"}, "server": {"expr": "params.server"}},
+        var="attachment",
+    )
+    entry = ir.Effect(
+        resource="volume",
+        id="doc.id",
+        set={"attachments": {"expr": "row.attachments + [vars.attachment.id]"}},
+    )
+    await effects.apply(rc, (record, entry), {"id": "v1"}, None, params={"server": "s1"})
+    assert created == [{"mode": "rw", "id": "a1", "volume_id": "v1", "server": "s1"}]
+    assert rc.call.vars["attachment"]["created_at"] == "now"
+    assert store.rows["v1"]["attachments"] == ["a1"]

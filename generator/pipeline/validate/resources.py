@@ -380,7 +380,7 @@ class _Checker:
                 self.at(f, [*base, i, "resource"], self._unknown(e["resource"], resources))
             for key in ("id", "when"):
                 self.expr(f, [*base, i, key], e.get(key))
-            for key in ("set", "take"):
+            for key in ("set", "take", "create"):
                 self._exprs(f, [*base, i, key], e.get(key) or {})
 
     def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
