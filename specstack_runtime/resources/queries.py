@@ -123,9 +123,9 @@ def _check(rc: ResourceCall, query: ir.Query, params: dict[str, Any]) -> None:
 
 
 async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
+    await _require(rc, query)
     params = _params(rc, query)
     _check(rc, query, params)
-    await _require(rc, query)
     joined = {j.name: await _join(rc, j) for j in query.joins}
     tables: dict[str, list[Doc]] = {}
     for var, name in query.tables.items():
