@@ -250,6 +250,10 @@ class Effect(Node):  # `effects` (docs/resources.md): a write's change to anothe
     take: dict[str, Any] = {}  # the written row's fields, from the other row (before a write)
     missing: str | None = None  # no such row: this error of the other resource (else nothing)
     var: str | None = None  # the other row as it is after, kept as call.vars[var]
+    send: str | None = None  # or a message cast (resource: the one written)
+    host: str | None = None  # CEL: where it goes
+    payload: dict[str, Any] = {}
+    failed: dict[str, Any] = {}  # it could not be sent: the written row's changes
 
 
 class ResourceAction(Node):

@@ -2,8 +2,8 @@
 
 What a volume, a snapshot, a volume type and an attachment are (fields, scope, lists,
 actions, delete rules, quotas, policy) is spec/resources/block-storage.yaml's, served by
-the resource engine. What is here is the algorithms its hooks name (a clone's size, the
-back ends' zones, the scheduler's cast).
+the resource engine. What is here is the algorithm its hook names (a clone's size, the
+back ends' zones, the volume type's lookup).
 Attachments are volume_attach.py's, the scheduler and the file back end volume_backend.py's.
 
 A volume's life: createVolume records it `creating` and casts `create_volume` to the
@@ -14,26 +14,17 @@ end removes the file and the rows. createVolume leaves `call.vars["volume"]`.
 
 from __future__ import annotations
 
-import logging
-
 from specstack_runtime.behaviours.volume_backend import availability_zones
 from specstack_runtime.behaviours.volume_base import (
-    CREATE_MESSAGE,
     DEFAULT_AVAILABILITY_ZONE,
     VOLUME_TYPE,
-    set_status,
     store_of,
 )
-from specstack_runtime.bus import BusError
 from specstack_runtime.errors import NotFound
-from specstack_runtime.messaging import InvalidMessage, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
-
-logger = logging.getLogger(__name__)
-
 
 # -- volumes ---------------------------------------------------------------------------------
 
@@ -68,22 +59,3 @@ async def prepare_create(event: ResourceEvent) -> None:
     except NotFound:
         raise fail("type_not_found", name=ref) from None
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
-
-
-@behaviour("volume.schedule_new")
-async def schedule_new(event: ResourceEvent) -> None:
-    """createVolume, once the row is written: the scheduler is asked to place it (a volume
-    it cannot be asked about goes to error)."""
-    volume = event.doc
-    payload = {
-        "volume_id": volume["id"],
-        "size": volume["size"],
-        "availability_zone": volume["availability_zone"],
-        "volume_type": volume["volume_type"],
-    }
-    try:
-        await send(event.call, CREATE_MESSAGE, payload)
-    except (BusError, InvalidMessage) as exc:
-        logger.error("could not ask the scheduler to create volume %s: %s", volume["id"], exc)
-        failed = await set_status(store_of(event.call), volume["id"], "error")
-        volume.update(failed or {"status": "error"})

@@ -7,19 +7,24 @@ the row written, and `old`), applies `set` when `when` holds (and `take`, values
 row written: a snapshot's size is its volume's), compare-and-set on what it
 changes and the row's `updated_at` (and its revision, if the resource keeps one), read
 again and retried when another writer won. An effect with `create` makes a row instead
-(cinder's os-attach: the attachment it records).
+(cinder's os-attach: the attachment it records); one with `send` casts a message
+(a new volume to the scheduler), the row written taking `failed` if it cannot be sent.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from specstack_runtime import ir
+from specstack_runtime.bus import BusError
 from specstack_runtime.expr import compile_expr
+from specstack_runtime.messaging import InvalidMessage, send
 from specstack_runtime.resources.compiled import error
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 MAX_ATTEMPTS = 50
+logger = logging.getLogger(__name__)
 
 
 def _value(spec: Any, names: dict[str, Any]) -> Any:
@@ -43,10 +48,26 @@ async def apply(
         names = rc.variables(doc=doc, old=old or {})
         if params is not None:
             names["params"] = params
-        if effect.create:
+        if effect.send:
+            await _send(rc, effect, doc, names)
+        elif effect.create:
             await _create(rc, effect, names)
         else:
             await _apply(rc, effect, doc, names)
+
+
+async def _send(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:
+    """The message (a cast); one that cannot be sent leaves the written row `failed`."""
+    assert effect.send is not None
+    host = compile_expr(effect.host).evaluate(**names) if effect.host else None
+    payload = {k: _value(v, names) for k, v in effect.payload.items()}
+    try:
+        await send(rc.call, effect.send, payload, host=host or None)
+    except (BusError, InvalidMessage) as exc:
+        logger.error("could not send %s for %s %s: %s", effect.send, rc.res.name, doc["id"], exc)
+        failed = {k: _value(v, names) for k, v in effect.failed.items()}
+        if failed:
+            doc.update(await rc.store.update(rc.res.res.table, doc["id"], failed) or failed)
 
 
 async def _create(rc: ResourceCall, effect: ir.Effect, names: dict[str, Any]) -> None:

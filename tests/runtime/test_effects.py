@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from specstack_runtime import ir
+from specstack_runtime.bus import BusError
 from specstack_runtime.errors import ApiError, BadRequest, NotFound
 from specstack_runtime.resources import effects
 from tests.aio import arun
@@ -140,3 +141,32 @@ async def test_a_create_effect_makes_a_row_the_next_effects_see() -> None:
     assert created == [{"mode": "rw", "id": "a1", "volume_id": "v1", "server": "s1"}]
     assert rc.call.vars["attachment"]["created_at"] == "now"
     assert store.rows["v1"]["attachments"] == ["a1"]
+
+
+@arun
+async def test_a_send_effect_that_cannot_go_leaves_the_row_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def send(call: Any, message: str, payload: dict[str, Any], host: str | None) -> None:
+        sent.append((message, payload))
+        if len(sent) > 1:
+            raise BusError("no scheduler")
+
+    monkeypatch.setattr(effects, "send", send)
+    store = _Store({"v1": {"id": "v1", "status": "creating", "size": 2}})
+    rc = _rc(store)
+    rc.res.name, rc.res.res, rc.store = "volume", SimpleNamespace(table="volumes"), store
+    cast = ir.Effect(
+        resource="volume",
+        send="create_volume",
+        payload={"volume_id": {"expr": "doc.id"}, "size": {"expr": "doc.size"}},
+        failed={"status": "error"},
+    )
+    doc = dict(store.rows["v1"])
+    await effects.apply(rc, (cast,), doc, None)
+    assert sent == [("create_volume", {"volume_id": "v1", "size": 2})]
+    assert doc["status"] == "creating" == store.rows["v1"]["status"]
+    await effects.apply(rc, (cast,), doc, None)
+    assert doc["status"] == "error" == store.rows["v1"]["status"]

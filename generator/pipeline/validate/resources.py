@@ -378,9 +378,13 @@ class _Checker:
         for i, e in enumerate(effects):
             if e["resource"] not in resources:
                 self.at(f, [*base, i, "resource"], self._unknown(e["resource"], resources))
-            for key in ("id", "when"):
+            msg = e.get("send")
+            if msg and msg not in self.ix.messages:
+                known = sorted(self.ix.messages)
+                self.at(f, [*base, i, "send"], f"unknown message '{msg}'{suggest(msg, known)}")
+            for key in ("id", "when", "host"):
                 self.expr(f, [*base, i, key], e.get(key))
-            for key in ("set", "take", "create"):
+            for key in ("set", "take", "create", "payload", "failed"):
                 self._exprs(f, [*base, i, key], e.get(key) or {})
 
     def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
