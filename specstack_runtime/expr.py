@@ -16,7 +16,9 @@ instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash), 
 field names, in its `shared` expression).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
-`map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order; `hexdigest("sha224", s)` a hash;
+`map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order;
+`closure(graph, starts)` the nodes reachable from `starts` (implied roles, a project's subtree);
+`unique_by(list, keys)` the first map of each combination of the keys' values; `hexdigest("sha224", s)` a hash;
 `now()` the current time as OpenStack writes it; `uuid4()` a new random UUID;
 `random_secret(n)` n random bytes, URL-safe base64 (a generated secret); `ip_net(s)` an IP
 network parsed (see docs/resources.md), `ip_compare(a, b)` -1, 0 or 1 as address a is
@@ -118,6 +120,31 @@ def _flatten(items: list[Any]) -> list[Any]:
     out: list[Any] = []
     for item in items:
         out.extend(item if isinstance(item, list) else [item])
+    return out
+
+
+def _closure(graph: dict[Any, Any], starts: list[Any]) -> list[Any]:
+    """`starts` and every node reachable from them in `graph` (node -> nodes), each once,
+    breadth first (a cycle ends where it comes back)."""
+    out: dict[Any, None] = {}
+    queue = list(starts)
+    while queue:
+        node = queue.pop(0)
+        if node not in out:
+            out[node] = None
+            queue.extend(graph.get(node) or ())
+    return list(out)
+
+
+def _unique_by(items: list[Any], keys: list[Any]) -> list[Any]:
+    """The first of the maps in `items` with each combination of the values of `keys`."""
+    seen: set[str] = set()
+    out: list[Any] = []
+    for item in items:
+        key = repr([item.get(k) for k in keys])
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
     return out
 
 
@@ -268,6 +295,28 @@ def _env() -> Any:
                     cel.Type.List(cel.Type.DYN),
                     [cel.Type.List(cel.Type.DYN)],
                     impl=_flatten,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "closure",
+            [
+                cel.Overload(
+                    "closure_map_list",
+                    cel.Type.List(cel.Type.DYN),
+                    [cel.Type.Map(cel.Type.DYN, cel.Type.DYN), cel.Type.List(cel.Type.DYN)],
+                    impl=_closure,
+                )
+            ],
+        ),
+        cel.FunctionDecl(
+            "unique_by",
+            [
+                cel.Overload(
+                    "unique_by_list_list",
+                    cel.Type.List(cel.Type.DYN),
+                    [cel.Type.List(cel.Type.DYN), cel.Type.List(cel.Type.DYN)],
+                    impl=_unique_by,
                 )
             ],
         ),

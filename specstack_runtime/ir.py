@@ -218,6 +218,16 @@ class DeleteRule(Node):  # what deleting a row does to the rows of `resource` na
     key: str = "id"  # the field of the deleted row that the referring field names
 
 
+class Handoff(Node):  # `delete.handoff`: a component deletes the row (cinder's back end)
+    when: str | None = None  # CEL: handed off only if it holds; else the row is deleted at once
+    set: dict[str, Any] = {}  # the row's changes first, compare-and-set on them
+    raced: str | None = None  # the resource's error when the row changed meanwhile
+    send: str
+    host: str | None = None  # CEL
+    payload: dict[str, Any] = {}
+    failed: dict[str, Any] = {}  # the row's changes when the message could not be sent
+
+
 class ActionCheck(ErrorText):  # a condition (CEL) an action needs; status: 400 accept, 409 require
     expr: str
 
@@ -231,6 +241,22 @@ class Guard(Node):  # an operation refused while a condition holds (a protected 
     status: int = 409
     message: str
     kind: str | None = None
+
+
+class Effect(Node):  # `effects` (docs/resources.md): a write's change to another resource's row
+    resource: str
+    id: str | None = None  # CEL: the other row's id
+    create: dict[str, Any] = {}  # or a new row of the other resource: its fields
+    when: str | None = None  # CEL over doc, old and row (the other): `set` applies if it holds
+    refuse: str | None = None  # when it does not: this error (of the resource declaring it)
+    set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}
+    take: dict[str, Any] = {}  # the written row's fields, from the other row (before a write)
+    missing: str | None = None  # no such row: this error of the other resource (else nothing)
+    var: str | None = None  # the other row as it is after, kept as call.vars[var]
+    send: str | None = None  # or a message cast (resource: the one written)
+    host: str | None = None  # CEL: where it goes
+    payload: dict[str, Any] = {}
+    failed: dict[str, Any] = {}  # it could not be sent: the written row's changes
 
 
 class ResourceAction(Node):
@@ -254,6 +280,7 @@ class ResourceAction(Node):
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
     policy: str | None = None  # a policy rule: others get 403 before anything is looked at
     quotas: tuple[str, ...] = ()  # quotas the changed row is counted against again (403/413)
+    effects: tuple[Effect, ...] = ()  # after the transition and the hook
 
 
 class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by` at start-up
@@ -305,6 +332,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
     states: StateMachine | None
     hooks: dict[str, str]
+    effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook
+    handoff: Handoff | None = None  # `delete.handoff`
     errors: dict[str, ErrorText]
     quota: str | None
     revision: str | None = None  # a field counting the row's changes
@@ -330,7 +359,7 @@ class Quota(Node):
 
 class QueryParam(Node):
     name: str
-    parse: Literal["string", "int", "bool", "pairs", "list", "datetime"]
+    parse: Literal["string", "int", "bool", "flag", "pairs", "list", "datetime"]
     required: bool
     default: Any = None
 
@@ -357,6 +386,11 @@ class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply
     optional: bool = False  # no answer: `reply` is {}
 
 
+class QueryRefusal(Node):  # a request a query refuses before reading anything
+    when: str  # CEL over params, path and auth
+    error: ErrorText
+
+
 class Query(Node):
     """A computed query: the rows of `source` for which `where` holds, shaped by `answer`."""
 
@@ -374,6 +408,8 @@ class Query(Node):
     status: int
     ask: QueryAsk | None = None
     empty: ErrorText | None = None  # an answer of null: this error (nova's 404 of an item)
+    refuse: tuple[QueryRefusal, ...] = ()
+    target: str | None = None  # CEL: the policy target the operation's rule is checked on again
 
 
 class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.

@@ -55,7 +55,7 @@ async def update_volume(flow: Flow) -> None:
 
 
 async def delete_volume(flow: Flow) -> None:
-    """operation deleteVolume: behaviour volume.delete_volume."""
+    """operation deleteVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -310,12 +310,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="deleteVolume",
-        behaviour="volume.delete_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "volume", "action": "delete"},
     ),
     "volumeAction": HandlerSpec(
         component=COMPONENT,

@@ -170,7 +170,7 @@ async def delete_role(flow: Flow) -> None:
 
 
 async def list_role_assignments(flow: Flow) -> None:
-    """operation listRoleAssignments: behaviour identity.list_role_assignments."""
+    """operation listRoleAssignments: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -618,12 +618,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="listRoleAssignments",
-        behaviour="identity.list_role_assignments",
+        behaviour="resource.query",
         on_error=None,
         run=list_role_assignments,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "role_assignments"},
     ),
     "listServices": HandlerSpec(
         component=COMPONENT,

@@ -375,6 +375,7 @@ def _resource(
                     conflict=ir.ErrorText(**a["conflict"]) if a.get("conflict") else None,
                     policy=a.get("policy"),
                     quotas=tuple(a.get("quotas", ())),
+                    effects=tuple(ir.Effect(**e) for e in a.get("effects", ())),
                 )
             )
         states = ir.StateMachine(
@@ -424,6 +425,13 @@ def _resource(
         list_all_rule=listing.get("all_rule"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
+        handoff=(
+            ir.Handoff(**r["delete"]["handoff"]) if (r.get("delete") or {}).get("handoff") else None
+        ),
+        effects={
+            point: tuple(ir.Effect(**e) for e in effects)
+            for point, effects in (r.get("effects") or {}).items()
+        },
         errors=_errors(r.get("errors")),
         quota=r.get("quota"),
         revision=r.get("revision"),
@@ -501,6 +509,16 @@ def build_resources(
                     status=q.get("status", 200),
                     ask=ir.QueryAsk(**q["ask"]) if q.get("ask") else None,
                     empty=ir.ErrorText(**q["empty"]) if q.get("empty") else None,
+                    refuse=tuple(
+                        ir.QueryRefusal(
+                            when=r["when"],
+                            error=ir.ErrorText(
+                                message=r["message"], status=r["status"], kind=r.get("kind")
+                            ),
+                        )
+                        for r in q.get("refuse") or ()
+                    ),
+                    target=q.get("target"),
                 )
             )
     return tuple(resources), tuple(quotas), tuple(queries)

@@ -78,11 +78,6 @@ def q_bool(call: Call, name: str) -> bool | None:
     raise BadRequest(f"Invalid value {raw!r} for query parameter {name}: expected true or false.")
 
 
-def q_text(call: Call, name: str) -> str | None:
-    raw = call.q(name)
-    return None if raw is None else text(raw, name, empty=True)
-
-
 def collection(rt: ServiceRuntime, key: str, items: list[Doc], path: str) -> Doc:
     return {key: items, "links": {"self": base_of(rt) + path, "previous": None, "next": None}}
 

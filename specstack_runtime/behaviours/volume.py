@@ -1,44 +1,30 @@
-"""Block storage (cinder v3, microversion 3.0): the volume resource's hooks and deleting.
+"""Block storage (cinder v3, microversion 3.0): the volume resource's hooks.
 
 What a volume, a snapshot, a volume type and an attachment are (fields, scope, lists,
 actions, delete rules, quotas, policy) is spec/resources/block-storage.yaml's, served by
-the resource engine. What is here is the algorithms its hooks name (a clone's size, the
-back ends' zones, the scheduler's cast) and deleteVolume, which the back end finishes.
+the resource engine. What is here is the algorithm its hook names (a clone's size, the
+back ends' zones, the volume type's lookup).
 Attachments are volume_attach.py's, the scheduler and the file back end volume_backend.py's.
 
 A volume's life: createVolume records it `creating` and casts `create_volume` to the
 scheduler, which places it on a back end (volume_backend.py) that makes its file and marks
-it `available`; deleteVolume marks it `deleting` and the back end removes the file and the
-rows. createVolume and deleteVolume leave `call.vars["volume"]`.
+it `available`; deleteVolume (the spec's `delete.handoff`) marks it `deleting` and the back
+end removes the file and the rows. createVolume leaves `call.vars["volume"]`.
 """
 
 from __future__ import annotations
 
-import logging
-
 from specstack_runtime.behaviours.volume_backend import availability_zones
 from specstack_runtime.behaviours.volume_base import (
-    CREATE_MESSAGE,
     DEFAULT_AVAILABILITY_ZONE,
-    DELETE_MESSAGE,
-    VOLUME,
     VOLUME_TYPE,
-    remove_volume_rows,
-    set_status,
     store_of,
-    volume_not_found,
 )
-from specstack_runtime.bus import BusError
-from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
-from specstack_runtime.messaging import InvalidMessage, send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, deleting, guards
+from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
-
-logger = logging.getLogger(__name__)
-
 
 # -- volumes ---------------------------------------------------------------------------------
 
@@ -73,60 +59,3 @@ async def prepare_create(event: ResourceEvent) -> None:
     except NotFound:
         raise fail("type_not_found", name=ref) from None
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
-
-
-@behaviour("volume.snapshot_of")
-async def snapshot_of(event: ResourceEvent) -> None:
-    """createSnapshot, before the row is written: the snapshot's size is its volume's (whose
-    state the spec's `refuse` rule checked)."""
-    snap = event.doc
-    volume = await store_of(event.call).get("volumes", snap["volume_id"])
-    if volume is None:  # the spec's `ref` found it a moment ago
-        raise volume_not_found(event.call.rt, snap["volume_id"])
-    snap.pop("force", None)  # the spec's `refuse` rule read it
-    snap["size"] = int(volume["size"])
-
-
-@behaviour("volume.schedule_new")
-async def schedule_new(event: ResourceEvent) -> None:
-    """createVolume, once the row is written: the scheduler is asked to place it (a volume
-    it cannot be asked about goes to error)."""
-    volume = event.doc
-    payload = {
-        "volume_id": volume["id"],
-        "size": volume["size"],
-        "availability_zone": volume["availability_zone"],
-        "volume_type": volume["volume_type"],
-    }
-    try:
-        await send(event.call, CREATE_MESSAGE, payload)
-    except (BusError, InvalidMessage) as exc:
-        logger.error("could not ask the scheduler to create volume %s: %s", volume["id"], exc)
-        failed = await set_status(store_of(event.call), volume["id"], "error")
-        volume.update(failed or {"status": "error"})
-
-
-@behaviour("volume.delete_volume")
-async def delete_volume(call: Call) -> Reply:
-    """202; the back end removes the file and the row (at once when the volume has no host).
-    What may be deleted is the spec's (the volume's `refuse` and `delete.refuse` rules)."""
-    rc = engine_call(call, VOLUME)
-    volume = await access.modifiable(rc)
-    guards.check(rc, "delete", volume)
-    await deleting.refusals(rc, volume)
-    store = store_of(call)
-    volume_id = volume["id"]
-    gone = await set_status(store, volume_id, "deleting", expect=(volume["status"],))
-    if gone is None:
-        raise rc.res.fail("delete_raced", id=volume_id)
-    call.vars["volume"] = gone
-    host = gone.get("host")
-    if not host:
-        await remove_volume_rows(store, volume_id)
-        return Reply(202, None)
-    try:
-        await send(call, DELETE_MESSAGE, {"volume_id": volume_id}, host=host)
-    except (BusError, InvalidMessage) as exc:
-        logger.error("could not ask %s to delete volume %s: %s", host, volume_id, exc)
-        await set_status(store, volume_id, "error_deleting")
-    return Reply(202, None)

@@ -1,6 +1,6 @@
 """Cinder's attachments: the volume's bookkeeping and the back end's exports, which the
 attachment resource's hooks (spec/resources/block-storage.yaml), deleteAttachment, the
-flows' steps and the old os-attach / os-detach actions do.
+flows' steps and the old os-detach action do (os-attach is the spec's effects).
 
 An attachment's life: createAttachment reserves the volume (`reserved`, or `attaching`
 with a connector), the back end exports it (`attachment_update` call -> connection_info),
@@ -17,8 +17,6 @@ steps then find nothing left to do.
 
 from __future__ import annotations
 
-import uuid
-
 from specstack_runtime.behaviours.volume_base import (
     ATTACHMENT,
     EXPORT_MESSAGE,
@@ -27,7 +25,6 @@ from specstack_runtime.behaviours.volume_base import (
     backend_call,
     check_export_payload,
     export_payload,
-    set_status,
     store_of,
     unexport,
     update_row,
@@ -49,38 +46,18 @@ from specstack_runtime.store import Store, utcnow
 
 @behaviour("volume.reserve")
 async def reserve(event: ResourceEvent) -> None:
-    """createAttachment, before the row is written (the spec found the volume visible): the
-    volume is reserved for it (attaching, with a connector), and lends it its project."""
+    """createAttachment, before the row is written (the spec found the volume visible, and
+    its effect then reserves it): the attachment takes the volume's project, and a connector
+    needs the volume's back end and must fit the export message."""
     att, call = event.doc, event.call
-    store = store_of(call)
-    volume = await store.get("volumes", att["volume_id"])
+    volume = await store_of(call).get("volumes", att["volume_id"])
     if volume is None:
         raise volume_not_found(call.rt, att["volume_id"])
-    connector = att.get("connector")
-    if connector and not volume.get("host"):
-        raise event.engine.res.fail("no_host", **volume)
-    status = "attaching" if connector else "reserved"
-    att.update(
-        project_id=volume["project_id"],
-        attach_status=status,
-        attached_host=connector.get("host") if connector else None,
-        mountpoint=connector.get("mountpoint") if connector else None,
-    )
-    if connector:
+    att["project_id"] = volume["project_id"]
+    if att.get("connector"):
+        if not volume.get("host"):
+            raise event.engine.res.fail("no_host", **volume)
         check_export_payload(event.engine, export_payload(att))
-    reserved = await set_status(store, volume["id"], status, expect=("available",))
-    if reserved is None:
-        raise event.engine.res.fail("not_available", **volume)
-    call.vars["volume"] = reserved
-
-
-@behaviour("volume.unreserve")
-async def unreserve(event: ResourceEvent) -> None:
-    """createAttachment, when the row could not be written: the volume is available again."""
-    att = event.doc
-    await set_status(
-        store_of(event.call), att["volume_id"], "available", expect=(att["attach_status"],)
-    )
 
 
 @behaviour("volume.export_created")
@@ -133,43 +110,6 @@ async def export_updated(event: ResourceEvent) -> None:
 
 def _attaching(doc: Doc) -> Doc | None:
     return {"status": "attaching"} if doc.get("status") == "reserved" else None
-
-
-@behaviour("volume.mark_attaching")
-async def mark_attaching(event: ResourceEvent) -> None:
-    """updateAttachment, once exported: a reserved volume is attaching now."""
-    store = store_of(event.call)
-    event.call.vars["volume"] = await update_row(
-        store, "volumes", event.doc["volume_id"], _attaching
-    )
-
-
-def _entry(att: Doc) -> Doc:
-    """The volume's `attachments` entry for an attachment."""
-    connector = att.get("connector") or {}
-    return {
-        "id": att["volume_id"],
-        "attachment_id": att["id"],
-        "volume_id": att["volume_id"],
-        "server_id": att.get("instance_uuid"),
-        "host_name": att.get("attached_host") or connector.get("host"),
-        "device": att.get("mountpoint") or connector.get("mountpoint"),
-        "attached_at": att.get("attached_at"),
-    }
-
-
-@behaviour("volume.attached")
-async def attached(event: ResourceEvent) -> None:
-    """os-complete, once the attachment is attached: its volume is in-use, with its entry."""
-    att = event.doc
-    entry = _entry(att)
-
-    def in_use(doc: Doc) -> Doc:
-        others = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
-        return {"status": "in-use", "attach_status": "attached", "attachments": [*others, entry]}
-
-    if await update_row(store_of(event.call), "volumes", att["volume_id"], in_use) is None:
-        raise volume_not_found(event.call.rt, att["volume_id"])
 
 
 async def _record_export(rt: ServiceRuntime, att: Doc, connection_info: Doc) -> Doc:
@@ -285,39 +225,7 @@ async def unexport_attachment(ix: Interaction) -> None:
         raise StepFailed(f"unexporting volume {att['volume_id']} failed: {exc}") from None
 
 
-# -- os-attach and os-detach (nova's old attach API) ---------------------------------------
-
-
-@behaviour("volume.record_attach")
-async def record_attach(event: ResourceEvent) -> None:
-    """os-attach (nova's old attach API), once the volume went in-use: the attachment row
-    and the volume's entry for it (the spec's `accept` checked the argument)."""
-    arg = event.call.body[event.point]
-    volume = event.doc
-    store = store_of(event.call)
-    now = utcnow()
-    att: Doc = {
-        "id": str(uuid.uuid4()),
-        "volume_id": volume["id"],
-        "project_id": volume["project_id"],
-        "instance_uuid": arg.get("instance_uuid"),
-        "attach_status": "attached",
-        "mode": arg.get("mode", "rw"),
-        "connector": None,
-        "connection_info": None,
-        "attached_at": now,
-        "detached_at": "",
-        "attached_host": arg.get("host_name"),
-        "mountpoint": arg["mountpoint"],
-    }
-    entry = _entry(att)
-    await store.create("attachments", att)
-    await update_row(
-        store,
-        "volumes",
-        volume["id"],
-        lambda d: {"attachments": [*(d["attachments"] or []), entry]},
-    )
+# -- os-detach (nova's old attach API) ------------------------------------------------------
 
 
 @behaviour("volume.detach")

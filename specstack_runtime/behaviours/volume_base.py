@@ -18,17 +18,14 @@ from specstack_runtime.store import Store
 Doc = dict[str, Any]
 
 # the resources of spec/resources/block-storage.yaml
-VOLUME = "volume"
 ATTACHMENT = "attachment"
 VOLUME_TYPE = "volume_type"
 
 GIB = 1024**3
 DEFAULT_AVAILABILITY_ZONE = "nova"  # cinder's storage_availability_zone default
-CREATE_MESSAGE = "create_volume"
 BACKEND_MESSAGE = "volume_create"
 EXPORT_MESSAGE = "attachment_update"
 UNEXPORT_MESSAGE = "attachment_delete"
-DELETE_MESSAGE = "volume_delete"
 
 
 def store_of(source: Call | ServiceRuntime) -> Store:

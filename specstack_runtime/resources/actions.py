@@ -10,7 +10,7 @@ from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import InvalidMessage, api_error, send
-from specstack_runtime.resources import access, guards, hooks, quotas, views
+from specstack_runtime.resources import access, effects, guards, hooks, quotas, views
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -106,6 +106,7 @@ async def run(rc: ResourceCall) -> Reply:
         await registry.get(action.hook)(
             hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, None, rc)
         )
+    await effects.apply(rc, action.effects, doc, before, params=arg)
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
     if action.answer:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from specstack_runtime import registry
+from specstack_runtime.resources import effects
 
 if TYPE_CHECKING:
     from specstack_runtime.context import Call
@@ -36,3 +37,5 @@ async def run(
     name = rc.res.res.hooks.get(point)
     if name:
         await registry.get(name)(ResourceEvent(rc.call, rc.res.name, point, doc, old, rc))
+    if point in rc.res.res.effects:  # the spec's changes to other rows, after the hook
+        await effects.apply(rc, rc.res.res.effects[point], doc, old)

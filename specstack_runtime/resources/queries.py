@@ -9,6 +9,7 @@ shapes the body from the rendered `rows` and `params`. `require` names rows that
 must exist for the query to answer (404 otherwise). `ask` calls another API first (with
 the caller's token): its JSON answer is `reply` (nova's view of neutron's ports). An
 answer of null is the query's `empty` error (nova: a volume the server does not have).
+`refuse` rules and a policy `target` judge the parameters before anything is read.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def _parse(kind: str, raw: str) -> Any:
         if low not in ("true", "false", "1", "0"):
             raise ValueError("expected true or false")
         return low in ("true", "1")
+    if kind == "flag":  # keystone's: present is true unless it says otherwise
+        return raw.strip().lower() not in ("0", "false", "no", "off")
     if kind == "list":
         return [v for v in raw.split(",") if v]
     if kind == "datetime":  # a UTC time as OpenStack writes them; RFC 3339 for CEL's timestamp()
@@ -109,9 +112,20 @@ async def _require(rc: ResourceCall, query: ir.Query) -> None:
         await access.lookup(other, row_id)
 
 
+def _check(rc: ResourceCall, query: ir.Query, params: dict[str, Any]) -> None:
+    """The query's refusals, then its policy target (keystone's `user.id`)."""
+    names = rc.variables(params=params)
+    for rule in query.refuse:
+        if compile_expr(rule.when).evaluate(**names):
+            raise error(rule.error.status or 400, rule.error.message, rule.error.kind)
+    if query.target is not None:
+        rc.call.authorize(compile_expr(query.target).evaluate(**names))
+
+
 async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
     await _require(rc, query)
     params = _params(rc, query)
+    _check(rc, query, params)
     joined = {j.name: await _join(rc, j) for j in query.joins}
     tables: dict[str, list[Doc]] = {}
     for var, name in query.tables.items():

@@ -224,8 +224,10 @@ def _answer(rc: ResourceCall, reply: Reply, *preferred: int) -> Reply:
 async def delete(rc: ResourceCall) -> Reply:
     doc = await access.modifiable(rc)
     guards.check(rc, "delete", doc)
-    await deleting.delete(rc, doc)
-    rc.call.vars[rc.res.name] = doc
+    handed = await deleting.hand_off(rc, doc) if rc.res.res.handoff else None
+    if handed is None:
+        await deleting.delete(rc, doc)
+    rc.call.vars[rc.res.name] = handed or doc
     return Reply(rc.success(204, 202, 200))
 
 

@@ -166,3 +166,27 @@ def test_ip_compare_and_in_cidr() -> None:
     assert value("in_cidr('banana', '10.0.0.0/28')") is False
     with pytest.raises(ExprError):
         value("ip_compare('banana', '10.0.0.1')")
+
+
+def test_closure_reaches_every_node_once_breadth_first() -> None:
+    graph = {"admin": ["member"], "member": ["reader"], "reader": ["admin"], "x": ["y"]}
+    reach = compile_expr("closure(data, [doc])")
+    assert reach.evaluate(data=graph, doc="admin") == ["admin", "member", "reader"]
+    assert reach.evaluate(data=graph, doc="reader") == ["reader", "admin", "member"]
+    assert reach.evaluate(data=graph, doc="nobody") == ["nobody"]
+
+
+def test_unique_by_keeps_the_first_map_of_each_key() -> None:
+    rows = [
+        {"u": "1", "r": "a", "prior": "a"},
+        {"u": "1", "r": "b", "prior": "a"},
+        {"u": "1", "r": "b", "prior": "b"},
+        {"u": "2", "r": "b", "prior": "b"},
+    ]
+    kept = compile_expr("unique_by(rows, ['u', 'r'])").evaluate(rows=rows)
+    assert kept == [rows[0], rows[1], rows[3]]
+
+
+def test_a_flag_parameter_is_true_unless_it_says_otherwise() -> None:
+    assert [_parse("flag", v) for v in ("", "1", "true", "anything")] == [True] * 4
+    assert [_parse("flag", v) for v in ("0", "False", "no", "off ")] == [False] * 4

@@ -281,6 +281,61 @@ async def test_roles_and_assignments(tmp_path: Path) -> None:
 
 
 @arun
+async def test_the_role_assignment_report_follows_subtrees_and_implied_roles(
+    tmp_path: Path,
+) -> None:
+    stack, admin, demo = await started(tmp_path)
+    child = (
+        await stack.invoke(
+            "identity",
+            "createProject",
+            auth=admin,
+            body={"project": {"name": "child", "parent_id": demo.project_id}},
+        )
+    ).body["project"]
+    roles = (await stack.invoke("identity", "listRoles", auth=admin)).body["roles"]
+    role_id = {r["name"]: r["id"] for r in roles}
+    grant = {"project_id": child["id"], "user_id": demo.user_id, "role_id": role_id["admin"]}
+    await stack.invoke("identity", "assignProjectUserRole", auth=admin, path_params=grant)
+
+    async def report(**query: str) -> list[tuple[str, str, str | None]]:
+        q = {"user.id": demo.user_id, **query}
+        body = (await stack.invoke("identity", "listRoleAssignments", auth=demo, query=q)).body
+        assert body["links"]["self"].endswith("/v3/role_assignments")
+        return sorted(
+            (a["scope"]["project"]["id"], a["role"]["id"], a["links"].get("prior_role"))
+            for a in body["role_assignments"]
+        )
+
+    demo_pid = demo.project_id or ""
+    assert await report(**{"scope.project.id": demo_pid}) == [(demo_pid, role_id["member"], None)]
+    assert await report(**{"scope.project.id": demo_pid, "include_subtree": "1"}) == sorted(
+        [(demo_pid, role_id["member"], None), (child["id"], role_id["admin"], None)]
+    )
+    effective = await report(**{"scope.project.id": child["id"], "effective": ""})
+    base = str(effective[0][2] or "").rsplit("/v3/", 1)[0]
+    granted = f"{base}/v3/roles/{role_id['admin']}"  # the grant's role: the implied ones' prior
+    assert base.startswith("http") and effective == sorted(
+        [
+            (child["id"], role_id["admin"], None),
+            (child["id"], role_id["member"], granted),
+            (child["id"], role_id["reader"], granted),
+        ]
+    )
+    assert await report(**{"role.id": role_id["reader"], "effective": "1"}) == sorted(
+        [
+            (demo_pid, role_id["reader"], f"{base}/v3/roles/{role_id['member']}"),
+            (child["id"], role_id["reader"], granted),
+        ]
+    )
+    assert await report(**{"role.id": role_id["reader"], "effective": "0"}) == []
+    with pytest.raises(Forbidden):  # another user's assignments are the administrators'
+        await stack.invoke(
+            "identity", "listRoleAssignments", auth=demo, query={"user.id": admin.user_id}
+        )
+
+
+@arun
 async def test_services_and_endpoints_are_the_spec_catalog(tmp_path: Path) -> None:
     stack, admin, demo = await started(tmp_path)
     services = (await stack.invoke("identity", "listServices", auth=admin)).body["services"]

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import volume as vol
 from specstack_runtime.bus import InProcessBus
 from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.errors import ApiError
@@ -357,12 +356,12 @@ def test_update_and_delete_rules(tmp_path: Path) -> None:
         # in-use and creating volumes cannot be deleted; available ones can
         await c.store.update("volumes", vid, {"status": "in-use"})
         await expect_error(
-            vol.delete_volume(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
+            served(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
             400,
             "InvalidVolume",
         )
         await expect_error(
-            vol.delete_volume(
+            served(
                 make_call(
                     c.api,
                     "deleteVolume",
@@ -375,14 +374,12 @@ def test_update_and_delete_rules(tmp_path: Path) -> None:
         await c.store.update("volumes", vid, {"status": "available"})
         path = c.volume_file(vid)
         assert path.exists()
-        _, call = await c.op(
-            vol.delete_volume, "deleteVolume", 202, path_params=c.pp(volume_id=vid)
-        )
+        _, call = await c.op(served, "deleteVolume", 202, path_params=c.pp(volume_id=vid))
         assert call.vars["volume"]["status"] == "deleting"
         await c.wait_gone(vid)
         assert not path.exists()
         await expect_error(
-            vol.delete_volume(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
+            served(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
             404,
         )
 
@@ -399,7 +396,7 @@ def test_update_and_delete_rules(tmp_path: Path) -> None:
             },
         )
         await c.op(
-            vol.delete_volume,
+            served,
             "deleteVolume",
             202,
             path_params=c.pp(volume_id="4b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77"),
@@ -416,7 +413,7 @@ def test_update_and_delete_rules(tmp_path: Path) -> None:
         }
         await c.store.create("volumes", creating)
         await expect_error(
-            vol.delete_volume(
+            served(
                 make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=str(creating["id"])))
             ),
             400,

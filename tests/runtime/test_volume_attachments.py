@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import volume as vol
 from specstack_runtime.behaviours import volume_attach as attach
 from specstack_runtime.behaviours import volume_backend as volbackend
 from specstack_runtime.context import Call, Interaction, Reply
@@ -104,7 +103,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
 
         # an in-use volume is neither deletable nor attachable again
         await expect_error(
-            vol.delete_volume(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
+            served(make_call(c.api, "deleteVolume", path_params=c.pp(volume_id=vid))),
             400,
         )
         await expect_error(
@@ -131,7 +130,7 @@ def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None
             404,
             "VolumeAttachmentNotFound",
         )
-        await c.op(vol.delete_volume, "deleteVolume", 202, path_params=c.pp(volume_id=vid))
+        await c.op(served, "deleteVolume", 202, path_params=c.pp(volume_id=vid))
         await c.wait_gone(vid)
 
     run(tmp_path, scenario)
@@ -382,7 +381,7 @@ def test_scheduler_without_backends_marks_the_volume_error(tmp_path: Path) -> No
             await c.wait_status(body["volume"]["id"], "error")
             # an errored volume without a host is deleted at once
             await c.op(
-                vol.delete_volume,
+                served,
                 "deleteVolume",
                 202,
                 path_params=c.pp(volume_id=body["volume"]["id"]),

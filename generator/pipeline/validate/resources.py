@@ -27,6 +27,7 @@ class _Checker:
         self.rules: dict[str, str] = to_plain(pf.data)["policy"]["rules"] if pf else {}
         self.docs = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
         self._database: str | None = None  # of the API component of the file being checked
+        self._resources: dict[str, Any] = {}  # the resources of the file being checked
         self.quotas = {
             q for rf in spec.of_kind("resources") for q in to_plain(rf.data).get("quotas") or {}
         }
@@ -141,6 +142,7 @@ class _Checker:
         server = next((c for c in self.ix.components.values() if c.get("api") == api), None)
         db = self.ix.components.get(str((server or {}).get("database")), {})
         self._database = (server or {}).get("database")
+        self._resources = data["resources"]
         tables = set((db.get("tables") or {}).keys())
         resources: dict[str, dict[str, Any]] = data["resources"]
         fields: dict[str, set[str]] = {}
@@ -170,6 +172,9 @@ class _Checker:
             self._lists(f, base, r, fields[rname])
             self._deletes(f, base, r, resources, fields)
             self._states(f, base, r, fields[rname])
+            self._handoff(f, [*base, "delete", "handoff"], (r.get("delete") or {}).get("handoff"))
+            for point, effects in (r.get("effects") or {}).items():
+                self._effects(f, [*base, "effects", point], effects, resources)
             for key in ("see_all", "modify"):
                 self.rule(f, [*base, key], r.get(key))
             self.expr(f, [*base, "shared"], r.get("shared"))
@@ -292,6 +297,8 @@ class _Checker:
         fields: dict[str, set[str]],
     ) -> None:
         for action, rules in (r.get("delete") or {}).items():
+            if action == "handoff":  # not rules: _handoff checks it
+                continue
             for i, rule in enumerate(rules):
                 where: Where = [*base, "delete", action, i]
                 other = rule["resource"]
@@ -343,6 +350,7 @@ class _Checker:
             for key in ("set", "payload", "answer"):
                 self._exprs(f, [*where, key], a.get(key) or {})
             self.rule(f, [*where, "policy"], a.get("policy"))
+            self._effects(f, [*where, "effects"], a.get("effects") or (), self._resources)
             for i, quota in enumerate(a.get("quotas") or ()):
                 if quota not in self.quotas:
                     known = sorted(self.quotas)
@@ -351,6 +359,33 @@ class _Checker:
                     )
         for i, rule in enumerate(states.get("recover") or ()):
             self._recovery(f, [*base, "states", "recover", i], rule)
+
+    def _handoff(self, f: SpecFile, where: Where, h: dict[str, Any] | None) -> None:
+        if not h:
+            return
+        if h["send"] not in self.ix.messages:
+            known = sorted(self.ix.messages)
+            self.at(
+                f, [*where, "send"], f"unknown message '{h['send']}'{suggest(h['send'], known)}"
+            )
+        for key in ("when", "host"):
+            self.expr(f, [*where, key], h.get(key))
+        for key in ("set", "payload", "failed"):
+            self._exprs(f, [*where, key], h.get(key) or {})
+
+    def _effects(self, f: SpecFile, base: Where, effects: Any, resources: dict[str, Any]) -> None:
+        """Changes to other rows: their resource exists, their expressions compile."""
+        for i, e in enumerate(effects):
+            if e["resource"] not in resources:
+                self.at(f, [*base, i, "resource"], self._unknown(e["resource"], resources))
+            msg = e.get("send")
+            if msg and msg not in self.ix.messages:
+                known = sorted(self.ix.messages)
+                self.at(f, [*base, i, "send"], f"unknown message '{msg}'{suggest(msg, known)}")
+            for key in ("id", "when", "host"):
+                self.expr(f, [*base, i, key], e.get(key))
+            for key in ("set", "take", "create", "payload", "failed"):
+                self._exprs(f, [*base, i, key], e.get(key) or {})
 
     def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
         """A start-up recovery rule: its component shares the resource's database."""
@@ -447,6 +482,9 @@ class _Checker:
                 self.at(f, [*base, "tables", var], self._unknown(other, resources))
         self.expr(f, [*base, "where"], q.get("where"))
         self.expr(f, [*base, "answer"], q["answer"])
+        self.expr(f, [*base, "target"], q.get("target"))
+        for i, rule in enumerate(q.get("refuse") or ()):
+            self.expr(f, [*base, "refuse", i, "when"], rule["when"])
         for key in ("path", "query"):
             self.expr(f, [*base, "ask", key], (q.get("ask") or {}).get(key))
 

@@ -1,0 +1,112 @@
+"""Effects: what a write of one row does to a row of another resource (the spec's `effects`).
+
+cinder's attachment reserves its volume when it is created, gives it back when that
+create fails, and makes it in-use when it completes: each is an effect, declared on the
+attachment's hook points or actions. An effect reads the other row (`row`, beside `doc`,
+the row written, and `old`), applies `set` when `when` holds (and `take`, values of the
+row written: a snapshot's size is its volume's), compare-and-set on what it
+changes and the row's `updated_at` (and its revision, if the resource keeps one), read
+again and retried when another writer won. An effect with `create` makes a row instead
+(cinder's os-attach: the attachment it records); one with `send` casts a message
+(a new volume to the scheduler), the row written taking `failed` if it cannot be sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from specstack_runtime import ir
+from specstack_runtime.bus import BusError
+from specstack_runtime.expr import compile_expr
+from specstack_runtime.messaging import InvalidMessage, send
+from specstack_runtime.resources.compiled import error
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+MAX_ATTEMPTS = 50
+logger = logging.getLogger(__name__)
+
+
+def _value(spec: Any, names: dict[str, Any]) -> Any:
+    """A literal, or {expr: CEL}; maps of them are evaluated item by item."""
+    if isinstance(spec, dict) and set(spec) == {"expr"}:
+        return compile_expr(str(spec["expr"])).evaluate(**names)
+    if isinstance(spec, dict):
+        return {k: _value(v, names) for k, v in spec.items()}
+    return spec
+
+
+async def apply(
+    rc: ResourceCall,
+    effects: tuple[ir.Effect, ...],
+    doc: Doc,
+    old: Doc | None,
+    params: Any = None,
+) -> None:
+    """Each effect in turn; `params` is an action's argument (else the query's)."""
+    for effect in effects:
+        names = rc.variables(doc=doc, old=old or {})
+        if params is not None:
+            names["params"] = params
+        if effect.send:
+            await _send(rc, effect, doc, names)
+        elif effect.create:
+            await _create(rc, effect, names)
+        else:
+            await _apply(rc, effect, doc, names)
+
+
+async def _send(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:
+    """The message (a cast); one that cannot be sent leaves the written row `failed`."""
+    assert effect.send is not None
+    host = compile_expr(effect.host).evaluate(**names) if effect.host else None
+    payload = {k: _value(v, names) for k, v in effect.payload.items()}
+    try:
+        await send(rc.call, effect.send, payload, host=host or None)
+    except (BusError, InvalidMessage) as exc:
+        logger.error("could not send %s for %s %s: %s", effect.send, rc.res.name, doc["id"], exc)
+        failed = {k: _value(v, names) for k, v in effect.failed.items()}
+        if failed:
+            doc.update(await rc.store.update(rc.res.res.table, doc["id"], failed) or failed)
+
+
+async def _create(rc: ResourceCall, effect: ir.Effect, names: dict[str, Any]) -> None:
+    """A new row of the other resource (its literal defaults for what `create` omits)."""
+    other = rc.of(effect.resource)
+    row = other.res.complete({k: _value(v, names) for k, v in effect.create.items()})
+    new = await other.store.create(other.res.res.table, row)
+    if effect.var:
+        rc.call.vars[effect.var] = new
+
+
+async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:
+    other = rc.of(effect.resource)
+    table = other.res.res.table
+    row_id = str(compile_expr(str(effect.id)).evaluate(**names))
+    for _ in range(MAX_ATTEMPTS):
+        row = await other.store.get(table, row_id)
+        if row is None:
+            if effect.missing:
+                raise other.res.fail(effect.missing, id=row_id)
+            return
+        seen = {**names, "row": row}
+        changes: Doc = {}
+        if effect.when is None or compile_expr(effect.when).evaluate(**seen):
+            doc.update({k: _value(v, seen) for k, v in effect.take.items()})
+            changes = {k: _value(v, seen) for k, v in effect.set.items()}
+        elif effect.refuse:
+            raise rc.res.fail(effect.refuse, **row)
+        new: Doc | None = row
+        if changes:
+            expect = {k: row.get(k) for k in changes}
+            expect["updated_at"] = row.get("updated_at")
+            if rev := other.res.res.revision:
+                expect[rev] = row.get(rev)
+                changes[rev] = int(row.get(rev) or 0) + 1
+            new = await other.store.update(table, row_id, changes, expect=expect)
+        if new is not None:
+            if effect.var:
+                rc.call.vars[effect.var] = new
+            return
+    message = f"{table} {row_id} is being changed concurrently; try again."
+    raise error(409, message, "ConflictingRequest")
