@@ -65,6 +65,10 @@ VARIABLES = (
     "rules",
     "refs",
     "item",
+    "request",  # `record:` rules: the request or message handled, its error, its times
+    "error",
+    "started",
+    "finished",
 )
 
 

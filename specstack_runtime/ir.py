@@ -271,6 +271,19 @@ class StateMachine(Node):
     recover: tuple[RecoveryRule, ...] = ()
 
 
+class QueryRequire(Node):
+    resource: str
+    id: str  # CEL
+
+
+class Record(Node):  # a row the engine writes as a component handles one of `on`
+    on: tuple[str, ...]  # operationIds (answered 2xx) or message names
+    key: tuple[str, ...]  # the fields whose values make the row's id (stable)
+    when: str | None = None  # CEL
+    set: dict[str, str] = {}  # field -> CEL
+    append: tuple[str, dict[str, str]] | None = None  # (list field, key -> CEL)
+
+
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
     name: str
     title: str
@@ -313,6 +326,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     rows: tuple[dict[str, Any], ...] = ()  # rows it always has (created when first missing)
     find_by: tuple[str, ...] = ()  # fields a path's id may name the row by, when no id matches
     find_names: dict[str, str] = {}  # names the path may use for a row's id (cinder's `default`)
+    require: tuple[QueryRequire, ...] = ()  # rows a list or show needs (404 without)
+    records: tuple[Record, ...] = ()
     source: Source
 
 
@@ -339,11 +354,6 @@ class QueryJoin(Node):
     key: str | None
     sum: str | None
     value: str | None
-
-
-class QueryRequire(Node):
-    resource: str
-    id: str  # CEL
 
 
 class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply`)

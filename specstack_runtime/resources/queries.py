@@ -102,15 +102,16 @@ async def _join(rc: ResourceCall, join: ir.QueryJoin) -> dict[str, Any]:
     return out
 
 
-async def _require(rc: ResourceCall, query: ir.Query) -> None:
-    for need in query.require:
+async def required(rc: ResourceCall, needs: tuple[ir.QueryRequire, ...]) -> None:
+    """404 (the other resource's) unless each row `needs` names is there for the caller."""
+    for need in needs:
         other = rc.of(need.resource)
         row_id = str(compile_expr(need.id).evaluate(**rc.variables()))
         await access.lookup(other, row_id)
 
 
 async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
-    await _require(rc, query)
+    await required(rc, query.require)
     params = _params(rc, query)
     joined = {j.name: await _join(rc, j) for j in query.joins}
     tables: dict[str, list[Doc]] = {}
