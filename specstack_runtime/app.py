@@ -29,6 +29,7 @@ from specstack_runtime.errors import (
 )
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.logs import LogContext
+from specstack_runtime.microversions import Microversions
 from specstack_runtime.osprofiler_export import signed_base_id
 from specstack_runtime.requestlimits import (
     body_limit,
@@ -43,10 +44,6 @@ log = logging.getLogger("specstack.api")
 
 _REQUEST_ID = re.compile(r"req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _JSON_TYPES = ("application/json", "application/openstack-images-v2.1-json-patch")
-# A microversion is MAJOR.MINOR; more digits than this is not a version (and would make
-# int() refuse it past Python's 4,300-digit limit).
-_VERSION = re.compile(r"(\d{1,9})\.(\d{1,9})")
-_GENERIC_VERSION_HEADER = "openstack-api-version"
 TRACE_RULE = "specstack:trace"  # spec/policy.yaml: who may read flows
 
 
@@ -62,6 +59,7 @@ class Route:
     match_path: tuple[str, ...] = ()
     policy: str | None = None  # the spec's rule (oslo.policy language); None: any valid token
     policy_target: Mapping[str, str] = field(default_factory=dict)  # path param -> template
+    since: tuple[int, int] | None = None  # the API microversion that brings the operation
 
 
 def _route_path(route: Route) -> str:
@@ -91,17 +89,10 @@ class ApiApp:
         self.identity_url = identity_url
         api = _api_of(rt)
         mv = api.get("microversion") if api else None
-        self.microversion: dict[str, Any] | None = mv if isinstance(mv, dict) else None
         self.request_id_headers: tuple[str, ...] = tuple(
             (api or {}).get("request_id_headers") or ()
         )
-        self.version_headers: dict[str, str] = {}
-        if self.microversion is not None:
-            service, version = self.microversion["service"], self.microversion["version"]
-            for name in self.microversion["headers"]:
-                generic = name.lower() == _GENERIC_VERSION_HEADER
-                self.version_headers[name] = f"{service} {version}" if generic else version
-            self.version_headers["Vary"] = ", ".join(self.microversion["headers"])
+        self.versions = Microversions.of(mv) if isinstance(mv, dict) else None
 
     def build(self, routes: Sequence[Route], *, title: str) -> FastAPI:
         app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
@@ -202,7 +193,10 @@ class ApiApp:
                     raise Unauthorized("The request you have made requires authentication.")
                 if not route.handler.auth_in_steps:
                     await flow.authenticate()
-                self._check_microversion(call)
+                if self.versions is not None:
+                    call.microversion = self.versions.negotiate(call.headers)
+                if route.since and call.microversion and call.microversion < route.since:
+                    raise NotFound("The resource could not be found.")
             call.raw_body = await read_body(request, self._body_limit(route))
             flow.prepare = lambda: self._parse_body(route, call)
             if not (route.requires_token and route.handler.auth_in_steps):
@@ -316,38 +310,6 @@ class ApiApp:
             route.operation_id, route.policy, auth, call.path_params, route.policy_target
         )
 
-    def _check_microversion(self, call: Call) -> None:
-        """A requested microversion other than the one the API has: 406 (nova, cinder do so)."""
-        mv = self.microversion
-        if mv is None:
-            return
-        service, version = str(mv["service"]), str(mv["version"])
-        requested: str | None = None
-        for part in (call.headers.get(_GENERIC_VERSION_HEADER) or "").split(","):
-            name, _, value = part.strip().partition(" ")
-            if name.lower() == service.lower():
-                requested = value.strip()
-        if requested is None:
-            for header in mv["headers"]:
-                if header.lower() != _GENERIC_VERSION_HEADER and call.headers.get(header):
-                    requested = str(call.headers.get(header)).strip()
-        if requested is None or requested.lower() == "latest":
-            return
-        got = _VERSION.fullmatch(requested)
-        if got is None:
-            shown = requested if len(requested) <= 32 else requested[:32] + "..."
-            raise BadRequest(
-                f"API Version String {shown} is of invalid format. "
-                "Must be of format MajorNum.MinorNum."
-            )
-        have = _VERSION.fullmatch(version)
-        if have is None or (int(got[1]), int(got[2])) != (int(have[1]), int(have[2])):
-            raise ApiError(
-                f"Version {requested} is not supported by the API. "
-                f"Minimum is {version} and maximum is {version}.",
-                status=406,
-            )
-
     async def _on_error(self, route: Route, call: Call, err: BaseException) -> Reply | None:
         name = route.handler.on_error
         if not name:
@@ -359,7 +321,8 @@ class ApiApp:
         headers = {"x-openstack-request-id": call.request_id}
         for name in self.request_id_headers:
             headers[name] = call.request_id
-        headers.update(self.version_headers)
+        if self.versions is not None:
+            headers.update(self.versions.answer_headers(call.microversion))
         return headers
 
     def _response(self, call: Call, reply: Reply) -> Response:

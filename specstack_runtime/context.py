@@ -76,6 +76,7 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: Any = None
     raw_body: bytes = b""
+    microversion: tuple[int, int] | None = None  # the one negotiated, for an API that has them
     # queue messages
     payload: dict[str, Any] = field(default_factory=dict)
     context: dict[str, str] = field(default_factory=dict)

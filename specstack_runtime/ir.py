@@ -21,6 +21,7 @@ from specstack_runtime.ir_deploy import (
     TracePoint,
 )
 from specstack_runtime.ir_node import Node, Source
+from specstack_runtime.ir_records import Record
 
 IR_FORMAT = 1
 
@@ -91,6 +92,7 @@ class Response(Node):
     description: str
     content_type: str | None
     model: str | None
+    since: str | None = None  # x-specstack-since: the microversion that answers with it
 
 
 class Operation(Node):
@@ -113,6 +115,7 @@ class Operation(Node):
     resource: str | None = None  # the resource (spec/resources) whose engine serves it
     action: str | None = None  # list, show, create, update, patch, upsert, delete, action, query
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
+    since: str | None = None  # x-specstack-since: the API microversion that brings it
 
 
 class ErrorText(Node):
@@ -156,6 +159,7 @@ class ResourceField(Node):
     computed: str | None = None  # CEL, rendered, never stored
     hidden: bool = False
     visible: str | None = None  # a policy rule
+    since: str | None = None  # the API microversion that brings it (shown and accepted)
     hash: str | None = None
     store_as: str | None = None
     shown_once: bool = False  # a hashed value: in the create answer, then only its hash kept
@@ -274,14 +278,6 @@ class StateMachine(Node):
 class QueryRequire(Node):
     resource: str
     id: str  # CEL
-
-
-class Record(Node):  # a row the engine writes as a component handles one of `on`
-    on: tuple[str, ...]  # operationIds (answered 2xx) or message names
-    key: tuple[str, ...]  # the fields whose values make the row's id (stable)
-    when: str | None = None  # CEL
-    set: dict[str, str] = {}  # field -> CEL
-    append: tuple[str, dict[str, str]] | None = None  # (list field, key -> CEL)
 
 
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
@@ -403,10 +399,11 @@ class PolicyRule(Node):
 
 
 class Microversion(Node):
-    """The microversion an API advertises (`x-specstack-microversion` of its document)."""
+    """The microversions an API serves (`x-specstack-microversion` of its document)."""
 
     service: str  # the service name in `OpenStack-API-Version: <service> <version>`
-    version: str
+    minimum: str  # what a request without a version header gets
+    maximum: str  # what `latest` asks for
     headers: tuple[str, ...]  # response headers that carry it
 
 

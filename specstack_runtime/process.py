@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -122,6 +123,7 @@ async def serve(config: StackConfig, component: str, hosts: list[str]) -> int:
         web_instances,
     )
 
+    start_errors = (StackError, OSError, RuntimeError, ValueError, ImportError)
     wanted = set(hosts)
     host = hosts_label(hosts)
     try:
@@ -160,9 +162,23 @@ async def serve(config: StackConfig, component: str, hosts: list[str]) -> int:
         stop.set()
 
     watch = asyncio.create_task(orphaned())
+    # A stop asked for while starting (the supervisor gave up on another process) ends
+    # the start: waiting for it first could outlast the supervisor's grace.
+    starting = asyncio.create_task(stack.start(on_progress=lambda m: log.info("%s", m)))
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, *start_errors):
+            await starting
+        log.info("%s on %s stopped while starting", component, host)
+        watch.cancel()
+        await stack.stop()
+        return 0
     try:
-        await stack.start(on_progress=lambda m: log.info("%s", m))
-    except (StackError, OSError, RuntimeError, ValueError, ImportError) as exc:
+        starting.result()
+    except start_errors as exc:
         log.error("%s on %s did not start: %s: %s", component, host, type(exc).__name__, exc)
         watch.cancel()
         await stack.stop()

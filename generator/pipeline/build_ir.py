@@ -192,6 +192,7 @@ def _api(
                         description=r.get("description", ""),
                         content_type=ctype,
                         model=model,
+                        since=r.get("x-specstack-since"),
                     )
                 )
             oid = op["operationId"]
@@ -224,6 +225,7 @@ def _api(
                     behaviour_args=op.get("x-specstack-args", {}),
                     on_error=op.get("x-specstack-on-error"),
                     policy=op.get("x-specstack-policy"),
+                    since=op.get("x-specstack-since"),
                     resource=bound.resource if bound else None,
                     action=bound.action if bound else None,
                     success=tuple(
@@ -257,7 +259,8 @@ def _microversion(info: dict[str, Any]) -> ir.Microversion | None:
         return None
     return ir.Microversion(
         service=str(mv["service"]),
-        version=str(mv.get("version", info["version"])),
+        minimum=str(mv["min"]),
+        maximum=str(mv["max"]),
         headers=tuple(str(h) for h in mv.get("headers", ("OpenStack-API-Version",))),
     )
 

@@ -257,6 +257,7 @@ def _field(
         computed=extra.get("computed"),
         hidden=bool(extra.get("hidden", False) or prop.get("writeOnly", False)),
         visible=extra.get("visible"),
+        since=extra.get("since"),
         hash=extra.get("hash"),
         store_as=extra.get("store_as"),
         shown_once=bool(extra.get("shown_once", False)),

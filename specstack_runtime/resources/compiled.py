@@ -236,6 +236,22 @@ class Compiled:
         return tuple((f.name, f.visible) for f in self.res.fields if f.visible)
 
     @cached_property
+    def versioned(self) -> tuple[tuple[str, tuple[int, int]], ...]:
+        """(field, microversion): fields an API's older microversions do not have."""
+        out = []
+        for f in self.res.fields:
+            if f.since:
+                major, _, minor = f.since.partition(".")
+                out.append((f.name, (int(major), int(minor))))
+        return tuple(out)
+
+    def too_new(self, name: str, version: tuple[int, int] | None) -> bool:
+        """Whether field `name` comes after the request's microversion."""
+        if version is None:
+            return False
+        return any(field == name and version < since for field, since in self.versioned)
+
+    @cached_property
     def unique_sets(self) -> tuple[tuple[str, ...], ...]:
         return tuple((f.name, *f.unique) for f in self.res.fields if f.unique is not None)
 

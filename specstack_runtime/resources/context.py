@@ -6,10 +6,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from specstack_runtime import ir
 from specstack_runtime.clock import SYSTEM_CLOCK
 from specstack_runtime.context import AuthContext, Call
 from specstack_runtime.errors import Unauthorized
 from specstack_runtime.expr import auth_vars, compile_expr
+from specstack_runtime.microversions import parse
 from specstack_runtime.policy import Enforcer
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id
@@ -139,6 +141,9 @@ class ResourceCall:
         """The operation's declared 2xx status: the first of `preferred` it declares, else its first."""
         op = self.catalog.operations.get((self.res.res.api, self.call.trigger))
         declared = op.success if op is not None else ()
+        version = self.call.microversion
+        if op is not None and version is not None and any(r.since for r in op.responses):
+            declared = answered_at(op, version)
         for status in preferred:
             if status in declared:
                 return status
@@ -185,3 +190,15 @@ def _path_params(path: str) -> list[str]:
         if name:
             out.append(name)
     return out
+
+
+def answered_at(op: ir.Operation, version: tuple[int, int]) -> tuple[int, ...]:
+    """The 2xx statuses `op` answers at `version`: those of the newest `since` it reached."""
+    reached: list[tuple[tuple[int, int], int]] = []
+    for r in op.responses:
+        if r.status.isdigit() and r.status < "300":
+            since = parse(r.since) if r.since else (0, 0)
+            if since <= version:
+                reached.append((since, int(r.status)))
+    newest = max((since for since, _ in reached), default=(0, 0))
+    return tuple(status for since, status in reached if since == newest)

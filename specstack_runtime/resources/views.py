@@ -57,6 +57,11 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
                 out[name] = expr.evaluate_in(variables)
     for name in denied:
         out.pop(name, None)
+    version = rc.call.microversion
+    if version is not None:
+        for name, since in res.versioned:
+            if version < since:
+                out.pop(name, None)
     for name in res.optional:
         if out.get(name) is None:
             out.pop(name, None)

@@ -88,6 +88,8 @@ def test_a_process_that_cannot_start_is_reported_with_its_log(tmp_path: Path) ->
     assert "exited with code 3 while starting" in message
     assert "unknown driver 'no-such-driver'" in message  # the tail of its log
     assert (config.data_dir / "logs" / "nova-compute.compute-1.log").is_file()
+    # the others were still starting: a stop ends their start, none needs SIGKILL
+    assert not [line for line in said if "ignored SIGTERM" in line], said
     for m in sup.procs:  # everything it started is stopped
         if m.popen is not None:
             assert m.popen.poll() is not None

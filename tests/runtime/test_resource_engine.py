@@ -69,6 +69,7 @@ class Placement:
         path: dict[str, str] | None = None,
         body: Any = None,
         query: dict[str, str] | None = None,
+        version: tuple[int, int] | None = None,
     ) -> Reply:
         call = Call(
             rt=self.rt,
@@ -82,6 +83,7 @@ class Placement:
             body=body,
             auth=who,
             token=who.token,
+            microversion=version,  # as the app negotiated it
         )
         return await serve_operation(self.info, "placement", call)
 

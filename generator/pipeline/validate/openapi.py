@@ -47,7 +47,53 @@ def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     diags.extend(_operations_without_ids(f, doc))
     diags.extend(_info_extensions(f, doc))
     diags.extend(_policies(f, doc))
+    diags.extend(_operation_versions(f, doc))
     return diags
+
+
+def _operation_versions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """Each `x-specstack-since` of an operation or a response is within its API's range."""
+    info = doc.get("info")
+    mv = info.get("x-specstack-microversion") if isinstance(info, dict) else None
+    span = None
+    if isinstance(mv, dict) and not _version_range(f, [], mv):
+        low, high = (_MICROVERSION.fullmatch(str(mv[k])) for k in ("min", "max"))
+        assert low is not None and high is not None
+        span = ((int(low[1]), int(low[2])), (int(high[1]), int(high[2])))
+    diags: list[Diagnostic] = []
+    for path, item in (doc.get("paths") or {}).items():
+        for method in HTTP_METHODS:
+            op = item.get(method) if isinstance(item, dict) else None
+            if not isinstance(op, dict):
+                continue
+            places: list[tuple[list[str | int], Any]] = []
+            if "x-specstack-since" in op:
+                places.append((["paths", path, method], op["x-specstack-since"]))
+            for status, resp in (op.get("responses") or {}).items():
+                if isinstance(resp, dict) and "x-specstack-since" in resp:
+                    place: list[str | int] = ["paths", path, method, "responses", status]
+                    places.append((place, resp["x-specstack-since"]))
+            for place, since in places:
+                diags += _since(f, [*place, "x-specstack-since"], since, span)
+    return diags
+
+
+def _since(
+    f: SpecFile,
+    where: list[str | int],
+    since: Any,
+    span: tuple[tuple[int, int], tuple[int, int]] | None,
+) -> list[Diagnostic]:
+    """One `x-specstack-since`: a version above the API's minimum, not above its maximum."""
+    what = f"{str(where[2]).upper()} {where[1]}: x-specstack-since"
+    got = _MICROVERSION.fullmatch(since) if isinstance(since, str) else None
+    if span is None:
+        return [f.at(where, f"{what}: the API declares no x-specstack-microversion")]
+    if got is None:
+        return [f.at(where, f"{what}: expected a version like '2.26'")]
+    if not span[0] < (int(got[1]), int(got[2])) <= span[1]:
+        return [f.at(where, f"{what}: {since} is not above min and within max of the API")]
+    return []
 
 
 def _policies(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
@@ -83,6 +129,9 @@ def _policies(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
 _TEMPLATE_REF = re.compile(r"%\([A-Za-z_][A-Za-z0-9_.]*\)s")
 
 
+_MICROVERSION = re.compile(r"(\d{1,4})\.(\d{1,4})")
+
+
 def _info_extensions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """`x-specstack-microversion` and `x-specstack-request-id-headers` of `info`."""
     info = doc.get("info")
@@ -98,8 +147,7 @@ def _info_extensions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
             headers = mv.get("headers", [])
             if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
                 diags.append(f.at([*where, "headers"], "headers: expected a list of names"))
-            if not isinstance(mv.get("version", info.get("version")), str):
-                diags.append(f.at([*where, "version"], "version: expected a string like '2.1'"))
+            diags += _version_range(f, where, mv)
     ids = info.get("x-specstack-request-id-headers")
     if ids is not None and (not isinstance(ids, list) or not all(isinstance(h, str) for h in ids)):
         diags.append(
@@ -108,6 +156,24 @@ def _info_extensions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
                 "x-specstack-request-id-headers: expected a list of header names",
             )
         )
+    return diags
+
+
+def _version_range(f: SpecFile, where: list[str | int], mv: dict[str, Any]) -> list[Diagnostic]:
+    """`min` and `max`: MAJOR.MINOR strings, `min` not above `max`."""
+    got: dict[str, tuple[int, int]] = {}
+    diags: list[Diagnostic] = []
+    for key in ("min", "max"):
+        value = mv.get(key)
+        m = _MICROVERSION.fullmatch(value) if isinstance(value, str) else None
+        if m is None:
+            diags.append(
+                f.at([*where, key] if key in mv else where, f"{key}: expected a version like '2.1'")
+            )
+        else:
+            got[key] = (int(m[1]), int(m[2]))
+    if len(got) == 2 and got["min"] > got["max"]:
+        diags.append(f.at([*where, "min"], f"min {mv['min']} is above max {mv['max']}"))
     return diags
 
 

@@ -1,0 +1,140 @@
+"""Microversions: negotiation as nova and cinder do it, and what a version brings.
+
+The range and the headers are unit-tested on `Microversions`; fields, operations' statuses
+and the 404 below an operation's version are declared in a spec (placement's, edited) and
+served by the engine at the version a request negotiated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+
+from specstack_runtime.errors import ApiError
+from specstack_runtime.microversions import Microversions
+from specstack_runtime.stackinfo import StackInfo
+from tests.runtime.test_resource_engine import SERVICE, Placement, placement_info
+
+COMPUTE = Microversions(
+    "compute", "2.1", "2.79", ("OpenStack-API-Version", "X-OpenStack-Nova-API-Version")
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "version"),
+    [
+        ({}, (2, 1)),  # no header: the minimum
+        ({"openstack-api-version": "compute latest"}, (2, 79)),
+        ({"openstack-api-version": "compute 2.47"}, (2, 47)),
+        ({"x-openstack-nova-api-version": "2.10"}, (2, 10)),  # 2.10 is above 2.9
+        # the generic header wins over the service's own; another service's is not ours
+        (
+            {"openstack-api-version": "compute 2.5", "x-openstack-nova-api-version": "2.60"},
+            (2, 5),
+        ),
+        ({"openstack-api-version": "volume 3.59"}, (2, 1)),
+    ],
+)
+def test_a_request_gets_the_version_it_asks_for(
+    headers: dict[str, str], version: tuple[int, int]
+) -> None:
+    assert COMPUTE.negotiate(headers) == version
+
+
+def test_a_version_outside_the_range_is_a_406_naming_the_range() -> None:
+    for asked in ("2.80", "2.0", "3.1"):
+        with pytest.raises(ApiError) as err:
+            COMPUTE.negotiate({"openstack-api-version": f"compute {asked}"})
+        assert err.value.status == 406
+        assert err.value.message == (
+            f"Version {asked} is not supported by the API. Minimum is 2.1 and maximum is 2.79."
+        )
+    with pytest.raises(ApiError) as bad:
+        COMPUTE.negotiate({"x-openstack-nova-api-version": "two"})
+    assert bad.value.status == 400 and "is of invalid format" in bad.value.message
+
+
+def test_the_answer_names_its_version_in_each_header() -> None:
+    assert COMPUTE.answer_headers((2, 47)) == {
+        "OpenStack-API-Version": "compute 2.47",
+        "X-OpenStack-Nova-API-Version": "2.47",
+        "Vary": "OpenStack-API-Version, X-OpenStack-Nova-API-Version",
+    }
+    assert COMPUTE.answer_headers(None)["OpenStack-API-Version"] == "compute 2.1"
+
+
+def _versioned(spec: Path) -> None:
+    """Placement with microversions 1.0-1.4: `generation` shown from 1.2, `inventories`
+    accepted and shown from 1.3, and deleting allocations answers 202 before 1.4."""
+    api = spec / "apis" / "placement.yaml"
+    text = api.read_text().replace(
+        "  x-specstack-error-format: keystone\n",
+        "  x-specstack-error-format: keystone\n"
+        "  x-specstack-microversion:\n"
+        "    {service: placement, min: '1.0', max: '1.4', headers: [OpenStack-API-Version]}\n",
+        1,
+    )
+    text = text.replace(
+        "        '204': {description: Removed.}\n",
+        "        '202': {description: Removed (before 1.4).}\n"
+        "        '204': {description: Removed., x-specstack-since: '1.4'}\n",
+        1,
+    )
+    api.write_text(text)
+    res = spec / "resources" / "placement.yaml"
+    res.write_text(
+        res.read_text()
+        .replace(
+            "      inventories: {default: {}}\n", "      inventories: {default: {}, since: '1.3'}\n"
+        )
+        .replace(
+            "      generation: {default: 0, write: never}\n",
+            "      generation: {default: 0, write: never, since: '1.2'}\n",
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def info(tmp_path_factory: pytest.TempPathFactory) -> StackInfo:
+    return placement_info(tmp_path_factory.mktemp("placement-mv"), _versioned)
+
+
+def test_fields_and_statuses_follow_the_negotiated_version(info: StackInfo, tmp_path: Path) -> None:
+    async def go() -> None:
+        p = Placement(info, tmp_path)
+        inventories = {"VCPU": {"total": 8}}
+        put = {"name": "cn-1", "inventories": inventories}
+        # 1.2 does not have inventories yet: refused as any unknown attribute, nothing kept
+        with pytest.raises(ApiError) as err:
+            await p.op(
+                "putResourceProvider", SERVICE, path={"uuid": "cn-1"}, body=put, version=(1, 2)
+            )
+        assert err.value.status == 400 and "inventories" in err.value.message
+        assert await p.store.get("resource_providers", "cn-1") is None
+        made = await p.op(
+            "putResourceProvider", SERVICE, path={"uuid": "cn-1"}, body=put, version=(1, 3)
+        )
+        assert made.status == 201 and made.body["inventories"] == inventories
+        shown = {
+            v: (await p.op("showResourceProvider", path={"uuid": "cn-1"}, version=v)).body
+            for v in ((1, 0), (1, 2), (1, 3))
+        }
+        assert shown[(1, 0)] == {"uuid": "cn-1", "name": "cn-1", "status": "enabled"}
+        assert shown[(1, 2)] == {**shown[(1, 0)], "generation": 0}
+        assert shown[(1, 3)] == {**shown[(1, 2)], "inventories": inventories}
+        # a call that negotiated nothing (not over HTTP) sees every field
+        assert (await p.op("showResourceProvider", path={"uuid": "cn-1"})).body == shown[(1, 3)]
+
+        async def delete_at(version: tuple[int, int]) -> int:
+            consumer = str(uuid.uuid4())
+            body = {"allocations": {"cn-1": {"resources": {"VCPU": 1}}}}
+            path = {"consumer_uuid": consumer}
+            await p.op("putAllocations", SERVICE, path=path, body=body, version=version)
+            return (await p.op("deleteAllocations", SERVICE, path=path, version=version)).status
+
+        assert [await delete_at(v) for v in ((1, 0), (1, 3), (1, 4))] == [202, 202, 204]
+
+    asyncio.run(go())
