@@ -278,6 +278,7 @@ class StateMachine(Node):
 class QueryRequire(Node):
     resource: str
     id: str  # CEL
+    deleted: bool = False  # a soft-deleted row counts (nova's actions of a deleted server)
 
 
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.

@@ -107,7 +107,7 @@ async def required(rc: ResourceCall, needs: tuple[ir.QueryRequire, ...]) -> None
     for need in needs:
         other = rc.of(need.resource)
         row_id = str(compile_expr(need.id).evaluate(**rc.variables()))
-        await access.lookup(other, row_id)
+        await access.lookup(other, row_id, deleted=need.deleted)
 
 
 async def answer(rc: ResourceCall, query: ir.Query) -> Reply:

@@ -129,3 +129,23 @@ async def test_another_projects_server_and_a_missing_action_are_404() -> None:
     assert err.value.message == (
         f"Action for request_id req-none on instance {server['id']} not found"
     )
+
+
+@arun
+async def test_a_deleted_servers_actions_remain_listed() -> None:
+    """nova reads a deleted server's actions (its delete among them); a server that never
+    was is still 404."""
+    store = nova_store(INFO)
+    server = await new_instance(store)
+    path = {"server_id": server["id"]}
+    delete = _answered(store, server, "deleteServer", path_params=path)
+    await records.handled(delete, 1.0e9)
+    await store.update("instances", server["id"], {"vm_state": "deleted"})
+    rt = make_runtime(INFO, "nova-api", store=store)
+    reply = await serve.serve(op_call(rt, "listInstanceActions", path_params=path))
+    assert [a["action"] for a in reply.body["instanceActions"]] == ["delete"]
+    with pytest.raises(ApiError) as err:
+        await serve.serve(
+            op_call(rt, "listInstanceActions", path_params={"server_id": "no-such-server"})
+        )
+    assert err.value.status == 404

@@ -65,6 +65,12 @@ def test_actions_of_a_server_its_requests_and_their_events(stack: Stack) -> None
         assert (stopped["event"], stopped["result"]) == ("compute_stop_instance", "Success")
         missing = stack.run("server", "event", "show", VM, "req-" + "0" * 36, check=False)
         assert missing.returncode != 0 and "not found" in missing.stderr.lower()
+        # deleted, its actions remain (nova's read the deleted instance): the delete's too
+        stack.run("server", "delete", "--wait", VM)
+        actions = stack.json("server", "event", "list", server["id"])
+        assert [a["Action"] for a in actions] == ["delete", "stop", "create"]
+        (ended,) = _events(stack, server["id"], actions[0]["Request ID"])
+        assert (ended["event"], ended["result"]) == ("compute_terminate_instance", "Success")
     finally:
         stack.run("server", "delete", "--wait", VM, check=False)
 
