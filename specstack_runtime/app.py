@@ -37,6 +37,7 @@ from specstack_runtime.requestlimits import (
     check_parameters,
     read_body,
 )
+from specstack_runtime.resources import records
 from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.api")
@@ -210,6 +211,7 @@ class ApiApp:
             )
             if entry:
                 self.rt.trace.alias(call.request_id, call.global_request_id)
+            started = time.time()
             try:
                 await route.handler.run(flow)
             finally:
@@ -217,6 +219,7 @@ class ApiApp:
                     # whose flow it is: that project may read its trace (the dashboard's view)
                     self.rt.trace.own(call.global_request_id, call.auth.project_id)
             reply: Reply | None = call.reply or Reply(status=204)
+            await records.handled(call, started)  # rows the spec records of an answer
         except ApiError as err:
             return self._error(call, err)
         except StepFailed as err:

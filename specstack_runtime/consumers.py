@@ -18,6 +18,7 @@ from specstack_runtime.errors import Dropped
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.logs import LogContext
 from specstack_runtime.messaging import InvalidMessage
+from specstack_runtime.resources import records
 from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.worker")
@@ -102,8 +103,10 @@ class Dispatcher:
         )
         bound = logs.bind(LogContext(self.rt.component, call.request_id, call.global_request_id))
         started = time.perf_counter()
+        begun = time.time()
         try:
             await consumer.handler.run(Flow(call, consumer.handler))
+            await records.handled(call, begun)
             log.log(
                 logs.request_level(),
                 "handled %s %s.%s in %.1f ms",
@@ -117,6 +120,7 @@ class Dispatcher:
             log.warning("%s dropped %s.%s: %s", self.rt.component, env.topic, env.method, exc)
             return None
         except Exception as exc:
+            await records.handled(call, begun, exc)
             log.warning(
                 "%s %s.%s failed after %.1f ms: %s: %s",
                 consumer.pattern,

@@ -69,6 +69,10 @@ VARIABLES = (
     "rules",
     "refs",
     "item",
+    "request",  # `record:` rules: the request or message handled, its error, its times
+    "error",
+    "started",
+    "finished",
 )
 
 

@@ -21,6 +21,7 @@ from specstack_runtime.ir_deploy import (
     TracePoint,
 )
 from specstack_runtime.ir_node import Node, Source
+from specstack_runtime.ir_records import Record
 
 IR_FORMAT = 1
 
@@ -301,6 +302,12 @@ class StateMachine(Node):
     recover: tuple[RecoveryRule, ...] = ()
 
 
+class QueryRequire(Node):
+    resource: str
+    id: str  # CEL
+    deleted: bool = False  # a soft-deleted row counts (nova's actions of a deleted server)
+
+
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
     name: str
     title: str
@@ -345,6 +352,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     rows: tuple[dict[str, Any], ...] = ()  # rows it always has (created when first missing)
     find_by: tuple[str, ...] = ()  # fields a path's id may name the row by, when no id matches
     find_names: dict[str, str] = {}  # names the path may use for a row's id (cinder's `default`)
+    require: tuple[QueryRequire, ...] = ()  # rows a list or show needs (404 without)
+    records: tuple[Record, ...] = ()
     source: Source
 
 
@@ -371,11 +380,6 @@ class QueryJoin(Node):
     key: str | None
     sum: str | None
     value: str | None
-
-
-class QueryRequire(Node):
-    resource: str
-    id: str  # CEL
 
 
 class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply`)

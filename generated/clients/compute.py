@@ -315,6 +315,52 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, None, 202)
 
+    async def list_instance_actions(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.InstanceActionList]:
+        """GET /v2.1/servers/{server_id}/os-instance-actions: List the actions of a server"""
+        response = await self._call(
+            "listInstanceActions",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.InstanceActionList, 200)
+
+    async def show_instance_action(
+        self,
+        server_id: str,
+        request_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.InstanceActionResponse]:
+        """GET /v2.1/servers/{server_id}/os-instance-actions/{request_id}: Show one action of a server"""
+        response = await self._call(
+            "showInstanceAction",
+            {
+                "server_id": server_id,
+                "request_id": request_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.InstanceActionResponse, 200)
+
     async def list_server_interfaces(
         self,
         server_id: str,

@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-45 operations need a token: without one, with a bogus one, an expired one
+47 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 10 need a role the demo user lacks (403);
-3 refuse a path naming another project (403); 1 hide
+3 refuse a path naming another project (403); 7 hide
 another project's resource (404).
 """
 
@@ -29,6 +29,8 @@ PROTECTED = (
     "attachVolume",
     "showVolumeAttachment",
     "detachVolume",
+    "listInstanceActions",
+    "showInstanceAction",
     "listServerInterfaces",
     "listServerSecurityGroups",
     "listServerMetadata",
@@ -80,7 +82,15 @@ PROJECT_IN_PATH = (
     "showQuotaSetDetail",  # rule:os_compute_api:os-quota-sets:show
     "showTenantUsage",  # rule:admin_or_owner
 )
-OTHER_PROJECTS_RESOURCE = (("showServer", "server_id"),)
+OTHER_PROJECTS_RESOURCE = (
+    ("showServer", "server_id"),
+    ("listServerIps", "server_id"),
+    ("listVolumeAttachments", "server_id"),
+    ("listInstanceActions", "server_id"),
+    ("listServerInterfaces", "server_id"),
+    ("listServerSecurityGroups", "server_id"),
+    ("listServerMetadata", "server_id"),
+)
 
 
 def _id(operation_id: str) -> str:

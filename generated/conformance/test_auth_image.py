@@ -3,7 +3,7 @@
 """Auth matrix of the Image API (glance): each operation's token and policy (x-specstack-policy).
 
 12 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 2 need a role the demo user lacks (403); 1 hide
+and a revoked one they answer 401; 2 need a role the demo user lacks (403); 2 hide
 another project's resource (404).
 """
 
@@ -33,7 +33,10 @@ NEEDS_ROLE = (
     "deactivateImage",  # rule:deactivate
     "reactivateImage",  # rule:reactivate
 )
-OTHER_PROJECTS_RESOURCE = (("showImage", "image_id"),)
+OTHER_PROJECTS_RESOURCE = (
+    ("showImage", "image_id"),
+    ("downloadImageData", "image_id"),
+)
 
 
 def _id(operation_id: str) -> str:

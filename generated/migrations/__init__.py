@@ -31,6 +31,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "keypairs",
             "quota_sets",
             "block_device_mappings",
+            "instance_actions",
         ),
     ),
     "glance-db": ("glance_db", ("images",)),

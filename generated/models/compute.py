@@ -837,6 +837,49 @@ class FlavorCreateRequest(BaseModel):
     flavor: FlavorCreate
 
 
+class InstanceActionEvent(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    event: str = Field(
+        ..., description="What the compute host did (compute_build_and_run_instance, ...)."
+    )
+    start_time: str
+    finish_time: str | None
+    result: str | None = Field(..., description="Success or Error.")
+    traceback: str | None = Field(
+        None, description="The failure (callers the events:details policy allows)."
+    )
+
+
+class InstanceAction(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    action: str
+    request_id: str = Field(..., description="The request id the API answered (its flow's).")
+    start_time: str
+    message: str | None = Field(..., description="Error when one of its events failed.")
+    instance_uuid: str
+    user_id: str
+    project_id: str
+    events: list[InstanceActionEvent] | None = None
+
+
+class InstanceActionList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    instanceActions: list[InstanceAction]
+
+
+class InstanceActionResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    instanceAction: InstanceAction
+
+
 class VolumeAttachment(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (47 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (49 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -140,6 +140,16 @@ async def show_volume_attachment(flow: Flow) -> None:
 
 async def detach_volume(flow: Flow) -> None:
     """operation detachVolume: behaviour compute.detach_volume."""
+    await flow.trigger(None)
+
+
+async def list_instance_actions(flow: Flow) -> None:
+    """operation listInstanceActions: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_instance_action(flow: Flow) -> None:
+    """operation showInstanceAction: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -531,6 +541,30 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+    ),
+    "listInstanceActions": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listInstanceActions",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_instance_actions,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "instance_action", "action": "list", "view": "summary"},
+    ),
+    "showInstanceAction": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showInstanceAction",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_instance_action,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "instance_action", "action": "show"},
     ),
     "listServerInterfaces": HandlerSpec(
         component=COMPONENT,
@@ -1082,6 +1116,28 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_member",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/os-instance-actions",
+        "listInstanceActions",
+        HANDLERS["listInstanceActions"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-instance-actions:list",
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/os-instance-actions/{request_id}",
+        "showInstanceAction",
+        HANDLERS["showInstanceAction"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-instance-actions:show",
     ),
     Route(
         "GET",

@@ -446,6 +446,19 @@ def _resource(
         rows=tuple(dict(row) for row in r.get("rows") or ()),
         find_by=tuple((r.get("lookup") or {}).get("by") or ()),
         find_names=dict((r.get("lookup") or {}).get("names") or {}),
+        require=tuple(ir.QueryRequire(**q) for q in r.get("require") or ()),
+        records=tuple(
+            ir.Record(
+                on=tuple(rec["on"]),
+                key=tuple(rec["key"]),
+                when=rec.get("when"),
+                set=dict(rec["set"]),
+                append=(rec["append"]["field"], dict(rec["append"]["item"]))
+                if rec.get("append")
+                else None,
+            )
+            for rec in r.get("record") or ()
+        ),
         source=ir.Source(file=f.rel, line=f.locate(["resources", name]).line),
     )
 

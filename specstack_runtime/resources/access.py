@@ -73,11 +73,12 @@ def may_modify(rc: ResourceCall, doc: Doc) -> bool:
     return owns(rc, doc) or sees_all(rc)
 
 
-async def lookup(rc: ResourceCall, id_: str | None = None) -> Doc:
-    """The row the path names, if the caller may see it; 404 otherwise."""
+async def lookup(rc: ResourceCall, id_: str | None = None, *, deleted: bool = False) -> Doc:
+    """The row the path names, if the caller may see it; 404 otherwise (also when it is
+    soft-deleted, unless `deleted`)."""
     row_id = rc.row_id() if id_ is None else id_
     doc = await find(rc, row_id) if row_id else None
-    live = rc.res.live
+    live = None if deleted else rc.res.live
     if doc is not None and live is not None and not live.evaluate(**rc.variables(doc=doc)):
         doc = None  # soft-deleted: as good as missing
     if doc is not None:

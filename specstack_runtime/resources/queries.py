@@ -105,11 +105,12 @@ async def _join(rc: ResourceCall, join: ir.QueryJoin) -> dict[str, Any]:
     return out
 
 
-async def _require(rc: ResourceCall, query: ir.Query) -> None:
-    for need in query.require:
+async def required(rc: ResourceCall, needs: tuple[ir.QueryRequire, ...]) -> None:
+    """404 (the other resource's) unless each row `needs` names is there for the caller."""
+    for need in needs:
         other = rc.of(need.resource)
         row_id = str(compile_expr(need.id).evaluate(**rc.variables()))
-        await access.lookup(other, row_id)
+        await access.lookup(other, row_id, deleted=need.deleted)
 
 
 def _check(rc: ResourceCall, query: ir.Query, params: dict[str, Any]) -> None:
@@ -123,7 +124,7 @@ def _check(rc: ResourceCall, query: ir.Query, params: dict[str, Any]) -> None:
 
 
 async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
-    await _require(rc, query)
+    await required(rc, query.require)
     params = _params(rc, query)
     _check(rc, query, params)
     joined = {j.name: await _join(rc, j) for j in query.joins}

@@ -42,11 +42,13 @@ def engine_call(call: Call, resource: str | None = None) -> ResourceCall:
 
 
 async def list_(rc: ResourceCall) -> Reply:
+    await computed.required(rc, rc.res.res.require)  # a nested collection's parent: 404
     await hooks.run(rc, "before_list", {}, None)  # neutron's default group made on first use
     return Reply(rc.success(200), await listing.answer(rc))
 
 
 async def show(rc: ResourceCall) -> Reply:
+    await computed.required(rc, rc.res.res.require)
     doc = await access.lookup(rc)
     rc.call.vars[rc.res.name] = doc
     status = rc.success(200)

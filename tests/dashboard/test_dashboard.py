@@ -297,3 +297,51 @@ def test_the_spec_s_diagrams(tab: Tab, served: Served) -> None:
     assert "No conformance report yet" in page.locator("main").inner_text()
     assert tab.context.request.get(f"{served.dashboard}/diagrams/..%2Fir.svg").status == 404
     assert tab.errors == []
+
+
+def test_the_server_page_lists_its_actions_each_linking_to_its_flow(
+    tab: Tab, served: Served
+) -> None:
+    """issue 18: a server's instance actions (nova's os-instance-actions) on its page, the
+    create's request id (the one the POST answered) a link to the live view of its flow."""
+    token, body = served.token()
+
+    def endpoint(kind: str) -> str:
+        entry = next(e for e in body["catalog"] if e["type"] == kind)
+        return str(next(ep["url"] for ep in entry["endpoints"] if ep["interface"] == "public"))
+
+    url, headers = endpoint("compute"), {"X-Auth-Token": token}
+    flavors = httpx.get(f"{url}/flavors", headers=headers).json()["flavors"]
+    images = httpx.get(f"{endpoint('image')}/v2/images?name=demo-image", headers=headers)
+    nets = httpx.get(f"{endpoint('network')}/v2.0/networks?name=private", headers=headers)
+    server = {
+        "server": {
+            "name": "dash-acts",
+            "imageRef": images.json()["images"][0]["id"],
+            "flavorRef": next(f["id"] for f in flavors if f["name"] == "m1.tiny"),
+            "networks": [{"uuid": nets.json()["networks"][0]["id"]}],
+        }
+    }
+    posted = httpx.post(f"{url}/servers", json=server, headers=headers)
+    assert posted.status_code == 202, posted.text
+    request_id = posted.headers["x-openstack-request-id"]
+    server_id = posted.json()["server"]["id"]
+
+    page = tab.page
+    log_in(tab, served)
+    page.goto(f"{served.dashboard}/r/compute/servers/{server_id}")
+    page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=60_000)
+    page.reload()
+    rows = page.locator("section[data-part=instanceActions] tbody tr")
+    assert rows.locator("td[data-column=action]").all_inner_texts() == ["create"]
+    cell = rows.locator("td[data-column=request_id]")
+    assert cell.inner_text() == request_id
+    assert rows.locator("td[data-column=start_time]").inner_text().startswith("20")
+    assert rows.locator("td[data-column=message]").inner_text() == ""  # no event failed
+    cell.get_by_role("link", name=request_id).click()
+    page.wait_for_url(re.compile(rf".*/flows/{request_id}$"))
+    # the flow the request started: nova-compute's build (step 9) among its recorded steps
+    page.locator("tr.step[data-label='9'][data-status=ok]").wait_for(timeout=60_000)
+    deleted = httpx.delete(f"{url}/servers/{server_id}", headers=headers)
+    assert deleted.status_code == 204
+    assert tab.errors == []

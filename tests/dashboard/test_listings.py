@@ -58,13 +58,17 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "Lock",
         "Unlock",
     ]
-    # a server's own collections: its volume attachments, its interfaces (ports) and its
-    # security groups (an API the spec added shows with no dashboard code)
+    # a server's own collections: its volume attachments, its actions, its interfaces (ports)
+    # and its security groups (an API the spec added shows with no dashboard code)
     assert [(p.collection, p.path) for p in servers.parts] == [
         ("volumeAttachments", "/v2.1/servers/{server_id}/os-volume_attachments"),
+        ("instanceActions", "/v2.1/servers/{server_id}/os-instance-actions"),
         ("interfaceAttachments", "/v2.1/servers/{server_id}/os-interface"),
         ("security_groups", "/v2.1/servers/{server_id}/os-security-groups"),
     ]
+    actions = servers.parts[1]  # the columns: the schema's first properties (no POST)
+    assert actions.columns[:4] == ("action", "request_id", "start_time", "message")
+    assert (actions.envelope, actions.remove) == (None, None)
     attachments = servers.parts[0]  # POST adds one ({"volumeAttachment": {"volumeId"}})
     assert (attachments.envelope, attachments.fields) == (
         "volumeAttachment",

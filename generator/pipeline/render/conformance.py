@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from generator.pipeline.render.base import OutputFile, RenderContext, py_header
@@ -132,7 +133,8 @@ def auth_matrix(api: Api, enforcer: policy.Enforcer) -> dict[str, Any]:
             op.method == "GET"
             and len(ids) == 1
             and ids[0] in RESOURCE_PARAMS
-            and op.path.endswith("{" + ids[0] + "}")
+            # the resource, or a collection of its own (a server's actions)
+            and re.fullmatch(r".*\{" + ids[0] + r"\}(/[A-Za-z0-9_.-]+)?", op.path)
         ):
             resource_ops.append((op, ids[0]))
     return {

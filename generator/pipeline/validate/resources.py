@@ -185,6 +185,7 @@ class _Checker:
                 if name not in fields[rname]:
                     self.at(f, [*base, "lookup", "by"], f"'{name}' is not a field of {rname}")
             self._guards(f, base, r, fields[rname])
+            self._records(f, base, api, r, resources, fields[rname])
             quota = r.get("quota")
             if quota and quota not in (data.get("quotas") or {}):
                 self.at(f, [*base, "quota"], f"unknown quota '{quota}'")
@@ -420,6 +421,37 @@ class _Checker:
         elif isinstance(values, dict):
             for key, value in values.items():
                 self._exprs(f, [*where, key], value)
+
+    def _records(
+        self,
+        f: SpecFile,
+        base: Where,
+        api: str,
+        r: dict[str, Any],
+        resources: dict[str, dict[str, Any]],
+        names: set[str],
+    ) -> None:
+        for i, need in enumerate(r.get("require") or ()):
+            if need["resource"] not in resources:
+                self.at(
+                    f, [*base, "require", i, "resource"], self._unknown(need["resource"], resources)
+                )
+            self.expr(f, [*base, "require", i, "id"], need["id"])
+        known = self.ix.operations.get(api, set()) | set(self.ix.messages)
+        for i, rule in enumerate(r.get("record") or ()):
+            where: Where = [*base, "record", i]
+            for j, on in enumerate(rule["on"]):
+                if on not in known:
+                    self.at(f, [*where, "on", j], f"'{on}' is no operation of {api} nor a message")
+            self.expr(f, [*where, "when"], rule.get("when"))
+            add = rule.get("append") or {}
+            if add and add["field"] not in names:
+                self.at(f, [*where, "append", "field"], f"'{add['field']}' is not a field")
+            for key, text in [*rule["set"].items(), *(add.get("item") or {}).items()]:
+                self.expr(f, [*where, "set", key], text)
+            for key in [*rule["set"], *rule["key"]]:
+                if key not in names:
+                    self.at(f, [*where, "set", key], f"'{key}' is not a field of the resource")
 
     def _guards(
         self, f: SpecFile, base: Where, r: dict[str, Any], names: set[str] | None = None

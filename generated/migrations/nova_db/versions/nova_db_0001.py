@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: nova_db_0001_69a2b553b4
+Revision ID: nova_db_0001_06ac31c2b3
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "nova_db_0001_69a2b553b4"
+revision = "nova_db_0001_06ac31c2b3"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -136,9 +136,23 @@ def upgrade() -> None:
         "ix_block_device_mappings_instance_uuid", "block_device_mappings", ["instance_uuid"]
     )
     op.create_index("ix_block_device_mappings_volume_id", "block_device_mappings", ["volume_id"])
+    op.create_table(
+        "instance_actions",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("instance_uuid", sa.String(255), nullable=True),
+        sa.Column("request_id", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_instance_actions_created_at", "instance_actions", ["created_at"])
+    op.create_index("ix_instance_actions_instance_uuid", "instance_actions", ["instance_uuid"])
+    op.create_index("ix_instance_actions_request_id", "instance_actions", ["request_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("instance_actions")
     op.drop_table("block_device_mappings")
     op.drop_table("quota_sets")
     op.drop_table("keypairs")
