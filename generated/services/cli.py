@@ -74,8 +74,20 @@ async def delete_vm(flow: Flow) -> None:
         "nova-api",
         "http",
         "deleteServer",
-        "cli.delete_server",
+        None,
         clients.compute.ComputeClient(flow).delete_server,
+        bindings={
+            "server_id": "{request.server_id}",
+            "headers": {
+                "X-OpenStack-Nova-API-Version": "2.1",
+                "OpenStack-API-Version": "compute 2.1",
+            },
+            "accept": [204],
+            "keep": {
+                "server_id": "vars.request.server_id",
+                "nova_request_id": "'x-openstack-request-id' in headers ? headers['x-openstack-request-id'] : null",
+            },
+        },
     )
 
 

@@ -167,15 +167,3 @@ async def create_server(ix: Interaction) -> None:
     ix.vars["server"] = server
     ix.vars["server_id"] = server.get("id")
     ix.vars["nova_request_id"] = resp.headers.get("x-openstack-request-id")
-
-
-@behaviour("cli.delete_server", via=("http",))
-async def delete_server(ix: Interaction) -> None:
-    """Step 3 (delete-vm): DELETE /v2.1/servers/{id}, 204."""
-    server_id = ix.vars["request"]["server_id"]
-    resp = expect(
-        await ix.invoke(server_id=server_id, token=ix.call.token, headers=MICROVERSION_HEADERS),
-        204,
-    )
-    ix.vars["server_id"] = server_id
-    ix.vars["nova_request_id"] = resp.headers.get("x-openstack-request-id")

@@ -19,6 +19,7 @@ from tests.runtime.test_compute_kit import (
     interaction,
     make_runtime,
     response,
+    run_spec_step,
     stack_info,
 )
 
@@ -179,8 +180,14 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
 async def test_delete_server(tmp_path: Path) -> None:
     call = cli_call(tmp_path, {"server_id": "s1"}, "delete-vm")
     call.token = "tok"
-    invoke = Recorder(response(204))
-    await cli.delete_server(interaction(call, invoke, label="3"))
-    assert invoke.calls[0][1]["server_id"] == "s1" and invoke.calls[0][1]["token"] == "tok"
+    invoke = Recorder(response(204, headers={"x-openstack-request-id": "req-del"}))
+    await run_spec_step(call, "delete-vm", "3", invoke)
+    (((), kw),) = invoke.calls
+    assert kw["server_id"] == "s1" and kw["token"] == "tok"
+    assert kw["headers"] == {
+        "X-OpenStack-Nova-API-Version": "2.1",
+        "OpenStack-API-Version": "compute 2.1",
+    }
+    assert call.vars["server_id"] == "s1" and call.vars["nova_request_id"] == "req-del"
     with pytest.raises(StepFailed, match="404"):
-        await cli.delete_server(interaction(call, Recorder(response(404, {}))))
+        await run_spec_step(call, "delete-vm", "3", Recorder(response(404, {})))
