@@ -1,7 +1,7 @@
 """nova-api: deleting a server (delete-vm 5, 6).
 
-`compute.delete_server` (delete-vm 5) keeps `vars["instance"]` and `vars["terminate"]`;
-`compute.terminate_request` (6) casts terminate_instance to the instance's host. An
+`compute.delete_server` (delete-vm 5) keeps `vars["instance"]` and `vars["terminate"]`,
+which the spec's step 6 reads to cast terminate_instance to the instance's host. An
 instance no compute host will clean up (never scheduled, or its host down) is deleted
 at once by nova-api itself.
 """

@@ -129,7 +129,7 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
         202, {"server": {"id": "s1", "links": []}}, {"x-openstack-request-id": "req-abc"}
     )
     invoke = Recorder(answer)
-    await cli.create_server(interaction(call, invoke, label="3"))
+    await run_spec_step(call, "boot-vm", "3", invoke)
     (((), kw),) = invoke.calls
     assert kw["token"] == "tok"
     assert kw["headers"]["X-OpenStack-Nova-API-Version"] == "2.1"
@@ -160,19 +160,19 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
             "key_name": "k1",
         }
     }
-    assert call.vars["server"] == {"id": "s1", "links": []}
+    assert call.vars["server"] == {"id": "s1", "links": []} and call.vars["server_id"] == "s1"
     assert call.vars["nova_request_id"] == "req-abc"
     with pytest.raises(StepFailed, match="400"):
-        await cli.create_server(
-            interaction(
-                call,
-                Recorder(
-                    response(
-                        400,
-                        {"badRequest": {"message": "Flavor 1 could not be found.", "code": 400}},
-                    )
-                ),
-            )
+        await run_spec_step(
+            call,
+            "boot-vm",
+            "3",
+            Recorder(
+                response(
+                    400,
+                    {"badRequest": {"message": "Flavor 1 could not be found.", "code": 400}},
+                )
+            ),
         )
 
 
@@ -191,3 +191,15 @@ async def test_delete_server(tmp_path: Path) -> None:
     assert call.vars["server_id"] == "s1" and call.vars["nova_request_id"] == "req-del"
     with pytest.raises(StepFailed, match="404"):
         await run_spec_step(call, "delete-vm", "3", Recorder(response(404, {})))
+
+
+@arun
+async def test_create_server_body_without_the_optional_fields(tmp_path: Path) -> None:
+    call = cli_call(tmp_path, {**BOOT, "availability_zone": "nova"})
+    invoke = Recorder(response(202, {"server": {"id": "s2", "links": []}}))
+    await run_spec_step(call, "boot-vm", "3", invoke)
+    (((), kw),) = invoke.calls
+    server = kw["body"]["server"]
+    assert "key_name" not in server and server["availability_zone"] == "nova"
+    assert [b["source_type"] for b in server["block_device_mapping_v2"]] == ["image"]
+    assert call.vars["nova_request_id"] is None
