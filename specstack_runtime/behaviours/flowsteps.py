@@ -16,7 +16,7 @@ from typing import Any
 
 from specstack_runtime.bindings import CONTROL, bind, call_scope, control, evaluate
 from specstack_runtime.context import Interaction
-from specstack_runtime.errors import StepFailed
+from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 
 
@@ -74,9 +74,7 @@ async def http(ix: Interaction) -> None:
             args["token"] = ix.call.token or own
         resp = await ix.invoke(**args)
         if resp.status_code not in accept if accept else resp.status_code >= 400:
-            raise StepFailed(
-                f"{ix.name} answered {resp.status_code}: {resp.text[:200]}", code=resp.status_code
-            )
+            expect(resp)  # none expected: StepFailed with the service's own message
         try:
             result: Any = resp.json() if resp.content else None
         except ValueError:

@@ -162,7 +162,7 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
     }
     assert call.vars["server"] == {"id": "s1", "links": []} and call.vars["server_id"] == "s1"
     assert call.vars["nova_request_id"] == "req-abc"
-    with pytest.raises(StepFailed, match="400"):
+    with pytest.raises(StepFailed, match="answered 400: Flavor 1 could not be found"):
         await run_spec_step(
             call,
             "boot-vm",

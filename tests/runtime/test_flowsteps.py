@@ -62,7 +62,7 @@ async def test_http_accept_and_keep_headers(tmp_path: Path) -> None:
     bindings = {"accept": [204, 404], "keep": {"req": "headers['x-req']"}}
     await registry.get("flow.http")(_ix(call, "http", ok, bindings))
     assert ok.calls == [((), {"token": "user-token"})] and call.vars["req"] == "r-1"
-    with pytest.raises(StepFailed, match="answered 200"):  # not among those accepted
+    with pytest.raises(StepFailed, match="GET / answered 200"):  # not among those accepted
         await registry.get("flow.http")(_ix(call, "http", Recorder(response(200, {})), bindings))
 
 
