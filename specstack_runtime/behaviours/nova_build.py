@@ -1,7 +1,8 @@
 """nova-compute: building an instance (build_and_run_instance, boot-vm 8-15.4).
 
-`compute.begin_build` keeps the request's facts, then the step behaviours of boot-vm
-8-15.4 run in order (`rt.driver` is the host's hypervisor driver); on error
+`compute.begin_build` keeps the request's facts, then the steps of boot-vm 8-15.5 run in
+order, these behaviours or the spec's own (14.3, 15.3, 15.4: their `with:`; `rt.driver`
+is the host's hypervisor driver); on error
 `compute.build_failed` (nova_build_failure) runs.
 """
 

@@ -2,8 +2,8 @@
 
 - startup `compute.report_resources`, then every `report_interval_s` (spec) the
   process's one heartbeat loop reports all its hosts;
-- terminate_instance: `compute.begin_terminate` then delete-vm 7-10 (11 is the spec's),
-  `compute.terminate_failed` on error;
+- terminate_instance: `compute.begin_terminate` then delete-vm 8 (`compute.delete_ports`;
+  7, 7.1, 10 and 11 are the spec's steps), `compute.terminate_failed` on error;
 - the RPC handlers of the server actions (`compute.rpc_*`).
 """
 
