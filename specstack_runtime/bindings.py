@@ -1,4 +1,5 @@
-"""The spec's `with:` arguments: `{var.path}` placeholders filled from a flow's variables."""
+"""The spec's `with:` arguments: `{var.path}` placeholders filled from a flow's variables,
+and `{expr: CEL}` values computed from them (CEL's `vars`, and `item` in an `each`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from typing import Any
 
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
+from specstack_runtime.expr import ExprError, compile_expr
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
+
+#: Keys of a step's `with:` that say how it runs, not what it is given (flowsteps).
+CONTROL = ("when", "each", "accept", "keep")
 
 
 def _lookup(scope: dict[str, Any], path: str) -> Any:
@@ -23,6 +28,20 @@ def _lookup(scope: dict[str, Any], path: str) -> Any:
     return node
 
 
+def evaluate(text: str, scope: dict[str, Any], **variables: Any) -> Any:
+    """A CEL expression of a `with:` over the flow (`vars`) and `variables`."""
+    variables.setdefault("item", scope.get("item"))
+    try:
+        return compile_expr(str(text)).evaluate(vars=scope, **variables)
+    except ExprError as exc:
+        raise StepFailed(f"with: {exc}") from None
+
+
+def control(bindings: dict[str, Any]) -> dict[str, Any]:
+    """The `with:` keys that say how the step runs (`when`, `each`, `accept`, `keep`)."""
+    return {k: bindings[k] for k in CONTROL if k in bindings}
+
+
 def bind(value: Any, scope: dict[str, Any]) -> Any:
     """Fill `{var.path}` placeholders; a value that is one placeholder keeps its type."""
     if isinstance(value, str):
@@ -30,7 +49,10 @@ def bind(value: Any, scope: dict[str, Any]) -> Any:
         if whole:
             return _lookup(scope, whole.group(1))
         return _PLACEHOLDER.sub(lambda m: str(_lookup(scope, m.group(1))), value)
-    if isinstance(value, dict):  # keys too: {"{host}": ...} names a map entry by a variable
+    if isinstance(value, dict):
+        if set(value) == {"expr"}:
+            return evaluate(value["expr"], scope)
+        # keys too: {"{host}": ...} names a map entry by a variable
         return {
             (str(bind(k, scope)) if isinstance(k, str) else k): bind(v, scope)
             for k, v in value.items()

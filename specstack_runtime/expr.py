@@ -10,8 +10,8 @@ Variables (all dynamic): `doc` (the row), `old` (the row before a change),
 `auth` (user_id, project_id, domain_id, roles, is_admin), `path` (path
 parameters), `params` (parsed query parameters), `base` (the URL the caller
 used, no trailing slash), `config` (a few stack settings), `rows` (a query's
-rows), `row` (one of them with its joins), `vars` (flow variables), `reply` (what
-an action's called message answered), in start-up recovery rules `host` (the starting
+rows), `row` (one of them with its joins), `vars` (flow variables), `headers` (a flow
+step's HTTP answer), `reply` (what an action's called message answered), in start-up recovery rules `host` (the starting
 instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash), `parent` (the row a resource's `parent`
 field names, in its `shared` expression).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
@@ -73,6 +73,7 @@ VARIABLES = (
     "error",
     "started",
     "finished",
+    "headers",
 )
 
 

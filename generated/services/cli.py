@@ -42,8 +42,23 @@ async def boot_vm(flow: Flow) -> None:
         "nova-api",
         "http",
         "createServer",
-        "cli.create_server",
+        None,
         clients.compute.ComputeClient(flow).create_server,
+        bindings={
+            "body": {
+                "expr": "cel.bind(r, vars.request, {'server': merge(merge({\n    'name': r.name, 'imageRef': r.image_id, 'flavorRef': r.flavor_id,\n    'min_count': 1, 'max_count': 1, 'networks': [{'uuid': r.network_id}],\n    'block_device_mapping_v2': [{'uuid': r.image_id, 'boot_index': 0,\n        'source_type': 'image', 'destination_type': 'local',\n        'delete_on_termination': true}]\n      + (has(r.volume_id) && r.volume_id != null && r.volume_id != ''\n         ? [{'uuid': r.volume_id, 'boot_index': -1, 'source_type': 'volume',\n             'destination_type': 'volume', 'delete_on_termination': false}]\n         : [])},\n  has(r.key_name) && r.key_name != null && r.key_name != ''\n    ? {'key_name': r.key_name} : {}),\n  has(r.availability_zone) && r.availability_zone != null\n    && r.availability_zone != ''\n    ? {'availability_zone': r.availability_zone} : {})})"
+            },
+            "headers": {
+                "X-OpenStack-Nova-API-Version": "2.1",
+                "OpenStack-API-Version": "compute 2.1",
+            },
+            "accept": [202],
+            "keep": {
+                "server": "reply.server",
+                "server_id": "reply.server.id",
+                "nova_request_id": "'x-openstack-request-id' in headers ? headers['x-openstack-request-id'] : null",
+            },
+        },
     )
 
 
@@ -74,8 +89,20 @@ async def delete_vm(flow: Flow) -> None:
         "nova-api",
         "http",
         "deleteServer",
-        "cli.delete_server",
+        None,
         clients.compute.ComputeClient(flow).delete_server,
+        bindings={
+            "server_id": "{request.server_id}",
+            "headers": {
+                "X-OpenStack-Nova-API-Version": "2.1",
+                "OpenStack-API-Version": "compute 2.1",
+            },
+            "accept": [204],
+            "keep": {
+                "server_id": "vars.request.server_id",
+                "nova_request_id": "'x-openstack-request-id' in headers ? headers['x-openstack-request-id'] : null",
+            },
+        },
     )
 
 

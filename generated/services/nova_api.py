@@ -108,8 +108,22 @@ async def delete_server(flow: Flow) -> None:
         "nova-compute",
         "amqp-cast",
         "terminate_instance",
-        "compute.terminate_request",
+        None,
         messaging.terminate_instance(flow),
+        bindings={
+            "when": "vars.terminate && vars.instance.host != null && vars.instance.host != ''",
+            "host": "{instance.host}",
+            "payload": {
+                "instance": {
+                    "expr": "{'uuid': vars.instance.id, 'project_id': vars.instance.project_id,\n 'user_id': vars.instance.user_id}"
+                },
+                "ports": "{instance.ports}",
+                "keep_ports": {
+                    "expr": "sort(vars.instance.requested_networks.filter(n, has(n.port_id)\n  && n.port_id != null && n.port_id != '').map(n, n.port_id))"
+                },
+                "attachments": "{instance.attachments}",
+            },
+        },
     )
 
 

@@ -71,8 +71,15 @@ async def build_and_run_instance(flow: Flow) -> None:
         "hypervisor",
         "native",
         "plug_vifs",
-        "compute.plug_vifs",
+        None,
         flow.rt.driver.plug_vifs,
+        bindings={
+            "when": "size(vars.ports) + size(vars.bound_ports) > 0",
+            "instance": "{driver_instance}",
+            "network_info": {
+                "expr": "(vars.ports + vars.bound_ports).map(p, {'id': string(p.id),\n  'address': p.mac_address == null ? '' : string(p.mac_address),\n  'network_id': p.network_id == null ? '' : string(p.network_id),\n  'ip_addresses': (p.fixed_ips == null ? [] : p.fixed_ips).map(ip, string(ip.ip_address))})"
+            },
+        },
     )
     await flow.step(
         6,
@@ -89,8 +96,15 @@ async def build_and_run_instance(flow: Flow) -> None:
         "hypervisor",
         "native",
         "attach_volume",
-        "compute.attach_volumes",
+        None,
         flow.rt.driver.attach_volume,
+        bindings={
+            "each": "vars.attachments",
+            "instance": "{driver_instance}",
+            "connection_info": "{item.connection_info}",
+            "mountpoint": "{item.device}",
+            "keep": {"attached": "vars.attached + [item]"},
+        },
     )
     await flow.step(
         8,
@@ -98,8 +112,15 @@ async def build_and_run_instance(flow: Flow) -> None:
         "cinder-api",
         "http",
         "completeAttachment",
-        "compute.complete_attachments",
+        None,
         clients.block_storage.BlockStorageClient(flow).complete_attachment,
+        bindings={
+            "each": "vars.attachments",
+            "project_id": "{instance.project_id}",
+            "attachment_id": "{item.attachment_id}",
+            "body": {"os-complete": None},
+            "accept": [204],
+        },
     )
     await flow.step(
         9,
@@ -121,8 +142,15 @@ async def terminate_instance(flow: Flow) -> None:
         "hypervisor",
         "native",
         "detach_volume",
-        "compute.detach_volumes",
+        None,
         flow.rt.driver.detach_volume,
+        bindings={
+            "each": "vars.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n  && has(a.connection_info) && type(a.connection_info) == map)",
+            "instance": "{driver_instance}",
+            "connection_info": "{item.connection_info}",
+            "mountpoint": "{item.device}",
+            "accept": ["InstanceNotFound", "DiskNotFound"],
+        },
     )
     await flow.step(
         1,
@@ -130,8 +158,14 @@ async def terminate_instance(flow: Flow) -> None:
         "cinder-api",
         "http",
         "deleteAttachment",
-        "compute.delete_attachments",
+        None,
         clients.block_storage.BlockStorageClient(flow).delete_attachment,
+        bindings={
+            "each": "vars.attachments",
+            "project_id": "{instance_ref.project_id}",
+            "attachment_id": "{item.attachment_id}",
+            "accept": [200, 204, 404],
+        },
     )
     await flow.step(
         2,
@@ -148,8 +182,9 @@ async def terminate_instance(flow: Flow) -> None:
         "hypervisor",
         "native",
         "destroy",
-        "compute.destroy",
+        None,
         flow.rt.driver.destroy,
+        bindings={"instance": "{driver_instance}", "accept": ["InstanceNotFound", "DiskNotFound"]},
     )
     await flow.step(
         4,

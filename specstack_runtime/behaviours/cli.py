@@ -1,7 +1,8 @@
 """The openstack CLI's part of a flow (steps 1-3): take the request, log in, call nova.
 
 The runner seeds `vars["request"]` and `vars["credentials"]`; these steps send
-exactly what python-openstackclient sends (see openstack-wire.md).
+exactly what python-openstackclient sends (see openstack-wire.md). Step 3 (nova's
+createServer, deleteServer) is the spec's: the sequences' `with:` state its request.
 
 - boot-vm request: {name, image_id, flavor_id, network_id, volume_id | None,
   key_name | None, availability_zone | None}
@@ -28,11 +29,6 @@ CREDENTIAL_FIELDS = (
     "user_domain_name",
     "project_domain_name",
 )
-#: The microversion headers the SDK sends (the stack advertises compute 2.1).
-MICROVERSION_HEADERS = {
-    "X-OpenStack-Nova-API-Version": "2.1",
-    "OpenStack-API-Version": "compute 2.1",
-}
 
 
 def _is_delete(ix: Interaction, request: dict[str, Any]) -> bool:
@@ -112,70 +108,3 @@ async def authenticate(ix: Interaction) -> None:
     ix.vars.update(
         token=token, project_id=project_id, user_id=user_id, catalog=body.get("catalog", [])
     )
-
-
-def server_body(request: dict[str, Any]) -> dict[str, Any]:
-    """`POST /v2.1/servers` as `openstack server create --image --flavor --network` sends it."""
-    bdm: list[dict[str, Any]] = [
-        {
-            "uuid": request["image_id"],
-            "boot_index": 0,
-            "source_type": "image",
-            "destination_type": "local",
-            "delete_on_termination": True,
-        }
-    ]
-    if request.get("volume_id"):
-        bdm.append(
-            {
-                "uuid": request["volume_id"],
-                "boot_index": -1,
-                "source_type": "volume",
-                "destination_type": "volume",
-                "delete_on_termination": False,
-            }
-        )
-    server: dict[str, Any] = {
-        "name": request["name"],
-        "imageRef": request["image_id"],
-        "flavorRef": request["flavor_id"],
-        "min_count": 1,
-        "max_count": 1,
-        "networks": [{"uuid": request["network_id"]}],
-        "block_device_mapping_v2": bdm,
-    }
-    if request.get("key_name"):
-        server["key_name"] = request["key_name"]
-    if request.get("availability_zone"):
-        server["availability_zone"] = request["availability_zone"]
-    return {"server": server}
-
-
-@behaviour("cli.create_server", via=("http",))
-async def create_server(ix: Interaction) -> None:
-    """Step 3 (boot-vm): POST /v2.1/servers; keeps `server` and `nova_request_id`."""
-    resp = expect(
-        await ix.invoke(
-            body=server_body(ix.vars["request"]), token=ix.call.token, headers=MICROVERSION_HEADERS
-        ),
-        202,
-    )
-    try:
-        server = resp.json()["server"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StepFailed(f"nova's 202 has no server: {exc}") from exc
-    ix.vars["server"] = server
-    ix.vars["server_id"] = server.get("id")
-    ix.vars["nova_request_id"] = resp.headers.get("x-openstack-request-id")
-
-
-@behaviour("cli.delete_server", via=("http",))
-async def delete_server(ix: Interaction) -> None:
-    """Step 3 (delete-vm): DELETE /v2.1/servers/{id}, 204."""
-    server_id = ix.vars["request"]["server_id"]
-    resp = expect(
-        await ix.invoke(server_id=server_id, token=ix.call.token, headers=MICROVERSION_HEADERS),
-        204,
-    )
-    ix.vars["server_id"] = server_id
-    ix.vars["nova_request_id"] = resp.headers.get("x-openstack-request-id")

@@ -1,17 +1,22 @@
 """Behaviours for steps the spec gives no behaviour of their own: do the interaction as bound.
 
 `with:` in the spec gives the arguments, with `{name.path}` placeholders read from
-the flow's variables (plus `payload`, `body` and `path` of the triggering call);
-`as:` names the variable the result is kept in.
+the flow's variables (plus `payload`, `body` and `path` of the triggering call) and
+`{expr: CEL}` values; `as:` names the variable the result is kept in. Four keys of
+`with:` say how the interaction runs rather than what it is given (docs/resources.md,
+"Flow steps"): `when` (CEL: skip the step when false), `each` (CEL list: the interaction
+once per `item`), `accept` (http: the statuses that are success; native: the error types
+that mean already done) and `keep` (variable: CEL over `reply`, `headers` and `item`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from specstack_runtime.bindings import bind, call_scope
+from specstack_runtime.bindings import CONTROL, bind, call_scope, control, evaluate
 from specstack_runtime.context import Interaction
-from specstack_runtime.errors import StepFailed
+from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 
 
@@ -22,6 +27,23 @@ def _scope(ix: Interaction) -> dict[str, Any]:
 def _keep(ix: Interaction, result: Any) -> None:
     if ix.save_as:
         ix.vars[ix.save_as] = result
+
+
+async def _each(
+    ix: Interaction, once: Callable[[dict[str, Any], list[Any]], Awaitable[tuple[Any, Any]]]
+) -> None:
+    """Run `once(args, accept)` as the step's `when`, `each` and `keep` say."""
+    rules = control(ix.bindings)
+    args = {k: v for k, v in ix.bindings.items() if k not in CONTROL}
+    if "when" in rules and not evaluate(rules["when"], _scope(ix)):
+        return
+    items = evaluate(rules["each"], _scope(ix)) if "each" in rules else [None]
+    for item in items:
+        scope = _scope(ix) if "each" not in rules else {**_scope(ix), "item": item}
+        result, headers = await once(bind(args, scope), list(rules.get("accept") or []))
+        _keep(ix, result)
+        for name, text in (rules.get("keep") or {}).items():
+            ix.vars[name] = evaluate(text, _scope(ix), item=item, reply=result, headers=headers)
 
 
 @behaviour("auth.validate", via=("http",))
@@ -45,25 +67,31 @@ async def sql(ix: Interaction) -> None:
 @behaviour("flow.http", via=("http",))
 async def http(ix: Interaction) -> None:
     """Call the operation with the step's `with:` arguments; keep the answer `as:` a variable."""
-    args = bind(ix.bindings, _scope(ix))
-    resp = await ix.invoke(**args)
-    if resp.status_code >= 400:
-        raise StepFailed(
-            f"{ix.name} answered {resp.status_code}: {resp.text[:200]}", code=resp.status_code
-        )
-    try:
-        result: Any = resp.json() if resp.content else None
-    except ValueError:
-        result = resp.content
-    _keep(ix, result)
+
+    async def once(args: dict[str, Any], accept: list[Any]) -> tuple[Any, Any]:
+        if "token" not in args:  # the flow's token; without a user's, the service's own
+            own = await ix.rt.service_token() if not ix.call.token and ix.rt.auth else None
+            args["token"] = ix.call.token or own
+        resp = await ix.invoke(**args)
+        if resp.status_code not in accept if accept else resp.status_code >= 400:
+            expect(resp)  # none expected: StepFailed with the service's own message
+        try:
+            result: Any = resp.json() if resp.content else None
+        except ValueError:
+            result = resp.content
+        return result, {k.lower(): v for k, v in resp.headers.items()}
+
+    await _each(ix, once)
 
 
 async def _send(ix: Interaction) -> None:
     """Send the message with the step's `with:` payload; keep a call's reply `as:` a variable."""
-    args = bind(ix.bindings, _scope(ix))
-    payload = args.get("payload", {k: v for k, v in args.items() if k != "host"})
-    reply = await ix.invoke(payload, host=args.get("host"))
-    _keep(ix, reply)
+
+    async def once(args: dict[str, Any], accept: list[Any]) -> tuple[Any, Any]:
+        payload = args.get("payload", {k: v for k, v in args.items() if k != "host"})
+        return await ix.invoke(payload, host=args.get("host")), None
+
+    await _each(ix, once)
 
 
 behaviour("flow.amqp-cast", via=("amqp-cast",))(_send)
@@ -73,4 +101,13 @@ behaviour("flow.amqp-call", via=("amqp-call",))(_send)
 @behaviour("flow.native", via=("native",))
 async def native(ix: Interaction) -> None:
     """Call the driver method with the step's `with:` arguments; keep its result `as:`."""
-    _keep(ix, await ix.invoke(**bind(ix.bindings, _scope(ix))))
+
+    async def once(args: dict[str, Any], accept: list[Any]) -> tuple[Any, Any]:
+        try:
+            return await ix.invoke(**args), None
+        except Exception as exc:
+            if type(exc).__name__ not in accept:
+                raise
+            return None, None  # an error `accept` names: what the call was to do is done
+
+    await _each(ix, once)

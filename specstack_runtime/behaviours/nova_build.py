@@ -1,7 +1,8 @@
 """nova-compute: building an instance (build_and_run_instance, boot-vm 8-15.4).
 
-`compute.begin_build` keeps the request's facts, then the step behaviours of boot-vm
-8-15.4 run in order (`rt.driver` is the host's hypervisor driver); on error
+`compute.begin_build` keeps the request's facts, then the steps of boot-vm 8-15.5 run in
+order, these behaviours or the spec's own (14.3, 15.3, 15.4: their `with:`; `rt.driver`
+is the host's hypervisor driver); on error
 `compute.build_failed` (nova_build_failure) runs.
 """
 
@@ -341,15 +342,6 @@ def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
     return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
 
 
-@behaviour("compute.plug_vifs", via=("native",))
-async def plug_vifs(ix: Interaction) -> None:
-    """boot-vm 14.3: the guest's interfaces plugged into their networks."""
-    ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
-    if not ports:
-        return
-    await ix.invoke(instance=driver_instance(ix.vars), network_info=[_vif(p) for p in ports])
-
-
 @behaviour("compute.create_attachments", via=("http",))
 async def create_attachments(ix: Interaction) -> None:
     """boot-vm 15: a cinder attachment, with this host's connector, per volume to attach."""
@@ -387,40 +379,6 @@ async def create_attachments(ix: Interaction) -> None:
         )
         if not isinstance(att.get("connection_info"), dict):
             raise StepFailed(f"cinder gave no connection_info for volume {bdm['uuid']}")
-
-
-@behaviour("compute.attach_volumes", via=("native",))
-async def attach_volumes(ix: Interaction) -> None:
-    """boot-vm 15.2: the volumes' disks attached to the guest (/dev/vdb, /dev/vdc...)."""
-    attachments = ix.vars.get("attachments") or []
-    if not attachments:
-        return
-    instance = driver_instance(ix.vars)
-    for att in attachments:
-        await ix.invoke(
-            instance=instance, connection_info=att["connection_info"], mountpoint=att["device"]
-        )
-        ix.vars["attached"].append(att)
-
-
-@behaviour("compute.complete_attachments", via=("http",))
-async def complete_attachments(ix: Interaction) -> None:
-    """boot-vm 15.3: tell cinder the attachments are complete (volumes in-use)."""
-    attachments = ix.vars.get("attachments") or []
-    if not attachments:
-        return
-    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
-    token = await flow_token(ix.call)
-    for att in attachments:
-        expect(
-            await ix.invoke(
-                project_id=project_id,
-                attachment_id=att["attachment_id"],
-                body={"os-complete": None},
-                token=token,
-            ),
-            204,
-        )
 
 
 async def _network_names(

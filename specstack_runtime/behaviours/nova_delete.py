@@ -1,7 +1,7 @@
 """nova-api: deleting a server (delete-vm 5, 6).
 
-`compute.delete_server` (delete-vm 5) keeps `vars["instance"]` and `vars["terminate"]`;
-`compute.terminate_request` (6) casts terminate_instance to the instance's host. An
+`compute.delete_server` (delete-vm 5) keeps `vars["instance"]` and `vars["terminate"]`,
+which the spec's step 6 reads to cast terminate_instance to the instance's host. An
 instance no compute host will clean up (never scheduled, or its host down) is deleted
 at once by nova-api itself.
 """
@@ -14,20 +14,17 @@ from specstack_runtime.behaviours.conductor import (
     CAS_ATTEMPTS,
     COMPUTE_NODES,
     INSTANCES,
-    instance_ref,
     naive_now,
     release_claim,
 )
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
-    attachment_item,
     fail,
-    given_ports,
     instance_for,
     release_instance,
     store_of,
 )
-from specstack_runtime.context import Call, Interaction, Reply
+from specstack_runtime.context import Call, Reply
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
@@ -105,18 +102,3 @@ async def delete_server(call: Call) -> Reply:
             call.vars["terminate"] = True
             return Reply(204)
     raise fail(call.rt, "delete_busy", id=server_id)
-
-
-@behaviour("compute.terminate_request", via=("amqp-cast",))
-async def terminate_request(ix: Interaction) -> None:
-    """delete-vm step 6: cast terminate_instance to the instance's host."""
-    row = ix.vars.get("instance")
-    if not row or not ix.vars.get("terminate") or not row.get("host"):
-        return
-    payload = {
-        "instance": instance_ref(row),
-        "ports": [str(p) for p in row.get("ports") or []],
-        "keep_ports": sorted(given_ports(row.get("requested_networks") or [])),
-        "attachments": [attachment_item(a) for a in row.get("attachments") or []],
-    }
-    await ix.invoke(payload, host=row["host"])

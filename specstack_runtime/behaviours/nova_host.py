@@ -2,8 +2,8 @@
 
 - startup `compute.report_resources`, then every `report_interval_s` (spec) the
   process's one heartbeat loop reports all its hosts;
-- terminate_instance: `compute.begin_terminate` then delete-vm 7-10 (11 is the spec's),
-  `compute.terminate_failed` on error;
+- terminate_instance: `compute.begin_terminate` then delete-vm 8 (`compute.delete_ports`;
+  7, 7.1, 10 and 11 are the spec's steps), `compute.terminate_failed` on error;
 - the RPC handlers of the server actions (`compute.rpc_*`).
 """
 
@@ -22,7 +22,6 @@ from specstack_runtime.behaviours.conductor import (
 from specstack_runtime.behaviours.nova_common import (
     CONNECTOR_BASE,
     device_names,
-    driver_instance,
     fail,
     fault_code,
     fault_of,
@@ -176,46 +175,6 @@ async def begin_terminate(call: Call) -> None:
     )
 
 
-@behaviour("compute.detach_volumes", via=("native",))
-async def detach_volumes(ix: Interaction) -> None:
-    """delete-vm 7: the volumes' disks detached from the guest."""
-    attachments = [
-        a
-        for a in ix.vars.get("attachments") or []
-        if a.get("device") and isinstance(a.get("connection_info"), dict)
-    ]
-    if not attachments:
-        return
-    for att in attachments:
-        try:
-            await ix.invoke(
-                instance=driver_instance(ix.vars),
-                connection_info=att["connection_info"],
-                mountpoint=att["device"],
-            )
-        except Exception as exc:
-            if not is_gone(exc):
-                raise
-            logger.info("detach %s of %s: already gone", att["device"], ix.vars["instance_uuid"])
-
-
-@behaviour("compute.delete_attachments", via=("http",))
-async def delete_attachments(ix: Interaction) -> None:
-    """delete-vm 7.1: the cinder attachments deleted (the volumes become available)."""
-    attachments = ix.vars.get("attachments") or []
-    if not attachments:
-        return
-    project_id = (ix.vars.get("instance_ref") or {}).get("project_id")
-    token = await flow_token(ix.call)
-    for att in attachments:
-        expect(
-            await ix.invoke(project_id=project_id, attachment_id=att["attachment_id"], token=token),
-            200,
-            204,
-            404,
-        )
-
-
 @behaviour("compute.delete_ports", via=("http",))
 async def delete_ports(ix: Interaction) -> None:
     """delete-vm 8: the ports nova created released, those a build left unrecorded too."""
@@ -227,16 +186,6 @@ async def delete_ports(ix: Interaction) -> None:
     for port_id in ports:
         if port_id not in given:
             expect(await ix.invoke(port_id=port_id, token=token), 204, 404)
-
-
-@behaviour("compute.destroy", via=("native",))
-async def destroy(ix: Interaction) -> None:
-    """delete-vm 10: the guest and its local disks removed (already gone is fine)."""
-    try:
-        await ix.invoke(instance=driver_instance(ix.vars))
-    except Exception as exc:
-        if not is_gone(exc):
-            raise
 
 
 @behaviour("compute.terminate_failed")

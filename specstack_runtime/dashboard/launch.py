@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from specstack_runtime.behaviours.cli import MICROVERSION_HEADERS, server_body
+from specstack_runtime.bindings import bind
 from specstack_runtime.dashboard import flows, identity
 from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.listings import Listing
@@ -49,6 +49,15 @@ CHOICES = (
     Choice("key_name", "Key pair", "keypairs", "name", False),
     Choice("volume_id", "Volume to attach", "volumes", "id", False),
 )
+
+
+def client_request(seq: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """The body and headers the sequence's client step sends for `request` (its `with:`)."""
+    steps = [it for st in seq["steps"] for it in (st["main"], *st["then"])]
+    spec = next(it for it in steps if it.get("operation") == OPERATION)
+    bindings = spec.get("bindings") or {}
+    return dict(bind({k: bindings[k] for k in ("body", "headers") if k in bindings},
+                     {"request": request}))  # fmt: skip
 
 
 class Launcher:
@@ -180,14 +189,14 @@ class Launcher:
             return self.dash.render(
                 request, "error.html", 404, message=f"No listing has {OPERATION}."
             )
-        request_body = server_body({k: v or None for k, v in values.items()})
+        sent = client_request(seq, {k: v or None for k, v in values.items()})
         resp = await self.dash.http.post(
             self.dash.url(session, listing, listing.item_path),
-            json=request_body,
+            json=sent.get("body"),
             headers={
                 "X-Auth-Token": token,
                 "X-OpenStack-Request-ID": watch.flow_id,
-                **MICROVERSION_HEADERS,
+                **(sent.get("headers") or {}),
             },
         )
         if resp.status_code >= 400:

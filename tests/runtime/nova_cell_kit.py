@@ -245,8 +245,9 @@ class NovaCell:
         return reply, call
 
     async def _step(self, call: Call, label: str, it: dict[str, Any]) -> None:
-        behaviour = it.get("behaviour")
-        if behaviour in (None, "auth.validate"):
+        # a step the spec gives no behaviour is the flow's own, with its `with:` (as generated)
+        behaviour = it.get("behaviour") or f"flow.{it['via']}"
+        if behaviour == "auth.validate":
             return
         self.steps.append((call.rt.component, label, behaviour))
         ix = Interaction(
@@ -257,6 +258,8 @@ class NovaCell:
             via=it["via"],
             name=it.get("operation") or it.get("message") or it.get("call"),
             invoke=self._invoke(call, it),
+            bindings=it.get("bindings") or {},
+            save_as=it.get("save_as"),
         )
         await registry.get(behaviour)(ix)
 

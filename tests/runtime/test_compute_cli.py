@@ -19,6 +19,7 @@ from tests.runtime.test_compute_kit import (
     interaction,
     make_runtime,
     response,
+    run_spec_step,
     stack_info,
 )
 
@@ -128,7 +129,7 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
         202, {"server": {"id": "s1", "links": []}}, {"x-openstack-request-id": "req-abc"}
     )
     invoke = Recorder(answer)
-    await cli.create_server(interaction(call, invoke, label="3"))
+    await run_spec_step(call, "boot-vm", "3", invoke)
     (((), kw),) = invoke.calls
     assert kw["token"] == "tok"
     assert kw["headers"]["X-OpenStack-Nova-API-Version"] == "2.1"
@@ -159,19 +160,19 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
             "key_name": "k1",
         }
     }
-    assert call.vars["server"] == {"id": "s1", "links": []}
+    assert call.vars["server"] == {"id": "s1", "links": []} and call.vars["server_id"] == "s1"
     assert call.vars["nova_request_id"] == "req-abc"
-    with pytest.raises(StepFailed, match="400"):
-        await cli.create_server(
-            interaction(
-                call,
-                Recorder(
-                    response(
-                        400,
-                        {"badRequest": {"message": "Flavor 1 could not be found.", "code": 400}},
-                    )
-                ),
-            )
+    with pytest.raises(StepFailed, match="answered 400: Flavor 1 could not be found"):
+        await run_spec_step(
+            call,
+            "boot-vm",
+            "3",
+            Recorder(
+                response(
+                    400,
+                    {"badRequest": {"message": "Flavor 1 could not be found.", "code": 400}},
+                )
+            ),
         )
 
 
@@ -179,8 +180,26 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
 async def test_delete_server(tmp_path: Path) -> None:
     call = cli_call(tmp_path, {"server_id": "s1"}, "delete-vm")
     call.token = "tok"
-    invoke = Recorder(response(204))
-    await cli.delete_server(interaction(call, invoke, label="3"))
-    assert invoke.calls[0][1]["server_id"] == "s1" and invoke.calls[0][1]["token"] == "tok"
+    invoke = Recorder(response(204, headers={"x-openstack-request-id": "req-del"}))
+    await run_spec_step(call, "delete-vm", "3", invoke)
+    (((), kw),) = invoke.calls
+    assert kw["server_id"] == "s1" and kw["token"] == "tok"
+    assert kw["headers"] == {
+        "X-OpenStack-Nova-API-Version": "2.1",
+        "OpenStack-API-Version": "compute 2.1",
+    }
+    assert call.vars["server_id"] == "s1" and call.vars["nova_request_id"] == "req-del"
     with pytest.raises(StepFailed, match="404"):
-        await cli.delete_server(interaction(call, Recorder(response(404, {}))))
+        await run_spec_step(call, "delete-vm", "3", Recorder(response(404, {})))
+
+
+@arun
+async def test_create_server_body_without_the_optional_fields(tmp_path: Path) -> None:
+    call = cli_call(tmp_path, {**BOOT, "availability_zone": "nova"})
+    invoke = Recorder(response(202, {"server": {"id": "s2", "links": []}}))
+    await run_spec_step(call, "boot-vm", "3", invoke)
+    (((), kw),) = invoke.calls
+    server = kw["body"]["server"]
+    assert "key_name" not in server and server["availability_zone"] == "nova"
+    assert [b["source_type"] for b in server["block_device_mapping_v2"]] == ["image"]
+    assert call.vars["nova_request_id"] is None

@@ -32,6 +32,7 @@ from tests.runtime.test_compute_kit import (
     nova_store,
     op_call,
     response,
+    run_spec_step,
     seed_flavors,
     stack_info,
 )
@@ -382,7 +383,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     }
 
     plug = Recorder()
-    await nova_build.plug_vifs(interaction(call, plug, label="14.3"))
+    await run_spec_step(call, "boot-vm", "14.3", plug)
     assert plug.calls[0][1]["network_info"] == [
         {
             "id": "p1",
@@ -414,14 +415,14 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     }
 
     attach = Recorder()
-    await nova_build.attach_volumes(interaction(call, attach, label="15.2"))
+    await run_spec_step(call, "boot-vm", "15.3", attach)
     assert (
         attach.calls[0][1]["mountpoint"] == "/dev/vdb"
         and attach.calls[0][1]["connection_info"] == conn
     )
 
     complete = Recorder(response(204))
-    await nova_build.complete_attachments(interaction(call, complete, label="15.3"))
+    await run_spec_step(call, "boot-vm", "15.4", complete)
     assert complete.calls == [
         (
             (),
@@ -475,14 +476,10 @@ async def test_steps_with_nothing_to_do_do_not_invoke(tmp_path: Path) -> None:
     call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
     await nova_build.begin_build(call)
     invoke = Recorder()
-    for step in (
-        nova_build.create_ports,
-        nova_build.plug_vifs,
-        nova_build.create_attachments,
-        nova_build.attach_volumes,
-        nova_build.complete_attachments,
-    ):
+    for step in (nova_build.create_ports, nova_build.create_attachments):
         await step(interaction(call, invoke))
+    for label in ("14.3", "15.3", "15.4"):  # the spec's steps: `when`, `each` over nothing
+        await run_spec_step(call, "boot-vm", label, invoke)
     assert invoke.calls == []
 
 

@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 
 from generator.pipeline.build_ir import build_ir
 from generator.pipeline.load import load_spec
+from specstack_runtime import registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
     cli,
     conductor,
@@ -398,6 +399,18 @@ def interaction(
         name=name,
         invoke=invoke,
     )
+
+
+async def run_spec_step(call: Call, sequence: str, label: str, invoke: Any) -> None:
+    """Carry out the spec's interaction `label` of `sequence` as a flow does: its behaviour,
+    or the `flow.<via>` one with its `with:`, through `invoke`."""
+    number, _, sub = label.partition(".")
+    step = next(s for s in call.rt.info.sequences[sequence]["steps"] if s["label"] == number)
+    spec = step["then"][int(sub) - 1] if sub else step["main"]
+    name = spec["operation"] or spec["message"] or spec["call"]
+    ix = interaction(call, invoke, label=label, name=name)
+    ix.via, ix.bindings, ix.save_as = spec["via"], spec["bindings"], spec["save_as"]
+    await registry.get(spec["behaviour"] or f"flow.{spec['via']}")(ix)
 
 
 async def seed_flavors(store: Store) -> None:

@@ -21,8 +21,8 @@ from tests.runtime.test_compute_kit import (
     add_compute_node,
     auth_ctx,
     boot_body,
-    interaction,
     op_call,
+    run_spec_step,
     seed_flavors,
 )
 
@@ -187,7 +187,7 @@ async def test_delete_without_host_deletes_at_once(api: Api) -> None:
     assert reply.status == 204
     assert call.vars["instance"]["vm_state"] == "deleted"
     invoke = Recorder()
-    await nova_delete.terminate_request(interaction(call, invoke, label="6"))
+    await run_spec_step(call, "delete-vm", "6", invoke)
     assert invoke.calls == []
     with pytest.raises(NotFound):
         await api.run("showServer", path_params={"server_id": row["id"]})
@@ -211,7 +211,7 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
     assert (await nova_delete.delete_server(call)).status == 204
     assert call.vars["instance"]["task_state"] == "deleting"
     invoke = Recorder()
-    await nova_delete.terminate_request(interaction(call, invoke, label="6"))
+    await run_spec_step(call, "delete-vm", "6", invoke)
     (((payload,), kwargs),) = invoke.calls
     assert kwargs == {"host": "compute-1"}
     from specstack_runtime.messaging import check

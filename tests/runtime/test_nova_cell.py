@@ -30,6 +30,7 @@ from tests.runtime.test_compute_kit import (
     msg_call,
     nova_store,
     response,
+    run_spec_step,
     seed_flavors,
     stack_info,
 )
@@ -272,10 +273,10 @@ async def test_terminate_steps_tolerate_what_is_already_gone(tmp_path: Path) -> 
 
         raise InstanceNotFound(kw["instance"]["uuid"])
 
-    await nova_host.detach_volumes(interaction(call, native_gone))
-    await nova_host.delete_attachments(interaction(call, Recorder(response(404, {}))))
+    await run_spec_step(call, "delete-vm", "7", native_gone)
+    await run_spec_step(call, "delete-vm", "7.1", Recorder(response(404, {})))
     await nova_host.delete_ports(interaction(call, Recorder(response(404, {}))))
-    await nova_host.destroy(interaction(call, native_gone))
+    await run_spec_step(call, "delete-vm", "10", native_gone)
     update = Recorder({"instance": {}})
     step = next(s for s in info.sequences["delete-vm"]["steps"] if s["number"] == 11)["main"]
     marked = interaction(call, update)
