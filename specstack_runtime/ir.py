@@ -20,7 +20,15 @@ from specstack_runtime.ir_deploy import (
     TopologyNode,
     TracePoint,
 )
-from specstack_runtime.ir_node import Node, Source
+from specstack_runtime.ir_node import ErrorText, Node, Source
+from specstack_runtime.ir_queries import (
+    Query,
+    QueryAsk,
+    QueryJoin,
+    QueryParam,
+    QueryRefusal,
+    QueryRequire,
+)
 from specstack_runtime.ir_records import Record
 
 IR_FORMAT = 1
@@ -116,12 +124,6 @@ class Operation(Node):
     action: str | None = None  # list, show, create, update, patch, upsert, delete, action, query
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
     since: str | None = None  # x-specstack-since: the API microversion that brings it
-
-
-class ErrorText(Node):
-    message: str
-    kind: str | None = None
-    status: int | None = None
 
 
 class FieldRef(Node):  # a field naming a row of another resource of the same API
@@ -302,12 +304,6 @@ class StateMachine(Node):
     recover: tuple[RecoveryRule, ...] = ()
 
 
-class QueryRequire(Node):
-    resource: str
-    id: str  # CEL
-    deleted: bool = False  # a soft-deleted row counts (nova's actions of a deleted server)
-
-
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
     name: str
     title: str
@@ -364,56 +360,6 @@ class Quota(Node):
     default: int
     count: str | None  # CEL over the row: how much one row uses (default 1)
     limits: str | None = None  # the resource whose row (id: the project) holds its own limit
-
-
-class QueryParam(Node):
-    name: str
-    parse: Literal["string", "int", "bool", "flag", "pairs", "list", "datetime"]
-    required: bool
-    default: Any = None
-
-
-class QueryJoin(Node):
-    name: str
-    resource: str
-    on: str
-    key: str | None
-    sum: str | None
-    value: str | None
-
-
-class QueryAsk(Node):  # another API asked before the answer (its JSON is `reply`)
-    api: str  # catalog type
-    operation: str
-    path: str | None = None  # CEL: path parameters
-    query: str | None = None  # CEL: query parameters
-    optional: bool = False  # no answer: `reply` is {}
-
-
-class QueryRefusal(Node):  # a request a query refuses before reading anything
-    when: str  # CEL over params, path and auth
-    error: ErrorText
-
-
-class Query(Node):
-    """A computed query: the rows of `source` for which `where` holds, shaped by `answer`."""
-
-    name: str
-    api: str
-    operation: str
-    source: str  # the resource queried
-    params: tuple[QueryParam, ...]
-    joins: tuple[QueryJoin, ...]
-    require: tuple[QueryRequire, ...] = ()
-    tables: dict[str, str] = {}  # variable -> resource: every row, as tables.NAME
-    filters: bool = True
-    where: str | None
-    answer: str
-    status: int
-    ask: QueryAsk | None = None
-    empty: ErrorText | None = None  # an answer of null: this error (nova's 404 of an item)
-    refuse: tuple[QueryRefusal, ...] = ()
-    target: str | None = None  # CEL: the policy target the operation's rule is checked on again
 
 
 class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.
@@ -621,9 +567,16 @@ __all__ = [
     "Driver",
     "DriverMethod",
     "DriverParam",
+    "ErrorText",
     "Hypervisors",
     "Node",
     "NodeCapacity",
+    "Query",
+    "QueryAsk",
+    "QueryJoin",
+    "QueryParam",
+    "QueryRefusal",
+    "QueryRequire",
     "Source",
     "TopologyNode",
     "TracePoint",

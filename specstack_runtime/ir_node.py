@@ -12,3 +12,9 @@ class Node(BaseModel):
 class Source(Node):  # where a declaration lives in the spec (path inside the spec directory)
     file: str
     line: int
+
+
+class ErrorText(Node):
+    message: str
+    kind: str | None = None
+    status: int | None = None  # a named error: its message, type name and status
