@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -126,6 +127,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
     try:
+        if args.profile:
+            from generator.bench.profile import profile_figures
+
+            print(json.dumps(profile_figures(args.profile, top=args.top), indent=1))
+            return 0
         return run_bench(
             as_json=args.json,
             runs=args.runs,
@@ -370,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--plot", type=Path, default=None, help="with --hosts: draw the sweep into this PNG"
+    )
+    b.add_argument(
+        "--profile",
+        type=_positive,
+        default=0,
+        metavar="N",
+        help="only count what N embedded boots cost: function calls, HTTP requests, "
+        "messages, trace events, CEL evaluations per boot (cProfile; repeatable under load)",
+    )
+    b.add_argument(
+        "--top",
+        type=int,
+        default=0,
+        help="with --profile: also list this many functions by cumulative time",
     )
     b.set_defaults(func=cmd_bench)
     return p

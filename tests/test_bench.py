@@ -47,3 +47,18 @@ def test_scale_figures_are_named_by_host_count() -> None:
     from generator.bench.scale import suffix
 
     assert [suffix(n) for n in (100, 1000, 3000, 10000, 2500)] == ["100", "1k", "3k", "10k", "2500"]
+
+
+def test_profile_counts_what_a_boot_is_made_of(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--profile N`: counts per boot of the embedded stack, not times (repeatable under load)."""
+    assert main(["bench", "--profile", "2", "--top", "5"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["boots"] == 2
+    assert figures["calls_per_boot"] > 1000
+    # a boot goes through several APIs, messages and traced steps (spec/sequences/boot-vm)
+    assert figures["http_requests_per_boot"] >= 4
+    assert figures["messages_sent_per_boot"] >= 3
+    assert figures["trace_events_per_boot"] >= 15
+    assert figures["cel_evaluations_per_boot"] > 0
+    assert len(figures["top_cumulative"]) == 5
+    assert all(" calls=" in line for line in figures["top_cumulative"])

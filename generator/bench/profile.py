@@ -1,0 +1,127 @@
+"""`specstack bench --profile N`: what one boot costs, counted rather than timed.
+
+Wall-clock figures move with whatever else a shared machine runs; a count of the
+Python function calls a boot makes does not. The embedded stack runs in this
+process; N servers are booted one after another through the compute API (the
+stack's own in-process transport, as its components call each other), each
+waited for through the trace (its last step, the instance marked ACTIVE) rather
+than by polling, so every boot makes the same requests. cProfile counts the
+calls of the event loop's thread between the first boot and the last; the
+stores' worker threads (the SQL) are not counted. The figures include the
+client's own calls (one create, one show per boot), the same before and after
+any change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from specstack_conformance.harness import free_port_block
+from specstack_runtime.config import StackConfig
+from specstack_runtime.trace import TraceEvent
+
+# (module path ending, function): what a boot is made of, counted per boot.
+_PARTS = {
+    "http_requests": ("specstack_runtime/app.py", "handle"),
+    "messages_sent": ("specstack_runtime/messaging.py", "send"),
+    "message_checks": ("specstack_runtime/messaging.py", "check"),
+    "trace_events": ("specstack_runtime/trace.py", "record"),
+    "cel_evaluations": ("specstack_runtime/expr.py", "evaluate_in"),
+    "token_validations": ("specstack_runtime/auth.py", "validate"),
+    "policy_checks": ("specstack_runtime/policy.py", "authorize"),
+}
+# The boot's last step: nova-conductor marks the instance ACTIVE (spec/sequences/boot-vm).
+_LAST = ("boot-vm", "instance_update")
+
+
+def _count(stats: pstats.Stats, where: str, name: str) -> int:
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+    return sum(
+        ncalls
+        for (path, _, func), (_, ncalls, _, _, _) in raw.items()
+        if func == name and path.endswith(where)
+    )
+
+
+async def _boots(boots: int, data_dir: Path, top: int) -> dict[str, Any]:
+    from specstack_runtime.demo import Demo
+    from specstack_runtime.embedded import EmbeddedStack
+
+    config = StackConfig(
+        data_dir=data_dir, base_port=free_port_block(16), computes=4, quotas={"instances": 100000}
+    )
+    stack = EmbeddedStack(config)
+    await stack.start()
+    try:
+        demo = Demo.of(stack)
+        ids = await demo.seed()
+        token, _ = await demo.token("demo", config.demo_password, "demo")
+        done = asyncio.Event()
+
+        def on_event(event: TraceEvent) -> None:
+            if (event.sequence, event.name) == _LAST and event.status == "ok":
+                done.set()
+
+        stack.trace.listen(on_event)
+        compute = demo.api("compute")
+
+        async def boot(name: str) -> None:
+            done.clear()
+            body = {
+                "server": {
+                    "name": name,
+                    "imageRef": ids.image_id,
+                    "flavorRef": "1",
+                    "networks": [{"uuid": ids.network_id}],
+                }
+            }
+            resp = await stack.clients.call(compute, "createServer", body=body, token=token)
+            if resp.status_code != 202:
+                raise RuntimeError(f"boot {name}: HTTP {resp.status_code} {resp.text[:200]}")
+            await asyncio.wait_for(done.wait(), 60)
+            sid = resp.json()["server"]["id"]
+            got = await stack.clients.call(compute, "showServer", {"server_id": sid}, token=token)
+            status = got.json()["server"]["status"]
+            if status != "ACTIVE":
+                raise RuntimeError(f"boot {name}: {status}")
+
+        for i in range(3):  # warm: caches, first-use imports
+            await boot(f"warm-{i}")
+        profile = cProfile.Profile()
+        cpu = time.process_time()
+        profile.enable()
+        for i in range(boots):
+            await boot(f"prof-{i}")
+        profile.disable()
+        cpu = time.process_time() - cpu
+    finally:
+        await stack.stop()
+    stats = pstats.Stats(profile)
+    total: int = stats.total_calls  # type: ignore[attr-defined]
+    figures: dict[str, Any] = {
+        "boots": boots,
+        "calls_per_boot": round(total / boots),
+        # every thread's CPU (SQL too) and the profiler's own cost: a rough figure only
+        "cpu_ms_per_boot_profiled": round(cpu * 1000 / boots, 1),
+    }
+    for key, (where, name) in _PARTS.items():
+        figures[f"{key}_per_boot"] = round(_count(stats, where, name) / boots, 2)
+    if top:
+        raw = stats.stats  # type: ignore[attr-defined]
+        ranked = sorted(raw.items(), key=lambda kv: kv[1][3], reverse=True)[:top]
+        figures["top_cumulative"] = [
+            f"{Path(path).name}:{line} {func} calls={nc / boots:.1f} cum_ms={ct * 1000 / boots:.2f}"
+            for (path, line, func), (_, nc, _, ct, _) in ranked
+        ]
+    return figures
+
+
+def profile_figures(boots: int, top: int = 0) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="specstack-profile-") as tmp:
+        return asyncio.run(_boots(boots, Path(tmp), top))
