@@ -426,6 +426,30 @@ class BlockStorageClient(BoundClient):
         )
         return ApiResponse(response, models.QuotaSetResponse, 200)
 
+    async def delete_quota_set(
+        self,
+        project_id: str,
+        target_project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v3/{project_id}/os-quota-sets/{target_project_id}: Revert a project's quotas to the defaults"""
+        response = await self._call(
+            "deleteQuotaSet",
+            {
+                "project_id": project_id,
+                "target_project_id": target_project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 200)
+
     async def show_quota_set_defaults(
         self,
         project_id: str,

@@ -869,6 +869,28 @@ class NetworkClient(BoundClient):
         )
         return ApiResponse(response, models.QuotaResponse, 200)
 
+    async def delete_quota(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/quotas/{project_id}: Revert a project's quotas to the defaults"""
+        response = await self._call(
+            "deleteQuota",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
     async def show_quota_default(
         self,
         project_id: str,

@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-24 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 2 need a role the demo user lacks (403);
+25 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 3 need a role the demo user lacks (403);
 22 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
@@ -33,6 +33,7 @@ PROTECTED = (
     "getVolumeLimits",
     "showQuotaSet",
     "updateQuotaSet",
+    "deleteQuotaSet",
     "showQuotaSetDefaults",
     "listVolumeTypes",
     "showVolumeType",
@@ -45,6 +46,7 @@ PROTECTED = (
 NEEDS_ROLE = (
     "showQuotaSet",  # rule:volume_extension:quotas:show
     "updateQuotaSet",  # rule:volume_extension:quotas:update
+    "deleteQuotaSet",  # rule:volume_extension:quotas:delete
 )
 PROJECT_IN_PATH = (
     "listVolumes",  # rule:admin_service_or_reader

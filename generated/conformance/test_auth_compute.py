@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-47 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 10 need a role the demo user lacks (403);
+48 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 11 need a role the demo user lacks (403);
 3 refuse a path naming another project (403); 7 hide
 another project's resource (404).
 """
@@ -56,6 +56,7 @@ PROTECTED = (
     "getLimits",
     "showQuotaSet",
     "updateQuotaSet",
+    "deleteQuotaSet",
     "showQuotaSetDefaults",
     "showQuotaSetDetail",
     "listHypervisors",
@@ -71,6 +72,7 @@ NEEDS_ROLE = (
     "deleteFlavor",  # rule:admin
     "listAvailabilityZonesDetailed",  # rule:os_compute_api:os-availability-zone:detail
     "updateQuotaSet",  # rule:os_compute_api:os-quota-sets:update
+    "deleteQuotaSet",  # rule:os_compute_api:os-quota-sets:delete
     "listHypervisors",  # rule:admin
     "listHypervisorsDetailed",  # rule:admin
     "getHypervisorStatistics",  # rule:admin

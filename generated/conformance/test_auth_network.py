@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Networking API (neutron): each operation's token and policy (x-specstack-policy).
 
-42 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 1 need a role the demo user lacks (403);
+43 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 2 need a role the demo user lacks (403);
 3 refuse a path naming another project (403); 3 hide
 another project's resource (404).
 """
@@ -57,11 +57,13 @@ PROTECTED = (
     "deleteFloatingIP",
     "showQuota",
     "updateQuota",
+    "deleteQuota",
     "showQuotaDefault",
     "showQuotaDetails",
 )
 NEEDS_ROLE = (
     "updateQuota",  # rule:admin
+    "deleteQuota",  # rule:admin
 )
 PROJECT_IN_PATH = (
     "showQuota",  # rule:admin_or_reader

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (26 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (27 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -106,6 +106,11 @@ async def show_quota_set(flow: Flow) -> None:
 
 async def update_quota_set(flow: Flow) -> None:
     """operation updateQuotaSet: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_quota_set(flow: Flow) -> None:
+    """operation deleteQuotaSet: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -438,6 +443,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "volume_quota_set", "action": "upsert"},
     ),
+    "deleteQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteQuotaSet",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "volume_quota_set", "action": "reset"},
+    ),
     "showQuotaSetDefaults": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -743,6 +760,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:volume_extension:quotas:update",
+    ),
+    Route(
+        "DELETE",
+        "/v3/{project_id}/os-quota-sets/{target_project_id}",
+        "deleteQuotaSet",
+        HANDLERS["deleteQuotaSet"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:volume_extension:quotas:delete",
     ),
     Route(
         "GET",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """neutron-server (api, project neutron): generated from the spec.
 
-Serves the Networking API (neutron) (43 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Networking API (neutron) (44 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -280,6 +280,11 @@ async def show_quota(flow: Flow) -> None:
 
 async def update_quota(flow: Flow) -> None:
     """operation updateQuota: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_quota(flow: Flow) -> None:
+    """operation deleteQuota: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -973,6 +978,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "network_quota", "action": "upsert"},
     ),
+    "deleteQuota": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteQuota",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_quota,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "network_quota", "action": "reset"},
+    ),
     "showQuotaDefault": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -1457,6 +1474,17 @@ ROUTES: tuple[Route, ...] = (
         HANDLERS["updateQuota"],
         request_model=models.QuotaUpdateRequest,
         request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "DELETE",
+        "/v2.0/quotas/{project_id}",
+        "deleteQuota",
+        HANDLERS["deleteQuota"],
+        request_model=None,
+        request_content_type=None,
         requires_token=True,
         match_path=(),
         policy="rule:admin",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (49 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (50 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -289,6 +289,11 @@ async def show_quota_set(flow: Flow) -> None:
 
 async def update_quota_set(flow: Flow) -> None:
     """operation updateQuotaSet: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_quota_set(flow: Flow) -> None:
+    """operation deleteQuotaSet: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -880,6 +885,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "quota_set", "action": "upsert"},
     ),
+    "deleteQuotaSet": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteQuotaSet",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_quota_set,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "quota_set", "action": "reset"},
+    ),
     "showQuotaSetDefaults": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -1427,6 +1444,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:os_compute_api:os-quota-sets:update",
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/os-quota-sets/{project_id}",
+        "deleteQuotaSet",
+        HANDLERS["deleteQuotaSet"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-quota-sets:delete",
     ),
     Route(
         "GET",

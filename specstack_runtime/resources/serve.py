@@ -233,6 +233,20 @@ async def delete(rc: ResourceCall) -> Reply:
     return Reply(rc.success(204, 202, 200))
 
 
+async def reset(rc: ResourceCall) -> Reply:
+    """DELETE of a row that may not exist: what the path names goes if the caller may see
+    and change it, and the answer is the same either way (a project's quota overrides
+    reverted to the defaults: nova, cinder and neutron answer so for a project that has none)."""
+    row_id = rc.row_id()
+    doc = await access.find(rc, row_id) if row_id else None
+    if doc is not None and await access.sees(rc, doc):
+        if not access.may_modify(rc, doc):
+            raise rc.res.fail("forbidden", id=doc.get("id"), action="reset")
+        guards.check(rc, "delete", doc)
+        await deleting.delete(rc, doc)
+    return Reply(rc.success(204, 202, 200))
+
+
 ACTIONS = {
     "list": list_,
     "show": show,
@@ -241,6 +255,7 @@ ACTIONS = {
     "patch": patch,
     "upsert": upsert,
     "delete": delete,
+    "reset": reset,
     "action": actions.run,
     "add_item": add_item,
     "remove_item": remove_item,

@@ -55,3 +55,22 @@ def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
             demo_project, cloud="specstack-admin",
         )  # fmt: skip
         stack.run("server", "delete", "--wait", "wire-quota-vm-1", check=False)
+
+
+def test_quota_delete_reverts_to_the_defaults(stack: Stack, demo_project: str) -> None:
+    """`openstack quota delete` forgets a project's own limits in nova, cinder and neutron:
+    the defaults show again; members may not; a project with none left answers the same."""
+    stack.run(
+        "quota", "set", "--instances", "7", "--gigabytes", "70", "--networks", "44",
+        demo_project, cloud="specstack-admin",
+    )  # fmt: skip
+    limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+    assert (limits["instances"], limits["gigabytes"], limits["networks"]) == (7, 70, 44)
+    refused = stack.run("quota", "delete", demo_project, check=False)
+    assert refused.returncode != 0
+    limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+    assert limits["instances"] == 7  # nothing changed
+    stack.run("quota", "delete", demo_project, cloud="specstack-admin")
+    limits = {r["Resource"]: r["Limit"] for r in stack.json("quota", "show", demo_project)}
+    assert (limits["instances"], limits["gigabytes"], limits["networks"]) == (100, 1000, -1)
+    stack.run("quota", "delete", "--compute", demo_project, cloud="specstack-admin")
