@@ -360,6 +360,7 @@ class Quota(Node):
     default: int
     count: str | None  # CEL over the row: how much one row uses (default 1)
     limits: str | None = None  # the resource whose row (id: the project) holds its own limit
+    over: ErrorText | None = None  # its own over-quota error (else the API's `over_quota`)
 
 
 class Conventions(Node):  # How an API lists, pages and reports, shared by its resources.

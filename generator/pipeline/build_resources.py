@@ -485,6 +485,7 @@ def build_resources(
                     default=q["default"],
                     count=q.get("count"),
                     limits=q.get("limits"),
+                    over=ir.ErrorText(**q["over"]) if q.get("over") else None,
                 )
             )
         for qname, q in (data.get("queries") or {}).items():

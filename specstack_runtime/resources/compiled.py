@@ -259,8 +259,9 @@ class Compiled:
     def owner_field(self) -> str | None:
         return {"project": "project_id", "user": "user_id"}.get(self.res.owner)
 
-    def fail(self, kind: str, **values: Any) -> ApiError:
-        """The error of `kind`, in this resource's words (or its API's, or the default)."""
+    def fail(self, kind: str, text: ir.ErrorText | None = None, /, **values: Any) -> ApiError:
+        """The error of `kind`, in this resource's words (or its API's, or the default);
+        `text` (a quota's own over-quota error) wins over both."""
         status, template = DEFAULT_ERRORS.get(kind, (400, "{reason}"))
         err_kind: str | None = None
         spec = self.res.errors.get(kind) or self.conventions.errors.get(kind)
@@ -271,6 +272,8 @@ class Compiled:
             spec = ir.ErrorText(message=field.invalid)
         if kind == "over_quota":
             spec = self.conventions.over_quota
+        if text is not None:
+            spec = text
         if spec is not None:
             template = spec.message
             status = spec.status or status

@@ -89,7 +89,9 @@ async def check(rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool) 
         if inserted:
             await rc.store.delete(rc.res.res.table, doc["id"])
             used -= wanted
-        raise rc.res.fail("over_quota", quota=quota.name, requested=wanted, used=used, limit=limit)
+        raise rc.res.fail(
+            "over_quota", quota.over, quota=quota.name, requested=wanted, used=used, limit=limit
+        )
 
 
 async def check_change(rc: ResourceCall, quota: ir.Quota, old: Doc, new: Doc) -> None:
@@ -103,4 +105,6 @@ async def check_change(rc: ResourceCall, quota: ir.Quota, old: Doc, new: Doc) ->
         return
     used = await usage(rc, quota, owner)
     if used + more > limit:
-        raise rc.res.fail("over_quota", quota=quota.name, requested=more, used=used, limit=limit)
+        raise rc.res.fail(
+            "over_quota", quota.over, quota=quota.name, requested=more, used=used, limit=limit
+        )

@@ -304,6 +304,15 @@ def test_gigabytes_quota_from_the_spec_and_the_limits_report(tmp_path: Path) -> 
         absolute = await limits(c)
         assert absolute["maxTotalVolumeGigabytes"] == 3 and absolute["totalGigabytesUsed"] == 2
         assert absolute["totalVolumesUsed"] == 1 and absolute["maxTotalVolumes"] == -1
+        # a count quota in cinder's own words for it
+        c.api.config.quotas = {"volumes": 1}
+        one = {"volume": {**CLI_CREATE["volume"], "size": 1}}
+        with pytest.raises(ApiError) as counted:
+            await c.op(served, "createVolume", 413, body=one)
+        assert (counted.value.status, counted.value.kind) == (413, "VolumeLimitExceeded")
+        assert counted.value.message == (
+            "Maximum number of volumes allowed (1) exceeded for quota 'volumes'."
+        )
 
     run(tmp_path, scenario)
 

@@ -294,7 +294,8 @@ def test_snapshots_keep_their_volume_and_count_against_their_quota(tmp_path: Pat
             "createSnapshot",
             413,
             body={"snapshot": {"volume_id": vid}},
-            match="snapshots",
+            kind="SnapshotLimitExceeded",  # cinder's words for a count quota
+            match="Maximum number of snapshots allowed (1) exceeded",
         )
         limits = await _op(c, "getVolumeLimits", 200)
         assert limits["limits"]["absolute"]["totalSnapshotsUsed"] == 1
