@@ -95,14 +95,19 @@ async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, A
     store = call.rt.require_store()
     table = res.res.table
     row_id: str | None = None
+    old: dict[str, Any] | None = None
+    read = False  # `old` is the row as just read: no need to read it again
     for _ in range(ATTEMPTS):
-        old = await store.get(table, row_id) if row_id else None
+        if row_id is not None and not read:
+            old = await store.get(table, row_id)
+        read = False
         doc = dict(old or {})
         changes = {k: _eval(v, names, doc) for k, v in rule.set.items()}
         if row_id is None:
             row_id = stable_id(res.res.name, ({**doc, **changes}.get(f, "") for f in rule.key))
             old = await store.get(table, row_id)
             if old is not None:
+                read = True
                 continue  # evaluated again over the row found
         if rule.append is not None:
             name, item = rule.append
