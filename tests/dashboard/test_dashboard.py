@@ -75,7 +75,7 @@ def watch_launch(page: Any, name: str, volume: str | None) -> list[str]:
     page.get_by_role("button", name="Create").click()
     page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
     page.locator("#flow-state", has_text="Finished: all 15 steps recorded.").wait_for(
-        timeout=120_000
+        timeout=180_000
     )
     mains = page.locator("table.flow tr.step:not(.sub)")
     labels = mains.evaluate_all("rows => rows.map(r => r.dataset.label)")
@@ -199,7 +199,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     # the server: its detail, console log, deletion
     page.get_by_role("link", name="servers").click()
     page.get_by_role("link", name="web-1").click()
-    page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=60_000)
+    page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=120_000)
     # the server's own collections, from the compute API: its volume and its port
     volumes = page.locator("section[data-part=volumeAttachments] tbody tr")
     assert volumes.locator("td[data-column=volumeId]").all_inner_texts() == [volume_id]
@@ -226,7 +226,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     page.get_by_role("button", name="Delete").click()
     page.wait_for_url(re.compile(r".*/r/compute/servers$"))
     page.locator("table.listing tbody tr", has_text="web-1").wait_for(
-        state="detached", timeout=60_000
+        state="detached", timeout=120_000
     )
     assert tab.errors == []
 
@@ -270,7 +270,7 @@ def test_a_failing_step_is_shown_red_with_its_error(tab: Tab, served: Served, sh
     page.get_by_role("button", name="Create").click()
     page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
     state = page.locator("#flow-state", has_text="Failed at step")
-    state.wait_for(timeout=120_000)
+    state.wait_for(timeout=180_000)
     failed = page.locator("table.flow tr.step.error")
     label = failed.first.get_attribute("data-label")
     assert label is not None and label.split(".")[0] == "7"  # scheduling
@@ -330,7 +330,7 @@ def test_the_server_page_lists_its_actions_each_linking_to_its_flow(
     page = tab.page
     log_in(tab, served)
     page.goto(f"{served.dashboard}/r/compute/servers/{server_id}")
-    page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=60_000)
+    page.wait_for_selector("dd[data-field=status]:text-is('ACTIVE')", timeout=120_000)
     page.reload()
     rows = page.locator("section[data-part=instanceActions] tbody tr")
     assert rows.locator("td[data-column=action]").all_inner_texts() == ["create"]
@@ -341,7 +341,7 @@ def test_the_server_page_lists_its_actions_each_linking_to_its_flow(
     cell.get_by_role("link", name=request_id).click()
     page.wait_for_url(re.compile(rf".*/flows/{request_id}$"))
     # the flow the request started: nova-compute's build (step 9) among its recorded steps
-    page.locator("tr.step[data-label='9'][data-status=ok]").wait_for(timeout=60_000)
+    page.locator("tr.step[data-label='9'][data-status=ok]").wait_for(timeout=120_000)
     deleted = httpx.delete(f"{url}/servers/{server_id}", headers=headers)
     assert deleted.status_code == 204
     assert tab.errors == []
