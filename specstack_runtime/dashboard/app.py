@@ -494,7 +494,8 @@ class Dashboard:
         rows = flows.rows(declared, self.component)
         watch.extra = flows.extra(rows, events)  # observed, not declared
         clients = [n for n, c in self.info.components.items() if c["kind"] == "client"]
-        shown = flows.show(rows, events, clients)
+        watch.settled = flows.settled(events, time.time())
+        shown = flows.show(rows, events, clients, watch.settled)
         return shown, declared, body.get("error") if status != 200 else None
 
     async def flow_lookup(self, request: Request) -> Response:
@@ -517,8 +518,8 @@ class Dashboard:
             shown=shown,
             sequence=declared,
             error=error,
-            live=bool(shown) and not flows.finished(shown),
-            summary=flows.summary(shown, len(watch.extra)) if shown else "",
+            live=bool(shown) and not flows.finished(shown, watch.settled),
+            summary=flows.summary(shown, len(watch.extra), watch.settled) if shown else "",
         )
 
     async def flow_events(self, request: Request) -> Response:
@@ -539,8 +540,9 @@ class Dashboard:
                         sent[s.row.label] = s.key()
                         html = row_template.render(s=s).replace("\n", "")
                         yield f"event: {s.row.anchor}\ndata: {html}\n\n"
-                if not shown or flows.finished(shown) or time.monotonic() > deadline:
-                    yield f"event: done\ndata: {flows.summary(shown, len(watch.extra))}\n\n"
+                if not shown or flows.finished(shown, watch.settled) or time.monotonic() > deadline:
+                    done = flows.summary(shown, len(watch.extra), watch.settled)
+                    yield f"event: done\ndata: {done}\n\n"
                     return
                 await asyncio.sleep(POLL_S)
 

@@ -64,6 +64,7 @@ class Watch:
     server_id: str | None = None
     started_at: float = field(default_factory=time.time)
     extra: list[dict[str, Any]] = field(default_factory=list)  # events no declared step names
+    settled: bool = False  # the trace has been quiet for QUIET_S (see `settled`)
 
     def record(
         self,
@@ -123,12 +124,27 @@ def client_rows(declared: list[Row], kinds: dict[str, str]) -> list[Row]:
     return [r for r in declared if kinds.get(r.source) in ("actor", "client")]
 
 
+#: How long the trace of a flow must stay quiet before a declared row it lacks counts as
+#: missing: the last step's sub-steps (attach, complete, mark ACTIVE) are recorded after
+#: the step itself, later still on a loaded machine.
+QUIET_S = 10.0
+
+
+def settled(events: list[dict[str, Any]], now: float) -> bool:
+    """No event has ended for QUIET_S: whatever the flow still lacks is not coming."""
+    return bool(events) and now - max(float(e["ended_at"]) for e in events) >= QUIET_S
+
+
 def show(
-    declared: list[Row], events: list[dict[str, Any]], clients: Collection[str] = ()
+    declared: list[Row],
+    events: list[dict[str, Any]],
+    clients: Collection[str] = (),
+    settled: bool = False,
 ) -> list[Shown]:
     """Each declared row with its first event (sorted by the flow's order), marked where
     the observed flow differs from the declared one. `clients`: the client components,
-    which stand for one another (the dashboard carries out the CLI's declared steps)."""
+    which stand for one another (the dashboard carries out the CLI's declared steps).
+    `settled`: the flow has gone quiet, so a due row without an event is marked missing."""
     first = min((float(e["started_at"]) for e in events), default=0.0)
     by_step: dict[str, dict[str, Any]] = {}
     for e in sorted(events, key=lambda e: float(e["started_at"])):
@@ -156,22 +172,35 @@ def show(
                 target=str(e.get("target") or row.target),
             )
         )
-    _mark(out, by_step, clients)
+    _mark(out, by_step, clients, settled)
     return out
 
 
-def _mark(shown: list[Shown], by_step: dict[str, dict[str, Any]], clients: Collection[str]) -> None:
+def due(shown: list[Shown]) -> list[Shown]:
+    """The rows still to come: no event yet, in a step that was not skipped (a skipped
+    step's own interactions are not due), in a flow that has not failed."""
+    if any(s.status == "error" for s in shown):
+        return []
+    skipped = {s.row.label for s in shown if s.status == "skipped"}
+    return [s for s in shown if s.status == "pending" and s.row.label.split(".")[0] not in skipped]
+
+
+def _mark(
+    shown: list[Shown],
+    by_step: dict[str, dict[str, Any]],
+    clients: Collection[str],
+    settled: bool,
+) -> None:
     index = {s.row.label: i for i, s in enumerate(shown)}
     seen = [label for label in by_step if label in index]  # in observed order
     in_order = in_declared_order(seen, index)
-    done = finished(shown) and not any(s.status == "error" for s in shown)
-    skipped = {s.row.label for s in shown if s.status == "skipped"}
+    # the flow went quiet with every main step seen: what it still lacks is missing
+    missing = {id(s) for s in due(shown)} if settled and _mains_seen(shown) else set()
     for s in shown:
         e = by_step.get(s.row.label)
         row = s.row
         if e is None:
-            # the flow ended well without this interaction (a skipped step's own are not due)
-            if done and row.label.split(".")[0] not in skipped:
+            if id(s) in missing:
                 s.mark, s.note = "missing", "no trace event"
             continue
         got = (e.get("source"), e.get("target"), e.get("via"), e.get("name"))
@@ -198,25 +227,35 @@ def differences(shown: list[Shown], extra_events: int = 0) -> str:
     return ", ".join(f"{n} {mark}" for mark, n in sorted(counts.items()))
 
 
-def finished(shown: list[Shown]) -> bool:
-    """Every main step has been seen, or one failed (nothing later will come)."""
-    if any(s.status == "error" for s in shown):
-        return True
+def _mains_seen(shown: list[Shown]) -> bool:
     mains = [s for s in shown if s.row.main]
     return bool(mains) and all(s.status != "pending" for s in mains)
 
 
-def summary(shown: list[Shown], extra_events: int = 0) -> str:
+def finished(shown: list[Shown], settled: bool = False) -> bool:
+    """A step failed (nothing later will come), or every main step has been seen and so
+    has every row due, or the flow went quiet (`settled`) with every main step seen."""
+    if any(s.status == "error" for s in shown):
+        return True
+    return _mains_seen(shown) and (settled or not due(shown))
+
+
+def summary(shown: list[Shown], extra_events: int = 0, settled: bool = False) -> str:
     """What the live view says when the flow has ended (or the watch gave up)."""
     failed = [s for s in shown if s.status == "error"]
     if failed:
         return f"Failed at step {failed[0].row.label}: {failed[0].error or 'error'}"
     mains = [s for s in shown if s.row.main]
     seen = sum(1 for s in mains if s.status != "pending")
-    if mains and seen == len(mains):
+    if finished(shown, settled):
         differ = differences(shown, extra_events)
         return f"Finished: all {len(mains)} steps recorded" + (
             f"; differs from the declared sequence: {differ}." if differ else "."
+        )
+    if mains and seen == len(mains):
+        return (
+            f"Stopped watching: all {seen} steps recorded, {len(due(shown))} of their"
+            " sub-steps not yet; reload to look again."
         )
     return f"Stopped watching: {seen} of {len(mains)} steps recorded so far; reload to look again."
 

@@ -73,6 +73,31 @@ def test_a_flow_in_progress_is_not_finished() -> None:
     assert [s.mark for s in every] == [""] * len(rows)
 
 
+def test_the_last_step_seen_before_its_sub_steps_is_not_the_end() -> None:
+    """Step 15 is recorded when cinder answers; attaching, completing and marking the
+    instance ACTIVE (15.3-15.6) come after it: every main step seen is not yet the end."""
+    rows = flows.rows(INFO.sequences["boot-vm"], "dashboard")
+    late = {"15.3", "15.4", "15.5", "15.6"}
+    events = [event(r.label, at=i) for i, r in enumerate(rows) if r.label not in late]
+    shown = flows.show(rows, events)
+    assert [s.row.label for s in flows.due(shown)] == sorted(late)
+    assert not flows.finished(shown) and [s.mark for s in shown] == [""] * len(rows)
+    assert flows.summary(shown) == (
+        "Stopped watching: all 15 steps recorded, 4 of their sub-steps not yet;"
+        " reload to look again."
+    )
+    # the trace quiet for QUIET_S: what is still lacking is missing, and the flow ended
+    last = max(float(e["ended_at"]) for e in events)
+    assert not flows.settled(events, last + flows.QUIET_S - 1.0)
+    assert flows.settled(events, last + flows.QUIET_S)
+    quiet = flows.show(rows, events, settled=True)
+    assert flows.finished(quiet, settled=True)
+    assert {s.row.label for s in quiet if s.mark == "missing"} == late
+    assert flows.summary(quiet, settled=True) == (
+        "Finished: all 15 steps recorded; differs from the declared sequence: 4 missing."
+    )
+
+
 def test_declared_versus_observed_marks_each_difference() -> None:
     """Step 12 seen before 11, sub-step 14.2 never seen, step 9 another interaction."""
     rows = flows.rows(INFO.sequences["boot-vm"], "dashboard")
@@ -81,14 +106,14 @@ def test_declared_versus_observed_marks_each_difference() -> None:
     events = [event(label, at=t) for label, t in at.items() if label != "14.2"]
     nine = next(e for e in events if e["step"] == "9")
     nine.update(source="nova-compute", target="cinder-api", via="http", name="getVolume")
-    shown = flows.show(rows, events)
+    shown = flows.show(rows, events, settled=True)
     marks = {s.row.label: (s.mark, s.note) for s in shown if s.mark}
     assert marks == {
         "9": ("mismatch", "observed nova-compute → cinder-api, http getVolume"),
         "12": ("out-of-order", "observed after 10.1"),
         "14.2": ("missing", "no trace event"),
     }, marks
-    assert flows.summary(shown, extra_events=1) == (
+    assert flows.summary(shown, extra_events=1, settled=True) == (
         "Finished: all 15 steps recorded; differs from the declared sequence: "
         "1 mismatch, 1 missing, 1 not declared, 1 out-of-order."
     )
