@@ -38,7 +38,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -222,160 +222,32 @@ def _now() -> str:
 
 @lru_cache(maxsize=1)
 def _env() -> Any:
+    text, number, dyn = cel.Type.STRING, cel.Type.INT, cel.Type.DYN
+    items, mapping = cel.Type.List(dyn), cel.Type.Map(dyn, dyn)
+    record = cel.Type.Map(text, dyn)
+    # name: (overload id, result type, argument types, implementation)
+    table: dict[str, tuple[str, Any, list[Any], Callable[..., Any]]] = {
+        "pairs": ("pairs_string", record, [text], _pairs),
+        "ip_version": ("ip_version_string", number, [text], _ip_version),
+        "ip_net": ("ip_net_string", record, [text], _ip_net),
+        "ip_compare": ("ip_compare_string_string", number, [text, text], _ip_compare),
+        "in_cidr": ("in_cidr_string_string", cel.Type.BOOL, [text, text], _in_cidr),
+        "sublist": ("sublist_list_int_int", items, [items, number, number], _sublist),
+        "now": ("now_", text, [], _now),
+        "uuid4": ("uuid4_", text, [], _uuid4),
+        "random_secret": ("random_secret_int", text, [number], _random_secret),
+        "flatten": ("flatten_list", items, [items], _flatten),
+        "closure": ("closure_map_list", items, [mapping, items], _closure),
+        "unique_by": ("unique_by_list_list", items, [items, items], _unique_by),
+        "sort": ("sort_list", items, [items], _sort),
+        "hexdigest": ("hexdigest_string_string", text, [text, text], _hexdigest),
+        "sum": ("sum_list", dyn, [items], _sum),
+        "map_of": ("map_of_list", mapping, [items], _map_of),
+        "merge": ("merge_maps", mapping, [mapping, mapping], _merge),
+    }
     functions = [
-        cel.FunctionDecl(
-            "pairs",
-            [
-                cel.Overload(
-                    "pairs_string",
-                    cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
-                    [cel.Type.STRING],
-                    impl=_pairs,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "ip_version",
-            [cel.Overload("ip_version_string", cel.Type.INT, [cel.Type.STRING], impl=_ip_version)],
-        ),
-        cel.FunctionDecl(
-            "ip_net",
-            [
-                cel.Overload(
-                    "ip_net_string",
-                    cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
-                    [cel.Type.STRING],
-                    impl=_ip_net,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "ip_compare",
-            [
-                cel.Overload(
-                    "ip_compare_string_string",
-                    cel.Type.INT,
-                    [cel.Type.STRING, cel.Type.STRING],
-                    impl=_ip_compare,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "in_cidr",
-            [
-                cel.Overload(
-                    "in_cidr_string_string",
-                    cel.Type.BOOL,
-                    [cel.Type.STRING, cel.Type.STRING],
-                    impl=_in_cidr,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "sublist",
-            [
-                cel.Overload(
-                    "sublist_list_int_int",
-                    cel.Type.List(cel.Type.DYN),
-                    [cel.Type.List(cel.Type.DYN), cel.Type.INT, cel.Type.INT],
-                    impl=_sublist,
-                )
-            ],
-        ),
-        cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
-        cel.FunctionDecl("uuid4", [cel.Overload("uuid4_", cel.Type.STRING, [], impl=_uuid4)]),
-        cel.FunctionDecl(
-            "random_secret",
-            [
-                cel.Overload(
-                    "random_secret_int", cel.Type.STRING, [cel.Type.INT], impl=_random_secret
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "flatten",
-            [
-                cel.Overload(
-                    "flatten_list",
-                    cel.Type.List(cel.Type.DYN),
-                    [cel.Type.List(cel.Type.DYN)],
-                    impl=_flatten,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "closure",
-            [
-                cel.Overload(
-                    "closure_map_list",
-                    cel.Type.List(cel.Type.DYN),
-                    [cel.Type.Map(cel.Type.DYN, cel.Type.DYN), cel.Type.List(cel.Type.DYN)],
-                    impl=_closure,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "unique_by",
-            [
-                cel.Overload(
-                    "unique_by_list_list",
-                    cel.Type.List(cel.Type.DYN),
-                    [cel.Type.List(cel.Type.DYN), cel.Type.List(cel.Type.DYN)],
-                    impl=_unique_by,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "sort",
-            [
-                cel.Overload(
-                    "sort_list",
-                    cel.Type.List(cel.Type.DYN),
-                    [cel.Type.List(cel.Type.DYN)],
-                    impl=_sort,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "hexdigest",
-            [
-                cel.Overload(
-                    "hexdigest_string_string",
-                    cel.Type.STRING,
-                    [cel.Type.STRING, cel.Type.STRING],
-                    impl=_hexdigest,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "sum",
-            [cel.Overload("sum_list", cel.Type.DYN, [cel.Type.List(cel.Type.DYN)], impl=_sum)],
-        ),
-        cel.FunctionDecl(
-            "map_of",
-            [
-                cel.Overload(
-                    "map_of_list",
-                    cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
-                    [cel.Type.List(cel.Type.DYN)],
-                    impl=_map_of,
-                )
-            ],
-        ),
-        cel.FunctionDecl(
-            "merge",
-            [
-                cel.Overload(
-                    "merge_maps",
-                    cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
-                    [
-                        cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
-                        cel.Type.Map(cel.Type.DYN, cel.Type.DYN),
-                    ],
-                    impl=_merge,
-                )
-            ],
-        ),
+        cel.FunctionDecl(name, [cel.Overload(overload, result, arguments, impl=impl)])
+        for name, (overload, result, arguments, impl) in table.items()
     ]
     return cel.NewEnv(
         variables={name: cel.Type.DYN for name in VARIABLES},

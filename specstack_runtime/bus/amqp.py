@@ -281,16 +281,7 @@ class AmqpBus(Bus):
 
     # -- messaging -------------------------------------------------------
 
-    async def cast(
-        self,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        *,
-        host: str | None = None,
-        context: dict[str, str] | None = None,
-    ) -> None:
-        envelope = self._envelope("cast", topic, method, payload, host, context)
+    async def _send_cast(self, envelope: Envelope) -> None:
         await self._publish(self._message(envelope), queue=envelope.queue)
 
     async def _send_call(self, envelope: Envelope, timeout: float) -> None:
@@ -298,19 +289,10 @@ class AmqpBus(Bus):
         message = self._message(envelope, deadline=deadline, expiration=timeout)
         await self._publish(message, queue=envelope.queue, deadline=deadline)
 
-    async def fanout(
-        self,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        *,
-        hosts: Collection[str] | None = None,
-        context: dict[str, str] | None = None,
-    ) -> None:
+    async def _send_fanout(self, envelope: Envelope, hosts: Collection[str] | None) -> None:
         # the fanout exchange reaches every subscriber, as neutron's does: each handler
         # checks whether the message concerns its host (`hosts` spares the in-process bus)
-        envelope = self._envelope("fanout", topic, method, payload, None, context)
-        await self._publish(self._message(envelope), fanout=topic)
+        await self._publish(self._message(envelope), fanout=envelope.topic)
 
     async def subscribe(
         self,

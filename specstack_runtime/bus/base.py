@@ -207,7 +207,6 @@ class Bus(ABC):
 
     # -- messaging -------------------------------------------------------
 
-    @abstractmethod
     async def cast(
         self,
         topic: str,
@@ -218,6 +217,11 @@ class Bus(ABC):
         context: dict[str, str] | None = None,
     ) -> None:
         """Deliver to exactly one consumer of the (host-qualified) topic; no reply."""
+        await self._send_cast(self._envelope("cast", topic, method, payload, host, context))
+
+    @abstractmethod
+    async def _send_cast(self, envelope: Envelope) -> None:
+        """Put a cast's envelope on its queue (`envelope.queue`)."""
 
     async def call(
         self,
@@ -261,7 +265,6 @@ class Bus(ABC):
     async def _send_call(self, envelope: Envelope, timeout: float) -> None:
         """Put a call's envelope on its way; its reply comes to `_reply_received`."""
 
-    @abstractmethod
     async def fanout(
         self,
         topic: str,
@@ -277,6 +280,12 @@ class Bus(ABC):
         binding): a bus may leave out subscribers that subscribed for another host, whose
         handlers would find nothing to do; subscribers without a host always get it.
         """
+        envelope = self._envelope("fanout", topic, method, payload, None, context)
+        await self._send_fanout(envelope, hosts)
+
+    @abstractmethod
+    async def _send_fanout(self, envelope: Envelope, hosts: Collection[str] | None) -> None:
+        """Put a fanout's envelope before the subscribers of `envelope.topic`."""
 
     @abstractmethod
     async def subscribe(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Collection
-from typing import Any
 
 from specstack_runtime.bus.base import (
     Bus,
@@ -107,32 +106,14 @@ class InProcessBus(Bus):
 
     # -- messaging -------------------------------------------------------
 
-    async def cast(
-        self,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        *,
-        host: str | None = None,
-        context: dict[str, str] | None = None,
-    ) -> None:
-        envelope = self._envelope("cast", topic, method, payload, host, context)
+    async def _send_cast(self, envelope: Envelope) -> None:
         self._queue(envelope.queue).put_nowait(envelope)
 
     async def _send_call(self, envelope: Envelope, timeout: float) -> None:
         self._queue(envelope.queue).put_nowait(envelope)
 
-    async def fanout(
-        self,
-        topic: str,
-        method: str,
-        payload: dict[str, Any],
-        *,
-        hosts: Collection[str] | None = None,
-        context: dict[str, str] | None = None,
-    ) -> None:
-        envelope = self._envelope("fanout", topic, method, payload, None, context)
-        by_host = self._fanout.get(topic, {})
+    async def _send_fanout(self, envelope: Envelope, hosts: Collection[str] | None) -> None:
+        by_host = self._fanout.get(envelope.topic, {})
         if hosts is None:
             targets = [c for group in by_host.values() for c in group]
         else:
