@@ -13,7 +13,7 @@ from specstack_runtime.expr import ExprError, compile_expr
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 
 #: Keys of a step's `with:` that say how it runs, not what it is given (flowsteps).
-CONTROL = ("when", "each", "accept", "keep")
+CONTROL = ("when", "require", "each", "accept", "keep")
 
 
 def _lookup(scope: dict[str, Any], path: str) -> Any:
@@ -38,7 +38,8 @@ def evaluate(text: str, scope: dict[str, Any], **variables: Any) -> Any:
 
 
 def control(bindings: dict[str, Any]) -> dict[str, Any]:
-    """The `with:` keys that say how the step runs (`when`, `each`, `accept`, `keep`)."""
+    """The `with:` keys that say how the step runs (`when`, `require`, `each`, `accept`,
+    `keep`)."""
     return {k: bindings[k] for k in CONTROL if k in bindings}
 
 

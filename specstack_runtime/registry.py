@@ -66,7 +66,6 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.nova_host",
     "specstack_runtime.behaviours.conductor",
     "specstack_runtime.behaviours.scheduler",
-    "specstack_runtime.behaviours.cli",
     "specstack_runtime.behaviours.compute_secgroups",
     "specstack_runtime.behaviours.nova_events",
     "specstack_runtime.behaviours.nova_metadata",

@@ -23,8 +23,24 @@ async def boot_vm(flow: Flow) -> None:
         "cli",
         "user",
         None,
-        "cli.accept_request",
+        None,
         flow.noop,
+        bindings={
+            "require": [
+                {
+                    "expr": "has(vars.request) && type(vars.request) == map && ['name', 'image_id', 'flavor_id', 'network_id'].all(f, f in vars.request\n     && type(vars.request[f]) == string && vars.request[f].trim() != '')",
+                    "message": "the request lacks a name, image_id, flavor_id or network_id",
+                },
+                {
+                    "expr": "['volume_id', 'key_name', 'availability_zone'].all(f, !(f in vars.request)\n  || vars.request[f] == null\n  || (type(vars.request[f]) == string && vars.request[f].trim() != ''))",
+                    "message": "volume_id, key_name and availability_zone are each a non-empty string or null",
+                },
+                {
+                    "expr": "has(vars.credentials) && type(vars.credentials) == map && ['username', 'password', 'project_name', 'user_domain_name', 'project_domain_name']\n  .all(f, f in vars.credentials && type(vars.credentials[f]) == string\n          && vars.credentials[f].trim() != '')",
+                    "message": "the credentials lack a username, password, project_name, user_domain_name or project_domain_name",
+                },
+            ]
+        },
         source="user",
     )
     await flow.step(
@@ -33,8 +49,38 @@ async def boot_vm(flow: Flow) -> None:
         "keystone",
         "http",
         "issueToken",
-        "cli.authenticate",
+        None,
         clients.identity.IdentityClient(flow).issue_token,
+        bindings={
+            "token": None,
+            "body": {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": "{credentials.username}",
+                                "domain": {"name": "{credentials.user_domain_name}"},
+                                "password": "{credentials.password}",
+                            }
+                        },
+                    },
+                    "scope": {
+                        "project": {
+                            "name": "{credentials.project_name}",
+                            "domain": {"name": "{credentials.project_domain_name}"},
+                        }
+                    },
+                }
+            },
+            "accept": [201],
+            "keep": {
+                "token": "headers['x-subject-token']",
+                "project_id": "reply.token.project.id",
+                "user_id": "reply.token.user.id",
+                "catalog": "has(reply.token.catalog) ? reply.token.catalog : []",
+            },
+        },
     )
     await flow.step(
         2,
@@ -70,8 +116,20 @@ async def delete_vm(flow: Flow) -> None:
         "cli",
         "user",
         None,
-        "cli.accept_request",
+        None,
         flow.noop,
+        bindings={
+            "require": [
+                {
+                    "expr": "has(vars.request) && type(vars.request) == map && 'server_id' in vars.request && type(vars.request.server_id) == string && vars.request.server_id.trim() != ''",
+                    "message": "the request lacks the server_id",
+                },
+                {
+                    "expr": "has(vars.credentials) && type(vars.credentials) == map && ['username', 'password', 'project_name', 'user_domain_name', 'project_domain_name']\n  .all(f, f in vars.credentials && type(vars.credentials[f]) == string\n          && vars.credentials[f].trim() != '')",
+                    "message": "the credentials lack a username, password, project_name, user_domain_name or project_domain_name",
+                },
+            ]
+        },
         source="user",
     )
     await flow.step(
@@ -80,8 +138,38 @@ async def delete_vm(flow: Flow) -> None:
         "keystone",
         "http",
         "issueToken",
-        "cli.authenticate",
+        None,
         clients.identity.IdentityClient(flow).issue_token,
+        bindings={
+            "token": None,
+            "body": {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": "{credentials.username}",
+                                "domain": {"name": "{credentials.user_domain_name}"},
+                                "password": "{credentials.password}",
+                            }
+                        },
+                    },
+                    "scope": {
+                        "project": {
+                            "name": "{credentials.project_name}",
+                            "domain": {"name": "{credentials.project_domain_name}"},
+                        }
+                    },
+                }
+            },
+            "accept": [201],
+            "keep": {
+                "token": "headers['x-subject-token']",
+                "project_id": "reply.token.project.id",
+                "user_id": "reply.token.user.id",
+                "catalog": "has(reply.token.catalog) ? reply.token.catalog : []",
+            },
+        },
     )
     await flow.step(
         2,

@@ -181,13 +181,7 @@ async def run_stack(config: StackConfig, *, once: bool, console: Console) -> int
         name = SERVER_NAME
         flow_id, server_id, server = await demo.boot(ids, name, on_event=printer)
         await asyncio.sleep(0.05)  # let the last steps' events land
-        printer.flush(final=True)
-        ok = server["status"] == "ACTIVE" and printer.complete()
-        fault = server.get("fault", {}).get("message", "")
-        console.print(
-            f"{'[green]' if ok else '[red]'}server {name} ({server_id}) is {server['status']}"
-            f"{'[/green]' if ok else '[/red]'}{': ' + fault if fault else ''}"
-        )
+        ok = _report_boot(console, printer, name, server_id, server)
         console.print(f"trace: specstack trace {flow_id}")
         _print_osprofiler(console, config, flow_id)
         code = 0 if ok else 1
@@ -388,13 +382,7 @@ async def run_distributed(
             await feed.settle()
         finally:
             follower.cancel()
-        printer.flush(final=True)
-        ok = server["status"] == "ACTIVE" and printer.complete()
-        fault = server.get("fault", {}).get("message", "")
-        console.print(
-            f"{'[green]' if ok else '[red]'}server {name} ({server_id}) is {server['status']}"
-            f"{'[/green]' if ok else '[/red]'}{': ' + fault if fault else ''}"
-        )
+        ok = _report_boot(console, printer, name, server_id, server)
         console.print(f"trace: specstack trace {flow_id} --data-dir {config.data_dir}")
         _print_osprofiler(console, config, flow_id)
         code = 0 if ok else 1
@@ -425,6 +413,21 @@ async def run_distributed(
     await sup.stop()
     console.print("stopped")
     return code
+
+
+def _report_boot(
+    console: Console, printer: StepPrinter, name: str, server_id: str, server: dict[str, Any]
+) -> bool:
+    """The demo server's last word: ACTIVE with every step printed, or its fault."""
+    printer.flush(final=True)
+    ok = server["status"] == "ACTIVE" and printer.complete()
+    fault = server.get("fault", {}).get("message", "")
+    colour = "green" if ok else "red"
+    console.print(
+        f"[{colour}]server {name} ({server_id}) is {server['status']}[/{colour}]"
+        f"{': ' + fault if fault else ''}"
+    )
+    return ok
 
 
 def _print_osprofiler(console: Console, config: StackConfig, flow_id: str) -> None:

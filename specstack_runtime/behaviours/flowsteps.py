@@ -2,11 +2,13 @@
 
 `with:` in the spec gives the arguments, with `{name.path}` placeholders read from
 the flow's variables (plus `payload`, `body` and `path` of the triggering call) and
-`{expr: CEL}` values; `as:` names the variable the result is kept in. Four keys of
+`{expr: CEL}` values; `as:` names the variable the result is kept in. Five keys of
 `with:` say how the interaction runs rather than what it is given (docs/resources.md,
-"Flow steps"): `when` (CEL: skip the step when false), `each` (CEL list: the interaction
-once per `item`), `accept` (http: the statuses that are success; native: the error types
-that mean already done) and `keep` (variable: CEL over `reply`, `headers` and `item`).
+"Flow steps"): `when` (CEL: skip the step when false), `require` (CEL checks: the step
+fails with the message when one is false), `each` (CEL list: the interaction once per
+`item`), `accept` (http: the statuses that are success; native: the error types that
+mean already done) and `keep` (variable: CEL over `reply`, `headers` and `item`; keeping
+`token` makes it the token the flow's later calls send).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from specstack_runtime.bindings import CONTROL, bind, call_scope, control, evaluate
 from specstack_runtime.context import Interaction
+from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 
@@ -37,6 +40,9 @@ async def _each(
     args = {k: v for k, v in ix.bindings.items() if k not in CONTROL}
     if "when" in rules and not evaluate(rules["when"], _scope(ix)):
         return
+    for rule in rules.get("require") or ():
+        if not evaluate(rule["expr"], _scope(ix)):
+            raise StepFailed(str(rule["message"]), code=int(rule.get("status", 400)))
     items = evaluate(rules["each"], _scope(ix)) if "each" in rules else [None]
     for item in items:
         scope = _scope(ix) if "each" not in rules else {**_scope(ix), "item": item}
@@ -44,6 +50,8 @@ async def _each(
         _keep(ix, result)
         for name, text in (rules.get("keep") or {}).items():
             ix.vars[name] = evaluate(text, _scope(ix), item=item, reply=result, headers=headers)
+        if "token" in (rules.get("keep") or {}):
+            ix.call.token = str(ix.vars["token"])  # a login: the flow's later calls send it
 
 
 @behaviour("auth.validate", via=("http",))
@@ -54,8 +62,12 @@ async def validate_token(ix: Interaction) -> None:
 
 @behaviour("flow.user", via=("user",))
 async def user(ix: Interaction) -> None:
-    """A user's request: the actor acts (nothing more to do than carry it)."""
-    await ix.invoke()
+    """A user's request: the actor acts; `require` says what the request must hold."""
+
+    async def once(args: dict[str, Any], accept: list[Any]) -> tuple[Any, Any]:
+        return await ix.invoke(), None
+
+    await _each(ix, once)
 
 
 @behaviour("flow.sql", via=("sql",))

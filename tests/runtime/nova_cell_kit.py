@@ -10,7 +10,6 @@ from typing import Any
 
 from specstack_runtime import registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
-    cli,
     conductor,
     nova_api,
     nova_attach,

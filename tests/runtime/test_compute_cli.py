@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import cli
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
 from tests.aio import arun
@@ -16,7 +15,6 @@ from tests.runtime.test_compute_kit import (
     NETWORK_ID,
     VOLUME_ID,
     Recorder,
-    interaction,
     make_runtime,
     response,
     run_spec_step,
@@ -57,30 +55,37 @@ def cli_call(tmp_path: Path, request: dict[str, Any], sequence: str = "boot-vm")
 
 
 @arun
-async def test_accept_request(tmp_path: Path) -> None:
+async def test_the_request_must_name_what_the_command_needs(tmp_path: Path) -> None:
+    """Step 1's `require:` (the spec's): 400 with the message, before anything is sent."""
     invoke = Recorder()
-    await cli.accept_request(interaction(cli_call(tmp_path, BOOT), invoke, label="1"))
-    assert invoke.calls == [((), {})]
-    await cli.accept_request(
-        interaction(cli_call(tmp_path, {"server_id": "x"}, "delete-vm"), invoke)
+    await run_spec_step(cli_call(tmp_path, BOOT), "boot-vm", "1", invoke)
+    await run_spec_step(
+        cli_call(tmp_path, {"server_id": "x"}, "delete-vm"), "delete-vm", "1", invoke
     )
-    for bad in (
-        {**BOOT, "image_id": ""},
-        {k: v for k, v in BOOT.items() if k != "network_id"},
-        {**BOOT, "key_name": ""},
+    assert invoke.calls == [((), {}), ((), {})]
+    lacks = "the request lacks a name, image_id, flavor_id or network_id"
+    optional = "volume_id, key_name and availability_zone are each a non-empty string or null"
+    for bad, message in (
+        ({**BOOT, "image_id": ""}, lacks),
+        ({k: v for k, v in BOOT.items() if k != "network_id"}, lacks),
+        ({**BOOT, "name": 7}, lacks),
+        ({**BOOT, "key_name": ""}, optional),
+        ({**BOOT, "volume_id": ["v"]}, optional),
     ):
-        with pytest.raises(StepFailed):
-            await cli.accept_request(interaction(cli_call(tmp_path, bad), invoke))
+        with pytest.raises(StepFailed) as err:
+            await run_spec_step(cli_call(tmp_path, bad), "boot-vm", "1", invoke)
+        assert (str(err.value), err.value.code) == (message, 400)
     call = cli_call(tmp_path, BOOT)
     call.vars["credentials"].pop("password")
-    with pytest.raises(StepFailed, match="password"):
-        await cli.accept_request(interaction(call, invoke))
-    with pytest.raises(StepFailed, match="server_id"):
-        await cli.accept_request(interaction(cli_call(tmp_path, {}, "delete-vm"), invoke))
+    with pytest.raises(StepFailed, match="the credentials lack a username, password"):
+        await run_spec_step(call, "boot-vm", "1", invoke)
+    with pytest.raises(StepFailed, match=r"^the request lacks the server_id$"):
+        await run_spec_step(cli_call(tmp_path, {}, "delete-vm"), "delete-vm", "1", invoke)
+    assert len(invoke.calls) == 2  # nothing more was carried out
 
 
 @arun
-async def test_authenticate(tmp_path: Path) -> None:
+async def test_the_login_is_the_clients_and_its_token_is_the_flows(tmp_path: Path) -> None:
     call = cli_call(tmp_path, BOOT)
     token_body = {
         "token": {
@@ -91,9 +96,10 @@ async def test_authenticate(tmp_path: Path) -> None:
         }
     }
     invoke = Recorder(response(201, token_body, {"X-Subject-Token": "tok"}))
-    await cli.authenticate(interaction(call, invoke, label="2"))
+    await run_spec_step(call, "boot-vm", "2", invoke)
     (((), kw),) = invoke.calls
     assert kw == {
+        "token": None,  # a login sends none
         "body": {
             "auth": {
                 "identity": {
@@ -108,17 +114,24 @@ async def test_authenticate(tmp_path: Path) -> None:
                 },
                 "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
             }
-        }
+        },
     }
     assert call.token == "tok" and call.vars["token"] == "tok"
     assert call.vars["project_id"] == "p" * 32 and call.vars["user_id"] == "u" * 32
     assert call.vars["catalog"] == [{"type": "compute"}]
+    # the next step sends it
+    step3 = Recorder(response(202, {"server": {"id": "s1", "links": []}}))
+    await run_spec_step(call, "boot-vm", "3", step3)
+    assert step3.calls[0][1]["token"] == "tok"
+    refused = response(
+        401, {"error": {"message": "The request you have made requires authentication."}}
+    )
     with pytest.raises(StepFailed, match="401"):
-        await cli.authenticate(
-            interaction(call, Recorder(response(401, {"error": {"message": "no"}})))
+        await run_spec_step(cli_call(tmp_path, BOOT), "boot-vm", "2", Recorder(refused))
+    with pytest.raises(StepFailed, match="x-subject-token"):
+        await run_spec_step(
+            cli_call(tmp_path, BOOT), "delete-vm", "2", Recorder(response(201, token_body))
         )
-    with pytest.raises(StepFailed, match="X-Subject-Token"):
-        await cli.authenticate(interaction(call, Recorder(response(201, token_body))))
 
 
 @arun

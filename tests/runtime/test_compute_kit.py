@@ -27,7 +27,6 @@ from generator.pipeline.build_ir import build_ir
 from generator.pipeline.load import load_spec
 from specstack_runtime import registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
-    cli,
     conductor,
     nova_api,
     nova_attach,

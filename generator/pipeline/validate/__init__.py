@@ -10,6 +10,7 @@ from generator.pipeline.validate.behaviours import check_behaviours
 from generator.pipeline.validate.openapi import check_openapi
 from generator.pipeline.validate.resources import check_resources
 from generator.pipeline.validate.schema import check_schema
+from generator.pipeline.validate.steps import check_step_bindings
 from generator.pipeline.validate.xref import build_index, check_xrefs
 
 
@@ -19,6 +20,7 @@ def check_references(spec: LoadedSpec) -> list[Diagnostic]:
     diags = check_xrefs(spec)
     if not diags:
         diags = check_behaviours(spec) + check_resources(spec, build_index(spec))
+        diags += check_step_bindings(spec)
     return diags
 
 
