@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from specstack_runtime.app import ApiApp, Route
+from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
+from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.microversions import Microversions
 from specstack_runtime.stackinfo import StackInfo
-from tests.runtime.test_resource_engine import SERVICE, Placement, placement_info
+from tests.runtime.test_resource_engine import ADMIN, SERVICE, Placement, placement_info
 
 COMPUTE = Microversions(
     "compute", "2.1", "2.79", ("OpenStack-API-Version", "X-OpenStack-Nova-API-Version")
@@ -136,5 +141,60 @@ def test_fields_and_statuses_follow_the_negotiated_version(info: StackInfo, tmp_
             return (await p.op("deleteAllocations", SERVICE, path=path, version=version)).status
 
         assert [await delete_at(v) for v in ((1, 0), (1, 3), (1, 4))] == [202, 202, 204]
+
+    asyncio.run(go())
+
+
+class _Validator:
+    """Every token is the admin's (the app asks before it looks at the version)."""
+
+    async def validate(self, token: str) -> Any:
+        return ADMIN
+
+
+def test_an_operation_below_its_version_is_404_over_http(info: StackInfo, tmp_path: Path) -> None:
+    """`x-specstack-since` on an operation: asked for below it, the route is not there (404
+    in the API's error format, the handler not run); at or above it, it answers; the
+    answer names the negotiated version; a version beyond the range is 406."""
+    ran: list[tuple[int, int] | None] = []
+
+    async def run(flow: Flow) -> None:
+        ran.append(flow.call.microversion)
+        flow.call.reply = Reply(200, {"ok": True})
+
+    handler = HandlerSpec(
+        component="placement-api", kind="operation", trigger="listThings", behaviour=None,
+        on_error=None, run=run,
+    )  # fmt: skip
+    route = Route("GET", "/things", "listThings", handler, since=(1, 3))
+    placement = Placement(info, tmp_path)
+    placement.rt.auth = _Validator()  # type: ignore[assignment]
+    app = ApiApp(placement.rt, error_format="keystone", identity_url="http://keystone.test/v3")
+
+    async def get(version: str | None) -> httpx.Response:
+        headers = {"X-Auth-Token": "t"}
+        if version is not None:
+            headers["OpenStack-API-Version"] = f"placement {version}"
+        transport = httpx.ASGITransport(app=app.build([route], title="placement"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://placement.test") as c:
+            return await c.get("/things", headers=headers)
+
+    async def go() -> None:
+        below, default, at, above, beyond = [
+            await get(v) for v in ("1.2", None, "1.3", "1.4", "1.5")
+        ]
+        assert below.status_code == 404 and default.status_code == 404  # 1.0 by default
+        assert below.json() == {
+            "error": {
+                "code": 404,
+                "message": "The resource could not be found.",
+                "title": "Not Found",
+            }
+        }
+        assert (at.status_code, at.json()) == (200, {"ok": True})
+        assert at.headers["OpenStack-API-Version"] == "placement 1.3"
+        assert above.headers["OpenStack-API-Version"] == "placement 1.4"
+        assert beyond.status_code == 406 and "1.0" in beyond.text and "1.4" in beyond.text
+        assert ran == [(1, 3), (1, 4)]  # the handler never ran below its version
 
     asyncio.run(go())
