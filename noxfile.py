@@ -94,9 +94,11 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite (toolkit, runtime, running stack, generated conformance)."""
     _install(session)
-    # tests/distributed runs in tests_distributed (it restarts the shared RabbitMQ once);
-    # the 1,000-boot keep-alive test (marker `load`, about a minute) runs here too
-    session.run("pytest", "--ignore=tests/distributed", "--durations=30", *session.posargs)
+    # tests/distributed runs in tests_distributed; the 1,000-boot keep-alive test (marker
+    # `load`, about a minute) runs here too
+    session.run(
+        "pytest", "--ignore=tests/distributed", "--durations=30", *_marks(), *session.posargs
+    )
 
 
 @nox.session(python=PYTHON)
@@ -125,9 +127,14 @@ def tests_distributed(session: nox.Session) -> None:
             )
         ),
     ]
-    # SPECSTACK_TEST_MARKS: a marker expression (CI runs the RabbitMQ restart alone, after)
+    session.run("pytest", "--durations=20", *_marks(), *paths, env=env)
+
+
+def _marks() -> list[str]:
+    """SPECSTACK_TEST_MARKS, a marker expression: CI runs the two suites side by side with
+    "not broker_restart", then the tests that restart the shared RabbitMQ alone."""
     marks = os.environ.get("SPECSTACK_TEST_MARKS")
-    session.run("pytest", "--durations=20", *(["-m", marks] if marks else []), *paths, env=env)
+    return ["-m", marks] if marks else []
 
 
 @nox.session(python=PYTHON)

@@ -111,10 +111,3 @@ def demo(dstack: Stack) -> Iterator[Cloud]:
     cloud = Cloud.login(dstack, "demo", "demo", "demo")
     yield cloud
     cloud.close()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "rabbitmq_restart: restarts the machine's RabbitMQ (disturbs other users; run sparingly)",
-    )

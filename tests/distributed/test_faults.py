@@ -94,7 +94,7 @@ def test_a_compute_killed_during_a_boot_leaves_nothing_in_build(
     assert again["status"] == "ACTIVE", again
 
 
-@pytest.mark.rabbitmq_restart
+@pytest.mark.broker_restart
 @pytest.mark.skipif(
     not os.environ.get(RABBIT_RESTART_ENV),
     reason=f"restarts the machine's shared RabbitMQ: set {RABBIT_RESTART_ENV}=1 "
