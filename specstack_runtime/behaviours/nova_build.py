@@ -2,8 +2,8 @@
 
 `compute.begin_build` keeps the request's facts, then the steps of boot-vm 8-15.5 run in
 order, these behaviours or the spec's own (14.3, 15.3, 15.4: their `with:`; `rt.driver`
-is the host's hypervisor driver); on error
-`compute.build_failed` (nova_build_failure) runs.
+is the host's hypervisor driver). A failed build is undone, rescheduled or put into ERROR
+by the consumer's `on_failure` steps (spec/components.yaml), then `compute.end_build` runs.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from specstack_runtime.behaviours.nova_common import (
     given_ports,
     host_availability_zone,
     instance_ports,
+    is_gone,
     update_instance,
 )
 from specstack_runtime.bus import MessagingTimeout, RemoteError
@@ -40,6 +41,7 @@ from specstack_runtime.filewriter import atomic_write
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,27 @@ def end_build(call: Call) -> None:
     uuid = str(call.payload["instance"]["uuid"])
     if live.get(uuid) == call.request_id:
         del live[uuid]
+
+
+@behaviour("compute.end_build")
+async def build_ended(call: Call, error: BaseException) -> None:
+    """A failed build's run is over (after the spec's `on_failure` steps): a later delivery
+    of it may run."""
+    end_build(call)
+
+
+@behaviour("compute.discard_build")
+async def discard_build(event: ResourceEvent) -> None:
+    """Start-up recovery (spec/resources/compute.yaml `recover`): the guest of a build this
+    host had not finished is destroyed (its ports stay bound to the instance until delete)."""
+    rt = event.call.rt
+    if rt.driver is None:
+        return
+    try:
+        await rt.driver.destroy({"uuid": str(event.doc["id"]), "name": str(event.doc["id"])})
+    except Exception as exc:
+        if not is_gone(exc):
+            raise
 
 
 @behaviour("compute.begin_build")
@@ -159,7 +182,7 @@ class RescheduleBuild(StepFailed):
 async def spawn(ix: Interaction) -> None:
     """boot-vm 9: the driver starts building the guest.
 
-    A driver failure raises RescheduleBuild, so that compute.build_failed tries
+    A driver failure raises RescheduleBuild, so that the build's `on_failure` steps try
     another host (up to config.max_build_attempts hosts in all).
     """
     instance = driver_instance(ix.vars)

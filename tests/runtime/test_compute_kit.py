@@ -32,7 +32,6 @@ from specstack_runtime.behaviours import (  # noqa: F401  (they register the nov
     nova_api,
     nova_attach,
     nova_build,
-    nova_build_failure,
     nova_delete,
     nova_host,
     nova_keypairs,
