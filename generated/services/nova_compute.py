@@ -87,8 +87,26 @@ async def build_and_run_instance(flow: Flow) -> None:
         "cinder-api",
         "http",
         "createAttachment",
-        "compute.create_attachments",
+        None,
         clients.block_storage.BlockStorageClient(flow).create_attachment,
+        bindings={
+            "each": "vars.block_device_mapping.filter(b, has(b.source_type) && b.source_type == 'volume'\n  && has(b.uuid) && b.uuid != null && b.uuid != '')",
+            "project_id": "{instance_ref.project_id}",
+            "body": {
+                "attachment": {
+                    "volume_uuid": "{item.uuid}",
+                    "instance_uuid": "{instance_uuid}",
+                    "connector": {
+                        "expr": "{'host': vars.payload.host, 'ip': '127.0.0.1', 'platform': 'x86_64',\n 'os_type': 'linux', 'multipath': false,\n 'mountpoint': has(item.boot_index) && item.boot_index == 0 ? '/dev/vda'\n   : cel.bind(n, size(vars.attachments.filter(a, a.device != '/dev/vda')),\n       '/dev/vd' + 'bcdefghijklmnopqrstuvwxyz'.substring(n, n + 1))}"
+                    },
+                    "mode": "rw",
+                }
+            },
+            "accept": [200],
+            "keep": {
+                "attachments": "vars.attachments + [{'attachment_id': string(reply.attachment.id),\n  'volume_id': string(item.uuid),\n  'device': has(item.boot_index) && item.boot_index == 0 ? '/dev/vda'\n    : cel.bind(n, size(vars.attachments.filter(a, a.device != '/dev/vda')),\n        '/dev/vd' + 'bcdefghijklmnopqrstuvwxyz'.substring(n, n + 1)),\n  'connection_info': has(reply.attachment.connection_info)\n    ? dyn(reply.attachment.connection_info) : dyn(null)}]"
+            },
+        },
     )
     await flow.step(
         7,
@@ -130,6 +148,26 @@ async def build_and_run_instance(flow: Flow) -> None:
         "instance_update",
         "compute.mark_active",
         messaging.instance_update(flow),
+        bindings={
+            "payload": {
+                "instance_uuid": "{instance_uuid}",
+                "expected_task_state": "{task_state}",
+                "updates": {
+                    "vm_state": "active",
+                    "task_state": None,
+                    "power_state": 1,
+                    "launched_at": "{launched_at}",
+                    "addresses": "{addresses}",
+                    "ports": {"expr": "vars.ports.map(p, string(p.id))"},
+                    "vifs": {
+                        "expr": "(vars.ports + vars.bound_ports).map(p, {'id': string(p.id),\n  'address': p.mac_address == null ? '' : string(p.mac_address),\n  'network_id': p.network_id == null ? '' : string(p.network_id),\n  'ip_addresses': (p.fixed_ips == null ? [] : p.fixed_ips).map(ip, string(ip.ip_address)),\n  'mac_address': p.mac_address,\n  'fixed_ips': p.fixed_ips == null ? [] : p.fixed_ips,\n  'status': has(p.status) ? p.status : 'ACTIVE'})"
+                    },
+                    "attachments": {
+                        "expr": "vars.attachments.map(a, merge({'attachment_id': string(a.attachment_id),\n  'volume_id': string(a.volume_id), 'device': a.device},\n  has(a.connection_info) && type(a.connection_info) == map\n    ? {'connection_info': a.connection_info} : {}))"
+                    },
+                },
+            }
+        },
     )
 
 

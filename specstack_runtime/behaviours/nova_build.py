@@ -23,9 +23,6 @@ from specstack_runtime.behaviours.conductor import (
     naive_now,
 )
 from specstack_runtime.behaviours.nova_common import (
-    CONNECTOR_BASE,
-    attachment_item,
-    device_names,
     driver_instance,
     flow_token,
     given_ports,
@@ -34,6 +31,7 @@ from specstack_runtime.behaviours.nova_common import (
     is_gone,
     update_instance,
 )
+from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.bus import MessagingTimeout, RemoteError
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import Dropped, StepFailed
@@ -285,15 +283,6 @@ async def download_image(ix: Interaction) -> None:
     atomic_write(path, data)  # the md5 is checked again before the cache is used
 
 
-def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(port["id"]),
-        "address": str(port.get("mac_address") or ""),
-        "network_id": str(port.get("network_id") or ""),
-        "ip_addresses": [str(ip["ip_address"]) for ip in port.get("fixed_ips") or []],
-    }
-
-
 @behaviour("compute.create_ports", needs=("network",), via=("http",))
 async def create_ports(ix: Interaction) -> None:
     """boot-vm 13: one port per requested network, bound to this host (or bind a given port).
@@ -363,45 +352,6 @@ def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
         return False
     ip = net.get("fixed_ip")
     return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
-
-
-@behaviour("compute.create_attachments", via=("http",))
-async def create_attachments(ix: Interaction) -> None:
-    """boot-vm 15: a cinder attachment, with this host's connector, per volume to attach."""
-    volumes = [
-        b
-        for b in ix.vars.get("block_device_mapping") or []
-        if b.get("source_type") == "volume" and b.get("uuid")
-    ]
-    if not volumes:
-        return
-    uuid = ix.vars["instance_uuid"]
-    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
-    token = await flow_token(ix.call)
-    names = device_names(["/dev/vda"])
-    for bdm in volumes:
-        device = "/dev/vda" if bdm.get("boot_index") == 0 else next(names)
-        body = {
-            "attachment": {
-                "volume_uuid": bdm["uuid"],
-                "instance_uuid": uuid,
-                # nova's connector names the disk: cinder shows it as the attachment's device.
-                "connector": {"host": ix.rt.host, **CONNECTOR_BASE, "mountpoint": device},
-                "mode": "rw",
-            }
-        }
-        resp = expect(await ix.invoke(project_id=project_id, body=body, token=token), 200)
-        att = resp.json()["attachment"]
-        ix.vars["attachments"].append(
-            {
-                "attachment_id": str(att["id"]),
-                "volume_id": str(bdm["uuid"]),
-                "device": device,
-                "connection_info": att.get("connection_info"),
-            }
-        )
-        if not isinstance(att.get("connection_info"), dict):
-            raise StepFailed(f"cinder gave no connection_info for volume {bdm['uuid']}")
 
 
 async def _network_names(
@@ -500,42 +450,20 @@ def _console_tail(text: str) -> str:
 
 @behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
 async def mark_active(ix: Interaction) -> None:
-    """boot-vm 15.4: the instance becomes ACTIVE with its addresses, ports and volumes."""
-    uuid = ix.vars["instance_uuid"]
+    """boot-vm 15.5: once the guest runs, the update the step's `with:` gives (the instance
+    ACTIVE with its addresses, ports and volumes; `addresses` and `launched_at` from here)."""
     await _wait_until_running(ix.rt, driver_instance(ix.vars))
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await flow_token(ix.call) if ports else None
     names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)
-    updates = {
-        "vm_state": "active",
-        "task_state": None,
-        "power_state": 1,
-        "launched_at": naive_now(),
-        "addresses": nova_addresses(ports, names),
-        "ports": [str(p["id"]) for p in ix.vars.get("ports", [])],
-        "vifs": [
-            {
-                **_vif(p),
-                "mac_address": p.get("mac_address"),
-                "fixed_ips": p.get("fixed_ips") or [],
-                "status": p.get("status", "ACTIVE"),
-            }
-            for p in ports
-        ],
-        "attachments": [attachment_item(a) for a in ix.vars.get("attachments", [])],
-    }
+    ix.vars.update(addresses=nova_addresses(ports, names), launched_at=naive_now())
+    payload = bind(ix.bindings["payload"], call_scope(ix.call))
     try:
-        reply = await ix.invoke(
-            {
-                "instance_uuid": uuid,
-                "expected_task_state": ix.vars["task_state"],
-                "updates": updates,
-            }
-        )
+        reply = await ix.invoke(payload)
     except (RemoteError, MessagingTimeout) as exc:  # refused when asked again, or no answer
-        done = {k: updates[k] for k in ("vm_state", "task_state", "ports")}
+        done = {k: payload["updates"][k] for k in ("vm_state", "task_state", "ports")}
         refused = isinstance(exc, RemoteError) and exc.exc_type != "Conflict"
-        if refused or not (landed := await _landed(ix.call, uuid, done)):
+        if refused or not (landed := await _landed(ix.call, ix.vars["instance_uuid"], done)):
             raise
         reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]

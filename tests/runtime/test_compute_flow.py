@@ -395,7 +395,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
 
     conn = {"driver_volume_type": "iscsi", "data": {"volume_id": VOLUME_ID}}
     create_att = Recorder(response(200, {"attachment": {"id": "a1", "connection_info": conn}}))
-    await nova_build.create_attachments(interaction(call, create_att, label="15"))
+    await run_spec_step(call, "boot-vm", "15", create_att)
     (((), kw),) = create_att.calls
     assert kw["project_id"] == row["project_id"] and kw["token"] == "user-token"
     assert kw["body"] == {
@@ -438,7 +438,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     # ACTIVE waits for the guest to run; the canned spawn above never reached the driver
     await rt.driver.spawn(kw_spawn["instance"], kw_spawn["image"], [], [])
     update = Recorder(fn=lambda p: {"instance": {**instance_msg, "vm_state": "active"}})
-    await nova_build.mark_active(interaction(call, update, label="15.4"))
+    await run_spec_step(call, "boot-vm", "15.5", update)
     (((sent,), _),) = update.calls
     check(info, "instance_update", "payload", sent)
     assert sent["expected_task_state"] == "spawning"  # as the build took it
@@ -476,9 +476,8 @@ async def test_steps_with_nothing_to_do_do_not_invoke(tmp_path: Path) -> None:
     call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
     await nova_build.begin_build(call)
     invoke = Recorder()
-    for step in (nova_build.create_ports, nova_build.create_attachments):
-        await step(interaction(call, invoke))
-    for label in ("14.3", "15.3", "15.4"):  # the spec's steps: `when`, `each` over nothing
+    await nova_build.create_ports(interaction(call, invoke))
+    for label in ("14.3", "15", "15.3", "15.4"):  # the spec's steps: `when`, `each` over nothing
         await run_spec_step(call, "boot-vm", label, invoke)
     assert invoke.calls == []
 
@@ -547,3 +546,30 @@ async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fa
             continue
         with pytest.raises(raised):
             await nova_build.fetch_instance(fetch)
+
+
+@arun
+async def test_volumes_are_named_vda_for_the_boot_volume_then_vdb_vdc(tmp_path: Path) -> None:
+    """boot-vm 15 (the spec's `with:`): the connector's mountpoint names each disk."""
+    info = stack_info()
+    row = await new_instance(nova_store(info))
+    rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
+    volumes = [
+        {"source_type": "volume", "uuid": f"v{i}", "boot_index": index}
+        for i, index in enumerate((-1, 0, -1))
+    ]
+    payload = {**build_payload(row, volume=False), "block_device_mapping": volumes}
+    call = msg_call(rt, "build_and_run_instance", payload)
+    await nova_build.begin_build(call)
+    made = Recorder(
+        fn=lambda **kw: response(200, {"attachment": {"id": "a-" + str(len(made.calls))}})
+    )
+    await run_spec_step(call, "boot-vm", "15", made)
+    mounts = [kw["body"]["attachment"]["connector"]["mountpoint"] for _, kw in made.calls]
+    assert mounts == ["/dev/vdb", "/dev/vda", "/dev/vdc"]
+    assert [(a["volume_id"], a["device"]) for a in call.vars["attachments"]] == [
+        ("v0", "/dev/vdb"),
+        ("v1", "/dev/vda"),
+        ("v2", "/dev/vdc"),
+    ]
+    assert all(a["connection_info"] is None for a in call.vars["attachments"])
