@@ -28,6 +28,11 @@ async def build_and_run_instance(flow: Flow) -> None:
         "instance_get",
         "compute.fetch_instance",
         messaging.instance_get(flow),
+        bindings={
+            "driver_instance": {
+                "expr": "{'uuid': vars.instance_uuid,\n 'name': vars.instance.name != '' ? vars.instance.name : vars.instance_uuid,\n 'vcpus': int(vars.flavor.vcpus), 'memory_mb': int(vars.flavor.ram),\n 'root_gb': int(vars.flavor.disk),\n 'image_id': vars.image_id != null ? vars.image_id : vars.instance.image_id}"
+            }
+        },
     )
     await flow.step(
         1,
@@ -450,7 +455,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                             "task_state": None,
                             "power_state": 0,
                             "fault": {
-                                "expr": "{'code': vars.error.code, 'message': vars.error.message, 'details': vars.error.details}"
+                                "expr": "{'code': vars.error.code, 'message': vars.error.message,\n 'details': vars.error.details, 'created': now()}"
                             },
                         },
                     },

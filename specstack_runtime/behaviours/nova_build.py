@@ -119,20 +119,12 @@ async def begin_build(call: Call) -> None:
 
 @behaviour("compute.fetch_instance", via=("amqp-call",))
 async def fetch_instance(ix: Interaction) -> None:
-    """boot-vm 8: instance and flavor through the conductor; the instance must be building."""
-    uuid = ix.vars["instance_uuid"]
-    reply = await ix.invoke({"instance_uuid": uuid})
-    instance, flavor = reply["instance"], reply["flavor"]
-    ix.vars["instance"] = await _take(ix.call, instance)
-    ix.vars["flavor"] = flavor
-    ix.vars["driver_instance"] = {
-        "uuid": uuid,
-        "name": instance.get("name") or uuid,
-        "vcpus": int(flavor["vcpus"]),
-        "memory_mb": int(flavor["ram"]),
-        "root_gb": int(flavor["disk"]),
-        "image_id": ix.vars.get("image_id") or instance.get("image_id"),
-    }
+    """boot-vm 8: instance and flavor through the conductor; the instance must be building.
+    The guest to build (`driver_instance`) is the step's `with:`."""
+    reply = await ix.invoke({"instance_uuid": ix.vars["instance_uuid"]})
+    ix.vars["instance"] = await _take(ix.call, reply["instance"])
+    ix.vars["flavor"] = reply["flavor"]
+    ix.vars.update(bind(ix.bindings, call_scope(ix.call)))
 
 
 async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tests.runtime.test_compute_kit import (
     RecordingBus,
     add_compute_node,
     boot_body,
+    instance_message,
     interaction,
     make_runtime,
     msg_call,
@@ -298,12 +299,12 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     check(info, "build_and_run_instance", "payload", payload)
     call = msg_call(rt, "build_and_run_instance", payload)
     await nova_build.begin_build(call)
-    instance_msg = conductor.instance_info({**row, "host": "compute-1"})
+    instance_msg = instance_message({**row, "host": "compute-1"})
 
     fetch = Recorder({"instance": instance_msg, "flavor": FLAVOR})
     taken = {**instance_msg, "task_state": "spawning"}
     rt.bus = RecordingBus({"instance_update": {"instance": taken}})  # type: ignore[assignment]
-    await nova_build.fetch_instance(interaction(call, fetch, label="8"))
+    await run_spec_step(call, "boot-vm", "8", fetch)
     assert fetch.calls == [(({"instance_uuid": row["id"]},), {})]
     # the build takes the instance: compare-and-set of its task state through the conductor
     ((kind, method, sent_take, _),) = rt.bus.sent  # type: ignore[attr-defined]
@@ -504,7 +505,7 @@ async def test_fetch_refuses_an_instance_that_is_no_longer_building(tmp_path: Pa
     rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
     call = msg_call(rt, "build_and_run_instance", build_payload(row))
     await nova_build.begin_build(call)
-    msg = {**conductor.instance_info(row), "host": "compute-1", "task_state": "deleting"}
+    msg = {**instance_message(row), "host": "compute-1", "task_state": "deleting"}
     # dropped, not failed: the delete cleans up, the build's error behaviour must not
     with pytest.raises(Dropped, match="task_state deleting, host compute-1"):
         await nova_build.fetch_instance(
@@ -522,7 +523,7 @@ async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fa
     when asked again): taken. Any other failure of the conductor is the build's failure."""
     info = stack_info()
     row = await new_instance(nova_store(info))
-    msg = {**conductor.instance_info(row), "host": "compute-1"}
+    msg = {**instance_message(row), "host": "compute-1"}
     conflict = RemoteError("Conflict", "Unexpected task state")
     for failure, now, raised in (
         (conflict, {"task_state": "deleting"}, Dropped),
@@ -538,14 +539,15 @@ async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fa
         )
         call = msg_call(rt, "build_and_run_instance", build_payload(row))
         await nova_build.begin_build(call)
-        fetch = interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
+        fetch = Recorder({"instance": msg, "flavor": FLAVOR})
         if raised is None:
-            await nova_build.fetch_instance(fetch)
+            await run_spec_step(call, "boot-vm", "8", fetch)
             assert call.vars["task_state"] == "spawning"
             assert call.vars["instance"]["task_state"] == "spawning"
+            assert call.vars["driver_instance"]["memory_mb"] == FLAVOR["ram"]
             continue
         with pytest.raises(raised):
-            await nova_build.fetch_instance(fetch)
+            await run_spec_step(call, "boot-vm", "8", fetch)
 
 
 @arun

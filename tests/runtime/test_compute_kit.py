@@ -549,3 +549,9 @@ async def add_compute_node(
         await store.update("compute_nodes", host, {"heartbeat": heartbeat})
     else:
         await store.update("compute_nodes", host, {"heartbeat": time.time()})
+
+
+def instance_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The message type Instance of `row`, as nova-conductor answers it."""
+    rt = make_runtime(stack_info(), "nova-conductor")
+    return conductor.instance_info(msg_call(rt, "instance_get", {}), row)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import conductor, nova_build
+from specstack_runtime.behaviours import nova_build
 from specstack_runtime.bus import Envelope, MessagingTimeout, RemoteError
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
@@ -19,6 +19,7 @@ from tests.runtime.test_compute_flow import FLAVOR, build_payload, new_instance
 from tests.runtime.test_compute_kit import (
     Recorder,
     RecordingBus,
+    instance_message,
     make_runtime,
     msg_call,
     nova_store,
@@ -142,7 +143,7 @@ async def test_an_active_state_the_conductor_committed_before_it_died_is_not_und
     }
     await driver.spawn(guest, {"id": ""}, [], [])
     active = {
-        **conductor.instance_info(row),
+        **instance_message(row),
         "host": HOST,
         "vm_state": "active",
         "task_state": None,
