@@ -67,8 +67,9 @@ def end_build(call: Call) -> None:
 
 @behaviour("compute.end_build")
 async def build_ended(call: Call, error: BaseException) -> None:
-    """A failed build's run is over (after the spec's `on_failure` steps): a later delivery
-    of it may run."""
+    """A failed build's run is over: a later delivery of it may run.
+
+    It runs after the consumer's `on_failure` steps (spec/components.yaml) undid the build."""
     end_build(call)
 
 
@@ -442,8 +443,10 @@ def _console_tail(text: str) -> str:
 
 @behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
 async def mark_active(ix: Interaction) -> None:
-    """boot-vm 15.5: once the guest runs, the update the step's `with:` gives (the instance
-    ACTIVE with its addresses, ports and volumes; `addresses` and `launched_at` from here)."""
+    """boot-vm 15.5: once the guest runs, the instance update the step's `with:` gives.
+
+    The spec's update makes it ACTIVE with its ports and volumes; `addresses` (the networks
+    named) and `launched_at` come from here."""
     await _wait_until_running(ix.rt, driver_instance(ix.vars))
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await flow_token(ix.call) if ports else None
