@@ -34,7 +34,9 @@ def describe(error: BaseException) -> dict[str, Any]:
         code = getattr(error, "status", None)
     causes: list[str] = []
     seen: BaseException | None = error
-    while seen is not None and len(causes) < CAUSES:
+    for _ in range(CAUSES):
+        if seen is None:
+            break
         causes += [c.__name__ for c in type(seen).__mro__ if issubclass(c, BaseException)]
         seen = seen.__cause__ or seen.__context__
     return {

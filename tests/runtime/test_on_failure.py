@@ -110,6 +110,20 @@ async def test_steps_run_in_order_best_effort_with_the_error(
     assert "the hypervisor is away" in caplog.text
 
 
+def test_causes_are_followed_ten_deep() -> None:
+    error: BaseException = Retry("deepest")
+    for depth in range(9):
+        try:
+            raise ValueError(f"level {depth}") from error
+        except ValueError as exc:
+            error = exc
+    assert "Retry" in onfailure.describe(error)["causes"]
+    try:
+        raise KeyError("one more") from error
+    except KeyError as exc:
+        assert "Retry" not in onfailure.describe(exc)["causes"]
+
+
 def test_describe_takes_an_errors_own_code() -> None:
     class Refused(Exception):
         code = 409
