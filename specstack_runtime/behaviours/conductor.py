@@ -1,5 +1,6 @@
 """nova-conductor: the compute nodes' access to the nova database, over the bus; and the
-message types of its rows (Instance, Flavor) and the claims on a compute node.
+message type Flavor of its rows (Instance is the consumers' `args`, CEL in
+spec/components.yaml, as are the rules of an instance update) and the claims on a compute node.
 
 The rows are the spec's resources (spec/resources/compute.yaml: server, flavor,
 hypervisor). A compute node (`compute_nodes`, id = host) also keeps the scheduler's
