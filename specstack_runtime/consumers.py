@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from specstack_runtime import logs, registry
+from specstack_runtime import logs, onfailure, registry
 from specstack_runtime.bus import Envelope, Subscription
 from specstack_runtime.context import Call, new_request_id
 from specstack_runtime.errors import Dropped
@@ -130,6 +130,8 @@ class Dispatcher:
                 type(exc).__name__,
                 exc,
             )
+            if consumer.handler.on_failure:
+                await onfailure.run(call, exc, consumer.handler.on_failure)
             if consumer.handler.on_error:
                 result = await registry.get(consumer.handler.on_error)(call, exc)
                 if consumer.pattern == "call" and isinstance(result, dict):

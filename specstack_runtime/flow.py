@@ -42,6 +42,7 @@ class HandlerSpec:
     entry: tuple[str, str] | None = None  # (sequence, label) a request from outside starts
     auth_in_steps: bool = False
     args: Mapping[str, Any] = field(default_factory=dict)  # the spec's x-specstack-args
+    on_failure: tuple[Mapping[str, Any], ...] = ()  # a consumer's on_failure interactions
 
 
 @dataclass

@@ -47,6 +47,7 @@ class MessageHandler(Node):
     message: str
     behaviour: str
     on_error: str | None
+    on_failure: tuple[dict[str, Any], ...] = ()  # interactions run when handling fails
     args: dict[str, Any] = {}  # the consumer's `args:`, the behaviour's `call.args`
 
 
@@ -509,6 +510,7 @@ class Handler(Node):
     on_error: str | None
     args: dict[str, Any]
     steps: tuple[HandlerStep, ...]
+    on_failure: tuple[dict[str, Any], ...] = ()  # a consumer's `on_failure` interactions
     trigger_at: int  # index of the sql step running the behaviour, or of the step it precedes
     trigger_in_step: bool
     auth_in_steps: bool

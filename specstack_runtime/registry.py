@@ -62,7 +62,6 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.nova_attach",
     "specstack_runtime.behaviours.nova_keypairs",
     "specstack_runtime.behaviours.nova_build",
-    "specstack_runtime.behaviours.nova_build_failure",
     "specstack_runtime.behaviours.nova_host",
     "specstack_runtime.behaviours.conductor",
     "specstack_runtime.behaviours.scheduler",

@@ -95,7 +95,8 @@ class Fault(BaseModel):
     )
     code: int
     message: str
-    details: str | None = None
+    details: str
+    created: str
 
 
 class Resources(BaseModel):

@@ -28,6 +28,11 @@ async def build_and_run_instance(flow: Flow) -> None:
         "instance_get",
         "compute.fetch_instance",
         messaging.instance_get(flow),
+        bindings={
+            "driver_instance": {
+                "expr": "{'uuid': vars.instance_uuid,\n 'name': vars.instance.name != '' ? vars.instance.name : vars.instance_uuid,\n 'vcpus': int(vars.flavor.vcpus), 'memory_mb': int(vars.flavor.ram),\n 'root_gb': int(vars.flavor.disk),\n 'image_id': vars.image_id != null ? vars.image_id : vars.instance.image_id}"
+            }
+        },
     )
     await flow.step(
         1,
@@ -87,8 +92,26 @@ async def build_and_run_instance(flow: Flow) -> None:
         "cinder-api",
         "http",
         "createAttachment",
-        "compute.create_attachments",
+        None,
         clients.block_storage.BlockStorageClient(flow).create_attachment,
+        bindings={
+            "each": "vars.block_device_mapping.filter(b, has(b.source_type) && b.source_type == 'volume'\n  && has(b.uuid) && b.uuid != null && b.uuid != '')",
+            "project_id": "{instance_ref.project_id}",
+            "body": {
+                "attachment": {
+                    "volume_uuid": "{item.uuid}",
+                    "instance_uuid": "{instance_uuid}",
+                    "connector": {
+                        "expr": "{'host': vars.payload.host, 'ip': '127.0.0.1', 'platform': 'x86_64',\n 'os_type': 'linux', 'multipath': false,\n 'mountpoint': has(item.boot_index) && item.boot_index == 0 ? '/dev/vda'\n   : cel.bind(n, size(vars.attachments.filter(a, a.device != '/dev/vda')),\n       '/dev/vd' + 'bcdefghijklmnopqrstuvwxyz'.substring(n, n + 1))}"
+                    },
+                    "mode": "rw",
+                }
+            },
+            "accept": [200],
+            "keep": {
+                "attachments": "vars.attachments + [{'attachment_id': string(reply.attachment.id),\n  'volume_id': string(item.uuid),\n  'device': has(item.boot_index) && item.boot_index == 0 ? '/dev/vda'\n    : cel.bind(n, size(vars.attachments.filter(a, a.device != '/dev/vda')),\n        '/dev/vd' + 'bcdefghijklmnopqrstuvwxyz'.substring(n, n + 1)),\n  'connection_info': has(reply.attachment.connection_info)\n    ? dyn(reply.attachment.connection_info) : dyn(null)}]"
+            },
+        },
     )
     await flow.step(
         7,
@@ -103,7 +126,7 @@ async def build_and_run_instance(flow: Flow) -> None:
             "instance": "{driver_instance}",
             "connection_info": "{item.connection_info}",
             "mountpoint": "{item.device}",
-            "keep": {"attached": "vars.attached + [item]"},
+            "keep": {"attached": "[item] + vars.attached"},
         },
     )
     await flow.step(
@@ -130,6 +153,26 @@ async def build_and_run_instance(flow: Flow) -> None:
         "instance_update",
         "compute.mark_active",
         messaging.instance_update(flow),
+        bindings={
+            "payload": {
+                "instance_uuid": "{instance_uuid}",
+                "expected_task_state": "{task_state}",
+                "updates": {
+                    "vm_state": "active",
+                    "task_state": None,
+                    "power_state": 1,
+                    "launched_at": "{launched_at}",
+                    "addresses": "{addresses}",
+                    "ports": {"expr": "vars.ports.map(p, string(p.id))"},
+                    "vifs": {
+                        "expr": "(vars.ports + vars.bound_ports).map(p, {'id': string(p.id),\n  'address': p.mac_address == null ? '' : string(p.mac_address),\n  'network_id': p.network_id == null ? '' : string(p.network_id),\n  'ip_addresses': (p.fixed_ips == null ? [] : p.fixed_ips).map(ip, string(ip.ip_address)),\n  'mac_address': p.mac_address,\n  'fixed_ips': p.fixed_ips == null ? [] : p.fixed_ips,\n  'status': has(p.status) ? p.status : 'ACTIVE'})"
+                    },
+                    "attachments": {
+                        "expr": "vars.attachments.map(a, merge({'attachment_id': string(a.attachment_id),\n  'volume_id': string(a.volume_id), 'device': a.device},\n  has(a.connection_info) && type(a.connection_info) == map\n    ? {'connection_info': a.connection_info} : {}))"
+                    },
+                },
+            }
+        },
     )
 
 
@@ -268,7 +311,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         kind="message",
         trigger="build_and_run_instance",
         behaviour="compute.begin_build",
-        on_error="compute.build_failed",
+        on_error="compute.end_build",
         run=build_and_run_instance,
         occurrences={
             ("boot-vm", "7.1"): (
@@ -287,6 +330,138 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"vm_state": "building", "waiting": "scheduling", "taken": "spawning"},
+        on_failure=(
+            {
+                "title": "Detach the volumes attached to the guest (the last first)",
+                "to": "hypervisor",
+                "via": "native",
+                "call": "detach_volume",
+                "with": {
+                    "each": "vars.attached",
+                    "instance": "{driver_instance}",
+                    "connection_info": "{item.connection_info}",
+                    "mountpoint": "{item.device}",
+                    "accept": ["InstanceNotFound", "DiskNotFound"],
+                },
+            },
+            {
+                "title": "Destroy the guest the build began",
+                "to": "hypervisor",
+                "via": "native",
+                "call": "destroy",
+                "with": {
+                    "when": "vars.spawned",
+                    "instance": "{driver_instance}",
+                    "accept": ["InstanceNotFound", "DiskNotFound"],
+                },
+            },
+            {
+                "title": "Delete the volume attachments",
+                "to": "cinder-api",
+                "via": "http",
+                "operation": "deleteAttachment",
+                "with": {
+                    "each": "vars.attachments",
+                    "project_id": "{instance_ref.project_id}",
+                    "attachment_id": "{item.attachment_id}",
+                    "accept": [200, 204, 404],
+                },
+            },
+            {
+                "title": "Find the ports bound to the instance (some a crash left unrecorded)",
+                "to": "neutron-server",
+                "via": "http",
+                "operation": "listPorts",
+                "with": {
+                    "when": "size(vars.attachments) + size(vars.ports) + size(vars.requested_networks) > 0",
+                    "query": {"device_id": "{instance_uuid}"},
+                    "accept": [200],
+                    "keep": {
+                        "bound": "reply.ports.filter(p, p.device_id == vars.instance_uuid).map(p, string(p.id))"
+                    },
+                },
+            },
+            {
+                "title": "Delete the ports nova made (the user's own ports stay)",
+                "to": "neutron-server",
+                "via": "http",
+                "operation": "deletePort",
+                "with": {
+                    "each": "cel.bind(made, vars.ports.map(p, string(p.id)),\n  (made + (has(vars.bound) ? vars.bound.filter(b, !(b in made)) : []))\n  .filter(id, !(id in vars.requested_networks.filter(n, has(n.port_id)\n    && n.port_id != null && n.port_id != '').map(n, string(n.port_id)))))",
+                    "port_id": "{item}",
+                    "accept": [204, 404],
+                },
+            },
+            {
+                "title": "Hand the instance back to the scheduler",
+                "to": "nova-conductor",
+                "via": "amqp-call",
+                "message": "instance_update",
+                "with": {
+                    "when": "'RescheduleBuild' in vars.error.causes && has(vars.flavor) && vars.flavor != null && (has(vars.payload.retry) ? int(vars.payload.retry.num_attempts) : 1) < vars.config.max_build_attempts",
+                    "payload": {
+                        "instance_uuid": "{instance_uuid}",
+                        "expected_task_state": "{task_state}",
+                        "updates": {"host": None, "node": None, "task_state": "scheduling"},
+                    },
+                    "keep": {"rescheduled": "true"},
+                },
+            },
+            {
+                "title": "Ask the scheduler again, the hosts tried excluded",
+                "to": "nova-scheduler",
+                "via": "amqp-cast",
+                "message": "schedule_and_build_instances",
+                "with": {
+                    "when": "has(vars.rescheduled)",
+                    "payload": {
+                        "instance": {
+                            "uuid": "{payload.instance.uuid}",
+                            "project_id": "{payload.instance.project_id}",
+                            "user_id": "{payload.instance.user_id}",
+                        },
+                        "request_spec": {
+                            "flavor": "{flavor}",
+                            "image_id": {
+                                "expr": "vars.payload.image_id != '' ? dyn(vars.payload.image_id) : dyn(null)"
+                            },
+                            "availability_zone": "{instance.availability_zone}",
+                            "num_instances": 1,
+                            "ignore_hosts": {
+                                "expr": "cel.bind(tried, has(vars.payload.retry) ? vars.payload.retry.hosts : [vars.payload.host],\n  tried + (vars.payload.host in tried ? [] : [vars.payload.host]))"
+                            },
+                        },
+                        "requested_networks": {
+                            "expr": "has(vars.payload.requested_networks) ? vars.payload.requested_networks : []"
+                        },
+                        "block_device_mapping": {
+                            "expr": "has(vars.payload.block_device_mapping) ? vars.payload.block_device_mapping : []"
+                        },
+                    },
+                },
+            },
+            {
+                "title": "The instance to ERROR with the failure as its fault",
+                "to": "nova-conductor",
+                "via": "amqp-call",
+                "message": "instance_update",
+                "with": {
+                    "when": "!has(vars.rescheduled)",
+                    "payload": {
+                        "instance_uuid": "{instance_uuid}",
+                        "expected_task_state": "{task_state}",
+                        "updates": {
+                            "vm_state": "error",
+                            "task_state": None,
+                            "power_state": 0,
+                            "fault": {
+                                "expr": "{'code': vars.error.code, 'message': vars.error.message,\n 'details': vars.error.details, 'created': now()}"
+                            },
+                        },
+                    },
+                },
+            },
+        ),
     ),
     "terminate_instance": HandlerSpec(
         component=COMPONENT,

@@ -45,6 +45,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={
+            "instance": "{'uuid': doc.id, 'name': has(doc.name) && doc.name != null ? string(doc.name) : '',\n 'project_id': doc.project_id, 'user_id': doc.user_id,\n 'image_id': has(doc.image_ref) && doc.image_ref != null && doc.image_ref != ''\n   ? dyn(doc.image_ref) : dyn(null),\n 'flavor_id': has(doc.flavor_id) && doc.flavor_id != null && doc.flavor_id != ''\n   ? string(doc.flavor_id)\n   : has(doc.flavor) && doc.flavor != null && has(doc.flavor.id) ? string(doc.flavor.id) : '',\n 'host': has(doc.host) ? doc.host : dyn(null),\n 'node': has(doc.node) ? doc.node : dyn(null),\n 'availability_zone': has(doc.availability_zone) ? doc.availability_zone : dyn(null),\n 'vm_state': doc.vm_state,\n 'task_state': has(doc.task_state) ? doc.task_state : dyn(null),\n 'power_state': has(doc.power_state) && doc.power_state != null ? int(doc.power_state) : 0,\n 'ports': has(doc.ports) && doc.ports != null ? doc.ports : [],\n 'vifs': has(doc.vifs) && doc.vifs != null ? doc.vifs : [],\n 'attachments': has(doc.attachments) && doc.attachments != null ? doc.attachments : [],\n 'security_groups': (has(doc.security_groups) && doc.security_groups != null\n   ? doc.security_groups : []).map(g, string(g))}"
+        },
     ),
     "instance_update": HandlerSpec(
         component=COMPONENT,
@@ -59,6 +62,12 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={
+            "instance": "{'uuid': doc.id, 'name': has(doc.name) && doc.name != null ? string(doc.name) : '',\n 'project_id': doc.project_id, 'user_id': doc.user_id,\n 'image_id': has(doc.image_ref) && doc.image_ref != null && doc.image_ref != ''\n   ? dyn(doc.image_ref) : dyn(null),\n 'flavor_id': has(doc.flavor_id) && doc.flavor_id != null && doc.flavor_id != ''\n   ? string(doc.flavor_id)\n   : has(doc.flavor) && doc.flavor != null && has(doc.flavor.id) ? string(doc.flavor.id) : '',\n 'host': has(doc.host) ? doc.host : dyn(null),\n 'node': has(doc.node) ? doc.node : dyn(null),\n 'availability_zone': has(doc.availability_zone) ? doc.availability_zone : dyn(null),\n 'vm_state': doc.vm_state,\n 'task_state': has(doc.task_state) ? doc.task_state : dyn(null),\n 'power_state': has(doc.power_state) && doc.power_state != null ? int(doc.power_state) : 0,\n 'ports': has(doc.ports) && doc.ports != null ? doc.ports : [],\n 'vifs': has(doc.vifs) && doc.vifs != null ? doc.vifs : [],\n 'attachments': has(doc.attachments) && doc.attachments != null ? doc.attachments : [],\n 'security_groups': (has(doc.security_groups) && doc.security_groups != null\n   ? doc.security_groups : []).map(g, string(g))}",
+            "protected": ["id", "project_id", "user_id", "created_at"],
+            "release": ["deleted", "error"],
+            "stamp": {"deleted": ["deleted_at", "terminated_at"]},
+        },
     ),
     "compute_node_update": HandlerSpec(
         component=COMPONENT,

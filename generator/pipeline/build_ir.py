@@ -117,6 +117,7 @@ def _components(f: SpecFile) -> tuple[ir.Component, ...]:
                         message=m,
                         behaviour=h["behaviour"],
                         on_error=h.get("on_error"),
+                        on_failure=tuple(h.get("on_failure", [])),
                         args=h.get("args", {}),
                     )
                     for m, h in c.get("consumes", {}).items()
@@ -476,6 +477,7 @@ def _handlers(
             segs = found.get((c.name, kind, trigger), [])
             canonical = next((s for s in segs if s.items), segs[0] if segs else None)
             args: dict[str, Any] = {}
+            on_failure: tuple[dict[str, Any], ...] = ()
             if kind == "operation":
                 op = ops[f"{c.api}:{trigger}"]
                 behaviour, on_error = (
@@ -489,6 +491,7 @@ def _handlers(
             elif kind == "message":
                 h = next(h for h in c.consumes if h.message == trigger)
                 behaviour, on_error, args = h.behaviour, h.on_error, dict(h.args)
+                on_failure = h.on_failure
             else:
                 behaviour, on_error = None, None
             steps = _handler_steps(canonical, c, by_name, titles) if canonical else ()
@@ -507,6 +510,7 @@ def _handlers(
                     on_error=on_error,
                     args=args,
                     steps=steps,
+                    on_failure=on_failure,
                     trigger_at=sql_at if sql_at is not None else lead,
                     trigger_in_step=sql_at is not None,
                     auth_in_steps=bool(auth),

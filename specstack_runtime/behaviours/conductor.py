@@ -1,5 +1,6 @@
 """nova-conductor: the compute nodes' access to the nova database, over the bus; and the
-message types of its rows (Instance, Flavor) and the claims on a compute node.
+message type Flavor of its rows (Instance is the consumers' `args`, CEL in
+spec/components.yaml, as are the rules of an instance update) and the claims on a compute node.
 
 The rows are the spec's resources (spec/resources/compute.yaml: server, flavor,
 hypervisor). A compute node (`compute_nodes`, id = host) also keeps the scheduler's
@@ -19,6 +20,7 @@ from typing import Any
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE, HostState
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
@@ -37,9 +39,6 @@ CLAIM_HOST = "claim_host"
 
 #: Compare-and-set attempts before giving up on a hot document.
 CAS_ATTEMPTS = 50
-
-# Fields of an instance that an update may never change.
-_PROTECTED = frozenset({"id", "project_id", "user_id", "created_at"})
 
 
 def naive_now() -> str:
@@ -88,30 +87,9 @@ def instance_ref(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"uuid": row["id"], "project_id": row["project_id"], "user_id": row["user_id"]}
 
 
-def instance_info(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The message type `Instance` of an instance row.
-
-    Besides the type's fields it carries what nova-compute needs to act on the
-    instance later (its ports, attachments and interfaces); the type allows it.
-    """
-    return {
-        "uuid": row["id"],
-        "name": row.get("name") or "",
-        "project_id": row["project_id"],
-        "user_id": row["user_id"],
-        "image_id": row.get("image_ref") or None,
-        "flavor_id": str(row.get("flavor_id") or (row.get("flavor") or {}).get("id", "")),
-        "host": row.get("host"),
-        "node": row.get("node"),
-        "availability_zone": row.get("availability_zone"),
-        "vm_state": row["vm_state"],
-        "task_state": row.get("task_state"),
-        "power_state": int(row.get("power_state") or 0),
-        "ports": list(row.get("ports") or []),
-        "vifs": list(row.get("vifs") or []),
-        "attachments": list(row.get("attachments") or []),
-        "security_groups": [str(g) for g in row.get("security_groups") or []],
-    }
+def instance_info(call: Call, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The message type `Instance` of an instance row, as the consumer's args say (spec)."""
+    return dict(compile_expr(str(call.args["instance"])).evaluate(doc=dict(row)))
 
 
 async def require_instance(rt: ServiceRuntime, uuid: str) -> Doc:
@@ -200,31 +178,22 @@ async def instance_get(call: Call) -> dict[str, Any]:
                 "not_found", id=row.get("flavor_id")
             )
         flavor = flavor_info(flavor_doc)
-    return {"instance": instance_info(row), "flavor": flavor_info(flavor)}
+    return {"instance": instance_info(call, row), "flavor": flavor_info(flavor)}
 
 
 @behaviour("conductor.instance_update")
 async def instance_update(call: Call) -> dict[str, Any]:
-    """Apply `updates` to an instance, compare-and-set on `expected_task_state` if given.
-
-    Extra keys (addresses, launched_at, ports, attachments...) are stored as they
-    come. Deleted or errored instances give their claim on the host back, and so
-    does an instance that leaves its host (a reschedule sets host to None).
-    """
-    store = call.rt.require_store()
-    payload = call.payload
+    """Apply `updates` to an instance as the consumer's args say (spec/components.yaml), and
+    compare-and-set on `expected_task_state` if given. An instance that leaves its host (a
+    reschedule sets host to None) gives its claim there back too."""
+    store, payload, args = call.rt.require_store(), call.payload, call.args
     uuid = str(payload["instance_uuid"])
-    updates = {k: v for k, v in dict(payload.get("updates") or {}).items() if k not in _PROTECTED}
+    updates = {
+        k: v for k, v in (payload.get("updates") or {}).items() if k not in args["protected"]
+    }
     vm_state = updates.get("vm_state")
-    if vm_state == "deleted":
-        now = naive_now()
-        updates.setdefault("deleted_at", now)
-        updates.setdefault("terminated_at", now)
-    if isinstance(updates.get("fault"), dict):
-        fault = dict(updates["fault"])
-        fault.setdefault("details", "")
-        fault.setdefault("created", utcnow())
-        updates["fault"] = fault
+    now = naive_now()
+    updates |= {f: now for f in args["stamp"].get(vm_state, ()) if f not in updates}
     expect = None
     if "expected_task_state" in payload:
         expect = {"task_state": payload["expected_task_state"]}
@@ -236,13 +205,13 @@ async def instance_update(call: Call) -> dict[str, Any]:
         raise call.rt.info.resources.resource("server").fail(
             "task_state", expected=expected, **current
         )
-    if vm_state in ("deleted", "error"):
+    if vm_state in args["release"]:
         await release_claim(store, row)
     if before is not None and before.get("host") and before.get("host") != row.get("host"):
         await release_claim(store, before)  # moved (rescheduled): the old host's claim goes
     if "attachments" in updates or vm_state == "deleted":
         await sync_block_device_mappings(store, row)
-    return {"instance": instance_info(row)}
+    return {"instance": instance_info(call, row)}
 
 
 async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> None:

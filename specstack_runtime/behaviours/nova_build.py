@@ -2,8 +2,8 @@
 
 `compute.begin_build` keeps the request's facts, then the steps of boot-vm 8-15.5 run in
 order, these behaviours or the spec's own (14.3, 15.3, 15.4: their `with:`; `rt.driver`
-is the host's hypervisor driver); on error
-`compute.build_failed` (nova_build_failure) runs.
+is the host's hypervisor driver). A failed build is undone, rescheduled or put into ERROR
+by the consumer's `on_failure` steps (spec/components.yaml), then `compute.end_build` runs.
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from specstack_runtime.behaviours.conductor import (
     naive_now,
 )
 from specstack_runtime.behaviours.nova_common import (
-    CONNECTOR_BASE,
-    attachment_item,
-    device_names,
     driver_instance,
     flow_token,
     given_ports,
     host_availability_zone,
     instance_ports,
+    is_gone,
     update_instance,
 )
+from specstack_runtime.bindings import bind, call_scope
 from specstack_runtime.bus import MessagingTimeout, RemoteError
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.errors import Dropped, StepFailed
@@ -40,6 +39,7 @@ from specstack_runtime.filewriter import atomic_write
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,28 @@ def end_build(call: Call) -> None:
     uuid = str(call.payload["instance"]["uuid"])
     if live.get(uuid) == call.request_id:
         del live[uuid]
+
+
+@behaviour("compute.end_build")
+async def build_ended(call: Call, error: BaseException) -> None:
+    """A failed build's run is over: a later delivery of it may run.
+
+    It runs after the consumer's `on_failure` steps (spec/components.yaml) undid the build."""
+    end_build(call)
+
+
+@behaviour("compute.discard_build")
+async def discard_build(event: ResourceEvent) -> None:
+    """Start-up recovery (spec/resources/compute.yaml `recover`): the guest of a build this
+    host had not finished is destroyed (its ports stay bound to the instance until delete)."""
+    rt = event.call.rt
+    if rt.driver is None:
+        return
+    try:
+        await rt.driver.destroy({"uuid": str(event.doc["id"]), "name": str(event.doc["id"])})
+    except Exception as exc:
+        if not is_gone(exc):
+            raise
 
 
 @behaviour("compute.begin_build")
@@ -98,20 +120,12 @@ async def begin_build(call: Call) -> None:
 
 @behaviour("compute.fetch_instance", via=("amqp-call",))
 async def fetch_instance(ix: Interaction) -> None:
-    """boot-vm 8: instance and flavor through the conductor; the instance must be building."""
-    uuid = ix.vars["instance_uuid"]
-    reply = await ix.invoke({"instance_uuid": uuid})
-    instance, flavor = reply["instance"], reply["flavor"]
-    ix.vars["instance"] = await _take(ix.call, instance)
-    ix.vars["flavor"] = flavor
-    ix.vars["driver_instance"] = {
-        "uuid": uuid,
-        "name": instance.get("name") or uuid,
-        "vcpus": int(flavor["vcpus"]),
-        "memory_mb": int(flavor["ram"]),
-        "root_gb": int(flavor["disk"]),
-        "image_id": ix.vars.get("image_id") or instance.get("image_id"),
-    }
+    """boot-vm 8: instance and flavor through the conductor; the instance must be building.
+    The guest to build (`driver_instance`) is the step's `with:`."""
+    reply = await ix.invoke({"instance_uuid": ix.vars["instance_uuid"]})
+    ix.vars["instance"] = await _take(ix.call, reply["instance"])
+    ix.vars["flavor"] = reply["flavor"]
+    ix.vars.update(bind(ix.bindings, call_scope(ix.call)))
 
 
 async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,7 +173,7 @@ class RescheduleBuild(StepFailed):
 async def spawn(ix: Interaction) -> None:
     """boot-vm 9: the driver starts building the guest.
 
-    A driver failure raises RescheduleBuild, so that compute.build_failed tries
+    A driver failure raises RescheduleBuild, so that the build's `on_failure` steps try
     another host (up to config.max_build_attempts hosts in all).
     """
     instance = driver_instance(ix.vars)
@@ -262,15 +276,6 @@ async def download_image(ix: Interaction) -> None:
     atomic_write(path, data)  # the md5 is checked again before the cache is used
 
 
-def _vif(port: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "id": str(port["id"]),
-        "address": str(port.get("mac_address") or ""),
-        "network_id": str(port.get("network_id") or ""),
-        "ip_addresses": [str(ip["ip_address"]) for ip in port.get("fixed_ips") or []],
-    }
-
-
 @behaviour("compute.create_ports", needs=("network",), via=("http",))
 async def create_ports(ix: Interaction) -> None:
     """boot-vm 13: one port per requested network, bound to this host (or bind a given port).
@@ -340,45 +345,6 @@ def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
         return False
     ip = net.get("fixed_ip")
     return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
-
-
-@behaviour("compute.create_attachments", via=("http",))
-async def create_attachments(ix: Interaction) -> None:
-    """boot-vm 15: a cinder attachment, with this host's connector, per volume to attach."""
-    volumes = [
-        b
-        for b in ix.vars.get("block_device_mapping") or []
-        if b.get("source_type") == "volume" and b.get("uuid")
-    ]
-    if not volumes:
-        return
-    uuid = ix.vars["instance_uuid"]
-    project_id = (ix.vars.get("instance") or ix.vars.get("instance_ref") or {}).get("project_id")
-    token = await flow_token(ix.call)
-    names = device_names(["/dev/vda"])
-    for bdm in volumes:
-        device = "/dev/vda" if bdm.get("boot_index") == 0 else next(names)
-        body = {
-            "attachment": {
-                "volume_uuid": bdm["uuid"],
-                "instance_uuid": uuid,
-                # nova's connector names the disk: cinder shows it as the attachment's device.
-                "connector": {"host": ix.rt.host, **CONNECTOR_BASE, "mountpoint": device},
-                "mode": "rw",
-            }
-        }
-        resp = expect(await ix.invoke(project_id=project_id, body=body, token=token), 200)
-        att = resp.json()["attachment"]
-        ix.vars["attachments"].append(
-            {
-                "attachment_id": str(att["id"]),
-                "volume_id": str(bdm["uuid"]),
-                "device": device,
-                "connection_info": att.get("connection_info"),
-            }
-        )
-        if not isinstance(att.get("connection_info"), dict):
-            raise StepFailed(f"cinder gave no connection_info for volume {bdm['uuid']}")
 
 
 async def _network_names(
@@ -477,42 +443,22 @@ def _console_tail(text: str) -> str:
 
 @behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
 async def mark_active(ix: Interaction) -> None:
-    """boot-vm 15.4: the instance becomes ACTIVE with its addresses, ports and volumes."""
-    uuid = ix.vars["instance_uuid"]
+    """boot-vm 15.5: once the guest runs, the instance update the step's `with:` gives.
+
+    The spec's update makes it ACTIVE with its ports and volumes; `addresses` (the networks
+    named) and `launched_at` come from here."""
     await _wait_until_running(ix.rt, driver_instance(ix.vars))
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await flow_token(ix.call) if ports else None
     names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)
-    updates = {
-        "vm_state": "active",
-        "task_state": None,
-        "power_state": 1,
-        "launched_at": naive_now(),
-        "addresses": nova_addresses(ports, names),
-        "ports": [str(p["id"]) for p in ix.vars.get("ports", [])],
-        "vifs": [
-            {
-                **_vif(p),
-                "mac_address": p.get("mac_address"),
-                "fixed_ips": p.get("fixed_ips") or [],
-                "status": p.get("status", "ACTIVE"),
-            }
-            for p in ports
-        ],
-        "attachments": [attachment_item(a) for a in ix.vars.get("attachments", [])],
-    }
+    ix.vars.update(addresses=nova_addresses(ports, names), launched_at=naive_now())
+    payload = bind(ix.bindings["payload"], call_scope(ix.call))
     try:
-        reply = await ix.invoke(
-            {
-                "instance_uuid": uuid,
-                "expected_task_state": ix.vars["task_state"],
-                "updates": updates,
-            }
-        )
+        reply = await ix.invoke(payload)
     except (RemoteError, MessagingTimeout) as exc:  # refused when asked again, or no answer
-        done = {k: updates[k] for k in ("vm_state", "task_state", "ports")}
+        done = {k: payload["updates"][k] for k in ("vm_state", "task_state", "ports")}
         refused = isinstance(exc, RemoteError) and exc.exc_type != "Conflict"
-        if refused or not (landed := await _landed(ix.call, uuid, done)):
+        if refused or not (landed := await _landed(ix.call, ix.vars["instance_uuid"], done)):
             raise
         reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]

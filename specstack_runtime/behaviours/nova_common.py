@@ -108,17 +108,6 @@ def driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:
     return {"uuid": uuid, "name": str((vars_.get("instance") or {}).get("name") or uuid)}
 
 
-def attachment_item(att: Mapping[str, Any]) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "attachment_id": str(att["attachment_id"]),
-        "volume_id": str(att["volume_id"]),
-        "device": att.get("device"),
-    }
-    if isinstance(att.get("connection_info"), dict):
-        item["connection_info"] = att["connection_info"]
-    return item
-
-
 def device_names(skip: Iterable[str]) -> Iterator[str]:
     taken = set(skip)
     for letter in string.ascii_lowercase[1:]:

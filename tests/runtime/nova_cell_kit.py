@@ -8,13 +8,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime import registry
+from specstack_runtime import onfailure, registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
     conductor,
     nova_api,
     nova_attach,
     nova_build,
-    nova_build_failure,
     nova_delete,
     nova_host,
     nova_keypairs,
@@ -142,6 +141,8 @@ class NovaCell:
                 return None
             except Exception as exc:
                 self.errors.append((h["message"], exc))
+                if h.get("on_failure"):  # as consumers.Dispatcher: the spec's steps first
+                    await onfailure.run(call, exc, h["on_failure"])
                 if h["on_error"]:
                     await registry.get(h["on_error"])(call, exc)
                     return None

@@ -28,7 +28,7 @@ def test_kinds_follow_the_signature() -> None:
     catalog = registry.read_catalog()
     assert catalog["compute.spawn"]["kind"] == "step"
     assert catalog["compute.report_resources"]["kind"] == "startup"
-    assert catalog["compute.build_failed"]["kind"] == "error"
+    assert catalog["compute.end_build"]["kind"] == "error"
     assert catalog["conductor.instance_get"]["kind"] == "message"
     assert catalog["identity.issue_token"]["kind"] == "operation"
     assert catalog["identity.forget_user"]["kind"] == "hook"

@@ -26,6 +26,7 @@ from tests.runtime.test_compute_kit import (
     RecordingBus,
     add_compute_node,
     boot_body,
+    instance_message,
     interaction,
     make_runtime,
     msg_call,
@@ -298,12 +299,12 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     check(info, "build_and_run_instance", "payload", payload)
     call = msg_call(rt, "build_and_run_instance", payload)
     await nova_build.begin_build(call)
-    instance_msg = conductor.instance_info({**row, "host": "compute-1"})
+    instance_msg = instance_message({**row, "host": "compute-1"})
 
     fetch = Recorder({"instance": instance_msg, "flavor": FLAVOR})
     taken = {**instance_msg, "task_state": "spawning"}
     rt.bus = RecordingBus({"instance_update": {"instance": taken}})  # type: ignore[assignment]
-    await nova_build.fetch_instance(interaction(call, fetch, label="8"))
+    await run_spec_step(call, "boot-vm", "8", fetch)
     assert fetch.calls == [(({"instance_uuid": row["id"]},), {})]
     # the build takes the instance: compare-and-set of its task state through the conductor
     ((kind, method, sent_take, _),) = rt.bus.sent  # type: ignore[attr-defined]
@@ -395,7 +396,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
 
     conn = {"driver_volume_type": "iscsi", "data": {"volume_id": VOLUME_ID}}
     create_att = Recorder(response(200, {"attachment": {"id": "a1", "connection_info": conn}}))
-    await nova_build.create_attachments(interaction(call, create_att, label="15"))
+    await run_spec_step(call, "boot-vm", "15", create_att)
     (((), kw),) = create_att.calls
     assert kw["project_id"] == row["project_id"] and kw["token"] == "user-token"
     assert kw["body"] == {
@@ -438,7 +439,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
     # ACTIVE waits for the guest to run; the canned spawn above never reached the driver
     await rt.driver.spawn(kw_spawn["instance"], kw_spawn["image"], [], [])
     update = Recorder(fn=lambda p: {"instance": {**instance_msg, "vm_state": "active"}})
-    await nova_build.mark_active(interaction(call, update, label="15.4"))
+    await run_spec_step(call, "boot-vm", "15.5", update)
     (((sent,), _),) = update.calls
     check(info, "instance_update", "payload", sent)
     assert sent["expected_task_state"] == "spawning"  # as the build took it
@@ -476,9 +477,8 @@ async def test_steps_with_nothing_to_do_do_not_invoke(tmp_path: Path) -> None:
     call = msg_call(rt, "build_and_run_instance", build_payload(row, volume=False, network=False))
     await nova_build.begin_build(call)
     invoke = Recorder()
-    for step in (nova_build.create_ports, nova_build.create_attachments):
-        await step(interaction(call, invoke))
-    for label in ("14.3", "15.3", "15.4"):  # the spec's steps: `when`, `each` over nothing
+    await nova_build.create_ports(interaction(call, invoke))
+    for label in ("14.3", "15", "15.3", "15.4"):  # the spec's steps: `when`, `each` over nothing
         await run_spec_step(call, "boot-vm", label, invoke)
     assert invoke.calls == []
 
@@ -505,7 +505,7 @@ async def test_fetch_refuses_an_instance_that_is_no_longer_building(tmp_path: Pa
     rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
     call = msg_call(rt, "build_and_run_instance", build_payload(row))
     await nova_build.begin_build(call)
-    msg = {**conductor.instance_info(row), "host": "compute-1", "task_state": "deleting"}
+    msg = {**instance_message(row), "host": "compute-1", "task_state": "deleting"}
     # dropped, not failed: the delete cleans up, the build's error behaviour must not
     with pytest.raises(Dropped, match="task_state deleting, host compute-1"):
         await nova_build.fetch_instance(
@@ -523,7 +523,7 @@ async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fa
     when asked again): taken. Any other failure of the conductor is the build's failure."""
     info = stack_info()
     row = await new_instance(nova_store(info))
-    msg = {**conductor.instance_info(row), "host": "compute-1"}
+    msg = {**instance_message(row), "host": "compute-1"}
     conflict = RemoteError("Conflict", "Unexpected task state")
     for failure, now, raised in (
         (conflict, {"task_state": "deleting"}, Dropped),
@@ -539,11 +539,39 @@ async def test_a_build_that_loses_the_take_is_dropped_and_a_conductor_failure_fa
         )
         call = msg_call(rt, "build_and_run_instance", build_payload(row))
         await nova_build.begin_build(call)
-        fetch = interaction(call, Recorder({"instance": msg, "flavor": FLAVOR}))
+        fetch = Recorder({"instance": msg, "flavor": FLAVOR})
         if raised is None:
-            await nova_build.fetch_instance(fetch)
+            await run_spec_step(call, "boot-vm", "8", fetch)
             assert call.vars["task_state"] == "spawning"
             assert call.vars["instance"]["task_state"] == "spawning"
+            assert call.vars["driver_instance"]["memory_mb"] == FLAVOR["ram"]
             continue
         with pytest.raises(raised):
-            await nova_build.fetch_instance(fetch)
+            await run_spec_step(call, "boot-vm", "8", fetch)
+
+
+@arun
+async def test_volumes_are_named_vda_for_the_boot_volume_then_vdb_vdc(tmp_path: Path) -> None:
+    """boot-vm 15 (the spec's `with:`): the connector's mountpoint names each disk."""
+    info = stack_info()
+    row = await new_instance(nova_store(info))
+    rt = make_runtime(info, "nova-compute", host="compute-1", data_dir=tmp_path)
+    volumes = [
+        {"source_type": "volume", "uuid": f"v{i}", "boot_index": index}
+        for i, index in enumerate((-1, 0, -1))
+    ]
+    payload = {**build_payload(row, volume=False), "block_device_mapping": volumes}
+    call = msg_call(rt, "build_and_run_instance", payload)
+    await nova_build.begin_build(call)
+    made = Recorder(
+        fn=lambda **kw: response(200, {"attachment": {"id": "a-" + str(len(made.calls))}})
+    )
+    await run_spec_step(call, "boot-vm", "15", made)
+    mounts = [kw["body"]["attachment"]["connector"]["mountpoint"] for _, kw in made.calls]
+    assert mounts == ["/dev/vdb", "/dev/vda", "/dev/vdc"]
+    assert [(a["volume_id"], a["device"]) for a in call.vars["attachments"]] == [
+        ("v0", "/dev/vdb"),
+        ("v1", "/dev/vda"),
+        ("v2", "/dev/vdc"),
+    ]
+    assert all(a["connection_info"] is None for a in call.vars["attachments"])

@@ -31,7 +31,6 @@ from specstack_runtime.behaviours import (  # noqa: F401  (they register the nov
     nova_api,
     nova_attach,
     nova_build,
-    nova_build_failure,
     nova_delete,
     nova_host,
     nova_keypairs,
@@ -549,3 +548,9 @@ async def add_compute_node(
         await store.update("compute_nodes", host, {"heartbeat": heartbeat})
     else:
         await store.update("compute_nodes", host, {"heartbeat": time.time()})
+
+
+def instance_message(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The message type Instance of `row`, as nova-conductor answers it."""
+    rt = make_runtime(stack_info(), "nova-conductor")
+    return conductor.instance_info(msg_call(rt, "instance_get", {}), row)

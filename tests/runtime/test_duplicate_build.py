@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import conductor, nova_build
+from specstack_runtime.behaviours import nova_build
 from specstack_runtime.bus import Envelope, MessagingTimeout, RemoteError
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
@@ -19,10 +19,11 @@ from tests.runtime.test_compute_flow import FLAVOR, build_payload, new_instance
 from tests.runtime.test_compute_kit import (
     Recorder,
     RecordingBus,
-    interaction,
+    instance_message,
     make_runtime,
     msg_call,
     nova_store,
+    run_spec_step,
     stack_info,
 )
 
@@ -142,7 +143,7 @@ async def test_an_active_state_the_conductor_committed_before_it_died_is_not_und
     }
     await driver.spawn(guest, {"id": ""}, [], [])
     active = {
-        **conductor.instance_info(row),
+        **instance_message(row),
         "host": HOST,
         "vm_state": "active",
         "task_state": None,
@@ -162,7 +163,7 @@ async def test_an_active_state_the_conductor_committed_before_it_died_is_not_und
         )
         await nova_build.begin_build(call)
         call.vars.update(task_state="spawning", driver_instance=guest)
-        await nova_build.mark_active(interaction(call, Recorder(fn=failing), label="15.4"))
+        await run_spec_step(call, "boot-vm", "15.5", Recorder(fn=failing))
         assert call.vars["built"] is True and call.vars["instance"] == active
         assert rt.local[nova_build.LIVE_BUILDS] == {}
         ((kind, method, asked, _),) = rt.bus.sent  # type: ignore[attr-defined]
@@ -176,4 +177,4 @@ async def test_an_active_state_the_conductor_committed_before_it_died_is_not_und
     await nova_build.begin_build(call)
     call.vars.update(task_state="spawning", driver_instance=guest)
     with pytest.raises(RemoteError, match="Conflict"):
-        await nova_build.mark_active(interaction(call, Recorder(fn=refused), label="15.4"))
+        await run_spec_step(call, "boot-vm", "15.5", Recorder(fn=refused))

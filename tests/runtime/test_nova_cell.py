@@ -153,6 +153,46 @@ async def test_build_failure_cleans_up_and_sets_error(tmp_path: Path) -> None:
         await cell.stop()
 
 
+class DetachRecorder(FakeHypervisor):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.detached: list[str] = []
+
+    async def detach_volume(
+        self, instance: Instance, connection_info: Any, mountpoint: str
+    ) -> None:
+        self.detached.append(mountpoint)
+        await super().detach_volume(instance, connection_info, mountpoint)
+
+
+@arun
+async def test_a_build_failing_late_undoes_all_it_made_by_the_specs_on_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The volume attached and the port made when cinder refuses os-complete (boot-vm 15.4):
+    the spec's on_failure steps detach the disk, destroy the guest, delete the attachment and
+    the port, and put the instance into ERROR with the failure as its fault."""
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        driver = DetachRecorder(None, hostname="compute-1")
+        cell.computes["compute-1"].driver = driver
+        cell.services.fail["completeAttachment"] = 500
+        volume = {"uuid": VOLUME_ID, "boot_index": -1, "source_type": "volume",
+                  "destination_type": "volume", "delete_on_termination": False}  # fmt: skip
+        row = await boot_through_the_cell(cell, block_device_mapping_v2=[volume])
+        assert row["vm_state"] == "error" and row["task_state"] is None
+        fault = row["fault"]
+        assert "completeAttachment failed" in fault["message"], fault
+        assert fault["details"].startswith("StepFailed: ") and fault["created"].endswith("Z")
+        assert driver.detached == ["/dev/vdb"] and driver.guests == {}
+        assert cell.services.attachments == {} and cell.services.volume_status == "available"
+        assert cell.services.ports == {}
+        assert "on_failure step" not in caplog.text  # each step did its work
+    finally:
+        await cell.stop()
+
+
 @arun
 async def test_no_valid_host_through_the_cell(tmp_path: Path) -> None:
     cell = await NovaCell(tmp_path, computes=1).start()

@@ -221,6 +221,11 @@ def _components(ix: Index) -> list[Diagnostic]:
                 )
             elif c["kind"] in NO_CONSUMERS:
                 diags.append(f.at(where, f"a {c['kind']} cannot consume queue messages", key=True))
+            # a consumer's on_failure steps are interactions from it, checked as a sequence's
+            for i, step in enumerate(c["consumes"][msg].get("on_failure") or []):
+                label = f"{name} {msg} on_failure step {i + 1}"
+                at: list[PathElem] = [*where, "on_failure", i]
+                diags += _interaction(ix, f, at, {**step, "from": name}, label)
     return diags
 
 
