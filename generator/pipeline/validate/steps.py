@@ -73,7 +73,8 @@ class _Step:
 
 
 def check_step_bindings(spec: LoadedSpec) -> list[Diagnostic]:
-    """Each sequence step's `with:`, and each of its `then:` interactions'."""
+    """Each sequence step's `with:`, each of its `then:` interactions', and each of a
+    consumer's `on_failure` steps'."""
     diags: list[Diagnostic] = []
     for f in spec.of_kind("sequence"):
         checker = _Step(f)
@@ -83,5 +84,14 @@ def check_step_bindings(spec: LoadedSpec) -> list[Diagnostic]:
             checker.check(step.get("with"), [*where, "with"])
             for j, sub in enumerate(step.get("then") or ()):
                 checker.check(sub.get("with"), [*where, "then", j, "with"])
+        diags += checker.diags
+    cf = spec.one("components")
+    if cf is not None:
+        checker = _Step(cf)
+        for name, comp in (to_plain(cf.data).get("components") or {}).items():
+            for msg, consumer in (comp.get("consumes") or {}).items():
+                for i, step in enumerate((consumer or {}).get("on_failure") or ()):
+                    at: Where = ["components", name, "consumes", msg, "on_failure", i, "with"]
+                    checker.check(step.get("with"), at)
         diags += checker.diags
     return diags
