@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import nova_api, nova_delete, scheduler
+from specstack_runtime.behaviours import conductor, nova_api, nova_delete, scheduler
 from specstack_runtime.behaviours.scheduling import NoValidHost
 from specstack_runtime.errors import BadRequest, Forbidden, NotFound
 from tests.aio import arun
@@ -120,7 +120,9 @@ async def test_server_groups_quota(api: Api) -> None:
 
 
 @arun
-async def test_a_server_joins_with_the_hint_and_leaves_when_deleted(api: Api) -> None:
+async def test_a_server_joins_with_the_hint_and_leaves_when_deleted(
+    api: Api, tmp_path: Path
+) -> None:
     await seed_flavors(api.store)
     group = await new_group(api)
     row = await boot_in(api, group["id"])
@@ -128,6 +130,13 @@ async def test_a_server_joins_with_the_hint_and_leaves_when_deleted(api: Api) ->
     assert await members(api, group["id"]) == [row["id"]]
     call = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
     assert (await nova_delete.delete_server(call)).status == 204
+    assert await members(api, group["id"]) == []
+    # deleted on its host: the conductor marks it deleted (delete-vm's last step)
+    hosted = await api.set(await boot_in(api, group["id"]), vm_state="active", host="compute-1")
+    assert await members(api, group["id"]) == [hosted["id"]]
+    rt = make_runtime(api.info, "nova-conductor", store=api.store, data_dir=tmp_path)
+    gone = {"instance_uuid": hosted["id"], "updates": {"vm_state": "deleted"}}
+    await conductor.instance_update(msg_call(rt, "instance_update", gone))
     assert await members(api, group["id"]) == []
 
 
