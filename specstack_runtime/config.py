@@ -127,6 +127,8 @@ class StackConfig(BaseSettings):
         "RamFilter",
         "DiskFilter",
         "CoreFilter",
+        "ServerGroupAntiAffinityFilter",
+        "ServerGroupAffinityFilter",
     )
     # weigher = multiplier
     scheduler_weighers: tuple[tuple[str, float], ...] = (("RAMWeigher", 1.0),)

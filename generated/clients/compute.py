@@ -843,6 +843,88 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.Limits, 200)
 
+    async def list_server_groups(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerGroupList]:
+        """GET /v2.1/os-server-groups: List server groups"""
+        response = await self._call(
+            "listServerGroups",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerGroupList, 200)
+
+    async def create_server_group(
+        self,
+        *,
+        body: models.ServerGroupCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerGroupResponse]:
+        """POST /v2.1/os-server-groups: Create a server group"""
+        response = await self._call(
+            "createServerGroup",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerGroupResponse, 200)
+
+    async def show_server_group(
+        self,
+        server_group_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerGroupResponse]:
+        """GET /v2.1/os-server-groups/{server_group_id}: Show a server group"""
+        response = await self._call(
+            "showServerGroup",
+            {
+                "server_group_id": server_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerGroupResponse, 200)
+
+    async def delete_server_group(
+        self,
+        server_group_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.1/os-server-groups/{server_group_id}: Delete a server group"""
+        response = await self._call(
+            "deleteServerGroup",
+            {
+                "server_group_id": server_group_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
     async def show_quota_set(
         self,
         project_id: str,

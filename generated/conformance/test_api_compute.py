@@ -79,6 +79,11 @@ def test_compute_get_limits_direct(target: Target) -> None:
     provoke.call_and_check(target, "compute", "getLimits")
 
 
+def test_compute_list_server_groups_direct(target: Target) -> None:
+    """GET /v2.1/os-server-groups called directly."""
+    provoke.call_and_check(target, "compute", "listServerGroups")
+
+
 def test_compute_show_quota_set_direct(target: Target) -> None:
     """GET /v2.1/os-quota-sets/{project_id} called directly."""
     provoke.call_and_check(target, "compute", "showQuotaSet")

@@ -29,6 +29,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "flavors",
             "compute_nodes",
             "keypairs",
+            "instance_groups",
             "quota_sets",
             "block_device_mappings",
             "instance_actions",

@@ -1025,6 +1025,49 @@ class KeypairCreateResponse(BaseModel):
     keypair: KeypairCreated
 
 
+class ServerGroup(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str
+    policies: list[Literal["affinity", "anti-affinity"]]
+    members: list[str] = Field(..., description="The ids of the servers in the group.")
+    metadata: dict[str, Any]
+    project_id: str
+    user_id: str
+
+
+class ServerGroupResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    server_group: ServerGroup
+
+
+class ServerGroupList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    server_groups: list[ServerGroup]
+
+
+class ServerGroupCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    name: constr(min_length=1, max_length=255)
+    policies: list[Literal["affinity", "anti-affinity"]] = Field(..., max_length=1, min_length=1)
+
+
+class ServerGroupCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    server_group: ServerGroupCreate
+
+
 class AvailabilityZoneState(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

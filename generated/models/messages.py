@@ -49,6 +49,13 @@ class Flavor(BaseModel):
     swap: conint(ge=0) | None = None
 
 
+class InstanceGroup(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    uuid: str
+
+
 class RequestSpec(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -58,6 +65,7 @@ class RequestSpec(BaseModel):
     availability_zone: str | None = None
     num_instances: conint(ge=1)
     ignore_hosts: list[str] | None = None
+    instance_group: InstanceGroup | None = None
 
 
 class RequestedNetwork(BaseModel):

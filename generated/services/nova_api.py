@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (50 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (54 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -279,6 +279,26 @@ async def list_availability_zones_detailed(flow: Flow) -> None:
 
 async def get_limits(flow: Flow) -> None:
     """operation getLimits: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def list_server_groups(flow: Flow) -> None:
+    """operation listServerGroups: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_server_group(flow: Flow) -> None:
+    """operation createServerGroup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_server_group(flow: Flow) -> None:
+    """operation showServerGroup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_server_group(flow: Flow) -> None:
+    """operation deleteServerGroup: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -861,6 +881,54 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"query": "limits"},
     ),
+    "listServerGroups": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listServerGroups",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_server_groups,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_group", "action": "list"},
+    ),
+    "createServerGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createServerGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_server_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_group", "action": "create"},
+    ),
+    "showServerGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showServerGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_server_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_group", "action": "show"},
+    ),
+    "deleteServerGroup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteServerGroup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_server_group,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_group", "action": "delete"},
+    ),
     "showQuotaSet": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -1422,6 +1490,50 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:reader",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-server-groups",
+        "listServerGroups",
+        HANDLERS["listServerGroups"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-server-groups:index",
+    ),
+    Route(
+        "POST",
+        "/v2.1/os-server-groups",
+        "createServerGroup",
+        HANDLERS["createServerGroup"],
+        request_model=models.ServerGroupCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-server-groups:create",
+    ),
+    Route(
+        "GET",
+        "/v2.1/os-server-groups/{server_group_id}",
+        "showServerGroup",
+        HANDLERS["showServerGroup"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-server-groups:show",
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/os-server-groups/{server_group_id}",
+        "deleteServerGroup",
+        HANDLERS["deleteServerGroup"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:os_compute_api:os-server-groups:delete",
     ),
     Route(
         "GET",

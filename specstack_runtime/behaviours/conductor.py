@@ -22,6 +22,8 @@ from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import collects
+from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Doc, Store, sortable, utcnow
@@ -207,6 +209,8 @@ async def instance_update(call: Call) -> dict[str, Any]:
         )
     if vm_state in args["release"]:
         await release_claim(store, row)
+    if vm_state == "deleted":  # out of its server group
+        await collects.removed(engine_call(call, "server"), row)
     if before is not None and before.get("host") and before.get("host") != row.get("host"):
         await release_claim(store, before)  # moved (rescheduled): the old host's claim goes
     if "attachments" in updates or vm_state == "deleted":

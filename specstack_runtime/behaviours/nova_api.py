@@ -30,7 +30,7 @@ from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import guards, quotas, writes
+from specstack_runtime.resources import access, collects, guards, quotas, writes
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
@@ -121,7 +121,9 @@ async def check_image(ix: Interaction) -> None:
     ix.vars["image"] = resp.json()
 
 
-def _new_row(rc: ResourceCall, server: Mapping[str, Any], auth: AuthContext) -> Doc:
+def _new_row(
+    rc: ResourceCall, body: Mapping[str, Any], server: Mapping[str, Any], auth: AuthContext
+) -> Doc:
     """The instance the request makes: the spec's server defaults (building, for the
     scheduler, no host...), and the request's values."""
     uuid = str(uuidlib.uuid4())
@@ -169,8 +171,39 @@ def _new_row(rc: ResourceCall, server: Mapping[str, Any], auth: AuthContext) -> 
         instance_name=f"instance-{uuid[:8]}",
         user_data=server.get("user_data"),
         reservation_id=f"r-{secrets.token_hex(4)}",
+        server_group=_group_hint(body),
     )
     return row
+
+
+def _group_hint(body: Mapping[str, Any]) -> Any:
+    """The scheduler hint `group` (under either of nova's names); the spec's rules judge it."""
+    for key in ("os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"):
+        hints = body.get(key)
+        if isinstance(hints, dict) and hints.get("group") is not None:
+            return hints["group"]
+    return None
+
+
+async def _group_refs(rc: ResourceCall, row: Doc) -> dict[str, Any]:
+    """The group the hint names, if the caller sees it (the resource that collects servers,
+    spec/resources), and the project's limits it is held to (`limits`, as its quota set
+    shows them)."""
+    gid = row.get("server_group")
+    if not isinstance(gid, str):
+        return {}
+    for other, _ in rc.catalog.collectors(rc.res.name):
+        groups = rc.of(other.name)
+        doc = await groups.store.get(other.res.table, gid)
+        if doc is None or not access.visible(groups, doc):
+            continue
+        refs: dict[str, Any] = {"server_group": doc, "limits": {}}
+        for name in {q.limits for q in quotas.of_resource(rc) if q.limits}:
+            sets = rc.of(name)
+            own = await sets.store.get(sets.res.res.table, str(row["project_id"]))
+            refs["limits"] = render(sets, own or {"id": row["project_id"]})
+        return refs
+    return {}
 
 
 async def _find_refs(call: Call, store: Store, row: Doc, zoned: bool) -> dict[str, Any]:
@@ -206,10 +239,10 @@ async def create_server(call: Call) -> Reply:
     if not isinstance(server.get("name"), str):
         raise rc.res.fail("invalid", field="name", value=server.get("name"))
     writes.check_value(rc, fields["name"], server["name"])
-    row = _new_row(rc, server, auth)
+    row = _new_row(rc, call.body, server, auth)
     writes.check_value(rc, fields["OS-DCF:diskConfig"], row["disk_config"])
     zone = str(server.get("availability_zone") or "")
-    rc.refs = await _find_refs(call, store, row, bool(zone))
+    rc.refs = await _find_refs(call, store, row, bool(zone)) | await _group_refs(rc, row)
     _, _, forced = zone.partition(":")
     forced_host = forced.split(":", 1)[0] or None
     guards.check(rc, "create", {**row, "forced_host": forced_host}, changes=server)
@@ -221,6 +254,7 @@ async def create_server(call: Call) -> Reply:
     row = await store.create(INSTANCES, row)
     for quota in limits:  # counted again with the row in: of racing creates, the later goes
         await quotas.check(rc, quota, row, inserted=True)
+    await collects.added(rc, row)  # a member of its server group
     call.vars["instance"] = row
     call.vars["flavor"] = row["flavor"]
     call.vars["request_spec"] = {
@@ -259,6 +293,8 @@ def schedule_payload(
         "availability_zone": row.get("availability_zone"),
         "num_instances": 1,
     }
+    if row.get("server_group"):
+        request_spec["instance_group"] = {"uuid": str(row["server_group"])}
     if spec and spec.get("ignore_hosts"):
         request_spec["ignore_hosts"] = list(spec["ignore_hosts"])
     return {

@@ -26,7 +26,7 @@ from specstack_runtime.behaviours.nova_common import (
 )
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import guards
+from specstack_runtime.resources import collects, guards
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
 from specstack_runtime.store import Doc
@@ -62,6 +62,7 @@ async def _local_delete(call: Call, row: Doc) -> Doc:
     if updated is None:
         raise fail(call.rt, "delete_raced", id=row["id"])
     await release_claim(store, updated)
+    await collects.removed(engine_call(call, SERVER), updated)  # out of its server group
     return updated
 
 

@@ -10,6 +10,7 @@ means choosing again from fresh documents.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from specstack_runtime.behaviours.conductor import (
     release_claim,
     usage_of,
 )
+from specstack_runtime.behaviours.nova_common import SERVER
 from specstack_runtime.behaviours.scheduling import (
     DEFAULT_AVAILABILITY_ZONE,
     HostState,
@@ -35,6 +37,7 @@ from specstack_runtime.behaviours.scheduling import (
 )
 from specstack_runtime.context import Call, Interaction
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.store import AtLeast, Doc, Store, sortable
 
 logger = logging.getLogger(__name__)
@@ -164,6 +167,25 @@ def rank(
     )
 
 
+async def group_of(call: Call, group: str, uuid: str) -> tuple[str | None, dict[str, int]]:
+    """The policy of the server group (the resource that collects instances, spec/resources)
+    and how many of its other members each host holds or is claimed for, as now."""
+    store = call.rt.require_store()
+    servers = engine_call(call, SERVER)
+    for other, field in servers.catalog.collectors(SERVER):
+        doc = await store.get(other.res.table, group)
+        if doc is None:
+            continue
+        hosts: dict[str, int] = {}
+        for member in doc.get(field.name) or []:
+            row = await store.get(INSTANCES, str(member)) if member != uuid else None
+            host = (row or {}).get("host") or (row or {}).get(CLAIM_HOST)
+            if host and row and row.get("vm_state") != "deleted":
+                hosts[str(host)] = hosts.get(str(host), 0) + 1
+        return (str((doc.get("policies") or [None])[0] or "") or None), hosts
+    return None, {}
+
+
 class InstanceChanged(Exception):
     """The instance stopped waiting to be scheduled (deleted, say) while a host was chosen."""
 
@@ -283,6 +305,10 @@ async def schedule_and_build(call: Call) -> None:
         _build_vars(call, row, str(row["host"]), str(row.get("node") or row["host"]))
         return
     request = request_spec_of(payload, call.args)
+    group = (payload["request_spec"].get("instance_group") or {}).get("uuid")
+    if group:
+        policy, hosts = await group_of(call, str(group), uuid)
+        request = dataclasses.replace(request, group_policy=policy, group_hosts=hosts)
     filters, weighers = rt.config.scheduler_filters, rt.config.scheduler_weighers
     down_after_s = liveness(rt.info, "service_down_time_s")
     try:

@@ -72,6 +72,10 @@ class RequestSpec:
     # The hosts another service found able to take the instance (the spec's `with: hosts:`
     # of the scheduling step, e.g. a placement service's candidates); None: any host.
     only_hosts: Collection[str] | None = None
+    # The instance's server group: its policy and how many of its other members each host
+    # holds (nova's RequestSpec.instance_group with its hosts).
+    group_policy: str | None = None
+    group_hosts: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def disk_gb(self) -> int:
@@ -179,6 +183,20 @@ def core_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
     return host.usable_vcpus >= spec.vcpus
 
 
+@register_filter("ServerGroupAffinityFilter")
+def server_group_affinity_filter(host: HostState, spec: RequestSpec, ctx: FilterContext) -> bool:
+    """affinity: the host of the group's members (any host while none is placed)."""
+    return spec.group_policy != "affinity" or not spec.group_hosts or host.host in spec.group_hosts
+
+
+@register_filter("ServerGroupAntiAffinityFilter")
+def server_group_anti_affinity_filter(
+    host: HostState, spec: RequestSpec, ctx: FilterContext
+) -> bool:
+    """anti-affinity: a host none of the group's members is on."""
+    return spec.group_policy != "anti-affinity" or host.host not in spec.group_hosts
+
+
 # -- weighers ------------------------------------------------------------------
 
 
@@ -201,6 +219,29 @@ def cpu_weigher(host: HostState, spec: RequestSpec) -> float:
 def num_instances_weigher(host: HostState, spec: RequestSpec) -> float:
     # Use a negative multiplier to prefer emptier hosts, as in nova.
     return float(host.num_instances)
+
+
+@register_weigher("ServerGroupSoftAffinityWeigher")
+def soft_affinity_weigher(host: HostState, spec: RequestSpec) -> float:
+    return (
+        float(spec.group_hosts.get(host.host, 0)) if spec.group_policy == "soft-affinity" else 0.0
+    )
+
+
+@register_weigher("ServerGroupSoftAntiAffinityWeigher")
+def soft_anti_affinity_weigher(host: HostState, spec: RequestSpec) -> float:
+    if spec.group_policy != "soft-anti-affinity":
+        return 0.0
+    return -float(spec.group_hosts.get(host.host, 0))
+
+
+#: The weighers a soft policy adds to the configured ones, with nova's default multipliers
+#: (soft_affinity_weight_multiplier, soft_anti_affinity_weight_multiplier): the soft
+#: policies weigh hosts where the hard ones filter them.
+GROUP_WEIGHERS = {
+    "soft-affinity": ("ServerGroupSoftAffinityWeigher", 1.0),
+    "soft-anti-affinity": ("ServerGroupSoftAntiAffinityWeigher", 1.0),
+}
 
 
 # -- selection -----------------------------------------------------------------
@@ -236,7 +277,8 @@ def weigh(
 ) -> list[HostState]:
     """Order hosts best first; ties keep input order, so results are deterministic."""
     totals = [0.0] * len(hosts)
-    for weigher, multiplier in resolve_weighers(weighers):
+    soft = GROUP_WEIGHERS.get(spec.group_policy or "")
+    for weigher, multiplier in resolve_weighers([*weighers, *([soft] if soft else [])]):
         raw = [weigher(host, spec) for host in hosts]
         for i, value in enumerate(normalize(raw)):
             totals[i] += multiplier * value

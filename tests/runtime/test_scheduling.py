@@ -213,3 +213,52 @@ def test_unknown_names_are_clear_key_errors() -> None:
 def test_registries_hold_the_named_plugins() -> None:
     assert set(ALL_FILTERS) <= set(FILTERS)
     assert {"RAMWeigher", "DiskWeigher", "CPUWeigher", "NumInstancesWeigher"} <= set(WEIGHERS)
+
+
+def test_server_group_filters_and_soft_weighers() -> None:
+    a, b, c = host("a"), host("b"), host("c")
+    anti = RequestSpec(
+        memory_mb=512, vcpus=1, root_gb=1, group_policy="anti-affinity", group_hosts={"a": 1}
+    )
+    assert not passes("ServerGroupAntiAffinityFilter", a, anti)
+    assert passes("ServerGroupAntiAffinityFilter", b, anti)
+    assert passes("ServerGroupAffinityFilter", a, anti)  # not its policy
+    same = RequestSpec(
+        memory_mb=512, vcpus=1, root_gb=1, group_policy="affinity", group_hosts={"b": 2}
+    )
+    assert passes("ServerGroupAffinityFilter", b, same)
+    assert not passes("ServerGroupAffinityFilter", a, same)
+    assert passes("ServerGroupAntiAffinityFilter", b, same)
+    first = RequestSpec(memory_mb=512, vcpus=1, root_gb=1, group_policy="affinity")
+    assert passes("ServerGroupAffinityFilter", c, first)  # no member placed yet: any host
+    group_filters = ["ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter"]
+    assert [h.host for h in select_destinations([a, b, c], anti, group_filters, [], now=NOW)] == [
+        "b",
+        "c",
+    ]
+    assert [h.host for h in select_destinations([a, b, c], same, group_filters, [], now=NOW)] == [
+        "b"
+    ]
+    with pytest.raises(NoValidHost) as caught:
+        select_destinations([a], anti, group_filters, [], now=NOW)
+    assert caught.value.eliminated["ServerGroupAntiAffinityFilter"] == 1
+
+    # the soft policies refuse no host: they weigh by the members on each
+    counts = {"a": 2, "b": 1}
+    soft = RequestSpec(
+        memory_mb=512, vcpus=1, root_gb=1, group_policy="soft-affinity", group_hosts=counts
+    )
+    assert [h.host for h in select_destinations([c, b, a], soft, group_filters, [], now=NOW)] == [
+        "a",
+        "b",
+        "c",
+    ]
+    spread = RequestSpec(
+        memory_mb=512, vcpus=1, root_gb=1, group_policy="soft-anti-affinity", group_hosts=counts
+    )
+    assert [h.host for h in select_destinations([a, b, c], spread, group_filters, [], now=NOW)] == [
+        "c",
+        "b",
+        "a",
+    ]
+    assert WEIGHERS["ServerGroupSoftAffinityWeigher"](a, spread) == 0.0
