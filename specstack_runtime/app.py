@@ -348,6 +348,8 @@ class ApiApp:
         headers = {**self._headers(call), **err.headers}
         if err.status == 401:
             headers.setdefault("WWW-Authenticate", f'Keystone uri="{self.identity_url}"')
+        if call.method == "HEAD":  # what GET would answer, without its body
+            return Response(status_code=err.status, headers=headers, media_type=ctype)
         return Response(content, err.status, headers, ctype)
 
     async def _health(self, request: Request) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from typing import Any
 
 from specstack_runtime.errors import ApiError
@@ -39,7 +40,8 @@ def render(fmt: str, err: ApiError) -> tuple[bytes, str]:
     elif fmt in ("keystone", "glance"):
         body = {"error": {"code": status, "title": err.title, "message": msg}}
     elif fmt == "swift":
-        html = f"<html><h1>{err.title}</h1><p>{msg}</p></html>"
+        # the message may quote a name the caller gave
+        html = f"<html><h1>{err.title}</h1><p>{escape(msg, quote=False)}</p></html>"
         return html.encode(), "text/html; charset=UTF-8"
     else:
         body = {"error": {"code": status, "message": msg}}

@@ -54,9 +54,24 @@ class Conflict(ApiError):
     title = "Conflict"
 
 
+class PreconditionFailed(ApiError):
+    status = 412
+    title = "Precondition Failed"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     title = "Request Entity Too Large"
+
+
+class RangeNotSatisfiable(ApiError):
+    status = 416
+    title = "Requested Range Not Satisfiable"
+
+
+class UnprocessableEntity(ApiError):
+    status = 422
+    title = "Unprocessable Entity"
 
 
 class ServiceUnavailable(ApiError):

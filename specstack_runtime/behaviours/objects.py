@@ -5,8 +5,9 @@ The store is `rt.shared["objectstore"]`, created on first use under
 token may use an account when it is scoped to that project, or when it has the
 admin role (the service users have it).
 
-Swift answers errors with short HTML pages; so do these behaviours (HEAD
-answers carry no body). Listings are plain text (one name a line; 204 when
+Errors are raised as ApiErrors: the app answers them as swift does, with short HTML
+pages (HEAD answers carry no body), and adds X-Trans-Id (the spec's request-id header).
+Listings are plain text (one name a line; 204 when
 empty) unless `format=json`/`xml` or the Accept header asks for JSON or XML.
 Container and object metadata are kept under their lower-cased header names
 (`x-container-meta-*`, `x-container-read`, `x-object-meta-*`, ...).
@@ -16,33 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import math
 import mimetypes
 import time
-from collections.abc import Awaitable, Callable
-from html import escape
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
 from specstack_runtime.behaviours.objectstore import (
     LISTING_LIMIT,
     ContainerInfo,
-    ContainerNotEmpty,
-    InvalidMetadata,
-    InvalidName,
     ObjectInfo,
     ObjectStore,
-    ObjectStoreError,
     Subdir,
 )
-from specstack_runtime.behaviours.objectstore import Conflict as StoreConflict
 from specstack_runtime.behaviours.objectstore import NotFound as StoreNotFound
 from specstack_runtime.behaviours.swift_http import (
-    PAGES,
     Listing,
-    Page,
     byte_range,
     etags,
     http_date,
@@ -51,16 +42,16 @@ from specstack_runtime.behaviours.swift_http import (
     naive_time,
     rollup,
     title_case,
-    trans,
     x_timestamp,
 )
 from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import BadRequest, Forbidden, PreconditionFailed, UnprocessableEntity
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 
 ACCOUNT_PREFIX = "AUTH_"
 STORAGE_POLICY = "Policy-0"
-HTML = "text/html; charset=UTF-8"
+PRECONDITION = "A precondition for this request was not met."
 CONTAINER_META = (
     "x-container-meta-",
     "x-container-read",
@@ -71,9 +62,6 @@ OBJECT_META = ("x-object-meta-", "content-disposition", "content-encoding", "x-d
 THREAD_HASH_BYTES = 1 << 20
 
 
-Op = Callable[[Call], Awaitable[Reply]]
-
-
 def object_store(rt: ServiceRuntime) -> ObjectStore:
     store = rt.shared.get("objectstore")
     if store is None:
@@ -82,53 +70,12 @@ def object_store(rt: ServiceRuntime) -> ObjectStore:
     return store
 
 
-def _page(call: Call, status: int, detail: str | None, *, head: bool) -> Reply:
-    headers = trans(call)
-    if head:
-        return Reply(status, None, headers)
-    title, text = PAGES.get(status, ("Error", "The request failed."))
-    body = f"<html><h1>{title}</h1><p>{escape(detail or text)}</p></html>"
-    return Reply(status, body.encode("utf-8"), headers, content_type=HTML)
-
-
-def _swift_op(*, head: bool = False) -> Callable[[Op], Op]:
-    """Turn object store failures and `Page`s into swift's error answers."""
-
-    def wrap(fn: Op) -> Op:
-        @functools.wraps(fn)
-        async def run(call: Call) -> Reply:
-            try:
-                return await fn(call)
-            except Page as page:
-                return _page(call, page.status, page.detail, head=head)
-            except ContainerNotEmpty:
-                return _page(
-                    call,
-                    409,
-                    "There was a conflict when trying to complete your "
-                    "request: the container is not empty.",
-                    head=head,
-                )
-            except StoreConflict as exc:
-                return _page(call, 409, str(exc), head=head)
-            except StoreNotFound:
-                return _page(call, 404, None, head=head)
-            except (InvalidName, InvalidMetadata) as exc:
-                return _page(call, 400, str(exc), head=head)
-            except ObjectStoreError as exc:  # any other refusal of the store
-                return _page(call, 400, str(exc), head=head)
-
-        return run
-
-    return wrap
-
-
 def _account(call: Call) -> str:
     """The account of the path (the operation's policy has allowed the caller to use it)."""
     call.require_auth()
     account = call.path_params.get("account", "")
     if not account.startswith(ACCOUNT_PREFIX) or len(account) == len(ACCOUNT_PREFIX):
-        raise Page(403, f"Account {account!r} is not an {ACCOUNT_PREFIX}<project id> account.")
+        raise Forbidden(f"Account {account!r} is not an {ACCOUNT_PREFIX}<project id> account.")
     return account
 
 
@@ -157,7 +104,6 @@ def _container_headers(info: ContainerInfo) -> dict[str, str]:
 
 
 @behaviour("objects.get_account")
-@_swift_op()
 async def get_account(call: Call) -> Reply:
     account = _account(call)
     listing = Listing(call)
@@ -182,7 +128,6 @@ async def get_account(call: Call) -> Reply:
                 }
             )
     return listing_reply(
-        call,
         listing.format,
         [n for n, _ in shown],
         items,
@@ -192,11 +137,10 @@ async def get_account(call: Call) -> Reply:
 
 
 @behaviour("objects.head_account")
-@_swift_op(head=True)
 async def head_account(call: Call) -> Reply:
     account = _account(call)
     containers = await object_store(call.rt).list_containers(account, limit=LISTING_LIMIT * 10)
-    return Reply(204, None, {**_account_headers(containers), **trans(call)})
+    return Reply(204, None, _account_headers(containers))
 
 
 # -- containers ----------------------------------------------------------------------
@@ -212,13 +156,12 @@ def _metadata_headers(call: Call, prefixes: tuple[str, ...]) -> dict[str, str]:
 
 
 @behaviour("objects.create_container")
-@_swift_op()
 async def create_container(call: Call) -> Reply:
     account = _account(call)
     container = call.path_params.get("container", "")
     policy = call.header("X-Storage-Policy")
     if policy and policy != STORAGE_POLICY:
-        raise Page(400, f'Invalid X-Storage-Policy "{policy}"')
+        raise BadRequest(f'Invalid X-Storage-Policy "{policy}"')
     store = object_store(call.rt)
     given = _metadata_headers(call, CONTAINER_META)
     removed = {
@@ -235,21 +178,19 @@ async def create_container(call: Call) -> Reply:
         metadata.update(given)
         metadata = {k: v for k, v in metadata.items() if v and k not in removed}
     created = await store.create_container(account, container, metadata)
-    return Reply(201 if created else 202, None, trans(call))
+    return Reply(201 if created else 202)
 
 
 @behaviour("objects.head_container")
-@_swift_op(head=True)
 async def head_container(call: Call) -> Reply:
     account = _account(call)
     info = await object_store(call.rt).head_container(
         account, call.path_params.get("container", "")
     )
-    return Reply(204, None, {**_container_headers(info), **trans(call)})
+    return Reply(204, None, _container_headers(info))
 
 
 @behaviour("objects.list_objects")
-@_swift_op()
 async def list_objects(call: Call) -> Reply:
     account = _account(call)
     container = call.path_params.get("container", "")
@@ -296,7 +237,6 @@ async def list_objects(call: Call) -> Reply:
             )
             names.append(e.name)
     return listing_reply(
-        call,
         listing.format,
         names,
         items,
@@ -306,11 +246,10 @@ async def list_objects(call: Call) -> Reply:
 
 
 @behaviour("objects.delete_container")
-@_swift_op()
 async def delete_container(call: Call) -> Reply:
     account = _account(call)
     await object_store(call.rt).delete_container(account, call.path_params.get("container", ""))
-    return Reply(204, None, trans(call))
+    return Reply(204)
 
 
 # -- objects -------------------------------------------------------------------------
@@ -356,22 +295,21 @@ def _preconditions(call: Call, info: ObjectInfo) -> Reply | None:
     if if_match is not None:
         tags = etags(if_match)
         if "*" not in tags and info.etag not in tags:
-            raise Page(412)
+            raise PreconditionFailed(PRECONDITION)
     since = http_time(call.header("If-Unmodified-Since"))
     if since is not None and modified > since:
-        raise Page(412)
+        raise PreconditionFailed(PRECONDITION)
     if_none = call.header("If-None-Match")
     if if_none is not None:
         tags = etags(if_none)
         if "*" in tags or info.etag in tags:
-            return Reply(304, None, {**_object_headers(info), **trans(call)})
+            return Reply(304, None, _object_headers(info))
     elif (since := http_time(call.header("If-Modified-Since"))) is not None and modified <= since:
-        return Reply(304, None, {**_object_headers(info), **trans(call)})
+        return Reply(304, None, _object_headers(info))
     return None
 
 
 @behaviour("objects.get_object")
-@_swift_op()
 async def get_object(call: Call) -> Reply:
     account, container, name = _object_path(call)
     store = object_store(call.rt)
@@ -379,7 +317,7 @@ async def get_object(call: Call) -> Reply:
     if (early := _preconditions(call, info)) is not None:
         return early
     info, data = await store.get_object(account, container, name)
-    headers = {**_object_headers(info), **trans(call)}
+    headers = _object_headers(info)
     rng = byte_range(call.header("Range"), len(data))
     if rng is not None:
         first, last = rng
@@ -391,11 +329,10 @@ async def get_object(call: Call) -> Reply:
 
 
 @behaviour("objects.head_object")
-@_swift_op(head=True)
 async def head_object(call: Call) -> Reply:
     account, container, name = _object_path(call)
     info = await _live_object(object_store(call.rt), account, container, name)
-    headers = {**_object_headers(info), **trans(call), "Content-Length": str(info.size)}
+    headers = {**_object_headers(info), "Content-Length": str(info.size)}
     return Reply(200, None, headers, content_type=info.content_type)
 
 
@@ -406,23 +343,22 @@ def _delete_at(call: Call) -> str | None:
         try:
             when = int(at)
         except ValueError:
-            raise Page(400, "Non-integer X-Delete-At") from None
+            raise BadRequest("Non-integer X-Delete-At") from None
         if when <= now:
-            raise Page(400, "X-Delete-At in past")
+            raise BadRequest("X-Delete-At in past")
         return str(when)
     if after is not None:
         try:
             delay = int(after)
         except ValueError:
-            raise Page(400, "Non-integer X-Delete-After") from None
+            raise BadRequest("Non-integer X-Delete-After") from None
         if delay <= 0:
-            raise Page(400, "X-Delete-After in past")
+            raise BadRequest("X-Delete-After in past")
         return str(math.ceil(now + delay))
     return None
 
 
 @behaviour("objects.put_object")
-@_swift_op()
 async def put_object(call: Call) -> Reply:
     account, container, name = _object_path(call)
     store = object_store(call.rt)
@@ -430,24 +366,24 @@ async def put_object(call: Call) -> Reply:
     if_none = call.header("If-None-Match")
     if if_none is not None:
         if if_none.strip() != "*":
-            raise Page(400, "If-None-Match only supports *")
+            raise BadRequest("If-None-Match only supports *")
         try:
             await _live_object(store, account, container, name)
         except StoreNotFound:
             pass
         else:
-            raise Page(412)
+            raise PreconditionFailed(PRECONDITION)
     expected = call.header("ETag")
     if expected:
         md5 = await asyncio.to_thread(_md5, data) if len(data) > THREAD_HASH_BYTES else _md5(data)
         if expected.strip().strip('"').lower() != md5:
-            raise Page(422)
+            raise UnprocessableEntity("Unable to process the contained instructions")
     metadata = {k: v for k, v in _metadata_headers(call, OBJECT_META).items() if k != "x-delete-at"}
     if (delete_at := _delete_at(call)) is not None:
         metadata["x-delete-at"] = delete_at
     content_type = call.header("Content-Type") or mimetypes.guess_type(name)[0]
     info = await store.put_object(account, container, name, data, content_type, metadata)
-    headers = {"ETag": info.etag, "Last-Modified": http_date(info.last_modified), **trans(call)}
+    headers = {"ETag": info.etag, "Last-Modified": http_date(info.last_modified)}
     return Reply(201, None, headers)
 
 
@@ -456,10 +392,9 @@ def _md5(data: bytes) -> str:
 
 
 @behaviour("objects.delete_object")
-@_swift_op()
 async def delete_object(call: Call) -> Reply:
     account, container, name = _object_path(call)
     store = object_store(call.rt)
     await _live_object(store, account, container, name)
     await store.delete_object(account, container, name)
-    return Reply(204, None, trans(call))
+    return Reply(204)

@@ -29,6 +29,8 @@ from types import TracebackType
 from typing import Any, BinaryIO, Self
 from urllib.parse import unquote
 
+from specstack_runtime.errors import ApiError
+
 MAX_ACCOUNT_NAME_LENGTH = 256
 MAX_CONTAINER_NAME_LENGTH = 256
 MAX_OBJECT_NAME_LENGTH = 1024
@@ -43,16 +45,28 @@ _CONTAINER_FILE = "container.json"
 ObjectData = bytes | Iterable[bytes] | AsyncIterable[bytes]
 
 
-class ObjectStoreError(Exception):
-    """Base class of object store failures."""
+class ObjectStoreError(ApiError):
+    """Base class of object store failures: a request swift refuses (HTTP 400)."""
+
+    status = 400
+    title = "Bad Request"
 
 
 class NotFound(ObjectStoreError):
-    """The container or object does not exist (HTTP 404)."""
+    """The container or object does not exist (HTTP 404; swift's page names neither)."""
+
+    status = 404
+    title = "Not Found"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("The resource could not be found.", detail=detail)
 
 
 class Conflict(ObjectStoreError):
     """The request conflicts with the current state (HTTP 409)."""
+
+    status = 409
+    title = "Conflict"
 
 
 class ContainerNotEmpty(Conflict):
@@ -273,7 +287,10 @@ class ObjectStore:
     async def delete_container(self, account: str, container: str) -> None:
         path = self._container_dir(account, container)
         if self._object_names(path):
-            raise ContainerNotEmpty(f"container {container!r} is not empty")
+            raise ContainerNotEmpty(
+                "There was a conflict when trying to complete your request: "
+                "the container is not empty."
+            )
         (path / _CONTAINER_FILE).unlink()
         shutil.rmtree(path, ignore_errors=True)
 

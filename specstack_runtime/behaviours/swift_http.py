@@ -1,6 +1,7 @@
-"""Swift's HTTP forms, apart from what the object-store behaviours do: error pages,
-timestamps and dates, listings (plain, JSON, XML; markers, prefixes, delimiters) and the
-conditional and range headers of object reads."""
+"""Swift's HTTP forms, apart from what the object-store behaviours do: timestamps and
+dates, listings (plain, JSON, XML; markers, prefixes, delimiters) and the conditional and
+range headers of object reads. Errors are raised as ApiErrors, which the app renders as
+swift's HTML pages (the API's `x-specstack-error-format`)."""
 
 from __future__ import annotations
 
@@ -13,30 +14,9 @@ from xml.sax.saxutils import escape as xml_escape
 
 from specstack_runtime.behaviours.objectstore import LISTING_LIMIT
 from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import BadRequest, RangeNotSatisfiable
 
-PAGES: dict[int, tuple[str, str]] = {
-    400: ("Bad Request", "The request could not be understood."),
-    403: ("Forbidden", "Access was denied to this resource."),
-    404: ("Not Found", "The resource could not be found."),
-    409: ("Conflict", "There was a conflict when trying to complete your request."),
-    412: ("Precondition Failed", "A precondition for this request was not met."),
-    416: ("Requested Range Not Satisfiable", "The Range requested is not available."),
-    422: ("Unprocessable Entity", "Unable to process the contained instructions"),
-}
-
-
-class Page(Exception):
-    """An error answer in swift's form."""
-
-    def __init__(self, status: int, detail: str | None = None) -> None:
-        super().__init__(detail or PAGES[status][1])
-        self.status = status
-        self.detail = detail
-
-
-def trans(call: Call) -> dict[str, str]:
-    # The app adds X-Openstack-Request-Id (the same id) to every answer.
-    return {"X-Trans-Id": call.request_id}
+RANGE_REFUSED = "The Range requested is not available."
 
 
 def naive_time(ts: float) -> str:
@@ -60,7 +40,7 @@ def listing_format(call: Call) -> str:
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in ("json", "xml", "plain"):
-            raise Page(400, f"Invalid format {fmt!r}: expected json, xml or plain.")
+            raise BadRequest(f"Invalid format {fmt!r}: expected json, xml or plain.")
         return fmt
     accept = (call.header("Accept") or "").lower()
     if "application/json" in accept:
@@ -80,9 +60,9 @@ class Listing:
         try:
             self.limit = LISTING_LIMIT if raw is None else int(raw)
         except ValueError:
-            raise Page(400, f"Invalid limit {raw!r}: expected an integer.") from None
+            raise BadRequest(f"Invalid limit {raw!r}: expected an integer.") from None
         if self.limit < 0:
-            raise Page(400, "Invalid limit: must not be negative.")
+            raise BadRequest("Invalid limit: must not be negative.")
         self.limit = min(self.limit, LISTING_LIMIT)  # the most one listing gives
         self.marker = call.q("marker") or ""
         self.end_marker = call.q("end_marker") or ""
@@ -123,14 +103,12 @@ def rollup(names: list[str], prefix: str, delimiter: str | None) -> list[tuple[s
 
 
 def listing_reply(
-    call: Call,
     fmt: str,
     names: list[str],
     json_items: list[dict[str, Any]],
     xml_root: str,
     headers: dict[str, str],
 ) -> Reply:
-    headers = {**headers, **trans(call)}
     if fmt == "json":
         return Reply(200, json_items, headers, content_type="application/json; charset=utf-8")
     if fmt == "xml":
@@ -172,7 +150,9 @@ def http_time(raw: str | None) -> float | None:
 
 
 def byte_range(
-    spec: str | None, size: int, refuse: Callable[[str], Exception] = lambda _: Page(416)
+    spec: str | None,
+    size: int,
+    refuse: Callable[[str], Exception] = lambda _: RangeNotSatisfiable(RANGE_REFUSED),
 ) -> tuple[int, int] | None:
     """(first, last) of a single "bytes=" range; None when there is none to honour (the
     whole body); `refuse(message)` raised for a range the body cannot satisfy (a swift

@@ -29,7 +29,7 @@ from specstack_runtime import migrate
 from specstack_runtime.config import StackConfig, load_config
 from specstack_runtime.embedded import load_generated
 from specstack_runtime.errorformat import render
-from specstack_runtime.errors import ApiError, BadRequest
+from specstack_runtime.errors import ApiError, BadRequest, RangeNotSatisfiable
 from specstack_runtime.store import Store, TableSpec
 from tests.db.conftest import server_database
 from tests.db.spec_tables import DATABASES
@@ -193,6 +193,16 @@ def test_cinder_names_an_unexpected_failure_computefault_as_nova_does() -> None:
     }
     body, _ = render("cinder", BadRequest("bad"))
     assert json.loads(body) == {"badRequest": {"message": "bad", "code": 400}}
+
+
+def test_swift_pages_escape_the_message_and_name_the_status() -> None:
+    body, ctype = render("swift", BadRequest("object name '<b>&' must not contain '..'"))
+    assert ctype == "text/html; charset=UTF-8"
+    assert body == (
+        b"<html><h1>Bad Request</h1><p>object name '&lt;b&gt;&amp;' must not contain '..'</p></html>"
+    )
+    body, _ = render("swift", RangeNotSatisfiable("The Range requested is not available."))
+    assert body.startswith(b"<html><h1>Requested Range Not Satisfiable</h1>")
 
 
 # --- NUL and sizes ----------------------------------------------------------------------------

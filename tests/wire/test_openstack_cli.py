@@ -530,6 +530,32 @@ def test_object_list_glance(stack: Stack) -> None:
     assert listed.returncode != 0 and "Not Found" in listed.stderr
 
 
+def test_container_errors_and_transaction_ids(stack: Stack, catalog: list[dict[str, Any]]) -> None:
+    """swift's answers over the wire: X-Trans-Id repeats the request id on every answer,
+    errors are short HTML pages, and a HEAD's error carries none."""
+    auth = {"X-Auth-Token": stack.json("token", "issue")["id"]}
+    account = _endpoint(catalog, "object-store")
+    stack.run("container", "create", "wire-box")
+    stack.run("object", "create", "wire-box", str(Path(__file__)), "--name", "f.py")
+    shown = stack.json("container", "show", "wire-box")
+    assert shown["object_count"] == "1" and shown["container"] == "wire-box"
+    full = stack.run("container", "delete", "wire-box", check=False)
+    assert full.returncode != 0 and "Conflict" in full.stderr
+    listed = httpx.get(f"{account}/wire-box", headers=auth)
+    assert listed.status_code == 200 and listed.text == "f.py\n"
+    assert listed.headers["x-trans-id"] == listed.headers["x-openstack-request-id"]
+    missing = httpx.get(f"{account}/no-such-box", headers=auth)
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert missing.text == "<html><h1>Not Found</h1><p>The resource could not be found.</p></html>"
+    assert missing.headers["x-trans-id"] == missing.headers["x-openstack-request-id"]
+    head = httpx.head(f"{account}/no-such-box", headers=auth)
+    assert head.status_code == 404 and head.content == b"" and head.headers["x-trans-id"]
+    bad = httpx.get(f"{account}/wire-box/f.py", headers={**auth, "Range": "bytes=99999-"})
+    assert bad.status_code == 416 and "Requested Range Not Satisfiable" in bad.text
+    stack.run("object", "delete", "wire-box", "f.py")
+    stack.run("container", "delete", "wire-box")
+
+
 # -- openstacksdk --------------------------------------------------------------------------
 
 
