@@ -19,12 +19,15 @@ Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order;
 `closure(graph, starts)` the nodes reachable from `starts` (implied roles, a project's subtree);
 `unique_by(list, keys)` the first map of each combination of the keys' values; `hexdigest("sha224", s)` a hash;
-`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID;
+`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID; `uuid5(ns, name)`
+the name-based UUID of `name` in namespace `ns`, as 32 hex digits (a stable id);
 `random_secret(n)` n random bytes, URL-safe base64 (a generated secret); `ip_net(s)` an IP
 network parsed (see docs/resources.md), `ip_compare(a, b)` -1, 0 or 1 as address a is
 below, at or above b, `in_cidr(ip, cidr)` whether the network holds the address. `rules` maps each policy
 rule of spec/policy.yaml to whether it allows the caller (`rules.admin_or_service`). `data` holds the resource's
-constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
+constant tables (its `data:`); `quotas` each quota's limit for the caller's project;
+`catalog` the stack's service catalog (queries: for the caller's project; seeds: `%(project_id)s`),
+`components` the spec's components by name and `seeds` the rows seeded before (seeds). A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
 """
 
@@ -73,6 +76,9 @@ VARIABLES = (
     "error",
     "started",
     "finished",
+    "catalog",  # the stack's service catalog (queries, seeds)
+    "components",  # the spec's components, by name (seeds)
+    "seeds",  # the rows each resource was seeded with so far (seeds)
     "headers",
 )
 
@@ -162,6 +168,10 @@ def _sort(items: list[Any]) -> list[Any]:
 
 def _uuid4() -> str:
     return str(uuid.uuid4())
+
+
+def _uuid5(namespace: str, name: str) -> str:
+    return uuid.uuid5(uuid.UUID(namespace), name).hex
 
 
 def _random_secret(nbytes: int) -> str:
@@ -284,6 +294,17 @@ def _env() -> Any:
         ),
         cel.FunctionDecl("now", [cel.Overload("now_", cel.Type.STRING, [], impl=_now)]),
         cel.FunctionDecl("uuid4", [cel.Overload("uuid4_", cel.Type.STRING, [], impl=_uuid4)]),
+        cel.FunctionDecl(
+            "uuid5",
+            [
+                cel.Overload(
+                    "uuid5_string_string",
+                    cel.Type.STRING,
+                    [cel.Type.STRING, cel.Type.STRING],
+                    impl=_uuid5,
+                )
+            ],
+        ),
         cel.FunctionDecl(
             "random_secret",
             [

@@ -8,12 +8,10 @@ passwords hashed. Update: the same for what changes, immutable fields refused.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import bcrypt
 import re2
 
 from specstack_runtime import ir
@@ -21,6 +19,7 @@ from specstack_runtime.expr import compile_expr
 from specstack_runtime.resources import access
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
+from specstack_runtime.resources.hashing import bcrypt_hash
 from specstack_runtime.resources.ids import stable_id
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
@@ -367,11 +366,7 @@ async def _hash(rc: ResourceCall, doc: Doc) -> None:
 
 
 async def hash_secret(rc: ResourceCall, secret: str) -> str:
-    rounds = max(4, min(31, int(rc.call.rt.config.bcrypt_rounds)))
-    # bcrypt reads at most 72 bytes (keystone's passlib truncates the same way).
-    data = secret.encode("utf-8", "surrogatepass")[:72]
-    hashed: bytes = await asyncio.to_thread(bcrypt.hashpw, data, bcrypt.gensalt(rounds))
-    return hashed.decode("ascii")
+    return await bcrypt_hash(rc.call.rt.config.bcrypt_rounds, secret)
 
 
 def plain(doc: Doc) -> dict[str, Any]:

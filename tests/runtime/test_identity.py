@@ -406,6 +406,8 @@ async def test_auth_catalog_and_projects(tmp_path: Path) -> None:
     stack, _admin, demo = await started(tmp_path)
     reply = await stack.invoke("identity", "getAuthCatalog", auth=demo)
     assert any(e["type"] == "image" for e in reply.body["catalog"])
+    assert reply.body["catalog"] == stack.info.catalog(stack.config, str(demo.project_id))
+    assert reply.body["links"]["self"].endswith("/v3/auth/catalog")
     unscoped = await identity.token_context(
         stack.keystone, (await issue(stack, password_auth("demo", "demo", None)))[0]
     )
@@ -450,6 +452,8 @@ async def test_bootstrap_is_idempotent_and_spec_driven(tmp_path: Path) -> None:
     assert {p["name"] for p in await store.list("projects")} == {"admin", "service", "demo"}
     (domain,) = await store.list("domains")
     assert (domain["id"], domain["name"]) == ("default", "Default")
+    admin = next(u for u in await store.list("users") if u["name"] == "admin")
+    assert admin["id"] == "20fe25ca878354ec9b98312ac4194b3c"  # kept from earlier releases
     for user in await store.list("users"):
         assert HEX32.match(user["id"])
         assert user["password_hash"].startswith("$2b$04$")  # bcrypt, rounds from the config
@@ -489,3 +493,34 @@ async def test_bootstrap_seeds_the_spec_rows(tmp_path: Path) -> None:
     assert (await store.require("roles", "f" * 32))["name"] == "auditor"
     admin = next(p for p in await store.list("projects") if p["name"] == "admin")
     assert admin["parent_id"] == "default" and admin["is_domain"] is False
+
+
+@arun
+async def test_a_seed_sets_again_only_the_fields_it_names(tmp_path: Path) -> None:
+    """A user the seed made keeps what was changed since, but for a password that no longer
+    matches the configured one; a matching one is not hashed again."""
+    stack = await Stack(tmp_path).start()
+    store = stack.keystone.require_store()
+    demo = next(u for u in await store.list("users") if u["name"] == "demo")
+    await store.update("users", demo["id"], {"enabled": False, "description": "kept"})
+    await identity_bootstrap.bootstrap(stack.keystone)
+    again = await store.require("users", demo["id"])
+    assert (again["enabled"], again["description"]) == (False, "kept")
+    assert again["password_hash"] == demo["password_hash"]
+    await store.update("users", demo["id"], {"password_hash": "$2b$04$" + "x" * 53})
+    await identity_bootstrap.bootstrap(stack.keystone)
+    rehashed = (await store.require("users", demo["id"]))["password_hash"]
+    assert rehashed.startswith("$2b$04$") and rehashed != "$2b$04$" + "x" * 53
+
+
+@arun
+async def test_the_grants_seeded_are_the_spec_data(tmp_path: Path) -> None:
+    """role_grant's seed: the grants its `data` names, each row with its `fields:` id."""
+    ir = json.loads(ir_json())
+    grant = next(r for r in ir["resources"] if r["name"] == "role_grant")
+    grant["data"]["bootstrap"]["demo"] = {"demo": ["member"], "admin": ["reader"]}
+    stack = await Stack(tmp_path, info=StackInfo(ir)).start()
+    ctx = await stack.login("demo", project="admin")
+    assert ctx.roles == ("reader",) and not ctx.is_admin
+    store = stack.keystone.require_store()
+    assert len(await store.list("role_assignments", {"user_id": ctx.user_id})) == 2
