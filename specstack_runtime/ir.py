@@ -178,7 +178,7 @@ class ResourceField(Node):
     collect: Collect | None = None
     minimum: float | None = None
     maximum: float | None = None
-    coerce: Literal["int", "float", "string", "bool"] | None = None
+    coerce: Literal["int", "float", "string", "bool", "datetime"] | None = None
     pattern: str | None = None
 
 

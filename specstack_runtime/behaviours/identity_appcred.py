@@ -3,7 +3,7 @@
 The resource (its table, owner, unique name, hashed secret shown once, policy) is the
 spec's `application_credential` (spec/resources/identity.yaml). Here: the roles of a new
 one (those asked, by id or name, which the user must hold on the project; else the
-token's) and its expiry, and authenticating with one (the token method
+token's), and authenticating with one (the token method
 `application_credential`, by id, or by name and user).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED
 from specstack_runtime.behaviours.identity_common import (
@@ -33,21 +32,6 @@ TABLE = "application_credentials"
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
-def _expiry(event: ResourceEvent, raw: Any) -> str | None:
-    """`expires_at` as keystone stores it; 400 for a time it cannot read or one past."""
-    if raw is None:
-        return None
-    try:
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise event.engine.res.fail("bad_expiry", value=str(raw)[:64]) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when.timestamp() <= time.time():
-        raise event.engine.res.fail("expired")
-    return when.astimezone(UTC).strftime(EXPIRY_FORMAT)
-
-
 def expires_ts(cred: Doc) -> float | None:
     """When the credential stops authenticating (epoch seconds); None if never."""
     raw = cred.get("expires_at")
@@ -64,7 +48,7 @@ def usable(cred: Doc | None) -> bool:
 @behaviour("identity.application_credential_roles")
 async def application_credential_roles(event: ResourceEvent) -> None:
     """Before a credential is stored: its roles as {id, name, domain_id}, each held by the
-    user on the project (400 otherwise, as keystone answers), and its expiry checked."""
+    user on the project (400 otherwise, as keystone answers)."""
     call, doc = event.call, event.doc
     auth = call.require_auth()
     held = await project_roles(call.rt, doc["user_id"], doc["project_id"])
@@ -97,7 +81,6 @@ async def application_credential_roles(event: ResourceEvent) -> None:
     doc["roles"] = [
         {"id": r["id"], "name": r["name"], "domain_id": r.get("domain_id")} for r in unique.values()
     ]
-    doc["expires_at"] = _expiry(event, doc.get("expires_at"))
 
 
 async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import re2
@@ -74,8 +75,22 @@ _BOOLS = {
 }
 
 
+def _time(rc: ResourceCall, f: ir.ResourceField, value: Any) -> str:
+    """An ISO 8601 time as OpenStack stores one: UTC (a time without a zone is), to the
+    microsecond, without a zone (keystone's `2026-11-06T16:55:22.000000`)."""
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    except (ValueError, OverflowError):
+        reason = f"'{str(value)[:64]}' is not an ISO 8601 time"
+        raise rc.res.fail("invalid", field=f.name, value=_short(value), reason=reason) from None
+
+
 def _coerce(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
     kind = f.coerce
+    if kind == "datetime" and value is not None:
+        return _time(rc, f, value)
     if kind == "bool" and not isinstance(value, bool) and value is not None:
         key = value.strip().lower() if isinstance(value, str) else value
         if isinstance(key, str | int) and not isinstance(key, bool) and str(key) in _BOOLS:
