@@ -492,6 +492,22 @@ class Bound:
         self.activation = _env().Activation(data=data)
 
 
+def unicode_only(value: Any) -> Any:
+    """`value` with every string made Unicode text: a lone surrogate (JSON's `\\ud800`
+    escape gives one) becomes U+FFFD, as CEL's strings hold code points only."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {unicode_only(k): unicode_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unicode_only(v) for v in value]
+    return value
+
+
 @lru_cache(maxsize=4096)
 def compile_expr(text: str) -> Expr:
     """The compiled expression (cached by its text); ExprError if it does not compile."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import compile_expr
+from specstack_runtime.expr import compile_expr, unicode_only
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -26,8 +26,10 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
             continue
         full = rc.res.complete(doc)
         seen: dict[str, Any] = {**full, **(changes or {})}
-        names = rc.variables(
-            doc=full, changes=dict(changes if changes is not None else seen), refs=rc.refs
+        names = rc.variables(  # a request's strings as CEL can hold them
+            doc=unicode_only(full),
+            changes=unicode_only(dict(changes if changes is not None else seen)),
+            refs=rc.refs,
         )
         # `each`: the rule holds for an item of the list (the first one quoted)
         items = compile_expr(guard.each).evaluate(**names) if guard.each else [None]

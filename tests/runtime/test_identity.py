@@ -282,6 +282,34 @@ async def test_malformed_auth_requests_are_400(tmp_path: Path) -> None:
 
 
 @arun
+async def test_the_spec_refuses_what_this_keystone_does_not_serve(tmp_path: Path) -> None:
+    stack, admin, _ = await started(tmp_path)
+    unsupported = {"auth": {"identity": {"methods": ["totp"], "totp": {}}}}
+    with pytest.raises(Unauthorized, match="unsupported method"):
+        await stack.invoke("identity", "issueToken", body=unsupported)
+
+    def scoped(scope: Any) -> dict[str, Any]:
+        return {"auth": {**password_auth("admin", "admin", None)["auth"], "scope": scope}}
+
+    with pytest.raises(Unauthorized, match=f"User {admin.user_id} has no access to the system"):
+        await stack.invoke("identity", "issueToken", body=scoped({"system": {"all": True}}))
+    with pytest.raises(NotFound, match="trusts are not supported"):
+        await stack.invoke("identity", "issueToken", body=scoped({"OS-TRUST:trust": {"id": "t"}}))
+    with pytest.raises(BadRequest, match="expected an object or 'unscoped'"):
+        await stack.invoke("identity", "issueToken", body=scoped(["project"]))
+    with pytest.raises(BadRequest, match="Specify only one scope"):
+        await stack.invoke("identity", "issueToken", body=scoped({"system": {}, "domain": {}}))
+    with pytest.raises(Unauthorized):  # the password is checked before the scope's shape
+        await stack.invoke(
+            "identity",
+            "issueToken",
+            body={"auth": {**password_auth("admin", "wrong", None)["auth"], "scope": 5}},
+        )
+    unscoped = await stack.invoke("identity", "issueToken", body=scoped("unscoped"))
+    assert "project" not in unscoped.body["token"]
+
+
+@arun
 async def test_disabled_user_cannot_authenticate(tmp_path: Path) -> None:
     stack, admin, _ = await started(tmp_path)
     await stack.invoke(
@@ -399,6 +427,8 @@ async def test_losing_the_role_or_the_user_invalidates_tokens(tmp_path: Path) ->
     await stack.invoke("identity", "deleteUser", auth=admin, path_params={"user_id": demo.user_id})
     with pytest.raises(Unauthorized):
         await identity.token_context(stack.keystone, again.token)
+    # the spec's cascade: the deleted user's tokens are forgotten
+    assert await stack.keystone.require_store().list("tokens", {"user_id": demo.user_id}) == []
 
 
 @arun
