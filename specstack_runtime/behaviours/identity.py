@@ -18,7 +18,6 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED, auth_context
 from specstack_runtime.behaviours import identity_appcred as appcred
@@ -169,13 +168,8 @@ async def _by_ref(store: Store, table: str, ref: Doc, what: str, path: str) -> D
 
 async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
-    pw = identity.get("password")
-    if not isinstance(pw, dict) or not isinstance(pw.get("user"), dict):
-        raise BadRequest("Expecting to find user in password.")
-    ref: Doc = pw["user"]
-    password = ref.get("password")
-    if not isinstance(password, str):
-        raise BadRequest("Expecting to find password in user.")
+    ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
+    password: str = ref["password"]
     user = await _by_ref(store, "users", ref, "user", "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
@@ -183,10 +177,8 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
     return active
 
 
-async def _scope_project(rt: ServiceRuntime, ref: Any) -> tuple[Doc, Doc]:
+async def _scope_project(rt: ServiceRuntime, ref: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
-    if not isinstance(ref, dict):
-        raise BadRequest("Invalid input for field 'scope.project': expected an object.")
     project = await _by_ref(store, "projects", ref, "project", "scope.project")
     if project is None or not project.get("enabled", True):
         raise Unauthorized(UNAUTHORIZED)
@@ -207,11 +199,8 @@ async def _issue(
     parent: Doc | None = None
     found: tuple[Doc, Doc] | None = None
     if "token" in methods:
-        tok = identity.get("token")
-        if not isinstance(tok, dict) or not isinstance(tok.get("id"), str):
-            raise BadRequest("Expecting to find id in token.")
         try:
-            parent, parent_scope = await _load_token(rt, tok["id"])
+            parent, parent_scope = await _load_token(rt, identity["token"]["id"])
         except _InvalidToken:
             raise Unauthorized(UNAUTHORIZED) from None
         found = (parent_scope.user, parent_scope.user_domain)

@@ -22,7 +22,7 @@ from specstack_runtime.behaviours.identity_common import (
     text,
     verify_password,
 )
-from specstack_runtime.errors import BadRequest, Unauthorized
+from specstack_runtime.errors import Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
@@ -87,23 +87,15 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
     """(the credential, its user, the user's domain) for the `application_credential`
     method's request; Unauthorized unless the secret matches a usable credential of an
     enabled user."""
-    ref = identity.get("application_credential")
-    if not isinstance(ref, dict):
-        raise BadRequest("Expecting to find application_credential in identity.")
-    secret = ref.get("secret")
-    if not isinstance(secret, str):
-        raise BadRequest("Expecting to find secret in application_credential.")
+    ref: Doc = identity["application_credential"]  # its shape: the spec's token `issue` rules
+    secret: str = ref["secret"]
     store = store_of(rt)
     cred: Doc | None = None
     if ref.get("id") is not None:
         cred = await store.get(TABLE, text(ref["id"], "application_credential.id"))
-    elif ref.get("name") is not None:
+    else:  # by name, with its user
         name = text(ref["name"], "application_credential.name")
-        user_ref = ref.get("user")
-        if not isinstance(user_ref, dict):
-            raise BadRequest(
-                "Expecting to find user in application_credential (one named by name needs it)."
-            )
+        user_ref: Doc = ref["user"]
         user_id = user_ref.get("id")
         if user_id is None and user_ref.get("name") is not None:
             domain = await domain_by_ref(store, user_ref.get("domain"))
@@ -119,8 +111,6 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
             raise Unauthorized(UNAUTHORIZED)
         named = await store.list(TABLE, {"user_id": str(user_id), "name": name})
         cred = named[0] if named else None
-    else:
-        raise BadRequest("Expecting to find id or name in application_credential.")
     if cred is None or not usable(cred):
         raise Unauthorized(UNAUTHORIZED)
     if not await verify_password(rt, secret, cred.get("secret_hash")):

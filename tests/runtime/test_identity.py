@@ -299,6 +299,8 @@ async def test_the_spec_refuses_what_this_keystone_does_not_serve(tmp_path: Path
         await stack.invoke("identity", "issueToken", body=scoped(["project"]))
     with pytest.raises(BadRequest, match="Specify only one scope"):
         await stack.invoke("identity", "issueToken", body=scoped({"system": {}, "domain": {}}))
+    with pytest.raises(BadRequest, match=re.escape("field 'scope.project': expected an object")):
+        await stack.invoke("identity", "issueToken", body=scoped({"project": "admin"}))
     with pytest.raises(Unauthorized):  # the password is checked before the scope's shape
         await stack.invoke(
             "identity",
@@ -307,6 +309,34 @@ async def test_the_spec_refuses_what_this_keystone_does_not_serve(tmp_path: Path
         )
     unscoped = await stack.invoke("identity", "issueToken", body=scoped("unscoped"))
     assert "project" not in unscoped.body["token"]
+
+
+@arun
+async def test_each_methods_part_of_the_request_is_checked_with_keystones_words(
+    tmp_path: Path,
+) -> None:
+    stack, _, _ = await started(tmp_path)
+    user = {"name": "demo", "domain": {"id": "default"}}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("Expecting to find id in token.", {"token": {"id": 7}}),
+        ("Expecting to find user in password.", {"password": {"user": "demo"}}),
+        ("Expecting to find password in user.", {"password": {"user": user}}),
+        ("Expecting to find application_credential in identity.", {}),
+        ("Expecting to find secret in application_credential.", {"application_credential": {}}),
+        (
+            "Expecting to find id or name in application_credential.",
+            {"application_credential": {"secret": "s", "id": None}},
+        ),
+        (
+            "Expecting to find user in application_credential (one named by name needs it).",
+            {"application_credential": {"secret": "s", "name": "n"}},
+        ),
+    ]
+    for message, part in cases:
+        method = next(iter(part), "application_credential")
+        body = {"auth": {"identity": {"methods": [method], **part}}}
+        with pytest.raises(BadRequest, match=re.escape(message)):
+            await stack.invoke("identity", "issueToken", body=body)
 
 
 @arun
