@@ -19,12 +19,15 @@ Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order;
 `closure(graph, starts)` the nodes reachable from `starts` (implied roles, a project's subtree);
 `unique_by(list, keys)` the first map of each combination of the keys' values; `hexdigest("sha224", s)` a hash;
-`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID;
+`now()` the current time as OpenStack writes it; `uuid4()` a new random UUID; `uuid5(ns, name)`
+the name-based UUID of `name` in namespace `ns`, as 32 hex digits (a stable id);
 `random_secret(n)` n random bytes, URL-safe base64 (a generated secret); `ip_net(s)` an IP
 network parsed (see docs/resources.md), `ip_compare(a, b)` -1, 0 or 1 as address a is
 below, at or above b, `in_cidr(ip, cidr)` whether the network holds the address. `rules` maps each policy
 rule of spec/policy.yaml to whether it allows the caller (`rules.admin_or_service`). `data` holds the resource's
-constant tables (its `data:`); `quotas` each quota's limit for the caller's project. A computed query also sees `tables` (every row of the resources
+constant tables (its `data:`); `quotas` each quota's limit for the caller's project;
+`catalog` the stack's service catalog (queries: for the caller's project; seeds: `%(project_id)s`),
+`components` the spec's components by name and `seeds` the rows seeded before (seeds). A computed query also sees `tables` (every row of the resources
 its `tables:` names, e.g. `tables.allocations`).
 """
 
@@ -73,6 +76,9 @@ VARIABLES = (
     "error",
     "started",
     "finished",
+    "catalog",  # the stack's service catalog (queries, seeds)
+    "components",  # the spec's components, by name (seeds)
+    "seeds",  # the rows each resource was seeded with so far (seeds)
     "headers",
 )
 
@@ -164,6 +170,10 @@ def _uuid4() -> str:
     return str(uuid.uuid4())
 
 
+def _uuid5(namespace: str, name: str) -> str:
+    return uuid.uuid5(uuid.UUID(namespace), name).hex
+
+
 def _random_secret(nbytes: int) -> str:
     return secrets.token_urlsafe(max(16, min(int(nbytes), 256)))
 
@@ -235,6 +245,7 @@ def _env() -> Any:
         "sublist": ("sublist_list_int_int", items, [items, number, number], _sublist),
         "now": ("now_", text, [], _now),
         "uuid4": ("uuid4_", text, [], _uuid4),
+        "uuid5": ("uuid5_string_string", text, [text, text], _uuid5),
         "random_secret": ("random_secret_int", text, [number], _random_secret),
         "flatten": ("flatten_list", items, [items], _flatten),
         "closure": ("closure_map_list", items, [mapping, items], _closure),
@@ -341,6 +352,22 @@ class Bound:
     def __init__(self, **variables: Any) -> None:
         data = {k: v for k, v in variables.items() if v is not None}
         self.activation = _env().Activation(data=data)
+
+
+def unicode_only(value: Any) -> Any:
+    """`value` with every string made Unicode text: a lone surrogate (JSON's `\\ud800`
+    escape gives one) becomes U+FFFD, as CEL's strings hold code points only."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {unicode_only(k): unicode_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unicode_only(v) for v in value]
+    return value
 
 
 @lru_cache(maxsize=4096)

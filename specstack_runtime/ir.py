@@ -179,7 +179,7 @@ class ResourceField(Node):
     collect: Collect | None = None
     minimum: float | None = None
     maximum: float | None = None
-    coerce: Literal["int", "float", "string", "bool"] | None = None
+    coerce: Literal["int", "float", "string", "bool", "datetime"] | None = None
     pattern: str | None = None
 
 
@@ -305,6 +305,13 @@ class StateMachine(Node):
     recover: tuple[RecoveryRule, ...] = ()
 
 
+class Seed(Node):
+    """Rows a resource is given at start-up (`seed:`), computed by CEL."""
+
+    rows: str  # CEL: the rows, each with its id (or its `fields:` id's fields)
+    exact: bool = False  # the table holds these rows only: any other is deleted
+
+
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
     name: str
     title: str
@@ -347,6 +354,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     location: str | None = None  # CEL: the Location header of a create's answer
     extra_schema: dict[str, Any] | None = None  # what an extra attribute's value must match
     rows: tuple[dict[str, Any], ...] = ()  # rows it always has (created when first missing)
+    seed: Seed | None = None  # rows computed at start-up
     find_by: tuple[str, ...] = ()  # fields a path's id may name the row by, when no id matches
     find_names: dict[str, str] = {}  # names the path may use for a row's id (cinder's `default`)
     require: tuple[QueryRequire, ...] = ()  # rows a list or show needs (404 without)

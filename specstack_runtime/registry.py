@@ -55,7 +55,6 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.flowsteps",
     "specstack_runtime.resources.serve",
     "specstack_runtime.behaviours.identity",
-    "specstack_runtime.behaviours.identity_views",
     "specstack_runtime.behaviours.identity_bootstrap",
     "specstack_runtime.behaviours.nova_api",
     "specstack_runtime.behaviours.nova_delete",

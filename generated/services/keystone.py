@@ -50,7 +50,7 @@ async def check_token(flow: Flow) -> None:
 
 
 async def get_auth_catalog(flow: Flow) -> None:
-    """operation getAuthCatalog: behaviour identity.get_auth_catalog."""
+    """operation getAuthCatalog: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -331,12 +331,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="getAuthCatalog",
-        behaviour="identity.get_auth_catalog",
+        behaviour="resource.query",
         on_error=None,
         run=get_auth_catalog,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"query": "auth_catalog"},
     ),
     "getAuthProjects": HandlerSpec(
         component=COMPONENT,

@@ -444,6 +444,7 @@ def _resource(
         location=r.get("location"),
         extra_schema=_extra_schema(doc, creator, one) if r.get("extra") else None,
         rows=tuple(dict(row) for row in r.get("rows") or ()),
+        seed=ir.Seed(**r["seed"]) if r.get("seed") else None,
         find_by=tuple((r.get("lookup") or {}).get("by") or ()),
         find_names=dict((r.get("lookup") or {}).get("names") or {}),
         require=tuple(ir.QueryRequire(**q) for q in r.get("require") or ()),

@@ -18,7 +18,6 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED, auth_context
 from specstack_runtime.behaviours import identity_appcred as appcred
@@ -37,7 +36,9 @@ from specstack_runtime.behaviours.identity_common import (
 from specstack_runtime.context import AuthContext, Call, Reply
 from specstack_runtime.errors import BadRequest, NotFound, Unauthorized
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.resources import guards
+from specstack_runtime.resources.context import ResourceCall
+from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 
@@ -167,13 +168,8 @@ async def _by_ref(store: Store, table: str, ref: Doc, what: str, path: str) -> D
 
 async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
-    pw = identity.get("password")
-    if not isinstance(pw, dict) or not isinstance(pw.get("user"), dict):
-        raise BadRequest("Expecting to find user in password.")
-    ref: Doc = pw["user"]
-    password = ref.get("password")
-    if not isinstance(password, str):
-        raise BadRequest("Expecting to find password in user.")
+    ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
+    password: str = ref["password"]
     user = await _by_ref(store, "users", ref, "user", "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
@@ -181,10 +177,8 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
     return active
 
 
-async def _scope_project(rt: ServiceRuntime, ref: Any) -> tuple[Doc, Doc]:
+async def _scope_project(rt: ServiceRuntime, ref: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
-    if not isinstance(ref, dict):
-        raise BadRequest("Invalid input for field 'scope.project': expected an object.")
     project = await _by_ref(store, "projects", ref, "project", "scope.project")
     if project is None or not project.get("enabled", True):
         raise Unauthorized(UNAUTHORIZED)
@@ -194,28 +188,19 @@ async def _scope_project(rt: ServiceRuntime, ref: Any) -> tuple[Doc, Doc]:
     return project, pdomain
 
 
-async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tuple[str, Doc]:
-    """Authenticate an `auth` request; (token, token body) or Unauthorized/BadRequest."""
+async def _issue(
+    rt: ServiceRuntime, auth: Doc, *, catalog: bool = True, rc: ResourceCall | None = None
+) -> tuple[str, Doc]:
+    """Authenticate an `auth` request of the shape the spec's token `issue` rules accept;
+    (token, token body) or Unauthorized/BadRequest. `rc`: the scope's rules are checked."""
     store = store_of(rt)
-    if not isinstance(auth, dict):
-        raise BadRequest("Expecting to find auth in the request body.")
-    identity = auth.get("identity")
-    if not isinstance(identity, dict):
-        raise BadRequest("Expecting to find identity in auth.")
-    methods = identity.get("methods")
-    if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
-        raise BadRequest("Expecting to find methods in identity: a non-empty list of strings.")
-    if any(m not in ("password", "token", "application_credential") for m in methods):
-        raise Unauthorized("Attempted to authenticate with an unsupported method.")
-
+    identity: Doc = auth["identity"]
+    methods: list[str] = identity["methods"]
     parent: Doc | None = None
     found: tuple[Doc, Doc] | None = None
     if "token" in methods:
-        tok = identity.get("token")
-        if not isinstance(tok, dict) or not isinstance(tok.get("id"), str):
-            raise BadRequest("Expecting to find id in token.")
         try:
-            parent, parent_scope = await _load_token(rt, tok["id"])
+            parent, parent_scope = await _load_token(rt, identity["token"]["id"])
         except _InvalidToken:
             raise Unauthorized(UNAUTHORIZED) from None
         found = (parent_scope.user, parent_scope.user_domain)
@@ -255,26 +240,19 @@ async def _issue(rt: ServiceRuntime, auth: Any, *, catalog: bool = True) -> tupl
             if pdomain is not None and pdomain.get("enabled", True) and roles:
                 scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
     elif requested is not None and requested != "unscoped":
-        if not isinstance(requested, dict):
-            raise BadRequest("Invalid input for field 'scope': expected an object or 'unscoped'.")
-        kinds = [k for k in ("project", "domain", "system", "OS-TRUST:trust") if k in requested]
-        if len(kinds) > 1:
-            raise BadRequest("Specify only one scope: project, domain, system or trust.")
-        if kinds == ["project"]:
+        if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
+            guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
+        if "project" in requested:
             project, pdomain = await _scope_project(rt, requested["project"])
             roles = await project_roles(rt, user["id"], project["id"])
             if not roles:
                 raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
             scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
-        elif kinds == ["domain"]:
+        elif "domain" in requested:
             domain = await domain_by_ref(store, requested["domain"])
             if domain is None:
                 raise Unauthorized(UNAUTHORIZED)
             raise Unauthorized(f"User {user['id']} has no access to domain {domain['id']}.")
-        elif kinds == ["system"]:
-            raise Unauthorized(f"User {user['id']} has no access to the system scope.")
-        elif kinds == ["OS-TRUST:trust"]:
-            raise NotFound("Could not find trust: trusts are not supported by this deployment.")
 
     now = time.time()
     expires = now + float(rt.config.token_ttl_s)
@@ -386,8 +364,11 @@ async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[st
 
 @behaviour("identity.issue_token")
 async def issue_token(call: Call) -> Reply:
-    auth = call.body.get("auth") if isinstance(call.body, dict) else None
-    token, body = await _issue(call.rt, auth, catalog="nocatalog" not in call.query)
+    rc = engine_call(call, "token")
+    request = call.body if isinstance(call.body, dict) else {}
+    guards.check(rc, "issue", {}, changes=request)  # the spec's: the request's shape
+    catalog = "nocatalog" not in call.query
+    token, body = await _issue(call.rt, request["auth"], catalog=catalog, rc=rc)
     return Reply(201, body, headers={"X-Subject-Token": token})
 
 
@@ -415,11 +396,3 @@ async def revoke_token(call: Call) -> Reply:
     if call.rt.auth is not None:
         call.rt.auth.invalidate(subject)
     return Reply(204)
-
-
-@behaviour("identity.forget_user")
-async def forget_user(event: ResourceEvent) -> None:
-    """After a user is deleted: the tokens issued to them are forgotten (and so invalid)."""
-    store = store_of(event.call.rt)
-    for t in await store.list("tokens", {"user_id": event.doc["id"]}):
-        await store.delete("tokens", t["id"])

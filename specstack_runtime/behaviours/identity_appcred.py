@@ -3,7 +3,7 @@
 The resource (its table, owner, unique name, hashed secret shown once, policy) is the
 spec's `application_credential` (spec/resources/identity.yaml). Here: the roles of a new
 one (those asked, by id or name, which the user must hold on the project; else the
-token's) and its expiry, and authenticating with one (the token method
+token's), and authenticating with one (the token method
 `application_credential`, by id, or by name and user).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED
 from specstack_runtime.behaviours.identity_common import (
@@ -23,7 +22,7 @@ from specstack_runtime.behaviours.identity_common import (
     text,
     verify_password,
 )
-from specstack_runtime.errors import BadRequest, Unauthorized
+from specstack_runtime.errors import Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
@@ -31,21 +30,6 @@ from specstack_runtime.services import ServiceRuntime
 TABLE = "application_credentials"
 #: How keystone shows a credential's expiry (naive UTC, microseconds).
 EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
-
-
-def _expiry(event: ResourceEvent, raw: Any) -> str | None:
-    """`expires_at` as keystone stores it; 400 for a time it cannot read or one past."""
-    if raw is None:
-        return None
-    try:
-        when = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise event.engine.res.fail("bad_expiry", value=str(raw)[:64]) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    if when.timestamp() <= time.time():
-        raise event.engine.res.fail("expired")
-    return when.astimezone(UTC).strftime(EXPIRY_FORMAT)
 
 
 def expires_ts(cred: Doc) -> float | None:
@@ -64,7 +48,7 @@ def usable(cred: Doc | None) -> bool:
 @behaviour("identity.application_credential_roles")
 async def application_credential_roles(event: ResourceEvent) -> None:
     """Before a credential is stored: its roles as {id, name, domain_id}, each held by the
-    user on the project (400 otherwise, as keystone answers), and its expiry checked."""
+    user on the project (400 otherwise, as keystone answers)."""
     call, doc = event.call, event.doc
     auth = call.require_auth()
     held = await project_roles(call.rt, doc["user_id"], doc["project_id"])
@@ -97,30 +81,21 @@ async def application_credential_roles(event: ResourceEvent) -> None:
     doc["roles"] = [
         {"id": r["id"], "name": r["name"], "domain_id": r.get("domain_id")} for r in unique.values()
     ]
-    doc["expires_at"] = _expiry(event, doc.get("expires_at"))
 
 
 async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc]:
     """(the credential, its user, the user's domain) for the `application_credential`
     method's request; Unauthorized unless the secret matches a usable credential of an
     enabled user."""
-    ref = identity.get("application_credential")
-    if not isinstance(ref, dict):
-        raise BadRequest("Expecting to find application_credential in identity.")
-    secret = ref.get("secret")
-    if not isinstance(secret, str):
-        raise BadRequest("Expecting to find secret in application_credential.")
+    ref: Doc = identity["application_credential"]  # its shape: the spec's token `issue` rules
+    secret: str = ref["secret"]
     store = store_of(rt)
     cred: Doc | None = None
     if ref.get("id") is not None:
         cred = await store.get(TABLE, text(ref["id"], "application_credential.id"))
-    elif ref.get("name") is not None:
+    else:  # by name, with its user
         name = text(ref["name"], "application_credential.name")
-        user_ref = ref.get("user")
-        if not isinstance(user_ref, dict):
-            raise BadRequest(
-                "Expecting to find user in application_credential (one named by name needs it)."
-            )
+        user_ref: Doc = ref["user"]
         user_id = user_ref.get("id")
         if user_id is None and user_ref.get("name") is not None:
             domain = await domain_by_ref(store, user_ref.get("domain"))
@@ -136,8 +111,6 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
             raise Unauthorized(UNAUTHORIZED)
         named = await store.list(TABLE, {"user_id": str(user_id), "name": name})
         cred = named[0] if named else None
-    else:
-        raise BadRequest("Expecting to find id or name in application_credential.")
     if cred is None or not usable(cred):
         raise Unauthorized(UNAUTHORIZED)
     if not await verify_password(rt, secret, cred.get("secret_hash")):

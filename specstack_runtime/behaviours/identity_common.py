@@ -1,21 +1,19 @@
 """What the identity behaviours share: reading the spec's identity data, client input,
-passwords (bcrypt, in a worker thread so the event loop never waits on them) and the
+passwords (bcrypt, recent matches remembered) and the
 lookups of users, domains and the roles a user holds on a project (implied ones
 included, as the spec's `role` data says)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import bcrypt
-
 from specstack_runtime.context import Call
 from specstack_runtime.errors import BadRequest
+from specstack_runtime.resources.hashing import bcrypt_matches
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 
@@ -29,11 +27,6 @@ VERIFIED_CACHE_MAX = 1024
 
 def store_of(rt: ServiceRuntime) -> Store:
     return rt.require_store()
-
-
-def base_of(rt: ServiceRuntime) -> str:
-    api = (rt.info.components.get(rt.component) or {}).get("api")
-    return rt.info.endpoint(str(api or rt.info.api_of_type("identity")), rt.config)
 
 
 def data_of(rt: ServiceRuntime, resource: str) -> dict[str, Any]:
@@ -78,24 +71,7 @@ def q_bool(call: Call, name: str) -> bool | None:
     raise BadRequest(f"Invalid value {raw!r} for query parameter {name}: expected true or false.")
 
 
-def collection(rt: ServiceRuntime, key: str, items: list[Doc], path: str) -> Doc:
-    return {key: items, "links": {"self": base_of(rt) + path, "previous": None, "next": None}}
-
-
 # -- passwords -----------------------------------------------------------------------
-
-
-def _password_bytes(password: str) -> bytes:
-    # bcrypt reads at most 72 bytes; keystone (passlib) truncates the same way.
-    return password.encode("utf-8", "surrogatepass")[:72]
-
-
-async def hash_password(rt: ServiceRuntime, password: str) -> str:
-    rounds = max(4, min(31, int(rt.config.bcrypt_rounds)))
-    hashed = await asyncio.to_thread(
-        bcrypt.hashpw, _password_bytes(password), bcrypt.gensalt(rounds)
-    )
-    return hashed.decode("ascii")
 
 
 async def verify_password(rt: ServiceRuntime, password: str, hashed: str | None) -> bool:
@@ -113,17 +89,12 @@ async def verify_password(rt: ServiceRuntime, password: str, hashed: str | None)
     if key in seen:
         seen.move_to_end(key)
         return True
-    try:
-        ok = await asyncio.to_thread(
-            bcrypt.checkpw, _password_bytes(password), hashed.encode("ascii")
-        )
-    except (ValueError, UnicodeEncodeError):
-        return False
+    ok = await bcrypt_matches(password, hashed)
     if ok:
         seen[key] = True
         while len(seen) > VERIFIED_CACHE_MAX:
             seen.popitem(last=False)
-    return bool(ok)
+    return ok
 
 
 # -- lookups -------------------------------------------------------------------------

@@ -16,7 +16,14 @@ from typing import Any
 import jsonschema_rs
 
 from specstack_runtime import ir
-from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
+from specstack_runtime.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+)
 from specstack_runtime.expr import Expr, compile_expr
 from specstack_runtime.store import Not
 
@@ -59,6 +66,7 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
 
 _CLASSES: dict[int, type[ApiError]] = {
     400: BadRequest,
+    401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     409: Conflict,

@@ -14,21 +14,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import compile_expr
+from specstack_runtime.expr import compile_expr, unicode_only
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 
 def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None) -> None:
     """Raise the first rule of `operation` whose condition holds for this caller."""
-    for guard in rc.res.res.guards:
-        if operation not in guard.on:
-            continue
-        full = rc.res.complete(doc)
-        seen: dict[str, Any] = {**full, **(changes or {})}
-        names = rc.variables(
-            doc=full, changes=dict(changes if changes is not None else seen), refs=rc.refs
-        )
+    guards = [g for g in rc.res.res.guards if operation in g.on]
+    if not guards:
+        return
+    full = rc.res.complete(doc)
+    seen: dict[str, Any] = {**full, **(changes or {})}
+    names = rc.variables(  # a request's strings as CEL can hold them
+        doc=unicode_only(full),
+        changes=unicode_only(dict(changes if changes is not None else seen)),
+        refs=rc.refs,
+    )
+    for guard in guards:
         # `each`: the rule holds for an item of the list (the first one quoted)
         items = compile_expr(guard.each).evaluate(**names) if guard.each else [None]
         when = compile_expr(guard.when)

@@ -9,6 +9,7 @@ shapes the body from the rendered `rows` and `params`. `require` names rows that
 must exist for the query to answer (404 otherwise). `ask` calls another API first (with
 the caller's token): its JSON answer is `reply` (nova's view of neutron's ports). An
 answer of null is the query's `empty` error (nova: a volume the server does not have).
+An answer may read `catalog`: the stack's service catalog for the caller's project.
 `refuse` rules and a policy `target` judge the parameters before anything is read.
 """
 
@@ -157,6 +158,9 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
                 continue
         rows.append(row)
     names = rc.variables(rows=rows, params=params, tables=tables)
+    if "catalog" in answer_expr.uses:  # the stack's, as a token of the caller's project has it
+        rt = rc.call.rt
+        names["catalog"] = rt.info.catalog(rt.config, rc.call.require_auth().project_id or "")
     reply = await _ask(rc, query.ask, names) if query.ask else None
     body = answer_expr.evaluate(**names, reply=reply)
     if body is None and query.empty is not None:

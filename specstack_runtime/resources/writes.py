@@ -8,12 +8,11 @@ passwords hashed. Update: the same for what changes, immutable fields refused.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-import bcrypt
 import re2
 
 from specstack_runtime import ir
@@ -21,6 +20,7 @@ from specstack_runtime.expr import compile_expr
 from specstack_runtime.resources import access
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
+from specstack_runtime.resources.hashing import bcrypt_hash
 from specstack_runtime.resources.ids import stable_id
 
 _PYTHON_TYPES: dict[str, tuple[type, ...]] = {
@@ -75,8 +75,22 @@ _BOOLS = {
 }
 
 
+def _time(rc: ResourceCall, f: ir.ResourceField, value: Any) -> str:
+    """An ISO 8601 time as OpenStack stores one: UTC (a time without a zone is), to the
+    microsecond, without a zone (keystone's `2026-11-06T16:55:22.000000`)."""
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    except (ValueError, OverflowError):
+        reason = f"'{str(value)[:64]}' is not an ISO 8601 time"
+        raise rc.res.fail("invalid", field=f.name, value=_short(value), reason=reason) from None
+
+
 def _coerce(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
     kind = f.coerce
+    if kind == "datetime" and value is not None:
+        return _time(rc, f, value)
     if kind == "bool" and not isinstance(value, bool) and value is not None:
         key = value.strip().lower() if isinstance(value, str) else value
         if isinstance(key, str | int) and not isinstance(key, bool) and str(key) in _BOOLS:
@@ -367,11 +381,7 @@ async def _hash(rc: ResourceCall, doc: Doc) -> None:
 
 
 async def hash_secret(rc: ResourceCall, secret: str) -> str:
-    rounds = max(4, min(31, int(rc.call.rt.config.bcrypt_rounds)))
-    # bcrypt reads at most 72 bytes (keystone's passlib truncates the same way).
-    data = secret.encode("utf-8", "surrogatepass")[:72]
-    hashed: bytes = await asyncio.to_thread(bcrypt.hashpw, data, bcrypt.gensalt(rounds))
-    return hashed.decode("ascii")
+    return await bcrypt_hash(rc.call.rt.config.bcrypt_rounds, secret)
 
 
 def plain(doc: Doc) -> dict[str, Any]:

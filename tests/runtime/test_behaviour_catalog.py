@@ -31,7 +31,7 @@ def test_kinds_follow_the_signature() -> None:
     assert catalog["compute.end_build"]["kind"] == "error"
     assert catalog["conductor.instance_get"]["kind"] == "message"
     assert catalog["identity.issue_token"]["kind"] == "operation"
-    assert catalog["identity.forget_user"]["kind"] == "hook"
+    assert catalog["identity.application_credential_roles"]["kind"] == "hook"
     assert catalog["flow.http"]["via"] == ["http"]
     assert catalog["image.store_data"]["needs"] == ["object-store"]
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from specstack_runtime.expr import Bound, ExprError, compile_expr
+from specstack_runtime.expr import Bound, ExprError, compile_expr, unicode_only
 from specstack_runtime.resources.queries import _parse
 
 DOC = {
@@ -190,3 +190,21 @@ def test_unique_by_keeps_the_first_map_of_each_key() -> None:
 def test_a_flag_parameter_is_true_unless_it_says_otherwise() -> None:
     assert [_parse("flag", v) for v in ("", "1", "true", "anything")] == [True] * 4
     assert [_parse("flag", v) for v in ("0", "False", "no", "off ")] == [False] * 4
+
+
+def test_uuid5_is_a_stable_name_based_id() -> None:
+    ns = "6f1c2b9e-4d3a-5b7c-8e9f-0a1b2c3d4e5f"
+    made = compile_expr("uuid5(data, doc)")
+    assert made.evaluate(data=ns, doc="user|default|admin") == "20fe25ca878354ec9b98312ac4194b3c"
+    assert made.evaluate(data=ns, doc="user|default|demo") != made.evaluate(data=ns, doc="x")
+    with pytest.raises(ExprError):
+        made.evaluate(data="not a uuid", doc="x")
+
+
+def test_a_lone_surrogate_reaches_cel_as_a_replacement_character() -> None:
+    body = {"auth": {"name": "a\ud800", "tags": ["b\udfff"]}, "ok": "plain"}
+    with pytest.raises(ExprError):  # CEL's strings hold code points only
+        compile_expr("size(changes.auth.name)").evaluate(changes=body)
+    safe = unicode_only(body)
+    assert compile_expr("changes.auth.name.startsWith('a')").evaluate(changes=safe) is True
+    assert safe["ok"] == "plain" and "\ufffd" in safe["auth"]["tags"][0]

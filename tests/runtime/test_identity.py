@@ -282,6 +282,64 @@ async def test_malformed_auth_requests_are_400(tmp_path: Path) -> None:
 
 
 @arun
+async def test_the_spec_refuses_what_this_keystone_does_not_serve(tmp_path: Path) -> None:
+    stack, admin, _ = await started(tmp_path)
+    unsupported = {"auth": {"identity": {"methods": ["totp"], "totp": {}}}}
+    with pytest.raises(Unauthorized, match="unsupported method"):
+        await stack.invoke("identity", "issueToken", body=unsupported)
+
+    def scoped(scope: Any) -> dict[str, Any]:
+        return {"auth": {**password_auth("admin", "admin", None)["auth"], "scope": scope}}
+
+    with pytest.raises(Unauthorized, match=f"User {admin.user_id} has no access to the system"):
+        await stack.invoke("identity", "issueToken", body=scoped({"system": {"all": True}}))
+    with pytest.raises(NotFound, match="trusts are not supported"):
+        await stack.invoke("identity", "issueToken", body=scoped({"OS-TRUST:trust": {"id": "t"}}))
+    with pytest.raises(BadRequest, match="expected an object or 'unscoped'"):
+        await stack.invoke("identity", "issueToken", body=scoped(["project"]))
+    with pytest.raises(BadRequest, match="Specify only one scope"):
+        await stack.invoke("identity", "issueToken", body=scoped({"system": {}, "domain": {}}))
+    with pytest.raises(BadRequest, match=re.escape("field 'scope.project': expected an object")):
+        await stack.invoke("identity", "issueToken", body=scoped({"project": "admin"}))
+    with pytest.raises(Unauthorized):  # the password is checked before the scope's shape
+        await stack.invoke(
+            "identity",
+            "issueToken",
+            body={"auth": {**password_auth("admin", "wrong", None)["auth"], "scope": 5}},
+        )
+    unscoped = await stack.invoke("identity", "issueToken", body=scoped("unscoped"))
+    assert "project" not in unscoped.body["token"]
+
+
+@arun
+async def test_each_methods_part_of_the_request_is_checked_with_keystones_words(
+    tmp_path: Path,
+) -> None:
+    stack, _, _ = await started(tmp_path)
+    user = {"name": "demo", "domain": {"id": "default"}}
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("Expecting to find id in token.", {"token": {"id": 7}}),
+        ("Expecting to find user in password.", {"password": {"user": "demo"}}),
+        ("Expecting to find password in user.", {"password": {"user": user}}),
+        ("Expecting to find application_credential in identity.", {}),
+        ("Expecting to find secret in application_credential.", {"application_credential": {}}),
+        (
+            "Expecting to find id or name in application_credential.",
+            {"application_credential": {"secret": "s", "id": None}},
+        ),
+        (
+            "Expecting to find user in application_credential (one named by name needs it).",
+            {"application_credential": {"secret": "s", "name": "n"}},
+        ),
+    ]
+    for message, part in cases:
+        method = next(iter(part), "application_credential")
+        body = {"auth": {"identity": {"methods": [method], **part}}}
+        with pytest.raises(BadRequest, match=re.escape(message)):
+            await stack.invoke("identity", "issueToken", body=body)
+
+
+@arun
 async def test_disabled_user_cannot_authenticate(tmp_path: Path) -> None:
     stack, admin, _ = await started(tmp_path)
     await stack.invoke(
@@ -399,6 +457,8 @@ async def test_losing_the_role_or_the_user_invalidates_tokens(tmp_path: Path) ->
     await stack.invoke("identity", "deleteUser", auth=admin, path_params={"user_id": demo.user_id})
     with pytest.raises(Unauthorized):
         await identity.token_context(stack.keystone, again.token)
+    # the spec's cascade: the deleted user's tokens are forgotten
+    assert await stack.keystone.require_store().list("tokens", {"user_id": demo.user_id}) == []
 
 
 @arun
@@ -406,6 +466,8 @@ async def test_auth_catalog_and_projects(tmp_path: Path) -> None:
     stack, _admin, demo = await started(tmp_path)
     reply = await stack.invoke("identity", "getAuthCatalog", auth=demo)
     assert any(e["type"] == "image" for e in reply.body["catalog"])
+    assert reply.body["catalog"] == stack.info.catalog(stack.config, str(demo.project_id))
+    assert reply.body["links"]["self"].endswith("/v3/auth/catalog")
     unscoped = await identity.token_context(
         stack.keystone, (await issue(stack, password_auth("demo", "demo", None)))[0]
     )
@@ -450,6 +512,8 @@ async def test_bootstrap_is_idempotent_and_spec_driven(tmp_path: Path) -> None:
     assert {p["name"] for p in await store.list("projects")} == {"admin", "service", "demo"}
     (domain,) = await store.list("domains")
     assert (domain["id"], domain["name"]) == ("default", "Default")
+    admin = next(u for u in await store.list("users") if u["name"] == "admin")
+    assert admin["id"] == "20fe25ca878354ec9b98312ac4194b3c"  # kept from earlier releases
     for user in await store.list("users"):
         assert HEX32.match(user["id"])
         assert user["password_hash"].startswith("$2b$04$")  # bcrypt, rounds from the config
@@ -489,3 +553,34 @@ async def test_bootstrap_seeds_the_spec_rows(tmp_path: Path) -> None:
     assert (await store.require("roles", "f" * 32))["name"] == "auditor"
     admin = next(p for p in await store.list("projects") if p["name"] == "admin")
     assert admin["parent_id"] == "default" and admin["is_domain"] is False
+
+
+@arun
+async def test_a_seed_sets_again_only_the_fields_it_names(tmp_path: Path) -> None:
+    """A user the seed made keeps what was changed since, but for a password that no longer
+    matches the configured one; a matching one is not hashed again."""
+    stack = await Stack(tmp_path).start()
+    store = stack.keystone.require_store()
+    demo = next(u for u in await store.list("users") if u["name"] == "demo")
+    await store.update("users", demo["id"], {"enabled": False, "description": "kept"})
+    await identity_bootstrap.bootstrap(stack.keystone)
+    again = await store.require("users", demo["id"])
+    assert (again["enabled"], again["description"]) == (False, "kept")
+    assert again["password_hash"] == demo["password_hash"]
+    await store.update("users", demo["id"], {"password_hash": "$2b$04$" + "x" * 53})
+    await identity_bootstrap.bootstrap(stack.keystone)
+    rehashed = (await store.require("users", demo["id"]))["password_hash"]
+    assert rehashed.startswith("$2b$04$") and rehashed != "$2b$04$" + "x" * 53
+
+
+@arun
+async def test_the_grants_seeded_are_the_spec_data(tmp_path: Path) -> None:
+    """role_grant's seed: the grants its `data` names, each row with its `fields:` id."""
+    ir = json.loads(ir_json())
+    grant = next(r for r in ir["resources"] if r["name"] == "role_grant")
+    grant["data"]["bootstrap"]["demo"] = {"demo": ["member"], "admin": ["reader"]}
+    stack = await Stack(tmp_path, info=StackInfo(ir)).start()
+    ctx = await stack.login("demo", project="admin")
+    assert ctx.roles == ("reader",) and not ctx.is_admin
+    store = stack.keystone.require_store()
+    assert len(await store.list("role_assignments", {"user_id": ctx.user_id})) == 2

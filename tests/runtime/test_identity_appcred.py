@@ -4,6 +4,7 @@ kept hashed; roles a subset of the creator's), list, show, delete, and the token
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,15 @@ async def test_roles_and_expiry_are_checked_on_create(tmp_path: Path) -> None:
         await create(stack, demo, name="typo", roles=[{"id": "nope"}])
     with pytest.raises(BadRequest, match="must not be before now"):
         await create(stack, demo, name="old", expires_at="2001-01-01T00:00:00")
-    with pytest.raises(BadRequest, match="expires_at"):
+    bad = "Invalid input for field 'expires_at': 'next tuesday' is not an ISO 8601 time."
+    with pytest.raises(BadRequest, match=re.escape(bad)):
         await create(stack, demo, name="bad", expires_at="next tuesday")
+    with pytest.raises(BadRequest, match="is not an ISO 8601 time"):  # beyond the calendar
+        await create(stack, demo, name="far", expires_at="9999-12-31T23:59:59-01:00")
+    names = [
+        c["name"] for c in await stack.keystone.require_store().list("application_credentials")
+    ]
+    assert names == ["ro"]  # nothing refused was stored
     with pytest.raises(BadRequest):
         await create(stack, demo, description="no name")
     later = await create(stack, demo, name="later", expires_at="2099-05-01T12:00:00Z")

@@ -181,6 +181,7 @@ class _Checker:
             self._parent(f, base, r)
             self.expr(f, [*base, "live"], r.get("live"))
             self.expr(f, [*base, "location"], r.get("location"))
+            self.expr(f, [*base, "seed", "rows"], (r.get("seed") or {}).get("rows"))
             for name in (r.get("lookup") or {}).get("by") or ():
                 if name not in fields[rname]:
                     self.at(f, [*base, "lookup", "by"], f"'{name}' is not a field of {rname}")
