@@ -30,6 +30,7 @@ from specstack_runtime.bus import Bus, Subscription, make_bus
 from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import start_consumers
 from specstack_runtime.http import ClientSet
+from specstack_runtime.ir import CODED_KINDS
 from specstack_runtime.localhttp import LocalTransport
 from specstack_runtime.osprofiler_export import PointExport
 from specstack_runtime.resources.recovery import recover
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("specstack.stack")
-
-CODED_KINDS = ("api", "worker", "agent", "client")
 
 
 class StackError(RuntimeError):

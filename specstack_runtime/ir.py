@@ -35,6 +35,8 @@ IR_FORMAT = 1
 
 Via = Literal["user", "http", "amqp-cast", "amqp-call", "sql", "native"]
 Kind = Literal["api", "worker", "agent", "database", "queue", "client", "hypervisor", "actor"]
+#: The kinds whose components run generated code (a process each in distributed mode).
+CODED_KINDS = ("api", "worker", "agent", "client")
 
 
 class Catalog(Node):

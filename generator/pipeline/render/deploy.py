@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from generator.pipeline.render.base import OutputFile, RenderContext
-from specstack_runtime.embedded import CODED_KINDS
+from specstack_runtime.ir import CODED_KINDS
 from specstack_runtime.process import process_name
 
 if TYPE_CHECKING:
