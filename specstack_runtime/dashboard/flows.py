@@ -195,12 +195,12 @@ def _mark(
     seen = [label for label in by_step if label in index]  # in observed order
     in_order = in_declared_order(seen, index)
     # the flow went quiet with every main step seen: what it still lacks is missing
-    missing = {id(s) for s in due(shown)} if settled and _mains_seen(shown) else set()
+    missing = {s.row.label for s in due(shown)} if settled and _mains_seen(shown) else set()
     for s in shown:
         e = by_step.get(s.row.label)
         row = s.row
         if e is None:
-            if id(s) in missing:
+            if row.label in missing:
                 s.mark, s.note = "missing", "no trace event"
             continue
         got = (e.get("source"), e.get("target"), e.get("via"), e.get("name"))
