@@ -529,6 +529,7 @@ class Dashboard:
             return Response("not logged in", 401)
         watch = self.watch_of(session, request.path_params["flow_id"])
         row_template = self.templates.get_template("step.html")
+        body_template = self.templates.get_template("flow_body.html")
 
         async def stream() -> AsyncIterator[str]:
             sent: dict[str, tuple[str, float | None, str | None, str]] = {}
@@ -538,11 +539,13 @@ class Dashboard:
                 for s in shown:
                     if sent.get(s.row.label) != s.key():
                         sent[s.row.label] = s.key()
-                        html = row_template.render(s=s).replace("\n", "")
-                        yield f"event: {s.row.anchor}\ndata: {html}\n\n"
+                        yield sse_event(s.row.anchor, row_template.render(s=s))
                 if not shown or flows.finished(shown, watch.settled) or time.monotonic() > deadline:
-                    done = flows.summary(shown, len(watch.extra), watch.settled)
-                    yield f"event: done\ndata: {done}\n\n"
+                    # the whole block once more: a row update the browser dropped (two
+                    # updates of one row in a burst) cannot outlive the flow's end
+                    summary = flows.summary(shown, len(watch.extra), watch.settled)
+                    final = dict(watch=watch, shown=shown, live=False, summary=summary)
+                    yield sse_event("done", body_template.render(**final))
                     return
                 await asyncio.sleep(POLL_S)
 
@@ -556,6 +559,12 @@ class Dashboard:
         watch = flows.Watch(flow_id=f"req-{uuid.uuid4()}", sequence=sequence)
         session.flows[watch.flow_id] = watch
         return watch
+
+
+def sse_event(event: str, html: str) -> str:
+    """One server-sent event; a line of the data field each (the browser joins them)."""
+    data = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
+    return f"event: {event}\n{data}\n"
 
 
 class ApiFailed(Exception):

@@ -133,3 +133,32 @@ def test_events_no_declared_step_names_are_listed_apart() -> None:
     rows = flows.rows(INFO.sequences["boot-vm"], "dashboard")
     events = [event("1"), event("7b", at=0.5), event("2")]
     assert [e["step"] for e in flows.extra(rows, events)] == ["7b"]
+
+
+def test_the_end_of_the_watch_sends_the_whole_block_as_one_event() -> None:
+    """`done` carries the final state line and every row, so a row update the browser
+    dropped in a burst cannot outlive the flow's end."""
+    from types import SimpleNamespace
+
+    from specstack_runtime.dashboard.app import sse_event
+
+    rows = flows.rows(INFO.sequences["boot-vm"], "dashboard")
+    events = [event(str(n), at=n / 100) for n in range(1, 16)]
+    shown = flows.show(rows, events, settled=True)
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    watch = SimpleNamespace(sequence="boot-vm")
+    html = env.get_template("flow_body.html").render(
+        watch=watch, shown=shown, live=False, summary=flows.summary(shown, settled=True)
+    )
+    sent = sse_event("done", html)
+    assert sent.startswith("event: done\ndata: ") and sent.endswith("\n\n")
+    lines = sent.splitlines()
+    assert all(line.startswith("data: ") for line in lines[1:-1]) and lines[-1] == ""
+    data = "\n".join(line.removeprefix("data: ") for line in lines[1:-1])
+    assert data == html.rstrip("\n")  # what the browser's EventSource hands the swap
+    # the sub-steps had no events here, so the quiet flow marks them missing
+    state = '<p id="flow-state" aria-live="polite">Finished: all 15 steps recorded; differs'
+    assert state in data and f"{len(rows) - 15} missing.</p>" in data
+    for n in range(1, 16):  # each main step with its time since the first
+        assert f'data-label="{n}" data-status="ok"' in data
+        assert f"+{(n - 1) * 10} ms</td>" in data
