@@ -149,15 +149,6 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "X-Storage-Policy": {"value": "Policy-0"},
                 "*": {"entries": "metadata"},
             },
-            "metadata": {
-                "headers": [
-                    "X-Container-Meta-*",
-                    "X-Container-Read",
-                    "X-Container-Write",
-                    "X-Versions-Location",
-                ],
-                "remove": "X-Remove-",
-            },
         },
     ),
     "createContainer": HandlerSpec(

@@ -1,7 +1,7 @@
 """Headers mapped to fields, as an operation's `x-specstack-args` declares them.
 
 `headers:` maps a response header to where its value comes from (docs/behaviours.md):
-`{field: NAME}` (the row's field), `{value: TEXT}` (a constant), an aggregate over
+`{field: NAME}` (the row's field), `{value: TEXT}` or just TEXT (a constant), an aggregate over
 rows: `{count: true}`, `{sum: NAME}`, `{min: NAME, default: now}`, each with an optional
 `format` (FORMATS), or `{entries: NAME}`: every entry of a mapping field as a header of
 its own name, in title case (free-form header metadata). `metadata:` says which request
@@ -57,6 +57,8 @@ def response_headers(call: Call, row: Any = None, rows: Sequence[Any] = ()) -> d
     """The operation's declared headers of `row` (fields) and `rows` (aggregates)."""
     out: dict[str, str] = {}
     for header, source in call.args.get("headers", {}).items():
+        if isinstance(source, str):
+            source = {"value": source}
         if "entries" in source:
             entries = field_value(row, source["entries"])
             out.update({title_case(k): str(v) for k, v in entries.items()})
