@@ -11,7 +11,7 @@ XML (`root` element named by the path parameter of that name, one `item` element
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -110,17 +110,20 @@ def serve_listing(
     rows: Sequence[Any],
     headers: dict[str, str],
     query: NameQuery | None = None,
-    name: Callable[[Any], str] = lambda row: str(field_value(row, "name")),
 ) -> Reply:
-    """The listing the operation's `listing:` declares of `rows` (sorted by name): windowed
-    by `query` (the request's, by default) unless the caller has done that already."""
+    """The listing the operation's `listing:` declares of `rows` (sorted by their `name`,
+    `{"subdir": ...}` entries among them): windowed by `query` when one is given, else
+    as the caller (a store that pages by itself) has windowed them."""
     spec: Mapping[str, Any] = call.args["listing"]
     fmt = listing_format(call)
     if query is not None:
-        by_name = {name(r): r for r in rows}
+        by_name = {str(field_value(r, "name")): r for r in rows}
         rows = [{"subdir": n} if sub else by_name[n] for n, sub in query.window(by_name)]
     subdirs = [_subdir(r) for r in rows]
-    names = [s if s is not None else name(r) for r, s in zip(rows, subdirs, strict=True)]
+    names = [
+        s if s is not None else str(field_value(r, "name"))
+        for r, s in zip(rows, subdirs, strict=True)
+    ]
     items = [
         {"subdir": s} if s is not None else _item(spec, r)
         for r, s in zip(rows, subdirs, strict=True)
