@@ -144,3 +144,20 @@ def test_a_validator_that_stops_with_an_exception_yields_it_last() -> None:
 
     out = list(_errors(Stops()))
     assert out[0] == "first" and isinstance(out[1], AssertionError) and len(out) == 2
+
+
+def test_the_engine_args_of_an_operation_are_checked_where_they_are() -> None:
+    f, _ = parse_file(SPEC, "apis/object-store.yaml", "openapi")
+    assert f is not None
+    doc = _doc("object-store.yaml")
+    assert check_structure(f, doc) == []
+    args = doc["paths"]["/v1/{account}"]["get"]["x-specstack-args"]
+    args["headers"]["X-Timestamp"]["format"] = "unix"
+    del args["listing"]["max_limit"]
+    found = [(d.message, d.location.line) for d in check_structure(f, doc)]
+    assert sorted(m.split(": ", 1)[1] for m, _ in found) == [
+        "x-specstack-args.headers.X-Timestamp: {'min': 'created_at', 'format': 'unix', "
+        "'default': 'now'} is not valid under any of the given schemas",
+        "x-specstack-args.listing: 'max_limit' is a required property",
+    ]
+    assert all(line is not None and line > 40 for _, line in found)

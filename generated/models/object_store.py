@@ -16,10 +16,6 @@ class ContainerInfo(BaseModel):
     last_modified: str = Field(..., description="Naive UTC timestamp of the last change.")
 
 
-class ContainerListing(RootModel[list[ContainerInfo]]):
-    root: list[ContainerInfo] = Field(..., description="The JSON account listing.")
-
-
 class ObjectInfo(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -47,4 +43,11 @@ class ErrorPage(RootModel[str]):
     root: str = Field(
         ...,
         description='A short HTML page, for example "<html><h1>Not Found</h1><p>The resource could not be found.</p></html>".',
+    )
+
+
+class ContainerListing(RootModel[list[ContainerInfo | SubdirInfo]]):
+    root: list[ContainerInfo | SubdirInfo] = Field(
+        ...,
+        description='The JSON account listing; with a delimiter, rolled-up prefixes appear as {"subdir": ...}.',
     )

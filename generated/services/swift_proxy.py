@@ -80,6 +80,25 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "listing": {
+                "max_limit": 10000,
+                "root": "account",
+                "item": "container",
+                "fields": {
+                    "name": "name",
+                    "count": "object_count",
+                    "bytes": "bytes_used",
+                    "last_modified": {"field": "created_at", "format": "utc-naive"},
+                },
+            },
+            "headers": {
+                "X-Account-Container-Count": {"count": True},
+                "X-Account-Object-Count": {"sum": "object_count"},
+                "X-Account-Bytes-Used": {"sum": "bytes_used"},
+                "X-Timestamp": {"min": "created_at", "format": "unix-fraction", "default": "now"},
+            },
+        },
     ),
     "headAccount": HandlerSpec(
         component=COMPONENT,
@@ -91,6 +110,14 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "headers": {
+                "X-Account-Container-Count": {"count": True},
+                "X-Account-Object-Count": {"sum": "object_count"},
+                "X-Account-Bytes-Used": {"sum": "bytes_used"},
+                "X-Timestamp": {"min": "created_at", "format": "unix-fraction", "default": "now"},
+            }
+        },
     ),
     "listObjects": HandlerSpec(
         component=COMPONENT,
@@ -102,6 +129,27 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "listing": {
+                "max_limit": 10000,
+                "root": "container",
+                "item": "object",
+                "fields": {
+                    "name": "name",
+                    "hash": "etag",
+                    "bytes": "size",
+                    "content_type": "content_type",
+                    "last_modified": {"field": "last_modified", "format": "utc-naive"},
+                },
+            },
+            "headers": {
+                "X-Container-Object-Count": {"field": "object_count"},
+                "X-Container-Bytes-Used": {"field": "bytes_used"},
+                "X-Timestamp": {"field": "created_at", "format": "unix-fraction"},
+                "X-Storage-Policy": {"value": "Policy-0"},
+                "*": {"entries": "metadata"},
+            },
+        },
     ),
     "createContainer": HandlerSpec(
         component=COMPONENT,
@@ -113,6 +161,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "values": {"X-Storage-Policy": ["Policy-0"]},
+            "metadata": {
+                "headers": [
+                    "X-Container-Meta-*",
+                    "X-Container-Read",
+                    "X-Container-Write",
+                    "X-Versions-Location",
+                ],
+                "remove": "X-Remove-",
+            },
+        },
     ),
     "deleteContainer": HandlerSpec(
         component=COMPONENT,
@@ -135,6 +195,15 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "headers": {
+                "X-Container-Object-Count": {"field": "object_count"},
+                "X-Container-Bytes-Used": {"field": "bytes_used"},
+                "X-Timestamp": {"field": "created_at", "format": "unix-fraction"},
+                "X-Storage-Policy": {"value": "Policy-0"},
+                "*": {"entries": "metadata"},
+            }
+        },
     ),
     "getObject": HandlerSpec(
         component=COMPONENT,
@@ -148,6 +217,15 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={
+            "headers": {
+                "ETag": {"field": "etag"},
+                "Last-Modified": {"field": "last_modified", "format": "http-date"},
+                "X-Timestamp": {"field": "last_modified", "format": "unix-fraction"},
+                "Accept-Ranges": {"value": "bytes"},
+                "*": {"entries": "metadata"},
+            }
+        },
     ),
     "putObject": HandlerSpec(
         component=COMPONENT,
@@ -159,6 +237,20 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "headers": {
+                "ETag": {"field": "etag"},
+                "Last-Modified": {"field": "last_modified", "format": "http-date"},
+            },
+            "metadata": {
+                "headers": [
+                    "X-Object-Meta-*",
+                    "Content-Disposition",
+                    "Content-Encoding",
+                    "X-Delete-At",
+                ]
+            },
+        },
     ),
     "deleteObject": HandlerSpec(
         component=COMPONENT,
@@ -181,6 +273,16 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "headers": {
+                "ETag": {"field": "etag"},
+                "Last-Modified": {"field": "last_modified", "format": "http-date"},
+                "X-Timestamp": {"field": "last_modified", "format": "unix-fraction"},
+                "Accept-Ranges": {"value": "bytes"},
+                "*": {"entries": "metadata"},
+                "Content-Length": {"field": "size"},
+            }
+        },
     ),
 }
 

@@ -7,10 +7,9 @@ admin role (the service users have it).
 
 Errors are raised as ApiErrors: the app answers them as swift does, with short HTML
 pages (HEAD answers carry no body), and adds X-Trans-Id (the spec's request-id header).
-Listings are plain text (one name a line; 204 when
-empty) unless `format=json`/`xml` or the Accept header asks for JSON or XML.
-Container and object metadata are kept under their lower-cased header names
-(`x-container-meta-*`, `x-container-read`, `x-object-meta-*`, ...).
+What the spec states is served by the engine: listings (`listing:`), the headers
+answered (`headers:`) and the metadata headers kept, under their lower-cased names
+(`metadata:`), all in each operation's `x-specstack-args`.
 """
 
 from __future__ import annotations
@@ -21,44 +20,23 @@ import hashlib
 import math
 import mimetypes
 import time
-from typing import Any
-from xml.sax.saxutils import escape as xml_escape
 
-from specstack_runtime.behaviours.objectstore import (
-    LISTING_LIMIT,
-    ContainerInfo,
-    ObjectInfo,
-    ObjectStore,
-    Subdir,
-)
 from specstack_runtime.behaviours.objectstore import NotFound as StoreNotFound
-from specstack_runtime.behaviours.swift_http import (
-    Listing,
-    byte_range,
-    etags,
-    http_date,
-    http_time,
-    listing_reply,
-    naive_time,
-    rollup,
-    title_case,
-    x_timestamp,
-)
+from specstack_runtime.behaviours.objectstore import ObjectInfo, ObjectStore
+from specstack_runtime.behaviours.swift_http import byte_range, etags, http_time
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import BadRequest, Forbidden, PreconditionFailed, UnprocessableEntity
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.headerfields import (
+    check_values,
+    request_metadata,
+    response_headers,
+)
+from specstack_runtime.resources.namelists import NameQuery, serve_listing
 from specstack_runtime.services import ServiceRuntime
 
 ACCOUNT_PREFIX = "AUTH_"
-STORAGE_POLICY = "Policy-0"
 PRECONDITION = "A precondition for this request was not met."
-CONTAINER_META = (
-    "x-container-meta-",
-    "x-container-read",
-    "x-container-write",
-    "x-versions-location",
-)
-OBJECT_META = ("x-object-meta-", "content-disposition", "content-encoding", "x-delete-at")
 THREAD_HASH_BYTES = 1 << 20
 
 
@@ -70,194 +48,65 @@ def object_store(rt: ServiceRuntime) -> ObjectStore:
     return store
 
 
-def _account(call: Call) -> str:
-    """The account of the path (the operation's policy has allowed the caller to use it)."""
+def _path(call: Call) -> tuple[str, str, str]:
+    """Account, container and object of the path (the operation's policy has allowed the
+    caller to use the account)."""
     call.require_auth()
     account = call.path_params.get("account", "")
     if not account.startswith(ACCOUNT_PREFIX) or len(account) == len(ACCOUNT_PREFIX):
         raise Forbidden(f"Account {account!r} is not an {ACCOUNT_PREFIX}<project id> account.")
-    return account
+    return account, call.path_params.get("container", ""), call.path_params.get("object", "")
 
 
-# -- listings ------------------------------------------------------------------------
-
-
-def _account_headers(containers: list[ContainerInfo]) -> dict[str, str]:
-    created = min((c.created_at for c in containers), default=time.time())
-    return {
-        "X-Account-Container-Count": str(len(containers)),
-        "X-Account-Object-Count": str(sum(c.object_count for c in containers)),
-        "X-Account-Bytes-Used": str(sum(c.bytes_used for c in containers)),
-        "X-Timestamp": x_timestamp(created),
-    }
-
-
-def _container_headers(info: ContainerInfo) -> dict[str, str]:
-    headers = {
-        "X-Container-Object-Count": str(info.object_count),
-        "X-Container-Bytes-Used": str(info.bytes_used),
-        "X-Timestamp": x_timestamp(info.created_at),
-        "X-Storage-Policy": STORAGE_POLICY,
-    }
-    headers.update({title_case(k): v for k, v in info.metadata.items()})
-    return headers
+# -- accounts and containers ---------------------------------------------------------
 
 
 @behaviour("objects.get_account")
 async def get_account(call: Call) -> Reply:
-    account = _account(call)
-    listing = Listing(call)
-    store = object_store(call.rt)
-    containers = await store.list_containers(account, limit=LISTING_LIMIT * 10)
-    by_name = {c.name: c for c in containers}
-    names = [c.name for c in containers if c.name.startswith(listing.prefix)]
-    rolled = rollup(names, listing.prefix, listing.delimiter)
-    shown = [rolled[i] for i in listing.window([n for n, _ in rolled])]
-    items: list[dict[str, Any]] = []
-    for name, is_subdir in shown:
-        if is_subdir:
-            items.append({"subdir": name})
-        else:
-            c = by_name[name]
-            items.append(
-                {
-                    "name": c.name,
-                    "count": c.object_count,
-                    "bytes": c.bytes_used,
-                    "last_modified": naive_time(c.created_at),
-                }
-            )
-    return listing_reply(
-        listing.format,
-        [n for n, _ in shown],
-        items,
-        f'account name="{xml_escape(account)}"',
-        _account_headers(containers),
-    )
+    containers = await object_store(call.rt).list_containers(_path(call)[0])
+    query = NameQuery.of(call)
+    return serve_listing(call, containers, response_headers(call, rows=containers), query)
 
 
 @behaviour("objects.head_account")
 async def head_account(call: Call) -> Reply:
-    account = _account(call)
-    containers = await object_store(call.rt).list_containers(account, limit=LISTING_LIMIT * 10)
-    return Reply(204, None, _account_headers(containers))
-
-
-# -- containers ----------------------------------------------------------------------
-
-
-def _metadata_headers(call: Call, prefixes: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in call.headers.items():
-        low = key.lower()
-        if any(low == p or (p.endswith("-") and low.startswith(p)) for p in prefixes):
-            out[low] = value
-    return out
+    containers = await object_store(call.rt).list_containers(_path(call)[0])
+    return Reply(204, None, response_headers(call, rows=containers))
 
 
 @behaviour("objects.create_container")
 async def create_container(call: Call) -> Reply:
-    account = _account(call)
-    container = call.path_params.get("container", "")
-    policy = call.header("X-Storage-Policy")
-    if policy and policy != STORAGE_POLICY:
-        raise BadRequest(f'Invalid X-Storage-Policy "{policy}"')
-    store = object_store(call.rt)
-    given = _metadata_headers(call, CONTAINER_META)
-    removed = {
-        "x-container-meta-" + k.lower()[len("x-remove-container-meta-") :]
-        for k in call.headers
-        if k.lower().startswith("x-remove-container-meta-")
-    }
-    metadata: dict[str, str] | None = None
-    if given or removed:
-        try:
-            metadata = dict((await store.head_container(account, container)).metadata)
-        except StoreNotFound:
-            metadata = {}
-        metadata.update(given)
-        metadata = {k: v for k, v in metadata.items() if v and k not in removed}
-    created = await store.create_container(account, container, metadata)
+    account, container, _ = _path(call)
+    check_values(call)
+    given, removed = request_metadata(call)
+    created = await object_store(call.rt).create_container(account, container, given, removed)
     return Reply(201 if created else 202)
 
 
 @behaviour("objects.head_container")
 async def head_container(call: Call) -> Reply:
-    account = _account(call)
-    info = await object_store(call.rt).head_container(
-        account, call.path_params.get("container", "")
-    )
-    return Reply(204, None, _container_headers(info))
+    account, container, _ = _path(call)
+    info = await object_store(call.rt).head_container(account, container)
+    return Reply(204, None, response_headers(call, info))
 
 
 @behaviour("objects.list_objects")
 async def list_objects(call: Call) -> Reply:
-    account = _account(call)
-    container = call.path_params.get("container", "")
-    listing = Listing(call)
+    account, container, _ = _path(call)
     store = object_store(call.rt)
     info = await store.head_container(account, container)
-    path = call.q("path")
-    prefix, delimiter = listing.prefix, listing.delimiter
-    if path is not None:
-        prefix, delimiter = (path.rstrip("/") + "/" if path else ""), "/"
-    if listing.reverse:
-        entries = await store.list_objects(
-            account, container, prefix=prefix, limit=LISTING_LIMIT * 10, delimiter=delimiter
-        )
-        names = [e.subdir if isinstance(e, Subdir) else e.name for e in entries]
-        entries = [entries[i] for i in listing.window(names)]
-    else:
-        entries = await store.list_objects(
-            account,
-            container,
-            prefix=prefix,
-            marker=listing.marker,
-            end_marker=listing.end_marker,
-            limit=listing.limit,
-            delimiter=delimiter,
-        )
-    if path is not None:
-        entries = [e for e in entries if isinstance(e, ObjectInfo)]
-    items: list[dict[str, Any]] = []
-    names = []
-    for e in entries:
-        if isinstance(e, Subdir):
-            items.append({"subdir": e.subdir})
-            names.append(e.subdir)
-        else:
-            items.append(
-                {
-                    "name": e.name,
-                    "hash": e.etag,
-                    "bytes": e.size,
-                    "content_type": e.content_type,
-                    "last_modified": naive_time(e.last_modified),
-                }
-            )
-            names.append(e.name)
-    return listing_reply(
-        listing.format,
-        names,
-        items,
-        f'container name="{xml_escape(container)}"',
-        _container_headers(info),
-    )
+    entries = await store.list_objects(account, container, NameQuery.of(call))
+    return serve_listing(call, entries, response_headers(call, info))
 
 
 @behaviour("objects.delete_container")
 async def delete_container(call: Call) -> Reply:
-    account = _account(call)
-    await object_store(call.rt).delete_container(account, call.path_params.get("container", ""))
+    account, container, _ = _path(call)
+    await object_store(call.rt).delete_container(account, container)
     return Reply(204)
 
 
 # -- objects -------------------------------------------------------------------------
-
-
-def _object_path(call: Call) -> tuple[str, str, str]:
-    account = _account(call)
-    return account, call.path_params.get("container", ""), call.path_params.get("object", "")
 
 
 def _expired(info: ObjectInfo) -> bool:
@@ -277,17 +126,6 @@ async def _live_object(store: ObjectStore, account: str, container: str, name: s
     return info
 
 
-def _object_headers(info: ObjectInfo) -> dict[str, str]:
-    headers = {
-        "ETag": info.etag,
-        "Last-Modified": http_date(info.last_modified),
-        "X-Timestamp": x_timestamp(info.last_modified),
-        "Accept-Ranges": "bytes",
-    }
-    headers.update({title_case(k): v for k, v in info.metadata.items()})
-    return headers
-
-
 def _preconditions(call: Call, info: ObjectInfo) -> Reply | None:
     """304 for a satisfied If-None-Match/If-Modified-Since; 412 for a failed If-Match/..."""
     modified = math.ceil(info.last_modified)
@@ -303,21 +141,21 @@ def _preconditions(call: Call, info: ObjectInfo) -> Reply | None:
     if if_none is not None:
         tags = etags(if_none)
         if "*" in tags or info.etag in tags:
-            return Reply(304, None, _object_headers(info))
+            return Reply(304, None, response_headers(call, info))
     elif (since := http_time(call.header("If-Modified-Since"))) is not None and modified <= since:
-        return Reply(304, None, _object_headers(info))
+        return Reply(304, None, response_headers(call, info))
     return None
 
 
 @behaviour("objects.get_object")
 async def get_object(call: Call) -> Reply:
-    account, container, name = _object_path(call)
+    account, container, name = _path(call)
     store = object_store(call.rt)
     info = await _live_object(store, account, container, name)
     if (early := _preconditions(call, info)) is not None:
         return early
     info, data = await store.get_object(account, container, name)
-    headers = _object_headers(info)
+    headers = response_headers(call, info)
     rng = byte_range(call.header("Range"), len(data))
     if rng is not None:
         first, last = rng
@@ -330,37 +168,31 @@ async def get_object(call: Call) -> Reply:
 
 @behaviour("objects.head_object")
 async def head_object(call: Call) -> Reply:
-    account, container, name = _object_path(call)
+    account, container, name = _path(call)
     info = await _live_object(object_store(call.rt), account, container, name)
-    headers = {**_object_headers(info), "Content-Length": str(info.size)}
-    return Reply(200, None, headers, content_type=info.content_type)
+    return Reply(200, None, response_headers(call, info), content_type=info.content_type)
 
 
 def _delete_at(call: Call) -> str | None:
+    """When the object expires: X-Delete-At, or X-Delete-After seconds from now."""
     now = time.time()
-    at, after = call.header("X-Delete-At"), call.header("X-Delete-After")
-    if at is not None:
+    for header, base in (("X-Delete-At", 0.0), ("X-Delete-After", now)):
+        raw = call.header(header)
+        if raw is None:
+            continue
         try:
-            when = int(at)
+            when = base + int(raw)
         except ValueError:
-            raise BadRequest("Non-integer X-Delete-At") from None
+            raise BadRequest(f"Non-integer {header}") from None
         if when <= now:
-            raise BadRequest("X-Delete-At in past")
-        return str(when)
-    if after is not None:
-        try:
-            delay = int(after)
-        except ValueError:
-            raise BadRequest("Non-integer X-Delete-After") from None
-        if delay <= 0:
-            raise BadRequest("X-Delete-After in past")
-        return str(math.ceil(now + delay))
+            raise BadRequest(f"{header} in past")
+        return str(math.ceil(when))
     return None
 
 
 @behaviour("objects.put_object")
 async def put_object(call: Call) -> Reply:
-    account, container, name = _object_path(call)
+    account, container, name = _path(call)
     store = object_store(call.rt)
     data = bytes(call.raw_body or b"")
     if_none = call.header("If-None-Match")
@@ -378,13 +210,12 @@ async def put_object(call: Call) -> Reply:
         md5 = await asyncio.to_thread(_md5, data) if len(data) > THREAD_HASH_BYTES else _md5(data)
         if expected.strip().strip('"').lower() != md5:
             raise UnprocessableEntity("Unable to process the contained instructions")
-    metadata = {k: v for k, v in _metadata_headers(call, OBJECT_META).items() if k != "x-delete-at"}
+    metadata = {k: v for k, v in request_metadata(call)[0].items() if k != "x-delete-at"}
     if (delete_at := _delete_at(call)) is not None:
         metadata["x-delete-at"] = delete_at
     content_type = call.header("Content-Type") or mimetypes.guess_type(name)[0]
     info = await store.put_object(account, container, name, data, content_type, metadata)
-    headers = {"ETag": info.etag, "Last-Modified": http_date(info.last_modified)}
-    return Reply(201, None, headers)
+    return Reply(201, None, response_headers(call, info))
 
 
 def _md5(data: bytes) -> str:
@@ -393,7 +224,7 @@ def _md5(data: bytes) -> str:
 
 @behaviour("objects.delete_object")
 async def delete_object(call: Call) -> Reply:
-    account, container, name = _object_path(call)
+    account, container, name = _path(call)
     store = object_store(call.rt)
     await _live_object(store, account, container, name)
     await store.delete_object(account, container, name)

@@ -23,18 +23,18 @@ import string
 import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 from urllib.parse import unquote
 
 from specstack_runtime.errors import ApiError
+from specstack_runtime.resources.namelists import NameQuery
 
 MAX_ACCOUNT_NAME_LENGTH = 256
 MAX_CONTAINER_NAME_LENGTH = 256
 MAX_OBJECT_NAME_LENGTH = 1024
-LISTING_LIMIT = 10000
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 CHUNK_SIZE = 64 * 1024
 # Encoded names longer than this are hashed, keeping file names under NAME_MAX (255).
@@ -105,14 +105,6 @@ class ContainerInfo:
     bytes_used: int
     created_at: float
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AccountInfo:
-    name: str
-    container_count: int
-    object_count: int
-    bytes_used: int
 
 
 class ObjectReader:
@@ -210,14 +202,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _info(document: dict[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        name=document["name"],
-        etag=document["etag"],
-        size=document["size"],
-        last_modified=document["last_modified"],
-        content_type=document["content_type"],
-        metadata=dict(document["metadata"]),
-    )
+    kept = {f.name: document[f.name] for f in fields(ObjectInfo)}
+    return ObjectInfo(**{**kept, "metadata": dict(document["metadata"])})
 
 
 async def _chunks(data: ObjectData) -> AsyncIterator[bytes]:
@@ -267,20 +253,26 @@ class ObjectStore:
     # -- containers ------------------------------------------------------------
 
     async def create_container(
-        self, account: str, container: str, metadata: Mapping[str, str] | None = None
+        self,
+        account: str,
+        container: str,
+        metadata: Mapping[str, str] | None = None,
+        removed: Iterable[str] = (),
     ) -> bool:
-        """Create the container (and account); True if new. An existing one gets metadata."""
+        """Create the container (and account); True if new. `metadata` is merged into the
+        container's; entries with an empty value, and those `removed`, are dropped."""
         path = self._container_dir(account, container, must_exist=False)
-        checked = _check_metadata(metadata)
         existing = _read_json(path / _CONTAINER_FILE)
+        merged = {**(existing or {}).get("metadata", {}), **_check_metadata(metadata)}
+        gone = set(removed)
+        merged = {k: v for k, v in merged.items() if v and k not in gone}
         if existing is not None:
-            if metadata is not None:
-                existing["metadata"] = checked
-                _write_json_atomic(path / _CONTAINER_FILE, existing)
+            if merged != existing["metadata"]:
+                _write_json_atomic(path / _CONTAINER_FILE, {**existing, "metadata": merged})
             return False
         (path / "objects").mkdir(parents=True, exist_ok=True)
         (path / "data").mkdir(exist_ok=True)
-        document = {"name": container, "created_at": time.time(), "metadata": checked}
+        document = {"name": container, "created_at": time.time(), "metadata": merged}
         _write_json_atomic(path / _CONTAINER_FILE, document)  # written last: marks existence
         return True
 
@@ -298,27 +290,12 @@ class ObjectStore:
         return self._container_info(self._container_dir(account, container))
 
     async def list_containers(
-        self,
-        account: str,
-        *,
-        prefix: str = "",
-        marker: str = "",
-        end_marker: str = "",
-        limit: int = LISTING_LIMIT,
+        self, account: str, query: NameQuery | None = None, **window: Any
     ) -> list[ContainerInfo]:
-        """Containers sorted by name, with Swift's prefix/marker/end_marker/limit paging."""
+        """Containers sorted by name, in the window `query` (or NameQuery(**window)) gives."""
         paths = self._container_paths(account)
-        names = _page(sorted(paths), prefix, marker, end_marker)
-        return [self._container_info(paths[name]) for name in names[: max(limit, 0)]]
-
-    async def account_stats(self, account: str) -> AccountInfo:
-        containers = [self._container_info(p) for p in self._container_paths(account).values()]
-        return AccountInfo(
-            name=account,
-            container_count=len(containers),
-            object_count=sum(c.object_count for c in containers),
-            bytes_used=sum(c.bytes_used for c in containers),
-        )
+        shown = (query or NameQuery(**window)).window(paths)
+        return [self._container_info(paths[name]) for name, subdir in shown if not subdir]
 
     def _container_paths(self, account: str) -> dict[str, Path]:
         account_dir = self._account_dir(account)
@@ -388,7 +365,7 @@ class ObjectStore:
         )
         # No await from here on: reading the old sidecar and replacing it happen together.
         previous = _read_json(sidecar)
-        _write_json_atomic(sidecar, {**_document(info), "data": data_id})
+        _write_json_atomic(sidecar, {**asdict(info), "data": data_id})
         if previous is not None:
             (container_dir / "data" / previous["data"]).unlink(missing_ok=True)
         return info
@@ -435,33 +412,19 @@ class ObjectStore:
         (container_dir / "data" / document["data"]).unlink(missing_ok=True)
 
     async def list_objects(
-        self,
-        account: str,
-        container: str,
-        *,
-        prefix: str = "",
-        marker: str = "",
-        end_marker: str = "",
-        limit: int = LISTING_LIMIT,
-        delimiter: str | None = None,
+        self, account: str, container: str, query: NameQuery | None = None, **window: Any
     ) -> list[ObjectInfo | Subdir]:
-        """Objects sorted by name; with a delimiter, names past it fold into Subdir entries."""
+        """Objects sorted by name, in the window `query` (or NameQuery(**window)) gives;
+        with a delimiter, names past it fold into Subdir entries."""
         container_dir = self._container_dir(account, container)
         entries: list[ObjectInfo | Subdir] = []
-        for name in _page(sorted(self._object_names(container_dir)), prefix, marker, end_marker):
-            if len(entries) >= limit:
-                break
-            if delimiter:
-                cut = name.find(delimiter, len(prefix))
-                if cut >= 0:
-                    subdir = name[: cut + len(delimiter)]
-                    # Names are sorted, so a repeated subdir is always the previous entry.
-                    last = entries[-1] if entries else None
-                    if subdir > marker and last != Subdir(subdir):
-                        entries.append(Subdir(subdir))
-                    continue
-            document = _read_json(_sidecar(container_dir, name))
-            if document is not None:  # deleted while listing
+        for name, subdir in (query or NameQuery(**window)).window(
+            self._object_names(container_dir)
+        ):
+            document = None if subdir else _read_json(_sidecar(container_dir, name))
+            if subdir:
+                entries.append(Subdir(name))
+            elif document is not None:  # else deleted while listing
                 entries.append(_info(document))
         return entries
 
@@ -497,25 +460,3 @@ class ObjectStore:
 
 def _sidecar(container_dir: Path, name: str) -> Path:
     return container_dir / "objects" / f"{_encode(name)}.json"
-
-
-def _document(info: ObjectInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "etag": info.etag,
-        "size": info.size,
-        "last_modified": info.last_modified,
-        "content_type": info.content_type,
-        "metadata": info.metadata,
-    }
-
-
-def _page(names: list[str], prefix: str, marker: str, end_marker: str) -> list[str]:
-    """Swift's name-window filters over an already sorted list."""
-    return [
-        n
-        for n in names
-        if n.startswith(prefix)
-        and (not marker or n > marker)
-        and (not end_marker or n < end_marker)
-    ]

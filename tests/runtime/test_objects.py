@@ -117,6 +117,9 @@ async def test_containers(tmp_path: Path) -> None:
     assert b"<name>photos</name>" in xml.body and (xml.content_type or "").startswith(
         "application/xml"
     )
+    # X-Remove- empties any metadata header, ACLs included
+    await swift("createContainer", "docs", headers={"X-Remove-Container-Read": "x"})
+    assert "X-Container-Read" not in (await swift("headContainer", "docs")).headers
     assert (await swift("deleteContainer", "docs")).status == 204
     missing = await swift("deleteContainer", "docs")
     assert (
@@ -130,6 +133,11 @@ async def test_containers(tmp_path: Path) -> None:
     bad = await swift("createContainer", "a" * 300)
     assert bad.status == 400 and b"longer" in bad.body
     assert (await swift("createContainer", "x", headers={"X-Storage-Policy": "gold"})).status == 400
+    for name in ("ph-1", "ph-2"):
+        await swift("createContainer", name)
+    rolled = await swift("getAccount", query={"format": "json", "delimiter": "-"})
+    assert [c.get("name", c.get("subdir")) for c in rolled.body] == ["ph-", "photos"]
+    assert rolled.body[0] == {"subdir": "ph-"}
 
 
 @arun

@@ -8,6 +8,7 @@ from typing import Any
 
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
+from generator.pipeline.validate.engine_args import check_engine_args
 from generator.pipeline.validate.paths import dotted
 from generator.pipeline.validate.refs import canonical_path, check_refs
 from specstack_runtime import policy
@@ -48,6 +49,7 @@ def check_structure(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     diags.extend(_info_extensions(f, doc))
     diags.extend(_policies(f, doc))
     diags.extend(_operation_versions(f, doc))
+    diags.extend(check_engine_args(f, doc, HTTP_METHODS))
     return diags
 
 
