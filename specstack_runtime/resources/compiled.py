@@ -308,21 +308,30 @@ class Catalog:
 
     def collectors(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
         """(resource, field) pairs whose field lists the ids of rows of `name`."""
-        return [
-            (c, f)
-            for c in self.resources.values()
-            for f in c.res.fields
-            if f.collect is not None and f.collect.resource == name
-        ]
+        return list(self._collectors.get(name, ()))
 
     def referring(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
         """(resource, field) pairs whose field refers to rows of `name`."""
-        return [
-            (c, f)
-            for c in self.resources.values()
-            for f in c.res.fields
-            if f.ref is not None and f.ref.resource == name
-        ]
+        return list(self._referring.get(name, ()))
+
+    # found once per catalog (every create and delete asks), by the resource named
+    @cached_property
+    def _collectors(self) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
+        out: dict[str, list[tuple[Compiled, ir.ResourceField]]] = {}
+        for c in self.resources.values():
+            for f in c.res.fields:
+                if f.collect is not None:
+                    out.setdefault(f.collect.resource, []).append((c, f))
+        return out
+
+    @cached_property
+    def _referring(self) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
+        out: dict[str, list[tuple[Compiled, ir.ResourceField]]] = {}
+        for c in self.resources.values():
+            for f in c.res.fields:
+                if f.ref is not None:
+                    out.setdefault(f.ref.resource, []).append((c, f))
+        return out
 
 
 def build_catalog(model: ir.IR) -> Catalog:
