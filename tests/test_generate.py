@@ -111,7 +111,11 @@ def test_the_cache_is_outside_the_output(mini_spec: Path, tmp_path: Path, _own_c
         "models",
         "openapi-verdicts",
         "spec-verdicts",
+        "spec-yaml",
     ]
+    # every spec file parsed once, as JSON data and node positions
+    parsed = [p.name for p in Path("spec").rglob("*.yaml")]
+    assert len(list((_own_cache / "spec-yaml").iterdir())) == len(parsed)
     # two APIs, messages, the driver types as models and as TypedDicts
     assert len(list((_own_cache / "models").iterdir())) == 5
 

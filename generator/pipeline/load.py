@@ -2,19 +2,22 @@
 
 libyaml (through PyYAML's C composer) parses; scalars are resolved with the
 YAML 1.2 core schema (yamlcore's resolver), and positions come from node marks.
+A file parsed before is read back from the digest cache (`generator.pipeline.cache`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
-import yamlcore
+from typing import TYPE_CHECKING, Any
 
 from generator.pipeline.diagnostics import Diagnostic, Location
+
+if TYPE_CHECKING:  # parsing imports them; a spec read back from the cache does not
+    import yaml
 
 #: File kinds by their place in the spec directory.
 SINGLE_FILES: dict[str, str] = {
@@ -33,6 +36,7 @@ OPTIONAL_GROUP_DIRS: dict[str, str] = {"resources": "resources"}
 
 PathElem = str | int
 Position = tuple[int, int]  # 0-based line, column
+Positions = dict[tuple[PathElem, ...], Position]
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,20 @@ def shown_path(root: Path, rel: str) -> str:
     return (root / rel).as_posix()
 
 
-#: libyaml's parser and composer, with the YAML 1.2 core schema's resolver and constructors.
-_Loader: Any = getattr(yamlcore, "CCoreLoader", yamlcore.CoreLoader)
-
-
 class DuplicateKey(Exception):
     def __init__(self, key: str, mark: Any, first: Position) -> None:
         super().__init__(key)
         self.key = key
         self.mark = mark
         self.first = first  # 0-based line and column of the key's first use
+
+
+class BadYaml(Exception):
+    """Not YAML: libyaml's complaint (a yaml.MarkedYAMLError) is `error`."""
+
+    def __init__(self, error: yaml.MarkedYAMLError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 #: The most nodes one file may expand to once aliases are followed; the largest
@@ -123,6 +131,8 @@ class Unexpandable(Exception):
 def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
     """Refuse a composed document whose aliases would expand past `limit` nodes,
     or loop. Each distinct node is sized once, so this is linear in the file."""
+    import yaml
+
     sizes: dict[int, int] = {}
     open_: set[int] = set()
 
@@ -155,53 +165,102 @@ def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
     size(root)
 
 
-def _scalar(node: yaml.ScalarNode, loader: Any) -> Any:
-    """A scalar's value by the YAML 1.2 core schema (so `on`, `yes`, `no` and
-    `1_000` stay strings, unlike YAML 1.1)."""
-    return loader.construct_object(node)
+#: Where each node starts, in document order: every value's line and column, then
+#: (a separate list) every mapping key's; flat, as they are kept in the cache.
+Marks = tuple[list[int], list[int]]
 
 
-def _build(
-    node: yaml.Node,
-    path: tuple[PathElem, ...],
-    values: dict[tuple[PathElem, ...], Position],
-    keys: dict[tuple[PathElem, ...], Position],
-    loader: Any,
-) -> Any:
-    values[path] = (node.start_mark.line, node.start_mark.column)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for knode, vnode in node.value:
-            k = _scalar(knode, loader) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
-            key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
-            if key in out:
-                raise DuplicateKey(key, knode.start_mark, keys[(*path, key)])
-            keys[(*path, key)] = (knode.start_mark.line, knode.start_mark.column)
-            out[key] = _build(vnode, (*path, key), values, keys, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), values, keys, loader) for i, item in enumerate(node.value)]
-    return _scalar(node, loader)  # type: ignore[arg-type]
+def parse_text(text: str) -> tuple[Any, Marks]:
+    """YAML text to plain data, and where its nodes start.
 
-
-def parse_text(
-    text: str,
-) -> tuple[Any, dict[tuple[PathElem, ...], Position], dict[tuple[PathElem, ...], Position]]:
-    """YAML text to plain data plus node positions.
-
-    Raises yaml.MarkedYAMLError, DuplicateKey, Unexpandable.
+    libyaml (PyYAML's C composer) parses, yamlcore resolves scalars by the YAML 1.2
+    core schema (so `on`, `yes`, `no` and `1_000` stay strings, unlike YAML 1.1).
+    Raises BadYaml, DuplicateKey, Unexpandable.
     """
-    loader = _Loader(text)
+    import yaml
+    import yamlcore
+
+    marks: Marks = ([], [])
+    values, keys = marks
+
+    def build(node: yaml.Node) -> Any:
+        values.extend((node.start_mark.line, node.start_mark.column))
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            seen: dict[str, Position] = {}
+            for knode, vnode in node.value:
+                scalar = isinstance(knode, yaml.ScalarNode)
+                k = loader.construct_object(knode) if scalar else knode.value
+                key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
+                at = (knode.start_mark.line, knode.start_mark.column)
+                if key in seen:
+                    raise DuplicateKey(key, knode.start_mark, seen[key])
+                seen[key] = at
+                keys.extend(at)
+                out[key] = build(vnode)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item) for item in node.value]
+        return loader.construct_object(node)
+
+    loader = getattr(yamlcore, "CCoreLoader", yamlcore.CoreLoader)(text)
     try:
         root = loader.get_single_node()
-        values: dict[tuple[PathElem, ...], Position] = {}
-        keys: dict[tuple[PathElem, ...], Position] = {}
         if root is None:
-            return None, values, keys
+            return None, marks
         check_expansion(root)
-        return _build(root, (), values, keys, loader), values, keys
+        return build(root), marks
+    except yaml.MarkedYAMLError as exc:
+        raise BadYaml(exc) from exc
     finally:
         loader.dispose()
+
+
+def index_marks(data: Any, marks: Marks) -> tuple[Positions, Positions]:
+    """`marks` by the path of the node they belong to: (values, keys) as SpecFile has them."""
+    values: Positions = {}
+    keys: Positions = {}
+    at_value, at_key = iter(marks[0]), iter(marks[1])
+
+    def walk(node: Any, path: tuple[PathElem, ...]) -> None:
+        values[path] = (next(at_value), next(at_value))
+        if isinstance(node, dict):
+            for key, child in node.items():
+                keys[(*path, key)] = (next(at_key), next(at_key))
+                walk(child, (*path, key))
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, (*path, i))
+
+    walk(data, ())
+    return values, keys
+
+
+def _cache_key(raw: bytes) -> str:
+    from generator.pipeline.cache import digest, dist_version, source_digest
+
+    return digest(source_digest(__file__), dist_version("PyYAML"), dist_version("yamlcore"), raw)
+
+
+def _parse_cached(raw: bytes, text: str) -> tuple[Any, Marks]:
+    """`parse_text(text)`, from the cache when these bytes were parsed before: reading
+    the parsed JSON back is several times faster than parsing YAML. Raises as parse_text."""
+    from generator.pipeline.cache import DigestCache
+
+    cache = DigestCache("spec-yaml")
+    key = _cache_key(raw)
+    entry = cache.get(key)
+    if entry is not None:
+        try:
+            found = json.loads(entry)
+            return found["data"], (found["values"], found["keys"])
+        except (ValueError, KeyError, TypeError):
+            pass  # not an entry this code wrote: parse again
+    data, marks = parse_text(text)
+    # a value JSON cannot hold (an explicit !!binary, say) leaves the file uncached
+    with contextlib.suppress(TypeError, ValueError):
+        cache.put(key, json.dumps({"data": data, "values": marks[0], "keys": marks[1]}))
+    return data, marks
 
 
 def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[Diagnostic]]:
@@ -212,7 +271,7 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     except UnicodeDecodeError as exc:
         return None, [_not_utf8(shown, raw, exc)]
     try:
-        data, values, keys = parse_text(text)
+        data, marks = _parse_cached(raw, text)
     except DuplicateKey as exc:
         loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
         line, col = exc.first
@@ -221,12 +280,13 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     except Unexpandable as exc:
         loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
         return None, [Diagnostic(loc, f"YAML: {exc.problem}")]
-    except yaml.MarkedYAMLError as exc:
-        return None, [_yaml_problem(shown, exc, text)]
+    except BadYaml as exc:
+        return None, [_yaml_problem(shown, exc.error, text)]
     if data is None:
         return None, [Diagnostic(Location(shown), "file is empty")]
     if not isinstance(data, dict):
         return None, [Diagnostic(Location(shown), "expected a mapping at the top of the file")]
+    values, keys = index_marks(data, marks)
     return SpecFile(rel, shown, kind, data, raw, values, keys), []
 
 

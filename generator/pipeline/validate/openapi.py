@@ -185,13 +185,11 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """
     if check_structure(f, doc):
         return []  # reported by check_structure; the validator cannot get past it
-    from importlib import metadata
-
-    from generator.pipeline.cache import DigestCache, digest, source_digest
+    from generator.pipeline.cache import DigestCache, digest, dist_version, source_digest
 
     # the file's bytes stand for the document it parses to (hashing them is cheaper)
     document = f.raw if doc is f.data else doc
-    key = digest(source_digest(__file__), metadata.version("openapi-spec-validator"), document)
+    key = digest(source_digest(__file__), dist_version("openapi-spec-validator"), document)
     cache = DigestCache("openapi-verdicts")
     if cache.get(key) == "sound":
         return []
