@@ -26,9 +26,10 @@ def check_openapi(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnosti
         if f.kind in ("messages", "hypervisors"):
             diags.extend(check_refs(f, data))
         elif f.kind == "openapi":
-            diags.extend(check_structure(f, data))
-            if documents:
-                diags.extend(check_document(f, data))
+            structure = check_structure(f, data)
+            diags.extend(structure)
+            if documents and not structure:
+                diags.extend(_validator_verdict(f, data))
     return diags
 
 
@@ -185,6 +186,11 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """
     if check_structure(f, doc):
         return []  # reported by check_structure; the validator cannot get past it
+    return _validator_verdict(f, doc)
+
+
+def _validator_verdict(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """`check_document` past the structure: the validator, or the verdict it gave before."""
     from generator.pipeline.cache import DigestCache, digest, dist_version, source_digest
 
     # the file's bytes stand for the document it parses to (hashing them is cheaper)
