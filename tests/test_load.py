@@ -129,3 +129,25 @@ def test_a_file_read_back_from_the_cache_is_the_file_parsed(
     assert cached.locate(["k", "d"]) == fresh.locate(["k", "d"])
     assert (cached.locate(["a", 0, "c", 1]).line, cached.locate(["a", 0, "c", 1]).col) == (2, 19)
     assert cached.locate(["on"], key=True).line == 5
+
+
+def test_a_shared_step_is_used_with_the_keys_the_step_gives_itself(mini_spec: Path) -> None:
+    (mini_spec / "steps.yaml").write_text(
+        "steps:\n  login:\n    title: Authenticate\n    from: cli\n    to: keystone\n"
+        "    via: http\n    operation: issueToken\n    summary: shared\n"
+    )
+    boot = mini_spec / "sequences" / "boot.yaml"
+    text = boot.read_text()
+    own = "      title: Authenticate\n      from: cli\n      to: keystone\n      via: http\n"
+    own += "      operation: issueToken\n"
+    assert own in text
+    boot.write_text(text.replace(own, "      use: login\n      summary: its own\n"))
+    spec, diags = load_spec(Path("spec"))
+    assert diags == []
+    seq = spec.one("sequence")
+    assert seq is not None
+    step = seq.data["sequence"]["steps"][1]
+    assert step["title"] == "Authenticate" and step["via"] == "http" and "use" not in step
+    assert step["number"] == 2 and step["summary"] == "its own"  # the step's own keys win
+    assert step["then"][0]["to"] == "keystone-db"
+    assert seq.locate(["sequence", "steps", 1, "via"]).line == 10  # the step that uses it

@@ -8,6 +8,8 @@ A file parsed before is read back from the digest cache (`generator.pipeline.cac
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,8 +30,13 @@ SINGLE_FILES: dict[str, str] = {
     "hypervisors.yaml": "hypervisors",
 }
 #: Files a spec may have: without policy.yaml the stack has no named policy rules, without
-#: traces.yaml its steps have no OSProfiler trace points.
-OPTIONAL_FILES: dict[str, str] = {"policy.yaml": "policy", "traces.yaml": "traces"}
+#: traces.yaml its steps have no OSProfiler trace points, without steps.yaml its sequences
+#: share no steps.
+OPTIONAL_FILES: dict[str, str] = {
+    "policy.yaml": "policy",
+    "traces.yaml": "traces",
+    "steps.yaml": "steps",
+}
 GROUP_DIRS: dict[str, str] = {"sequences": "sequence", "apis": "openapi"}
 #: Directories a spec may have: the resource model of each API (see docs/resources.md).
 OPTIONAL_GROUP_DIRS: dict[str, str] = {"resources": "resources"}
@@ -352,8 +359,8 @@ def discover(root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
                 Diagnostic(
                     Location(shown_path(root, rel)),
                     "unexpected file: spec files are stack, components, topology, messages, "
-                    "hypervisors, policy (.yaml), sequences/*.yaml, apis/*.yaml and "
-                    "resources/*.yaml",
+                    "hypervisors, policy, traces, steps (.yaml), sequences/*.yaml, apis/*.yaml "
+                    "and resources/*.yaml",
                 )
             )
     return found, diags
@@ -368,7 +375,54 @@ def load_spec(root: Path) -> tuple[LoadedSpec, list[Diagnostic]]:
         diags.extend(problems)
         if parsed is not None:
             files.append(parsed)
-    return LoadedSpec(root=root, files=tuple(files)), diags
+    files, problems = use_shared_steps(files)
+    return LoadedSpec(root=root, files=tuple(files)), diags + problems
+
+
+def use_shared_steps(files: list[SpecFile]) -> tuple[list[SpecFile], list[Diagnostic]]:
+    """Each sequence step written `{use: NAME, ...}` as the step NAME of steps.yaml, with
+    the keys the step gives itself (its `number`, say) over the shared step's.
+
+    The steps are checked where they are used: a problem in a shared step is reported at
+    the `use:` of each step that takes it. A sequence that uses a step steps.yaml lacks is
+    reported and left out, as a file that does not parse is.
+    """
+    source = next((f for f in files if f.kind == "steps"), None)
+    shared = source.data.get("steps") if source is not None else None
+    shared = shared if isinstance(shared, dict) else {}
+    out: list[SpecFile] = []
+    diags: list[Diagnostic] = []
+    for f in files:
+        seq: Any = f.data.get("sequence") if f.kind == "sequence" else None
+        steps = seq.get("steps") if isinstance(seq, dict) else None
+        if not isinstance(steps, list):
+            out.append(f)
+            continue
+        expanded: list[Any] = []
+        problems: list[Diagnostic] = []
+        for i, step in enumerate(steps):
+            name = step.get("use") if isinstance(step, dict) else None
+            if not isinstance(name, str):
+                expanded.append(step)
+            elif isinstance(shared.get(name), dict):
+                own = {k: v for k, v in step.items() if k != "use"}
+                expanded.append({**copy.deepcopy(shared[name]), **own})
+            else:
+                from generator.pipeline.validate.names import hint
+
+                where: list[PathElem] = ["sequence", "steps", i, "use"]
+                problems.append(
+                    f.at(
+                        where,
+                        f"sequence.steps[{i}].use: steps.yaml has no step '{name}'"
+                        + hint(name, shared, "shared steps"),
+                    )
+                )
+        diags += problems
+        if not problems:
+            data = {**f.data, "sequence": {**seq, "steps": expanded}}
+            out.append(dataclasses.replace(f, data=data))
+    return out, diags
 
 
 def to_plain(node: Any) -> Any:

@@ -24,6 +24,7 @@ FILE_DEFS = {
     "sequence": "sequenceFile",
     "policy": "policyFile",
     "traces": "tracesFile",
+    "steps": "stepsFile",
     "resources": "resourcesFile",
 }
 
