@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from specstack_conformance.harness import free_port_block
+from specstack_runtime.auth import password_auth
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
 
@@ -78,21 +79,7 @@ class StackClient:
 async def _login(
     http: httpx.AsyncClient, identity: str, config: StackConfig
 ) -> tuple[str, dict[str, str]]:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {
-                        "name": "demo",
-                        "domain": {"name": "Default"},
-                        "password": config.demo_password,
-                    }
-                },
-            },
-            "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
-        }
-    }
+    body = password_auth("demo", config.demo_password, "demo")
     resp = await http.post(f"{identity}/v3/auth/tokens", json=body)
     resp.raise_for_status()
     urls = {
