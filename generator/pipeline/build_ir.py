@@ -14,7 +14,7 @@ from generator.pipeline.build_resources import (
 )
 from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
 from generator.pipeline.naming import pascal, slug, snake
-from generator.pipeline.validate.openapi import HTTP_METHODS
+from generator.pipeline.validate.openapi import HTTP_METHODS, operations_of
 from specstack_runtime import ir
 
 DEFAULT_RESOURCES = ir.NodeCapacity(vcpus=8, memory_mb=16384, local_gb=200)
@@ -446,11 +446,8 @@ def _handlers(
     apis = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
     ops: dict[str, dict[str, Any]] = {}
     for api_name, doc in apis.items():
-        for item in doc["paths"].values():
-            for method in HTTP_METHODS:
-                op = item.get(method)
-                if isinstance(op, dict):
-                    ops[f"{api_name}:{op['operationId']}"] = op
+        for _, _, op in operations_of(doc):
+            ops[f"{api_name}:{op['operationId']}"] = op
     found: dict[tuple[str, str, str], list[sg.Segment]] = {}
     titles: dict[tuple[str, str], str] = {}
     for f in spec.of_kind("sequence"):
@@ -465,12 +462,7 @@ def _handlers(
         triggers: list[tuple[str, str]] = []
         if c.api:
             doc = apis[c.api]
-            triggers += [
-                ("operation", op["operationId"])
-                for item in doc["paths"].values()
-                for m in HTTP_METHODS
-                if isinstance(op := item.get(m), dict)
-            ]
+            triggers += [("operation", op["operationId"]) for _, _, op in operations_of(doc)]
         triggers += [("message", h.message) for h in c.consumes]
         triggers += [(k, t) for (comp, k, t) in found if comp == c.name and k == "user"]
         for kind, trigger in triggers:
