@@ -520,7 +520,7 @@ class Handler(Node):
     on_error: str | None
     args: dict[str, Any]
     steps: tuple[HandlerStep, ...]
-    on_failure: tuple[dict[str, Any], ...] = ()  # a consumer's `on_failure` interactions
+    on_failure: tuple[HandlerStep, ...] = ()  # a consumer's `on_failure` interactions
     trigger_at: int  # index of the sql step running the behaviour, or of the step it precedes
     trigger_in_step: bool
     auth_in_steps: bool
