@@ -354,6 +354,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     live: str | None = None  # CEL: rows for which it is false are as good as missing
     guards: tuple[Guard, ...] = ()
     location: str | None = None  # CEL: the Location header of a create's answer
+    templates: dict[str, str] = {}  # CEL a behaviour renders by name (answers, rows it makes)
     extra_schema: dict[str, Any] | None = None  # what an extra attribute's value must match
     rows: tuple[dict[str, Any], ...] = ()  # rows it always has (created when first missing)
     seed: Seed | None = None  # rows computed at start-up

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED, auth_context
 from specstack_runtime.behaviours import identity_appcred as appcred
@@ -58,45 +58,35 @@ def _token_key(token: str) -> str:
 # -- tokens --------------------------------------------------------------------------
 
 
-@dataclass
-class _Scope:
-    user: Doc
-    user_domain: Doc
-    project: Doc | None = None
-    project_domain: Doc | None = None
-    roles: tuple[Doc, ...] = ()
+#: What a token stands for (the token template's `refs`): user, user_domain, and for a
+#: project-scoped one project, project_domain and roles.
+Scope = dict[str, Any]
 
 
-def _render_token(rt: ServiceRuntime, doc: Doc, scope: _Scope, *, catalog: bool) -> Doc:
-    user, ud = scope.user, scope.user_domain
-    t: Doc = {
-        "methods": list(doc["methods"]),
-        "user": {
-            "id": user["id"],
-            "name": user["name"],
-            "domain": {"id": ud["id"], "name": ud["name"]},
-            "password_expires_at": user.get("password_expires_at"),
-        },
-        "audit_ids": list(doc["audit_ids"]),
-        "expires_at": doc["expires_at"],
-        "issued_at": doc["issued_at"],
-    }
-    if scope.project is not None and scope.project_domain is not None:
-        p, pd = scope.project, scope.project_domain
-        t["project"] = {
-            "id": p["id"],
-            "name": p["name"],
-            "domain": {"id": pd["id"], "name": pd["name"]},
-        }
-        t["is_domain"] = False
-        t["roles"] = [{"id": r["id"], "name": r["name"]} for r in scope.roles]
-        if catalog:
-            t["catalog"] = rt.info.catalog(rt.config, p["id"])
-    elif catalog:
-        t["catalog"] = []
-    if doc.get("application_credential"):
-        t["application_credential"] = dict(doc["application_credential"])
-    return {"token": t}
+def _render_token(rt: ServiceRuntime, doc: Doc, scope: Scope, *, catalog: bool) -> Doc:
+    """The token's body, as the spec's token template `body` shows it."""
+    project = scope.get("project")
+    listed = rt.info.catalog(rt.config, project["id"]) if catalog and project else []
+    token = rt.info.resources.resource("token")
+    body = token.template("body", doc=doc, refs=scope, catalog=listed, params={"catalog": catalog})
+    return dict(body)
+
+
+async def _project_scope(
+    rt: ServiceRuntime, user_id: str, project: Doc | None, cred: Doc | None = None
+) -> Scope | None:
+    """The project's part of a scope: None if it or its domain is missing or disabled; its
+    roles are the user's there (a credential's own, while the user holds them all)."""
+    store = store_of(rt)
+    if project is None or not project.get("enabled", True):
+        return None
+    pdomain = await store.get("domains", project["domain_id"])
+    if pdomain is None or not pdomain.get("enabled", True):
+        return None
+    roles = await project_roles(rt, user_id, project["id"])
+    if cred is not None and roles:
+        roles = appcred.token_roles(cred, roles) or []
+    return {"project": project, "project_domain": pdomain, "roles": roles}
 
 
 async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -> None:
@@ -115,7 +105,7 @@ async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -
 
 async def _load_token(
     rt: ServiceRuntime, token: str, *, allow_expired: bool = False
-) -> tuple[Doc, _Scope]:
+) -> tuple[Doc, Scope]:
     """The stored token and what it currently stands for; _InvalidToken if it is not valid."""
     if not isinstance(token, str) or not token:
         raise _InvalidToken
@@ -130,23 +120,19 @@ async def _load_token(
     active = await active_user(store, await store.get("users", doc["user_id"]))
     if active is None:
         raise _InvalidToken
-    scope = _Scope(user=active[0], user_domain=active[1])
+    scope: Scope = {"user": active[0], "user_domain": active[1]}
     if doc.get("project_id"):
-        project = await store.get("projects", doc["project_id"])
-        if project is None or not project.get("enabled", True):
-            raise _InvalidToken
-        pdomain = await store.get("domains", project["domain_id"])
-        if pdomain is None or not pdomain.get("enabled", True):
-            raise _InvalidToken
-        roles: list[Doc] | None = await project_roles(rt, scope.user["id"], project["id"])
-        if doc.get("application_credential") and roles:
-            # the credential's roles, while it exists and the user holds them all
+        cred = None
+        if doc.get("application_credential"):  # its roles, while it exists
             cred = await store.get(appcred.TABLE, doc["application_credential"]["id"])
-            roles = appcred.token_roles(cred, roles) if cred is not None else None
-        current = {r["id"] for r in roles or ()}
-        if not roles or any(r["id"] not in current for r in doc.get("roles", ())):
+            if cred is None:
+                raise _InvalidToken
+        project = await store.get("projects", doc["project_id"])
+        found = await _project_scope(rt, doc["user_id"], project, cred)
+        current = {r["id"] for r in (found or {}).get("roles", ())}
+        if not current or any(r["id"] not in current for r in doc.get("roles", ())):
             raise _InvalidToken
-        scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
+        scope.update(found or {})
     return doc, scope
 
 
@@ -177,17 +163,6 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
     return active
 
 
-async def _scope_project(rt: ServiceRuntime, ref: Doc) -> tuple[Doc, Doc]:
-    store = store_of(rt)
-    project = await _by_ref(store, "projects", ref, "project", "scope.project")
-    if project is None or not project.get("enabled", True):
-        raise Unauthorized(UNAUTHORIZED)
-    pdomain = await store.get("domains", project["domain_id"])
-    if pdomain is None or not pdomain.get("enabled", True):
-        raise Unauthorized(UNAUTHORIZED)
-    return project, pdomain
-
-
 async def _issue(
     rt: ServiceRuntime, auth: Doc, *, catalog: bool = True, rc: ResourceCall | None = None
 ) -> tuple[str, Doc]:
@@ -203,7 +178,7 @@ async def _issue(
             parent, parent_scope = await _load_token(rt, identity["token"]["id"])
         except _InvalidToken:
             raise Unauthorized(UNAUTHORIZED) from None
-        found = (parent_scope.user, parent_scope.user_domain)
+        found = (parent_scope["user"], parent_scope["user_domain"])
     if "password" in methods:
         by_password = await _user_for_password(rt, identity)
         if found is not None and found[0]["id"] != by_password[0]["id"]:
@@ -219,35 +194,33 @@ async def _issue(
         found = (cred_user, cred_domain)
     assert found is not None
     user, user_domain = found
-    scope = _Scope(user=user, user_domain=user_domain)
+    scope: Scope = {"user": user, "user_domain": user_domain}
 
     requested = auth.get("scope")
     if cred is not None or (parent is not None and parent.get("application_credential")):
         if requested is not None:
             raise Unauthorized("Application credentials cannot request a scope.")
         project = await store.get("projects", cred["project_id"]) if cred else None
-        pdomain = await store.get("domains", project["domain_id"]) if project else None
-        roles = await project_roles(rt, user["id"], project["id"]) if project else []
-        held = appcred.token_roles(cred, roles) if cred is not None else None
-        if not (project and project.get("enabled", True) and pdomain and held):
+        part = await _project_scope(rt, user["id"], project, cred) if cred else None
+        if not part or not part["roles"]:
             raise Unauthorized(UNAUTHORIZED)
-        scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(held)
+        scope.update(part)
     elif requested is None and user.get("default_project_id"):
         project = await store.get("projects", user["default_project_id"])
-        if project is not None and project.get("enabled", True):
-            pdomain = await store.get("domains", project["domain_id"])
-            roles = await project_roles(rt, user["id"], project["id"])
-            if pdomain is not None and pdomain.get("enabled", True) and roles:
-                scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
+        part = await _project_scope(rt, user["id"], project)
+        scope.update(part if part and part["roles"] else {})
     elif requested is not None and requested != "unscoped":
         if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
             guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
         if "project" in requested:
-            project, pdomain = await _scope_project(rt, requested["project"])
-            roles = await project_roles(rt, user["id"], project["id"])
-            if not roles:
+            ref = requested["project"]
+            project = await _by_ref(store, "projects", ref, "project", "scope.project")
+            part = await _project_scope(rt, user["id"], project)
+            if part is None or project is None:
+                raise Unauthorized(UNAUTHORIZED)
+            if not part["roles"]:
                 raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
-            scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
+            scope.update(part)
         elif "domain" in requested:
             domain = await domain_by_ref(store, requested["domain"])
             if domain is None:
@@ -270,10 +243,10 @@ async def _issue(
     doc: Doc = {
         "id": _token_key(token),
         "user_id": user["id"],
-        "project_id": scope.project["id"] if scope.project else None,
+        "project_id": scope["project"]["id"] if "project" in scope else None,
         "methods": method_names,
         "audit_ids": audit_ids,
-        "roles": [{"id": r["id"], "name": r["name"]} for r in scope.roles],
+        "roles": [{"id": r["id"], "name": r["name"]} for r in scope.get("roles", ())],
         "issued_at": iso(now),
         "expires_at": iso(expires),
         "expires_ts": expires,
@@ -348,7 +321,7 @@ def _subject(call: Call) -> str:
     return subject
 
 
-async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[str, Doc, _Scope]:
+async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[str, Doc, Scope]:
     """The subject token of a token request, checked against the caller's rights."""
     subject = _subject(call)
     try:

@@ -158,6 +158,10 @@ class ResourceCall:
         rt = self.call.rt
         return rt.info.endpoint(self.res.res.api, rt.config)
 
+    def template(self, name: str, **more: Any) -> Any:
+        """The resource's template `name` (spec `templates:`) over this call's variables."""
+        return self.res.template(name, **self.variables(**more))
+
     def variables(self, **more: Any) -> dict[str, Any]:
         """The variables an expression of this call sees."""
         if not self._vars:

@@ -181,6 +181,8 @@ class _Checker:
             self._parent(f, base, r)
             self.expr(f, [*base, "live"], r.get("live"))
             self.expr(f, [*base, "location"], r.get("location"))
+            for tname, text in (r.get("templates") or {}).items():
+                self.expr(f, [*base, "templates", tname], text)
             self.expr(f, [*base, "seed", "rows"], (r.get("seed") or {}).get("rows"))
             for name in (r.get("lookup") or {}).get("by") or ():
                 if name not in fields[rname]:
