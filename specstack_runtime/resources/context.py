@@ -159,8 +159,9 @@ class ResourceCall:
         return rt.info.endpoint(self.res.res.api, rt.config)
 
     def template(self, name: str, **more: Any) -> Any:
-        """The resource's template `name` (spec `templates:`) over this call's variables."""
-        return self.res.template(name, **self.variables(**more))
+        """The resource's template `name` (spec `templates:`) over this call's variables
+        (`refs` among them)."""
+        return self.res.template(name, **self.variables(**{"refs": self.refs, **more}))
 
     def variables(self, **more: Any) -> dict[str, Any]:
         """The variables an expression of this call sees."""
