@@ -240,22 +240,10 @@ async def _issue(
     if cred is not None and (cred_expires := appcred.expires_ts(cred)) is not None:
         expires = min(expires, cred_expires)
     token = secrets.token_urlsafe(32)
-    doc: Doc = {
-        "id": _token_key(token),
-        "user_id": user["id"],
-        "project_id": scope["project"]["id"] if "project" in scope else None,
-        "methods": method_names,
-        "audit_ids": audit_ids,
-        "roles": [{"id": r["id"], "name": r["name"]} for r in scope.get("roles", ())],
-        "issued_at": iso(now),
-        "expires_at": iso(expires),
-        "expires_ts": expires,
-        "revoked": False,
-        "revoked_at": None,
-        "application_credential": None
-        if cred is None
-        else {"id": cred["id"], "name": cred["name"], "restricted": not cred["unrestricted"]},
-    }
+    times = {"issued_at": iso(now), "expires_at": iso(expires), "expires_ts": expires}
+    doc = {"id": _token_key(token), "methods": method_names, "audit_ids": audit_ids, **times}
+    refs = {**scope, "credential": cred} if cred is not None else scope
+    doc = dict(rt.info.resources.resource("token").template("row", doc=doc, refs=refs))
     await store.create("tokens", doc)
     await _maybe_prune(rt, user["id"])
     return token, _render_token(rt, doc, scope, catalog=catalog)
@@ -296,20 +284,9 @@ async def issue_service_token(
     rt: ServiceRuntime, user_name: str, password: str, project_name: str
 ) -> tuple[str, AuthContext]:
     """A project-scoped token for a user of the default domain, without HTTP."""
-    domain = {"id": default_domain_id(rt)}
-    auth = {
-        "identity": {
-            "methods": ["password"],
-            "password": {
-                "user": {
-                    "name": user_name,
-                    "domain": domain,
-                    "password": password,
-                }
-            },
-        },
-        "scope": {"project": {"name": project_name, "domain": domain}},
-    }
+    asked = {"user": user_name, "password": password, "project": project_name}
+    params = {**asked, "domain": default_domain_id(rt)}
+    auth = rt.info.resources.resource("token").template("service_request", params=params)
     token, body = await _issue(rt, auth)
     return token, auth_context(body, token)
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from specstack_runtime.behaviours.conductor import (
@@ -19,7 +19,6 @@ from specstack_runtime.behaviours.conductor import (
     KEYPAIRS,
     flavor_info,
     flavor_is_disabled,
-    instance_ref,
     make_fault,
 )
 from specstack_runtime.behaviours.nova_common import SERVER, fail, project_auth, store_of
@@ -29,6 +28,7 @@ from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, collects, guards, quotas, writes
+from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
@@ -129,39 +129,18 @@ async def create_server(call: Call) -> Reply:
     await collects.added(rc, row)  # a member of its server group
     call.vars["instance"] = row
     call.vars["flavor"] = row["flavor"]
-    call.vars["request_spec"] = {
-        "flavor": row["flavor"],
-        "image_id": row["image_ref"] or None,
-        "availability_zone": row["availability_zone"],
-        "num_instances": 1,
-        "ignore_hosts": sorted(set(rc.refs["hosts"]) - {forced_host}) if forced_host else [],
-    }
+    ignore = sorted(set(rc.refs["hosts"]) - {forced_host}) if forced_host else []
+    call.vars["request_spec"] = schedule_payload(rc.res, row, ignore)["request_spec"]
     answer = render(rc, row, "created")
     answer["adminPass"] = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
     return Reply(202, {"server": answer}, headers={"Location": answer["links"][0]["href"]})
 
 
-def schedule_payload(
-    row: Mapping[str, Any], spec: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The schedule_and_build_instances payload for an instance row."""
+def schedule_payload(res: Compiled, row: Doc, ignore_hosts: Iterable[str] = ()) -> Doc:
+    """The schedule_and_build_instances payload for an instance row (the server's template)."""
     flavor = flavor_info(row.get("flavor") or {"id": row["flavor_id"]})
-    request_spec: dict[str, Any] = {
-        "flavor": flavor,
-        "image_id": row.get("image_ref") or None,
-        "availability_zone": row.get("availability_zone"),
-        "num_instances": 1,
-    }
-    if row.get("server_group"):
-        request_spec["instance_group"] = {"uuid": str(row["server_group"])}
-    if spec and spec.get("ignore_hosts"):
-        request_spec["ignore_hosts"] = list(spec["ignore_hosts"])
-    return {
-        "instance": instance_ref(row),
-        "request_spec": request_spec,
-        "requested_networks": list(row.get("requested_networks") or []),
-        "block_device_mapping": list(row.get("block_device_mapping") or []),
-    }
+    refs = {"flavor": flavor, "ignore_hosts": list(ignore_hosts)}
+    return dict(res.template("schedule", doc=dict(row), refs=refs))
 
 
 @behaviour("compute.schedule_request", via=("amqp-cast",))
@@ -171,7 +150,8 @@ async def schedule_request(ix: Interaction) -> None:
     if not row:
         return
     try:
-        await ix.invoke(schedule_payload(row, ix.vars.get("request_spec")))
+        ignore = (ix.vars.get("request_spec") or {}).get("ignore_hosts") or ()
+        await ix.invoke(schedule_payload(ix.rt.info.resources.resource(SERVER), row, ignore))
     except Exception as exc:
         fault = make_fault(500, f"The build request could not be sent: {exc}")
         await store_of(ix).update(
