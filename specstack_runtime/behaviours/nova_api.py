@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from typing import Any
 
 from specstack_runtime.behaviours.conductor import (
     COMPUTE_NODES,
-    FLAVORS,
     INSTANCES,
-    KEYPAIRS,
     flavor_info,
-    flavor_is_disabled,
     make_fault,
 )
 from specstack_runtime.behaviours.nova_common import SERVER, fail, project_auth, store_of
@@ -27,12 +23,12 @@ from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, collects, guards, quotas, writes
+from specstack_runtime.resources import collects, guards, quotas, relations, writes
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
-from specstack_runtime.store import Doc, Store
+from specstack_runtime.store import Doc
 
 
 def _new_row(rc: ResourceCall, call: Call) -> Doc:
@@ -60,44 +56,27 @@ async def check_image(ix: Interaction) -> None:
     ix.vars["image"] = resp.json()
 
 
-async def _group_refs(rc: ResourceCall, row: Doc) -> dict[str, Any]:
-    """The group the hint names, if the caller sees it (the resource that collects servers,
-    spec/resources), and the project's limits it is held to (`limits`, as its quota set
-    shows them)."""
-    gid = row.get("server_group")
-    if not isinstance(gid, str):
-        return {}
-    for other, _ in rc.catalog.collectors(rc.res.name):
-        groups = rc.of(other.name)
-        doc = await groups.store.get(other.res.table, gid)
-        if doc is None or not access.visible(groups, doc):
-            continue
-        refs: dict[str, Any] = {"server_group": doc, "limits": {}}
+async def _find_refs(rc: ResourceCall, row: Doc, zoned: bool) -> None:
+    """What the spec's create rules check the request against (`refs`): the server's
+    relations, the image glance gave (step 4.1), the hosts' zones (every host read, only
+    when the request names a zone) and the limits a server group holds the project to."""
+    await relations.load(rc, row)
+    if "flavor" in rc.refs:  # as the message type Flavor
+        rc.refs["flavor"] = row["flavor"] = flavor_info(rc.refs["flavor"])
+    image = rc.call.vars.get("image")
+    if row["image_ref"] and isinstance(image, dict) and str(image.get("id")) == row["image_ref"]:
+        rc.refs["image"] = image
+    nodes = await rc.store.list(COMPUTE_NODES) if zoned else []
+    zones = {
+        str(n["host"]): str(n.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE) for n in nodes
+    }
+    rc.refs["hosts"] = zones
+    if "server_group" in rc.refs:  # as the project's quota set shows them
+        rc.refs["limits"] = {}
         for name in {q.limits for q in quotas.of_resource(rc) if q.limits}:
             sets = rc.of(name)
             own = await sets.store.get(sets.res.res.table, str(row["project_id"]))
-            refs["limits"] = render(sets, own or {"id": row["project_id"]})
-        return refs
-    return {}
-
-
-async def _find_refs(call: Call, store: Store, row: Doc, zoned: bool) -> dict[str, Any]:
-    """What the spec's create rules check the request against (`refs`)."""
-    refs: dict[str, Any] = {"hosts": {}}
-    if zoned:  # the hosts' zones (every host read) only when the request names a zone
-        for node in await store.list(COMPUTE_NODES):
-            zone = node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
-            refs["hosts"][str(node["host"])] = str(zone)
-    flavor = await store.get(FLAVORS, row["flavor_id"]) if row["flavor_id"] else None
-    if flavor is not None and not flavor_is_disabled(flavor):
-        refs["flavor"] = row["flavor"] = flavor_info(flavor)
-    image = call.vars.get("image")
-    if row["image_ref"] and isinstance(image, dict) and str(image.get("id")) == row["image_ref"]:
-        refs["image"] = image
-    if row["key_name"] is not None:
-        where = {"user_id": row["user_id"], "name": row["key_name"]}
-        refs.update({"keypair": found[0]} if (found := await store.list(KEYPAIRS, where)) else {})
-    return refs
+            rc.refs["limits"] = render(sets, own or {"id": row["project_id"]})
 
 
 @behaviour("compute.create_server", needs=("compute",))
@@ -114,7 +93,7 @@ async def create_server(call: Call) -> Reply:
     writes.check_value(rc, rc.res.fields["name"], row["name"])
     writes.check_value(rc, rc.res.fields["OS-DCF:diskConfig"], row["disk_config"])
     zone = str(server.get("availability_zone") or "")
-    rc.refs = await _find_refs(call, store, row, bool(zone)) | await _group_refs(rc, row)
+    await _find_refs(rc, row, bool(zone))
     _, _, forced = zone.partition(":")
     forced_host = forced.split(":", 1)[0] or None
     guards.check(rc, "create", {**row, "forced_host": forced_host}, changes=server)
