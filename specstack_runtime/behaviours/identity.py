@@ -1,15 +1,10 @@
-"""Identity behaviours (keystone v3 semantics): token issue and validation.
+"""Identity behaviours (keystone v3 semantics): the algorithm of token issue and validation.
 
-What projects, users, roles and grants mean is the spec's (spec/resources/identity.yaml,
-served by the resource engine); this module is the algorithm on top of them.
-
-Tokens are opaque random strings. The `tokens` table keys each one by the SHA-256 of
-the token (the token itself is never stored) and keeps its user, scope, methods, audit
-ids, roles, issue and expiry times and revocation. Validation recomputes what keystone
-recomputes: the user, project and domain must still exist and be enabled, and the roles
-are the current ones (a role taken away since the token was issued invalidates it, like
-keystone's revocation events); a token of an application credential also needs the
-credential, unexpired. Tokens list implied roles too (the spec's `role` data).
+The meaning is the spec's (spec/resources/identity.yaml): the token's row and body, a
+request's shape and scope rules, the roles a user holds. Tokens are opaque random strings,
+stored by their SHA-256 only. Validation recomputes what keystone does: the user, project
+and domain must still exist and be enabled, the roles still be held (a role taken away
+invalidates the token), an application credential's token needs the credential.
 """
 
 from __future__ import annotations
@@ -136,19 +131,16 @@ async def _load_token(
     return doc, scope
 
 
-async def _by_ref(store: Store, table: str, ref: Doc, what: str, path: str) -> Doc | None:
-    """The row an `{id}` or `{name, domain}` reference of the request names, if any."""
+async def _by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
+    """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
+    token rules have checked that it is one), if any."""
     if ref.get("id") is not None:
         return await store.get(table, text(ref["id"], f"{path}.id"))
-    if ref.get("name") is None:
-        raise BadRequest(f"Expecting to find id or name in {what}.")
-    name = text(ref["name"], f"{path}.name")
-    if "domain" not in ref:
-        raise BadRequest(f"Expecting to find domain in {what} (a {what} named by name needs it).")
     domain = await domain_by_ref(store, ref["domain"])
     if domain is None:
         raise Unauthorized(UNAUTHORIZED)
-    found = await store.list(table, {"name": name, "domain_id": domain["id"]})
+    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
+    found = await store.list(table, where)
     return found[0] if found else None
 
 
@@ -156,7 +148,7 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
     store = store_of(rt)
     ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
     password: str = ref["password"]
-    user = await _by_ref(store, "users", ref, "user", "user")
+    user = await _by_ref(store, "users", ref, "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
         raise Unauthorized(UNAUTHORIZED)
@@ -213,8 +205,7 @@ async def _issue(
         if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
             guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
         if "project" in requested:
-            ref = requested["project"]
-            project = await _by_ref(store, "projects", ref, "project", "scope.project")
+            project = await _by_ref(store, "projects", requested["project"], "scope.project")
             part = await _project_scope(rt, user["id"], project)
             if part is None or project is None:
                 raise Unauthorized(UNAUTHORIZED)
@@ -237,7 +228,7 @@ async def _issue(
             parent["audit_ids"][-1] if len(parent["audit_ids"]) > 1 else parent["audit_ids"][0]
         )
         method_names = list(dict.fromkeys([*method_names, *parent["methods"]]))
-    if cred is not None and (cred_expires := appcred.expires_ts(cred)) is not None:
+    if cred is not None and (cred_expires := appcred.expires_ts(rt, cred)) is not None:
         expires = min(expires, cred_expires)
     token = secrets.token_urlsafe(32)
     times = {"issued_at": iso(now), "expires_at": iso(expires), "expires_ts": expires}

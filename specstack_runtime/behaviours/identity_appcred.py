@@ -10,7 +10,6 @@ token's), and authenticating with one (the token method
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED
@@ -30,21 +29,14 @@ from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
 
 TABLE = "application_credentials"
-#: How keystone shows a credential's expiry (naive UTC, microseconds).
-EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
-def expires_ts(cred: Doc) -> float | None:
-    """When the credential stops authenticating (epoch seconds); None if never."""
-    raw = cred.get("expires_at")
-    if not raw:
-        return None
-    return datetime.strptime(str(raw), EXPIRY_FORMAT).replace(tzinfo=UTC).timestamp()
-
-
-def usable(cred: Doc | None) -> bool:
-    expires = None if cred is None else expires_ts(cred)
-    return cred is not None and (expires is None or expires > time.time())
+def expires_ts(rt: ServiceRuntime, cred: Doc) -> float | None:
+    """When the credential stops authenticating (epoch seconds; None if never), as the
+    spec's application_credential template `expires_ts` says."""
+    res = rt.info.resources.resource("application_credential")
+    value = res.template("expires_ts", doc=cred)
+    return None if value is None else float(value)
 
 
 @behaviour("identity.application_credential_roles")
@@ -93,7 +85,8 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
             raise Unauthorized(UNAUTHORIZED)
         named = await store.list(TABLE, {"user_id": str(user_id), "name": name})
         cred = named[0] if named else None
-    if cred is None or not usable(cred):
+    expires = None if cred is None else expires_ts(rt, cred)
+    if cred is None or (expires is not None and expires <= time.time()):
         raise Unauthorized(UNAUTHORIZED)
     if not await verify_password(rt, secret, cred.get("secret_hash")):
         raise Unauthorized(UNAUTHORIZED)
