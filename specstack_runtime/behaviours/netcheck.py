@@ -45,24 +45,11 @@ async def _free_segment(event: ResourceEvent, network_type: str) -> int | None:
 @behaviour("network.segment")
 async def segment(event: ResourceEvent) -> None:
     """A new network's lowest free segmentation id when none is given (the spec refuses
-    what the network type does not allow), or the one given if no network of its type
-    and physical network holds it."""
+    what the network type does not allow, and a segment another network holds)."""
     doc = event.doc
-    kind = str(doc.get("provider:network_type") or "vxlan")
-    physnet = doc.get("provider:physical_network")
-    seg = doc.get("provider:segmentation_id")
-    if seg is None:
-        seg = await _free_segment(event, kind)
-    else:
-        table = event.engine.res.res.table
-        for other in await event.engine.store.list(table, {"provider:segmentation_id": seg}):
-            if (other.get("provider:network_type"), other.get("provider:physical_network")) == (
-                kind,
-                physnet,
-            ):
-                raise event.engine.res.fail("segment_taken", segmentation_id=seg)
-    doc["provider:network_type"] = kind
-    doc["provider:segmentation_id"] = seg
+    kind = doc["provider:network_type"] = str(doc.get("provider:network_type") or "vxlan")
+    if doc.get("provider:segmentation_id") is None:
+        doc["provider:segmentation_id"] = await _free_segment(event, kind)
 
 
 # -- subnets -------------------------------------------------------------------------------------
