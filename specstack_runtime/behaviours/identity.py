@@ -59,12 +59,13 @@ Scope = dict[str, Any]
 
 
 def _render_token(rt: ServiceRuntime, doc: Doc, scope: Scope, *, catalog: bool) -> Doc:
-    """The token's body, as the spec's token template `body` shows it."""
-    project = scope.get("project")
-    listed = rt.info.catalog(rt.config, project["id"]) if catalog and project else []
+    """The token's body, as the spec's token template `body` shows it; a catalog it shows
+    is the stack's for the token's project (added here: converting it for CEL costs)."""
     token = rt.info.resources.resource("token")
-    body = token.template("body", doc=doc, refs=scope, catalog=listed, params={"catalog": catalog})
-    return dict(body)
+    body = dict(token.template("body", doc=doc, refs=scope, params={"catalog": catalog}))
+    if "catalog" in body["token"] and "project" in scope:
+        body["token"]["catalog"] = rt.info.catalog(rt.config, scope["project"]["id"])
+    return body
 
 
 async def _project_scope(
