@@ -267,6 +267,13 @@ class Compiled:
     def owner_field(self) -> str | None:
         return {"project": "project_id", "user": "user_id"}.get(self.res.owner)
 
+    def template(self, name: str, **variables: Any) -> Any:
+        """The value of the spec's template `name` (`templates:`) with these variables and
+        the resource's `data`: a behaviour's answer or row, described in the spec."""
+        return compile_expr(self.res.templates[name]).evaluate(
+            **{"data": self.res.data, **variables}
+        )
+
     def fail(self, kind: str, text: ir.ErrorText | None = None, /, **values: Any) -> ApiError:
         """The error of `kind`, in this resource's words (or its API's, or the default);
         `text` (a quota's own over-quota error) wins over both."""

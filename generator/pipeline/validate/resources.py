@@ -179,6 +179,16 @@ class _Checker:
             self._parent(f, base, r)
             self.expr(f, [*base, "live"], r.get("live"))
             self.expr(f, [*base, "location"], r.get("location"))
+            for tname, text in (r.get("templates") or {}).items():
+                self.expr(f, [*base, "templates", tname], text)
+            for rel_name, rel in (r.get("relations") or {}).items():
+                where = [*base, "relations", rel_name]
+                if rel["resource"] not in resources:
+                    self.at(f, [*where, "resource"], f"unknown resource '{rel['resource']}'")
+                for key in ("id", "when"):
+                    self.expr(f, [*where, key], rel.get(key))
+                for field, text in (rel.get("match") or {}).items():
+                    self.expr(f, [*where, "match", field], text)
             self.expr(f, [*base, "seed", "rows"], (r.get("seed") or {}).get("rows"))
             for name in (r.get("lookup") or {}).get("by") or ():
                 if name not in fields[rname]:
