@@ -106,6 +106,7 @@ class Dispatcher:
         begun = time.time()
         try:
             await consumer.handler.run(Flow(call, consumer.handler))
+            await self.rt.settle()  # before the reply or the ack
             await records.handled(call, begun)
             log.log(
                 logs.request_level(),
@@ -132,10 +133,12 @@ class Dispatcher:
             )
             if consumer.handler.on_failure:
                 await onfailure.run(call, exc, consumer.handler.on_failure)
+            result = None
             if consumer.handler.on_error:
                 result = await registry.get(consumer.handler.on_error)(call, exc)
-                if consumer.pattern == "call" and isinstance(result, dict):
-                    return result
+            await self.rt.settle()  # what the failure changed, before it is answered
+            if consumer.pattern == "call" and isinstance(result, dict):
+                return result
             raise
         finally:
             logs.unbind(bound)

@@ -102,6 +102,7 @@ async def send(
     if msg["per_host"] and not host:
         raise ValueError(f"message {message} goes to one host's topic: give host=")
     topic, method = msg["topic"], msg["method"]
+    await rt.settle()
     if msg["pattern"] == "fanout":
         if hosts is None and host:
             hosts = [host]
