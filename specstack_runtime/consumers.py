@@ -73,8 +73,11 @@ class Dispatcher:
         if consumer is None:
             self.rejected += 1
             raise InvalidMessage(f"{self.rt.component} does not handle {env.topic}.{env.method}")
+        # a sender in this process that checked it against the same model: not twice
+        checked_by = self.rt.bus.checked_by(env)
         try:
-            consumer.payload_model.model_validate(env.payload)
+            if checked_by is None or checked_by.payload is not consumer.payload_model:
+                consumer.payload_model.model_validate(env.payload)
         except ValidationError as exc:
             self.rejected += 1
             err = exc.errors()[0]
@@ -145,7 +148,9 @@ class Dispatcher:
         if consumer.pattern != "call":
             return None
         reply = call.result if isinstance(call.result, dict) else {}
-        if consumer.reply_model is not None:
+        if consumer.reply_model is not None and (
+            checked_by is None or checked_by.reply is not consumer.reply_model
+        ):  # else the caller checks it against the same model
             consumer.reply_model.model_validate(reply)
         return reply
 
