@@ -73,8 +73,11 @@ class Dispatcher:
         if consumer is None:
             self.rejected += 1
             raise InvalidMessage(f"{self.rt.component} does not handle {env.topic}.{env.method}")
+        # a sender in this process that checked it against the same model: not twice
+        checked_by = self.rt.bus.checked_by(env)
         try:
-            consumer.payload_model.model_validate(env.payload)
+            if checked_by is None or checked_by.payload is not consumer.payload_model:
+                consumer.payload_model.model_validate(env.payload)
         except ValidationError as exc:
             self.rejected += 1
             err = exc.errors()[0]
@@ -107,6 +110,7 @@ class Dispatcher:
         flow = Flow(call, consumer.handler)
         try:
             await consumer.handler.run(flow)
+            await self.rt.settle()  # before the reply or the ack
             await records.handled(call, begun)
             log.log(
                 logs.request_level(),
@@ -133,17 +137,21 @@ class Dispatcher:
             )
             if consumer.handler.on_failure is not None:
                 await onfailure.run(flow, exc, consumer.handler.on_failure)
+            result = None
             if consumer.handler.on_error:
                 result = await registry.get(consumer.handler.on_error)(call, exc)
-                if consumer.pattern == "call" and isinstance(result, dict):
-                    return result
+            await self.rt.settle()  # what the failure changed, before it is answered
+            if consumer.pattern == "call" and isinstance(result, dict):
+                return result
             raise
         finally:
             logs.unbind(bound)
         if consumer.pattern != "call":
             return None
         reply = call.result if isinstance(call.result, dict) else {}
-        if consumer.reply_model is not None:
+        if consumer.reply_model is not None and (
+            checked_by is None or checked_by.reply is not consumer.reply_model
+        ):  # else the caller checks it against the same model
             consumer.reply_model.model_validate(reply)
         return reply
 

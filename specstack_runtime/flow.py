@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from specstack_runtime import logs, registry
 from specstack_runtime.apiresponse import ApiResponse
 from specstack_runtime.bindings import bind, call_scope
+from specstack_runtime.bus import CheckedBy
 from specstack_runtime.context import AuthContext, Call, Interaction, Invoke, Reply
 from specstack_runtime.errors import Dropped, StepFailed, Unauthorized
 from specstack_runtime.messaging import send
@@ -172,6 +173,7 @@ class Flow:
         self, message: str, payload_model: type[BaseModel], reply_model: type[BaseModel] | None
     ) -> Invoke:
         """The transport of an amqp step: check the payload against its model, then send."""
+        checked_by = CheckedBy(payload_model, reply_model)
 
         async def invoke(payload: dict[str, Any], host: str | None = None) -> Any:
             try:
@@ -181,7 +183,13 @@ class Flow:
                     f"{message} payload does not match the spec: {_first(exc)}"
                 ) from exc
             reply = await send(
-                self.call, message, payload, host=host, context=self.context(), checked=True
+                self.call,
+                message,
+                payload,
+                host=host,
+                context=self.context(),
+                checked=True,
+                checked_by=checked_by,
             )
             if reply is not None and reply_model is not None:
                 try:

@@ -10,7 +10,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from specstack_runtime.bus import RemoteError
+from specstack_runtime.bus import CheckedBy, RemoteError
 from specstack_runtime.context import Call
 from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.services import ServiceRuntime
@@ -84,6 +84,7 @@ async def send(
     context: dict[str, str] | None = None,
     timeout: float | None = None,
     checked: bool = False,
+    checked_by: CheckedBy | None = None,
 ) -> dict[str, Any] | None:
     """Cast, call or fan out `message` as the spec declares it; calls return the reply.
 
@@ -91,7 +92,8 @@ async def send(
     delivers it to their subscribers only (see `Bus.fanout`).
 
     `checked` says the caller has already validated payload and reply (generated
-    senders do, against the spec's models), so they are not checked twice.
+    senders do, against the spec's models), so they are not checked twice; `checked_by`
+    names those models, which an in-process bus hands to the consumer (see CheckedBy).
     """
     rt = source.rt if isinstance(source, Call) else source
     if context is None and isinstance(source, Call):
@@ -102,13 +104,14 @@ async def send(
     if msg["per_host"] and not host:
         raise ValueError(f"message {message} goes to one host's topic: give host=")
     topic, method = msg["topic"], msg["method"]
+    await rt.settle()
     if msg["pattern"] == "fanout":
         if hosts is None and host:
             hosts = [host]
         await rt.bus.fanout(topic, method, payload, hosts=hosts, context=context)
         return None
     if msg["pattern"] == "cast":
-        await rt.bus.cast(topic, method, payload, host=host, context=context)
+        await rt.bus.cast(topic, method, payload, host=host, context=context, checked_by=checked_by)
         return None
     reply = await rt.bus.call(
         topic,
@@ -117,6 +120,7 @@ async def send(
         host=host,
         context=context,
         timeout=timeout or rt.config.call_timeout_s,
+        checked_by=checked_by,
     )
     if not checked:
         check(rt.info, message, "reply", reply)

@@ -45,6 +45,21 @@ class ServiceRuntime:
             raise RuntimeError(f"component {self.component} has no database in the spec")
         return self.store
 
+    async def settle(self) -> None:
+        """Make the driver's changes durable before this component reports anything.
+
+        A driver may write its state behind (the fake hypervisor does); its `sync`
+        puts every change made so far on disk. Called before each message sent and
+        before a consumed message is answered or finished, so what another
+        component was told survives a crash of this one.
+        """
+        if self.driver is None:
+            return
+        target = getattr(self.driver, "impl", self.driver)  # a generated adapter's driver
+        pending = getattr(target, "pending", None)
+        if pending is not None and pending():
+            await target.sync()
+
     async def service_token(self) -> str:
         """A token for this service's own user (to call other services as itself)."""
         if self.auth is None:

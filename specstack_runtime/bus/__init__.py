@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from specstack_runtime.bus.base import (
     Bus,
     BusError,
+    CheckedBy,
     DeliveryFailure,
     Envelope,
     Failure,
@@ -28,6 +29,7 @@ __all__ = [
     "AmqpBus",
     "Bus",
     "BusError",
+    "CheckedBy",
     "DeliveryFailure",
     "Envelope",
     "Failure",

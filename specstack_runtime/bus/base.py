@@ -46,6 +46,19 @@ class RemoteError(BusError):
         self.message = message
 
 
+@dataclass(frozen=True)
+class CheckedBy:
+    """The models a sender checked a message's payload with, and checks its reply with.
+
+    An in-process bus hands them to the consumer with the message, so a consumer with
+    the same models need not check the payload, or its reply, a second time. A network
+    bus never does: what arrives off the wire is always checked.
+    """
+
+    payload: type[BaseModel]
+    reply: type[BaseModel] | None = None
+
+
 class Envelope(BaseModel):
     """One message on the bus; everything in it must be JSON-serialisable."""
 
@@ -139,6 +152,9 @@ class Bus(ABC):
     #: Whether casts and calls not yet handled outlive a crash of the processes (a broker
     #: redelivers them); start-up recovery (spec/resources `states.recover`) reads it.
     durable: bool = False
+    #: What senders checked, by msg_id, for consumers in this process (see CheckedBy):
+    #: None on a network bus, where what arrives off the wire is always checked.
+    _checks: dict[str, CheckedBy] | None = None
 
     def __init__(self, reply_queue: str | None = None) -> None:
         self._failures: deque[DeliveryFailure] = deque(maxlen=MAX_RECORDED_FAILURES)
@@ -170,12 +186,13 @@ class Bus(ABC):
         context: dict[str, str] | None,
         *,
         reply_to: str | None = None,
+        checked_by: CheckedBy | None = None,
     ) -> Envelope:
         """An outgoing message, its payload copied as a network bus would carry it."""
         self._check_open()
         if not topic or not method:
             raise ValueError("topic and method must be non-empty")
-        return Envelope(
+        envelope = Envelope(
             topic=topic,
             method=method,
             payload=wire_copy(payload),
@@ -184,6 +201,13 @@ class Bus(ABC):
             reply_to=reply_to,
             context=dict(context or {}),
         )
+        if checked_by is not None and self._checks is not None:
+            self._checks[envelope.msg_id] = checked_by
+        return envelope
+
+    def checked_by(self, envelope: Envelope) -> CheckedBy | None:
+        """What the sender of a message being handled checked it with, if it is known."""
+        return None if self._checks is None else self._checks.get(envelope.msg_id)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -215,9 +239,13 @@ class Bus(ABC):
         *,
         host: str | None = None,
         context: dict[str, str] | None = None,
+        checked_by: CheckedBy | None = None,
     ) -> None:
         """Deliver to exactly one consumer of the (host-qualified) topic; no reply."""
-        await self._send_cast(self._envelope("cast", topic, method, payload, host, context))
+        envelope = self._envelope(
+            "cast", topic, method, payload, host, context, checked_by=checked_by
+        )
+        await self._send_cast(envelope)
 
     @abstractmethod
     async def _send_cast(self, envelope: Envelope) -> None:
@@ -232,6 +260,7 @@ class Bus(ABC):
         host: str | None = None,
         context: dict[str, str] | None = None,
         timeout: float = 30.0,
+        checked_by: CheckedBy | None = None,
     ) -> dict[str, Any]:
         """Deliver to one consumer and wait for its reply.
 
@@ -241,7 +270,14 @@ class Bus(ABC):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         envelope = self._envelope(
-            "call", topic, method, payload, host, context, reply_to=self._reply_queue
+            "call",
+            topic,
+            method,
+            payload,
+            host,
+            context,
+            reply_to=self._reply_queue,
+            checked_by=checked_by,
         )
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[envelope.msg_id] = future

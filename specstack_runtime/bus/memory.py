@@ -9,6 +9,7 @@ from collections.abc import Collection
 from specstack_runtime.bus.base import (
     Bus,
     BusError,
+    CheckedBy,
     Envelope,
     Handler,
     Subscription,
@@ -85,6 +86,8 @@ class InProcessBus(Bus):
         # fanout subscribers by topic, then by the host they subscribed for (None: any)
         self._fanout: dict[str, dict[str | None, set[_Consumer]]] = {}
         self._consumers: set[_Consumer] = set()
+        # a consumer here gets the very copy the sender's models checked (see CheckedBy)
+        self._checks: dict[str, CheckedBy] = {}
 
     # -- lifecycle -------------------------------------------------------
 
@@ -103,6 +106,7 @@ class InProcessBus(Bus):
         if undelivered:
             logger.warning("in-process bus closed with %d undelivered messages", undelivered)
         self._queues.clear()
+        self._checks = {}
 
     # -- messaging -------------------------------------------------------
 
@@ -171,7 +175,11 @@ class InProcessBus(Bus):
         if envelope.pattern == "call" and not self._waiting(envelope.msg_id):
             # The caller gave up; like an expired AMQP call message, skip it.
             logger.warning("dropping call %s: its caller stopped waiting", envelope.msg_id)
+            self._checks.pop(envelope.msg_id, None)
             return
-        reply = await self._invoke(handler, envelope)
+        try:
+            reply = await self._invoke(handler, envelope)
+        finally:
+            self._checks.pop(envelope.msg_id, None)
         if envelope.pattern == "call":
             self._reply_received(wire_reply(reply))

@@ -235,6 +235,20 @@ class Compiled:
         return rule_names([e.text for e in exprs if "rules" in e.uses])
 
     @cached_property
+    def answer_keys(self) -> dict[str, str | None]:
+        """Row key -> the answer's key for it (None: not shown, "": no field), filled as
+        rows are rendered (views.answer_key): each worked out once, not once per row. Keys
+        of extra attributes (their callers' names, unbounded) are not kept."""
+        return {}
+
+    @cached_property
+    def always(self) -> tuple[str, ...]:
+        """Stored fields an answer always has (null when the row lacks them)."""
+        return tuple(
+            f.name for f in self.res.fields if f.always and not f.computed and not f.hidden
+        )
+
+    @cached_property
     def optional(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.res.fields if f.optional)
 

@@ -67,6 +67,7 @@ async def recover(rt: ServiceRuntime) -> int:
                     done += await _apply(rc, rule, doc)
                 except Exception:
                     log.exception("%s: recovery of %s %s failed", rt.component, resource, doc["id"])
+    await rt.settle()  # what a hook did to the driver (a guest destroyed), before it serves
     return done
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from specstack_runtime.expr import Bound
+from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 #: What the store adds to every row; shown only when the schema has them.
@@ -20,30 +21,32 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     """
     res = rc.res
     doc = res.complete(doc)
-    fields = res.fields
     hidden = res.hidden
     chosen = view or rc.call.args.get("view")
     picks = [entry.partition("=") for entry in res.res.views.get(str(chosen), ())] if chosen else []
     wanted = {source or name for name, _, source in picks} if chosen else None
     denied = rc.denied(res.guarded, doc)
     out: Doc = {}
-    stored_as = res.stored_as
+    known = res.answer_keys
     for key, value in doc.items():
-        f = fields.get(stored_as.get(key, key))
-        if f is not None and f.stored and key != f.stored:
-            continue  # the row's own key of that name is not this field
-        if f is not None and f.stored:
-            key = f.name
-        if f is None:
-            if res.res.extra and key not in BOOKKEEPING and key not in hidden and value is not None:
-                out[key] = value  # an extra attribute set to null was removed
-            continue
-        if f.hidden or key in hidden or f.computed or not f.in_schema:
-            continue
-        out[key] = value
-    for f in res.res.fields:
-        if f.always and f.name not in out and not f.computed and not f.hidden:
-            out[f.name] = None
+        name = known.get(key, _UNSEEN)
+        if name is _UNSEEN:
+            name = answer_key(res, key)
+            if name != "" or not res.res.extra:  # not the names callers give extra attributes
+                known[key] = name
+        if name:
+            out[name] = value
+        elif (
+            name == ""  # no field: an extra attribute (set to null: removed)
+            and res.res.extra
+            and key not in BOOKKEEPING
+            and key not in hidden
+            and value is not None
+        ):
+            out[key] = value
+    for name in res.always:
+        if name not in out:
+            out[name] = None
     if res.computed or res.renders:
         uses = res.render_uses  # the others are not handed to the CEL runtime
         variables = Bound(**{k: v for k, v in rc.variables(doc=doc).items() if k in uses})
@@ -68,6 +71,23 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     if chosen:
         return {name: out[source or name] for name, _, source in picks if (source or name) in out}
     return out
+
+
+_UNSEEN = "\0unseen"  # not a key any row has
+
+
+def answer_key(res: Compiled, key: str) -> str | None:
+    """The answer's key for a row's `key`: None if the answer does not show it, "" if no
+    field has it (an extra attribute). The same for every row of the resource."""
+    f = res.fields.get(res.stored_as.get(key, key))
+    if f is None:
+        return ""
+    if f.stored and key != f.stored:
+        return None  # the row's own key of that name is not this field
+    name = f.name if f.stored else key
+    if f.hidden or name in res.hidden or f.computed or not f.in_schema:
+        return None
+    return name
 
 
 def only(rep: Doc, wanted: list[str]) -> Doc:

@@ -13,9 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import re2
-
-from specstack_runtime import ir
+from specstack_runtime import ir, patterns
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.resources import access
 from specstack_runtime.resources.compiled import error, fill
@@ -154,7 +152,7 @@ def check_value(rc: ResourceCall, f: ir.ResourceField, value: Any) -> Any:
             raise rc.res.fail(
                 "invalid", field=f.name, value=value, reason=f"it is more than {f.maximum:g}"
             )
-    if f.pattern and isinstance(value, str) and re2.search(f.pattern, value) is None:
+    if f.pattern and isinstance(value, str) and not patterns.search(f.pattern, value):
         raise rc.res.fail(
             "invalid", field=f.name, value=value[:32], reason=f"it does not match {f.pattern}"
         )

@@ -6,10 +6,16 @@ caller can tell: guests are keyed by instance uuid, have a power state, virtual
 interfaces, disks (vda for the root disk, vdb... for volumes) and a serial
 console whose lines record what happened to them. Capacity comes from the
 constructor; usage is the sum of the guests'. The guests are kept as JSON in the
-state file given to the constructor, rewritten atomically after every change
-and before the change is reported done (a group commit: changes made while a
-write is under way share the next one), so a guest a caller was told exists
-survives a crash (`kill -9`) of the compute service.
+state file given to the constructor. A change is written behind: `sync()` writes
+every change made so far in one atomic rename (a group commit), and the runtime
+calls it before the compute service tells anyone else anything (a message it
+sends, a call it answers, a message it finishes: `ServiceRuntime.settle`). So a
+guest a caller was told exists survives a crash (`kill -9`) of the service, and a
+boot's changes (spawn, then its vifs) take one write, not one each. The trade-off:
+a change is not on disk while the service has not yet reported it (between spawn
+and the boot's instance update, e.g. during its HTTP requests); a crash there
+loses it, leaving what a crash just before the change leaves (a build not
+reported done, which recovery handles).
 """
 
 from __future__ import annotations
@@ -88,15 +94,22 @@ class FakeHypervisor:
             return
         self.guests = read_guests(self.state_file, "fake hypervisor")
 
-    async def _save(self) -> None:
-        """Write the change just made to the state file before the caller hears of it.
-
-        A group commit: the write happens on a thread; changes made while one is under
-        way wait for the next, which takes them all (one rename per burst, not per change).
-        """
-        if self.state_file is None:
-            return
+    def _changed(self) -> None:
+        """Note a change; `sync` writes it (see the module docstring)."""
         self._version += 1
+
+    def pending(self) -> bool:
+        """Whether a change is not on disk yet."""
+        return self.state_file is not None and self._written < self._version
+
+    async def sync(self) -> None:
+        """Write every change made so far before returning, on a thread.
+
+        A group commit: changes made while a write is under way wait for the next,
+        which takes them all.
+        """
+        if not self.pending():
+            return
         mine = self._version
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -105,6 +118,7 @@ class FakeHypervisor:
                 return  # a write that started after this change took it
             upto = self._version
             encoded = self._encoded()
+            assert self.state_file is not None
             await asyncio.to_thread(filewriter.atomic_write, self.state_file, encoded)
             self._written = upto
 
@@ -114,8 +128,9 @@ class FakeHypervisor:
 
     def flush(self) -> None:
         """Write the guests now if a change is not on disk yet (at stop)."""
-        if self.state_file is None or self._written >= self._version:
+        if not self.pending():
             return
+        assert self.state_file is not None
         self._written = self._version
         filewriter.atomic_write(self.state_file, self._encoded())
 
@@ -185,12 +200,12 @@ class FakeHypervisor:
         self.guests[uuid] = guest
         self._plug(guest, network_info or [])
         self._log(guest, f"booted; {self._disks_line(guest)}")
-        await self._save()
+        self._changed()
 
     async def destroy(self, instance: Instance) -> None:
         guest = self._guest(instance)
         del self.guests[guest["uuid"]]
-        await self._save()
+        self._changed()
 
     async def get_power_state(self, instance: Instance) -> PowerState:
         state: PowerState = self._guest(instance)["power_state"]
@@ -216,7 +231,7 @@ class FakeHypervisor:
             "connection_info": connection_info,
         }
         self._log(guest, f"attached {name}; {self._disks_line(guest)}")
-        await self._save()
+        self._changed()
 
     async def detach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
@@ -230,12 +245,12 @@ class FakeHypervisor:
             )
         del guest["disks"][name]
         self._log(guest, f"detached {name}; {self._disks_line(guest)}")
-        await self._save()
+        self._changed()
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         guest = self._guest(instance)
         self._plug(guest, network_info or [])
-        await self._save()
+        self._changed()
 
     def _plug(self, guest: dict[str, Any], network_info: list[Vif]) -> None:
         known = {v["id"] for v in guest["vifs"]}
@@ -261,20 +276,20 @@ class FakeHypervisor:
         guest = self._guest(instance)
         guest["power_state"] = SHUTDOWN
         self._log(guest, "powered off")
-        await self._save()
+        self._changed()
 
     async def power_on(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
         self._log(guest, f"booted; {self._disks_line(guest)}")
-        await self._save()
+        self._changed()
 
     async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
         self._log(guest, f"{reboot_type.lower()} reboot")
         self._log(guest, f"booted; {self._disks_line(guest)}")
-        await self._save()
+        self._changed()
 
     async def _transition(self, instance: Instance, wanted: int, to: PowerState, done: str) -> None:
         """A power change that a real hypervisor allows from one state only."""
@@ -286,7 +301,7 @@ class FakeHypervisor:
             )
         guest["power_state"] = to
         self._log(guest, done)
-        await self._save()
+        self._changed()
 
     async def pause(self, instance: Instance) -> None:
         await self._transition(instance, RUNNING, PAUSED, "paused")

@@ -20,8 +20,9 @@ from typing import Any
 
 import aio_pika
 import pytest
+from pydantic import BaseModel
 
-from specstack_runtime.bus import AmqpBus, BusError, Envelope, make_bus
+from specstack_runtime.bus import AmqpBus, BusError, CheckedBy, Envelope, make_bus
 from specstack_runtime.bus.amqp import AmqpOptions, redact
 from tests.runtime import rabbit
 
@@ -287,5 +288,33 @@ def test_broker_restart_loses_nothing(url: str) -> None:
             assert sorted(r for r in replies if r is not None) == list(range(1, 100, 2))
             await eventually(lambda: len(handled) == 100, timeout=120)
             assert handled == set(range(100))
+
+    run(main)
+
+
+def test_what_a_sender_checked_does_not_travel_over_the_wire(url: str) -> None:
+    """A consumer off the broker always checks the payload itself: the sender's CheckedBy
+    (an in-process shortcut) never reaches it."""
+
+    class Model(BaseModel):
+        n: int
+
+    async def main() -> None:
+        got: list[tuple[Envelope, CheckedBy | None]] = []
+
+        async with AmqpBus(url, prefix=rabbit.unique_prefix()) as bus:
+
+            async def handler(env: Envelope) -> dict[str, Any]:
+                got.append((env, bus.checked_by(env)))
+                return {"ok": True}
+
+            await bus.subscribe("checks", handler)
+            reply = await bus.call(
+                "checks", "do", {"n": 1}, timeout=10, checked_by=CheckedBy(Model, Model)
+            )
+            assert reply == {"ok": True}
+            await bus.cast("checks", "do", {"n": 2}, checked_by=CheckedBy(Model))
+            await eventually(lambda: len(got) == 2)
+        assert [(e.payload, checked) for e, checked in got] == [({"n": 1}, None), ({"n": 2}, None)]
 
     run(main)

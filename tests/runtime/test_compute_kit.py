@@ -36,6 +36,7 @@ from specstack_runtime.behaviours import (  # noqa: F401  (they register the nov
     nova_keypairs,
     scheduler,
 )
+from specstack_runtime.bus import CheckedBy
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.services import ServiceRuntime
@@ -473,6 +474,7 @@ class RecordingBus:
         *,
         host: str | None = None,
         context: dict[str, str] | None = None,
+        checked_by: CheckedBy | None = None,
     ) -> None:
         self.sent.append(("cast", method, payload, host))
 
@@ -485,6 +487,7 @@ class RecordingBus:
         host: str | None = None,
         context: dict[str, str] | None = None,
         timeout: float = 30.0,
+        checked_by: CheckedBy | None = None,
     ) -> dict[str, Any]:
         self.sent.append(("call", method, payload, host))
         reply = self.replies[method]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from specstack_runtime.bus import InProcessBus, RemoteError
+from specstack_runtime.bus import CheckedBy, InProcessBus, RemoteError
 from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import Consumer, start_consumers
 from specstack_runtime.flow import Flow, HandlerSpec
@@ -73,6 +73,76 @@ def test_invalid_payloads_are_refused_and_the_consumer_survives(tmp_path: Path) 
             await bus.call("t", "other", {"n": 1}, timeout=2)
         reply: dict[str, Any] = await bus.call("t", "double", {"n": 21}, timeout=2)
         assert reply == {"doubled": 42}
+        await bus.close()
+
+    asyncio.run(go())
+
+
+class OtherPayload(BaseModel):
+    n: str  # not the consumer's model: its check says nothing for the consumer
+
+
+def test_a_payload_and_reply_the_sender_checked_with_the_same_models_are_not_checked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one process the consumer relies on the sender's check (CheckedBy) when the models
+    are its own; a check by other models, or none, and the consumer checks itself."""
+    checked: list[str] = []
+
+    def counting(model: type[BaseModel]) -> Any:
+        real = model.model_validate
+
+        def validate(value: Any, **kw: Any) -> BaseModel:
+            checked.append(model.__name__)
+            return real(value, **kw)
+
+        return validate
+
+    monkeypatch.setattr(Payload, "model_validate", counting(Payload))
+    monkeypatch.setattr(ReplyModel, "model_validate", counting(ReplyModel))
+
+    async def go() -> None:
+        info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
+        bus = InProcessBus()
+        await bus.start()
+        rt = ServiceRuntime(
+            component="worker",
+            project="p",
+            host="h",
+            info=info,
+            config=StackConfig(data_dir=tmp_path),
+            bus=bus,
+            trace=TraceRecorder(None),
+            clients=None,  # type: ignore[arg-type]
+        )
+        spec = HandlerSpec(
+            component="worker",
+            kind="message",
+            trigger="double",
+            behaviour=None,
+            on_error=None,
+            run=double,
+        )
+        consumer = Consumer(
+            message="double",
+            topic="t",
+            method="double",
+            pattern="call",
+            per_host=False,
+            handler=spec,
+            payload_model=Payload,
+            reply_model=ReplyModel,
+        )
+        await start_consumers(rt, [consumer])
+        same = CheckedBy(Payload, ReplyModel)
+        assert await bus.call("t", "double", {"n": 4}, timeout=2, checked_by=same) == {"doubled": 8}
+        assert checked == []
+        assert await bus.call("t", "double", {"n": 5}, timeout=2) == {"doubled": 10}
+        assert checked == ["Payload", "ReplyModel"]
+        other = CheckedBy(OtherPayload, None)
+        with pytest.raises(RemoteError, match="double payload at n"):
+            await bus.call("t", "double", {"n": "six"}, timeout=2, checked_by=other)
+        assert bus._checks == {}  # each forgotten once its message is handled
         await bus.close()
 
     asyncio.run(go())

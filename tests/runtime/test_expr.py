@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from specstack_runtime import expr, patterns
 from specstack_runtime.expr import Bound, ExprError, compile_expr, unicode_only
 from specstack_runtime.resources.queries import _parse
 
@@ -208,3 +209,39 @@ def test_a_lone_surrogate_reaches_cel_as_a_replacement_character() -> None:
     safe = unicode_only(body)
     assert compile_expr("changes.auth.name.startsWith('a')").evaluate(changes=safe) is True
     assert safe["ok"] == "plain" and "\ufffd" in safe["auth"]["tags"][0]
+
+
+MATCH_CASES = [
+    ("abc", "^a"),
+    ("abc", "z$"),
+    ("é", "^.$"),  # a character, not a byte, as CEL's own
+    ("1b4e28ba-2fa1-11d2-883f-0016d3cca427", "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?"),
+    ("line\nbreak", "^break"),
+    ("", "^$"),
+    ("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa!", "^(a+)+$"),  # catastrophic for backtracking: not RE2
+]
+
+
+@pytest.mark.parametrize(("text", "pattern"), MATCH_CASES)
+def test_matches_answers_as_cels_own_with_the_pattern_compiled_once(
+    text: str, pattern: str
+) -> None:
+    data = {"t": text, "p": pattern}
+    own = expr._env().compile("data.t.matches(data.p)")  # CEL's, compiling p each time
+    want = own.eval(data={"data": data}).value()
+    patterns.compiled.cache_clear()
+    e = compile_expr("data.t.matches(data.p)")
+    assert [e.evaluate(data=data) for _ in range(3)] == [want] * 3
+    info = patterns.compiled.cache_info()
+    assert (info.misses, info.hits) == (1, 2)
+
+
+def test_matches_in_a_string_literal_is_text_and_errors_name_matches() -> None:
+    assert compile_expr("'x.matches(y)' + \"a.matches(\"").evaluate() == "x.matches(y)a.matches("
+    assert compile_expr("'a.matches(b)'.matches('^a\\\\.matches')").evaluate() is True
+    with pytest.raises(ExprError, match=r"invalid regular expression: missing \)"):
+        compile_expr("data.t.matches(data.p)").evaluate(data={"t": "x", "p": "(("})
+    with pytest.raises(ExprError, match=r"no matching overload for 'matches' applied to '\(int"):
+        compile_expr("1.matches('a')")
+    with pytest.raises(ExprError, match=r"No matching overloads found : \(int64\)\.matches\("):
+        compile_expr("data.t.matches('a')").evaluate(data={"t": 1})

@@ -12,6 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from generated.drivers.types import BlockDevice, ConnectionInfo, Instance, Vif
+from specstack_runtime import filewriter
 from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
@@ -135,27 +136,48 @@ async def test_state_survives_a_restart_and_is_written_atomically(tmp_path: Path
     hv = FakeHypervisor(path)
     await hv.spawn(guest(), {"id": "img"}, [], [])
     await hv.power_off(guest())
+    await hv.sync()
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]  # no temp files left
     again = FakeHypervisor(path)
     assert await again.list_instances() == ["vm1"]
     assert await again.get_power_state(guest()) == 4
     await again.power_on(guest())
     await again.reboot(guest(), "HARD")
+    again.close()
     assert await FakeHypervisor(path).get_power_state(guest()) == 1
 
 
 @arun
-async def test_a_change_is_on_disk_before_it_is_reported_done(tmp_path: Path) -> None:
-    """No close, no wait: what a caller was told exists is in the file (a kill -9 keeps it).
-
-    Concurrent changes share writes (a group commit), and every one of them is there.
-    """
+async def test_changes_are_written_together_by_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst of changes (a boot's spawn and vifs) is one write, made by `sync`; concurrent
+    syncs share writes (a group commit), and every change is in the file after any of them."""
     path = tmp_path / "state.json"
+    writes: list[int] = []
+    real = filewriter.atomic_write
+
+    def counted(target: Path, data: bytes) -> None:
+        writes.append(len(data))
+        real(target, data)
+
+    monkeypatch.setattr(filewriter, "atomic_write", counted)
     hv = FakeHypervisor(path)
-    await asyncio.gather(*(hv.spawn(guest(f"u{i}"), {"id": "img"}, [], []) for i in range(20)))
-    assert len(FakeHypervisor(path).guests) == 20
-    await hv.destroy(guest("u3"))
-    assert "u3" not in FakeHypervisor(path).guests
+    await hv.spawn(guest(), {"id": "img"}, [], [])
+    vif: Vif = {"id": "p1", "address": "fa:16:3e:00:00:01", "ip_addresses": ["10.0.0.5"]}
+    await hv.plug_vifs(guest(), [vif])
+    assert hv.pending() and not path.exists() and writes == []
+    await hv.sync()
+    assert not hv.pending() and len(writes) == 1
+    assert FakeHypervisor(path).guests["u1"]["vifs"][0]["id"] == "p1"
+    await hv.sync()  # nothing new: no write
+    assert len(writes) == 1
+    await asyncio.gather(*(hv.spawn(guest(f"v{i}"), {"id": "img"}, [], []) for i in range(20)))
+    await asyncio.gather(*(hv.sync() for _ in range(5)))
+    assert len(FakeHypervisor(path).guests) == 21 and len(writes) == 2
+    await hv.destroy(guest("v3"))
+    await hv.sync()
+    assert "v3" not in FakeHypervisor(path).guests
 
 
 def test_an_unreadable_state_file_is_a_clear_error(tmp_path: Path) -> None:

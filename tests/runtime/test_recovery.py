@@ -91,3 +91,26 @@ async def test_interrupted_rows_are_finished_or_failed_and_others_left_alone(
         assert await recover(cell.computes["compute-1"]) == 0
     finally:
         await cell.stop()
+
+
+@arun
+async def test_a_guest_recovery_discards_is_gone_from_disk_before_the_host_serves(
+    tmp_path: Path,
+) -> None:
+    """The hypervisor writes behind; recovery makes what it did durable (no stop, no
+    message sent that would)."""
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        one: FakeHypervisor = cell.computes["compute-1"].driver
+        kept = await new_instance(cell.store, vm_state="active", host="compute-1")
+        await _guest_on(one, kept)
+        await one.sync()
+        half_built = await new_instance(
+            cell.store, vm_state="building", task_state="spawning", host="compute-1"
+        )
+        await _guest_on(one, half_built)
+        assert await recover(cell.computes["compute-1"]) == 1
+        assert not one.pending()
+        assert set(FakeHypervisor(one.state_file).guests) == {kept["id"]}
+    finally:
+        await cell.stop()
