@@ -165,6 +165,7 @@ class ResourceField(Node):
     hidden: bool = False
     visible: str | None = None  # a policy rule
     since: str | None = None  # the API microversion that brings it (shown and accepted)
+    until: str | None = None  # the last API microversion that has it (newer ones neither)
     hash: str | None = None
     store_as: str | None = None
     shown_once: bool = False  # a hashed value: in the create answer, then only its hash kept
@@ -210,6 +211,7 @@ class ResourceFilter(Node):
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
+    open_since: str | None = None  # the microversion from which `visible` no longer limits it
     default: str | None = None  # the parameter's value when the request gives none
 
 

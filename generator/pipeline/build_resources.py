@@ -258,6 +258,7 @@ def _field(
         hidden=bool(extra.get("hidden", False) or prop.get("writeOnly", False)),
         visible=extra.get("visible"),
         since=extra.get("since"),
+        until=extra.get("until"),
         hash=extra.get("hash"),
         store_as=extra.get("store_as"),
         shown_once=bool(extra.get("shown_once", False)),
@@ -337,6 +338,7 @@ def _resource(
                 op=spec.get("op", "eq"),
                 visible=spec.get("visible"),
                 requires=spec.get("requires"),
+                open_since=spec.get("open_since"),
                 default=spec.get("default"),
                 values=tuple(spec["values"]) if "values" in spec else None,
                 keys={

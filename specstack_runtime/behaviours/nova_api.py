@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 import uuid as uuidlib
 from collections.abc import Mapping
@@ -169,11 +170,19 @@ def _new_row(
         config_drive="True" if server.get("config_drive") else "",
         disk_config=server.get("OS-DCF:diskConfig") or rc.res.fields["OS-DCF:diskConfig"].default,
         instance_name=f"instance-{uuid[:8]}",
+        hostname=_hostname(str(server["name"])) or f"Server-{uuid}",
         user_data=server.get("user_data"),
         reservation_id=f"r-{secrets.token_hex(4)}",
         server_group=_group_hint(body),
     )
     return row
+
+
+def _hostname(name: str) -> str:
+    """The guest's host name from the server's name, as nova sanitizes it."""
+    name = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    name = re.sub(r"[^\w.-]+", "", re.sub(r"[ _.]", "-", name)).lower()
+    return name.strip(".-")
 
 
 def _group_hint(body: Mapping[str, Any]) -> Any:
@@ -219,6 +228,9 @@ async def _find_refs(call: Call, store: Store, row: Doc, zoned: bool) -> dict[st
     image = call.vars.get("image")
     if row["image_ref"] and isinstance(image, dict) and str(image.get("id")) == row["image_ref"]:
         refs["image"] = image
+        # the image's kernel and ramdisk, as the instance keeps them (extended attributes)
+        row.update(kernel_id=str(image.get("kernel_id") or ""))
+        row.update(ramdisk_id=str(image.get("ramdisk_id") or ""))
     if row["key_name"] is not None:
         where = {"user_id": row["user_id"], "name": row["key_name"]}
         refs.update({"keypair": found[0]} if (found := await store.list(KEYPAIRS, where)) else {})

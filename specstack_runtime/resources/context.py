@@ -170,6 +170,7 @@ class ResourceCall:
                 "vars": self.call.vars,
                 "data": self.res.res.data,
                 "now": SYSTEM_CLOCK.time(),  # epoch seconds: what heartbeats are compared with
+                "microversion": f"{mv[0]}.{mv[1]}" if (mv := self.call.microversion) else "",
                 # the project's limit of each quota of the spec (configured or default)
                 "quotas": {
                     name: int(self.configured_quotas.get(name, q.default))

@@ -59,8 +59,8 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         out.pop(name, None)
     version = rc.call.microversion
     if version is not None:
-        for name, since in res.versioned:
-            if version < since:
+        for name, first, last in res.versioned:
+            if not first <= version <= last:
                 out.pop(name, None)
     for name in res.optional:
         if out.get(name) is None:

@@ -1,0 +1,190 @@
+"""Compute microversions 2.1 to 2.9 over HTTP, against a running (embedded) stack: what each
+version brings to the operations this stack serves, asked for at both sides of it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from specstack_conformance.harness import FlowRecord
+from tests.runtime.test_hardening import Running, _start
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Running]:
+    yield from _start("sqlite")
+
+
+@pytest.fixture(scope="module")
+def server(stack: Running) -> FlowRecord:
+    return stack.target.boot(volume=True)
+
+
+def _at(
+    stack: Running,
+    version: str,
+    method: str,
+    path: str,
+    token: str | None = None,
+    **kw: Any,
+) -> httpx.Response:
+    headers = {"X-OpenStack-Nova-API-Version": version}
+    if token is not None:
+        headers["X-Auth-Token"] = token
+    resp: httpx.Response = stack.http("compute", method, path, headers=headers, **kw)
+    return resp
+
+
+def test_the_range_is_2_1_to_2_9(stack: Running) -> None:
+    doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
+    assert (doc["min_version"], doc["version"]) == ("2.1", "2.9")
+    latest = _at(stack, "latest", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == "compute 2.9"
+    beyond = _at(stack, "2.10", "GET", "/v2.1/flavors")
+    assert beyond.status_code == 406
+    assert "Minimum is 2.1 and maximum is 2.9" in beyond.text
+
+
+def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:
+    # 2.1: no type (given, it is an unknown attribute), 200 and 202
+    refused = _at(stack, "2.1", "POST", "/v2.1/os-keypairs",
+                  json={"keypair": {"name": "kp21", "type": "ssh"}})  # fmt: skip
+    assert refused.status_code == 400 and "type" in refused.text
+    made = _at(stack, "2.1", "POST", "/v2.1/os-keypairs", json={"keypair": {"name": "kp21"}})
+    assert made.status_code == 200 and "type" not in made.json()["keypair"]
+    shown = _at(stack, "2.1", "GET", "/v2.1/os-keypairs/kp21").json()["keypair"]
+    assert "type" not in shown and shown["name"] == "kp21"
+    # 2.2: type shown everywhere (ssh by default), 201 and 204
+    made22 = _at(stack, "2.2", "POST", "/v2.1/os-keypairs", json={"keypair": {"name": "kp22"}})
+    assert made22.status_code == 201 and made22.json()["keypair"]["type"] == "ssh"
+    listed = _at(stack, "2.2", "GET", "/v2.1/os-keypairs").json()["keypairs"]
+    assert {k["keypair"]["name"]: k["keypair"]["type"] for k in listed} == {
+        "kp21": "ssh",
+        "kp22": "ssh",
+    }
+    listed21 = _at(stack, "2.1", "GET", "/v2.1/os-keypairs").json()["keypairs"]
+    assert all("type" not in k["keypair"] for k in listed21)
+    assert _at(stack, "2.1", "DELETE", "/v2.1/os-keypairs/kp21").status_code == 202
+    assert _at(stack, "2.2", "DELETE", "/v2.1/os-keypairs/kp22").status_code == 204
+    bad = _at(stack, "2.2", "POST", "/v2.1/os-keypairs",
+              json={"keypair": {"name": "kpx", "type": "rsa"}})  # fmt: skip
+    assert bad.status_code == 400
+
+
+def test_x509_key_pairs_are_generated_and_imported_from_2_2(stack: Running) -> None:
+    made = _at(stack, "2.2", "POST", "/v2.1/os-keypairs",
+               json={"keypair": {"name": "cert1", "type": "x509"}})  # fmt: skip
+    assert made.status_code == 201, made.text
+    pair = made.json()["keypair"]
+    assert pair["type"] == "x509" and "BEGIN RSA PRIVATE KEY" in pair["private_key"]
+    cert = pair["public_key"]
+    assert cert.startswith("-----BEGIN CERTIFICATE-----")
+    der = base64.b64decode("".join(cert.strip().splitlines()[1:-1]))
+    sha1 = hashlib.sha1(der).hexdigest()
+    assert pair["fingerprint"] == ":".join(sha1[i : i + 2] for i in range(0, 40, 2))
+    # the same certificate imported under another name: the same fingerprint
+    imported = _at(stack, "2.2", "POST", "/v2.1/os-keypairs",
+                   json={"keypair": {"name": "cert2", "type": "x509", "public_key": cert}})  # fmt: skip
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["keypair"]["fingerprint"] == pair["fingerprint"]
+    assert "private_key" not in imported.json()["keypair"]
+    garbage = _at(stack, "2.2", "POST", "/v2.1/os-keypairs",
+                  json={"keypair": {"name": "cert3", "type": "x509", "public_key": "nope"}})  # fmt: skip
+    assert garbage.status_code == 400
+    assert "failed to generate X509 fingerprint" in garbage.json()["badRequest"]["message"]
+    for name in ("cert1", "cert2"):
+        assert _at(stack, "2.2", "DELETE", f"/v2.1/os-keypairs/{name}").status_code == 204
+
+
+EXTENDED_23 = {
+    "OS-EXT-SRV-ATTR:reservation_id",
+    "OS-EXT-SRV-ATTR:launch_index",
+    "OS-EXT-SRV-ATTR:hostname",
+    "OS-EXT-SRV-ATTR:kernel_id",
+    "OS-EXT-SRV-ATTR:ramdisk_id",
+    "OS-EXT-SRV-ATTR:root_device_name",
+    "OS-EXT-SRV-ATTR:user_data",
+}
+
+
+def test_extended_attributes_and_volume_flags_come_with_2_3(
+    stack: Running, server: FlowRecord
+) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    at22 = _at(stack, "2.2", "GET", path).json()["server"]
+    at23 = _at(stack, "2.3", "GET", path).json()["server"]
+    assert not EXTENDED_23 & at22.keys()
+    assert at23.keys() >= EXTENDED_23
+    assert at23["OS-EXT-SRV-ATTR:launch_index"] == 0
+    assert at23["OS-EXT-SRV-ATTR:reservation_id"].startswith("r-")
+    assert at23["OS-EXT-SRV-ATTR:hostname"] == at23["name"].lower()
+    assert at23["OS-EXT-SRV-ATTR:root_device_name"] == "/dev/vda"
+    assert (at23["OS-EXT-SRV-ATTR:kernel_id"], at23["OS-EXT-SRV-ATTR:ramdisk_id"]) == ("", "")
+    # the boot volume: its id only before 2.3, and whether it goes with the server from it
+    volumes22 = at22["os-extended-volumes:volumes_attached"]
+    volumes23 = at23["os-extended-volumes:volumes_attached"]
+    assert volumes22 and all(v.keys() == {"id"} for v in volumes22)
+    assert [v["id"] for v in volumes23] == [v["id"] for v in volumes22]
+    assert all(isinstance(v["delete_on_termination"], bool) for v in volumes23)
+    # the member does not see them at any version
+    member, _ = stack.target.run(stack.target.token(stack.target.member))
+    mine = _at(stack, "2.9", "GET", path, token=member).json()["server"]
+    assert not EXTENDED_23 & mine.keys() and "locked" in mine
+    # the list's details too
+    detail = _at(stack, "2.3", "GET", "/v2.1/servers/detail", params={"all_tenants": "1"})
+    assert all(s.keys() >= EXTENDED_23 for s in detail.json()["servers"])
+
+
+def test_locked_comes_with_2_9(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    assert "locked" not in _at(stack, "2.8", "GET", path).json()["server"]
+    assert _at(stack, "2.9", "GET", path).json()["server"]["locked"] is False
+    lock = _at(stack, "2.9", "POST", path + "/action", json={"lock": None})
+    assert lock.status_code == 202, lock.text
+    try:
+        assert _at(stack, "2.9", "GET", path).json()["server"]["locked"] is True
+        update = {"server": {"name": server.server["name"]}}
+        at8 = _at(stack, "2.8", "PUT", path, json=update).json()["server"]
+        at9 = _at(stack, "2.9", "PUT", path, json=update).json()["server"]
+        assert "locked" not in at8 and at9["locked"] is True
+        detail = _at(stack, "2.9", "GET", "/v2.1/servers/detail", params={"all_tenants": "1"})
+        locked = {s["id"]: s["locked"] for s in detail.json()["servers"]}
+        assert locked[server.server_id] is True
+        summary = _at(stack, "2.9", "GET", "/v2.1/servers", params={"all_tenants": "1"})
+        assert all("locked" not in s for s in summary.json()["servers"])
+    finally:
+        assert _at(stack, "2.9", "POST", path + "/action", json={"unlock": None}).status_code == 202
+
+
+def test_the_ip6_filter_is_every_callers_from_2_5(stack: Running, server: FlowRecord) -> None:
+    """Before 2.5 nova drops ip6 for all but administrators (so a member's list is not
+    filtered); from 2.5 it filters for everyone."""
+    member, _ = stack.target.run(stack.target.token(stack.target.member))
+    nowhere = {"ip6": "^fd00:dead:beef::1$"}
+
+    def ids(version: str, token: str | None) -> list[str]:
+        resp = _at(stack, version, "GET", "/v2.1/servers", token=token, params=nowhere)
+        assert resp.status_code == 200, resp.text
+        return [s["id"] for s in resp.json()["servers"]]
+
+    assert server.server_id in ids("2.4", member)
+    assert ids("2.5", member) == []
+    assert ids("2.1", None) == []  # the administrator's filter applies at every version
+
+
+def test_fields_of_later_versions_are_not_shown_at_2_9(stack: Running) -> None:
+    """forced_down (2.11) and a server group's project_id and user_id (2.13) are beyond
+    this stack's range: no answer has them."""
+    services = _at(stack, "2.9", "GET", "/v2.1/os-services").json()["services"]
+    assert services and all("forced_down" not in s for s in services)
+    made = _at(stack, "2.9", "POST", "/v2.1/os-server-groups",
+               json={"server_group": {"name": "g", "policies": ["affinity"]}})  # fmt: skip
+    assert made.status_code == 200, made.text
+    group = made.json()["server_group"]
+    assert group.keys() == {"id", "name", "policies", "members", "metadata"}
+    assert _at(stack, "2.9", "DELETE", f"/v2.1/os-server-groups/{group['id']}").status_code == 204
