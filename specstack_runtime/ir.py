@@ -186,6 +186,14 @@ class ResourceField(Node):
     pattern: str | None = None
 
 
+class ActsFor(Node):
+    """A call made for another owner than the caller (nova's key pairs' `user_id`)."""
+
+    param: str  # the query parameter (list, show, delete) naming the owner
+    rule: str  # a policy rule, with the owner named as the target's owner field
+    since: str | None = None  # the API microversion that brings the parameter
+
+
 class ResourceFilter(Node):
     param: str
     field: str
@@ -334,6 +342,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     parent: str | None = None  # a field naming the row `shared` sees as `parent`
     see_all: str | None
     modify: str | None
+    acts_for: ActsFor | None = None
     operations: dict[str, str]  # operationId -> action
     views: dict[str, tuple[str, ...]] = {}  # view name -> the fields it shows
     operation_views: dict[str, str] = {}  # operationId -> view

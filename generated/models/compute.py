@@ -1042,6 +1042,10 @@ class KeypairCreate(BaseModel):
     type: Literal["ssh", "x509"] | None = Field(
         None, description="The kind of key pair (from microversion 2.2; default ssh)."
     )
+    user_id: constr(min_length=1, max_length=255) | None = Field(
+        None,
+        description="The user it is for (from microversion 2.10; another user than the caller: administrators).",
+    )
 
 
 class KeypairCreateRequest(BaseModel):
@@ -1076,7 +1080,7 @@ class ServerGroup(BaseModel):
     )
     id: UUID
     name: str
-    policies: list[Literal["affinity", "anti-affinity"]]
+    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]]
     members: list[str] = Field(..., description="The ids of the servers in the group.")
     metadata: dict[str, Any]
     project_id: str | None = Field(None, description="From microversion 2.13.")
@@ -1103,7 +1107,9 @@ class ServerGroupCreate(BaseModel):
         populate_by_name=True,
     )
     name: constr(min_length=1, max_length=255)
-    policies: list[Literal["affinity", "anti-affinity"]] = Field(..., max_length=1, min_length=1)
+    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] = (
+        Field(..., max_length=1, min_length=1)
+    )
 
 
 class ServerGroupCreateRequest(BaseModel):

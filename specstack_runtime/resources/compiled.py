@@ -47,6 +47,7 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "unknown_field": (400, "Unrecognized attribute(s) '{field}'"),
     "body": (400, "The request body must be an object with a '{envelope}' object."),
     "owner": (403, "Only an administrator may create a {resource} for another project."),
+    "acts_for_forbidden": (403, "Policy doesn't allow {action} of another's {resource}."),
     "in_use": (409, "{title} {id} is in use."),
     "state": (409, "Cannot '{action}' {resource} {id} while it is in {field} {state}."),
     "action": (400, "Unknown action {action}."),

@@ -1,4 +1,4 @@
-"""Compute microversions 2.1 to 2.9 over HTTP, against a running (embedded) stack: what each
+"""Compute microversions 2.1 to 2.15 over HTTP, against a running (embedded) stack: what each
 version brings to the operations this stack serves, asked for at both sides of it."""
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ def _at(
     return resp
 
 
-def test_the_range_is_2_1_to_2_9(stack: Running) -> None:
+def test_the_range_is_2_1_to_2_15(stack: Running) -> None:
     doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
-    assert (doc["min_version"], doc["version"]) == ("2.1", "2.9")
+    assert (doc["min_version"], doc["version"]) == ("2.1", "2.15")
     latest = _at(stack, "latest", "GET", "/v2.1/flavors")
-    assert latest.headers["OpenStack-API-Version"] == "compute 2.9"
-    beyond = _at(stack, "2.10", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == "compute 2.15"
+    beyond = _at(stack, "2.16", "GET", "/v2.1/flavors")
     assert beyond.status_code == 406
-    assert "Minimum is 2.1 and maximum is 2.9" in beyond.text
+    assert "Minimum is 2.1 and maximum is 2.15" in beyond.text
 
 
 def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:
@@ -177,14 +177,88 @@ def test_the_ip6_filter_is_every_callers_from_2_5(stack: Running, server: FlowRe
     assert ids("2.1", None) == []  # the administrator's filter applies at every version
 
 
-def test_fields_of_later_versions_are_not_shown_at_2_9(stack: Running) -> None:
-    """forced_down (2.11) and a server group's project_id and user_id (2.13) are beyond
-    this stack's range: no answer has them."""
-    services = _at(stack, "2.9", "GET", "/v2.1/os-services").json()["services"]
-    assert services and all("forced_down" not in s for s in services)
-    made = _at(stack, "2.9", "POST", "/v2.1/os-server-groups",
-               json={"server_group": {"name": "g", "policies": ["affinity"]}})  # fmt: skip
-    assert made.status_code == 200, made.text
-    group = made.json()["server_group"]
+def test_forced_down_comes_with_2_11(stack: Running) -> None:
+    at10 = _at(stack, "2.10", "GET", "/v2.1/os-services").json()["services"]
+    at11 = _at(stack, "2.11", "GET", "/v2.1/os-services").json()["services"]
+    assert at10 and all("forced_down" not in s for s in at10)
+    assert [s["forced_down"] for s in at11] == [False] * len(at10)
+
+
+def test_server_group_owners_come_with_2_13_and_soft_policies_with_2_15(
+    stack: Running,
+) -> None:
+    def make(version: str, policy: str) -> httpx.Response:
+        body = {"server_group": {"name": f"g-{policy}", "policies": [policy]}}
+        return _at(stack, version, "POST", "/v2.1/os-server-groups", json=body)
+
+    soft = make("2.14", "soft-affinity")
+    assert soft.status_code == 400
+    assert soft.json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute 0. Value: soft-affinity. "
+        "'soft-affinity' is not one of ['anti-affinity', 'affinity']"
+    )
+    made12 = make("2.12", "affinity")
+    assert made12.status_code == 200, made12.text
+    group = made12.json()["server_group"]
     assert group.keys() == {"id", "name", "policies", "members", "metadata"}
-    assert _at(stack, "2.9", "DELETE", f"/v2.1/os-server-groups/{group['id']}").status_code == 204
+    path = f"/v2.1/os-server-groups/{group['id']}"
+    shown = _at(stack, "2.13", "GET", path).json()["server_group"]
+    assert shown.keys() == group.keys() | {"project_id", "user_id"}
+    assert shown["project_id"] == stack.project_id
+    for policy in ("soft-affinity", "soft-anti-affinity"):
+        made = make("2.15", policy)
+        assert made.status_code == 200, made.text
+        assert made.json()["server_group"]["policies"] == [policy]
+        gone = _at(
+            stack, "2.15", "DELETE", f"/v2.1/os-server-groups/{made.json()['server_group']['id']}"
+        )
+        assert gone.status_code == 204
+    assert _at(stack, "2.15", "DELETE", path).status_code == 204
+
+
+def test_another_users_key_pairs_from_2_10(stack: Running) -> None:
+    member, _ = stack.target.run(stack.target.token(stack.target.member))
+    mine = _at(stack, "2.10", "POST", "/v2.1/os-keypairs", token=member,
+               json={"keypair": {"name": "demo-kp"}})  # fmt: skip
+    assert mine.status_code == 201, mine.text
+    demo = mine.json()["keypair"]["user_id"]
+    try:
+        # 2.9: user_id is not a parameter (ignored) nor an attribute (400)
+        at9 = _at(stack, "2.9", "GET", "/v2.1/os-keypairs", params={"user_id": demo})
+        assert "demo-kp" not in [k["keypair"]["name"] for k in at9.json()["keypairs"]]
+        assert _at(stack, "2.9", "GET", "/v2.1/os-keypairs/demo-kp",
+                   params={"user_id": demo}).status_code == 404  # fmt: skip
+        refused = _at(stack, "2.9", "POST", "/v2.1/os-keypairs",
+                      json={"keypair": {"name": "for-demo", "user_id": demo}})  # fmt: skip
+        assert refused.status_code == 400 and "user_id" in refused.text
+        # 2.10: the administrator lists, shows, creates and deletes the member's
+        at10 = _at(stack, "2.10", "GET", "/v2.1/os-keypairs", params={"user_id": demo})
+        assert [k["keypair"]["name"] for k in at10.json()["keypairs"]] == ["demo-kp"]
+        shown = _at(stack, "2.10", "GET", "/v2.1/os-keypairs/demo-kp", params={"user_id": demo})
+        assert shown.status_code == 200 and shown.json()["keypair"]["user_id"] == demo
+        made = _at(stack, "2.10", "POST", "/v2.1/os-keypairs",
+                   json={"keypair": {"name": "for-demo", "user_id": demo}})  # fmt: skip
+        assert made.status_code == 201 and made.json()["keypair"]["user_id"] == demo
+        listed = _at(stack, "2.10", "GET", "/v2.1/os-keypairs", token=member).json()["keypairs"]
+        assert sorted(k["keypair"]["name"] for k in listed) == ["demo-kp", "for-demo"]
+        assert _at(stack, "2.10", "DELETE", "/v2.1/os-keypairs/for-demo",
+                   params={"user_id": demo}).status_code == 204  # fmt: skip
+        # the member may name itself, not another user
+        assert _at(stack, "2.10", "GET", "/v2.1/os-keypairs/demo-kp", token=member,
+                   params={"user_id": demo}).status_code == 200  # fmt: skip
+        other = _at(stack, "2.10", "GET", "/v2.1/os-keypairs", token=member,
+                    params={"user_id": "someone-else"})  # fmt: skip
+        assert other.status_code == 403
+        assert other.json()["forbidden"]["message"] == (
+            "Policy doesn't allow os_compute_api:os-keypairs:index to be performed."
+        )
+        stolen = _at(stack, "2.10", "POST", "/v2.1/os-keypairs", token=member,
+                     json={"keypair": {"name": "x", "user_id": "someone-else"}})  # fmt: skip
+        assert stolen.status_code == 403
+        missing = _at(stack, "2.10", "GET", "/v2.1/os-keypairs/nope", params={"user_id": demo})
+        assert missing.status_code == 404
+        assert (
+            missing.json()["itemNotFound"]["message"] == f"Keypair nope not found for user {demo}"
+        )
+    finally:
+        _at(stack, "2.10", "DELETE", "/v2.1/os-keypairs/demo-kp", token=member)
