@@ -194,6 +194,15 @@ class ActsFor(Node):
     since: str | None = None  # the API microversion that brings the parameter
 
 
+class Join(Node):
+    """Another resource's row a row's answer reads (`join.NAME` in its computed fields): the
+    one whose field `by` holds the value of `on` (CEL over `doc`), as that resource shows it."""
+
+    resource: str
+    by: str
+    on: str
+
+
 class ResourceFilter(Node):
     param: str
     field: str
@@ -343,6 +352,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     see_all: str | None
     modify: str | None
     acts_for: ActsFor | None = None
+    joins: dict[str, Join] = {}  # name -> the row of another resource its answers read
     operations: dict[str, str]  # operationId -> action
     views: dict[str, tuple[str, ...]] = {}  # view name -> the fields it shows
     operation_views: dict[str, str] = {}  # operationId -> view

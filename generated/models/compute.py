@@ -663,6 +663,10 @@ class Server(BaseModel):
         None, alias="OS-EXT-SRV-ATTR:user_data", description="The user data"
     )
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
+        None,
+        description='Its host\'s compute service: UP, DOWN (forced down), MAINTENANCE (disabled), UNKNOWN (not heard from), "" without a host (administrators; from 2.16).',
+    )
     OS_SRV_USG_launched_at: str | None = Field(
         ...,
         alias="OS-SRV-USG:launched_at",

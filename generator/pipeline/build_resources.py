@@ -410,6 +410,7 @@ def _resource(
         parent=r.get("parent"),
         see_all=r.get("see_all"),
         acts_for=ir.ActsFor(**r["acts_for"]) if r.get("acts_for") else None,
+        joins={k: ir.Join(**v) for k, v in (r.get("joins") or {}).items()},
         modify=r.get("modify"),
         operations={op: action for op, (action, _) in bound.items()},
         views={k: tuple(v) for k, v in (r.get("views") or {}).items()},

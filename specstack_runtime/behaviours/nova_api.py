@@ -276,7 +276,7 @@ async def create_server(call: Call) -> Reply:
         "num_instances": 1,
         "ignore_hosts": sorted(set(rc.refs["hosts"]) - {forced_host}) if forced_host else [],
     }
-    links = render(rc, row)["links"]  # as the spec's server resource writes them
+    links = render(rc, row, "summary")["links"]  # as the spec's server resource writes them
     groups = [{"name": g} for g in row["security_groups"]]
     admin_pass = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
     return Reply(

@@ -10,7 +10,7 @@ from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import InvalidMessage, api_error, send
-from specstack_runtime.resources import access, effects, guards, hooks, quotas, views
+from specstack_runtime.resources import access, effects, guards, hooks, joins, quotas, views
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -111,7 +111,10 @@ async def run(rc: ResourceCall) -> Reply:
     status = action.status
     if action.answer:
         return Reply(status, _value(rc, action.answer, doc, arg, reply or {}))
-    return Reply(status, views.one(rc, doc) if status == 200 else None)
+    if status != 200:
+        return Reply(status, None)
+    await joins.load(rc, [doc])
+    return Reply(status, views.one(rc, doc))
 
 
 async def _transition(

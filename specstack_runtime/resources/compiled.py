@@ -255,6 +255,12 @@ class Compiled:
             if f.since or f.until
         )
 
+    def absent_at(self, version: tuple[int, int] | None) -> set[str]:
+        """The fields microversion `version` does not have (none without a version)."""
+        if version is None:
+            return set()
+        return {name for name, first, last in self.versioned if not first <= version <= last}
+
     def not_at(self, name: str, version: tuple[int, int] | None) -> bool:
         """Whether field `name` is not part of the request's microversion."""
         if version is None:

@@ -37,6 +37,8 @@ class ResourceCall:
     #: create checks each of its quotas twice, the row is read once
     limit_rows: dict[tuple[str, str], Doc] = field(default_factory=dict)
     _acting: list[str | None] = field(default_factory=list)  # acting_owner(), once found
+    #: the rows of the resource's `joins` read for this call: name -> `by` value -> row
+    joined: dict[str, dict[str, Doc]] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:

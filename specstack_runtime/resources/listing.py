@@ -19,7 +19,7 @@ import re2
 
 from specstack_runtime import ir
 from specstack_runtime.microversions import parse
-from specstack_runtime.resources import access, seeds
+from specstack_runtime.resources import access, joins, seeds
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 from specstack_runtime.store import BATCH_ROWS
@@ -447,6 +447,7 @@ async def answer(rc: ResourceCall) -> Any:
     """The list operation's body, in the API's pagination style."""
     res = rc.res
     rows, more = _page(rc, await visible_rows(rc))
+    await joins.load(rc, rows)
     wanted = requested_fields(rc)
     items: list[Any] = [only(render(rc, d), wanted) for d in rows]
     if res.res.envelope_item:

@@ -1,4 +1,4 @@
-"""Compute microversions 2.1 to 2.15 over HTTP, against a running (embedded) stack: what each
+"""Compute microversions 2.1 to 2.16 over HTTP, against a running (embedded) stack: what each
 version brings to the operations this stack serves, asked for at both sides of it."""
 
 from __future__ import annotations
@@ -40,14 +40,14 @@ def _at(
     return resp
 
 
-def test_the_range_is_2_1_to_2_15(stack: Running) -> None:
+def test_the_range_is_2_1_to_2_16(stack: Running) -> None:
     doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
-    assert (doc["min_version"], doc["version"]) == ("2.1", "2.15")
+    assert (doc["min_version"], doc["version"]) == ("2.1", "2.16")
     latest = _at(stack, "latest", "GET", "/v2.1/flavors")
-    assert latest.headers["OpenStack-API-Version"] == "compute 2.15"
-    beyond = _at(stack, "2.16", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == "compute 2.16"
+    beyond = _at(stack, "2.17", "GET", "/v2.1/flavors")
     assert beyond.status_code == 406
-    assert "Minimum is 2.1 and maximum is 2.15" in beyond.text
+    assert "Minimum is 2.1 and maximum is 2.16" in beyond.text
 
 
 def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:
@@ -159,6 +159,25 @@ def test_locked_comes_with_2_9(stack: Running, server: FlowRecord) -> None:
         assert all("locked" not in s for s in summary.json()["servers"])
     finally:
         assert _at(stack, "2.9", "POST", path + "/action", json={"unlock": None}).status_code == 202
+
+
+def test_host_status_comes_with_2_16(stack: Running, server: FlowRecord) -> None:
+    """The server's host's nova-compute, as the services list shows it: up, so UP."""
+    path = f"/v2.1/servers/{server.server_id}"
+    assert "host_status" not in _at(stack, "2.15", "GET", path).json()["server"]
+    shown = _at(stack, "2.16", "GET", path).json()["server"]
+    services = _at(stack, "2.16", "GET", "/v2.1/os-services").json()["services"]
+    host = shown["OS-EXT-SRV-ATTR:host"]
+    assert [s["state"] for s in services if s["host"] == host] == ["up"]
+    assert shown["host_status"] == "UP"
+    detail = _at(stack, "2.16", "GET", "/v2.1/servers/detail", params={"all_tenants": "1"})
+    statuses = {s["id"]: s["host_status"] for s in detail.json()["servers"]}
+    assert statuses[server.server_id] == "UP"
+    # not in the update's answer, nor for the member
+    update = {"server": {"name": server.server["name"]}}
+    assert "host_status" not in _at(stack, "2.16", "PUT", path, json=update).json()["server"]
+    member, _ = stack.target.run(stack.target.token(stack.target.member))
+    assert "host_status" not in _at(stack, "2.16", "GET", path, token=member).json()["server"]
 
 
 def test_the_ip6_filter_is_every_callers_from_2_5(stack: Running, server: FlowRecord) -> None:
