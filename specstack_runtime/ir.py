@@ -301,6 +301,7 @@ class ResourceAction(Node):
     payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
     hook: str | None = None
     when: str | None = None  # CEL: the action applies only if this holds
+    since: str | None = None  # the API microversion that brings it (older: an unknown action)
     status: int = 202
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
     policy: str | None = None  # a policy rule: others get 403 before anything is looked at

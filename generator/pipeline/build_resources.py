@@ -373,6 +373,7 @@ def _resource(
                     payload=a.get("payload", {}),
                     hook=a.get("hook"),
                     when=a.get("when"),
+                    since=a.get("since"),
                     status=a.get("status", 202),
                     conflict=ir.ErrorText(**a["conflict"]) if a.get("conflict") else None,
                     policy=a.get("policy"),
