@@ -440,6 +440,9 @@ class ServerCreate(BaseModel):
     accessIPv6: str | None = None
     OS_DCF_diskConfig: DiskConfig | None = Field(None, alias="OS-DCF:diskConfig")
     personality: list[Personality] | None = None
+    description: constr(max_length=255) | None = Field(
+        None, description="The server's description (from 2.19)."
+    )
 
 
 class SchedulerHints(BaseModel):
@@ -479,6 +482,9 @@ class ServerUpdate(BaseModel):
     accessIPv4: str | None = None
     accessIPv6: str | None = None
     OS_DCF_diskConfig: DiskConfig | None = Field(None, alias="OS-DCF:diskConfig")
+    description: constr(max_length=255) | None = Field(
+        None, description="The server's description (from 2.19)."
+    )
 
 
 class ServerUpdateRequest(BaseModel):
@@ -663,6 +669,7 @@ class Server(BaseModel):
         None, alias="OS-EXT-SRV-ATTR:user_data", description="The user data"
     )
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    description: str | None = Field(None, description="The server's description (from 2.19).")
     host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
         None,
         description='Its host\'s compute service: UP, DOWN (forced down), MAINTENANCE (disabled), UNKNOWN (not heard from), "" without a host (administrators; from 2.16).',
@@ -730,6 +737,7 @@ class UpdatedServer(BaseModel):
     fault: ServerFault | None = None
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    description: str | None = Field(None, description="The server's description (from 2.19).")
 
 
 class ServerUpdateResponse(BaseModel):

@@ -172,6 +172,7 @@ def _new_row(
         instance_name=f"instance-{uuid[:8]}",
         hostname=_hostname(str(server["name"])) or f"Server-{uuid}",
         user_data=server.get("user_data"),
+        description=server.get("description"),
         reservation_id=f"r-{secrets.token_hex(4)}",
         server_group=_group_hint(body),
     )

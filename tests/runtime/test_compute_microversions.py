@@ -1,4 +1,4 @@
-"""Compute microversions 2.1 to 2.18 over HTTP, against a running (embedded) stack: what each
+"""Compute microversions 2.1 to 2.19 over HTTP, against a running (embedded) stack: what each
 version brings to the operations this stack serves, asked for at both sides of it."""
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def _at(
     return resp
 
 
-def test_the_range_is_2_1_to_2_18(stack: Running) -> None:
+def test_the_range_is_2_1_to_2_19(stack: Running) -> None:
     doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
-    assert (doc["min_version"], doc["version"]) == ("2.1", "2.18")
+    assert (doc["min_version"], doc["version"]) == ("2.1", "2.19")
     latest = _at(stack, "latest", "GET", "/v2.1/flavors")
-    assert latest.headers["OpenStack-API-Version"] == "compute 2.18"
-    beyond = _at(stack, "2.19", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == "compute 2.19"
+    beyond = _at(stack, "2.20", "GET", "/v2.1/flavors")
     assert beyond.status_code == 406
-    assert "Minimum is 2.1 and maximum is 2.18" in beyond.text
+    assert "Minimum is 2.1 and maximum is 2.19" in beyond.text
 
 
 def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:
@@ -212,6 +212,46 @@ def test_trigger_crash_dump_comes_with_2_17(stack: Running, server: FlowRecord) 
     ]
     console = _at(stack, "2.17", "POST", path + "/action", json={"os-getConsoleOutput": {}})
     assert "NMI received" in console.json()["output"]
+
+
+def test_a_description_comes_with_2_19(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    assert "description" not in _at(stack, "2.18", "GET", path).json()["server"]
+    assert _at(stack, "2.19", "GET", path).json()["server"]["description"] is None
+    # update: an unknown attribute before 2.19, kept and shown from it
+    old = _at(stack, "2.18", "PUT", path, json={"server": {"description": "web"}})
+    assert old.status_code == 400 and "description" in old.text
+    new = _at(stack, "2.19", "PUT", path, json={"server": {"description": "web"}})
+    assert new.status_code == 200 and new.json()["server"]["description"] == "web"
+    assert _at(stack, "2.19", "GET", path).json()["server"]["description"] == "web"
+    assert (
+        "description" not in _at(stack, "2.18", "PUT", path, json={"server": {}}).json()["server"]
+    )
+    bad = _at(stack, "2.19", "PUT", path, json={"server": {"description": "x" * 256}})
+    assert bad.status_code == 400
+    # create: refused before 2.19, checked and kept from it
+    ids = stack.target.ids
+    assert ids is not None
+    body = {"name": "described", "imageRef": ids.image_id, "flavorRef": ids.flavor_id,
+            "networks": [{"uuid": ids.network_id}], "description": "db"}  # fmt: skip
+    refused = _at(stack, "2.18", "POST", "/v2.1/servers", json={"server": body})
+    assert refused.status_code == 400
+    assert refused.json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute server. "
+        "Additional properties are not allowed ('description' was unexpected)"
+    )
+    control = {**body, "description": "a\x01b"}
+    assert _at(stack, "2.19", "POST", "/v2.1/servers", json={"server": control}).status_code == 400
+    made = _at(stack, "2.19", "POST", "/v2.1/servers", json={"server": body})
+    assert made.status_code == 202, made.text
+    sid = made.json()["server"]["id"]
+    try:
+        assert (
+            _at(stack, "2.19", "GET", f"/v2.1/servers/{sid}").json()["server"]["description"]
+            == "db"
+        )
+    finally:
+        assert _at(stack, "2.19", "DELETE", f"/v2.1/servers/{sid}").status_code == 204
 
 
 def test_the_ip6_filter_is_every_callers_from_2_5(stack: Running, server: FlowRecord) -> None:

@@ -34,8 +34,8 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     await seed_flavors(api.store)
     row = await api.boot()
     body = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
-    # no microversion negotiated (not over HTTP): 2.9's `locked` too
-    assert set(body) == SERVER_KEYS_21 | {"progress", "security_groups", "locked"}
+    # no microversion negotiated (not over HTTP): 2.9's `locked` and 2.19's description too
+    assert set(body) == SERVER_KEYS_21 | {"progress", "security_groups", "locked", "description"}
     assert body["status"] == "BUILD" and body["OS-EXT-STS:task_state"] == "scheduling"
     assert body["flavor"] == {
         "id": "1",
@@ -43,7 +43,7 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     }
     assert body["image"]["id"] == IMAGE_ID
     assert body["hostId"] == "" and body["tenant_id"] == PROJECT
-    for absent in ("description", "tags", "fault"):
+    for absent in ("tags", "fault"):
         assert absent not in body
 
     row = await api.set(
