@@ -1054,9 +1054,9 @@ class KeypairCreate(BaseModel):
     type: Literal["ssh", "x509"] | None = Field(
         None, description="The kind of key pair (from microversion 2.2; default ssh)."
     )
-    user_id: constr(min_length=1, max_length=255) | None = Field(
+    user_id: constr(min_length=1, max_length=64) | None = Field(
         None,
-        description="The user it is for (from microversion 2.10; another user than the caller: administrators).",
+        description="The user it is for, a keystone user id (from microversion 2.10; another user than the caller: administrators).",
     )
 
 

@@ -348,6 +348,8 @@ def test_another_users_key_pairs_from_2_10(stack: Running) -> None:
         stolen = _at(stack, "2.10", "POST", "/v2.1/os-keypairs", token=member,
                      json={"keypair": {"name": "x", "user_id": "someone-else"}})  # fmt: skip
         assert stolen.status_code == 403
+        too_long = {"keypair": {"name": "x", "type": "x509", "user_id": "u" * 65}}
+        assert _at(stack, "2.10", "POST", "/v2.1/os-keypairs", json=too_long).status_code == 400
         missing = _at(stack, "2.10", "GET", "/v2.1/os-keypairs/nope", params={"user_id": demo})
         assert missing.status_code == 404
         assert (
