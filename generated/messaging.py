@@ -36,6 +36,11 @@ def start_instance(flow: Flow) -> Invoke:
     return flow.sender("start_instance", models.StartInstancePayload, None)
 
 
+def trigger_crash_dump(flow: Flow) -> Invoke:
+    """Compute crash dump request (an NMI to the guest): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("trigger_crash_dump", models.TriggerCrashDumpPayload, None)
+
+
 def pause_instance(flow: Flow) -> Invoke:
     """Compute pause request: cast on topic compute.<host>, consumed by nova-compute."""
     return flow.sender("pause_instance", models.PauseInstancePayload, None)

@@ -13,7 +13,7 @@ used, no trailing slash), `config` (a few stack settings), `rows` (a query's
 rows), `row` (one of them with its joins), `vars` (flow variables), `headers` (a flow
 step's HTTP answer), `reply` (what an action's called message answered), in start-up recovery rules `host` (the starting
 instance's host) and `bus` (`bus.durable`: unhandled messages outlive a crash), `parent` (the row a resource's `parent`
-field names, in its `shared` expression).
+field names, in its `shared` expression), `microversion` (the request's API microversion, "" when none).
 Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `pairs("A:1,B:2")` gives `{"A": 1, "B": 2}`; `sum(list)` adds numbers up;
 `map_of([[k, v], ...])` builds a map from pairs; `flatten(list of lists)`; `sort(list)` in order;
@@ -21,7 +21,8 @@ Functions besides the standard, strings and bindings (`cel.bind`) libraries:
 `unique_by(list, keys)` the first map of each combination of the keys' values; `hexdigest("sha224", s)` a hash;
 `now()` the current time as OpenStack writes it; `uuid4()` a new random UUID; `uuid5(ns, name)`
 the name-based UUID of `name` in namespace `ns`, as 32 hex digits (a stable id);
-`random_secret(n)` n random bytes, URL-safe base64 (a generated secret); `ip_net(s)` an IP
+`at_least(microversion, "2.3")` whether the request's microversion is that one or later (a field whose shape
+a version changes); `random_secret(n)` n random bytes, URL-safe base64 (a generated secret); `ip_net(s)` an IP
 network parsed (see docs/resources.md), `ip_compare(a, b)` -1, 0 or 1 as address a is
 below, at or above b, `in_cidr(ip, cidr)` whether the network holds the address. `rules` maps each policy
 rule of spec/policy.yaml to whether it allows the caller (`rules.admin_or_service`). `data` holds the resource's
@@ -83,6 +84,7 @@ VARIABLES = (
     "components",  # the spec's components, by name (seeds)
     "seeds",  # the rows each resource was seeded with so far (seeds)
     "headers",
+    "microversion",  # the request's API microversion ("2.19"; "" when it negotiated none)
 )
 
 
@@ -229,6 +231,16 @@ def _sublist(items: list[Any], start: int, count: int) -> list[Any]:
     return items[start:] if count < 0 else items[start : start + int(count)]
 
 
+def _at_least(version: str, wanted: str) -> bool:
+    """Whether microversion `version` ("2.19") is `wanted` or later; "" (none negotiated,
+    a call not over HTTP) is every version."""
+    if not version:
+        return True
+    major, _, minor = version.partition(".")
+    want_major, _, want_minor = wanted.partition(".")
+    return (int(major), int(minor)) >= (int(want_major), int(want_minor))
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -258,6 +270,7 @@ def _env() -> Any:
         "sum": ("sum_list", dyn, [items], _sum),
         "map_of": ("map_of_list", mapping, [items], _map_of),
         "merge": ("merge_maps", mapping, [mapping, mapping], _merge),
+        "at_least": ("at_least_string_string", cel.Type.BOOL, [text, text], _at_least),
     }
     functions = [
         cel.FunctionDecl(name, [cel.Overload(overload, result, arguments, impl=impl)])

@@ -165,6 +165,7 @@ class ResourceField(Node):
     hidden: bool = False
     visible: str | None = None  # a policy rule
     since: str | None = None  # the API microversion that brings it (shown and accepted)
+    until: str | None = None  # the last API microversion that has it (newer ones neither)
     hash: str | None = None
     store_as: str | None = None
     shown_once: bool = False  # a hashed value: in the create answer, then only its hash kept
@@ -183,6 +184,23 @@ class ResourceField(Node):
     maximum: float | None = None
     coerce: Literal["int", "float", "string", "bool", "datetime"] | None = None
     pattern: str | None = None
+
+
+class ActsFor(Node):
+    """A call made for another owner than the caller (nova's key pairs' `user_id`)."""
+
+    param: str  # the query parameter (list, show, delete) naming the owner
+    rule: str  # a policy rule, with the owner named as the target's owner field
+    since: str | None = None  # the API microversion that brings the parameter
+
+
+class Join(Node):
+    """Another resource's row a row's answer reads (`join.NAME` in its computed fields): the
+    one whose field `by` holds the value of `on` (CEL over `doc`), as that resource shows it."""
+
+    resource: str
+    by: str
+    on: str
 
 
 class ResourceFilter(Node):
@@ -210,6 +228,7 @@ class ResourceFilter(Node):
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
+    open_since: str | None = None  # the microversion from which `visible` no longer limits it
     default: str | None = None  # the parameter's value when the request gives none
 
 
@@ -282,6 +301,7 @@ class ResourceAction(Node):
     payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
     hook: str | None = None
     when: str | None = None  # CEL: the action applies only if this holds
+    since: str | None = None  # the API microversion that brings it (older: an unknown action)
     status: int = 202
     conflict: ErrorText | None = None  # the refusal when the state does not allow it
     policy: str | None = None  # a policy rule: others get 403 before anything is looked at
@@ -343,6 +363,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     parent: str | None = None  # a field naming the row `shared` sees as `parent`
     see_all: str | None
     modify: str | None
+    acts_for: ActsFor | None = None
+    joins: dict[str, Join] = {}  # name -> the row of another resource its answers read
     operations: dict[str, str]  # operationId -> action
     views: dict[str, tuple[str, ...]] = {}  # view name -> the fields it shows
     operation_views: dict[str, str] = {}  # operationId -> view

@@ -441,6 +441,34 @@ def test_unpause_unknown_instance(world: ContractWorld) -> None:
     run(world, scenario)
 
 
+def test_trigger_crash_dump(world: ContractWorld) -> None:
+    """Send the running (or paused) guest an NMI, on which its kernel may dump its memory."""
+
+    async def scenario() -> None:
+        await world.prepare("trigger_crash_dump", ["instance"])
+        result = await world.adapter.trigger_crash_dump(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("trigger_crash_dump", result)
+
+    run(world, scenario)
+
+
+def test_trigger_crash_dump_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.trigger_crash_dump(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
 def test_suspend(world: ContractWorld) -> None:
     """Stop the guest keeping its state (libvirt saves its memory to disk)."""
 

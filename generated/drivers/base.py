@@ -95,6 +95,10 @@ class ComputeDriver(ABC):
         """Let a paused guest run again."""
 
     @abstractmethod
+    async def trigger_crash_dump(self, instance: Instance | td.Instance) -> None:
+        """Send the running (or paused) guest an NMI, on which its kernel may dump its memory."""
+
+    @abstractmethod
     async def suspend(self, instance: Instance | td.Instance) -> None:
         """Stop the guest keeping its state (libvirt saves its memory to disk)."""
 

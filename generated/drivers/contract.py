@@ -84,6 +84,10 @@ class ComputeDriverImplementation(Protocol):
         """Let a paused guest run again."""
         ...
 
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        """Send the running (or paused) guest an NMI, on which its kernel may dump its memory."""
+        ...
+
     async def suspend(self, instance: Instance) -> None:
         """Stop the guest keeping its state (libvirt saves its memory to disk)."""
         ...

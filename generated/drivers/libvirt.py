@@ -181,6 +181,12 @@ class LibvirtDriver(ComputeDriver):
             instance=_plain(instance, types.Instance),
         )
 
+    async def trigger_crash_dump(self, instance: Instance | td.Instance) -> None:
+        """Send the running (or paused) guest an NMI, on which its kernel may dump its memory."""
+        return await self.impl.trigger_crash_dump(
+            instance=_plain(instance, types.Instance),
+        )
+
     async def suspend(self, instance: Instance | td.Instance) -> None:
         """Stop the guest keeping its state (libvirt saves its memory to disk)."""
         return await self.impl.suspend(

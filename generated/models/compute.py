@@ -440,6 +440,9 @@ class ServerCreate(BaseModel):
     accessIPv6: str | None = None
     OS_DCF_diskConfig: DiskConfig | None = Field(None, alias="OS-DCF:diskConfig")
     personality: list[Personality] | None = None
+    description: constr(max_length=255) | None = Field(
+        None, description="The server's description (from 2.19)."
+    )
 
 
 class SchedulerHints(BaseModel):
@@ -479,6 +482,9 @@ class ServerUpdate(BaseModel):
     accessIPv4: str | None = None
     accessIPv6: str | None = None
     OS_DCF_diskConfig: DiskConfig | None = Field(None, alias="OS-DCF:diskConfig")
+    description: constr(max_length=255) | None = Field(
+        None, description="The server's description (from 2.19)."
+    )
 
 
 class ServerUpdateRequest(BaseModel):
@@ -568,6 +574,9 @@ class VolumeAttachedRef(BaseModel):
         populate_by_name=True,
     )
     id: str = Field(..., description="Volume id.")
+    delete_on_termination: bool | None = Field(
+        None, description="Whether deleting the server deletes the volume (from 2.3)."
+    )
 
 
 class Server(BaseModel):
@@ -625,6 +634,45 @@ class Server(BaseModel):
         None,
         alias="OS-EXT-SRV-ATTR:instance_name",
         description="Hypervisor-side name, for example instance-00000001 (administrators).",
+    )
+    OS_EXT_SRV_ATTR_reservation_id: str | None = Field(
+        None,
+        alias="OS-EXT-SRV-ATTR:reservation_id",
+        description="The reservation of the request that made it (administrators; from 2.3).",
+    )
+    OS_EXT_SRV_ATTR_launch_index: int | None = Field(
+        None,
+        alias="OS-EXT-SRV-ATTR:launch_index",
+        description="Its place among the servers one request made (administrators; from 2.3).",
+    )
+    OS_EXT_SRV_ATTR_hostname: str | None = Field(
+        None,
+        alias="OS-EXT-SRV-ATTR:hostname",
+        description="The guest's host name (administrators; from 2.3).",
+    )
+    OS_EXT_SRV_ATTR_kernel_id: str | None = Field(
+        None,
+        alias="OS-EXT-SRV-ATTR:kernel_id",
+        description="The kernel image or the empty string (administrators; from 2.3).",
+    )
+    OS_EXT_SRV_ATTR_ramdisk_id: str | None = Field(
+        None,
+        alias="OS-EXT-SRV-ATTR:ramdisk_id",
+        description="The ramdisk image or the empty string (administrators; from 2.3).",
+    )
+    OS_EXT_SRV_ATTR_root_device_name: str | None = Field(
+        None,
+        alias="OS-EXT-SRV-ATTR:root_device_name",
+        description="The root disk's device once built (administrators; from 2.3).",
+    )
+    OS_EXT_SRV_ATTR_user_data: str | None = Field(
+        None, alias="OS-EXT-SRV-ATTR:user_data", description="The user data"
+    )
+    locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    description: str | None = Field(None, description="The server's description (from 2.19).")
+    host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
+        None,
+        description='Its host\'s compute service: UP, DOWN (forced down), MAINTENANCE (disabled), UNKNOWN (not heard from), "" without a host (administrators; from 2.16).',
     )
     OS_SRV_USG_launched_at: str | None = Field(
         ...,
@@ -688,6 +736,8 @@ class UpdatedServer(BaseModel):
     progress: int | None = None
     fault: ServerFault | None = None
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")
+    locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    description: str | None = Field(None, description="The server's description (from 2.19).")
 
 
 class ServerUpdateResponse(BaseModel):
@@ -952,6 +1002,7 @@ class KeypairSummary(BaseModel):
     name: str
     fingerprint: str
     public_key: str
+    type: Literal["ssh", "x509"] | None = Field(None, description="From microversion 2.2.")
 
 
 class KeypairListEntry(BaseModel):
@@ -976,6 +1027,7 @@ class Keypair(BaseModel):
     name: str
     fingerprint: str
     public_key: str
+    type: Literal["ssh", "x509"] | None = Field(None, description="From microversion 2.2.")
     user_id: str
     created_at: str = Field(..., description="Naive UTC timestamp.")
     updated_at: None
@@ -996,7 +1048,15 @@ class KeypairCreate(BaseModel):
     )
     name: constr(min_length=1, max_length=255)
     public_key: str | None = Field(
-        None, description="Public key to import; a pair is generated when left out."
+        None,
+        description="Public key to import (an X.509 certificate in PEM for type x509); a pair is generated when left out.",
+    )
+    type: Literal["ssh", "x509"] | None = Field(
+        None, description="The kind of key pair (from microversion 2.2; default ssh)."
+    )
+    user_id: constr(min_length=1, max_length=64) | None = Field(
+        None,
+        description="The user it is for, a keystone user id (from microversion 2.10; another user than the caller: administrators).",
     )
 
 
@@ -1015,6 +1075,7 @@ class KeypairCreated(BaseModel):
     fingerprint: str
     public_key: str
     private_key: str | None = Field(None, description="Only when nova generated the pair.")
+    type: Literal["ssh", "x509"] | None = Field(None, description="From microversion 2.2.")
     user_id: str
 
 
@@ -1031,11 +1092,11 @@ class ServerGroup(BaseModel):
     )
     id: UUID
     name: str
-    policies: list[Literal["affinity", "anti-affinity"]]
+    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]]
     members: list[str] = Field(..., description="The ids of the servers in the group.")
     metadata: dict[str, Any]
-    project_id: str
-    user_id: str
+    project_id: str | None = Field(None, description="From microversion 2.13.")
+    user_id: str | None = Field(None, description="From microversion 2.13.")
 
 
 class ServerGroupResponse(BaseModel):
@@ -1058,7 +1119,9 @@ class ServerGroupCreate(BaseModel):
         populate_by_name=True,
     )
     name: constr(min_length=1, max_length=255)
-    policies: list[Literal["affinity", "anti-affinity"]] = Field(..., max_length=1, min_length=1)
+    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] = (
+        Field(..., max_length=1, min_length=1)
+    )
 
 
 class ServerGroupCreateRequest(BaseModel):

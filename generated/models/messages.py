@@ -205,6 +205,14 @@ class StartInstancePayload(BaseModel):
     instance: InstanceRef
 
 
+class TriggerCrashDumpPayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+
+
 class PauseInstancePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-compute (worker, project nova): generated from the spec.
 
-Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -446,6 +446,11 @@ async def get_console_output(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def trigger_crash_dump(flow: Flow) -> None:
+    """message trigger_crash_dump: behaviour compute.rpc_guest_call."""
+    await flow.trigger(None)
+
+
 async def attach_volume(flow: Flow) -> None:
     """message attach_volume: behaviour compute.rpc_attach_volume."""
     await flow.trigger(None)
@@ -626,6 +631,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "trigger_crash_dump": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="trigger_crash_dump",
+        behaviour="compute.rpc_guest_call",
+        on_error=None,
+        run=trigger_crash_dump,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"method": "trigger_crash_dump"},
+    ),
     "attach_volume": HandlerSpec(
         component=COMPONENT,
         kind="message",
@@ -691,6 +708,16 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=True,
         handler=HANDLERS["start_instance"],
         payload_model=messages.StartInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="trigger_crash_dump",
+        topic="compute",
+        method="trigger_crash_dump",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["trigger_crash_dump"],
+        payload_model=messages.TriggerCrashDumpPayload,
         reply_model=None,
     ),
     Consumer(

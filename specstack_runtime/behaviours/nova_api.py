@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable
 
@@ -40,6 +41,13 @@ def _new_row(rc: ResourceCall, call: Call) -> Doc:
     return dict(row)
 
 
+def _hostname(name: str) -> str:
+    """The guest's host name from the server's name, as nova sanitizes it."""
+    name = name.encode("latin-1", "ignore").decode("latin-1")[:63]
+    name = re.sub(r"[^\w.-]+", "", re.sub(r"[ _.]", "-", name)).lower()
+    return name.strip(".-")
+
+
 @behaviour("compute.check_image", via=("http",))
 async def check_image(ix: Interaction) -> None:
     """boot-vm 4.1: the image to boot from must exist in glance; keeps `vars["image"]`."""
@@ -66,6 +74,9 @@ async def _find_refs(rc: ResourceCall, row: Doc, zoned: bool) -> None:
     image = rc.call.vars.get("image")
     if row["image_ref"] and isinstance(image, dict) and str(image.get("id")) == row["image_ref"]:
         rc.refs["image"] = image
+        # the image's kernel and ramdisk, as the instance keeps them (extended attributes)
+        row.update(kernel_id=str(image.get("kernel_id") or ""))
+        row.update(ramdisk_id=str(image.get("ramdisk_id") or ""))
     nodes = await rc.store.list(COMPUTE_NODES) if zoned else []
     zones = {
         str(n["host"]): str(n.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE) for n in nodes
@@ -91,6 +102,7 @@ async def create_server(call: Call) -> Reply:
     if not isinstance(row["name"], str):
         raise rc.res.fail("invalid", field="name", value=row["name"])
     writes.check_value(rc, rc.res.fields["name"], row["name"])
+    row["hostname"] = _hostname(row["name"]) or f"Server-{row['id']}"
     writes.check_value(rc, rc.res.fields["OS-DCF:diskConfig"], row["disk_config"])
     zone = str(server.get("availability_zone") or "")
     await _find_refs(rc, row, bool(zone))

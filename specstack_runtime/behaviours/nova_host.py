@@ -228,6 +228,14 @@ async def rpc_power_action(call: Call) -> None:
     await update_instance(call, uuid, {"task_state": None, **dict(call.args["done"])}, expected)
 
 
+@behaviour("compute.rpc_guest_call")
+async def rpc_guest_call(call: Call) -> None:
+    """A driver `method` on the instance's guest that changes none of its states (nova's
+    trigger_crash_dump: an NMI); a failure is the event's error."""
+    uuid = str(call.payload["instance"]["uuid"])
+    await getattr(call.rt.driver, str(call.args["method"]))({"uuid": uuid, "name": uuid})
+
+
 @behaviour("compute.rpc_get_console_output")
 async def rpc_get_console_output(call: Call) -> dict[str, Any]:
     uuid = str(call.payload["instance"]["uuid"])

@@ -22,10 +22,7 @@ def owns(rc: ResourceCall, doc: Doc) -> bool:
     field = rc.res.owner_field
     if field is None:  # no owner: everyone's, unless `shared` says whose
         return rc.res.shared is None
-    auth = rc.optional_auth
-    if auth is None:
-        return False
-    mine = auth.project_id if field == "project_id" else auth.user_id
+    mine = rc.owner_id()  # the caller's, or the owner it acts for (`acts_for`)
     return bool(mine) and doc.get(field) == mine
 
 
@@ -89,6 +86,8 @@ async def lookup(rc: ResourceCall, id_: str | None = None, *, deleted: bool = Fa
     if doc is None or not await sees(rc, doc):
         auth = rc.optional_auth
         who = {"user_id": auth.user_id, "project_id": auth.project_id} if auth else {}
+        if rc.res.owner_field and auth:  # the owner it looked for (`acts_for`: another)
+            who[rc.res.owner_field] = rc.owner_id()
         raise rc.res.fail("not_found", **{**who, **rc.call.path_params, "id": row_id})
     return doc
 
@@ -129,7 +128,13 @@ def stamp_owner(rc: ResourceCall, attrs: dict[str, Any]) -> None:
         if wanted is not None and attrs[alias] != wanted:
             raise rc.res.fail("bad_request", reason=f"'{field}' and '{alias}' do not match")
         wanted = attrs[alias]
-    if wanted is not None and wanted != mine and not sees_all(rc):
+    # another owner: those who see all, or whom `acts_for` allows it (403 from it otherwise)
+    if (
+        wanted is not None
+        and wanted != mine
+        and not sees_all(rc)
+        and rc.acting_owner(wanted) is None
+    ):
         raise rc.res.fail("owner", value=wanted)
     owner = wanted or mine
     if not owner:

@@ -10,7 +10,8 @@ from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import InvalidMessage, api_error, send
-from specstack_runtime.resources import access, effects, guards, hooks, quotas, views
+from specstack_runtime.microversions import parse
+from specstack_runtime.resources import access, effects, guards, hooks, joins, quotas, views
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -47,7 +48,8 @@ def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
         raise rc.res.fail("action", action=given if body else "(none)")
     name, arg = next(iter(body.items()))
     found = next((a for a in (states.actions if states else ()) if a.name == name), None)
-    if found is None:
+    version = rc.call.microversion
+    if found is None or (found.since and version is not None and version < parse(found.since)):
         raise rc.res.fail("action", action=name)
     # `{"os-stop": null}`: no argument reads as an empty one (`has(params.x)` is false)
     return found, {} if arg is None else arg
@@ -111,7 +113,10 @@ async def run(rc: ResourceCall) -> Reply:
     status = action.status
     if action.answer:
         return Reply(status, _value(rc, action.answer, doc, arg, reply or {}))
-    return Reply(status, views.one(rc, doc) if status == 200 else None)
+    if status != 200:
+        return Reply(status, None)
+    await joins.load(rc, [doc])
+    return Reply(status, views.one(rc, doc))
 
 
 async def _transition(

@@ -25,6 +25,7 @@ from specstack_runtime.errors import (
     Unauthorized,
 )
 from specstack_runtime.expr import Expr, compile_expr
+from specstack_runtime.microversions import parse
 from specstack_runtime.store import Not
 
 Doc = dict[str, Any]
@@ -46,6 +47,7 @@ DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
     "unknown_field": (400, "Unrecognized attribute(s) '{field}'"),
     "body": (400, "The request body must be an object with a '{envelope}' object."),
     "owner": (403, "Only an administrator may create a {resource} for another project."),
+    "acts_for_forbidden": (403, "Policy doesn't allow {action} of another's {resource}."),
     "in_use": (409, "{title} {id} is in use."),
     "state": (409, "Cannot '{action}' {resource} {id} while it is in {field} {state}."),
     "action": (400, "Unknown action {action}."),
@@ -258,20 +260,28 @@ class Compiled:
         return tuple((f.name, f.visible) for f in self.res.fields if f.visible)
 
     @cached_property
-    def versioned(self) -> tuple[tuple[str, tuple[int, int]], ...]:
-        """(field, microversion): fields an API's older microversions do not have."""
-        out = []
-        for f in self.res.fields:
-            if f.since:
-                major, _, minor = f.since.partition(".")
-                out.append((f.name, (int(major), int(minor))))
-        return tuple(out)
+    def versioned(self) -> tuple[tuple[str, tuple[int, int], tuple[int, int]], ...]:
+        """(field, first, last microversion): fields some of an API's versions do not have."""
+        top = (1 << 30, 0)
+        return tuple(
+            (f.name, parse(f.since) if f.since else (0, 0), parse(f.until) if f.until else top)
+            for f in self.res.fields
+            if f.since or f.until
+        )
 
-    def too_new(self, name: str, version: tuple[int, int] | None) -> bool:
-        """Whether field `name` comes after the request's microversion."""
+    def absent_at(self, version: tuple[int, int] | None) -> set[str]:
+        """The fields microversion `version` does not have (none without a version)."""
+        if version is None:
+            return set()
+        return {name for name, first, last in self.versioned if not first <= version <= last}
+
+    def not_at(self, name: str, version: tuple[int, int] | None) -> bool:
+        """Whether field `name` is not part of the request's microversion."""
         if version is None:
             return False
-        return any(field == name and version < since for field, since in self.versioned)
+        return any(
+            field == name and not first <= version <= last for field, first, last in self.versioned
+        )
 
     @cached_property
     def unique_sets(self) -> tuple[tuple[str, ...], ...]:

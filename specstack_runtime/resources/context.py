@@ -36,6 +36,9 @@ class ResourceCall:
     #: the owners' own quota limits this call read ((limits resource, owner) -> row): a
     #: create checks each of its quotas twice, the row is read once
     limit_rows: dict[tuple[str, str], Doc] = field(default_factory=dict)
+    _acting: list[str | None] = field(default_factory=list)  # acting_owner(), once found
+    #: the rows of the resource's `joins` read for this call: name -> `by` value -> row
+    joined: dict[str, dict[str, Doc]] = field(default_factory=dict)
 
     @property
     def store(self) -> Store:
@@ -105,16 +108,55 @@ class ResourceCall:
         names = [n for n in _path_params(self.path) if n != item]
         return names[-1] if names else None
 
+    def acts_for_at(self) -> bool:
+        """Whether the request's microversion has the resource's `acts_for`."""
+        acts = self.res.res.acts_for
+        if acts is None or self.res.owner_field is None:
+            return False
+        version = self.call.microversion
+        return not (acts.since and version is not None and version < parse(acts.since))
+
+    def acting_owner(self, given: Any = None) -> str | None:
+        """The owner the call acts for when it is not the caller's (the resource's
+        `acts_for`: its query parameter, or `given`, a create body's owner field); 403
+        when its rule, with that owner as the target, does not allow the caller."""
+        if given is None and self._acting:
+            return self._acting[0]
+        acts = self.res.res.acts_for
+        wanted = given if given is not None else (acts and self.call.q(acts.param))
+        found: str | None = None
+        if acts is not None and wanted is not None and self.acts_for_at():
+            owner = str(self.res.owner_field)
+            if not self.allows(acts.rule, {owner: str(wanted)}):
+                action = str(self.call.args.get("action") or "")
+                raise self.res.fail(
+                    "acts_for_forbidden",
+                    action=action,
+                    policy_action={"list": "index"}.get(action, action),
+                    owner=wanted,
+                )
+            found = str(wanted)
+        if given is None:
+            self._acting.append(found)
+        return found
+
+    def owner_id(self) -> str | None:
+        """The owner the call is for: the one it acts for, else the caller's."""
+        acting = self.acting_owner()
+        if acting is not None:
+            return acting
+        auth = self.optional_auth
+        if auth is None:
+            return None
+        return auth.project_id if self.res.owner_field == "project_id" else auth.user_id
+
     def row_id(self) -> str:
         style = self.res.res.id_style
         if style.startswith("fields:"):
             names = style[7:].split(",")
             values: dict[str, Any] = {**self.call.path_params, **self.parents()}
-            auth = self.optional_auth
-            if self.res.owner_field and auth is not None:
-                values[self.res.owner_field] = (
-                    auth.project_id if self.res.owner_field == "project_id" else auth.user_id
-                )
+            if self.res.owner_field and self.optional_auth is not None:
+                values[self.res.owner_field] = self.owner_id()
             return stable_id(self.res.name, (values.get(n, "") for n in names))
         if style.startswith("expr:"):
             return str(compile_expr(style[5:]).evaluate(**self.variables()))
@@ -175,6 +217,7 @@ class ResourceCall:
                 "vars": self.call.vars,
                 "data": self.res.res.data,
                 "now": SYSTEM_CLOCK.time(),  # epoch seconds: what heartbeats are compared with
+                "microversion": f"{mv[0]}.{mv[1]}" if (mv := self.call.microversion) else "",
                 # the project's limit of each quota of the spec (configured or default)
                 "quotas": {
                     name: int(self.configured_quotas.get(name, q.default))

@@ -18,7 +18,8 @@ from urllib.parse import urlencode
 import re2
 
 from specstack_runtime import ir
-from specstack_runtime.resources import access, seeds
+from specstack_runtime.microversions import parse
+from specstack_runtime.resources import access, joins, seeds
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 from specstack_runtime.store import BATCH_ROWS
@@ -267,7 +268,7 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
         pred = None if pushed else _predicate(rc, f, values)  # checks the value for everyone
         if f.requires and not rc.allows(f.requires):
             raise res.fail("filter_forbidden", field=param, rule=f.requires.removeprefix("rule:"))
-        if f.visible and not rc.allows(f.visible):
+        if f.visible and not rc.allows(f.visible) and not _opened(f.open_since, rc):
             continue  # ... but applies only for callers the rule allows
         if pushed and values[0] not in ("None", "null"):
             sql[res.key(f.field)] = values[0]
@@ -276,6 +277,12 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
         elif pushed:
             preds.append(_predicate(rc, f, values) or (lambda d: True))
     return sql, preds
+
+
+def _opened(since: str | None, rc: ResourceCall) -> bool:
+    """Whether the request's microversion opens a filter to every caller."""
+    version = rc.call.microversion
+    return since is not None and (version is None or version >= parse(since))
 
 
 def _limit(rc: ResourceCall) -> int | None:
@@ -440,6 +447,7 @@ async def answer(rc: ResourceCall) -> Any:
     """The list operation's body, in the API's pagination style."""
     res = rc.res
     rows, more = _page(rc, await visible_rows(rc))
+    await joins.load(rc, rows)
     wanted = requested_fields(rc)
     items: list[Any] = [only(render(rc, d), wanted) for d in rows]
     if res.res.envelope_item:

@@ -23,6 +23,7 @@ from specstack_runtime.resources import (
     deleting,
     guards,
     hooks,
+    joins,
     listing,
     quotas,
     views,
@@ -52,6 +53,7 @@ async def show(rc: ResourceCall) -> Reply:
     doc = await access.lookup(rc)
     rc.call.vars[rc.res.name] = doc
     status = rc.success(200)
+    await joins.load(rc, [doc])
     return Reply(status, None if status == 204 else views.one(rc, doc))
 
 
@@ -77,6 +79,7 @@ async def create(
     if rc.res.res.location:
         where = compile_expr(rc.res.res.location).evaluate(**rc.variables(doc=created))
         headers["Location"] = str(where)
+    await joins.load(rc, [created])
     body = None if status == 204 else views.one(rc, created)
     if body is not None and rc.revealed:  # shown_once values: this answer only
         (body.get(rc.res.res.envelope_one) if rc.res.res.envelope_one else body).update(rc.revealed)
@@ -128,6 +131,7 @@ async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply
         await hooks.run(rc, "after_update", doc, old)
     rc.call.vars[rc.res.name] = doc
     status = rc.success(200, 202, 204)
+    await joins.load(rc, [doc])
     return Reply(status, None if status == 204 else views.one(rc, doc))
 
 

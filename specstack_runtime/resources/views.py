@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from specstack_runtime.expr import Bound
+from specstack_runtime.resources import joins
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -25,7 +26,8 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     chosen = view or rc.call.args.get("view")
     picks = [entry.partition("=") for entry in res.res.views.get(str(chosen), ())] if chosen else []
     wanted = {source or name for name, _, source in picks} if chosen else None
-    denied = rc.denied(res.guarded, doc)
+    # fields the caller may not see, and those its microversion does not have
+    denied = rc.denied(res.guarded, doc) | res.absent_at(rc.call.microversion)
     out: Doc = {}
     known = res.answer_keys
     for key, value in doc.items():
@@ -49,7 +51,10 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
             out[name] = None
     if res.computed or res.renders:
         uses = res.render_uses  # the others are not handed to the CEL runtime
-        variables = Bound(**{k: v for k, v in rc.variables(doc=doc).items() if k in uses})
+        more = {"doc": doc}
+        if "join" in uses and rc.res.res.joins and _joins_wanted(rc, wanted, denied):
+            more["join"] = joins.of(rc, doc)
+        variables = Bound(**{k: v for k, v in rc.variables(**more).items() if k in uses})
         for name, expr in res.renders:
             if name in out and name not in denied and (wanted is None or name in wanted):
                 out[name] = expr.evaluate_in(variables)
@@ -60,11 +65,6 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
                 out[name] = expr.evaluate_in(variables)
     for name in denied:
         out.pop(name, None)
-    version = rc.call.microversion
-    if version is not None:
-        for name, since in res.versioned:
-            if version < since:
-                out.pop(name, None)
     for name in res.optional:
         if out.get(name) is None:
             out.pop(name, None)
@@ -88,6 +88,14 @@ def answer_key(res: Compiled, key: str) -> str | None:
     if f.hidden or name in res.hidden or f.computed or not f.in_schema:
         return None
     return name
+
+
+def _joins_wanted(rc: ResourceCall, wanted: set[str] | None, denied: set[str]) -> bool:
+    """Whether a field this answer shows reads `join` (others need no joined rows)."""
+    return any(
+        "join" in expr.uses and name not in denied and (wanted is None or name in wanted)
+        for name, expr in rc.res.computed
+    )
 
 
 def only(rep: Doc, wanted: list[str]) -> Doc:

@@ -193,7 +193,12 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
         attrs.setdefault(res.aliases[key], value)
     for key, value in attrs.items():
         f = res.fields.get(key)
-        if f is None or (f.computed and not f.in_schema) or res.too_new(key, rc.call.microversion):
+        if (
+            f is None
+            or (f.computed and not f.in_schema)
+            or res.not_at(key, rc.call.microversion)
+            or (key == res.owner_field and res.res.acts_for and not rc.acts_for_at())
+        ):
             if res.res.extra and f is None:
                 out[key] = _extra(rc, key, value)
             else:

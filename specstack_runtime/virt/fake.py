@@ -306,6 +306,14 @@ class FakeHypervisor:
     async def pause(self, instance: Instance) -> None:
         await self._transition(instance, RUNNING, PAUSED, "paused")
 
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        """An NMI to a running (or paused) guest: its kernel may dump its memory."""
+        guest = self._guest(instance)
+        if guest["power_state"] not in (RUNNING, PAUSED):
+            raise VirtError(f"the guest of instance {guest['uuid']} is not running")
+        self._log(guest, "NMI received")
+        self._changed()
+
     async def unpause(self, instance: Instance) -> None:
         await self._transition(instance, PAUSED, RUNNING, "unpaused")
 

@@ -578,6 +578,9 @@ class LibvirtHypervisor:
     async def pause(self, instance: Instance) -> None:
         await self._power(instance, power.pause)
 
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        await self._power(instance, power.inject_nmi)
+
     async def unpause(self, instance: Instance) -> None:
         await self._power(instance, power.unpause)
 

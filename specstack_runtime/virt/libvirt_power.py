@@ -34,6 +34,12 @@ def reboot(dom: libvirt.virDomain, hard: bool) -> None:
             dom.reset(0)
 
 
+def inject_nmi(dom: libvirt.virDomain) -> None:
+    if dom.state()[0] not in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_PAUSED):
+        raise _refuse(dom, "running")
+    dom.injectNMI(0)
+
+
 def pause(dom: libvirt.virDomain) -> None:
     if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
         raise _refuse(dom, "running")

@@ -575,6 +575,9 @@ class QemuHypervisor:
     async def pause(self, instance: Instance) -> None:
         await self._freeze(instance, "stop", "running", "paused")
 
+    async def trigger_crash_dump(self, instance: Instance) -> None:
+        await self._execute(self._guest(instance), "inject-nmi")  # QMP: a started guest
+
     async def unpause(self, instance: Instance) -> None:
         await self._freeze(instance, "cont", "paused", "unpaused")
 

@@ -34,7 +34,8 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     await seed_flavors(api.store)
     row = await api.boot()
     body = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
-    assert set(body) == SERVER_KEYS_21 | {"progress", "security_groups"}
+    # no microversion negotiated (not over HTTP): 2.9's `locked` and 2.19's description too
+    assert set(body) == SERVER_KEYS_21 | {"progress", "security_groups", "locked", "description"}
     assert body["status"] == "BUILD" and body["OS-EXT-STS:task_state"] == "scheduling"
     assert body["flavor"] == {
         "id": "1",
@@ -42,7 +43,7 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     }
     assert body["image"]["id"] == IMAGE_ID
     assert body["hostId"] == "" and body["tenant_id"] == PROJECT
-    for absent in ("description", "tags", "locked", "fault"):
+    for absent in ("tags", "fault"):
         assert absent not in body
 
     row = await api.set(
@@ -317,3 +318,31 @@ async def test_console_output(api: Api) -> None:
         await api.run(
             "serverAction", path_params={"server_id": row["id"]}, body={"os-getConsoleOutput": {}}
         )
+
+
+@arun
+async def test_host_status_is_the_hosts_compute_service(api: Api) -> None:
+    """2.16's host_status (the `service` join): "" without a host (or one with no service),
+    then UP, MAINTENANCE (disabled) and UNKNOWN (not heard from), as nova tells them (DOWN
+    is a forced-down service, which the services API here cannot make)."""
+    await seed_flavors(api.store)
+    row = await api.boot()
+    admin = auth_ctx(admin=True)  # of the server's project: its list has it
+
+    async def status() -> str:
+        path = {"server_id": row["id"]}
+        body = (await api.run("showServer", path_params=path, auth=admin)).body["server"]
+        listed = (await api.run("listServersDetailed", auth=admin)).body["servers"]
+        assert [s["host_status"] for s in listed if s["id"] == row["id"]] == [body["host_status"]]
+        return str(body["host_status"])
+
+    assert await status() == ""
+    await add_compute_node(api.store, "compute-1")
+    row = await api.set(row, host="compute-1")
+    assert await status() == "UP"
+    await api.store.update("compute_nodes", "compute-1", {"enabled": False})
+    assert await status() == "MAINTENANCE"
+    await api.store.update("compute_nodes", "compute-1", {"enabled": True, "heartbeat": 1.0})
+    assert await status() == "UNKNOWN"
+    await api.set(row, host="compute-gone")  # a host nova has no service of
+    assert await status() == ""

@@ -13,7 +13,13 @@ from jsonschema import Draft202012Validator
 
 from generated.drivers.types import BlockDevice, ConnectionInfo, Instance, Vif
 from specstack_runtime import filewriter
-from specstack_runtime.virt import DeviceBusy, DiskNotFound, InstanceExists, InstanceNotFound
+from specstack_runtime.virt import (
+    DeviceBusy,
+    DiskNotFound,
+    InstanceExists,
+    InstanceNotFound,
+    VirtError,
+)
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.test_compute_kit import ir_json
@@ -75,6 +81,23 @@ async def test_spawn_power_console_destroy(tmp_path: Path) -> None:
         await hv.destroy(guest())
     with pytest.raises(InstanceNotFound):
         await hv.get_console_output(guest())
+
+
+@arun
+async def test_a_crash_dump_is_an_nmi_to_a_running_or_paused_guest(tmp_path: Path) -> None:
+    hv = FakeHypervisor(
+        tmp_path / "state.json", vcpus=4, memory_mb=4096, local_gb=50, hostname="c1"
+    )
+    await hv.spawn(guest(), {"id": "img"}, [], [])
+    await hv.trigger_crash_dump(guest())
+    await hv.pause(guest())
+    await hv.trigger_crash_dump(guest())
+    assert (await hv.get_console_output(guest())).count("NMI received") == 2
+    await hv.unpause(guest())
+    await hv.power_off(guest())
+    with pytest.raises(VirtError, match="is not running"):
+        await hv.trigger_crash_dump(guest())
+    assert await hv.get_power_state(guest()) == 4
 
 
 @arun

@@ -18,6 +18,7 @@ import pytest
 from specstack_runtime.app import ApiApp, Route
 from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.microversions import Microversions
 from specstack_runtime.stackinfo import StackInfo
@@ -196,5 +197,47 @@ def test_an_operation_below_its_version_is_404_over_http(info: StackInfo, tmp_pa
         assert above.headers["OpenStack-API-Version"] == "placement 1.4"
         assert beyond.status_code == 406 and "1.0" in beyond.text and "1.4" in beyond.text
         assert ran == [(1, 3), (1, 4)]  # the handler never ran below its version
+
+    asyncio.run(go())
+
+
+def test_at_least_compares_microversions_and_none_is_every_version() -> None:
+    expr = compile_expr("at_least(microversion, '2.10')")
+    assert [expr.evaluate(microversion=v) for v in ("2.9", "2.10", "2.79", "3.0", "")] == [
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+
+
+def _retired(spec: Path) -> None:
+    """Placement with microversions 1.0-1.4 whose `generation` is gone after 1.2."""
+    _versioned(spec)
+    res = spec / "resources" / "placement.yaml"
+    res.write_text(
+        res.read_text().replace(
+            "      generation: {default: 0, write: never, since: '1.2'}\n",
+            "      generation: {default: 0, write: never, until: '1.2'}\n",
+        )
+    )
+
+
+def test_a_field_until_a_version_is_gone_after_it(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    info = placement_info(tmp_path_factory.mktemp("placement-until"), _retired)
+
+    async def go() -> None:
+        p = Placement(info, tmp_path)
+        put = {"name": "cn-2"}
+        await p.op("putResourceProvider", SERVICE, path={"uuid": "cn-2"}, body=put, version=(1, 0))
+        shown = {
+            v: (await p.op("showResourceProvider", path={"uuid": "cn-2"}, version=v)).body
+            for v in ((1, 0), (1, 2), (1, 3))
+        }
+        assert shown[(1, 0)]["generation"] == 0 and shown[(1, 2)]["generation"] == 0
+        assert "generation" not in shown[(1, 3)]
 
     asyncio.run(go())

@@ -92,7 +92,7 @@ async def test_create_show_list_delete(api: Api) -> None:
 
 @arun
 async def test_create_refuses_bad_policies(api: Api) -> None:
-    for policies in (["soft-affinity"], ["affinity", "anti-affinity"], [], "affinity"):
+    for policies in (["colocate"], ["affinity", "anti-affinity"], [], "affinity"):
         body = {"server_group": {"name": "g", "policies": policies}}
         with pytest.raises(BadRequest):
             await api.run("createServerGroup", body=body)
