@@ -4,21 +4,13 @@ the rows are rendered, and handed to its computed fields as `join.NAME`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from specstack_runtime.expr import compile_expr
 from specstack_runtime.resources.context import Doc, ResourceCall
-
-
-def _key(rc: ResourceCall, on: str, doc: Doc) -> str | None:
-    value = compile_expr(on).evaluate(**rc.variables(doc=rc.res.complete(doc)))
-    return None if value in (None, "") else str(value)
+from specstack_runtime.resources.views import join_key, render
 
 
 async def load(rc: ResourceCall, docs: Iterable[Doc]) -> None:
     """Read the joined rows `docs` name (each distinct value once) into `rc.joined`."""
-    from specstack_runtime.resources.views import render  # views render the joined rows
-
     joins = rc.res.res.joins
     if not joins or not _read(rc):
         return
@@ -26,7 +18,7 @@ async def load(rc: ResourceCall, docs: Iterable[Doc]) -> None:
     for name, join in joins.items():
         found = rc.joined.setdefault(name, {})
         other = rc.of(join.resource)
-        for key in {k for d in docs if (k := _key(rc, join.on, d)) is not None} - found.keys():
+        for key in {k for d in docs if (k := join_key(rc, join.on, d)) is not None} - found.keys():
             rows = await other.store.list(other.res.res.table, {other.res.key(join.by): key})
             if rows:
                 found[key] = render(other, rows[0])
@@ -42,14 +34,3 @@ def _read(rc: ResourceCall) -> bool:
         "join" in e.uses and n not in absent and (names is None or n in names)
         for n, e in rc.res.computed
     )
-
-
-def of(rc: ResourceCall, doc: Doc) -> dict[str, Any]:
-    """`join` for one row: each join's row (null when none); the rows must be loaded."""
-    out: dict[str, Any] = {}
-    for name, join in rc.res.res.joins.items():
-        if name not in rc.joined:
-            raise RuntimeError(f"{rc.res.name}: join {name} read before it was loaded")
-        key = _key(rc, join.on, doc)
-        out[name] = None if key is None else rc.joined[name].get(key)
-    return out

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import Bound
-from specstack_runtime.resources import joins
+from specstack_runtime.expr import Bound, compile_expr
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -53,7 +52,7 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         uses = res.render_uses  # the others are not handed to the CEL runtime
         more = {"doc": doc}
         if "join" in uses and rc.res.res.joins and _joins_wanted(rc, wanted, denied):
-            more["join"] = joins.of(rc, doc)
+            more["join"] = _joined(rc, doc)
         variables = Bound(**{k: v for k, v in rc.variables(**more).items() if k in uses})
         for name, expr in res.renders:
             if name in out and name not in denied and (wanted is None or name in wanted):
@@ -118,3 +117,20 @@ def one(rc: ResourceCall, doc: Doc) -> Any:
     rep = only(render(rc, doc), requested_fields(rc))
     key = rc.res.res.envelope_one
     return {key: rep} if key else rep
+
+
+def join_key(rc: ResourceCall, on: str, doc: Doc) -> str | None:
+    """The value (CEL `on` over `doc`) a join finds its row by; None: no row."""
+    value = compile_expr(on).evaluate(**rc.variables(doc=rc.res.complete(doc)))
+    return None if value in (None, "") else str(value)
+
+
+def _joined(rc: ResourceCall, doc: Doc) -> dict[str, Any]:
+    """`join` for one row: each join's row (null when none); the rows must be loaded."""
+    out: dict[str, Any] = {}
+    for name, join in rc.res.res.joins.items():
+        if name not in rc.joined:
+            raise RuntimeError(f"{rc.res.name}: join {name} read before it was loaded")
+        key = join_key(rc, join.on, doc)
+        out[name] = None if key is None else rc.joined[name].get(key)
+    return out
