@@ -68,6 +68,11 @@ def get_console_output(flow: Flow) -> Invoke:
     )
 
 
+def snapshot_instance(flow: Flow) -> Invoke:
+    """Compute snapshot request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("snapshot_instance", models.SnapshotInstancePayload, None)
+
+
 def attach_volume(flow: Flow) -> Invoke:
     """Compute volume attach request: call on topic compute.<host>, consumed by nova-compute."""
     return flow.sender("attach_volume", models.AttachVolumePayload, models.AttachVolumeReply)

@@ -714,6 +714,16 @@ class ConsoleOutputAction(BaseModel):
     )
 
 
+class CreateImageAction(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str | None = Field(None, description="The image's name (1 to 255 characters).")
+    metadata: dict[str, str] | None = Field(
+        None, description="Properties the image gets, besides those nova sets."
+    )
+
+
 class ServerActionRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -737,6 +747,7 @@ class ServerActionRequest(BaseModel):
         None, description="Lock the server (null, or an object with locked_reason)."
     )
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
+    createImage: CreateImageAction | None = None
 
 
 class ServerIps(BaseModel):

@@ -109,9 +109,10 @@ async def run(rc: ResourceCall) -> Reply:
     await effects.apply(rc, action.effects, doc, before, params=arg)
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
+    headers = {k: str(_value(rc, v, doc, arg, reply or {})) for k, v in action.headers.items()}
     if action.answer:
-        return Reply(status, _value(rc, action.answer, doc, arg, reply or {}))
-    return Reply(status, views.one(rc, doc) if status == 200 else None)
+        return Reply(status, _value(rc, action.answer, doc, arg, reply or {}), headers)
+    return Reply(status, views.one(rc, doc) if status == 200 else None, headers)
 
 
 async def _transition(

@@ -97,6 +97,19 @@ def copy_boot_files(image: ImageMeta, inst_dir: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def snapshot_root(root: Path, target: Path) -> str:
+    """The root disk `root` written whole (its backing image merged in) to `target`: qcow2
+    where qemu-img is there (it reads a disk a running guest holds: crash-consistent), else
+    a copy of the raw file. Returns the format written."""
+    if not root.is_file():
+        raise VirtError(f"the guest has no local root disk at {root} (it boots from a volume)")
+    if shutil.which("qemu-img") is None:
+        shutil.copyfile(root, target)
+        return "raw"
+    qemu_img("convert", "-U", "-O", "qcow2", str(root), str(target))
+    return "qcow2"
+
+
 @dataclass(frozen=True)
 class LocalVolume:
     """A volume the guest can use directly: a file (or device) on this host."""

@@ -481,6 +481,12 @@ class LibvirtHypervisor:
             raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
         devices.attach(self._connect(), dom, render_disk(self.virt_type, disk))
 
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        uuid = instance_uuid(instance)
+        self._domain(uuid)  # InstanceNotFound for another host's or a gone guest
+        root = self.instance_dir(uuid) / "disk"
+        return await asyncio.to_thread(files.snapshot_root, root, Path(target))
+
     async def attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:

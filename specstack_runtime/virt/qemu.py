@@ -473,6 +473,10 @@ class QemuHypervisor:
             return ""
         return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        root = Path(self._guest(instance)["root_disk"])
+        return await asyncio.to_thread(files.snapshot_root, root, Path(target))
+
     async def attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:
