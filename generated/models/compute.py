@@ -748,6 +748,10 @@ class ServerActionRequest(BaseModel):
     )
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
     createImage: CreateImageAction | None = None
+    rebuild: dict[str, Any] | None = Field(
+        None,
+        description="Make the server again from an image (imageRef; name, metadata optional), on the same host; the 202 answer is the server (status REBUILD).",
+    )
 
 
 class ServerIps(BaseModel):

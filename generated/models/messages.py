@@ -271,6 +271,15 @@ class SnapshotInstancePayload(BaseModel):
     image_id: str
 
 
+class RebuildInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    image_id: str
+
+
 class AttachVolumePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

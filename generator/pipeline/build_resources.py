@@ -363,6 +363,7 @@ def _resource(
                     require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),
+                    view=bool(a.get("view", False)),
                     from_states=tuple(a.get("from", ())),
                     to=a.get("to"),
                     has_to="to" in a,

@@ -104,7 +104,7 @@ async def run(rc: ResourceCall) -> Reply:
         doc = await _transition(rc, states, action, doc, changes, state)
     if action.hook:
         await registry.get(action.hook)(
-            hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, None, rc)
+            hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, before, rc)
         )
     await effects.apply(rc, action.effects, doc, before, params=arg)
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
@@ -112,7 +112,8 @@ async def run(rc: ResourceCall) -> Reply:
     headers = {k: str(_value(rc, v, doc, arg, reply or {})) for k, v in action.headers.items()}
     if action.answer:
         return Reply(status, _value(rc, action.answer, doc, arg, reply or {}), headers)
-    return Reply(status, views.one(rc, doc) if status == 200 else None, headers)
+    shown = status == 200 or action.view
+    return Reply(status, views.one(rc, doc) if shown else None, headers)
 
 
 async def _transition(

@@ -201,6 +201,10 @@ async def test_a_failing_snapshot_clears_the_task_and_deletes_the_image(tmp_path
         assert after["vm_state"] == "active"
         assert "snapshot failed: the disk could not be read" in after["fault"]["message"]
         assert glance.images == {} and "deleteImage" in glance.ops()
+        for _ in range(500):  # the handler's failure is recorded once it has raised
+            if cell.errors:
+                break
+            await asyncio.sleep(0.01)
         assert [m for m, _ in cell.errors] == ["snapshot_instance"]
     finally:
         await cell.stop()

@@ -1,7 +1,8 @@
-"""createImage through the real `openstack` CLI: `server image create --wait` snapshots a
+"""createImage and rebuild through the real `openstack` CLI: `server image create --wait` snapshots a
 server into a glance image that becomes active with the guest's root disk (the fake
 guest's disk is its image's data), marked a snapshot of it, recorded as an instance action;
-nova's 202 with Location, and its 400 and 404, over HTTP (issue 15)."""
+nova's 202 with Location, and its 400 and 404, over HTTP; then `server rebuild --image
+--wait` from that snapshot, on the same host with the same addresses (issue 15)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,21 @@ def test_server_image_create_makes_an_active_snapshot(stack: Stack, tmp_path: Pa
         gone = httpx.post(nowhere, json={"createImage": {"name": "x"}}, headers=headers)
         assert gone.status_code == 404 and "itemNotFound" in gone.json()
         stack.run("image", "delete", image_id)
+        # rebuilt from its own snapshot: the same host, the new image, ACTIVE again
+        admin = stack.json("server", "show", server["id"], cloud="specstack-admin")
+        stack.run("server", "rebuild", "--image", SNAP, "--wait", VM)
+        rebuilt = stack.json("server", "show", server["id"], cloud="specstack-admin")
+        assert rebuilt["status"] == "ACTIVE" and image["id"] in str(rebuilt["image"])
+        assert rebuilt["OS-EXT-SRV-ATTR:host"] == admin["OS-EXT-SRV-ATTR:host"]
+        assert rebuilt["addresses"] == admin["addresses"]
+        actions = stack.json("server", "event", "list", VM)
+        assert [a["Action"] for a in actions][:1] == ["rebuild"]
+        event = stack.json("server", "event", "show", VM, actions[0]["Request ID"])
+        assert [(e["event"], e["result"]) for e in event["events"]] == [
+            ("compute_rebuild_instance", "Success")
+        ]
+        unknown = stack.run("server", "rebuild", "--image", "no-such-image", VM, check=False)
+        assert unknown.returncode != 0
     finally:
         stack.run("image", "delete", SNAP, check=False)
         stack.run("server", "delete", "--wait", VM, check=False)
