@@ -718,10 +718,17 @@ class CreateImageAction(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    name: str | None = Field(None, description="The image's name (1 to 255 characters).")
+    name: str = Field(..., description="The image's name (1 to 255 characters).")
     metadata: dict[str, str] | None = Field(
         None, description="Properties the image gets, besides those nova sets."
     )
+
+
+class Rebuild(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    imageRef: str = Field(..., description="The image to rebuild from (its id).")
 
 
 class ServerActionRequest(BaseModel):
@@ -748,7 +755,7 @@ class ServerActionRequest(BaseModel):
     )
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
     createImage: CreateImageAction | None = None
-    rebuild: dict[str, Any] | None = Field(
+    rebuild: Rebuild | None = Field(
         None,
         description="Make the server again from an image (imageRef; name, metadata optional), on the same host; the 202 answer is the server (status REBUILD).",
     )
