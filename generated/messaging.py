@@ -73,6 +73,16 @@ def get_console_output(flow: Flow) -> Invoke:
     )
 
 
+def snapshot_instance(flow: Flow) -> Invoke:
+    """Compute snapshot request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("snapshot_instance", models.SnapshotInstancePayload, None)
+
+
+def rebuild_instance(flow: Flow) -> Invoke:
+    """Compute rebuild request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("rebuild_instance", models.RebuildInstancePayload, None)
+
+
 def attach_volume(flow: Flow) -> Invoke:
     """Compute volume attach request: call on topic compute.<host>, consumed by nova-compute."""
     return flow.sender("attach_volume", models.AttachVolumePayload, models.AttachVolumeReply)

@@ -197,6 +197,7 @@ class ContractWorld:
             "connection_info": self.connection_info,
             "mountpoint": self.mountpoint,
             "reboot_type": "HARD",  # SOFT needs a guest OS that acts on ACPI
+            "target": str(self.dir / "snapshot"),
         }
         if name not in values:
             raise KeyError(f"the driver contract tests have no value for parameter {name!r}")
@@ -303,6 +304,11 @@ class ContractWorld:
             assert result.get("vcpus_used", 1) >= 1
         elif method == "list_instances":
             assert inst["name"] in result
+        elif method == "snapshot":  # the root disk written whole: the blank image's size
+            written = self.dir / "snapshot"
+            assert result in ("raw", "qcow2") and written.is_file()
+            if result == "raw":
+                assert written.read_bytes() == Path(self.image["path"]).read_bytes()
 
     async def close(self) -> None:
         if self.closed:

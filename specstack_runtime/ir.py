@@ -203,6 +203,8 @@ class ResourceAction(Node):
     set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}
     send: str | None = None  # a queue message (a call's reply is `reply` to `answer`)
     answer: dict[str, Any] = {}  # the 200 body: literals or {"expr": CEL}
+    headers: dict[str, Any] = {}  # the answer's headers: literals or {"expr": CEL}
+    view: bool = False  # the answer is the row's view, whatever the status
     host: str | None = None  # CEL: the host a per-host message goes to
     payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
     hook: str | None = None

@@ -62,6 +62,8 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.nova_keypairs",
     "specstack_runtime.behaviours.nova_build",
     "specstack_runtime.behaviours.nova_host",
+    "specstack_runtime.behaviours.nova_snapshot",
+    "specstack_runtime.behaviours.nova_rebuild",
     "specstack_runtime.behaviours.conductor",
     "specstack_runtime.behaviours.scheduler",
     "specstack_runtime.behaviours.compute_secgroups",

@@ -171,6 +171,36 @@ def test_get_console_output_unknown_instance(world: ContractWorld) -> None:
     run(world, scenario)
 
 
+def test_snapshot(world: ContractWorld) -> None:
+    """Write the guest's root disk, as it is now, to the file `target` (a new image's data); returns the disk format written (raw or qcow2)."""
+
+    async def scenario() -> None:
+        await world.prepare("snapshot", ["instance", "target"])
+        result = await world.adapter.snapshot(
+            instance=world.arg("instance"),
+            target=world.arg("target"),
+        )
+        conforms(result, str)
+        await world.verify("snapshot", result)
+
+    run(world, scenario)
+
+
+def test_snapshot_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.snapshot(
+                instance=world.unknown_instance(),
+                target=world.arg("target"),
+            ),
+        )
+
+    run(world, scenario)
+
+
 def test_attach_volume(world: ContractWorld) -> None:
     """Attach a volume to the guest as a disk."""
 

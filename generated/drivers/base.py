@@ -51,6 +51,10 @@ class ComputeDriver(ABC):
         """The guest's serial console output so far."""
 
     @abstractmethod
+    async def snapshot(self, instance: Instance | td.Instance, target: str) -> str:
+        """Write the guest's root disk, as it is now, to the file `target` (a new image's data); returns the disk format written (raw or qcow2)."""
+
+    @abstractmethod
     async def attach_volume(
         self,
         instance: Instance | td.Instance,

@@ -48,6 +48,10 @@ class ComputeDriverImplementation(Protocol):
         """The guest's serial console output so far."""
         ...
 
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        """Write the guest's root disk, as it is now, to the file `target` (a new image's data); returns the disk format written (raw or qcow2)."""
+        ...
+
     async def attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
     ) -> None:

@@ -115,6 +115,13 @@ class LibvirtDriver(ComputeDriver):
             instance=_plain(instance, types.Instance),
         )
 
+    async def snapshot(self, instance: Instance | td.Instance, target: str) -> str:
+        """Write the guest's root disk, as it is now, to the file `target` (a new image's data); returns the disk format written (raw or qcow2)."""
+        return await self.impl.snapshot(
+            instance=_plain(instance, types.Instance),
+            target=_plain(target, None),
+        )
+
     async def attach_volume(
         self,
         instance: Instance | td.Instance,

@@ -764,6 +764,23 @@ class ConsoleOutputAction(BaseModel):
     )
 
 
+class CreateImageAction(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str = Field(..., description="The image's name (1 to 255 characters).")
+    metadata: dict[str, str] | None = Field(
+        None, description="Properties the image gets, besides those nova sets."
+    )
+
+
+class Rebuild(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    imageRef: str = Field(..., description="The image to rebuild from (its id).")
+
+
 class ServerActionRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -787,6 +804,11 @@ class ServerActionRequest(BaseModel):
         None, description="Lock the server (null, or an object with locked_reason)."
     )
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
+    createImage: CreateImageAction | None = None
+    rebuild: Rebuild | None = Field(
+        None,
+        description="Make the server again from an image (imageRef; name, metadata optional), on the same host; the 202 answer is the server (status REBUILD).",
+    )
 
 
 class ServerIps(BaseModel):

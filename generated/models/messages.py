@@ -270,6 +270,24 @@ class GetConsoleOutputReply(BaseModel):
     output: str
 
 
+class SnapshotInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    image_id: str
+
+
+class RebuildInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    image_id: str
+
+
 class AttachVolumePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-compute (worker, project nova): generated from the spec.
 
-Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -451,6 +451,16 @@ async def trigger_crash_dump(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def snapshot_instance(flow: Flow) -> None:
+    """message snapshot_instance: behaviour compute.rpc_snapshot_instance."""
+    await flow.trigger(None)
+
+
+async def rebuild_instance(flow: Flow) -> None:
+    """message rebuild_instance: behaviour compute.rpc_rebuild_instance."""
+    await flow.trigger(None)
+
+
 async def attach_volume(flow: Flow) -> None:
     """message attach_volume: behaviour compute.rpc_attach_volume."""
     await flow.trigger(None)
@@ -643,6 +653,28 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"method": "trigger_crash_dump"},
     ),
+    "snapshot_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="snapshot_instance",
+        behaviour="compute.rpc_snapshot_instance",
+        on_error=None,
+        run=snapshot_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "rebuild_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="rebuild_instance",
+        behaviour="compute.rpc_rebuild_instance",
+        on_error=None,
+        run=rebuild_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
     "attach_volume": HandlerSpec(
         component=COMPONENT,
         kind="message",
@@ -779,6 +811,26 @@ CONSUMERS: tuple[Consumer, ...] = (
         handler=HANDLERS["get_console_output"],
         payload_model=messages.GetConsoleOutputPayload,
         reply_model=messages.GetConsoleOutputReply,
+    ),
+    Consumer(
+        message="snapshot_instance",
+        topic="compute",
+        method="snapshot_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["snapshot_instance"],
+        payload_model=messages.SnapshotInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="rebuild_instance",
+        topic="compute",
+        method="rebuild_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["rebuild_instance"],
+        payload_model=messages.RebuildInstancePayload,
+        reply_model=None,
     ),
     Consumer(
         message="attach_volume",

@@ -364,6 +364,8 @@ def _resource(
                     accept=tuple(ir.ActionCheck(**c) for c in a.get("accept", ())),
                     require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
                     answer=a.get("answer", {}),
+                    headers=a.get("headers", {}),
+                    view=bool(a.get("view", False)),
                     from_states=tuple(a.get("from", ())),
                     to=a.get("to"),
                     has_to="to" in a,

@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -245,25 +245,30 @@ def image_cache_path(rt: ServiceRuntime, image_id: str) -> Path:
 
 @behaviour("compute.download_image", via=("http",))
 async def download_image(ix: Interaction) -> None:
-    """boot-vm 12: the image's data from swift into this host's image cache (md5 checked).
-
-    An image already in the cache with the right checksum is not downloaded again.
-    """
+    """boot-vm 12: the image's data from swift into this host's image cache (md5 checked)."""
     image = ix.vars.get("image")
     if not image:
         return
+    ix.vars["image_path"] = str(image_cache_path(ix.rt, str(image["id"])))
+    await cache_image(ix.rt, image, ix.invoke)
+
+
+async def cache_image(
+    rt: ServiceRuntime, image: Mapping[str, Any], get_object: Callable[..., Awaitable[Any]]
+) -> Path:
+    """The image's file in this host's cache, fetched with `get_object` (swift's getObject)
+    unless it is there with the right checksum already."""
     image_id = str(image["id"])
     checksum = image.get("checksum")
     if not checksum:
         raise StepFailed(f"Image {image_id} has no data to boot from", code=400)
-    path = image_cache_path(ix.rt, image_id)
-    ix.vars["image_path"] = str(path)
+    path = image_cache_path(rt, image_id)
     if path.exists() and _md5_file(path) == checksum:
-        return
+        return path
     account, container, obj = swift_location(image)
     resp = expect(
-        await ix.invoke(
-            account=account, container=container, object=obj, token=await ix.rt.service_token()
+        await get_object(
+            account=account, container=container, object=obj, token=await rt.service_token()
         ),
         200,
     )
@@ -274,6 +279,7 @@ async def download_image(ix: Interaction) -> None:
             f"Image {image_id} is corrupt: its data has md5 {got}, glance says {checksum}"
         )
     atomic_write(path, data)  # the md5 is checked again before the cache is used
+    return path
 
 
 @behaviour("compute.create_ports", needs=("network",), via=("http",))
@@ -401,7 +407,7 @@ def nova_addresses(ports: Iterable[Mapping[str, Any]], names: Mapping[str, str])
     return out
 
 
-async def _wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> None:
+async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> None:
     """ACTIVE only once the guest runs: a real hypervisor boots it after the build's steps.
 
     NOSTATE means still starting; any other state than RUNNING, or no RUNNING within
@@ -447,7 +453,7 @@ async def mark_active(ix: Interaction) -> None:
 
     The spec's update makes it ACTIVE with its ports and volumes; `addresses` (the networks
     named) and `launched_at` come from here."""
-    await _wait_until_running(ix.rt, driver_instance(ix.vars))
+    await wait_until_running(ix.rt, driver_instance(ix.vars))
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await flow_token(ix.call) if ports else None
     names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)

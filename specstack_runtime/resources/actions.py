@@ -106,17 +106,18 @@ async def run(rc: ResourceCall) -> Reply:
         doc = await _transition(rc, states, action, doc, changes, state)
     if action.hook:
         await registry.get(action.hook)(
-            hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, None, rc)
+            hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, before, rc)
         )
     await effects.apply(rc, action.effects, doc, before, params=arg)
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
+    headers = {k: str(_value(rc, v, doc, arg, reply or {})) for k, v in action.headers.items()}
     if action.answer:
-        return Reply(status, _value(rc, action.answer, doc, arg, reply or {}))
-    if status != 200:
-        return Reply(status, None)
+        return Reply(status, _value(rc, action.answer, doc, arg, reply or {}), headers)
+    if status != 200 and not action.view:
+        return Reply(status, None, headers)
     await joins.load(rc, [doc])
-    return Reply(status, views.one(rc, doc))
+    return Reply(status, views.one(rc, doc), headers)
 
 
 async def _transition(

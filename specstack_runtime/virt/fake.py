@@ -183,6 +183,7 @@ class FakeHypervisor:
                 "kind": "image",
                 "image_id": image_id,
                 "size_gb": instance.get("root_gb", 0),
+                "path": (image or {}).get("path"),  # its data: what a snapshot writes
             }
         guest: dict[str, Any] = {
             "uuid": uuid,
@@ -214,6 +215,17 @@ class FakeHypervisor:
     async def get_console_output(self, instance: Instance) -> str:
         lines = self._guest(instance).get("console", [])
         return "".join(f"{line}\n" for line in lines)
+
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        """The root disk's data: its image's, as a fake guest never writes to its disk
+        (none when the image had no file here)."""
+        root = self._guest(instance)["disks"].get("vda") or {}
+        if root.get("kind") != "image":
+            raise DiskNotFound(f"instance {instance_uuid(instance)} has no local root disk")
+        source = Path(root["path"]) if root.get("path") else None
+        data = source.read_bytes() if source is not None and source.is_file() else b""
+        await asyncio.to_thread(filewriter.atomic_write, Path(target), data)
+        return "raw"
 
     async def attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str

@@ -97,6 +97,29 @@ def copy_boot_files(image: ImageMeta, inst_dir: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def console_tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a guest's console log as text ("" before it has one)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - limit))  # from the end: a long log is not read
+            return fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def snapshot_root(root: Path, target: Path) -> str:
+    """The root disk `root` written whole (its backing image merged in) to `target`: qcow2
+    where qemu-img is there (it reads a disk a running guest holds: crash-consistent), else
+    a copy of the raw file. Returns the format written."""
+    if not root.is_file():
+        raise VirtError(f"the guest has no local root disk at {root} (it boots from a volume)")
+    if shutil.which("qemu-img") is None:
+        shutil.copyfile(root, target)
+        return "raw"
+    qemu_img("convert", "-U", "-O", "qcow2", str(root), str(target))
+    return "qcow2"
+
+
 @dataclass(frozen=True)
 class LocalVolume:
     """A volume the guest can use directly: a file (or device) on this host."""

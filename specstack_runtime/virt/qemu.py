@@ -462,16 +462,12 @@ class QemuHypervisor:
         return QMP_STATES.get(str(status.get("status")), NOSTATE)
 
     async def get_console_output(self, instance: Instance) -> str:
-        guest = self._guest(instance)
-        path = Path(guest["console"])
-        try:
-            with path.open("rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - CONSOLE_TAIL))
-                data = fh.read()
-        except FileNotFoundError:
-            return ""
-        return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+        text = files.console_tail(Path(self._guest(instance)["console"]), CONSOLE_TAIL)
+        return text.replace("\r\n", "\n")
+
+    async def snapshot(self, instance: Instance, target: str) -> str:
+        root = Path(self._guest(instance)["root_disk"])
+        return await asyncio.to_thread(files.snapshot_root, root, Path(target))
 
     async def attach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str

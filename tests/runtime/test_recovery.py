@@ -31,6 +31,8 @@ async def test_the_rules_belong_to_the_components_the_spec_names(tmp_path: Path)
         "start_instance",
         "reboot_instance",
         None,  # pause/suspend interrupted: the task cleared
+        None,  # a snapshot interrupted: the task cleared
+        None,  # a rebuild interrupted: ERROR
     ]
     assert rules_of(cell.scheduler) == []
 
@@ -61,11 +63,21 @@ async def test_interrupted_rows_are_finished_or_failed_and_others_left_alone(
         pausing = await new_instance(
             cell.store, vm_state="active", task_state="pausing", host="compute-1"
         )
+        uploading = await new_instance(
+            cell.store, vm_state="stopped", task_state="image_uploading", host="compute-1"
+        )
+        rebuilding = await new_instance(
+            cell.store, vm_state="active", task_state="rebuild_spawning", host="compute-1"
+        )
 
         assert await recover(cell.conductor) == 1
-        assert await recover(cell.computes["compute-1"]) == 4
+        assert await recover(cell.computes["compute-1"]) == 6
         row = await cell.store.get("instances", pausing["id"])
         assert row is not None and (row["vm_state"], row["task_state"]) == ("active", None)
+        row = await cell.store.get("instances", uploading["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("stopped", None)
+        row = await cell.store.get("instances", rebuilding["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)
 
         row = await cell.store.get("instances", unscheduled["id"])
         assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)

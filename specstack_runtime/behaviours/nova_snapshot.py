@@ -1,0 +1,179 @@
+"""createImage (a snapshot), spec/resources/compute.yaml: nova-api makes the glance image
+(`compute.snapshot_image`, queued), the compute host writes the guest's root disk and
+uploads it (`compute.rpc_snapshot_instance`), and the image becomes active with that data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from specstack_runtime.behaviours.conductor import make_fault
+from specstack_runtime.behaviours.nova_common import fail, fault_code, flow_token, update_instance
+from specstack_runtime.context import Call
+from specstack_runtime.http import error_message, expect
+from specstack_runtime.registry import behaviour
+from specstack_runtime.resources.hooks import ResourceEvent
+
+logger = logging.getLogger(__name__)
+
+IMAGE = "image"  # the catalog type of the API snapshots become images of
+PATCH = "application/openstack-images-v2.1-json-patch"
+# base image attributes a snapshot keeps (nova: those of the instance's image)
+INHERITED = (
+    "disk_format",
+    "container_format",
+    "min_ram",
+    "min_disk",
+    "architecture",
+    "hw_disk_bus",
+    "hw_vif_model",
+    "os_type",
+    "os_distro",
+    "os_version",
+)
+# ... never: glance's own attributes and those that name the base image's data
+NOT_INHERITED = {
+    "id",
+    "name",
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "created_at",
+    "updated_at",
+    "owner",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "tags",
+    "file",
+    "schema",
+    "self",
+    "direct_url",
+    "locations",
+    "stores",
+    "self_link",
+}
+
+
+async def _base_image(call: Call, image_id: str, token: str) -> dict[str, Any]:
+    """The instance's image, as far as glance still has it ({} when gone)."""
+    if not image_id:
+        return {}
+    rt = call.rt
+    resp = await rt.clients.call(
+        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
+    )
+    return dict(resp.json()) if resp.status_code == 200 else {}
+
+
+def _snapshot_body(doc: dict[str, Any], base: dict[str, Any], params: Any) -> dict[str, Any]:
+    """The new image's attributes, as nova gives them: the base image's own properties,
+    what marks it a snapshot of this instance, then the request's metadata."""
+    body: dict[str, Any] = {
+        k: v
+        for k, v in base.items()
+        if k not in NOT_INHERITED and (k in INHERITED or isinstance(v, str)) and v is not None
+    }
+    body.setdefault("container_format", "bare")
+    body.setdefault("disk_format", "qcow2")
+    flavor = doc.get("flavor") or {}
+    body["min_disk"] = max(int(base.get("min_disk") or 0), int(flavor.get("disk") or 0))
+    body.update(
+        name=str(params["name"]),
+        visibility="private",
+        image_type="snapshot",
+        instance_uuid=str(doc["id"]),
+        user_id=str(doc.get("user_id") or ""),
+        base_image_ref=str(doc.get("image_ref") or ""),
+    )
+    body.update({str(k): str(v) for k, v in (params.get("metadata") or {}).items()})
+    return body
+
+
+@behaviour("compute.snapshot_image", needs=(IMAGE,))
+async def snapshot_image(event: ResourceEvent) -> None:
+    """createImage, nova-api: the glance image the snapshot fills (queued), kept as
+    `vars["snapshot"]` (its id and URL, the answer's Location). If glance refuses, the
+    server's task goes back and the caller hears why."""
+    call, doc, rc = event.call, event.doc, event.engine
+    token = await flow_token(call)
+    api = call.rt.info.api_of_type(IMAGE)
+    arg = next(iter(call.body.values())) if isinstance(call.body, dict) else {}
+    try:
+        base = await _base_image(call, str(doc.get("image_ref") or ""), token)
+        resp = await call.rt.clients.call(
+            api,
+            "createImage",
+            body=_snapshot_body(doc, base, arg),
+            token=token,
+            context=call.flow_context(),
+        )
+        if 400 <= resp.status_code < 500:
+            raise fail(call.rt, "snapshot_refused", reason=error_message(resp))
+        image = expect(resp, 201).json()
+    except BaseException:
+        await rc.store.update(
+            rc.res.res.table,
+            doc["id"],
+            {"task_state": None},
+            expect={"task_state": "image_snapshot"},
+        )
+        raise
+    location = f"{call.rt.clients.base_url(api)}/images/{image['id']}"
+    call.vars["snapshot"] = {"id": str(image["id"]), "location": location}
+
+
+async def _upload(call: Call, image_id: str, path: Path, fmt: str, token: str) -> None:
+    """The disk written into the queued image: its format first, then its data."""
+    rt = call.rt
+    api = rt.info.api_of_type(IMAGE)
+    ids = {"image_id": image_id}
+    image = expect(await rt.clients.call(api, "showImage", ids, token=token), 200).json()
+    if image.get("disk_format") != fmt:
+        patch = [{"op": "replace", "path": "/disk_format", "value": fmt}]
+        resp = await rt.clients.call(
+            api, "updateImage", ids, body=patch, headers={"Content-Type": PATCH}, token=token
+        )
+        expect(resp, 200)
+    data = await asyncio.to_thread(path.read_bytes)
+    resp = await rt.clients.call(
+        api, "uploadImageData", ids, body=data, token=token, context=call.flow_context()
+    )
+    expect(resp, 204)
+
+
+@behaviour("compute.rpc_snapshot_instance", needs=(IMAGE,))
+async def rpc_snapshot_instance(call: Call) -> None:
+    """snapshot_instance: the driver writes the root disk (image_pending_upload), it is
+    uploaded (image_uploading), the task cleared. A failure clears the task with the
+    fault, and the image that would have held the data is deleted (as nova does)."""
+    rt = call.rt
+    uuid, image_id = str(call.payload["instance"]["uuid"]), str(call.payload["image_id"])
+    token = await flow_token(call)
+    target = Path(rt.data_dir) / "snapshots" / rt.host / image_id
+    await update_instance(call, uuid, {"task_state": "image_pending_upload"}, "image_snapshot")
+    task = "image_pending_upload"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fmt = await rt.driver.snapshot({"uuid": uuid, "name": uuid}, str(target))
+        await update_instance(call, uuid, {"task_state": "image_uploading"}, task)
+        task = "image_uploading"
+        await _upload(call, image_id, target, str(fmt), token)
+    except Exception as exc:
+        fault = make_fault(fault_code(exc), f"snapshot failed: {exc}")
+        with contextlib.suppress(Exception):
+            await rt.clients.call(
+                rt.info.api_of_type(IMAGE), "deleteImage", {"image_id": image_id}, token=token
+            )
+        await update_instance(call, uuid, {"task_state": None, "fault": fault}, task)
+        raise
+    finally:
+        target.unlink(missing_ok=True)
+    await update_instance(call, uuid, {"task_state": None}, task)

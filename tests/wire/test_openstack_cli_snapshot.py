@@ -1,0 +1,94 @@
+"""createImage and rebuild through the real `openstack` CLI: `server image create --wait` snapshots a
+server into a glance image that becomes active with the guest's root disk (the fake
+guest's disk is its image's data), marked a snapshot of it, recorded as an instance action;
+nova's 202 with Location, and its 400 and 404, over HTTP; then `server rebuild --image
+--wait` from that snapshot, on the same host with the same addresses (issue 15)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .conftest import Stack
+
+VM = "wire-snapshot-vm"
+SNAP = "wire-snapshot"
+
+
+def _compute(stack: Stack) -> tuple[str, dict[str, str]]:
+    """The compute API's public URL and the demo user's token."""
+    token = stack.json("token", "issue")
+    entry = next(c for c in stack.json("catalog", "list") if c["Type"] == "compute")
+    public = next(e for e in entry["Endpoints"] if e["interface"] == "public")
+    return str(public["url"]).rstrip("/"), {"X-Auth-Token": str(token["id"])}
+
+
+def test_server_image_create_makes_an_active_snapshot(stack: Stack, tmp_path: Path) -> None:
+    server: dict[str, Any] = stack.json(
+        "server", "create", "--image", "demo-image", "--flavor", "m1.tiny",
+        "--network", "private", "--wait", VM,
+    )  # fmt: skip
+    try:
+        made = stack.json("server", "image", "create", "--name", SNAP, "--wait", VM)
+        assert made["name"] == SNAP and made["status"] == "active"
+        image = stack.json("image", "show", SNAP)
+        props = image["properties"]
+        assert props["image_type"] == "snapshot" and props["instance_uuid"] == server["id"]
+        assert props["base_image_ref"] == stack.json("image", "show", "demo-image")["id"]
+        assert image["visibility"] == "private" and image["disk_format"] == "raw"
+        # the data: the root disk the guest had, its image's
+        base, snap = tmp_path / "base", tmp_path / "snap"
+        stack.run("image", "save", "--file", str(base), "demo-image")
+        stack.run("image", "save", "--file", str(snap), SNAP)
+        assert snap.read_bytes() == base.read_bytes() and snap.stat().st_size > 0
+        assert image["checksum"] == hashlib.md5(snap.read_bytes()).hexdigest()
+        # the server is back to ACTIVE with no task, and the action is recorded
+        shown = stack.json("server", "show", VM)
+        assert shown["status"] == "ACTIVE" and shown["OS-EXT-STS:task_state"] is None
+        actions = stack.json("server", "event", "list", VM)
+        assert [a["Action"] for a in actions] == ["createImage", "create"]
+        event = stack.json("server", "event", "show", VM, actions[0]["Request ID"])
+        assert [(e["event"], e["result"]) for e in event["events"]] == [
+            ("compute_snapshot_instance", "Success")
+        ]
+        # over HTTP: 202 with the image's URL in Location; nova's 400 and 404
+        url, headers = _compute(stack)
+        action = f"{url}/servers/{server['id']}/action"
+        answer = httpx.post(action, json={"createImage": {"name": "wire-snap-2",
+                                                          "metadata": {"purpose": "test"}}},
+                            headers=headers)  # fmt: skip
+        assert answer.status_code == 202 and answer.content == b""
+        image_id = answer.headers["Location"].rsplit("/images/", 1)[1]
+        second = stack.wait_for("image", image_id, "status", "active")
+        assert second["name"] == "wire-snap-2" and second["properties"]["purpose"] == "test"
+        nameless = httpx.post(action, json={"createImage": {}}, headers=headers)
+        assert nameless.status_code == 400
+        message = nameless.json()["badRequest"]["message"]  # the request schema's words
+        assert message == "Invalid input for field/attribute createImage/name: Field required"
+        blank = httpx.post(action, json={"createImage": {"name": " x"}}, headers=headers)
+        assert blank.status_code == 400 and "name" in blank.json()["badRequest"]["message"]
+        nowhere = f"{url}/servers/{'4' * 8}-4444-4444-8444-{'4' * 12}/action"
+        gone = httpx.post(nowhere, json={"createImage": {"name": "x"}}, headers=headers)
+        assert gone.status_code == 404 and "itemNotFound" in gone.json()
+        stack.run("image", "delete", image_id)
+        # rebuilt from its own snapshot: the same host, the new image, ACTIVE again
+        admin = stack.json("server", "show", server["id"], cloud="specstack-admin")
+        stack.run("server", "rebuild", "--image", SNAP, "--wait", VM)
+        rebuilt = stack.json("server", "show", server["id"], cloud="specstack-admin")
+        assert rebuilt["status"] == "ACTIVE" and image["id"] in str(rebuilt["image"])
+        assert rebuilt["OS-EXT-SRV-ATTR:host"] == admin["OS-EXT-SRV-ATTR:host"]
+        assert rebuilt["addresses"] == admin["addresses"]
+        actions = stack.json("server", "event", "list", VM)
+        assert [a["Action"] for a in actions][:1] == ["rebuild"]
+        event = stack.json("server", "event", "show", VM, actions[0]["Request ID"])
+        assert [(e["event"], e["result"]) for e in event["events"]] == [
+            ("compute_rebuild_instance", "Success")
+        ]
+        unknown = stack.run("server", "rebuild", "--image", "no-such-image", VM, check=False)
+        assert unknown.returncode != 0
+    finally:
+        stack.run("image", "delete", SNAP, check=False)
+        stack.run("server", "delete", "--wait", VM, check=False)
