@@ -46,18 +46,10 @@ from specstack_runtime.store import Store, utcnow
 
 @behaviour("volume.reserve")
 async def reserve(event: ResourceEvent) -> None:
-    """createAttachment, before the row is written (the spec found the volume visible, and
-    its effect then reserves it): the attachment takes the volume's project, and a connector
-    needs the volume's back end and must fit the export message."""
-    att, call = event.doc, event.call
-    volume = await store_of(call).get("volumes", att["volume_id"])
-    if volume is None:
-        raise volume_not_found(call.rt, att["volume_id"])
-    att["project_id"] = volume["project_id"]
-    if att.get("connector"):
-        if not volume.get("host"):
-            raise event.engine.res.fail("no_host", **volume)
-        check_export_payload(event.engine, export_payload(att))
+    """createAttachment, before the row is written (the spec found the volume visible and
+    with a back end; its effect then reserves it): a connector must fit the export message."""
+    if event.doc.get("connector"):
+        check_export_payload(event.engine, export_payload(event.doc))
 
 
 @behaviour("volume.export_created")

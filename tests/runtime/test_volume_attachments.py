@@ -145,9 +145,11 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             served,
             "createAttachment",
             200,
+            who=ADMIN,  # nova, for the volume's owner: the attachment is the volume's project's
             body={"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}},
         )
         att_id = created["attachment"]["id"]
+        assert (await c.store.get("attachments", att_id) or {})["project_id"] == PROJECT
         assert created["attachment"]["status"] == "reserved"
         assert (await c.row(vid) or {})["status"] == "reserved"
         # not exported yet: cannot complete
@@ -306,6 +308,14 @@ def test_attachment_create_rejects_bad_input(tmp_path: Path) -> None:
                 400,
                 "InvalidVolume",
                 "must be available to reserve, but the current status is creating",
+            ),
+            # a connector needs the volume's back end (checked before the volume's state)
+            (
+                {"attachment": {**ok, "volume_uuid": creating, "connector": CONNECTOR}},
+                400,
+                "InvalidVolume",
+                f"Invalid volume: Volume {creating} has no back-end host yet (status creating);"
+                " it cannot be exported.",
             ),
         ]
         for body, status, kind, match in cases:
