@@ -188,17 +188,7 @@ async def agent_ports(call: Call) -> Doc:
     for port in await store.list("ports"):
         if hosts is not None and port.get("binding:host_id") not in hosts:
             continue
-        net = networks.get(port.get("network_id")) or {}
-        segment = net.get("provider:segmentation_id")
-        out.append(
-            {
-                "port": netports.port_payload(port),
-                "network_type": str(
-                    net.get("provider:network_type") or netports.DEFAULT_NETWORK_TYPE
-                ),
-                "segmentation_id": segment if isinstance(segment, int) else None,
-            }
-        )
+        out.append(netports.agent_payload(port, networks.get(port.get("network_id")) or {}))
     return {"ports": out}
 
 
