@@ -407,8 +407,19 @@ def test_backend_handlers_directly(tmp_path: Path) -> None:
         vid = await c.available(size=2)
         call = make_call(backend, "m", who=None)
         call.payload = {"volume_id": vid, "attachment_id": "a1", "connector": CONNECTOR}
+        consumes = backend.info.components[backend.component]["consumes"]
+        call.args = next(dict(c["args"]) for c in consumes if c["message"] == "attachment_update")
         reply = await volbackend.backend_export(call)
-        assert reply["connection_info"]["data"]["device_path"].endswith(f"volume-{vid}.img")
+        assert reply["connection_info"] == {
+            "driver_volume_type": "file",
+            "data": {
+                "device_path": str(c.volume_file(vid).resolve()),
+                "volume_id": vid,
+                "serial": vid,
+                "access_mode": "rw",
+                "format": "raw",
+            },
+        }
         assert await volbackend.backend_unexport(call) == {"volume_id": vid}
         call.payload = {
             "volume_id": "7b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77",
