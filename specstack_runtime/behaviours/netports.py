@@ -19,12 +19,13 @@ from typing import Any
 from specstack_runtime.behaviours import ipam, netcheck, secgroups
 from specstack_runtime.bus import BusError
 from specstack_runtime.errors import Conflict
-from specstack_runtime.messaging import InvalidMessage, send
+from specstack_runtime.messaging import InvalidMessage, send, shaped
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import writes
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ async def port_updated(event: ResourceEvent) -> None:
     try:
         # the agents concerned: the port's host and the one it was bound to (to unwire it)
         hosts = {str(p.get("binding:host_id") or "") for p in (doc, old)} - {""}
-        payload = await port_update_payload(store, doc)
+        payload = await port_update_payload(event.call.rt.info, store, doc)
         await send(event.call, "port_update", payload, hosts=sorted(hosts))
     except (BusError, InvalidMessage) as exc:
         logger.error("could not tell the L2 agents about port %s: %s", doc["id"], exc)
@@ -261,37 +262,18 @@ async def port_release(event: ResourceEvent) -> None:
     await netcheck.release_port(event.engine.store, event.doc)
 
 
-_PORT_MESSAGE_FIELDS = (
-    "id",
-    "network_id",
-    "mac_address",
-    "device_id",
-    "device_owner",
-    "binding:host_id",
-)
-
-
-def port_payload(port: Doc) -> Doc:
-    """The port as the messages' `Port` type carries it (no nulls, only its fields)."""
-    out: Doc = {k: port[k] for k in _PORT_MESSAGE_FIELDS if isinstance(port.get(k), str)}
-    out["fixed_ips"] = [
-        {"subnet_id": f["subnet_id"], "ip_address": f["ip_address"]}
-        for f in port.get("fixed_ips") or []
-    ]
-    return out
-
-
-def agent_payload(port: Doc, network: Doc) -> Doc:
-    """What the L2 agents hear of a port: it, and its network's type and segment."""
+def agent_payload(info: StackInfo, port: Doc, network: Doc) -> Doc:
+    """What the L2 agents hear of a port: it (as the messages' `Port` type carries it), and
+    its network's type and segment."""
     segment = network.get("provider:segmentation_id")
     return {
-        "port": port_payload(port),
+        "port": shaped(info, "Port", port),
         "network_type": str(network.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
         "segmentation_id": segment if isinstance(segment, int) else None,
     }
 
 
-async def port_update_payload(store: Store, port: Doc, network: Any = None) -> Doc:
+async def port_update_payload(info: StackInfo, store: Store, port: Doc, network: Any = None) -> Doc:
     """`network`: the port's network if the caller has it (else it is read)."""
     net = network if isinstance(network, dict) and network.get("id") == port["network_id"] else None
-    return agent_payload(port, net or await store.get("networks", port["network_id"]) or {})
+    return agent_payload(info, port, net or await store.get("networks", port["network_id"]) or {})

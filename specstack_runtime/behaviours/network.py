@@ -60,7 +60,7 @@ async def notify_port_update(ix: Interaction) -> None:
     port = _flow_port(ix)
     # the network the port's create checked, if this flow made the port
     network = (ix.vars.get("port.refs") or {}).get("network_id")
-    payload = await netports.port_update_payload(ix.rt.require_store(), port, network)
+    payload = await netports.port_update_payload(ix.rt.info, ix.rt.require_store(), port, network)
     # the port's host: its agent wires it (an unbound port goes to every agent)
     await ix.invoke(payload, host=str(port.get("binding:host_id") or "") or None)
 
@@ -188,7 +188,8 @@ async def agent_ports(call: Call) -> Doc:
     for port in await store.list("ports"):
         if hosts is not None and port.get("binding:host_id") not in hosts:
             continue
-        out.append(netports.agent_payload(port, networks.get(port.get("network_id")) or {}))
+        net = networks.get(port.get("network_id")) or {}
+        out.append(netports.agent_payload(call.rt.info, port, net))
     return {"ports": out}
 
 
