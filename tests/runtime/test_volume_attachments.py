@@ -180,6 +180,17 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
                 ),
                 400,
             )
+        for bad in ({"attachment": {}}, {"attachment": {"connector": None}}):
+            await expect_error(
+                served(
+                    make_call(
+                        c.api, "updateAttachment", body=bad, path_params=c.pp(attachment_id=att_id)
+                    )
+                ),
+                400,
+                "InvalidInput",
+                "Invalid connector: an object with at least 'host' is expected.",
+            )
         updated, ucall = await c.op(
             served,
             "updateAttachment",
