@@ -38,6 +38,7 @@ from specstack_runtime.requestlimits import (
     read_body,
 )
 from specstack_runtime.resources import records
+from specstack_runtime.routeindex import IndexedRouter
 from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.api")
@@ -100,18 +101,20 @@ class ApiApp:
         # stack, four more calls deep on every request, internal ones too) only cost time.
         app = Starlette()
         app.state.title = title
-        for route in sorted(routes, key=_order):
-            app.router.routes.append(
-                StarletteRoute(
-                    _route_path(route),
-                    self._endpoint(route),
-                    methods=[route.method],
-                    name=route.operation_id,
-                    include_in_schema=False,
-                )
+        table = [
+            StarletteRoute(
+                _route_path(route),
+                self._endpoint(route),
+                methods=[route.method],
+                name=route.operation_id,
+                include_in_schema=False,
             )
-        app.router.routes.append(StarletteRoute("/specstack/health", self._health))
-        app.router.routes.append(StarletteRoute("/specstack/trace/{flow_id}", self._trace))
+            for route in sorted(routes, key=_order)
+        ]
+        table.append(StarletteRoute("/specstack/health", self._health))
+        table.append(StarletteRoute("/specstack/trace/{flow_id}", self._trace))
+        # a request tries the routes of its path's literal prefix, not all of them
+        app.router = IndexedRouter(table)
         app.add_exception_handler(StarletteHTTPException, self._unrouted)
         return app
 

@@ -42,6 +42,24 @@ LocalIssue = Callable[[str, str, str], Awaitable[tuple[str, AuthContext]]]
 T = TypeVar("T")
 
 
+def password_auth(
+    user: str, password: str, project: str, domain: str = "Default"
+) -> dict[str, Any]:
+    """The body of `POST /v3/auth/tokens` as the openstack CLI sends it: a password, and a
+    project by name, user and project both of `domain`."""
+    return {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {"name": user, "domain": {"name": domain}, "password": password}
+                },
+            },
+            "scope": {"project": {"name": project, "domain": {"name": domain}}},
+        }
+    }
+
+
 def auth_context(body: Mapping[str, Any], token: str) -> AuthContext:
     """The AuthContext of a keystone token body (`{"token": {...}}`).
 
@@ -272,21 +290,7 @@ class TokenValidator:
         return ctx
 
     async def _issue_over_http(self, password: str) -> AuthContext:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": self.service_user,
-                            "domain": {"name": SERVICE_DOMAIN},
-                            "password": password,
-                        }
-                    },
-                },
-                "scope": {"project": {"name": SERVICE_PROJECT, "domain": {"name": SERVICE_DOMAIN}}},
-            }
-        }
+        body = password_auth(self.service_user, password, SERVICE_PROJECT, SERVICE_DOMAIN)
         try:
             resp = await self.clients.call(self.identity_api, "issueToken", body=body)
         except httpx.HTTPError as exc:

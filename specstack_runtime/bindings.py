@@ -8,7 +8,7 @@ from typing import Any
 
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
-from specstack_runtime.expr import ExprError, compile_expr
+from specstack_runtime.expr import Bound, ExprError, compile_expr
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 
@@ -37,6 +37,21 @@ def evaluate(text: str, scope: dict[str, Any], **variables: Any) -> Any:
         raise StepFailed(f"with: {exc}") from None
 
 
+def bound(scope: dict[str, Any]) -> Bound:
+    """The variables `evaluate(text, scope)` sees, bound once for several expressions (the
+    flow's variables converted for CEL once, not once per expression); `scope` must not
+    change while it is in use."""
+    return Bound(vars=scope, item=scope.get("item"))
+
+
+def evaluate_in(text: str, variables: Bound) -> Any:
+    """`evaluate` over variables `bound` made."""
+    try:
+        return compile_expr(str(text)).evaluate_in(variables)
+    except ExprError as exc:
+        raise StepFailed(f"with: {exc}") from None
+
+
 def control(bindings: dict[str, Any]) -> dict[str, Any]:
     """The `with:` keys that say how the step runs (`when`, `require`, `each`, `accept`,
     `keep`)."""
@@ -45,6 +60,11 @@ def control(bindings: dict[str, Any]) -> dict[str, Any]:
 
 def bind(value: Any, scope: dict[str, Any]) -> Any:
     """Fill `{var.path}` placeholders; a value that is one placeholder keeps its type."""
+    return _bind(value, scope, [])
+
+
+def _bind(value: Any, scope: dict[str, Any], shared: list[Bound]) -> Any:
+    # `shared`: the scope bound at its first `{expr}`, for the others of this value too
     if isinstance(value, str):
         whole = _PLACEHOLDER.fullmatch(value)
         if whole:
@@ -52,14 +72,16 @@ def bind(value: Any, scope: dict[str, Any]) -> Any:
         return _PLACEHOLDER.sub(lambda m: str(_lookup(scope, m.group(1))), value)
     if isinstance(value, dict):
         if set(value) == {"expr"}:
-            return evaluate(value["expr"], scope)
+            if not shared:
+                shared.append(bound(scope))
+            return evaluate_in(value["expr"], shared[0])
         # keys too: {"{host}": ...} names a map entry by a variable
         return {
-            (str(bind(k, scope)) if isinstance(k, str) else k): bind(v, scope)
+            (str(_bind(k, scope, shared)) if isinstance(k, str) else k): _bind(v, scope, shared)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [bind(v, scope) for v in value]
+        return [_bind(v, scope, shared) for v in value]
     return value
 
 

@@ -104,8 +104,9 @@ class Dispatcher:
         bound = logs.bind(LogContext(self.rt.component, call.request_id, call.global_request_id))
         started = time.perf_counter()
         begun = time.time()
+        flow = Flow(call, consumer.handler)
         try:
-            await consumer.handler.run(Flow(call, consumer.handler))
+            await consumer.handler.run(flow)
             await records.handled(call, begun)
             log.log(
                 logs.request_level(),
@@ -130,8 +131,8 @@ class Dispatcher:
                 type(exc).__name__,
                 exc,
             )
-            if consumer.handler.on_failure:
-                await onfailure.run(call, exc, consumer.handler.on_failure)
+            if consumer.handler.on_failure is not None:
+                await onfailure.run(flow, exc, consumer.handler.on_failure)
             if consumer.handler.on_error:
                 result = await registry.get(consumer.handler.on_error)(call, exc)
                 if consumer.pattern == "call" and isinstance(result, dict):

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from specstack_runtime.auth import password_auth
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import Call
 from specstack_runtime.embedded import EmbeddedStack
@@ -91,17 +92,7 @@ class Demo:
         return self.info.api_of_type(catalog_type)
 
     async def token(self, user: str, password: str, project: str) -> tuple[str, str]:
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                    },
-                },
-                "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
-            }
-        }
+        body = password_auth(user, password, project)
         resp = await self.clients.call(self.api("identity"), "issueToken", body=body)
         if resp.status_code != 201:
             raise DemoError(f"cannot log in as {user}: {error_message(resp)}")

@@ -46,6 +46,7 @@ from functools import lru_cache
 from typing import Any
 
 import cel_expr_python.cel as cel
+import orjson
 from cel_expr_python.ext import ext_bindings, ext_strings
 
 VARIABLES = (
@@ -327,6 +328,12 @@ def _nulls(value: Any) -> int:
         return 1
     if not isinstance(value, dict | list):
         return 0
+    try:
+        # every None is a `null` of its JSON, written in C; a string holding "null" counts
+        # too, and one reference too many is harmless (see above)
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).count(b"null")
+    except TypeError:
+        pass  # a value JSON has no form for (bytes): walked
     count = 0
     todo: list[Any] = [value]
     while todo:
@@ -357,6 +364,12 @@ class Bound:
 def unicode_only(value: Any) -> Any:
     """`value` with every string made Unicode text: a lone surrogate (JSON's `\\ud800`
     escape gives one) becomes U+FFFD, as CEL's strings hold code points only."""
+    if isinstance(value, dict | list):
+        try:
+            orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            return value  # orjson refuses a lone surrogate: there is none to replace
+        except TypeError:
+            pass  # one, or a value JSON has no form for: walked
     if isinstance(value, str):
         try:
             value.encode("utf-8")

@@ -42,7 +42,8 @@ class HandlerSpec:
     entry: tuple[str, str] | None = None  # (sequence, label) a request from outside starts
     auth_in_steps: bool = False
     args: Mapping[str, Any] = field(default_factory=dict)  # the spec's x-specstack-args
-    on_failure: tuple[Mapping[str, Any], ...] = ()  # a consumer's on_failure interactions
+    # a consumer's on_failure steps, generated as their own handler (onfailure.run)
+    on_failure: Callable[[Flow], Awaitable[None]] | None = None
 
 
 @dataclass

@@ -315,6 +315,17 @@ class Seed(Node):
     exact: bool = False  # the table holds these rows only: any other is deleted
 
 
+class Relation(Node):
+    """A row of another resource the resource's rules read as `refs.NAME` (`relations:`)."""
+
+    name: str
+    resource: str
+    id: str | None = None  # CEL over doc and refs: the row's id (null or '': none)
+    match: dict[str, str] = {}  # field -> CEL: the first row with these values
+    visible: bool = False  # only a row the caller sees
+    when: str | None = None  # CEL over `row` (as stored): false, as good as none
+
+
 class Resource(Node):  # A resource of an API, as its spec/resources file declares it.
     name: str
     title: str
@@ -355,6 +366,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     live: str | None = None  # CEL: rows for which it is false are as good as missing
     guards: tuple[Guard, ...] = ()
     location: str | None = None  # CEL: the Location header of a create's answer
+    templates: dict[str, str] = {}  # CEL a behaviour renders by name (answers, rows it makes)
+    relations: tuple[Relation, ...] = ()  # rows its rules read as `refs` (relations.load)
     extra_schema: dict[str, Any] | None = None  # what an extra attribute's value must match
     rows: tuple[dict[str, Any], ...] = ()  # rows it always has (created when first missing)
     seed: Seed | None = None  # rows computed at start-up
@@ -521,7 +534,7 @@ class Handler(Node):
     on_error: str | None
     args: dict[str, Any]
     steps: tuple[HandlerStep, ...]
-    on_failure: tuple[dict[str, Any], ...] = ()  # a consumer's `on_failure` interactions
+    on_failure: tuple[HandlerStep, ...] = ()  # a consumer's `on_failure` interactions
     trigger_at: int  # index of the sql step running the behaviour, or of the step it precedes
     trigger_in_step: bool
     auth_in_steps: bool

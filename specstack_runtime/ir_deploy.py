@@ -8,6 +8,12 @@ from typing import Literal
 from specstack_runtime.ir_node import Node
 
 
+def process_name(component: str, host: str) -> str:
+    """The name of one component's process on a node (its ready file's, its log's).
+    `host`: one host, or the label of several (`hosts_label`)."""
+    return f"{component}.{host}"
+
+
 class NodeCapacity(Node):
     vcpus: int
     memory_mb: int

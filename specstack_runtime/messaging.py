@@ -6,6 +6,7 @@ from collections.abc import Collection
 from functools import lru_cache
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -30,15 +31,47 @@ def _validator(info_id: int, name: str, part: str, info: StackInfo) -> Draft2020
     return Draft202012Validator({**schema, "types": info.ir.get("message_types", {})})
 
 
+@lru_cache(maxsize=512)
+def _fast(info_id: int, name: str, part: str, info: StackInfo) -> Any:
+    """The same schema compiled by jsonschema-rs (formats not checked, as jsonschema does
+    not without a format checker): whether a message is valid, a hundred times faster."""
+    v = _validator(info_id, name, part, info)
+    return (
+        None if v is None else jsonschema_rs.Draft202012Validator(v.schema, validate_formats=False)
+    )
+
+
 def check(info: StackInfo, name: str, part: str, data: Any) -> None:
     """Raise InvalidMessage if `data` is not a valid `part` ("payload"/"reply") of `name`."""
-    v = _validator(id(info), name, part, info)
-    if v is None:
+    fast = _fast(id(info), name, part, info)
+    if fast is None:
         return
+    try:
+        # jsonschema-rs takes a tuple for an array, jsonschema does not: it decides then
+        if fast.is_valid(data) and not _has_tuple(data):
+            return
+    except (ValueError, TypeError):
+        pass  # a value JSON has no type for: jsonschema decides
+    # invalid: the first error as jsonschema words it
+    v = _validator(id(info), name, part, info)
+    assert v is not None
     error: ValidationError | None = next(iter(v.iter_errors(data)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise InvalidMessage(f"{name} {part} at {where}: {error.message}")
+
+
+def _has_tuple(data: Any) -> bool:
+    todo = [data]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, tuple):
+            return True
+        if isinstance(node, dict):
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return False
 
 
 def shaped(info: StackInfo, type_name: str, value: Any) -> Any:

@@ -4,6 +4,8 @@ when it fails, declared as interactions with `with:` bindings instead of written
 Each step is an interaction of the component (`via` http, amqp-cast, amqp-call or native,
 its `operation`, `message` or `call`, its callee `to`) carried out by the flow's own step
 behaviours (behaviours/flowsteps.py): `when`, `each`, `accept` and `keep` as in a sequence.
+The generator writes them as a handler of their own (`<trigger>_on_failure`), bound to
+the same transports as the flow's steps (the generated clients, senders and the driver).
 The steps run in order, best effort: one that fails is logged and the next runs. Besides
 the flow's variables they see `error` (`type`, `message`, `code`, `details`, `causes`: the
 type names of the failure and its causes) and `config` (the stack's numeric and on/off
@@ -13,12 +15,14 @@ settings).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from specstack_runtime import registry
 from specstack_runtime.context import Call, Interaction, Invoke
-from specstack_runtime.messaging import send
+
+if TYPE_CHECKING:
+    from specstack_runtime.flow import Flow
 
 log = logging.getLogger("specstack.onfailure")
 
@@ -53,52 +57,45 @@ def _settings(call: Call) -> dict[str, Any]:
     return {k: v for k, v in dump.items() if isinstance(v, int | float | bool)}
 
 
-def _invoke(call: Call, step: Mapping[str, Any]) -> Invoke:
-    """The step's transport, as a generated handler binds it."""
-    rt, via = call.rt, str(step["via"])
-    if via == "native":
-        return getattr(rt.driver, str(step["call"]))  # type: ignore[no-any-return]
-    if via.startswith("amqp"):
-        message = str(step["message"])
-
-        async def post(payload: dict[str, Any], host: str | None = None) -> Any:
-            return await send(call, message, payload, host=host)
-
-        return post
-    api, operation = str(rt.info.components[str(step["to"])]["api"]), str(step["operation"])
-
-    async def request(**kw: Any) -> Any:
-        parts = {k: kw.pop(k, None) for k in ("body", "query", "headers", "token")}
-        return await rt.clients.call(api, operation, kw, **parts)
-
-    return request
+async def run(flow: Flow, error: BaseException, steps: Callable[[Flow], Awaitable[None]]) -> None:
+    """Carry out the generated on_failure `steps` after `error` failed the handling of
+    `flow`'s call; never raises (each step is `step`)."""
+    flow.call.vars.update(error=describe(error), config=_settings(flow.call))
+    await steps(flow)
 
 
-async def run(call: Call, error: BaseException, steps: Sequence[Mapping[str, Any]]) -> None:
-    """Carry out `steps` after `error` failed the handling of `call`; never raises."""
-    call.vars.update(error=describe(error), config=_settings(call))
-    for number, step in enumerate(steps, 1):
-        what = step.get("operation") or step.get("message") or step.get("call")
-        ix = Interaction(
-            call=call,
-            label=None,
-            source=call.rt.component,
-            target=str(step.get("to") or ""),
-            via=str(step["via"]),
-            name=str(what),
-            invoke=_invoke(call, step),
-            bindings=dict(step.get("with") or {}),
+async def step(
+    call: Call,
+    number: int,
+    target: str,
+    via: str,
+    name: str | None,
+    invoke: Invoke,
+    *,
+    bindings: Mapping[str, Any] | None = None,
+) -> None:
+    """One on_failure step: the interaction through the transport generated code bound,
+    by the flow's step behaviour of its `via`; a failure is logged and the next step runs."""
+    ix = Interaction(
+        call=call,
+        label=None,
+        source=call.rt.component,
+        target=target,
+        via=via,
+        name=name,
+        invoke=invoke,
+        bindings=dict(bindings or {}),
+    )
+    try:
+        await registry.get(f"flow.{via}")(ix)
+    except Exception as exc:
+        log.warning(
+            "%s: on_failure step %d (%s %s) of %s failed: %s: %s",
+            call.rt.component,
+            number,
+            via,
+            name,
+            call.trigger,
+            type(exc).__name__,
+            exc,
         )
-        try:
-            await registry.get(f"flow.{step['via']}")(ix)
-        except Exception as exc:
-            log.warning(
-                "%s: on_failure step %d (%s %s) of %s failed: %s: %s",
-                call.rt.component,
-                number,
-                step["via"],
-                what,
-                call.trigger,
-                type(exc).__name__,
-                exc,
-            )

@@ -75,8 +75,8 @@ class Rule:
                 raise PolicyError(f"rule:{self.value} is not a named rule of the spec")
             return named.evaluate(creds, target, rules)
         if k == "role":
-            wanted = self.value.lower()
-            return any(r.lower() == wanted for r in creds.roles)
+            roles = creds.roles
+            return self.value.lower() in _lowered(roles if type(roles) is tuple else tuple(roles))
         if k == "match":
             mine = getattr(creds, self.value, None)
             other = target.get(self.ref) if self.ref is not None else self.literal
@@ -196,6 +196,12 @@ def _check(tok: str) -> Rule:
             raise PolicyError(f"{tok!r}: a target reference is written %(name)s")
         return Rule("match", value=key, ref=ref.group(1))
     return Rule("match", value=key, literal=match)
+
+
+@lru_cache(maxsize=1024)
+def _lowered(roles: tuple[str, ...]) -> frozenset[str]:
+    """A token's roles in lower case (role checks ignore case), found once per role set."""
+    return frozenset(r.lower() for r in roles)
 
 
 @lru_cache(maxsize=1024)

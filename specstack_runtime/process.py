@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from specstack_runtime.config import ConfigError, StackConfig, load_config
+from specstack_runtime.ir_deploy import process_name
 
 log = logging.getLogger("specstack.process")
 
@@ -36,11 +37,6 @@ EXIT_START = 3  # the component did not start
 
 class HostsError(ValueError):
     pass
-
-
-def process_name(component: str, host: str) -> str:
-    """`host`: one host, or the label of several (`hosts_label`)."""
-    return f"{component}.{host}"
 
 
 def _numbered(host: str) -> tuple[str, int] | None:

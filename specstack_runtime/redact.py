@@ -165,7 +165,8 @@ class Redactor:
         return self._value(decoded)
 
     def _value(self, value: Any, parent: str = "") -> Any:
-        if isinstance(value, Mapping):
+        # a dict (nearly every value) is known without the Mapping ABC's slower check
+        if type(value) is dict or isinstance(value, Mapping):
             out: dict[Any, Any] | None = None
             for key, item in value.items():
                 low = key.lower() if isinstance(key, str) else ""

@@ -38,12 +38,12 @@ import httpx
 
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import coded_instances, load_generated, web_instances
+from specstack_runtime.ir_deploy import process_name
 from specstack_runtime.process import (
     EXIT_CONFIG,
     HostsError,
     expand_hosts,
     hosts_label,
-    process_name,
     ready_file,
 )
 from specstack_runtime.stackinfo import StackInfo

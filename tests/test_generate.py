@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +111,39 @@ def test_the_cache_is_outside_the_output(mini_spec: Path, tmp_path: Path, _own_c
         "jinja",
         "models",
         "openapi-verdicts",
+        "ruff-format",
         "spec-verdicts",
+        "spec-yaml",
     ]
+    # every spec file parsed once, as JSON data and node positions
+    parsed = [p.name for p in Path("spec").rglob("*.yaml")]
+    assert len(list((_own_cache / "spec-yaml").iterdir())) == len(parsed)
     # two APIs, messages, the driver types as models and as TypedDicts
     assert len(list((_own_cache / "models").iterdir())) == 5
+
+
+def test_python_formatted_before_is_not_formatted_again(
+    mini_spec: Path, tmp_path: Path, _own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _gen(Path("spec"), tmp_path / "a") == 0
+    formatted: list[Path] = []
+    real = output.format_python
+
+    def recording(paths: list[Path]) -> Callable[[], None]:
+        formatted.extend(paths)
+        return real(paths)
+
+    monkeypatch.setattr(output, "format_python", recording)
+    assert _gen(Path("spec"), tmp_path / "b", "--force") == 0
+    assert formatted == []  # every module's text came from the cache
+    a, b = output.tree_files(tmp_path / "a"), output.tree_files(tmp_path / "b")
+    assert sorted(a) == sorted(b)
+    assert all(a[rel].read_bytes() == b[rel].read_bytes() for rel in a if rel.endswith(".py"))
+    # an edit re-formats only the modules whose text it changed
+    seq = mini_spec / "sequences" / "boot.yaml"
+    seq.write_text(seq.read_text().replace("title: Spawn", "title: Spawn it"))
+    assert _gen(Path("spec"), tmp_path / "b") == 0
+    assert 0 < len(formatted) < len([rel for rel in b if rel.endswith(".py")])
 
 
 def test_every_file_names_its_source(mini_spec: Path, tmp_path: Path) -> None:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from generator.pipeline.load import load_spec, parse_file, to_plain
 
 
@@ -101,3 +103,51 @@ def test_an_alias_bomb_is_refused_at_the_anchor_that_expands_too_far(tmp_path: P
         f"{tmp_path.as_posix()}/x.yaml:6:4: YAML: this node expands through aliases to more "
         "than 200,000 nodes (an alias bomb?)"
     ]
+
+
+def test_a_file_read_back_from_the_cache_is_the_file_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPECSTACK_CACHE_DIR", str(tmp_path / "cache"))
+    text = "a:\n  - {b: 1, c: [x, 2.5]}\n  - &n {d: null}\nk: *n\n'on': yes\n"
+    (tmp_path / "x.yaml").write_text(text)
+    fresh, diags = parse_file(tmp_path, "x.yaml", "stack")
+    assert diags == [] and fresh is not None
+    assert list((tmp_path / "cache" / "spec-yaml").iterdir())  # the parse was kept
+    cached, _ = parse_file(tmp_path, "x.yaml", "stack")
+    assert cached is not None
+    assert (
+        cached.data
+        == fresh.data
+        == {
+            "a": [{"b": 1, "c": ["x", 2.5]}, {"d": None}],
+            "k": {"d": None},
+            "on": "yes",
+        }
+    )
+    assert cached.values == fresh.values and cached.keys == fresh.keys
+    assert cached.locate(["k", "d"]) == fresh.locate(["k", "d"])
+    assert (cached.locate(["a", 0, "c", 1]).line, cached.locate(["a", 0, "c", 1]).col) == (2, 19)
+    assert cached.locate(["on"], key=True).line == 5
+
+
+def test_a_shared_step_is_used_with_the_keys_the_step_gives_itself(mini_spec: Path) -> None:
+    (mini_spec / "steps.yaml").write_text(
+        "steps:\n  login:\n    title: Authenticate\n    from: cli\n    to: keystone\n"
+        "    via: http\n    operation: issueToken\n    summary: shared\n"
+    )
+    boot = mini_spec / "sequences" / "boot.yaml"
+    text = boot.read_text()
+    own = "      title: Authenticate\n      from: cli\n      to: keystone\n      via: http\n"
+    own += "      operation: issueToken\n"
+    assert own in text
+    boot.write_text(text.replace(own, "      use: login\n      summary: its own\n"))
+    spec, diags = load_spec(Path("spec"))
+    assert diags == []
+    seq = spec.one("sequence")
+    assert seq is not None
+    step = seq.data["sequence"]["steps"][1]
+    assert step["title"] == "Authenticate" and step["via"] == "http" and "use" not in step
+    assert step["number"] == 2 and step["summary"] == "its own"  # the step's own keys win
+    assert step["then"][0]["to"] == "keystone-db"
+    assert seq.locate(["sequence", "steps", 1, "via"]).line == 10  # the step that uses it

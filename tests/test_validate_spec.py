@@ -285,3 +285,42 @@ def test_network_model_mistakes_are_located(
     assert re.search(
         r"resources/network\.yaml:\d+:\d+: filter 'fixed_ips': op items needs `keys`", err
     )
+
+
+def test_templates_and_relations_are_checked_where_they_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A template that is not CEL, a relation to an unknown resource and a relation's
+    expression that does not compile are refused at their lines."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    compute = spec / "resources" / "compute.yaml"
+    text = compute.read_text("utf-8")
+    for old in ("      keypair: {resource: keypair,", "        id: doc.flavor_id\n"):
+        assert text.count(old) == 1
+    text = text.replace("      keypair: {resource: keypair,", "      keypair: {resource: keypairs,")
+    text = text.replace("        id: doc.flavor_id\n", "        id: doc.flavor_id +\n")
+    identity = spec / "resources" / "identity.yaml"
+    itext = identity.read_text("utf-8")
+    assert itext.count("        merge(doc, {'user_id': refs.user.id,") == 1
+    itext = itext.replace(
+        "        merge(doc, {'user_id': refs.user.id,",
+        "        merge(doc, {'user_id' refs.user.id,",
+    )
+    compute.write_text(text)
+    identity.write_text(itext)
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+
+    def at(path: Path, needle: str) -> str:
+        lines = path.read_text("utf-8").splitlines()
+        n = next(i for i, t in enumerate(lines, 1) if needle in t)
+        return f"resources/{path.name}:{n}:"
+
+    assert f"{at(compute, 'keypair: {resource: keypairs,')}" in err
+    assert "unknown resource 'keypairs'" in err
+    assert f"{at(compute, 'id: doc.flavor_id +')}" in err
+    assert f"{at(identity, '      row: >-')}12: CEL expression (line 1, column 24)" in err
+    assert err.count("CEL expression") == 2

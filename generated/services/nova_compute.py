@@ -8,6 +8,7 @@ this component for its trigger; behaviours come from specstack_runtime.
 
 from __future__ import annotations
 
+from specstack_runtime import onfailure
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.consumers import Consumer
 from generated import clients, messaging  # noqa: F401
@@ -176,6 +177,156 @@ async def build_and_run_instance(flow: Flow) -> None:
     )
 
 
+async def build_and_run_instance_on_failure(flow: Flow) -> None:
+    """What a failed build_and_run_instance undoes: its on_failure steps, in order, best effort."""
+    await onfailure.step(
+        flow.call,
+        1,
+        "hypervisor",
+        "native",
+        "detach_volume",
+        flow.rt.driver.detach_volume,
+        bindings={
+            "each": "vars.attached",
+            "instance": "{driver_instance}",
+            "connection_info": "{item.connection_info}",
+            "mountpoint": "{item.device}",
+            "accept": ["InstanceNotFound", "DiskNotFound"],
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        2,
+        "hypervisor",
+        "native",
+        "destroy",
+        flow.rt.driver.destroy,
+        bindings={
+            "when": "vars.spawned",
+            "instance": "{driver_instance}",
+            "accept": ["InstanceNotFound", "DiskNotFound"],
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        3,
+        "cinder-api",
+        "http",
+        "deleteAttachment",
+        clients.block_storage.BlockStorageClient(flow).delete_attachment,
+        bindings={
+            "each": "vars.attachments",
+            "project_id": "{instance_ref.project_id}",
+            "attachment_id": "{item.attachment_id}",
+            "accept": [200, 204, 404],
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        4,
+        "neutron-server",
+        "http",
+        "listPorts",
+        clients.network.NetworkClient(flow).list_ports,
+        bindings={
+            "when": "size(vars.attachments) + size(vars.ports) + size(vars.requested_networks) > 0",
+            "query": {"device_id": "{instance_uuid}"},
+            "accept": [200],
+            "keep": {
+                "bound": "reply.ports.filter(p, p.device_id == vars.instance_uuid).map(p, string(p.id))"
+            },
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        5,
+        "neutron-server",
+        "http",
+        "deletePort",
+        clients.network.NetworkClient(flow).delete_port,
+        bindings={
+            "each": "cel.bind(made, vars.ports.map(p, string(p.id)),\n  (made + (has(vars.bound) ? vars.bound.filter(b, !(b in made)) : []))\n  .filter(id, !(id in vars.requested_networks.filter(n, has(n.port_id)\n    && n.port_id != null && n.port_id != '').map(n, string(n.port_id)))))",
+            "port_id": "{item}",
+            "accept": [204, 404],
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        6,
+        "nova-conductor",
+        "amqp-call",
+        "instance_update",
+        messaging.instance_update(flow),
+        bindings={
+            "when": "'RescheduleBuild' in vars.error.causes && has(vars.flavor) && vars.flavor != null && (has(vars.payload.retry) ? int(vars.payload.retry.num_attempts) : 1) < vars.config.max_build_attempts",
+            "payload": {
+                "instance_uuid": "{instance_uuid}",
+                "expected_task_state": "{task_state}",
+                "updates": {"host": None, "node": None, "task_state": "scheduling"},
+            },
+            "keep": {"rescheduled": "true"},
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        7,
+        "nova-scheduler",
+        "amqp-cast",
+        "schedule_and_build_instances",
+        messaging.schedule_and_build_instances(flow),
+        bindings={
+            "when": "has(vars.rescheduled)",
+            "payload": {
+                "instance": {
+                    "uuid": "{payload.instance.uuid}",
+                    "project_id": "{payload.instance.project_id}",
+                    "user_id": "{payload.instance.user_id}",
+                },
+                "request_spec": {
+                    "flavor": "{flavor}",
+                    "image_id": {
+                        "expr": "vars.payload.image_id != '' ? dyn(vars.payload.image_id) : dyn(null)"
+                    },
+                    "availability_zone": "{instance.availability_zone}",
+                    "num_instances": 1,
+                    "ignore_hosts": {
+                        "expr": "cel.bind(tried, has(vars.payload.retry) ? vars.payload.retry.hosts : [vars.payload.host],\n  tried + (vars.payload.host in tried ? [] : [vars.payload.host]))"
+                    },
+                },
+                "requested_networks": {
+                    "expr": "has(vars.payload.requested_networks) ? vars.payload.requested_networks : []"
+                },
+                "block_device_mapping": {
+                    "expr": "has(vars.payload.block_device_mapping) ? vars.payload.block_device_mapping : []"
+                },
+            },
+        },
+    )
+    await onfailure.step(
+        flow.call,
+        8,
+        "nova-conductor",
+        "amqp-call",
+        "instance_update",
+        messaging.instance_update(flow),
+        bindings={
+            "when": "!has(vars.rescheduled)",
+            "payload": {
+                "instance_uuid": "{instance_uuid}",
+                "expected_task_state": "{task_state}",
+                "updates": {
+                    "vm_state": "error",
+                    "task_state": None,
+                    "power_state": 0,
+                    "fault": {
+                        "expr": "{'code': vars.error.code, 'message': vars.error.message,\n 'details': vars.error.details, 'created': now()}"
+                    },
+                },
+            },
+        },
+    )
+
+
 async def terminate_instance(flow: Flow) -> None:
     """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6 -> 7, 7.1, 8, 10, 11."""
     await flow.trigger(None)
@@ -330,138 +481,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"vm_state": "building", "waiting": "scheduling", "taken": "spawning"},
-        on_failure=(
-            {
-                "title": "Detach the volumes attached to the guest (the last first)",
-                "to": "hypervisor",
-                "via": "native",
-                "call": "detach_volume",
-                "with": {
-                    "each": "vars.attached",
-                    "instance": "{driver_instance}",
-                    "connection_info": "{item.connection_info}",
-                    "mountpoint": "{item.device}",
-                    "accept": ["InstanceNotFound", "DiskNotFound"],
-                },
-            },
-            {
-                "title": "Destroy the guest the build began",
-                "to": "hypervisor",
-                "via": "native",
-                "call": "destroy",
-                "with": {
-                    "when": "vars.spawned",
-                    "instance": "{driver_instance}",
-                    "accept": ["InstanceNotFound", "DiskNotFound"],
-                },
-            },
-            {
-                "title": "Delete the volume attachments",
-                "to": "cinder-api",
-                "via": "http",
-                "operation": "deleteAttachment",
-                "with": {
-                    "each": "vars.attachments",
-                    "project_id": "{instance_ref.project_id}",
-                    "attachment_id": "{item.attachment_id}",
-                    "accept": [200, 204, 404],
-                },
-            },
-            {
-                "title": "Find the ports bound to the instance (some a crash left unrecorded)",
-                "to": "neutron-server",
-                "via": "http",
-                "operation": "listPorts",
-                "with": {
-                    "when": "size(vars.attachments) + size(vars.ports) + size(vars.requested_networks) > 0",
-                    "query": {"device_id": "{instance_uuid}"},
-                    "accept": [200],
-                    "keep": {
-                        "bound": "reply.ports.filter(p, p.device_id == vars.instance_uuid).map(p, string(p.id))"
-                    },
-                },
-            },
-            {
-                "title": "Delete the ports nova made (the user's own ports stay)",
-                "to": "neutron-server",
-                "via": "http",
-                "operation": "deletePort",
-                "with": {
-                    "each": "cel.bind(made, vars.ports.map(p, string(p.id)),\n  (made + (has(vars.bound) ? vars.bound.filter(b, !(b in made)) : []))\n  .filter(id, !(id in vars.requested_networks.filter(n, has(n.port_id)\n    && n.port_id != null && n.port_id != '').map(n, string(n.port_id)))))",
-                    "port_id": "{item}",
-                    "accept": [204, 404],
-                },
-            },
-            {
-                "title": "Hand the instance back to the scheduler",
-                "to": "nova-conductor",
-                "via": "amqp-call",
-                "message": "instance_update",
-                "with": {
-                    "when": "'RescheduleBuild' in vars.error.causes && has(vars.flavor) && vars.flavor != null && (has(vars.payload.retry) ? int(vars.payload.retry.num_attempts) : 1) < vars.config.max_build_attempts",
-                    "payload": {
-                        "instance_uuid": "{instance_uuid}",
-                        "expected_task_state": "{task_state}",
-                        "updates": {"host": None, "node": None, "task_state": "scheduling"},
-                    },
-                    "keep": {"rescheduled": "true"},
-                },
-            },
-            {
-                "title": "Ask the scheduler again, the hosts tried excluded",
-                "to": "nova-scheduler",
-                "via": "amqp-cast",
-                "message": "schedule_and_build_instances",
-                "with": {
-                    "when": "has(vars.rescheduled)",
-                    "payload": {
-                        "instance": {
-                            "uuid": "{payload.instance.uuid}",
-                            "project_id": "{payload.instance.project_id}",
-                            "user_id": "{payload.instance.user_id}",
-                        },
-                        "request_spec": {
-                            "flavor": "{flavor}",
-                            "image_id": {
-                                "expr": "vars.payload.image_id != '' ? dyn(vars.payload.image_id) : dyn(null)"
-                            },
-                            "availability_zone": "{instance.availability_zone}",
-                            "num_instances": 1,
-                            "ignore_hosts": {
-                                "expr": "cel.bind(tried, has(vars.payload.retry) ? vars.payload.retry.hosts : [vars.payload.host],\n  tried + (vars.payload.host in tried ? [] : [vars.payload.host]))"
-                            },
-                        },
-                        "requested_networks": {
-                            "expr": "has(vars.payload.requested_networks) ? vars.payload.requested_networks : []"
-                        },
-                        "block_device_mapping": {
-                            "expr": "has(vars.payload.block_device_mapping) ? vars.payload.block_device_mapping : []"
-                        },
-                    },
-                },
-            },
-            {
-                "title": "The instance to ERROR with the failure as its fault",
-                "to": "nova-conductor",
-                "via": "amqp-call",
-                "message": "instance_update",
-                "with": {
-                    "when": "!has(vars.rescheduled)",
-                    "payload": {
-                        "instance_uuid": "{instance_uuid}",
-                        "expected_task_state": "{task_state}",
-                        "updates": {
-                            "vm_state": "error",
-                            "task_state": None,
-                            "power_state": 0,
-                            "fault": {
-                                "expr": "{'code': vars.error.code, 'message': vars.error.message,\n 'details': vars.error.details, 'created': now()}"
-                            },
-                        },
-                    },
-                },
-            },
-        ),
+        on_failure=build_and_run_instance_on_failure,
     ),
     "terminate_instance": HandlerSpec(
         component=COMPONENT,

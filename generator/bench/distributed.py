@@ -11,11 +11,10 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from generator.bench.stack import _measure, _wait_for_line
+from generator.bench.stack import _measure, _wait_for_line, start_stack
 from specstack_runtime.config import load_config
 from specstack_runtime.embedded import load_generated
 
@@ -42,27 +41,7 @@ def dist_figures(
         data = Path(tmp) / "data"
         config = load_config(data_dir=data, base_port=base, mode="distributed")
         identity = info.endpoint(info.api_of_type("identity"), config)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "generator",
-                "run",
-                "--mode",
-                "distributed",
-                "--no-generate",
-                "--data-dir",
-                str(data),
-                "--port",
-                str(base),
-                "--computes",
-                str(computes),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "SPECSTACK_QUOTAS": '{"instances": 100000}'},
-        )
+        proc = start_stack(data, base, computes, distributed=True)
         try:
             _wait_for_line(proc, "serving;")
             figures = asyncio.run(_measure(identity, config, sequential, clients, per_client))

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +19,14 @@ from typing import Any
 
 import httpx
 
-from generator.bench.stack import StackClient, _login, _rss_mb, _wait_for_line, _wait_ready
+from generator.bench.stack import (
+    StackClient,
+    _login,
+    _rss_mb,
+    _wait_for_line,
+    _wait_ready,
+    start_stack,
+)
 from specstack_conformance.harness import free_port_block
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
@@ -133,20 +138,7 @@ def stack_at(hosts: int, boots: int = 0) -> dict[str, float]:
     identity = info.endpoint(info.api_of_type("identity"), config)
     with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
         t0 = time.perf_counter()
-        cmd = [
-            sys.executable,
-            "-m",
-            "generator",
-            "run",
-            "--no-generate",
-            "--data-dir",
-            tmp,
-            "--port",
-            str(base),
-            "--computes",
-            str(hosts),
-        ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = start_stack(tmp, base, hosts)
         try:
             _wait_ready(info, config, t0, proc, limit_s=900)
             _wait_for_line(proc, "stack up in")  # every start-up behaviour done: hosts known

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from specstack_conformance.harness import free_port_block
+from specstack_runtime.auth import password_auth
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
 
@@ -78,21 +79,7 @@ class StackClient:
 async def _login(
     http: httpx.AsyncClient, identity: str, config: StackConfig
 ) -> tuple[str, dict[str, str]]:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {
-                        "name": "demo",
-                        "domain": {"name": "Default"},
-                        "password": config.demo_password,
-                    }
-                },
-            },
-            "scope": {"project": {"name": "demo", "domain": {"name": "Default"}}},
-        }
-    }
+    body = password_auth("demo", config.demo_password, "demo")
     resp = await http.post(f"{identity}/v3/auth/tokens", json=body)
     resp.raise_for_status()
     urls = {
@@ -168,6 +155,22 @@ async def _measure(
     }
 
 
+def start_stack(
+    data_dir: str | Path, base_port: int, computes: int, *, distributed: bool = False
+) -> subprocess.Popen[str]:
+    """`specstack run` of the generated stack as a bench measures it: its output piped
+    (the bench waits for its lines), room for as many instances as the bench boots."""
+    mode = ["--mode", "distributed"] if distributed else []
+    where = ["--data-dir", str(data_dir), "--port", str(base_port), "--computes", str(computes)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "generator", "run", *mode, "--no-generate", *where],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "SPECSTACK_QUOTAS": '{"instances": 100000}'},
+    )
+
+
 def stack_figures(
     *, sequential: int = 200, clients: int = 50, per_client: int = 2, computes: int = 4
 ) -> dict[str, float]:
@@ -177,25 +180,7 @@ def stack_figures(
     identity = info.endpoint(info.api_of_type("identity"), config)
     with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "generator",
-                "run",
-                "--no-generate",
-                "--data-dir",
-                tmp,
-                "--port",
-                str(base),
-                "--computes",
-                str(computes),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "SPECSTACK_QUOTAS": '{"instances": 100000}'},
-        )
+        proc = start_stack(tmp, base, computes)
         try:
             startup = _wait_ready(info, config, t0, proc)
             _wait_for_line(proc, "serving;")

@@ -243,6 +243,23 @@ class SharedTraceFeed:
             await asyncio.sleep(0.1)
 
 
+async def _serve_until_stopped(sup: Supervisor, console: Console, what: str) -> int:
+    """Serve until a signal; 1 if a process failed for good meanwhile. Such a process is
+    reported by the supervisor and left down; the rest keeps serving until the user stops it."""
+    stop = _stop_on_signals()
+    console.print(f"serving; Ctrl-C stops {what}")
+    await stop.wait()
+    failed = [p for p in sup.status() if p["state"] == "failed"]
+    if failed:
+        console.print(
+            "[red]failed for good: "
+            + ", ".join(f"{p['process']} (log {p['log']})" for p in failed)
+            + "[/red]"
+        )
+    console.print("stopping")
+    return 1 if failed else 0
+
+
 async def serve_nodes(sup: Supervisor, config: StackConfig, *, once: bool, console: Console) -> int:
     """`--nodes`: this host's processes serve until a signal; no demo (the other hosts'
     nodes may not be up yet). clouds.yaml is written where the identity API runs."""
@@ -253,18 +270,7 @@ async def serve_nodes(sup: Supervisor, config: StackConfig, *, once: bool, conso
     _print_dashboards(console, info, config, sup)
     code = 0
     if not once:
-        stop = _stop_on_signals()
-        console.print("serving; Ctrl-C stops this host's processes")
-        await stop.wait()
-        failed = [p for p in sup.status() if p["state"] == "failed"]
-        if failed:
-            console.print(
-                "[red]failed for good: "
-                + ", ".join(f"{p['process']} (log {p['log']})" for p in failed)
-                + "[/red]"
-            )
-            code = 1
-        console.print("stopping")
+        code = await _serve_until_stopped(sup, console, "this host's processes")
     await sup.stop()
     console.print("stopped")
     return code
@@ -395,20 +401,7 @@ async def run_distributed(
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
     _print_dashboards(console, info, config)
     if not once:
-        stop = _stop_on_signals()
-        console.print("serving; Ctrl-C stops the stack")
-        # A process that fails for good is reported by the supervisor and left down; the
-        # rest of the stack keeps serving until the user stops it.
-        await stop.wait()
-        failed = [p for p in sup.status() if p["state"] == "failed"]
-        if failed:
-            console.print(
-                "[red]failed for good: "
-                + ", ".join(f"{p['process']} (log {p['log']})" for p in failed)
-                + "[/red]"
-            )
-            code = code or 1
-        console.print("stopping")
+        code = await _serve_until_stopped(sup, console, "the stack") or code
     await clients.aclose()
     await sup.stop()
     console.print("stopped")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import generator
 import specstack_runtime
+from generator.pipeline.cache import dist_version
 from generator.pipeline.diagnostics import Diagnostic
 
 if TYPE_CHECKING:
@@ -29,15 +30,6 @@ class GenerateResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def _version(dist: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def generator_id() -> str:
     return f"specstack {generator.__version__}"
 
@@ -48,7 +40,7 @@ def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
     h.update(generator_id().encode())
     h.update(spec_label.encode())
     for dist in ("datamodel-code-generator", "ruff", "pydantic"):
-        h.update(f"{dist}={_version(dist)}".encode())
+        h.update(f"{dist}={dist_version(dist)}".encode())
     pkg = Path(generator.__file__).resolve().parent
     runtime = Path(specstack_runtime.__file__).resolve().parent
     groups = (

@@ -14,7 +14,7 @@ from generator.pipeline.build_resources import (
 )
 from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
 from generator.pipeline.naming import pascal, slug, snake
-from generator.pipeline.validate.openapi import HTTP_METHODS
+from generator.pipeline.validate.openapi import HTTP_METHODS, operations_of
 from specstack_runtime import ir
 
 DEFAULT_RESOURCES = ir.NodeCapacity(vcpus=8, memory_mb=16384, local_gb=200)
@@ -446,11 +446,8 @@ def _handlers(
     apis = {f.stem: to_plain(f.data) for f in spec.of_kind("openapi")}
     ops: dict[str, dict[str, Any]] = {}
     for api_name, doc in apis.items():
-        for item in doc["paths"].values():
-            for method in HTTP_METHODS:
-                op = item.get(method)
-                if isinstance(op, dict):
-                    ops[f"{api_name}:{op['operationId']}"] = op
+        for _, _, op in operations_of(doc):
+            ops[f"{api_name}:{op['operationId']}"] = op
     found: dict[tuple[str, str, str], list[sg.Segment]] = {}
     titles: dict[tuple[str, str], str] = {}
     for f in spec.of_kind("sequence"):
@@ -465,19 +462,14 @@ def _handlers(
         triggers: list[tuple[str, str]] = []
         if c.api:
             doc = apis[c.api]
-            triggers += [
-                ("operation", op["operationId"])
-                for item in doc["paths"].values()
-                for m in HTTP_METHODS
-                if isinstance(op := item.get(m), dict)
-            ]
+            triggers += [("operation", op["operationId"]) for _, _, op in operations_of(doc)]
         triggers += [("message", h.message) for h in c.consumes]
         triggers += [(k, t) for (comp, k, t) in found if comp == c.name and k == "user"]
         for kind, trigger in triggers:
             segs = found.get((c.name, kind, trigger), [])
             canonical = next((s for s in segs if s.items), segs[0] if segs else None)
             args: dict[str, Any] = {}
-            on_failure: tuple[dict[str, Any], ...] = ()
+            on_failure: tuple[ir.HandlerStep, ...] = ()
             if kind == "operation":
                 op = ops[f"{c.api}:{trigger}"]
                 behaviour, on_error = (
@@ -491,7 +483,10 @@ def _handlers(
             elif kind == "message":
                 h = next(h for h in c.consumes if h.message == trigger)
                 behaviour, on_error, args = h.behaviour, h.on_error, dict(h.args)
-                on_failure = h.on_failure
+                on_failure = tuple(
+                    _handler_step(i, st["title"], {"from": c.name, **st}, by_name[st["to"]])
+                    for i, st in enumerate(h.on_failure)
+                )
             else:
                 behaviour, on_error = None, None
             steps = _handler_steps(canonical, c, by_name, titles) if canonical else ()
@@ -529,6 +524,44 @@ def _handlers(
     return tuple(out)
 
 
+def _handler_step(
+    index: int, title: str, it: dict[str, Any], target: ir.Component, *, runs: bool = False
+) -> ir.HandlerStep:
+    """One interaction of a handler: a sequence's, or a consumer's `on_failure` (whose
+    performer is the component itself), with the transport generated code binds it to."""
+    via = it["via"]
+    api = target.api if via == "http" else None
+    transport = (
+        "authenticate"
+        if it.get("behaviour") == "auth.validate"
+        else "client"
+        if via == "http"
+        else "message"
+        if via.startswith("amqp")
+        else "driver"
+        if via == "native"
+        else "noop"
+    )
+    return ir.HandlerStep(
+        index=index,
+        title=title,
+        source=it["from"],
+        target=target.name,
+        via=via,
+        name=it.get("operation") or it.get("message") or it.get("call"),
+        behaviour=it.get("behaviour"),
+        runs_trigger=runs,
+        bindings=it.get("with", {}),
+        save_as=it.get("as"),
+        api=api,
+        transport=transport,  # type: ignore[arg-type]
+        client_module=snake(api) if api else None,
+        client_class=f"{pascal(api)}Client" if api else None,
+        client_method=snake(it["operation"]) if api else None,
+        message_function=snake(it["message"]) if it.get("message") else None,
+    )
+
+
 def _handler_steps(
     seg: Any,
     comp: ir.Component,
@@ -548,38 +581,8 @@ def _handler_steps(
             and seg.kind != "user"
         )
         ran_trigger = ran_trigger or runs
-        api = target.api if it["via"] == "http" else None
-        via = it["via"]
-        transport = (
-            "authenticate"
-            if it.get("behaviour") == "auth.validate"
-            else "client"
-            if via == "http"
-            else "message"
-            if via.startswith("amqp")
-            else "driver"
-            if via == "native"
-            else "noop"
-        )
-        steps.append(
-            ir.HandlerStep(
-                index=i,
-                title=(None if "." not in item.label else it.get("title"))
-                or titles[(seg.sequence, item.label.split(".")[0])],
-                source=it["from"],
-                target=target.name,
-                via=it["via"],
-                name=it.get("operation") or it.get("message") or it.get("call"),
-                behaviour=it.get("behaviour"),
-                runs_trigger=runs,
-                bindings=it.get("with", {}),
-                save_as=it.get("as"),
-                api=api,
-                transport=transport,  # type: ignore[arg-type]
-                client_module=snake(api) if api else None,
-                client_class=f"{pascal(api)}Client" if api else None,
-                client_method=snake(it["operation"]) if api else None,
-                message_function=snake(it["message"]) if it.get("message") else None,
-            )
-        )
+        title = (None if "." not in item.label else it.get("title")) or titles[
+            (seg.sequence, item.label.split(".")[0])
+        ]
+        steps.append(_handler_step(i, title, it, target, runs=runs))
     return tuple(steps)

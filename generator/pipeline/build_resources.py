@@ -443,6 +443,10 @@ def _resource(
             for g in r.get("refuse") or ()
         ),
         location=r.get("location"),
+        templates=dict(r.get("templates") or {}),
+        relations=tuple(
+            ir.Relation(name=k, **rel) for k, rel in (r.get("relations") or {}).items()
+        ),
         extra_schema=_extra_schema(doc, creator, one) if r.get("extra") else None,
         rows=tuple(dict(row) for row in r.get("rows") or ()),
         seed=ir.Seed(**r["seed"]) if r.get("seed") else None,

@@ -8,6 +8,7 @@ redoes only the work whose input it changed. It lives in the user's cache direct
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,19 @@ def digest(*parts: Any) -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def dist_version(dist: str) -> str:
+    """An installed distribution's version, for the keys of results that depend on it
+    (looked up once a process: each lookup scans the installed packages)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@functools.cache
 def source_digest(module_file: str) -> str:
     """The digest of a module's own source: a change to the code makes its entries new ones."""
     return hashlib.sha256(Path(module_file).read_bytes()).hexdigest()

@@ -2,19 +2,24 @@
 
 libyaml (through PyYAML's C composer) parses; scalars are resolved with the
 YAML 1.2 core schema (yamlcore's resolver), and positions come from node marks.
+A file parsed before is read back from the digest cache (`generator.pipeline.cache`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
-import yamlcore
+from typing import TYPE_CHECKING, Any
 
 from generator.pipeline.diagnostics import Diagnostic, Location
+
+if TYPE_CHECKING:  # parsing imports them; a spec read back from the cache does not
+    import yaml
 
 #: File kinds by their place in the spec directory.
 SINGLE_FILES: dict[str, str] = {
@@ -25,14 +30,20 @@ SINGLE_FILES: dict[str, str] = {
     "hypervisors.yaml": "hypervisors",
 }
 #: Files a spec may have: without policy.yaml the stack has no named policy rules, without
-#: traces.yaml its steps have no OSProfiler trace points.
-OPTIONAL_FILES: dict[str, str] = {"policy.yaml": "policy", "traces.yaml": "traces"}
+#: traces.yaml its steps have no OSProfiler trace points, without steps.yaml its sequences
+#: share no steps.
+OPTIONAL_FILES: dict[str, str] = {
+    "policy.yaml": "policy",
+    "traces.yaml": "traces",
+    "steps.yaml": "steps",
+}
 GROUP_DIRS: dict[str, str] = {"sequences": "sequence", "apis": "openapi"}
 #: Directories a spec may have: the resource model of each API (see docs/resources.md).
 OPTIONAL_GROUP_DIRS: dict[str, str] = {"resources": "resources"}
 
 PathElem = str | int
 Position = tuple[int, int]  # 0-based line, column
+Positions = dict[tuple[PathElem, ...], Position]
 
 
 @dataclass(frozen=True)
@@ -93,16 +104,20 @@ def shown_path(root: Path, rel: str) -> str:
     return (root / rel).as_posix()
 
 
-#: libyaml's parser and composer, with the YAML 1.2 core schema's resolver and constructors.
-_Loader: Any = getattr(yamlcore, "CCoreLoader", yamlcore.CoreLoader)
-
-
 class DuplicateKey(Exception):
     def __init__(self, key: str, mark: Any, first: Position) -> None:
         super().__init__(key)
         self.key = key
         self.mark = mark
         self.first = first  # 0-based line and column of the key's first use
+
+
+class BadYaml(Exception):
+    """Not YAML: libyaml's complaint (a yaml.MarkedYAMLError) is `error`."""
+
+    def __init__(self, error: yaml.MarkedYAMLError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 #: The most nodes one file may expand to once aliases are followed; the largest
@@ -123,6 +138,8 @@ class Unexpandable(Exception):
 def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
     """Refuse a composed document whose aliases would expand past `limit` nodes,
     or loop. Each distinct node is sized once, so this is linear in the file."""
+    import yaml
+
     sizes: dict[int, int] = {}
     open_: set[int] = set()
 
@@ -155,53 +172,102 @@ def check_expansion(root: yaml.Node, limit: int = MAX_NODES) -> None:
     size(root)
 
 
-def _scalar(node: yaml.ScalarNode, loader: Any) -> Any:
-    """A scalar's value by the YAML 1.2 core schema (so `on`, `yes`, `no` and
-    `1_000` stay strings, unlike YAML 1.1)."""
-    return loader.construct_object(node)
+#: Where each node starts, in document order: every value's line and column, then
+#: (a separate list) every mapping key's; flat, as they are kept in the cache.
+Marks = tuple[list[int], list[int]]
 
 
-def _build(
-    node: yaml.Node,
-    path: tuple[PathElem, ...],
-    values: dict[tuple[PathElem, ...], Position],
-    keys: dict[tuple[PathElem, ...], Position],
-    loader: Any,
-) -> Any:
-    values[path] = (node.start_mark.line, node.start_mark.column)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        for knode, vnode in node.value:
-            k = _scalar(knode, loader) if isinstance(knode, yaml.ScalarNode) else str(knode.value)
-            key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
-            if key in out:
-                raise DuplicateKey(key, knode.start_mark, keys[(*path, key)])
-            keys[(*path, key)] = (knode.start_mark.line, knode.start_mark.column)
-            out[key] = _build(vnode, (*path, key), values, keys, loader)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), values, keys, loader) for i, item in enumerate(node.value)]
-    return _scalar(node, loader)  # type: ignore[arg-type]
+def parse_text(text: str) -> tuple[Any, Marks]:
+    """YAML text to plain data, and where its nodes start.
 
-
-def parse_text(
-    text: str,
-) -> tuple[Any, dict[tuple[PathElem, ...], Position], dict[tuple[PathElem, ...], Position]]:
-    """YAML text to plain data plus node positions.
-
-    Raises yaml.MarkedYAMLError, DuplicateKey, Unexpandable.
+    libyaml (PyYAML's C composer) parses, yamlcore resolves scalars by the YAML 1.2
+    core schema (so `on`, `yes`, `no` and `1_000` stay strings, unlike YAML 1.1).
+    Raises BadYaml, DuplicateKey, Unexpandable.
     """
-    loader = _Loader(text)
+    import yaml
+    import yamlcore
+
+    marks: Marks = ([], [])
+    values, keys = marks
+
+    def build(node: yaml.Node) -> Any:
+        values.extend((node.start_mark.line, node.start_mark.column))
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            seen: dict[str, Position] = {}
+            for knode, vnode in node.value:
+                scalar = isinstance(knode, yaml.ScalarNode)
+                k = loader.construct_object(knode) if scalar else knode.value
+                key = str(k).lower() if isinstance(k, bool) else ("null" if k is None else str(k))
+                at = (knode.start_mark.line, knode.start_mark.column)
+                if key in seen:
+                    raise DuplicateKey(key, knode.start_mark, seen[key])
+                seen[key] = at
+                keys.extend(at)
+                out[key] = build(vnode)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item) for item in node.value]
+        return loader.construct_object(node)
+
+    loader = getattr(yamlcore, "CCoreLoader", yamlcore.CoreLoader)(text)
     try:
         root = loader.get_single_node()
-        values: dict[tuple[PathElem, ...], Position] = {}
-        keys: dict[tuple[PathElem, ...], Position] = {}
         if root is None:
-            return None, values, keys
+            return None, marks
         check_expansion(root)
-        return _build(root, (), values, keys, loader), values, keys
+        return build(root), marks
+    except yaml.MarkedYAMLError as exc:
+        raise BadYaml(exc) from exc
     finally:
         loader.dispose()
+
+
+def index_marks(data: Any, marks: Marks) -> tuple[Positions, Positions]:
+    """`marks` by the path of the node they belong to: (values, keys) as SpecFile has them."""
+    values: Positions = {}
+    keys: Positions = {}
+    at_value, at_key = iter(marks[0]), iter(marks[1])
+
+    def walk(node: Any, path: tuple[PathElem, ...]) -> None:
+        values[path] = (next(at_value), next(at_value))
+        if isinstance(node, dict):
+            for key, child in node.items():
+                keys[(*path, key)] = (next(at_key), next(at_key))
+                walk(child, (*path, key))
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, (*path, i))
+
+    walk(data, ())
+    return values, keys
+
+
+def _cache_key(raw: bytes) -> str:
+    from generator.pipeline.cache import digest, dist_version, source_digest
+
+    return digest(source_digest(__file__), dist_version("PyYAML"), dist_version("yamlcore"), raw)
+
+
+def _parse_cached(raw: bytes, text: str) -> tuple[Any, Marks]:
+    """`parse_text(text)`, from the cache when these bytes were parsed before: reading
+    the parsed JSON back is several times faster than parsing YAML. Raises as parse_text."""
+    from generator.pipeline.cache import DigestCache
+
+    cache = DigestCache("spec-yaml")
+    key = _cache_key(raw)
+    entry = cache.get(key)
+    if entry is not None:
+        try:
+            found = json.loads(entry)
+            return found["data"], (found["values"], found["keys"])
+        except (ValueError, KeyError, TypeError):
+            pass  # not an entry this code wrote: parse again
+    data, marks = parse_text(text)
+    # a value JSON cannot hold (an explicit !!binary, say) leaves the file uncached
+    with contextlib.suppress(TypeError, ValueError):
+        cache.put(key, json.dumps({"data": data, "values": marks[0], "keys": marks[1]}))
+    return data, marks
 
 
 def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[Diagnostic]]:
@@ -212,7 +278,7 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     except UnicodeDecodeError as exc:
         return None, [_not_utf8(shown, raw, exc)]
     try:
-        data, values, keys = parse_text(text)
+        data, marks = _parse_cached(raw, text)
     except DuplicateKey as exc:
         loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
         line, col = exc.first
@@ -221,12 +287,13 @@ def parse_file(root: Path, rel: str, kind: str) -> tuple[SpecFile | None, list[D
     except Unexpandable as exc:
         loc = Location(shown, exc.mark.line + 1, exc.mark.column + 1)
         return None, [Diagnostic(loc, f"YAML: {exc.problem}")]
-    except yaml.MarkedYAMLError as exc:
-        return None, [_yaml_problem(shown, exc, text)]
+    except BadYaml as exc:
+        return None, [_yaml_problem(shown, exc.error, text)]
     if data is None:
         return None, [Diagnostic(Location(shown), "file is empty")]
     if not isinstance(data, dict):
         return None, [Diagnostic(Location(shown), "expected a mapping at the top of the file")]
+    values, keys = index_marks(data, marks)
     return SpecFile(rel, shown, kind, data, raw, values, keys), []
 
 
@@ -292,8 +359,8 @@ def discover(root: Path) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
                 Diagnostic(
                     Location(shown_path(root, rel)),
                     "unexpected file: spec files are stack, components, topology, messages, "
-                    "hypervisors, policy (.yaml), sequences/*.yaml, apis/*.yaml and "
-                    "resources/*.yaml",
+                    "hypervisors, policy, traces, steps (.yaml), sequences/*.yaml, apis/*.yaml "
+                    "and resources/*.yaml",
                 )
             )
     return found, diags
@@ -308,7 +375,54 @@ def load_spec(root: Path) -> tuple[LoadedSpec, list[Diagnostic]]:
         diags.extend(problems)
         if parsed is not None:
             files.append(parsed)
-    return LoadedSpec(root=root, files=tuple(files)), diags
+    files, problems = use_shared_steps(files)
+    return LoadedSpec(root=root, files=tuple(files)), diags + problems
+
+
+def use_shared_steps(files: list[SpecFile]) -> tuple[list[SpecFile], list[Diagnostic]]:
+    """Each sequence step written `{use: NAME, ...}` as the step NAME of steps.yaml, with
+    the keys the step gives itself (its `number`, say) over the shared step's.
+
+    The steps are checked where they are used: a problem in a shared step is reported at
+    the `use:` of each step that takes it. A sequence that uses a step steps.yaml lacks is
+    reported and left out, as a file that does not parse is.
+    """
+    source = next((f for f in files if f.kind == "steps"), None)
+    shared = source.data.get("steps") if source is not None else None
+    shared = shared if isinstance(shared, dict) else {}
+    out: list[SpecFile] = []
+    diags: list[Diagnostic] = []
+    for f in files:
+        seq: Any = f.data.get("sequence") if f.kind == "sequence" else None
+        steps = seq.get("steps") if isinstance(seq, dict) else None
+        if not isinstance(steps, list):
+            out.append(f)
+            continue
+        expanded: list[Any] = []
+        problems: list[Diagnostic] = []
+        for i, step in enumerate(steps):
+            name = step.get("use") if isinstance(step, dict) else None
+            if not isinstance(name, str):
+                expanded.append(step)
+            elif isinstance(shared.get(name), dict):
+                own = {k: v for k, v in step.items() if k != "use"}
+                expanded.append({**copy.deepcopy(shared[name]), **own})
+            else:
+                from generator.pipeline.validate.names import hint
+
+                where: list[PathElem] = ["sequence", "steps", i, "use"]
+                problems.append(
+                    f.at(
+                        where,
+                        f"sequence.steps[{i}].use: steps.yaml has no step '{name}'"
+                        + hint(name, shared, "shared steps"),
+                    )
+                )
+        diags += problems
+        if not problems:
+            data = {**f.data, "sequence": {**seq, "steps": expanded}}
+            out.append(dataclasses.replace(f, data=data))
+    return out, diags
 
 
 def to_plain(node: Any) -> Any:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # importing render would pull in jinja2 and pydantic for a no-op run
+    from generator.pipeline.cache import DigestCache
     from generator.pipeline.render.base import OutputFile
 
 MANIFEST = "manifest.json"
@@ -56,6 +57,25 @@ def format_python(paths: Sequence[Path]) -> Callable[[], None]:
         stdout, stderr = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"ruff format failed:\n{stderr or stdout}")
+
+    return wait
+
+
+def _format_key(text: str) -> str:
+    from generator.pipeline.cache import digest, dist_version
+
+    return digest(dist_version("ruff"), RUFF_ARGS, text)
+
+
+def _format_and_keep(files: Sequence[tuple[Path, str]], cache: DigestCache) -> Callable[[], None]:
+    """Format `files` (path, key of its text) in the background; once done, keep each
+    result under its key, so text rendered again the same is not formatted again."""
+    wait_for_ruff = format_python([path for path, _ in files])
+
+    def wait() -> None:
+        wait_for_ruff()
+        for path, key in files:
+            cache.put(key, path.read_text("utf-8"))
 
     return wait
 
@@ -116,7 +136,8 @@ class Staging:
 
     Each batch is written as soon as it is rendered and its Python is formatted
     in the background, so the files rendered first are on disk while later ones
-    are still being made. Nothing reaches `out` until `swap_in`.
+    are still being made; Python text formatted before is taken from the digest
+    cache instead. Nothing reaches `out` until `swap_in`.
     """
 
     def __init__(self, out: Path) -> None:
@@ -129,7 +150,10 @@ class Staging:
         self._formatting: list[Callable[[], None]] = []
 
     def add(self, files: Iterable[OutputFile]) -> None:
-        python: list[Path] = []
+        from generator.pipeline.cache import DigestCache
+
+        formatted = DigestCache("ruff-format")
+        unformatted: list[tuple[Path, str]] = []
         for f in files:
             if f.path in self._paths:
                 raise RuntimeError(f"two targets write {f.path}")
@@ -137,10 +161,16 @@ class Staging:
             self.files.append(f)
             target = self.dir / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(f.content, encoding="utf-8", newline="\n")
+            content = f.content
             if target.suffix == ".py":
-                python.append(target)
-        self._formatting.append(format_python(python))
+                key = _format_key(content)
+                known = formatted.get(key)
+                if known is None:
+                    unformatted.append((target, key))
+                else:
+                    content = known
+            target.write_text(content, encoding="utf-8", newline="\n")
+        self._formatting.append(_format_and_keep(unformatted, formatted))
 
     def seal(self, inputs: str, generator: str, source: str = "spec/") -> int:
         """Wait for the formatting, write the manifest; the number of files."""

@@ -16,7 +16,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from specstack_runtime.bindings import CONTROL, bind, call_scope, control, evaluate
+from specstack_runtime.bindings import (
+    CONTROL,
+    bind,
+    bound,
+    call_scope,
+    control,
+    evaluate,
+    evaluate_in,
+)
 from specstack_runtime.context import Interaction
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
@@ -38,12 +46,17 @@ async def _each(
     """Run `once(args, accept)` as the step's `when`, `each` and `keep` say."""
     rules = control(ix.bindings)
     args = {k: v for k, v in ix.bindings.items() if k not in CONTROL}
-    if "when" in rules and not evaluate(rules["when"], _scope(ix)):
-        return
-    for rule in rules.get("require") or ():
-        if not evaluate(rule["expr"], _scope(ix)):
-            raise StepFailed(str(rule["message"]), code=int(rule.get("status", 400)))
-    items = evaluate(rules["each"], _scope(ix)) if "each" in rules else [None]
+    items: Any = [None]
+    if rules.keys() & {"when", "require", "each"}:
+        # the flow's variables bound once for the step's `when`, `require` and `each`
+        before = bound(_scope(ix))
+        if "when" in rules and not evaluate_in(rules["when"], before):
+            return
+        for rule in rules.get("require") or ():
+            if not evaluate_in(rule["expr"], before):
+                raise StepFailed(str(rule["message"]), code=int(rule.get("status", 400)))
+        if "each" in rules:
+            items = evaluate_in(rules["each"], before)
     for item in items:
         scope = _scope(ix) if "each" not in rules else {**_scope(ix), "item": item}
         result, headers = await once(bind(args, scope), list(rules.get("accept") or []))

@@ -1,15 +1,10 @@
-"""Identity behaviours (keystone v3 semantics): token issue and validation.
+"""Identity behaviours (keystone v3 semantics): the algorithm of token issue and validation.
 
-What projects, users, roles and grants mean is the spec's (spec/resources/identity.yaml,
-served by the resource engine); this module is the algorithm on top of them.
-
-Tokens are opaque random strings. The `tokens` table keys each one by the SHA-256 of
-the token (the token itself is never stored) and keeps its user, scope, methods, audit
-ids, roles, issue and expiry times and revocation. Validation recomputes what keystone
-recomputes: the user, project and domain must still exist and be enabled, and the roles
-are the current ones (a role taken away since the token was issued invalidates it, like
-keystone's revocation events); a token of an application credential also needs the
-credential, unexpired. Tokens list implied roles too (the spec's `role` data).
+The meaning is the spec's (spec/resources/identity.yaml): the token's row and body, a
+request's shape and scope rules, the roles a user holds. Tokens are opaque random strings,
+stored by their SHA-256 only. Validation recomputes what keystone does: the user, project
+and domain must still exist and be enabled, the roles still be held (a role taken away
+invalidates the token), an application credential's token needs the credential.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
+from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED, auth_context
 from specstack_runtime.behaviours import identity_appcred as appcred
@@ -58,45 +53,36 @@ def _token_key(token: str) -> str:
 # -- tokens --------------------------------------------------------------------------
 
 
-@dataclass
-class _Scope:
-    user: Doc
-    user_domain: Doc
-    project: Doc | None = None
-    project_domain: Doc | None = None
-    roles: tuple[Doc, ...] = ()
+#: What a token stands for (the token template's `refs`): user, user_domain, and for a
+#: project-scoped one project, project_domain and roles.
+Scope = dict[str, Any]
 
 
-def _render_token(rt: ServiceRuntime, doc: Doc, scope: _Scope, *, catalog: bool) -> Doc:
-    user, ud = scope.user, scope.user_domain
-    t: Doc = {
-        "methods": list(doc["methods"]),
-        "user": {
-            "id": user["id"],
-            "name": user["name"],
-            "domain": {"id": ud["id"], "name": ud["name"]},
-            "password_expires_at": user.get("password_expires_at"),
-        },
-        "audit_ids": list(doc["audit_ids"]),
-        "expires_at": doc["expires_at"],
-        "issued_at": doc["issued_at"],
-    }
-    if scope.project is not None and scope.project_domain is not None:
-        p, pd = scope.project, scope.project_domain
-        t["project"] = {
-            "id": p["id"],
-            "name": p["name"],
-            "domain": {"id": pd["id"], "name": pd["name"]},
-        }
-        t["is_domain"] = False
-        t["roles"] = [{"id": r["id"], "name": r["name"]} for r in scope.roles]
-        if catalog:
-            t["catalog"] = rt.info.catalog(rt.config, p["id"])
-    elif catalog:
-        t["catalog"] = []
-    if doc.get("application_credential"):
-        t["application_credential"] = dict(doc["application_credential"])
-    return {"token": t}
+def _render_token(rt: ServiceRuntime, doc: Doc, scope: Scope, *, catalog: bool) -> Doc:
+    """The token's body, as the spec's token template `body` shows it; a catalog it shows
+    is the stack's for the token's project (added here: converting it for CEL costs)."""
+    token = rt.info.resources.resource("token")
+    body = dict(token.template("body", doc=doc, refs=scope, params={"catalog": catalog}))
+    if "catalog" in body["token"] and "project" in scope:
+        body["token"]["catalog"] = rt.info.catalog(rt.config, scope["project"]["id"])
+    return body
+
+
+async def _project_scope(
+    rt: ServiceRuntime, user_id: str, project: Doc | None, cred: Doc | None = None
+) -> Scope | None:
+    """The project's part of a scope: None if it or its domain is missing or disabled; its
+    roles are the user's there (a credential's own, while the user holds them all)."""
+    store = store_of(rt)
+    if project is None or not project.get("enabled", True):
+        return None
+    pdomain = await store.get("domains", project["domain_id"])
+    if pdomain is None or not pdomain.get("enabled", True):
+        return None
+    roles = await project_roles(rt, user_id, project["id"])
+    if cred is not None and roles:
+        roles = appcred.token_roles(cred, roles) or []
+    return {"project": project, "project_domain": pdomain, "roles": roles}
 
 
 async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -> None:
@@ -115,7 +101,7 @@ async def expire_token(rt: ServiceRuntime, token: str, *, ago_s: float = 60.0) -
 
 async def _load_token(
     rt: ServiceRuntime, token: str, *, allow_expired: bool = False
-) -> tuple[Doc, _Scope]:
+) -> tuple[Doc, Scope]:
     """The stored token and what it currently stands for; _InvalidToken if it is not valid."""
     if not isinstance(token, str) or not token:
         raise _InvalidToken
@@ -130,39 +116,32 @@ async def _load_token(
     active = await active_user(store, await store.get("users", doc["user_id"]))
     if active is None:
         raise _InvalidToken
-    scope = _Scope(user=active[0], user_domain=active[1])
+    scope: Scope = {"user": active[0], "user_domain": active[1]}
     if doc.get("project_id"):
-        project = await store.get("projects", doc["project_id"])
-        if project is None or not project.get("enabled", True):
-            raise _InvalidToken
-        pdomain = await store.get("domains", project["domain_id"])
-        if pdomain is None or not pdomain.get("enabled", True):
-            raise _InvalidToken
-        roles: list[Doc] | None = await project_roles(rt, scope.user["id"], project["id"])
-        if doc.get("application_credential") and roles:
-            # the credential's roles, while it exists and the user holds them all
+        cred = None
+        if doc.get("application_credential"):  # its roles, while it exists
             cred = await store.get(appcred.TABLE, doc["application_credential"]["id"])
-            roles = appcred.token_roles(cred, roles) if cred is not None else None
-        current = {r["id"] for r in roles or ()}
-        if not roles or any(r["id"] not in current for r in doc.get("roles", ())):
+            if cred is None:
+                raise _InvalidToken
+        project = await store.get("projects", doc["project_id"])
+        found = await _project_scope(rt, doc["user_id"], project, cred)
+        current = {r["id"] for r in (found or {}).get("roles", ())}
+        if not current or any(r["id"] not in current for r in doc.get("roles", ())):
             raise _InvalidToken
-        scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
+        scope.update(found or {})
     return doc, scope
 
 
-async def _by_ref(store: Store, table: str, ref: Doc, what: str, path: str) -> Doc | None:
-    """The row an `{id}` or `{name, domain}` reference of the request names, if any."""
+async def _by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
+    """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
+    token rules have checked that it is one), if any."""
     if ref.get("id") is not None:
         return await store.get(table, text(ref["id"], f"{path}.id"))
-    if ref.get("name") is None:
-        raise BadRequest(f"Expecting to find id or name in {what}.")
-    name = text(ref["name"], f"{path}.name")
-    if "domain" not in ref:
-        raise BadRequest(f"Expecting to find domain in {what} (a {what} named by name needs it).")
     domain = await domain_by_ref(store, ref["domain"])
     if domain is None:
         raise Unauthorized(UNAUTHORIZED)
-    found = await store.list(table, {"name": name, "domain_id": domain["id"]})
+    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
+    found = await store.list(table, where)
     return found[0] if found else None
 
 
@@ -170,22 +149,11 @@ async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Do
     store = store_of(rt)
     ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
     password: str = ref["password"]
-    user = await _by_ref(store, "users", ref, "user", "user")
+    user = await _by_ref(store, "users", ref, "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
         raise Unauthorized(UNAUTHORIZED)
     return active
-
-
-async def _scope_project(rt: ServiceRuntime, ref: Doc) -> tuple[Doc, Doc]:
-    store = store_of(rt)
-    project = await _by_ref(store, "projects", ref, "project", "scope.project")
-    if project is None or not project.get("enabled", True):
-        raise Unauthorized(UNAUTHORIZED)
-    pdomain = await store.get("domains", project["domain_id"])
-    if pdomain is None or not pdomain.get("enabled", True):
-        raise Unauthorized(UNAUTHORIZED)
-    return project, pdomain
 
 
 async def _issue(
@@ -203,7 +171,7 @@ async def _issue(
             parent, parent_scope = await _load_token(rt, identity["token"]["id"])
         except _InvalidToken:
             raise Unauthorized(UNAUTHORIZED) from None
-        found = (parent_scope.user, parent_scope.user_domain)
+        found = (parent_scope["user"], parent_scope["user_domain"])
     if "password" in methods:
         by_password = await _user_for_password(rt, identity)
         if found is not None and found[0]["id"] != by_password[0]["id"]:
@@ -219,35 +187,32 @@ async def _issue(
         found = (cred_user, cred_domain)
     assert found is not None
     user, user_domain = found
-    scope = _Scope(user=user, user_domain=user_domain)
+    scope: Scope = {"user": user, "user_domain": user_domain}
 
     requested = auth.get("scope")
     if cred is not None or (parent is not None and parent.get("application_credential")):
         if requested is not None:
             raise Unauthorized("Application credentials cannot request a scope.")
         project = await store.get("projects", cred["project_id"]) if cred else None
-        pdomain = await store.get("domains", project["domain_id"]) if project else None
-        roles = await project_roles(rt, user["id"], project["id"]) if project else []
-        held = appcred.token_roles(cred, roles) if cred is not None else None
-        if not (project and project.get("enabled", True) and pdomain and held):
+        part = await _project_scope(rt, user["id"], project, cred) if cred else None
+        if not part or not part["roles"]:
             raise Unauthorized(UNAUTHORIZED)
-        scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(held)
+        scope.update(part)
     elif requested is None and user.get("default_project_id"):
         project = await store.get("projects", user["default_project_id"])
-        if project is not None and project.get("enabled", True):
-            pdomain = await store.get("domains", project["domain_id"])
-            roles = await project_roles(rt, user["id"], project["id"])
-            if pdomain is not None and pdomain.get("enabled", True) and roles:
-                scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
+        part = await _project_scope(rt, user["id"], project)
+        scope.update(part if part and part["roles"] else {})
     elif requested is not None and requested != "unscoped":
         if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
             guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
         if "project" in requested:
-            project, pdomain = await _scope_project(rt, requested["project"])
-            roles = await project_roles(rt, user["id"], project["id"])
-            if not roles:
+            project = await _by_ref(store, "projects", requested["project"], "scope.project")
+            part = await _project_scope(rt, user["id"], project)
+            if part is None or project is None:
+                raise Unauthorized(UNAUTHORIZED)
+            if not part["roles"]:
                 raise Unauthorized(f"User {user['id']} has no access to project {project['id']}.")
-            scope.project, scope.project_domain, scope.roles = project, pdomain, tuple(roles)
+            scope.update(part)
         elif "domain" in requested:
             domain = await domain_by_ref(store, requested["domain"])
             if domain is None:
@@ -264,25 +229,13 @@ async def _issue(
             parent["audit_ids"][-1] if len(parent["audit_ids"]) > 1 else parent["audit_ids"][0]
         )
         method_names = list(dict.fromkeys([*method_names, *parent["methods"]]))
-    if cred is not None and (cred_expires := appcred.expires_ts(cred)) is not None:
+    if cred is not None and (cred_expires := appcred.expires_ts(rt, cred)) is not None:
         expires = min(expires, cred_expires)
     token = secrets.token_urlsafe(32)
-    doc: Doc = {
-        "id": _token_key(token),
-        "user_id": user["id"],
-        "project_id": scope.project["id"] if scope.project else None,
-        "methods": method_names,
-        "audit_ids": audit_ids,
-        "roles": [{"id": r["id"], "name": r["name"]} for r in scope.roles],
-        "issued_at": iso(now),
-        "expires_at": iso(expires),
-        "expires_ts": expires,
-        "revoked": False,
-        "revoked_at": None,
-        "application_credential": None
-        if cred is None
-        else {"id": cred["id"], "name": cred["name"], "restricted": not cred["unrestricted"]},
-    }
+    times = {"issued_at": iso(now), "expires_at": iso(expires), "expires_ts": expires}
+    doc = {"id": _token_key(token), "methods": method_names, "audit_ids": audit_ids, **times}
+    refs = {**scope, "credential": cred} if cred is not None else scope
+    doc = dict(rt.info.resources.resource("token").template("row", doc=doc, refs=refs))
     await store.create("tokens", doc)
     await _maybe_prune(rt, user["id"])
     return token, _render_token(rt, doc, scope, catalog=catalog)
@@ -323,20 +276,9 @@ async def issue_service_token(
     rt: ServiceRuntime, user_name: str, password: str, project_name: str
 ) -> tuple[str, AuthContext]:
     """A project-scoped token for a user of the default domain, without HTTP."""
-    domain = {"id": default_domain_id(rt)}
-    auth = {
-        "identity": {
-            "methods": ["password"],
-            "password": {
-                "user": {
-                    "name": user_name,
-                    "domain": domain,
-                    "password": password,
-                }
-            },
-        },
-        "scope": {"project": {"name": project_name, "domain": domain}},
-    }
+    asked = {"user": user_name, "password": password, "project": project_name}
+    params = {**asked, "domain": default_domain_id(rt)}
+    auth = rt.info.resources.resource("token").template("service_request", params=params)
     token, body = await _issue(rt, auth)
     return token, auth_context(body, token)
 
@@ -348,7 +290,7 @@ def _subject(call: Call) -> str:
     return subject
 
 
-async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[str, Doc, _Scope]:
+async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[str, Doc, Scope]:
     """The subject token of a token request, checked against the caller's rights."""
     subject = _subject(call)
     try:

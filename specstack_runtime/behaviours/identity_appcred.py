@@ -10,7 +10,7 @@ token's), and authenticating with one (the token method
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED
 from specstack_runtime.behaviours.identity_common import (
@@ -24,59 +24,33 @@ from specstack_runtime.behaviours.identity_common import (
 )
 from specstack_runtime.errors import Unauthorized
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import guards
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
 
 TABLE = "application_credentials"
-#: How keystone shows a credential's expiry (naive UTC, microseconds).
-EXPIRY_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
-def expires_ts(cred: Doc) -> float | None:
-    """When the credential stops authenticating (epoch seconds); None if never."""
-    raw = cred.get("expires_at")
-    if not raw:
-        return None
-    return datetime.strptime(str(raw), EXPIRY_FORMAT).replace(tzinfo=UTC).timestamp()
-
-
-def usable(cred: Doc | None) -> bool:
-    expires = None if cred is None else expires_ts(cred)
-    return cred is not None and (expires is None or expires > time.time())
+def expires_ts(rt: ServiceRuntime, cred: Doc) -> float | None:
+    """When the credential stops authenticating (epoch seconds; None if never), as the
+    spec's application_credential template `expires_ts` says."""
+    res = rt.info.resources.resource("application_credential")
+    value = res.template("expires_ts", doc=cred)
+    return None if value is None else float(value)
 
 
 @behaviour("identity.application_credential_roles")
 async def application_credential_roles(event: ResourceEvent) -> None:
-    """Before a credential is stored: its roles as {id, name, domain_id}, each held by the
-    user on the project (400 otherwise, as keystone answers)."""
-    call, doc = event.call, event.doc
-    auth = call.require_auth()
-    held = await project_roles(call.rt, doc["user_id"], doc["project_id"])
-    body = call.body.get("application_credential") if isinstance(call.body, dict) else None
-    if not isinstance(body, dict) or not body.get("roles"):
-        chosen = [r for r in held if r["name"] in auth.roles]  # the token's
-    else:
-        chosen = []
-        roles = {r["id"]: r for r in await store_of(call.rt).list("roles")}
-        for ref in body["roles"]:
-            if ref.get("id") is not None:
-                role = roles.get(str(ref["id"]))
-            else:
-                role = next(
-                    (
-                        r
-                        for r in roles.values()
-                        if r["name"] == ref.get("name") and not r.get("domain_id")
-                    ),
-                    None,
-                )
-            if role is None:
-                raise event.engine.of("role").res.fail(
-                    "not_found", id=ref.get("id") or ref.get("name")
-                )
-            if role["id"] not in {r["id"] for r in held}:
-                raise event.engine.res.fail("role_not_held", role_id=role["id"], **doc)
-            chosen.append(role)
+    """Before a credential is stored: its roles as {id, name, domain_id}, as the spec's
+    template `roles` chooses them and its rules `on: roles` allow (each held by the user
+    on the project)."""
+    rc, doc = event.engine, event.doc
+    held = await project_roles(rc.call.rt, doc["user_id"], doc["project_id"])
+    refs: dict[str, Any] = {"held": held, "roles": await store_of(rc.call.rt).list("roles")}
+    rc.refs = refs
+    chosen: list[Doc] = rc.template("roles", doc=doc)
+    refs["chosen"] = chosen
+    guards.check(rc, "roles", doc)
     unique = {r["id"]: r for r in chosen}
     doc["roles"] = [
         {"id": r["id"], "name": r["name"], "domain_id": r.get("domain_id")} for r in unique.values()
@@ -111,7 +85,8 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
             raise Unauthorized(UNAUTHORIZED)
         named = await store.list(TABLE, {"user_id": str(user_id), "name": name})
         cred = named[0] if named else None
-    if cred is None or not usable(cred):
+    expires = None if cred is None else expires_ts(rt, cred)
+    if cred is None or (expires is not None and expires <= time.time()):
         raise Unauthorized(UNAUTHORIZED)
     if not await verify_password(rt, secret, cred.get("secret_hash")):
         raise Unauthorized(UNAUTHORIZED)

@@ -1,13 +1,12 @@
 """What the identity behaviours share: reading the spec's identity data, client input,
 passwords (bcrypt, recent matches remembered) and the
-lookups of users, domains and the roles a user holds on a project (implied ones
-included, as the spec's `role` data says)."""
+lookups of users, domains and the roles a user holds on a project (the spec's role
+template `held`: implied ones included)."""
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +26,6 @@ VERIFIED_CACHE_MAX = 1024
 
 def store_of(rt: ServiceRuntime) -> Store:
     return rt.require_store()
-
-
-def data_of(rt: ServiceRuntime, resource: str) -> dict[str, Any]:
-    """The constant tables the spec gives a resource (`data:` in spec/resources)."""
-    return rt.info.resources.resource(resource).res.data
 
 
 def default_domain_id(rt: ServiceRuntime) -> str:
@@ -112,38 +106,15 @@ async def domain_by_ref(store: Store, ref: Any) -> Doc | None:
     raise BadRequest("Expecting to find id or name in domain.")
 
 
-async def roles_by_id(store: Store) -> dict[str, Doc]:
-    return {r["id"]: r for r in await store.list("roles")}
-
-
-def expand_implied(rt: ServiceRuntime, direct: list[Doc], roles: Mapping[str, Doc]) -> list[Doc]:
-    """The roles held directly plus the ones they imply (the spec's `role` data says which),
-    each once, direct ones first."""
-    implies: dict[str, list[str]] = data_of(rt, "role")["implies"]
-    by_name = {r["name"]: r for r in roles.values() if r.get("domain_id") is None}
-    out: dict[str, Doc] = {}
-    queue = list(direct)
-    while queue:
-        role = queue.pop(0)
-        if role["id"] in out:
-            continue
-        out[role["id"]] = role
-        for implied in implies.get(role["name"], ()):
-            if implied in by_name and by_name[implied]["id"] not in out:
-                queue.append(by_name[implied])
-    return list(out.values())
-
-
 async def project_roles(rt: ServiceRuntime, user_id: str, project_id: str) -> list[Doc]:
+    """The roles the user holds on the project, as the spec's role template `held` says."""
     store = store_of(rt)
-    assignments = await store.list(
-        "role_assignments", {"user_id": user_id, "project_id": project_id}
-    )
-    if not assignments:
+    where = {"user_id": user_id, "project_id": project_id}
+    assigned = [a["role_id"] for a in await store.list("role_assignments", where)]
+    if not assigned:
         return []
-    roles = await roles_by_id(store)
-    direct = [roles[a["role_id"]] for a in assignments if a["role_id"] in roles]
-    return expand_implied(rt, direct, roles)
+    role = rt.info.resources.resource("role")
+    return list(role.template("held", rows=await store.list("roles"), refs={"assigned": assigned}))
 
 
 async def active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None:

@@ -45,45 +45,14 @@ async def _free_segment(event: ResourceEvent, network_type: str) -> int | None:
 @behaviour("network.segment")
 async def segment(event: ResourceEvent) -> None:
     """A new network's lowest free segmentation id when none is given (the spec refuses
-    what the network type does not allow), or the one given if no network of its type
-    and physical network holds it."""
+    what the network type does not allow, and a segment another network holds)."""
     doc = event.doc
-    kind = str(doc.get("provider:network_type") or "vxlan")
-    physnet = doc.get("provider:physical_network")
-    seg = doc.get("provider:segmentation_id")
-    if seg is None:
-        seg = await _free_segment(event, kind)
-    else:
-        table = event.engine.res.res.table
-        for other in await event.engine.store.list(table, {"provider:segmentation_id": seg}):
-            if (other.get("provider:network_type"), other.get("provider:physical_network")) == (
-                kind,
-                physnet,
-            ):
-                raise event.engine.res.fail("segment_taken", segmentation_id=seg)
-    doc["provider:network_type"] = kind
-    doc["provider:segmentation_id"] = seg
+    kind = doc["provider:network_type"] = str(doc.get("provider:network_type") or "vxlan")
+    if doc.get("provider:segmentation_id") is None:
+        doc["provider:segmentation_id"] = await _free_segment(event, kind)
 
 
 # -- subnets -------------------------------------------------------------------------------------
-
-
-def _address(value: Any) -> str:
-    return str(ipaddress.ip_address(str(value).strip()))
-
-
-def _pools(pools: list[Doc]) -> list[Doc]:
-    return [{"start": _address(p["start"]), "end": _address(p["end"])} for p in pools]
-
-
-def _routes(routes: list[Doc]) -> list[Doc]:
-    return [
-        {
-            "destination": str(ipaddress.ip_network(str(r["destination"]).strip())),
-            "nexthop": _address(r["nexthop"]),
-        }
-        for r in routes
-    ]
 
 
 @behaviour("network.subnet_checks")
@@ -94,9 +63,9 @@ async def subnet_checks(event: ResourceEvent) -> None:
     address in use; the addresses as neutron writes them."""
     doc, old = event.doc, event.old
     store = event.engine.store
+    doc.update(event.engine.template("canonical", doc=doc))  # the spec's written forms
     if old is None:
-        net = ipaddress.ip_network(str(doc["cidr"]).strip())
-        doc["cidr"] = str(net)
+        net = ipaddress.ip_network(doc["cidr"])
         for other in await store.list(
             event.engine.res.res.table, {"network_id": doc["network_id"]}
         ):
@@ -106,27 +75,18 @@ async def subnet_checks(event: ResourceEvent) -> None:
                 )
         doc.pop("prefixlen", None)
         doc.pop("use_default_subnetpool", None)
-        if "gateway_ip" in doc:
-            gateway = None if doc["gateway_ip"] is None else _address(doc["gateway_ip"])
-        else:
+        if "gateway_ip" not in doc:
             try:
                 gateway = ipam.default_gateway(str(net)) if net.num_addresses > 2 else None
             except ipam.IpamError:
                 gateway = None
-        doc["gateway_ip"] = gateway
-        if "allocation_pools" in doc:
-            doc["allocation_pools"] = _pools(doc["allocation_pools"])
-        else:
-            doc["allocation_pools"] = ipam.default_allocation_pools(str(net), gateway)
-    else:
-        if doc.get("gateway_ip") is not None:
-            gateway = doc["gateway_ip"] = _address(doc["gateway_ip"])
-            if await store.get("ipallocations", f"{old['id']}:{gateway}"):
-                raise event.engine.res.fail("gateway_in_use", ip=gateway, id=old["id"])
-        if doc.get("allocation_pools") is not None:
-            doc["allocation_pools"] = _pools(doc["allocation_pools"])
-    if "host_routes" in doc:
-        doc["host_routes"] = _routes(doc["host_routes"] or [])
+            doc["gateway_ip"] = gateway
+        if "allocation_pools" not in doc:
+            doc["allocation_pools"] = ipam.default_allocation_pools(str(net), doc["gateway_ip"])
+    elif doc.get("gateway_ip") is not None and await store.get(
+        "ipallocations", f"{old['id']}:{doc['gateway_ip']}"
+    ):
+        raise event.engine.res.fail("gateway_in_use", ip=doc["gateway_ip"], id=old["id"])
 
 
 @behaviour("network.subnet_release")

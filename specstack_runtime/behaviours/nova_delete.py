@@ -46,23 +46,14 @@ async def _local_delete(call: Call, row: Doc) -> Doc:
     if call.token:
         ports = [str(p) for p in row.get("ports") or []]
         await release_instance(call.rt, row, ports, row.get("attachments") or [], call.token)
-    now = naive_now()
-    updated = await store.update(
-        INSTANCES,
-        row["id"],
-        {
-            "vm_state": "deleted",
-            "task_state": None,
-            "power_state": 0,
-            "deleted_at": now,
-            "terminated_at": now,
-        },
-        expect={"vm_state": row.get("vm_state"), "task_state": row.get("task_state")},
-    )
+    rc = engine_call(call, SERVER)
+    deleted = rc.template("deleted", params={"now": naive_now()})
+    expect = {"vm_state": row.get("vm_state"), "task_state": row.get("task_state")}
+    updated = await store.update(INSTANCES, row["id"], deleted, expect=expect)
     if updated is None:
         raise fail(call.rt, "delete_raced", id=row["id"])
     await release_claim(store, updated)
-    await collects.removed(engine_call(call, SERVER), updated)  # out of its server group
+    await collects.removed(rc, updated)  # out of its server group
     return updated
 
 

@@ -8,7 +8,6 @@ a floating IP associated after the boot shows as `OS-EXT-IPS:type: floating`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from specstack_runtime.behaviours.nova_build import nova_addresses
@@ -31,14 +30,12 @@ async def server_external_events(call: Call) -> Reply:
     table = rc.res.res.table
     answered: list[Doc] = []
     for event in call.body["events"]:
-        out = {**event, "status": event.get("status", "completed"), "code": 200}
         server = await rc.store.get(table, str(event["server_uuid"]))
-        if server is None or server.get("vm_state") == "deleted":
-            out.update(code=404, status="failed")
-        elif event["name"] == "network-changed" and server.get("launched_at"):
+        found = server is not None and server.get("vm_state") != "deleted"
+        if found and event["name"] == "network-changed" and server and server.get("launched_at"):
             addresses = await _addresses(call, str(server["id"]))
             await rc.store.update(table, str(server["id"]), {"addresses": addresses})
-        answered.append(out)
+        answered.append(rc.template("event_answer", item=event, refs={"found": found}))
     if all(e["code"] == 404 for e in answered):
         raise NotFound("No instances found for any event")
     status = 200 if all(e["code"] == 200 for e in answered) else 207
@@ -65,14 +62,6 @@ async def _addresses(call: Call, server_id: str) -> dict[str, Any]:
     for port in ports:
         fips = await listed("listFloatingIPs", "floatingips", {"port_id": port["id"]})
         net = names[str(port.get("network_id"))]
-        addresses.setdefault(net, []).extend(_floating(f, port) for f in fips)
+        refs = {"fips": fips, "port": port}
+        addresses.setdefault(net, []).extend(engine_call(call).template("floating", refs=refs))
     return addresses
-
-
-def _floating(fip: Mapping[str, Any], port: Mapping[str, Any]) -> Doc:
-    return {
-        "version": 6 if ":" in str(fip["floating_ip_address"]) else 4,
-        "addr": fip["floating_ip_address"],
-        "OS-EXT-IPS:type": "floating",
-        "OS-EXT-IPS-MAC:mac_addr": str(port.get("mac_address") or ""),
-    }

@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from specstack_runtime.auth import password_auth
 from specstack_runtime.dashboard import flows, identity
 from specstack_runtime.dashboard.creating import Creator
 from specstack_runtime.dashboard.forms import form_of
@@ -211,7 +212,7 @@ class Dashboard:
             )
         try:
             token, body = await identity.issue(
-                self.http, self.identity_url, identity.password_auth(user, password, project)
+                self.http, self.identity_url, password_auth(user, password, project)
             )
         except identity.LoginFailed as exc:
             status = exc.status if 400 <= exc.status < 500 else 502

@@ -16,21 +16,6 @@ class LoginFailed(Exception):
         self.status = status
 
 
-def password_auth(user: str, password: str, project: str) -> dict[str, Any]:
-    """`POST /v3/auth/tokens` as the openstack CLI sends it: a password, a project by name."""
-    return {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                },
-            },
-            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
-        }
-    }
-
-
 def token_auth(token: str, project_id: str) -> dict[str, Any]:
     """A new token from a valid one, scoped to `project_id` (changing project)."""
     return {

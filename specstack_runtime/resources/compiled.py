@@ -271,6 +271,13 @@ class Compiled:
     def owner_field(self) -> str | None:
         return {"project": "project_id", "user": "user_id"}.get(self.res.owner)
 
+    def template(self, name: str, **variables: Any) -> Any:
+        """The value of the spec's template `name` (`templates:`) with these variables and
+        the resource's `data`: a behaviour's answer or row, described in the spec."""
+        return compile_expr(self.res.templates[name]).evaluate(
+            **{"data": self.res.data, **variables}
+        )
+
     def fail(self, kind: str, text: ir.ErrorText | None = None, /, **values: Any) -> ApiError:
         """The error of `kind`, in this resource's words (or its API's, or the default);
         `text` (a quota's own over-quota error) wins over both."""
@@ -312,21 +319,30 @@ class Catalog:
 
     def collectors(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
         """(resource, field) pairs whose field lists the ids of rows of `name`."""
-        return [
-            (c, f)
-            for c in self.resources.values()
-            for f in c.res.fields
-            if f.collect is not None and f.collect.resource == name
-        ]
+        return list(self._collectors.get(name, ()))
 
     def referring(self, name: str) -> list[tuple[Compiled, ir.ResourceField]]:
         """(resource, field) pairs whose field refers to rows of `name`."""
-        return [
-            (c, f)
-            for c in self.resources.values()
-            for f in c.res.fields
-            if f.ref is not None and f.ref.resource == name
-        ]
+        return list(self._referring.get(name, ()))
+
+    # found once per catalog (every create and delete asks), by the resource named
+    @cached_property
+    def _collectors(self) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
+        out: dict[str, list[tuple[Compiled, ir.ResourceField]]] = {}
+        for c in self.resources.values():
+            for f in c.res.fields:
+                if f.collect is not None:
+                    out.setdefault(f.collect.resource, []).append((c, f))
+        return out
+
+    @cached_property
+    def _referring(self) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
+        out: dict[str, list[tuple[Compiled, ir.ResourceField]]] = {}
+        for c in self.resources.values():
+            for f in c.res.fields:
+                if f.ref is not None:
+                    out.setdefault(f.ref.resource, []).append((c, f))
+        return out
 
 
 def build_catalog(model: ir.IR) -> Catalog:

@@ -158,6 +158,11 @@ class ResourceCall:
         rt = self.call.rt
         return rt.info.endpoint(self.res.res.api, rt.config)
 
+    def template(self, name: str, **more: Any) -> Any:
+        """The resource's template `name` (spec `templates:`) over this call's variables
+        (`refs` among them)."""
+        return self.res.template(name, **self.variables(**{"refs": self.refs, **more}))
+
     def variables(self, **more: Any) -> dict[str, Any]:
         """The variables an expression of this call sees."""
         if not self._vars:

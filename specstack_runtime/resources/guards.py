@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import compile_expr, unicode_only
+from specstack_runtime.expr import Bound, compile_expr, unicode_only
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -31,13 +31,26 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
         changes=unicode_only(dict(changes if changes is not None else seen)),
         refs=rc.refs,
     )
+    # Bound once for every rule (the CEL runtime converts the row, the changes and the
+    # references once, not once per rule), and once per item of each `each` list
+    shared = Bound(**names)
+    per_item: dict[str, list[tuple[Any, Bound]]] = {}
     for guard in guards:
-        # `each`: the rule holds for an item of the list (the first one quoted)
-        items = compile_expr(guard.each).evaluate(**names) if guard.each else [None]
         when = compile_expr(guard.when)
-        item = next((i for i in items if when.evaluate(**names, item=i)), _NONE)
-        if item is _NONE:
-            continue
+        if not guard.each:
+            if not when.evaluate_in(shared):
+                continue
+            item: Any = None
+        else:
+            # `each`: the rule holds for an item of the list (the first one quoted)
+            bound_items = per_item.get(guard.each)
+            if bound_items is None:
+                items = compile_expr(guard.each).evaluate_in(shared)
+                bound_items = [(i, Bound(**names, item=i)) for i in items]
+                per_item[guard.each] = bound_items
+            item = next((i for i, b in bound_items if when.evaluate_in(b)), _NONE)
+            if item is _NONE:
+                continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
         values = {**seen, "id": doc.get("id"), "old": full, "refs": rc.refs, "item": item}

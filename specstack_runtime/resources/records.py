@@ -18,7 +18,7 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
-from specstack_runtime.expr import auth_vars, compile_expr
+from specstack_runtime.expr import Bound, auth_vars, compile_expr
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id
 
@@ -85,42 +85,46 @@ async def handled(call: Call, started: float, error: BaseException | None = None
             log.exception("%s: recording %s of %s failed", rt.component, res.res.name, call.trigger)
 
 
-def _eval(text: str, names: dict[str, Any], doc: dict[str, Any]) -> Any:
-    return compile_expr(text).evaluate(**names, doc=doc)
+def _over(entries: dict[str, str], rowless: Bound, row: Bound | None = None) -> dict[str, Any]:
+    """`entries` evaluated: those that read the row (`doc`) over `row`, the others over
+    `rowless` (their value is the same over any row)."""
+    out: dict[str, Any] = {}
+    for name, text in entries.items():
+        expr = compile_expr(text)
+        out[name] = expr.evaluate_in(row if row is not None and "doc" in expr.uses else rowless)
+    return out
 
 
 async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, Any]) -> None:
-    if rule.when and not _eval(rule.when, names, {}):
+    # bound once for the rule: the request, its reply and the caller converted once
+    empty = Bound(**names, doc={})
+    if rule.when and not compile_expr(rule.when).evaluate_in(empty):
         return
     store = call.rt.require_store()
-    table = res.res.table
-    row_id: str | None = None
-    old: dict[str, Any] | None = None
-    read = False  # `old` is the row as just read: no need to read it again
-    for _ in range(ATTEMPTS):
-        if row_id is not None and not read:
-            old = await store.get(table, row_id)
-        read = False
+    rowless = {k: v for k, v in rule.set.items() if "doc" not in compile_expr(v).uses}
+    over_row = {k: v for k, v in rule.set.items() if k not in rowless}
+    fixed = _over(rowless, empty)
+    # the row's id: its key fields as set over no row (what a first handling writes)
+    key = {**fixed, **_over({f: over_row[f] for f in rule.key if f in over_row}, empty)}
+    row_id = stable_id(res.res.name, (key.get(f, "") for f in rule.key))
+
+    def merge(old: dict[str, Any] | None, _: Any) -> dict[str, Any]:
+        # over the row as read (locked) in the transaction that writes it: one read and
+        # one write, the fields merged with whatever another component recorded first
         doc = dict(old or {})
-        changes = {k: _eval(v, names, doc) for k, v in rule.set.items()}
-        if row_id is None:
-            row_id = stable_id(res.res.name, ({**doc, **changes}.get(f, "") for f in rule.key))
-            old = await store.get(table, row_id)
-            if old is not None:
-                read = True
-                continue  # evaluated again over the row found
+        bound = Bound(**names, doc=doc)
+        changes = {**fixed, **_over(over_row, empty, bound)}
         if rule.append is not None:
             name, item = rule.append
-            entry = {k: _eval(v, names, doc) for k, v in item.items()}
-            changes[name] = [*(doc.get(name) or []), entry]
-        if old is None:
-            try:
-                await store.create(table, {"id": row_id, **changes})
-                return
-            except Conflict:
-                continue  # another component created it meanwhile: merged into it
-        guard = rule.append[0] if rule.append is not None else None
-        expect = {guard: old.get(guard)} if guard else None
-        if await store.update(table, row_id, changes, expect=expect):
+            changes[name] = [*(doc.get(name) or []), _over(item, empty, bound)]
+        return {**doc, **changes}
+
+    for _ in range(ATTEMPTS):
+        try:
+            await store.upsert_many(res.res.table, {row_id: {}}, merge)
             return
-    log.warning("%s: row %s of %s kept changing; not recorded", call.rt.component, row_id, table)
+        except Conflict:
+            continue  # another component created it meanwhile: merged into it
+    log.warning(
+        "%s: row %s of %s kept changing; not recorded", call.rt.component, row_id, res.res.table
+    )

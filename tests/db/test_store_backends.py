@@ -247,6 +247,38 @@ def test_compare_and_set_has_one_winner_across_connections(server_url: str) -> N
             s.close()
 
 
+def test_concurrent_merges_into_one_row_keep_every_item(server_url: str) -> None:
+    """A `record:` rule's write (nova's instance action: the API's row and the scheduler's
+    and compute hosts' events meet in one row), raced by several processes: the row is
+    read locked and written in one transaction, so no event is lost."""
+    stores = [spec_store(server_url, "nova-db") for _ in range(6)]
+
+    def merge(i: int) -> Callable[[dict[str, Any] | None, Any], dict[str, Any]]:
+        def add(old: dict[str, Any] | None, _: Any) -> dict[str, Any]:
+            doc = dict(old or {})
+            return {**doc, "events": [*(doc.get("events") or []), {"event": f"e{i}"}]}
+
+        return add
+
+    async def record(i: int) -> None:
+        for _ in range(8):  # as records.py: a create raced by another is merged into it
+            try:
+                await stores[i].upsert_many("instance_actions", {"a1": {}}, merge(i))
+                return
+            except Conflict:
+                continue
+        raise AssertionError("not recorded")
+
+    try:
+        results = in_threads(6, lambda i: run(record(i)))
+        assert results == [None] * 6, results
+        row = run(stores[0].get("instance_actions", "a1"))
+        assert sorted(e["event"] for e in row["events"]) == [f"e{i}" for i in range(6)]
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
     """neutron's allocation (insert decides, retry the next address) with 4 servers at once."""
     stores = [spec_store(server_url, "neutron-db") for _ in range(4)]

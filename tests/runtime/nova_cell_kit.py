@@ -23,6 +23,7 @@ from specstack_runtime.bus import Envelope, InProcessBus
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import Dropped
+from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.messaging import send
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
@@ -38,6 +39,15 @@ from tests.runtime.test_compute_kit import (
 )
 
 # -- the nova cell: generated services' handling, emulated from the IR --------------------------
+
+
+def _spec(h: dict[str, Any]) -> HandlerSpec:
+    async def run(flow: Flow) -> None:
+        return None
+
+    return HandlerSpec(
+        component="", kind="message", trigger=h["message"], behaviour=None, on_error=None, run=run
+    )
 
 
 def _steps_of(info: StackInfo, sequence: str, component: str) -> list[tuple[str, dict[str, Any]]]:
@@ -142,7 +152,7 @@ class NovaCell:
             except Exception as exc:
                 self.errors.append((h["message"], exc))
                 if h.get("on_failure"):  # as consumers.Dispatcher: the spec's steps first
-                    await onfailure.run(call, exc, h["on_failure"])
+                    await onfailure.run(Flow(call, _spec(h)), exc, self._on_failure(h))
                 if h["on_error"]:
                     await registry.get(h["on_error"])(call, exc)
                     return None
@@ -192,6 +202,21 @@ class NovaCell:
                 save_as=it.get("save_as"),
             )
             await registry.get(behaviour)(ix)
+
+    def _on_failure(self, h: dict[str, Any]) -> Callable[[Flow], Awaitable[None]]:
+        """A consumer's on_failure steps, as the generated `<trigger>_on_failure` runs them
+        (each transport bound as `_invoke` binds a flow's)."""
+
+        async def steps(flow: Flow) -> None:
+            for number, st in enumerate(h["on_failure"], 1):
+                it = {**st, "target_component": st["to"], "source_component": flow.rt.component}
+                name = st.get("operation") or st.get("message") or st.get("call")
+                invoke = self._invoke(flow.call, it)
+                await onfailure.step(
+                    flow.call, number, st["to"], st["via"], name, invoke, bindings=st.get("with")
+                )
+
+        return steps
 
     def _invoke(self, call: Call, it: dict[str, Any]) -> Callable[..., Awaitable[Any]]:
         via = it["via"]

@@ -401,3 +401,27 @@ async def test_forced_host_is_admin_only_and_ignores_the_other_hosts(api: Api) -
     )
     await nova_api.create_server(call)
     assert call.vars["request_spec"]["ignore_hosts"] == ["compute-1", "compute-3"]
+
+
+@arun
+async def test_create_server_reads_the_rows_the_server_relations_name(api: Api) -> None:
+    """The flavor (by id or URL, never a disabled one) and the caller's own key pair of the
+    name given: the server's `relations` in the spec, read into the rules' `refs`."""
+    await seed_flavors(api.store)
+    await api.store.update("flavors", "2", {"disabled": True})
+    await api.store.create(
+        "keypairs", {"id": "other:mine", "user_id": "other", "name": "mine", "public_key": "k"}
+    )
+    for change, message in (
+        ({"flavorRef": "2"}, "Flavor 2 could not be found."),
+        ({"key_name": "mine"}, f"Keypair mine not found for user {USER}"),
+    ):
+        call = op_call(api.rt, "createServer", body=boot_body(**change))
+        call.vars["image"] = IMAGE
+        with pytest.raises(BadRequest, match=re.escape(message)):
+            await nova_api.create_server(call)
+    call = op_call(api.rt, "createServer", body=boot_body(flavorRef="http://nova/flavors/3/"))
+    call.vars["image"] = IMAGE
+    assert (await nova_api.create_server(call)).status == 202
+    assert call.vars["instance"]["flavor_id"] == "3"
+    assert call.vars["instance"]["flavor"]["ram"] == 4096

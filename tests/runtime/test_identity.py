@@ -301,6 +301,10 @@ async def test_the_spec_refuses_what_this_keystone_does_not_serve(tmp_path: Path
         await stack.invoke("identity", "issueToken", body=scoped({"system": {}, "domain": {}}))
     with pytest.raises(BadRequest, match=re.escape("field 'scope.project': expected an object")):
         await stack.invoke("identity", "issueToken", body=scoped({"project": "admin"}))
+    with pytest.raises(BadRequest, match=re.escape("Expecting to find id or name in project.")):
+        await stack.invoke("identity", "issueToken", body=scoped({"project": {}}))
+    with pytest.raises(BadRequest, match=re.escape("Expecting to find domain in project")):
+        await stack.invoke("identity", "issueToken", body=scoped({"project": {"name": "admin"}}))
     with pytest.raises(Unauthorized):  # the password is checked before the scope's shape
         await stack.invoke(
             "identity",
@@ -330,6 +334,11 @@ async def test_each_methods_part_of_the_request_is_checked_with_keystones_words(
         (
             "Expecting to find user in application_credential (one named by name needs it).",
             {"application_credential": {"secret": "s", "name": "n"}},
+        ),
+        ("Expecting to find id or name in user.", {"password": {"user": {"password": "p"}}}),
+        (
+            "Expecting to find domain in user (a user named by name needs it).",
+            {"password": {"user": {"name": "demo", "password": "p"}}},
         ),
     ]
     for message, part in cases:

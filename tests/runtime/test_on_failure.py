@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from generator.cli import main
 from specstack_runtime import onfailure
 from specstack_runtime.context import Call
+from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.virt import InstanceNotFound
 from tests.aio import arun
 from tests.conftest import SPEC
@@ -49,38 +51,62 @@ def _call(driver: Hypervisor) -> Call:
     )
 
 
-STEPS: list[dict[str, Any]] = [
-    {
-        "title": "detach",
-        "to": "hypervisor",
-        "via": "native",
-        "call": "detach_volume",
-        "with": {
+def _flow(call: Call, on_failure: Callable[[Flow], Awaitable[None]] | None = None) -> Flow:
+    spec = HandlerSpec(
+        component="nova-compute",
+        kind="message",
+        trigger=call.trigger,
+        behaviour=None,
+        on_error=None,
+        run=_nothing,
+        on_failure=on_failure,
+    )
+    return Flow(call, spec)
+
+
+async def _nothing(flow: Flow) -> None:
+    return None
+
+
+async def _steps(flow: Flow) -> None:
+    """As the generator writes a consumer's on_failure steps."""
+    driver = flow.rt.driver
+    await onfailure.step(
+        flow.call,
+        1,
+        "hypervisor",
+        "native",
+        "detach_volume",
+        driver.detach_volume,
+        bindings={
             "each": "vars.attached",
             "mountpoint": "{item.device}",
             "accept": ["InstanceNotFound"],
             "keep": {"detached": "(has(vars.detached) ? vars.detached : []) + [item.device]"},
         },
-    },
-    {"title": "destroy", "to": "hypervisor", "via": "native", "call": "destroy", "with": {}},
-    {
-        "title": "skipped",
-        "to": "hypervisor",
-        "via": "native",
-        "call": "destroy",
-        "with": {"when": "!vars.spawned"},
-    },
-    {
-        "title": "sees the error",
-        "to": "hypervisor",
-        "via": "native",
-        "call": "detach_volume",
-        "with": {
+    )
+    await onfailure.step(flow.call, 2, "hypervisor", "native", "destroy", driver.destroy)
+    await onfailure.step(
+        flow.call,
+        3,
+        "hypervisor",
+        "native",
+        "destroy",
+        driver.destroy,
+        bindings={"when": "!vars.spawned"},
+    )
+    await onfailure.step(
+        flow.call,
+        4,
+        "hypervisor",
+        "native",
+        "detach_volume",
+        driver.detach_volume,
+        bindings={
             "when": "'Retry' in vars.error.causes && vars.config.max_build_attempts > 0",
             "mountpoint": {"expr": "vars.error.type + ' ' + string(vars.error.code)"},
         },
-    },
-]
+    )
 
 
 @arun
@@ -96,7 +122,7 @@ async def test_steps_run_in_order_best_effort_with_the_error(
             raise ValueError("the build failed") from exc
     except ValueError as error:
         with caplog.at_level(logging.WARNING, "specstack.onfailure"):
-            await onfailure.run(call, error, STEPS)
+            await onfailure.run(_flow(call), error, _steps)
     assert driver.calls == [
         ("detach_volume", {"mountpoint": "/dev/vdc"}),
         ("detach_volume", {"mountpoint": "/dev/vdb"}),
@@ -108,6 +134,65 @@ async def test_steps_run_in_order_best_effort_with_the_error(
     assert call.vars["error"]["details"] == "ValueError: the build failed"
     assert "on_failure step 2 (native destroy)" in caplog.text
     assert "the hypervisor is away" in caplog.text
+
+
+class Bus:
+    """Records what the generated senders send; an instance_update call gets the row back."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def cast(self, topic: str, method: str, payload: dict[str, Any], **_: Any) -> None:
+        self.sent.append((topic, method, payload))
+
+    async def call(
+        self, topic: str, method: str, payload: dict[str, Any], **_: Any
+    ) -> dict[str, Any]:
+        self.sent.append((topic, method, payload))
+        return {"instance": {"uuid": payload["instance_uuid"]}}
+
+
+@arun
+async def test_the_generated_steps_go_through_the_flows_own_transports(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nova-compute's generated build_and_run_instance_on_failure: the driver's methods and
+    the generated sender (its payload checked against the message's model)."""
+    from generated.services import nova_compute
+
+    spec = nova_compute.HANDLERS["build_and_run_instance"]
+    assert spec.on_failure is nova_compute.build_and_run_instance_on_failure
+    driver = Hypervisor()
+    bus = Bus()
+    rt = make_runtime(stack_info(), "nova-compute", host="compute-1", driver=driver, bus=bus)
+    uuid = "0b8f2b9e-3c1a-4f44-9c55-0d8a8c1f6a11"
+    call = Call(
+        rt=rt,
+        trigger="build_and_run_instance",
+        kind="message",
+        request_id="req-1",
+        global_request_id="req-1",
+        vars={
+            "attached": [{"device": "/dev/vdb", "connection_info": {}}],
+            "spawned": True,
+            "driver_instance": {"uuid": uuid},
+            "attachments": [],
+            "ports": [],
+            "requested_networks": [],
+            "instance_uuid": uuid,
+            "task_state": "spawning",
+        },
+    )
+    with caplog.at_level(logging.WARNING, "specstack.onfailure"):
+        await onfailure.run(_flow(call, spec.on_failure), RuntimeError("no disk"), spec.on_failure)
+    assert [name for name, _ in driver.calls] == ["detach_volume", "destroy"]
+    assert driver.calls[0][1]["mountpoint"] == "/dev/vdb"
+    [(topic, method, payload)] = bus.sent  # not rescheduled: the instance goes to ERROR
+    assert (topic, method) == ("conductor", "instance_update")
+    assert payload["instance_uuid"] == uuid and payload["expected_task_state"] == "spawning"
+    assert payload["updates"]["vm_state"] == "error"
+    assert payload["updates"]["fault"]["details"] == "RuntimeError: no disk"
+    assert "on_failure step 2 (native destroy)" in caplog.text  # the driver refused
 
 
 def test_causes_are_followed_ten_deep() -> None:

@@ -167,7 +167,11 @@ async def test_the_hint_names_a_group_the_caller_sees_which_has_room(api: Api) -
 
 async def schedule(api: Api, row: dict[str, Any], tmp_path: Path) -> str:
     rt = make_runtime(api.info, "nova-scheduler", store=api.store, data_dir=tmp_path)
-    call = msg_call(rt, "schedule_and_build_instances", nova_api.schedule_payload(row))
+    call = msg_call(
+        rt,
+        "schedule_and_build_instances",
+        nova_api.schedule_payload(rt.info.resources.resource("server"), row),
+    )
     await scheduler.schedule_and_build(call)
     return str(call.vars["host"])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generator.pipeline.load import load_spec
 from specstack_conformance.harness import free_port_block
 
 from ..conftest import REPO
@@ -73,7 +74,9 @@ def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> Non
 def _services_in(sequence: str) -> set[str]:
     """The running services (api, worker, agent) a sequence's steps go from or to."""
     components = yaml.safe_load((REPO / "spec" / "components.yaml").read_text())["components"]
-    seq = yaml.safe_load((REPO / "spec" / "sequences" / f"{sequence}.yaml").read_text())
+    spec, problems = load_spec(REPO / "spec")  # as generate reads it: shared steps in place
+    assert problems == []
+    seq = next(f.data for f in spec.of_kind("sequence") if f.stem == sequence)
 
     def walk(node: object) -> set[str]:
         found: set[str] = set()

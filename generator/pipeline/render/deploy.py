@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from generator.pipeline.render.base import OutputFile, RenderContext
 from specstack_runtime.ir import CODED_KINDS
-from specstack_runtime.process import process_name
+from specstack_runtime.ir_deploy import process_name
 
 if TYPE_CHECKING:
     from specstack_runtime.ir import IR, Component

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
-from generator.pipeline.render.base import OutputFile, RenderContext
+from generator.pipeline.render.base import OutputFile, RenderContext, json_text
 
 if TYPE_CHECKING:
     from specstack_runtime.ir import IR
@@ -15,6 +14,6 @@ class IrTarget:
     name = "ir"
 
     def render(self, ir: IR, ctx: RenderContext) -> list[OutputFile]:
-        body = json.loads(ir.to_json())
+        body = ir.model_dump(mode="json", by_alias=True, exclude={"generated"})
         doc = {"$generated": {"by": "specstack", "from": f"{ctx.spec_label}/"}, **body}
-        return [OutputFile("ir.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")]
+        return [OutputFile("ir.json", json_text(doc))]

@@ -149,11 +149,11 @@ def cached_module(
     schema: dict[str, Any], openapi: bool, header: str, *, typed_dict: bool = False
 ) -> str:
     """`model_module`'s text, from the cache when this input was seen before."""
-    from generator.pipeline.cache import DigestCache, digest, source_digest
+    from generator.pipeline.cache import DigestCache, digest, dist_version, source_digest
 
     key = digest(
         source_digest(__file__),
-        _version("datamodel-code-generator"),
+        dist_version("datamodel-code-generator"),
         openapi,
         typed_dict,
         header,
@@ -165,12 +165,6 @@ def cached_module(
         text = model_module(schema, openapi=openapi, header=header, typed_dict=typed_dict)
         cache.put(key, text)
     return text
-
-
-def _version(dist: str) -> str:
-    from importlib import metadata
-
-    return metadata.version(dist)
 
 
 def _schemas_part(doc: dict[str, Any]) -> dict[str, Any]:

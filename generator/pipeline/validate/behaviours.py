@@ -15,7 +15,7 @@ from typing import Any
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
 from generator.pipeline.validate.names import suggest
-from generator.pipeline.validate.openapi import HTTP_METHODS
+from generator.pipeline.validate.openapi import operations_of
 from specstack_runtime.registry import KINDS, read_catalog
 
 
@@ -34,17 +34,13 @@ def uses(spec: LoadedSpec) -> Iterator[Use]:
     """Every behaviour the spec names, with the kind its place needs."""
     for f in spec.of_kind("openapi"):
         doc = to_plain(f.data)
-        for path, item in (doc.get("paths") or {}).items():
-            for method in HTTP_METHODS:
-                op = item.get(method) if isinstance(item, dict) else None
-                if not isinstance(op, dict):
-                    continue
-                for key, kind in (
-                    ("x-specstack-behaviour", "operation"),
-                    ("x-specstack-on-error", "error"),
-                ):
-                    if isinstance(op.get(key), str):
-                        yield Use(f, ("paths", path, method, key), op[key], kind)
+        for path, method, op in operations_of(doc):
+            for key, kind in (
+                ("x-specstack-behaviour", "operation"),
+                ("x-specstack-on-error", "error"),
+            ):
+                if isinstance(op.get(key), str):
+                    yield Use(f, ("paths", path, method, key), op[key], kind)
     if comps := spec.one("components"):
         for name, c in to_plain(comps.data)["components"].items():
             for msg, h in (c.get("consumes") or {}).items():
@@ -119,12 +115,7 @@ def _startup_calls(spec: LoadedSpec) -> list[Diagnostic]:
     ops: dict[str, set[str]] = {}
     for f in spec.of_kind("openapi"):
         doc = to_plain(f.data)
-        ops[f.stem] = {
-            op["operationId"]
-            for item in (doc.get("paths") or {}).values()
-            for m in HTTP_METHODS
-            if isinstance(op := item.get(m), dict) and "operationId" in op
-        }
+        ops[f.stem] = {op["operationId"] for _, _, op in operations_of(doc) if "operationId" in op}
     diags: list[Diagnostic] = []
     for name, c in comps.items():
         for i, item in enumerate((c.get("behaviours") or {}).get("startup", [])):

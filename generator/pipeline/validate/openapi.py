@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from generator.pipeline.diagnostics import Diagnostic
@@ -14,6 +14,16 @@ from generator.pipeline.validate.refs import canonical_path, check_refs
 from specstack_runtime import policy
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+
+
+def operations_of(doc: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(path, method, operation) of each operation of an OpenAPI document, in its order."""
+    paths = doc.get("paths")
+    for path, item in (paths if isinstance(paths, dict) else {}).items():
+        for method in HTTP_METHODS:
+            op = item.get(method) if isinstance(item, dict) else None
+            if isinstance(op, dict):
+                yield path, method, op
 
 
 def check_openapi(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnostic]:
@@ -27,9 +37,10 @@ def check_openapi(spec: LoadedSpec, *, documents: bool = True) -> list[Diagnosti
         if f.kind in ("messages", "hypervisors"):
             diags.extend(check_refs(f, data))
         elif f.kind == "openapi":
-            diags.extend(check_structure(f, data))
-            if documents:
-                diags.extend(check_document(f, data))
+            structure = check_structure(f, data)
+            diags.extend(structure)
+            if documents and not structure:
+                diags.extend(_validator_verdict(f, data))
     return diags
 
 
@@ -63,20 +74,16 @@ def _operation_versions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
         assert low is not None and high is not None
         span = ((int(low[1]), int(low[2])), (int(high[1]), int(high[2])))
     diags: list[Diagnostic] = []
-    for path, item in (doc.get("paths") or {}).items():
-        for method in HTTP_METHODS:
-            op = item.get(method) if isinstance(item, dict) else None
-            if not isinstance(op, dict):
-                continue
-            places: list[tuple[list[str | int], Any]] = []
-            if "x-specstack-since" in op:
-                places.append((["paths", path, method], op["x-specstack-since"]))
-            for status, resp in (op.get("responses") or {}).items():
-                if isinstance(resp, dict) and "x-specstack-since" in resp:
-                    place: list[str | int] = ["paths", path, method, "responses", status]
-                    places.append((place, resp["x-specstack-since"]))
-            for place, since in places:
-                diags += _since(f, [*place, "x-specstack-since"], since, span)
+    for path, method, op in operations_of(doc):
+        places: list[tuple[list[str | int], Any]] = []
+        if "x-specstack-since" in op:
+            places.append((["paths", path, method], op["x-specstack-since"]))
+        for status, resp in (op.get("responses") or {}).items():
+            if isinstance(resp, dict) and "x-specstack-since" in resp:
+                place: list[str | int] = ["paths", path, method, "responses", status]
+                places.append((place, resp["x-specstack-since"]))
+        for place, since in places:
+            diags += _since(f, [*place, "x-specstack-since"], since, span)
     return diags
 
 
@@ -101,30 +108,26 @@ def _since(
 def _policies(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """Each operation's `x-specstack-policy` is a rule in oslo.policy's language."""
     diags: list[Diagnostic] = []
-    for path, item in (doc.get("paths") or {}).items():
-        for method in HTTP_METHODS:
-            op = item.get(method) if isinstance(item, dict) else None
-            if not isinstance(op, dict):
+    for path, method, op in operations_of(doc):
+        where: list[str | int] = ["paths", path, method, "x-specstack-policy"]
+        what = f"{method.upper()} {path}: x-specstack-policy"
+        if "x-specstack-policy" in op:
+            rule = op["x-specstack-policy"]
+            problem = policy.check(rule) if isinstance(rule, str) else "expected a string rule"
+            if problem is not None:
+                diags.append(f.at(where, f"{what}: {problem}"))
+        for i, param in enumerate(op.get("parameters") or ()):
+            if not isinstance(param, dict) or "x-specstack-policy-target" not in param:
                 continue
-            where: list[str | int] = ["paths", path, method, "x-specstack-policy"]
-            what = f"{method.upper()} {path}: x-specstack-policy"
-            if "x-specstack-policy" in op:
-                rule = op["x-specstack-policy"]
-                problem = policy.check(rule) if isinstance(rule, str) else "expected a string rule"
-                if problem is not None:
-                    diags.append(f.at(where, f"{what}: {problem}"))
-            for i, param in enumerate(op.get("parameters") or ()):
-                if not isinstance(param, dict) or "x-specstack-policy-target" not in param:
-                    continue
-                template = param["x-specstack-policy-target"]
-                if not (isinstance(template, str) and _TEMPLATE_REF.search(template)):
-                    diags.append(
-                        f.at(
-                            ["paths", path, method, "parameters", i, "x-specstack-policy-target"],
-                            f"{method.upper()} {path}: x-specstack-policy-target must be a "
-                            "template naming target attributes, like 'AUTH_%(project_id)s'",
-                        )
+            template = param["x-specstack-policy-target"]
+            if not (isinstance(template, str) and _TEMPLATE_REF.search(template)):
+                diags.append(
+                    f.at(
+                        ["paths", path, method, "parameters", i, "x-specstack-policy-target"],
+                        f"{method.upper()} {path}: x-specstack-policy-target must be a "
+                        "template naming target attributes, like 'AUTH_%(project_id)s'",
                     )
+                )
     return diags
 
 
@@ -187,13 +190,16 @@ def check_document(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     """
     if check_structure(f, doc):
         return []  # reported by check_structure; the validator cannot get past it
-    from importlib import metadata
+    return _validator_verdict(f, doc)
 
-    from generator.pipeline.cache import DigestCache, digest, source_digest
+
+def _validator_verdict(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
+    """`check_document` past the structure: the validator, or the verdict it gave before."""
+    from generator.pipeline.cache import DigestCache, digest, dist_version, source_digest
 
     # the file's bytes stand for the document it parses to (hashing them is cheaper)
     document = f.raw if doc is f.data else doc
-    key = digest(source_digest(__file__), metadata.version("openapi-spec-validator"), document)
+    key = digest(source_digest(__file__), dist_version("openapi-spec-validator"), document)
     cache = DigestCache("openapi-verdicts")
     if cache.get(key) == "sound":
         return []
@@ -327,27 +333,23 @@ def _stray_path_parameter(
 
 def _operations_without_ids(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     diags: list[Diagnostic] = []
-    for path, item in (doc.get("paths") or {}).items():
-        for method in HTTP_METHODS:
-            op = item.get(method) if isinstance(item, dict) else None
-            if not isinstance(op, dict):
-                continue
-            where: list[str | int] = ["paths", path, method]
-            if not isinstance(op.get("operationId"), str):
-                diags.append(
-                    f.at(where, f"{method.upper()} {path}: operation has no operationId", key=True)
+    for path, method, op in operations_of(doc):
+        where: list[str | int] = ["paths", path, method]
+        if not isinstance(op.get("operationId"), str):
+            diags.append(
+                f.at(where, f"{method.upper()} {path}: operation has no operationId", key=True)
+            )
+        behaviour = op.get("x-specstack-behaviour")
+        if behaviour is not None and not (
+            isinstance(behaviour, str) and _BEHAVIOUR.fullmatch(behaviour)
+        ):
+            diags.append(
+                f.at(
+                    [*where, "x-specstack-behaviour"],
+                    f"{method.upper()} {path}: x-specstack-behaviour must be a name like "
+                    "'family.name'",
                 )
-            behaviour = op.get("x-specstack-behaviour")
-            if behaviour is not None and not (
-                isinstance(behaviour, str) and _BEHAVIOUR.fullmatch(behaviour)
-            ):
-                diags.append(
-                    f.at(
-                        [*where, "x-specstack-behaviour"],
-                        f"{method.upper()} {path}: x-specstack-behaviour must be a name like "
-                        "'family.name'",
-                    )
-                )
+            )
     return diags
 
 
@@ -357,14 +359,12 @@ _BEHAVIOUR = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 def _duplicate_operation_ids(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
     seen: dict[str, str] = {}
     diags: list[Diagnostic] = []
-    for path, item in (doc.get("paths") or {}).items():
-        for method in HTTP_METHODS:
-            op = item.get(method) if isinstance(item, dict) else None
-            if isinstance(op, dict) and isinstance(op.get("operationId"), str):
-                oid = op["operationId"]
-                where = ["paths", path, method, "operationId"]
-                if oid in seen:
-                    diags.append(f.at(where, f"operationId '{oid}' is already used by {seen[oid]}"))
-                else:
-                    seen[oid] = f"{method.upper()} {path}"
+    for path, method, op in operations_of(doc):
+        if isinstance(op.get("operationId"), str):
+            oid = op["operationId"]
+            where = ["paths", path, method, "operationId"]
+            if oid in seen:
+                diags.append(f.at(where, f"operationId '{oid}' is already used by {seen[oid]}"))
+            else:
+                seen[oid] = f"{method.upper()} {path}"
     return diags

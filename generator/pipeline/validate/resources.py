@@ -10,7 +10,7 @@ from generator.pipeline.build_resources import properties, schema_of
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
 from generator.pipeline.validate.names import suggest
-from generator.pipeline.validate.openapi import HTTP_METHODS
+from generator.pipeline.validate.openapi import operations_of
 from generator.pipeline.validate.xref import Index
 from specstack_runtime import policy
 from specstack_runtime.expr import problem
@@ -72,35 +72,33 @@ class _Checker:
                 self._bind(f, ["queries", qname, "operation"], api, q["operation"], bound)
         for api, f in self.ix.api_files.items():
             doc = self.docs[api]
-            for path, item in (doc.get("paths") or {}).items():
-                for method in HTTP_METHODS:
-                    op = item.get(method) if isinstance(item, dict) else None
-                    if not isinstance(op, dict) or "operationId" not in op:
-                        continue
-                    where = ["paths", path, method]
-                    if "x-specstack-policy" in op:
-                        self.rule(f, [*where, "x-specstack-policy"], op["x-specstack-policy"])
-                    args = op.get("x-specstack-args")
-                    for key, value in (args if isinstance(args, dict) else {}).items():
-                        # further rules a behaviour enforces (`call.enforce`) are rule texts
-                        if isinstance(value, str) and value.startswith("rule:"):
-                            self.rule(f, [*where, "x-specstack-args", key], value)
-                    has = "x-specstack-behaviour" in op
-                    owner = bound.get((api, op["operationId"]))
-                    if has and owner is not None:
-                        self.at(
-                            f,
-                            [*where, "x-specstack-behaviour"],
-                            f"{op['operationId']} is served by the resource model "
-                            f"({owner[0].shown}): it names no behaviour of its own",
-                        )
-                    elif not has and owner is None:
-                        self.at(
-                            f,
-                            [*where, "operationId"],
-                            f"{op['operationId']} has nothing to serve it: bind it to a resource "
-                            f"in spec/resources/{api}.yaml or name x-specstack-behaviour",
-                        )
+            for path, method, op in operations_of(doc):
+                if "operationId" not in op:
+                    continue
+                where = ["paths", path, method]
+                if "x-specstack-policy" in op:
+                    self.rule(f, [*where, "x-specstack-policy"], op["x-specstack-policy"])
+                args = op.get("x-specstack-args")
+                for key, value in (args if isinstance(args, dict) else {}).items():
+                    # further rules a behaviour enforces (`call.enforce`) are rule texts
+                    if isinstance(value, str) and value.startswith("rule:"):
+                        self.rule(f, [*where, "x-specstack-args", key], value)
+                has = "x-specstack-behaviour" in op
+                owner = bound.get((api, op["operationId"]))
+                if has and owner is not None:
+                    self.at(
+                        f,
+                        [*where, "x-specstack-behaviour"],
+                        f"{op['operationId']} is served by the resource model "
+                        f"({owner[0].shown}): it names no behaviour of its own",
+                    )
+                elif not has and owner is None:
+                    self.at(
+                        f,
+                        [*where, "operationId"],
+                        f"{op['operationId']} has nothing to serve it: bind it to a resource "
+                        f"in spec/resources/{api}.yaml or name x-specstack-behaviour",
+                    )
 
     def _bind(
         self,
@@ -181,6 +179,16 @@ class _Checker:
             self._parent(f, base, r)
             self.expr(f, [*base, "live"], r.get("live"))
             self.expr(f, [*base, "location"], r.get("location"))
+            for tname, text in (r.get("templates") or {}).items():
+                self.expr(f, [*base, "templates", tname], text)
+            for rel_name, rel in (r.get("relations") or {}).items():
+                where = [*base, "relations", rel_name]
+                if rel["resource"] not in resources:
+                    self.at(f, [*where, "resource"], f"unknown resource '{rel['resource']}'")
+                for key in ("id", "when"):
+                    self.expr(f, [*where, key], rel.get(key))
+                for field, text in (rel.get("match") or {}).items():
+                    self.expr(f, [*where, "match", field], text)
             self.expr(f, [*base, "seed", "rows"], (r.get("seed") or {}).get("rows"))
             for name in (r.get("lookup") or {}).get("by") or ():
                 if name not in fields[rname]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
-from jsonschema.validators import extend
+from typing import TYPE_CHECKING, Any
 
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, SpecFile, to_plain
 from generator.pipeline.validate.paths import dotted
+
+if TYPE_CHECKING:  # jsonschema is imported when a file is checked, not when found sound
+    from jsonschema.exceptions import ValidationError
 
 #: The `$defs` entry each kind of file must match.
 FILE_DEFS = {
@@ -25,6 +24,7 @@ FILE_DEFS = {
     "sequence": "sequenceFile",
     "policy": "policyFile",
     "traces": "tracesFile",
+    "steps": "stepsFile",
     "resources": "resourcesFile",
 }
 
@@ -46,17 +46,23 @@ def _is_integer(_checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-StrictValidator = extend(
-    Draft202012Validator,
-    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)
+@cache
+def _strict_validator_class() -> Any:
+    """Draft 2020-12, with integers that are not floats."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import extend
+
+    return extend(
+        Draft202012Validator,
+        type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
 
 
 @cache
 def _validator(kind: str) -> Any:
     schema = dict(spec_schema())
     schema["$ref"] = f"#/$defs/{FILE_DEFS[kind]}"
-    return StrictValidator(schema)
+    return _strict_validator_class()(schema)
 
 
 def check_schema(spec: LoadedSpec) -> list[Diagnostic]:
@@ -86,6 +92,8 @@ def check_file(f: SpecFile) -> list[Diagnostic]:
 
 def _leaf(error: ValidationError) -> ValidationError:
     """For oneOf/anyOf/allOf failures, the sub-error that says most."""
+    from jsonschema.exceptions import best_match
+
     if error.context:
         return _leaf(best_match(error.context))
     return error
@@ -178,6 +186,10 @@ def _embedded_schemas(f: SpecFile, data: dict[str, Any]) -> list[Diagnostic]:
     if f.kind in ("messages", "hypervisors"):
         found += [(["types", n], s) for n, s in (data.get("types") or {}).items()]
     diags: list[Diagnostic] = []
+    if not found:
+        return diags
+    from jsonschema import Draft202012Validator
+
     meta = Draft202012Validator(Draft202012Validator.META_SCHEMA)
     for path, schema in found:
         for err in meta.iter_errors(schema):

@@ -9,7 +9,7 @@ from typing import Any
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
 from generator.pipeline.validate.names import hint
-from generator.pipeline.validate.openapi import HTTP_METHODS
+from generator.pipeline.validate.openapi import operations_of
 
 # Which fields each communication type takes (beyond from/to/via/summary).
 VIA_FIELDS = {
@@ -73,10 +73,7 @@ def build_index(spec: LoadedSpec) -> Index:
         doc = to_plain(f.data)
         ix.api_files[f.stem] = f
         ix.operations[f.stem] = {
-            op["operationId"]
-            for item in (doc.get("paths") or {}).values()
-            for m in HTTP_METHODS
-            if isinstance(op := item.get(m), dict) and "operationId" in op
+            op["operationId"] for _, _, op in operations_of(doc) if "operationId" in op
         }
     return ix
 

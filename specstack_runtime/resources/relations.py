@@ -1,0 +1,40 @@
+"""Rows of other resources a resource's rules read: its `relations` (spec/resources).
+
+A relation names the other resource and how the row is found from the row at hand
+(`doc`, and the relations found before it as `refs`): by `id`, or the first row whose
+fields `match` the values given. A null or empty value finds nothing; `visible` keeps
+only a row the caller sees, `when` (CEL over `row`) only a row it holds for. What is
+found is `refs.NAME` in the `refuse` rules and templates (nova's createServer: the
+flavor, the key pair, the server group a request names).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specstack_runtime.expr import compile_expr
+from specstack_runtime.resources import access
+from specstack_runtime.resources.context import Doc, ResourceCall
+
+
+async def load(rc: ResourceCall, doc: Doc) -> dict[str, Any]:
+    """Each relation's row for `doc` into `rc.refs` (left out when there is none)."""
+    for rel in rc.res.res.relations:
+        names = rc.variables(doc=doc, refs=rc.refs)
+        target = rc.of(rel.resource)
+        table = target.res.res.table
+        row: Doc | None = None
+        if rel.id is not None:
+            key = compile_expr(rel.id).evaluate(**names)
+            row = await target.store.get(table, key) if isinstance(key, str) and key else None
+        else:
+            where = {f: compile_expr(text).evaluate(**names) for f, text in rel.match.items()}
+            if all(v is not None for v in where.values()):
+                found = await target.store.list(table, where, limit=1)
+                row = found[0] if found else None
+        if row is None or (rel.visible and not access.visible(target, row)):
+            continue
+        if rel.when and not compile_expr(rel.when).evaluate(**names, row=row):
+            continue
+        rc.refs[rel.name] = row
+    return rc.refs
