@@ -52,6 +52,7 @@ class ResourceField(Node):
     alias: str | None = None  # a request attribute of this name is taken as that field's
     in_schema: bool = True
     render: str | None = None  # CEL: how the stored value is shown
+    normalize: str | None = None  # CEL over `doc` (what a write gives): the value as stored
     optional: bool = False  # left out of answers when it has no value
     conflict: str | None = None  # the 409 message when its value is taken
     invalid: str | None = None  # the 400 message when a value does not fit

@@ -74,6 +74,25 @@ def _has_tuple(data: Any) -> bool:
     return False
 
 
+def shaped(info: StackInfo, type_name: str, value: Any) -> Any:
+    """`value` as the spec's message type `type_name` (spec/messages.yaml `types`) carries
+    it: an object only the properties the type declares, without nulls; a list each item so."""
+    types: dict[str, Any] = info.ir.get("message_types", {})
+
+    def shape(schema: dict[str, Any], node: Any) -> Any:
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/types/"):
+            return shape(types[ref.rsplit("/", 1)[-1]], node)
+        if isinstance(node, dict) and "properties" in schema:
+            props: dict[str, Any] = schema["properties"]
+            return {k: shape(props[k], v) for k, v in node.items() if k in props and v is not None}
+        if isinstance(node, list) and isinstance(schema.get("items"), dict):
+            return [shape(schema["items"], item) for item in node]
+        return node
+
+    return shape({"$ref": f"#/types/{type_name}"}, value)
+
+
 async def send(
     source: Call | ServiceRuntime,
     message: str,

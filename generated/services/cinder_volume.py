@@ -61,6 +61,20 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={
+            "reply": {
+                "connection_info": {
+                    "driver_volume_type": "file",
+                    "data": {
+                        "device_path": "{file}",
+                        "volume_id": "{volume.id}",
+                        "serial": "{volume.id}",
+                        "access_mode": "{mode}",
+                        "format": "raw",
+                    },
+                }
+            }
+        },
     ),
     "attachment_delete": HandlerSpec(
         component=COMPONENT,

@@ -266,6 +266,7 @@ def _field(
         alias=extra.get("alias"),
         in_schema=bool(prop),
         render=extra.get("render"),
+        normalize=extra.get("normalize"),
         optional=bool(extra.get("optional", False)),
         conflict=extra.get("conflict"),
         json_schema=dict(request) if request else None,

@@ -28,7 +28,6 @@ from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, guards
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
-from specstack_runtime.services import ServiceRuntime
 
 Doc = dict[str, Any]
 
@@ -42,11 +41,6 @@ THREAD_HASH_BYTES = 1 << 20  # hash larger bodies in a worker thread
 class RangeNotSatisfiable(ApiError):
     status = 416
     title = "Requested Range Not Satisfiable"
-
-
-def _api(rt: ServiceRuntime) -> str:
-    comp = rt.info.components.get(rt.component) or {}
-    return str(comp.get("api") or rt.info.api_of_type("image"))
 
 
 # -- the object store ----------------------------------------------------------------

@@ -19,12 +19,13 @@ from typing import Any
 from specstack_runtime.behaviours import ipam, netcheck, secgroups
 from specstack_runtime.bus import BusError
 from specstack_runtime.errors import Conflict
-from specstack_runtime.messaging import InvalidMessage, send
+from specstack_runtime.messaging import InvalidMessage, send, shaped
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import writes
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
+from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store
 
 logger = logging.getLogger(__name__)
@@ -155,11 +156,6 @@ async def _allocate_all(
     return done
 
 
-def _mac(value: str) -> str:
-    """A MAC address as neutron stores it (lower case, colons; the spec refused others)."""
-    return value.strip().lower().replace("-", ":")
-
-
 async def _free_mac(event: ResourceEvent, network_id: str) -> str:
     store, table = event.engine.store, event.engine.res.res.table
     for _ in range(MAC_ATTEMPTS):
@@ -167,17 +163,6 @@ async def _free_mac(event: ResourceEvent, network_id: str) -> str:
         if not await store.ids(table, {"network_id": network_id, "mac_address": mac}):
             return mac
     raise event.engine.res.fail("mac_exhausted", network_id=network_id)
-
-
-def _pairs(pairs: list[Doc]) -> list[Doc]:
-    """Allowed address pairs as stored: the MAC address, if any, as neutron writes it."""
-    out: list[Doc] = []
-    for pair in pairs:
-        entry: Doc = {"ip_address": pair["ip_address"]}
-        if pair.get("mac_address") is not None:
-            entry["mac_address"] = _mac(str(pair["mac_address"]))
-        out.append(entry)
-    return out
 
 
 def _wants_default_group(event: ResourceEvent) -> bool:
@@ -193,8 +178,8 @@ def _wants_default_group(event: ResourceEvent) -> bool:
 
 @behaviour("network.port_addresses")
 async def port_addresses(event: ResourceEvent) -> None:
-    """A port's MAC address (a given one normalised and free on the network, or a random
-    free one; the spec refused addresses that are not valid), its addresses (each fixed_ips request resolved to a subnet and allocated;
+    """A port's MAC address (a random free one unless given: the spec stores a given one as
+    neutron writes it), its addresses (each fixed_ips request resolved to a subnet and allocated;
     without fixed_ips, one address of the network's first IPv4 subnet; on an update,
     addresses the port holds stay), its port security (the network's by default), its
     project's default security group when it names none (the spec computes its binding
@@ -204,14 +189,8 @@ async def port_addresses(event: ResourceEvent) -> None:
     store = engine.store
     port_id = str((old or doc)["id"])
     network_id = str((old or doc)["network_id"])
-    if doc.get("mac_address") is not None:
-        doc["mac_address"] = _mac(str(doc["mac_address"]))
-        if old is None or doc["mac_address"] != old.get("mac_address"):
-            await writes.check_unique(engine, {**(old or {}), **doc}, old)
-    elif old is None:
+    if old is None and doc.get("mac_address") is None:
         doc["mac_address"] = await _free_mac(event, network_id)
-    if "allowed_address_pairs" in doc:
-        doc["allowed_address_pairs"] = _pairs(doc["allowed_address_pairs"] or [])
     known = engine.refs.get("network_id")  # read already by the write's reference check
     if known is not None and str(known.get("id")) == network_id:
         network = known
@@ -271,7 +250,7 @@ async def port_updated(event: ResourceEvent) -> None:
     try:
         # the agents concerned: the port's host and the one it was bound to (to unwire it)
         hosts = {str(p.get("binding:host_id") or "") for p in (doc, old)} - {""}
-        payload = await port_update_payload(store, doc)
+        payload = await port_update_payload(event.call.rt.info, store, doc)
         await send(event.call, "port_update", payload, hosts=sorted(hosts))
     except (BusError, InvalidMessage) as exc:
         logger.error("could not tell the L2 agents about port %s: %s", doc["id"], exc)
@@ -283,34 +262,18 @@ async def port_release(event: ResourceEvent) -> None:
     await netcheck.release_port(event.engine.store, event.doc)
 
 
-_PORT_MESSAGE_FIELDS = (
-    "id",
-    "network_id",
-    "mac_address",
-    "device_id",
-    "device_owner",
-    "binding:host_id",
-)
-
-
-def port_payload(port: Doc) -> Doc:
-    """The port as the messages' `Port` type carries it (no nulls, only its fields)."""
-    out: Doc = {k: port[k] for k in _PORT_MESSAGE_FIELDS if isinstance(port.get(k), str)}
-    out["fixed_ips"] = [
-        {"subnet_id": f["subnet_id"], "ip_address": f["ip_address"]}
-        for f in port.get("fixed_ips") or []
-    ]
-    return out
-
-
-async def port_update_payload(store: Store, port: Doc, network: Any = None) -> Doc:
-    """`network`: the port's network if the caller has it (else it is read)."""
-    net = network if isinstance(network, dict) and network.get("id") == port["network_id"] else None
-    if net is None:
-        net = await store.get("networks", port["network_id"]) or {}
-    segment = net.get("provider:segmentation_id")
+def agent_payload(info: StackInfo, port: Doc, network: Doc) -> Doc:
+    """What the L2 agents hear of a port: it (as the messages' `Port` type carries it), and
+    its network's type and segment."""
+    segment = network.get("provider:segmentation_id")
     return {
-        "port": port_payload(port),
-        "network_type": str(net.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
+        "port": shaped(info, "Port", port),
+        "network_type": str(network.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
         "segmentation_id": segment if isinstance(segment, int) else None,
     }
+
+
+async def port_update_payload(info: StackInfo, store: Store, port: Doc, network: Any = None) -> Doc:
+    """`network`: the port's network if the caller has it (else it is read)."""
+    net = network if isinstance(network, dict) and network.get("id") == port["network_id"] else None
+    return agent_payload(info, port, net or await store.get("networks", port["network_id"]) or {})

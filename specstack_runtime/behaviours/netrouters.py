@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, deleting, serve
+from specstack_runtime.resources import access, deleting, guards, relations, serve
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
 
@@ -39,15 +39,6 @@ async def _drop_ports(rc: ResourceCall, device_id: str, owner: str) -> None:
             await deleting.delete(ports, port)
 
 
-async def _external(rc: ResourceCall, network_id: str) -> None:
-    net = await rc.store.get("networks", network_id)
-    nets = rc.of("network")
-    if net is None or not await access.sees(nets, net):
-        raise nets.res.fail("not_found", id=network_id)
-    if not net.get("router:external"):
-        raise rc.res.fail("not_external", network_id=network_id)
-
-
 @behaviour("network.router_gateway")
 async def router_gateway(event: ResourceEvent) -> None:
     """external_gateway_info naming an external network: a gateway port on it, whose
@@ -65,7 +56,10 @@ async def router_gateway(event: ResourceEvent) -> None:
     if not info.get("network_id"):
         event.doc["external_gateway_info"] = None
         return
-    await _external(event.engine, str(info["network_id"]))
+    # the spec's `gateway` rules: a network the caller sees, external
+    gateway = {"external_gateway_info": {"network_id": str(info["network_id"])}}
+    await relations.load(event.engine, gateway)
+    guards.check(event.engine, "gateway", gateway)
     project = (event.old or event.doc).get("project_id")
     port = await _new_port(
         event.engine,

@@ -60,7 +60,7 @@ async def notify_port_update(ix: Interaction) -> None:
     port = _flow_port(ix)
     # the network the port's create checked, if this flow made the port
     network = (ix.vars.get("port.refs") or {}).get("network_id")
-    payload = await netports.port_update_payload(ix.rt.require_store(), port, network)
+    payload = await netports.port_update_payload(ix.rt.info, ix.rt.require_store(), port, network)
     # the port's host: its agent wires it (an unbound port goes to every agent)
     await ix.invoke(payload, host=str(port.get("binding:host_id") or "") or None)
 
@@ -189,16 +189,7 @@ async def agent_ports(call: Call) -> Doc:
         if hosts is not None and port.get("binding:host_id") not in hosts:
             continue
         net = networks.get(port.get("network_id")) or {}
-        segment = net.get("provider:segmentation_id")
-        out.append(
-            {
-                "port": netports.port_payload(port),
-                "network_type": str(
-                    net.get("provider:network_type") or netports.DEFAULT_NETWORK_TYPE
-                ),
-                "segmentation_id": segment if isinstance(segment, int) else None,
-            }
-        )
+        out.append(netports.agent_payload(call.rt.info, port, net))
     return {"ports": out}
 
 

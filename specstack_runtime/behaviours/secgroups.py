@@ -4,12 +4,11 @@ spec/resources/network.yaml declares what a group and a rule are (fields, scope,
 refusals, uniqueness, what deleting does); these hooks do what the spec cannot state:
 a project's `default` group made on first use with neutron's default rules (its id
 derived from the project, so two first uses at once make one group), a new group's
-egress rules, and a rule's remote CIDR as its network address.
+egress rules.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from typing import Any
 
@@ -90,12 +89,3 @@ async def security_group_egress(event: ResourceEvent) -> None:
     # the answer shows the group with them
     now = await event.engine.store.get(event.engine.res.res.table, event.doc["id"])
     event.doc.update(now or {})
-
-
-@behaviour("network.security_group_rule_cidr")
-async def security_group_rule_cidr(event: ResourceEvent) -> None:
-    """A rule's remote CIDR stored as its network address (the spec refused a prefix that
-    is not valid or not of the rule's ethertype)."""
-    prefix = event.doc.get("remote_ip_prefix")
-    if prefix is not None:
-        event.doc["remote_ip_prefix"] = str(ipaddress.ip_network(str(prefix), strict=False))

@@ -15,11 +15,7 @@ end removes the file and the rows. createVolume leaves `call.vars["volume"]`.
 from __future__ import annotations
 
 from specstack_runtime.behaviours.volume_backend import availability_zones
-from specstack_runtime.behaviours.volume_base import (
-    DEFAULT_AVAILABILITY_ZONE,
-    VOLUME_TYPE,
-    store_of,
-)
+from specstack_runtime.behaviours.volume_base import DEFAULT_AVAILABILITY_ZONE, VOLUME_TYPE
 from specstack_runtime.errors import NotFound
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access
@@ -31,23 +27,16 @@ from specstack_runtime.resources.serve import engine_call
 
 @behaviour("volume.prepare_create")
 async def prepare_create(event: ResourceEvent) -> None:
-    """createVolume, before the row is written (the spec has checked each attribute): a clone
-    takes its source's size and bootable flag, the zone must be one the back ends' nodes are
-    in, the type is looked up by name or id (the default one otherwise), and the request's
-    scheduler hints are kept for the scheduler."""
+    """createVolume, before the row is written (the spec has checked each attribute; its
+    effect then gives a clone its source's size and bootable flag): the zone must be one the
+    back ends' nodes are in, the type is looked up by name or id (the default one otherwise),
+    and the request's scheduler hints are kept for the scheduler."""
     call, volume, fail = event.call, event.doc, event.engine.res.fail
-    store = store_of(call)
     hints = (call.body or {}).get("OS-SCH-HNT:scheduler_hints")
     if hints is not None and not isinstance(hints, dict):
         raise fail("bad_hints")
     volume["scheduler_hints"] = hints or {}
-    source_id = volume.get("source_volid")
-    source = await store.get("volumes", source_id) if source_id else None
-    if source is not None:  # the spec's `ref` found it visible, its `refuse` rules usable
-        volume["bootable"] = bool(source.get("bootable"))
-        if volume.get("size") is None:
-            volume["size"] = int(source["size"])
-    if volume.get("size") is None:
+    if volume.get("size") is None and volume.get("source_volid") is None:
         raise fail("invalid", field="size", value="")
     zone = volume.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
     if zone not in availability_zones(call.rt):

@@ -35,7 +35,7 @@ from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.messaging import InvalidMessage
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, views, writes
+from specstack_runtime.resources import access, views
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
@@ -46,18 +46,10 @@ from specstack_runtime.store import Store, utcnow
 
 @behaviour("volume.reserve")
 async def reserve(event: ResourceEvent) -> None:
-    """createAttachment, before the row is written (the spec found the volume visible, and
-    its effect then reserves it): the attachment takes the volume's project, and a connector
-    needs the volume's back end and must fit the export message."""
-    att, call = event.doc, event.call
-    volume = await store_of(call).get("volumes", att["volume_id"])
-    if volume is None:
-        raise volume_not_found(call.rt, att["volume_id"])
-    att["project_id"] = volume["project_id"]
-    if att.get("connector"):
-        if not volume.get("host"):
-            raise event.engine.res.fail("no_host", **volume)
-        check_export_payload(event.engine, export_payload(att))
+    """createAttachment, before the row is written (the spec found the volume visible and
+    with a back end; its effect then reserves it): a connector must fit the export message."""
+    if event.doc.get("connector"):
+        check_export_payload(event.engine, export_payload(event.doc))
 
 
 @behaviour("volume.export_created")
@@ -81,16 +73,12 @@ async def export_created(event: ResourceEvent) -> None:
 
 @behaviour("volume.export_updated")
 async def export_updated(event: ResourceEvent) -> None:
-    """updateAttachment, before the change is written (the spec's `refuse` allowed its state):
-    the back end exports the volume to the connector's host."""
+    """updateAttachment, before the change is written (the spec's `refuse` allowed its state
+    and found a connector): the back end exports the volume to the connector's host."""
     call, changes = event.call, event.doc
     if call.args.get("action") != "update":
         return  # os-complete's change (actions run before_update too): nothing to export
-    old = event.old or {}
-    connector = writes.attributes(event.engine).get("connector")
-    if not isinstance(connector, dict):
-        reason = "an object with at least 'host' is expected."
-        raise event.engine.res.fail("bad_connector", reason=reason)
+    old, connector = event.old or {}, changes["connector"]  # the spec refused none given
     volume = await store_of(call).get("volumes", old["volume_id"])
     if volume is None:
         raise volume_not_found(call.rt, old["volume_id"])

@@ -25,6 +25,7 @@ from specstack_runtime.behaviours.volume_base import (
     store_of,
     volume_not_found,
 )
+from specstack_runtime.bindings import bind
 from specstack_runtime.context import Call
 from specstack_runtime.errors import NotFound
 from specstack_runtime.messaging import send
@@ -130,7 +131,8 @@ async def backend_create(call: Call) -> None:
 
 @behaviour("volume.backend_export")
 async def backend_export(call: Call) -> Doc:
-    """The connection info of a volume file for an attachment (grown first if extended)."""
+    """The connection info of a volume file for an attachment (grown first if extended), as
+    the consumer's `args` state it (`reply`: `{file}`, `{volume.*}`, `{mode}` filled in)."""
     store = store_of(call)
     volume_id = call.payload["volume_id"]
     volume = await store.get("volumes", volume_id)
@@ -147,18 +149,11 @@ async def backend_export(call: Call) -> Doc:
         os.truncate(path, wanted)
     att = await store.get("attachments", call.payload["attachment_id"])
     mode = (att or {}).get("mode") or "rw"
-    return {
-        "connection_info": {
-            "driver_volume_type": "file",
-            "data": {
-                "device_path": str(path.resolve()),
-                "volume_id": volume_id,
-                "serial": volume_id,
-                "access_mode": mode,
-                "format": "raw",
-            },
-        }
-    }
+    # the reply the consumer's args state, of the file, the volume and the access mode
+    reply: Doc = bind(
+        call.args["reply"], {"file": str(path.resolve()), "volume": volume, "mode": mode}
+    )
+    return reply
 
 
 @behaviour("volume.backend_unexport")

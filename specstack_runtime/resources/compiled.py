@@ -129,6 +129,7 @@ class Compiled:
     computed: list[tuple[str, Expr]] = field(default_factory=list)
     renders: list[tuple[str, Expr]] = field(default_factory=list)
     default_exprs: list[tuple[str, Expr]] = field(default_factory=list)
+    normalizers: list[tuple[str, Expr]] = field(default_factory=list)
     filters: dict[str, ir.ResourceFilter] = field(default_factory=dict)
     validators: dict[str, Any] = field(default_factory=dict)
     shared: Expr | None = None
@@ -145,6 +146,9 @@ class Compiled:
         self.renders = [(f.name, compile_expr(f.render)) for f in self.res.fields if f.render]
         self.default_exprs = [
             (f.name, compile_expr(f.default_expr)) for f in self.res.fields if f.default_expr
+        ]
+        self.normalizers = [
+            (f.name, compile_expr(f.normalize)) for f in self.res.fields if f.normalize
         ]
         self.filters = {f.param: f for f in self.res.filters}
         self.shared = compile_expr(self.res.shared) if self.res.shared else None

@@ -174,14 +174,17 @@ async def wire(bus: InProcessBus, rt: ServiceRuntime) -> None:
         msg = rt.info.messages[consumed["message"]]
         fanout = msg["pattern"] == "fanout"
         host = rt.host if msg["per_host"] or fanout else None  # as start_consumers
-        queues.setdefault((msg["topic"], host, fanout), {})[msg["method"]] = registry.get(
-            consumed["behaviour"]
+        # the handler and the consumer's static args (as the generated services give them)
+        queues.setdefault((msg["topic"], host, fanout), {})[msg["method"]] = (
+            registry.get(consumed["behaviour"]),
+            dict(consumed.get("args") or {}),
         )
     for (topic, host, fanout), handlers in queues.items():
 
         async def handle(
             env: Envelope, handlers: dict[str, Any] = handlers
         ) -> dict[str, Any] | None:
+            handler, args = handlers[env.method]
             call = Call(
                 rt=rt,
                 trigger=env.method,
@@ -190,8 +193,9 @@ async def wire(bus: InProcessBus, rt: ServiceRuntime) -> None:
                 global_request_id=env.context.get("global_request_id", "req-bus"),
                 payload=env.payload,
                 context=env.context,
+                args=args,
             )
-            result: dict[str, Any] | None = await handlers[env.method](call)
+            result: dict[str, Any] | None = await handler(call)
             return result
 
         await bus.subscribe(topic, handle, host=host, fanout=fanout)

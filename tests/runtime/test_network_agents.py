@@ -19,7 +19,7 @@ from specstack_runtime.behaviours import network as net
 from specstack_runtime.bus import Envelope, InProcessBus
 from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
-from specstack_runtime.messaging import InvalidMessage, check
+from specstack_runtime.messaging import InvalidMessage, check, shaped
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.statefile import flush_all
 from tests.aio import settle
@@ -51,12 +51,22 @@ def test_step_payloads_match_the_message_schemas(tmp_path: Path) -> None:
         await n.subnet(network["id"])
         port = await n.port(network["id"])  # unbound: binding:host_id is ""
         info = n.rt.info
-        check(info, "port_create_end", "payload", {"port": netports.port_payload(port)})
-        payload = {
-            "port": netports.port_payload(port),
-            "network_type": "vxlan",
-            "segmentation_id": 7,
+        # the port as the messages' Port type carries it: its properties only, no nulls
+        shown = shaped(info, "Port", {**port, "device_id": None})
+        assert shown == {
+            "id": port["id"],
+            "network_id": network["id"],
+            "mac_address": port["mac_address"],
+            "device_owner": "",
+            "binding:host_id": "",
+            "fixed_ips": [
+                {"subnet_id": f["subnet_id"], "ip_address": f["ip_address"]}
+                for f in port["fixed_ips"]
+            ],
         }
+        check(info, "port_create_end", "payload", {"port": shown})
+        payload = netports.agent_payload(info, port, {**network, "provider:segmentation_id": 7})
+        assert payload["network_type"] == "vxlan" and payload["segmentation_id"] == 7
         check(info, "port_update", "payload", payload)
         with pytest.raises(InvalidMessage):
             check(info, "port_update", "payload", {**payload, "extra": 1})

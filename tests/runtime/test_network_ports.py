@@ -88,6 +88,22 @@ def test_port_lifecycle_binding_and_ip_reuse(tmp_path: Path) -> None:
         await expect_error(create(fixed_ips=[{"ip_address": "192.168.9.9"}]), 400)
         await expect_error(create(fixed_ips=[{"subnet_id": "not-a-subnet"}]), 400)
         await expect_error(create(mac_address=fixed["mac_address"]), 409, "MacAddressInUse")
+        # a given MAC address (and an allowed pair's) stored as neutron writes it: lower case
+        # with colons, and taken in any spelling
+        pairs = [{"ip_address": "10.1.0.9", "mac_address": "FA-16-3E-00-00-BB"}]
+        given = await n.port(
+            network["id"], mac_address="FA-16-3E-00-00-AA", allowed_address_pairs=pairs
+        )
+        assert given["mac_address"] == "fa:16:3e:00:00:aa"
+        assert given["allowed_address_pairs"] == [
+            {"ip_address": "10.1.0.9", "mac_address": "fa:16:3e:00:00:bb"}
+        ]
+        await expect_error(
+            create(mac_address="fa-16-3e-00-00-AA"),
+            409,
+            "MacAddressInUse",
+            f"network {network['id']}. The mac address fa:16:3e:00:00:aa is in use.",
+        )
         await expect_error(create(mac_address="01:00:5e:00:00:01"), 400)  # multicast
         await expect_error(create(mac_address="zz"), 400)
         await expect_error(create(admin_state_up="sometimes"), 400)

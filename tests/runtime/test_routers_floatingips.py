@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.runtime.netvol_fakes import ADMIN, USER, expect_error, make_call
+from tests.runtime.netvol_fakes import ADMIN, OTHER, USER, expect_error, make_call
 from tests.runtime.test_network import Neutron, run, serve
 
 
@@ -50,7 +50,22 @@ def test_router_gateway_and_interfaces(tmp_path: Path) -> None:
             "createRouter",
             body={"router": {"external_gateway_info": {"network_id": private["id"]}}},
         )
-        await expect_error(serve(bad), 400, match="is not an external network")
+        await expect_error(
+            serve(bad),
+            400,
+            "BadRequest",
+            f"Bad router request: Network {private['id']} is not an external network.",
+        )
+        # another project's network the caller cannot see: not found
+        theirs = await n.network(who=OTHER, name="theirs")
+        hidden = make_call(
+            n.rt,
+            "createRouter",
+            body={"router": {"external_gateway_info": {"network_id": theirs["id"]}}},
+        )
+        await expect_error(
+            serve(hidden), 404, "NetworkNotFound", f"Network {theirs['id']} could not be found."
+        )
         # a network that is not there: the network resource's not-found error of the spec
         gone = "0" * 32
         missing = make_call(

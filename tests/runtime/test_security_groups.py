@@ -114,6 +114,16 @@ def test_group_lifecycle_egress_rules_filters_and_cascade(tmp_path: Path) -> Non
         assert ssh["project_id"] == USER.project_id
         net = await _rule(n, web["id"], protocol="udp", remote_ip_prefix="10.1.2.3/16")
         assert net["remote_ip_prefix"] == "10.1.0.0/16"
+        # the same prefix written otherwise is the same rule
+        await _bad_rule(
+            n,
+            409,
+            f"Security group rule already exists. Rule id is {net['id']}.",
+            security_group_id=web["id"],
+            direction="ingress",
+            protocol="udp",
+            remote_ip_prefix="10.1.9.9/16",
+        )
         shown = await n.op(
             serve, "showSecurityGroup", 200, path_params={"security_group_id": web["id"]}
         )

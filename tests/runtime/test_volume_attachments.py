@@ -145,9 +145,11 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             served,
             "createAttachment",
             200,
+            who=ADMIN,  # nova, for the volume's owner: the attachment is the volume's project's
             body={"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}},
         )
         att_id = created["attachment"]["id"]
+        assert (await c.store.get("attachments", att_id) or {})["project_id"] == PROJECT
         assert created["attachment"]["status"] == "reserved"
         assert (await c.row(vid) or {})["status"] == "reserved"
         # not exported yet: cannot complete
@@ -177,6 +179,17 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
                     )
                 ),
                 400,
+            )
+        for bad in ({"attachment": {}}, {"attachment": {"connector": None}}):
+            await expect_error(
+                served(
+                    make_call(
+                        c.api, "updateAttachment", body=bad, path_params=c.pp(attachment_id=att_id)
+                    )
+                ),
+                400,
+                "InvalidInput",
+                "Invalid connector: an object with at least 'host' is expected.",
             )
         updated, ucall = await c.op(
             served,
@@ -307,6 +320,14 @@ def test_attachment_create_rejects_bad_input(tmp_path: Path) -> None:
                 "InvalidVolume",
                 "must be available to reserve, but the current status is creating",
             ),
+            # a connector needs the volume's back end (checked before the volume's state)
+            (
+                {"attachment": {**ok, "volume_uuid": creating, "connector": CONNECTOR}},
+                400,
+                "InvalidVolume",
+                f"Invalid volume: Volume {creating} has no back-end host yet (status creating);"
+                " it cannot be exported.",
+            ),
         ]
         for body, status, kind, match in cases:
             await expect_error(
@@ -397,8 +418,19 @@ def test_backend_handlers_directly(tmp_path: Path) -> None:
         vid = await c.available(size=2)
         call = make_call(backend, "m", who=None)
         call.payload = {"volume_id": vid, "attachment_id": "a1", "connector": CONNECTOR}
+        consumes = backend.info.components[backend.component]["consumes"]
+        call.args = next(dict(c["args"]) for c in consumes if c["message"] == "attachment_update")
         reply = await volbackend.backend_export(call)
-        assert reply["connection_info"]["data"]["device_path"].endswith(f"volume-{vid}.img")
+        assert reply["connection_info"] == {
+            "driver_volume_type": "file",
+            "data": {
+                "device_path": str(c.volume_file(vid).resolve()),
+                "volume_id": vid,
+                "serial": vid,
+                "access_mode": "rw",
+                "format": "raw",
+            },
+        }
         assert await volbackend.backend_unexport(call) == {"volume_id": vid}
         call.payload = {
             "volume_id": "7b0a6e3c-0d8e-4e86-8c55-0c1f1c2b9a77",

@@ -254,6 +254,7 @@ class _Checker:
                 self.expr(f, [*where, "ref", "when"], ref.get("when"))
             self.expr(f, [*where, "computed"], spec.get("computed"))
             self.expr(f, [*where, "render"], spec.get("render"))
+            self.expr(f, [*where, "normalize"], spec.get("normalize"))
             default = spec.get("default")
             if isinstance(default, dict) and set(default) == {"expr"}:
                 self.expr(f, [*where, "default", "expr"], default["expr"])
