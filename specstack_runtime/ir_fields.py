@@ -121,3 +121,4 @@ class Relation(Node):
     match: dict[str, str] = {}  # field -> CEL: the first row with these values
     visible: bool = False  # only a row the caller sees
     when: str | None = None  # CEL over `row` (as stored): false, as good as none
+    many: bool = False  # every row that matches, as a list (with `match`)

@@ -324,3 +324,21 @@ def test_templates_and_relations_are_checked_where_they_are_written(
     assert f"{at(compute, 'id: doc.flavor_id +')}" in err
     assert f"{at(identity, '      row: >-')}12: CEL expression (line 1, column 24)" in err
     assert err.count("CEL expression") == 2
+
+
+def test_a_many_relation_finds_rows_by_match_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`many` lists every row that matches: a relation by `id` cannot be `many`."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    network = spec / "resources" / "network.yaml"
+    text = network.read_text("utf-8")
+    old = "subnets: {resource: subnet, many: true, match: {network_id: doc.network_id}}"
+    assert text.count(old) == 1
+    network.write_text(text.replace(old, "subnets: {resource: subnet, many: true, id: doc.id}"))
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"resources/network\.yaml:\d+:\d+: .*missing required property 'match'", err)

@@ -21,7 +21,7 @@ from specstack_runtime.bus import BusError
 from specstack_runtime.errors import Conflict
 from specstack_runtime.messaging import InvalidMessage, send, shaped
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import writes
+from specstack_runtime.resources import guards, relations, writes
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
@@ -105,35 +105,20 @@ async def _release(store: Store, port_id: str, fixed_ips: Iterable[Doc]) -> None
             await store.delete("ipallocations", row_id)
 
 
-def _resolve_fixed_ips(
-    port: Compiled, network: Doc, subnets: list[Doc], wanted: list[Doc] | None
-) -> list[Doc]:
-    """Each request as {subnet, ip_address|None}; without fixed_ips, the first IPv4 subnet."""
+def _resolve_fixed_ips(subnets: list[Doc], wanted: list[Doc] | None) -> list[Doc]:
+    """Each request as {subnet, ip_address|None} (the spec's `fixed_ips` rules refused one
+    on no subnet of the network); without fixed_ips, the first IPv4 subnet."""
     if wanted is None:
-        if not subnets:
-            return []
         v4 = [s for s in subnets if s["ip_version"] == 4]
-        return [{"subnet": (v4 or subnets)[0], "ip_address": None}]
-    by_id = {s["id"]: s for s in subnets}
+        return [{"subnet": (v4 or subnets)[0], "ip_address": None}] if subnets else []
     resolved: list[Doc] = []
     for entry in wanted:
         ip = entry.get("ip_address")
         if "subnet_id" in entry:
-            subnet = by_id.get(entry["subnet_id"])
-            if subnet is None:
-                raise port.fail(
-                    "subnet_not_on_network", network_id=network["id"], subnet_id=entry["subnet_id"]
-                )
-            if ip is not None and ipaddress.ip_address(ip) not in ipaddress.ip_network(
-                subnet["cidr"]
-            ):
-                raise port.fail("ip_not_in_subnet", ip_address=ip)
+            subnet = next(s for s in subnets if s["id"] == entry["subnet_id"])
         else:
             address = ipaddress.ip_address(str(ip))
-            matching = [s for s in subnets if address in ipaddress.ip_network(s["cidr"])]
-            if not matching:
-                raise port.fail("ip_not_in_network", ip_address=ip)
-            subnet = matching[0]
+            subnet = next(s for s in subnets if address in ipaddress.ip_network(s["cidr"]))
         resolved.append({"subnet": subnet, "ip_address": ip})
     return resolved
 
@@ -202,8 +187,10 @@ async def port_addresses(event: ResourceEvent) -> None:
         doc["security_groups"] = [await secgroups.ensure_default(engine, str(doc["project_id"]))]
     if old is None or "fixed_ips" in doc:
         wanted = doc.get("fixed_ips") if old is None else doc["fixed_ips"]
-        subnets = await store.list("subnets", {"network_id": network_id})
-        requests = _resolve_fixed_ips(engine.res, network, subnets, wanted)
+        await relations.load(engine, {"network_id": network_id})
+        if wanted is not None:
+            guards.check(engine, "fixed_ips", {"network_id": network_id, "fixed_ips": wanted})
+        requests = _resolve_fixed_ips(engine.refs["subnets"], wanted)
         current = list((old or {}).get("fixed_ips") or [])
         kept: list[Doc] = []
         to_allocate: list[Doc] = []

@@ -30,8 +30,9 @@ class ResourceCall:
     policy: Enforcer
     _vars: dict[str, Any] = field(default_factory=dict)
     #: the rows the request's references name (field -> row), as the write's checks found
-    #: them: `refs` in `refuse` rules (cinder: a clone's source volume)
-    refs: dict[str, Doc] = field(default_factory=dict)
+    #: them: `refs` in `refuse` rules (cinder: a clone's source volume); a `many`
+    #: relation's rows are a list
+    refs: dict[str, Any] = field(default_factory=dict)
     revealed: dict[str, Any] = field(default_factory=dict)  # shown_once values of a create
     #: the owners' own quota limits this call read ((limits resource, owner) -> row): a
     #: create checks each of its quotas twice, the row is read once

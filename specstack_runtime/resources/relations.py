@@ -5,7 +5,8 @@ A relation names the other resource and how the row is found from the row at han
 fields `match` the values given. A null or empty value finds nothing; `visible` keeps
 only a row the caller sees, `when` (CEL over `row`) only a row it holds for. What is
 found is `refs.NAME` in the `refuse` rules and templates (nova's createServer: the
-flavor, the key pair, the server group a request names).
+flavor, the key pair, the server group a request names); a `many` relation finds every
+matching row, a list (neutron's port: its network's subnets).
 """
 
 from __future__ import annotations
@@ -18,23 +19,29 @@ from specstack_runtime.resources.context import Doc, ResourceCall
 
 
 async def load(rc: ResourceCall, doc: Doc) -> dict[str, Any]:
-    """Each relation's row for `doc` into `rc.refs` (left out when there is none)."""
+    """Each relation's row for `doc` into `rc.refs` (left out when there is none); a `many`
+    relation's rows as a list (empty when there are none)."""
     for rel in rc.res.res.relations:
         names = rc.variables(doc=doc, refs=rc.refs)
         target = rc.of(rel.resource)
         table = target.res.res.table
-        row: Doc | None = None
+        rows: list[Doc] = []
         if rel.id is not None:
             key = compile_expr(rel.id).evaluate(**names)
             row = await target.store.get(table, key) if isinstance(key, str) and key else None
+            rows = [row] if row is not None else []
         else:
             where = {f: compile_expr(text).evaluate(**names) for f, text in rel.match.items()}
             if all(v is not None for v in where.values()):
-                found = await target.store.list(table, where, limit=1)
-                row = found[0] if found else None
-        if row is None or (rel.visible and not access.visible(target, row)):
-            continue
-        if rel.when and not compile_expr(rel.when).evaluate(**names, row=row):
-            continue
-        rc.refs[rel.name] = row
+                rows = await target.store.list(table, where, limit=None if rel.many else 1)
+        rows = [
+            row
+            for row in rows
+            if (not rel.visible or access.visible(target, row))
+            and (not rel.when or compile_expr(rel.when).evaluate(**names, row=row))
+        ]
+        if rel.many:
+            rc.refs[rel.name] = rows
+        elif rows:
+            rc.refs[rel.name] = rows[0]
     return rc.refs
