@@ -35,7 +35,7 @@ from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.messaging import InvalidMessage
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, views
+from specstack_runtime.resources import access, guards, relations, views
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
@@ -221,15 +221,10 @@ async def detach(event: ResourceEvent) -> None:
     """os-detach: the volume's (only, or named) attachment unexported and removed."""
     call, volume = event.call, event.doc
     arg = call.body.get(event.point) if isinstance(call.body, dict) else None
-    store = store_of(call)
     wanted = arg.get("attachment_id") if isinstance(arg, dict) else None
-    rows = await store.list("attachments", {"volume_id": volume["id"]})
-    if wanted is not None:
-        rows = [r for r in rows if r["id"] == wanted]
-        if not rows:
-            raise attachment_not_found(call.rt, wanted)
-    if len(rows) != 1:
-        raise event.engine.res.fail("several_attachments" if rows else "not_attached", **volume)
-    att = rows[0]
+    # the spec's `detach` rules: the one named is the volume's, or it has exactly one
+    await relations.load(event.engine, volume)
+    guards.check(event.engine, "detach", volume, {"attachment_id": wanted})
+    att = next(a for a in event.engine.refs["attachments"] if wanted in (None, a["id"]))
     await unexport(call, volume, att)
-    await _forget(store, att)
+    await _forget(store_of(call), att)
