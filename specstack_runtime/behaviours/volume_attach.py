@@ -28,7 +28,6 @@ from specstack_runtime.behaviours.volume_base import (
     store_of,
     unexport,
     update_row,
-    volume_not_found,
 )
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Interaction, Reply
@@ -79,11 +78,9 @@ async def export_updated(event: ResourceEvent) -> None:
     if call.args.get("action") != "update":
         return  # os-complete's change (actions run before_update too): nothing to export
     old, connector = event.old or {}, changes["connector"]  # the spec refused none given
-    volume = await store_of(call).get("volumes", old["volume_id"])
-    if volume is None:
-        raise volume_not_found(call.rt, old["volume_id"])
-    if not volume.get("host"):
-        raise event.engine.res.fail("no_host", **volume)
+    await relations.load(event.engine, old)
+    guards.check(event.engine, "export", old)  # the spec's: a volume with a back end
+    volume = event.engine.refs["volume"]
     payload = {"volume_id": old["volume_id"], "attachment_id": old["id"], "connector": connector}
     check_export_payload(event.engine, payload)
     reply = await backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
@@ -173,11 +170,9 @@ async def delete_attachment(call: Call) -> Reply:
     store = store_of(call)
     rc = engine_call(call, ATTACHMENT)
     att = await access.lookup(rc)
-    volume = await store.get("volumes", att["volume_id"])
-    if volume is None:
-        raise volume_not_found(call.rt, att["volume_id"])
-    if volume["status"] == "deleting":
-        raise rc.res.fail("volume_deleting", id=volume["id"])
+    await relations.load(rc, att)
+    guards.check(rc, "forget", att)  # the spec's: a volume not being deleted
+    volume = rc.refs["volume"]
     unexported = False
     if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
         await unexport(call, volume, att)

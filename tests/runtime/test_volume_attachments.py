@@ -547,3 +547,44 @@ def test_junk_input_never_escapes_as_anything_but_an_api_error(tmp_path: Path) -
                         await c.wait_status(reply.body["volume"]["id"], "available")
 
     run(tmp_path, scenario)
+
+
+def test_attachment_refusals_read_its_volume_as_it_is_now(tmp_path: Path) -> None:
+    """updateAttachment exports from the volume's back end, deleteAttachment does not
+    forget an attachment of a volume being deleted, and both need the volume."""
+
+    async def scenario(c: Cinder) -> None:
+        vid = await c.available()
+        body = {"attachment": {"volume_uuid": vid, "instance_uuid": SERVER}}
+        made = await served(make_call(c.api, "createAttachment", body=body, path_params=c.pp()))
+        assert isinstance(made, Reply)
+        att_id = made.body["attachment"]["id"]
+        path = c.pp(attachment_id=att_id)
+        update = {"attachment": {"connector": CONNECTOR}}
+
+        await c.store.update("volumes", vid, {"host": None})
+        await expect_error(
+            served(make_call(c.api, "updateAttachment", body=update, path_params=path)),
+            400,
+            "InvalidVolume",
+            f"Invalid volume: Volume {vid} has no back-end host yet (status reserved);"
+            " it cannot be exported.",
+        )
+        await c.store.update("volumes", vid, {"status": "deleting"})
+        await expect_error(
+            served(make_call(c.api, "deleteAttachment", path_params=path)),
+            409,
+            "ConflictingRequest",
+            f"Volume {vid} is being deleted.",
+        )
+        await c.store.delete("volumes", vid)
+        for op, sent in (("updateAttachment", update), ("deleteAttachment", None)):
+            await expect_error(
+                served(make_call(c.api, op, path_params=path, body=sent)),
+                404,
+                "VolumeNotFound",
+                f"Volume {vid} could not be found.",
+            )
+        assert await c.store.get("attachments", att_id) is not None
+
+    run(tmp_path, scenario)
