@@ -58,7 +58,7 @@ async def router_gateway(event: ResourceEvent) -> None:
         return
     # the spec's `gateway` rules: a network the caller sees, external
     gateway = {"external_gateway_info": {"network_id": str(info["network_id"])}}
-    await relations.load(event.engine, gateway)
+    await relations.load(event.engine, gateway, only=("gateway_network",))
     guards.check(event.engine, "gateway", gateway)
     project = (event.old or event.doc).get("project_id")
     port = await _new_port(
@@ -77,12 +77,6 @@ async def router_gateway(event: ResourceEvent) -> None:
     }
 
 
-async def _interfaces(rc: ResourceCall, router_id: str) -> list[Doc]:
-    ports = rc.of("port")
-    rows = await ports.store.list(ports.res.res.table, {"device_id": router_id})
-    return [p for p in rows if p.get("device_owner") == INTERFACE]
-
-
 def _target(event: ResourceEvent) -> tuple[str | None, str | None]:
     """The subnet or the port the request names (the spec accepted exactly one)."""
     body = event.call.body if isinstance(event.call.body, dict) else {}
@@ -95,7 +89,7 @@ async def add_router_interface(event: ResourceEvent) -> None:
     an interface of the router; it is the flow's `port`, which the spec's answer shows."""
     rc, router = event.engine, event.doc
     subnet_id, port_id = _target(event)
-    taken = {f["subnet_id"] for p in await _interfaces(rc, router["id"]) for f in p["fixed_ips"]}
+    await relations.load(rc, router, only=("interfaces",))
     ports = rc.of("port")
     if port_id:
         port = await access.lookup(ports, str(port_id))
@@ -103,9 +97,7 @@ async def add_router_interface(event: ResourceEvent) -> None:
             raise rc.res.fail("port_in_use", port_id=port_id, device_owner=port["device_owner"])
         if not port["fixed_ips"]:
             raise rc.res.fail("port_without_ip")
-        subnet_id = port["fixed_ips"][0]["subnet_id"]
-        if subnet_id in taken:
-            raise rc.res.fail("subnet_taken", subnet_id=subnet_id)
+        guards.check(rc, "add_interface", router, {"subnet_id": port["fixed_ips"][0]["subnet_id"]})
         attrs = {"device_id": router["id"], "device_owner": INTERFACE}
         event.call.vars["port"] = (
             await ports.store.update(ports.res.res.table, port["id"], attrs) or port
@@ -114,8 +106,7 @@ async def add_router_interface(event: ResourceEvent) -> None:
         subnet = await access.lookup(rc.of("subnet"), str(subnet_id))
         if not subnet.get("gateway_ip"):
             raise rc.res.fail("no_gateway_ip", subnet_id=subnet_id)
-        if subnet_id in taken:
-            raise rc.res.fail("subnet_taken", subnet_id=subnet_id)
+        guards.check(rc, "add_interface", router, {"subnet_id": subnet_id})
         await _new_port(
             rc,
             {
@@ -134,14 +125,13 @@ async def remove_router_interface(event: ResourceEvent) -> None:
     it is the flow's `port`, which the spec's answer shows."""
     rc, router = event.engine, event.doc
     subnet_id, port_id = _target(event)
+    await relations.load(rc, router, only=("interfaces",))
+    guards.check(rc, "remove_interface", router, {"subnet_id": subnet_id, "port_id": port_id})
     found = [
         p
-        for p in await _interfaces(rc, router["id"])
+        for p in rc.refs["interfaces"]
         if p["id"] == port_id or any(f["subnet_id"] == subnet_id for f in p["fixed_ips"])
     ]
-    if not found:
-        missing = "no_interface_port" if port_id else "no_interface_subnet"
-        raise rc.res.fail(missing, id=router["id"], port_id=port_id, subnet_id=subnet_id)
     await deleting.delete(rc.of("port"), found[0])
     event.call.vars["port"] = found[0]
 

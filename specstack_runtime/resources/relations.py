@@ -11,6 +11,7 @@ matching row, a list (neutron's port: its network's subnets).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from specstack_runtime.expr import compile_expr
@@ -18,10 +19,12 @@ from specstack_runtime.resources import access
 from specstack_runtime.resources.context import Doc, ResourceCall
 
 
-async def load(rc: ResourceCall, doc: Doc) -> dict[str, Any]:
+async def load(rc: ResourceCall, doc: Doc, only: Collection[str] | None = None) -> dict[str, Any]:
     """Each relation's row for `doc` into `rc.refs` (left out when there is none); a `many`
-    relation's rows as a list (empty when there are none)."""
+    relation's rows as a list (empty when there are none). `only`: those named."""
     for rel in rc.res.res.relations:
+        if only is not None and rel.name not in only:
+            continue
         names = rc.variables(doc=doc, refs=rc.refs)
         target = rc.of(rel.resource)
         table = target.res.res.table

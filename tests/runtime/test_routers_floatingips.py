@@ -251,6 +251,13 @@ def test_router_and_floating_ip_refusals_say_what_neutron_says(tmp_path: Path) -
             f"Router {router['id']} does not have an interface with id {used['id']}",
             port_id=used["id"],
         )
+        await refused(
+            "removeRouterInterface",
+            404,
+            "RouterInterfaceNotFoundForSubnet",
+            f"Router {router['id']} has no interface on subnet {sub['id']}",
+            subnet_id=sub["id"],
+        )
         # an external network without a subnet has no address to give
         call = make_call(
             n.rt, "createFloatingIP", body={"floatingip": {"floating_network_id": bare["id"]}}
