@@ -188,13 +188,11 @@ async def _associate(rc: ResourceCall, fip: Doc, changes: Doc) -> None:
         changes.update({"port_id": None, "fixed_ip_address": None, "router_id": None})
         changes["status"] = "DOWN"
         return
-    port = await rc.store.get("ports", str(port_id)) or {}
-    v4 = [f for f in port.get("fixed_ips") or [] if ":" not in f["ip_address"]]
+    await relations.load(rc, fip, only=("port",))
+    guards.check(rc, "associate", fip)  # the spec's: an IPv4 address of the port
+    v4 = [f for f in rc.refs["port"]["fixed_ips"] if ":" not in f["ip_address"]]
     wanted = fip.get("fixed_ip_address")
-    chosen = next((f for f in v4 if f["ip_address"] == wanted), None) if wanted else None
-    if chosen is None and (wanted or not v4):
-        raise rc.res.fail("no_fixed_ip" if wanted else "no_ipv4", **fip)
-    chosen = chosen or v4[0]
+    chosen = next(f for f in v4 if f["ip_address"] == wanted) if wanted else v4[0]
     router = await _router_for(rc, str(fip["floating_network_id"]), chosen["subnet_id"])
     if router is None:
         raise rc.res.fail("unreachable", **{**fip, "subnet_id": chosen["subnet_id"]})
