@@ -93,20 +93,14 @@ async def add_router_interface(event: ResourceEvent) -> None:
     ports = rc.of("port")
     if port_id:
         port = await access.lookup(ports, str(port_id))
-        if port.get("device_id") or port.get("device_owner"):
-            raise rc.res.fail("port_in_use", port_id=port_id, device_owner=port["device_owner"])
-        if not port["fixed_ips"]:
-            raise rc.res.fail("port_without_ip")
-        guards.check(rc, "add_interface", router, {"subnet_id": port["fixed_ips"][0]["subnet_id"]})
+        guards.check(rc, "add_interface", router, {"port": port})  # the spec's rules
         attrs = {"device_id": router["id"], "device_owner": INTERFACE}
         event.call.vars["port"] = (
             await ports.store.update(ports.res.res.table, port["id"], attrs) or port
         )
     else:
         subnet = await access.lookup(rc.of("subnet"), str(subnet_id))
-        if not subnet.get("gateway_ip"):
-            raise rc.res.fail("no_gateway_ip", subnet_id=subnet_id)
-        guards.check(rc, "add_interface", router, {"subnet_id": subnet_id})
+        guards.check(rc, "add_interface", router, {"subnet": subnet})
         await _new_port(
             rc,
             {

@@ -244,6 +244,15 @@ def test_router_and_floating_ip_refusals_say_what_neutron_says(tmp_path: Path) -
             f"Bad router request: Port {used['id']} is in use by compute:nova.",
             port_id=used["id"],
         )
+        no_ip = await n.port(bare["id"])
+        assert no_ip["fixed_ips"] == []
+        await refused(
+            "addRouterInterface",
+            400,
+            "BadRequest",
+            "Bad router request: Router port must have at least one fixed IP.",
+            port_id=no_ip["id"],
+        )
         await refused(
             "removeRouterInterface",
             404,
