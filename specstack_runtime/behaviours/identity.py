@@ -23,16 +23,16 @@ from specstack_runtime.behaviours.identity_common import (
     domain_by_ref,
     iso,
     project_roles,
-    q_bool,
     store_of,
     text,
     verify_password,
 )
 from specstack_runtime.context import AuthContext, Call, Reply
-from specstack_runtime.errors import BadRequest, NotFound, Unauthorized
+from specstack_runtime.errors import Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.context import ResourceCall
+from specstack_runtime.resources.listing import query_bool
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
@@ -283,20 +283,18 @@ async def issue_service_token(
     return token, auth_context(body, token)
 
 
-def _subject(call: Call) -> str:
+async def _subject_token(call: Call, *, expired_ok: bool = True) -> tuple[str, Doc, Scope]:
+    """The subject token of a token request (`expired_ok`: with allow_expired, one within
+    the window), checked against the caller's rights."""
+    rc = engine_call(call, "token")
     subject = call.header("X-Subject-Token")
     if not subject:
-        raise BadRequest("The X-Subject-Token header is required: it names the token to check.")
-    return subject
-
-
-async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[str, Doc, Scope]:
-    """The subject token of a token request, checked against the caller's rights."""
-    subject = _subject(call)
+        raise rc.res.fail("no_subject")
+    allow_expired = expired_ok and bool(query_bool(rc, "allow_expired"))
     try:
         doc, scope = await _load_token(call.rt, subject, allow_expired=allow_expired)
     except _InvalidToken:
-        raise NotFound("The token could not be found: it is invalid, expired or revoked.") from None
+        raise rc.res.fail("subject_not_found") from None
     call.authorize({"user_id": doc["user_id"]})
     return subject, doc, scope
 
@@ -316,22 +314,20 @@ async def issue_token(call: Call) -> Reply:
 
 @behaviour("identity.validate_token")
 async def validate_token(call: Call) -> Reply:
-    allow_expired = bool(q_bool(call, "allow_expired"))
-    subject, doc, scope = await _subject_token(call, allow_expired=allow_expired)
+    subject, doc, scope = await _subject_token(call)
     body = _render_token(call.rt, doc, scope, catalog="nocatalog" not in call.query)
     return Reply(200, body, headers={"X-Subject-Token": subject})
 
 
 @behaviour("identity.check_token")
 async def check_token(call: Call) -> Reply:
-    allow_expired = bool(q_bool(call, "allow_expired"))
-    subject, _, _ = await _subject_token(call, allow_expired=allow_expired)
+    subject, _, _ = await _subject_token(call)
     return Reply(200, None, headers={"X-Subject-Token": subject})
 
 
 @behaviour("identity.revoke_token")
 async def revoke_token(call: Call) -> Reply:
-    subject, doc, _ = await _subject_token(call)
+    subject, doc, _ = await _subject_token(call, expired_ok=False)
     await store_of(call.rt).update(
         "tokens", doc["id"], {"revoked": True, "revoked_at": iso(time.time())}
     )

@@ -10,7 +10,6 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from specstack_runtime.context import Call
 from specstack_runtime.errors import BadRequest
 from specstack_runtime.resources.hashing import bcrypt_matches
 from specstack_runtime.services import ServiceRuntime
@@ -51,18 +50,6 @@ def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = 
     if max_length is not None and len(value) > max_length:
         raise BadRequest(f"Invalid input for field '{what}': longer than {max_length} characters.")
     return value
-
-
-def q_bool(call: Call, name: str) -> bool | None:
-    raw = call.q(name)
-    if raw is None:
-        return None
-    low = raw.strip().lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    raise BadRequest(f"Invalid value {raw!r} for query parameter {name}: expected true or false.")
 
 
 # -- passwords -----------------------------------------------------------------------
