@@ -19,12 +19,12 @@ from specstack_runtime.behaviours import identity_appcred as appcred
 from specstack_runtime.behaviours.identity_common import (
     Doc,
     active_user,
+    by_ref,
     default_domain_id,
     domain_by_ref,
     iso,
     project_roles,
     store_of,
-    text,
     verify_password,
 )
 from specstack_runtime.context import AuthContext, Call, Reply
@@ -35,7 +35,6 @@ from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.listing import query_bool
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store
 
 #: How long after expiry a token may still be validated with allow_expired (keystone: 2 days).
 ALLOW_EXPIRED_WINDOW_S = 2 * 24 * 3600
@@ -132,24 +131,11 @@ async def _load_token(
     return doc, scope
 
 
-async def _by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
-    """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
-    token rules have checked that it is one), if any."""
-    if ref.get("id") is not None:
-        return await store.get(table, text(ref["id"], f"{path}.id"))
-    domain = await domain_by_ref(store, ref["domain"])
-    if domain is None:
-        raise Unauthorized(UNAUTHORIZED)
-    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
-    found = await store.list(table, where)
-    return found[0] if found else None
-
-
 async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
     ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
     password: str = ref["password"]
-    user = await _by_ref(store, "users", ref, "user")
+    user = await by_ref(store, "users", ref, "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
         raise Unauthorized(UNAUTHORIZED)
@@ -206,7 +192,7 @@ async def _issue(
         if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
             guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
         if "project" in requested:
-            project = await _by_ref(store, "projects", requested["project"], "scope.project")
+            project = await by_ref(store, "projects", requested["project"], "scope.project")
             part = await _project_scope(rt, user["id"], project)
             if part is None or project is None:
                 raise Unauthorized(UNAUTHORIZED)

@@ -10,7 +10,8 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from specstack_runtime.errors import BadRequest
+from specstack_runtime.auth import UNAUTHORIZED
+from specstack_runtime.errors import BadRequest, Unauthorized
 from specstack_runtime.resources.hashing import bcrypt_matches
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
@@ -112,3 +113,16 @@ async def active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None:
     if domain is None or not domain.get("enabled", True):
         return None
     return user, domain
+
+
+async def by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
+    """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
+    token rules have checked a password user and a scope), if any."""
+    if ref.get("id") is not None:
+        return await store.get(table, text(ref["id"], f"{path}.id"))
+    domain = await domain_by_ref(store, ref.get("domain"))
+    if domain is None:
+        raise Unauthorized(UNAUTHORIZED)
+    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
+    found = await store.list(table, where)
+    return found[0] if found else None
