@@ -64,8 +64,9 @@ def _path(call: Call) -> tuple[str, str, str]:
 @behaviour("objects.get_account")
 async def get_account(call: Call) -> Reply:
     containers = await object_store(call.rt).list_containers(_path(call)[0])
-    query = NameQuery.of(call)
-    return serve_listing(call, containers, response_headers(call, rows=containers), query)
+    return serve_listing(
+        call, containers, response_headers(call, rows=containers), NameQuery.of(call)
+    )
 
 
 @behaviour("objects.head_account")
@@ -199,11 +200,8 @@ async def put_object(call: Call) -> Reply:
     if if_none is not None:
         if if_none.strip() != "*":
             raise BadRequest("If-None-Match only supports *")
-        try:
+        with contextlib.suppress(StoreNotFound):
             await _live_object(store, account, container, name)
-        except StoreNotFound:
-            pass
-        else:
             raise PreconditionFailed(PRECONDITION)
     expected = call.header("ETag")
     if expected:

@@ -405,9 +405,7 @@ class ObjectStore:
 
     async def delete_object(self, account: str, container: str, name: str) -> None:
         container_dir, sidecar = self._object_paths(account, container, name)
-        document = _read_json(sidecar)
-        if document is None:
-            raise NotFound(f"object {name!r} not found in container {container!r}")
+        document = self._object_document(account, container, name)
         sidecar.unlink(missing_ok=True)
         (container_dir / "data" / document["data"]).unlink(missing_ok=True)
 
@@ -429,26 +427,13 @@ class ObjectStore:
         return entries
 
     def _object_documents(self, container_dir: Path) -> list[dict[str, Any]]:
-        objects_dir = container_dir / "objects"
-        if not objects_dir.is_dir():
-            return []
-        documents = []
-        for entry in objects_dir.iterdir():
-            if entry.name.endswith(".json") and not entry.name.startswith("."):
-                document = _read_json(entry)
-                if document is not None:
-                    documents.append(document)
-        return documents
+        found = (_read_json(entry) for entry in _sidecars(container_dir))
+        return [document for document in found if document is not None]
 
     def _object_names(self, container_dir: Path) -> list[str]:
-        objects_dir = container_dir / "objects"
-        if not objects_dir.is_dir():
-            return []
         names = []
-        for entry in objects_dir.iterdir():
+        for entry in _sidecars(container_dir):
             stem = entry.name.removesuffix(".json")
-            if stem == entry.name or stem.startswith("."):
-                continue  # temp files
             if stem.startswith("~"):  # hashed long name: the sidecar knows the real one
                 document = _read_json(entry)
                 if document is not None:
@@ -456,6 +441,14 @@ class ObjectStore:
             else:
                 names.append(unquote(stem, errors="strict"))
         return names
+
+
+def _sidecars(container_dir: Path) -> list[Path]:
+    """The container's object sidecars (not the temp files of writes under way)."""
+    objects_dir = container_dir / "objects"
+    if not objects_dir.is_dir():
+        return []
+    return [e for e in objects_dir.iterdir() if e.suffix == ".json" and e.name[0] != "."]
 
 
 def _sidecar(container_dir: Path, name: str) -> Path:
