@@ -29,7 +29,8 @@ from types import TracebackType
 from typing import Any, BinaryIO, Self
 from urllib.parse import unquote
 
-from specstack_runtime.errors import ApiError
+from specstack_runtime import errors
+from specstack_runtime.errors import BadRequest, Conflict
 from specstack_runtime.resources.namelists import NameQuery
 
 MAX_ACCOUNT_NAME_LENGTH = 256
@@ -45,40 +46,23 @@ _CONTAINER_FILE = "container.json"
 ObjectData = bytes | Iterable[bytes] | AsyncIterable[bytes]
 
 
-class ObjectStoreError(ApiError):
-    """Base class of object store failures: a request swift refuses (HTTP 400)."""
-
-    status = 400
-    title = "Bad Request"
-
-
-class NotFound(ObjectStoreError):
-    """The container or object does not exist (HTTP 404; swift's page names neither)."""
-
-    status = 404
-    title = "Not Found"
+class NotFound(errors.NotFound):
+    """The container or object does not exist (swift's 404 page names neither)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__("The resource could not be found.", detail=detail)
-
-
-class Conflict(ObjectStoreError):
-    """The request conflicts with the current state (HTTP 409)."""
-
-    status = 409
-    title = "Conflict"
 
 
 class ContainerNotEmpty(Conflict):
     """A container still holding objects cannot be deleted."""
 
 
-class InvalidName(ObjectStoreError, ValueError):
-    """An account, container or object name is not acceptable (HTTP 400)."""
+class InvalidName(BadRequest, ValueError):
+    """An account, container or object name is not acceptable."""
 
 
-class InvalidMetadata(ObjectStoreError, ValueError):
-    """Metadata must map non-empty strings to strings (HTTP 400)."""
+class InvalidMetadata(BadRequest, ValueError):
+    """Metadata must map non-empty strings to strings."""
 
 
 @dataclass(frozen=True, slots=True)
