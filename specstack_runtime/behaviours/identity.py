@@ -211,9 +211,7 @@ async def _issue(
     method_names = list(dict.fromkeys(methods))
     if parent is not None:
         expires = min(expires, float(parent["expires_ts"]))
-        audit_ids.append(
-            parent["audit_ids"][-1] if len(parent["audit_ids"]) > 1 else parent["audit_ids"][0]
-        )
+        audit_ids.append(parent["audit_ids"][-1])  # its chain's id: the chain's first token's
         method_names = list(dict.fromkeys([*method_names, *parent["methods"]]))
     if cred is not None and (cred_expires := appcred.expires_ts(rt, cred)) is not None:
         expires = min(expires, cred_expires)
@@ -295,7 +293,7 @@ async def issue_token(call: Call) -> Reply:
     guards.check(rc, "issue", {}, changes=request)  # the spec's: the request's shape
     catalog = "nocatalog" not in call.query
     token, body = await _issue(call.rt, request["auth"], catalog=catalog, rc=rc)
-    return Reply(201, body, headers={"X-Subject-Token": token})
+    return Reply(rc.success(), body, headers={"X-Subject-Token": token})
 
 
 @behaviour("identity.validate_token")
