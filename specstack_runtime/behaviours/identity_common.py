@@ -14,9 +14,7 @@ from specstack_runtime.auth import UNAUTHORIZED
 from specstack_runtime.errors import BadRequest, Unauthorized
 from specstack_runtime.resources.hashing import bcrypt_matches
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store
-
-Doc = dict[str, Any]
+from specstack_runtime.store import Doc, Store
 
 VERIFIED_CACHE_MAX = 1024
 

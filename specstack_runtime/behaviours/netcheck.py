@@ -9,14 +9,11 @@ that read other rows (the spec's refusals check the addresses themselves), and t
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from specstack_runtime.behaviours import ipam
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
-from specstack_runtime.store import Store
-
-Doc = dict[str, Any]
+from specstack_runtime.store import Doc, Store
 
 #: Device owners of the network's own ports (they go with the network or subnet).
 DHCP_OWNER_PREFIX = "network:dhcp"
