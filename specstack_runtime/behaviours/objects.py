@@ -157,14 +157,11 @@ async def get_object(call: Call) -> Reply:
         return early
     info, data = await store.get_object(account, container, name)
     headers = response_headers(call, info)
-    rng = byte_range(call.header("Range"), len(data))
-    if rng is not None:
-        first, last = rng
-        headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-        headers["Content-Length"] = str(last - first + 1)
-        return Reply(206, data[first : last + 1], headers, content_type=info.content_type)
+    if (rng := byte_range(call.header("Range"), len(data))) is not None:
+        headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{len(data)}"
+        data = data[rng[0] : rng[1] + 1]
     headers["Content-Length"] = str(len(data))
-    return Reply(200, data, headers, content_type=info.content_type)
+    return Reply(200 if rng is None else 206, data, headers, content_type=info.content_type)
 
 
 @behaviour("objects.head_object")
