@@ -36,7 +36,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = False) -> str:
+def text(value: Any, what: str) -> str:
     """A string from client input that the database can hold, or BadRequest naming `what`."""
     if not isinstance(value, str):
         raise BadRequest(f"Invalid input for field '{what}': expected a string.")
@@ -44,10 +44,8 @@ def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = 
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest(f"Invalid input for field '{what}': not valid UTF-8.") from None
-    if not empty and not value.strip():
+    if not value.strip():
         raise BadRequest(f"Invalid input for field '{what}': must not be empty.")
-    if max_length is not None and len(value) > max_length:
-        raise BadRequest(f"Invalid input for field '{what}': longer than {max_length} characters.")
     return value
 
 
