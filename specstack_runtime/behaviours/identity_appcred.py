@@ -77,13 +77,10 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
         user_id = user["id"]
         named = await store.list(TABLE, {"user_id": str(user_id), "name": name})
         cred = named[0] if named else None
-    expires = None if cred is None else expires_ts(rt, cred)
-    if cred is None or (expires is not None and expires <= time.time()):
-        raise Unauthorized(UNAUTHORIZED)
-    if not await verify_password(rt, secret, cred.get("secret_hash")):
+    if cred is None or ((expires := expires_ts(rt, cred)) is not None and expires <= time.time()):
         raise Unauthorized(UNAUTHORIZED)
     active = await active_user(store, await store.get("users", cred["user_id"]))
-    if active is None:
+    if active is None or not await verify_password(rt, secret, cred.get("secret_hash")):
         raise Unauthorized(UNAUTHORIZED)
     return cred, active[0], active[1]
 
