@@ -400,14 +400,12 @@ class ObjectStore:
         with a delimiter, names past it fold into Subdir entries."""
         container_dir = self._container_dir(account, container)
         entries: list[ObjectInfo | Subdir] = []
-        for name, subdir in (query or NameQuery(**window)).window(
-            self._object_names(container_dir)
-        ):
-            document = None if subdir else _read_json(_sidecar(container_dir, name))
+        names = self._object_names(container_dir)
+        for name, subdir in (query or NameQuery(**window)).window(names):
             if subdir:
                 entries.append(Subdir(name))
-            elif document is not None:  # else deleted while listing
-                entries.append(_info(document))
+            elif (document := _read_json(_sidecar(container_dir, name))) is not None:
+                entries.append(_info(document))  # (None: deleted while listing)
         return entries
 
     def _object_documents(self, container_dir: Path) -> list[dict[str, Any]]:
