@@ -163,9 +163,8 @@ async def _issue(
         if found is not None and found[0]["id"] != by_password[0]["id"]:
             raise Unauthorized("The token and the password belong to different users.")
         found = by_password
-    cred: Doc | None = None
-    if parent is not None and parent.get("application_credential"):
-        cred = await store.get(appcred.TABLE, parent["application_credential"]["id"])
+    parent_cred = (parent or {}).get("application_credential")  # a rescoped one's
+    cred = await store.get(appcred.TABLE, parent_cred["id"]) if parent_cred else None
     if "application_credential" in methods:
         cred, cred_user, cred_domain = await appcred.authenticate(rt, identity)
         if found is not None and found[0]["id"] != cred_user["id"]:
@@ -176,7 +175,7 @@ async def _issue(
     scope: Scope = {"user": user, "user_domain": user_domain}
 
     requested = auth.get("scope")
-    if cred is not None or (parent is not None and parent.get("application_credential")):
+    if cred is not None or parent_cred:
         if requested is not None:
             raise Unauthorized("Application credentials cannot request a scope.")
         project = await store.get("projects", cred["project_id"]) if cred else None
