@@ -31,15 +31,6 @@ from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 
 
-def _scope(ix: Interaction) -> dict[str, Any]:
-    return call_scope(ix.call)
-
-
-def _keep(ix: Interaction, result: Any) -> None:
-    if ix.save_as:
-        ix.vars[ix.save_as] = result
-
-
 async def _each(
     ix: Interaction, once: Callable[[dict[str, Any], list[Any]], Awaitable[tuple[Any, Any]]]
 ) -> None:
@@ -49,7 +40,7 @@ async def _each(
     items: Any = [None]
     if rules.keys() & {"when", "require", "each"}:
         # the flow's variables bound once for the step's `when`, `require` and `each`
-        before = bound(_scope(ix))
+        before = bound(call_scope(ix.call))
         if "when" in rules and not evaluate_in(rules["when"], before):
             return
         for rule in rules.get("require") or ():
@@ -58,11 +49,14 @@ async def _each(
         if "each" in rules:
             items = evaluate_in(rules["each"], before)
     for item in items:
-        scope = _scope(ix) if "each" not in rules else {**_scope(ix), "item": item}
+        scope = {**call_scope(ix.call), "item": item} if "each" in rules else call_scope(ix.call)
         result, headers = await once(bind(args, scope), list(rules.get("accept") or []))
-        _keep(ix, result)
+        if ix.save_as:
+            ix.vars[ix.save_as] = result
         for name, text in (rules.get("keep") or {}).items():
-            ix.vars[name] = evaluate(text, _scope(ix), item=item, reply=result, headers=headers)
+            ix.vars[name] = evaluate(
+                text, call_scope(ix.call), item=item, reply=result, headers=headers
+            )
         if "token" in (rules.get("keep") or {}):
             ix.call.token = str(ix.vars["token"])  # a login: the flow's later calls send it
 

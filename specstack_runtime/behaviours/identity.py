@@ -19,23 +19,22 @@ from specstack_runtime.behaviours import identity_appcred as appcred
 from specstack_runtime.behaviours.identity_common import (
     Doc,
     active_user,
+    by_ref,
     default_domain_id,
     domain_by_ref,
     iso,
     project_roles,
-    q_bool,
     store_of,
-    text,
     verify_password,
 )
 from specstack_runtime.context import AuthContext, Call, Reply
-from specstack_runtime.errors import BadRequest, NotFound, Unauthorized
+from specstack_runtime.errors import Unauthorized
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.context import ResourceCall
+from specstack_runtime.resources.listing import query_bool
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store
 
 #: How long after expiry a token may still be validated with allow_expired (keystone: 2 days).
 ALLOW_EXPIRED_WINDOW_S = 2 * 24 * 3600
@@ -132,24 +131,11 @@ async def _load_token(
     return doc, scope
 
 
-async def _by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
-    """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
-    token rules have checked that it is one), if any."""
-    if ref.get("id") is not None:
-        return await store.get(table, text(ref["id"], f"{path}.id"))
-    domain = await domain_by_ref(store, ref["domain"])
-    if domain is None:
-        raise Unauthorized(UNAUTHORIZED)
-    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
-    found = await store.list(table, where)
-    return found[0] if found else None
-
-
 async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
     store = store_of(rt)
     ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
     password: str = ref["password"]
-    user = await _by_ref(store, "users", ref, "user")
+    user = await by_ref(store, "users", ref, "user")
     active = await active_user(store, user)
     if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
         raise Unauthorized(UNAUTHORIZED)
@@ -177,9 +163,8 @@ async def _issue(
         if found is not None and found[0]["id"] != by_password[0]["id"]:
             raise Unauthorized("The token and the password belong to different users.")
         found = by_password
-    cred: Doc | None = None
-    if parent is not None and parent.get("application_credential"):
-        cred = await store.get(appcred.TABLE, parent["application_credential"]["id"])
+    parent_cred = (parent or {}).get("application_credential")  # a rescoped one's
+    cred = await store.get(appcred.TABLE, parent_cred["id"]) if parent_cred else None
     if "application_credential" in methods:
         cred, cred_user, cred_domain = await appcred.authenticate(rt, identity)
         if found is not None and found[0]["id"] != cred_user["id"]:
@@ -190,7 +175,7 @@ async def _issue(
     scope: Scope = {"user": user, "user_domain": user_domain}
 
     requested = auth.get("scope")
-    if cred is not None or (parent is not None and parent.get("application_credential")):
+    if cred is not None or parent_cred:
         if requested is not None:
             raise Unauthorized("Application credentials cannot request a scope.")
         project = await store.get("projects", cred["project_id"]) if cred else None
@@ -206,7 +191,7 @@ async def _issue(
         if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
             guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
         if "project" in requested:
-            project = await _by_ref(store, "projects", requested["project"], "scope.project")
+            project = await by_ref(store, "projects", requested["project"], "scope.project")
             part = await _project_scope(rt, user["id"], project)
             if part is None or project is None:
                 raise Unauthorized(UNAUTHORIZED)
@@ -225,9 +210,7 @@ async def _issue(
     method_names = list(dict.fromkeys(methods))
     if parent is not None:
         expires = min(expires, float(parent["expires_ts"]))
-        audit_ids.append(
-            parent["audit_ids"][-1] if len(parent["audit_ids"]) > 1 else parent["audit_ids"][0]
-        )
+        audit_ids.append(parent["audit_ids"][-1])  # its chain's id: the chain's first token's
         method_names = list(dict.fromkeys([*method_names, *parent["methods"]]))
     if cred is not None and (cred_expires := appcred.expires_ts(rt, cred)) is not None:
         expires = min(expires, cred_expires)
@@ -283,20 +266,18 @@ async def issue_service_token(
     return token, auth_context(body, token)
 
 
-def _subject(call: Call) -> str:
+async def _subject_token(call: Call, *, expired_ok: bool = True) -> tuple[str, Doc, Scope]:
+    """The subject token of a token request (`expired_ok`: with allow_expired, one within
+    the window), checked against the caller's rights."""
+    rc = engine_call(call, "token")
     subject = call.header("X-Subject-Token")
     if not subject:
-        raise BadRequest("The X-Subject-Token header is required: it names the token to check.")
-    return subject
-
-
-async def _subject_token(call: Call, *, allow_expired: bool = False) -> tuple[str, Doc, Scope]:
-    """The subject token of a token request, checked against the caller's rights."""
-    subject = _subject(call)
+        raise rc.res.fail("no_subject")
+    allow_expired = expired_ok and bool(query_bool(rc, "allow_expired"))
     try:
         doc, scope = await _load_token(call.rt, subject, allow_expired=allow_expired)
     except _InvalidToken:
-        raise NotFound("The token could not be found: it is invalid, expired or revoked.") from None
+        raise rc.res.fail("subject_not_found") from None
     call.authorize({"user_id": doc["user_id"]})
     return subject, doc, scope
 
@@ -311,27 +292,25 @@ async def issue_token(call: Call) -> Reply:
     guards.check(rc, "issue", {}, changes=request)  # the spec's: the request's shape
     catalog = "nocatalog" not in call.query
     token, body = await _issue(call.rt, request["auth"], catalog=catalog, rc=rc)
-    return Reply(201, body, headers={"X-Subject-Token": token})
+    return Reply(rc.success(), body, headers={"X-Subject-Token": token})
 
 
 @behaviour("identity.validate_token")
 async def validate_token(call: Call) -> Reply:
-    allow_expired = bool(q_bool(call, "allow_expired"))
-    subject, doc, scope = await _subject_token(call, allow_expired=allow_expired)
+    subject, doc, scope = await _subject_token(call)
     body = _render_token(call.rt, doc, scope, catalog="nocatalog" not in call.query)
     return Reply(200, body, headers={"X-Subject-Token": subject})
 
 
 @behaviour("identity.check_token")
 async def check_token(call: Call) -> Reply:
-    allow_expired = bool(q_bool(call, "allow_expired"))
-    subject, _, _ = await _subject_token(call, allow_expired=allow_expired)
+    subject, _, _ = await _subject_token(call)
     return Reply(200, None, headers={"X-Subject-Token": subject})
 
 
 @behaviour("identity.revoke_token")
 async def revoke_token(call: Call) -> Reply:
-    subject, doc, _ = await _subject_token(call)
+    subject, doc, _ = await _subject_token(call, expired_ok=False)
     await store_of(call.rt).update(
         "tokens", doc["id"], {"revoked": True, "revoked_at": iso(time.time())}
     )

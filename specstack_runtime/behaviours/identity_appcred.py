@@ -16,7 +16,7 @@ from specstack_runtime.auth import UNAUTHORIZED
 from specstack_runtime.behaviours.identity_common import (
     Doc,
     active_user,
-    domain_by_ref,
+    by_ref,
     project_roles,
     store_of,
     text,
@@ -70,28 +70,17 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
     else:  # by name, with its user
         name = text(ref["name"], "application_credential.name")
         user_ref: Doc = ref["user"]
-        user_id = user_ref.get("id")
-        if user_id is None and user_ref.get("name") is not None:
-            domain = await domain_by_ref(store, user_ref.get("domain"))
-            found = await store.list(
-                "users",
-                {
-                    "name": text(user_ref["name"], "user.name"),
-                    "domain_id": (domain or {}).get("id", ""),
-                },
-            )
-            user_id = found[0]["id"] if found else None
-        if user_id is None:
+        named_by = user_ref.get("id") is not None or user_ref.get("name") is not None
+        user = await by_ref(store, "users", user_ref, "user") if named_by else None
+        if user is None:
             raise Unauthorized(UNAUTHORIZED)
+        user_id = user["id"]
         named = await store.list(TABLE, {"user_id": str(user_id), "name": name})
         cred = named[0] if named else None
-    expires = None if cred is None else expires_ts(rt, cred)
-    if cred is None or (expires is not None and expires <= time.time()):
-        raise Unauthorized(UNAUTHORIZED)
-    if not await verify_password(rt, secret, cred.get("secret_hash")):
+    if cred is None or ((expires := expires_ts(rt, cred)) is not None and expires <= time.time()):
         raise Unauthorized(UNAUTHORIZED)
     active = await active_user(store, await store.get("users", cred["user_id"]))
-    if active is None:
+    if active is None or not await verify_password(rt, secret, cred.get("secret_hash")):
         raise Unauthorized(UNAUTHORIZED)
     return cred, active[0], active[1]
 

@@ -10,13 +10,11 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
-from specstack_runtime.context import Call
-from specstack_runtime.errors import BadRequest
+from specstack_runtime.auth import UNAUTHORIZED
+from specstack_runtime.errors import BadRequest, Unauthorized
 from specstack_runtime.resources.hashing import bcrypt_matches
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store
-
-Doc = dict[str, Any]
+from specstack_runtime.store import Doc, Store
 
 VERIFIED_CACHE_MAX = 1024
 
@@ -38,7 +36,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = False) -> str:
+def text(value: Any, what: str) -> str:
     """A string from client input that the database can hold, or BadRequest naming `what`."""
     if not isinstance(value, str):
         raise BadRequest(f"Invalid input for field '{what}': expected a string.")
@@ -46,23 +44,9 @@ def text(value: Any, what: str, *, max_length: int | None = None, empty: bool = 
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest(f"Invalid input for field '{what}': not valid UTF-8.") from None
-    if not empty and not value.strip():
+    if not value.strip():
         raise BadRequest(f"Invalid input for field '{what}': must not be empty.")
-    if max_length is not None and len(value) > max_length:
-        raise BadRequest(f"Invalid input for field '{what}': longer than {max_length} characters.")
     return value
-
-
-def q_bool(call: Call, name: str) -> bool | None:
-    raw = call.q(name)
-    if raw is None:
-        return None
-    low = raw.strip().lower()
-    if low in ("true", "1", "yes", "on"):
-        return True
-    if low in ("false", "0", "no", "off"):
-        return False
-    raise BadRequest(f"Invalid value {raw!r} for query parameter {name}: expected true or false.")
 
 
 # -- passwords -----------------------------------------------------------------------
@@ -125,3 +109,16 @@ async def active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None:
     if domain is None or not domain.get("enabled", True):
         return None
     return user, domain
+
+
+async def by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
+    """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
+    token rules have checked a password user and a scope), if any."""
+    if ref.get("id") is not None:
+        return await store.get(table, text(ref["id"], f"{path}.id"))
+    domain = await domain_by_ref(store, ref.get("domain"))
+    if domain is None:
+        raise Unauthorized(UNAUTHORIZED)
+    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
+    found = await store.list(table, where)
+    return found[0] if found else None

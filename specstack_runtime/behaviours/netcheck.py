@@ -9,14 +9,11 @@ that read other rows (the spec's refusals check the addresses themselves), and t
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from specstack_runtime.behaviours import ipam
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
-from specstack_runtime.store import Store
-
-Doc = dict[str, Any]
+from specstack_runtime.store import Doc, Store
 
 #: Device owners of the network's own ports (they go with the network or subnet).
 DHCP_OWNER_PREFIX = "network:dhcp"
@@ -106,11 +103,6 @@ async def subnet_release(event: ResourceEvent) -> None:
 
 
 async def release_port(store: Store, port: Doc) -> None:
-    """The addresses a port held go back to their subnets."""
-    for fixed in port.get("fixed_ips") or []:
-        row_id = f"{fixed['subnet_id']}:{fixed['ip_address']}"
-        row = await store.get("ipallocations", row_id)
-        if row is not None and row.get("port_id") == port["id"]:
-            await store.delete("ipallocations", row_id)
+    """The addresses a port held go back to their subnets (its ipallocations rows go)."""
     for alloc in await store.list("ipallocations", {"port_id": port["id"]}):
         await store.delete("ipallocations", alloc["id"])

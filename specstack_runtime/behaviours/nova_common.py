@@ -63,10 +63,8 @@ async def flow_token(call: Call) -> str:
 
 def is_gone(exc: BaseException) -> bool:
     """A driver error that means the guest or disk is already gone."""
-    return isinstance(exc, InstanceNotFound | DiskNotFound) or type(exc).__name__ in (
-        "InstanceNotFound",
-        "DiskNotFound",
-    )
+    gone = (InstanceNotFound, DiskNotFound)  # or a remote one of the same name
+    return isinstance(exc, gone) or type(exc).__name__ in {t.__name__ for t in gone}
 
 
 async def instance_for(call: Call, server_id: str) -> Doc:

@@ -57,13 +57,7 @@ async def _local_delete(call: Call, row: Doc) -> Doc:
     return updated
 
 
-@behaviour(
-    "compute.delete_server",
-    needs=(
-        "block-storage",
-        "network",
-    ),
-)
+@behaviour("compute.delete_server", needs=("block-storage", "network"))
 async def delete_server(call: Call) -> Reply:
     """delete-vm step 5: mark the instance deleting (or delete it at once); 204.
 

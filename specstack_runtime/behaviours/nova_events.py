@@ -16,10 +16,9 @@ from specstack_runtime.errors import NotFound
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.serve import engine_call
+from specstack_runtime.store import Doc
 
 logger = logging.getLogger(__name__)
-
-Doc = dict[str, Any]
 
 
 @behaviour("compute.server_external_events", needs=("network",))

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from typing import Any
 
-from specstack_runtime.errors import (
-    ApiError,
-)
+from specstack_runtime.errors import ApiError
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
-
-
-def _no_cryptography() -> ApiError:
-    return ApiError(
-        "This cloud cannot generate key pairs (the cryptography package is missing); "
-        "import a public key instead.",
-        status=501,
-    )
 
 
 @behaviour("compute.keypair_material")
@@ -28,9 +19,13 @@ async def keypair_material(event: ResourceEvent) -> None:
     public_key = doc.get("public_key")
     x509 = doc.get("type") == "x509"  # a certificate (microversion 2.2), else an SSH key
     if public_key is None:
-        private_key, public_key = (
-            _generate_certificate(str(doc.get("user_id"))) if x509 else _generate_keypair()
-        )
+        try:
+            private_key, public_key = (
+                _generate_certificate(str(doc.get("user_id"))) if x509 else _generate_keypair()
+            )
+        except ImportError:  # a server's fault, not the request's: no spec'd (4xx) error
+            msg = "This cloud cannot generate key pairs (the cryptography package is missing)"
+            raise ApiError(f"{msg}; import a public key instead.", status=501) from None
         event.call.vars["private_key"] = private_key
     elif not isinstance(public_key, str):
         raise event.engine.res.fail("bad_key")
@@ -51,8 +46,7 @@ def _fingerprint(public_key: str, event: ResourceEvent) -> str:
         blob = base64.b64decode(public_key.split()[1], validate=True)
     except Exception:
         raise event.engine.res.fail("bad_key") from None
-    digest = hashlib.md5(blob).hexdigest()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    return _colons(hashlib.md5(blob).hexdigest())
 
 
 def _certificate_fingerprint(pem: str, event: ResourceEvent) -> str:
@@ -64,6 +58,10 @@ def _certificate_fingerprint(pem: str, event: ResourceEvent) -> str:
         digest = x509.load_pem_x509_certificate(pem.encode()).fingerprint(hashes.SHA1()).hex()
     except Exception:
         raise event.engine.res.fail("bad_certificate") from None
+    return _colons(digest)
+
+
+def _colons(digest: str) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
@@ -72,13 +70,11 @@ def _generate_certificate(user_id: str) -> tuple[str, str]:
     nova makes an x509 pair: CN and UPN (user@localhost) of the user, valid ten years."""
     import datetime
 
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
-    except ImportError:
-        raise _no_cryptography() from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user_id)])
     upn = f"{user_id}@localhost".encode()
@@ -104,30 +100,27 @@ def _generate_certificate(user_id: str) -> tuple[str, str]:
         )
         .sign(key, hashes.SHA256())
     )
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    return private, cert.public_bytes(serialization.Encoding.PEM).decode()
+    return _pem(key), cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _generate_keypair() -> tuple[str, str]:
     """(private key PEM, public key in OpenSSH format), as nova generates them."""
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-    except ImportError:
-        raise _no_cryptography() from None
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
     public = (
         key.public_key()
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
-    return private, f"{public} Generated-by-Nova"
+    return _pem(key), f"{public} Generated-by-Nova"
+
+
+def _pem(key: Any) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    pem = serialization.PrivateFormat.TraditionalOpenSSL
+    return str(
+        key.private_bytes(serialization.Encoding.PEM, pem, serialization.NoEncryption()).decode()
+    )

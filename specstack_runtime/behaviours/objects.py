@@ -64,8 +64,9 @@ def _path(call: Call) -> tuple[str, str, str]:
 @behaviour("objects.get_account")
 async def get_account(call: Call) -> Reply:
     containers = await object_store(call.rt).list_containers(_path(call)[0])
-    query = NameQuery.of(call)
-    return serve_listing(call, containers, response_headers(call, rows=containers), query)
+    return serve_listing(
+        call, containers, response_headers(call, rows=containers), NameQuery.of(call)
+    )
 
 
 @behaviour("objects.head_account")
@@ -156,14 +157,11 @@ async def get_object(call: Call) -> Reply:
         return early
     info, data = await store.get_object(account, container, name)
     headers = response_headers(call, info)
-    rng = byte_range(call.header("Range"), len(data))
-    if rng is not None:
-        first, last = rng
-        headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-        headers["Content-Length"] = str(last - first + 1)
-        return Reply(206, data[first : last + 1], headers, content_type=info.content_type)
+    if (rng := byte_range(call.header("Range"), len(data))) is not None:
+        headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{len(data)}"
+        data = data[rng[0] : rng[1] + 1]
     headers["Content-Length"] = str(len(data))
-    return Reply(200, data, headers, content_type=info.content_type)
+    return Reply(200 if rng is None else 206, data, headers, content_type=info.content_type)
 
 
 @behaviour("objects.head_object")
@@ -199,11 +197,8 @@ async def put_object(call: Call) -> Reply:
     if if_none is not None:
         if if_none.strip() != "*":
             raise BadRequest("If-None-Match only supports *")
-        try:
+        with contextlib.suppress(StoreNotFound):
             await _live_object(store, account, container, name)
-        except StoreNotFound:
-            pass
-        else:
             raise PreconditionFailed(PRECONDITION)
     expected = call.header("ETag")
     if expected:

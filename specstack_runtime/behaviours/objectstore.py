@@ -29,7 +29,8 @@ from types import TracebackType
 from typing import Any, BinaryIO, Self
 from urllib.parse import unquote
 
-from specstack_runtime.errors import ApiError
+from specstack_runtime import errors
+from specstack_runtime.errors import BadRequest, Conflict
 from specstack_runtime.resources.namelists import NameQuery
 
 MAX_ACCOUNT_NAME_LENGTH = 256
@@ -45,40 +46,23 @@ _CONTAINER_FILE = "container.json"
 ObjectData = bytes | Iterable[bytes] | AsyncIterable[bytes]
 
 
-class ObjectStoreError(ApiError):
-    """Base class of object store failures: a request swift refuses (HTTP 400)."""
-
-    status = 400
-    title = "Bad Request"
-
-
-class NotFound(ObjectStoreError):
-    """The container or object does not exist (HTTP 404; swift's page names neither)."""
-
-    status = 404
-    title = "Not Found"
+class NotFound(errors.NotFound):
+    """The container or object does not exist (swift's 404 page names neither)."""
 
     def __init__(self, detail: str) -> None:
         super().__init__("The resource could not be found.", detail=detail)
-
-
-class Conflict(ObjectStoreError):
-    """The request conflicts with the current state (HTTP 409)."""
-
-    status = 409
-    title = "Conflict"
 
 
 class ContainerNotEmpty(Conflict):
     """A container still holding objects cannot be deleted."""
 
 
-class InvalidName(ObjectStoreError, ValueError):
-    """An account, container or object name is not acceptable (HTTP 400)."""
+class InvalidName(BadRequest, ValueError):
+    """An account, container or object name is not acceptable."""
 
 
-class InvalidMetadata(ObjectStoreError, ValueError):
-    """Metadata must map non-empty strings to strings (HTTP 400)."""
+class InvalidMetadata(BadRequest, ValueError):
+    """Metadata must map non-empty strings to strings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,9 +389,7 @@ class ObjectStore:
 
     async def delete_object(self, account: str, container: str, name: str) -> None:
         container_dir, sidecar = self._object_paths(account, container, name)
-        document = _read_json(sidecar)
-        if document is None:
-            raise NotFound(f"object {name!r} not found in container {container!r}")
+        document = self._object_document(account, container, name)
         sidecar.unlink(missing_ok=True)
         (container_dir / "data" / document["data"]).unlink(missing_ok=True)
 
@@ -418,37 +400,22 @@ class ObjectStore:
         with a delimiter, names past it fold into Subdir entries."""
         container_dir = self._container_dir(account, container)
         entries: list[ObjectInfo | Subdir] = []
-        for name, subdir in (query or NameQuery(**window)).window(
-            self._object_names(container_dir)
-        ):
-            document = None if subdir else _read_json(_sidecar(container_dir, name))
+        names = self._object_names(container_dir)
+        for name, subdir in (query or NameQuery(**window)).window(names):
             if subdir:
                 entries.append(Subdir(name))
-            elif document is not None:  # else deleted while listing
-                entries.append(_info(document))
+            elif (document := _read_json(_sidecar(container_dir, name))) is not None:
+                entries.append(_info(document))  # (None: deleted while listing)
         return entries
 
     def _object_documents(self, container_dir: Path) -> list[dict[str, Any]]:
-        objects_dir = container_dir / "objects"
-        if not objects_dir.is_dir():
-            return []
-        documents = []
-        for entry in objects_dir.iterdir():
-            if entry.name.endswith(".json") and not entry.name.startswith("."):
-                document = _read_json(entry)
-                if document is not None:
-                    documents.append(document)
-        return documents
+        found = (_read_json(entry) for entry in _sidecars(container_dir))
+        return [document for document in found if document is not None]
 
     def _object_names(self, container_dir: Path) -> list[str]:
-        objects_dir = container_dir / "objects"
-        if not objects_dir.is_dir():
-            return []
         names = []
-        for entry in objects_dir.iterdir():
+        for entry in _sidecars(container_dir):
             stem = entry.name.removesuffix(".json")
-            if stem == entry.name or stem.startswith("."):
-                continue  # temp files
             if stem.startswith("~"):  # hashed long name: the sidecar knows the real one
                 document = _read_json(entry)
                 if document is not None:
@@ -456,6 +423,14 @@ class ObjectStore:
             else:
                 names.append(unquote(stem, errors="strict"))
         return names
+
+
+def _sidecars(container_dir: Path) -> list[Path]:
+    """The container's object sidecars (not the temp files of writes under way)."""
+    objects_dir = container_dir / "objects"
+    if not objects_dir.is_dir():
+        return []
+    return [e for e in objects_dir.iterdir() if e.suffix == ".json" and e.name[0] != "."]
 
 
 def _sidecar(container_dir: Path, name: str) -> Path:

@@ -32,13 +32,20 @@ _FALSE = ("false", "0", "no", "off")
 MAX_PATTERN = 1024
 
 
-def _bool(rc: ResourceCall, f: ir.ResourceFilter, raw: str) -> bool:
+def query_bool(
+    rc: ResourceCall, param: str, raw: str | None = None, *, empty: bool | None = None
+) -> bool | None:
+    """A true/false query parameter (`raw`, else the request's; None if absent; `empty`:
+    what a given but empty one means), or the resource's bad_filter error."""
+    raw = rc.call.q(param) if raw is None else raw
+    if raw is None:
+        return None
     low = raw.strip().lower()
-    if low in _TRUE:
+    if low in _TRUE or (low == "" and empty is True):
         return True
-    if low in _FALSE:
+    if low in _FALSE or (low == "" and empty is False):
         return False
-    raise rc.res.fail("bad_filter", field=f.param, value=raw, reason="expected true or false")
+    raise rc.res.fail("bad_filter", field=param, value=raw, reason="expected true or false")
 
 
 def _text(value: Any) -> str:
@@ -88,7 +95,7 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
     if op == "bool":
         if values[-1].strip().lower() == "none":  # nova's is_public=None: no filter
             return None
-        flag = _bool(rc, f, values[-1])
+        flag = query_bool(rc, f.param, values[-1])
         return lambda d: bool(get(d)) == flag
     if op == "prefix":
         return lambda d: any(_text(get(d)).startswith(v) for v in values)
@@ -392,17 +399,7 @@ async def _parents(rc: ResourceCall, rows: list[Doc]) -> dict[str, Doc]:
 
 def _asks_for_all(rc: ResourceCall, param: str) -> bool:
     """nova's all_tenants: given (empty, or a true value) lists every owner's rows."""
-    raw = rc.call.q(param)
-    if raw is None:
-        return False
-    if raw.strip() == "":
-        return True
-    low = raw.strip().lower()
-    if low in _TRUE:
-        return True
-    if low in _FALSE:
-        return False
-    raise rc.res.fail("bad_filter", field=param, value=raw, reason="expected true or false")
+    return bool(query_bool(rc, param, empty=True))
 
 
 def _offset(rc: ResourceCall) -> int:
