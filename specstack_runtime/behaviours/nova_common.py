@@ -26,6 +26,7 @@ from specstack_runtime.virt import DiskNotFound, InstanceNotFound
 logger = logging.getLogger(__name__)
 
 SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instances
+IMAGE = "image"  # the catalog type of glance's API
 #: What nova-compute tells cinder about its host when it attaches a volume.
 CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
 
@@ -59,6 +60,17 @@ async def flow_token(call: Call) -> str:
     if call.token:
         return call.token
     return await call.rt.service_token()
+
+
+async def glance_image(call: Call, image_id: str, token: str) -> dict[str, Any] | None:
+    """glance's image `image_id` as the token's holder sees it (None: not found, none named)."""
+    if not image_id:
+        return None
+    rt = call.rt
+    resp = await rt.clients.call(
+        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
+    )
+    return dict(resp.json()) if resp.status_code == 200 else None
 
 
 def is_gone(exc: BaseException) -> bool:

@@ -11,9 +11,11 @@ from typing import Any
 from specstack_runtime.behaviours.conductor import make_fault, naive_now
 from specstack_runtime.behaviours.nova_build import cache_image, wait_until_running
 from specstack_runtime.behaviours.nova_common import (
+    IMAGE,
     fail,
     fault_code,
     flow_token,
+    glance_image,
     is_gone,
     update_instance,
 )
@@ -23,16 +25,6 @@ from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 
-IMAGE = "image"
-
-
-async def _image(call: Call, image_id: str, token: str) -> dict[str, Any] | None:
-    rt = call.rt
-    resp = await rt.clients.call(
-        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
-    )
-    return dict(resp.json()) if resp.status_code == 200 else None
-
 
 @behaviour("compute.rebuild_image", needs=(IMAGE,))
 async def rebuild_image(event: ResourceEvent) -> None:
@@ -41,7 +33,7 @@ async def rebuild_image(event: ResourceEvent) -> None:
     call, doc, rc = event.call, event.doc, event.engine
     image_id = str(doc["image_ref"])
     try:
-        image = await _image(call, image_id, await flow_token(call))
+        image = await glance_image(call, image_id, await flow_token(call))
         if image is None:
             raise fail(call.rt, "rebuild_image")
         if image.get("status") != "active":
@@ -92,7 +84,7 @@ async def rpc_rebuild_instance(call: Call) -> None:
         "image_id": image_id,
     }
     try:
-        image = await _image(call, image_id, await flow_token(call))
+        image = await glance_image(call, image_id, await flow_token(call))
         if image is None or image.get("status") != "active":
             raise StepFailed(f"Image {image_id} is not active any more", code=400)
         path = await cache_image(rt, image, _object_getter(call))
