@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,6 +22,7 @@ from specstack_runtime.behaviours.conductor import (
     naive_now,
 )
 from specstack_runtime.behaviours.nova_common import (
+    SERVER,
     driver_instance,
     flow_token,
     given_ports,
@@ -385,26 +385,12 @@ async def _network_names(
     return names
 
 
-def nova_addresses(ports: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
-    """nova's `addresses`: {network name: [{version, addr, OS-EXT-IPS:type, ...mac_addr}]}."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for port in ports:
-        net = names.get(str(port.get("network_id")), str(port.get("network_id")))
-        for ip in port.get("fixed_ips") or []:
-            addr = str(ip["ip_address"])
-            try:
-                version = ipaddress.ip_address(addr).version
-            except ValueError:
-                version = 4
-            out.setdefault(net, []).append(
-                {
-                    "version": version,
-                    "addr": addr,
-                    "OS-EXT-IPS:type": "fixed",
-                    "OS-EXT-IPS-MAC:mac_addr": str(port.get("mac_address") or ""),
-                }
-            )
-    return out
+def nova_addresses(
+    rt: ServiceRuntime, ports: Iterable[Mapping[str, Any]], names: Mapping[str, str]
+) -> dict[str, Any]:
+    """nova's `addresses` of these ports (the server's spec template `fixed`)."""
+    refs = {"ports": [dict(p) for p in ports], "names": dict(names)}
+    return dict(rt.info.resources.resource(SERVER).template("fixed", refs=refs))
 
 
 async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> None:
@@ -457,7 +443,7 @@ async def mark_active(ix: Interaction) -> None:
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await flow_token(ix.call) if ports else None
     names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)
-    ix.vars.update(addresses=nova_addresses(ports, names), launched_at=naive_now())
+    ix.vars.update(addresses=nova_addresses(ix.rt, ports, names), launched_at=naive_now())
     payload = bind(ix.bindings["payload"], call_scope(ix.call))
     try:
         reply = await ix.invoke(payload)
