@@ -37,19 +37,11 @@ from specstack_runtime.errors import (
     StepFailed,
 )
 from specstack_runtime.http import error_message, expect
-from specstack_runtime.messaging import send
+from specstack_runtime.messaging import send, shaped
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 
 logger = logging.getLogger(__name__)
-
-
-def _report_keys(rt: ServiceRuntime) -> list[str]:
-    """What a report carries: the properties of its message's `resources` type (the spec's)."""
-    schema = rt.info.messages["compute_node_update"]["payload_schema"]
-    node = schema["properties"]["nodes"]["items"]  # a report of several hosts at once
-    ref = str(node["properties"]["resources"]["$ref"])
-    return list(rt.info.ir["message_types"][ref.rsplit("/", 1)[-1]]["properties"])
 
 
 async def _node(rt: ServiceRuntime) -> dict[str, Any]:
@@ -60,7 +52,7 @@ async def _node(rt: ServiceRuntime) -> dict[str, Any]:
     return {
         "host": rt.host,
         "availability_zone": host_availability_zone(rt),
-        "resources": {k: resources[k] for k in _report_keys(rt) if k in resources},
+        "resources": shaped(rt.info, "Resources", resources),  # what the spec's type carries
     }
 
 
@@ -252,6 +244,13 @@ async def rpc_get_console_output(call: Call) -> dict[str, Any]:
     return {"output": str(output)}
 
 
+async def _cinder(call: Call, operation: str, params: dict[str, Any], **kw: Any) -> Any:
+    """cinder's `operation` (block-storage API) with the flow's token, in the flow's trace."""
+    rt, token = call.rt, await flow_token(call)
+    api = rt.info.api_of_type("block-storage")
+    return await rt.clients.call(api, operation, params, token=token, **kw)
+
+
 @behaviour("compute.rpc_attach_volume", needs=("block-storage",))
 async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     """Attach a volume: cinder attachment with this host's connector, disk, complete."""
@@ -265,60 +264,33 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     if device and device in used:
         raise fail(rt, "device_in_use", device=device)
     device = device or next(iter(device_names(d for d in used if d)))
-    token = await flow_token(call)
-    api = rt.info.api_of_type("block-storage")
-    project_id = instance["project_id"]
-    resp = await rt.clients.call(
-        api,
-        "createAttachment",
-        {"project_id": project_id},
-        body={
-            "attachment": {
-                "volume_uuid": volume_id,
-                "instance_uuid": uuid,
-                "connector": {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device},
-                "mode": "rw",
-            }
-        },
-        token=token,
-        context=call.flow_context(),
+    connector = {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device}
+    body = {"volume_uuid": volume_id, "instance_uuid": uuid, "connector": connector, "mode": "rw"}
+    project = {"project_id": instance["project_id"]}
+    resp = await _cinder(
+        call, "createAttachment", project, body={"attachment": body}, context=call.flow_context()
     )
     if resp.status_code == 404:
         raise fail(rt, "volume_not_found", volume_id=volume_id)
     if resp.status_code in (400, 409):
         raise fail(rt, "invalid_volume", reason=error_message(resp))
     att = expect(resp, 200).json()["attachment"]
-    attachment_id = str(att["id"])
+    ids = {**project, "attachment_id": str(att["id"])}
     connection_info = att.get("connection_info")
     try:
         if not isinstance(connection_info, dict):
             raise StepFailed(f"cinder gave no connection_info for volume {volume_id}")
         await rt.driver.attach_volume(_guest(instance), connection_info, device)
     except Exception:
-        await rt.clients.call(
-            api,
-            "deleteAttachment",
-            {"project_id": project_id, "attachment_id": attachment_id},
-            token=token,
-        )
+        await _cinder(call, "deleteAttachment", ids)
         raise
+    complete = {"os-complete": None}
     expect(
-        await rt.clients.call(
-            api,
-            "completeAttachment",
-            {"project_id": project_id, "attachment_id": attachment_id},
-            body={"os-complete": None},
-            token=token,
-            context=call.flow_context(),
-        ),
+        await _cinder(call, "completeAttachment", ids, body=complete, context=call.flow_context()),
         204,
     )
-    item = {
-        "attachment_id": attachment_id,
-        "volume_id": volume_id,
-        "device": device,
-        "connection_info": connection_info,
-    }
+    item = {"attachment_id": ids["attachment_id"], "volume_id": volume_id, "device": device,
+            "connection_info": connection_info}  # fmt: skip
     await update_instance(call, uuid, {"attachments": [*attachments, item]})
     return {"attachment": item}
 
@@ -339,19 +311,9 @@ async def rpc_detach_volume(call: Call) -> dict[str, Any]:
         except Exception as exc:
             if not is_gone(exc):
                 raise
-    token = await flow_token(call)
-    expect(
-        await rt.clients.call(
-            rt.info.api_of_type("block-storage"),
-            "deleteAttachment",
-            {"project_id": instance["project_id"], "attachment_id": att["attachment_id"]},
-            token=token,
-            context=call.flow_context(),
-        ),
-        200,
-        204,
-        404,
-    )
+    ids = {"project_id": instance["project_id"], "attachment_id": att["attachment_id"]}
+    resp = await _cinder(call, "deleteAttachment", ids, context=call.flow_context())
+    expect(resp, 200, 204, 404)
     remaining = [a for a in attachments if a is not att]
     await update_instance(call, instance["uuid"], {"attachments": remaining})
     return {"volume_id": volume_id}
