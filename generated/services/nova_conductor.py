@@ -79,6 +79,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "node": "cel.bind(res, item.resources, {'host': item.host,\n 'availability_zone': has(item.availability_zone) && item.availability_zone != ''\n   ? item.availability_zone : 'nova',\n 'vcpus': int(res.vcpus), 'memory_mb': int(res.memory_mb), 'local_gb': int(res.local_gb),\n 'hypervisor_type': has(res.hypervisor_type) && res.hypervisor_type != ''\n   ? res.hypervisor_type : 'fake',\n 'hypervisor_hostname': has(res.hypervisor_hostname) && res.hypervisor_hostname != ''\n   ? res.hypervisor_hostname : item.host,\n 'reported': res, 'heartbeat': now})"
+        },
     ),
 }
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE, HostState
+from specstack_runtime.behaviours.scheduling import HostState
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict
 from specstack_runtime.expr import compile_expr
@@ -274,29 +274,14 @@ def node_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {f"sort_{k}": sortable(v) for k, v in figures.items()}
 
 
-def _report_of(node: Mapping[str, Any], now: float) -> dict[str, Any]:
-    host = str(node["host"])
-    res = dict(node["resources"])
-    return {
-        "host": host,
-        "availability_zone": node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE,
-        "vcpus": _int(res.get("vcpus")),
-        "memory_mb": _int(res.get("memory_mb")),
-        "local_gb": _int(res.get("local_gb")),
-        "hypervisor_type": str(res.get("hypervisor_type") or "fake"),
-        "hypervisor_hostname": str(res.get("hypervisor_hostname") or host),
-        "reported": res,
-        "heartbeat": now,
-    }
-
-
 @behaviour("conductor.compute_node_update")
 async def compute_node_update(call: Call) -> dict[str, Any]:
     """Upsert the reporting hosts' compute nodes: totals from the reports, claims kept as
     they are. One transaction for all of them, however many hosts report together."""
     store = call.rt.require_store()
     now = time.time()
-    reports = {str(n["host"]): _report_of(n, now) for n in call.payload["nodes"]}
+    node = compile_expr(str(call.args["node"]))  # a report's node, in the spec's words
+    reports = {str(n["host"]): node.evaluate(item=n, now=now) for n in call.payload["nodes"]}
     next_id = [1]
 
     def merge(doc: Doc | None, report: Doc) -> Doc:
