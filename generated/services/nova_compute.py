@@ -495,7 +495,12 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
-        args={"vm_state": "building", "waiting": "scheduling", "taken": "spawning"},
+        args={
+            "vm_state": "building",
+            "waiting": "scheduling",
+            "taken": "spawning",
+            "keep": "{'instance_uuid': string(request.instance.uuid), 'instance_ref': request.instance,\n 'image_id': has(request.image_id) && request.image_id != null && request.image_id != ''\n   ? dyn(request.image_id) : dyn(null),\n 'flavor_id': has(request.flavor_id) ? request.flavor_id : dyn(null),\n 'requested_networks': has(request.requested_networks) && request.requested_networks != null\n   ? request.requested_networks : [],\n 'block_device_mapping': has(request.block_device_mapping) && request.block_device_mapping != null\n   ? request.block_device_mapping : [],\n 'ports': [], 'bound_ports': [], 'attachments': [], 'attached': [], 'spawned': false}",
+        },
         on_failure=build_and_run_instance_on_failure,
     ),
     "terminate_instance": HandlerSpec(
@@ -516,6 +521,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={
+            "keep": "cel.bind(uuid, string(request.instance.uuid), {'instance_uuid': uuid, 'instance_ref': request.instance,\n 'ports': (has(request.ports) && request.ports != null ? request.ports : []).map(x, string(x)),\n 'requested_networks': (has(request.keep_ports) && request.keep_ports != null\n   ? request.keep_ports : []).map(x, {'port_id': string(x)}),\n 'attachments': has(request.attachments) && request.attachments != null ? request.attachments : [],\n 'driver_instance': {'uuid': uuid, 'name': uuid}})"
+        },
     ),
     "stop_instance": HandlerSpec(
         component=COMPONENT,

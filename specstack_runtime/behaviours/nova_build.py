@@ -29,6 +29,7 @@ from specstack_runtime.behaviours.nova_common import (
     host_availability_zone,
     instance_ports,
     is_gone,
+    keep,
     update_instance,
 )
 from specstack_runtime.bindings import bind, call_scope
@@ -94,28 +95,14 @@ async def begin_build(call: Call) -> None:
     A second delivery of the build of an instance this host is building now (the scheduler
     sent it again after a crash) is dropped (errors.Dropped): nothing of it runs.
     """
-    p = call.payload
-    uuid = str(p["instance"]["uuid"])
+    uuid = str(call.payload["instance"]["uuid"])
     live = _live_builds(call.rt)
     # no await before this: two deliveries cannot both pass
     if uuid in live:
         raise Dropped(f"the build of instance {uuid} is already under way on host {call.rt.host}")
     live[uuid] = call.request_id
-    call.vars.update(
-        # the task state this run expects the instance in (the consumer's args, in the spec)
-        task_state=str(call.args["waiting"]),
-        instance_uuid=uuid,
-        instance_ref=dict(p["instance"]),
-        image_id=p.get("image_id") or None,
-        flavor_id=p.get("flavor_id"),
-        requested_networks=list(p.get("requested_networks") or []),
-        block_device_mapping=list(p.get("block_device_mapping") or []),
-        ports=[],
-        bound_ports=[],
-        attachments=[],
-        attached=[],
-        spawned=False,
-    )
+    # the request's facts (the spec's `keep`), and the task state this run expects
+    call.vars.update(keep(call), task_state=str(call.args["waiting"]))
 
 
 @behaviour("compute.fetch_instance", via=("amqp-call",))

@@ -15,6 +15,7 @@ from specstack_runtime.behaviours.conductor import make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.context import AuthContext, Call, Interaction
 from specstack_runtime.errors import ApiError
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.resources import access
@@ -110,6 +111,12 @@ async def update_instance(
     if expected is not None:
         payload["expected_task_state"] = expected
     return await send(call, "instance_update", payload)
+
+
+def keep(call: Call) -> dict[str, Any]:
+    """The request's facts the steps that follow read: the consumer's args `keep`, CEL over
+    the payload (`request`)."""
+    return dict(compile_expr(str(call.args["keep"])).evaluate(request=dict(call.payload)))
 
 
 def driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:

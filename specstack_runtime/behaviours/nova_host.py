@@ -30,6 +30,7 @@ from specstack_runtime.behaviours.nova_common import (
     host_availability_zone,
     instance_ports,
     is_gone,
+    keep,
     update_instance,
 )
 from specstack_runtime.context import Call, Interaction
@@ -155,16 +156,7 @@ async def report_resources(rt: ServiceRuntime) -> None:
 @behaviour("compute.begin_terminate")
 async def begin_terminate(call: Call) -> None:
     """terminate_instance: keep the request's facts for the steps that follow."""
-    p = call.payload
-    uuid = str(p["instance"]["uuid"])
-    call.vars.update(
-        instance_uuid=uuid,
-        instance_ref=dict(p["instance"]),
-        ports=[str(x) for x in p.get("ports") or []],
-        requested_networks=[{"port_id": str(x)} for x in p.get("keep_ports") or []],
-        attachments=[dict(a) for a in p.get("attachments") or []],
-        driver_instance={"uuid": uuid, "name": uuid},
-    )
+    call.vars.update(keep(call))
 
 
 @behaviour("compute.delete_ports", via=("http",))
