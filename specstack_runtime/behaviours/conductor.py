@@ -63,18 +63,9 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-def flavor_info(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A flavor document as the message type `Flavor`."""
-    ephemeral = doc.get("ephemeral", doc.get("OS-FLV-EXT-DATA:ephemeral", 0))
-    return {
-        "id": str(doc["id"]),
-        "name": str(doc.get("name", doc["id"])),
-        "vcpus": max(1, _int(doc.get("vcpus"), 1)),
-        "ram": max(1, _int(doc.get("ram", doc.get("memory_mb")), 1)),
-        "disk": max(0, _int(doc.get("disk", doc.get("root_gb")))),
-        "ephemeral": max(0, _int(ephemeral)),
-        "swap": max(0, _int(doc.get("swap"))),
-    }
+def flavor_info(info: StackInfo, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A flavor document as the message type `Flavor` (the flavor's spec template)."""
+    return dict(info.resources.resource("flavor").template("info", doc=dict(doc)))
 
 
 def flavor_is_disabled(doc: Mapping[str, Any]) -> bool:
@@ -179,8 +170,8 @@ async def instance_get(call: Call) -> dict[str, Any]:
             raise call.rt.info.resources.resource("flavor").fail(
                 "not_found", id=row.get("flavor_id")
             )
-        flavor = flavor_info(flavor_doc)
-    return {"instance": instance_info(call, row), "flavor": flavor_info(flavor)}
+        flavor = flavor_doc
+    return {"instance": instance_info(call, row), "flavor": flavor_info(call.rt.info, flavor)}
 
 
 @behaviour("conductor.instance_update")
