@@ -67,6 +67,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             "protected": ["id", "project_id", "user_id", "created_at"],
             "release": ["deleted", "error"],
             "stamp": {"deleted": ["deleted_at", "terminated_at"]},
+            "block_devices": "has(doc.vm_state) && doc.vm_state == 'deleted' || !has(doc.attachments) || doc.attachments == null ? []\n  : doc.attachments.map(a, {'id': string(a.attachment_id), 'attachment_id': string(a.attachment_id),\n      'instance_uuid': string(doc.id), 'volume_id': string(a.volume_id),\n      'device': has(a.device) ? a.device : dyn(null)})",
         },
     ),
     "compute_node_update": HandlerSpec(

@@ -205,11 +205,13 @@ async def instance_update(call: Call) -> dict[str, Any]:
     if before is not None and before.get("host") and before.get("host") != row.get("host"):
         await release_claim(store, before)  # moved (rescheduled): the old host's claim goes
     if "attachments" in updates or vm_state == "deleted":
-        await sync_block_device_mappings(store, row)
+        await sync_block_device_mappings(store, row, args["block_devices"])
     return {"instance": instance_info(call, row)}
 
 
-async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> None:
+async def sync_block_device_mappings(
+    store: Store, row: Mapping[str, Any], block_devices: str
+) -> None:
     """Make the instance's block_device_mappings documents match its attachments."""
     if BLOCK_DEVICE_MAPPINGS not in store.specs:
         return
@@ -217,16 +219,8 @@ async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> No
     existing = {
         str(d["id"]): d for d in await store.list(BLOCK_DEVICE_MAPPINGS, {"instance_uuid": uuid})
     }
-    wanted: dict[str, dict[str, Any]] = {}
-    if row.get("vm_state") != "deleted":
-        for att in row.get("attachments") or []:
-            wanted[str(att["attachment_id"])] = {
-                "id": str(att["attachment_id"]),
-                "attachment_id": str(att["attachment_id"]),
-                "instance_uuid": uuid,
-                "volume_id": str(att["volume_id"]),
-                "device": att.get("device"),
-            }
+    rows = compile_expr(str(block_devices)).evaluate(doc=dict(row))  # the consumer's args
+    wanted: dict[str, dict[str, Any]] = {str(d["id"]): dict(d) for d in rows}
     for id_ in existing.keys() - wanted.keys():
         await store.delete(BLOCK_DEVICE_MAPPINGS, id_)
     for id_, doc in wanted.items():
