@@ -306,11 +306,8 @@ async def create_ports(ix: Interaction) -> None:
             made.remove(again)
             ix.vars["ports"].append(again)
             continue
-        body: dict[str, Any] = {"port": {"network_id": net["network_id"], **binding}}
-        if groups:  # the server's groups (none named: neutron's default group)
-            body["port"]["security_groups"] = groups
-        if net.get("fixed_ip"):
-            body["port"]["fixed_ips"] = [{"ip_address": net["fixed_ip"]}]
+        refs = {"binding": binding, "groups": groups}
+        body = dict(ix.rt.info.resources.resource(SERVER).template("port", item=net, refs=refs))
         resp = expect(await ix.invoke(body=body, token=token), 201)
         ix.vars["ports"].append(resp.json()["port"])
 

@@ -19,6 +19,7 @@ from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.resources import access
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Doc, Store
@@ -72,6 +73,13 @@ async def glance_image(call: Call, image_id: str, token: str) -> dict[str, Any] 
         rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
     )
     return dict(resp.json()) if resp.status_code == 200 else None
+
+
+async def undo_action(event: ResourceEvent, *fields: str) -> None:
+    """An action's `fields` put back as its hook found the row, unless its task moved on."""
+    rc, old, task = event.engine, event.old or {}, event.doc.get("task_state")
+    changes = {k: old.get(k) for k in fields}
+    await rc.store.update(rc.res.res.table, event.doc["id"], changes, expect={"task_state": task})
 
 
 def is_gone(exc: BaseException) -> bool:

@@ -16,6 +16,7 @@ from specstack_runtime.behaviours.nova_common import (
     flow_token,
     glance_image,
     is_gone,
+    undo_action,
     update_instance,
 )
 from specstack_runtime.context import Call
@@ -30,8 +31,8 @@ from specstack_runtime.resources.hooks import ResourceEvent
 async def rebuild_image(event: ResourceEvent) -> None:
     """rebuild, nova-api: the image must be glance's (the caller's to see) and active; else
     the row goes back as it was (nova checks before it changes anything) and 400."""
-    call, doc, rc = event.call, event.doc, event.engine
-    image_id = str(doc["image_ref"])
+    call = event.call
+    image_id = str(event.doc["image_ref"])
     try:
         image = await glance_image(call, image_id, await flow_token(call))
         if image is None:
@@ -39,11 +40,7 @@ async def rebuild_image(event: ResourceEvent) -> None:
         if image.get("status") != "active":
             raise fail(call.rt, "rebuild_image_inactive", id=image_id)
     except BaseException:
-        old = event.old or {}
-        undo = {k: old.get(k) for k in ("task_state", "image_ref", "name", "metadata")}
-        await rc.store.update(
-            rc.res.res.table, doc["id"], undo, expect={"task_state": "rebuilding"}
-        )
+        await undo_action(event, "task_state", "image_ref", "name", "metadata")
         raise
 
 

@@ -17,6 +17,7 @@ from specstack_runtime.behaviours.nova_common import (
     fault_code,
     flow_token,
     glance_image,
+    undo_action,
     update_instance,
 )
 from specstack_runtime.context import Call
@@ -52,12 +53,7 @@ async def snapshot_image(event: ResourceEvent) -> None:
             raise fail(call.rt, "snapshot_refused", reason=error_message(resp))
         image = expect(resp, 201).json()
     except BaseException:
-        await rc.store.update(
-            rc.res.res.table,
-            doc["id"],
-            {"task_state": None},
-            expect={"task_state": "image_snapshot"},
-        )
+        await undo_action(event, "task_state")
         raise
     location = f"{call.rt.clients.base_url(api)}/images/{image['id']}"
     call.vars["snapshot"] = {"id": str(image["id"]), "location": location}
