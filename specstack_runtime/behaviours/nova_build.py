@@ -205,17 +205,12 @@ async def get_image(ix: Interaction) -> None:
     ix.vars["image"] = image
 
 
-def swift_location(image: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(account, container, object) of an image's data, from direct_url or locations."""
-    urls = [image.get("direct_url")] + [
-        loc.get("url") for loc in image.get("locations") or [] if isinstance(loc, dict)
-    ]
-    for url in urls:
-        if isinstance(url, str) and url.startswith("swift://"):
-            parts = url[len("swift://") :].split("/", 2)
-            if len(parts) == 3 and all(parts):
-                return parts[0], parts[1], parts[2]
-    raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
+def swift_location(rt: ServiceRuntime, image: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(account, container, object) of an image's data (the server's template)."""
+    found = rt.info.resources.resource(SERVER).template("swift_location", item=dict(image))
+    if not found:
+        raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
+    return str(found[0]), str(found[1]), str(found[2])
 
 
 def _md5_file(path: Path) -> str:
@@ -252,7 +247,7 @@ async def cache_image(
     path = image_cache_path(rt, image_id)
     if path.exists() and _md5_file(path) == checksum:
         return path
-    account, container, obj = swift_location(image)
+    account, container, obj = swift_location(rt, image)
     resp = expect(
         await get_object(
             account=account, container=container, object=obj, token=await rt.service_token()
@@ -287,6 +282,7 @@ async def create_ports(ix: Interaction) -> None:
     binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
     groups = await group_ids(ix, instance, token)
     given = given_ports(networks)
+    server = ix.rt.info.resources.resource(SERVER)
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
         if net.get("port_id"):
@@ -301,13 +297,14 @@ async def create_ports(ix: Interaction) -> None:
             port = expect(resp, 200).json()["port"]
             ix.vars["bound_ports"].append(port)
             continue
-        again = next((p for p in made if _same_request(p, net)), None)
+        same = (p for p in made if server.template("same_request", item=p, refs={"net": net}))
+        again = next(same, None)
         if again is not None:  # made by an earlier run of this build
             made.remove(again)
             ix.vars["ports"].append(again)
             continue
         refs = {"binding": binding, "groups": groups}
-        body = dict(ix.rt.info.resources.resource(SERVER).template("port", item=net, refs=refs))
+        body = dict(server.template("port", item=net, refs=refs))
         resp = expect(await ix.invoke(body=body, token=token), 201)
         ix.vars["ports"].append(resp.json()["port"])
 
@@ -327,14 +324,6 @@ async def group_ids(ix: Interaction, instance: Mapping[str, Any], token: str) ->
     )
     found = expect(resp, 200).json().get("security_groups") or []
     return [str(g["id"]) for n in names if (g := match(ix.rt, found, n)) is not None]
-
-
-def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
-    """The port answers this requested network (its network, and its fixed IP if one is asked)."""
-    if port.get("network_id") != net.get("network_id"):
-        return False
-    ip = net.get("fixed_ip")
-    return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
 
 
 async def _network_names(
