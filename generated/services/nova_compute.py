@@ -447,7 +447,7 @@ async def get_console_output(flow: Flow) -> None:
 
 
 async def trigger_crash_dump(flow: Flow) -> None:
-    """message trigger_crash_dump: behaviour compute.rpc_guest_call."""
+    """message trigger_crash_dump: behaviour compute.rpc_power_action."""
     await flow.trigger(None)
 
 
@@ -653,7 +653,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="message",
         trigger="trigger_crash_dump",
-        behaviour="compute.rpc_guest_call",
+        behaviour="compute.rpc_power_action",
         on_error=None,
         run=trigger_crash_dump,
         occurrences={},

@@ -163,14 +163,9 @@ async def instance_get(call: Call) -> dict[str, Any]:
     """Reply {"instance": Instance, "flavor": Flavor} for payload {"instance_uuid"}."""
     store = call.rt.require_store()
     row = await require_instance(call.rt, str(call.payload["instance_uuid"]))
-    flavor = row.get("flavor")
+    flavor = row.get("flavor") or await store.get(FLAVORS, str(row.get("flavor_id")))
     if not flavor:
-        flavor_doc = await store.get(FLAVORS, str(row.get("flavor_id")))
-        if flavor_doc is None:
-            raise call.rt.info.resources.resource("flavor").fail(
-                "not_found", id=row.get("flavor_id")
-            )
-        flavor = flavor_doc
+        raise call.rt.info.resources.resource("flavor").fail("not_found", id=row.get("flavor_id"))
     return {"instance": instance_info(call, row), "flavor": flavor_info(call.rt.info, flavor)}
 
 

@@ -199,25 +199,21 @@ async def rpc_power_action(call: Call) -> None:
     """A server action on this host's hypervisor, as the consumer's `args` say: the driver
     `method` (with the payload's `pass` fields after the instance), the task state the API
     set (`expected`) and the instance's fields once it is done (`done`). A driver failure
-    clears the task state and records the fault."""
-    uuid = str(call.payload["instance"]["uuid"])
-    method, expected = str(call.args["method"]), str(call.args["expected"])
+    clears the task state and records the fault. Without `expected` (nova's
+    trigger_crash_dump: an NMI) no state changes, and a failure is the event's error only."""
+    uuid, expected = str(call.payload["instance"]["uuid"]), call.args.get("expected")
+    method = str(call.args["method"])
     extra = [call.payload[name] for name in call.args.get("pass", ())]
     try:
         await getattr(call.rt.driver, method)({"uuid": uuid, "name": uuid}, *extra)
     except Exception as exc:
-        fault = make_fault(fault_code(exc), f"{method} failed: {exc}")
-        await update_instance(call, uuid, {"task_state": None, "fault": fault}, expected)
+        if expected is not None:
+            fault = make_fault(fault_code(exc), f"{method} failed: {exc}")
+            await update_instance(call, uuid, {"task_state": None, "fault": fault}, expected)
         raise
-    await update_instance(call, uuid, {"task_state": None, **dict(call.args["done"])}, expected)
-
-
-@behaviour("compute.rpc_guest_call")
-async def rpc_guest_call(call: Call) -> None:
-    """A driver `method` on the instance's guest that changes none of its states (nova's
-    trigger_crash_dump: an NMI); a failure is the event's error."""
-    uuid = str(call.payload["instance"]["uuid"])
-    await getattr(call.rt.driver, str(call.args["method"]))({"uuid": uuid, "name": uuid})
+    if expected is not None:
+        done = {"task_state": None, **dict(call.args["done"])}
+        await update_instance(call, uuid, done, str(expected))
 
 
 @behaviour("compute.rpc_get_console_output")
