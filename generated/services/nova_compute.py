@@ -447,7 +447,7 @@ async def get_console_output(flow: Flow) -> None:
 
 
 async def trigger_crash_dump(flow: Flow) -> None:
-    """message trigger_crash_dump: behaviour compute.rpc_guest_call."""
+    """message trigger_crash_dump: behaviour compute.rpc_power_action."""
     await flow.trigger(None)
 
 
@@ -495,7 +495,12 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
-        args={"vm_state": "building", "waiting": "scheduling", "taken": "spawning"},
+        args={
+            "vm_state": "building",
+            "waiting": "scheduling",
+            "taken": "spawning",
+            "keep": "{'instance_uuid': string(request.instance.uuid), 'instance_ref': request.instance,\n 'image_id': has(request.image_id) && request.image_id != null && request.image_id != ''\n   ? dyn(request.image_id) : dyn(null),\n 'flavor_id': has(request.flavor_id) ? request.flavor_id : dyn(null),\n 'requested_networks': has(request.requested_networks) && request.requested_networks != null\n   ? request.requested_networks : [],\n 'block_device_mapping': has(request.block_device_mapping) && request.block_device_mapping != null\n   ? request.block_device_mapping : [],\n 'ports': [], 'bound_ports': [], 'attachments': [], 'attached': [], 'spawned': false}",
+        },
         on_failure=build_and_run_instance_on_failure,
     ),
     "terminate_instance": HandlerSpec(
@@ -516,6 +521,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         },
         entry=None,
         auth_in_steps=False,
+        args={
+            "keep": "cel.bind(uuid, string(request.instance.uuid), {'instance_uuid': uuid, 'instance_ref': request.instance,\n 'ports': (has(request.ports) && request.ports != null ? request.ports : []).map(x, string(x)),\n 'requested_networks': (has(request.keep_ports) && request.keep_ports != null\n   ? request.keep_ports : []).map(x, {'port_id': string(x)}),\n 'attachments': has(request.attachments) && request.attachments != null ? request.attachments : [],\n 'driver_instance': {'uuid': uuid, 'name': uuid}})"
+        },
     ),
     "stop_instance": HandlerSpec(
         component=COMPONENT,
@@ -645,7 +653,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="message",
         trigger="trigger_crash_dump",
-        behaviour="compute.rpc_guest_call",
+        behaviour="compute.rpc_power_action",
         on_error=None,
         run=trigger_crash_dump,
         occurrences={},
@@ -674,6 +682,16 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "expected": "rebuilding",
+            "spawning": "rebuild_spawning",
+            "spawn": "{'instance': {'uuid': doc.uuid, 'name': doc.name != '' ? doc.name : doc.uuid,\n   'vcpus': int(refs.flavor.vcpus), 'memory_mb': int(refs.flavor.ram),\n   'root_gb': int(refs.flavor.disk), 'image_id': string(refs.image.id)},\n 'image': {'id': string(refs.image.id), 'path': refs.path, 'pending': false,\n   'name': has(refs.image.name) && refs.image.name != null ? string(refs.image.name) : '',\n   'disk_format': has(refs.image.disk_format) && refs.image.disk_format != null\n     && refs.image.disk_format != '' ? string(refs.image.disk_format) : 'raw'},\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''})}",
+            "done": {
+                "active": {"vm_state": "active", "power_state": 1},
+                "stopped": {"vm_state": "stopped", "power_state": 4},
+            },
+            "failed": {"vm_state": "error", "power_state": 0},
+        },
     ),
     "attach_volume": HandlerSpec(
         component=COMPONENT,

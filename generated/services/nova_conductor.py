@@ -67,6 +67,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             "protected": ["id", "project_id", "user_id", "created_at"],
             "release": ["deleted", "error"],
             "stamp": {"deleted": ["deleted_at", "terminated_at"]},
+            "block_devices": "has(doc.vm_state) && doc.vm_state == 'deleted' || !has(doc.attachments) || doc.attachments == null ? []\n  : doc.attachments.map(a, {'id': string(a.attachment_id), 'attachment_id': string(a.attachment_id),\n      'instance_uuid': string(doc.id), 'volume_id': string(a.volume_id),\n      'device': has(a.device) ? a.device : dyn(null)})",
         },
     ),
     "compute_node_update": HandlerSpec(
@@ -79,6 +80,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "node": "cel.bind(res, item.resources, {'host': item.host,\n 'availability_zone': has(item.availability_zone) && item.availability_zone != ''\n   ? item.availability_zone : 'nova',\n 'vcpus': int(res.vcpus), 'memory_mb': int(res.memory_mb), 'local_gb': int(res.local_gb),\n 'hypervisor_type': has(res.hypervisor_type) && res.hypervisor_type != ''\n   ? res.hypervisor_type : 'fake',\n 'hypervisor_hostname': has(res.hypervisor_hostname) && res.hypervisor_hostname != ''\n   ? res.hypervisor_hostname : item.host,\n 'reported': res, 'heartbeat': now})"
+        },
     ),
 }
 

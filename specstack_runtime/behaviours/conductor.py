@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE, HostState
+from specstack_runtime.behaviours.scheduling import HostState
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Conflict
 from specstack_runtime.expr import compile_expr
@@ -63,18 +63,9 @@ def _int(value: Any, default: int = 0) -> int:
         return default
 
 
-def flavor_info(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A flavor document as the message type `Flavor`."""
-    ephemeral = doc.get("ephemeral", doc.get("OS-FLV-EXT-DATA:ephemeral", 0))
-    return {
-        "id": str(doc["id"]),
-        "name": str(doc.get("name", doc["id"])),
-        "vcpus": max(1, _int(doc.get("vcpus"), 1)),
-        "ram": max(1, _int(doc.get("ram", doc.get("memory_mb")), 1)),
-        "disk": max(0, _int(doc.get("disk", doc.get("root_gb")))),
-        "ephemeral": max(0, _int(ephemeral)),
-        "swap": max(0, _int(doc.get("swap"))),
-    }
+def flavor_info(info: StackInfo, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A flavor document as the message type `Flavor` (the flavor's spec template)."""
+    return dict(info.resources.resource("flavor").template("info", doc=dict(doc)))
 
 
 def flavor_is_disabled(doc: Mapping[str, Any]) -> bool:
@@ -172,15 +163,10 @@ async def instance_get(call: Call) -> dict[str, Any]:
     """Reply {"instance": Instance, "flavor": Flavor} for payload {"instance_uuid"}."""
     store = call.rt.require_store()
     row = await require_instance(call.rt, str(call.payload["instance_uuid"]))
-    flavor = row.get("flavor")
+    flavor = row.get("flavor") or await store.get(FLAVORS, str(row.get("flavor_id")))
     if not flavor:
-        flavor_doc = await store.get(FLAVORS, str(row.get("flavor_id")))
-        if flavor_doc is None:
-            raise call.rt.info.resources.resource("flavor").fail(
-                "not_found", id=row.get("flavor_id")
-            )
-        flavor = flavor_info(flavor_doc)
-    return {"instance": instance_info(call, row), "flavor": flavor_info(flavor)}
+        raise call.rt.info.resources.resource("flavor").fail("not_found", id=row.get("flavor_id"))
+    return {"instance": instance_info(call, row), "flavor": flavor_info(call.rt.info, flavor)}
 
 
 @behaviour("conductor.instance_update")
@@ -214,11 +200,13 @@ async def instance_update(call: Call) -> dict[str, Any]:
     if before is not None and before.get("host") and before.get("host") != row.get("host"):
         await release_claim(store, before)  # moved (rescheduled): the old host's claim goes
     if "attachments" in updates or vm_state == "deleted":
-        await sync_block_device_mappings(store, row)
+        await sync_block_device_mappings(store, row, args["block_devices"])
     return {"instance": instance_info(call, row)}
 
 
-async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> None:
+async def sync_block_device_mappings(
+    store: Store, row: Mapping[str, Any], block_devices: str
+) -> None:
     """Make the instance's block_device_mappings documents match its attachments."""
     if BLOCK_DEVICE_MAPPINGS not in store.specs:
         return
@@ -226,16 +214,8 @@ async def sync_block_device_mappings(store: Store, row: Mapping[str, Any]) -> No
     existing = {
         str(d["id"]): d for d in await store.list(BLOCK_DEVICE_MAPPINGS, {"instance_uuid": uuid})
     }
-    wanted: dict[str, dict[str, Any]] = {}
-    if row.get("vm_state") != "deleted":
-        for att in row.get("attachments") or []:
-            wanted[str(att["attachment_id"])] = {
-                "id": str(att["attachment_id"]),
-                "attachment_id": str(att["attachment_id"]),
-                "instance_uuid": uuid,
-                "volume_id": str(att["volume_id"]),
-                "device": att.get("device"),
-            }
+    rows = compile_expr(str(block_devices)).evaluate(doc=dict(row))  # the consumer's args
+    wanted: dict[str, dict[str, Any]] = {str(d["id"]): dict(d) for d in rows}
     for id_ in existing.keys() - wanted.keys():
         await store.delete(BLOCK_DEVICE_MAPPINGS, id_)
     for id_, doc in wanted.items():
@@ -274,29 +254,14 @@ def node_figures(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {f"sort_{k}": sortable(v) for k, v in figures.items()}
 
 
-def _report_of(node: Mapping[str, Any], now: float) -> dict[str, Any]:
-    host = str(node["host"])
-    res = dict(node["resources"])
-    return {
-        "host": host,
-        "availability_zone": node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE,
-        "vcpus": _int(res.get("vcpus")),
-        "memory_mb": _int(res.get("memory_mb")),
-        "local_gb": _int(res.get("local_gb")),
-        "hypervisor_type": str(res.get("hypervisor_type") or "fake"),
-        "hypervisor_hostname": str(res.get("hypervisor_hostname") or host),
-        "reported": res,
-        "heartbeat": now,
-    }
-
-
 @behaviour("conductor.compute_node_update")
 async def compute_node_update(call: Call) -> dict[str, Any]:
     """Upsert the reporting hosts' compute nodes: totals from the reports, claims kept as
     they are. One transaction for all of them, however many hosts report together."""
     store = call.rt.require_store()
     now = time.time()
-    reports = {str(n["host"]): _report_of(n, now) for n in call.payload["nodes"]}
+    node = compile_expr(str(call.args["node"]))  # a report's node, in the spec's words
+    reports = {str(n["host"]): node.evaluate(item=n, now=now) for n in call.payload["nodes"]}
     next_id = [1]
 
     def merge(doc: Doc | None, report: Doc) -> Doc:

@@ -25,10 +25,10 @@ from specstack_runtime.errors import StepFailed
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import collects, guards, quotas, relations, writes
-from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.resources.views import render
+from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Doc
 
 
@@ -70,7 +70,7 @@ async def _find_refs(rc: ResourceCall, row: Doc, zoned: bool) -> None:
     when the request names a zone) and the limits a server group holds the project to."""
     await relations.load(rc, row)
     if "flavor" in rc.refs:  # as the message type Flavor
-        rc.refs["flavor"] = row["flavor"] = flavor_info(rc.refs["flavor"])
+        rc.refs["flavor"] = row["flavor"] = flavor_info(rc.call.rt.info, rc.refs["flavor"])
     image = rc.call.vars.get("image")
     if row["image_ref"] and isinstance(image, dict) and str(image.get("id")) == row["image_ref"]:
         rc.refs["image"] = image
@@ -121,15 +121,16 @@ async def create_server(call: Call) -> Reply:
     call.vars["instance"] = row
     call.vars["flavor"] = row["flavor"]
     ignore = sorted(set(rc.refs["hosts"]) - {forced_host}) if forced_host else []
-    call.vars["request_spec"] = schedule_payload(rc.res, row, ignore)["request_spec"]
+    call.vars["request_spec"] = schedule_payload(rc.call.rt.info, row, ignore)["request_spec"]
     answer = render(rc, row, "created")
     answer["adminPass"] = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
     return Reply(202, {"server": answer}, headers={"Location": answer["links"][0]["href"]})
 
 
-def schedule_payload(res: Compiled, row: Doc, ignore_hosts: Iterable[str] = ()) -> Doc:
+def schedule_payload(info: StackInfo, row: Doc, ignore_hosts: Iterable[str] = ()) -> Doc:
     """The schedule_and_build_instances payload for an instance row (the server's template)."""
-    flavor = flavor_info(row.get("flavor") or {"id": row["flavor_id"]})
+    res = info.resources.resource(SERVER)
+    flavor = flavor_info(info, row.get("flavor") or {"id": row["flavor_id"]})
     refs = {"flavor": flavor, "ignore_hosts": list(ignore_hosts)}
     return dict(res.template("schedule", doc=dict(row), refs=refs))
 
@@ -142,7 +143,7 @@ async def schedule_request(ix: Interaction) -> None:
         return
     try:
         ignore = (ix.vars.get("request_spec") or {}).get("ignore_hosts") or ()
-        await ix.invoke(schedule_payload(ix.rt.info.resources.resource(SERVER), row, ignore))
+        await ix.invoke(schedule_payload(ix.rt.info, row, ignore))
     except Exception as exc:
         fault = make_fault(500, f"The build request could not be sent: {exc}")
         await store_of(ix).update(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,12 +22,14 @@ from specstack_runtime.behaviours.conductor import (
     naive_now,
 )
 from specstack_runtime.behaviours.nova_common import (
+    SERVER,
     driver_instance,
     flow_token,
     given_ports,
     host_availability_zone,
     instance_ports,
     is_gone,
+    keep,
     update_instance,
 )
 from specstack_runtime.bindings import bind, call_scope
@@ -94,28 +95,14 @@ async def begin_build(call: Call) -> None:
     A second delivery of the build of an instance this host is building now (the scheduler
     sent it again after a crash) is dropped (errors.Dropped): nothing of it runs.
     """
-    p = call.payload
-    uuid = str(p["instance"]["uuid"])
+    uuid = str(call.payload["instance"]["uuid"])
     live = _live_builds(call.rt)
     # no await before this: two deliveries cannot both pass
     if uuid in live:
         raise Dropped(f"the build of instance {uuid} is already under way on host {call.rt.host}")
     live[uuid] = call.request_id
-    call.vars.update(
-        # the task state this run expects the instance in (the consumer's args, in the spec)
-        task_state=str(call.args["waiting"]),
-        instance_uuid=uuid,
-        instance_ref=dict(p["instance"]),
-        image_id=p.get("image_id") or None,
-        flavor_id=p.get("flavor_id"),
-        requested_networks=list(p.get("requested_networks") or []),
-        block_device_mapping=list(p.get("block_device_mapping") or []),
-        ports=[],
-        bound_ports=[],
-        attachments=[],
-        attached=[],
-        spawned=False,
-    )
+    # the request's facts (the spec's `keep`), and the task state this run expects
+    call.vars.update(keep(call), task_state=str(call.args["waiting"]))
 
 
 @behaviour("compute.fetch_instance", via=("amqp-call",))
@@ -218,17 +205,12 @@ async def get_image(ix: Interaction) -> None:
     ix.vars["image"] = image
 
 
-def swift_location(image: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(account, container, object) of an image's data, from direct_url or locations."""
-    urls = [image.get("direct_url")] + [
-        loc.get("url") for loc in image.get("locations") or [] if isinstance(loc, dict)
-    ]
-    for url in urls:
-        if isinstance(url, str) and url.startswith("swift://"):
-            parts = url[len("swift://") :].split("/", 2)
-            if len(parts) == 3 and all(parts):
-                return parts[0], parts[1], parts[2]
-    raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
+def swift_location(rt: ServiceRuntime, image: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(account, container, object) of an image's data (the server's template)."""
+    found = rt.info.resources.resource(SERVER).template("swift_location", item=dict(image))
+    if not found:
+        raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
+    return str(found[0]), str(found[1]), str(found[2])
 
 
 def _md5_file(path: Path) -> str:
@@ -265,7 +247,7 @@ async def cache_image(
     path = image_cache_path(rt, image_id)
     if path.exists() and _md5_file(path) == checksum:
         return path
-    account, container, obj = swift_location(image)
+    account, container, obj = swift_location(rt, image)
     resp = expect(
         await get_object(
             account=account, container=container, object=obj, token=await rt.service_token()
@@ -300,6 +282,7 @@ async def create_ports(ix: Interaction) -> None:
     binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
     groups = await group_ids(ix, instance, token)
     given = given_ports(networks)
+    server = ix.rt.info.resources.resource(SERVER)
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
         if net.get("port_id"):
@@ -314,16 +297,14 @@ async def create_ports(ix: Interaction) -> None:
             port = expect(resp, 200).json()["port"]
             ix.vars["bound_ports"].append(port)
             continue
-        again = next((p for p in made if _same_request(p, net)), None)
+        same = (p for p in made if server.template("same_request", item=p, refs={"net": net}))
+        again = next(same, None)
         if again is not None:  # made by an earlier run of this build
             made.remove(again)
             ix.vars["ports"].append(again)
             continue
-        body: dict[str, Any] = {"port": {"network_id": net["network_id"], **binding}}
-        if groups:  # the server's groups (none named: neutron's default group)
-            body["port"]["security_groups"] = groups
-        if net.get("fixed_ip"):
-            body["port"]["fixed_ips"] = [{"ip_address": net["fixed_ip"]}]
+        refs = {"binding": binding, "groups": groups}
+        body = dict(server.template("port", item=net, refs=refs))
         resp = expect(await ix.invoke(body=body, token=token), 201)
         ix.vars["ports"].append(resp.json()["port"])
 
@@ -343,14 +324,6 @@ async def group_ids(ix: Interaction, instance: Mapping[str, Any], token: str) ->
     )
     found = expect(resp, 200).json().get("security_groups") or []
     return [str(g["id"]) for n in names if (g := match(ix.rt, found, n)) is not None]
-
-
-def _same_request(port: Mapping[str, Any], net: Mapping[str, Any]) -> bool:
-    """The port answers this requested network (its network, and its fixed IP if one is asked)."""
-    if port.get("network_id") != net.get("network_id"):
-        return False
-    ip = net.get("fixed_ip")
-    return not ip or any(f.get("ip_address") == ip for f in port.get("fixed_ips") or [])
 
 
 async def _network_names(
@@ -385,26 +358,12 @@ async def _network_names(
     return names
 
 
-def nova_addresses(ports: Iterable[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
-    """nova's `addresses`: {network name: [{version, addr, OS-EXT-IPS:type, ...mac_addr}]}."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for port in ports:
-        net = names.get(str(port.get("network_id")), str(port.get("network_id")))
-        for ip in port.get("fixed_ips") or []:
-            addr = str(ip["ip_address"])
-            try:
-                version = ipaddress.ip_address(addr).version
-            except ValueError:
-                version = 4
-            out.setdefault(net, []).append(
-                {
-                    "version": version,
-                    "addr": addr,
-                    "OS-EXT-IPS:type": "fixed",
-                    "OS-EXT-IPS-MAC:mac_addr": str(port.get("mac_address") or ""),
-                }
-            )
-    return out
+def nova_addresses(
+    rt: ServiceRuntime, ports: Iterable[Mapping[str, Any]], names: Mapping[str, str]
+) -> dict[str, Any]:
+    """nova's `addresses` of these ports (the server's spec template `fixed`)."""
+    refs = {"ports": [dict(p) for p in ports], "names": dict(names)}
+    return dict(rt.info.resources.resource(SERVER).template("fixed", refs=refs))
 
 
 async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> None:
@@ -457,7 +416,7 @@ async def mark_active(ix: Interaction) -> None:
     ports = [*ix.vars.get("ports", []), *ix.vars.get("bound_ports", [])]
     token = await flow_token(ix.call) if ports else None
     names = await _network_names(ix.call, [str(p.get("network_id")) for p in ports], token)
-    ix.vars.update(addresses=nova_addresses(ports, names), launched_at=naive_now())
+    ix.vars.update(addresses=nova_addresses(ix.rt, ports, names), launched_at=naive_now())
     payload = bind(ix.bindings["payload"], call_scope(ix.call))
     try:
         reply = await ix.invoke(payload)

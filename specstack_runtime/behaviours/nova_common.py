@@ -15,9 +15,11 @@ from specstack_runtime.behaviours.conductor import make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
 from specstack_runtime.context import AuthContext, Call, Interaction
 from specstack_runtime.errors import ApiError
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.resources import access
+from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Doc, Store
@@ -26,6 +28,7 @@ from specstack_runtime.virt import DiskNotFound, InstanceNotFound
 logger = logging.getLogger(__name__)
 
 SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instances
+IMAGE = "image"  # the catalog type of glance's API
 #: What nova-compute tells cinder about its host when it attaches a volume.
 CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
 
@@ -59,6 +62,24 @@ async def flow_token(call: Call) -> str:
     if call.token:
         return call.token
     return await call.rt.service_token()
+
+
+async def glance_image(call: Call, image_id: str, token: str) -> dict[str, Any] | None:
+    """glance's image `image_id` as the token's holder sees it (None: not found, none named)."""
+    if not image_id:
+        return None
+    rt = call.rt
+    resp = await rt.clients.call(
+        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
+    )
+    return dict(resp.json()) if resp.status_code == 200 else None
+
+
+async def undo_action(event: ResourceEvent, *fields: str) -> None:
+    """An action's `fields` put back as its hook found the row, unless its task moved on."""
+    rc, old, task = event.engine, event.old or {}, event.doc.get("task_state")
+    changes = {k: old.get(k) for k in fields}
+    await rc.store.update(rc.res.res.table, event.doc["id"], changes, expect={"task_state": task})
 
 
 def is_gone(exc: BaseException) -> bool:
@@ -96,6 +117,12 @@ async def update_instance(
     if expected is not None:
         payload["expected_task_state"] = expected
     return await send(call, "instance_update", payload)
+
+
+def keep(call: Call) -> dict[str, Any]:
+    """The request's facts the steps that follow read: the consumer's args `keep`, CEL over
+    the payload (`request`)."""
+    return dict(compile_expr(str(call.args["keep"])).evaluate(request=dict(call.payload)))
 
 
 def driver_instance(vars_: Mapping[str, Any]) -> dict[str, Any]:

@@ -57,7 +57,7 @@ async def _addresses(call: Call, server_id: str) -> dict[str, Any]:
     for net_id in {str(p.get("network_id")) for p in ports}:
         nets = await listed("listNetworks", "networks", {"id": net_id})
         names[net_id] = str(nets[0].get("name") or net_id) if nets else net_id
-    addresses = nova_addresses(ports, names)
+    addresses = nova_addresses(rt, ports, names)
     for port in ports:
         fips = await listed("listFloatingIPs", "floatingips", {"port_id": port["id"]})
         net = names[str(port.get("network_id"))]

@@ -30,6 +30,7 @@ from specstack_runtime.behaviours.nova_common import (
     host_availability_zone,
     instance_ports,
     is_gone,
+    keep,
     update_instance,
 )
 from specstack_runtime.context import Call, Interaction
@@ -37,19 +38,11 @@ from specstack_runtime.errors import (
     StepFailed,
 )
 from specstack_runtime.http import error_message, expect
-from specstack_runtime.messaging import send
+from specstack_runtime.messaging import send, shaped
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
 
 logger = logging.getLogger(__name__)
-
-
-def _report_keys(rt: ServiceRuntime) -> list[str]:
-    """What a report carries: the properties of its message's `resources` type (the spec's)."""
-    schema = rt.info.messages["compute_node_update"]["payload_schema"]
-    node = schema["properties"]["nodes"]["items"]  # a report of several hosts at once
-    ref = str(node["properties"]["resources"]["$ref"])
-    return list(rt.info.ir["message_types"][ref.rsplit("/", 1)[-1]]["properties"])
 
 
 async def _node(rt: ServiceRuntime) -> dict[str, Any]:
@@ -60,7 +53,7 @@ async def _node(rt: ServiceRuntime) -> dict[str, Any]:
     return {
         "host": rt.host,
         "availability_zone": host_availability_zone(rt),
-        "resources": {k: resources[k] for k in _report_keys(rt) if k in resources},
+        "resources": shaped(rt.info, "Resources", resources),  # what the spec's type carries
     }
 
 
@@ -163,16 +156,7 @@ async def report_resources(rt: ServiceRuntime) -> None:
 @behaviour("compute.begin_terminate")
 async def begin_terminate(call: Call) -> None:
     """terminate_instance: keep the request's facts for the steps that follow."""
-    p = call.payload
-    uuid = str(p["instance"]["uuid"])
-    call.vars.update(
-        instance_uuid=uuid,
-        instance_ref=dict(p["instance"]),
-        ports=[str(x) for x in p.get("ports") or []],
-        requested_networks=[{"port_id": str(x)} for x in p.get("keep_ports") or []],
-        attachments=[dict(a) for a in p.get("attachments") or []],
-        driver_instance={"uuid": uuid, "name": uuid},
-    )
+    call.vars.update(keep(call))
 
 
 @behaviour("compute.delete_ports", via=("http",))
@@ -215,25 +199,21 @@ async def rpc_power_action(call: Call) -> None:
     """A server action on this host's hypervisor, as the consumer's `args` say: the driver
     `method` (with the payload's `pass` fields after the instance), the task state the API
     set (`expected`) and the instance's fields once it is done (`done`). A driver failure
-    clears the task state and records the fault."""
-    uuid = str(call.payload["instance"]["uuid"])
-    method, expected = str(call.args["method"]), str(call.args["expected"])
+    clears the task state and records the fault. Without `expected` (nova's
+    trigger_crash_dump: an NMI) no state changes, and a failure is the event's error only."""
+    uuid, expected = str(call.payload["instance"]["uuid"]), call.args.get("expected")
+    method = str(call.args["method"])
     extra = [call.payload[name] for name in call.args.get("pass", ())]
     try:
         await getattr(call.rt.driver, method)({"uuid": uuid, "name": uuid}, *extra)
     except Exception as exc:
-        fault = make_fault(fault_code(exc), f"{method} failed: {exc}")
-        await update_instance(call, uuid, {"task_state": None, "fault": fault}, expected)
+        if expected is not None:
+            fault = make_fault(fault_code(exc), f"{method} failed: {exc}")
+            await update_instance(call, uuid, {"task_state": None, "fault": fault}, expected)
         raise
-    await update_instance(call, uuid, {"task_state": None, **dict(call.args["done"])}, expected)
-
-
-@behaviour("compute.rpc_guest_call")
-async def rpc_guest_call(call: Call) -> None:
-    """A driver `method` on the instance's guest that changes none of its states (nova's
-    trigger_crash_dump: an NMI); a failure is the event's error."""
-    uuid = str(call.payload["instance"]["uuid"])
-    await getattr(call.rt.driver, str(call.args["method"]))({"uuid": uuid, "name": uuid})
+    if expected is not None:
+        done = {"task_state": None, **dict(call.args["done"])}
+        await update_instance(call, uuid, done, str(expected))
 
 
 @behaviour("compute.rpc_get_console_output")
@@ -252,6 +232,13 @@ async def rpc_get_console_output(call: Call) -> dict[str, Any]:
     return {"output": str(output)}
 
 
+async def _cinder(call: Call, operation: str, params: dict[str, Any], **kw: Any) -> Any:
+    """cinder's `operation` (block-storage API) with the flow's token, in the flow's trace."""
+    rt, token = call.rt, await flow_token(call)
+    api = rt.info.api_of_type("block-storage")
+    return await rt.clients.call(api, operation, params, token=token, **kw)
+
+
 @behaviour("compute.rpc_attach_volume", needs=("block-storage",))
 async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     """Attach a volume: cinder attachment with this host's connector, disk, complete."""
@@ -265,60 +252,33 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     if device and device in used:
         raise fail(rt, "device_in_use", device=device)
     device = device or next(iter(device_names(d for d in used if d)))
-    token = await flow_token(call)
-    api = rt.info.api_of_type("block-storage")
-    project_id = instance["project_id"]
-    resp = await rt.clients.call(
-        api,
-        "createAttachment",
-        {"project_id": project_id},
-        body={
-            "attachment": {
-                "volume_uuid": volume_id,
-                "instance_uuid": uuid,
-                "connector": {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device},
-                "mode": "rw",
-            }
-        },
-        token=token,
-        context=call.flow_context(),
+    connector = {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device}
+    body = {"volume_uuid": volume_id, "instance_uuid": uuid, "connector": connector, "mode": "rw"}
+    project = {"project_id": instance["project_id"]}
+    resp = await _cinder(
+        call, "createAttachment", project, body={"attachment": body}, context=call.flow_context()
     )
     if resp.status_code == 404:
         raise fail(rt, "volume_not_found", volume_id=volume_id)
     if resp.status_code in (400, 409):
         raise fail(rt, "invalid_volume", reason=error_message(resp))
     att = expect(resp, 200).json()["attachment"]
-    attachment_id = str(att["id"])
+    ids = {**project, "attachment_id": str(att["id"])}
     connection_info = att.get("connection_info")
     try:
         if not isinstance(connection_info, dict):
             raise StepFailed(f"cinder gave no connection_info for volume {volume_id}")
         await rt.driver.attach_volume(_guest(instance), connection_info, device)
     except Exception:
-        await rt.clients.call(
-            api,
-            "deleteAttachment",
-            {"project_id": project_id, "attachment_id": attachment_id},
-            token=token,
-        )
+        await _cinder(call, "deleteAttachment", ids)
         raise
+    complete = {"os-complete": None}
     expect(
-        await rt.clients.call(
-            api,
-            "completeAttachment",
-            {"project_id": project_id, "attachment_id": attachment_id},
-            body={"os-complete": None},
-            token=token,
-            context=call.flow_context(),
-        ),
+        await _cinder(call, "completeAttachment", ids, body=complete, context=call.flow_context()),
         204,
     )
-    item = {
-        "attachment_id": attachment_id,
-        "volume_id": volume_id,
-        "device": device,
-        "connection_info": connection_info,
-    }
+    item = {"attachment_id": ids["attachment_id"], "volume_id": volume_id, "device": device,
+            "connection_info": connection_info}  # fmt: skip
     await update_instance(call, uuid, {"attachments": [*attachments, item]})
     return {"attachment": item}
 
@@ -339,19 +299,9 @@ async def rpc_detach_volume(call: Call) -> dict[str, Any]:
         except Exception as exc:
             if not is_gone(exc):
                 raise
-    token = await flow_token(call)
-    expect(
-        await rt.clients.call(
-            rt.info.api_of_type("block-storage"),
-            "deleteAttachment",
-            {"project_id": instance["project_id"], "attachment_id": att["attachment_id"]},
-            token=token,
-            context=call.flow_context(),
-        ),
-        200,
-        204,
-        404,
-    )
+    ids = {"project_id": instance["project_id"], "attachment_id": att["attachment_id"]}
+    resp = await _cinder(call, "deleteAttachment", ids, context=call.flow_context())
+    expect(resp, 200, 204, 404)
     remaining = [a for a in attachments if a is not att]
     await update_instance(call, instance["uuid"], {"attachments": remaining})
     return {"volume_id": volume_id}

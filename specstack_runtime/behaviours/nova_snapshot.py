@@ -9,10 +9,17 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from specstack_runtime.behaviours.conductor import make_fault
-from specstack_runtime.behaviours.nova_common import fail, fault_code, flow_token, update_instance
+from specstack_runtime.behaviours.nova_common import (
+    IMAGE,
+    fail,
+    fault_code,
+    flow_token,
+    glance_image,
+    undo_action,
+    update_instance,
+)
 from specstack_runtime.context import Call
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.registry import behaviour
@@ -20,81 +27,7 @@ from specstack_runtime.resources.hooks import ResourceEvent
 
 logger = logging.getLogger(__name__)
 
-IMAGE = "image"  # the catalog type of the API snapshots become images of
 PATCH = "application/openstack-images-v2.1-json-patch"
-# base image attributes a snapshot keeps (nova: those of the instance's image)
-INHERITED = (
-    "disk_format",
-    "container_format",
-    "min_ram",
-    "min_disk",
-    "architecture",
-    "hw_disk_bus",
-    "hw_vif_model",
-    "os_type",
-    "os_distro",
-    "os_version",
-)
-# ... never: glance's own attributes and those that name the base image's data
-NOT_INHERITED = {
-    "id",
-    "name",
-    "status",
-    "size",
-    "virtual_size",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "created_at",
-    "updated_at",
-    "owner",
-    "visibility",
-    "protected",
-    "os_hidden",
-    "tags",
-    "file",
-    "schema",
-    "self",
-    "direct_url",
-    "locations",
-    "stores",
-    "self_link",
-}
-
-
-async def _base_image(call: Call, image_id: str, token: str) -> dict[str, Any]:
-    """The instance's image, as far as glance still has it ({} when gone)."""
-    if not image_id:
-        return {}
-    rt = call.rt
-    resp = await rt.clients.call(
-        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
-    )
-    return dict(resp.json()) if resp.status_code == 200 else {}
-
-
-def _snapshot_body(doc: dict[str, Any], base: dict[str, Any], params: Any) -> dict[str, Any]:
-    """The new image's attributes, as nova gives them: the base image's own properties,
-    what marks it a snapshot of this instance, then the request's metadata."""
-    body: dict[str, Any] = {
-        k: v
-        for k, v in base.items()
-        if k not in NOT_INHERITED and (k in INHERITED or isinstance(v, str)) and v is not None
-    }
-    body.setdefault("container_format", "bare")
-    body.setdefault("disk_format", "qcow2")
-    flavor = doc.get("flavor") or {}
-    body["min_disk"] = max(int(base.get("min_disk") or 0), int(flavor.get("disk") or 0))
-    body.update(
-        name=str(params["name"]),
-        visibility="private",
-        image_type="snapshot",
-        instance_uuid=str(doc["id"]),
-        user_id=str(doc.get("user_id") or ""),
-        base_image_ref=str(doc.get("image_ref") or ""),
-    )
-    body.update({str(k): str(v) for k, v in (params.get("metadata") or {}).items()})
-    return body
 
 
 @behaviour("compute.snapshot_image", needs=(IMAGE,))
@@ -107,11 +40,12 @@ async def snapshot_image(event: ResourceEvent) -> None:
     api = call.rt.info.api_of_type(IMAGE)
     arg = next(iter(call.body.values())) if isinstance(call.body, dict) else {}
     try:
-        base = await _base_image(call, str(doc.get("image_ref") or ""), token)
+        base = await glance_image(call, str(doc.get("image_ref") or ""), token)
+        body = rc.template("snapshot_image", doc=doc, refs={"base": base or {}}, request=arg)
         resp = await call.rt.clients.call(
             api,
             "createImage",
-            body=_snapshot_body(doc, base, arg),
+            body=dict(body),
             token=token,
             context=call.flow_context(),
         )
@@ -119,12 +53,7 @@ async def snapshot_image(event: ResourceEvent) -> None:
             raise fail(call.rt, "snapshot_refused", reason=error_message(resp))
         image = expect(resp, 201).json()
     except BaseException:
-        await rc.store.update(
-            rc.res.res.table,
-            doc["id"],
-            {"task_state": None},
-            expect={"task_state": "image_snapshot"},
-        )
+        await undo_action(event, "task_state")
         raise
     location = f"{call.rt.clients.base_url(api)}/images/{image['id']}"
     call.vars["snapshot"] = {"id": str(image["id"]), "location": location}

@@ -64,7 +64,7 @@ async def new_instance(store: Any, **changes: Any) -> dict[str, Any]:
 
 
 def schedule_payload(row: dict[str, Any], flavor: dict[str, Any] | None = None) -> dict[str, Any]:
-    payload = nova_api.schedule_payload(stack_info().resources.resource("server"), row)
+    payload = nova_api.schedule_payload(stack_info(), row)
     if flavor is not None:
         payload["request_spec"]["flavor"] = flavor
     return payload

@@ -170,7 +170,7 @@ async def schedule(api: Api, row: dict[str, Any], tmp_path: Path) -> str:
     call = msg_call(
         rt,
         "schedule_and_build_instances",
-        nova_api.schedule_payload(rt.info.resources.resource("server"), row),
+        nova_api.schedule_payload(rt.info, row),
     )
     await scheduler.schedule_and_build(call)
     return str(call.vars["host"])
