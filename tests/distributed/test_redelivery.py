@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from specstack_runtime.bus import Envelope
+from specstack_runtime.bus.memory import InProcessBus
 from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import Consumer, Dispatcher
 from specstack_runtime.flow import Flow, HandlerSpec
@@ -37,7 +38,7 @@ def test_a_redelivered_cast_is_handled_once(tmp_path: Path) -> None:
         host="h",
         info=info,
         config=StackConfig(data_dir=tmp_path),
-        bus=None,  # type: ignore[arg-type]
+        bus=InProcessBus(),  # no sender's check known: the payload is checked, as off the wire
         trace=TraceRecorder(None),
         clients=None,  # type: ignore[arg-type]
     )
