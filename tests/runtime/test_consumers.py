@@ -33,39 +33,45 @@ async def double(flow: Flow) -> None:
     flow.call.result = {"doubled": flow.call.payload["n"] * 2}
 
 
+def doubling(tmp_path: Path, bus: InProcessBus) -> tuple[ServiceRuntime, Consumer]:
+    """A worker's runtime on `bus` and its consumer of `t.double` (a call, replying `double`)."""
+    info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
+    rt = ServiceRuntime(
+        component="worker",
+        project="p",
+        host="h",
+        info=info,
+        config=StackConfig(data_dir=tmp_path),
+        bus=bus,
+        trace=TraceRecorder(None),
+        clients=None,  # type: ignore[arg-type]
+    )
+    spec = HandlerSpec(
+        component="worker",
+        kind="message",
+        trigger="double",
+        behaviour=None,
+        on_error=None,
+        run=double,
+    )
+    consumer = Consumer(
+        message="double",
+        topic="t",
+        method="double",
+        pattern="call",
+        per_host=False,
+        handler=spec,
+        payload_model=Payload,
+        reply_model=ReplyModel,
+    )
+    return rt, consumer
+
+
 def test_invalid_payloads_are_refused_and_the_consumer_survives(tmp_path: Path) -> None:
     async def go() -> None:
-        info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
         bus = InProcessBus()
         await bus.start()
-        rt = ServiceRuntime(
-            component="worker",
-            project="p",
-            host="h",
-            info=info,
-            config=StackConfig(data_dir=tmp_path),
-            bus=bus,
-            trace=TraceRecorder(None),
-            clients=None,  # type: ignore[arg-type]
-        )
-        spec = HandlerSpec(
-            component="worker",
-            kind="message",
-            trigger="double",
-            behaviour=None,
-            on_error=None,
-            run=double,
-        )
-        consumer = Consumer(
-            message="double",
-            topic="t",
-            method="double",
-            pattern="call",
-            per_host=False,
-            handler=spec,
-            payload_model=Payload,
-            reply_model=ReplyModel,
-        )
+        rt, consumer = doubling(tmp_path, bus)
         await start_consumers(rt, [consumer])
         with pytest.raises(RemoteError, match="double payload at n"):
             await bus.call("t", "double", {"n": "not a number"}, timeout=2)
@@ -102,37 +108,9 @@ def test_a_payload_and_reply_the_sender_checked_with_the_same_models_are_not_che
     monkeypatch.setattr(ReplyModel, "model_validate", counting(ReplyModel))
 
     async def go() -> None:
-        info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
         bus = InProcessBus()
         await bus.start()
-        rt = ServiceRuntime(
-            component="worker",
-            project="p",
-            host="h",
-            info=info,
-            config=StackConfig(data_dir=tmp_path),
-            bus=bus,
-            trace=TraceRecorder(None),
-            clients=None,  # type: ignore[arg-type]
-        )
-        spec = HandlerSpec(
-            component="worker",
-            kind="message",
-            trigger="double",
-            behaviour=None,
-            on_error=None,
-            run=double,
-        )
-        consumer = Consumer(
-            message="double",
-            topic="t",
-            method="double",
-            pattern="call",
-            per_host=False,
-            handler=spec,
-            payload_model=Payload,
-            reply_model=ReplyModel,
-        )
+        rt, consumer = doubling(tmp_path, bus)
         await start_consumers(rt, [consumer])
         same = CheckedBy(Payload, ReplyModel)
         assert await bus.call("t", "double", {"n": 4}, timeout=2, checked_by=same) == {"doubled": 8}
