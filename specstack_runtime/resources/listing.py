@@ -292,16 +292,25 @@ def _opened(since: str | None, rc: ResourceCall) -> bool:
     return since is not None and (version is None or version >= parse(since))
 
 
-def _limit(rc: ResourceCall) -> int | None:
-    raw = rc.call.q("limit")
+def _count_param(rc: ResourceCall, name: str) -> int | None:
+    """A non-negative count from the query (`limit`, `offset`), None when absent; a bad
+    one is the resource's `bad_<name>` error."""
+    raw = rc.call.q(name)
     if raw is None:
-        return rc.res.conventions.default_limit
+        return None
     try:
-        limit = int(raw)
+        value = int(raw)
     except ValueError:
-        limit = -1
-    if limit < 0 or len(raw) > 12:
-        raise rc.res.fail("bad_limit", value=raw)
+        value = -1
+    if value < 0 or len(raw) > 12:
+        raise rc.res.fail(f"bad_{name}", value=raw)
+    return value
+
+
+def _limit(rc: ResourceCall) -> int | None:
+    limit = _count_param(rc, "limit")
+    if limit is None:
+        return rc.res.conventions.default_limit
     return min(limit, rc.res.conventions.max_limit) if limit else None
 
 
@@ -403,16 +412,7 @@ def _asks_for_all(rc: ResourceCall, param: str) -> bool:
 
 
 def _offset(rc: ResourceCall) -> int:
-    raw = rc.call.q("offset")
-    if raw is None:
-        return 0
-    try:
-        offset = int(raw)
-    except ValueError:
-        offset = -1
-    if offset < 0 or len(raw) > 12:
-        raise rc.res.fail("bad_offset", value=raw)
-    return offset
+    return _count_param(rc, "offset") or 0
 
 
 def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:

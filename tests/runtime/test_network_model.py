@@ -362,3 +362,27 @@ def test_a_port_binding_state_is_computed_and_server_set(tmp_path: Path) -> None
         assert err.message == "Cannot update read-only attribute status"
 
     run(tmp_path, scenario)
+
+
+def test_limit_pages_a_list_and_a_bad_limit_is_a_400(tmp_path: Path) -> None:
+    """`limit` keeps that many rows and links to the next page; one that is not a
+    non-negative integer (or absurdly long) is refused, naming the value."""
+
+    async def scenario(rt: ServiceRuntime) -> None:
+        made = [(await network(rt, name=f"n{i}"))["id"] for i in range(3)]
+        body = await op(rt, "listNetworks", query={"limit": ["2"]})
+        first = [n["id"] for n in body["networks"]]
+        assert len(first) == 2
+        (nxt,) = [link["href"] for link in body["networks_links"] if link["rel"] == "next"]
+        assert f"marker={first[-1]}" in nxt
+        rest = await op(rt, "listNetworks", query={"limit": ["2"], "marker": [first[-1]]})
+        assert {n["id"] for n in rest["networks"]} == set(made) - set(first)
+        everything = await op(rt, "listNetworks", query={"limit": ["0"]})
+        assert {n["id"] for n in everything["networks"]} == set(made)
+        for bad in ("-1", "two", "1" * 13):
+            err = await fails(op(rt, "listNetworks", query={"limit": [bad]}), 400)
+            assert err.message == (
+                f"Bad limit request: Limit must be an integer 0 or greater and not '{bad}'"
+            )
+
+    run(tmp_path, scenario)
