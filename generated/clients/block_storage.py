@@ -378,6 +378,28 @@ class BlockStorageClient(BoundClient):
         )
         return ApiResponse(response, models.VolumeLimits, 200)
 
+    async def list_volume_availability_zones(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.VolumeAvailabilityZones]:
+        """GET /v3/{project_id}/os-availability-zone: List availability zones"""
+        response = await self._call(
+            "listVolumeAvailabilityZones",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.VolumeAvailabilityZones, 200)
+
     async def show_quota_set(
         self,
         project_id: str,

@@ -70,6 +70,11 @@ def test_block_storage_get_volume_limits_direct(target: Target) -> None:
     provoke.call_and_check(target, "block-storage", "getVolumeLimits")
 
 
+def test_block_storage_list_volume_availability_zones_direct(target: Target) -> None:
+    """GET /v3/{project_id}/os-availability-zone called directly."""
+    provoke.call_and_check(target, "block-storage", "listVolumeAvailabilityZones")
+
+
 def test_block_storage_list_volume_types_direct(target: Target) -> None:
     """GET /v3/{project_id}/types called directly."""
     provoke.call_and_check(target, "block-storage", "listVolumeTypes")

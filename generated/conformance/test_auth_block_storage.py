@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-25 operations need a token: without one, with a bogus one, an expired one
+26 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 3 need a role the demo user lacks (403);
 22 refuse a path naming another project (403); 1 hide
 another project's resource (404).
@@ -31,6 +31,7 @@ PROTECTED = (
     "updateSnapshot",
     "deleteSnapshot",
     "getVolumeLimits",
+    "listVolumeAvailabilityZones",
     "showQuotaSet",
     "updateQuotaSet",
     "deleteQuotaSet",

@@ -186,6 +186,28 @@ class VolumeStatus(
     ] = Field(..., description="The volume status.")
 
 
+class ZoneState(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    available: bool
+
+
+class AvailabilityZoneInfoItem(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    zoneName: str
+    zoneState: ZoneState
+
+
+class VolumeAvailabilityZones(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    availabilityZoneInfo: list[AvailabilityZoneInfoItem]
+
+
 class Limits(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (27 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (28 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -96,6 +96,11 @@ async def delete_snapshot(flow: Flow) -> None:
 
 async def get_volume_limits(flow: Flow) -> None:
     """operation getVolumeLimits: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def list_volume_availability_zones(flow: Flow) -> None:
+    """operation listVolumeAvailabilityZones: behaviour volume.availability_zones."""
     await flow.trigger(None)
 
 
@@ -419,6 +424,17 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"query": "volume_limits"},
     ),
+    "listVolumeAvailabilityZones": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listVolumeAvailabilityZones",
+        behaviour="volume.availability_zones",
+        on_error=None,
+        run=list_volume_availability_zones,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
     "showQuotaSet": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -738,6 +754,17 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/os-availability-zone",
+        "listVolumeAvailabilityZones",
+        HANDLERS["listVolumeAvailabilityZones"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:anyone",
     ),
     Route(
         "GET",

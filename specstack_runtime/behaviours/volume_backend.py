@@ -26,7 +26,7 @@ from specstack_runtime.behaviours.volume_base import (
     volume_not_found,
 )
 from specstack_runtime.bindings import bind
-from specstack_runtime.context import Call
+from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
@@ -56,6 +56,14 @@ def _backend_hosts(rt: ServiceRuntime) -> list[tuple[str, str]]:
 
 def availability_zones(rt: ServiceRuntime) -> set[str]:
     return {zone for _host, zone in _backend_hosts(rt)} or {DEFAULT_AVAILABILITY_ZONE}
+
+
+@behaviour("volume.availability_zones")
+async def list_availability_zones(call: Call) -> Reply:
+    """GET .../os-availability-zone: the back ends' zones (the topology's), each available."""
+    zones = sorted(availability_zones(call.rt))
+    info = [{"zoneName": z, "zoneState": {"available": True}} for z in zones]
+    return Reply(200, {"availabilityZoneInfo": info})
 
 
 @behaviour("volume.schedule_create")
