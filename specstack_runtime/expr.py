@@ -412,7 +412,7 @@ class Expr:
         if value.type() == cel.Type.ERROR:
             raise ExprError(f"{self.text}: {_clean(str(value.value()))}")
         plain = value.plain_value()
-        if _NULLS_UNOWNED:
+        if _NULLS_UNOWNED and (plain is None or isinstance(plain, dict | list)):
             for _ in range(_nulls(plain)):
                 _incref(_NONE)
         return plain

@@ -209,6 +209,7 @@ class ResourceCall:
     def variables(self, **more: Any) -> dict[str, Any]:
         """The variables an expression of this call sees."""
         if not self._vars:
+            configured = self.configured_quotas  # a copy: read once, not once per quota
             self._vars = {
                 "auth": dict(auth_vars(self.optional_auth)),
                 "path": dict(self.call.path_params),
@@ -221,7 +222,7 @@ class ResourceCall:
                 "microversion": f"{mv[0]}.{mv[1]}" if (mv := self.call.microversion) else "",
                 # the project's limit of each quota of the spec (configured or default)
                 "quotas": {
-                    name: int(self.configured_quotas.get(name, q.default))
+                    name: int(configured.get(name, q.default))
                     for name, q in self.catalog.quotas.items()
                 },
             }
