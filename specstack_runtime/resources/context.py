@@ -78,7 +78,7 @@ class ResourceCall:
         auth = self.optional_auth
         if not guarded or auth is None:
             return {name for name, _ in guarded}
-        target = self.policy.target_of(auth, doc)
+        target = self.policy.target_of(auth, doc, tuple(rule for _, rule in guarded if rule))
         return {
             name
             for name, rule in guarded
