@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from specstack_runtime import ir
@@ -233,7 +234,13 @@ class ResourceCall:
         return {**self._vars, **more}
 
 
-def _path_params(path: str) -> list[str]:
+@lru_cache(maxsize=1024)
+def _path_params(path: str) -> tuple[str, ...]:
+    """The parameters an operation's path template names, in order (found once a path)."""
+    return tuple(_params_in(path))
+
+
+def _params_in(path: str) -> list[str]:
     out: list[str] = []
     for part in path.split("{")[1:]:
         name = part.split("}", 1)[0]
