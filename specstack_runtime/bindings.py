@@ -4,11 +4,12 @@ and `{expr: CEL}` values computed from them (CEL's `vars`, and `item` in an `eac
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
-from specstack_runtime.expr import Bound, ExprError, compile_expr
+from specstack_runtime.expr import Bound, ExprError, compile_expr, reads_of
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 
@@ -37,11 +38,11 @@ def evaluate(text: str, scope: dict[str, Any], **variables: Any) -> Any:
         raise StepFailed(f"with: {exc}") from None
 
 
-def bound(scope: dict[str, Any]) -> Bound:
-    """The variables `evaluate(text, scope)` sees, bound once for several expressions (the
-    flow's variables converted for CEL once, not once per expression); `scope` must not
-    change while it is in use."""
-    return Bound(vars=scope, item=scope.get("item"))
+def bound(scope: dict[str, Any], texts: Iterable[str]) -> Bound:
+    """The variables `evaluate(text, scope)` sees for each of `texts`, bound once (the
+    flow's variables converted for CEL once, not once per expression, and only those the
+    expressions read); `scope` must not change while it is in use."""
+    return Bound(reads_of(tuple(str(t) for t in texts)), vars=scope, item=scope.get("item"))
 
 
 def evaluate_in(text: str, variables: Bound) -> Any:
@@ -60,11 +61,24 @@ def control(bindings: dict[str, Any]) -> dict[str, Any]:
 
 def bind(value: Any, scope: dict[str, Any]) -> Any:
     """Fill `{var.path}` placeholders; a value that is one placeholder keeps its type."""
-    return _bind(value, scope, [])
+    return _bind(value, scope, [], value)
 
 
-def _bind(value: Any, scope: dict[str, Any], shared: list[Bound]) -> Any:
-    # `shared`: the scope bound at its first `{expr}`, for the others of this value too
+def _exprs(value: Any) -> Iterator[str]:
+    """The `{expr: CEL}` texts in a `with:` value."""
+    if isinstance(value, dict):
+        if set(value) == {"expr"}:
+            yield str(value["expr"])
+            return
+        for v in value.values():
+            yield from _exprs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _exprs(v)
+
+
+def _bind(value: Any, scope: dict[str, Any], shared: list[Bound], whole: Any) -> Any:
+    # `shared`: the scope bound at its first `{expr}`, for the others of `whole` too
     if isinstance(value, str):
         whole = _PLACEHOLDER.fullmatch(value)
         if whole:
@@ -73,15 +87,17 @@ def _bind(value: Any, scope: dict[str, Any], shared: list[Bound]) -> Any:
     if isinstance(value, dict):
         if set(value) == {"expr"}:
             if not shared:
-                shared.append(bound(scope))
+                shared.append(bound(scope, _exprs(whole)))
             return evaluate_in(value["expr"], shared[0])
         # keys too: {"{host}": ...} names a map entry by a variable
         return {
-            (str(_bind(k, scope, shared)) if isinstance(k, str) else k): _bind(v, scope, shared)
+            (str(_bind(k, scope, shared, whole)) if isinstance(k, str) else k): _bind(
+                v, scope, shared, whole
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_bind(v, scope, shared) for v in value]
+        return [_bind(v, scope, shared, whole) for v in value]
     return value
 
 

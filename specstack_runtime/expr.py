@@ -42,7 +42,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -321,10 +321,70 @@ def _uses(text: str) -> frozenset[str]:
     return frozenset(_NAME.findall(text)).intersection(VARIABLES)
 
 
+#: For each variable an expression may read, the top-level fields it reads of it, or None
+#: when it may read the value as a whole (see `reads_in`).
+Reads = Mapping[str, frozenset[str] | None]
+
+# after a variable's name: `.field`, or `.name(` (a macro or method over the whole value)
+_SELECT = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
+_IDENT_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_)]}'\"")
+
+
+def reads_in(text: str, uses: frozenset[str]) -> dict[str, frozenset[str] | None]:
+    """Of each variable in `uses`, the fields `text` reads (a superset), or None for all.
+
+    The CEL runtime converts each variable it reads in full, at tens of microseconds a
+    kilobyte; a row's expression mostly reads a few of its fields (`doc.vm_state`). A name
+    used only as `name.field` (or `has(name.field)`) reads those fields; anywhere else
+    (`name[...]`, `'k' in name`, `name.map(...)`, `size(name)`, in a string) it may read
+    any. A name after a dot is a field's, not the variable's.
+    """
+    found: dict[str, set[str] | None] = {name: set() for name in uses}
+    for m in _NAME.finditer(text):
+        name = m.group()
+        fields = found.get(name)
+        if fields is None:
+            continue
+        at = m.start() - 1
+        while at >= 0 and text[at].isspace():
+            at -= 1
+        if at >= 0 and text[at] == ".":
+            at -= 1
+            while at >= 0 and text[at].isspace():
+                at -= 1
+            if at >= 0 and text[at] in _IDENT_END:
+                continue  # `x.name`: a field of x (a leading dot, `.name`, is the variable)
+        select = _SELECT.match(text, m.end())
+        if select is None or select.group(2) is not None:
+            found[name] = None
+        else:
+            fields.add(select.group(1))
+    return {k: None if v is None else frozenset(v) for k, v in found.items()}
+
+
+def merged_reads(reads: Iterable[Reads]) -> dict[str, frozenset[str] | None]:
+    """What several expressions read together (for one `Bound` they share)."""
+    out: dict[str, frozenset[str] | None] = {}
+    for one in reads:
+        for name, fields in one.items():
+            if name not in out:
+                out[name] = fields
+            else:
+                had = out[name]
+                out[name] = None if had is None or fields is None else had | fields
+    return out
+
+
+@lru_cache(maxsize=4096)
+def reads_of(texts: tuple[str, ...]) -> dict[str, frozenset[str] | None]:
+    """What the expressions `texts` read together (each compiled once, cached)."""
+    return merged_reads(compile_expr(t).reads for t in texts)
+
+
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_program", "text", "uses")
+    __slots__ = ("_program", "reads", "text", "uses")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -335,12 +395,13 @@ class Expr:
                 self._program = _env().compile(text)
             except Exception as exc:
                 raise ExprError(_clean(str(exc))) from None
-        # found once here: only these are handed to the runtime (which converts each one)
+        # found once here: only these are handed to the runtime (which converts each one),
+        # and of a map only the fields the expression reads (see `reads_in`)
         self.uses = _uses(text)
+        self.reads = reads_in(text, self.uses)
 
     def evaluate(self, **variables: Any) -> Any:
-        uses = self.uses
-        return self.evaluate_in(Bound(**{k: v for k, v in variables.items() if k in uses}))
+        return self.evaluate_in(Bound(self.reads, **variables))
 
     def evaluate_in(self, bound: Bound) -> Any:
         """The value with variables bound once for several expressions (see `Bound`)."""
@@ -351,7 +412,7 @@ class Expr:
         if value.type() == cel.Type.ERROR:
             raise ExprError(f"{self.text}: {_clean(str(value.value()))}")
         plain = value.plain_value()
-        if _NULLS_UNOWNED:
+        if _NULLS_UNOWNED and (plain is None or isinstance(plain, dict | list)):
             for _ in range(_nulls(plain)):
                 _incref(_NONE)
         return plain
@@ -400,12 +461,25 @@ class Bound:
     Rendering a row evaluates tens of expressions over the same variables; the CEL
     runtime converts each variable it reads once per `Bound`, not once per expression.
     The values must not change while it is in use. Unset (None) variables are left out.
+    With `reads` (what every expression evaluated in it reads, `Expr.reads`), only those
+    variables are handed over, and of a map only the fields read: the runtime converts
+    what it is given, whether an expression reads it or not.
     """
 
     __slots__ = ("activation",)
 
-    def __init__(self, **variables: Any) -> None:
-        data = {k: v for k, v in variables.items() if v is not None}
+    def __init__(self, reads: Reads | None = None, /, **variables: Any) -> None:
+        if reads is None:
+            data = {k: v for k, v in variables.items() if v is not None}
+        else:
+            data = {}
+            for name, value in variables.items():
+                if value is None or name not in reads:
+                    continue
+                fields = reads[name]
+                if fields is not None and type(value) is dict:
+                    value = {f: value[f] for f in fields if f in value}
+                data[name] = value
         self.activation = _env().Activation(data=data)
 
 

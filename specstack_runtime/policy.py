@@ -30,7 +30,7 @@ collections). Resources looked up by id are checked by their behaviours.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -301,15 +301,25 @@ class Enforcer:
             name, why = next(iter(bad.items()))
             raise PolicyError(f"policy rule {name}: {why}")
         self.rules: dict[str, Rule] = {name: parse(text) for name, text in rules.items()}
+        self._reads: dict[tuple[str, ...], frozenset[str]] = {}
 
     def allows(self, rule: str, auth: AuthContext, target: Mapping[str, Any]) -> bool:
         """Whether `rule` (a rule text, e.g. `rule:admin` or `role:member`) allows `auth` on
         `target` (a resource's fields, or the attributes a path names)."""
-        return parse(rule).evaluate(auth, _as_target(auth, target), self.rules)
+        return parse(rule).evaluate(auth, self.target_of(auth, target, (rule,)), self.rules)
 
-    def target_of(self, auth: AuthContext, doc: Mapping[str, Any]) -> dict[str, str | None]:
-        """`doc` as the target `allows_on` takes: made once for several rules on one row."""
-        return _as_target(auth, doc)
+    def target_of(
+        self, auth: AuthContext, doc: Mapping[str, Any], rules: Iterable[str] | None = None
+    ) -> dict[str, str | None]:
+        """`doc` as the target `allows_on` takes: made once for several rules on one row;
+        with `rules` (those it will be given), only the attributes they read are taken."""
+        if rules is None:
+            return _as_target(auth, doc)
+        key = tuple(rules)
+        reads = self._reads.get(key)
+        if reads is None:  # found once per set of rules (through the named rules they use)
+            reads = self._reads[key] = frozenset().union(*(self.refs(r) for r in key))
+        return _as_target(auth, {k: doc[k] for k in reads if k in doc})
 
     def allows_on(self, rule: str, auth: AuthContext, target: Mapping[str, str | None]) -> bool:
         """`allows` with a target `target_of` made."""

@@ -118,6 +118,10 @@ def secret_names_in(
     return secret_names(docs)
 
 
+#: JSON's scalar types: nothing in one is walked (its secrecy is its key's).
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 class Redactor:
     """Copies of payloads with every secret value replaced by REDACTED."""
 
@@ -172,6 +176,8 @@ class Redactor:
                 low = key.lower() if isinstance(key, str) else ""
                 if low in self.names or (parent, low) in self.pairs:
                     new = self._secret(item)
+                elif type(item) in _LEAVES:
+                    continue  # a plain value under a name that is not secret: kept
                 else:
                     new = self._value(item, low)
                 if new is not item:
@@ -180,7 +186,7 @@ class Redactor:
                     out[key] = new
             return value if out is None else out
         if isinstance(value, list):
-            items = [self._value(v, parent) for v in value]
+            items = [v if type(v) in _LEAVES else self._value(v, parent) for v in value]
             return value if all(a is b for a, b in zip(items, value, strict=True)) else items
         return value
 

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -112,9 +113,15 @@ def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
     return md
 
 
+@lru_cache(maxsize=512)
+def _sized(indexes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """A table's string columns and their sizes (made once per table)."""
+    return (("id", ID_SIZE), *((ix, INDEX_SIZE) for ix in indexes))
+
+
 def _check_columns(row: Mapping[str, Any], indexes: Iterable[str]) -> None:
     """400 for a column value that no backend would store as given (see ID_SIZE)."""
-    for column, size in (("id", ID_SIZE), *((ix, INDEX_SIZE) for ix in indexes)):
+    for column, size in _sized(tuple(indexes)):
         value = row.get(column)
         if value is None:
             continue

@@ -60,5 +60,9 @@ def test_profile_counts_what_a_boot_is_made_of(capsys: pytest.CaptureFixture[str
     assert figures["messages_sent_per_boot"] >= 3
     assert figures["trace_events_per_boot"] >= 15
     assert figures["cel_evaluations_per_boot"] > 0
+    # the boot's rows written and read, its requests routed and its bodies validated
+    assert figures["sql_statements_per_boot"] >= 10
+    assert figures["route_matches_per_boot"] >= figures["http_requests_per_boot"]
+    assert figures["validations_per_boot"] > 0
     assert len(figures["top_cumulative"]) == 5
     assert all(" calls=" in line for line in figures["top_cumulative"])

@@ -9,7 +9,8 @@ than by polling, so every boot makes the same requests. cProfile counts the
 calls of the event loop's thread between the first boot and the last; the
 stores' worker threads (the SQL) are not counted. The figures include the
 client's own calls (one create, one show per boot), the same before and after
-any change. A validated token stays cached for the count (a running stack validates
+any change. SQL statements are those SQLAlchemy hands the (SQLite) driver, and
+validations are the pydantic and JSON Schema checks of requests, messages and rows. A validated token stays cached for the count (a running stack validates
 it again every `token_cache_s`, a fraction of a validation per boot), so that how
 long the boots take, on a loaded machine or a quiet one, does not change the count;
 a compute heartbeat (every 10 s) may still fall into it.
@@ -38,7 +39,22 @@ _PARTS = {
     "cel_evaluations": ("specstack_runtime/expr.py", "evaluate_in"),
     "token_validations": ("specstack_runtime/auth.py", "validate"),
     "policy_checks": ("specstack_runtime/policy.py", "authorize"),
+    "route_matches": ("starlette/routing.py", "matches"),  # routes tried (see routeindex)
 }
+# SQL statements, as SQLAlchemy hands them to the driver (the embedded stack's SQLite
+# databases run them on the event loop's thread, so they are all counted).
+_STATEMENTS = (
+    ("sqlalchemy/engine/default.py", "do_execute"),
+    ("sqlalchemy/engine/default.py", "do_executemany"),
+    ("sqlalchemy/engine/default.py", "do_execute_no_params"),
+)
+# Validations of a request, message or row: pydantic models (generated) and JSON Schemas.
+_VALIDATIONS = (
+    ("~", "<method 'validate_python' of 'pydantic_core._pydantic_core.SchemaValidator' objects>"),
+    ("~", "<method 'is_valid' of 'jsonschema_rs.Validator' objects>"),
+    ("~", "<method 'iter_errors' of 'jsonschema_rs.Validator' objects>"),
+    ("~", "<method 'validate' of 'jsonschema_rs.Validator' objects>"),
+)
 # The boot's last step: nova-conductor marks the instance ACTIVE (spec/sequences/boot-vm).
 _LAST = ("boot-vm", "instance_update")
 
@@ -119,6 +135,10 @@ async def _boots(boots: int, data_dir: Path, top: int) -> dict[str, Any]:
     }
     for key, (where, name) in _PARTS.items():
         figures[f"{key}_per_boot"] = round(_count(stats, where, name) / boots, 2)
+    checked = sum(_count(stats, where, name) for where, name in _VALIDATIONS)
+    figures["validations_per_boot"] = round(checked / boots, 2)
+    statements = sum(_count(stats, where, name) for where, name in _STATEMENTS)
+    figures["sql_statements_per_boot"] = round(statements / boots, 2)
     if top:
         raw = stats.stats  # type: ignore[attr-defined]
         ranked = sorted(raw.items(), key=lambda kv: kv[1][3], reverse=True)[:top]

@@ -40,7 +40,12 @@ async def _each(
     items: Any = [None]
     if rules.keys() & {"when", "require", "each"}:
         # the flow's variables bound once for the step's `when`, `require` and `each`
-        before = bound(call_scope(ix.call))
+        texts = [
+            rules.get("when"),
+            *(r["expr"] for r in rules.get("require") or ()),
+            rules.get("each"),
+        ]
+        before = bound(call_scope(ix.call), (t for t in texts if t))
         if "when" in rules and not evaluate_in(rules["when"], before):
             return
         for rule in rules.get("require") or ():

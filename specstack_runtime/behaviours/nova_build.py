@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,18 @@ def swift_location(rt: ServiceRuntime, image: Mapping[str, Any]) -> tuple[str, s
     return str(found[0]), str(found[1]), str(found[2])
 
 
-def _md5_file(path: Path) -> str:
+def _md5_of(path: Path) -> str | None:
+    """The md5 of the file at `path` (None: no file), read again only when its inode, size
+    or modification time changed: every boot on a host checks its cached image."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return _md5_file(path, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@lru_cache(maxsize=256)
+def _md5_file(path: Path, version: tuple[int, int, int]) -> str:  # version: the cache key
     digest = hashlib.md5()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -245,7 +257,7 @@ async def cache_image(
     if not checksum:
         raise StepFailed(f"Image {image_id} has no data to boot from", code=400)
     path = image_cache_path(rt, image_id)
-    if path.exists() and _md5_file(path) == checksum:
+    if _md5_of(path) == checksum:
         return path
     account, container, obj = swift_location(rt, image)
     resp = expect(

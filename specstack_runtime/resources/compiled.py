@@ -24,7 +24,7 @@ from specstack_runtime.errors import (
     NotFound,
     Unauthorized,
 )
-from specstack_runtime.expr import Expr, compile_expr
+from specstack_runtime.expr import Expr, compile_expr, merged_reads
 from specstack_runtime.microversions import parse
 from specstack_runtime.store import Not
 
@@ -223,6 +223,11 @@ class Compiled:
     def render_uses(self) -> frozenset[str]:
         """The variables its computed and render expressions read (see `Expr.uses`)."""
         return frozenset().union(*(e.uses for _, e in (*self.computed, *self.renders)))
+
+    @cached_property
+    def render_reads(self) -> dict[str, frozenset[str] | None]:
+        """The variables, and of each the fields, those expressions read (`Expr.reads`)."""
+        return merged_reads(e.reads for _, e in (*self.computed, *self.renders))
 
     @cached_property
     def uses_rules(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from specstack_runtime import ir
@@ -78,7 +79,7 @@ class ResourceCall:
         auth = self.optional_auth
         if not guarded or auth is None:
             return {name for name, _ in guarded}
-        target = self.policy.target_of(auth, doc)
+        target = self.policy.target_of(auth, doc, tuple(rule for _, rule in guarded if rule))
         return {
             name
             for name, rule in guarded
@@ -209,6 +210,7 @@ class ResourceCall:
     def variables(self, **more: Any) -> dict[str, Any]:
         """The variables an expression of this call sees."""
         if not self._vars:
+            configured = self.configured_quotas  # a copy: read once, not once per quota
             self._vars = {
                 "auth": dict(auth_vars(self.optional_auth)),
                 "path": dict(self.call.path_params),
@@ -221,7 +223,7 @@ class ResourceCall:
                 "microversion": f"{mv[0]}.{mv[1]}" if (mv := self.call.microversion) else "",
                 # the project's limit of each quota of the spec (configured or default)
                 "quotas": {
-                    name: int(self.configured_quotas.get(name, q.default))
+                    name: int(configured.get(name, q.default))
                     for name, q in self.catalog.quotas.items()
                 },
             }
@@ -232,7 +234,13 @@ class ResourceCall:
         return {**self._vars, **more}
 
 
-def _path_params(path: str) -> list[str]:
+@lru_cache(maxsize=1024)
+def _path_params(path: str) -> tuple[str, ...]:
+    """The parameters an operation's path template names, in order (found once a path)."""
+    return tuple(_params_in(path))
+
+
+def _params_in(path: str) -> list[str]:
     out: list[str] = []
     for part in path.split("{")[1:]:
         name = part.split("}", 1)[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import Bound, compile_expr, unicode_only
+from specstack_runtime.expr import Bound, compile_expr, reads_of, unicode_only
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -33,7 +33,8 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
     )
     # Bound once for every rule (the CEL runtime converts the row, the changes and the
     # references once, not once per rule), and once per item of each `each` list
-    shared = Bound(**names)
+    reads = reads_of(tuple(t for g in guards for t in (g.when, g.each) if t))
+    shared = Bound(reads, **names)
     per_item: dict[str, list[tuple[Any, Bound]]] = {}
     for guard in guards:
         when = compile_expr(guard.when)
@@ -46,7 +47,7 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
             bound_items = per_item.get(guard.each)
             if bound_items is None:
                 items = compile_expr(guard.each).evaluate_in(shared)
-                bound_items = [(i, Bound(**names, item=i)) for i in items]
+                bound_items = [(i, Bound(reads, **names, item=i)) for i in items]
                 per_item[guard.each] = bound_items
             item = next((i for i, b in bound_items if when.evaluate_in(b)), _NONE)
             if item is _NONE:

@@ -18,7 +18,7 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
-from specstack_runtime.expr import Bound, auth_vars, compile_expr
+from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id
 
@@ -97,7 +97,11 @@ def _over(entries: dict[str, str], rowless: Bound, row: Bound | None = None) -> 
 
 async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, Any]) -> None:
     # bound once for the rule: the request, its reply and the caller converted once
-    empty = Bound(**names, doc={})
+    texts = (*([rule.when] if rule.when else []), *rule.set.values())
+    if rule.append is not None:
+        texts += tuple(rule.append[1].values())
+    reads = reads_of(texts)
+    empty = Bound(reads, **names, doc={})
     if rule.when and not compile_expr(rule.when).evaluate_in(empty):
         return
     store = call.rt.require_store()
@@ -112,7 +116,7 @@ async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, A
         # over the row as read (locked) in the transaction that writes it: one read and
         # one write, the fields merged with whatever another component recorded first
         doc = dict(old or {})
-        bound = Bound(**names, doc=doc)
+        bound = Bound(reads, **names, doc=doc)
         changes = {**fixed, **_over(over_row, empty, bound)}
         if rule.append is not None:
             name, item = rule.append

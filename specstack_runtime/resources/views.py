@@ -49,11 +49,12 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         if name not in out:
             out[name] = None
     if res.computed or res.renders:
-        uses = res.render_uses  # the others are not handed to the CEL runtime
+        uses = res.render_uses
         more = {"doc": doc}
         if "join" in uses and rc.res.res.joins and _joins_wanted(rc, wanted, denied):
             more["join"] = _joined(rc, doc)
-        variables = Bound(**{k: v for k, v in rc.variables(**more).items() if k in uses})
+        # only what the expressions read is handed to the CEL runtime
+        variables = Bound(res.render_reads, **rc.variables(**more))
         for name, expr in res.renders:
             if name in out and name not in denied and (wanted is None or name in wanted):
                 out[name] = expr.evaluate_in(variables)

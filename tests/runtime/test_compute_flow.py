@@ -495,6 +495,16 @@ async def test_a_corrupt_image_fails_the_step(tmp_path: Path) -> None:
     call.vars["image"] = {**FakeServices().image, "direct_url": None}
     with pytest.raises(StepFailed, match="no location"):
         await nova_build.download_image(interaction(call, Recorder()))
+    call.vars["image"] = FakeServices().image
+    # a cached image changed on disk (its checksum remembered by inode, size and mtime)
+    # is fetched again, not trusted
+    for _ in range(2):
+        await nova_build.download_image(interaction(call, Recorder(response(200, IMAGE_DATA))))
+    cached = tmp_path / "image-cache" / "compute-1" / IMAGE_ID
+    cached.write_bytes(b"x" * len(IMAGE_DATA))
+    refetch = Recorder(response(200, IMAGE_DATA))
+    await nova_build.download_image(interaction(call, refetch))
+    assert len(refetch.calls) == 1 and cached.read_bytes() == IMAGE_DATA
 
 
 @arun

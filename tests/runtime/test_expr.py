@@ -245,3 +245,51 @@ def test_matches_in_a_string_literal_is_text_and_errors_name_matches() -> None:
         compile_expr("1.matches('a')")
     with pytest.raises(ExprError, match=r"No matching overloads found : \(int64\)\.matches\("):
         compile_expr("data.t.matches('a')").evaluate(data={"t": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "reads"),
+    [
+        ("doc.name", {"doc": {"name"}}),
+        ("has(doc.name) && doc.name != null ? doc.name : doc.id", {"doc": {"name", "id"}}),
+        ("doc.addresses.private[0].addr", {"doc": {"addresses"}}),
+        # anything but `doc.field` may read any field
+        ("'name' in doc", {"doc": None}),
+        ("doc['name']", {"doc": None}),
+        ("size(doc)", {"doc": None}),
+        ("doc.map(k, k)", {"doc": None}),
+        ("[doc.id].map(doc, doc.name)", {"doc": None}),
+        # a name after a dot is a field's, not the variable's
+        ("vars.doc.name", {"vars": {"doc"}, "doc": set()}),
+    ],
+)
+def test_the_fields_an_expression_reads_are_found_once(
+    text: str, reads: dict[str, set[str] | None]
+) -> None:
+    assert compile_expr(text).reads == reads
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "doc.name + '/' + string(doc.power_state)",
+        "has(doc.host) ? 'set' : 'unset'",
+        "'ratio' in doc && doc.ratio > 0.1",
+        "doc.addresses.private.map(a, a.addr)",
+        "size(doc)",
+    ],
+)
+def test_a_binding_given_only_what_is_read_gives_the_same_value(text: str) -> None:
+    # what a shared binding's expressions read together: only those fields are handed over
+    reads = expr.reads_of((text, "doc.id"))
+    assert compile_expr(text).evaluate_in(Bound(reads, doc=DOC)) == compile_expr(text).evaluate_in(
+        Bound(doc=DOC)
+    )
+    assert compile_expr("doc.id").evaluate_in(Bound(reads, doc=DOC, auth={"x": 1})) == "s1"
+
+
+def test_a_field_not_read_is_not_handed_to_the_runtime() -> None:
+    reads = expr.reads_of(("doc.name",))
+    # `doc.id` was not among the expressions the binding was made for: not there
+    with pytest.raises(ExprError, match="id"):
+        compile_expr("doc.id").evaluate_in(Bound(reads, doc=DOC))

@@ -87,3 +87,19 @@ def test_expressions_decide_only_the_rules_they_name() -> None:
     assert rule_names(["doc.size > 1"]) == frozenset()
     assert rule_names(["rules[doc.rule]"]) is None
     assert rule_names(["rules.a", "has(doc.x) && rules"]) is None
+
+
+def test_a_row_is_taken_as_a_target_only_for_the_attributes_its_rules_read() -> None:
+    enforcer = policy.Enforcer(
+        {"owner": "user_id:%(user_id)s", "owner_or_admin": "rule:owner or role:admin"}
+    )
+    row = {"user_id": "u2", "project_id": "p2", "name": "vm", "metadata": {"k": "v"}}
+    # through the named rule: the row's user, and the caller's own attributes otherwise
+    target = enforcer.target_of(_ctx("member"), row, ("rule:owner_or_admin",))
+    assert target["user_id"] == "u2" and target["project_id"] == "p1"
+    assert "name" not in target
+    # the decisions are the row's, not the caller's
+    assert not enforcer.allows("rule:owner_or_admin", _ctx("member"), row)
+    assert enforcer.allows("rule:owner_or_admin", _ctx("member", user="u2"), row)
+    assert enforcer.allows("project_id:%(project_id)s", _ctx("member", project="p2"), row)
+    assert not enforcer.allows("project_id:%(project_id)s", _ctx("member"), row)
