@@ -8,6 +8,22 @@ from specstack_conformance import checks, provoke
 from specstack_conformance.harness import FlowRecord, Target
 
 
+def test_block_storage_create_volume(boot_vm: FlowRecord) -> None:
+    """POST /v3/{project_id}/volumes as the flows used it."""
+    checked = sum(
+        checks.responses_conform(record, "block-storage", "createVolume") for record in (boot_vm,)
+    )
+    assert checked > 0, "the flows recorded no answer of createVolume"
+
+
+def test_block_storage_show_volume(boot_vm: FlowRecord) -> None:
+    """GET /v3/{project_id}/volumes/{volume_id} as the flows used it."""
+    checked = sum(
+        checks.responses_conform(record, "block-storage", "showVolume") for record in (boot_vm,)
+    )
+    assert checked > 0, "the flows recorded no answer of showVolume"
+
+
 def test_block_storage_create_attachment(boot_vm: FlowRecord) -> None:
     """POST /v3/{project_id}/attachments as the flows used it."""
     checked = sum(

@@ -35,7 +35,7 @@ async def list_volumes(flow: Flow) -> None:
 
 
 async def create_volume(flow: Flow) -> None:
-    """operation createVolume: behaviour resource.serve."""
+    """operation createVolume: behaviour resource.serve; boot-vm step 12.1."""
     await flow.trigger(None)
 
 
@@ -45,7 +45,7 @@ async def list_volumes_detailed(flow: Flow) -> None:
 
 
 async def show_volume(flow: Flow) -> None:
-    """operation showVolume: behaviour resource.serve."""
+    """operation showVolume: behaviour resource.serve; boot-vm step 12.2."""
     await flow.trigger(None)
 
 
@@ -270,7 +270,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=create_volume,
-        occurrences={},
+        occurrences={
+            ("boot-vm", "12.1"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "create"},
@@ -294,7 +296,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=show_volume,
-        occurrences={},
+        occurrences={
+            ("boot-vm", "12.2"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "show"},
