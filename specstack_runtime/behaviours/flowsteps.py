@@ -2,7 +2,7 @@
 
 `with:` in the spec gives the arguments, with `{name.path}` placeholders read from
 the flow's variables (plus `payload`, `body` and `path` of the triggering call) and
-`{expr: CEL}` values; `as:` names the variable the result is kept in. Five keys of
+`{expr: CEL}` values; `as:` names the variable the result is kept in. Six keys of
 `with:` say how the interaction runs rather than what it is given (docs/resources.md,
 "Flow steps"): `when` (CEL: skip the step when false), `require` (CEL checks: the step
 fails with the message when one is false), `each` (CEL list: the interaction once per
