@@ -24,6 +24,14 @@ def test_block_storage_show_volume(boot_vm: FlowRecord) -> None:
     assert checked > 0, "the flows recorded no answer of showVolume"
 
 
+def test_block_storage_delete_volume(delete_vm: FlowRecord) -> None:
+    """DELETE /v3/{project_id}/volumes/{volume_id} as the flows used it."""
+    checked = sum(
+        checks.responses_conform(record, "block-storage", "deleteVolume") for record in (delete_vm,)
+    )
+    assert checked > 0, "the flows recorded no answer of deleteVolume"
+
+
 def test_block_storage_create_attachment(boot_vm: FlowRecord) -> None:
     """POST /v3/{project_id}/attachments as the flows used it."""
     checked = sum(

@@ -55,7 +55,7 @@ async def update_volume(flow: Flow) -> None:
 
 
 async def delete_volume(flow: Flow) -> None:
-    """operation deleteVolume: behaviour resource.serve."""
+    """operation deleteVolume: behaviour resource.serve; delete-vm step 7.4."""
     await flow.trigger(None)
 
 
@@ -322,7 +322,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=delete_volume,
-        occurrences={},
+        occurrences={
+            ("delete-vm", "7.4"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "delete"},

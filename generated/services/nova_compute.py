@@ -375,7 +375,7 @@ async def build_and_run_instance_on_failure(flow: Flow) -> None:
 
 
 async def terminate_instance(flow: Flow) -> None:
-    """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6 -> 7, 7.1, 8, 10, 11."""
+    """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6 -> 7, 7.1, 7.4, 8, 10, 11."""
     await flow.trigger(None)
     await flow.step(
         0,
@@ -410,6 +410,21 @@ async def terminate_instance(flow: Flow) -> None:
     )
     await flow.step(
         2,
+        "Detach volume",
+        "cinder-api",
+        "http",
+        "deleteVolume",
+        None,
+        clients.block_storage.BlockStorageClient(flow).delete_volume,
+        bindings={
+            "each": "vars.attachments.filter(a, has(a.delete_on_termination) && a.delete_on_termination == true)",
+            "project_id": "{instance_ref.project_id}",
+            "volume_id": "{item.volume_id}",
+            "accept": [202, 404],
+        },
+    )
+    await flow.step(
+        3,
         "Release network",
         "neutron-server",
         "http",
@@ -418,7 +433,7 @@ async def terminate_instance(flow: Flow) -> None:
         clients.network.NetworkClient(flow).delete_port,
     )
     await flow.step(
-        3,
+        4,
         "Destroy VM via hypervisor",
         "hypervisor",
         "native",
@@ -428,7 +443,7 @@ async def terminate_instance(flow: Flow) -> None:
         bindings={"instance": "{driver_instance}", "accept": ["InstanceNotFound", "DiskNotFound"]},
     )
     await flow.step(
-        4,
+        5,
         "Mark instance deleted",
         "nova-conductor",
         "amqp-call",
@@ -563,6 +578,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             ("delete-vm", "6"): (
                 "7",
                 "7.1",
+                "7.4",
                 "8",
                 "10",
                 "11",

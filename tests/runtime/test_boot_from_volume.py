@@ -10,14 +10,16 @@ from typing import Any
 
 import pytest
 
-from specstack_runtime.behaviours import nova_api, nova_build
+from specstack_runtime.behaviours import nova_api, nova_build, nova_delete, nova_host
 from specstack_runtime.errors import BadRequest, StepFailed
+from specstack_runtime.messaging import check
 from tests.aio import arun
 from tests.runtime.test_compute_api import Api
 from tests.runtime.test_compute_flow import build_payload, new_instance
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
     Recorder,
+    add_compute_node,
     boot_body,
     make_runtime,
     msg_call,
@@ -124,3 +126,43 @@ async def test_build_fails_when_the_volume_from_the_image_ends_in_error(tmp_path
     with pytest.raises(StepFailed, match="did not become available"):
         await run_spec_step(call, "boot-vm", "15", attach)
     assert attach.calls == []
+
+
+@arun
+async def test_deleting_the_server_deletes_its_delete_on_termination_volumes(
+    api: Api, tmp_path: Path
+) -> None:
+    """delete-vm 6 tells compute which attached volumes go with the server (their mapping's
+    delete_on_termination); 7.4 deletes those, after their attachments, and no other."""
+    await seed_flavors(api.store)
+    await add_compute_node(api.store, "compute-1")
+    reply = await nova_api.create_server(op_call(api.rt, "createServer", body=boot_body(**BFV)))
+    kept = {"uuid": "vol-kept", "source_type": "volume", "destination_type": "volume",
+            "boot_index": 1, "delete_on_termination": False}  # fmt: skip
+    made = {**ROOT, "source_type": "volume", "uuid": "vol-root", "image_id": IMAGE_ID}
+    attachments = [
+        {"attachment_id": f"a-{v}", "volume_id": v, "device": d}
+        for v, d in (("vol-root", "/dev/vda"), ("vol-kept", "/dev/vdb"))
+    ]
+    await api.store.update(
+        "instances",
+        reply.body["server"]["id"],
+        {"vm_state": "active", "task_state": None, "host": "compute-1",
+         "block_device_mapping": [made, kept], "attachments": attachments},
+    )  # fmt: skip
+    call = op_call(api.rt, "deleteServer", path_params={"server_id": reply.body["server"]["id"]})
+    await nova_delete.delete_server(call)
+    cast = Recorder()
+    await run_spec_step(call, "delete-vm", "6", cast)
+    (((payload,), _),) = cast.calls
+    check(api.info, "terminate_instance", "payload", payload)
+    assert [(a["volume_id"], a["delete_on_termination"]) for a in payload["attachments"]] == [
+        ("vol-root", True),
+        ("vol-kept", False),
+    ]
+    rt = make_runtime(api.info, "nova-compute", host="compute-1", data_dir=tmp_path)
+    terminate = msg_call(rt, "terminate_instance", payload)
+    await nova_host.begin_terminate(terminate)
+    deleted = Recorder(response(202, None), response(404, {}))
+    await run_spec_step(terminate, "delete-vm", "7.4", deleted)
+    assert [kw["volume_id"] for _, kw in deleted.calls] == ["vol-root"]
