@@ -59,6 +59,13 @@ async def test_create_server_from_an_image_volume_has_no_image(api: Api) -> None
     view = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
     assert view["image"] == ""
     assert call.vars["request_spec"]["image_id"] is None
+    # without delete_on_termination the volume outlives the server (nova's default)
+    plain = {k: v for k, v in ROOT.items() if k != "delete_on_termination"}
+    body = boot_body(imageRef="", block_device_mapping_v2=[plain])
+    reply = await nova_api.create_server(op_call(api.rt, "createServer", body=body))
+    row = await api.store.get("instances", reply.body["server"]["id"])
+    assert row is not None
+    assert row["block_device_mapping"] == [{**ROOT, "delete_on_termination": False}]
     # the volume's size is needed
     no_size = {**ROOT, "volume_size": None}
     call = op_call(

@@ -100,6 +100,7 @@ def test_volume_from_image_boot_from_volume_and_multiple_create(
     """`volume create --image`: a bootable volume with the image's data and metadata;
     `server create --volume` and `--boot-from-volume SIZE --image` boot from a root volume
     (no image); `--min 2 --max 2` makes name-1 and name-2 (issue 15)."""
+    roots: list[str] = []
     try:
         made = stack.json("volume", "create", "--image", "demo-image", "--size", "1", "wire-iv")
         volume = stack.wait_for("volume", made["id"], "status", "available")
@@ -120,6 +121,7 @@ def test_volume_from_image_boot_from_volume_and_multiple_create(
             assert server["status"] == "ACTIVE" and not server["image"].startswith("demo")
         assert [v["id"] for v in one["volumes_attached"]] == [made["id"]]
         (root,) = two["volumes_attached"]
+        roots.append(root["id"])
         root_volume = stack.json("volume", "show", root["id"])
         assert root_volume["status"] == "in-use" and root_volume["bootable"] in (True, "true")
         assert root_volume["attachments"][0]["device"] == "/dev/vda"
@@ -132,4 +134,5 @@ def test_volume_from_image_boot_from_volume_and_multiple_create(
     finally:
         for name in ("wire-bfv-1", "wire-bfv-2", "wire-multi-1", "wire-multi-2"):
             stack.run("server", "delete", "--wait", name, check=False)
-        stack.run("volume", "delete", "wire-iv", check=False)
+        for volume_id in ("wire-iv", *roots):  # kept: delete_on_termination is false
+            stack.run("volume", "delete", volume_id, check=False)
