@@ -14,7 +14,7 @@ from specstack_runtime.expr import Bound, ExprError, compile_expr, reads_of
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 
 #: Keys of a step's `with:` that say how it runs, not what it is given (flowsteps).
-CONTROL = ("when", "require", "each", "accept", "keep")
+CONTROL = ("when", "require", "each", "accept", "until", "keep")
 
 
 def _lookup(scope: dict[str, Any], path: str) -> Any:
@@ -55,7 +55,7 @@ def evaluate_in(text: str, variables: Bound) -> Any:
 
 def control(bindings: dict[str, Any]) -> dict[str, Any]:
     """The `with:` keys that say how the step runs (`when`, `require`, `each`, `accept`,
-    `keep`)."""
+    `until`, `keep`)."""
     return {k: bindings[k] for k in CONTROL if k in bindings}
 
 

@@ -4,23 +4,27 @@
 
 from __future__ import annotations
 
+import pytest
+
 from specstack_conformance import checks, provoke
 from specstack_conformance.harness import FlowRecord, Target
 
 
 def test_compute_create_server(boot_vm: FlowRecord) -> None:
     """POST /v2.1/servers as the flows used it."""
-    checked = sum(
-        checks.responses_conform(record, "compute", "createServer") for record in (boot_vm,)
-    )
+    records = (boot_vm,)
+    checked = sum(checks.responses_conform(record, "compute", "createServer") for record in records)
+    if checked == 0 and checks.left_out(records, "createServer"):
+        pytest.skip("the flows' when or each left createServer out")
     assert checked > 0, "the flows recorded no answer of createServer"
 
 
 def test_compute_delete_server(delete_vm: FlowRecord) -> None:
     """DELETE /v2.1/servers/{server_id} as the flows used it."""
-    checked = sum(
-        checks.responses_conform(record, "compute", "deleteServer") for record in (delete_vm,)
-    )
+    records = (delete_vm,)
+    checked = sum(checks.responses_conform(record, "compute", "deleteServer") for record in records)
+    if checked == 0 and checks.left_out(records, "deleteServer"):
+        pytest.skip("the flows' when or each left deleteServer out")
     assert checked > 0, "the flows recorded no answer of deleteServer"
 
 

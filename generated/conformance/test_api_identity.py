@@ -4,19 +4,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from specstack_conformance import checks, provoke
 from specstack_conformance.harness import FlowRecord, Target
 
 
 def test_identity_issue_token(boot_vm: FlowRecord, delete_vm: FlowRecord) -> None:
     """POST /v3/auth/tokens as the flows used it."""
-    checked = sum(
-        checks.responses_conform(record, "identity", "issueToken")
-        for record in (
-            boot_vm,
-            delete_vm,
-        )
+    records = (
+        boot_vm,
+        delete_vm,
     )
+    checked = sum(checks.responses_conform(record, "identity", "issueToken") for record in records)
+    if checked == 0 and checks.left_out(records, "issueToken"):
+        pytest.skip("the flows' when or each left issueToken out")
     assert checked > 0, "the flows recorded no answer of issueToken"
 
 

@@ -4,13 +4,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from specstack_conformance import checks, provoke
 from specstack_conformance.harness import FlowRecord, Target
 
 
 def test_image_show_image(boot_vm: FlowRecord) -> None:
     """GET /v2/images/{image_id} as the flows used it."""
-    checked = sum(checks.responses_conform(record, "image", "showImage") for record in (boot_vm,))
+    records = (boot_vm,)
+    checked = sum(checks.responses_conform(record, "image", "showImage") for record in records)
+    if checked == 0 and checks.left_out(records, "showImage"):
+        pytest.skip("the flows' when or each left showImage out")
     assert checked > 0, "the flows recorded no answer of showImage"
 
 

@@ -4,31 +4,38 @@
 
 from __future__ import annotations
 
+import pytest
+
 from specstack_conformance import checks, provoke
 from specstack_conformance.harness import FlowRecord, Target
 
 
 def test_network_create_port(boot_vm: FlowRecord) -> None:
     """POST /v2.0/ports as the flows used it."""
-    checked = sum(
-        checks.responses_conform(record, "network", "createPort") for record in (boot_vm,)
-    )
+    records = (boot_vm,)
+    checked = sum(checks.responses_conform(record, "network", "createPort") for record in records)
+    if checked == 0 and checks.left_out(records, "createPort"):
+        pytest.skip("the flows' when or each left createPort out")
     assert checked > 0, "the flows recorded no answer of createPort"
 
 
 def test_network_delete_port(delete_vm: FlowRecord) -> None:
     """DELETE /v2.0/ports/{port_id} as the flows used it."""
-    checked = sum(
-        checks.responses_conform(record, "network", "deletePort") for record in (delete_vm,)
-    )
+    records = (delete_vm,)
+    checked = sum(checks.responses_conform(record, "network", "deletePort") for record in records)
+    if checked == 0 and checks.left_out(records, "deletePort"):
+        pytest.skip("the flows' when or each left deletePort out")
     assert checked > 0, "the flows recorded no answer of deletePort"
 
 
 def test_network_list_security_groups(boot_vm: FlowRecord) -> None:
     """GET /v2.0/security-groups as the flows used it."""
+    records = (boot_vm,)
     checked = sum(
-        checks.responses_conform(record, "network", "listSecurityGroups") for record in (boot_vm,)
+        checks.responses_conform(record, "network", "listSecurityGroups") for record in records
     )
+    if checked == 0 and checks.left_out(records, "listSecurityGroups"):
+        pytest.skip("the flows' when or each left listSecurityGroups out")
     assert checked > 0, "the flows recorded no answer of listSecurityGroups"
 
 

@@ -4,15 +4,20 @@
 
 from __future__ import annotations
 
+import pytest
+
 from specstack_conformance import checks, provoke
 from specstack_conformance.harness import FlowRecord, Target
 
 
 def test_object_store_get_object(boot_vm: FlowRecord) -> None:
     """GET /v1/{account}/{container}/{object} as the flows used it."""
+    records = (boot_vm,)
     checked = sum(
-        checks.responses_conform(record, "object-store", "getObject") for record in (boot_vm,)
+        checks.responses_conform(record, "object-store", "getObject") for record in records
     )
+    if checked == 0 and checks.left_out(records, "getObject"):
+        pytest.skip("the flows' when or each left getObject out")
     assert checked > 0, "the flows recorded no answer of getObject"
 
 

@@ -235,7 +235,24 @@ STEP_12: dict[str, Any] = {
     "operation": "getObject",
     "message": None,
     "call": None,
-    "then": [],
+    "then": [
+        {
+            "source_component": "nova-compute",
+            "target_component": "cinder-api",
+            "via": "http",
+            "operation": "createVolume",
+            "message": None,
+            "call": None,
+        },
+        {
+            "source_component": "nova-compute",
+            "target_component": "cinder-api",
+            "via": "http",
+            "operation": "showVolume",
+            "message": None,
+            "call": None,
+        },
+    ],
 }
 
 STEP_13: dict[str, Any] = {

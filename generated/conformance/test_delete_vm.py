@@ -146,6 +146,14 @@ STEP_07: dict[str, Any] = {
             "message": "attachment_delete",
             "call": None,
         },
+        {
+            "source_component": "nova-compute",
+            "target_component": "cinder-api",
+            "via": "http",
+            "operation": "deleteVolume",
+            "message": None,
+            "call": None,
+        },
     ],
 }
 

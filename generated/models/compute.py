@@ -429,6 +429,10 @@ class ServerCreate(BaseModel):
     )
     min_count: conint(ge=1) | None = Field(None, description="Minimum number of servers to create.")
     max_count: conint(ge=1) | None = Field(None, description="Maximum number of servers to create.")
+    return_reservation_id: bool | None = Field(
+        None,
+        description='Answer {"reservation_id"} of the multiple create instead of the first server.',
+    )
     metadata: dict[str, constr(max_length=255)] | None = None
     security_groups: list[SecurityGroupName] | None = None
     user_data: constr(max_length=65535) | None = Field(
@@ -511,7 +515,10 @@ class ServerCreateResponse(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    server: ServerCreated
+    server: ServerCreated | None = None
+    reservation_id: str | None = Field(
+        None, description="The reservation of a multiple create (return_reservation_id)."
+    )
 
 
 class ServerSummary(BaseModel):

@@ -514,6 +514,7 @@ class VolumeAttachment(BaseModel):
     volume_id: str
     device: str | None = None
     connection_info: ConnectionInfo | None = None
+    delete_on_termination: bool | None = None
 
 
 class TerminateInstancePayload(BaseModel):

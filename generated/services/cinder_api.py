@@ -35,7 +35,7 @@ async def list_volumes(flow: Flow) -> None:
 
 
 async def create_volume(flow: Flow) -> None:
-    """operation createVolume: behaviour resource.serve."""
+    """operation createVolume: behaviour resource.serve; boot-vm step 12.1."""
     await flow.trigger(None)
 
 
@@ -45,7 +45,7 @@ async def list_volumes_detailed(flow: Flow) -> None:
 
 
 async def show_volume(flow: Flow) -> None:
-    """operation showVolume: behaviour resource.serve."""
+    """operation showVolume: behaviour resource.serve; boot-vm step 12.2."""
     await flow.trigger(None)
 
 
@@ -55,7 +55,7 @@ async def update_volume(flow: Flow) -> None:
 
 
 async def delete_volume(flow: Flow) -> None:
-    """operation deleteVolume: behaviour resource.serve."""
+    """operation deleteVolume: behaviour resource.serve; delete-vm step 7.4."""
     await flow.trigger(None)
 
 
@@ -275,7 +275,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=create_volume,
-        occurrences={},
+        occurrences={
+            ("boot-vm", "12.1"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "create"},
@@ -299,7 +301,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=show_volume,
-        occurrences={},
+        occurrences={
+            ("boot-vm", "12.2"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "show"},
@@ -323,7 +327,9 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=delete_volume,
-        occurrences={},
+        occurrences={
+            ("delete-vm", "7.4"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "delete"},

@@ -121,7 +121,9 @@ async def delete_server(flow: Flow) -> None:
                 "keep_ports": {
                     "expr": "sort(vars.instance.requested_networks.filter(n, has(n.port_id)\n  && n.port_id != null && n.port_id != '').map(n, n.port_id))"
                 },
-                "attachments": "{instance.attachments}",
+                "attachments": {
+                    "expr": "vars.instance.attachments.map(a, merge(a, {'delete_on_termination':\n  vars.instance.block_device_mapping.exists(b, has(b.uuid) && b.uuid == a.volume_id\n    && has(b.delete_on_termination) && b.delete_on_termination == true)}))"
+                },
             },
         },
     )

@@ -19,7 +19,7 @@ KIND = "worker"
 
 
 async def build_and_run_instance(flow: Flow) -> None:
-    """message build_and_run_instance: behaviour compute.begin_build; boot-vm step 7.1 -> 8, 9, 10, 12, 13, 14.3, 15, 15.3, 15.4, 15.5."""
+    """message build_and_run_instance: behaviour compute.begin_build; boot-vm step 7.1 -> 8, 9, 10, 12, 12.1, 12.2, 13, 14.3, 15, 15.3, 15.4, 15.5."""
     await flow.trigger(None)
     await flow.step(
         0,
@@ -64,6 +64,45 @@ async def build_and_run_instance(flow: Flow) -> None:
     )
     await flow.step(
         4,
+        "Download image from Swift",
+        "cinder-api",
+        "http",
+        "createVolume",
+        None,
+        clients.block_storage.BlockStorageClient(flow).create_volume,
+        bindings={
+            "each": "vars.block_device_mapping.filter(b, b.source_type == 'image'\n  && b.destination_type == 'volume')",
+            "project_id": "{instance_ref.project_id}",
+            "body": {
+                "volume": {"size": "{item.volume_size}", "imageRef": "{item.uuid}", "name": ""}
+            },
+            "accept": [202],
+            "keep": {
+                "block_device_mapping": "vars.block_device_mapping.map(b, b == item ? merge(b, {'source_type': 'volume',\n  'uuid': string(reply.volume.id), 'image_id': item.uuid}) : b)",
+                "made_volumes": "(has(vars.made_volumes) ? vars.made_volumes : []) + [string(reply.volume.id)]",
+            },
+        },
+    )
+    await flow.step(
+        5,
+        "Download image from Swift",
+        "cinder-api",
+        "http",
+        "showVolume",
+        None,
+        clients.block_storage.BlockStorageClient(flow).show_volume,
+        bindings={
+            "each": "has(vars.made_volumes) ? vars.made_volumes : []",
+            "project_id": "{instance_ref.project_id}",
+            "volume_id": "{item}",
+            "until": "!(reply.volume.status in ['creating', 'downloading'])",
+            "keep": {
+                "made_states": "(has(vars.made_states) ? vars.made_states : [])\n  + [{'id': item, 'status': reply.volume.status}]"
+            },
+        },
+    )
+    await flow.step(
+        6,
         "Configure network",
         "neutron-server",
         "http",
@@ -72,7 +111,7 @@ async def build_and_run_instance(flow: Flow) -> None:
         clients.network.NetworkClient(flow).create_port,
     )
     await flow.step(
-        5,
+        7,
         "Allocate and associate network",
         "hypervisor",
         "native",
@@ -88,7 +127,7 @@ async def build_and_run_instance(flow: Flow) -> None:
         },
     )
     await flow.step(
-        6,
+        8,
         "Request volume attachment",
         "cinder-api",
         "http",
@@ -97,6 +136,13 @@ async def build_and_run_instance(flow: Flow) -> None:
         clients.block_storage.BlockStorageClient(flow).create_attachment,
         bindings={
             "each": "vars.block_device_mapping.filter(b, has(b.source_type) && b.source_type == 'volume'\n  && has(b.uuid) && b.uuid != null && b.uuid != '')",
+            "require": [
+                {
+                    "expr": "!has(vars.made_states) || vars.made_states.all(v, v.status == 'available')",
+                    "message": "A volume made from the image to boot from did not become available.",
+                    "status": 500,
+                }
+            ],
             "project_id": "{instance_ref.project_id}",
             "body": {
                 "attachment": {
@@ -115,7 +161,7 @@ async def build_and_run_instance(flow: Flow) -> None:
         },
     )
     await flow.step(
-        7,
+        9,
         "Request volume attachment",
         "hypervisor",
         "native",
@@ -131,7 +177,7 @@ async def build_and_run_instance(flow: Flow) -> None:
         },
     )
     await flow.step(
-        8,
+        10,
         "Request volume attachment",
         "cinder-api",
         "http",
@@ -147,7 +193,7 @@ async def build_and_run_instance(flow: Flow) -> None:
         },
     )
     await flow.step(
-        9,
+        11,
         "Request volume attachment",
         "nova-conductor",
         "amqp-call",
@@ -164,6 +210,7 @@ async def build_and_run_instance(flow: Flow) -> None:
                     "power_state": 1,
                     "launched_at": "{launched_at}",
                     "addresses": "{addresses}",
+                    "block_device_mapping": "{block_device_mapping}",
                     "ports": {"expr": "vars.ports.map(p, string(p.id))"},
                     "vifs": {
                         "expr": "(vars.ports + vars.bound_ports).map(p, {'id': string(p.id),\n  'address': p.mac_address == null ? '' : string(p.mac_address),\n  'network_id': p.network_id == null ? '' : string(p.network_id),\n  'ip_addresses': (p.fixed_ips == null ? [] : p.fixed_ips).map(ip, string(ip.ip_address)),\n  'mac_address': p.mac_address,\n  'fixed_ips': p.fixed_ips == null ? [] : p.fixed_ips,\n  'status': has(p.status) ? p.status : 'ACTIVE'})"
@@ -328,7 +375,7 @@ async def build_and_run_instance_on_failure(flow: Flow) -> None:
 
 
 async def terminate_instance(flow: Flow) -> None:
-    """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6 -> 7, 7.1, 8, 10, 11."""
+    """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6 -> 7, 7.1, 7.4, 8, 10, 11."""
     await flow.trigger(None)
     await flow.step(
         0,
@@ -363,6 +410,21 @@ async def terminate_instance(flow: Flow) -> None:
     )
     await flow.step(
         2,
+        "Detach volume",
+        "cinder-api",
+        "http",
+        "deleteVolume",
+        None,
+        clients.block_storage.BlockStorageClient(flow).delete_volume,
+        bindings={
+            "each": "vars.attachments.filter(a, has(a.delete_on_termination) && a.delete_on_termination == true)",
+            "project_id": "{instance_ref.project_id}",
+            "volume_id": "{item.volume_id}",
+            "accept": [202, 404],
+        },
+    )
+    await flow.step(
+        3,
         "Release network",
         "neutron-server",
         "http",
@@ -371,7 +433,7 @@ async def terminate_instance(flow: Flow) -> None:
         clients.network.NetworkClient(flow).delete_port,
     )
     await flow.step(
-        3,
+        4,
         "Destroy VM via hypervisor",
         "hypervisor",
         "native",
@@ -381,7 +443,7 @@ async def terminate_instance(flow: Flow) -> None:
         bindings={"instance": "{driver_instance}", "accept": ["InstanceNotFound", "DiskNotFound"]},
     )
     await flow.step(
-        4,
+        5,
         "Mark instance deleted",
         "nova-conductor",
         "amqp-call",
@@ -485,6 +547,8 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "9",
                 "10",
                 "12",
+                "12.1",
+                "12.2",
                 "13",
                 "14.3",
                 "15",
@@ -514,6 +578,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             ("delete-vm", "6"): (
                 "7",
                 "7.1",
+                "7.4",
                 "8",
                 "10",
                 "11",

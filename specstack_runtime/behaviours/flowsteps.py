@@ -2,17 +2,20 @@
 
 `with:` in the spec gives the arguments, with `{name.path}` placeholders read from
 the flow's variables (plus `payload`, `body` and `path` of the triggering call) and
-`{expr: CEL}` values; `as:` names the variable the result is kept in. Five keys of
+`{expr: CEL}` values; `as:` names the variable the result is kept in. Six keys of
 `with:` say how the interaction runs rather than what it is given (docs/resources.md,
 "Flow steps"): `when` (CEL: skip the step when false), `require` (CEL checks: the step
 fails with the message when one is false), `each` (CEL list: the interaction once per
 `item`), `accept` (http: the statuses that are success; native: the error types that
-mean already done) and `keep` (variable: CEL over `reply`, `headers` and `item`; keeping
-`token` makes it the token the flow's later calls send).
+mean already done), `until` (CEL over `reply`, `headers` and `item`: the interaction again,
+after a growing pause, until it holds; StepFailed after the call timeout) and `keep`
+(variable: CEL over `reply`, `headers` and `item`; keeping `token` makes it the token the
+flow's later calls send).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,6 +59,17 @@ async def _each(
     for item in items:
         scope = {**call_scope(ix.call), "item": item} if "each" in rules else call_scope(ix.call)
         result, headers = await once(bind(args, scope), list(rules.get("accept") or []))
+        pause, waited = 0.05, 0.0
+        while "until" in rules and not evaluate(
+            rules["until"], call_scope(ix.call), item=item, reply=result, headers=headers
+        ):
+            if waited > ix.rt.config.call_timeout_s:
+                raise StepFailed(
+                    f"{ix.label or ix.name}: not so after {waited:.0f} s: {rules['until']}"
+                )
+            await asyncio.sleep(pause)
+            waited, pause = waited + pause, min(pause * 2, 1.0)
+            result, headers = await once(bind(args, scope), list(rules.get("accept") or []))
         if ix.save_as:
             ix.vars[ix.save_as] = result
         for name, text in (rules.get("keep") or {}).items():

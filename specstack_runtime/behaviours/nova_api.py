@@ -102,7 +102,6 @@ async def create_server(call: Call) -> Reply:
     if not isinstance(row["name"], str):
         raise rc.res.fail("invalid", field="name", value=row["name"])
     writes.check_value(rc, rc.res.fields["name"], row["name"])
-    row["hostname"] = _hostname(row["name"]) or f"Server-{row['id']}"
     writes.check_value(rc, rc.res.fields["OS-DCF:diskConfig"], row["disk_config"])
     zone = str(server.get("availability_zone") or "")
     await _find_refs(rc, row, bool(zone))
@@ -110,19 +109,39 @@ async def create_server(call: Call) -> Reply:
     forced_host = forced.split(":", 1)[0] or None
     guards.check(rc, "create", {**row, "forced_host": forced_host}, changes=server)
 
-    # the spec's quotas on servers (instances, cores, RAM): refused before anything is written
+    # multiple create: as many servers as the quotas leave room for, up to max_count; fewer
+    # than min_count is refused before anything is written
+    least, most = row.pop("min_count"), row.pop("max_count")
     limits = quotas.of_resource(rc)
     for quota in limits:
-        await quotas.check(rc, quota, row, inserted=False)
-    row = await store.create(INSTANCES, row)
-    for quota in limits:  # counted again with the row in: of racing creates, the later goes
-        await quotas.check(rc, quota, row, inserted=True)
-    await collects.added(rc, row)  # a member of its server group
-    call.vars["instance"] = row
-    call.vars["flavor"] = row["flavor"]
+        most = min(most, most if (left := await quotas.room(rc, quota, row)) is None else left)
+    for quota in limits:
+        await quotas.check(rc, quota, row, inserted=False, times=least)
+    rows = (
+        [row]
+        if most == 1
+        else [rc.res.template("member", doc=row, refs={"index": i + 1}) for i in range(most)]
+    )
+    made: list[Doc] = []
+    try:  # all or nothing: counted again with the rows in, of racing creates the later goes
+        for one in rows:
+            one["hostname"] = _hostname(one["name"]) or f"Server-{one['id']}"
+            made.append(await store.create(INSTANCES, one))
+        for quota in limits:
+            await quotas.check(rc, quota, made[-1], inserted=True)
+    except BaseException:  # (the quota check took the last row out already)
+        for one in made:
+            await store.delete(INSTANCES, one["id"])
+        raise
+    for one in made:
+        await collects.added(rc, one)  # a member of its server group
+    call.vars["instance"], call.vars["instances"] = made[0], made
+    call.vars["flavor"] = made[0]["flavor"]
     ignore = sorted(set(rc.refs["hosts"]) - {forced_host}) if forced_host else []
-    call.vars["request_spec"] = schedule_payload(rc.call.rt.info, row, ignore)["request_spec"]
-    answer = render(rc, row, "created")
+    call.vars["request_spec"] = schedule_payload(rc.call.rt.info, made[0], ignore)["request_spec"]
+    if server.get("return_reservation_id") in (True, "True", "true", "1"):
+        return Reply(202, {"reservation_id": made[0]["reservation_id"]})
+    answer = render(rc, made[0], "created")
     answer["adminPass"] = server.get("adminPass") or secrets.token_urlsafe(9)[:12]
     return Reply(202, {"server": answer}, headers={"Location": answer["links"][0]["href"]})
 
@@ -138,12 +157,14 @@ def schedule_payload(info: StackInfo, row: Doc, ignore_hosts: Iterable[str] = ()
 @behaviour("compute.schedule_request", via=("amqp-cast",))
 async def schedule_request(ix: Interaction) -> None:
     """boot-vm step 6: cast the provisioning request to the scheduler."""
-    row = ix.vars.get("instance")
-    if not row:
+    first = ix.vars.get("instance")
+    if not first:
         return
-    try:
+    row = first
+    try:  # one request for each server a multiple create made
         ignore = (ix.vars.get("request_spec") or {}).get("ignore_hosts") or ()
-        await ix.invoke(schedule_payload(ix.rt.info, row, ignore))
+        for row in ix.vars.get("instances") or [first]:
+            await ix.invoke(schedule_payload(ix.rt.info, row, ignore))
     except Exception as exc:
         fault = make_fault(500, f"The build request could not be sent: {exc}")
         await store_of(ix).update(

@@ -18,19 +18,21 @@ from specstack_runtime.behaviours.volume_backend import availability_zones
 from specstack_runtime.behaviours.volume_base import DEFAULT_AVAILABILITY_ZONE, VOLUME_TYPE
 from specstack_runtime.errors import NotFound
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access
+from specstack_runtime.resources import access, guards
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 
 # -- volumes ---------------------------------------------------------------------------------
 
 
-@behaviour("volume.prepare_create")
+@behaviour("volume.prepare_create", needs=("image",))
 async def prepare_create(event: ResourceEvent) -> None:
     """createVolume, before the row is written (the spec has checked each attribute; its
     effect then gives a clone its source's size and bootable flag): the zone must be one the
     back ends' nodes are in, the type is looked up by name or id (the default one otherwise),
-    and the request's scheduler hints are kept for the scheduler."""
+    and the request's scheduler hints are kept for the scheduler. A volume from an image
+    (imageRef or image_id): glance's image, as the caller sees it, checked by the spec's
+    `image` rules and kept as its template `from_image` says (the back end copies the data)."""
     call, volume, fail = event.call, event.doc, event.engine.res.fail
     hints = (call.body or {}).get("OS-SCH-HNT:scheduler_hints")
     if hints is not None and not isinstance(hints, dict):
@@ -48,3 +50,15 @@ async def prepare_create(event: ResourceEvent) -> None:
     except NotFound:
         raise fail("type_not_found", name=ref) from None
     volume["volume_type"], volume["volume_type_id"] = vtype["name"], vtype["id"]
+    image_ref = volume.get("imageRef") or volume.get("image_id")
+    if image_ref:
+        rt = call.rt
+        ids = {"image_id": str(image_ref).rstrip("/").rsplit("/", 1)[-1]}
+        resp = await rt.clients.call(
+            rt.info.api_of_type("image"), "showImage", ids, token=call.token
+        )
+        if resp.status_code != 200:
+            raise fail("image_not_found")
+        event.engine.refs["image"] = resp.json()
+        guards.check(event.engine, "image", volume)
+        volume.update(event.engine.template("from_image"))

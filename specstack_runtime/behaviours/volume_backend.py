@@ -9,6 +9,7 @@ host in the volume's `host` column and casts `volume_create` to it; that back en
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -28,6 +29,7 @@ from specstack_runtime.behaviours.volume_base import (
 from specstack_runtime.bindings import bind
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
+from specstack_runtime.filewriter import atomic_write
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.services import ServiceRuntime
@@ -106,9 +108,25 @@ def volume_path(rt: ServiceRuntime, volume_id: str) -> Path:
     return rt.data_dir / "volumes" / rt.host / f"volume-{volume_id}.img"
 
 
-@behaviour("volume.backend_create")
+async def _image_data(call: Call, volume: Doc) -> bytes:
+    """The data of the image a volume is made from, from glance (its md5 checked)."""
+    rt, image_id = call.rt, str(volume["image_id"])
+    resp = await rt.clients.call(
+        rt.info.api_of_type("image"),
+        "downloadImageData",
+        {"image_id": image_id},
+        token=await rt.service_token(),
+    )
+    want = (volume.get("volume_image_metadata") or {}).get("checksum")
+    if resp.status_code != 200 or (want and hashlib.md5(resp.content).hexdigest() != want):
+        raise OSError(f"image {image_id}: glance answered {resp.status_code} or other data")
+    return resp.content
+
+
+@behaviour("volume.backend_create", needs=("image",))
 async def backend_create(call: Call) -> None:
-    """cinder-volume on rt.host: a sparse raw file of `size` GiB; the volume becomes available."""
+    """cinder-volume on rt.host: a sparse raw file of `size` GiB (with the data of the image
+    or the source volume it is made from); the volume becomes available."""
     store = store_of(call)
     volume_id = call.payload["volume_id"]
     size = int(call.payload["size"])
@@ -123,6 +141,8 @@ async def backend_create(call: Call) -> None:
         source = volume_path(call.rt, source_id) if source_id else None
         if source is not None and source.exists():
             shutil.copyfile(source, path)
+        elif volume.get("image_id"):
+            atomic_write(path, await _image_data(call, volume))
         else:
             with open(path, "wb"):
                 pass

@@ -76,14 +76,27 @@ def quota_of(rc: ResourceCall) -> ir.Quota | None:
     return rc.catalog.quotas.get(name) if name else None
 
 
-async def check(rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool) -> None:
-    """Refuse `doc` if the owner's usage (with it) exceeds the limit."""
+async def room(rc: ResourceCall, quota: ir.Quota, doc: Doc) -> int | None:
+    """How many more rows like `doc` the owner's limit lets in (None: no limit)."""
+    owner = str(doc.get(rc.res.owner_field or "project_id") or "")
+    limit = await project_limit(rc, quota, owner)
+    if limit < 0:
+        return None
+    wanted = _amount(quota, rc, doc)
+    left = limit - await usage(rc, quota, owner)
+    return left // wanted if wanted > 0 else None
+
+
+async def check(
+    rc: ResourceCall, quota: ir.Quota, doc: Doc, *, inserted: bool, times: int = 1
+) -> None:
+    """Refuse `doc` (`times` rows like it) if the owner's usage with it exceeds the limit."""
     owner = str(doc.get(rc.res.owner_field or "project_id") or "")
     limit = await project_limit(rc, quota, owner)
     if limit < 0:
         return
     used = await usage(rc, quota, owner)
-    wanted = _amount(quota, rc, doc)
+    wanted = _amount(quota, rc, doc) * times
     total = used if inserted else used + wanted
     if total > limit:
         if inserted:

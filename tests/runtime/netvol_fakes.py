@@ -143,6 +143,7 @@ def make_call(
         global_request_id="req-test",
         sequence=sequence,
         auth=who,
+        token=who.token if who is not None else None,  # the request's X-Auth-Token
         path_params=dict(path_params or {}),
         query=dict(query or {}),
         headers=headers or {"Host": "cloud.example:1234"},

@@ -216,8 +216,22 @@ async def test_schedule_request_failure_puts_the_instance_in_error(api: Api) -> 
     ("change", "message"),
     [
         ({"flavorRef": "99"}, "Flavor 99 could not be found."),
-        ({"min_count": 2, "max_count": 2}, "min_count"),
-        ({"max_count": 3}, "max_count"),
+        ({"min_count": 3, "max_count": 2}, "min_count must be <= max_count"),
+        ({"max_count": 0}, "Invalid input for field/attribute max_count. Value: 0."),
+        ({"min_count": "two"}, "Invalid input for field/attribute min_count. Value: two."),
+        (
+            {"max_count": 2, "networks": [{"port": NETWORK_ID}]},
+            "Unable to launch multiple instances with a single configured port ID",
+        ),
+        (
+            {
+                "max_count": 2,
+                "block_device_mapping_v2": [
+                    {"uuid": VOLUME_ID, "source_type": "volume", "destination_type": "volume"}
+                ],
+            },
+            "Cannot attach one or more volumes to multiple instances",
+        ),
         ({"networks": [{"uuid": "not-a-uuid"}]}, "network uuid is not in proper format"),
         ({"networks": [{"uuid": NETWORK_ID, "fixed_ip": "10.0.0.300"}]}, "Invalid fixed IP"),
         ({"key_name": "nokey"}, "Keypair nokey not found"),
@@ -428,3 +442,56 @@ async def test_create_server_reads_the_rows_the_server_relations_name(api: Api) 
     assert (await nova_api.create_server(call)).status == 202
     assert call.vars["instance"]["flavor_id"] == "3"
     assert call.vars["instance"]["flavor"]["ram"] == 4096
+
+
+# -- multiple create -------------------------------------------------------------------------
+
+
+@arun
+async def test_multiple_create_names_each_server_and_schedules_each(api: Api) -> None:
+    """min_count/max_count: max_count servers named as nova forms them (name-1, name-2...),
+    one reservation, one schedule request each; return_reservation_id answers only it."""
+    await seed_flavors(api.store)
+    call = op_call(api.rt, "createServer", body=boot_body(name="web", min_count=2, max_count=3))
+    call.vars["image"] = IMAGE
+    reply = await nova_api.create_server(call)
+    check_response("createServer", reply)
+    rows = sorted(await api.store.list("instances"), key=lambda r: r["name"])
+    assert [(r["name"], r["hostname"]) for r in rows] == [
+        ("web-1", "web-1"),
+        ("web-2", "web-2"),
+        ("web-3", "web-3"),
+    ]
+    assert len({r["id"] for r in rows}) == len({r["instance_name"] for r in rows}) == 3
+    assert len({r["reservation_id"] for r in rows}) == 1
+    assert reply.body["server"]["id"] == call.vars["instance"]["id"] == rows[0]["id"]
+    invoke = Recorder()
+    await nova_api.schedule_request(interaction(call, invoke, label="6"))
+    assert sorted(c[0][0]["instance"]["uuid"] for c in invoke.calls) == sorted(
+        r["id"] for r in rows
+    )
+    listed = await api.run("listServers", query={"reservation_id": [rows[0]["reservation_id"]]})
+    assert sorted(s["name"] for s in listed.body["servers"]) == ["web-1", "web-2", "web-3"]
+    body = boot_body(name="db", max_count=2, return_reservation_id=True)
+    reply = await nova_api.create_server(op_call(api.rt, "createServer", body=body))
+    check_response("createServer", reply)
+    assert set(reply.body) == {"reservation_id"}
+    made = await api.store.list("instances", {"reservation_id": reply.body["reservation_id"]})
+    assert sorted(r["name"] for r in made) == ["db-1", "db-2"]
+
+
+@arun
+async def test_multiple_create_takes_what_the_quota_allows_else_nothing(api: Api) -> None:
+    """Fewer than max_count when the quota leaves room for at least min_count; fewer than
+    min_count fit: 403 and no server is written."""
+    await seed_flavors(api.store)
+    api.rt.config.quotas = {"instances": 3}
+    await api.boot(name="one")
+    with pytest.raises(
+        Forbidden, match="Quota exceeded for instances: Requested 3, but already used 1 of 3"
+    ):
+        await api.boot(name="many", min_count=3, max_count=4)
+    assert [r["name"] for r in await api.store.list("instances")] == ["one"]
+    await api.boot(name="many", min_count=1, max_count=5)
+    names = sorted(r["name"] for r in await api.store.list("instances"))
+    assert names == ["many-1", "many-2", "one"]

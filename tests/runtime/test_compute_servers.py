@@ -218,7 +218,8 @@ async def test_delete_with_host_marks_deleting_and_casts_terminate(api: Api) -> 
     from specstack_runtime.messaging import check
 
     check(api.info, "terminate_instance", "payload", payload)
-    assert payload["ports"] == ["p1"] and payload["attachments"] == [att]
+    assert payload["ports"] == ["p1"]
+    assert payload["attachments"] == [{**att, "delete_on_termination": False}]
     # A repeated delete is accepted and sends nothing more.
     again = op_call(api.rt, "deleteServer", path_params={"server_id": row["id"]})
     assert (await nova_delete.delete_server(again)).status == 204

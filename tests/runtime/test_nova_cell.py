@@ -84,6 +84,8 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
             "9",
             "10",
             "12",
+            "12.1",  # no volume to make from the image: nothing asked of cinder
+            "12.2",
             "13",
             "14.3",
             "15",
@@ -119,7 +121,7 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
 
         # The delete's last writes follow the deleted state (each store call awaits).
         await settle(mappings_gone)
-        assert [label for _, label, _ in cell.steps] == ["6", "7", "7.1", "8", "10", "11"]
+        assert [label for _, label, _ in cell.steps] == ["6", "7", "7.1", "7.4", "8", "10", "11"]
         assert driver.guests == {} and cell.services.ports == {}
         assert cell.services.volume_status == "available"
         node = await cell.store.get("compute_nodes", host)

@@ -92,3 +92,47 @@ def test_server_image_create_makes_an_active_snapshot(stack: Stack, tmp_path: Pa
     finally:
         stack.run("image", "delete", SNAP, check=False)
         stack.run("server", "delete", "--wait", VM, check=False)
+
+
+def test_volume_from_image_boot_from_volume_and_multiple_create(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`volume create --image`: a bootable volume with the image's data and metadata;
+    `server create --volume` and `--boot-from-volume SIZE --image` boot from a root volume
+    (no image); `--min 2 --max 2` makes name-1 and name-2 (issue 15)."""
+    roots: list[str] = []
+    try:
+        made = stack.json("volume", "create", "--image", "demo-image", "--size", "1", "wire-iv")
+        volume = stack.wait_for("volume", made["id"], "status", "available")
+        assert volume["bootable"] in (True, "true")  # the CLI shows a bool
+        assert volume["volume_image_metadata"]["image_name"] == "demo-image"
+        data = tmp_path / "image"
+        stack.run("image", "save", "--file", str(data), "demo-image")
+        disk = next((stack.data_dir / "volumes").glob(f"*/volume-{made['id']}.img"))
+        with open(disk, "rb") as f:
+            assert f.read(data.stat().st_size) == data.read_bytes()
+        boot = ("--flavor", "m1.tiny", "--network", "private", "--wait")
+        one = stack.json("server", "create", "--volume", "wire-iv", *boot, "wire-bfv-1")
+        two = stack.json(
+            "server", "create", "--boot-from-volume", "1", "--image", "demo-image", *boot,
+            "wire-bfv-2",
+        )  # fmt: skip
+        for server in (one, two):
+            assert server["status"] == "ACTIVE" and not server["image"].startswith("demo")
+        assert [v["id"] for v in one["volumes_attached"]] == [made["id"]]
+        (root,) = two["volumes_attached"]
+        roots.append(root["id"])
+        root_volume = stack.json("volume", "show", root["id"])
+        assert root_volume["status"] == "in-use" and root_volume["bootable"] in (True, "true")
+        assert root_volume["attachments"][0]["device"] == "/dev/vda"
+        stack.run(
+            "server", "create", "--image", "demo-image", "--min", "2", "--max", "2", *boot,
+            "wire-multi",
+        )  # fmt: skip
+        listed = stack.json("server", "list", "--name", "^wire-multi")
+        assert sorted(s["Name"] for s in listed) == ["wire-multi-1", "wire-multi-2"]
+    finally:
+        for name in ("wire-bfv-1", "wire-bfv-2", "wire-multi-1", "wire-multi-2"):
+            stack.run("server", "delete", "--wait", name, check=False)
+        for volume_id in ("wire-iv", *roots):  # kept: delete_on_termination is false
+            stack.run("volume", "delete", volume_id, check=False)

@@ -46,7 +46,7 @@ class _Step:
     def check(self, bindings: Any, where: Where) -> None:
         if not isinstance(bindings, dict):
             return
-        for key in ("when", "each"):
+        for key in ("when", "each", "until"):
             if key in bindings:
                 self.cel([*where, key], bindings[key])
         keep = bindings.get("keep")
