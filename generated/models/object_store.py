@@ -60,6 +60,7 @@ class StoredObject(BaseModel):
     id: str | None = None
     account: str | None = None
     container: str | None = None
+    container_id: str | None = Field(None, description="The id of the container's row.")
     name: str | None = None
     etag: str | None = Field(None, description="MD5 of the content.")
     size: int | None = None

@@ -48,7 +48,7 @@ async def _with_totals(rc: ResourceCall, containers: list[Doc]) -> list[Doc]:
     table = rc.of("object").res.res.table
     out = []
     for c in containers:
-        objects = await rc.store.list(table, {"account": c["account"], "container": c["name"]})
+        objects = await rc.store.list(table, {"container_id": c["id"]})
         sizes = [int(o["size"]) for o in objects]
         out.append({**c, "object_count": len(sizes), "bytes_used": sum(sizes)})
     return out
@@ -105,7 +105,7 @@ async def head_container(call: Call) -> Reply:
 async def list_objects(call: Call) -> Reply:
     rc, container = await _container(call)
     objects = rc.of("object")
-    where = {"account": container["account"], "container": container["name"]}
+    where = {"container_id": container["id"]}
     rows = {str(o["name"]): o for o in await objects.store.list(objects.res.res.table, where)}
     live = {name: o for name, o in rows.items() if not await _reaped(objects, o)}
     shown = [
@@ -216,6 +216,7 @@ async def put_object(call: Call) -> Reply:
         "id": rc.row_id(),
         "account": container["account"],
         "container": container["name"],
+        "container_id": container["id"],
         "name": name,
         "etag": blob.etag,
         "size": blob.size,

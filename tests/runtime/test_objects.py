@@ -139,6 +139,14 @@ async def test_containers(tmp_path: Path) -> None:
     assert (await swift("listObjects", "docs")).status == 404
     bad = await swift("createContainer", "a" * 300)
     assert bad.status == 400 and b"longer" in bad.body
+    longest = "é" * 128  # 256 bytes: swift's longest container name
+    assert (await swift("createContainer", longest)).status == 201
+    assert (await swift("putObject", longest, "o" * 1024, raw_body=b"x")).status == 201
+    assert (await swift("listObjects", longest)).body == b"o" * 1024 + b"\n"
+    assert (await swift("putObject", longest, "o" * 1025, raw_body=b"x")).status == 400
+    assert (await swift("deleteContainer", longest)).status == 409
+    assert (await swift("deleteObject", longest, "o" * 1024)).status == 204
+    assert (await swift("deleteContainer", longest)).status == 204
     assert (await swift("createContainer", "x", headers={"X-Storage-Policy": "gold"})).status == 400
     for name in ("ph-1", "ph-2"):
         await swift("createContainer", name)

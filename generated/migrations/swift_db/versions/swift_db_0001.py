@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: swift_db_0001_611b65ccbb
+Revision ID: swift_db_0001_2aa8d98f61
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "swift_db_0001_611b65ccbb"
+revision = "swift_db_0001_2aa8d98f61"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -52,14 +52,12 @@ def upgrade() -> None:
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("created_at", sa.String(32), nullable=False),
         sa.Column("updated_at", sa.String(32), nullable=False),
-        sa.Column("account", sa.String(255), nullable=True),
-        sa.Column("container", sa.String(255), nullable=True),
+        sa.Column("container_id", sa.String(255), nullable=True),
         sa.Column("data", DOC, nullable=False),
         **options,
     )
     op.create_index("ix_objects_created_at", "objects", ["created_at"])
-    op.create_index("ix_objects_account", "objects", ["account"])
-    op.create_index("ix_objects_container", "objects", ["container"])
+    op.create_index("ix_objects_container_id", "objects", ["container_id"])
 
 
 def downgrade() -> None:
