@@ -22,7 +22,7 @@ import httpx
 
 from specstack_runtime.behaviours.swift_http import byte_range
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import ApiError, ServiceUnavailable
+from specstack_runtime.errors import RangeNotSatisfiable, ServiceUnavailable
 from specstack_runtime.http import error_message
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, guards
@@ -36,11 +36,6 @@ RESOURCE = "image"
 CONTAINER = "glance"
 HASH_ALGO = "sha512"
 THREAD_HASH_BYTES = 1 << 20  # hash larger bodies in a worker thread
-
-
-class RangeNotSatisfiable(ApiError):
-    status = 416
-    title = "Requested Range Not Satisfiable"
 
 
 # -- the object store ----------------------------------------------------------------

@@ -72,11 +72,8 @@ async def _account(call: Call) -> list[Doc]:
 
 @behaviour("objects.get_account")
 async def get_account(call: Call) -> Reply:
-    rows = {str(c["name"]): c for c in await _account(call)}
-    shown = [
-        rows[name] if not sub else {"subdir": name} for name, sub in NameQuery.of(call).window(rows)
-    ]
-    return serve_listing(call, shown, response_headers(call, rows=list(rows.values())))
+    rows = await _account(call)
+    return serve_listing(call, rows, response_headers(call, rows=rows), NameQuery.of(call))
 
 
 @behaviour("objects.head_account")
@@ -105,13 +102,9 @@ async def head_container(call: Call) -> Reply:
 async def list_objects(call: Call) -> Reply:
     rc, container = await _container(call)
     objects = rc.of("object")
-    where = {"container_id": container["id"]}
-    rows = {str(o["name"]): o for o in await objects.store.list(objects.res.res.table, where)}
-    live = {name: o for name, o in rows.items() if not await _reaped(objects, o)}
-    shown = [
-        live[name] if not sub else {"subdir": name} for name, sub in NameQuery.of(call).window(live)
-    ]
-    return serve_listing(call, shown, response_headers(call, container))
+    rows = await objects.store.list(objects.res.res.table, {"container_id": container["id"]})
+    live = [o for o in rows if not await _reaped(objects, o)]
+    return serve_listing(call, live, response_headers(call, container), NameQuery.of(call))
 
 
 # -- objects -------------------------------------------------------------------------
