@@ -60,7 +60,7 @@ async def put_object(flow: Flow) -> None:
 
 
 async def delete_object(flow: Flow) -> None:
-    """operation deleteObject: behaviour objects.delete_object."""
+    """operation deleteObject: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -259,12 +259,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="deleteObject",
-        behaviour="objects.delete_object",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_object,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "object", "action": "delete"},
     ),
     "headObject": HandlerSpec(
         component=COMPONENT,

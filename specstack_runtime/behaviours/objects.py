@@ -123,10 +123,7 @@ async def _reaped(rc: ResourceCall, doc: Doc) -> bool:
 async def _object(call: Call) -> tuple[ResourceCall, Doc]:
     await _container(call)  # the container's 404 first
     rc = engine_call(call, "object")
-    doc = await access.lookup(rc)
-    if await _reaped(rc, doc):
-        raise rc.res.fail("not_found", id=doc["id"])
-    return rc, doc
+    return rc, await access.lookup(rc)  # an expired one is not `live`: 404
 
 
 def _preconditions(call: Call, rc: ResourceCall, doc: Doc) -> Reply | None:
@@ -226,9 +223,7 @@ async def put_object(call: Call) -> Reply:
     return Reply(201, None, response_headers(call, doc))
 
 
-@behaviour("objects.delete_object")
-async def delete_object(call: Call) -> Reply:
-    rc, doc = await _object(call)
-    await rc.store.delete(rc.res.res.table, doc["id"])
-    object_store(call.rt).remove(str(doc["data"]))
-    return Reply(204)
+@behaviour("objects.delete_data")
+async def delete_data(event: ResourceEvent) -> None:
+    """deleteObject, once the row is gone: the object's bytes go too."""
+    object_store(event.call.rt).remove(str(event.doc["data"]))

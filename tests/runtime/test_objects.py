@@ -71,6 +71,7 @@ def test_every_object_store_operation_has_its_behaviour() -> None:
     assert {op for op, name in ops.items() if name is None} == {
         "createContainer",
         "deleteContainer",
+        "deleteObject",
     }
     for name in ops:
         if ops[name] is not None:
@@ -287,6 +288,7 @@ async def test_expiring_objects(tmp_path: Path) -> None:
     ).status == 400
     time.sleep(max(delete_at - time.time(), 0) + 0.05)
     assert (await swift("getObject", "c", "o")).status == 404
+    assert (await swift("deleteObject", "c", "o")).status == 404
     assert (await swift("listObjects", "c")).status == 204  # and it is gone for good
 
 
@@ -329,3 +331,8 @@ async def test_the_store_is_shared_and_created_lazily(tmp_path: Path) -> None:
     assert object_store(stack.swift) is store and store.root == tmp_path / "swift"
     # Another runtime of the same process (glance, say) reaches the same store.
     assert object_store(stack.glance) is store
+    # an overwritten object's bytes go, and a deleted one's
+    await swift("putObject", "c", "o", raw_body=b"y")
+    assert len(list(store.root.iterdir())) == 1
+    assert (await swift("deleteObject", "c", "o")).status == 204
+    assert list(store.root.iterdir()) == []
