@@ -20,7 +20,7 @@ from specstack_runtime.behaviours.objectstore import ObjectStore
 from specstack_runtime.behaviours.swift_http import byte_range, etags, http_time
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access
+from specstack_runtime.resources import access, guards
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.headerfields import (
     check_values,
@@ -185,13 +185,12 @@ def _delete_at(call: Call, rc: ResourceCall) -> str | None:
 async def put_object(call: Call) -> Reply:
     _, container = await _container(call)
     rc = engine_call(call, "object")
-    name, store = call.path_params["object"], object_store(call.rt)
-    if len(name.encode()) > 1024:
-        raise rc.res.fail("name_too_long", name=name[:64])
-    old = await rc.store.get(rc.res.res.table, rc.row_id())
+    name, store, table = call.path_params["object"], object_store(call.rt), rc.res.res.table
+    guards.check(rc, "create", {"name": name})  # the spec's refusals of a new object
     if (if_none := call.header("If-None-Match")) is not None:
         if if_none.strip() != "*":
             raise rc.res.fail("if_none_match")
+        old = await rc.store.get(table, rc.row_id())
         if old is not None and not await _reaped(rc, old):
             raise rc.res.fail("precondition")
     metadata = {k: v for k, v in request_metadata(call)[0].items() if k != "x-delete-at"}
@@ -217,9 +216,15 @@ async def put_object(call: Call) -> Reply:
         or "application/octet-stream",
         "metadata": metadata,
     }
-    await rc.store.upsert_many(rc.res.res.table, {doc["id"]: doc}, lambda _, new: new)
-    if old is not None and old.get("data") != blob.data:
-        store.remove(str(old["data"]))
+    replaced: list[Doc] = []  # the row it replaces, as the write found it: its bytes go
+
+    def replace(current: Doc | None, new: Doc) -> Doc:
+        replaced.extend([current] if current is not None else [])
+        return new
+
+    await rc.store.upsert_many(table, {doc["id"]: doc}, replace)
+    for gone in replaced:
+        store.remove(str(gone["data"]))
     return Reply(201, None, response_headers(call, doc))
 
 
