@@ -118,11 +118,6 @@ async def store_data(event: ResourceEvent) -> None:
     rc, call, iid = event.engine, event.call, str(event.doc["id"])
     store, table, data_ = rc.store, rc.res.res.table, rc.res.res.data
     try:
-        content_type = call.header("Content-Type")
-        if content_type and content_type.split(";")[0].strip().lower() != (
-            "application/octet-stream"
-        ):
-            raise event.engine.res.fail("bad_content_type", content_type=content_type)
         data = bytes(call.raw_body or b"")
         if len(data) > THREAD_HASH_BYTES:
             md5, digest = await asyncio.to_thread(_digests, data, data_["hash_algo"])
