@@ -111,9 +111,8 @@ async def list_objects(call: Call) -> Reply:
 
 
 async def _reaped(rc: ResourceCall, doc: Doc) -> bool:
-    """An object past its X-Delete-At goes (row and bytes) when it is next read."""
-    delete_at = (doc.get("metadata") or {}).get("x-delete-at")
-    if delete_at is None or not delete_at.isdigit() or int(delete_at) > time.time():
+    """An object the spec's `live` no longer holds (past its X-Delete-At) goes, row and bytes."""
+    if rc.res.live is None or rc.res.live.evaluate(**rc.variables(doc=doc)):
         return False
     await rc.store.delete(rc.res.res.table, doc["id"])
     object_store(rc.call.rt).remove(str(doc["data"]))
