@@ -171,6 +171,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     "X-Versions-Location",
                 ],
                 "remove": "X-Remove-",
+                "field": "metadata",
             },
             "resource": "container",
             "action": "upsert",

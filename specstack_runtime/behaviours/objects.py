@@ -23,7 +23,6 @@ from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, guards
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.headerfields import (
-    check_values,
     request_metadata,
     response_headers,
 )
@@ -79,18 +78,6 @@ async def get_account(call: Call) -> Reply:
 @behaviour("objects.head_account")
 async def head_account(call: Call) -> Reply:
     return Reply(204, None, response_headers(call, rows=await _account(call)))
-
-
-@behaviour("objects.container_metadata")
-async def container_metadata(event: ResourceEvent) -> None:
-    """createContainer (new or existing): the request's metadata headers merged into the
-    container's; those it empties or removes (`X-Remove-...`) go."""
-    check_values(event.call)
-    given, removed = request_metadata(event.call)
-    merged = {**((event.old or {}).get("metadata") or {}), **given}
-    merged = {k: v for k, v in merged.items() if v and k not in removed}
-    if event.old is None or merged != event.old.get("metadata"):
-        event.doc["metadata"] = merged
 
 
 @behaviour("objects.head_container")

@@ -115,3 +115,16 @@ def check_values(call: Call) -> None:
         value = call.header(header)
         if value and value not in allowed:
             raise BadRequest(f'Invalid {header} "{value}"')
+
+
+def metadata_change(call: Call, old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the request's headers make of the row's field `metadata: {field}` names (an
+    engine-served write): the headers kept merged into the old value, those emptied or
+    removed left out; the headers checked against `values:` first. {} without one."""
+    meta = call.args.get("metadata")
+    if not meta or "field" not in meta:
+        return {}
+    check_values(call)
+    given, removed = request_metadata(call)
+    merged = {**((old or {}).get(meta["field"]) or {}), **given}
+    return {meta["field"]: {k: v for k, v in merged.items() if v and k not in removed}}

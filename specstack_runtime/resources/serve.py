@@ -22,6 +22,7 @@ from specstack_runtime.resources import (
     collects,
     deleting,
     guards,
+    headerfields,
     hooks,
     joins,
     listing,
@@ -180,6 +181,7 @@ async def upsert(rc: ResourceCall) -> Reply:
     row_id = rc.row_id()
     existing = await rc.store.get(rc.res.res.table, row_id) if row_id else None
     attrs = writes.attributes(rc) if rc.call.body is not None else {}
+    attrs.update(headerfields.metadata_change(rc.call, existing))  # swift's headers
     if existing is None:
         reply = await create(rc, attrs, row_id)
         return _bare(rc, reply, rc.success(201, 204, 200))
