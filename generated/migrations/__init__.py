@@ -60,4 +60,11 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "volume_quota_sets",
         ),
     ),
+    "swift-db": (
+        "swift_db",
+        (
+            "containers",
+            "objects",
+        ),
+    ),
 }

@@ -8,7 +8,7 @@ Modules:
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)
-- `object_store`: Object Storage API (swift) (6 models)
+- `object_store`: Object Storage API (swift) (8 models)
 - `messages`: queue message payloads and replies (29 messages)
 - `drivers`: types of the ComputeDriver interface
 """

@@ -39,6 +39,41 @@ class ObjectListing(RootModel[list[ObjectInfo | SubdirInfo]]):
     root: list[ObjectInfo | SubdirInfo] = Field(..., description="The JSON container listing.")
 
 
+class Container(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    account: str | None = Field(None, description='The account, "AUTH_" plus the project id.')
+    name: str | None = None
+    metadata: dict[str, str] | None = Field(
+        None, description="The metadata and ACL headers kept (lower-cased names)."
+    )
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class StoredObject(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    account: str | None = None
+    container: str | None = None
+    container_id: str | None = Field(None, description="The id of the container's row.")
+    name: str | None = None
+    etag: str | None = Field(None, description="MD5 of the content.")
+    size: int | None = None
+    content_type: str | None = None
+    last_modified: float | None = Field(
+        None, description="Seconds since the epoch of the last write."
+    )
+    metadata: dict[str, str] | None = None
+    data: str | None = Field(None, description="The id of the file holding the bytes.")
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
 class ErrorPage(RootModel[str]):
     root: str = Field(
         ...,

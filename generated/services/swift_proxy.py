@@ -35,12 +35,12 @@ async def list_objects(flow: Flow) -> None:
 
 
 async def create_container(flow: Flow) -> None:
-    """operation createContainer: behaviour objects.create_container."""
+    """operation createContainer: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_container(flow: Flow) -> None:
-    """operation deleteContainer: behaviour objects.delete_container."""
+    """operation deleteContainer: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -60,7 +60,7 @@ async def put_object(flow: Flow) -> None:
 
 
 async def delete_object(flow: Flow) -> None:
-    """operation deleteObject: behaviour objects.delete_object."""
+    """operation deleteObject: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -155,7 +155,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="createContainer",
-        behaviour="objects.create_container",
+        behaviour="resource.serve",
         on_error=None,
         run=create_container,
         occurrences={},
@@ -171,19 +171,23 @@ HANDLERS: dict[str, HandlerSpec] = {
                     "X-Versions-Location",
                 ],
                 "remove": "X-Remove-",
+                "field": "metadata",
             },
+            "resource": "container",
+            "action": "upsert",
         },
     ),
     "deleteContainer": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteContainer",
-        behaviour="objects.delete_container",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_container,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "container", "action": "delete"},
     ),
     "headContainer": HandlerSpec(
         component=COMPONENT,
@@ -256,12 +260,13 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="deleteObject",
-        behaviour="objects.delete_object",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_object,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={"resource": "object", "action": "delete"},
     ),
     "headObject": HandlerSpec(
         component=COMPONENT,

@@ -478,8 +478,8 @@ def _handlers(
                 )
                 args = op.get("x-specstack-args", {})
                 bound = binds.get((c.api or "", trigger))
-                if bound is not None:
-                    behaviour, args = bound.behaviour, bound.args
+                if bound is not None:  # the engine's arguments, beside what the operation states
+                    behaviour, args = bound.behaviour, {**args, **bound.args}
             elif kind == "message":
                 h = next(h for h in c.consumes if h.message == trigger)
                 behaviour, on_error, args = h.behaviour, h.on_error, dict(h.args)

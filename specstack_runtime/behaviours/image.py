@@ -22,7 +22,7 @@ import httpx
 
 from specstack_runtime.behaviours.swift_http import byte_range
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import ApiError, ServiceUnavailable
+from specstack_runtime.errors import RangeNotSatisfiable, ServiceUnavailable
 from specstack_runtime.http import error_message
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import access, guards
@@ -31,16 +31,10 @@ from specstack_runtime.resources.serve import engine_call
 
 Doc = dict[str, Any]
 
-#: The resource of spec/resources/image.yaml whose data these behaviours move.
+#: The resource of spec/resources/image.yaml whose data these behaviours move (its `data`
+#: names the container and the checksum's algorithm, its template `stored` the row after).
 RESOURCE = "image"
-CONTAINER = "glance"
-HASH_ALGO = "sha512"
 THREAD_HASH_BYTES = 1 << 20  # hash larger bodies in a worker thread
-
-
-class RangeNotSatisfiable(ApiError):
-    status = 416
-    title = "Requested Range Not Satisfiable"
 
 
 # -- the object store ----------------------------------------------------------------
@@ -77,28 +71,27 @@ def _store_failed(resp: httpx.Response, what: str) -> ServiceUnavailable:
     )
 
 
-async def _ensure_container(call: Call, account: str, token: str) -> None:
-    resp = await _swift(
-        call, "createContainer", {"account": account, "container": CONTAINER}, token=token
-    )
+async def _ensure_container(call: Call, account: str, container: str, token: str) -> None:
+    params = {"account": account, "container": container}
+    resp = await _swift(call, "createContainer", params, token=token)
     if resp.status_code not in (201, 202, 204):
-        raise _store_failed(resp, f"create container {CONTAINER}")
+        raise _store_failed(resp, f"create container {container}")
     call.rt.local.setdefault("image.containers", set()).add(account)
 
 
-async def _put_data(call: Call, image_id: str, data: bytes, md5: str) -> Doc:
+async def _put_data(call: Call, container: str, image_id: str, data: bytes, md5: str) -> Doc:
     account, token = await _object_store(call)
     if account not in call.rt.local.get("image.containers", ()):
-        await _ensure_container(call, account, token)
-    params = {"account": account, "container": CONTAINER, "object": image_id}
+        await _ensure_container(call, account, container, token)
+    params = {"account": account, "container": container, "object": image_id}
     headers = {"ETag": md5, "Content-Type": "application/octet-stream"}
     resp = await _swift(call, "putObject", params, body=data, headers=headers, token=token)
     if resp.status_code == 404:  # the container went away meanwhile
-        await _ensure_container(call, account, token)
+        await _ensure_container(call, account, container, token)
         resp = await _swift(call, "putObject", params, body=data, headers=headers, token=token)
     if resp.status_code != 201:
         raise _store_failed(resp, "store the image data")
-    return {"account": account, "container": CONTAINER, "object": image_id}
+    return params
 
 
 async def _delete_data(call: Call, location: Doc) -> None:
@@ -109,8 +102,8 @@ async def _delete_data(call: Call, location: Doc) -> None:
         raise _store_failed(resp, "delete the image data")
 
 
-def _digests(data: bytes) -> tuple[str, str]:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.sha512(data).hexdigest()
+def _digests(data: bytes, algo: str) -> tuple[str, str]:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest(), hashlib.new(algo, data).hexdigest()
 
 
 # -- hooks of the image resource -----------------------------------------------------
@@ -122,36 +115,21 @@ async def store_data(event: ResourceEvent) -> None:
 
     The image becomes active; it goes back to queued if storing fails, and the stored
     object goes again if the image was deleted meanwhile (410)."""
-    call, store, table = event.call, event.engine.store, event.engine.res.res.table
-    iid = str(event.doc["id"])
+    rc, call, iid = event.engine, event.call, str(event.doc["id"])
+    store, table, data_ = rc.store, rc.res.res.table, rc.res.res.data
     try:
-        content_type = call.header("Content-Type")
-        if content_type and content_type.split(";")[0].strip().lower() != (
-            "application/octet-stream"
-        ):
-            raise event.engine.res.fail("bad_content_type", content_type=content_type)
         data = bytes(call.raw_body or b"")
         if len(data) > THREAD_HASH_BYTES:
-            md5, sha = await asyncio.to_thread(_digests, data)
+            md5, digest = await asyncio.to_thread(_digests, data, data_["hash_algo"])
         else:
-            md5, sha = _digests(data)
-        location = await _put_data(call, iid, data, md5)
+            md5, digest = _digests(data, data_["hash_algo"])
+        location = await _put_data(call, data_["container"], iid, data, md5)
     except BaseException:
         await store.update(table, iid, {"status": "queued"}, expect={"status": "saving"})
         raise
-    done = await store.update(
-        table,
-        iid,
-        {
-            "status": "active",
-            "size": len(data),
-            "checksum": md5,
-            "os_hash_algo": HASH_ALGO,
-            "os_hash_value": sha,
-            "location": location,
-        },
-        expect={"status": "saving"},
-    )
+    done_with = {"size": len(data), "md5": md5, "digest": digest, "location": location}
+    stored = rc.template("stored", params=done_with)
+    done = await store.update(table, iid, stored, expect={"status": "saving"})
     if done is None:
         with contextlib.suppress(ServiceUnavailable):  # else the object stays behind
             await _delete_data(call, location)

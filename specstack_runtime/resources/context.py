@@ -218,6 +218,8 @@ class ResourceCall:
                 "base": self.base,
                 "config": {"region": self.call.rt.config.region},
                 "vars": self.call.vars,
+                # the request's headers, by lower-cased name (refusals of what they say)
+                "headers": {str(k).lower(): str(v) for k, v in self.call.headers.items()},
                 "data": self.res.res.data,
                 "now": SYSTEM_CLOCK.time(),  # epoch seconds: what heartbeats are compared with
                 "microversion": f"{mv[0]}.{mv[1]}" if (mv := self.call.microversion) else "",

@@ -22,13 +22,25 @@ from typing import Any
 from specstack_runtime.context import Call
 from specstack_runtime.errors import BadRequest
 
+
+def seconds(ts: Any) -> float:
+    """A time as seconds since the epoch: a number, or an ISO 8601 time (UTC without a zone,
+    as the store stamps rows)."""
+    if isinstance(ts, str):
+        moment = datetime.fromisoformat(ts)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return float(ts)
+
+
 FORMATS: dict[str, Callable[[Any], Any]] = {
     # seconds since the epoch, five decimals, zero-padded to 16 characters
-    "unix-fraction": lambda ts: f"{float(ts):016.5f}",
+    "unix-fraction": lambda ts: f"{seconds(ts):016.5f}",
     # an RFC 7231 date, the second rounded up (so a later If-Modified-Since matches)
-    "http-date": lambda ts: formatdate(math.ceil(float(ts)), usegmt=True),
+    "http-date": lambda ts: formatdate(math.ceil(seconds(ts)), usegmt=True),
     # ISO 8601 in UTC without a zone, with microseconds
-    "utc-naive": lambda ts: datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+    "utc-naive": lambda ts: datetime.fromtimestamp(seconds(ts), UTC).strftime(
+        "%Y-%m-%dT%H:%M:%S.%f"
+    ),
 }
 
 
@@ -103,3 +115,16 @@ def check_values(call: Call) -> None:
         value = call.header(header)
         if value and value not in allowed:
             raise BadRequest(f'Invalid {header} "{value}"')
+
+
+def metadata_change(call: Call, old: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the request's headers make of the row's field `metadata: {field}` names (an
+    engine-served write): the headers kept merged into the old value, those emptied or
+    removed left out; the headers checked against `values:` first. {} without one."""
+    meta = call.args.get("metadata")
+    if not meta or "field" not in meta:
+        return {}
+    check_values(call)
+    given, removed = request_metadata(call)
+    merged = {**((old or {}).get(meta["field"]) or {}), **given}
+    return {meta["field"]: {k: v for k, v in merged.items() if v and k not in removed}}

@@ -22,6 +22,7 @@ from specstack_runtime.resources import (
     collects,
     deleting,
     guards,
+    headerfields,
     hooks,
     joins,
     listing,
@@ -180,17 +181,22 @@ async def upsert(rc: ResourceCall) -> Reply:
     row_id = rc.row_id()
     existing = await rc.store.get(rc.res.res.table, row_id) if row_id else None
     attrs = writes.attributes(rc) if rc.call.body is not None else {}
+    attrs.update(headerfields.metadata_change(rc.call, existing))  # swift's headers
     if existing is None:
         reply = await create(rc, attrs, row_id)
-        reply.status = rc.success(201, 204, 200)
-        if reply.status == 204:
-            reply.body = None
-        return reply
+        return _bare(rc, reply, rc.success(201, 204, 200))
     if not await access.sees(rc, existing):
         raise rc.res.fail("not_found", id=row_id)
-    reply = await update(rc, attrs)
-    reply.status = rc.success(200, 204, 201)
-    if reply.status == 204:
+    return _bare(rc, await update(rc, attrs), rc.success(200, 204, 202, 201))
+
+
+def _bare(rc: ResourceCall, reply: Reply, status: int) -> Reply:
+    """The reply with that status, and no body where the operation declares none for it
+    (a 204; swift's 201 and 202 of a container)."""
+    reply.status = status
+    op = rc.catalog.operations.get((rc.res.res.api, rc.call.trigger))
+    answers = {r.status: r.content_type for r in op.responses} if op is not None else {}
+    if status == 204 or (str(status) in answers and answers[str(status)] is None):
         reply.body = None
     return reply
 

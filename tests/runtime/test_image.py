@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
 from specstack_runtime import registry
 from specstack_runtime.behaviours.image import RangeNotSatisfiable
-from specstack_runtime.behaviours.objects import object_store
-from specstack_runtime.behaviours.objectstore import ObjectInfo
 from specstack_runtime.context import AuthContext, Reply
 from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.policy import parse
@@ -155,8 +154,9 @@ async def test_upload_lands_in_swift_and_download_reads_it(tmp_path: Path) -> No
     )
     assert shown["direct_url"] == f"swift://{account}/glance/{iid}"
     # The bytes are in the object store, in the service project's account.
-    info, stored = await object_store(stack.swift).get_object(account, "glance", iid)
-    assert stored == DATA and info.etag == shown["checksum"]
+    where = {"account": account, "container": "glance", "object": iid}
+    stored = await stack.invoke("object-store", "getObject", auth=admin, path_params=where)
+    assert stored.body == DATA and stored.headers["ETag"] == shown["checksum"]
     calls = [(o, p.get("container")) for api, o, p in stack.clients.calls if api == "object-store"]
     assert calls == [("createContainer", "glance"), ("putObject", "glance")]
     # Download through glance.
@@ -206,19 +206,19 @@ async def test_upload_rules(tmp_path: Path) -> None:
 async def test_store_failure_puts_the_image_back_in_queued(tmp_path: Path) -> None:
     stack, _, demo = await started(tmp_path)
     image = await create(stack, demo)
-    object_store(stack.swift)  # the store exists, but the glance container cannot be created:
-    stack.swift.shared["objectstore"].create_container = _refuse
+    original = stack.clients.call
+
+    async def unreachable(api: str, operation_id: str, *args: Any, **kwargs: Any) -> Any:
+        if operation_id == "createContainer":  # the glance container cannot be created
+            raise httpx.ConnectError("refused")
+        return await original(api, operation_id, *args, **kwargs)
+
+    stack.clients.call = unreachable  # type: ignore[method-assign]
     from specstack_runtime.errors import ServiceUnavailable
 
     with pytest.raises(ServiceUnavailable):
         await op(stack, "uploadImageData", demo, image["id"], raw_body=b"data")
     assert (await op(stack, "showImage", demo, image["id"])).body["status"] == "queued"
-
-
-async def _refuse(*args: Any, **kwargs: Any) -> bool:
-    from specstack_runtime.behaviours.objectstore import InvalidName
-
-    raise InvalidName("refused")
 
 
 @arun
@@ -443,14 +443,11 @@ async def test_delete(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         await op(stack, "deleteImage", demo, iid)
     service = await stack.glance.auth.service_auth()  # type: ignore[union-attr]
-    names = [
-        o.name
-        for o in await object_store(stack.swift).list_objects(
-            f"AUTH_{service.project_id}", "glance"
-        )
-        if isinstance(o, ObjectInfo)
-    ]
-    assert iid not in names
+    where = {"account": f"AUTH_{service.project_id}", "container": "glance"}
+    listed = await stack.invoke(
+        "object-store", "listObjects", auth=admin, path_params=where, query={"format": "json"}
+    )
+    assert iid not in [o["name"] for o in listed.body]
     queued = await create(stack, demo)
     assert (await op(stack, "deleteImage", admin, queued["id"])).status == 204
 

@@ -60,15 +60,23 @@ async def started(tmp_path: Path) -> tuple[Stack, Swift, Swift, AuthContext, Aut
 
 
 def test_every_object_store_operation_has_its_behaviour() -> None:
-    ops = [
-        o["operationId"]
+    ops = {
+        o["operationId"]: o.get("x-specstack-behaviour")
         for item in openapi("object-store")["paths"].values()
         for o in item.values()
         if isinstance(o, dict) and "operationId" in o
-    ]
+    }
     assert len(ops) == 10
+    # the engine serves what spec/resources/object-store.yaml binds; behaviours the rest
+    assert {op for op, name in ops.items() if name is None} == {
+        "createContainer",
+        "deleteContainer",
+        "deleteObject",
+    }
     for name in ops:
-        assert registry.get("objects." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()) is not None
+        if ops[name] is not None:
+            snake = "objects." + re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+            assert ops[name] == snake and registry.get(snake) is not None
 
 
 @arun
@@ -132,6 +140,14 @@ async def test_containers(tmp_path: Path) -> None:
     assert (await swift("listObjects", "docs")).status == 404
     bad = await swift("createContainer", "a" * 300)
     assert bad.status == 400 and b"longer" in bad.body
+    longest = "é" * 128  # 256 bytes: swift's longest container name
+    assert (await swift("createContainer", longest)).status == 201
+    assert (await swift("putObject", longest, "o" * 1024, raw_body=b"x")).status == 201
+    assert (await swift("listObjects", longest)).body == b"o" * 1024 + b"\n"
+    assert (await swift("putObject", longest, "o" * 1025, raw_body=b"x")).status == 400
+    assert (await swift("deleteContainer", longest)).status == 409
+    assert (await swift("deleteObject", longest, "o" * 1024)).status == 204
+    assert (await swift("deleteContainer", longest)).status == 204
     assert (await swift("createContainer", "x", headers={"X-Storage-Policy": "gold"})).status == 400
     for name in ("ph-1", "ph-2"):
         await swift("createContainer", name)
@@ -272,6 +288,7 @@ async def test_expiring_objects(tmp_path: Path) -> None:
     ).status == 400
     time.sleep(max(delete_at - time.time(), 0) + 0.05)
     assert (await swift("getObject", "c", "o")).status == 404
+    assert (await swift("deleteObject", "c", "o")).status == 404
     assert (await swift("listObjects", "c")).status == 204  # and it is gone for good
 
 
@@ -307,8 +324,15 @@ async def test_account_access_rule(tmp_path: Path) -> None:
 async def test_the_store_is_shared_and_created_lazily(tmp_path: Path) -> None:
     stack, swift, _, _, _ = await started(tmp_path)
     assert "objectstore" not in stack.shared
-    await swift("createContainer", "c")
+    await swift("createContainer", "c")  # a row of the swift database: no data yet
+    assert "objectstore" not in stack.shared
+    await swift("putObject", "c", "o", raw_body=b"x")
     store = stack.shared["objectstore"]
     assert object_store(stack.swift) is store and store.root == tmp_path / "swift"
     # Another runtime of the same process (glance, say) reaches the same store.
     assert object_store(stack.glance) is store
+    # an overwritten object's bytes go, and a deleted one's
+    await swift("putObject", "c", "o", raw_body=b"y")
+    assert len(list(store.root.iterdir())) == 1
+    assert (await swift("deleteObject", "c", "o")).status == 204
+    assert list(store.root.iterdir()) == []

@@ -69,6 +69,7 @@ _SCHEMA: dict[str, Any] = {
             "properties": {
                 "headers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "remove": {"type": "string", "pattern": "-$"},
+                "field": {"type": "string"},
             },
             "required": ["headers"],
             "additionalProperties": False,
