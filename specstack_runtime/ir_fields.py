@@ -109,6 +109,7 @@ class ResourceFilter(Node):
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
     open_since: str | None = None  # the microversion from which `visible` no longer limits it
+    since: str | None = None  # the microversion that brings it (older requests: ignored)
     default: str | None = None  # the parameter's value when the request gives none
 
 

@@ -239,6 +239,17 @@ class Volume(BaseModel):
     volume_image_metadata: dict[str, str] | None = Field(
         None, description="Properties of the image the volume was created from."
     )
+    group_id: str | None = Field(None, description="The volume's group (3.13 and later).")
+    provider_id: str | None = Field(
+        None, description="The back end's id of the volume (administrators; 3.21 and later)."
+    )
+    shared_targets: bool | None = Field(
+        None,
+        description="Whether connections to the back end are shared between volumes (3.48 and later).",
+    )
+    service_uuid: str | None = Field(
+        None, description="The id of the volume service holding the volume (3.48 and later)."
+    )
 
 
 class VolumeResponse(BaseModel):
@@ -333,6 +344,7 @@ class Snapshot(BaseModel):
     os_extended_snapshot_attributes_project_id: str | None = Field(
         None, alias="os-extended-snapshot-attributes:project_id"
     )
+    user_id: str | None = Field(None, description="Who took the snapshot (3.41 and later).")
 
 
 class SnapshotResponse(BaseModel):

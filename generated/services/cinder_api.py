@@ -190,7 +190,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v3.0",
                         "status": "CURRENT",
-                        "version": "3.0",
+                        "version": "3.59",
                         "min_version": "3.0",
                         "updated": "2023-05-01T00:00:00Z",
                         "links": [
@@ -229,7 +229,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v3.0",
                         "status": "CURRENT",
-                        "version": "3.0",
+                        "version": "3.59",
                         "min_version": "3.0",
                         "updated": "2023-05-01T00:00:00Z",
                         "links": [
@@ -815,6 +815,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 27),
     ),
     Route(
         "GET",
@@ -826,6 +827,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_reader",
+        since=(3, 27),
     ),
     Route(
         "PUT",
@@ -837,6 +839,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 27),
     ),
     Route(
         "DELETE",
@@ -848,6 +851,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 27),
     ),
     Route(
         "POST",
@@ -859,6 +863,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 44),
     ),
 )
 

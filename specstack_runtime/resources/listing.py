@@ -262,7 +262,7 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
     given = {f.param: [f.default] for f in res.filters.values() if f.default is not None}
     for param, values in {**given, **rc.call.query}.items():
         f = res.filters.get(param)
-        if f is None or not values:
+        if f is None or not values or not _brought(f.since, rc):
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
@@ -284,6 +284,12 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
         elif pushed:
             preds.append(_predicate(rc, f, values) or (lambda d: True))
     return sql, preds
+
+
+def _brought(since: str | None, rc: ResourceCall) -> bool:
+    """Whether the request's microversion has a filter (older ones ignore its parameter)."""
+    version = rc.call.microversion
+    return since is None or version is None or version >= parse(since)
 
 
 def _opened(since: str | None, rc: ResourceCall) -> bool:
