@@ -121,6 +121,25 @@ class VolumeList(BaseModel):
     )
 
 
+class VolumeSummary1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    total_count: int = Field(..., description="How many volumes.")
+    total_size: int = Field(..., description="Their total size in GiB.")
+    metadata: dict[str, list[str]] | None = Field(
+        None,
+        description="Each metadata key with the distinct values of the volumes (3.36 and later).",
+    )
+
+
+class VolumeSummaryResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    volume_summary: VolumeSummary1 = Field(..., alias="volume-summary")
+
+
 class VolumeAttachmentInfo(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -16,8 +16,8 @@ import httpx
 from generated.services import cinder_api
 from specstack_runtime.app import ApiApp
 from specstack_runtime.context import AuthContext
-from tests.runtime.netvol_fakes import ADMIN, PROJECT, USER
-from tests.runtime.test_volume import CONNECTOR, SERVER, Cinder, cinder
+from tests.runtime.netvol_fakes import ADMIN, OTHER, OTHER_PROJECT, PROJECT, USER
+from tests.runtime.test_volume import CONNECTOR, SERVER, Cinder, cinder, served
 
 V3 = f"/v3/{PROJECT}"
 
@@ -250,5 +250,38 @@ def test_attachments_from_3_27_completion_from_3_44_mode_from_3_54(tmp_path: Pat
         given = await api.at("3.54", "POST", f"{V3}/attachments", json=ro)
         assert given.status_code == 200, given.text
         assert given.json()["attachment"]["attach_mode"] == "ro"
+
+    run(tmp_path, scenario)
+
+
+def test_the_volume_summary_from_3_12_and_its_metadata_from_3_36(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        path = f"{V3}/volumes/summary"
+        assert (await api.at("3.11", "GET", path)).status_code == 404
+        empty = await api.at("3.12", "GET", path)
+        assert empty.json() == {"volume-summary": {"total_count": 0, "total_size": 0}}
+        await api.c.available(2, metadata={"tier": "gold", "team": "a"})
+        await api.c.available(3, metadata={"tier": "silver"})
+        await api.c.available(1, metadata={"tier": "gold"})
+        theirs, _ = await api.c.op(served, "createVolume", 202, who=OTHER,
+                                   path_params={"project_id": OTHER_PROJECT},
+                                   body={"volume": {"size": 5}})  # fmt: skip
+        await api.c.wait_status(theirs["volume"]["id"], "available")  # not the caller's
+        at12 = (await api.at("3.35", "GET", path)).json()
+        assert at12 == {"volume-summary": {"total_count": 3, "total_size": 6}}
+        at36 = (await api.at("3.36", "GET", path)).json()["volume-summary"]
+        assert at36 == {
+            "total_count": 3,
+            "total_size": 6,
+            "metadata": {"tier": ["gold", "silver"], "team": ["a"]},
+        }
+        gold = await api.at("3.36", "GET", path, params={"metadata": '{"tier": "gold"}'})
+        assert gold.json()["volume-summary"] == {
+            "total_count": 2,
+            "total_size": 3,
+            "metadata": {"tier": ["gold"], "team": ["a"]},
+        }
+        every = await api.at("3.12", "GET", path, token="admin", params={"all_tenants": "1"})
+        assert every.json()["volume-summary"] == {"total_count": 4, "total_size": 11}
 
     run(tmp_path, scenario)
