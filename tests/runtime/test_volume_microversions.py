@@ -15,8 +15,10 @@ import httpx
 
 from generated.services import cinder_api
 from specstack_runtime.app import ApiApp
+from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext
-from tests.runtime.netvol_fakes import ADMIN, OTHER, OTHER_PROJECT, PROJECT, USER
+from specstack_runtime.http import ClientSet
+from tests.runtime.netvol_fakes import ADMIN, OTHER, OTHER_PROJECT, PROJECT, USER, stack_info
 from tests.runtime.test_volume import CONNECTOR, SERVER, Cinder, cinder, served
 
 V3 = f"/v3/{PROJECT}"
@@ -285,3 +287,40 @@ def test_the_volume_summary_from_3_12_and_its_metadata_from_3_36(tmp_path: Path)
         assert every.json()["volume-summary"] == {"total_count": 4, "total_size": 11}
 
     run(tmp_path, scenario)
+
+
+def test_a_service_asks_for_the_version_an_operation_needs(tmp_path: Path) -> None:
+    """nova's calls to cinder (specstack_runtime/http.py): an operation a version brings is
+    asked for at that version unless the caller names one; others name none (3.0)."""
+    sent: list[tuple[str, str | None]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, request.headers.get("OpenStack-API-Version")))
+        return httpx.Response(200, json={})
+
+    info = stack_info()
+    clients = ClientSet(
+        info,
+        StackConfig(data_dir=tmp_path),
+        transport=httpx.MockTransport(answer),
+        endpoints={"block-storage": "http://cinder.test"},
+    )
+    api = info.api_of_type("block-storage")
+    project = {"project_id": PROJECT}
+    one = {**project, "attachment_id": "a1"}
+
+    async def go() -> None:
+        await clients.call(api, "createAttachment", project, body={"attachment": {}})
+        await clients.call(api, "completeAttachment", one, body={"os-complete": None})
+        await clients.call(api, "deleteAttachment", one,
+                           headers={"openstack-api-version": "volume 3.54"})  # fmt: skip
+        await clients.call(api, "listVolumes", project)
+        await clients.aclose()
+
+    asyncio.run(go())
+    assert sent == [
+        (f"{V3}/attachments", "volume 3.27"),
+        (f"{V3}/attachments/a1/action", "volume 3.44"),
+        (f"{V3}/attachments/a1", "volume 3.54"),
+        (f"{V3}/volumes", None),
+    ]
