@@ -324,3 +324,21 @@ def test_a_service_asks_for_the_version_an_operation_needs(tmp_path: Path) -> No
         (f"{V3}/attachments/a1", "volume 3.54"),
         (f"{V3}/volumes", None),
     ]
+
+
+def test_volume_types_filter_by_extra_specs_from_3_52(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        async def names(version: str, specs: dict[str, str], token: str = "admin") -> list[str]:
+            resp = await api.at(version, "GET", f"{V3}/types", token=token,
+                                params={"extra_specs": json.dumps(specs)})  # fmt: skip
+            assert resp.status_code == 200, resp.text
+            return [t["name"] for t in resp.json()["volume_types"]]
+
+        gold = {"tier": "gold"}
+        assert await names("3.51", gold) == ["__DEFAULT__"]  # ignored
+        assert await names("3.52", gold) == []  # the default type has no extra specs
+        assert await names("3.52", {}) == ["__DEFAULT__"]
+        # a caller who does not see extra specs cannot filter by them
+        assert await names("3.52", gold, token="user") == ["__DEFAULT__"]
+
+    run(tmp_path, scenario)
