@@ -113,6 +113,13 @@ class ResourceFilter(Node):
     default: str | None = None  # the parameter's value when the request gives none
 
 
+class ListCount(Node):
+    """A list parameter asking for the number of rows that match (cinder's with_count)."""
+
+    param: str
+    since: str | None = None  # the microversion that brings it (older requests: ignored)
+
+
 class Relation(Node):
     """A row of another resource the resource's rules read as `refs.NAME` (`relations:`)."""
 

@@ -119,6 +119,9 @@ class VolumeList(BaseModel):
     volumes_links: list[Link] | None = Field(
         None, description="A rel=next link when more volumes remain."
     )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
+    )
 
 
 class VolumeSummary1(BaseModel):
@@ -286,6 +289,9 @@ class VolumeDetailList(BaseModel):
     volumes_links: list[Link] | None = Field(
         None, description="A rel=next link when more volumes remain."
     )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
+    )
 
 
 class VolumeCreate(BaseModel):
@@ -380,6 +386,9 @@ class SnapshotList(BaseModel):
     snapshots: list[Snapshot]
     snapshots_links: list[Link] | None = Field(
         None, description="A rel=next link when more snapshots remain."
+    )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
     )
 
 

@@ -432,6 +432,7 @@ def _resource(
         list_where=listing.get("where"),
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
+        list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,
         states=states,
         hooks=dict(r.get("hooks") or {}),
         handoff=(

@@ -449,7 +449,9 @@ def _next_href(rc: ResourceCall, marker: str) -> str:
 async def answer(rc: ResourceCall) -> Any:
     """The list operation's body, in the API's pagination style."""
     res = rc.res
-    rows, more = _page(rc, await visible_rows(rc))
+    counted = _counted(rc)
+    every = await visible_rows(rc)
+    rows, more = _page(rc, every)
     await joins.load(rc, rows)
     wanted = requested_fields(rc)
     items: list[Any] = [only(render(rc, d), wanted) for d in rows]
@@ -479,4 +481,14 @@ async def answer(rc: ResourceCall) -> Any:
             if "limit" not in rc.call.query:
                 kept.append(("limit", str(_limit(rc))))
             body["next"] = f"{rc.call.path}?{urlencode([*kept, ('marker', last)])}"
+    if counted:
+        body["count"] = len(every)
     return body
+
+
+def _counted(rc: ResourceCall) -> bool:
+    """Whether the request asks for the count of every matching row (`list.count`)."""
+    count = rc.res.res.list_count
+    if count is None or not _brought(count.since, rc):
+        return False
+    return bool(query_bool(rc, count.param))

@@ -342,3 +342,30 @@ def test_volume_types_filter_by_extra_specs_from_3_52(tmp_path: Path) -> None:
         assert await names("3.52", gold, token="user") == ["__DEFAULT__"]
 
     run(tmp_path, scenario)
+
+
+def test_lists_count_every_match_with_count_from_3_45(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        vids = [await api.c.available() for _ in range(3)]
+
+        async def listed(version: str, path: str, **params: str) -> dict[str, Any]:
+            resp = await api.at(version, "GET", f"{V3}/{path}", params=params)
+            assert resp.status_code == 200, resp.text
+            body: dict[str, Any] = resp.json()
+            return body
+
+        page = await listed("3.45", "volumes", with_count="true", limit="2")
+        assert (len(page["volumes"]), page["count"]) == (2, 3)  # every match, not the page
+        detail = await listed("3.45", "volumes/detail", with_count="true", status="available")
+        assert detail["count"] == 3 and {v["id"] for v in detail["volumes"]} == set(vids)
+        assert "count" not in await listed("3.44", "volumes", with_count="true")
+        assert "count" not in await listed("3.45", "volumes", with_count="false")
+        bad = await api.at("3.45", "GET", f"{V3}/volumes", params={"with_count": "maybe"})
+        assert bad.status_code == 400
+        made = await api.at("3.45", "POST", f"{V3}/snapshots",
+                            json={"snapshot": {"volume_id": vids[0]}})  # fmt: skip
+        assert made.status_code == 202, made.text
+        snaps = await listed("3.45", "snapshots/detail", with_count="true")
+        assert snaps["count"] == 1 and snaps["snapshots"][0]["volume_id"] == vids[0]
+
+    run(tmp_path, scenario)
