@@ -102,6 +102,7 @@ class ResourceFilter(Node):
         "eq_or_in",
         "compare",
         "subset",
+        "like",
         "items",
     ]
     keys: dict[str, tuple[str, str]] = {}  # op items: KEY -> (item field, eq|contains|prefix)

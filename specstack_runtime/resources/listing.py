@@ -99,6 +99,9 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
         return lambda d: bool(get(d)) == flag
     if op == "prefix":
         return lambda d: any(_text(get(d)).startswith(v) for v in values)
+    if op == "like":  # cinder's name~=VALUE: the value is in the field's, case folded
+        parts = [v.casefold() for v in values]
+        return lambda d: get(d) is not None and all(p in _text(get(d)).casefold() for p in parts)
     if op in ("all", "any"):
         wanted_l = [v for raw in values for v in raw.split(",") if v]
         test = all if op == "all" else any

@@ -369,3 +369,23 @@ def test_lists_count_every_match_with_count_from_3_45(tmp_path: Path) -> None:
         assert snaps["count"] == 1 and snaps["snapshots"][0]["volume_id"] == vids[0]
 
     run(tmp_path, scenario)
+
+
+def test_like_filters_from_3_34(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        web = await api.c.available(name="Web-Data")
+        db = await api.c.available(name="db-data")
+        await api.c.available(name="logs")
+        assert await api.ids("3.34", "volumes", **{"name~": "data"}) == {web, db}
+        assert await api.ids("3.34", "volumes/detail", **{"name~": "WEB"}) == {web}
+        assert len(await api.ids("3.33", "volumes", **{"name~": "data"})) == 3  # ignored
+        assert len(await api.ids("3.34", "volumes", **{"status~": "avail"})) == 3
+        made = await api.at("3.34", "POST", f"{V3}/snapshots",
+                            json={"snapshot": {"volume_id": db, "name": "nightly-1"}})  # fmt: skip
+        assert made.status_code == 202, made.text
+        assert await api.ids("3.34", "snapshots", **{"name~": "night"}) == {
+            made.json()["snapshot"]["id"]
+        }
+        assert await api.ids("3.34", "snapshots", **{"name~": "weekly"}) == set()
+
+    run(tmp_path, scenario)
