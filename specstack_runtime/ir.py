@@ -270,6 +270,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     deletes: tuple[DeleteRule, ...]
     filters: tuple[ResourceFilter, ...]
     sort_keys: dict[str, str]  # the sort key a client names -> the field
+    sort_since: dict[str, str] = {}  # a sort key -> the microversion that brings it
     default_sort: tuple[str, ...]
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it

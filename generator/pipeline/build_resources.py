@@ -424,10 +424,15 @@ def _resource(
         deletes=tuple(deletes),
         filters=tuple(filters),
         sort_keys=(
-            dict(listing["sort"])
+            {k: v if isinstance(v, str) else v["field"] for k, v in listing["sort"].items()}
             if isinstance(listing.get("sort"), dict)
             else {k: k for k in listing.get("sort", ())}
         ),
+        sort_since={
+            k: v["since"]
+            for k, v in (listing["sort"].items() if isinstance(listing.get("sort"), dict) else ())
+            if isinstance(v, dict)
+        },
         default_sort=tuple(listing.get("default_sort", ())),
         list_where=listing.get("where"),
         list_all=listing.get("all"),

@@ -326,7 +326,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             dirs.append(direction or rc.res.conventions.sort_dir)
     named = rc.res.res.sort_keys or {k: k for k in (*rc.res.fields, "created_at", "updated_at")}
     for key in keys:
-        if key not in named:
+        if key not in named or not _brought(rc.res.res.sort_since.get(key), rc):
             raise rc.res.fail("bad_sort", value=key, field="sort_key")
     for direction in dirs:
         if direction not in ("asc", "desc"):

@@ -389,3 +389,25 @@ def test_like_filters_from_3_34(tmp_path: Path) -> None:
         assert await api.ids("3.34", "snapshots", **{"name~": "weekly"}) == set()
 
     run(tmp_path, scenario)
+
+
+def test_snapshots_sort_by_name_from_3_30(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        vid = await api.c.available()
+        for name in ("b-snap", "a-snap", "c-snap"):
+            made = await api.at("3.30", "POST", f"{V3}/snapshots",
+                                json={"snapshot": {"volume_id": vid, "name": name}})  # fmt: skip
+            assert made.status_code == 202, made.text
+
+        async def order(version: str, key: str) -> list[str]:
+            resp = await api.at(version, "GET", f"{V3}/snapshots",
+                                params={"sort_key": key, "sort_dir": "asc"})  # fmt: skip
+            assert resp.status_code == 200, resp.text
+            return [s["name"] for s in resp.json()["snapshots"]]
+
+        assert await order("3.30", "name") == ["a-snap", "b-snap", "c-snap"]
+        assert await order("3.29", "display_name") == ["a-snap", "b-snap", "c-snap"]
+        before = await api.at("3.29", "GET", f"{V3}/snapshots", params={"sort": "name:asc"})
+        assert before.status_code == 400 and "name" in before.json()["badRequest"]["message"]
+
+    run(tmp_path, scenario)
