@@ -411,3 +411,25 @@ def test_snapshots_sort_by_name_from_3_30(tmp_path: Path) -> None:
         assert before.status_code == 400 and "name" in before.json()["badRequest"]["message"]
 
     run(tmp_path, scenario)
+
+
+def test_an_administrator_asks_for_another_projects_limits_from_3_39(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        await api.c.available(2)
+        theirs, _ = await api.c.op(served, "createVolume", 202, who=OTHER,
+                                   path_params={"project_id": OTHER_PROJECT},
+                                   body={"volume": {"size": 5}})  # fmt: skip
+        await api.c.wait_status(theirs["volume"]["id"], "available")
+
+        async def used(version: str, token: str) -> tuple[int, int]:
+            resp = await api.at(version, "GET", f"{V3}/limits", token=token,
+                                params={"project_id": OTHER_PROJECT})  # fmt: skip
+            assert resp.status_code == 200, resp.text
+            absolute = resp.json()["limits"]["absolute"]
+            return absolute["totalVolumesUsed"], absolute["totalGigabytesUsed"]
+
+        assert await used("3.39", "admin") == (1, 5)  # the other project's
+        assert await used("3.38", "admin") == (1, 2)  # ignored: the path's project
+        assert await used("3.39", "user") == (1, 2)  # ignored for others than administrators
+
+    run(tmp_path, scenario)
