@@ -504,6 +504,13 @@ class VolumeResetStatusAction(BaseModel):
     migration_status: str | None = None
 
 
+class Revert(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshot_id: str | None = None
+
+
 class VolumeActionRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -530,6 +537,9 @@ class VolumeActionRequest(BaseModel):
     )
     os_set_bootable: VolumeSetBootableAction | None = Field(None, alias="os-set_bootable")
     os_reset_status: VolumeResetStatusAction | None = Field(None, alias="os-reset_status")
+    revert: Revert | None = Field(
+        None, description="Revert the volume to its latest snapshot (3.40 and later)."
+    )
 
 
 class VolumeConnectionResponse(BaseModel):

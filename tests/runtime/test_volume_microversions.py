@@ -433,3 +433,36 @@ def test_an_administrator_asks_for_another_projects_limits_from_3_39(tmp_path: P
         assert await used("3.39", "user") == (1, 2)  # ignored for others than administrators
 
     run(tmp_path, scenario)
+
+
+def test_revert_to_the_latest_snapshot_from_3_40(tmp_path: Path) -> None:
+    async def scenario(api: Api) -> None:
+        vid = await api.c.available()
+        path = f"{V3}/volumes/{vid}/action"
+        snaps = []
+        for name in ("first", "second"):
+            made = await api.at("3.40", "POST", f"{V3}/snapshots",
+                                json={"snapshot": {"volume_id": vid, "name": name}})  # fmt: skip
+            assert made.status_code == 202, made.text
+            snaps.append(made.json()["snapshot"]["id"])
+        first, second = snaps
+        # the second one is the later
+        await api.c.store.update("snapshots", first, {"created_at": "2026-01-01T00:00:00Z"})
+        before = await api.at("3.39", "POST", path, json={"revert": {"snapshot_id": second}})
+        assert before.status_code == 400 and "no such action: revert" in before.text
+        older = await api.at("3.40", "POST", path, json={"revert": {"snapshot_id": first}})
+        assert older.status_code == 400
+        assert older.json()["badRequest"]["message"].startswith(
+            f"Invalid snapshot: Reverting to snapshot {first} is not supported"
+        )
+        missing = await api.at("3.40", "POST", path, json={"revert": {"snapshot_id": "nope"}})
+        assert missing.status_code == 404 and "Snapshot nope could not be found" in missing.text
+        assert (await api.at("3.40", "POST", path, json={"revert": {}})).status_code == 400
+        done = await api.at("3.40", "POST", path, json={"revert": {"snapshot_id": second}})
+        assert done.status_code == 202, done.text
+        assert (await api.volume("3.40", vid))["status"] == "available"
+        await api.c.store.update("volumes", vid, {"status": "in-use"})
+        busy = await api.at("3.40", "POST", path, json={"revert": {"snapshot_id": second}})
+        assert busy.status_code == 400 and "must be available to revert" in busy.text
+
+    run(tmp_path, scenario)
