@@ -508,7 +508,7 @@ class Revert(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    snapshot_id: str | None = None
+    snapshot_id: str
 
 
 class VolumeActionRequest(BaseModel):
