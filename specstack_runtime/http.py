@@ -13,6 +13,7 @@ import httpx
 from specstack_runtime.config import StackConfig
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.localhttp import LocalTransport, call_app
+from specstack_runtime.microversions import Microversions, parse
 from specstack_runtime.stackinfo import StackInfo
 
 FLOW_HEADERS = {
@@ -87,6 +88,26 @@ class ClientSet:
             for op in api["operations"]
         }
 
+    @cached_property
+    def _versions(self) -> dict[tuple[str, str], dict[str, str]]:
+        """The microversion headers of the operations a version brings (`x-specstack-since`):
+        a caller that names none asks for that version, as nova asks cinder for 3.44 to
+        complete an attachment."""
+        found: dict[tuple[str, str], dict[str, str]] = {}
+        for api in self.info.ir["apis"]:
+            mv = api.get("microversion")
+            if not mv:
+                continue
+            versions = Microversions.of(mv)
+            for op in api["operations"]:
+                if op.get("since"):
+                    found[(api["name"], op["operation_id"])] = {
+                        k: v
+                        for k, v in versions.answer_headers(parse(op["since"])).items()
+                        if k != "Vary"
+                    }
+        return found
+
     def base_url(self, api: str) -> str:
         if api in self.endpoints:
             return self.endpoints[api]
@@ -113,6 +134,9 @@ class ClientSet:
             path = path.replace("{" + name + "}", quote(str(value), safe=""))
         if "{" in path:
             raise ValueError(f"{operation_id}: path parameters missing in {path}")
+        asked = self._versions.get((api, operation_id))
+        if asked and not {k.lower() for k in headers or {}} & {k.lower() for k in asked}:
+            headers = {**asked, **(headers or {})}
         return await self.request(
             api, method, path, body=body, query=query, headers=headers, token=token, context=context
         )

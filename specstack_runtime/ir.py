@@ -23,6 +23,7 @@ from specstack_runtime.ir_deploy import (
 from specstack_runtime.ir_fields import (
     ActsFor,
     Join,
+    ListCount,
     Relation,
     ResourceField,
     ResourceFilter,
@@ -269,10 +270,12 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     deletes: tuple[DeleteRule, ...]
     filters: tuple[ResourceFilter, ...]
     sort_keys: dict[str, str]  # the sort key a client names -> the field
+    sort_since: dict[str, str] = {}  # a sort key -> the microversion that brings it
     default_sort: tuple[str, ...]
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
+    list_count: ListCount | None = None  # a list's body also counts every matching row
     states: StateMachine | None
     hooks: dict[str, str]
     effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook

@@ -102,6 +102,7 @@ class ResourceFilter(Node):
         "eq_or_in",
         "compare",
         "subset",
+        "like",
         "items",
     ]
     keys: dict[str, tuple[str, str]] = {}  # op items: KEY -> (item field, eq|contains|prefix)
@@ -109,7 +110,15 @@ class ResourceFilter(Node):
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
     open_since: str | None = None  # the microversion from which `visible` no longer limits it
+    since: str | None = None  # the microversion that brings it (older requests: ignored)
     default: str | None = None  # the parameter's value when the request gives none
+
+
+class ListCount(Node):
+    """A list parameter asking for the number of rows that match (cinder's with_count)."""
+
+    param: str
+    since: str | None = None  # the microversion that brings it (older requests: ignored)
 
 
 class Relation(Node):

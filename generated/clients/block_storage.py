@@ -122,6 +122,28 @@ class BlockStorageClient(BoundClient):
         )
         return ApiResponse(response, models.VolumeDetailList, 200)
 
+    async def get_volume_summary(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.VolumeSummaryResponse]:
+        """GET /v3/{project_id}/volumes/summary: Summarize the volumes"""
+        response = await self._call(
+            "getVolumeSummary",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.VolumeSummaryResponse, 200)
+
     async def show_volume(
         self,
         project_id: str,

@@ -97,6 +97,11 @@ def test_block_storage_list_volumes_detailed_direct(target: Target) -> None:
     provoke.call_and_check(target, "block-storage", "listVolumesDetailed")
 
 
+def test_block_storage_get_volume_summary_direct(target: Target) -> None:
+    """GET /v3/{project_id}/volumes/summary called directly."""
+    provoke.call_and_check(target, "block-storage", "getVolumeSummary")
+
+
 def test_block_storage_list_snapshots_direct(target: Target) -> None:
     """GET /v3/{project_id}/snapshots called directly."""
     provoke.call_and_check(target, "block-storage", "listSnapshots")

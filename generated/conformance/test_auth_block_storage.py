@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-26 operations need a token: without one, with a bogus one, an expired one
+27 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 3 need a role the demo user lacks (403);
-22 refuse a path naming another project (403); 1 hide
+23 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -20,6 +20,7 @@ PROTECTED = (
     "listVolumes",
     "createVolume",
     "listVolumesDetailed",
+    "getVolumeSummary",
     "showVolume",
     "updateVolume",
     "deleteVolume",
@@ -53,6 +54,7 @@ PROJECT_IN_PATH = (
     "listVolumes",  # rule:admin_service_or_reader
     "createVolume",  # rule:admin_service_or_member
     "listVolumesDetailed",  # rule:admin_service_or_reader
+    "getVolumeSummary",  # rule:admin_service_or_reader
     "showVolume",  # rule:admin_service_or_reader
     "updateVolume",  # rule:admin_service_or_member
     "deleteVolume",  # rule:admin_service_or_member

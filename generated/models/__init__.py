@@ -3,7 +3,7 @@
 """Pydantic models of the specstack spec.
 
 Modules:
-- `block_storage`: Block Storage API (cinder) (57 models)
+- `block_storage`: Block Storage API (cinder) (58 models)
 - `compute`: Compute API (nova) (110 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)

@@ -119,6 +119,28 @@ class VolumeList(BaseModel):
     volumes_links: list[Link] | None = Field(
         None, description="A rel=next link when more volumes remain."
     )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
+    )
+
+
+class VolumeSummary1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    total_count: int = Field(..., description="How many volumes.")
+    total_size: int = Field(..., description="Their total size in GiB.")
+    metadata: dict[str, list[str]] | None = Field(
+        None,
+        description="Each metadata key with the distinct values of the volumes (3.36 and later).",
+    )
+
+
+class VolumeSummaryResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    volume_summary: VolumeSummary1 = Field(..., alias="volume-summary")
 
 
 class VolumeAttachmentInfo(BaseModel):
@@ -261,6 +283,17 @@ class Volume(BaseModel):
     volume_image_metadata: dict[str, str] | None = Field(
         None, description="Properties of the image the volume was created from."
     )
+    group_id: str | None = Field(None, description="The volume's group (3.13 and later).")
+    provider_id: str | None = Field(
+        None, description="The back end's id of the volume (administrators; 3.21 and later)."
+    )
+    shared_targets: bool | None = Field(
+        None,
+        description="Whether connections to the back end are shared between volumes (3.48 and later).",
+    )
+    service_uuid: str | None = Field(
+        None, description="The id of the volume service holding the volume (3.48 and later)."
+    )
 
 
 class VolumeResponse(BaseModel):
@@ -277,6 +310,9 @@ class VolumeDetailList(BaseModel):
     volumes: list[Volume]
     volumes_links: list[Link] | None = Field(
         None, description="A rel=next link when more volumes remain."
+    )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
     )
 
 
@@ -355,6 +391,7 @@ class Snapshot(BaseModel):
     os_extended_snapshot_attributes_project_id: str | None = Field(
         None, alias="os-extended-snapshot-attributes:project_id"
     )
+    user_id: str | None = Field(None, description="Who took the snapshot (3.41 and later).")
 
 
 class SnapshotResponse(BaseModel):
@@ -371,6 +408,9 @@ class SnapshotList(BaseModel):
     snapshots: list[Snapshot]
     snapshots_links: list[Link] | None = Field(
         None, description="A rel=next link when more snapshots remain."
+    )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
     )
 
 
@@ -486,6 +526,13 @@ class VolumeResetStatusAction(BaseModel):
     migration_status: str | None = None
 
 
+class Revert(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshot_id: str
+
+
 class VolumeActionRequest(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -512,6 +559,9 @@ class VolumeActionRequest(BaseModel):
     )
     os_set_bootable: VolumeSetBootableAction | None = Field(None, alias="os-set_bootable")
     os_reset_status: VolumeResetStatusAction | None = Field(None, alias="os-reset_status")
+    revert: Revert | None = Field(
+        None, description="Revert the volume to its latest snapshot (3.40 and later)."
+    )
 
 
 class VolumeConnectionResponse(BaseModel):

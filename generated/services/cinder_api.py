@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (28 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (29 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -41,6 +41,11 @@ async def create_volume(flow: Flow) -> None:
 
 async def list_volumes_detailed(flow: Flow) -> None:
     """operation listVolumesDetailed: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def get_volume_summary(flow: Flow) -> None:
+    """operation getVolumeSummary: behaviour resource.query."""
     await flow.trigger(None)
 
 
@@ -195,7 +200,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v3.0",
                         "status": "CURRENT",
-                        "version": "3.0",
+                        "version": "3.59",
                         "min_version": "3.0",
                         "updated": "2023-05-01T00:00:00Z",
                         "links": [
@@ -234,7 +239,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v3.0",
                         "status": "CURRENT",
-                        "version": "3.0",
+                        "version": "3.59",
                         "min_version": "3.0",
                         "updated": "2023-05-01T00:00:00Z",
                         "links": [
@@ -293,6 +298,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "list"},
+    ),
+    "getVolumeSummary": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="getVolumeSummary",
+        behaviour="resource.query",
+        on_error=None,
+        run=get_volume_summary,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "volume_summary"},
     ),
     "showVolume": HandlerSpec(
         component=COMPONENT,
@@ -642,6 +659,18 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v3/{project_id}/volumes/summary",
+        "getVolumeSummary",
+        HANDLERS["getVolumeSummary"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+        since=(3, 12),
+    ),
+    Route(
+        "GET",
         "/v3/{project_id}/volumes/{volume_id}",
         "showVolume",
         HANDLERS["showVolume"],
@@ -848,6 +877,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 27),
     ),
     Route(
         "GET",
@@ -859,6 +889,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_reader",
+        since=(3, 27),
     ),
     Route(
         "PUT",
@@ -870,6 +901,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 27),
     ),
     Route(
         "DELETE",
@@ -881,6 +913,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 27),
     ),
     Route(
         "POST",
@@ -892,6 +925,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",
+        since=(3, 44),
     ),
 )
 

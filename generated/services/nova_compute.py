@@ -151,7 +151,6 @@ async def build_and_run_instance(flow: Flow) -> None:
                     "connector": {
                         "expr": "{'host': vars.payload.host, 'ip': '127.0.0.1', 'platform': 'x86_64',\n 'os_type': 'linux', 'multipath': false,\n 'mountpoint': has(item.boot_index) && item.boot_index == 0 ? '/dev/vda'\n   : cel.bind(n, size(vars.attachments.filter(a, a.device != '/dev/vda')),\n       '/dev/vd' + 'bcdefghijklmnopqrstuvwxyz'.substring(n, n + 1))}"
                     },
-                    "mode": "rw",
                 }
             },
             "accept": [200],

@@ -340,6 +340,7 @@ def _resource(
                 visible=spec.get("visible"),
                 requires=spec.get("requires"),
                 open_since=spec.get("open_since"),
+                since=spec.get("since"),
                 default=spec.get("default"),
                 values=tuple(spec["values"]) if "values" in spec else None,
                 keys={
@@ -423,14 +424,20 @@ def _resource(
         deletes=tuple(deletes),
         filters=tuple(filters),
         sort_keys=(
-            dict(listing["sort"])
+            {k: v if isinstance(v, str) else v["field"] for k, v in listing["sort"].items()}
             if isinstance(listing.get("sort"), dict)
             else {k: k for k in listing.get("sort", ())}
         ),
+        sort_since={
+            k: v["since"]
+            for k, v in (listing["sort"].items() if isinstance(listing.get("sort"), dict) else ())
+            if isinstance(v, dict)
+        },
         default_sort=tuple(listing.get("default_sort", ())),
         list_where=listing.get("where"),
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
+        list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,
         states=states,
         hooks=dict(r.get("hooks") or {}),
         handoff=(

@@ -253,7 +253,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
         raise fail(rt, "device_in_use", device=device)
     device = device or next(iter(device_names(d for d in used if d)))
     connector = {"host": rt.host, **CONNECTOR_BASE, "mountpoint": device}
-    body = {"volume_uuid": volume_id, "instance_uuid": uuid, "connector": connector, "mode": "rw"}
+    body = {"volume_uuid": volume_id, "instance_uuid": uuid, "connector": connector}
     project = {"project_id": instance["project_id"]}
     resp = await _cinder(
         call, "createAttachment", project, body={"attachment": body}, context=call.flow_context()

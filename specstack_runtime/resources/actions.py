@@ -11,7 +11,16 @@ from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import InvalidMessage, api_error, send
 from specstack_runtime.microversions import parse
-from specstack_runtime.resources import access, effects, guards, hooks, joins, quotas, views
+from specstack_runtime.resources import (
+    access,
+    effects,
+    guards,
+    hooks,
+    joins,
+    quotas,
+    relations,
+    views,
+)
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -90,7 +99,9 @@ async def run(rc: ResourceCall) -> Reply:
     if not allowed:
         raise _refused(rc, states, action, doc, state)
     _check(rc, action.require, 409, doc, arg)
-    guards.check(rc, action.name, doc)
+    if any(action.name in g.on and "refs" in g.when for g in rc.res.res.guards):
+        await relations.load(rc, doc)  # the rows its refuse rules read (cinder's revert)
+    guards.check(rc, action.name, doc, arg if isinstance(arg, dict) else {})  # `changes`: arg
     changes: Doc = {k: _value(rc, v, doc, arg) for k, v in action.set.items()}
     if action.has_to:
         changes[states.field] = action.to

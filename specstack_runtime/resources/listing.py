@@ -99,6 +99,9 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
         return lambda d: bool(get(d)) == flag
     if op == "prefix":
         return lambda d: any(_text(get(d)).startswith(v) for v in values)
+    if op == "like":  # cinder's name~=VALUE: the value is in the field's, case folded
+        parts = [v.casefold() for v in values]
+        return lambda d: get(d) is not None and all(p in _text(get(d)).casefold() for p in parts)
     if op in ("all", "any"):
         wanted_l = [v for raw in values for v in raw.split(",") if v]
         test = all if op == "all" else any
@@ -262,7 +265,7 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
     given = {f.param: [f.default] for f in res.filters.values() if f.default is not None}
     for param, values in {**given, **rc.call.query}.items():
         f = res.filters.get(param)
-        if f is None or not values:
+        if f is None or not values or not _brought(f.since, rc):
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
@@ -284,6 +287,12 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
         elif pushed:
             preds.append(_predicate(rc, f, values) or (lambda d: True))
     return sql, preds
+
+
+def _brought(since: str | None, rc: ResourceCall) -> bool:
+    """Whether the request's microversion has a filter (older ones ignore its parameter)."""
+    version = rc.call.microversion
+    return since is None or version is None or version >= parse(since)
 
 
 def _opened(since: str | None, rc: ResourceCall) -> bool:
@@ -326,7 +335,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             dirs.append(direction or rc.res.conventions.sort_dir)
     named = rc.res.res.sort_keys or {k: k for k in (*rc.res.fields, "created_at", "updated_at")}
     for key in keys:
-        if key not in named:
+        if key not in named or not _brought(rc.res.res.sort_since.get(key), rc):
             raise rc.res.fail("bad_sort", value=key, field="sort_key")
     for direction in dirs:
         if direction not in ("asc", "desc"):
@@ -443,7 +452,9 @@ def _next_href(rc: ResourceCall, marker: str) -> str:
 async def answer(rc: ResourceCall) -> Any:
     """The list operation's body, in the API's pagination style."""
     res = rc.res
-    rows, more = _page(rc, await visible_rows(rc))
+    counted = _counted(rc)
+    every = await visible_rows(rc)
+    rows, more = _page(rc, every)
     await joins.load(rc, rows)
     wanted = requested_fields(rc)
     items: list[Any] = [only(render(rc, d), wanted) for d in rows]
@@ -473,4 +484,14 @@ async def answer(rc: ResourceCall) -> Any:
             if "limit" not in rc.call.query:
                 kept.append(("limit", str(_limit(rc))))
             body["next"] = f"{rc.call.path}?{urlencode([*kept, ('marker', last)])}"
+    if counted:
+        body["count"] = len(every)
     return body
+
+
+def _counted(rc: ResourceCall) -> bool:
+    """Whether the request asks for the count of every matching row (`list.count`)."""
+    count = rc.res.res.list_count
+    if count is None or not _brought(count.since, rc):
+        return False
+    return bool(query_bool(rc, count.param))

@@ -411,8 +411,7 @@ async def test_build_steps_in_order_with_canned_invokes(tmp_path: Path) -> None:
                 "multipath": False,
                 "mountpoint": "/dev/vdb",  # cinder shows it as the attachment's device
             },
-            "mode": "rw",
-        }
+        }  # no mode: nova asks for 3.27, where cinder's default is rw (mode comes with 3.54)
     }
 
     attach = Recorder()

@@ -466,6 +466,10 @@ def test_volume_show(volume: dict[str, Any], stack: Stack) -> None:
     shown = stack.json("volume", "show", VOLUME)
     assert shown["id"] == volume["id"] and shown["status"] == "available"
     assert shown["size"] == 1 and shown["attachments"] == [] and shown["bootable"] is False
+    v = stack.json("--os-volume-api-version", "3.59", "volume", "show", VOLUME)  # 3.13, 3.48
+    assert v["group_id"] is None and v["shared_targets"] is False and len(v["service_uuid"]) == 36
+    listed = stack.json("--os-volume-api-version", "3.59", "volume", "list")
+    assert _by(listed, "Name", VOLUME)["ID"] == volume["id"]
 
 
 def test_server_add_volume(server: dict[str, Any], volume: dict[str, Any], stack: Stack) -> None:

@@ -286,7 +286,8 @@ class _Checker:
             self.rule(f, [*base, "list", "filters", param, "requires"], spec.get("requires"))
         sort = listing.get("sort") or ()
         pairs = sort.items() if isinstance(sort, dict) else [(k, k) for k in sort]
-        for key, field in pairs:
+        for key, named in pairs:
+            field = named.get("field") if isinstance(named, dict) else named  # {field, since}
             if field not in names | {"created_at", "updated_at"}:
                 where: Where = [*base, "list", "sort"]
                 self.at(
