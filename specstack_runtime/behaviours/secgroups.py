@@ -3,8 +3,8 @@
 spec/resources/network.yaml declares what a group and a rule are (fields, scope,
 refusals, uniqueness, what deleting does); these hooks do what the spec cannot state:
 a project's `default` group made on first use with neutron's default rules (its id
-derived from the project, so two first uses at once make one group), a new group's
-egress rules.
+derived from the project, so two first uses at once make one group). A new group's
+egress rules are the spec's effect.
 """
 
 from __future__ import annotations
@@ -78,14 +78,3 @@ async def default_security_group(event: ResourceEvent) -> None:
         project = event.call.auth.project_id
     if project:
         await ensure_default(event.engine, str(project))
-
-
-@behaviour("network.security_group_egress")
-async def security_group_egress(event: ResourceEvent) -> None:
-    """A new group lets every IPv4 and IPv6 packet out (neutron's two egress rules)."""
-    rules = event.engine.of("security_group_rule")
-    for attrs in _egress(event.engine, event.doc):
-        await _add_rule(rules, attrs)
-    # the answer shows the group with them
-    now = await event.engine.store.get(event.engine.res.res.table, event.doc["id"])
-    event.doc.update(now or {})
