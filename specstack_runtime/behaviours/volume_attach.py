@@ -34,11 +34,12 @@ from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.messaging import InvalidMessage
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, guards, relations, views
+from specstack_runtime.resources import access, deleting, guards, relations, views
+from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store, utcnow
+from specstack_runtime.store import utcnow
 
 # -- the attachment resource's hooks ---------------------------------------------------------
 
@@ -147,37 +148,26 @@ async def export_attachment(ix: Interaction) -> None:
 # -- deleteAttachment ------------------------------------------------------------------------
 
 
-async def _forget(store: Store, att: Doc) -> tuple[list[Doc], Doc | None]:
-    """The attachment's row deleted, and its volume's entry: the volume is available again
-    once no attachment is left (in-use while an attached one is). The attachments left and
-    the volume as it is now."""
-    await store.delete("attachments", att["id"])
-    remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
-
-    def detach(doc: Doc) -> Doc:
-        entries = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
-        if remaining:
-            attached = any(r["attach_status"] == "attached" for r in remaining)
-            return {"attachments": entries, "status": "in-use" if attached else doc["status"]}
-        return {"attachments": [], "status": "available", "attach_status": "detached"}
-
-    return remaining, await update_row(store, "volumes", att["volume_id"], detach)
+async def _forget(rc: ResourceCall, att: Doc) -> list[Doc]:
+    """The attachment deleted (the spec's effect gives its volume back); those left."""
+    await relations.load(rc, att, only=("siblings",))
+    await deleting.delete(rc, att)
+    return [a for a in rc.refs["siblings"] if a["id"] != att["id"]]
 
 
 @behaviour("volume.delete_attachment")
 async def delete_attachment(call: Call) -> Reply:
     """DELETE .../attachments/{id}: 200 {"attachments": [what remains]}; leaves vars."""
-    store = store_of(call)
     rc = engine_call(call, ATTACHMENT)
     att = await access.lookup(rc)
-    await relations.load(rc, att)
+    await relations.load(rc, att, only=("volume",))
     guards.check(rc, "forget", att)  # the spec's: a volume not being deleted
     volume = rc.refs["volume"]
     unexported = False
     if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
         await unexport(call, volume, att)
         unexported = True
-    remaining, new_volume = await _forget(store, att)
+    remaining = await _forget(rc, att)
     call.vars["attachment"] = {
         **att,
         "attach_status": "detached",
@@ -185,7 +175,6 @@ async def delete_attachment(call: Call) -> Reply:
         "unexported": unexported,
     }
     call.vars["volume"] = volume
-    call.vars["volume_after"] = new_volume
     summaries = [views.render(rc, r, "summary") for r in remaining]
     return Reply(200, {"attachments": summaries})
 
@@ -222,4 +211,4 @@ async def detach(event: ResourceEvent) -> None:
     guards.check(event.engine, "detach", volume, {"attachment_id": wanted})
     att = next(a for a in event.engine.refs["attachments"] if wanted in (None, a["id"]))
     await unexport(call, volume, att)
-    await _forget(store_of(call), att)
+    await _forget(event.engine.of(ATTACHMENT), att)

@@ -44,9 +44,10 @@ async def apply(
     old: Doc | None,
     params: Any = None,
 ) -> None:
-    """Each effect in turn; `params` is an action's argument (else the query's)."""
+    """Each effect in turn; `params` is an action's argument (else the query's), `refs` the
+    relations loaded."""
     for effect in effects:
-        names = rc.variables(doc=doc, old=old or {})
+        names = rc.variables(doc=doc, old=old or {}, refs=rc.refs)
         if params is not None:
             names["params"] = params
         if effect.send:
