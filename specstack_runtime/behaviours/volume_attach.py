@@ -17,15 +17,17 @@ steps then find nothing left to do.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
 from specstack_runtime.behaviours.volume_base import (
     ATTACHMENT,
     EXPORT_MESSAGE,
     Doc,
-    attachment_not_found,
     backend_call,
     check_export_payload,
     export_payload,
-    store_of,
     unexport,
     update_row,
 )
@@ -34,11 +36,10 @@ from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.messaging import InvalidMessage
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, deleting, guards, relations, views
+from specstack_runtime.resources import access, deleting, guards, hooks, relations, views
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
-from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import utcnow
 
 # -- the attachment resource's hooks ---------------------------------------------------------
@@ -57,18 +58,8 @@ async def export_created(event: ResourceEvent) -> None:
     """createAttachment with a connector, outside a flow (no step exports it): the back end
     exports the volume now, and the answer carries the connection info."""
     att, call = event.doc, event.call
-    if not att.get("connector") or call.sequence is not None:
-        return
-    store = store_of(call)
-    volume = await store.get("volumes", att["volume_id"]) or {}
-    try:
-        reply = await backend_call(call, EXPORT_MESSAGE, export_payload(att), volume["host"])
-    except ApiError:
-        await update_row(
-            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
-        )
-        raise
-    att.update(await _record_export(call.rt, att, reply["connection_info"]))
+    if att.get("connector") and call.sequence is None:
+        att.update(await _export(event.engine, att, partial(backend_call, call, EXPORT_MESSAGE)))
 
 
 @behaviour("volume.export_updated")
@@ -94,21 +85,26 @@ async def export_updated(event: ResourceEvent) -> None:
     )
 
 
-def _attaching(doc: Doc) -> Doc | None:
-    return {"status": "attaching"} if doc.get("status") == "reserved" else None
-
-
-async def _record_export(rt: ServiceRuntime, att: Doc, connection_info: Doc) -> Doc:
-    store = rt.require_store()
-    new = await update_row(
-        store,
-        "attachments",
-        att["id"],
-        lambda _d: {"connection_info": connection_info, "attach_status": "attaching"},
-    )
+async def _export(rc: ResourceCall, att: Doc, ask: Callable[[Doc, str], Awaitable[Any]]) -> Doc:
+    """The back end exports the attachment's volume (`ask(payload, host)`) and the row records
+    the connection info (the spec's after_update effect: a reserved volume is attaching);
+    a failed export leaves the attachment error_attaching."""
+    await relations.load(rc, att, only=("volume",))
+    guards.check(rc, "export", att)  # the spec's: a volume with a back end
+    try:
+        reply = await ask(export_payload(att), rc.refs["volume"]["host"])
+        info = reply["connection_info"] if isinstance(reply, dict) else None
+        if not isinstance(info, dict):
+            raise StepFailed(f"the back end answered no connection_info for {att['volume_id']}")
+    except Exception:
+        failed = {"attach_status": "error_attaching"}
+        await update_row(rc.store, "attachments", att["id"], lambda _d: failed)
+        raise
+    done = {"connection_info": info, "attach_status": "attaching"}
+    new = await update_row(rc.store, "attachments", att["id"], lambda _d: done)
     if new is None:
-        raise attachment_not_found(rt, att["id"])
-    await update_row(store, "volumes", att["volume_id"], _attaching)
+        raise rc.res.fail("not_found", id=att["id"])
+    await hooks.run(rc, "after_update", new, att)
     return new
 
 
@@ -123,26 +119,16 @@ async def export_attachment(ix: Interaction) -> None:
         raise StepFailed("no attachment in this flow: createAttachment did not leave one")
     if not att.get("connector") or att.get("connection_info"):
         return  # nothing to export yet (no connector), or already exported
-    store = ix.rt.require_store()
-    volume = await store.get("volumes", att["volume_id"])
-    if volume is None or not volume.get("host"):
-        raise StepFailed(f"volume {att['volume_id']} has no back-end host to export it from")
+    rc = engine_call(ix.call, ATTACHMENT)
     try:
-        reply = await ix.invoke(export_payload(att), host=volume["host"])
+        att = await _export(rc, att, lambda payload, host: ix.invoke(payload, host=host))
     except (BusError, InvalidMessage) as exc:
-        await update_row(
-            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
-        )
         raise StepFailed(f"exporting volume {att['volume_id']} failed: {exc}") from None
-    if not isinstance(reply, dict) or not isinstance(reply.get("connection_info"), dict):
-        raise StepFailed(f"the back end answered no connection_info for volume {att['volume_id']}")
-    try:
-        att = await _record_export(ix.rt, att, reply["connection_info"])
     except ApiError as exc:
         raise StepFailed(exc.message, code=exc.status) from None
     ix.vars["attachment"] = att
     if ix.call.reply is not None:  # the createAttachment answer carries the connection info
-        ix.call.reply.body = views.one(engine_call(ix.call, ATTACHMENT), att)
+        ix.call.reply.body = views.one(rc, att)
 
 
 # -- deleteAttachment ------------------------------------------------------------------------

@@ -38,10 +38,6 @@ def volume_not_found(rt: ServiceRuntime, volume_id: str) -> ApiError:
     return rt.info.resources.resource("volume").fail("not_found", id=volume_id)
 
 
-def attachment_not_found(rt: ServiceRuntime, attachment_id: str) -> ApiError:
-    return rt.info.resources.resource("attachment").fail("not_found", id=attachment_id)
-
-
 async def update_row(
     store: Store, table: str, id_: str, change: Callable[[Doc], Doc | None]
 ) -> Doc | None:
