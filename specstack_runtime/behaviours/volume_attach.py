@@ -29,7 +29,6 @@ from specstack_runtime.behaviours.volume_base import (
     check_export_payload,
     export_payload,
     unexport,
-    update_row,
 )
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Interaction, Reply
@@ -97,11 +96,10 @@ async def _export(rc: ResourceCall, att: Doc, ask: Callable[[Doc, str], Awaitabl
         if not isinstance(info, dict):
             raise StepFailed(f"the back end answered no connection_info for {att['volume_id']}")
     except Exception:
-        failed = {"attach_status": "error_attaching"}
-        await update_row(rc.store, "attachments", att["id"], lambda _d: failed)
+        await rc.store.update("attachments", att["id"], {"attach_status": "error_attaching"})
         raise
     done = {"connection_info": info, "attach_status": "attaching"}
-    new = await update_row(rc.store, "attachments", att["id"], lambda _d: done)
+    new = await rc.store.update("attachments", att["id"], done)
     if new is None:
         raise rc.res.fail("not_found", id=att["id"])
     await hooks.run(rc, "after_update", new, att)
