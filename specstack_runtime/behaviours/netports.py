@@ -11,7 +11,6 @@ an update (neutron's notifier tells them of every port update).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -105,24 +104,6 @@ async def _release(store: Store, port_id: str, fixed_ips: Iterable[Doc]) -> None
             await store.delete("ipallocations", row_id)
 
 
-def _resolve_fixed_ips(subnets: list[Doc], wanted: list[Doc] | None) -> list[Doc]:
-    """Each request as {subnet, ip_address|None} (the spec's `fixed_ips` rules refused one
-    on no subnet of the network); without fixed_ips, the first IPv4 subnet."""
-    if wanted is None:
-        v4 = [s for s in subnets if s["ip_version"] == 4]
-        return [{"subnet": (v4 or subnets)[0], "ip_address": None}] if subnets else []
-    resolved: list[Doc] = []
-    for entry in wanted:
-        ip = entry.get("ip_address")
-        if "subnet_id" in entry:
-            subnet = next(s for s in subnets if s["id"] == entry["subnet_id"])
-        else:
-            address = ipaddress.ip_address(str(ip))
-            subnet = next(s for s in subnets if address in ipaddress.ip_network(s["cidr"]))
-        resolved.append({"subnet": subnet, "ip_address": ip})
-    return resolved
-
-
 async def _allocate_all(
     rc: ResourceCall, network: Doc, port_id: str, requests: list[Doc], router: bool = False
 ) -> list[Doc]:
@@ -190,7 +171,9 @@ async def port_addresses(event: ResourceEvent) -> None:
         await relations.load(engine, {"network_id": network_id})
         if wanted is not None:
             guards.check(engine, "fixed_ips", {"network_id": network_id, "fixed_ips": wanted})
-        requests = _resolve_fixed_ips(engine.refs["subnets"], wanted)
+        requests = engine.template(
+            "addresses", item={"fixed_ips": wanted}
+        )  # each as subnet and address
         current = list((old or {}).get("fixed_ips") or [])
         kept: list[Doc] = []
         to_allocate: list[Doc] = []
