@@ -150,25 +150,16 @@ async def floatingip_associate(event: ResourceEvent) -> None:
 async def _associate(rc: ResourceCall, fip: Doc, changes: Doc) -> None:
     port_id = fip.get("port_id")
     if not port_id:
-        changes.update({"port_id": None, "fixed_ip_address": None, "router_id": None})
-        changes["status"] = "DOWN"
+        changes.update(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
         return
     await relations.load(rc, fip, only=("port",))
     guards.check(rc, "associate", fip)  # the spec's: an IPv4 address of the port
-    v4 = [f for f in rc.refs["port"]["fixed_ips"] if ":" not in f["ip_address"]]
-    wanted = fip.get("fixed_ip_address")
-    chosen = next(f for f in v4 if f["ip_address"] == wanted) if wanted else v4[0]
+    chosen = rc.template("fixed_ip", doc=fip)
     router = await _router_for(rc, str(fip["floating_network_id"]), chosen["subnet_id"])
     if router is None:
         raise rc.res.fail("unreachable", **{**fip, "subnet_id": chosen["subnet_id"]})
-    changes.update(
-        {
-            "port_id": port_id,
-            "fixed_ip_address": chosen["ip_address"],
-            "router_id": router,
-            "status": "ACTIVE",
-        }
-    )
+    address = chosen["ip_address"]
+    changes.update(port_id=port_id, fixed_ip_address=address, router_id=router, status="ACTIVE")
 
 
 async def _router_for(rc: ResourceCall, network_id: str, subnet_id: str) -> str | None:

@@ -172,8 +172,12 @@ def test_floating_ips_allocate_associate_and_release(tmp_path: Path) -> None:
         await expect_error(serve(busy), 409, match="still has ports")
 
         # associated at creation; an internal network gives no floating IPs
-        second = await _fip(n, floating_network_id=public["id"], port_id=vm_port["id"])
+        vm_ip = vm_port["fixed_ips"][0]["ip_address"]
+        second = await _fip(
+            n, floating_network_id=public["id"], port_id=vm_port["id"], fixed_ip_address=vm_ip
+        )
         assert second["status"] == "ACTIVE" and second["floating_ip_address"] == "203.0.113.4"
+        assert second["fixed_ip_address"] == vm_ip and second["router_id"] == router["id"]
         internal = make_call(
             n.rt, "createFloatingIP", body={"floatingip": {"floating_network_id": private["id"]}}
         )
