@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-DEFAULT_NETWORK_TYPE = "vxlan"
 #: The owner of a router's interface ports: they hold their subnet's gateway address.
 ROUTER_INTERFACE = "network:router_interface"
 #: Attempts at a random MAC address not in use on the network (neutron retries too).
@@ -234,13 +233,9 @@ async def port_release(event: ResourceEvent) -> None:
 
 def agent_payload(info: StackInfo, port: Doc, network: Doc) -> Doc:
     """What the L2 agents hear of a port: it (as the messages' `Port` type carries it), and
-    its network's type and segment."""
-    segment = network.get("provider:segmentation_id")
-    return {
-        "port": shaped(info, "Port", port),
-        "network_type": str(network.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
-        "segmentation_id": segment if isinstance(segment, int) else None,
-    }
+    its network's type and segment (the port's spec template `agent`)."""
+    agent = info.resources.resource("port").template("agent", item=network)
+    return {"port": shaped(info, "Port", port), **agent}
 
 
 async def port_update_payload(info: StackInfo, store: Store, port: Doc, network: Any = None) -> Doc:
