@@ -156,11 +156,9 @@ async def port_addresses(event: ResourceEvent) -> None:
     network_id = str((old or doc)["network_id"])
     if old is None and doc.get("mac_address") is None:
         doc["mac_address"] = await _free_mac(event, network_id)
-    known = engine.refs.get("network_id")  # read already by the write's reference check
-    if known is not None and str(known.get("id")) == network_id:
-        network = known
-    else:
-        network = await store.get("networks", network_id) or {"id": network_id}
+    # a create's network was read by its reference check (an update's network is the same)
+    network = engine.refs.get("network_id") or await store.get("networks", network_id)
+    network = network or {"id": network_id}
     if old is None and "port_security_enabled" not in doc:
         doc["port_security_enabled"] = bool(network.get("port_security_enabled", True))
     if old is None and _wants_default_group(event):

@@ -71,17 +71,11 @@ async def export_updated(event: ResourceEvent) -> None:
     old, connector = event.old or {}, changes["connector"]  # the spec refused none given
     await relations.load(event.engine, old)
     guards.check(event.engine, "export", old)  # the spec's: a volume with a back end
-    volume = event.engine.refs["volume"]
-    payload = {"volume_id": old["volume_id"], "attachment_id": old["id"], "connector": connector}
+    payload = export_payload({**old, "connector": connector})
     check_export_payload(event.engine, payload)
-    reply = await backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
-    changes.update(
-        connector=connector,
-        attached_host=connector["host"],
-        mountpoint=connector.get("mountpoint"),
-        connection_info=reply["connection_info"],
-        attach_status="attaching",
-    )
+    reply = await backend_call(call, EXPORT_MESSAGE, payload, event.engine.refs["volume"]["host"])
+    params = {"info": reply["connection_info"]}  # the row as the spec's `exported` says
+    changes.update(event.engine.template("exported", item=connector, params=params))
 
 
 async def _export(rc: ResourceCall, att: Doc, ask: Callable[[Doc, str], Awaitable[Any]]) -> Doc:
