@@ -24,6 +24,7 @@ from typing import Any
 from specstack_runtime.behaviours.volume_base import (
     ATTACHMENT,
     EXPORT_MESSAGE,
+    UNEXPORT_MESSAGE,
     Doc,
     backend_call,
     check_export_payload,
@@ -141,10 +142,9 @@ async def delete_attachment(call: Call) -> Reply:
     await relations.load(rc, att, only=("volume",))
     guards.check(rc, "forget", att)  # the spec's: a volume not being deleted
     volume = rc.refs["volume"]
-    unexported = False
-    if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
-        await unexport(call, volume, att)
-        unexported = True
+    unexported = call.sequence is None  # outside a flow: here (the step then has nothing to do)
+    if unexported:
+        await unexport(partial(backend_call, call, UNEXPORT_MESSAGE), volume, att)
     remaining = await _forget(rc, att)
     call.vars["attachment"] = {
         **att,
@@ -164,13 +164,10 @@ async def unexport_attachment(ix: Interaction) -> None:
     volume = ix.vars.get("volume")
     if not isinstance(att, dict) or not isinstance(volume, dict):
         raise StepFailed("no attachment in this flow: deleteAttachment did not leave one")
-    exported = att.get("connector") or att.get("connection_info")
-    if not exported or att.get("unexported") or not volume.get("host"):
-        return  # never exported, or already unexported by the operation: nothing to undo
+    if att.get("unexported"):
+        return  # already unexported by the operation: nothing to undo
     try:
-        await ix.invoke(
-            {"volume_id": att["volume_id"], "attachment_id": att["id"]}, host=volume["host"]
-        )
+        await unexport(lambda payload, host: ix.invoke(payload, host=host), volume, att)
     except (BusError, InvalidMessage) as exc:
         raise StepFailed(f"unexporting volume {att['volume_id']} failed: {exc}") from None
 
@@ -188,5 +185,5 @@ async def detach(event: ResourceEvent) -> None:
     await relations.load(event.engine, volume)
     guards.check(event.engine, "detach", volume, {"attachment_id": wanted})
     att = next(a for a in event.engine.refs["attachments"] if wanted in (None, a["id"]))
-    await unexport(call, volume, att)
+    await unexport(partial(backend_call, call, UNEXPORT_MESSAGE), volume, att)
     await _forget(event.engine.of(ATTACHMENT), att)

@@ -3,6 +3,7 @@ the back end's calls and their errors (volume.py, volume_attach.py, volume_backe
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
@@ -86,8 +87,7 @@ async def backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc
     return reply or {}
 
 
-async def unexport(call: Call, volume: Doc, att: Doc) -> None:
-    """The back end removes an attachment's export (if it was ever exported)."""
+async def unexport(ask: Callable[[Doc, str], Awaitable[Any]], volume: Doc, att: Doc) -> None:
+    """The back end (`ask(payload, host)`) removes an attachment's export, if it had one."""
     if (att.get("connector") or att.get("connection_info")) and volume.get("host"):
-        payload = {"volume_id": att["volume_id"], "attachment_id": att["id"]}
-        await backend_call(call, UNEXPORT_MESSAGE, payload, volume["host"])
+        await ask({"volume_id": att["volume_id"], "attachment_id": att["id"]}, volume["host"])
