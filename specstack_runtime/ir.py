@@ -179,6 +179,7 @@ class Effect(Node):  # `effects` (docs/resources.md): a write's change to anothe
     resource: str
     id: str | None = None  # CEL: the other row's id
     create: dict[str, Any] = {}  # or a new row of the other resource: its fields
+    each: str | None = None  # CEL: a list; with `create`, a row per item (`item`)
     when: str | None = None  # CEL over doc, old and row (the other): `set` applies if it holds
     refuse: str | None = None  # when it does not: this error (of the resource declaring it)
     set: dict[str, Any] = {}  # field -> literal or {"expr": CEL}

@@ -36,8 +36,6 @@ from specstack_runtime.resources.listing import query_bool
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.services import ServiceRuntime
 
-#: How long after expiry a token may still be validated with allow_expired (keystone: 2 days).
-ALLOW_EXPIRED_WINDOW_S = 2 * 24 * 3600
 PRUNE_EVERY_S = 60.0
 
 
@@ -106,11 +104,10 @@ async def _load_token(
         raise _InvalidToken
     store = store_of(rt)
     doc = await store.get("tokens", _token_key(token))
-    if doc is None or doc.get("revoked"):
-        raise _InvalidToken
-    now = time.time()
-    expires = float(doc["expires_ts"])
-    if expires <= now and not (allow_expired and expires + ALLOW_EXPIRED_WINDOW_S > now):
+    params = {"now": time.time(), "allow_expired": allow_expired}  # the spec's token `valid`
+    if doc is None or not rt.info.resources.resource("token").template(
+        "valid", doc=doc, params=params
+    ):
         raise _InvalidToken
     active = await active_user(store, await store.get("users", doc["user_id"]))
     if active is None:
@@ -231,11 +228,9 @@ async def _maybe_prune(rt: ServiceRuntime, user_id: str) -> None:
     if now - last.get(user_id, -PRUNE_EVERY_S) < PRUNE_EVERY_S:
         return
     last[user_id] = now
-    store = store_of(rt)
-    wall = time.time()
+    store, token, params = store_of(rt), rt.info.resources.resource("token"), {"now": time.time()}
     for doc in await store.list("tokens", {"user_id": user_id}):
-        expires = float(doc.get("expires_ts", 0))
-        if expires + ALLOW_EXPIRED_WINDOW_S < wall or (doc.get("revoked") and expires < wall):
+        if token.template("dead", doc=doc, params=params):  # the spec's: it never validates again
             await store.delete("tokens", doc["id"])
 
 

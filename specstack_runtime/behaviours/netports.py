@@ -11,7 +11,6 @@ an update (neutron's notifier tells them of every port update).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -32,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-DEFAULT_NETWORK_TYPE = "vxlan"
 #: The owner of a router's interface ports: they hold their subnet's gateway address.
 ROUTER_INTERFACE = "network:router_interface"
 #: Attempts at a random MAC address not in use on the network (neutron retries too).
@@ -105,24 +103,6 @@ async def _release(store: Store, port_id: str, fixed_ips: Iterable[Doc]) -> None
             await store.delete("ipallocations", row_id)
 
 
-def _resolve_fixed_ips(subnets: list[Doc], wanted: list[Doc] | None) -> list[Doc]:
-    """Each request as {subnet, ip_address|None} (the spec's `fixed_ips` rules refused one
-    on no subnet of the network); without fixed_ips, the first IPv4 subnet."""
-    if wanted is None:
-        v4 = [s for s in subnets if s["ip_version"] == 4]
-        return [{"subnet": (v4 or subnets)[0], "ip_address": None}] if subnets else []
-    resolved: list[Doc] = []
-    for entry in wanted:
-        ip = entry.get("ip_address")
-        if "subnet_id" in entry:
-            subnet = next(s for s in subnets if s["id"] == entry["subnet_id"])
-        else:
-            address = ipaddress.ip_address(str(ip))
-            subnet = next(s for s in subnets if address in ipaddress.ip_network(s["cidr"]))
-        resolved.append({"subnet": subnet, "ip_address": ip})
-    return resolved
-
-
 async def _allocate_all(
     rc: ResourceCall, network: Doc, port_id: str, requests: list[Doc], router: bool = False
 ) -> list[Doc]:
@@ -176,11 +156,9 @@ async def port_addresses(event: ResourceEvent) -> None:
     network_id = str((old or doc)["network_id"])
     if old is None and doc.get("mac_address") is None:
         doc["mac_address"] = await _free_mac(event, network_id)
-    known = engine.refs.get("network_id")  # read already by the write's reference check
-    if known is not None and str(known.get("id")) == network_id:
-        network = known
-    else:
-        network = await store.get("networks", network_id) or {"id": network_id}
+    # a create's network was read by its reference check (an update's network is the same)
+    network = engine.refs.get("network_id") or await store.get("networks", network_id)
+    network = network or {"id": network_id}
     if old is None and "port_security_enabled" not in doc:
         doc["port_security_enabled"] = bool(network.get("port_security_enabled", True))
     if old is None and _wants_default_group(event):
@@ -190,7 +168,9 @@ async def port_addresses(event: ResourceEvent) -> None:
         await relations.load(engine, {"network_id": network_id})
         if wanted is not None:
             guards.check(engine, "fixed_ips", {"network_id": network_id, "fixed_ips": wanted})
-        requests = _resolve_fixed_ips(engine.refs["subnets"], wanted)
+        requests = engine.template(
+            "addresses", item={"fixed_ips": wanted}
+        )  # each as subnet and address
         current = list((old or {}).get("fixed_ips") or [])
         kept: list[Doc] = []
         to_allocate: list[Doc] = []
@@ -251,13 +231,9 @@ async def port_release(event: ResourceEvent) -> None:
 
 def agent_payload(info: StackInfo, port: Doc, network: Doc) -> Doc:
     """What the L2 agents hear of a port: it (as the messages' `Port` type carries it), and
-    its network's type and segment."""
-    segment = network.get("provider:segmentation_id")
-    return {
-        "port": shaped(info, "Port", port),
-        "network_type": str(network.get("provider:network_type") or DEFAULT_NETWORK_TYPE),
-        "segmentation_id": segment if isinstance(segment, int) else None,
-    }
+    its network's type and segment (the port's spec template `agent`)."""
+    agent = info.resources.resource("port").template("agent", item=network)
+    return {"port": shaped(info, "Port", port), **agent}
 
 
 async def port_update_payload(info: StackInfo, store: Store, port: Doc, network: Any = None) -> Doc:

@@ -60,21 +60,13 @@ async def router_gateway(event: ResourceEvent) -> None:
     gateway = {"external_gateway_info": {"network_id": str(info["network_id"])}}
     await relations.load(event.engine, gateway, only=("gateway_network",))
     guards.check(event.engine, "gateway", gateway)
-    project = (event.old or event.doc).get("project_id")
+    router = event.old or event.doc
     port = await _new_port(
-        event.engine,
-        {
-            "network_id": info["network_id"],
-            "device_id": router_id,
-            "device_owner": GATEWAY,
-            "project_id": project,
-        },
+        event.engine, event.engine.template("gateway_port", doc=router, item=info)
     )
-    event.doc["external_gateway_info"] = {
-        "network_id": info["network_id"],
-        "enable_snat": bool(info.get("enable_snat", True)),
-        "external_fixed_ips": port["fixed_ips"],
-    }
+    event.doc["external_gateway_info"] = event.engine.template(
+        "gateway_info", item=info, refs={"port": port}
+    )
 
 
 def _target(event: ResourceEvent) -> tuple[str | None, str | None]:
@@ -101,16 +93,7 @@ async def add_router_interface(event: ResourceEvent) -> None:
     else:
         subnet = await access.lookup(rc.of("subnet"), str(subnet_id))
         guards.check(rc, "add_interface", router, {"subnet": subnet})
-        await _new_port(
-            rc,
-            {
-                "network_id": subnet["network_id"],
-                "fixed_ips": [{"subnet_id": subnet["id"], "ip_address": subnet["gateway_ip"]}],
-                "device_id": router["id"],
-                "device_owner": INTERFACE,
-                "project_id": router["project_id"],
-            },
-        )
+        await _new_port(rc, rc.template("interface_port", doc=router, item=subnet))
 
 
 @behaviour("network.remove_router_interface")
@@ -140,19 +123,7 @@ async def floatingip_allocate(event: ResourceEvent) -> None:
     spec refused a network that is not external)."""
     doc = event.doc
     network_id = str(doc["floating_network_id"])
-    wanted: Doc = {}
-    if doc.get("subnet_id"):
-        wanted["subnet_id"] = doc["subnet_id"]
-    if doc.get("floating_ip_address"):
-        wanted["ip_address"] = doc["floating_ip_address"]
-    attrs: Doc = {
-        "network_id": network_id,
-        "device_id": doc["id"],
-        "device_owner": FLOATING,
-        "project_id": doc["project_id"],
-    }
-    if wanted:
-        attrs["fixed_ips"] = [wanted]
+    attrs = event.engine.template("port", doc=doc)
     port = await _new_port(event.engine, attrs)
     if not port["fixed_ips"]:
         await _drop_ports(event.engine, doc["id"], FLOATING)
@@ -179,25 +150,16 @@ async def floatingip_associate(event: ResourceEvent) -> None:
 async def _associate(rc: ResourceCall, fip: Doc, changes: Doc) -> None:
     port_id = fip.get("port_id")
     if not port_id:
-        changes.update({"port_id": None, "fixed_ip_address": None, "router_id": None})
-        changes["status"] = "DOWN"
+        changes.update(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
         return
     await relations.load(rc, fip, only=("port",))
     guards.check(rc, "associate", fip)  # the spec's: an IPv4 address of the port
-    v4 = [f for f in rc.refs["port"]["fixed_ips"] if ":" not in f["ip_address"]]
-    wanted = fip.get("fixed_ip_address")
-    chosen = next(f for f in v4 if f["ip_address"] == wanted) if wanted else v4[0]
+    chosen = rc.template("fixed_ip", doc=fip)
     router = await _router_for(rc, str(fip["floating_network_id"]), chosen["subnet_id"])
     if router is None:
         raise rc.res.fail("unreachable", **{**fip, "subnet_id": chosen["subnet_id"]})
-    changes.update(
-        {
-            "port_id": port_id,
-            "fixed_ip_address": chosen["ip_address"],
-            "router_id": router,
-            "status": "ACTIVE",
-        }
-    )
+    address = chosen["ip_address"]
+    changes.update(port_id=port_id, fixed_ip_address=address, router_id=router, status="ACTIVE")
 
 
 async def _router_for(rc: ResourceCall, network_id: str, subnet_id: str) -> str | None:

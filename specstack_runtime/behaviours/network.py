@@ -153,16 +153,10 @@ async def l2_port_update(call: Call) -> None:
             del ports[port["id"]]
             state.changed()
         return
-    ports[port["id"]] = {
-        "network_id": port["network_id"],
-        "mac_address": port["mac_address"],
-        "device_id": port.get("device_id", ""),
-        "fixed_ips": list(port.get("fixed_ips") or []),
-        "network_type": call.payload.get("network_type"),
-        "segmentation_id": call.payload.get("segmentation_id"),
-        "status": "wired",
-        "wired_at": utcnow(),
-    }
+    params = {"now": utcnow()}  # what it records: the port's spec template `wired`
+    ports[port["id"]] = call.rt.info.resources.resource("port").template(
+        "wired", item=call.payload, params=params
+    )
     state.changed()
 
 

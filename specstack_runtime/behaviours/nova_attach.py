@@ -17,8 +17,14 @@ from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
 
-def _attachment_view(row: Mapping[str, Any], volume_id: str, device: Any) -> dict[str, Any]:
-    return {"id": volume_id, "serverId": row["id"], "volumeId": volume_id, "device": device}
+async def _to_host(call: Call, message: str, row: Mapping[str, Any], **payload: Any) -> Any:
+    """The message to the server's compute host; its failure is the API's error."""
+    try:
+        return await send(
+            call, message, {"instance": instance_ref(row), **payload}, host=row["host"]
+        )
+    except (BusError, TimeoutError) as exc:
+        raise api_error(exc, "The compute host") from exc
 
 
 async def _volume(call: Call, row: Mapping[str, Any], volume_id: Any) -> dict[str, Any] | None:
@@ -50,14 +56,13 @@ async def attach_volume(call: Call) -> Reply:
     volume = await _volume(call, row, spec.get("volumeId"))
     rc.refs = {} if volume is None else {"volume": volume}
     guards.check(rc, "attach_volume", row, changes=spec)  # the spec's rules, nova's messages
-    volume_id, device = spec["volumeId"], spec.get("device")
-    payload = {"instance": instance_ref(row), "volume_id": volume_id, "device": device}
-    try:
-        reply = await send(call, "attach_volume", payload, host=row["host"])
-    except (BusError, TimeoutError) as exc:
-        raise api_error(exc, "The compute host") from exc
-    att = (reply or {}).get("attachment") or {}
-    return Reply(200, {"volumeAttachment": _attachment_view(row, volume_id, att.get("device"))})
+    volume_id = spec["volumeId"]
+    reply = await _to_host(
+        call, "attach_volume", row, volume_id=volume_id, device=spec.get("device")
+    )
+    device = ((reply or {}).get("attachment") or {}).get("device")
+    view = {"id": volume_id, "serverId": row["id"], "volumeId": volume_id, "device": device}
+    return Reply(200, {"volumeAttachment": view})
 
 
 @behaviour("compute.detach_volume")
@@ -65,9 +70,5 @@ async def detach_volume(call: Call) -> Reply:
     row = await instance_for(call, call.path_params["server_id"])
     volume_id = call.path_params["volume_id"]
     guards.check(engine_call(call, SERVER), "detach_volume", row, changes={"volumeId": volume_id})
-    payload = {"instance": instance_ref(row), "volume_id": volume_id}
-    try:
-        await send(call, "detach_volume", payload, host=row["host"])
-    except (BusError, TimeoutError) as exc:
-        raise api_error(exc, "The compute host") from exc
+    await _to_host(call, "detach_volume", row, volume_id=volume_id)
     return Reply(202)

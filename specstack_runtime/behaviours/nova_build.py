@@ -166,17 +166,13 @@ async def spawn(ix: Interaction) -> None:
     """
     instance = driver_instance(ix.vars)
     ix.vars["spawned"] = True  # a failed spawn may leave a half-made guest to clean up
-    image_id = instance.get("image_id") or ""
-    image: dict[str, Any] = {"id": image_id}
-    if image_id:  # where step 12 puts the image's data: a real hypervisor boots from it
-        path = image_cache_path(ix.rt, image_id)
-        image.update(path=str(path), pending=not path.is_file())
-    args: dict[str, Any] = {
-        "instance": instance,
-        "image": image,
-        "network_info": [],
-        "block_device_info": [],
-    }
+    image_id = str(instance.get("image_id") or "")
+    path = image_cache_path(ix.rt, image_id or "-")  # where step 12 puts the image's data
+    refs = {"path": str(path), "pending": not path.is_file()}
+    spawn = ix.rt.info.resources.resource(SERVER).template(
+        "spawn", item={"image_id": image_id}, refs=refs
+    )
+    args: dict[str, Any] = {"instance": instance, **spawn}
     try:
         try:
             await ix.invoke(**args)

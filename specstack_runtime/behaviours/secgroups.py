@@ -2,9 +2,9 @@
 
 spec/resources/network.yaml declares what a group and a rule are (fields, scope,
 refusals, uniqueness, what deleting does); these hooks do what the spec cannot state:
-a project's `default` group made on first use with neutron's default rules (its id
-derived from the project, so two first uses at once make one group), a new group's
-egress rules.
+a project's `default` group made on first use (its id derived from the project, so two
+first uses at once make one group). Its rules, and a new group's egress rules, are the
+spec's effects.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 
 from specstack_runtime.errors import Conflict
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import collects, writes
+from specstack_runtime.resources import hooks, writes
 from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
 
 Doc = dict[str, Any]
 
-#: Namespace of the default groups' ids (uuid5 of the project) and of their rules' ids.
+#: Namespace of the default groups' ids (uuid5 of the project).
 _DEFAULT_IDS = uuid.UUID("0c7d3f4e-9a51-5e0b-8d2c-6f1e4a3b2c10")
 
 
@@ -28,44 +28,21 @@ def default_group_id(project_id: str) -> str:
     return str(uuid.uuid5(_DEFAULT_IDS, f"security_group|{project_id}"))
 
 
-async def _add_rule(rules: ResourceCall, attrs: Doc, rule_id: str | None = None) -> None:
-    """A rule the server makes (no request): checked and stored as the engine stores one."""
-    doc = await writes.for_create(rules, attrs, rule_id)
-    try:
-        created = await rules.store.create(rules.res.res.table, doc)
-    except Conflict:
-        return  # made meanwhile by a concurrent first use
-    await collects.added(rules, created)
-
-
-def _egress(groups: ResourceCall, group: Doc) -> list[Doc]:
-    """A rule per ethertype (the spec's security_group data) letting every packet out."""
-    own = {"security_group_id": group["id"], "project_id": group["project_id"]}
-    return [
-        {**own, "direction": "egress", "ethertype": e} for e in groups.res.res.data["ethertypes"]
-    ]
-
-
 async def ensure_default(rc: ResourceCall, project_id: str) -> str:
-    """The id of the project's default group, made with its rules if it has none yet:
-    every packet out, and in from the group's own ports (IPv4 and IPv6)."""
+    """The id of the project's default group, made if it has none yet (its rules are the
+    spec's effects: every packet out, and in from the group's own ports)."""
     groups = rc.of("security_group")
     table, default = groups.res.res.table, groups.res.res.data["default"]
     found = await groups.store.list(table, {"project_id": project_id, "name": default["name"]})
     if found:
         return str(min(found, key=lambda g: (g.get("created_at", ""), g["id"]))["id"])
     gid = default_group_id(project_id)
-    attrs = {**default, "project_id": project_id}
-    doc = await writes.for_create(groups, attrs, gid)
+    doc = await writes.for_create(groups, {**default, "project_id": project_id}, gid)
     try:
         group = await groups.store.create(table, doc)
     except Conflict:
         return gid  # another request made it first
-    rules = rc.of("security_group_rule")
-    egress = _egress(groups, group)
-    ingress = [{**rule, "direction": "ingress", "remote_group_id": gid} for rule in egress]
-    for n, attrs in enumerate([*egress, *ingress]):
-        await _add_rule(rules, attrs, str(uuid.uuid5(_DEFAULT_IDS, f"rule|{gid}|{n}")))
+    await hooks.run(groups, "after_create", group, None)
     return gid
 
 
@@ -78,14 +55,3 @@ async def default_security_group(event: ResourceEvent) -> None:
         project = event.call.auth.project_id
     if project:
         await ensure_default(event.engine, str(project))
-
-
-@behaviour("network.security_group_egress")
-async def security_group_egress(event: ResourceEvent) -> None:
-    """A new group lets every IPv4 and IPv6 packet out (neutron's two egress rules)."""
-    rules = event.engine.of("security_group_rule")
-    for attrs in _egress(event.engine, event.doc):
-        await _add_rule(rules, attrs)
-    # the answer shows the group with them
-    now = await event.engine.store.get(event.engine.res.res.table, event.doc["id"])
-    event.doc.update(now or {})

@@ -38,8 +38,6 @@ async def prepare_create(event: ResourceEvent) -> None:
     if hints is not None and not isinstance(hints, dict):
         raise fail("bad_hints")
     volume["scheduler_hints"] = hints or {}
-    if volume.get("size") is None and volume.get("source_volid") is None:
-        raise fail("invalid", field="size", value="")
     zone = volume.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE
     if zone not in availability_zones(call.rt):
         raise fail("bad_zone", zone=zone)

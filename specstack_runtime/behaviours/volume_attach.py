@@ -17,28 +17,30 @@ steps then find nothing left to do.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
 from specstack_runtime.behaviours.volume_base import (
     ATTACHMENT,
     EXPORT_MESSAGE,
+    UNEXPORT_MESSAGE,
     Doc,
-    attachment_not_found,
     backend_call,
     check_export_payload,
     export_payload,
-    store_of,
     unexport,
-    update_row,
 )
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Interaction, Reply
 from specstack_runtime.errors import ApiError, StepFailed
 from specstack_runtime.messaging import InvalidMessage
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import access, guards, relations, views
+from specstack_runtime.resources import access, deleting, guards, hooks, relations, views
+from specstack_runtime.resources.context import ResourceCall
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
-from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.store import Store, utcnow
+from specstack_runtime.store import utcnow
 
 # -- the attachment resource's hooks ---------------------------------------------------------
 
@@ -56,18 +58,8 @@ async def export_created(event: ResourceEvent) -> None:
     """createAttachment with a connector, outside a flow (no step exports it): the back end
     exports the volume now, and the answer carries the connection info."""
     att, call = event.doc, event.call
-    if not att.get("connector") or call.sequence is not None:
-        return
-    store = store_of(call)
-    volume = await store.get("volumes", att["volume_id"]) or {}
-    try:
-        reply = await backend_call(call, EXPORT_MESSAGE, export_payload(att), volume["host"])
-    except ApiError:
-        await update_row(
-            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
-        )
-        raise
-    att.update(await _record_export(call.rt, att, reply["connection_info"]))
+    if att.get("connector") and call.sequence is None:
+        att.update(await _export(event.engine, att, partial(backend_call, call, EXPORT_MESSAGE)))
 
 
 @behaviour("volume.export_updated")
@@ -80,34 +72,32 @@ async def export_updated(event: ResourceEvent) -> None:
     old, connector = event.old or {}, changes["connector"]  # the spec refused none given
     await relations.load(event.engine, old)
     guards.check(event.engine, "export", old)  # the spec's: a volume with a back end
-    volume = event.engine.refs["volume"]
-    payload = {"volume_id": old["volume_id"], "attachment_id": old["id"], "connector": connector}
+    payload = export_payload({**old, "connector": connector})
     check_export_payload(event.engine, payload)
-    reply = await backend_call(call, EXPORT_MESSAGE, payload, volume["host"])
-    changes.update(
-        connector=connector,
-        attached_host=connector["host"],
-        mountpoint=connector.get("mountpoint"),
-        connection_info=reply["connection_info"],
-        attach_status="attaching",
-    )
+    reply = await backend_call(call, EXPORT_MESSAGE, payload, event.engine.refs["volume"]["host"])
+    params = {"info": reply["connection_info"]}  # the row as the spec's `exported` says
+    changes.update(event.engine.template("exported", item=connector, params=params))
 
 
-def _attaching(doc: Doc) -> Doc | None:
-    return {"status": "attaching"} if doc.get("status") == "reserved" else None
-
-
-async def _record_export(rt: ServiceRuntime, att: Doc, connection_info: Doc) -> Doc:
-    store = rt.require_store()
-    new = await update_row(
-        store,
-        "attachments",
-        att["id"],
-        lambda _d: {"connection_info": connection_info, "attach_status": "attaching"},
-    )
+async def _export(rc: ResourceCall, att: Doc, ask: Callable[[Doc, str], Awaitable[Any]]) -> Doc:
+    """The back end exports the attachment's volume (`ask(payload, host)`) and the row records
+    the connection info (the spec's after_update effect: a reserved volume is attaching);
+    a failed export leaves the attachment error_attaching."""
+    await relations.load(rc, att, only=("volume",))
+    guards.check(rc, "export", att)  # the spec's: a volume with a back end
+    try:
+        reply = await ask(export_payload(att), rc.refs["volume"]["host"])
+        info = reply["connection_info"] if isinstance(reply, dict) else None
+        if not isinstance(info, dict):
+            raise StepFailed(f"the back end answered no connection_info for {att['volume_id']}")
+    except Exception:
+        await rc.store.update("attachments", att["id"], {"attach_status": "error_attaching"})
+        raise
+    done = {"connection_info": info, "attach_status": "attaching"}
+    new = await rc.store.update("attachments", att["id"], done)
     if new is None:
-        raise attachment_not_found(rt, att["id"])
-    await update_row(store, "volumes", att["volume_id"], _attaching)
+        raise rc.res.fail("not_found", id=att["id"])
+    await hooks.run(rc, "after_update", new, att)
     return new
 
 
@@ -122,62 +112,40 @@ async def export_attachment(ix: Interaction) -> None:
         raise StepFailed("no attachment in this flow: createAttachment did not leave one")
     if not att.get("connector") or att.get("connection_info"):
         return  # nothing to export yet (no connector), or already exported
-    store = ix.rt.require_store()
-    volume = await store.get("volumes", att["volume_id"])
-    if volume is None or not volume.get("host"):
-        raise StepFailed(f"volume {att['volume_id']} has no back-end host to export it from")
+    rc = engine_call(ix.call, ATTACHMENT)
     try:
-        reply = await ix.invoke(export_payload(att), host=volume["host"])
+        att = await _export(rc, att, lambda payload, host: ix.invoke(payload, host=host))
     except (BusError, InvalidMessage) as exc:
-        await update_row(
-            store, "attachments", att["id"], lambda _d: {"attach_status": "error_attaching"}
-        )
         raise StepFailed(f"exporting volume {att['volume_id']} failed: {exc}") from None
-    if not isinstance(reply, dict) or not isinstance(reply.get("connection_info"), dict):
-        raise StepFailed(f"the back end answered no connection_info for volume {att['volume_id']}")
-    try:
-        att = await _record_export(ix.rt, att, reply["connection_info"])
     except ApiError as exc:
         raise StepFailed(exc.message, code=exc.status) from None
     ix.vars["attachment"] = att
     if ix.call.reply is not None:  # the createAttachment answer carries the connection info
-        ix.call.reply.body = views.one(engine_call(ix.call, ATTACHMENT), att)
+        ix.call.reply.body = views.one(rc, att)
 
 
 # -- deleteAttachment ------------------------------------------------------------------------
 
 
-async def _forget(store: Store, att: Doc) -> tuple[list[Doc], Doc | None]:
-    """The attachment's row deleted, and its volume's entry: the volume is available again
-    once no attachment is left (in-use while an attached one is). The attachments left and
-    the volume as it is now."""
-    await store.delete("attachments", att["id"])
-    remaining = await store.list("attachments", {"volume_id": att["volume_id"]})
-
-    def detach(doc: Doc) -> Doc:
-        entries = [a for a in doc.get("attachments") or [] if a["attachment_id"] != att["id"]]
-        if remaining:
-            attached = any(r["attach_status"] == "attached" for r in remaining)
-            return {"attachments": entries, "status": "in-use" if attached else doc["status"]}
-        return {"attachments": [], "status": "available", "attach_status": "detached"}
-
-    return remaining, await update_row(store, "volumes", att["volume_id"], detach)
+async def _forget(rc: ResourceCall, att: Doc) -> list[Doc]:
+    """The attachment deleted (the spec's effect gives its volume back); those left."""
+    await relations.load(rc, att, only=("siblings",))
+    await deleting.delete(rc, att)
+    return [a for a in rc.refs["siblings"] if a["id"] != att["id"]]
 
 
 @behaviour("volume.delete_attachment")
 async def delete_attachment(call: Call) -> Reply:
     """DELETE .../attachments/{id}: 200 {"attachments": [what remains]}; leaves vars."""
-    store = store_of(call)
     rc = engine_call(call, ATTACHMENT)
     att = await access.lookup(rc)
-    await relations.load(rc, att)
+    await relations.load(rc, att, only=("volume",))
     guards.check(rc, "forget", att)  # the spec's: a volume not being deleted
     volume = rc.refs["volume"]
-    unexported = False
-    if call.sequence is None:  # outside a flow: unexport here (the step then has nothing to do)
-        await unexport(call, volume, att)
-        unexported = True
-    remaining, new_volume = await _forget(store, att)
+    unexported = call.sequence is None  # outside a flow: here (the step then has nothing to do)
+    if unexported:
+        await unexport(partial(backend_call, call, UNEXPORT_MESSAGE), volume, att)
+    remaining = await _forget(rc, att)
     call.vars["attachment"] = {
         **att,
         "attach_status": "detached",
@@ -185,7 +153,6 @@ async def delete_attachment(call: Call) -> Reply:
         "unexported": unexported,
     }
     call.vars["volume"] = volume
-    call.vars["volume_after"] = new_volume
     summaries = [views.render(rc, r, "summary") for r in remaining]
     return Reply(200, {"attachments": summaries})
 
@@ -197,13 +164,10 @@ async def unexport_attachment(ix: Interaction) -> None:
     volume = ix.vars.get("volume")
     if not isinstance(att, dict) or not isinstance(volume, dict):
         raise StepFailed("no attachment in this flow: deleteAttachment did not leave one")
-    exported = att.get("connector") or att.get("connection_info")
-    if not exported or att.get("unexported") or not volume.get("host"):
-        return  # never exported, or already unexported by the operation: nothing to undo
+    if att.get("unexported"):
+        return  # already unexported by the operation: nothing to undo
     try:
-        await ix.invoke(
-            {"volume_id": att["volume_id"], "attachment_id": att["id"]}, host=volume["host"]
-        )
+        await unexport(lambda payload, host: ix.invoke(payload, host=host), volume, att)
     except (BusError, InvalidMessage) as exc:
         raise StepFailed(f"unexporting volume {att['volume_id']} failed: {exc}") from None
 
@@ -221,5 +185,5 @@ async def detach(event: ResourceEvent) -> None:
     await relations.load(event.engine, volume)
     guards.check(event.engine, "detach", volume, {"attachment_id": wanted})
     att = next(a for a in event.engine.refs["attachments"] if wanted in (None, a["id"]))
-    await unexport(call, volume, att)
-    await _forget(store_of(call), att)
+    await unexport(partial(backend_call, call, UNEXPORT_MESSAGE), volume, att)
+    await _forget(event.engine.of(ATTACHMENT), att)

@@ -82,14 +82,14 @@ async def schedule_create(call: Call) -> None:
     candidates = [h for h, z in _backend_hosts(rt) if zone is None or z == zone]
     if not candidates:
         logger.error("no volume back end for volume %s (zone %s)", volume_id, zone)
-        await set_status(store, volume_id, "error", expect=("creating",))
+        await set_status(store, volume_id, "error")
         return
     allocated: dict[str, int] = {}
     for host in candidates:
         rows = await store.list("volumes", {"host": host})
         allocated[host] = sum(int(v.get("size") or 0) for v in rows)
     chosen = min(candidates, key=lambda h: allocated[h])
-    placed = await set_status(store, volume_id, "creating", expect=("creating",), host=chosen)
+    placed = await set_status(store, volume_id, "creating", host=chosen)
     if placed is None:
         return
     await send(
@@ -149,9 +149,9 @@ async def backend_create(call: Call) -> None:
         os.truncate(path, size * GIB)
     except OSError as exc:
         logger.error("creating the file of volume %s failed: %s", volume_id, exc)
-        await set_status(store, volume_id, "error", expect=("creating",))
+        await set_status(store, volume_id, "error")
         return
-    if await set_status(store, volume_id, "available", expect=("creating",)) is None:
+    if await set_status(store, volume_id, "available") is None:
         current = await store.get("volumes", volume_id)
         if current is None:  # deleted meanwhile: do not leave the file behind
             path.unlink(missing_ok=True)

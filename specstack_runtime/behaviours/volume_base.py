@@ -3,10 +3,9 @@ the back end's calls and their errors (volume.py, volume_attach.py, volume_backe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from specstack_runtime.behaviours.cas import update_cas
 from specstack_runtime.bus import BusError, MessagingTimeout, RemoteError
 from specstack_runtime.context import Call
 from specstack_runtime.errors import ApiError, ServiceUnavailable
@@ -38,39 +37,11 @@ def volume_not_found(rt: ServiceRuntime, volume_id: str) -> ApiError:
     return rt.info.resources.resource("volume").fail("not_found", id=volume_id)
 
 
-def attachment_not_found(rt: ServiceRuntime, attachment_id: str) -> ApiError:
-    return rt.info.resources.resource("attachment").fail("not_found", id=attachment_id)
-
-
-async def update_row(
-    store: Store, table: str, id_: str, change: Callable[[Doc], Doc | None]
-) -> Doc | None:
-    """Apply `change(doc)` with compare-and-set on the fields it changes (retried)."""
-    return await update_cas(store, table, id_, change, revision="_rev", conflict=_conflicting)
-
-
-def _conflicting(message: str) -> ApiError:
-    return ApiError(message, status=409, kind="ConflictingRequest")
-
-
-class _StatusChanged(Exception):
-    pass
-
-
-async def set_status(
-    store: Store, volume_id: str, status: str, *, expect: tuple[str, ...] | None = None, **more: Any
-) -> Doc | None:
-    """Set the status (and more fields) if the current status is one of `expect`."""
-
-    def change(doc: Doc) -> Doc | None:
-        if expect is not None and doc.get("status") not in expect:
-            raise _StatusChanged(str(doc.get("status")))
-        return {"status": status, **more}
-
-    try:
-        return await update_row(store, "volumes", volume_id, change)
-    except _StatusChanged:
-        return None
+async def set_status(store: Store, volume_id: str, status: str, **more: Any) -> Doc | None:
+    """Set the status (and more fields) while the volume is still `creating` (compare-and-set:
+    None when it is gone or no longer creating)."""
+    changes = {"status": status, **more}
+    return await store.update("volumes", volume_id, changes, expect={"status": "creating"})
 
 
 async def remove_volume_rows(store: Store, volume_id: str) -> None:
@@ -116,8 +87,7 @@ async def backend_call(call: Call, message: str, payload: Doc, host: str) -> Doc
     return reply or {}
 
 
-async def unexport(call: Call, volume: Doc, att: Doc) -> None:
-    """The back end removes an attachment's export (if it was ever exported)."""
+async def unexport(ask: Callable[[Doc, str], Awaitable[Any]], volume: Doc, att: Doc) -> None:
+    """The back end (`ask(payload, host)`) removes an attachment's export, if it had one."""
     if (att.get("connector") or att.get("connection_info")) and volume.get("host"):
-        payload = {"volume_id": att["volume_id"], "attachment_id": att["id"]}
-        await backend_call(call, UNEXPORT_MESSAGE, payload, volume["host"])
+        await ask({"volume_id": att["volume_id"], "attachment_id": att["id"]}, volume["host"])

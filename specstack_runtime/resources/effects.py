@@ -20,6 +20,7 @@ from specstack_runtime import ir
 from specstack_runtime.bus import BusError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import InvalidMessage, send
+from specstack_runtime.resources import collects, writes
 from specstack_runtime.resources.compiled import error
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -43,15 +44,16 @@ async def apply(
     old: Doc | None,
     params: Any = None,
 ) -> None:
-    """Each effect in turn; `params` is an action's argument (else the query's)."""
+    """Each effect in turn; `params` is an action's argument (else the query's), `refs` the
+    relations loaded."""
     for effect in effects:
-        names = rc.variables(doc=doc, old=old or {})
+        names = rc.variables(doc=doc, old=old or {}, refs=rc.refs)
         if params is not None:
             names["params"] = params
         if effect.send:
             await _send(rc, effect, doc, names)
         elif effect.create:
-            await _create(rc, effect, names)
+            await _create(rc, effect, doc, names)
         else:
             await _apply(rc, effect, doc, names)
 
@@ -70,13 +72,21 @@ async def _send(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, 
             doc.update(await rc.store.update(rc.res.res.table, doc["id"], failed) or failed)
 
 
-async def _create(rc: ResourceCall, effect: ir.Effect, names: dict[str, Any]) -> None:
-    """A new row of the other resource (its literal defaults for what `create` omits)."""
+async def _create(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:
+    """New rows of the other resource (one, or one per item of `each`), made as its create
+    makes one (defaults, id, references and uniqueness), the rows collecting them told; the
+    row written shows what it collects of them."""
     other = rc.of(effect.resource)
-    row = other.res.complete({k: _value(v, names) for k, v in effect.create.items()})
-    new = await other.store.create(other.res.res.table, row)
-    if effect.var:
-        rc.call.vars[effect.var] = new
+    items = compile_expr(effect.each).evaluate(**names) if effect.each else [None]
+    for item in items:
+        attrs = {k: _value(v, {**names, "item": item}) for k, v in effect.create.items()}
+        row = await writes.for_create(other, attrs, attrs.pop("id", None), server=True)
+        new = await other.store.create(other.res.res.table, row)
+        await collects.added(other, new)
+        if effect.var:
+            rc.call.vars[effect.var] = new
+    if any(res.name == rc.res.name for res, _ in rc.catalog.collectors(other.res.name)):
+        doc.update(await rc.store.get(rc.res.res.table, doc["id"]) or {})
 
 
 async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:

@@ -182,8 +182,9 @@ def _is_type(value: Any, json_type: str) -> bool:
     return isinstance(value, _PYTHON_TYPES.get(json_type, (object,)))
 
 
-def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
-    """Every attribute checked: known, writable now, of the right shape."""
+def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None, server: bool = False) -> Doc:
+    """Every attribute checked: known, writable now (`server`: the server's own write may
+    set server-set fields), of the right shape."""
     res = rc.res
     out: Doc = {}
     unknown: list[str] = []
@@ -217,7 +218,7 @@ def _checked(rc: ResourceCall, attrs: Doc, *, old: Doc | None) -> Doc:
             and not res.conventions.strict_body
         ):
             continue  # unchanged: clients send back what they read
-        if f.write == "never":
+        if f.write == "never" and not server:
             raise res.fail("read_only" if old is None else "immutable", field=key, value=value)
         if f.write == "create" and old is not None:
             raise res.fail("immutable", field=key, value=value)
@@ -262,11 +263,14 @@ def new_id(rc: ResourceCall, doc: Doc) -> str:
     return str(uuid.uuid4())
 
 
-async def for_create(rc: ResourceCall, attrs: Doc, id_: str | None = None) -> Doc:
+async def for_create(
+    rc: ResourceCall, attrs: Doc, id_: str | None = None, *, server: bool = False
+) -> Doc:
     """The new row, from the request's attributes (not yet stored); `id_` when the path
-    names it (an upsert)."""
+    names it (an upsert); `server`: a row the server makes (an effect's), whose attributes
+    may be server-set ones, and need not give what a request must."""
     res = rc.res
-    doc = _checked(rc, attrs, old=None)
+    doc = _checked(rc, attrs, old=None, server=server)
     doc.update(rc.parents())
     access.stamp_owner(rc, doc)
     for f in res.res.fields:
@@ -276,7 +280,7 @@ async def for_create(rc: ResourceCall, attrs: Doc, id_: str | None = None) -> Do
         if doc.get(res.key(name)) is None:
             doc[res.key(name)] = expr.evaluate(**rc.variables(doc=doc))
     for f in res.res.fields:
-        if f.required and doc.get(res.key(f.name)) is None:
+        if f.required and not server and doc.get(res.key(f.name)) is None:
             raise res.fail("required", field=f.name)
     given = doc.get("id") if "id" in res.fields and res.fields["id"].write != "never" else None
     doc["id"] = str(id_ or (given if given not in (None, "") else None) or new_id(rc, doc))

@@ -54,6 +54,7 @@ def _rc(store: _Store) -> Any:
         of=lambda name: other,
         variables=lambda **more: dict(more),
         call=SimpleNamespace(vars={}),
+        refs={},
         res=SimpleNamespace(fail=_fail(400)),
     )
 
@@ -115,21 +116,35 @@ async def test_a_row_always_changed_meanwhile_is_a_conflict() -> None:
 
 
 @arun
-async def test_a_create_effect_makes_a_row_the_next_effects_see() -> None:
+async def test_create_effects_make_rows_as_a_create_does_the_next_effects_see_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     created: list[dict[str, Any]] = []
+    told: list[str] = []
 
     async def create(table: str, row: dict[str, Any]) -> dict[str, Any]:
         created.append(row)
         return {**row, "created_at": "now"}
 
+    async def for_create(rc: Any, attrs: dict[str, Any], id_: Any = None, *, server: bool) -> Any:
+        assert server  # the server's own row: server-set fields may be given
+        return {"mode": "rw", **attrs, "id": id_ or f"a{len(created) + 1}"}
+
+    async def added(rc: Any, row: dict[str, Any]) -> None:
+        told.append(row["id"])
+
+    monkeypatch.setattr(effects.writes, "for_create", for_create)
+    monkeypatch.setattr(effects.collects, "added", added)
     store = _Store({"v1": {"id": "v1", "status": "in-use", "attachments": []}})
     store.create = create  # type: ignore[attr-defined]
     rc = _rc(store)
-    rc.of("attachment").res.complete = lambda doc: {"mode": "rw", **doc}
+    rc.of("attachment").res.name = rc.res.name = "attachment"
+    rc.catalog = SimpleNamespace(collectors=lambda name: [])
     rc.variables = lambda **more: {"vars": rc.call.vars, **more}
     record = ir.Effect(
         resource="attachment",
-        create={"id": "a1", "volume_id": {"expr": "doc.id"}, "server": {"expr": "params.server"}},
+        each="params.servers",
+        create={"volume_id": {"expr": "doc.id"}, "server": {"expr": "item"}},
         var="attachment",
     )
     entry = ir.Effect(
@@ -137,10 +152,15 @@ async def test_a_create_effect_makes_a_row_the_next_effects_see() -> None:
         id="doc.id",
         set={"attachments": {"expr": "row.attachments + [vars.attachment.id]"}},
     )
-    await effects.apply(rc, (record, entry), {"id": "v1"}, None, params={"server": "s1"})
-    assert created == [{"mode": "rw", "id": "a1", "volume_id": "v1", "server": "s1"}]
+    params = {"servers": ["s1", "s2"]}
+    await effects.apply(rc, (record, entry), {"id": "v1"}, None, params=params)
+    assert created == [
+        {"mode": "rw", "volume_id": "v1", "server": "s1", "id": "a1"},
+        {"mode": "rw", "volume_id": "v1", "server": "s2", "id": "a2"},
+    ]
+    assert told == ["a1", "a2"]  # the rows collecting them are told of each
     assert rc.call.vars["attachment"]["created_at"] == "now"
-    assert store.rows["v1"]["attachments"] == ["a1"]
+    assert store.rows["v1"]["attachments"] == ["a2"]
 
 
 @arun

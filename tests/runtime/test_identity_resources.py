@@ -4,6 +4,7 @@ the service catalog and domains, with their policy."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -444,3 +445,19 @@ async def test_domains(tmp_path: Path) -> None:
     }
     _, token = await issue(stack, body)
     assert token["token"]["user"]["domain"]["name"] == "Other"
+
+
+@arun
+async def test_a_token_past_the_allow_expired_window_is_404_and_pruned(tmp_path: Path) -> None:
+    stack, admin, demo = await started(tmp_path)
+    store = stack.keystone.require_store()
+    (row,) = await store.list("tokens", {"user_id": demo.user_id})
+    await store.update("tokens", row["id"], {"expires_ts": time.time() - 2 * 24 * 3600 - 5})
+    hdr = {"X-Subject-Token": demo.token}
+    with pytest.raises(NotFound):  # keystone's window is two days, allow_expired or not
+        query = {"allow_expired": "true"}
+        await stack.invoke("identity", "validateToken", auth=admin, headers=hdr, query=query)
+    stack.keystone.local.pop("identity.pruned", None)  # the user's next token prunes at once
+    await stack.login("demo", project="demo")
+    left = [r["id"] for r in await store.list("tokens", {"user_id": demo.user_id})]
+    assert len(left) == 1 and row["id"] not in left

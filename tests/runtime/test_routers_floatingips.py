@@ -172,8 +172,12 @@ def test_floating_ips_allocate_associate_and_release(tmp_path: Path) -> None:
         await expect_error(serve(busy), 409, match="still has ports")
 
         # associated at creation; an internal network gives no floating IPs
-        second = await _fip(n, floating_network_id=public["id"], port_id=vm_port["id"])
+        vm_ip = vm_port["fixed_ips"][0]["ip_address"]
+        second = await _fip(
+            n, floating_network_id=public["id"], port_id=vm_port["id"], fixed_ip_address=vm_ip
+        )
         assert second["status"] == "ACTIVE" and second["floating_ip_address"] == "203.0.113.4"
+        assert second["fixed_ip_address"] == vm_ip and second["router_id"] == router["id"]
         internal = make_call(
             n.rt, "createFloatingIP", body={"floatingip": {"floating_network_id": private["id"]}}
         )
@@ -207,6 +211,14 @@ def test_floating_ips_allocate_associate_and_release(tmp_path: Path) -> None:
             serve, "listPorts", 200, who=ADMIN, query={"device_owner": ["network:floatingip"]}
         )
         assert sorted(p["device_id"] for p in owned["ports"]) == sorted([second["id"], third["id"]])
+        # an administrator may name the address (its port holds that one)
+        asked = {"floating_network_id": public["id"], "floating_ip_address": "203.0.113.9"}
+        named = await n.op(serve, "createFloatingIP", 201, who=ADMIN, body={"floatingip": asked})
+        assert named["floatingip"]["floating_ip_address"] == "203.0.113.9"
+        held = await n.op(
+            serve, "listPorts", 200, who=ADMIN, query={"device_id": [named["floatingip"]["id"]]}
+        )
+        assert [p["fixed_ips"][0]["ip_address"] for p in held["ports"]] == ["203.0.113.9"]
 
     run(tmp_path, scenario)
 

@@ -344,6 +344,8 @@ def test_create_volume_rejects_bad_input(tmp_path: Path) -> None:
                 served(make_call(c.api, "createVolume", body=body, path_params=c.pp())),
                 status,
             )
+        no_size = make_call(c.api, "createVolume", body={"volume": {}}, path_params=c.pp())
+        await expect_error(served(no_size), 400, "ValidationError", "unless source_volid")
         assert await c.store.count("volumes") == 0
 
     run(tmp_path, scenario)

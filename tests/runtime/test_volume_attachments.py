@@ -200,6 +200,10 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         )
         assert updated["attachment"]["connection_info"]["data"]["volume_id"] == vid
         assert ucall.vars["attachment"]["id"] == att_id
+        stored = ucall.vars["attachment"]  # the export's row: host, mountpoint, state
+        assert stored["attached_host"] == CONNECTOR["host"] and stored["connector"] == CONNECTOR
+        assert stored["mountpoint"] == CONNECTOR.get("mountpoint")
+        assert stored["attach_status"] == "attaching"
         assert (await c.row(vid) or {})["status"] == "attaching"
         await expect_error(
             served(

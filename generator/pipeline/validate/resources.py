@@ -394,7 +394,7 @@ class _Checker:
             if msg and msg not in self.ix.messages:
                 known = sorted(self.ix.messages)
                 self.at(f, [*base, i, "send"], f"unknown message '{msg}'{suggest(msg, known)}")
-            for key in ("id", "when", "host"):
+            for key in ("id", "when", "host", "each"):
                 self.expr(f, [*base, i, key], e.get(key))
             for key in ("set", "take", "create", "payload", "failed"):
                 self._exprs(f, [*base, i, key], e.get(key) or {})
