@@ -113,9 +113,9 @@ async def create_server(call: Call) -> Reply:
     # than min_count is refused before anything is written
     least, most = row.pop("min_count"), row.pop("max_count")
     limits = quotas.of_resource(rc)
-    for quota in limits:
-        most = min(most, most if (left := await quotas.room(rc, quota, row)) is None else left)
-    for quota in limits:
+    for quota in limits:  # (the room asked only when there is a choice: one count less)
+        if most > least and (left := await quotas.room(rc, quota, row)) is not None:
+            most = min(most, left)
         await quotas.check(rc, quota, row, inserted=False, times=least)
     rows = (
         [row]
