@@ -9,7 +9,7 @@ Modules:
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)
 - `object_store`: Object Storage API (swift) (6 models)
-- `messages`: queue message payloads and replies (29 messages)
+- `messages`: queue message payloads and replies (33 messages)
 - `drivers`: types of the ComputeDriver interface
 """
 

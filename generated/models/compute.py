@@ -805,6 +805,18 @@ class ServerActionRequest(BaseModel):
     )
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
     createImage: CreateImageAction | None = None
+    shelve: Any | None = Field(
+        None,
+        description="Shelve the server (value null): its root disk saved as the image NAME-shelved, the guest off; status SHELVED.",
+    )
+    shelveOffload: Any | None = Field(
+        None,
+        description="Remove a shelved server from its host (value null; administrators); status SHELVED_OFFLOADED.",
+    )
+    unshelve: Any | None = Field(
+        None,
+        description="Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE.",
+    )
     rebuild: Rebuild | None = Field(
         None,
         description="Make the server again from an image (imageRef; name, metadata optional), on the same host; the 202 answer is the server (status REBUILD).",
