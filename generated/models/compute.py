@@ -764,6 +764,55 @@ class ConsoleOutputAction(BaseModel):
     )
 
 
+class RemoteConsole(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    protocol: str | None = None
+    type: str | None = None
+
+
+class RemoteConsoleRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    remote_console: RemoteConsole = Field(
+        ...,
+        description="The console's protocol (vnc, spice, serial, rdp, mks) and type (novnc, xvpvnc, spice-html5, serial, rdp-html5, webmks).",
+    )
+
+
+class RemoteConsole1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    protocol: str
+    type: str
+    url: str = Field(..., description="Where the console is served.")
+
+
+class RemoteConsoleResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    remote_console: RemoteConsole1
+
+
+class Console(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    type: str
+    url: str
+
+
+class LegacyConsole(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    console: Console
+
+
 class CreateImageAction(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

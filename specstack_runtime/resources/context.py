@@ -215,6 +215,8 @@ class ResourceCall:
                 "params": {k: v[0] for k, v in self.call.query.items() if v},
                 "base": self.base,
                 "config": {"region": self.call.rt.config.region},
+                # where each listening component is reached (nova's console URLs: the dashboard)
+                "urls": self.call.rt.info.urls(self.call.rt.config),
                 "vars": self.call.vars,
                 "data": self.res.res.data,
                 "now": SYSTEM_CLOCK.time(),  # epoch seconds: what heartbeats are compared with

@@ -147,8 +147,8 @@ async def test_shelve_refusals_and_no_valid_host(tmp_path: Path) -> None:
     try:
         row = await boot_through_the_cell(cell)
         sid = row["id"]
-        for action in ("shelveOffload", "unshelve"):
-            with pytest.raises(Conflict, match=f"Cannot '{action}' instance .* vm_state active"):
+        for action, word in (("shelveOffload", "shelve_offload"), ("unshelve", "unshelve")):
+            with pytest.raises(Conflict, match=f"Cannot '{word}' instance .* vm_state active"):
                 await _act(cell, sid, action)
         await _act(cell, sid, "lock", admin=False)
         with pytest.raises(Conflict, match=f"Instance {sid} is locked"):
