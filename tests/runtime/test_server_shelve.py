@@ -22,7 +22,13 @@ from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
 from tests.runtime.test_compute_flow import new_instance
-from tests.runtime.test_compute_kit import IMAGE_DATA, auth_ctx, nova_store, seed_flavors
+from tests.runtime.test_compute_kit import (
+    IMAGE_DATA,
+    OTHER_PROJECT,
+    auth_ctx,
+    nova_store,
+    seed_flavors,
+)
 from tests.runtime.test_instance_actions import INFO, _answered, _handled, _show
 from tests.runtime.test_nova_cell import boot_through_the_cell
 from tests.runtime.test_server_snapshot import Glance
@@ -131,8 +137,17 @@ async def test_unshelve_of_a_shelved_server_stays_on_its_host(tmp_path: Path) ->
         # a stopped server shelves too
         await _act(cell, sid, "os-stop")
         await _wait(cell, sid, "stopped")
-        await _act(cell, sid, "shelve")
+        # by an administrator of another project: the image is the server's project's, whose
+        # users unshelve from it
+        reply, _ = await cell.operation(
+            "serverAction",
+            path_params={"server_id": sid},
+            body={"shelve": None},
+            auth=auth_ctx(project=OTHER_PROJECT, admin=True),
+        )
+        assert reply.status == 202
         image_id = (await _wait(cell, sid, "shelved"))["shelved_image_id"]
+        assert glance.images[image_id]["owner"] == row["project_id"]
         assert await _act(cell, sid, "unshelve") == 202
         back = await _wait(cell, sid, "active")
         assert back["host"] == "compute-1" and image_id not in glance.images
