@@ -83,6 +83,26 @@ def rebuild_instance(flow: Flow) -> Invoke:
     return flow.sender("rebuild_instance", models.RebuildInstancePayload, None)
 
 
+def shelve_instance(flow: Flow) -> Invoke:
+    """Compute shelve request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("shelve_instance", models.ShelveInstancePayload, None)
+
+
+def shelve_offload_instance(flow: Flow) -> Invoke:
+    """Compute shelve offload request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("shelve_offload_instance", models.ShelveOffloadInstancePayload, None)
+
+
+def schedule_unshelve_instance(flow: Flow) -> Invoke:
+    """Unshelve request (placement): cast on topic scheduler, consumed by nova-scheduler."""
+    return flow.sender("schedule_unshelve_instance", models.ScheduleUnshelveInstancePayload, None)
+
+
+def unshelve_instance(flow: Flow) -> Invoke:
+    """Compute unshelve request: cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("unshelve_instance", models.UnshelveInstancePayload, None)
+
+
 def attach_volume(flow: Flow) -> Invoke:
     """Compute volume attach request: call on topic compute.<host>, consumed by nova-compute."""
     return flow.sender("attach_volume", models.AttachVolumePayload, models.AttachVolumeReply)

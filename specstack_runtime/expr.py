@@ -85,6 +85,7 @@ VARIABLES = (
     "seeds",  # the rows each resource was seeded with so far (seeds)
     "headers",
     "microversion",  # the request's API microversion ("2.19"; "" when it negotiated none)
+    "urls",  # where each listening component is reached, by name (nova's console URLs)
 )
 
 

@@ -164,6 +164,13 @@ class StackInfo:
         apis = [c.name for c in self.model.components if c.api]
         return apis + [c["name"] for c in self.web_clients]
 
+    def urls(self, config: StackConfig) -> dict[str, str]:
+        """Where each listening component is reached (its base URL), by name."""
+        return {
+            c: f"http://{self.endpoint_host(c, config)}:{self.port(c, config)}"
+            for c in self.listening
+        }
+
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""
         component = self.model.api(api).component

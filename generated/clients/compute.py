@@ -209,7 +209,7 @@ class ComputeClient(BoundClient):
         query: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         token: str | None = None,
-    ) -> ApiResponse[models.ConsoleOutput]:
+    ) -> ApiResponse[Any]:
         """POST /v2.1/servers/{server_id}/action: Run an action on a server"""
         response = await self._call(
             "serverAction",
@@ -221,7 +221,29 @@ class ComputeClient(BoundClient):
             headers=headers,
             token=token,
         )
-        return ApiResponse(response, models.ConsoleOutput, 200)
+        return ApiResponse(response, None, 200)
+
+    async def create_remote_console(
+        self,
+        server_id: str,
+        *,
+        body: models.RemoteConsoleRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.RemoteConsoleResponse]:
+        """POST /v2.1/servers/{server_id}/remote-consoles: Get a URL of a server's console"""
+        response = await self._call(
+            "createRemoteConsole",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.RemoteConsoleResponse, 200)
 
     async def list_volume_attachments(
         self,

@@ -771,6 +771,55 @@ class ConsoleOutputAction(BaseModel):
     )
 
 
+class RemoteConsole(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    protocol: str | None = None
+    type: str | None = None
+
+
+class RemoteConsoleRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    remote_console: RemoteConsole = Field(
+        ...,
+        description="The console's protocol (vnc, spice, serial, rdp, mks) and type (novnc, xvpvnc, spice-html5, serial, rdp-html5, webmks).",
+    )
+
+
+class RemoteConsole1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    protocol: str
+    type: str
+    url: str = Field(..., description="Where the console is served.")
+
+
+class RemoteConsoleResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    remote_console: RemoteConsole1
+
+
+class Console(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    type: str
+    url: str
+
+
+class LegacyConsole(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    console: Console
+
+
 class CreateImageAction(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -812,6 +861,18 @@ class ServerActionRequest(BaseModel):
     )
     unlock: Any | None = Field(None, description="Unlock the server (value null).")
     createImage: CreateImageAction | None = None
+    shelve: Any | None = Field(
+        None,
+        description="Shelve the server (value null): its root disk saved as the image NAME-shelved, the guest off; status SHELVED.",
+    )
+    shelveOffload: Any | None = Field(
+        None,
+        description="Remove a shelved server from its host (value null; administrators); status SHELVED_OFFLOADED.",
+    )
+    unshelve: Any | None = Field(
+        None,
+        description="Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE.",
+    )
     rebuild: Rebuild | None = Field(
         None,
         description="Make the server again from an image (imageRef; name, metadata optional), on the same host; the 202 answer is the server (status REBUILD).",

@@ -288,6 +288,42 @@ class RebuildInstancePayload(BaseModel):
     image_id: str
 
 
+class ShelveInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    image_id: str
+
+
+class ShelveOffloadInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+
+
+class ScheduleUnshelveInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    image_id: str
+    availability_zone: str | None = None
+
+
+class UnshelveInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    image_id: str
+
+
 class AttachVolumePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (54 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (55 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -136,6 +136,11 @@ async def list_server_ips(flow: Flow) -> None:
 
 async def server_action(flow: Flow) -> None:
     """operation serverAction: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_remote_console(flow: Flow) -> None:
+    """operation createRemoteConsole: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -532,6 +537,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=server_action,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server", "action": "action"},
+    ),
+    "createRemoteConsole": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createRemoteConsole",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_remote_console,
         occurrences={},
         entry=None,
         auth_in_steps=False,
@@ -1173,6 +1190,18 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_member",
+    ),
+    Route(
+        "POST",
+        "/v2.1/servers/{server_id}/remote-consoles",
+        "createRemoteConsole",
+        HANDLERS["createRemoteConsole"],
+        request_model=models.RemoteConsoleRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+        since=(2, 6),
     ),
     Route(
         "GET",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-compute (worker, project nova): generated from the spec.
 
-Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, shelve_instance, shelve_offload_instance, unshelve_instance, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -517,8 +517,23 @@ async def snapshot_instance(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def shelve_instance(flow: Flow) -> None:
+    """message shelve_instance: behaviour compute.rpc_snapshot_instance."""
+    await flow.trigger(None)
+
+
+async def shelve_offload_instance(flow: Flow) -> None:
+    """message shelve_offload_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
 async def rebuild_instance(flow: Flow) -> None:
     """message rebuild_instance: behaviour compute.rpc_rebuild_instance."""
+    await flow.trigger(None)
+
+
+async def unshelve_instance(flow: Flow) -> None:
+    """message unshelve_instance: behaviour compute.rpc_rebuild_instance."""
     await flow.trigger(None)
 
 
@@ -735,6 +750,45 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "expected": "image_snapshot",
+            "pending": "image_pending_upload",
+            "uploading": "image_uploading",
+        },
+    ),
+    "shelve_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="shelve_instance",
+        behaviour="compute.rpc_snapshot_instance",
+        on_error=None,
+        run=shelve_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "shelving",
+            "pending": "shelving_image_pending_upload",
+            "uploading": "shelving_image_uploading",
+            "first": "power_off",
+            "done": "{'vm_state': 'shelved', 'power_state': 4, 'shelved_image_id': request.image_id}",
+        },
+    ),
+    "shelve_offload_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="shelve_offload_instance",
+        behaviour="compute.rpc_power_action",
+        on_error=None,
+        run=shelve_offload_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "method": "destroy",
+            "expected": "shelving_offloading",
+            "done": {"vm_state": "shelved_offloaded", "power_state": 0, "host": None, "node": None},
+        },
     ),
     "rebuild_instance": HandlerSpec(
         component=COMPONENT,
@@ -755,6 +809,30 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "stopped": {"vm_state": "stopped", "power_state": 4},
             },
             "failed": {"vm_state": "error", "power_state": 0},
+        },
+    ),
+    "unshelve_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="unshelve_instance",
+        behaviour="compute.rpc_rebuild_instance",
+        on_error=None,
+        run=unshelve_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "unshelving",
+            "spawning": "spawning",
+            "spawn": "{'instance': {'uuid': doc.uuid, 'name': doc.name != '' ? doc.name : doc.uuid,\n   'vcpus': int(refs.flavor.vcpus), 'memory_mb': int(refs.flavor.ram),\n   'root_gb': int(refs.flavor.disk), 'image_id': string(refs.image.id)},\n 'image': {'id': string(refs.image.id), 'path': refs.path, 'pending': false,\n   'name': has(refs.image.name) && refs.image.name != null ? string(refs.image.name) : '',\n   'disk_format': has(refs.image.disk_format) && refs.image.disk_format != null\n     && refs.image.disk_format != '' ? string(refs.image.disk_format) : 'raw'},\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''})}",
+            "delete_image": True,
+            "done": {"active": {"vm_state": "active", "power_state": 1, "shelved_image_id": None}},
+            "failed": {
+                "vm_state": "shelved_offloaded",
+                "power_state": 0,
+                "host": None,
+                "node": None,
+            },
         },
     ),
     "attach_volume": HandlerSpec(
@@ -912,6 +990,36 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=True,
         handler=HANDLERS["rebuild_instance"],
         payload_model=messages.RebuildInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="shelve_instance",
+        topic="compute",
+        method="shelve_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["shelve_instance"],
+        payload_model=messages.ShelveInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="shelve_offload_instance",
+        topic="compute",
+        method="shelve_offload_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["shelve_offload_instance"],
+        payload_model=messages.ShelveOffloadInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="unshelve_instance",
+        topic="compute",
+        method="unshelve_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["unshelve_instance"],
+        payload_model=messages.UnshelveInstancePayload,
         reply_model=None,
     ),
     Consumer(

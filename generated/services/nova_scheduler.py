@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-scheduler (worker, project nova): generated from the spec.
 
-Consumes schedule_and_build_instances. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes schedule_and_build_instances, schedule_unshelve_instance. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -31,6 +31,11 @@ async def schedule_and_build_instances(flow: Flow) -> None:
     )
 
 
+async def schedule_unshelve_instance(flow: Flow) -> None:
+    """message schedule_unshelve_instance: behaviour scheduler.schedule_unshelve."""
+    await flow.trigger(None)
+
+
 HANDLERS: dict[str, HandlerSpec] = {
     "schedule_and_build_instances": HandlerSpec(
         component=COMPONENT,
@@ -48,6 +53,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "schedule_unshelve_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="schedule_unshelve_instance",
+        behaviour="scheduler.schedule_unshelve",
+        on_error=None,
+        run=schedule_unshelve_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"expected": "unshelving", "send": "unshelve_instance"},
+    ),
 }
 
 ROUTES: tuple[()] = ()
@@ -61,6 +78,16 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=False,
         handler=HANDLERS["schedule_and_build_instances"],
         payload_model=messages.ScheduleAndBuildInstancesPayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="schedule_unshelve_instance",
+        topic="scheduler",
+        method="unshelve_instance",
+        pattern="cast",
+        per_host=False,
+        handler=HANDLERS["schedule_unshelve_instance"],
+        payload_model=messages.ScheduleUnshelveInstancePayload,
         reply_model=None,
     ),
 )

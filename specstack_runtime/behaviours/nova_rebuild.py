@@ -46,18 +46,20 @@ async def rebuild_image(event: ResourceEvent) -> None:
 
 @behaviour("compute.rpc_rebuild_instance", needs=(IMAGE, "object-store"))
 async def rpc_rebuild_instance(call: Call) -> None:
-    """rebuild_instance: the guest destroyed and spawned again from the new image (its data
-    into this host's cache first) with the instance's interfaces and volumes, as the
-    consumer's args say; ACTIVE once it runs, SHUTOFF again if it was. A failure leaves the
-    instance in ERROR with the fault, as nova does."""
+    """rebuild_instance (and unshelve_instance): the guest destroyed and spawned again from
+    the image (its data into this host's cache first) with the instance's interfaces and
+    volumes, as the consumer's args say; ACTIVE once it runs, SHUTOFF again if it was; the
+    image deleted after (`delete_image`: unshelve's). A failure leaves the instance as
+    `failed` says (rebuild: ERROR) with the fault, as nova does."""
     rt, args = call.rt, call.args
     uuid, image_id = str(call.payload["instance"]["uuid"]), str(call.payload["image_id"])
     reply = await send(call, "instance_get", {"instance_uuid": uuid})
     assert reply is not None
     instance, spawning = reply["instance"], str(args["spawning"])
     await update_instance(call, uuid, {"task_state": spawning}, str(args["expected"]))
+    token = await flow_token(call)
     try:
-        image = await glance_image(call, image_id, await flow_token(call))
+        image = await glance_image(call, image_id, token)
         if image is None or image.get("status") != "active":
             raise StepFailed(f"Image {image_id} is not active any more", code=400)
         path = await cache_image(rt, image, _object_getter(call))
@@ -78,6 +80,10 @@ async def rpc_rebuild_instance(call: Call) -> None:
         updates = {**args["failed"], "task_state": None, "fault": fault}
         await update_instance(call, uuid, updates, spawning)
         raise
+    if args.get("delete_image"):  # unshelve: the shelved image has served
+        with contextlib.suppress(Exception):
+            api = rt.info.api_of_type(IMAGE)
+            await rt.clients.call(api, "deleteImage", {"image_id": image_id}, token=token)
     await update_instance(
         call, uuid, {"task_state": None, "launched_at": naive_now(), **done}, spawning
     )

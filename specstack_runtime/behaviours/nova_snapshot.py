@@ -21,6 +21,7 @@ from specstack_runtime.behaviours.nova_common import (
     update_instance,
 )
 from specstack_runtime.context import Call
+from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
@@ -32,13 +33,13 @@ PATCH = "application/openstack-images-v2.1-json-patch"
 
 @behaviour("compute.snapshot_image", needs=(IMAGE,))
 async def snapshot_image(event: ResourceEvent) -> None:
-    """createImage, nova-api: the glance image the snapshot fills (queued), kept as
+    """createImage (and shelve), nova-api: the glance image the snapshot fills (queued), kept as
     `vars["snapshot"]` (its id and URL, the answer's Location). If glance refuses, the
     server's task goes back and the caller hears why."""
     call, doc, rc = event.call, event.doc, event.engine
     token = await flow_token(call)
     api = call.rt.info.api_of_type(IMAGE)
-    arg = next(iter(call.body.values())) if isinstance(call.body, dict) else {}
+    arg = (next(iter(call.body.values())) if isinstance(call.body, dict) else None) or {}
     try:
         base = await glance_image(call, str(doc.get("image_ref") or ""), token)
         body = rc.template("snapshot_image", doc=doc, refs={"base": base or {}}, request=arg)
@@ -80,20 +81,25 @@ async def _upload(call: Call, image_id: str, path: Path, fmt: str, token: str) -
 
 @behaviour("compute.rpc_snapshot_instance", needs=(IMAGE,))
 async def rpc_snapshot_instance(call: Call) -> None:
-    """snapshot_instance: the driver writes the root disk (image_pending_upload), it is
-    uploaded (image_uploading), the task cleared. A failure clears the task with the
-    fault, and the image that would have held the data is deleted (as nova does)."""
-    rt = call.rt
+    """snapshot_instance (and shelve_instance), as the consumer's args say: the driver's
+    `first` method if any (shelve powers the guest off), the root disk written (`pending`)
+    and uploaded (`uploading`), the task cleared with the `done` fields (CEL over the
+    payload). A failure clears the task with the fault, and the image that would have held
+    the data is deleted (as nova does)."""
+    rt, args = call.rt, call.args
     uuid, image_id = str(call.payload["instance"]["uuid"]), str(call.payload["image_id"])
     token = await flow_token(call)
     target = Path(rt.data_dir) / "snapshots" / rt.host / image_id
-    await update_instance(call, uuid, {"task_state": "image_pending_upload"}, "image_snapshot")
-    task = "image_pending_upload"
+    guest = {"uuid": uuid, "name": uuid}
+    task = str(args["pending"])
+    await update_instance(call, uuid, {"task_state": task}, str(args["expected"]))
     try:
+        if args.get("first"):
+            await getattr(rt.driver, str(args["first"]))(guest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fmt = await rt.driver.snapshot({"uuid": uuid, "name": uuid}, str(target))
-        await update_instance(call, uuid, {"task_state": "image_uploading"}, task)
-        task = "image_uploading"
+        fmt = await rt.driver.snapshot(guest, str(target))
+        await update_instance(call, uuid, {"task_state": args["uploading"]}, task)
+        task = str(args["uploading"])
         await _upload(call, image_id, target, str(fmt), token)
     except Exception as exc:
         fault = make_fault(fault_code(exc), f"snapshot failed: {exc}")
@@ -105,4 +111,5 @@ async def rpc_snapshot_instance(call: Call) -> None:
         raise
     finally:
         target.unlink(missing_ok=True)
-    await update_instance(call, uuid, {"task_state": None}, task)
+    done = compile_expr(str(args.get("done") or "{}")).evaluate(request=dict(call.payload))
+    await update_instance(call, uuid, {"task_state": None, **dict(done)}, task)

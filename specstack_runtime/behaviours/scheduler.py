@@ -36,6 +36,7 @@ from specstack_runtime.behaviours.scheduling import (
     select_destinations,
 )
 from specstack_runtime.context import Call, Interaction
+from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.store import AtLeast, Doc, Store, sortable
@@ -224,12 +225,14 @@ async def claim_host(
     weighers: tuple[tuple[str, float], ...] | list[tuple[str, float]],
     down_after_s: float,
     claiming: str | None = None,
+    waiting: Mapping[str, Any] | None = None,
 ) -> Doc:
     """Choose the best host and record the instance's claim on it; its new document.
 
     The host is written on the instance (`claim_host`) before it is claimed, so that a run
     that dies in between leaves its claim findable (`earlier_claim`); `claiming` is the
-    host the instance names already. NoValidHost when no host passes the filters;
+    host the instance names already; `waiting`, what the instance is while it waits (a
+    build's by default). NoValidHost when no host passes the filters;
     InstanceChanged when the instance stops waiting meanwhile.
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
@@ -246,7 +249,7 @@ async def claim_host(
             ranked = rank(found, request, filters, weighers, down_after_s)
         doc = docs[ranked[0].host]
         if ranked[0].host != claiming:
-            await _record_claiming(store, instance_uuid, ranked[0].host)
+            await _record_claiming(store, instance_uuid, ranked[0].host, waiting)
             claiming = ranked[0].host
         claims = {**(doc.get("claims") or {}), instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
@@ -268,9 +271,11 @@ async def claim_host(
     raise NoValidHost("Too many concurrent claims; no host could be claimed.")
 
 
-async def _record_claiming(store: Store, uuid: str, host: str) -> None:
-    waiting = {"vm_state": "building", "task_state": "scheduling", "host": None}
-    if await store.update(INSTANCES, uuid, {CLAIM_HOST: host}, expect=waiting) is None:
+async def _record_claiming(
+    store: Store, uuid: str, host: str, waiting: Mapping[str, Any] | None
+) -> None:
+    waiting = waiting or {"vm_state": "building", "task_state": "scheduling", "host": None}
+    if await store.update(INSTANCES, uuid, {CLAIM_HOST: host}, expect=dict(waiting)) is None:
         raise InstanceChanged(uuid)
 
 
@@ -373,6 +378,43 @@ async def build_request(ix: Interaction) -> None:
     if not host or not build:
         return
     await ix.invoke(build, host=host)
+
+
+@behaviour("scheduler.schedule_unshelve")
+async def schedule_unshelve(call: Call) -> None:
+    """unshelve: the request goes on (the consumer's `send`) to the host of a shelved
+    instance; an offloaded one's host is chosen and claimed for its flavor as a build's is
+    (in the zone the request names, else its own), and recorded first. No valid host: the
+    instance stays offloaded, its task cleared, with the fault."""
+    rt, store, payload, args = call.rt, call.rt.require_store(), call.payload, call.args
+    uuid, expected = str(payload["instance"]["uuid"]), str(args["expected"])
+    row = await store.get(INSTANCES, uuid)
+    if row is None or row.get("task_state") != expected:
+        return  # deleted meanwhile, or a redelivery of a request done
+    host = row.get("host")
+    if not host:
+        zone = payload.get("availability_zone") or row.get("availability_zone")
+        spec = {"flavor": row.get("flavor") or {}, "availability_zone": zone}
+        request = request_spec_of({"request_spec": spec}, args)
+        waiting = {"task_state": expected, "host": None}
+        config, down = rt.config, liveness(rt.info, "service_down_time_s")
+        filters, weighers = config.scheduler_filters, config.scheduler_weighers
+        try:
+            node = await claim_host(store, request, uuid, filters, weighers, down, None, waiting)
+        except (NoValidHost, InstanceChanged) as exc:
+            fault = make_fault(500, f"{NO_VALID_HOST} {exc}" if str(exc) else NO_VALID_HOST)
+            await store.update(
+                INSTANCES, uuid, {"task_state": None, "fault": fault}, expect=waiting
+            )
+            await release_claim(store, await store.get(INSTANCES, uuid) or {"id": uuid})
+            return
+        host = str(node["host"])
+        place = {"host": host, "node": str(node.get("hypervisor_hostname") or host)}
+        if await store.update(INSTANCES, uuid, place, expect=waiting) is None:
+            await release_claim(store, {"id": uuid, "host": host})
+            return
+    forward = {"instance": dict(payload["instance"]), "image_id": str(payload["image_id"])}
+    await send(call, str(args["send"]), forward, host=str(host))
 
 
 @behaviour("scheduler.set_instance_error")

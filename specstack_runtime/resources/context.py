@@ -217,6 +217,8 @@ class ResourceCall:
                 "params": {k: v[0] for k, v in self.call.query.items() if v},
                 "base": self.base,
                 "config": {"region": self.call.rt.config.region},
+                # where each listening component is reached (nova's console URLs: the dashboard)
+                "urls": self.call.rt.info.urls(self.call.rt.config),
                 "vars": self.call.vars,
                 # the request's headers, by lower-cased name (refusals of what they say)
                 "headers": {str(k).lower(): str(v) for k, v in self.call.headers.items()},

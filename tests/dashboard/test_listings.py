@@ -42,6 +42,9 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "resume",
         "lock",
         "unlock",
+        "shelve",
+        "shelveOffload",
+        "unshelve",
     ]
     assert next(a for a in servers.actions if a.key == "os-stop").body is None
     # buttons named as the resource model's state machine names the actions
@@ -57,6 +60,9 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "Resume",
         "Lock",
         "Unlock",
+        "Shelve",
+        "Shelve_offload",
+        "Unshelve",
     ]
     # a server's own collections: its volume attachments, its actions, its interfaces (ports)
     # and its security groups (an API the spec added shows with no dashboard code)

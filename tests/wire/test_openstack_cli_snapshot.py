@@ -2,7 +2,8 @@
 server into a glance image that becomes active with the guest's root disk (the fake
 guest's disk is its image's data), marked a snapshot of it, recorded as an instance action;
 nova's 202 with Location, and its 400 and 404, over HTTP; then `server rebuild --image
---wait` from that snapshot, on the same host with the same addresses (issue 15)."""
+--wait` from that snapshot, on the same host with the same addresses; shelve, an
+administrator's offload, unshelve and `console url show` (issue 15)."""
 
 from __future__ import annotations
 
@@ -136,3 +137,43 @@ def test_volume_from_image_boot_from_volume_and_multiple_create(
             stack.run("server", "delete", "--wait", name, check=False)
         for volume_id in ("wire-iv", *roots):  # kept: delete_on_termination is false
             stack.run("volume", "delete", volume_id, check=False)
+
+
+def test_server_shelve_offload_unshelve_and_console_url(stack: Stack) -> None:
+    """`server shelve`, `shelve --offload` (an administrator's), `unshelve` and
+    `console url show` through the CLI: SHELVED with the NAME-shelved image, offloaded
+    from its host, ACTIVE again with the image gone, each recorded as nova names it."""
+    vm = "wire-shelve-vm"
+    server: dict[str, Any] = stack.json(
+        "server", "create", "--image", "demo-image", "--flavor", "m1.tiny",
+        "--network", "private", "--wait", vm,
+    )  # fmt: skip
+    try:
+        console = stack.json("console", "url", "show", vm)
+        assert console["type"] == "novnc"
+        assert console["url"].endswith(f"/r/compute/servers/{server['id']}")
+        stack.run("server", "shelve", "--wait", vm)
+        assert stack.json("server", "show", vm)["status"] == "SHELVED"
+        assert stack.json("image", "show", f"{vm}-shelved")["status"] == "active"
+        # offloading is the administrators' (nova's policy)
+        url, headers = _compute(stack)
+        action = f"{url}/servers/{server['id']}/action"
+        refused = httpx.post(action, json={"shelveOffload": None}, headers=headers)
+        assert refused.status_code == 403 and "shelve_offload" in refused.text
+        stack.run("server", "unshelve", vm)
+        back = stack.wait_for("server", vm, "status", "ACTIVE")
+        assert back["status"] == "ACTIVE", back
+        # shelved and offloaded by an administrator (the CLI offloads what it shelves)
+        stack.run("server", "shelve", "--offload", "--wait", server["id"], cloud="specstack-admin")
+        admin = stack.json("server", "show", server["id"], cloud="specstack-admin")
+        assert admin["status"] == "SHELVED_OFFLOADED" and not admin["OS-EXT-SRV-ATTR:host"]
+        stack.run("server", "unshelve", vm)
+        back = stack.wait_for("server", vm, "status", "ACTIVE")
+        assert back["status"] == "ACTIVE", back
+        gone = stack.run("image", "show", f"{vm}-shelved", check=False)
+        assert gone.returncode != 0  # the shelved image has served
+        listed = stack.json("server", "event", "list", server["id"], cloud="specstack-admin")
+        actions = [a["Action"] for a in listed]
+        assert actions == ["unshelve", "shelveOffload", "shelve", "unshelve", "shelve", "create"]
+    finally:
+        stack.run("server", "delete", "--wait", vm, check=False)
