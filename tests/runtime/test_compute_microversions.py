@@ -1,4 +1,4 @@
-"""Compute microversions 2.1 to 2.19 over HTTP, against a running (embedded) stack: what each
+"""Compute microversions 2.1 to 2.25 over HTTP, against a running (embedded) stack: what each
 version brings to the operations this stack serves, asked for at both sides of it."""
 
 from __future__ import annotations
@@ -41,14 +41,17 @@ def _at(
     return resp
 
 
-def test_the_range_is_2_1_to_2_19(stack: Running) -> None:
+MAX = "2.25"
+
+
+def test_the_range_is_2_1_to_the_maximum(stack: Running) -> None:
     doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
-    assert (doc["min_version"], doc["version"]) == ("2.1", "2.19")
+    assert (doc["min_version"], doc["version"]) == ("2.1", MAX)
     latest = _at(stack, "latest", "GET", "/v2.1/flavors")
-    assert latest.headers["OpenStack-API-Version"] == "compute 2.19"
-    beyond = _at(stack, "2.20", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == f"compute {MAX}"
+    beyond = _at(stack, f"2.{int(MAX[2:]) + 1}", "GET", "/v2.1/flavors")
     assert beyond.status_code == 406
-    assert "Minimum is 2.1 and maximum is 2.19" in beyond.text
+    assert f"Minimum is 2.1 and maximum is {MAX}" in beyond.text
 
 
 def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:
@@ -357,3 +360,22 @@ def test_another_users_key_pairs_from_2_10(stack: Running) -> None:
         )
     finally:
         _at(stack, "2.10", "DELETE", "/v2.1/os-keypairs/demo-kp", token=member)
+
+
+def test_a_deleted_servers_actions_from_2_21(stack: Running) -> None:
+    gone = stack.target.boot(volume=False)
+    stack.target.delete(gone.server_id)
+    path = f"/v2.1/servers/{gone.server_id}/os-instance-actions"
+    old = _at(stack, "2.20", "GET", path)
+    assert old.status_code == 404
+    assert old.json()["itemNotFound"]["message"] == f"Instance {gone.server_id} could not be found."
+    new = _at(stack, "2.21", "GET", path)
+    assert new.status_code == 200, new.text
+    actions = new.json()["instanceActions"]
+    assert sorted(a["action"] for a in actions) == ["create", "delete"]
+    assert {a["instance_uuid"] for a in actions} == {gone.server_id}
+    deleted = next(a for a in actions if a["action"] == "delete")
+    one = f"{path}/{deleted['request_id']}"
+    assert _at(stack, "2.20", "GET", one).status_code == 404
+    shown = _at(stack, "2.21", "GET", one)
+    assert shown.status_code == 200 and shown.json()["instanceAction"]["action"] == "delete"
