@@ -103,12 +103,15 @@ class ResourceFilter(Node):
         "compare",
         "subset",
         "items",
+        "not_all",
+        "not_any",
     ]
     keys: dict[str, tuple[str, str]] = {}  # op items: KEY -> (item field, eq|contains|prefix)
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
     open_since: str | None = None  # the microversion from which `visible` no longer limits it
+    since: str | None = None  # the microversion that brings it (older: the parameter is ignored)
     default: str | None = None  # the parameter's value when the request gives none
 
 

@@ -32,6 +32,20 @@ class ServerMetadataItem(BaseModel):
     meta: MetadataItems
 
 
+class ServerTag(RootModel[constr(pattern=r"^[^,/]*$", min_length=1, max_length=60)]):
+    root: constr(pattern=r"^[^,/]*$", min_length=1, max_length=60) = Field(
+        ..., description="A tag (60 characters at most, without '/' or ',')."
+    )
+
+
+class ServerTags(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    tags: list[ServerTag]
+
+
 class QuotaSet(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -670,6 +684,7 @@ class Server(BaseModel):
     )
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
     description: str | None = Field(None, description="The server's description (from 2.19).")
+    tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
     host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
         None,
         description='Its host\'s compute service: UP, DOWN (forced down), MAINTENANCE (disabled), UNKNOWN (not heard from), "" without a host (administrators; from 2.16).',
@@ -738,6 +753,7 @@ class UpdatedServer(BaseModel):
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
     description: str | None = Field(None, description="The server's description (from 2.19).")
+    tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
 
 
 class ServerUpdateResponse(BaseModel):
@@ -1261,7 +1277,9 @@ class HypervisorDetail(BaseModel):
     current_workload: int
     running_vms: int
     host_ip: str
-    cpu_info: str = Field(..., description='The CPU model as a JSON string ("{}" here).')
+    cpu_info: str | dict[str, Any] = Field(
+        ..., description='The CPU model: a JSON string ("{}" here) before 2.28, an object from it.'
+    )
     service: Service
 
 

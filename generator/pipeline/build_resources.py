@@ -340,6 +340,7 @@ def _resource(
                 visible=spec.get("visible"),
                 requires=spec.get("requires"),
                 open_since=spec.get("open_since"),
+                since=spec.get("since"),
                 default=spec.get("default"),
                 values=tuple(spec["values"]) if "values" in spec else None,
                 keys={

@@ -99,14 +99,16 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
         return lambda d: bool(get(d)) == flag
     if op == "prefix":
         return lambda d: any(_text(get(d)).startswith(v) for v in values)
-    if op in ("all", "any"):
+    if op in ("all", "any", "not_all", "not_any"):
+        # not_all: rows lacking one of the values at least; not_any: rows with none of them
         wanted_l = [v for raw in values for v in raw.split(",") if v]
-        test = all if op == "all" else any
+        test = all if op in ("all", "not_all") else any
+        negate = op.startswith("not_")
 
         def members(d: Doc) -> bool:
             have = get(d)
             have_set = {_text(x) for x in have} if isinstance(have, list) else {_text(have)}
-            return test(w in have_set for w in wanted_l)
+            return test(w in have_set for w in wanted_l) != negate
 
         return members
     if op == "items":  # neutron's fixed_ips=ip_address=10.0.0.2: an item matching every key
@@ -262,7 +264,7 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
     given = {f.param: [f.default] for f in res.filters.values() if f.default is not None}
     for param, values in {**given, **rc.call.query}.items():
         f = res.filters.get(param)
-        if f is None or not values:
+        if f is None or not values or not rc.reached(f.since):
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")

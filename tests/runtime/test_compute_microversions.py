@@ -1,4 +1,4 @@
-"""Compute microversions 2.1 to 2.25 over HTTP, against a running (embedded) stack: what each
+"""Compute microversions 2.1 to 2.28 over HTTP, against a running (embedded) stack: what each
 version brings to the operations this stack serves, asked for at both sides of it."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _at(
     return resp
 
 
-MAX = "2.25"
+MAX = "2.28"
 
 
 def test_the_range_is_2_1_to_the_maximum(stack: Running) -> None:
@@ -379,3 +379,63 @@ def test_a_deleted_servers_actions_from_2_21(stack: Running) -> None:
     assert _at(stack, "2.20", "GET", one).status_code == 404
     shown = _at(stack, "2.21", "GET", one)
     assert shown.status_code == 200 and shown.json()["instanceAction"]["action"] == "delete"
+
+
+def test_server_tags_come_with_2_26(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    assert _at(stack, "2.25", "GET", path + "/tags").status_code == 404
+    assert "tags" not in _at(stack, "2.25", "GET", path).json()["server"]
+    assert _at(stack, "2.26", "GET", path).json()["server"]["tags"] == []
+    added = _at(stack, "2.26", "PUT", path + "/tags/web")
+    assert added.status_code == 201, added.text
+    assert added.headers["Location"].endswith(f"/v2.1/servers/{server.server_id}/tags/web")
+    assert _at(stack, "2.26", "PUT", path + "/tags/web").status_code == 204
+    assert _at(stack, "2.26", "GET", path + "/tags/web").status_code == 204
+    missing = _at(stack, "2.26", "GET", path + "/tags/db")
+    assert missing.status_code == 404
+    assert missing.json()["itemNotFound"]["message"] == (
+        f"Server {server.server_id} has no tag 'db'"
+    )
+    replaced = _at(stack, "2.26", "PUT", path + "/tags", json={"tags": ["red", "blue"]})
+    assert replaced.status_code == 200 and replaced.json() == {"tags": ["red", "blue"]}
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": ["red", "blue"]}
+    assert _at(stack, "2.26", "GET", path).json()["server"]["tags"] == ["red", "blue"]
+
+    def listed(version: str, **params: str) -> bool:
+        query = {"all_tenants": "1", **params}
+        resp = _at(stack, version, "GET", "/v2.1/servers/detail", params=query)
+        assert resp.status_code == 200, resp.text
+        return server.server_id in [s["id"] for s in resp.json()["servers"]]
+
+    assert listed("2.26", tags="red,blue") and not listed("2.26", tags="red,green")
+    assert listed("2.26", **{"tags-any": "green,blue"})
+    assert not listed("2.26", **{"tags-any": "green"})
+    assert listed("2.26", **{"not-tags": "red,green"})
+    assert not listed("2.26", **{"not-tags": "red,blue"})
+    assert not listed("2.26", **{"not-tags-any": "green,red"})
+    assert listed("2.26", **{"not-tags-any": "green"})
+    assert listed("2.25", tags="green")  # not a filter before 2.26
+    # bad tags and too many change nothing
+    bad = _at(stack, "2.26", "PUT", path + "/tags", json={"tags": ["a,b"]})
+    assert bad.status_code == 400
+    many = _at(stack, "2.26", "PUT", path + "/tags", json={"tags": [f"t{i}" for i in range(51)]})
+    assert many.status_code == 400
+    assert many.json()["badRequest"]["message"] == (
+        "The number of tags exceeded the per-server limit 50"
+    )
+    assert _at(stack, "2.26", "PUT", path + "/tags/a,b").status_code == 400
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": ["red", "blue"]}
+    # removed one by one, then all
+    assert _at(stack, "2.26", "DELETE", path + "/tags/red").status_code == 204
+    assert _at(stack, "2.26", "DELETE", path + "/tags/red").status_code == 404
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": ["blue"]}
+    assert _at(stack, "2.26", "DELETE", path + "/tags").status_code == 204
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": []}
+    assert _at(stack, "2.25", "DELETE", path + "/tags").status_code == 404
+
+
+def test_cpu_info_is_an_object_from_2_28(stack: Running) -> None:
+    old = _at(stack, "2.27", "GET", "/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    new = _at(stack, "2.28", "GET", "/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    assert old and [h["cpu_info"] for h in old] == ["{}"] * len(old)
+    assert [h["cpu_info"] for h in new] == [{}] * len(old)
