@@ -273,6 +273,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
+    paged_since: str | None = None  # the API microversion that brings limit and marker
+    marker: str | None = None  # the field a marker names (default: the row's id)
     states: StateMachine | None
     hooks: dict[str, str]
     effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook

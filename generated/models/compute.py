@@ -381,6 +381,9 @@ class ServerNetworkRequest(BaseModel):
     uuid: str | None = Field(None, description="Network id.")
     port: str | None = Field(None, description="Existing port id.")
     fixed_ip: str | None = Field(None, description="Fixed IPv4 or IPv6 address to request.")
+    tag: constr(pattern=r"^[^,/]*$", min_length=1, max_length=60) | None = Field(
+        None, description="A device tag (2.32 to 2.36, and from 2.42)."
+    )
 
 
 class BlockDeviceMappingV2(BaseModel):
@@ -411,6 +414,9 @@ class BlockDeviceMappingV2(BaseModel):
     volume_id: str | None = None
     snapshot_id: str | None = None
     image_id: str | None = None
+    tag: constr(pattern=r"^[^,/]*$", min_length=1, max_length=60) | None = Field(
+        None, description="A device tag (2.32, and from 2.42)."
+    )
 
 
 class SecurityGroupName(BaseModel):

@@ -432,6 +432,8 @@ def _resource(
         list_where=listing.get("where"),
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
+        paged_since=listing.get("paged_since"),
+        marker=listing.get("marker"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
         handoff=(

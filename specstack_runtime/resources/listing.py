@@ -417,11 +417,24 @@ def _offset(rc: ResourceCall) -> int:
     return offset
 
 
+def _paged(rc: ResourceCall) -> bool:
+    """Whether the request's microversion pages the list (the resource's `paged_since`)."""
+    return rc.reached(rc.res.res.paged_since)
+
+
+def _marker_of(rc: ResourceCall, row: Doc) -> Any:
+    """What a marker names a row by: its id, or the resource's `marker` field."""
+    field = rc.res.res.marker
+    return row["id"] if field is None else _text(row.get(rc.res.key(field)))
+
+
 def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
+    if not _paged(rc):
+        return rows, False
     marker = rc.call.q("marker")
     reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
     if marker is not None:
-        ids = [r["id"] for r in rows]
+        ids = [_marker_of(rc, r) for r in rows]
         if marker not in ids:
             raise rc.res.fail("bad_marker", value=marker)
         at = ids.index(marker)
@@ -454,17 +467,17 @@ async def answer(rc: ResourceCall) -> Any:
     many = res.res.envelope_many
     style = res.conventions.pagination
     body: dict[str, Any] = {many: items}
-    last = rows[-1]["id"] if rows else None
+    last = _marker_of(rc, rows[-1]) if rows else None
     if style == "keystone":
         body["links"] = {"self": f"{rc.base}{rc.call.path}", "previous": None, "next": None}
         if more:
             body["truncated"] = True
     elif style in ("nova", "cinder", "neutron"):
-        limit = _limit(rc)
+        limit = _limit(rc) if _paged(rc) else None
         full_page = style != "neutron" and limit is not None and len(rows) == limit
         if (more or full_page) and last is not None:
             reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
-            edge = rows[0]["id"] if reverse else last
+            edge = _marker_of(rc, rows[0]) if reverse else last
             rel = "previous" if reverse else "next"
             body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, edge)}]
     elif style == "glance":

@@ -1,0 +1,185 @@
+"""Compute microversions 2.20 and later over HTTP, against the running (embedded) stack of
+test_compute_microversions.py: what each version brings to the operations this stack serves,
+asked for at both sides of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from specstack_conformance.harness import FlowRecord
+from tests.runtime.compute_mv_kit import at as _at
+from tests.runtime.test_hardening import Running
+
+
+@pytest.fixture(scope="module")
+def stack(compute_mv_stack: Running) -> Running:
+    return compute_mv_stack
+
+
+@pytest.fixture(scope="module")
+def server(compute_mv_server: FlowRecord) -> FlowRecord:
+    return compute_mv_server
+
+
+def test_a_deleted_servers_actions_from_2_21(stack: Running) -> None:
+    gone = stack.target.boot(volume=False)
+    stack.target.delete(gone.server_id)
+    path = f"/v2.1/servers/{gone.server_id}/os-instance-actions"
+    old = _at(stack, "2.20", "GET", path)
+    assert old.status_code == 404
+    assert old.json()["itemNotFound"]["message"] == f"Instance {gone.server_id} could not be found."
+    new = _at(stack, "2.21", "GET", path)
+    assert new.status_code == 200, new.text
+    actions = new.json()["instanceActions"]
+    assert sorted(a["action"] for a in actions) == ["create", "delete"]
+    assert {a["instance_uuid"] for a in actions} == {gone.server_id}
+    deleted = next(a for a in actions if a["action"] == "delete")
+    one = f"{path}/{deleted['request_id']}"
+    assert _at(stack, "2.20", "GET", one).status_code == 404
+    shown = _at(stack, "2.21", "GET", one)
+    assert shown.status_code == 200 and shown.json()["instanceAction"]["action"] == "delete"
+
+
+def test_server_tags_come_with_2_26(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    assert _at(stack, "2.25", "GET", path + "/tags").status_code == 404
+    assert "tags" not in _at(stack, "2.25", "GET", path).json()["server"]
+    assert _at(stack, "2.26", "GET", path).json()["server"]["tags"] == []
+    added = _at(stack, "2.26", "PUT", path + "/tags/web")
+    assert added.status_code == 201, added.text
+    assert added.headers["Location"].endswith(f"/v2.1/servers/{server.server_id}/tags/web")
+    assert _at(stack, "2.26", "PUT", path + "/tags/web").status_code == 204
+    assert _at(stack, "2.26", "GET", path + "/tags/web").status_code == 204
+    missing = _at(stack, "2.26", "GET", path + "/tags/db")
+    assert missing.status_code == 404
+    assert missing.json()["itemNotFound"]["message"] == (
+        f"Server {server.server_id} has no tag 'db'"
+    )
+    replaced = _at(stack, "2.26", "PUT", path + "/tags", json={"tags": ["red", "blue"]})
+    assert replaced.status_code == 200 and replaced.json() == {"tags": ["red", "blue"]}
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": ["red", "blue"]}
+    assert _at(stack, "2.26", "GET", path).json()["server"]["tags"] == ["red", "blue"]
+
+    def listed(version: str, **params: str) -> bool:
+        query = {"all_tenants": "1", **params}
+        resp = _at(stack, version, "GET", "/v2.1/servers/detail", params=query)
+        assert resp.status_code == 200, resp.text
+        return server.server_id in [s["id"] for s in resp.json()["servers"]]
+
+    assert listed("2.26", tags="red,blue") and not listed("2.26", tags="red,green")
+    assert listed("2.26", **{"tags-any": "green,blue"})
+    assert not listed("2.26", **{"tags-any": "green"})
+    assert listed("2.26", **{"not-tags": "red,green"})
+    assert not listed("2.26", **{"not-tags": "red,blue"})
+    assert not listed("2.26", **{"not-tags-any": "green,red"})
+    assert listed("2.26", **{"not-tags-any": "green"})
+    assert listed("2.25", tags="green")  # not a filter before 2.26
+    # bad tags and too many change nothing
+    bad = _at(stack, "2.26", "PUT", path + "/tags", json={"tags": ["a,b"]})
+    assert bad.status_code == 400
+    many = _at(stack, "2.26", "PUT", path + "/tags", json={"tags": [f"t{i}" for i in range(51)]})
+    assert many.status_code == 400
+    assert many.json()["badRequest"]["message"] == (
+        "The number of tags exceeded the per-server limit 50"
+    )
+    assert _at(stack, "2.26", "PUT", path + "/tags/a,b").status_code == 400
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": ["red", "blue"]}
+    # removed one by one, then all
+    assert _at(stack, "2.26", "DELETE", path + "/tags/red").status_code == 204
+    assert _at(stack, "2.26", "DELETE", path + "/tags/red").status_code == 404
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": ["blue"]}
+    assert _at(stack, "2.26", "DELETE", path + "/tags").status_code == 204
+    assert _at(stack, "2.26", "GET", path + "/tags").json() == {"tags": []}
+    assert _at(stack, "2.25", "DELETE", path + "/tags").status_code == 404
+
+
+def test_cpu_info_is_an_object_from_2_28(stack: Running) -> None:
+    old = _at(stack, "2.27", "GET", "/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    new = _at(stack, "2.28", "GET", "/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    assert old and [h["cpu_info"] for h in old] == ["{}"] * len(old)
+    assert [h["cpu_info"] for h in new] == [{}] * len(old)
+
+
+def _server_body(stack: Running, name: str, **more: object) -> dict[str, object]:
+    ids = stack.target.ids
+    assert ids is not None
+    body = {"name": name, "imageRef": ids.image_id, "flavorRef": ids.flavor_id,
+            "networks": [{"uuid": ids.network_id}]}  # fmt: skip
+    return {"server": {**body, **more}}
+
+
+def test_device_tags_at_create_from_2_32(stack: Running) -> None:
+    ids = stack.target.ids
+    assert ids is not None
+    tagged = [{"uuid": ids.network_id, "tag": "nic1"}]
+    bdm = [{"uuid": ids.image_id, "source_type": "image", "destination_type": "local",
+            "boot_index": 0, "tag": "root"}]  # fmt: skip
+    old = _at(stack, "2.31", "POST", "/v2.1/servers",
+              json=_server_body(stack, "tagged", networks=tagged))  # fmt: skip
+    assert old.status_code == 400
+    assert old.json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute networks. "
+        "Additional properties are not allowed ('tag' was unexpected)"
+    )
+    # block devices are tagged at 2.32 only (until 2.42); a tag is checked
+    no_bdm = _at(stack, "2.33", "POST", "/v2.1/servers",
+                 json=_server_body(stack, "tagged", block_device_mapping_v2=bdm))  # fmt: skip
+    assert no_bdm.status_code == 400 and "block_device_mapping_v2" in no_bdm.text
+    bad = [{"uuid": ids.network_id, "tag": "a/b"}]
+    assert _at(stack, "2.32", "POST", "/v2.1/servers",
+               json=_server_body(stack, "tagged", networks=bad)).status_code == 400  # fmt: skip
+    made = _at(stack, "2.32", "POST", "/v2.1/servers",
+               json=_server_body(stack, "tagged", networks=tagged, block_device_mapping_v2=bdm))  # fmt: skip
+    assert made.status_code == 202, made.text
+    gone = _at(stack, "2.32", "DELETE", f"/v2.1/servers/{made.json()['server']['id']}")
+    assert gone.status_code == 204
+
+
+def test_hypervisors_are_paged_from_2_33(stack: Running) -> None:
+    every = _at(stack, "2.33", "GET", "/v2.1/os-hypervisors").json()["hypervisors"]
+    assert every
+    first = str(every[0]["id"])
+    after = _at(stack, "2.33", "GET", "/v2.1/os-hypervisors", params={"marker": first})
+    assert [h["id"] for h in after.json()["hypervisors"]] == [h["id"] for h in every[1:]]
+    one = _at(stack, "2.33", "GET", "/v2.1/os-hypervisors/detail", params={"limit": "1"}).json()
+    assert [h["id"] for h in one["hypervisors"]] == [every[0]["id"]]
+    assert one["hypervisors_links"][0]["rel"] == "next"
+    assert f"marker={first}" in one["hypervisors_links"][0]["href"]
+    bad = _at(stack, "2.33", "GET", "/v2.1/os-hypervisors", params={"marker": "999999"})
+    assert bad.status_code == 400
+    assert bad.json()["badRequest"]["message"] == "marker [999999] not found"
+    # 2.32: no paging parameters (ignored)
+    old = _at(stack, "2.32", "GET", "/v2.1/os-hypervisors", params={"marker": first})
+    assert old.json() == {"hypervisors": every}
+    old = _at(stack, "2.32", "GET", "/v2.1/os-hypervisors", params={"marker": "999999"})
+    assert old.status_code == 200
+
+
+def test_key_pairs_are_paged_by_name_from_2_35(stack: Running) -> None:
+    names = ["page-a", "page-b", "page-c"]
+    for name in names:
+        made = _at(stack, "2.35", "POST", "/v2.1/os-keypairs", json={"keypair": {"name": name}})
+        assert made.status_code == 201, made.text
+    try:
+
+        def listed(version: str, **params: str) -> tuple[list[str], object]:
+            body = _at(stack, version, "GET", "/v2.1/os-keypairs", params=params).json()
+            got = [k["keypair"]["name"] for k in body["keypairs"]]
+            return [n for n in got if n.startswith("page-")], body.get("keypairs_links")
+
+        every = [k["keypair"]["name"] for k in
+                 _at(stack, "2.35", "GET", "/v2.1/os-keypairs").json()["keypairs"]]  # fmt: skip
+        assert every == sorted(every)  # by name
+        before = every[: every.index("page-a")]
+        start = {"marker": before[-1]} if before else {}
+        first, links = listed("2.35", limit="2", **start)
+        assert first == ["page-a", "page-b"]
+        assert isinstance(links, list) and "marker=page-b" in links[0]["href"]
+        assert listed("2.35", marker="page-b")[0] == ["page-c"]
+        missing = _at(stack, "2.35", "GET", "/v2.1/os-keypairs", params={"marker": "nope"})
+        assert missing.status_code == 400
+        # 2.34: every key pair, whatever the parameters
+        assert listed("2.34", marker="page-b", limit="1") == (names, None)
+    finally:
+        for name in names:
+            _at(stack, "2.35", "DELETE", f"/v2.1/os-keypairs/{name}")
