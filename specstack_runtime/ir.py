@@ -136,6 +136,7 @@ class Operation(Node):
     action: str | None = None  # list, show, create, update, patch, upsert, delete, action, query
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
     since: str | None = None  # x-specstack-since: the API microversion that brings it
+    until: str | None = None  # x-specstack-until: the last API microversion that has it
 
 
 class DeleteRule(Node):  # what deleting a row does to the rows of `resource` naming it

@@ -441,7 +441,10 @@ class ServerCreate(BaseModel):
     name: constr(min_length=1, max_length=255)
     imageRef: str | None = Field(None, description='Image id, or "" when booting from a volume.')
     flavorRef: str | int = Field(..., description="Flavor id (or its URL).")
-    networks: list[ServerNetworkRequest] | None = None
+    networks: str | list[ServerNetworkRequest] | None = Field(
+        None,
+        description="The NICs to create; from 2.37 required, and `auto` or `none` instead of a list.",
+    )
     block_device_mapping_v2: list[BlockDeviceMappingV2] | None = None
     key_name: str | None = Field(None, description="Key pair to inject.")
     availability_zone: str | None = Field(

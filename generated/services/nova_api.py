@@ -412,7 +412,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v2.1",
                         "status": "CURRENT",
-                        "version": "2.35",
+                        "version": "2.37",
                         "min_version": "2.1",
                         "updated": "2013-07-23T11:33:21Z",
                         "links": [{"rel": "self", "href": "{base}/v2.1/"}],
@@ -436,7 +436,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "version": {
                     "id": "v2.1",
                     "status": "CURRENT",
-                    "version": "2.35",
+                    "version": "2.37",
                     "min_version": "2.1",
                     "updated": "2013-07-23T11:33:21Z",
                     "links": [
@@ -1521,6 +1521,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_reader",
+        until=(2, 35),
     ),
     Route(
         "GET",

@@ -4,6 +4,8 @@ asked for at both sides of it."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from specstack_conformance.harness import FlowRecord
@@ -183,3 +185,72 @@ def test_key_pairs_are_paged_by_name_from_2_35(stack: Running) -> None:
     finally:
         for name in names:
             _at(stack, "2.35", "DELETE", f"/v2.1/os-keypairs/{name}")
+
+
+def test_proxies_and_network_limits_go_with_2_36(stack: Running) -> None:
+    assert _at(stack, "2.35", "GET", "/v2.1/os-floating-ip-pools").status_code == 200
+    gone = _at(stack, "2.36", "GET", "/v2.1/os-floating-ip-pools")
+    assert gone.status_code == 404
+    network = {"maxTotalFloatingIps", "maxSecurityGroups", "maxSecurityGroupRules",
+               "totalFloatingIpsUsed", "totalSecurityGroupsUsed"}  # fmt: skip
+    old = _at(stack, "2.35", "GET", "/v2.1/limits").json()["limits"]["absolute"]
+    new = _at(stack, "2.36", "GET", "/v2.1/limits").json()["limits"]["absolute"]
+    assert old.keys() >= network and old["maxSecurityGroups"] == -1
+    assert old.keys() - network == new.keys()
+    assert new["maxTotalInstances"] == old["maxTotalInstances"]
+    quota = {"fixed_ips", "floating_ips", "security_groups", "security_group_rules"}
+    path = f"/v2.1/os-quota-sets/{stack.project_id}"
+    for suffix in ("", "/defaults", "/detail"):
+        at35 = _at(stack, "2.35", "GET", path + suffix).json()["quota_set"]
+        at36 = _at(stack, "2.36", "GET", path + suffix).json()["quota_set"]
+        assert at35.keys() >= quota and at35.keys() - quota == at36.keys(), suffix
+    refused = _at(stack, "2.36", "PUT", path, json={"quota_set": {"floating_ips": 5}})
+    assert refused.status_code == 400
+    assert (
+        _at(stack, "2.36", "GET", path).json()["quota_set"]["instances"] == new["maxTotalInstances"]
+    )
+
+
+def test_networks_are_required_from_2_37(stack: Running) -> None:
+    no_nets = _server_body(stack, "netless")
+    del no_nets["server"]["networks"]  # type: ignore[attr-defined]
+    refused = _at(stack, "2.37", "POST", "/v2.1/servers", json=no_nets)
+    assert refused.status_code == 400
+    assert refused.json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute server. 'networks' is a required property"
+    )
+    for version, value in (("2.36", "none"), ("2.37", "some")):
+        bad = _at(stack, version, "POST", "/v2.1/servers",
+                  json=_server_body(stack, "netless", networks=value))  # fmt: skip
+        assert bad.status_code == 400, (version, value)
+    ids = stack.target.ids
+    assert ids is not None
+    dashless = [{"uuid": ids.network_id.replace("-", "")}]
+    assert _at(stack, "2.37", "POST", "/v2.1/servers",
+               json=_server_body(stack, "netless", networks=dashless)).status_code == 400  # fmt: skip
+    member, _ = stack.target.run(stack.target.token(stack.target.member))
+    # none: no NIC; auto: the one network the project may use (the member's project has
+    # one, the administrator's none: that build fails)
+    for value, token, status, nets in (
+        ("none", None, "ACTIVE", 0),
+        ("auto", member, "ACTIVE", 1),
+        ("auto", None, "ERROR", 0),
+    ):
+        made = _at(stack, "2.37", "POST", "/v2.1/servers", token=token,
+                   json=_server_body(stack, f"net-{value}", networks=value))  # fmt: skip
+        assert made.status_code == 202, made.text
+        sid = made.json()["server"]["id"]
+        try:
+            for _ in range(100):
+                shown = _at(stack, "2.37", "GET", f"/v2.1/servers/{sid}").json()["server"]
+                if shown["status"] in ("ACTIVE", "ERROR"):
+                    break
+                time.sleep(0.1)
+            assert shown["status"] == status, shown
+            assert len(shown["addresses"]) == nets, shown["addresses"]
+            if status == "ERROR":
+                assert shown["fault"]["message"] == (
+                    "No network is available to allocate automatically."
+                )
+        finally:
+            assert _at(stack, "2.37", "DELETE", f"/v2.1/servers/{sid}").status_code == 204
