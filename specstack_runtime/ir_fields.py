@@ -112,6 +112,8 @@ class ResourceFilter(Node):
     requires: str | None = None  # a policy rule: others get 403 for using the filter
     open_since: str | None = None  # the microversion from which `visible` no longer limits it
     since: str | None = None  # the microversion that brings it (older: the parameter is ignored)
+    values_since: str | None = None  # the microversion from which `values` is checked
+    invalid: str | None = None  # the 400 message for a value `values` lacks
     default: str | None = None  # the parameter's value when the request gives none
 
 

@@ -1361,6 +1361,7 @@ class TenantUsageList(BaseModel):
         populate_by_name=True,
     )
     tenant_usages: list[TenantUsage]
+    tenant_usages_links: list[Link] | None = Field(None, description="The next page (from 2.40).")
 
 
 class TenantUsageOne(BaseModel):
@@ -1368,6 +1369,7 @@ class TenantUsageOne(BaseModel):
         populate_by_name=True,
     )
     tenant_usage: TenantUsage | dict[str, Any]
+    tenant_usage_links: list[Link] | None = Field(None, description="The next page (from 2.40).")
 
 
 class ComputeService(BaseModel):

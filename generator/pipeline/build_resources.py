@@ -341,6 +341,8 @@ def _resource(
                 requires=spec.get("requires"),
                 open_since=spec.get("open_since"),
                 since=spec.get("since"),
+                values_since=spec.get("values_since"),
+                invalid=spec.get("invalid"),
                 default=spec.get("default"),
                 values=tuple(spec["values"]) if "values" in spec else None,
                 keys={

@@ -20,6 +20,7 @@ import re2
 from specstack_runtime import ir
 from specstack_runtime.microversions import parse
 from specstack_runtime.resources import access, joins, seeds
+from specstack_runtime.resources.compiled import error
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 from specstack_runtime.store import BATCH_ROWS
@@ -268,11 +269,15 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
-        if f.values is not None and any(v not in f.values for v in values):
-            wrong = next(v for v in values if v not in f.values)
-            raise res.fail(
-                "bad_filter", field=param, value=wrong, reason="expected " + ", ".join(f.values)
-            )
+        if f.values is not None and rc.reached(f.values_since):
+            fold = str.upper if f.op == "ieq" else str
+            wrong = next((v for v in values if fold(v) not in f.values), None)
+            if wrong is not None and f.invalid:
+                raise error(400, f.invalid.format(field=param, value=wrong), "BadRequest")
+            if wrong is not None:
+                raise res.fail(
+                    "bad_filter", field=param, value=wrong, reason="expected " + ", ".join(f.values)
+                )
         pushed = f.op == "eq" and res.key(f.field) in res.indexes and len(values) == 1
         pred = None if pushed else _predicate(rc, f, values)  # checks the value for everyone
         if f.requires and not rc.allows(f.requires):

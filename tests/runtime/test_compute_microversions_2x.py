@@ -5,7 +5,9 @@ asked for at both sides of it."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import httpx
 import pytest
 
 from specstack_conformance.harness import FlowRecord
@@ -254,3 +256,63 @@ def test_networks_are_required_from_2_37(stack: Running) -> None:
                 )
         finally:
             assert _at(stack, "2.37", "DELETE", f"/v2.1/servers/{sid}").status_code == 204
+
+
+def test_an_unknown_status_filter_is_refused_from_2_38(stack: Running, server: FlowRecord) -> None:
+    def listed(version: str, status: str) -> httpx.Response:
+        query = {"all_tenants": "1", "status": status}
+        return _at(stack, version, "GET", "/v2.1/servers", params=query)
+
+    assert listed("2.37", "bogus").json() == {"servers": []}
+    refused = listed("2.38", "bogus")
+    assert refused.status_code == 400
+    assert refused.json()["badRequest"]["message"] == "Invalid status value"
+    for status in ("ACTIVE", "active"):
+        found = listed("2.38", status)
+        assert server.server_id in [s["id"] for s in found.json()["servers"]], status
+    assert listed("2.38", "SHELVED").json() == {"servers": []}
+
+
+def test_max_image_meta_leaves_the_limits_with_2_39(stack: Running) -> None:
+    old = _at(stack, "2.38", "GET", "/v2.1/limits").json()["limits"]["absolute"]
+    new = _at(stack, "2.39", "GET", "/v2.1/limits").json()["limits"]["absolute"]
+    assert old["maxImageMeta"] == 128 and old.keys() - {"maxImageMeta"} == new.keys()
+
+
+def test_usage_is_paged_from_2_40(stack: Running, server: FlowRecord) -> None:
+    def usage(version: str, **params: str) -> dict[str, Any]:
+        query = {"start": "2000-01-01T00:00:00", "end": "2100-01-01T00:00:00", "detailed": "1"}
+        query.update(params)
+        resp = _at(stack, version, "GET", "/v2.1/os-simple-tenant-usage", params=query)
+        assert resp.status_code == 200, resp.text
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def ids(body: dict[str, Any]) -> list[str]:
+        return [u["instance_id"] for t in body["tenant_usages"] for u in t["server_usages"]]
+
+    other = stack.target.boot(volume=False)  # two servers at least
+    full = usage("2.39", limit="1")  # no paging before 2.40
+    every = ids(full)
+    (tenant,) = {t["tenant_id"] for t in full["tenant_usages"]
+                 if server.server_id in [u["instance_id"] for u in t["server_usages"]]}  # fmt: skip
+    assert {server.server_id, other.server_id} <= set(every)
+    seen: list[str] = []
+    page = usage("2.40", limit="1")
+    for _ in range(len(every)):
+        assert len(ids(page)) == 1
+        seen += ids(page)
+        links = page.get("tenant_usages_links")
+        if not links:
+            break
+        marker = links[0]["href"].split("marker=")[1].split("&")[0]
+        assert marker == seen[-1]
+        page = usage("2.40", limit="1", marker=marker)
+    assert sorted(seen) == sorted(every) and len(set(seen)) == len(seen)
+    # one project's, paged the same way
+    one = _at(stack, "2.40", "GET", f"/v2.1/os-simple-tenant-usage/{tenant}",
+              params={"start": "2000-01-01T00:00:00", "end": "2100-01-01T00:00:00",
+                      "limit": "1"}).json()  # fmt: skip
+    assert len(one["tenant_usage"]["server_usages"]) == 1
+    assert "marker=" in one["tenant_usage_links"][0]["href"]
+    stack.target.delete(other.server_id)
