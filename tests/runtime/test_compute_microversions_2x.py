@@ -316,3 +316,47 @@ def test_usage_is_paged_from_2_40(stack: Running, server: FlowRecord) -> None:
     assert len(one["tenant_usage"]["server_usages"]) == 1
     assert "marker=" in one["tenant_usage_links"][0]["href"]
     stack.target.delete(other.server_id)
+
+
+def test_device_tags_come_back_with_2_42(stack: Running) -> None:
+    ids = stack.target.ids
+    assert ids is not None
+    tagged = [{"uuid": ids.network_id, "tag": "nic1"}]
+    for version in ("2.37", "2.41"):
+        old = _at(stack, version, "POST", "/v2.1/servers",
+                  json=_server_body(stack, "tagged", networks=tagged))  # fmt: skip
+        assert old.status_code == 400 and "'tag' was unexpected" in old.text, version
+    bdm = [{"uuid": ids.image_id, "source_type": "image", "destination_type": "local",
+            "boot_index": 0, "tag": "root"}]  # fmt: skip
+    made = _at(stack, "2.42", "POST", "/v2.1/servers",
+               json=_server_body(stack, "tagged", networks=tagged, block_device_mapping_v2=bdm))  # fmt: skip
+    assert made.status_code == 202, made.text
+    assert (
+        _at(stack, "2.42", "DELETE", f"/v2.1/servers/{made.json()['server']['id']}").status_code
+        == 204
+    )
+
+
+def _idle(stack: Running, server_id: str) -> None:
+    for _ in range(200):
+        shown = _at(stack, "2.45", "GET", f"/v2.1/servers/{server_id}").json()["server"]
+        if shown["OS-EXT-STS:task_state"] is None:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"server {server_id} stays in task state {shown['OS-EXT-STS:task_state']}")
+
+
+def test_create_image_answers_the_image_id_from_2_45(stack: Running, server: FlowRecord) -> None:
+    action = f"/v2.1/servers/{server.server_id}/action"
+    old = _at(stack, "2.44", "POST", action, json={"createImage": {"name": "snap-244"}})
+    assert old.status_code == 202 and old.content == b""
+    old_id = old.headers["Location"].rsplit("/images/", 1)[1]
+    _idle(stack, server.server_id)
+    new = _at(stack, "2.45", "POST", action, json={"createImage": {"name": "snap-245"}})
+    assert new.status_code == 202 and "Location" not in new.headers
+    new_id = new.json()["image_id"]
+    _idle(stack, server.server_id)
+    for image_id, name in ((old_id, "snap-244"), (new_id, "snap-245")):
+        image = stack.http("image", "GET", f"/v2/images/{image_id}")
+        assert image.status_code == 200 and image.json()["name"] == name
+        assert stack.http("image", "DELETE", f"/v2/images/{image_id}").status_code == 204
