@@ -564,6 +564,19 @@ class ServerFlavorRef(BaseModel):
     links: list[Link]
 
 
+class ServerFlavor(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    original_name: str
+    vcpus: int
+    ram: int
+    disk: int
+    ephemeral: int
+    swap: int
+    extra_specs: dict[str, str] | None = None
+
+
 class ServerImageRef(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -617,7 +630,9 @@ class Server(BaseModel):
     image: ServerImageRef | Literal[""] = Field(
         ..., description='The image, or "" when booted from a volume.'
     )
-    flavor: ServerFlavorRef
+    flavor: ServerFlavorRef | ServerFlavor = Field(
+        ..., description="The flavor's id and link; from 2.47 what the server has of it."
+    )
     addresses: dict[str, list[ServerAddress]] = Field(
         ..., description="Addresses keyed by network name."
     )
@@ -751,7 +766,9 @@ class UpdatedServer(BaseModel):
     updated: AwareDatetime
     hostId: str
     image: ServerImageRef | Literal[""]
-    flavor: ServerFlavorRef
+    flavor: ServerFlavorRef | ServerFlavor = Field(
+        ..., description="The flavor's id and link; from 2.47 what the server has of it."
+    )
     addresses: dict[str, list[UpdatedServerAddress]]
     metadata: dict[str, str]
     links: list[Link]

@@ -360,3 +360,22 @@ def test_create_image_answers_the_image_id_from_2_45(stack: Running, server: Flo
         image = stack.http("image", "GET", f"/v2/images/{image_id}")
         assert image.status_code == 200 and image.json()["name"] == name
         assert stack.http("image", "DELETE", f"/v2/images/{image_id}").status_code == 204
+
+
+def test_a_servers_flavor_is_embedded_from_2_47(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    old = _at(stack, "2.46", "GET", path).json()["server"]["flavor"]
+    assert old.keys() == {"id", "links"}
+    flavor = _at(stack, "2.46", "GET", f"/v2.1/flavors/{old['id']}").json()["flavor"]
+    new = _at(stack, "2.47", "GET", path).json()["server"]["flavor"]
+    assert new == {
+        "original_name": flavor["name"],
+        "vcpus": flavor["vcpus"],
+        "ram": flavor["ram"],
+        "disk": flavor["disk"],
+        "ephemeral": flavor["OS-FLV-EXT-DATA:ephemeral"],
+        "swap": flavor["swap"] or 0,
+        "extra_specs": {},
+    }
+    detail = _at(stack, "2.47", "GET", "/v2.1/servers/detail", params={"all_tenants": "1"})
+    assert {s["id"]: s["flavor"] for s in detail.json()["servers"]}[server.server_id] == new
