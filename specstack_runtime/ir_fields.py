@@ -43,6 +43,7 @@ class ResourceField(Node):
     computed: str | None = None  # CEL, rendered, never stored
     hidden: bool = False
     visible: str | None = None  # a policy rule
+    open_since: str | None = None  # the microversion from which `visible` no longer limits it
     since: str | None = None  # the API microversion that brings it (shown and accepted)
     until: str | None = None  # the last API microversion that has it (newer ones neither)
     hash: str | None = None

@@ -177,8 +177,12 @@ class ServerExternalEvent(BaseModel):
         populate_by_name=True,
     )
     name: Literal[
-        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted"
-    ]
+        "network-changed",
+        "network-vif-plugged",
+        "network-vif-unplugged",
+        "network-vif-deleted",
+        "volume-extended",
+    ] = Field(..., description="The event (volume-extended from 2.51).")
     server_uuid: UUID
     status: Literal["failed", "completed", "in-progress"] | None = None
     tag: constr(max_length=255) | None = None
@@ -466,6 +470,7 @@ class ServerCreate(BaseModel):
     description: constr(max_length=255) | None = Field(
         None, description="The server's description (from 2.19)."
     )
+    tags: list[str] | None = Field(None, description="The server's tags (from 2.52; 50 at most).")
 
 
 class SchedulerHints(BaseModel):
@@ -1024,6 +1029,9 @@ class VolumeAttachmentCreate(BaseModel):
     )
     volumeId: str = Field(..., description="The volume to attach.")
     device: str | None = Field(None, description="Requested device name; null lets nova choose.")
+    tag: str | None = Field(
+        None, description='A device tag (from 2.49; 60 characters at most, without "/" or ",").'
+    )
 
 
 class VolumeAttachmentCreateRequest(BaseModel):

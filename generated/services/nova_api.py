@@ -412,7 +412,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v2.1",
                         "status": "CURRENT",
-                        "version": "2.47",
+                        "version": "2.52",
                         "min_version": "2.1",
                         "updated": "2013-07-23T11:33:21Z",
                         "links": [{"rel": "self", "href": "{base}/v2.1/"}],
@@ -436,7 +436,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "version": {
                     "id": "v2.1",
                     "status": "CURRENT",
-                    "version": "2.47",
+                    "version": "2.52",
                     "min_version": "2.1",
                     "updated": "2013-07-23T11:33:21Z",
                     "links": [

@@ -257,6 +257,7 @@ def _field(
         computed=extra.get("computed"),
         hidden=bool(extra.get("hidden", False) or prop.get("writeOnly", False)),
         visible=extra.get("visible"),
+        open_since=extra.get("open_since"),
         since=extra.get("since"),
         until=extra.get("until"),
         hash=extra.get("hash"),

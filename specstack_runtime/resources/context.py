@@ -78,6 +78,14 @@ class ResourceCall:
         auth = self.optional_auth
         if not guarded or auth is None:
             return {name for name, _ in guarded}
+        fields = self.res.fields
+        guarded = tuple(  # a field's `open_since` reached: every caller sees it
+            (name, rule)
+            for name, rule in guarded
+            if not (
+                (f := fields.get(name)) is not None and f.open_since and self.reached(f.open_since)
+            )
+        )
         target = self.policy.target_of(auth, doc)
         return {
             name

@@ -379,3 +379,74 @@ def test_a_servers_flavor_is_embedded_from_2_47(stack: Running, server: FlowReco
     }
     detail = _at(stack, "2.47", "GET", "/v2.1/servers/detail", params={"all_tenants": "1"})
     assert {s["id"]: s["flavor"] for s in detail.json()["servers"]}[server.server_id] == new
+
+
+def test_a_volume_attachment_tag_from_2_49(stack: Running, server: FlowRecord) -> None:
+    """Refused before 2.49 and checked from it, before anything is attached."""
+    path = f"/v2.1/servers/{server.server_id}/os-volume_attachments"
+    nothing = "00000000-0000-4000-8000-000000000000"
+    old = _at(stack, "2.48", "POST", path,
+              json={"volumeAttachment": {"volumeId": nothing, "tag": "data"}})  # fmt: skip
+    assert old.status_code == 400
+    assert old.json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute volumeAttachment. "
+        "Additional properties are not allowed ('tag' was unexpected)"
+    )
+    bad = _at(stack, "2.49", "POST", path,
+              json={"volumeAttachment": {"volumeId": nothing, "tag": "a/b"}})  # fmt: skip
+    assert bad.status_code == 400 and "tag" in bad.json()["badRequest"]["message"]
+    # a good tag gets as far as the volume (there is none)
+    missing = _at(stack, "2.49", "POST", path,
+                  json={"volumeAttachment": {"volumeId": nothing, "tag": "data"}})  # fmt: skip
+    assert missing.status_code == 404, missing.text
+
+
+def test_volume_extended_and_events_for_everyone_from_2_51(
+    stack: Running, server: FlowRecord
+) -> None:
+    event = {"events": [{"name": "volume-extended", "server_uuid": server.server_id,
+                         "tag": "00000000-0000-4000-8000-000000000000"}]}  # fmt: skip
+    old = _at(stack, "2.50", "POST", "/v2.1/os-server-external-events", json=event)
+    assert old.status_code == 400 and "volume-extended" in old.text
+    new = _at(stack, "2.51", "POST", "/v2.1/os-server-external-events", json=event)
+    assert new.status_code == 200, new.text
+    assert [(e["name"], e["code"]) for e in new.json()["events"]] == [("volume-extended", 200)]
+    # the member sees the create's events from 2.51 only; the administrator always
+    actions = f"/v2.1/servers/{server.server_id}/os-instance-actions"
+    listed = _at(stack, "2.51", "GET", actions).json()["instanceActions"]
+    path = actions + "/" + next(a["request_id"] for a in listed if a["action"] == "create")
+    member, _ = stack.target.run(stack.target.token(stack.target.member))
+    admin50 = _at(stack, "2.50", "GET", path).json()["instanceAction"]
+    assert admin50["events"] and "traceback" in admin50["events"][0]
+    mine50 = _at(stack, "2.50", "GET", path, token=member)
+    assert mine50.status_code == 200 and "events" not in mine50.json()["instanceAction"]
+    mine51 = _at(stack, "2.51", "GET", path, token=member).json()["instanceAction"]
+    assert [e["event"] for e in mine51["events"]] == [e["event"] for e in admin50["events"]]
+    assert all("traceback" not in e for e in mine51["events"])
+
+
+def test_tags_at_create_from_2_52(stack: Running) -> None:
+    old = _at(stack, "2.51", "POST", "/v2.1/servers",
+              json=_server_body(stack, "tagged-at-create", tags=["web"]))  # fmt: skip
+    assert old.status_code == 400
+    assert old.json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute server. "
+        "Additional properties are not allowed ('tags' was unexpected)"
+    )
+    too_many = [f"t{i}" for i in range(51)]
+    for bad in (too_many, ["a,b"], "web"):
+        refused = _at(stack, "2.52", "POST", "/v2.1/servers",
+                      json=_server_body(stack, "tagged-at-create", tags=bad))  # fmt: skip
+        assert refused.status_code == 400, bad
+    made = _at(stack, "2.52", "POST", "/v2.1/servers",
+               json=_server_body(stack, "tagged-at-create", tags=["web", "db"]))  # fmt: skip
+    assert made.status_code == 202, made.text
+    sid = made.json()["server"]["id"]
+    try:
+        assert _at(stack, "2.52", "GET", f"/v2.1/servers/{sid}/tags").json() == {
+            "tags": ["web", "db"]
+        }
+        found = _at(stack, "2.52", "GET", "/v2.1/servers", params={"tags": "web,db"})
+        assert sid in [s["id"] for s in found.json()["servers"]]
+    finally:
+        assert _at(stack, "2.52", "DELETE", f"/v2.1/servers/{sid}").status_code == 204
