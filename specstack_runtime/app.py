@@ -61,6 +61,7 @@ class Route:
     policy: str | None = None  # the spec's rule (oslo.policy language); None: any valid token
     policy_target: Mapping[str, str] = field(default_factory=dict)  # path param -> template
     since: tuple[int, int] | None = None  # the API microversion that brings the operation
+    until: tuple[int, int] | None = None  # the last API microversion that has it
 
 
 def _route_path(route: Route) -> str:
@@ -200,7 +201,10 @@ class ApiApp:
                     await flow.authenticate()
                 if self.versions is not None:
                     call.microversion = self.versions.negotiate(call.headers)
-                if route.since and call.microversion and call.microversion < route.since:
+                if call.microversion and (
+                    (route.since and call.microversion < route.since)
+                    or (route.until and call.microversion > route.until)
+                ):
                     raise NotFound("The resource could not be found.")
             call.raw_body = await read_body(request, self._body_limit(route))
             flow.prepare = lambda: self._parse_body(route, call)

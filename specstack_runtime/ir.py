@@ -137,6 +137,7 @@ class Operation(Node):
     action: str | None = None  # list, show, create, update, patch, upsert, delete, action, query
     success: tuple[int, ...] = ()  # the 2xx statuses the operation declares, in order
     since: str | None = None  # x-specstack-since: the API microversion that brings it
+    until: str | None = None  # x-specstack-until: the last API microversion that has it
 
 
 class DeleteRule(Node):  # what deleting a row does to the rows of `resource` naming it
@@ -277,6 +278,8 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
     list_count: ListCount | None = None  # a list's body also counts every matching row
+    paged_since: str | None = None  # the API microversion that brings limit and marker
+    marker: str | None = None  # the field a marker names (default: the row's id)
     states: StateMachine | None
     hooks: dict[str, str]
     effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook

@@ -43,6 +43,7 @@ class ResourceField(Node):
     computed: str | None = None  # CEL, rendered, never stored
     hidden: bool = False
     visible: str | None = None  # a policy rule
+    open_since: str | None = None  # the microversion from which `visible` no longer limits it
     since: str | None = None  # the API microversion that brings it (shown and accepted)
     until: str | None = None  # the last API microversion that has it (newer ones neither)
     hash: str | None = None
@@ -104,13 +105,17 @@ class ResourceFilter(Node):
         "subset",
         "like",
         "items",
+        "not_all",
+        "not_any",
     ]
     keys: dict[str, tuple[str, str]] = {}  # op items: KEY -> (item field, eq|contains|prefix)
     visible: str | None = None  # a policy rule: the filter applies only to callers it allows
     values: tuple[str, ...] | None = None  # the values the parameter accepts (400 otherwise)
     requires: str | None = None  # a policy rule: others get 403 for using the filter
     open_since: str | None = None  # the microversion from which `visible` no longer limits it
-    since: str | None = None  # the microversion that brings it (older requests: ignored)
+    since: str | None = None  # the microversion that brings it (older: the parameter is ignored)
+    values_since: str | None = None  # the microversion from which `values` is checked
+    invalid: str | None = None  # the 400 message for a value `values` lacks
     default: str | None = None  # the parameter's value when the request gives none
 
 

@@ -11,7 +11,8 @@ from specstack_runtime.ir_node import ErrorText, Node
 class QueryRequire(Node):
     resource: str
     id: str  # CEL
-    deleted: bool = False  # a soft-deleted row counts (nova's actions of a deleted server)
+    # a soft-deleted row counts (nova's actions of a deleted server); a version: from it on
+    deleted: bool | str = False
 
 
 class QueryParam(Node):

@@ -565,6 +565,144 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, None, 204)
 
+    async def list_server_tags(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerTags]:
+        """GET /v2.1/servers/{server_id}/tags: List a server's tags"""
+        response = await self._call(
+            "listServerTags",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerTags, 200)
+
+    async def replace_server_tags(
+        self,
+        server_id: str,
+        *,
+        body: models.ServerTags | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.ServerTags]:
+        """PUT /v2.1/servers/{server_id}/tags: Replace a server's tags"""
+        response = await self._call(
+            "replaceServerTags",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.ServerTags, 200)
+
+    async def delete_server_tags(
+        self,
+        server_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.1/servers/{server_id}/tags: Remove all of a server's tags"""
+        response = await self._call(
+            "deleteServerTags",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def check_server_tag(
+        self,
+        server_id: str,
+        tag: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """GET /v2.1/servers/{server_id}/tags/{tag}: Check a server's tag"""
+        response = await self._call(
+            "checkServerTag",
+            {
+                "server_id": server_id,
+                "tag": tag,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def add_server_tag(
+        self,
+        server_id: str,
+        tag: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """PUT /v2.1/servers/{server_id}/tags/{tag}: Add a tag to a server"""
+        response = await self._call(
+            "addServerTag",
+            {
+                "server_id": server_id,
+                "tag": tag,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 201)
+
+    async def delete_server_tag(
+        self,
+        server_id: str,
+        tag: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.1/servers/{server_id}/tags/{tag}: Remove a tag from a server"""
+        response = await self._call(
+            "deleteServerTag",
+            {
+                "server_id": server_id,
+                "tag": tag,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
     async def create_server_external_events(
         self,
         *,

@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-53 operations need a token: without one, with a bogus one, an expired one
+59 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 11 need a role the demo user lacks (403);
-3 refuse a path naming another project (403); 7 hide
+3 refuse a path naming another project (403); 8 hide
 another project's resource (404).
 """
 
@@ -40,6 +40,12 @@ PROTECTED = (
     "showServerMetadataItem",
     "updateServerMetadataItem",
     "deleteServerMetadataItem",
+    "listServerTags",
+    "replaceServerTags",
+    "deleteServerTags",
+    "checkServerTag",
+    "addServerTag",
+    "deleteServerTag",
     "createServerExternalEvents",
     "listFloatingIpPools",
     "listFlavors",
@@ -97,6 +103,7 @@ OTHER_PROJECTS_RESOURCE = (
     ("listServerInterfaces", "server_id"),
     ("listServerSecurityGroups", "server_id"),
     ("listServerMetadata", "server_id"),
+    ("listServerTags", "server_id"),
 )
 
 

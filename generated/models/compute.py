@@ -32,6 +32,20 @@ class ServerMetadataItem(BaseModel):
     meta: MetadataItems
 
 
+class ServerTag(RootModel[constr(pattern=r"^[^,/]*$", min_length=1, max_length=60)]):
+    root: constr(pattern=r"^[^,/]*$", min_length=1, max_length=60) = Field(
+        ..., description="A tag (60 characters at most, without '/' or ',')."
+    )
+
+
+class ServerTags(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    tags: list[ServerTag]
+
+
 class QuotaSet(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -163,8 +177,12 @@ class ServerExternalEvent(BaseModel):
         populate_by_name=True,
     )
     name: Literal[
-        "network-changed", "network-vif-plugged", "network-vif-unplugged", "network-vif-deleted"
-    ]
+        "network-changed",
+        "network-vif-plugged",
+        "network-vif-unplugged",
+        "network-vif-deleted",
+        "volume-extended",
+    ] = Field(..., description="The event (volume-extended from 2.51).")
     server_uuid: UUID
     status: Literal["failed", "completed", "in-progress"] | None = None
     tag: constr(max_length=255) | None = None
@@ -367,6 +385,9 @@ class ServerNetworkRequest(BaseModel):
     uuid: str | None = Field(None, description="Network id.")
     port: str | None = Field(None, description="Existing port id.")
     fixed_ip: str | None = Field(None, description="Fixed IPv4 or IPv6 address to request.")
+    tag: constr(pattern=r"^[^,/]*$", min_length=1, max_length=60) | None = Field(
+        None, description="A device tag (2.32 to 2.36, and from 2.42)."
+    )
 
 
 class BlockDeviceMappingV2(BaseModel):
@@ -397,6 +418,9 @@ class BlockDeviceMappingV2(BaseModel):
     volume_id: str | None = None
     snapshot_id: str | None = None
     image_id: str | None = None
+    tag: constr(pattern=r"^[^,/]*$", min_length=1, max_length=60) | None = Field(
+        None, description="A device tag (2.32, and from 2.42)."
+    )
 
 
 class SecurityGroupName(BaseModel):
@@ -421,7 +445,10 @@ class ServerCreate(BaseModel):
     name: constr(min_length=1, max_length=255)
     imageRef: str | None = Field(None, description='Image id, or "" when booting from a volume.')
     flavorRef: str | int = Field(..., description="Flavor id (or its URL).")
-    networks: list[ServerNetworkRequest] | None = None
+    networks: str | list[ServerNetworkRequest] | None = Field(
+        None,
+        description="The NICs to create; from 2.37 required, and `auto` or `none` instead of a list.",
+    )
     block_device_mapping_v2: list[BlockDeviceMappingV2] | None = None
     key_name: str | None = Field(None, description="Key pair to inject.")
     availability_zone: str | None = Field(
@@ -447,6 +474,7 @@ class ServerCreate(BaseModel):
     description: constr(max_length=255) | None = Field(
         None, description="The server's description (from 2.19)."
     )
+    tags: list[str] | None = Field(None, description="The server's tags (from 2.52; 50 at most).")
 
 
 class SchedulerHints(BaseModel):
@@ -548,6 +576,19 @@ class ServerFlavorRef(BaseModel):
     links: list[Link]
 
 
+class ServerFlavor(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    original_name: str
+    vcpus: int
+    ram: int
+    disk: int
+    ephemeral: int
+    swap: int
+    extra_specs: dict[str, str] | None = None
+
+
 class ServerImageRef(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -601,7 +642,9 @@ class Server(BaseModel):
     image: ServerImageRef | Literal[""] = Field(
         ..., description='The image, or "" when booted from a volume.'
     )
-    flavor: ServerFlavorRef
+    flavor: ServerFlavorRef | ServerFlavor = Field(
+        ..., description="The flavor's id and link; from 2.47 what the server has of it."
+    )
     addresses: dict[str, list[ServerAddress]] = Field(
         ..., description="Addresses keyed by network name."
     )
@@ -677,6 +720,7 @@ class Server(BaseModel):
     )
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
     description: str | None = Field(None, description="The server's description (from 2.19).")
+    tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
     host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
         None,
         description='Its host\'s compute service: UP, DOWN (forced down), MAINTENANCE (disabled), UNKNOWN (not heard from), "" without a host (administrators; from 2.16).',
@@ -734,7 +778,9 @@ class UpdatedServer(BaseModel):
     updated: AwareDatetime
     hostId: str
     image: ServerImageRef | Literal[""]
-    flavor: ServerFlavorRef
+    flavor: ServerFlavorRef | ServerFlavor = Field(
+        ..., description="The flavor's id and link; from 2.47 what the server has of it."
+    )
     addresses: dict[str, list[UpdatedServerAddress]]
     metadata: dict[str, str]
     links: list[Link]
@@ -745,6 +791,7 @@ class UpdatedServer(BaseModel):
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
     description: str | None = Field(None, description="The server's description (from 2.19).")
+    tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
 
 
 class ServerUpdateResponse(BaseModel):
@@ -1050,6 +1097,9 @@ class VolumeAttachmentCreate(BaseModel):
     )
     volumeId: str = Field(..., description="The volume to attach.")
     device: str | None = Field(None, description="Requested device name; null lets nova choose.")
+    tag: str | None = Field(
+        None, description='A device tag (from 2.49; 60 characters at most, without "/" or ",").'
+    )
 
 
 class VolumeAttachmentCreateRequest(BaseModel):
@@ -1329,7 +1379,9 @@ class HypervisorDetail(BaseModel):
     current_workload: int
     running_vms: int
     host_ip: str
-    cpu_info: str = Field(..., description='The CPU model as a JSON string ("{}" here).')
+    cpu_info: str | dict[str, Any] = Field(
+        ..., description='The CPU model: a JSON string ("{}" here) before 2.28, an object from it.'
+    )
     service: Service
 
 
@@ -1402,6 +1454,7 @@ class TenantUsageList(BaseModel):
         populate_by_name=True,
     )
     tenant_usages: list[TenantUsage]
+    tenant_usages_links: list[Link] | None = Field(None, description="The next page (from 2.40).")
 
 
 class TenantUsageOne(BaseModel):
@@ -1409,6 +1462,7 @@ class TenantUsageOne(BaseModel):
         populate_by_name=True,
     )
     tenant_usage: TenantUsage | dict[str, Any]
+    tenant_usage_links: list[Link] | None = Field(None, description="The next page (from 2.40).")
 
 
 class ComputeService(BaseModel):

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (55 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (61 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -214,6 +214,36 @@ async def delete_server_metadata_item(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def list_server_tags(flow: Flow) -> None:
+    """operation listServerTags: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def replace_server_tags(flow: Flow) -> None:
+    """operation replaceServerTags: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_server_tags(flow: Flow) -> None:
+    """operation deleteServerTags: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def check_server_tag(flow: Flow) -> None:
+    """operation checkServerTag: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def add_server_tag(flow: Flow) -> None:
+    """operation addServerTag: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_server_tag(flow: Flow) -> None:
+    """operation deleteServerTag: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
 async def create_server_external_events(flow: Flow) -> None:
     """operation createServerExternalEvents: behaviour compute.server_external_events."""
     await flow.trigger(None)
@@ -389,7 +419,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v2.1",
                         "status": "CURRENT",
-                        "version": "2.19",
+                        "version": "2.52",
                         "min_version": "2.1",
                         "updated": "2013-07-23T11:33:21Z",
                         "links": [{"rel": "self", "href": "{base}/v2.1/"}],
@@ -413,7 +443,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "version": {
                     "id": "v2.1",
                     "status": "CURRENT",
-                    "version": "2.19",
+                    "version": "2.52",
                     "min_version": "2.1",
                     "updated": "2013-07-23T11:33:21Z",
                     "links": [
@@ -719,6 +749,78 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"resource": "server_metadata"},
+    ),
+    "listServerTags": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listServerTags",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_server_tags,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_tags", "action": "show"},
+    ),
+    "replaceServerTags": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="replaceServerTags",
+        behaviour="resource.serve",
+        on_error=None,
+        run=replace_server_tags,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_tags", "action": "update"},
+    ),
+    "deleteServerTags": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteServerTags",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_server_tags,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_tags", "action": "clear_items", "field": "tags"},
+    ),
+    "checkServerTag": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="checkServerTag",
+        behaviour="resource.serve",
+        on_error=None,
+        run=check_server_tag,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_tags", "action": "has_item", "field": "tags", "item": "tag"},
+    ),
+    "addServerTag": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="addServerTag",
+        behaviour="resource.serve",
+        on_error=None,
+        run=add_server_tag,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_tags", "action": "add_item", "field": "tags", "item": "tag"},
+    ),
+    "deleteServerTag": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteServerTag",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_server_tag,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "server_tags", "action": "remove_item", "field": "tags", "item": "tag"},
     ),
     "createServerExternalEvents": HandlerSpec(
         component=COMPONENT,
@@ -1358,6 +1460,78 @@ ROUTES: tuple[Route, ...] = (
         policy="rule:admin_or_member",
     ),
     Route(
+        "GET",
+        "/v2.1/servers/{server_id}/tags",
+        "listServerTags",
+        HANDLERS["listServerTags"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+        since=(2, 26),
+    ),
+    Route(
+        "PUT",
+        "/v2.1/servers/{server_id}/tags",
+        "replaceServerTags",
+        HANDLERS["replaceServerTags"],
+        request_model=models.ServerTags,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+        since=(2, 26),
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/servers/{server_id}/tags",
+        "deleteServerTags",
+        HANDLERS["deleteServerTags"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+        since=(2, 26),
+    ),
+    Route(
+        "GET",
+        "/v2.1/servers/{server_id}/tags/{tag}",
+        "checkServerTag",
+        HANDLERS["checkServerTag"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+        since=(2, 26),
+    ),
+    Route(
+        "PUT",
+        "/v2.1/servers/{server_id}/tags/{tag}",
+        "addServerTag",
+        HANDLERS["addServerTag"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+        since=(2, 26),
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/servers/{server_id}/tags/{tag}",
+        "deleteServerTag",
+        HANDLERS["deleteServerTag"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+        since=(2, 26),
+    ),
+    Route(
         "POST",
         "/v2.1/os-server-external-events",
         "createServerExternalEvents",
@@ -1378,6 +1552,7 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_reader",
+        until=(2, 35),
     ),
     Route(
         "GET",

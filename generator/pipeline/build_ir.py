@@ -227,6 +227,7 @@ def _api(
                     on_error=op.get("x-specstack-on-error"),
                     policy=op.get("x-specstack-policy"),
                     since=op.get("x-specstack-since"),
+                    until=op.get("x-specstack-until"),
                     resource=bound.resource if bound else None,
                     action=bound.action if bound else None,
                     success=tuple(

@@ -257,6 +257,7 @@ def _field(
         computed=extra.get("computed"),
         hidden=bool(extra.get("hidden", False) or prop.get("writeOnly", False)),
         visible=extra.get("visible"),
+        open_since=extra.get("open_since"),
         since=extra.get("since"),
         until=extra.get("until"),
         hash=extra.get("hash"),
@@ -341,6 +342,8 @@ def _resource(
                 requires=spec.get("requires"),
                 open_since=spec.get("open_since"),
                 since=spec.get("since"),
+                values_since=spec.get("values_since"),
+                invalid=spec.get("invalid"),
                 default=spec.get("default"),
                 values=tuple(spec["values"]) if "values" in spec else None,
                 keys={
@@ -438,6 +441,8 @@ def _resource(
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
         list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,
+        paged_since=listing.get("paged_since"),
+        marker=listing.get("marker"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
         handoff=(

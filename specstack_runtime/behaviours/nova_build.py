@@ -287,6 +287,8 @@ async def create_ports(ix: Interaction) -> None:
     instance = ix.vars.get("instance") or {}
     zone = instance.get("availability_zone") or host_availability_zone(ix.rt)
     token = await flow_token(ix.call)
+    if any(net.get("auto") for net in networks):
+        networks = [await auto_network(ix, instance, token)]
     binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
     groups = await group_ids(ix, instance, token)
     given = given_ports(networks)
@@ -315,6 +317,31 @@ async def create_ports(ix: Interaction) -> None:
         body = dict(server.template("port", item=net, refs=refs))
         resp = expect(await ix.invoke(body=body, token=token), 201)
         ix.vars["ports"].append(resp.json()["port"])
+
+
+async def auto_network(ix: Interaction, instance: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """`networks: auto` (2.37): the one network the project may use (its own, else a shared
+    one; not external), as a requested network. Several: ambiguous; none: this cloud has no
+    auto-allocated topology to make one."""
+    resp = await ix.rt.clients.call(
+        ix.rt.info.api_of_type("network"),
+        "listNetworks",
+        query={},
+        token=token,
+        context=ix.call.flow_context(ix.label),
+    )
+    found = [
+        n for n in expect(resp, 200).json().get("networks") or [] if not n.get("router:external")
+    ]
+    own = [n for n in found if n.get("project_id") == instance.get("project_id")]
+    usable = own or [n for n in found if n.get("shared")]
+    if len(usable) > 1:
+        raise StepFailed(
+            "Multiple possible networks found, use a Network ID to be more specific.", code=409
+        )
+    if not usable:
+        raise StepFailed("No network is available to allocate automatically.", code=400)
+    return {"network_id": str(usable[0]["id"])}
 
 
 async def group_ids(ix: Interaction, instance: Mapping[str, Any], token: str) -> list[str]:

@@ -15,6 +15,7 @@ from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
+from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 from specstack_runtime.store import Doc
 
@@ -26,6 +27,7 @@ async def server_external_events(call: Call) -> Reply:
     """POST /v2.1/os-server-external-events: each event's server refreshed as the event
     asks; 200, 207 when some servers are unknown (code 404 each), 404 when all are."""
     rc = engine_call(call)
+    guards.check(rc, "external_events", {}, changes=call.body)  # the spec's version rules
     table = rc.res.res.table
     answered: list[Doc] = []
     for event in call.body["events"]:

@@ -122,8 +122,10 @@ async def run(rc: ResourceCall) -> Reply:
     await effects.apply(rc, action.effects, doc, before, params=arg)
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
-    headers = {k: str(_value(rc, v, doc, arg, reply or {})) for k, v in action.headers.items()}
-    if action.answer:
+    # a header whose value is null or "" is left out (nova's createImage Location before 2.45)
+    values = {k: _value(rc, v, doc, arg, reply or {}) for k, v in action.headers.items()}
+    headers = {k: str(v) for k, v in values.items() if v not in (None, "")}
+    if action.answer:  # null: no body
         return Reply(status, _value(rc, action.answer, doc, arg, reply or {}), headers)
     if status != 200 and not action.view:
         return Reply(status, None, headers)

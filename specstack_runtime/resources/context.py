@@ -79,6 +79,14 @@ class ResourceCall:
         auth = self.optional_auth
         if not guarded or auth is None:
             return {name for name, _ in guarded}
+        fields = self.res.fields
+        guarded = tuple(  # a field's `open_since` reached: every caller sees it
+            (name, rule)
+            for name, rule in guarded
+            if not (
+                (f := fields.get(name)) is not None and f.open_since and self.reached(f.open_since)
+            )
+        )
         target = self.policy.target_of(auth, doc, tuple(rule for _, rule in guarded if rule))
         return {
             name
@@ -110,13 +118,18 @@ class ResourceCall:
         names = [n for n in _path_params(self.path) if n != item]
         return names[-1] if names else None
 
+    def reached(self, since: str | None) -> bool:
+        """Whether the request's microversion is `since` or later (no version negotiated,
+        or no `since`: yes)."""
+        version = self.call.microversion
+        return not (since and version is not None and version < parse(since))
+
     def acts_for_at(self) -> bool:
         """Whether the request's microversion has the resource's `acts_for`."""
         acts = self.res.res.acts_for
         if acts is None or self.res.owner_field is None:
             return False
-        version = self.call.microversion
-        return not (acts.since and version is not None and version < parse(acts.since))
+        return self.reached(acts.since)
 
     def acting_owner(self, given: Any = None) -> str | None:
         """The owner the call acts for when it is not the caller's (the resource's

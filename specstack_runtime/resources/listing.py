@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 import re2
 
 from specstack_runtime import ir
-from specstack_runtime.microversions import parse
 from specstack_runtime.resources import access, joins, seeds
+from specstack_runtime.resources.compiled import error
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 from specstack_runtime.store import BATCH_ROWS
@@ -102,14 +102,16 @@ def _predicate(rc: ResourceCall, f: ir.ResourceFilter, values: list[str]) -> Pre
     if op == "like":  # cinder's name~=VALUE: the value is in the field's, case folded
         parts = [v.casefold() for v in values]
         return lambda d: get(d) is not None and all(p in _text(get(d)).casefold() for p in parts)
-    if op in ("all", "any"):
+    if op in ("all", "any", "not_all", "not_any"):
+        # not_all: rows lacking one of the values at least; not_any: rows with none of them
         wanted_l = [v for raw in values for v in raw.split(",") if v]
-        test = all if op == "all" else any
+        test = all if op in ("all", "not_all") else any
+        negate = op.startswith("not_")
 
         def members(d: Doc) -> bool:
             have = get(d)
             have_set = {_text(x) for x in have} if isinstance(have, list) else {_text(have)}
-            return test(w in have_set for w in wanted_l)
+            return test(w in have_set for w in wanted_l) != negate
 
         return members
     if op == "items":  # neutron's fixed_ips=ip_address=10.0.0.2: an item matching every key
@@ -265,20 +267,28 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
     given = {f.param: [f.default] for f in res.filters.values() if f.default is not None}
     for param, values in {**given, **rc.call.query}.items():
         f = res.filters.get(param)
-        if f is None or not values or not _brought(f.since, rc):
+        if f is None or not values or not rc.reached(f.since):
             continue
         if any("\x00" in v for v in values):
             raise res.fail("bad_filter", field=param, value="", reason="it contains a NUL")
-        if f.values is not None and any(v not in f.values for v in values):
-            wrong = next(v for v in values if v not in f.values)
-            raise res.fail(
-                "bad_filter", field=param, value=wrong, reason="expected " + ", ".join(f.values)
-            )
+        if f.values is not None and rc.reached(f.values_since):
+            fold = str.upper if f.op == "ieq" else str
+            wrong = next((v for v in values if fold(v) not in f.values), None)
+            if wrong is not None and f.invalid:
+                raise error(400, f.invalid.format(field=param, value=wrong), "BadRequest")
+            if wrong is not None:
+                raise res.fail(
+                    "bad_filter", field=param, value=wrong, reason="expected " + ", ".join(f.values)
+                )
         pushed = f.op == "eq" and res.key(f.field) in res.indexes and len(values) == 1
         pred = None if pushed else _predicate(rc, f, values)  # checks the value for everyone
         if f.requires and not rc.allows(f.requires):
             raise res.fail("filter_forbidden", field=param, rule=f.requires.removeprefix("rule:"))
-        if f.visible and not rc.allows(f.visible) and not _opened(f.open_since, rc):
+        if (
+            f.visible
+            and not rc.allows(f.visible)
+            and not (f.open_since and rc.reached(f.open_since))
+        ):
             continue  # ... but applies only for callers the rule allows
         if pushed and values[0] not in ("None", "null"):
             sql[res.key(f.field)] = values[0]
@@ -287,18 +297,6 @@ def filters(rc: ResourceCall) -> tuple[dict[str, Any], list[Predicate]]:
         elif pushed:
             preds.append(_predicate(rc, f, values) or (lambda d: True))
     return sql, preds
-
-
-def _brought(since: str | None, rc: ResourceCall) -> bool:
-    """Whether the request's microversion has a filter (older ones ignore its parameter)."""
-    version = rc.call.microversion
-    return since is None or version is None or version >= parse(since)
-
-
-def _opened(since: str | None, rc: ResourceCall) -> bool:
-    """Whether the request's microversion opens a filter to every caller."""
-    version = rc.call.microversion
-    return since is not None and (version is None or version >= parse(since))
 
 
 def _count_param(rc: ResourceCall, name: str) -> int | None:
@@ -335,7 +333,7 @@ def _sort_order(rc: ResourceCall) -> list[tuple[str, bool]]:
             dirs.append(direction or rc.res.conventions.sort_dir)
     named = rc.res.res.sort_keys or {k: k for k in (*rc.res.fields, "created_at", "updated_at")}
     for key in keys:
-        if key not in named or not _brought(rc.res.res.sort_since.get(key), rc):
+        if key not in named or not rc.reached(rc.res.res.sort_since.get(key)):
             raise rc.res.fail("bad_sort", value=key, field="sort_key")
     for direction in dirs:
         if direction not in ("asc", "desc"):
@@ -424,11 +422,24 @@ def _offset(rc: ResourceCall) -> int:
     return _count_param(rc, "offset") or 0
 
 
+def _paged(rc: ResourceCall) -> bool:
+    """Whether the request's microversion pages the list (the resource's `paged_since`)."""
+    return rc.reached(rc.res.res.paged_since)
+
+
+def _marker_of(rc: ResourceCall, row: Doc) -> Any:
+    """What a marker names a row by: its id, or the resource's `marker` field."""
+    field = rc.res.res.marker
+    return row["id"] if field is None else _text(row.get(rc.res.key(field)))
+
+
 def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
+    if not _paged(rc):
+        return rows, False
     marker = rc.call.q("marker")
     reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
     if marker is not None:
-        ids = [r["id"] for r in rows]
+        ids = [_marker_of(rc, r) for r in rows]
         if marker not in ids:
             raise rc.res.fail("bad_marker", value=marker)
         at = ids.index(marker)
@@ -463,17 +474,17 @@ async def answer(rc: ResourceCall) -> Any:
     many = res.res.envelope_many
     style = res.conventions.pagination
     body: dict[str, Any] = {many: items}
-    last = rows[-1]["id"] if rows else None
+    last = _marker_of(rc, rows[-1]) if rows else None
     if style == "keystone":
         body["links"] = {"self": f"{rc.base}{rc.call.path}", "previous": None, "next": None}
         if more:
             body["truncated"] = True
     elif style in ("nova", "cinder", "neutron"):
-        limit = _limit(rc)
+        limit = _limit(rc) if _paged(rc) else None
         full_page = style != "neutron" and limit is not None and len(rows) == limit
         if (more or full_page) and last is not None:
             reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
-            edge = rows[0]["id"] if reverse else last
+            edge = _marker_of(rc, rows[0]) if reverse else last
             rel = "previous" if reverse else "next"
             body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, edge)}]
     elif style == "glance":
@@ -492,6 +503,6 @@ async def answer(rc: ResourceCall) -> Any:
 def _counted(rc: ResourceCall) -> bool:
     """Whether the request asks for the count of every matching row (`list.count`)."""
     count = rc.res.res.list_count
-    if count is None or not _brought(count.since, rc):
+    if count is None or not rc.reached(count.since):
         return False
     return bool(query_bool(rc, count.param))

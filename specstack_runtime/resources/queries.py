@@ -111,7 +111,8 @@ async def required(rc: ResourceCall, needs: tuple[ir.QueryRequire, ...]) -> None
     for need in needs:
         other = rc.of(need.resource)
         row_id = str(compile_expr(need.id).evaluate(**rc.variables()))
-        await access.lookup(other, row_id, deleted=need.deleted)
+        deleted = rc.reached(need.deleted) if isinstance(need.deleted, str) else need.deleted
+        await access.lookup(other, row_id, deleted=deleted)
 
 
 def _check(rc: ResourceCall, query: ir.Query, params: dict[str, Any]) -> None:

@@ -203,10 +203,36 @@ def _bare(rc: ResourceCall, reply: Reply, status: int) -> Reply:
 
 async def add_item(rc: ResourceCall) -> Reply:
     """PUT on an item of a list field (glance's image tags): added once, checked as an
-    update's value would be."""
+    update's value would be. An operation that declares 201 answers it (with the resource's
+    `location`, which sees `path`) when the item is new, and 204 when it was there (nova's
+    server tags)."""
     old, field, item = await _item(rc)
     items = list(old.get(rc.res.key(field)) or [])
-    reply = await update(rc, {field: [*items, item]} if item not in items else {})
+    if item in items:
+        return _answer(rc, await update(rc, {}), 204)
+    reply = _answer(rc, await update(rc, {field: [*items, item]}), 201, 204)
+    if reply.status == 201:
+        reply.body = None
+        if rc.res.res.location:
+            where = compile_expr(rc.res.res.location).evaluate(**rc.variables(doc=old))
+            reply.headers = {**(reply.headers or {}), "Location": str(where)}
+    return reply
+
+
+async def has_item(rc: ResourceCall) -> Reply:
+    """GET on an item of a list field: 204 when the row has it, 404 (`item_missing`) when not."""
+    doc = await access.lookup(rc)
+    field = str(rc.call.args.get("field"))
+    item = str(rc.call.path_params.get(str(rc.call.args.get("item")), ""))
+    if item not in list(doc.get(rc.res.key(field)) or []):
+        raise rc.res.fail("item_missing", id=doc["id"], field=field, value=item)
+    return Reply(rc.success(204, 200))
+
+
+async def clear_items(rc: ResourceCall) -> Reply:
+    """DELETE on a whole list field: emptied (the row stays)."""
+    await access.modifiable(rc)
+    reply = await update(rc, {str(rc.call.args.get("field")): []})
     return _answer(rc, reply, 204)
 
 
@@ -269,6 +295,8 @@ ACTIONS = {
     "action": actions.run,
     "add_item": add_item,
     "remove_item": remove_item,
+    "has_item": has_item,
+    "clear_items": clear_items,
 }
 
 

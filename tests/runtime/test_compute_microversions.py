@@ -1,54 +1,42 @@
 """Compute microversions 2.1 to 2.19 over HTTP, against a running (embedded) stack: what each
-version brings to the operations this stack serves, asked for at both sides of it."""
+version brings to the operations this stack serves, asked for at both sides of it (2.20 and
+later: test_compute_microversions_2x.py, on the same stack)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import time
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from specstack_conformance.harness import FlowRecord
-from tests.runtime.test_hardening import Running, _start
+from tests.runtime.compute_mv_kit import at as _at
+from tests.runtime.test_hardening import Running
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Running]:
-    yield from _start("sqlite")
+def stack(compute_mv_stack: Running) -> Running:
+    return compute_mv_stack
 
 
 @pytest.fixture(scope="module")
-def server(stack: Running) -> FlowRecord:
-    return stack.target.boot(volume=True)
+def server(compute_mv_server: FlowRecord) -> FlowRecord:
+    return compute_mv_server
 
 
-def _at(
-    stack: Running,
-    version: str,
-    method: str,
-    path: str,
-    token: str | None = None,
-    **kw: Any,
-) -> httpx.Response:
-    headers = {"X-OpenStack-Nova-API-Version": version}
-    if token is not None:
-        headers["X-Auth-Token"] = token
-    resp: httpx.Response = stack.http("compute", method, path, headers=headers, **kw)
-    return resp
+MAX = "2.52"
 
 
-def test_the_range_is_2_1_to_2_19(stack: Running) -> None:
+def test_the_range_is_2_1_to_the_maximum(stack: Running) -> None:
     doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
-    assert (doc["min_version"], doc["version"]) == ("2.1", "2.19")
+    assert (doc["min_version"], doc["version"]) == ("2.1", MAX)
     latest = _at(stack, "latest", "GET", "/v2.1/flavors")
-    assert latest.headers["OpenStack-API-Version"] == "compute 2.19"
-    beyond = _at(stack, "2.20", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == f"compute {MAX}"
+    beyond = _at(stack, f"2.{int(MAX[2:]) + 1}", "GET", "/v2.1/flavors")
     assert beyond.status_code == 406
-    assert "Minimum is 2.1 and maximum is 2.19" in beyond.text
+    assert f"Minimum is 2.1 and maximum is {MAX}" in beyond.text
 
 
 def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:

@@ -362,7 +362,9 @@ def _server_ip(server: dict[str, Any]) -> str:
 def test_server_create(server: dict[str, Any], stack: Stack, private: dict[str, Any]) -> None:
     assert server["name"] == VM and server["status"] == "ACTIVE"
     assert server["OS-EXT-STS:vm_state"] == "active" and server["OS-EXT-STS:task_state"] is None
-    assert server["image"].startswith("demo-image (") and server["flavor"] == "m1.tiny (1)"
+    # the CLI negotiates the newest version: from 2.47 the server's own copy of the flavor
+    assert server["image"].startswith("demo-image (")
+    assert server["flavor"]["original_name"] == "m1.tiny" and server["flavor"]["vcpus"] == 1
     ip = _server_ip(server)
     assert ipaddress.ip_address(ip) in private["cidr"]
     ports = stack.json("port", "list", "--server", server["id"])
@@ -386,7 +388,9 @@ def test_server_show(server: dict[str, Any], stack: Stack, demo_project: str) ->
     shown = stack.json("server", "show", VM)
     assert shown["id"] == server["id"] and shown["status"] == "ACTIVE"
     assert shown["addresses"] == {"private": [_server_ip(server)]}
-    assert shown["flavor"] == "m1.tiny (1)" and shown["image"].startswith("demo-image (")
+    assert shown["flavor"]["original_name"] == "m1.tiny" and shown["image"].startswith(
+        "demo-image ("
+    )
     assert shown["project_id"] == demo_project
     assert shown["hostId"] and shown["volumes_attached"] == []
 

@@ -78,6 +78,10 @@ def _operation_versions(f: SpecFile, doc: dict[str, Any]) -> list[Diagnostic]:
         places: list[tuple[list[str | int], Any]] = []
         if "x-specstack-since" in op:
             places.append((["paths", path, method], op["x-specstack-since"]))
+        if "x-specstack-until" in op:
+            diags += _since(
+                f, ["paths", path, method, "x-specstack-until"], op["x-specstack-until"], span
+            )
         for status, resp in (op.get("responses") or {}).items():
             if isinstance(resp, dict) and "x-specstack-since" in resp:
                 place: list[str | int] = ["paths", path, method, "responses", status]
@@ -94,7 +98,7 @@ def _since(
     span: tuple[tuple[int, int], tuple[int, int]] | None,
 ) -> list[Diagnostic]:
     """One `x-specstack-since`: a version above the API's minimum, not above its maximum."""
-    what = f"{str(where[2]).upper()} {where[1]}: x-specstack-since"
+    what = f"{str(where[2]).upper()} {where[1]}: {where[-1]}"
     got = _MICROVERSION.fullmatch(since) if isinstance(since, str) else None
     if span is None:
         return [f.at(where, f"{what}: the API declares no x-specstack-microversion")]
