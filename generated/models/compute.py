@@ -669,6 +669,10 @@ class Server(BaseModel):
         None, alias="OS-EXT-SRV-ATTR:user_data", description="The user data"
     )
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    locked_reason: str | None = Field(None, description="Why it was locked (from 2.73).")
+    server_groups: list[str] | None = Field(
+        None, description="The server groups it is in (from 2.71; show, update, rebuild)."
+    )
     description: str | None = Field(None, description="The server's description (from 2.19).")
     host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
         None,
@@ -737,6 +741,10 @@ class UpdatedServer(BaseModel):
     fault: ServerFault | None = None
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    locked_reason: str | None = Field(None, description="Why it was locked (from 2.73).")
+    server_groups: list[str] | None = Field(
+        None, description="The server groups it is in (from 2.71; show, update, rebuild)."
+    )
     description: str | None = Field(None, description="The server's description (from 2.19).")
 
 
@@ -833,6 +841,7 @@ class FlavorSummary(BaseModel):
     )
     id: str
     name: str
+    description: str | None = Field(None, description="The flavor's description (from 2.55).")
     links: list[Link]
 
 
@@ -860,6 +869,10 @@ class Flavor(BaseModel):
     )
     OS_FLV_DISABLED_disabled: bool = Field(..., alias="OS-FLV-DISABLED:disabled")
     os_flavor_access_is_public: bool = Field(..., alias="os-flavor-access:is_public")
+    description: str | None = Field(None, description="The flavor's description (from 2.55).")
+    extra_specs: dict[str, str] | None = Field(
+        None, description="The flavor's extra specs (from 2.61)."
+    )
     links: list[Link]
 
 
@@ -900,6 +913,9 @@ class FlavorCreate(BaseModel):
     OS_FLV_EXT_DATA_ephemeral: conint(ge=0) | None = Field(None, alias="OS-FLV-EXT-DATA:ephemeral")
     rxtx_factor: PositiveFloat | None = None
     os_flavor_access_is_public: bool | None = Field(True, alias="os-flavor-access:is_public")
+    description: constr(max_length=65535) | None = Field(
+        None, description="From microversion 2.55."
+    )
 
 
 class FlavorCreateRequest(BaseModel):
@@ -922,6 +938,10 @@ class InstanceActionEvent(BaseModel):
     traceback: str | None = Field(
         None, description="The failure (callers the events:details policy allows)."
     )
+    host: str | None = Field(
+        None, description="Where it ran (from 2.62; callers the events policy allows)."
+    )
+    hostId: str | None = Field(None, description="Where it ran")
 
 
 class InstanceAction(BaseModel):
@@ -1224,7 +1244,7 @@ class Hypervisor(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     hypervisor_hostname: str
     state: Literal["up", "down"]
     status: Literal["enabled", "disabled"]
@@ -1235,7 +1255,7 @@ class Service(BaseModel):
         populate_by_name=True,
     )
     host: str
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     disabled_reason: str | None
 
 
@@ -1243,7 +1263,7 @@ class HypervisorDetail(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     hypervisor_hostname: str
     state: Literal["up", "down"]
     status: Literal["enabled", "disabled"]
@@ -1347,7 +1367,7 @@ class ComputeService(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     binary: str
     host: str
     zone: str

@@ -382,7 +382,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v2.1",
                         "status": "CURRENT",
-                        "version": "2.19",
+                        "version": "2.79",
                         "min_version": "2.1",
                         "updated": "2013-07-23T11:33:21Z",
                         "links": [{"rel": "self", "href": "{base}/v2.1/"}],
@@ -406,7 +406,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "version": {
                     "id": "v2.1",
                     "status": "CURRENT",
-                    "version": "2.19",
+                    "version": "2.79",
                     "min_version": "2.1",
                     "updated": "2013-07-23T11:33:21Z",
                     "links": [

@@ -23,6 +23,8 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     doc = res.complete(doc)
     hidden = res.hidden
     chosen = view or rc.call.args.get("view")
+    if chosen and str(chosen) not in res.res.views:
+        chosen = None  # another resource's view (a row a join reads): all of this one
     picks = [entry.partition("=") for entry in res.res.views.get(str(chosen), ())] if chosen else []
     wanted = {source or name for name, _, source in picks} if chosen else None
     # fields the caller may not see, and those its microversion does not have

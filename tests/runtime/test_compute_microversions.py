@@ -41,14 +41,14 @@ def _at(
     return resp
 
 
-def test_the_range_is_2_1_to_2_19(stack: Running) -> None:
+def test_the_range_is_2_1_to_2_79(stack: Running) -> None:
     doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
-    assert (doc["min_version"], doc["version"]) == ("2.1", "2.19")
+    assert (doc["min_version"], doc["version"]) == ("2.1", "2.79")
     latest = _at(stack, "latest", "GET", "/v2.1/flavors")
-    assert latest.headers["OpenStack-API-Version"] == "compute 2.19"
-    beyond = _at(stack, "2.20", "GET", "/v2.1/flavors")
+    assert latest.headers["OpenStack-API-Version"] == "compute 2.79"
+    beyond = _at(stack, "2.80", "GET", "/v2.1/flavors")
     assert beyond.status_code == 406
-    assert "Minimum is 2.1 and maximum is 2.19" in beyond.text
+    assert "Minimum is 2.1 and maximum is 2.79" in beyond.text
 
 
 def test_keypair_type_and_statuses_come_with_2_2(stack: Running) -> None:

@@ -1,0 +1,219 @@
+"""Compute microversions 2.53 to 2.79 over HTTP, against a running (embedded) stack: what each
+version brings to the operations this stack serves, asked for at the version before it and at
+it (tests/runtime/test_compute_microversions.py has 2.1 to 2.19)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from specstack_conformance.harness import FlowRecord
+from tests.runtime.test_hardening import Running, _start
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Running]:
+    yield from _start("sqlite")
+
+
+@pytest.fixture(scope="module")
+def server(stack: Running) -> FlowRecord:
+    return stack.target.boot(volume=True)
+
+
+def _at(
+    stack: Running,
+    version: str,
+    method: str,
+    path: str,
+    token: str | None = None,
+    **kw: Any,
+) -> httpx.Response:
+    headers = {"X-OpenStack-Nova-API-Version": version}
+    if token is not None:
+        headers["X-Auth-Token"] = token
+    resp: httpx.Response = stack.http("compute", method, path, headers=headers, **kw)
+    return resp
+
+
+def _member(stack: Running) -> str:
+    token, _ = stack.target.run(stack.target.token(stack.target.member))
+    return str(token)
+
+
+def test_services_and_hypervisors_are_named_by_uuid_from_2_53(stack: Running) -> None:
+    old = _at(stack, "2.52", "GET", "/v2.1/os-services").json()["services"]
+    new = _at(stack, "2.53", "GET", "/v2.1/os-services").json()["services"]
+    assert old and all(isinstance(s["id"], int) for s in old)
+    assert [s["host"] for s in new] == [s["host"] for s in old]
+    assert all(UUID.match(s["id"]) for s in new)
+    assert len({s["id"] for s in new}) == len(new)
+    # the same ids at every request
+    again = _at(stack, "2.53", "GET", "/v2.1/os-services").json()["services"]
+    assert [s["id"] for s in again] == [s["id"] for s in new]
+    # a hypervisor's id is its own UUID; its service's is the one the services list gives
+    hyps = _at(stack, "2.53", "GET", "/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    by_host = {s["host"]: s["id"] for s in new}
+    assert hyps and all(UUID.match(h["id"]) for h in hyps)
+    assert all(h["service"]["id"] == by_host[h["service"]["host"]] for h in hyps)
+    assert not {h["id"] for h in hyps} & set(by_host.values())
+    summary = _at(stack, "2.53", "GET", "/v2.1/os-hypervisors").json()["hypervisors"]
+    assert sorted(h["id"] for h in summary) == sorted(h["id"] for h in hyps)
+    old_hyps = _at(stack, "2.52", "GET", "/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    assert all(isinstance(h["id"], int) for h in old_hyps)
+    assert all(isinstance(h["service"]["id"], int) for h in old_hyps)
+
+
+def _flavor(stack: Running, version: str, name: str, **more: Any) -> httpx.Response:
+    body = {"flavor": {"name": name, "ram": 64, "vcpus": 1, "disk": 1, **more}}
+    return _at(stack, version, "POST", "/v2.1/flavors", json=body)
+
+
+def test_a_flavor_description_comes_with_2_55(stack: Running) -> None:
+    refused = _flavor(stack, "2.54", "described-54", description="small")
+    assert refused.status_code == 400 and "description" in refused.text
+    made = _flavor(stack, "2.55", "described-55", description="small one")
+    assert made.status_code == 200, made.text
+    flavor = made.json()["flavor"]
+    assert flavor["description"] == "small one"
+    path = f"/v2.1/flavors/{flavor['id']}"
+    try:
+        assert _at(stack, "2.55", "GET", path).json()["flavor"]["description"] == "small one"
+        assert "description" not in _at(stack, "2.54", "GET", path).json()["flavor"]
+        listed = _at(stack, "2.55", "GET", "/v2.1/flavors").json()["flavors"]
+        assert {f["id"]: f["description"] for f in listed}[flavor["id"]] == "small one"
+        assert all(
+            "description" not in f
+            for f in _at(stack, "2.54", "GET", "/v2.1/flavors").json()["flavors"]
+        )
+        plain = _flavor(stack, "2.55", "plain-55")
+        assert plain.status_code == 200 and plain.json()["flavor"]["description"] is None
+        _at(stack, "2.55", "DELETE", f"/v2.1/flavors/{plain.json()['flavor']['id']}")
+        control = _flavor(stack, "2.55", "bad-55", description="a\x01b")
+        assert control.status_code == 400
+    finally:
+        assert _at(stack, "2.55", "DELETE", path).status_code == 202
+
+
+def test_flavor_extra_specs_come_with_2_61_and_swap_0_with_2_75(stack: Running) -> None:
+    made = _flavor(stack, "2.61", "specs-61")
+    assert made.status_code == 200, made.text
+    flavor = made.json()["flavor"]
+    path = f"/v2.1/flavors/{flavor['id']}"
+    try:
+        assert flavor["extra_specs"] == {}
+        specs = _at(stack, "2.61", "GET", path + "/os-extra_specs").json()["extra_specs"]
+        assert _at(stack, "2.61", "GET", path).json()["flavor"]["extra_specs"] == specs
+        assert "extra_specs" not in _at(stack, "2.60", "GET", path).json()["flavor"]
+        detail = _at(stack, "2.61", "GET", "/v2.1/flavors/detail").json()["flavors"]
+        assert all(f["extra_specs"] == {} for f in detail)
+        # the list's summary has none
+        assert all(
+            "extra_specs" not in f
+            for f in _at(stack, "2.61", "GET", "/v2.1/flavors").json()["flavors"]
+        )
+        # no swap: "" before 2.75, 0 from it
+        assert _at(stack, "2.74", "GET", path).json()["flavor"]["swap"] == ""
+        assert _at(stack, "2.75", "GET", path).json()["flavor"]["swap"] == 0
+        swapped = _flavor(stack, "2.74", "swap-74", swap=512)
+        assert swapped.status_code == 200 and swapped.json()["flavor"]["swap"] == 512
+        _at(stack, "2.74", "DELETE", f"/v2.1/flavors/{swapped.json()['flavor']['id']}")
+    finally:
+        assert _at(stack, "2.61", "DELETE", path).status_code == 202
+
+
+def test_action_events_say_where_they_ran_from_2_62(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    shown = _at(stack, "2.62", "GET", path).json()["server"]
+    actions = _at(stack, "2.62", "GET", path + "/os-instance-actions").json()["instanceActions"]
+    create = next(a for a in actions if a["action"] == "create")
+    one = f"{path}/os-instance-actions/{create['request_id']}"
+    old = _at(stack, "2.61", "GET", one).json()["instanceAction"]["events"]
+    assert old and all("host" not in e and "hostId" not in e for e in old)
+    events = _at(stack, "2.62", "GET", one).json()["instanceAction"]["events"]
+    build = next(e for e in events if e["event"] == "compute__do_build_and_run_instance")
+    host = shown["OS-EXT-SRV-ATTR:host"]
+    assert build["host"] == host
+    # the host hashed with the project: the server's own hostId
+    assert build["hostId"] == shown["hostId"]
+    assert build["hostId"] == hashlib.sha224((shown["tenant_id"] + host).encode()).hexdigest()
+    # the member sees where (hostId), not the host's name
+    mine = _at(stack, "2.62", "GET", one, token=_member(stack)).json()["instanceAction"]["events"]
+    assert mine and all("host" not in e and e["hostId"] for e in mine)
+
+
+def test_a_servers_groups_come_with_2_71(stack: Running) -> None:
+    body = {"server_group": {"name": "g71", "policies": ["anti-affinity"]}}
+    group = _at(stack, "2.63", "POST", "/v2.1/os-server-groups", json=body).json()["server_group"]
+    ids = stack.target.ids
+    assert ids is not None
+    made = _at(
+        stack,
+        "2.71",
+        "POST",
+        "/v2.1/servers",
+        json={
+            "server": {"name": "grouped", "imageRef": ids.image_id, "flavorRef": ids.flavor_id,
+                       "networks": [{"uuid": ids.network_id}]},
+            "os:scheduler_hints": {"group": group["id"]},
+        },
+    )  # fmt: skip
+    assert made.status_code == 202, made.text
+    sid = made.json()["server"]["id"]
+    path = f"/v2.1/servers/{sid}"
+    try:
+        assert "server_groups" not in _at(stack, "2.70", "GET", path).json()["server"]
+        assert _at(stack, "2.71", "GET", path).json()["server"]["server_groups"] == [group["id"]]
+        update = {"server": {"name": "grouped-2"}}
+        assert _at(stack, "2.71", "PUT", path, json=update).json()["server"]["server_groups"] == [
+            group["id"]
+        ]
+        assert "server_groups" not in _at(stack, "2.70", "PUT", path, json=update).json()["server"]
+        # not in lists
+        detail = _at(stack, "2.71", "GET", "/v2.1/servers/detail").json()["servers"]
+        assert [s["id"] for s in detail if s["id"] == sid] == [sid]
+        assert all("server_groups" not in s for s in detail)
+    finally:
+        assert _at(stack, "2.71", "DELETE", path).status_code == 204
+        _at(stack, "2.71", "DELETE", f"/v2.1/os-server-groups/{group['id']}")
+
+
+def test_a_servers_lock_reason_comes_with_2_73(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    assert _at(stack, "2.73", "GET", path).json()["server"]["locked_reason"] is None
+    bad = _at(stack, "2.73", "POST", path + "/action", json={"lock": {"locked_reason": 5}})
+    assert bad.status_code == 400
+    lock = {"lock": {"locked_reason": "maintenance"}}
+    assert _at(stack, "2.73", "POST", path + "/action", json=lock).status_code == 202
+    try:
+        shown = _at(stack, "2.73", "GET", path).json()["server"]
+        assert (shown["locked"], shown["locked_reason"]) == (True, "maintenance")
+        assert "locked_reason" not in _at(stack, "2.72", "GET", path).json()["server"]
+        detail = _at(stack, "2.73", "GET", "/v2.1/servers/detail", params={"all_tenants": "1"})
+        reasons = {s["id"]: s["locked_reason"] for s in detail.json()["servers"]}
+        assert reasons[server.server_id] == "maintenance"
+        update = {"server": {"name": server.server["name"]}}
+        assert _at(stack, "2.73", "PUT", path, json=update).json()["server"]["locked_reason"] == (
+            "maintenance"
+        )
+    finally:
+        assert (
+            _at(stack, "2.73", "POST", path + "/action", json={"unlock": None}).status_code == 202
+        )
+    assert _at(stack, "2.73", "GET", path).json()["server"]["locked_reason"] is None
+
+
+def test_the_range_reaches_2_79(stack: Running) -> None:
+    doc = stack.http("compute", "GET", "/v2.1", auth=False).json()["version"]
+    assert (doc["min_version"], doc["version"]) == ("2.1", "2.79")
+    assert _at(stack, "latest", "GET", "/v2.1/flavors").headers["OpenStack-API-Version"] == (
+        "compute 2.79"
+    )
+    assert _at(stack, "2.80", "GET", "/v2.1/flavors").status_code == 406
