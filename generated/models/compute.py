@@ -1128,17 +1128,32 @@ class KeypairCreateResponse(BaseModel):
     keypair: KeypairCreated
 
 
+class Rules(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    max_server_per_host: conint(ge=1) | None = None
+
+
 class ServerGroup(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     id: UUID
     name: str
-    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]]
+    policies: (
+        list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] | None
+    ) = None
     members: list[str] = Field(..., description="The ids of the servers in the group.")
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None = Field(None, description="Before microversion 2.64.")
     project_id: str | None = Field(None, description="From microversion 2.13.")
     user_id: str | None = Field(None, description="From microversion 2.13.")
+    policy: Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] | None = (
+        Field(None, description="The policy (from microversion 2.64; `policies` before it).")
+    )
+    rules: Rules | None = Field(
+        None, description="The policy's rules (from 2.64; anti-affinity's max_server_per_host)."
+    )
 
 
 class ServerGroupResponse(BaseModel):
@@ -1155,15 +1170,27 @@ class ServerGroupList(BaseModel):
     server_groups: list[ServerGroup]
 
 
+class Rules1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    max_server_per_host: conint(ge=1) | None = None
+
+
 class ServerGroupCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
     name: constr(min_length=1, max_length=255)
-    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] = (
-        Field(..., max_length=1, min_length=1)
+    policies: (
+        list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] | None
+    ) = Field(None, max_length=1, min_length=1)
+    policy: Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] | None = (
+        None
     )
+    rules: Rules1 | None = None
 
 
 class ServerGroupCreateRequest(BaseModel):

@@ -217,3 +217,51 @@ def test_the_range_reaches_2_79(stack: Running) -> None:
         "compute 2.79"
     )
     assert _at(stack, "2.80", "GET", "/v2.1/flavors").status_code == 406
+
+
+def test_a_server_group_has_one_policy_and_its_rules_from_2_64(stack: Running) -> None:
+    groups = "/v2.1/os-server-groups"
+
+    def make(version: str, **group: Any) -> httpx.Response:
+        return _at(stack, version, "POST", groups, json={"server_group": {"name": "g64", **group}})
+
+    # 2.63: policies (a list), and metadata; policy and rules are unknown attributes
+    old = make("2.63", policies=["anti-affinity"])
+    assert old.status_code == 200, old.text
+    shown = old.json()["server_group"]
+    assert (shown["policies"], shown["metadata"]) == (["anti-affinity"], {})
+    assert not {"policy", "rules"} & shown.keys()
+    assert make("2.63", policy="affinity").status_code == 400
+    assert make("2.63").json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute server_group. 'policies' is a required property."
+    )
+    # 2.64: the policy's name and its rules instead; the same group seen either way
+    path = f"{groups}/{shown['id']}"
+    seen = _at(stack, "2.64", "GET", path).json()["server_group"]
+    assert (seen["policy"], seen["rules"]) == ("anti-affinity", {})
+    assert not {"policies", "metadata"} & seen.keys()
+    new = make("2.64", policy="anti-affinity", rules={"max_server_per_host": 2})
+    assert new.status_code == 200, new.text
+    made = new.json()["server_group"]
+    assert (made["policy"], made["rules"]) == ("anti-affinity", {"max_server_per_host": 2})
+    assert _at(stack, "2.63", "GET", f"{groups}/{made['id']}").json()["server_group"][
+        "policies"
+    ] == ["anti-affinity"]
+    listed = _at(stack, "2.64", "GET", groups).json()["server_groups"]
+    assert {g["id"]: g["policy"] for g in listed} == {
+        shown["id"]: "anti-affinity",
+        made["id"]: "anti-affinity",
+    }
+    # refused: the old list, no policy, rules of another policy, a bad rule
+    assert make("2.64", policies=["affinity"]).status_code == 400
+    assert make("2.64").json()["badRequest"]["message"] == (
+        "Invalid input for field/attribute server_group. 'policy' is a required property."
+    )
+    other = make("2.64", policy="affinity", rules={"max_server_per_host": 2})
+    assert other.status_code == 400
+    assert other.json()["badRequest"]["message"] == "Only anti-affinity policy supports rules."
+    assert make("2.64", policy="anti-affinity", rules={"max_server_per_host": 0}).status_code == 400
+    assert make("2.64", policy="anti-affinity", rules={"other": 1}).status_code == 400
+    assert make("2.64", policy="colocate").status_code == 400
+    for gid in (shown["id"], made["id"]):
+        assert _at(stack, "2.64", "DELETE", f"{groups}/{gid}").status_code == 204
