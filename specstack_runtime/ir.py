@@ -273,6 +273,11 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_where: str | None
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
+    # query parameter -> the API microversion that brings it (older requests: ignored)
+    list_since: dict[str, str] = {}
+    # from this API microversion a query parameter the list does not know is a 400
+    list_strict_since: str | None = None
+    list_marker: str | None = None  # the field a page's marker names (default: id)
     states: StateMachine | None
     hooks: dict[str, str]
     effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook

@@ -955,6 +955,7 @@ class InstanceAction(BaseModel):
     instance_uuid: str
     user_id: str
     project_id: str
+    updated_at: str | None = Field(None, description="When it last changed (from 2.58).")
     events: list[InstanceActionEvent] | None = None
 
 

@@ -431,6 +431,9 @@ def _resource(
         list_where=listing.get("where"),
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
+        list_since=dict(listing.get("since") or {}),
+        list_strict_since=listing.get("strict_since"),
+        list_marker=listing.get("marker"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
         handoff=(

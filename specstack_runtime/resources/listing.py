@@ -419,7 +419,7 @@ def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
     marker = rc.call.q("marker")
     reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
     if marker is not None:
-        ids = [r["id"] for r in rows]
+        ids = [r.get(_marker_key(rc)) for r in rows]
         if marker not in ids:
             raise rc.res.fail("bad_marker", value=marker)
         at = ids.index(marker)
@@ -433,6 +433,12 @@ def _page(rc: ResourceCall, rows: list[Doc]) -> tuple[list[Doc], bool]:
     return rows, more
 
 
+def _marker_key(rc: ResourceCall) -> str:
+    """The row's key a marker names (`list.marker`, else its id)."""
+    named = rc.res.res.list_marker
+    return rc.res.key(named) if named else "id"
+
+
 def _next_href(rc: ResourceCall, marker: str) -> str:
     skip = ("marker", "offset") if rc.res.conventions.offset else ("marker",)
     query = [(k, v) for k, vs in rc.call.query.items() if k not in skip for v in vs]
@@ -440,9 +446,31 @@ def _next_href(rc: ResourceCall, marker: str) -> str:
     return f"{rc.base}{rc.call.path}?{urlencode(query)}"
 
 
+def versioned_query(rc: ResourceCall) -> None:
+    """The request's query as its microversion has it: parameters a later version brings
+    (`list.since`) dropped, and from `list.strict_since` any the list does not know refused."""
+    res, version = rc.res.res, rc.call.microversion
+    if version is None or not (res.list_since or res.list_strict_since):
+        return
+    query = rc.call.query
+    too_new = {p for p, v in res.list_since.items() if version < parse(v) and p in query}
+    if too_new:
+        rc.call.query = query = {k: v for k, v in query.items() if k not in too_new}
+    if res.list_strict_since and version >= parse(res.list_strict_since):
+        known = PAGING | rc.res.filters.keys() | res.list_since.keys() | {res.list_all}
+        for param in sorted(query.keys() - known):
+            raise rc.res.fail(
+                "bad_query",
+                field=param,
+                value=(query[param] or [""])[0][:64],
+                reason=f"Additional properties are not allowed ('{param}' was unexpected)",
+            )
+
+
 async def answer(rc: ResourceCall) -> Any:
     """The list operation's body, in the API's pagination style."""
     res = rc.res
+    versioned_query(rc)
     rows, more = _page(rc, await visible_rows(rc))
     await joins.load(rc, rows)
     wanted = requested_fields(rc)
@@ -452,7 +480,7 @@ async def answer(rc: ResourceCall) -> Any:
     many = res.res.envelope_many
     style = res.conventions.pagination
     body: dict[str, Any] = {many: items}
-    last = rows[-1]["id"] if rows else None
+    last = rows[-1].get(_marker_key(rc)) if rows else None
     if style == "keystone":
         body["links"] = {"self": f"{rc.base}{rc.call.path}", "previous": None, "next": None}
         if more:
@@ -462,9 +490,9 @@ async def answer(rc: ResourceCall) -> Any:
         full_page = style != "neutron" and limit is not None and len(rows) == limit
         if (more or full_page) and last is not None:
             reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
-            edge = rows[0]["id"] if reverse else last
+            edge = rows[0].get(_marker_key(rc)) if reverse else last
             rel = "previous" if reverse else "next"
-            body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, edge)}]
+            body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, str(edge))}]
     elif style == "glance":
         body["first"] = rc.call.path
         body["schema"] = f"/v2/schemas/{many}"

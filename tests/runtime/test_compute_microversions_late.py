@@ -265,3 +265,78 @@ def test_a_server_group_has_one_policy_and_its_rules_from_2_64(stack: Running) -
     assert make("2.64", policy="colocate").status_code == 400
     for gid in (shown["id"], made["id"]):
         assert _at(stack, "2.64", "DELETE", f"{groups}/{gid}").status_code == 204
+
+
+PAST, FUTURE = "2000-01-01T00:00:00Z", "2999-01-01T00:00:00Z"
+
+
+def test_server_list_filters_of_2_66_and_2_73_and_strict_2_75(
+    stack: Running, server: FlowRecord
+) -> None:
+    def ids(version: str, **params: str) -> list[str]:
+        resp = _at(stack, version, "GET", "/v2.1/servers/detail",
+                   params={"all_tenants": "1", **params})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        return [s["id"] for s in resp.json()["servers"]]
+
+    sid = server.server_id
+    # changes-before: ignored before 2.66, from it only servers changed by then
+    assert sid in ids("2.65", **{"changes-before": PAST})
+    assert sid not in ids("2.66", **{"changes-before": PAST})
+    assert sid in ids("2.66", **{"changes-before": FUTURE})
+    bad = _at(stack, "2.66", "GET", "/v2.1/servers", params={"changes-before": "soon"})
+    assert bad.status_code == 400
+    # locked: ignored before 2.73
+    path = f"/v2.1/servers/{sid}"
+    assert _at(stack, "2.73", "POST", path + "/action", json={"lock": None}).status_code == 202
+    try:
+        assert sid in ids("2.72", locked="false")
+        assert sid in ids("2.73", locked="true")
+        assert sid not in ids("2.73", locked="false")
+        wrong = _at(stack, "2.73", "GET", "/v2.1/servers", params={"locked": "perhaps"})
+        assert wrong.status_code == 400
+    finally:
+        assert (
+            _at(stack, "2.73", "POST", path + "/action", json={"unlock": None}).status_code == 202
+        )
+    assert sid in ids("2.73", locked="false")
+    # 2.75: a parameter the list does not know is refused (ignored before)
+    assert sid in ids("2.74", colour="blue")
+    strict = _at(stack, "2.75", "GET", "/v2.1/servers", params={"colour": "blue"})
+    assert strict.status_code == 400
+    assert strict.json()["badRequest"]["message"] == (
+        "Invalid input for query parameters colour. Value: blue. "
+        "Additional properties are not allowed ('colour' was unexpected)"
+    )
+    assert sid in ids("2.75", **{"changes-since": PAST, "limit": "1000"})
+
+
+def test_instance_actions_are_paged_from_2_58(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    for action in ({"lock": None}, {"unlock": None}):
+        assert _at(stack, "2.58", "POST", path + "/action", json=action).status_code == 202
+    listed = path + "/os-instance-actions"
+
+    def actions(version: str, **params: str) -> list[dict[str, Any]]:
+        resp = _at(stack, version, "GET", listed, params=params)
+        assert resp.status_code == 200, resp.text
+        found: list[dict[str, Any]] = resp.json()["instanceActions"]
+        return found
+
+    every = actions("2.58")
+    assert [a["action"] for a in every][:2] == ["unlock", "lock"] and len(every) >= 3
+    assert all(a["updated_at"] for a in every)
+    assert all("updated_at" not in a for a in actions("2.57"))
+    # limit and marker (a request id): ignored before 2.58
+    assert len(actions("2.57", limit="1")) == len(every)
+    first = actions("2.58", limit="1")
+    assert [a["request_id"] for a in first] == [every[0]["request_id"]]
+    rest = actions("2.58", marker=every[0]["request_id"])
+    assert [a["request_id"] for a in rest] == [a["request_id"] for a in every[1:]]
+    unknown = _at(stack, "2.58", "GET", listed, params={"marker": "req-nope"})
+    assert unknown.status_code == 400
+    # changes-since (2.58) and changes-before (2.66)
+    assert actions("2.58", **{"changes-since": FUTURE}) == []
+    assert len(actions("2.57", **{"changes-since": FUTURE})) == len(every)
+    assert actions("2.66", **{"changes-before": PAST}) == []
+    assert len(actions("2.65", **{"changes-before": PAST})) == len(every)
