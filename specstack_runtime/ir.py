@@ -197,6 +197,8 @@ class ResourceAction(Node):
     title: str | None = None  # the action's word in messages ("stop" for os-stop)
     accept: tuple[ActionCheck, ...] = ()  # on the argument (`params`): 400, before the state
     require: tuple[ActionCheck, ...] = ()  # on the row, once its state allows: 409
+    # the resource's relations read (as `refs`, for `require`) over the row as `set` makes it
+    relations: tuple[str, ...] = ()
     from_states: tuple[str | None, ...] = ()  # () means from any state
     to: str | None = None
     has_to: bool = False

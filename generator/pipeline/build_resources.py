@@ -364,6 +364,7 @@ def _resource(
                     title=a.get("title"),
                     accept=tuple(ir.ActionCheck(**c) for c in a.get("accept", ())),
                     require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
+                    relations=tuple(a.get("relations", ())),
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),
                     view=bool(a.get("view", False)),

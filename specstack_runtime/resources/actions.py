@@ -11,7 +11,16 @@ from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import InvalidMessage, api_error, send
 from specstack_runtime.microversions import parse
-from specstack_runtime.resources import access, effects, guards, hooks, joins, quotas, views
+from specstack_runtime.resources import (
+    access,
+    effects,
+    guards,
+    hooks,
+    joins,
+    quotas,
+    relations,
+    views,
+)
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -32,7 +41,7 @@ def _check(
 ) -> None:
     """The first condition that does not hold answers its status (or `status`) and message."""
     for check in checks:
-        if not compile_expr(check.expr).evaluate(**rc.variables(doc=doc, params=arg)):
+        if not compile_expr(check.expr).evaluate(**rc.variables(doc=doc, params=arg, refs=rc.refs)):
             values = {**doc, **(arg if isinstance(arg, dict) else {}), "id": doc["id"]}
             raise error(check.status or status, fill(check.message, values), check.kind)
 
@@ -89,6 +98,9 @@ async def run(rc: ResourceCall) -> Reply:
         allowed = bool(compile_expr(action.when).evaluate(**rc.variables(doc=doc, params=arg)))
     if not allowed:
         raise _refused(rc, states, action, doc, state)
+    if action.relations:  # the rows `require` reads, found from the row as it would be
+        made = {**doc, **{k: _value(rc, v, doc, arg) for k, v in action.set.items()}}
+        await relations.load(rc, made, only=action.relations)
     _check(rc, action.require, 409, doc, arg)
     guards.check(rc, action.name, doc)
     changes: Doc = {k: _value(rc, v, doc, arg) for k, v in action.set.items()}
