@@ -981,6 +981,9 @@ class VolumeAttachment(BaseModel):
     serverId: str
     volumeId: str
     device: str | None = Field(None, description="Device name in the guest (for example /dev/vdb).")
+    delete_on_termination: bool | None = Field(
+        None, description="Whether deleting the server deletes the volume (from 2.79)."
+    )
 
 
 class VolumeAttachmentList(BaseModel):
@@ -1003,6 +1006,9 @@ class VolumeAttachmentCreate(BaseModel):
     )
     volumeId: str = Field(..., description="The volume to attach.")
     device: str | None = Field(None, description="Requested device name; null lets nova choose.")
+    delete_on_termination: bool | None = Field(
+        False, description="Whether deleting the server deletes the volume (from 2.79)."
+    )
 
 
 class VolumeAttachmentCreateRequest(BaseModel):

@@ -296,6 +296,7 @@ class AttachVolumePayload(BaseModel):
     instance: InstanceRef
     volume_id: UUID
     device: str | None = None
+    delete_on_termination: bool | None = None
 
 
 class DetachVolumePayload(BaseModel):
@@ -513,6 +514,7 @@ class VolumeAttachment(BaseModel):
     attachment_id: str
     volume_id: str
     device: str | None = None
+    delete_on_termination: bool | None = None
     connection_info: ConnectionInfo | None = None
 
 

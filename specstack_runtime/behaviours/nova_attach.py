@@ -17,10 +17,6 @@ from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
 
-def _attachment_view(row: Mapping[str, Any], volume_id: str, device: Any) -> dict[str, Any]:
-    return {"id": volume_id, "serverId": row["id"], "volumeId": volume_id, "device": device}
-
-
 async def _volume(call: Call, row: Mapping[str, Any], volume_id: Any) -> dict[str, Any] | None:
     """cinder's volume ({} when cinder does not know it; None when it cannot say)."""
     if not call.token or not is_uuid(volume_id):
@@ -51,13 +47,19 @@ async def attach_volume(call: Call) -> Reply:
     rc.refs = {} if volume is None else {"volume": volume}
     guards.check(rc, "attach_volume", row, changes=spec)  # the spec's rules, nova's messages
     volume_id, device = spec["volumeId"], spec.get("device")
-    payload = {"instance": instance_ref(row), "volume_id": volume_id, "device": device}
+    payload = {
+        "instance": instance_ref(row),
+        "volume_id": volume_id,
+        "device": device,
+        "delete_on_termination": spec.get("delete_on_termination") is True,
+    }
     try:
         reply = await send(call, "attach_volume", payload, host=row["host"])
     except (BusError, TimeoutError) as exc:
         raise api_error(exc, "The compute host") from exc
     att = (reply or {}).get("attachment") or {}
-    return Reply(200, {"volumeAttachment": _attachment_view(row, volume_id, att.get("device"))})
+    item = {**att, "volume_id": volume_id}
+    return Reply(200, {"volumeAttachment": rc.template("attachment", doc=row, item=item)})
 
 
 @behaviour("compute.detach_volume")

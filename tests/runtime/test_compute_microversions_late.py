@@ -408,3 +408,47 @@ def test_personality_goes_with_2_57(stack: Running) -> None:
     old = _at(stack, "2.56", "POST", "/v2.1/servers", json={"server": body})
     assert old.status_code == 400
     assert old.json()["badRequest"]["message"] == "Flavor no-such-flavor could not be found."
+
+
+def test_an_attachment_says_whether_its_volume_goes_with_the_server_from_2_79(
+    stack: Running, server: FlowRecord
+) -> None:
+    token, project = stack.target.run(stack.target.token(stack.target.member))
+    mine = {"X-Auth-Token": token}
+    volumes = f"/v3/{project}/volumes"
+    made = stack.http("block-storage", "POST", volumes, headers=mine,
+                      json={"volume": {"size": 1, "name": "v79"}})  # fmt: skip
+    assert made.status_code == 202, made.text
+    vid = made.json()["volume"]["id"]
+    for _ in range(300):
+        shown = stack.http("block-storage", "GET", f"{volumes}/{vid}", headers=mine)
+        if shown.json()["volume"]["status"] == "available":
+            break
+        time.sleep(0.1)
+    path = f"/v2.1/servers/{server.server_id}/os-volume_attachments"
+    body = {"volumeAttachment": {"volumeId": vid, "delete_on_termination": True}}
+    old = _at(stack, "2.78", "POST", path, token=token, json=body)
+    assert old.status_code == 400 and "delete_on_termination" in old.text
+    bad = {"volumeAttachment": {"volumeId": vid, "delete_on_termination": "yes"}}
+    assert _at(stack, "2.79", "POST", path, token=token, json=bad).status_code == 400
+    attached = _at(stack, "2.79", "POST", path, token=token, json=body)
+    assert attached.status_code == 200, attached.text
+    assert attached.json()["volumeAttachment"]["delete_on_termination"] is True
+    try:
+        listed = _at(stack, "2.79", "GET", path, token=token).json()["volumeAttachments"]
+        flags = {a["volumeId"]: a["delete_on_termination"] for a in listed}
+        assert flags[vid] is True and list(flags.values()).count(True) >= 1
+        one = _at(stack, "2.79", "GET", f"{path}/{vid}", token=token).json()["volumeAttachment"]
+        assert (one["volumeId"], one["delete_on_termination"]) == (vid, True)
+        older = _at(stack, "2.78", "GET", path, token=token).json()["volumeAttachments"]
+        assert vid in [a["volumeId"] for a in older]
+        assert all("delete_on_termination" not in a for a in older)
+        shown = _at(stack, "2.79", "GET", f"/v2.1/servers/{server.server_id}").json()["server"]
+        attached_flags = {
+            v["id"]: v["delete_on_termination"]
+            for v in shown["os-extended-volumes:volumes_attached"]
+        }
+        assert attached_flags[vid] is True
+    finally:
+        gone = _at(stack, "2.79", "DELETE", f"{path}/{vid}", token=token)
+        assert gone.status_code == 202, gone.text
