@@ -4,7 +4,7 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (56 models)
-- `compute`: Compute API (nova) (110 models)
+- `compute`: Compute API (nova) (112 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)

@@ -918,6 +918,20 @@ class FlavorCreate(BaseModel):
     )
 
 
+class FlavorUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    description: constr(max_length=65535) | None
+
+
+class FlavorUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    flavor: FlavorUpdate
+
+
 class FlavorCreateRequest(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

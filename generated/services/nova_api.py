@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (54 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (55 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -234,6 +234,11 @@ async def list_flavors_detailed(flow: Flow) -> None:
 
 async def show_flavor(flow: Flow) -> None:
     """operation showFlavor: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_flavor(flow: Flow) -> None:
+    """operation updateFlavor: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -772,6 +777,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"resource": "flavor", "action": "show"},
+    ),
+    "updateFlavor": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateFlavor",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_flavor,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "flavor", "action": "update"},
     ),
     "deleteFlavor": HandlerSpec(
         component=COMPONENT,
@@ -1391,6 +1408,18 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:anyone",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/flavors/{flavor_id}",
+        "updateFlavor",
+        HANDLERS["updateFlavor"],
+        request_model=models.FlavorUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+        since=(2, 55),
     ),
     Route(
         "DELETE",

@@ -452,3 +452,31 @@ def test_an_attachment_says_whether_its_volume_goes_with_the_server_from_2_79(
     finally:
         gone = _at(stack, "2.79", "DELETE", f"{path}/{vid}", token=token)
         assert gone.status_code == 202, gone.text
+
+
+def test_a_flavors_description_is_updated_from_2_55(stack: Running) -> None:
+    made = _flavor(stack, "2.55", "updated-55", description="before")
+    assert made.status_code == 200, made.text
+    path = f"/v2.1/flavors/{made.json()['flavor']['id']}"
+    try:
+        old = _at(stack, "2.54", "PUT", path, json={"flavor": {"description": "after"}})
+        assert old.status_code == 404
+        new = _at(stack, "2.55", "PUT", path, json={"flavor": {"description": "after"}})
+        assert new.status_code == 200, new.text
+        assert new.json()["flavor"]["description"] == "after"
+        assert _at(stack, "2.55", "GET", path).json()["flavor"]["description"] == "after"
+        # nothing else changes, and the description must be given
+        sized = _at(stack, "2.55", "PUT", path, json={"flavor": {"description": "x", "ram": 1}})
+        assert sized.status_code == 400
+        none = _at(stack, "2.55", "PUT", path, json={"flavor": {}})
+        assert none.status_code == 400
+        assert none.json()["badRequest"]["message"] == (
+            "Invalid input for field/attribute flavor/description: Field required"
+        )
+        shown = _at(stack, "2.55", "GET", path).json()["flavor"]
+        assert (shown["ram"], shown["description"]) == (64, "after")
+        member = _at(stack, "2.55", "PUT", path, token=_member(stack),
+                     json={"flavor": {"description": "mine"}})  # fmt: skip
+        assert member.status_code == 403
+    finally:
+        assert _at(stack, "2.55", "DELETE", path).status_code == 202

@@ -216,12 +216,14 @@ async def test_volume_attachments(api: Api) -> None:
     }
     api.bus.replies["attach_volume"] = {"attachment": att}
     reply = await api.run("attachVolume", path_params=sid, body=body)
+    # no microversion negotiated: the newest shape (2.79's delete_on_termination)
     assert reply.body == {
         "volumeAttachment": {
             "id": VOLUME_ID,
             "serverId": row["id"],
             "volumeId": VOLUME_ID,
             "device": "/dev/vdb",
+            "delete_on_termination": False,
         }
     }
     sent = api.bus.sent[-1]
