@@ -497,7 +497,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"resource": "server", "action": "update", "view": "updated"},
+        args={"resource": "server", "action": "update", "view": "updated", "view_until": "2.74"},
     ),
     "deleteServer": HandlerSpec(
         component=COMPONENT,

@@ -480,3 +480,14 @@ def test_a_flavors_description_is_updated_from_2_55(stack: Running) -> None:
         assert member.status_code == 403
     finally:
         assert _at(stack, "2.55", "DELETE", path).status_code == 202
+
+
+def test_the_update_answers_the_whole_server_from_2_75(stack: Running, server: FlowRecord) -> None:
+    path = f"/v2.1/servers/{server.server_id}"
+    update = {"server": {"name": server.server["name"]}}
+    old = _at(stack, "2.74", "PUT", path, json=update).json()["server"]
+    assert "OS-EXT-STS:vm_state" not in old and "key_name" not in old
+    new = _at(stack, "2.75", "PUT", path, json=update).json()["server"]
+    shown = _at(stack, "2.75", "GET", path).json()["server"]
+    assert new.keys() == shown.keys()
+    assert (new["OS-EXT-STS:vm_state"], new["key_name"]) == ("active", shown["key_name"])
