@@ -200,6 +200,8 @@ class ResourceAction(Node):
     title: str | None = None  # the action's word in messages ("stop" for os-stop)
     accept: tuple[ActionCheck, ...] = ()  # on the argument (`params`): 400, before the state
     require: tuple[ActionCheck, ...] = ()  # on the row, once its state allows: 409
+    # the resource's relations read (as `refs`, for `require`) over the row as `set` makes it
+    relations: tuple[str, ...] = ()
     from_states: tuple[str | None, ...] = ()  # () means from any state
     to: str | None = None
     has_to: bool = False
@@ -280,6 +282,10 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_count: ListCount | None = None  # a list's body also counts every matching row
     paged_since: str | None = None  # the API microversion that brings limit and marker
     marker: str | None = None  # the field a marker names (default: the row's id)
+    # query parameter -> the API microversion that brings it (older requests: ignored)
+    list_since: dict[str, str] = {}
+    # from this API microversion a query parameter the list does not know is a 400
+    list_strict_since: str | None = None
     states: StateMachine | None
     hooks: dict[str, str]
     effects: dict[str, tuple[Effect, ...]] = {}  # hook point -> effects, after its hook

@@ -820,6 +820,28 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.FlavorResponse, 200)
 
+    async def update_flavor(
+        self,
+        flavor_id: str,
+        *,
+        body: models.FlavorUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.FlavorResponse]:
+        """PUT /v2.1/flavors/{flavor_id}: Update a flavor's description"""
+        response = await self._call(
+            "updateFlavor",
+            {
+                "flavor_id": flavor_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.FlavorResponse, 200)
+
     async def delete_flavor(
         self,
         flavor_id: str,

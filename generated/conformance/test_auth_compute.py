@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-59 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 11 need a role the demo user lacks (403);
+60 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 12 need a role the demo user lacks (403);
 3 refuse a path naming another project (403); 8 hide
 another project's resource (404).
 """
@@ -52,6 +52,7 @@ PROTECTED = (
     "createFlavor",
     "listFlavorsDetailed",
     "showFlavor",
+    "updateFlavor",
     "deleteFlavor",
     "listFlavorExtraSpecs",
     "listKeypairs",
@@ -80,6 +81,7 @@ PROTECTED = (
 NEEDS_ROLE = (
     "createServerExternalEvents",  # rule:os_compute_api:os-server-external-events:create
     "createFlavor",  # rule:admin
+    "updateFlavor",  # rule:admin
     "deleteFlavor",  # rule:admin
     "listAvailabilityZonesDetailed",  # rule:os_compute_api:os-availability-zone:detail
     "updateQuotaSet",  # rule:os_compute_api:os-quota-sets:update

@@ -719,6 +719,10 @@ class Server(BaseModel):
         None, alias="OS-EXT-SRV-ATTR:user_data", description="The user data"
     )
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    locked_reason: str | None = Field(None, description="Why it was locked (from 2.73).")
+    server_groups: list[str] | None = Field(
+        None, description="The server groups it is in (from 2.71; show, update, rebuild)."
+    )
     description: str | None = Field(None, description="The server's description (from 2.19).")
     tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
     host_status: Literal["UP", "DOWN", "MAINTENANCE", "UNKNOWN", ""] | None = Field(
@@ -790,6 +794,10 @@ class UpdatedServer(BaseModel):
     fault: ServerFault | None = None
     OS_DCF_diskConfig: DiskConfig = Field(..., alias="OS-DCF:diskConfig")
     locked: bool | None = Field(None, description="Whether the server is locked (from 2.9).")
+    locked_reason: str | None = Field(None, description="Why it was locked (from 2.73).")
+    server_groups: list[str] | None = Field(
+        None, description="The server groups it is in (from 2.71; show, update, rebuild)."
+    )
     description: str | None = Field(None, description="The server's description (from 2.19).")
     tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
 
@@ -948,6 +956,7 @@ class FlavorSummary(BaseModel):
     )
     id: str
     name: str
+    description: str | None = Field(None, description="The flavor's description (from 2.55).")
     links: list[Link]
 
 
@@ -975,6 +984,10 @@ class Flavor(BaseModel):
     )
     OS_FLV_DISABLED_disabled: bool = Field(..., alias="OS-FLV-DISABLED:disabled")
     os_flavor_access_is_public: bool = Field(..., alias="os-flavor-access:is_public")
+    description: str | None = Field(None, description="The flavor's description (from 2.55).")
+    extra_specs: dict[str, str] | None = Field(
+        None, description="The flavor's extra specs (from 2.61)."
+    )
     links: list[Link]
 
 
@@ -1015,6 +1028,23 @@ class FlavorCreate(BaseModel):
     OS_FLV_EXT_DATA_ephemeral: conint(ge=0) | None = Field(None, alias="OS-FLV-EXT-DATA:ephemeral")
     rxtx_factor: PositiveFloat | None = None
     os_flavor_access_is_public: bool | None = Field(True, alias="os-flavor-access:is_public")
+    description: constr(max_length=65535) | None = Field(
+        None, description="From microversion 2.55."
+    )
+
+
+class FlavorUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    description: constr(max_length=65535) | None
+
+
+class FlavorUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    flavor: FlavorUpdate
 
 
 class FlavorCreateRequest(BaseModel):
@@ -1037,6 +1067,10 @@ class InstanceActionEvent(BaseModel):
     traceback: str | None = Field(
         None, description="The failure (callers the events:details policy allows)."
     )
+    host: str | None = Field(
+        None, description="Where it ran (from 2.62; callers the events policy allows)."
+    )
+    hostId: str | None = Field(None, description="Where it ran")
 
 
 class InstanceAction(BaseModel):
@@ -1050,6 +1084,7 @@ class InstanceAction(BaseModel):
     instance_uuid: str
     user_id: str
     project_id: str
+    updated_at: str | None = Field(None, description="When it last changed (from 2.58).")
     events: list[InstanceActionEvent] | None = None
 
 
@@ -1075,6 +1110,9 @@ class VolumeAttachment(BaseModel):
     serverId: str
     volumeId: str
     device: str | None = Field(None, description="Device name in the guest (for example /dev/vdb).")
+    delete_on_termination: bool | None = Field(
+        None, description="Whether deleting the server deletes the volume (from 2.79)."
+    )
 
 
 class VolumeAttachmentList(BaseModel):
@@ -1099,6 +1137,9 @@ class VolumeAttachmentCreate(BaseModel):
     device: str | None = Field(None, description="Requested device name; null lets nova choose.")
     tag: str | None = Field(
         None, description='A device tag (from 2.49; 60 characters at most, without "/" or ",").'
+    )
+    delete_on_termination: bool | None = Field(
+        False, description="Whether deleting the server deletes the volume (from 2.79)."
     )
 
 
@@ -1226,17 +1267,32 @@ class KeypairCreateResponse(BaseModel):
     keypair: KeypairCreated
 
 
+class Rules(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    max_server_per_host: conint(ge=1) | None = None
+
+
 class ServerGroup(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     id: UUID
     name: str
-    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]]
+    policies: (
+        list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] | None
+    ) = None
     members: list[str] = Field(..., description="The ids of the servers in the group.")
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None = Field(None, description="Before microversion 2.64.")
     project_id: str | None = Field(None, description="From microversion 2.13.")
     user_id: str | None = Field(None, description="From microversion 2.13.")
+    policy: Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] | None = (
+        Field(None, description="The policy (from microversion 2.64; `policies` before it).")
+    )
+    rules: Rules | None = Field(
+        None, description="The policy's rules (from 2.64; anti-affinity's max_server_per_host)."
+    )
 
 
 class ServerGroupResponse(BaseModel):
@@ -1253,15 +1309,27 @@ class ServerGroupList(BaseModel):
     server_groups: list[ServerGroup]
 
 
+class Rules1(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    max_server_per_host: conint(ge=1) | None = None
+
+
 class ServerGroupCreate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
     )
     name: constr(min_length=1, max_length=255)
-    policies: list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] = (
-        Field(..., max_length=1, min_length=1)
+    policies: (
+        list[Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]] | None
+    ) = Field(None, max_length=1, min_length=1)
+    policy: Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"] | None = (
+        None
     )
+    rules: Rules1 | None = None
 
 
 class ServerGroupCreateRequest(BaseModel):
@@ -1342,7 +1410,7 @@ class Hypervisor(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     hypervisor_hostname: str
     state: Literal["up", "down"]
     status: Literal["enabled", "disabled"]
@@ -1353,7 +1421,7 @@ class Service(BaseModel):
         populate_by_name=True,
     )
     host: str
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     disabled_reason: str | None
 
 
@@ -1361,7 +1429,7 @@ class HypervisorDetail(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     hypervisor_hostname: str
     state: Literal["up", "down"]
     status: Literal["enabled", "disabled"]
@@ -1469,7 +1537,7 @@ class ComputeService(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
-    id: int
+    id: int | str = Field(..., description="Its number; a UUID from 2.53.")
     binary: str
     host: str
     zone: str

@@ -332,6 +332,7 @@ class AttachVolumePayload(BaseModel):
     instance: InstanceRef
     volume_id: UUID
     device: str | None = None
+    delete_on_termination: bool | None = None
 
 
 class DetachVolumePayload(BaseModel):

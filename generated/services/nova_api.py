@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (61 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (62 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -274,6 +274,11 @@ async def show_flavor(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def update_flavor(flow: Flow) -> None:
+    """operation updateFlavor: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
 async def delete_flavor(flow: Flow) -> None:
     """operation deleteFlavor: behaviour resource.serve."""
     await flow.trigger(None)
@@ -419,7 +424,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                     {
                         "id": "v2.1",
                         "status": "CURRENT",
-                        "version": "2.52",
+                        "version": "2.79",
                         "min_version": "2.1",
                         "updated": "2013-07-23T11:33:21Z",
                         "links": [{"rel": "self", "href": "{base}/v2.1/"}],
@@ -443,7 +448,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "version": {
                     "id": "v2.1",
                     "status": "CURRENT",
-                    "version": "2.52",
+                    "version": "2.79",
                     "min_version": "2.1",
                     "updated": "2013-07-23T11:33:21Z",
                     "links": [
@@ -529,7 +534,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"resource": "server", "action": "update", "view": "updated"},
+        args={"resource": "server", "action": "update", "view": "updated", "view_until": "2.74"},
     ),
     "deleteServer": HandlerSpec(
         component=COMPONENT,
@@ -893,6 +898,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"resource": "flavor", "action": "show"},
+    ),
+    "updateFlavor": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateFlavor",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_flavor,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "flavor", "action": "update"},
     ),
     "deleteFlavor": HandlerSpec(
         component=COMPONENT,
@@ -1597,6 +1614,18 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:anyone",
+    ),
+    Route(
+        "PUT",
+        "/v2.1/flavors/{flavor_id}",
+        "updateFlavor",
+        HANDLERS["updateFlavor"],
+        request_model=models.FlavorUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+        since=(2, 55),
     ),
     Route(
         "DELETE",

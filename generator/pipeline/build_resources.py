@@ -42,6 +42,7 @@ class Binding:
     name: str | None = None  # the state-machine action an operation's path names
     field: str | None = None  # add_item / remove_item: the list field
     item: str | None = None  # add_item / remove_item: the path parameter giving the item
+    view_until: str | None = None  # the last microversion answering with `view`
 
     @property
     def behaviour(self) -> str:
@@ -54,7 +55,7 @@ class Binding:
         args: dict[str, Any] = {"resource": self.resource, "action": self.action}
         if self.view:
             args["view"] = self.view
-        for key in ("name", "field", "item"):
+        for key in ("name", "field", "item", "view_until"):
             if getattr(self, key):
                 args[key] = getattr(self, key)
         return args
@@ -81,6 +82,7 @@ def bindings(spec: LoadedSpec) -> dict[tuple[str, str], Binding]:
                     name=more.get("name"),
                     field=more.get("field"),
                     item=more.get("item"),
+                    view_until=more.get("view_until"),
                 )
         for qname, q in (data.get("queries") or {}).items():
             out[(api, q["operation"])] = Binding(q["from"], "query", qname)
@@ -368,6 +370,7 @@ def _resource(
                     title=a.get("title"),
                     accept=tuple(ir.ActionCheck(**c) for c in a.get("accept", ())),
                     require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
+                    relations=tuple(a.get("relations", ())),
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),
                     view=bool(a.get("view", False)),
@@ -443,6 +446,8 @@ def _resource(
         list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,
         paged_since=listing.get("paged_since"),
         marker=listing.get("marker"),
+        list_since=dict(listing.get("since") or {}),
+        list_strict_since=listing.get("strict_since"),
         states=states,
         hooks=dict(r.get("hooks") or {}),
         handoff=(

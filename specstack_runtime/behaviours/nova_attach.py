@@ -58,11 +58,15 @@ async def attach_volume(call: Call) -> Reply:
     guards.check(rc, "attach_volume", row, changes=spec)  # the spec's rules, nova's messages
     volume_id = spec["volumeId"]
     reply = await _to_host(
-        call, "attach_volume", row, volume_id=volume_id, device=spec.get("device")
+        call,
+        "attach_volume",
+        row,
+        volume_id=volume_id,
+        device=spec.get("device"),
+        delete_on_termination=spec.get("delete_on_termination") is True,
     )
-    device = ((reply or {}).get("attachment") or {}).get("device")
-    view = {"id": volume_id, "serverId": row["id"], "volumeId": volume_id, "device": device}
-    return Reply(200, {"volumeAttachment": view})
+    item = {**((reply or {}).get("attachment") or {}), "volume_id": volume_id}
+    return Reply(200, {"volumeAttachment": rc.template("attachment", doc=row, item=item)})
 
 
 @behaviour("compute.detach_volume")

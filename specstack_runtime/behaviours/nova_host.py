@@ -278,6 +278,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
         204,
     )
     item = {"attachment_id": ids["attachment_id"], "volume_id": volume_id, "device": device,
+            "delete_on_termination": call.payload.get("delete_on_termination") is True,
             "connection_info": connection_info}  # fmt: skip
     await update_instance(call, uuid, {"attachments": [*attachments, item]})
     return {"attachment": item}

@@ -40,7 +40,9 @@ async def rebuild_image(event: ResourceEvent) -> None:
         if image.get("status") != "active":
             raise fail(call.rt, "rebuild_image_inactive", id=image_id)
     except BaseException:
-        await undo_action(event, "task_state", "image_ref", "name", "metadata")
+        await undo_action(
+            event, "task_state", "image_ref", "name", "metadata", "key_name", "user_data"
+        )
         raise
 
 

@@ -41,7 +41,7 @@ def _check(
 ) -> None:
     """The first condition that does not hold answers its status (or `status`) and message."""
     for check in checks:
-        if not compile_expr(check.expr).evaluate(**rc.variables(doc=doc, params=arg)):
+        if not compile_expr(check.expr).evaluate(**rc.variables(doc=doc, params=arg, refs=rc.refs)):
             values = {**doc, **(arg if isinstance(arg, dict) else {}), "id": doc["id"]}
             raise error(check.status or status, fill(check.message, values), check.kind)
 
@@ -98,6 +98,9 @@ async def run(rc: ResourceCall) -> Reply:
         allowed = bool(compile_expr(action.when).evaluate(**rc.variables(doc=doc, params=arg)))
     if not allowed:
         raise _refused(rc, states, action, doc, state)
+    if action.relations:  # the rows `require` reads, found from the row as it would be
+        made = {**doc, **{k: _value(rc, v, doc, arg) for k, v in action.set.items()}}
+        await relations.load(rc, made, only=action.relations)
     _check(rc, action.require, 409, doc, arg)
     if any(action.name in g.on and "refs" in g.when for g in rc.res.res.guards):
         await relations.load(rc, doc)  # the rows its refuse rules read (cinder's revert)

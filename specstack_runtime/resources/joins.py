@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from specstack_runtime.resources.context import Doc, ResourceCall
-from specstack_runtime.resources.views import join_key, render
+from specstack_runtime.resources.views import join_key, past_view, render
 
 
 async def load(rc: ResourceCall, docs: Iterable[Doc]) -> None:
@@ -26,7 +26,7 @@ async def load(rc: ResourceCall, docs: Iterable[Doc]) -> None:
 
 def _read(rc: ResourceCall) -> bool:
     """Whether a field of the operation's view reads `join`."""
-    view = rc.call.args.get("view")
+    view = None if past_view(rc) else rc.call.args.get("view")
     picks = rc.res.res.views.get(str(view)) if view else None
     names = {e.partition("=")[2] or e.partition("=")[0] for e in picks} if picks else None
     absent = rc.res.absent_at(rc.call.microversion)

@@ -460,9 +460,31 @@ def _next_href(rc: ResourceCall, marker: str) -> str:
     return f"{rc.base}{rc.call.path}?{urlencode(query)}"
 
 
+def versioned_query(rc: ResourceCall) -> None:
+    """The request's query as its microversion has it: parameters a later version brings
+    (`list.since`) dropped, and from `list.strict_since` any the list does not know refused."""
+    res = rc.res.res
+    if rc.call.microversion is None or not (res.list_since or res.list_strict_since):
+        return
+    query = rc.call.query
+    too_new = {p for p, v in res.list_since.items() if not rc.reached(v) and p in query}
+    if too_new:
+        rc.call.query = query = {k: v for k, v in query.items() if k not in too_new}
+    if res.list_strict_since and rc.reached(res.list_strict_since):
+        known = PAGING | rc.res.filters.keys() | res.list_since.keys() | {res.list_all}
+        for param in sorted(query.keys() - known):
+            raise rc.res.fail(
+                "bad_query",
+                field=param,
+                value=(query[param] or [""])[0][:64],
+                reason=f"Additional properties are not allowed ('{param}' was unexpected)",
+            )
+
+
 async def answer(rc: ResourceCall) -> Any:
     """The list operation's body, in the API's pagination style."""
     res = rc.res
+    versioned_query(rc)
     counted = _counted(rc)
     every = await visible_rows(rc)
     rows, more = _page(rc, every)
@@ -486,7 +508,7 @@ async def answer(rc: ResourceCall) -> Any:
             reverse = (rc.call.q("page_reverse") or "").lower() in _TRUE
             edge = _marker_of(rc, rows[0]) if reverse else last
             rel = "previous" if reverse else "next"
-            body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, edge)}]
+            body[f"{many}_links"] = [{"rel": rel, "href": _next_href(rc, str(edge))}]
     elif style == "glance":
         body["first"] = rc.call.path
         body["schema"] = f"/v2/schemas/{many}"

@@ -23,7 +23,7 @@ from specstack_runtime.context import Reply
 from specstack_runtime.expr import ExprError, compile_expr
 from specstack_runtime.http import error_message
 from specstack_runtime.messaging import api_error
-from specstack_runtime.resources import access, listing
+from specstack_runtime.resources import access, joins, listing
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import render
@@ -143,6 +143,7 @@ async def answer(rc: ResourceCall, query: ir.Query) -> Reply:
     else:
         source = await listing.visible_rows(rc) if query.filters else await _all_visible(rc)
     where = compile_expr(query.where) if query.where else None
+    await joins.load(rc, source)  # the rows of other resources their fields read
     for doc in source:
         row = render(rc, doc)
         if where is not None:

@@ -71,6 +71,7 @@ async def handled(call: Call, started: float, error: BaseException | None = None
             "reply": reply.body if reply is not None and isinstance(reply.body, dict) else {},
         },
         "auth": dict(auth_vars(call.auth)),
+        "host": rt.host,  # where it was handled (the compute host of a compute's event)
         "error": "" if error is None else f"{type(error).__name__}: {error}",
         "started": stamp(started),
         "finished": stamp(datetime.now(UTC).timestamp()),

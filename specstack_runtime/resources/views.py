@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from specstack_runtime.expr import Bound, compile_expr
+from specstack_runtime.microversions import parse
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -23,6 +24,10 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
     doc = res.complete(doc)
     hidden = res.hidden
     chosen = view or rc.call.args.get("view")
+    if chosen and str(chosen) not in res.res.views:
+        chosen = None  # another resource's view (a row a join reads): all of this one
+    if not view and chosen and past_view(rc):
+        chosen = None  # the operation's view ends at a microversion older than the request's
     picks = [entry.partition("=") for entry in res.res.views.get(str(chosen), ())] if chosen else []
     wanted = {source or name for name, _, source in picks} if chosen else None
     # fields the caller may not see, and those its microversion does not have
@@ -74,6 +79,12 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
 
 
 _UNSEEN = "\0unseen"  # not a key any row has
+
+
+def past_view(rc: ResourceCall) -> bool:
+    """Whether the request's microversion is newer than the operation's `view_until`."""
+    until, version = rc.call.args.get("view_until"), rc.call.microversion
+    return bool(until) and version is not None and version > parse(str(until))
 
 
 def answer_key(res: Compiled, key: str) -> str | None:

@@ -130,11 +130,11 @@ async def test_version_documents(api: Api) -> None:
     reply = await api.run("getComputeVersions", auth=None)
     assert reply.status == 200
     v21 = next(v for v in reply.body["versions"] if v["id"] == "v2.1")
-    assert (v21["status"], v21["min_version"], v21["version"]) == ("CURRENT", "2.1", "2.52")
+    assert (v21["status"], v21["min_version"], v21["version"]) == ("CURRENT", "2.1", "2.79")
     assert v21["links"] == [{"rel": "self", "href": "http://nova.test:8774/v2.1/"}]
     reply = await api.run("getComputeV21", auth=None)
     version = reply.body["version"]
-    assert (version["id"], version["min_version"], version["version"]) == ("v2.1", "2.1", "2.52")
+    assert (version["id"], version["min_version"], version["version"]) == ("v2.1", "2.1", "2.79")
     assert {"rel": "self", "href": "http://nova.test:8774/v2.1/"} in version["links"]
     assert version["media-types"][0]["base"] == "application/json"
 

@@ -26,7 +26,7 @@ def server(compute_mv_server: FlowRecord) -> FlowRecord:
     return compute_mv_server
 
 
-MAX = "2.52"
+MAX = "2.79"
 
 
 def test_the_range_is_2_1_to_the_maximum(stack: Running) -> None:

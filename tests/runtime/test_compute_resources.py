@@ -4,6 +4,7 @@ services, volume attachments and interfaces."""
 from __future__ import annotations
 
 import re
+import uuid
 
 import pytest
 
@@ -28,9 +29,11 @@ async def test_flavors(api: Api) -> None:
     await seed_flavors(api.store)
     listing = (await api.run("listFlavors")).body["flavors"]
     assert [f["id"] for f in listing] == ["1", "2", "3", "4", "5"]
-    assert set(listing[0]) == {"id", "links", "name"}
+    # no microversion negotiated (not over HTTP): the newest shapes (2.55's description,
+    # 2.75's swap of 0 for none)
+    assert set(listing[0]) == {"id", "links", "name", "description"}
     detail = (await api.run("listFlavorsDetailed", query={"is_public": "None"})).body["flavors"]
-    assert detail[0]["swap"] == "" and detail[0]["os-flavor-access:is_public"] is True
+    assert detail[0]["swap"] == 0 and detail[0]["os-flavor-access:is_public"] is True
     big = (await api.run("listFlavorsDetailed", query={"minRam": "8192"})).body["flavors"]
     assert [f["name"] for f in big] == ["m1.large", "m1.huge"]
     with pytest.raises(BadRequest, match="Invalid minRam filter"):
@@ -137,18 +140,20 @@ async def test_availability_zones_and_hypervisors(api: Api) -> None:
     with pytest.raises(Forbidden):
         await api.run("listHypervisors")
     hvs = (await api.run("listHypervisors", auth=auth_ctx(admin=True))).body["hypervisors"]
-    assert hvs == [
-        {"id": 1, "hypervisor_hostname": "compute-1", "state": "up", "status": "enabled"},
-        {"id": 2, "hypervisor_hostname": "compute-2", "state": "down", "status": "enabled"},
+    # no microversion negotiated: the newest ids (2.53's UUIDs, one a node)
+    assert [{k: v for k, v in h.items() if k != "id"} for h in hvs] == [
+        {"hypervisor_hostname": "compute-1", "state": "up", "status": "enabled"},
+        {"hypervisor_hostname": "compute-2", "state": "down", "status": "enabled"},
     ]
+    assert len({str(uuid.UUID(h["id"])) for h in hvs}) == 2
     # what a claim of a 2-vCPU, 2 GB, 20 GB server leaves on compute-1's record
     used = {"vcpus_used": 2, "memory_mb_used": 2048, "local_gb_used": 20, "running_vms": 1}
     assert await api.store.update("compute_nodes", "compute-1", used) is not None
     admin = auth_ctx(admin=True)
     detail = (await api.run("listHypervisorsDetailed", auth=admin)).body["hypervisors"]
     assert [(h["id"], h["state"], h["service"]["host"]) for h in detail] == [
-        (1, "up", "compute-1"),
-        (2, "down", "compute-2"),
+        (hvs[0]["id"], "up", "compute-1"),
+        (hvs[1]["id"], "down", "compute-2"),
     ]
     assert all(h["vcpus"] == 8 and h["memory_mb"] == 16384 for h in detail)
     busy = detail[0]
@@ -173,8 +178,8 @@ async def test_availability_zones_and_hypervisors(api: Api) -> None:
         await api.run("getHypervisorStatistics")
     services = (await api.run("listComputeServices", auth=admin)).body["services"]
     assert [(v["id"], v["binary"], v["host"], v["zone"], v["state"]) for v in services] == [
-        (1, "nova-compute", "compute-1", "nova", "up"),
-        (2, "nova-compute", "compute-2", "az2", "down"),
+        (detail[0]["service"]["id"], "nova-compute", "compute-1", "nova", "up"),
+        (detail[1]["service"]["id"], "nova-compute", "compute-2", "az2", "down"),
     ]
     assert services[0]["status"] == "enabled" and services[0]["disabled_reason"] is None
     only = await api.run("listComputeServices", auth=admin, query={"host": "compute-2"})
@@ -211,12 +216,14 @@ async def test_volume_attachments(api: Api) -> None:
     }
     api.bus.replies["attach_volume"] = {"attachment": att}
     reply = await api.run("attachVolume", path_params=sid, body=body)
+    # no microversion negotiated: the newest shape (2.79's delete_on_termination)
     assert reply.body == {
         "volumeAttachment": {
             "id": VOLUME_ID,
             "serverId": row["id"],
             "volumeId": VOLUME_ID,
             "device": "/dev/vdb",
+            "delete_on_termination": False,
         }
     }
     sent = api.bus.sent[-1]
