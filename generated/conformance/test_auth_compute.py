@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-52 operations need a token: without one, with a bogus one, an expired one
+54 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 11 need a role the demo user lacks (403);
 3 refuse a path naming another project (403); 7 hide
 another project's resource (404).
@@ -32,6 +32,8 @@ PROTECTED = (
     "listInstanceActions",
     "showInstanceAction",
     "listServerInterfaces",
+    "attachInterface",
+    "detachInterface",
     "listServerSecurityGroups",
     "listServerMetadata",
     "updateServerMetadata",

@@ -4,12 +4,12 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (57 models)
-- `compute`: Compute API (nova) (110 models)
+- `compute`: Compute API (nova) (113 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)
 - `object_store`: Object Storage API (swift) (6 models)
-- `messages`: queue message payloads and replies (29 messages)
+- `messages`: queue message payloads and replies (31 messages)
 - `drivers`: types of the ComputeDriver interface
 """
 
