@@ -9,6 +9,7 @@ detaching unplugs it and deletes the port nova made, or unbinds the user's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -112,9 +113,20 @@ async def _port_call(call: Call, operation: str, port_id: str | None, **kw: Any)
 UNBOUND = {"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}}
 
 
+def _lock(call: Call) -> asyncio.Lock:
+    """One interface change of an instance at a time on its host (each rewrites its vifs)."""
+    locks: dict[str, asyncio.Lock] = call.rt.local.setdefault("compute.interface_locks", {})
+    return locks.setdefault(str(call.payload["instance"]["uuid"]), asyncio.Lock())
+
+
 @behaviour("compute.rpc_attach_interface", needs=("network",))
 async def rpc_attach_interface(call: Call) -> dict[str, Any]:
     """Bind the user's port (or make one on the network), plug it, record it."""
+    async with _lock(call):
+        return await _attach(call)
+
+
+async def _attach(call: Call) -> dict[str, Any]:
     rt = call.rt
     instance = await fetch_instance(call)
     uuid = str(instance["uuid"])
@@ -157,6 +169,11 @@ async def rpc_attach_interface(call: Call) -> dict[str, Any]:
 @behaviour("compute.rpc_detach_interface", needs=("network",))
 async def rpc_detach_interface(call: Call) -> dict[str, Any]:
     """Unplug the port; delete it when nova made it, else unbind it; forget it."""
+    async with _lock(call):
+        return await _detach(call)
+
+
+async def _detach(call: Call) -> dict[str, Any]:
     rt = call.rt
     instance = await fetch_instance(call)
     uuid, port_id = str(instance["uuid"]), str(call.payload["port_id"])

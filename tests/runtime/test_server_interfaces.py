@@ -14,6 +14,7 @@ from specstack_runtime.behaviours import nova_interfaces  # noqa: F401  (registe
 from specstack_runtime.context import Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.resources import records
+from specstack_runtime.virt import VirtError
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
@@ -251,5 +252,36 @@ async def test_deleting_the_server_keeps_an_attached_users_port(tmp_path: Path) 
         assert list(cell.services.ports) == [USER_PORT]  # the booted port (nova's) went
         guest: Instance = {"uuid": row["id"], "name": "vm1"}
         assert guest["uuid"] not in cell.computes[row["host"]].driver.guests
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_a_guest_refusing_the_port_undoes_the_binding(tmp_path: Path) -> None:
+    """The hypervisor fails to plug: nova's new port is deleted, the user's unbound, the
+    server unchanged, and the caller hears the driver's reason."""
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        row = await _booted(cell)
+        driver = cell.computes[row["host"]].driver
+
+        async def refuse(instance: Instance, network_info: list[Any]) -> None:
+            raise VirtError("no PCI slot left")
+
+        driver.plug_vifs = refuse
+        cell.services.ports[USER_PORT] = user_port()
+        ports_before = {k: dict(v) for k, v in cell.services.ports.items()}
+        for attachment in ({"port_id": USER_PORT}, {"net_id": NETWORK_ID}):
+            with pytest.raises(ApiError) as err:
+                await cell.operation(
+                    "attachInterface",
+                    path_params={"server_id": row["id"]},
+                    body={"interfaceAttachment": attachment},
+                )
+            assert "no PCI slot left" in str(err.value)
+        assert list(cell.services.ports) == list(ports_before)
+        assert cell.services.ports[USER_PORT]["device_id"] == ""
+        saved = await _server(cell, row["id"])
+        assert (saved["vifs"], saved["ports"]) == (row["vifs"], row["ports"])
     finally:
         await cell.stop()
