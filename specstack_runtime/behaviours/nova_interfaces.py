@@ -50,8 +50,26 @@ async def _neutron(call: Call, operation: str, params: dict[str, Any], key: str)
     return dict((resp.json() or {}).get(key) or {}) if resp.status_code == 200 else None
 
 
-async def _refs(call: Call, spec: Mapping[str, Any]) -> dict[str, Any]:
+async def _networks(call: Call, project_id: str) -> list[dict[str, Any]] | None:
+    """The networks an interface may go on when the request names none, as nova finds
+    them: the project's own unshared ones, then the shared ones (None: neutron cannot say)."""
+    found: list[dict[str, Any]] = []
+    for query in ({"project_id": project_id, "shared": "false"}, {"shared": "true"}):
+        resp = await call.rt.clients.call(
+            call.rt.info.api_of_type("network"), "listNetworks", query=query, token=call.token
+        )
+        if resp.status_code != 200:
+            return None
+        found += [n for n in resp.json().get("networks") or [] if n not in found]
+    return found
+
+
+async def _refs(call: Call, row: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
     refs: dict[str, Any] = {}
+    if call.token and "port_id" not in spec and "net_id" not in spec:
+        networks = await _networks(call, str(row["project_id"]))
+        if networks is not None:
+            refs["networks"] = networks
     for field, operation, param, key in (
         ("port_id", "showPort", "port_id", "port"),
         ("net_id", "showNetwork", "network_id", "network"),
@@ -79,12 +97,13 @@ async def attach_interface(call: Call) -> Reply:
     given = body.get("interfaceAttachment")
     spec: dict[str, Any] = given if isinstance(given, dict) else {}
     rc = engine_call(call, SERVER)
-    rc.refs = await _refs(call, spec)
+    rc.refs = await _refs(call, row, spec)
     guards.check(rc, "attach_interface", row, changes=spec)  # the spec's rules, nova's words
     if spec.get("port_id"):
         requested = {"port_id": spec["port_id"]}
     else:
-        requested = {"network_id": spec["net_id"]}
+        chosen = spec.get("net_id") or rc.refs["networks"][0]["id"]
+        requested = {"network_id": chosen}
         for ip in spec.get("fixed_ips") or []:
             requested["fixed_ip"] = ip["ip_address"]
     reply = await _to_host(call, row, "attach_interface", requested_network=requested)

@@ -184,6 +184,7 @@ class FakeServices:
         self.volume_status = "available"
         self.fail: dict[str, int] = {}  # operation id -> status to answer instead
         self.absent_networks: set[str] = set()  # showNetwork answers 404 for these
+        self.networks: list[dict[str, Any]] = []  # shared networks besides `private`
         self._ip = 10
 
     async def call(
@@ -263,7 +264,11 @@ class FakeServices:
         return response(200, {"network": {"id": p["network_id"], "name": "private"}})
 
     def _listNetworks(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
-        return response(200, {"networks": [{"id": q.get("id"), "name": "private"}]})
+        """By id; else the one shared network `private` (and `self.networks` more)."""
+        if "id" in q:
+            return response(200, {"networks": [{"id": q["id"], "name": "private"}]})
+        shared = [{"id": NETWORK_ID, "name": "private"}, *self.networks]
+        return response(200, {"networks": shared if q.get("shared") == "true" else []})
 
     def _listFloatingIPs(
         self, p: dict[str, Any], body: Any, q: Mapping[str, Any]

@@ -164,6 +164,13 @@ async def test_a_port_made_on_a_network_is_deleted_on_detach(tmp_path: Path) -> 
         saved = await _server(cell, row["id"])
         assert made["port_id"] not in saved["ports"] + [v["id"] for v in saved["vifs"]]
         assert made["mac_addr"] not in _links(cell, row)
+
+        # no port nor network named: the project's only network
+        reply, _ = await cell.operation(
+            "attachInterface", path_params=sid, body={"interfaceAttachment": {}}
+        )
+        assert reply.body["interfaceAttachment"]["net_id"] == NETWORK_ID
+        assert reply.body["interfaceAttachment"]["port_id"] in cell.services.ports
     finally:
         await cell.stop()
 
@@ -189,7 +196,10 @@ async def test_bad_requests_are_refused_and_change_nothing(tmp_path: Path) -> No
 
         both = {"port_id": USER_PORT, "net_id": NETWORK_ID}
         await refused(both, 400, "Must not input both network_id and port_id")
-        await refused({}, 400, "Must input network_id or port_id")
+        cell.services.networks.append({"id": OTHER_NET, "name": "public"})
+        ambiguous = "More than one possible network found. Specify network ID(s) to select which one(s) to connect to."
+        await refused({}, 400, ambiguous)
+        cell.services.networks.clear()
         await refused(
             {"port_id": "nope"},
             400,
