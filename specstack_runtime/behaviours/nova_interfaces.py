@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from specstack_runtime.behaviours.conductor import instance_ref
+from specstack_runtime.behaviours.nova_build import group_ids
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
     fail,
@@ -160,7 +161,10 @@ async def _attach(call: Call) -> dict[str, Any]:
         if resp.status_code == 404:
             raise fail(rt, "port_not_found", port_id=port_id)
     else:
-        refs = {"binding": binding, "groups": []}
+        refs = {
+            "binding": binding,
+            "groups": await group_ids(call, instance, await flow_token(call)),
+        }
         body = server.template("port", item=net, refs=refs)
         resp = await _port_call(call, "createPort", None, body=body, context=ctx)
         if resp.status_code == 404:

@@ -40,9 +40,9 @@ def user_port(**fields: Any) -> dict[str, Any]:
     }
 
 
-async def _booted(cell: NovaCell) -> dict[str, Any]:
+async def _booted(cell: NovaCell, **server: Any) -> dict[str, Any]:
     await seed_flavors(cell.store)
-    row = await boot_through_the_cell(cell)
+    row = await boot_through_the_cell(cell, **server)
     assert row["vm_state"] == "active", (row["fault"], cell.errors)
     return row
 
@@ -140,7 +140,7 @@ async def test_a_users_port_is_bound_plugged_shown_then_unbound_and_kept(tmp_pat
 async def test_a_port_made_on_a_network_is_deleted_on_detach(tmp_path: Path) -> None:
     cell = await NovaCell(tmp_path, computes=1).start()
     try:
-        row = await _booted(cell)
+        row = await _booted(cell, security_groups=[{"name": "sg-default"}])  # named by id
         sid = {"server_id": row["id"]}
         body = {
             "interfaceAttachment": {
@@ -154,6 +154,7 @@ async def test_a_port_made_on_a_network_is_deleted_on_detach(tmp_path: Path) -> 
         assert made["fixed_ips"] == [{"ip_address": "10.0.0.50", "subnet_id": "s1"}]
         port = cell.services.ports[made["port_id"]]
         assert (port["device_id"], port["device_owner"]) == (row["id"], "compute:nova")
+        assert port["security_groups"] == ["sg-default"]  # the server's groups
         saved = await _server(cell, row["id"])
         assert made["port_id"] in saved["ports"]  # nova's: deleted with the interface
         assert ("10.0.0.50", made["mac_addr"]) in _addrs(saved)
