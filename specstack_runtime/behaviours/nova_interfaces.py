@@ -23,12 +23,14 @@ from specstack_runtime.behaviours.nova_common import (
     instance_for,
     is_gone,
     is_uuid,
+    looked_up,
     update_instance,
 )
 from specstack_runtime.behaviours.nova_events import neutron_addresses
 from specstack_runtime.behaviours.nova_host import fetch_instance, guest_of
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
+from specstack_runtime.errors import ApiError
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
@@ -36,19 +38,6 @@ from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
 DRIVER_VIF = ("id", "address", "network_id", "ip_addresses")  # the driver's Vif type
-
-
-async def _neutron(call: Call, operation: str, params: dict[str, Any], key: str) -> Any:
-    """neutron's `key` object ({} when neutron does not know it; None when it cannot say)."""
-    try:
-        resp = await call.rt.clients.call(
-            call.rt.info.api_of_type("network"), operation, params, token=call.token
-        )
-    except Exception:
-        return None
-    if resp.status_code == 404:
-        return {}
-    return dict((resp.json() or {}).get(key) or {}) if resp.status_code == 200 else None
 
 
 async def _networks(call: Call, project_id: str) -> list[dict[str, Any]] | None:
@@ -75,8 +64,8 @@ async def _refs(call: Call, row: Mapping[str, Any], spec: Mapping[str, Any]) -> 
         ("port_id", "showPort", "port_id", "port"),
         ("net_id", "showNetwork", "network_id", "network"),
     ):
-        if call.token and is_uuid(spec.get(field)) and isinstance(spec.get(field), str):
-            found = await _neutron(call, operation, {param: spec[field]}, key)
+        if isinstance(spec.get(field), str) and is_uuid(spec[field]):
+            found = await looked_up(call, "network", operation, {param: spec[field]}, key)
             if found is not None:
                 refs[key] = found
     return refs
@@ -103,7 +92,10 @@ async def attach_interface(call: Call) -> Reply:
     if spec.get("port_id"):
         requested = {"port_id": spec["port_id"]}
     else:
-        chosen = spec.get("net_id") or rc.refs["networks"][0]["id"]
+        networks = rc.refs.get("networks") or [{}]  # one, by the spec's rules, if known
+        chosen = spec.get("net_id") or networks[0].get("id")
+        if not chosen:
+            raise ApiError("The network service could not list the networks.", status=503)
         requested = {"network_id": chosen}
         for ip in spec.get("fixed_ips") or []:
             requested["fixed_ip"] = ip["ip_address"]
