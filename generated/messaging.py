@@ -113,6 +113,20 @@ def detach_volume(flow: Flow) -> Invoke:
     return flow.sender("detach_volume", models.DetachVolumePayload, models.DetachVolumeReply)
 
 
+def attach_interface(flow: Flow) -> Invoke:
+    """Compute interface attach request: call on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender(
+        "attach_interface", models.AttachInterfacePayload, models.AttachInterfaceReply
+    )
+
+
+def detach_interface(flow: Flow) -> Invoke:
+    """Compute interface detach request: call on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender(
+        "detach_interface", models.DetachInterfacePayload, models.DetachInterfaceReply
+    )
+
+
 def instance_get(flow: Flow) -> Invoke:
     """Conductor instance and flavor lookup: call on topic conductor, consumed by nova-conductor."""
     return flow.sender("instance_get", models.InstanceGetPayload, models.InstanceGetReply)

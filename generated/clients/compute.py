@@ -405,6 +405,52 @@ class ComputeClient(BoundClient):
         )
         return ApiResponse(response, models.InterfaceAttachmentList, 200)
 
+    async def attach_interface(
+        self,
+        server_id: str,
+        *,
+        body: models.InterfaceAttachmentCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.InterfaceAttachmentResponse]:
+        """POST /v2.1/servers/{server_id}/os-interface: Attach a port interface to a server"""
+        response = await self._call(
+            "attachInterface",
+            {
+                "server_id": server_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.InterfaceAttachmentResponse, 200)
+
+    async def detach_interface(
+        self,
+        server_id: str,
+        port_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.1/servers/{server_id}/os-interface/{port_id}: Detach a port interface from a server"""
+        response = await self._call(
+            "detachInterface",
+            {
+                "server_id": server_id,
+                "port_id": port_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 202)
+
     async def list_server_security_groups(
         self,
         server_id: str,

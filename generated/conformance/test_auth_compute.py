@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Compute API (nova): each operation's token and policy (x-specstack-policy).
 
-60 operations need a token: without one, with a bogus one, an expired one
+62 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 12 need a role the demo user lacks (403);
 3 refuse a path naming another project (403); 8 hide
 another project's resource (404).
@@ -33,6 +33,8 @@ PROTECTED = (
     "listInstanceActions",
     "showInstanceAction",
     "listServerInterfaces",
+    "attachInterface",
+    "detachInterface",
     "listServerSecurityGroups",
     "listServerMetadata",
     "updateServerMetadata",

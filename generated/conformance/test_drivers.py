@@ -300,7 +300,7 @@ def test_detach_volume_invalid_mountpoint(world: ContractWorld) -> None:
 
 
 def test_plug_vifs(world: ContractWorld) -> None:
-    """Connect the guest's virtual interfaces to their networks."""
+    """Connect the guest's virtual interfaces to their networks (hot-plugged into a running one)."""
 
     async def scenario() -> None:
         await world.prepare("plug_vifs", ["instance", "network_info"])
@@ -321,6 +321,36 @@ def test_plug_vifs_unknown_instance(world: ContractWorld) -> None:
         await expect(
             InstanceNotFound,
             world.adapter.plug_vifs(
+                instance=world.unknown_instance(),
+                network_info=world.arg("network_info"),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_unplug_vifs(world: ContractWorld) -> None:
+    """Disconnect these virtual interfaces of the guest (hot-unplugged from a running one)."""
+
+    async def scenario() -> None:
+        await world.prepare("unplug_vifs", ["instance", "network_info"])
+        result = await world.adapter.unplug_vifs(
+            instance=world.arg("instance"),
+            network_info=world.arg("network_info"),
+        )
+        conforms(result, None)
+        await world.verify("unplug_vifs", result)
+
+    run(world, scenario)
+
+
+def test_unplug_vifs_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.unplug_vifs(
                 instance=world.unknown_instance(),
                 network_info=world.arg("network_info"),
             ),

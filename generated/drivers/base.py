@@ -76,7 +76,13 @@ class ComputeDriver(ABC):
     async def plug_vifs(
         self, instance: Instance | td.Instance, network_info: list[Vif] | list[td.Vif]
     ) -> None:
-        """Connect the guest's virtual interfaces to their networks."""
+        """Connect the guest's virtual interfaces to their networks (hot-plugged into a running one)."""
+
+    @abstractmethod
+    async def unplug_vifs(
+        self, instance: Instance | td.Instance, network_info: list[Vif] | list[td.Vif]
+    ) -> None:
+        """Disconnect these virtual interfaces of the guest (hot-unplugged from a running one)."""
 
     @abstractmethod
     async def power_off(self, instance: Instance | td.Instance) -> None:

@@ -65,7 +65,11 @@ class ComputeDriverImplementation(Protocol):
         ...
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
-        """Connect the guest's virtual interfaces to their networks."""
+        """Connect the guest's virtual interfaces to their networks (hot-plugged into a running one)."""
+        ...
+
+    async def unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
+        """Disconnect these virtual interfaces of the guest (hot-unplugged from a running one)."""
         ...
 
     async def power_off(self, instance: Instance) -> None:

@@ -151,8 +151,17 @@ class LibvirtDriver(ComputeDriver):
     async def plug_vifs(
         self, instance: Instance | td.Instance, network_info: list[Vif] | list[td.Vif]
     ) -> None:
-        """Connect the guest's virtual interfaces to their networks."""
+        """Connect the guest's virtual interfaces to their networks (hot-plugged into a running one)."""
         return await self.impl.plug_vifs(
+            instance=_plain(instance, types.Instance),
+            network_info=_plain(network_info, types.Vif),
+        )
+
+    async def unplug_vifs(
+        self, instance: Instance | td.Instance, network_info: list[Vif] | list[td.Vif]
+    ) -> None:
+        """Disconnect these virtual interfaces of the guest (hot-unplugged from a running one)."""
+        return await self.impl.unplug_vifs(
             instance=_plain(instance, types.Instance),
             network_info=_plain(network_info, types.Vif),
         )

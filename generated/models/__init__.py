@@ -4,12 +4,12 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (58 models)
-- `compute`: Compute API (nova) (118 models)
+- `compute`: Compute API (nova) (121 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)
 - `object_store`: Object Storage API (swift) (8 models)
-- `messages`: queue message payloads and replies (33 messages)
+- `messages`: queue message payloads and replies (35 messages)
 - `drivers`: types of the ComputeDriver interface
 """
 

@@ -1169,6 +1169,39 @@ class InterfaceAttachment(BaseModel):
     fixed_ips: list[InterfaceFixedIp] | None
 
 
+class FixedIp(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    ip_address: str
+
+
+class InterfaceAttachmentCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    port_id: str | None = Field(None, description="The port to attach.")
+    net_id: str | None = Field(None, description="The network to attach a new port on.")
+    fixed_ips: list[FixedIp] | None = Field(
+        None, description="The fixed IP asked for on net_id (one)."
+    )
+    tag: str | None = None
+
+
+class InterfaceAttachmentCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    interfaceAttachment: InterfaceAttachmentCreate
+
+
+class InterfaceAttachmentResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    interfaceAttachment: InterfaceAttachment
+
+
 class InterfaceAttachmentList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -351,6 +351,38 @@ class DetachVolumeReply(BaseModel):
     volume_id: str
 
 
+class AttachInterfacePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    requested_network: RequestedNetwork
+
+
+class AttachInterfaceReply(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    port: dict[str, Any]
+
+
+class DetachInterfacePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    port_id: str
+
+
+class DetachInterfaceReply(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    port_id: str
+
+
 class InstanceGetPayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-api (api, project nova): generated from the spec.
 
-Serves the Compute API (nova) (62 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Compute API (nova) (64 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -119,10 +119,10 @@ async def delete_server(flow: Flow) -> None:
                 },
                 "ports": "{instance.ports}",
                 "keep_ports": {
-                    "expr": "sort(vars.instance.requested_networks.filter(n, has(n.port_id)\n  && n.port_id != null && n.port_id != '').map(n, n.port_id))"
+                    "expr": "cel.bind(given, vars.instance.requested_networks.filter(n, has(n.port_id)\n  && n.port_id != null && n.port_id != '').map(n, n.port_id),\nsort(given + vars.instance.vifs.map(v, string(v.id))\n  .filter(id, !(id in given) && !(id in vars.instance.ports))))"
                 },
                 "attachments": {
-                    "expr": "vars.instance.attachments.map(a, merge(a, {'delete_on_termination':\n  vars.instance.block_device_mapping.exists(b, has(b.uuid) && b.uuid == a.volume_id\n    && has(b.delete_on_termination) && b.delete_on_termination == true)}))"
+                    "expr": "vars.instance.attachments.map(a, merge(a, {'delete_on_termination':\n  (has(a.delete_on_termination) && a.delete_on_termination == true)\n  || vars.instance.block_device_mapping.exists(b, has(b.uuid) && b.uuid == a.volume_id\n    && has(b.delete_on_termination) && b.delete_on_termination == true)}))"
                 },
             },
         },
@@ -176,6 +176,16 @@ async def show_instance_action(flow: Flow) -> None:
 
 async def list_server_interfaces(flow: Flow) -> None:
     """operation listServerInterfaces: behaviour resource.query."""
+    await flow.trigger(None)
+
+
+async def attach_interface(flow: Flow) -> None:
+    """operation attachInterface: behaviour compute.attach_interface."""
+    await flow.trigger(None)
+
+
+async def detach_interface(flow: Flow) -> None:
+    """operation detachInterface: behaviour compute.detach_interface."""
     await flow.trigger(None)
 
 
@@ -670,6 +680,28 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"query": "server_interfaces"},
+    ),
+    "attachInterface": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="attachInterface",
+        behaviour="compute.attach_interface",
+        on_error=None,
+        run=attach_interface,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "detachInterface": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="detachInterface",
+        behaviour="compute.detach_interface",
+        on_error=None,
+        run=detach_interface,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
     ),
     "listServerSecurityGroups": HandlerSpec(
         component=COMPONENT,
@@ -1398,6 +1430,28 @@ ROUTES: tuple[Route, ...] = (
         requires_token=True,
         match_path=(),
         policy="rule:admin_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v2.1/servers/{server_id}/os-interface",
+        "attachInterface",
+        HANDLERS["attachInterface"],
+        request_model=models.InterfaceAttachmentCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
+    ),
+    Route(
+        "DELETE",
+        "/v2.1/servers/{server_id}/os-interface/{port_id}",
+        "detachInterface",
+        HANDLERS["detachInterface"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_member",
     ),
     Route(
         "GET",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-compute (worker, project nova): generated from the spec.
 
-Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, shelve_instance, shelve_offload_instance, unshelve_instance, attach_volume, detach_volume. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, shelve_instance, shelve_offload_instance, unshelve_instance, attach_volume, detach_volume, attach_interface, detach_interface. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -547,6 +547,16 @@ async def detach_volume(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def attach_interface(flow: Flow) -> None:
+    """message attach_interface: behaviour compute.rpc_attach_interface."""
+    await flow.trigger(None)
+
+
+async def detach_interface(flow: Flow) -> None:
+    """message detach_interface: behaviour compute.rpc_detach_interface."""
+    await flow.trigger(None)
+
+
 HANDLERS: dict[str, HandlerSpec] = {
     "build_and_run_instance": HandlerSpec(
         component=COMPONENT,
@@ -857,6 +867,28 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "attach_interface": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="attach_interface",
+        behaviour="compute.rpc_attach_interface",
+        on_error=None,
+        run=attach_interface,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "detach_interface": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="detach_interface",
+        behaviour="compute.rpc_detach_interface",
+        on_error=None,
+        run=detach_interface,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
 }
 
 ROUTES: tuple[()] = ()
@@ -1041,5 +1073,25 @@ CONSUMERS: tuple[Consumer, ...] = (
         handler=HANDLERS["detach_volume"],
         payload_model=messages.DetachVolumePayload,
         reply_model=messages.DetachVolumeReply,
+    ),
+    Consumer(
+        message="attach_interface",
+        topic="compute",
+        method="attach_interface",
+        pattern="call",
+        per_host=True,
+        handler=HANDLERS["attach_interface"],
+        payload_model=messages.AttachInterfacePayload,
+        reply_model=messages.AttachInterfaceReply,
+    ),
+    Consumer(
+        message="detach_interface",
+        topic="compute",
+        method="detach_interface",
+        pattern="call",
+        per_host=True,
+        handler=HANDLERS["detach_interface"],
+        payload_model=messages.DetachInterfacePayload,
+        reply_model=messages.DetachInterfaceReply,
     ),
 )

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from specstack_runtime.behaviours.conductor import instance_ref
-from specstack_runtime.behaviours.nova_common import SERVER, instance_for, is_uuid
+from specstack_runtime.behaviours.nova_common import SERVER, instance_for, is_uuid, looked_up
 from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.messaging import api_error, send
@@ -29,20 +29,10 @@ async def _to_host(call: Call, message: str, row: Mapping[str, Any], **payload: 
 
 async def _volume(call: Call, row: Mapping[str, Any], volume_id: Any) -> dict[str, Any] | None:
     """cinder's volume ({} when cinder does not know it; None when it cannot say)."""
-    if not call.token or not is_uuid(volume_id):
+    if not is_uuid(volume_id):
         return None
-    try:
-        resp = await call.rt.clients.call(
-            call.rt.info.api_of_type("block-storage"),
-            "showVolume",
-            {"project_id": row["project_id"], "volume_id": volume_id},
-            token=call.token,
-        )
-    except Exception:
-        return None
-    if resp.status_code == 404:
-        return {}
-    return dict((resp.json() or {}).get("volume") or {}) if resp.status_code == 200 else None
+    params = {"project_id": row["project_id"], "volume_id": volume_id}
+    return await looked_up(call, "block-storage", "showVolume", params, "volume")
 
 
 @behaviour("compute.attach_volume", needs=("block-storage",))

@@ -290,7 +290,7 @@ async def create_ports(ix: Interaction) -> None:
     if any(net.get("auto") for net in networks):
         networks = [await auto_network(ix, instance, token)]
     binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
-    groups = await group_ids(ix, instance, token)
+    groups = await group_ids(ix.call, instance, token, ix.label)
     given = given_ports(networks)
     server = ix.rt.info.resources.resource(SERVER)
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
@@ -344,21 +344,23 @@ async def auto_network(ix: Interaction, instance: Mapping[str, Any], token: str)
     return {"network_id": str(usable[0]["id"])}
 
 
-async def group_ids(ix: Interaction, instance: Mapping[str, Any], token: str) -> list[str]:
+async def group_ids(
+    call: Call, instance: Mapping[str, Any], token: str, label: str | None = None
+) -> list[str]:
     """The ids of the groups the server names (by name or id, as the request gave them),
     for the ports nova makes; only `default`: [] (neutron puts the port there itself)."""
     names = [str(n) for n in instance.get("security_groups") or []]
     if names in ([], ["default"]):
         return []  # neutron's own choice: no lookup on the boot path
-    resp = await ix.rt.clients.call(
-        ix.rt.info.api_of_type("network"),
+    resp = await call.rt.clients.call(
+        call.rt.info.api_of_type("network"),
         "listSecurityGroups",
         query={"project_id": instance.get("project_id")},
         token=token,
-        context=ix.call.flow_context(ix.label),
+        context=call.flow_context(label),
     )
     found = expect(resp, 200).json().get("security_groups") or []
-    return [str(g["id"]) for n in names if (g := match(ix.rt, found, n)) is not None]
+    return [str(g["id"]) for n in names if (g := match(call.rt, found, n)) is not None]
 
 
 async def _network_names(

@@ -206,3 +206,20 @@ def host_availability_zone(rt: ServiceRuntime) -> str:
     """The availability zone of the topology node this compute host belongs to."""
     node = rt.info.nodes.get(rt.info.node_of(rt.host, rt.config) or rt.host) or {}
     return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
+
+
+async def looked_up(
+    call: Call, api_type: str, operation: str, params: dict[str, Any], key: str
+) -> dict[str, Any] | None:
+    """Another service's `key` object, asked with the caller's token ({} when the service
+    does not know it; None when it cannot say)."""
+    if not call.token:
+        return None
+    try:
+        api = call.rt.info.api_of_type(api_type)
+        resp = await call.rt.clients.call(api, operation, params, token=call.token)
+    except Exception:
+        return None
+    if resp.status_code == 404:
+        return {}
+    return dict((resp.json() or {}).get(key) or {}) if resp.status_code == 200 else None

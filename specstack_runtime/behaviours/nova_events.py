@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from specstack_runtime.behaviours.nova_build import nova_addresses
+from specstack_runtime.behaviours.nova_common import SERVER
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import NotFound
 from specstack_runtime.http import expect
@@ -34,7 +35,7 @@ async def server_external_events(call: Call) -> Reply:
         server = await rc.store.get(table, str(event["server_uuid"]))
         found = server is not None and server.get("vm_state") != "deleted"
         if found and event["name"] == "network-changed" and server and server.get("launched_at"):
-            addresses = await _addresses(call, str(server["id"]))
+            addresses = await neutron_addresses(call, str(server["id"]))
             await rc.store.update(table, str(server["id"]), {"addresses": addresses})
         answered.append(rc.template("event_answer", item=event, refs={"found": found}))
     if all(e["code"] == 404 for e in answered):
@@ -43,12 +44,12 @@ async def server_external_events(call: Call) -> Reply:
     return Reply(status, {"events": answered})
 
 
-async def _addresses(call: Call, server_id: str) -> dict[str, Any]:
+async def neutron_addresses(call: Call, server_id: str, token: str | None = None) -> dict[str, Any]:
     """The server's addresses as neutron holds them now: fixed ones, then the floating
     IPs associated with them (neutron answers the service's token in full)."""
     rt = call.rt
     api = rt.info.api_of_type("network")
-    token = call.token
+    token = token or call.token
 
     async def listed(operation: str, key: str, query: dict[str, Any]) -> list[Doc]:
         resp = await rt.clients.call(api, operation, query=query, token=token)
@@ -60,9 +61,10 @@ async def _addresses(call: Call, server_id: str) -> dict[str, Any]:
         nets = await listed("listNetworks", "networks", {"id": net_id})
         names[net_id] = str(nets[0].get("name") or net_id) if nets else net_id
     addresses = nova_addresses(rt, ports, names)
+    server = rt.info.resources.resource(SERVER)
     for port in ports:
         fips = await listed("listFloatingIPs", "floatingips", {"port_id": port["id"]})
         net = names[str(port.get("network_id"))]
         refs = {"fips": fips, "port": port}
-        addresses.setdefault(net, []).extend(engine_call(call).template("floating", refs=refs))
+        addresses.setdefault(net, []).extend(server.template("floating", refs=refs))
     return addresses

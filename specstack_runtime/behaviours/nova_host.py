@@ -183,14 +183,14 @@ async def terminate_failed(call: Call, error: BaseException) -> None:
         logger.exception("could not record the failed delete")
 
 
-async def _fetch(call: Call) -> dict[str, Any]:
+async def fetch_instance(call: Call) -> dict[str, Any]:
     reply = await send(call, "instance_get", {"instance_uuid": call.payload["instance"]["uuid"]})
     assert reply is not None
     instance: dict[str, Any] = reply["instance"]
     return instance
 
 
-def _guest(instance: Mapping[str, Any]) -> dict[str, Any]:
+def guest_of(instance: Mapping[str, Any]) -> dict[str, Any]:
     return {"uuid": instance["uuid"], "name": instance.get("name") or instance["uuid"]}
 
 
@@ -243,7 +243,7 @@ async def _cinder(call: Call, operation: str, params: dict[str, Any], **kw: Any)
 async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     """Attach a volume: cinder attachment with this host's connector, disk, complete."""
     rt = call.rt
-    instance = await _fetch(call)
+    instance = await fetch_instance(call)
     uuid = instance["uuid"]
     volume_id = str(call.payload["volume_id"])
     attachments = list(instance.get("attachments") or [])
@@ -268,7 +268,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
     try:
         if not isinstance(connection_info, dict):
             raise StepFailed(f"cinder gave no connection_info for volume {volume_id}")
-        await rt.driver.attach_volume(_guest(instance), connection_info, device)
+        await rt.driver.attach_volume(guest_of(instance), connection_info, device)
     except Exception:
         await _cinder(call, "deleteAttachment", ids)
         raise
@@ -288,7 +288,7 @@ async def rpc_attach_volume(call: Call) -> dict[str, Any]:
 async def rpc_detach_volume(call: Call) -> dict[str, Any]:
     """Detach a volume: disk off the guest, cinder attachment deleted."""
     rt = call.rt
-    instance = await _fetch(call)
+    instance = await fetch_instance(call)
     volume_id = str(call.payload["volume_id"])
     attachments = list(instance.get("attachments") or [])
     att = next((a for a in attachments if a.get("volume_id") == volume_id), None)
@@ -296,7 +296,7 @@ async def rpc_detach_volume(call: Call) -> dict[str, Any]:
         raise fail(rt, "volume_not_attached", volume_id=volume_id)
     if att.get("device") and isinstance(att.get("connection_info"), dict):
         try:
-            await rt.driver.detach_volume(_guest(instance), att["connection_info"], att["device"])
+            await rt.driver.detach_volume(guest_of(instance), att["connection_info"], att["device"])
         except Exception as exc:
             if not is_gone(exc):
                 raise

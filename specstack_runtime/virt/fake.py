@@ -264,6 +264,14 @@ class FakeHypervisor:
         self._plug(guest, network_info or [])
         self._changed()
 
+    async def unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
+        guest = self._guest(instance)
+        gone = {v.get("id") for v in network_info or []}
+        for vif in [v for v in guest["vifs"] if v["id"] in gone]:
+            guest["vifs"].remove(vif)
+            self._log(guest, f"link down {vif['address']}")
+        self._changed()
+
     def _plug(self, guest: dict[str, Any], network_info: list[Vif]) -> None:
         known = {v["id"] for v in guest["vifs"]}
         for vif in network_info:

@@ -507,20 +507,21 @@ class LibvirtHypervisor:
         await self._run(self._detach_volume, instance, connection_info, mountpoint)
 
     def _plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
-        uuid = instance_uuid(instance)
+        dom = self._domain(instance_uuid(instance))
         wanted = [self._interface(v) for v in network_info or []]
-        dom = self._domain(uuid)
-        present = {
-            str(mac.get("address")).lower()
-            for mac in ET.fromstring(dom.XMLDesc(0)).findall("devices/interface/mac")
-        }
-        for iface in wanted:
-            if iface.mac not in present:
-                devices.attach(self._connect(), dom, render_interface(self.virt_type, iface))
-                present.add(iface.mac)
+        xml = {i.mac: render_interface(self.virt_type, i) for i in wanted}
+        devices.plug_interfaces(self._connect(), dom, xml)
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         await self._run(self._plug_vifs, instance, network_info)
+
+    def _unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
+        dom = self._domain(instance_uuid(instance))
+        macs = [vif_mac(v).lower() for v in network_info or []]
+        devices.unplug_interfaces(self._connect(), dom, macs)
+
+    async def unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
+        await self._run(self._unplug_vifs, instance, network_info)
 
     # -- host ----------------------------------------------------------------------------
 

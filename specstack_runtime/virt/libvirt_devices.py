@@ -33,17 +33,17 @@ def cold_plug(
     conn: libvirt.virConnect, dom: libvirt.virDomain, device_xml: str, remove: str | None
 ) -> None:
     """Change the persistent definition and restart the guest. `remove` is the target dev
-    to take out; without it `device_xml` is added."""
+    of the disk (or the MAC address of the interface) to take out; without it `device_xml`
+    is added."""
     root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
     devices = root.find("devices")
     assert devices is not None
     if remove is None:
         devices.append(ET.fromstring(device_xml))
     else:
-        for disk in devices.findall("disk"):
-            target = disk.find("target")
-            if target is not None and target.get("dev") == remove:
-                devices.remove(disk)
+        for element in list(devices):
+            if _key(element) == remove:
+                devices.remove(element)
     ET.register_namespace("specstack", METADATA_NS)
     running = bool(dom.isActive())
     if running:
@@ -99,3 +99,44 @@ def _wait_released(dom: libvirt.virDomain, dev: str, timeout_s: float, mountpoin
                 f"{timeout_s:g} s (the guest OS must acknowledge the unplug)."
             )
         time.sleep(0.1)
+
+
+def _key(element: ET.Element) -> str | None:
+    """A disk's target dev, an interface's MAC address (lower case)."""
+    if element.tag == "disk":
+        target = element.find("target")
+        return None if target is None else target.get("dev")
+    mac = element.find("mac") if element.tag == "interface" else None
+    return None if mac is None else str(mac.get("address") or "").lower()
+
+
+def interfaces(xml: str) -> dict[str, ET.Element]:
+    """The domain's <interface> elements by MAC address (lower case)."""
+    found = ET.fromstring(xml).findall("devices/interface")
+    return {key: i for i in found if (key := _key(i))}
+
+
+def plug_interfaces(
+    conn: libvirt.virConnect, dom: libvirt.virDomain, wanted: dict[str, str]
+) -> None:
+    """Each interface (MAC address -> its XML) the domain lacks, attached."""
+    present = interfaces(dom.XMLDesc(0))
+    for mac, xml in wanted.items():
+        if mac not in present:
+            attach(conn, dom, xml)
+
+
+def unplug_interfaces(conn: libvirt.virConnect, dom: libvirt.virDomain, macs: list[str]) -> None:
+    """Each of these interfaces (by MAC address) the domain has, detached: live (hot-unplug)
+    and persistent together, or by redefinition where libvirt cannot."""
+    for mac in macs:
+        iface = interfaces(dom.XMLDesc(0)).get(mac)
+        if iface is None:
+            continue
+        xml = ET.tostring(iface, encoding="unicode")
+        try:
+            dom.detachDeviceFlags(xml, live_flags(dom))
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            cold_plug(conn, dom, xml, mac)

@@ -391,7 +391,8 @@ class QemuHypervisor:
                 raise DeviceBusy(f"device {bdev['mountpoint']} is given twice")
             path, serial = _volume_file(bdev.get("connection_info"))
             guest["disks"][name] = {"path": path, "serial": str(bdev.get("serial") or serial)}
-        self._check_vifs(network_info or [])
+        for vif in network_info or []:
+            vif_mac(vif)  # each vif checked first
         guest["vifs"] = [dict(v) for v in network_info or []]
         guest_dir.mkdir(parents=True, exist_ok=True)
         self.guests[uuid] = guest
@@ -504,23 +505,26 @@ class QemuHypervisor:
             del guest["disks"][name]
             self._save()
 
-    @staticmethod
-    def _check_vifs(network_info: list[Vif]) -> None:
-        for vif in network_info:
-            vif_mac(vif)
-
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
+        for vif in network_info or []:
+            vif_mac(vif)  # each vif checked first
+        await self._change_vifs(instance, network_info or [], plug=True)
+
+    async def unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
+        await self._change_vifs(instance, network_info or [], plug=False)
+
+    async def _change_vifs(self, instance: Instance, network_info: list[Vif], plug: bool) -> None:
+        """Each vif added (or taken out), hot-(un)plugged when the guest runs."""
         guest = self._guest(instance)
-        self._check_vifs(network_info or [])
         async with self._lock(guest["uuid"]):
-            known = {v["id"] for v in guest["vifs"]}
-            for vif in network_info or []:
-                if vif["id"] in known:
-                    continue
+            for vif in network_info:
+                others = [v for v in guest["vifs"] if v["id"] != vif["id"]]
+                if (len(others) < len(guest["vifs"])) == plug:
+                    continue  # plugged already, or not there to unplug
                 if guest.get("state") == "started":
-                    await qmp_devices.hotplug_nic(partial(self._execute, guest), vif)
-                guest["vifs"].append(dict(vif))
-                known.add(vif["id"])
+                    change = qmp_devices.hotplug_nic if plug else qmp_devices.unplug_nic
+                    await change(partial(self._execute, guest), vif)
+                guest["vifs"] = [*others, dict(vif)] if plug else others
             self._save()
 
     # -- power control ---------------------------------------------------------------------

@@ -76,3 +76,11 @@ async def hotplug_nic(execute: Execute, vif: Vif) -> None:
         id=f"nic-{nid}",
         mac=vif["address"],
     )
+
+
+async def unplug_nic(execute: Execute, vif: Vif) -> None:
+    """device_del asks the guest to let the NIC go; its user-mode netdev is freed with it."""
+    nid = str(vif["id"])[:8]
+    await execute("device_del", id=f"nic-{nid}")
+    with contextlib.suppress(VirtError):  # QEMU may have freed it with the device
+        await execute("netdev_del", id=f"net-{nid}")

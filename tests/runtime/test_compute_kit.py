@@ -183,6 +183,8 @@ class FakeServices:
         self.attachments: dict[str, dict[str, Any]] = {}
         self.volume_status = "available"
         self.fail: dict[str, int] = {}  # operation id -> status to answer instead
+        self.absent_networks: set[str] = set()  # showNetwork answers 404 for these
+        self.networks: list[dict[str, Any]] = []  # shared networks besides `private`
         self._ip = 10
 
     async def call(
@@ -230,10 +232,19 @@ class FakeServices:
             "fixed_ips": [{"subnet_id": "s1", "ip_address": f"10.0.0.{self._ip}"}],
             "status": "ACTIVE",
         }
+        for ip in body["port"].get("fixed_ips") or []:  # the address asked for
+            port["fixed_ips"] = [{"subnet_id": "s1", "ip_address": ip["ip_address"]}]
         self.ports[port_id] = port
         return response(201, {"port": port})
 
+    def _showPort(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        if p["port_id"] not in self.ports:
+            return response(404, {"NeutronError": {"message": "Port not found"}})
+        return response(200, {"port": self.ports[p["port_id"]]})
+
     def _updatePort(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        if p["port_id"] not in self.ports:
+            return response(404, {"NeutronError": {"message": "Port not found"}})
         port = self.ports[p["port_id"]]
         port.update(body["port"])
         return response(200, {"port": port})
@@ -248,7 +259,21 @@ class FakeServices:
         return response(200, {"ports": ports})
 
     def _showNetwork(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        if p["network_id"] in self.absent_networks:
+            return response(404, {"NeutronError": {"message": "Network not found"}})
         return response(200, {"network": {"id": p["network_id"], "name": "private"}})
+
+    def _listNetworks(self, p: dict[str, Any], body: Any, q: Mapping[str, Any]) -> httpx.Response:
+        """By id; else the one shared network `private` (and `self.networks` more)."""
+        if "id" in q:
+            return response(200, {"networks": [{"id": q["id"], "name": "private"}]})
+        shared = [{"id": NETWORK_ID, "name": "private"}, *self.networks]
+        return response(200, {"networks": shared if q.get("shared") == "true" else []})
+
+    def _listFloatingIPs(
+        self, p: dict[str, Any], body: Any, q: Mapping[str, Any]
+    ) -> httpx.Response:
+        return response(200, {"floatingips": []})
 
     def _listSecurityGroups(
         self, p: dict[str, Any], body: Any, q: Mapping[str, Any]

@@ -142,6 +142,14 @@ async def test_volumes_and_vifs_show_on_the_console(tmp_path: Path) -> None:
     await hv.plug_vifs(guest(), [vif])  # plugging twice is harmless
     assert hv.guests["u1"]["vifs"] == [vif]
     assert "link up fa:16:3e:00:00:01 (10.0.0.5)" in await hv.get_console_output(guest())
+    await hv.unplug_vifs(guest(), [vif])
+    await hv.unplug_vifs(guest(), [vif])  # and unplugging twice
+    assert hv.guests["u1"]["vifs"] == []
+    assert (
+        (await hv.get_console_output(guest()))
+        .splitlines()[-1]
+        .endswith("link down fa:16:3e:00:00:01")
+    )
 
 
 @arun

@@ -105,7 +105,7 @@ def test_volume_attach_and_detach(test_driver: Any, tmp_path: Path) -> None:
         run(h.detach_volume(inst, ci, "/dev/vdb"))
 
 
-def test_plug_vifs_adds_only_new_ports(test_driver: Any) -> None:
+def test_plug_vifs_adds_only_new_ports_and_unplug_vifs_removes(test_driver: Any) -> None:
     h = test_driver
     inst = new_instance()
     a = {"id": "a", "address": "fa:16:3e:00:00:0a"}
@@ -115,6 +115,10 @@ def test_plug_vifs_adds_only_new_ports(test_driver: Any) -> None:
     run(h.plug_vifs(inst, [a, b]))
     macs = [m.get("address") for m in domain_xml(h, inst["uuid"]).findall("devices/interface/mac")]
     assert macs == [a["address"], b["address"]]
+    run(h.unplug_vifs(inst, [b]))
+    run(h.unplug_vifs(inst, [b]))  # gone already: nothing to do
+    macs = [m.get("address") for m in domain_xml(h, inst["uuid"]).findall("devices/interface/mac")]
+    assert macs == [a["address"]]
 
 
 def test_boot_from_volume_and_kernel_boot(test_driver: Any, tmp_path: Path) -> None:

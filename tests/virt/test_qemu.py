@@ -154,6 +154,28 @@ def test_volume_hot_plugged_and_unplugged(
         run(loop, hv.detach_volume(INSTANCE, info, "/dev/vdb"))
 
 
+def test_nic_hot_plugged_and_unplugged(hv: QemuHypervisor, loop: asyncio.Runner) -> None:
+    """An interface attached to the running guest (QMP device_add), then detached."""
+    vif: Vif = {"id": "beef0002-port", "address": "fa:16:3e:00:00:02", "ip_addresses": []}
+    pid, guest = guest_pids(UUID), hv.guests[UUID]
+
+    async def peripherals() -> set[str]:
+        children = await hv._execute(guest, "qom-list", path="/machine/peripheral")
+        return {str(c.get("name")) for c in children}
+
+    run(loop, hv.plug_vifs(INSTANCE, [vif]))
+    assert "nic-beef0002" in run(loop, peripherals()) and guest_pids(UUID) == pid
+    assert [v["id"] for v in hv.guests[UUID]["vifs"]][-1] == vif["id"]
+    run(loop, hv.unplug_vifs(INSTANCE, [vif]))
+    assert vif["id"] not in [v["id"] for v in hv.guests[UUID]["vifs"]]
+
+    async def gone() -> bool:
+        return "nic-beef0002" not in await peripherals()
+
+    run(loop, _until(gone, "the NIC to leave the guest"))
+    assert guest_pids(UUID) == pid
+
+
 @pytest.mark.parametrize(
     ("info", "mountpoint", "error"),
     [
