@@ -30,6 +30,10 @@ class ApiResponse(Generic[T]):
     def headers(self) -> httpx.Headers:
         return self.response.headers
 
+    @property
+    def content(self) -> bytes:
+        return self.response.content
+
     def json(self) -> Any:
         return self.response.json()
 

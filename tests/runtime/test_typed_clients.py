@@ -51,6 +51,8 @@ async def test_an_error_answer_has_no_parsed_body_but_keeps_its_json(tmp_path: P
     )
     assert missing.status_code == 404 and missing.parsed is None
     assert "00000000-0000-4000-8000-000000000000" in missing.response.text
+    # read as a flow step reads an answer (its bytes, then JSON): an on_failure step's
+    assert missing.content == missing.response.content and missing.json() == missing.response.json()
     versions = await IdentityClient(stack.runtimes["identity"]).get_identity_versions()
     assert versions.status_code == 300 and versions.parsed is not None
 
