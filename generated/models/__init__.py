@@ -4,7 +4,7 @@
 
 Modules:
 - `block_storage`: Block Storage API (cinder) (58 models)
-- `compute`: Compute API (nova) (121 models)
+- `compute`: Compute API (nova) (122 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)

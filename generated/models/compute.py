@@ -751,6 +751,14 @@ class ServerResponse(BaseModel):
     server: Server
 
 
+class ImageCreated(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    image_id: str
+
+
 class ServerDetailList(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -35,14 +35,17 @@ async def test_server_view_has_exactly_the_21_field_set(api: Api) -> None:
     row = await api.boot()
     body = (await api.run("showServer", path_params={"server_id": row["id"]})).body["server"]
     # no microversion negotiated (not over HTTP): the newest shapes, 2.9's `locked`, 2.19's
-    # description, 2.26's tags and 2.47's embedded flavor too
+    # description, 2.26's tags, 2.47's embedded flavor, 2.71's server groups and 2.73's
+    # locked_reason too
     newer = {"progress", "security_groups", "locked", "description", "tags"}
+    newer |= {"server_groups", "locked_reason"}
     assert set(body) == SERVER_KEYS_21 | newer
     assert body["status"] == "BUILD" and body["OS-EXT-STS:task_state"] == "scheduling"
     assert body["flavor"]["original_name"] == "m1.tiny" and body["flavor"]["vcpus"] == 1
     assert body["image"]["id"] == IMAGE_ID
     assert body["hostId"] == "" and body["tenant_id"] == PROJECT
     assert body["tags"] == [] and "fault" not in body
+    assert body["server_groups"] == [] and body["locked_reason"] is None
 
     row = await api.set(
         row,
