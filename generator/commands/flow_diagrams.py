@@ -200,6 +200,8 @@ def compare(
     for label, title, it in items:
         found = first.get(label)
         band = _band(label)
+        if found is None and ("when" in it.bindings or "each" in it.bindings):
+            continue  # a conditional interaction this flow did not take (no event for it)
         if found is None:
             arrows.append(
                 Arrow(
