@@ -11,13 +11,14 @@ import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.conductor import make_fault
+from specstack_runtime.behaviours.conductor import instance_ref, make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.bus import BusError
 from specstack_runtime.context import AuthContext, Call, Interaction
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import expect
-from specstack_runtime.messaging import send
+from specstack_runtime.messaging import api_error, send
 from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
@@ -93,6 +94,21 @@ async def instance_for(call: Call, server_id: str) -> Doc:
     404 otherwise (spec/resources/compute.yaml: owner, see_all, live)."""
     project_auth(call)
     return await access.lookup(engine_call(call, SERVER), server_id)
+
+
+def request_object(call: Call, key: str) -> dict[str, Any]:
+    """The request body's object `key` ({} when the body has none)."""
+    given = call.body.get(key) if isinstance(call.body, dict) else None
+    return given if isinstance(given, dict) else {}
+
+
+async def to_host(call: Call, row: Mapping[str, Any], message: str, **payload: Any) -> Any:
+    """nova-api's `message` about the instance `row` to its compute host (errors: the API's)."""
+    try:
+        body = {"instance": instance_ref(row), **payload}
+        return await send(call, message, body, host=row["host"])
+    except (BusError, TimeoutError) as exc:
+        raise api_error(exc, "The compute host") from exc
 
 
 def fault_code(error: BaseException) -> int:

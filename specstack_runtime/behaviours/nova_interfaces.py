@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.conductor import instance_ref
 from specstack_runtime.behaviours.nova_build import group_ids
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
@@ -24,15 +23,15 @@ from specstack_runtime.behaviours.nova_common import (
     is_gone,
     is_uuid,
     looked_up,
+    request_object,
+    to_host,
     update_instance,
 )
 from specstack_runtime.behaviours.nova_events import neutron_addresses
 from specstack_runtime.behaviours.nova_host import fetch_instance, guest_of
-from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.http import error_message, expect
-from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
@@ -71,21 +70,11 @@ async def _refs(call: Call, row: Mapping[str, Any], spec: Mapping[str, Any]) -> 
     return refs
 
 
-async def _to_host(call: Call, row: Mapping[str, Any], message: str, **payload: Any) -> Any:
-    try:
-        body = {"instance": instance_ref(row), **payload}
-        return await send(call, message, body, host=row["host"])
-    except (BusError, TimeoutError) as exc:
-        raise api_error(exc, "The compute host") from exc
-
-
 @behaviour("compute.attach_interface", needs=("network",))
 async def attach_interface(call: Call) -> Reply:
     """POST os-interface: 200 with the interface the compute host attached."""
     row = await instance_for(call, call.path_params["server_id"])
-    body = call.body if isinstance(call.body, dict) else {}
-    given = body.get("interfaceAttachment")
-    spec: dict[str, Any] = given if isinstance(given, dict) else {}
+    spec = request_object(call, "interfaceAttachment")
     rc = engine_call(call, SERVER)
     rc.refs = await _refs(call, row, spec)
     guards.check(rc, "attach_interface", row, changes=spec)  # the spec's rules, nova's words
@@ -99,7 +88,7 @@ async def attach_interface(call: Call) -> Reply:
         requested = {"network_id": chosen}
         for ip in spec.get("fixed_ips") or []:
             requested["fixed_ip"] = ip["ip_address"]
-    reply = await _to_host(call, row, "attach_interface", requested_network=requested)
+    reply = await to_host(call, row, "attach_interface", requested_network=requested)
     port = (reply or {}).get("port") or {}
     return Reply(200, {"interfaceAttachment": rc.template("interface", item=port)})
 
@@ -110,7 +99,7 @@ async def detach_interface(call: Call) -> Reply:
     row = await instance_for(call, call.path_params["server_id"])
     port_id = str(call.path_params["port_id"])
     guards.check(engine_call(call, SERVER), "detach_interface", row, changes={"port_id": port_id})
-    await _to_host(call, row, "detach_interface", port_id=port_id)
+    await to_host(call, row, "detach_interface", port_id=port_id)
     return Reply(202)
 
 
@@ -136,6 +125,13 @@ async def rpc_attach_interface(call: Call) -> dict[str, Any]:
     """Bind the user's port (or make one on the network), plug it, record it."""
     async with _lock(call):
         return await _attach(call)
+
+
+async def _record(call: Call, instance: Mapping[str, Any], vifs: Any, ports: Any) -> None:
+    """The instance's network info as it now is: its `vifs`, the `ports` nova made."""
+    uuid = str(instance["uuid"])
+    addresses = await neutron_addresses(call, uuid, await flow_token(call))
+    await update_instance(call, uuid, {"vifs": vifs, "ports": ports, "addresses": addresses})
 
 
 async def _attach(call: Call) -> dict[str, Any]:
@@ -172,12 +168,8 @@ async def _attach(call: Call) -> dict[str, Any]:
         await _port_call(call, undo[0], str(port["id"]), **undo[1])
         raise
     made = [] if port_id else [str(port["id"])]
-    updates = {
-        "vifs": [*(instance.get("vifs") or []), vif],
-        "ports": [*(instance.get("ports") or []), *made],
-        "addresses": await neutron_addresses(call, uuid, await flow_token(call)),
-    }
-    await update_instance(call, uuid, updates)
+    vifs = [*(instance.get("vifs") or []), vif]
+    await _record(call, instance, vifs, [*(instance.get("ports") or []), *made])
     return {"port": port}
 
 
@@ -191,7 +183,7 @@ async def rpc_detach_interface(call: Call) -> dict[str, Any]:
 async def _detach(call: Call) -> dict[str, Any]:
     rt = call.rt
     instance = await fetch_instance(call)
-    uuid, port_id = str(instance["uuid"]), str(call.payload["port_id"])
+    port_id = str(call.payload["port_id"])
     vifs = list(instance.get("vifs") or [])
     vif = next((v for v in vifs if v.get("id") == port_id), None)
     if vif is None:
@@ -207,10 +199,6 @@ async def _detach(call: Call) -> dict[str, Any]:
         expect(await _port_call(call, "deletePort", port_id, context=ctx), 204, 404)
     else:
         expect(await _port_call(call, "updatePort", port_id, body=UNBOUND, context=ctx), 200, 404)
-    updates = {
-        "vifs": [v for v in vifs if v is not vif],
-        "ports": [p for p in ports if p != port_id],
-        "addresses": await neutron_addresses(call, uuid, await flow_token(call)),
-    }
-    await update_instance(call, uuid, updates)
+    kept = [v for v in vifs if v is not vif]
+    await _record(call, instance, kept, [p for p in ports if p != port_id])
     return {"port_id": port_id}
