@@ -120,13 +120,6 @@ def _lock(call: Call) -> asyncio.Lock:
     return locks.setdefault(str(call.payload["instance"]["uuid"]), asyncio.Lock())
 
 
-@behaviour("compute.rpc_attach_interface", needs=("network",))
-async def rpc_attach_interface(call: Call) -> dict[str, Any]:
-    """Bind the user's port (or make one on the network), plug it, record it."""
-    async with _lock(call):
-        return await _attach(call)
-
-
 async def _record(call: Call, instance: Mapping[str, Any], vifs: Any, ports: Any) -> None:
     """The instance's network info as it now is: its `vifs`, the `ports` nova made."""
     uuid = str(instance["uuid"])
@@ -134,71 +127,64 @@ async def _record(call: Call, instance: Mapping[str, Any], vifs: Any, ports: Any
     await update_instance(call, uuid, {"vifs": vifs, "ports": ports, "addresses": addresses})
 
 
-async def _attach(call: Call) -> dict[str, Any]:
-    rt = call.rt
-    instance = await fetch_instance(call)
-    uuid = str(instance["uuid"])
-    net = dict(call.payload["requested_network"])
-    zone = instance.get("availability_zone") or host_availability_zone(rt)
-    binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": rt.host}
-    server = rt.info.resources.resource(SERVER)
-    ctx = call.flow_context()
-    port_id = net.get("port_id")
-    if port_id:
-        resp = await _port_call(call, "updatePort", port_id, body={"port": binding}, context=ctx)
-        if resp.status_code == 404:
-            raise fail(rt, "port_not_found", port_id=port_id)
-    else:
-        refs = {
-            "binding": binding,
-            "groups": await group_ids(call, instance, await flow_token(call)),
-        }
-        body = server.template("port", item=net, refs=refs)
-        resp = await _port_call(call, "createPort", None, body=body, context=ctx)
-        if resp.status_code == 404:
-            raise fail(rt, "network_not_found", net_id=net.get("network_id"))
-    if resp.status_code in (400, 409):
-        raise fail(rt, "interface_refused", reason=error_message(resp))
-    port = expect(resp, 200 if port_id else 201).json()["port"]
-    vif = dict(server.template("vif", item=port))
-    try:
-        await rt.driver.plug_vifs(guest_of(instance), [{k: vif[k] for k in DRIVER_VIF}])
-    except Exception:  # the port goes back as it was
-        undo = ("updatePort", {"body": UNBOUND}) if port_id else ("deletePort", {})
-        await _port_call(call, undo[0], str(port["id"]), **undo[1])
-        raise
-    made = [] if port_id else [str(port["id"])]
-    vifs = [*(instance.get("vifs") or []), vif]
-    await _record(call, instance, vifs, [*(instance.get("ports") or []), *made])
-    return {"port": port}
+@behaviour("compute.rpc_attach_interface", needs=("network",))
+async def rpc_attach_interface(call: Call) -> dict[str, Any]:
+    """Bind the user's port (or make one on the network), plug it, record it."""
+    async with _lock(call):
+        rt, instance, ctx = call.rt, await fetch_instance(call), call.flow_context()
+        net, server = dict(call.payload["requested_network"]), rt.info.resources.resource(SERVER)
+        zone = instance.get("availability_zone") or host_availability_zone(rt)
+        binding = {"device_id": str(instance["uuid"]), "device_owner": f"compute:{zone}"}
+        binding["binding:host_id"] = rt.host
+        if port_id := net.get("port_id"):
+            body: Any = {"port": binding}
+            resp = await _port_call(call, "updatePort", port_id, body=body, context=ctx)
+            if resp.status_code == 404:
+                raise fail(rt, "port_not_found", port_id=port_id)
+        else:
+            groups = await group_ids(call, instance, await flow_token(call))
+            body = server.template("port", item=net, refs={"binding": binding, "groups": groups})
+            resp = await _port_call(call, "createPort", None, body=body, context=ctx)
+            if resp.status_code == 404:
+                raise fail(rt, "network_not_found", net_id=net.get("network_id"))
+        if resp.status_code in (400, 409):
+            raise fail(rt, "interface_refused", reason=error_message(resp))
+        port = expect(resp, 200 if port_id else 201).json()["port"]
+        vif = dict(server.template("vif", item=port))
+        try:
+            await rt.driver.plug_vifs(guest_of(instance), [{k: vif[k] for k in DRIVER_VIF}])
+        except Exception:  # the port goes back as it was
+            undo = ("updatePort", {"body": UNBOUND}) if port_id else ("deletePort", {})
+            await _port_call(call, undo[0], str(port["id"]), **undo[1])
+            raise
+        made = [] if port_id else [str(port["id"])]
+        vifs = [*(instance.get("vifs") or []), vif]
+        await _record(call, instance, vifs, [*(instance.get("ports") or []), *made])
+        return {"port": port}
 
 
 @behaviour("compute.rpc_detach_interface", needs=("network",))
 async def rpc_detach_interface(call: Call) -> dict[str, Any]:
     """Unplug the port; delete it when nova made it, else unbind it; forget it."""
     async with _lock(call):
-        return await _detach(call)
-
-
-async def _detach(call: Call) -> dict[str, Any]:
-    rt = call.rt
-    instance = await fetch_instance(call)
-    port_id = str(call.payload["port_id"])
-    vifs = list(instance.get("vifs") or [])
-    vif = next((v for v in vifs if v.get("id") == port_id), None)
-    if vif is None:
-        raise fail(rt, "port_not_found", port_id=port_id)
-    try:
-        await rt.driver.unplug_vifs(guest_of(instance), [{k: vif.get(k) for k in DRIVER_VIF}])
-    except Exception as exc:
-        if not is_gone(exc):
-            raise
-    ports = [str(p) for p in instance.get("ports") or []]
-    ctx = call.flow_context()
-    if port_id in ports:
-        expect(await _port_call(call, "deletePort", port_id, context=ctx), 204, 404)
-    else:
-        expect(await _port_call(call, "updatePort", port_id, body=UNBOUND, context=ctx), 200, 404)
-    kept = [v for v in vifs if v is not vif]
-    await _record(call, instance, kept, [p for p in ports if p != port_id])
-    return {"port_id": port_id}
+        instance, port_id = await fetch_instance(call), str(call.payload["port_id"])
+        vifs = list(instance.get("vifs") or [])
+        vif = next((v for v in vifs if v.get("id") == port_id), None)
+        if vif is None:
+            raise fail(call.rt, "port_not_found", port_id=port_id)
+        try:
+            await call.rt.driver.unplug_vifs(
+                guest_of(instance), [{k: vif.get(k) for k in DRIVER_VIF}]
+            )
+        except Exception as exc:
+            if not is_gone(exc):
+                raise
+        ports, ctx = [str(p) for p in instance.get("ports") or []], call.flow_context()
+        if port_id in ports:
+            expect(await _port_call(call, "deletePort", port_id, context=ctx), 204, 404)
+        else:
+            resp = await _port_call(call, "updatePort", port_id, body=UNBOUND, context=ctx)
+            expect(resp, 200, 404)
+        kept = [v for v in vifs if v is not vif]
+        await _record(call, instance, kept, [p for p in ports if p != port_id])
+        return {"port_id": port_id}
