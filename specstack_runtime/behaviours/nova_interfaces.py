@@ -78,16 +78,9 @@ async def attach_interface(call: Call) -> Reply:
     rc = engine_call(call, SERVER)
     rc.refs = await _refs(call, row, spec)
     guards.check(rc, "attach_interface", row, changes=spec)  # the spec's rules, nova's words
-    if spec.get("port_id"):
-        requested = {"port_id": spec["port_id"]}
-    else:
-        networks = rc.refs.get("networks") or [{}]  # one, by the spec's rules, if known
-        chosen = spec.get("net_id") or networks[0].get("id")
-        if not chosen:
-            raise ApiError("The network service could not list the networks.", status=503)
-        requested = {"network_id": chosen}
-        for ip in spec.get("fixed_ips") or []:
-            requested["fixed_ip"] = ip["ip_address"]
+    requested = rc.template("requested_interface", item=spec)
+    if not requested:
+        raise ApiError("The network service could not list the networks.", status=503)
     reply = await to_host(call, row, "attach_interface", requested_network=requested)
     port = (reply or {}).get("port") or {}
     return Reply(200, {"interfaceAttachment": rc.template("interface", item=port)})
