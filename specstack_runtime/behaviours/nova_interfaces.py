@@ -36,8 +36,6 @@ from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
-DRIVER_VIF = ("id", "address", "network_id", "ip_addresses")  # the driver's Vif type
-
 
 async def _networks(call: Call, project_id: str) -> list[dict[str, Any]] | None:
     """The networks an interface may go on when the request names none, as nova finds
@@ -104,9 +102,6 @@ async def _port_call(call: Call, operation: str, port_id: str | None, **kw: Any)
     return await rt.clients.call(api, operation, params, token=token, **kw)
 
 
-UNBOUND = {"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}}
-
-
 def _lock(call: Call) -> asyncio.Lock:
     """One interface change of an instance at a time on its host (each rewrites its vifs)."""
     locks: dict[str, asyncio.Lock] = call.rt.local.setdefault("compute.interface_locks", {})
@@ -126,9 +121,8 @@ async def rpc_attach_interface(call: Call) -> dict[str, Any]:
     async with _lock(call):
         rt, instance, ctx = call.rt, await fetch_instance(call), call.flow_context()
         net, server = dict(call.payload["requested_network"]), rt.info.resources.resource(SERVER)
-        zone = instance.get("availability_zone") or host_availability_zone(rt)
-        binding = {"device_id": str(instance["uuid"]), "device_owner": f"compute:{zone}"}
-        binding["binding:host_id"] = rt.host
+        where = {"host": rt.host, "zone": host_availability_zone(rt)}
+        binding = server.template("binding", doc=instance, refs=where)
         if port_id := net.get("port_id"):
             body: Any = {"port": binding}
             resp = await _port_call(call, "updatePort", port_id, body=body, context=ctx)
@@ -145,9 +139,13 @@ async def rpc_attach_interface(call: Call) -> dict[str, Any]:
         port = expect(resp, 200 if port_id else 201).json()["port"]
         vif = dict(server.template("vif", item=port))
         try:
-            await rt.driver.plug_vifs(guest_of(instance), [{k: vif[k] for k in DRIVER_VIF}])
+            await rt.driver.plug_vifs(guest_of(instance), [server.template("driver_vif", item=vif)])
         except Exception:  # the port goes back as it was
-            undo = ("updatePort", {"body": UNBOUND}) if port_id else ("deletePort", {})
+            undo = (
+                ("updatePort", {"body": server.template("unbound")})
+                if port_id
+                else ("deletePort", {})
+            )
             await _port_call(call, undo[0], str(port["id"]), **undo[1])
             raise
         made = [] if port_id else [str(port["id"])]
@@ -161,14 +159,14 @@ async def rpc_detach_interface(call: Call) -> dict[str, Any]:
     """Unplug the port; delete it when nova made it, else unbind it; forget it."""
     async with _lock(call):
         instance, port_id = await fetch_instance(call), str(call.payload["port_id"])
+        server = call.rt.info.resources.resource(SERVER)
         vifs = list(instance.get("vifs") or [])
         vif = next((v for v in vifs if v.get("id") == port_id), None)
         if vif is None:
             raise fail(call.rt, "port_not_found", port_id=port_id)
         try:
-            await call.rt.driver.unplug_vifs(
-                guest_of(instance), [{k: vif.get(k) for k in DRIVER_VIF}]
-            )
+            driver_vif = server.template("driver_vif", item=vif)
+            await call.rt.driver.unplug_vifs(guest_of(instance), [driver_vif])
         except Exception as exc:
             if not is_gone(exc):
                 raise
@@ -176,8 +174,10 @@ async def rpc_detach_interface(call: Call) -> dict[str, Any]:
         if port_id in ports:
             expect(await _port_call(call, "deletePort", port_id, context=ctx), 204, 404)
         else:
-            resp = await _port_call(call, "updatePort", port_id, body=UNBOUND, context=ctx)
-            expect(resp, 200, 404)
+            unbound = server.template("unbound")
+            expect(
+                await _port_call(call, "updatePort", port_id, body=unbound, context=ctx), 200, 404
+            )
         kept = [v for v in vifs if v is not vif]
         await _record(call, instance, kept, [p for p in ports if p != port_id])
         return {"port_id": port_id}
