@@ -37,35 +37,25 @@ from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
 
-async def _networks(call: Call, project_id: str) -> list[dict[str, Any]] | None:
-    """The networks an interface may go on when the request names none, as nova finds
-    them: the project's own unshared ones, then the shared ones (None: neutron cannot say)."""
-    found: list[dict[str, Any]] = []
-    for query in ({"project_id": project_id, "shared": "false"}, {"shared": "true"}):
-        resp = await call.rt.clients.call(
-            call.rt.info.api_of_type("network"), "listNetworks", query=query, token=call.token
-        )
-        if resp.status_code != 200:
-            return None
-        found += [n for n in resp.json().get("networks") or [] if n not in found]
-    return found
-
-
 async def _refs(call: Call, row: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """neutron's facts the attach rules read: the port or network the request names, else
+    the networks an interface may go on, as nova finds them: the project's own unshared
+    ones, then the shared ones (none when neutron cannot say)."""
     refs: dict[str, Any] = {}
-    if call.token and "port_id" not in spec and "net_id" not in spec:
-        networks = await _networks(call, str(row["project_id"]))
-        if networks is not None:
-            refs["networks"] = networks
-    for field, operation, param, key in (
-        ("port_id", "showPort", "port_id", "port"),
-        ("net_id", "showNetwork", "network_id", "network"),
-    ):
-        if isinstance(spec.get(field), str) and is_uuid(spec[field]):
-            found = await looked_up(call, "network", operation, {param: spec[field]}, key)
-            if found is not None:
+    for field, key in (("port_id", "port"), ("net_id", "network")):
+        if isinstance(value := spec.get(field), str) and is_uuid(value):
+            params, operation = {f"{key}_id": value}, f"show{key.title()}"
+            if (found := await looked_up(call, "network", operation, params, key)) is not None:
                 refs[key] = found
-    return refs
+    if not call.token or "port_id" in spec or "net_id" in spec:
+        return refs
+    api, networks = call.rt.info.api_of_type("network"), []
+    for query in ({"project_id": str(row["project_id"]), "shared": "false"}, {"shared": "true"}):
+        resp = await call.rt.clients.call(api, "listNetworks", query=query, token=call.token)
+        if resp.status_code != 200:
+            return refs
+        networks += [n for n in resp.json().get("networks") or [] if n not in networks]
+    return {**refs, "networks": networks}
 
 
 @behaviour("compute.attach_interface", needs=("network",))
