@@ -171,25 +171,6 @@ def given_ports(requested: Iterable[Mapping[str, Any]]) -> set[str]:
     return {str(n["port_id"]) for n in requested if isinstance(n, Mapping) and n.get("port_id")}
 
 
-async def release_instance_ports(
-    rt: ServiceRuntime, uuid: str, recorded: Iterable[str], requested: Iterable[Any], token: str
-) -> None:
-    """Delete the ports nova made for the instance: those recorded, and any bound to it that a
-    build interrupted before it recorded them (the user's own ports are left)."""
-    net_api = rt.info.api_of_type("network")
-    given = given_ports(requested)
-    ids = dict.fromkeys(str(p) for p in recorded)
-    try:
-        ids.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(rt, uuid, token)))
-    except Exception as exc:  # neutron away: the recorded ones at least
-        logger.warning("ports of %s not listed: %s", uuid, exc)
-    for port_id in ids:
-        if port_id in given:
-            continue
-        resp = await rt.clients.call(net_api, "deletePort", {"port_id": port_id}, token=token)
-        expect(resp, 204, 404)
-
-
 async def release_instance(
     rt: ServiceRuntime,
     instance: Mapping[str, Any],
@@ -198,22 +179,30 @@ async def release_instance(
     token: str,
 ) -> None:
     """Best effort, for an instance no compute host will clean up: its cinder attachments
-    and the ports nova made for it deleted (`instance`: uuid or id, project_id,
-    requested_networks)."""
+    deleted, and the ports nova made for it: those recorded (`ports`), and any bound to it
+    that a build interrupted before it recorded them; the user's own ports are left
+    (`instance`: uuid or id, project_id, requested_networks)."""
     uuid = str(instance.get("uuid") or instance["id"])
     for att in attachments:
+        params = {"project_id": instance.get("project_id"), "attachment_id": att["attachment_id"]}
         try:
-            await rt.clients.call(
-                rt.info.api_of_type("block-storage"),
-                "deleteAttachment",
-                {"project_id": instance.get("project_id"), "attachment_id": att["attachment_id"]},
-                token=token,
-            )
+            api = rt.info.api_of_type("block-storage")
+            await rt.clients.call(api, "deleteAttachment", params, token=token)
         except Exception as exc:
             logger.warning("%s: attachment %s not deleted: %s", uuid, att["attachment_id"], exc)
-    requested = instance.get("requested_networks") or []
+    ids = dict.fromkeys(str(p) for p in ports)
     try:
-        await release_instance_ports(rt, uuid, ports, requested, token)
+        ids.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(rt, uuid, token)))
+    except Exception as exc:  # neutron away: the recorded ones at least
+        logger.warning("ports of %s not listed: %s", uuid, exc)
+    try:
+        net, given = (
+            rt.info.api_of_type("network"),
+            given_ports(instance.get("requested_networks") or []),
+        )
+        for port_id in (p for p in ids if p not in given):
+            resp = await rt.clients.call(net, "deletePort", {"port_id": port_id}, token=token)
+            expect(resp, 204, 404)
     except Exception as exc:
         logger.warning("%s: ports not all deleted: %s", uuid, exc)
 
