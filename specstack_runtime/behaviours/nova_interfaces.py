@@ -85,11 +85,18 @@ async def detach_interface(call: Call) -> Reply:
 
 
 async def _port_call(call: Call, operation: str, port_id: str | None, **kw: Any) -> Any:
-    rt = call.rt
+    """neutron's `operation` on the port `port_id` (None: a new one), with the flow's token."""
     params = {} if port_id is None else {"port_id": port_id}
-    api = rt.info.api_of_type("network")
-    token = await flow_token(call)
-    return await rt.clients.call(api, operation, params, token=token, **kw)
+    api, token = call.rt.info.api_of_type("network"), await flow_token(call)
+    return await call.rt.clients.call(api, operation, params, token=token, **kw)
+
+
+async def _give_back(call: Call, port_id: str, made: bool, **kw: Any) -> Any:
+    """The port given back: deleted when nova made it, else the user's unbound."""
+    if made:
+        return await _port_call(call, "deletePort", port_id, **kw)
+    unbound = call.rt.info.resources.resource(SERVER).template("unbound")
+    return await _port_call(call, "updatePort", port_id, body=unbound, **kw)
 
 
 def _lock(call: Call) -> asyncio.Lock:
@@ -131,12 +138,7 @@ async def rpc_attach_interface(call: Call) -> dict[str, Any]:
         try:
             await rt.driver.plug_vifs(guest_of(instance), [server.template("driver_vif", item=vif)])
         except Exception:  # the port goes back as it was
-            undo = (
-                ("updatePort", {"body": server.template("unbound")})
-                if port_id
-                else ("deletePort", {})
-            )
-            await _port_call(call, undo[0], str(port["id"]), **undo[1])
+            await _give_back(call, str(port["id"]), made=not port_id)
             raise
         made = [] if port_id else [str(port["id"])]
         vifs = [*(instance.get("vifs") or []), vif]
@@ -161,13 +163,8 @@ async def rpc_detach_interface(call: Call) -> dict[str, Any]:
             if not is_gone(exc):
                 raise
         ports, ctx = [str(p) for p in instance.get("ports") or []], call.flow_context()
-        if port_id in ports:
-            expect(await _port_call(call, "deletePort", port_id, context=ctx), 204, 404)
-        else:
-            unbound = server.template("unbound")
-            expect(
-                await _port_call(call, "updatePort", port_id, body=unbound, context=ctx), 200, 404
-            )
+        made = port_id in ports
+        expect(await _give_back(call, port_id, made, context=ctx), 204 if made else 200, 404)
         kept = [v for v in vifs if v is not vif]
         await _record(call, instance, kept, [p for p in ports if p != port_id])
         return {"port_id": port_id}
