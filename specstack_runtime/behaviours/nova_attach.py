@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
     instance_for,
@@ -21,22 +18,16 @@ from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
 
-async def _volume(call: Call, row: Mapping[str, Any], volume_id: Any) -> dict[str, Any] | None:
-    """cinder's volume ({} when cinder does not know it; None when it cannot say)."""
-    if not is_uuid(volume_id):
-        return None
-    params = {"project_id": row["project_id"], "volume_id": volume_id}
-    return await looked_up(call, "block-storage", "showVolume", params, "volume")
-
-
 @behaviour("compute.attach_volume", needs=("block-storage",))
 async def attach_volume(call: Call) -> Reply:
     """Attach a volume through the server's compute host; 200 with the attachment."""
     row = await instance_for(call, call.path_params["server_id"])
     spec = request_object(call, "volumeAttachment")
     rc = engine_call(call, SERVER)
-    volume = await _volume(call, row, spec.get("volumeId"))
-    rc.refs = {} if volume is None else {"volume": volume}
+    params = {"project_id": row["project_id"], "volume_id": spec.get("volumeId")}
+    if is_uuid(params["volume_id"]):  # cinder's volume ({}: unknown; None: cinder cannot say)
+        volume = await looked_up(call, "block-storage", "showVolume", params, "volume")
+        rc.refs = {} if volume is None else {"volume": volume}
     guards.check(rc, "attach_volume", row, changes=spec)  # the spec's rules, nova's messages
     volume_id = spec["volumeId"]
     device, delete = spec.get("device"), spec.get("delete_on_termination") is True
