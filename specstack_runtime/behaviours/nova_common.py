@@ -69,10 +69,8 @@ async def glance_image(call: Call, image_id: str, token: str) -> dict[str, Any] 
     """glance's image `image_id` as the token's holder sees it (None: not found, none named)."""
     if not image_id:
         return None
-    rt = call.rt
-    resp = await rt.clients.call(
-        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
-    )
+    api = call.rt.info.api_of_type(IMAGE)
+    resp = await call.rt.clients.call(api, "showImage", {"image_id": image_id}, token=token)
     return dict(resp.json()) if resp.status_code == 200 else None
 
 
@@ -112,9 +110,8 @@ async def to_host(call: Call, row: Mapping[str, Any], message: str, **payload: A
 
 
 def fault_code(error: BaseException) -> int:
-    code = getattr(error, "code", None)
-    if not isinstance(code, int):
-        code = getattr(error, "status", None)
+    codes = (getattr(error, "code", None), getattr(error, "status", None))
+    code = next((c for c in codes if isinstance(c, int)), None)
     return code if isinstance(code, int) and 400 <= code <= 599 else 500
 
 
@@ -159,9 +156,8 @@ def device_names(skip: Iterable[str]) -> Iterator[str]:
 
 async def instance_ports(rt: ServiceRuntime, uuid: str, token: str) -> list[dict[str, Any]]:
     """The ports neutron has bound to the instance (device_id), whoever recorded them."""
-    resp = await rt.clients.call(
-        rt.info.api_of_type("network"), "listPorts", query={"device_id": uuid}, token=token
-    )
+    api = rt.info.api_of_type("network")
+    resp = await rt.clients.call(api, "listPorts", query={"device_id": uuid}, token=token)
     ports = expect(resp, 200).json().get("ports") or []
     return [p for p in ports if isinstance(p, dict) and p.get("device_id") == uuid]
 
