@@ -11,13 +11,14 @@ import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.conductor import make_fault
+from specstack_runtime.behaviours.conductor import instance_ref, make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
+from specstack_runtime.bus import BusError
 from specstack_runtime.context import AuthContext, Call, Interaction
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import expect
-from specstack_runtime.messaging import send
+from specstack_runtime.messaging import api_error, send
 from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
@@ -68,10 +69,8 @@ async def glance_image(call: Call, image_id: str, token: str) -> dict[str, Any] 
     """glance's image `image_id` as the token's holder sees it (None: not found, none named)."""
     if not image_id:
         return None
-    rt = call.rt
-    resp = await rt.clients.call(
-        rt.info.api_of_type(IMAGE), "showImage", {"image_id": image_id}, token=token
-    )
+    api = call.rt.info.api_of_type(IMAGE)
+    resp = await call.rt.clients.call(api, "showImage", {"image_id": image_id}, token=token)
     return dict(resp.json()) if resp.status_code == 200 else None
 
 
@@ -95,10 +94,24 @@ async def instance_for(call: Call, server_id: str) -> Doc:
     return await access.lookup(engine_call(call, SERVER), server_id)
 
 
+def request_object(call: Call, key: str) -> dict[str, Any]:
+    """The request body's object `key` ({} when the body has none)."""
+    given = call.body.get(key) if isinstance(call.body, dict) else None
+    return given if isinstance(given, dict) else {}
+
+
+async def to_host(call: Call, row: Mapping[str, Any], message: str, **payload: Any) -> Any:
+    """nova-api's `message` about the instance `row` to its compute host (errors: the API's)."""
+    try:
+        body = {"instance": instance_ref(row), **payload}
+        return await send(call, message, body, host=row["host"])
+    except (BusError, TimeoutError) as exc:
+        raise api_error(exc, "The compute host") from exc
+
+
 def fault_code(error: BaseException) -> int:
-    code = getattr(error, "code", None)
-    if not isinstance(code, int):
-        code = getattr(error, "status", None)
+    codes = (getattr(error, "code", None), getattr(error, "status", None))
+    code = next((c for c in codes if isinstance(c, int)), None)
     return code if isinstance(code, int) and 400 <= code <= 599 else 500
 
 
@@ -143,9 +156,8 @@ def device_names(skip: Iterable[str]) -> Iterator[str]:
 
 async def instance_ports(rt: ServiceRuntime, uuid: str, token: str) -> list[dict[str, Any]]:
     """The ports neutron has bound to the instance (device_id), whoever recorded them."""
-    resp = await rt.clients.call(
-        rt.info.api_of_type("network"), "listPorts", query={"device_id": uuid}, token=token
-    )
+    api = rt.info.api_of_type("network")
+    resp = await rt.clients.call(api, "listPorts", query={"device_id": uuid}, token=token)
     ports = expect(resp, 200).json().get("ports") or []
     return [p for p in ports if isinstance(p, dict) and p.get("device_id") == uuid]
 
@@ -153,25 +165,6 @@ async def instance_ports(rt: ServiceRuntime, uuid: str, token: str) -> list[dict
 def given_ports(requested: Iterable[Mapping[str, Any]]) -> set[str]:
     """The ports the user gave (`networks: [{port: ID}]`): bound, never deleted by nova."""
     return {str(n["port_id"]) for n in requested if isinstance(n, Mapping) and n.get("port_id")}
-
-
-async def release_instance_ports(
-    rt: ServiceRuntime, uuid: str, recorded: Iterable[str], requested: Iterable[Any], token: str
-) -> None:
-    """Delete the ports nova made for the instance: those recorded, and any bound to it that a
-    build interrupted before it recorded them (the user's own ports are left)."""
-    net_api = rt.info.api_of_type("network")
-    given = given_ports(requested)
-    ids = dict.fromkeys(str(p) for p in recorded)
-    try:
-        ids.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(rt, uuid, token)))
-    except Exception as exc:  # neutron away: the recorded ones at least
-        logger.warning("ports of %s not listed: %s", uuid, exc)
-    for port_id in ids:
-        if port_id in given:
-            continue
-        resp = await rt.clients.call(net_api, "deletePort", {"port_id": port_id}, token=token)
-        expect(resp, 204, 404)
 
 
 async def release_instance(
@@ -182,22 +175,30 @@ async def release_instance(
     token: str,
 ) -> None:
     """Best effort, for an instance no compute host will clean up: its cinder attachments
-    and the ports nova made for it deleted (`instance`: uuid or id, project_id,
-    requested_networks)."""
+    deleted, and the ports nova made for it: those recorded (`ports`), and any bound to it
+    that a build interrupted before it recorded them; the user's own ports are left
+    (`instance`: uuid or id, project_id, requested_networks)."""
     uuid = str(instance.get("uuid") or instance["id"])
     for att in attachments:
+        params = {"project_id": instance.get("project_id"), "attachment_id": att["attachment_id"]}
         try:
-            await rt.clients.call(
-                rt.info.api_of_type("block-storage"),
-                "deleteAttachment",
-                {"project_id": instance.get("project_id"), "attachment_id": att["attachment_id"]},
-                token=token,
-            )
+            api = rt.info.api_of_type("block-storage")
+            await rt.clients.call(api, "deleteAttachment", params, token=token)
         except Exception as exc:
             logger.warning("%s: attachment %s not deleted: %s", uuid, att["attachment_id"], exc)
-    requested = instance.get("requested_networks") or []
+    ids = dict.fromkeys(str(p) for p in ports)
     try:
-        await release_instance_ports(rt, uuid, ports, requested, token)
+        ids.update(dict.fromkeys(str(p["id"]) for p in await instance_ports(rt, uuid, token)))
+    except Exception as exc:  # neutron away: the recorded ones at least
+        logger.warning("ports of %s not listed: %s", uuid, exc)
+    try:
+        net, given = (
+            rt.info.api_of_type("network"),
+            given_ports(instance.get("requested_networks") or []),
+        )
+        for port_id in (p for p in ids if p not in given):
+            resp = await rt.clients.call(net, "deletePort", {"port_id": port_id}, token=token)
+            expect(resp, 204, 404)
     except Exception as exc:
         logger.warning("%s: ports not all deleted: %s", uuid, exc)
 

@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.conductor import instance_ref
 from specstack_runtime.behaviours.nova_build import group_ids
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
@@ -24,82 +23,53 @@ from specstack_runtime.behaviours.nova_common import (
     is_gone,
     is_uuid,
     looked_up,
+    request_object,
+    to_host,
     update_instance,
 )
 from specstack_runtime.behaviours.nova_events import neutron_addresses
 from specstack_runtime.behaviours.nova_host import fetch_instance, guest_of
-from specstack_runtime.bus import BusError
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import ApiError
 from specstack_runtime.http import error_message, expect
-from specstack_runtime.messaging import api_error, send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import guards
 from specstack_runtime.resources.serve import engine_call
 
-DRIVER_VIF = ("id", "address", "network_id", "ip_addresses")  # the driver's Vif type
-
-
-async def _networks(call: Call, project_id: str) -> list[dict[str, Any]] | None:
-    """The networks an interface may go on when the request names none, as nova finds
-    them: the project's own unshared ones, then the shared ones (None: neutron cannot say)."""
-    found: list[dict[str, Any]] = []
-    for query in ({"project_id": project_id, "shared": "false"}, {"shared": "true"}):
-        resp = await call.rt.clients.call(
-            call.rt.info.api_of_type("network"), "listNetworks", query=query, token=call.token
-        )
-        if resp.status_code != 200:
-            return None
-        found += [n for n in resp.json().get("networks") or [] if n not in found]
-    return found
-
 
 async def _refs(call: Call, row: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """neutron's facts the attach rules read: the port or network the request names, else
+    the networks an interface may go on, as nova finds them: the project's own unshared
+    ones, then the shared ones (none when neutron cannot say)."""
     refs: dict[str, Any] = {}
-    if call.token and "port_id" not in spec and "net_id" not in spec:
-        networks = await _networks(call, str(row["project_id"]))
-        if networks is not None:
-            refs["networks"] = networks
-    for field, operation, param, key in (
-        ("port_id", "showPort", "port_id", "port"),
-        ("net_id", "showNetwork", "network_id", "network"),
-    ):
-        if isinstance(spec.get(field), str) and is_uuid(spec[field]):
-            found = await looked_up(call, "network", operation, {param: spec[field]}, key)
-            if found is not None:
+    for field, key in (("port_id", "port"), ("net_id", "network")):
+        if isinstance(value := spec.get(field), str) and is_uuid(value):
+            params, operation = {f"{key}_id": value}, f"show{key.title()}"
+            if (found := await looked_up(call, "network", operation, params, key)) is not None:
                 refs[key] = found
-    return refs
-
-
-async def _to_host(call: Call, row: Mapping[str, Any], message: str, **payload: Any) -> Any:
-    try:
-        body = {"instance": instance_ref(row), **payload}
-        return await send(call, message, body, host=row["host"])
-    except (BusError, TimeoutError) as exc:
-        raise api_error(exc, "The compute host") from exc
+    if not call.token or "port_id" in spec or "net_id" in spec:
+        return refs
+    api, networks = call.rt.info.api_of_type("network"), []
+    for query in ({"project_id": str(row["project_id"]), "shared": "false"}, {"shared": "true"}):
+        resp = await call.rt.clients.call(api, "listNetworks", query=query, token=call.token)
+        if resp.status_code != 200:
+            return refs
+        networks += [n for n in resp.json().get("networks") or [] if n not in networks]
+    return {**refs, "networks": networks}
 
 
 @behaviour("compute.attach_interface", needs=("network",))
 async def attach_interface(call: Call) -> Reply:
     """POST os-interface: 200 with the interface the compute host attached."""
     row = await instance_for(call, call.path_params["server_id"])
-    body = call.body if isinstance(call.body, dict) else {}
-    given = body.get("interfaceAttachment")
-    spec: dict[str, Any] = given if isinstance(given, dict) else {}
+    spec = request_object(call, "interfaceAttachment")
     rc = engine_call(call, SERVER)
     rc.refs = await _refs(call, row, spec)
     guards.check(rc, "attach_interface", row, changes=spec)  # the spec's rules, nova's words
-    if spec.get("port_id"):
-        requested = {"port_id": spec["port_id"]}
-    else:
-        networks = rc.refs.get("networks") or [{}]  # one, by the spec's rules, if known
-        chosen = spec.get("net_id") or networks[0].get("id")
-        if not chosen:
-            raise ApiError("The network service could not list the networks.", status=503)
-        requested = {"network_id": chosen}
-        for ip in spec.get("fixed_ips") or []:
-            requested["fixed_ip"] = ip["ip_address"]
-    reply = await _to_host(call, row, "attach_interface", requested_network=requested)
+    requested = rc.template("requested_interface", item=spec)
+    if not requested:
+        raise ApiError("The network service could not list the networks.", status=503)
+    reply = await to_host(call, row, "attach_interface", requested_network=requested)
     port = (reply or {}).get("port") or {}
     return Reply(200, {"interfaceAttachment": rc.template("interface", item=port)})
 
@@ -110,19 +80,23 @@ async def detach_interface(call: Call) -> Reply:
     row = await instance_for(call, call.path_params["server_id"])
     port_id = str(call.path_params["port_id"])
     guards.check(engine_call(call, SERVER), "detach_interface", row, changes={"port_id": port_id})
-    await _to_host(call, row, "detach_interface", port_id=port_id)
+    await to_host(call, row, "detach_interface", port_id=port_id)
     return Reply(202)
 
 
 async def _port_call(call: Call, operation: str, port_id: str | None, **kw: Any) -> Any:
-    rt = call.rt
+    """neutron's `operation` on the port `port_id` (None: a new one), with the flow's token."""
     params = {} if port_id is None else {"port_id": port_id}
-    api = rt.info.api_of_type("network")
-    token = await flow_token(call)
-    return await rt.clients.call(api, operation, params, token=token, **kw)
+    api, token = call.rt.info.api_of_type("network"), await flow_token(call)
+    return await call.rt.clients.call(api, operation, params, token=token, **kw)
 
 
-UNBOUND = {"port": {"device_id": "", "device_owner": "", "binding:host_id": ""}}
+async def _give_back(call: Call, port_id: str, made: bool, **kw: Any) -> Any:
+    """The port given back: deleted when nova made it, else the user's unbound."""
+    if made:
+        return await _port_call(call, "deletePort", port_id, **kw)
+    unbound = call.rt.info.resources.resource(SERVER).template("unbound")
+    return await _port_call(call, "updatePort", port_id, body=unbound, **kw)
 
 
 def _lock(call: Call) -> asyncio.Lock:
@@ -131,86 +105,66 @@ def _lock(call: Call) -> asyncio.Lock:
     return locks.setdefault(str(call.payload["instance"]["uuid"]), asyncio.Lock())
 
 
+async def _record(call: Call, instance: Mapping[str, Any], vifs: Any, ports: Any) -> None:
+    """The instance's network info as it now is: its `vifs`, the `ports` nova made."""
+    uuid = str(instance["uuid"])
+    addresses = await neutron_addresses(call, uuid, await flow_token(call))
+    await update_instance(call, uuid, {"vifs": vifs, "ports": ports, "addresses": addresses})
+
+
 @behaviour("compute.rpc_attach_interface", needs=("network",))
 async def rpc_attach_interface(call: Call) -> dict[str, Any]:
     """Bind the user's port (or make one on the network), plug it, record it."""
     async with _lock(call):
-        return await _attach(call)
-
-
-async def _attach(call: Call) -> dict[str, Any]:
-    rt = call.rt
-    instance = await fetch_instance(call)
-    uuid = str(instance["uuid"])
-    net = dict(call.payload["requested_network"])
-    zone = instance.get("availability_zone") or host_availability_zone(rt)
-    binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": rt.host}
-    server = rt.info.resources.resource(SERVER)
-    ctx = call.flow_context()
-    port_id = net.get("port_id")
-    if port_id:
-        resp = await _port_call(call, "updatePort", port_id, body={"port": binding}, context=ctx)
-        if resp.status_code == 404:
-            raise fail(rt, "port_not_found", port_id=port_id)
-    else:
-        refs = {
-            "binding": binding,
-            "groups": await group_ids(call, instance, await flow_token(call)),
-        }
-        body = server.template("port", item=net, refs=refs)
-        resp = await _port_call(call, "createPort", None, body=body, context=ctx)
-        if resp.status_code == 404:
-            raise fail(rt, "network_not_found", net_id=net.get("network_id"))
-    if resp.status_code in (400, 409):
-        raise fail(rt, "interface_refused", reason=error_message(resp))
-    port = expect(resp, 200 if port_id else 201).json()["port"]
-    vif = dict(server.template("vif", item=port))
-    try:
-        await rt.driver.plug_vifs(guest_of(instance), [{k: vif[k] for k in DRIVER_VIF}])
-    except Exception:  # the port goes back as it was
-        undo = ("updatePort", {"body": UNBOUND}) if port_id else ("deletePort", {})
-        await _port_call(call, undo[0], str(port["id"]), **undo[1])
-        raise
-    made = [] if port_id else [str(port["id"])]
-    updates = {
-        "vifs": [*(instance.get("vifs") or []), vif],
-        "ports": [*(instance.get("ports") or []), *made],
-        "addresses": await neutron_addresses(call, uuid, await flow_token(call)),
-    }
-    await update_instance(call, uuid, updates)
-    return {"port": port}
+        rt, instance, ctx = call.rt, await fetch_instance(call), call.flow_context()
+        net, server = dict(call.payload["requested_network"]), rt.info.resources.resource(SERVER)
+        where = {"host": rt.host, "zone": host_availability_zone(rt)}
+        binding = server.template("binding", doc=instance, refs=where)
+        if port_id := net.get("port_id"):
+            body: Any = {"port": binding}
+            resp = await _port_call(call, "updatePort", port_id, body=body, context=ctx)
+            if resp.status_code == 404:
+                raise fail(rt, "port_not_found", port_id=port_id)
+        else:
+            groups = await group_ids(call, instance, await flow_token(call))
+            body = server.template("port", item=net, refs={"binding": binding, "groups": groups})
+            resp = await _port_call(call, "createPort", None, body=body, context=ctx)
+            if resp.status_code == 404:
+                raise fail(rt, "network_not_found", net_id=net.get("network_id"))
+        if resp.status_code in (400, 409):
+            raise fail(rt, "interface_refused", reason=error_message(resp))
+        port = expect(resp, 200 if port_id else 201).json()["port"]
+        vif = dict(server.template("vif", item=port))
+        try:
+            await rt.driver.plug_vifs(guest_of(instance), [server.template("driver_vif", item=vif)])
+        except Exception:  # the port goes back as it was
+            await _give_back(call, str(port["id"]), made=not port_id)
+            raise
+        made = [] if port_id else [str(port["id"])]
+        vifs = [*(instance.get("vifs") or []), vif]
+        await _record(call, instance, vifs, [*(instance.get("ports") or []), *made])
+        return {"port": port}
 
 
 @behaviour("compute.rpc_detach_interface", needs=("network",))
 async def rpc_detach_interface(call: Call) -> dict[str, Any]:
     """Unplug the port; delete it when nova made it, else unbind it; forget it."""
     async with _lock(call):
-        return await _detach(call)
-
-
-async def _detach(call: Call) -> dict[str, Any]:
-    rt = call.rt
-    instance = await fetch_instance(call)
-    uuid, port_id = str(instance["uuid"]), str(call.payload["port_id"])
-    vifs = list(instance.get("vifs") or [])
-    vif = next((v for v in vifs if v.get("id") == port_id), None)
-    if vif is None:
-        raise fail(rt, "port_not_found", port_id=port_id)
-    try:
-        await rt.driver.unplug_vifs(guest_of(instance), [{k: vif.get(k) for k in DRIVER_VIF}])
-    except Exception as exc:
-        if not is_gone(exc):
-            raise
-    ports = [str(p) for p in instance.get("ports") or []]
-    ctx = call.flow_context()
-    if port_id in ports:
-        expect(await _port_call(call, "deletePort", port_id, context=ctx), 204, 404)
-    else:
-        expect(await _port_call(call, "updatePort", port_id, body=UNBOUND, context=ctx), 200, 404)
-    updates = {
-        "vifs": [v for v in vifs if v is not vif],
-        "ports": [p for p in ports if p != port_id],
-        "addresses": await neutron_addresses(call, uuid, await flow_token(call)),
-    }
-    await update_instance(call, uuid, updates)
-    return {"port_id": port_id}
+        instance, port_id = await fetch_instance(call), str(call.payload["port_id"])
+        server = call.rt.info.resources.resource(SERVER)
+        vifs = list(instance.get("vifs") or [])
+        vif = next((v for v in vifs if v.get("id") == port_id), None)
+        if vif is None:
+            raise fail(call.rt, "port_not_found", port_id=port_id)
+        try:
+            driver_vif = server.template("driver_vif", item=vif)
+            await call.rt.driver.unplug_vifs(guest_of(instance), [driver_vif])
+        except Exception as exc:
+            if not is_gone(exc):
+                raise
+        ports, ctx = [str(p) for p in instance.get("ports") or []], call.flow_context()
+        made = port_id in ports
+        expect(await _give_back(call, port_id, made, context=ctx), 204 if made else 200, 404)
+        kept = [v for v in vifs if v is not vif]
+        await _record(call, instance, kept, [p for p in ports if p != port_id])
+        return {"port_id": port_id}
