@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import lru_cache
@@ -43,8 +42,6 @@ from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
-
-logger = logging.getLogger(__name__)
 
 #: How long a compute node trusts a network name it looked up.
 NETWORK_NAME_TTL_S = 30.0
@@ -296,16 +293,9 @@ async def create_ports(ix: Interaction) -> None:
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
         if net.get("port_id"):
-            resp = await ix.rt.clients.call(
-                ix.rt.info.api_of_type("network"),
-                "updatePort",
-                {"port_id": net["port_id"]},
-                body={"port": binding},
-                token=token,
-                context=ix.call.flow_context(ix.label),
-            )
-            port = expect(resp, 200).json()["port"]
-            ix.vars["bound_ports"].append(port)
+            ids, body = {"port_id": net["port_id"]}, {"port": binding}
+            resp = await _neutron(ix.call, ix.label, "updatePort", token, ids, body=body)
+            ix.vars["bound_ports"].append(expect(resp, 200).json()["port"])
             continue
         same = (p for p in made if server.template("same_request", item=p, refs={"net": net}))
         again = next(same, None)
@@ -319,17 +309,19 @@ async def create_ports(ix: Interaction) -> None:
         ix.vars["ports"].append(resp.json()["port"])
 
 
+async def _neutron(
+    call: Call, label: str | None, operation: str, token: str, *params: dict[str, Any], **kw: Any
+) -> Any:
+    """neutron's `operation` with `token`, in the flow's trace."""
+    api, context = call.rt.info.api_of_type("network"), call.flow_context(label)
+    return await call.rt.clients.call(api, operation, *params, token=token, context=context, **kw)
+
+
 async def auto_network(ix: Interaction, instance: Mapping[str, Any], token: str) -> dict[str, Any]:
     """`networks: auto` (2.37): the one network the project may use (its own, else a shared
     one; not external), as a requested network. Several: ambiguous; none: this cloud has no
     auto-allocated topology to make one."""
-    resp = await ix.rt.clients.call(
-        ix.rt.info.api_of_type("network"),
-        "listNetworks",
-        query={},
-        token=token,
-        context=ix.call.flow_context(ix.label),
-    )
+    resp = await _neutron(ix.call, ix.label, "listNetworks", token, query={})
     found = [
         n for n in expect(resp, 200).json().get("networks") or [] if not n.get("router:external")
     ]
@@ -352,13 +344,8 @@ async def group_ids(
     names = [str(n) for n in instance.get("security_groups") or []]
     if names in ([], ["default"]):
         return []  # neutron's own choice: no lookup on the boot path
-    resp = await call.rt.clients.call(
-        call.rt.info.api_of_type("network"),
-        "listSecurityGroups",
-        query={"project_id": instance.get("project_id")},
-        token=token,
-        context=call.flow_context(label),
-    )
+    query = {"project_id": instance.get("project_id")}
+    resp = await _neutron(call, label, "listSecurityGroups", token, query=query)
     found = expect(resp, 200).json().get("security_groups") or []
     return [str(g["id"]) for n in names if (g := match(call.rt, found, n)) is not None]
 
@@ -366,32 +353,21 @@ async def group_ids(
 async def _network_names(
     call: Call, network_ids: Iterable[str], token: str | None
 ) -> dict[str, str]:
-    """Network id -> name, asked of neutron (the id itself when neutron cannot say)."""
-    names: dict[str, str] = {}
-    api: str | None = None
-    with contextlib.suppress(KeyError):
-        api = call.rt.info.api_of_type("network")
-    # Names change rarely: each compute node remembers them for a short while.
+    """Network id -> name, asked of neutron (the id itself when neutron cannot say). Names
+    change rarely: each compute node remembers them for NETWORK_NAME_TTL_S."""
     cache: dict[str, tuple[float, str]] = call.rt.local.setdefault("network_names", {})
-    now = time.monotonic()
+    now, names = time.monotonic(), {}
     for net_id in dict.fromkeys(network_ids):
         hit = cache.get(net_id)
-        if hit is not None and now - hit[0] < NETWORK_NAME_TTL_S:
-            names[net_id] = hit[1]
+        names[net_id] = hit[1] if hit is not None and now - hit[0] < NETWORK_NAME_TTL_S else net_id
+        if names[net_id] != net_id or not token:
             continue
-        name = net_id
-        if api is not None and token:
-            try:
-                resp = await call.rt.clients.call(
-                    api, "showNetwork", {"network_id": net_id}, token=token
-                )
-                if resp.status_code == 200:
-                    name = str(resp.json()["network"].get("name") or net_id)
-            except Exception:
-                logger.debug("could not look network %s up", net_id)
-        names[net_id] = name
-        if name != net_id:
-            cache[net_id] = (now, name)
+        with contextlib.suppress(Exception):  # no network API, or it cannot say
+            api, ids = call.rt.info.api_of_type("network"), {"network_id": net_id}
+            resp = await call.rt.clients.call(api, "showNetwork", ids, token=token)
+            if resp.status_code == 200 and (name := resp.json()["network"].get("name")):
+                names[net_id] = str(name)
+                cache[net_id] = (now, str(name))
     return names
 
 
@@ -420,7 +396,7 @@ async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> No
         if state != 0:
             raise RescheduleBuild(
                 f"The guest of instance {instance['uuid']} on host {rt.host} did not start "
-                f"(power state {state}): {_console_tail(await _console_or_empty(rt, instance))}"
+                f"(power state {state}): {await _console_tail(rt, instance)}"
             )
         if time.monotonic() > deadline:
             raise RescheduleBuild(
@@ -431,16 +407,13 @@ async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> No
         delay = min(delay * 2, 0.5)
 
 
-async def _console_or_empty(rt: ServiceRuntime, instance: dict[str, Any]) -> str:
-    try:
-        return str(await rt.driver.get_console_output(instance))
-    except Exception:
-        return ""
-
-
-def _console_tail(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][-300:] if lines else "no console output"
+async def _console_tail(rt: ServiceRuntime, instance: dict[str, Any]) -> str:
+    """The guest console's last line (no more than 300 characters)."""
+    with contextlib.suppress(Exception):
+        text = str(await rt.driver.get_console_output(instance))
+        if lines := [line for line in text.splitlines() if line.strip()]:
+            return lines[-1][-300:]
+    return "no console output"
 
 
 @behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
