@@ -318,15 +318,13 @@ async def _neutron(
 
 
 async def auto_network(ix: Interaction, instance: Mapping[str, Any], token: str) -> dict[str, Any]:
-    """`networks: auto` (2.37): the one network the project may use (its own, else a shared
-    one; not external), as a requested network. Several: ambiguous; none: this cloud has no
+    """`networks: auto` (2.37): the one network the project may use (the server's template
+    `auto_networks`), as a requested network. Several: ambiguous; none: this cloud has no
     auto-allocated topology to make one."""
     resp = await _neutron(ix.call, ix.label, "listNetworks", token, query={})
-    found = [
-        n for n in expect(resp, 200).json().get("networks") or [] if not n.get("router:external")
-    ]
-    own = [n for n in found if n.get("project_id") == instance.get("project_id")]
-    usable = own or [n for n in found if n.get("shared")]
+    refs = {"networks": expect(resp, 200).json().get("networks") or []}
+    refs["project_id"] = instance.get("project_id")
+    usable = ix.rt.info.resources.resource(SERVER).template("auto_networks", refs=refs)
     if len(usable) > 1:
         raise StepFailed(
             "Multiple possible networks found, use a Network ID to be more specific.", code=409
