@@ -129,11 +129,8 @@ async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
     taken = {"vm_state": args["vm_state"], "task_state": args["taken"], "host": call.rt.host}
     try:
         reply = await update_instance(call, uuid, {"task_state": args["taken"]}, str(state[1]))
-    except RemoteError as exc:
-        if exc.exc_type != "Conflict":  # the conductor failed: the build fails (ERROR)
-            raise
-        landed = await _landed(call, uuid, taken)
-        if landed is None:
+    except RemoteError as exc:  # not a Conflict: the conductor failed, the build fails (ERROR)
+        if (landed := await _landed(call, uuid, taken, exc)) is None:
             end_build(call)
             raise Dropped(f"instance {uuid} changed before its build began: {exc}") from exc
         reply = {"instance": landed}
@@ -141,10 +138,14 @@ async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
     return dict(reply["instance"])
 
 
-async def _landed(call: Call, uuid: str, want: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The instance if it has `want` already, else None. A conductor killed after it
-    committed an update and before it answered is asked again when restarted, and refuses
-    (the task state moved on): the update this run asked for is then done, not failed."""
+async def _landed(
+    call: Call, uuid: str, want: Mapping[str, Any], exc: Exception
+) -> dict[str, Any] | None:
+    """After the update `exc` failed (raised again unless a Conflict or no answer): the
+    instance if it has `want` already (a conductor killed after it committed the update is
+    asked again when restarted, and refuses: the update is done), else None."""
+    if isinstance(exc, RemoteError) and exc.exc_type != "Conflict":
+        raise exc
     reply = await send(call, "instance_get", {"instance_uuid": uuid})
     instance: dict[str, Any] = (reply or {}).get("instance") or {}
     return instance if all(instance.get(k) == v for k, v in want.items()) else None
@@ -430,8 +431,7 @@ async def mark_active(ix: Interaction) -> None:
         reply = await ix.invoke(payload)
     except (RemoteError, MessagingTimeout) as exc:  # refused when asked again, or no answer
         done = {k: payload["updates"][k] for k in ("vm_state", "task_state", "ports")}
-        refused = isinstance(exc, RemoteError) and exc.exc_type != "Conflict"
-        if refused or not (landed := await _landed(ix.call, ix.vars["instance_uuid"], done)):
+        if not (landed := await _landed(ix.call, ix.vars["instance_uuid"], done, exc)):
             raise
         reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]
