@@ -129,17 +129,6 @@ async def _load_token(
     return doc, scope
 
 
-async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
-    store = store_of(rt)
-    ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
-    password: str = ref["password"]
-    user = await by_ref(store, "users", ref, "user")
-    active = await active_user(store, user)
-    if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
-        raise Unauthorized(UNAUTHORIZED)
-    return active
-
-
 async def _issue(
     rt: ServiceRuntime, auth: Doc, *, catalog: bool = True, rc: ResourceCall | None = None
 ) -> tuple[str, Doc]:
@@ -157,7 +146,11 @@ async def _issue(
         found = (parent_scope["user"], parent_scope["user_domain"])
         cred = parent_scope.get("credential")  # a rescoped application credential token's
     if "password" in methods:
-        by_password = await _user_for_password(rt, identity)
+        ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
+        by_password = await active_user(store, await by_ref(store, "users", ref, "user"))
+        hashed = by_password[0].get("password_hash") if by_password else None
+        if by_password is None or not await verify_password(rt, ref["password"], hashed):
+            raise Unauthorized(UNAUTHORIZED)
         if found is not None and found[0]["id"] != by_password[0]["id"]:
             raise Unauthorized("The token and the password belong to different users.")
         found = by_password
