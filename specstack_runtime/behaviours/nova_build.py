@@ -200,14 +200,6 @@ async def get_image(ix: Interaction) -> None:
     ix.vars["image"] = image
 
 
-def swift_location(rt: ServiceRuntime, image: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(account, container, object) of an image's data (the server's template)."""
-    found = rt.info.resources.resource(SERVER).template("swift_location", item=dict(image))
-    if not found:
-        raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
-    return str(found[0]), str(found[1]), str(found[2])
-
-
 def _md5_of(path: Path) -> str | None:
     """The md5 of the file at `path` (None: no file), read again only when its inode, size
     or modification time changed: every boot on a host checks its cached image."""
@@ -253,14 +245,10 @@ async def cache_image(
     path = image_cache_path(rt, image_id)
     if _md5_of(path) == checksum:
         return path
-    account, container, obj = swift_location(rt, image)
-    resp = expect(
-        await get_object(
-            account=account, container=container, object=obj, token=await rt.service_token()
-        ),
-        200,
-    )
-    data = resp.content
+    where = rt.info.resources.resource(SERVER).template("swift_location", item=dict(image))
+    if not where:  # the server's template: account, container and object of the image's data
+        raise StepFailed(f"Image {image_id} has no location in the object store", code=400)
+    data = expect(await get_object(**where, token=await rt.service_token()), 200).content
     got = hashlib.md5(data).hexdigest()
     if got != checksum:
         raise StepFailed(
