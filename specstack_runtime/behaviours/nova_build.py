@@ -166,10 +166,8 @@ async def spawn(ix: Interaction) -> None:
     ix.vars["spawned"] = True  # a failed spawn may leave a half-made guest to clean up
     image_id = str(instance.get("image_id") or "")
     path = image_cache_path(ix.rt, image_id or "-")  # where step 12 puts the image's data
-    refs = {"path": str(path), "pending": not path.is_file()}
-    spawn = ix.rt.info.resources.resource(SERVER).template(
-        "spawn", item={"image_id": image_id}, refs=refs
-    )
+    refs, catalog = {"path": str(path), "pending": not path.is_file()}, ix.rt.info.resources
+    spawn = catalog.resource(SERVER).template("spawn", item={"image_id": image_id}, refs=refs)
     args: dict[str, Any] = {"instance": instance, **spawn}
     try:
         try:
@@ -193,8 +191,7 @@ async def get_image(ix: Interaction) -> None:
     image_id = ix.vars.get("image_id")
     if not image_id:
         return
-    resp = expect(await ix.invoke(image_id=image_id, token=await flow_token(ix.call)), 200)
-    image = resp.json()
+    image = expect(await ix.invoke(image_id=image_id, token=await flow_token(ix.call)), 200).json()
     if image.get("status") != "active":
         raise StepFailed(f"Image {image_id} is not active (status {image.get('status')})", code=400)
     ix.vars["image"] = image
