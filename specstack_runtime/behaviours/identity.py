@@ -119,6 +119,7 @@ async def _load_token(
             cred = await store.get(appcred.TABLE, doc["application_credential"]["id"])
             if cred is None:
                 raise _InvalidToken
+            scope["credential"] = cred
         project = await store.get("projects", doc["project_id"])
         found = await _project_scope(rt, doc["user_id"], project, cred)
         current = {r["id"] for r in (found or {}).get("roles", ())}
@@ -126,17 +127,6 @@ async def _load_token(
             raise _InvalidToken
         scope.update(found or {})
     return doc, scope
-
-
-async def _user_for_password(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc]:
-    store = store_of(rt)
-    ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
-    password: str = ref["password"]
-    user = await by_ref(store, "users", ref, "user")
-    active = await active_user(store, user)
-    if active is None or not await verify_password(rt, password, active[0].get("password_hash")):
-        raise Unauthorized(UNAUTHORIZED)
-    return active
 
 
 async def _issue(
@@ -147,21 +137,23 @@ async def _issue(
     store = store_of(rt)
     identity: Doc = auth["identity"]
     methods: list[str] = identity["methods"]
-    parent: Doc | None = None
-    found: tuple[Doc, Doc] | None = None
+    parent, cred, found = None, None, None
     if "token" in methods:
         try:
             parent, parent_scope = await _load_token(rt, identity["token"]["id"])
         except _InvalidToken:
             raise Unauthorized(UNAUTHORIZED) from None
         found = (parent_scope["user"], parent_scope["user_domain"])
+        cred = parent_scope.get("credential")  # a rescoped application credential token's
     if "password" in methods:
-        by_password = await _user_for_password(rt, identity)
+        ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
+        by_password = await active_user(store, await by_ref(store, "users", ref, "user"))
+        hashed = by_password[0].get("password_hash") if by_password else None
+        if by_password is None or not await verify_password(rt, ref["password"], hashed):
+            raise Unauthorized(UNAUTHORIZED)
         if found is not None and found[0]["id"] != by_password[0]["id"]:
             raise Unauthorized("The token and the password belong to different users.")
         found = by_password
-    parent_cred = (parent or {}).get("application_credential")  # a rescoped one's
-    cred = await store.get(appcred.TABLE, parent_cred["id"]) if parent_cred else None
     if "application_credential" in methods:
         cred, cred_user, cred_domain = await appcred.authenticate(rt, identity)
         if found is not None and found[0]["id"] != cred_user["id"]:
@@ -172,11 +164,11 @@ async def _issue(
     scope: Scope = {"user": user, "user_domain": user_domain}
 
     requested = auth.get("scope")
-    if cred is not None or parent_cred:
+    if cred is not None:
         if requested is not None:
             raise Unauthorized("Application credentials cannot request a scope.")
-        project = await store.get("projects", cred["project_id"]) if cred else None
-        part = await _project_scope(rt, user["id"], project, cred) if cred else None
+        project = await store.get("projects", cred["project_id"])
+        part = await _project_scope(rt, user["id"], project, cred)
         if not part or not part["roles"]:
             raise Unauthorized(UNAUTHORIZED)
         scope.update(part)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import lru_cache
@@ -43,8 +42,6 @@ from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.services import ServiceRuntime
-
-logger = logging.getLogger(__name__)
 
 #: How long a compute node trusts a network name it looked up.
 NETWORK_NAME_TTL_S = 30.0
@@ -132,11 +129,8 @@ async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
     taken = {"vm_state": args["vm_state"], "task_state": args["taken"], "host": call.rt.host}
     try:
         reply = await update_instance(call, uuid, {"task_state": args["taken"]}, str(state[1]))
-    except RemoteError as exc:
-        if exc.exc_type != "Conflict":  # the conductor failed: the build fails (ERROR)
-            raise
-        landed = await _landed(call, uuid, taken)
-        if landed is None:
+    except RemoteError as exc:  # not a Conflict: the conductor failed, the build fails (ERROR)
+        if (landed := await _landed(call, uuid, taken, exc)) is None:
             end_build(call)
             raise Dropped(f"instance {uuid} changed before its build began: {exc}") from exc
         reply = {"instance": landed}
@@ -144,10 +138,14 @@ async def _take(call: Call, instance: Mapping[str, Any]) -> dict[str, Any]:
     return dict(reply["instance"])
 
 
-async def _landed(call: Call, uuid: str, want: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The instance if it has `want` already, else None. A conductor killed after it
-    committed an update and before it answered is asked again when restarted, and refuses
-    (the task state moved on): the update this run asked for is then done, not failed."""
+async def _landed(
+    call: Call, uuid: str, want: Mapping[str, Any], exc: Exception
+) -> dict[str, Any] | None:
+    """After the update `exc` failed (raised again unless a Conflict or no answer): the
+    instance if it has `want` already (a conductor killed after it committed the update is
+    asked again when restarted, and refuses: the update is done), else None."""
+    if isinstance(exc, RemoteError) and exc.exc_type != "Conflict":
+        raise exc
     reply = await send(call, "instance_get", {"instance_uuid": uuid})
     instance: dict[str, Any] = (reply or {}).get("instance") or {}
     return instance if all(instance.get(k) == v for k, v in want.items()) else None
@@ -168,10 +166,8 @@ async def spawn(ix: Interaction) -> None:
     ix.vars["spawned"] = True  # a failed spawn may leave a half-made guest to clean up
     image_id = str(instance.get("image_id") or "")
     path = image_cache_path(ix.rt, image_id or "-")  # where step 12 puts the image's data
-    refs = {"path": str(path), "pending": not path.is_file()}
-    spawn = ix.rt.info.resources.resource(SERVER).template(
-        "spawn", item={"image_id": image_id}, refs=refs
-    )
+    refs, catalog = {"path": str(path), "pending": not path.is_file()}, ix.rt.info.resources
+    spawn = catalog.resource(SERVER).template("spawn", item={"image_id": image_id}, refs=refs)
     args: dict[str, Any] = {"instance": instance, **spawn}
     try:
         try:
@@ -195,19 +191,10 @@ async def get_image(ix: Interaction) -> None:
     image_id = ix.vars.get("image_id")
     if not image_id:
         return
-    resp = expect(await ix.invoke(image_id=image_id, token=await flow_token(ix.call)), 200)
-    image = resp.json()
+    image = expect(await ix.invoke(image_id=image_id, token=await flow_token(ix.call)), 200).json()
     if image.get("status") != "active":
         raise StepFailed(f"Image {image_id} is not active (status {image.get('status')})", code=400)
     ix.vars["image"] = image
-
-
-def swift_location(rt: ServiceRuntime, image: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(account, container, object) of an image's data (the server's template)."""
-    found = rt.info.resources.resource(SERVER).template("swift_location", item=dict(image))
-    if not found:
-        raise StepFailed(f"Image {image.get('id')} has no location in the object store", code=400)
-    return str(found[0]), str(found[1]), str(found[2])
 
 
 def _md5_of(path: Path) -> str | None:
@@ -255,14 +242,10 @@ async def cache_image(
     path = image_cache_path(rt, image_id)
     if _md5_of(path) == checksum:
         return path
-    account, container, obj = swift_location(rt, image)
-    resp = expect(
-        await get_object(
-            account=account, container=container, object=obj, token=await rt.service_token()
-        ),
-        200,
-    )
-    data = resp.content
+    where = rt.info.resources.resource(SERVER).template("swift_location", item=dict(image))
+    if not where:  # the server's template: account, container and object of the image's data
+        raise StepFailed(f"Image {image_id} has no location in the object store", code=400)
+    data = expect(await get_object(**where, token=await rt.service_token()), 200).content
     got = hashlib.md5(data).hexdigest()
     if got != checksum:
         raise StepFailed(
@@ -296,16 +279,9 @@ async def create_ports(ix: Interaction) -> None:
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
         if net.get("port_id"):
-            resp = await ix.rt.clients.call(
-                ix.rt.info.api_of_type("network"),
-                "updatePort",
-                {"port_id": net["port_id"]},
-                body={"port": binding},
-                token=token,
-                context=ix.call.flow_context(ix.label),
-            )
-            port = expect(resp, 200).json()["port"]
-            ix.vars["bound_ports"].append(port)
+            ids, body = {"port_id": net["port_id"]}, {"port": binding}
+            resp = await _neutron(ix.call, ix.label, "updatePort", token, ids, body=body)
+            ix.vars["bound_ports"].append(expect(resp, 200).json()["port"])
             continue
         same = (p for p in made if server.template("same_request", item=p, refs={"net": net}))
         again = next(same, None)
@@ -319,22 +295,22 @@ async def create_ports(ix: Interaction) -> None:
         ix.vars["ports"].append(resp.json()["port"])
 
 
+async def _neutron(
+    call: Call, label: str | None, operation: str, token: str, *params: dict[str, Any], **kw: Any
+) -> Any:
+    """neutron's `operation` with `token`, in the flow's trace."""
+    api, context = call.rt.info.api_of_type("network"), call.flow_context(label)
+    return await call.rt.clients.call(api, operation, *params, token=token, context=context, **kw)
+
+
 async def auto_network(ix: Interaction, instance: Mapping[str, Any], token: str) -> dict[str, Any]:
-    """`networks: auto` (2.37): the one network the project may use (its own, else a shared
-    one; not external), as a requested network. Several: ambiguous; none: this cloud has no
+    """`networks: auto` (2.37): the one network the project may use (the server's template
+    `auto_networks`), as a requested network. Several: ambiguous; none: this cloud has no
     auto-allocated topology to make one."""
-    resp = await ix.rt.clients.call(
-        ix.rt.info.api_of_type("network"),
-        "listNetworks",
-        query={},
-        token=token,
-        context=ix.call.flow_context(ix.label),
-    )
-    found = [
-        n for n in expect(resp, 200).json().get("networks") or [] if not n.get("router:external")
-    ]
-    own = [n for n in found if n.get("project_id") == instance.get("project_id")]
-    usable = own or [n for n in found if n.get("shared")]
+    resp = await _neutron(ix.call, ix.label, "listNetworks", token, query={})
+    refs = {"networks": expect(resp, 200).json().get("networks") or []}
+    refs["project_id"] = instance.get("project_id")
+    usable = ix.rt.info.resources.resource(SERVER).template("auto_networks", refs=refs)
     if len(usable) > 1:
         raise StepFailed(
             "Multiple possible networks found, use a Network ID to be more specific.", code=409
@@ -352,13 +328,8 @@ async def group_ids(
     names = [str(n) for n in instance.get("security_groups") or []]
     if names in ([], ["default"]):
         return []  # neutron's own choice: no lookup on the boot path
-    resp = await call.rt.clients.call(
-        call.rt.info.api_of_type("network"),
-        "listSecurityGroups",
-        query={"project_id": instance.get("project_id")},
-        token=token,
-        context=call.flow_context(label),
-    )
+    query = {"project_id": instance.get("project_id")}
+    resp = await _neutron(call, label, "listSecurityGroups", token, query=query)
     found = expect(resp, 200).json().get("security_groups") or []
     return [str(g["id"]) for n in names if (g := match(call.rt, found, n)) is not None]
 
@@ -366,32 +337,21 @@ async def group_ids(
 async def _network_names(
     call: Call, network_ids: Iterable[str], token: str | None
 ) -> dict[str, str]:
-    """Network id -> name, asked of neutron (the id itself when neutron cannot say)."""
-    names: dict[str, str] = {}
-    api: str | None = None
-    with contextlib.suppress(KeyError):
-        api = call.rt.info.api_of_type("network")
-    # Names change rarely: each compute node remembers them for a short while.
+    """Network id -> name, asked of neutron (the id itself when neutron cannot say). Names
+    change rarely: each compute node remembers them for NETWORK_NAME_TTL_S."""
     cache: dict[str, tuple[float, str]] = call.rt.local.setdefault("network_names", {})
-    now = time.monotonic()
+    now, names = time.monotonic(), {}
     for net_id in dict.fromkeys(network_ids):
         hit = cache.get(net_id)
-        if hit is not None and now - hit[0] < NETWORK_NAME_TTL_S:
-            names[net_id] = hit[1]
+        names[net_id] = hit[1] if hit is not None and now - hit[0] < NETWORK_NAME_TTL_S else net_id
+        if names[net_id] != net_id or not token:
             continue
-        name = net_id
-        if api is not None and token:
-            try:
-                resp = await call.rt.clients.call(
-                    api, "showNetwork", {"network_id": net_id}, token=token
-                )
-                if resp.status_code == 200:
-                    name = str(resp.json()["network"].get("name") or net_id)
-            except Exception:
-                logger.debug("could not look network %s up", net_id)
-        names[net_id] = name
-        if name != net_id:
-            cache[net_id] = (now, name)
+        with contextlib.suppress(Exception):  # no network API, or it cannot say
+            api, ids = call.rt.info.api_of_type("network"), {"network_id": net_id}
+            resp = await call.rt.clients.call(api, "showNetwork", ids, token=token)
+            if resp.status_code == 200 and (name := resp.json()["network"].get("name")):
+                names[net_id] = str(name)
+                cache[net_id] = (now, str(name))
     return names
 
 
@@ -420,7 +380,7 @@ async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> No
         if state != 0:
             raise RescheduleBuild(
                 f"The guest of instance {instance['uuid']} on host {rt.host} did not start "
-                f"(power state {state}): {_console_tail(await _console_or_empty(rt, instance))}"
+                f"(power state {state}): {await _console_tail(rt, instance)}"
             )
         if time.monotonic() > deadline:
             raise RescheduleBuild(
@@ -431,16 +391,13 @@ async def wait_until_running(rt: ServiceRuntime, instance: dict[str, Any]) -> No
         delay = min(delay * 2, 0.5)
 
 
-async def _console_or_empty(rt: ServiceRuntime, instance: dict[str, Any]) -> str:
-    try:
-        return str(await rt.driver.get_console_output(instance))
-    except Exception:
-        return ""
-
-
-def _console_tail(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][-300:] if lines else "no console output"
+async def _console_tail(rt: ServiceRuntime, instance: dict[str, Any]) -> str:
+    """The guest console's last line (no more than 300 characters)."""
+    with contextlib.suppress(Exception):
+        text = str(await rt.driver.get_console_output(instance))
+        if lines := [line for line in text.splitlines() if line.strip()]:
+            return lines[-1][-300:]
+    return "no console output"
 
 
 @behaviour("compute.mark_active", needs=("network",), via=("amqp-call",))
@@ -459,8 +416,7 @@ async def mark_active(ix: Interaction) -> None:
         reply = await ix.invoke(payload)
     except (RemoteError, MessagingTimeout) as exc:  # refused when asked again, or no answer
         done = {k: payload["updates"][k] for k in ("vm_state", "task_state", "ports")}
-        refused = isinstance(exc, RemoteError) and exc.exc_type != "Conflict"
-        if refused or not (landed := await _landed(ix.call, ix.vars["instance_uuid"], done)):
+        if not (landed := await _landed(ix.call, ix.vars["instance_uuid"], done, exc)):
             raise
         reply = {"instance": landed}
     ix.vars["instance"] = reply["instance"]
