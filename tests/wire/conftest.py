@@ -242,3 +242,10 @@ def stop_stack(proc: subprocess.Popen[str], *, timeout_s: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def endpoint(catalog: list[dict[str, Any]], service_type: str) -> str:
+    """The public URL of a service in `openstack catalog list`'s rows."""
+    (entry,) = [e for e in catalog if e["Type"] == service_type]
+    (public,) = [e for e in entry["Endpoints"] if e["interface"] == "public"]
+    return str(public["url"])

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, names
+from .conftest import Stack, endpoint, names
 
 VM = "wire-vm"
 VOLUME = "wire-vol"
@@ -130,15 +130,9 @@ def test_token_revoke(stack: Stack, admin_token: str, catalog: list[dict[str, An
     assert proc.stdout == ""
     assert _validate(stack, admin_token, token) == 404
     # A service answers the revoked token 401, as keystonemiddleware does.
-    compute = _endpoint(catalog, "compute")
+    compute = endpoint(catalog, "compute")
     resp = httpx.get(f"{compute}/servers", headers={"X-Auth-Token": token})
     assert resp.status_code == 401 and "Keystone uri=" in resp.headers["WWW-Authenticate"]
-
-
-def _endpoint(catalog: list[dict[str, Any]], service_type: str) -> str:
-    entry = _by(catalog, "Type", service_type)
-    public = _by(entry["Endpoints"], "interface", "public")
-    return str(public["url"])
 
 
 def test_catalog_list(stack: Stack, catalog: list[dict[str, Any]], demo_project: str) -> None:
@@ -155,17 +149,17 @@ def test_catalog_list(stack: Stack, catalog: list[dict[str, Any]], demo_project:
             assert url.host == "127.0.0.1" and stack.port <= (url.port or 0) < stack.port + 8
             ports.add(url.port)
     assert len(ports) == len(catalog)  # one API per port
-    assert _endpoint(catalog, "identity").endswith("/v3")
-    assert _endpoint(catalog, "compute").endswith("/v2.1")
-    assert _endpoint(catalog, "object-store").endswith(f"/v1/AUTH_{project_id}")
-    assert _endpoint(catalog, "block-storage").endswith(f"/v3/{project_id}")
+    assert endpoint(catalog, "identity").endswith("/v3")
+    assert endpoint(catalog, "compute").endswith("/v2.1")
+    assert endpoint(catalog, "object-store").endswith(f"/v1/AUTH_{project_id}")
+    assert endpoint(catalog, "block-storage").endswith(f"/v3/{project_id}")
 
 
 def test_microversion_and_request_id_headers(stack: Stack, catalog: list[dict[str, Any]]) -> None:
     """What the SDK reads: the microversion each answer has, and nova's request id header."""
     token = stack.json("token", "issue")["id"]
     auth = {"X-Auth-Token": token}
-    compute = _endpoint(catalog, "compute")
+    compute = endpoint(catalog, "compute")
     servers = httpx.get(f"{compute}/servers", headers=auth)
     assert servers.status_code == 200
     assert servers.headers["OpenStack-API-Version"] == "compute 2.1"
@@ -184,11 +178,11 @@ def test_microversion_and_request_id_headers(stack: Stack, catalog: list[dict[st
     )
     assert latest.status_code == 200
     assert latest.headers["X-OpenStack-Nova-API-Version"] == top
-    volumes = httpx.get(f"{_endpoint(catalog, 'block-storage')}/volumes", headers=auth)
+    volumes = httpx.get(f"{endpoint(catalog, 'block-storage')}/volumes", headers=auth)
     assert volumes.status_code == 200
     assert volumes.headers["OpenStack-API-Version"] == "volume 3.0"
     assert "x-compute-request-id" not in volumes.headers
-    network = _endpoint(catalog, "network")
+    network = endpoint(catalog, "network")
     unknown = httpx.get(f"{network}/v2.0/no-such-resource", headers=auth)
     assert unknown.status_code == 404 and unknown.json()["NeutronError"]["type"] == "HTTPNotFound"
 
@@ -429,7 +423,7 @@ def test_server_metadata(
     assert stack.json("server", "show", VM)["properties"] == {"role": "web"}
     gone = stack.run("server", "unset", "--property", "tier", VM, check=False)
     assert gone.returncode != 0 and "Metadata item was not found" in gone.stderr
-    url = f"{_endpoint(catalog, 'compute')}/servers/{server['id']}/metadata"
+    url = f"{endpoint(catalog, 'compute')}/servers/{server['id']}/metadata"
     headers = {"X-Auth-Token": str(stack.json("token", "issue")["id"])}
     replaced = httpx.put(url, json={"metadata": {"a": "1"}}, headers=headers)
     assert replaced.status_code == 200 and replaced.json() == {"metadata": {"a": "1"}}
@@ -520,57 +514,6 @@ def test_volume_delete(volume: dict[str, Any], stack: Stack) -> None:
 
 
 # -- object storage ------------------------------------------------------------------------
-
-
-def test_object_list_glance(stack: Stack) -> None:
-    """Glance keeps image data in the `glance` container of the service project's account.
-
-    `clouds.yaml` has a `specstack-service` cloud (the operator scoped to the service
-    project), whose object-store endpoint is that account: `object list glance` there
-    lists every image's data, named by image id, with the image's size. The admin
-    project's own account has no such container, as with a real swift-backed glance.
-    """
-    image = stack.json("image", "show", "demo-image", cloud="specstack-admin")
-    service_project = stack.json("token", "issue", cloud="specstack-service")["project_id"]
-    location = image["properties"]["direct_url"]
-    assert location == f"swift://AUTH_{service_project}/glance/{image['id']}"
-    objects = {
-        o["Name"]: o
-        for o in stack.json("object", "list", "glance", "--long", cloud="specstack-service")
-    }
-    assert image["id"] in objects
-    assert objects[image["id"]]["Bytes"] == image["size"]
-    listed = stack.run("object", "list", "glance", cloud="specstack-admin", check=False)
-    assert listed.returncode != 0 and "Not Found" in listed.stderr
-
-
-def test_container_errors_and_transaction_ids(stack: Stack, catalog: list[dict[str, Any]]) -> None:
-    """swift's answers over the wire: X-Trans-Id repeats the request id on every answer,
-    errors are short HTML pages, and a HEAD's error carries none."""
-    auth = {"X-Auth-Token": stack.json("token", "issue")["id"]}
-    account = _endpoint(catalog, "object-store")
-    stack.run("container", "create", "wire-box")
-    stack.run("object", "create", "wire-box", str(Path(__file__)), "--name", "f.py")
-    shown = stack.json("container", "show", "wire-box")
-    assert shown["object_count"] == "1" and shown["container"] == "wire-box"
-    full = stack.run("container", "delete", "wire-box", check=False)
-    assert full.returncode != 0 and "Conflict" in full.stderr
-    listed = httpx.get(f"{account}/wire-box", headers=auth)
-    assert listed.status_code == 200 and listed.text == "f.py\n"
-    assert listed.headers["x-trans-id"] == listed.headers["x-openstack-request-id"]
-    missing = httpx.get(f"{account}/no-such-box", headers=auth)
-    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
-    assert missing.text == "<html><h1>Not Found</h1><p>The resource could not be found.</p></html>"
-    assert missing.headers["x-trans-id"] == missing.headers["x-openstack-request-id"]
-    head = httpx.head(f"{account}/no-such-box", headers=auth)
-    assert head.status_code == 404 and head.content == b"" and head.headers["x-trans-id"]
-    bad = httpx.get(f"{account}/wire-box/f.py", headers={**auth, "Range": "bytes=99999-"})
-    assert bad.status_code == 416 and "Requested Range Not Satisfiable" in bad.text
-    stack.run("object", "delete", "wire-box", "f.py")
-    stack.run("container", "delete", "wire-box")
-
-
-# -- openstacksdk --------------------------------------------------------------------------
 
 
 # The SDK's notes about its own API (DeprecationWarning, PendingDeprecationWarning).

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack
+from .conftest import Stack, endpoint
 
 GROUP = "wire-web"
 VM = "wire-sg-vm"
@@ -18,12 +18,6 @@ def _by_name(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
     found = [r for r in rows if r.get("Name") == name]
     assert len(found) == 1, f"{name} in {rows}"
     return found[0]
-
-
-def _endpoint(catalog: list[dict[str, Any]], service_type: str) -> str:
-    (entry,) = [e for e in catalog if e["Type"] == service_type]
-    (public,) = [e for e in entry["Endpoints"] if e["interface"] == "public"]
-    return str(public["url"])
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +89,7 @@ def test_server_create_with_security_groups(stack: Stack, group: dict[str, Any])
     # the CLI looks the group up in neutron first; nova itself answers 400 with its message
     assert unknown.returncode != 0 and "no-such-group" in unknown.stderr
     token = str(stack.json("token", "issue")["id"])
-    compute = _endpoint(stack.json("catalog", "list"), "compute")
+    compute = endpoint(stack.json("catalog", "list"), "compute")
     image = stack.json("image", "show", "demo-image")["id"]
     network = stack.json("network", "show", "private")["id"]
     asked = {
