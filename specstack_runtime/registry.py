@@ -69,7 +69,6 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.scheduler",
     "specstack_runtime.behaviours.compute_secgroups",
     "specstack_runtime.behaviours.nova_events",
-    "specstack_runtime.behaviours.nova_metadata",
     "specstack_runtime.behaviours.image",
     "specstack_runtime.behaviours.objects",
     "specstack_runtime.behaviours.network",

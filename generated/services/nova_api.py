@@ -210,17 +210,17 @@ async def create_server_metadata(flow: Flow) -> None:
 
 
 async def show_server_metadata_item(flow: Flow) -> None:
-    """operation showServerMetadataItem: behaviour compute.show_server_metadata_item."""
+    """operation showServerMetadataItem: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def update_server_metadata_item(flow: Flow) -> None:
-    """operation updateServerMetadataItem: behaviour compute.update_server_metadata_item."""
+    """operation updateServerMetadataItem: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def delete_server_metadata_item(flow: Flow) -> None:
-    """operation deleteServerMetadataItem: behaviour compute.delete_server_metadata_item."""
+    """operation deleteServerMetadataItem: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -755,37 +755,52 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="showServerMetadataItem",
-        behaviour="compute.show_server_metadata_item",
+        behaviour="resource.serve",
         on_error=None,
         run=show_server_metadata_item,
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"resource": "server_metadata"},
+        args={
+            "resource": "server_metadata_item",
+            "action": "show_entry",
+            "field": "metadata",
+            "item": "key",
+        },
     ),
     "updateServerMetadataItem": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="updateServerMetadataItem",
-        behaviour="compute.update_server_metadata_item",
+        behaviour="resource.serve",
         on_error=None,
         run=update_server_metadata_item,
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"resource": "server_metadata"},
+        args={
+            "resource": "server_metadata_item",
+            "action": "set_entry",
+            "field": "metadata",
+            "item": "key",
+        },
     ),
     "deleteServerMetadataItem": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="deleteServerMetadataItem",
-        behaviour="compute.delete_server_metadata_item",
+        behaviour="resource.serve",
         on_error=None,
         run=delete_server_metadata_item,
         occurrences={},
         entry=None,
         auth_in_steps=False,
-        args={"resource": "server_metadata"},
+        args={
+            "resource": "server_metadata_item",
+            "action": "remove_entry",
+            "field": "metadata",
+            "item": "key",
+        },
     ),
     "listServerTags": HandlerSpec(
         component=COMPONENT,

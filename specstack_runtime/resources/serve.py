@@ -21,6 +21,7 @@ from specstack_runtime.resources import (
     actions,
     collects,
     deleting,
+    entries,
     guards,
     headerfields,
     hooks,
@@ -297,6 +298,9 @@ ACTIONS = {
     "remove_item": remove_item,
     "has_item": has_item,
     "clear_items": clear_items,
+    "show_entry": entries.show_entry,
+    "set_entry": entries.set_entry,
+    "remove_entry": entries.remove_entry,
 }
 
 

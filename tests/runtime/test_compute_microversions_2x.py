@@ -450,3 +450,33 @@ def test_tags_at_create_from_2_52(stack: Running) -> None:
         assert sid in [s["id"] for s in found.json()["servers"]]
     finally:
         assert _at(stack, "2.52", "DELETE", f"/v2.1/servers/{sid}").status_code == 204
+
+
+def test_server_metadata_items(stack: Running, server: FlowRecord) -> None:
+    """One metadata item (GET, PUT, DELETE .../metadata/{key}): nova's `meta` body, the
+    body naming exactly the path's item, 404 for one the server lacks, the limit kept."""
+    path = f"/v2.1/servers/{server.server_id}/metadata"
+    put = _at(stack, "2.1", "PUT", path + "/role", json={"meta": {"role": "web"}})
+    assert put.status_code == 200 and put.json() == {"meta": {"role": "web"}}
+    assert _at(stack, "2.1", "GET", path + "/role").json() == {"meta": {"role": "web"}}
+    assert _at(stack, "2.1", "GET", path).json()["metadata"]["role"] == "web"
+    for body, message in (
+        ({"meta": {"role": "db", "tier": "1"}}, "Request body contains too many items"),
+        ({"meta": {"tier": "1"}}, "Request body and URI mismatch"),
+    ):
+        refused = _at(stack, "2.1", "PUT", path + "/role", json=body)
+        assert refused.status_code == 400 and refused.json()["badRequest"]["message"] == message
+    many = {f"k{i}": "v" for i in range(127)}  # with "role": the 128 nova allows
+    assert _at(stack, "2.1", "POST", path, json={"metadata": many}).status_code == 200
+    over = _at(stack, "2.1", "PUT", path + "/one-more", json={"meta": {"one-more": "v"}})
+    assert over.status_code == 403
+    assert over.json()["forbidden"]["message"] == "Maximum number of metadata items exceeds 128"
+    assert _at(stack, "2.1", "DELETE", path + "/role").status_code == 204
+    missing = _at(stack, "2.1", "GET", path + "/role")
+    assert missing.status_code == 404
+    assert missing.json()["itemNotFound"]["message"] == "Metadata item was not found"
+    assert _at(stack, "2.1", "DELETE", path + "/role").status_code == 404
+    assert _at(stack, "2.1", "PUT", path, json={"metadata": {}}).json() == {"metadata": {}}
+    other = "00000000-0000-4000-8000-000000000000"
+    gone = _at(stack, "2.1", "GET", f"/v2.1/servers/{other}/metadata/a")
+    assert gone.json()["itemNotFound"]["message"] == f"Instance {other} could not be found."
