@@ -193,6 +193,16 @@ class Effect(Node):  # `effects` (docs/resources.md): a write's change to anothe
     failed: dict[str, Any] = {}  # it could not be sent: the written row's changes
 
 
+class ActionAsk(Node):  # another API's object an action's rules read, as `refs.NAME`
+    name: str
+    api: str  # catalog type
+    operation: str
+    path: str | None = None  # CEL: path parameters
+    query: str | None = None  # CEL: query parameters
+    when: str | None = None  # CEL: asked only when it holds
+    take: str | None = None  # CEL over `reply`: what `refs.NAME` holds (default: the reply)
+
+
 class ResourceAction(Node):
     """An action (`POST .../action {"name": ...}`) as a transition of the state machine."""
 
@@ -202,6 +212,7 @@ class ResourceAction(Node):
     require: tuple[ActionCheck, ...] = ()  # on the row, once its state allows: 409
     # the resource's relations read (as `refs`, for `require`) over the row as `set` makes it
     relations: tuple[str, ...] = ()
+    ask: tuple[ActionAsk, ...] = ()  # other APIs asked before `require` (docs/resources.md)
     from_states: tuple[str | None, ...] = ()  # () means from any state
     to: str | None = None
     has_to: bool = False

@@ -371,6 +371,7 @@ def _resource(
                     accept=tuple(ir.ActionCheck(**c) for c in a.get("accept", ())),
                     require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
                     relations=tuple(a.get("relations", ())),
+                    ask=tuple(ir.ActionAsk(name=n, **k) for n, k in (a.get("ask") or {}).items()),
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),
                     view=bool(a.get("view", False)),

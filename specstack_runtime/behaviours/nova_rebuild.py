@@ -1,6 +1,6 @@
-"""rebuild (spec/resources/compute.yaml): nova-api checks the new image with glance
-(`compute.rebuild_image`) and records it, the compute host makes the guest again from it,
-on the same host with the same ports and volumes (`compute.rpc_rebuild_instance`)."""
+"""rebuild (spec/resources/compute.yaml): nova-api checks the new image with glance (the
+action's `ask`) and records it, the compute host makes the guest again from it, on the
+same host with the same ports and volumes (`compute.rpc_rebuild_instance`)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from specstack_runtime.behaviours.conductor import make_fault, naive_now
 from specstack_runtime.behaviours.nova_build import cache_image, wait_until_running
 from specstack_runtime.behaviours.nova_common import (
     IMAGE,
-    fail,
     fault_code,
     flow_token,
     glance_image,
     is_gone,
-    undo_action,
     update_instance,
 )
 from specstack_runtime.context import Call
@@ -24,26 +22,6 @@ from specstack_runtime.errors import StepFailed
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources.hooks import ResourceEvent
-
-
-@behaviour("compute.rebuild_image", needs=(IMAGE,))
-async def rebuild_image(event: ResourceEvent) -> None:
-    """rebuild, nova-api: the image must be glance's (the caller's to see) and active; else
-    the row goes back as it was (nova checks before it changes anything) and 400."""
-    call = event.call
-    image_id = str(event.doc["image_ref"])
-    try:
-        image = await glance_image(call, image_id, await flow_token(call))
-        if image is None:
-            raise fail(call.rt, "rebuild_image")
-        if image.get("status") != "active":
-            raise fail(call.rt, "rebuild_image_inactive", id=image_id)
-    except BaseException:
-        await undo_action(
-            event, "task_state", "image_ref", "name", "metadata", "key_name", "user_data"
-        )
-        raise
 
 
 @behaviour("compute.rpc_rebuild_instance", needs=(IMAGE, "object-store"))

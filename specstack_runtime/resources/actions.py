@@ -98,6 +98,8 @@ async def run(rc: ResourceCall) -> Reply:
         allowed = bool(compile_expr(action.when).evaluate(**rc.variables(doc=doc, params=arg)))
     if not allowed:
         raise _refused(rc, states, action, doc, state)
+    for ask in action.ask:  # other APIs' objects `require` and the refuse rules read
+        await _ask(rc, ask, doc, arg)
     if action.relations:  # the rows `require` reads, found from the row as it would be
         made = {**doc, **{k: _value(rc, v, doc, arg) for k, v in action.set.items()}}
         await relations.load(rc, made, only=action.relations)
@@ -155,6 +157,28 @@ async def _transition(
         current = await rc.store.get(rc.res.res.table, doc["id"]) or doc
         raise _refused(rc, states, action, current, current.get(states.field))
     return updated
+
+
+async def _ask(rc: ResourceCall, ask: ir.ActionAsk, doc: Doc, arg: Any) -> None:
+    """`refs.NAME`: what the API answers the caller's token (without one, the service's own;
+    `take` of it), {} for a 404, nothing when it cannot say (unreachable, another error)."""
+    names = rc.variables(doc=doc, params=arg)
+    if ask.when and not compile_expr(ask.when).evaluate(**names):
+        return
+    path = compile_expr(ask.path).evaluate(**names) if ask.path else {}
+    query = compile_expr(ask.query).evaluate(**names) if ask.query else None
+    rt = rc.call.rt
+    try:
+        api, token = rt.info.api_of_type(ask.api), rc.call.token or await rt.service_token()
+        resp = await rt.clients.call(api, ask.operation, path, query=query, token=token)
+        reply = resp.json() if resp.status_code == 200 else None
+    except Exception:  # the other API cannot say: the rules see no `refs.NAME`
+        return
+    if resp.status_code == 404:
+        rc.refs[ask.name] = {}
+    elif reply is not None:
+        take = compile_expr(ask.take).evaluate(reply=reply) if ask.take else reply
+        rc.refs[ask.name] = take
 
 
 def _named(rule: str) -> str:

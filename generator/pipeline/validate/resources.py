@@ -361,6 +361,9 @@ class _Checker:
                     self.expr(f, [*where, key, i, "expr"], check.get("expr"))
             for key in ("set", "payload", "answer", "headers"):
                 self._exprs(f, [*where, key], a.get(key) or {})
+            for name, ask in (a.get("ask") or {}).items():
+                for key in ("path", "query", "when", "take"):
+                    self.expr(f, [*where, "ask", name, key], ask.get(key))
             self.rule(f, [*where, "policy"], a.get("policy"))
             self._effects(f, [*where, "effects"], a.get("effects") or (), self._resources)
             for i, quota in enumerate(a.get("quotas") or ()):
