@@ -212,6 +212,7 @@ class ResourceAction(Node):
     require: tuple[ActionCheck, ...] = ()  # on the row, once its state allows: 409
     # the resource's relations read (as `refs`, for `require`) over the row as `set` makes it
     relations: tuple[str, ...] = ()
+    named_only: bool = False  # only an operation naming it (`name:`) runs it, not a body
     ask: tuple[ActionAsk, ...] = ()  # other APIs asked before `require` (docs/resources.md)
     from_states: tuple[str | None, ...] = ()  # () means from any state
     to: str | None = None

@@ -58,7 +58,6 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.identity_bootstrap",
     "specstack_runtime.behaviours.nova_api",
     "specstack_runtime.behaviours.nova_delete",
-    "specstack_runtime.behaviours.nova_attach",
     "specstack_runtime.behaviours.nova_interfaces",
     "specstack_runtime.behaviours.nova_keypairs",
     "specstack_runtime.behaviours.nova_build",

@@ -150,7 +150,7 @@ async def list_volume_attachments(flow: Flow) -> None:
 
 
 async def attach_volume(flow: Flow) -> None:
-    """operation attachVolume: behaviour compute.attach_volume."""
+    """operation attachVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -160,7 +160,7 @@ async def show_volume_attachment(flow: Flow) -> None:
 
 
 async def detach_volume(flow: Flow) -> None:
-    """operation detachVolume: behaviour compute.detach_volume."""
+    """operation detachVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -615,12 +615,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="attachVolume",
-        behaviour="compute.attach_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=attach_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "resource": "server",
+            "action": "action",
+            "name": "attach_volume",
+            "arg": "volumeAttachment",
+        },
     ),
     "showVolumeAttachment": HandlerSpec(
         component=COMPONENT,
@@ -638,12 +644,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="detachVolume",
-        behaviour="compute.detach_volume",
+        behaviour="resource.serve",
         on_error=None,
         run=detach_volume,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "resource": "server",
+            "action": "action",
+            "name": "detach_volume",
+            "item": "volume_id",
+        },
     ),
     "listInstanceActions": HandlerSpec(
         component=COMPONENT,

@@ -43,6 +43,7 @@ class Binding:
     field: str | None = None  # add_item / remove_item: the list field
     item: str | None = None  # add_item / remove_item: the path parameter giving the item
     view_until: str | None = None  # the last microversion answering with `view`
+    arg: str | None = None  # action: the body's object that is the action's argument
 
     @property
     def behaviour(self) -> str:
@@ -55,7 +56,7 @@ class Binding:
         args: dict[str, Any] = {"resource": self.resource, "action": self.action}
         if self.view:
             args["view"] = self.view
-        for key in ("name", "field", "item", "view_until"):
+        for key in ("name", "field", "item", "view_until", "arg"):
             if getattr(self, key):
                 args[key] = getattr(self, key)
         return args
@@ -83,6 +84,7 @@ def bindings(spec: LoadedSpec) -> dict[tuple[str, str], Binding]:
                     field=more.get("field"),
                     item=more.get("item"),
                     view_until=more.get("view_until"),
+                    arg=more.get("arg"),
                 )
         for qname, q in (data.get("queries") or {}).items():
             out[(api, q["operation"])] = Binding(q["from"], "query", qname)
@@ -371,6 +373,7 @@ def _resource(
                     accept=tuple(ir.ActionCheck(**c) for c in a.get("accept", ())),
                     require=tuple(ir.ActionCheck(**c) for c in a.get("require", ())),
                     relations=tuple(a.get("relations", ())),
+                    named_only=bool(a.get("named_only", False)),
                     ask=tuple(ir.ActionAsk(name=n, **k) for n, k in (a.get("ask") or {}).items()),
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),

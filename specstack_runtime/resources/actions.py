@@ -51,13 +51,16 @@ def _pick(rc: ResourceCall) -> tuple[ir.ResourceAction, Any]:
     body = rc.call.body
     named = rc.call.args.get("name")
     if named:  # the operation's path names the action (glance's POST .../actions/deactivate)
-        body = {str(named): body}
+        arg = rc.call.args.get("arg")  # the body's object that is its argument, if one is
+        body = {str(named): body.get(str(arg)) if arg and isinstance(body, dict) else body}
     if not isinstance(body, dict) or len(body) != 1:
         given = ", ".join(map(str, body)) if isinstance(body, dict | list) else str(body)
         raise rc.res.fail("action", action=given if body else "(none)")
     name, arg = next(iter(body.items()))
     found = next((a for a in (states.actions if states else ()) if a.name == name), None)
     version = rc.call.microversion
+    if found is not None and found.named_only and not named:
+        found = None  # a body may not name it (nova's attach_volume is not a server action)
     if found is None or (found.since and version is not None and version < parse(found.since)):
         raise rc.res.fail("action", action=name)
     # `{"os-stop": null}`: no argument reads as an empty one (`has(params.x)` is false)

@@ -12,7 +12,6 @@ from specstack_runtime import onfailure, registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
     conductor,
     nova_api,
-    nova_attach,
     nova_build,
     nova_delete,
     nova_host,

@@ -480,3 +480,15 @@ def test_server_metadata_items(stack: Running, server: FlowRecord) -> None:
     other = "00000000-0000-4000-8000-000000000000"
     gone = _at(stack, "2.1", "GET", f"/v2.1/servers/{other}/metadata/a")
     assert gone.json()["itemNotFound"]["message"] == f"Instance {other} could not be found."
+
+
+def test_volume_and_interface_actions_are_not_server_actions(
+    stack: Running, server: FlowRecord
+) -> None:
+    """attach_volume and the like are the state machine's, run only by their own operations."""
+    path = f"/v2.1/servers/{server.server_id}/action"
+    nothing = "00000000-0000-4000-8000-000000000000"
+    for name, arg in (("attach_volume", {"volumeId": nothing}), ("detach_volume", {})):
+        refused = _at(stack, "2.1", "POST", path, json={name: arg})
+        assert refused.status_code == 400, refused.text
+        assert name in refused.json()["badRequest"]["message"]
