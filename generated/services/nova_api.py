@@ -180,12 +180,12 @@ async def list_server_interfaces(flow: Flow) -> None:
 
 
 async def attach_interface(flow: Flow) -> None:
-    """operation attachInterface: behaviour compute.attach_interface."""
+    """operation attachInterface: behaviour resource.serve."""
     await flow.trigger(None)
 
 
 async def detach_interface(flow: Flow) -> None:
-    """operation detachInterface: behaviour compute.detach_interface."""
+    """operation detachInterface: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -697,23 +697,35 @@ HANDLERS: dict[str, HandlerSpec] = {
         component=COMPONENT,
         kind="operation",
         trigger="attachInterface",
-        behaviour="compute.attach_interface",
+        behaviour="resource.serve",
         on_error=None,
         run=attach_interface,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "resource": "server",
+            "action": "action",
+            "name": "attach_interface",
+            "arg": "interfaceAttachment",
+        },
     ),
     "detachInterface": HandlerSpec(
         component=COMPONENT,
         kind="operation",
         trigger="detachInterface",
-        behaviour="compute.detach_interface",
+        behaviour="resource.serve",
         on_error=None,
         run=detach_interface,
         occurrences={},
         entry=None,
         auth_in_steps=False,
+        args={
+            "resource": "server",
+            "action": "action",
+            "name": "detach_interface",
+            "item": "port_id",
+        },
     ),
     "listServerSecurityGroups": HandlerSpec(
         component=COMPONENT,

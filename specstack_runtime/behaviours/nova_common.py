@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import logging
 import string
-import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.conductor import instance_ref, make_fault
+from specstack_runtime.behaviours.conductor import make_fault
 from specstack_runtime.behaviours.scheduling import DEFAULT_AVAILABILITY_ZONE
-from specstack_runtime.bus import BusError
 from specstack_runtime.context import AuthContext, Call, Interaction
 from specstack_runtime.errors import ApiError
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.http import expect
-from specstack_runtime.messaging import api_error, send
+from specstack_runtime.messaging import send
 from specstack_runtime.resources import access
 from specstack_runtime.resources.hooks import ResourceEvent
 from specstack_runtime.resources.serve import engine_call
@@ -32,14 +30,6 @@ SERVER = "server"  # the resource (spec/resources/compute.yaml) of nova's instan
 IMAGE = "image"  # the catalog type of glance's API
 #: What nova-compute tells cinder about its host when it attaches a volume.
 CONNECTOR_BASE = {"ip": "127.0.0.1", "platform": "x86_64", "os_type": "linux", "multipath": False}
-
-
-def is_uuid(value: Any) -> bool:
-    try:
-        uuidlib.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 def store_of(call: Call | Interaction) -> Store:
@@ -92,21 +82,6 @@ async def instance_for(call: Call, server_id: str) -> Doc:
     404 otherwise (spec/resources/compute.yaml: owner, see_all, live)."""
     project_auth(call)
     return await access.lookup(engine_call(call, SERVER), server_id)
-
-
-def request_object(call: Call, key: str) -> dict[str, Any]:
-    """The request body's object `key` ({} when the body has none)."""
-    given = call.body.get(key) if isinstance(call.body, dict) else None
-    return given if isinstance(given, dict) else {}
-
-
-async def to_host(call: Call, row: Mapping[str, Any], message: str, **payload: Any) -> Any:
-    """nova-api's `message` about the instance `row` to its compute host (errors: the API's)."""
-    try:
-        body = {"instance": instance_ref(row), **payload}
-        return await send(call, message, body, host=row["host"])
-    except (BusError, TimeoutError) as exc:
-        raise api_error(exc, "The compute host") from exc
 
 
 def fault_code(error: BaseException) -> int:
@@ -207,20 +182,3 @@ def host_availability_zone(rt: ServiceRuntime) -> str:
     """The availability zone of the topology node this compute host belongs to."""
     node = rt.info.nodes.get(rt.info.node_of(rt.host, rt.config) or rt.host) or {}
     return str(node.get("availability_zone") or DEFAULT_AVAILABILITY_ZONE)
-
-
-async def looked_up(
-    call: Call, api_type: str, operation: str, params: dict[str, Any], key: str
-) -> dict[str, Any] | None:
-    """Another service's `key` object, asked with the caller's token ({} when the service
-    does not know it; None when it cannot say)."""
-    if not call.token:
-        return None
-    try:
-        api = call.rt.info.api_of_type(api_type)
-        resp = await call.rt.clients.call(api, operation, params, token=call.token)
-    except Exception:
-        return None
-    if resp.status_code == 404:
-        return {}
-    return dict((resp.json() or {}).get(key) or {}) if resp.status_code == 200 else None

@@ -1,10 +1,9 @@
-"""A server's port interfaces (os-interface) attached and detached, as nova does it:
-nova-api checks the request and the server (the spec's `attach_interface` and
-`detach_interface` rules, with neutron's port or network as `refs`), then calls the
-server's compute host (`compute.rpc_attach_interface`, `compute.rpc_detach_interface`),
-which binds the user's port (or makes one on the network), plugs it into the guest and
-keeps it in the instance's network info (`vifs`, `ports` nova made, `addresses`);
-detaching unplugs it and deletes the port nova made, or unbinds the user's.
+"""A server's port interfaces (os-interface) on its compute host: nova-api's checks and its
+call to the host are the server's `attach_interface` and `detach_interface` actions
+(spec/resources/compute.yaml); the host (`compute.rpc_attach_interface`,
+`compute.rpc_detach_interface`) binds the user's port (or makes one on the network), plugs
+it into the guest and keeps it in the instance's network info (`vifs`, `ports` nova made,
+`addresses`); detaching unplugs it and deletes the port nova made, or unbinds the user's.
 """
 
 from __future__ import annotations
@@ -19,69 +18,14 @@ from specstack_runtime.behaviours.nova_common import (
     fail,
     flow_token,
     host_availability_zone,
-    instance_for,
     is_gone,
-    is_uuid,
-    looked_up,
-    request_object,
-    to_host,
     update_instance,
 )
 from specstack_runtime.behaviours.nova_events import neutron_addresses
 from specstack_runtime.behaviours.nova_host import fetch_instance, guest_of
-from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import ApiError
+from specstack_runtime.context import Call
 from specstack_runtime.http import error_message, expect
 from specstack_runtime.registry import behaviour
-from specstack_runtime.resources import guards
-from specstack_runtime.resources.serve import engine_call
-
-
-async def _refs(call: Call, row: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
-    """neutron's facts the attach rules read: the port or network the request names, else
-    the networks an interface may go on, as nova finds them: the project's own unshared
-    ones, then the shared ones (none when neutron cannot say)."""
-    refs: dict[str, Any] = {}
-    for field, key in (("port_id", "port"), ("net_id", "network")):
-        if isinstance(value := spec.get(field), str) and is_uuid(value):
-            params, operation = {f"{key}_id": value}, f"show{key.title()}"
-            if (found := await looked_up(call, "network", operation, params, key)) is not None:
-                refs[key] = found
-    if not call.token or "port_id" in spec or "net_id" in spec:
-        return refs
-    api, networks = call.rt.info.api_of_type("network"), []
-    for query in ({"project_id": str(row["project_id"]), "shared": "false"}, {"shared": "true"}):
-        resp = await call.rt.clients.call(api, "listNetworks", query=query, token=call.token)
-        if resp.status_code != 200:
-            return refs
-        networks += [n for n in resp.json().get("networks") or [] if n not in networks]
-    return {**refs, "networks": networks}
-
-
-@behaviour("compute.attach_interface", needs=("network",))
-async def attach_interface(call: Call) -> Reply:
-    """POST os-interface: 200 with the interface the compute host attached."""
-    row = await instance_for(call, call.path_params["server_id"])
-    spec = request_object(call, "interfaceAttachment")
-    rc = engine_call(call, SERVER)
-    rc.refs = await _refs(call, row, spec)
-    guards.check(rc, "attach_interface", row, changes=spec)  # the spec's rules, nova's words
-    requested = rc.template("requested_interface", item=spec)
-    if not requested:
-        raise ApiError("The network service could not list the networks.", status=503)
-    reply = await to_host(call, row, "attach_interface", requested_network=requested)
-    port = (reply or {}).get("port") or {}
-    return Reply(200, {"interfaceAttachment": rc.template("interface", item=port)})
-
-
-@behaviour("compute.detach_interface", needs=("network",))
-async def detach_interface(call: Call) -> Reply:
-    """DELETE os-interface/{port_id}: 202 once the compute host detached it."""
-    row = await instance_for(call, call.path_params["server_id"])
-    port_id = str(call.path_params["port_id"])
-    guards.check(engine_call(call, SERVER), "detach_interface", row, changes={"port_id": port_id})
-    await to_host(call, row, "detach_interface", port_id=port_id)
-    return Reply(202)
 
 
 async def _port_call(call: Call, operation: str, port_id: str | None, **kw: Any) -> Any:
