@@ -9,7 +9,7 @@ from typing import Any
 
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
-from specstack_runtime.expr import Bound, ExprError, compile_expr, reads_of
+from specstack_runtime.expr import Bound, ExprError, auth_vars, compile_expr, reads_of
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 
@@ -102,5 +102,12 @@ def _bind(value: Any, scope: dict[str, Any], shared: list[Bound], whole: Any) ->
 
 
 def call_scope(call: Call) -> dict[str, Any]:
-    """What `{var.path}` placeholders may name: the flow's variables and the trigger's data."""
-    return {**call.vars, "payload": call.payload, "body": call.body, "path": call.path_params}
+    """What `{var.path}` placeholders may name: the flow's variables, the trigger's data and
+    the caller (`auth`, as resource expressions see it)."""
+    return {
+        **call.vars,
+        "payload": call.payload,
+        "body": call.body,
+        "path": call.path_params,
+        "auth": dict(auth_vars(call.auth)),
+    }

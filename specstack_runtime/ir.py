@@ -191,6 +191,9 @@ class Effect(Node):  # `effects` (docs/resources.md): a write's change to anothe
     host: str | None = None  # CEL: where it goes
     payload: dict[str, Any] = {}
     failed: dict[str, Any] = {}  # it could not be sent: the written row's changes
+    # or (with `id`) another API's operation called where `when` holds, best effort
+    call: dict[str, str] = {}  # {api: catalog type, operation}
+    body: dict[str, Any] = {}  # its JSON body: literals or {"expr": CEL} over doc, old, row
 
 
 class ActionAsk(Node):  # another API's object an action's rules read, as `refs.NAME`

@@ -60,8 +60,13 @@ async def create_server(flow: Flow) -> None:
         "neutron-server",
         "http",
         "listSecurityGroups",
-        "compute.check_security_groups",
+        None,
         clients.network.NetworkClient(flow).list_security_groups,
+        bindings={
+            "query": {"project_id": "{auth.project_id}"},
+            "accept": [200],
+            "keep": {"neutron_groups": "reply.security_groups"},
+        },
     )
     await flow.trigger(3, "Process API request", "nova-db")
     await flow.step(

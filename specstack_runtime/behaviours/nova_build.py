@@ -17,7 +17,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime.behaviours.compute_secgroups import match
 from specstack_runtime.behaviours.conductor import (
     naive_now,
 )
@@ -30,6 +29,7 @@ from specstack_runtime.behaviours.nova_common import (
     instance_ports,
     is_gone,
     keep,
+    match,
     update_instance,
 )
 from specstack_runtime.bindings import bind, call_scope

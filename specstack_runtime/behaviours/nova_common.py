@@ -84,6 +84,20 @@ async def instance_for(call: Call, server_id: str) -> Doc:
     return await access.lookup(engine_call(call, SERVER), server_id)
 
 
+def match(
+    rt: ServiceRuntime, groups: Iterable[Mapping[str, Any]], wanted: str
+) -> Mapping[str, Any] | None:
+    """The project's security group `wanted` names: by name (two of that name are
+    ambiguous, 409), else by id (nova's order)."""
+    groups = list(groups)
+    named = [g for g in groups if g.get("name") == wanted]
+    if len(named) > 1:
+        raise fail(rt, "group_ambiguous", name=wanted)
+    if named:
+        return named[0]
+    return next((g for g in groups if g.get("id") == wanted), None)
+
+
 def fault_code(error: BaseException) -> int:
     codes = (getattr(error, "code", None), getattr(error, "status", None))
     code = next((c for c in codes if isinstance(c, int)), None)

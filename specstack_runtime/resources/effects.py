@@ -8,7 +8,8 @@ row written: a snapshot's size is its volume's), compare-and-set on what it
 changes and the row's `updated_at` (and its revision, if the resource keeps one), read
 again and retried when another writer won. An effect with `create` makes a row instead
 (cinder's os-attach: the attachment it records); one with `send` casts a message
-(a new volume to the scheduler), the row written taking `failed` if it cannot be sent.
+(a new volume to the scheduler), the row written taking `failed` if it cannot be sent; one
+with `call` tells another API about the other row, best effort (neutron tells nova).
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ async def _create(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str
         doc.update(await rc.store.get(rc.res.res.table, doc["id"]) or {})
 
 
+async def _call(rc: ResourceCall, effect: ir.Effect, body: Doc) -> None:
+    """Another API told, as the service itself; best effort: a failure is logged."""
+    rt, api, operation = rc.call.rt, effect.call["api"], effect.call["operation"]
+    try:
+        token = await rt.service_token()
+        resp = await rt.clients.call(rt.info.api_of_type(api), operation, body=body, token=token)
+        if resp.status_code >= 400:
+            logger.warning("%s refused %s %s: %s", api, operation, body, resp.text)
+    except Exception:
+        logger.warning("%s could not be told %s %s", api, operation, body, exc_info=True)
+
+
 async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str, Any]) -> None:
     other = rc.of(effect.resource)
     table = other.res.res.table
@@ -101,6 +114,8 @@ async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str,
             return
         seen = {**names, "row": row}
         changes: Doc = {}
+        if effect.call and (effect.when is None or compile_expr(effect.when).evaluate(**seen)):
+            return await _call(rc, effect, {k: _value(v, seen) for k, v in effect.body.items()})
         if effect.when is None or compile_expr(effect.when).evaluate(**seen):
             doc.update({k: _value(v, seen) for k, v in effect.take.items()})
             changes = {k: _value(v, seen) for k, v in effect.set.items()}

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.runtime.netvol_fakes import ADMIN, OTHER, USER, expect_error, make_call
 from tests.runtime.test_network import Neutron, run, serve
 
@@ -298,5 +300,53 @@ def test_router_and_floating_ip_refusals_say_what_neutron_says(tmp_path: Path) -
         assert err.message == (
             f"Bad floatingip request: Port {used['id']} does not have fixed ip 10.0.0.99."
         )
+
+    run(tmp_path, scenario)
+
+
+class NovaEvents:
+    """nova's os-server-external-events, the only HTTP neutron sends here."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def call(self, api: str, operation: str, *args: Any, **kwargs: Any) -> httpx.Response:
+        assert (api, operation, kwargs["token"]) == ("compute", "createServerExternalEvents", "t")
+        self.events += kwargs["body"]["events"]
+        return httpx.Response(200, json=kwargs["body"])
+
+
+def test_nova_is_told_when_a_servers_port_gains_or_loses_an_address(tmp_path: Path) -> None:
+    """neutron's nova notifier (the floating IP's effects): a network-changed event for the
+    server whose port an address is associated with, or taken from; none for other ports."""
+
+    async def scenario(n: Neutron) -> None:
+        nova = NovaEvents()
+        n.rt.clients = nova  # type: ignore[assignment]
+
+        async def service_token() -> str:
+            return "t"
+
+        n.rt.service_token = service_token  # type: ignore[method-assign]
+        public, _ = await _public(n)
+        private = await n.network(name="private")
+        sub = await n.subnet(private["id"], cidr="10.0.0.0/24")
+        router = await _router(n, external_gateway_info={"network_id": public["id"]})
+        await _interface(n, "addRouterInterface", router["id"], subnet_id=sub["id"])
+        server = "5b0e4c1a-2f3d-4e5f-8a9b-0c1d2e3f4a5b"
+        vm_port = await n.port(private["id"], device_owner="compute:nova", device_id=server)
+        other = await n.port(private["id"])
+        changed = {"name": "network-changed", "server_uuid": server, "tag": vm_port["id"]}
+        fip = await _fip(n, floating_network_id=public["id"], port_id=vm_port["id"])
+        assert nova.events == [changed]
+        path = {"floatingip_id": fip["id"]}
+        let_go = {"floatingip": {"port_id": None}}  # the server loses it
+        await n.op(serve, "updateFloatingIP", 200, path_params=path, body=let_go)
+        assert nova.events == [changed, changed]
+        # a port no server holds: nova is not told, neither then nor when the address goes
+        given = {"floatingip": {"port_id": other["id"]}}
+        await n.op(serve, "updateFloatingIP", 200, path_params=path, body=given)
+        await n.op(serve, "deleteFloatingIP", 204, path_params=path)
+        assert nova.events == [changed, changed]
 
     run(tmp_path, scenario)

@@ -399,7 +399,7 @@ class _Checker:
                 self.at(f, [*base, i, "send"], f"unknown message '{msg}'{suggest(msg, known)}")
             for key in ("id", "when", "host", "each"):
                 self.expr(f, [*base, i, key], e.get(key))
-            for key in ("set", "take", "create", "payload", "failed"):
+            for key in ("set", "take", "create", "payload", "failed", "body"):
                 self._exprs(f, [*base, i, key], e.get(key) or {})
 
     def _recovery(self, f: SpecFile, where: Where, rule: dict[str, Any]) -> None:
