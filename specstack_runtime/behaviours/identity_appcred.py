@@ -51,10 +51,7 @@ async def application_credential_roles(event: ResourceEvent) -> None:
     chosen: list[Doc] = rc.template("roles", doc=doc)
     refs["chosen"] = chosen
     guards.check(rc, "roles", doc)
-    unique = {r["id"]: r for r in chosen}
-    doc["roles"] = [
-        {"id": r["id"], "name": r["name"], "domain_id": r.get("domain_id")} for r in unique.values()
-    ]
+    doc["roles"] = list(rc.template("stored_roles", doc=doc))
 
 
 async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc]:
