@@ -280,9 +280,9 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
     list_count: ListCount | None = None  # a list's body also counts every matching row
-    paged_since: str | None = None  # the API microversion that brings limit and marker
     marker: str | None = None  # the field a marker names (default: the row's id)
-    # query parameter -> the API microversion that brings it (older requests: ignored)
+    # query parameter (a filter, limit, marker) -> the API microversion that brings it
+    # (older requests: ignored, so without limit and marker they get every row)
     list_since: dict[str, str] = {}
     # from this API microversion a query parameter the list does not know is a 400
     list_strict_since: str | None = None

@@ -444,7 +444,6 @@ def _resource(
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
         list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,
-        paged_since=listing.get("paged_since"),
         marker=listing.get("marker"),
         list_since=dict(listing.get("since") or {}),
         list_strict_since=listing.get("strict_since"),
