@@ -210,6 +210,7 @@ class ResourceAction(Node):
     answer: dict[str, Any] = {}  # the 200 body: literals or {"expr": CEL}
     headers: dict[str, Any] = {}  # the answer's headers: literals or {"expr": CEL}
     view: bool = False  # the answer is the row's view, whatever the status
+    view_adds: dict[str, Any] = {}  # entries added to that view's object: {"expr": CEL}
     host: str | None = None  # CEL: the host a per-host message goes to
     payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
     hook: str | None = None

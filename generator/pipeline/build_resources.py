@@ -374,6 +374,7 @@ def _resource(
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),
                     view=bool(a.get("view", False)),
+                    view_adds=a.get("view_adds", {}),
                     from_states=tuple(a.get("from", ())),
                     to=a.get("to"),
                     has_to="to" in a,

@@ -359,7 +359,7 @@ class _Checker:
             for key in ("accept", "require"):
                 for i, check in enumerate(a.get(key) or ()):
                     self.expr(f, [*where, key, i, "expr"], check.get("expr"))
-            for key in ("set", "payload", "answer", "headers"):
+            for key in ("set", "payload", "answer", "headers", "view_adds"):
                 self._exprs(f, [*where, key], a.get(key) or {})
             self.rule(f, [*where, "policy"], a.get("policy"))
             self._effects(f, [*where, "effects"], a.get("effects") or (), self._resources)
