@@ -91,7 +91,7 @@ async def test_rebuild_refusals_leave_the_server_as_it_was(tmp_path: Path) -> No
             await _rebuild(cell, sid, {"imageRef": "not-an-image"})
         with pytest.raises(BadRequest, match="Additional properties are not allowed"):
             await _rebuild(cell, sid, {"imageRef": IMAGE_ID, "flavorRef": "1"})
-        with pytest.raises(BadRequest, match="field/attribute description. Value: a\x01b"):
+        with pytest.raises(BadRequest, match=r"field/attribute description\. Value: a\x01b"):
             await _rebuild(cell, sid, {"imageRef": IMAGE_ID, "description": "a\x01b"})
         with pytest.raises(BadRequest, match="field/attribute adminPass"):
             await _rebuild(cell, sid, {"imageRef": IMAGE_ID, "adminPass": 7})
