@@ -225,6 +225,7 @@ class ResourceAction(Node):
     answer: dict[str, Any] = {}  # the 200 body: literals or {"expr": CEL}
     headers: dict[str, Any] = {}  # the answer's headers: literals or {"expr": CEL}
     view: bool = False  # the answer is the row's view, whatever the status
+    view_adds: dict[str, Any] = {}  # entries added to that view's object: {"expr": CEL}
     host: str | None = None  # CEL: the host a per-host message goes to
     payload: dict[str, Any] = {}  # message payload: literals or {"expr": CEL}
     hook: str | None = None
@@ -295,9 +296,9 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
     list_count: ListCount | None = None  # a list's body also counts every matching row
-    paged_since: str | None = None  # the API microversion that brings limit and marker
     marker: str | None = None  # the field a marker names (default: the row's id)
-    # query parameter -> the API microversion that brings it (older requests: ignored)
+    # query parameter (a filter, limit, marker) -> the API microversion that brings it
+    # (older requests: ignored, so without limit and marker they get every row)
     list_since: dict[str, str] = {}
     # from this API microversion a query parameter the list does not know is a 400
     list_strict_since: str | None = None

@@ -632,6 +632,9 @@ class Server(BaseModel):
         populate_by_name=True,
     )
     id: UUID
+    adminPass: SecretStr | None = Field(
+        None, description="rebuild's answer: the administrator password (given or made up)."
+    )
     name: str | None
     status: ServerStatus
     tenant_id: str
@@ -898,6 +901,12 @@ class Rebuild(BaseModel):
         populate_by_name=True,
     )
     imageRef: str = Field(..., description="The image to rebuild from (its id).")
+    adminPass: SecretStr | None = Field(
+        None, description="The administrator password (the answer gives it back, or one made up)."
+    )
+    description: constr(max_length=255) | None = Field(
+        None, description="The server's description (from 2.19)."
+    )
 
 
 class ServerActionRequest(BaseModel):

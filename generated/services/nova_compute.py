@@ -797,6 +797,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         args={
             "method": "destroy",
             "expected": "shelving_offloading",
+            "ports_host": "''",
             "done": {"vm_state": "shelved_offloaded", "power_state": 0, "host": None, "node": None},
         },
     ),
@@ -836,6 +837,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             "spawning": "spawning",
             "spawn": "{'instance': {'uuid': doc.uuid, 'name': doc.name != '' ? doc.name : doc.uuid,\n   'vcpus': int(refs.flavor.vcpus), 'memory_mb': int(refs.flavor.ram),\n   'root_gb': int(refs.flavor.disk), 'image_id': string(refs.image.id)},\n 'image': {'id': string(refs.image.id), 'path': refs.path, 'pending': false,\n   'name': has(refs.image.name) && refs.image.name != null ? string(refs.image.name) : '',\n   'disk_format': has(refs.image.disk_format) && refs.image.disk_format != null\n     && refs.image.disk_format != '' ? string(refs.image.disk_format) : 'raw'},\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''})}",
             "delete_image": True,
+            "ports_host": "host",
             "done": {"active": {"vm_state": "active", "power_state": 1, "shelved_image_id": None}},
             "failed": {
                 "vm_state": "shelved_offloaded",

@@ -378,6 +378,7 @@ def _resource(
                     answer=a.get("answer", {}),
                     headers=a.get("headers", {}),
                     view=bool(a.get("view", False)),
+                    view_adds=a.get("view_adds", {}),
                     from_states=tuple(a.get("from", ())),
                     to=a.get("to"),
                     has_to="to" in a,
@@ -448,7 +449,6 @@ def _resource(
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
         list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,
-        paged_since=listing.get("paged_since"),
         marker=listing.get("marker"),
         list_since=dict(listing.get("since") or {}),
         list_strict_since=listing.get("strict_since"),
@@ -486,6 +486,7 @@ def _resource(
                 on=tuple(rec["on"]),
                 key=tuple(rec["key"]),
                 when=rec.get("when"),
+                each=rec.get("each"),
                 set=dict(rec["set"]),
                 append=(rec["append"]["field"], dict(rec["append"]["item"]))
                 if rec.get("append")

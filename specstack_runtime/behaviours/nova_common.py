@@ -151,6 +151,22 @@ async def instance_ports(rt: ServiceRuntime, uuid: str, token: str) -> list[dict
     return [p for p in ports if isinstance(p, dict) and p.get("device_id") == uuid]
 
 
+async def rehost_ports(call: Call, uuid: str) -> None:
+    """The instance's ports bound to the host the consumer's `ports_host` names (CEL over
+    `host`; '' unbinds them, the device kept): nova's network API as shelve offload leaves
+    a host and unshelve lands on one (the server's template `rehosted`)."""
+    rt, token = call.rt, await flow_token(call)
+    host = compile_expr(str(call.args["ports_host"])).evaluate(host=rt.host)
+    body = rt.info.resources.resource(SERVER).template("rehosted", refs={"host": host})
+    api, context = rt.info.api_of_type("network"), call.flow_context()
+    for port in await instance_ports(rt, uuid, token):
+        ids = {"port_id": str(port["id"])}
+        resp = await rt.clients.call(
+            api, "updatePort", ids, body=body, token=token, context=context
+        )
+        expect(resp, 200)
+
+
 def given_ports(requested: Iterable[Mapping[str, Any]]) -> set[str]:
     """The ports the user gave (`networks: [{port: ID}]`): bound, never deleted by nova."""
     return {str(n["port_id"]) for n in requested if isinstance(n, Mapping) and n.get("port_id")}

@@ -31,6 +31,7 @@ from specstack_runtime.behaviours.nova_common import (
     instance_ports,
     is_gone,
     keep,
+    rehost_ports,
     update_instance,
 )
 from specstack_runtime.context import Call, Interaction
@@ -194,18 +195,21 @@ def guest_of(instance: Mapping[str, Any]) -> dict[str, Any]:
     return {"uuid": instance["uuid"], "name": instance.get("name") or instance["uuid"]}
 
 
-@behaviour("compute.rpc_power_action")
+@behaviour("compute.rpc_power_action", needs=("network",))
 async def rpc_power_action(call: Call) -> None:
     """A server action on this host's hypervisor, as the consumer's `args` say: the driver
     `method` (with the payload's `pass` fields after the instance), the task state the API
     set (`expected`) and the instance's fields once it is done (`done`). A driver failure
-    clears the task state and records the fault. Without `expected` (nova's
+    clears the task state and records the fault. With `ports_host` the instance's ports
+    are bound to that host after (shelve offload: none). Without `expected` (nova's
     trigger_crash_dump: an NMI) no state changes, and a failure is the event's error only."""
     uuid, expected = str(call.payload["instance"]["uuid"]), call.args.get("expected")
     method = str(call.args["method"])
     extra = [call.payload[name] for name in call.args.get("pass", ())]
     try:
         await getattr(call.rt.driver, method)({"uuid": uuid, "name": uuid}, *extra)
+        if "ports_host" in call.args:  # shelve offload: off this host
+            await rehost_ports(call, uuid)
     except Exception as exc:
         if expected is not None:
             fault = make_fault(fault_code(exc), f"{method} failed: {exc}")

@@ -15,6 +15,7 @@ from specstack_runtime.behaviours.nova_common import (
     flow_token,
     glance_image,
     is_gone,
+    rehost_ports,
     update_instance,
 )
 from specstack_runtime.context import Call
@@ -24,7 +25,7 @@ from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 
 
-@behaviour("compute.rpc_rebuild_instance", needs=(IMAGE, "object-store"))
+@behaviour("compute.rpc_rebuild_instance", needs=(IMAGE, "object-store", "network"))
 async def rpc_rebuild_instance(call: Call) -> None:
     """rebuild_instance (and unshelve_instance): the guest destroyed and spawned again from
     the image (its data into this host's cache first) with the instance's interfaces and
@@ -48,6 +49,8 @@ async def rpc_rebuild_instance(call: Call) -> None:
         guest = spawn["instance"]
         with contextlib.suppress(Exception):
             await rt.driver.destroy(guest)
+        if "ports_host" in args:  # unshelve: the ports bound to this host first
+            await rehost_ports(call, uuid)
         await rt.driver.spawn(**spawn)  # named as the driver contract names them
         await wait_until_running(rt, guest)
         if instance.get("vm_state") == "stopped":  # nova leaves a stopped server stopped

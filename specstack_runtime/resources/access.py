@@ -94,17 +94,19 @@ async def lookup(rc: ResourceCall, id_: str | None = None, *, deleted: bool = Fa
 
 async def find(rc: ResourceCall, row_id: str) -> Doc | None:
     """The row of that id; else, as the resource's `lookup` says, the row a name stands for
-    or the first whose `by` field has that value (cinder's volume types by name)."""
+    or the first whose `by` field has that value (cinder's volume types by name) under the
+    path's parent (a multiple create's servers share their create's request id)."""
     res = rc.res.res
     if res.rows:
         await seeds.ensure(rc)
     doc = await rc.store.get(res.table, row_id)
     if doc is None and row_id in res.find_names:
         doc = await rc.store.get(res.table, res.find_names[row_id])
+    parents = rc.parents().items()
     for name in res.find_by if doc is None else ():
-        found = await rc.store.list(res.table, {rc.res.key(name): row_id})
-        if found:
-            return found[0]
+        for row in await rc.store.list(res.table, {rc.res.key(name): row_id}):
+            if all(str(row.get(field)) == value for field, value in parents):
+                return row
     return doc
 
 

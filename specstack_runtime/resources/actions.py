@@ -138,7 +138,11 @@ async def run(rc: ResourceCall) -> Reply:
     if status != 200 and not action.view:
         return Reply(status, None, headers)
     await joins.load(rc, [doc])
-    return Reply(status, views.one(rc, doc), headers)
+    body = views.one(rc, doc)
+    if action.view_adds:  # into the enveloped object (nova's rebuild: server.adminPass)
+        one = body.get(rc.res.res.envelope_one) if rc.res.res.envelope_one else body
+        one.update({k: _value(rc, v, doc, arg) for k, v in action.view_adds.items()})
+    return Reply(status, body, headers)
 
 
 async def _transition(

@@ -423,8 +423,9 @@ def _offset(rc: ResourceCall) -> int:
 
 
 def _paged(rc: ResourceCall) -> bool:
-    """Whether the request's microversion pages the list (the resource's `paged_since`)."""
-    return rc.reached(rc.res.res.paged_since)
+    """Whether the request's microversion pages the list: `list.since` of `limit` reached
+    (before it, every row: nova's key pairs before 2.35, not its default limit)."""
+    return rc.reached(rc.res.res.list_since.get("limit"))
 
 
 def _marker_of(rc: ResourceCall, row: Doc) -> Any:

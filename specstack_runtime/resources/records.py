@@ -3,7 +3,8 @@
 A resource's `record:` rules (spec/resources) name the triggers: an operation the
 component answered with a 2xx, or a queue message it consumed (`error` is '' when
 its handler succeeded, else the failure). Each rule's `set` gives fields of the row
-(whose id is a stable one of its `key` fields) and `append` an item of a list field; the row is
+(whose id is a stable one of its `key` fields) and `append` an item of a list field, once
+for each `item` of its `each` list when it has one (a multiple create's servers); the row is
 created by the first rule that reaches it, whichever of the components runs first
 (the compute host's event may come before the API's own row), and merged after.
 nova's instance actions and their events are such rows.
@@ -71,6 +72,7 @@ async def handled(call: Call, started: float, error: BaseException | None = None
             "reply": reply.body if reply is not None and isinstance(reply.body, dict) else {},
         },
         "auth": dict(auth_vars(call.auth)),
+        "vars": call.vars,
         "host": rt.host,  # where it was handled (the compute host of a compute's event)
         "error": "" if error is None else f"{type(error).__name__}: {error}",
         "started": stamp(started),
@@ -81,7 +83,12 @@ async def handled(call: Call, started: float, error: BaseException | None = None
         if owner != database:
             continue  # the table is not in this component's database
         try:
-            await _record(call, res, rule, {**names, "data": res.res.data})
+            bound = {**names, "data": res.res.data}
+            if rule.each is None:
+                await _record(call, res, rule, bound)
+                continue
+            for item in compile_expr(rule.each).evaluate(**bound) or ():
+                await _record(call, res, rule, {**bound, "item": item})
         except Exception:
             log.exception("%s: recording %s of %s failed", rt.component, res.res.name, call.trigger)
 

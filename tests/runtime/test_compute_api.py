@@ -10,6 +10,7 @@ import pytest
 
 from specstack_runtime.behaviours import nova_api
 from specstack_runtime.errors import BadRequest, Forbidden, StepFailed
+from specstack_runtime.resources import records
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 from tests.aio import arun
@@ -478,6 +479,30 @@ async def test_multiple_create_names_each_server_and_schedules_each(api: Api) ->
     assert set(reply.body) == {"reservation_id"}
     made = await api.store.list("instances", {"reservation_id": reply.body["reservation_id"]})
     assert sorted(r["name"] for r in made) == ["db-1", "db-2"]
+
+
+@arun
+async def test_multiple_create_records_a_create_action_for_each_server(api: Api) -> None:
+    """nova's conductor starts a create action of each server it makes, with the request id
+    nova-api answered: listed for every server, the reservation-only answer's too."""
+    await seed_flavors(api.store)
+    for extra in ({}, {"return_reservation_id": True}):
+        call = op_call(api.rt, "createServer", body=boot_body(min_count=2, max_count=2, **extra))
+        call.vars["image"] = IMAGE
+        call.request_id = f"req-{len(extra)}"
+        call.reply = await nova_api.create_server(call)
+        await records.handled(call, 1.0e9)
+        servers = call.vars["instances"]
+        assert len(servers) == 2
+        for server in servers:
+            listed = await api.run("listInstanceActions", path_params={"server_id": server["id"]})
+            assert [
+                (a["action"], a["request_id"], a["instance_uuid"])
+                for a in listed.body["instanceActions"]
+            ] == [("create", call.request_id, server["id"])]
+            path = {"server_id": server["id"], "request_id": call.request_id}
+            shown = await api.run("showInstanceAction", path_params=path)
+            assert shown.body["instanceAction"]["instance_uuid"] == server["id"]
 
 
 @arun

@@ -388,6 +388,12 @@ def test_rebuild_takes_a_key_pair_from_2_54_and_user_data_from_2_57(
         assert rebuild("2.57", user_data="aGVsbG8=").status_code == 202
         shown = _settled(stack, path)
         assert shown["OS-EXT-SRV-ATTR:user_data"] == "aGVsbG8=" and shown["key_name"] == "kp54"
+        # a description: refused before 2.19, set from it
+        assert rebuild("2.18", description="d").status_code == 400
+        described = rebuild("2.57", description="rebuilt 2.19")
+        assert described.status_code == 202
+        assert described.json()["server"]["description"] == "rebuilt 2.19"
+        assert _settled(stack, path)["description"] == "rebuilt 2.19"
     finally:
         _at(stack, "2.54", "DELETE", "/v2.1/os-keypairs/kp54", token=member)
 

@@ -32,6 +32,7 @@ def _answered(store: Store, server: dict[str, Any], operation: str, **kw: Any) -
     call = op_call(make_runtime(INFO, "nova-api", store=store), operation, **kw)
     call.request_id, call.global_request_id = "req-api-1", "req-flow-1"
     call.reply = Reply(202, {"server": {"id": server["id"]}})
+    call.vars["instances"] = [server]  # what createServer leaves
     return call
 
 

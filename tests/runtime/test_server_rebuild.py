@@ -53,6 +53,8 @@ async def test_rebuild_makes_the_guest_again_from_the_new_image(tmp_path: Path) 
         assert status == 202 and server["status"] == "REBUILD" and server["id"] == sid
         assert server["image"]["id"] == NEW_IMAGE
         assert (server["name"], server["metadata"]) == ("rebuilt", {"k": "v"})
+        # nova's enable_instance_password (its default): a made-up administrator password
+        assert isinstance(server["adminPass"], str) and len(server["adminPass"]) == 12
         done = await cell.wait_for(sid, lambda r: r["task_state"] is None)
         assert (done["vm_state"], done["power_state"], done["host"]) == ("active", 1, row["host"])
         assert done["image_ref"] == NEW_IMAGE and not done.get("fault")
@@ -63,9 +65,14 @@ async def test_rebuild_makes_the_guest_again_from_the_new_image(tmp_path: Path) 
         cell_api = {"server_id": sid}
         await cell.operation("serverAction", path_params=cell_api, body={"os-stop": None})
         await cell.wait_for(sid, lambda r: r["vm_state"] == "stopped" and r["task_state"] is None)
-        assert (await _rebuild(cell, sid, {"imageRef": IMAGE_ID}))[0] == 202
+        # the password given is the one answered; 2.19's description set (null: none)
+        arg = {"imageRef": IMAGE_ID, "adminPass": "s3cret-pw", "description": "again"}
+        status, body = await _rebuild(cell, sid, arg)
+        assert status == 202 and body["server"]["adminPass"] == "s3cret-pw"
+        assert body["server"]["description"] == "again"
         again = await cell.wait_for(sid, lambda r: r["task_state"] is None)
         assert (again["vm_state"], again["image_ref"]) == ("stopped", IMAGE_ID)
+        assert again["description"] == "again"
         assert driver.guests[sid]["power_state"] == SHUTDOWN
         assert driver.guests[sid]["image_id"] == IMAGE_ID
     finally:
@@ -84,6 +91,10 @@ async def test_rebuild_refusals_leave_the_server_as_it_was(tmp_path: Path) -> No
             await _rebuild(cell, sid, {"imageRef": "not-an-image"})
         with pytest.raises(BadRequest, match="Additional properties are not allowed"):
             await _rebuild(cell, sid, {"imageRef": IMAGE_ID, "flavorRef": "1"})
+        with pytest.raises(BadRequest, match=r"field/attribute description\. Value: a\x01b"):
+            await _rebuild(cell, sid, {"imageRef": IMAGE_ID, "description": "a\x01b"})
+        with pytest.raises(BadRequest, match="field/attribute adminPass"):
+            await _rebuild(cell, sid, {"imageRef": IMAGE_ID, "adminPass": 7})
         with pytest.raises(BadRequest, match="Cannot find image for rebuild"):
             await _rebuild(cell, sid, {"imageRef": str(uuid.uuid4()), "name": "changed"})
         _second_image(glance, status="queued")

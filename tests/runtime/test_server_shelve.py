@@ -110,6 +110,9 @@ async def test_shelve_offload_and_unshelve_on_another_host(tmp_path: Path) -> No
         assert (off["host"], off["node"]) == (None, None)
         assert sid not in _driver(cell, first).guests
         assert all(sid not in c for c in (await _claims(cell)).values())
+        # its ports unbound from the host, still the instance's (nova's network API)
+        ports = [p for p in glance.ports.values() if p["device_id"] == sid]
+        assert ports and all(p["binding:host_id"] == "" for p in ports)
         # unshelved: placed again (the other host only, here), made from the shelved image,
         # which then goes
         nodes = await cell.store.list("compute_nodes")
@@ -124,6 +127,10 @@ async def test_shelve_offload_and_unshelve_on_another_host(tmp_path: Path) -> No
         assert back["shelved_image_id"] is None and image_id not in glance.images
         assert back["image_ref"] == row["image_ref"]  # the server's image is still its own
         assert (await _claims(cell))[second] == [sid]
+        # bound again, to the host it landed on
+        again = [p for p in glance.ports.values() if p["device_id"] == sid]
+        assert [p["id"] for p in again] == [p["id"] for p in ports]
+        assert all(p["binding:host_id"] == second for p in again)
     finally:
         await cell.stop()
 

@@ -14,6 +14,7 @@ from .conftest import Stack
 VM = "wire-events-vm"
 FAILED = "wire-events-fail"
 HUGE = "wire-events-huge"
+MANY = "wire-events-many"
 CREATE = ("server", "create", "--image", "demo-image", "--network", "private")
 # keystoneauth's debug log of each request: the request id the answer carried
 POSTED = re.compile(r"POST call to compute for \S+/servers used request id (req-[0-9a-f-]+)")
@@ -73,6 +74,29 @@ def test_actions_of_a_server_its_requests_and_their_events(stack: Stack) -> None
         assert (ended["event"], ended["result"]) == ("compute_terminate_instance", "Success")
     finally:
         stack.run("server", "delete", "--wait", VM, check=False)
+
+
+def test_a_multiple_create_records_the_create_of_each_server(stack: Stack) -> None:
+    """`server create --min 2 --max 2`: each server has its create action with the POST's
+    request id, and its own scheduler and compute host events (nova's conductor starts
+    the action of each instance it makes)."""
+    proc = stack.run("--debug", *CREATE, "--flavor", "m1.tiny", "--min", "2", "--max", "2", MANY)
+    found = POSTED.search(proc.stderr)
+    assert found, proc.stderr[-2000:]
+    names = [f"{MANY}-1", f"{MANY}-2"]
+    try:
+        for name in names:
+            stack.wait_for("server", name, "status", "ACTIVE")
+            actions = stack.json("server", "event", "list", name)
+            assert [(a["Action"], a["Request ID"]) for a in actions] == [("create", found[1])]
+            shown = stack.json("server", "event", "show", name, found[1])
+            assert sorted((e["event"], e["result"]) for e in shown["events"]) == [
+                ("compute__do_build_and_run_instance", "Success"),
+                ("conductor_schedule_and_build_instances", "Success"),
+            ]
+    finally:
+        for name in names:
+            stack.run("server", "delete", "--wait", name, check=False)
 
 
 def test_a_failed_build_shows_its_failing_event(stack: Stack) -> None:

@@ -359,7 +359,7 @@ class _Checker:
             for key in ("accept", "require"):
                 for i, check in enumerate(a.get(key) or ()):
                     self.expr(f, [*where, key, i, "expr"], check.get("expr"))
-            for key in ("set", "payload", "answer", "headers"):
+            for key in ("set", "payload", "answer", "headers", "view_adds"):
                 self._exprs(f, [*where, key], a.get(key) or {})
             for name, ask in (a.get("ask") or {}).items():
                 for key in ("path", "query", "when", "take"):
@@ -458,6 +458,7 @@ class _Checker:
                 if on not in known:
                     self.at(f, [*where, "on", j], f"'{on}' is no operation of {api} nor a message")
             self.expr(f, [*where, "when"], rule.get("when"))
+            self.expr(f, [*where, "each"], rule.get("each"))
             add = rule.get("append") or {}
             if add and add["field"] not in names:
                 self.at(f, [*where, "append", "field"], f"'{add['field']}' is not a field")
