@@ -103,6 +103,41 @@ def unshelve_instance(flow: Flow) -> Invoke:
     return flow.sender("unshelve_instance", models.UnshelveInstancePayload, None)
 
 
+def schedule_resize_instance(flow: Flow) -> Invoke:
+    """Resize or migrate request (placement): cast on topic scheduler, consumed by nova-scheduler."""
+    return flow.sender("schedule_resize_instance", models.ScheduleResizeInstancePayload, None)
+
+
+def prep_resize(flow: Flow) -> Invoke:
+    """Compute resize preparation (destination): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("prep_resize", models.PrepResizePayload, None)
+
+
+def resize_instance(flow: Flow) -> Invoke:
+    """Compute resize (source): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("resize_instance", models.ResizeInstancePayload, None)
+
+
+def finish_resize(flow: Flow) -> Invoke:
+    """Compute resize finish (destination): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("finish_resize", models.FinishResizePayload, None)
+
+
+def confirm_resize(flow: Flow) -> Invoke:
+    """Compute resize confirmation (source): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("confirm_resize", models.ConfirmResizePayload, None)
+
+
+def revert_resize(flow: Flow) -> Invoke:
+    """Compute resize revert (destination): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("revert_resize", models.RevertResizePayload, None)
+
+
+def finish_revert_resize(flow: Flow) -> Invoke:
+    """Compute resize revert finish (source): cast on topic compute.<host>, consumed by nova-compute."""
+    return flow.sender("finish_revert_resize", models.FinishRevertResizePayload, None)
+
+
 def attach_volume(flow: Flow) -> Invoke:
     """Compute volume attach request: call on topic compute.<host>, consumed by nova-compute."""
     return flow.sender("attach_volume", models.AttachVolumePayload, models.AttachVolumeReply)

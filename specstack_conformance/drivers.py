@@ -182,6 +182,7 @@ class ContractWorld:
             },
         }
         self.mountpoint = "/dev/vdb"
+        self.disk_info = ""  # what migrate_disk_and_power_off handed over (a move to this host)
         self.spawned = False
         self.closed = False
 
@@ -198,6 +199,9 @@ class ContractWorld:
             "mountpoint": self.mountpoint,
             "reboot_type": "HARD",  # SOFT needs a guest OS that acts on ACPI
             "target": str(self.dir / "snapshot"),
+            "dest": self.host,  # a move to the same host
+            "disk_info": self.disk_info,
+            "power_on": True,
         }
         if name not in values:
             raise KeyError(f"the driver contract tests have no value for parameter {name!r}")
@@ -226,8 +230,15 @@ class ContractWorld:
                 return state
             await asyncio.sleep(0.05)
 
+    def require(self, method: str) -> None:
+        """Skip a test of a method the driver says it does not implement (`unsupported`)."""
+        if method in getattr(self.adapter.impl, "unsupported", ()):
+            pytest.skip(f"the {self.variant.driver} driver does not implement {method}")
+
     async def prepare(self, method: str, params: Sequence[str]) -> None:
-        """What must exist before `method` runs: a guest, an attached volume."""
+        """What must exist before `method` runs: a guest, an attached volume, a guest moved
+        (to this same host) whose move is to be finished, confirmed or reverted."""
+        self.require(method)
         if method == "spawn":
             return
         power_off = getattr(self.adapter.impl, "power_off", None)
@@ -248,6 +259,17 @@ class ContractWorld:
         if method in ("unpause", "resume"):  # a paused or suspended guest to bring back
             undone = self.adapter.pause if method == "unpause" else self.adapter.suspend
             await undone(instance=self.instance)
+        moves = ("finish_migration", "confirm_migration", "finish_revert_migration")
+        if method in moves:
+            a = self.adapter
+            self.disk_info = await a.migrate_disk_and_power_off(
+                instance=self.instance, dest=self.host
+            )
+        if method in moves[1:]:
+            await a.finish_migration(instance=self.instance, disk_info=self.disk_info,
+                                     network_info=self.vifs, block_device_info=[], power_on=True)  # fmt: skip
+        if method == "finish_revert_migration":  # the destination's guest goes first (nova's)
+            await a.destroy(instance=self.instance)
         if method == "detach_volume":
             if not self.variant.live_detach and power_off is not None:
                 await power_off(self.instance)  # no guest OS to acknowledge a hot-unplug
@@ -304,6 +326,16 @@ class ContractWorld:
             assert result.get("vcpus_used", 1) >= 1
         elif method == "list_instances":
             assert inst["name"] in result
+        elif method == "migrate_disk_and_power_off":  # off, or gone from here till it is back
+            assert isinstance(result, str) and result
+            with contextlib.suppress(InstanceNotFound):
+                assert await a.get_power_state(instance=inst) == SHUTDOWN
+        elif method in ("finish_migration", "finish_revert_migration"):
+            assert inst["name"] in await a.list_instances()
+            assert await self.running() == RUNNING
+        elif method == "confirm_migration":  # the guest runs on; its kept copy is gone
+            assert await self.running() == RUNNING
+            await expect(InstanceNotFound, a.confirm_migration(instance=inst))
         elif method == "snapshot":  # the root disk written whole: the blank image's size
             written = self.dir / "snapshot"
             assert result in ("raw", "qcow2") and written.is_file()

@@ -133,6 +133,8 @@ class StackConfig(BaseSettings):
     # weigher = multiplier
     scheduler_weighers: tuple[tuple[str, float], ...] = (("RAMWeigher", 1.0),)
     max_build_attempts: int = 3
+    # nova's option: a resize may keep the server on its host (a cold migration never does)
+    allow_resize_to_same_host: bool = False
     guest_boot_timeout_s: float = 300.0  # a real guest must run by then, or its build fails
     # per-project limits of the spec's quotas (spec/resources `quotas`), overriding their defaults
     quotas: dict[str, int] = {}

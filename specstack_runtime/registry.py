@@ -64,6 +64,7 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.nova_host",
     "specstack_runtime.behaviours.nova_snapshot",
     "specstack_runtime.behaviours.nova_rebuild",
+    "specstack_runtime.behaviours.nova_resize",
     "specstack_runtime.behaviours.conductor",
     "specstack_runtime.behaviours.scheduler",
     "specstack_runtime.behaviours.nova_events",

@@ -103,6 +103,7 @@ def test_destroy(world: ContractWorld) -> None:
 
 def test_destroy_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("destroy")
 
     async def scenario() -> None:
         await expect(
@@ -131,6 +132,7 @@ def test_get_power_state(world: ContractWorld) -> None:
 
 def test_get_power_state_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("get_power_state")
 
     async def scenario() -> None:
         await expect(
@@ -159,6 +161,7 @@ def test_get_console_output(world: ContractWorld) -> None:
 
 def test_get_console_output_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("get_console_output")
 
     async def scenario() -> None:
         await expect(
@@ -188,6 +191,7 @@ def test_snapshot(world: ContractWorld) -> None:
 
 def test_snapshot_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("snapshot")
 
     async def scenario() -> None:
         await expect(
@@ -219,6 +223,7 @@ def test_attach_volume(world: ContractWorld) -> None:
 
 def test_attach_volume_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("attach_volume")
 
     async def scenario() -> None:
         await expect(
@@ -268,6 +273,7 @@ def test_detach_volume(world: ContractWorld) -> None:
 
 def test_detach_volume_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("detach_volume")
 
     async def scenario() -> None:
         await expect(
@@ -316,6 +322,7 @@ def test_plug_vifs(world: ContractWorld) -> None:
 
 def test_plug_vifs_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("plug_vifs")
 
     async def scenario() -> None:
         await expect(
@@ -346,6 +353,7 @@ def test_unplug_vifs(world: ContractWorld) -> None:
 
 def test_unplug_vifs_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("unplug_vifs")
 
     async def scenario() -> None:
         await expect(
@@ -375,6 +383,7 @@ def test_power_off(world: ContractWorld) -> None:
 
 def test_power_off_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("power_off")
 
     async def scenario() -> None:
         await expect(
@@ -403,6 +412,7 @@ def test_power_on(world: ContractWorld) -> None:
 
 def test_power_on_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("power_on")
 
     async def scenario() -> None:
         await expect(
@@ -432,6 +442,7 @@ def test_reboot(world: ContractWorld) -> None:
 
 def test_reboot_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("reboot")
 
     async def scenario() -> None:
         await expect(
@@ -461,6 +472,7 @@ def test_pause(world: ContractWorld) -> None:
 
 def test_pause_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("pause")
 
     async def scenario() -> None:
         await expect(
@@ -489,6 +501,7 @@ def test_unpause(world: ContractWorld) -> None:
 
 def test_unpause_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("unpause")
 
     async def scenario() -> None:
         await expect(
@@ -517,6 +530,7 @@ def test_trigger_crash_dump(world: ContractWorld) -> None:
 
 def test_trigger_crash_dump_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("trigger_crash_dump")
 
     async def scenario() -> None:
         await expect(
@@ -545,6 +559,7 @@ def test_suspend(world: ContractWorld) -> None:
 
 def test_suspend_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("suspend")
 
     async def scenario() -> None:
         await expect(
@@ -573,12 +588,150 @@ def test_resume(world: ContractWorld) -> None:
 
 def test_resume_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("resume")
 
     async def scenario() -> None:
         await expect(
             InstanceNotFound,
             world.adapter.resume(
                 instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_migrate_disk_and_power_off(world: ContractWorld) -> None:
+    """Stop the guest and hand its local disk over to the host `dest` (the same host too), keeping this host's copy; returns what finish_migration reads of it."""
+
+    async def scenario() -> None:
+        await world.prepare("migrate_disk_and_power_off", ["instance", "dest"])
+        result = await world.adapter.migrate_disk_and_power_off(
+            instance=world.arg("instance"),
+            dest=world.arg("dest"),
+        )
+        conforms(result, str)
+        await world.verify("migrate_disk_and_power_off", result)
+
+    run(world, scenario)
+
+
+def test_migrate_disk_and_power_off_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("migrate_disk_and_power_off")
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.migrate_disk_and_power_off(
+                instance=world.unknown_instance(),
+                dest=world.arg("dest"),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_finish_migration(world: ContractWorld) -> None:
+    """Make the guest on this host from the disk `disk_info` describes, with the instance's (new) sizes, its interfaces and volumes; start it if `power_on`."""
+
+    async def scenario() -> None:
+        await world.prepare(
+            "finish_migration",
+            ["instance", "disk_info", "network_info", "block_device_info", "power_on"],
+        )
+        result = await world.adapter.finish_migration(
+            instance=world.arg("instance"),
+            disk_info=world.arg("disk_info"),
+            network_info=world.arg("network_info"),
+            block_device_info=world.arg("block_device_info"),
+            power_on=world.arg("power_on"),
+        )
+        conforms(result, None)
+        await world.verify("finish_migration", result)
+
+    run(world, scenario)
+
+
+def test_finish_migration_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("finish_migration")
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.finish_migration(
+                instance=world.unknown_instance(),
+                disk_info=world.arg("disk_info"),
+                network_info=world.arg("network_info"),
+                block_device_info=world.arg("block_device_info"),
+                power_on=world.arg("power_on"),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_confirm_migration(world: ContractWorld) -> None:
+    """Remove the copy of a moved guest this host kept (the move is confirmed)."""
+
+    async def scenario() -> None:
+        await world.prepare("confirm_migration", ["instance"])
+        result = await world.adapter.confirm_migration(
+            instance=world.arg("instance"),
+        )
+        conforms(result, None)
+        await world.verify("confirm_migration", result)
+
+    run(world, scenario)
+
+
+def test_confirm_migration_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("confirm_migration")
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.confirm_migration(
+                instance=world.unknown_instance(),
+            ),
+        )
+
+    run(world, scenario)
+
+
+def test_finish_revert_migration(world: ContractWorld) -> None:
+    """Bring back the guest whose copy this host kept, as it was before the move (its interfaces and volumes plugged again); start it if `power_on`."""
+
+    async def scenario() -> None:
+        await world.prepare(
+            "finish_revert_migration", ["instance", "network_info", "block_device_info", "power_on"]
+        )
+        result = await world.adapter.finish_revert_migration(
+            instance=world.arg("instance"),
+            network_info=world.arg("network_info"),
+            block_device_info=world.arg("block_device_info"),
+            power_on=world.arg("power_on"),
+        )
+        conforms(result, None)
+        await world.verify("finish_revert_migration", result)
+
+    run(world, scenario)
+
+
+def test_finish_revert_migration_unknown_instance(world: ContractWorld) -> None:
+    """An instance the hypervisor does not have raises InstanceNotFound."""
+    world.require("finish_revert_migration")
+
+    async def scenario() -> None:
+        await expect(
+            InstanceNotFound,
+            world.adapter.finish_revert_migration(
+                instance=world.unknown_instance(),
+                network_info=world.arg("network_info"),
+                block_device_info=world.arg("block_device_info"),
+                power_on=world.arg("power_on"),
             ),
         )
 

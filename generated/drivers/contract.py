@@ -104,6 +104,35 @@ class ComputeDriverImplementation(Protocol):
         """Bring a suspended guest back as it was."""
         ...
 
+    async def migrate_disk_and_power_off(self, instance: Instance, dest: str) -> str:
+        """Stop the guest and hand its local disk over to the host `dest` (the same host too), keeping this host's copy; returns what finish_migration reads of it."""
+        ...
+
+    async def finish_migration(
+        self,
+        instance: Instance,
+        disk_info: str,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
+        power_on: bool,
+    ) -> None:
+        """Make the guest on this host from the disk `disk_info` describes, with the instance's (new) sizes, its interfaces and volumes; start it if `power_on`."""
+        ...
+
+    async def confirm_migration(self, instance: Instance) -> None:
+        """Remove the copy of a moved guest this host kept (the move is confirmed)."""
+        ...
+
+    async def finish_revert_migration(
+        self,
+        instance: Instance,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
+        power_on: bool,
+    ) -> None:
+        """Bring back the guest whose copy this host kept, as it was before the move (its interfaces and volumes plugged again); start it if `power_on`."""
+        ...
+
     async def get_available_resource(self) -> Resources:
         """The host's capacity and usage, reported to the scheduler."""
         ...

@@ -213,6 +213,51 @@ class QemuDriver(ComputeDriver):
             instance=_plain(instance, types.Instance),
         )
 
+    async def migrate_disk_and_power_off(self, instance: Instance | td.Instance, dest: str) -> str:
+        """Stop the guest and hand its local disk over to the host `dest` (the same host too), keeping this host's copy; returns what finish_migration reads of it."""
+        return await self.impl.migrate_disk_and_power_off(
+            instance=_plain(instance, types.Instance),
+            dest=_plain(dest, None),
+        )
+
+    async def finish_migration(
+        self,
+        instance: Instance | td.Instance,
+        disk_info: str,
+        network_info: list[Vif] | list[td.Vif],
+        block_device_info: list[BlockDevice] | list[td.BlockDevice],
+        power_on: bool,
+    ) -> None:
+        """Make the guest on this host from the disk `disk_info` describes, with the instance's (new) sizes, its interfaces and volumes; start it if `power_on`."""
+        return await self.impl.finish_migration(
+            instance=_plain(instance, types.Instance),
+            disk_info=_plain(disk_info, None),
+            network_info=_plain(network_info, types.Vif),
+            block_device_info=_plain(block_device_info, types.BlockDevice),
+            power_on=_plain(power_on, None),
+        )
+
+    async def confirm_migration(self, instance: Instance | td.Instance) -> None:
+        """Remove the copy of a moved guest this host kept (the move is confirmed)."""
+        return await self.impl.confirm_migration(
+            instance=_plain(instance, types.Instance),
+        )
+
+    async def finish_revert_migration(
+        self,
+        instance: Instance | td.Instance,
+        network_info: list[Vif] | list[td.Vif],
+        block_device_info: list[BlockDevice] | list[td.BlockDevice],
+        power_on: bool,
+    ) -> None:
+        """Bring back the guest whose copy this host kept, as it was before the move (its interfaces and volumes plugged again); start it if `power_on`."""
+        return await self.impl.finish_revert_migration(
+            instance=_plain(instance, types.Instance),
+            network_info=_plain(network_info, types.Vif),
+            block_device_info=_plain(block_device_info, types.BlockDevice),
+            power_on=_plain(power_on, None),
+        )
+
     async def get_available_resource(self) -> td.Resources:
         """The host's capacity and usage, reported to the scheduler."""
         return await self.impl.get_available_resource()

@@ -896,6 +896,13 @@ class CreateImageAction(BaseModel):
     )
 
 
+class Resize(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    flavorRef: str | int = Field(..., description="The new flavor (its id).")
+
+
 class Rebuild(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -944,6 +951,22 @@ class ServerActionRequest(BaseModel):
     unshelve: Any | None = Field(
         None,
         description="Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE.",
+    )
+    resize: Resize | None = Field(
+        None,
+        description="Move the server to another flavor (flavorRef), on a host the scheduler chooses; status RESIZE, then VERIFY_RESIZE until confirmResize or revertResize.",
+    )
+    confirmResize: Any | None = Field(
+        None,
+        description="Keep a resized or migrated server where it is now (value null); the source host is freed; status ACTIVE (SHUTOFF if it was).",
+    )
+    revertResize: Any | None = Field(
+        None,
+        description="Take a resized or migrated server back to its source host and old flavor (value null); status REVERT_RESIZE, then as it was.",
+    )
+    migrate: Any | None = Field(
+        None,
+        description='Cold migrate the server to another host (value null; administrators; from 2.56 {"host": NAME} names the host); status RESIZE, then VERIFY_RESIZE.',
     )
     rebuild: Rebuild | None = Field(
         None,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-compute (worker, project nova): generated from the spec.
 
-Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, shelve_instance, shelve_offload_instance, unshelve_instance, attach_volume, detach_volume, attach_interface, detach_interface. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes build_and_run_instance, terminate_instance, stop_instance, start_instance, trigger_crash_dump, pause_instance, unpause_instance, suspend_instance, resume_instance, reboot_instance, get_console_output, snapshot_instance, rebuild_instance, shelve_instance, shelve_offload_instance, unshelve_instance, prep_resize, resize_instance, finish_resize, confirm_resize, revert_resize, finish_revert_resize, attach_volume, detach_volume, attach_interface, detach_interface. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -537,6 +537,36 @@ async def unshelve_instance(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def prep_resize(flow: Flow) -> None:
+    """message prep_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def resize_instance(flow: Flow) -> None:
+    """message resize_instance: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def finish_resize(flow: Flow) -> None:
+    """message finish_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def confirm_resize(flow: Flow) -> None:
+    """message confirm_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def revert_resize(flow: Flow) -> None:
+    """message revert_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def finish_revert_resize(flow: Flow) -> None:
+    """message finish_revert_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
 async def attach_volume(flow: Flow) -> None:
     """message attach_volume: behaviour compute.rpc_attach_volume."""
     await flow.trigger(None)
@@ -847,6 +877,118 @@ HANDLERS: dict[str, HandlerSpec] = {
             },
         },
     ),
+    "prep_resize": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="prep_resize",
+        behaviour="compute.rpc_migration",
+        on_error=None,
+        run=prep_resize,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "resize_prep",
+            "send": "resize_instance",
+            "to": "request.migration.source_host",
+        },
+    ),
+    "resize_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="resize_instance",
+        behaviour="compute.rpc_migration",
+        on_error=None,
+        run=resize_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "resize_prep",
+            "running": "resize_migrating",
+            "call": "migrate_disk_and_power_off",
+            "with": "{'instance': {'uuid': doc.uuid, 'name': doc.uuid}, 'dest': request.migration.dest_host}",
+            "done": "{'task_state': 'resize_migrated', 'power_state': 4}",
+            "send": "finish_resize",
+            "to": "request.migration.dest_host",
+        },
+    ),
+    "finish_resize": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="finish_resize",
+        behaviour="compute.rpc_migration",
+        on_error=None,
+        run=finish_resize,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "resize_migrated",
+            "running": "resize_finish",
+            "call": "finish_migration",
+            "with": "cel.bind(m, request.migration, cel.bind(f, refs.old ? m.old_flavor : m.new_flavor, {'instance': {'uuid': doc.uuid, 'name': doc.uuid, 'vcpus': int(f.vcpus),\n   'memory_mb': int(f.ram), 'root_gb': int(f.disk), 'image_id': doc.image_id},\n 'disk_info': has(request.disk_info) ? request.disk_info : '',\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''}),\n 'power_on': m.old_vm_state != 'stopped'}))",
+            "done": "cel.bind(m, request.migration, {'vm_state': 'resized', 'task_state': null, 'power_state': m.old_vm_state == 'stopped' ? 4 : 1,\n 'host': m.dest_host, 'node': m.dest_node, 'flavor': m.new_flavor,\n 'flavor_id': string(m.new_flavor.id), 'migration': merge(m, {'status': 'finished'})})",
+            "claims": "[{'host': request.migration.dest_host, 'op': 'swap'}]\n  + (request.migration.source_host != request.migration.dest_host\n    ? [{'host': request.migration.source_host, 'op': 'swap'}] : [])",
+        },
+    ),
+    "confirm_resize": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="confirm_resize",
+        behaviour="compute.rpc_migration",
+        on_error=None,
+        run=confirm_resize,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "call": "confirm_migration",
+            "with": "{'instance': {'uuid': doc.uuid, 'name': doc.uuid}}",
+            "accept": ["InstanceNotFound"],
+            "done": "{'vm_state': request.migration.old_vm_state == 'stopped' ? 'stopped' : 'active',\n 'migration': null}",
+            "claims": "[{'host': request.migration.source_host, 'op': 'drop_migration'}]",
+        },
+    ),
+    "revert_resize": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="revert_resize",
+        behaviour="compute.rpc_migration",
+        on_error=None,
+        run=revert_resize,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "resize_reverting",
+            "call": "destroy",
+            "with": "{'instance': {'uuid': doc.uuid, 'name': doc.uuid}}",
+            "accept": ["InstanceNotFound"],
+            "claims": "[{'host': request.migration.dest_host, 'op': 'drop'}]",
+            "send": "finish_revert_resize",
+            "to": "request.migration.source_host",
+        },
+    ),
+    "finish_revert_resize": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="finish_revert_resize",
+        behaviour="compute.rpc_migration",
+        on_error=None,
+        run=finish_revert_resize,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={
+            "expected": "resize_reverting",
+            "call": "finish_revert_migration",
+            "old": True,
+            "with": "cel.bind(m, request.migration, cel.bind(f, refs.old ? m.old_flavor : m.new_flavor, {'instance': {'uuid': doc.uuid, 'name': doc.uuid, 'vcpus': int(f.vcpus),\n   'memory_mb': int(f.ram), 'root_gb': int(f.disk), 'image_id': doc.image_id},\n 'disk_info': has(request.disk_info) ? request.disk_info : '',\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''}),\n 'power_on': m.old_vm_state != 'stopped'}))",
+            "done": "cel.bind(m, request.migration, {'vm_state': m.old_vm_state, 'task_state': null, 'power_state': m.old_vm_state == 'stopped' ? 4 : 1,\n 'host': m.source_host, 'node': m.source_node, 'flavor': m.old_flavor,\n 'flavor_id': string(m.old_flavor.id), 'migration': null})",
+            "claims": "[{'host': request.migration.source_host, 'op': 'swap'}]",
+        },
+    ),
     "attach_volume": HandlerSpec(
         component=COMPONENT,
         kind="message",
@@ -1054,6 +1196,66 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=True,
         handler=HANDLERS["unshelve_instance"],
         payload_model=messages.UnshelveInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="prep_resize",
+        topic="compute",
+        method="prep_resize",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["prep_resize"],
+        payload_model=messages.PrepResizePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="resize_instance",
+        topic="compute",
+        method="resize_instance",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["resize_instance"],
+        payload_model=messages.ResizeInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="finish_resize",
+        topic="compute",
+        method="finish_resize",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["finish_resize"],
+        payload_model=messages.FinishResizePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="confirm_resize",
+        topic="compute",
+        method="confirm_resize",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["confirm_resize"],
+        payload_model=messages.ConfirmResizePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="revert_resize",
+        topic="compute",
+        method="revert_resize",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["revert_resize"],
+        payload_model=messages.RevertResizePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="finish_revert_resize",
+        topic="compute",
+        method="finish_revert_resize",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["finish_revert_resize"],
+        payload_model=messages.FinishRevertResizePayload,
         reply_model=None,
     ),
     Consumer(

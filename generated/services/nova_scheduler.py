@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """nova-scheduler (worker, project nova): generated from the spec.
 
-Consumes schedule_and_build_instances, schedule_unshelve_instance. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes schedule_and_build_instances, schedule_unshelve_instance, schedule_resize_instance. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -36,6 +36,11 @@ async def schedule_unshelve_instance(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def schedule_resize_instance(flow: Flow) -> None:
+    """message schedule_resize_instance: behaviour scheduler.schedule_resize."""
+    await flow.trigger(None)
+
+
 HANDLERS: dict[str, HandlerSpec] = {
     "schedule_and_build_instances": HandlerSpec(
         component=COMPONENT,
@@ -65,6 +70,18 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"expected": "unshelving", "send": "unshelve_instance"},
     ),
+    "schedule_resize_instance": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="schedule_resize_instance",
+        behaviour="scheduler.schedule_resize",
+        on_error=None,
+        run=schedule_resize_instance,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"expected": "resize_prep", "send": "prep_resize"},
+    ),
 }
 
 ROUTES: tuple[()] = ()
@@ -88,6 +105,16 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=False,
         handler=HANDLERS["schedule_unshelve_instance"],
         payload_model=messages.ScheduleUnshelveInstancePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="schedule_resize_instance",
+        topic="scheduler",
+        method="migrate_server",
+        pattern="cast",
+        per_host=False,
+        handler=HANDLERS["schedule_resize_instance"],
+        payload_model=messages.ScheduleResizeInstancePayload,
         reply_model=None,
     ),
 )

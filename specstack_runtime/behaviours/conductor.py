@@ -95,13 +95,19 @@ async def require_instance(rt: ServiceRuntime, uuid: str) -> Doc:
 # -- compute nodes and claims ----------------------------------------------------------
 
 
+def migration_claim(uuid: str) -> str:
+    """The name of the claim a resize or migration holds besides the instance's own (the new
+    flavor's on the destination, then the old one's on the source)."""
+    return f"{uuid}#migration"
+
+
 def usage_of(claims: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
-    """The used amounts of a compute node: the sums of its claims."""
+    """The used amounts of a compute node: the sums of its claims (a migration's too)."""
     return {
         "vcpus_used": sum(_int(c.get("vcpus")) for c in claims.values()),
         "memory_mb_used": sum(_int(c.get("memory_mb")) for c in claims.values()),
         "local_gb_used": sum(_int(c.get("disk_gb")) for c in claims.values()),
-        "running_vms": len(claims),
+        "running_vms": sum(1 for k in claims if not k.endswith("#migration")),
     }
 
 
@@ -141,18 +147,35 @@ async def mutate_node(
 
 
 async def release_claim(store: Store, row: Mapping[str, Any]) -> None:
-    """Give back what the scheduler claimed for this instance (idempotent): on its host, and
-    on the host it was claiming (`claim_host`), recorded or not as the instance's host."""
+    """Give back what the scheduler claimed for this instance (idempotent): on its host, on
+    the host it was claiming (`claim_host`), recorded or not as the instance's host, and on
+    the hosts of a migration under way."""
     uuid = str(row["id"])
+    move = row.get("migration") or {}
+    hosts = (row.get("host"), row.get(CLAIM_HOST), move.get("source_host"), move.get("dest_host"))
+    for host in dict.fromkeys(h for h in hosts if h):
+        await change_claims(store, str(host), uuid, "drop", "drop_migration")
 
-    def drop(doc: Doc) -> dict[str, Any] | None:
+
+async def change_claims(store: Store, host: str, uuid: str, *ops: str) -> None:
+    """A migration's claims on `host` changed (instance_update's `claims`): `swap` exchanges
+    the instance's claim and the migration's, `drop` removes the instance's and
+    `drop_migration` the migration's."""
+    mine, moving = uuid, migration_claim(uuid)
+
+    def change(doc: Doc) -> dict[str, Any] | None:
         claims = dict(doc.get("claims") or {})
-        if claims.pop(uuid, None) is None:
+        for op in ops:
+            if op == "swap":
+                a, b = claims.pop(mine, None), claims.pop(moving, None)
+                claims.update({k: v for k, v in ((mine, b), (moving, a)) if v is not None})
+            else:
+                claims.pop(moving if op == "drop_migration" else mine, None)
+        if claims == (doc.get("claims") or {}):
             return None
         return {"claims": claims, **usage_of(claims)}
 
-    for host in dict.fromkeys(h for h in (row.get("host"), row.get(CLAIM_HOST)) if h):
-        await mutate_node(store, str(host), drop)
+    await mutate_node(store, host, change)
 
 
 # -- the conductor's message handlers -----------------------------------------------------
@@ -185,7 +208,8 @@ async def instance_update(call: Call) -> dict[str, Any]:
     expect = None
     if "expected_task_state" in payload:
         expect = {"task_state": payload["expected_task_state"]}
-    before = await store.get(INSTANCES, uuid) if "host" in updates else None
+    moving = "host" in updates or "migration" in updates or vm_state in args["release"]
+    before = await store.get(INSTANCES, uuid) if moving else None
     row = await store.update(INSTANCES, uuid, updates, expect=expect)
     if row is None:
         current = await require_instance(call.rt, uuid)
@@ -193,11 +217,18 @@ async def instance_update(call: Call) -> dict[str, Any]:
         raise call.rt.info.resources.resource("server").fail(
             "task_state", expected=expected, **current
         )
+    for change in payload.get("claims") or ():  # a migration's, before a move releases any
+        await change_claims(store, str(change["host"]), uuid, str(change["op"]))
     if vm_state in args["release"]:
-        await release_claim(store, row)
+        await release_claim(store, before or row)
     if vm_state == "deleted":  # out of its server group
         await collects.removed(engine_call(call, "server"), row)
-    if before is not None and before.get("host") and before.get("host") != row.get("host"):
+    if (
+        before is not None
+        and before.get("host")
+        and before.get("host") != row.get("host")
+        and not payload.get("claims")  # (a migration moves its claims itself)
+    ):
         await release_claim(store, before)  # moved (rescheduled): the old host's claim goes
     if "attachments" in updates or vm_state == "deleted":
         await sync_block_device_mappings(store, row, args["block_devices"])

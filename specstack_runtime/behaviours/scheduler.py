@@ -21,8 +21,10 @@ from specstack_runtime.behaviours.conductor import (
     CLAIM_HOST,
     COMPUTE_NODES,
     INSTANCES,
+    flavor_info,
     liveness,
     make_fault,
+    migration_claim,
     node_figures,
     release_claim,
     usage_of,
@@ -226,13 +228,15 @@ async def claim_host(
     down_after_s: float,
     claiming: str | None = None,
     waiting: Mapping[str, Any] | None = None,
+    key: str | None = None,
 ) -> Doc:
     """Choose the best host and record the instance's claim on it; its new document.
 
     The host is written on the instance (`claim_host`) before it is claimed, so that a run
     that dies in between leaves its claim findable (`earlier_claim`); `claiming` is the
     host the instance names already; `waiting`, what the instance is while it waits (a
-    build's by default). NoValidHost when no host passes the filters;
+    build's by default); `key`, the claim's name when it is a migration's (its host is the
+    migration's to record). NoValidHost when no host passes the filters;
     InstanceChanged when the instance stops waiting meanwhile.
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
@@ -248,10 +252,10 @@ async def claim_host(
             docs = {str(d["host"]): d for d in found}
             ranked = rank(found, request, filters, weighers, down_after_s)
         doc = docs[ranked[0].host]
-        if ranked[0].host != claiming:
+        if key is None and ranked[0].host != claiming:
             await _record_claiming(store, instance_uuid, ranked[0].host, waiting)
             claiming = ranked[0].host
-        claims = {**(doc.get("claims") or {}), instance_uuid: claim}
+        claims = {**(doc.get("claims") or {}), key or instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
         usage = usage_of(claims)
         new = await store.update(
@@ -415,6 +419,51 @@ async def schedule_unshelve(call: Call) -> None:
             return
     forward = {"instance": dict(payload["instance"]), "image_id": str(payload["image_id"])}
     await send(call, str(args["send"]), forward, host=str(host))
+
+
+@behaviour("scheduler.schedule_resize")
+async def schedule_resize(call: Call) -> None:
+    """resize and cold migrate: a host for the migration's new flavor (only the one the
+    request names, if any; the current one only for a resize where allow_resize_to_same_host),
+    claimed as the migration's claim and recorded in the instance's migration, then the
+    consumer's `send` to it. No valid host: the task cleared, the server left as it was with
+    the fault (nova's)."""
+    rt, store, payload, args = call.rt, call.rt.require_store(), call.payload, call.args
+    uuid, expected = str(payload["instance"]["uuid"]), str(args["expected"])
+    row = await store.get(INSTANCES, uuid)
+    if row is None or row.get("task_state") != expected or not row.get("migration"):
+        return  # deleted meanwhile, or a redelivery of a request done
+    move = dict(row["migration"])
+    move.update(
+        old_flavor=flavor_info(rt.info, move.get("old_flavor") or row["flavor"]),
+        new_flavor=flavor_info(rt.info, move.get("new_flavor") or row["flavor"]),
+    )
+    same = move["kind"] == "resize" and rt.config.allow_resize_to_same_host
+    spec = {
+        "flavor": move["new_flavor"],
+        "availability_zone": row.get("availability_zone"),
+        "ignore_hosts": [] if same else [str(row["host"])],
+    }
+    only = {"hosts": [payload["host"]]} if payload.get("host") else {}
+    request = request_spec_of({"request_spec": spec}, only)
+    waiting = {"task_state": expected, "host": row["host"]}
+    config, down = rt.config, liveness(rt.info, "service_down_time_s")
+    filters, weighers = config.scheduler_filters, config.scheduler_weighers
+    key = migration_claim(uuid)
+    try:
+        node = await claim_host(store, request, uuid, filters, weighers, down, None, waiting, key)
+    except NoValidHost as exc:
+        fault = make_fault(500, f"{NO_VALID_HOST} {exc}" if str(exc) else NO_VALID_HOST)
+        changes = {"task_state": None, "migration": None, "fault": fault}
+        await store.update(INSTANCES, uuid, changes, expect=waiting)
+        raise  # the instance action's event: an error
+    host = str(node["host"])
+    move.update(dest_host=host, dest_node=str(node.get("hypervisor_hostname") or host))
+    if await store.update(INSTANCES, uuid, {"migration": move}, expect=waiting) is None:
+        await release_claim(store, {"id": uuid, "host": host})
+        return
+    await send(call, str(args["send"]), {"instance": dict(payload["instance"]),
+                                         "migration": move}, host=host)  # fmt: skip
 
 
 @behaviour("scheduler.set_instance_error")

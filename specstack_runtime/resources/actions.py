@@ -26,8 +26,8 @@ from specstack_runtime.resources.context import Doc, ResourceCall
 
 
 def _value(rc: ResourceCall, spec: Any, doc: Doc, arg: Any, reply: Any = None) -> Any:
-    """A literal, or {expr: CEL} over the row, the action's argument (`params`), what it
-    asked (`refs`) and what a called message answered (`reply`)."""
+    """A literal, or {expr: CEL} over the row, the action's argument (`params`), the rows of
+    its relations and what it asked (`refs`) and what a called message answered (`reply`)."""
     if isinstance(spec, dict) and set(spec) == {"expr"}:
         names = rc.variables(doc=doc, params=arg, reply=reply, refs=rc.refs)
         return compile_expr(str(spec["expr"])).evaluate(**names)

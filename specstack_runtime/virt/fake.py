@@ -342,3 +342,73 @@ class FakeHypervisor:
 
     async def resume(self, instance: Instance) -> None:
         await self._transition(instance, SUSPENDED, RUNNING, "resumed")
+
+    # -- moving a guest (resize, cold migration) ----------------------------------------
+
+    async def migrate_disk_and_power_off(self, instance: Instance, dest: str) -> str:
+        """Off, its disks described for `dest`, this host's record kept aside (nova's
+        `_resize` copy) until the move is confirmed or reverted."""
+        guest = self._guest(instance)
+        guest["power_state"] = SHUTDOWN
+        self._log(guest, f"powered off; disks handed to {dest}")
+        self.guests[_kept(guest["uuid"])] = self.guests.pop(guest["uuid"])
+        self._changed()
+        handed = {"uuid": guest["uuid"], "source": self.hostname, "disks": guest["disks"],
+                  "console": guest["console"]}  # fmt: skip
+        return jsoncodec.dumps_text(handed)
+
+    async def finish_migration(
+        self,
+        instance: Instance,
+        disk_info: str,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
+        power_on: bool,
+    ) -> None:
+        uuid = instance_uuid(instance)
+        try:
+            handed = jsoncodec.loads(disk_info)
+        except ValueError:
+            handed = {}
+        if not isinstance(handed, dict) or handed.get("uuid") != uuid:
+            raise InstanceNotFound(uuid)  # no disk of this instance was handed over
+        root = handed["disks"].get("vda") or {}
+        image: ImageMeta = {"id": str(root.get("image_id") or ""), "path": root.get("path")}
+        await self.spawn(instance, image, network_info, block_device_info)
+        guest = self._guest(instance)
+        guest["console"] = [*handed["console"], *guest["console"]][-MAX_CONSOLE_LINES:]
+        self._log(guest, f"moved here from {handed['source']}")
+        if not power_on:
+            await self.power_off(instance)
+
+    async def confirm_migration(self, instance: Instance) -> None:
+        uuid = instance_uuid(instance)
+        if self.guests.pop(_kept(uuid), None) is None:
+            raise InstanceNotFound(uuid)
+        self._changed()
+
+    async def finish_revert_migration(
+        self,
+        instance: Instance,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
+        power_on: bool,
+    ) -> None:
+        uuid = instance_uuid(instance)
+        guest = self.guests.pop(_kept(uuid), None)
+        if guest is None:
+            raise InstanceNotFound(uuid)
+        self.guests[uuid] = guest
+        guest.update(vcpus=int(instance.get("vcpus") or guest["vcpus"]),
+                     memory_mb=int(instance.get("memory_mb") or guest["memory_mb"]))  # fmt: skip
+        self._plug(guest, network_info or [])
+        self._log(guest, "move reverted")
+        guest["power_state"] = SHUTDOWN
+        if power_on:
+            await self.power_on(instance)
+        self._changed()
+
+
+def _kept(uuid: str) -> str:
+    """The key of the copy of a moved guest its source keeps (nova's instance_resize)."""
+    return f"{uuid}_resize"

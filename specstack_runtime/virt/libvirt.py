@@ -73,6 +73,7 @@ from specstack_runtime.virt.domain_xml import (
     render_domain,
     render_interface,
 )
+from specstack_runtime.virt.unmoved import Unmoved
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
     from generated.drivers.types import (
@@ -117,7 +118,7 @@ def _disk_name(mountpoint: Any) -> str:
     return "vd" + name[name.index("d") + 1 :]
 
 
-class LibvirtHypervisor:
+class LibvirtHypervisor(Unmoved):
     """Guests as libvirt domains; see the module docstring.
 
     `vcpus`, `memory_mb` and `local_gb` (the topology's figures for fake hosts)

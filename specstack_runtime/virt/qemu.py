@@ -64,6 +64,7 @@ from specstack_runtime.virt.common import (
     resource_report,
     vif_mac,
 )
+from specstack_runtime.virt.unmoved import Unmoved
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def _volume_file(connection_info: Any) -> tuple[str, str]:
     return vol.path, vol.serial
 
 
-class QemuHypervisor:
+class QemuHypervisor(Unmoved):
     """Guests as QEMU processes; see the module docstring."""
 
     hypervisor_type = "QEMU"
