@@ -575,6 +575,71 @@ class VolumeDeletePayload(BaseModel):
     volume_id: UUID
 
 
+class SnapshotCreatePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    snapshot_id: UUID
+    volume_id: UUID
+
+
+class SnapshotCreateReply(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    snapshot_id: str
+
+
+class SnapshotDeletePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    snapshot_id: UUID
+
+
+class VolumeRevertPayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    volume_id: UUID
+    snapshot_id: UUID
+
+
+class VolumeRevertReply(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    volume_id: str
+
+
+class BackupCreatePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    backup_id: UUID
+
+
+class BackupRestorePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    backup_id: UUID
+    volume_id: UUID
+
+
+class BackupDeletePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    backup_id: UUID
+
+
 class VolumeAttachment(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
