@@ -231,3 +231,33 @@ def attachment_delete(flow: Flow) -> Invoke:
 def volume_delete(flow: Flow) -> Invoke:
     """Volume delete on a backend: cast on topic cinder-volume.<host>, consumed by cinder-volume."""
     return flow.sender("volume_delete", models.VolumeDeletePayload, None)
+
+
+def snapshot_create(flow: Flow) -> Invoke:
+    """Snapshot data copied on a backend: call on topic cinder-volume.<host>, consumed by cinder-volume."""
+    return flow.sender("snapshot_create", models.SnapshotCreatePayload, models.SnapshotCreateReply)
+
+
+def snapshot_delete(flow: Flow) -> Invoke:
+    """Snapshot data removed on a backend: cast on topic cinder-volume.<host>, consumed by cinder-volume."""
+    return flow.sender("snapshot_delete", models.SnapshotDeletePayload, None)
+
+
+def volume_revert(flow: Flow) -> Invoke:
+    """Volume reverted to its snapshot on a backend: call on topic cinder-volume.<host>, consumed by cinder-volume."""
+    return flow.sender("volume_revert", models.VolumeRevertPayload, models.VolumeRevertReply)
+
+
+def backup_create(flow: Flow) -> Invoke:
+    """Volume backup into the object store: cast on topic cinder-volume.<host>, consumed by cinder-volume."""
+    return flow.sender("backup_create", models.BackupCreatePayload, None)
+
+
+def backup_restore(flow: Flow) -> Invoke:
+    """Volume backup restored from the object store: cast on topic cinder-volume.<host>, consumed by cinder-volume."""
+    return flow.sender("backup_restore", models.BackupRestorePayload, None)
+
+
+def backup_delete(flow: Flow) -> Invoke:
+    """Volume backup removed from the object store: cast on topic cinder-volume.<host>, consumed by cinder-volume."""
+    return flow.sender("backup_delete", models.BackupDeletePayload, None)

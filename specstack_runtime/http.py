@@ -89,6 +89,18 @@ class ClientSet:
         }
 
     @cached_property
+    def _match_path(self) -> set[tuple[str, str, str]]:
+        """(api, operation, parameter) of the path parameters that may hold "/" (swift's
+        object names): sent with their slashes, as swift's clients send them."""
+        return {
+            (api["name"], op["operation_id"], p["name"])
+            for api in self.info.ir["apis"]
+            for op in api["operations"]
+            for p in op.get("parameters") or ()
+            if p.get("match_path")
+        }
+
+    @cached_property
     def _versions(self) -> dict[tuple[str, str], dict[str, str]]:
         """The microversion headers of the operations a version brings (`x-specstack-since`):
         a caller that names none asks for that version, as nova asks cinder for 3.44 to
@@ -131,7 +143,8 @@ class ClientSet:
             raise KeyError(f"the {api} API has no operation {operation_id!r}") from None
         path = template
         for name, value in (path_params or {}).items():
-            path = path.replace("{" + name + "}", quote(str(value), safe=""))
+            safe = "/" if (api, operation_id, name) in self._match_path else ""
+            path = path.replace("{" + name + "}", quote(str(value), safe=safe))
         if "{" in path:
             raise ValueError(f"{operation_id}: path parameters missing in {path}")
         asked = self._versions.get((api, operation_id))

@@ -75,6 +75,7 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.volume",
     "specstack_runtime.behaviours.volume_attach",
     "specstack_runtime.behaviours.volume_backend",
+    "specstack_runtime.behaviours.volume_backup",
     "specstack_runtime.behaviours.documents",
 )
 

@@ -378,6 +378,168 @@ class BlockStorageClient(BoundClient):
         )
         return ApiResponse(response, None, 202)
 
+    async def list_backups(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.BackupSummaryList]:
+        """GET /v3/{project_id}/backups: List backups"""
+        response = await self._call(
+            "listBackups",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.BackupSummaryList, 200)
+
+    async def create_backup(
+        self,
+        project_id: str,
+        *,
+        body: models.BackupCreateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.BackupSummaryResponse]:
+        """POST /v3/{project_id}/backups: Create a backup"""
+        response = await self._call(
+            "createBackup",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.BackupSummaryResponse, 202)
+
+    async def list_backups_detailed(
+        self,
+        project_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.BackupList]:
+        """GET /v3/{project_id}/backups/detail: List backups with details"""
+        response = await self._call(
+            "listBackupsDetailed",
+            {
+                "project_id": project_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.BackupList, 200)
+
+    async def show_backup(
+        self,
+        project_id: str,
+        backup_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.BackupResponse]:
+        """GET /v3/{project_id}/backups/{backup_id}: Show a backup"""
+        response = await self._call(
+            "showBackup",
+            {
+                "project_id": project_id,
+                "backup_id": backup_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.BackupResponse, 200)
+
+    async def update_backup(
+        self,
+        project_id: str,
+        backup_id: str,
+        *,
+        body: models.BackupUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.BackupResponse]:
+        """PUT /v3/{project_id}/backups/{backup_id}: Update a backup"""
+        response = await self._call(
+            "updateBackup",
+            {
+                "project_id": project_id,
+                "backup_id": backup_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.BackupResponse, 200)
+
+    async def delete_backup(
+        self,
+        project_id: str,
+        backup_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v3/{project_id}/backups/{backup_id}: Delete a backup"""
+        response = await self._call(
+            "deleteBackup",
+            {
+                "project_id": project_id,
+                "backup_id": backup_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 202)
+
+    async def restore_backup(
+        self,
+        project_id: str,
+        backup_id: str,
+        *,
+        body: models.BackupRestoreRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.BackupRestoreResponse]:
+        """POST /v3/{project_id}/backups/{backup_id}/restore: Restore a backup"""
+        response = await self._call(
+            "restoreBackup",
+            {
+                "project_id": project_id,
+                "backup_id": backup_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.BackupRestoreResponse, 202)
+
     async def get_volume_limits(
         self,
         project_id: str,

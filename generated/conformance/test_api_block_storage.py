@@ -112,6 +112,16 @@ def test_block_storage_list_snapshots_detailed_direct(target: Target) -> None:
     provoke.call_and_check(target, "block-storage", "listSnapshotsDetailed")
 
 
+def test_block_storage_list_backups_direct(target: Target) -> None:
+    """GET /v3/{project_id}/backups called directly."""
+    provoke.call_and_check(target, "block-storage", "listBackups")
+
+
+def test_block_storage_list_backups_detailed_direct(target: Target) -> None:
+    """GET /v3/{project_id}/backups/detail called directly."""
+    provoke.call_and_check(target, "block-storage", "listBackupsDetailed")
+
+
 def test_block_storage_get_volume_limits_direct(target: Target) -> None:
     """GET /v3/{project_id}/limits called directly."""
     provoke.call_and_check(target, "block-storage", "getVolumeLimits")

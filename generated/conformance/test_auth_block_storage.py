@@ -2,9 +2,9 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Block Storage API (cinder): each operation's token and policy (x-specstack-policy).
 
-27 operations need a token: without one, with a bogus one, an expired one
+34 operations need a token: without one, with a bogus one, an expired one
 and a revoked one they answer 401; 3 need a role the demo user lacks (403);
-23 refuse a path naming another project (403); 1 hide
+30 refuse a path naming another project (403); 1 hide
 another project's resource (404).
 """
 
@@ -31,6 +31,13 @@ PROTECTED = (
     "showSnapshot",
     "updateSnapshot",
     "deleteSnapshot",
+    "listBackups",
+    "createBackup",
+    "listBackupsDetailed",
+    "showBackup",
+    "updateBackup",
+    "deleteBackup",
+    "restoreBackup",
     "getVolumeLimits",
     "listVolumeAvailabilityZones",
     "showQuotaSet",
@@ -65,6 +72,13 @@ PROJECT_IN_PATH = (
     "showSnapshot",  # rule:admin_service_or_reader
     "updateSnapshot",  # rule:admin_service_or_member
     "deleteSnapshot",  # rule:admin_service_or_member
+    "listBackups",  # rule:admin_service_or_reader
+    "createBackup",  # rule:admin_service_or_member
+    "listBackupsDetailed",  # rule:admin_service_or_reader
+    "showBackup",  # rule:admin_service_or_reader
+    "updateBackup",  # rule:admin_service_or_member
+    "deleteBackup",  # rule:admin_service_or_member
+    "restoreBackup",  # rule:admin_service_or_member
     "getVolumeLimits",  # rule:admin_or_reader
     "showQuotaSetDefaults",  # rule:admin_or_reader
     "listVolumeTypes",  # rule:admin_service_or_reader

@@ -57,6 +57,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "attachments",
             "snapshots",
             "volume_types",
+            "backups",
             "volume_quota_sets",
         ),
     ),

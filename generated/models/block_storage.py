@@ -452,6 +452,156 @@ class SnapshotUpdateRequest(BaseModel):
     snapshot: SnapshotUpdate
 
 
+class Backup(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str | None
+    description: str | None
+    status: Literal["creating", "available", "deleting", "error", "error_deleting", "restoring"]
+    size: int = Field(..., description="The volume's size in GiB.")
+    volume_id: UUID
+    snapshot_id: str | None = None
+    container: str | None = Field(..., description="The object store container holding the data.")
+    availability_zone: str | None
+    object_count: int = Field(..., description="How many objects hold the data.")
+    fail_reason: str | None = None
+    is_incremental: bool
+    has_dependent_backups: bool
+    data_timestamp: str | None = Field(None, description="Naive UTC timestamp of the data.")
+    created_at: str = Field(..., description="Naive UTC timestamp.")
+    updated_at: str | None = Field(None, description="Naive UTC timestamp.")
+    links: list[Link]
+    os_backup_project_attr_project_id: str | None = Field(
+        None,
+        alias="os-backup-project-attr:project_id",
+        description="The owner project (administrators",
+    )
+    metadata: dict[str, str] | None = Field(None, description="3.43 and later.")
+    user_id: str | None = Field(None, description="Who made the backup (3.56 and later).")
+
+
+class BackupSummary(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: UUID
+    name: str | None
+    links: list[Link]
+
+
+class BackupResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backup: Backup
+
+
+class BackupSummaryResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backup: BackupSummary
+
+
+class BackupList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backups: list[Backup]
+    backups_links: list[Link] | None = Field(
+        None, description="A rel=next link when more backups remain."
+    )
+    count: int | None = Field(
+        None, description="How many match in all, with with_count=true (3.45 and later)."
+    )
+
+
+class BackupSummaryList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backups: list[BackupSummary]
+    backups_links: list[Link] | None = None
+    count: int | None = None
+
+
+class BackupCreate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    volume_id: str = Field(..., description="The volume to back up.")
+    container: constr(max_length=255) | None = Field(
+        None, description="The container (default volumebackups)."
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    incremental: bool | str | None = Field(
+        None, description="Only what changed since the volume's latest backup."
+    )
+    force: bool | str | None = Field(None, description="Back up an in-use volume too.")
+    snapshot_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    availability_zone: str | None = Field(
+        None, description="Where the backup goes (3.51; the volume's back end here)."
+    )
+
+
+class BackupCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backup: BackupCreate
+
+
+class BackupUpdate(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: constr(max_length=255) | None = None
+    description: constr(max_length=255) | None = None
+    metadata: dict[str, str] | None = None
+
+
+class BackupUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backup: BackupUpdate
+
+
+class Restore(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    volume_id: str | None = Field(None, description="The volume to restore into (none a new one).")
+    name: constr(max_length=255) | None = Field(None, description="The new volume's name.")
+
+
+class BackupRestoreRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    restore: Restore | None
+
+
+class Restore1(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    backup_id: str
+    volume_id: str
+    volume_name: str | None
+
+
+class BackupRestoreResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    restore: Restore1
+
+
 class Connector(BaseModel):
     model_config = ConfigDict(
         extra="allow",

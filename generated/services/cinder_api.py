@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-api (api, project cinder): generated from the spec.
 
-Serves the Block Storage API (cinder) (29 operations). Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Block Storage API (cinder) (36 operations). Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -96,6 +96,41 @@ async def update_snapshot(flow: Flow) -> None:
 
 async def delete_snapshot(flow: Flow) -> None:
     """operation deleteSnapshot: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_backups(flow: Flow) -> None:
+    """operation listBackups: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def create_backup(flow: Flow) -> None:
+    """operation createBackup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_backups_detailed(flow: Flow) -> None:
+    """operation listBackupsDetailed: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_backup(flow: Flow) -> None:
+    """operation showBackup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_backup(flow: Flow) -> None:
+    """operation updateBackup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_backup(flow: Flow) -> None:
+    """operation deleteBackup: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def restore_backup(flow: Flow) -> None:
+    """operation restoreBackup: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -434,6 +469,90 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
         args={"resource": "snapshot", "action": "delete"},
+    ),
+    "listBackups": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listBackups",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_backups,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "list", "view": "summary"},
+    ),
+    "createBackup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="createBackup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=create_backup,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "create", "view": "summary"},
+    ),
+    "listBackupsDetailed": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listBackupsDetailed",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_backups_detailed,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "list"},
+    ),
+    "showBackup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showBackup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_backup,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "show"},
+    ),
+    "updateBackup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateBackup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_backup,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "update"},
+    ),
+    "deleteBackup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteBackup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_backup,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "delete"},
+    ),
+    "restoreBackup": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="restoreBackup",
+        behaviour="resource.serve",
+        on_error=None,
+        run=restore_backup,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "backup", "action": "action"},
     ),
     "getVolumeLimits": HandlerSpec(
         component=COMPONENT,
@@ -775,6 +894,84 @@ ROUTES: tuple[Route, ...] = (
         HANDLERS["deleteSnapshot"],
         request_model=None,
         request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/backups",
+        "listBackups",
+        HANDLERS["listBackups"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+    ),
+    Route(
+        "POST",
+        "/v3/{project_id}/backups",
+        "createBackup",
+        HANDLERS["createBackup"],
+        request_model=models.BackupCreateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/backups/detail",
+        "listBackupsDetailed",
+        HANDLERS["listBackupsDetailed"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+    ),
+    Route(
+        "GET",
+        "/v3/{project_id}/backups/{backup_id}",
+        "showBackup",
+        HANDLERS["showBackup"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_reader",
+    ),
+    Route(
+        "PUT",
+        "/v3/{project_id}/backups/{backup_id}",
+        "updateBackup",
+        HANDLERS["updateBackup"],
+        request_model=models.BackupUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+        since=(3, 9),
+    ),
+    Route(
+        "DELETE",
+        "/v3/{project_id}/backups/{backup_id}",
+        "deleteBackup",
+        HANDLERS["deleteBackup"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_service_or_member",
+    ),
+    Route(
+        "POST",
+        "/v3/{project_id}/backups/{backup_id}/restore",
+        "restoreBackup",
+        HANDLERS["restoreBackup"],
+        request_model=models.BackupRestoreRequest,
+        request_content_type="application/json",
         requires_token=True,
         match_path=(),
         policy="rule:admin_service_or_member",

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """cinder-volume (worker, project cinder): generated from the spec.
 
-Consumes volume_create, attachment_update, attachment_delete, volume_delete. Each handler carries out, in order, the interactions the spec's sequences give
+Consumes volume_create, attachment_update, attachment_delete, volume_delete, snapshot_create, snapshot_delete, volume_revert, backup_create, backup_restore, backup_delete. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -34,6 +34,36 @@ async def attachment_delete(flow: Flow) -> None:
 
 async def volume_delete(flow: Flow) -> None:
     """message volume_delete: behaviour volume.backend_delete."""
+    await flow.trigger(None)
+
+
+async def snapshot_create(flow: Flow) -> None:
+    """message snapshot_create: behaviour volume.backend_snapshot."""
+    await flow.trigger(None)
+
+
+async def snapshot_delete(flow: Flow) -> None:
+    """message snapshot_delete: behaviour volume.backend_snapshot_delete."""
+    await flow.trigger(None)
+
+
+async def volume_revert(flow: Flow) -> None:
+    """message volume_revert: behaviour volume.backend_revert."""
+    await flow.trigger(None)
+
+
+async def backup_create(flow: Flow) -> None:
+    """message backup_create: behaviour volume.backup_create."""
+    await flow.trigger(None)
+
+
+async def backup_restore(flow: Flow) -> None:
+    """message backup_restore: behaviour volume.backup_restore."""
+    await flow.trigger(None)
+
+
+async def backup_delete(flow: Flow) -> None:
+    """message backup_delete: behaviour volume.backup_delete."""
     await flow.trigger(None)
 
 
@@ -100,6 +130,72 @@ HANDLERS: dict[str, HandlerSpec] = {
         entry=None,
         auth_in_steps=False,
     ),
+    "snapshot_create": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="snapshot_create",
+        behaviour="volume.backend_snapshot",
+        on_error=None,
+        run=snapshot_create,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "snapshot_delete": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="snapshot_delete",
+        behaviour="volume.backend_snapshot_delete",
+        on_error=None,
+        run=snapshot_delete,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "volume_revert": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="volume_revert",
+        behaviour="volume.backend_revert",
+        on_error=None,
+        run=volume_revert,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "backup_create": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="backup_create",
+        behaviour="volume.backup_create",
+        on_error=None,
+        run=backup_create,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "backup_restore": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="backup_restore",
+        behaviour="volume.backup_restore",
+        on_error=None,
+        run=backup_restore,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "backup_delete": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="backup_delete",
+        behaviour="volume.backup_delete",
+        on_error=None,
+        run=backup_delete,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
 }
 
 ROUTES: tuple[()] = ()
@@ -143,6 +239,66 @@ CONSUMERS: tuple[Consumer, ...] = (
         per_host=True,
         handler=HANDLERS["volume_delete"],
         payload_model=messages.VolumeDeletePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="snapshot_create",
+        topic="cinder-volume",
+        method="snapshot_create",
+        pattern="call",
+        per_host=True,
+        handler=HANDLERS["snapshot_create"],
+        payload_model=messages.SnapshotCreatePayload,
+        reply_model=messages.SnapshotCreateReply,
+    ),
+    Consumer(
+        message="snapshot_delete",
+        topic="cinder-volume",
+        method="snapshot_delete",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["snapshot_delete"],
+        payload_model=messages.SnapshotDeletePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="volume_revert",
+        topic="cinder-volume",
+        method="volume_revert",
+        pattern="call",
+        per_host=True,
+        handler=HANDLERS["volume_revert"],
+        payload_model=messages.VolumeRevertPayload,
+        reply_model=messages.VolumeRevertReply,
+    ),
+    Consumer(
+        message="backup_create",
+        topic="cinder-volume",
+        method="backup_create",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["backup_create"],
+        payload_model=messages.BackupCreatePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="backup_restore",
+        topic="cinder-volume",
+        method="backup_restore",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["backup_restore"],
+        payload_model=messages.BackupRestorePayload,
+        reply_model=None,
+    ),
+    Consumer(
+        message="backup_delete",
+        topic="cinder-volume",
+        method="backup_delete",
+        pattern="cast",
+        per_host=True,
+        handler=HANDLERS["backup_delete"],
+        payload_model=messages.BackupDeletePayload,
         reply_model=None,
     ),
 )

@@ -4,16 +4,18 @@ end with the fewest allocated GiB, and the sparse raw files that are the volumes
 The scheduler consumes `create_volume` (cast by createVolume's hook), records the chosen
 host in the volume's `host` column and casts `volume_create` to it; that back end makes
 `<data_dir>/volumes/<host>/volume-<id>.img` and marks the volume `available`. Exports
-(`attachment_update`) answer how a compute host reaches the file.
+(`attachment_update`) answer how a compute host reaches the file. A snapshot is a copy of
+the file beside it (`snapshot-<id>.img`), which a revert writes back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import re
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from specstack_runtime.behaviours.volume_base import (
@@ -108,6 +110,41 @@ def volume_path(rt: ServiceRuntime, volume_id: str) -> Path:
     return rt.data_dir / "volumes" / rt.host / f"volume-{volume_id}.img"
 
 
+def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """The (start, end) ranges of a sparse file that hold data (its holes read as zeros)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: nothing but a hole after pos
+            return
+        pos = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, pos
+
+
+def sparse_copy(source: Path, target: Path) -> None:
+    """`source` copied over `target`, its holes kept (a volume is mostly an empty file)."""
+    part = target.with_name(target.name + ".part")
+    with open(source, "rb") as src, open(part, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        for start, end in data_extents(src.fileno(), size):
+            src.seek(start)
+            dst.seek(start)
+            while start < end:
+                chunk = src.read(min(end - start, 1 << 20))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                start += len(chunk)
+        dst.truncate(size)
+    os.replace(part, target)
+
+
+def snapshot_path(rt: ServiceRuntime, snapshot_id: str) -> Path:
+    """A snapshot's copy of its volume's file, beside the volumes of this host."""
+    return volume_path(rt, snapshot_id).with_name(f"snapshot-{snapshot_id}.img")
+
+
 async def _image_data(call: Call, volume: Doc) -> bytes:
     """The data of the image a volume is made from, from glance (its md5 checked)."""
     rt, image_id = call.rt, str(volume["image_id"])
@@ -140,7 +177,7 @@ async def backend_create(call: Call) -> None:
         source_id = volume.get("source_volid")
         source = volume_path(call.rt, source_id) if source_id else None
         if source is not None and source.exists():
-            shutil.copyfile(source, path)
+            sparse_copy(source, path)
         elif volume.get("image_id"):
             atomic_write(path, await _image_data(call, volume))
         else:
@@ -196,3 +233,38 @@ async def backend_delete(call: Call) -> None:
     volume_id = call.payload["volume_id"]
     volume_path(call.rt, volume_id).unlink(missing_ok=True)
     await remove_volume_rows(store_of(call), volume_id)
+
+
+@behaviour("volume.backend_snapshot")
+async def backend_snapshot(call: Call) -> Doc:
+    """A snapshot's copy of the volume's file (a call: the snapshot is taken when answered)."""
+    volume_id, snapshot_id = call.payload["volume_id"], call.payload["snapshot_id"]
+    await asyncio.to_thread(
+        sparse_copy, volume_path(call.rt, volume_id), snapshot_path(call.rt, snapshot_id)
+    )
+    return {"snapshot_id": snapshot_id}
+
+
+@behaviour("volume.backend_snapshot_delete")
+async def backend_snapshot_delete(call: Call) -> None:
+    """Remove the snapshot's copy and its row."""
+    snapshot_id = call.payload["snapshot_id"]
+    snapshot_path(call.rt, snapshot_id).unlink(missing_ok=True)
+    await store_of(call).delete("snapshots", snapshot_id)
+
+
+@behaviour("volume.backend_revert")
+async def backend_revert(call: Call) -> Doc:
+    """revert (3.40): the snapshot's copy written over the volume's file, at the volume's size
+    (an extended volume keeps its size)."""
+    volume_id, snapshot_id = call.payload["volume_id"], call.payload["snapshot_id"]
+    copy, path = snapshot_path(call.rt, snapshot_id), volume_path(call.rt, volume_id)
+    if not copy.exists():
+        raise NotFound(
+            f"Snapshot {snapshot_id} has no data on {call.rt.host}.",
+            kind="VolumeBackendAPIException",
+        )
+    size = path.stat().st_size
+    await asyncio.to_thread(sparse_copy, copy, path)
+    os.truncate(path, max(size, path.stat().st_size))
+    return {"volume_id": volume_id}

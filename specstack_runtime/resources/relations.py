@@ -48,3 +48,12 @@ async def load(rc: ResourceCall, doc: Doc, only: Collection[str] | None = None) 
         elif rows:
             rc.refs[rel.name] = rows[0]
     return rc.refs
+
+
+async def load_for(rc: ResourceCall, event: str, doc: Doc) -> None:
+    """The relations the `refuse` rules of `event` (create, delete) read, for `doc` (a
+    backup's incremental rule reads the volume's other backups)."""
+    rules = [g.when for g in rc.res.res.guards if event in g.on]
+    wanted = [r.name for r in rc.res.res.relations if any(f"refs.{r.name}" in w for w in rules)]
+    if wanted:
+        await load(rc, doc, only=wanted)

@@ -28,6 +28,7 @@ from specstack_runtime.resources import (
     joins,
     listing,
     quotas,
+    relations,
     views,
     writes,
 )
@@ -63,6 +64,7 @@ async def create(
     rc: ResourceCall, attrs: dict[str, Any] | None = None, id_: str | None = None
 ) -> Reply:
     doc = await writes.for_create(rc, writes.attributes(rc) if attrs is None else attrs, id_)
+    await relations.load_for(rc, "create", doc)
     guards.check(rc, "create", doc, doc)
     await hooks.run(rc, "before_create", doc, None)
     try:

@@ -195,6 +195,7 @@ async def wire(bus: InProcessBus, rt: ServiceRuntime) -> None:
                 payload=env.payload,
                 context=env.context,
                 args=args,
+                token=env.context.get("auth_token"),  # as consumers.py gives it
             )
             result: dict[str, Any] | None = await handler(call)
             return result

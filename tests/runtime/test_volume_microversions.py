@@ -18,6 +18,7 @@ from specstack_runtime.app import ApiApp
 from specstack_runtime.config import StackConfig
 from specstack_runtime.context import AuthContext
 from specstack_runtime.http import ClientSet
+from tests.aio import settle
 from tests.runtime.netvol_fakes import ADMIN, OTHER, OTHER_PROJECT, PROJECT, USER, stack_info
 from tests.runtime.test_volume import CONNECTOR, SERVER, Cinder, cinder, served
 
@@ -61,6 +62,10 @@ class Api:
         assert resp.status_code == 200, resp.text
         key = "snapshots" if path.startswith("snapshots") else "volumes"
         return {item["id"] for item in resp.json()[key]}
+
+
+async def _missing(path: Path) -> bool:
+    return not path.exists()
 
 
 def run(tmp_path: Path, scenario: Callable[[Api], Awaitable[None]]) -> None:
@@ -438,14 +443,18 @@ def test_an_administrator_asks_for_another_projects_limits_from_3_39(tmp_path: P
 def test_revert_to_the_latest_snapshot_from_3_40(tmp_path: Path) -> None:
     async def scenario(api: Api) -> None:
         vid = await api.c.available()
-        path = f"{V3}/volumes/{vid}/action"
+        path, disk = f"{V3}/volumes/{vid}/action", api.c.volume_file(vid)
         snaps = []
-        for name in ("first", "second"):
+        for name in ("first", "second"):  # the data each snapshot keeps a copy of
+            with open(disk, "r+b") as f:
+                f.write(f"{name} data".encode())
             made = await api.at("3.40", "POST", f"{V3}/snapshots",
                                 json={"snapshot": {"volume_id": vid, "name": name}})  # fmt: skip
             assert made.status_code == 202, made.text
             snaps.append(made.json()["snapshot"]["id"])
         first, second = snaps
+        with open(disk, "r+b") as f:
+            f.write(b"changed lat")
         # the second one is the later
         await api.c.store.update("snapshots", first, {"created_at": "2026-01-01T00:00:00Z"})
         before = await api.at("3.39", "POST", path, json={"revert": {"snapshot_id": second}})
@@ -461,6 +470,14 @@ def test_revert_to_the_latest_snapshot_from_3_40(tmp_path: Path) -> None:
         done = await api.at("3.40", "POST", path, json={"revert": {"snapshot_id": second}})
         assert done.status_code == 202, done.text
         assert (await api.volume("3.40", vid))["status"] == "available"
+        with open(disk, "rb") as f:  # the second snapshot's data back, the size kept
+            assert f.read(11) == b"second data"
+        assert disk.stat().st_size == 1024**3
+        # deleting a snapshot deletes its copy
+        copy = disk.with_name(f"snapshot-{second}.img")
+        assert copy.exists()
+        assert (await api.at("3.40", "DELETE", f"{V3}/snapshots/{second}")).status_code == 202
+        await settle(lambda: _missing(copy))
         await api.c.store.update("volumes", vid, {"status": "in-use"})
         busy = await api.at("3.40", "POST", path, json={"revert": {"snapshot_id": second}})
         assert busy.status_code == 400 and "must be available to revert" in busy.text

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: cinder_db_0001_566d0e4652
+Revision ID: cinder_db_0001_87c3754581
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "cinder_db_0001_566d0e4652"
+revision = "cinder_db_0001_87c3754581"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -91,6 +91,23 @@ def upgrade() -> None:
     op.create_index("ix_volume_types_created_at", "volume_types", ["created_at"])
     op.create_index("ix_volume_types_name", "volume_types", ["name"])
     op.create_table(
+        "backups",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=True),
+        sa.Column("volume_id", sa.String(255), nullable=True),
+        sa.Column("status", sa.String(255), nullable=True),
+        sa.Column("parent_id", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_backups_created_at", "backups", ["created_at"])
+    op.create_index("ix_backups_project_id", "backups", ["project_id"])
+    op.create_index("ix_backups_volume_id", "backups", ["volume_id"])
+    op.create_index("ix_backups_status", "backups", ["status"])
+    op.create_index("ix_backups_parent_id", "backups", ["parent_id"])
+    op.create_table(
         "volume_quota_sets",
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("created_at", sa.String(32), nullable=False),
@@ -103,6 +120,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("volume_quota_sets")
+    op.drop_table("backups")
     op.drop_table("volume_types")
     op.drop_table("snapshots")
     op.drop_table("attachments")

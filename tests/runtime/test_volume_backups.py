@@ -1,0 +1,258 @@
+"""Volume backups (spec/resources/block-storage.yaml `backup`, volume_backup.py) over HTTP:
+cinder-api's routes in-process, the back end writing the volume's data into a fake object
+store as cinder-backup's swift driver does, and restoring it into a new or an existing
+volume; cinder's errors and the backups and backup_gigabytes quotas."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.aio import settle
+from tests.runtime.netvol_fakes import PROJECT, USER
+from tests.runtime.test_volume_microversions import V3, Api, run
+
+ACCOUNT = f"AUTH_{PROJECT}"
+DATA = b"backed-up data " * 1000
+
+
+class FakeSwift:
+    """The object store's operations the back end calls, on a dict; `token` recorded."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], bytes] = {}
+        self.tokens: set[str | None] = set()
+
+    async def call(
+        self, api: str, operation: str, params: dict[str, str], **kw: Any
+    ) -> httpx.Response:
+        self.tokens.add(kw.get("token"))
+        key = (params["account"], params["container"], params.get("object", ""))
+        if operation == "createContainer":
+            return httpx.Response(201)
+        if operation == "putObject":
+            data = bytes(kw["body"])
+            assert kw["headers"]["ETag"] == hashlib.md5(data).hexdigest()
+            self.objects[key] = data
+            return httpx.Response(201)
+        if operation == "getObject":
+            found = self.objects.get(key)
+            return httpx.Response(200, content=found) if found is not None else httpx.Response(404)
+        if operation == "deleteObject":
+            return httpx.Response(204 if self.objects.pop(key, None) is not None else 404)
+        raise AssertionError(f"unexpected object store call {operation}")
+
+    def names(self) -> list[str]:
+        return sorted(
+            name for (acc, cont, name) in self.objects if (acc, cont) == (ACCOUNT, "volumebackups")
+        )
+
+
+def with_swift(
+    scenario: Callable[[Api, FakeSwift], Awaitable[None]],
+) -> Callable[[Api], Awaitable[None]]:
+    async def wrapped(api: Api) -> None:
+        swift = FakeSwift()
+        for backend in api.c.backends:
+            backend.clients = swift  # type: ignore[assignment]
+        await scenario(api, swift)
+
+    return wrapped
+
+
+async def _backup(api: Api, status: str, backup_id: str) -> dict[str, Any]:
+    async def reached() -> bool:
+        resp = await api.at("3.59", "GET", f"{V3}/backups/{backup_id}")
+        return resp.status_code == 200 and resp.json()["backup"]["status"] == status
+
+    await settle(reached)
+    body: dict[str, Any] = (await api.at("3.59", "GET", f"{V3}/backups/{backup_id}")).json()[
+        "backup"
+    ]
+    return body
+
+
+async def _create(api: Api, volume_id: str, **more: Any) -> httpx.Response:
+    return await api.at(
+        "3.59", "POST", f"{V3}/backups", json={"backup": {"volume_id": volume_id, **more}}
+    )
+
+
+def _read(path: Path, n: int = len(DATA)) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _write(path: Path, data: bytes, offset: int = 0) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+def test_backup_list_show_restore_new_and_existing_delete(tmp_path: Path) -> None:
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid = await c.available(size=1)
+        _write(c.volume_file(vid), DATA)
+        _write(c.volume_file(vid), b"tail", 900 << 20)  # a second chunk, far in the file
+        made = await _create(api, vid, name="b1", description="nightly")
+        assert made.status_code == 202, made.text
+        summary = made.json()["backup"]
+        assert set(summary) == {"id", "name", "links"} and summary["name"] == "b1"
+        bid = summary["id"]
+        backup = await _backup(api, "available", bid)
+        assert (await api.volume("3.59", vid))["status"] == "available"
+        assert backup["volume_id"] == vid and backup["size"] == 1
+        assert (backup["container"], backup["description"]) == ("volumebackups", "nightly")
+        assert backup["is_incremental"] is False and backup["has_dependent_backups"] is False
+        assert backup["object_count"] == 3 and backup["user_id"] == USER.user_id
+        # two chunks with data (the holes are not stored) and the metadata, as cinder names them
+        names = swift.names()
+        assert len(names) == 3 and all(n.startswith(f"volume_{vid}/") for n in names)
+        assert names[-1].endswith(f"az_nova_backup_{bid}_metadata") and swift.tokens == {"user"}
+        assert DATA in b"".join(swift.objects.values())
+        listed = (await api.at("3.59", "GET", f"{V3}/backups")).json()["backups"]
+        assert listed == [{"id": bid, "name": "b1", "links": summary["links"]}]
+        detail = (
+            await api.at("3.59", "GET", f"{V3}/backups/detail", params={"volume_id": vid})
+        ).json()
+        assert [(b["id"], b["status"], b["object_count"]) for b in detail["backups"]] == [
+            (bid, "available", 3)
+        ]
+        # the project's quota set and limits count it
+        quota = await api.at(
+            "3.59", "GET", f"{V3}/os-quota-sets/{PROJECT}", params={"usage": "true"}
+        )
+        assert quota.json()["quota_set"]["backups"]["in_use"] == 1
+        assert quota.json()["quota_set"]["backup_gigabytes"]["in_use"] == 1
+        limits = (await api.at("3.59", "GET", f"{V3}/limits")).json()["limits"]["absolute"]
+        assert (limits["totalBackupsUsed"], limits["maxTotalBackups"]) == (1, 10)
+
+        # restore into a new volume of the backup's size
+        restored = await api.at("3.59", "POST", f"{V3}/backups/{bid}/restore", json={"restore": {}})
+        assert restored.status_code == 202, restored.text
+        new = restored.json()["restore"]
+        assert new["backup_id"] == bid and new["volume_name"] == f"restore_backup_{bid}"
+        await c.wait_status(new["volume_id"], "available")
+        copy = c.volume_file(new["volume_id"])
+        assert _read(copy) == DATA and copy.stat().st_size == 1 << 30
+        with open(copy, "rb") as f:
+            f.seek(900 << 20)
+            assert f.read(4) == b"tail"
+        assert (await _backup(api, "available", bid))["status"] == "available"
+
+        # restore over an existing, larger volume: its own data goes
+        other = await c.available(size=2)
+        _write(c.volume_file(other), b"x" * (2 * len(DATA)))
+        body = {"restore": {"volume_id": other}}
+        over = await api.at("3.59", "POST", f"{V3}/backups/{bid}/restore", json=body)
+        assert over.status_code == 202 and over.json()["restore"]["volume_id"] == other
+        await c.wait_status(other, "available")
+        assert _read(c.volume_file(other), 2 * len(DATA)) == DATA + bytes(len(DATA))
+        assert c.volume_file(other).stat().st_size == 2 << 30
+
+        deleted = await api.at("3.59", "DELETE", f"{V3}/backups/{bid}")
+        assert deleted.status_code == 202
+
+        async def gone() -> bool:
+            return (await api.at("3.59", "GET", f"{V3}/backups/{bid}")).status_code == 404
+
+        await settle(gone)
+        assert swift.names() == []
+
+    run(tmp_path, with_swift(scenario))
+
+
+def test_backup_errors_and_quotas(tmp_path: Path) -> None:
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid = await c.available(size=2)
+        _write(c.volume_file(vid), DATA)
+        # an incremental backup needs a full one first
+        first = await _create(api, vid, incremental=True)
+        assert first.status_code == 400
+        assert first.json()["badRequest"]["message"] == (
+            "Invalid backup: No backups available to do an incremental backup."
+        )
+        missing = await _create(api, "no-such-volume")
+        assert (
+            missing.status_code == 404
+            and "Volume no-such-volume could not be found" in missing.text
+        )
+        await c.store.update("volumes", vid, {"status": "in-use"})
+        busy = await _create(api, vid)
+        assert busy.status_code == 400
+        assert busy.json()["badRequest"]["message"] == (
+            "Invalid volume: Backing up an in-use volume must use the force flag."
+        )
+        forced = await _create(api, vid, force=True)
+        assert forced.status_code == 202, forced.text
+        full = forced.json()["backup"]["id"]
+        await _backup(api, "available", full)
+        assert (await api.volume("3.59", vid))["status"] == "in-use"  # as it was
+        await c.store.update("volumes", vid, {"status": "available"})
+        inc = await _create(api, vid, incremental=True)
+        assert inc.status_code == 202, inc.text
+        incremental = await _backup(api, "available", inc.json()["backup"]["id"])
+        assert incremental["is_incremental"] is True
+        assert (await _backup(api, "available", full))["has_dependent_backups"] is True
+        parent = await api.at("3.59", "DELETE", f"{V3}/backups/{full}")
+        assert parent.status_code == 400 and "Incremental backups exist" in parent.text
+        # the name and description change from 3.9
+        path = f"{V3}/backups/{full}"
+        assert (await api.at("3.8", "PUT", path, json={"backup": {"name": "x"}})).status_code == 404
+        renamed = await api.at("3.9", "PUT", path, json={"backup": {"name": "weekly"}})
+        assert renamed.status_code == 200 and renamed.json()["backup"]["name"] == "weekly"
+        # unknown backups; a volume too small to restore into
+        for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/restore")):
+            unknown = await api.at(
+                "3.59", method, f"{V3}/backups/nope{suffix}", json={"restore": {}}
+            )
+            assert unknown.status_code == 404 and "Backup nope could not be found" in unknown.text
+        small = await c.available(size=1)
+        too_small = await api.at(
+            "3.59", "POST", f"{path}/restore", json={"restore": {"volume_id": small}}
+        )
+        assert (
+            too_small.status_code == 400
+            and "too small to restore backup of size 2" in too_small.text
+        )
+        # data that changed in the store is not restored (md5 checked)
+        for key in list(swift.objects):
+            if not key[2].endswith("_metadata"):
+                swift.objects[key] = b"garbage"
+        target = await c.available(size=2)
+        spoilt = await api.at(
+            "3.59", "POST", f"{path}/restore", json={"restore": {"volume_id": target}}
+        )
+        assert spoilt.status_code == 202
+        await c.wait_status(target, "error_restoring")
+        # the quotas: backups (a count) and backup_gigabytes (their sizes)
+        limit = {"quota_set": {"backups": 2}}
+        put = await api.at(
+            "3.59", "PUT", f"{V3}/os-quota-sets/{PROJECT}", json=limit, token="admin"
+        )
+        assert put.status_code == 200, put.text
+        over = await _create(api, vid)
+        assert over.status_code == 413
+        assert (
+            over.json()["overLimit"]["message"] == "Maximum number of backups allowed (2) exceeded"
+        )
+        limit = {"quota_set": {"backups": 10, "backup_gigabytes": 5}}
+        await api.at("3.59", "PUT", f"{V3}/os-quota-sets/{PROJECT}", json=limit, token="admin")
+        gigs = await _create(api, vid)
+        assert gigs.status_code == 413 and "Backup gigabytes quota" in gigs.text
+        # once its incremental backup is gone, the full one has no dependent left
+        gone = await api.at("3.59", "DELETE", f"{V3}/backups/{incremental['id']}")
+        assert gone.status_code == 202
+
+        async def freed() -> bool:
+            return (await _backup(api, "available", full))["has_dependent_backups"] is False
+
+        await settle(freed)
+
+    run(tmp_path, with_swift(scenario))
