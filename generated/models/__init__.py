@@ -9,7 +9,7 @@ Modules:
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (88 models)
 - `object_store`: Object Storage API (swift) (8 models)
-- `messages`: queue message payloads and replies (41 messages)
+- `messages`: queue message payloads and replies (48 messages)
 - `drivers`: types of the ComputeDriver interface
 """
 

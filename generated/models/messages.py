@@ -324,6 +324,15 @@ class UnshelveInstancePayload(BaseModel):
     image_id: str
 
 
+class ScheduleResizeInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    host: str | None = None
+
+
 class AttachVolumePayload(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -399,6 +408,15 @@ class InstanceGetReply(BaseModel):
     flavor: Flavor
 
 
+class Claim(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    host: str
+    op: Literal["swap", "drop", "drop_migration"]
+
+
 class Updates(BaseModel):
     model_config = ConfigDict(
         extra="allow",
@@ -419,6 +437,7 @@ class InstanceUpdatePayload(BaseModel):
     )
     instance_uuid: UUID
     expected_task_state: str | None = None
+    claims: list[Claim] | None = None
     updates: Updates
 
 
@@ -640,6 +659,21 @@ class BackupDeletePayload(BaseModel):
     backup_id: UUID
 
 
+class Migration(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    kind: Literal["resize", "migration"]
+    source_host: str
+    source_node: str | None = None
+    dest_host: str | None
+    dest_node: str | None = None
+    old_vm_state: str
+    status: str | None = None
+    old_flavor: Flavor | None = None
+    new_flavor: Flavor | None = None
+
+
 class VolumeAttachment(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,
@@ -660,6 +694,66 @@ class TerminateInstancePayload(BaseModel):
     ports: list[str]
     keep_ports: list[str] | None = None
     attachments: list[VolumeAttachment]
+
+
+class PrepResizePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    migration: Migration
+    disk_info: str | None = None
+
+
+class ResizeInstancePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    migration: Migration
+    disk_info: str | None = None
+
+
+class FinishResizePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    migration: Migration
+    disk_info: str | None = None
+
+
+class ConfirmResizePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    migration: Migration
+    disk_info: str | None = None
+
+
+class RevertResizePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    migration: Migration
+    disk_info: str | None = None
+
+
+class FinishRevertResizePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    instance: InstanceRef
+    migration: Migration
+    disk_info: str | None = None
 
 
 class AttachVolumeReply(BaseModel):
