@@ -11,4 +11,5 @@ class Record(Node):  # a row the engine writes as a component handles one of `on
     key: tuple[str, ...]  # the fields whose values make the row's id (stable)
     set: dict[str, str]  # field -> CEL
     when: str | None = None  # CEL
+    each: str | None = None  # CEL: a list; a row per item (`item`)
     append: tuple[str, dict[str, str]] | None = None  # (list field, key -> CEL)

@@ -7,9 +7,9 @@ Modules:
 - `compute`: Compute API (nova) (122 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
-- `network`: Networking API (neutron) (88 models)
+- `network`: Networking API (neutron) (94 models)
 - `object_store`: Object Storage API (swift) (8 models)
-- `messages`: queue message payloads and replies (35 messages)
+- `messages`: queue message payloads and replies (36 messages)
 - `drivers`: types of the ComputeDriver interface
 """
 

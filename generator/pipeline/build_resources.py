@@ -482,6 +482,7 @@ def _resource(
                 on=tuple(rec["on"]),
                 key=tuple(rec["key"]),
                 when=rec.get("when"),
+                each=rec.get("each"),
                 set=dict(rec["set"]),
                 append=(rec["append"]["field"], dict(rec["append"]["item"]))
                 if rec.get("append")

@@ -455,6 +455,7 @@ class _Checker:
                 if on not in known:
                     self.at(f, [*where, "on", j], f"'{on}' is no operation of {api} nor a message")
             self.expr(f, [*where, "when"], rule.get("when"))
+            self.expr(f, [*where, "each"], rule.get("each"))
             add = rule.get("append") or {}
             if add and add["field"] not in names:
                 self.at(f, [*where, "append", "field"], f"'{add['field']}' is not a field")
