@@ -204,6 +204,11 @@ def get_agent_ports(flow: Flow) -> Invoke:
     return flow.sender("get_agent_ports", models.GetAgentPortsPayload, models.GetAgentPortsReply)
 
 
+def report_state(flow: Flow) -> Invoke:
+    """Agent state report (neutron's report_state): cast on topic q-reports-plugin, consumed by neutron-server."""
+    return flow.sender("report_state", models.ReportStatePayload, None)
+
+
 def create_volume(flow: Flow) -> Invoke:
     """Volume scheduling request: cast on topic cinder-scheduler, consumed by cinder-scheduler."""
     return flow.sender("create_volume", models.CreateVolumePayload, None)

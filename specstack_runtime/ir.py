@@ -78,6 +78,9 @@ class StartupStep(Node):
     operation: str | None = None
     bindings: dict[str, Any] = {}
     save_as: str | None = None
+    message: str | None = None  # a queue message instead of an operation
+    batch: str | None = None  # the message's array field the hosts' items go in
+    every: float | None = None  # seconds: sent again every period
 
 
 class Component(Node):

@@ -54,6 +54,7 @@ _loaded = False
 LIBRARY_MODULES = (
     "specstack_runtime.behaviours.flowsteps",
     "specstack_runtime.resources.serve",
+    "specstack_runtime.resources.records",
     "specstack_runtime.behaviours.identity",
     "specstack_runtime.behaviours.identity_bootstrap",
     "specstack_runtime.behaviours.nova_api",

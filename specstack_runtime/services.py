@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from specstack_runtime.clock import SYSTEM_CLOCK, Clock
+
 if TYPE_CHECKING:
     from specstack_runtime.auth import TokenValidator
     from specstack_runtime.bus import Bus
@@ -39,6 +41,7 @@ class ServiceRuntime:
     data_dir: Path = Path(".specstack")
     shared: dict[str, Any] = field(default_factory=dict)
     local: dict[str, Any] = field(default_factory=dict)
+    clock: Clock = SYSTEM_CLOCK  # what `now` reads (heartbeats' age); a test's FakeClock
 
     def require_store(self) -> Store:
         if self.store is None:

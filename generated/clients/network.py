@@ -825,6 +825,110 @@ class NetworkClient(BoundClient):
         )
         return ApiResponse(response, None, 204)
 
+    async def list_agents(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.AgentList]:
+        """GET /v2.0/agents: List agents"""
+        response = await self._call(
+            "listAgents",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.AgentList, 200)
+
+    async def show_agent(
+        self,
+        agent_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.AgentResponse]:
+        """GET /v2.0/agents/{agent_id}: Show an agent"""
+        response = await self._call(
+            "showAgent",
+            {
+                "agent_id": agent_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.AgentResponse, 200)
+
+    async def update_agent(
+        self,
+        agent_id: str,
+        *,
+        body: models.AgentUpdateRequest | dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.AgentResponse]:
+        """PUT /v2.0/agents/{agent_id}: Update an agent"""
+        response = await self._call(
+            "updateAgent",
+            {
+                "agent_id": agent_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.AgentResponse, 200)
+
+    async def delete_agent(
+        self,
+        agent_id: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[Any]:
+        """DELETE /v2.0/agents/{agent_id}: Delete an agent"""
+        response = await self._call(
+            "deleteAgent",
+            {
+                "agent_id": agent_id,
+            },
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, None, 204)
+
+    async def list_network_availability_zones(
+        self,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        token: str | None = None,
+    ) -> ApiResponse[models.AvailabilityZoneList]:
+        """GET /v2.0/availability_zones: List availability zones"""
+        response = await self._call(
+            "listNetworkAvailabilityZones",
+            {},
+            body=body,
+            query=query,
+            headers=headers,
+            token=token,
+        )
+        return ApiResponse(response, models.AvailabilityZoneList, 200)
+
     async def show_quota(
         self,
         project_id: str,

@@ -84,6 +84,16 @@ def test_network_list_floating_i_ps_direct(target: Target) -> None:
     provoke.call_and_check(target, "network", "listFloatingIPs")
 
 
+def test_network_list_agents_direct(target: Target) -> None:
+    """GET /v2.0/agents called directly."""
+    provoke.call_and_check(target, "network", "listAgents")
+
+
+def test_network_list_network_availability_zones_direct(target: Target) -> None:
+    """GET /v2.0/availability_zones called directly."""
+    provoke.call_and_check(target, "network", "listNetworkAvailabilityZones")
+
+
 def test_network_show_quota_direct(target: Target) -> None:
     """GET /v2.0/quotas/{project_id} called directly."""
     provoke.call_and_check(target, "network", "showQuota")

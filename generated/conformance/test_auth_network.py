@@ -2,8 +2,8 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """Auth matrix of the Networking API (neutron): each operation's token and policy (x-specstack-policy).
 
-43 operations need a token: without one, with a bogus one, an expired one
-and a revoked one they answer 401; 2 need a role the demo user lacks (403);
+48 operations need a token: without one, with a bogus one, an expired one
+and a revoked one they answer 401; 6 need a role the demo user lacks (403);
 3 refuse a path naming another project (403); 3 hide
 another project's resource (404).
 """
@@ -55,6 +55,11 @@ PROTECTED = (
     "showFloatingIP",
     "updateFloatingIP",
     "deleteFloatingIP",
+    "listAgents",
+    "showAgent",
+    "updateAgent",
+    "deleteAgent",
+    "listNetworkAvailabilityZones",
     "showQuota",
     "updateQuota",
     "deleteQuota",
@@ -62,6 +67,10 @@ PROTECTED = (
     "showQuotaDetails",
 )
 NEEDS_ROLE = (
+    "listAgents",  # rule:admin
+    "showAgent",  # rule:admin
+    "updateAgent",  # rule:admin
+    "deleteAgent",  # rule:admin
     "updateQuota",  # rule:admin
     "deleteQuota",  # rule:admin
 )

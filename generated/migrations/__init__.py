@@ -48,6 +48,7 @@ DATABASES: dict[str, tuple[str, tuple[str, ...]]] = {
             "routers",
             "floatingips",
             "quotas",
+            "agents",
         ),
     ),
     "cinder-db": (

@@ -950,7 +950,7 @@ class ServerActionRequest(BaseModel):
     )
     unshelve: Any | None = Field(
         None,
-        description="Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE.",
+        description='Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE. From 2.77 an offloaded one may name its new zone ({"availability_zone": "az"}).',
     )
     resize: Resize | None = Field(
         None,

@@ -3,9 +3,23 @@
 
 from __future__ import annotations
 
-from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, conint, constr
 from typing import Any, Literal
+from uuid import UUID
+
+
+class AgentState(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    binary: constr(min_length=1)
+    host: constr(min_length=1)
+    topic: str
+    agent_type: constr(min_length=1)
+    availability_zone: str | None = None
+    configurations: dict[str, Any] | None = None
+    start_flag: bool | None = None
 
 
 class InstanceRef(BaseModel):
@@ -531,6 +545,14 @@ class GetAgentPortsReply(BaseModel):
         populate_by_name=True,
     )
     ports: list[Port1]
+
+
+class ReportStatePayload(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    agents: list[AgentState] = Field(..., min_length=1)
 
 
 class CreateVolumePayload(BaseModel):

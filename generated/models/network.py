@@ -1079,6 +1079,77 @@ class NeutronErrorDetail(BaseModel):
     detail: str = Field(..., description='Usually "".')
 
 
+class Agent(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str | None = None
+    agent_type: str | None = Field(None, description="DHCP agent, Open vSwitch agent, L3 agent...")
+    binary: str | None = None
+    host: str | None = None
+    topic: str | None = None
+    availability_zone: str | None = None
+    configurations: dict[str, Any] | None = None
+    admin_state_up: bool | None = None
+    description: constr(max_length=255) | None = None
+    alive: bool | None = None
+    heartbeat_timestamp: str | None = Field(
+        None, description='The last report (UTC, "2026-12-06 01:02:03").'
+    )
+    started_at: str | None = Field(
+        None, description="The first report since the agent last started."
+    )
+    created_at: str | None = None
+    resources_synced: bool | None = None
+
+
+class AgentUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+    )
+    admin_state_up: bool | None = None
+    description: constr(max_length=255) | None = None
+
+
+class AgentUpdateRequest(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    agent: AgentUpdate
+
+
+class AgentResponse(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    agent: Agent
+
+
+class AgentList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    agents: list[Agent]
+    agents_links: list[Link] | None = None
+
+
+class AvailabilityZone(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    name: str
+    resource: Literal["network", "router"]
+    state: Literal["available", "unavailable"]
+
+
+class AvailabilityZoneList(BaseModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    availability_zones: list[AvailabilityZone]
+
+
 class NeutronError(BaseModel):
     model_config = ConfigDict(
         populate_by_name=True,

@@ -2,7 +2,7 @@
 # Do not edit: change the spec or templates/, then run `specstack generate`.
 """neutron-server (api, project neutron): generated from the spec.
 
-Serves the Networking API (neutron) (44 operations). Consumes get_agent_ports. Each handler carries out, in order, the interactions the spec's sequences give
+Serves the Networking API (neutron) (49 operations). Consumes get_agent_ports, report_state. Each handler carries out, in order, the interactions the spec's sequences give
 this component for its trigger; behaviours come from specstack_runtime.
 """
 
@@ -273,6 +273,31 @@ async def delete_floating_ip(flow: Flow) -> None:
     await flow.trigger(None)
 
 
+async def list_agents(flow: Flow) -> None:
+    """operation listAgents: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def show_agent(flow: Flow) -> None:
+    """operation showAgent: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def update_agent(flow: Flow) -> None:
+    """operation updateAgent: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def delete_agent(flow: Flow) -> None:
+    """operation deleteAgent: behaviour resource.serve."""
+    await flow.trigger(None)
+
+
+async def list_network_availability_zones(flow: Flow) -> None:
+    """operation listNetworkAvailabilityZones: behaviour resource.query."""
+    await flow.trigger(None)
+
+
 async def show_quota(flow: Flow) -> None:
     """operation showQuota: behaviour resource.query."""
     await flow.trigger(None)
@@ -300,6 +325,11 @@ async def show_quota_details(flow: Flow) -> None:
 
 async def get_agent_ports(flow: Flow) -> None:
     """message get_agent_ports: behaviour network.agent_ports."""
+    await flow.trigger(None)
+
+
+async def report_state(flow: Flow) -> None:
+    """message report_state: behaviour resource.record."""
     await flow.trigger(None)
 
 
@@ -373,6 +403,16 @@ HANDLERS: dict[str, HandlerSpec] = {
                         "name": "floatingip",
                         "collection": "floatingips",
                         "links": [{"href": "{base}/v2.0/floatingips", "rel": "self"}],
+                    },
+                    {
+                        "name": "agent",
+                        "collection": "agents",
+                        "links": [{"href": "{base}/v2.0/agents", "rel": "self"}],
+                    },
+                    {
+                        "name": "availability_zone",
+                        "collection": "availability_zones",
+                        "links": [{"href": "{base}/v2.0/availability_zones", "rel": "self"}],
                     },
                 ]
             }
@@ -502,6 +542,20 @@ HANDLERS: dict[str, HandlerSpec] = {
                         "updated": "2024-01-01T00:00:00-00:00",
                         "links": [],
                         "description": "Indicates that sorting is enabled.",
+                    },
+                    {
+                        "alias": "agent",
+                        "name": "agent",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "The agent management extension.",
+                    },
+                    {
+                        "alias": "availability_zone",
+                        "name": "Availability Zone",
+                        "updated": "2024-01-01T00:00:00-00:00",
+                        "links": [],
+                        "description": "The availability zone extension.",
                     },
                 ]
             }
@@ -954,6 +1008,66 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={"resource": "floatingip", "action": "delete"},
     ),
+    "listAgents": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listAgents",
+        behaviour="resource.serve",
+        on_error=None,
+        run=list_agents,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "agent", "action": "list"},
+    ),
+    "showAgent": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="showAgent",
+        behaviour="resource.serve",
+        on_error=None,
+        run=show_agent,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "agent", "action": "show"},
+    ),
+    "updateAgent": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="updateAgent",
+        behaviour="resource.serve",
+        on_error=None,
+        run=update_agent,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "agent", "action": "update"},
+    ),
+    "deleteAgent": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="deleteAgent",
+        behaviour="resource.serve",
+        on_error=None,
+        run=delete_agent,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"resource": "agent", "action": "delete"},
+    ),
+    "listNetworkAvailabilityZones": HandlerSpec(
+        component=COMPONENT,
+        kind="operation",
+        trigger="listNetworkAvailabilityZones",
+        behaviour="resource.query",
+        on_error=None,
+        run=list_network_availability_zones,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+        args={"query": "network_availability_zones"},
+    ),
     "showQuota": HandlerSpec(
         component=COMPONENT,
         kind="operation",
@@ -1021,6 +1135,17 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="network.agent_ports",
         on_error=None,
         run=get_agent_ports,
+        occurrences={},
+        entry=None,
+        auth_in_steps=False,
+    ),
+    "report_state": HandlerSpec(
+        component=COMPONENT,
+        kind="message",
+        trigger="report_state",
+        behaviour="resource.record",
+        on_error=None,
+        run=report_state,
         occurrences={},
         entry=None,
         auth_in_steps=False,
@@ -1458,6 +1583,61 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/v2.0/agents",
+        "listAgents",
+        HANDLERS["listAgents"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.0/agents/{agent_id}",
+        "showAgent",
+        HANDLERS["showAgent"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "PUT",
+        "/v2.0/agents/{agent_id}",
+        "updateAgent",
+        HANDLERS["updateAgent"],
+        request_model=models.AgentUpdateRequest,
+        request_content_type="application/json",
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "DELETE",
+        "/v2.0/agents/{agent_id}",
+        "deleteAgent",
+        HANDLERS["deleteAgent"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin",
+    ),
+    Route(
+        "GET",
+        "/v2.0/availability_zones",
+        "listNetworkAvailabilityZones",
+        HANDLERS["listNetworkAvailabilityZones"],
+        request_model=None,
+        request_content_type=None,
+        requires_token=True,
+        match_path=(),
+        policy="rule:admin_or_reader",
+    ),
+    Route(
+        "GET",
         "/v2.0/quotas/{project_id}",
         "showQuota",
         HANDLERS["showQuota"],
@@ -1523,5 +1703,15 @@ CONSUMERS: tuple[Consumer, ...] = (
         handler=HANDLERS["get_agent_ports"],
         payload_model=messages.GetAgentPortsPayload,
         reply_model=messages.GetAgentPortsReply,
+    ),
+    Consumer(
+        message="report_state",
+        topic="q-reports-plugin",
+        method="report_state",
+        pattern="cast",
+        per_host=False,
+        handler=HANDLERS["report_state"],
+        payload_model=messages.ReportStatePayload,
+        reply_model=None,
     ),
 )

@@ -87,10 +87,13 @@ def _startup(item: Any, comps: dict[str, Any]) -> ir.StartupStep:
     return ir.StartupStep(
         title=item.get("title"),
         target=item["to"],
-        api=target.get("api"),
-        operation=item["operation"],
+        api=None if "message" in item else target.get("api"),
+        operation=item.get("operation"),
         bindings=item.get("with", {}),
         save_as=item.get("as"),
+        message=item.get("message"),
+        batch=item.get("batch"),
+        every=item.get("every"),
     )
 
 

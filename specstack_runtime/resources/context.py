@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 from specstack_runtime import ir
-from specstack_runtime.clock import SYSTEM_CLOCK
 from specstack_runtime.context import AuthContext, Call
 from specstack_runtime.errors import Unauthorized
 from specstack_runtime.expr import auth_vars, compile_expr
@@ -236,7 +235,7 @@ class ResourceCall:
                 # the request's headers, by lower-cased name (refusals of what they say)
                 "headers": {str(k).lower(): str(v) for k, v in self.call.headers.items()},
                 "data": self.res.res.data,
-                "now": SYSTEM_CLOCK.time(),  # epoch seconds: what heartbeats are compared with
+                "now": self.call.rt.clock.time(),  # epoch seconds: what heartbeats are compared with
                 "microversion": f"{mv[0]}.{mv[1]}" if (mv := self.call.microversion) else "",
                 # the project's limit of each quota of the spec (configured or default)
                 "quotas": {

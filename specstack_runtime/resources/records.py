@@ -3,11 +3,12 @@
 A resource's `record:` rules (spec/resources) name the triggers: an operation the
 component answered with a 2xx, or a queue message it consumed (`error` is '' when
 its handler succeeded, else the failure). Each rule's `set` gives fields of the row
-(whose id is a stable one of its `key` fields) and `append` an item of a list field, once
-for each `item` of its `each` list when it has one (a multiple create's servers); the row is
-created by the first rule that reaches it, whichever of the components runs first
-(the compute host's event may come before the API's own row), and merged after.
-nova's instance actions and their events are such rows.
+(whose id is a stable one of its `key` fields) and `append` an item of a list field;
+the row is created by the first rule that reaches it, whichever of the components runs
+first (the compute host's event may come before the API's own row), and merged after.
+nova's instance actions and their events are such rows. With `each` (a CEL list) a rule
+writes one row an item (`item`), all in one transaction: the servers of a multiple
+create, neutron's agents (each reporting host of a batched report_state).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from specstack_runtime import ir
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
 from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of
+from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id
 
@@ -76,19 +78,15 @@ async def handled(call: Call, started: float, error: BaseException | None = None
         "host": rt.host,  # where it was handled (the compute host of a compute's event)
         "error": "" if error is None else f"{type(error).__name__}: {error}",
         "started": stamp(started),
-        "finished": stamp(datetime.now(UTC).timestamp()),
+        "finished": stamp(rt.clock.time()),
+        "now": rt.clock.time(),  # epoch seconds: a heartbeat's time
     }
     for res, rule in rules:
         owner = rt.info.components.get(res.res.component, {}).get("database")
         if owner != database:
             continue  # the table is not in this component's database
         try:
-            bound = {**names, "data": res.res.data}
-            if rule.each is None:
-                await _record(call, res, rule, bound)
-                continue
-            for item in compile_expr(rule.each).evaluate(**bound) or ():
-                await _record(call, res, rule, {**bound, "item": item})
+            await _record(call, res, rule, {**names, "data": res.res.data})
         except Exception:
             log.exception("%s: recording %s of %s failed", rt.component, res.res.name, call.trigger)
 
@@ -104,28 +102,40 @@ def _over(entries: dict[str, str], rowless: Bound, row: Bound | None = None) -> 
 
 
 async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, Any]) -> None:
-    # bound once for the rule: the request, its reply and the caller converted once
+    # bound once for the rule (each item): the request, its reply and the caller converted once
     texts = (*([rule.when] if rule.when else []), *rule.set.values())
     if rule.append is not None:
         texts += tuple(rule.append[1].values())
     reads = reads_of(texts)
-    empty = Bound(reads, **names, doc={})
-    if rule.when and not compile_expr(rule.when).evaluate_in(empty):
-        return
+    if rule.each:
+        items = compile_expr(rule.each).evaluate_in(Bound(reads_of((rule.each,)), **names))
+    else:
+        items = [None]
     store = call.rt.require_store()
     rowless = {k: v for k, v in rule.set.items() if "doc" not in compile_expr(v).uses}
     over_row = {k: v for k, v in rule.set.items() if k not in rowless}
-    fixed = _over(rowless, empty)
-    # the row's id: its key fields as set over no row (what a first handling writes)
-    key = {**fixed, **_over({f: over_row[f] for f in rule.key if f in over_row}, empty)}
-    row_id = stable_id(res.res.name, (key.get(f, "") for f in rule.key))
+    rows: dict[str, dict[str, Any]] = {}
+    for item in items:
+        empty = Bound(reads, **names, item=item, doc={})
+        if rule.when and not compile_expr(rule.when).evaluate_in(empty):
+            continue
+        fixed = _over(rowless, empty)
+        # the row's id: its key fields as set over no row (what a first handling writes)
+        key = {**fixed, **_over({f: over_row[f] for f in rule.key if f in over_row}, empty)}
+        rows[stable_id(res.res.name, (key.get(f, "") for f in rule.key))] = {
+            "item": item,
+            "fixed": fixed,
+        }
+    if not rows:
+        return
 
-    def merge(old: dict[str, Any] | None, _: Any) -> dict[str, Any]:
+    def merge(old: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
         # over the row as read (locked) in the transaction that writes it: one read and
         # one write, the fields merged with whatever another component recorded first
         doc = dict(old or {})
-        bound = Bound(reads, **names, doc=doc)
-        changes = {**fixed, **_over(over_row, empty, bound)}
+        empty = Bound(reads, **names, item=row["item"], doc={})
+        bound = Bound(reads, **names, item=row["item"], doc=doc)
+        changes = {**row["fixed"], **_over(over_row, empty, bound)}
         if rule.append is not None:
             name, item = rule.append
             changes[name] = [*(doc.get(name) or []), _over(item, empty, bound)]
@@ -133,10 +143,18 @@ async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, A
 
     for _ in range(ATTEMPTS):
         try:
-            await store.upsert_many(res.res.table, {row_id: {}}, merge)
+            await store.upsert_many(res.res.table, rows, merge)
             return
         except Conflict:
             continue  # another component created it meanwhile: merged into it
     log.warning(
-        "%s: row %s of %s kept changing; not recorded", call.rt.component, row_id, res.res.table
+        "%s: rows %s of %s kept changing; not recorded",
+        call.rt.component,
+        ", ".join(rows),
+        res.res.table,
     )
+
+
+@behaviour("resource.record")
+async def record_only(call: Call) -> None:
+    """A message whose handling is the `record:` rules of spec/resources alone."""

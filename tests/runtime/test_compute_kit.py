@@ -363,6 +363,7 @@ def op_call(
     auth: AuthContext | None = None,
     headers: Mapping[str, str] | None = None,
     sequence: str | None = None,
+    microversion: tuple[int, int] | None = None,
 ) -> Call:
     q: dict[str, list[str]] = {}
     for k, v in (query or {}).items():
@@ -386,6 +387,7 @@ def op_call(
         body=body,
         auth=auth,
         token=auth.token,
+        microversion=microversion,
     )
 
 

@@ -119,12 +119,17 @@ def test_versions_resources_and_extensions(tmp_path: Path) -> None:
             "security_group_rules",
             "routers",
             "floatingips",
+            "agents",
+            "availability_zones",
         }
         assert links["security_groups"] == "http://cloud.example:1234/v2.0/security-groups"
         body = await n.op(serve, "listExtensions", 200)
         aliases = {e["alias"] for e in body["extensions"]}
         expected = {"binding", "port-security", "security-group", "standard-attr-description"}
         assert expected | {"ip-substring-filtering", "external-net", "net-mtu"} <= aliases
+        # openstack availability zone list asks for it by name before listing network zones
+        assert {"agent", "availability_zone"} <= aliases
+        assert "Availability Zone" in {e["name"] for e in body["extensions"]}
         ops = {o["operation_id"]: o for o in n.rt.info.apis[API]["operations"]}
         assert ops["getNetworkV20"]["requires_token"] and ops["listExtensions"]["requires_token"]
         assert not ops["listNetworkVersions"]["requires_token"]

@@ -55,12 +55,20 @@ async def _cell(tmp_path: Path, computes: int = 2) -> tuple[NovaCell, Glance]:
     return cell, glance
 
 
-async def _act(cell: NovaCell, sid: str, name: str, arg: Any = None, admin: bool = True) -> int:
+async def _act(
+    cell: NovaCell,
+    sid: str,
+    name: str,
+    arg: Any = None,
+    admin: bool = True,
+    microversion: tuple[int, int] | None = None,
+) -> int:
     reply, _ = await cell.operation(
         "serverAction",
         path_params={"server_id": sid},
         body={name: arg},
         auth=auth_ctx(admin=admin),
+        microversion=microversion,
     )
     return reply.status
 
@@ -136,6 +144,41 @@ async def test_shelve_offload_and_unshelve_on_another_host(tmp_path: Path) -> No
 
 
 @arun
+async def test_unshelve_to_an_availability_zone(tmp_path: Path) -> None:
+    """2.77: an offloaded server unshelved into the zone it names (the scheduler keeps to
+    it); a zone no host is in is a 400, a server not offloaded a 409."""
+    cell, _ = await _cell(tmp_path)
+    try:
+        row = await boot_through_the_cell(cell, name="zoned")
+        sid, first = row["id"], str(row["host"])
+        other = next(h for h in cell.computes if h != first)
+        await cell.store.update("compute_nodes", other, {"availability_zone": "az2"})
+        assert await _act(cell, sid, "shelve", admin=False) == 202
+        await _wait(cell, sid, "shelved")
+        zone = {"availability_zone": "az2"}
+        with pytest.raises(Conflict, match=f'unshelving server {sid} with status "shelved"'):
+            await _act(cell, sid, "unshelve", zone, microversion=(2, 77))
+        assert await _act(cell, sid, "shelveOffload") == 202
+        await _wait(cell, sid, "shelved_offloaded")
+        with pytest.raises(BadRequest, match="The requested availability zone is not available"):
+            await _act(
+                cell, sid, "unshelve", {"availability_zone": "nowhere"}, microversion=(2, 77)
+            )
+        with pytest.raises(BadRequest, match="Additional properties are not allowed"):
+            await _act(cell, sid, "unshelve", {"host": other}, microversion=(2, 77))
+        with pytest.raises(BadRequest, match="Additional properties are not allowed"):
+            await _act(cell, sid, "unshelve", zone, microversion=(2, 76))
+        assert (await cell.store.get("instances", sid) or {})["vm_state"] == "shelved_offloaded"
+        # the first host is free and would do; the zone named keeps the server off it
+        assert await _act(cell, sid, "unshelve", zone, admin=False, microversion=(2, 77)) == 202
+        back = await _wait(cell, sid, "active")
+        assert back["host"] == other and back["availability_zone"] == "az2"
+        assert _driver(cell, other).guests[sid]["power_state"] == RUNNING
+    finally:
+        await cell.stop()
+
+
+@arun
 async def test_unshelve_of_a_shelved_server_stays_on_its_host(tmp_path: Path) -> None:
     cell, glance = await _cell(tmp_path, computes=1)
     try:
@@ -178,11 +221,12 @@ async def test_shelve_refusals_and_no_valid_host(tmp_path: Path) -> None:
         await _act(cell, sid, "unlock", admin=False)
         await _act(cell, sid, "shelve")
         await _wait(cell, sid, "shelved")
-        # offloading is the administrators' (nova's policy); unshelve takes no argument here
+        # offloading is the administrators' (nova's policy); unshelve takes no argument
+        # before 2.77
         with pytest.raises(Forbidden, match="os_compute_api:os-shelve:shelve_offload"):
             await _act(cell, sid, "shelveOffload", admin=False)
         with pytest.raises(BadRequest, match="Additional properties are not allowed"):
-            await _act(cell, sid, "unshelve", {"availability_zone": "nova"})
+            await _act(cell, sid, "unshelve", {"availability_zone": "nova"}, microversion=(2, 76))
         with pytest.raises(Conflict, match=r"Cannot 'shelve' instance .* vm_state shelved"):
             await _act(cell, sid, "shelve")
         await _act(cell, sid, "shelveOffload")

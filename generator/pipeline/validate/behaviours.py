@@ -123,6 +123,17 @@ def _startup_calls(spec: LoadedSpec) -> list[Diagnostic]:
                 continue
             where: tuple[PathElem, ...] = ("components", name, "behaviours", "startup", i)
             target = comps.get(item["to"])
+            if "message" in item:
+                consumed = sorted((target or {}).get("consumes") or {})
+                if item["message"] not in consumed:
+                    diags.append(
+                        comps_file.at(
+                            (*where, "message"),
+                            f"start-up message '{item['message']}': not consumed by "
+                            f"'{item['to']}'{suggest(item['message'], consumed)}",
+                        )
+                    )
+                continue
             if target is None or not target.get("api"):
                 apis = sorted(n for n, x in comps.items() if x.get("api"))
                 diags.append(

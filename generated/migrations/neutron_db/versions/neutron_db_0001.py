@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: neutron_db_0001_000504b5ee
+Revision ID: neutron_db_0001_af24a4bd74
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "neutron_db_0001_000504b5ee"
+revision = "neutron_db_0001_af24a4bd74"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -167,9 +167,23 @@ def upgrade() -> None:
         **options,
     )
     op.create_index("ix_quotas_created_at", "quotas", ["created_at"])
+    op.create_table(
+        "agents",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("created_at", sa.String(32), nullable=False),
+        sa.Column("updated_at", sa.String(32), nullable=False),
+        sa.Column("agent_type", sa.String(255), nullable=True),
+        sa.Column("host", sa.String(255), nullable=True),
+        sa.Column("data", DOC, nullable=False),
+        **options,
+    )
+    op.create_index("ix_agents_created_at", "agents", ["created_at"])
+    op.create_index("ix_agents_agent_type", "agents", ["agent_type"])
+    op.create_index("ix_agents_host", "agents", ["host"])
 
 
 def downgrade() -> None:
+    op.drop_table("agents")
     op.drop_table("quotas")
     op.drop_table("floatingips")
     op.drop_table("routers")
