@@ -3,13 +3,13 @@
 """Pydantic models of the specstack spec.
 
 Modules:
-- `block_storage`: Block Storage API (cinder) (58 models)
+- `block_storage`: Block Storage API (cinder) (70 models)
 - `compute`: Compute API (nova) (122 models)
 - `identity`: Identity API (keystone) (79 models)
 - `image`: Image API (glance) (13 models)
 - `network`: Networking API (neutron) (94 models)
 - `object_store`: Object Storage API (swift) (8 models)
-- `messages`: queue message payloads and replies (36 messages)
+- `messages`: queue message payloads and replies (49 messages)
 - `drivers`: types of the ComputeDriver interface
 """
 
