@@ -207,6 +207,13 @@ def test_backup_errors_and_quotas(tmp_path: Path) -> None:
         assert (await api.at("3.8", "PUT", path, json={"backup": {"name": "x"}})).status_code == 404
         renamed = await api.at("3.9", "PUT", path, json={"backup": {"name": "weekly"}})
         assert renamed.status_code == 200 and renamed.json()["backup"]["name"] == "weekly"
+        # metadata from 3.43, the owner project for administrators from 3.18, user_id from 3.56
+        older = (await api.at("3.42", "GET", path, token="admin")).json()["backup"]
+        assert "metadata" not in older and "user_id" not in older
+        assert older["os-backup-project-attr:project_id"] == PROJECT
+        newer = (await api.at("3.56", "GET", path)).json()["backup"]
+        assert newer["metadata"] == {} and newer["user_id"] == USER.user_id
+        assert "os-backup-project-attr:project_id" not in newer  # not an administrator
         # unknown backups; a volume too small to restore into
         for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/restore")):
             unknown = await api.at(
