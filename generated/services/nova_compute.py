@@ -768,6 +768,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             "expected": "image_snapshot",
             "pending": "image_pending_upload",
             "uploading": "image_uploading",
+            "volumes": True,
         },
     ),
     "shelve_instance": HandlerSpec(
