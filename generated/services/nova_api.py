@@ -127,7 +127,7 @@ async def delete_server(flow: Flow) -> None:
                     "expr": "cel.bind(given, vars.instance.requested_networks.filter(n, has(n.port_id)\n  && n.port_id != null && n.port_id != '').map(n, n.port_id),\nsort(given + vars.instance.vifs.map(v, string(v.id))\n  .filter(id, !(id in given) && !(id in vars.instance.ports))))"
                 },
                 "attachments": {
-                    "expr": "vars.instance.attachments.map(a, merge(a, {'delete_on_termination':\n  (has(a.delete_on_termination) && a.delete_on_termination == true)\n  || vars.instance.block_device_mapping.exists(b, has(b.uuid) && b.uuid == a.volume_id\n    && has(b.delete_on_termination) && b.delete_on_termination == true)}))"
+                    "expr": "cel.bind(atts, vars.instance.attachments, atts.map(a, merge(a, {'delete_on_termination':\n  (has(a.delete_on_termination) && a.delete_on_termination == true)\n  || vars.instance.block_device_mapping.exists(b, has(b.uuid) && b.uuid == a.volume_id\n    && has(b.delete_on_termination) && b.delete_on_termination == true)}))\n+ vars.instance.block_device_mapping.filter(b, has(b.source_type) && b.source_type == 'volume'\n    && has(b.uuid) && b.uuid != '' && has(b.delete_on_termination) && b.delete_on_termination == true\n    && !atts.exists(a, a.volume_id == b.uuid))\n  .map(b, {'attachment_id': '', 'volume_id': string(b.uuid), 'delete_on_termination': true}))"
                 },
             },
         },

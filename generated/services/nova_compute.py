@@ -308,7 +308,12 @@ async def build_and_run_instance_on_failure(flow: Flow) -> None:
             "payload": {
                 "instance_uuid": "{instance_uuid}",
                 "expected_task_state": "{task_state}",
-                "updates": {"host": None, "node": None, "task_state": "scheduling"},
+                "updates": {
+                    "host": None,
+                    "node": None,
+                    "task_state": "scheduling",
+                    "block_device_mapping": "{block_device_mapping}",
+                },
             },
             "keep": {"rescheduled": "true"},
         },
@@ -342,9 +347,7 @@ async def build_and_run_instance_on_failure(flow: Flow) -> None:
                 "requested_networks": {
                     "expr": "has(vars.payload.requested_networks) ? vars.payload.requested_networks : []"
                 },
-                "block_device_mapping": {
-                    "expr": "has(vars.payload.block_device_mapping) ? vars.payload.block_device_mapping : []"
-                },
+                "block_device_mapping": "{block_device_mapping}",
             },
         },
     )
@@ -364,6 +367,7 @@ async def build_and_run_instance_on_failure(flow: Flow) -> None:
                     "vm_state": "error",
                     "task_state": None,
                     "power_state": 0,
+                    "block_device_mapping": "{block_device_mapping}",
                     "fault": {
                         "expr": "{'code': vars.error.code, 'message': vars.error.message,\n 'details': vars.error.details, 'created': now()}"
                     },
@@ -401,7 +405,7 @@ async def terminate_instance(flow: Flow) -> None:
         None,
         clients.block_storage.BlockStorageClient(flow).delete_attachment,
         bindings={
-            "each": "vars.attachments",
+            "each": "vars.attachments.filter(a, a.attachment_id != '')",
             "project_id": "{instance_ref.project_id}",
             "attachment_id": "{item.attachment_id}",
             "accept": [200, 204, 404],
@@ -794,6 +798,7 @@ HANDLERS: dict[str, HandlerSpec] = {
             "expected": "image_snapshot",
             "pending": "image_pending_upload",
             "uploading": "image_uploading",
+            "volumes": True,
         },
     ),
     "shelve_instance": HandlerSpec(

@@ -173,3 +173,48 @@ async def test_deleting_the_server_deletes_its_delete_on_termination_volumes(
     deleted = Recorder(response(202, None), response(404, {}))
     await run_spec_step(terminate, "delete-vm", "7.4", deleted)
     assert [kw["volume_id"] for _, kw in deleted.calls] == ["vol-root"]
+
+
+@arun
+async def test_deleting_a_failed_builds_server_deletes_the_volume_made_for_it(
+    api: Api, tmp_path: Path
+) -> None:
+    """A build failed after 12.1 made the root volume (its attachment already deleted): the
+    server in ERROR keeps the volume in its mapping, and deleting the server deletes it
+    (delete_on_termination) with no attachment to delete; the user's volume stays."""
+    await seed_flavors(api.store)
+    await add_compute_node(api.store, "compute-1")
+    reply = await nova_api.create_server(op_call(api.rt, "createServer", body=boot_body(**BFV)))
+    sid = reply.body["server"]["id"]
+    made = {**ROOT, "source_type": "volume", "uuid": "vol-root", "image_id": IMAGE_ID}
+    kept = {"uuid": "vol-kept", "source_type": "volume", "destination_type": "volume",
+            "boot_index": 1, "delete_on_termination": False}  # fmt: skip
+    await api.store.update(
+        "instances",
+        sid,
+        {"vm_state": "error", "task_state": None, "host": "compute-1",
+         "block_device_mapping": [made, kept], "attachments": []},
+    )  # fmt: skip
+    view = (await api.run("showServer", path_params={"server_id": sid})).body["server"]
+    assert [v["id"] for v in view["os-extended-volumes:volumes_attached"]] == [
+        "vol-root",
+        "vol-kept",
+    ]
+    call = op_call(api.rt, "deleteServer", path_params={"server_id": sid})
+    await nova_delete.delete_server(call)
+    cast = Recorder()
+    await run_spec_step(call, "delete-vm", "6", cast)
+    (((payload,), _),) = cast.calls
+    check(api.info, "terminate_instance", "payload", payload)
+    assert payload["attachments"] == [
+        {"attachment_id": "", "volume_id": "vol-root", "delete_on_termination": True}
+    ]
+    rt = make_runtime(api.info, "nova-compute", host="compute-1", data_dir=tmp_path)
+    terminate = msg_call(rt, "terminate_instance", payload)
+    await nova_host.begin_terminate(terminate)
+    detached = Recorder(response(200, {}))
+    await run_spec_step(terminate, "delete-vm", "7.1", detached)
+    assert detached.calls == []  # nothing attached to undo
+    deleted = Recorder(response(202, None))
+    await run_spec_step(terminate, "delete-vm", "7.4", deleted)
+    assert [kw["volume_id"] for _, kw in deleted.calls] == ["vol-root"]

@@ -136,6 +136,10 @@ async def test_steps_run_in_order_best_effort_with_the_error(
     assert "the hypervisor is away" in caplog.text
 
 
+MADE = {"source_type": "volume", "destination_type": "volume", "uuid": "vol-made",
+        "image_id": "img-1", "boot_index": 0, "delete_on_termination": True}  # fmt: skip
+
+
 class Bus:
     """Records what the generated senders send; an instance_update call gets the row back."""
 
@@ -181,6 +185,9 @@ async def test_the_generated_steps_go_through_the_flows_own_transports(
             "requested_networks": [],
             "instance_uuid": uuid,
             "task_state": "spawning",
+            # the root volume boot-vm 12.1 made from the image: the row keeps it (deleted
+            # with the server, as nova's BDM keeps its volume_id)
+            "block_device_mapping": [MADE],
         },
     )
     with caplog.at_level(logging.WARNING, "specstack.onfailure"):
@@ -192,6 +199,7 @@ async def test_the_generated_steps_go_through_the_flows_own_transports(
     assert payload["instance_uuid"] == uuid and payload["expected_task_state"] == "spawning"
     assert payload["updates"]["vm_state"] == "error"
     assert payload["updates"]["fault"]["details"] == "RuntimeError: no disk"
+    assert payload["updates"]["block_device_mapping"] == [MADE]
     assert "on_failure step 2 (native destroy)" in caplog.text  # the driver refused
 
 

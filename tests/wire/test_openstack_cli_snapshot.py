@@ -8,6 +8,7 @@ administrator's offload, unshelve and `console url show` (issue 15)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,16 @@ def test_volume_from_image_boot_from_volume_and_multiple_create(
         for server in (one, two):
             assert server["status"] == "ACTIVE" and not server["image"].startswith("demo")
         assert [v["id"] for v in one["volumes_attached"]] == [made["id"]]
+        # its image: the volume's cinder snapshot in the image's mappings, active, no data
+        image = stack.json("server", "image", "create", "--wait", "--name", "wire-bfv-snap",
+                           "wire-bfv-1")  # fmt: skip
+        image = stack.json("image", "show", image["id"])
+        assert (image["status"], image["size"]) == ("active", 0)
+        (snap,) = stack.json("volume", "snapshot", "list", "--volume", made["id"])
+        assert snap["Name"] == "snapshot for wire-bfv-snap"
+        (mapping,) = json.loads(image["properties"]["block_device_mapping"])
+        assert (mapping["snapshot_id"], mapping["boot_index"]) == (snap["ID"], 0)
+        assert stack.json("server", "show", "wire-bfv-1")["status"] == "ACTIVE"
         (root,) = two["volumes_attached"]
         roots.append(root["id"])
         root_volume = stack.json("volume", "show", root["id"])
@@ -135,6 +146,11 @@ def test_volume_from_image_boot_from_volume_and_multiple_create(
     finally:
         for name in ("wire-bfv-1", "wire-bfv-2", "wire-multi-1", "wire-multi-2"):
             stack.run("server", "delete", "--wait", name, check=False)
+        stack.run("image", "delete", "wire-bfv-snap", check=False)
+        for snap in stack.json(
+            "volume", "snapshot", "list", "--name", "snapshot for wire-bfv-snap"
+        ):
+            stack.run("volume", "snapshot", "delete", snap["ID"], check=False)
         for volume_id in ("wire-iv", *roots):  # kept: delete_on_termination is false
             stack.run("volume", "delete", volume_id, check=False)
 
@@ -167,9 +183,16 @@ def test_server_shelve_offload_unshelve_and_console_url(stack: Stack) -> None:
         stack.run("server", "shelve", "--offload", "--wait", server["id"], cloud="specstack-admin")
         admin = stack.json("server", "show", server["id"], cloud="specstack-admin")
         assert admin["status"] == "SHELVED_OFFLOADED" and not admin["OS-EXT-SRV-ATTR:host"]
+        # its port unbound from the host (still the server's), bound again where it lands
+        (port,) = stack.json("port", "list", "--device-id", server["id"], cloud="specstack-admin")
+        assert not _port_host(stack, port["ID"])
         stack.run("server", "unshelve", vm)
         back = stack.wait_for("server", vm, "status", "ACTIVE")
         assert back["status"] == "ACTIVE", back
+        host = stack.json("server", "show", server["id"], cloud="specstack-admin")[
+            "OS-EXT-SRV-ATTR:host"
+        ]
+        assert host and _port_host(stack, port["ID"]) == host
         gone = stack.run("image", "show", f"{vm}-shelved", check=False)
         assert gone.returncode != 0  # the shelved image has served
         listed = stack.json("server", "event", "list", server["id"], cloud="specstack-admin")
@@ -177,3 +200,10 @@ def test_server_shelve_offload_unshelve_and_console_url(stack: Stack) -> None:
         assert actions == ["unshelve", "shelveOffload", "shelve", "unshelve", "shelve", "create"]
     finally:
         stack.run("server", "delete", "--wait", vm, check=False)
+
+
+def _port_host(stack: Stack, port_id: str) -> str:
+    """The host neutron has the port bound to (an administrator sees it)."""
+    return str(
+        stack.json("port", "show", port_id, cloud="specstack-admin")["binding_host_id"] or ""
+    )
