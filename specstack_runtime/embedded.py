@@ -10,12 +10,14 @@ socket); in distributed mode each process builds only its own instance
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import importlib
 import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +35,7 @@ from specstack_runtime.http import ClientSet
 from specstack_runtime.ir import CODED_KINDS
 from specstack_runtime.localhttp import LocalTransport
 from specstack_runtime.osprofiler_export import PointExport
-from specstack_runtime.resources.recovery import recover
+from specstack_runtime.resources.recovery import recover_all
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import Instance, StackInfo
 from specstack_runtime.startup import run_startup
@@ -46,6 +48,21 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("specstack.stack")
+
+
+@contextlib.contextmanager
+def _lifelong() -> Iterator[None]:
+    """What start-up makes lives as long as the stack (a million objects at 10,000 hosts):
+    no collector pass walks it meanwhile, nor after (a boot would wait while it does);
+    the little garbage start-up leaves is the collector's again after `stop`."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 class StackError(RuntimeError):
@@ -146,6 +163,7 @@ class EmbeddedStack:
         self.running: list[Running] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self.started_at = 0.0
+        self._hypervisors_made = False
 
     # assembly --------------------------------------------------------------
     def _store(self, database: str | None) -> Store | None:
@@ -169,8 +187,11 @@ class EmbeddedStack:
         if name not in self.drivers:
             raise StackError(f"unknown driver {name!r}; the spec has {', '.join(self.drivers)}")
         res = self.info.nodes[node].get("resources") or {}
-        state = self.config.data_dir / "hypervisors" / f"{host}.json"
-        state.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.config.data_dir / "hypervisors"
+        if not self._hypervisors_made:  # once, not once a host
+            folder.mkdir(parents=True, exist_ok=True)
+            self._hypervisors_made = True
+        state = folder / f"{host}.json"
         try:
             return self.drivers[name].create(
                 state_file=state,
@@ -203,7 +224,15 @@ class EmbeddedStack:
                 local=local,
                 local_issue=issue,
             )
-        return TokenValidator(self.info, self.config, self.clients, service_user=comp["project"])
+        # A component's instances in this process (its compute hosts) share one validator:
+        # one service token and one cache, not a token issued on each host's first call.
+        key = f"auth.validator:{rt.component}"
+        if key not in self.shared:
+            self.shared[key] = TokenValidator(
+                self.info, self.config, self.clients, service_user=comp["project"]
+            )
+        validator: TokenValidator = self.shared[key]
+        return validator
 
     def check_behaviours(self) -> None:
         """Every behaviour the spec names must be registered before anything starts."""
@@ -268,15 +297,21 @@ class EmbeddedStack:
 
     async def start(self, on_progress: Callable[[str], None] | None = None) -> None:
         self.started_at = time.perf_counter()
+        with _lifelong():
+            await self._start(on_progress)
+
+    async def _start(self, on_progress: Callable[[str], None] | None) -> None:
         say = on_progress or (lambda _m: None)
         self.build()
         await self.bus.start()
         self._tasks.append(asyncio.create_task(self.trace.run_flusher()))
         # What a crash left mid-transition, put right before anything is served (the spec's
         # `states.recover` rules; nova-compute's init_host).
-        for r in self.running:
-            if (count := await recover(r.rt)) > 0:
-                say(f"{r.rt.component:<16} recovered {count} interrupted row(s)")
+        for component, group in itertools.groupby(self.running, key=lambda r: r.rt.component):
+            done = await recover_all([r.rt for r in group])
+            for count in done.values():
+                if count > 0:
+                    say(f"{component:<16} recovered {count} interrupted row(s)")
         identity_url = self.info.endpoint(self.info.api_of_type("identity"), self.config)
         for r in self.running:
             if r.module.ROUTES:
@@ -391,6 +426,7 @@ class EmbeddedStack:
             await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
         await self.clients.aclose()
         await asyncio.gather(*(asyncio.to_thread(s.close) for s in self.stores.values()))
+        gc.unfreeze()  # what the stack kept is the collector's again
 
     def runtime_of(self, component: str, host: str | None = None) -> ServiceRuntime:
         for r in self.running:

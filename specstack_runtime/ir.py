@@ -245,6 +245,7 @@ class RecoveryRule(Node):  # `states.recover` (docs/resources.md): component `by
     by: str
     title: str
     when: str
+    of_host: str | None = None  # the rows' field naming the host: the starting host's rows only
     hook: str | None = None
     set: dict[str, Any] = {}
     send: str | None = None

@@ -171,7 +171,8 @@ def test_a_recovery_rule_needs_a_component_of_the_resources_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`states.recover` rules run by a component on the resource's table: one of another
-    project, or an unknown one, is refused where it is named (with the known names)."""
+    project, or an unknown one, is refused where it is named (with the known names), and
+    so is an `of_host` that is not a field of the resource."""
     import shutil
 
     spec = tmp_path / "spec"
@@ -183,6 +184,8 @@ def test_a_recovery_rule_needs_a_component_of_the_resources_database(
     text = text.replace(
         "          hook: compute.discard_build\n", "          hook: compute.discard_builds\n"
     )
+    assert "          of_host: host\n" in text
+    text = text.replace("          of_host: host\n", "          of_host: hots\n", 1)
     compute.write_text(text.replace("send: stop_instance,", "send: stop_instances,"))
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
@@ -200,6 +203,7 @@ def test_a_recovery_rule_needs_a_component_of_the_resources_database(
     assert f"{at('compute.discard_builds')}" in err
     assert "unknown behaviour 'compute.discard_builds'; did you mean 'compute.discard_build'" in err
     assert "unknown message 'stop_instances'; did you mean 'stop_instance'" in err
+    assert f"{at('of_host: hots')}" in err.split("'hots' is not a field; did you mean 'host'")[0]
 
 
 def test_cinder_resource_keys_are_checked_where_they_are_written(

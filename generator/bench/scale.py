@@ -67,6 +67,10 @@ async def _select_ms(hosts: int, runs: int) -> list[float]:
             unused,
             store=store,
         )
+        consumes = comp.get("consumes") or []
+        args = next(
+            dict(h.get("args") or {}) for h in consumes if h["message"] == "compute_node_update"
+        )
         res = {"vcpus": 8, "memory_mb": 16384, "local_gb": 200}
         nodes = [{"host": f"compute-{i}", "resources": res} for i in range(1, hosts + 1)]
         for at in range(0, hosts, 1000):
@@ -77,6 +81,7 @@ async def _select_ms(hosts: int, runs: int) -> list[float]:
                 "req-0",
                 "req-0",
                 payload={"nodes": nodes[at : at + 1000]},
+                args=args,  # the spec's, as the consumer passes them
             )
             await conductor.compute_node_update(call)
         request = scheduler.RequestSpec(memory_mb=512, vcpus=1, root_gb=1)

@@ -338,8 +338,8 @@ async def _network_names(
     call: Call, network_ids: Iterable[str], token: str | None
 ) -> dict[str, str]:
     """Network id -> name, asked of neutron (the id itself when neutron cannot say). Names
-    change rarely: each compute node remembers them for NETWORK_NAME_TTL_S."""
-    cache: dict[str, tuple[float, str]] = call.rt.local.setdefault("network_names", {})
+    change rarely: a process's compute hosts remember them for NETWORK_NAME_TTL_S."""
+    cache: dict[str, tuple[float, str]] = call.rt.shared.setdefault("network_names", {})
     now, names = time.monotonic(), {}
     for net_id in dict.fromkeys(network_ids):
         hit = cache.get(net_id)

@@ -97,18 +97,19 @@ class Heartbeat:
     async def report(self) -> list[str]:
         """One period: the hosts reported (those whose driver answered)."""
         self.periods += 1
-        nodes: list[dict[str, Any]] = []
-        for rt in list(self.hosts.values()):
-            try:
-                nodes.append(await _node(rt))
-            except Exception as exc:
-                logger.warning("compute %s could not report its resources: %s", rt.host, exc)
-        if not nodes:
-            return []
-        some = next(iter(self.hosts.values()))
-        for at in range(0, len(nodes), MAX_ITEMS):
-            await _send_nodes(some, nodes[at : at + MAX_ITEMS])
-        return [n["host"] for n in nodes]
+        hosts, reported = list(self.hosts.values()), []
+        for at in range(0, len(hosts), MAX_ITEMS):
+            nodes: list[dict[str, Any]] = []
+            for rt in hosts[at : at + MAX_ITEMS]:
+                try:
+                    nodes.append(await _node(rt))
+                except Exception as exc:
+                    logger.warning("compute %s could not report its resources: %s", rt.host, exc)
+            if nodes:
+                await _send_nodes(hosts[0], nodes)
+                reported += [n["host"] for n in nodes]
+            await asyncio.sleep(0)  # a boot meanwhile waits for one batch, not for all
+        return reported
 
     async def _loop(self) -> None:
         while True:

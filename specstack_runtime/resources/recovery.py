@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from specstack_runtime import ir, registry
@@ -54,20 +55,46 @@ def rules_of(rt: ServiceRuntime) -> list[tuple[str, list[ir.RecoveryRule]]]:
 
 async def recover(rt: ServiceRuntime) -> int:
     """Apply the component's recovery rules to every row they match; how many rows changed."""
+    return (await recover_all([rt]))[rt.host]
+
+
+async def recover_all(rts: Sequence[ServiceRuntime]) -> dict[str, int]:
+    """`recover` for instances of one component (a process's compute hosts): each table
+    read once, each instance handed the rows its rules can match (those of its host, for
+    rules with `of_host`); rows changed by host."""
+    done = dict.fromkeys((rt.host for rt in rts), 0)
+    for resource, rules in rules_of(rts[0]) if rts else ():
+        table = rts[0].info.resources.resource(resource).res.table
+        rows = await rts[0].require_store().list(table)
+        everyone = rows if any(r.of_host is None for r in rules) else []
+        by_host: dict[str, list[Doc]] = {}
+        for field in {r.of_host for r in rules} - {None}:
+            for doc in rows:
+                by_host.setdefault(str(doc.get(str(field))), []).append(doc)
+        for rt in rts:
+            mine = everyone or by_host.get(rt.host, [])
+            if mine:
+                done[rt.host] += await _recover_rows(rt, resource, rules, mine)
+    for rt in rts:
+        await rt.settle()  # what a hook did to the driver (a guest destroyed), before it serves
+    return done
+
+
+async def _recover_rows(
+    rt: ServiceRuntime, resource: str, rules: list[ir.RecoveryRule], rows: list[Doc]
+) -> int:
     done = 0
-    for resource, rules in rules_of(rt):
-        request_id = f"req-{uuid.uuid4()}"
-        call = Call(rt, "recover", "startup", request_id, request_id)
-        catalog = rt.info.resources
-        rc = ResourceCall(call, catalog.resource(resource), catalog, rt.info.policy)
-        for doc in await rt.require_store().list(rc.res.res.table):
-            rule = _first(rc, rules, doc)
-            if rule is not None:
-                try:
-                    done += await _apply(rc, rule, doc)
-                except Exception:
-                    log.exception("%s: recovery of %s %s failed", rt.component, resource, doc["id"])
-    await rt.settle()  # what a hook did to the driver (a guest destroyed), before it serves
+    request_id = f"req-{uuid.uuid4()}"
+    call = Call(rt, "recover", "startup", request_id, request_id)
+    catalog = rt.info.resources
+    rc = ResourceCall(call, catalog.resource(resource), catalog, rt.info.policy)
+    for doc in rows:
+        rule = _first(rc, rules, doc)
+        if rule is not None:
+            try:
+                done += await _apply(rc, rule, doc)
+            except Exception:
+                log.exception("%s: recovery of %s %s failed", rt.component, resource, doc["id"])
     return done
 
 
@@ -78,7 +105,9 @@ def _names(rc: ResourceCall, doc: Doc) -> dict[str, Any]:
 
 def _first(rc: ResourceCall, rules: list[ir.RecoveryRule], doc: Doc) -> ir.RecoveryRule | None:
     names = _names(rc, doc)
-    return next((r for r in rules if compile_expr(r.when).evaluate(**names) is True), None)
+    host = rc.call.rt.host
+    mine = (r for r in rules if r.of_host is None or str(doc.get(r.of_host)) == host)
+    return next((r for r in mine if compile_expr(r.when).evaluate(**names) is True), None)
 
 
 async def _apply(rc: ResourceCall, rule: ir.RecoveryRule, doc: Doc) -> int:

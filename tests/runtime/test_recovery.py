@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime.resources.recovery import recover, rules_of
+from specstack_runtime.resources.recovery import recover, recover_all, rules_of
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
@@ -124,5 +124,35 @@ async def test_a_guest_recovery_discards_is_gone_from_disk_before_the_host_serve
         assert await recover(cell.computes["compute-1"]) == 1
         assert not one.pending()
         assert set(FakeHypervisor(one.state_file).guests) == {kept["id"]}
+    finally:
+        await cell.stop()
+
+
+@arun
+async def test_hosts_recovering_together_read_the_table_once_and_each_its_own_rows(
+    tmp_path: Path,
+) -> None:
+    """A process's compute hosts recover together (`of_host`): one read of the instances
+    for all of them, each host applying the rules to its own rows only."""
+    cell = await NovaCell(tmp_path, computes=3).start()
+    try:
+        building = {"vm_state": "building", "task_state": "spawning"}
+        rows = {h: await new_instance(cell.store, **building, host=h) for h in cell.computes}
+        reads = 0
+        list_rows = cell.store.list
+
+        async def counted(*args: Any, **kw: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await list_rows(*args, **kw)
+
+        cell.store.list = counted  # type: ignore[method-assign]
+        hosts = [cell.computes["compute-1"], cell.computes["compute-2"]]
+        assert await recover_all(hosts) == {"compute-1": 1, "compute-2": 1}
+        assert reads == 1
+        for host in ("compute-1", "compute-2"):
+            row = await cell.store.get("instances", rows[host]["id"])
+            assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)
+        assert await cell.store.get("instances", rows["compute-3"]["id"]) == rows["compute-3"]
     finally:
         await cell.stop()

@@ -211,3 +211,25 @@ def test_a_signal_as_soon_as_it_serves_stops_the_stack_cleanly(tmp_path: Path) -
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # it stopped within its grace: "stopped", not the grace timer's message
     assert proc.stdout.rstrip().endswith("serving; Ctrl-C stops the stack\nstopping\nstopped")
+
+
+def test_a_components_hosts_share_one_token_validator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process's compute hosts validate tokens and hold the service's token once: a boot
+    on a host that never booted does not ask keystone for a token of its own."""
+    from specstack_runtime.config import StackConfig
+    from specstack_runtime.embedded import EmbeddedStack
+
+    monkeypatch.chdir(REPO)
+    stack = EmbeddedStack(StackConfig(data_dir=tmp_path, computes=3))
+    stack.build()
+    try:
+        computes = [stack.runtime_of("nova-compute", f"compute-{i}").auth for i in (1, 2, 3)]
+        assert computes[0] is not None and all(a is computes[0] for a in computes)
+        agents = {id(stack.runtime_of("neutron-l2-agent", f"compute-{i}").auth) for i in (1, 2)}
+        assert len(agents) == 1 and id(computes[0]) not in agents
+        assert computes[0].service_user == "nova"
+    finally:
+        for store in stack.stores.values():
+            store.close()

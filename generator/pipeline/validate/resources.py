@@ -374,6 +374,9 @@ class _Checker:
                     )
         for i, rule in enumerate(states.get("recover") or ()):
             self._recovery(f, [*base, "states", "recover", i], rule)
+            if (host := rule.get("of_host")) and host not in names:
+                at: Where = [*base, "states", "recover", i, "of_host"]
+                self.at(f, at, f"'{host}' is not a field{suggest(host, sorted(names))}")
 
     def _handoff(self, f: SpecFile, where: Where, h: dict[str, Any] | None) -> None:
         if not h:
