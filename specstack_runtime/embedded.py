@@ -10,14 +10,12 @@ socket); in distributed mode each process builds only its own instance
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import importlib
 import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -48,21 +46,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("specstack.stack")
-
-
-@contextlib.contextmanager
-def _lifelong() -> Iterator[None]:
-    """What start-up makes lives as long as the stack (a million objects at 10,000 hosts):
-    no collector pass walks it meanwhile, nor after (a boot would wait while it does);
-    the little garbage start-up leaves is the collector's again after `stop`."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 class StackError(RuntimeError):
@@ -297,10 +280,6 @@ class EmbeddedStack:
 
     async def start(self, on_progress: Callable[[str], None] | None = None) -> None:
         self.started_at = time.perf_counter()
-        with _lifelong():
-            await self._start(on_progress)
-
-    async def _start(self, on_progress: Callable[[str], None] | None) -> None:
         say = on_progress or (lambda _m: None)
         self.build()
         await self.bus.start()
@@ -426,7 +405,6 @@ class EmbeddedStack:
             await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
         await self.clients.aclose()
         await asyncio.gather(*(asyncio.to_thread(s.close) for s in self.stores.values()))
-        gc.unfreeze()  # what the stack kept is the collector's again
 
     def runtime_of(self, component: str, host: str | None = None) -> ServiceRuntime:
         for r in self.running:
