@@ -113,3 +113,14 @@ def test_no_import_cycle(lazy: bool) -> None:
         if mod not in state:
             walk(mod)
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_interpreter_tuning() -> None:
+    """Speed comes from design: no module of the packages imports `gc` (thresholds,
+    freeze, disable), which would hide a cost rather than remove it."""
+    bad = {
+        mod
+        for mod, path in _modules(*PACKAGES).items()
+        if "gc" in {name.split(".")[0] for name in _imports(path, lazy=True)}
+    }
+    assert not bad, sorted(bad)
