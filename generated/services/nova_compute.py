@@ -931,6 +931,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         args={
             "expected": "resize_migrated",
             "running": "resize_finish",
+            "bind_ports": True,
             "call": "finish_migration",
             "with": "cel.bind(m, request.migration, cel.bind(f, refs.old ? m.old_flavor : m.new_flavor, {'instance': {'uuid': doc.uuid, 'name': doc.uuid, 'vcpus': int(f.vcpus),\n   'memory_mb': int(f.ram), 'root_gb': int(f.disk), 'image_id': doc.image_id},\n 'disk_info': has(request.disk_info) ? request.disk_info : '',\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''}),\n 'power_on': m.old_vm_state != 'stopped'}))",
             "done": "cel.bind(m, request.migration, {'vm_state': 'resized', 'task_state': null, 'power_state': m.old_vm_state == 'stopped' ? 4 : 1,\n 'host': m.dest_host, 'node': m.dest_node, 'flavor': m.new_flavor,\n 'flavor_id': string(m.new_flavor.id), 'migration': merge(m, {'status': 'finished'})})",
@@ -987,6 +988,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         auth_in_steps=False,
         args={
             "expected": "resize_reverting",
+            "bind_ports": True,
             "call": "finish_revert_migration",
             "old": True,
             "with": "cel.bind(m, request.migration, cel.bind(f, refs.old ? m.old_flavor : m.new_flavor, {'instance': {'uuid': doc.uuid, 'name': doc.uuid, 'vcpus': int(f.vcpus),\n   'memory_mb': int(f.ram), 'root_gb': int(f.disk), 'image_id': doc.image_id},\n 'disk_info': has(request.disk_info) ? request.disk_info : '',\n 'network_info': doc.vifs.map(v,\n   map_of(['id', 'address', 'network_id', 'ip_addresses'].filter(k, k in v).map(k, [k, v[k]]))),\n 'block_device_info': doc.attachments.filter(a, has(a.device) && a.device != null && a.device != ''\n     && has(a.connection_info) && type(a.connection_info) == map)\n   .map(a, {'mountpoint': a.device, 'connection_info': a.connection_info,\n     'serial': has(a.volume_id) && a.volume_id != null ? string(a.volume_id) : ''}),\n 'power_on': m.old_vm_state != 'stopped'}))",

@@ -8,10 +8,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from specstack_runtime.behaviours.nova_common import fault_of, update_instance
+from specstack_runtime.behaviours.nova_common import fault_of, flow_token, update_instance
 from specstack_runtime.context import Call
 from specstack_runtime.errors import Dropped
 from specstack_runtime.expr import compile_expr
+from specstack_runtime.http import expect
 from specstack_runtime.messaging import send
 from specstack_runtime.registry import behaviour
 
@@ -25,13 +26,14 @@ def _cel(call: Call, name: str, doc: Any = None) -> Any:
     )
 
 
-@behaviour("compute.rpc_migration")
+@behaviour("compute.rpc_migration", needs=("network",))
 async def rpc_migration(call: Call) -> None:
     """A step of a resize or cold migration on this host, as the consumer's args say: the
     task state it finds (`expected`, else stale: dropped) and sets (`running`), the driver
     method (`call`, its arguments `with`; `accept`: its errors that mean done already), the
     instance's fields once done (`done`) with the claims it changes (`claims`), and the
-    message cast next (`send` to the host `to`). A failure: ERROR with the fault."""
+    message cast next (`send` to the host `to`); `bind_ports`: the instance's ports bound to
+    this host first (nova's migrate_instance_finish). A failure: ERROR with the fault."""
     args, payload = call.args, call.payload
     uuid = str(payload["instance"]["uuid"])
     reply = await send(call, "instance_get", {"instance_uuid": uuid})
@@ -44,6 +46,8 @@ async def rpc_migration(call: Call) -> None:
         await update_instance(call, uuid, {"task_state": state}, expected)
     result: Any = None
     try:
+        if args.get("bind_ports"):
+            await _bind_ports(call, [str(v["id"]) for v in doc.get("vifs") or []])
         if args.get("call"):
             method = getattr(call.rt.driver, str(args["call"]))
             given = _cel(call, "with", doc)
@@ -72,3 +76,14 @@ async def rpc_migration(call: Call) -> None:
         if isinstance(result, str):
             forward["disk_info"] = result
         await send(call, str(args["send"]), forward, host=str(_cel(call, "to")))
+
+
+async def _bind_ports(call: Call, ports: list[str]) -> None:
+    """The ports bound to this host (neutron's binding:host_id): its L2 agent wires them."""
+    rt, token = call.rt, await flow_token(call)
+    api, body = rt.info.api_of_type("network"), {"port": {"binding:host_id": rt.host}}
+    for port_id in ports:
+        resp = await rt.clients.call(
+            api, "updatePort", {"port_id": port_id}, body=body, token=token
+        )
+        expect(resp, 200, 404)  # (a port deleted meanwhile is not the move's to fail on)

@@ -64,7 +64,7 @@ from specstack_runtime.virt.common import (
     resource_report,
     vif_mac,
 )
-from specstack_runtime.virt.unmoved import Unmoved
+from specstack_runtime.virt.qemu_moves import QemuMoves
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _volume_file(connection_info: Any) -> tuple[str, str]:
     return vol.path, vol.serial
 
 
-class QemuHypervisor(Unmoved):
+class QemuHypervisor(QemuMoves):
     """Guests as QEMU processes; see the module docstring."""
 
     hypervisor_type = "QEMU"

@@ -1,6 +1,6 @@
 """The driver methods that move a guest (resize, cold migration) for a driver that does not
-move guests yet (libvirt, qemu): each refuses before anything changes, so the move fails
-with this message as the instance's fault and the guest stays as it was."""
+move guests yet (libvirt): each refuses before it touches the guest, so the move fails
+(the instance in ERROR with this message as its fault) and the guest stays as it was."""
 
 from __future__ import annotations
 

@@ -45,6 +45,9 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "shelve",
         "shelveOffload",
         "unshelve",
+        "confirmResize",
+        "revertResize",
+        "migrate",
     ]
     assert next(a for a in servers.actions if a.key == "os-stop").body is None
     # buttons named as the resource model's state machine names the actions
@@ -63,6 +66,9 @@ def test_the_cloud_s_collections_with_their_operations() -> None:
         "Shelve",
         "Shelve_offload",
         "Unshelve",
+        "Confirmresize",
+        "Revertresize",
+        "Migrate",
     ]
     # a server's own collections: its volume attachments, its actions, its interfaces (ports)
     # and its security groups (an API the spec added shows with no dashboard code)

@@ -22,7 +22,7 @@ async def _guest_on(driver: FakeHypervisor, row: dict[str, Any]) -> None:
 @arun
 async def test_the_rules_belong_to_the_components_the_spec_names(tmp_path: Path) -> None:
     cell = NovaCell(tmp_path, computes=1)
-    assert [(res, len(rules)) for res, rules in rules_of(cell.conductor)] == [("server", 1)]
+    assert [(res, len(rules)) for res, rules in rules_of(cell.conductor)] == [("server", 2)]
     (_, compute_rules), *_ = rules_of(cell.computes["compute-1"])
     assert [r.send or r.hook for r in compute_rules] == [
         "terminate_instance",
@@ -32,6 +32,7 @@ async def test_the_rules_belong_to_the_components_the_spec_names(tmp_path: Path)
         "reboot_instance",
         None,  # pause/suspend interrupted: the task cleared
         None,  # a snapshot interrupted: the task cleared
+        None,  # a resize or migration interrupted: ERROR
         None,  # a rebuild interrupted: ERROR
     ]
     assert rules_of(cell.scheduler) == []
@@ -70,8 +71,24 @@ async def test_interrupted_rows_are_finished_or_failed_and_others_left_alone(
             cell.store, vm_state="active", task_state="rebuild_spawning", host="compute-1"
         )
 
-        assert await recover(cell.conductor) == 1
-        assert await recover(cell.computes["compute-1"]) == 6
+        move = {"kind": "resize", "source_host": "compute-1", "dest_host": None}
+        unplaced = await new_instance(
+            cell.store, vm_state="active", task_state="resize_prep", host="compute-1",
+            migration=move,
+        )  # fmt: skip
+        moving = await new_instance(
+            cell.store, vm_state="active", task_state="resize_migrating", host="compute-1",
+            migration={**move, "dest_host": "compute-2"},
+        )  # fmt: skip
+
+        assert await recover(cell.conductor) == 2
+        assert await recover(cell.computes["compute-1"]) == 7
+        row = await cell.store.get("instances", unplaced["id"])
+        assert row is not None and (row["vm_state"], row["task_state"], row["migration"]) == (
+            "active", None, None,
+        )  # fmt: skip
+        row = await cell.store.get("instances", moving["id"])
+        assert row is not None and (row["vm_state"], row["task_state"]) == ("error", None)
         row = await cell.store.get("instances", pausing["id"])
         assert row is not None and (row["vm_state"], row["task_state"]) == ("active", None)
         row = await cell.store.get("instances", uploading["id"])

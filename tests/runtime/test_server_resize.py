@@ -92,6 +92,8 @@ async def test_resize_to_another_host_then_confirm(tmp_path: Path) -> None:
         guest = _guests(cell, dest)[sid]
         assert (guest["power_state"], guest["memory_mb"]) == (RUNNING, 2048)
         assert _guests(cell, source)[f"{sid}_resize"]["power_state"] == SHUTDOWN
+        # its port bound to the destination (neutron's binding:host_id)
+        assert [p["binding:host_id"] for p in cell.services.ports.values()] == [dest]
         # both flavors claimed until the move is confirmed: the new on dest, the old on source
         nodes = await _nodes(cell)
         assert nodes[dest] == {"claims": [sid], "vcpus_used": 1, "memory_mb_used": 2048}
@@ -131,6 +133,7 @@ async def test_revert_brings_the_server_back_with_its_old_flavor(tmp_path: Path)
         assert sid not in _guests(cell, _other(source))
         guest = _guests(cell, source)[sid]
         assert (guest["power_state"], guest["memory_mb"]) == (RUNNING, 512)
+        assert [p["binding:host_id"] for p in cell.services.ports.values()] == [source]
         nodes = await _nodes(cell)
         assert nodes[source] == {"claims": [sid], "vcpus_used": 1, "memory_mb_used": 512}
         assert nodes[_other(source)]["claims"] == []

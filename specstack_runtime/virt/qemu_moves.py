@@ -1,0 +1,105 @@
+"""The qemu driver's moves of a guest (resize, cold migration), on one machine: the source
+stops QEMU and keeps the guest's directory aside (`<uuid>_resize`, nova's); the destination
+copies the kept root disk as its own (grown to the new flavor's size) and starts QEMU; a
+confirm removes the kept directory, a revert puts it back and starts the guest again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from specstack_runtime.virt import InstanceNotFound
+from specstack_runtime.virt.common import instance_uuid
+
+if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
+    from generated.drivers.types import BlockDevice, Instance, Vif
+
+
+class QemuMoves:
+    guests: dict[str, dict[str, Any]]
+    guests_dir: Path
+    hostname: str
+
+    if TYPE_CHECKING:  # what QemuHypervisor provides
+
+        def _guest(self, instance: Any) -> dict[str, Any]: ...
+        def _save(self) -> None: ...
+        def _note(self, guest: dict[str, Any], text: str) -> None: ...
+        def _lock(self, uuid: str) -> asyncio.Lock: ...
+        async def _start(self, guest: dict[str, Any]) -> None: ...
+        async def spawn(
+            self, instance: Any, image: Any, network_info: Any, block_device_info: Any
+        ) -> None: ...
+        async def power_off(self, instance: Instance) -> None: ...
+
+    def _aside(self, uuid: str, kept: bool) -> dict[str, Any]:
+        """The guest's record and directory moved to (kept) or back from `<uuid>_resize`."""
+        here, there = self.guests_dir / uuid, self.guests_dir / f"{uuid}_resize"
+        old, new = (here, there) if kept else (there, here)
+        guest = self.guests.pop(old.name, None)
+        if guest is None:
+            raise InstanceNotFound(uuid)
+        if old.exists():
+            shutil.rmtree(new, ignore_errors=True)
+            old.rename(new)
+        for key in ("root_disk", "console"):
+            guest[key] = str(new / Path(guest[key]).name)
+        self.guests[new.name] = guest
+        self._save()
+        return guest
+
+    async def migrate_disk_and_power_off(self, instance: Instance, dest: str) -> str:
+        guest = self._guest(instance)
+        if guest.get("state") == "started":
+            await self.power_off(instance)
+        self._note(guest, f"disk handed to {dest}")
+        kept = self._aside(guest["uuid"], kept=True)
+        return json.dumps({"uuid": kept["uuid"], "root_disk": kept["root_disk"],
+                           "image_id": kept.get("image_id"), "source": self.hostname})  # fmt: skip
+
+    async def finish_migration(
+        self,
+        instance: Instance,
+        disk_info: str,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
+        power_on: bool,
+    ) -> None:
+        uuid = instance_uuid(instance)
+        try:
+            handed = json.loads(disk_info)
+        except ValueError:
+            handed = {}
+        if not isinstance(handed, dict) or handed.get("uuid") != uuid:
+            raise InstanceNotFound(uuid)  # no disk of this instance was handed over
+        image = {"id": handed.get("image_id") or "", "path": handed["root_disk"]}
+        await self.spawn(instance, image, network_info, block_device_info)  # copies, grows, starts
+        guest = self._guest(instance)
+        self._note(guest, f"moved here from {handed.get('source')}")
+        if not power_on:
+            await self.power_off(instance)
+
+    async def confirm_migration(self, instance: Instance) -> None:
+        uuid = instance_uuid(instance)
+        if self.guests.pop(f"{uuid}_resize", None) is None:
+            raise InstanceNotFound(uuid)
+        self._save()
+        await asyncio.to_thread(shutil.rmtree, self.guests_dir / f"{uuid}_resize", True)
+
+    async def finish_revert_migration(
+        self,
+        instance: Instance,
+        network_info: list[Vif],
+        block_device_info: list[BlockDevice],
+        power_on: bool,
+    ) -> None:
+        uuid = instance_uuid(instance)
+        guest = self._aside(uuid, kept=False)
+        guest["vifs"] = [dict(v) for v in network_info or []]
+        self._note(guest, "move reverted")
+        if power_on:
+            async with self._lock(uuid):
+                await self._start(guest)

@@ -1,0 +1,58 @@
+"""resize, its confirmation and revert, and cold migrate through the real `openstack` CLI
+(issue 15): `server resize --flavor --wait` moves the server to the other compute host with
+the new flavor (VERIFY_RESIZE, both flavors counted in the project's limits), `server resize
+revert` brings it back as it was, `server migrate --wait` (an administrator's) moves it with
+its flavor and `server resize confirm` keeps it there; each recorded as an instance action
+(nova's refusals are tests/runtime/test_server_resize.py's)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import Stack
+
+VM = "wire-resize-vm"
+ADMIN = "specstack-admin"
+
+
+def _shown(stack: Stack, sid: str) -> tuple[str, str, str]:
+    """The server's status, host (an administrator's view) and flavor name."""
+    shown: dict[str, Any] = stack.json("server", "show", sid, cloud=ADMIN)
+    flavor = shown["flavor"]
+    name = flavor["name"] if isinstance(flavor, dict) else str(flavor).split(" (")[0]
+    return str(shown["status"]), str(shown["OS-EXT-SRV-ATTR:host"]), name
+
+
+def _ram_used(stack: Stack) -> int:
+    """The project's RAM in use, as `limits show --absolute` names it (total_ram_used)."""
+    rows = stack.json("limits", "show", "--absolute")
+    absolute = {str(r["Name"]).replace("_", "").lower(): r["Value"] for r in rows}
+    return int(absolute["totalramused"])
+
+
+def test_resize_revert_migrate_and_confirm(stack: Stack) -> None:
+    sid = str(stack.json("server", "create", "--image", "demo-image", "--flavor", "m1.tiny",
+                         "--network", "private", "--wait", VM)["id"])  # fmt: skip
+    try:
+        status, first, flavor = _shown(stack, sid)
+        assert (status, flavor) == ("ACTIVE", "m1.tiny")
+        used = _ram_used(stack)
+        stack.run("server", "resize", "--flavor", "m1.small", "--wait", VM)
+        status, host, flavor = _shown(stack, sid)
+        assert (status, flavor) == ("VERIFY_RESIZE", "m1.small") and host != first
+        # the larger flavor counted until the resize is over (m1.tiny 512 MB, m1.small 2048)
+        assert _ram_used(stack) == used - 512 + 2048
+        stack.run("server", "resize", "revert", VM)
+        stack.wait_for("server", VM, "status", "ACTIVE")
+        assert _shown(stack, sid) == ("ACTIVE", first, "m1.tiny")
+        stack.run("server", "migrate", "--wait", sid, cloud=ADMIN)
+        status, host, flavor = _shown(stack, sid)
+        assert (status, flavor) == ("VERIFY_RESIZE", "m1.tiny") and host != first
+        stack.run("server", "resize", "confirm", VM)
+        stack.wait_for("server", VM, "status", "ACTIVE")
+        assert _shown(stack, sid) == ("ACTIVE", host, "m1.tiny")
+        # (an administrator's action is listed to administrators)
+        actions = [a["Action"] for a in stack.json("server", "event", "list", sid, cloud=ADMIN)]
+        assert actions == ["confirmResize", "migrate", "revertResize", "resize", "create"]
+    finally:
+        stack.run("server", "delete", "--wait", VM, check=False)
