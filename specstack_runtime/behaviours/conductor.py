@@ -186,7 +186,7 @@ async def instance_update(call: Call) -> dict[str, Any]:
     if "expected_task_state" in payload:
         expect = {"task_state": payload["expected_task_state"]}
     before = await store.get(INSTANCES, uuid) if "host" in updates else None
-    row = await store.update(INSTANCES, uuid, updates, expect=expect)
+    row = await store.update(INSTANCES, uuid, updates, expect=expect, current=before)
     if row is None:
         current = await require_instance(call.rt, uuid)
         expected = payload.get("expected_task_state")
