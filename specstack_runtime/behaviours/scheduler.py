@@ -228,9 +228,8 @@ async def claim_host(
     waiting: Mapping[str, Any] | None = None,
     row: Doc | None = None,
 ) -> tuple[Doc, Doc | None]:
-    """Choose the best host and record the instance's claim on it: the node's new document
-    and the instance's (None when the claim was recorded before; `row`, the instance as
-    the caller read it, spares a read).
+    """Choose the best host and record the instance's claim on it (over `row`, the instance as
+    read): the node's new document and the instance's (`row` if the claim was recorded before).
 
     The host is written on the instance (`claim_host`) before it is claimed, so that a run
     that dies in between leaves its claim findable (`earlier_claim`); `claiming` is the
@@ -239,6 +238,7 @@ async def claim_host(
     InstanceChanged when the instance stops waiting meanwhile.
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
+    waiting = waiting or {"vm_state": "building", "task_state": "scheduling", "host": None}
     for _ in range(CAS_ATTEMPTS):
         found = await candidates(store, request, filters, weighers, down_after_s)
         docs = {str(d["host"]): d for d in found}
@@ -252,8 +252,11 @@ async def claim_host(
             ranked = rank(found, request, filters, weighers, down_after_s)
         doc = docs[ranked[0].host]
         if ranked[0].host != claiming:
-            row = await _record_claiming(store, instance_uuid, ranked[0].host, waiting, row)
             claiming = ranked[0].host
+            changes = {CLAIM_HOST: claiming}
+            row = await store.update(INSTANCES, instance_uuid, changes, expect=waiting, current=row)
+            if row is None:
+                raise InstanceChanged(instance_uuid)
         claims = {**(doc.get("claims") or {}), instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
         usage = usage_of(claims)
@@ -273,16 +276,6 @@ async def claim_host(
             return new, row
         logger.debug("lost the claim race on %s; choosing again", ranked[0].host)
     raise NoValidHost("Too many concurrent claims; no host could be claimed.")
-
-
-async def _record_claiming(
-    store: Store, uuid: str, host: str, waiting: Mapping[str, Any] | None, row: Doc | None
-) -> Doc:
-    waiting = waiting or {"vm_state": "building", "task_state": "scheduling", "host": None}
-    new = await store.update(INSTANCES, uuid, {CLAIM_HOST: host}, expect=waiting, current=row)
-    if new is None:
-        raise InstanceChanged(uuid)
-    return new
 
 
 @behaviour("scheduler.schedule_and_build")

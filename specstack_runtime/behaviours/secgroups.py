@@ -33,10 +33,8 @@ async def ensure_default(rc: ResourceCall, project_id: str) -> str:
     spec's effects: every packet out, and in from the group's own ports)."""
     groups = rc.of("security_group")
     table, default = groups.res.res.table, groups.res.res.data["default"]
-    # the first made (the store's order: created_at, then id), the only one read
     where = {"project_id": project_id, "name": default["name"]}
-    found = await groups.store.list(table, where, limit=1)
-    if found:
+    if found := await groups.store.list(table, where, limit=1):  # the first made, alone read
         return str(found[0]["id"])
     gid = default_group_id(project_id)
     doc = await writes.for_create(groups, {**default, "project_id": project_id}, gid)
