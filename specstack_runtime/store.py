@@ -185,7 +185,10 @@ class Store:
         if conn is not None:
             try:
                 result = work(conn)
-                conn.commit()
+                # the driver begins a transaction at the first write only: work that only
+                # read has nothing to commit (SQLAlchemy's transaction stays open, empty)
+                if conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                    conn.commit()
             except BaseException:
                 conn.rollback()
                 raise
@@ -219,6 +222,9 @@ class Store:
             elif kind == "update":
                 # The SET clause is the columns the parameters name.
                 stmt = t.update().where(by_id)
+            elif kind == "update_if":
+                # compare-and-set on the whole document as the caller read it
+                stmt = t.update().where(by_id, t.c.data == bindparam("was_"))
             elif kind == "delete":
                 stmt = t.delete().where(by_id)
             else:
@@ -306,29 +312,45 @@ class Store:
         changes: Mapping[str, Any],
         *,
         expect: Mapping[str, Any] | None = None,
+        current: Doc | None = None,
     ) -> Doc | None:
         """Apply `changes`; with `expect`, only if those fields still hold those values.
 
+        `current` is the document as the caller read it (unchanged): when the row still
+        is that document, one UPDATE conditioned on it writes the change (no read);
+        otherwise the row is read, locked, and compared as without it.
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
         get = self._stmt(table, "get_for_update")
         update = self._stmt(table, "update")
         key = {"id_": str(id_)}
 
+        def changed(doc: Doc) -> Doc | None:
+            if expect and any(doc.get(k) != v for k, v in expect.items()):
+                return None
+            doc = {**doc, **changes}
+            if "updated_at" not in changes:
+                doc["updated_at"] = utcnow()
+            return doc
+
         def work(conn: Connection) -> Doc | None:
+            new = changed(current) if current is not None else None
+            if new is not None:
+                values = self._row(table, new)
+                del values["id"]
+                was = {**key, "was_": jsoncodec.dumps(current, sort_keys=True).decode()}
+                if conn.execute(self._stmt(table, "update_if"), {**values, **was}).rowcount:
+                    return new
             data = conn.execute(get, key).scalar()
             if data is None:
                 return None
-            doc: Doc = jsoncodec.loads(data)
-            if expect and any(doc.get(k) != v for k, v in expect.items()):
+            new = changed(jsoncodec.loads(data))
+            if new is None:
                 return None
-            doc.update(changes)
-            if "updated_at" not in changes:
-                doc["updated_at"] = utcnow()
-            values = self._row(table, doc)
+            values = self._row(table, new)
             del values["id"]
             conn.execute(update, {**values, **key})
-            return doc
+            return new
 
         return await self._call(work)
 

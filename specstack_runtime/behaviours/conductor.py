@@ -210,7 +210,7 @@ async def instance_update(call: Call) -> dict[str, Any]:
         expect = {"task_state": payload["expected_task_state"]}
     moving = "host" in updates or "migration" in updates or vm_state in args["release"]
     before = await store.get(INSTANCES, uuid) if moving else None
-    row = await store.update(INSTANCES, uuid, updates, expect=expect)
+    row = await store.update(INSTANCES, uuid, updates, expect=expect, current=before)
     if row is None:
         current = await require_instance(call.rt, uuid)
         expected = payload.get("expected_task_state")

@@ -229,8 +229,10 @@ async def claim_host(
     claiming: str | None = None,
     waiting: Mapping[str, Any] | None = None,
     key: str | None = None,
-) -> Doc:
-    """Choose the best host and record the instance's claim on it; its new document.
+    row: Doc | None = None,
+) -> tuple[Doc, Doc | None]:
+    """Choose the best host and record the instance's claim on it (over `row`, the instance as
+    read): the node's new document and the instance's (`row` if the claim was recorded before).
 
     The host is written on the instance (`claim_host`) before it is claimed, so that a run
     that dies in between leaves its claim findable (`earlier_claim`); `claiming` is the
@@ -240,6 +242,7 @@ async def claim_host(
     InstanceChanged when the instance stops waiting meanwhile.
     """
     claim = {"memory_mb": request.memory_mb, "vcpus": request.vcpus, "disk_gb": request.disk_gb}
+    waiting = waiting or {"vm_state": "building", "task_state": "scheduling", "host": None}
     for _ in range(CAS_ATTEMPTS):
         found = await candidates(store, request, filters, weighers, down_after_s)
         docs = {str(d["host"]): d for d in found}
@@ -253,8 +256,11 @@ async def claim_host(
             ranked = rank(found, request, filters, weighers, down_after_s)
         doc = docs[ranked[0].host]
         if key is None and ranked[0].host != claiming:
-            await _record_claiming(store, instance_uuid, ranked[0].host, waiting)
             claiming = ranked[0].host
+            changes = {CLAIM_HOST: claiming}
+            row = await store.update(INSTANCES, instance_uuid, changes, expect=waiting, current=row)
+            if row is None:
+                raise InstanceChanged(instance_uuid)
         claims = {**(doc.get("claims") or {}), key or instance_uuid: claim}
         generation = int(doc.get("generation") or 0)
         usage = usage_of(claims)
@@ -268,19 +274,12 @@ async def claim_host(
                 "generation": generation + 1,
             },
             expect={"generation": doc.get("generation")},
+            current=doc,
         )
         if new is not None:
-            return new
+            return new, row
         logger.debug("lost the claim race on %s; choosing again", ranked[0].host)
     raise NoValidHost("Too many concurrent claims; no host could be claimed.")
-
-
-async def _record_claiming(
-    store: Store, uuid: str, host: str, waiting: Mapping[str, Any] | None
-) -> None:
-    waiting = waiting or {"vm_state": "building", "task_state": "scheduling", "host": None}
-    if await store.update(INSTANCES, uuid, {CLAIM_HOST: host}, expect=dict(waiting)) is None:
-        raise InstanceChanged(uuid)
 
 
 @behaviour("scheduler.schedule_and_build")
@@ -321,11 +320,12 @@ async def schedule_and_build(call: Call) -> None:
     filters, weighers = rt.config.scheduler_filters, rt.config.scheduler_weighers
     down_after_s = liveness(rt.info, "service_down_time_s")
     try:
-        node_doc = await earlier_claim(
-            store, row, request, filters, weighers, down_after_s
-        ) or await claim_host(
-            store, request, uuid, filters, weighers, down_after_s, row.get(CLAIM_HOST)
-        )
+        node_doc = await earlier_claim(store, row, request, filters, weighers, down_after_s)
+        if node_doc is None:
+            node_doc, claimed = await claim_host(
+                store, request, uuid, filters, weighers, down_after_s, row.get(CLAIM_HOST), row=row
+            )
+            row = claimed or row
     except InstanceChanged:
         await release_claim(store, await store.get(INSTANCES, uuid) or {"id": uuid})
         logger.info("instance %s changed while it was scheduled; nothing to build", uuid)
@@ -343,6 +343,7 @@ async def schedule_and_build(call: Call) -> None:
         uuid,
         changes,
         expect={"vm_state": "building", "task_state": "scheduling", "host": None},
+        current=row,
     )
     if updated is None:
         # Deleted (or otherwise moved on) while we chose: give the claim back, build nothing.
@@ -404,7 +405,7 @@ async def schedule_unshelve(call: Call) -> None:
         config, down = rt.config, liveness(rt.info, "service_down_time_s")
         filters, weighers = config.scheduler_filters, config.scheduler_weighers
         try:
-            node = await claim_host(store, request, uuid, filters, weighers, down, None, waiting)
+            node, _ = await claim_host(store, request, uuid, filters, weighers, down, None, waiting)
         except (NoValidHost, InstanceChanged) as exc:
             fault = make_fault(500, f"{NO_VALID_HOST} {exc}" if str(exc) else NO_VALID_HOST)
             await store.update(
@@ -451,7 +452,9 @@ async def schedule_resize(call: Call) -> None:
     filters, weighers = config.scheduler_filters, config.scheduler_weighers
     key = migration_claim(uuid)
     try:
-        node = await claim_host(store, request, uuid, filters, weighers, down, None, waiting, key)
+        node, _ = await claim_host(
+            store, request, uuid, filters, weighers, down, None, waiting, key
+        )
     except NoValidHost as exc:
         fault = make_fault(500, f"{NO_VALID_HOST} {exc}" if str(exc) else NO_VALID_HOST)
         changes = {"task_state": None, "migration": None, "fault": fault}

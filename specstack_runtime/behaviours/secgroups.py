@@ -33,9 +33,9 @@ async def ensure_default(rc: ResourceCall, project_id: str) -> str:
     spec's effects: every packet out, and in from the group's own ports)."""
     groups = rc.of("security_group")
     table, default = groups.res.res.table, groups.res.res.data["default"]
-    found = await groups.store.list(table, {"project_id": project_id, "name": default["name"]})
-    if found:
-        return str(min(found, key=lambda g: (g.get("created_at", ""), g["id"]))["id"])
+    where = {"project_id": project_id, "name": default["name"]}
+    if found := await groups.store.list(table, where, limit=1):  # the first made, alone read
+        return str(found[0]["id"])
     gid = default_group_id(project_id)
     doc = await writes.for_create(groups, {**default, "project_id": project_id}, gid)
     try:

@@ -55,8 +55,10 @@ class _Consumer(Subscription):
                 logger.exception("bus internal error while handling %s", envelope.msg_id)
             finally:
                 self._busy = False
-            # Yield so competing consumers of one queue take turns (round robin).
-            await asyncio.sleep(0)
+            # Yield so competing consumers of one queue take turns (round robin); with the
+            # queue empty, the wait for the next message queues this consumer last anyway.
+            if not self.inbox.empty():
+                await asyncio.sleep(0)
 
     async def cancel(self) -> None:
         self._bus._forget(self)

@@ -32,7 +32,7 @@ async def _change(rc: ResourceCall, doc: Doc, *, add: bool) -> None:
                 else [i for i, h in zip(ids, held, strict=True) if h != doc["id"]]
             )
             if await target.store.update(
-                table, row["id"], {f.name: ids}, expect={f.name: row.get(f.name)}
+                table, row["id"], {f.name: ids}, expect={f.name: row.get(f.name)}, current=row
             ):
                 break
 

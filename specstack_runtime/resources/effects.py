@@ -128,7 +128,7 @@ async def _apply(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str,
             if rev := other.res.res.revision:
                 expect[rev] = row.get(rev)
                 changes[rev] = int(row.get(rev) or 0) + 1
-            new = await other.store.update(table, row_id, changes, expect=expect)
+            new = await other.store.update(table, row_id, changes, expect=expect, current=row)
         if new is not None:
             if effect.var:
                 rc.call.vars[effect.var] = new

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
+from sqlalchemy import event
 
 from specstack_runtime.behaviours.netports import _allocate_one
 from specstack_runtime.errors import Conflict, NotFound
@@ -87,6 +88,35 @@ def test_compare_and_set(store: Store) -> None:
         assert done is not None and done["state"] == "active"
         assert (await store.get("things", "a"))["state"] == "active"  # type: ignore[index]
         assert await store.update("things", "missing", {"state": "x"}) is None
+
+    run(go())
+
+
+def test_an_update_from_the_row_read_writes_once_and_a_stale_one_reads_again(
+    store: Store,
+) -> None:
+    statements: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0])
+
+    async def go() -> None:
+        read = await store.create("things", {"id": "a", "state": "building", "n": 1})
+        event.listen(store.engine, "before_cursor_execute", count)
+        try:
+            new = await store.update("things", "a", {"n": 2}, current=read)
+            assert statements == ["UPDATE"]  # the row was as read: no read again
+            # `read` is stale now: the row is read again, `expect` holds over it, not `read`
+            statements.clear()
+            stale = await store.update("things", "a", {"n": 3}, expect={"n": 1}, current=read)
+            assert stale is None and statements[-1] == "SELECT"
+            done = await store.update("things", "a", {"n": 3}, expect={"n": 2}, current=read)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", count)
+        assert new is not None and new["n"] == 2 and done is not None and done["n"] == 3
+        assert await store.get("things", "a") == done
+        await store.delete("things", "a")
+        assert await store.update("things", "a", {"n": 4}, current=done) is None
 
     run(go())
 
@@ -239,6 +269,15 @@ def test_compare_and_set_has_one_winner_across_connections(server_url: str) -> N
         )
         winners = [r for r in results if isinstance(r, dict)]
         assert len(winners) == 1 and results.count(None) == 5, results
+        # each from the row as it read it (a write conditioned on it): still one winner
+        read = run(stores[0].get("instances", "i1"))
+        results = in_threads(
+            6,
+            lambda i: run(
+                stores[i].update("instances", "i1", {"n": i}, expect={"n": None}, current=read)
+            ),
+        )
+        assert len([r for r in results if isinstance(r, dict)]) == 1, results
         final = run(stores[0].get("instances", "i1"))
         assert final["host"] == winners[0]["host"]
         assert run(stores[0].ids("instances", {"host": final["host"]})) == ["i1"]

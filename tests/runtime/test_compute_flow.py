@@ -196,7 +196,7 @@ async def test_a_lost_claim_race_chooses_again(tmp_path: Path) -> None:
     original = store.update
     raced = {"done": False}
 
-    async def racing_update(table: str, id_: str, changes: Any, *, expect: Any = None) -> Any:
+    async def racing_update(table: str, id_: str, changes: Any, **kw: Any) -> Any:
         if table == "compute_nodes" and not raced["done"]:
             raced["done"] = True  # another scheduler claims 12 GB on compute-1 first
             claims = {"other": {"memory_mb": 12288, "vcpus": 1, "disk_gb": 1}}
@@ -211,7 +211,7 @@ async def test_a_lost_claim_race_chooses_again(tmp_path: Path) -> None:
                     "generation": doc["generation"] + 1,
                 },
             )
-        return await original(table, id_, changes, expect=expect)
+        return await original(table, id_, changes, **kw)
 
     store.update = racing_update  # type: ignore[method-assign]
     call = msg_call(

@@ -28,7 +28,12 @@ class _Store:
         return None if row is None else dict(row)
 
     async def update(
-        self, table: str, id_: str, changes: dict[str, Any], expect: dict[str, Any] | None = None
+        self,
+        table: str,
+        id_: str,
+        changes: dict[str, Any],
+        expect: dict[str, Any] | None = None,
+        current: dict[str, Any] | None = None,  # what spares the real store a read
     ) -> dict[str, Any] | None:
         row = self.rows[id_]
         if self.race:  # someone else's write lands between our read and our update

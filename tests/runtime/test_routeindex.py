@@ -1,6 +1,7 @@
 """The indexed router answers every request as Starlette's own router does (the first
 route that fully matches, 405 for a known path with another method, the trailing-slash
-redirect, 404), while trying only the routes of the path's literal prefix."""
+redirect, 404), while trying only the routes of the request's method and the path's literal
+prefix."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ REQUESTS = [
     ("PUT", "/v1/AUTH_a/c/o/deep"),
     ("GET", "/nowhere/at/all/here"),  # 404
     ("HEAD", "/v2.1/flavors/1"),
+    ("BREW", "/v2.1/servers/abc"),  # 405: a method no route has
 ]
 
 
@@ -87,20 +89,22 @@ async def test_the_indexed_router_answers_as_starlettes_does() -> None:
     assert plain[14][0] == 404
 
 
-def test_a_request_tries_only_the_routes_of_its_prefix() -> None:
+def test_a_request_tries_only_the_routes_of_its_method_and_prefix() -> None:
     router = IndexedRouter(_routes())
-    tried = router._candidates("/v2.1/servers/abc")
+    tried = router._candidates("GET", "/v2.1/servers/abc")
     paths = [r.path for r in tried if isinstance(r, Route)]
-    # the prefix's routes and the parameter-first ones, in the router's order
+    # the prefix's GET routes and the parameter-first ones, in the router's order
     assert paths == [
         "/v2.1",
         "/v2.1/servers/detail",
         "/v2.1/servers/{server_id}",
-        "/v2.1/servers/{server_id}",
-        "/v2.1/servers",
         "/{account}/{container}",
     ]
-    assert [getattr(r, "path", "") for r in router._candidates("/v2/images/x/file")] == [
+    deletes = router._candidates("DELETE", "/v2.1/servers/abc")
+    assert [getattr(r, "path", "") for r in deletes] == ["/v2.1/servers/{server_id}"]
+    assert [getattr(r, "path", "") for r in router._candidates("GET", "/v2/images/x/file")] == [
         "/v2/images/{image_id}/file",
         "/{account}/{container}",
     ]
+    # a method no route has tries none (Starlette's own routing answers its 405 or 404)
+    assert router._candidates("BREW", "/v2.1/servers/abc") == []

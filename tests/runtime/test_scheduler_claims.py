@@ -39,10 +39,10 @@ async def _crash_after_the_claim(store: Store, row: dict[str, Any]) -> None:
     """A run of the request that dies when it records the chosen host on the instance."""
     original = store.update
 
-    async def dying(table: str, id_: str, changes: Any, *, expect: Any = None) -> Any:
+    async def dying(table: str, id_: str, changes: Any, **kw: Any) -> Any:
         if table == "instances" and "host" in changes:
             raise Crash
-        return await original(table, id_, changes, expect=expect)
+        return await original(table, id_, changes, **kw)
 
     store.update = dying  # type: ignore[method-assign]
     try:
