@@ -147,7 +147,7 @@ async def _issue(
         cred = parent_scope.get("credential")  # a rescoped application credential token's
     if "password" in methods:
         ref: Doc = identity["password"]["user"]  # its shape: the spec's token `issue` rules
-        by_password = await active_user(store, await by_ref(store, "users", ref, "user"))
+        by_password = await active_user(store, await by_ref(store, "users", ref))
         hashed = by_password[0].get("password_hash") if by_password else None
         if by_password is None or not await verify_password(rt, ref["password"], hashed):
             raise Unauthorized(UNAUTHORIZED)
@@ -180,7 +180,7 @@ async def _issue(
         if rc is not None:  # the spec's refusals: a scope on the system or a trust, say
             guards.check(rc, "scope", {"user_id": user["id"]}, changes={"scope": requested})
         if "project" in requested:
-            project = await by_ref(store, "projects", requested["project"], "scope.project")
+            project = await by_ref(store, "projects", requested["project"])
             part = await _project_scope(rt, user["id"], project)
             if part is None or project is None:
                 raise Unauthorized(UNAUTHORIZED)

@@ -19,7 +19,6 @@ from specstack_runtime.behaviours.identity_common import (
     by_ref,
     project_roles,
     store_of,
-    text,
     verify_password,
 )
 from specstack_runtime.errors import Unauthorized
@@ -63,12 +62,12 @@ async def authenticate(rt: ServiceRuntime, identity: Doc) -> tuple[Doc, Doc, Doc
     store = store_of(rt)
     cred: Doc | None = None
     if ref.get("id") is not None:
-        cred = await store.get(TABLE, text(ref["id"], "application_credential.id"))
+        cred = await store.get(TABLE, ref["id"])
     else:  # by name, with its user
-        name = text(ref["name"], "application_credential.name")
+        name = ref["name"]
         user_ref: Doc = ref["user"]
         named_by = user_ref.get("id") is not None or user_ref.get("name") is not None
-        user = await by_ref(store, "users", user_ref, "user") if named_by else None
+        user = await by_ref(store, "users", user_ref) if named_by else None
         if user is None:
             raise Unauthorized(UNAUTHORIZED)
         user_id = user["id"]

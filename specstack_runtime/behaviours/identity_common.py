@@ -8,10 +8,9 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
 
 from specstack_runtime.auth import UNAUTHORIZED
-from specstack_runtime.errors import BadRequest, Unauthorized
+from specstack_runtime.errors import Unauthorized
 from specstack_runtime.resources.hashing import bcrypt_matches
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Doc, Store
@@ -34,19 +33,6 @@ def default_domain_id(rt: ServiceRuntime) -> str:
 def iso(ts: float) -> str:
     """Keystone's timestamp format, with microseconds: 2015-08-27T09:49:58.000000Z."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def text(value: Any, what: str) -> str:
-    """A string from client input that the database can hold, or BadRequest naming `what`."""
-    if not isinstance(value, str):
-        raise BadRequest(f"Invalid input for field '{what}': expected a string.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"Invalid input for field '{what}': not valid UTF-8.") from None
-    if not value.strip():
-        raise BadRequest(f"Invalid input for field '{what}': must not be empty.")
-    return value
 
 
 # -- passwords -----------------------------------------------------------------------
@@ -78,16 +64,13 @@ async def verify_password(rt: ServiceRuntime, password: str, hashed: str | None)
 # -- lookups -------------------------------------------------------------------------
 
 
-async def domain_by_ref(store: Store, ref: Any) -> Doc | None:
-    """A domain named by {"id"} or {"name"}; None if there is none."""
-    if not isinstance(ref, dict):
-        raise BadRequest("Invalid input for field 'domain': expected an object with id or name.")
+async def domain_by_ref(store: Store, ref: Doc) -> Doc | None:
+    """A domain named by {"id"} or {"name"} (the spec's token `issue` rules have checked which
+    and that it is text); None if there is none."""
     if ref.get("id") is not None:
-        return await store.get("domains", text(ref["id"], "domain.id"))
-    if ref.get("name") is not None:
-        found = await store.list("domains", {"name": text(ref["name"], "domain.name")})
-        return found[0] if found else None
-    raise BadRequest("Expecting to find id or name in domain.")
+        return await store.get("domains", ref["id"])
+    found = await store.list("domains", {"name": ref["name"]})
+    return found[0] if found else None
 
 
 async def project_roles(rt: ServiceRuntime, user_id: str, project_id: str) -> list[Doc]:
@@ -111,14 +94,14 @@ async def active_user(store: Store, user: Doc | None) -> tuple[Doc, Doc] | None:
     return user, domain
 
 
-async def by_ref(store: Store, table: str, ref: Doc, path: str) -> Doc | None:
+async def by_ref(store: Store, table: str, ref: Doc) -> Doc | None:
     """The row an `{id}` or `{name, domain}` reference of the request names (the spec's
-    token rules have checked a password user and a scope), if any."""
+    token `issue` rules have checked its shape and text), if any."""
     if ref.get("id") is not None:
-        return await store.get(table, text(ref["id"], f"{path}.id"))
-    domain = await domain_by_ref(store, ref.get("domain"))
+        return await store.get(table, ref["id"])
+    domain = await domain_by_ref(store, ref["domain"])
     if domain is None:
         raise Unauthorized(UNAUTHORIZED)
-    where = {"name": text(ref["name"], f"{path}.name"), "domain_id": domain["id"]}
+    where = {"name": ref["name"], "domain_id": domain["id"]}
     found = await store.list(table, where)
     return found[0] if found else None

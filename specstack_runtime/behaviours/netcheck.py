@@ -54,8 +54,8 @@ async def segment(event: ResourceEvent) -> None:
 
 @behaviour("network.subnet_checks")
 async def subnet_checks(event: ResourceEvent) -> None:
-    """What the spec's refusals (which have checked the CIDR, gateway, pools and routes)
-    cannot say: a new subnet's CIDR overlapping none of its network's, its default gateway
+    """What the spec's refusals (which have checked the CIDR, its overlapping none of the
+    network's, the gateway, pools and routes) cannot say: a new subnet's default gateway
     (the first address) and allocation pools (the rest of the range), a new gateway not an
     address in use; the addresses as neutron writes them."""
     doc, old = event.doc, event.old
@@ -63,13 +63,6 @@ async def subnet_checks(event: ResourceEvent) -> None:
     doc.update(event.engine.template("canonical", doc=doc))  # the spec's written forms
     if old is None:
         net = ipaddress.ip_network(doc["cidr"])
-        for other in await store.list(
-            event.engine.res.res.table, {"network_id": doc["network_id"]}
-        ):
-            if ipaddress.ip_network(other["cidr"]).overlaps(net):
-                raise event.engine.res.fail(
-                    "cidr_overlap", cidr=str(net), network_id=doc["network_id"]
-                )
         doc.pop("prefixlen", None)
         doc.pop("use_default_subnetpool", None)
         if "gateway_ip" not in doc:

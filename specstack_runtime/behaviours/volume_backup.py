@@ -135,8 +135,7 @@ async def backup_create(call: Call) -> None:
         parents = await store.list(TABLE, {"volume_id": vid, "status": "available"})
         if parents:
             parent = max(parents, key=lambda b: str(b.get("created_at")))
-            done["parent_id"] = parent["id"]
-            await store.update(TABLE, parent["id"], {"has_dependent_backups": True})
+            done["parent_id"] = parent["id"]  # its has_dependent_backups: the spec's join
     await store.update(TABLE, backup["id"], done, expect={"status": "creating"})
     await store.update("volumes", vid, {"status": back_to}, expect={"status": "backing-up"})
 
@@ -176,8 +175,8 @@ async def backup_restore(call: Call) -> None:
 
 @behaviour("volume.backup_delete", needs=("object-store",))
 async def backup_delete(call: Call) -> None:
-    """The backup's objects removed from the object store, then its row (its parent has no
-    dependent backup left once its last one goes); on a failure it is error_deleting."""
+    """The backup's objects removed from the object store, then its row; on a failure it is
+    error_deleting."""
     store = store_of(call)
     backup = await store.get(TABLE, call.payload["backup_id"])
     if backup is None:
@@ -192,6 +191,3 @@ async def backup_delete(call: Call) -> None:
         await store.update(TABLE, backup["id"], {"status": "error_deleting"})
         return
     await store.delete(TABLE, backup["id"])
-    parent = backup.get("parent_id")
-    if parent and not await store.list(TABLE, {"parent_id": parent}):
-        await store.update(TABLE, parent, {"has_dependent_backups": False})

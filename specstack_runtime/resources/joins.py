@@ -18,6 +18,9 @@ async def load(rc: ResourceCall, docs: Iterable[Doc]) -> None:
     for name, join in joins.items():
         found = rc.joined.setdefault(name, {})
         other = rc.of(join.resource)
+        # a joined row shows none of its own joins (a resource joined with itself: cinder's
+        # backup and the incremental one made from it)
+        other.joined.update({n: {} for n in other.res.res.joins})
         for key in {k for d in docs if (k := join_key(rc, join.on, d)) is not None} - found.keys():
             rows = await other.store.list(other.res.res.table, {other.res.key(join.by): key})
             if rows:

@@ -264,6 +264,7 @@ def _answer(rc: ResourceCall, reply: Reply, *preferred: int) -> Reply:
 
 async def delete(rc: ResourceCall) -> Reply:
     doc = await access.modifiable(rc)
+    await relations.load_for(rc, "delete", doc)
     guards.check(rc, "delete", doc)
     handed = await deleting.hand_off(rc, doc) if rc.res.res.handoff else None
     if handed is None:

@@ -101,6 +101,8 @@ async def test_keypairs_generate_import_show_delete(api: Api) -> None:
         await api.run("createKeypair", body={"keypair": {"name": "bad/name"}})
     with pytest.raises(BadRequest, match="failed to generate fingerprint"):
         await api.run("createKeypair", body={"keypair": {"name": "k3", "public_key": "ssh-rsa xx"}})
+    with pytest.raises(BadRequest):  # the request schema's: a key is text
+        await api.run("createKeypair", body={"keypair": {"name": "k3", "public_key": 7}})
     names = [k["keypair"]["name"] for k in (await api.run("listKeypairs")).body["keypairs"]]
     assert names == ["k1", "k2"]
     shown = (await api.run("showKeypair", path_params={"keypair_name": "k2"})).body["keypair"]
