@@ -3,7 +3,7 @@ when it fails, declared as interactions with `with:` bindings instead of written
 
 Each step is an interaction of the component (`via` http, amqp-cast, amqp-call or native,
 its `operation`, `message` or `call`, its callee `to`) carried out by the flow's own step
-behaviours (behaviours/flowsteps.py): `when`, `each`, `accept` and `keep` as in a sequence.
+behaviours (flowsteps.py): `when`, `each`, `accept` and `keep` as in a sequence.
 The generator writes them as a handler of their own (`<trigger>_on_failure`), bound to
 the same transports as the flow's steps (the generated clients, senders and the driver).
 The steps run in order, best effort: one that fails is logged and the next runs. Besides

@@ -52,7 +52,7 @@ _loaded = False
 
 #: Modules whose import registers the library's behaviours.
 LIBRARY_MODULES = (
-    "specstack_runtime.behaviours.flowsteps",
+    "specstack_runtime.flowsteps",
     "specstack_runtime.resources.serve",
     "specstack_runtime.resources.records",
     "specstack_runtime.behaviours.identity",
@@ -77,7 +77,7 @@ LIBRARY_MODULES = (
     "specstack_runtime.behaviours.volume_attach",
     "specstack_runtime.behaviours.volume_backend",
     "specstack_runtime.behaviours.volume_backup",
-    "specstack_runtime.behaviours.documents",
+    "specstack_runtime.resources.documents",
 )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from specstack_runtime.behaviours import flowsteps
+from specstack_runtime import flowsteps
 from specstack_runtime.behaviours.nova_api import _new_row
 from specstack_runtime.context import AuthContext, Interaction
 from specstack_runtime.errors import ApiError

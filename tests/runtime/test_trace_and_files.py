@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from specstack_runtime.behaviours.flowsteps import bind
 from specstack_runtime.errors import StepFailed
+from specstack_runtime.flowsteps import bind
 from specstack_runtime.statefile import DELAY_S, flush_all, state_file
 from specstack_runtime.trace import TraceEvent, TraceRecorder
 
