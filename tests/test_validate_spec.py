@@ -340,9 +340,11 @@ def test_a_many_relation_finds_rows_by_match_only(
     shutil.copytree(SPEC, spec)
     network = spec / "resources" / "network.yaml"
     text = network.read_text("utf-8")
-    old = "subnets: {resource: subnet, many: true, match: {network_id: doc.network_id}}"
+    old = "      subnets: {resource: subnet, many: true, match: {network_id: doc.network_id}}"
     assert text.count(old) == 1
-    network.write_text(text.replace(old, "subnets: {resource: subnet, many: true, id: doc.id}"))
+    network.write_text(
+        text.replace(old, "      subnets: {resource: subnet, many: true, id: doc.id}")
+    )
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"resources/network\.yaml:\d+:\d+: .*missing required property 'match'", err)
