@@ -336,3 +336,18 @@ def test_without_plantuml_the_second_run_writes_nothing(
     assert "not rendered" not in capsys.readouterr().err
     assert (out / "diagrams" / "boot.svg").read_text().endswith("<svg/>")
     assert _gen(Path("spec"), out, "--check") == 0
+
+
+def test_a_model_cached_by_digest_follows_its_schemas_property_order() -> None:
+    """Moving a property in an API document reorders the model's fields: the cache key
+    keeps the input's order (a cache hit once gave the old order back)."""
+    from generator.pipeline.render.models import cached_module
+
+    def schema(*names: str) -> dict[str, Any]:
+        props = {n: {"type": "string"} for n in names}
+        return {"components": {"schemas": {"Act": {"type": "object", "properties": props}}}}
+
+    first = cached_module(schema("shelve", "unshelve", "resize"), True, "# h\n")
+    moved = cached_module(schema("shelve", "resize", "unshelve"), True, "# h\n")
+    assert first.index("unshelve:") < first.index("resize:")
+    assert moved.index("resize:") < moved.index("unshelve:")

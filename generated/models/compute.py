@@ -948,6 +948,10 @@ class ServerActionRequest(BaseModel):
         None,
         description="Remove a shelved server from its host (value null; administrators); status SHELVED_OFFLOADED.",
     )
+    unshelve: Any | None = Field(
+        None,
+        description='Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE. From 2.77 an offloaded one may name its new zone ({"availability_zone": "az"}).',
+    )
     resize: Resize | None = Field(
         None,
         description="Move the server to another flavor (flavorRef), on a host the scheduler chooses; status RESIZE, then VERIFY_RESIZE until confirmResize or revertResize.",
@@ -963,10 +967,6 @@ class ServerActionRequest(BaseModel):
     migrate: Any | None = Field(
         None,
         description='Cold migrate the server to another host (value null; administrators; from 2.56 {"host": NAME} names the host); status RESIZE, then VERIFY_RESIZE.',
-    )
-    unshelve: Any | None = Field(
-        None,
-        description='Bring a shelved server back (value null), on a host the scheduler chooses when it was offloaded; status ACTIVE. From 2.77 an offloaded one may name its new zone ({"availability_zone": "az"}).',
     )
     rebuild: Rebuild | None = Field(
         None,

@@ -29,10 +29,11 @@ def cache_root() -> Path:
 
 
 def digest(*parts: Any) -> str:
-    """The SHA-256 of `parts` as canonical JSON (bytes are hashed as they are)."""
+    """The SHA-256 of `parts` as JSON in their own key order (bytes are hashed as they are):
+    order is part of the input, since a model's fields follow its schema's properties."""
     h = hashlib.sha256()
     for part in parts:
-        raw = part if isinstance(part, bytes) else json.dumps(part, sort_keys=True).encode()
+        raw = part if isinstance(part, bytes) else json.dumps(part).encode()
         h.update(len(raw).to_bytes(8, "big"))
         h.update(raw)
     return h.hexdigest()
