@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from specstack_runtime.virt import VirtError
+from specstack_runtime.virt import InstanceNotFound, VirtError
 
 if TYPE_CHECKING:
     from generated.drivers.types import Resources
@@ -81,3 +81,15 @@ def resource_report(host: Host, guests: Iterable[dict[str, Any]], running: int) 
         "hypervisor_type": host.hypervisor_type,
         "hypervisor_hostname": host.hostname,
     }
+
+
+def handed_over(disk_info: str, uuid: str) -> dict[str, Any]:
+    """What a move's source handed the destination (`migrate_disk_and_power_off`'s text),
+    checked to be this instance's: InstanceNotFound otherwise."""
+    try:
+        handed = json.loads(disk_info)
+    except ValueError:
+        handed = {}
+    if not isinstance(handed, dict) or handed.get("uuid") != uuid:
+        raise InstanceNotFound(uuid)  # no disk of this instance was handed over
+    return handed

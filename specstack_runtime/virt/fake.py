@@ -40,6 +40,7 @@ from specstack_runtime.virt import (
 from specstack_runtime.virt.common import (
     check_capacity,
     disk_name,
+    handed_over,
     instance_uuid,
     read_guests,
     resource_report,
@@ -365,13 +366,7 @@ class FakeHypervisor:
         block_device_info: list[BlockDevice],
         power_on: bool,
     ) -> None:
-        uuid = instance_uuid(instance)
-        try:
-            handed = jsoncodec.loads(disk_info)
-        except ValueError:
-            handed = {}
-        if not isinstance(handed, dict) or handed.get("uuid") != uuid:
-            raise InstanceNotFound(uuid)  # no disk of this instance was handed over
+        handed = handed_over(disk_info, instance_uuid(instance))
         root = handed["disks"].get("vda") or {}
         image: ImageMeta = {"id": str(root.get("image_id") or ""), "path": root.get("path")}
         await self.spawn(instance, image, network_info, block_device_info)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specstack_runtime.virt import InstanceNotFound
-from specstack_runtime.virt.common import instance_uuid
+from specstack_runtime.virt.common import handed_over, instance_uuid
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
     from generated.drivers.types import BlockDevice, Instance, Vif
@@ -68,13 +68,7 @@ class QemuMoves:
         block_device_info: list[BlockDevice],
         power_on: bool,
     ) -> None:
-        uuid = instance_uuid(instance)
-        try:
-            handed = json.loads(disk_info)
-        except ValueError:
-            handed = {}
-        if not isinstance(handed, dict) or handed.get("uuid") != uuid:
-            raise InstanceNotFound(uuid)  # no disk of this instance was handed over
+        handed = handed_over(disk_info, instance_uuid(instance))
         image = {"id": handed.get("image_id") or "", "path": handed["root_disk"]}
         await self.spawn(instance, image, network_info, block_device_info)  # copies, grows, starts
         guest = self._guest(instance)
