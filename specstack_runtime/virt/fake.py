@@ -33,20 +33,12 @@ from specstack_runtime.virt import (
     SUSPENDED,
     DeviceBusy,
     DiskNotFound,
-    InstanceExists,
     InstanceNotFound,
     VirtError,
 )
-from specstack_runtime.virt.common import (
-    check_capacity,
-    disk_name,
-    handed_over,
-    instance_uuid,
-    read_guests,
-    resource_report,
-)
+from specstack_runtime.virt.common import disk_name, handed_over, instance_uuid, resource_report
+from specstack_runtime.virt.records import RecordedHost
 
-STATE_FORMAT = 1
 MAX_CONSOLE_LINES = 1000
 _STATE_WORDS = {RUNNING: "running", PAUSED: "paused", SUSPENDED: "suspended"}
 
@@ -62,38 +54,21 @@ if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked 
     )
 
 
-class FakeHypervisor:
+class FakeHypervisor(RecordedHost):
     """Guests as JSON records; see the module docstring.
 
     `state_file` None keeps the guests in memory only.
     """
 
     hypervisor_type = "fake"
+    default_hostname = "fake-hypervisor"
 
-    def __init__(
-        self,
-        state_file: Path | str | None = None,
-        *,
-        vcpus: int = 8,
-        memory_mb: int = 16384,
-        local_gb: int = 200,
-        hostname: str = "fake-hypervisor",
-    ) -> None:
-        self.vcpus, self.memory_mb, self.local_gb = check_capacity(vcpus, memory_mb, local_gb)
-        self.state_file = Path(state_file) if state_file is not None else None
-        self.hostname = hostname
-        self.guests: dict[str, dict[str, Any]] = {}
+    def _setup(self) -> None:
         self._version = 0  # changes made
         self._written = 0  # changes on disk
         self._lock: asyncio.Lock | None = None
-        self._load()
 
     # -- persistence -----------------------------------------------------------
-
-    def _load(self) -> None:
-        if self.state_file is None or not self.state_file.exists():
-            return
-        self.guests = read_guests(self.state_file, "fake hypervisor")
 
     def _changed(self) -> None:
         """Note a change; `sync` writes it (see the module docstring)."""
@@ -123,10 +98,6 @@ class FakeHypervisor:
             await asyncio.to_thread(filewriter.atomic_write, self.state_file, encoded)
             self._written = upto
 
-    def _encoded(self) -> bytes:
-        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
-        return jsoncodec.dumps(data, sort_keys=True)
-
     def flush(self) -> None:
         """Write the guests now if a change is not on disk yet (at stop)."""
         if not self.pending():
@@ -140,14 +111,7 @@ class FakeHypervisor:
 
     # -- helpers -----------------------------------------------------------------
 
-    def _guest(self, instance: Any) -> dict[str, Any]:
-        uuid = instance_uuid(instance)
-        guest = self.guests.get(uuid)
-        if guest is None:
-            raise InstanceNotFound(uuid)
-        return guest
-
-    def _log(self, guest: dict[str, Any], text: str) -> None:
+    def _note(self, guest: dict[str, Any], text: str) -> None:
         lines: list[str] = guest.setdefault("console", [])
         lines.append(f"fake-guest {guest['name']}: {text}")
         del lines[:-MAX_CONSOLE_LINES]
@@ -165,9 +129,7 @@ class FakeHypervisor:
         network_info: list[Vif],
         block_device_info: list[BlockDevice],
     ) -> None:
-        uuid = instance_uuid(instance)
-        if uuid in self.guests:
-            raise InstanceExists(uuid)
+        guest = self._new_guest(instance)
         disks: dict[str, dict[str, Any]] = {}
         image_id = (image or {}).get("id") or instance.get("image_id")
         for bdev in block_device_info or []:
@@ -186,12 +148,7 @@ class FakeHypervisor:
                 "size_gb": instance.get("root_gb", 0),
                 "path": (image or {}).get("path"),  # its data: what a snapshot writes
             }
-        guest: dict[str, Any] = {
-            "uuid": uuid,
-            "name": str(instance.get("name") or uuid),
-            "vcpus": int(instance.get("vcpus") or 1),
-            "memory_mb": int(instance.get("memory_mb") or 0),
-            "root_gb": int(instance.get("root_gb") or 0),
+        guest |= {
             "image_id": image_id or None,
             "power_state": RUNNING,
             "vifs": [],
@@ -199,9 +156,9 @@ class FakeHypervisor:
             "console": [],
             "created_at": time.time(),
         }
-        self.guests[uuid] = guest
+        self.guests[guest["uuid"]] = guest
         self._plug(guest, network_info or [])
-        self._log(guest, f"booted; {self._disks_line(guest)}")
+        self._note(guest, f"booted; {self._disks_line(guest)}")
         self._changed()
 
     async def destroy(self, instance: Instance) -> None:
@@ -243,7 +200,7 @@ class FakeHypervisor:
             "serial": data.get("volume_id"),
             "connection_info": connection_info,
         }
-        self._log(guest, f"attached {name}; {self._disks_line(guest)}")
+        self._note(guest, f"attached {name}; {self._disks_line(guest)}")
         self._changed()
 
     async def detach_volume(
@@ -257,7 +214,7 @@ class FakeHypervisor:
                 f"No volume is attached to instance {guest['uuid']} at {mountpoint}."
             )
         del guest["disks"][name]
-        self._log(guest, f"detached {name}; {self._disks_line(guest)}")
+        self._note(guest, f"detached {name}; {self._disks_line(guest)}")
         self._changed()
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
@@ -270,7 +227,7 @@ class FakeHypervisor:
         gone = {v.get("id") for v in network_info or []}
         for vif in [v for v in guest["vifs"] if v["id"] in gone]:
             guest["vifs"].remove(vif)
-            self._log(guest, f"link down {vif['address']}")
+            self._note(guest, f"link down {vif['address']}")
         self._changed()
 
     def _plug(self, guest: dict[str, Any], network_info: list[Vif]) -> None:
@@ -283,33 +240,30 @@ class FakeHypervisor:
             guest["vifs"].append(dict(vif))
             known.add(vif["id"])
             ips = ", ".join(vif.get("ip_addresses") or []) or "no address"
-            self._log(guest, f"link up {vif['address']} ({ips})")
+            self._note(guest, f"link up {vif['address']} ({ips})")
 
     async def get_available_resource(self) -> Resources:
         return resource_report(self, self.guests.values(), running=len(self.guests))
-
-    async def list_instances(self) -> list[str]:
-        return [str(g["name"]) for g in self.guests.values()]
 
     # -- power control -----------------------------------------------------------
 
     async def power_off(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest["power_state"] = SHUTDOWN
-        self._log(guest, "powered off")
+        self._note(guest, "powered off")
         self._changed()
 
     async def power_on(self, instance: Instance) -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
-        self._log(guest, f"booted; {self._disks_line(guest)}")
+        self._note(guest, f"booted; {self._disks_line(guest)}")
         self._changed()
 
     async def reboot(self, instance: Instance, reboot_type: str = "SOFT") -> None:
         guest = self._guest(instance)
         guest["power_state"] = RUNNING
-        self._log(guest, f"{reboot_type.lower()} reboot")
-        self._log(guest, f"booted; {self._disks_line(guest)}")
+        self._note(guest, f"{reboot_type.lower()} reboot")
+        self._note(guest, f"booted; {self._disks_line(guest)}")
         self._changed()
 
     async def _transition(self, instance: Instance, wanted: int, to: PowerState, done: str) -> None:
@@ -321,7 +275,7 @@ class FakeHypervisor:
                 f"it is not {_STATE_WORDS[wanted]}"
             )
         guest["power_state"] = to
-        self._log(guest, done)
+        self._note(guest, done)
         self._changed()
 
     async def pause(self, instance: Instance) -> None:
@@ -332,7 +286,7 @@ class FakeHypervisor:
         guest = self._guest(instance)
         if guest["power_state"] not in (RUNNING, PAUSED):
             raise VirtError(f"the guest of instance {guest['uuid']} is not running")
-        self._log(guest, "NMI received")
+        self._note(guest, "NMI received")
         self._changed()
 
     async def unpause(self, instance: Instance) -> None:
@@ -351,7 +305,7 @@ class FakeHypervisor:
         `_resize` copy) until the move is confirmed or reverted."""
         guest = self._guest(instance)
         guest["power_state"] = SHUTDOWN
-        self._log(guest, f"powered off; disks handed to {dest}")
+        self._note(guest, f"powered off; disks handed to {dest}")
         self.guests[_kept(guest["uuid"])] = self.guests.pop(guest["uuid"])
         self._changed()
         handed = {"uuid": guest["uuid"], "source": self.hostname, "disks": guest["disks"],
@@ -369,12 +323,10 @@ class FakeHypervisor:
         handed = handed_over(disk_info, instance_uuid(instance))
         root = handed["disks"].get("vda") or {}
         image: ImageMeta = {"id": str(root.get("image_id") or ""), "path": root.get("path")}
-        await self.spawn(instance, image, network_info, block_device_info)
-        guest = self._guest(instance)
+        guest = await self._arrive(instance, image, network_info, block_device_info,
+                                   power_on=power_on, source=handed["source"])  # fmt: skip
         guest["console"] = [*handed["console"], *guest["console"]][-MAX_CONSOLE_LINES:]
-        self._log(guest, f"moved here from {handed['source']}")
-        if not power_on:
-            await self.power_off(instance)
+        self._changed()
 
     async def confirm_migration(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
@@ -397,7 +349,7 @@ class FakeHypervisor:
         guest.update(vcpus=int(instance.get("vcpus") or guest["vcpus"]),
                      memory_mb=int(instance.get("memory_mb") or guest["memory_mb"]))  # fmt: skip
         self._plug(guest, network_info or [])
-        self._log(guest, "move reverted")
+        self._note(guest, "move reverted")
         guest["power_state"] = SHUTDOWN
         if power_on:
             await self.power_on(instance)

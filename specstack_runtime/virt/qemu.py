@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from qemu.qmp import QMPClient, QMPError
 
-from specstack_runtime import filewriter, jsoncodec
+from specstack_runtime import filewriter
 from specstack_runtime.virt import (
     CRASHED,
     NOSTATE,
@@ -49,18 +49,14 @@ from specstack_runtime.virt import (
     SUSPENDED,
     DeviceBusy,
     DiskNotFound,
-    InstanceExists,
-    InstanceNotFound,
     VirtError,
     accel,
     files,
     qmp_devices,
 )
 from specstack_runtime.virt.common import (
-    check_capacity,
     disk_name,
     instance_uuid,
-    read_guests,
     resource_report,
     vif_mac,
 )
@@ -68,7 +64,6 @@ from specstack_runtime.virt.qemu_moves import QemuMoves
 
 logger = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
 CONSOLE_TAIL = 256 * 1024  # nova too returns only the end of a long console log
 IMAGE_WAIT_S = 600.0
 START_TIMEOUT_S = 30.0
@@ -148,41 +143,29 @@ class QemuHypervisor(QemuMoves):
 
     hypervisor_type = "QEMU"
 
-    def __init__(
-        self,
-        state_file: Path | str | None = None,
-        *,
-        vcpus: int = 8,
-        memory_mb: int = 16384,
-        local_gb: int = 200,
-        hostname: str = "qemu-hypervisor",
-    ) -> None:
-        self.vcpus, self.memory_mb, self.local_gb = check_capacity(vcpus, memory_mb, local_gb)
+    default_hostname = "qemu-hypervisor"
+    default_memory_mb = 128
+    _uuid = staticmethod(_uuid_of)
+
+    def _setup(self) -> None:
         binary = accel.qemu_binary()
         if binary is None:
             raise VirtError("qemu-system-x86_64 is not installed (Debian: qemu-system-x86)")
         self.binary = binary
         self.accel = accel.qemu_accelerator()
-        self.hostname = hostname
-        self.state_file = Path(state_file) if state_file is not None else None
         if self.state_file is not None:
             self.guests_dir = self.state_file.with_name(self.state_file.stem + "-guests")
         else:
             self.guests_dir = Path(tempfile.mkdtemp(prefix="specstack-qemu-"))
-        self.guests: dict[str, dict[str, Any]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         # per guest and event loop: callers may come from more than one loop (tests do)
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
-        self._load()
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _load(self) -> None:
-        if self.state_file is None or not self.state_file.exists():
-            return
-        self.guests = guests = read_guests(self.state_file, "qemu")
-        for guest in guests.values():
+    def _loaded(self) -> None:
+        for guest in self.guests.values():
             # a build interrupted by the restart cannot go on: its boot task is gone
             if guest.get("state") == "building":
                 guest["state"] = "failed"
@@ -191,8 +174,7 @@ class QemuHypervisor(QemuMoves):
     def _save(self) -> None:
         if self.state_file is None:
             return
-        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
-        filewriter.atomic_write(self.state_file, jsoncodec.dumps(data, sort_keys=True))
+        filewriter.atomic_write(self.state_file, self._encoded())
 
     def close(self) -> None:
         """Stop waiting for images; the guests keep running (like libvirt's)."""
@@ -201,13 +183,6 @@ class QemuHypervisor(QemuMoves):
         self._save()
 
     # -- helpers ---------------------------------------------------------------------------
-
-    def _guest(self, instance: Any) -> dict[str, Any]:
-        uuid = _uuid_of(instance)
-        guest = self.guests.get(uuid)
-        if guest is None:
-            raise InstanceNotFound(uuid)
-        return guest
 
     def _lock(self, uuid: str) -> asyncio.Lock:
         key = (id(asyncio.get_running_loop()), uuid)
@@ -360,21 +335,15 @@ class QemuHypervisor(QemuMoves):
         network_info: list[Vif],
         block_device_info: list[BlockDevice],
     ) -> None:
-        uuid = _uuid_of(instance)
-        if uuid in self.guests:
-            raise InstanceExists(uuid)
+        guest = self._new_guest(instance)
+        uuid = guest["uuid"]
         image = image or {}
         path = image.get("path") or None
         pending = bool(image.get("pending")) and path is not None and not Path(path).is_file()
         if path is not None and not pending and not Path(path).is_file():
             raise VirtError(f"image {image.get('id')} has no file at {path}")
         guest_dir = self._dir(uuid)
-        guest: dict[str, Any] = {
-            "uuid": uuid,
-            "name": str(instance.get("name") or uuid),
-            "vcpus": int(instance.get("vcpus") or 1),
-            "memory_mb": int(instance.get("memory_mb") or 128),
-            "root_gb": int(instance.get("root_gb") or 0),
+        guest |= {
             "image_id": image.get("id") or instance.get("image_id") or None,
             "image_path": image.get("path") or None,
             "root_disk": str(guest_dir / "disk"),
@@ -593,6 +562,3 @@ class QemuHypervisor(QemuMoves):
         guests = self.guests.values()
         running = sum(1 for g in guests if _alive(g.get("pid"), g["uuid"]))
         return resource_report(self, guests, running)
-
-    async def list_instances(self) -> list[str]:
-        return [str(g["name"]) for g in self.guests.values()]

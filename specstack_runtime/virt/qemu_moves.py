@@ -13,27 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 from specstack_runtime.virt import InstanceNotFound
 from specstack_runtime.virt.common import handed_over, instance_uuid
+from specstack_runtime.virt.records import RecordedHost
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
     from generated.drivers.types import BlockDevice, Instance, Vif
 
 
-class QemuMoves:
-    guests: dict[str, dict[str, Any]]
+class QemuMoves(RecordedHost):
     guests_dir: Path
-    hostname: str
 
     if TYPE_CHECKING:  # what QemuHypervisor provides
 
-        def _guest(self, instance: Any) -> dict[str, Any]: ...
         def _save(self) -> None: ...
-        def _note(self, guest: dict[str, Any], text: str) -> None: ...
         def _lock(self, uuid: str) -> asyncio.Lock: ...
         async def _start(self, guest: dict[str, Any]) -> None: ...
-        async def spawn(
-            self, instance: Any, image: Any, network_info: Any, block_device_info: Any
-        ) -> None: ...
-        async def power_off(self, instance: Instance) -> None: ...
 
     def _aside(self, uuid: str, kept: bool) -> dict[str, Any]:
         """The guest's record and directory moved to (kept) or back from `<uuid>_resize`."""
@@ -70,11 +63,9 @@ class QemuMoves:
     ) -> None:
         handed = handed_over(disk_info, instance_uuid(instance))
         image = {"id": handed.get("image_id") or "", "path": handed["root_disk"]}
-        await self.spawn(instance, image, network_info, block_device_info)  # copies, grows, starts
-        guest = self._guest(instance)
-        self._note(guest, f"moved here from {handed.get('source')}")
-        if not power_on:
-            await self.power_off(instance)
+        # its spawn copies the disk, grows it and starts the guest
+        await self._arrive(instance, image, network_info, block_device_info,
+                           power_on=power_on, source=handed.get("source"))  # fmt: skip
 
     async def confirm_migration(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
