@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from functools import partial
 
 import libvirt
 
@@ -53,13 +55,26 @@ def cold_plug(
         dom.create()
 
 
-def attach(conn: libvirt.virConnect, dom: libvirt.virDomain, device_xml: str) -> None:
+def _or_cold_plug(
+    conn: libvirt.virConnect,
+    dom: libvirt.virDomain,
+    change: Callable[[], object],
+    device_xml: str,
+    remove: str | None,
+) -> None:
+    """`change` (a device change through libvirt), or the same by `cold_plug` where
+    libvirt cannot make it (VIR_ERR_NO_SUPPORT)."""
     try:
-        dom.attachDeviceFlags(device_xml, live_flags(dom))
+        change()
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
             raise
-        cold_plug(conn, dom, device_xml, None)
+        cold_plug(conn, dom, device_xml, remove)
+
+
+def attach(conn: libvirt.virConnect, dom: libvirt.virDomain, device_xml: str) -> None:
+    change = partial(dom.attachDeviceFlags, device_xml, live_flags(dom))
+    _or_cold_plug(conn, dom, change, device_xml, None)
 
 
 def detach_disk(
@@ -72,7 +87,8 @@ def detach_disk(
     target = disk.find("target")
     dev = str(target.get("dev") if target is not None else "")
     xml = ET.tostring(disk, encoding="unicode")
-    try:
+
+    def release() -> None:
         if dom.isActive():
             # The running guest must release the disk (ACPI/PCI unplug) first; until it
             # has, the persistent definition keeps it, so a failed detach changes nothing.
@@ -84,10 +100,8 @@ def detach_disk(
                 dom.detachDeviceFlags(
                     ET.tostring(stored, encoding="unicode"), libvirt.VIR_DOMAIN_AFFECT_CONFIG
                 )
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-            raise
-        cold_plug(conn, dom, xml, dev)
+
+    _or_cold_plug(conn, dom, release, xml, dev)
 
 
 def _wait_released(dom: libvirt.virDomain, dev: str, timeout_s: float, mountpoint: str) -> None:
@@ -134,9 +148,5 @@ def unplug_interfaces(conn: libvirt.virConnect, dom: libvirt.virDomain, macs: li
         if iface is None:
             continue
         xml = ET.tostring(iface, encoding="unicode")
-        try:
-            dom.detachDeviceFlags(xml, live_flags(dom))
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise
-            cold_plug(conn, dom, xml, mac)
+        change = partial(dom.detachDeviceFlags, xml, live_flags(dom))
+        _or_cold_plug(conn, dom, change, xml, mac)
