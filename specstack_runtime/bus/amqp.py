@@ -230,7 +230,6 @@ class AmqpBus(Bus):
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
         self._reply_channel: AbstractRobustChannel | None = None
-        self._consumers: set[_AmqpConsumer] = set()
         self._declared: dict[str, asyncio.Future[AbstractExchange | None]] = {}
 
     # -- names -----------------------------------------------------------
@@ -241,11 +240,7 @@ class AmqpBus(Bus):
 
     # -- lifecycle -------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._state == "closed":
-            raise BusError("a closed bus cannot be restarted")
-        if self._state == "started":
-            return
+    async def _open(self) -> None:
         try:
             connection = await aio_pika.connect_robust(
                 self.options.broker_url,
@@ -264,18 +259,11 @@ class AmqpBus(Bus):
             self._reply_queue, exclusive=True, auto_delete=True
         )
         await replies.consume(self._on_reply, no_ack=True)
-        self._state = "started"
 
-    async def close(self) -> None:
-        if self._state == "closed":
-            return
-        was = self._state
-        self._state = "closed"
-        await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
-        self._fail_pending()
+    async def _shut(self, *, started: bool) -> None:
         for declared in self._declared.values():
             declared.cancel()
-        if was == "started" and self._connection is not None:
+        if started and self._connection is not None:
             await self._connection.close()
             await _library_tasks_done()
 
@@ -294,25 +282,19 @@ class AmqpBus(Bus):
         # checks whether the message concerns its host (`hosts` spares the in-process bus)
         await self._publish(self._message(envelope), fanout=envelope.topic)
 
-    async def subscribe(
-        self,
-        topic: str,
-        handler: Handler,
-        *,
-        host: str | None = None,
-        fanout: bool = False,
+    async def _subscribe(
+        self, topic: str, handler: Handler, host: str | None, fanout: bool
     ) -> Subscription:
-        self._check_subscription(topic, host, fanout)
         try:
             return await asyncio.wait_for(
-                self._subscribe(topic, handler, host, fanout), self.options.publish_timeout
+                self._consume(topic, handler, host, fanout), self.options.publish_timeout
             )
         except _RETRYABLE as exc:
             raise BusError(
                 f"could not subscribe to {topic!r}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def _subscribe(
+    async def _consume(
         self, topic: str, handler: Handler, host: str | None, fanout: bool
     ) -> Subscription:
         assert self._connection is not None

@@ -163,18 +163,13 @@ class Bus(ABC):
         # Calls waiting for their reply, by msg_id; replies come back to `_reply_queue`.
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._reply_queue = reply_queue or f"reply_{uuid.uuid4().hex}"
+        self._consumers: set[Subscription] = set()  # the live ones, cancelled by close()
 
     def _check_open(self) -> None:
         if self._state == "new":
             raise BusError("bus is not started")
         if self._state == "closed":
             raise BusError("bus is closed")
-
-    def _check_subscription(self, topic: str, host: str | None, fanout: bool) -> None:
-        """What every bus refuses to subscribe: on a closed bus, an empty topic."""
-        self._check_open()
-        if not topic:
-            raise ValueError("topic must be non-empty")
 
     def _envelope(
         self,
@@ -211,11 +206,30 @@ class Bus(ABC):
 
     # -- lifecycle -------------------------------------------------------
 
-    @abstractmethod
-    async def start(self) -> None: ...
+    async def start(self) -> None:
+        """Get ready to carry messages; a started bus stays as it is."""
+        if self._state == "closed":
+            raise BusError("a closed bus cannot be restarted")
+        if self._state == "new":
+            await self._open()
+            self._state = "started"
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def _open(self) -> None:
+        """What the bus needs before it carries messages (a network bus: its connection)."""
+
+    async def close(self) -> None:
+        """Cancel every subscription, fail the calls still waiting, then `_shut`."""
+        if self._state == "closed":
+            return
+        was, self._state = self._state, "closed"
+        await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
+        self._fail_pending()
+        await self._shut(started=was == "started")
+
+    @abstractmethod
+    async def _shut(self, *, started: bool) -> None:
+        """Let go of what the bus holds once its subscriptions are cancelled."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -323,7 +337,6 @@ class Bus(ABC):
     async def _send_fanout(self, envelope: Envelope, hosts: Collection[str] | None) -> None:
         """Put a fanout's envelope before the subscribers of `envelope.topic`."""
 
-    @abstractmethod
     async def subscribe(
         self,
         topic: str,
@@ -334,6 +347,16 @@ class Bus(ABC):
     ) -> Subscription:
         """Consume the (host-qualified) topic queue, or the topic's fanout (`host` then
         names the subscriber's host, for fanouts that say which hosts they concern)."""
+        self._check_open()
+        if not topic:
+            raise ValueError("topic must be non-empty")
+        return await self._subscribe(topic, handler, host, fanout)
+
+    @abstractmethod
+    async def _subscribe(
+        self, topic: str, handler: Handler, host: str | None, fanout: bool
+    ) -> Subscription:
+        """Start the consumer `subscribe` asked for, on this open bus."""
 
     # -- observability ---------------------------------------------------
 

@@ -8,7 +8,6 @@ from collections.abc import Collection
 
 from specstack_runtime.bus.base import (
     Bus,
-    BusError,
     CheckedBy,
     Envelope,
     Handler,
@@ -87,23 +86,15 @@ class InProcessBus(Bus):
         self._queues: dict[str, asyncio.Queue[Envelope]] = {}
         # fanout subscribers by topic, then by the host they subscribed for (None: any)
         self._fanout: dict[str, dict[str | None, set[_Consumer]]] = {}
-        self._consumers: set[_Consumer] = set()
         # a consumer here gets the very copy the sender's models checked (see CheckedBy)
         self._checks: dict[str, CheckedBy] = {}
 
     # -- lifecycle -------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._state == "closed":
-            raise BusError("a closed bus cannot be restarted")
-        self._state = "started"
+    async def _open(self) -> None:
+        """Nothing to connect to: the queues are this process's own."""
 
-    async def close(self) -> None:
-        if self._state == "closed":
-            return
-        self._state = "closed"
-        await asyncio.gather(*(c.cancel() for c in list(self._consumers)))
-        self._fail_pending()
+    async def _shut(self, *, started: bool) -> None:
         undelivered = sum(q.qsize() for q in self._queues.values())
         if undelivered:
             logger.warning("in-process bus closed with %d undelivered messages", undelivered)
@@ -131,15 +122,9 @@ class InProcessBus(Bus):
             copy = {"payload": wire_copy(envelope.payload), "context": dict(envelope.context)}
             consumer.inbox.put_nowait(envelope.model_copy(update=copy))
 
-    async def subscribe(
-        self,
-        topic: str,
-        handler: Handler,
-        *,
-        host: str | None = None,
-        fanout: bool = False,
+    async def _subscribe(
+        self, topic: str, handler: Handler, host: str | None, fanout: bool
     ) -> Subscription:
-        self._check_subscription(topic, host, fanout)
         consumer: _Consumer
         if fanout:
             consumer = _Consumer(self, topic, asyncio.Queue(), handler, fanout=True, host=host)
