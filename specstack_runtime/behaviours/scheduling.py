@@ -122,28 +122,24 @@ class UnknownPlugin(KeyError):
         return self.message
 
 
-_F = TypeVar("_F", bound=HostFilter)
-_W = TypeVar("_W", bound=Weigher)
+_P = TypeVar("_P")
 
 
-def register_filter(name: str) -> Callable[[_F], _F]:
-    """Register a host filter under the name a spec uses for it."""
+def _registry(table: dict[str, _P]) -> Callable[[str], Callable[[_P], _P]]:
+    def register(name: str) -> Callable[[_P], _P]:
+        """Register a plug-in under the name a spec uses for it."""
 
-    def decorate(func: _F) -> _F:
-        FILTERS[name] = func
-        return func
+        def decorate(func: _P) -> _P:
+            table[name] = func
+            return func
 
-    return decorate
+        return decorate
+
+    return register
 
 
-def register_weigher(name: str) -> Callable[[_W], _W]:
-    """Register a weigher under the name a spec uses for it."""
-
-    def decorate(func: _W) -> _W:
-        WEIGHERS[name] = func
-        return func
-
-    return decorate
+register_filter = _registry(FILTERS)
+register_weigher = _registry(WEIGHERS)
 
 
 # -- filters -------------------------------------------------------------------
