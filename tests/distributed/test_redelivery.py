@@ -4,21 +4,15 @@ restart) is not handled twice by the worker that took it; a new cast is."""
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from specstack_runtime.bus import Envelope
 from specstack_runtime.bus.memory import InProcessBus
-from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import Consumer, Dispatcher
-from specstack_runtime.flow import Flow, HandlerSpec
-from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.stackinfo import StackInfo
-from specstack_runtime.trace import TraceRecorder
-
-from ..conftest import REPO
+from specstack_runtime.flow import Flow
+from tests.runtime.test_consumers import worker
 
 
 class Payload(BaseModel):
@@ -31,25 +25,8 @@ def test_a_redelivered_cast_is_handled_once(tmp_path: Path) -> None:
     async def count(flow: Flow) -> None:
         handled.append(flow.call.payload["n"])
 
-    info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
-    rt = ServiceRuntime(
-        component="worker",
-        project="p",
-        host="h",
-        info=info,
-        config=StackConfig(data_dir=tmp_path),
-        bus=InProcessBus(),  # no sender's check known: the payload is checked, as off the wire
-        trace=TraceRecorder(None),
-        clients=None,  # type: ignore[arg-type]
-    )
-    spec = HandlerSpec(
-        component="worker",
-        kind="message",
-        trigger="build",
-        behaviour=None,
-        on_error=None,
-        run=count,
-    )
+    # no sender's check known: the payload is checked, as off the wire
+    rt, spec = worker(tmp_path, InProcessBus(), "build", count)
     consumer = Consumer("build", "t", "build", "cast", True, spec, Payload)
     dispatch = Dispatcher(rt, [consumer])
     first = Envelope(topic="t", method="build", payload={"n": 1}, pattern="cast", host="h")

@@ -184,23 +184,8 @@ class NovaCell:
 
     async def run_steps(self, call: Call, trigger_message: str | None) -> None:
         for label, it in self._flow_steps(call, trigger_message):
-            # a step the spec gives no behaviour is the flow's own, with its `with:` (as generated)
-            behaviour = it.get("behaviour") or f"flow.{it['via']}"
-            if it["via"] == "sql" or behaviour == "auth.validate":
-                continue
-            self.steps.append((call.rt.component, label, behaviour))
-            ix = Interaction(
-                call=call,
-                label=label,
-                source=it["source_component"],
-                target=it["target_component"],
-                via=it["via"],
-                name=it.get("operation") or it.get("message") or it.get("call"),
-                invoke=self._invoke(call, it),
-                bindings=it.get("bindings") or {},
-                save_as=it.get("save_as"),
-            )
-            await registry.get(behaviour)(ix)
+            if it["via"] != "sql":
+                await self._step(call, label, it)
 
     def _on_failure(self, h: dict[str, Any]) -> Callable[[Flow], Awaitable[None]]:
         """A consumer's on_failure steps, as the generated `<trigger>_on_failure` runs them

@@ -15,6 +15,7 @@ from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.store import Store
 from tests.aio import arun
 from tests.runtime.fakes import serve_operation
+from tests.runtime.test_compute_flow import FLAVOR
 from tests.runtime.test_compute_kit import (
     IMAGE_ID,
     NETWORK_ID,
@@ -162,15 +163,7 @@ async def test_create_server_writes_the_row_and_answers_202(api: Api) -> None:
     assert row["power_state"] == 0 and row["host"] is None and row["node"] is None
     assert row["project_id"] == PROJECT and row["user_id"] == USER
     assert row["image_ref"] == IMAGE_ID and row["flavor_id"] == "1"
-    assert row["flavor"] == {
-        "id": "1",
-        "name": "m1.tiny",
-        "vcpus": 1,
-        "ram": 512,
-        "disk": 1,
-        "ephemeral": 0,
-        "swap": 0,
-    }
+    assert row["flavor"] == FLAVOR
     assert row["requested_networks"] == [{"network_id": NETWORK_ID}]
     assert row["block_device_mapping"][0]["source_type"] == "image"
     assert row["metadata"] == {"k": "v"}

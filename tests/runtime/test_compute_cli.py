@@ -11,8 +11,10 @@ from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
 from tests.aio import arun
 from tests.runtime.test_compute_kit import (
+    IMAGE_BDM,
     IMAGE_ID,
     NETWORK_ID,
+    VOLUME_BDM,
     VOLUME_ID,
     Recorder,
     make_runtime,
@@ -154,22 +156,7 @@ async def test_create_server_body_is_the_clients(tmp_path: Path) -> None:
             "min_count": 1,
             "max_count": 1,
             "networks": [{"uuid": NETWORK_ID}],
-            "block_device_mapping_v2": [
-                {
-                    "uuid": IMAGE_ID,
-                    "boot_index": 0,
-                    "source_type": "image",
-                    "destination_type": "local",
-                    "delete_on_termination": True,
-                },
-                {
-                    "uuid": VOLUME_ID,
-                    "boot_index": -1,
-                    "source_type": "volume",
-                    "destination_type": "volume",
-                    "delete_on_termination": False,
-                },
-            ],
+            "block_device_mapping_v2": [IMAGE_BDM, VOLUME_BDM],
             "key_name": "k1",
         }
     }

@@ -17,9 +17,11 @@ from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.fakes import serve_operation
 from tests.runtime.test_compute_kit import (
+    IMAGE_BDM,
     IMAGE_DATA,
     IMAGE_ID,
     NETWORK_ID,
+    VOLUME_BDM,
     VOLUME_ID,
     FakeServices,
     Recorder,
@@ -251,25 +253,7 @@ async def test_an_instance_deleted_while_scheduling_is_not_built(tmp_path: Path)
 def build_payload(
     row: dict[str, Any], *, volume: bool = True, network: bool = True
 ) -> dict[str, Any]:
-    bdm = [
-        {
-            "source_type": "image",
-            "destination_type": "local",
-            "uuid": IMAGE_ID,
-            "boot_index": 0,
-            "delete_on_termination": True,
-        }
-    ]
-    if volume:
-        bdm.append(
-            {
-                "source_type": "volume",
-                "destination_type": "volume",
-                "uuid": VOLUME_ID,
-                "boot_index": -1,
-                "delete_on_termination": False,
-            }
-        )
+    bdm = [dict(IMAGE_BDM), dict(VOLUME_BDM)] if volume else [dict(IMAGE_BDM)]
     return {
         "instance": {"uuid": row["id"], "project_id": row["project_id"], "user_id": row["user_id"]},
         "host": "compute-1",

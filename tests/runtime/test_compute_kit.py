@@ -23,8 +23,6 @@ from typing import Any, TypeVar
 import httpx
 from jsonschema import Draft202012Validator
 
-from generator.pipeline.build_ir import build_ir
-from generator.pipeline.load import load_spec
 from specstack_runtime import registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
     conductor,
@@ -41,6 +39,7 @@ from specstack_runtime.context import AuthContext, Call, Interaction, Reply
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store, TableSpec
+from tests.runtime.fakes import ir_json
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "spec"
@@ -52,14 +51,12 @@ OTHER_PROJECT = "c" * 32
 IMAGE_ID = "11111111-1111-4111-8111-111111111111"
 NETWORK_ID = "22222222-2222-4222-8222-222222222222"
 VOLUME_ID = "33333333-3333-4333-8333-333333333333"
+# a boot's block device mappings: the image as its root disk, the volume as its second
+IMAGE_BDM: dict[str, Any] = {"uuid": IMAGE_ID, "boot_index": 0, "source_type": "image",
+                             "destination_type": "local", "delete_on_termination": True}  # fmt: skip
+VOLUME_BDM: dict[str, Any] = {"uuid": VOLUME_ID, "boot_index": -1, "source_type": "volume",
+                              "destination_type": "volume", "delete_on_termination": False}  # fmt: skip
 IMAGE_DATA = b"fake qcow2 image " * 64
-
-
-@functools.lru_cache(maxsize=1)
-def ir_json() -> str:
-    spec, problems = load_spec(SPEC)
-    assert not problems, problems
-    return build_ir(spec).to_json()
 
 
 def stack_info() -> StackInfo:
@@ -471,15 +468,7 @@ def boot_body(**server: Any) -> dict[str, Any]:
         "min_count": 1,
         "max_count": 1,
         "networks": [{"uuid": NETWORK_ID}],
-        "block_device_mapping_v2": [
-            {
-                "uuid": IMAGE_ID,
-                "boot_index": 0,
-                "source_type": "image",
-                "destination_type": "local",
-                "delete_on_termination": True,
-            }
-        ],
+        "block_device_mapping_v2": [dict(IMAGE_BDM)],
     }
     body.update(server)
     return {"server": body}

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from specstack_conformance.harness import FlowRecord
+from tests.runtime.compute_mv_kit import at as _at
 from tests.runtime.test_hardening import Running, _start
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -27,21 +28,6 @@ def stack() -> Iterator[Running]:
 @pytest.fixture(scope="module")
 def server(stack: Running) -> FlowRecord:
     return stack.target.boot(volume=True)
-
-
-def _at(
-    stack: Running,
-    version: str,
-    method: str,
-    path: str,
-    token: str | None = None,
-    **kw: Any,
-) -> httpx.Response:
-    headers = {"X-OpenStack-Nova-API-Version": version}
-    if token is not None:
-        headers["X-Auth-Token"] = token
-    resp: httpx.Response = stack.http("compute", method, path, headers=headers, **kw)
-    return resp
 
 
 def _member(stack: Running) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ async def double(flow: Flow) -> None:
     flow.call.result = {"doubled": flow.call.payload["n"] * 2}
 
 
-def doubling(tmp_path: Path, bus: InProcessBus) -> tuple[ServiceRuntime, Consumer]:
-    """A worker's runtime on `bus` and its consumer of `t.double` (a call, replying `double`)."""
+def worker(
+    tmp_path: Path, bus: InProcessBus, trigger: str, run: Callable[[Flow], Awaitable[None]]
+) -> tuple[ServiceRuntime, HandlerSpec]:
+    """A worker's runtime on `bus` and its handler of the message `trigger` (`run`)."""
     info = StackInfo(json.loads((REPO / "generated" / "ir.json").read_text()))
     rt = ServiceRuntime(
         component="worker",
@@ -49,11 +52,17 @@ def doubling(tmp_path: Path, bus: InProcessBus) -> tuple[ServiceRuntime, Consume
     spec = HandlerSpec(
         component="worker",
         kind="message",
-        trigger="double",
+        trigger=trigger,
         behaviour=None,
         on_error=None,
-        run=double,
+        run=run,
     )
+    return rt, spec
+
+
+def doubling(tmp_path: Path, bus: InProcessBus) -> tuple[ServiceRuntime, Consumer]:
+    """A worker's runtime on `bus` and its consumer of `t.double` (a call, replying `double`)."""
+    rt, spec = worker(tmp_path, bus, "double", double)
     consumer = Consumer(
         message="double",
         topic="t",

@@ -56,6 +56,28 @@ async def _show(store: Store, server_id: str, request_id: str, admin: bool = Fal
     return reply.body["instanceAction"]
 
 
+async def recorded_events(handled_by: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The events shown for each server action (its name -> the messages nova-compute
+    handled for it) once nova-api answered it and the messages were handled."""
+    store = nova_store(INFO)
+    server = await new_instance(store)
+    path = {"server_id": server["id"]}
+    for n, (action, messages) in enumerate(handled_by.items()):
+        flow = f"req-flow-{action}"
+        call = _answered(store, server, "serverAction", body={action: None}, path_params=path)
+        call.request_id, call.global_request_id = f"req-api-{action}", flow
+        await records.handled(call, 1.0e9 + n)
+        for message in messages:
+            handled = _handled(store, INFO, message, server)
+            handled.global_request_id = flow
+            await records.handled(handled, 1.0e9 + n)
+    found = {}
+    for action in handled_by:
+        shown = await _show(store, server["id"], f"req-api-{action}")
+        found[shown["action"]] = [e["event"] for e in shown["events"]]
+    return found
+
+
 @arun
 async def test_a_failed_build_event_before_the_api_row_meets_it() -> None:
     """The compute host's failure is recorded first; nova-api's row of the create joins it:

@@ -3,7 +3,9 @@ actions and delete end to end."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,9 @@ from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun, settle
 from tests.runtime.nova_cell_kit import NovaCell
 from tests.runtime.test_compute_kit import (
+    IMAGE_BDM,
     IMAGE_DATA,
-    IMAGE_ID,
+    VOLUME_BDM,
     VOLUME_ID,
     FakeServices,
     Recorder,
@@ -45,6 +48,20 @@ async def boot_through_the_cell(cell: NovaCell, **server: Any) -> dict[str, Any]
     return await cell.wait_for(server_id, lambda r: r["vm_state"] in ("active", "error"))
 
 
+@contextlib.asynccontextmanager
+async def booted_cell(
+    tmp_path: Path, **server: Any
+) -> AsyncIterator[tuple[NovaCell, dict[str, Any]]]:
+    """A cell of one compute host, its flavors seeded and a server booted through it (active
+    or in error), stopped after."""
+    cell = await NovaCell(tmp_path, computes=1).start()
+    try:
+        await seed_flavors(cell.store)
+        yield cell, await boot_through_the_cell(cell, **server)
+    finally:
+        await cell.stop()
+
+
 @arun
 async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
     cell = await NovaCell(tmp_path, computes=2).start()
@@ -52,22 +69,7 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
         await seed_flavors(cell.store)
         nodes = await cell.store.list("compute_nodes")
         assert sorted(n["host"] for n in nodes) == ["compute-1", "compute-2"]
-        block = [
-            {
-                "uuid": IMAGE_ID,
-                "boot_index": 0,
-                "source_type": "image",
-                "destination_type": "local",
-                "delete_on_termination": True,
-            },
-            {
-                "uuid": VOLUME_ID,
-                "boot_index": -1,
-                "source_type": "volume",
-                "destination_type": "volume",
-                "delete_on_termination": False,
-            },
-        ]
+        block = [dict(IMAGE_BDM), dict(VOLUME_BDM)]
         row = await boot_through_the_cell(cell, block_device_mapping_v2=block)
         assert row["vm_state"] == "active", (row["fault"], cell.errors)
         assert row["power_state"] == 1 and row["task_state"] is None
@@ -200,22 +202,14 @@ async def test_a_build_failing_late_undoes_all_it_made_by_the_specs_on_failure(
 
 @arun
 async def test_no_valid_host_through_the_cell(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell, flavorRef="5")  # 64 GB: fits nowhere
+    async with booted_cell(tmp_path, flavorRef="5") as (_, row):  # 64 GB: fits nowhere
         assert row["vm_state"] == "error" and row["host"] is None
         assert row["fault"]["message"].startswith("No valid host was found")
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_server_actions_through_the_cell(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         sid = {"server_id": row["id"]}
         driver: FakeHypervisor = cell.computes["compute-1"].driver
         guest: Instance = {"uuid": row["id"], "name": "vm1"}
@@ -249,8 +243,6 @@ async def test_server_actions_through_the_cell(tmp_path: Path) -> None:
         assert (await driver.get_console_output(guest)).splitlines()[-1].endswith("disks: vda")
         saved = await cell.store.get("instances", row["id"])
         assert saved is not None and saved["attachments"] == []
-    finally:
-        await cell.stop()
 
 
 @arun

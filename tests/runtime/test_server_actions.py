@@ -18,9 +18,8 @@ from tests.runtime.nova_cell_kit import NovaCell
 from tests.runtime.test_compute_kit import (
     PROJECT,
     auth_ctx,
-    seed_flavors,
 )
-from tests.runtime.test_nova_cell import boot_through_the_cell
+from tests.runtime.test_nova_cell import booted_cell
 
 ADMIN = auth_ctx(project="admin-project", user="admin-user", admin=True, token="admin-token")
 
@@ -40,10 +39,7 @@ async def settled(cell: NovaCell, server_id: str, vm_state: str) -> dict[str, An
 
 @arun
 async def test_pause_unpause_suspend_resume_reach_the_hypervisor(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         sid = row["id"]
         driver: FakeHypervisor = cell.computes["compute-1"].driver
         guest: Instance = {"uuid": sid, "name": row["name"]}
@@ -72,18 +68,13 @@ async def test_pause_unpause_suspend_resume_reach_the_hypervisor(tmp_path: Path)
             "suspended",
             "resumed",
         ]
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_a_hypervisor_refusal_clears_the_task_and_records_the_fault(
     tmp_path: Path,
 ) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         sid = row["id"]
         driver: FakeHypervisor = cell.computes["compute-1"].driver
         await driver.pause({"uuid": sid, "name": row["name"]})  # behind nova's back
@@ -91,18 +82,13 @@ async def test_a_hypervisor_refusal_clears_the_task_and_records_the_fault(
         after = await cell.wait_for(sid, lambda r: r["task_state"] is None)
         assert after["vm_state"] == "active"  # unchanged: the action did not happen
         assert "suspend failed" in after["fault"]["message"]
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_a_locked_server_refuses_actions_and_delete_but_not_to_admins(
     tmp_path: Path,
 ) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         sid = row["id"]
         assert await act(cell, sid, {"lock": {"locked_reason": "maintenance"}}) == 202
         locked = await cell.store.get("instances", sid)
@@ -125,16 +111,11 @@ async def test_a_locked_server_refuses_actions_and_delete_but_not_to_admins(
         assert await act(cell, sid, {"unlock": None}) == 202
         assert await act(cell, sid, {"unpause": None}) == 202
         await settled(cell, sid, "active")
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_only_an_admin_unlocks_what_an_admin_locked(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         sid = row["id"]
         assert row["project_id"] == PROJECT
         assert await act(cell, sid, {"lock": None}, auth=ADMIN) == 202
@@ -145,30 +126,20 @@ async def test_only_an_admin_unlocks_what_an_admin_locked(tmp_path: Path) -> Non
         assert await act(cell, sid, {"unlock": None}, auth=ADMIN) == 202
         unlocked = await cell.store.get("instances", sid)
         assert unlocked is not None and unlocked["locked"] is False
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_a_lock_reason_must_be_a_short_string(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         with pytest.raises(BadRequest, match="locked_reason"):
             await act(cell, row["id"], {"lock": {"locked_reason": "x" * 256}})
         stored = await cell.store.get("instances", row["id"])
         assert stored is not None and not stored.get("locked")
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_ips_lists_the_servers_addresses_by_network(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        row = await boot_through_the_cell(cell)
+    async with booted_cell(tmp_path) as (cell, row):
         sid = {"server_id": row["id"]}
         reply, _ = await cell.operation("listServerIps", path_params=sid)
         expected = {
@@ -180,5 +151,3 @@ async def test_ips_lists_the_servers_addresses_by_network(tmp_path: Path) -> Non
         other = auth_ctx(project="b" * 32, user="other-user")
         with pytest.raises(NotFound, match=f"Instance {row['id']} could not be found"):
             await cell.operation("listServerIps", path_params=sid, auth=other)
-    finally:
-        await cell.stop()

@@ -16,8 +16,7 @@ from specstack_runtime.errors import BadRequest, Conflict
 from tests.aio import arun
 from tests.conftest import REPO
 from tests.runtime.nova_cell_kit import NovaCell
-from tests.runtime.test_compute_kit import seed_flavors
-from tests.runtime.test_nova_cell import boot_through_the_cell
+from tests.runtime.test_nova_cell import booted_cell
 
 
 async def _console(cell: NovaCell, sid: str, body: Any) -> Any:
@@ -51,10 +50,8 @@ def _served_page(cell: NovaCell, url: str, sid: str) -> None:
 
 @arun
 async def test_console_urls_are_the_servers_dashboard_page(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        sid = (await boot_through_the_cell(cell))["id"]
+    async with booted_cell(tmp_path) as (cell, row):
+        sid = row["id"]
         got = await _console(cell, sid, {"protocol": "vnc", "type": "novnc"})
         assert (got["protocol"], got["type"]) == ("vnc", "novnc")
         _served_page(cell, got["url"], sid)
@@ -64,16 +61,12 @@ async def test_console_urls_are_the_servers_dashboard_page(tmp_path: Path) -> No
         assert legacy == {"type": "novnc", "url": got["url"]}
         legacy = await _legacy(cell, sid, "os-getSerialConsole", {"type": "serial"})
         assert legacy == {"type": "serial", "url": got["url"]}
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_console_refusals(tmp_path: Path) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        await seed_flavors(cell.store)
-        sid = (await boot_through_the_cell(cell))["id"]
+    async with booted_cell(tmp_path) as (cell, row):
+        sid = row["id"]
         # the types this stack has no console of, and types nova does not know
         with pytest.raises(BadRequest, match="Unavailable console type spice-html5"):
             await _console(cell, sid, {"protocol": "spice", "type": "spice-html5"})
@@ -92,5 +85,3 @@ async def test_console_refusals(tmp_path: Path) -> None:
         await cell.wait_for(sid, lambda r: r["vm_state"] == "stopped" and r["task_state"] is None)
         with pytest.raises(Conflict, match=r"vm_state stopped"):
             await _console(cell, sid, {"protocol": "vnc", "type": "novnc"})
-    finally:
-        await cell.stop()

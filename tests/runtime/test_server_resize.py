@@ -13,14 +13,12 @@ import pytest
 
 from specstack_runtime.behaviours import nova_resize  # noqa: F401  (registers its behaviours)
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
-from specstack_runtime.resources import records
 from specstack_runtime.virt import RUNNING, SHUTDOWN
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
-from tests.runtime.test_compute_flow import new_instance
-from tests.runtime.test_compute_kit import auth_ctx, nova_store, seed_flavors
-from tests.runtime.test_instance_actions import INFO, _answered, _handled, _show
+from tests.runtime.test_compute_kit import auth_ctx, seed_flavors
+from tests.runtime.test_instance_actions import recorded_events
 from tests.runtime.test_nova_cell import boot_through_the_cell
 
 
@@ -227,28 +225,13 @@ async def test_resize_and_migrate_refusals(tmp_path: Path) -> None:
 
 @arun
 async def test_resize_actions_are_recorded_with_novas_names() -> None:
-    store = nova_store(INFO)
-    server = await new_instance(store)
-    path = {"server_id": server["id"]}
     handled_by = {
         "resize": ["schedule_resize_instance", "prep_resize", "resize_instance", "finish_resize"],
         "confirmResize": ["confirm_resize"],
         "revertResize": ["revert_resize", "finish_revert_resize"],
         "migrate": ["schedule_resize_instance", "prep_resize"],
     }
-    for n, (action, messages) in enumerate(handled_by.items()):
-        flow = f"req-flow-{action}"
-        call = _answered(store, server, "serverAction", body={action: None}, path_params=path)
-        call.request_id, call.global_request_id = f"req-api-{action}", flow
-        await records.handled(call, 1.0e9 + n)
-        for message in messages:
-            handled = _handled(store, INFO, message, server)
-            handled.global_request_id = flow
-            await records.handled(handled, 1.0e9 + n)
-    found = {}
-    for action in handled_by:
-        shown = await _show(store, server["id"], f"req-api-{action}")
-        found[shown["action"]] = [e["event"] for e in shown["events"]]
+    found = await recorded_events(handled_by)
     assert found == {
         "resize": [
             "conductor_migrate_server",

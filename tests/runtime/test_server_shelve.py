@@ -16,20 +16,17 @@ import pytest
 
 from specstack_runtime.behaviours import nova_rebuild, nova_snapshot  # noqa: F401
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden
-from specstack_runtime.resources import records
 from specstack_runtime.virt import RUNNING, SHUTDOWN
 from specstack_runtime.virt.fake import FakeHypervisor
 from tests.aio import arun
 from tests.runtime.nova_cell_kit import NovaCell
-from tests.runtime.test_compute_flow import new_instance
 from tests.runtime.test_compute_kit import (
     IMAGE_DATA,
     OTHER_PROJECT,
     auth_ctx,
-    nova_store,
     seed_flavors,
 )
-from tests.runtime.test_instance_actions import INFO, _answered, _handled, _show
+from tests.runtime.test_instance_actions import recorded_events
 from tests.runtime.test_nova_cell import boot_through_the_cell
 from tests.runtime.test_server_snapshot import Glance
 
@@ -244,27 +241,12 @@ async def test_shelve_refusals_and_no_valid_host(tmp_path: Path) -> None:
 
 @arun
 async def test_shelve_actions_are_recorded_with_novas_names() -> None:
-    store = nova_store(INFO)
-    server = await new_instance(store)
-    path = {"server_id": server["id"]}
     handled_by = {
         "shelve": ["shelve_instance"],
         "shelveOffload": ["shelve_offload_instance"],
         "unshelve": ["schedule_unshelve_instance", "unshelve_instance"],
     }
-    for n, (action, messages) in enumerate(handled_by.items()):
-        flow = f"req-flow-{action}"
-        call = _answered(store, server, "serverAction", body={action: None}, path_params=path)
-        call.request_id, call.global_request_id = f"req-api-{action}", flow
-        await records.handled(call, 1.0e9 + n)
-        for message in messages:
-            handled = _handled(store, INFO, message, server)
-            handled.global_request_id = flow
-            await records.handled(handled, 1.0e9 + n)
-    found = {}
-    for action in ("shelve", "shelveOffload", "unshelve"):
-        shown = await _show(store, server["id"], f"req-api-{action}")
-        found[shown["action"]] = [e["event"] for e in shown["events"]]
+    found = await recorded_events(handled_by)
     assert found == {
         "shelve": ["compute_shelve_instance"],
         "shelveOffload": ["compute_shelve_offload_instance"],

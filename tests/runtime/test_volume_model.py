@@ -6,10 +6,11 @@ for a client, checked for content."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from specstack_runtime.context import AuthContext
+from specstack_runtime.context import AuthContext, Call
 from tests.aio import settle
 from tests.runtime.netvol_fakes import (
     ADMIN,
@@ -38,7 +39,19 @@ async def _op(
     query: dict[str, str] | None = None,
     body: Any = None,
 ) -> Any:
-    call = make_call(
+    call = _call(c, operation_id, who, path, query, body)
+    return check_reply(API, operation_id, await served(call), status)
+
+
+def _call(
+    c: Cinder,
+    operation_id: str,
+    who: AuthContext,
+    path: dict[str, str] | None,
+    query: dict[str, str] | None,
+    body: Any,
+) -> Call:
+    return make_call(
         c.api,
         operation_id,
         who=who,
@@ -46,7 +59,19 @@ async def _op(
         query={k: [v] for k, v in (query or {}).items()},
         body=body,
     )
-    return check_reply(API, operation_id, await served(call), status)
+
+
+async def _with_and_without_members(
+    tmp_path: Path,
+    members: Callable[[dict[str, Any]], None],
+    scenario: Callable[..., Awaitable[None]],
+) -> None:
+    """`scenario` under the spec's policy (members may not), then with `members` applied to
+    the IR's policy (members may)."""
+    async with cinder(tmp_path) as c:
+        await scenario(c, members_may=False)
+    async with cinder(tmp_path, stack_info(members)) as c:
+        await scenario(c, members_may=True)
 
 
 async def _gone(c: Cinder, table: str, row_id: str) -> bool:
@@ -65,14 +90,7 @@ async def _refused(
     query: dict[str, str] | None = None,
     body: Any = None,
 ) -> None:
-    call = make_call(
-        c.api,
-        operation_id,
-        who=who,
-        path_params=c.pp(**(path or {})),
-        query={k: [v] for k, v in (query or {}).items()},
-        body=body,
-    )
+    call = _call(c, operation_id, who, path, query, body)
     await expect_error(served(call), status, kind, match)
 
 
@@ -243,13 +261,7 @@ def test_reset_status_follows_the_policy_file(tmp_path: Path) -> None:
             if p["name"] == rule:
                 p["rule"] = "rule:admin_or_member"
 
-    async def main() -> None:
-        async with cinder(tmp_path) as c:
-            await scenario(c, members_may=False)
-        async with cinder(tmp_path, stack_info(members)) as c:
-            await scenario(c, members_may=True)
-
-    asyncio.run(main())
+    asyncio.run(_with_and_without_members(tmp_path, members, scenario))
 
 
 def test_delete_is_refused_while_attached_unless_an_administrator_forces_it(
@@ -461,13 +473,7 @@ def test_volume_types_follow_the_policy_file(tmp_path: Path) -> None:
             ):
                 p["rule"] = "rule:admin_or_member"
 
-    async def main() -> None:
-        async with cinder(tmp_path) as c:
-            await scenario(c, members_may=False)
-        async with cinder(tmp_path, stack_info(members)) as c:
-            await scenario(c, members_may=True)
-
-    asyncio.run(main())
+    asyncio.run(_with_and_without_members(tmp_path, members, scenario))
 
 
 def test_attached_host_is_shown_as_the_policy_rule_says(tmp_path: Path) -> None:
