@@ -17,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from specstack_conformance.clouds import Credentials
 from specstack_conformance.harness import free_port_block
 
 from ..conftest import REPO
@@ -39,21 +40,8 @@ class Served:
 
     def token(self, cloud: str = "specstack") -> tuple[str, dict[str, Any]]:
         auth = self.clouds[cloud]["auth"]
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": auth["username"],
-                            "domain": {"name": "Default"},
-                            "password": auth["password"],
-                        }
-                    },
-                },
-                "scope": {"project": {"name": auth["project_name"], "domain": {"name": "Default"}}},
-            }
-        }
+        who = Credentials("", auth["username"], auth["password"], auth["project_name"])
+        body = who.auth_body()
         resp = httpx.post(f"{self.identity}/auth/tokens", json=body)
         assert resp.status_code == 201, resp.text
         return resp.headers["X-Subject-Token"], resp.json()["token"]

@@ -8,21 +8,13 @@ from typing import Any
 
 import httpx
 
+from specstack_conformance.clouds import Credentials
+
 from .conftest import Served
 
 
 def _issue(identity: str, user: str, password: str, project: str) -> str:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                },
-            },
-            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
-        }
-    }
+    body = Credentials(identity, user, password, project).auth_body()
     resp = httpx.post(f"{identity}/auth/tokens", json=body)
     assert resp.status_code == 201, resp.text
     return resp.headers["X-Subject-Token"]

@@ -11,23 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
+from specstack_conformance.clouds import Credentials
+
 from ..wire.conftest import Stack, running_stack
 
 BOOT_TIMEOUT_S = 120.0
 
 
 def _auth(user: str, password: str, project: str) -> dict[str, Any]:
-    return {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"name": "Default"}, "password": password}
-                },
-            },
-            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
-        }
-    }
+    return Credentials("", user, password, project).auth_body()
 
 
 @dataclass

@@ -4,7 +4,6 @@ all 15 steps with a trace gathered from every process, and all state kept across
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from specstack_runtime.embedded import load_generated
 from specstack_runtime.supervisor import free_port_block_outside_ephemeral, layout
 
 from ..conftest import REPO
+from ..stack.test_run import run_once
 from ..wire.conftest import DISTRIBUTED_COMPUTES, drop_distributed, running_stack
 
 STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] (.+?)\s{2,}(\S+) -> (\S+)\s+(\S+)\s+([\d.]+) ms", re.M)
@@ -28,29 +28,8 @@ FLOW = re.compile(r"trace: specstack trace (\S+)")
 def _run_once(
     data_dir: Path, port: int, computes: int = DISTRIBUTED_COMPUTES, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "run",
-            "--mode",
-            "distributed",
-            "--once",
-            "--no-generate",
-            "--computes",
-            str(computes),
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200", **env},
-    )
+    mode = ("--mode", "distributed", "--computes", str(computes))
+    return run_once(data_dir, port, *mode, env=env, timeout=300)
 
 
 @pytest.fixture

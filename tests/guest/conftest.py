@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +15,8 @@ from specstack_conformance.drivers import libvirtd_missing, requirement_missing
 from specstack_conformance.harness import free_port_block
 from specstack_runtime.virt.accel import qemu_binary
 
-from ..conftest import REPO
 from ..virt.conftest import unavailable
-from ..wire.conftest import Stack, stop_stack, wait_until_serving
+from ..wire.conftest import Stack, run_stack, stop_stack, wait_until_serving
 
 LIBVIRT_URI = "qemu:///system"
 
@@ -86,17 +83,10 @@ def driver_stack(
     """`specstack run --driver DRIVER` on a free block of ports (as tests/wire's stack)."""
     data_dir = tmp_path / "data"
     port = free_port_block(8)
-    args = ["run", "--no-generate", "--data-dir", str(data_dir), "--port", str(port)]
+    args = ["--driver", driver]
     if driver == "libvirt":
         args += ["--driver-option", f"libvirt.uri={LIBVIRT_URI}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "generator", *args, "--driver", driver],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
+    proc = run_stack(data_dir, port, *args, env=env)
     try:
         output = wait_until_serving(proc)
         yield Stack(port=port, data_dir=data_dir, clouds=data_dir / "clouds.yaml", output=output)

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from specstack_conformance.clouds import Credentials
 from tests.stack import placement_spec as ps
 from tests.wire.conftest import running_stack
 
@@ -73,21 +74,8 @@ class Cloud:
 
     def _login(self, cloud: str) -> tuple[str, dict[str, Any]]:
         auth = self.conf[cloud]["auth"]
-        body = {
-            "auth": {
-                "identity": {
-                    "methods": ["password"],
-                    "password": {
-                        "user": {
-                            "name": auth["username"],
-                            "password": auth["password"],
-                            "domain": {"name": "Default"},
-                        }
-                    },
-                },
-                "scope": {"project": {"name": auth["project_name"], "domain": {"name": "Default"}}},
-            }
-        }
+        who = Credentials("", auth["username"], auth["password"], auth["project_name"])
+        body = who.auth_body()
         resp = self.http.post(auth["auth_url"] + "/auth/tokens", json=body)
         assert resp.status_code == 201, resp.text
         return resp.headers["X-Subject-Token"], resp.json()["token"]

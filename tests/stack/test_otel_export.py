@@ -15,7 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from specstack_conformance.harness import free_port_block
 
-from .test_run import _run
+from .test_run import run_once
 
 
 class Collector(BaseHTTPRequestHandler):
@@ -48,7 +48,7 @@ def test_a_boot_reaches_the_collector_as_one_trace_of_spans(
     tmp_path: Path, collector: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(os.environ, "SPECSTACK_OTLP_ENDPOINT", collector)
-    proc = _run(tmp_path / "data", free_port_block(8))
+    proc = run_once(tmp_path / "data", free_port_block(8))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     spans = [
         span

@@ -19,9 +19,14 @@ from ..conftest import REPO
 STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] (.+?)\s{2,}(\S+) -> (\S+)\s+(\S+)\s+([\d.]+) ms", re.M)
 
 
-def _run(
-    data_dir: Path, port: int, *extra: str, env: dict[str, str] | None = None
+def run_once(
+    data_dir: Path,
+    port: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
+    """`specstack run --once` on `port` (the first of a free block of 8), run to its end."""
     return subprocess.run(
         [
             sys.executable,
@@ -39,7 +44,7 @@ def _run(
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
@@ -47,7 +52,7 @@ def _run(
 def test_run_once_prints_all_fifteen_steps_and_exits_zero(tmp_path: Path) -> None:
     port = free_port_block(8)
     # per-request lines (access, messages, steps) at INFO, as an operator asks for them
-    proc = _run(tmp_path / "data", port, env={"SPECSTACK_REQUEST_LOG_LEVEL": "INFO"})
+    proc = run_once(tmp_path / "data", port, env={"SPECSTACK_REQUEST_LOG_LEVEL": "INFO"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = STEP_LINE.findall(proc.stdout)
     assert [int(s[0]) for s in steps] == list(range(1, 16)), proc.stdout
@@ -102,9 +107,9 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     import sqlite3
 
     port = free_port_block(8)
-    first = _run(tmp_path / "data", port)
+    first = run_once(tmp_path / "data", port)
     assert first.returncode == 0, first.stdout + first.stderr
-    second = _run(tmp_path / "data", port)
+    second = run_once(tmp_path / "data", port)
     assert second.returncode == 0, second.stdout + second.stderr
     old, new = SERVER.search(first.stdout), SERVER.search(second.stdout)
     assert old and new and old[1] != new[1], second.stdout
@@ -156,7 +161,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
         s.listen()
-        proc = _run(tmp_path / "data", port)
+        proc = run_once(tmp_path / "data", port)
     assert proc.returncode == 2
     assert f"port {port}" in proc.stdout and "in use" in proc.stdout
 

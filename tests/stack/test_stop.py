@@ -4,17 +4,14 @@ hosts once ignored SIGTERM for more than 60 s)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 from specstack_conformance.harness import free_port_block
 
-from ..conftest import REPO
-from ..wire.conftest import wait_until_serving
+from ..wire.conftest import run_stack, wait_until_serving
 
 GRACE_S = 3
 HOSTS = 200
@@ -34,26 +31,8 @@ def _hold_a_request(port: int) -> socket.socket:
 
 def test_a_signalled_stack_of_many_hosts_stops_within_its_grace(tmp_path: Path) -> None:
     port = free_port_block(8)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "run",
-            "--no-generate",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--port",
-            str(port),
-            "--computes",
-            str(HOSTS),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "200", "SPECSTACK_STOP_GRACE_S": str(GRACE_S)},
-    )
+    grace = {"SPECSTACK_STOP_GRACE_S": str(GRACE_S)}
+    proc = run_stack(tmp_path / "data", port, "--computes", str(HOSTS), env=grace)
     held = None
     try:
         output = wait_until_serving(proc)

@@ -11,7 +11,7 @@ import pytest
 from specstack_conformance.drivers import requirement_missing
 from specstack_conformance.harness import free_port_block
 
-from ..stack.test_run import _run as run_once
+from ..stack.test_run import run_once
 from .conftest import unavailable
 
 STEP_LINE = re.compile(r"^\[\s*(\d+)/15\] ", re.M)

@@ -32,6 +32,9 @@ START_TIMEOUT_S = 180.0
 CLI_TIMEOUT_S = 180.0
 MODE_ENV = "SPECSTACK_TEST_MODE"
 DISTRIBUTED_COMPUTES = 3
+#: `openstack server create` of the demo image's tiny server on the private network
+SERVER_CREATE = ("server", "create", "--image", "demo-image", "--flavor", "m1.tiny",
+                 "--network", "private")  # fmt: skip
 
 
 def stack_mode() -> str:
@@ -150,26 +153,7 @@ def running_stack(
     args = ["--mode", mode]
     if mode == "distributed":
         args += ["--computes", str(DISTRIBUTED_COMPUTES)]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "generator",
-            "run",
-            "--no-generate",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(port),
-            *args,
-            *extra,
-        ],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
+    proc = run_stack(data_dir, port, *args, *extra, cwd=cwd, env=env)
     try:
         output = wait_until_serving(proc)
         yield Stack(
@@ -201,6 +185,33 @@ def demo_project(stack: Stack) -> str:
 def names(rows: list[dict[str, Any]]) -> set[str]:
     """The `Name` column of a `-f json` listing."""
     return {str(r["Name"]) for r in rows}
+
+
+def run_stack(
+    data_dir: Path, port: int, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`specstack run --no-generate` on `port` (the first of a free block of 8), its output
+    piped for `wait_until_serving`; `env` is added to this process's environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "generator", "run", "--no-generate",
+         "--data-dir", str(data_dir), "--port", str(port), *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", **(env or {})},
+    )  # fmt: skip
+
+
+def sdk_connection(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An openstacksdk connection to the stack's `specstack` cloud, whatever OS_* this
+    process has."""
+    import openstack
+
+    for name in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(stack.clouds))
+    return openstack.connect(cloud="specstack")
 
 
 def wait_until_serving(proc: subprocess.Popen[str]) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, endpoint, names
+from .conftest import SERVER_CREATE, Stack, endpoint, names, sdk_connection
 
 VM = "wire-vm"
 VOLUME = "wire-vol"
@@ -81,18 +80,7 @@ def image(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
 
 @pytest.fixture(scope="module")
 def server(stack: Stack) -> dict[str, Any]:
-    created: dict[str, Any] = stack.json(
-        "server",
-        "create",
-        "--image",
-        "demo-image",
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        VM,
-    )
+    created: dict[str, Any] = stack.json(*SERVER_CREATE, "--wait", VM)
     return created
 
 
@@ -521,12 +509,7 @@ def test_volume_delete(volume: dict[str, Any], stack: Stack) -> None:
 def test_sdk_create_and_delete_server(
     stack: Stack, private: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import openstack
-
-    for name in [k for k in os.environ if k.startswith("OS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(stack.clouds))
-    conn = openstack.connect(cloud="specstack")
+    conn = sdk_connection(stack, monkeypatch)
     try:
         server = conn.create_server(
             "wire-sdk-vm",

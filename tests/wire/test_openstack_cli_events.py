@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from specstack_conformance.clouds import Credentials
+
 from .conftest import Stack
 
 VM = "wire-events-vm"
@@ -165,17 +167,9 @@ def test_another_projects_server_has_no_actions_to_show(stack: Stack) -> None:
 
 
 def _token(stack: Stack, user: str, password: str, project: str) -> str:
-    body = {
-        "auth": {
-            "identity": {
-                "methods": ["password"],
-                "password": {
-                    "user": {"name": user, "domain": {"id": "default"}, "password": password}
-                },
-            },
-            "scope": {"project": {"name": project, "domain": {"id": "default"}}},
-        }
-    }
+    domain = ("id", "default")
+    who = Credentials(stack.identity_url, user, password, project, domain, domain)
+    body = who.auth_body()
     resp = httpx.post(f"{stack.identity_url}/auth/tokens", json=body)
     assert resp.status_code == 201, resp.text
     return resp.headers["X-Subject-Token"]

@@ -7,13 +7,12 @@ the server's addresses."""
 from __future__ import annotations
 
 import ipaddress
-import os
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import Stack
+from .conftest import Stack, sdk_connection
 
 PUBLIC = "wire-public"
 RANGE = ipaddress.ip_network("198.51.100.0/24")
@@ -96,12 +95,7 @@ def _by_address(rows: list[dict[str, Any]], address: str) -> dict[str, Any]:
 def test_sdk_create_server_with_auto_ip(
     stack: Stack, router: dict[str, Any], public: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import openstack
-
-    for name in [k for k in os.environ if k.startswith("OS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(stack.clouds))
-    conn = openstack.connect(cloud="specstack")
+    conn = sdk_connection(stack, monkeypatch)
     try:
         server = conn.create_server(
             "wire-sdk-fip-vm", image="demo-image", flavor="m1.tiny", network="private",

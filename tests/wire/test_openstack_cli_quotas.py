@@ -3,7 +3,7 @@ project (os-quota-sets, neutron's quotas), set by an administrator and enforced.
 
 from __future__ import annotations
 
-from .conftest import Stack, names
+from .conftest import SERVER_CREATE, Stack, names
 
 
 def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
@@ -23,16 +23,7 @@ def test_quota_set_then_server_refused(stack: Stack, demo_project: str) -> None:
         "quota", "set", "--instances", str(limit), "--gigabytes", "50", "--networks", "40",
         demo_project, cloud="specstack-admin",
     )  # fmt: skip
-    create = (
-        "server",
-        "create",
-        "--image",
-        "demo-image",
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-    )
+    create = SERVER_CREATE
     try:
         rows = stack.json("quota", "show", "--compute", demo_project)
         assert {r["Resource"]: r["Limit"] for r in rows}["instances"] == limit

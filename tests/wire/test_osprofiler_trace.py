@@ -20,7 +20,7 @@ from specstack_runtime.ir import IR
 from specstack_runtime.tracepoints import TraceMap, events_of_report
 
 from ..conftest import REPO
-from .conftest import Stack, running_stack
+from .conftest import SERVER_CREATE, Stack, running_stack
 
 DB = 7  # the Redis database these tests write to, emptied of their keys after
 COLLECTOR = f"redis://127.0.0.1:6379/{DB}"
@@ -94,20 +94,7 @@ def test_the_demo_boot_read_back_by_osprofiler_matches_the_deck(
 def test_the_openstack_clis_profiled_boot_joins_the_clients_trace(
     traced_stack: Stack, tmp_path: Path
 ) -> None:
-    made = traced_stack.run(
-        "--os-profile",
-        KEY,
-        "server",
-        "create",
-        "--image",
-        "demo-image",
-        "--flavor",
-        "m1.tiny",
-        "--network",
-        "private",
-        "--wait",
-        "profiled-vm",
-    )
+    made = traced_stack.run("--os-profile", KEY, *SERVER_CREATE, "--wait", "profiled-vm")
     trace_id = re.search(r"Trace ID: ([0-9a-f-]{36})", made.stdout + made.stderr)
     assert trace_id is not None, made.stdout + made.stderr
     report = trace_show(trace_id.group(1), tmp_path / "cli.json")
