@@ -24,10 +24,8 @@ from generator.bench.stack import (
     _login,
     _rss_mb,
     _wait_for_line,
-    _wait_ready,
-    start_stack,
+    running,
 )
-from specstack_conformance.harness import free_port_block
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
 
@@ -137,28 +135,17 @@ def _cpu_s(pid: int) -> float:
 def stack_at(hosts: int, boots: int = 0) -> dict[str, float]:
     """Start-up seconds of `specstack run --computes hosts`, and with `boots`, their p50 and
     the process's RSS after them."""
-    info, _, _ = load_generated()
-    base = free_port_block(len(info.listening))
-    config = StackConfig(base_port=base)
-    identity = info.endpoint(info.api_of_type("identity"), config)
-    with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
-        t0 = time.perf_counter()
-        proc = start_stack(tmp, base, hosts)
-        try:
-            _wait_ready(info, config, t0, proc, limit_s=900)
-            _wait_for_line(proc, "stack up in")  # every start-up behaviour done: hosts known
-            figures = {
-                "startup_s": round(time.perf_counter() - t0, 3),
-                "startup_cpu_s": round(_cpu_s(proc.pid), 3),
-            }
-            if boots:
-                _wait_for_line(proc, "serving;")
-                took = asyncio.run(_boots(identity, config, boots))
-                figures["boot_p50_ms"] = round(statistics.median(took), 2)
-                figures["rss_mb"] = round(_rss_mb(proc.pid), 1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    with running(hosts, limit_s=900) as stack:
+        _wait_for_line(stack.proc, "stack up in")  # every start-up behaviour done: hosts known
+        figures = {
+            "startup_s": round(time.perf_counter() - stack.t0, 3),
+            "startup_cpu_s": round(_cpu_s(stack.proc.pid), 3),
+        }
+        if boots:
+            _wait_for_line(stack.proc, "serving;")
+            took = asyncio.run(_boots(stack.identity, stack.config, boots))
+            figures["boot_p50_ms"] = round(statistics.median(took), 2)
+            figures["rss_mb"] = round(_rss_mb(stack.proc.pid), 1)
     return figures
 
 

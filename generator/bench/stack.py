@@ -7,12 +7,15 @@ run here, on the other core, and use the HTTP API as any user would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,9 +174,21 @@ def start_stack(
     )
 
 
-def stack_figures(
-    *, sequential: int = 200, clients: int = 50, per_client: int = 2, computes: int = 4
-) -> dict[str, float]:
+@dataclass(frozen=True)
+class BenchStack:
+    """A stack `running` started: where its APIs are, its process, and its start-up."""
+
+    config: StackConfig
+    identity: str
+    proc: subprocess.Popen[str]
+    t0: float  # when it was started (time.perf_counter)
+    startup_s: float  # until every API answered
+
+
+@contextlib.contextmanager
+def running(computes: int, limit_s: float = 60) -> Iterator[BenchStack]:
+    """The generated stack started in a temporary data directory on free ports, every API
+    answering (within `limit_s`); terminated after."""
     info, _, _ = load_generated()
     base = free_port_block(len(info.listening))  # the APIs and the dashboard
     config = StackConfig(base_port=base)
@@ -182,14 +197,23 @@ def stack_figures(
         t0 = time.perf_counter()
         proc = start_stack(tmp, base, computes)
         try:
-            startup = _wait_ready(info, config, t0, proc)
-            _wait_for_line(proc, "serving;")
-            figures = asyncio.run(_measure(identity, config, sequential, clients, per_client))
-            figures["rss_mb"] = round(_rss_mb(proc.pid), 1)
-            figures["startup_s"] = round(startup, 3)
+            startup = _wait_ready(info, config, t0, proc, limit_s)
+            yield BenchStack(config, identity, proc, t0, startup)
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
+
+
+def stack_figures(
+    *, sequential: int = 200, clients: int = 50, per_client: int = 2, computes: int = 4
+) -> dict[str, float]:
+    with running(computes) as stack:
+        _wait_for_line(stack.proc, "serving;")
+        figures = asyncio.run(
+            _measure(stack.identity, stack.config, sequential, clients, per_client)
+        )
+        figures["rss_mb"] = round(_rss_mb(stack.proc.pid), 1)
+        figures["startup_s"] = round(stack.startup_s, 3)
     return figures
 
 
