@@ -301,3 +301,22 @@ def test_bad_configuration_is_refused() -> None:
         LibvirtHypervisor(uri="test:///default", vif_type="bridge")
     with pytest.raises(VirtError, match="cannot connect to libvirt at test:///nonexistent-file"):
         LibvirtHypervisor(uri="test:///nonexistent-file")
+
+
+def test_moves_are_refused_before_they_touch_the_guest(test_driver: Any, tmp_path: Path) -> None:
+    h = test_driver
+    inst = new_instance()
+    run(h.spawn(inst, {"id": "img", "path": str(blank_disk(tmp_path / "img.raw"))}, [], []))
+    refused = "the libvirt driver does not move guests (resize, migrate)"
+    moves = [
+        h.migrate_disk_and_power_off(inst, "elsewhere"),
+        h.finish_migration(inst, "{}", [], [], True),
+        h.confirm_migration(inst),
+        h.finish_revert_migration(inst, [], [], True),
+    ]
+    for move in moves:
+        with pytest.raises(VirtError, match=r"^the libvirt driver does not move guests") as exc:
+            run(move)
+        assert str(exc.value) == refused
+    assert run(h.get_power_state(inst)) == 1  # still running, as it was
+    assert run(h.list_instances()) == [inst["name"]]
