@@ -31,6 +31,15 @@ from tests.runtime.test_volume import API, CONNECTOR, GIB, SERVER, Cinder, cinde
 # -- attachments ---------------------------------------------------------------------------------
 
 
+async def _refused(
+    c: Cinder, attachment_id: str, operation_id: str, body: Any, status: int, *expected: str
+) -> None:
+    """`operation_id` on the attachment with `body` answered `status` (and `expected`:
+    the error's kind, its message)."""
+    call = make_call(c.api, operation_id, body=body, path_params=c.pp(attachment_id=attachment_id))
+    await expect_error(served(call), status, *expected)
+
+
 def test_boot_flow_attachment_export_complete_and_delete(tmp_path: Path) -> None:
     """Step 15 (create with a connector, export step, complete) and delete-vm step 7."""
 
@@ -153,17 +162,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         assert created["attachment"]["status"] == "reserved"
         assert (await c.row(vid) or {})["status"] == "reserved"
         # not exported yet: cannot complete
-        await expect_error(
-            served(
-                make_call(
-                    c.api,
-                    "completeAttachment",
-                    body={"os-complete": None},
-                    path_params=c.pp(attachment_id=att_id),
-                )
-            ),
-            400,
-        )
+        await _refused(c, att_id, "completeAttachment", {"os-complete": None}, 400)
         bad: dict[str, Any]
         for bad in (
             {"attachment": {}},
@@ -172,21 +171,13 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             {"attachment": {"connector": {"ip": "1.2.3.4"}}},
             {"attachment": {"connector": {"host": "h", "multipath": "yes"}}},
         ):
-            await expect_error(
-                served(
-                    make_call(
-                        c.api, "updateAttachment", body=bad, path_params=c.pp(attachment_id=att_id)
-                    )
-                ),
-                400,
-            )
+            await _refused(c, att_id, "updateAttachment", bad, 400)
         for bad in ({"attachment": {}}, {"attachment": {"connector": None}}):
-            await expect_error(
-                served(
-                    make_call(
-                        c.api, "updateAttachment", body=bad, path_params=c.pp(attachment_id=att_id)
-                    )
-                ),
+            await _refused(
+                c,
+                att_id,
+                "updateAttachment",
+                bad,
                 400,
                 "InvalidInput",
                 "Invalid connector: an object with at least 'host' is expected.",
@@ -205,17 +196,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
         assert stored["mountpoint"] == CONNECTOR.get("mountpoint")
         assert stored["attach_status"] == "attaching"
         assert (await c.row(vid) or {})["status"] == "attaching"
-        await expect_error(
-            served(
-                make_call(
-                    c.api,
-                    "completeAttachment",
-                    body={"nope": None},
-                    path_params=c.pp(attachment_id=att_id),
-                )
-            ),
-            400,
-        )
+        await _refused(c, att_id, "completeAttachment", {"nope": None}, 400)
         await c.op(
             served,
             "completeAttachment",
@@ -224,17 +205,7 @@ def test_nova_style_attachment_outside_a_flow(tmp_path: Path) -> None:
             body={"os-complete": None},
         )
         assert (await c.row(vid) or {})["status"] == "in-use"
-        await expect_error(
-            served(
-                make_call(
-                    c.api,
-                    "updateAttachment",
-                    body={"attachment": {"connector": CONNECTOR}},
-                    path_params=c.pp(attachment_id=att_id),
-                )
-            ),
-            409,
-        )
+        await _refused(c, att_id, "updateAttachment", {"attachment": {"connector": CONNECTOR}}, 409)
         # another project cannot see or delete it
         await expect_error(
             attach.delete_attachment(
