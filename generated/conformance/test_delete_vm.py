@@ -116,6 +116,14 @@ STEP_06: dict[str, Any] = {
             "message": "confirm_resize",
             "call": None,
         },
+        {
+            "source_component": "nova-api",
+            "target_component": "cinder-api",
+            "via": "http",
+            "operation": "deleteVolume",
+            "message": None,
+            "call": None,
+        },
     ],
 }
 

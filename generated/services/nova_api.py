@@ -96,7 +96,7 @@ async def update_server(flow: Flow) -> None:
 
 
 async def delete_server(flow: Flow) -> None:
-    """operation deleteServer: behaviour compute.delete_server; delete-vm step 3 -> 4, 5, 6, 6.1."""
+    """operation deleteServer: behaviour compute.delete_server; delete-vm step 3 -> 4, 5, 6, 6.1, 6.2."""
     await flow.step(
         0,
         "Validate API token",
@@ -149,6 +149,22 @@ async def delete_server(flow: Flow) -> None:
                 },
                 "migration": {"expr": "merge(vars.instance.migration, {'status': 'confirming'})"},
             },
+        },
+    )
+    await flow.step(
+        4,
+        "Publish terminate request to compute.<host>",
+        "cinder-api",
+        "http",
+        "deleteVolume",
+        None,
+        clients.block_storage.BlockStorageClient(flow).delete_volume,
+        bindings={
+            "when": "!vars.terminate && vars.instance.vm_state == 'deleted'",
+            "each": "cel.bind(gone, vars.instance.attachments.filter(a, has(a.delete_on_termination)\n  && a.delete_on_termination == true).map(a, string(a.volume_id)),\ngone + vars.instance.block_device_mapping.filter(b, has(b.source_type)\n  && b.source_type == 'volume' && has(b.uuid) && b.uuid != ''\n  && has(b.delete_on_termination) && b.delete_on_termination == true\n  && !(string(b.uuid) in gone)).map(b, string(b.uuid)))",
+            "project_id": "{instance.project_id}",
+            "volume_id": "{item}",
+            "accept": [202, 404],
         },
     )
 
@@ -583,6 +599,7 @@ HANDLERS: dict[str, HandlerSpec] = {
                 "5",
                 "6",
                 "6.1",
+                "6.2",
             ),
         },
         entry=("delete-vm", "3"),
