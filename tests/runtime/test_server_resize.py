@@ -6,7 +6,6 @@ with the old flavor. nova's 400, 403 and 409s, and what no valid host leaves."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.resources import records
 from specstack_runtime.virt import RUNNING, SHUTDOWN
 from specstack_runtime.virt.fake import FakeHypervisor
-from tests.aio import arun
+from tests.aio import arun, settle
 from tests.runtime.nova_cell_kit import NovaCell
 from tests.runtime.test_compute_flow import new_instance
 from tests.runtime.test_compute_kit import auth_ctx, nova_store, seed_flavors
@@ -286,12 +285,12 @@ async def test_deleting_a_resized_server_confirms_the_resize_first(tmp_path: Pat
         )
         assert gone["task_state"] is None
         assert _guests(cell, dest) == {}
+
+        async def source_freed() -> bool:  # (the confirm's claim change follows its update)
+            return not (await _nodes(cell))[source]["claims"]
+
+        await settle(source_freed, timeout=30)
         nodes = await _nodes(cell)
-        for _ in range(200):  # the confirm's claim change follows its instance update
-            if not nodes[source]["claims"]:
-                break
-            await asyncio.sleep(0.01)
-            nodes = await _nodes(cell)
         assert nodes[source] == {"claims": [], "vcpus_used": 0, "memory_mb_used": 0}
         assert nodes[dest] == {"claims": [], "vcpus_used": 0, "memory_mb_used": 0}
     finally:
