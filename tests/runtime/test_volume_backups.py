@@ -263,3 +263,61 @@ def test_backup_errors_and_quotas(tmp_path: Path) -> None:
         await settle(freed)
 
     run(tmp_path, with_swift(scenario))
+
+
+def test_restore_into_a_new_volume_is_counted_against_the_volume_quotas(tmp_path: Path) -> None:
+    """cinder's restore without a volume creates one through its volume API, which reserves
+    the project's volumes and gigabytes: over either, 413 and nothing made (the backup stays
+    available); within them the new volume is counted."""
+
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid = await c.available(size=2)
+        made = await _create(api, vid)
+        assert made.status_code == 202, made.text
+        bid = made.json()["backup"]["id"]
+        await _backup(api, "available", bid)
+        restore = f"{V3}/backups/{bid}/restore"
+
+        async def volumes() -> list[str]:
+            listed = (await api.at("3.59", "GET", f"{V3}/volumes")).json()["volumes"]
+            return sorted(v["id"] for v in listed)
+
+        async def limit(**quota: int) -> None:
+            body = {"quota_set": quota}
+            put = await api.at(
+                "3.59", "PUT", f"{V3}/os-quota-sets/{PROJECT}", json=body, token="admin"
+            )
+            assert put.status_code == 200, put.text
+
+        await limit(gigabytes=3)  # 2 in use: the backup's 2 more do not fit
+        over = await api.at("3.59", "POST", restore, json={"restore": {}})
+        assert over.status_code == 413, over.text
+        assert over.json()["overLimit"]["message"] == (
+            "Requested volume or snapshot exceeds allowed gigabytes quota. "
+            "Requested 2G, quota is 3G and 2G has been consumed."
+        )
+        assert await volumes() == [vid]
+        assert (await _backup(api, "available", bid))["status"] == "available"
+        await limit(gigabytes=10, volumes=1)
+        over = await api.at("3.59", "POST", restore, json={"restore": {"name": "again"}})
+        assert over.status_code == 413, over.text
+        assert over.json()["overLimit"]["message"] == (
+            "Maximum number of volumes allowed (1) exceeded for quota 'volumes'."
+        )
+        assert await volumes() == [vid]
+        # within both: the new volume made, and counted
+        await limit(volumes=2)
+        done = await api.at("3.59", "POST", restore, json={"restore": {}})
+        assert done.status_code == 202, done.text
+        new = done.json()["restore"]["volume_id"]
+        assert await volumes() == sorted([vid, new])
+        await c.wait_status(new, "available")
+        await _backup(api, "available", bid)
+        usage = await api.at(
+            "3.59", "GET", f"{V3}/os-quota-sets/{PROJECT}", params={"usage": "true"}
+        )
+        assert usage.json()["quota_set"]["gigabytes"]["in_use"] == 4
+        assert usage.json()["quota_set"]["volumes"]["in_use"] == 2
+
+    run(tmp_path, with_swift(scenario))
