@@ -321,3 +321,59 @@ def test_restore_into_a_new_volume_is_counted_against_the_volume_quotas(tmp_path
         assert usage.json()["quota_set"]["volumes"]["in_use"] == 2
 
     run(tmp_path, with_swift(scenario))
+
+
+def test_backup_of_a_snapshot(tmp_path: Path) -> None:
+    """POST /backups with snapshot_id (`openstack volume backup create --snapshot`): the
+    snapshot's data is backed up, whatever the volume holds since or its status; the snapshot
+    is backing-up meanwhile, then available, the volume untouched; cinder's refusals."""
+
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid, other = await c.available(size=1), await c.available(size=1)
+        _write(c.volume_file(vid), DATA)
+        taken = await api.at(
+            "3.59", "POST", f"{V3}/snapshots", json={"snapshot": {"volume_id": vid}}
+        )
+        assert taken.status_code == 202, taken.text
+        sid = taken.json()["snapshot"]["id"]
+        _write(c.volume_file(vid), b"after the snapshot " * 100)
+        await c.store.update("volumes", vid, {"status": "in-use"})  # (no force needed)
+        await c.store.update("snapshots", sid, {"created_at": "2026-01-02T03:04:05Z"})
+        made = await _create(api, vid, snapshot_id=sid, name="of-snap")
+        assert made.status_code == 202, made.text
+        bid = made.json()["backup"]["id"]
+        backup = await _backup(api, "available", bid)
+        snapshot = (await api.at("3.59", "GET", f"{V3}/snapshots/{sid}")).json()["snapshot"]
+        assert snapshot["status"] == "available"
+        assert (await api.volume("3.59", vid))["status"] == "in-use"
+        assert (backup["snapshot_id"], backup["volume_id"], backup["size"]) == (sid, vid, 1)
+        assert snapshot["created_at"] == "2026-01-02T03:04:05.000000"
+        assert backup["data_timestamp"] == snapshot["created_at"] != backup["created_at"]
+        # restored: the snapshot's data, not the volume's since
+        restored = await api.at("3.59", "POST", f"{V3}/backups/{bid}/restore", json={"restore": {}})
+        assert restored.status_code == 202, restored.text
+        new = restored.json()["restore"]["volume_id"]
+        await c.wait_status(new, "available")
+        assert _read(c.volume_file(new)) == DATA
+        # a snapshot of another volume, one unknown, one not available
+        wrong = await _create(api, other, snapshot_id=sid)
+        assert wrong.status_code == 400
+        assert wrong.json()["badRequest"]["message"] == (
+            f"Invalid volume: Volume {other} does not match with snapshot.volume_id {vid}."
+        )
+        unknown = await _create(api, vid, snapshot_id="nope")
+        assert unknown.status_code == 404
+        assert unknown.json()["itemNotFound"]["message"] == "Snapshot nope could not be found."
+        await c.store.update("snapshots", sid, {"status": "backing-up"})
+        busy = await _create(api, vid, snapshot_id=sid)
+        assert busy.status_code == 400
+        assert busy.json()["badRequest"]["message"] == (
+            "Invalid snapshot: Snapshot to be backed up must be available, "
+            'but the current status is "backing-up".'
+        )
+        gone = await api.at("3.59", "DELETE", f"{V3}/snapshots/{sid}")
+        assert gone.status_code == 400 and "must be available or error" in gone.text
+        assert len((await api.at("3.59", "GET", f"{V3}/backups")).json()["backups"]) == 1
+
+    run(tmp_path, with_swift(scenario))
