@@ -190,6 +190,7 @@ class Effect(Node):  # `effects` (docs/resources.md): a write's change to anothe
     take: dict[str, Any] = {}  # the written row's fields, from the other row (before a write)
     missing: str | None = None  # no such row: this error of the other resource (else nothing)
     var: str | None = None  # the other row as it is after, kept as call.vars[var]
+    counted: bool = False  # with `create`: counted against its quotas, as its create is
     send: str | None = None  # or a message cast (resource: the one written)
     host: str | None = None  # CEL: where it goes
     payload: dict[str, Any] = {}

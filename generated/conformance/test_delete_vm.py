@@ -107,7 +107,24 @@ STEP_06: dict[str, Any] = {
     "operation": None,
     "message": "terminate_instance",
     "call": None,
-    "then": [],
+    "then": [
+        {
+            "source_component": "nova-api",
+            "target_component": "nova-compute",
+            "via": "amqp-cast",
+            "operation": None,
+            "message": "confirm_resize",
+            "call": None,
+        },
+        {
+            "source_component": "nova-api",
+            "target_component": "cinder-api",
+            "via": "http",
+            "operation": "deleteVolume",
+            "message": None,
+            "call": None,
+        },
+    ],
 }
 
 STEP_07: dict[str, Any] = {

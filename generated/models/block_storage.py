@@ -541,7 +541,9 @@ class BackupCreate(BaseModel):
         None, description="Only what changed since the volume's latest backup."
     )
     force: bool | str | None = Field(None, description="Back up an in-use volume too.")
-    snapshot_id: str | None = None
+    snapshot_id: str | None = Field(
+        None, description="Back up this snapshot of the volume (its data when it was taken)."
+    )
     metadata: dict[str, Any] | None = None
     availability_zone: str | None = Field(
         None, description="Where the backup goes (3.51; the volume's back end here)."

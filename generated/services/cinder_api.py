@@ -60,7 +60,7 @@ async def update_volume(flow: Flow) -> None:
 
 
 async def delete_volume(flow: Flow) -> None:
-    """operation deleteVolume: behaviour resource.serve; delete-vm step 7.4."""
+    """operation deleteVolume: behaviour resource.serve."""
     await flow.trigger(None)
 
 
@@ -379,9 +379,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=delete_volume,
-        occurrences={
-            ("delete-vm", "7.4"): (),
-        },
+        occurrences={},
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "delete"},

@@ -193,8 +193,7 @@ async def _issue(
                 raise Unauthorized(UNAUTHORIZED)
             raise Unauthorized(f"User {user['id']} has no access to domain {domain['id']}.")
 
-    now = time.time()
-    expires = now + float(rt.config.token_ttl_s)
+    expires = (now := time.time()) + float(rt.config.token_ttl_s)
     audit_ids = [secrets.token_urlsafe(16)]
     method_names = list(dict.fromkeys(methods))
     if parent is not None:
@@ -203,11 +202,12 @@ async def _issue(
         method_names = list(dict.fromkeys([*method_names, *parent["methods"]]))
     if cred is not None and (cred_expires := appcred.expires_ts(rt, cred)) is not None:
         expires = min(expires, cred_expires)
-    token = secrets.token_urlsafe(32)
+    tokens = rt.info.resources.resource("token")
+    token = str(tokens.res.data["prefix"]) + secrets.token_urlsafe(32)  # (never an option's "-")
     times = {"issued_at": iso(now), "expires_at": iso(expires), "expires_ts": expires}
     doc = {"id": _token_key(token), "methods": method_names, "audit_ids": audit_ids, **times}
     refs = {**scope, "credential": cred} if cred is not None else scope
-    doc = dict(rt.info.resources.resource("token").template("row", doc=doc, refs=refs))
+    doc = dict(tokens.template("row", doc=doc, refs=refs))
     await store.create("tokens", doc)
     await _maybe_prune(rt, user["id"])
     return token, _render_token(rt, doc, scope, catalog=catalog)

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from specstack_runtime.behaviours.volume_backend import data_extents, volume_path
+from specstack_runtime.behaviours.volume_backend import data_extents, snapshot_path, volume_path
 from specstack_runtime.behaviours.volume_base import GIB, Doc, store_of
 from specstack_runtime.context import Call
 from specstack_runtime.registry import behaviour
@@ -96,28 +96,28 @@ async def _put(call: Call, backup: Doc, name: str, data: bytes) -> str:
     return md5
 
 
-async def _failed(call: Call, backup: Doc, volume_status: str | None, exc: Exception) -> None:
+async def _failed(call: Call, backup: Doc, source: tuple[str, str, str], exc: Exception) -> None:
     logger.error("backup %s of volume %s failed: %s", backup["id"], backup["volume_id"], exc)
-    store = store_of(call)
-    await store.update(TABLE, backup["id"], {"status": "error", "fail_reason": str(exc)})
-    if volume_status:
-        await store.update("volumes", backup["volume_id"], {"status": volume_status})
+    await store_of(call).update(TABLE, backup["id"], {"status": "error", "fail_reason": str(exc)})
+    await store_of(call).update(source[0], source[1], {"status": source[2]})
 
 
 @behaviour("volume.backup_create", needs=("object-store",))
 async def backup_create(call: Call) -> None:
     """The volume's data chunks and their metadata into the object store; the backup becomes
     available (an incremental one notes its parent, the volume's latest backup) and the volume
-    goes back to the status it had."""
+    goes back to the status it had (a snapshot's backup: the snapshot's copy, available again)."""
     store = store_of(call)
     backup = await store.get(TABLE, call.payload["backup_id"])
     if backup is None or backup["status"] != "creating":
         return
     vid, back_to = str(backup["volume_id"]), backup.get("volume_status") or "available"
+    sid = backup.get("snapshot_id")  # a snapshot's: its copy read, the snapshot backing-up
+    table, of, at = ("snapshots", str(sid), snapshot_path) if sid else ("volumes", vid, volume_path)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     prefix = f"volume_{vid}/{stamp}/az_{backup.get('availability_zone')}_backup_{backup['id']}"
     try:
-        chunks = await asyncio.to_thread(_chunks, volume_path(call.rt, vid))
+        chunks = await asyncio.to_thread(_chunks, at(call.rt, of))
         await _swift(call, "createContainer", backup, None)
         objects = []
         for n, (offset, data) in enumerate(chunks, 1):
@@ -127,7 +127,7 @@ async def backup_create(call: Call) -> None:
         meta = {"version": "1.0.0", "backup_id": backup["id"], "volume_id": vid, "objects": objects}
         await _put(call, backup, f"{prefix}_metadata", json.dumps(meta).encode())
     except (OSError, BackupFailed, ValueError) as exc:
-        await _failed(call, backup, back_to, exc)
+        await _failed(call, backup, (table, of, back_to), exc)
         return
     done: Doc = {"status": "available", "object_count": len(objects) + 1}
     done["service_metadata"] = prefix
@@ -137,7 +137,7 @@ async def backup_create(call: Call) -> None:
             parent = max(parents, key=lambda b: str(b.get("created_at")))
             done["parent_id"] = parent["id"]  # its has_dependent_backups: the spec's join
     await store.update(TABLE, backup["id"], done, expect={"status": "creating"})
-    await store.update("volumes", vid, {"status": back_to}, expect={"status": "backing-up"})
+    await store.update(table, of, {"status": back_to}, expect={"status": "backing-up"})
 
 
 async def _objects(call: Call, backup: Doc) -> list[Doc]:

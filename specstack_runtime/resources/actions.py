@@ -127,7 +127,11 @@ async def run(rc: ResourceCall) -> Reply:
         await registry.get(action.hook)(
             hooks.ResourceEvent(rc.call, rc.res.name, action.name, doc, before, rc)
         )
-    await effects.apply(rc, action.effects, doc, before, params=arg)
+    try:
+        await effects.apply(rc, action.effects, doc, before, params=arg)
+    except ApiError:  # (a row it makes over its quota): the transition undone
+        await _undo(rc, doc, before, changes)
+        raise
     reply = await _send(rc, action, doc, before, changes, arg) if action.send else None
     status = action.status
     # a header whose value is null or "" is left out (nova's createImage Location before 2.45)
@@ -222,8 +226,13 @@ async def _send(
     try:
         return await send(rc.call, action.send, payload, host=host or None)
     except Exception as exc:
-        if changes:
-            undo = {k: before.get(k) for k in changes}
-            expect = {k: doc.get(k) for k in changes}
-            await rc.store.update(rc.res.res.table, doc["id"], undo, expect=expect)
+        await _undo(rc, doc, before, changes)
         raise api_error(exc) from exc
+
+
+async def _undo(rc: ResourceCall, doc: Doc, before: Doc, changes: Doc) -> None:
+    """The row back to what it was before the action's `changes` (if they still hold)."""
+    if changes:
+        undo = {k: before.get(k) for k in changes}
+        expect = {k: doc.get(k) for k in changes}
+        await rc.store.update(rc.res.res.table, doc["id"], undo, expect=expect)

@@ -82,7 +82,10 @@ async def _create(rc: ResourceCall, effect: ir.Effect, doc: Doc, names: dict[str
     for item in items:
         attrs = {k: _value(v, {**names, "item": item}) for k, v in effect.create.items()}
         row = await writes.for_create(other, attrs, attrs.pop("id", None), server=True)
-        new = await other.store.create(other.res.res.table, row)
+        if effect.counted:  # within its quotas (cinder's volume a restore makes)
+            new = await writes.store_new(other, row)
+        else:
+            new = await other.store.create(other.res.res.table, row)
         await collects.added(other, new)
         if effect.var:
             rc.call.vars[effect.var] = new

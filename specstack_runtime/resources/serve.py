@@ -8,12 +8,10 @@ the modules named for it.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from specstack_runtime import jsoncodec
 from specstack_runtime.context import Call, Reply
-from specstack_runtime.errors import Conflict
 from specstack_runtime.expr import compile_expr
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources import (
@@ -27,7 +25,6 @@ from specstack_runtime.resources import (
     hooks,
     joins,
     listing,
-    quotas,
     relations,
     views,
     writes,
@@ -68,7 +65,7 @@ async def create(
     guards.check(rc, "create", doc, doc)
     await hooks.run(rc, "before_create", doc, None)
     try:
-        created = await _store_new(rc, doc)
+        created = await writes.store_new(rc, doc)
     except BaseException:
         await hooks.run(rc, "undo_create", doc, None)  # what before_create took, given back
         raise
@@ -88,33 +85,6 @@ async def create(
     if body is not None and rc.revealed:  # shown_once values: this answer only
         (body.get(rc.res.res.envelope_one) if rc.res.res.envelope_one else body).update(rc.revealed)
     return Reply(status, body, headers)
-
-
-async def _store_new(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
-    """Insert the new row: counted against its quotas, unique values settled."""
-    counted = quotas.of_resource(rc) if quotas.quota_of(rc) is not None else []
-    if not counted:
-        created = await _insert(rc, doc)
-        await writes.settle_unique(rc, created)
-        return created
-    owner = str(doc.get(rc.res.owner_field or "project_id"))
-    async with contextlib.AsyncExitStack() as held:
-        for quota in sorted(counted, key=lambda q: q.name):  # one order: no lock cycle
-            await held.enter_async_context(quotas.lock(quota, owner))
-        for quota in counted:
-            await quotas.check(rc, quota, doc, inserted=False)
-        created = await _insert(rc, doc)
-        for quota in counted:
-            await quotas.check(rc, quota, created, inserted=True)
-        await writes.settle_unique(rc, created)
-        return created
-
-
-async def _insert(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
-    try:
-        return await rc.store.create(rc.res.res.table, doc)
-    except Conflict:  # the primary key: a row with this id exists
-        raise rc.res.fail("conflict", field="id", value=doc["id"], **writes.plain(doc)) from None
 
 
 async def update(rc: ResourceCall, attrs: dict[str, Any] | None = None) -> Reply:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 from specstack_runtime import ir, patterns
+from specstack_runtime.errors import Conflict
 from specstack_runtime.expr import compile_expr
-from specstack_runtime.resources import access
+from specstack_runtime.resources import access, quotas
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.hashing import bcrypt_hash
@@ -401,3 +403,31 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+async def store_new(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
+    """Insert the new row: counted against its quotas, unique values settled (a create's,
+    and an effect's `counted` one)."""
+    counted = quotas.of_resource(rc) if quotas.quota_of(rc) is not None else []
+    if not counted:
+        created = await insert(rc, doc)
+        await settle_unique(rc, created)
+        return created
+    owner = str(doc.get(rc.res.owner_field or "project_id"))
+    async with AsyncExitStack() as held:
+        for quota in sorted(counted, key=lambda q: q.name):  # one order: no lock cycle
+            await held.enter_async_context(quotas.lock(quota, owner))
+        for quota in counted:
+            await quotas.check(rc, quota, doc, inserted=False)
+        created = await insert(rc, doc)
+        for quota in counted:
+            await quotas.check(rc, quota, created, inserted=True)
+        await settle_unique(rc, created)
+        return created
+
+
+async def insert(rc: ResourceCall, doc: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await rc.store.create(rc.res.res.table, doc)
+    except Conflict:  # the primary key: a row with this id exists
+        raise rc.res.fail("conflict", field="id", value=doc["id"], **plain(doc)) from None

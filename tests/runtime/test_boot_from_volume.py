@@ -218,3 +218,52 @@ async def test_deleting_a_failed_builds_server_deletes_the_volume_made_for_it(
     deleted = Recorder(response(202, None))
     await run_spec_step(terminate, "delete-vm", "7.4", deleted)
     assert [kw["volume_id"] for _, kw in deleted.calls] == ["vol-root"]
+
+
+@arun
+async def test_deleting_a_server_no_host_has_deletes_its_delete_on_termination_volumes(
+    api: Api,
+) -> None:
+    """A server that never got a host (in ERROR before scheduling, or still in BUILD) is
+    deleted by nova-api at once: its attachments deleted there, then (6.2) the volumes of
+    its mapping marked delete_on_termination (nova's _local_cleanup_bdm_volumes), no other."""
+    await seed_flavors(api.store)
+    gone = {"uuid": "vol-gone", "source_type": "volume", "destination_type": "volume",
+            "boot_index": 0, "delete_on_termination": True}  # fmt: skip
+    kept = {**gone, "uuid": "vol-kept", "boot_index": 1, "delete_on_termination": False}
+    image = {**ROOT, "boot_index": 2}  # (its volume was never made: nothing to delete)
+    for state in ("error", "building"):
+        reply = await nova_api.create_server(op_call(api.rt, "createServer", body=boot_body(**BFV)))
+        sid = reply.body["server"]["id"]
+        await api.store.update(
+            "instances",
+            sid,
+            {"vm_state": state, "task_state": None if state == "error" else "scheduling",
+             "host": None, "block_device_mapping": [gone, kept, image],
+             "attachments": [{"attachment_id": f"a-{state}", "volume_id": "vol-kept"}]},
+        )  # fmt: skip
+        api.services.attachments[f"a-{state}"] = {"id": f"a-{state}"}
+        call = op_call(api.rt, "deleteServer", path_params={"server_id": sid})
+        assert (await nova_delete.delete_server(call)).status == 204
+        assert call.vars["instance"]["vm_state"] == "deleted" and not call.vars["terminate"]
+        assert f"a-{state}" not in api.services.attachments  # deleted by nova-api
+        cast, deleted = Recorder(), Recorder(response(202, None))
+        await run_spec_step(call, "delete-vm", "6", cast)
+        await run_spec_step(call, "delete-vm", "6.2", deleted)
+        assert cast.calls == []  # no host to tell
+        assert [(kw["project_id"], kw["volume_id"]) for _, kw in deleted.calls] == [
+            (call.vars["instance"]["project_id"], "vol-gone")
+        ]
+    # a server its host deletes: none from nova-api (its host's 7.4 does it)
+    reply = await nova_api.create_server(op_call(api.rt, "createServer", body=boot_body(**BFV)))
+    await add_compute_node(api.store, "compute-1")
+    await api.store.update(
+        "instances",
+        reply.body["server"]["id"],
+        {"vm_state": "active", "host": "compute-1", "block_device_mapping": [gone]},
+    )
+    call = op_call(api.rt, "deleteServer", path_params={"server_id": reply.body["server"]["id"]})
+    await nova_delete.delete_server(call)
+    deleted = Recorder()
+    await run_spec_step(call, "delete-vm", "6.2", deleted)
+    assert deleted.calls == []

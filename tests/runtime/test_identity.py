@@ -119,6 +119,28 @@ async def test_issue_project_token_like_the_cli(tmp_path: Path) -> None:
 
 
 @arun
+async def test_tokens_never_begin_with_a_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token beginning with "-" is an option to a command line (`openstack token revoke
+    TOKEN`): every token begins with the spec's prefix (a fernet token's "gAAAAA"), then
+    32 random bytes, whatever they encode to."""
+    stack = await Stack(tmp_path).start()
+    first, _ = await issue(stack, password_auth("admin", "admin"))
+    rescope = {"auth": {"identity": {"methods": ["token"], "token": {"id": first}}}}
+    tokens = [first] + [(await issue(stack, rescope))[0] for _ in range(20)]
+    assert all(re.fullmatch(r"gAAAAA[A-Za-z0-9_-]{43}", t) for t in tokens), tokens
+    assert len(set(tokens)) == len(tokens)
+    admin = await stack.login()
+    dashed = "-" + "x" * 42  # what secrets.token_urlsafe(32) may well give
+    monkeypatch.setattr(identity.secrets, "token_urlsafe", lambda n=32: dashed)
+    token, _ = await issue(stack, rescope)
+    assert token == "gAAAAA" + dashed
+    hdr = {"X-Subject-Token": token}
+    assert (await stack.invoke("identity", "validateToken", auth=admin, headers=hdr)).status == 200
+
+
+@arun
 async def test_catalog_comes_from_the_spec_with_the_project_id(tmp_path: Path) -> None:
     stack = await Stack(tmp_path).start()
     _, body = await issue(stack, password_auth("admin", "admin"))

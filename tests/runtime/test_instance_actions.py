@@ -172,3 +172,35 @@ async def test_a_deleted_servers_actions_remain_listed() -> None:
             op_call(rt, "listInstanceActions", path_params={"server_id": "no-such-server"})
         )
     assert err.value.status == 404
+
+
+@arun
+async def test_an_administrators_action_on_anothers_server_is_listed_to_its_owner() -> None:
+    """nova records an action with the request's project and user (InstanceAction's
+    pack_action_start: the context's), and lists a server's actions whoever made them
+    (actions_get: by instance only): the owner sees the administrator's stop, with the
+    administrator's project and user; another project still sees no server."""
+    store = nova_store(INFO)
+    server = await new_instance(store)
+    path = {"server_id": server["id"]}
+    await records.handled(_answered(store, server, "createServer", body={}), 1.0e9)
+    admin = auth_ctx(project="admin-project", user="admin-user", admin=True)
+    stop = _answered(
+        store, server, "serverAction", body={"os-stop": None}, path_params=path, auth=admin
+    )
+    stop.request_id, stop.global_request_id = "req-api-2", "req-flow-2"
+    await records.handled(stop, 1.0e9 + 5)
+    rt = make_runtime(INFO, "nova-api", store=store)
+    reply = await serve.serve(op_call(rt, "listInstanceActions", path_params=path))
+    check_response("listInstanceActions", reply)
+    listed = [(a["action"], a["project_id"], a["user_id"]) for a in reply.body["instanceActions"]]
+    assert listed == [
+        ("stop", "admin-project", "admin-user"),
+        ("create", server["project_id"], server["user_id"]),
+    ]
+    shown = await _show(store, server["id"], "req-api-2")
+    assert (shown["action"], shown["project_id"]) == ("stop", "admin-project")
+    other = auth_ctx(project="other-project", user="other-user")
+    with pytest.raises(ApiError) as err:
+        await serve.serve(op_call(rt, "listInstanceActions", path_params=path, auth=other))
+    assert err.value.status == 404

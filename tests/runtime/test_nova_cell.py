@@ -123,7 +123,17 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
 
         # The delete's last writes follow the deleted state (each store call awaits).
         await settle(mappings_gone)
-        assert [label for _, label, _ in cell.steps] == ["6", "7", "7.1", "7.4", "8", "10", "11"]
+        assert [label for _, label, _ in cell.steps] == [
+            "6",
+            "6.1",
+            "6.2",
+            "7",
+            "7.1",
+            "7.4",
+            "8",
+            "10",
+            "11",
+        ]
         assert driver.guests == {} and cell.services.ports == {}
         assert cell.services.volume_status == "available"
         node = await cell.store.get("compute_nodes", host)

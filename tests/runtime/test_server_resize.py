@@ -15,7 +15,7 @@ from specstack_runtime.behaviours import nova_resize  # noqa: F401  (registers i
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.virt import RUNNING, SHUTDOWN
 from specstack_runtime.virt.fake import FakeHypervisor
-from tests.aio import arun
+from tests.aio import arun, settle
 from tests.runtime.nova_cell_kit import NovaCell
 from tests.runtime.test_compute_kit import auth_ctx, seed_flavors
 from tests.runtime.test_instance_actions import recorded_events
@@ -243,3 +243,38 @@ async def test_resize_actions_are_recorded_with_novas_names() -> None:
         "revertResize": ["compute_revert_resize", "compute_finish_revert_resize"],
         "migrate": ["conductor_migrate_server", "compute_prep_resize"],
     }
+
+
+@arun
+async def test_deleting_a_resized_server_confirms_the_resize_first(tmp_path: Path) -> None:
+    """nova's delete of a server in VERIFY_RESIZE confirms the resize first
+    (_confirm_resize_on_deleting): the source's kept copy and its claim go with it."""
+    cell = await _cell(tmp_path)
+    try:
+        row = await boot_through_the_cell(cell)
+        sid, source = row["id"], str(row["host"])
+        dest = _other(source)
+        await _act(cell, sid, "resize", {"flavorRef": "2"})
+        await _wait(cell, sid, "resized")
+        assert f"{sid}_resize" in _guests(cell, source)
+        await cell.operation("deleteServer", sequence="delete-vm", path_params={"server_id": sid})
+        # (the confirm is cast to the source beside the terminate to the destination)
+        gone = await cell.wait_for(
+            sid,
+            lambda r: (
+                r["vm_state"] == "deleted" and not r["migration"] and not _guests(cell, source)
+            ),
+            timeout=60,
+        )
+        assert gone["task_state"] is None
+        assert _guests(cell, dest) == {}
+
+        async def source_freed() -> bool:  # (the confirm's claim change follows its update)
+            return not (await _nodes(cell))[source]["claims"]
+
+        await settle(source_freed, timeout=30)
+        nodes = await _nodes(cell)
+        assert nodes[source] == {"claims": [], "vcpus_used": 0, "memory_mb_used": 0}
+        assert nodes[dest] == {"claims": [], "vcpus_used": 0, "memory_mb_used": 0}
+    finally:
+        await cell.stop()

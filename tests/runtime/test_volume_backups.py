@@ -263,3 +263,117 @@ def test_backup_errors_and_quotas(tmp_path: Path) -> None:
         await settle(freed)
 
     run(tmp_path, with_swift(scenario))
+
+
+def test_restore_into_a_new_volume_is_counted_against_the_volume_quotas(tmp_path: Path) -> None:
+    """cinder's restore without a volume creates one through its volume API, which reserves
+    the project's volumes and gigabytes: over either, 413 and nothing made (the backup stays
+    available); within them the new volume is counted."""
+
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid = await c.available(size=2)
+        made = await _create(api, vid)
+        assert made.status_code == 202, made.text
+        bid = made.json()["backup"]["id"]
+        await _backup(api, "available", bid)
+        restore = f"{V3}/backups/{bid}/restore"
+
+        async def volumes() -> list[str]:
+            listed = (await api.at("3.59", "GET", f"{V3}/volumes")).json()["volumes"]
+            return sorted(v["id"] for v in listed)
+
+        async def limit(**quota: int) -> None:
+            body = {"quota_set": quota}
+            put = await api.at(
+                "3.59", "PUT", f"{V3}/os-quota-sets/{PROJECT}", json=body, token="admin"
+            )
+            assert put.status_code == 200, put.text
+
+        await limit(gigabytes=3)  # 2 in use: the backup's 2 more do not fit
+        over = await api.at("3.59", "POST", restore, json={"restore": {}})
+        assert over.status_code == 413, over.text
+        assert over.json()["overLimit"]["message"] == (
+            "Requested volume or snapshot exceeds allowed gigabytes quota. "
+            "Requested 2G, quota is 3G and 2G has been consumed."
+        )
+        assert await volumes() == [vid]
+        assert (await _backup(api, "available", bid))["status"] == "available"
+        await limit(gigabytes=10, volumes=1)
+        over = await api.at("3.59", "POST", restore, json={"restore": {"name": "again"}})
+        assert over.status_code == 413, over.text
+        assert over.json()["overLimit"]["message"] == (
+            "Maximum number of volumes allowed (1) exceeded for quota 'volumes'."
+        )
+        assert await volumes() == [vid]
+        # within both: the new volume made, and counted
+        await limit(volumes=2)
+        done = await api.at("3.59", "POST", restore, json={"restore": {}})
+        assert done.status_code == 202, done.text
+        new = done.json()["restore"]["volume_id"]
+        assert await volumes() == sorted([vid, new])
+        await c.wait_status(new, "available")
+        await _backup(api, "available", bid)
+        usage = await api.at(
+            "3.59", "GET", f"{V3}/os-quota-sets/{PROJECT}", params={"usage": "true"}
+        )
+        assert usage.json()["quota_set"]["gigabytes"]["in_use"] == 4
+        assert usage.json()["quota_set"]["volumes"]["in_use"] == 2
+
+    run(tmp_path, with_swift(scenario))
+
+
+def test_backup_of_a_snapshot(tmp_path: Path) -> None:
+    """POST /backups with snapshot_id (`openstack volume backup create --snapshot`): the
+    snapshot's data is backed up, whatever the volume holds since or its status; the snapshot
+    is backing-up meanwhile, then available, the volume untouched; cinder's refusals."""
+
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid, other = await c.available(size=1), await c.available(size=1)
+        _write(c.volume_file(vid), DATA)
+        taken = await api.at(
+            "3.59", "POST", f"{V3}/snapshots", json={"snapshot": {"volume_id": vid}}
+        )
+        assert taken.status_code == 202, taken.text
+        sid = taken.json()["snapshot"]["id"]
+        _write(c.volume_file(vid), b"after the snapshot " * 100)
+        await c.store.update("volumes", vid, {"status": "in-use"})  # (no force needed)
+        await c.store.update("snapshots", sid, {"created_at": "2026-01-02T03:04:05Z"})
+        made = await _create(api, vid, snapshot_id=sid, name="of-snap")
+        assert made.status_code == 202, made.text
+        bid = made.json()["backup"]["id"]
+        backup = await _backup(api, "available", bid)
+        snapshot = (await api.at("3.59", "GET", f"{V3}/snapshots/{sid}")).json()["snapshot"]
+        assert snapshot["status"] == "available"
+        assert (await api.volume("3.59", vid))["status"] == "in-use"
+        assert (backup["snapshot_id"], backup["volume_id"], backup["size"]) == (sid, vid, 1)
+        assert snapshot["created_at"] == "2026-01-02T03:04:05.000000"
+        assert backup["data_timestamp"] == snapshot["created_at"] != backup["created_at"]
+        # restored: the snapshot's data, not the volume's since
+        restored = await api.at("3.59", "POST", f"{V3}/backups/{bid}/restore", json={"restore": {}})
+        assert restored.status_code == 202, restored.text
+        new = restored.json()["restore"]["volume_id"]
+        await c.wait_status(new, "available")
+        assert _read(c.volume_file(new)) == DATA
+        # a snapshot of another volume, one unknown, one not available
+        wrong = await _create(api, other, snapshot_id=sid)
+        assert wrong.status_code == 400
+        assert wrong.json()["badRequest"]["message"] == (
+            f"Invalid volume: Volume {other} does not match with snapshot.volume_id {vid}."
+        )
+        unknown = await _create(api, vid, snapshot_id="nope")
+        assert unknown.status_code == 404
+        assert unknown.json()["itemNotFound"]["message"] == "Snapshot nope could not be found."
+        await c.store.update("snapshots", sid, {"status": "backing-up"})
+        busy = await _create(api, vid, snapshot_id=sid)
+        assert busy.status_code == 400
+        assert busy.json()["badRequest"]["message"] == (
+            "Invalid snapshot: Snapshot to be backed up must be available, "
+            'but the current status is "backing-up".'
+        )
+        gone = await api.at("3.59", "DELETE", f"{V3}/snapshots/{sid}")
+        assert gone.status_code == 400 and "must be available or error" in gone.text
+        assert len((await api.at("3.59", "GET", f"{V3}/backups")).json()["backups"]) == 1
+
+    run(tmp_path, with_swift(scenario))
