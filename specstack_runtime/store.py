@@ -88,7 +88,7 @@ BATCH_ROWS = 500
 ID_SIZE = 64
 INDEX_SIZE = 255
 # Documents a store remembers as it last read or wrote them (see Store._guess).
-KNOWN_ROWS = 4096
+KNOWN_ROWS = 1024
 
 
 def utcnow() -> str:
