@@ -25,6 +25,7 @@ import asyncio
 import builtins
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -42,19 +43,15 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
-    create_engine,
-    event,
     func,
     or_,
     select,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.pool import StaticPool
 
 from specstack_runtime import jsoncodec
-from specstack_runtime.database import TableSpec, engine_url
+from specstack_runtime.database import TableSpec, engine_url, is_deadlock, make_engine
 from specstack_runtime.errors import BadRequest, Conflict, NotFound
 from specstack_runtime.storequery import (
     AtLeast,
@@ -90,6 +87,8 @@ BATCH_ROWS = 500
 # it in text; PostgreSQL refuses it), is bad input, refused the same way on every backend.
 ID_SIZE = 64
 INDEX_SIZE = 255
+# Documents a store remembers as it last read or wrote them (see Store._guess).
+KNOWN_ROWS = 1024
 
 
 def utcnow() -> str:
@@ -153,7 +152,7 @@ class Store:
         self.url = url
         self.specs = {t.name: t for t in tables}
         self.metadata = build_metadata(tables)
-        self.engine: Engine = _engine(url)
+        self.engine: Engine = make_engine(url)
         self.sqlite = self.engine.dialect.name == "sqlite"
         # The database component (e.g. "nova-db") whose migrations create the schema.
         self.database = database
@@ -166,6 +165,25 @@ class Store:
         self._conn: Connection | None = self.engine.connect() if self.sqlite else None
         workers = 1 if self.sqlite else SERVER_WORKERS
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"store-{database or ''}")
+        # (table, id) -> the stored text of the document as this store last read or wrote
+        # it: only ever a guess that an update compares-and-sets against (one UPDATE and
+        # no read when right; when another writer came between, the read it would have made)
+        self._known: dict[tuple[str, str], str] = {}
+        self._known_lock = threading.Lock()
+
+    def _remember(self, table: str, id_: str, data: str | None) -> None:
+        key = (table, id_)
+        with self._known_lock:  # (worker threads of a server database write it too)
+            self._known.pop(key, None)
+            if data is not None:
+                self._known[key] = data
+                if len(self._known) > KNOWN_ROWS:
+                    del self._known[next(iter(self._known))]
+
+    def _guess(self, table: str, id_: str) -> tuple[Doc, str] | None:
+        """The document as this store last saw it, and its stored text, if remembered."""
+        data = self._known.get((table, id_))
+        return None if data is None else (jsoncodec.loads(data), data)
 
     async def _call(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction on a worker thread (see `_transaction`)."""
@@ -198,7 +216,7 @@ class Store:
                 with self.engine.begin() as server_conn:
                     return work(server_conn)
             except DBAPIError as exc:
-                if attempt == DEADLOCK_RETRIES or not _is_deadlock(exc):
+                if attempt == DEADLOCK_RETRIES or not is_deadlock(exc):
                     raise
                 logger.info("deadlock in %s (attempt %d); retrying", self.url, attempt)
         raise AssertionError("unreachable")
@@ -291,12 +309,14 @@ class Store:
             await self._call(lambda conn: conn.execute(insert, row))
         except IntegrityError:
             raise Conflict(f"{table} {doc['id']} already exists") from None
+        self._remember(table, row["id"], row["data"])
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
         stmt = self._stmt(table, "get")
         params = {"id_": str(id_)}
         data = await self._call(lambda conn: conn.execute(stmt, params).scalar())
+        self._remember(table, params["id_"], data)
         return jsoncodec.loads(data) if data is not None else None
 
     async def require(self, table: str, id_: str, what: str | None = None) -> Doc:
@@ -316,14 +336,17 @@ class Store:
     ) -> Doc | None:
         """Apply `changes`; with `expect`, only if those fields still hold those values.
 
-        `current` is the document as the caller read it (unchanged): when the row still
-        is that document, one UPDATE conditioned on it writes the change (no read);
-        otherwise the row is read, locked, and compared as without it.
+        `current` is the document as the caller read it (unchanged), else the store's
+        guess (`_guess`): when the row still is that document, one UPDATE conditioned on
+        it writes the change (no read); otherwise the row is read, locked, and compared.
         Returns the new document, or None when the row is gone or `expect` did not hold.
         """
         get = self._stmt(table, "get_for_update")
         update = self._stmt(table, "update")
         key = {"id_": str(id_)}
+        guess = self._guess(table, key["id_"]) if current is None else None
+        if current is not None:
+            guess = (current, jsoncodec.dumps(current, sort_keys=True).decode())
 
         def changed(doc: Doc) -> Doc | None:
             if expect and any(doc.get(k) != v for k, v in expect.items()):
@@ -334,14 +357,16 @@ class Store:
             return doc
 
         def work(conn: Connection) -> Doc | None:
-            new = changed(current) if current is not None else None
-            if new is not None:
+            new = changed(guess[0]) if guess is not None else None
+            if new is not None and guess is not None:
                 values = self._row(table, new)
                 del values["id"]
-                was = {**key, "was_": jsoncodec.dumps(current, sort_keys=True).decode()}
+                was = {**key, "was_": guess[1]}
                 if conn.execute(self._stmt(table, "update_if"), {**values, **was}).rowcount:
+                    self._remember(table, key["id_"], values["data"])
                     return new
             data = conn.execute(get, key).scalar()
+            self._remember(table, key["id_"], data)
             if data is None:
                 return None
             new = changed(jsoncodec.loads(data))
@@ -350,6 +375,7 @@ class Store:
             values = self._row(table, new)
             del values["id"]
             conn.execute(update, {**values, **key})
+            self._remember(table, key["id_"], values["data"])
             return new
 
         return await self._call(work)
@@ -357,6 +383,7 @@ class Store:
     async def delete(self, table: str, id_: str) -> bool:
         stmt = self._stmt(table, "delete")
         params = {"id_": str(id_)}
+        self._remember(table, params["id_"], None)
         return await self._call(lambda conn: bool(conn.execute(stmt, params).rowcount))
 
     async def upsert_many(
@@ -364,7 +391,11 @@ class Store:
     ) -> dict[str, Doc]:
         """Write `merge(current or None, item)` for each id of `items`, all in one
         transaction: a locked read per BATCH_ROWS ids, one executemany of the inserts and
-        one of the updates, not a round trip per row. The written documents, by id."""
+        one of the updates, not a round trip per row. One row alone is one statement when
+        the store guesses right: an UPDATE conditioned on the row it remembers (`_guess`),
+        else an INSERT (a row it does not know is most often new); when wrong, it is read and
+        written as above. So `merge` may run more than once for a row: the last result is
+        written. The written documents, by id."""
         t = self._table(table)
         read = self._query(
             (table, "upsert_read"),
@@ -375,34 +406,56 @@ class Store:
         insert, update = self._stmt(table, "insert"), self._stmt(table, "update")
         ids = [str(i) for i in items]
         indexes = (*self.specs[table].indexes, "created_at")
+        guess = self._guess(table, ids[0]) if len(ids) == 1 else None
+
+        def write(id_: str, old: Doc | None, now: str) -> tuple[Doc, dict[str, Any]]:
+            doc = {**merge(old, items[id_]), "id": id_, "updated_at": now}
+            doc.setdefault("created_at", now)
+            values = self._row(table, doc)
+            if old is not None:  # only the columns that change (and their indexes) are set
+                kept = {k for k in indexes if values[k] == column_value(old.get(k))}
+                values = {k: v for k, v in values.items() if k not in kept and k != "id"}
+            return doc, values
 
         def work(conn: Connection) -> dict[str, Doc]:
+            now = utcnow()
+            if guess is not None:
+                doc, values = write(ids[0], guess[0], now)
+                was = {"id_": ids[0], "was_": guess[1]}
+                if conn.execute(self._stmt(table, "update_if"), {**values, **was}).rowcount:
+                    self._remember(table, ids[0], values["data"])
+                    return {ids[0]: doc}
             current: dict[str, Doc] = {}
             for at in range(0, len(ids), BATCH_ROWS):
                 rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
                 current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
-            now = utcnow()
             written: dict[str, Doc] = {}
             inserts = []
-            # rows grouped by the columns that change: only those (and their indexes) are set
+            # rows grouped by the columns that change
             updates: dict[tuple[str, ...], builtins.list[dict[str, Any]]] = {}
             for id_ in ids:
                 old = current.get(id_)
-                doc = written[id_] = {**merge(old, items[id_]), "id": id_, "updated_at": now}
-                doc.setdefault("created_at", now)
-                values = self._row(table, doc)
+                written[id_], values = write(id_, old, now)
                 if old is None:
                     inserts.append(values)
-                    continue
-                kept = {k for k in indexes if values[k] == column_value(old.get(k))}
-                values = {k: v for k, v in values.items() if k not in kept and k != "id"}
-                updates.setdefault(tuple(sorted(values)), []).append({**values, "id_": id_})
+                else:
+                    updates.setdefault(tuple(sorted(values)), []).append({**values, "id_": id_})
             if inserts:
                 conn.execute(insert, inserts)
             for group in updates.values():
                 conn.execute(update, group)
+            if len(ids) == 1:
+                self._remember(table, ids[0], values["data"])
             return written
 
+        if len(ids) == 1 and guess is None:
+            doc, values = write(ids[0], None, utcnow())
+            try:  # the primary key decides; a row there after all is merged into below
+                await self._call(lambda conn: conn.execute(insert, values))
+                self._remember(table, ids[0], values["data"])
+                return {ids[0]: doc}
+            except IntegrityError:
+                pass
         try:
             return await self._call(work)
         except IntegrityError:
@@ -541,38 +594,3 @@ class Store:
         )
         params = params_of(where)
         return int(await self._call(lambda conn: conn.execute(stmt, params).scalar_one()))
-
-
-def _is_deadlock(exc: DBAPIError) -> bool:
-    """PostgreSQL deadlock/serialization failure, or MariaDB deadlock/lock wait timeout."""
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate in ("40P01", "40001"):
-        return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
-    return bool(args) and args[0] in (1213, 1205)
-
-
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
-        if url in ("sqlite://", "sqlite:///:memory:"):
-            kwargs["poolclass"] = StaticPool
-        engine = create_engine(url, **kwargs)
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=5000")
-            cur.close()
-
-        return engine
-    full = engine_url(url)
-    pooled: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 3600}
-    if make_url(full).get_backend_name() in ("mysql", "mariadb"):
-        # InnoDB's default (REPEATABLE READ) takes gap locks; READ COMMITTED matches
-        # PostgreSQL's default and keeps concurrent inserts from deadlocking.
-        pooled["isolation_level"] = "READ COMMITTED"
-    return create_engine(full, **pooled)

@@ -202,8 +202,8 @@ async def put_object(call: Call) -> Reply:
     }
     replaced: list[Doc] = []  # the row it replaces, as the write found it: its bytes go
 
-    def replace(current: Doc | None, new: Doc) -> Doc:
-        replaced.extend([current] if current is not None else [])
+    def replace(current: Doc | None, new: Doc) -> Doc:  # (the last call is the one written)
+        replaced[:] = [current] if current is not None else []
         return new
 
     await rc.store.upsert_many(table, {doc["id"]: doc}, replace)

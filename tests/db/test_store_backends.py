@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+from unittest.mock import ANY
 
 import pytest
 from sqlalchemy import event
@@ -18,6 +19,7 @@ from sqlalchemy import event
 from specstack_runtime.behaviours.netports import _allocate_one
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.store import Store, engine_url
+from tests.db.conftest import THINGS
 from tests.db.spec_tables import tables
 from tests.runtime.netvol_fakes import stack_info
 
@@ -119,6 +121,55 @@ def test_an_update_from_the_row_read_writes_once_and_a_stale_one_reads_again(
         assert await store.update("things", "a", {"n": 4}, current=done) is None
 
     run(go())
+
+
+def test_the_row_a_store_last_saw_is_its_guess_and_a_wrong_guess_costs_a_read(
+    store: Store, db_url: str
+) -> None:
+    """An update (or a one-row upsert) without `current` compares-and-sets against the row
+    as this store last read or wrote it; another store's write between makes the guess
+    wrong: the row is read and the change merged into it (nothing of the other's lost)."""
+    statements: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0])
+
+    def add(old: dict[str, Any] | None, item: Any) -> dict[str, Any]:
+        return {**(old or {}), "seen": [*((old or {}).get("seen") or []), item["by"]]}
+
+    other = Store(db_url, THINGS, database=None)
+    event.listen(store.engine, "before_cursor_execute", count)
+
+    async def go() -> None:
+        await store.create("things", {"id": "a", "n": 1})
+        statements.clear()
+        assert (await store.update("things", "a", {"n": 2}))["n"] == 2  # type: ignore[index]
+        assert statements == ["UPDATE"]  # as created: no read
+        await other.update("things", "a", {"m": 1})  # the other store reads: it knows none
+        statements.clear()
+        new = await store.update("things", "a", {"n": 3}, expect={"n": 2})
+        assert new is not None and (new["n"], new["m"]) == (3, 1)
+        assert statements == ["UPDATE", "SELECT", "UPDATE"]  # guessed wrong, read, written
+        statements.clear()  # a one-row upsert: a new row is one INSERT, a known one one UPDATE
+        await store.upsert_many("things", {"b": {"by": "store"}}, add)
+        await store.upsert_many("things", {"b": {"by": "store"}}, add)
+        assert statements == ["INSERT", "UPDATE"]
+        await other.upsert_many("things", {"b": {"by": "other"}}, add)  # exists: merged into
+        await store.upsert_many("things", {"b": {"by": "store"}}, add)  # a wrong guess
+        seen = (await store.require("things", "b"))["seen"]
+        assert seen == ["store", "store", "other", "store"]
+        await store.delete("things", "b")  # forgotten: a new row again
+        statements.clear()
+        assert await store.upsert_many("things", {"b": {"by": "x"}}, add) == {
+            "b": {"seen": ["x"], "id": "b", "created_at": ANY, "updated_at": ANY}
+        }
+        assert statements == ["INSERT"]
+
+    try:
+        run(go())
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+        other.close()
 
 
 def test_filters_sorting_and_paging(store: Store) -> None:
