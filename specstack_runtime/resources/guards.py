@@ -8,6 +8,8 @@ are let through (glance: only `publicize_image` callers may make an image public
 On a create or an update, `refs` holds the rows its references name (cinder: a clone's
 source volume must be available or in-use). `each` checks the condition for every `item`
 of a list (nova's requested networks), and `quote` gives the message computed values.
+A rule `given` a key of `changes` applies only when the changes have it (nova's rules of
+an optional attribute of a new server: none evaluated when the request does not give it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
         return
     full = rc.res.complete(doc)
     seen: dict[str, Any] = {**full, **(changes or {})}
+    # a rule `given` a key of the changes applies only when they have it (as Kubernetes
+    # runs a field's rules only when the field is there): a look-up, not an evaluation
+    judged = changes if changes is not None else seen
+    guards = [g for g in guards if g.given is None or g.given in judged]
+    if not guards:
+        return
     names = rc.variables(  # a request's strings as CEL can hold them
         doc=unicode_only(full),
         changes=unicode_only(dict(changes if changes is not None else seen)),

@@ -99,3 +99,23 @@ def test_an_earlier_rule_refuses_before_a_later_one_fails() -> None:
         guards.check(_rc(NETWORKS, fails), "create", {"networks": [{"fixed_ip": "x"}]})
     with pytest.raises(ExprError, match=r"doc\.missing"):
         guards.check(_rc(first, fails), "create", {"networks": []})
+
+
+def test_a_rule_given_a_key_applies_only_when_the_changes_have_it() -> None:
+    # nothing but the key decides whether it is evaluated: `doc.missing` would fail
+    rule = {
+        "on": ("update",),
+        "given": "tags",
+        "when": "changes.tags == null || doc.missing == 1",
+        "status": 400,
+        "message": "no tags",
+    }
+    rc = _rc(rule)
+    guards.check(rc, "update", {"name": "a"}, {"name": "b"})  # no tags given: not evaluated
+    with pytest.raises(BadRequest, match=r"^no tags$"):
+        guards.check(rc, "update", {"name": "a"}, {"tags": None})  # given, even as null
+    # without `changes` (a create's own row): the row's keys are the changes
+    with pytest.raises(BadRequest, match=r"^no tags$"):
+        guards.check(_rc({**rule, "on": ("create",)}, NETWORKS), "create", {"tags": None})
+    with pytest.raises(ExprError, match=r"doc\.missing"):
+        guards.check(rc, "update", {"name": "a"}, {"tags": ["x"]})
