@@ -512,6 +512,35 @@ def compile_expr(text: str) -> Expr:
     return Expr(text)
 
 
+@lru_cache(maxsize=1024)
+def compile_group(texts: tuple[str, ...]) -> Expr:
+    """One program whose value is the list of the values of `texts` (each compiled alone
+    first: ExprError if one does not)."""
+    for text in texts:
+        compile_expr(text)
+    # `dyn`: a list of mixed types; the newline ends a `//` comment closing a text
+    return compile_expr("[" + ", ".join(f"dyn({text}\n)" for text in texts) + "]")
+
+
+def values_in(texts: tuple[str, ...], bound: Bound) -> list[Any] | None:
+    """The values of `texts` over `bound` (it reads what they all read) in one evaluation
+    of the CEL runtime, not one each: a view's tens of fields, a create's refusal rules.
+    None when one of them fails: the caller evaluates them one by one, in its order, so
+    that the error (or what an earlier one decides) is what it was."""
+    if len(texts) == 1:
+        try:
+            return [compile_expr(texts[0]).evaluate_in(bound)]
+        except ExprError:
+            return None
+    if not texts:
+        return []
+    try:
+        values = compile_group(texts).evaluate_in(bound)
+    except ExprError:
+        return None
+    return values if isinstance(values, list) else None
+
+
 def problem(text: str) -> tuple[str, int, int] | None:
     """Why `text` does not compile, with the 1-based line and column in it; None if it does."""
     try:

@@ -171,6 +171,7 @@ class ActionCheck(ErrorText):  # a condition (CEL) an action needs; status: 400 
 class Guard(Node):  # an operation refused while a condition holds (a protected image's delete)
     on: tuple[str, ...]  # engine actions (create, update, delete) or state-machine actions
     when: str  # CEL over doc (the row; on create the new row) and changes
+    given: str | None = None  # a key of changes: the rule applies only when it is there
     unless: str | None = None  # a policy rule: callers it allows are not refused
     each: str | None = None  # CEL: a list; `when` is checked for each `item` of it
     quote: dict[str, str] = {}  # name -> CEL: values the message may quote

@@ -348,3 +348,40 @@ def test_a_many_relation_finds_rows_by_match_only(
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"resources/network\.yaml:\d+:\d+: .*missing required property 'match'", err)
+
+
+def test_a_refusal_given_a_request_key_is_checked_where_it_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule's `given` is a key of the request (a name), and its condition need not test
+    `has(changes.KEY)` again: both are reported at their FILE:LINE:COL."""
+    import shutil
+
+    spec = tmp_path / "spec"
+    shutil.copytree(SPEC, spec)
+    image = spec / "resources" / "image.yaml"
+    text = image.read_text("utf-8")
+    old = "        given: visibility\n        when: \"changes.visibility == 'public'\""
+    assert text.count(old) == 1
+    twice = '        given: visibility\n        when: "has(changes.visibility) && true"'
+    image.write_text(text.replace(old, twice), "utf-8")
+
+    def at(path: Path, snippet: str) -> str:
+        lines = path.read_text("utf-8").splitlines()
+        line = next(n for n, t in enumerate(lines, 1) if snippet in t)
+        return f"resources/{path.name}:{line}:"
+
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert at(image, "given: visibility") + "16: `given: visibility` already applies" in err
+    assert "when has(changes.visibility); the condition need not test it again" in err
+
+    # not a name: the schema's error, at the key
+    block = spec / "resources" / "block-storage.yaml"
+    text = block.read_text("utf-8")
+    assert "given: multiattach\n" in text
+    block.write_text(text.replace("given: multiattach\n", "given: multi-attach\n", 1), "utf-8")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert at(block, "given: multi-attach") + "16: " in err
+    assert 'refuse[16].given: "multi-attach" does not match ^[A-Za-z_][A-Za-z0-9_]*$' in err

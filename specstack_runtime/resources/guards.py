@@ -8,13 +8,17 @@ are let through (glance: only `publicize_image` callers may make an image public
 On a create or an update, `refs` holds the rows its references name (cinder: a clone's
 source volume must be available or in-use). `each` checks the condition for every `item`
 of a list (nova's requested networks), and `quote` gives the message computed values.
+A rule `given` a key of `changes` applies only when the changes have it (nova's rules of
+an optional attribute of a new server: none evaluated when the request does not give it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from specstack_runtime.expr import Bound, compile_expr, reads_of, unicode_only
+from specstack_runtime.expr import Bound, Reads, compile_expr, reads_of, unicode_only, values_in
+from specstack_runtime.ir import Guard
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -26,6 +30,12 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
         return
     full = rc.res.complete(doc)
     seen: dict[str, Any] = {**full, **(changes or {})}
+    # a rule `given` a key of the changes applies only when they have it (as Kubernetes
+    # runs a field's rules only when the field is there): a look-up, not an evaluation
+    judged = changes if changes is not None else seen
+    guards = [g for g in guards if g.given is None or g.given in judged]
+    if not guards:
+        return
     names = rc.variables(  # a request's strings as CEL can hold them
         doc=unicode_only(full),
         changes=unicode_only(dict(changes if changes is not None else seen)),
@@ -35,29 +45,57 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
     # references once, not once per rule), and once per item of each `each` list
     reads = reads_of(tuple(t for g in guards for t in (g.when, g.each) if t))
     shared = Bound(reads, **names)
-    per_item: dict[str, list[tuple[Any, Bound]]] = {}
+    found = _all_at_once(guards, shared, reads, names)
     for guard in guards:
-        when = compile_expr(guard.when)
-        if not guard.each:
-            if not when.evaluate_in(shared):
-                continue
-            item: Any = None
-        else:
-            # `each`: the rule holds for an item of the list (the first one quoted)
-            bound_items = per_item.get(guard.each)
-            if bound_items is None:
-                items = compile_expr(guard.each).evaluate_in(shared)
-                bound_items = [(i, Bound(reads, **names, item=i)) for i in items]
-                per_item[guard.each] = bound_items
-            item = next((i for i, b in bound_items if when.evaluate_in(b)), _NONE)
-            if item is _NONE:
-                continue
+        # found at once; when an expression failed, each rule in turn (an earlier one decides)
+        item = found(guard) if found is not None else _in_turn(guard, shared, reads, names)
+        if item is _NONE:
+            continue
         if guard.unless and rc.allows(guard.unless, full):
             continue
         values = {**seen, "id": doc.get("id"), "old": full, "refs": rc.refs, "item": item}
         for name, text in guard.quote.items():
             values[name] = compile_expr(text).evaluate(**names, item=item)
         raise error(guard.status, fill(guard.message, values), guard.kind)
+
+
+def _all_at_once(
+    guards: list[Guard], shared: Bound, reads: Reads, names: dict[str, Any]
+) -> Callable[[Guard], Any] | None:
+    """Each rule's `item` that holds (None for a rule without `each`, `_NONE` when none),
+    from one evaluation of every condition and list, and one per item of each list; None
+    when an expression fails."""
+    plain = tuple(dict.fromkeys(g.when for g in guards if not g.each))
+    lists = tuple(dict.fromkeys(g.each for g in guards if g.each))
+    first = values_in(plain + lists, shared)
+    if first is None:
+        return None
+    held = dict(zip(plain, first, strict=False))
+    per_list: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+    for each, items in zip(lists, first[len(plain) :], strict=True):
+        whens = tuple(dict.fromkeys(g.when for g in guards if g.each == each))
+        per_list[each] = []
+        for i in items:
+            hits = values_in(whens, Bound(reads, **names, item=i))
+            if hits is None:
+                return None
+            per_list[each].append((i, dict(zip(whens, hits, strict=True))))
+
+    def found(guard: Guard) -> Any:
+        if not guard.each:
+            return None if held[guard.when] else _NONE
+        return next((i for i, hits in per_list[guard.each] if hits[guard.when]), _NONE)
+
+    return found
+
+
+def _in_turn(guard: Guard, shared: Bound, reads: Reads, names: dict[str, Any]) -> Any:
+    """The rule's `item` that holds (None without `each`; `_NONE`: none), evaluated alone."""
+    when = compile_expr(guard.when)
+    if not guard.each:
+        return None if when.evaluate_in(shared) else _NONE
+    items = compile_expr(guard.each).evaluate_in(shared)
+    return next((i for i in items if when.evaluate_in(Bound(reads, **names, item=i))), _NONE)
 
 
 _NONE = object()

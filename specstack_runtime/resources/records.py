@@ -20,7 +20,7 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
-from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of
+from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of, values_in
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id
@@ -94,6 +94,18 @@ async def handled(call: Call, started: float, error: BaseException | None = None
 def _over(entries: dict[str, str], rowless: Bound, row: Bound | None = None) -> dict[str, Any]:
     """`entries` evaluated: those that read the row (`doc`) over `row`, the others over
     `rowless` (their value is the same over any row)."""
+    # the row's entries in one evaluation, the others in another (one by one when one
+    # fails: its own error, in order)
+    split = [
+        (n, t) for n, t in entries.items() if row is not None and "doc" in compile_expr(t).uses
+    ]
+    rest = [(n, t) for n, t in entries.items() if (n, t) not in split]
+    over = values_in(tuple(t for _, t in split), row) if row is not None else []
+    others = values_in(tuple(t for _, t in rest), rowless)
+    if over is not None and others is not None:
+        values = dict(zip((n for n, _ in split), over, strict=True))
+        values.update(zip((n for n, _ in rest), others, strict=True))
+        return {name: values[name] for name in entries}
     out: dict[str, Any] = {}
     for name, text in entries.items():
         expr = compile_expr(text)

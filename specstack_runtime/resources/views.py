@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import Bound, compile_expr
+from specstack_runtime.expr import Bound, compile_expr, values_in
 from specstack_runtime.microversions import parse
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall
@@ -60,14 +60,24 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
             more["join"] = _joined(rc, doc)
         # only what the expressions read is handed to the CEL runtime
         variables = Bound(res.render_reads, **rc.variables(**more))
-        for name, expr in res.renders:
-            if name in out and name not in denied and (wanted is None or name in wanted):
-                out[name] = expr.evaluate_in(variables)
-        for name, expr in res.computed:
-            if name in denied or (wanted is None and name in res.off_schema):
-                continue
-            if wanted is None or name in wanted:
-                out[name] = expr.evaluate_in(variables)
+        chosen_exprs = [
+            (name, expr)
+            for name, expr in res.renders
+            if name in out and name not in denied and (wanted is None or name in wanted)
+        ]
+        chosen_exprs += [
+            (name, expr)
+            for name, expr in res.computed
+            if name not in denied
+            and not (wanted is None and name in res.off_schema)
+            and (wanted is None or name in wanted)
+        ]
+        # every field in one evaluation (one by one when one fails: its own error)
+        values = values_in(tuple(expr.text for _, expr in chosen_exprs), variables)
+        if values is None:
+            values = [expr.evaluate_in(variables) for _, expr in chosen_exprs]
+        for (name, _), value in zip(chosen_exprs, values, strict=True):
+            out[name] = value
     for name in denied:
         out.pop(name, None)
     for name in res.optional:

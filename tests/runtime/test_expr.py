@@ -293,3 +293,28 @@ def test_a_field_not_read_is_not_handed_to_the_runtime() -> None:
     # `doc.id` was not among the expressions the binding was made for: not there
     with pytest.raises(ExprError, match="id"):
         compile_expr("doc.id").evaluate_in(Bound(reads, doc=DOC))
+
+
+def test_expressions_evaluated_at_once_give_what_each_gives_alone() -> None:
+    texts = (
+        "doc.name",
+        "doc.power_state + 1",
+        "doc.host == null ? 'none' : doc.host",  # a comment ends this one // here
+        "doc.addresses.private.map(a, a.addr)",
+        "{'id': doc.id, 'locked': doc.locked}",
+    )
+    bound = Bound(expr.reads_of(texts), doc=DOC)
+    alone = [compile_expr(t).evaluate(doc=DOC) for t in texts]
+    assert alone == ["vm", 2, "none", ["10.0.0.5"], {"id": "s1", "locked": False}]
+    assert expr.values_in(texts, bound) == alone
+    assert expr.values_in((), bound) == []
+    assert expr.values_in(texts[:1], bound) == ["vm"]
+
+
+def test_expressions_evaluated_at_once_give_none_when_one_fails() -> None:
+    texts = ("doc.name", "doc.missing", "doc.id")
+    bound = Bound(expr.reads_of(texts), doc=DOC)
+    assert expr.values_in(texts, bound) is None  # the caller evaluates each in turn
+    assert expr.values_in(texts[1:2], bound) is None
+    with pytest.raises(ExprError, match=r"doc\.missing"):
+        compile_expr(texts[1]).evaluate_in(bound)

@@ -10,7 +10,7 @@ import pytest
 
 from specstack_runtime import ir
 from specstack_runtime.errors import ApiError, BadRequest, Forbidden
-from specstack_runtime.expr import compile_expr
+from specstack_runtime.expr import ExprError, compile_expr
 from specstack_runtime.resources import guards
 
 
@@ -87,3 +87,35 @@ def test_ip_version(text: str, version: int) -> None:
 def test_sublist_pages_a_list(start: int, count: int, got: list[int]) -> None:
     expr = compile_expr("sublist(doc.items, doc.start, doc.count)")
     assert expr.evaluate(doc={"items": [1, 2, 3, 4], "start": start, "count": count}) == got
+
+
+def test_an_earlier_rule_refuses_before_a_later_one_fails() -> None:
+    # the rules are evaluated at once; one failing, each is evaluated in turn
+    first = {"on": ("create",), "when": "size(doc.tags) > 0", "status": 400, "message": "first"}
+    fails = {"on": ("create",), "when": "doc.missing == 1", "status": 400, "message": "never"}
+    with pytest.raises(ApiError, match=r"^first$"):
+        guards.check(_rc(first, fails, NETWORKS), "create", {"tags": ["a"], "networks": []})
+    with pytest.raises(ApiError, match=r"^Invalid fixed IP address \(x\)$"):
+        guards.check(_rc(NETWORKS, fails), "create", {"networks": [{"fixed_ip": "x"}]})
+    with pytest.raises(ExprError, match=r"doc\.missing"):
+        guards.check(_rc(first, fails), "create", {"networks": []})
+
+
+def test_a_rule_given_a_key_applies_only_when_the_changes_have_it() -> None:
+    # nothing but the key decides whether it is evaluated: `doc.missing` would fail
+    rule = {
+        "on": ("update",),
+        "given": "tags",
+        "when": "changes.tags == null || doc.missing == 1",
+        "status": 400,
+        "message": "no tags",
+    }
+    rc = _rc(rule)
+    guards.check(rc, "update", {"name": "a"}, {"name": "b"})  # no tags given: not evaluated
+    with pytest.raises(BadRequest, match=r"^no tags$"):
+        guards.check(rc, "update", {"name": "a"}, {"tags": None})  # given, even as null
+    # without `changes` (a create's own row): the row's keys are the changes
+    with pytest.raises(BadRequest, match=r"^no tags$"):
+        guards.check(_rc({**rule, "on": ("create",)}, NETWORKS), "create", {"tags": None})
+    with pytest.raises(ExprError, match=r"doc\.missing"):
+        guards.check(rc, "update", {"name": "a"}, {"tags": ["x"]})

@@ -481,6 +481,15 @@ class _Checker:
             self.rule(f, [*base, "refuse", i, "unless"], g.get("unless"))
             if g.get("each"):
                 self.expr(f, [*base, "refuse", i, "each"], g["each"])
+            given = g.get("given")
+            twice = f"has(changes.{given})"
+            if given and any(twice in (g.get(k) or "") for k in ("when", "each")):
+                self.at(
+                    f,
+                    [*base, "refuse", i, "given"],
+                    f"`given: {given}` already applies the rule only when {twice}; "
+                    "the condition need not test it again",
+                )
             for name, text in (g.get("quote") or {}).items():
                 self.expr(f, [*base, "refuse", i, "quote", name], text)
         actions = set(((r.get("states") or {}).get("actions") or {}).keys())
