@@ -12,6 +12,7 @@ so a trace still shows the shape of what was sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,14 @@ def secret_names_in(
     return secret_names(docs)
 
 
+def _any_of(names: Iterable[str]) -> re.Pattern[bytes] | None:
+    """One search for any of `names` as a JSON key (quoted), or None when there is none."""
+    keys = sorted(names)
+    if not keys:
+        return None
+    return re.compile(b"|".join(re.escape(f'"{n}"'.encode()) for n in keys))
+
+
 #: JSON's scalar types: nothing in one is walked (its secrecy is its key's).
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 
@@ -129,12 +138,10 @@ class Redactor:
         self.names = frozenset(n.lower() for n in names)
         self.pairs = frozenset((p.lower(), n.lower()) for p, n in pairs)
         # A JSON answer kept as bytes is decoded only if one of these occurs in it.
-        keys = self.names | {n for _, n in self.pairs}
-        self._needles = tuple(f'"{n}"'.encode() for n in sorted(keys))
+        self._needles = _any_of(self.names | {n for _, n in self.pairs})
         # A structure needs walking only if a secret name, or a property holding one, is a
         # key in it: searched for in its JSON (one pass in C, not a walk in Python).
-        holders = self.names | {p for p, _ in self.pairs}
-        self._holders = tuple(f'"{n}"'.encode() for n in sorted(holders))
+        self._holders = _any_of(self.names | {p for p, _ in self.pairs})
 
     def __call__(self, value: Any) -> Any:
         """`value` with secrets replaced (the same object when it holds none)."""
@@ -153,14 +160,10 @@ class Redactor:
             return False
         if not raw.isascii():
             return False
-        low = raw.lower()
-        return not any(n in low for n in self._holders)
+        return self._holders is None or self._holders.search(raw.lower()) is None
 
     def _raw(self, raw: bytes) -> Any:
-        if not self._needles:
-            return raw
-        low = raw.lower()
-        if not any(n in low for n in self._needles):
+        if self._needles is None or self._needles.search(raw.lower()) is None:
             return raw
         try:
             decoded = jsoncodec.loads(raw)
@@ -186,8 +189,16 @@ class Redactor:
                     out[key] = new
             return value if out is None else out
         if isinstance(value, list):
-            items = [v if type(v) in _LEAVES else self._value(v, parent) for v in value]
-            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+            items: list[Any] | None = None
+            for i, v in enumerate(value):
+                if type(v) in _LEAVES:
+                    continue
+                new = self._value(v, parent)
+                if new is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+            return value if items is None else items
         return value
 
     def _secret(self, value: Any) -> Any:
