@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import Headers
+
 from specstack_runtime.errors import Unauthorized
 
 if TYPE_CHECKING:
@@ -101,6 +103,8 @@ class Call:
         value = self.headers.get(name)
         if value is not None:
             return str(value)
+        if isinstance(self.headers, Headers):  # a request's: its names are already any case
+            return None
         low = name.lower()
         return next((str(v) for k, v in self.headers.items() if k.lower() == low), None)
 
