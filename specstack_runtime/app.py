@@ -256,17 +256,19 @@ class ApiApp:
         )
 
     def _call(self, route: Route, request: Request) -> Call:
-        headers = request.headers
+        # The few headers read here, from the scope's list (ASGI names are lower case; the
+        # first of a repeated one counts, as in Headers): Headers.get scans it per name.
+        raw: dict[bytes, bytes] = dict(reversed(request.scope["headers"]))
         request_id = new_request_id()
-        inbound = headers.get("x-openstack-request-id", "")
+        inbound = _text(raw.get(b"x-openstack-request-id")) or ""
         traced = signed_base_id(
-            headers.get("x-trace-info"),
-            headers.get("x-trace-hmac"),
+            _text(raw.get(b"x-trace-info")),
+            _text(raw.get(b"x-trace-hmac")),
             self.rt.config.osprofiler_hmac_keys,
         )
         if traced:  # a client's OSProfiler trace: its base id names the flow
             inbound = f"req-{traced}"
-        sequence = headers.get("x-specstack-sequence") or None
+        sequence = _text(raw.get(b"x-specstack-sequence")) or None
         return Call(
             rt=self.rt,
             trigger=route.operation_id,
@@ -274,13 +276,13 @@ class ApiApp:
             request_id=request_id,
             global_request_id=inbound if _REQUEST_ID.fullmatch(inbound) else request_id,
             sequence=sequence,
-            trigger_label=headers.get("x-specstack-step") if sequence else None,
+            trigger_label=_text(raw.get(b"x-specstack-step")) if sequence else None,
             method=route.method,
-            path=request.url.path,
+            path=_path(request),
             path_params={k: str(v) for k, v in request.path_params.items()},
             query=_multi(request),
-            headers=headers,
-            token=headers.get("x-auth-token"),
+            headers=request.headers,
+            token=_text(raw.get(b"x-auth-token")),
             policy=route.policy,
         )
 
@@ -404,7 +406,23 @@ def _api_of(rt: ServiceRuntime) -> dict[str, Any] | None:
     return api if isinstance(api, dict) else None
 
 
+# What `request.url.path` makes of the scope's path (it builds and parses the whole URL):
+# what would end a URL's path escaped, the tabs and line ends a URL parser drops dropped.
+_URL_PATH = str.maketrans({"?": "%3F", "#": "%23", "\\": "%5C", "\t": None, "\r": None, "\n": None})
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _path(request: Request) -> str:
+    path: str = request.scope["path"]
+    return path.translate(_URL_PATH)
+
+
 def _multi(request: Request) -> dict[str, list[str]]:
+    if not request.scope.get("query_string"):
+        return {}  # most requests have none: no parse
     out: dict[str, list[str]] = {}
     for k, v in request.query_params.multi_items():
         out.setdefault(k, []).append(v)

@@ -12,7 +12,7 @@ import httpx
 
 from specstack_runtime.config import StackConfig
 from specstack_runtime.errors import StepFailed
-from specstack_runtime.localhttp import LocalTransport, call_app
+from specstack_runtime.localhttp import LocalResponse, LocalTransport, call_app
 from specstack_runtime.microversions import Microversions, parse
 from specstack_runtime.stackinfo import StackInfo
 
@@ -212,8 +212,7 @@ class ClientSet:
         status, out_headers, out = await call_app(
             app, method, "http", host, port, path, query, raw, body
         )
-        request = httpx.Request(method, _url(f"{base}{path}"))
-        return httpx.Response(status, headers=out_headers, content=out, request=request)
+        return LocalResponse(status, out_headers, out, method, lambda: _url(f"{base}{path}"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -8,6 +8,7 @@ Requests for any other address go out over the network as usual.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -47,6 +48,37 @@ class LocalTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._fallback.aclose()
+
+
+class LocalResponse(httpx.Response):
+    """An in-process call's answer. Its request (method and URL: what an error's message
+    names) is built when something reads it; nearly every answer is read for its status
+    and body only, and a request costs as much again as its answer."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        content: bytes,
+        method: str,
+        url: Callable[[], httpx.URL],
+    ) -> None:
+        super().__init__(status, headers=headers, content=content)
+        self._asked: tuple[str, Callable[[], httpx.URL]] | None = (method, url)
+        self._made: httpx.Request | None = None
+
+    @property
+    def request(self) -> httpx.Request:
+        if self._made is None and self._asked is not None:
+            method, url = self._asked
+            self._made = httpx.Request(method, url())
+        if self._made is None:
+            raise RuntimeError("The request instance has not been set on this response.")
+        return self._made
+
+    @request.setter
+    def request(self, value: httpx.Request) -> None:
+        self._made, self._asked = value, None
 
 
 async def call_app(

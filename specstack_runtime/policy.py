@@ -42,6 +42,7 @@ from specstack_runtime.errors import Forbidden
 CREDENTIAL_KEYS = ("project_id", "user_id", "domain_id")
 _TARGET_REF = re.compile(r"%\(([A-Za-z_][A-Za-z0-9_.]*)\)s")
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
+MAX_DECISIONS = 4096  # remembered decisions (all forgotten at once past it)
 
 
 class PolicyError(ValueError):
@@ -302,11 +303,32 @@ class Enforcer:
             raise PolicyError(f"policy rule {name}: {why}")
         self.rules: dict[str, Rule] = {name: parse(text) for name, text in rules.items()}
         self._reads: dict[tuple[str, ...], frozenset[str]] = {}
+        self._read_by: dict[str, tuple[str, ...]] = {}
+        self._decided: dict[tuple[Any, ...], bool] = {}
+
+    def decide(self, rule: str, auth: AuthContext, target: Mapping[str, str | None]) -> bool:
+        """`rule` evaluated on `auth` and `target`, remembered by all it depends on (the
+        caller's roles and ids, the target attributes the rule reads): the same caller asks
+        the same questions request after request, and a walk of the rule's tree is dozens
+        of calls."""
+        reads = self._read_by.get(rule)
+        if reads is None:
+            reads = self._read_by[rule] = tuple(sorted(self.refs(rule)))
+        roles = auth.roles if type(auth.roles) is tuple else tuple(auth.roles)
+        ids = (auth.project_id, auth.user_id, auth.domain_id)
+        key = (rule, roles, ids, *[target.get(k) for k in reads])
+        known = self._decided.get(key)
+        if known is None:
+            known = parse(rule).evaluate(auth, target, self.rules)
+            if len(self._decided) >= MAX_DECISIONS:
+                self._decided.clear()
+            self._decided[key] = known
+        return known
 
     def allows(self, rule: str, auth: AuthContext, target: Mapping[str, Any]) -> bool:
         """Whether `rule` (a rule text, e.g. `rule:admin` or `role:member`) allows `auth` on
         `target` (a resource's fields, or the attributes a path names)."""
-        return parse(rule).evaluate(auth, self.target_of(auth, target, (rule,)), self.rules)
+        return self.decide(rule, auth, self.target_of(auth, target, (rule,)))
 
     def target_of(
         self, auth: AuthContext, doc: Mapping[str, Any], rules: Iterable[str] | None = None
@@ -323,7 +345,7 @@ class Enforcer:
 
     def allows_on(self, rule: str, auth: AuthContext, target: Mapping[str, str | None]) -> bool:
         """`allows` with a target `target_of` made."""
-        return parse(rule).evaluate(auth, target, self.rules)
+        return self.decide(rule, auth, target)
 
     def refs(self, rule: str) -> set[str]:
         """The target attributes `rule` reads, through the named rules it uses."""
@@ -346,7 +368,7 @@ class Enforcer:
         path_params: Mapping[str, str],
         templates: Mapping[str, str] | None = None,
     ) -> bool:
-        return allows(rule, auth, path_params, templates, self.rules)
+        return self.decide(rule, auth, target(auth, path_params, templates))
 
     def authorize(
         self,

@@ -12,6 +12,7 @@ so a trace still shows the shape of what was sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,18 @@ def secret_names_in(
     return secret_names(docs)
 
 
+def _quoted(name: str) -> bytes:
+    return f'"{name}"'.encode()
+
+
+def _any_of(names: Iterable[str]) -> re.Pattern[bytes] | None:
+    """One search for any of `names` as a JSON key (quoted), or None when there is none."""
+    keys = sorted(names)
+    if not keys:
+        return None
+    return re.compile(b"|".join(re.escape(_quoted(n)) for n in keys))
+
+
 #: JSON's scalar types: nothing in one is walked (its secrecy is its key's).
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 
@@ -128,13 +141,15 @@ class Redactor:
     def __init__(self, names: Iterable[str] = (), pairs: Iterable[tuple[str, str]] = ()) -> None:
         self.names = frozenset(n.lower() for n in names)
         self.pairs = frozenset((p.lower(), n.lower()) for p, n in pairs)
-        # A JSON answer kept as bytes is decoded only if one of these occurs in it.
-        keys = self.names | {n for _, n in self.pairs}
-        self._needles = tuple(f'"{n}"'.encode() for n in sorted(keys))
-        # A structure needs walking only if a secret name, or a property holding one, is a
-        # key in it: searched for in its JSON (one pass in C, not a walk in Python).
-        holders = self.names | {p for p, _ in self.pairs}
-        self._holders = tuple(f'"{n}"'.encode() for n in sorted(holders))
+        # A payload needs walking only if its JSON has a secret name as a key, or both keys
+        # of a (property, field) pair (`"token"` and `"id"`: an `"id"` alone is in nearly
+        # every payload, a `"server"` in every answer about one): found in one pass in C.
+        self._secret_keys = frozenset(_quoted(n) for n in self.names)
+        parents: dict[bytes, set[bytes]] = {}
+        for parent, name in self.pairs:
+            parents.setdefault(_quoted(name), set()).add(_quoted(parent))
+        self._parents = {k: frozenset(v) for k, v in parents.items()}
+        self._keys = _any_of(self.names | {n for pair in self.pairs for n in pair})
 
     def __call__(self, value: Any) -> Any:
         """`value` with secrets replaced (the same object when it holds none)."""
@@ -151,16 +166,23 @@ class Redactor:
             raw = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
         except TypeError:
             return False
-        if not raw.isascii():
+        return raw.isascii() and not self._may_hold(raw.lower())
+
+    def _may_hold(self, low: bytes) -> bool:
+        """Whether the (lower-cased) JSON `low` has the keys a secret is found under."""
+        if self._keys is None:
             return False
-        low = raw.lower()
-        return not any(n in low for n in self._holders)
+        found = set(self._keys.findall(low))
+        for key in found:
+            if key in self._secret_keys:
+                return True
+            parents = self._parents.get(key)
+            if parents is not None and not parents.isdisjoint(found):
+                return True
+        return False
 
     def _raw(self, raw: bytes) -> Any:
-        if not self._needles:
-            return raw
-        low = raw.lower()
-        if not any(n in low for n in self._needles):
+        if not self._may_hold(raw.lower()):
             return raw
         try:
             decoded = jsoncodec.loads(raw)
@@ -186,8 +208,16 @@ class Redactor:
                     out[key] = new
             return value if out is None else out
         if isinstance(value, list):
-            items = [v if type(v) in _LEAVES else self._value(v, parent) for v in value]
-            return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+            items: list[Any] | None = None
+            for i, v in enumerate(value):
+                if type(v) in _LEAVES:
+                    continue
+                new = self._value(v, parent)
+                if new is not v:
+                    if items is None:
+                        items = list(value)
+                    items[i] = new
+            return value if items is None else items
         return value
 
     def _secret(self, value: Any) -> Any:

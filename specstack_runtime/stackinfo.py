@@ -45,6 +45,7 @@ class StackInfo:
         self.model = model if isinstance(model, ir.IR) else ir.IR.model_validate(model)
         # The generated package the IR came from (its openapi/ has the API documents).
         self.directory = directory
+        self._known_urls: dict[int, tuple[StackConfig, dict[str, str], dict[str, str]]] = {}
 
     @classmethod
     def load(cls, path: Path) -> StackInfo:
@@ -166,15 +167,31 @@ class StackInfo:
 
     def urls(self, config: StackConfig) -> dict[str, str]:
         """Where each listening component is reached (its base URL), by name."""
-        return {
-            c: f"http://{self.endpoint_host(c, config)}:{self.port(c, config)}"
-            for c in self.listening
-        }
+        urls = self._memo(config)[0]
+        if not urls:
+            urls.update(
+                (c, f"http://{self.endpoint_host(c, config)}:{self.port(c, config)}")
+                for c in self.listening
+            )
+        return dict(urls)
 
     def endpoint(self, api: str, config: StackConfig) -> str:
         """Base URL of an API, without the catalog path."""
-        component = self.model.api(api).component
-        return f"http://{self.endpoint_host(component, config)}:{self.port(component, config)}"
+        apis = self._memo(config)[1]
+        url = apis.get(api)
+        if url is None:
+            component = self.model.api(api).component
+            url = f"http://{self.endpoint_host(component, config)}:{self.port(component, config)}"
+            apis[api] = url
+        return url
+
+    def _memo(self, config: StackConfig) -> tuple[dict[str, str], dict[str, str]]:
+        """The base URLs worked out so far for `config`, of components and of APIs by name:
+        every request asks, and a stack's config does not change while it runs."""
+        known = self._known_urls.get(id(config))
+        if known is None or known[0] is not config:
+            known = self._known_urls[id(config)] = (config, {}, {})
+        return known[1], known[2]
 
     def endpoint_host(self, component: str, config: StackConfig) -> str:
         """The host name or address a listening component is reached at."""

@@ -217,7 +217,12 @@ def _md5_file(path: Path, version: tuple[int, int, int]) -> str:  # version: the
 
 
 def image_cache_path(rt: ServiceRuntime, image_id: str) -> Path:
-    return Path(rt.data_dir) / "image-cache" / rt.host / image_id
+    return _cached_at(rt.data_dir, rt.host, image_id)
+
+
+@lru_cache(maxsize=1024)  # a Path is a dozen calls to build; a boot asks three times
+def _cached_at(data_dir: Path, host: str, image_id: str) -> Path:
+    return Path(data_dir) / "image-cache" / host / image_id
 
 
 @behaviour("compute.download_image", via=("http",))

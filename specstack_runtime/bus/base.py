@@ -21,6 +21,8 @@ from typing import Any, Literal, Self
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from specstack_runtime.context import random_uuid
+
 logger = logging.getLogger(__name__)
 
 Pattern = Literal["cast", "call", "fanout"]
@@ -64,7 +66,7 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    msg_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    msg_id: str = Field(default_factory=random_uuid)
     topic: str
     method: str
     payload: dict[str, Any] = Field(default_factory=dict)

@@ -103,3 +103,19 @@ def test_a_row_is_taken_as_a_target_only_for_the_attributes_its_rules_read() -> 
     assert enforcer.allows("rule:owner_or_admin", _ctx("member", user="u2"), row)
     assert enforcer.allows("project_id:%(project_id)s", _ctx("member", project="p2"), row)
     assert not enforcer.allows("project_id:%(project_id)s", _ctx("member"), row)
+
+
+def test_a_remembered_decision_is_the_same_callers_on_the_same_target_only() -> None:
+    enforcer = policy.Enforcer({"owner": "user_id:%(user_id)s", "admin": "role:admin"})
+    rule = "rule:admin or (rule:owner and project_id:%(project_id)s)"
+    mine = {"user_id": "u1", "project_id": "p1"}
+    theirs = {"user_id": "u2", "project_id": "p1"}
+    for _ in range(2):  # asked again: remembered, and the same
+        assert enforcer.allows(rule, _ctx("member"), mine)
+        assert not enforcer.allows(rule, _ctx("member"), theirs)
+        assert enforcer.allows(rule, _ctx("Admin"), theirs)  # roles are the caller's own
+        assert not enforcer.allows(rule, _ctx("member", project="p2"), mine)
+        assert not enforcer.allows(rule, _ctx("member", user="u2", project="p2"), theirs)
+        assert enforcer.allows_call(rule, _ctx("member"), {"project_id": "p1"})
+        assert not enforcer.allows_call(rule, _ctx("member"), {"project_id": "p9"})
+    assert len(enforcer._decided) == 6  # the first allows_call asks what the first allows did
