@@ -5,6 +5,8 @@ first is still running or done; one guest, one port, ACTIVE once (issue 14)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,20 @@ from tests.runtime.test_compute_kit import (
 HOST = "compute-1"
 
 
-async def _placed(cell: NovaCell, host: str = HOST) -> dict[str, Any]:
-    """An instance the scheduler placed on `host`, its build not yet taken by the host."""
-    row = await new_instance(cell.store)
-    placed = await cell.store.update("instances", row["id"], {"host": host, "node": host})
-    assert placed is not None
-    return placed
+@contextlib.asynccontextmanager
+async def _placed(
+    tmp_path: Path, computes: int = 1, host: str = HOST
+) -> AsyncIterator[tuple[NovaCell, dict[str, Any]]]:
+    """A cell and an instance its scheduler placed on `host`, the build not yet taken by
+    the host; the cell stopped after."""
+    cell = await NovaCell(tmp_path, computes=computes).start()
+    try:
+        row = await new_instance(cell.store)
+        placed = await cell.store.update("instances", row["id"], {"host": host, "node": host})
+        assert placed is not None
+        yield cell, placed
+    finally:
+        await cell.stop()
 
 
 def _build(row: dict[str, Any], host: str = HOST) -> Envelope:
@@ -58,9 +68,7 @@ def _ports_of(cell: NovaCell, server_id: str) -> list[str]:
 async def test_a_build_delivered_twice_at_once_builds_one_guest_with_one_port(
     tmp_path: Path,
 ) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        row = await _placed(cell)
+    async with _placed(tmp_path) as (cell, row):
         deliver = cell._handler(cell.computes[HOST])
         await asyncio.gather(deliver(_build(row)), deliver(_build(row)))
         done = await cell.store.get("instances", row["id"])
@@ -72,17 +80,13 @@ async def test_a_build_delivered_twice_at_once_builds_one_guest_with_one_port(
         [(message, why)] = cell.dropped
         assert message == "build_and_run_instance"
         assert f"the build of instance {row['id']} is already under way on host {HOST}" in str(why)
-    finally:
-        await cell.stop()
 
 
 @arun
 async def test_a_build_delivered_again_after_it_is_active_changes_nothing(
     tmp_path: Path,
 ) -> None:
-    cell = await NovaCell(tmp_path, computes=1).start()
-    try:
-        row = await _placed(cell)
+    async with _placed(tmp_path) as (cell, row):
         deliver = cell._handler(cell.computes[HOST])
         await deliver(_build(row))
         built = await cell.store.get("instances", row["id"])
@@ -95,8 +99,6 @@ async def test_a_build_delivered_again_after_it_is_active_changes_nothing(
         assert cell.errors == []
         [(_, why)] = cell.dropped
         assert "vm_state active, task_state None" in str(why), why
-    finally:
-        await cell.stop()
 
 
 @arun
@@ -104,9 +106,7 @@ async def test_a_stale_build_for_an_instance_moved_to_another_host_is_dropped(
     tmp_path: Path,
 ) -> None:
     """Rescheduled from compute-1 to compute-2: compute-1's late copy builds nothing."""
-    cell = await NovaCell(tmp_path, computes=2).start()
-    try:
-        row = await _placed(cell, "compute-2")
+    async with _placed(tmp_path, computes=2, host="compute-2") as (cell, row):
         await cell._handler(cell.computes[HOST])(_build(row, HOST))
         left = await cell.store.get("instances", row["id"])
         assert left is not None
@@ -119,8 +119,6 @@ async def test_a_stale_build_for_an_instance_moved_to_another_host_is_dropped(
         assert await cell.computes[HOST].driver.list_instances() == []
         [(_, why)] = cell.dropped
         assert f"not waiting to be built on host {HOST}" in str(why) and "compute-2" in str(why)
-    finally:
-        await cell.stop()
 
 
 @arun
