@@ -93,20 +93,6 @@ STEP_05: dict[str, Any] = {
     "operation": None,
     "message": None,
     "call": None,
-    "then": [],
-}
-
-STEP_06: dict[str, Any] = {
-    "number": 6,
-    "label": "6",
-    "previous": "5",
-    "title": "Publish terminate request to compute.<host>",
-    "source_component": "nova-api",
-    "target_component": "nova-compute",
-    "via": "amqp-cast",
-    "operation": None,
-    "message": "terminate_instance",
-    "call": None,
     "then": [
         {
             "source_component": "nova-api",
@@ -125,6 +111,20 @@ STEP_06: dict[str, Any] = {
             "call": None,
         },
     ],
+}
+
+STEP_06: dict[str, Any] = {
+    "number": 6,
+    "label": "6",
+    "previous": "5",
+    "title": "Publish terminate request to compute.<host>",
+    "source_component": "nova-api",
+    "target_component": "nova-compute",
+    "via": "amqp-cast",
+    "operation": None,
+    "message": "terminate_instance",
+    "call": None,
+    "then": [],
 }
 
 STEP_07: dict[str, Any] = {

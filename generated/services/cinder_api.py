@@ -60,7 +60,7 @@ async def update_volume(flow: Flow) -> None:
 
 
 async def delete_volume(flow: Flow) -> None:
-    """operation deleteVolume: behaviour resource.serve."""
+    """operation deleteVolume: behaviour resource.serve; delete-vm step 5.2; delete-vm step 7.4."""
     await flow.trigger(None)
 
 
@@ -379,7 +379,10 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="resource.serve",
         on_error=None,
         run=delete_volume,
-        occurrences={},
+        occurrences={
+            ("delete-vm", "5.2"): (),
+            ("delete-vm", "7.4"): (),
+        },
         entry=None,
         auth_in_steps=False,
         args={"resource": "volume", "action": "delete"},

@@ -30,7 +30,7 @@ async def get_identity_v3(flow: Flow) -> None:
 
 
 async def validate_token(flow: Flow) -> None:
-    """operation validateToken: behaviour identity.validate_token."""
+    """operation validateToken: behaviour identity.validate_token; boot-vm step 4; boot-vm step 10.1; boot-vm step 13.1; delete-vm step 4."""
     await flow.trigger(None)
 
 
@@ -287,7 +287,12 @@ HANDLERS: dict[str, HandlerSpec] = {
         behaviour="identity.validate_token",
         on_error=None,
         run=validate_token,
-        occurrences={},
+        occurrences={
+            ("boot-vm", "4"): (),
+            ("boot-vm", "10.1"): (),
+            ("boot-vm", "13.1"): (),
+            ("delete-vm", "4"): (),
+        },
         entry=None,
         auth_in_steps=False,
     ),

@@ -96,7 +96,7 @@ async def update_server(flow: Flow) -> None:
 
 
 async def delete_server(flow: Flow) -> None:
-    """operation deleteServer: behaviour compute.delete_server; delete-vm step 3 -> 4, 5, 6, 6.1, 6.2."""
+    """operation deleteServer: behaviour compute.delete_server; delete-vm step 3 -> 4, 5, 5.1, 5.2, 6."""
     await flow.step(
         0,
         "Validate API token",
@@ -109,6 +109,41 @@ async def delete_server(flow: Flow) -> None:
     await flow.trigger(1, "Process API request", "nova-db")
     await flow.step(
         2,
+        "Process API request",
+        "nova-compute",
+        "amqp-cast",
+        "confirm_resize",
+        None,
+        messaging.confirm_resize(flow),
+        bindings={
+            "when": "vars.terminate && vars.instance.vm_state == 'resized'\n  && has(vars.instance.migration) && vars.instance.migration != null\n  && vars.instance.migration.status == 'finished'",
+            "host": "{instance.migration.source_host}",
+            "payload": {
+                "instance": {
+                    "expr": "{'uuid': vars.instance.id, 'project_id': vars.instance.project_id,\n 'user_id': vars.instance.user_id}"
+                },
+                "migration": {"expr": "merge(vars.instance.migration, {'status': 'confirming'})"},
+            },
+        },
+    )
+    await flow.step(
+        3,
+        "Process API request",
+        "cinder-api",
+        "http",
+        "deleteVolume",
+        None,
+        clients.block_storage.BlockStorageClient(flow).delete_volume,
+        bindings={
+            "when": "!vars.terminate && vars.instance.vm_state == 'deleted'",
+            "each": "cel.bind(gone, vars.instance.attachments.filter(a, has(a.delete_on_termination)\n  && a.delete_on_termination == true).map(a, string(a.volume_id)),\ngone + vars.instance.block_device_mapping.filter(b, has(b.source_type)\n  && b.source_type == 'volume' && has(b.uuid) && b.uuid != ''\n  && has(b.delete_on_termination) && b.delete_on_termination == true\n  && !(string(b.uuid) in gone)).map(b, string(b.uuid)))",
+            "project_id": "{instance.project_id}",
+            "volume_id": "{item}",
+            "accept": [202, 404],
+        },
+    )
+    await flow.step(
+        4,
         "Publish terminate request to compute.<host>",
         "nova-compute",
         "amqp-cast",
@@ -130,41 +165,6 @@ async def delete_server(flow: Flow) -> None:
                     "expr": "cel.bind(atts, vars.instance.attachments, atts.map(a, merge(a, {'delete_on_termination':\n  (has(a.delete_on_termination) && a.delete_on_termination == true)\n  || vars.instance.block_device_mapping.exists(b, has(b.uuid) && b.uuid == a.volume_id\n    && has(b.delete_on_termination) && b.delete_on_termination == true)}))\n+ vars.instance.block_device_mapping.filter(b, has(b.source_type) && b.source_type == 'volume'\n    && has(b.uuid) && b.uuid != '' && has(b.delete_on_termination) && b.delete_on_termination == true\n    && !atts.exists(a, a.volume_id == b.uuid))\n  .map(b, {'attachment_id': '', 'volume_id': string(b.uuid), 'delete_on_termination': true}))"
                 },
             },
-        },
-    )
-    await flow.step(
-        3,
-        "Publish terminate request to compute.<host>",
-        "nova-compute",
-        "amqp-cast",
-        "confirm_resize",
-        None,
-        messaging.confirm_resize(flow),
-        bindings={
-            "when": "vars.terminate && vars.instance.vm_state == 'resized'\n  && has(vars.instance.migration) && vars.instance.migration != null\n  && vars.instance.migration.status == 'finished'",
-            "host": "{instance.migration.source_host}",
-            "payload": {
-                "instance": {
-                    "expr": "{'uuid': vars.instance.id, 'project_id': vars.instance.project_id,\n 'user_id': vars.instance.user_id}"
-                },
-                "migration": {"expr": "merge(vars.instance.migration, {'status': 'confirming'})"},
-            },
-        },
-    )
-    await flow.step(
-        4,
-        "Publish terminate request to compute.<host>",
-        "cinder-api",
-        "http",
-        "deleteVolume",
-        None,
-        clients.block_storage.BlockStorageClient(flow).delete_volume,
-        bindings={
-            "when": "!vars.terminate && vars.instance.vm_state == 'deleted'",
-            "each": "cel.bind(gone, vars.instance.attachments.filter(a, has(a.delete_on_termination)\n  && a.delete_on_termination == true).map(a, string(a.volume_id)),\ngone + vars.instance.block_device_mapping.filter(b, has(b.source_type)\n  && b.source_type == 'volume' && has(b.uuid) && b.uuid != ''\n  && has(b.delete_on_termination) && b.delete_on_termination == true\n  && !(string(b.uuid) in gone)).map(b, string(b.uuid)))",
-            "project_id": "{instance.project_id}",
-            "volume_id": "{item}",
-            "accept": [202, 404],
         },
     )
 
@@ -597,9 +597,9 @@ HANDLERS: dict[str, HandlerSpec] = {
             ("delete-vm", "3"): (
                 "4",
                 "5",
+                "5.1",
+                "5.2",
                 "6",
-                "6.1",
-                "6.2",
             ),
         },
         entry=("delete-vm", "3"),

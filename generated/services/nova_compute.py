@@ -378,97 +378,7 @@ async def build_and_run_instance_on_failure(flow: Flow) -> None:
 
 
 async def terminate_instance(flow: Flow) -> None:
-    """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6."""
-    await flow.trigger(None)
-
-
-async def stop_instance(flow: Flow) -> None:
-    """message stop_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def start_instance(flow: Flow) -> None:
-    """message start_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def reboot_instance(flow: Flow) -> None:
-    """message reboot_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def pause_instance(flow: Flow) -> None:
-    """message pause_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def unpause_instance(flow: Flow) -> None:
-    """message unpause_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def suspend_instance(flow: Flow) -> None:
-    """message suspend_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def resume_instance(flow: Flow) -> None:
-    """message resume_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def get_console_output(flow: Flow) -> None:
-    """message get_console_output: behaviour compute.rpc_get_console_output."""
-    await flow.trigger(None)
-
-
-async def trigger_crash_dump(flow: Flow) -> None:
-    """message trigger_crash_dump: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def snapshot_instance(flow: Flow) -> None:
-    """message snapshot_instance: behaviour compute.rpc_snapshot_instance."""
-    await flow.trigger(None)
-
-
-async def shelve_instance(flow: Flow) -> None:
-    """message shelve_instance: behaviour compute.rpc_snapshot_instance."""
-    await flow.trigger(None)
-
-
-async def shelve_offload_instance(flow: Flow) -> None:
-    """message shelve_offload_instance: behaviour compute.rpc_power_action."""
-    await flow.trigger(None)
-
-
-async def rebuild_instance(flow: Flow) -> None:
-    """message rebuild_instance: behaviour compute.rpc_rebuild_instance."""
-    await flow.trigger(None)
-
-
-async def unshelve_instance(flow: Flow) -> None:
-    """message unshelve_instance: behaviour compute.rpc_rebuild_instance."""
-    await flow.trigger(None)
-
-
-async def prep_resize(flow: Flow) -> None:
-    """message prep_resize: behaviour compute.rpc_migration."""
-    await flow.trigger(None)
-
-
-async def resize_instance(flow: Flow) -> None:
-    """message resize_instance: behaviour compute.rpc_migration."""
-    await flow.trigger(None)
-
-
-async def finish_resize(flow: Flow) -> None:
-    """message finish_resize: behaviour compute.rpc_migration."""
-    await flow.trigger(None)
-
-
-async def confirm_resize(flow: Flow) -> None:
-    """message confirm_resize: behaviour compute.rpc_migration; delete-vm step 6.1 -> 7, 7.1, 7.4, 8, 10, 11."""
+    """message terminate_instance: behaviour compute.begin_terminate; delete-vm step 6 -> 7, 7.1, 7.4, 8, 10, 11."""
     await flow.trigger(None)
     await flow.step(
         0,
@@ -561,6 +471,96 @@ async def confirm_resize(flow: Flow) -> None:
     )
 
 
+async def stop_instance(flow: Flow) -> None:
+    """message stop_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def start_instance(flow: Flow) -> None:
+    """message start_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def reboot_instance(flow: Flow) -> None:
+    """message reboot_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def pause_instance(flow: Flow) -> None:
+    """message pause_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def unpause_instance(flow: Flow) -> None:
+    """message unpause_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def suspend_instance(flow: Flow) -> None:
+    """message suspend_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def resume_instance(flow: Flow) -> None:
+    """message resume_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def get_console_output(flow: Flow) -> None:
+    """message get_console_output: behaviour compute.rpc_get_console_output."""
+    await flow.trigger(None)
+
+
+async def trigger_crash_dump(flow: Flow) -> None:
+    """message trigger_crash_dump: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def snapshot_instance(flow: Flow) -> None:
+    """message snapshot_instance: behaviour compute.rpc_snapshot_instance."""
+    await flow.trigger(None)
+
+
+async def shelve_instance(flow: Flow) -> None:
+    """message shelve_instance: behaviour compute.rpc_snapshot_instance."""
+    await flow.trigger(None)
+
+
+async def shelve_offload_instance(flow: Flow) -> None:
+    """message shelve_offload_instance: behaviour compute.rpc_power_action."""
+    await flow.trigger(None)
+
+
+async def rebuild_instance(flow: Flow) -> None:
+    """message rebuild_instance: behaviour compute.rpc_rebuild_instance."""
+    await flow.trigger(None)
+
+
+async def unshelve_instance(flow: Flow) -> None:
+    """message unshelve_instance: behaviour compute.rpc_rebuild_instance."""
+    await flow.trigger(None)
+
+
+async def prep_resize(flow: Flow) -> None:
+    """message prep_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def resize_instance(flow: Flow) -> None:
+    """message resize_instance: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def finish_resize(flow: Flow) -> None:
+    """message finish_resize: behaviour compute.rpc_migration."""
+    await flow.trigger(None)
+
+
+async def confirm_resize(flow: Flow) -> None:
+    """message confirm_resize: behaviour compute.rpc_migration; delete-vm step 5.1."""
+    await flow.trigger(None)
+
+
 async def revert_resize(flow: Flow) -> None:
     """message revert_resize: behaviour compute.rpc_migration."""
     await flow.trigger(None)
@@ -633,7 +633,14 @@ HANDLERS: dict[str, HandlerSpec] = {
         on_error="compute.terminate_failed",
         run=terminate_instance,
         occurrences={
-            ("delete-vm", "6"): (),
+            ("delete-vm", "6"): (
+                "7",
+                "7.1",
+                "7.4",
+                "8",
+                "10",
+                "11",
+            ),
         },
         entry=None,
         auth_in_steps=False,
@@ -939,14 +946,7 @@ HANDLERS: dict[str, HandlerSpec] = {
         on_error=None,
         run=confirm_resize,
         occurrences={
-            ("delete-vm", "6.1"): (
-                "7",
-                "7.1",
-                "7.4",
-                "8",
-                "10",
-                "11",
-            ),
+            ("delete-vm", "5.1"): (),
         },
         entry=None,
         auth_in_steps=False,

@@ -521,7 +521,8 @@ def _handlers(
                             from_client=by_name[s.source].kind == "client",
                         )
                         for s in segs
-                        if s.items or len(segs) == 1
+                        # (a trigger no segment gives steps: each place it occurs)
+                        if s.items or not any(x.items for x in segs)
                     ),
                 )
             )

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from generator.pipeline.segments import TRIGGERING_VIAS
 from specstack_runtime import onfailure, registry
 from specstack_runtime.behaviours import (  # noqa: F401  (they register the nova behaviours)
     conductor,
@@ -163,23 +164,34 @@ class NovaCell:
     def _flow_steps(
         self, call: Call, trigger_message: str | None
     ) -> list[tuple[str, dict[str, Any]]]:
-        """The interactions the component performs after the one that triggered it."""
+        """The interactions the component performs after the one that triggered it, up to
+        the next one that triggers it again (its segment, as the generator reads it)."""
+        component = call.rt.component
         for name in self.info.sequences:
-            steps = _steps_of(self.info, name, call.rt.component)
-            seq = self.info.sequences[name]
-            all_items = [it for st in seq["steps"] for it in [st["main"], *st["then"]]]
-            if trigger_message is None:
-                if any(
-                    it.get("operation") == call.trigger
-                    and it["target_component"] == call.rt.component
-                    for it in all_items
-                ):
-                    return steps
-            elif any(
-                it.get("message") == trigger_message and it["target_component"] == call.rt.component
-                for it in all_items
-            ):
-                return steps
+            items = [
+                (f"{st['number']}{'.' + str(i) if i else ''}", it)
+                for st in self.info.sequences[name]["steps"]
+                for i, it in enumerate([st["main"], *st["then"]])
+            ]
+            at = next(
+                (
+                    n
+                    for n, (_, it) in enumerate(items)
+                    if it["target_component"] == component
+                    and (it.get("message") if trigger_message else it.get("operation"))
+                    == (trigger_message or call.trigger)
+                ),
+                None,
+            )
+            if at is None:
+                continue
+            out = []
+            for label, it in items[at + 1 :]:
+                if it["target_component"] == component and it["via"] in TRIGGERING_VIAS:
+                    break
+                if it["source_component"] == component:
+                    out.append((label, it))
+            return out
         return []
 
     async def run_steps(self, call: Call, trigger_message: str | None) -> None:

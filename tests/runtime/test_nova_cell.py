@@ -124,9 +124,9 @@ async def test_boot_and_delete_through_the_cell(tmp_path: Path) -> None:
         # The delete's last writes follow the deleted state (each store call awaits).
         await settle(mappings_gone)
         assert [label for _, label, _ in cell.steps] == [
+            "5.1",
+            "5.2",
             "6",
-            "6.1",
-            "6.2",
             "7",
             "7.1",
             "7.4",

@@ -257,8 +257,10 @@ async def test_deleting_a_resized_server_confirms_the_resize_first(tmp_path: Pat
         await _act(cell, sid, "resize", {"flavorRef": "2"})
         await _wait(cell, sid, "resized")
         assert f"{sid}_resize" in _guests(cell, source)
+        cell.errors.clear()
+        before = len(cell.steps)
         await cell.operation("deleteServer", sequence="delete-vm", path_params={"server_id": sid})
-        # (the confirm is cast to the source beside the terminate to the destination)
+        # (the confirm is cast to the source before the terminate to the destination)
         gone = await cell.wait_for(
             sid,
             lambda r: (
@@ -276,5 +278,12 @@ async def test_deleting_a_resized_server_confirms_the_resize_first(tmp_path: Pat
         nodes = await _nodes(cell)
         assert nodes[source] == {"claims": [], "vcpus_used": 0, "memory_mb_used": 0}
         assert nodes[dest] == {"claims": [], "vcpus_used": 0, "memory_mb_used": 0}
+        assert cell.errors == []
+        # the source confirmed it, then the destination terminated it (only its own steps)
+        assert [s for s in cell.steps[before:] if s[1] in ("5.1", "6", "10")] == [
+            ("nova-api", "5.1", "flow.amqp-cast"),
+            ("nova-api", "6", "flow.amqp-cast"),
+            ("nova-compute", "10", "flow.native"),
+        ]
     finally:
         await cell.stop()
