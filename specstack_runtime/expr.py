@@ -289,6 +289,7 @@ def _env() -> Any:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IMPURE = frozenset({"uuid4", "random_secret", "now"})  # functions whose value changes
 # CEL's own `s.matches(p)` compiles `p` on every evaluation (~0.1 ms); the same RE2 match
 # with the pattern compiled once (specstack_runtime.patterns) is what an expression runs.
 _MATCHES_CACHED = "matches_cached"
@@ -385,7 +386,7 @@ def reads_of(texts: tuple[str, ...]) -> dict[str, frozenset[str] | None]:
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_program", "reads", "text", "uses")
+    __slots__ = ("_program", "pure", "reads", "text", "uses")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -400,6 +401,9 @@ class Expr:
         # and of a map only the fields the expression reads (see `reads_in`)
         self.uses = _uses(text)
         self.reads = reads_in(text, self.uses)
+        # the same variables give the same value: no new id, secret or time (a superset:
+        # the names anywhere in the text)
+        self.pure = _IMPURE.isdisjoint(_NAME.findall(text))
 
     def evaluate(self, **variables: Any) -> Any:
         return self.evaluate_in(Bound(self.reads, **variables))
@@ -527,18 +531,38 @@ def values_in(texts: tuple[str, ...], bound: Bound) -> list[Any] | None:
     of the CEL runtime, not one each: a view's tens of fields, a create's refusal rules.
     None when one of them fails: the caller evaluates them one by one, in its order, so
     that the error (or what an earlier one decides) is what it was."""
-    if len(texts) == 1:
-        try:
-            return [compile_expr(texts[0]).evaluate_in(bound)]
-        except ExprError:
-            return None
-    if not texts:
-        return []
+    grouped, alone = _grouping(texts)
+    values: list[Any] = [None] * len(texts)
     try:
-        values = compile_group(texts).evaluate_in(bound)
+        found = _listed(tuple([texts[n] for n in grouped]), bound)
+        for n, value in zip(grouped, found, strict=True):
+            values[n] = value
+        for n in alone:
+            values[n] = compile_expr(texts[n]).evaluate_in(bound)
     except ExprError:
         return None
-    return values if isinstance(values, list) else None
+    return values
+
+
+def _listed(texts: tuple[str, ...], bound: Bound) -> list[Any]:
+    if len(texts) < 2:
+        return [compile_expr(text).evaluate_in(bound) for text in texts]
+    values = compile_group(texts).evaluate_in(bound)
+    if not isinstance(values, list) or len(values) != len(texts):
+        raise ExprError("a group's value is not the list of its values")
+    return values
+
+
+@lru_cache(maxsize=1024)
+def _grouping(texts: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Where the `texts` evaluated in one list are, and those evaluated alone: with
+    `cel.bind`. The CEL runtime (cel-expr-python 0.1.3) binds lazily, in a slot a
+    comprehension before it may have left a value in: `[l.exists(x, ...), cel.bind(m,
+    l[0], m)]` binds `m` to the last `x`. Each text alone is as it always was."""
+    return (
+        tuple([n for n, t in enumerate(texts) if "cel.bind" not in t]),
+        tuple([n for n, t in enumerate(texts) if "cel.bind" in t]),
+    )
 
 
 def problem(text: str) -> tuple[str, int, int] | None:
