@@ -3,7 +3,8 @@
 The spec's expressions are in CEL, the Common Expression Language Kubernetes uses
 for CRD rules, evaluated by Google's CEL runtime (`cel-expr-python`). Each is
 compiled once (at validation and at start-up) and evaluated with the variables
-below (only those it names; several expressions over one row share a `Bound`);
+below (only those it names; several expressions over one row share a `Bound`, and
+`values_in` evaluates them as one program listing them: a view's fields, a create's rules);
 CEL is typed and does not mix int and double (write `double(x)`).
 
 Variables (all dynamic): `doc` (the row), `old` (the row before a change),
@@ -532,6 +533,11 @@ def values_in(texts: tuple[str, ...], bound: Bound) -> list[Any] | None:
     None when one of them fails: the caller evaluates them one by one, in its order, so
     that the error (or what an earlier one decides) is what it was."""
     grouped, alone = _grouping(texts)
+    if not alone:  # most: every text in the one list
+        try:
+            return _listed(texts, bound)
+        except ExprError:
+            return None
     values: list[Any] = [None] * len(texts)
     try:
         found = _listed(tuple([texts[n] for n in grouped]), bound)
