@@ -9,7 +9,8 @@ from typing import Any
 
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
-from specstack_runtime.expr import Bound, ExprError, auth_vars, compile_expr, reads_of, values_in
+from specstack_runtime.expr import Bound, ExprError, auth_vars, compile_expr, reads_of
+from specstack_runtime.grouped import values_in
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 

@@ -30,7 +30,7 @@ from specstack_runtime.bindings import (
 )
 from specstack_runtime.context import Interaction
 from specstack_runtime.errors import StepFailed
-from specstack_runtime.expr import values_in
+from specstack_runtime.grouped import values_in
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 

@@ -20,7 +20,8 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
-from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of, values_in
+from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of
+from specstack_runtime.grouped import values_in
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from specstack_runtime.expr import Bound, compile_expr, reads_of, values_in
+from specstack_runtime.expr import Bound, compile_expr, reads_of
+from specstack_runtime.grouped import values_in
 from specstack_runtime.resources import access
 from specstack_runtime.resources.context import Doc, ResourceCall
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import Bound, compile_expr, values_in
+from specstack_runtime.expr import Bound, compile_expr
+from specstack_runtime.grouped import values_in
 from specstack_runtime.microversions import parse
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from specstack_runtime import expr, patterns
+from specstack_runtime import expr, grouped, patterns
 from specstack_runtime.expr import Bound, ExprError, compile_expr, unicode_only
 from specstack_runtime.resources.queries import _parse
 
@@ -306,16 +306,16 @@ def test_expressions_evaluated_at_once_give_what_each_gives_alone() -> None:
     bound = Bound(expr.reads_of(texts), doc=DOC)
     alone = [compile_expr(t).evaluate(doc=DOC) for t in texts]
     assert alone == ["vm", 2, "none", ["10.0.0.5"], {"id": "s1", "locked": False}]
-    assert expr.values_in(texts, bound) == alone
-    assert expr.values_in((), bound) == []
-    assert expr.values_in(texts[:1], bound) == ["vm"]
+    assert grouped.values_in(texts, bound) == alone
+    assert grouped.values_in((), bound) == []
+    assert grouped.values_in(texts[:1], bound) == ["vm"]
 
 
 def test_expressions_evaluated_at_once_give_none_when_one_fails() -> None:
     texts = ("doc.name", "doc.missing", "doc.id")
     bound = Bound(expr.reads_of(texts), doc=DOC)
-    assert expr.values_in(texts, bound) is None  # the caller evaluates each in turn
-    assert expr.values_in(texts[1:2], bound) is None
+    assert grouped.values_in(texts, bound) is None  # the caller evaluates each in turn
+    assert grouped.values_in(texts[1:2], bound) is None
     with pytest.raises(ExprError, match=r"doc\.missing"):
         compile_expr(texts[1]).evaluate_in(bound)
 
@@ -365,4 +365,4 @@ def test_a_binding_after_a_comprehension_gives_what_it_gives_alone() -> None:
     )
     alone = [compile_expr(t).evaluate(doc=doc) for t in texts]
     assert alone == [True, True, "a"]
-    assert expr.values_in(texts, Bound(expr.reads_of(texts), doc=doc)) == alone
+    assert grouped.values_in(texts, Bound(expr.reads_of(texts), doc=doc)) == alone
