@@ -10,6 +10,7 @@ from typing import Any
 from specstack_runtime.context import Call
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.expr import Bound, ExprError, auth_vars, compile_expr, reads_of
+from specstack_runtime.grouped import values_in
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_:-]+)*)\}")
 
@@ -77,8 +78,9 @@ def _exprs(value: Any) -> Iterator[str]:
             yield from _exprs(v)
 
 
-def _bind(value: Any, scope: dict[str, Any], shared: list[Bound], whole: Any) -> Any:
-    # `shared`: the scope bound at its first `{expr}`, for the others of `whole` too
+def _bind(value: Any, scope: dict[str, Any], shared: list[Any], whole: Any) -> Any:
+    # `shared`: the scope bound at its first `{expr}`, and the values of every `{expr}` of
+    # `whole` found then in one evaluation (each text's, in the order they come), or None
     if isinstance(value, str):
         whole = _PLACEHOLDER.fullmatch(value)
         if whole:
@@ -87,8 +89,16 @@ def _bind(value: Any, scope: dict[str, Any], shared: list[Bound], whole: Any) ->
     if isinstance(value, dict):
         if set(value) == {"expr"}:
             if not shared:
-                shared.append(bound(scope, _exprs(whole)))
-            return evaluate_in(value["expr"], shared[0])
+                texts = list(_exprs(whole))
+                variables = bound(scope, texts)
+                got = values_in(tuple(texts), variables)
+                found: dict[str, list[Any]] = {}
+                for text, one in zip(texts, got or (), strict=False):
+                    found.setdefault(text, []).append(one)
+                shared += [variables, found if got is not None else None]
+            if shared[1] is None:  # one failed: each in turn, the first failing one's error
+                return evaluate_in(value["expr"], shared[0])
+            return shared[1][str(value["expr"])].pop(0)
         # keys too: {"{host}": ...} names a map entry by a variable
         return {
             (str(_bind(k, scope, shared, whole)) if isinstance(k, str) else k): _bind(

@@ -3,7 +3,8 @@
 The spec's expressions are in CEL, the Common Expression Language Kubernetes uses
 for CRD rules, evaluated by Google's CEL runtime (`cel-expr-python`). Each is
 compiled once (at validation and at start-up) and evaluated with the variables
-below (only those it names; several expressions over one row share a `Bound`);
+below (only those it names; several expressions over one row share a `Bound`, and
+`grouped.values_in` evaluates them as one program listing them: a view's fields);
 CEL is typed and does not mix int and double (write `double(x)`).
 
 Variables (all dynamic): `doc` (the row), `old` (the row before a change),
@@ -289,6 +290,7 @@ def _env() -> Any:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_IMPURE = frozenset({"uuid4", "random_secret", "now"})  # functions whose value changes
 # CEL's own `s.matches(p)` compiles `p` on every evaluation (~0.1 ms); the same RE2 match
 # with the pattern compiled once (specstack_runtime.patterns) is what an expression runs.
 _MATCHES_CACHED = "matches_cached"
@@ -385,7 +387,7 @@ def reads_of(texts: tuple[str, ...]) -> dict[str, frozenset[str] | None]:
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_program", "reads", "text", "uses")
+    __slots__ = ("_program", "pure", "reads", "text", "uses")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -400,6 +402,9 @@ class Expr:
         # and of a map only the fields the expression reads (see `reads_in`)
         self.uses = _uses(text)
         self.reads = reads_in(text, self.uses)
+        # the same variables give the same value: no new id, secret or time (a superset:
+        # the names anywhere in the text)
+        self.pure = _IMPURE.isdisjoint(_NAME.findall(text))
 
     def evaluate(self, **variables: Any) -> Any:
         return self.evaluate_in(Bound(self.reads, **variables))
@@ -510,35 +515,6 @@ def unicode_only(value: Any) -> Any:
 def compile_expr(text: str) -> Expr:
     """The compiled expression (cached by its text); ExprError if it does not compile."""
     return Expr(text)
-
-
-@lru_cache(maxsize=1024)
-def compile_group(texts: tuple[str, ...]) -> Expr:
-    """One program whose value is the list of the values of `texts` (each compiled alone
-    first: ExprError if one does not)."""
-    for text in texts:
-        compile_expr(text)
-    # `dyn`: a list of mixed types; the newline ends a `//` comment closing a text
-    return compile_expr("[" + ", ".join(f"dyn({text}\n)" for text in texts) + "]")
-
-
-def values_in(texts: tuple[str, ...], bound: Bound) -> list[Any] | None:
-    """The values of `texts` over `bound` (it reads what they all read) in one evaluation
-    of the CEL runtime, not one each: a view's tens of fields, a create's refusal rules.
-    None when one of them fails: the caller evaluates them one by one, in its order, so
-    that the error (or what an earlier one decides) is what it was."""
-    if len(texts) == 1:
-        try:
-            return [compile_expr(texts[0]).evaluate_in(bound)]
-        except ExprError:
-            return None
-    if not texts:
-        return []
-    try:
-        values = compile_group(texts).evaluate_in(bound)
-    except ExprError:
-        return None
-    return values if isinstance(values, list) else None
 
 
 def problem(text: str) -> tuple[str, int, int] | None:

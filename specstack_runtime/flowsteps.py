@@ -30,6 +30,7 @@ from specstack_runtime.bindings import (
 )
 from specstack_runtime.context import Interaction
 from specstack_runtime.errors import StepFailed
+from specstack_runtime.grouped import values_in
 from specstack_runtime.http import expect
 from specstack_runtime.registry import behaviour
 
@@ -43,19 +44,23 @@ async def _each(
     items: Any = [None]
     if rules.keys() & {"when", "require", "each"}:
         # the flow's variables bound once for the step's `when`, `require` and `each`
-        texts = [
-            rules.get("when"),
+        given = [
+            *([rules["when"]] if "when" in rules else []),
             *(r["expr"] for r in rules.get("require") or ()),
-            rules.get("each"),
+            *([rules["each"]] if "each" in rules else []),
         ]
-        before = bound(call_scope(ix.call), (t for t in texts if t))
-        if "when" in rules and not evaluate_in(rules["when"], before):
+        before = bound(call_scope(ix.call), given)
+        # all in one evaluation, read in turn: `when`, each `require`, `each` (one failing:
+        # each evaluated as it is read, an earlier one deciding first)
+        got = values_in(tuple([str(t) for t in given]), before)
+        found = iter(got) if got is not None else (evaluate_in(t, before) for t in given)
+        if "when" in rules and not next(found):
             return
         for rule in rules.get("require") or ():
-            if not evaluate_in(rule["expr"], before):
+            if not next(found):
                 raise StepFailed(str(rule["message"]), code=int(rule.get("status", 400)))
         if "each" in rules:
-            items = evaluate_in(rules["each"], before)
+            items = next(found)
     for item in items:
         scope = {**call_scope(ix.call), "item": item} if "each" in rules else call_scope(ix.call)
         result, headers = await once(bind(args, scope), list(rules.get("accept") or []))

@@ -14,10 +14,10 @@ an optional attribute of a new server: none evaluated when the request does not 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from specstack_runtime.expr import Bound, Reads, compile_expr, reads_of, unicode_only, values_in
+from specstack_runtime.expr import Bound, Reads, compile_expr, reads_of, unicode_only
+from specstack_runtime.grouped import values_in
 from specstack_runtime.ir import Guard
 from specstack_runtime.resources.compiled import error, fill
 from specstack_runtime.resources.context import Doc, ResourceCall
@@ -43,12 +43,12 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
     )
     # Bound once for every rule (the CEL runtime converts the row, the changes and the
     # references once, not once per rule), and once per item of each `each` list
-    reads = reads_of(tuple(t for g in guards for t in (g.when, g.each) if t))
+    reads = reads_of(tuple([t for g in guards for t in (g.when, g.each) if t]))
     shared = Bound(reads, **names)
     found = _all_at_once(guards, shared, reads, names)
-    for guard in guards:
+    for n, guard in enumerate(guards):
         # found at once; when an expression failed, each rule in turn (an earlier one decides)
-        item = found(guard) if found is not None else _in_turn(guard, shared, reads, names)
+        item = found[n] if found is not None else _in_turn(guard, shared, reads, names)
         if item is _NONE:
             continue
         if guard.unless and rc.allows(guard.unless, full):
@@ -61,32 +61,37 @@ def check(rc: ResourceCall, operation: str, doc: Doc, changes: Doc | None = None
 
 def _all_at_once(
     guards: list[Guard], shared: Bound, reads: Reads, names: dict[str, Any]
-) -> Callable[[Guard], Any] | None:
+) -> list[Any] | None:
     """Each rule's `item` that holds (None for a rule without `each`, `_NONE` when none),
     from one evaluation of every condition and list, and one per item of each list; None
     when an expression fails."""
-    plain = tuple(dict.fromkeys(g.when for g in guards if not g.each))
-    lists = tuple(dict.fromkeys(g.each for g in guards if g.each))
+    plain = tuple(dict.fromkeys([g.when for g in guards if not g.each]))
+    lists = tuple(dict.fromkeys([g.each for g in guards if g.each]))
     first = values_in(plain + lists, shared)
     if first is None:
         return None
     held = dict(zip(plain, first, strict=False))
+    # of each list, its items and what each rule over it gave for each
     per_list: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for each, items in zip(lists, first[len(plain) :], strict=True):
-        whens = tuple(dict.fromkeys(g.when for g in guards if g.each == each))
+        whens = tuple(dict.fromkeys([g.when for g in guards if g.each == each]))
         per_list[each] = []
         for i in items:
             hits = values_in(whens, Bound(reads, **names, item=i))
             if hits is None:
                 return None
             per_list[each].append((i, dict(zip(whens, hits, strict=True))))
-
-    def found(guard: Guard) -> Any:
-        if not guard.each:
-            return None if held[guard.when] else _NONE
-        return next((i for i, hits in per_list[guard.each] if hits[guard.when]), _NONE)
-
-    return found
+    out: list[Any] = []
+    for g in guards:
+        if not g.each:
+            out.append(None if held[g.when] else _NONE)
+            continue
+        out.append(_NONE)
+        for i, gave in per_list[g.each]:
+            if gave[g.when]:
+                out[-1] = i
+                break
+    return out
 
 
 def _in_turn(guard: Guard, shared: Bound, reads: Reads, names: dict[str, Any]) -> Any:

@@ -20,7 +20,8 @@ from typing import Any
 from specstack_runtime import ir
 from specstack_runtime.context import Call, Reply
 from specstack_runtime.errors import Conflict
-from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of, values_in
+from specstack_runtime.expr import Bound, auth_vars, compile_expr, reads_of
+from specstack_runtime.grouped import values_in
 from specstack_runtime.registry import behaviour
 from specstack_runtime.resources.compiled import Catalog, Compiled
 from specstack_runtime.resources.ids import stable_id
@@ -93,19 +94,11 @@ async def handled(call: Call, started: float, error: BaseException | None = None
 
 def _over(entries: dict[str, str], rowless: Bound, row: Bound | None = None) -> dict[str, Any]:
     """`entries` evaluated: those that read the row (`doc`) over `row`, the others over
-    `rowless` (their value is the same over any row)."""
-    # the row's entries in one evaluation, the others in another (one by one when one
-    # fails: its own error, in order)
-    split = [
-        (n, t) for n, t in entries.items() if row is not None and "doc" in compile_expr(t).uses
-    ]
-    rest = [(n, t) for n, t in entries.items() if (n, t) not in split]
-    over = values_in(tuple(t for _, t in split), row) if row is not None else []
-    others = values_in(tuple(t for _, t in rest), rowless)
-    if over is not None and others is not None:
-        values = dict(zip((n for n, _ in split), over, strict=True))
-        values.update(zip((n for n, _ in rest), others, strict=True))
-        return {name: values[name] for name in entries}
+    `rowless` (their value is the same over any row: all of them over `row`, in one
+    evaluation; one by one when one fails, for its own error in order)."""
+    found = values_in(tuple(entries.values()), row if row is not None else rowless)
+    if found is not None:
+        return dict(zip(entries, found, strict=True))
     out: dict[str, Any] = {}
     for name, text in entries.items():
         expr = compile_expr(text)
@@ -147,10 +140,14 @@ async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, A
         doc = dict(old or {})
         empty = Bound(reads, **names, item=row["item"], doc={})
         bound = Bound(reads, **names, item=row["item"], doc=doc)
-        changes = {**row["fixed"], **_over(over_row, empty, bound)}
-        if rule.append is not None:
+        if rule.append is None:
+            changes = {**row["fixed"], **_over(over_row, empty, bound)}
+        else:  # the fields and the appended item's in one evaluation (keys kept apart)
             name, item = rule.append
-            changes[name] = [*(doc.get(name) or []), _over(item, empty, bound)]
+            both = _over({**over_row, **{_ITEM + k: v for k, v in item.items()}}, empty, bound)
+            changes = {**row["fixed"], **{k: v for k, v in both.items() if k in over_row}}
+            added = {k[len(_ITEM) :]: v for k, v in both.items() if k.startswith(_ITEM)}
+            changes[name] = [*(doc.get(name) or []), added]
         return {**doc, **changes}
 
     for _ in range(ATTEMPTS):
@@ -165,6 +162,9 @@ async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, A
         ", ".join(rows),
         res.res.table,
     )
+
+
+_ITEM = "\0item:"  # an appended item's entry, beside the row's fields (no field's name)
 
 
 @behaviour("resource.record")

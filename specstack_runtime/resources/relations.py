@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from specstack_runtime.expr import compile_expr
+from specstack_runtime.expr import Bound, compile_expr, reads_of
+from specstack_runtime.grouped import values_in
 from specstack_runtime.resources import access
 from specstack_runtime.resources.context import Doc, ResourceCall
 
@@ -22,19 +23,28 @@ from specstack_runtime.resources.context import Doc, ResourceCall
 async def load(rc: ResourceCall, doc: Doc, only: Collection[str] | None = None) -> dict[str, Any]:
     """Each relation's row for `doc` into `rc.refs` (left out when there is none); a `many`
     relation's rows as a list (empty when there are none). `only`: those named."""
-    for rel in rc.res.res.relations:
-        if only is not None and rel.name not in only:
-            continue
+    relations = [r for r in rc.res.res.relations if only is None or r.name in only]
+    # the keys that read no `refs` (most: the row's own fields) found in one evaluation
+    # first; one failing, or reading what a relation before found, each in its turn
+    texts = [t for r in relations for t in ([r.id] if r.id is not None else r.match.values())]
+    early = tuple(dict.fromkeys([t for t in texts if "refs" not in compile_expr(t).uses]))
+    got = values_in(early, Bound(reads_of(early), **rc.variables(doc=doc))) if early else None
+    known = dict(zip(early, got, strict=True)) if got is not None else {}
+
+    def value(text: str, names: dict[str, Any]) -> Any:
+        return known[text] if text in known else compile_expr(text).evaluate(**names)
+
+    for rel in relations:
         names = rc.variables(doc=doc, refs=rc.refs)
         target = rc.of(rel.resource)
         table = target.res.res.table
         rows: list[Doc] = []
         if rel.id is not None:
-            key = compile_expr(rel.id).evaluate(**names)
+            key = value(rel.id, names)
             row = await target.store.get(table, key) if isinstance(key, str) and key else None
             rows = [row] if row is not None else []
         else:
-            where = {f: compile_expr(text).evaluate(**names) for f, text in rel.match.items()}
+            where = {f: value(text, names) for f, text in rel.match.items()}
             if all(v is not None for v in where.values()):
                 rows = await target.store.list(table, where, limit=None if rel.many else 1)
         rows = [

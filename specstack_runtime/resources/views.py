@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import Bound, compile_expr, values_in
+from specstack_runtime.expr import Bound, compile_expr
+from specstack_runtime.grouped import values_in
 from specstack_runtime.microversions import parse
 from specstack_runtime.resources.compiled import Compiled
 from specstack_runtime.resources.context import Doc, ResourceCall
@@ -73,7 +74,7 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
             and (wanted is None or name in wanted)
         ]
         # every field in one evaluation (one by one when one fails: its own error)
-        values = values_in(tuple(expr.text for _, expr in chosen_exprs), variables)
+        values = values_in(tuple([expr.text for _, expr in chosen_exprs]), variables)
         if values is None:
             values = [expr.evaluate_in(variables) for _, expr in chosen_exprs]
         for (name, _), value in zip(chosen_exprs, values, strict=True):

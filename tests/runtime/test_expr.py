@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from specstack_runtime import expr, patterns
+from specstack_runtime import expr, grouped, patterns
 from specstack_runtime.expr import Bound, ExprError, compile_expr, unicode_only
 from specstack_runtime.resources.queries import _parse
 
@@ -306,15 +306,63 @@ def test_expressions_evaluated_at_once_give_what_each_gives_alone() -> None:
     bound = Bound(expr.reads_of(texts), doc=DOC)
     alone = [compile_expr(t).evaluate(doc=DOC) for t in texts]
     assert alone == ["vm", 2, "none", ["10.0.0.5"], {"id": "s1", "locked": False}]
-    assert expr.values_in(texts, bound) == alone
-    assert expr.values_in((), bound) == []
-    assert expr.values_in(texts[:1], bound) == ["vm"]
+    assert grouped.values_in(texts, bound) == alone
+    assert grouped.values_in((), bound) == []
+    assert grouped.values_in(texts[:1], bound) == ["vm"]
 
 
 def test_expressions_evaluated_at_once_give_none_when_one_fails() -> None:
     texts = ("doc.name", "doc.missing", "doc.id")
     bound = Bound(expr.reads_of(texts), doc=DOC)
-    assert expr.values_in(texts, bound) is None  # the caller evaluates each in turn
-    assert expr.values_in(texts[1:2], bound) is None
+    assert grouped.values_in(texts, bound) is None  # the caller evaluates each in turn
+    assert grouped.values_in(texts[1:2], bound) is None
     with pytest.raises(ExprError, match=r"doc\.missing"):
         compile_expr(texts[1]).evaluate_in(bound)
+
+
+def test_a_pure_templates_value_is_kept_by_its_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.runtime.netvol_fakes import stack_info
+
+    flavor = stack_info().resources.resource("flavor")
+    flavor.template_values.clear()
+    calls: list[str] = []
+    evaluate = expr.Expr.evaluate
+
+    def counted(self: expr.Expr, **variables: object) -> object:
+        calls.append(self.text)
+        return evaluate(self, **variables)
+
+    monkeypatch.setattr(expr.Expr, "evaluate", counted)
+    doc = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}
+    first = flavor.template("info", doc=doc)
+    assert first["id"] == "1" and first["name"] == "m1.tiny" and first["ram"] == 512
+    again = flavor.template("info", doc=dict(doc))
+    assert again == first and again is not first  # a copy: the caller may change it
+    assert len(calls) == 1
+    assert flavor.template("info", doc={**doc, "ram": 1024})["ram"] == 1024  # other variables
+    assert len(calls) == 2
+    # variables JSON does not hold exactly (NaN: null in JSON) are evaluated each time
+    flavor.template("info", doc={**doc, "extra": float("nan")})
+    flavor.template("info", doc={**doc, "extra": float("nan")})
+    assert len(calls) == 4
+    # a template with a new id each time is never kept
+    assert compile_expr("{'id': uuid4(), 'x': doc.x}").pure is False
+    assert compile_expr("doc.at > now").pure is False  # the name anywhere: a superset
+    assert compile_expr("doc.now_at").pure is True
+    assert compile_expr("{'id': string(doc.id)}").pure is True
+
+
+def test_a_binding_after_a_comprehension_gives_what_it_gives_alone() -> None:
+    # the CEL runtime's lazy cel.bind reads a slot an earlier comprehension of the same
+    # program left a value in: such a text is evaluated alone, not in the group
+    doc = {"a": [{"id": "a", "c": "1"}, {"id": "b", "c": "2"}]}
+    texts = (
+        "doc.a.exists(x, x.id == 'a')",
+        "cel.bind(mine, doc.a.filter(s, s.id == 'a')[0], doc.a.exists(s, s.c > mine.c))",
+        "cel.bind(mine, doc.a.filter(s, s.id == 'a')[0], mine.id)",
+    )
+    alone = [compile_expr(t).evaluate(doc=doc) for t in texts]
+    assert alone == [True, True, "a"]
+    assert grouped.values_in(texts, Bound(expr.reads_of(texts), doc=doc)) == alone
