@@ -30,7 +30,7 @@ collections). Resources looked up by id are checked by their behaviours.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -293,6 +293,49 @@ def _cycles(name: str, parsed: Mapping[str, Rule], seen: tuple[str, ...]) -> boo
     return rule is not None and any(_cycles(n, parsed, (*seen, name)) for n in rule.named())
 
 
+class _Rules(dict[str, Rule]):
+    """An enforcer's named rules: a change (a test's, a policy reloaded) calls `changed`."""
+
+    def __init__(self, rules: Mapping[str, Rule], changed: Callable[[], None]) -> None:
+        super().__init__(rules)
+        self._changed = changed
+
+    def __setitem__(self, name: str, rule: Rule) -> None:
+        super().__setitem__(name, rule)
+        self._changed()
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self._changed()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, name: str, rule: Rule) -> Rule:
+        out = super().setdefault(name, rule)
+        self._changed()
+        return out
+
+    def pop(self, name: str, *default: Any) -> Any:
+        out = super().pop(name, *default)
+        self._changed()
+        return out
+
+    def popitem(self) -> tuple[str, Rule]:
+        out = super().popitem()
+        self._changed()
+        return out
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def __ior__(self, other: Any) -> _Rules:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+
 class Enforcer:
     """The stack's one policy enforcer: the spec's named rules, and rules that use them."""
 
@@ -301,10 +344,18 @@ class Enforcer:
         if bad:
             name, why = next(iter(bad.items()))
             raise PolicyError(f"policy rule {name}: {why}")
-        self.rules: dict[str, Rule] = {name: parse(text) for name, text in rules.items()}
         self._reads: dict[tuple[str, ...], frozenset[str]] = {}
         self._read_by: dict[str, tuple[str, ...]] = {}
         self._decided: dict[tuple[Any, ...], bool] = {}
+        self.rules: dict[str, Rule] = _Rules(
+            {name: parse(text) for name, text in rules.items()}, self._forget
+        )
+
+    def _forget(self) -> None:
+        """A named rule changed: what was found with the old ones is found again."""
+        self._reads.clear()
+        self._read_by.clear()
+        self._decided.clear()
 
     def decide(self, rule: str, auth: AuthContext, target: Mapping[str, str | None]) -> bool:
         """`rule` evaluated on `auth` and `target`, remembered by all it depends on (the

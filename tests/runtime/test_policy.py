@@ -119,3 +119,16 @@ def test_a_remembered_decision_is_the_same_callers_on_the_same_target_only() -> 
         assert enforcer.allows_call(rule, _ctx("member"), {"project_id": "p1"})
         assert not enforcer.allows_call(rule, _ctx("member"), {"project_id": "p9"})
     assert len(enforcer._decided) == 6  # the first allows_call asks what the first allows did
+
+
+def test_a_changed_named_rule_is_decided_again() -> None:
+    enforcer = policy.Enforcer({"publicize": "role:admin", "owner": "user_id:%(user_id)s"})
+    assert not enforcer.allows("rule:publicize", _ctx("member"), {})
+    enforcer.rules["publicize"] = policy.parse("role:member")
+    assert enforcer.allows("rule:publicize", _ctx("member"), {})
+    enforcer.rules.update(publicize=policy.parse("rule:owner"))  # reads the target now
+    assert enforcer.allows("rule:publicize", _ctx("member"), {"user_id": "u1"})
+    assert not enforcer.allows("rule:publicize", _ctx("member"), {"user_id": "u2"})
+    del enforcer.rules["publicize"]
+    with pytest.raises(policy.PolicyError, match="rule:publicize is not a named rule"):
+        enforcer.allows("rule:publicize", _ctx("member"), {})
