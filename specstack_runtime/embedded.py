@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import uvicorn
 
@@ -30,7 +30,7 @@ from specstack_runtime.bus import Bus, Subscription, make_bus
 from specstack_runtime.config import StackConfig
 from specstack_runtime.consumers import start_consumers
 from specstack_runtime.http import ClientSet
-from specstack_runtime.ir import CODED_KINDS
+from specstack_runtime.ir import CODED_KINDS, IR
 from specstack_runtime.localhttp import LocalTransport
 from specstack_runtime.osprofiler_export import PointExport
 from specstack_runtime.resources.recovery import recover_all
@@ -41,9 +41,6 @@ from specstack_runtime.statefile import flush_all
 from specstack_runtime.store import Store, TableSpec
 from specstack_runtime.trace import TraceRecorder
 from specstack_runtime.virt import VirtError
-
-if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("specstack.stack")
 
@@ -99,6 +96,21 @@ def coded_instances(
     ]
 
 
+def export_steps(trace: TraceRecorder, model: IR, config: StackConfig) -> list[Callable[[], None]]:
+    """Each step `trace` records sent on as an OpenTelemetry span and an OSProfiler trace
+    point, as `config` asks; returned: the exports' closers (blocking), to call at the end."""
+    closers: list[Callable[[], None]] = []
+    if config.otlp_endpoint:
+        spans = otel.provider("specstack", endpoint=config.otlp_endpoint)
+        trace.listen(otel.SpanExport(spans))
+        closers.append(spans.shutdown)
+    if config.osprofiler_connection:
+        points = PointExport(model, config.osprofiler_connection)
+        trace.listen(points)
+        closers.append(points.close)
+    return closers
+
+
 def web_instances(info: StackInfo, config: StackConfig) -> list[Instance]:
     """The instances of the web clients (the dashboard): one per node they are placed on."""
     names = {c["name"] for c in info.web_clients}
@@ -129,14 +141,7 @@ class EmbeddedStack:
             shared=config.mode == "distributed",
             url=config.trace_store_url(),
         )
-        self.spans: TracerProvider | None = None
-        if config.otlp_endpoint:  # each step as an OpenTelemetry span too
-            self.spans = otel.provider("specstack", endpoint=config.otlp_endpoint)
-            self.trace.listen(otel.SpanExport(self.spans))
-        if config.osprofiler_connection:  # and as OSProfiler trace points
-            points = PointExport(self.info.model, config.osprofiler_connection)
-            self.trace.listen(points)
-            self._closers.append(lambda: asyncio.to_thread(points.close))
+        self._exports = export_steps(self.trace, self.info.model, config)
         self.local_http = LocalTransport() if config.internal_http == "local" else None
         self.clients = ClientSet(
             self.info, config, transport=self.local_http, local=self.local_http
@@ -401,8 +406,8 @@ class EmbeddedStack:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.trace.flush()
         self.trace.close()
-        if self.spans is not None:
-            await asyncio.to_thread(self.spans.shutdown)  # sends what is batched
+        for export in self._exports:  # sends what is batched or queued
+            await asyncio.to_thread(export)
         await self.clients.aclose()
         await asyncio.gather(*(asyncio.to_thread(s.close) for s in self.stores.values()))
 

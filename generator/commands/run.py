@@ -332,7 +332,7 @@ async def run_distributed(
     """A supervisor starts the layout's processes (those of `nodes` only, if given); the
     demo then runs from here, as a client."""
     from specstack_runtime.demo import SERVER_NAME
-    from specstack_runtime.embedded import load_generated
+    from specstack_runtime.embedded import export_steps, load_generated
     from specstack_runtime.supervisor import Supervisor, SupervisorError
 
     try:
@@ -368,6 +368,8 @@ async def run_distributed(
     recorder = TraceRecorder(
         config.data_dir / "trace.sqlite", shared=True, url=config.trace_store_url()
     )
+    # the client's own steps (the user's token and request) are exported as the stack's are
+    exports = export_steps(recorder, info.model, config)
     demo = client_demo(info, config, services, recorder)
     clients = demo.clients
     code = 0
@@ -398,6 +400,8 @@ async def run_distributed(
     finally:
         recorder.flush()
         recorder.close()
+        for export in exports:
+            await asyncio.to_thread(export)
     console.print(f"export OS_CLIENT_CONFIG_FILE={clouds}\nexport OS_CLOUD=specstack")
     _print_dashboards(console, info, config)
     if not once:

@@ -20,9 +20,11 @@ from specstack_runtime.ir import IR
 from specstack_runtime.tracepoints import TraceMap, events_of_report
 
 from ..conftest import REPO
-from .conftest import SERVER_CREATE, Stack, running_stack
+from .conftest import SERVER_CREATE, Stack, running_stack, stack_mode
 
-DB = 7  # the Redis database these tests write to, emptied of their keys after
+# the Redis database these tests write to, emptied of their keys after: one per mode, as
+# CI runs the embedded and the distributed suite side by side
+DB = 7 if stack_mode() == "embedded" else 8
 COLLECTOR = f"redis://127.0.0.1:6379/{DB}"
 KEY = "wire-hmac-key"
 
@@ -48,7 +50,7 @@ def traced_stack(
         "SPECSTACK_OSPROFILER_CONNECTION": COLLECTOR,
         "SPECSTACK_OSPROFILER_HMAC_KEYS": KEY,
     }
-    with running_stack(tmp_path_factory, "osprofiler", mode="embedded", env=env) as stack:
+    with running_stack(tmp_path_factory, "osprofiler", env=env) as stack:
         yield stack
 
 
