@@ -41,14 +41,10 @@ class StartupFailed(RuntimeError):
 
 
 def scope(rt: ServiceRuntime) -> dict[str, Any]:
-    node = next(
-        (
-            i.node
-            for i in rt.info.instances(rt.config)
-            if i.host == rt.host and i.component == rt.component
-        ),
-        rt.host,
-    )
+    # a lookup, not a scan of every instance: each of 10,000 compute hosts asks at start-up
+    node = rt.info.node_of(rt.host, rt.config)
+    if node is None or node not in rt.info.model.component(rt.component).nodes:
+        node = rt.host
     found: dict[str, Any] = dict(rt.local.get("startup") or {})
     found.update(
         {
