@@ -7,6 +7,7 @@ from pathlib import Path
 from generator.pipeline.diagnostics import Diagnostic, sort_diagnostics
 from generator.pipeline.load import LoadedSpec, load_spec
 from generator.pipeline.validate.behaviours import check_behaviours
+from generator.pipeline.validate.celshapes import check_cel_shapes
 from generator.pipeline.validate.openapi import check_openapi
 from generator.pipeline.validate.resources import check_resources
 from generator.pipeline.validate.schema import check_schema
@@ -20,7 +21,7 @@ def check_references(spec: LoadedSpec) -> list[Diagnostic]:
     diags = check_xrefs(spec)
     if not diags:
         diags = check_behaviours(spec) + check_resources(spec, build_index(spec))
-        diags += check_step_bindings(spec)
+        diags += check_step_bindings(spec) + check_cel_shapes(spec)
     return diags
 
 
