@@ -9,7 +9,7 @@ SVGs are rendered from the PlantUML sources by `generator.pipeline.render.plantu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -139,26 +139,27 @@ class Arrow:
     def puml_arrow(self) -> str:
         return MARK_PUML.get(self.mark, VIA[self.via].puml)
 
-    def mmd_text(self) -> str:
-        parts = [f"{self.label}. {self.title}"] if self.main and self.title else []
-        second = f"{self.label if not parts else ''} {self.what}".strip()
+    def text(self, markup: Markup) -> str:
+        """The arrow's label: the main step's title, what it carries (and its time), and
+        above them what a comparison marked, as `markup` writes them."""
+        words = markup.escape
+        parts = (
+            [markup.title.format(self.label, words(self.title))] if self.main and self.title else []
+        )
+        second = f"{self.label if not parts else ''} {words(self.what)}".strip()
         if self.timing:
-            second += f" ({self.timing})"
+            second += markup.timing.format(self.timing)
         parts.append(second)
         if self.mark:
-            parts.insert(0, MARK_TEXT[self.mark] + (f": {self.note}" if self.note else ""))
-        return mmd_escape("<br/>".join(parts))
+            note = f": {words(self.note)}" if self.note else ""
+            parts.insert(0, markup.mark.format(MARK_TEXT[self.mark], note))
+        return markup.whole(markup.lines.join(parts))
+
+    def mmd_text(self) -> str:
+        return self.text(MMD_MARKUP)
 
     def puml_text(self) -> str:
-        parts = [f"**{self.label}. {puml_escape(self.title)}**"] if self.main and self.title else []
-        second = f"{self.label if not parts else ''} {puml_escape(self.what)}".strip()
-        if self.timing:
-            second += f" <color:#666666>({self.timing})</color>"
-        parts.append(second)
-        if self.mark:
-            note = f": {puml_escape(self.note)}" if self.note else ""
-            parts.insert(0, f"<color:#e00000>**{MARK_TEXT[self.mark]}**{note}</color>")
-        return "\\n".join(parts)
+        return self.text(PUML_MARKUP)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,29 @@ def mmd_escape(text: str) -> str:
 def puml_escape(text: str) -> str:
     """PlantUML label text on one line (PlantUML shows `<host>` as written)."""
     return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Markup:
+    """How an arrow's label is written in one diagram language (`Arrow.text`)."""
+
+    escape: Callable[[str], str]  # the spec's words in it (title, what, note)
+    title: str  # "{0}. {1}": the label and the title
+    timing: str  # " ({0})"
+    mark: str  # "{0}{1}": the mark's text and ": note"
+    lines: str  # between its lines
+    whole: Callable[[str], str]  # the label as a whole
+
+
+MMD_MARKUP = Markup(str, "{0}. {1}", " ({0})", "{0}{1}", "<br/>", mmd_escape)
+PUML_MARKUP = Markup(
+    puml_escape,
+    "**{0}. {1}**",
+    " <color:#666666>({0})</color>",
+    "<color:#e00000>**{0}**{1}</color>",
+    "\\n",
+    str,
+)
 
 
 def ident(name: str) -> str:
