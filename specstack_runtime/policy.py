@@ -141,18 +141,18 @@ class _Parser:
         return rule
 
     def or_(self) -> Rule:
-        parts = [self.and_()]
-        while self.peek() == "or":
-            self.take()
-            parts.append(self.and_())
-        return parts[0] if len(parts) == 1 else Rule("or", parts=tuple(parts))
+        return self.joined("or", self.and_)
 
     def and_(self) -> Rule:
-        parts = [self.not_()]
-        while self.peek() == "and":
+        return self.joined("and", self.not_)
+
+    def joined(self, word: str, part: Callable[[], Rule]) -> Rule:
+        """One or more `part`s joined by `word` (`and` binds tighter than `or`)."""
+        parts = [part()]
+        while self.peek() == word:
             self.take()
-            parts.append(self.not_())
-        return parts[0] if len(parts) == 1 else Rule("and", parts=tuple(parts))
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else Rule(word, parts=tuple(parts))
 
     def not_(self) -> Rule:
         if self.peek() == "not":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -387,20 +387,21 @@ class Catalog:
     # found once per catalog (every create and delete asks), by the resource named
     @cached_property
     def _collectors(self) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
-        out: dict[str, list[tuple[Compiled, ir.ResourceField]]] = {}
-        for c in self.resources.values():
-            for f in c.res.fields:
-                if f.collect is not None:
-                    out.setdefault(f.collect.resource, []).append((c, f))
-        return out
+        return self._fields_by(lambda f: f.collect.resource if f.collect is not None else None)
 
     @cached_property
     def _referring(self) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
+        return self._fields_by(lambda f: f.ref.resource if f.ref is not None else None)
+
+    def _fields_by(
+        self, named: Callable[[ir.ResourceField], str | None]
+    ) -> dict[str, list[tuple[Compiled, ir.ResourceField]]]:
+        """Every resource's fields by the resource `named` finds in each (None: none)."""
         out: dict[str, list[tuple[Compiled, ir.ResourceField]]] = {}
         for c in self.resources.values():
             for f in c.res.fields:
-                if f.ref is not None:
-                    out.setdefault(f.ref.resource, []).append((c, f))
+                if (resource := named(f)) is not None:
+                    out.setdefault(resource, []).append((c, f))
         return out
 
 
