@@ -235,6 +235,19 @@ class TraceRecorder:
         return [jsoncodec.loads(r[0]) for r in rows]
 
 
+def sequence_events(path: Path, sequence: str, since: float) -> list[dict[str, Any]]:
+    """Every event of `sequence`'s flows that started at or after `since` in the trace file
+    at `path` (read-only: a stack may be writing it), in no particular order."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT body FROM events WHERE sequence = ? AND started_at >= ?", (sequence, since)
+        ).fetchall()
+    finally:
+        db.close()
+    return [jsoncodec.loads(r[0]) for r in rows]
+
+
 def _private(path: Path) -> None:
     """The trace file (and SQLite's -wal and -shm beside it, which take its mode) readable
     by the stack's user only: it holds request bodies."""

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from generator.bench.stack import traced_boot_latencies
 from generator.cli import main
+from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 
 def test_generation_only_prints_one_json_object_of_named_figures(
@@ -66,3 +68,43 @@ def test_profile_counts_what_a_boot_is_made_of(capsys: pytest.CaptureFixture[str
     assert figures["validations_per_boot"] > 0
     assert len(figures["top_cumulative"]) == 5
     assert all(" calls=" in line for line in figures["top_cumulative"])
+
+
+def _event(flow: str, name: str | None, start: float, end: float, status: str = "ok") -> TraceEvent:
+    return TraceEvent(
+        flow_id=flow,
+        sequence="boot-vm",
+        step="x",
+        title="",
+        source="a",
+        target="b",
+        via="http",
+        name=name,
+        status=status,
+        started_at=start,
+        ended_at=end,
+        request_id="r",
+        host="h",
+    )
+
+
+def test_traced_boot_latency_is_post_to_active_from_the_stacks_trace(tmp_path: Path) -> None:
+    trace = TraceRecorder(tmp_path / "trace.sqlite")
+    for event in (
+        _event("early", "createServer", 5.0, 5.1),  # begun before the window: not counted
+        _event("early", "instance_update", 5.2, 5.3),
+        _event("straddles", "validateToken", 8.99, 8.995),  # begun just before the window
+        _event("straddles", "instance_update", 9.01, 9.02),
+        _event("f1", "validateToken", 10.0, 10.001),
+        _event("f1", "instance_update", 10.004, 10.012),
+        _event("f2", "validateToken", 11.0, 11.001),
+        _event("f2", "instance_update", 11.002, 11.006, status="error"),  # not ACTIVE
+        _event("f2", "instance_update", 11.007, 11.020),
+        _event("f3", "validateToken", 12.0, 12.001),  # never ACTIVE: not counted
+        _event("late", "validateToken", 30.0, 30.001),  # begun after the window
+        _event("late", "instance_update", 30.002, 30.003),
+    ):
+        trace.record(event)
+    trace.flush()
+    got = traced_boot_latencies(tmp_path / "trace.sqlite", 9.0, 20.0)
+    assert [round(x, 3) for x in got] == [0.012, 0.020]

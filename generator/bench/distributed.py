@@ -44,7 +44,9 @@ def dist_figures(
         proc = start_stack(data, base, computes, distributed=True)
         try:
             _wait_for_line(proc, "serving;")
-            figures = asyncio.run(_measure(identity, config, sequential, clients, per_client))
+            figures = asyncio.run(
+                _measure(identity, config, sequential, clients, per_client, [0.0, 0.0])
+            )
         finally:
             proc.send_signal(signal.SIGINT)
             try:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from generator.bench.stack import BOOT_LAST_STEP
 from specstack_conformance.harness import free_port_block
 from specstack_runtime.config import StackConfig
 from specstack_runtime.trace import TraceEvent
@@ -55,8 +56,6 @@ _VALIDATIONS = (
     ("~", "<method 'iter_errors' of 'jsonschema_rs.Validator' objects>"),
     ("~", "<method 'validate' of 'jsonschema_rs.Validator' objects>"),
 )
-# The boot's last step: nova-conductor marks the instance ACTIVE (spec/sequences/boot-vm).
-_LAST = ("boot-vm", "instance_update")
 
 
 def _count(stats: pstats.Stats, where: str, name: str) -> int:
@@ -88,7 +87,7 @@ async def _boots(boots: int, data_dir: Path, top: int) -> dict[str, Any]:
         done = asyncio.Event()
 
         def on_event(event: TraceEvent) -> None:
-            if (event.sequence, event.name) == _LAST and event.status == "ok":
+            if (event.sequence, event.name) == BOOT_LAST_STEP and event.status == "ok":
                 done.set()
 
         stack.trace.listen(on_event)

@@ -25,6 +25,7 @@ from generator.bench.stack import (
     _rss_mb,
     _wait_for_line,
     running,
+    traced_p50_ms,
 )
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
@@ -143,8 +144,11 @@ def stack_at(hosts: int, boots: int = 0) -> dict[str, float]:
         }
         if boots:
             _wait_for_line(stack.proc, "serving;")
+            window = [time.time(), 0.0]
             took = asyncio.run(_boots(stack.identity, stack.config, boots))
+            window[1] = time.time()
             figures["boot_p50_ms"] = round(statistics.median(took), 2)
+            figures["boot_p50_ms_traced"] = traced_p50_ms(stack, window, boots)
             figures["rss_mb"] = round(_rss_mb(stack.proc.pid), 1)
     return figures
 
