@@ -1,5 +1,6 @@
 """An instance's files on its compute host, as the drivers that run real guests make them:
-root disks made from the image cache, kernel and ramdisk copies, volumes that are local files.
+root disks made from the image cache, kernel and ramdisk copies, volumes that are local files,
+and the directory a move's source keeps aside (both drivers' moves).
 """
 
 from __future__ import annotations
