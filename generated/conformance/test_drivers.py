@@ -103,7 +103,6 @@ def test_destroy(world: ContractWorld) -> None:
 
 def test_destroy_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("destroy")
 
     async def scenario() -> None:
         await expect(
@@ -132,7 +131,6 @@ def test_get_power_state(world: ContractWorld) -> None:
 
 def test_get_power_state_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("get_power_state")
 
     async def scenario() -> None:
         await expect(
@@ -161,7 +159,6 @@ def test_get_console_output(world: ContractWorld) -> None:
 
 def test_get_console_output_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("get_console_output")
 
     async def scenario() -> None:
         await expect(
@@ -191,7 +188,6 @@ def test_snapshot(world: ContractWorld) -> None:
 
 def test_snapshot_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("snapshot")
 
     async def scenario() -> None:
         await expect(
@@ -223,7 +219,6 @@ def test_attach_volume(world: ContractWorld) -> None:
 
 def test_attach_volume_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("attach_volume")
 
     async def scenario() -> None:
         await expect(
@@ -273,7 +268,6 @@ def test_detach_volume(world: ContractWorld) -> None:
 
 def test_detach_volume_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("detach_volume")
 
     async def scenario() -> None:
         await expect(
@@ -322,7 +316,6 @@ def test_plug_vifs(world: ContractWorld) -> None:
 
 def test_plug_vifs_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("plug_vifs")
 
     async def scenario() -> None:
         await expect(
@@ -353,7 +346,6 @@ def test_unplug_vifs(world: ContractWorld) -> None:
 
 def test_unplug_vifs_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("unplug_vifs")
 
     async def scenario() -> None:
         await expect(
@@ -383,7 +375,6 @@ def test_power_off(world: ContractWorld) -> None:
 
 def test_power_off_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("power_off")
 
     async def scenario() -> None:
         await expect(
@@ -412,7 +403,6 @@ def test_power_on(world: ContractWorld) -> None:
 
 def test_power_on_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("power_on")
 
     async def scenario() -> None:
         await expect(
@@ -442,7 +432,6 @@ def test_reboot(world: ContractWorld) -> None:
 
 def test_reboot_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("reboot")
 
     async def scenario() -> None:
         await expect(
@@ -472,7 +461,6 @@ def test_pause(world: ContractWorld) -> None:
 
 def test_pause_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("pause")
 
     async def scenario() -> None:
         await expect(
@@ -501,7 +489,6 @@ def test_unpause(world: ContractWorld) -> None:
 
 def test_unpause_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("unpause")
 
     async def scenario() -> None:
         await expect(
@@ -530,7 +517,6 @@ def test_trigger_crash_dump(world: ContractWorld) -> None:
 
 def test_trigger_crash_dump_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("trigger_crash_dump")
 
     async def scenario() -> None:
         await expect(
@@ -559,7 +545,6 @@ def test_suspend(world: ContractWorld) -> None:
 
 def test_suspend_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("suspend")
 
     async def scenario() -> None:
         await expect(
@@ -588,7 +573,6 @@ def test_resume(world: ContractWorld) -> None:
 
 def test_resume_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("resume")
 
     async def scenario() -> None:
         await expect(
@@ -618,7 +602,6 @@ def test_migrate_disk_and_power_off(world: ContractWorld) -> None:
 
 def test_migrate_disk_and_power_off_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("migrate_disk_and_power_off")
 
     async def scenario() -> None:
         await expect(
@@ -655,7 +638,6 @@ def test_finish_migration(world: ContractWorld) -> None:
 
 def test_finish_migration_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("finish_migration")
 
     async def scenario() -> None:
         await expect(
@@ -688,7 +670,6 @@ def test_confirm_migration(world: ContractWorld) -> None:
 
 def test_confirm_migration_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("confirm_migration")
 
     async def scenario() -> None:
         await expect(
@@ -722,7 +703,6 @@ def test_finish_revert_migration(world: ContractWorld) -> None:
 
 def test_finish_revert_migration_unknown_instance(world: ContractWorld) -> None:
     """An instance the hypervisor does not have raises InstanceNotFound."""
-    world.require("finish_revert_migration")
 
     async def scenario() -> None:
         await expect(

@@ -1,10 +1,12 @@
 """An instance's files on its compute host, as the drivers that run real guests make them:
-root disks made from the image cache, kernel and ramdisk copies, volumes that are local files.
+root disks made from the image cache, kernel and ramdisk copies, volumes that are local files,
+and the directory a move's source keeps aside (both drivers' moves).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -60,19 +62,55 @@ def root_format(image: ImageMeta) -> str | None:
     return fmt
 
 
-def make_root(image: ImageMeta, root_gb: int, path: Path, fmt: str) -> None:
+def make_root(image: ImageMeta, root_gb: int, path: Path, fmt: str, whole: bool = False) -> None:
     """The root disk at `path`: an overlay on the image file grown to the flavor's size, or a
-    copy of it."""
+    copy of it. `whole`: the image is a moved guest's own disk, copied (converted to `fmt`
+    if it is not in it) and grown to the flavor's size."""
     base = Path(str(image.get("path"))).resolve()
     if not base.is_file():
         raise VirtError(f"image {image.get('id')} has no file at {base}")
-    if fmt == "qcow2" and shutil.which("qemu-img") is not None:
+    if whole:
+        _copy_grown(base, root_gb, path, fmt)
+    elif fmt == "qcow2" and shutil.which("qemu-img") is not None:
         base_fmt = image_format(base)
         _bootable(image, base_fmt)
         size = [f"{root_gb}G"] if root_gb * GIB > virtual_size(base) else []
         qemu_img("create", "-q", "-f", "qcow2", "-F", base_fmt, "-b", str(base), str(path), *size)
     else:
         shutil.copyfile(base, path)
+
+
+def _copy_grown(disk: Path, root_gb: int, path: Path, fmt: str) -> None:
+    """A guest's disk copied to `path` in `fmt` (an overlay stays one: on the same image)
+    and grown to `root_gb` (never shrunk)."""
+    if shutil.which("qemu-img") is None:
+        shutil.copyfile(disk, path)  # raw: qemu-img made no qcow2 here
+        if root_gb * GIB > path.stat().st_size:
+            os.truncate(path, root_gb * GIB)  # sparse
+        return
+    if image_format(disk) == fmt:
+        shutil.copyfile(disk, path)
+    else:
+        qemu_img("convert", "-q", "-O", fmt, str(disk), str(path))
+    if root_gb * GIB > virtual_size(path):
+        qemu_img("resize", "-q", "-f", fmt, str(path), f"{root_gb}G")
+
+
+def kept_dir(base: Path, uuid: str) -> Path:
+    """Where a move's source keeps a guest's directory until the move is confirmed (then it
+    is removed) or reverted (then it is the guest's again): nova's `<uuid>_resize`."""
+    return base / f"{uuid}_resize"
+
+
+def set_aside(base: Path, uuid: str, kept: bool) -> Path:
+    """The guest's directory `base/<uuid>` moved to its kept place (`kept`) or back from it;
+    what was at the other place goes. Returns where the directory is now."""
+    here, there = base / uuid, kept_dir(base, uuid)
+    old, new = (here, there) if kept else (there, here)
+    if old.exists():
+        shutil.rmtree(new, ignore_errors=True)
+        old.rename(new)
+    return new
 
 
 def boot_files(image: ImageMeta, inst_dir: Path) -> dict[str, tuple[str, str]]:

@@ -19,6 +19,7 @@ blocks. Domain XML comes from the templates of ./templates, one per virt type
 - An image marked `pending` is still being downloaded (nova spawns at step 9,
   downloads at step 12): the domain is defined at once and started when the
   files are there; its power state is NOSTATE until then, CRASHED if that fails.
+- Moves (resize, cold migration): libvirt_moves.py.
 - Volumes: local files (files.local_volume), virtio disks hot-plugged into a running
   guest (libvirt_devices.py) whose serial is the volume id.
 - Ports: `vif_type` 'user' (QEMU user-mode networking; needs no bridge or tap,
@@ -48,10 +49,7 @@ import libvirt
 from specstack_runtime.virt import (
     CRASHED,
     NOSTATE,
-    PAUSED,
     RUNNING,
-    SHUTDOWN,
-    SUSPENDED,
     DeviceBusy,
     DiskNotFound,
     InstanceExists,
@@ -73,7 +71,7 @@ from specstack_runtime.virt.domain_xml import (
     render_domain,
     render_interface,
 )
-from specstack_runtime.virt.unmoved import Unmoved
+from specstack_runtime.virt.libvirt_moves import LibvirtMoves
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
     from generated.drivers.types import (
@@ -89,17 +87,6 @@ if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-# nova power_state codes from libvirt domain states (as nova's libvirt driver maps them)
-_POWER_STATE: dict[int, PowerState] = {
-    libvirt.VIR_DOMAIN_NOSTATE: NOSTATE,
-    libvirt.VIR_DOMAIN_RUNNING: RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: SHUTDOWN,
-    libvirt.VIR_DOMAIN_SHUTOFF: SHUTDOWN,
-    libvirt.VIR_DOMAIN_CRASHED: CRASHED,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: SUSPENDED,
-}
 MAX_CONSOLE_BYTES = 100 * 1024  # nova's limit for console output
 VIF_TYPES = ("user", "bridge", "network")
 _NS = {"s": METADATA_NS}
@@ -118,7 +105,7 @@ def _disk_name(mountpoint: Any) -> str:
     return "vd" + name[name.index("d") + 1 :]
 
 
-class LibvirtHypervisor(Unmoved):
+class LibvirtHypervisor(LibvirtMoves):
     """Guests as libvirt domains; see the module docstring.
 
     `vcpus`, `memory_mb` and `local_gb` (the topology's figures for fake hosts)
@@ -277,11 +264,23 @@ class LibvirtHypervisor(Unmoved):
         )
 
     @staticmethod
-    def _materialize(image: ImageMeta, root_gb: int, root: Disk | None, inst_dir: Path) -> None:
-        """The instance's own files made from the image's: root disk, kernel, ramdisk."""
+    def _materialize(
+        image: ImageMeta, root_gb: int, root: Disk | None, inst_dir: Path, moved: bool = False
+    ) -> None:
+        """The instance's own files made from the image's: root disk, kernel, ramdisk
+        (`moved`: the image is a moved guest's own files, its disk copied whole)."""
         if root is not None:
-            files.make_root(image, root_gb, Path(root.path), root.format)
+            files.make_root(image, root_gb, Path(root.path), root.format, whole=moved)
         files.copy_boot_files(image, inst_dir)
+
+    def _absent(self, uuid: str) -> None:
+        """InstanceExists if libvirt has a domain of this uuid."""
+        try:
+            self._connect().lookupByUUIDString(uuid)
+            raise InstanceExists(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
 
     def _define(
         self,
@@ -293,13 +292,7 @@ class LibvirtHypervisor(Unmoved):
     ) -> None:
         """Define the guest's domain; with `now`, make its files and start it too."""
         uuid = instance_uuid(instance)
-        conn = self._connect()
-        try:
-            conn.lookupByUUIDString(uuid)
-            raise InstanceExists(uuid)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
+        self._absent(uuid)
         # Check everything that can be checked before anything is made.
         volumes = [
             self._volume_disk(b.get("connection_info"), b.get("mountpoint"), b.get("serial"))
@@ -340,7 +333,7 @@ class LibvirtHypervisor(Unmoved):
         try:
             if now:
                 self._materialize(image, root_gb, root, inst_dir)
-            dom = conn.defineXML(render_domain(self.virt_type, guest))
+            dom = self._connect().defineXML(render_domain(self.virt_type, guest))
             if now:
                 dom.create()
         except BaseException:
@@ -349,8 +342,11 @@ class LibvirtHypervisor(Unmoved):
             shutil.rmtree(inst_dir, ignore_errors=True)
             raise
 
-    def _start_defined(self, uuid: str, image: ImageMeta, root_gb: int) -> None:
-        """Make the files of a guest defined before its image arrived, and start it."""
+    def _start_defined(
+        self, uuid: str, image: ImageMeta, root_gb: int, moved: bool = False, start: bool = True
+    ) -> None:
+        """Make the files of a guest defined before its image arrived (`moved`: defined before
+        its moved files are copied, libvirt_moves.py), and start it (unless not `start`)."""
         dom = self._domain(uuid)
         inst_dir = self.instance_dir(uuid)
         stored = devices.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get("vda")
@@ -359,8 +355,8 @@ class LibvirtHypervisor(Unmoved):
             driver = stored.find("driver")
             fmt = driver.get("type", "raw") if driver is not None else "raw"
             root = Disk(path=str(inst_dir / "disk"), dev="vda", format=fmt)
-        self._materialize(image, root_gb, root, inst_dir)
-        if not dom.isActive():
+        self._materialize(image, root_gb, root, inst_dir, moved)
+        if start and not dom.isActive():
             dom.create()
 
     async def _boot_when_ready(self, uuid: str, image: ImageMeta, root_gb: int) -> None:
@@ -436,11 +432,7 @@ class LibvirtHypervisor(Unmoved):
     # -- state and console ------------------------------------------------------------------
 
     def _power_state(self, instance: Instance) -> PowerState:
-        dom = self._domain(instance_uuid(instance))
-        state = dom.state()[0]
-        if state == libvirt.VIR_DOMAIN_SHUTOFF and dom.hasManagedSaveImage(0):
-            return SUSPENDED  # its memory is saved: resume restores it
-        return _POWER_STATE.get(state, NOSTATE)
+        return power.power_state(self._domain(instance_uuid(instance)))
 
     async def get_power_state(self, instance: Instance) -> PowerState:
         uuid = instance_uuid(instance)

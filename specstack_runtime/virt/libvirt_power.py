@@ -1,11 +1,44 @@
 """Power changes of a libvirt domain, each refused (VirtError) from a state that does not
-allow it: off, on, reboot, pause (frozen vCPUs) and suspend (memory saved to disk)."""
+allow it: off, on, reboot, pause (frozen vCPUs) and suspend (memory saved to disk); and the
+domain's power state as nova's."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import libvirt
 
-from specstack_runtime.virt import VirtError
+from specstack_runtime.virt import (
+    CRASHED,
+    NOSTATE,
+    PAUSED,
+    RUNNING,
+    SHUTDOWN,
+    SUSPENDED,
+    VirtError,
+)
+
+if TYPE_CHECKING:
+    from generated.drivers.types import PowerState
+
+# nova power_state codes from libvirt domain states (as nova's libvirt driver maps them)
+_POWER_STATE: dict[int, PowerState] = {
+    libvirt.VIR_DOMAIN_NOSTATE: NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: SHUTDOWN,
+    libvirt.VIR_DOMAIN_CRASHED: CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: SUSPENDED,
+}
+
+
+def power_state(dom: libvirt.virDomain) -> PowerState:
+    state = dom.state()[0]
+    if state == libvirt.VIR_DOMAIN_SHUTOFF and dom.hasManagedSaveImage(0):
+        return SUSPENDED  # its memory is saved: resume restores it
+    return _POWER_STATE.get(state, NOSTATE)
 
 
 def _refuse(dom: libvirt.virDomain, what: str) -> VirtError:

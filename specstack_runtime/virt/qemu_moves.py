@@ -1,7 +1,8 @@
 """The qemu driver's moves of a guest (resize, cold migration), on one machine: the source
 stops QEMU and keeps the guest's directory aside (`<uuid>_resize`, nova's); the destination
 copies the kept root disk as its own (grown to the new flavor's size) and starts QEMU; a
-confirm removes the kept directory, a revert puts it back and starts the guest again."""
+confirm removes the kept directory, a revert puts it back and starts the guest again.
+Where the directory is kept is files.py's, as for the libvirt driver's moves."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from specstack_runtime.virt import InstanceNotFound
+from specstack_runtime.virt import InstanceNotFound, files
 from specstack_runtime.virt.common import handed_over, instance_uuid
 from specstack_runtime.virt.records import RecordedHost
 
@@ -30,14 +31,11 @@ class QemuMoves(RecordedHost):
 
     def _aside(self, uuid: str, kept: bool) -> dict[str, Any]:
         """The guest's record and directory moved to (kept) or back from `<uuid>_resize`."""
-        here, there = self.guests_dir / uuid, self.guests_dir / f"{uuid}_resize"
-        old, new = (here, there) if kept else (there, here)
-        guest = self.guests.pop(old.name, None)
+        kept_name = files.kept_dir(self.guests_dir, uuid).name
+        guest = self.guests.pop(uuid if kept else kept_name, None)
         if guest is None:
             raise InstanceNotFound(uuid)
-        if old.exists():
-            shutil.rmtree(new, ignore_errors=True)
-            old.rename(new)
+        new = files.set_aside(self.guests_dir, uuid, kept)
         for key in ("root_disk", "console"):
             guest[key] = str(new / Path(guest[key]).name)
         self.guests[new.name] = guest
@@ -69,10 +67,11 @@ class QemuMoves(RecordedHost):
 
     async def confirm_migration(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
-        if self.guests.pop(f"{uuid}_resize", None) is None:
+        kept = files.kept_dir(self.guests_dir, uuid)
+        if self.guests.pop(kept.name, None) is None:
             raise InstanceNotFound(uuid)
         self._save()
-        await asyncio.to_thread(shutil.rmtree, self.guests_dir / f"{uuid}_resize", True)
+        await asyncio.to_thread(shutil.rmtree, kept, True)
 
     async def finish_revert_migration(
         self,

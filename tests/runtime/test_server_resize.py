@@ -6,6 +6,8 @@ with the old flavor. nova's 400, 403 and 409s, and what no valid host leaves."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ from specstack_runtime.behaviours import nova_resize  # noqa: F401  (registers i
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from specstack_runtime.virt import RUNNING, SHUTDOWN
 from specstack_runtime.virt.fake import FakeHypervisor
+from specstack_runtime.virt.qemu import QemuHypervisor
 from tests.aio import arun, settle
+from tests.guest.conftest import guest_pids, qemu_pids_under, require_qemu
 from tests.runtime.nova_cell_kit import NovaCell
 from tests.runtime.test_compute_kit import auth_ctx, seed_flavors
 from tests.runtime.test_instance_actions import recorded_events
@@ -287,3 +291,40 @@ async def test_deleting_a_resized_server_confirms_the_resize_first(tmp_path: Pat
         ]
     finally:
         await cell.stop()
+
+
+@arun
+async def test_deleting_a_resized_qemu_guest_removes_its_kept_copy(tmp_path: Path) -> None:
+    """The same delete with the qemu driver on both hosts: the source's kept directory
+    (`<uuid>_resize`) goes from the disk, and no QEMU of the guest is left."""
+    require_qemu()
+    cell = NovaCell(tmp_path)
+    drivers = {h: QemuHypervisor(tmp_path / f"qemu-{h}.json", hostname=h) for h in cell.computes}
+    for host, rt in cell.computes.items():
+        rt.driver = drivers[host]
+    await cell.start()
+    await seed_flavors(cell.store)
+    try:
+        row = await boot_through_the_cell(cell, name="web")
+        assert row["vm_state"] == "active", row["fault"]
+        sid, source = row["id"], str(row["host"])
+        await _act(cell, sid, "resize", {"flavorRef": "2"})
+        await _wait(cell, sid, "resized")
+        kept = drivers[source].guests_dir / f"{sid}_resize"
+        assert (kept / "disk").is_file() and guest_pids(sid) != []  # it runs on the destination
+        await cell.operation("deleteServer", sequence="delete-vm", path_params={"server_id": sid})
+        await cell.wait_for(sid, lambda r: r["vm_state"] == "deleted" and not r["migration"])
+
+        async def gone() -> bool:  # (the confirm is cast to the source, the terminate to dest)
+            return not any(d.guests for d in drivers.values())
+
+        await settle(gone, timeout=30)
+        assert not kept.exists()
+        assert [list(d.guests_dir.iterdir()) for d in drivers.values()] == [[], []]
+        assert guest_pids(sid) == []
+    finally:
+        await cell.stop()
+        for driver in drivers.values():
+            driver.close()
+        for pid in qemu_pids_under(tmp_path):  # a failed test's guests
+            os.kill(pid, signal.SIGKILL)

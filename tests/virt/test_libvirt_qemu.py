@@ -110,3 +110,62 @@ def test_resources_are_the_hosts(qemu_system: Any) -> None:
     info = libvirt.open("qemu:///system").getInfo()
     assert res["vcpus"] == info[2] and res["memory_mb"] == info[1]
     assert res["hypervisor_type"] == "QEMU"
+
+
+def running_sizes(h: Any, uuid: str) -> tuple[int, int]:
+    """(vCPUs, memory MiB) of the running domain, as libvirt reports its QEMU's."""
+    dom = h._domain(uuid)
+    assert dom.isActive()
+    _state, _max_kib, mem_kib, vcpus, _cpu_time = dom.info()
+    return int(vcpus), int(mem_kib) // 1024
+
+
+def test_resize_to_a_bigger_flavor_then_revert(qemu_system: Any, tmp_path: Path) -> None:
+    h = qemu_system
+    inst = new_instance()
+    uuid = inst["uuid"]
+    image = {"id": "blank", "path": str(blank_disk(tmp_path / "blank.raw"))}
+    vif = {"id": "p1", "address": "fa:16:3e:12:34:57"}
+    run(h.spawn(inst, image, [vif], []))
+    assert running_sizes(h, uuid) == (1, 64)
+    pid = qemu_pid(h, uuid)
+    handed = run(h.migrate_disk_and_power_off(inst, h.hostname))
+    assert not alive(pid)
+    kept = h.instances_path / f"{uuid}_resize"
+    assert (kept / "disk").is_file() and not h.instance_dir(uuid).exists()
+
+    bigger = {**inst, "vcpus": 2, "memory_mb": 128, "root_gb": 1}
+    run(h.finish_migration(bigger, handed, [vif], [], True))
+    assert running_sizes(h, uuid) == (2, 128)
+    root_disk = h.instance_dir(uuid) / "disk"
+    in_qemu = qemu_block_files(h, uuid).values()
+    assert str(root_disk) in in_qemu and str(kept / "disk") not in in_qemu  # its own copy
+    assert h._domain(uuid).blockInfo("vda")[0] == 1 << 30  # grown to the new flavor's root_gb
+    assert kept.is_dir()
+
+    pid = qemu_pid(h, uuid)
+    run(h.destroy(bigger))  # a revert: the destination's guest goes first (nova's)
+    assert not alive(pid)
+    run(h.finish_revert_migration(inst, [vif], [], True))
+    assert running_sizes(h, uuid) == (1, 64)
+    assert h._domain(uuid).blockInfo("vda")[0] == 1 << 20  # the disk it had
+    assert not kept.exists()
+    assert run(h.list_instances()) == [inst["name"]]
+
+
+def test_migrate_a_stopped_guest_then_confirm(qemu_system: Any, tmp_path: Path) -> None:
+    h = qemu_system
+    inst = new_instance()
+    uuid = inst["uuid"]
+    image = {"id": "blank", "path": str(blank_disk(tmp_path / "blank.raw"))}
+    run(h.spawn(inst, image, [], []))
+    handed = run(h.migrate_disk_and_power_off(inst, h.hostname))
+    run(h.finish_migration(inst, handed, [], [], False))  # a stopped server stays off
+    assert run(h.get_power_state(inst)) == 4
+    kept = h.instances_path / f"{uuid}_resize"
+    assert kept.is_dir()
+    run(h.confirm_migration(inst))
+    assert not kept.exists()
+    assert (h.instance_dir(uuid) / "disk").is_file()  # the moved guest's own
+    run(h.power_on(inst))
+    assert run(h.get_power_state(inst)) == 1

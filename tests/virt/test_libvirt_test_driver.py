@@ -303,20 +303,73 @@ def test_bad_configuration_is_refused() -> None:
         LibvirtHypervisor(uri="test:///nonexistent-file")
 
 
-def test_moves_are_refused_before_they_touch_the_guest(test_driver: Any, tmp_path: Path) -> None:
+def test_a_move_redefines_the_guest_and_a_revert_brings_back_its_definition(
+    test_driver: Any, tmp_path: Path
+) -> None:
+    """A resize to this same host with kernel boot (the kept files go with it) and a volume;
+    the revert defines the kept domain with the ports and volumes given then."""
+    h = test_driver
+    inst = new_instance()
+    uuid = inst["uuid"]
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    image = {
+        "id": "img",
+        "path": str(blank_disk(tmp_path / "img.raw")),
+        "kernel_path": str(kernel),
+        "properties": {"os_command_line": "console=ttyS0 quiet"},
+    }
+    a = {"id": "a", "address": "fa:16:3e:00:00:0a"}
+    b = {"id": "b", "address": "fa:16:3e:00:00:0b"}
+    vol = file_volume(tmp_path / "v.raw")
+    bdm = [{"mountpoint": "/dev/vdb", "connection_info": vol, "serial": "vol-1"}]
+    run(h.spawn(inst, image, [a], bdm))
+    handed = run(h.migrate_disk_and_power_off(inst, h.hostname))
+    kept = h.instances_path / f"{uuid}_resize"
+    assert sorted(f.name for f in kept.iterdir()) == ["disk", "domain.xml", "kernel"]
+    assert not h.instance_dir(uuid).exists()
+    with pytest.raises(InstanceNotFound):  # undefined here until it is back
+        run(h.get_power_state(inst))
+    # the disk handed over is this instance's only
+    with pytest.raises(InstanceNotFound):
+        run(h.finish_migration(new_instance(), handed, [a], [], True))
+
+    bigger = {**inst, "vcpus": 2, "memory_mb": 128}
+    run(h.finish_migration(bigger, handed, [a], bdm, True))
+    moved = domain_xml(h, uuid)
+    assert (moved.findtext("vcpu"), moved.findtext("memory")) == ("2", str(128 * 1024))
+    assert moved.findtext("os/kernel") == str(h.instance_dir(uuid) / "kernel")
+    assert moved.findtext("os/cmdline") == "console=ttyS0 quiet"
+    assert [d.findtext("serial") for d in moved.findall("devices/disk")] == [None, "vol-1"]
+    assert (h.instance_dir(uuid) / "kernel").read_bytes() == b"kernel"
+    assert kept.is_dir()  # till the move is confirmed or reverted
+
+    run(h.destroy(bigger))  # a revert: the destination's guest first
+    run(h.finish_revert_migration(inst, [b], [], True))
+    back = domain_xml(h, uuid)
+    assert (back.findtext("vcpu"), back.findtext("memory")) == ("1", str(64 * 1024))
+    assert [m.get("address") for m in back.findall("devices/interface/mac")] == [b["address"]]
+    assert [d.findtext("serial") for d in back.findall("devices/disk")] == [None]  # no volume
+    assert not kept.exists() and not (h.instance_dir(uuid) / "domain.xml").exists()
+    assert (h.instance_dir(uuid) / "disk").is_file()
+    assert run(h.get_power_state(inst)) == 1
+    for undone in (h.confirm_migration(inst), h.finish_revert_migration(inst, [], [], True)):
+        with pytest.raises(InstanceNotFound):  # nothing kept any more
+            run(undone)
+
+
+def test_a_move_whose_disk_is_gone_fails_and_leaves_nothing(
+    test_driver: Any, tmp_path: Path
+) -> None:
     h = test_driver
     inst = new_instance()
     run(h.spawn(inst, {"id": "img", "path": str(blank_disk(tmp_path / "img.raw"))}, [], []))
-    refused = "the libvirt driver does not move guests (resize, migrate)"
-    moves = [
-        h.migrate_disk_and_power_off(inst, "elsewhere"),
-        h.finish_migration(inst, "{}", [], [], True),
-        h.confirm_migration(inst),
-        h.finish_revert_migration(inst, [], [], True),
-    ]
-    for move in moves:
-        with pytest.raises(VirtError, match=r"^the libvirt driver does not move guests") as exc:
-            run(move)
-        assert str(exc.value) == refused
-    assert run(h.get_power_state(inst)) == 1  # still running, as it was
-    assert run(h.list_instances()) == [inst["name"]]
+    handed = run(h.migrate_disk_and_power_off(inst, h.hostname))
+    kept = h.instances_path / f"{inst['uuid']}_resize"
+    (kept / "disk").unlink()
+    with pytest.raises(VirtError, match="has no file at"):
+        run(h.finish_migration(inst, handed, [], [], True))
+    assert run(h.list_instances()) == []
+    assert not h.instance_dir(inst["uuid"]).exists()
+    run(h.confirm_migration(inst))
+    assert not kept.exists()
