@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
+from starlette.types import Receive, Scope
 
 from specstack_runtime import jsoncodec, logs, registry
 from specstack_runtime.context import AuthContext, Call, Reply, new_request_id
@@ -100,7 +101,7 @@ class ApiApp:
         # Plain Starlette: requests are parsed and checked against the spec's models here,
         # so FastAPI's layers (dependency solving, telemetry, its body limit and exit
         # stack, four more calls deep on every request, internal ones too) only cost time.
-        app = Starlette()
+        app = ApiStarlette(self)
         app.state.title = title
         table = [
             StarletteRoute(
@@ -394,6 +395,32 @@ class ApiApp:
         events = self.rt.trace.events(flow_id)
         body = {"flow_id": self.rt.trace.resolve(flow_id), "events": events}
         return Response(json.dumps(body).encode(), 200, media_type="application/json")
+
+
+class ApiStarlette(Starlette):
+    """An API's Starlette app, which also answers a request of this process directly."""
+
+    def __init__(self, api: ApiApp) -> None:
+        super().__init__()
+        self.api = api
+
+    async def answer(self, scope: Scope, receive: Receive) -> Response | None:
+        """The response to an in-process request (`localhttp.call_app`), not sent: the
+        matched route's endpoint called as the app's layers would call it, without them
+        (the server-error layer re-raises what it catches, so a caller in this process sees
+        the same exception either way; an HTTP exception is the app's handler's answer).
+        None: no route matches outright (a 404, a 405), for the whole app to answer."""
+        scope["app"] = self
+        router = self.router
+        route = router.find(scope) if isinstance(router, IndexedRouter) else None
+        if not isinstance(route, StarletteRoute):
+            return None
+        request = Request(scope, receive)
+        try:
+            response: Response = await route.endpoint(request)
+        except StarletteHTTPException as exc:
+            return await self.api._unrouted(request, exc)
+        return response
 
 
 def _api_of(rt: ServiceRuntime) -> dict[str, Any] | None:

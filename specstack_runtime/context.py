@@ -17,9 +17,28 @@ if TYPE_CHECKING:
 
 def random_uuid() -> str:
     """`str(uuid.uuid4())`, made without a UUID object (its checks and conversions cost
-    a dozen calls; every request and message takes one or two)."""
-    h = os.urandom(16).hex()
+    a dozen calls; every request and message takes one or two), from random bytes read
+    from the OS many ids at a time (one system call each, which lets go of the GIL: the
+    event loop then waited for the stores' threads, per id)."""
+    try:
+        h = _RANDOM.pop()  # atomic: no two threads take the same bytes
+    except IndexError:
+        h = _refill()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_BATCH = 256  # ids' worth of random bytes read at once
+_RANDOM: list[str] = []  # 16 random bytes each, as hex, not handed out yet
+
+
+def _refill() -> str:
+    data = os.urandom(16 * _BATCH).hex()
+    _RANDOM.extend(data[i : i + 32] for i in range(32, len(data), 32))
+    return data[:32]
+
+
+# a forked child must not hand out the ids its parent still holds
+os.register_at_fork(after_in_child=_RANDOM.clear)
 
 
 # RFC 4122's variant: the top two bits of the clock sequence are 10.

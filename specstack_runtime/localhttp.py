@@ -1,9 +1,11 @@
 """In-process HTTP between the components of one process.
 
 In embedded mode every API lives in this process; a request from one component
-to another goes through the callee's full ASGI app (routing, auth, errors,
-headers: the same code a network request runs) without a socket on either side.
-Requests for any other address go out over the network as usual.
+to another goes through the callee's app (routing, auth, errors, headers: the same
+code a network request runs) without a socket on either side. An API's app
+(`app.ApiStarlette`) answers with its response object, called without the ASGI
+layers a socket's request passes (see `ApiStarlette.answer`); any other app is
+called as ASGI. Requests for any other address go out over the network as usual.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from starlette.responses import Response
+from starlette.types import Message
 
 
 class LocalTransport(httpx.AsyncBaseTransport):
@@ -119,7 +123,7 @@ async def call_app(
             return {"type": "http.request", "body": body, "more_body": False}
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         nonlocal status, out_headers
         if message["type"] == "http.response.start":
             status = message["status"]
@@ -127,5 +131,14 @@ async def call_app(
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
-    await app(scope, receive, send)
+    answer = getattr(app, "answer", None)  # an API's app (app.ApiStarlette): no ASGI layers
+    response: Response | None = await answer(scope, receive) if answer is not None else None
+    if response is None:
+        await app(scope, receive, send)
+    elif type(response).__call__ is Response.__call__:  # a whole body: taken as it is
+        if response.background is not None:
+            await response.background()
+        return response.status_code, list(response.raw_headers), bytes(response.body)
+    else:  # a stream: what it sends
+        await response(scope, receive, send)
     return status, out_headers, b"".join(chunks)

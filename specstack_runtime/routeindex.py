@@ -79,7 +79,9 @@ class IndexedRouter(Router):
                 self._by_method[(method, key)] = found
         return found
 
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def find(self, scope: Scope) -> BaseRoute | None:
+        """The route that fully matches the request of `scope` (its path parameters and the
+        route then in `scope`, as Starlette puts them), or None: Starlette's own routing."""
         if scope["type"] == "http" and not scope.get("root_path"):
             for route in self._candidates(scope["method"], scope["path"]):
                 match, child_scope = route.matches(scope)
@@ -87,6 +89,12 @@ class IndexedRouter(Router):
                     scope.setdefault("router", self)
                     scope["route"] = route
                     scope.update(child_scope)
-                    await route.handle(scope, receive, send)
-                    return
+                    return route
+        return None
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.find(scope)
+        if route is not None:
+            await route.handle(scope, receive, send)
+            return
         await super().app(scope, receive, send)

@@ -102,6 +102,10 @@ class TraceRecorder:
         self._pending_owners: list[tuple[str, str]] = []
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        # The trace file's writer: one connection kept open (a flush opened one, set its
+        # journal mode and dropped it again, five times a second), one flush at a time.
+        self._writer: sqlite3.Connection | None = None
+        self._write_lock = threading.Lock()
         self._flusher: asyncio.Task[None] | None = None
         if self.path is not None:
             path = self.path
@@ -110,9 +114,9 @@ class TraceRecorder:
             with self._connect() as db:
                 db.executescript(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, any_thread: bool = False) -> sqlite3.Connection:
         assert self.path is not None
-        db = sqlite3.connect(self.path, timeout=10)
+        db = sqlite3.connect(self.path, timeout=10, check_same_thread=not any_thread)
         db.execute("PRAGMA journal_mode=WAL")
         return db
 
@@ -168,34 +172,54 @@ class TraceRecorder:
         return lambda: self._listeners.remove(listener)
 
     # persistence -----------------------------------------------------------
+    def _has_pending(self) -> bool:
+        return bool(self._pending or self._pending_aliases or self._pending_owners)
+
     def flush(self) -> None:
-        with self._lock:
-            events, self._pending = self._pending, []
-            aliases, self._pending_aliases = self._pending_aliases, []
-            owners, self._pending_owners = self._pending_owners, []
-        if not self.persistent or not (events or aliases or owners):
-            return
-        rows = [
-            (e.flow_id, e.sequence, e.step, jsoncodec.dumps(e.as_dict()).decode(), e.started_at)
-            for e in events
-        ]
-        if self.sql is not None:
-            self.sql.write(rows, aliases, owners)
-            return
-        with self._connect() as db:
-            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
-            db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", aliases)
-            db.executemany("INSERT OR IGNORE INTO owners VALUES (?, ?)", owners)
+        # one flush at a time, in the order the events were taken
+        with self._write_lock:
+            with self._lock:
+                events, self._pending = self._pending, []
+                aliases, self._pending_aliases = self._pending_aliases, []
+                owners, self._pending_owners = self._pending_owners, []
+            if not self.persistent or not (events or aliases or owners):
+                return
+            rows = [
+                (e.flow_id, e.sequence, e.step, jsoncodec.dumps(e.as_dict()).decode(), e.started_at)
+                for e in events
+            ]
+            if self.sql is not None:
+                self.sql.write(rows, aliases, owners)
+                return
+            db = self._writer
+            if db is None:
+                db = self._writer = self._connect(any_thread=True)
+            try:
+                with db:
+                    db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)", rows)
+                    db.executemany("INSERT OR REPLACE INTO aliases VALUES (?, ?)", aliases)
+                    db.executemany("INSERT OR IGNORE INTO owners VALUES (?, ?)", owners)
+            except sqlite3.Error:
+                self._close_writer()  # the next flush opens the file again
+                raise
 
     async def run_flusher(self, interval: float = 0.2) -> None:
         try:
             while True:
                 await asyncio.sleep(interval)
-                await asyncio.to_thread(self.flush)
+                if self._has_pending():  # no thread's turn for nothing to write
+                    await asyncio.to_thread(self.flush)
         finally:
             self.flush()
 
+    def _close_writer(self) -> None:
+        db, self._writer = self._writer, None
+        if db is not None:
+            db.close()
+
     def close(self) -> None:
+        with self._write_lock:
+            self._close_writer()
         if self.sql is not None:
             self.sql.close()
 

@@ -51,6 +51,27 @@ def test_events_are_read_back_from_memory_and_from_the_file(tmp_path: Path) -> N
     assert again.events("unknown") == []
 
 
+def test_flushes_from_any_thread_share_one_writer_and_lose_nothing(tmp_path: Path) -> None:
+    """The trace file's writer stays open between flushes (the flusher's threads and the
+    loop's own flush share it); closed, the next flush opens the file again."""
+    rec = TraceRecorder(tmp_path / "trace.sqlite")
+
+    async def go() -> None:
+        for n in range(3):
+            rec.record(event("f2", str(n), float(n)))
+            await asyncio.to_thread(rec.flush)  # a worker thread's flush
+        rec.record(event("f2", "3", 3.0))
+        rec.flush()  # the loop's own
+        rec.close()
+        rec.record(event("f2", "4", 4.0))
+        rec.flush()
+
+    asyncio.run(go())
+    rec.close()
+    again = TraceRecorder(tmp_path / "trace.sqlite")
+    assert [e["step"] for e in again.events("f2")] == ["0", "1", "2", "3", "4"]
+
+
 def test_state_files_are_written_behind_and_flushed(tmp_path: Path) -> None:
     async def go() -> None:
         shared: dict[str, object] = {}
