@@ -28,9 +28,9 @@ import builtins
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select
@@ -90,7 +90,7 @@ KNOWN_ROWS = 1024
 
 def utcnow() -> str:
     """OpenStack's timestamp format: ISO 8601, seconds, with a Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Store:
