@@ -396,9 +396,16 @@ class Store:
                     self._remember(table, ids[0], values["data"])
                     return {ids[0]: doc}
             current: dict[str, Doc] = {}
-            for at in range(0, len(ids), BATCH_ROWS):
-                rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
-                current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
+            # an exact store that remembers every row (or its absence) reads none of them
+            known = [self._known.get((table, i)) for i in ids] if self.exact else [None]
+            if None not in known:
+                current.update(
+                    (i, jsoncodec.loads(d)) for i, d in zip(ids, known, strict=True) if d
+                )
+            else:
+                for at in range(0, len(ids), BATCH_ROWS):
+                    rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
+                    current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
             written: dict[str, Doc] = {}
             inserts = []
             # rows grouped by the columns that change

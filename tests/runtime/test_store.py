@@ -142,6 +142,12 @@ def test_a_sole_writer_reads_by_id_what_it_wrote_without_a_statement(tmp_path: P
         assert (await sole.get("things", "d"))["n"] == 5  # type: ignore[index]
         await sole.delete("things", "d")
         assert await sole.get("things", "d") is None
+        # rows it remembers, and one it knows is absent: merged and written, none read
+        del statements[:]
+        both = await sole.upsert_many("things", {"b": {"m": 1}, "d": {"m": 2}}, _merged)
+        assert (both["b"]["n"], both["b"]["m"], both["d"]["m"]) == (3, 1, 2)
+        assert statements == ["INSERT", "UPDATE"]
+        assert (await sole.get("things", "d"))["m"] == 2  # type: ignore[index]
         # a failed transaction: nothing it remembered of it is taken as stored
         with pytest.raises(Conflict):
             await sole.upsert_many("things", {"a": {"n": 9}, "e": {"n": 9}}, _refuse)
@@ -150,6 +156,10 @@ def test_a_sole_writer_reads_by_id_what_it_wrote_without_a_statement(tmp_path: P
 
     run(go())
     sole.close()
+
+
+def _merged(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    return {**(old or {}), **new}
 
 
 def _refuse(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
