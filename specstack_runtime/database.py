@@ -1,21 +1,71 @@
-"""What the store and the migrations both use: a table's spec, the SQLAlchemy URL
-with the database drivers this project installs, and the engine of a URL."""
+"""What the store and the migrations both use: a table's spec and its columns, the
+SQLAlchemy URL with the database drivers this project installs, and the engine of a URL."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, create_engine, event
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
+
+from specstack_runtime.errors import BadRequest
+
+# MariaDB's TEXT stops at 64 KiB; documents may be larger (the migrations agree).
+DOC_TYPE = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# Column sizes (the migrations agree): a longer value, or one with NUL (no backend stores
+# it in text; PostgreSQL refuses it), is bad input, refused the same way on every backend.
+ID_SIZE = 64
+INDEX_SIZE = 255
 
 
 @dataclass(frozen=True)
 class TableSpec:
     name: str
     indexes: tuple[str, ...] = ()
+
+
+def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
+    md = MetaData()
+    for spec in tables:
+        cols: list[Column[Any]] = [
+            Column("id", String(ID_SIZE), primary_key=True),
+            Column("created_at", String(32), nullable=False, index=True),
+            Column("updated_at", String(32), nullable=False),
+        ]
+        cols += [Column(ix, String(INDEX_SIZE), nullable=True) for ix in spec.indexes]
+        cols.append(Column("data", DOC_TYPE, nullable=False))
+        table = Table(spec.name, md, *cols)
+        for ix in spec.indexes:
+            Index(f"ix_{spec.name}_{ix}", table.c[ix])
+    return md
+
+
+@lru_cache(maxsize=512)
+def _sized(indexes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """A table's string columns and their sizes (made once per table)."""
+    return (("id", ID_SIZE), *((ix, INDEX_SIZE) for ix in indexes))
+
+
+def check_columns(row: Mapping[str, Any], indexes: Iterable[str]) -> None:
+    """400 for a column value that no backend would store as given (see ID_SIZE)."""
+    for column, size in _sized(tuple(indexes)):
+        value = row.get(column)
+        if value is None:
+            continue
+        if len(value) > size:
+            raise BadRequest(
+                f"Invalid input for field/attribute {column}: it is longer than {size} characters."
+            )
+        if "\x00" in value:
+            raise BadRequest(
+                f"Invalid input for field/attribute {column}: it contains a NUL character."
+            )
 
 
 def engine_url(url: str) -> str:

@@ -160,7 +160,11 @@ class EmbeddedStack:
         if database not in self.stores:
             comp = self.info.components[database]
             tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in comp["tables"]]
-            store = Store(self.config.database_url(database), tables, database=database)
+            # one process serves every component here: its store is the database's only
+            # writer (a distributed stack's processes may share an SQLite file)
+            sole = self.config.mode == "embedded"
+            url = self.config.database_url(database)
+            store = Store(url, tables, database=database, sole_writer=sole)
             store.create_schema()
             self.stores[database] = store
         return self.stores[database]

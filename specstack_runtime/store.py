@@ -5,6 +5,8 @@ lists as indexes into real, indexed columns so that OpenStack's list filters sta
 cheap. The backend is chosen by SQLAlchemy URL:
 
 - SQLite (the embedded default): WAL, normal sync, one connection, schema by create_all;
+  an embedded stack's store is its file's only writer, so what it remembers of a row (as
+  it last wrote or read it) is the row, and a read by id of it makes no statement;
 - PostgreSQL (``postgresql://``, driven by psycopg 3) and MariaDB (``mysql://`` or
   ``mariadb://``, driven by PyMySQL): a connection pool, schema by the alembic
   migrations rendered from the spec (generated/migrations), row locks for
@@ -26,33 +28,24 @@ import builtins
 import contextvars
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    Index,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    bindparam,
-    func,
-    or_,
-    select,
-)
-from sqlalchemy.dialects import mysql
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from specstack_runtime import jsoncodec
-from specstack_runtime.database import TableSpec, engine_url, is_deadlock, make_engine
-from specstack_runtime.errors import BadRequest, Conflict, NotFound
+from specstack_runtime.database import (
+    TableSpec,
+    build_metadata,
+    check_columns,
+    engine_url,
+    is_deadlock,
+    make_engine,
+)
+from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.storequery import (
     AtLeast,
     Not,
@@ -66,15 +59,23 @@ from specstack_runtime.storequery import (
     sortable,
 )
 
-__all__ = ["AtLeast", "Doc", "Not", "Store", "TableSpec", "engine_url", "sortable", "utcnow"]
+__all__ = [
+    "AtLeast",
+    "Doc",
+    "Not",
+    "Store",
+    "TableSpec",
+    "build_metadata",
+    "engine_url",
+    "sortable",
+    "utcnow",
+]
 
 logger = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 T = TypeVar("T")
 BASE_COLUMNS = ("id", "created_at", "updated_at")
-# MariaDB's TEXT stops at 64 KiB; documents may be larger (the migrations agree).
-DOC_TYPE = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 DEADLOCK_RETRIES = 5
 # PostgreSQL/MariaDB: worker threads of a store, one per connection of SQLAlchemy's
 # default pool (5, and 10 more on demand).
@@ -83,55 +84,13 @@ SERVER_WORKERS = 15
 PAGE_ROWS = 200
 # Ids per statement of the batch reads (well under every backend's parameter limit).
 BATCH_ROWS = 500
-# Column sizes (the migrations agree): a longer value, or one with NUL (no backend stores
-# it in text; PostgreSQL refuses it), is bad input, refused the same way on every backend.
-ID_SIZE = 64
-INDEX_SIZE = 255
 # Documents a store remembers as it last read or wrote them (see Store._guess).
 KNOWN_ROWS = 1024
 
 
 def utcnow() -> str:
     """OpenStack's timestamp format: ISO 8601, seconds, with a Z."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
-    md = MetaData()
-    for spec in tables:
-        cols: list[Column[Any]] = [
-            Column("id", String(ID_SIZE), primary_key=True),
-            Column("created_at", String(32), nullable=False, index=True),
-            Column("updated_at", String(32), nullable=False),
-        ]
-        cols += [Column(ix, String(INDEX_SIZE), nullable=True) for ix in spec.indexes]
-        cols.append(Column("data", DOC_TYPE, nullable=False))
-        table = Table(spec.name, md, *cols)
-        for ix in spec.indexes:
-            Index(f"ix_{spec.name}_{ix}", table.c[ix])
-    return md
-
-
-@lru_cache(maxsize=512)
-def _sized(indexes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
-    """A table's string columns and their sizes (made once per table)."""
-    return (("id", ID_SIZE), *((ix, INDEX_SIZE) for ix in indexes))
-
-
-def _check_columns(row: Mapping[str, Any], indexes: Iterable[str]) -> None:
-    """400 for a column value that no backend would store as given (see ID_SIZE)."""
-    for column, size in _sized(tuple(indexes)):
-        value = row.get(column)
-        if value is None:
-            continue
-        if len(value) > size:
-            raise BadRequest(
-                f"Invalid input for field/attribute {column}: it is longer than {size} characters."
-            )
-        if "\x00" in value:
-            raise BadRequest(
-                f"Invalid input for field/attribute {column}: it contains a NUL character."
-            )
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Store:
@@ -148,6 +107,7 @@ class Store:
         *,
         database: str | None = None,
         package: str = "generated",
+        sole_writer: bool = False,
     ) -> None:
         self.url = url
         self.specs = {t.name: t for t in tables}
@@ -166,10 +126,14 @@ class Store:
         workers = 1 if self.sqlite else SERVER_WORKERS
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"store-{database or ''}")
         # (table, id) -> the stored text of the document as this store last read or wrote
-        # it: only ever a guess that an update compares-and-sets against (one UPDATE and
+        # it ("" when an exact store read no row): only ever a guess that an update compares-and-sets against (one UPDATE and
         # no read when right; when another writer came between, the read it would have made)
         self._known: dict[tuple[str, str], str] = {}
         self._known_lock = threading.Lock()
+        # An SQLite file no other store or process writes (an embedded stack's, whose
+        # components share one store per database): what it remembers is what is stored, so
+        # a read by id of a row it remembers is answered without a statement.
+        self.exact = sole_writer and self.sqlite
 
     def _remember(self, table: str, id_: str, data: str | None) -> None:
         key = (table, id_)
@@ -183,7 +147,7 @@ class Store:
     def _guess(self, table: str, id_: str) -> tuple[Doc, str] | None:
         """The document as this store last saw it, and its stored text, if remembered."""
         data = self._known.get((table, id_))
-        return None if data is None else (jsoncodec.loads(data), data)
+        return (jsoncodec.loads(data), data) if data else None
 
     async def _call(self, work: Callable[[Connection], T]) -> T:
         """`work` in one transaction on a worker thread (see `_transaction`)."""
@@ -208,6 +172,9 @@ class Store:
                 if conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
                     conn.commit()
             except BaseException:
+                if self.exact:  # what it remembered of the work may not be stored
+                    with self._known_lock:
+                        self._known.clear()
                 conn.rollback()
                 raise
             return result
@@ -287,7 +254,7 @@ class Store:
         }
         for ix in self.specs[name].indexes:
             row[ix] = column_value(doc.get(ix))
-        _check_columns(row, self.specs[name].indexes)
+        check_columns(row, self.specs[name].indexes)
         row["data"] = jsoncodec.dumps(doc, sort_keys=True).decode()
         return row
 
@@ -313,10 +280,13 @@ class Store:
         return doc
 
     async def get(self, table: str, id_: str) -> Doc | None:
-        stmt = self._stmt(table, "get")
         params = {"id_": str(id_)}
+        if self.exact and (known := self._known.get((table, params["id_"]))) is not None:
+            return jsoncodec.loads(known) if known else None
+        stmt = self._stmt(table, "get")
         data = await self._call(lambda conn: conn.execute(stmt, params).scalar())
-        self._remember(table, params["id_"], data)
+        # an exact store remembers a row's absence too ("", no document's text)
+        self._remember(table, params["id_"], "" if data is None and self.exact else data)
         return jsoncodec.loads(data) if data is not None else None
 
     async def require(self, table: str, id_: str, what: str | None = None) -> Doc:
@@ -426,9 +396,16 @@ class Store:
                     self._remember(table, ids[0], values["data"])
                     return {ids[0]: doc}
             current: dict[str, Doc] = {}
-            for at in range(0, len(ids), BATCH_ROWS):
-                rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
-                current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
+            # an exact store that remembers every row (or its absence) reads none of them
+            known = [self._known.get((table, i)) for i in ids] if self.exact else [None]
+            if None not in known:
+                current.update(
+                    (i, jsoncodec.loads(d)) for i, d in zip(ids, known, strict=True) if d
+                )
+            else:
+                for at in range(0, len(ids), BATCH_ROWS):
+                    rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
+                    current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
             written: dict[str, Doc] = {}
             inserts = []
             # rows grouped by the columns that change
@@ -440,12 +417,11 @@ class Store:
                     inserts.append(values)
                 else:
                     updates.setdefault(tuple(sorted(values)), []).append({**values, "id_": id_})
+                self._remember(table, id_, values["data"])
             if inserts:
                 conn.execute(insert, inserts)
             for group in updates.values():
                 conn.execute(update, group)
-            if len(ids) == 1:
-                self._remember(table, ids[0], values["data"])
             return written
 
         if len(ids) == 1 and guess is None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.store import Store, TableSpec
@@ -107,3 +109,77 @@ def test_a_failed_transaction_changes_nothing(store: Store) -> None:
         assert await store.count("things") == 2
 
     run(go())
+
+
+def _counting(store: Store) -> list[str]:
+    statements: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0])
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    return statements
+
+
+def test_a_sole_writer_reads_by_id_what_it_wrote_without_a_statement(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    sole = Store(url, TABLES, sole_writer=True)
+    sole.create_schema()
+    statements = _counting(sole)
+
+    async def go() -> None:
+        await sole.create("things", {"id": "a", "n": 1})
+        await sole.update("things", "a", {"n": 2})
+        await sole.upsert_many("things", {"b": {"n": 3}, "c": {"n": 4}}, lambda old, new: new)
+        del statements[:]
+        assert (await sole.get("things", "a"))["n"] == 2  # type: ignore[index]
+        assert [(await sole.require("things", i))["n"] for i in "bc"] == [3, 4]
+        assert statements == []
+        assert await sole.get("things", "d") is None  # read once: its absence remembered too
+        assert await sole.get("things", "d") is None
+        assert statements == ["SELECT"]
+        await sole.create("things", {"id": "d", "n": 5})
+        assert (await sole.get("things", "d"))["n"] == 5  # type: ignore[index]
+        await sole.delete("things", "d")
+        assert await sole.get("things", "d") is None
+        # rows it remembers, and one it knows is absent: merged and written, none read
+        del statements[:]
+        both = await sole.upsert_many("things", {"b": {"m": 1}, "d": {"m": 2}}, _merged)
+        assert (both["b"]["n"], both["b"]["m"], both["d"]["m"]) == (3, 1, 2)
+        assert statements == ["INSERT", "UPDATE"]
+        assert (await sole.get("things", "d"))["m"] == 2  # type: ignore[index]
+        # a failed transaction: nothing it remembered of it is taken as stored
+        with pytest.raises(Conflict):
+            await sole.upsert_many("things", {"a": {"n": 9}, "e": {"n": 9}}, _refuse)
+        assert (await sole.get("things", "a"))["n"] == 2  # type: ignore[index]
+        assert await sole.get("things", "e") is None
+
+    run(go())
+    sole.close()
+
+
+def _merged(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    return {**(old or {}), **new}
+
+
+def _refuse(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    if old is None:  # a row created meanwhile by another writer, as the store sees it
+        raise Conflict("refused")
+    return new
+
+
+def test_a_store_that_is_not_the_sole_writer_reads_what_another_wrote(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    mine, other = Store(url, TABLES), Store(url, TABLES)
+    mine.create_schema()
+
+    async def go() -> None:
+        await mine.create("things", {"id": "a", "n": 1})
+        await other.update("things", "a", {"n": 2})
+        assert (await mine.get("things", "a"))["n"] == 2  # type: ignore[index]
+        # compare-and-set over its stale memory: the row read again, the change kept
+        assert (await mine.update("things", "a", {"m": 1}))["n"] == 2  # type: ignore[index]
+
+    run(go())
+    mine.close()
+    other.close()
