@@ -82,6 +82,7 @@ _CLASSES: dict[int, type[ApiError]] = {
 
 
 _INEQUALITY = re.compile(r"\s*doc\.([A-Za-z_]\w*)\s*!=\s*'([^'\\]*)'\s*")
+_COPY = re.compile(r"\s*doc\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*")  # a field's value as it is
 _RULES = re.compile(r"\brules\b")
 _RULE_READ = re.compile(
     r"""\brules\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\])"""
@@ -236,6 +237,19 @@ class Compiled:
     def render_reads(self) -> dict[str, frozenset[str] | None]:
         """The variables, and of each the fields, those expressions read (`Expr.reads`)."""
         return merged_reads(e.reads for _, e in (*self.computed, *self.renders))
+
+    @cached_property
+    def copies(self) -> dict[str, str]:
+        """Computed and render expressions that are a row's field as it is (`doc.F`), by
+        their text: the row's key they read (`views.render` answers with its value)."""
+        exprs = [e for _, e in (*self.computed, *self.renders)]
+        return {e.text: found.group(1) for e in exprs if (found := _COPY.fullmatch(e.text))}
+
+    @cached_property
+    def cel_render_reads(self) -> dict[str, frozenset[str] | None]:
+        """What the computed and render expressions other than `copies` read."""
+        exprs = [e for _, e in (*self.computed, *self.renders)]
+        return merged_reads(e.reads for e in exprs if e.text not in self.copies)
 
     @cached_property
     def uses_rules(self) -> bool:
