@@ -416,18 +416,20 @@ class Expr:
     def evaluate_in(self, bound: Bound) -> Any:
         """The value with variables bound once for several expressions (see `Bound`); a
         pure expression's value over the same variables is kept (`exprcache`)."""
-        key = bound.key() if self._keeps else None
-        if key is None:
+        if not self._keeps:
             return self._run(bound)
-        found, value = RESULTS.get(self.text, key)
+        key = bound.key()
         self._tries += 1
-        if found:
-            self._found += 1
-            return value
+        if key is not None:
+            found, value = RESULTS.get(self.text, key)
+            if found:
+                self._found += 1
+                return value
         if self._tries >= TRIES and self._found * RARE < self._tries:
-            self._keeps = False  # its variables are new each time: no longer kept
+            self._keeps = False  # new variables each time (or no key): no longer kept
         value = self._run(bound)
-        RESULTS.put(self.text, key, value)
+        if key is not None:
+            RESULTS.put(self.text, key, value)
         return value
 
     def _run(self, bound: Bound) -> Any:

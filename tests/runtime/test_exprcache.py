@@ -12,6 +12,8 @@ import pytest
 from specstack_runtime import expr
 from specstack_runtime.expr import Bound, ExprError, compile_expr
 from specstack_runtime.exprcache import RESULTS, Results, key_of
+from specstack_runtime.resources.compiled import _COPY
+from specstack_runtime.resources.views import _as_cel_gives
 
 DOC = {
     "id": "s1",
@@ -136,3 +138,48 @@ def test_an_expression_rarely_found_again_is_no_longer_kept(runs: list[str]) -> 
     assert 0 < kept < 40
     assert e.evaluate(doc={"id": "0"}) == "0-rare"
     assert len(runs) == 41
+
+
+@pytest.mark.parametrize(
+    ("value", "copied"),
+    [
+        (None, True),
+        (True, True),
+        (0, True),
+        (-(2**63), True),
+        (2**63 - 1, True),
+        (2**63, False),  # CEL's uint: not an int's copy
+        (0.5, True),
+        (math.inf, True),
+        ("text", True),
+        ("é and 😀", True),
+        ("", True),
+        ("a\x00b", False),  # CEL's string ends at the NUL
+        ("a\ud800", False),  # CEL fails
+        ([1], False),  # a structure: CEL's copy
+        ({"a": 1}, False),
+        ((1,), False),
+        (datetime.datetime(2026, 1, 1), False),
+    ],
+)
+def test_a_field_copied_in_an_answer_is_what_cel_gives(value: object, copied: bool) -> None:
+    """views.render answers a `doc.F` field with the row's value only where CEL gives
+    that value back unchanged."""
+    assert _as_cel_gives(value) is copied
+    if copied:
+        got = compile_expr("doc.x").evaluate(doc={"x": value})
+        assert got == value and type(got) is type(value)
+
+
+def test_a_copy_is_a_plain_field_read() -> None:
+    assert _COPY.fullmatch("doc.project_id") and _COPY.fullmatch(" doc . host\n")
+    for text in ("doc.a.b", "doc['a']", "doc.a == null", "has(doc.a)", "row.a", "doc"):
+        assert _COPY.fullmatch(text) is None
+
+
+def test_an_expression_whose_variables_have_no_key_is_no_longer_tried(runs: list[str]) -> None:
+    e = compile_expr("size(doc.blob) + 1")
+    for _ in range(20):
+        assert e.evaluate(doc={"blob": b"xy"}) == 3  # bytes: no JSON, no key
+    assert len(RESULTS) == 0 and len(runs) == 20
+    assert not e._keeps
