@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 
 #: how many values are kept (the oldest dropped first)
-ENTRIES = 2048
-#: variables whose JSON is longer are not kept (a table's rows: rarely the same twice)
-KEY_BYTES = 16384
+ENTRIES = 1024
+#: variables or values whose JSON is longer are not kept (a table's rows: rarely the same
+#: twice); at most some 16 MB in all
+KEY_BYTES = VALUE_BYTES = 8192
 #: an expression tried this many times whose values were found again less than one time
 #: in `RARE` (each call reads a new request id) is no longer kept: a key costs a little
 TRIES = 16
@@ -68,7 +69,7 @@ class Results:
             kept = orjson.dumps(value)
         except TypeError:
             return
-        if orjson.loads(kept) != value:
+        if len(kept) > VALUE_BYTES or orjson.loads(kept) != value:
             return
         with self._lock:  # the stores' threads evaluate too (record rules)
             self._kept[(text, key)] = kept

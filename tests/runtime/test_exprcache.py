@@ -11,7 +11,7 @@ import pytest
 
 from specstack_runtime import expr
 from specstack_runtime.expr import Bound, ExprError, compile_expr
-from specstack_runtime.exprcache import RESULTS, Results, key_of
+from specstack_runtime.exprcache import KEY_BYTES, RESULTS, VALUE_BYTES, Results, key_of
 from specstack_runtime.resources.compiled import _COPY
 from specstack_runtime.resources.views import _as_cel_gives
 
@@ -183,3 +183,10 @@ def test_an_expression_whose_variables_have_no_key_is_no_longer_tried(runs: list
         assert e.evaluate(doc={"blob": b"xy"}) == 3  # bytes: no JSON, no key
     assert len(RESULTS) == 0 and len(runs) == 20
     assert not e._keeps
+
+
+def test_long_variables_or_values_are_not_kept() -> None:
+    assert key_of({"doc": {"x": "a" * KEY_BYTES}}) is None
+    kept = Results()
+    kept.put("t", b"k", ["a" * VALUE_BYTES])
+    assert len(kept) == 0
