@@ -505,10 +505,10 @@ class Bound:
             data = {k: v for k, v in variables.items() if v is not None}
         else:
             data = {}
-            for name, value in variables.items():
-                if value is None or name not in reads:
+            for name, fields in reads.items():  # mostly a few of the variables given
+                value = variables.get(name)
+                if value is None:
                     continue
-                fields = reads[name]
                 if fields is not None and type(value) is dict:
                     value = {f: value[f] for f in fields if f in value}
                 data[name] = value

@@ -66,10 +66,13 @@ class Results:
     def put(self, text: str, key: bytes, value: Any) -> None:
         """Keep `value` when its JSON gives it back equal (not a time, bytes or NaN)."""
         try:
-            kept = orjson.dumps(value)
-        except TypeError:
+            kept = orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_DATETIME)
+        except TypeError:  # bytes, a time, a duration, a type, a map with other keys
             return
-        if len(kept) > VALUE_BYTES or orjson.loads(kept) != value:
+        if len(kept) > VALUE_BYTES:
+            return
+        # what else CEL gives has an exact JSON but a NaN or infinity (written null)
+        if b"null" in kept and orjson.loads(kept) != value:
             return
         with self._lock:  # the stores' threads evaluate too (record rules)
             self._kept[(text, key)] = kept
