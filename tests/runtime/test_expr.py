@@ -332,20 +332,22 @@ def test_a_pure_templates_value_is_kept_by_its_variables(
     from tests.runtime.netvol_fakes import stack_info
 
     flavor = stack_info().resources.resource("flavor")
-    flavor.template_values.clear()
+    RESULTS.clear()
     calls: list[str] = []
-    evaluate = expr.Expr.evaluate
+    run = expr.Expr._run
 
-    def counted(self: expr.Expr, **variables: object) -> object:
+    def counted(self: expr.Expr, bound: Bound) -> object:
         calls.append(self.text)
-        return evaluate(self, **variables)
+        return run(self, bound)
 
-    monkeypatch.setattr(expr.Expr, "evaluate", counted)
+    monkeypatch.setattr(expr.Expr, "_run", counted)
     doc = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}
     first = flavor.template("info", doc=doc)
     assert first["id"] == "1" and first["name"] == "m1.tiny" and first["ram"] == 512
     again = flavor.template("info", doc=dict(doc))
     assert again == first and again is not first  # a copy: the caller may change it
+    assert len(calls) == 1
+    assert flavor.template("info", doc=doc, vars={"x": 1}) == first  # a variable it does not read
     assert len(calls) == 1
     assert flavor.template("info", doc={**doc, "ram": 1024})["ram"] == 1024  # other variables
     assert len(calls) == 2
