@@ -76,10 +76,9 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         copies, evaluated, reads = res.copies, [], res.cel_render_reads
         found: list[Any] = [_UNSEEN] * len(chosen_exprs)
         for n, (_, expr) in enumerate(chosen_exprs):
-            copy_of = copies.get(expr.text)
-            if copy_of is None:
+            if expr.text not in copies:
                 evaluated.append(n)
-            elif _as_cel_gives(value := doc.get(copy_of, _UNSEEN)) and value is not _UNSEEN:
+            elif (copy_of := copies[expr.text]) in doc and _as_cel_gives(value := doc[copy_of]):
                 found[n] = value
             else:  # a field it cannot copy: CEL reads it too (for its value or error)
                 evaluated.append(n)
