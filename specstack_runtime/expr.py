@@ -5,7 +5,8 @@ for CRD rules, evaluated by Google's CEL runtime (`cel-expr-python`). Each is
 compiled once (at validation and at start-up) and evaluated with the variables
 below (only those it names; several expressions over one row share a `Bound`, and
 `grouped.values_in` evaluates them as one program listing them: a view's fields);
-CEL is typed and does not mix int and double (write `double(x)`).
+CEL is typed and does not mix int and double (write `double(x)`). A pure expression's
+value over the same variables is kept and given back as a copy (`exprcache`).
 
 Variables (all dynamic): `doc` (the row), `old` (the row before a change),
 `auth` (user_id, project_id, domain_id, roles, is_admin), `path` (path
@@ -52,6 +53,7 @@ import orjson
 from cel_expr_python.ext import ext_bindings, ext_strings
 
 from specstack_runtime import patterns
+from specstack_runtime.exprcache import RARE, RESULTS, TRIES, key_of
 
 VARIABLES = (
     "doc",
@@ -387,7 +389,7 @@ def reads_of(texts: tuple[str, ...]) -> dict[str, frozenset[str] | None]:
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_program", "pure", "reads", "text", "uses")
+    __slots__ = ("_found", "_keeps", "_program", "_tries", "pure", "reads", "text", "uses")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -405,14 +407,38 @@ class Expr:
         # the same variables give the same value: no new id, secret or time (a superset:
         # the names anywhere in the text)
         self.pure = _IMPURE.isdisjoint(_NAME.findall(text))
+        self._keeps = self.pure  # its values are kept (`evaluate_in`)
+        self._tries = self._found = 0  # values looked for, and found kept
 
     def evaluate(self, **variables: Any) -> Any:
         return self.evaluate_in(Bound(self.reads, **variables))
 
     def evaluate_in(self, bound: Bound) -> Any:
-        """The value with variables bound once for several expressions (see `Bound`)."""
+        """The value with variables bound once for several expressions (see `Bound`); a
+        pure expression's value over the same variables is kept (`exprcache`)."""
+        if not self._keeps:
+            return self._run(bound)
+        key = bound.key()
+        self._tries += 1
+        if key is not None:
+            found, value = RESULTS.get(self.text, key)
+            if found:
+                self._found += 1
+                return value
+        if self._tries >= TRIES and self._found * RARE < self._tries:
+            self._keeps = False  # new variables each time (or no key): no longer kept
+        value = self._run(bound)
+        if key is not None:
+            RESULTS.put(self.text, key, value)
+        return value
+
+    def _run(self, bound: Bound) -> Any:
+        """The CEL runtime's value of the program over `bound`."""
+        activation = bound._activation
+        if activation is None:  # made when an expression first runs over it
+            activation = bound._activation = _env().Activation(data=bound.data)
         try:
-            value = self._program.eval(activation=bound.activation)
+            value = self._program.eval(activation=activation)
         except Exception as exc:
             raise ExprError(f"{self.text}: {_clean(str(exc))}") from None
         if value.type() == cel.Type.ERROR:
@@ -472,21 +498,32 @@ class Bound:
     what it is given, whether an expression reads it or not.
     """
 
-    __slots__ = ("activation",)
+    __slots__ = ("_activation", "_key", "data")
 
     def __init__(self, reads: Reads | None = None, /, **variables: Any) -> None:
         if reads is None:
             data = {k: v for k, v in variables.items() if v is not None}
         else:
             data = {}
-            for name, value in variables.items():
-                if value is None or name not in reads:
+            for name, fields in reads.items():  # mostly a few of the variables given
+                value = variables.get(name)
+                if value is None:
                     continue
-                fields = reads[name]
                 if fields is not None and type(value) is dict:
                     value = {f: value[f] for f in fields if f in value}
                 data[name] = value
-        self.activation = _env().Activation(data=data)
+        self.data = data
+        self._activation: Any = None  # the runtime's, made when an expression first runs
+        self._key: bytes | None = _UNKEYED
+
+    def key(self) -> bytes | None:
+        """The exact JSON of its variables (`exprcache.key_of`), worked out once."""
+        if self._key is _UNKEYED:
+            self._key = key_of(self.data)
+        return self._key
+
+
+_UNKEYED = b""  # no JSON is empty: a Bound's key not worked out yet
 
 
 def unicode_only(value: Any) -> Any:

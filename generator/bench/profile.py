@@ -37,7 +37,8 @@ _PARTS = {
     "messages_sent": ("specstack_runtime/messaging.py", "send"),
     "message_checks": ("specstack_runtime/messaging.py", "check"),
     "trace_events": ("specstack_runtime/trace.py", "record"),
-    "cel_evaluations": ("specstack_runtime/expr.py", "evaluate_in"),
+    "cel_evaluations": ("specstack_runtime/expr.py", "evaluate_in"),  # values asked for
+    "cel_runs": ("specstack_runtime/expr.py", "_run"),  # of them, run by the CEL runtime
     "token_validations": ("specstack_runtime/auth.py", "validate"),
     "policy_checks": ("specstack_runtime/policy.py", "authorize"),
     "route_matches": ("starlette/routing.py", "matches"),  # routes tried (see routeindex)

@@ -14,7 +14,6 @@ from functools import cached_property
 from typing import Any
 
 import jsonschema_rs
-import orjson
 
 from specstack_runtime import ir
 from specstack_runtime.errors import (
@@ -30,11 +29,6 @@ from specstack_runtime.microversions import parse
 from specstack_runtime.store import Not
 
 Doc = dict[str, Any]
-
-#: How many template values a resource keeps (the oldest goes first).
-TEMPLATE_VALUES = 256
-#: The largest variables (as JSON) whose template value is kept.
-TEMPLATE_KEY_BYTES = 16384
 
 #: What each kind of failure answers unless the spec says otherwise.
 DEFAULT_ERRORS: dict[str, tuple[int, str]] = {
@@ -82,6 +76,7 @@ _CLASSES: dict[int, type[ApiError]] = {
 
 
 _INEQUALITY = re.compile(r"\s*doc\.([A-Za-z_]\w*)\s*!=\s*'([^'\\]*)'\s*")
+_COPY = re.compile(r"\s*doc\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*")  # a field's value as it is
 _RULES = re.compile(r"\brules\b")
 _RULE_READ = re.compile(
     r"""\brules\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\])"""
@@ -140,8 +135,6 @@ class Compiled:
     validators: dict[str, Any] = field(default_factory=dict)
     shared: Expr | None = None
     list_where: Expr | None = None
-    # the values of templates by their variables' JSON (`template`), the oldest first
-    template_values: dict[bytes, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.fields = {f.name: f for f in self.res.fields}
@@ -238,6 +231,19 @@ class Compiled:
         return merged_reads(e.reads for _, e in (*self.computed, *self.renders))
 
     @cached_property
+    def copies(self) -> dict[str, str]:
+        """Computed and render expressions that are a row's field as it is (`doc.F`), by
+        their text: the row's key they read (`views.render` answers with its value)."""
+        exprs = [e for _, e in (*self.computed, *self.renders)]
+        return {e.text: found.group(1) for e in exprs if (found := _COPY.fullmatch(e.text))}
+
+    @cached_property
+    def cel_render_reads(self) -> dict[str, frozenset[str] | None]:
+        """What the computed and render expressions other than `copies` read."""
+        exprs = [e for _, e in (*self.computed, *self.renders)]
+        return merged_reads(e.reads for e in exprs if e.text not in self.copies)
+
+    @cached_property
     def uses_rules(self) -> bool:
         """Whether its answers, visibility or list condition read `rules` (policy decisions,
         worked out once per call only for such resources)."""
@@ -310,32 +316,12 @@ class Compiled:
 
     def template(self, name: str, **variables: Any) -> Any:
         """The value of the spec's template `name` (`templates:`) with these variables and
-        the resource's `data`: a behaviour's answer or row, described in the spec."""
-        expr = compile_expr(self.res.templates[name])
-        if not expr.pure:  # a new id or the time each call: evaluated each time
-            return expr.evaluate(**{"data": self.res.data, **variables})
-        # the same variables give the same value: kept by their JSON (a flavor's info is
-        # rendered several times a boot, from the same row), when JSON holds them exactly
-        try:
-            key = orjson.dumps([name, variables], option=orjson.OPT_SORT_KEYS)
-        except TypeError:
-            key = b""
-        if len(key) > TEMPLATE_KEY_BYTES:
-            key = b""  # a table's rows: not worth keeping
-        known = self.template_values.get(key) if key else None
-        if known is not None:
-            return orjson.loads(known)
-        value = expr.evaluate(**{"data": self.res.data, **variables})
-        if key and orjson.loads(key)[1] == variables:
-            try:
-                kept = orjson.dumps(value)
-            except TypeError:
-                return value
-            if orjson.loads(kept) == value:
-                if len(self.template_values) >= TEMPLATE_VALUES:
-                    self.template_values.pop(next(iter(self.template_values)))
-                self.template_values[key] = kept
-        return value
+        the resource's `data`: a behaviour's answer or row, described in the spec. A pure
+        one's value is kept by what it reads (`exprcache`: a flavor's info is rendered
+        several times a boot, from the same row)."""
+        return compile_expr(self.res.templates[name]).evaluate(
+            **{"data": self.res.data, **variables}
+        )
 
     def fail(self, kind: str, text: ir.ErrorText | None = None, /, **values: Any) -> ApiError:
         """The error of `kind`, in this resource's words (or its API's, or the default);

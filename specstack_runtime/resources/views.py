@@ -59,8 +59,6 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
         more = {"doc": doc}
         if "join" in uses and rc.res.res.joins and _joins_wanted(rc, wanted, denied):
             more["join"] = _joined(rc, doc)
-        # only what the expressions read is handed to the CEL runtime
-        variables = Bound(res.render_reads, **rc.variables(**more))
         chosen_exprs = [
             (name, expr)
             for name, expr in res.renders
@@ -73,11 +71,27 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
             and not (wanted is None and name in res.off_schema)
             and (wanted is None or name in wanted)
         ]
-        # every field in one evaluation (one by one when one fails: its own error)
-        values = values_in(tuple([expr.text for _, expr in chosen_exprs]), variables)
+        # a field as it is (`doc.F`) is the row's value, when CEL would give it unchanged;
+        # the others in one evaluation (one by one when one fails: its own error)
+        copies, evaluated, reads = res.copies, [], res.cel_render_reads
+        found: list[Any] = [_UNSEEN] * len(chosen_exprs)
+        for n, (_, expr) in enumerate(chosen_exprs):
+            if expr.text not in copies:
+                evaluated.append(n)
+            elif (copy_of := copies[expr.text]) in doc and _as_cel_gives(value := doc[copy_of]):
+                found[n] = value
+            else:  # a field it cannot copy: CEL reads it too (for its value or error)
+                evaluated.append(n)
+                reads = res.render_reads
+        texts = tuple([chosen_exprs[n][1].text for n in evaluated])
+        # only what the expressions evaluated read is handed to the CEL runtime
+        variables = Bound(reads, **rc.variables(**more))
+        values = values_in(texts, variables)
         if values is None:
-            values = [expr.evaluate_in(variables) for _, expr in chosen_exprs]
-        for (name, _), value in zip(chosen_exprs, values, strict=True):
+            values = [chosen_exprs[n][1].evaluate_in(variables) for n in evaluated]
+        for n, value in zip(evaluated, values, strict=True):
+            found[n] = value
+        for (name, _), value in zip(chosen_exprs, found, strict=True):
             out[name] = value
     for name in denied:
         out.pop(name, None)
@@ -90,6 +104,26 @@ def render(rc: ResourceCall, doc: Doc, view: str | None = None) -> Doc:
 
 
 _UNSEEN = "\0unseen"  # not a key any row has
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _as_cel_gives(value: Any) -> bool:
+    """Whether CEL gives `value` back as it is (a copy of a field): null, a bool, an int
+    or a double, a string without NUL (CEL's ends there) or a lone surrogate (CEL fails)."""
+    kind = type(value)
+    if value is None or kind is bool or kind is float:
+        return True
+    if kind is int:
+        return bool(_INT64[0] <= value <= _INT64[1])
+    if kind is not str or "\0" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def past_view(rc: ResourceCall) -> bool:

@@ -8,6 +8,7 @@ import pytest
 
 from specstack_runtime import expr, grouped, patterns
 from specstack_runtime.expr import Bound, ExprError, compile_expr, unicode_only
+from specstack_runtime.exprcache import RESULTS
 from specstack_runtime.resources.queries import _parse
 
 DOC = {
@@ -85,6 +86,7 @@ def test_null_results_keep_nones_reference_count(text: str, expected: object) ->
     assert expr.evaluate_in(bound) == expected
     before = sys.getrefcount(None)
     for _ in range(1000):
+        RESULTS.clear()  # the runtime's value each time, not the one kept
         expr.evaluate_in(bound)
     assert sys.getrefcount(None) >= before
 
@@ -231,7 +233,11 @@ def test_matches_answers_as_cels_own_with_the_pattern_compiled_once(
     want = own.eval(data={"data": data}).value()
     patterns.compiled.cache_clear()
     e = compile_expr("data.t.matches(data.p)")
-    assert [e.evaluate(data=data) for _ in range(3)] == [want] * 3
+    got = []
+    for _ in range(3):
+        RESULTS.clear()  # the runtime's value each time, not the one kept
+        got.append(e.evaluate(data=data))
+    assert got == [want] * 3
     info = patterns.compiled.cache_info()
     assert (info.misses, info.hits) == (1, 2)
 
@@ -326,20 +332,22 @@ def test_a_pure_templates_value_is_kept_by_its_variables(
     from tests.runtime.netvol_fakes import stack_info
 
     flavor = stack_info().resources.resource("flavor")
-    flavor.template_values.clear()
+    RESULTS.clear()
     calls: list[str] = []
-    evaluate = expr.Expr.evaluate
+    run = expr.Expr._run
 
-    def counted(self: expr.Expr, **variables: object) -> object:
+    def counted(self: expr.Expr, bound: Bound) -> object:
         calls.append(self.text)
-        return evaluate(self, **variables)
+        return run(self, bound)
 
-    monkeypatch.setattr(expr.Expr, "evaluate", counted)
+    monkeypatch.setattr(expr.Expr, "_run", counted)
     doc = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1}
     first = flavor.template("info", doc=doc)
     assert first["id"] == "1" and first["name"] == "m1.tiny" and first["ram"] == 512
     again = flavor.template("info", doc=dict(doc))
     assert again == first and again is not first  # a copy: the caller may change it
+    assert len(calls) == 1
+    assert flavor.template("info", doc=doc, vars={"x": 1}) == first  # a variable it does not read
     assert len(calls) == 1
     assert flavor.template("info", doc={**doc, "ram": 1024})["ram"] == 1024  # other variables
     assert len(calls) == 2
