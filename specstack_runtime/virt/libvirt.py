@@ -21,7 +21,8 @@ blocks. Domain XML comes from the templates of ./templates, one per virt type
   files are there; its power state is NOSTATE until then, CRASHED if that fails.
 - Moves (resize, cold migration): libvirt_moves.py.
 - Volumes: local files (files.local_volume), virtio disks hot-plugged into a running
-  guest (libvirt_devices.py) whose serial is the volume id.
+  guest (libvirt_devices.py) whose serial is the volume id. A guest's start and device
+  changes take its lock in turn: a disk plugged as the guest starts must reach it.
 - Ports: `vif_type` 'user' (QEMU user-mode networking; needs no bridge or tap,
   the default), 'bridge' or 'network' with `vif_source` naming it.
 - With qemu:///system, QEMU runs as the compute service's own user (a static
@@ -37,6 +38,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -71,6 +73,7 @@ from specstack_runtime.virt.domain_xml import (
     render_domain,
     render_interface,
 )
+from specstack_runtime.virt.libvirt_host import host_resources
 from specstack_runtime.virt.libvirt_moves import LibvirtMoves
 
 if TYPE_CHECKING:  # the contract generated from spec/hypervisors.yaml (checked in its adapter)
@@ -156,6 +159,9 @@ class LibvirtHypervisor(LibvirtMoves):
         self.image_wait_s = float(image_wait_s)
         self._pending: dict[str, asyncio.Task[None]] = {}  # guests waiting for their image
         self._failed: dict[str, str] = {}  # guests whose deferred start failed: why
+        # A device change decides live-or-persistent by whether the guest runs: a start in
+        # another thread between the two would lose the device from the running guest.
+        self._locks: dict[str, threading.Lock] = {}
         if instances_path is not None:
             base = Path(instances_path)
         elif state_file is not None:
@@ -240,6 +246,10 @@ class LibvirtHypervisor(LibvirtMoves):
             if meta is not None:
                 out.append((dom, meta))
         return out
+
+    def _guest_lock(self, uuid: str) -> threading.Lock:
+        """Held by each start and device change of this guest: one at a time."""
+        return self._locks.setdefault(uuid, threading.Lock())
 
     def instance_dir(self, uuid: str) -> Path:
         return self.instances_path / uuid
@@ -347,6 +357,12 @@ class LibvirtHypervisor(LibvirtMoves):
     ) -> None:
         """Make the files of a guest defined before its image arrived (`moved`: defined before
         its moved files are copied, libvirt_moves.py), and start it (unless not `start`)."""
+        with self._guest_lock(uuid):
+            self._start_locked(uuid, image, root_gb, moved, start)
+
+    def _start_locked(
+        self, uuid: str, image: ImageMeta, root_gb: int, moved: bool, start: bool
+    ) -> None:
         dom = self._domain(uuid)
         inst_dir = self.instance_dir(uuid)
         stored = devices.disks(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).get("vda")
@@ -416,8 +432,10 @@ class LibvirtHypervisor(LibvirtMoves):
 
     def _destroy(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
-        self._remove(self._domain(uuid))
-        shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
+        with self._guest_lock(uuid):
+            self._remove(self._domain(uuid))
+            shutil.rmtree(self.instance_dir(uuid), ignore_errors=True)
+        self._locks.pop(uuid, None)
 
     async def destroy(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
@@ -466,9 +484,10 @@ class LibvirtHypervisor(LibvirtMoves):
         disk = self._volume_disk(connection_info, mountpoint)
         dom = self._domain(uuid)
         dev = disk.dev.replace("vd", "xvd", 1) if self.virt_type == "xen" else disk.dev
-        if dev in devices.disks(dom.XMLDesc(0)):
-            raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
-        devices.attach(self._connect(), dom, render_disk(self.virt_type, disk))
+        with self._guest_lock(uuid):
+            if dev in devices.disks(dom.XMLDesc(0)):
+                raise DeviceBusy(f"The supplied device path ({mountpoint}) is in use.")
+            devices.attach(self._connect(), dom, render_disk(self.virt_type, disk))
 
     async def snapshot(self, instance: Instance, target: str) -> str:
         uuid = instance_uuid(instance)
@@ -489,10 +508,11 @@ class LibvirtHypervisor(LibvirtMoves):
         if self.virt_type == "xen":
             dev = dev.replace("vd", "xvd", 1)
         dom = self._domain(uuid)
-        disk = devices.disks(dom.XMLDesc(0)).get(dev)
-        if disk is None or disk.find("serial") is None:  # the root disk is no volume
-            raise DiskNotFound(f"No volume is attached to instance {uuid} at {mountpoint}.")
-        devices.detach_disk(self._connect(), dom, disk, self.detach_timeout_s, mountpoint)
+        with self._guest_lock(uuid):
+            disk = devices.disks(dom.XMLDesc(0)).get(dev)
+            if disk is None or disk.find("serial") is None:  # the root disk is no volume
+                raise DiskNotFound(f"No volume is attached to instance {uuid} at {mountpoint}.")
+            devices.detach_disk(self._connect(), dom, disk, self.detach_timeout_s, mountpoint)
 
     async def detach_volume(
         self, instance: Instance, connection_info: ConnectionInfo, mountpoint: str
@@ -500,52 +520,34 @@ class LibvirtHypervisor(LibvirtMoves):
         await self._run(self._detach_volume, instance, connection_info, mountpoint)
 
     def _plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
-        dom = self._domain(instance_uuid(instance))
+        uuid = instance_uuid(instance)
+        dom = self._domain(uuid)
         wanted = [self._interface(v) for v in network_info or []]
         xml = {i.mac: render_interface(self.virt_type, i) for i in wanted}
-        devices.plug_interfaces(self._connect(), dom, xml)
+        with self._guest_lock(uuid):
+            devices.plug_interfaces(self._connect(), dom, xml)
 
     async def plug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         await self._run(self._plug_vifs, instance, network_info)
 
     def _unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
-        dom = self._domain(instance_uuid(instance))
+        uuid = instance_uuid(instance)
+        dom = self._domain(uuid)
         macs = [vif_mac(v).lower() for v in network_info or []]
-        devices.unplug_interfaces(self._connect(), dom, macs)
+        with self._guest_lock(uuid):
+            devices.unplug_interfaces(self._connect(), dom, macs)
 
     async def unplug_vifs(self, instance: Instance, network_info: list[Vif]) -> None:
         await self._run(self._unplug_vifs, instance, network_info)
 
     # -- host ----------------------------------------------------------------------------
 
-    def _resources(self) -> Resources:
-        info = (
-            self._connect().getInfo()
-        )  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-        self.instances_path.mkdir(parents=True, exist_ok=True)
-        disk = shutil.disk_usage(self.instances_path)
-        vcpus_used = memory_used = local_used = running = 0
-        for dom, meta in self._ours():
-            _state, _max_kib, mem_kib, vcpus, _cpu_time = dom.info()
-            if dom.isActive():
-                running += 1
-                vcpus_used += int(vcpus)
-                memory_used += int(mem_kib) // 1024
-            local_used += int(meta.get("root_gb") or 0)
-        return {
-            "vcpus": int(info[2]),
-            "vcpus_used": vcpus_used,
-            "memory_mb": int(info[1]),
-            "memory_mb_used": memory_used,
-            "local_gb": int(disk.total // files.GIB),
-            "local_gb_used": local_used,
-            "running_vms": running,
-            "hypervisor_type": str(self._connect().getType()),
-            "hypervisor_hostname": self.hostname,
-        }
-
     async def get_available_resource(self) -> Resources:
-        return await self._run(self._resources)
+        def resources() -> Resources:
+            conn = self._connect()
+            return host_resources(conn, self._ours(), self.instances_path, self.hostname)
+
+        return await self._run(resources)
 
     def _list(self) -> list[str]:
         return [meta.get("name") or dom.name() for dom, meta in self._ours()]
@@ -558,7 +560,12 @@ class LibvirtHypervisor(LibvirtMoves):
     async def _power(self, instance: Instance, change: Callable[..., None], *args: Any) -> None:
         """A power change of the instance's domain (libvirt_power.py), in a worker thread."""
         uuid = instance_uuid(instance)
-        await self._run(lambda: change(self._domain(uuid), *args))
+
+        def locked() -> None:
+            with self._guest_lock(uuid):
+                change(self._domain(uuid), *args)
+
+        await self._run(locked)
 
     async def power_off(self, instance: Instance) -> None:
         await self._power(instance, power.power_off)

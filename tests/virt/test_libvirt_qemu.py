@@ -169,3 +169,53 @@ def test_migrate_a_stopped_guest_then_confirm(qemu_system: Any, tmp_path: Path) 
     assert (h.instance_dir(uuid) / "disk").is_file()  # the moved guest's own
     run(h.power_on(inst))
     assert run(h.get_power_state(inst)) == 1
+
+
+def test_a_volume_attached_while_the_deferred_start_runs_reaches_the_guest(
+    qemu_system: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 15 (attach) may run while the guest defined at step 9 starts (its image arrived at
+    step 12). Forced here: the attach decides its flags while the domain is still defined
+    only, and the start is let go at that moment. The running QEMU must have the disk."""
+    import threading
+
+    from specstack_runtime.virt import libvirt_devices
+
+    h = qemu_system
+    inst = new_instance()
+    uuid = inst["uuid"]
+    image_file = tmp_path / "cache" / "img"
+    ci = file_volume(tmp_path / "vol.raw")
+    decided, started = threading.Event(), threading.Event()
+    real_flags, real_start = libvirt_devices.live_flags, h._start_defined
+
+    def flags_then_pause(dom: Any) -> int:
+        flags = real_flags(dom)
+        decided.set()
+        started.wait(2.0)  # without one lock per guest the start slips in here
+        return flags
+
+    def start_once_decided(*args: Any, **kwargs: Any) -> None:
+        decided.wait(10.0)
+        real_start(*args, **kwargs)
+        started.set()
+
+    monkeypatch.setattr(libvirt_devices, "live_flags", flags_then_pause)
+    monkeypatch.setattr(h, "_start_defined", start_once_decided)
+
+    async def scenario() -> None:
+        await h.spawn(inst, {"id": "img", "path": str(image_file), "pending": True}, [], [])
+        image_file.parent.mkdir()
+        blank_disk(image_file)
+        await h.attach_volume(inst, ci, "/dev/vdb")
+        for _ in range(400):  # a bound on waiting, not a speed check
+            if await h.get_power_state(inst) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await h.get_power_state(inst) == 1
+
+    try:
+        run(scenario())
+        assert ci["data"]["device_path"] in qemu_block_files(h, uuid).values()
+    finally:
+        run(h.destroy(inst))
