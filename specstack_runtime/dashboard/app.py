@@ -31,7 +31,14 @@ from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.launch import Launcher
 from specstack_runtime.dashboard.listings import Catalogue, Listing, Part
 from specstack_runtime.dashboard.paths import fill, last_param
-from specstack_runtime.dashboard.sessions import COOKIE, Session, Sessions
+from specstack_runtime.dashboard.sessions import (
+    COOKIE,
+    Session,
+    Sessions,
+    logged_in,
+    logged_in_fetch,
+    to_login,
+)
 from specstack_runtime.http import error_message
 from specstack_runtime.stackinfo import StackInfo
 
@@ -115,23 +122,20 @@ class Dashboard:
         names += [(n, f"{n}: {s['title']}") for n, s in self.info.sequences.items()]
         return [(n, t) for n, t in names if (self.diagrams_dir / f"{n}.svg").is_file()]
 
-    async def diagrams(self, request: Request) -> Response:
-        if self.session(request) is None:
-            return self._login_redirect()
+    @logged_in
+    async def diagrams(self, request: Request, _session: Session) -> Response:
         report = self.report is not None and self.report.is_file()
         return self.render(request, "diagrams.html", diagrams=self.diagram_names(), report=report)
 
-    async def diagram(self, request: Request) -> Response:
-        if self.session(request) is None:
-            return Response("not logged in", 401)
+    @logged_in_fetch
+    async def diagram(self, request: Request, _session: Session) -> Response:
         name = request.path_params["name"]
         if name not in dict(self.diagram_names()):  # only the spec's own, by name
             return Response("no such diagram", 404)
         return FileResponse(self.diagrams_dir / f"{name}.svg", media_type="image/svg+xml")
 
-    async def conformance_report(self, request: Request) -> Response:
-        if self.session(request) is None:
-            return self._login_redirect()
+    @logged_in
+    async def conformance_report(self, request: Request, _session: Session) -> Response:
         if self.report is None or not self.report.is_file():
             return self.render(
                 request,
@@ -182,13 +186,8 @@ class Dashboard:
             groups.setdefault(listing.title, []).append(listing)
         return list(groups.items())
 
-    def _login_redirect(self) -> Response:
-        return RedirectResponse("/login", status_code=303)
-
-    async def home(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def home(self, request: Request, session: Session) -> Response:
         nav = self.navigation(session)
         first = next((x for _, group in nav for x in group if x.actions), None)
         target = first or (nav[0][1][0] if nav else None)
@@ -238,14 +237,12 @@ class Dashboard:
         session = self.sessions.drop(request.cookies.get(COOKIE))
         if session is not None:
             await identity.revoke(self.http, self.identity_url, session.token)
-        response = self._login_redirect()
+        response = to_login()
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    async def switch_project(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def switch_project(self, request: Request, session: Session) -> Response:
         project_id = str((await form_of(request)).get("project_id", ""))
         try:
             token, body = await identity.issue(
@@ -297,10 +294,8 @@ class Dashboard:
         p = request.path_params
         return self.catalogue.find(p["api"], p["collection"])
 
-    async def table(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def table(self, request: Request, session: Session) -> Response:
         listing = self.listing_of(request)
         if listing is None:
             return self.render(request, "error.html", 404, message="No such listing.")
@@ -320,10 +315,8 @@ class Dashboard:
             can_create=listing.create is not None and self.may(session, listing.create.policy),
         )
 
-    async def detail(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def detail(self, request: Request, session: Session) -> Response:
         listing = self.listing_of(request)
         if listing is None or listing.show is None:
             return self.render(request, "error.html", 404, message="No such resource.")
@@ -361,10 +354,8 @@ class Dashboard:
             can_delete=listing.delete is not None and self.may(session, listing.delete_policy),
         )
 
-    async def action(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def action(self, request: Request, session: Session) -> Response:
         listing = self.listing_of(request)
         key = str((await form_of(request)).get("action", ""))
         act = next((a for a in listing.actions if a.key == key), None) if listing else None
@@ -405,11 +396,9 @@ class Dashboard:
         part = next((p for p in listing.parts if p.name == name), None) if listing else None
         return (listing, part) if listing is not None and part is not None else None
 
-    async def part_add(self, request: Request) -> Response:
+    @logged_in
+    async def part_add(self, request: Request, session: Session) -> Response:
         """POST on an item's collection (attach a volume to a server), from the form."""
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
         found = self.part_of(request)
         if found is None or found[1].envelope is None or found[0].show is None:
             return self.render(request, "error.html", 404, message="Nothing to add there.")
@@ -424,11 +413,9 @@ class Dashboard:
             return self.render(request, "error.html", resp.status_code, message=error_message(resp))
         return RedirectResponse(f"{listing.href}/{item_id}", status_code=303)
 
-    async def part_remove(self, request: Request) -> Response:
+    @logged_in
+    async def part_remove(self, request: Request, session: Session) -> Response:
         """DELETE one of an item's collection (detach a volume)."""
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
         found = self.part_of(request)
         if found is None or found[1].remove is None or found[0].show is None:
             return self.render(request, "error.html", 404, message="Nothing to remove there.")
@@ -446,10 +433,8 @@ class Dashboard:
             return self.render(request, "error.html", resp.status_code, message=error_message(resp))
         return RedirectResponse(f"{listing.href}/{item_id}", status_code=303)
 
-    async def delete(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def delete(self, request: Request, session: Session) -> Response:
         listing = self.listing_of(request)
         if listing is None or listing.delete is None:
             return self.render(request, "error.html", 404, message="Nothing to delete.")
@@ -505,10 +490,8 @@ class Dashboard:
             return self.render(request, "error.html", 400, message="Give a request id.")
         return RedirectResponse(f"/flows/{flow_id}", status_code=303)
 
-    async def flow_page(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self._login_redirect()
+    @logged_in
+    async def flow_page(self, request: Request, session: Session) -> Response:
         watch = self.watch_of(session, request.path_params["flow_id"])
         shown, declared, error = await self.shown(session, watch)
         return self.render(
@@ -523,11 +506,9 @@ class Dashboard:
             summary=flows.summary(shown, len(watch.extra), watch.settled) if shown else "",
         )
 
-    async def flow_events(self, request: Request) -> Response:
+    @logged_in_fetch
+    async def flow_events(self, request: Request, session: Session) -> Response:
         """Server-sent events: each row as it changes (`step-7`), then `done`."""
-        session = self.session(request)
-        if session is None:
-            return Response("not logged in", 401)
         watch = self.watch_of(session, request.path_params["flow_id"])
         row_template = self.templates.get_template("step.html")
         body_template = self.templates.get_template("flow_body.html")

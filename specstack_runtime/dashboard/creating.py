@@ -22,12 +22,12 @@ from starlette.responses import RedirectResponse, Response
 from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.paths import last_param
 from specstack_runtime.dashboard.schemas import deref
+from specstack_runtime.dashboard.sessions import Session, logged_in
 from specstack_runtime.http import error_message
 
 if TYPE_CHECKING:
     from specstack_runtime.dashboard.app import Dashboard
     from specstack_runtime.dashboard.listings import Listing
-    from specstack_runtime.dashboard.sessions import Session
 
 #: The largest file the dashboard passes on (the stack's own default data limit).
 MAX_UPLOAD_BYTES = 1024 * 1024 * 1024
@@ -188,21 +188,22 @@ class Creator:
             error=error,
         )
 
-    def _opened(self, request: Request) -> tuple[Session, Listing, CreateForm] | Response:
-        """The session, listing and form a create request is for, or the answer to give."""
-        session = self.dash.session(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
+    def session(self, request: Request) -> Session | None:
+        return self.dash.session(request)
+
+    def _opened(self, request: Request) -> tuple[Listing, CreateForm] | Response:
+        """The listing and form a create request is for, or the answer to give."""
         listing = self._found(request)
         if listing is None or listing.create is None:
             return self.dash.render(request, "error.html", 404, message="Nothing to create here.")
-        return session, listing, listing.create
+        return listing, listing.create
 
-    async def form(self, request: Request) -> Response:
+    @logged_in
+    async def form(self, request: Request, session: Session) -> Response:
         opened = self._opened(request)
         if isinstance(opened, Response):
             return opened
-        session, listing, form = opened
+        listing, form = opened
         if not self.dash.may(session, form.policy):
             message = f"Your roles may not create {listing.label} here (policy: {form.policy})."
             return self.dash.render(request, "error.html", 403, message=message)
@@ -210,11 +211,12 @@ class Creator:
             return RedirectResponse("/launch", status_code=303)
         return await self._render(request, listing, {}, {}, None)
 
-    async def submit(self, request: Request) -> Response:
+    @logged_in
+    async def submit(self, request: Request, session: Session) -> Response:
         opened = self._opened(request)
         if isinstance(opened, Response):
             return opened
-        session, listing, form = opened
+        listing, form = opened
         values = await form_of(request)
         body, errors = body_of(form, values)
         if errors:
@@ -240,11 +242,9 @@ class Creator:
             item=item if isinstance(item, dict) else {},
         )
 
-    async def upload(self, request: Request) -> Response:
+    @logged_in
+    async def upload(self, request: Request, session: Session) -> Response:
         """A file from the item's upload form, passed on as the PUT's raw body."""
-        session = self.dash.session(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
         listing = self.dash.listing_of(request)
         name, item_id = request.path_params["name"], request.path_params["item_id"]
         found = next((u for u in listing.uploads if u.name == name), None) if listing else None

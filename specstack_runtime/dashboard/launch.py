@@ -20,7 +20,7 @@ from specstack_runtime.bindings import bind
 from specstack_runtime.dashboard import flows, identity
 from specstack_runtime.dashboard.forms import form_of
 from specstack_runtime.dashboard.listings import Listing
-from specstack_runtime.dashboard.sessions import Session
+from specstack_runtime.dashboard.sessions import Session, logged_in
 from specstack_runtime.http import error_message
 
 if TYPE_CHECKING:
@@ -84,6 +84,9 @@ class Launcher:
                         return x
         return None
 
+    def session(self, request: Request) -> Session | None:
+        return self.dash.session(request)
+
     async def choices(self, session: Session) -> dict[str, list[dict[str, Any]]]:
         out: dict[str, list[dict[str, Any]]] = {}
         for choice in CHOICES:
@@ -102,10 +105,8 @@ class Launcher:
             out[choice.key] = items
         return out
 
-    async def form(self, request: Request) -> Response:
-        session = self.dash.session(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
+    @logged_in
+    async def form(self, request: Request, session: Session) -> Response:
         return await self._render(request, session, {}, {}, None)
 
     async def _render(
@@ -128,10 +129,8 @@ class Launcher:
             error=error,
         )
 
-    async def submit(self, request: Request) -> Response:
-        session = self.dash.session(request)
-        if session is None:
-            return RedirectResponse("/login", status_code=303)
+    @logged_in
+    async def submit(self, request: Request, session: Session) -> Response:
         seq = self.sequence()
         if seq is None:
             return self.dash.render(

@@ -7,10 +7,15 @@ Nothing here is logged or written anywhere (a restart logs everybody out).
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 
 from specstack_runtime.context import AuthContext
 
@@ -95,3 +100,41 @@ class Sessions:
         cutoff = time.monotonic() - IDLE_S
         for sid in [k for k, s in self._by_id.items() if s.last_used < cutoff]:
             del self._by_id[sid]
+
+
+class Pages(Protocol):
+    """What serves pages: finds the request's session (the dashboard, its form handlers)."""
+
+    def session(self, request: Request) -> Session | None: ...
+
+
+P = TypeVar("P", bound=Pages)
+Page = Callable[[P, Request, Session], Awaitable[Response]]
+Handler = Callable[[P, Request], Awaitable[Response]]
+
+
+def _requiring_session(
+    otherwise: Callable[[], Response],
+) -> Callable[[Page[P]], Handler[P]]:
+    def decorate(page: Page[P]) -> Handler[P]:
+        @functools.wraps(page)
+        async def handler(self: P, request: Request) -> Response:
+            session = self.session(request)
+            if session is None:
+                return otherwise()
+            return await page(self, request, session)
+
+        return handler
+
+    return decorate
+
+
+def to_login() -> Response:
+    return RedirectResponse("/login", status_code=303)
+
+
+#: A page for a logged-in user, called with the request's session; without one, the
+#: browser is sent to the login form.
+logged_in = _requiring_session(to_login)
+#: The same for what a page fetches (an image, an event stream): 401, not a redirect.
+logged_in_fetch = _requiring_session(lambda: Response("not logged in", 401))

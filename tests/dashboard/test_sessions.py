@@ -165,3 +165,42 @@ def test_a_flow_the_session_started_stays_live_while_the_trace_cannot_tell_yet()
         ("2.1", "pending"),
     ]
     assert other == [] and other_error == "Policy doesn't allow specstack:trace to be performed."
+
+
+def test_every_page_without_a_session_goes_to_login_and_fetches_answer_401() -> None:
+    """Each route but the login form, the health check, the request-id lookup and the
+    static files needs a session: pages send the browser to /login, what a page fetches
+    (a diagram, the flow's event stream) answers 401. Nothing reaches the stack."""
+    keystone = Keystone()
+    filled = {
+        "api": "compute",
+        "collection": "servers",
+        "item_id": "s1",
+        "part": "volumes",
+        "sub_id": "v1",
+        "flow_id": "req-1",
+        "name": "topology",
+    }
+    open_routes = {"/login", "/specstack/health", "/flows", "/static"}
+    fetches = {"/diagrams/{name}.svg", "/flows/{flow_id}/events"}
+
+    async def steps(browser: httpx.AsyncClient, dash: Dashboard) -> list[tuple[str, str, int]]:
+        answers = []
+        for route in dash.build().routes:
+            path = getattr(route, "path", "")
+            for method in sorted(getattr(route, "methods", None) or {"GET"}):
+                if path in open_routes or method == "HEAD":
+                    continue
+                resp = await browser.request(method, path.format(**filled))
+                where = resp.headers.get("location", "")
+                answers.append((f"{method} {path}", where, resp.status_code))
+        return answers
+
+    answers = run(keystone, steps)
+    assert len(answers) == 19
+    for name, where, status in answers:
+        if name.split(" ", 1)[1] in fetches:
+            assert (name, status) == (name, 401)
+        else:
+            assert (name, status, where) == (name, 303, "/login")
+    assert keystone.seen == []
