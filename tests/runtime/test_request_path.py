@@ -83,6 +83,9 @@ def test_an_in_process_answer_names_its_request_when_asked(tmp_path: Path) -> No
     ok, gone = asyncio.run(go())
     assert ok.status_code == 200
     assert ok.json() == {"name": "a", "q": "x=1"}
+    # the body as the app sent it, however it is read
+    assert ok.content == ok.read() == b"".join(ok.iter_bytes()) == ok.text.encode()
+    assert ok.headers["content-length"] == str(len(ok.content))
     assert ok.headers["content-type"] == "application/json"
     assert ok.request.method == "GET"
     assert str(ok.url) == "http://127.0.0.1:9791/things/a"
