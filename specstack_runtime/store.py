@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select
@@ -90,7 +91,13 @@ KNOWN_ROWS = 1024
 
 def utcnow() -> str:
     """OpenStack's timestamp format: ISO 8601, seconds, with a Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return _utc_at(int(time.time()))
+
+
+@lru_cache(maxsize=4)
+def _utc_at(second: int) -> str:
+    # formatted once a second: a boot's writes stamp a dozen rows within one
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 class Store:

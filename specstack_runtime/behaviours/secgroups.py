@@ -10,6 +10,7 @@ spec's effects.
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from typing import Any
 
 from specstack_runtime.errors import Conflict
@@ -24,6 +25,7 @@ Doc = dict[str, Any]
 _DEFAULT_IDS = uuid.UUID("0c7d3f4e-9a51-5e0b-8d2c-6f1e4a3b2c10")
 
 
+@lru_cache(maxsize=256)  # asked twice a port's create, for a few projects
 def default_group_id(project_id: str) -> str:
     return str(uuid.uuid5(_DEFAULT_IDS, f"security_group|{project_id}"))
 
