@@ -70,6 +70,15 @@ def test_profile_counts_what_a_boot_is_made_of(capsys: pytest.CaptureFixture[str
     assert all(" calls=" in line for line in figures["top_cumulative"])
 
 
+def test_profile_unprofiled_gives_the_cpu_of_a_boot(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--profile N --unprofiled`: the same boots without the profiler, their CPU only."""
+    assert main(["bench", "--profile", "2", "--unprofiled"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert set(figures) == {"boots", "cpu_ms_per_boot"}
+    assert figures["boots"] == 2
+    assert figures["cpu_ms_per_boot"] > 0
+
+
 def _event(flow: str, name: str | None, start: float, end: float, status: str = "ok") -> TraceEvent:
     return TraceEvent(
         flow_id=flow,
