@@ -6,7 +6,9 @@ spec/resources/block-storage.yaml's. A backup is objects in the container the ba
 (`volumebackups` by default) of the owner's account, written with the user's token the
 message carries: `<prefix>-00001`... each a chunk of the file that holds data (chunks that
 are holes are not stored) and `<prefix>_metadata`, the chunks' offsets, lengths and md5s.
-The prefix is cinder's `volume_<volume id>/<time>/az_<zone>_backup_<backup id>`.
+The prefix is cinder's `volume_<volume id>/<time>/az_<zone>_backup_<backup id>`. An
+incremental backup writes only chunks unlike its parent's; its metadata names those by their
+parent's objects (a parent with dependents cannot be deleted: the spec's rule).
 """
 
 from __future__ import annotations
@@ -90,10 +92,13 @@ async def _swift(call: Call, operation: str, backup: Doc, obj: str | None, **kw:
     return bytes(resp.content)
 
 
-async def _put(call: Call, backup: Doc, name: str, data: bytes) -> str:
-    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def _put(call: Call, backup: Doc, name: str, data: bytes, md5: str | None = None) -> None:
+    md5 = md5 or _md5(data)
     await _swift(call, "putObject", backup, name, body=data, headers={"ETag": md5})
-    return md5
 
 
 async def _failed(call: Call, backup: Doc, source: tuple[str, str, str], exc: Exception) -> None:
@@ -116,26 +121,33 @@ async def backup_create(call: Call) -> None:
     table, of, at = ("snapshots", str(sid), snapshot_path) if sid else ("volumes", vid, volume_path)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     prefix = f"volume_{vid}/{stamp}/az_{backup.get('availability_zone')}_backup_{backup['id']}"
+    wanted = {"volume_id": vid, "status": "available"} if backup.get("incremental") else None
+    found = await store.list(TABLE, wanted) if wanted else []
+    parent = max(found, key=lambda b: str(b.get("created_at")), default=None)  # the latest
     try:
+        shared = parent if parent and parent.get("container") == backup["container"] else None
+        had = {int(o["offset"]): o for o in await _objects(call, shared)} if shared else {}
         chunks = await asyncio.to_thread(_chunks, at(call.rt, of))
         await _swift(call, "createContainer", backup, None)
-        objects = []
+        objects, written = [], 0
         for n, (offset, data) in enumerate(chunks, 1):
-            md5 = await _put(call, backup, f"{prefix}-{n:05d}", data)
+            md5, same = _md5(data), had.get(offset)
+            if same is not None and (same.get("length"), same.get("md5")) == (len(data), md5):
+                objects.append(same)
+                continue
+            await _put(call, backup, f"{prefix}-{n:05d}", data, md5)
             objects.append({"name": f"{prefix}-{n:05d}", "offset": offset, "length": len(data)})
             objects[-1].update(md5=md5, compression="none")
+            written += 1
         meta = {"version": "1.0.0", "backup_id": backup["id"], "volume_id": vid, "objects": objects}
         await _put(call, backup, f"{prefix}_metadata", json.dumps(meta).encode())
-    except (OSError, BackupFailed, ValueError) as exc:
+    except (OSError, BackupFailed, ValueError, KeyError) as exc:
         await _failed(call, backup, (table, of, back_to), exc)
         return
-    done: Doc = {"status": "available", "object_count": len(objects) + 1}
+    done: Doc = {"status": "available", "object_count": written + 1}
     done["service_metadata"] = prefix
-    if backup.get("incremental"):
-        parents = await store.list(TABLE, {"volume_id": vid, "status": "available"})
-        if parents:
-            parent = max(parents, key=lambda b: str(b.get("created_at")))
-            done["parent_id"] = parent["id"]  # its has_dependent_backups: the spec's join
+    if parent is not None:
+        done["parent_id"] = parent["id"]  # its has_dependent_backups: the spec's join
     await store.update(TABLE, backup["id"], done, expect={"status": "creating"})
     await store.update(table, of, {"status": back_to}, expect={"status": "backing-up"})
 
@@ -160,7 +172,7 @@ async def backup_restore(call: Call) -> None:
         chunks = []
         for obj in await _objects(call, backup):
             data = await _swift(call, "getObject", backup, obj["name"])
-            if len(data) != obj["length"] or hashlib.md5(data).hexdigest() != obj["md5"]:
+            if len(data) != obj["length"] or _md5(data) != obj["md5"]:
                 raise BackupFailed(f"object {obj['name']} does not hold the data backed up")
             chunks.append((int(obj["offset"]), data))
         size = int(volume["size"]) * GIB
@@ -183,8 +195,10 @@ async def backup_delete(call: Call) -> None:
         return
     try:
         if backup.get("service_metadata"):
+            own = f"{backup['service_metadata']}-"  # not its parent's, which it reuses
             for obj in await _objects(call, backup):
-                await _swift(call, "deleteObject", backup, obj["name"])
+                if str(obj["name"]).startswith(own):
+                    await _swift(call, "deleteObject", backup, obj["name"])
             await _swift(call, "deleteObject", backup, f"{backup['service_metadata']}_metadata")
     except (BackupFailed, ValueError, KeyError) as exc:
         logger.error("deleting backup %s failed: %s", backup["id"], exc)

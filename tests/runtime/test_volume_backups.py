@@ -377,3 +377,53 @@ def test_backup_of_a_snapshot(tmp_path: Path) -> None:
         assert len((await api.at("3.59", "GET", f"{V3}/backups")).json()["backups"]) == 1
 
     run(tmp_path, with_swift(scenario))
+
+
+def test_an_incremental_backup_stores_only_what_changed(tmp_path: Path) -> None:
+    """cinder's incremental backup: only the chunks that differ from its parent's are
+    written; it restores the volume as it was when it was made, its parent as it was then;
+    deleting it removes its own objects and leaves its parent's."""
+
+    async def scenario(api: Api, swift: FakeSwift) -> None:
+        c = api.c
+        vid = await c.available(size=1)
+        _write(c.volume_file(vid), DATA)
+        _write(c.volume_file(vid), b"tail", 900 << 20)  # a second chunk, far in the file
+        full = (await _create(api, vid)).json()["backup"]["id"]
+        await _backup(api, "available", full)
+        of_full = swift.names()
+        assert len(of_full) == 3  # two chunks and the metadata
+        _write(c.volume_file(vid), b"CHANGED")  # the first chunk only
+        made = await _create(api, vid, incremental=True)
+        assert made.status_code == 202, made.text
+        inc = await _backup(api, "available", made.json()["backup"]["id"])
+        assert inc["is_incremental"] is True and inc["object_count"] == 2
+        added = sorted(set(swift.names()) - set(of_full))
+        assert len(added) == 2 and all(f"_backup_{inc['id']}" in n for n in added)
+        chunks = [swift.objects[(ACCOUNT, "volumebackups", n)] for n in added]
+        assert [x[: len(DATA)] for x in chunks if not x.startswith(b"{")] == [b"CHANGED" + DATA[7:]]
+
+        async def restored(backup_id: str) -> Path:
+            target = await c.available(size=1)
+            body = {"restore": {"volume_id": target}}
+            sent = await api.at("3.59", "POST", f"{V3}/backups/{backup_id}/restore", json=body)
+            assert sent.status_code == 202, sent.text
+            await c.wait_status(target, "available")
+            return c.volume_file(target)
+
+        now = await restored(inc["id"])
+        assert _read(now) == b"CHANGED" + DATA[7:]
+        with open(now, "rb") as f:
+            f.seek(900 << 20)
+            assert f.read(4) == b"tail"  # the unchanged chunk, read from the parent's object
+        assert _read(await restored(full)) == DATA  # the parent as it was
+        gone = await api.at("3.59", "DELETE", f"{V3}/backups/{inc['id']}")
+        assert gone.status_code == 202
+
+        async def deleted() -> bool:
+            return swift.names() == of_full
+
+        await settle(deleted)
+        assert _read(await restored(full)) == DATA
+
+    run(tmp_path, with_swift(scenario))
