@@ -10,7 +10,8 @@ cheap. The backend is chosen by SQLAlchemy URL:
 - PostgreSQL (``postgresql://``, driven by psycopg 3) and MariaDB (``mysql://`` or
   ``mariadb://``, driven by PyMySQL): a connection pool, schema by the alembic
   migrations rendered from the spec (generated/migrations), row locks for
-  compare-and-set, and deadlocks retried.
+  compare-and-set, deadlocks retried, and PostgreSQL reads in autocommit
+  (`database.run_on_server`).
 
 Only portable SQL is used: text columns with explicit lengths (MariaDB indexes need
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
