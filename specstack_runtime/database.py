@@ -3,18 +3,34 @@ SQLAlchemy URL with the database drivers this project installs, and the engine o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Column, Engine, Index, MetaData, String, Table, Text, create_engine, event
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from specstack_runtime.errors import BadRequest
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+DEADLOCK_RETRIES = 5
 
 # MariaDB's TEXT stops at 64 KiB; documents may be larger (the migrations agree).
 DOC_TYPE = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -111,9 +127,55 @@ def make_engine(url: str) -> Engine:
 
         return engine
     full = engine_url(url)
-    pooled: dict[str, Any] = {"pool_pre_ping": True, "pool_recycle": 3600}
+    # No pool_pre_ping (a round trip per checkout): `run_on_server` replaces a connection
+    # found dead at its first use instead.
+    pooled: dict[str, Any] = {"pool_recycle": 3600}
     if make_url(full).get_backend_name() in ("mysql", "mariadb"):
         # InnoDB's default (REPEATABLE READ) takes gap locks; READ COMMITTED matches
         # PostgreSQL's default and keeps concurrent inserts from deadlocking.
         pooled["isolation_level"] = "READ COMMITTED"
     return create_engine(full, **pooled)
+
+
+def autocommit(engine: Engine) -> Engine | None:
+    """PostgreSQL: the engine's pool with each statement its own transaction (no BEGIN, no
+    COMMIT; psycopg switches without a round trip). None elsewhere: PyMySQL sends no BEGIN
+    but would send SET autocommit twice per checkout."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def run_on_server(engine: Engine, work: Callable[[Connection], T], *, read: bool = False) -> T:
+    """`work` on a pooled connection of a PostgreSQL or MariaDB server, in one transaction
+    that commits on success (after a deadlock, run again).
+
+    `read`: work that only reads (no locks, no server-side cursor) on `autocommit(engine)`:
+    under READ COMMITTED each statement sees its own snapshot inside a transaction too,
+    so it reads the same without BEGIN and COMMIT, two round trips of three for one SELECT.
+
+    A pooled connection the server closed (it restarted) fails at its first use: the
+    pool is then refreshed and the work run again, unless it failed committing (whether
+    that committed is unknown). Before that failure nothing was committed, as nothing is
+    when a transaction's connection dies.
+    """
+    replaced = False
+    for attempt in range(1, DEADLOCK_RETRIES + 1):
+        committing = False
+        try:
+            with engine.connect() as conn:
+                if read:
+                    return work(conn)
+                with conn.begin():
+                    result = work(conn)
+                    committing = True
+                return result
+        except DBAPIError as exc:
+            if exc.connection_invalidated and not committing and not replaced:
+                replaced = False
+                logger.info("a connection to %s was closed; retrying on a new one", engine.url)
+                continue
+            if attempt == DEADLOCK_RETRIES or not is_deadlock(exc):
+                raise
+            logger.info("deadlock in %s (attempt %d); retrying", engine.url, attempt)
+    raise AssertionError("unreachable")

@@ -10,7 +10,8 @@ cheap. The backend is chosen by SQLAlchemy URL:
 - PostgreSQL (``postgresql://``, driven by psycopg 3) and MariaDB (``mysql://`` or
   ``mariadb://``, driven by PyMySQL): a connection pool, schema by the alembic
   migrations rendered from the spec (generated/migrations), row locks for
-  compare-and-set, and deadlocks retried.
+  compare-and-set, deadlocks retried, and PostgreSQL reads in autocommit
+  (`database.run_on_server`).
 
 Only portable SQL is used: text columns with explicit lengths (MariaDB indexes need
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
@@ -35,16 +36,17 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 
 from specstack_runtime import jsoncodec
 from specstack_runtime.database import (
     TableSpec,
+    autocommit,
     build_metadata,
     check_columns,
     engine_url,
-    is_deadlock,
     make_engine,
+    run_on_server,
 )
 from specstack_runtime.errors import Conflict, NotFound
 from specstack_runtime.storequery import (
@@ -77,7 +79,6 @@ logger = logging.getLogger(__name__)
 Doc = dict[str, Any]
 T = TypeVar("T")
 BASE_COLUMNS = ("id", "created_at", "updated_at")
-DEADLOCK_RETRIES = 5
 # PostgreSQL/MariaDB: worker threads of a store, one per connection of SQLAlchemy's
 # default pool (5, and 10 more on demand).
 SERVER_WORKERS = 15
@@ -121,6 +122,7 @@ class Store:
         self.metadata = build_metadata(tables)
         self.engine: Engine = make_engine(url)
         self.sqlite = self.engine.dialect.name == "sqlite"
+        self._reader = None if self.sqlite else autocommit(self.engine)
         # The database component (e.g. "nova-db") whose migrations create the schema.
         self.database = database
         self.package = package
@@ -156,8 +158,9 @@ class Store:
         data = self._known.get((table, id_))
         return (jsoncodec.loads(data), data) if data else None
 
-    async def _call(self, work: Callable[[Connection], T]) -> T:
-        """`work` in one transaction on a worker thread (see `_transaction`)."""
+    async def _call(self, work: Callable[[Connection], T], *, read: bool = False) -> T:
+        """`work` in one transaction on a worker thread (see `_transaction`); `read`: work
+        that only reads, without locks (a server runs its statements in autocommit)."""
         if self._conn is not None:
             # SQLite is a file in this process: a statement takes microseconds, a hand-off to
             # a thread twenty times that (a boot makes ~40); only server databases, whose
@@ -165,11 +168,11 @@ class Store:
             return self._transaction(work)
         loop = asyncio.get_running_loop()
         ctx = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor, ctx.run, self._transaction, work)
+        return await loop.run_in_executor(self._executor, ctx.run, self._transaction, work, read)
 
-    def _transaction(self, work: Callable[[Connection], T]) -> T:
+    def _transaction(self, work: Callable[[Connection], T], read: bool = False) -> T:
         """Run `work` in one transaction that commits on success and rolls back on error;
-        on PostgreSQL/MariaDB, run it again after a deadlock."""
+        on PostgreSQL/MariaDB, see `run_on_server`."""
         conn = self._conn
         if conn is not None:
             try:
@@ -185,15 +188,9 @@ class Store:
                 conn.rollback()
                 raise
             return result
-        for attempt in range(1, DEADLOCK_RETRIES + 1):
-            try:
-                with self.engine.begin() as server_conn:
-                    return work(server_conn)
-            except DBAPIError as exc:
-                if attempt == DEADLOCK_RETRIES or not is_deadlock(exc):
-                    raise
-                logger.info("deadlock in %s (attempt %d); retrying", self.url, attempt)
-        raise AssertionError("unreachable")
+        if read and self._reader is not None:
+            return run_on_server(self._reader, work, read=True)
+        return run_on_server(self.engine, work)
 
     def _stmt(self, table: str, kind: str) -> Any:
         key = (table, kind)
@@ -291,7 +288,7 @@ class Store:
         if self.exact and (known := self._known.get((table, params["id_"]))) is not None:
             return jsoncodec.loads(known) if known else None
         stmt = self._stmt(table, "get")
-        data = await self._call(lambda conn: conn.execute(stmt, params).scalar())
+        data = await self._call(lambda conn: conn.execute(stmt, params).scalar(), read=True)
         # an exact store remembers a row's absence too ("", no document's text)
         self._remember(table, params["id_"], "" if data is None and self.exact else data)
         return jsoncodec.loads(data) if data is not None else None
@@ -544,7 +541,8 @@ class Store:
                         break
             return docs
 
-        return await self._call(work)
+        # documents matched in Python are streamed (a server-side cursor: a transaction)
+        return await self._call(work, read=not rest)
 
     async def ids(self, table: str, where: Mapping[str, Any]) -> builtins.list[str]:
         """Ids of the rows matching `where` on indexed fields only (no documents decoded)."""
@@ -561,7 +559,9 @@ class Store:
             (table, "column", column, shape), lambda: restrict(select(t.c[column]), t, shape)
         )
         params = params_of(where)
-        values = await self._call(lambda conn: conn.execute(stmt, params).scalars().all())
+        values = await self._call(
+            lambda conn: conn.execute(stmt, params).scalars().all(), read=True
+        )
         return [None if v is None else str(v) for v in values]
 
     async def count(self, table: str, where: Mapping[str, Any] | None = None) -> int:
@@ -576,4 +576,6 @@ class Store:
             lambda: restrict(select(func.count()).select_from(t), t, shape),
         )
         params = params_of(where)
-        return int(await self._call(lambda conn: conn.execute(stmt, params).scalar_one()))
+        return int(
+            await self._call(lambda conn: conn.execute(stmt, params).scalar_one(), read=True)
+        )

@@ -418,3 +418,59 @@ def test_quota_count_sees_other_processes_rows(server_url: str) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def _close_other_connections(url: str) -> int:
+    """What a server restart does to a store's pooled connections: the server closes them."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(engine_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                return len(
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).all()
+                )
+            ids = conn.execute(
+                text(
+                    "SELECT id FROM information_schema.processlist"
+                    " WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                )
+            ).scalars()
+            killed = 0
+            for id_ in list(ids):
+                conn.execute(text(f"KILL {int(id_)}"))
+                killed += 1
+            return killed
+    finally:
+        engine.dispose()
+
+
+def test_connections_the_server_closed_are_replaced_without_an_error(server_url: str) -> None:
+    """A pooled connection the server closed (restarted, or killed it) fails at its first use;
+    the store takes a new one and runs the read or the transaction as if nothing happened."""
+    s = spec_store(server_url, "nova-db")
+    try:
+        run(s.create("flavors", {"id": "f1", "name": "tiny", "vcpus": 1}))
+        assert _close_other_connections(server_url) >= 1
+        assert run(s.get("flavors", "f1")) == {
+            "id": "f1",
+            "name": "tiny",
+            "vcpus": 1,
+            "created_at": ANY,
+            "updated_at": ANY,
+        }
+        _close_other_connections(server_url)
+        updated = run(s.update("flavors", "f1", {"vcpus": 2}))
+        assert updated is not None and updated["vcpus"] == 2
+        _close_other_connections(server_url)
+        run(s.create("flavors", {"id": "f2", "name": "small", "vcpus": 4}))
+        _close_other_connections(server_url)
+        assert [d["vcpus"] for d in run(s.list("flavors", sort_key="id"))] == [2, 4]
+    finally:
+        s.close()
