@@ -172,7 +172,7 @@ def run_on_server(engine: Engine, work: Callable[[Connection], T], *, read: bool
                 return result
         except DBAPIError as exc:
             if exc.connection_invalidated and not committing and not replaced:
-                replaced = False
+                replaced = True
                 logger.info("a connection to %s was closed; retrying on a new one", engine.url)
                 continue
             if attempt == DEADLOCK_RETRIES or not is_deadlock(exc):
