@@ -75,7 +75,7 @@ class Results:
         if b"null" in kept and orjson.loads(kept) != value:
             return
         with self._lock:  # the stores' threads evaluate too (record rules)
-            self._kept[(text, key)] = kept
+            self._kept[(text, _exact(key))] = _exact(kept)
             if len(self._kept) > self.entries:
                 del self._kept[next(iter(self._kept))]
 
@@ -85,6 +85,12 @@ class Results:
 
     def __len__(self) -> int:
         return len(self._kept)
+
+
+def _exact(data: bytes) -> bytes:
+    """A copy of `data` its own size: orjson's bytes keep the buffer they were written in
+    (4 KiB, however short the JSON), and a thousand keys and values are kept."""
+    return memoryview(data).tobytes()
 
 
 #: the values every expression of this process keeps

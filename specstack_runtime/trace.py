@@ -72,6 +72,8 @@ _FIELDS = tuple(f.name for f in fields(TraceEvent))
 
 
 Listener = Callable[[TraceEvent], None]
+#: an event as the store keeps it: flow id, sequence, step, body (JSON text), started at
+Row = tuple[str, str, str, str, float]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -94,9 +96,9 @@ class TraceRecorder:
             self.sql = SqlTraceStore(url)
         self.persistent = self.path is not None or self.sql is not None
         self.shared = shared and self.persistent
-        self._flows: OrderedDict[str, list[TraceEvent]] = OrderedDict()
+        self._flows: OrderedDict[str, list[Row]] = OrderedDict()
         self._aliases: dict[str, str] = {}
-        self._pending: list[TraceEvent] = []
+        self._pending: list[Row] = []
         self._pending_aliases: list[tuple[str, str]] = []
         self._owners: dict[str, str] = {}
         self._pending_owners: list[tuple[str, str]] = []
@@ -122,13 +124,23 @@ class TraceRecorder:
 
     # recording -------------------------------------------------------------
     def record(self, event: TraceEvent) -> None:
+        # Kept as the row the store gets (its body JSON text): untracked by the garbage
+        # collector, where the event and its bodies were some 160 objects a boot.
+        row = (
+            event.flow_id,
+            event.sequence,
+            event.step,
+            jsoncodec.dumps(event.as_dict()).decode(),
+            event.started_at,
+        )
         with self._lock:
-            self._flows.setdefault(event.flow_id, []).append(event)
-            self._flows.move_to_end(event.flow_id)
-            while len(self._flows) > MAX_FLOWS_IN_MEMORY:
-                self._flows.popitem(last=False)
+            if not self.shared:  # a shared trace is always read from its store
+                self._flows.setdefault(event.flow_id, []).append(row)
+                self._flows.move_to_end(event.flow_id)
+                while len(self._flows) > MAX_FLOWS_IN_MEMORY:
+                    self._flows.popitem(last=False)
             if self.persistent:
-                self._pending.append(event)
+                self._pending.append(row)
         for listener in list(self._listeners):
             listener(event)
 
@@ -184,10 +196,7 @@ class TraceRecorder:
                 owners, self._pending_owners = self._pending_owners, []
             if not self.persistent or not (events or aliases or owners):
                 return
-            rows = [
-                (e.flow_id, e.sequence, e.step, jsoncodec.dumps(e.as_dict()).decode(), e.started_at)
-                for e in events
-            ]
+            rows = events
             if self.sql is not None:
                 self.sql.write(rows, aliases, owners)
                 return
@@ -243,9 +252,10 @@ class TraceRecorder:
         flow_id = self.resolve(some_id)
         if not self.shared:
             with self._lock:
-                live = [e.as_dict() for e in self._flows.get(flow_id, [])]
+                live = list(self._flows.get(flow_id, ()))
             if live:
-                return sorted(live, key=lambda e: e["started_at"])
+                live.sort(key=lambda row: row[4])
+                return [jsoncodec.loads(row[3]) for row in live]
         if self.sql is not None:
             self.flush()
             return [jsoncodec.loads(b) for b in self.sql.bodies(flow_id)]
