@@ -32,16 +32,23 @@ class StepPrinter:
     sequence: dict[str, Any]
     events: dict[str, list[TraceEvent]] = field(default_factory=dict)
     printed: int = 0
+    # fed from the shared trace's poll threads and the main thread: one at a time
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def total(self) -> int:
         return len(self.sequence["steps"])
 
     def __call__(self, event: TraceEvent) -> None:
-        self.events.setdefault(event.step, []).append(event)
-        self.flush()
+        with self.lock:
+            self.events.setdefault(event.step, []).append(event)
+            self.flush()
 
     def flush(self, final: bool = False) -> None:
+        with self.lock:
+            self._print(final)
+
+    def _print(self, final: bool) -> None:
         steps = self.sequence["steps"]
         width = max(len(s["title"]) for s in steps)
         while self.printed < len(steps):
@@ -213,11 +220,18 @@ class SharedTraceFeed:
         self.printer = printer
         self.flow_id: str | None = None
         self.seen: set[tuple[str, float, str]] = set()
+        # a poll of `follow` may still run in its thread when `settle` polls (a cancelled
+        # to_thread goes on): two polls at once would each feed the same event
+        self._polling = threading.Lock()
 
     def __call__(self, event: TraceEvent) -> None:
         self.flow_id = self.flow_id or event.flow_id
 
     def poll(self) -> None:
+        with self._polling:
+            self._poll()
+
+    def _poll(self) -> None:
         if self.flow_id is None:
             return
         for d in self.recorder.events(self.flow_id):
