@@ -163,14 +163,14 @@ class Creator:
     async def _render(
         self,
         request: Request,
+        session: Session,
         listing: Listing,
         values: dict[str, str],
         errors: dict[str, str],
         error: str | None,
         status: int = 200,
     ) -> Response:
-        session = self.dash.session(request)
-        assert session is not None and listing.create is not None
+        assert listing.create is not None
         options = {
             f.name: await self.dash.choices(session, f.collection, available=False)
             for f in listing.create.fields
@@ -209,7 +209,7 @@ class Creator:
             return self.dash.render(request, "error.html", 403, message=message)
         if self._launches(listing):
             return RedirectResponse("/launch", status_code=303)
-        return await self._render(request, listing, {}, {}, None)
+        return await self._render(request, session, listing, {}, {}, None)
 
     @logged_in
     async def submit(self, request: Request, session: Session) -> Response:
@@ -221,13 +221,13 @@ class Creator:
         body, errors = body_of(form, values)
         if errors:
             return await self._render(
-                request, listing, values, errors, "The form is not complete.", 400
+                request, session, listing, values, errors, "The form is not complete.", 400
             )
         url = self.dash.url(session, listing, form.path)
         resp = await self.dash.call(session, "POST", url, body)
         if resp.status_code >= 400:  # the API's own words, on the form
             return await self._render(
-                request, listing, values, {}, error_message(resp), resp.status_code
+                request, session, listing, values, {}, error_message(resp), resp.status_code
             )
         try:
             answer = resp.json()
