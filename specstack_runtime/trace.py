@@ -1,9 +1,10 @@
 """The trace recorder: one event per step a component carries out, kept per flow.
 
 A flow is one run of a sequence, identified by its global request id. Events are
-held in memory for live listeners (the `run` command prints steps as they end)
-and written to a SQLite file in the data directory in small batches, so a trace
-survives the process and `specstack trace` can read it later.
+handed to live listeners as they end (the `run` command prints steps so) and written
+to a SQLite file in the data directory in small batches, so a trace survives the
+process and `specstack trace` can read it later; a flow is read back from that file.
+A trace without a file (tests) keeps its last flows in memory instead.
 
 In distributed mode (`shared=True`) every process of the stack, on every host,
 writes its events to one store on the database server (`url`, `trace_sql`), and
@@ -30,7 +31,11 @@ from specstack_runtime import jsoncodec
 if TYPE_CHECKING:
     from specstack_runtime.trace_sql import SqlTraceStore
 
-MAX_FLOWS_IN_MEMORY = 300  # older flows are read back from the trace file
+# What a trace keeps in memory: one without a file or database its last flows, there
+# only; a persistent one none (it reads its store, which has them all) and its latest
+# aliases and owners: a long-running stack's memory does not grow with its requests.
+MAX_FLOWS_IN_MEMORY = 300
+MAX_NAMES_IN_MEMORY = 4096  # aliases and owners
 
 
 @dataclass(frozen=True)
@@ -134,13 +139,13 @@ class TraceRecorder:
             event.started_at,
         )
         with self._lock:
-            if not self.shared:  # a shared trace is always read from its store
+            if self.persistent:  # read back from its store
+                self._pending.append(row)
+            else:
                 self._flows.setdefault(event.flow_id, []).append(row)
                 self._flows.move_to_end(event.flow_id)
                 while len(self._flows) > MAX_FLOWS_IN_MEMORY:
                     self._flows.popitem(last=False)
-            if self.persistent:
-                self._pending.append(row)
         for listener in list(self._listeners):
             listener(event)
 
@@ -149,7 +154,7 @@ class TraceRecorder:
         if alias == flow_id:
             return
         with self._lock:
-            self._aliases[alias] = flow_id
+            _keep(self._aliases, alias, flow_id)
             if self.persistent:
                 self._pending_aliases.append((alias, flow_id))
 
@@ -158,15 +163,14 @@ class TraceRecorder:
         with self._lock:
             if flow_id in self._owners:
                 return
-            self._owners[flow_id] = project_id
+            _keep(self._owners, flow_id, project_id)
             if self.persistent:
                 self._pending_owners.append((flow_id, project_id))
 
     def owner(self, some_id: str) -> str | None:
-        """The project that started the flow `some_id` names, if one is known."""
+        """The project that started the flow `some_id` names, if one is known (a persistent
+        trace's store has the first one: its memory keeps only the latest names)."""
         flow_id = self.resolve(some_id)
-        if flow_id in self._owners and not self.shared:
-            return self._owners[flow_id]
         if self.sql is not None:
             self.flush()
             return self.sql.owner(flow_id) or self._owners.get(flow_id)
@@ -237,8 +241,10 @@ class TraceRecorder:
         if some_id in self._aliases:
             return self._aliases[some_id]
         if self.sql is not None:
+            self.flush()
             return self.sql.flow_of(some_id) or some_id
         if self.path is not None and self.path.exists():
+            self.flush()
             with self._connect() as db:
                 row = db.execute(
                     "SELECT flow_id FROM aliases WHERE alias = ?", (some_id,)
@@ -250,12 +256,10 @@ class TraceRecorder:
     def events(self, some_id: str) -> list[dict[str, Any]]:
         """Every event of the flow that `some_id` names (flow id or alias), in start order."""
         flow_id = self.resolve(some_id)
-        if not self.shared:
+        if not self.persistent:
             with self._lock:
-                live = list(self._flows.get(flow_id, ()))
-            if live:
-                live.sort(key=lambda row: row[4])
-                return [jsoncodec.loads(row[3]) for row in live]
+                live = sorted(self._flows.get(flow_id, ()), key=lambda row: row[4])
+            return [jsoncodec.loads(row[3]) for row in live]
         if self.sql is not None:
             self.flush()
             return [jsoncodec.loads(b) for b in self.sql.bodies(flow_id)]
@@ -280,6 +284,13 @@ def sequence_events(path: Path, sequence: str, since: float) -> list[dict[str, A
     finally:
         db.close()
     return [jsoncodec.loads(r[0]) for r in rows]
+
+
+def _keep(names: dict[str, str], key: str, value: str) -> None:
+    """`names[key] = value`, the oldest name dropped past MAX_NAMES_IN_MEMORY."""
+    names[key] = value
+    if len(names) > MAX_NAMES_IN_MEMORY:
+        del names[next(iter(names))]
 
 
 def _private(path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from specstack_runtime import trace
 from specstack_runtime.errors import StepFailed
 from specstack_runtime.flowsteps import bind
 from specstack_runtime.statefile import DELAY_S, flush_all, state_file
@@ -49,6 +50,38 @@ def test_events_are_read_back_from_memory_and_from_the_file(tmp_path: Path) -> N
     again = TraceRecorder(tmp_path / "trace.sqlite")  # another process reading the file
     assert [e["step"] for e in again.events("req-nova")] == ["1", "2", "3"]
     assert again.events("unknown") == []
+
+
+def test_a_long_running_trace_keeps_memory_bounded_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A persistent trace keeps no flow in memory and only its latest aliases and owners:
+    every flow still reads back whole from its file, and a flow's owner is the first
+    project that claimed it even once memory forgot it."""
+    monkeypatch.setattr(trace, "MAX_NAMES_IN_MEMORY", 8)
+    rec = TraceRecorder(tmp_path / "trace.sqlite")
+    for n in range(20):
+        rec.record(event(f"f{n}", "1", float(n), n=n))
+        rec.alias(f"req-{n}", f"f{n}")
+        rec.own(f"f{n}", f"project-{n}")
+        rec.record(event(f"f{n}", "2", n + 0.5))
+    assert not rec._flows
+    assert len(rec._aliases) == len(rec._owners) == 8
+    rec.own("f0", "intruder")  # forgotten by memory, claimed again: the first one stays
+    assert rec.owner("req-0") == "project-0"
+    assert [e["step"] for e in rec.events("req-0")] == ["1", "2"]
+    assert rec.events("req-0")[0]["detail"] == {"n": 0}
+    assert rec.events("req-19")[0]["detail"] == {"n": 19}
+    # without a file the memory is the trace: its last flows, its latest names
+    monkeypatch.setattr(trace, "MAX_FLOWS_IN_MEMORY", 5)
+    mem = TraceRecorder(None)
+    for n in range(20):
+        mem.record(event(f"f{n}", "1", float(n)))
+        mem.alias(f"req-{n}", f"f{n}")
+    assert list(mem._flows) == [f"f{n}" for n in range(15, 20)]
+    assert len(mem._aliases) == 8
+    assert [e["step"] for e in mem.events("req-19")] == ["1"]
+    assert mem.events("f0") == []
 
 
 def test_flushes_from_any_thread_share_one_writer_and_lose_nothing(tmp_path: Path) -> None:
