@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
 
 from specstack_runtime.bus import CheckedBy, RemoteError
 from specstack_runtime.context import Call
@@ -16,29 +14,45 @@ from specstack_runtime.errors import ApiError, BadRequest, Conflict, Forbidden, 
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
 
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+
 
 class InvalidMessage(ValueError):
     """A payload or reply that does not match the message's schema in the spec."""
 
 
 @lru_cache(maxsize=512)
-def _validator(info_id: int, name: str, part: str, info: StackInfo) -> Draft202012Validator | None:
+def _schema(info_id: int, name: str, part: str, info: StackInfo) -> dict[str, Any] | None:
     msg = info.messages[name]
     schema = msg["payload_schema"] if part == "payload" else msg["reply_schema"]
     if schema is None:
         return None
     # `#/types/...` pointers resolve against this document's root.
-    return Draft202012Validator({**schema, "types": info.ir.get("message_types", {})})
+    return {**schema, "types": info.ir.get("message_types", {})}
 
 
 @lru_cache(maxsize=512)
 def _fast(info_id: int, name: str, part: str, info: StackInfo) -> Any:
-    """The same schema compiled by jsonschema-rs (formats not checked, as jsonschema does
-    not without a format checker): whether a message is valid, a hundred times faster."""
-    v = _validator(info_id, name, part, info)
+    """The schema compiled by jsonschema-rs (formats not checked, as jsonschema does not
+    without a format checker): whether a message is valid, a hundred times faster."""
+    schema = _schema(info_id, name, part, info)
     return (
-        None if v is None else jsonschema_rs.Draft202012Validator(v.schema, validate_formats=False)
+        None
+        if schema is None
+        else jsonschema_rs.Draft202012Validator(schema, validate_formats=False)
     )
+
+
+@lru_cache(maxsize=512)
+def _wording(info_id: int, name: str, part: str, info: StackInfo) -> Draft202012Validator:
+    """The same schema as jsonschema checks it, for the words of an error: imported only
+    when a message is invalid (its modules are some 10 MB a process keeps)."""
+    from jsonschema import Draft202012Validator
+
+    schema = _schema(info_id, name, part, info)
+    assert schema is not None
+    return Draft202012Validator(schema)
 
 
 def check(info: StackInfo, name: str, part: str, data: Any) -> None:
@@ -53,9 +67,7 @@ def check(info: StackInfo, name: str, part: str, data: Any) -> None:
     except (ValueError, TypeError):
         pass  # a value JSON has no type for: jsonschema decides
     # invalid: the first error as jsonschema words it
-    v = _validator(id(info), name, part, info)
-    assert v is not None
-    error: ValidationError | None = next(iter(v.iter_errors(data)), None)
+    error = next(iter(_wording(id(info), name, part, info).iter_errors(data)), None)
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise InvalidMessage(f"{name} {part} at {where}: {error.message}")
