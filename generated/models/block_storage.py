@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from typing import Any, Literal
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, conint, constr
+from specstack_runtime.specmodel import SpecModel
+from pydantic import AwareDatetime, ConfigDict, Field, RootModel, conint, constr
 from uuid import UUID
 
 
-class QuotaSet(BaseModel):
+class QuotaSet(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -22,14 +23,14 @@ class QuotaSet(BaseModel):
     groups: int | dict[str, Any]
 
 
-class QuotaSetResponse(BaseModel):
+class QuotaSetResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     quota_set: QuotaSet
 
 
-class QuotaSet1(BaseModel):
+class QuotaSet1(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -57,7 +58,7 @@ class QuotaSet1(BaseModel):
     )
 
 
-class QuotaSetUpdateRequest(BaseModel):
+class QuotaSetUpdateRequest(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -65,7 +66,7 @@ class QuotaSetUpdateRequest(BaseModel):
     quota_set: QuotaSet1
 
 
-class Link(BaseModel):
+class Link(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -74,7 +75,7 @@ class Link(BaseModel):
     type: str | None = Field(None, description="Media type of the target (describedby links).")
 
 
-class MediaType(BaseModel):
+class MediaType(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -82,7 +83,7 @@ class MediaType(BaseModel):
     type: str
 
 
-class VolumeVersion(BaseModel):
+class VolumeVersion(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -95,14 +96,14 @@ class VolumeVersion(BaseModel):
     media_types: list[MediaType] = Field(..., alias="media-types")
 
 
-class VolumeVersionList(BaseModel):
+class VolumeVersionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     versions: list[VolumeVersion]
 
 
-class VolumeSummary(BaseModel):
+class VolumeSummary(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -111,7 +112,7 @@ class VolumeSummary(BaseModel):
     links: list[Link]
 
 
-class VolumeList(BaseModel):
+class VolumeList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -124,7 +125,7 @@ class VolumeList(BaseModel):
     )
 
 
-class VolumeSummary1(BaseModel):
+class VolumeSummary1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -136,14 +137,14 @@ class VolumeSummary1(BaseModel):
     )
 
 
-class VolumeSummaryResponse(BaseModel):
+class VolumeSummaryResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume_summary: VolumeSummary1 = Field(..., alias="volume-summary")
 
 
-class VolumeAttachmentInfo(BaseModel):
+class VolumeAttachmentInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -208,14 +209,14 @@ class VolumeStatus(
     ] = Field(..., description="The volume status.")
 
 
-class ZoneState(BaseModel):
+class ZoneState(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     available: bool
 
 
-class AvailabilityZoneInfoItem(BaseModel):
+class AvailabilityZoneInfoItem(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -223,14 +224,14 @@ class AvailabilityZoneInfoItem(BaseModel):
     zoneState: ZoneState
 
 
-class VolumeAvailabilityZones(BaseModel):
+class VolumeAvailabilityZones(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     availabilityZoneInfo: list[AvailabilityZoneInfoItem]
 
 
-class Limits(BaseModel):
+class Limits(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -240,14 +241,14 @@ class Limits(BaseModel):
     )
 
 
-class VolumeLimits(BaseModel):
+class VolumeLimits(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     limits: Limits
 
 
-class Volume(BaseModel):
+class Volume(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -296,14 +297,14 @@ class Volume(BaseModel):
     )
 
 
-class VolumeResponse(BaseModel):
+class VolumeResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume: Volume
 
 
-class VolumeDetailList(BaseModel):
+class VolumeDetailList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -316,7 +317,7 @@ class VolumeDetailList(BaseModel):
     )
 
 
-class VolumeCreate(BaseModel):
+class VolumeCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -342,7 +343,7 @@ class VolumeCreate(BaseModel):
     )
 
 
-class VolumeCreateRequest(BaseModel):
+class VolumeCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -354,7 +355,7 @@ class VolumeCreateRequest(BaseModel):
     )
 
 
-class VolumeUpdate(BaseModel):
+class VolumeUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -365,14 +366,14 @@ class VolumeUpdate(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-class VolumeUpdateRequest(BaseModel):
+class VolumeUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume: VolumeUpdate
 
 
-class Snapshot(BaseModel):
+class Snapshot(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -394,14 +395,14 @@ class Snapshot(BaseModel):
     user_id: str | None = Field(None, description="Who took the snapshot (3.41 and later).")
 
 
-class SnapshotResponse(BaseModel):
+class SnapshotResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     snapshot: Snapshot
 
 
-class SnapshotList(BaseModel):
+class SnapshotList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -414,7 +415,7 @@ class SnapshotList(BaseModel):
     )
 
 
-class SnapshotCreate(BaseModel):
+class SnapshotCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -427,14 +428,14 @@ class SnapshotCreate(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
-class SnapshotCreateRequest(BaseModel):
+class SnapshotCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     snapshot: SnapshotCreate
 
 
-class SnapshotUpdate(BaseModel):
+class SnapshotUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -445,14 +446,14 @@ class SnapshotUpdate(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-class SnapshotUpdateRequest(BaseModel):
+class SnapshotUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     snapshot: SnapshotUpdate
 
 
-class Backup(BaseModel):
+class Backup(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -482,7 +483,7 @@ class Backup(BaseModel):
     user_id: str | None = Field(None, description="Who made the backup (3.56 and later).")
 
 
-class BackupSummary(BaseModel):
+class BackupSummary(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -491,21 +492,21 @@ class BackupSummary(BaseModel):
     links: list[Link]
 
 
-class BackupResponse(BaseModel):
+class BackupResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     backup: Backup
 
 
-class BackupSummaryResponse(BaseModel):
+class BackupSummaryResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     backup: BackupSummary
 
 
-class BackupList(BaseModel):
+class BackupList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -518,7 +519,7 @@ class BackupList(BaseModel):
     )
 
 
-class BackupSummaryList(BaseModel):
+class BackupSummaryList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -527,7 +528,7 @@ class BackupSummaryList(BaseModel):
     count: int | None = None
 
 
-class BackupCreate(BaseModel):
+class BackupCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -550,14 +551,14 @@ class BackupCreate(BaseModel):
     )
 
 
-class BackupCreateRequest(BaseModel):
+class BackupCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     backup: BackupCreate
 
 
-class BackupUpdate(BaseModel):
+class BackupUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -566,14 +567,14 @@ class BackupUpdate(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-class BackupUpdateRequest(BaseModel):
+class BackupUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     backup: BackupUpdate
 
 
-class Restore(BaseModel):
+class Restore(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -581,14 +582,14 @@ class Restore(BaseModel):
     name: constr(max_length=255) | None = Field(None, description="The new volume's name.")
 
 
-class BackupRestoreRequest(BaseModel):
+class BackupRestoreRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     restore: Restore | None
 
 
-class Restore1(BaseModel):
+class Restore1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -597,14 +598,14 @@ class Restore1(BaseModel):
     volume_name: str | None
 
 
-class BackupRestoreResponse(BaseModel):
+class BackupRestoreResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     restore: Restore1
 
 
-class Connector(BaseModel):
+class Connector(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -620,7 +621,7 @@ class Connector(BaseModel):
     mode: Literal["rw", "ro"] | None = None
 
 
-class ConnectionInfo(BaseModel):
+class ConnectionInfo(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -631,7 +632,7 @@ class ConnectionInfo(BaseModel):
     )
 
 
-class VolumeAttachAction(BaseModel):
+class VolumeAttachAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -641,35 +642,35 @@ class VolumeAttachAction(BaseModel):
     mode: Literal["rw", "ro"] | None = None
 
 
-class VolumeDetachAction(BaseModel):
+class VolumeDetachAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     attachment_id: str | None = None
 
 
-class VolumeExtendAction(BaseModel):
+class VolumeExtendAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     new_size: conint(ge=1) = Field(..., description="New size in GiB.")
 
 
-class VolumeConnectorAction(BaseModel):
+class VolumeConnectorAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     connector: Connector
 
 
-class VolumeSetBootableAction(BaseModel):
+class VolumeSetBootableAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     bootable: bool
 
 
-class VolumeResetStatusAction(BaseModel):
+class VolumeResetStatusAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -678,14 +679,14 @@ class VolumeResetStatusAction(BaseModel):
     migration_status: str | None = None
 
 
-class Revert(BaseModel):
+class Revert(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     snapshot_id: str
 
 
-class VolumeActionRequest(BaseModel):
+class VolumeActionRequest(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -716,14 +717,14 @@ class VolumeActionRequest(BaseModel):
     )
 
 
-class VolumeConnectionResponse(BaseModel):
+class VolumeConnectionResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     connection_info: ConnectionInfo
 
 
-class VolumeType(BaseModel):
+class VolumeType(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -738,7 +739,7 @@ class VolumeType(BaseModel):
     )
 
 
-class VolumeTypeList(BaseModel):
+class VolumeTypeList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -746,14 +747,14 @@ class VolumeTypeList(BaseModel):
     volume_type_links: list[Link] | None = None
 
 
-class VolumeTypeResponse(BaseModel):
+class VolumeTypeResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume_type: VolumeType
 
 
-class AttachmentCreate(BaseModel):
+class AttachmentCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -765,28 +766,28 @@ class AttachmentCreate(BaseModel):
     mode: Literal["rw", "ro"] | None = Field(None, description="Attach mode (3.54 and later).")
 
 
-class AttachmentCreateRequest(BaseModel):
+class AttachmentCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     attachment: AttachmentCreate
 
 
-class AttachmentUpdate(BaseModel):
+class AttachmentUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     connector: Connector
 
 
-class AttachmentUpdateRequest(BaseModel):
+class AttachmentUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     attachment: AttachmentUpdate
 
 
-class AttachmentCompleteRequest(BaseModel):
+class AttachmentCompleteRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -795,7 +796,7 @@ class AttachmentCompleteRequest(BaseModel):
     )
 
 
-class Attachment(BaseModel):
+class Attachment(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -813,14 +814,14 @@ class Attachment(BaseModel):
     )
 
 
-class AttachmentResponse(BaseModel):
+class AttachmentResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     attachment: Attachment
 
 
-class AttachmentSummary(BaseModel):
+class AttachmentSummary(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -830,14 +831,14 @@ class AttachmentSummary(BaseModel):
     volume_id: UUID
 
 
-class AttachmentSummaryList(BaseModel):
+class AttachmentSummaryList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     attachments: list[AttachmentSummary]
 
 
-class FaultDetail(BaseModel):
+class FaultDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -845,42 +846,42 @@ class FaultDetail(BaseModel):
     code: int = Field(..., description="The HTTP status code.")
 
 
-class BadRequest(BaseModel):
+class BadRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     badRequest: FaultDetail
 
 
-class Forbidden(BaseModel):
+class Forbidden(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     forbidden: FaultDetail
 
 
-class ItemNotFound(BaseModel):
+class ItemNotFound(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     itemNotFound: FaultDetail
 
 
-class ConflictingRequest(BaseModel):
+class ConflictingRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     conflictingRequest: FaultDetail
 
 
-class OverLimit(BaseModel):
+class OverLimit(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     overLimit: FaultDetail
 
 
-class AuthErrorDetail(BaseModel):
+class AuthErrorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -889,7 +890,7 @@ class AuthErrorDetail(BaseModel):
     message: str
 
 
-class Unauthorized(BaseModel):
+class Unauthorized(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

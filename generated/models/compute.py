@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pydantic import (
     AwareDatetime,
-    BaseModel,
     ConfigDict,
     Field,
     PositiveFloat,
@@ -14,6 +13,7 @@ from pydantic import (
     conint,
     constr,
 )
+from specstack_runtime.specmodel import SpecModel
 from typing import Any, Literal
 from uuid import UUID
 
@@ -24,7 +24,7 @@ class MetadataItems(
     root: dict[constr(pattern=r"^[a-zA-Z0-9-_:. ]{1,255}$"), constr(max_length=255)]
 
 
-class ServerMetadataItem(BaseModel):
+class ServerMetadataItem(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -38,7 +38,7 @@ class ServerTag(RootModel[constr(pattern=r"^[^,/]*$", min_length=1, max_length=6
     )
 
 
-class ServerTags(BaseModel):
+class ServerTags(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -46,7 +46,7 @@ class ServerTags(BaseModel):
     tags: list[ServerTag]
 
 
-class QuotaSet(BaseModel):
+class QuotaSet(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -67,14 +67,14 @@ class QuotaSet(BaseModel):
     server_groups: int
 
 
-class QuotaSetResponse(BaseModel):
+class QuotaSetResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     quota_set: QuotaSet
 
 
-class QuotaSet1(BaseModel):
+class QuotaSet1(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -126,7 +126,7 @@ class QuotaSet1(BaseModel):
     )
 
 
-class QuotaSetUpdateRequest(BaseModel):
+class QuotaSetUpdateRequest(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -134,7 +134,7 @@ class QuotaSetUpdateRequest(BaseModel):
     quota_set: QuotaSet1
 
 
-class QuotaDetail(BaseModel):
+class QuotaDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -143,7 +143,7 @@ class QuotaDetail(BaseModel):
     reserved: int
 
 
-class QuotaSet2(BaseModel):
+class QuotaSet2(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -164,14 +164,14 @@ class QuotaSet2(BaseModel):
     server_groups: QuotaDetail | None = None
 
 
-class QuotaSetDetailResponse(BaseModel):
+class QuotaSetDetailResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     quota_set: QuotaSet2
 
 
-class ServerExternalEvent(BaseModel):
+class ServerExternalEvent(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -188,7 +188,7 @@ class ServerExternalEvent(BaseModel):
     tag: constr(max_length=255) | None = None
 
 
-class ServerExternalEventsRequest(BaseModel):
+class ServerExternalEventsRequest(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -196,7 +196,7 @@ class ServerExternalEventsRequest(BaseModel):
     events: list[ServerExternalEvent] = Field(..., min_length=1)
 
 
-class Event(BaseModel):
+class Event(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -207,28 +207,28 @@ class Event(BaseModel):
     code: int = Field(..., description="200, or 404 for a server nova does not have.")
 
 
-class ServerExternalEvents(BaseModel):
+class ServerExternalEvents(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     events: list[Event]
 
 
-class FloatingIpPool(BaseModel):
+class FloatingIpPool(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     name: str
 
 
-class FloatingIpPoolList(BaseModel):
+class FloatingIpPoolList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     floating_ip_pools: list[FloatingIpPool]
 
 
-class Group(BaseModel):
+class Group(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -236,14 +236,14 @@ class Group(BaseModel):
     tenant_id: str | None = None
 
 
-class IpRange(BaseModel):
+class IpRange(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     cidr: str | None = None
 
 
-class ServerSecurityGroupRule(BaseModel):
+class ServerSecurityGroupRule(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -256,7 +256,7 @@ class ServerSecurityGroupRule(BaseModel):
     ip_range: IpRange = Field(..., description="The remote CIDR ({cidr}), or {}.")
 
 
-class ServerSecurityGroup(BaseModel):
+class ServerSecurityGroup(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -267,14 +267,14 @@ class ServerSecurityGroup(BaseModel):
     rules: list[ServerSecurityGroupRule]
 
 
-class ServerSecurityGroupList(BaseModel):
+class ServerSecurityGroupList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_groups: list[ServerSecurityGroup]
 
 
-class Link(BaseModel):
+class Link(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -283,7 +283,7 @@ class Link(BaseModel):
     type: str | None = Field(None, description="Media type of the target (describedby links only).")
 
 
-class MediaType(BaseModel):
+class MediaType(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -291,7 +291,7 @@ class MediaType(BaseModel):
     type: str
 
 
-class ComputeVersion(BaseModel):
+class ComputeVersion(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -306,14 +306,14 @@ class ComputeVersion(BaseModel):
     )
 
 
-class ComputeVersionList(BaseModel):
+class ComputeVersionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     versions: list[ComputeVersion]
 
 
-class ComputeVersionDocument(BaseModel):
+class ComputeVersionDocument(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -378,7 +378,7 @@ class DiskConfig(RootModel[Literal["AUTO", "MANUAL"]]):
     )
 
 
-class ServerNetworkRequest(BaseModel):
+class ServerNetworkRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -390,7 +390,7 @@ class ServerNetworkRequest(BaseModel):
     )
 
 
-class BlockDeviceMappingV2(BaseModel):
+class BlockDeviceMappingV2(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -423,14 +423,14 @@ class BlockDeviceMappingV2(BaseModel):
     )
 
 
-class SecurityGroupName(BaseModel):
+class SecurityGroupName(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     name: str = Field(..., description="Security group name (or id).")
 
 
-class Personality(BaseModel):
+class Personality(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -438,7 +438,7 @@ class Personality(BaseModel):
     contents: str | None = Field(None, description="Base64-encoded file contents.")
 
 
-class ServerCreate(BaseModel):
+class ServerCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -477,7 +477,7 @@ class ServerCreate(BaseModel):
     tags: list[str] | None = Field(None, description="The server's tags (from 2.52; 50 at most).")
 
 
-class SchedulerHints(BaseModel):
+class SchedulerHints(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -495,7 +495,7 @@ class SchedulerHints(BaseModel):
     cidr: str | None = None
 
 
-class ServerCreateRequest(BaseModel):
+class ServerCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -506,7 +506,7 @@ class ServerCreateRequest(BaseModel):
     )
 
 
-class ServerUpdate(BaseModel):
+class ServerUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -519,14 +519,14 @@ class ServerUpdate(BaseModel):
     )
 
 
-class ServerUpdateRequest(BaseModel):
+class ServerUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     server: ServerUpdate
 
 
-class ServerCreated(BaseModel):
+class ServerCreated(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -539,7 +539,7 @@ class ServerCreated(BaseModel):
     security_groups: list[SecurityGroupName]
 
 
-class ServerCreateResponse(BaseModel):
+class ServerCreateResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -549,7 +549,7 @@ class ServerCreateResponse(BaseModel):
     )
 
 
-class ServerSummary(BaseModel):
+class ServerSummary(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -558,7 +558,7 @@ class ServerSummary(BaseModel):
     links: list[Link]
 
 
-class ServerList(BaseModel):
+class ServerList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -568,7 +568,7 @@ class ServerList(BaseModel):
     )
 
 
-class ServerFlavorRef(BaseModel):
+class ServerFlavorRef(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -576,7 +576,7 @@ class ServerFlavorRef(BaseModel):
     links: list[Link]
 
 
-class ServerFlavor(BaseModel):
+class ServerFlavor(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -589,7 +589,7 @@ class ServerFlavor(BaseModel):
     extra_specs: dict[str, str] | None = None
 
 
-class ServerImageRef(BaseModel):
+class ServerImageRef(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -597,7 +597,7 @@ class ServerImageRef(BaseModel):
     links: list[Link]
 
 
-class ServerAddress(BaseModel):
+class ServerAddress(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -607,7 +607,7 @@ class ServerAddress(BaseModel):
     OS_EXT_IPS_MAC_mac_addr: str = Field(..., alias="OS-EXT-IPS-MAC:mac_addr")
 
 
-class ServerFault(BaseModel):
+class ServerFault(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -617,7 +617,7 @@ class ServerFault(BaseModel):
     details: str | None = Field(None, description="Traceback (administrators or non-500 faults).")
 
 
-class VolumeAttachedRef(BaseModel):
+class VolumeAttachedRef(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -627,7 +627,7 @@ class VolumeAttachedRef(BaseModel):
     )
 
 
-class Server(BaseModel):
+class Server(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -747,14 +747,14 @@ class Server(BaseModel):
     )
 
 
-class ServerResponse(BaseModel):
+class ServerResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     server: Server
 
 
-class ImageCreated(BaseModel):
+class ImageCreated(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -762,7 +762,7 @@ class ImageCreated(BaseModel):
     image_id: str
 
 
-class ServerDetailList(BaseModel):
+class ServerDetailList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -772,7 +772,7 @@ class ServerDetailList(BaseModel):
     )
 
 
-class UpdatedServerAddress(BaseModel):
+class UpdatedServerAddress(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -780,7 +780,7 @@ class UpdatedServerAddress(BaseModel):
     version: Literal[4, 6]
 
 
-class UpdatedServer(BaseModel):
+class UpdatedServer(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -813,21 +813,21 @@ class UpdatedServer(BaseModel):
     tags: list[str] | None = Field(None, description="The server's tags (from 2.26).")
 
 
-class ServerUpdateResponse(BaseModel):
+class ServerUpdateResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     server: UpdatedServer
 
 
-class RebootAction(BaseModel):
+class RebootAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     type: Literal["HARD", "Hard", "hard", "SOFT", "Soft", "soft"]
 
 
-class ConsoleOutputAction(BaseModel):
+class ConsoleOutputAction(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -837,7 +837,7 @@ class ConsoleOutputAction(BaseModel):
     )
 
 
-class RemoteConsole(BaseModel):
+class RemoteConsole(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -845,7 +845,7 @@ class RemoteConsole(BaseModel):
     type: str | None = None
 
 
-class RemoteConsoleRequest(BaseModel):
+class RemoteConsoleRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -855,7 +855,7 @@ class RemoteConsoleRequest(BaseModel):
     )
 
 
-class RemoteConsole1(BaseModel):
+class RemoteConsole1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -864,14 +864,14 @@ class RemoteConsole1(BaseModel):
     url: str = Field(..., description="Where the console is served.")
 
 
-class RemoteConsoleResponse(BaseModel):
+class RemoteConsoleResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     remote_console: RemoteConsole1
 
 
-class Console(BaseModel):
+class Console(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -879,14 +879,14 @@ class Console(BaseModel):
     url: str
 
 
-class LegacyConsole(BaseModel):
+class LegacyConsole(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     console: Console
 
 
-class CreateImageAction(BaseModel):
+class CreateImageAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -896,14 +896,14 @@ class CreateImageAction(BaseModel):
     )
 
 
-class Resize(BaseModel):
+class Resize(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     flavorRef: str | int = Field(..., description="The new flavor (its id).")
 
 
-class Rebuild(BaseModel):
+class Rebuild(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -916,7 +916,7 @@ class Rebuild(BaseModel):
     )
 
 
-class ServerActionRequest(BaseModel):
+class ServerActionRequest(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -974,7 +974,7 @@ class ServerActionRequest(BaseModel):
     )
 
 
-class ServerIps(BaseModel):
+class ServerIps(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -983,14 +983,14 @@ class ServerIps(BaseModel):
     )
 
 
-class ConsoleOutput(BaseModel):
+class ConsoleOutput(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     output: str = Field(..., description="The console log text.")
 
 
-class FlavorSummary(BaseModel):
+class FlavorSummary(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1000,7 +1000,7 @@ class FlavorSummary(BaseModel):
     links: list[Link]
 
 
-class FlavorList(BaseModel):
+class FlavorList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1008,7 +1008,7 @@ class FlavorList(BaseModel):
     flavors_links: list[Link] | None = None
 
 
-class Flavor(BaseModel):
+class Flavor(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1031,7 +1031,7 @@ class Flavor(BaseModel):
     links: list[Link]
 
 
-class FlavorDetailList(BaseModel):
+class FlavorDetailList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1039,21 +1039,21 @@ class FlavorDetailList(BaseModel):
     flavors_links: list[Link] | None = None
 
 
-class FlavorResponse(BaseModel):
+class FlavorResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     flavor: Flavor
 
 
-class FlavorExtraSpecs(BaseModel):
+class FlavorExtraSpecs(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     extra_specs: dict[str, str]
 
 
-class FlavorCreate(BaseModel):
+class FlavorCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1073,28 +1073,28 @@ class FlavorCreate(BaseModel):
     )
 
 
-class FlavorUpdate(BaseModel):
+class FlavorUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     description: constr(max_length=65535) | None
 
 
-class FlavorUpdateRequest(BaseModel):
+class FlavorUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     flavor: FlavorUpdate
 
 
-class FlavorCreateRequest(BaseModel):
+class FlavorCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     flavor: FlavorCreate
 
 
-class InstanceActionEvent(BaseModel):
+class InstanceActionEvent(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1113,7 +1113,7 @@ class InstanceActionEvent(BaseModel):
     hostId: str | None = Field(None, description="Where it ran")
 
 
-class InstanceAction(BaseModel):
+class InstanceAction(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1128,21 +1128,21 @@ class InstanceAction(BaseModel):
     events: list[InstanceActionEvent] | None = None
 
 
-class InstanceActionList(BaseModel):
+class InstanceActionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     instanceActions: list[InstanceAction]
 
 
-class InstanceActionResponse(BaseModel):
+class InstanceActionResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     instanceAction: InstanceAction
 
 
-class VolumeAttachment(BaseModel):
+class VolumeAttachment(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1155,21 +1155,21 @@ class VolumeAttachment(BaseModel):
     )
 
 
-class VolumeAttachmentList(BaseModel):
+class VolumeAttachmentList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volumeAttachments: list[VolumeAttachment]
 
 
-class VolumeAttachmentResponse(BaseModel):
+class VolumeAttachmentResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volumeAttachment: VolumeAttachment
 
 
-class VolumeAttachmentCreate(BaseModel):
+class VolumeAttachmentCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1183,14 +1183,14 @@ class VolumeAttachmentCreate(BaseModel):
     )
 
 
-class VolumeAttachmentCreateRequest(BaseModel):
+class VolumeAttachmentCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volumeAttachment: VolumeAttachmentCreate
 
 
-class InterfaceFixedIp(BaseModel):
+class InterfaceFixedIp(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1198,7 +1198,7 @@ class InterfaceFixedIp(BaseModel):
     subnet_id: UUID
 
 
-class InterfaceAttachment(BaseModel):
+class InterfaceAttachment(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1209,14 +1209,14 @@ class InterfaceAttachment(BaseModel):
     fixed_ips: list[InterfaceFixedIp] | None
 
 
-class FixedIp(BaseModel):
+class FixedIp(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     ip_address: str
 
 
-class InterfaceAttachmentCreate(BaseModel):
+class InterfaceAttachmentCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1228,28 +1228,28 @@ class InterfaceAttachmentCreate(BaseModel):
     tag: str | None = None
 
 
-class InterfaceAttachmentCreateRequest(BaseModel):
+class InterfaceAttachmentCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     interfaceAttachment: InterfaceAttachmentCreate
 
 
-class InterfaceAttachmentResponse(BaseModel):
+class InterfaceAttachmentResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     interfaceAttachment: InterfaceAttachment
 
 
-class InterfaceAttachmentList(BaseModel):
+class InterfaceAttachmentList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     interfaceAttachments: list[InterfaceAttachment]
 
 
-class KeypairSummary(BaseModel):
+class KeypairSummary(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1259,21 +1259,21 @@ class KeypairSummary(BaseModel):
     type: Literal["ssh", "x509"] | None = Field(None, description="From microversion 2.2.")
 
 
-class KeypairListEntry(BaseModel):
+class KeypairListEntry(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     keypair: KeypairSummary
 
 
-class KeypairList(BaseModel):
+class KeypairList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     keypairs: list[KeypairListEntry]
 
 
-class Keypair(BaseModel):
+class Keypair(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1289,14 +1289,14 @@ class Keypair(BaseModel):
     deleted_at: None
 
 
-class KeypairResponse(BaseModel):
+class KeypairResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     keypair: Keypair
 
 
-class KeypairCreate(BaseModel):
+class KeypairCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1314,14 +1314,14 @@ class KeypairCreate(BaseModel):
     )
 
 
-class KeypairCreateRequest(BaseModel):
+class KeypairCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     keypair: KeypairCreate
 
 
-class KeypairCreated(BaseModel):
+class KeypairCreated(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1333,21 +1333,21 @@ class KeypairCreated(BaseModel):
     user_id: str
 
 
-class KeypairCreateResponse(BaseModel):
+class KeypairCreateResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     keypair: KeypairCreated
 
 
-class Rules(BaseModel):
+class Rules(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     max_server_per_host: conint(ge=1) | None = None
 
 
-class ServerGroup(BaseModel):
+class ServerGroup(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1368,21 +1368,21 @@ class ServerGroup(BaseModel):
     )
 
 
-class ServerGroupResponse(BaseModel):
+class ServerGroupResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     server_group: ServerGroup
 
 
-class ServerGroupList(BaseModel):
+class ServerGroupList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     server_groups: list[ServerGroup]
 
 
-class Rules1(BaseModel):
+class Rules1(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -1390,7 +1390,7 @@ class Rules1(BaseModel):
     max_server_per_host: conint(ge=1) | None = None
 
 
-class ServerGroupCreate(BaseModel):
+class ServerGroupCreate(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -1405,21 +1405,21 @@ class ServerGroupCreate(BaseModel):
     rules: Rules1 | None = None
 
 
-class ServerGroupCreateRequest(BaseModel):
+class ServerGroupCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     server_group: ServerGroupCreate
 
 
-class AvailabilityZoneState(BaseModel):
+class AvailabilityZoneState(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     available: bool
 
 
-class AvailabilityZone(BaseModel):
+class AvailabilityZone(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1428,14 +1428,14 @@ class AvailabilityZone(BaseModel):
     hosts: None = Field(..., description="Always null in the non-detailed list.")
 
 
-class AvailabilityZoneList(BaseModel):
+class AvailabilityZoneList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     availabilityZoneInfo: list[AvailabilityZone]
 
 
-class Limits1(BaseModel):
+class Limits1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1445,14 +1445,14 @@ class Limits1(BaseModel):
     )
 
 
-class Limits(BaseModel):
+class Limits(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     limits: Limits1
 
 
-class Hosts(BaseModel):
+class Hosts(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1461,7 +1461,7 @@ class Hosts(BaseModel):
     updated_at: str | None
 
 
-class AvailabilityZoneDetail(BaseModel):
+class AvailabilityZoneDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1472,14 +1472,14 @@ class AvailabilityZoneDetail(BaseModel):
     )
 
 
-class AvailabilityZoneDetailList(BaseModel):
+class AvailabilityZoneDetailList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     availabilityZoneInfo: list[AvailabilityZoneDetail]
 
 
-class Hypervisor(BaseModel):
+class Hypervisor(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1489,7 +1489,7 @@ class Hypervisor(BaseModel):
     status: Literal["enabled", "disabled"]
 
 
-class Service(BaseModel):
+class Service(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1498,7 +1498,7 @@ class Service(BaseModel):
     disabled_reason: str | None
 
 
-class HypervisorDetail(BaseModel):
+class HypervisorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1526,14 +1526,14 @@ class HypervisorDetail(BaseModel):
     service: Service
 
 
-class HypervisorDetailList(BaseModel):
+class HypervisorDetailList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     hypervisors: list[HypervisorDetail]
 
 
-class HypervisorStatistics1(BaseModel):
+class HypervisorStatistics1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1551,14 +1551,14 @@ class HypervisorStatistics1(BaseModel):
     current_workload: int
 
 
-class HypervisorStatistics(BaseModel):
+class HypervisorStatistics(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     hypervisor_statistics: HypervisorStatistics1
 
 
-class ServerUsage(BaseModel):
+class ServerUsage(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1576,7 +1576,7 @@ class ServerUsage(BaseModel):
     uptime: int
 
 
-class TenantUsage(BaseModel):
+class TenantUsage(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1590,7 +1590,7 @@ class TenantUsage(BaseModel):
     server_usages: list[ServerUsage] | None = None
 
 
-class TenantUsageList(BaseModel):
+class TenantUsageList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1598,7 +1598,7 @@ class TenantUsageList(BaseModel):
     tenant_usages_links: list[Link] | None = Field(None, description="The next page (from 2.40).")
 
 
-class TenantUsageOne(BaseModel):
+class TenantUsageOne(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1606,7 +1606,7 @@ class TenantUsageOne(BaseModel):
     tenant_usage_links: list[Link] | None = Field(None, description="The next page (from 2.40).")
 
 
-class ComputeService(BaseModel):
+class ComputeService(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1621,21 +1621,21 @@ class ComputeService(BaseModel):
     forced_down: bool | None = None
 
 
-class ComputeServiceList(BaseModel):
+class ComputeServiceList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     services: list[ComputeService]
 
 
-class HypervisorList(BaseModel):
+class HypervisorList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     hypervisors: list[Hypervisor]
 
 
-class FaultDetail(BaseModel):
+class FaultDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1643,35 +1643,35 @@ class FaultDetail(BaseModel):
     code: int = Field(..., description="The HTTP status code.")
 
 
-class BadRequest(BaseModel):
+class BadRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     badRequest: FaultDetail
 
 
-class Forbidden(BaseModel):
+class Forbidden(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     forbidden: FaultDetail
 
 
-class ItemNotFound(BaseModel):
+class ItemNotFound(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     itemNotFound: FaultDetail
 
 
-class ConflictingRequest(BaseModel):
+class ConflictingRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     conflictingRequest: FaultDetail
 
 
-class AuthErrorDetail(BaseModel):
+class AuthErrorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1680,14 +1680,14 @@ class AuthErrorDetail(BaseModel):
     message: str
 
 
-class Unauthorized(BaseModel):
+class Unauthorized(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     error: AuthErrorDetail
 
 
-class ServerMetadata(BaseModel):
+class ServerMetadata(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, conint
+from pydantic import ConfigDict, Field, RootModel, conint
+from specstack_runtime.specmodel import SpecModel
 from typing import Any, Literal
 
 
-class Instance(BaseModel):
+class Instance(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -19,7 +20,7 @@ class Instance(BaseModel):
     image_id: str | None = None
 
 
-class ImageMeta(BaseModel):
+class ImageMeta(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -35,7 +36,7 @@ class ImageMeta(BaseModel):
     properties: dict[str, str] | None = None
 
 
-class Vif(BaseModel):
+class Vif(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -45,7 +46,7 @@ class Vif(BaseModel):
     ip_addresses: list[str] | None = None
 
 
-class ConnectionInfo(BaseModel):
+class ConnectionInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -57,7 +58,7 @@ class PowerState(RootModel[Literal[0, 1, 3, 4, 6, 7]]):
     root: Literal[0, 1, 3, 4, 6, 7]
 
 
-class Resources(BaseModel):
+class Resources(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -72,7 +73,7 @@ class Resources(BaseModel):
     hypervisor_hostname: str | None = None
 
 
-class BlockDevice(BaseModel):
+class BlockDevice(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, constr
+from pydantic import AwareDatetime, ConfigDict, Field, SecretStr, constr
+from specstack_runtime.specmodel import SpecModel
 from typing import Any, Literal
 
 
-class VersionLink(BaseModel):
+class VersionLink(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -16,7 +17,7 @@ class VersionLink(BaseModel):
     type: str | None = Field(None, description="Media type of the target (describedby links).")
 
 
-class MediaType(BaseModel):
+class MediaType(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -24,7 +25,7 @@ class MediaType(BaseModel):
     type: str = Field(..., description="Versioned vendor media type.")
 
 
-class IdentityVersion(BaseModel):
+class IdentityVersion(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -39,28 +40,28 @@ class IdentityVersion(BaseModel):
     media_types: list[MediaType] = Field(..., alias="media-types")
 
 
-class IdentityVersionValues(BaseModel):
+class IdentityVersionValues(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     values: list[IdentityVersion]
 
 
-class IdentityVersionList(BaseModel):
+class IdentityVersionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     versions: IdentityVersionValues
 
 
-class IdentityVersionDocument(BaseModel):
+class IdentityVersionDocument(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     version: IdentityVersion
 
 
-class DomainRef(BaseModel):
+class DomainRef(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -68,7 +69,7 @@ class DomainRef(BaseModel):
     name: str | None = None
 
 
-class PasswordUser(BaseModel):
+class PasswordUser(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -78,21 +79,21 @@ class PasswordUser(BaseModel):
     password: SecretStr
 
 
-class PasswordCredentials(BaseModel):
+class PasswordCredentials(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     user: PasswordUser
 
 
-class TokenCredentials(BaseModel):
+class TokenCredentials(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     id: SecretStr = Field(..., description="The existing token.")
 
 
-class ProjectScope(BaseModel):
+class ProjectScope(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -101,21 +102,21 @@ class ProjectScope(BaseModel):
     domain: DomainRef | None = None
 
 
-class SystemScope(BaseModel):
+class SystemScope(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     all: bool = Field(..., description="Scope to the whole deployment.")
 
 
-class TrustScope(BaseModel):
+class TrustScope(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     id: str
 
 
-class AuthScope(BaseModel):
+class AuthScope(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -125,7 +126,7 @@ class AuthScope(BaseModel):
     OS_TRUST_trust: TrustScope | None = Field(None, alias="OS-TRUST:trust")
 
 
-class DomainInfo(BaseModel):
+class DomainInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -133,7 +134,7 @@ class DomainInfo(BaseModel):
     name: str
 
 
-class TokenUser(BaseModel):
+class TokenUser(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -145,7 +146,7 @@ class TokenUser(BaseModel):
     )
 
 
-class TokenProject(BaseModel):
+class TokenProject(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -154,7 +155,7 @@ class TokenProject(BaseModel):
     domain: DomainInfo
 
 
-class RoleRef(BaseModel):
+class RoleRef(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -162,7 +163,7 @@ class RoleRef(BaseModel):
     name: str
 
 
-class CatalogEndpoint(BaseModel):
+class CatalogEndpoint(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -175,7 +176,7 @@ class CatalogEndpoint(BaseModel):
     )
 
 
-class CatalogEntry(BaseModel):
+class CatalogEntry(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -188,7 +189,7 @@ class CatalogEntry(BaseModel):
     endpoints: list[CatalogEndpoint]
 
 
-class CollectionLinks(BaseModel):
+class CollectionLinks(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -197,14 +198,14 @@ class CollectionLinks(BaseModel):
     next: str | None = None
 
 
-class ResourceLinks(BaseModel):
+class ResourceLinks(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     self: str
 
 
-class AuthCatalogResponse(BaseModel):
+class AuthCatalogResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -212,7 +213,7 @@ class AuthCatalogResponse(BaseModel):
     links: CollectionLinks
 
 
-class Project(BaseModel):
+class Project(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -230,7 +231,7 @@ class Project(BaseModel):
     links: ResourceLinks
 
 
-class ProjectCreate(BaseModel):
+class ProjectCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -246,14 +247,14 @@ class ProjectCreate(BaseModel):
     options: dict[str, Any] | None = None
 
 
-class ProjectCreateRequest(BaseModel):
+class ProjectCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     project: ProjectCreate
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -264,21 +265,21 @@ class ProjectUpdate(BaseModel):
     options: dict[str, Any] | None = None
 
 
-class ProjectUpdateRequest(BaseModel):
+class ProjectUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     project: ProjectUpdate
 
 
-class ProjectResponse(BaseModel):
+class ProjectResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     project: Project
 
 
-class ProjectList(BaseModel):
+class ProjectList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -289,7 +290,7 @@ class ProjectList(BaseModel):
     )
 
 
-class User(BaseModel):
+class User(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -306,7 +307,7 @@ class User(BaseModel):
     links: ResourceLinks
 
 
-class UserCreate(BaseModel):
+class UserCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -321,21 +322,21 @@ class UserCreate(BaseModel):
     options: dict[str, Any] | None = None
 
 
-class UserCreateRequest(BaseModel):
+class UserCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     user: UserCreate
 
 
-class UserResponse(BaseModel):
+class UserResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     user: User
 
 
-class UserList(BaseModel):
+class UserList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -344,7 +345,7 @@ class UserList(BaseModel):
     truncated: bool | None = None
 
 
-class ApplicationCredentialRole(BaseModel):
+class ApplicationCredentialRole(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -353,7 +354,7 @@ class ApplicationCredentialRole(BaseModel):
     domain_id: str | None = None
 
 
-class Role(BaseModel):
+class Role(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -361,7 +362,7 @@ class Role(BaseModel):
     name: str | None = None
 
 
-class ApplicationCredentialCreate(BaseModel):
+class ApplicationCredentialCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -380,14 +381,14 @@ class ApplicationCredentialCreate(BaseModel):
     )
 
 
-class ApplicationCredentialCreateRequest(BaseModel):
+class ApplicationCredentialCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     application_credential: ApplicationCredentialCreate
 
 
-class User1(BaseModel):
+class User1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -396,7 +397,7 @@ class User1(BaseModel):
     domain: DomainRef | None = None
 
 
-class ApplicationCredentialAuth(BaseModel):
+class ApplicationCredentialAuth(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -408,7 +409,7 @@ class ApplicationCredentialAuth(BaseModel):
     )
 
 
-class TokenApplicationCredential(BaseModel):
+class TokenApplicationCredential(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -417,7 +418,7 @@ class TokenApplicationCredential(BaseModel):
     restricted: bool
 
 
-class Role1(BaseModel):
+class Role1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -429,7 +430,7 @@ class Role1(BaseModel):
     links: ResourceLinks
 
 
-class RoleCreate(BaseModel):
+class RoleCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -439,21 +440,21 @@ class RoleCreate(BaseModel):
     options: dict[str, Any] | None = None
 
 
-class RoleCreateRequest(BaseModel):
+class RoleCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     role: RoleCreate
 
 
-class RoleResponse(BaseModel):
+class RoleResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     role: Role1
 
 
-class RoleList(BaseModel):
+class RoleList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -462,7 +463,7 @@ class RoleList(BaseModel):
     truncated: bool | None = None
 
 
-class RoleGrant(BaseModel):
+class RoleGrant(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -472,7 +473,7 @@ class RoleGrant(BaseModel):
     role_id: str
 
 
-class AssignmentDomain(BaseModel):
+class AssignmentDomain(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -480,16 +481,7 @@ class AssignmentDomain(BaseModel):
     name: str | None = None
 
 
-class AssignmentProject(BaseModel):
-    model_config = ConfigDict(
-        populate_by_name=True,
-    )
-    id: str
-    name: str | None = None
-    domain: AssignmentDomain | None = None
-
-
-class AssignmentActor(BaseModel):
+class AssignmentProject(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -498,7 +490,7 @@ class AssignmentActor(BaseModel):
     domain: AssignmentDomain | None = None
 
 
-class AssignmentRole(BaseModel):
+class AssignmentActor(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -507,7 +499,16 @@ class AssignmentRole(BaseModel):
     domain: AssignmentDomain | None = None
 
 
-class AssignmentScope(BaseModel):
+class AssignmentRole(SpecModel):
+    model_config = ConfigDict(
+        populate_by_name=True,
+    )
+    id: str
+    name: str | None = None
+    domain: AssignmentDomain | None = None
+
+
+class AssignmentScope(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -519,7 +520,7 @@ class AssignmentScope(BaseModel):
     )
 
 
-class AssignmentLinks(BaseModel):
+class AssignmentLinks(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -528,7 +529,7 @@ class AssignmentLinks(BaseModel):
     prior_role: str | None = None
 
 
-class RoleAssignment(BaseModel):
+class RoleAssignment(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -539,7 +540,7 @@ class RoleAssignment(BaseModel):
     links: AssignmentLinks
 
 
-class RoleAssignmentList(BaseModel):
+class RoleAssignmentList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -548,7 +549,7 @@ class RoleAssignmentList(BaseModel):
     truncated: bool | None = None
 
 
-class Service(BaseModel):
+class Service(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -560,7 +561,7 @@ class Service(BaseModel):
     links: ResourceLinks
 
 
-class ServiceCreate(BaseModel):
+class ServiceCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -570,21 +571,21 @@ class ServiceCreate(BaseModel):
     enabled: bool | None = True
 
 
-class ServiceCreateRequest(BaseModel):
+class ServiceCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     service: ServiceCreate
 
 
-class ServiceResponse(BaseModel):
+class ServiceResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     service: Service
 
 
-class ServiceList(BaseModel):
+class ServiceList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -593,7 +594,7 @@ class ServiceList(BaseModel):
     truncated: bool | None = None
 
 
-class Endpoint(BaseModel):
+class Endpoint(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -607,7 +608,7 @@ class Endpoint(BaseModel):
     links: ResourceLinks
 
 
-class EndpointCreate(BaseModel):
+class EndpointCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -621,21 +622,21 @@ class EndpointCreate(BaseModel):
     enabled: bool | None = True
 
 
-class EndpointCreateRequest(BaseModel):
+class EndpointCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     endpoint: EndpointCreate
 
 
-class EndpointResponse(BaseModel):
+class EndpointResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     endpoint: Endpoint
 
 
-class EndpointList(BaseModel):
+class EndpointList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -644,7 +645,7 @@ class EndpointList(BaseModel):
     truncated: bool | None = None
 
 
-class Domain(BaseModel):
+class Domain(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -657,7 +658,7 @@ class Domain(BaseModel):
     links: ResourceLinks
 
 
-class DomainCreate(BaseModel):
+class DomainCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -667,21 +668,21 @@ class DomainCreate(BaseModel):
     tags: list[str] | None = None
 
 
-class DomainCreateRequest(BaseModel):
+class DomainCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     domain: DomainCreate
 
 
-class DomainResponse(BaseModel):
+class DomainResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     domain: Domain
 
 
-class DomainList(BaseModel):
+class DomainList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -690,7 +691,7 @@ class DomainList(BaseModel):
     truncated: bool | None = None
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -699,14 +700,14 @@ class ErrorDetail(BaseModel):
     title: str = Field(..., description='The status reason, for example "Not Found".')
 
 
-class Error(BaseModel):
+class Error(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     error: ErrorDetail
 
 
-class AuthIdentity(BaseModel):
+class AuthIdentity(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -718,7 +719,7 @@ class AuthIdentity(BaseModel):
     application_credential: ApplicationCredentialAuth | None = None
 
 
-class Auth(BaseModel):
+class Auth(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -729,14 +730,14 @@ class Auth(BaseModel):
     )
 
 
-class AuthRequest(BaseModel):
+class AuthRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     auth: Auth
 
 
-class Token(BaseModel):
+class Token(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -756,14 +757,14 @@ class Token(BaseModel):
     )
 
 
-class TokenResponse(BaseModel):
+class TokenResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     token: Token
 
 
-class ApplicationCredential(BaseModel):
+class ApplicationCredential(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -788,14 +789,14 @@ class ApplicationCredential(BaseModel):
     links: ResourceLinks
 
 
-class ApplicationCredentialResponse(BaseModel):
+class ApplicationCredentialResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     application_credential: ApplicationCredential
 
 
-class ApplicationCredentialList(BaseModel):
+class ApplicationCredentialList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, conint, constr
+from specstack_runtime.specmodel import SpecModel
+from pydantic import AwareDatetime, ConfigDict, Field, RootModel, conint, constr
 from typing import Any, Dict, Literal
 from uuid import UUID
 
 
-class VersionLink(BaseModel):
+class VersionLink(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -16,7 +17,7 @@ class VersionLink(BaseModel):
     rel: str
 
 
-class ImageVersion(BaseModel):
+class ImageVersion(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -25,7 +26,7 @@ class ImageVersion(BaseModel):
     links: list[VersionLink]
 
 
-class ImageVersionList(BaseModel):
+class ImageVersionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -67,7 +68,7 @@ class ImageVisibility(RootModel[Literal["public", "private", "shared", "communit
     root: Literal["public", "private", "shared", "community"]
 
 
-class ImageLocation(BaseModel):
+class ImageLocation(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -75,7 +76,7 @@ class ImageLocation(BaseModel):
     metadata: dict[str, Any]
 
 
-class Image(BaseModel):
+class Image(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -122,7 +123,7 @@ class Image(BaseModel):
     )
 
 
-class ImageCreate(BaseModel):
+class ImageCreate(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -147,7 +148,7 @@ class ImageCreate(BaseModel):
     tags: list[constr(min_length=1, max_length=255)] | None = None
 
 
-class ImagePatchOperation(BaseModel):
+class ImagePatchOperation(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -162,7 +163,7 @@ class ImagePatch(RootModel[list[ImagePatchOperation]]):
     )
 
 
-class ImageList(BaseModel):
+class ImageList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -176,7 +177,7 @@ class ImageList(BaseModel):
     )
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -185,7 +186,7 @@ class ErrorDetail(BaseModel):
     title: str = Field(..., description='The status reason, for example "Not Found".')
 
 
-class Error(BaseModel):
+class Error(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, conint, constr
+from pydantic import ConfigDict, Field, conint, constr
 from typing import Any, Literal
+from specstack_runtime.specmodel import SpecModel
 from uuid import UUID
 
 
-class AgentState(BaseModel):
+class AgentState(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -22,7 +23,7 @@ class AgentState(BaseModel):
     start_flag: bool | None = None
 
 
-class InstanceRef(BaseModel):
+class InstanceRef(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -31,7 +32,7 @@ class InstanceRef(BaseModel):
     user_id: str | None = None
 
 
-class Instance(BaseModel):
+class Instance(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -50,7 +51,7 @@ class Instance(BaseModel):
     security_groups: list[str] | None = None
 
 
-class Flavor(BaseModel):
+class Flavor(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -63,14 +64,14 @@ class Flavor(BaseModel):
     swap: conint(ge=0) | None = None
 
 
-class InstanceGroup(BaseModel):
+class InstanceGroup(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     uuid: str
 
 
-class RequestSpec(BaseModel):
+class RequestSpec(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -82,7 +83,7 @@ class RequestSpec(BaseModel):
     instance_group: InstanceGroup | None = None
 
 
-class RequestedNetwork(BaseModel):
+class RequestedNetwork(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -91,7 +92,7 @@ class RequestedNetwork(BaseModel):
     fixed_ip: str | None = None
 
 
-class BlockDeviceMapping(BaseModel):
+class BlockDeviceMapping(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -103,7 +104,7 @@ class BlockDeviceMapping(BaseModel):
     delete_on_termination: bool | None = None
 
 
-class Retry(BaseModel):
+class Retry(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -111,7 +112,7 @@ class Retry(BaseModel):
     hosts: list[str]
 
 
-class Fault(BaseModel):
+class Fault(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -121,7 +122,7 @@ class Fault(BaseModel):
     created: str
 
 
-class Resources(BaseModel):
+class Resources(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -136,7 +137,7 @@ class Resources(BaseModel):
     hypervisor_hostname: str | None = None
 
 
-class FixedIp(BaseModel):
+class FixedIp(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -144,7 +145,7 @@ class FixedIp(BaseModel):
     ip_address: str
 
 
-class Port(BaseModel):
+class Port(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -157,7 +158,7 @@ class Port(BaseModel):
     fixed_ips: list[FixedIp] | None = None
 
 
-class Connector(BaseModel):
+class Connector(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -169,7 +170,7 @@ class Connector(BaseModel):
     multipath: bool | None = None
 
 
-class ConnectionInfo(BaseModel):
+class ConnectionInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -177,7 +178,7 @@ class ConnectionInfo(BaseModel):
     data: dict[str, Any]
 
 
-class ScheduleAndBuildInstancesPayload(BaseModel):
+class ScheduleAndBuildInstancesPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -188,7 +189,7 @@ class ScheduleAndBuildInstancesPayload(BaseModel):
     block_device_mapping: list[BlockDeviceMapping] | None = None
 
 
-class BuildAndRunInstancePayload(BaseModel):
+class BuildAndRunInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -203,7 +204,7 @@ class BuildAndRunInstancePayload(BaseModel):
     retry: Retry | None = None
 
 
-class StopInstancePayload(BaseModel):
+class StopInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -211,7 +212,7 @@ class StopInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class StartInstancePayload(BaseModel):
+class StartInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -219,7 +220,7 @@ class StartInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class TriggerCrashDumpPayload(BaseModel):
+class TriggerCrashDumpPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -227,7 +228,7 @@ class TriggerCrashDumpPayload(BaseModel):
     instance: InstanceRef
 
 
-class PauseInstancePayload(BaseModel):
+class PauseInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -235,7 +236,7 @@ class PauseInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class UnpauseInstancePayload(BaseModel):
+class UnpauseInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -243,7 +244,7 @@ class UnpauseInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class SuspendInstancePayload(BaseModel):
+class SuspendInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -251,7 +252,7 @@ class SuspendInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class ResumeInstancePayload(BaseModel):
+class ResumeInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -259,7 +260,7 @@ class ResumeInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class RebootInstancePayload(BaseModel):
+class RebootInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -268,7 +269,7 @@ class RebootInstancePayload(BaseModel):
     reboot_type: Literal["SOFT", "HARD"]
 
 
-class GetConsoleOutputPayload(BaseModel):
+class GetConsoleOutputPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -277,14 +278,14 @@ class GetConsoleOutputPayload(BaseModel):
     length: int | None = None
 
 
-class GetConsoleOutputReply(BaseModel):
+class GetConsoleOutputReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     output: str
 
 
-class SnapshotInstancePayload(BaseModel):
+class SnapshotInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -293,7 +294,7 @@ class SnapshotInstancePayload(BaseModel):
     image_id: str
 
 
-class RebuildInstancePayload(BaseModel):
+class RebuildInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -302,7 +303,7 @@ class RebuildInstancePayload(BaseModel):
     image_id: str
 
 
-class ShelveInstancePayload(BaseModel):
+class ShelveInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -311,7 +312,7 @@ class ShelveInstancePayload(BaseModel):
     image_id: str
 
 
-class ShelveOffloadInstancePayload(BaseModel):
+class ShelveOffloadInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -319,7 +320,7 @@ class ShelveOffloadInstancePayload(BaseModel):
     instance: InstanceRef
 
 
-class ScheduleUnshelveInstancePayload(BaseModel):
+class ScheduleUnshelveInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -329,7 +330,7 @@ class ScheduleUnshelveInstancePayload(BaseModel):
     availability_zone: str | None = None
 
 
-class UnshelveInstancePayload(BaseModel):
+class UnshelveInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -338,7 +339,7 @@ class UnshelveInstancePayload(BaseModel):
     image_id: str
 
 
-class ScheduleResizeInstancePayload(BaseModel):
+class ScheduleResizeInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -347,7 +348,7 @@ class ScheduleResizeInstancePayload(BaseModel):
     host: str | None = None
 
 
-class AttachVolumePayload(BaseModel):
+class AttachVolumePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -358,7 +359,7 @@ class AttachVolumePayload(BaseModel):
     delete_on_termination: bool | None = None
 
 
-class DetachVolumePayload(BaseModel):
+class DetachVolumePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -367,14 +368,14 @@ class DetachVolumePayload(BaseModel):
     volume_id: UUID
 
 
-class DetachVolumeReply(BaseModel):
+class DetachVolumeReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume_id: str
 
 
-class AttachInterfacePayload(BaseModel):
+class AttachInterfacePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -383,14 +384,14 @@ class AttachInterfacePayload(BaseModel):
     requested_network: RequestedNetwork
 
 
-class AttachInterfaceReply(BaseModel):
+class AttachInterfaceReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     port: dict[str, Any]
 
 
-class DetachInterfacePayload(BaseModel):
+class DetachInterfacePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -399,14 +400,14 @@ class DetachInterfacePayload(BaseModel):
     port_id: str
 
 
-class DetachInterfaceReply(BaseModel):
+class DetachInterfaceReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     port_id: str
 
 
-class InstanceGetPayload(BaseModel):
+class InstanceGetPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -414,7 +415,7 @@ class InstanceGetPayload(BaseModel):
     instance_uuid: UUID
 
 
-class InstanceGetReply(BaseModel):
+class InstanceGetReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -422,7 +423,7 @@ class InstanceGetReply(BaseModel):
     flavor: Flavor
 
 
-class Claim(BaseModel):
+class Claim(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -431,7 +432,7 @@ class Claim(BaseModel):
     op: Literal["swap", "drop", "drop_migration"]
 
 
-class Updates(BaseModel):
+class Updates(SpecModel):
     model_config = ConfigDict(
         extra="allow",
         populate_by_name=True,
@@ -444,7 +445,7 @@ class Updates(BaseModel):
     fault: Fault | None = None
 
 
-class InstanceUpdatePayload(BaseModel):
+class InstanceUpdatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -455,14 +456,14 @@ class InstanceUpdatePayload(BaseModel):
     updates: Updates
 
 
-class InstanceUpdateReply(BaseModel):
+class InstanceUpdateReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     instance: Instance
 
 
-class Node(BaseModel):
+class Node(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -472,7 +473,7 @@ class Node(BaseModel):
     resources: Resources
 
 
-class ComputeNodeUpdatePayload(BaseModel):
+class ComputeNodeUpdatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -480,14 +481,14 @@ class ComputeNodeUpdatePayload(BaseModel):
     nodes: list[Node] = Field(..., min_length=1)
 
 
-class ComputeNodeUpdateReply(BaseModel):
+class ComputeNodeUpdateReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     hosts: list[str]
 
 
-class PortCreateEndPayload(BaseModel):
+class PortCreateEndPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -495,7 +496,7 @@ class PortCreateEndPayload(BaseModel):
     port: Port
 
 
-class PortDeleteEndPayload(BaseModel):
+class PortDeleteEndPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -504,7 +505,7 @@ class PortDeleteEndPayload(BaseModel):
     network_id: str
 
 
-class PortUpdatePayload(BaseModel):
+class PortUpdatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -514,7 +515,7 @@ class PortUpdatePayload(BaseModel):
     segmentation_id: int | None = None
 
 
-class PortDeletePayload(BaseModel):
+class PortDeletePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -522,7 +523,7 @@ class PortDeletePayload(BaseModel):
     port_id: str
 
 
-class GetAgentPortsPayload(BaseModel):
+class GetAgentPortsPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -531,7 +532,7 @@ class GetAgentPortsPayload(BaseModel):
     hosts: list[str] | None = None
 
 
-class Port1(BaseModel):
+class Port1(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -540,14 +541,14 @@ class Port1(BaseModel):
     segmentation_id: int | None = None
 
 
-class GetAgentPortsReply(BaseModel):
+class GetAgentPortsReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     ports: list[Port1]
 
 
-class ReportStatePayload(BaseModel):
+class ReportStatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -555,7 +556,7 @@ class ReportStatePayload(BaseModel):
     agents: list[AgentState] = Field(..., min_length=1)
 
 
-class CreateVolumePayload(BaseModel):
+class CreateVolumePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -566,7 +567,7 @@ class CreateVolumePayload(BaseModel):
     volume_type: str | None = None
 
 
-class VolumeCreatePayload(BaseModel):
+class VolumeCreatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -575,7 +576,7 @@ class VolumeCreatePayload(BaseModel):
     size: conint(ge=1)
 
 
-class AttachmentUpdatePayload(BaseModel):
+class AttachmentUpdatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -585,14 +586,14 @@ class AttachmentUpdatePayload(BaseModel):
     connector: Connector
 
 
-class AttachmentUpdateReply(BaseModel):
+class AttachmentUpdateReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     connection_info: ConnectionInfo
 
 
-class AttachmentDeletePayload(BaseModel):
+class AttachmentDeletePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -601,14 +602,14 @@ class AttachmentDeletePayload(BaseModel):
     attachment_id: UUID
 
 
-class AttachmentDeleteReply(BaseModel):
+class AttachmentDeleteReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume_id: str
 
 
-class VolumeDeletePayload(BaseModel):
+class VolumeDeletePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -616,7 +617,7 @@ class VolumeDeletePayload(BaseModel):
     volume_id: UUID
 
 
-class SnapshotCreatePayload(BaseModel):
+class SnapshotCreatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -625,14 +626,14 @@ class SnapshotCreatePayload(BaseModel):
     volume_id: UUID
 
 
-class SnapshotCreateReply(BaseModel):
+class SnapshotCreateReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     snapshot_id: str
 
 
-class SnapshotDeletePayload(BaseModel):
+class SnapshotDeletePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -640,7 +641,7 @@ class SnapshotDeletePayload(BaseModel):
     snapshot_id: UUID
 
 
-class VolumeRevertPayload(BaseModel):
+class VolumeRevertPayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -649,14 +650,14 @@ class VolumeRevertPayload(BaseModel):
     snapshot_id: UUID
 
 
-class VolumeRevertReply(BaseModel):
+class VolumeRevertReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     volume_id: str
 
 
-class BackupCreatePayload(BaseModel):
+class BackupCreatePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -664,7 +665,7 @@ class BackupCreatePayload(BaseModel):
     backup_id: UUID
 
 
-class BackupRestorePayload(BaseModel):
+class BackupRestorePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -673,7 +674,7 @@ class BackupRestorePayload(BaseModel):
     volume_id: UUID
 
 
-class BackupDeletePayload(BaseModel):
+class BackupDeletePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -681,7 +682,7 @@ class BackupDeletePayload(BaseModel):
     backup_id: UUID
 
 
-class Migration(BaseModel):
+class Migration(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -696,7 +697,7 @@ class Migration(BaseModel):
     new_flavor: Flavor | None = None
 
 
-class VolumeAttachment(BaseModel):
+class VolumeAttachment(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -707,7 +708,7 @@ class VolumeAttachment(BaseModel):
     delete_on_termination: bool | None = None
 
 
-class TerminateInstancePayload(BaseModel):
+class TerminateInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -718,7 +719,7 @@ class TerminateInstancePayload(BaseModel):
     attachments: list[VolumeAttachment]
 
 
-class PrepResizePayload(BaseModel):
+class PrepResizePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -728,7 +729,7 @@ class PrepResizePayload(BaseModel):
     disk_info: str | None = None
 
 
-class ResizeInstancePayload(BaseModel):
+class ResizeInstancePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -738,7 +739,7 @@ class ResizeInstancePayload(BaseModel):
     disk_info: str | None = None
 
 
-class FinishResizePayload(BaseModel):
+class FinishResizePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -748,7 +749,7 @@ class FinishResizePayload(BaseModel):
     disk_info: str | None = None
 
 
-class ConfirmResizePayload(BaseModel):
+class ConfirmResizePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -758,7 +759,7 @@ class ConfirmResizePayload(BaseModel):
     disk_info: str | None = None
 
 
-class RevertResizePayload(BaseModel):
+class RevertResizePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -768,7 +769,7 @@ class RevertResizePayload(BaseModel):
     disk_info: str | None = None
 
 
-class FinishRevertResizePayload(BaseModel):
+class FinishRevertResizePayload(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -778,7 +779,7 @@ class FinishRevertResizePayload(BaseModel):
     disk_info: str | None = None
 
 
-class AttachVolumeReply(BaseModel):
+class AttachVolumeReply(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, conint, constr
+from specstack_runtime.specmodel import SpecModel
+from pydantic import ConfigDict, Field, RootModel, conint, constr
 from typing import Any, Literal
 from uuid import UUID
 from ipaddress import IPv4Address, IPv6Address
 
 
-class Quota(BaseModel):
+class Quota(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -23,14 +24,14 @@ class Quota(BaseModel):
     security_group_rule: int
 
 
-class QuotaResponse(BaseModel):
+class QuotaResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     quota: Quota
 
 
-class Quota1(BaseModel):
+class Quota1(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -63,7 +64,7 @@ class Quota1(BaseModel):
     force: bool | None = Field(None, description="Accepted; limits below the usage are allowed.")
 
 
-class QuotaUpdateRequest(BaseModel):
+class QuotaUpdateRequest(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -71,7 +72,7 @@ class QuotaUpdateRequest(BaseModel):
     quota: Quota1
 
 
-class Quota2(BaseModel):
+class Quota2(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -80,14 +81,14 @@ class Quota2(BaseModel):
     reserved: int
 
 
-class QuotaDetailsResponse(BaseModel):
+class QuotaDetailsResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     quota: dict[str, Quota2]
 
 
-class Link(BaseModel):
+class Link(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -95,7 +96,7 @@ class Link(BaseModel):
     rel: str = Field(..., description="self or next or previous.")
 
 
-class NetworkVersion(BaseModel):
+class NetworkVersion(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -104,14 +105,14 @@ class NetworkVersion(BaseModel):
     links: list[Link]
 
 
-class NetworkVersionList(BaseModel):
+class NetworkVersionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     versions: list[NetworkVersion]
 
 
-class ApiResource(BaseModel):
+class ApiResource(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -120,14 +121,14 @@ class ApiResource(BaseModel):
     links: list[Link]
 
 
-class ApiResourceList(BaseModel):
+class ApiResourceList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     resources: list[ApiResource]
 
 
-class Extension(BaseModel):
+class Extension(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -138,14 +139,14 @@ class Extension(BaseModel):
     links: list[Link]
 
 
-class ExtensionList(BaseModel):
+class ExtensionList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     extensions: list[Extension]
 
 
-class NetworkAttributes(BaseModel):
+class NetworkAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -197,7 +198,7 @@ class Network(NetworkAttributes):
     project_id: str
 
 
-class NetworkCreate(BaseModel):
+class NetworkCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -224,14 +225,14 @@ class NetworkCreate(BaseModel):
     provider_segmentation_id: int | None = Field(None, alias="provider:segmentation_id")
 
 
-class NetworkCreateRequest(BaseModel):
+class NetworkCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     network: NetworkCreate
 
 
-class NetworkUpdate(BaseModel):
+class NetworkUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -247,28 +248,28 @@ class NetworkUpdate(BaseModel):
     is_default: bool | None = None
 
 
-class NetworkUpdateRequest(BaseModel):
+class NetworkUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     network: NetworkUpdate
 
 
-class NetworkResponse(BaseModel):
+class NetworkResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     network: Network
 
 
-class NetworkShowResponse(BaseModel):
+class NetworkShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     network: NetworkAttributes
 
 
-class NetworkList(BaseModel):
+class NetworkList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -278,7 +279,7 @@ class NetworkList(BaseModel):
     )
 
 
-class AllocationPool(BaseModel):
+class AllocationPool(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -286,7 +287,7 @@ class AllocationPool(BaseModel):
     end: str = Field(..., description="Last allocatable address.")
 
 
-class HostRoute(BaseModel):
+class HostRoute(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -300,7 +301,7 @@ class Ipv6Mode(RootModel[Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"]
     )
 
 
-class SubnetAttributes(BaseModel):
+class SubnetAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -351,7 +352,7 @@ class Subnet(SubnetAttributes):
     project_id: str
 
 
-class SubnetCreate(BaseModel):
+class SubnetCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -381,14 +382,14 @@ class SubnetCreate(BaseModel):
     dns_publish_fixed_ip: bool | None = None
 
 
-class SubnetCreateRequest(BaseModel):
+class SubnetCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     subnet: SubnetCreate
 
 
-class SubnetUpdate(BaseModel):
+class SubnetUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -404,28 +405,28 @@ class SubnetUpdate(BaseModel):
     dns_publish_fixed_ip: bool | None = None
 
 
-class SubnetUpdateRequest(BaseModel):
+class SubnetUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     subnet: SubnetUpdate
 
 
-class SubnetResponse(BaseModel):
+class SubnetResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     subnet: Subnet
 
 
-class SubnetShowResponse(BaseModel):
+class SubnetShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     subnet: SubnetAttributes
 
 
-class SubnetList(BaseModel):
+class SubnetList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -433,7 +434,7 @@ class SubnetList(BaseModel):
     subnets_links: list[Link] | None = None
 
 
-class PortFixedIp(BaseModel):
+class PortFixedIp(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -441,7 +442,7 @@ class PortFixedIp(BaseModel):
     ip_address: str
 
 
-class PortFixedIpRequest(BaseModel):
+class PortFixedIpRequest(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -450,7 +451,7 @@ class PortFixedIpRequest(BaseModel):
     ip_address: str | None = None
 
 
-class AllowedAddressPair(BaseModel):
+class AllowedAddressPair(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -458,7 +459,7 @@ class AllowedAddressPair(BaseModel):
     mac_address: str | None = None
 
 
-class ExtraDhcpOpt(BaseModel):
+class ExtraDhcpOpt(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -467,7 +468,7 @@ class ExtraDhcpOpt(BaseModel):
     ip_version: Literal[4, 6] | None = None
 
 
-class DnsAssignment(BaseModel):
+class DnsAssignment(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -476,7 +477,7 @@ class DnsAssignment(BaseModel):
     fqdn: str
 
 
-class PortAttributes(BaseModel):
+class PortAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -545,7 +546,7 @@ class Port(PortAttributes):
     )
 
 
-class PortCreate(BaseModel):
+class PortCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -585,14 +586,14 @@ class PortCreate(BaseModel):
     propagate_uplink_status: bool | None = None
 
 
-class PortCreateRequest(BaseModel):
+class PortCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     port: PortCreate
 
 
-class PortUpdate(BaseModel):
+class PortUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -629,28 +630,28 @@ class PortUpdate(BaseModel):
     propagate_uplink_status: bool | None = None
 
 
-class PortUpdateRequest(BaseModel):
+class PortUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     port: PortUpdate
 
 
-class PortResponse(BaseModel):
+class PortResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     port: Port
 
 
-class PortShowResponse(BaseModel):
+class PortShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     port: PortAttributes
 
 
-class PortList(BaseModel):
+class PortList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -658,7 +659,7 @@ class PortList(BaseModel):
     ports_links: list[Link] | None = None
 
 
-class SecurityGroupRuleAttributes(BaseModel):
+class SecurityGroupRuleAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -705,7 +706,7 @@ class SecurityGroupRule(SecurityGroupRuleAttributes):
     project_id: str
 
 
-class SecurityGroupRuleCreate(BaseModel):
+class SecurityGroupRuleCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -723,28 +724,28 @@ class SecurityGroupRuleCreate(BaseModel):
     project_id: str | None = None
 
 
-class SecurityGroupRuleCreateRequest(BaseModel):
+class SecurityGroupRuleCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group_rule: SecurityGroupRuleCreate
 
 
-class SecurityGroupRuleResponse(BaseModel):
+class SecurityGroupRuleResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group_rule: SecurityGroupRule
 
 
-class SecurityGroupRuleShowResponse(BaseModel):
+class SecurityGroupRuleShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group_rule: SecurityGroupRuleAttributes
 
 
-class SecurityGroupRuleList(BaseModel):
+class SecurityGroupRuleList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -752,7 +753,7 @@ class SecurityGroupRuleList(BaseModel):
     security_group_rules_links: list[Link] | None = None
 
 
-class SecurityGroupAttributes(BaseModel):
+class SecurityGroupAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -782,7 +783,7 @@ class SecurityGroup(SecurityGroupAttributes):
     project_id: str
 
 
-class SecurityGroupCreate(BaseModel):
+class SecurityGroupCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -793,14 +794,14 @@ class SecurityGroupCreate(BaseModel):
     project_id: str | None = None
 
 
-class SecurityGroupCreateRequest(BaseModel):
+class SecurityGroupCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group: SecurityGroupCreate
 
 
-class SecurityGroupUpdate(BaseModel):
+class SecurityGroupUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -809,28 +810,28 @@ class SecurityGroupUpdate(BaseModel):
     stateful: bool | None = None
 
 
-class SecurityGroupUpdateRequest(BaseModel):
+class SecurityGroupUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group: SecurityGroupUpdate
 
 
-class SecurityGroupResponse(BaseModel):
+class SecurityGroupResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group: SecurityGroup
 
 
-class SecurityGroupShowResponse(BaseModel):
+class SecurityGroupShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     security_group: SecurityGroupAttributes
 
 
-class SecurityGroupList(BaseModel):
+class SecurityGroupList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -838,7 +839,7 @@ class SecurityGroupList(BaseModel):
     security_groups_links: list[Link] | None = None
 
 
-class ExternalFixedIp(BaseModel):
+class ExternalFixedIp(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -846,7 +847,7 @@ class ExternalFixedIp(BaseModel):
     ip_address: str | None = None
 
 
-class ExternalGatewayInfo(BaseModel):
+class ExternalGatewayInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -855,7 +856,7 @@ class ExternalGatewayInfo(BaseModel):
     external_fixed_ips: list[ExternalFixedIp] | None = None
 
 
-class RouterAttributes(BaseModel):
+class RouterAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -891,7 +892,7 @@ class Router(RouterAttributes):
     project_id: str
 
 
-class RouterCreate(BaseModel):
+class RouterCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -906,14 +907,14 @@ class RouterCreate(BaseModel):
     project_id: str | None = None
 
 
-class RouterCreateRequest(BaseModel):
+class RouterCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     router: RouterCreate
 
 
-class RouterUpdate(BaseModel):
+class RouterUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -924,28 +925,28 @@ class RouterUpdate(BaseModel):
     routes: list[HostRoute] | None = None
 
 
-class RouterUpdateRequest(BaseModel):
+class RouterUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     router: RouterUpdate
 
 
-class RouterResponse(BaseModel):
+class RouterResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     router: Router
 
 
-class RouterShowResponse(BaseModel):
+class RouterShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     router: RouterAttributes
 
 
-class RouterList(BaseModel):
+class RouterList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -953,7 +954,7 @@ class RouterList(BaseModel):
     routers_links: list[Link] | None = None
 
 
-class RouterInterfaceRequest(BaseModel):
+class RouterInterfaceRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -961,7 +962,7 @@ class RouterInterfaceRequest(BaseModel):
     port_id: str | None = None
 
 
-class RouterInterface(BaseModel):
+class RouterInterface(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -974,7 +975,7 @@ class RouterInterface(BaseModel):
     project_id: str
 
 
-class FloatingIPAttributes(BaseModel):
+class FloatingIPAttributes(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1011,7 +1012,7 @@ class FloatingIP(FloatingIPAttributes):
     project_id: str
 
 
-class FloatingIPCreate(BaseModel):
+class FloatingIPCreate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1025,14 +1026,14 @@ class FloatingIPCreate(BaseModel):
     project_id: str | None = None
 
 
-class FloatingIPCreateRequest(BaseModel):
+class FloatingIPCreateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     floatingip: FloatingIPCreate
 
 
-class FloatingIPUpdate(BaseModel):
+class FloatingIPUpdate(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1041,28 +1042,28 @@ class FloatingIPUpdate(BaseModel):
     description: constr(max_length=255) | None = None
 
 
-class FloatingIPUpdateRequest(BaseModel):
+class FloatingIPUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     floatingip: FloatingIPUpdate
 
 
-class FloatingIPResponse(BaseModel):
+class FloatingIPResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     floatingip: FloatingIP
 
 
-class FloatingIPShowResponse(BaseModel):
+class FloatingIPShowResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     floatingip: FloatingIPAttributes
 
 
-class FloatingIPList(BaseModel):
+class FloatingIPList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1070,7 +1071,7 @@ class FloatingIPList(BaseModel):
     floatingips_links: list[Link] | None = None
 
 
-class NeutronErrorDetail(BaseModel):
+class NeutronErrorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1079,7 +1080,7 @@ class NeutronErrorDetail(BaseModel):
     detail: str = Field(..., description='Usually "".')
 
 
-class Agent(BaseModel):
+class Agent(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1103,7 +1104,7 @@ class Agent(BaseModel):
     resources_synced: bool | None = None
 
 
-class AgentUpdate(BaseModel):
+class AgentUpdate(SpecModel):
     model_config = ConfigDict(
         extra="forbid",
         populate_by_name=True,
@@ -1112,21 +1113,21 @@ class AgentUpdate(BaseModel):
     description: constr(max_length=255) | None = None
 
 
-class AgentUpdateRequest(BaseModel):
+class AgentUpdateRequest(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     agent: AgentUpdate
 
 
-class AgentResponse(BaseModel):
+class AgentResponse(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     agent: Agent
 
 
-class AgentList(BaseModel):
+class AgentList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1134,7 +1135,7 @@ class AgentList(BaseModel):
     agents_links: list[Link] | None = None
 
 
-class AvailabilityZone(BaseModel):
+class AvailabilityZone(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1143,21 +1144,21 @@ class AvailabilityZone(BaseModel):
     state: Literal["available", "unavailable"]
 
 
-class AvailabilityZoneList(BaseModel):
+class AvailabilityZoneList(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     availability_zones: list[AvailabilityZone]
 
 
-class NeutronError(BaseModel):
+class NeutronError(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
     NeutronError: NeutronErrorDetail
 
 
-class AuthErrorDetail(BaseModel):
+class AuthErrorDetail(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -1166,7 +1167,7 @@ class AuthErrorDetail(BaseModel):
     message: str
 
 
-class Unauthorized(BaseModel):
+class Unauthorized(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import ConfigDict, Field, RootModel
+from specstack_runtime.specmodel import SpecModel
 
 
-class ContainerInfo(BaseModel):
+class ContainerInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -16,7 +17,7 @@ class ContainerInfo(BaseModel):
     last_modified: str = Field(..., description="Naive UTC timestamp of the last change.")
 
 
-class ObjectInfo(BaseModel):
+class ObjectInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -28,7 +29,7 @@ class ObjectInfo(BaseModel):
     symlink_path: str | None = Field(None, description="Target of a symlink object.")
 
 
-class SubdirInfo(BaseModel):
+class SubdirInfo(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -39,7 +40,7 @@ class ObjectListing(RootModel[list[ObjectInfo | SubdirInfo]]):
     root: list[ObjectInfo | SubdirInfo] = Field(..., description="The JSON container listing.")
 
 
-class Container(BaseModel):
+class Container(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )
@@ -53,7 +54,7 @@ class Container(BaseModel):
     updated_at: str | None = None
 
 
-class StoredObject(BaseModel):
+class StoredObject(SpecModel):
     model_config = ConfigDict(
         populate_by_name=True,
     )

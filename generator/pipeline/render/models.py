@@ -51,6 +51,8 @@ def generate_models(
         allow_population_by_field_name=True,
         use_schema_description=False,
         use_field_description=False,
+        # built when first used (specstack_runtime/specmodel.py); TypedDicts have no base
+        base_class="" if typed_dict else "specstack_runtime.specmodel.SpecModel",
     )
     if not isinstance(result, str):
         raise ModelGenerationError("datamodel-code-generator returned no single module")
