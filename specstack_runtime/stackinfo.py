@@ -67,8 +67,10 @@ class StackInfo:
 
     @cached_property
     def ir(self) -> dict[str, Any]:
-        """The IR as its JSON value (what `generated/ir.json` holds)."""
-        return self.model.model_dump(mode="json", by_alias=True, exclude={"generated"})
+        """The IR as its JSON value (what `generated/ir.json` holds), but its resource
+        model, which the runtime reads typed (`model.resources`, `resources`): half the
+        IR, not held twice."""
+        return self.model.model_dump(mode="json", by_alias=True, exclude={"generated", "resources"})
 
     @cached_property
     def resources(self) -> Catalog:

@@ -134,10 +134,9 @@ class Catalogue:
         """The titles the resource model gives the actions of `op` (its state machine)."""
         if op is None:
             return {}
-        for res in self.info.ir.get("resources") or ():
-            ops = res.get("operations") or {}
-            if res.get("api") == api and op["operation_id"] in ops and res.get("states"):
-                return {a["name"]: a["title"] for a in res["states"]["actions"] if a.get("title")}
+        for res in self.info.model.resources:
+            if res.api == api and op["operation_id"] in res.operations and res.states:
+                return {a.name: a.title for a in res.states.actions if a.title}
         return {}
 
     def _of_api(self, api: dict[str, Any], catalog_type: str, doc: dict[str, Any]) -> list[Listing]:
