@@ -44,7 +44,7 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -54,6 +54,7 @@ from cel_expr_python.ext import ext_bindings, ext_strings
 
 from specstack_runtime import patterns
 from specstack_runtime.exprcache import RARE, RESULTS, TRIES, key_of
+from specstack_runtime.exprreads import Paths, Reads, merged_reads, pruned, reads_in
 
 VARIABLES = (
     "doc",
@@ -326,62 +327,8 @@ def _uses(text: str) -> frozenset[str]:
     return frozenset(_NAME.findall(text)).intersection(VARIABLES)
 
 
-#: For each variable an expression may read, the top-level fields it reads of it, or None
-#: when it may read the value as a whole (see `reads_in`).
-Reads = Mapping[str, frozenset[str] | None]
-
-# after a variable's name: `.field`, or `.name(` (a macro or method over the whole value)
-_SELECT = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
-_IDENT_END = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_)]}'\"")
-
-
-def reads_in(text: str, uses: frozenset[str]) -> dict[str, frozenset[str] | None]:
-    """Of each variable in `uses`, the fields `text` reads (a superset), or None for all.
-
-    The CEL runtime converts each variable it reads in full, at tens of microseconds a
-    kilobyte; a row's expression mostly reads a few of its fields (`doc.vm_state`). A name
-    used only as `name.field` (or `has(name.field)`) reads those fields; anywhere else
-    (`name[...]`, `'k' in name`, `name.map(...)`, `size(name)`, in a string) it may read
-    any. A name after a dot is a field's, not the variable's.
-    """
-    found: dict[str, set[str] | None] = {name: set() for name in uses}
-    for m in _NAME.finditer(text):
-        name = m.group()
-        fields = found.get(name)
-        if fields is None:
-            continue
-        at = m.start() - 1
-        while at >= 0 and text[at].isspace():
-            at -= 1
-        if at >= 0 and text[at] == ".":
-            at -= 1
-            while at >= 0 and text[at].isspace():
-                at -= 1
-            if at >= 0 and text[at] in _IDENT_END:
-                continue  # `x.name`: a field of x (a leading dot, `.name`, is the variable)
-        select = _SELECT.match(text, m.end())
-        if select is None or select.group(2) is not None:
-            found[name] = None
-        else:
-            fields.add(select.group(1))
-    return {k: None if v is None else frozenset(v) for k, v in found.items()}
-
-
-def merged_reads(reads: Iterable[Reads]) -> dict[str, frozenset[str] | None]:
-    """What several expressions read together (for one `Bound` they share)."""
-    out: dict[str, frozenset[str] | None] = {}
-    for one in reads:
-        for name, fields in one.items():
-            if name not in out:
-                out[name] = fields
-            else:
-                had = out[name]
-                out[name] = None if had is None or fields is None else had | fields
-    return out
-
-
 @lru_cache(maxsize=4096)
-def reads_of(texts: tuple[str, ...]) -> dict[str, frozenset[str] | None]:
+def reads_of(texts: tuple[str, ...]) -> dict[str, Paths | None]:
     """What the expressions `texts` read together (each compiled once, cached)."""
     return merged_reads(compile_expr(t).reads for t in texts)
 
@@ -505,13 +452,11 @@ class Bound:
             data = {k: v for k, v in variables.items() if v is not None}
         else:
             data = {}
-            for name, fields in reads.items():  # mostly a few of the variables given
+            for name, paths in reads.items():  # mostly a few of the variables given
                 value = variables.get(name)
                 if value is None:
                     continue
-                if fields is not None and type(value) is dict:
-                    value = {f: value[f] for f in fields if f in value}
-                data[name] = value
+                data[name] = value if paths is None else pruned(value, paths)
         self.data = data
         self._activation: Any = None  # the runtime's, made when an expression first runs
         self._key: bytes | None = _UNKEYED

@@ -24,7 +24,8 @@ from specstack_runtime.errors import (
     NotFound,
     Unauthorized,
 )
-from specstack_runtime.expr import Expr, compile_expr, merged_reads
+from specstack_runtime.expr import Expr, compile_expr
+from specstack_runtime.exprreads import Paths, merged_reads
 from specstack_runtime.microversions import parse
 from specstack_runtime.store import Not
 
@@ -226,7 +227,7 @@ class Compiled:
         return frozenset().union(*(e.uses for _, e in (*self.computed, *self.renders)))
 
     @cached_property
-    def render_reads(self) -> dict[str, frozenset[str] | None]:
+    def render_reads(self) -> dict[str, Paths | None]:
         """The variables, and of each the fields, those expressions read (`Expr.reads`)."""
         return merged_reads(e.reads for _, e in (*self.computed, *self.renders))
 
@@ -238,7 +239,7 @@ class Compiled:
         return {e.text: found.group(1) for e in exprs if (found := _COPY.fullmatch(e.text))}
 
     @cached_property
-    def cel_render_reads(self) -> dict[str, frozenset[str] | None]:
+    def cel_render_reads(self) -> dict[str, Paths | None]:
         """What the computed and render expressions other than `copies` read."""
         exprs = [e for _, e in (*self.computed, *self.renders)]
         return merged_reads(e.reads for e in exprs if e.text not in self.copies)

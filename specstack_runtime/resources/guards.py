@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from specstack_runtime.expr import Bound, Reads, compile_expr, reads_of, unicode_only
+from specstack_runtime.expr import Bound, compile_expr, reads_of, unicode_only
+from specstack_runtime.exprreads import Reads
 from specstack_runtime.grouped import values_in
 from specstack_runtime.ir import Guard
 from specstack_runtime.resources.compiled import error, fill
