@@ -1,6 +1,6 @@
 """nova-api: creating a server (boot-vm 4.1, 5, 6).
 
-- `compute.check_image` (boot-vm 4.1) keeps `vars["image"]`;
+- `compute.check_image` (boot-vm 4.1) keeps `vars["image"]` (and the new instance, for step 5);
 - `compute.create_server` (step 5) writes the instance row and keeps
   `vars["instance"]`, `vars["flavor"]` and `vars["request_spec"]`;
 - `compute.schedule_request` (step 6) casts schedule_and_build_instances.
@@ -31,6 +31,8 @@ from specstack_runtime.resources.views import render
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Doc
 
+NEW_ROW = "new_row"  # the flow variable step 4.1 keeps the instance in, for step 5
+
 
 def _new_row(rc: ResourceCall, call: Call) -> Doc:
     """The instance the request makes, as the spec's server template `new_row` describes it."""
@@ -54,7 +56,9 @@ async def check_image(ix: Interaction) -> None:
     body = ix.call.body
     if not isinstance(body, dict) or not isinstance(body.get("server"), dict):
         return
-    image_id = _new_row(engine_call(ix.call, SERVER), ix.call)["image_ref"]
+    # the instance the request makes: step 5 records this one (its id included)
+    row = ix.vars[NEW_ROW] = _new_row(engine_call(ix.call, SERVER), ix.call)
+    image_id = row["image_ref"]
     if not image_id:
         return  # booting from a volume: no image to check
     resp = await ix.invoke(image_id=image_id, token=ix.call.token)
@@ -96,7 +100,8 @@ async def create_server(call: Call) -> Reply:
     project_auth(call)
     store = store_of(call)
     rc = engine_call(call, SERVER)
-    row = _new_row(rc, call)
+    kept = call.vars.pop(NEW_ROW, None)  # step 4.1's, from this request's body
+    row = kept if isinstance(kept, dict) else _new_row(rc, call)
     server = call.body["server"]
     # the name and the disk config as the spec's server resource rules them
     if not isinstance(row["name"], str):
