@@ -53,20 +53,11 @@ def reads_in(text: str, uses: frozenset[str]) -> dict[str, Paths | None]:
         while (select := _SELECT.match(text, end)) is not None and select.group(2) is None:
             path.append(select.group(1))
             end = select.end()
-        found[name] = _with_path(found[name], path)
+        read: Paths | None = None  # the value the chain ends at, whole
+        for field in reversed(path):
+            read = {field: read}
+        found[name] = _merged(found[name], read)
     return found
-
-
-def _with_path(tree: Paths | None, path: list[str]) -> Paths | None:
-    """`tree` that also reads the value at `path` whole."""
-    if tree is None:
-        return None
-    if not path:
-        return None
-    head, rest = path[0], path[1:]
-    out = dict(tree)
-    out[head] = _with_path(tree.get(head, {}), rest)
-    return out
 
 
 def _merged(first: Paths | None, second: Paths | None) -> Paths | None:
