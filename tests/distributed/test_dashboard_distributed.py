@@ -32,7 +32,7 @@ def test_launch_on_a_distributed_stack(
             errors: list[str] = []
             page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             log_in_as(page, served)
-            statuses = watch_launch(page, "dist-web-1", volume=None)
+            statuses, _live = watch_launch(page, "dist-web-1", volume=None)
             assert statuses == ["ok"] * 14 + ["skipped"]  # no volume asked for: 15 skipped
             assert len(BOOT["steps"]) == 15
             assert errors == []
