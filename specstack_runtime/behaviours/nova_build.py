@@ -273,14 +273,14 @@ async def create_ports(ix: Interaction) -> None:
         return
     uuid = ix.vars["instance_uuid"]
     instance = ix.vars.get("instance") or {}
-    zone = instance.get("availability_zone") or host_availability_zone(ix.rt)
     token = await flow_token(ix.call)
     if any(net.get("auto") for net in networks):
         networks = [await auto_network(ix, instance, token)]
-    binding = {"device_id": uuid, "device_owner": f"compute:{zone}", "binding:host_id": ix.rt.host}
+    server = ix.rt.info.resources.resource(SERVER)
+    where = {"host": ix.rt.host, "zone": host_availability_zone(ix.rt)}
+    binding = server.template("binding", doc={**instance, "uuid": uuid}, refs=where)
     groups = await group_ids(ix.call, instance, token, ix.label)
     given = given_ports(networks)
-    server = ix.rt.info.resources.resource(SERVER)
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
     for net in networks:
         if net.get("port_id"):
