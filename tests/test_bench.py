@@ -71,12 +71,21 @@ def test_profile_counts_what_a_boot_is_made_of(capsys: pytest.CaptureFixture[str
 
 
 def test_profile_unprofiled_gives_the_cpu_of_a_boot(capsys: pytest.CaptureFixture[str]) -> None:
-    """`--profile N --unprofiled`: the same boots without the profiler, their CPU only."""
+    """`--profile N --unprofiled`: the same boots without the profiler, their CPU, and of
+    it the time in the stores' transactions and in CEL programs; the methods timed are
+    put back afterwards."""
+    from specstack_runtime.expr import Expr
+    from specstack_runtime.store import Store
+
+    methods = (Store._transaction, Expr._run)
     assert main(["bench", "--profile", "2", "--unprofiled"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert set(figures) == {"boots", "cpu_ms_per_boot"}
+    assert set(figures) == {"boots", "cpu_ms_per_boot", "sql_ms_per_boot", "cel_ms_per_boot"}
     assert figures["boots"] == 2
+    # a boot writes rows and evaluates expressions: neither time can be nothing
     assert figures["cpu_ms_per_boot"] > 0
+    assert figures["sql_ms_per_boot"] > 0 and figures["cel_ms_per_boot"] > 0
+    assert (Store._transaction, Expr._run) == methods
 
 
 def _event(flow: str, name: str | None, start: float, end: float, status: str = "ok") -> TraceEvent:
