@@ -395,8 +395,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--unprofiled",
         action="store_true",
-        help="with --profile: only the CPU milliseconds per boot, the boots run without "
-        "the profiler (its cost is most of a profiled figure; compare side by side only)",
+        help="with --profile: only the CPU milliseconds per boot and, of them, those in "
+        "the stores' transactions and in CEL programs, the boots run without the profiler "
+        "(its cost is most of a profiled figure; compare side by side only)",
     )
     b.set_defaults(func=cmd_bench)
     return p
