@@ -8,7 +8,10 @@ as the service user on project `service`), renewed shortly before it expires.
 
 The identity service cannot call itself for either: it is given `local` (a
 validation that reads its own database) and, for its own token, a local issuer
-(`local_issue`, or bound later with `bind_local_issuer`).
+(`local_issue`, or bound later with `bind_local_issuer`). A local validation is not
+cached: the identity API sees a revocation (a revoked token, a deleted application
+credential, a role taken away) at once, as keystone's does, at a fraction of a
+millisecond a request; the cache saves the other services a round trip to it.
 """
 
 from __future__ import annotations
@@ -170,10 +173,6 @@ class TokenValidator:
             fut.add_done_callback(functools.partial(self._forget_inflight, token))
         return await asyncio.shield(fut)
 
-    def invalidate(self, token: str) -> None:
-        """Forget what is known about a token (for instance right after revoking it)."""
-        self._cache.pop(token, None)
-
     def clear(self) -> None:
         self._cache.clear()
 
@@ -195,14 +194,8 @@ class TokenValidator:
             self._cache.popitem(last=False)
 
     async def _validate_uncached(self, token: str) -> AuthContext:
-        if self.local is not None:
-            try:
-                ctx = await self.local(token)
-            except Unauthorized:
-                self._remember(token, None)
-                raise
-            self._remember(token, ctx)
-            return ctx
+        if self.local is not None:  # (not cached: see the module's docstring)
+            return await self.local(token)
         resp = await self._ask_identity(token)
         if resp.status_code == 401:
             # Our own token may have been revoked or expired early: renew it once.

@@ -179,10 +179,14 @@ async def test_deleted_or_expired_credentials_stop_authenticating(tmp_path: Path
     stack, admin, demo = await started(tmp_path)
     cred = await create(stack, demo, name="short")
     token, body = await issue(stack, cred_auth(cred["secret"], id=cred["id"]))
+    assert stack.keystone.auth is not None
+    assert (await stack.keystone.auth.validate(token)).user_id == demo.user_id
     path = {"user_id": demo.user_id, "application_credential_id": cred["id"]}
     await stack.invoke("identity", "deleteApplicationCredential", auth=demo, path_params=path)
     with pytest.raises(Unauthorized):
         await identity.token_context(stack.keystone, token)
+    with pytest.raises(Unauthorized):  # the identity API itself, at once (nothing cached)
+        await stack.keystone.auth.validate(token)
     with pytest.raises(Unauthorized):
         await issue(stack, cred_auth(cred["secret"], id=cred["id"]))
     # a credential that expires bounds its tokens, and past its time authenticates no more
