@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -116,6 +117,7 @@ class Target:
         self.stack: EmbeddedStack | None = None
         self.clients: ClientSet | None = None
         self.recorder = TraceRecorder(None)
+        self.scratch: Path | None = None  # a data directory it made, removed by `close`
         self.demo: Demo | None = None
         self.ids: DemoIds | None = None
         self._driven: dict[str, FlowRecord] = {}
@@ -140,11 +142,13 @@ class Target:
         """An embedded stack started in this process (on free ports, in a new data
         directory, unless `config` says otherwise), seeded with the demo data."""
         info = load_generated()[0]
+        data: Path | None = None
         if config is None:
             data = Path(tempfile.mkdtemp(prefix="specstack-conform-"))
             ports = len(info.listening)  # the APIs and the dashboard
             config = StackConfig(data_dir=data, base_port=free_port_block(ports), bcrypt_rounds=4)
         target = cls(config, info.endpoint(info.api_of_type("identity"), config))
+        target.scratch = data if config.data_dir == data else None
         target.stack = EmbeddedStack(config)
         target.run(target.stack.start())
         target.clients = target.stack.clients
@@ -160,6 +164,7 @@ class Target:
     ) -> Target:
         config = StackConfig(data_dir=Path(tempfile.mkdtemp(prefix="specstack-conform-")))
         target = cls(config, identity_url, member, admin, defaults=member is None)
+        target.scratch = config.data_dir
         try:
             target.clients = target.run(target._clients_from_catalog())
         except BaseException:
@@ -244,6 +249,8 @@ class Target:
             self.run(self.clients.aclose())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        if self.scratch is not None:  # (each run of the suite made one: none is left behind)
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     # flows --------------------------------------------------------------------
     async def token(self, who: Credentials) -> tuple[str, str]:

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -135,6 +136,26 @@ def test_a_target_answering_nothing_useful_stops_with_one_clear_line(
     assert f"the target cannot be tested: {expected}" in out, out
     assert "admin@admin from specstack's defaults" in out and ": 404 not here" in out
     assert "PASSED" not in out and "ERROR" not in out  # no test ran: one line says why
+
+
+def test_a_target_leaves_no_data_directory_behind(
+    answers_404: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data directory a target makes (an embedded stack's, a remote target's scratch)
+    is there while it runs and gone once it closes, or once it turns out unusable."""
+    from specstack_conformance.harness import Target, TargetUnusable
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(TargetUnusable):
+        Target.remote(f"http://127.0.0.1:{answers_404}/v3")
+    assert list(tmp_path.iterdir()) == []
+    target = Target.embedded()
+    try:
+        assert target.scratch is not None and target.scratch.parent == tmp_path
+        assert (target.scratch / "db").is_dir()  # the stack's databases are in it
+    finally:
+        target.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unknown_cloud_is_named_before_anything_runs(tmp_path: Path) -> None:
