@@ -148,7 +148,7 @@ class Target:
             ports = len(info.listening)  # the APIs and the dashboard
             config = StackConfig(data_dir=data, base_port=free_port_block(ports), bcrypt_rounds=4)
         target = cls(config, info.endpoint(info.api_of_type("identity"), config))
-        target.scratch = data if config.data_dir == data else None
+        target.scratch = data  # (None: the caller's config, its directory)
         target.stack = EmbeddedStack(config)
         target.run(target.stack.start())
         target.clients = target.stack.clients

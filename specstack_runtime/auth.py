@@ -173,9 +173,6 @@ class TokenValidator:
             fut.add_done_callback(functools.partial(self._forget_inflight, token))
         return await asyncio.shield(fut)
 
-    def clear(self) -> None:
-        self._cache.clear()
-
     def _forget_inflight(self, token: str, fut: asyncio.Future[AuthContext]) -> None:
         if self._inflight.get(token) is fut:
             del self._inflight[token]

@@ -277,8 +277,7 @@ async def create_ports(ix: Interaction) -> None:
     if any(net.get("auto") for net in networks):
         networks = [await auto_network(ix, instance, token)]
     server = ix.rt.info.resources.resource(SERVER)
-    where = {"host": ix.rt.host, "zone": host_availability_zone(ix.rt)}
-    binding = server.template("binding", doc={**instance, "uuid": uuid}, refs=where)
+    binding = port_binding(ix.rt, {**instance, "uuid": uuid})
     groups = await group_ids(ix.call, instance, token, ix.label)
     given = given_ports(networks)
     made = [p for p in await instance_ports(ix.rt, uuid, token) if str(p["id"]) not in given]
@@ -323,6 +322,12 @@ async def auto_network(ix: Interaction, instance: Mapping[str, Any], token: str)
     if not usable:
         raise StepFailed("No network is available to allocate automatically.", code=400)
     return {"network_id": str(usable[0]["id"])}
+
+
+def port_binding(rt: ServiceRuntime, instance: Mapping[str, Any]) -> dict[str, Any]:
+    """How a port is bound to `instance` on this host: the spec's `binding` template."""
+    where = {"host": rt.host, "zone": host_availability_zone(rt)}
+    return dict(rt.info.resources.resource(SERVER).template("binding", doc=instance, refs=where))
 
 
 async def group_ids(

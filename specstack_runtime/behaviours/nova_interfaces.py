@@ -12,12 +12,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from specstack_runtime.behaviours.nova_build import group_ids
+from specstack_runtime.behaviours.nova_build import group_ids, port_binding
 from specstack_runtime.behaviours.nova_common import (
     SERVER,
     fail,
     flow_token,
-    host_availability_zone,
     is_gone,
     update_instance,
 )
@@ -62,8 +61,7 @@ async def rpc_attach_interface(call: Call) -> dict[str, Any]:
     async with _lock(call):
         rt, instance, ctx = call.rt, await fetch_instance(call), call.flow_context()
         net, server = dict(call.payload["requested_network"]), rt.info.resources.resource(SERVER)
-        where = {"host": rt.host, "zone": host_availability_zone(rt)}
-        binding = server.template("binding", doc=instance, refs=where)
+        binding = port_binding(rt, instance)
         if port_id := net.get("port_id"):
             body: Any = {"port": binding}
             resp = await _port_call(call, "updatePort", port_id, body=body, context=ctx)
