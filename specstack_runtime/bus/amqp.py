@@ -419,6 +419,12 @@ class AmqpBus(Bus):
                 problem = exc
             except _RETRYABLE as exc:
                 problem = exc
+            except Exception as exc:
+                # A connection closing under a publish rejects its pending futures
+                # with a bare Exception; only then is it ours to translate.
+                if self._state != "closed":
+                    raise
+                problem = exc
             if self._state == "closed":
                 raise BusError("bus closed while publishing") from problem
             if loop.time() + delay > give_up:

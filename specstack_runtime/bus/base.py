@@ -311,6 +311,8 @@ class Bus(ABC):
             ) from None
         finally:
             self._pending.pop(envelope.msg_id, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # failed by close() while still sending: seen here
         return reply.unwrap()
 
     @abstractmethod

@@ -318,3 +318,54 @@ def test_what_a_sender_checked_does_not_travel_over_the_wire(url: str) -> None:
         assert [(e.payload, checked) for e, checked in got] == [({"n": 1}, None), ({"n": 2}, None)]
 
     run(main)
+
+
+class _StalledExchange:
+    """Stands in for the publisher's exchange: a publish that waits until `fail` is set,
+    then fails the way aiormq fails the futures of a connection closing under it."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.fail = asyncio.Event()
+
+    async def publish(self, *args: object, **kwargs: object) -> None:
+        self.entered.set()
+        await self.fail.wait()
+        raise Exception()  # what FutureStore.reject_all(None) sets on a pending future
+
+
+def test_a_publish_failed_by_the_closing_connection_is_a_bus_error(url: str) -> None:
+    """A call whose publish is cut short by close() gets BusError, whatever the library
+    raised; the same error while the bus is open is not disguised."""
+
+    async def attempt(closing: bool) -> BaseException | None:
+        bus = AmqpBus(url, prefix=rabbit.unique_prefix(), drain_timeout=1.0)
+        await bus.start()
+        stalled = _StalledExchange()
+
+        async def target(queue: str | None, fanout: str | None) -> _StalledExchange:
+            return stalled
+
+        bus._target = target  # type: ignore[assignment,method-assign]
+        waiting = asyncio.create_task(bus.call("nobody", "ping", {}, timeout=5))
+        await stalled.entered.wait()
+        closed = asyncio.create_task(bus.close()) if closing else None
+        await asyncio.sleep(0)
+        stalled.fail.set()
+        try:
+            await waiting
+        except BaseException as exc:  # what the caller got is the result here
+            outcome: BaseException | None = exc
+        else:
+            outcome = None
+        await (closed or bus.close())
+        return outcome
+
+    async def main() -> None:
+        on_close = await attempt(closing=True)
+        assert isinstance(on_close, BusError), repr(on_close)
+        assert str(on_close) == "bus closed while publishing"
+        while_open = await attempt(closing=False)
+        assert type(while_open) is Exception
+
+    run(main)
