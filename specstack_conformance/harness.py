@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import tempfile
 import threading
 import uuid
@@ -30,7 +29,7 @@ from specstack_runtime.demo import Demo, DemoIds
 from specstack_runtime.embedded import EmbeddedStack, load_generated
 from specstack_runtime.http import ClientSet
 from specstack_runtime.services import ServiceRuntime
-from specstack_runtime.supervisor import ports_free
+from specstack_runtime.supervisor import free_port_block_outside_ephemeral
 from specstack_runtime.trace import TraceRecorder
 from specstack_runtime.tracepoints import TraceMap, declared_items, events_of_report
 
@@ -55,16 +54,10 @@ ADMIN_CLOUD_ENV = "SPECSTACK_ADMIN_CLOUD"  # an admin's cloud (optional)
 #: steps the sequence tests check instead of running the sequence
 OSPROFILER_TRACES_ENV = "SPECSTACK_OSPROFILER_TRACES"
 
-
-def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """A base port with `count` free ports after it (checked, not reserved)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            base = int(s.getsockname()[1])
-        if base + count < 65000 and ports_free(base, count, host):
-            return base
-    raise RuntimeError("no block of free ports found")
+# A stack under test takes its ports below the ephemeral range: a block inside it (found
+# by binding port 0) could be taken by an outgoing connection, a client's or another
+# test's, between the check and the stack's own bind (it failed a CI run once).
+free_port_block = free_port_block_outside_ephemeral
 
 
 @dataclass

@@ -197,8 +197,9 @@ def free_port_block_outside_ephemeral(count: int, host: str = "127.0.0.1") -> in
     """A base port with `count` free ports after it, below the ephemeral range.
 
     A distributed stack's processes open many outgoing connections (to PostgreSQL,
-    RabbitMQ, each other) while its APIs are still starting; a port picked inside
-    the ephemeral range can be taken by one of them before its API binds it.
+    RabbitMQ, each other) while its APIs are still starting, as do the clients and
+    stacks of other tests running beside it; a port picked inside the ephemeral range
+    can be taken by one of them before its API binds it.
     """
     import random
 

@@ -158,6 +158,19 @@ def test_a_target_leaves_no_data_directory_behind(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stack_under_test_takes_its_ports_below_the_ephemeral_range() -> None:
+    """Ports an outgoing connection could take between the check and the stack's bind
+    are never picked: every block is free and below the kernel's ephemeral range."""
+    from specstack_conformance.harness import free_port_block
+    from specstack_runtime.supervisor import ephemeral_range, ports_free
+
+    low, _ = ephemeral_range()
+    for _ in range(50):
+        base = free_port_block(16)
+        assert base >= 10000 and base + 16 <= low
+        assert ports_free(base, 16)
+
+
 def test_an_unknown_cloud_is_named_before_anything_runs(tmp_path: Path) -> None:
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(CLOUDS)
