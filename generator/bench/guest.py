@@ -30,6 +30,7 @@ from specstack_conformance.harness import free_port_block
 from specstack_runtime.config import StackConfig
 from specstack_runtime.embedded import load_generated
 from specstack_runtime.virt.accel import qemu_binary
+from specstack_runtime.virt.qemu import socket_in_argv
 
 DRIVERS = ("libvirt", "qemu")
 MARKER_TIMEOUT_S = 300.0
@@ -127,11 +128,16 @@ def _one(driver: str, disk: Path) -> float:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-            _end_guests(Path(tmp))
+            uri = os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system"
+            end_guests(Path(tmp), uri if driver == "libvirt" else None)
 
 
-def _end_guests(data_dir: Path) -> None:
-    """Guests outlive their stack by design: end those whose files are in data_dir."""
+def end_guests(data_dir: Path, libvirt_uri: str | None) -> None:
+    """End the guests whose files are in data_dir, which outlive their stack by design:
+    the libvirt domains at `libvirt_uri` (None: none looked for) destroyed and undefined,
+    then every QEMU process killed and its QMP socket removed."""
+    if libvirt_uri is not None and importlib.util.find_spec("libvirt") is not None:
+        _remove_domains(str(data_dir), libvirt_uri)
     needle = str(data_dir).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -143,21 +149,33 @@ def _end_guests(data_dir: Path) -> None:
         if argv and b"qemu-system" in argv[0] and any(needle in a for a in argv):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
-    if importlib.util.find_spec("libvirt") is None:
-        return
+            qmp = socket_in_argv(argv)
+            if qmp is not None:
+                qmp.unlink(missing_ok=True)
+
+
+def _remove_domains(needle: str, uri: str) -> None:
     import libvirt
 
-    with contextlib.suppress(libvirt.libvirtError):
-        conn = libvirt.open(os.environ.get("LIBVIRT_DEFAULT_URI") or "qemu:///system")
-        try:
-            for dom in conn.listAllDomains(0):
-                with contextlib.suppress(libvirt.libvirtError):
-                    if str(data_dir) in dom.XMLDesc(0):
-                        if dom.isActive():
-                            dom.destroy()
-                        dom.undefine()
-        finally:
-            conn.close()
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError:
+        return
+    try:
+        for dom in conn.listAllDomains(0):
+            try:
+                ours = needle in dom.XMLDesc(0)
+            except libvirt.libvirtError:
+                continue  # gone meanwhile
+            if not ours:
+                continue
+            # each on its own: a domain that stopped just now refuses destroy, not undefine
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+    finally:
+        conn.close()
 
 
 def guest_figures(note: Callable[[str], None]) -> dict[str, float]:

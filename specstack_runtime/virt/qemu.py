@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -128,6 +129,15 @@ def _socket_path(guest_dir: Path) -> Path:
     base = Path(tempfile.gettempdir()) / f"specstack-qmp-{os.getuid()}"
     base.mkdir(mode=0o700, exist_ok=True)
     return base / f"{digest}.sock"
+
+
+def socket_in_argv(argv: list[bytes]) -> Path | None:
+    """The QMP socket a guest's QEMU command line names (`-qmp unix:PATH,...`): what is
+    left to remove when a guest is ended without its driver (a test's or bench's cleanup)."""
+    for flag, value in itertools.pairwise(argv):
+        if flag == b"-qmp" and value.startswith(b"unix:"):
+            return Path(os.fsdecode(value[len(b"unix:") :].split(b",", 1)[0]))
+    return None
 
 
 def _volume_file(connection_info: Any) -> tuple[str, str]:

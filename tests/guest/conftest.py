@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from generator.bench import guest as bench_guest
 from generator.tools import guestimage
 from specstack_conformance.drivers import libvirtd_missing, requirement_missing
 from specstack_conformance.harness import free_port_block
@@ -99,26 +98,5 @@ def driver_stack(
 
 
 def end_guests(data_dir: Path, driver: str) -> None:
-    """End the guests whose files are in this data directory."""
-    if driver == "libvirt":
-        _remove_libvirt_domains(data_dir)
-    for pid in qemu_pids_under(data_dir):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _remove_libvirt_domains(data_dir: Path) -> None:
-    """Domains whose files are in this data directory: destroyed and undefined."""
-    import libvirt
-
-    conn = libvirt.open(LIBVIRT_URI)
-    try:
-        for dom in conn.listAllDomains(0):
-            with contextlib.suppress(libvirt.libvirtError):
-                if str(data_dir) not in dom.XMLDesc(0):
-                    continue
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-    finally:
-        conn.close()
+    """End the guests whose files are in this data directory (and their QMP sockets)."""
+    bench_guest.end_guests(data_dir, LIBVIRT_URI if driver == "libvirt" else None)
