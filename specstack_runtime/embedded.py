@@ -42,6 +42,9 @@ from specstack_runtime.store import Store, TableSpec
 from specstack_runtime.trace import TraceRecorder
 from specstack_runtime.virt import VirtError
 
+#: keyword arguments of a driver the stack gives each host, not options
+_STACK_SET = frozenset({"state_file", "hostname"})
+
 log = logging.getLogger("specstack.stack")
 
 
@@ -183,15 +186,24 @@ class EmbeddedStack:
         if not self._hypervisors_made:  # once, not once a host
             folder.mkdir(parents=True, exist_ok=True)
             self._hypervisors_made = True
-        state = folder / f"{host}.json"
+        options = self.config.driver_options.get(name, {})
+        if fixed := sorted(_STACK_SET.intersection(options)):
+            raise StackError(
+                f"driver option {name}.{fixed[0]} is the stack's to set, not an option"
+            )
+        # the topology node's sizes, unless an option gives the driver's hosts their own
+        sizes = {"vcpus": 8, "memory_mb": 16384, "local_gb": 200}
+        sizes = {key: options.get(key, res.get(key, default)) for key, default in sizes.items()}
+        for key, value in sizes.items():
+            try:
+                sizes[key] = int(value)
+            except ValueError:
+                raise StackError(
+                    f"driver option {name}.{key}: {value!r} is not a whole number"
+                ) from None
         try:
             return self.drivers[name].create(
-                state_file=state,
-                vcpus=res.get("vcpus", 8),
-                memory_mb=res.get("memory_mb", 16384),
-                local_gb=res.get("local_gb", 200),
-                hostname=host,
-                **self.config.driver_options.get(name, {}),
+                **{**options, **sizes}, state_file=folder / f"{host}.json", hostname=host
             )
         except (TypeError, ValueError, RuntimeError, VirtError) as exc:  # bad option, no libvirtd
             raise StackError(f"driver {name} for compute host {host}: {exc}") from exc

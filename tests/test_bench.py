@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from generator.bench.stack import traced_boot_latencies
 from generator.cli import main
+from specstack_runtime.config import StackConfig
 from specstack_runtime.trace import TraceEvent, TraceRecorder
 
 
@@ -91,6 +93,26 @@ def test_profile_unprofiled_gives_the_cpu_of_a_boot(capsys: pytest.CaptureFixtur
     assert figures["cpu_ms_per_boot"] > 0
     assert figures["sql_ms_per_boot"] > 0 and figures["cel_ms_per_boot"] > 0
     assert (Store._transaction, Expr._run) == methods
+
+
+def test_profile_runs_more_boots_than_the_hosts_hold(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--profile N` deletes the servers it booted every few boots (uncounted): hosts that
+    hold 8 servers in all run 12 boots (without the deletes the 9th finds no host)."""
+    import generator.bench.profile as profile
+
+    def small_hosts(**kwargs: Any) -> StackConfig:  # 2 m1.tiny (512 MB) a host, 4 hosts
+        return StackConfig(**kwargs, driver_options={"fake": {"memory_mb": "700"}})
+
+    monkeypatch.setattr(profile, "StackConfig", small_hosts)
+    monkeypatch.setattr(profile, "_BATCH", 4)
+    assert main(["bench", "--profile", "12", "--unprofiled"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["boots"] == 12 and figures["cpu_ms_per_boot"] > 0
+    monkeypatch.setattr(profile, "_BATCH", 12)
+    assert main(["bench", "--profile", "12", "--unprofiled"]) != 0
+    assert "boot prof-5: ERROR No valid host" in capsys.readouterr().err
 
 
 def _event(flow: str, name: str | None, start: float, end: float, status: str = "ok") -> TraceEvent:

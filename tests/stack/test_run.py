@@ -185,6 +185,40 @@ def test_an_unknown_behaviour_stops_the_start_with_its_name(
     json.dumps(stack.info.ir)  # the IR is still plain data
 
 
+def test_driver_options_size_the_hosts_and_the_stacks_own_arguments_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--driver-option fake.memory_mb=700` gives every host of the driver that size instead
+    of its topology node's; `hostname` and `state_file` are the stack's, a size must be a
+    whole number: each refused by name."""
+    import asyncio
+
+    from specstack_runtime.config import StackConfig
+    from specstack_runtime.embedded import EmbeddedStack, StackError
+
+    monkeypatch.chdir(REPO)
+    options = {"fake": {"memory_mb": "700", "vcpus": "3"}}
+    stack = EmbeddedStack(StackConfig(data_dir=tmp_path, computes=2, driver_options=options))
+    stack.build()
+    try:
+        for host in ("compute-1", "compute-2"):
+            got = asyncio.run(
+                stack.runtime_of("nova-compute", host).driver.get_available_resource()
+            )
+            assert (got["memory_mb"], got["vcpus"], got["local_gb"]) == (700, 3, 200)
+            assert got["hypervisor_hostname"] == host
+    finally:
+        for store in stack.stores.values():
+            store.close()
+    for bad, error in (
+        ({"hostname": "x"}, "driver option fake.hostname is the stack's to set"),
+        ({"vcpus": "many"}, "driver option fake.vcpus: 'many' is not a whole number"),
+    ):
+        config = StackConfig(data_dir=tmp_path / "b", driver_options={"fake": bad})
+        with pytest.raises(StackError, match=error):
+            EmbeddedStack(config).build()
+
+
 SIGNAL_AT_READY = """\
 import os, signal, sys
 from generator.commands import run
