@@ -68,9 +68,13 @@ class QemuMoves(RecordedHost):
     async def confirm_migration(self, instance: Instance) -> None:
         uuid = instance_uuid(instance)
         kept = files.kept_dir(self.guests_dir, uuid)
-        if self.guests.pop(kept.name, None) is None:
+        guest = self.guests.pop(kept.name, None)
+        if guest is None:
             raise InstanceNotFound(uuid)
         self._save()
+        # its stopped QEMU's socket, unless the guest that arrived on this host has that path
+        if all(other.get("qmp") != guest.get("qmp") for other in self.guests.values()):
+            Path(guest["qmp"]).unlink(missing_ok=True)
         await asyncio.to_thread(shutil.rmtree, kept, True)
 
     async def finish_revert_migration(

@@ -312,6 +312,8 @@ async def test_deleting_a_resized_qemu_guest_removes_its_kept_copy(tmp_path: Pat
         await _wait(cell, sid, "resized")
         kept = drivers[source].guests_dir / f"{sid}_resize"
         assert (kept / "disk").is_file() and guest_pids(sid) != []  # it runs on the destination
+        sockets = [Path(d.guests[n]["qmp"]) for d in drivers.values() for n in d.guests]
+        assert len(sockets) == 2 and sockets[0] != sockets[1]  # the kept one and the guest's
         await cell.operation("deleteServer", sequence="delete-vm", path_params={"server_id": sid})
         await cell.wait_for(sid, lambda r: r["vm_state"] == "deleted" and not r["migration"])
 
@@ -322,6 +324,7 @@ async def test_deleting_a_resized_qemu_guest_removes_its_kept_copy(tmp_path: Pat
         assert not kept.exists()
         assert [list(d.guests_dir.iterdir()) for d in drivers.values()] == [[], []]
         assert guest_pids(sid) == []
+        assert [s for s in sockets if s.exists()] == []
     finally:
         await cell.stop()
         for driver in drivers.values():
