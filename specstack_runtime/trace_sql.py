@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from specstack_runtime import jsoncodec
 from specstack_runtime.database import engine_url
 
 _meta = MetaData()
@@ -138,6 +139,17 @@ class SqlTraceStore:
                 .order_by(EVENTS.c.started_at)
             ).all()
         return [str(r[0]) for r in rows]
+
+    def sequence_events(self, sequence: str, since: float) -> list[dict[str, Any]]:
+        """Every event of `sequence`'s flows begun at or after `since` (as the trace file's
+        `trace.sequence_events`), in no particular order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(EVENTS.c.body).where(
+                    EVENTS.c.sequence == sequence, EVENTS.c.started_at >= since
+                )
+            ).all()
+        return [jsoncodec.loads(r[0]) for r in rows]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

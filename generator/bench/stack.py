@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from specstack_runtime.trace import sequence_events
 
 # The boot's last step: nova-conductor marks the instance ACTIVE (spec/sequences/boot-vm).
 BOOT_LAST_STEP = ("boot-vm", "instance_update")
+#: (sequence, since) -> the trace's events of that sequence's flows begun since then
+EventReader = Callable[[str, float], list[dict[str, Any]]]
 
 
 def _rss_mb(pid: int) -> float:
@@ -236,9 +238,18 @@ def stack_figures(
 def traced_p50_ms(stack: BenchStack, window: list[float], boots: int) -> float:
     """The median of `traced_boot_latencies` in ms, once the trace holds `boots` boots
     (the stack writes its trace in batches, a few times a second)."""
+    trace_file = stack.data_dir / "trace.sqlite"
+    return traced_p50(
+        lambda sequence, since: sequence_events(trace_file, sequence, since), window, boots
+    )
+
+
+def traced_p50(events: EventReader, window: list[float], boots: int) -> float:
+    """The median in ms of `boot_latencies` over the events `events` reads, once they hold
+    `boots` boots; -1 when none is traced."""
     traced: list[float] = []
     for _ in range(50):
-        traced = traced_boot_latencies(stack.data_dir / "trace.sqlite", *window)
+        traced = boot_latencies(events, *window)
         if len(traced) >= boots:
             break
         time.sleep(0.1)
@@ -246,14 +257,20 @@ def traced_p50_ms(stack: BenchStack, window: list[float], boots: int) -> float:
 
 
 def traced_boot_latencies(trace_file: Path, since: float, until: float) -> list[float]:
+    """`boot_latencies` from a stack's trace file."""
+    return boot_latencies(lambda seq, t: sequence_events(trace_file, seq, t), since, until)
+
+
+def boot_latencies(events: EventReader, since: float, until: float) -> list[float]:
     """Seconds from the stack receiving each boot's POST (its flow's first event) to the
     instance marked ACTIVE (the boot's last step), as the stack's own trace records them, for
-    the boots begun in [since, until]: the boot without the polling client's steps."""
+    the boots begun in [since, until]: the boot without the polling client's steps.
+    `events(sequence, since)` reads the trace's events of that sequence's flows."""
     sequence, last = BOOT_LAST_STEP
     began: dict[str, float] = {}
     ended: dict[str, float] = {}
     # a minute's margin: a flow begun before `since` is seen whole, and left out
-    for event in sequence_events(trace_file, sequence, since - 60):
+    for event in events(sequence, since - 60):
         flow_id = event["flow_id"]
         began[flow_id] = min(began.get(flow_id, event["started_at"]), event["started_at"])
         if event["name"] == last and event["status"] == "ok":

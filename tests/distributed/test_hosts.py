@@ -148,6 +148,16 @@ def _round_trip(url: str) -> None:
         assert reader.resolve("req-answer") == flow
         assert reader.owner(flow) == "proj-1"
         assert reader.events("req-none") == []
+        # the bench's read: every event of a sequence's flows begun since a time
+        from specstack_runtime.trace_sql import SqlTraceStore
+
+        store = SqlTraceStore(url)
+        try:
+            since = store.sequence_events("boot-vm", 10.0)
+            assert sorted((e["step"], e["flow_id"]) for e in since) == [("12", flow), ("2", flow)]
+            assert store.sequence_events("delete-vm", 0.0) == []
+        finally:
+            store.close()
     finally:
         for r in (one, two, reader):
             r.close()
