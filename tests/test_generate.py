@@ -354,3 +354,71 @@ def test_a_model_cached_by_digest_follows_its_schemas_property_order() -> None:
     moved = cached_module(schema("shelve", "resize", "unshelve"), True, "# h\n")
     assert first.index("unshelve:") < first.index("resize:")
     assert moved.index("resize:") < moved.index("unshelve:")
+
+
+GENERATION_IMPORTS = """\
+import json, sys, tempfile
+from pathlib import Path
+from generator import pipeline
+with tempfile.TemporaryDirectory() as tmp:
+    pipeline.generate(Path(sys.argv[1]), Path(tmp) / "out", force=True)
+print(json.dumps(sorted(name for name, m in sys.modules.items()
+                        if name.split(".")[0] in ("generator", "specstack_runtime"))))
+"""
+
+
+def test_the_fingerprint_covers_every_module_generation_imports(tmp_path: Path) -> None:
+    """generated/ counts as up to date while its manifest's fingerprint matches: a module
+    generation imports but the fingerprint leaves out would let a change to it go unseen,
+    one it takes in though generation never imports it (the bench, the CLI) would make
+    every `specstack run` after an edit there regenerate and rewrite the manifest."""
+    import subprocess
+
+    script = tmp_path / "imports.py"
+    script.write_text(GENERATION_IMPORTS)
+    done = subprocess.run(
+        [sys.executable, str(script), str(SPEC)], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    runtime = {
+        f"{name.removeprefix('specstack_runtime').lstrip('.').replace('.', '/') or '__init__'}"
+        for name in loaded
+        if name.startswith("specstack_runtime")
+    }
+    files = {
+        rel.removesuffix(".py").removesuffix("/__init__") or "__init__"
+        for rel in pipeline.RUNTIME_INPUTS
+    }
+    assert runtime <= files, sorted(runtime - files)
+    assert not {
+        n for n in loaded if n.startswith("generator.") and not n.startswith("generator.pipeline")
+    }
+    assert all((REPO / "specstack_runtime" / rel).is_file() for rel in pipeline.RUNTIME_INPUTS)
+    # what generation reads besides modules: the behaviour catalog
+    assert "behaviours/catalog.json" in pipeline.RUNTIME_INPUTS
+    # and nothing else of the generator is read: the bench, the CLI, the commands
+
+
+def test_the_fingerprint_reads_no_generator_code_outside_the_pipeline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read: list[Path] = []
+    original = Path.read_bytes
+
+    def recorded(self: Path) -> bytes:
+        read.append(self.resolve())
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", recorded)
+    pipeline.fingerprint(SPEC, REPO / "templates", "spec")
+    generator_dir = REPO / "generator"
+    code = [p for p in read if p.is_relative_to(generator_dir)]
+    assert code and all(p.is_relative_to(generator_dir / "pipeline") for p in code)
+    assert generator_dir / "pipeline" / "validate" / "__init__.py" in code
+    runtime = {
+        p.relative_to(REPO / "specstack_runtime").as_posix()
+        for p in read
+        if p.is_relative_to(REPO / "specstack_runtime")
+    }
+    assert runtime == set(pipeline.RUNTIME_INPUTS)

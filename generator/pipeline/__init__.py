@@ -34,26 +34,51 @@ def generator_id() -> str:
     return f"specstack {generator.__version__}"
 
 
+#: The runtime's modules and data that generation imports or reads (the IR's models, the
+#: policy and CEL checks validation runs, the behaviour catalog): a change elsewhere in the
+#: runtime never changes generated/. tests/test_generate.py checks the list is whole.
+RUNTIME_INPUTS = (
+    "__init__.py",
+    "behaviours/catalog.json",
+    "context.py",
+    "errors.py",
+    "expr.py",
+    "exprcache.py",
+    "exprreads.py",
+    "ir.py",
+    "ir_deploy.py",
+    "ir_fields.py",
+    "ir_node.py",
+    "ir_queries.py",
+    "ir_records.py",
+    "patterns.py",
+    "policy.py",
+    "registry.py",
+    "resources/__init__.py",
+    "resources/headerfields.py",
+)
+
+
 def fingerprint(spec_dir: Path, templates: Path, spec_label: str) -> str:
-    """A hash of everything the output depends on: spec, templates, generator, tool versions."""
+    """A hash of everything the output depends on: spec, templates, the generator's pipeline
+    and the runtime modules it reads, tool versions (not the CLI, bench or other commands)."""
     h = hashlib.sha256()
     h.update(generator_id().encode())
     h.update(spec_label.encode())
     for dist in ("datamodel-code-generator", "ruff", "pydantic"):
         h.update(f"{dist}={dist_version(dist)}".encode())
-    pkg = Path(generator.__file__).resolve().parent
+    pipeline = Path(__file__).resolve().parent
     runtime = Path(specstack_runtime.__file__).resolve().parent
     groups = (
-        ("spec", spec_dir, ("*.yaml",)),
-        ("templates", templates, ("*",)),
-        ("generator", pkg, ("*.py", "*.json")),
-        ("specstack_runtime", runtime, ("ir.py",)),  # the IR's models; not the rest of the runtime
+        ("spec", spec_dir, sorted(p for p in spec_dir.rglob("*.yaml") if p.is_file())),
+        ("templates", templates, sorted(p for p in templates.rglob("*") if p.is_file())),
+        ("generator", pipeline, sorted({*pipeline.rglob("*.py"), *pipeline.rglob("*.json")})),
+        ("specstack_runtime", runtime, [runtime / rel for rel in RUNTIME_INPUTS]),
     )
-    for label, base, patterns in groups:
-        paths = sorted({p for pat in patterns for p in base.rglob(pat) if p.is_file()})
+    for label, base, paths in groups:
         for p in paths:
             rel = p.relative_to(base).as_posix()
-            if "__pycache__" in rel or (label == "specstack_runtime" and rel != "ir.py"):
+            if "__pycache__" in rel:
                 continue
             h.update(f"\0{label}/{rel}\0".encode())
             h.update(p.read_bytes())
