@@ -53,10 +53,16 @@ async def _with_totals(rc: ResourceCall, containers: list[Doc]) -> list[Doc]:
     return out
 
 
-async def _container(call: Call) -> tuple[ResourceCall, Doc]:
+async def _container_row(call: Call) -> tuple[ResourceCall, Doc]:
+    """The path's container (404 unless the caller sees it); its objects are not read."""
     call.require_auth()
     rc = engine_call(call, "container")
-    return rc, (await _with_totals(rc, [await access.lookup(rc)]))[0]
+    return rc, await access.lookup(rc)
+
+
+async def _container(call: Call) -> tuple[ResourceCall, Doc]:
+    rc, row = await _container_row(call)
+    return rc, (await _with_totals(rc, [row]))[0]
 
 
 async def _account(call: Call) -> list[Doc]:
@@ -107,7 +113,7 @@ async def _reaped(rc: ResourceCall, doc: Doc) -> bool:
 
 
 async def _object(call: Call) -> tuple[ResourceCall, Doc]:
-    await _container(call)  # the container's 404 first
+    await _container_row(call)  # the container's 404 first
     rc = engine_call(call, "object")
     return rc, await access.lookup(rc)  # an expired one is not `live`: 404
 
@@ -169,7 +175,7 @@ def _delete_at(call: Call, rc: ResourceCall) -> str | None:
 
 @behaviour("objects.put_object")
 async def put_object(call: Call) -> Reply:
-    _, container = await _container(call)
+    _, container = await _container_row(call)
     rc = engine_call(call, "object")
     name, store, table = call.path_params["object"], object_store(call.rt), rc.res.res.table
     guards.check(rc, "create", {"name": name})  # the spec's refusals of a new object

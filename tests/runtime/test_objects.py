@@ -336,3 +336,35 @@ async def test_the_store_is_shared_and_created_lazily(tmp_path: Path) -> None:
     assert len(list(store.root.iterdir())) == 1
     assert (await swift("deleteObject", "c", "o")).status == 204
     assert list(store.root.iterdir()) == []
+
+
+@arun
+async def test_an_object_request_reads_its_row_not_its_containers_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET, HEAD and PUT of an object check its container exists, without listing the
+    container's objects (an image download read every image's row of glance's container);
+    the container's own HEAD still counts them."""
+    from specstack_runtime.store import Store
+
+    _stack, swift, _, _, _ = await started(tmp_path)
+    await swift("createContainer", "c")
+    for i in range(5):
+        assert (await swift("putObject", "c", f"o{i}", raw_body=b"x" * i)).status == 201
+    listed: list[str] = []
+    original = Store.list
+
+    async def recorded(self: Store, table: str, *args: Any, **kwargs: Any) -> Any:
+        listed.append(table)
+        return await original(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "list", recorded)
+    assert (await swift("getObject", "c", "o3")).body == b"xxx"
+    assert (await swift("headObject", "c", "o2")).headers["Content-Length"] == "2"
+    assert (await swift("putObject", "c", "o5", raw_body=b"y")).status == 201
+    assert (await swift("getObject", "nope", "o1")).status == 404
+    assert "objects" not in listed
+    head = await swift("headContainer", "c")
+    assert head.headers["X-Container-Object-Count"] == "6"
+    assert head.headers["X-Container-Bytes-Used"] == str(0 + 1 + 2 + 3 + 4 + 1)
+    assert "objects" in listed
