@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -156,17 +157,42 @@ def _host_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def _int(text: str) -> int:
+    """The number (argparse's own message for a ValueError names the function)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _whole(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number at least 0")
+    return value
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not 1024 <= value <= 65000:
         raise argparse.ArgumentTypeError(f"{value} is not a port in 1024..65000")
     return value
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds at least 0")
     return value
 
 
@@ -302,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=300.0,
         help="seconds one test may take before it fails (default 300; 0: no limit)",
     )
@@ -388,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--top",
-        type=int,
+        type=_whole,
         default=0,
         help="with --profile: also list this many functions by cumulative time",
     )

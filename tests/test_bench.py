@@ -153,3 +153,27 @@ def test_traced_boot_latency_is_post_to_active_from_the_stacks_trace(tmp_path: P
     trace.flush()
     got = traced_boot_latencies(tmp_path / "trace.sqlite", 9.0, 20.0)
     assert [round(x, 3) for x in got] == [0.012, 0.020]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--runs", "abc"], "argument --runs: 'abc' is not a whole number"),
+        (["bench", "--runs", "0"], "argument --runs: 0 is not a positive number"),
+        (["bench", "--profile", "2", "--top", "-5"], "--top: -5 is not a whole number at least 0"),
+        (["run", "--port", "80x"], "argument --port: '80x' is not a whole number"),
+        (["run", "--computes", "two"], "argument --computes: 'two' is not a whole number"),
+        (["conform", "--timeout", "nan"], "--timeout: nan is not a number of seconds at least 0"),
+        (["conform", "--timeout", "soon"], "--timeout: 'soon' is not a number of seconds"),
+    ],
+)
+def test_bad_numbers_on_the_command_line_are_named(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each refused with exit 2 and what is wrong, in words (not argparse's 'invalid
+    _positive value', which named the function that parsed it)."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "_positive" not in err and "invalid" not in err
