@@ -87,7 +87,7 @@ class _Timed:
     def __init__(self, owner: type, name: str, *, active: bool) -> None:
         self.owner, self.name, self.active, self.seconds = owner, name, active, 0.0
         self.original = getattr(owner, name)
-        self.counting = True  # False: between the boots (deleting the last one)
+        self.counting = True  # False: between batches of boots (their deletes)
 
     def __enter__(self) -> _Timed:
         if not self.active:
