@@ -191,9 +191,10 @@ class EmbeddedStack:
             raise StackError(
                 f"driver option {name}.{fixed[0]} is the stack's to set, not an option"
             )
-        # the topology node's sizes, unless an option gives the driver's hosts their own
-        sizes = {"vcpus": 8, "memory_mb": 16384, "local_gb": 200}
-        sizes = {key: options.get(key, res.get(key, default)) for key, default in sizes.items()}
+        # the topology node's sizes, unless an option gives the driver's hosts their own;
+        # neither: the driver's default (libvirt's: the real host's)
+        given = ((k, options.get(k, res.get(k))) for k in ("vcpus", "memory_mb", "local_gb"))
+        sizes = {key: value for key, value in given if value is not None}
         for key, value in sizes.items():
             try:
                 sizes[key] = int(value)
