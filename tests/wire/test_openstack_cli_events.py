@@ -125,6 +125,10 @@ def test_a_failed_build_shows_its_failing_event(stack: Stack) -> None:
         stack.run("flavor", "delete", HUGE, cloud=admin, check=False)
 
 
+#: httpx's default (5 s) is shorter than a password check can take on a loaded CI machine
+TIMEOUT_S = 60
+
+
 def test_another_projects_server_has_no_actions_to_show(stack: Stack) -> None:
     """A member of another project gets nova's 404 for the server, as for one that does
     not exist; so do the server's actions."""
@@ -139,14 +143,20 @@ def test_another_projects_server_has_no_actions_to_show(stack: Stack) -> None:
         token = _token(stack, "wire-events-user", "pw-other-1", "wire-events-other")
         compute = _compute_url(stack)
         for path in ("os-instance-actions", "os-instance-actions/req-x"):
-            resp = httpx.get(f"{compute}/servers/{target}/{path}", headers={"X-Auth-Token": token})
+            resp = httpx.get(
+                f"{compute}/servers/{target}/{path}",
+                headers={"X-Auth-Token": token},
+                timeout=TIMEOUT_S,
+            )
             assert resp.status_code == 404, resp.text
             assert (
                 resp.json()["itemNotFound"]["message"] == f"Instance {target} could not be found."
             )
         # the owner sees them (its create), as nova answers
         mine = {"X-Auth-Token": stack.json("token", "issue")["id"]}
-        own = httpx.get(f"{compute}/servers/{target}/os-instance-actions", headers=mine)
+        own = httpx.get(
+            f"{compute}/servers/{target}/os-instance-actions", headers=mine, timeout=TIMEOUT_S
+        )
         (action,) = own.json()["instanceActions"]
         assert (action["action"], action["instance_uuid"]) == ("create", target)
         assert set(action) == {
@@ -154,11 +164,11 @@ def test_another_projects_server_has_no_actions_to_show(stack: Stack) -> None:
             "message",
         }  # fmt: skip
         url = f"{compute}/servers/{target}/os-instance-actions/{action['request_id']}"
-        one = httpx.get(url, headers=mine).json()["instanceAction"]
+        one = httpx.get(url, headers=mine, timeout=TIMEOUT_S).json()["instanceAction"]
         # its events: before 2.51 only for those the events policy allows (administrators)
         assert one["request_id"] == action["request_id"] and "events" not in one
         late = {**mine, "OpenStack-API-Version": "compute 2.51"}
-        events = httpx.get(url, headers=late).json()["instanceAction"]["events"]
+        events = httpx.get(url, headers=late, timeout=TIMEOUT_S).json()["instanceAction"]["events"]
         assert "compute__do_build_and_run_instance" in [e["event"] for e in events]
     finally:
         stack.run("user", "delete", "wire-events-user", cloud=admin, check=False)
@@ -170,7 +180,7 @@ def _token(stack: Stack, user: str, password: str, project: str) -> str:
     domain = ("id", "default")
     who = Credentials(stack.identity_url, user, password, project, domain, domain)
     body = who.auth_body()
-    resp = httpx.post(f"{stack.identity_url}/auth/tokens", json=body)
+    resp = httpx.post(f"{stack.identity_url}/auth/tokens", json=body, timeout=TIMEOUT_S)
     assert resp.status_code == 201, resp.text
     return resp.headers["X-Subject-Token"]
 
