@@ -12,9 +12,11 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("specstack.files")
 
@@ -44,11 +46,16 @@ def _done(future: Future[None]) -> None:
 
 def write_later(path: Path, data: bytes) -> None:
     """Queue an atomic write of `path`; it happens on the writer thread, in order."""
+    run_later(atomic_write, path, data)
+
+
+def run_later(work: Callable[..., None], *args: Any) -> None:
+    """Queue `work(*args)` on the writer thread, after every write queued before it."""
     global _executor
     with _lock:
         if _executor is None:
             _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="specstack-files")
-        future = _executor.submit(atomic_write, path, data)
+        future = _executor.submit(work, *args)
         _pending.add(future)
     future.add_done_callback(_done)
 

@@ -41,15 +41,20 @@ def vif_mac(vif: Any) -> str:
     return mac
 
 
-def read_guests(state_file: Path, what: str) -> dict[str, Any]:
-    """The guests a driver's state file records; `what` names the file in the error."""
+def read_state(state_file: Path, what: str) -> dict[str, Any]:
+    """A driver's state file, its `guests` checked; `what` names the file in the error."""
     try:
         data = json.loads(state_file.read_text("utf-8"))
-        guests = data["guests"]
-        if not isinstance(guests, dict):
+        if not isinstance(data, dict) or not isinstance(data["guests"], dict):
             raise TypeError("guests is not an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise VirtError(f"{what} state file {state_file} is unreadable: {exc}") from exc
+    return data
+
+
+def read_guests(state_file: Path, what: str) -> dict[str, Any]:
+    """The guests a driver's state file records; `what` names the file in the error."""
+    guests: dict[str, Any] = read_state(state_file, what)["guests"]
     return guests
 
 

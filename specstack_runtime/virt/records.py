@@ -49,18 +49,24 @@ class RecordedHost:
         self.hostname = self.default_hostname if hostname is None else hostname
         self.guests: dict[str, dict[str, Any]] = {}
         self._setup()
-        if self.state_file is not None and self.state_file.exists():
-            self.guests = read_guests(self.state_file, f"{self.hypervisor_type} driver")
-            self._loaded()
+        if self.state_file is not None:
+            guests = self._read_state(self.state_file)
+            if guests is not None:
+                self.guests = guests
+                self._loaded()
 
     def _setup(self) -> None:
         """The driver's own state, made before the guests are loaded."""
 
+    def _read_state(self, path: Path) -> dict[str, Any] | None:
+        """The guests the state file records; None when there is none yet."""
+        return read_guests(path, f"{self.hypervisor_type} driver") if path.exists() else None
+
     def _loaded(self) -> None:
         """What the driver does with the guests read from its state file."""
 
-    def _encoded(self) -> bytes:
-        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests}
+    def _encoded(self, **more: Any) -> bytes:
+        data = {"format": STATE_FORMAT, "hostname": self.hostname, "guests": self.guests, **more}
         return jsoncodec.dumps(data, sort_keys=True)
 
     @staticmethod

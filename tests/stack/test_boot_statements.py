@@ -3,9 +3,8 @@ deterministic, a time is not). A change that adds round trips to every boot fail
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from specstack_conformance.harness import Target
-from specstack_runtime import filewriter, logs
+from specstack_runtime import logs
 from specstack_runtime.behaviours import identity
+from specstack_runtime.virt import journal
+from specstack_runtime.virt.fake import FakeHypervisor
 
 #: Statements of one boot-vm flow (token issued in step 2, no volume) on a warm stack: 35
 #: when this was written (37 before a port's create reused the network it had checked and
@@ -78,21 +79,23 @@ def test_a_boot_makes_a_bounded_number_of_sql_statements(stack: Target) -> None:
 def test_a_boot_writes_its_guest_once_and_it_is_on_disk_when_active(
     stack: Target, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fake hypervisor writes a boot's changes (spawn, then its vifs) in one write,
-    on disk once the server is ACTIVE with the stack still running (no stop, no flush)."""
-    writes: list[Path] = []
-    real = filewriter.atomic_write
+    """The fake hypervisor writes a boot's changes (spawn, then its vifs) in one append to
+    its journal, on disk once the server is ACTIVE with the stack still running (no stop, no
+    flush): a new reader of the files sees the guest as it is."""
+    writes: list[tuple[Path, int]] = []
+    real = journal.Journal.append
 
-    def counted(path: Path, data: bytes) -> None:
-        if path.parent.name == "hypervisors":
-            writes.append(path)
-        real(path, data)
+    def counted(self: journal.Journal, changes: Iterable[tuple[str, Any]]) -> None:
+        listed = list(changes)
+        if self.path.parent.name == "hypervisors":
+            writes.append((self.path, len(listed)))
+        real(self, listed)
 
-    monkeypatch.setattr(filewriter, "atomic_write", counted)
+    monkeypatch.setattr(journal.Journal, "append", counted)
     record = stack.boot(volume=False)
     assert record.server["status"] == "ACTIVE"
-    assert len(writes) == 1, writes
-    guest = json.loads(writes[0].read_text("utf-8"))["guests"][record.server_id]
+    assert [n for _, n in writes] == [1], writes
+    guest = FakeHypervisor(writes[0][0]).guests[record.server_id]
     assert guest["power_state"] == 1 and len(guest["vifs"]) == 1, guest
     addresses = [a["addr"] for net in record.server["addresses"].values() for a in net]
     assert guest["vifs"][0]["ip_addresses"] == addresses

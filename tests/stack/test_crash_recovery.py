@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from specstack_runtime.virt.fake import FakeHypervisor
+
 from ..distributed.conftest import Cloud
 from ..wire.conftest import Stack, running_stack
 
@@ -30,10 +32,16 @@ def _ports(cloud: Cloud) -> list[dict[str, Any]]:
 
 
 def _guests(data_dir: Path) -> set[str]:
-    """The guests the fake hypervisors hold (their durable state files)."""
+    """The guests the fake hypervisors hold (their snapshots and journals, as a restarted
+    host reads them)."""
     out: set[str] = set()
-    for path in (data_dir / "hypervisors").glob("*.json"):
-        out |= set(json.loads(path.read_text())["guests"])
+    hyp = data_dir / "hypervisors"
+    for path in {
+        p.with_name(p.name.split(".")[0] + ".json")
+        for p in hyp.iterdir()
+        if not p.name.startswith(".")
+    }:
+        out |= set(FakeHypervisor(path).guests)
     return out
 
 
