@@ -4,12 +4,17 @@ own modules and are measured by `nox -s bench`)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from generator.bench.stack import traced_boot_latencies
+from generator.bench.stack import traced_boot_latencies, tree_cpu_s
 from generator.cli import main
 from specstack_runtime.config import StackConfig
 from specstack_runtime.trace import TraceEvent, TraceRecorder
@@ -177,3 +182,35 @@ def test_bad_numbers_on_the_command_line_are_named(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "_positive" not in err and "invalid" not in err
+
+
+def test_the_stacks_cpu_counts_every_process_it_started() -> None:
+    """`served_cpu_ms_per_boot` is the CPU of the stack's whole process tree (distributed mode: the
+    supervisor's components): a grandchild's busy loop is counted, a sleeping parent adds
+    almost nothing."""
+    burn = "import time; t = time.process_time(); exec('while time.process_time() - t < 0.5: pass'); time.sleep(30)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {burn!r}]); time.sleep(30)",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while tree_cpu_s(parent.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        total = tree_cpu_s(parent.pid)
+        own = tree_cpu_s(parent.pid) - sum(tree_cpu_s(c) for c in _children(parent.pid))
+        assert 0.5 <= total < 5, total
+        assert own < 0.4, own  # the parent's start-up only: the burn is the grandchild's
+    finally:
+        for pid in _children(parent.pid):
+            os.kill(pid, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]

@@ -48,7 +48,7 @@ def dist_figures(
             _wait_for_line(proc, "serving;")
             window = [0.0, 0.0]
             figures = asyncio.run(
-                _measure(identity, config, sequential, clients, per_client, window)
+                _measure(identity, config, sequential, clients, per_client, window, proc.pid)
             )
             figures["boot_p50_ms_traced"] = _traced(config, window, sequential)
         finally:
@@ -65,6 +65,7 @@ def dist_figures(
         "dist_boot_p95_ms": "boot_p95_ms",
         "dist_boot_p50_ms_traced": "boot_p50_ms_traced",
         "dist_boots_per_s": "boots_per_s",
+        "dist_served_cpu_ms_per_boot": "served_cpu_ms_per_boot",
         "dist_boots_lost": "boots_lost",
         "dist_requests_unanswered": "requests_unanswered",
     }

@@ -33,6 +33,29 @@ BOOT_LAST_STEP = ("boot-vm", "instance_update")
 EventReader = Callable[[str, float], list[dict[str, Any]]]
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) of process `pid` and of every descendant alive now:
+    the whole stack, one process embedded or every component's in distributed mode."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:  # the name (in parentheses) may hold spaces: the fields are after it
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        one = todo.pop()
+        total += cpu.get(one, 0.0)
+        todo.extend(children.get(one, ()))
+    return total
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -105,9 +128,10 @@ async def _measure(
     clients: int,
     per_client: int,
     window: list[float],
+    stack_pid: int,
 ) -> dict[str, float]:
     """The client's figures; `window` gets the wall-clock start and end of the sequential
-    boots (the trace's clock)."""
+    boots (the trace's clock); `stack_pid`, the stack's process (`tree_cpu_s`)."""
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         token, urls = await _login(http, identity, config)
@@ -152,11 +176,12 @@ async def _measure(
                 await client.boot(body(f"par-{n}-{j}"), max_poll=0.25) for j in range(per_client)
             ]
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), tree_cpu_s(stack_pid)
         results = await asyncio.gather(*(worker(n) for n in range(clients)))
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, tree_cpu_s(stack_pid) - cpu0
         flat = [r for group in results for r in group]
         par_lost = sum(1 for r in flat if r[2] != "ACTIVE")
+        par_done = len(flat) - par_lost
         if os.environ.get("SPECSTACK_BENCH_DEBUG"):
             print("lost:", [r for r in flat if r[2] != "ACTIVE"], "seq lost:", lost)
         for _, sid, _ in flat:
@@ -166,7 +191,10 @@ async def _measure(
     return {
         "boot_p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else -1.0,
         "boot_p95_ms": round(qs[94] * 1000, 2),
-        "boots_per_s": round((len(flat) - par_lost) / wall, 1),
+        "boots_per_s": round(par_done / wall, 1),
+        # what serving one of those boots (its clients' polls too) costs the stack in CPU:
+        # on N cores it serves at most N * 1000 / this boots a second
+        "served_cpu_ms_per_boot": round(cpu * 1000 / par_done, 1) if par_done else -1.0,
         "boots_lost": float(lost + par_lost),
         "boots_measured": float(len(latencies) + len(flat)),
         "requests_unanswered": float(client.unanswered),
@@ -227,7 +255,15 @@ def stack_figures(
         _wait_for_line(stack.proc, "serving;")
         window = [0.0, 0.0]
         figures = asyncio.run(
-            _measure(stack.identity, stack.config, sequential, clients, per_client, window)
+            _measure(
+                stack.identity,
+                stack.config,
+                sequential,
+                clients,
+                per_client,
+                window,
+                stack.proc.pid,
+            )
         )
         figures["rss_mb"] = round(_rss_mb(stack.proc.pid), 1)
         figures["startup_s"] = round(stack.startup_s, 3)
