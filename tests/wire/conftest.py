@@ -8,6 +8,7 @@ DISTRIBUTED_COMPUTES compute nodes). The same tests run against either.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from specstack_conformance.harness import free_port_block
@@ -30,6 +32,19 @@ from ..conftest import REPO
 
 START_TIMEOUT_S = 180.0
 CLI_TIMEOUT_S = 180.0
+#: how long a test's own raw httpx call waits (httpx's default, 5 s, timed out a password
+#: login in a CI run whose three lanes loaded the machine; the clients wait longer too)
+HTTP_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _patient_raw_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx's module functions wait `HTTP_TIMEOUT_S` unless a call says otherwise."""
+    for name in ("request", "get", "head", "post", "put", "patch", "delete"):
+        call = getattr(httpx, name)
+        monkeypatch.setattr(httpx, name, functools.partial(call, timeout=HTTP_TIMEOUT_S))
+
+
 MODE_ENV = "SPECSTACK_TEST_MODE"
 DISTRIBUTED_COMPUTES = 3
 #: `openstack server create` of the demo image's tiny server on the private network
