@@ -90,11 +90,8 @@ class Journal:
         self.path = path
         self.number = number
         current = journal_path(path, number)
-        data = current.read_bytes() if current.exists() else b""
-        if data and not data.endswith(b"\n"):
-            # a line a crash cut short (skipped when read): the next one must not join it
-            os.truncate(current, data.rfind(b"\n") + 1)
-        self.lines = data.count(b"\n")
+        self.lines = current.read_bytes().count(b"\n") if current.exists() else 0
+        self._tail_checked = False  # by the first append: reading the files changes nothing
 
     def append(self, changes: Iterable[tuple[str, Any]]) -> None:
         """Append each (key, record or None) in one write; on disk when it returns."""
@@ -104,7 +101,11 @@ class Journal:
         if not data:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(journal_path(self.path, self.number), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        current = journal_path(self.path, self.number)
+        if not self._tail_checked:
+            self._cut_short_line(current)
+            self._tail_checked = True
+        fd = os.open(current, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             view = memoryview(data)
             while view:
@@ -112,6 +113,14 @@ class Journal:
         finally:
             os.close(fd)
         self.lines += data.count(b"\n")
+
+    @staticmethod
+    def _cut_short_line(current: Path) -> None:
+        """Remove a last line a crash cut short (skipped when read): the next must not join
+        it. Only the journal's writer does this, before its first append."""
+        data = current.read_bytes() if current.exists() else b""
+        if data and not data.endswith(b"\n"):
+            os.truncate(current, data.rfind(b"\n") + 1)
 
     def due(self, records: int) -> bool:
         """Whether the journal is long enough to be folded into a snapshot."""

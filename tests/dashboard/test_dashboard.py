@@ -75,7 +75,7 @@ def watch_launch(page: Any, name: str, volume: str | None) -> tuple[list[str], b
         page.get_by_label("Volume to attach (optional)").select_option(label=volume)
     flow_page = re.compile(r".*/flows/req-[0-9a-f-]+$")
     with page.expect_response(lambda r: flow_page.match(r.url) is not None) as served:
-        page.get_by_role("button", name="Create").click()
+        page.get_by_role("button", name="Create", exact=True).click()
     live = "sse-connect=" in served.value.text()
     page.wait_for_url(flow_page)
     # whatever the live view ends on (finished, failed, stopped watching), then what it said
@@ -184,7 +184,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     page.get_by_label("Image").select_option(label="demo-image")
     page.get_by_label("Flavor").select_option(label="m1.tiny")
     page.get_by_label("Network").select_option(label="private")
-    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Create", exact=True).click()
     page.wait_for_load_state()
     alert = page.get_by_role("alert").inner_text()
     assert alert == (  # nova's message, as the API answered it
@@ -217,7 +217,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     page.wait_for_load_state()
     assert volumes.locator("td.empty").inner_text() == "None."
     page.get_by_label("volumes").select_option(label="dash-vol")  # available again
-    page.get_by_role("button", name="Add").click()
+    page.get_by_role("button", name="Add", exact=True).click()
     page.wait_for_load_state()
     assert volumes.locator("td[data-column=volumeId]").all_inner_texts() == [volume_id]
     ports = page.locator("section[data-part=interfaceAttachments] tbody tr")
@@ -231,7 +231,7 @@ def test_launch_watch_the_boot_open_the_console_delete(
     assert "fake-guest web-1: booted" in console and "attached vdb" in console, console
     screenshot(page, shots, "dashboard-server")
     page.once("dialog", lambda d: d.accept())
-    page.get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Delete", exact=True).click()
     page.wait_for_url(re.compile(r".*/r/compute/servers$"))
     page.locator("table.listing tbody tr", has_text="web-1").wait_for(
         state="detached", timeout=120_000
@@ -275,7 +275,7 @@ def test_a_failing_step_is_shown_red_with_its_error(tab: Tab, served: Served, sh
     page.get_by_label("Image").select_option(label="demo-image")
     page.get_by_label("Flavor").select_option(label="m1.enormous")
     page.get_by_label("Network").select_option(label="private")
-    page.get_by_role("button", name="Create").click()
+    page.get_by_role("button", name="Create", exact=True).click()
     page.wait_for_url(re.compile(r".*/flows/req-[0-9a-f-]+$"))
     state = page.locator("#flow-state", has_text="Failed at step")
     state.wait_for(timeout=180_000)

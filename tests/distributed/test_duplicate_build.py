@@ -22,6 +22,7 @@ from specstack_runtime.bus import make_bus
 from specstack_runtime.config import StackConfig, load_config
 from specstack_runtime.stackinfo import StackInfo
 from specstack_runtime.store import Store, TableSpec
+from specstack_runtime.virt.fake import FakeHypervisor
 
 from ..conftest import REPO
 from ..wire.conftest import DISTRIBUTED_COMPUTES, Stack
@@ -78,9 +79,9 @@ def _cast_build(stack: Stack, payload: dict[str, Any], token: str) -> None:
 
 
 def _guests(stack: Stack, host: str) -> list[str]:
-    """The guests the host's fake hypervisor has (its state file; none before its first)."""
-    path = stack.data_dir / "hypervisors" / f"{host}.json"
-    return sorted(json.loads(path.read_text())["guests"]) if path.exists() else []
+    """The guests the host's fake hypervisor has on disk (its snapshot and journal, as a
+    restarted host reads them; none before its first change)."""
+    return sorted(FakeHypervisor(stack.data_dir / "hypervisors" / f"{host}.json").guests)
 
 
 def _dropped(stack: Stack, host: str, server_id: str) -> bool:
