@@ -36,12 +36,10 @@ its `tables:` names, e.g. `tables.allocations`).
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import ipaddress
 import re
 import secrets
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -52,7 +50,8 @@ import cel_expr_python.cel as cel
 import orjson
 from cel_expr_python.ext import ext_bindings, ext_strings
 
-from specstack_runtime import patterns
+from specstack_runtime import celcalls, patterns
+from specstack_runtime.celcalls import owned, owned_nulls
 from specstack_runtime.exprcache import RARE, RESULTS, TRIES, key_of
 from specstack_runtime.exprreads import Paths, Reads, merged_reads, pruned, reads_in
 
@@ -278,18 +277,26 @@ def _env() -> Any:
         "at_least": ("at_least_string_string", cel.Type.BOOL, [text, text], _at_least),
     }
     functions = [
-        cel.FunctionDecl(name, [cel.Overload(overload, result, arguments, impl=impl)])
+        cel.FunctionDecl(name, [cel.Overload(overload, result, arguments, impl=owned(impl))])
         for name, (overload, result, arguments, impl) in table.items()
     ]
     cached = cel.Overload(
-        "matches_cached_string", cel.Type.BOOL, [text, text], is_member=True, impl=_matches
+        "matches_cached_string", cel.Type.BOOL, [text, text], is_member=True, impl=owned(_matches)
     )
     functions.append(cel.FunctionDecl(_MATCHES_CACHED, [cached]))
+    celcalls.probe(_probe_env)
     return cel.NewEnv(
         variables={name: cel.Type.DYN for name in VARIABLES},
         extensions=[ext_strings.ExtStrings(), ext_bindings.ExtBindings()],
         functions=functions,
     )
+
+
+def _probe_env(fn: Callable[..., Any]) -> Any:
+    record = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+    value = cel.Overload("probe_map", record, [record], impl=fn)
+    variables = {"doc": cel.Type.DYN}
+    return cel.NewEnv(variables=variables, functions=[cel.FunctionDecl("probe", [value])])
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -384,54 +391,20 @@ class Expr:
         activation = bound._activation
         if activation is None:  # made when an expression first runs over it
             activation = bound._activation = _env().Activation(data=bound.data)
+        outer = celcalls.begin()  # the functions' values, given their references back
         try:
-            value = self._program.eval(activation=activation)
-        except Exception as exc:
-            raise ExprError(f"{self.text}: {_clean(str(exc))}") from None
-        if value.type() == cel.Type.ERROR:
-            raise ExprError(f"{self.text}: {_clean(str(value.value()))}")
-        plain = value.plain_value()
-        if _NULLS_UNOWNED and (plain is None or isinstance(plain, dict | list)):
-            for _ in range(_nulls(plain)):
-                _incref(_NONE)
+            try:
+                value = self._program.eval(activation=activation)
+            except Exception as exc:
+                raise ExprError(f"{self.text}: {_clean(str(exc))}") from None
+            if value.type() == cel.Type.ERROR:
+                raise ExprError(f"{self.text}: {_clean(str(value.value()))}")
+            plain = value.plain_value()
+        finally:
+            celcalls.end(outer)
+        if plain is None or isinstance(plain, dict | list):
+            owned_nulls(plain)
         return plain
-
-
-# cel-expr-python (0.1.3) hands each null it converts to Python (a null result, or one in
-# a list or map) without its reference to None. Before CPython 3.12 None is not immortal:
-# its count dropped by one per null until the interpreter aborted ("none_dealloc"), which
-# under load killed the stack mid-request. Each None in a result gets its reference back;
-# one too many (if the runtime is fixed) is harmless, as None is never freed.
-_NULLS_UNOWNED = sys.version_info < (3, 12)
-_NONE = ctypes.py_object(None)
-_incref = ctypes.pythonapi.Py_IncRef
-_incref.argtypes = [ctypes.py_object]
-_incref.restype = None
-
-
-def _nulls(value: Any) -> int:
-    """How many None a converted CEL value holds (map keys are never null); a loop, not
-    recursion: every result of every expression passes here."""
-    if value is None:
-        return 1
-    if not isinstance(value, dict | list):
-        return 0
-    try:
-        # every None is a `null` of its JSON, written in C; a string holding "null" counts
-        # too, and one reference too many is harmless (see above)
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).count(b"null")
-    except TypeError:
-        pass  # a value JSON has no form for (bytes): walked
-    count = 0
-    todo: list[Any] = [value]
-    while todo:
-        node = todo.pop()
-        for item in node.values() if isinstance(node, dict) else node:
-            if item is None:
-                count += 1
-            elif isinstance(item, dict | list):
-                todo.append(item)
-    return count
 
 
 class Bound:

@@ -40,6 +40,7 @@ def generator_id() -> str:
 RUNTIME_INPUTS = (
     "__init__.py",
     "behaviours/catalog.json",
+    "celcalls.py",
     "context.py",
     "errors.py",
     "expr.py",
