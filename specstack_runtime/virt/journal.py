@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,16 +44,14 @@ def journal_path(path: Path, number: int) -> Path:
     return path.with_name(f"{path.name}.{number}.log")
 
 
-def _journals(path: Path) -> list[tuple[int, Path]]:
-    """The journals beside `path`, by number."""
-    pattern = re.compile(re.escape(path.name) + r"\.(\d+)\.log")
-    found = []
-    if path.parent.is_dir():
-        for p in path.parent.iterdir():
-            m = pattern.fullmatch(p.name)
-            if m:
-                found.append((int(m.group(1)), p))
-    return sorted(found)
+def _journals(path: Path, first: int) -> Iterator[tuple[int, Path]]:
+    """The journals beside `path` numbered `first` on: they follow each other without a
+    gap (the next begins only after a line went into the one before), so each is looked
+    up by name, not found by listing a folder that holds every host's files."""
+    number = first
+    while (journal := journal_path(path, number)).exists():
+        yield number, journal
+        number += 1
 
 
 def read(
@@ -65,9 +62,7 @@ def read(
     doc: dict[str, Any] = check(path) if path.exists() else {records_key: {}}
     records: Records = doc[records_key]
     number = int(doc.get("journal") or 0)
-    for n, journal in _journals(path):
-        if n < number:
-            continue  # folded into the snapshot; its removal did not happen yet
+    for n, journal in _journals(path, number):  # older ones are folded into the snapshot
         number = n
         for line in journal.read_bytes().splitlines():
             try:
@@ -142,6 +137,9 @@ def _remove_older(path: Path, number: int) -> None:
         on_disk = int(jsoncodec.loads(path.read_bytes()).get("journal") or 0)
     except (OSError, ValueError, AttributeError):
         return
-    for n, journal in _journals(path):
-        if n < min(number, on_disk):
-            journal.unlink(missing_ok=True)
+    below = min(number, on_disk)
+    older = below
+    while older > 0 and journal_path(path, older - 1).exists():
+        older -= 1
+    for n in range(older, below):  # oldest first: an interrupted removal leaves no gap
+        journal_path(path, n).unlink(missing_ok=True)
