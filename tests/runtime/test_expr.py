@@ -89,7 +89,9 @@ def test_null_results_keep_nones_reference_count(text: str, expected: object) ->
     for _ in range(1000):
         RESULTS.clear()  # the runtime's value each time, not the one kept
         expr.evaluate_in(bound)
-    assert sys.getrefcount(None) >= before
+    # the fault took one a null (1000 here); other threads of the process move the count
+    # by a few meanwhile
+    assert sys.getrefcount(None) > before - 100
 
 
 def test_sort_orders_a_list_and_refuses_what_cannot_be_compared() -> None:
