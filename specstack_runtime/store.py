@@ -361,15 +361,22 @@ class Store:
         return await self._call(lambda conn: bool(conn.execute(stmt, params).rowcount))
 
     async def upsert_many(
-        self, table: str, items: Mapping[str, Doc], merge: Callable[[Doc | None, Doc], Doc]
+        self,
+        table: str,
+        items: Mapping[str, Doc],
+        merge: Callable[[Doc | None, Doc], Doc],
+        *,
+        likely_new: bool = True,
     ) -> dict[str, Doc]:
         """Write `merge(current or None, item)` for each id of `items`, all in one
         transaction: a locked read per BATCH_ROWS ids, one executemany of the inserts and
         one of the updates, not a round trip per row. One row alone is one statement when
         the store guesses right: an UPDATE conditioned on the row it remembers (`_guess`),
-        else an INSERT (a row it does not know is most often new); when wrong, it is read and
-        written as above. So `merge` may run more than once for a row: the last result is
-        written. The written documents, by id."""
+        else, when `likely_new`, an INSERT; when wrong, it is read and written as above.
+        (`likely_new=False`: a row another process most often wrote first, such as the
+        event of an action its API recorded: the INSERT would fail, and its rollback and
+        error cost three round trips.) So `merge` may run more than once for a row: the
+        last result is written. The written documents, by id."""
         t = self._table(table)
         read = self._query(
             (table, "upsert_read"),
@@ -428,7 +435,7 @@ class Store:
                 conn.execute(update, group)
             return written
 
-        if len(ids) == 1 and guess is None:
+        if len(ids) == 1 and guess is None and likely_new:
             doc, values = write(ids[0], None, utcnow())
             try:  # the primary key decides; a row there after all is merged into below
                 await self._call(lambda conn: conn.execute(insert, values))

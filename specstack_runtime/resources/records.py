@@ -152,7 +152,8 @@ async def _record(call: Call, res: Compiled, rule: ir.Record, names: dict[str, A
 
     for _ in range(ATTEMPTS):
         try:
-            await store.upsert_many(res.res.table, rows, merge)
+            # an appended item most often joins a row another handling began
+            await store.upsert_many(res.res.table, rows, merge, likely_new=rule.append is None)
             return
         except Conflict:
             continue  # another component created it meanwhile: merged into it

@@ -172,6 +172,49 @@ def test_the_row_a_store_last_saw_is_its_guess_and_a_wrong_guess_costs_a_read(
         other.close()
 
 
+def test_a_row_another_store_began_is_read_and_written_without_a_failed_insert(
+    store: Store, db_url: str
+) -> None:
+    """`likely_new=False` (an event appended to an action another process recorded): a
+    row this store does not know is read (locked) and written in one transaction, with no
+    INSERT tried first (its failure would cost a rollback and an error); a row that is not
+    there after all is inserted."""
+    statements: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        statements.append(statement.split()[0])
+
+    def add(old: dict[str, Any] | None, item: Any) -> dict[str, Any]:
+        return {**(old or {}), "seen": [*((old or {}).get("seen") or []), item["by"]]}
+
+    other = Store(db_url, THINGS, database=None)
+    event.listen(store.engine, "before_cursor_execute", count)
+
+    async def go() -> None:
+        await other.upsert_many("things", {"c": {"by": "other"}}, add)
+        statements.clear()
+        await store.upsert_many("things", {"c": {"by": "store"}}, add, likely_new=False)
+        assert [s for s in statements if s in ("INSERT", "UPDATE", "SELECT")] == [
+            "SELECT",
+            "UPDATE",
+        ]
+        assert "ROLLBACK" not in statements
+        assert (await other.require("things", "c"))["seen"] == ["other", "store"]
+        statements.clear()
+        await store.upsert_many("things", {"d": {"by": "store"}}, add, likely_new=False)
+        assert [s for s in statements if s in ("INSERT", "UPDATE", "SELECT")] == [
+            "SELECT",
+            "INSERT",
+        ]
+        assert (await other.require("things", "d"))["seen"] == ["store"]
+
+    try:
+        run(go())
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+        other.close()
+
+
 def test_filters_sorting_and_paging(store: Store) -> None:
     async def go() -> None:
         rows = [
