@@ -17,6 +17,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAC_PREFIX = "fa:16:3e"
+# The free addresses an allocator that lost a race picks among (neutron's MAX_WIN).
+MAX_WINDOW = 1000
 # Random tries before falling back to a scan, which only a nearly full space needs.
 _MAC_RANDOM_TRIES = 64
 
@@ -144,8 +146,11 @@ def allocate_ip(
     gateway_ip: str | None,
     in_use: Collection[str],
     requested: str | None = None,
+    window: int = 1,
 ) -> str:
-    """Return a free address: the requested one after checks, else the first free in the pools.
+    """Return a free address: the requested one after checks, else the first free in the
+    pools, or with `window` one of the first `window` free at random (neutron's IPAM takes
+    one of the first 1,000: allocators that raced for one address then spread out).
 
     Pools are searched in the order given; allocation_pools None means the
     default pools for cidr and gateway_ip.
@@ -158,9 +163,10 @@ def allocate_ip(
     used = _used_set(net, in_use)
     if requested is not None:
         return _check_requested(net, pools, gateway, used, requested)
-    for candidate in _candidates(pools):
-        if candidate not in used and candidate != gateway:
-            return str(_from_int(candidate, net.version))
+    free = (c for c in _candidates(pools) if c not in used and c != gateway)
+    first = list(itertools.islice(free, window))
+    if first:
+        return str(_from_int(random.choice(first), net.version))
     raise IpExhausted(f"No more IP addresses available on subnet {net}.")
 
 

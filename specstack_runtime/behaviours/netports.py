@@ -58,8 +58,12 @@ async def _allocate_one(
         except Conflict:
             raise port.fail("ip_taken", ip_address=requested, subnet_id=sid) from None
         return requested
-    # Allocation ids are "<subnet>:<ip>": read them without decoding every row.
-    in_use = {i.split(":", 1)[1] for i in await store.ids("ipallocations", {"subnet_id": sid})}
+
+    async def taken() -> set[str]:  # allocation ids are "<subnet>:<ip>": no row decoded
+        return {i.split(":", 1)[1] for i in await store.ids("ipallocations", {"subnet_id": sid})}
+
+    in_use = await taken()
+    window = 1  # the first free address, unless another server took it meanwhile
     while True:
         try:
             ip = ipam.allocate_ip(
@@ -68,6 +72,7 @@ async def _allocate_one(
                 subnet.get("gateway_ip"),
                 in_use,
                 requested,
+                window,
             )
         except ipam.IpAddressInUse:
             raise port.fail("ip_taken", ip_address=requested, subnet_id=sid) from None
@@ -88,11 +93,10 @@ async def _allocate_one(
         except Conflict:
             if requested is not None:
                 raise port.fail("ip_taken", ip_address=ip, subnet_id=sid) from None
-            # Another server took it between our read and our insert: take the next one.
-            in_use.add(ip)
-            in_use |= {
-                a["ip_address"] for a in await store.list("ipallocations", {"subnet_id": sid})
-            }
+            # Another server took it between our read and our insert: one of the first free
+            # at random, not the next one, which all who lost this race would take again
+            in_use = await taken() | {ip}
+            window = ipam.MAX_WINDOW
 
 
 async def _release(store: Store, port_id: str, fixed_ips: Iterable[Doc]) -> None:

@@ -446,6 +446,48 @@ def test_ip_allocation_is_unique_across_processes(server_url: str) -> None:
             s.close()
 
 
+def test_allocators_that_lost_a_race_spread_out_instead_of_colliding_again(
+    server_url: str,
+) -> None:
+    """Twenty ports allocated at once (a boot storm): all read the same free addresses and
+    all but one lose the first; the losers take one of the first free at random (neutron's
+    window), so they rarely collide again (13-21 failed inserts here). Taking the next free
+    one instead made every loser race for it again: 119-121 failed inserts on PostgreSQL,
+    40-52 on MariaDB, each a rollback and an error in the server's log."""
+    store = spec_store(server_url, "neutron-db")
+    port = stack_info().resources.resource("port")
+    subnet = {
+        "id": "s2",
+        "cidr": "10.8.0.0/24",
+        "gateway_ip": "10.8.0.1",
+        "allocation_pools": [{"start": "10.8.0.2", "end": "10.8.0.254"}],
+    }
+    inserts: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("INSERT INTO ipallocations"):
+            inserts.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+
+    async def storm() -> list[str]:
+        return list(
+            await asyncio.gather(
+                *(_allocate_one(store, "n1", subnet, f"p{i}", None, port=port) for i in range(20))
+            )
+        )
+
+    try:
+        ips = run(storm())
+        assert len(set(ips)) == 20
+        assert run(store.count("ipallocations", {"subnet_id": "s2"})) == 20
+        assert "10.8.0.2" in ips  # the first free address still goes first
+        assert len(inserts) - 20 < 35, len(inserts)  # failed: the first race, and few more
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+        store.close()
+
+
 def test_quota_count_sees_other_processes_rows(server_url: str) -> None:
     """The quota check counts live instances of a project, whoever wrote them."""
     writer = spec_store(server_url, "nova-db")

@@ -59,6 +59,19 @@ def test_pools_are_searched_in_order() -> None:
     assert allocate_ip("10.0.0.0/24", pools, None, ["10.0.0.50", "10.0.0.51"]) == "10.0.0.10"
 
 
+def test_a_window_picks_among_the_first_free_addresses_at_random() -> None:
+    used = ["10.0.0.2", "10.0.0.4"]
+    got = {allocate_ip("10.0.0.0/24", None, "10.0.0.1", used, window=3) for _ in range(200)}
+    assert got == {"10.0.0.3", "10.0.0.5", "10.0.0.6"}  # the first three free, each drawn
+    pools = [{"start": "10.0.0.50", "end": "10.0.0.51"}, {"start": "10.0.0.10", "end": "10.0.0.20"}]
+    across = {allocate_ip("10.0.0.0/24", pools, None, [], window=3) for _ in range(200)}
+    assert across == {"10.0.0.50", "10.0.0.51", "10.0.0.10"}  # in the pools' order
+    small = [allocate_ip("192.168.1.0/30", None, "192.168.1.1", [], window=1000)]
+    assert small == ["192.168.1.2"]  # a window wider than what is free: what is free
+    with pytest.raises(IpExhausted):
+        allocate_ip("192.168.1.0/30", None, "192.168.1.1", small, window=1000)
+
+
 def test_exhaustion_of_a_slash_30() -> None:
     in_use: list[str] = []
     # /30: .0 network, .1 gateway, .2 usable, .3 broadcast.
