@@ -5,8 +5,8 @@ refusals, filters); these hooks compute what the spec cannot state: a free MAC
 address, the addresses of the requested fixed_ips (from ipam.allocate_ip; every
 allocation is also a row of `ipallocations` whose id is `<subnet_id>:<ip>`, so two
 servers that pick the same address at the same time collide on the primary key and
-the loser takes the next one), the binding state, and the agents' notification of
-an update (neutron's notifier tells them of every port update).
+the loser takes one of the first free at random), the binding state, and the agents'
+notification of an update (neutron's notifier tells them of every port update).
 """
 
 from __future__ import annotations
