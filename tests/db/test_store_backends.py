@@ -8,8 +8,9 @@ thread with its own Store (its own connections).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from unittest.mock import ANY
 
@@ -56,6 +57,26 @@ def in_threads(count: int, work: Callable[[int], T]) -> list[T | BaseException]:
     return results
 
 
+@contextlib.contextmanager
+def verbs_of(store: Store) -> Iterator[list[str]]:
+    """The first word of each statement `store` sends meanwhile (SELECT, UPDATE, ...)."""
+    verbs: list[str] = []
+
+    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        verbs.append(statement.split()[0])
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        yield verbs
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+
+
+def seen_by(old: dict[str, Any] | None, item: Any) -> dict[str, Any]:
+    """An upsert's merge: the row's `seen` list with the item's `by` appended."""
+    return {**(old or {}), "seen": [*((old or {}).get("seen") or []), item["by"]]}
+
+
 # -- one connection's view ---------------------------------------------------
 
 
@@ -97,15 +118,10 @@ def test_compare_and_set(store: Store) -> None:
 def test_an_update_from_the_row_read_writes_once_and_a_stale_one_reads_again(
     store: Store,
 ) -> None:
-    statements: list[str] = []
-
-    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split()[0])
 
     async def go() -> None:
         read = await store.create("things", {"id": "a", "state": "building", "n": 1})
-        event.listen(store.engine, "before_cursor_execute", count)
-        try:
+        with verbs_of(store) as statements:
             new = await store.update("things", "a", {"n": 2}, current=read)
             assert statements == ["UPDATE"]  # the row was as read: no read again
             # `read` is stale now: the row is read again, `expect` holds over it, not `read`
@@ -113,8 +129,6 @@ def test_an_update_from_the_row_read_writes_once_and_a_stale_one_reads_again(
             stale = await store.update("things", "a", {"n": 3}, expect={"n": 1}, current=read)
             assert stale is None and statements[-1] == "SELECT"
             done = await store.update("things", "a", {"n": 3}, expect={"n": 2}, current=read)
-        finally:
-            event.remove(store.engine, "before_cursor_execute", count)
         assert new is not None and new["n"] == 2 and done is not None and done["n"] == 3
         assert await store.get("things", "a") == done
         await store.delete("things", "a")
@@ -129,18 +143,9 @@ def test_the_row_a_store_last_saw_is_its_guess_and_a_wrong_guess_costs_a_read(
     """An update (or a one-row upsert) without `current` compares-and-sets against the row
     as this store last read or wrote it; another store's write between makes the guess
     wrong: the row is read and the change merged into it (nothing of the other's lost)."""
-    statements: list[str] = []
-
-    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split()[0])
-
-    def add(old: dict[str, Any] | None, item: Any) -> dict[str, Any]:
-        return {**(old or {}), "seen": [*((old or {}).get("seen") or []), item["by"]]}
-
     other = Store(db_url, THINGS, database=None)
-    event.listen(store.engine, "before_cursor_execute", count)
 
-    async def go() -> None:
+    async def go(statements: list[str]) -> None:
         await store.create("things", {"id": "a", "n": 1})
         statements.clear()
         assert (await store.update("things", "a", {"n": 2}))["n"] == 2  # type: ignore[index]
@@ -151,24 +156,24 @@ def test_the_row_a_store_last_saw_is_its_guess_and_a_wrong_guess_costs_a_read(
         assert new is not None and (new["n"], new["m"]) == (3, 1)
         assert statements == ["UPDATE", "SELECT", "UPDATE"]  # guessed wrong, read, written
         statements.clear()  # a one-row upsert: a new row is one INSERT, a known one one UPDATE
-        await store.upsert_many("things", {"b": {"by": "store"}}, add)
-        await store.upsert_many("things", {"b": {"by": "store"}}, add)
+        await store.upsert_many("things", {"b": {"by": "store"}}, seen_by)
+        await store.upsert_many("things", {"b": {"by": "store"}}, seen_by)
         assert statements == ["INSERT", "UPDATE"]
-        await other.upsert_many("things", {"b": {"by": "other"}}, add)  # exists: merged into
-        await store.upsert_many("things", {"b": {"by": "store"}}, add)  # a wrong guess
+        await other.upsert_many("things", {"b": {"by": "other"}}, seen_by)  # exists: merged into
+        await store.upsert_many("things", {"b": {"by": "store"}}, seen_by)  # a wrong guess
         seen = (await store.require("things", "b"))["seen"]
         assert seen == ["store", "store", "other", "store"]
         await store.delete("things", "b")  # forgotten: a new row again
         statements.clear()
-        assert await store.upsert_many("things", {"b": {"by": "x"}}, add) == {
+        assert await store.upsert_many("things", {"b": {"by": "x"}}, seen_by) == {
             "b": {"seen": ["x"], "id": "b", "created_at": ANY, "updated_at": ANY}
         }
         assert statements == ["INSERT"]
 
     try:
-        run(go())
+        with verbs_of(store) as statements:
+            run(go(statements))
     finally:
-        event.remove(store.engine, "before_cursor_execute", count)
         other.close()
 
 
@@ -179,21 +184,12 @@ def test_a_row_another_store_began_is_read_and_written_without_a_failed_insert(
     row this store does not know is read (locked) and written in one transaction, with no
     INSERT tried first (its failure would cost a rollback and an error); a row that is not
     there after all is inserted."""
-    statements: list[str] = []
-
-    def count(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
-        statements.append(statement.split()[0])
-
-    def add(old: dict[str, Any] | None, item: Any) -> dict[str, Any]:
-        return {**(old or {}), "seen": [*((old or {}).get("seen") or []), item["by"]]}
-
     other = Store(db_url, THINGS, database=None)
-    event.listen(store.engine, "before_cursor_execute", count)
 
-    async def go() -> None:
-        await other.upsert_many("things", {"c": {"by": "other"}}, add)
+    async def go(statements: list[str]) -> None:
+        await other.upsert_many("things", {"c": {"by": "other"}}, seen_by)
         statements.clear()
-        await store.upsert_many("things", {"c": {"by": "store"}}, add, likely_new=False)
+        await store.upsert_many("things", {"c": {"by": "store"}}, seen_by, likely_new=False)
         assert [s for s in statements if s in ("INSERT", "UPDATE", "SELECT")] == [
             "SELECT",
             "UPDATE",
@@ -201,7 +197,7 @@ def test_a_row_another_store_began_is_read_and_written_without_a_failed_insert(
         assert "ROLLBACK" not in statements
         assert (await other.require("things", "c"))["seen"] == ["other", "store"]
         statements.clear()
-        await store.upsert_many("things", {"d": {"by": "store"}}, add, likely_new=False)
+        await store.upsert_many("things", {"d": {"by": "store"}}, seen_by, likely_new=False)
         assert [s for s in statements if s in ("INSERT", "UPDATE", "SELECT")] == [
             "SELECT",
             "INSERT",
@@ -209,9 +205,9 @@ def test_a_row_another_store_began_is_read_and_written_without_a_failed_insert(
         assert (await other.require("things", "d"))["seen"] == ["store"]
 
     try:
-        run(go())
+        with verbs_of(store) as statements:
+            run(go(statements))
     finally:
-        event.remove(store.engine, "before_cursor_execute", count)
         other.close()
 
 
