@@ -24,7 +24,9 @@ from specstack_runtime.services import ServiceRuntime
 log = logging.getLogger("specstack.worker")
 
 #: Cast ids a dispatcher remembers to recognise a redelivered duplicate (at-least-once bus).
-SEEN_CASTS = 10_000
+#: A broker redelivers what was unacked when a connection dropped, at most the prefetch
+#: (16) a consumer; oslo.messaging remembers 16. 10,000 held some 1.5 MB a busy queue.
+SEEN_CASTS = 1024
 
 
 @dataclass(frozen=True)

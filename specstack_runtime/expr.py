@@ -316,17 +316,43 @@ def _matches(text: str, pattern: str) -> bool:
     return patterns.search(pattern, text)
 
 
-def _with_cached_matches(text: str) -> str:
-    """`text` with each `.matches(` call outside a string literal made `.matches_cached(`."""
-    if "matches" not in text:
+# `at_least(v, '2.53')` with a literal version, as the spec writes every one, runs as CEL's
+# own string and integer functions: no call into Python, whose arguments the runtime keeps
+# for good (celcalls), some 160 bytes a call, and rendering a server makes several.
+_AT_LEAST = re.compile(r"\bat_least\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,\s*$")
+_AT_LEAST_LITERAL = re.compile(r"""(['"])(\d+)\.(\d+)\1\s*\)""")
+# (no cel.bind: one after an exists() or all() may read a stale slot, see celshapes.py)
+_AT_LEAST_NATIVE = (
+    "({v} == '' || int({v}.split('.')[0]) > {major}"
+    " || int({v}.split('.')[0]) == {major} && int({v}.split('.')[1]) >= {minor})"
+)
+
+
+def _native(text: str) -> str:
+    """`text` as the runtime runs it: each `.matches(` call outside a string literal made
+    `.matches_cached(`, each `at_least(name, 'M.N')` CEL's own comparison (see above)."""
+    if "matches" not in text and "at_least" not in text:
         return text
     out, at = [], 0
     for quoted in _QUOTED.finditer(text):
-        out.append(_MEMBER_MATCHES.sub(rf".\1{_MATCHES_CACHED}\2(", text[at : quoted.start()]))
-        out.append(quoted.group())
+        code = text[at : quoted.start()]
         at = quoted.end()
-    out.append(_MEMBER_MATCHES.sub(rf".\1{_MATCHES_CACHED}\2(", text[at:]))
+        call = _AT_LEAST.search(code)
+        wanted = _AT_LEAST_LITERAL.match(text, quoted.start()) if call else None
+        if call is not None and wanted is not None:
+            out.append(_cached_matches(code[: call.start()]))
+            major, minor = int(wanted.group(2)), int(wanted.group(3))
+            out.append(_AT_LEAST_NATIVE.format(v=call.group(1), major=major, minor=minor))
+            at = wanted.end()
+            continue
+        out.append(_cached_matches(code))
+        out.append(quoted.group())
+    out.append(_cached_matches(text[at:]))
     return "".join(out)
+
+
+def _cached_matches(code: str) -> str:
+    return _MEMBER_MATCHES.sub(rf".\1{_MATCHES_CACHED}\2(", code)
 
 
 def _uses(text: str) -> frozenset[str]:
@@ -348,7 +374,7 @@ class Expr:
     def __init__(self, text: str) -> None:
         self.text = text
         try:
-            self._program = _env().compile(_with_cached_matches(text))
+            self._program = _env().compile(_native(text))
         except Exception:  # the runtime raises its own status error type
             try:  # the error as the text has it (or the text as it is, if that compiles)
                 self._program = _env().compile(text)

@@ -8,6 +8,8 @@ served by the engine at the version a request negotiated.
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,48 @@ def test_at_least_compares_microversions_and_none_is_every_version() -> None:
         True,
         True,
     ]
+
+
+@pytest.mark.parametrize("wanted", ["2.10", "2.1", "3.0", "1.12"])
+def test_at_least_with_a_version_in_any_form_gives_the_same_answers(wanted: str) -> None:
+    """A literal version (every one the spec writes) runs as CEL's own comparison; a
+    version from a variable calls the Python function: both answer alike, in any context."""
+    versions = ["", "1.0", "1.11", "1.12", "2.0", "2.1", "2.9", "2.10", "2.79", "3.0", "10.0"]
+    literal = compile_expr(f"!at_least(microversion, '{wanted}') ? 'below' : 'at or above'")
+    # after an exists() that stopped early (a bind there would read a stale slot: celshapes)
+    spaced = compile_expr(
+        f'[[1, 2].exists(x, x == 1), at_least( microversion ,"{wanted}" ), "at_least(x, 1)"]'
+    )
+    variable = compile_expr("!at_least(microversion, doc.wanted) ? 'below' : 'at or above'")
+    for version in versions:
+        expected = version == "" or tuple(map(int, version.split("."))) >= tuple(
+            map(int, wanted.split("."))
+        )
+        word = "at or above" if expected else "below"
+        assert literal.evaluate(microversion=version) == word, version
+        assert spaced.evaluate(microversion=version) == [True, expected, "at_least(x, 1)"], version
+        assert variable.evaluate(microversion=version, doc={"wanted": wanted}) == word, version
+
+
+def test_a_literal_microversion_check_keeps_nothing_per_evaluation() -> None:
+    """The CEL runtime keeps the arguments of every call into Python (some 160 bytes:
+    celcalls); a server's answer checks several versions, once per request."""
+    expr = compile_expr("at_least(microversion, '2.53')")
+    expr.evaluate(microversion="2.0")
+    tracemalloc.start(64)
+    try:
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        for i in range(2000):
+            assert expr.evaluate(microversion=f"2.{i}") is (i >= 53)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    own = [tracemalloc.Filter(True, __file__, all_frames=True)]
+    diff = after.filter_traces(own).compare_to(before.filter_traces(own), "filename")
+    # the Python function's call keeps 3 objects (its arguments' tuple and two strings)
+    assert sum(s.count_diff for s in diff) / 2000 < 0.5
 
 
 def _retired(spec: Path) -> None:
