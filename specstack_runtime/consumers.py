@@ -23,9 +23,10 @@ from specstack_runtime.services import ServiceRuntime
 
 log = logging.getLogger("specstack.worker")
 
-#: Cast ids a dispatcher remembers to recognise a redelivered duplicate (at-least-once bus).
-#: A broker redelivers what was unacked when a connection dropped, at most the prefetch
-#: (16) a consumer; oslo.messaging remembers 16. 10,000 held some 1.5 MB a busy queue.
+#: Cast ids a dispatcher remembers to recognise a redelivered duplicate (at-least-once bus),
+#: or twice the bus's `unacked_limit` if more: a broker redelivers what was unacked when a
+#: connection dropped (RabbitMQ's prefetch, 16 by default; oslo.messaging remembers 16).
+#: 10,000 held some 1.5 MB a busy queue.
 SEEN_CASTS = 1024
 
 
@@ -53,6 +54,7 @@ class Dispatcher:
         self.duplicates = 0
         self.dropped = 0  # messages a behaviour found stale (errors.Dropped)
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.remembers = max(SEEN_CASTS, 2 * rt.bus.unacked_limit)
 
     async def __call__(self, env: Envelope) -> dict[str, Any] | None:
         if env.pattern != "call":
@@ -69,7 +71,7 @@ class Dispatcher:
                 )
                 return None
             self._seen[env.msg_id] = None
-            if len(self._seen) > SEEN_CASTS:
+            if len(self._seen) > self.remembers:
                 self._seen.popitem(last=False)
         consumer = self.by_method.get(env.method)
         if consumer is None:

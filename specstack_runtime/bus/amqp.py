@@ -225,6 +225,7 @@ class AmqpBus(Bus):
             opts = AmqpOptions(**{**opts.__dict__, **changes})
             opts.check()
         self.options = opts
+        self.unacked_limit = opts.prefetch
         super().__init__(reply_queue=self._name(f"reply_{uuid.uuid4().hex}"))
         self.drain_timeout = drain_timeout
         self._connection: AbstractRobustConnection | None = None

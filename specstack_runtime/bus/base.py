@@ -154,6 +154,9 @@ class Bus(ABC):
     #: Whether casts and calls not yet handled outlive a crash of the processes (a broker
     #: redelivers them); start-up recovery (spec/resources `states.recover`) reads it.
     durable: bool = False
+    #: How many messages one consumer may hold unacked: what a broker redelivers at most
+    #: when a connection drops (0: this bus never redelivers).
+    unacked_limit: int = 0
     #: What senders checked, by msg_id, for consumers in this process (see CheckedBy):
     #: None on a network bus, where what arrives off the wire is always checked.
     _checks: dict[str, CheckedBy] | None = None

@@ -59,6 +59,9 @@ def test_url_options_are_taken_out_and_the_rest_passed_on() -> None:
     bus = make_bus("amqp://guest:guest@127.0.0.1/?prefix=p1")
     assert isinstance(bus, AmqpBus) and bus.options.prefix == "p1"
     assert AmqpBus("amqp://h/", prefix="x", prefetch=2).options.prefetch == 2
+    # what a dropped connection can make the broker redeliver: its dispatchers remember as much
+    assert AmqpBus("amqp://h/?prefetch=3000").unacked_limit == 3000
+    assert AmqpBus("amqp://h/").unacked_limit == 16
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from specstack_runtime.bus import CheckedBy, InProcessBus, RemoteError
+from specstack_runtime.bus import CheckedBy, Envelope, InProcessBus, RemoteError
 from specstack_runtime.config import StackConfig
-from specstack_runtime.consumers import Consumer, start_consumers
+from specstack_runtime.consumers import SEEN_CASTS, Consumer, Dispatcher, start_consumers
 from specstack_runtime.flow import Flow, HandlerSpec
 from specstack_runtime.services import ServiceRuntime
 from specstack_runtime.stackinfo import StackInfo
@@ -131,5 +131,39 @@ def test_a_payload_and_reply_the_sender_checked_with_the_same_models_are_not_che
             await bus.call("t", "double", {"n": "six"}, timeout=2, checked_by=other)
         assert bus._checks == {}  # each forgotten once its message is handled
         await bus.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(("unacked", "window"), [(0, SEEN_CASTS), (16, SEEN_CASTS), (3000, 6000)])
+def test_a_dispatcher_remembers_what_its_bus_may_redeliver_and_forgets_the_rest(
+    tmp_path: Path, unacked: int, window: int
+) -> None:
+    """A cast delivered again is dropped while its id is among the last `window` handled
+    (at least twice what a broker may redeliver: its consumers' prefetch); an older one is
+    handled again, so what a busy queue remembers stays bounded."""
+    handled: list[int] = []
+
+    async def count(flow: Flow) -> None:
+        handled.append(flow.call.payload["n"])
+
+    bus = InProcessBus()
+    bus.unacked_limit = unacked
+    rt, spec = worker(tmp_path, bus, "build", count)
+    dispatch = Dispatcher(rt, [Consumer("build", "t", "build", "cast", True, spec, Payload)])
+    casts = [
+        Envelope(topic="t", method="build", payload={"n": n}, pattern="cast", host="h")
+        for n in range(window + 1)
+    ]
+
+    async def go() -> None:
+        for env in casts[:window]:
+            await dispatch(env)
+        await dispatch(casts[0].model_copy())  # the oldest still remembered: dropped
+        assert (len(handled), dispatch.duplicates) == (window, 1)
+        await dispatch(casts[window])  # one more: the oldest is forgotten
+        await dispatch(casts[0].model_copy())
+        assert (len(handled), dispatch.duplicates) == (window + 2, 1)
+        assert handled[-1] == 0
 
     asyncio.run(go())
