@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import sys
 import tracemalloc
+from collections.abc import Callable
 
 from specstack_runtime import celcalls
 from specstack_runtime.expr import compile_expr
@@ -13,25 +14,30 @@ from specstack_runtime.expr import compile_expr
 N = 2000
 
 
-def _kept_per_evaluation(text: str) -> float:
-    """Objects still allocated per evaluation of `text` (new variables each time), counting
-    only what was allocated under this function: threads other tests left behind in this
-    process allocate meanwhile (a CI run counted 228 such objects)."""
-    expr = compile_expr(text)
-    expr.evaluate(doc={"x": 0, "y": "warm"})
+def kept_per_call(evaluate: Callable[[int], object], calls: int = N) -> float:
+    """Objects still allocated per call of `evaluate(i)` (i = 0, 1, ...), counting only what
+    was allocated under this function: threads other tests left behind in this process
+    allocate meanwhile (a CI run counted 228 such objects)."""
     tracemalloc.start(64)  # frames enough to reach this file's
     try:
         gc.collect()  # only what is kept counts, not cycles the collector has yet to free
         before = tracemalloc.take_snapshot()
-        for i in range(N):
-            expr.evaluate(doc={"x": i + 1000, "y": f"value-{i}"})
+        for i in range(calls):
+            evaluate(i)
         gc.collect()
         after = tracemalloc.take_snapshot()
     finally:
         tracemalloc.stop()
     own = [tracemalloc.Filter(True, __file__, all_frames=True)]
     diff = after.filter_traces(own).compare_to(before.filter_traces(own), "filename")
-    return sum(s.count_diff for s in diff) / N
+    return sum(s.count_diff for s in diff) / calls
+
+
+def _kept_per_evaluation(text: str) -> float:
+    """`kept_per_call` of evaluating `text` with new variables each time."""
+    expr = compile_expr(text)
+    expr.evaluate(doc={"x": 0, "y": "warm"})
+    return kept_per_call(lambda i: expr.evaluate(doc={"x": i + 1000, "y": f"value-{i}"}))
 
 
 def test_a_functions_value_and_arguments_are_not_kept() -> None:
