@@ -128,6 +128,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
     try:
+        if args.rounds:
+            from generator.bench.stack import rss_rounds
+
+            print(json.dumps(rss_rounds(args.rounds, args.boots), indent=1))
+            return 0
         if args.profile:
             from generator.bench.profile import profile_figures
 
@@ -411,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="only count what N embedded boots cost: function calls, HTTP requests, "
         "messages, trace events, CEL evaluations per boot (cProfile; repeatable under load)",
+    )
+    b.add_argument(
+        "--rounds",
+        type=_positive,
+        default=0,
+        metavar="R",
+        help="only the embedded stack's memory over time: its RSS after each of R rounds "
+        "of --boots boots and deletes, and its growth a round (one JSON object)",
     )
     b.add_argument(
         "--top",

@@ -100,6 +100,26 @@ def test_profile_unprofiled_gives_the_cpu_of_a_boot(capsys: pytest.CaptureFixtur
     assert (Store._transaction, Expr._run) == methods
 
 
+def test_rounds_give_the_stacks_memory_after_each_round_of_boots(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--rounds R --boots N`: the embedded stack's RSS when serving and after each round of
+    N boots and deletes, and its growth a round from the second on."""
+    assert main(["bench", "--rounds", "3", "--boots", "2"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert set(figures) == {
+        "boots_a_round",
+        "rss_mb_started",
+        "rss_mb_after_rounds",
+        "rss_mb_growth_a_round",
+    }
+    after = figures["rss_mb_after_rounds"]
+    assert figures["boots_a_round"] == 2 and len(after) == 3
+    # the stack's process, not this one's or nothing: tens of MB at least
+    assert figures["rss_mb_started"] > 30 and min(after) > 30
+    assert figures["rss_mb_growth_a_round"] == pytest.approx((after[2] - after[0]) / 2, abs=0.06)
+
+
 def test_profile_runs_more_boots_than_the_hosts_hold(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -165,6 +185,7 @@ def test_traced_boot_latency_is_post_to_active_from_the_stacks_trace(tmp_path: P
     [
         (["bench", "--runs", "abc"], "argument --runs: 'abc' is not a whole number"),
         (["bench", "--runs", "0"], "argument --runs: 0 is not a positive number"),
+        (["bench", "--rounds", "0"], "argument --rounds: 0 is not a positive number"),
         (["bench", "--profile", "2", "--top", "-5"], "--top: -5 is not a whole number at least 0"),
         (["run", "--port", "80x"], "argument --port: '80x' is not a whole number"),
         (["run", "--computes", "two"], "argument --computes: 'two' is not a whole number"),

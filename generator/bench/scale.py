@@ -24,6 +24,7 @@ from generator.bench.stack import (
     _login,
     _rss_mb,
     _wait_for_line,
+    boot_body,
     running,
     traced_p50_ms,
 )
@@ -103,17 +104,7 @@ def select_p50_ms(hosts: int, runs: int = 200) -> float:
 async def _boots(identity: str, config: StackConfig, count: int) -> list[float]:
     async with httpx.AsyncClient(timeout=120) as http:
         token, urls = await _login(http, identity, config)
-        h = {"X-Auth-Token": token}
-        images = (await http.get(f"{urls['image']}/v2/images?name=demo-image", headers=h)).json()
-        nets = (await http.get(f"{urls['network']}/v2.0/networks?name=private", headers=h)).json()
-        body = {
-            "server": {
-                "name": "scale",
-                "imageRef": images["images"][0]["id"],
-                "flavorRef": "1",
-                "networks": [{"uuid": nets["networks"][0]["id"]}],
-            }
-        }
+        body = (await boot_body(http, urls, token))("scale")
         client = StackClient(http, urls, token)
         took: list[float] = []
         for i in range(count + 3):  # the first three warm up

@@ -121,6 +121,29 @@ async def _login(
     return resp.headers["X-Subject-Token"], urls
 
 
+async def boot_body(
+    http: httpx.AsyncClient, urls: dict[str, str], token: str
+) -> Callable[[str], dict[str, Any]]:
+    """The body of a `POST /servers` booting the demo image on the private network, by
+    server name."""
+    h = {"X-Auth-Token": token}
+    images = (await http.get(f"{urls['image']}/v2/images?name=demo-image", headers=h)).json()
+    nets = (await http.get(f"{urls['network']}/v2.0/networks?name=private", headers=h)).json()
+    image_id, net_id = images["images"][0]["id"], nets["networks"][0]["id"]
+
+    def body(name: str) -> dict[str, Any]:
+        return {
+            "server": {
+                "name": name,
+                "imageRef": image_id,
+                "flavorRef": "1",
+                "networks": [{"uuid": net_id}],
+            }
+        }
+
+    return body
+
+
 async def _measure(
     identity: str,
     config: StackConfig,
@@ -135,22 +158,8 @@ async def _measure(
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         token, urls = await _login(http, identity, config)
-        h = {"X-Auth-Token": token}
-        images = (await http.get(f"{urls['image']}/v2/images?name=demo-image", headers=h)).json()
-        nets = (await http.get(f"{urls['network']}/v2.0/networks?name=private", headers=h)).json()
-        image_id = images["images"][0]["id"]
-        net_id = nets["networks"][0]["id"]
+        body = await boot_body(http, urls, token)
         client = StackClient(http, urls, token)
-
-        def body(name: str) -> dict[str, Any]:
-            return {
-                "server": {
-                    "name": name,
-                    "imageRef": image_id,
-                    "flavorRef": "1",
-                    "networks": [{"uuid": net_id}],
-                }
-            }
 
         # Warm up (connection pools, caches), not counted.
         for i in range(5):
@@ -269,6 +278,38 @@ def stack_figures(
         figures["startup_s"] = round(stack.startup_s, 3)
         figures["boot_p50_ms_traced"] = traced_p50_ms(stack, window, sequential)
     return figures
+
+
+def rss_rounds(rounds: int, boots: int, computes: int = 4) -> dict[str, Any]:
+    """The stack's RSS after each of `rounds` rounds of `boots` sequential boots and deletes
+    (a stack that keeps something of each boot grows round after round), and its growth a
+    round from the second round on (the first also fills caches up to their bounds)."""
+
+    async def run(stack: BenchStack) -> list[float]:
+        async with httpx.AsyncClient(timeout=120) as http:
+            token, urls = await _login(http, stack.identity, stack.config)
+            body = await boot_body(http, urls, token)
+            client = StackClient(http, urls, token)
+            after = [_rss_mb(stack.proc.pid)]
+            for r in range(rounds):
+                for i in range(boots):
+                    _, sid, status = await client.boot(body(f"round-{r}-{i}"))
+                    if status != "ACTIVE":
+                        raise RuntimeError(f"a boot of round {r} ended {status}")
+                    await client.delete(sid)
+                after.append(_rss_mb(stack.proc.pid))
+            return after
+
+    with running(computes) as stack:
+        _wait_for_line(stack.proc, "serving;")
+        after = asyncio.run(run(stack))
+    grown = (after[-1] - after[1]) / (rounds - 1) if rounds > 1 else after[-1] - after[0]
+    return {
+        "boots_a_round": boots,
+        "rss_mb_started": round(after[0], 1),
+        "rss_mb_after_rounds": [round(mb, 1) for mb in after[1:]],
+        "rss_mb_growth_a_round": round(grown, 2),
+    }
 
 
 def traced_p50_ms(stack: BenchStack, window: list[float], boots: int) -> float:
