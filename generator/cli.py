@@ -127,7 +127,21 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from generator.bench import run_bench
 
+    if args.pairs and not args.baseline:
+        _err("--pairs needs --baseline REV")
+        return EXIT_INVALID
     try:
+        if args.baseline:
+            from generator.bench.baseline import side_by_side
+
+            compared = side_by_side(
+                args.baseline,
+                pairs=args.pairs or 3,
+                boots=args.boots,
+                say=lambda m: print(m, file=sys.stderr, flush=True),
+            )
+            print(json.dumps(compared, indent=1))
+            return 0
         if args.rounds:
             from generator.bench.stack import rss_rounds
 
@@ -424,6 +438,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="only the embedded stack's memory over time: its RSS after each of R rounds "
         "of --boots boots and deletes, and its growth a round (one JSON object)",
+    )
+    b.add_argument(
+        "--baseline",
+        default="",
+        metavar="REV",
+        help="only the embedded stack's figures, of this tree and of the git revision REV, "
+        "side by side: --pairs alternating runs of each (REV measured by its own bench), "
+        "their medians and ratios (one JSON object)",
+    )
+    b.add_argument(
+        "--pairs",
+        type=_positive,
+        default=0,
+        metavar="N",
+        help="with --baseline: runs of each side (default: 3)",
     )
     b.add_argument(
         "--top",
