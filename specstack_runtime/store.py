@@ -16,8 +16,8 @@ cheap. The backend is chosen by SQLAlchemy URL:
 Only portable SQL is used: text columns with explicit lengths (MariaDB indexes need
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
 datetime precision differences), ids chosen by the behaviours (no autoincrement).
-Every statement goes through SQLAlchemy Core (which caches each statement's compiled
-form). Store methods are coroutines whose database work runs on the store's worker
+Every statement is built and compiled by SQLAlchemy Core; on SQLite the driver runs it
+(sqlitedirect.py, the one speed path). Store methods are coroutines whose database work runs on the store's worker
 threads, so the event loop keeps serving other requests while a query runs. Filters on
 indexed fields, ordering, the page marker and the page limit are SQL.
 """
@@ -49,6 +49,8 @@ from specstack_runtime.database import (
     run_on_server,
 )
 from specstack_runtime.errors import Conflict, NotFound
+from specstack_runtime.sqlitedirect import Rows, SqliteDirect
+from specstack_runtime.sqlitedirect import first_value as _value
 from specstack_runtime.storequery import (
     AtLeast,
     Not,
@@ -132,6 +134,7 @@ class Store:
         # run one after another (SQLite has one writer at a time anyway). Elsewhere: a
         # worker per pooled connection, each transaction on a connection of its own.
         self._conn: Connection | None = self.engine.connect() if self.sqlite else None
+        self._direct = SqliteDirect() if self.sqlite else None  # see sqlitedirect.py
         workers = 1 if self.sqlite else SERVER_WORKERS
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"store-{database or ''}")
         # (table, id) -> the stored text of the document as this store last read or wrote
@@ -175,22 +178,31 @@ class Store:
         on PostgreSQL/MariaDB, see `run_on_server`."""
         conn = self._conn
         if conn is not None:
+            driver = conn.connection.dbapi_connection
+            assert driver is not None
             try:
                 result = work(conn)
                 # the driver begins a transaction at the first write only: work that only
-                # read has nothing to commit (SQLAlchemy's transaction stays open, empty)
-                if conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
-                    conn.commit()
+                # read has nothing to commit (SQLAlchemy's transaction stays open, empty);
+                # SQLAlchemy commits what it began, the driver what ran on it directly
+                if driver.in_transaction:
+                    conn.commit() if conn.in_transaction() else driver.commit()
             except BaseException:
                 if self.exact:  # what it remembered of the work may not be stored
                     with self._known_lock:
                         self._known.clear()
                 conn.rollback()
+                driver.rollback()
                 raise
             return result
         if read and self._reader is not None:
             return run_on_server(self._reader, work, read=True)
         return run_on_server(self.engine, work)
+
+    def _run(self, conn: Connection, stmt: Any, params: Any = None) -> Rows:
+        if self._direct is not None:
+            return self._direct.run(conn, stmt, params)
+        return conn.execute(stmt, params)
 
     def _stmt(self, table: str, kind: str) -> Any:
         key = (table, kind)
@@ -277,7 +289,7 @@ class Store:
         insert = self._stmt(table, "insert")
         try:
             # The primary key decides: concurrent creates of one id leave exactly one row.
-            await self._call(lambda conn: conn.execute(insert, row))
+            await self._call(lambda conn: self._run(conn, insert, row))
         except IntegrityError:
             raise Conflict(f"{table} {doc['id']} already exists") from None
         self._remember(table, row["id"], row["data"])
@@ -288,7 +300,7 @@ class Store:
         if self.exact and (known := self._known.get((table, params["id_"]))) is not None:
             return jsoncodec.loads(known) if known else None
         stmt = self._stmt(table, "get")
-        data = await self._call(lambda conn: conn.execute(stmt, params).scalar(), read=True)
+        data = await self._call(lambda conn: _value(self._run(conn, stmt, params)), read=True)
         # an exact store remembers a row's absence too ("", no document's text)
         self._remember(table, params["id_"], "" if data is None and self.exact else data)
         return jsoncodec.loads(data) if data is not None else None
@@ -336,10 +348,10 @@ class Store:
                 values = self._row(table, new)
                 del values["id"]
                 was = {**key, "was_": guess[1]}
-                if conn.execute(self._stmt(table, "update_if"), {**values, **was}).rowcount:
+                if self._run(conn, self._stmt(table, "update_if"), {**values, **was}).rowcount:
                     self._remember(table, key["id_"], values["data"])
                     return new
-            data = conn.execute(get, key).scalar()
+            data = _value(self._run(conn, get, key))
             self._remember(table, key["id_"], data)
             if data is None:
                 return None
@@ -348,7 +360,7 @@ class Store:
                 return None
             values = self._row(table, new)
             del values["id"]
-            conn.execute(update, {**values, **key})
+            self._run(conn, update, {**values, **key})
             self._remember(table, key["id_"], values["data"])
             return new
 
@@ -358,7 +370,7 @@ class Store:
         stmt = self._stmt(table, "delete")
         params = {"id_": str(id_)}
         self._remember(table, params["id_"], None)
-        return await self._call(lambda conn: bool(conn.execute(stmt, params).rowcount))
+        return await self._call(lambda conn: bool(self._run(conn, stmt, params).rowcount))
 
     async def upsert_many(
         self,
@@ -403,7 +415,7 @@ class Store:
             if guess is not None:
                 doc, values = write(ids[0], guess[0], now)
                 was = {"id_": ids[0], "was_": guess[1]}
-                if conn.execute(self._stmt(table, "update_if"), {**values, **was}).rowcount:
+                if self._run(conn, self._stmt(table, "update_if"), {**values, **was}).rowcount:
                     self._remember(table, ids[0], values["data"])
                     return {ids[0]: doc}
             current: dict[str, Doc] = {}
@@ -415,7 +427,7 @@ class Store:
                 )
             else:
                 for at in range(0, len(ids), BATCH_ROWS):
-                    rows = conn.execute(read, {"ids": ids[at : at + BATCH_ROWS]})
+                    rows = self._run(conn, read, {"ids": ids[at : at + BATCH_ROWS]})
                     current.update((str(i), jsoncodec.loads(d)) for i, d in rows)
             written: dict[str, Doc] = {}
             inserts = []
@@ -430,15 +442,15 @@ class Store:
                     updates.setdefault(tuple(sorted(values)), []).append({**values, "id_": id_})
                 self._remember(table, id_, values["data"])
             if inserts:
-                conn.execute(insert, inserts)
+                self._run(conn, insert, inserts)
             for group in updates.values():
-                conn.execute(update, group)
+                self._run(conn, update, group)
             return written
 
         if len(ids) == 1 and guess is None and likely_new:
             doc, values = write(ids[0], None, utcnow())
             try:  # the primary key decides; a row there after all is merged into below
-                await self._call(lambda conn: conn.execute(insert, values))
+                await self._call(lambda conn: self._run(conn, insert, values))
                 self._remember(table, ids[0], values["data"])
                 return {ids[0]: doc}
             except IntegrityError:
@@ -529,12 +541,12 @@ class Store:
 
         def work(conn: Connection) -> builtins.list[Doc]:
             if marker is not None:
-                found = conn.execute(find_marker, {**params, "marker_id": marker}).first()
+                found = self._run(conn, find_marker, {**params, "marker_id": marker}).fetchone()
                 if found is None or (rest and not matches(jsoncodec.loads(found[1]))):
                     raise NotFound(f"marker {marker} could not be found.")
                 params.update(marker_at=found[0], marker_id=marker)
             if not rest:
-                return [jsoncodec.loads(data) for data in conn.execute(stmt, params).scalars()]
+                return [jsoncodec.loads(row[0]) for row in self._run(conn, stmt, params)]
             docs: builtins.list[Doc] = []
             if limit is not None and limit <= 0:
                 return docs
@@ -567,7 +579,7 @@ class Store:
         )
         params = params_of(where)
         values = await self._call(
-            lambda conn: conn.execute(stmt, params).scalars().all(), read=True
+            lambda conn: [row[0] for row in self._run(conn, stmt, params)], read=True
         )
         return [None if v is None else str(v) for v in values]
 
@@ -583,6 +595,4 @@ class Store:
             lambda: restrict(select(func.count()).select_from(t), t, shape),
         )
         params = params_of(where)
-        return int(
-            await self._call(lambda conn: conn.execute(stmt, params).scalar_one(), read=True)
-        )
+        return int(await self._call(lambda conn: _value(self._run(conn, stmt, params)), read=True))

@@ -1,0 +1,147 @@
+"""The store's SQLite speed path (`sqlitedirect.py`): the driver runs exactly the statements
+SQLAlchemy would have run, with the same answers, errors and transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from specstack_runtime import sqlitedirect
+from specstack_runtime.errors import Conflict
+from specstack_runtime.store import Not, Store, TableSpec
+
+TABLES = [TableSpec("things", ("project_id", "name", "state"))]
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def _store(path: Path) -> Store:
+    store = Store(f"sqlite:///{path}", TABLES, sole_writer=True)
+    store.create_schema()
+    return store
+
+
+def _driver_trace(store: Store) -> list[str]:
+    """Every statement SQLite itself runs on the store's connection, BEGIN and COMMIT too,
+    values written in (timestamps as T)."""
+    seen: list[str] = []
+    assert store._conn is not None
+    driver = store._conn.connection.dbapi_connection
+    driver.set_trace_callback(lambda sql: seen.append(_STAMP.sub("T", " ".join(sql.split()))))  # type: ignore[union-attr]
+    return seen
+
+
+async def _workload(store: Store) -> list[Any]:
+    """Every kind of store call, and what each answered."""
+    out: list[Any] = []
+    for i in range(5):
+        doc = {"id": f"t{i}", "project_id": "p", "name": f"n{i}", "state": "on" if i % 2 else "off"}
+        out.append(
+            await store.create("things", {**doc, "created_at": f"2026-01-0{i + 1}T00:00:00Z"})
+        )
+    with pytest.raises(Conflict):
+        await store.create("things", {"id": "t1"})
+    out.append(await store.get("things", "t3"))
+    out.append(await store.get("things", "absent"))
+    out.append(await store.update("things", "t2", {"state": "on"}))
+    out.append(await store.update("things", "t2", {"state": "x"}, expect={"state": "off"}))
+    out.append(await store.list("things", {"state": "on"}, limit=2, marker="t1"))
+    out.append(await store.list("things", {"state": ["on", "off"]}))  # an IN list: SQLAlchemy's
+    out.append(await store.list("things", {"n": None}))  # a field not indexed: matched in Python
+    out.append(await store.count("things", {"state": Not("on")}))
+    out.append(await store.column("things", "name", {"project_id": "p"}))
+    merged = await store.upsert_many(
+        "things",
+        {"t0": {"state": "gone"}, "t9": {"state": "new"}},
+        lambda old, new: {**(old or {}), **new},
+    )
+    out.append(merged)
+    out.append(await store.delete("things", "t4"))
+    out.append(await store.list("things"))
+    return [_STAMP.sub("T", repr(x)) for x in out]
+
+
+def test_the_driver_runs_the_statements_sqlalchemy_would_with_the_same_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct_calls: list[str] = []
+    on_driver = sqlitedirect._on_driver
+
+    def counted(conn: Any, plan: Any, params: Any, many: bool) -> Any:
+        direct_calls.append(plan.sql.split()[0])
+        return on_driver(conn, plan, params, many)
+
+    monkeypatch.setattr(sqlitedirect, "_on_driver", counted)
+
+    fast = _store(tmp_path / "fast.sqlite")
+    fast_sql = _driver_trace(fast)
+    fast_answers = asyncio.run(_workload(fast))
+
+    slow = _store(tmp_path / "slow.sqlite")
+    through_sqlalchemy: list[str] = []
+    event.listen(
+        slow.engine, "before_cursor_execute", lambda *a: through_sqlalchemy.append(a[2].split()[0])
+    )
+    slow_sql = _driver_trace(slow)
+    slow_answers = asyncio.run(_workload(slow))
+    try:
+        assert fast_answers == slow_answers
+        assert fast_sql == slow_sql  # the same statements, values, transactions, in order
+        # the direct path ran all but the IN lists and the streamed read (SQLAlchemy's)
+        assert len(direct_calls) == len(through_sqlalchemy) - 3
+        assert set(direct_calls) == {"INSERT", "SELECT", "UPDATE", "DELETE"}
+        assert any(" IN (" in sql for sql in fast_sql)
+    finally:
+        fast.close()
+        slow.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = _store(tmp_path / "db.sqlite")
+    yield s
+    s.close()
+
+
+def test_a_key_taken_is_sqlalchemys_integrity_error_and_the_connection_goes_on(
+    store: Store,
+) -> None:
+    asyncio.run(store.create("things", {"id": "a", "name": "one"}))
+    t = store.metadata.tables["things"]
+    assert store._conn is not None and store._direct is not None
+    row = {"id": "a", "created_at": "x", "updated_at": "x", "data": "{}"}
+    with pytest.raises(IntegrityError) as raised:
+        store._transaction(lambda conn: store._direct.run(conn, t.insert(), row))  # type: ignore[union-attr]
+    assert "UNIQUE constraint failed: things.id" in str(raised.value.orig)
+    assert asyncio.run(store.get("things", "a"))["name"] == "one"  # type: ignore[index]
+    asyncio.run(store.create("things", {"id": "b"}))
+    assert asyncio.run(store.count("things")) == 2
+
+
+def test_a_failed_transaction_takes_back_what_ran_on_the_driver(store: Store) -> None:
+    t = store.metadata.tables["things"]
+    row = {"id": "a", "created_at": "x", "updated_at": "x", "data": "{}"}
+
+    def insert_then_fail(conn: Any) -> None:
+        store._direct.run(conn, t.insert(), row)  # type: ignore[union-attr]
+        assert store._direct.run(conn, select(t.c.id), None).fetchone() == ("a",)  # type: ignore[union-attr]
+        raise RuntimeError("after the write")
+
+    with pytest.raises(RuntimeError):
+        store._transaction(insert_then_fail)
+    assert asyncio.run(store.count("things")) == 0
+    assert asyncio.run(store.get("things", "a")) is None
+
+
+def test_a_driver_error_is_sqlalchemys_dbapi_error(store: Store) -> None:
+    assert store._direct is not None
+    gone = store.metadata.tables["things"]
+    store._transaction(lambda conn: conn.execute(text("DROP TABLE things")))
+    with pytest.raises(DBAPIError, match="no such table: things"):
+        store._transaction(lambda conn: store._direct.run(conn, select(gone.c.id), None))  # type: ignore[union-attr]
