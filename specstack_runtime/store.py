@@ -525,9 +525,9 @@ class Store:
                 return select(t.c.data).where(t.c.id.in_(best)).order_by(*ordering)
             return stmt.limit(bindparam("limit_")) if sql_limit else stmt
 
+        paged = marker is not None  # the marker itself is a bound value: one statement
         stmt = self._query(
-            (table, "list", shape, by.name, reverse, sql_limit, marker, numeric, by_index),
-            build,
+            (table, "list", shape, by.name, reverse, sql_limit, paged, numeric, by_index), build
         )
         find_marker = self._query(
             (table, "marker", shape, by.name),

@@ -183,3 +183,23 @@ def test_a_store_that_is_not_the_sole_writer_reads_what_another_wrote(tmp_path: 
     run(go())
     mine.close()
     other.close()
+
+
+def test_paging_by_marker_builds_one_statement_not_one_a_marker(store: Store) -> None:
+    """The marker is a bound value of the page's statement: a store that serves many pages
+    keeps one statement for them (it kept one a marker, without end)."""
+
+    async def go() -> list[str]:
+        for i in range(12):
+            await store.create(
+                "things", {"id": f"t{i:02d}", "created_at": f"2026-01-01T00:00:{i:02d}Z"}
+            )
+        await store.list("things", limit=2, marker="t00")
+        kept = len(store._stmts)
+        seen: list[str] = []
+        for i in range(1, 11):
+            seen += [d["id"] for d in await store.list("things", limit=1, marker=f"t{i:02d}")]
+        assert len(store._stmts) == kept
+        return seen
+
+    assert run(go()) == [f"t{i:02d}" for i in range(2, 12)]
