@@ -95,9 +95,9 @@ class Journal:
         )
         if not data:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         current = journal_path(self.path, self.number)
-        if not self._tail_checked:
+        if not self._tail_checked:  # once: its folder made, a line a crash cut short ended
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._cut_short_line(current)
             self._tail_checked = True
         fd = os.open(current, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
