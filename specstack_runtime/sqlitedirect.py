@@ -59,21 +59,16 @@ class SqliteDirect:
     def run(self, conn: Connection, stmt: Any, params: Params | list[Params] | None = None) -> Rows:
         """`stmt` with `params` (a list: one execution for each) on `conn`'s driver, or through
         SQLAlchemy when this path cannot run it exactly as SQLAlchemy would."""
-        many = isinstance(params, list)
-        first: Params = (params[0] if params else {}) if isinstance(params, list) else params or {}
+        each = params if isinstance(params, list) else [params or {}]
+        first: Params = each[0] if each else {}
         key = (stmt, tuple(first))
         plan = self._compiled.get(key, _UNPLANNED)
         if plan is _UNPLANNED:
             plan = self._compiled[key] = _plan(stmt, conn.dialect, first)
-        engine = conn.engine
-        if (
-            plan is None
-            or engine.dispatch.before_cursor_execute
-            or (engine.dispatch.after_cursor_execute)
-        ):
+        events = conn.engine.dispatch
+        if plan is None or events.before_cursor_execute or events.after_cursor_execute:
             return conn.execute(stmt, params)
-        assert isinstance(plan, _Plan)
-        return _on_driver(conn, plan, params if isinstance(params, list) else [first], many)
+        return _on_driver(conn, plan, each, many=isinstance(params, list))
 
 
 class _Plan:
@@ -109,7 +104,7 @@ def _plan(stmt: Any, dialect: Dialect, params: Params) -> _Plan | None:
     return _Plan(compiled, compiled.string, tuple(order))
 
 
-def _on_driver(conn: Connection, plan: _Plan, params: Iterable[Params], many: bool) -> Rows:
+def _on_driver(conn: Connection, plan: _Plan, params: Iterable[Params], *, many: bool) -> Rows:
     """The statement on the sqlite3 connection under `conn` (its transaction, begun by the
     driver at the first write, is the store's to commit)."""
     driver = conn.connection.dbapi_connection

@@ -17,8 +17,9 @@ Only portable SQL is used: text columns with explicit lengths (MariaDB indexes n
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
 datetime precision differences), ids chosen by the behaviours (no autoincrement).
 Every statement is built and compiled by SQLAlchemy Core; on SQLite the driver runs it
-(sqlitedirect.py, the one speed path). Store methods are coroutines whose database work runs on the store's worker
-threads, so the event loop keeps serving other requests while a query runs. Filters on
+(sqlitedirect.py, the one speed path). Store methods are coroutines whose database work
+runs on the store's worker threads, so the event loop keeps serving other requests while
+a query runs. Filters on
 indexed fields, ordering, the page marker and the page limit are SQL.
 """
 
@@ -186,7 +187,7 @@ class Store:
                 # read has nothing to commit (SQLAlchemy's transaction stays open, empty);
                 # SQLAlchemy commits what it began, the driver what ran on it directly
                 if driver.in_transaction:
-                    conn.commit() if conn.in_transaction() else driver.commit()
+                    (conn.commit if conn.in_transaction() else driver.commit)()
             except BaseException:
                 if self.exact:  # what it remembered of the work may not be stored
                     with self._known_lock:

@@ -73,9 +73,9 @@ def test_the_driver_runs_the_statements_sqlalchemy_would_with_the_same_answers(
     direct_calls: list[str] = []
     on_driver = sqlitedirect._on_driver
 
-    def counted(conn: Any, plan: Any, params: Any, many: bool) -> Any:
+    def counted(conn: Any, plan: Any, params: Any, *, many: bool) -> Any:
         direct_calls.append(plan.sql.split()[0])
-        return on_driver(conn, plan, params, many)
+        return on_driver(conn, plan, params, many=many)
 
     monkeypatch.setattr(sqlitedirect, "_on_driver", counted)
 
