@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import re
 import secrets
 import time
@@ -50,7 +51,7 @@ import cel_expr_python.cel as cel
 import orjson
 from cel_expr_python.ext import ext_bindings, ext_strings
 
-from specstack_runtime import celcalls, patterns
+from specstack_runtime import celcalls, celpython, patterns
 from specstack_runtime.celcalls import owned, owned_nulls
 from specstack_runtime.exprcache import RARE, RESULTS, TRIES, key_of
 from specstack_runtime.exprreads import Paths, Reads, merged_reads, pruned, reads_in
@@ -249,37 +250,56 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+# name: (overload id, result kind, argument kinds, implementation); kinds as
+# `celpython.Signature` names them
+_FUNCTIONS: dict[str, tuple[str, str, list[str], Callable[..., Any]]] = {
+    "pairs": ("pairs_string", "record", ["string"], _pairs),
+    "ip_version": ("ip_version_string", "int", ["string"], _ip_version),
+    "ip_net": ("ip_net_string", "record", ["string"], _ip_net),
+    "ip_compare": ("ip_compare_string_string", "int", ["string", "string"], _ip_compare),
+    "in_cidr": ("in_cidr_string_string", "bool", ["string", "string"], _in_cidr),
+    "sublist": ("sublist_list_int_int", "list", ["list", "int", "int"], _sublist),
+    "now": ("now_", "string", [], _now),
+    "uuid4": ("uuid4_", "string", [], _uuid4),
+    "uuid5": ("uuid5_string_string", "string", ["string", "string"], _uuid5),
+    "random_secret": ("random_secret_int", "string", ["int"], _random_secret),
+    "flatten": ("flatten_list", "list", ["list"], _flatten),
+    "closure": ("closure_map_list", "list", ["map", "list"], _closure),
+    "unique_by": ("unique_by_list_list", "list", ["list", "list"], _unique_by),
+    "sort": ("sort_list", "list", ["list"], _sort),
+    "hexdigest": ("hexdigest_string_string", "string", ["string", "string"], _hexdigest),
+    "sum": ("sum_list", "dyn", ["list"], _sum),
+    "map_of": ("map_of_list", "map", ["list"], _map_of),
+    "merge": ("merge_maps", "map", ["map", "map"], _merge),
+    "at_least": ("at_least_string_string", "bool", ["string", "string"], _at_least),
+}
+_SIGNATURES = {
+    name: celpython.Signature(impl, arguments)
+    for name, (_, _, arguments, impl) in _FUNCTIONS.items()
+}
+
+
 @lru_cache(maxsize=1)
 def _env() -> Any:
-    text, number, dyn = cel.Type.STRING, cel.Type.INT, cel.Type.DYN
-    items, mapping = cel.Type.List(dyn), cel.Type.Map(dyn, dyn)
-    record = cel.Type.Map(text, dyn)
-    # name: (overload id, result type, argument types, implementation)
-    table: dict[str, tuple[str, Any, list[Any], Callable[..., Any]]] = {
-        "pairs": ("pairs_string", record, [text], _pairs),
-        "ip_version": ("ip_version_string", number, [text], _ip_version),
-        "ip_net": ("ip_net_string", record, [text], _ip_net),
-        "ip_compare": ("ip_compare_string_string", number, [text, text], _ip_compare),
-        "in_cidr": ("in_cidr_string_string", cel.Type.BOOL, [text, text], _in_cidr),
-        "sublist": ("sublist_list_int_int", items, [items, number, number], _sublist),
-        "now": ("now_", text, [], _now),
-        "uuid4": ("uuid4_", text, [], _uuid4),
-        "uuid5": ("uuid5_string_string", text, [text, text], _uuid5),
-        "random_secret": ("random_secret_int", text, [number], _random_secret),
-        "flatten": ("flatten_list", items, [items], _flatten),
-        "closure": ("closure_map_list", items, [mapping, items], _closure),
-        "unique_by": ("unique_by_list_list", items, [items, items], _unique_by),
-        "sort": ("sort_list", items, [items], _sort),
-        "hexdigest": ("hexdigest_string_string", text, [text, text], _hexdigest),
-        "sum": ("sum_list", dyn, [items], _sum),
-        "map_of": ("map_of_list", mapping, [items], _map_of),
-        "merge": ("merge_maps", mapping, [mapping, mapping], _merge),
-        "at_least": ("at_least_string_string", cel.Type.BOOL, [text, text], _at_least),
+    dyn = cel.Type.DYN
+    kinds = {
+        "string": cel.Type.STRING,
+        "int": cel.Type.INT,
+        "bool": cel.Type.BOOL,
+        "dyn": dyn,
+        "list": cel.Type.List(dyn),
+        "map": cel.Type.Map(dyn, dyn),
+        "record": cel.Type.Map(cel.Type.STRING, dyn),
+    }
+    table = {
+        name: (overload, kinds[result], [kinds[a] for a in arguments], impl)
+        for name, (overload, result, arguments, impl) in _FUNCTIONS.items()
     }
     functions = [
         cel.FunctionDecl(name, [cel.Overload(overload, result, arguments, impl=owned(impl))])
         for name, (overload, result, arguments, impl) in table.items()
     ]
+    text = cel.Type.STRING
     cached = cel.Overload(
         "matches_cached_string", cel.Type.BOOL, [text, text], is_member=True, impl=owned(_matches)
     )
@@ -300,6 +320,8 @@ def _probe_env(fn: Callable[..., Any]) -> Any:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# every expression evaluated both ways, any difference an error (tests: celpython)
+_CHECK = os.environ.get("SPECSTACK_CEL_CHECK", "") == "1"
 _IMPURE = frozenset({"uuid4", "random_secret", "now"})  # functions whose value changes
 # CEL's own `s.matches(p)` compiles `p` on every evaluation (~0.1 ms); the same RE2 match
 # with the pattern compiled once (specstack_runtime.patterns) is what an expression runs.
@@ -369,7 +391,17 @@ def reads_of(texts: tuple[str, ...]) -> dict[str, Paths | None]:
 class Expr:
     """A compiled expression; `evaluate(**variables)` gives its plain Python value."""
 
-    __slots__ = ("_found", "_keeps", "_program", "_tries", "pure", "reads", "text", "uses")
+    __slots__ = (
+        "_fast",
+        "_found",
+        "_keeps",
+        "_program",
+        "_tries",
+        "pure",
+        "reads",
+        "text",
+        "uses",
+    )
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -388,6 +420,8 @@ class Expr:
         # the names anywhere in the text)
         self.pure = _IMPURE.isdisjoint(_NAME.findall(text))
         self._keeps = self.pure  # its values are kept (`evaluate_in`)
+        # the same expression as Python (celpython), None if it has no such form
+        self._fast = celpython.translate(self._program.serialize(), _SIGNATURES)
         self._tries = self._found = 0  # values looked for, and found kept
 
     def evaluate(self, **variables: Any) -> Any:
@@ -413,6 +447,20 @@ class Expr:
         return value
 
     def _run(self, bound: Bound) -> Any:
+        """The program's value over `bound`: its Python form's where that answers (see
+        celpython), else the CEL runtime's."""
+        fast = self._fast
+        if fast is not None:
+            try:
+                value = fast(bound.data)
+            except Exception:  # the runtime's to answer, value or error
+                return self._runtime(bound)
+            if _CHECK and self.pure:  # (an impure one: a new id, a new time each run)
+                celpython.compare(self.text, value, self._runtime(bound))
+            return value
+        return self._runtime(bound)
+
+    def _runtime(self, bound: Bound) -> Any:
         """The CEL runtime's value of the program over `bound`."""
         activation = bound._activation
         if activation is None:  # made when an expression first runs over it

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# every CEL expression the tests evaluate runs both as Python (celpython) and on the CEL
+# runtime, and any difference fails (the stacks the tests start inherit it)
+os.environ.setdefault("SPECSTACK_CEL_CHECK", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "spec"

@@ -242,7 +242,8 @@ def test_matches_answers_as_cels_own_with_the_pattern_compiled_once(
         got.append(e.evaluate(data=data))
     assert got == [want] * 3
     info = patterns.compiled.cache_info()
-    assert (info.misses, info.hits) == (1, 2)
+    # (run both ways under SPECSTACK_CEL_CHECK: more hits, still one compile)
+    assert info.misses == 1 and info.hits >= 2
 
 
 def test_matches_in_a_string_literal_is_text_and_errors_name_matches() -> None:
