@@ -17,10 +17,10 @@ Only portable SQL is used: text columns with explicit lengths (MariaDB indexes n
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
 datetime precision differences), ids chosen by the behaviours (no autoincrement).
 Every statement is built and compiled by SQLAlchemy Core; on SQLite the driver runs it
-(sqlitedirect.py, the one speed path). Store methods are coroutines whose database work
-runs on the store's worker threads, so the event loop keeps serving other requests while
-a query runs. Filters on
-indexed fields, ordering, the page marker and the page limit are SQL.
+(sqlitedirect.py, the one speed path). Store methods are coroutines; a server database's
+work runs on the store's worker threads, so the event loop serves on meanwhile. Filters
+on indexed fields, ordering, the page marker and the page limit are SQL; an UPDATE sets
+only the columns that change.
 """
 
 from __future__ import annotations
@@ -105,11 +105,8 @@ def _utc_at(second: int) -> str:
 
 
 class Store:
-    """The database of one project.
-
-    Every method's database work runs on the store's own worker threads, never on the
-    event loop: a slow query stalls the coroutine that waits for it, not the process.
-    """
+    """The database of one project (a server's work on worker threads: a slow query
+    stalls the coroutine that waits for it, not the process)."""
 
     def __init__(
         self,
@@ -213,12 +210,8 @@ class Store:
             by_id = t.c.id == bindparam("id_")
             if kind == "get":
                 stmt = select(t.c.data).where(by_id)
-            elif kind == "get_for_update":
-                # SQLite has one writer at a time anyway; elsewhere the row lock makes
-                # read-compare-write atomic across processes.
-                stmt = select(t.c.data).where(by_id)
-                if not self.sqlite:
-                    stmt = stmt.with_for_update()
+            elif kind == "get_for_update":  # (the row lock: read-compare-write atomic)
+                stmt = self._locked(select(t.c.data).where(by_id))
             elif kind == "insert":
                 stmt = t.insert()
             elif kind == "update":
@@ -274,6 +267,16 @@ class Store:
         check_columns(row, self.specs[name].indexes)
         row["data"] = jsoncodec.dumps(doc, sort_keys=True).decode()
         return row
+
+    def _changing(self, table: str, old: Doc, new: Doc) -> dict[str, Any]:
+        """An UPDATE's columns from `old` to `new`: the document and those that change (one
+        set to its own value still rewrites its index: a page more to SQLite's log)."""
+        values = self._row(table, new)
+        del values["id"]
+        for k in (*self.specs[table].indexes, "created_at"):
+            if values[k] == column_value(old.get(k)):
+                del values[k]
+        return values
 
     def _indexed(self, table: str, keys: Iterable[str]) -> None:
         for key in keys:
@@ -346,8 +349,7 @@ class Store:
         def work(conn: Connection) -> Doc | None:
             new = changed(guess[0]) if guess is not None else None
             if new is not None and guess is not None:
-                values = self._row(table, new)
-                del values["id"]
+                values = self._changing(table, guess[0], new)
                 was = {**key, "was_": guess[1]}
                 if self._run(conn, self._stmt(table, "update_if"), {**values, **was}).rowcount:
                     self._remember(table, key["id_"], values["data"])
@@ -356,11 +358,11 @@ class Store:
             self._remember(table, key["id_"], data)
             if data is None:
                 return None
-            new = changed(jsoncodec.loads(data))
+            old = jsoncodec.loads(data)
+            new = changed(old)
             if new is None:
                 return None
-            values = self._row(table, new)
-            del values["id"]
+            values = self._changing(table, old, new)
             self._run(conn, update, {**values, **key})
             self._remember(table, key["id_"], values["data"])
             return new
@@ -399,16 +401,12 @@ class Store:
         )
         insert, update = self._stmt(table, "insert"), self._stmt(table, "update")
         ids = [str(i) for i in items]
-        indexes = (*self.specs[table].indexes, "created_at")
         guess = self._guess(table, ids[0]) if len(ids) == 1 else None
 
         def write(id_: str, old: Doc | None, now: str) -> tuple[Doc, dict[str, Any]]:
             doc = {**merge(old, items[id_]), "id": id_, "updated_at": now}
             doc.setdefault("created_at", now)
-            values = self._row(table, doc)
-            if old is not None:  # only the columns that change (and their indexes) are set
-                kept = {k for k in indexes if values[k] == column_value(old.get(k))}
-                values = {k: v for k, v in values.items() if k not in kept and k != "id"}
+            values = self._row(table, doc) if old is None else self._changing(table, old, doc)
             return doc, values
 
         def work(conn: Connection) -> dict[str, Doc]:

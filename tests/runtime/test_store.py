@@ -203,3 +203,40 @@ def test_paging_by_marker_builds_one_statement_not_one_a_marker(store: Store) ->
         return seen
 
     assert run(go()) == [f"t{i:02d}" for i in range(2, 12)]
+
+
+def test_an_update_sets_only_the_columns_that_change(store: Store, tmp_path: Path) -> None:
+    """A column set to its own value still rewrites its index: an UPDATE names the document
+    and the columns whose value changes, and the columns stay right for the filters."""
+    import sqlite3
+
+    seen: list[str] = []
+
+    async def go() -> None:
+        await store.create("things", {"id": "a", "project_id": "p", "name": "x", "n": 1})
+        assert store._conn is not None
+        driver = store._conn.connection.dbapi_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.set_trace_callback(seen.append)
+        await store.update("things", "a", {"n": 2})  # the store's guess: one statement
+        store._known.clear()
+        await store.update("things", "a", {"name": "y"})  # read, then written
+        driver.set_trace_callback(None)
+
+    run(go())
+    updates = [s for s in seen if s.startswith("UPDATE")]
+    assert len(updates) == 2
+    first, second = (u.split(" WHERE ")[0] for u in updates)
+    assert first.startswith("UPDATE things SET updated_at=") and "data=" in first
+    assert not any(f"{c}=" in first for c in ("project_id", "name", "state", "created_at"))
+    assert "name='y'" in second and "project_id=" not in second and "state=" not in second
+
+    async def filters() -> None:
+        assert [d["id"] for d in await store.list("things", {"name": "y", "project_id": "p"})] == [
+            "a"
+        ]
+        assert await store.list("things", {"name": "x"}) == []
+        got = await store.get("things", "a")
+        assert got is not None and (got["n"], got["name"]) == (2, "y")
+
+    run(filters())
