@@ -54,6 +54,14 @@ _TYPE_OF = {
 }
 
 
+def read(value: Any) -> Any:
+    """A value read from the variables: an integer CEL's int does not hold is the
+    runtime's (a uint to 2**64, beyond that its error)."""
+    if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+        unlike("integer range")
+    return value
+
+
 def type_of(value: Any) -> Type:
     found = _TYPE_OF.get(type(value))
     if found is None:
@@ -80,11 +88,13 @@ def eq(a: Any, b: Any) -> bool:
     """CEL's heterogeneous equality: numbers by value across int and double; a bool, null,
     string or bytes only equal to its own kind; lists and maps member by member."""
     ta, tb = type(a), type(b)
-    if ta is tb and (ta is str or ta is int or ta is bool or a is None or ta is bytes):
+    if ta is tb and (ta is str or ta is bool or a is None or ta is bytes):
         return bool(a == b)
     if _number(a) and _number(b):
-        return bool(a == b)
+        return bool(read(a) == read(b))
     if ta is list and tb is list:
+        for item in (*a, *b):  # (a list is converted whole: an int out of range fails it)
+            read(item)
         return len(a) == len(b) and all(eq(x, y) for x, y in zip(a, b, strict=True))
     if ta is dict and tb is dict:
         if len(a) != len(b):
@@ -112,10 +122,10 @@ def index(container: Any, key: Any) -> Any:
     kind = type(container)
     if kind is dict:
         if type(key) is str:
-            return container[key]  # KeyError: the runtime's "no such key"
+            return read(container[key])  # KeyError: the runtime's "no such key"
         unlike("map key")
     if kind is list and type(key) is int and 0 <= key < len(container):
-        return container[key]
+        return read(container[key])
     unlike("index")
 
 
@@ -133,7 +143,7 @@ def contains(item: Any, container: Any) -> bool:
 
 def select(operand: Any, field: str) -> Any:
     if type(operand) is dict:
-        return operand[field]
+        return read(operand[field])
     unlike("select")
 
 
@@ -196,9 +206,10 @@ def div(a: Any, b: Any) -> Any:
 
 def _ordered(a: Any, b: Any) -> bool:
     ta, tb = type(a), type(b)
-    if ta is tb and (ta is str or ta is int or ta is float or ta is bytes or ta is bool):
+    if ta is tb and (ta is str or ta is bytes or ta is bool):
         return True
     if _number(a) and _number(b):
+        read(a), read(b)
         return True
     unlike("comparison")
 
@@ -276,6 +287,8 @@ def to_bytes(value: Any) -> bytes:
 def iterate(value: Any) -> Any:
     """What a comprehension runs over: a list's items, a map's keys."""
     if type(value) is list:
+        for item in value:
+            read(item)
         return value
     if type(value) is dict:
         return list(value)
@@ -364,5 +377,5 @@ def plain(value: Any) -> Any:
     if kind is list:
         return [plain(v) for v in value]
     if kind in _TYPE_OF:
-        return value
+        return read(value)
     unlike("result")

@@ -116,7 +116,7 @@ class _Writer:
             name = self.refs[node.id][0] or name
         if name in celops.TYPES:
             return f"_o.TYPES[{name!r}]"
-        return f"_a[{name!r}]"
+        return f"_o.read(_a[{name!r}])"
 
     def call(self, node: Node, scope: dict[str, str], block: list[str], indent: str) -> str:
         name = str(node.value)
