@@ -102,6 +102,8 @@ class _Writer:
             for key, value in zip(node.keys, node.args, strict=True):
                 if key.kind != "const" or type(key.value) is not str:
                     raise Untranslatable("a map key that is not a string literal")
+                if any(k.value == key.value for k in node.keys if k is not key):
+                    raise Untranslatable("a key twice: the runtime's error")
                 entries.append(f"{key.value!r}: {self.expr(value, scope, block, indent)}")
             return "{" + ", ".join(entries) + "}"
         if kind == "comprehension":

@@ -153,6 +153,13 @@ def test_an_expression_it_cannot_translate_runs_on_the_runtime() -> None:
     assert expr.evaluate(**_vars()) == 1767323045 + 3
 
 
+def test_a_map_with_a_key_twice_is_the_runtimes_error() -> None:
+    expr = Expr("{'a': 1, 'a': doc.count}")
+    assert expr._fast is None
+    with pytest.raises(ExprError, match="duplicate key"):
+        expr.evaluate(**_vars())
+
+
 def test_its_answer_is_a_copy_the_caller_may_change() -> None:
     doc = {"tags": ["a"], "nested": {"k": [1]}}
     value = Expr("{'t': doc.tags, 'n': doc.nested}").evaluate(doc=doc)
