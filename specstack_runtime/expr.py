@@ -320,6 +320,7 @@ def _probe_env(fn: Callable[..., Any]) -> Any:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNMADE = object()  # an expression's Python form not made yet
 # every expression evaluated both ways, any difference an error (tests: celpython)
 _CHECK = os.environ.get("SPECSTACK_CEL_CHECK", "") == "1"
 _IMPURE = frozenset({"uuid4", "random_secret", "now"})  # functions whose value changes
@@ -420,8 +421,9 @@ class Expr:
         # the names anywhere in the text)
         self.pure = _IMPURE.isdisjoint(_NAME.findall(text))
         self._keeps = self.pure  # its values are kept (`evaluate_in`)
-        # the same expression as Python (celpython), None if it has no such form
-        self._fast = celpython.translate(self._program.serialize(), _SIGNATURES)
+        # the same expression as Python (celpython), made at its first evaluation (validation
+        # compiles every expression and runs none); None if it has no such form
+        self._fast: celpython.Fast | object | None = _UNMADE
         self._tries = self._found = 0  # values looked for, and found kept
 
     def evaluate(self, **variables: Any) -> Any:
@@ -449,7 +451,7 @@ class Expr:
     def _run(self, bound: Bound) -> Any:
         """The program's value over `bound`: its Python form's where that answers (see
         celpython), else the CEL runtime's."""
-        fast = self._fast
+        fast = self.python()
         if fast is not None:
             try:
                 value = fast(bound.data)
@@ -459,6 +461,12 @@ class Expr:
                 celpython.compare(self.text, value, self._runtime(bound))
             return value
         return self._runtime(bound)
+
+    def python(self) -> celpython.Fast | None:
+        """Its Python form (made once), None if it has none."""
+        if self._fast is _UNMADE:
+            self._fast = celpython.translate(self._program.serialize(), _SIGNATURES)
+        return self._fast  # type: ignore[return-value]
 
     def _runtime(self, bound: Bound) -> Any:
         """The CEL runtime's value of the program over `bound`."""

@@ -100,9 +100,10 @@ def _big_vars() -> dict[str, Any]:
 @pytest.mark.parametrize("text", ANSWERED)
 def test_the_python_form_answers_as_the_runtime_does(text: str) -> None:
     expr = Expr(text)
-    assert expr._fast is not None, "translated"
+    python = expr.python()
+    assert python is not None, "translated"
     bound = Bound(expr.reads, **_vars())
-    fast = expr._fast(bound.data)  # no fallback: the Python form answered itself
+    fast = python(bound.data)  # no fallback: the Python form answered itself
     runtime = expr._runtime(Bound(expr.reads, **_vars()))
     celpython.compare(text, fast, runtime)
     # the same value, its kinds included (an int stays an int, not a float or a bool)
@@ -137,9 +138,10 @@ FALLS_BACK = [
 @pytest.mark.parametrize(("text", "expected"), FALLS_BACK)
 def test_the_runtime_answers_where_the_python_form_does_not(text: str, expected: Any) -> None:
     expr = Expr(text)
-    assert expr._fast is not None
+    python = expr.python()
+    assert python is not None
     with pytest.raises(Exception):  # noqa: B017 - any: each means "the runtime's to answer"
-        expr._fast(Bound(expr.reads, **_big_vars()).data)
+        python(Bound(expr.reads, **_big_vars()).data)
     if expected is ExprError:
         with pytest.raises(ExprError):
             expr.evaluate(**_big_vars())
@@ -149,13 +151,13 @@ def test_the_runtime_answers_where_the_python_form_does_not(text: str, expected:
 
 def test_an_expression_it_cannot_translate_runs_on_the_runtime() -> None:
     expr = Expr("int(timestamp('2026-01-02T03:04:05Z')) + doc.count")
-    assert expr._fast is None
+    assert expr.python() is None
     assert expr.evaluate(**_vars()) == 1767323045 + 3
 
 
 def test_a_map_with_a_key_twice_is_the_runtimes_error() -> None:
     expr = Expr("{'a': 1, 'a': doc.count}")
-    assert expr._fast is None
+    assert expr.python() is None
     with pytest.raises(ExprError, match="duplicate key"):
         expr.evaluate(**_vars())
 
@@ -195,7 +197,7 @@ def test_every_expression_of_the_spec_is_translated(monkeypatch: pytest.MonkeyPa
     _, diagnostics = load_and_validate(REPO / "spec")
     compile_expr.cache_clear()
     assert diagnostics == []
-    untranslated = [t for t in texts if compile_expr(t)._fast is None]
+    untranslated = [t for t in texts if compile_expr(t).python() is None]
     assert len(texts) > 700
     assert untranslated and all("timestamp(" in t or "duration(" in t for t in untranslated), [
         t[:80] for t in untranslated if "timestamp(" not in t
