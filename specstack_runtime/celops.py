@@ -11,7 +11,9 @@ bytes, list, map) and `Type` (what `type(x)` gives).
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from specstack_runtime import patterns
@@ -105,8 +107,6 @@ def eq(a: Any, b: Any) -> bool:
             if not eq(value, b[key]):
                 return False
         return True
-    if ta is float and tb is float:
-        return bool(a == b)
     if ta is Type and tb is Type:
         return a is b
     if ta in _TYPE_OF and tb in _TYPE_OF:
@@ -170,22 +170,21 @@ def add(a: Any, b: Any) -> Any:
     unlike("+")
 
 
+def _same_kind(a: Any, b: Any, op: Callable[[Any, Any], Any], name: str) -> Any:
+    """`a op b` for two ints (in range) or two doubles, as CEL's `-` and `*`."""
+    kind = type(a)
+    if kind is type(b) and (kind is int or kind is float):
+        value = op(a, b)
+        return _checked(value) if kind is int else value
+    unlike(name)
+
+
 def sub(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b) and ta is int:
-        return _checked(a - b)
-    if ta is type(b) and ta is float:
-        return a - b
-    unlike("-")
+    return _same_kind(a, b, operator.sub, "-")
 
 
 def mul(a: Any, b: Any) -> Any:
-    ta = type(a)
-    if ta is type(b) and ta is int:
-        return _checked(a * b)
-    if ta is type(b) and ta is float:
-        return a * b
-    unlike("*")
+    return _same_kind(a, b, operator.mul, "*")
 
 
 def mod(a: Any, b: Any) -> int:

@@ -139,8 +139,10 @@ class _Writer:
             return f"(True if _o.truth({args[0]}) else _o.truth({args[1]}))"
         if name == "_?_:_":
             return f"({args[1]} if _o.truth({args[0]}) else {args[2]})"
-        if name in ("!_", "@not_strictly_false"):
-            return f"(not _o.truth({args[0]}))" if name == "!_" else f"_o.truth({args[0]})"
+        if name == "!_":
+            return f"(not _o.truth({args[0]}))"
+        if name == "@not_strictly_false":  # (an error would be true: here, the runtime's)
+            return f"_o.truth({args[0]})"
         if name == "dyn" and len(args) == 1:
             return args[0]
         found = _OPERATORS.get(name)
@@ -234,7 +236,31 @@ def compare(text: str, fast: Any, runtime: Any) -> None:
     table's, this module's the map's own): lists that hold the same items in another
     order count as the same."""
     if not _same(fast, runtime) and _canonical(fast) != _canonical(runtime):
-        raise Differs(f"{text!r}: Python form gave {fast!r}, the CEL runtime {runtime!r}")
+        # where and of what kind, never the values: an expression may hold a secret
+        where, mine, theirs = _difference(fast, runtime, "")
+        raise Differs(
+            f"{text!r}: at {where or 'the top'} the Python form gave {mine},"
+            f" the CEL runtime {theirs} (values not shown)"
+        )
+
+
+def _difference(a: Any, b: Any, path: str) -> tuple[str, str, str]:
+    """The first place where `a` and `b` differ, and what each holds there."""
+    if type(a) is not type(b):
+        return path, type(a).__name__, type(b).__name__
+    if type(a) is dict:
+        if a.keys() != b.keys():
+            return path, f"keys {sorted(map(str, a))}", f"keys {sorted(map(str, b))}"
+        for key in a:
+            if not _same(a[key], b[key]):
+                return _difference(a[key], b[key], f"{path}[{key!r}]")
+    if type(a) is list:
+        if len(a) != len(b):
+            return path, f"a list of {len(a)}", f"a list of {len(b)}"
+        for n, (x, y) in enumerate(zip(a, b, strict=True)):
+            if not _same(x, y):
+                return _difference(x, y, f"{path}[{n}]")
+    return path, f"a {type(a).__name__}", f"another {type(b).__name__}"
 
 
 def _canonical(value: Any) -> Any:

@@ -117,23 +117,15 @@ def _expr(data: bytes) -> Node:
     if kind_of == 4:
         name = next((r.decode() for n, r in _fields(body) if n == 1), "")
         return Node(ident, "ident", name)
-    if kind_of == 5:
-        node = Node(ident, "select")
+    if kind_of in (5, 6):  # Select {operand, field, test_only}, Call {target, function, args}
+        node = Node(ident, "select" if kind_of == 5 else "call")
         for n, r in _fields(body):
             if n == 1:
                 node.target = _expr(r)
             elif n == 2:
                 node.value = r.decode()
-            elif n == 3:
+            elif n == 3 and kind_of == 5:
                 node.test_only = bool(r)
-        return node
-    if kind_of == 6:
-        node = Node(ident, "call")
-        for n, r in _fields(body):
-            if n == 1:
-                node.target = _expr(r)
-            elif n == 2:
-                node.value = r.decode()
             elif n == 3:
                 node.args.append(_expr(r))
         return node
