@@ -60,6 +60,34 @@ OSPROFILER_TRACES_ENV = "SPECSTACK_OSPROFILER_TRACES"
 free_port_block = free_port_block_outside_ephemeral
 
 
+#: A sequence's steps for `settled`: each as its items (main first, then its `then`), each
+#: item as its label, the component it runs from and the one it calls.
+Items = list[list[tuple[str, str, str]]]
+
+
+def settled(steps: Items, events: list[dict[str, Any]]) -> bool:
+    """Whether a flow with these events has recorded all it will: every item of every step,
+    but those behind an item that did not run (recorded as skipped: its `when` false, or its
+    `each` over no item), which run where it would have called (a boot without volumes
+    creates no attachment, so cinder-api never writes one)."""
+    ran: dict[str, bool] = {}
+    for e in events:
+        label = str(e["step"])
+        ran[label] = ran.get(label, False) or e.get("status") != "skipped"
+    for step in steps:
+        behind: set[str] = set()  # the components a skipped item of the step would have called
+        for label, caller, callee in step:
+            if caller in behind:
+                behind.add(callee)
+            elif label not in ran:
+                return False
+            elif ran[label]:
+                behind.discard(callee)
+            else:
+                behind.add(callee)
+    return True
+
+
 @dataclass
 class FlowRecord:
     """One run of a sequence: its id, the server it concerned, and the observed events."""
@@ -267,9 +295,10 @@ class Target:
         """The member's token and project id."""
         return await self.token(self.member)
 
-    async def events(self, flow_id: str) -> list[dict[str, Any]]:
-        """The flow's events: the client's own (steps it ran here) and the stack's."""
-        token = await self.admin_token()
+    async def events(self, flow_id: str, token: str | None = None) -> list[dict[str, Any]]:
+        """The flow's events: the client's own (steps it ran here) and the stack's
+        (read with `token`, an admin's; a new one when none is given)."""
+        token = token or await self.admin_token()
         async with httpx.AsyncClient(timeout=30) as http:
             resp = await http.get(
                 f"{self.identity_url}/specstack/trace/{flow_id}", headers={"X-Auth-Token": token}
@@ -281,12 +310,14 @@ class Target:
         merged = remote + [e for e in local if (e["step"], e["started_at"]) not in seen]
         return sorted(merged, key=lambda e: e["started_at"])
 
-    async def _settled_events(self, flow_id: str, labels: int) -> list[dict[str, Any]]:
+    async def _settled_events(self, flow_id: str, sequence: str) -> list[dict[str, Any]]:
         # The last events of a flow are recorded just after the client sees its result.
+        steps = self._steps(sequence)
+        token = await self.admin_token()
         events: list[dict[str, Any]] = []
         for _ in range(50):
-            events = await self.events(flow_id)
-            if len({e["step"] for e in events}) >= labels:
+            events = await self.events(flow_id, token)
+            if settled(steps, events):
                 break
             await asyncio.sleep(0.05)
         return events
@@ -327,15 +358,24 @@ class Target:
         assert self.demo is not None and self.ids is not None
         name = f"conform-{uuid.uuid4().hex[:8]}"
         flow_id, server_id, server = self.run(self.demo.boot(self.ids, name, volume=volume))
-        events = self.run(self._settled_events(flow_id, self._labels("boot-vm")))
+        events = self.run(self._settled_events(flow_id, "boot-vm"))
         return FlowRecord("boot-vm", flow_id, server_id, server, events)
 
     def delete(self, server_id: str) -> FlowRecord:
         assert self.demo is not None
         flow_id = self.run(self.demo.delete(server_id))
-        events = self.run(self._settled_events(flow_id, self._labels("delete-vm")))
+        events = self.run(self._settled_events(flow_id, "delete-vm"))
         return FlowRecord("delete-vm", flow_id, server_id, {}, events)
 
-    def _labels(self, sequence: str) -> int:
-        seq = self.info.sequences[sequence]
-        return sum(1 + len(s["then"]) for s in seq["steps"])
+    def _steps(self, sequence: str) -> Items:
+        steps: Items = []
+        for step in self.info.sequences[sequence]["steps"]:
+            label = str(step["label"])
+            items = [
+                (label, step["main"]),
+                *((f"{label}.{i + 1}", t) for i, t in enumerate(step["then"])),
+            ]
+            steps.append(
+                [(n, str(it["source_component"]), str(it["target_component"])) for n, it in items]
+            )
+        return steps
