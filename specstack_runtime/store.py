@@ -17,7 +17,7 @@ Only portable SQL is used: text columns with explicit lengths (MariaDB indexes n
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
 datetime precision differences), ids chosen by the behaviours (no autoincrement).
 Every statement is built and compiled by SQLAlchemy Core; on SQLite the driver runs it
-(sqlitedirect.py, the one speed path). Store methods are coroutines; a server database's
+(driverdirect.py, the one speed path). Store methods are coroutines; a server database's
 work runs on the store's worker threads, so the event loop serves on meanwhile. Filters
 on indexed fields, ordering, the page marker and the page limit are SQL; an UPDATE sets
 only the columns that change.
@@ -49,9 +49,9 @@ from specstack_runtime.database import (
     make_engine,
     run_on_server,
 )
+from specstack_runtime.driverdirect import DriverDirect, Rows
+from specstack_runtime.driverdirect import first_value as _value
 from specstack_runtime.errors import Conflict, NotFound
-from specstack_runtime.sqlitedirect import Rows, SqliteDirect
-from specstack_runtime.sqlitedirect import first_value as _value
 from specstack_runtime.storequery import (
     AtLeast,
     Not,
@@ -132,7 +132,8 @@ class Store:
         # run one after another (SQLite has one writer at a time anyway). Elsewhere: a
         # worker per pooled connection, each transaction on a connection of its own.
         self._conn: Connection | None = self.engine.connect() if self.sqlite else None
-        self._direct = SqliteDirect() if self.sqlite else None  # see sqlitedirect.py
+        direct = self.sqlite or self.engine.dialect.name == "postgresql"
+        self._direct = DriverDirect() if direct else None  # see driverdirect.py
         workers = 1 if self.sqlite else SERVER_WORKERS
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"store-{database or ''}")
         # (table, id) -> the stored text of the document as this store last read or wrote

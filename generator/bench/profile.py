@@ -46,11 +46,11 @@ _PARTS = {
     "policy_checks": ("specstack_runtime/policy.py", "authorize"),
     "route_matches": ("starlette/routing.py", "matches"),  # routes tried (see routeindex)
 }
-# SQL statements, as SQLAlchemy or the SQLite speed path (sqlitedirect.py) hands them to the
+# SQL statements, as SQLAlchemy or the driver speed path (driverdirect.py) hands them to the
 # driver (the embedded stack's SQLite databases run them on the event loop's thread, so they
 # are all counted).
 _STATEMENTS = (
-    ("specstack_runtime/sqlitedirect.py", "_on_driver"),
+    ("specstack_runtime/driverdirect.py", "_on_driver"),
     ("sqlalchemy/engine/default.py", "do_execute"),
     ("sqlalchemy/engine/default.py", "do_executemany"),
     ("sqlalchemy/engine/default.py", "do_execute_no_params"),

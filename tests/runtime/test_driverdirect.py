@@ -1,4 +1,4 @@
-"""The store's SQLite speed path (`sqlitedirect.py`): the driver runs exactly the statements
+"""The store's speed path (`driverdirect.py`) on SQLite: the driver runs exactly the statements
 SQLAlchemy would have run, with the same answers, errors and transactions."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from specstack_runtime import sqlitedirect
+from specstack_runtime import driverdirect
 from specstack_runtime.errors import Conflict
 from specstack_runtime.store import Not, Store, TableSpec
 
@@ -71,13 +72,13 @@ def test_the_driver_runs_the_statements_sqlalchemy_would_with_the_same_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     direct_calls: list[str] = []
-    on_driver = sqlitedirect._on_driver
+    on_driver = driverdirect._on_driver
 
     def counted(conn: Any, plan: Any, params: Any, *, many: bool) -> Any:
         direct_calls.append(plan.sql.split()[0])
         return on_driver(conn, plan, params, many=many)
 
-    monkeypatch.setattr(sqlitedirect, "_on_driver", counted)
+    monkeypatch.setattr(driverdirect, "_on_driver", counted)
 
     fast = _store(tmp_path / "fast.sqlite")
     fast_sql = _driver_trace(fast)
@@ -145,3 +146,86 @@ def test_a_driver_error_is_sqlalchemys_dbapi_error(store: Store) -> None:
     store._transaction(lambda conn: conn.execute(text("DROP TABLE things")))
     with pytest.raises(DBAPIError, match="no such table: things"):
         store._transaction(lambda conn: store._direct.run(conn, select(gone.c.id), None))  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def pg_urls() -> Iterator[tuple[str, str]]:
+    """Two new, empty databases on the PostgreSQL server (dropped after)."""
+    from specstack_runtime import migrate
+    from tests.db.conftest import server_database
+
+    urls = (server_database("postgresql"), server_database("postgresql"))
+    try:
+        yield urls
+    finally:
+        for url in urls:
+            migrate.drop_database(url)
+
+
+def _server_store(url: str) -> Store:
+    store = Store(url, TABLES, database=None)
+    store.metadata.create_all(store.engine)  # no migration is for a test's table
+    return store
+
+
+def test_on_postgresql_the_driver_gives_the_answers_sqlalchemy_would(
+    pg_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    direct_calls: list[str] = []
+    on_driver = driverdirect._on_driver
+
+    def counted(conn: Any, plan: Any, params: Any, *, many: bool) -> Any:
+        direct_calls.append(plan.sql.split()[0])
+        return on_driver(conn, plan, params, many=many)
+
+    monkeypatch.setattr(driverdirect, "_on_driver", counted)
+    fast, slow = (_server_store(url) for url in pg_urls)
+    through_sqlalchemy: list[str] = []
+    event.listen(
+        slow.engine, "before_cursor_execute", lambda *a: through_sqlalchemy.append(a[2].split()[0])
+    )
+    try:
+        assert asyncio.run(_workload(fast)) == asyncio.run(_workload(slow))
+        # the writes and reads by id and by indexed field ran on psycopg; SQLAlchemy's own
+        # (the IN lists, the streamed read) and the test's schema are not counted there
+        assert {"INSERT", "SELECT", "UPDATE", "DELETE"} == set(direct_calls)
+        assert len(direct_calls) >= len(through_sqlalchemy) - 6
+        t = fast.metadata.tables["things"]
+        row = {"id": "t0", "created_at": "x", "updated_at": "x", "data": "{}"}
+        with pytest.raises(IntegrityError) as raised:
+            fast._transaction(lambda conn: fast._direct.run(conn, t.insert(), row))  # type: ignore[union-attr]
+        assert raised.value.orig is not None and raised.value.orig.sqlstate == "23505"  # type: ignore[attr-defined]
+        assert asyncio.run(fast.count("things")) == asyncio.run(slow.count("things"))
+    finally:
+        fast.close()
+        slow.close()
+
+
+def test_on_postgresql_a_dropped_connection_is_invalidated_and_the_work_run_again(
+    pg_urls: tuple[str, str],
+) -> None:
+    """The server closed the pooled connection (it restarted): the statement on the driver
+    fails as SQLAlchemy's would, the connection is invalidated, and the store runs its work
+    again on a new one."""
+    from sqlalchemy import create_engine
+
+    store = _server_store(pg_urls[0])
+    try:
+        asyncio.run(store.create("things", {"id": "a", "name": "one"}))
+        asyncio.run(store.update("things", "a", {"name": "two"}))  # a pooled connection, used
+        admin = create_engine(pg_urls[1], isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = make_url(pg_urls[0]).database
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        admin.dispose()
+        # a read by id: its statement, on the driver, is the first to use the dead connection
+        assert asyncio.run(store.get("things", "a"))["name"] == "two"  # type: ignore[index]
+        assert asyncio.run(store.update("things", "a", {"name": "three"}))["name"] == "three"  # type: ignore[index]
+    finally:
+        store.close()
