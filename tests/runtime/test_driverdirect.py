@@ -1,5 +1,5 @@
-"""The store's speed path (`driverdirect.py`) on SQLite: the driver runs exactly the statements
-SQLAlchemy would have run, with the same answers, errors and transactions."""
+"""The store's speed path (`driverdirect.py`): the driver (sqlite3, psycopg) runs exactly the
+statements SQLAlchemy would have run, with the same answers, errors and transactions."""
 
 from __future__ import annotations
 
