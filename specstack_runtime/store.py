@@ -16,8 +16,8 @@ cheap. The backend is chosen by SQLAlchemy URL:
 Only portable SQL is used: text columns with explicit lengths (MariaDB indexes need
 them), JSON as text (no JSON column types), timestamps as ISO 8601 strings (no
 datetime precision differences), ids chosen by the behaviours (no autoincrement).
-Every statement is built and compiled by SQLAlchemy Core; on SQLite the driver runs it
-(driverdirect.py, the one speed path). Store methods are coroutines; a server database's
+Every statement is built and compiled by SQLAlchemy Core; on SQLite and PostgreSQL the
+driver runs it (driverdirect.py, the one speed path). Store methods are coroutines; a server database's
 work runs on the store's worker threads, so the event loop serves on meanwhile. Filters
 on indexed fields, ordering, the page marker and the page limit are SQL; an UPDATE sets
 only the columns that change.

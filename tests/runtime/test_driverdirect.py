@@ -68,17 +68,24 @@ async def _workload(store: Store) -> list[Any]:
     return [_STAMP.sub("T", repr(x)) for x in out]
 
 
-def test_the_driver_runs_the_statements_sqlalchemy_would_with_the_same_answers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    direct_calls: list[str] = []
+@pytest.fixture
+def direct_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first word of each statement the driver ran directly (the rest ran through
+    SQLAlchemy), in order."""
+    calls: list[str] = []
     on_driver = driverdirect._on_driver
 
     def counted(conn: Any, plan: Any, params: Any, *, many: bool) -> Any:
-        direct_calls.append(plan.sql.split()[0])
+        calls.append(plan.sql.split()[0])
         return on_driver(conn, plan, params, many=many)
 
     monkeypatch.setattr(driverdirect, "_on_driver", counted)
+    return calls
+
+
+def test_the_driver_runs_the_statements_sqlalchemy_would_with_the_same_answers(
+    tmp_path: Path, direct_calls: list[str]
+) -> None:
 
     fast = _store(tmp_path / "fast.sqlite")
     fast_sql = _driver_trace(fast)
@@ -169,16 +176,8 @@ def _server_store(url: str) -> Store:
 
 
 def test_on_postgresql_the_driver_gives_the_answers_sqlalchemy_would(
-    pg_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    pg_urls: tuple[str, str], direct_calls: list[str]
 ) -> None:
-    direct_calls: list[str] = []
-    on_driver = driverdirect._on_driver
-
-    def counted(conn: Any, plan: Any, params: Any, *, many: bool) -> Any:
-        direct_calls.append(plan.sql.split()[0])
-        return on_driver(conn, plan, params, many=many)
-
-    monkeypatch.setattr(driverdirect, "_on_driver", counted)
     fast, slow = (_server_store(url) for url in pg_urls)
     through_sqlalchemy: list[str] = []
     event.listen(
