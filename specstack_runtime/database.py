@@ -44,6 +44,14 @@ INDEX_SIZE = 255
 class TableSpec:
     name: str
     indexes: tuple[str, ...] = ()
+    #: indexes over several of `indexes`' columns, in order
+    compound: tuple[tuple[str, ...], ...] = ()
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> TableSpec:
+        """From a database component's table as the generated stack info holds it."""
+        compound = tuple(tuple(c) for c in table.get("compound", ()))
+        return cls(table["name"], tuple(table["indexes"]), compound)
 
 
 def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
@@ -59,6 +67,8 @@ def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
         table = Table(spec.name, md, *cols)
         for ix in spec.indexes:
             Index(f"ix_{spec.name}_{ix}", table.c[ix])
+        for columns in spec.compound:
+            Index(f"ix_{spec.name}_{'_'.join(columns)}", *(table.c[c] for c in columns))
     return md
 
 

@@ -162,7 +162,7 @@ class EmbeddedStack:
             return None
         if database not in self.stores:
             comp = self.info.components[database]
-            tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in comp["tables"]]
+            tables = [TableSpec.of(t) for t in comp["tables"]]
             # one process serves every component here: its store is the database's only
             # writer (a distributed stack's processes may share an SQLite file)
             sole = self.config.mode == "embedded"

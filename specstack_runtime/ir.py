@@ -66,6 +66,8 @@ class MessageHandler(Node):
 class Table(Node):
     name: str
     indexes: tuple[str, ...]
+    #: indexes over several of `indexes`' columns, in order
+    compound: tuple[tuple[str, ...], ...] = ()
 
 
 class StartupStep(Node):

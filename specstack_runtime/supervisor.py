@@ -241,7 +241,7 @@ def prepare_databases(info: StackInfo, config: StackConfig) -> list[str]:
         url = config.database_url(db)
         if _is_server_url(url) and migrate.ensure_database(url):
             created.append(db)
-        tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in info.components[db]["tables"]]
+        tables = [TableSpec.of(t) for t in info.components[db]["tables"]]
         store = Store(url, tables, database=db)
         try:
             store.create_schema()

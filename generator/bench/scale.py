@@ -52,7 +52,7 @@ async def _select_ms(hosts: int, runs: int) -> list[float]:
     comp = info.components["nova-conductor"]
     db = info.components[comp["database"]]
     with tempfile.TemporaryDirectory(prefix="specstack-bench-") as tmp:
-        tables = [TableSpec(t["name"], tuple(t["indexes"])) for t in db["tables"]]
+        tables = [TableSpec.of(t) for t in db["tables"]]
         store = Store(f"sqlite:///{tmp}/nova.sqlite", tables)
         store.create_schema()
         unused: Any = None  # the conductor's handler reaches its store only

@@ -126,7 +126,11 @@ def _components(f: SpecFile) -> tuple[ir.Component, ...]:
                     for m, h in c.get("consumes", {}).items()
                 ),
                 tables=tuple(
-                    ir.Table(name=t, indexes=tuple(spec.get("indexes", [])))
+                    ir.Table(
+                        name=t,
+                        indexes=tuple(spec.get("indexes", [])),
+                        compound=tuple(tuple(c) for c in spec.get("compound", [])),
+                    )
                     for t, spec in c.get("tables", {}).items()
                 ),
                 startup=tuple(

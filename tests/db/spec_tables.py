@@ -13,4 +13,4 @@ DATABASES = sorted(n for n, c in INFO.components.items() if c["kind"] == "databa
 
 
 def tables(database: str) -> list[TableSpec]:
-    return [TableSpec(t["name"], tuple(t["indexes"])) for t in INFO.components[database]["tables"]]
+    return [TableSpec.of(t) for t in INFO.components[database]["tables"]]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Connection, event, select, text
 
 from specstack_runtime.errors import NotFound
-from specstack_runtime.store import Not, Store
+from specstack_runtime.store import Not, Store, TableSpec
 from tests.db.conftest import THINGS
 
 
@@ -164,3 +164,60 @@ def test_not_filters_count_in_sql_and_match_documents(store: Store) -> None:
         assert sorted(d["id"] for d in on) == ["t01", "t05", "t07", "t99"]
 
     run(go())
+
+
+# servers soft-deleted as nova's are: the row stays, its vm_state `deleted`
+SERVERS = [TableSpec("servers", ("project_id", "vm_state"), (("project_id", "vm_state"),))]
+
+
+def test_live_rows_are_counted_from_ranges_of_a_compound_index(db_url: str) -> None:
+    """A project's rows whose state is not `deleted` (how the instances quota counts live
+    servers): the right rows on every backend, NULL included, states sorting before and
+    after `deleted` too; on SQLite the count reads three ranges of the compound index
+    (NULL, below, above), never every row of the project, so a project's deleted servers
+    do not make its next boot slower."""
+    store = Store(db_url, SERVERS, database=None)
+    if store.sqlite:
+        store.create_schema()
+    else:
+        store.metadata.create_all(store.engine)
+    states = {"a1": "active", "a2": "building", "a3": "error", "a4": "stopped", "a5": None}
+    sent: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        sent.append((sql, params))
+
+    async def go() -> None:
+        for i in range(30):
+            await store.create(
+                "servers", {"id": f"d{i:02d}", "project_id": "p1", "vm_state": "deleted"}
+            )
+        for id_, state in states.items():
+            await store.create("servers", {"id": id_, "project_id": "p1", "vm_state": state})
+        for i, state in enumerate(["active", "deleted", "error"]):
+            await store.create("servers", {"id": f"o{i}", "project_id": "p2", "vm_state": state})
+        event.listen(store.engine, "before_cursor_execute", record)
+        live = {"project_id": "p1", "vm_state": Not("deleted")}
+        assert await store.count("servers", live) == 5
+        listed = await store.list("servers", live)
+        assert sorted(d["id"] for d in listed) == sorted(states)
+        assert await store.count("servers", {"project_id": "p2", "vm_state": Not("deleted")}) == 2
+        assert await store.count("servers", {"project_id": "p1", "vm_state": "deleted"}) == 30
+
+    try:
+        run(go())
+        if store.sqlite:
+            sql, params = sent[0]
+            with store.engine.connect() as conn:
+                driver = conn.connection.dbapi_connection
+                assert driver is not None
+                plan = [row[3] for row in driver.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            searches = [p for p in plan if p.startswith("SEARCH")]
+            assert len(searches) == 3, plan
+            assert all(
+                "INDEX ix_servers_project_id_vm_state (project_id=? AND vm_state" in p
+                for p in searches
+            ), plan
+            assert {p.rsplit("vm_state", 1)[1] for p in searches} == {"=?)", "<?)", ">?)"}
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import LoadedSpec, PathElem, SpecFile, to_plain
 from generator.pipeline.validate.names import hint
 from generator.pipeline.validate.openapi import operations_of
+from generator.pipeline.validate.tables import compound_indexes
 
 # Which fields each communication type takes (beyond from/to/via/summary).
 VIA_FIELDS = {
@@ -187,6 +188,7 @@ def _components(ix: Index) -> list[Diagnostic]:
                     )
                 )
             table_owners.setdefault(table, name)
+            diags += compound_indexes(f, [*base, "tables", table], table, c["tables"][table] or {})
         if db := c.get("database"):
             target = ix.components.get(db)
             if target is None:

@@ -6,7 +6,7 @@
 Every resource table keeps its document as JSON text in `data`, with the fields the
 spec indexes copied into indexed columns (see specstack_runtime.store).
 
-Revision ID: nova_db_0001_6b1ec11e4c
+Revision ID: nova_db_0001_bd083eaffc
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "nova_db_0001_6b1ec11e4c"
+revision = "nova_db_0001_bd083eaffc"
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -55,6 +55,7 @@ def upgrade() -> None:
     op.create_index("ix_instances_name", "instances", ["name"])
     op.create_index("ix_instances_host", "instances", ["host"])
     op.create_index("ix_instances_vm_state", "instances", ["vm_state"])
+    op.create_index("ix_instances_project_id_vm_state", "instances", ["project_id", "vm_state"])
     op.create_table(
         "flavors",
         sa.Column("id", sa.String(64), primary_key=True),
