@@ -301,6 +301,7 @@ class Resource(Node):  # A resource of an API, as its spec/resources file declar
     sort_since: dict[str, str] = {}  # a sort key -> the microversion that brings it
     default_sort: tuple[str, ...]
     list_where: str | None
+    list_select: str | None = None  # the request's store filter: field -> {eq|not|in: value}
     list_all: str | None  # nova's all_tenants: see_all callers list every owner's rows with it
     list_all_rule: str | None = None  # who may use list_all (default: see_all)
     list_count: ListCount | None = None  # a list's body also counts every matching row

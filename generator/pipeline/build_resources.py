@@ -446,6 +446,7 @@ def _resource(
         },
         default_sort=tuple(listing.get("default_sort", ())),
         list_where=listing.get("where"),
+        list_select=listing.get("select"),
         list_all=listing.get("all"),
         list_all_rule=listing.get("all_rule"),
         list_count=ir.ListCount(**listing["count"]) if listing.get("count") else None,

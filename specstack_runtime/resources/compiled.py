@@ -136,6 +136,7 @@ class Compiled:
     validators: dict[str, Any] = field(default_factory=dict)
     shared: Expr | None = None
     list_where: Expr | None = None
+    list_select: Expr | None = None
 
     def __post_init__(self) -> None:
         self.fields = {f.name: f for f in self.res.fields}
@@ -155,6 +156,7 @@ class Compiled:
         self.filters = {f.param: f for f in self.res.filters}
         self.shared = compile_expr(self.res.shared) if self.res.shared else None
         self.list_where = compile_expr(self.res.list_where) if self.res.list_where else None
+        self.list_select = compile_expr(self.res.list_select) if self.res.list_select else None
 
     @property
     def name(self) -> str:
@@ -249,7 +251,7 @@ class Compiled:
         """Whether its answers, visibility or list condition read `rules` (policy decisions,
         worked out once per call only for such resources)."""
         exprs = [e for _, e in (*self.computed, *self.renders)]
-        exprs += [e for e in (self.shared, self.list_where) if e is not None]
+        exprs += [e for e in (self.shared, self.list_where, self.list_select) if e is not None]
         return any("rules" in e.uses for e in exprs)
 
     @cached_property
@@ -257,7 +259,7 @@ class Compiled:
         """The policy rules those expressions name (None: all), found once: a call decides
         only these, not every rule of the spec."""
         exprs = [e for _, e in (*self.computed, *self.renders)]
-        exprs += [e for e in (self.shared, self.list_where) if e is not None]
+        exprs += [e for e in (self.shared, self.list_where, self.list_select) if e is not None]
         return rule_names([e.text for e in exprs if "rules" in e.uses])
 
     @cached_property

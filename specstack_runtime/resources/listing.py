@@ -23,6 +23,7 @@ from specstack_runtime.resources.compiled import error
 from specstack_runtime.resources.context import Doc, ResourceCall
 from specstack_runtime.resources.views import only, render, requested_fields
 from specstack_runtime.store import BATCH_ROWS
+from specstack_runtime.storequery import Not, matches_value
 
 Predicate = Callable[[Doc], bool]
 PAGING = frozenset({"limit", "marker", "sort_key", "sort_dir", "sort", "page_reverse", "offset"})
@@ -372,11 +373,15 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
     if res.res.rows:
         await seeds.ensure(rc)
     sql, preds = filters(rc)
-    rows = await rc.store.list(res.res.table, sql)
+    selected(rc, sql, preds)
     every = access.sees_all(rc)
     if res.res.list_all:
         rule = res.res.list_all_rule
         every = (rc.allows(rule) if rule else every) and _asks_for_all(rc, res.res.list_all)
+    owner = res.owner_field
+    if not every and res.shared is None and owner and owner not in sql and (mine := rc.owner_id()):
+        sql[owner] = mine  # it sees its own rows only: the database picks them
+    rows = await rc.store.list(res.res.table, sql)
     others = [] if every else [d for d in rows if not access.owns(rc, d)]
     parents = await _parents(rc, others)
     out: list[Doc] = []
@@ -393,6 +398,39 @@ async def visible_rows(rc: ResourceCall) -> list[Doc]:
             continue
         out.append(d)
     return _sorted(out, _sort_order(rc))
+
+
+_SELECT_OPS = ("eq", "not", "in")
+
+
+def selected(rc: ResourceCall, sql: dict[str, Any], preds: list[Predicate]) -> None:
+    """The spec's `list.select` for this request (once, not once a row): each field's
+    condition into the store's filter, so that the database returns only those rows (a
+    project's live servers, not every server it deleted); a field a query parameter
+    already filters gets the condition as a predicate beside it."""
+    select = rc.res.list_select
+    if select is None:
+        return
+    found = select.evaluate(**rc.variables())
+    if not isinstance(found, dict):
+        raise RuntimeError(f"list.select of {rc.res.name} gave {found!r}, not a map")
+    for field, test in found.items():
+        if not (isinstance(test, dict) and len(test) == 1 and next(iter(test)) in _SELECT_OPS):
+            raise RuntimeError(
+                f"list.select of {rc.res.name}: {field}: {test!r} is not one of "
+                "{'eq': V}, {'not': V}, {'in': [V, ...]}"
+            )
+        ((op, value),) = test.items()
+        wanted = Not(value) if op == "not" else list(value) if op == "in" else value
+        key = rc.res.key(str(field))
+        if key in sql:
+            preds.append(_holds_value(key, wanted))
+        else:
+            sql[key] = wanted
+
+
+def _holds_value(key: str, wanted: Any) -> Predicate:
+    return lambda d: matches_value(d.get(key), wanted)
 
 
 async def _parents(rc: ResourceCall, rows: list[Doc]) -> dict[str, Doc]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from specstack_runtime.behaviours import nova_api, nova_delete
 from specstack_runtime.bus import RemoteError
+from specstack_runtime.context import AuthContext
 from specstack_runtime.errors import BadRequest, Conflict, Forbidden, NotFound
 from tests.aio import arun
 from tests.runtime.test_compute_api import ADMIN_KEYS, SERVER_KEYS_21, Api
@@ -106,6 +109,40 @@ async def test_show_hides_deleted_and_foreign_servers(api: Api) -> None:
         await api.run("showServer", path_params={"server_id": row["id"]})
     with pytest.raises(NotFound):
         await api.run("showServer", path_params={"server_id": "vm1"})
+
+
+@arun
+async def test_list_servers_reads_only_the_rows_it_lists(api: Api) -> None:
+    """Live servers; every one with changes-since; only the deleted ones with deleted=true,
+    for administrators (anyone else's is ignored). The database chooses them (spec
+    `list.select`): a project's deleted servers are not read to list its live ones."""
+    await seed_flavors(api.store)
+    rows = [await api.boot(name=f"vm{i}") for i in range(5)]
+    for row in rows[2:]:
+        await api.set(row, vm_state="deleted")
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        sent.append(" ".join(sql.split()))
+
+    event.listen(api.store.engine, "before_cursor_execute", record)
+
+    async def names(query: dict[str, str], auth: AuthContext | None = None) -> list[str]:
+        got = await api.run("listServers", query=query, auth=auth or auth_ctx())
+        return sorted(s["name"] for s in got.body["servers"])
+
+    assert await names({}) == ["vm0", "vm1"]
+    listed = [q for q in sent if q.startswith("SELECT instances.data FROM instances")]
+    # the caller's project's rows (it sees no other), live: index ranges (test_store_paging)
+    assert listed and all(
+        "instances.project_id = ?" in q and "instances.vm_state <" in q for q in listed
+    )
+    assert await names({"deleted": "true"}) == ["vm0", "vm1"]
+    assert await names({"deleted": "true"}, auth_ctx(admin=True)) == ["vm2", "vm3", "vm4"]
+    assert await names({"deleted": "false"}, auth_ctx(admin=True)) == ["vm0", "vm1"]
+    every = [f"vm{i}" for i in range(5)]
+    assert await names({"changes-since": "2000-01-01T00:00:00Z"}) == every
+    event.remove(api.store.engine, "before_cursor_execute", record)
 
 
 @arun

@@ -296,6 +296,7 @@ class _Checker:
                     f"sort key '{key}': '{field}' is not a field",
                 )
         self.expr(f, [*base, "list", "where"], listing.get("where"))
+        self.expr(f, [*base, "list", "select"], listing.get("select"))
         self.rule(f, [*base, "list", "all_rule"], listing.get("all_rule"))
         if listing.get("all_rule") and not listing.get("all"):
             self.at(f, [*base, "list", "all_rule"], "all_rule needs `all` (the parameter)")
