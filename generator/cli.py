@@ -436,8 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         default=0,
         metavar="R",
-        help="only the embedded stack's memory over time: its RSS after each of R rounds "
-        "of --boots boots and deletes, and its growth a round (one JSON object)",
+        help="only the embedded stack over time: its RSS after each of R rounds of --boots "
+        "boots and deletes, its growth a round, and each round's boot median and server "
+        "list time (one JSON object)",
     )
     b.add_argument(
         "--baseline",

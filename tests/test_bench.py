@@ -104,7 +104,8 @@ def test_rounds_give_the_stacks_memory_after_each_round_of_boots(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`--rounds R --boots N`: the embedded stack's RSS when serving and after each round of
-    N boots and deletes, and its growth a round from the second on."""
+    N boots and deletes, and its growth a round from the second on; each round's boot
+    median and server list time (the list checked to hold the servers kept alive)."""
     assert main(["bench", "--rounds", "3", "--boots", "2"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert set(figures) == {
@@ -112,9 +113,15 @@ def test_rounds_give_the_stacks_memory_after_each_round_of_boots(
         "rss_mb_started",
         "rss_mb_after_rounds",
         "rss_mb_growth_a_round",
+        "boot_p50_ms_rounds",
+        "list_servers_p50_ms_rounds",
     }
     after = figures["rss_mb_after_rounds"]
     assert figures["boots_a_round"] == 2 and len(after) == 3
+    assert len(figures["boot_p50_ms_rounds"]) == len(figures["list_servers_p50_ms_rounds"]) == 3
+    assert all(
+        ms > 0 for ms in figures["boot_p50_ms_rounds"] + figures["list_servers_p50_ms_rounds"]
+    )
     # the stack's process, not this one's or nothing: tens of MB at least
     assert figures["rss_mb_started"] > 30 and min(after) > 30
     assert figures["rss_mb_growth_a_round"] == pytest.approx((after[2] - after[0]) / 2, abs=0.06)

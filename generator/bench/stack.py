@@ -280,35 +280,63 @@ def stack_figures(
     return figures
 
 
+#: servers kept through the rounds (what a project's list shows beside those it deleted)
+KEPT = 3
+#: lists of the project's servers timed after each round
+LISTS = 20
+
+
 def rss_rounds(rounds: int, boots: int, computes: int = 4) -> dict[str, Any]:
     """The stack's RSS after each of `rounds` rounds of `boots` sequential boots and deletes
     (a stack that keeps something of each boot grows round after round), and its growth a
-    round from the second round on (the first also fills caches up to their bounds)."""
+    round from the second round on (the first also fills caches up to their bounds). Also,
+    each round, the boots' median and then the median of `LISTS` lists of the project's
+    servers (`GET /servers/detail`, `KEPT` of them booted first and kept): nova keeps a deleted server's row,
+    and neither a boot (its quota counts the live ones) nor a list should slow down as
+    they add up."""
 
-    async def run(stack: BenchStack) -> list[float]:
+    async def run(stack: BenchStack) -> tuple[list[float], list[float], list[float]]:
         async with httpx.AsyncClient(timeout=120) as http:
             token, urls = await _login(http, stack.identity, stack.config)
             body = await boot_body(http, urls, token)
             client = StackClient(http, urls, token)
-            after = [_rss_mb(stack.proc.pid)]
+            kept = {f"kept-{i}" for i in range(KEPT)}
+            for name in sorted(kept):
+                await client.boot(body(name))
+            listing = f"{urls['compute']}/servers/detail"
+            after, boot_ms, list_ms = [_rss_mb(stack.proc.pid)], [], []
             for r in range(rounds):
+                took = []
                 for i in range(boots):
-                    _, sid, status = await client.boot(body(f"round-{r}-{i}"))
+                    seconds, sid, status = await client.boot(body(f"round-{r}-{i}"))
                     if status != "ACTIVE":
                         raise RuntimeError(f"a boot of round {r} ended {status}")
+                    took.append(seconds)
                     await client.delete(sid)
                 after.append(_rss_mb(stack.proc.pid))
-            return after
+                boot_ms.append(statistics.median(took) * 1000)
+                lists = []
+                for _ in range(LISTS):
+                    start = time.perf_counter()
+                    got = await http.get(listing, headers={"X-Auth-Token": token})
+                    lists.append(time.perf_counter() - start)
+                    names = {s["name"] for s in got.json()["servers"]}
+                    if kept - names or any(n.startswith("round-") for n in names):
+                        raise RuntimeError(f"the list after round {r}: {sorted(names)}")
+                list_ms.append(statistics.median(lists) * 1000)
+            return after, boot_ms, list_ms
 
     with running(computes) as stack:
         _wait_for_line(stack.proc, "serving;")
-        after = asyncio.run(run(stack))
+        after, boot_ms, list_ms = asyncio.run(run(stack))
     grown = (after[-1] - after[1]) / (rounds - 1) if rounds > 1 else after[-1] - after[0]
     return {
         "boots_a_round": boots,
         "rss_mb_started": round(after[0], 1),
         "rss_mb_after_rounds": [round(mb, 1) for mb in after[1:]],
         "rss_mb_growth_a_round": round(grown, 2),
+        "boot_p50_ms_rounds": [round(ms, 2) for ms in boot_ms],
+        "list_servers_p50_ms_rounds": [round(ms, 2) for ms in list_ms],
     }
 
 
