@@ -72,6 +72,16 @@ def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
     return md
 
 
+def create_tables(md: MetaData, target: Engine | Connection) -> None:
+    """SQLite: the tables of `md`, and every index of theirs the file lacks (one the spec
+    declared since an embedded data directory was made: `create_all` leaves a table it
+    finds as it is)."""
+    md.create_all(target)
+    for table in md.tables.values():
+        for index in table.indexes:
+            index.create(target, checkfirst=True)
+
+
 @lru_cache(maxsize=512)
 def _sized(indexes: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
     """A table's string columns and their sizes (made once per table)."""

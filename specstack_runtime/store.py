@@ -45,6 +45,7 @@ from specstack_runtime.database import (
     autocommit,
     build_metadata,
     check_columns,
+    create_tables,
     engine_url,
     make_engine,
     run_on_server,
@@ -232,7 +233,7 @@ class Store:
         """SQLite: create the tables directly (fast; the same schema the migrations make).
         PostgreSQL/MariaDB: create the database if missing and run its migrations."""
         if self.sqlite:
-            self.metadata.create_all(self._conn or self.engine)
+            create_tables(self.metadata, self._conn or self.engine)
             if self._conn is not None:
                 self._conn.commit()
             return

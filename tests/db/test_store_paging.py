@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, select, text
+from sqlalchemy import Connection, event, inspect, select, text
 
 from specstack_runtime.errors import NotFound
 from specstack_runtime.store import Not, Store, TableSpec
@@ -221,3 +222,21 @@ def test_live_rows_are_counted_from_ranges_of_a_compound_index(db_url: str) -> N
             assert {p.rsplit("vm_state", 1)[1] for p in searches} == {"=?)", "<?)", ">?)"}
     finally:
         store.close()
+
+
+def test_a_sqlite_file_made_before_an_index_was_declared_gets_it(tmp_path: Path) -> None:
+    """An embedded data directory from before the spec declared an index (the compound one
+    here) has it, and its rows, once a store starts on it."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    old = Store(url, [TableSpec("servers", ("project_id", "vm_state"))], database=None)
+    old.create_schema()
+    run(old.create("servers", {"id": "a", "project_id": "p1", "vm_state": "active"}))
+    old.close()
+    new = Store(url, SERVERS, database=None)
+    try:
+        new.create_schema()
+        indexes = {i["name"] for i in inspect(new.engine).get_indexes("servers")}
+        assert "ix_servers_project_id_vm_state" in indexes
+        assert run(new.count("servers", {"project_id": "p1", "vm_state": Not("deleted")})) == 1
+    finally:
+        new.close()
