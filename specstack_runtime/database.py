@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from specstack_runtime.errors import BadRequest
+from specstack_runtime.ir import index_name
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,9 +67,9 @@ def build_metadata(tables: Iterable[TableSpec]) -> MetaData:
         cols.append(Column("data", DOC_TYPE, nullable=False))
         table = Table(spec.name, md, *cols)
         for ix in spec.indexes:
-            Index(f"ix_{spec.name}_{ix}", table.c[ix])
+            Index(index_name(spec.name, (ix,)), table.c[ix])
         for columns in spec.compound:
-            Index(f"ix_{spec.name}_{'_'.join(columns)}", *(table.c[c] for c in columns))
+            Index(index_name(spec.name, columns), *(table.c[c] for c in columns))
     return md
 
 

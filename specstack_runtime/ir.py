@@ -70,6 +70,11 @@ class Table(Node):
     compound: tuple[tuple[str, ...], ...] = ()
 
 
+def index_name(table: str, columns: tuple[str, ...] | list[str]) -> str:
+    """An index's name: the store's metadata and the migrations (their template) give it."""
+    return f"ix_{table}_{'_'.join(columns)}"
+
+
 class StartupStep(Node):
     """What a component does once it starts: a behaviour, or a call of another API's operation."""
 

@@ -291,9 +291,9 @@ def rss_rounds(rounds: int, boots: int, computes: int = 4) -> dict[str, Any]:
     (a stack that keeps something of each boot grows round after round), and its growth a
     round from the second round on (the first also fills caches up to their bounds). Also,
     each round, the boots' median and then the median of `LISTS` lists of the project's
-    servers (`GET /servers/detail`, `KEPT` of them booted first and kept): nova keeps a deleted server's row,
-    and neither a boot (its quota counts the live ones) nor a list should slow down as
-    they add up."""
+    servers (`GET /servers/detail`; `KEPT` of them booted first and kept): nova keeps a
+    deleted server's row, and neither a boot (its quota counts the live ones) nor a list
+    should slow down as they add up."""
 
     async def run(stack: BenchStack) -> tuple[list[float], list[float], list[float]]:
         async with httpx.AsyncClient(timeout=120) as http:

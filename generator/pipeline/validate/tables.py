@@ -7,14 +7,10 @@ from typing import Any
 from generator.pipeline.diagnostics import Diagnostic
 from generator.pipeline.load import PathElem, SpecFile
 from generator.pipeline.validate.names import hint
+from specstack_runtime.ir import index_name
 
 #: PostgreSQL's limit on an identifier (MariaDB's is 64)
 MAX_NAME = 63
-
-
-def index_name(table: str, columns: tuple[str, ...] | list[str]) -> str:
-    """An index's name, as the migrations and the store's metadata give it."""
-    return f"ix_{table}_{'_'.join(columns)}"
 
 
 def compound_indexes(
